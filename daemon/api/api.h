@@ -1,0 +1,37 @@
+/* The HTTP API: libmicrohttpd inside the loop (its epoll fd watched by uv_poll, its timeout on a
+ * uv timer), a route table, bearer-token roles, problem+json errors, and the run endpoints. */
+#ifndef LAB_API_API_H
+#define LAB_API_API_H
+
+#include "daemon/bus/mqtt.h"
+#include "daemon/core/cfg.h"
+#include "daemon/core/clock.h"
+#include "daemon/store/pg.h"
+#include "daemon/store/store.h"
+
+#include <uv.h>
+
+typedef struct lab_api lab_api_t;
+
+typedef struct lab_api_deps {
+    uv_loop_t *loop;
+    const lab_config_t *cfg;
+    const lab_clock_t *clock;
+    lab_store_t *store;
+    lab_pg_t *pg;     /* may be NULL (embedded mode) */
+    lab_mqtt_t *mqtt; /* may be NULL */
+} lab_api_deps_t;
+
+int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps);
+/* HUP: re-read what can be re-read (the tokens file). */
+int lab_api_reload(lab_api_t *api, const lab_config_t *cfg);
+/* The sinks may go away before the API does (shutdown order). */
+void lab_api_forget_sinks(lab_api_t *api);
+/* Stops accepting connections; requests in flight finish (their store ops complete). */
+void lab_api_stop_accepting(lab_api_t *api);
+/* Requests still waiting for the store. */
+int lab_api_in_flight(const lab_api_t *api);
+/* Closes everything; cb on the loop thread after the struct is freed. */
+void lab_api_close(lab_api_t *api, void (*cb)(void *arg), void *arg);
+
+#endif

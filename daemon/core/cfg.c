@@ -1,0 +1,463 @@
+/* The config key table and the INI reader around inih. inih's handler does not see line numbers,
+ * so the reader it is given counts lines and notes section headers (inih never reports an empty
+ * section, and "[postgres]" alone means "use PostgreSQL"). */
+#include "daemon/core/cfg.h"
+#include "daemon/core/err.h"
+#include "daemon/core/log.h"
+#include "daemon/core/mem.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef enum { T_STR, T_INT, T_DOUBLE, T_LEVEL, T_SIZE, T_PATH, T_NAME, T_HOSTPORT } cfg_type_t;
+
+enum { F_RELOAD = 1, F_REQUIRED = 2, F_SECRET = 4 };
+
+typedef struct cfg_key {
+    const char *section;
+    const char *key;
+    cfg_type_t type;
+    size_t offset;
+    const char *def; /* NULL: no default */
+    double min, max; /* for numbers and sizes */
+    unsigned flags;
+    const char *help;
+} cfg_key_t;
+
+typedef struct cfg_section {
+    const char *name;
+    ptrdiff_t present; /* offset of the bool that says the section was given, or -1 */
+    const char *help;
+} cfg_section_t;
+
+#define O(f) offsetof(lab_config_t, f)
+
+static const cfg_section_t sections[] = {
+    {"labloop", -1, "the cell: identity, API address, local store, clock"},
+    {"postgres", O(pg_enabled), "the system of record; absent: the local store alone"},
+    {"mqtt", O(mqtt_enabled), "the MQTT broker; absent: no MQTT"},
+    {"auth", O(auth_enabled), "bearer tokens; absent: loopback only, no tokens"},
+};
+
+static const cfg_key_t keys[] = {
+    {"labloop", "site", T_NAME, O(site), "lab", 0, 0, 0, "site name, part of every MQTT topic"},
+    {"labloop", "cell", T_NAME, O(cell), "cell1", 0, 0, 0, "workcell name, unique per site"},
+    {"labloop", "state_dir", T_PATH, O(state_dir), "/var/lib/labloop", 0, 0, 0,
+     "directory of the local store; labloopd writes nowhere else"},
+    {"labloop", "http", T_HOSTPORT, O(http), "127.0.0.1:8470", 0, 0, 0, "HTTP API address"},
+    {"labloop", "time_scale", T_DOUBLE, O(time_scale), "1", 0.001, 100000, 0,
+     "lab seconds per real second (1 in production)"},
+    {"labloop", "log_level", T_LEVEL, O(log_level), "info", 0, 0, F_RELOAD,
+     "debug, info, warn or error"},
+    {"labloop", "http_max_body", T_SIZE, O(http_max_body), "1M", 1024, 256.0 * 1024 * 1024, 0,
+     "largest request body accepted (k, M suffixes)"},
+    {"labloop", "http_max_connections", T_INT, O(http_max_conns), "256", 1, 10000, 0,
+     "concurrent HTTP connections"},
+    {"labloop", "shutdown_grace", T_DOUBLE, O(shutdown_grace_s), "10", 0, 3600, F_RELOAD,
+     "seconds TERM waits for in-flight work and the sinks to drain"},
+    {"postgres", "conninfo", T_STR, O(pg_conninfo), NULL, 0, 0, F_REQUIRED | F_SECRET,
+     "libpq connection string"},
+    {"postgres", "connect_timeout", T_DOUBLE, O(pg_connect_timeout_s), "5", 0.1, 600, 0,
+     "seconds before a connection attempt is abandoned"},
+    {"postgres", "batch_rows", T_INT, O(pg_batch_rows), "2000", 1, 100000, 0,
+     "outbox rows per PostgreSQL transaction"},
+    {"postgres", "retry_max", T_DOUBLE, O(pg_retry_max_s), "30", 0.1, 3600, 0,
+     "longest pause between reconnection attempts, seconds"},
+    {"mqtt", "uri", T_STR, O(mqtt_uri), NULL, 0, 0, F_REQUIRED,
+     "broker address, tcp://host:port"},
+    {"mqtt", "topic_root", T_STR, O(mqtt_topic_root), "labloop/v1", 0, 0, 0,
+     "topic prefix; topics are ROOT/SITE/CELL/..."},
+    {"mqtt", "client_id", T_STR, O(mqtt_client_id), NULL, 0, 0, 0,
+     "MQTT client id (default labloop-SITE-CELL)"},
+    {"mqtt", "username", T_STR, O(mqtt_username), NULL, 0, 0, 0, "broker user name"},
+    {"mqtt", "password", T_STR, O(mqtt_password), NULL, 0, 0, F_SECRET, "broker password"},
+    {"mqtt", "keepalive", T_INT, O(mqtt_keepalive_s), "30", 2, 3600, 0, "keepalive, seconds"},
+    {"mqtt", "inflight", T_INT, O(mqtt_inflight), "256", 1, 65535, 0,
+     "QoS 1 messages awaiting acknowledgement at once"},
+    {"mqtt", "retry_max", T_DOUBLE, O(mqtt_retry_max_s), "30", 0.1, 3600, 0,
+     "longest pause between reconnection attempts, seconds"},
+    {"auth", "tokens", T_PATH, O(auth_tokens), NULL, 0, 0, F_REQUIRED | F_RELOAD,
+     "file of 'TOKEN ROLE [NAME]' lines; re-read on HUP"},
+};
+
+#define N_KEYS (sizeof keys / sizeof keys[0])
+#define N_SECTIONS (sizeof sections / sizeof sections[0])
+
+static void add_error(lab_cfg_errors_t *e, int line, const char *section, const char *key,
+                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void add_error(lab_cfg_errors_t *e, int line, const char *section, const char *key,
+                      const char *fmt, ...)
+{
+    if (e->n == e->cap) {
+        e->cap = e->cap ? e->cap * 2 : 8;
+        e->v = lab_realloc(e->v, sizeof *e->v * (size_t)e->cap);
+    }
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    e->v[e->n++] = (lab_cfg_error_t){line, lab_strdup(section), lab_strdup(key), lab_strdup(buf)};
+}
+
+static char **str_field(lab_config_t *c, const cfg_key_t *k)
+{
+    return (char **)((char *)c + k->offset);
+}
+
+static const cfg_section_t *find_section(const char *name)
+{
+    for (size_t i = 0; i < N_SECTIONS; i++)
+        if (strcmp(sections[i].name, name) == 0)
+            return &sections[i];
+    return NULL;
+}
+
+static const cfg_key_t *find_key(const char *section, const char *key)
+{
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static char *resolve_path(const char *dir, const char *p)
+{
+    if (p[0] == '/')
+        return lab_strdup(p);
+    return lab_asprintf("%s/%s", dir, p);
+}
+
+static int parse_size(const char *v, double *out)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (end == v || errno || d < 0)
+        return -1;
+    while (*end == ' ')
+        end++;
+    double mult = 1;
+    switch (tolower((unsigned char)*end)) {
+    case '\0':
+        break;
+    case 'k':
+        mult = 1024;
+        end++;
+        break;
+    case 'm':
+        mult = 1024.0 * 1024;
+        end++;
+        break;
+    case 'g':
+        mult = 1024.0 * 1024 * 1024;
+        end++;
+        break;
+    default:
+        return -1;
+    }
+    if (*end == 'b' || *end == 'B')
+        end++;
+    if (*end)
+        return -1;
+    *out = floor(d * mult);
+    return 0;
+}
+
+/* Sets one key from text; returns NULL or a reason (static text or a buffer in reason). */
+static const char *set_value(lab_config_t *c, const cfg_key_t *k, const char *v, char *reason,
+                             size_t rlen)
+{
+    char *base = (char *)c + k->offset;
+    char *end;
+    double d = 0;
+    switch (k->type) {
+    case T_STR:
+        free(*(char **)base);
+        *(char **)base = lab_strdup(v);
+        return NULL;
+    case T_PATH:
+        if (!*v)
+            return "must not be empty";
+        free(*(char **)base);
+        *(char **)base = resolve_path(c->dir, v);
+        return NULL;
+    case T_NAME:
+        if (!*v)
+            return "must not be empty";
+        for (const char *p = v; *p; p++)
+            if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+                return "only letters, digits, '-' and '_' are allowed (it is part of MQTT topics)";
+        free(*(char **)base);
+        *(char **)base = lab_strdup(v);
+        return NULL;
+    case T_HOSTPORT: {
+        const char *colon = strrchr(v, ':');
+        if (!colon || colon == v)
+            return "expected HOST:PORT, e.g. 127.0.0.1:8470";
+        long port = strtol(colon + 1, &end, 10);
+        if (*end || end == colon + 1 || port < 0 || port > 65535)
+            return "port must be a number from 0 to 65535";
+        free(*(char **)base);
+        *(char **)base = lab_strdup(v);
+        return NULL;
+    }
+    case T_LEVEL: {
+        int l = lab_log_level_parse(v);
+        if (l < 0)
+            return "expected one of debug, info, warn, error";
+        *(int *)base = l;
+        return NULL;
+    }
+    case T_INT:
+    case T_DOUBLE:
+        errno = 0;
+        d = strtod(v, &end);
+        if (end == v || *end || errno || !isfinite(d))
+            return k->type == T_INT ? "expected a whole number" : "expected a number";
+        if (k->type == T_INT && d != floor(d))
+            return "expected a whole number";
+        break;
+    case T_SIZE:
+        if (parse_size(v, &d))
+            return "expected a size such as 512k or 4M";
+        break;
+    }
+    if (d < k->min || d > k->max) {
+        snprintf(reason, rlen, "%s is out of range [%g, %g]", v, k->min, k->max);
+        return reason;
+    }
+    if (k->type == T_INT)
+        *(int *)base = (int)d;
+    else if (k->type == T_SIZE)
+        *(long *)base = (long)d;
+    else
+        *(double *)base = d;
+    return NULL;
+}
+
+/* Reader state: inih calls our reader for each line, so the current line number is known. */
+typedef struct parse_ctx {
+    FILE *f;
+    int line;
+    lab_config_t *cfg;
+    lab_cfg_errors_t *errs;
+    char section[128];
+    bool section_ok;
+    int seen[N_KEYS];
+    int section_line[N_SECTIONS];
+} parse_ctx_t;
+
+static char *reader(char *str, int num, void *stream)
+{
+    parse_ctx_t *p = stream;
+    char *s = fgets(str, num, p->f);
+    if (!s)
+        return NULL;
+    p->line++;
+    const char *t = s;
+    while (isspace((unsigned char)*t))
+        t++;
+    if (*t == '[') {
+        const char *close = strchr(t, ']');
+        size_t n = close ? (size_t)(close - t - 1) : 0;
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)n, t + 1);
+        /* trim */
+        char *a = name;
+        while (isspace((unsigned char)*a))
+            a++;
+        char *z = a + strlen(a);
+        while (z > a && isspace((unsigned char)z[-1]))
+            *--z = '\0';
+        snprintf(p->section, sizeof p->section, "%s", a);
+        const cfg_section_t *sec = close ? find_section(a) : NULL;
+        p->section_ok = sec != NULL;
+        if (!close)
+            add_error(p->errs, p->line, a, "", "section header without ']'");
+        else if (!sec)
+            add_error(p->errs, p->line, a, "", "unknown section");
+        else if (sec->present >= 0)
+            *(bool *)((char *)p->cfg + sec->present) = true;
+        if (sec && !p->section_line[sec - sections])
+            p->section_line[sec - sections] = p->line;
+    }
+    return s;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    parse_ctx_t *p = user;
+    if (!p->section_ok)
+        return 1; /* the section itself is already reported */
+    const cfg_key_t *k = find_key(section, name);
+    if (!k) {
+        add_error(p->errs, p->line, section, name, "unknown key");
+        return 1;
+    }
+    size_t idx = (size_t)(k - keys);
+    if (p->seen[idx]) {
+        add_error(p->errs, p->line, section, name, "given twice (first on line %d)",
+                  p->seen[idx]);
+        return 1;
+    }
+    p->seen[idx] = p->line;
+    char reason[160];
+    const char *why = set_value(p->cfg, k, value, reason, sizeof reason);
+    if (why)
+        add_error(p->errs, p->line, section, name, "%s", why);
+    return 1;
+}
+
+int lab_config_load(const char *path, lab_config_t *cfg, lab_cfg_errors_t *errs)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->path = lab_strdup(path);
+    char *tmp = lab_strdup(path);
+    char *d = dirname(tmp);
+    if (d[0] == '/') {
+        cfg->dir = lab_strdup(d);
+    } else {
+        char cwd[4096];
+        if (!getcwd(cwd, sizeof cwd))
+            snprintf(cwd, sizeof cwd, ".");
+        cfg->dir = strcmp(d, ".") == 0 ? lab_strdup(cwd) : lab_asprintf("%s/%s", cwd, d);
+    }
+    free(tmp);
+
+    char reason[160];
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (keys[i].def)
+            LAB_ASSERT(set_value(cfg, &keys[i], keys[i].def, reason, sizeof reason) == NULL);
+
+    parse_ctx_t p = {.cfg = cfg, .errs = errs};
+    p.f = fopen(path, "r");
+    if (!p.f) {
+        add_error(errs, 0, "", "", "cannot open: %s", strerror(errno));
+        return LAB_ECONFIG;
+    }
+    int rc = ini_parse_stream(reader, &p, handler, &p);
+    fclose(p.f);
+    if (rc > 0)
+        add_error(errs, rc, p.section, "", "not a 'key = value' line or a [section] header");
+    else if (rc < 0)
+        add_error(errs, 0, "", "", "could not be read");
+
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const cfg_key_t *k = &keys[i];
+        const cfg_section_t *sec = find_section(k->section);
+        bool present = sec->present < 0 || *(bool *)((char *)cfg + sec->present);
+        if ((k->flags & F_REQUIRED) && present && !p.seen[i])
+            add_error(errs, p.section_line[sec - sections], k->section, k->key,
+                      "required when [%s] is given", k->section);
+    }
+    if (cfg->mqtt_enabled && !cfg->mqtt_client_id)
+        cfg->mqtt_client_id = lab_asprintf("labloop-%s-%s", cfg->site, cfg->cell);
+    if (cfg->mqtt_enabled && cfg->mqtt_uri && strncmp(cfg->mqtt_uri, "tcp://", 6) != 0 &&
+        strncmp(cfg->mqtt_uri, "mqtt://", 7) != 0 && strncmp(cfg->mqtt_uri, "ssl://", 6) != 0)
+        add_error(errs, 0, "mqtt", "uri", "expected tcp://HOST:PORT (or ssl://)");
+    return errs->n ? LAB_ECONFIG : LAB_OK;
+}
+
+void lab_config_free(lab_config_t *cfg)
+{
+    for (size_t i = 0; i < N_KEYS; i++) {
+        cfg_type_t t = keys[i].type;
+        if (t == T_STR || t == T_PATH || t == T_NAME || t == T_HOSTPORT) {
+            free(*str_field(cfg, &keys[i]));
+            *str_field(cfg, &keys[i]) = NULL;
+        }
+    }
+    free(cfg->path);
+    free(cfg->dir);
+    cfg->path = cfg->dir = NULL;
+}
+
+void lab_cfg_errors_print(const lab_cfg_errors_t *errs, const char *path, FILE *out)
+{
+    for (int i = 0; i < errs->n; i++) {
+        const lab_cfg_error_t *e = &errs->v[i];
+        fprintf(out, "%s:%d:", path, e->line);
+        if (e->section && *e->section)
+            fprintf(out, " [%s]", e->section);
+        if (e->key && *e->key)
+            fprintf(out, " %s", e->key);
+        fprintf(out, ": %s\n", e->reason);
+    }
+}
+
+void lab_cfg_errors_free(lab_cfg_errors_t *errs)
+{
+    for (int i = 0; i < errs->n; i++) {
+        free(errs->v[i].section);
+        free(errs->v[i].key);
+        free(errs->v[i].reason);
+    }
+    free(errs->v);
+    memset(errs, 0, sizeof *errs);
+}
+
+void lab_config_print_keys(FILE *out)
+{
+    static const char *const tnames[] = {"string", "integer", "number", "level",
+                                         "size",   "path",    "name",   "host:port"};
+    for (size_t s = 0; s < N_SECTIONS; s++) {
+        fprintf(out, "[%s]  ; %s\n", sections[s].name, sections[s].help);
+        for (size_t i = 0; i < N_KEYS; i++) {
+            const cfg_key_t *k = &keys[i];
+            if (strcmp(k->section, sections[s].name) != 0)
+                continue;
+            fprintf(out, "  %-22s %-9s default=%s%s%s  ; %s\n", k->key, tnames[k->type],
+                    k->def ? k->def : "-", k->flags & F_REQUIRED ? " required" : "",
+                    k->flags & F_RELOAD ? " reloadable" : "", k->help);
+        }
+    }
+}
+
+bool lab_config_key_reloadable(const char *section, const char *key)
+{
+    const cfg_key_t *k = find_key(section, key);
+    return k && (k->flags & F_RELOAD);
+}
+
+static bool value_equal(const lab_config_t *a, const lab_config_t *b, const cfg_key_t *k)
+{
+    const char *pa = (const char *)a + k->offset, *pb = (const char *)b + k->offset;
+    switch (k->type) {
+    case T_INT:
+    case T_LEVEL:
+        return *(const int *)pa == *(const int *)pb;
+    case T_DOUBLE:
+        return *(const double *)pa == *(const double *)pb;
+    case T_SIZE:
+        return *(const long *)pa == *(const long *)pb;
+    default: {
+        const char *sa = *(char *const *)pa, *sb = *(char *const *)pb;
+        return (!sa && !sb) || (sa && sb && strcmp(sa, sb) == 0);
+    }
+    }
+}
+
+const char **lab_config_restart_diff(const lab_config_t *a, const lab_config_t *b)
+{
+    const char **out = lab_calloc(N_KEYS + N_SECTIONS + 1, sizeof *out);
+    int n = 0;
+    for (size_t s = 0; s < N_SECTIONS; s++)
+        if (sections[s].present >= 0 && *(const bool *)((const char *)a + sections[s].present) !=
+                                            *(const bool *)((const char *)b + sections[s].present))
+            out[n++] = sections[s].name;
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (!(keys[i].flags & F_RELOAD) && !value_equal(a, b, &keys[i]))
+            out[n++] = keys[i].key;
+    out[n] = NULL;
+    return out;
+}

@@ -1,0 +1,74 @@
+/* Configuration: an INI file read with inih, driven by one typed table of keys (type, default,
+ * range, help). Unknown sections and keys are errors; every error carries file:line. */
+#ifndef LAB_CORE_CFG_H
+#define LAB_CORE_CFG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+typedef struct lab_config {
+    char *path; /* the file as given */
+    char *dir;  /* its directory: relative paths in the file are relative to it */
+
+    /* [labloop] */
+    char *site;
+    char *cell;
+    char *state_dir; /* absolute after loading */
+    char *http;      /* host:port */
+    double time_scale;
+    int log_level;
+    long http_max_body;     /* bytes */
+    int http_max_conns;
+    double shutdown_grace_s; /* how long TERM waits for in-flight work and sinks */
+
+    /* [postgres]; absent: embedded mode for PostgreSQL */
+    bool pg_enabled;
+    char *pg_conninfo;
+    double pg_connect_timeout_s;
+    int pg_batch_rows;
+    double pg_retry_max_s;
+
+    /* [mqtt]; absent: no MQTT */
+    bool mqtt_enabled;
+    char *mqtt_uri;
+    char *mqtt_topic_root; /* the full root is topic_root/site/cell */
+    char *mqtt_client_id;
+    char *mqtt_username;
+    char *mqtt_password;
+    int mqtt_keepalive_s;
+    int mqtt_inflight;
+    double mqtt_retry_max_s;
+
+    /* [auth]; absent: loopback only, no tokens */
+    bool auth_enabled;
+    char *auth_tokens; /* absolute after loading */
+} lab_config_t;
+
+typedef struct lab_cfg_error {
+    int line; /* 0 when the error is about the file as a whole */
+    char *section;
+    char *key;
+    char *reason;
+} lab_cfg_error_t;
+
+typedef struct lab_cfg_errors {
+    lab_cfg_error_t *v;
+    int n, cap;
+} lab_cfg_errors_t;
+
+/* Fills cfg with defaults, then the file. Returns 0, or LAB_ECONFIG with every problem in errs
+ * (cfg is then partly filled and must still be freed). */
+int lab_config_load(const char *path, lab_config_t *cfg, lab_cfg_errors_t *errs);
+void lab_config_free(lab_config_t *cfg);
+/* "FILE:LINE: [section] key: reason", one per line. */
+void lab_cfg_errors_print(const lab_cfg_errors_t *errs, const char *path, FILE *out);
+void lab_cfg_errors_free(lab_cfg_errors_t *errs);
+/* The key table as documentation (used by --help-config). */
+void lab_config_print_keys(FILE *out);
+/* Whether a key may change on HUP without a restart. */
+bool lab_config_key_reloadable(const char *section, const char *key);
+/* Names of keys whose values differ between a and b and that need a restart; NULL-terminated,
+ * caller frees the array (not the strings). */
+const char **lab_config_restart_diff(const lab_config_t *a, const lab_config_t *b);
+
+#endif

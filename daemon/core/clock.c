@@ -1,0 +1,111 @@
+/* The lab clock and UTC timestamp formatting. */
+#include "daemon/core/clock.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void lab_clock_init(lab_clock_t *c, uv_loop_t *loop, double scale)
+{
+    c->loop = loop;
+    c->scale = scale > 0 ? scale : 1.0;
+    c->origin_loop_ms = loop ? uv_now(loop) : 0;
+    c->origin_wall_ms = lab_wall_ms();
+}
+
+uint64_t lab_clock_loop_ms(const lab_clock_t *c, double lab_seconds)
+{
+    if (lab_seconds <= 0)
+        return 0;
+    return (uint64_t)(lab_seconds * 1000.0 / c->scale + 0.5);
+}
+
+int64_t lab_clock_now_ms(const lab_clock_t *c)
+{
+    if (!c->loop)
+        return lab_wall_ms();
+    uint64_t elapsed = uv_now(c->loop) - c->origin_loop_ms;
+    return c->origin_wall_ms + (int64_t)((double)elapsed * c->scale);
+}
+
+int64_t lab_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void lab_time_iso(int64_t utc_ms, char buf[32])
+{
+    time_t secs = (time_t)(utc_ms / 1000);
+    int ms = (int)(utc_ms % 1000);
+    if (ms < 0) {
+        ms += 1000;
+        secs -= 1;
+    }
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    snprintf(buf, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (tm.tm_year + 1900) % 10000,
+             (tm.tm_mon + 1) % 100, tm.tm_mday % 100, tm.tm_hour % 100, tm.tm_min % 100,
+             tm.tm_sec % 100, ms % 1000);
+}
+
+static int digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)**p))
+            return -1;
+        v = v * 10 + (**p - '0');
+        (*p)++;
+    }
+    *out = v;
+    return 0;
+}
+
+int lab_time_parse(const char *s, int64_t *utc_ms)
+{
+    int y, mo, d, h, mi, sec, ms = 0;
+    const char *p = s;
+    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' ||
+        digits(&p, 2, &d) || (*p != 'T' && *p != 't' && *p != ' '))
+        return -1;
+    p++;
+    if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' ||
+        digits(&p, 2, &sec))
+        return -1;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+        return -1;
+    if (*p == '.') {
+        p++;
+        int scale = 100, any = 0;
+        while (isdigit((unsigned char)*p)) {
+            ms += (*p - '0') * scale;
+            scale /= 10;
+            p++;
+            any = 1;
+        }
+        if (!any)
+            return -1;
+    }
+    int offset_min = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p++ == '-' ? -1 : 1, oh, om;
+        if (digits(&p, 2, &oh) || *p++ != ':' || digits(&p, 2, &om) || oh > 23 || om > 59)
+            return -1;
+        offset_min = sign * (oh * 60 + om);
+    } else {
+        return -1;
+    }
+    if (*p)
+        return -1;
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
+                    .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+    time_t t = timegm(&tm);
+    *utc_ms = ((int64_t)t - offset_min * 60) * 1000 + ms;
+    return 0;
+}

@@ -1,0 +1,30 @@
+/* Lab time. Domain durations are lab seconds; the lab clock maps them onto the loop's clock with
+ * time_scale (1 in production, 60 or 600 in a simulation). Record timestamps are lab wall time:
+ * the wall clock at start plus elapsed loop time times the scale. */
+#ifndef LAB_CORE_CLOCK_H
+#define LAB_CORE_CLOCK_H
+
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct lab_clock {
+    uv_loop_t *loop;
+    double scale;
+    uint64_t origin_loop_ms;
+    int64_t origin_wall_ms;
+} lab_clock_t;
+
+void lab_clock_init(lab_clock_t *c, uv_loop_t *loop, double scale);
+/* Loop milliseconds for a lab duration (for uv timers); at least 0. */
+uint64_t lab_clock_loop_ms(const lab_clock_t *c, double lab_seconds);
+/* Lab wall time, in UTC milliseconds since the epoch. */
+int64_t lab_clock_now_ms(const lab_clock_t *c);
+
+/* The real UTC wall clock, in milliseconds. */
+int64_t lab_wall_ms(void);
+/* "2026-11-22T10:00:00.123Z" into buf (at least 25 bytes). */
+void lab_time_iso(int64_t utc_ms, char buf[32]);
+/* Parse an RFC 3339 timestamp (Z or +hh:mm, optional fraction); 0 on success. */
+int lab_time_parse(const char *s, int64_t *utc_ms);
+
+#endif

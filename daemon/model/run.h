@@ -1,0 +1,34 @@
+/* Runs: one workflow on one plate. Their states and the transitions allowed between them live
+ * here, in one table. */
+#ifndef LAB_MODEL_RUN_H
+#define LAB_MODEL_RUN_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum lab_run_state {
+    LAB_RUN_QUEUED,
+    LAB_RUN_PLANNED,
+    LAB_RUN_RUNNING,
+    LAB_RUN_PAUSED,
+    LAB_RUN_INTERRUPTED,
+    LAB_RUN_DONE,
+    LAB_RUN_FAILED,
+    LAB_RUN_CANCELLED,
+    LAB_RUN_NSTATES
+} lab_run_state_t;
+
+const char *lab_run_state_name(lab_run_state_t s);
+/* -1 when the name is not a state. */
+int lab_run_state_parse(const char *name);
+bool lab_run_transition_ok(lab_run_state_t from, lab_run_state_t to);
+bool lab_run_state_final(lab_run_state_t s);
+
+/* The run document for a new, validated submission: the submission's fields with defaults filled
+ * (priority "normal", score 0, params {}), plus id, state "queued", origin, submitted_by,
+ * created_at and updated_at. Returns a new reference. */
+json_t *lab_run_new_doc(const json_t *submission, const char *id, const char *origin,
+                        const char *submitted_by, int64_t now_ms);
+
+#endif

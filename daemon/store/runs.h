@@ -1,0 +1,43 @@
+/* Runs in the local store: the runs table, idempotency records, and the outbox rows that every run
+ * change appends ("run.state", keyed by the run's id, payload = the run document). */
+#ifndef LAB_STORE_RUNS_H
+#define LAB_STORE_RUNS_H
+
+#include "daemon/store/store.h"
+
+/* Inserts a new run. The caller fills the inputs, sets op.done, and submits &ins->op. */
+typedef struct lab_run_insert {
+    lab_store_op_t op;
+    /* inputs, owned by the struct (freed by lab_run_insert_free) */
+    char *id;       /* UUID */
+    char *state;    /* "queued" */
+    char *doc;      /* the whole run document, JSON text */
+    int64_t ts_ms;  /* created_at, lab wall time */
+    /* optional idempotency record, written in the same transaction */
+    char *idem_owner;   /* token name (or "anonymous") */
+    char *idem_key;     /* the Idempotency-Key header */
+    char *idem_hash;    /* hash of method, path and body */
+    int idem_status;    /* the HTTP status to replay */
+    /* outputs */
+    int64_t seq;        /* the outbox row's seq */
+} lab_run_insert_t;
+
+lab_run_insert_t *lab_run_insert_new(void);
+void lab_run_insert_free(lab_run_insert_t *ins);
+
+/* Loop thread, read connection. *doc is malloc'd JSON text. LAB_ENOTFOUND when absent. */
+int lab_runs_get(lab_store_t *st, const char *id, char **doc);
+
+/* Loop thread: runs (optionally in one state) in submission order after the cursor `after`
+ * (0: from the start). Up to limit docs into *docs (malloc'd array of malloc'd JSON texts);
+ * *next is the cursor for the following page, or 0 when there is none. Returns the count. */
+int lab_runs_list(lab_store_t *st, const char *state, int64_t after, int limit, char ***docs,
+                  int64_t *next);
+int lab_runs_count(lab_store_t *st, const char *state);
+
+/* Loop thread: a stored idempotency record. LAB_ENOTFOUND when none. The body is the run
+ * document that the first request answered with (status idem_status). */
+int lab_idem_get(lab_store_t *st, const char *owner, const char *key, char **hash, int *status,
+                 char **body);
+
+#endif

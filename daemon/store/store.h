@@ -1,0 +1,93 @@
+/* The local store: SQLite in state_dir (WAL, synchronous=FULL), its migrations, and the outbox.
+ *
+ * Writes are operations (lab_store_op_t) queued on the loop thread and committed in groups: all
+ * operations queued while the previous group was committing go into the next transaction, with
+ * one fsync for the lot. Each op's apply() runs on libuv's threadpool inside that transaction,
+ * under its own SAVEPOINT (a failing op is rolled back alone); its done() runs on the loop thread
+ * after the group committed, and only then may the caller acknowledge anything. One group is in
+ * flight at a time, and the write connection is touched only by it.
+ *
+ * Reads on the loop thread use a separate read connection (WAL lets it read while a group
+ * commits); they never block on the writer.
+ *
+ * The outbox: every state change and measurement is appended with lab_outbox_append() inside an
+ * op, and gets a sequence number that increases by one per row. Sinks (PostgreSQL writer, MQTT
+ * publisher) read it from their own cursor with lab_outbox_read(). */
+#ifndef LAB_STORE_STORE_H
+#define LAB_STORE_STORE_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct lab_store lab_store_t;
+
+typedef struct lab_store_op {
+    /* Worker thread, inside the group's transaction (under a SAVEPOINT). Must touch nothing but
+     * db and the op's own memory. Returns 0 or a negative lab error. */
+    int (*apply)(struct lab_store_op *op, sqlite3 *db);
+    /* Loop thread, after the group committed (status 0), or failed (status < 0; nothing of the op
+     * was kept). The op is the caller's again. */
+    void (*done)(struct lab_store_op *op, int status);
+    /* internal */
+    struct lab_store_op *next;
+    int status;
+} lab_store_op_t;
+
+/* Opens (creating if need be) state_dir/labloop.db and applies the embedded SQLite migrations
+ * (schemas/sql/sqlite/NNNN_*.sql), recorded in schema_migrations. */
+int lab_store_open(lab_store_t **out, uv_loop_t *loop, const char *state_dir);
+/* Queues an op for the next group. After lab_store_close began: done(op, LAB_ESHUTDOWN). */
+void lab_store_submit(lab_store_t *st, lab_store_op_t *op);
+/* Stops taking ops, lets the group in flight and those queued commit, then closes both
+ * connections and calls cb (on the loop thread). */
+void lab_store_close(lab_store_t *st, void (*cb)(void *arg), void *arg);
+
+/* The loop thread's read connection. */
+sqlite3 *lab_store_reader(lab_store_t *st);
+
+/* Commit listeners: called on the loop thread after every group that appended outbox rows, with
+ * the newest sequence number. At most 8. */
+typedef void (*lab_store_commit_cb)(void *ctx, int64_t head_seq);
+void lab_store_on_commit(lab_store_t *st, lab_store_commit_cb cb, void *ctx);
+
+/* Figures for /metrics and logs. */
+typedef struct lab_store_stats {
+    int64_t head_seq;      /* newest committed outbox seq */
+    int64_t groups;        /* transactions committed */
+    int64_t ops;           /* operations committed */
+    int64_t ops_failed;
+    int queued;            /* ops waiting for the next group */
+} lab_store_stats_t;
+void lab_store_stats(const lab_store_t *st, lab_store_stats_t *out);
+
+/* ---- the outbox ---- */
+
+typedef struct lab_outbox_row {
+    int64_t seq;
+    int64_t ts_ms;   /* lab wall time when appended, UTC ms */
+    char *kind;      /* e.g. "run.state" (see lab_outbox_kinds in outbox.c) */
+    char *key;       /* the entity id, e.g. the run's id */
+    char *payload;   /* JSON document */
+} lab_outbox_row_t;
+
+/* Inside an op's apply(): appends one row and returns its seq (> 0), or a negative error. */
+int64_t lab_outbox_append(sqlite3 *db, const char *kind, const char *key, const char *payload,
+                          int64_t ts_ms);
+/* Loop thread: up to limit rows with seq > after, in order. Caller frees with
+ * lab_outbox_rows_free. Returns the count (>= 0) or a negative error. */
+int lab_outbox_read(lab_store_t *st, int64_t after, int limit, lab_outbox_row_t **rows);
+void lab_outbox_rows_free(lab_outbox_row_t *rows, int n);
+
+/* Sinks: each registers a name; its acknowledged position lets the store prune rows that every
+ * sink has delivered. A sink whose cursor lives in the local store (MQTT) saves it with
+ * lab_store_cursor_save; PostgreSQL keeps its own cursor in PostgreSQL. */
+int lab_store_sink_register(lab_store_t *st, const char *name);
+void lab_store_sink_acked(lab_store_t *st, int sink, int64_t seq);
+/* Reads the saved cursor (0 when none). Loop thread. */
+int64_t lab_store_cursor_get(lab_store_t *st, const char *name);
+/* Queues a write of the cursor (coalesced: only the newest value is written). */
+void lab_store_cursor_save(lab_store_t *st, const char *name, int64_t seq);
+
+#endif

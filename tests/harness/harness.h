@@ -1,0 +1,103 @@
+/* The test harness: real servers for one test process, each on a free loopback port in its own
+ * temporary directory, stopped when the test ends, even when it fails (atexit, and the servers
+ * are started with PR_SET_PDEATHSIG so a crashed test takes them down too).
+ *
+ *   h_pg_t pg;     h_pg_start(&pg);      ... h_pg_stop(&pg); h_pg_restart(&pg); ... h_pg_destroy(&pg);
+ *   h_mqtt_t mq;   h_mqtt_start(&mq);    ...
+ *   h_daemon_t d;  h_daemon_start(&d, &pg, &mq, "extra ini text"); h_http(&d, "POST", ...);
+ *
+ * Every function returns 0 on success, or -1 after printing why to stderr. */
+#ifndef LAB_TESTS_HARNESS_H
+#define LAB_TESTS_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* A free TCP port on 127.0.0.1 (bound and released). */
+int h_free_port(void);
+/* A new empty directory under $TMPDIR (or /tmp), world-readable; path into out. */
+int h_tempdir(const char *prefix, char *out, size_t len);
+/* rm -rf */
+void h_rmtree(const char *path);
+/* Milliseconds on a monotonic clock; sleeping. */
+long long h_now_ms(void);
+void h_sleep_ms(int ms);
+
+/* ---- PostgreSQL: a throw-away cluster (initdb as the postgres user when run as root) ---- */
+typedef struct h_pg {
+    char dir[256];
+    int port;
+    pid_t pid;          /* postmaster, or 0 when stopped */
+    char conninfo[512]; /* host=DIR port=N dbname=postgres user=postgres */
+} h_pg_t;
+
+int h_pg_start(h_pg_t *pg);
+int h_pg_stop(h_pg_t *pg);    /* fast shutdown; the cluster stays for restart */
+int h_pg_restart(h_pg_t *pg); /* same directory and port */
+void h_pg_destroy(h_pg_t *pg);
+/* Runs sql; the first column of the first row into out (empty when no rows). */
+int h_pg_query(h_pg_t *pg, const char *sql, char *out, size_t len);
+/* The first column of the first row as a number, or -1 on error. */
+long long h_pg_count(h_pg_t *pg, const char *sql);
+
+/* ---- mosquitto on a free loopback port, with the project's broker config ---- */
+typedef struct h_mqtt {
+    char dir[256];
+    int port;
+    pid_t pid;
+    char uri[64]; /* tcp://127.0.0.1:PORT */
+} h_mqtt_t;
+
+int h_mqtt_start(h_mqtt_t *mq);
+int h_mqtt_stop(h_mqtt_t *mq);
+int h_mqtt_restart(h_mqtt_t *mq);
+void h_mqtt_destroy(h_mqtt_t *mq);
+
+/* A subscriber (Paho's synchronous client) that records every message it receives. */
+typedef struct h_msg {
+    char *topic;
+    char *payload;
+    int retained;
+} h_msg_t;
+
+typedef struct h_sub h_sub_t;
+h_sub_t *h_sub_start(const char *uri, const char *filter);
+/* Waits until at least n messages arrived or timeout_ms passed; returns how many arrived. */
+int h_sub_wait(h_sub_t *s, int n, int timeout_ms);
+/* A snapshot of what arrived so far (valid until the next call on s). */
+int h_sub_messages(h_sub_t *s, h_msg_t **msgs);
+void h_sub_stop(h_sub_t *s);
+
+/* ---- labloopd as a process ---- */
+typedef struct h_daemon {
+    char dir[256];       /* holds labloop.ini, state/, and the daemon's log */
+    char conf[300];
+    char log[300];
+    int port;
+    pid_t pid;
+    char url[64];        /* http://127.0.0.1:PORT */
+} h_daemon_t;
+
+/* Writes a config ([labloop] with state_dir under dir, http on a free port; [postgres] when pg,
+ * [mqtt] when mq; then `extra`, raw INI text appended) and starts labloopd ($LABLOOPD), waiting
+ * until /healthz answers. */
+int h_daemon_start(h_daemon_t *d, const h_pg_t *pg, const h_mqtt_t *mq, const char *extra);
+/* Starts it again with the same config and state (after a kill or stop). */
+int h_daemon_restart(h_daemon_t *d);
+/* SIGTERM and wait: returns the exit status (or -1). */
+int h_daemon_stop(h_daemon_t *d);
+/* SIGKILL and reap. */
+void h_daemon_kill9(h_daemon_t *d);
+/* Stop and remove its directory. */
+void h_daemon_destroy(h_daemon_t *d);
+
+/* One HTTP request with libcurl. headers: NULL or "Name: value" lines joined by '\n'.
+ * *resp is malloc'd (may be NULL). Returns the HTTP status, or -1 when no response came. */
+int h_http(const char *url, const char *method, const char *path, const char *headers,
+           const char *body, char **resp);
+
+/* Runs a command (sh -c) and returns its exit status; output into out when given. */
+int h_run(const char *cmd, char *out, size_t len);
+
+#endif
