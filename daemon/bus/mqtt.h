@@ -1,6 +1,6 @@
-/* The MQTT bridge: the only caller of Paho. Paho's callbacks run on its threads; they copy what they
- * got into a lab_tq item and return, and everything else happens on the loop thread. Publishes the
- * retained `status` (with a Will of "offline"), and the outbox at QoS 1: each message carries
+/* The MQTT bridge: the only caller of Paho. Paho's callbacks run on its threads; they copy what
+ * they got into a lab_tq item and return, and everything else happens on the loop thread. Publishes
+ * the retained `status` (with a Will of "offline"), and the outbox at QoS 1: each message carries
  * cell, seq and ts; the cursor (saved in the local store) advances on acknowledgement, in order. */
 #ifndef LAB_BUS_MQTT_H
 #define LAB_BUS_MQTT_H

@@ -71,8 +71,7 @@ static const cfg_key_t keys[] = {
      "outbox rows per PostgreSQL transaction"},
     {"postgres", "retry_max", T_DOUBLE, O(pg_retry_max_s), "30", 0.1, 3600, 0,
      "longest pause between reconnection attempts, seconds"},
-    {"mqtt", "uri", T_STR, O(mqtt_uri), NULL, 0, 0, F_REQUIRED,
-     "broker address, tcp://host:port"},
+    {"mqtt", "uri", T_STR, O(mqtt_uri), NULL, 0, 0, F_REQUIRED, "broker address, tcp://host:port"},
     {"mqtt", "topic_root", T_STR, O(mqtt_topic_root), "labloop/v1", 0, 0, 0,
      "topic prefix; topics are ROOT/SITE/CELL/..."},
     {"mqtt", "client_id", T_STR, O(mqtt_client_id), NULL, 0, 0, 0,
@@ -306,8 +305,7 @@ static int handler(void *user, const char *section, const char *name, const char
     }
     size_t idx = (size_t)(k - keys);
     if (p->seen[idx]) {
-        add_error(p->errs, p->line, section, name, "given twice (first on line %d)",
-                  p->seen[idx]);
+        add_error(p->errs, p->line, section, name, "given twice (first on line %d)", p->seen[idx]);
         return 1;
     }
     p->seen[idx] = p->line;

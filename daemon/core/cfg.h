@@ -17,7 +17,7 @@ typedef struct lab_config {
     char *http;      /* host:port */
     double time_scale;
     int log_level;
-    long http_max_body;     /* bytes */
+    long http_max_body; /* bytes */
     int http_max_conns;
     double shutdown_grace_s; /* how long TERM waits for in-flight work and sinks */
 

@@ -103,8 +103,12 @@ int lab_time_parse(const char *s, int64_t *utc_ms)
     }
     if (*p)
         return -1;
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-                    .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = sec};
     time_t t = timegm(&tm);
     *utc_ms = ((int64_t)t - offset_min * 60) * 1000 + ms;
     return 0;

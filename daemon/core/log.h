@@ -1,4 +1,5 @@
-/* Logging: levels, a subsystem tag, key=value fields in the message; one line per call on stderr. */
+/* Logging: levels, a subsystem tag, key=value fields in the message; one line per call on stderr.
+ */
 #ifndef LAB_CORE_LOG_H
 #define LAB_CORE_LOG_H
 

@@ -15,17 +15,17 @@
 typedef struct lab_pg lab_pg_t;
 
 typedef enum lab_sink_state {
-    LAB_SINK_DISABLED,   /* not configured */
+    LAB_SINK_DISABLED, /* not configured */
     LAB_SINK_CONNECTING,
-    LAB_SINK_UP,         /* connected; draining or caught up */
-    LAB_SINK_DOWN,       /* waiting to reconnect */
+    LAB_SINK_UP,   /* connected; draining or caught up */
+    LAB_SINK_DOWN, /* waiting to reconnect */
 } lab_sink_state_t;
 const char *lab_sink_state_name(lab_sink_state_t s);
 
 typedef struct lab_sink_stats {
     lab_sink_state_t state;
-    int64_t cursor;       /* last seq delivered and acknowledged */
-    int64_t delivered;    /* rows delivered since start */
+    int64_t cursor;    /* last seq delivered and acknowledged */
+    int64_t delivered; /* rows delivered since start */
     int64_t batches;
     int64_t errors;
     int64_t connects;

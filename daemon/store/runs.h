@@ -9,17 +9,17 @@
 typedef struct lab_run_insert {
     lab_store_op_t op;
     /* inputs, owned by the struct (freed by lab_run_insert_free) */
-    char *id;       /* UUID */
-    char *state;    /* "queued" */
-    char *doc;      /* the whole run document, JSON text */
-    int64_t ts_ms;  /* created_at, lab wall time */
+    char *id;      /* UUID */
+    char *state;   /* "queued" */
+    char *doc;     /* the whole run document, JSON text */
+    int64_t ts_ms; /* created_at, lab wall time */
     /* optional idempotency record, written in the same transaction */
-    char *idem_owner;   /* token name (or "anonymous") */
-    char *idem_key;     /* the Idempotency-Key header */
-    char *idem_hash;    /* hash of method, path and body */
-    int idem_status;    /* the HTTP status to replay */
+    char *idem_owner; /* token name (or "anonymous") */
+    char *idem_key;   /* the Idempotency-Key header */
+    char *idem_hash;  /* hash of method, path and body */
+    int idem_status;  /* the HTTP status to replay */
     /* outputs */
-    int64_t seq;        /* the outbox row's seq */
+    int64_t seq; /* the outbox row's seq */
 } lab_run_insert_t;
 
 lab_run_insert_t *lab_run_insert_new(void);

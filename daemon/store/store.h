@@ -54,11 +54,11 @@ void lab_store_on_commit(lab_store_t *st, lab_store_commit_cb cb, void *ctx);
 
 /* Figures for /metrics and logs. */
 typedef struct lab_store_stats {
-    int64_t head_seq;      /* newest committed outbox seq */
-    int64_t groups;        /* transactions committed */
-    int64_t ops;           /* operations committed */
+    int64_t head_seq; /* newest committed outbox seq */
+    int64_t groups;   /* transactions committed */
+    int64_t ops;      /* operations committed */
     int64_t ops_failed;
-    int queued;            /* ops waiting for the next group */
+    int queued; /* ops waiting for the next group */
 } lab_store_stats_t;
 void lab_store_stats(const lab_store_t *st, lab_store_stats_t *out);
 
@@ -66,10 +66,10 @@ void lab_store_stats(const lab_store_t *st, lab_store_stats_t *out);
 
 typedef struct lab_outbox_row {
     int64_t seq;
-    int64_t ts_ms;   /* lab wall time when appended, UTC ms */
-    char *kind;      /* e.g. "run.state" (see lab_outbox_kinds in outbox.c) */
-    char *key;       /* the entity id, e.g. the run's id */
-    char *payload;   /* JSON document */
+    int64_t ts_ms; /* lab wall time when appended, UTC ms */
+    char *kind;    /* e.g. "run.state" (see lab_outbox_kinds in outbox.c) */
+    char *key;     /* the entity id, e.g. the run's id */
+    char *payload; /* JSON document */
 } lab_outbox_row_t;
 
 /* Inside an op's apply(): appends one row and returns its seq (> 0), or a negative error. */

@@ -2,9 +2,9 @@
  * temporary directory, stopped when the test ends, even when it fails (atexit, and the servers
  * are started with PR_SET_PDEATHSIG so a crashed test takes them down too).
  *
- *   h_pg_t pg;     h_pg_start(&pg);      ... h_pg_stop(&pg); h_pg_restart(&pg); ... h_pg_destroy(&pg);
- *   h_mqtt_t mq;   h_mqtt_start(&mq);    ...
- *   h_daemon_t d;  h_daemon_start(&d, &pg, &mq, "extra ini text"); h_http(&d, "POST", ...);
+ *   h_pg_t pg;     h_pg_start(&pg);      ... h_pg_stop(&pg); h_pg_restart(&pg); ...
+ * h_pg_destroy(&pg); h_mqtt_t mq;   h_mqtt_start(&mq);    ... h_daemon_t d;  h_daemon_start(&d,
+ * &pg, &mq, "extra ini text"); h_http(&d, "POST", ...);
  *
  * Every function returns 0 on success, or -1 after printing why to stderr. */
 #ifndef LAB_TESTS_HARNESS_H
@@ -71,12 +71,12 @@ void h_sub_stop(h_sub_t *s);
 
 /* ---- labloopd as a process ---- */
 typedef struct h_daemon {
-    char dir[256];       /* holds labloop.ini, state/, and the daemon's log */
+    char dir[256]; /* holds labloop.ini, state/, and the daemon's log */
     char conf[300];
     char log[300];
     int port;
     pid_t pid;
-    char url[64];        /* http://127.0.0.1:PORT */
+    char url[64]; /* http://127.0.0.1:PORT */
 } h_daemon_t;
 
 /* Writes a config ([labloop] with state_dir under dir, http on a free port; [postgres] when pg,
