@@ -284,6 +284,11 @@ int biotek_parse_body(const char *body, size_t len, int rows, int cols, biotek_p
         end--;
     if (end <= BODY_HEADER || !(body[end] == '\r' && body[end + 1] == '\n'))
         return PROTO_ESYNTAX;
+    /* Trailer "228\x1a041\x1a0000": a complete one is how a truncated body is told apart. */
+    const char *t = body + end + 2;
+    if (len - end - 2 != 12 || t[3] != 0x1a || t[7] != 0x1a || digits(t, 3, &out->code) ||
+        digits(t + 4, 3, &out->trailer) || digits(t + 8, 4, &out->status))
+        return PROTO_ESYNTAX;
 
     size_t p = BODY_HEADER;
     const char *field[3];

@@ -102,6 +102,9 @@ static void test_body_96(void **state)
     /* The body arrives as an ETX frame; the parser sees it without the ETX. */
     assert_int_equal(biotek_parse_body(body96, strlen(body96) - 1, 8, 12, &p), PROTO_OK);
     assert_int_equal(p.n_triples, 96);
+    assert_int_equal(p.code, 228);
+    assert_int_equal(p.trailer, 41);
+    assert_int_equal(p.status, 0);
     /* expected_data in the same test: serpentine rows land in plate order. */
     assert_true(p.value[0][0] == 0.1917);
     assert_true(p.value[0][11] == 0.2105);
@@ -161,16 +164,28 @@ static void test_truncated_and_garbage_bodies(void **state)
     /* Every prefix parses to an error or a subset, never past the buffer (ASan checks). */
     for (size_t k = 0; k < len; k++) {
         int rc = biotek_parse_body(body96, k, 8, 12, &p);
-        assert_true(rc < 0 || (rc == PROTO_OK && p.n_triples < 96));
+        assert_true(rc < 0);
     }
     const char *bad[] = {"",
                          "01,1,\r000:00:00.0,228,\r\n",
-                         "01,1,\r000:00:00.0,228,01,01\r\n228",
-                         "01,1,\r000:00:00.0,228,01,01,+0.1,01\r\n228",
-                         "01,1,\r000:00:00.0,228,01,01,nan\r\n228",
-                         "01,1,\r000:00:00.0,228,00,01,+0.1\r\n228",
-                         "01,1,\r000:00:00.0,228,01,01,+0.1\r,01,02,+0.2\r\n228",
-                         "01,1,\r000:00:00.0,228,01,01,+0.1,,\r\n228"};
+                         "01,1,\r000:00:00.0,228,01,01\r\n228\x1a"
+                         "000\x1a"
+                         "0000",
+                         "01,1,\r000:00:00.0,228,01,01,+0.1,01\r\n228\x1a"
+                         "000\x1a"
+                         "0000",
+                         "01,1,\r000:00:00.0,228,01,01,nan\r\n228\x1a"
+                         "000\x1a"
+                         "0000",
+                         "01,1,\r000:00:00.0,228,00,01,+0.1\r\n228\x1a"
+                         "000\x1a"
+                         "0000",
+                         "01,1,\r000:00:00.0,228,01,01,+0.1\r,01,02,+0.2\r\n228\x1a"
+                         "000\x1a"
+                         "0000",
+                         "01,1,\r000:00:00.0,228,01,01,+0.1,,\r\n228\x1a"
+                         "000\x1a"
+                         "0000"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_true(biotek_parse_body(bad[i], strlen(bad[i]), 8, 12, &p) < 0);
 }
