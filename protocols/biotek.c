@@ -158,7 +158,7 @@ int biotek_parse_absorbance(const char *s, size_t len, biotek_rect_t *r, int *wa
         return PROTO_ECHECKSUM;
     *r = (biotek_rect_t){f[0], f[1], f[2], f[3]};
     *wavelength_nm = f[4];
-    return rect_ok(r) ? PROTO_OK : PROTO_ERANGE;
+    return rect_ok(r) && f[4] >= 230 && f[4] <= 999 ? PROTO_OK : PROTO_ERANGE;
 }
 
 /* ---- small replies ---- */
@@ -349,12 +349,18 @@ int biotek_encode_body(const biotek_plate_t *plate, const biotek_rect_t *r, biot
                 proto_out_mem(&o, ",", 1);
             proto_out_fmt(&o, "%02d,%02d,", row, col);
             double v = plate->value[row - 1][col - 1];
-            if (plate->state[row - 1][col - 1] != BIOTEK_WELL_VALUE || !isfinite(v))
+            if (plate->state[row - 1][col - 1] != BIOTEK_WELL_VALUE) {
                 proto_out_mem(&o, "*******", 7);
-            else if (fmt == BIOTEK_FMT_ABSORBANCE)
+                continue;
+            }
+            /* Beyond what the reader can print; a simulator asking for it has a bug. */
+            if (!isfinite(v) ||
+                (fmt == BIOTEK_FMT_ABSORBANCE ? fabs(v) >= 1e6 : v < 0 || v > 9999999))
+                return PROTO_ERANGE;
+            if (fmt == BIOTEK_FMT_ABSORBANCE)
                 proto_out_fmt(&o, "%+.4f", v);
             else
-                proto_out_fmt(&o, "%07ld", lround(v < 0 ? 0 : v > 9999999 ? 9999999 : v));
+                proto_out_fmt(&o, "%07ld", lround(v));
         }
     }
     /* Trailer: code, a field whose meaning is not documented (written as 000), status 0000. */
