@@ -716,6 +716,115 @@ int star_param_list(const star_msg_t *m, const char *name, long *out, size_t cap
     return k ? PROTO_OK : PROTO_ESYNTAX;
 }
 
+/* ---- command specifications ---- */
+
+/* Widths read off the documented command strings: C0TP test_tip_pickup_01, C0TR test_tip_drop_56,
+ * C0AS test_single_channel_aspiration, C0DS the single-channel jet dispense test (STAR_tests.py);
+ * C0DI from the field formats of initialize_pipetting_channels (STAR_backend.py). */
+static const star_param_spec_t spec_tp[] = {
+    {"xp", 5, 1}, {"yp", 4, 1}, {"tm", 1, 1}, {"tt", 2, 0},
+    {"tp", 4, 0}, {"tz", 4, 0}, {"th", 4, 0}, {"td", 1, 0},
+};
+static const star_param_spec_t spec_tr[] = {
+    {"xp", 5, 1}, {"yp", 4, 1}, {"tm", 1, 1}, {"tp", 4, 0},
+    {"tz", 4, 0}, {"th", 4, 0}, {"te", 4, 0}, {"ti", 1, 0},
+};
+static const star_param_spec_t spec_as[] = {
+    {"at", 1, 1}, {"tm", 1, 1}, {"xp", 5, 1}, {"yp", 4, 1}, {"th", 4, 0}, {"te", 4, 0},
+    {"lp", 4, 1}, {"ch", 3, 1}, {"zl", 4, 1}, {"po", 4, 1}, {"zu", 4, 1}, {"zr", 5, 1},
+    {"zx", 4, 1}, {"ip", 4, 1}, {"it", 1, 1}, {"fp", 4, 1}, {"av", 5, 1}, {"as", 4, 1},
+    {"ta", 3, 1}, {"ba", 4, 1}, {"oa", 3, 1}, {"lm", 1, 1}, {"ll", 1, 1}, {"lv", 1, 1},
+    {"zo", 3, 1}, {"ld", 2, 1}, {"de", 4, 1}, {"wt", 2, 1}, {"mv", 5, 1}, {"mc", 2, 1},
+    {"mp", 3, 1}, {"ms", 4, 1}, {"mh", 4, 1}, {"gi", 3, 1}, {"gj", 1, 0}, {"gk", 1, 0},
+    {"lk", 1, 1}, {"ik", 4, 1}, {"sd", 4, 1}, {"se", 4, 1}, {"sz", 4, 1}, {"io", 4, 1},
+};
+static const star_param_spec_t spec_ds[] = {
+    {"dm", 1, 1}, {"tm", 1, 1}, {"xp", 5, 1}, {"yp", 4, 1}, {"zx", 4, 1}, {"lp", 4, 1},
+    {"zl", 4, 1}, {"po", 4, 1}, {"ip", 4, 1}, {"it", 1, 1}, {"fp", 4, 1}, {"zu", 4, 1},
+    {"zr", 5, 1}, {"th", 4, 0}, {"te", 4, 0}, {"dv", 5, 1}, {"ds", 4, 1}, {"ss", 4, 1},
+    {"rv", 3, 1}, {"ta", 3, 1}, {"ba", 4, 1}, {"lm", 1, 1}, {"dj", 2, 0}, {"zo", 3, 1},
+    {"ll", 1, 1}, {"lv", 1, 1}, {"de", 4, 1}, {"wt", 2, 1}, {"mv", 5, 1}, {"mc", 2, 1},
+    {"mp", 3, 1}, {"ms", 4, 1}, {"mh", 4, 1}, {"gi", 3, 1}, {"gj", 1, 0}, {"gk", 1, 0},
+};
+static const star_param_spec_t spec_di[] = {
+    {"xp", 5, 1}, {"yp", 4, 1}, {"tp", 4, 0}, {"tz", 4, 0},
+    {"te", 4, 0}, {"tm", 1, 1}, {"tt", 2, 0}, {"ti", 1, 0},
+};
+
+#define SPEC(m, c, title, t)                                                                       \
+    {                                                                                              \
+        m, c, title, t, sizeof t / sizeof t[0]                                                     \
+    }
+static const star_cmd_spec_t specs[] = {
+    SPEC("C0", "TP", "tip pick-up", spec_tp),
+    SPEC("C0", "TR", "tip discard", spec_tr),
+    SPEC("C0", "AS", "aspirate", spec_as),
+    SPEC("C0", "DS", "dispense", spec_ds),
+    SPEC("C0", "DI", "initialize pipetting channels", spec_di),
+};
+
+const star_cmd_spec_t *star_cmd_spec(const char *module, const char *cmd)
+{
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
+        if (strcmp(specs[i].module, module) == 0 && strcmp(specs[i].cmd, cmd) == 0)
+            return &specs[i];
+    return NULL;
+}
+
+static int item_ok(const char *s, size_t n, int width)
+{
+    if (n != (size_t)width)
+        return 0;
+    size_t i = (s[0] == '-' || s[0] == '+') && n > 1;
+    for (; i < n; i++)
+        if (!isdigit((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+static int value_ok(const star_param_t *p, const star_param_spec_t *ps, size_t channels)
+{
+    if (!ps->list)
+        return item_ok(p->val, p->len, ps->width);
+    size_t i = 0, count = 0;
+    while (i < p->len) {
+        size_t j = i;
+        while (j < p->len && p->val[j] != ' ')
+            j++;
+        if (!item_ok(p->val + i, j - i, ps->width) || ++count > channels)
+            return 0;
+        i = j + 1;
+    }
+    return count > 0 && p->val[p->len - 1] != ' ';
+}
+
+int star_check_cmd(const star_msg_t *m, size_t channels, char which[3])
+{
+    const star_cmd_spec_t *spec = star_cmd_spec(m->module, m->cmd);
+    which[0] = '\0';
+    if (!spec)
+        return 30;
+    for (size_t i = 0; i < m->n_params; i++) {
+        const star_param_spec_t *ps = NULL;
+        for (size_t k = 0; k < spec->n && !ps; k++)
+            if (strcmp(spec->params[k].name, m->params[i].name) == 0)
+                ps = &spec->params[k];
+        memcpy(which, m->params[i].name, 3);
+        if (!ps)
+            return 31;
+        if (!value_ok(&m->params[i], ps, channels))
+            return 32;
+    }
+    for (size_t k = 0; k < spec->n; k++) {
+        if (!star_param(m, spec->params[k].name)) {
+            memcpy(which, spec->params[k].name, 3);
+            return 33;
+        }
+    }
+    which[0] = '\0';
+    return 0;
+}
+
 /* ---- pending ---- */
 
 void star_pending_init(star_pending_t *t)

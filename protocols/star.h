@@ -60,9 +60,9 @@ typedef struct star_param {
 } star_param_t;
 
 typedef struct star_err {
-    char module[3];         /* "C0", "P1", ... */
-    int code;               /* master error code, -1 for slave replies (er##) */
-    int trace;              /* trace information */
+    char module[3]; /* "C0", "P1", ... */
+    int code;       /* master error code, -1 for slave replies (er##) */
+    int trace;      /* trace information */
     const char *module_name;
     const char *code_text;  /* NULL when the code is not in the table */
     const char *trace_text; /* NULL when the trace is not in the module's table */
@@ -91,6 +91,26 @@ int star_param_list(const star_msg_t *m, const char *name, long *out, size_t cap
 const char *star_module_name(const char *module);
 const char *star_error_text(int code);
 const char *star_trace_text(const char *module, int trace);
+
+/* ---- command specifications (parameter names, widths, per-channel lists) ---- */
+
+typedef struct star_param_spec {
+    char name[3];
+    int width; /* characters per value, sign included */
+    int list;  /* one value per channel, space separated */
+} star_param_spec_t;
+
+typedef struct star_cmd_spec {
+    const char *module, *cmd, *title;
+    const star_param_spec_t *params;
+    size_t n;
+} star_cmd_spec_t;
+
+const star_cmd_spec_t *star_cmd_spec(const char *module, const char *cmd);
+/* Simulator side: the master trace code the firmware would answer with er01/<code>:
+ * 0 command well formed, 30 unknown command, 31 unknown parameter, 32 a value of the wrong width
+ * or too many list values, 33 a parameter missing. which receives the offending parameter. */
+int star_check_cmd(const star_msg_t *m, size_t channels, char which[3]);
 
 /* ---- pending commands ---- */
 

@@ -114,6 +114,11 @@ static void test_errors(void **state)
     assert_non_null(strstr(he.text, "Shovel could not reach inner position"));
     assert_int_equal(liconic_handler_error_lookup(717, &he), PROTO_OK);
     assert_string_equal(he.group, "plate get");
+    /* _wait_ready(): RD 1814 -> "1", then RD DM200 -> the code as five digits. */
+    assert_int_equal(liconic_parse_reply("00104", 5, &r), PROTO_OK);
+    assert_int_equal(r.kind, LICONIC_REPLY_VALUE);
+    assert_int_equal(liconic_handler_error_lookup((int)r.value, &he), PROTO_OK);
+    assert_string_equal(he.group, "import plate");
     assert_int_equal(liconic_handler_error_lookup(0, &he), PROTO_EUNKNOWN);
     assert_int_equal(liconic_handler_error_lookup(112, &he), PROTO_EUNKNOWN);
     assert_int_equal(liconic_handler_error_lookup(800, &he), PROTO_EUNKNOWN);

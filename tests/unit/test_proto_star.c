@@ -59,6 +59,8 @@ static void test_aspirate_and_drop_commands_parse(void **state)
     star_msg_t m;
     assert_int_equal(star_parse(as, strlen(as), &m), PROTO_OK);
     assert_string_equal(m.cmd, "AS");
+    char which[3];
+    assert_int_equal(star_check_cmd(&m, 8, which), 0);
     long v[8];
     size_t n;
     assert_int_equal(star_param_list(&m, "av", v, 8, &n), PROTO_OK);
@@ -228,6 +230,68 @@ static void test_garbage(void **state)
     assert_int_equal(star_param_int(&m, "aa", &v), PROTO_ESYNTAX);
 }
 
+static void test_command_specs(void **state)
+{
+    /* The documented commands are well formed against their specifications. */
+    const char *golden[] = {
+        "C0TPid0002xp01179 01179 00000&yp2418 2328 0000&tm1 1 0&tt01tp2244tz2164th2450td0",
+        "C0TRid0003xp00000 00000 00000 00000 01179 01179 00000&yp0000 0000 0000 0000 2058 1968 "
+        "0000&tm0 0 0 0 1 1 0&tp2244tz2164th2450te2450ti1",
+        "C0DSid0001dm1 1&tm1 0&xp02983 00000&yp1457 0000&zx1866 1866&lp2000 2000&zl1866 1866&"
+        "po0100 0100&ip0000 0000&it0 0&fp0000 0000&zu0032 0032&zr06180 06180&th2450te2450dv01072 "
+        "01072&ds1800 1800&ss0050 0050&rv000 000&ta050 050&ba0300 0300&lm0 0&dj00zo000 000&ll1 1&"
+        "lv1 1&de0010 0010&wt00 00&mv00000 00000&mc00 00&mp000 000&ms0010 0010&mh0000 0000&"
+        "gi000 000&gj0gk0",
+    };
+    star_msg_t m;
+    char which[3];
+    for (size_t i = 0; i < sizeof golden / sizeof golden[0]; i++) {
+        assert_int_equal(star_parse(golden[i], strlen(golden[i]), &m), PROTO_OK);
+        assert_int_equal(star_check_cmd(&m, 8, which), 0);
+    }
+    /* What the firmware would refuse: er01/30, /31, /32, /33 (C0 trace table). */
+    const char *tp = "C0TPid0002xp01179&yp2418&tm1&tt01tp2244tz2164th2450td0";
+    assert_int_equal(star_parse(tp, strlen(tp), &m), PROTO_OK);
+    assert_int_equal(star_check_cmd(&m, 8, which), 0);
+    const char *unknown_cmd = "C0ZZid0002";
+    assert_int_equal(star_parse(unknown_cmd, strlen(unknown_cmd), &m), PROTO_OK);
+    assert_int_equal(star_check_cmd(&m, 8, which), 30);
+    const char *unknown_param = "C0TPid0002xp01179&yp2418&tm1&tt01tp2244tz2164th2450td0qq1";
+    assert_int_equal(star_parse(unknown_param, strlen(unknown_param), &m), PROTO_OK);
+    assert_int_equal(star_check_cmd(&m, 8, which), 31);
+    assert_string_equal(which, "qq");
+    const char *narrow = "C0TPid0002xp1179&yp2418&tm1&tt01tp2244tz2164th2450td0";
+    assert_int_equal(star_parse(narrow, strlen(narrow), &m), PROTO_OK);
+    assert_int_equal(star_check_cmd(&m, 8, which), 32);
+    assert_string_equal(which, "xp");
+    assert_int_equal(star_parse(tp, strlen(tp), &m), PROTO_OK);
+    assert_int_equal(star_check_cmd(&m, 0, which), 32);
+    const char *missing = "C0TPid0002xp01179&yp2418&tm1&tt01tp2244tz2164th2450";
+    assert_int_equal(star_parse(missing, strlen(missing), &m), PROTO_OK);
+    assert_int_equal(star_check_cmd(&m, 8, which), 33);
+    assert_string_equal(which, "td");
+    assert_string_equal(star_trace_text("C0", 33),
+                        "Parameter does not belong to command, or not all parameters were sent");
+
+    /* C0DI built with the field widths of initialize_pipetting_channels passes the check. */
+    char buf[256];
+    star_builder_t b;
+    star_begin(&b, buf, sizeof buf, "C0", "DI", 7);
+    star_list(&b, "xp", (long[]){8000, 8000}, 2, 5, 8);
+    star_list(&b, "yp", (long[]){4050, 3960}, 2, 4, 8);
+    star_int(&b, "tp", 2450, 4);
+    star_int(&b, "tz", 2450, 4);
+    star_int(&b, "te", 3600, 4);
+    star_list(&b, "tm", (long[]){1, 1}, 2, 1, 8);
+    star_int(&b, "tt", 16, 2);
+    star_int(&b, "ti", 1, 1);
+    int n = star_end(&b, 0);
+    assert_true(n > 0);
+    assert_string_equal(buf, "C0DIid0007xp08000 08000&yp4050 3960&tp2450tz2450te3600tm1 1&tt16ti1");
+    assert_int_equal(star_parse(buf, (size_t)n, &m), PROTO_OK);
+    assert_int_equal(star_check_cmd(&m, 8, which), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -237,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_reply_roundtrip),
         cmocka_unit_test(test_pending_out_of_order),
         cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_command_specs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
