@@ -229,7 +229,12 @@ int biotek_encode_reply(const char *payload, char *buf, size_t cap)
 {
     proto_out_t o;
     proto_out_init(&o, buf, cap);
-    proto_out_fmt(&o, "%c%s%c", BIOTEK_ACK, payload, BIOTEK_ETX);
+    /* A payload carrying ETX would end the frame early on the other side. */
+    if (strchr(payload, BIOTEK_ETX))
+        return PROTO_ESYNTAX;
+    proto_out_mem(&o, "\x06", 1);
+    proto_out_mem(&o, payload, strlen(payload));
+    proto_out_mem(&o, "\x03", 1);
     return proto_out_result(&o);
 }
 

@@ -67,6 +67,10 @@ void biotek_rx_init(biotek_rx_t *rx);
 /* What the driver waits for next; the wire alone cannot tell a lone ACK from a frame's first
  * byte, so the driver says which one it awaits (as the vendor software does). */
 void biotek_rx_expect(biotek_rx_t *rx, biotek_expect_t e);
+/* Feeds bytes; calls cb per frame or error. A callback that must change the expectation before
+ * the next byte (a lone ACK followed by the parameter's reply) returns non-zero: feeding stops
+ * after that byte and the return value says how many bytes were consumed. Call
+ * biotek_rx_expect only between frames: it drops a partial frame. */
 size_t biotek_rx_feed(biotek_rx_t *rx, const uint8_t *data, size_t n, biotek_frame_cb cb, void *ud);
 
 /* Absorbance read definition for command 'D' (with ETX). Rows/cols are 1-based and inclusive. */

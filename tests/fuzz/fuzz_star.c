@@ -32,6 +32,10 @@ static int on_line(void *ud, const char *line, size_t len, int err)
         if (star_parse(buf, (size_t)len2, &back) != PROTO_OK || back.id != m.id)
             abort();
     }
+    char which[3];
+    int trace = star_check_cmd(&m, 16, which);
+    if (trace != 0 && trace != 30 && which[0] == '\0')
+        abort();
     void *ud2;
     if (star_pending_take(&pending, &m, &ud2) != PROTO_OK && m.id != STAR_NO_ID)
         star_pending_add(&pending, m.module, m.cmd, NULL);
