@@ -47,6 +47,12 @@ void lab_store_close(lab_store_t *st, void (*cb)(void *arg), void *arg);
 /* The loop thread's read connection. */
 sqlite3 *lab_store_reader(lab_store_t *st);
 
+/* A prepared statement for sql, cached on db (the writer inside apply(), or the reader on the loop
+ * thread), so an op pays no parse. It comes reset with no bindings; reset it when done (an
+ * unfinished SELECT pins a read snapshot), never finalize it, and do not nest two uses of the same
+ * text. NULL (logged) when sql does not compile or db is not a store connection of this thread. */
+sqlite3_stmt *lab_store_stmt(sqlite3 *db, const char *sql);
+
 /* Commit listeners: called on the loop thread after every group that appended outbox rows, with
  * the newest sequence number. At most 8. */
 typedef void (*lab_store_commit_cb)(void *ctx, int64_t head_seq);
@@ -71,6 +77,15 @@ typedef struct lab_outbox_row {
     char *key;     /* the entity id, e.g. the run's id */
     char *payload; /* JSON document */
 } lab_outbox_row_t;
+
+/* The kinds the outbox carries, with what a row's key and payload hold; NULL-terminated. */
+typedef struct lab_outbox_kind {
+    const char *name;
+    const char *key;
+    const char *payload;
+} lab_outbox_kind_t;
+extern const lab_outbox_kind_t lab_outbox_kinds[];
+const lab_outbox_kind_t *lab_outbox_kind_find(const char *kind);
 
 /* Inside an op's apply(): appends one row and returns its seq (> 0), or a negative error. */
 int64_t lab_outbox_append(sqlite3 *db, const char *kind, const char *key, const char *payload,
