@@ -1,5 +1,5 @@
-/* Runs in the local store: the insert op (run row, its outbox row and the idempotency record in
- * one savepoint) and the loop thread's reads. */
+/* Runs in the local store: the insert and update ops (run row, its outbox row and the
+ * idempotency record in one savepoint) and the loop thread's reads. */
 #include "daemon/store/runs.h"
 #include "daemon/core/err.h"
 #include "daemon/core/mem.h"
@@ -19,30 +19,37 @@ static int step_insert(sqlite3 *db, sqlite3_stmt *s, int on_constraint, const ch
     return lab_sqlite_fail(db, rc, what);
 }
 
+static int idem_insert(sqlite3 *db, const char *owner, const char *key, const char *hash,
+                       int status, const char *body, int64_t ts_ms)
+{
+    if (!owner || !hash)
+        return LAB_EINVAL;
+    sqlite3_stmt *s = lab_store_stmt(db, "INSERT INTO idempotency "
+                                         "(owner, key, hash, status, body, created_ms) "
+                                         "VALUES (?, ?, ?, ?, ?, ?)");
+    if (!s)
+        return LAB_EDB;
+    sqlite3_bind_text(s, 1, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 4, status);
+    sqlite3_bind_text(s, 5, body, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 6, ts_ms);
+    return step_insert(db, s, LAB_ECONFLICT, "idempotency insert");
+}
+
 /* Idempotency record first: a replayed key is the likelier failure, and it costs no outbox seq. */
 static int run_insert_apply(lab_store_op_t *op, sqlite3 *db)
 {
     lab_run_insert_t *ins = (lab_run_insert_t *)op;
     if (!ins->id || !ins->state || !ins->doc)
         return LAB_EINVAL;
-    if (ins->idem_key) {
-        if (!ins->idem_owner || !ins->idem_hash)
-            return LAB_EINVAL;
-        sqlite3_stmt *s = lab_store_stmt(db, "INSERT INTO idempotency "
-                                             "(owner, key, hash, status, body, created_ms) "
-                                             "VALUES (?, ?, ?, ?, ?, ?)");
-        if (!s)
-            return LAB_EDB;
-        sqlite3_bind_text(s, 1, ins->idem_owner, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, ins->idem_key, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 3, ins->idem_hash, -1, SQLITE_STATIC);
-        sqlite3_bind_int(s, 4, ins->idem_status);
-        sqlite3_bind_text(s, 5, ins->doc, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 6, ins->ts_ms);
-        int rc = step_insert(db, s, LAB_ECONFLICT, "idempotency insert");
-        if (rc)
-            return rc;
-    }
+    int rc = 0;
+    if (ins->idem_key)
+        rc = idem_insert(db, ins->idem_owner, ins->idem_key, ins->idem_hash, ins->idem_status,
+                         ins->doc, ins->ts_ms);
+    if (rc)
+        return rc;
     int64_t seq = lab_outbox_append(db, "run.state", ins->id, ins->doc, ins->ts_ms);
     if (seq < 0)
         return (int)seq;
@@ -57,11 +64,82 @@ static int run_insert_apply(lab_store_op_t *op, sqlite3 *db)
     sqlite3_bind_int64(s, 4, ins->ts_ms);
     sqlite3_bind_int64(s, 5, ins->ts_ms);
     sqlite3_bind_int64(s, 6, seq);
-    int rc = step_insert(db, s, LAB_EEXIST, "run insert");
+    rc = step_insert(db, s, LAB_EEXIST, "run insert");
     if (rc)
         return rc;
     ins->seq = seq;
     return 0;
+}
+
+/* Why an update touched no row: no such run, or not in the expected state. */
+static int run_missing_or_moved(sqlite3 *db, const char *id)
+{
+    sqlite3_stmt *s = lab_store_stmt(db, "SELECT 1 FROM runs WHERE id = ?");
+    if (!s)
+        return LAB_EDB;
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW)
+        return LAB_ESTATE;
+    return rc == SQLITE_DONE ? LAB_ENOTFOUND : lab_sqlite_fail(db, rc, "run lookup");
+}
+
+static int run_update_apply(lab_store_op_t *op, sqlite3 *db)
+{
+    lab_run_update_t *upd = (lab_run_update_t *)op;
+    if (!upd->id || !upd->state || !upd->doc)
+        return LAB_EINVAL;
+    int64_t seq = lab_outbox_append(db, "run.state", upd->id, upd->doc, upd->ts_ms);
+    if (seq < 0)
+        return (int)seq;
+    sqlite3_stmt *s =
+        lab_store_stmt(db, "UPDATE runs SET state = ?1, doc = ?2, updated_ms = ?3, seq = ?4 "
+                           "WHERE id = ?5 AND (?6 IS NULL OR state = ?6)");
+    if (!s)
+        return LAB_EDB;
+    sqlite3_bind_text(s, 1, upd->state, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, upd->doc, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, upd->ts_ms);
+    sqlite3_bind_int64(s, 4, seq);
+    sqlite3_bind_text(s, 5, upd->id, -1, SQLITE_STATIC);
+    if (upd->from)
+        sqlite3_bind_text(s, 6, upd->from, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return lab_sqlite_fail(db, rc, "run update");
+    if (sqlite3_changes(db) == 0)
+        return run_missing_or_moved(db, upd->id);
+    if (upd->idem_key) {
+        rc = idem_insert(db, upd->idem_owner, upd->idem_key, upd->idem_hash, upd->idem_status,
+                         upd->doc, upd->ts_ms);
+        if (rc)
+            return rc;
+    }
+    upd->seq = seq;
+    return 0;
+}
+
+lab_run_update_t *lab_run_update_new(void)
+{
+    lab_run_update_t *upd = LAB_NEW(lab_run_update_t);
+    upd->op.apply = run_update_apply;
+    return upd;
+}
+
+void lab_run_update_free(lab_run_update_t *upd)
+{
+    if (!upd)
+        return;
+    free(upd->id);
+    free(upd->state);
+    free(upd->doc);
+    free(upd->from);
+    free(upd->idem_owner);
+    free(upd->idem_key);
+    free(upd->idem_hash);
+    free(upd);
 }
 
 lab_run_insert_t *lab_run_insert_new(void)

@@ -11,9 +11,13 @@
 #include "daemon/store/store_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* A group this large still commits in a few milliseconds; beyond it the latency of the ops at
  * its head would grow with no gain in throughput. */
@@ -43,6 +47,7 @@ struct lab_store {
     uv_async_t async; /* delivers LAB_ESHUTDOWN to ops submitted while closing */
     uv_work_t work;
     char *path;
+    int lockfd; /* flock on state_dir/labloop.lock: one process per state_dir */
     lab_conn_t w, r;
 
     lab_store_op_t *qhead, *qtail;
@@ -61,6 +66,7 @@ struct lab_store {
     bool ginternal_failed;
     int64_t ghead;
 
+    bool in_done;     /* group_done is calling back: it kicks once when finished */
     bool last_failed; /* internal work waits for a good group after a failure */
     int64_t head_seq, groups, ops, ops_failed;
     int64_t pruned; /* every outbox row <= pruned is gone */
@@ -254,6 +260,38 @@ static int mkdir_p(const char *dir, mode_t mode)
     return rc;
 }
 
+/* The in-memory head, the prune position and the cursors assume this process is the only writer:
+ * a second daemon on the same state_dir is refused, not interleaved. */
+static int lock_state_dir(const char *dir, int *out)
+{
+    char *path = lab_asprintf("%s/labloop.lock", dir);
+    int rc = 0, fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        log_error("store", "open %s: %s", path, strerror(errno));
+        rc = LAB_EIO;
+        goto out;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char holder[32] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        log_error("store", "state_dir %s is in use by another process (pid %s)", dir,
+                  *holder ? holder : "?");
+        rc = errno == EWOULDBLOCK ? LAB_EBUSY : LAB_EIO;
+        close(fd);
+        goto out;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        log_warn("store", "cannot write the pid into %s: %s", path, strerror(errno));
+    *out = fd;
+out:
+    free(path);
+    return rc;
+}
+
 static int exec_script(sqlite3 *db, const char *sql, const char *what)
 {
     char *msg = NULL;
@@ -381,18 +419,26 @@ int lab_store_open(lab_store_t **out, uv_loop_t *loop, const char *state_dir)
         log_error("store", "SQLite was built without thread support");
         return LAB_EDB;
     }
+    int lockfd = -1;
     int rc = mkdir_p(state_dir, 0750);
+    if (!rc)
+        rc = lock_state_dir(state_dir, &lockfd);
     if (rc)
         return rc;
     lab_store_t *st = LAB_NEW(lab_store_t);
+    st->lockfd = lockfd;
     st->loop = loop;
     st->path = lab_asprintf("%s/labloop.db", state_dir);
     st->work.data = st;
 
-    char pragmas[160];
+    /* A larger checkpoint interval than SQLite's 1000 pages lets a checkpoint write each hot page
+     * (the outbox's and the runs' tails) once for many groups; journal_size_limit trims the WAL
+     * file back after a checkpoint. */
+    char pragmas[320];
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA busy_timeout=%d; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
-             "PRAGMA foreign_keys=ON;",
+             "PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=4000; "
+             "PRAGMA journal_size_limit=67108864;",
              BUSY_TIMEOUT_MS);
     rc = conn_open(&st->w, st->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, pragmas);
     if (rc)
@@ -435,6 +481,7 @@ int lab_store_open(lab_store_t **out, uv_loop_t *loop, const char *state_dir)
 fail:
     lab_conn_close(&st->r);
     lab_conn_close(&st->w);
+    close(st->lockfd);
     free(st->path);
     free(st);
     return rc;
@@ -578,7 +625,7 @@ static void group_done(uv_work_t *req, int status);
  * and with nothing left, the final work that closes the writer. */
 static void kick(lab_store_t *st)
 {
-    if (st->busy || st->writer_closed)
+    if (st->busy || st->in_done || st->writer_closed)
         return;
     bool internal = !st->last_failed;
     int64_t prune = internal ? prune_target(st) : 0;
@@ -658,6 +705,8 @@ static void group_done(uv_work_t *req, int status)
     st->gcursors = NULL;
     st->ngcursors = 0;
     st->gprune = 0;
+    /* Ops that done callbacks submit join the next group instead of starting a group of one. */
+    st->in_done = true;
     while (op) {
         lab_store_op_t *next = op->next;
         int rc = st->grc ? st->grc : op->status;
@@ -673,6 +722,7 @@ static void group_done(uv_work_t *req, int status)
     if (appended)
         for (int i = 0; i < st->nlisteners; i++)
             st->listeners[i].cb(st->listeners[i].ctx, st->head_seq);
+    st->in_done = false;
     kick(st);
 }
 
@@ -728,6 +778,7 @@ static void on_async_closed(uv_handle_t *h)
     for (int i = 0; i < st->ncursors; i++)
         free(st->cursors[i].name);
     free(st->cursors);
+    close(st->lockfd);
     free(st->path);
     free(st);
     if (cb)

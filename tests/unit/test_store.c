@@ -685,6 +685,87 @@ static void test_idempotency(void **state)
     assert_int_equal(lab_runs_count(f->st, NULL), 2);
 }
 
+static void upd_done(lab_store_op_t *op, int status)
+{
+    run_done_slot->calls++;
+    run_done_slot->status = status;
+    lab_run_update_free((lab_run_update_t *)op);
+}
+
+static int update_run(fx_t *f, const char *id, const char *from, const char *to, const char *ikey)
+{
+    rdone_t d = {0};
+    run_done_slot = &d;
+    lab_run_update_t *upd = lab_run_update_new();
+    upd->op.done = upd_done;
+    upd->id = lab_strdup(id);
+    upd->state = lab_strdup(to);
+    upd->from = from ? lab_strdup(from) : NULL;
+    upd->doc = lab_asprintf("{\"id\":\"%s\",\"state\":\"%s\"}", id, to);
+    upd->ts_ms = 1700000005000;
+    if (ikey) {
+        upd->idem_owner = lab_strdup("alice");
+        upd->idem_key = lab_strdup(ikey);
+        upd->idem_hash = lab_strdup("h2");
+        upd->idem_status = 200;
+    }
+    lab_store_submit(f->st, &upd->op);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(d.calls, 1);
+    return d.status;
+}
+
+static void test_run_update(void **state)
+{
+    fx_t *f = *state;
+    fx_open(f);
+    assert_int_equal(insert_run(f, "u1", "queued", NULL, NULL), 0);
+    assert_int_equal(insert_run(f, "u2", "queued", NULL, NULL), 0);
+    assert_int_equal(update_run(f, "u1", "queued", "cancelled", "cancel-1"), 0);
+    /* The run moved on: a change that expects "queued" is refused, and nothing is kept. */
+    lab_store_stats_t s0, s1;
+    lab_store_stats(f->st, &s0);
+    assert_int_equal(update_run(f, "u1", "queued", "running", NULL), LAB_ESTATE);
+    assert_int_equal(update_run(f, "nope", NULL, "running", NULL), LAB_ENOTFOUND);
+    assert_int_equal(update_run(f, "u2", NULL, "running", "cancel-1"), LAB_ECONFLICT);
+    lab_store_stats(f->st, &s1);
+    assert_int_equal(s1.head_seq, s0.head_seq);
+
+    char *doc;
+    assert_int_equal(lab_runs_get(f->st, "u1", &doc), 0);
+    assert_string_equal(doc, "{\"id\":\"u1\",\"state\":\"cancelled\"}");
+    free(doc);
+    assert_int_equal(lab_runs_get(f->st, "u2", &doc), 0);
+    assert_string_equal(doc, "{\"id\":\"u2\",\"state\":\"queued\"}");
+    free(doc);
+    assert_int_equal(lab_runs_count(f->st, "queued"), 1);
+    assert_int_equal(lab_runs_count(f->st, "cancelled"), 1);
+    sqlite3 *db = fx_check(f);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM outbox WHERE key = 'u1'"), 2);
+    assert_int_equal(q_int(db, "SELECT seq FROM runs WHERE id = 'u1'"), s0.head_seq);
+    assert_int_equal(q_int(db, "SELECT updated_ms - created_ms FROM runs WHERE id = 'u1'"), 5000);
+    char *hash, *body;
+    int status;
+    assert_int_equal(lab_idem_get(f->st, "alice", "cancel-1", &hash, &status, &body), 0);
+    assert_int_equal(status, 200);
+    assert_string_equal(body, "{\"id\":\"u1\",\"state\":\"cancelled\"}");
+    free(hash);
+    free(body);
+}
+
+/* ---- one process per state_dir ---- */
+
+static void test_state_dir_locked(void **state)
+{
+    fx_t *f = *state;
+    fx_open(f);
+    lab_store_t *other;
+    assert_int_equal(lab_store_open(&other, &f->loop, f->state), LAB_EBUSY);
+    assert_null(other);
+    fx_close(f);
+    fx_open(f);
+}
+
 /* ---- close ---- */
 
 static void test_close(void **state)
@@ -696,6 +777,7 @@ static void test_close(void **state)
     submit_n(f, t, N, "c");
     int closed = 0;
     lab_store_close(f->st, on_closed, &closed);
+    assert_int_equal(closed, 0); /* never called back from inside close */
     top_init(&late, NULL, "late");
     lab_store_submit(f->st, &late.op);
     assert_int_equal(late.done, 0); /* never called back from inside submit */
@@ -855,6 +937,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_update, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_dir_locked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_keeps_acked, setup, teardown),
     };
