@@ -70,6 +70,7 @@ struct lab_store {
     bool last_failed; /* internal work waits for a good group after a failure */
     int64_t head_seq, groups, ops, ops_failed;
     int64_t pruned; /* every outbox row <= pruned is gone */
+    bool pruned_here;
 
     struct {
         lab_store_commit_cb cb;
@@ -633,6 +634,10 @@ static void kick(lab_store_t *st)
     if (!st->qhead && !prune && !cursors) {
         if (!st->closing)
             return;
+        /* The reader goes first so that the writer is the last connection: closing, it
+         * checkpoints and removes the WAL, on the threadpool rather than the loop. */
+        lab_conn_detach(&st->r);
+        lab_conn_close(&st->r);
         st->gclose = true;
         st->busy = true;
         LAB_ASSERT(uv_queue_work(st->loop, &st->work, group_work, group_done) == 0);
@@ -689,8 +694,10 @@ static void group_done(uv_work_t *req, int status)
             st->head_seq = st->ghead;
             appended = true;
         }
-        if (st->gprune && !st->ginternal_failed)
+        if (st->gprune && !st->ginternal_failed) {
             st->pruned = st->gprune;
+            st->pruned_here = true;
+        }
     } else {
         st->last_failed = true;
     }
@@ -788,8 +795,6 @@ static void on_async_closed(uv_handle_t *h)
 static void finish_close(lab_store_t *st)
 {
     deliver_rejected(st);
-    lab_conn_detach(&st->r);
-    lab_conn_close(&st->r);
     st->async_closing = true;
     uv_close((uv_handle_t *)&st->async, on_async_closed);
 }
@@ -834,7 +839,11 @@ int lab_store_sink_register(lab_store_t *st, const char *name)
             return i;
     if (st->nsinks == SINKS_MAX)
         return LAB_ETOOBIG;
-    /* A new sink has delivered nothing: nothing is pruned until it acknowledges. */
+    /* A new sink has delivered nothing: nothing more is pruned until it acknowledges. Rows
+     * pruned before it registered are beyond its reach, hence sinks register right after open. */
+    if (st->pruned_here)
+        log_warn("store", "sink %s registered after rows up to seq=%lld were pruned", name,
+                 (long long)st->pruned);
     st->sinks[st->nsinks].name = lab_strdup(name);
     st->sinks[st->nsinks].acked = 0;
     return st->nsinks++;

@@ -189,14 +189,21 @@ static void test_open_migrates(void **state)
                                "('outbox', 'runs', 'idempotency', 'sink_cursors', "
                                "'runs_state_n')"),
                      5);
-    /* The store's connections: WAL, full sync. */
+    /* WAL mode is recorded in the file. */
     assert_int_equal(q_int(db, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = "
                                "'wal'"),
                      1);
+    int64_t applied = q_int(db, "SELECT count(*) FROM schema_migrations");
+    sqlite3_close_v2(f->check);
+    f->check = NULL;
     fx_close(f);
+    /* The writer closed last: it checkpointed and removed the WAL. */
+    char wal[200];
+    snprintf(wal, sizeof wal, "%s-wal", f->dbpath);
+    assert_int_equal(access(wal, F_OK), -1);
 
     /* Reopening applies nothing twice. */
-    int64_t applied = q_int(db, "SELECT count(*) FROM schema_migrations");
+    db = fx_check(f);
     fx_open(f);
     assert_int_equal(q_int(db, "SELECT count(*) FROM schema_migrations"), applied);
     fx_close(f);
@@ -223,13 +230,30 @@ static void test_open_bad_input(void **state)
     lab_store_t *st;
     assert_int_equal(lab_store_open(&st, &f->loop, ""), LAB_EINVAL);
     assert_null(st);
-    char file[96];
+    char file[160];
     snprintf(file, sizeof file, "%s/plain", f->dir);
     FILE *fp = fopen(file, "w");
     assert_non_null(fp);
     fclose(fp);
     assert_int_equal(lab_store_open(&st, &f->loop, file), LAB_EIO);
     assert_null(st);
+
+    /* Something that is not a database where labloop.db should be. */
+    char sdir[96];
+    snprintf(sdir, sizeof sdir, "%s/junk", f->dir);
+    assert_int_equal(mkdir(sdir, 0750), 0);
+    snprintf(file, sizeof file, "%s/labloop.db", sdir);
+    fp = fopen(file, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < 512; i++)
+        fputs("not a database, ", fp);
+    fclose(fp);
+    assert_int_equal(lab_store_open(&st, &f->loop, sdir), LAB_EDB);
+    assert_null(st);
+    /* The refused open released its lock: a good database there opens now. */
+    assert_int_equal(unlink(file), 0);
+    assert_int_equal(lab_store_open(&st, &f->loop, sdir), 0);
+    f->st = st;
 }
 
 /* ---- group commit ---- */
