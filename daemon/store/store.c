@@ -596,12 +596,21 @@ static void group_work(uv_work_t *req)
         op->status = group_apply_op(st, op);
     if (!st->grc)
         group_apply_internal(st);
+    /* A statement an op left unfinished would hold its read open past COMMIT and the checkpoint
+     * after it. */
+    for (sqlite3_stmt *s = sqlite3_next_stmt(c->db, NULL); s; s = sqlite3_next_stmt(c->db, s))
+        if (sqlite3_stmt_busy(s))
+            sqlite3_reset(s);
     if (!st->grc && conn_exec(c, "COMMIT"))
         st->grc = LAB_EDB;
     if (st->grc && !sqlite3_get_autocommit(c->db))
         conn_exec(c, "ROLLBACK");
-    if (st->grc)
-        log_error("store", "group not committed: every op in it failed with EDB");
+    if (st->grc) {
+        int n = 0;
+        for (lab_store_op_t *op = st->group; op; op = op->next)
+            n++;
+        log_error("store", "group not committed: its %d ops fail with EDB", n);
+    }
 out:
     st->ghead = c->head;
     lab_conn_detach(c);
@@ -634,6 +643,8 @@ static void kick(lab_store_t *st)
     if (!st->qhead && !prune && !cursors) {
         if (!st->closing)
             return;
+        if (st->cursors_dirty)
+            log_warn("store", "closing after a failed group: saved cursors not written");
         /* The reader goes first so that the writer is the last connection: closing, it
          * checkpoints and removes the WAL, on the threadpool rather than the loop. */
         lab_conn_detach(&st->r);
