@@ -296,6 +296,59 @@ static void test_group_commit(void **state)
     free(t);
 }
 
+static void submit_n(fx_t *f, top_t *t, int n, const char *prefix);
+
+/* Ops that done callbacks submit: a chain of 50, each submitting the next from its done. */
+typedef struct chain {
+    lab_store_op_t op;
+    int left;
+    int *completed;
+    lab_store_t *st;
+} chain_t;
+
+static int chain_apply(lab_store_op_t *op, sqlite3 *db)
+{
+    return lab_outbox_append(db, "event", "chain", "{}", 1) > 0 ? 0 : LAB_EDB;
+}
+
+static void chain_done(lab_store_op_t *op, int status)
+{
+    chain_t *c = (chain_t *)op;
+    assert_int_equal(status, 0);
+    (*c->completed)++;
+    if (--c->left > 0)
+        lab_store_submit(c->st, &c->op);
+}
+
+static void test_group_cap_and_chains(void **state)
+{
+    fx_t *f = *state;
+    fx_open(f);
+    /* 1 + 4096 + 4096 + 1807: a group never holds more than 4096 ops. */
+    enum { N = 10000 };
+    top_t *t = lab_calloc(N, sizeof *t);
+    submit_n(f, t, N, "g");
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    lab_store_stats_t s;
+    lab_store_stats(f->st, &s);
+    assert_int_equal(s.ops, N);
+    assert_int_equal(s.groups, 4);
+    free(t);
+
+    /* Two chains resubmitting from done: both links of a round share a group. */
+    int completed = 0;
+    chain_t a = {{chain_apply, chain_done, NULL, 0}, 50, &completed, f->st};
+    chain_t b = {{chain_apply, chain_done, NULL, 0}, 50, &completed, f->st};
+    lab_store_submit(f->st, &a.op);
+    lab_store_submit(f->st, &b.op);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(completed, 100);
+    lab_store_stats_t s2;
+    lab_store_stats(f->st, &s2);
+    assert_int_equal(s2.groups - s.groups, 51);
+    assert_int_equal(s2.head_seq, N + 100);
+}
+
 static void test_failing_op_alone(void **state)
 {
     fx_t *f = *state;
@@ -962,6 +1015,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_cap_and_chains, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_op_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_read_and_listeners, setup, teardown),
