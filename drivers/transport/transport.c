@@ -443,7 +443,8 @@ static void fd_update(lab_transport_t *t)
  * inside lab_transport_write. */
 void lab_transport_fd_flush(lab_transport_t *t)
 {
-    for (lab_transport_wreq_t *w = t->wq_head; w; w = w->next) {
+    lab_transport_wreq_t *w = t->wq_head;
+    while (w) {
         while (w->off < w->len) {
             ssize_t n = t->fd_write(t, w->data + w->off, w->len - w->off);
             if (n < 0 && errno == EINTR)
@@ -453,6 +454,14 @@ void lab_transport_fd_flush(lab_transport_t *t)
             lab_transport_sent(t, w->data + w->off, (size_t)n);
             w->off += (size_t)n;
         }
+        lab_transport_wreq_t *next = w->next;
+        if (w == t->wq_head && !w->cb) { /* nobody waits for it: done, no extra poll round */
+            t->wq_head = next;
+            if (!next)
+                t->wq_tail = NULL;
+            free(w);
+        }
+        w = next;
     }
 out:
     fd_update(t);
@@ -493,10 +502,8 @@ static void fd_on_poll(uv_poll_t *p, int status, int events)
     lab_transport_t *t = p->data;
     if (t->closing || t->state != LAB_TRANSPORT_OPEN)
         return;
-    if (status < 0) {
-        lab_transport_lost(t, LAB_EIO, "poll: %s", uv_strerror(status));
-        return;
-    }
+    if (status < 0) /* libuv reports POLLERR as EBADF; a read tells the real story (EIO) */
+        events = UV_READABLE;
     if (events & (UV_READABLE | UV_DISCONNECT)) {
         uint8_t buf[4096];
         for (;;) {
@@ -515,9 +522,12 @@ static void fd_on_poll(uv_poll_t *p, int status, int events)
             }
             if (errno == EINTR)
                 continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && status == 0)
                 break;
-            lab_transport_lost(t, LAB_EIO, "read: %s", strerror(errno));
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                lab_transport_lost(t, LAB_EIO, "device error (poll: %s)", uv_strerror(status));
+            else
+                lab_transport_lost(t, LAB_EIO, "read: %s", strerror(errno));
             return;
         }
     }
