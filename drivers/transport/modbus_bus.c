@@ -382,6 +382,13 @@ static void worker_run(lab_modbus_bus_t *bus, mb_job_t *j)
     }
     int e = errno;
     if (job_fail(bus, j, e)) {
+        uv_mutex_lock(&bus->lock);
+        int stopping = bus->stop;
+        uv_mutex_unlock(&bus->lock);
+        if (stopping) { /* close cut the request short: not a device problem */
+            worker_disconnect(bus);
+            return;
+        }
         char reason[200];
         snprintf(reason, sizeof reason, "%s: %s", ops[j->req.op].name, modbus_strerror(e));
         log_warn(SUB, "id=%s offline uri=%s reason=\"%s\"", bus->id, bus->uri, reason);
