@@ -191,6 +191,7 @@ static void test_tty_framing_and_bytes(void **state)
     s.parity = LAB_PARITY_EVEN;
     s.stop_bits = 2;
     s.flow = LAB_FLOW_RTSCTS;
+    lab_log_set_level(LAB_LOG_DEBUG); /* the byte dumps run too */
     open_transport(fx, &s);
     assert_string_equal(lab_transport_backend(fx->t), "tty");
 
@@ -234,6 +235,7 @@ static void test_tty_framing_and_bytes(void **state)
     assert_int_equal(lab_transport_send_break(fx->t, 30, on_break, fx), LAB_EBUSY);
     WAIT(fx, fx->break_done == 1);
     assert_int_equal(fx->break_status, 0);
+    lab_log_set_level(LAB_LOG_INFO);
 }
 
 static void test_tty_offline_and_back(void **state)
