@@ -383,10 +383,17 @@ static void worker_run(lab_modbus_bus_t *bus, mb_job_t *j)
         j->res.status = LAB_OK;
         j->res.words = ops[j->req.op].writes || ops[j->req.op].on_bits ? NULL : j->words;
         j->res.bits = ops[j->req.op].writes || !ops[j->req.op].on_bits ? NULL : j->bits;
+        log_debug(SUB, "id=%s %s unit=%d addr=%d count=%d ok first=%u", bus->id,
+                  ops[j->req.op].name, j->req.unit, j->req.addr, j->req.count,
+                  ops[j->req.op].on_bits ? j->bits[0] : j->words[0]);
         return;
     }
     int e = errno;
-    if (job_fail(bus, j, e)) {
+    int drop = job_fail(bus, j, e);
+    log_debug(SUB, "id=%s %s unit=%d addr=%d count=%d err=%s reason=\"%s\"", bus->id,
+              ops[j->req.op].name, j->req.unit, j->req.addr, j->req.count,
+              lab_errname(j->res.status), j->msg);
+    if (drop) {
         uv_mutex_lock(&bus->lock);
         int stopping = bus->stop;
         uv_mutex_unlock(&bus->lock);

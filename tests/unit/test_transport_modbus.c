@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -409,6 +411,44 @@ static void test_bad_requests(void **state)
     assert_string_equal(lab_modbus_exception_name(42), "UNKNOWN EXCEPTION");
 }
 
+/* With every fd below FD_SETSIZE taken, libmodbus's select() could not wait on the bus socket:
+ * the bus refuses it with a clear reason, and connects once low fds are free again. */
+static void test_fd_above_fd_setsize_refused(void **state)
+{
+    fx_t *fx = *state;
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < FD_SETSIZE + 64) {
+        rl.rlim_cur = rl.rlim_max < FD_SETSIZE + 64 ? rl.rlim_max : FD_SETSIZE + 64;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < FD_SETSIZE + 16)
+        skip(); /* cannot open enough fds here to reach FD_SETSIZE */
+    srv_start(&fx->srv);
+    static int fds[FD_SETSIZE];
+    int n = 0;
+    for (;;) {
+        int fd = dup(0);
+        assert_true(fd >= 0);
+        if (fd >= FD_SETSIZE) {
+            close(fd);
+            break;
+        }
+        fds[n++] = fd;
+    }
+    fx->bus = bus_new(fx, fx->srv.port, "high");
+    WAIT(fx, fx->state == LAB_TRANSPORT_OFFLINE);
+    assert_non_null(strstr(fx->reason, "FD_SETSIZE"));
+    done_t *d =
+        call(fx, fx->bus, (lab_modbus_request_t){.op = LAB_MODBUS_READ_HOLDING, .count = 1});
+    assert_int_equal(d->status, LAB_ECONN);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    WAIT(fx, fx->state == LAB_TRANSPORT_OPEN);
+    d = call(fx, fx->bus, (lab_modbus_request_t){.op = LAB_MODBUS_READ_HOLDING, .count = 1});
+    assert_int_equal(d->status, LAB_OK);
+}
+
 /* ---- --bench ---- */
 
 typedef struct bench {
@@ -479,6 +519,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_server_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fd_above_fd_setsize_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
