@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <pty.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +22,7 @@
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -449,6 +451,112 @@ static void test_fd_above_fd_setsize_refused(void **state)
     assert_int_equal(d->status, LAB_OK);
 }
 
+/* ---- Modbus RTU: two ptys joined by a thread stand in for a serial line ---- */
+
+typedef struct line {
+    int m[2], s[2];
+    char name[2][64];
+    volatile int stop;
+    pthread_t th, srv;
+    modbus_t *ctx; /* the RTU device on the far end */
+    modbus_mapping_t *map;
+} line_t;
+
+static void *line_main(void *arg)
+{
+    line_t *l = arg;
+    uint8_t buf[512];
+    while (!l->stop) {
+        struct pollfd p[2] = {{.fd = l->m[0], .events = POLLIN}, {.fd = l->m[1], .events = POLLIN}};
+        if (poll(p, 2, 20) <= 0)
+            continue;
+        for (int i = 0; i < 2; i++) {
+            if (!(p[i].revents & POLLIN))
+                continue;
+            ssize_t n = read(l->m[i], buf, sizeof buf);
+            if (n > 0 && write(l->m[1 - i], buf, (size_t)n) != n)
+                return NULL;
+        }
+    }
+    return NULL;
+}
+
+static void *rtu_srv_main(void *arg)
+{
+    line_t *l = arg;
+    uint8_t query[MODBUS_RTU_MAX_ADU_LENGTH];
+    while (!l->stop) {
+        struct pollfd p = {.fd = modbus_get_socket(l->ctx), .events = POLLIN};
+        if (poll(&p, 1, 20) <= 0)
+            continue;
+        int rc = modbus_receive(l->ctx, query);
+        if (rc > 0)
+            modbus_reply(l->ctx, query, rc, l->map);
+    }
+    return NULL;
+}
+
+static void test_rtu_over_a_line(void **state)
+{
+    fx_t *fx = *state;
+    static line_t l;
+    memset(&l, 0, sizeof l);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(openpty(&l.m[i], &l.s[i], l.name[i], NULL, NULL), 0);
+        struct termios tio;
+        tcgetattr(l.s[i], &tio);
+        cfmakeraw(&tio);
+        tcsetattr(l.s[i], TCSANOW, &tio);
+    }
+    pthread_create(&l.th, NULL, line_main, &l);
+    l.ctx = modbus_new_rtu(l.name[1], 115200, 'E', 8, 1);
+    assert_non_null(l.ctx);
+    modbus_set_slave(l.ctx, 7);
+    assert_int_equal(modbus_connect(l.ctx), 0);
+    l.map = modbus_mapping_new(10, 0, 10, 0);
+    l.map->tab_registers[3] = 1234;
+    pthread_create(&l.srv, NULL, rtu_srv_main, &l);
+
+    lab_modbus_settings_t s;
+    lab_modbus_settings_init(&s);
+    char uri[80];
+    snprintf(uri, sizeof uri, "rtu:%s", l.name[0]);
+    s.uri = uri;
+    s.baud = 115200;
+    s.parity = LAB_PARITY_EVEN;
+    assert_int_equal(lab_modbus_bus_new(&fx->loop, &s, "rtu1", on_state, fx, &fx->bus, NULL, 0), 0);
+    WAIT(fx, fx->state == LAB_TRANSPORT_OPEN);
+    done_t *d = call(
+        fx, fx->bus,
+        (lab_modbus_request_t){.op = LAB_MODBUS_READ_HOLDING, .unit = 7, .addr = 3, .count = 1});
+    assert_int_equal(d->status, LAB_OK);
+    assert_int_equal(d->words[0], 1234);
+    uint16_t v = 99;
+    d = call(fx, fx->bus,
+             (lab_modbus_request_t){
+                 .op = LAB_MODBUS_WRITE_REGISTER, .unit = 7, .addr = 4, .count = 1, .words = &v});
+    assert_int_equal(d->status, LAB_OK);
+    assert_int_equal(l.map->tab_registers[4], 99);
+    /* nobody answers for unit 9 on this line */
+    d = call(fx, fx->bus,
+             (lab_modbus_request_t){
+                 .op = LAB_MODBUS_READ_HOLDING, .unit = 9, .count = 1, .timeout_ms = 200});
+    assert_int_equal(d->status, LAB_ETIMEDOUT);
+
+    lab_modbus_bus_close(fx->bus);
+    fx->bus = NULL;
+    l.stop = 1;
+    pthread_join(l.srv, NULL);
+    pthread_join(l.th, NULL);
+    modbus_close(l.ctx);
+    modbus_free(l.ctx);
+    modbus_mapping_free(l.map);
+    for (int i = 0; i < 2; i++) {
+        close(l.m[i]);
+        close(l.s[i]);
+    }
+}
+
 /* ---- --bench ---- */
 
 typedef struct bench {
@@ -520,6 +628,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_close_with_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fd_above_fd_setsize_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rtu_over_a_line, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
