@@ -409,6 +409,19 @@ static void worker_run(lab_modbus_bus_t *bus, mb_job_t *j)
     }
 }
 
+static int tcp_peer_gone(modbus_t *ctx)
+{
+    int fd = modbus_get_socket(ctx);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 0) <= 0)
+        return 0;
+    if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
+        return 1;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static uint64_t now_ms(void)
 {
     return uv_hrtime() / 1000000u;
@@ -493,6 +506,18 @@ static void worker_main(void *arg)
             if (spin_for_work(bus))
                 continue;
             uv_cond_wait(&bus->cond, &bus->lock);
+            continue;
+        }
+        if (bus->host && tcp_peer_gone(bus->ctx)) {
+            /* The server closed while the bus was idle (restarted, idle timeout): reconnect
+             * first rather than fail this request on a dead socket. */
+            snprintf(reason, sizeof reason, "connection closed by %s:%s", bus->host, bus->service);
+            log_warn(SUB, "id=%s offline uri=%s reason=\"%s\"", bus->id, bus->uri, reason);
+            uv_mutex_unlock(&bus->lock);
+            worker_disconnect(bus);
+            uv_mutex_lock(&bus->lock);
+            push_event(bus, LAB_TRANSPORT_OFFLINE, LAB_ECONN, reason);
+            next_try = 0;
             continue;
         }
         bus->head = j->next;
