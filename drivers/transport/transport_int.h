@@ -83,6 +83,9 @@ void lab_transport_on_retry(uv_timer_t *timer);
 
 /* baud -> termios speed constant; LAB_EINVAL for a rate termios has no constant for. */
 int lab_tty_speed(int baud, unsigned *speed);
+/* Raw mode plus the framing of set, over what tio held (checked settings only). */
+struct termios;
+void lab_tty_make_termios(const lab_transport_settings_t *set, struct termios *tio);
 
 /* fd backends: poll fd for reads (and for writes while the queue is not empty). */
 int lab_transport_fd_attach(lab_transport_t *t, int fd);

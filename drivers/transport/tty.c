@@ -39,29 +39,34 @@ int lab_tty_speed(int baud, unsigned *speed)
 
 static const tcflag_t char_sizes[] = {[5] = CS5, [6] = CS6, [7] = CS7, [8] = CS8};
 
+void lab_tty_make_termios(const lab_transport_settings_t *set, struct termios *tio)
+{
+    unsigned speed = B9600;
+    cfmakeraw(tio);
+    lab_tty_speed(set->baud, &speed);
+    cfsetispeed(tio, speed);
+    cfsetospeed(tio, speed);
+    tio->c_cflag &= ~(CSIZE | PARENB | PARODD | CSTOPB | CRTSCTS);
+    tio->c_cflag |= char_sizes[set->data_bits] | CREAD | CLOCAL;
+    if (set->parity != LAB_PARITY_NONE)
+        tio->c_cflag |= PARENB | (set->parity == LAB_PARITY_ODD ? PARODD : 0);
+    if (set->stop_bits == 2)
+        tio->c_cflag |= CSTOPB;
+    if (set->flow == LAB_FLOW_RTSCTS)
+        tio->c_cflag |= CRTSCTS;
+    tio->c_iflag &= ~(IXON | IXOFF | IXANY);
+    if (set->flow == LAB_FLOW_XONXOFF)
+        tio->c_iflag |= IXON | IXOFF;
+    tio->c_cc[VMIN] = 1;
+    tio->c_cc[VTIME] = 0;
+}
+
 static int tty_configure(lab_transport_t *t, int fd)
 {
     struct termios tio;
-    unsigned speed = B9600;
     if (tcgetattr(fd, &tio) < 0)
         return -1;
-    cfmakeraw(&tio);
-    lab_tty_speed(t->set.baud, &speed);
-    cfsetispeed(&tio, speed);
-    cfsetospeed(&tio, speed);
-    tio.c_cflag &= ~(CSIZE | PARENB | PARODD | CSTOPB | CRTSCTS);
-    tio.c_cflag |= char_sizes[t->set.data_bits] | CREAD | CLOCAL;
-    if (t->set.parity != LAB_PARITY_NONE)
-        tio.c_cflag |= PARENB | (t->set.parity == LAB_PARITY_ODD ? PARODD : 0);
-    if (t->set.stop_bits == 2)
-        tio.c_cflag |= CSTOPB;
-    if (t->set.flow == LAB_FLOW_RTSCTS)
-        tio.c_cflag |= CRTSCTS;
-    tio.c_iflag &= ~(IXON | IXOFF | IXANY);
-    if (t->set.flow == LAB_FLOW_XONXOFF)
-        tio.c_iflag |= IXON | IXOFF;
-    tio.c_cc[VMIN] = 1;
-    tio.c_cc[VTIME] = 0;
+    lab_tty_make_termios(&t->set, &tio);
     if (tcsetattr(fd, TCSANOW, &tio) < 0)
         return -1;
     tcflush(fd, TCIOFLUSH); /* bytes from before we owned the line belong to nobody */

@@ -6,6 +6,7 @@
 #include "daemon/core/err.h"
 #include "daemon/core/log.h"
 #include "drivers/transport/transport.h"
+#include "drivers/transport/transport_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -247,8 +248,12 @@ static void test_tty_offline_and_back(void **state)
     s.kind = LAB_TRANSPORT_TTY;
     open_transport(fx, &s);
 
+    /* A write whose completion is still pending when the device goes away fails with it. */
+    assert_int_equal(lab_transport_write(fx->t, "lost", 4, on_written, fx), 0);
     pty_drop(fx); /* the device goes away; the stale link stays */
     WAIT(fx, fx->state == LAB_TRANSPORT_OFFLINE);
+    assert_int_equal(fx->writes_done, 1);
+    assert_int_equal(fx->write_status, LAB_ECONN);
     assert_int_equal(fx->last_err, LAB_EIO);
     assert_true(strlen(fx->last_reason) > 0);
     assert_int_equal(lab_transport_write(fx->t, "x", 1, on_written, fx), LAB_ECONN);
@@ -368,6 +373,56 @@ static void test_bad_settings(void **state)
     assert_int_equal(lab_flow_parse("rtscts"), LAB_FLOW_RTSCTS);
     assert_int_equal(lab_transport_kind_parse("tcp"), LAB_TRANSPORT_TCP);
     assert_int_equal(lab_parity_parse("mark"), -1);
+}
+
+/* A pty keeps only part of the framing (see above), so the termios the tty backend asks for is
+ * also checked as computed, for each framing the shipped instruments use. */
+static void test_termios_table(void **state)
+{
+    static const struct {
+        int baud, bits;
+        lab_parity_t parity;
+        int stop;
+        lab_flow_t flow;
+        speed_t speed;
+        tcflag_t cflag_set, cflag_clear, iflag_set, iflag_clear;
+    } cases[] = {
+        /* Liconic STX: 9600 8E1 RTS/CTS */
+        {9600, 8, LAB_PARITY_EVEN, 1, LAB_FLOW_RTSCTS, B9600, CS8 | PARENB | CRTSCTS,
+         PARODD | CSTOPB, 0, IXON | IXOFF},
+        /* BioTek: 9600 8N2 */
+        {9600, 8, LAB_PARITY_NONE, 2, LAB_FLOW_NONE, B9600, CS8 | CSTOPB, PARENB | CRTSCTS, 0,
+         IXON | IXOFF},
+        {19200, 7, LAB_PARITY_ODD, 1, LAB_FLOW_XONXOFF, B19200, CS7 | PARENB | PARODD,
+         CSTOPB | CRTSCTS, IXON | IXOFF, 0},
+        {115200, 5, LAB_PARITY_NONE, 1, LAB_FLOW_NONE, B115200, CS5, PARENB | CSTOPB, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        lab_transport_settings_t s;
+        lab_transport_settings_init(&s);
+        s.baud = cases[i].baud;
+        s.data_bits = cases[i].bits;
+        s.parity = cases[i].parity;
+        s.stop_bits = cases[i].stop;
+        s.flow = cases[i].flow;
+        struct termios tio;
+        memset(&tio, 0xff, sizeof tio); /* whatever the port held before */
+        lab_tty_make_termios(&s, &tio);
+        assert_int_equal(cfgetospeed(&tio), cases[i].speed);
+        assert_int_equal(cfgetispeed(&tio), cases[i].speed);
+        assert_int_equal(tio.c_cflag & CSIZE, cases[i].cflag_set & CSIZE);
+        assert_int_equal(tio.c_cflag & (cases[i].cflag_set & ~CSIZE), cases[i].cflag_set & ~CSIZE);
+        assert_int_equal(tio.c_cflag & cases[i].cflag_clear, 0);
+        assert_int_equal(tio.c_iflag & cases[i].iflag_set, cases[i].iflag_set);
+        assert_int_equal(tio.c_iflag & cases[i].iflag_clear, 0);
+        assert_true(tio.c_cflag & CREAD);
+        assert_true(tio.c_cflag & CLOCAL);
+        assert_false(tio.c_lflag & (ICANON | ECHO | ISIG | IEXTEN));
+        assert_false(tio.c_oflag & OPOST);
+        assert_false(tio.c_iflag & (ICRNL | INLCR | ISTRIP));
+        assert_int_equal(tio.c_cc[VMIN], 1);
+        assert_int_equal(tio.c_cc[VTIME], 0);
+    }
 }
 
 /* ---- --bench: round trips of an 8-byte request and an 8-byte answer ---- */
@@ -497,6 +552,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_missing_device_then_appears, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_completes_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_settings, setup, teardown),
+        cmocka_unit_test(test_termios_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
