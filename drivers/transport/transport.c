@@ -117,6 +117,8 @@ int lab_transport_new(uv_loop_t *loop, const lab_transport_settings_t *s, const 
     *out = NULL;
     if (!s->path || !*s->path)
         return settings_fail(msg, msg_len, "no port path given");
+    if ((unsigned)s->kind > LAB_TRANSPORT_TCP)
+        return settings_fail(msg, msg_len, "transport kind %d is not auto/serial/tty/tcp", s->kind);
     int is_tcp = strncmp(s->path, "tcp://", 6) == 0;
     lab_transport_kind_t kind = s->kind;
     if (kind == LAB_TRANSPORT_AUTO)
@@ -200,7 +202,8 @@ int lab_transport_open(lab_transport_t *t)
     t->state = LAB_TRANSPORT_OPENING;
     log_info(SUB, "id=%s opening %s port=%s", t->id, t->ops->name, t->path);
     notify_state(t, 0, NULL);
-    t->ops->open(t);
+    if (!t->closing) /* the owner may close from its callback */
+        t->ops->open(t);
     return LAB_OK;
 }
 
@@ -265,7 +268,8 @@ void lab_transport_on_retry(uv_timer_t *timer)
     t->state = LAB_TRANSPORT_OPENING;
     log_debug(SUB, "id=%s reconnecting port=%s", t->id, t->path);
     notify_state(t, 0, NULL);
-    t->ops->open(t);
+    if (!t->closing)
+        t->ops->open(t);
 }
 
 void lab_transport_lost(lab_transport_t *t, int err, const char *fmt, ...)

@@ -78,8 +78,9 @@ int lab_flow_parse(const char *name);
 int lab_transport_kind_parse(const char *name);
 const char *lab_transport_state_name(lab_transport_state_t s);
 
-/* Checks the settings (precise message in err_msg when given) and creates a closed transport.
- * owner_id tags every log line (and the byte dumps at debug level). */
+/* Checks the settings (precise message in err_msg when given) and creates a closed transport,
+ * which must end in lab_transport_close whether it was opened or not. owner_id tags every log
+ * line (and the byte dumps at debug level). */
 int lab_transport_new(uv_loop_t *loop, const lab_transport_settings_t *s, const char *owner_id,
                       const lab_transport_callbacks_t *cb, lab_transport_t **out, char *err_msg,
                       size_t err_len);
