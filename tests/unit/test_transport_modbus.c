@@ -34,7 +34,7 @@ enum { DEADLINE_MS = 15000 };
 typedef struct mbsrv {
     int port;
     int silent; /* accepts and reads, never answers */
-    volatile int stop;
+    int stop;   /* atomic: set by the test, read by the thread */
     pthread_t th;
     modbus_t *ctx;
     int listen_fd;
@@ -57,14 +57,14 @@ static void *srv_main(void *arg)
 {
     mbsrv_t *sv = arg;
     uint8_t query[MODBUS_TCP_MAX_ADU_LENGTH];
-    while (!sv->stop) {
+    while (!__atomic_load_n(&sv->stop, __ATOMIC_ACQUIRE)) {
         struct pollfd p = {.fd = sv->listen_fd, .events = POLLIN};
         if (poll(&p, 1, 20) <= 0)
             continue;
         int client = modbus_tcp_accept(sv->ctx, &sv->listen_fd);
         if (client < 0)
             continue;
-        while (!sv->stop) {
+        while (!__atomic_load_n(&sv->stop, __ATOMIC_ACQUIRE)) {
             struct pollfd c = {.fd = client, .events = POLLIN};
             if (poll(&c, 1, 20) <= 0)
                 continue;
@@ -81,7 +81,7 @@ static void *srv_main(void *arg)
 
 static void srv_start(mbsrv_t *sv)
 {
-    sv->stop = 0;
+    __atomic_store_n(&sv->stop, 0, __ATOMIC_RELEASE);
     sv->ctx = modbus_new_tcp("127.0.0.1", sv->port);
     assert_non_null(sv->ctx);
     sv->listen_fd = modbus_tcp_listen(sv->ctx, 4);
@@ -96,7 +96,7 @@ static void srv_stop(mbsrv_t *sv)
 {
     if (!sv->running)
         return;
-    sv->stop = 1;
+    __atomic_store_n(&sv->stop, 1, __ATOMIC_RELEASE);
     pthread_join(sv->th, NULL);
     close(sv->listen_fd);
     modbus_free(sv->ctx);
@@ -456,7 +456,7 @@ static void test_fd_above_fd_setsize_refused(void **state)
 typedef struct line {
     int m[2], s[2];
     char name[2][64];
-    volatile int stop;
+    int stop; /* atomic: set by the test, read by the thread */
     pthread_t th, srv;
     modbus_t *ctx; /* the RTU device on the far end */
     modbus_mapping_t *map;
@@ -466,7 +466,7 @@ static void *line_main(void *arg)
 {
     line_t *l = arg;
     uint8_t buf[512];
-    while (!l->stop) {
+    while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
         struct pollfd p[2] = {{.fd = l->m[0], .events = POLLIN}, {.fd = l->m[1], .events = POLLIN}};
         if (poll(p, 2, 20) <= 0)
             continue;
@@ -485,7 +485,7 @@ static void *rtu_srv_main(void *arg)
 {
     line_t *l = arg;
     uint8_t query[MODBUS_RTU_MAX_ADU_LENGTH];
-    while (!l->stop) {
+    while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
         struct pollfd p = {.fd = modbus_get_socket(l->ctx), .events = POLLIN};
         if (poll(&p, 1, 20) <= 0)
             continue;
@@ -545,7 +545,7 @@ static void test_rtu_over_a_line(void **state)
 
     lab_modbus_bus_close(fx->bus);
     fx->bus = NULL;
-    l.stop = 1;
+    __atomic_store_n(&l.stop, 1, __ATOMIC_RELEASE);
     pthread_join(l.srv, NULL);
     pthread_join(l.th, NULL);
     modbus_close(l.ctx);

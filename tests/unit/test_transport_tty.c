@@ -429,7 +429,7 @@ static void test_termios_table(void **state)
 
 typedef struct echo_dev {
     int master;
-    volatile int stop;
+    int stop; /* atomic: set by the test, read by the thread */
 } echo_dev_t;
 
 /* The device: answers every 8 bytes with 8 bytes, blocking. */
@@ -438,7 +438,7 @@ static void *echo_main(void *arg)
     echo_dev_t *d = arg;
     uint8_t buf[8];
     size_t got = 0;
-    while (!d->stop) {
+    while (!__atomic_load_n(&d->stop, __ATOMIC_ACQUIRE)) {
         struct pollfd p = {.fd = d->master, .events = POLLIN};
         if (poll(&p, 1, 50) <= 0)
             continue;
@@ -533,7 +533,7 @@ static int run_bench(int n)
     printf("pty round trips/s (8 B each way, n=%d): bare blocking %.0f, tty transport %.0f "
            "(overhead %.1f%%)\n",
            n, bare, via, (bare / via - 1) * 100);
-    dev.stop = 1;
+    __atomic_store_n(&dev.stop, 1, __ATOMIC_RELEASE);
     pthread_join(th, NULL);
     teardown((void **)&f);
     return 0;
