@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -480,41 +481,27 @@ static void bench_state(lab_transport_t *t, lab_transport_state_t st, int err, c
     b->fx->state = st;
 }
 
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Bare blocking I/O and the transport take turns on the same pty in interleaved chunks, so that
+ * drift on a shared machine hits both alike. Process CPU includes the device thread, the same
+ * on both sides. */
 static int run_bench(int n)
 {
-    fx_t fx_, *fx = &fx_;
-    memset(fx, 0, sizeof *fx);
-    setup((void **)&fx);
-    fx_t *f = fx;
+    fx_t *f;
+    setup((void **)&f);
     pty_make(f);
     fcntl(f->master, F_SETFL, fcntl(f->master, F_GETFL) & ~O_NONBLOCK);
     echo_dev_t dev = {.master = f->master};
     pthread_t th;
     pthread_create(&th, NULL, echo_main, &dev);
 
-    /* Bare: blocking write/read on the slave, raw mode. */
-    int fd = open(f->link, O_RDWR | O_NOCTTY);
-    struct termios tio;
-    tcgetattr(fd, &tio);
-    cfmakeraw(&tio);
-    tcsetattr(fd, TCSANOW, &tio);
-    uint8_t buf[8];
-    uint64_t t0 = uv_hrtime();
-    for (int i = 0; i < n; i++) {
-        if (write(fd, "REQUEST1", 8) != 8)
-            return 1;
-        size_t got = 0;
-        while (got < 8) {
-            ssize_t r = read(fd, buf + got, 8 - got);
-            if (r <= 0)
-                return 1;
-            got += (size_t)r;
-        }
-    }
-    double bare = n / ((uv_hrtime() - t0) / 1e9);
-    close(fd);
-
-    bench_t b = {.fx = f, .left = n};
+    bench_t b = {.fx = f};
     lab_transport_callbacks_t cb = {.on_data = bench_data, .on_state = bench_state, .user = &b};
     lab_transport_settings_t s;
     lab_transport_settings_init(&s);
@@ -525,14 +512,43 @@ static int run_bench(int n)
     while (f->state != LAB_TRANSPORT_OPEN)
         uv_run(&f->loop, UV_RUN_ONCE);
     uv_timer_stop(&f->beat);
-    t0 = uv_hrtime();
-    lab_transport_write(f->t, "REQUEST1", 8, NULL, NULL);
-    while (b.left > 0)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    double via = n / ((uv_hrtime() - t0) / 1e9);
+    int fd = open(f->link, O_RDWR | O_NOCTTY); /* same line, already raw */
+
+    enum { ROUNDS = 10 };
+    int chunk = n / ROUNDS;
+    uint64_t bare_ns = 0, bare_cpu = 0, via_ns = 0, via_cpu = 0;
+    uint8_t buf[8];
+    for (int r = 0; r < ROUNDS; r++) {
+        uint64_t t0 = uv_hrtime(), c0 = cpu_ns();
+        for (int i = 0; i < chunk; i++) {
+            if (write(fd, "REQUEST1", 8) != 8)
+                return 1;
+            size_t got = 0;
+            while (got < 8) {
+                ssize_t k = read(fd, buf + got, 8 - got);
+                if (k <= 0)
+                    return 1;
+                got += (size_t)k;
+            }
+        }
+        bare_ns += uv_hrtime() - t0;
+        bare_cpu += cpu_ns() - c0;
+
+        b.left = chunk;
+        t0 = uv_hrtime();
+        c0 = cpu_ns();
+        lab_transport_write(f->t, "REQUEST1", 8, NULL, NULL);
+        while (b.left > 0)
+            uv_run(&f->loop, UV_RUN_ONCE);
+        via_ns += uv_hrtime() - t0;
+        via_cpu += cpu_ns() - c0;
+    }
+    int total = chunk * ROUNDS;
+    double bare = total / (bare_ns / 1e9), via = total / (via_ns / 1e9);
     printf("pty round trips/s (8 B each way, n=%d): bare blocking %.0f, tty transport %.0f "
-           "(overhead %.1f%%)\n",
-           n, bare, via, (bare / via - 1) * 100);
+           "(overhead %.1f%%); process CPU per round trip %.1f us vs %.1f us\n",
+           total, bare, via, (bare / via - 1) * 100, bare_cpu / 1e3 / total, via_cpu / 1e3 / total);
+    close(fd);
     __atomic_store_n(&dev.stop, 1, __ATOMIC_RELEASE);
     pthread_join(th, NULL);
     teardown((void **)&f);
