@@ -237,8 +237,8 @@ int lab_modbus_bus_submit(lab_modbus_bus_t *bus, const lab_modbus_request_t *req
     else
         bus->head = j;
     bus->tail = j;
-    uv_cond_signal(&bus->cond);
     uv_mutex_unlock(&bus->lock);
+    uv_cond_signal(&bus->cond); /* after unlocking: the woken worker does not block on the lock */
     return LAB_OK;
 }
 
@@ -508,7 +508,11 @@ static void worker_main(void *arg)
         uv_mutex_lock(&bus->lock);
         if (bus->stop && j->res.status == LAB_ECONN) /* cut short by close */
             job_finish(j, LAB_ESHUTDOWN, "bus closed");
+        /* Pushed without the bus lock: the loop thread, woken by it, will submit the next
+         * request at once and must not find the lock taken. */
+        uv_mutex_unlock(&bus->lock);
         lab_tq_push(&bus->tq, &j->item);
+        uv_mutex_lock(&bus->lock);
     }
     uv_mutex_unlock(&bus->lock);
     if (bus->connected)
