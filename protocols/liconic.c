@@ -343,6 +343,30 @@ int liconic_seq_unload(const liconic_site_t *site, liconic_step_t *steps, size_t
     return seq_transfer(site, LICONIC_FLAG_PLATE_TO_TRANSFER, steps, cap);
 }
 
+int liconic_seq_move(const liconic_site_t *from, const liconic_site_t *to, liconic_step_t *steps,
+                     size_t cap)
+{
+    int rc = site_check(from);
+    if (!rc)
+        rc = site_check(to);
+    if (rc)
+        return rc;
+    seq_t s = {steps, cap, 0};
+    seq_site(&s, from);
+    seq_add(&s, LICONIC_OP_SET, LICONIC_FLAG_PICK_FROM_SLOT, 0, 0);
+    seq_add(&s, LICONIC_OP_READ, LICONIC_FLAG_READY, 0, 1);
+    /* The cassette word is rewritten only when it changes, as the vendor sequence does. */
+    if (to->cassette != from->cassette)
+        seq_add(&s, LICONIC_OP_WRITE_DM, LICONIC_DM_CASSETTE, to->cassette, 0);
+    seq_add(&s, LICONIC_OP_WRITE_DM, LICONIC_DM_PITCH_STEPS, to->pitch_steps, 0);
+    seq_add(&s, LICONIC_OP_WRITE_DM, LICONIC_DM_SLOTS_PER_CASSETTE, to->slots, 0);
+    seq_add(&s, LICONIC_OP_WRITE_DM, LICONIC_DM_SLOT, to->slot, 0);
+    seq_add(&s, LICONIC_OP_SET, LICONIC_FLAG_PLACE_TO_SLOT, 0, 0);
+    seq_add(&s, LICONIC_OP_READ, LICONIC_FLAG_READY, 0, 1);
+    seq_add(&s, LICONIC_OP_SET, LICONIC_FLAG_TERMINATE_ACCESS, 0, 0);
+    return seq_done(&s);
+}
+
 /* ---- climate ---- */
 
 static const struct {

@@ -127,7 +127,7 @@ typedef struct liconic_site {
     int slots;       /* slots in the cassette, DM25 */
 } liconic_site_t;
 
-#define LICONIC_SEQ_MAX 12
+#define LICONIC_SEQ_MAX 16
 
 /* Handshake and activation: CR, ST 1801, wait ready. */
 int liconic_seq_open(liconic_step_t *steps, size_t cap);
@@ -135,6 +135,10 @@ int liconic_seq_open(liconic_step_t *steps, size_t cap);
 int liconic_seq_load(const liconic_site_t *site, liconic_step_t *steps, size_t cap);
 /* Site -> transfer station ("fetch"). */
 int liconic_seq_unload(const liconic_site_t *site, liconic_step_t *steps, size_t cap);
+
+/* Site -> site inside the incubator (pick 1908 at the origin, place 1909 at the destination). */
+int liconic_seq_move(const liconic_site_t *from, const liconic_site_t *to, liconic_step_t *steps,
+                     size_t cap);
 
 typedef enum liconic_climate {
     LICONIC_CLIMATE_TEMPERATURE, /* degC */

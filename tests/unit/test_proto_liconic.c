@@ -89,6 +89,20 @@ static void test_load_unload(void **state)
     expect_cmd(&steps[4].cmd, "ST 1905\r");
     assert_true(steps[5].poll_ready);
     assert_int_equal(liconic_seq_load(&site, steps, 3), PROTO_ENOSPACE);
+
+    /* move_position_to_position: pick with ST 1908 at the origin, DM0 rewritten only for another
+     * cassette, place with ST 1909, terminate with ST 1903. */
+    liconic_site_t to = {.cassette = 2, .slot = 5, .pitch_steps = 788, .slots = 22};
+    const char *move[] = {"WR DM0 1\r",   "WR DM23 788\r", "WR DM25 22\r", "WR DM5 1\r",
+                          "ST 1908\r",    "RD 1915\r",     "WR DM0 2\r",   "WR DM23 788\r",
+                          "WR DM25 22\r", "WR DM5 5\r",    "ST 1909\r",    "RD 1915\r",
+                          "ST 1903\r"};
+    liconic_step_t big[16];
+    assert_int_equal(liconic_seq_move(&site, &to, big, 16), 13);
+    for (int i = 0; i < 13; i++)
+        expect_cmd(&big[i].cmd, move[i]);
+    to.cassette = 1;
+    assert_int_equal(liconic_seq_move(&site, &to, big, 16), 12);
     site.slot = 23;
     assert_int_equal(liconic_seq_load(&site, steps, LICONIC_SEQ_MAX), PROTO_ERANGE);
 }
