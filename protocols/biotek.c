@@ -281,19 +281,25 @@ int biotek_parse_body(const char *body, size_t len, int rows, int cols, biotek_p
     memset(out, 0, sizeof *out);
     out->rows = rows;
     out->cols = cols;
-    if (len < BODY_HEADER + 2 || body[BODY_HEADER - 1] != ',')
+    if (len < BODY_HEADER + 2 || body[BODY_HEADER - 1] != ',') {
+        out->err_at = len < BODY_HEADER ? len : BODY_HEADER - 1;
         return PROTO_ESYNTAX;
+    }
     /* The data ends at the last CR LF; what follows is the trailer. */
     size_t end = len - 2;
     while (end > BODY_HEADER && !(body[end] == '\r' && body[end + 1] == '\n'))
         end--;
-    if (end <= BODY_HEADER || !(body[end] == '\r' && body[end + 1] == '\n'))
+    if (end <= BODY_HEADER || !(body[end] == '\r' && body[end + 1] == '\n')) {
+        out->err_at = len;
         return PROTO_ESYNTAX;
+    }
     /* Trailer "228\x1a041\x1a0000": a complete one is how a truncated body is told apart. */
     const char *t = body + end + 2;
     if (len - end - 2 != 12 || t[3] != 0x1a || t[7] != 0x1a || digits(t, 3, &out->code) ||
-        digits(t + 4, 3, &out->trailer) || digits(t + 8, 4, &out->status))
+        digits(t + 4, 3, &out->trailer) || digits(t + 8, 4, &out->status)) {
+        out->err_at = end + 2;
         return PROTO_ESYNTAX;
+    }
 
     size_t p = BODY_HEADER;
     const char *field[3];
@@ -313,8 +319,10 @@ int biotek_parse_body(const char *body, size_t len, int rows, int cols, biotek_p
                 rc = parse_index(field[1], flen[1], cols, &c);
             if (!rc)
                 rc = parse_value(field[2], flen[2], &v, &novalue);
-            if (rc)
+            if (rc) {
+                out->err_at = (size_t)(field[0] - body);
                 return rc;
+            }
             out->value[r - 1][c - 1] = novalue ? NAN : v;
             out->state[r - 1][c - 1] = novalue ? BIOTEK_WELL_NOVALUE : BIOTEK_WELL_VALUE;
             out->n_triples++;
@@ -326,14 +334,21 @@ int biotek_parse_body(const char *body, size_t len, int rows, int cols, biotek_p
             p++;
         } else if (end - p >= 3 && body[p + 1] == '\n' && body[p + 2] == ',') {
             /* A row break may only fall between triples. */
-            if (nf != 0)
+            if (nf != 0) {
+                out->err_at = p;
                 return PROTO_ESYNTAX;
+            }
             p += 3;
         } else {
+            out->err_at = p;
             return PROTO_ESYNTAX;
         }
     }
-    return nf == 0 && out->n_triples > 0 ? PROTO_OK : PROTO_ESYNTAX;
+    if (nf != 0 || out->n_triples == 0) {
+        out->err_at = end;
+        return PROTO_ESYNTAX;
+    }
+    return PROTO_OK;
 }
 
 int biotek_encode_body(const biotek_plate_t *plate, const biotek_rect_t *r, biotek_value_fmt_t fmt,

@@ -95,9 +95,10 @@ typedef struct biotek_plate {
     double value[BIOTEK_MAX_ROWS][BIOTEK_MAX_COLS];
     uint8_t state[BIOTEK_MAX_ROWS][BIOTEK_MAX_COLS]; /* BIOTEK_WELL_* */
     int n_triples;
-    int code;    /* the three-digit field opening and closing the body */
-    int trailer; /* second trailer field, meaning not documented */
-    int status;  /* last trailer field, 0000 in every documented read */
+    int code;      /* the three-digit field opening and closing the body */
+    int trailer;   /* second trailer field, meaning not documented */
+    int status;    /* last trailer field, 0000 in every documented read */
+    size_t err_at; /* when parsing fails: offset of the offending field or byte */
 } biotek_plate_t;
 
 enum { BIOTEK_WELL_ABSENT = 0, BIOTEK_WELL_VALUE = 1, BIOTEK_WELL_NOVALUE = 2 };

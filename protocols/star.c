@@ -580,10 +580,8 @@ static int parse_er(star_msg_t *m, const char *s, size_t *p, size_t end)
     return add_error(m, m->module, -1, code);
 }
 
-int star_parse(const char *s, size_t len, star_msg_t *m)
+static int parse_msg(const char *s, size_t len, star_msg_t *m, size_t *pp)
 {
-    memset(m, 0, sizeof *m);
-    m->id = STAR_NO_ID;
     if (len < 4)
         return PROTO_ESYNTAX;
     char mod[3] = {s[0], s[1], 0}, cmd[3] = {s[2], s[3], 0};
@@ -592,7 +590,8 @@ int star_parse(const char *s, size_t len, star_msg_t *m)
     memcpy(m->module, mod, 3);
     memcpy(m->cmd, cmd, 3);
     size_t p = 4;
-    while (p < len) {
+    *pp = p;
+    while ((*pp = p) < len) {
         if (s[p] == ' ') {
             p++;
             continue;
@@ -603,8 +602,10 @@ int star_parse(const char *s, size_t len, star_msg_t *m)
         p += 2;
         if (strcmp(name, "er") == 0) {
             int rc = parse_er(m, s, &p, len);
-            if (rc)
+            if (rc) {
+                *pp = p;
                 return rc;
+            }
             continue;
         }
         size_t v = p;
@@ -618,8 +619,10 @@ int star_parse(const char *s, size_t len, star_msg_t *m)
             vend--;
         if (strcmp(name, "id") == 0) {
             int hi, lo;
-            if (vend - v != 4 || !two_digits(s + v, &hi) || !two_digits(s + v + 2, &lo))
+            if (vend - v != 4 || !two_digits(s + v, &hi) || !two_digits(s + v + 2, &lo)) {
+                *pp = v;
                 return PROTO_ESYNTAX;
+            }
             m->id = hi * 100 + lo;
             continue;
         }
@@ -631,6 +634,16 @@ int star_parse(const char *s, size_t len, star_msg_t *m)
         prm->len = vend - v;
     }
     return PROTO_OK;
+}
+
+int star_parse(const char *s, size_t len, star_msg_t *m)
+{
+    memset(m, 0, sizeof *m);
+    m->id = STAR_NO_ID;
+    size_t at = 0;
+    int rc = parse_msg(s, len, m, &at);
+    m->err_at = rc ? at : 0;
+    return rc;
 }
 
 int star_msg_failed(const star_msg_t *m)

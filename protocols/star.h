@@ -76,6 +76,7 @@ typedef struct star_msg {
     int has_er;
     star_err_t errors[STAR_MAX_ERRORS]; /* only entries other than 00 / 00/00 */
     size_t n_errors;
+    size_t err_at; /* when star_parse fails: offset of the offending byte */
 } star_msg_t;
 
 /* A command (simulator side) or a reply (driver side). Returns PROTO_OK even when the reply

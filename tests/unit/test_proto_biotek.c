@@ -188,6 +188,11 @@ static void test_truncated_and_garbage_bodies(void **state)
                          "0000"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_true(biotek_parse_body(bad[i], strlen(bad[i]), 8, 12, &p) < 0);
+    /* The error points at the bad triple: "nan" is the value of the first one, at offset 22. */
+    assert_int_equal(biotek_parse_body(bad[4], strlen(bad[4]), 8, 12, &p), PROTO_ESYNTAX);
+    assert_int_equal(p.err_at, 22);
+    assert_int_equal(biotek_parse_body(bad[6], strlen(bad[6]), 8, 12, &p), PROTO_ESYNTAX);
+    assert_int_equal(p.err_at, 32); /* the lone CR after the first triple */
 }
 
 static void test_transcript_stream(void **state)

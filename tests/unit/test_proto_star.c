@@ -225,6 +225,13 @@ static void test_garbage(void **state)
                          "C0QMidx", "C0QMid1111er", "C0QMid1111er0", "C0QM1234", "C0QMid1111 X"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_true(star_parse(bad[i], strlen(bad[i]), &m) < 0);
+    /* The error names the offending byte. */
+    assert_int_equal(star_parse("C0QMid1111 X", 12, &m), PROTO_ESYNTAX);
+    assert_int_equal(m.err_at, 6); /* the id's value, "1111 X" */
+    assert_int_equal(star_parse("C0QMid1111erXX", 14, &m), PROTO_ESYNTAX);
+    assert_int_equal(m.err_at, 12);
+    assert_int_equal(star_parse("C0QM1234", 8, &m), PROTO_ESYNTAX);
+    assert_int_equal(m.err_at, 4);
     long v;
     assert_int_equal(star_parse("C0QMid1111aa12 3", 16, &m), PROTO_OK);
     assert_int_equal(star_param_int(&m, "aa", &v), PROTO_ESYNTAX);
