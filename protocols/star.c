@@ -417,7 +417,7 @@ static int fits(long v, int width)
     long lim = 1;
     for (int i = 0; i < width - (v < 0); i++)
         lim *= 10;
-    return v < 0 ? -v < lim && width > 1 : v < lim;
+    return v < 0 ? v > -lim && width > 1 : v < lim;
 }
 
 static void put_num(star_builder_t *b, long v, int width)

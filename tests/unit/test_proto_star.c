@@ -180,6 +180,13 @@ static void test_reply_roundtrip(void **state)
     star_begin(&b, buf, 8, "C0", "TP", 1);
     star_int(&b, "tt", 1, 2);
     assert_int_equal(star_end(&b, 0), PROTO_ENOSPACE);
+    star_begin(&b, buf, sizeof buf, "C0", "TP", 1);
+    star_int(&b, "tt", -2147483647L - 1, 12);
+    assert_int_equal(star_end(&b, 0), 24);
+    assert_string_equal(buf, "C0TPid0001tt-02147483648");
+    star_begin(&b, buf, sizeof buf, "C0", "TP", 1);
+    star_int(&b, "tt", -1000, 4);
+    assert_int_equal(star_end(&b, 0), PROTO_ERANGE);
     star_begin(&b, buf, sizeof buf, "C0", "TP", 10000);
     assert_int_equal(star_end(&b, 0), PROTO_ERANGE);
 }
