@@ -1,0 +1,219 @@
+/* labloop-sim configuration: the part of labloopd's INI file the simulator needs. Other sections
+ * and keys belong to the daemon and are ignored; a bad value in what is read is an error naming
+ * file:line. */
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "protocols/modbus_maps.h"
+#include "sim/sim.h"
+
+typedef struct cfg_ctx {
+    sim_cfg_t *cfg;
+    const char *path;
+    FILE *f;
+    int line;
+    char *err;
+    size_t errcap;
+    int failed;
+} cfg_ctx_t;
+
+static char *reader(char *str, int num, void *stream)
+{
+    cfg_ctx_t *c = stream;
+    char *r = fgets(str, num, c->f);
+    if (r)
+        c->line++;
+    return r;
+}
+
+static int fail(cfg_ctx_t *c, const char *fmt, const char *a, const char *b)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, fmt, a, b);
+    snprintf(c->err, c->errcap, "%s:%d: %s", c->path, c->line, msg);
+    c->failed = 1;
+    return 0;
+}
+
+static int parse_double(const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || end == v || *end || !(d >= lo && d <= hi))
+        return -1;
+    *out = d;
+    return 0;
+}
+
+static int parse_tcp(const char *v, char *host, size_t cap, int *port)
+{
+    if (strncmp(v, "tcp://", 6) != 0)
+        return -1;
+    const char *h = v + 6, *colon = strrchr(h, ':');
+    if (!colon || colon == h || (size_t)(colon - h) >= cap)
+        return -1;
+    double p;
+    if (parse_double(colon + 1, 1, 65535, &p) || p != (int)p)
+        return -1;
+    memcpy(host, h, (size_t)(colon - h));
+    host[colon - h] = 0;
+    *port = (int)p;
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    sim_driver_t d;
+} drivers[] = {
+    {"liconic-stx", SIM_LICONIC},
+    {"biotek-synergy", SIM_BIOTEK},
+    {"hamilton-star", SIM_STAR},
+    {"modbus-temperature", SIM_MODBUS_TEMP},
+};
+
+static const struct {
+    const char *name;
+    int dev;
+} maps[] = {{"omega-cn7500", MODBUS_DEV_CN7500}, {"eurotherm-3200", MODBUS_DEV_EUROTHERM3200}};
+
+static sim_inst_cfg_t *inst_for(cfg_ctx_t *c, const char *id)
+{
+    sim_cfg_t *cfg = c->cfg;
+    for (int i = 0; i < cfg->n; i++)
+        if (strcmp(cfg->inst[i].id, id) == 0)
+            return &cfg->inst[i];
+    if (cfg->n == SIM_INST_MAX || strlen(id) >= sizeof cfg->inst[0].id)
+        return NULL;
+    sim_inst_cfg_t *in = &cfg->inst[cfg->n++];
+    memset(in, 0, sizeof *in);
+    snprintf(in->id, sizeof in->id, "%s", id);
+    in->driver = -1;
+    in->map = -1;
+    in->wells = 96;
+    in->step_s = 2;
+    in->ambient = 22;
+    in->tau = 60;
+    in->error_code = -1;
+    in->line = c->line;
+    snprintf(in->plate, sizeof in->plate, "PLATE1");
+    snprintf(in->reagents, sizeof in->reagents, "substrate,inhibitor,buffer");
+    return in;
+}
+
+static int handler(void *ud, const char *section, const char *name, const char *value)
+{
+    cfg_ctx_t *c = ud;
+    if (c->failed)
+        return 0;
+    if (strcmp(section, "labloop") == 0) {
+        if (strcmp(name, "time_scale") == 0 && parse_double(value, 1e-3, 1e6, &c->cfg->time_scale))
+            return fail(c, "time_scale: '%s' is not a number in 0.001..1e6%s", value, "");
+        if (strcmp(name, "sim_seed") == 0) {
+            double d;
+            if (parse_double(value, 0, 1e15, &d))
+                return fail(c, "sim_seed: '%s' is not a non-negative integer%s", value, "");
+            c->cfg->seed = (uint64_t)d;
+        }
+        if (strcmp(name, "sim_noise") == 0 && parse_double(value, 0, 1, &c->cfg->noise))
+            return fail(c, "sim_noise: '%s' is not in 0..1%s", value, "");
+        return 1;
+    }
+    if (strncmp(section, "instrument ", 11) != 0)
+        return 1;
+    const char *id = section + 11;
+    sim_inst_cfg_t *in = inst_for(c, id);
+    if (!in)
+        return fail(c, "instrument '%s': too many instruments or id too long%s", id, "");
+    double d;
+    if (strcmp(name, "driver") == 0) {
+        for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
+            if (strcmp(value, drivers[i].name) == 0)
+                in->driver = drivers[i].d;
+        if ((int)in->driver < 0)
+            return fail(c, "instrument '%s': unknown driver '%s'", id, value);
+    } else if (strcmp(name, "port") == 0) {
+        if (strncmp(value, "tcp://", 6) == 0) {
+            if (parse_tcp(value, in->host, sizeof in->host, &in->tcp_port))
+                return fail(c, "instrument '%s': bad port '%s' (tcp://host:port)", id, value);
+        } else if (!*value || strlen(value) >= sizeof in->port) {
+            return fail(c, "instrument '%s': bad port '%s'", id, value);
+        } else {
+            snprintf(in->port, sizeof in->port, "%s", value);
+        }
+    } else if (strcmp(name, "modbus") == 0) {
+        if (parse_tcp(value, in->host, sizeof in->host, &in->modbus_port))
+            return fail(c, "instrument '%s': bad modbus '%s' (tcp://host:port)", id, value);
+    } else if (strcmp(name, "map") == 0) {
+        for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++)
+            if (strcmp(value, maps[i].name) == 0)
+                in->map = maps[i].dev;
+        if (in->map < 0)
+            return fail(c, "instrument '%s': unknown map '%s'", id, value);
+    } else if (strcmp(name, "sim_wells") == 0) {
+        if (strcmp(value, "96") && strcmp(value, "384"))
+            return fail(c, "instrument '%s': sim_wells '%s' is not 96 or 384", id, value);
+        in->wells = atoi(value);
+    } else if (strcmp(name, "sim_plate") == 0) {
+        if (!*value || strlen(value) >= sizeof in->plate)
+            return fail(c, "instrument '%s': bad sim_plate '%s'", id, value);
+        snprintf(in->plate, sizeof in->plate, "%s", value);
+    } else if (strcmp(name, "sim_reagents") == 0) {
+        if (!*value || strlen(value) >= sizeof in->reagents)
+            return fail(c, "instrument '%s': bad sim_reagents '%s'", id, value);
+        snprintf(in->reagents, sizeof in->reagents, "%s", value);
+    } else if (strcmp(name, "sim_step_seconds") == 0) {
+        if (parse_double(value, 0, 86400, &in->step_s))
+            return fail(c, "instrument '%s': bad sim_step_seconds '%s'", id, value);
+    } else if (strcmp(name, "sim_ambient") == 0) {
+        if (parse_double(value, -50, 200, &in->ambient))
+            return fail(c, "instrument '%s': bad sim_ambient '%s'", id, value);
+    } else if (strcmp(name, "sim_tau") == 0) {
+        if (parse_double(value, 0.001, 1e6, &in->tau))
+            return fail(c, "instrument '%s': bad sim_tau '%s'", id, value);
+    } else if (strcmp(name, "sim_error_code") == 0) {
+        if (parse_double(value, 0, 99999, &d) || d != (int)d)
+            return fail(c, "instrument '%s': bad sim_error_code '%s'", id, value);
+        in->error_code = (int)d;
+    }
+    return 1;
+}
+
+int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->time_scale = 1;
+    cfg->seed = 1;
+    cfg->noise = 0.002;
+    cfg_ctx_t c = {.cfg = cfg, .path = path, .err = err, .errcap = errcap};
+    c.f = fopen(path, "r");
+    if (!c.f) {
+        snprintf(err, errcap, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc = ini_parse_stream(reader, &c, handler, &c);
+    fclose(c.f);
+    if (c.failed)
+        return -1;
+    if (rc) {
+        snprintf(err, errcap, "%s:%d: syntax error", path, rc);
+        return -1;
+    }
+    for (int i = 0; i < cfg->n; i++) {
+        sim_inst_cfg_t *in = &cfg->inst[i];
+        const char *why = NULL;
+        if ((int)in->driver < 0)
+            why = "no driver";
+        else if (in->driver == SIM_MODBUS_TEMP && (!in->modbus_port || in->map < 0))
+            why = "modbus-temperature needs modbus = tcp://host:port and map";
+        else if (in->driver != SIM_MODBUS_TEMP && !in->port[0] && !in->tcp_port)
+            why = "no port";
+        if (why) {
+            snprintf(err, errcap, "%s:%d: instrument '%s': %s", path, in->line, in->id, why);
+            return -1;
+        }
+    }
+    return 0;
+}

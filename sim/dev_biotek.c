@@ -1,0 +1,120 @@
+/* Simulated BioTek Synergy: the single-character commands the codec knows with ACK/ETX framing.
+ * A command taking a parameter is ACKed alone first; every completed command answers
+ * ACK "0000" ETX unless it has its own reply: 'e' version, 'h' temperature, 'O' the status
+ * followed by the result body of the last 'D' definition, values from the world (the plate named
+ * by sim_plate, sim_wells 96 or 384). An injected "error" leaves the next command unanswered,
+ * as the reader does with a command it cannot execute. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "sim/inst.h"
+#include "sim/log.h"
+
+static void send_payload(sim_inst_t *in, const char *payload)
+{
+    char buf[256];
+    int n = biotek_encode_reply(payload, buf, sizeof buf);
+    if (n > 0)
+        sim_inst_send(in, buf, (size_t)n);
+}
+
+static void run_read(sim_inst_t *in)
+{
+    static biotek_plate_t plate; /* large; the loop is single-threaded */
+    static char body[BIOTEK_FRAME_MAX + 1];
+    memset(&plate, 0, sizeof plate);
+    plate.rows = in->cfg->wells == 384 ? 16 : 8;
+    plate.cols = in->cfg->wells == 384 ? 24 : 12;
+    sim_plate_t *p = sim_world_plate(&in->sim->world, in->cfg->plate);
+    for (int r = 0; r < plate.rows; r++)
+        for (int c = 0; c < plate.cols; c++) {
+            plate.state[r][c] = p ? BIOTEK_WELL_VALUE : BIOTEK_WELL_NOVALUE;
+            if (p)
+                plate.value[r][c] = sim_world_absorbance(&in->sim->world, p, r, c, in->nm);
+        }
+    biotek_rect_t rect = in->rect;
+    if (rect.row1 > plate.rows || rect.col1 > plate.cols || rect.row0 < 1) {
+        rect = (biotek_rect_t){1, 1, plate.rows, plate.cols};
+    }
+    send_payload(in, "0000");
+    int n = biotek_encode_body(&plate, &rect, BIOTEK_FMT_ABSORBANCE, 228, body, sizeof body);
+    if (n > 0)
+        sim_inst_send(in, body, (size_t)n);
+    else
+        sim_warn("biotek", "%s: body: %s", in->cfg->id, proto_strerror(n));
+}
+
+static int on_cmd(void *ud, const biotek_cmd_t *cmd, int phase, int err)
+{
+    sim_inst_t *in = ud;
+    if (err) {
+        sim_warn("biotek", "%s: %s", in->cfg->id, proto_strerror(err));
+        return 0;
+    }
+    const biotek_cmd_info_t *info = biotek_cmd_info(cmd->letter);
+    if (phase == 0) {
+        if (info && info->param != BIOTEK_PARAM_NONE) {
+            const char ack = BIOTEK_ACK;
+            sim_inst_send(in, &ack, 1);
+        }
+        return 0;
+    }
+    if (in->error_next) {
+        in->error_next = 0;
+        return 0;
+    }
+    char buf[64];
+    int n;
+    switch (cmd->letter) {
+    case 'x':
+        break;
+    case 'e':
+        send_payload(in, "1650200  Version 1.04   0000");
+        break;
+    case 'C':
+        send_payload(in, "00000000");
+        break;
+    case 'h':
+        n = biotek_encode_temperature(in->reader_temp, buf, sizeof buf);
+        if (n > 0)
+            sim_inst_send(in, buf, (size_t)n);
+        break;
+    case 'g':
+        in->reader_temp = atoi(cmd->param) / 100.0; /* 0.01 degC */
+        send_payload(in, "0000");
+        break;
+    case 'D': {
+        biotek_rect_t r;
+        int nm;
+        if (biotek_parse_absorbance(cmd->param, cmd->param_len, &r, &nm) == PROTO_OK) {
+            in->rect = r;
+            in->nm = nm;
+            send_payload(in, "0000");
+        } else {
+            send_payload(in, "0001");
+        }
+        break;
+    }
+    case 'O':
+        run_read(in);
+        break;
+    default:
+        send_payload(in, "0000");
+        break;
+    }
+    return 0;
+}
+
+void sim_biotek_feed(sim_inst_t *in, const uint8_t *data, size_t n)
+{
+    biotek_cmd_rx_feed(&in->brx, data, n, on_cmd, in);
+}
+
+void sim_biotek_init(sim_inst_t *in)
+{
+    biotek_cmd_rx_init(&in->brx);
+    in->reader_temp = 23.6;
+    in->nm = 450;
+    in->rect =
+        (biotek_rect_t){1, 1, in->cfg->wells == 384 ? 16 : 8, in->cfg->wells == 384 ? 24 : 12};
+}

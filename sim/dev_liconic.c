@@ -1,0 +1,226 @@
+/* Simulated Liconic STX: answers E1 to anything before the CR handshake (the controller's
+ * documented quirk), CC to CR, and ST/RS/RD/WR DM on a flag and data-memory image. A handling
+ * flag (1801, 1900-1912) drops the ready flag 1915 for one step (sim_step_seconds lab seconds)
+ * and then moves the plate in the world: 1904 transfer station -> cassette DM0 / slot DM5,
+ * 1905 back, 1908 slot -> shovel, 1909 shovel -> slot. Climate actual values approach their set
+ * points with a 300 lab-second time constant; plates inside accumulate incubation. An injected
+ * "error" sets the error flag 1814 and the handler code in DM200 (sim_error_code, default 7) and
+ * answers the next command with E5. The transfer sensor 1813 says whether a plate waits on the
+ * transfer station. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "protocols/liconic.h"
+#include "sim/inst.h"
+#include "sim/log.h"
+
+static const int climate_dm[4][2] = {
+    {LICONIC_DM_TEMP_SET, LICONIC_DM_TEMP_ACTUAL},
+    {LICONIC_DM_HUMIDITY_SET, LICONIC_DM_HUMIDITY_ACTUAL},
+    {LICONIC_DM_CO2_SET, LICONIC_DM_CO2_ACTUAL},
+    {LICONIC_DM_N2_SET, LICONIC_DM_N2_ACTUAL},
+};
+
+static void pos_transfer(const sim_inst_t *in, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "transfer:%s", in->cfg->id);
+}
+
+static void pos_slot(const sim_inst_t *in, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s:%ld/%ld", in->cfg->id, in->dm[LICONIC_DM_CASSETTE],
+             in->dm[LICONIC_DM_SLOT]);
+}
+
+static void climate_update(sim_inst_t *in)
+{
+    double now = sim_lab_now(in->sim), dt = now - in->climate_at;
+    if (dt <= 0)
+        return;
+    in->climate_at = now;
+    double k = 1 - exp(-dt / 300.0);
+    for (int i = 0; i < 4; i++)
+        in->climate_cur[i] += (in->climate_set[i] - in->climate_cur[i]) * k;
+    char prefix[80];
+    int n = snprintf(prefix, sizeof prefix, "%s:", in->cfg->id);
+    sim_world_t *w = &in->sim->world;
+    for (int i = 0; i < w->n_plates; i++)
+        if (strncmp(w->plates[i].position, prefix, (size_t)n) == 0)
+            sim_world_incubate(&w->plates[i], in->climate_cur[0] / 10.0, dt);
+}
+
+static void move(sim_inst_t *in, const char *from, const char *to)
+{
+    sim_plate_t *p = sim_world_at(&in->sim->world, from);
+    if (!p) {
+        in->flags[LICONIC_FLAG_ERROR] = 1;
+        in->dm[LICONIC_DM_HANDLER_ERROR] = 1; /* handling action could not be performed */
+        sim_warn("liconic", "%s: no plate at %s", in->cfg->id, from);
+        return;
+    }
+    if (sim_world_at(&in->sim->world, to)) {
+        in->flags[LICONIC_FLAG_ERROR] = 1;
+        in->dm[LICONIC_DM_HANDLER_ERROR] = 1;
+        sim_warn("liconic", "%s: %s is occupied", in->cfg->id, to);
+        return;
+    }
+    snprintf(p->position, sizeof p->position, "%s", to);
+    sim_info("liconic", "%s: plate %s %s -> %s", in->cfg->id, p->barcode, from, to);
+}
+
+static void step_done(uv_timer_t *t)
+{
+    sim_inst_t *in = t->data;
+    char a[96], b[96], shovel[96];
+    climate_update(in);
+    pos_transfer(in, a, sizeof a);
+    pos_slot(in, b, sizeof b);
+    snprintf(shovel, sizeof shovel, "shovel:%s", in->cfg->id);
+    switch (in->pending_flag) {
+    case LICONIC_FLAG_PLATE_FROM_TRANSFER:
+        move(in, a, b);
+        break;
+    case LICONIC_FLAG_PLATE_TO_TRANSFER:
+        move(in, b, a);
+        break;
+    case LICONIC_FLAG_PICK_FROM_SLOT:
+        move(in, b, shovel);
+        break;
+    case LICONIC_FLAG_PLACE_TO_SLOT:
+        move(in, shovel, b);
+        break;
+    default:
+        break;
+    }
+    in->flags[in->pending_flag] = 0;
+    in->flags[LICONIC_FLAG_READY] = 1;
+    in->pending_flag = 0;
+}
+
+static int is_action(int flag)
+{
+    return flag == LICONIC_FLAG_ACTIVATE_HANDLING ||
+           (flag >= LICONIC_FLAG_INIT && flag <= LICONIC_FLAG_SWAP_STATION);
+}
+
+static void reply(sim_inst_t *in, liconic_reply_kind_t kind, long value, int error)
+{
+    liconic_reply_t r = {.kind = kind, .value = value, .error = error};
+    char buf[64];
+    int n = liconic_encode_reply(&r, buf, sizeof buf);
+    if (n > 0)
+        sim_inst_send(in, buf, (size_t)n);
+}
+
+static long read_dm(sim_inst_t *in, int addr)
+{
+    climate_update(in);
+    for (int i = 0; i < 4; i++)
+        if (addr == climate_dm[i][1])
+            return lround(in->climate_cur[i]);
+    return in->dm[addr];
+}
+
+static int on_line(void *ud, const char *line, size_t len, int err)
+{
+    sim_inst_t *in = ud;
+    liconic_cmd_t c;
+    if (err) {
+        reply(in, LICONIC_REPLY_ERROR, 0, 1);
+        return 0;
+    }
+    int rc = liconic_parse_cmd(line, len, &c);
+    if (!in->opened) {
+        if (rc == PROTO_OK && c.op == LICONIC_OP_OPEN) {
+            in->opened = 1;
+            reply(in, LICONIC_REPLY_CC, 0, 0);
+        } else {
+            reply(in, LICONIC_REPLY_ERROR, 0, 1);
+        }
+        return 0;
+    }
+    if (rc != PROTO_OK || c.addr < 0 || c.addr >= LICONIC_ADDR_MAX) {
+        reply(in, LICONIC_REPLY_ERROR, 0, 2);
+        return 0;
+    }
+    if (in->error_next) {
+        in->error_next = 0;
+        in->flags[LICONIC_FLAG_ERROR] = 1;
+        in->dm[LICONIC_DM_HANDLER_ERROR] = in->cfg->error_code >= 0 ? in->cfg->error_code : 7;
+        reply(in, LICONIC_REPLY_ERROR, 0, 5);
+        return 0;
+    }
+    char pos[96];
+    switch (c.op) {
+    case LICONIC_OP_OPEN:
+        reply(in, LICONIC_REPLY_CC, 0, 0);
+        break;
+    case LICONIC_OP_SET:
+        if (is_action(c.addr) && in->pending_flag) {
+            reply(in, LICONIC_REPLY_ERROR, 0, 3); /* busy */
+            break;
+        }
+        in->flags[c.addr] = 1;
+        if (is_action(c.addr)) {
+            in->pending_flag = c.addr;
+            in->flags[LICONIC_FLAG_READY] = 0;
+            uv_timer_start(&in->step, step_done,
+                           (uint64_t)(in->cfg->step_s * 1000 / in->sim->cfg.time_scale) + 1, 0);
+        }
+        reply(in, LICONIC_REPLY_OK, 0, 0);
+        break;
+    case LICONIC_OP_RESET:
+        in->flags[c.addr] = 0;
+        if (c.addr == LICONIC_FLAG_ERROR)
+            in->dm[LICONIC_DM_HANDLER_ERROR] = 0;
+        reply(in, LICONIC_REPLY_OK, 0, 0);
+        break;
+    case LICONIC_OP_READ:
+        if (c.addr == LICONIC_FLAG_TRANSFER_SENSOR) {
+            pos_transfer(in, pos, sizeof pos);
+            reply(in, LICONIC_REPLY_VALUE, sim_world_at(&in->sim->world, pos) != NULL, 0);
+        } else {
+            reply(in, LICONIC_REPLY_VALUE, in->flags[c.addr], 0);
+        }
+        break;
+    case LICONIC_OP_READ_DM:
+        reply(in, LICONIC_REPLY_VALUE, read_dm(in, c.addr), 0);
+        break;
+    case LICONIC_OP_WRITE_DM:
+        climate_update(in);
+        in->dm[c.addr] = c.value;
+        for (int i = 0; i < 4; i++)
+            if (c.addr == climate_dm[i][0])
+                in->climate_set[i] = c.value;
+        reply(in, LICONIC_REPLY_OK, 0, 0);
+        break;
+    }
+    return 0;
+}
+
+void sim_liconic_feed(sim_inst_t *in, const uint8_t *data, size_t n)
+{
+    proto_lines_feed(&in->lines, data, n, on_line, in);
+}
+
+void sim_liconic_init(sim_inst_t *in)
+{
+    proto_lines_init(&in->lines);
+    in->flags = calloc(LICONIC_ADDR_MAX, 1);
+    in->dm = calloc(LICONIC_ADDR_MAX, sizeof *in->dm);
+    in->flags[LICONIC_FLAG_READY] = 1;
+    in->dm[LICONIC_DM_SLOTS_PER_CASSETTE] = 22;
+    /* Ambient start: 22.0 degC, 40 %RH, 0.04 %CO2, 78 %N2 (raw units of each DM word). */
+    static const double ambient[4] = {220, 400, 4, 7800};
+    for (int i = 0; i < 4; i++) {
+        in->climate_set[i] = in->climate_cur[i] = ambient[i];
+        in->dm[climate_dm[i][0]] = lround(ambient[i]);
+    }
+    in->climate_at = sim_lab_now(in->sim);
+    char pos[96];
+    pos_transfer(in, pos, sizeof pos);
+    sim_plate_t *p = sim_world_plate(&in->sim->world, in->cfg->plate);
+    if (p && !p->position[0])
+        snprintf(p->position, sizeof p->position, "%s", pos);
+}

@@ -1,0 +1,80 @@
+/* One simulated instrument: its link (pty, TCP or Modbus TCP), its fault state and its device
+ * state. Shared by sim.c (links, faults, control) and the per-device files. */
+#ifndef LAB_SIM_INST_H
+#define LAB_SIM_INST_H
+#include <stdatomic.h>
+#include <uv.h>
+#include "protocols/biotek.h"
+#include "protocols/proto.h"
+#include "sim/sim.h"
+
+#define STAR_QUEUE_MAX 16
+#define LICONIC_ADDR_MAX 10000
+
+typedef struct sim_modbus sim_modbus_t;
+
+typedef struct sim_inst {
+    sim_t *sim;
+    const sim_inst_cfg_t *cfg;
+    uint64_t rng;
+    /* link */
+    int master, slave;
+    uv_poll_t poll;
+    int poll_open, poll_closing, reopen_after_close;
+    uv_tcp_t listener;
+    uv_tcp_t client;
+    int client_open;
+    uv_timer_t reconnect;
+    uv_timer_t step;
+    /* faults: timeout and disconnect last until cleared; garbage and error hit the next reply */
+    sim_fault_t sticky;
+    int garbage_next, error_next, disconnected;
+    /* Liconic */
+    proto_lines_t lines;
+    int opened;
+    uint8_t *flags;
+    long *dm;
+    double climate_set[4], climate_cur[4], climate_at;
+    int pending_flag;
+    /* BioTek */
+    biotek_cmd_rx_t brx;
+    biotek_rect_t rect;
+    int nm;
+    double reader_temp;
+    /* STAR */
+    char queue[STAR_QUEUE_MAX][512];
+    int nq;
+    int tips[16];
+    int source_reagent[16];
+    double held_ul[16];
+    /* Modbus */
+    sim_modbus_t *mb;
+} sim_inst_t;
+
+struct sim {
+    uv_loop_t *loop;
+    sim_cfg_t cfg;
+    sim_world_t world;
+    sim_inst_t inst[SIM_INST_MAX];
+    uv_pipe_t control;
+    int control_open;
+    char control_path[512];
+    uint64_t t0_ns;
+    int open_handles;
+    int stopping;
+};
+
+/* Sends bytes on the instrument's link, with injected garbage first if armed. */
+void sim_inst_send(sim_inst_t *in, const void *buf, size_t n);
+/* Device handlers: bytes received from the host. */
+void sim_liconic_init(sim_inst_t *in);
+void sim_liconic_feed(sim_inst_t *in, const uint8_t *data, size_t n);
+void sim_biotek_init(sim_inst_t *in);
+void sim_biotek_feed(sim_inst_t *in, const uint8_t *data, size_t n);
+void sim_star_init(sim_inst_t *in);
+void sim_star_feed(sim_inst_t *in, const uint8_t *data, size_t n);
+/* Modbus controllers run on their own thread each. */
+int sim_modbus_start(sim_inst_t *in);
+void sim_modbus_stop(sim_inst_t *in);
+void sim_modbus_fault(sim_inst_t *in, sim_fault_t f);
+#endif

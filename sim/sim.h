@@ -1,0 +1,67 @@
+/* labloop-sim: the digital twin of labloop's instruments. Owns the configuration it shares with
+ * labloopd ([labloop] time_scale and the [instrument ID] sections), the event loop, the serial
+ * instruments served on ptys (or TCP), the Modbus TCP controllers, fault injection and the
+ * control socket. */
+#ifndef LAB_SIM_SIM_H
+#define LAB_SIM_SIM_H
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+#include "sim/world.h"
+
+typedef struct sim sim_t;
+
+typedef enum sim_driver {
+    SIM_LICONIC,
+    SIM_BIOTEK,
+    SIM_STAR,
+    SIM_MODBUS_TEMP,
+} sim_driver_t;
+
+typedef enum sim_fault {
+    SIM_FAULT_NONE,
+    SIM_FAULT_TIMEOUT,
+    SIM_FAULT_GARBAGE,
+    SIM_FAULT_ERROR,
+    SIM_FAULT_DISCONNECT,
+} sim_fault_t;
+
+#define SIM_INST_MAX 32
+
+typedef struct sim_inst_cfg {
+    char id[64];
+    sim_driver_t driver;
+    char port[512];     /* pty symlink path, or empty with tcp_port set */
+    char host[128];     /* tcp:// serial, or the modbus server */
+    int tcp_port;       /* serial over TCP */
+    int modbus_port;    /* modbus-temperature */
+    int map;            /* modbus_device_t */
+    int wells;          /* reader: 96 or 384 */
+    char plate[64];     /* reader: barcode of the plate in the tray; STAR: plate on the deck */
+    char reagents[256]; /* STAR: comma-separated reagent names by source column */
+    int error_code;     /* the device error answered on an injected "error" fault */
+    double step_s;      /* lab seconds a mechanical step takes */
+    double ambient;     /* modbus: degC */
+    double tau;         /* modbus: lab seconds of the thermal time constant */
+    int line;
+} sim_inst_cfg_t;
+
+typedef struct sim_cfg {
+    double time_scale;
+    uint64_t seed;
+    double noise;
+    sim_inst_cfg_t inst[SIM_INST_MAX];
+    int n;
+} sim_cfg_t;
+
+/* Reads the file; on error writes "file:line: reason" into err and returns -1. */
+int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap);
+
+/* Creates every instrument and the control socket on loop. */
+int sim_start(uv_loop_t *loop, const sim_cfg_t *cfg, const char *control_path, sim_t **out);
+/* Injects a fault; returns 0 or -1 with a reason in err. */
+int sim_fault(sim_t *s, const char *id, const char *fault, double seconds, char *err, size_t cap);
+/* Closes everything (removes the symlinks); the loop then runs dry. */
+void sim_stop(sim_t *s);
+double sim_lab_now(const sim_t *s);
+#endif

@@ -1,0 +1,104 @@
+/* The simulated world. Absorbance model (documented here because tests and users rely on it):
+ *
+ *   A(well) = 0.040                                      (empty well, plate background)
+ *           + sum over reagents r:  Emax_r * v_r / (v_r + K)   (saturating dose-response)
+ *           * g                                          (incubation gain)
+ *           + N(0, noise)
+ *
+ *   v_r     microlitres of reagent r dispensed into the well
+ *   K       20 uL (half-saturation volume)
+ *   Emax_r  1.2 / (1 + r) for the r-th reagent named (the first reagent is the chromogen)
+ *   g       1 + 0.5 * (1 - exp(-I / 36000)), I = integral of max(0, T - 20 degC) dt in degC*s
+ *           (an hour at 30 degC gives g ~ 1.32)
+ *   noise   Gaussian (Box-Muller) from splitmix64 seeded by seed, barcode, well and wavelength:
+ *           the same seed and the same dispenses always give the same values.
+ */
+#include "sim/world.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+void sim_world_init(sim_world_t *w, uint64_t seed, double noise)
+{
+    memset(w, 0, sizeof *w);
+    w->seed = seed;
+    w->noise = noise;
+}
+
+uint64_t sim_rand_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+int sim_world_reagent(sim_world_t *w, const char *name)
+{
+    for (int i = 0; i < w->n_reagents; i++)
+        if (strcmp(w->reagents[i], name) == 0)
+            return i;
+    if (w->n_reagents == SIM_REAGENTS_MAX)
+        return -1;
+    snprintf(w->reagents[w->n_reagents], sizeof w->reagents[0], "%s", name);
+    return w->n_reagents++;
+}
+
+sim_plate_t *sim_world_plate(sim_world_t *w, const char *barcode)
+{
+    for (int i = 0; i < w->n_plates; i++)
+        if (strcmp(w->plates[i].barcode, barcode) == 0)
+            return &w->plates[i];
+    if (w->n_plates == SIM_PLATES_MAX)
+        return NULL;
+    sim_plate_t *p = &w->plates[w->n_plates++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->barcode, sizeof p->barcode, "%s", barcode);
+    return p;
+}
+
+sim_plate_t *sim_world_at(sim_world_t *w, const char *position)
+{
+    for (int i = 0; i < w->n_plates; i++)
+        if (strcmp(w->plates[i].position, position) == 0)
+            return &w->plates[i];
+    return NULL;
+}
+
+void sim_world_dispense(sim_world_t *w, sim_plate_t *p, int row, int col, int reagent, double ul)
+{
+    if (row < 0 || row >= SIM_ROWS || col < 0 || col >= SIM_COLS || reagent < 0 ||
+        reagent >= w->n_reagents || ul <= 0)
+        return;
+    p->ul[row][col][reagent] += ul;
+}
+
+void sim_world_incubate(sim_plate_t *p, double celsius, double lab_seconds)
+{
+    if (celsius > 20 && lab_seconds > 0)
+        p->incub_deg_s += (celsius - 20) * lab_seconds;
+}
+
+static uint64_t hash_str(uint64_t h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001B3ull;
+    return h;
+}
+
+double sim_world_absorbance(const sim_world_t *w, const sim_plate_t *p, int row, int col, int nm)
+{
+    double signal = 0;
+    for (int r = 0; r < w->n_reagents; r++) {
+        double v = p->ul[row][col][r];
+        signal += (1.2 / (1 + r)) * v / (v + 20.0);
+    }
+    double g = 1 + 0.5 * (1 - exp(-p->incub_deg_s / 36000.0));
+    uint64_t s = hash_str(w->seed ^ 0xCBF29CE484222325ull, p->barcode);
+    s ^= (uint64_t)(row * SIM_COLS + col) << 20 ^ (uint64_t)nm;
+    double u1 = ((sim_rand_next(&s) >> 11) + 1.0) / 9007199254740993.0;
+    double u2 = (sim_rand_next(&s) >> 11) / 9007199254740992.0;
+    double n = sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
+    double a = 0.040 + signal * g + n * w->noise;
+    return a < 0 ? 0 : (a > 9.9999 ? 9.9999 : a);
+}

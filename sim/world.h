@@ -1,0 +1,37 @@
+/* The simulated world: plates by barcode and position, what was dispensed into each well (per
+ * reagent), and each plate's incubation history. The reader's values are computed from it. */
+#ifndef LAB_SIM_WORLD_H
+#define LAB_SIM_WORLD_H
+#include <stdint.h>
+
+#define SIM_REAGENTS_MAX 8
+#define SIM_PLATES_MAX 64
+#define SIM_ROWS 16
+#define SIM_COLS 24
+
+typedef struct sim_plate {
+    char barcode[64];
+    char position[128]; /* "liconic1:2/5", "transfer:liconic1", "deck" ... */
+    double ul[SIM_ROWS][SIM_COLS][SIM_REAGENTS_MAX];
+    double incub_deg_s; /* integral of (temperature - 20 degC) over lab seconds, when positive */
+} sim_plate_t;
+
+typedef struct sim_world {
+    uint64_t seed;
+    double noise; /* standard deviation of the reader noise, absorbance units */
+    int n_reagents;
+    char reagents[SIM_REAGENTS_MAX][32];
+    sim_plate_t plates[SIM_PLATES_MAX];
+    int n_plates;
+} sim_world_t;
+
+void sim_world_init(sim_world_t *w, uint64_t seed, double noise);
+int sim_world_reagent(sim_world_t *w, const char *name);           /* index, created on first use */
+sim_plate_t *sim_world_plate(sim_world_t *w, const char *barcode); /* created on first use */
+sim_plate_t *sim_world_at(sim_world_t *w, const char *position);   /* NULL if empty */
+void sim_world_dispense(sim_world_t *w, sim_plate_t *p, int row, int col, int reagent, double ul);
+void sim_world_incubate(sim_plate_t *p, double celsius, double lab_seconds);
+double sim_world_absorbance(const sim_world_t *w, const sim_plate_t *p, int row, int col, int nm);
+/* Deterministic generator (splitmix64) used for noise and the instruments' quirks. */
+uint64_t sim_rand_next(uint64_t *state);
+#endif
