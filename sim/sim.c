@@ -152,11 +152,11 @@ static void pty_closed(uv_handle_t *h)
     if (in->slave >= 0)
         close(in->slave);
     in->master = in->slave = -1;
-    handle_closed(h);
-    if (in->reopen_after_close && !in->sim->stopping) {
-        in->reopen_after_close = 0;
+    int reopen = in->reopen_after_close && !in->sim->stopping;
+    in->reopen_after_close = 0;
+    if (reopen)
         pty_open(in);
-    }
+    handle_closed(h); /* last: it may free the simulator that owns in */
 }
 
 static void pty_close(sim_inst_t *in)
