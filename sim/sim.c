@@ -137,6 +137,7 @@ static int pty_open(sim_inst_t *in)
     uv_poll_init(in->sim->loop, &in->poll, in->master);
     in->poll.data = in;
     in->poll_open = 1;
+    in->opened = 0; /* a fresh link needs the handshake again */
     in->sim->open_handles++;
     uv_poll_start(&in->poll, UV_READABLE, pty_readable);
     sim_info("link", "%s: %s -> %s", in->cfg->id, path, name);
