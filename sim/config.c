@@ -14,6 +14,7 @@ typedef struct cfg_ctx {
     const char *path;
     FILE *f;
     int line;
+    int section_line; /* where the current [section] header is */
     char *err;
     size_t errcap;
     int failed;
@@ -23,8 +24,12 @@ static char *reader(char *str, int num, void *stream)
 {
     cfg_ctx_t *c = stream;
     char *r = fgets(str, num, c->f);
-    if (r)
+    if (r) {
         c->line++;
+        const char *p = r + strspn(r, " \t");
+        if (*p == '[')
+            c->section_line = c->line;
+    }
     return r;
 }
 
@@ -97,7 +102,7 @@ static sim_inst_cfg_t *inst_for(cfg_ctx_t *c, const char *id)
     in->ambient = 22;
     in->tau = 60;
     in->error_code = -1;
-    in->line = c->line;
+    in->line = c->section_line;
     snprintf(in->plate, sizeof in->plate, "PLATE1");
     snprintf(in->reagents, sizeof in->reagents, "substrate,inhibitor,buffer");
     return in;

@@ -1,0 +1,163 @@
+/* labloop-sim start-up: configuration errors name file:line, a non-symlink at a port path is
+ * never overwritten, a stale symlink is replaced, the serial protocol is served over tcp://, and
+ * a --fault given on the command line is in force from the start. */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include "tests/harness/harness.h"
+
+static char dir[512];
+
+static void write_ini(const char *body)
+{
+    char p[700];
+    snprintf(p, sizeof p, "%s/labloop.ini", dir);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(body, f);
+    fclose(f);
+}
+
+/* Runs labloop-sim to completion (it must fail at start) and returns its stderr. */
+static int run_fail(char *out, size_t cap)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s -c %s/labloop.ini --control %s/c.sock 2>&1",
+             getenv("LABLOOP_SIM"), dir, dir);
+    return h_run(cmd, out, cap);
+}
+
+static int setup(void **state)
+{
+    return h_tempdir("labsimcfg", dir, sizeof dir);
+}
+
+static int teardown(void **state)
+{
+    h_rmtree(dir);
+    return 0;
+}
+
+static void test_errors(void **state)
+{
+    char out[4096], ini[4096];
+    write_ini("[labloop]\ntime_scale = 2\n\n[instrument x]\ndriver = liconic-stx\n"
+              "port = /tmp/none\n[instrument y]\ndriver = frobnicator\n");
+    assert_int_not_equal(run_fail(out, sizeof out), 0);
+    assert_non_null(strstr(out, "labloop.ini:8: instrument 'y': unknown driver 'frobnicator'"));
+    write_ini("[labloop]\ntime_scale = fast\n");
+    assert_int_not_equal(run_fail(out, sizeof out), 0);
+    assert_non_null(strstr(out, "labloop.ini:2: time_scale"));
+    write_ini("[instrument m]\ndriver = modbus-temperature\nmodbus = tcp://127.0.0.1:1502\n"
+              "map = omega-cn9999\n");
+    assert_int_not_equal(run_fail(out, sizeof out), 0);
+    assert_non_null(strstr(out, "labloop.ini:4: instrument 'm': unknown map"));
+    write_ini("[instrument s]\ndriver = hamilton-star\n");
+    assert_int_not_equal(run_fail(out, sizeof out), 0);
+    assert_non_null(strstr(out, "labloop.ini:1: instrument 's': no port"));
+
+    /* a regular file at the port path stays untouched */
+    char file[700];
+    snprintf(file, sizeof file, "%s/not-a-link", dir);
+    FILE *f = fopen(file, "w");
+    fputs("keep", f);
+    fclose(f);
+    snprintf(ini, sizeof ini, "[instrument s]\ndriver = hamilton-star\nport = %s\n", file);
+    write_ini(ini);
+    assert_int_not_equal(run_fail(out, sizeof out), 0);
+    assert_non_null(strstr(out, "is not a symlink"));
+    struct stat st;
+    assert_int_equal(lstat(file, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+}
+
+static int read_until(int fd, char *buf, size_t cap, char end, int timeout_ms)
+{
+    size_t n = 0;
+    long long deadline = h_now_ms() + timeout_ms;
+    while (n + 1 < cap) {
+        struct pollfd p = {fd, POLLIN, 0};
+        long long left = deadline - h_now_ms();
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            return -1;
+        if (read(fd, buf + n, 1) != 1)
+            return -1;
+        if (buf[n++] == end)
+            break;
+    }
+    buf[n] = 0;
+    return (int)n;
+}
+
+static void test_tcp_stale_link_and_cli_fault(void **state)
+{
+    char link[700], ini[4096], ctl[700], cfgpath[700];
+    snprintf(link, sizeof link, "%s/inc", dir);
+    assert_int_equal(symlink("/nonexistent/pts/99", link), 0); /* stale, from a killed run */
+    int port = h_free_port();
+    snprintf(ini, sizeof ini,
+             "[labloop]\ntime_scale = 100\n[instrument inc]\ndriver = liconic-stx\nport = %s\n"
+             "[instrument star]\ndriver = hamilton-star\nport = tcp://127.0.0.1:%d\n",
+             link, port);
+    write_ini(ini);
+    snprintf(ctl, sizeof ctl, "%s/c.sock", dir);
+    snprintf(cfgpath, sizeof cfgpath, "%s/labloop.ini", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(getenv("LABLOOP_SIM"), "labloop-sim", "-c", cfgpath, "--control", ctl, "--fault",
+              "inc:timeout", (char *)NULL);
+        _exit(127);
+    }
+    struct stat st;
+    for (long long end = h_now_ms() + 10000; h_now_ms() < end && lstat(ctl, &st); h_sleep_ms(20))
+        ;
+    char target[256] = {0};
+    assert_true(readlink(link, target, sizeof target - 1) > 0);
+    assert_non_null(strstr(target, "/dev/pts/"));
+
+    /* --fault inc:timeout is in force from the start */
+    int fd = open(link, O_RDWR | O_NOCTTY);
+    assert_true(fd >= 0);
+    char buf[256];
+    assert_int_equal(write(fd, "CR\r", 3), 3);
+    assert_int_equal(read_until(fd, buf, sizeof buf, '\n', 500), -1);
+    close(fd);
+
+    /* STAR over TCP */
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(write(s, "C0XXid0042\r\n", 12), 12);
+    assert_true(read_until(s, buf, sizeof buf, '\n', 10000) > 0);
+    assert_string_equal(buf, "C0XXid0042er01/30\r\n");
+    close(s);
+
+    kill(pid, SIGTERM);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(lstat(link, &st), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_tcp_stale_link_and_cli_fault),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
