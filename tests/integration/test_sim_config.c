@@ -17,6 +17,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <modbus.h>
+#include "protocols/biotek.h"
 #include "tests/harness/harness.h"
 
 static char dir[512];
@@ -153,11 +155,75 @@ static void test_tcp_stale_link_and_cli_fault(void **state)
     assert_int_equal(lstat(link, &st), -1);
 }
 
+/* A 384-well reader over tcp:// and a Eurotherm 3200 (PV parameter 1, set point parameter 2, one
+ * decimal as the simulator configures it). */
+static void test_reader384_and_eurotherm(void **state)
+{
+    char ini[4096], ctl[700], cfgpath[700];
+    int port = h_free_port(), mport = h_free_port();
+    snprintf(ini, sizeof ini,
+             "[labloop]\ntime_scale = 100\n[instrument r]\ndriver = biotek-synergy\n"
+             "port = tcp://127.0.0.1:%d\nsim_wells = 384\n"
+             "[instrument e]\ndriver = modbus-temperature\nmodbus = tcp://127.0.0.1:%d\n"
+             "map = eurotherm-3200\nsim_tau = 20\n",
+             port, mport);
+    write_ini(ini);
+    snprintf(ctl, sizeof ctl, "%s/c.sock", dir);
+    snprintf(cfgpath, sizeof cfgpath, "%s/labloop.ini", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(getenv("LABLOOP_SIM"), "labloop-sim", "-c", cfgpath, "--control", ctl, (char *)NULL);
+        _exit(127);
+    }
+    struct stat st;
+    for (long long end = h_now_ms() + 10000; h_now_ms() < end && lstat(ctl, &st); h_sleep_ms(20))
+        ;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof a), 0);
+    char buf[128];
+    static char body[BIOTEK_FRAME_MAX + 1];
+    assert_int_equal(write(s, "D", 1), 1);
+    assert_int_equal(read_until(s, buf, sizeof buf, BIOTEK_ACK, 10000), 1);
+    biotek_rect_t r = {1, 1, 16, 24};
+    int n = biotek_encode_absorbance(&r, 600, buf, sizeof buf);
+    assert_int_equal(write(s, buf, (size_t)n), n);
+    assert_true(read_until(s, buf, sizeof buf, BIOTEK_ETX, 10000) > 0);
+    assert_int_equal(write(s, "O", 1), 1);
+    assert_true(read_until(s, buf, sizeof buf, BIOTEK_ETX, 10000) > 0);
+    n = read_until(s, body, sizeof body, BIOTEK_ETX, 10000);
+    assert_true(n > 0);
+    static biotek_plate_t p;
+    assert_int_equal(biotek_parse_body(body, (size_t)n - 1, 16, 24, &p), PROTO_OK);
+    assert_int_equal(p.n_triples, 384);
+    assert_true(p.value[15][23] < 0.1);                             /* nothing was dispensed */
+    assert_true(strstr(body, ",16,24,") < strstr(body, ",16,01,")); /* row 16 runs backwards */
+    close(s);
+
+    modbus_t *ctx = modbus_new_tcp("127.0.0.1", mport);
+    modbus_set_slave(ctx, 1);
+    assert_int_equal(modbus_connect(ctx), 0);
+    assert_int_equal(modbus_write_register(ctx, 2, 450), 1);
+    uint16_t w = 0;
+    for (long long end = h_now_ms() + 20000; h_now_ms() < end && (int16_t)w < 440; h_sleep_ms(50))
+        assert_int_equal(modbus_read_registers(ctx, 1, 1, &w), 1);
+    assert_true((int16_t)w >= 440);
+    modbus_close(ctx);
+    modbus_free(ctx);
+
+    kill(pid, SIGTERM);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_tcp_stale_link_and_cli_fault),
+        cmocka_unit_test(test_reader384_and_eurotherm),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
