@@ -25,6 +25,10 @@ static void run_read(sim_inst_t *in)
     memset(&plate, 0, sizeof plate);
     plate.rows = in->cfg->wells == 384 ? 16 : 8;
     plate.cols = in->cfg->wells == 384 ? 24 : 12;
+    /* Incubation is accounted lazily; bring it up to now before the values depend on it. */
+    for (int i = 0; i < in->sim->cfg.n; i++)
+        if (in->sim->cfg.inst[i].driver == SIM_LICONIC && in->sim->inst[i].flags)
+            sim_liconic_tick(&in->sim->inst[i]);
     sim_plate_t *p = sim_world_plate(&in->sim->world, in->cfg->plate);
     for (int r = 0; r < plate.rows; r++)
         for (int c = 0; c < plate.cols; c++) {

@@ -33,7 +33,7 @@ static void pos_slot(const sim_inst_t *in, char *buf, size_t cap)
              in->dm[LICONIC_DM_SLOT]);
 }
 
-static void climate_update(sim_inst_t *in)
+void sim_liconic_tick(sim_inst_t *in)
 {
     double now = sim_lab_now(in->sim), dt = now - in->climate_at;
     if (dt <= 0)
@@ -73,7 +73,7 @@ static void step_done(uv_timer_t *t)
 {
     sim_inst_t *in = t->data;
     char a[96], b[96], shovel[96];
-    climate_update(in);
+    sim_liconic_tick(in);
     pos_transfer(in, a, sizeof a);
     pos_slot(in, b, sizeof b);
     snprintf(shovel, sizeof shovel, "shovel:%s", in->cfg->id);
@@ -115,7 +115,7 @@ static void reply(sim_inst_t *in, liconic_reply_kind_t kind, long value, int err
 
 static long read_dm(sim_inst_t *in, int addr)
 {
-    climate_update(in);
+    sim_liconic_tick(in);
     for (int i = 0; i < 4; i++)
         if (addr == climate_dm[i][1])
             return lround(in->climate_cur[i]);
@@ -188,7 +188,7 @@ static int on_line(void *ud, const char *line, size_t len, int err)
         reply(in, LICONIC_REPLY_VALUE, read_dm(in, c.addr), 0);
         break;
     case LICONIC_OP_WRITE_DM:
-        climate_update(in);
+        sim_liconic_tick(in);
         in->dm[c.addr] = c.value;
         for (int i = 0; i < 4; i++)
             if (c.addr == climate_dm[i][0])

@@ -69,6 +69,8 @@ void sim_inst_send(sim_inst_t *in, const void *buf, size_t n);
 /* Device handlers: bytes received from the host. */
 void sim_liconic_init(sim_inst_t *in);
 void sim_liconic_feed(sim_inst_t *in, const uint8_t *data, size_t n);
+/* Brings the climate and the incubation of the plates inside up to the current lab time. */
+void sim_liconic_tick(sim_inst_t *in);
 void sim_biotek_init(sim_inst_t *in);
 void sim_biotek_feed(sim_inst_t *in, const uint8_t *data, size_t n);
 void sim_star_init(sim_inst_t *in);

@@ -399,6 +399,9 @@ static int ctl_line(void *ud, const char *line, size_t len, int err)
     const char *fault = json_string_value(json_object_get(req, "fault"));
     json_t *sec = json_object_get(req, "seconds");
     if (plate) {
+        for (int i = 0; i < s->cfg.n; i++)
+            if (s->cfg.inst[i].driver == SIM_LICONIC && s->inst[i].flags)
+                sim_liconic_tick(&s->inst[i]);
         sim_plate_t *p = sim_world_plate(&s->world, plate);
         if (!p)
             ctl_answer(c, ctl_error("too many plates"));

@@ -264,13 +264,26 @@ static void test_liconic(void **state)
     ctl_ok("{\"instrument\":\"inc1\",\"fault\":\"disconnect\",\"seconds\":5}");
     assert_int_equal(wait_path(inc_path, 0), 0);
     close(fd);
-    assert_int_equal(wait_path(inc_path, 1), 0);
-    close(fd);
+    fd = open_tty(inc_path);
+    assert_true(fd >= 0);
+
+    /* the plate incubated at 37 degC; unloading it to the transfer station ends that */
+    ctl("{\"plate\":\"P1\"}", reply, sizeof reply);
+    assert_null(strstr(reply, "\"incubation_degC_s\":0.0"));
+    send_str(fd, "CR\r");
+    assert_true(read_until(fd, reply, sizeof reply, '\n', 10000) > 0);
+    assert_string_equal(reply, "CC\r\n");
+    n = liconic_seq_unload(&site, steps, LICONIC_SEQ_MAX);
+    assert_true(n > 0);
+    run_steps(fd, steps, n);
+    ctl("{\"plate\":\"P1\"}", reply, sizeof reply);
+    assert_non_null(strstr(reply, "\"position\":\"transfer:inc1\""));
 
     ctl("{\"instrument\":\"nosuch\",\"fault\":\"timeout\"}", reply, sizeof reply);
     assert_non_null(strstr(reply, "unknown instrument"));
     ctl("not json", reply, sizeof reply);
     assert_non_null(strstr(reply, "\"ok\":false"));
+    close(fd);
 }
 
 /* ---- STAR ---- */
