@@ -51,7 +51,8 @@ struct lab_req {
     size_t param_len;
     char who[LAB_WHO_MAX + 1]; /* the token's name, or "anonymous" */
     bool has_body;
-    char *body; /* kept across requests (the pool), grown as needed */
+    long long clen; /* Content-Length, or -1 */
+    char *body;     /* kept across requests (the pool), grown as needed */
     size_t len, cap;
     struct MHD_Response *resp; /* the answer, queued when MHD next asks */
     unsigned status;

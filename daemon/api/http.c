@@ -245,6 +245,7 @@ static void begin(lab_req_t *rq)
             clen = -1;
     }
     rq->has_body = clen > 0 || te != NULL;
+    rq->clen = clen;
 
     int r = route_find(rq, allow, sizeof allow);
     if (r == -2) {
@@ -309,6 +310,18 @@ static void refuse_chunked(lab_req_t *rq)
               rq->api->max_body);
 }
 
+/* Whether the client closed its side. microhttpd's edge-triggered epoll misses a close that came
+ * with the last bytes it read (it saw a short read and waits for another edge that never comes),
+ * so a body cut short would hold its connection until the timeout. Asked only while a body is
+ * known to be incomplete: a client that half-closes after a whole request still gets its answer. */
+static bool peer_closed(lab_req_t *rq)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    char c;
+    return ci && recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 static enum MHD_Result queue(lab_req_t *rq)
 {
     struct MHD_Response *r = rq->resp;
@@ -354,6 +367,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 memcpy(rq->body + rq->len, upload, n);
             }
             rq->len += n;
+            if (rq->clen > 0 && rq->len < (size_t)rq->clen && peer_closed(rq))
+                return MHD_NO; /* truncated: closed, and released in on_completed */
             return MHD_YES;
         }
         lab_routes[rq->route].fn(rq);
@@ -364,7 +379,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     case RQ_DISCARD:
         if (*upload_size) {
             *upload_size = 0;
-            return MHD_YES;
+            return peer_closed(rq) ? MHD_NO : MHD_YES;
         }
         return MHD_NO; /* the whole body came after all: the 413 was sent, close */
     case RQ_READY:
@@ -587,12 +602,13 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    api->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, api, MHD_OPTION_SOCK_ADDR,
-                                (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
-                                (unsigned)cfg->http_max_conns, MHD_OPTION_CONNECTION_TIMEOUT,
-                                (unsigned)LAB_HTTP_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
-                                on_completed, api, MHD_OPTION_LISTEN_BACKLOG_SIZE, 511u,
-                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, api, MHD_OPTION_END);
+    /* The logger first, so MHD reports nothing through its own. */
+    api->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, api, MHD_OPTION_EXTERNAL_LOGGER,
+                                mhd_log, api, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http_max_conns,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)LAB_HTTP_TIMEOUT_S,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
+                                MHD_OPTION_LISTEN_BACKLOG_SIZE, 511u, MHD_OPTION_END);
     if (!api->mhd) {
         log_error("api", "cannot listen on %s: %s", cfg->http, strerror(errno));
         goto fail;
