@@ -25,7 +25,7 @@
 #define LAB_HTTP_TIMEOUT_S 30
 /* Request contexts kept for reuse, and the largest body buffer a pooled context keeps. */
 #define LAB_POOL_MAX 256
-#define LAB_POOL_BODY_MAX (64 * 1024)
+#define LAB_POOL_BODY_MAX (16 * 1024)
 
 static void run_mhd(lab_api_t *api);
 static void on_check(uv_check_t *c);

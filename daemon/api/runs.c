@@ -137,7 +137,10 @@ void lab_api_runs_post(lab_req_t *rq)
     lab_api_t *api = rq->api;
     char hash[65];
     if (!api->accepting) {
-        lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down; not submitted");
+        /* Stopping: nothing new goes to the store; the client should reconnect elsewhere. */
+        struct MHD_Response *r =
+            lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down; not submitted");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
         return;
     }
     const char *key = lab_req_header(rq, "Idempotency-Key");
@@ -240,7 +243,7 @@ void lab_api_runs_get(lab_req_t *rq)
 
 static void query_error(json_t *errs, const char *name, const char *fmt, const char *value)
 {
-    char msg[256], text[200];
+    char msg[400], text[200];
     snprintf(text, sizeof text, fmt, value);
     snprintf(msg, sizeof msg, "query parameter %s: %s", name, text);
     json_array_append_new(errs, json_pack("{s:s, s:s}", "path", "", "message", msg));

@@ -984,10 +984,27 @@ static void test_stop_accepting(void **state)
     bg_post_t p;
     bg_post_start(&p, VALID_RUN, NULL);
     assert_true(wait_in_flight(1));
+    int kept = raw_connect(g.port); /* a connection from before: it stays, takes no new run */
+    assert_true(kept >= 0);
     on_loop(stop_accepting, NULL);
     int fd = raw_connect(g.port);
     assert_true(fd < 0);
     assert_int_equal(errno, ECONNREFUSED);
+    char req[512], answer[2048];
+    snprintf(req, sizeof req,
+             "POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             strlen(VALID_RUN), VALID_RUN);
+    raw_send(kept, req);
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof answer - 1 &&
+           (n = recv(kept, answer + got, sizeof answer - 1 - got, 0)) > 0)
+        got += (size_t)n; /* until the server closes: the answer says Connection: close */
+    answer[got] = 0;
+    close(kept);
+    assert_true(strncmp(answer, "HTTP/1.1 503", 12) == 0);
+    assert_non_null(strcasestr(answer, "Content-Type: application/problem+json"));
     assert_int_equal(in_flight(), 1);
     unblock_store(&bl);
     pthread_join(p.t, NULL);
