@@ -41,6 +41,8 @@
 
 /* ---- the loop thread ---- */
 
+static atomic_int held; /* the store's group is held by the blocker (below) */
+
 typedef struct call {
     void (*fn)(void *arg);
     void *arg;
@@ -183,8 +185,12 @@ static void close_all(void *arg)
     lab_store_close(g.store, store_closed, NULL);
 }
 
+static void release_held(void);
+
 static int teardown(void **state)
 {
+    if (atomic_load(&held))
+        release_held();
     /* The call returns before the loop finishes closing; the thread ends when nothing is left. */
     pthread_mutex_lock(&g.mu);
     static call_t c = {close_all, NULL, false};
@@ -421,17 +427,30 @@ static void blocker_submit(void *arg)
     lab_store_submit(g.store, arg);
 }
 
-static void block_store(blocker_t *b)
+/* One blocker, in static storage: a test that fails while holding it leaves it to teardown to
+ * release, and the store's worker never waits on a dead stack frame. */
+static blocker_t blocker;
+
+static void block_store(void)
 {
+    blocker_t *b = &blocker;
     memset(b, 0, sizeof *b);
+    atomic_store(&held, 1);
     sem_init(&b->go, 0, 0);
     b->op.apply = blocker_apply;
     b->op.done = blocker_done;
     on_loop(blocker_submit, &b->op);
 }
 
-static void unblock_store(blocker_t *b)
+static void release_held(void)
 {
+    sem_post(&blocker.go);
+}
+
+static void unblock_store(void)
+{
+    blocker_t *b = &blocker;
+    atomic_store(&held, 0);
     sem_post(&b->go);
     long long deadline = h_now_ms() + 10000;
     while (!atomic_load(&b->done) && h_now_ms() < deadline)
@@ -482,6 +501,23 @@ static void raw_send(int fd, const char *s)
 {
     size_t n = strlen(s);
     assert_int_equal(send(fd, s, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+/* Reads one answer (headers and a Content-Length body) into buf. */
+static void raw_read_answer(int fd, char *buf, size_t len)
+{
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = recv(fd, buf + got, len - 1 - got, 0);
+        assert_true(n > 0);
+        got += (size_t)n;
+        buf[got] = 0;
+        const char *end = strstr(buf, "\r\n\r\n");
+        const char *cl = strcasestr(buf, "Content-Length:");
+        if (end && cl && got >= (size_t)(end + 4 - buf) + strtoul(cl + 15, NULL, 10))
+            return;
+        assert_true(got < len - 1);
+    }
 }
 
 /* ---- the tests ---- */
@@ -656,8 +692,7 @@ static void test_idempotency(void **state)
 /* The first request with a key is committing (the store's group is held) when the second comes. */
 static void test_idempotency_in_progress(void **state)
 {
-    blocker_t bl;
-    block_store(&bl);
+    block_store();
     bg_post_t first;
     bg_post_start(&first, VALID_RUN, "key-race");
     assert_true(wait_in_flight(1));
@@ -667,7 +702,7 @@ static void test_idempotency_in_progress(void **state)
     resp_free(&r);
     /* Nothing acknowledged before the commit. */
     assert_int_equal(in_flight(), 1);
-    unblock_store(&bl);
+    unblock_store();
     pthread_join(first.t, NULL);
     assert_int_equal(first.r.status, 201);
     assert_int_equal(post(&r, g.url, VALID_RUN, NULL, "key-race"), 201);
@@ -790,8 +825,7 @@ static void test_truncated_request(void **state)
  * the completion neither touches freed memory nor leaks, and the daemon goes on. */
 static void test_client_gone_while_committing(void **state)
 {
-    blocker_t bl;
-    block_store(&bl);
+    block_store();
     int fd = raw_connect(g.port);
     assert_true(fd >= 0);
     char req[512];
@@ -802,7 +836,7 @@ static void test_client_gone_while_committing(void **state)
     raw_send(fd, req);
     assert_true(wait_in_flight(1));
     close(fd);
-    unblock_store(&bl);
+    unblock_store();
     assert_true(wait_in_flight(0));
     assert_serving();
     /* Committed: the same request with the same key is a replay. */
@@ -979,18 +1013,23 @@ static void stop_accepting(void *arg)
 
 static void test_stop_accepting(void **state)
 {
-    blocker_t bl;
-    block_store(&bl);
+    block_store();
     bg_post_t p;
     bg_post_start(&p, VALID_RUN, NULL);
     assert_true(wait_in_flight(1));
-    int kept = raw_connect(g.port); /* a connection from before: it stays, takes no new run */
+    /* A connection from before: it stays open, and takes no new run. One answer on it first, so
+     * the server has accepted it (not merely the kernel) before the listening socket goes. */
+    int kept = raw_connect(g.port);
     assert_true(kept >= 0);
+    char answer[2048];
+    raw_send(kept, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw_read_answer(kept, answer, sizeof answer);
+    assert_true(strncmp(answer, "HTTP/1.1 200", 12) == 0);
     on_loop(stop_accepting, NULL);
     int fd = raw_connect(g.port);
     assert_true(fd < 0);
     assert_int_equal(errno, ECONNREFUSED);
-    char req[512], answer[2048];
+    char req[512];
     snprintf(req, sizeof req,
              "POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
              "Content-Length: %zu\r\n\r\n%s",
@@ -1006,7 +1045,7 @@ static void test_stop_accepting(void **state)
     assert_true(strncmp(answer, "HTTP/1.1 503", 12) == 0);
     assert_non_null(strcasestr(answer, "Content-Type: application/problem+json"));
     assert_int_equal(in_flight(), 1);
-    unblock_store(&bl);
+    unblock_store();
     pthread_join(p.t, NULL);
     assert_int_equal(p.r.status, 201);
     resp_free(&p.r);
