@@ -141,6 +141,7 @@ static void pg_connect(lab_pg_t *pg);
 static void pg_pump(lab_pg_t *pg);
 static void pg_finish(lab_pg_t *pg);
 static void pg_step_send(lab_pg_t *pg);
+static void pg_results(lab_pg_t *pg);
 
 const char *lab_sink_state_name(lab_sink_state_t s)
 {
@@ -262,9 +263,12 @@ static void pg_set_error(lab_pg_t *pg, const char *fmt, ...)
     va_end(ap);
     if (!s)
         return;
-    /* libpq's messages end with a newline; logs and stats want one line. */
+    /* libpq's messages span lines (DETAIL, HINT); logs and stats want one line. */
     for (size_t n = strlen(s); n && (s[n - 1] == '\n' || s[n - 1] == ' '); n--)
         s[n - 1] = '\0';
+    for (char *c = s; *c; c++)
+        if (*c == '\n' || *c == '\t')
+            *c = ' ';
     free(pg->last_error);
     pg->last_error = s;
     pg->errors++;
@@ -430,6 +434,11 @@ static void pg_connect_poll(lab_pg_t *pg)
     pg_step_send(pg);
 }
 
+static void pg_on_notice(void *arg, const char *message)
+{
+    log_debug("pg", "notice: %.*s", (int)strcspn(message, "\n"), message);
+}
+
 static void pg_connect(lab_pg_t *pg)
 {
     const char *const keys[] = {"dbname", "fallback_application_name", "client_encoding", NULL};
@@ -442,6 +451,7 @@ static void pg_connect(lab_pg_t *pg)
         return;
     }
     PQsetnonblocking(pg->conn, 1);
+    PQsetNoticeProcessor(pg->conn, pg_on_notice, pg);
     uv_timer_start(&pg->timer, pg_on_connect_timeout, (uint64_t)(pg->connect_timeout_s * 1000), 0);
     /* As if PQconnectPoll had asked for writing (libpq's documented start). */
     pg_watch(pg, UV_WRITABLE, true);
@@ -798,9 +808,17 @@ static void pg_on_poll(uv_poll_t *h, int status, int events)
     lab_pg_t *pg = s->pg;
     if (pg->sock != s || !pg->conn)
         return;
-    if (status < 0) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "poll: %s", uv_strerror(status));
+    /* libuv reports POLLERR/POLLHUP as a status; libpq reads the socket's own error. While
+     * connecting that is an ordinary step (libpq may move on to the host's next address). */
+    if (status < 0 && pg->phase != PH_CONNECT) {
+        PGconn *conn = pg->conn;
+        if (PQconsumeInput(conn))
+            pg_results(pg); /* the server's last words (e.g. shutting down) name the cause */
+        if (pg->conn != conn)
+            return;
+        const char *pq = PQerrorMessage(conn);
+        char msg[512];
+        snprintf(msg, sizeof msg, "connection lost: %s", *pq ? pq : uv_strerror(status));
         pg_down(pg, msg);
         return;
     }

@@ -226,6 +226,10 @@ void h_pg_destroy(h_pg_t *pg)
     h_pg_track(pg, false);
 }
 
+static void h_pg_quiet(void *arg, const char *message)
+{
+}
+
 int h_pg_query(h_pg_t *pg, const char *sql, char *out, size_t len)
 {
     if (out && len)
@@ -236,6 +240,7 @@ int h_pg_query(h_pg_t *pg, const char *sql, char *out, size_t len)
         fprintf(stderr, "harness: connect: %s", PQerrorMessage(c));
         goto done;
     }
+    PQsetNoticeProcessor(c, h_pg_quiet, NULL);
     PGresult *r = PQexec(c, sql);
     ExecStatusType s = PQresultStatus(r);
     if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
