@@ -87,9 +87,10 @@ struct lab_pg {
 };
 
 /* Per kind, the statement that maps its rows onto a table, besides labloop.events which gets
- * every row. $1 is the cell, $2 a JSON array of the kind's rows {seq, ts, kind, key, payload}
- * with payload as a string. Runs: only a newer seq replaces a row, and a batch holding several
- * changes of one run keeps its newest (ON CONFLICT cannot touch a row twice in one command). */
+ * every row. It runs after the events insert in the same transaction and reads the batch back
+ * from there ($1 cell, $2..$3 the batch's seq range): each payload is sent and parsed once.
+ * Runs: only a newer seq replaces a row, and a batch holding several changes of one run keeps its
+ * newest (ON CONFLICT cannot touch a row twice in one command). */
 typedef struct pg_kind {
     const char *kind;
     const char *sql;
@@ -99,12 +100,12 @@ static const pg_kind_t pg_kinds[] = {
     {"run.state",
      "INSERT INTO labloop.runs AS t (id, cell, state, workflow, priority, score, plate, doc, "
      "created_at, updated_at, seq) "
-     "SELECT DISTINCT ON (x.id) x.id, $1, x.doc->>'state', x.doc->>'workflow', "
-     "x.doc->>'priority', (x.doc->>'score')::float8, x.doc->>'plate', x.doc, "
-     "(x.doc->>'created_at')::timestamptz, (x.doc->>'updated_at')::timestamptz, x.seq "
-     "FROM (SELECT (d.doc->>'id')::uuid AS id, d.doc, d.seq FROM (SELECT r.seq, "
-     "r.payload::jsonb AS doc FROM jsonb_to_recordset($2::jsonb) AS r(seq bigint, payload text)) "
-     "d) x ORDER BY x.id, x.seq DESC "
+     "SELECT DISTINCT ON ((e.payload->>'id')::uuid) (e.payload->>'id')::uuid, $1, "
+     "e.payload->>'state', e.payload->>'workflow', e.payload->>'priority', "
+     "(e.payload->>'score')::float8, e.payload->>'plate', e.payload, "
+     "(e.payload->>'created_at')::timestamptz, (e.payload->>'updated_at')::timestamptz, e.seq "
+     "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'run.state' ORDER BY (e.payload->>'id')::uuid, e.seq DESC "
      "ON CONFLICT (id) DO UPDATE SET cell = EXCLUDED.cell, state = EXCLUDED.state, "
      "workflow = EXCLUDED.workflow, priority = EXCLUDED.priority, score = EXCLUDED.score, "
      "plate = EXCLUDED.plate, doc = EXCLUDED.doc, created_at = EXCLUDED.created_at, "
@@ -229,27 +230,30 @@ static void buf_add_jstr(pg_buf_t *b, const char *s)
     buf_add(b, "\"", 1);
 }
 
-/* rows[0..n) of `kind` (all when NULL) as a JSON array; returns how many went in. */
-static int pg_rows_json(pg_buf_t *b, const lab_outbox_row_t *rows, int n, const char *kind)
+/* rows[0..n) as a JSON array of {seq, ts, kind, key, payload}, payload as a string. */
+static void pg_rows_json(pg_buf_t *b, const lab_outbox_row_t *rows, int n)
 {
-    int count = 0;
     b->n = 0;
     buf_add(b, "[", 1);
     for (int i = 0; i < n; i++) {
-        if (kind && strcmp(rows[i].kind, kind) != 0)
-            continue;
-        buf_addf(b, "%s{\"seq\":%lld,\"ts\":%lld,\"kind\":", count ? "," : "",
-                 (long long)rows[i].seq, (long long)rows[i].ts_ms);
+        buf_addf(b, "%s{\"seq\":%lld,\"ts\":%lld,\"kind\":", i ? "," : "", (long long)rows[i].seq,
+                 (long long)rows[i].ts_ms);
         buf_add_jstr(b, rows[i].kind);
         buf_add(b, ",\"key\":", 7);
         buf_add_jstr(b, rows[i].key ? rows[i].key : "");
         buf_add(b, ",\"payload\":", 11);
         buf_add_jstr(b, rows[i].payload ? rows[i].payload : "");
         buf_add(b, "}", 1);
-        count++;
     }
     buf_add(b, "]", 1);
-    return count;
+}
+
+static bool pg_rows_have(const lab_outbox_row_t *rows, int n, const char *kind)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(rows[i].kind, kind) == 0)
+            return true;
+    return false;
 }
 
 static void pg_set_error(lab_pg_t *pg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -657,15 +661,15 @@ static void pg_seg_send(lab_pg_t *pg, pg_seg_t seg, const lab_outbox_row_t *rows
         int fmts[7] = {0, 0, 0, 1, 1, 1, 0};
         ok = ok && pg_send(pg, pg_sql_dead, 7, v, lens, fmts);
     } else {
-        pg_rows_json(&b, rows, n, NULL);
+        char firsttxt[24];
+        snprintf(firsttxt, sizeof firsttxt, "%lld", (long long)rows[0].seq);
+        pg_rows_json(&b, rows, n);
         const char *v[2] = {pg->cell, b.p};
+        const char *range[3] = {pg->cell, firsttxt, seqtxt};
         ok = ok && pg_send(pg, pg_sql_events, 2, v, NULL, NULL);
-        for (const pg_kind_t *k = pg_kinds; ok && k->kind; k++) {
-            if (pg_rows_json(&b, rows, n, k->kind) == 0)
-                continue;
-            v[1] = b.p;
-            ok = pg_send(pg, k->sql, 2, v, NULL, NULL);
-        }
+        for (const pg_kind_t *k = pg_kinds; ok && k->kind; k++)
+            if (pg_rows_have(rows, n, k->kind))
+                ok = pg_send(pg, k->sql, 3, range, NULL, NULL);
     }
     ok = ok && pg_send(pg, pg_sql_cursor_save, 3, cur, NULL, NULL);
     ok = ok && pg_send(pg, "COMMIT", 0, NULL, NULL, NULL);
