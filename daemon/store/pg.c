@@ -683,6 +683,11 @@ static void pg_seg_send(lab_pg_t *pg, pg_seg_t seg, const lab_outbox_row_t *rows
     pg_flush(pg);
 }
 
+static void pg_on_pump_retry(uv_timer_t *t)
+{
+    pg_pump(t->data);
+}
+
 static void pg_pump(lab_pg_t *pg)
 {
     if (pg->phase != PH_PIPE || pg->rows || pg->closing)
@@ -692,7 +697,8 @@ static void pg_pump(lab_pg_t *pg)
     if (n < 0) {
         pg_set_error(pg, "outbox read: %s", lab_strerror(n));
         log_error("pg", "outbox read after seq=%lld: %s", (long long)pg->cursor, lab_strerror(n));
-        return; /* the next commit tries again */
+        uv_timer_start(&pg->timer, pg_on_pump_retry, 1000, 0); /* idle while UP */
+        return;
     }
     if (n == 0) {
         if (pg->stopping)

@@ -283,7 +283,7 @@ static void test_migrations_once(void **state)
                                   t),
                          1);
     long long before = fx_count(a, "SELECT extract(epoch FROM max(applied_at))::bigint * 1000000 + "
-                                   "extract(microseconds FROM max(applied_at))::bigint % 1000000 "
+                                   "extract(microseconds FROM max(applied_at))::bigint %% 1000000 "
                                    "FROM labloop.schema_migrations");
     fx_stop_pg(a, 1000);
     fx_stop_pg(b, 1000);
@@ -293,7 +293,7 @@ static void test_migrations_once(void **state)
     fx_wait_state(a, LAB_SINK_UP);
     assert_int_equal(fx_count(a, "SELECT count(*) FROM labloop.schema_migrations"), files);
     assert_int_equal(fx_count(a, "SELECT extract(epoch FROM max(applied_at))::bigint * 1000000 + "
-                                 "extract(microseconds FROM max(applied_at))::bigint % 1000000 "
+                                 "extract(microseconds FROM max(applied_at))::bigint %% 1000000 "
                                  "FROM labloop.schema_migrations"),
                      before);
     assert_int_equal(fx_stats(a).connects, 1);
