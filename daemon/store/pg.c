@@ -2,7 +2,7 @@
  * three phases. CONNECT: PQconnectStart/PQconnectPoll, bounded by a timer (libpq ignores
  * connect_timeout in async connects). SETUP: simple queries one after another (advisory lock,
  * migrations each in its transaction, unlock, the cursor). PIPE: pipeline mode; each outbox batch
- * is one transaction sent in one round trip, its rows as one JSON parameter expanded server-side.
+ * is one transaction sent in one round trip, its rows as binary column arrays expanded server-side.
  * Any connection trouble sends it DOWN: everything in flight is dropped (PostgreSQL rolls it back)
  * and the next connect resumes from the cursor stored in PostgreSQL. */
 #include "daemon/store/pg.h"
@@ -14,6 +14,7 @@
 
 #include <libpq-fe.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,8 +117,8 @@ static const pg_kind_t pg_kinds[] = {
 static const char pg_sql_events[] =
     "INSERT INTO labloop.events (cell, seq, ts, kind, key, payload) "
     "SELECT $1, r.seq, to_timestamp(r.ts / 1000.0), r.kind, r.key, r.payload::jsonb "
-    "FROM jsonb_to_recordset($2::jsonb) AS r(seq bigint, ts bigint, kind text, key text, "
-    "payload text) ON CONFLICT (cell, seq) DO NOTHING";
+    "FROM unnest($2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[]) "
+    "AS r(seq, ts, kind, key, payload) ON CONFLICT (cell, seq) DO NOTHING";
 
 static const char pg_sql_cursor_save[] =
     "INSERT INTO labloop.sink_cursors AS c (cell, sink, seq, updated_at) "
@@ -176,76 +177,47 @@ static void buf_add(pg_buf_t *b, const char *s, size_t n)
     b->p[b->n] = '\0';
 }
 
-static void buf_addf(pg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_addf(pg_buf_t *b, const char *fmt, ...)
+/* PostgreSQL's binary array format (array_recv): the batch goes in as five column arrays that
+ * the server takes without parsing; only the payloads are parsed, once, into jsonb. */
+#define PG_OID_INT8 20
+#define PG_OID_TEXT 25
+
+static void buf_add_be32(pg_buf_t *b, uint32_t v)
 {
-    char tmp[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    buf_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+    unsigned char x[4] = {v >> 24, v >> 16, v >> 8, v};
+    buf_add(b, (const char *)x, 4);
 }
 
-/* A JSON string. Bytes >= 0x80 pass through: invalid UTF-8 makes PostgreSQL reject the batch,
- * and the row-by-row retry then isolates the row. */
-static void buf_add_jstr(pg_buf_t *b, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
-    buf_reserve(b, strlen(s) + 2);
-    b->p[b->n++] = '"';
-    const char *run = s;
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c >= 0x20 && *c != '"' && *c != '\\')
-            continue;
-        buf_add(b, run, (size_t)((const char *)c - run));
-        char esc[7] = {'\\', 0};
-        size_t n = 2;
-        switch (*c) {
-        case '"':
-            esc[1] = '"';
-            break;
-        case '\\':
-            esc[1] = '\\';
-            break;
-        case '\n':
-            esc[1] = 'n';
-            break;
-        case '\r':
-            esc[1] = 'r';
-            break;
-        case '\t':
-            esc[1] = 't';
-            break;
-        default:
-            memcpy(esc + 1, "u00", 3);
-            esc[4] = hex[*c >> 4];
-            esc[5] = hex[*c & 15];
-            n = 6;
-        }
-        buf_add(b, esc, n);
-        run = (const char *)c + 1;
-    }
-    buf_add(b, run, strlen(run));
-    buf_add(b, "\"", 1);
-}
-
-/* rows[0..n) as a JSON array of {seq, ts, kind, key, payload}, payload as a string. */
-static void pg_rows_json(pg_buf_t *b, const lab_outbox_row_t *rows, int n)
+static void pg_array_begin(pg_buf_t *b, uint32_t oid, int n)
 {
     b->n = 0;
-    buf_add(b, "[", 1);
+    buf_add_be32(b, 1); /* dimensions */
+    buf_add_be32(b, 0); /* no NULLs */
+    buf_add_be32(b, oid);
+    buf_add_be32(b, (uint32_t)n);
+    buf_add_be32(b, 1); /* lower bound */
+}
+
+static void pg_array_int8(pg_buf_t *b, const lab_outbox_row_t *rows, int n, size_t field)
+{
+    pg_array_begin(b, PG_OID_INT8, n);
     for (int i = 0; i < n; i++) {
-        buf_addf(b, "%s{\"seq\":%lld,\"ts\":%lld,\"kind\":", i ? "," : "", (long long)rows[i].seq,
-                 (long long)rows[i].ts_ms);
-        buf_add_jstr(b, rows[i].kind);
-        buf_add(b, ",\"key\":", 7);
-        buf_add_jstr(b, rows[i].key ? rows[i].key : "");
-        buf_add(b, ",\"payload\":", 11);
-        buf_add_jstr(b, rows[i].payload ? rows[i].payload : "");
-        buf_add(b, "}", 1);
+        uint64_t v = (uint64_t) * (const int64_t *)((const char *)&rows[i] + field);
+        buf_add_be32(b, 8);
+        buf_add_be32(b, (uint32_t)(v >> 32));
+        buf_add_be32(b, (uint32_t)v);
     }
-    buf_add(b, "]", 1);
+}
+
+static void pg_array_text(pg_buf_t *b, const lab_outbox_row_t *rows, int n, size_t field)
+{
+    pg_array_begin(b, PG_OID_TEXT, n);
+    for (int i = 0; i < n; i++) {
+        const char *v = *(char *const *)((const char *)&rows[i] + field);
+        size_t len = v ? strlen(v) : 0;
+        buf_add_be32(b, (uint32_t)len);
+        buf_add(b, v ? v : "", len);
+    }
 }
 
 static bool pg_rows_have(const lab_outbox_row_t *rows, int n, const char *kind)
@@ -638,7 +610,6 @@ static bool pg_send(lab_pg_t *pg, const char *sql, int n, const char *const *val
 static void pg_seg_send(lab_pg_t *pg, pg_seg_t seg, const lab_outbox_row_t *rows, int n,
                         const char *dead_error)
 {
-    pg_buf_t b = {0};
     char seqtxt[24], tstxt[24];
     snprintf(seqtxt, sizeof seqtxt, "%lld", (long long)rows[n - 1].seq);
     const char *cur[3] = {pg->cell, PG_SINK_NAME, seqtxt};
@@ -663,10 +634,21 @@ static void pg_seg_send(lab_pg_t *pg, pg_seg_t seg, const lab_outbox_row_t *rows
     } else {
         char firsttxt[24];
         snprintf(firsttxt, sizeof firsttxt, "%lld", (long long)rows[0].seq);
-        pg_rows_json(&b, rows, n);
-        const char *v[2] = {pg->cell, b.p};
+        pg_buf_t cols[5] = {{0}};
+        pg_array_int8(&cols[0], rows, n, offsetof(lab_outbox_row_t, seq));
+        pg_array_int8(&cols[1], rows, n, offsetof(lab_outbox_row_t, ts_ms));
+        pg_array_text(&cols[2], rows, n, offsetof(lab_outbox_row_t, kind));
+        pg_array_text(&cols[3], rows, n, offsetof(lab_outbox_row_t, key));
+        pg_array_text(&cols[4], rows, n, offsetof(lab_outbox_row_t, payload));
+        const char *v[6] = {pg->cell, cols[0].p, cols[1].p, cols[2].p, cols[3].p, cols[4].p};
+        int lens[6] = {0};
+        int fmts[6] = {0, 1, 1, 1, 1, 1};
+        for (int i = 0; i < 5; i++)
+            lens[i + 1] = (int)cols[i].n;
+        ok = ok && pg_send(pg, pg_sql_events, 6, v, lens, fmts);
+        for (int i = 0; i < 5; i++)
+            free(cols[i].p);
         const char *range[3] = {pg->cell, firsttxt, seqtxt};
-        ok = ok && pg_send(pg, pg_sql_events, 2, v, NULL, NULL);
         for (const pg_kind_t *k = pg_kinds; ok && k->kind; k++)
             if (pg_rows_have(rows, n, k->kind))
                 ok = pg_send(pg, k->sql, 3, range, NULL, NULL);
@@ -674,7 +656,6 @@ static void pg_seg_send(lab_pg_t *pg, pg_seg_t seg, const lab_outbox_row_t *rows
     ok = ok && pg_send(pg, pg_sql_cursor_save, 3, cur, NULL, NULL);
     ok = ok && pg_send(pg, "COMMIT", 0, NULL, NULL, NULL);
     ok = ok && PQpipelineSync(pg->conn) == 1;
-    free(b.p);
     if (!ok) {
         pg_down_conn(pg, "send batch");
         return;
