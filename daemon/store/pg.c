@@ -24,10 +24,12 @@
 /* Any fixed key shared by every labloopd: "labloop" in ASCII. */
 #define PG_MIGRATE_LOCK "7813586417577072"
 #define PG_MIGRATIONS_DIR "sql/postgres/"
+/* Batches in flight at once: while PostgreSQL runs one, the next is read, encoded and sent. */
+#define PG_WINDOW 2
 
+typedef enum pg_seg { SEG_BATCH, SEG_ROW, SEG_DEAD } pg_seg_t;
 typedef enum pg_phase { PH_IDLE, PH_CONNECT, PH_SETUP, PH_PIPE } pg_phase_t;
 typedef enum pg_step { ST_LOCK, ST_BOOT, ST_VERSIONS, ST_MIGRATE, ST_UNLOCK, ST_CURSOR } pg_step_t;
-typedef enum pg_seg { SEG_BATCH, SEG_ROW, SEG_DEAD } pg_seg_t;
 
 /* The poll handle and the socket it watches; freed in its close callback. A new one per socket,
  * since libpq may close a socket and open another under the same number while connecting. */
@@ -68,15 +70,23 @@ struct lab_pg {
     int mig_next; /* index into lab_embedded_files where the migration scan resumes */
     char *step_err;
 
-    /* PIPE */
+    /* PIPE: up to PG_WINDOW segments in flight, answered in order */
+    struct pg_flight {
+        pg_seg_t seg;
+        lab_outbox_row_t *rows; /* SEG_BATCH: its rows; NULL for the others */
+        int n;
+    } flight[PG_WINDOW];
+    int flight_head, nflight;
     int pending_syncs;
-    pg_seg_t seg;
-    char seg_state[6]; /* SQLSTATE of the segment's first error, "" when none */
+    char seg_state[6]; /* SQLSTATE of the answering segment's first error, "" when none */
     char *seg_err;
+    bool seg_cursor_ok; /* its cursor update matched: it followed on from the cursor */
     bool need_rollback;
-    lab_outbox_row_t *rows; /* the batch in flight, NULL when none */
+    bool window_broken;     /* a batch failed: those behind it are dropped and re-read */
+    int64_t sent;           /* the last seq handed to PostgreSQL */
+    lab_outbox_row_t *rows; /* a batch being retried row by row, NULL when none */
     int nrows;
-    int row_i; /* row-by-row retry position */
+    int row_i;
 
     int64_t cursor;
     int64_t delivered, batches, errors, connects;
@@ -120,12 +130,17 @@ static const char pg_sql_events[] =
     "FROM unnest($2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[]) "
     "AS r(seq, ts, kind, key, payload) ON CONFLICT (cell, seq) DO NOTHING";
 
+/* Moves the cursor only from where this segment was read ($4): a segment that does not follow on
+ * (one before it failed) changes nothing, and its answer says so (no row returned). */
 static const char pg_sql_cursor_save[] =
-    "INSERT INTO labloop.sink_cursors AS c (cell, sink, seq, updated_at) "
-    "VALUES ($1, $2, $3::bigint, now()) ON CONFLICT (cell, sink) DO UPDATE "
-    "SET seq = EXCLUDED.seq, updated_at = now() WHERE c.seq < EXCLUDED.seq";
+    "UPDATE labloop.sink_cursors SET seq = $3::bigint, updated_at = now() "
+    "WHERE cell = $1 AND sink = $2 AND seq = $4::bigint RETURNING seq";
 
+/* Creates the cursor at 0 the first time, so that every batch only ever updates it. */
 static const char pg_sql_cursor_get[] =
+    "WITH ins AS (INSERT INTO labloop.sink_cursors (cell, sink, seq) VALUES ($1, $2, 0) "
+    "ON CONFLICT (cell, sink) DO NOTHING RETURNING seq) "
+    "SELECT seq FROM ins UNION ALL "
     "SELECT seq FROM labloop.sink_cursors WHERE cell = $1 AND sink = $2";
 
 /* kind, key and payload go in as bytes: a row that PostgreSQL rejected may not even be text. */
@@ -265,6 +280,14 @@ static void pg_rows_drop(lab_pg_t *pg)
     pg->rows = NULL;
     pg->nrows = 0;
     pg->row_i = 0;
+    for (; pg->nflight; pg->nflight--, pg->flight_head = (pg->flight_head + 1) % PG_WINDOW) {
+        struct pg_flight *f = &pg->flight[pg->flight_head];
+        if (f->rows)
+            lab_outbox_rows_free(f->rows, f->n);
+        f->rows = NULL;
+    }
+    pg->flight_head = 0;
+    pg->window_broken = false;
 }
 
 /* ---- handles ---- */
@@ -589,6 +612,9 @@ static void pg_step_done(lab_pg_t *pg)
         pg->phase = PH_PIPE;
         pg->state = LAB_SINK_UP;
         pg->need_rollback = false;
+        pg->sent = pg->cursor;
+        pg->seg_state[0] = '\0';
+        pg->seg_cursor_ok = false;
         pg->backoff_ms = PG_BACKOFF_MIN_MS;
         log_info("pg", "up cell=%s cursor=%lld", pg->cell, (long long)pg->cursor);
         pg_pump(pg);
@@ -606,18 +632,16 @@ static bool pg_send(lab_pg_t *pg, const char *sql, int n, const char *const *val
     return PQsendQueryParams(pg->conn, sql, n, NULL, vals, lens, fmts, 0) == 1;
 }
 
-/* BEGIN, the rows' statements, the cursor upsert, COMMIT, sync: one round trip. */
+/* BEGIN, the rows' statements, the cursor update, COMMIT, sync: one round trip. `after` is the
+ * cursor this segment follows on from. */
 static void pg_seg_send(lab_pg_t *pg, pg_seg_t seg, const lab_outbox_row_t *rows, int n,
-                        const char *dead_error)
+                        int64_t after, const char *dead_error)
 {
-    char seqtxt[24], tstxt[24];
+    char seqtxt[24], tstxt[24], aftertxt[24];
     snprintf(seqtxt, sizeof seqtxt, "%lld", (long long)rows[n - 1].seq);
-    const char *cur[3] = {pg->cell, PG_SINK_NAME, seqtxt};
+    snprintf(aftertxt, sizeof aftertxt, "%lld", (long long)after);
+    const char *cur[4] = {pg->cell, PG_SINK_NAME, seqtxt, aftertxt};
     bool ok = true;
-    pg->seg = seg;
-    pg->seg_state[0] = '\0';
-    free(pg->seg_err);
-    pg->seg_err = NULL;
     if (pg->need_rollback)
         ok = pg_send(pg, "ROLLBACK", 0, NULL, NULL, NULL);
     pg->need_rollback = false;
@@ -653,13 +677,19 @@ static void pg_seg_send(lab_pg_t *pg, pg_seg_t seg, const lab_outbox_row_t *rows
             if (pg_rows_have(rows, n, k->kind))
                 ok = pg_send(pg, k->sql, 3, range, NULL, NULL);
     }
-    ok = ok && pg_send(pg, pg_sql_cursor_save, 3, cur, NULL, NULL);
+    ok = ok && pg_send(pg, pg_sql_cursor_save, 4, cur, NULL, NULL);
     ok = ok && pg_send(pg, "COMMIT", 0, NULL, NULL, NULL);
     ok = ok && PQpipelineSync(pg->conn) == 1;
     if (!ok) {
         pg_down_conn(pg, "send batch");
         return;
     }
+    LAB_ASSERT(pg->nflight < PG_WINDOW);
+    struct pg_flight *f = &pg->flight[(pg->flight_head + pg->nflight) % PG_WINDOW];
+    f->seg = seg;
+    f->rows = NULL;
+    f->n = n;
+    pg->nflight++;
     pg->pending_syncs++;
     pg_flush(pg);
 }
@@ -669,27 +699,34 @@ static void pg_on_pump_retry(uv_timer_t *t)
     pg_pump(t->data);
 }
 
+/* Fills the window with batches read after the last one sent. */
 static void pg_pump(lab_pg_t *pg)
 {
-    if (pg->phase != PH_PIPE || pg->rows || pg->closing)
-        return;
-    lab_outbox_row_t *rows;
-    int n = lab_outbox_read(pg->st, pg->cursor, pg->batch_rows, &rows);
-    if (n < 0) {
-        pg_set_error(pg, "outbox read: %s", lab_strerror(n));
-        log_error("pg", "outbox read after seq=%lld: %s", (long long)pg->cursor, lab_strerror(n));
-        uv_timer_start(&pg->timer, pg_on_pump_retry, 1000, 0); /* idle while UP */
-        return;
+    while (pg->phase == PH_PIPE && !pg->rows && !pg->window_broken && !pg->closing &&
+           pg->nflight < PG_WINDOW) {
+        lab_outbox_row_t *rows;
+        int n = lab_outbox_read(pg->st, pg->sent, pg->batch_rows, &rows);
+        if (n < 0) {
+            pg_set_error(pg, "outbox read: %s", lab_strerror(n));
+            log_error("pg", "outbox read after seq=%lld: %s", (long long)pg->sent, lab_strerror(n));
+            uv_timer_start(&pg->timer, pg_on_pump_retry, 1000, 0); /* idle while UP */
+            return;
+        }
+        if (n == 0) {
+            if (pg->stopping && pg->nflight == 0)
+                pg_finish(pg);
+            return;
+        }
+        int64_t after = pg->sent;
+        pg->sent = rows[n - 1].seq;
+        int slot = (pg->flight_head + pg->nflight) % PG_WINDOW;
+        pg_seg_send(pg, SEG_BATCH, rows, n, after, NULL);
+        if (pg->phase != PH_PIPE) { /* went down while sending */
+            lab_outbox_rows_free(rows, n);
+            return;
+        }
+        pg->flight[slot].rows = rows;
     }
-    if (n == 0) {
-        if (pg->stopping)
-            pg_finish(pg);
-        return;
-    }
-    pg->rows = rows;
-    pg->nrows = n;
-    pg->row_i = 0;
-    pg_seg_send(pg, SEG_BATCH, rows, n, NULL);
 }
 
 static void pg_advance(lab_pg_t *pg, int64_t seq, int delivered)
@@ -699,44 +736,82 @@ static void pg_advance(lab_pg_t *pg, int64_t seq, int delivered)
     lab_store_sink_acked(pg->st, pg->sink, seq);
 }
 
-/* The next row of a batch being retried row by row, or the next batch. */
+/* The next row of a batch being retried row by row; then back to batches from the cursor. */
 static void pg_row_next(lab_pg_t *pg)
 {
     if (pg->row_i < pg->nrows) {
-        pg_seg_send(pg, SEG_ROW, pg->rows + pg->row_i, 1, NULL);
+        pg_seg_send(pg, SEG_ROW, pg->rows + pg->row_i, 1, pg->cursor, NULL);
         return;
     }
     pg->batches++;
     pg_rows_drop(pg);
+    pg->sent = pg->cursor;
     pg_pump(pg);
 }
 
-static void pg_seg_done(lab_pg_t *pg)
+/* Once the window drained after a failed batch: its rows one by one, or re-read the lot. */
+static void pg_window_resume(lab_pg_t *pg)
 {
-    if (!*pg->seg_state) {
-        if (pg->seg == SEG_BATCH) {
-            pg_advance(pg, pg->rows[pg->nrows - 1].seq, pg->nrows);
-            pg->row_i = pg->nrows;
-        } else {
-            pg_advance(pg, pg->rows[pg->row_i].seq, pg->seg == SEG_ROW);
-            pg->row_i++;
-        }
+    pg->window_broken = false;
+    pg->sent = pg->cursor;
+    if (pg->rows) {
+        log_warn("pg", "batch of %d rows after seq=%lld rejected, retrying row by row", pg->nrows,
+                 (long long)pg->cursor);
+        pg->row_i = 0;
+        pg_row_next(pg);
+        return;
+    }
+    pg_pump(pg);
+}
+
+static void pg_batch_done(lab_pg_t *pg, struct pg_flight *f)
+{
+    bool ok = !*pg->seg_state && pg->seg_cursor_ok;
+    if (!pg->window_broken && ok) {
+        pg_advance(pg, f->rows[f->n - 1].seq, f->n);
+        pg->batches++;
+        lab_outbox_rows_free(f->rows, f->n);
+        pg_pump(pg);
+        return;
+    }
+    if (*pg->seg_state && !pg->window_broken && !pg_is_data_error(pg->seg_state)) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "batch after seq=%lld: %s %s", (long long)pg->cursor,
+                 pg->seg_state, pg->seg_err ? pg->seg_err : "");
+        lab_outbox_rows_free(f->rows, f->n);
+        pg_down(pg, msg);
+        return;
+    }
+    /* The first failed batch is kept for the row-by-row retry; those behind it failed only
+     * because it did (its transaction stayed aborted), and are read again. */
+    if (!pg->window_broken && *pg->seg_state) {
+        pg->rows = f->rows;
+        pg->nrows = f->n;
+    } else {
+        log_info("pg", "batch of %d rows up to seq=%lld dropped behind a failed one (%s)", f->n,
+                 (long long)f->rows[f->n - 1].seq, *pg->seg_state ? pg->seg_state : "cursor");
+        lab_outbox_rows_free(f->rows, f->n);
+    }
+    pg->window_broken = true;
+    pg->need_rollback = true;
+    if (pg->nflight == 0)
+        pg_window_resume(pg);
+}
+
+static void pg_row_done(lab_pg_t *pg, pg_seg_t seg)
+{
+    if (!*pg->seg_state && pg->seg_cursor_ok) {
+        pg_advance(pg, pg->rows[pg->row_i].seq, seg == SEG_ROW);
+        pg->row_i++;
         pg_row_next(pg);
         return;
     }
     pg->need_rollback = true;
-    if (!pg_is_data_error(pg->seg_state) || pg->seg == SEG_DEAD) {
+    if (!*pg->seg_state || !pg_is_data_error(pg->seg_state) || seg == SEG_DEAD) {
         char msg[1024];
-        snprintf(msg, sizeof msg, "batch after seq=%lld: %s %s", (long long)pg->cursor,
-                 pg->seg_state, pg->seg_err ? pg->seg_err : "");
+        snprintf(msg, sizeof msg, "row seq=%lld: %s %s", (long long)pg->rows[pg->row_i].seq,
+                 *pg->seg_state ? pg->seg_state : "cursor moved", pg->seg_err ? pg->seg_err : "");
         pg_down(pg, msg);
-        return;
-    }
-    if (pg->seg == SEG_BATCH) {
-        log_warn("pg", "batch of %d rows after seq=%lld rejected (%s), retrying row by row",
-                 pg->nrows, (long long)pg->cursor, pg->seg_state);
-        pg->row_i = 0;
-        pg_row_next(pg);
         return;
     }
     const lab_outbox_row_t *row = &pg->rows[pg->row_i];
@@ -744,13 +819,35 @@ static void pg_seg_done(lab_pg_t *pg)
                  pg->seg_state, pg->seg_err ? pg->seg_err : "");
     log_error("pg", "row %s; moved to labloop.dead_letters", pg->last_error);
     char *err = lab_strdup(pg->last_error);
-    pg_seg_send(pg, SEG_DEAD, row, 1, err);
+    pg_seg_send(pg, SEG_DEAD, row, 1, pg->cursor, err);
     free(err);
+}
+
+/* A segment's sync arrived: its answers are all in. */
+static void pg_seg_done(lab_pg_t *pg)
+{
+    LAB_ASSERT(pg->nflight > 0);
+    struct pg_flight f = pg->flight[pg->flight_head];
+    pg->flight[pg->flight_head].rows = NULL;
+    pg->flight_head = (pg->flight_head + 1) % PG_WINDOW;
+    pg->nflight--;
+    if (f.seg == SEG_BATCH)
+        pg_batch_done(pg, &f);
+    else
+        pg_row_done(pg, f.seg);
+    /* The next segment's answers start now. */
+    pg->seg_state[0] = '\0';
+    free(pg->seg_err);
+    pg->seg_err = NULL;
+    pg->seg_cursor_ok = false;
 }
 
 static void pg_pipe_result(lab_pg_t *pg, PGresult *r)
 {
-    if (PQresultStatus(r) != PGRES_FATAL_ERROR || *pg->seg_state)
+    ExecStatusType s = PQresultStatus(r);
+    if (s == PGRES_TUPLES_OK) /* only the cursor update returns rows */
+        pg->seg_cursor_ok = PQntuples(r) == 1;
+    if (s != PGRES_FATAL_ERROR || *pg->seg_state)
         return;
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     snprintf(pg->seg_state, sizeof pg->seg_state, "%s", state && *state ? state : "XX000");
