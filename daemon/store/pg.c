@@ -62,6 +62,7 @@ struct lab_pg {
     uv_timer_t grace; /* lab_pg_stop's deadline */
     int handles;      /* open uv handles; the struct is freed when the last one closed */
     uint64_t backoff_ms;
+    uint64_t rng; /* xorshift state for the backoff's jitter */
 
     /* SETUP */
     pg_step_t step;
@@ -384,7 +385,10 @@ static void pg_down(lab_pg_t *pg, const char *why)
     }
     /* Equal jitter: half the backoff fixed, half random, so cells restarted together spread. */
     uint64_t half = pg->backoff_ms / 2;
-    uint64_t delay = half + (half ? (uint64_t)rand() % (half + 1) : 0);
+    pg->rng ^= pg->rng << 13;
+    pg->rng ^= pg->rng >> 7;
+    pg->rng ^= pg->rng << 17;
+    uint64_t delay = half + (half ? pg->rng % (half + 1) : 0);
     uint64_t cap = (uint64_t)(pg->retry_max_s * 1000);
     pg->backoff_ms = pg->backoff_ms * 2 > cap ? cap : pg->backoff_ms * 2;
     if (pg->backoff_ms < PG_BACKOFF_MIN_MS)
@@ -440,8 +444,16 @@ static void pg_on_notice(void *arg, const char *message)
 
 static void pg_connect(lab_pg_t *pg)
 {
-    const char *const keys[] = {"dbname", "fallback_application_name", "client_encoding", NULL};
-    const char *const vals[] = {pg->conninfo, "labloopd", "UTF8", NULL};
+    /* Keywords before dbname are defaults the conninfo may override; those after are forced.
+     * Keepalives notice a TCP peer that vanished without a word (a cable, a crashed host). */
+    const char *const keys[] = {"keepalives_idle",
+                                "keepalives_interval",
+                                "keepalives_count",
+                                "dbname",
+                                "fallback_application_name",
+                                "client_encoding",
+                                NULL};
+    const char *const vals[] = {"10", "5", "3", pg->conninfo, "labloopd", "UTF8", NULL};
     pg->state = LAB_SINK_CONNECTING;
     pg->phase = PH_CONNECT;
     pg->conn = PQconnectStartParams(keys, vals, 1);
@@ -906,7 +918,7 @@ static void pg_on_poll(uv_poll_t *h, int status, int events)
             return;
         const char *pq = PQerrorMessage(conn);
         char msg[512];
-        snprintf(msg, sizeof msg, "connection lost: %s", *pq ? pq : uv_strerror(status));
+        snprintf(msg, sizeof msg, "connection lost: %s", *pq ? pq : "socket error or hang-up");
         pg_down(pg, msg);
         return;
     }
@@ -957,6 +969,7 @@ int lab_pg_start(lab_pg_t **out, uv_loop_t *loop, const lab_config_t *cfg, lab_s
     pg->retry_max_s = cfg->pg_retry_max_s > 0 ? cfg->pg_retry_max_s : 30;
     pg->batch_rows = cfg->pg_batch_rows;
     pg->backoff_ms = PG_BACKOFF_MIN_MS;
+    pg->rng = uv_hrtime() ^ ((uint64_t)(uintptr_t)pg << 16) ^ 0x9e3779b97f4a7c15ULL;
     uv_timer_init(loop, &pg->timer);
     uv_timer_init(loop, &pg->grace);
     pg->timer.data = pg->grace.data = pg;
