@@ -337,24 +337,34 @@ static void pg_sock_drop(lab_pg_t *pg)
 
 static void pg_on_poll(uv_poll_t *h, int status, int events);
 
-static void pg_watch(lab_pg_t *pg, int events, bool renew)
+static void pg_down(lab_pg_t *pg, const char *why);
+
+/* Watches libpq's current socket for events; false when it went down instead. */
+static bool pg_watch(lab_pg_t *pg, int events, bool renew)
 {
     int fd = PQsocket(pg->conn);
     if (pg->sock && (renew || pg->sock->fd != fd))
         pg_sock_drop(pg);
     if (fd < 0)
-        return;
+        return true; /* libpq has no socket right now; the connect timer still runs */
     if (!pg->sock) {
         pg_sock_t *s = LAB_NEW(pg_sock_t);
         s->pg = pg;
         s->fd = fd;
         int rc = uv_poll_init(pg->loop, &s->poll, fd);
-        LAB_ASSERT(rc == 0);
+        if (rc != 0) {
+            free(s);
+            char msg[128];
+            snprintf(msg, sizeof msg, "watching socket %d: %s", fd, uv_strerror(rc));
+            pg_down(pg, msg);
+            return false;
+        }
         s->poll.data = s;
         pg->handles++;
         pg->sock = s;
     }
     uv_poll_start(&pg->sock->poll, events, pg_on_poll);
+    return true;
 }
 
 /* ---- connection lifecycle ---- */
@@ -433,8 +443,8 @@ static void pg_connect_poll(lab_pg_t *pg)
     log_info("pg", "connected server_version=%d", PQserverVersion(pg->conn));
     pg->phase = PH_SETUP;
     pg->step = ST_LOCK;
-    pg_watch(pg, UV_READABLE, false);
-    pg_step_send(pg);
+    if (pg_watch(pg, UV_READABLE, false))
+        pg_step_send(pg);
 }
 
 static void pg_on_notice(void *arg, const char *message)
@@ -476,8 +486,7 @@ static bool pg_flush(lab_pg_t *pg)
         pg_down_conn(pg, "send");
         return false;
     }
-    pg_watch(pg, rc ? UV_READABLE | UV_WRITABLE : UV_READABLE, false);
-    return true;
+    return pg_watch(pg, rc ? UV_READABLE | UV_WRITABLE : UV_READABLE, false);
 }
 
 /* ---- SETUP: simple queries one after another ---- */
@@ -956,6 +965,15 @@ int lab_pg_start(lab_pg_t **out, uv_loop_t *loop, const lab_config_t *cfg, lab_s
     *out = NULL;
     if (!loop || !cfg || !st || !cfg->pg_enabled || !cfg->pg_conninfo || cfg->pg_batch_rows < 1)
         return LAB_EINVAL;
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(cfg->pg_conninfo, &perr);
+    if (!opts) {
+        log_error("pg", "conninfo: %.*s", perr ? (int)strcspn(perr, "\n") : 7,
+                  perr ? perr : "invalid");
+        PQfreemem(perr);
+        return LAB_ECONFIG;
+    }
+    PQconninfoFree(opts);
     int sink = lab_store_sink_register(st, PG_SINK_NAME);
     if (sink < 0)
         return sink;

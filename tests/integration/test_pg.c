@@ -418,6 +418,17 @@ static void test_connect_timeout(void **state)
     close(fd);
 }
 
+static void test_bad_conninfo(void **state)
+{
+    fx_t *f = fx_new(NULL, "cell-x");
+    snprintf(f->conninfo, sizeof f->conninfo, "host=/tmp port=5432 no_such_key=1");
+    assert_int_equal(lab_pg_start(&f->pg, &f->loop, &f->cfg, f->st), LAB_ECONFIG);
+    assert_null(f->pg);
+    f->cfg.pg_enabled = false;
+    assert_int_equal(lab_pg_start(&f->pg, &f->loop, &f->cfg, f->st), LAB_EINVAL);
+    fx_free(f);
+}
+
 static void test_refused(void **state)
 {
     fx_t *f = fx_new(NULL, "cell-r");
@@ -539,10 +550,11 @@ static int group_teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_migrations_once),      cmocka_unit_test(test_delivery_exactly_once),
-        cmocka_unit_test(test_poison_rows),          cmocka_unit_test(test_stop_drains),
-        cmocka_unit_test(test_connect_timeout),      cmocka_unit_test(test_refused),
-        cmocka_unit_test(test_server_down_and_back), cmocka_unit_test(test_measure),
+        cmocka_unit_test(test_migrations_once), cmocka_unit_test(test_delivery_exactly_once),
+        cmocka_unit_test(test_poison_rows),     cmocka_unit_test(test_stop_drains),
+        cmocka_unit_test(test_connect_timeout), cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_bad_conninfo),    cmocka_unit_test(test_server_down_and_back),
+        cmocka_unit_test(test_measure),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
