@@ -540,8 +540,10 @@ static void pg_step_send(lab_pg_t *pg)
             if (!pg_migration_parse(f, &version, &name) || pg_applied(pg, version))
                 continue;
             char *lit = PQescapeLiteral(pg->conn, name, strlen(name));
-            if (!lit)
-                break;
+            if (!lit) {
+                pg_down_conn(pg, "migration name");
+                return;
+            }
             log_info("pg", "applying migration %s", name);
             /* One transaction per file, its record inside it. */
             sql = lab_asprintf("BEGIN;\n%s\n;INSERT INTO labloop.schema_migrations (version, name) "
@@ -793,6 +795,12 @@ static void pg_batch_done(lab_pg_t *pg, struct pg_flight *f)
         pg->batches++;
         lab_outbox_rows_free(f->rows, f->n);
         pg_pump(pg);
+        return;
+    }
+    if (!pg->window_broken && !*pg->seg_state) {
+        /* Committed, but the cursor was not where this writer left it: someone moved it. */
+        lab_outbox_rows_free(f->rows, f->n);
+        pg_down(pg, "cursor in labloop.sink_cursors moved under the writer; reading it again");
         return;
     }
     if (*pg->seg_state && !pg->window_broken && !pg_is_data_error(pg->seg_state)) {

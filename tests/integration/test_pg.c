@@ -345,6 +345,28 @@ static void test_delivery_exactly_once(void **state)
     fx_free(f);
 }
 
+static void test_cursor_moved_while_up(void **state)
+{
+    fx_t *f = fx_new("moved", "cell-c");
+    fx_start(f);
+    fx_append(f, 0, 100, 1, NULL);
+    fx_wait_caught_up(f);
+    /* An operator (or a restore) moves the cursor back under a running writer: it notices at
+     * its next batch, reads the cursor again and re-delivers from there, duplicating nothing. */
+    h_pg_t tmp = fx_h(f);
+    assert_int_equal(h_pg_query(&tmp, "UPDATE labloop.sink_cursors SET seq = 10", NULL, 0), 0);
+    fx_append(f, 100, 100, 1, NULL);
+    long long deadline = h_now_ms() + WAIT_MS;
+    while (fx_stats(f).connects < 2 && h_now_ms() < deadline)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    fx_wait_caught_up(f);
+    assert_true(fx_stats(f).connects >= 2);
+    assert_int_equal(fx_count(f, "SELECT count(*) FROM labloop.events"), 200);
+    assert_int_equal(fx_count(f, "SELECT count(*) FROM labloop.runs"), 200);
+    assert_int_equal(fx_count(f, "SELECT seq FROM labloop.sink_cursors"), 200);
+    fx_free(f);
+}
+
 static void test_server_down_and_back(void **state)
 {
     fx_t *f = fx_new("down", "cell-d");
@@ -550,11 +572,11 @@ static int group_teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_migrations_once), cmocka_unit_test(test_delivery_exactly_once),
-        cmocka_unit_test(test_poison_rows),     cmocka_unit_test(test_stop_drains),
-        cmocka_unit_test(test_connect_timeout), cmocka_unit_test(test_refused),
-        cmocka_unit_test(test_bad_conninfo),    cmocka_unit_test(test_server_down_and_back),
-        cmocka_unit_test(test_measure),
+        cmocka_unit_test(test_migrations_once),      cmocka_unit_test(test_delivery_exactly_once),
+        cmocka_unit_test(test_poison_rows),          cmocka_unit_test(test_stop_drains),
+        cmocka_unit_test(test_connect_timeout),      cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_bad_conninfo),         cmocka_unit_test(test_cursor_moved_while_up),
+        cmocka_unit_test(test_server_down_and_back), cmocka_unit_test(test_measure),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
