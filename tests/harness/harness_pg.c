@@ -82,14 +82,13 @@ static pid_t h_pg_spawn(const h_pg_t *pg, char *const argv[], bool deathsig)
     }
     char logpath[300];
     snprintf(logpath, sizeof logpath, "%s/log", pg->dir);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         fprintf(stderr, "harness: fork: %s\n", strerror(errno));
         return -1;
     }
     if (pid == 0) {
-        if (deathsig)
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
         int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
@@ -101,6 +100,9 @@ static pid_t h_pg_spawn(const h_pg_t *pg, char *const argv[], bool deathsig)
             dup2(null, 0);
         if (pw && (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0))
             _exit(126);
+        /* After setuid, which clears it; and the parent may already be gone. */
+        if (deathsig && (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent))
+            _exit(125);
         execv(argv[0], argv);
         _exit(127);
     }
