@@ -2,9 +2,11 @@
  * three phases. CONNECT: PQconnectStart/PQconnectPoll, bounded by a timer (libpq ignores
  * connect_timeout in async connects). SETUP: simple queries one after another (advisory lock,
  * migrations each in its transaction, unlock, the cursor). PIPE: pipeline mode; each outbox batch
- * is one transaction sent in one round trip, its rows as binary column arrays expanded server-side.
- * Any connection trouble sends it DOWN: everything in flight is dropped (PostgreSQL rolls it back)
- * and the next connect resumes from the cursor stored in PostgreSQL. */
+ * is one transaction sent in one round trip, its rows as binary column arrays expanded server-side,
+ * and two are in flight so that reading and encoding the next overlaps PostgreSQL's work. A batch
+ * PostgreSQL rejects for its data is retried row by row; a row rejected alone goes to
+ * labloop.dead_letters. Any connection trouble sends it DOWN: everything in flight is dropped
+ * (PostgreSQL rolls it back) and the next connect resumes from the cursor stored in PostgreSQL. */
 #include "daemon/store/pg.h"
 
 #include "daemon/core/embed.h"
@@ -647,7 +649,7 @@ static void pg_step_done(lab_pg_t *pg)
     pg_step_send(pg);
 }
 
-/* ---- PIPE: one segment (a transaction ended by a sync) in flight at a time ---- */
+/* ---- PIPE: segments (a transaction ended by a sync), up to PG_WINDOW in flight ---- */
 
 static bool pg_send(lab_pg_t *pg, const char *sql, int n, const char *const *vals, const int *lens,
                     const int *fmts)
