@@ -1,17 +1,336 @@
-/* labloop: the command line for people and scripts, over the daemon's HTTP API. */
+/* labloop: the command line for people and scripts, over the daemon's HTTP API.
+ * Human tables by default, --json for scripts; on failure a one-line reason and a non-zero exit
+ * (1: the daemon said no, 2: usage, 3: the daemon could not be reached). */
+#include "daemon/core/mem.h"
+
+#include <curl/curl.h>
+#include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef LAB_VERSION
 #define LAB_VERSION "0"
 #endif
 
-int main(int argc, char **argv)
+enum { EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
+
+typedef struct buf {
+    char *p;
+    size_t n;
+} buf_t;
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-        printf("labloop %s\n", LAB_VERSION);
+    buf_t *b = arg;
+    size_t n = size * nmemb;
+    b->p = lab_realloc(b->p, b->n + n + 1);
+    memcpy(b->p + b->n, data, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+    return n;
+}
+
+/* One request; returns the HTTP status (0 when the daemon could not be reached). */
+static long request(const char *method, const char *path, const char *body, buf_t *out)
+{
+    const char *base = getenv("LABLOOP_URL");
+    const char *token = getenv("LABLOOP_TOKEN");
+    char *url = lab_asprintf("%s%s", base && *base ? base : "http://127.0.0.1:8470", path);
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = NULL;
+    h = curl_slist_append(h, "Accept: application/json");
+    if (body)
+        h = curl_slist_append(h, "Content-Type: application/json");
+    char *auth = NULL;
+    if (token && *token) {
+        auth = lab_asprintf("Authorization: Bearer %s", token);
+        h = curl_slist_append(h, auth);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    long status = 0;
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    else
+        fprintf(stderr, "labloop: cannot reach %s: %s\n", url, curl_easy_strerror(rc));
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    free(auth);
+    free(url);
+    return status;
+}
+
+/* A problem+json answer as one line: "422 Unprocessable Content: /workflow: required; ...". */
+static int refused(long status, const buf_t *b)
+{
+    json_t *p = b->p ? json_loads(b->p, 0, NULL) : NULL;
+    const char *title = p ? json_string_value(json_object_get(p, "title")) : NULL;
+    const char *detail = p ? json_string_value(json_object_get(p, "detail")) : NULL;
+    fprintf(stderr, "labloop: %ld %s", status, title ? title : "error");
+    if (detail && *detail)
+        fprintf(stderr, ": %s", detail);
+    json_t *errs = p ? json_object_get(p, "errors") : NULL;
+    size_t i;
+    json_t *e;
+    json_array_foreach(errs, i, e)
+    {
+        const char *path = json_string_value(json_object_get(e, "path"));
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        fprintf(stderr, "%s %s: %s", i ? ";" : " -", path && *path ? path : "/", msg ? msg : "?");
+    }
+    fprintf(stderr, "\n");
+    json_decref(p);
+    return EXIT_REFUSED;
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "-";
+}
+
+static void print_run_row(json_t *r)
+{
+    printf("%-36s  %-11s  %-8s  %-20s  %-12s  %s\n", str(r, "id"), str(r, "state"),
+           str(r, "priority"), str(r, "workflow"), str(r, "plate"), str(r, "created_at"));
+}
+
+static void print_header(void)
+{
+    printf("%-36s  %-11s  %-8s  %-20s  %-12s  %s\n", "ID", "STATE", "PRIORITY", "WORKFLOW", "PLATE",
+           "CREATED");
+}
+
+/* Prints the body as JSON (--json) or through the row printer; returns the exit code. */
+static int show(long status, buf_t *b, int as_json, int list)
+{
+    if (status == 0)
+        return EXIT_UNREACHABLE;
+    if (status >= 300)
+        return refused(status, b);
+    if (as_json) {
+        printf("%s\n", b->p ? b->p : "");
         return 0;
     }
-    fprintf(stderr, "usage: labloop --version\n");
-    return 2;
+    json_error_t jerr;
+    json_t *doc = json_loads(b->p ? b->p : "", 0, &jerr);
+    if (!doc) {
+        fprintf(stderr, "labloop: the daemon's answer is not JSON: %s\n", jerr.text);
+        return EXIT_REFUSED;
+    }
+    print_header();
+    if (list) {
+        size_t i;
+        json_t *r;
+        json_array_foreach(json_object_get(doc, "runs"), i, r) print_run_row(r);
+        const char *next = json_string_value(json_object_get(doc, "next"));
+        if (next)
+            printf("(more: --after %s)\n", next);
+    } else {
+        print_run_row(doc);
+    }
+    json_decref(doc);
+    return 0;
+}
+
+static int cmd_submit(int argc, char **argv, int as_json)
+{
+    static const struct option o[] = {
+        {"plate", required_argument, NULL, 'p'}, {"priority", required_argument, NULL, 'P'},
+        {"score", required_argument, NULL, 's'}, {"deadline", required_argument, NULL, 'd'},
+        {"name", required_argument, NULL, 'n'},  {"param", required_argument, NULL, 'k'},
+        {"file", required_argument, NULL, 'f'},  {NULL, 0, NULL, 0},
+    };
+    json_t *doc = json_object(), *params = json_object();
+    const char *file = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "f:", o, NULL)) != -1) {
+        switch (c) {
+        case 'p':
+            json_object_set_new(doc, "plate", json_string(optarg));
+            break;
+        case 'P':
+            json_object_set_new(doc, "priority", json_string(optarg));
+            break;
+        case 's':
+            json_object_set_new(doc, "score", json_real(strtod(optarg, NULL)));
+            break;
+        case 'd':
+            json_object_set_new(doc, "deadline", json_string(optarg));
+            break;
+        case 'n':
+            json_object_set_new(doc, "name", json_string(optarg));
+            break;
+        case 'k': {
+            char *eq = strchr(optarg, '=');
+            if (!eq) {
+                fprintf(stderr, "labloop: --param takes KEY=VALUE\n");
+                return EXIT_USAGE;
+            }
+            /* A value that parses as JSON (numbers, true, lists) is taken as such. */
+            json_t *v = json_loads(eq + 1, JSON_DECODE_ANY, NULL);
+            json_object_setn_new(params, optarg, (size_t)(eq - optarg),
+                                 v ? v : json_string(eq + 1));
+            break;
+        }
+        case 'f':
+            file = optarg;
+            break;
+        default:
+            return EXIT_USAGE;
+        }
+    }
+    char *body;
+    if (file) {
+        json_error_t jerr;
+        json_t *f =
+            strcmp(file, "-") == 0 ? json_loadf(stdin, 0, &jerr) : json_load_file(file, 0, &jerr);
+        if (!f) {
+            fprintf(stderr, "labloop: %s:%d:%d: %s\n", file, jerr.line, jerr.column, jerr.text);
+            return EXIT_USAGE;
+        }
+        body = json_dumps(f, JSON_COMPACT);
+        json_decref(f);
+    } else {
+        if (optind >= argc) {
+            fprintf(stderr, "usage: labloop submit WORKFLOW [--plate P] [--priority P] "
+                            "[--score N] [--deadline T] [--param K=V]... | -f FILE.json\n");
+            return EXIT_USAGE;
+        }
+        json_object_set_new(doc, "workflow", json_string(argv[optind]));
+        if (json_object_size(params))
+            json_object_set(doc, "params", params);
+        body = json_dumps(doc, JSON_COMPACT);
+    }
+    json_decref(doc);
+    json_decref(params);
+    buf_t b = {0};
+    long st = request("POST", "/v1/runs", body, &b);
+    int rc = show(st, &b, as_json, 0);
+    free(body);
+    free(b.p);
+    return rc;
+}
+
+static int cmd_runs(int argc, char **argv, int as_json)
+{
+    static const struct option o[] = {{"state", required_argument, NULL, 's'},
+                                      {"limit", required_argument, NULL, 'l'},
+                                      {"after", required_argument, NULL, 'a'},
+                                      {NULL, 0, NULL, 0}};
+    const char *state = NULL, *limit = NULL, *after = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", o, NULL)) != -1) {
+        if (c == 's')
+            state = optarg;
+        else if (c == 'l')
+            limit = optarg;
+        else if (c == 'a')
+            after = optarg;
+        else
+            return EXIT_USAGE;
+    }
+    CURL *esc = curl_easy_init();
+    char *path = lab_strdup("/v1/runs?");
+    const char *names[] = {"state", "limit", "after"};
+    const char *vals[] = {state, limit, after};
+    for (int i = 0; i < 3; i++) {
+        if (!vals[i])
+            continue;
+        char *e = curl_easy_escape(esc, vals[i], 0);
+        char *p = lab_asprintf("%s%s=%s&", path, names[i], e);
+        curl_free(e);
+        free(path);
+        path = p;
+    }
+    curl_easy_cleanup(esc);
+    path[strlen(path) - 1] = '\0';
+    buf_t b = {0};
+    long st = request("GET", path, NULL, &b);
+    int rc = show(st, &b, as_json, 1);
+    free(path);
+    free(b.p);
+    return rc;
+}
+
+static int cmd_run(int argc, char **argv, int as_json)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: labloop run ID\n");
+        return EXIT_USAGE;
+    }
+    CURL *esc = curl_easy_init();
+    char *e = curl_easy_escape(esc, argv[1], 0);
+    char *path = lab_asprintf("/v1/runs/%s", e);
+    curl_free(e);
+    curl_easy_cleanup(esc);
+    buf_t b = {0};
+    long st = request("GET", path, NULL, &b);
+    int rc = show(st, &b, as_json, 0);
+    free(path);
+    free(b.p);
+    return rc;
+}
+
+static const struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv, int as_json);
+    const char *help;
+} commands[] = {
+    {"submit", cmd_submit, "submit WORKFLOW [--plate P] [--priority P] [--param K=V]... | -f FILE"},
+    {"runs", cmd_runs, "runs [--state S] [--limit N] [--after CURSOR]"},
+    {"run", cmd_run, "run ID"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: labloop [--json] COMMAND ...\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  labloop %s\n", commands[i].help);
+    fprintf(out, "environment: LABLOOP_URL (default http://127.0.0.1:8470), LABLOOP_TOKEN\n");
+}
+
+int main(int argc, char **argv)
+{
+    int as_json = 0, i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            as_json = 1;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("labloop %s\n", LAB_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++) {
+        if (strcmp(argv[i], commands[k].name) == 0) {
+            curl_global_init(CURL_GLOBAL_DEFAULT);
+            int rc = commands[k].fn(argc - i, argv + i, as_json);
+            curl_global_cleanup();
+            return rc;
+        }
+    }
+    fprintf(stderr, "labloop: unknown command '%s'\n", argv[i]);
+    usage(stderr);
+    return EXIT_USAGE;
 }
