@@ -25,6 +25,28 @@ typedef struct lab_run_insert {
 lab_run_insert_t *lab_run_insert_new(void);
 void lab_run_insert_free(lab_run_insert_t *ins);
 
+/* Changes a run: its state and whole document (the caller's state machine decided the change),
+ * with its "run.state" outbox row and, when idem_key is set, an idempotency record (body = doc),
+ * all in one savepoint. With `from` set, the change applies only while the run is still in that
+ * state, else LAB_ESTATE (it moved on meanwhile). LAB_ENOTFOUND when there is no such run,
+ * LAB_ECONFLICT for a used idempotency key. */
+typedef struct lab_run_update {
+    lab_store_op_t op;
+    /* inputs, owned by the struct (freed by lab_run_update_free) */
+    char *id;
+    char *state;
+    char *doc;
+    int64_t ts_ms; /* updated_at, lab wall time */
+    char *from;    /* optional: the state the change expects */
+    char *idem_owner, *idem_key, *idem_hash;
+    int idem_status;
+    /* outputs */
+    int64_t seq;
+} lab_run_update_t;
+
+lab_run_update_t *lab_run_update_new(void);
+void lab_run_update_free(lab_run_update_t *upd);
+
 /* Loop thread, read connection. *doc is malloc'd JSON text. LAB_ENOTFOUND when absent. */
 int lab_runs_get(lab_store_t *st, const char *id, char **doc);
 

@@ -38,14 +38,25 @@ typedef struct lab_store_op {
 /* Opens (creating if need be) state_dir/labloop.db and applies the embedded SQLite migrations
  * (schemas/sql/sqlite/NNNN_*.sql), recorded in schema_migrations. */
 int lab_store_open(lab_store_t **out, uv_loop_t *loop, const char *state_dir);
-/* Queues an op for the next group. After lab_store_close began: done(op, LAB_ESHUTDOWN). */
+/* Queues an op for the next group. After lab_store_close began: done(op, LAB_ESHUTDOWN).
+ * done is never called from inside lab_store_submit. Ops submitted from done callbacks join the
+ * next group; a group holds at most 4096 ops. */
 void lab_store_submit(lab_store_t *st, lab_store_op_t *op);
-/* Stops taking ops, lets the group in flight and those queued commit, then closes both
- * connections and calls cb (on the loop thread). */
+/* Stops taking ops, lets the group in flight and those queued commit (with pending cursors and
+ * pruning), then closes both connections and calls cb (on the loop thread, never from inside
+ * lab_store_close); st is freed before cb. Opening takes a lock on state_dir/labloop.lock:
+ * a second open of the same state_dir fails with LAB_EBUSY until the first is closed. A database
+ * whose schema is newer than this binary's migrations fails with LAB_ESTATE. */
 void lab_store_close(lab_store_t *st, void (*cb)(void *arg), void *arg);
 
 /* The loop thread's read connection. */
 sqlite3 *lab_store_reader(lab_store_t *st);
+
+/* A prepared statement for sql, cached on db (the writer inside apply(), or the reader on the loop
+ * thread), so an op pays no parse. It comes reset with no bindings; reset it when done (an
+ * unfinished SELECT pins a read snapshot), never finalize it, and do not nest two uses of the same
+ * text. NULL (logged) when sql does not compile or db is not a store connection of this thread. */
+sqlite3_stmt *lab_store_stmt(sqlite3 *db, const char *sql);
 
 /* Commit listeners: called on the loop thread after every group that appended outbox rows, with
  * the newest sequence number. At most 8. */
@@ -72,6 +83,15 @@ typedef struct lab_outbox_row {
     char *payload; /* JSON document */
 } lab_outbox_row_t;
 
+/* The kinds the outbox carries, with what a row's key and payload hold; NULL-terminated. */
+typedef struct lab_outbox_kind {
+    const char *name;
+    const char *key;
+    const char *payload;
+} lab_outbox_kind_t;
+extern const lab_outbox_kind_t lab_outbox_kinds[];
+const lab_outbox_kind_t *lab_outbox_kind_find(const char *kind);
+
 /* Inside an op's apply(): appends one row and returns its seq (> 0), or a negative error. */
 int64_t lab_outbox_append(sqlite3 *db, const char *kind, const char *key, const char *payload,
                           int64_t ts_ms);
@@ -82,7 +102,12 @@ void lab_outbox_rows_free(lab_outbox_row_t *rows, int n);
 
 /* Sinks: each registers a name; its acknowledged position lets the store prune rows that every
  * sink has delivered. A sink whose cursor lives in the local store (MQTT) saves it with
- * lab_store_cursor_save; PostgreSQL keeps its own cursor in PostgreSQL. */
+ * lab_store_cursor_save; PostgreSQL keeps its own cursor in PostgreSQL.
+ * Register every sink right after lab_store_open, before the loop runs: with no sink registered
+ * nothing is pruned, and rows pruned before a sink registered are beyond its reach. Acknowledge
+ * only rows delivered. Pruning happens once every sink is 1024 rows past the last
+ * prune (or at close), at most 16384 rows per group. lab_store_sink_register returns the sink's
+ * index (the same one for a name registered again), LAB_EINVAL, or LAB_ETOOBIG past 8 sinks. */
 int lab_store_sink_register(lab_store_t *st, const char *name);
 void lab_store_sink_acked(lab_store_t *st, int sink, int64_t seq);
 /* Reads the saved cursor (0 when none). Loop thread. */

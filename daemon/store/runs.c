@@ -1,0 +1,279 @@
+/* Runs in the local store: the insert and update ops (run row, its outbox row and the
+ * idempotency record in one savepoint) and the loop thread's reads. */
+#include "daemon/store/runs.h"
+#include "daemon/core/err.h"
+#include "daemon/core/mem.h"
+#include "daemon/store/store_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int step_insert(sqlite3 *db, sqlite3_stmt *s, int on_constraint, const char *what)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if ((rc & 0xff) == SQLITE_CONSTRAINT)
+        return on_constraint;
+    return lab_sqlite_fail(db, rc, what);
+}
+
+static int idem_insert(sqlite3 *db, const char *owner, const char *key, const char *hash,
+                       int status, const char *body, int64_t ts_ms)
+{
+    if (!owner || !hash)
+        return LAB_EINVAL;
+    sqlite3_stmt *s = lab_store_stmt(db, "INSERT INTO idempotency "
+                                         "(owner, key, hash, status, body, created_ms) "
+                                         "VALUES (?, ?, ?, ?, ?, ?)");
+    if (!s)
+        return LAB_EDB;
+    sqlite3_bind_text(s, 1, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 4, status);
+    sqlite3_bind_text(s, 5, body, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 6, ts_ms);
+    return step_insert(db, s, LAB_ECONFLICT, "idempotency insert");
+}
+
+/* Idempotency record first: a replayed key is the likelier failure, and it costs no outbox seq. */
+static int run_insert_apply(lab_store_op_t *op, sqlite3 *db)
+{
+    lab_run_insert_t *ins = (lab_run_insert_t *)op;
+    if (!ins->id || !ins->state || !ins->doc)
+        return LAB_EINVAL;
+    int rc = 0;
+    if (ins->idem_key)
+        rc = idem_insert(db, ins->idem_owner, ins->idem_key, ins->idem_hash, ins->idem_status,
+                         ins->doc, ins->ts_ms);
+    if (rc)
+        return rc;
+    int64_t seq = lab_outbox_append(db, "run.state", ins->id, ins->doc, ins->ts_ms);
+    if (seq < 0)
+        return (int)seq;
+    sqlite3_stmt *s = lab_store_stmt(db, "INSERT INTO runs "
+                                         "(id, state, doc, created_ms, updated_ms, seq) "
+                                         "VALUES (?, ?, ?, ?, ?, ?)");
+    if (!s)
+        return LAB_EDB;
+    sqlite3_bind_text(s, 1, ins->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, ins->state, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, ins->doc, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, ins->ts_ms);
+    sqlite3_bind_int64(s, 5, ins->ts_ms);
+    sqlite3_bind_int64(s, 6, seq);
+    rc = step_insert(db, s, LAB_EEXIST, "run insert");
+    if (rc)
+        return rc;
+    ins->seq = seq;
+    return 0;
+}
+
+/* Why an update touched no row: no such run, or not in the expected state. */
+static int run_missing_or_moved(sqlite3 *db, const char *id)
+{
+    sqlite3_stmt *s = lab_store_stmt(db, "SELECT 1 FROM runs WHERE id = ?");
+    if (!s)
+        return LAB_EDB;
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW)
+        return LAB_ESTATE;
+    return rc == SQLITE_DONE ? LAB_ENOTFOUND : lab_sqlite_fail(db, rc, "run lookup");
+}
+
+static int run_update_apply(lab_store_op_t *op, sqlite3 *db)
+{
+    lab_run_update_t *upd = (lab_run_update_t *)op;
+    if (!upd->id || !upd->state || !upd->doc)
+        return LAB_EINVAL;
+    int64_t seq = lab_outbox_append(db, "run.state", upd->id, upd->doc, upd->ts_ms);
+    if (seq < 0)
+        return (int)seq;
+    sqlite3_stmt *s =
+        lab_store_stmt(db, "UPDATE runs SET state = ?1, doc = ?2, updated_ms = ?3, seq = ?4 "
+                           "WHERE id = ?5 AND (?6 IS NULL OR state = ?6)");
+    if (!s)
+        return LAB_EDB;
+    sqlite3_bind_text(s, 1, upd->state, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, upd->doc, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, upd->ts_ms);
+    sqlite3_bind_int64(s, 4, seq);
+    sqlite3_bind_text(s, 5, upd->id, -1, SQLITE_STATIC);
+    if (upd->from)
+        sqlite3_bind_text(s, 6, upd->from, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return lab_sqlite_fail(db, rc, "run update");
+    if (sqlite3_changes(db) == 0)
+        return run_missing_or_moved(db, upd->id);
+    if (upd->idem_key) {
+        rc = idem_insert(db, upd->idem_owner, upd->idem_key, upd->idem_hash, upd->idem_status,
+                         upd->doc, upd->ts_ms);
+        if (rc)
+            return rc;
+    }
+    upd->seq = seq;
+    return 0;
+}
+
+lab_run_update_t *lab_run_update_new(void)
+{
+    lab_run_update_t *upd = LAB_NEW(lab_run_update_t);
+    upd->op.apply = run_update_apply;
+    return upd;
+}
+
+void lab_run_update_free(lab_run_update_t *upd)
+{
+    if (!upd)
+        return;
+    free(upd->id);
+    free(upd->state);
+    free(upd->doc);
+    free(upd->from);
+    free(upd->idem_owner);
+    free(upd->idem_key);
+    free(upd->idem_hash);
+    free(upd);
+}
+
+lab_run_insert_t *lab_run_insert_new(void)
+{
+    lab_run_insert_t *ins = LAB_NEW(lab_run_insert_t);
+    ins->op.apply = run_insert_apply;
+    return ins;
+}
+
+void lab_run_insert_free(lab_run_insert_t *ins)
+{
+    if (!ins)
+        return;
+    free(ins->id);
+    free(ins->state);
+    free(ins->doc);
+    free(ins->idem_owner);
+    free(ins->idem_key);
+    free(ins->idem_hash);
+    free(ins);
+}
+
+static char *column_dup(sqlite3_stmt *s, int col)
+{
+    const unsigned char *t = sqlite3_column_text(s, col);
+    return t ? lab_strndup((const char *)t, (size_t)sqlite3_column_bytes(s, col)) : lab_strdup("");
+}
+
+int lab_runs_get(lab_store_t *st, const char *id, char **doc)
+{
+    *doc = NULL;
+    if (!id)
+        return LAB_EINVAL;
+    sqlite3 *db = lab_store_reader(st);
+    sqlite3_stmt *s = lab_store_stmt(db, "SELECT doc FROM runs WHERE id = ?");
+    if (!s)
+        return LAB_EDB;
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *doc = column_dup(s, 0);
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW)
+        return 0;
+    return rc == SQLITE_DONE ? LAB_ENOTFOUND : lab_sqlite_fail(db, rc, "run get");
+}
+
+int lab_runs_list(lab_store_t *st, const char *state, int64_t after, int limit, char ***docs,
+                  int64_t *next)
+{
+    *docs = NULL;
+    *next = 0;
+    if (limit <= 0 || after < 0)
+        return LAB_EINVAL;
+    sqlite3 *db = lab_store_reader(st);
+    /* One row more than asked tells whether there is a next page. */
+    sqlite3_stmt *s =
+        state ? lab_store_stmt(db, "SELECT n, doc FROM runs WHERE state = ? AND n > ? "
+                                   "ORDER BY n LIMIT ?")
+              : lab_store_stmt(db, "SELECT n, doc FROM runs WHERE n > ? ORDER BY n LIMIT ?");
+    if (!s)
+        return LAB_EDB;
+    int i = 1;
+    if (state)
+        sqlite3_bind_text(s, i++, state, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, i++, after);
+    sqlite3_bind_int64(s, i, (int64_t)limit + 1);
+    char **out = NULL;
+    int n = 0, cap = 0, rc;
+    int64_t last = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == limit) {
+            *next = last;
+            break;
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : (limit < 32 ? limit : 32);
+            out = lab_realloc(out, (size_t)cap * sizeof *out);
+        }
+        last = sqlite3_column_int64(s, 0);
+        out[n++] = column_dup(s, 1);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        for (int j = 0; j < n; j++)
+            free(out[j]);
+        free(out);
+        *next = 0;
+        return lab_sqlite_fail(db, rc, "run list");
+    }
+    *docs = out;
+    return n;
+}
+
+int lab_runs_count(lab_store_t *st, const char *state)
+{
+    sqlite3 *db = lab_store_reader(st);
+    sqlite3_stmt *s = state ? lab_store_stmt(db, "SELECT count(*) FROM runs WHERE state = ?")
+                            : lab_store_stmt(db, "SELECT count(*) FROM runs");
+    if (!s)
+        return LAB_EDB;
+    if (state)
+        sqlite3_bind_text(s, 1, state, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW)
+        return lab_sqlite_fail(db, rc, "run count");
+    return n > 0x7fffffff ? 0x7fffffff : (int)n;
+}
+
+int lab_idem_get(lab_store_t *st, const char *owner, const char *key, char **hash, int *status,
+                 char **body)
+{
+    *hash = NULL;
+    *body = NULL;
+    *status = 0;
+    if (!owner || !key)
+        return LAB_EINVAL;
+    sqlite3 *db = lab_store_reader(st);
+    sqlite3_stmt *s = lab_store_stmt(
+        db, "SELECT hash, status, body FROM idempotency WHERE owner = ? AND key = ?");
+    if (!s)
+        return LAB_EDB;
+    sqlite3_bind_text(s, 1, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *hash = column_dup(s, 0);
+        *status = sqlite3_column_int(s, 1);
+        *body = column_dup(s, 2);
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW)
+        return 0;
+    return rc == SQLITE_DONE ? LAB_ENOTFOUND : lab_sqlite_fail(db, rc, "idempotency get");
+}
