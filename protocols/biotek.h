@@ -1,0 +1,146 @@
+/* BioTek Synergy / Cytation plate readers: single-character commands, ACK (0x06) / ETX (0x03)
+ * framing, the absorbance read definition with its well rectangle, wavelength and `sum % 100`
+ * checksum, the measurement body (22-byte header, `row,col,value` triples, rows separated by
+ * "\r\n,", serpentine order, "*******" for an unmeasured well), version and temperature replies.
+ * Both sides: the driver encodes commands and parses replies; the simulator parses commands and
+ * encodes replies.
+ *
+ * Sources (facts only), PyLabRobot repository:
+ *   pylabrobot/legacy/plate_reading/agilent/biotek_backend.py  (send_command/_read_until framing,
+ *       command letters, read_absorbance parameter string and checksum, _parse_body)
+ *   pylabrobot/legacy/plate_reading/agilent/biotek_tests.py  (transcripts: version, temperature,
+ *       absorbance 96-well read, asterisk body) */
+#ifndef LAB_PROTO_BIOTEK_H
+#define LAB_PROTO_BIOTEK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "protocols/proto.h"
+
+#define BIOTEK_ACK 0x06
+#define BIOTEK_ETX 0x03
+#define BIOTEK_MAX_ROWS 16
+#define BIOTEK_MAX_COLS 24
+#define BIOTEK_FRAME_MAX 16384
+
+/* How a command's parameter is delimited after the reader ACKs the command letter. */
+typedef enum biotek_param {
+    BIOTEK_PARAM_NONE,  /* no parameter; the reply ends with ETX */
+    BIOTEK_PARAM_FIXED, /* exactly `len` characters, no terminator */
+    BIOTEK_PARAM_ETX,   /* characters up to and including ETX */
+} biotek_param_t;
+
+typedef struct biotek_cmd_info {
+    char letter;
+    biotek_param_t param;
+    int len;
+    int silent; /* the reader sends nothing back (abort) */
+    const char *name;
+} biotek_cmd_info_t;
+
+const biotek_cmd_info_t *biotek_cmd_info(char letter);
+
+/* ---- receiving replies (driver side) ---- */
+
+typedef enum biotek_expect {
+    BIOTEK_EXPECT_ACK, /* a lone ACK: the reader accepted a command letter, send the parameter */
+    BIOTEK_EXPECT_ETX, /* a frame ending in ETX (optionally starting with ACK) */
+} biotek_expect_t;
+
+typedef struct biotek_frame {
+    int ack;             /* frame started with ACK */
+    const char *payload; /* between ACK (if any) and ETX; NUL-terminated */
+    size_t len;
+} biotek_frame_t;
+
+typedef int (*biotek_frame_cb)(void *ud, const biotek_frame_t *f, int err);
+
+typedef struct biotek_rx {
+    biotek_expect_t expect;
+    char buf[BIOTEK_FRAME_MAX + 1];
+    size_t len;
+    int overflow;
+} biotek_rx_t;
+
+void biotek_rx_init(biotek_rx_t *rx);
+/* What the driver waits for next; the wire alone cannot tell a lone ACK from a frame's first
+ * byte, so the driver says which one it awaits (as the vendor software does). */
+void biotek_rx_expect(biotek_rx_t *rx, biotek_expect_t e);
+/* Feeds bytes; calls cb per frame or error. A callback that must change the expectation before
+ * the next byte (a lone ACK followed by the parameter's reply) returns non-zero: feeding stops
+ * after that byte and the return value says how many bytes were consumed. Call
+ * biotek_rx_expect only between frames: it drops a partial frame. */
+size_t biotek_rx_feed(biotek_rx_t *rx, const uint8_t *data, size_t n, biotek_frame_cb cb, void *ud);
+
+/* Absorbance read definition for command 'D' (with ETX). Rows/cols are 1-based and inclusive. */
+typedef struct biotek_rect {
+    int row0, col0, row1, col1;
+} biotek_rect_t;
+
+int biotek_encode_absorbance(const biotek_rect_t *r, int wavelength_nm, char *buf, size_t cap);
+/* Simulator side: parse such a definition (without the ETX), checking the checksum. */
+int biotek_parse_absorbance(const char *s, size_t len, biotek_rect_t *r, int *wavelength_nm);
+
+/* Version reply payload "1650200  Version 1.04   0000": part number and version. */
+int biotek_parse_version(const char *payload, size_t len, char *part, size_t part_cap,
+                         char *version, size_t version_cap);
+/* Temperature reply payload "2360000": 1e-5 degC units. */
+int biotek_parse_temperature(const char *payload, size_t len, double *celsius);
+int biotek_encode_temperature(double celsius, char *buf, size_t cap);
+
+/* Measurement body. */
+typedef struct biotek_plate {
+    int rows, cols;
+    double value[BIOTEK_MAX_ROWS][BIOTEK_MAX_COLS];
+    uint8_t state[BIOTEK_MAX_ROWS][BIOTEK_MAX_COLS]; /* BIOTEK_WELL_* */
+    int n_triples;
+    int code;      /* the three-digit field opening and closing the body */
+    int trailer;   /* second trailer field, meaning not documented */
+    int status;    /* last trailer field, 0000 in every documented read */
+    size_t err_at; /* when parsing fails: offset of the offending field or byte */
+} biotek_plate_t;
+
+enum { BIOTEK_WELL_ABSENT = 0, BIOTEK_WELL_VALUE = 1, BIOTEK_WELL_NOVALUE = 2 };
+
+/* Parse a body (the payload of the frame that follows "O"'s "0000" reply, ETX removed) for a
+ * plate of rows x cols (8x12 or 16x24). Wells outside the plate are PROTO_ERANGE. */
+int biotek_parse_body(const char *body, size_t len, int rows, int cols, biotek_plate_t *out);
+
+typedef enum biotek_value_fmt {
+    BIOTEK_FMT_ABSORBANCE, /* "+0.1917" */
+    BIOTEK_FMT_COUNTS,     /* "0000003" */
+} biotek_value_fmt_t;
+
+/* Simulator side: encode the body for rectangle r of a plate whose wells hold `plate` values
+ * (NOVALUE wells are written as "*******"), in serpentine row order, ETX appended. `code` is the
+ * three-digit field that opens and closes the body (228 in the documented absorbance read). */
+int biotek_encode_body(const biotek_plate_t *plate, const biotek_rect_t *r, biotek_value_fmt_t fmt,
+                       int code, char *buf, size_t cap);
+
+/* ACK + payload + ETX, simulator side. */
+int biotek_encode_reply(const char *payload, char *buf, size_t cap);
+
+/* ---- receiving commands (simulator side) ---- */
+
+typedef struct biotek_cmd {
+    char letter;
+    char param[BIOTEK_FRAME_MAX + 1];
+    size_t param_len;
+} biotek_cmd_t;
+
+/* Called when a letter arrives (phase 0: ACK it now if it takes a parameter) and when the
+ * command is complete (phase 1), or with err for an unknown letter / over-long parameter. */
+typedef int (*biotek_cmd_cb)(void *ud, const biotek_cmd_t *cmd, int phase, int err);
+
+typedef struct biotek_cmd_rx {
+    const biotek_cmd_info_t *cur;
+    biotek_cmd_t cmd;
+    int overflow;
+} biotek_cmd_rx_t;
+
+void biotek_cmd_rx_init(biotek_cmd_rx_t *rx);
+size_t biotek_cmd_rx_feed(biotek_cmd_rx_t *rx, const uint8_t *data, size_t n, biotek_cmd_cb cb,
+                          void *ud);
+
+#endif

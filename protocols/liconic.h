@@ -1,0 +1,157 @@
+/* Liconic STX incubator/storage: ASCII commands over RS-232 (9600 8E1, RTS/CTS).
+ * Owns the command and reply grammar, the controller (E0-E5) and handler (DM200) error tables,
+ * the load/unload command sequences and the climate data-memory scaling.
+ *
+ * Sources (facts only), PyLabRobot repository:
+ *   pylabrobot/legacy/storage/liconic/liconic_backend.py  (handshake CR -> CC, ST 1801, RD 1915,
+ *       plate transfer sequences, DM890/982 temperature, DM893/983 humidity, DM894/984 CO2,
+ *       DM895/985 N2, DM39 shaker, error flag 1814 and DM200)
+ *   pylabrobot/legacy/storage/liconic/constants.py, errors.py  (E0-E5, handler error codes/texts)
+ *   pylabrobot/legacy/storage/liconic/liconic_backend_tests.py  (exact command strings)
+ *
+ * Framing: the host ends a command with CR; the PLC ends a reply with CR LF. Both directions go
+ * through proto_lines_t, which accepts either. */
+#ifndef LAB_PROTO_LICONIC_H
+#define LAB_PROTO_LICONIC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "protocols/proto.h"
+
+/* Flags (relay bits) set with ST, reset with RS, read with RD. */
+enum {
+    LICONIC_FLAG_SECOND_TRANSFER_SENSOR = 1807,
+    LICONIC_FLAG_ACTIVATE_HANDLING = 1801,
+    LICONIC_FLAG_SHOVEL_SENSOR = 1812,
+    LICONIC_FLAG_TRANSFER_SENSOR = 1813,
+    LICONIC_FLAG_ERROR = 1814,
+    LICONIC_FLAG_INIT = 1900,
+    LICONIC_FLAG_OPEN_DOOR = 1901,
+    LICONIC_FLAG_CLOSE_DOOR = 1902,
+    LICONIC_FLAG_TERMINATE_ACCESS = 1903,
+    LICONIC_FLAG_PLATE_FROM_TRANSFER = 1904,
+    LICONIC_FLAG_PLATE_TO_TRANSFER = 1905,
+    LICONIC_FLAG_PICK_FROM_SLOT = 1908,
+    LICONIC_FLAG_PLACE_TO_SLOT = 1909,
+    LICONIC_FLAG_BARCODE_POSITION = 1910,
+    LICONIC_FLAG_SHOVEL_SENSOR_ENABLE = 1911,
+    LICONIC_FLAG_SWAP_STATION = 1912,
+    LICONIC_FLAG_SHAKER = 1913,
+    LICONIC_FLAG_PLATE_READY = 1914,
+    LICONIC_FLAG_READY = 1915,
+};
+
+/* Data memory words. */
+enum {
+    LICONIC_DM_CASSETTE = 0,
+    LICONIC_DM_SLOT = 5,
+    LICONIC_DM_PITCH_STEPS = 23,
+    LICONIC_DM_SLOTS_PER_CASSETTE = 25,
+    LICONIC_DM_SHAKER_SPEED = 39, /* 0.1 Hz */
+    LICONIC_DM_HANDLER_ERROR = 200,
+    LICONIC_DM_TEMP_SET = 890,     /* 0.1 degC */
+    LICONIC_DM_HUMIDITY_SET = 893, /* 0.1 %RH */
+    LICONIC_DM_CO2_SET = 894,      /* 0.01 %vol */
+    LICONIC_DM_N2_SET = 895,       /* 0.01 %vol */
+    LICONIC_DM_TEMP_ACTUAL = 982,
+    LICONIC_DM_HUMIDITY_ACTUAL = 983,
+    LICONIC_DM_CO2_ACTUAL = 984,
+    LICONIC_DM_N2_ACTUAL = 985,
+};
+
+typedef enum liconic_op {
+    LICONIC_OP_OPEN,    /* "CR": opens communication, PLC answers CC */
+    LICONIC_OP_SET,     /* "ST nnnn" */
+    LICONIC_OP_RESET,   /* "RS nnnn" */
+    LICONIC_OP_READ,    /* "RD nnnn" (flag) */
+    LICONIC_OP_READ_DM, /* "RD DMnnnn" */
+    LICONIC_OP_WRITE_DM /* "WR DMnnnn value" */
+} liconic_op_t;
+
+typedef struct liconic_cmd {
+    liconic_op_t op;
+    int addr;  /* flag number or DM index, 0..9999 */
+    int value; /* WR only, 0..99999 */
+    int width; /* WR only: zero-pad the value to this many digits (0 = none) */
+} liconic_cmd_t;
+
+/* Encode a command with its CR into buf. Returns the length or a PROTO_E* error. */
+int liconic_encode_cmd(const liconic_cmd_t *cmd, char *buf, size_t cap);
+/* Parse one command line (terminator already removed), simulator side. */
+int liconic_parse_cmd(const char *line, size_t len, liconic_cmd_t *out);
+
+typedef enum liconic_reply_kind {
+    LICONIC_REPLY_CC,    /* handshake accepted */
+    LICONIC_REPLY_OK,    /* ST/RS/WR accepted */
+    LICONIC_REPLY_VALUE, /* RD answer */
+    LICONIC_REPLY_ERROR  /* E0..E5 */
+} liconic_reply_kind_t;
+
+typedef struct liconic_reply {
+    liconic_reply_kind_t kind;
+    long value;       /* VALUE */
+    int error;        /* ERROR: 0..5 */
+    const char *text; /* ERROR: the controller's meaning */
+} liconic_reply_t;
+
+/* Parse one reply line. An "E<n>" with an unknown n is PROTO_EUNKNOWN; the device's code stays in
+ * out->error when it is a number. */
+int liconic_parse_reply(const char *line, size_t len, liconic_reply_t *out);
+/* Encode a reply with CR LF, simulator side. */
+int liconic_encode_reply(const liconic_reply_t *r, char *buf, size_t cap);
+
+/* E0..E5 meaning, NULL if unknown. */
+const char *liconic_controller_error_text(int code);
+
+/* Handler error read from DM200 ("00007", 107, ...): group ("import plate", ...) and text. */
+typedef struct liconic_handler_error {
+    int code;
+    const char *group;
+    const char *text;
+} liconic_handler_error_t;
+
+int liconic_handler_error_lookup(int code, liconic_handler_error_t *out);
+
+/* Plate transfer sequences. A step is a command; a step with poll_ready set is "RD 1915 until the
+ * PLC answers 1" (on timeout read flag 1814, and if it is 1 read DM200 for the handler error). */
+typedef struct liconic_step {
+    liconic_cmd_t cmd;
+    int poll_ready;
+} liconic_step_t;
+
+typedef struct liconic_site {
+    int cassette;    /* 1-based */
+    int slot;        /* 1-based */
+    int pitch_steps; /* motor steps of the cassette pitch, DM23 */
+    int slots;       /* slots in the cassette, DM25 */
+} liconic_site_t;
+
+#define LICONIC_SEQ_MAX 16
+
+/* Handshake and activation: CR, ST 1801, wait ready. */
+int liconic_seq_open(liconic_step_t *steps, size_t cap);
+/* Transfer station -> site ("take in"). */
+int liconic_seq_load(const liconic_site_t *site, liconic_step_t *steps, size_t cap);
+/* Site -> transfer station ("fetch"). */
+int liconic_seq_unload(const liconic_site_t *site, liconic_step_t *steps, size_t cap);
+
+/* Site -> site inside the incubator (pick 1908 at the origin, place 1909 at the destination). */
+int liconic_seq_move(const liconic_site_t *from, const liconic_site_t *to, liconic_step_t *steps,
+                     size_t cap);
+
+typedef enum liconic_climate {
+    LICONIC_CLIMATE_TEMPERATURE, /* degC */
+    LICONIC_CLIMATE_HUMIDITY,    /* %RH */
+    LICONIC_CLIMATE_CO2,         /* %vol */
+    LICONIC_CLIMATE_N2           /* %vol */
+} liconic_climate_t;
+
+/* WR DM<set> <value, 5 digits> for a set point in engineering units. */
+int liconic_climate_set_cmd(liconic_climate_t what, double value, liconic_cmd_t *out);
+/* RD DM<actual> or RD DM<set>. */
+int liconic_climate_read_cmd(liconic_climate_t what, int setpoint, liconic_cmd_t *out);
+/* Raw DM word to engineering units. */
+double liconic_climate_from_raw(liconic_climate_t what, long raw);
+
+#endif
