@@ -832,6 +832,18 @@ void lab_store_on_commit(lab_store_t *st, lab_store_commit_cb cb, void *ctx)
     st->nlisteners++;
 }
 
+void lab_store_off_commit(lab_store_t *st, lab_store_commit_cb cb, void *ctx)
+{
+    for (int i = 0; i < st->nlisteners; i++) {
+        if (st->listeners[i].cb == cb && st->listeners[i].ctx == ctx) {
+            memmove(&st->listeners[i], &st->listeners[i + 1],
+                    (size_t)(st->nlisteners - i - 1) * sizeof st->listeners[0]);
+            st->nlisteners--;
+            return;
+        }
+    }
+}
+
 void lab_store_stats(const lab_store_t *st, lab_store_stats_t *out)
 {
     out->head_seq = st->head_seq;
