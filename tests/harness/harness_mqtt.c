@@ -120,6 +120,10 @@ static int write_config(h_mqtt_t *mq)
     const char *const vars[][2] = {{"@PORT@", port}, {"@DIR@", mq->dir}};
     FILE *f = fopen(conf, "w");
     int rc = f ? write_filled(f, text, vars, 2) : -1;
+    /* Started as root, mosquitto would switch to user "mosquitto", and a change of credentials
+     * clears PR_SET_PDEATHSIG: a crashed test would leave its broker running. */
+    if (f && geteuid() == 0)
+        fputs("\n# added by the test harness (running as root)\nuser root\n", f);
     if (f && fclose(f) != 0)
         rc = -1;
     free(text);
