@@ -1,14 +1,15 @@
 /* Harness: mosquitto on a free loopback port with the project's broker config
- * (deploy/mosquitto.conf.in), and a recording subscriber on Paho's synchronous client. */
+ * (deploy/mosquitto.conf.in), and a recording subscriber on Paho's asynchronous client. */
 #include "tests/harness/harness.h"
 
-#include <MQTTClient.h>
+#include <MQTTAsync.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,10 @@ static int write_config(h_mqtt_t *mq)
     const char *const vars[][2] = {{"@PORT@", port}, {"@DIR@", mq->dir}};
     FILE *f = fopen(conf, "w");
     int rc = f ? write_filled(f, text, vars, 2) : -1;
+    /* Started as root, mosquitto would switch to user "mosquitto", and a change of credentials
+     * clears PR_SET_PDEATHSIG: a crashed test would leave its broker running. */
+    if (f && geteuid() == 0)
+        fputs("\n# added by the test harness (running as root)\nuser root\n", f);
     if (f && fclose(f) != 0)
         rc = -1;
     free(text);
@@ -249,14 +254,19 @@ void h_mqtt_destroy(h_mqtt_t *mq)
 
 /* ---- the recording subscriber ---- */
 
+/* Paho's asynchronous library, the same one labloop links: Debian's Paho libraries are built with
+ * heap tracking and export internal names (MQTTProperties_*, Thread_*), so paho-mqtt3c and
+ * paho-mqtt3as in one process free each other's memory through the wrong heap. That crashed the
+ * subscriber's thread here; one library per process avoids it. */
 struct h_sub {
-    MQTTClient client;
+    MQTTAsync client;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     h_msg_t *msgs;
     int n, cap;
     h_msg_t *snap;
     int nsnap;
+    atomic_int failed;
 };
 
 static void sub_free_msgs(h_msg_t *v, int n)
@@ -268,7 +278,7 @@ static void sub_free_msgs(h_msg_t *v, int n)
     free(v);
 }
 
-static int sub_arrived(void *ctx, char *topic, int topic_len, MQTTClient_message *msg)
+static int sub_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 {
     h_sub_t *s = ctx;
     h_msg_t m = {0};
@@ -279,8 +289,8 @@ static int sub_arrived(void *ctx, char *topic, int topic_len, MQTTClient_message
         m.payload[msg->payloadlen] = '\0';
     }
     m.retained = msg->retained;
-    MQTTClient_freeMessage(&msg);
-    MQTTClient_free(topic);
+    MQTTAsync_freeMessage(&msg);
+    MQTTAsync_free(topic);
     pthread_mutex_lock(&s->lock);
     if (s->n == s->cap) {
         int cap = s->cap ? 2 * s->cap : 256;
@@ -305,9 +315,29 @@ static void sub_lost(void *ctx, char *cause)
     fprintf(stderr, "harness: subscriber lost its connection: %s\n", cause ? cause : "-");
 }
 
+static void sub_connect_failed(void *ctx, MQTTAsync_failureData *r)
+{
+    h_sub_t *s = ctx;
+    atomic_store(&s->failed, r && r->code ? r->code : -1);
+}
+
+/* Polls Paho's state: waiting on a flag set by a callback would need the same lock dance. */
+static bool sub_wait_connected(h_sub_t *s, bool want)
+{
+    long long deadline = h_now_ms() + START_TIMEOUT_MS;
+    while (h_now_ms() < deadline) {
+        if ((MQTTAsync_isConnected(s->client) != 0) == want)
+            return true;
+        if (want && atomic_load(&s->failed))
+            return false;
+        h_sleep_ms(5);
+    }
+    return false;
+}
+
 h_sub_t *h_sub_start(const char *uri, const char *filter)
 {
-    static int counter;
+    static atomic_int counter;
     h_sub_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
@@ -318,32 +348,38 @@ h_sub_t *h_sub_start(const char *uri, const char *filter)
     pthread_cond_init(&s->cond, &ca);
     pthread_condattr_destroy(&ca);
     char id[64];
-    snprintf(id, sizeof id, "h-sub-%d-%d", (int)getpid(), ++counter);
-    int rc = MQTTClient_create(&s->client, uri, id, MQTTCLIENT_PERSISTENCE_NONE, NULL);
-    if (rc != MQTTCLIENT_SUCCESS) {
-        fprintf(stderr, "harness: MQTTClient_create %s: %d\n", uri, rc);
+    snprintf(id, sizeof id, "h-sub-%d-%d", (int)getpid(), atomic_fetch_add(&counter, 1) + 1);
+    int rc = MQTTAsync_create(&s->client, uri, id, MQTTCLIENT_PERSISTENCE_NONE, NULL);
+    if (rc != MQTTASYNC_SUCCESS) {
+        fprintf(stderr, "harness: MQTTAsync_create %s: %d\n", uri, rc);
+        s->client = NULL;
         goto fail;
     }
-    MQTTClient_setCallbacks(s->client, s, sub_lost, sub_arrived, NULL);
-    MQTTClient_connectOptions co = MQTTClient_connectOptions_initializer;
+    MQTTAsync_setCallbacks(s->client, s, sub_lost, sub_arrived, NULL);
+    MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
     co.keepAliveInterval = 30;
     co.cleansession = 1;
     co.connectTimeout = 10;
-    rc = MQTTClient_connect(s->client, &co);
-    if (rc != MQTTCLIENT_SUCCESS) {
-        fprintf(stderr, "harness: subscriber connect %s: %d\n", uri, rc);
+    co.onFailure = sub_connect_failed;
+    co.context = s;
+    rc = MQTTAsync_connect(s->client, &co);
+    if (rc != MQTTASYNC_SUCCESS || !sub_wait_connected(s, true)) {
+        fprintf(stderr, "harness: subscriber connect %s: %d/%d\n", uri, rc,
+                atomic_load(&s->failed));
         goto fail;
     }
-    rc = MQTTClient_subscribe(s->client, filter, 1);
-    if (rc != MQTTCLIENT_SUCCESS) {
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    rc = MQTTAsync_subscribe(s->client, filter, 1, &ro);
+    if (rc == MQTTASYNC_SUCCESS)
+        rc = MQTTAsync_waitForCompletion(s->client, ro.token, START_TIMEOUT_MS);
+    if (rc != MQTTASYNC_SUCCESS) {
         fprintf(stderr, "harness: subscribe %s: %d\n", filter, rc);
-        MQTTClient_disconnect(s->client, 1000);
         goto fail;
     }
     return s;
 fail:
     if (s->client)
-        MQTTClient_destroy(&s->client);
+        MQTTAsync_destroy(&s->client);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
     free(s);
@@ -389,9 +425,13 @@ void h_sub_stop(h_sub_t *s)
 {
     if (!s)
         return;
-    if (MQTTClient_isConnected(s->client))
-        MQTTClient_disconnect(s->client, 1000);
-    MQTTClient_destroy(&s->client);
+    if (MQTTAsync_isConnected(s->client)) {
+        MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+        d.timeout = 1000;
+        if (MQTTAsync_disconnect(s->client, &d) == MQTTASYNC_SUCCESS)
+            sub_wait_connected(s, false);
+    }
+    MQTTAsync_destroy(&s->client);
     sub_free_msgs(s->msgs, s->n);
     sub_free_msgs(s->snap, s->nsnap);
     pthread_cond_destroy(&s->cond);
