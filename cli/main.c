@@ -1,7 +1,7 @@
 /* labloop: the command line for people and scripts, over the daemon's HTTP API.
  * Human tables by default, --json for scripts; on failure a one-line reason and a non-zero exit
  * (1: the daemon said no, 2: usage, 3: the daemon could not be reached). */
-#include "daemon/core/mem.h"
+#include "core/mem.h"
 
 #include <curl/curl.h>
 #include <getopt.h>

@@ -7,11 +7,11 @@
  * shutdown_grace, then the store closes after its last group committed. */
 #include "daemon/api/api.h"
 #include "daemon/bus/mqtt.h"
-#include "daemon/core/cfg.h"
-#include "daemon/core/clock.h"
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
-#include "daemon/core/mem.h"
+#include "core/cfg.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
 #include "daemon/store/pg.h"
 #include "daemon/store/store.h"
 

@@ -6,7 +6,7 @@
 
 #include "daemon/api/api.h"
 #include "daemon/api/auth.h"
-#include "daemon/core/jschema.h"
+#include "core/jschema.h"
 #include "daemon/store/runs.h"
 
 #include <jansson.h>

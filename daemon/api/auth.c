@@ -1,8 +1,8 @@
 /* The tokens file and token lookup. */
 #include "daemon/api/auth.h"
 #include "daemon/api/sha256.h"
-#include "daemon/core/err.h"
-#include "daemon/core/mem.h"
+#include "core/err.h"
+#include "core/mem.h"
 
 #include <errno.h>
 #include <stdio.h>

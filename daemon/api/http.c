@@ -5,9 +5,9 @@
  * content type), body collection with the size limit, and the lifecycle (start, stop accepting,
  * close). */
 #include "daemon/api/api_int.h"
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
-#include "daemon/core/mem.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -3,8 +3,8 @@
  * counters, the store's groups and ops, HTTP requests by route and status, requests in flight,
  * uptime. A sink that is not configured shows only state="disabled". */
 #include "daemon/api/api_int.h"
-#include "daemon/core/err.h"
-#include "daemon/core/mem.h"
+#include "core/err.h"
+#include "core/mem.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,9 +1,9 @@
 /* problem+json (RFC 9457): one table of problem types. Every error the API returns is one of
  * these, with an `errors` array of {path, message} (JSON Pointer paths) naming every problem. */
 #include "daemon/api/api_int.h"
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
-#include "daemon/core/mem.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
  * server (http.c) answers 404 for a path no row has, and 405 with Allow for a known path with
  * another method. Plus the small handlers that need no module of their own. */
 #include "daemon/api/api_int.h"
-#include "daemon/core/err.h"
+#include "core/err.h"
 
 #define READERS LAB_ROLES_ALL
 #define SUBMITTERS (LAB_ROLE_TECHNICIAN | LAB_ROLE_ADMIN)

@@ -4,10 +4,10 @@
  * cursor is an opaque decimal string, "next" of the previous page, null on the last). */
 #include "daemon/api/api_int.h"
 #include "daemon/api/sha256.h"
-#include "daemon/core/err.h"
-#include "daemon/core/id.h"
-#include "daemon/core/log.h"
-#include "daemon/core/mem.h"
+#include "core/err.h"
+#include "core/id.h"
+#include "core/log.h"
+#include "core/mem.h"
 #include "daemon/model/run.h"
 
 #include <ctype.h>

@@ -8,10 +8,10 @@
  * A lost connection empties the window and the next connection republishes from cursor + 1. */
 #include "daemon/bus/mqtt.h"
 #include "daemon/bus/topics.h"
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
-#include "daemon/core/mem.h"
-#include "daemon/core/tq.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "core/tq.h"
 
 #include <MQTTAsync.h>
 #include <jansson.h>

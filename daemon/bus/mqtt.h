@@ -5,8 +5,8 @@
 #ifndef LAB_BUS_MQTT_H
 #define LAB_BUS_MQTT_H
 
-#include "daemon/core/cfg.h"
-#include "daemon/core/clock.h"
+#include "core/cfg.h"
+#include "core/clock.h"
 #include "daemon/store/pg.h" /* lab_sink_stats_t */
 #include "daemon/store/store.h"
 

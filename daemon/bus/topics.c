@@ -1,7 +1,7 @@
 /* The MQTT topic table and the helpers that turn its patterns into topics and filters. */
 #include "daemon/bus/topics.h"
-#include "daemon/core/err.h"
-#include "daemon/core/mem.h"
+#include "core/err.h"
+#include "core/mem.h"
 
 #include <stdlib.h>
 #include <string.h>

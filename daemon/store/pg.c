@@ -9,10 +9,10 @@
  * (PostgreSQL rolls it back) and the next connect resumes from the cursor stored in PostgreSQL. */
 #include "daemon/store/pg.h"
 
-#include "daemon/core/embed.h"
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
-#include "daemon/core/mem.h"
+#include "core/embed.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
 
 #include <libpq-fe.h>
 #include <stdarg.h>

@@ -3,11 +3,11 @@
  * orderly close. The write connection belongs to the group in flight; the loop thread reads
  * through its own connection. */
 #include "daemon/store/store.h"
-#include "daemon/core/clock.h"
-#include "daemon/core/embed.h"
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
-#include "daemon/core/mem.h"
+#include "core/clock.h"
+#include "core/embed.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
 #include "daemon/store/store_int.h"
 
 #include <errno.h>

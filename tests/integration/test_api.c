@@ -3,11 +3,11 @@
  * from the test thread with libcurl and raw sockets. After every refusal the daemon must go on
  * serving: each test ends with a request that has to succeed. */
 #include "daemon/api/api.h"
-#include "daemon/core/cfg.h"
-#include "daemon/core/clock.h"
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
-#include "daemon/core/mem.h"
+#include "core/cfg.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
 #include "daemon/store/runs.h"
 #include "daemon/store/store.h"
 #include "tests/harness/harness.h"

@@ -5,9 +5,9 @@
  * was told to forget them. */
 #include "daemon/api/api.h"
 #include "daemon/bus/mqtt.h"
-#include "daemon/core/cfg.h"
-#include "daemon/core/clock.h"
-#include "daemon/core/log.h"
+#include "core/cfg.h"
+#include "core/clock.h"
+#include "core/log.h"
 #include "daemon/store/pg.h"
 #include "daemon/store/store.h"
 #include "tests/harness/harness.h"

@@ -5,9 +5,9 @@
  * child process for the SIGKILL test); checks use a separate Paho subscriber. */
 #include "daemon/bus/mqtt.h"
 #include "daemon/bus/topics.h"
-#include "daemon/core/clock.h"
-#include "daemon/core/err.h"
-#include "daemon/core/mem.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/mem.h"
 #include "daemon/store/store.h"
 #include "tests/harness/harness.h"
 

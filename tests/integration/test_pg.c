@@ -3,10 +3,10 @@
  * server going away and coming back, a hung server, poison rows, and draining at stop. The
  * writer runs on the test's own loop; one cluster serves every test, each test its own database
  * or cell. */
-#include "daemon/core/cfg.h"
-#include "daemon/core/embed.h"
-#include "daemon/core/err.h"
-#include "daemon/core/mem.h"
+#include "core/cfg.h"
+#include "core/embed.h"
+#include "core/err.h"
+#include "core/mem.h"
 #include "daemon/store/pg.h"
 #include "daemon/store/store.h"
 #include "tests/harness/harness.h"

@@ -2,7 +2,7 @@
  * compare in constant time against every token. */
 #include "daemon/api/auth.h"
 #include "daemon/api/sha256.h"
-#include "daemon/core/err.h"
+#include "core/err.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
