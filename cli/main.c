@@ -1,9 +1,10 @@
 /* labloop: the command line for people and scripts, over the daemon's HTTP API.
  * Human tables by default, --json for scripts; on failure a one-line reason and a non-zero exit
  * (1: the daemon said no, 2: usage, 3: the daemon could not be reached). */
-#include "daemon/core/mem.h"
+#include "core/mem.h"
 
 #include <curl/curl.h>
+#include <libserialport.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -283,6 +284,75 @@ static int cmd_run(int argc, char **argv, int as_json)
     return rc;
 }
 
+/* Serial ports as libserialport sees them, with USB identity where there is one: what a
+ * technician needs to write an instrument's `port =` line. Needs no daemon. */
+static int cmd_ports(int argc, char **argv, int as_json)
+{
+    if (argc != 1) {
+        fprintf(stderr, "usage: labloop ports\n");
+        return EXIT_USAGE;
+    }
+    struct sp_port **list = NULL;
+    enum sp_return rc = sp_list_ports(&list);
+    if (rc != SP_OK) {
+        char *msg = sp_last_error_message();
+        fprintf(stderr, "labloop: cannot list serial ports: %s\n", msg ? msg : "unknown error");
+        sp_free_error_message(msg);
+        return EXIT_REFUSED;
+    }
+    json_t *out = json_array();
+    for (int i = 0; list[i]; i++) {
+        struct sp_port *p = list[i];
+        enum sp_transport t = sp_get_port_transport(p);
+        const char *tname = t == SP_TRANSPORT_USB         ? "usb"
+                            : t == SP_TRANSPORT_BLUETOOTH ? "bluetooth"
+                                                          : "native";
+        json_t *o = json_pack("{s:s, s:s}", "port", sp_get_port_name(p), "transport", tname);
+        const char *desc = sp_get_port_description(p);
+        if (desc)
+            json_object_set_new(o, "description", json_string(desc));
+        if (t == SP_TRANSPORT_USB) {
+            int vid = 0, pid = 0;
+            if (sp_get_port_usb_vid_pid(p, &vid, &pid) == SP_OK) {
+                char ids[16];
+                snprintf(ids, sizeof ids, "%04x", vid);
+                json_object_set_new(o, "usb_vid", json_string(ids));
+                snprintf(ids, sizeof ids, "%04x", pid);
+                json_object_set_new(o, "usb_pid", json_string(ids));
+            }
+            const char *v;
+            if ((v = sp_get_port_usb_serial(p)))
+                json_object_set_new(o, "usb_serial", json_string(v));
+            if ((v = sp_get_port_usb_manufacturer(p)))
+                json_object_set_new(o, "manufacturer", json_string(v));
+            if ((v = sp_get_port_usb_product(p)))
+                json_object_set_new(o, "product", json_string(v));
+        }
+        json_array_append_new(out, o);
+    }
+    sp_free_port_list(list);
+    if (as_json) {
+        char *text = json_dumps(out, JSON_COMPACT);
+        printf("%s\n", text);
+        free(text);
+    } else {
+        printf("%-20s  %-9s  %-9s  %-16s  %s\n", "PORT", "TRANSPORT", "VID:PID", "SERIAL",
+               "DESCRIPTION");
+        size_t i;
+        json_t *o;
+        json_array_foreach(out, i, o)
+        {
+            char ids[16] = "-";
+            if (json_object_get(o, "usb_vid"))
+                snprintf(ids, sizeof ids, "%s:%s", str(o, "usb_vid"), str(o, "usb_pid"));
+            printf("%-20s  %-9s  %-9s  %-16s  %s\n", str(o, "port"), str(o, "transport"), ids,
+                   str(o, "usb_serial"), str(o, "description"));
+        }
+    }
+    json_decref(out);
+    return 0;
+}
+
 static const struct command {
     const char *name;
     int (*fn)(int argc, char **argv, int as_json);
@@ -291,6 +361,7 @@ static const struct command {
     {"submit", cmd_submit, "submit WORKFLOW [--plate P] [--priority P] [--param K=V]... | -f FILE"},
     {"runs", cmd_runs, "runs [--state S] [--limit N] [--after CURSOR]"},
     {"run", cmd_run, "run ID"},
+    {"ports", cmd_ports, "ports (serial ports with USB VID:PID and serial; no daemon needed)"},
 };
 
 static void usage(FILE *out)

@@ -1,8 +1,19 @@
-/* labloopd: arguments, config, signals (TERM/INT: orderly stop; HUP: reload), uv_run. */
-#include "daemon/core/cfg.h"
-#include "daemon/core/clock.h"
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
+/* labloopd: arguments, config, the wiring of the modules, signals (TERM/INT: orderly stop;
+ * HUP: reload), uv_run.
+ *
+ * Start order: store -> PostgreSQL writer -> MQTT bridge -> HTTP API. Stop order is the reverse
+ * where it matters for "nothing acknowledged is lost": the API stops accepting, requests waiting
+ * for the store finish, the API closes, the sinks drain as far as the servers allow within
+ * shutdown_grace, then the store closes after its last group committed. */
+#include "daemon/api/api.h"
+#include "daemon/bus/mqtt.h"
+#include "core/cfg.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "daemon/store/pg.h"
+#include "daemon/store/store.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -14,9 +25,190 @@
 #define LAB_VERSION "0"
 #endif
 
+typedef enum { D_RUNNING, D_DRAINING_API, D_STOPPING_SINKS, D_CLOSING_STORE, D_DONE } dstate_t;
+
+typedef struct labd {
+    uv_loop_t *loop;
+    lab_config_t cfg;
+    lab_clock_t clock;
+    lab_store_t *store;
+    lab_pg_t *pg;
+    lab_mqtt_t *mqtt;
+    lab_api_t *api;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t stop_timer;
+    dstate_t state;
+    uint64_t stop_deadline; /* loop ms */
+    int sinks_pending;
+    int exit_code;
+} labd_t;
+
+static void stop_sinks(labd_t *d);
+
+static void store_closed(void *arg)
+{
+    labd_t *d = arg;
+    d->store = NULL;
+    d->state = D_DONE;
+    uv_close((uv_handle_t *)&d->sig_term, NULL);
+    uv_close((uv_handle_t *)&d->sig_int, NULL);
+    uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    uv_close((uv_handle_t *)&d->stop_timer, NULL);
+    log_info("main", "stopped");
+}
+
+static void sink_stopped(void *arg)
+{
+    labd_t *d = arg;
+    if (--d->sinks_pending > 0)
+        return;
+    d->state = D_CLOSING_STORE;
+    log_info("main", "sinks stopped; closing the local store");
+    lab_store_close(d->store, store_closed, d);
+}
+
+static void api_closed(void *arg)
+{
+    labd_t *d = arg;
+    d->api = NULL;
+    stop_sinks(d);
+}
+
+static void stop_sinks(labd_t *d)
+{
+    d->state = D_STOPPING_SINKS;
+    uint64_t now = uv_now(d->loop);
+    uint64_t grace = d->stop_deadline > now ? d->stop_deadline - now : 0;
+    d->sinks_pending =
+        1; /* held until both are asked, so a synchronous callback cannot finish early */
+    if (d->pg) {
+        d->sinks_pending++;
+        lab_pg_t *pg = d->pg;
+        d->pg = NULL;
+        lab_pg_stop(pg, grace, sink_stopped, d);
+    }
+    if (d->mqtt) {
+        d->sinks_pending++;
+        lab_mqtt_t *m = d->mqtt;
+        d->mqtt = NULL;
+        lab_mqtt_stop(m, grace, sink_stopped, d);
+    }
+    sink_stopped(d);
+}
+
+/* While draining the API: poll until no request waits for the store, or the grace ran out. */
+static void stop_tick(uv_timer_t *t)
+{
+    labd_t *d = t->data;
+    if (d->state != D_DRAINING_API)
+        return;
+    int busy = lab_api_in_flight(d->api);
+    if (busy > 0 && uv_now(d->loop) < d->stop_deadline)
+        return;
+    if (busy > 0)
+        log_warn("main", "grace period over with requests in flight=%d", busy);
+    uv_timer_stop(t);
+    lab_api_forget_sinks(d->api);
+    lab_api_close(d->api, api_closed, d);
+}
+
+static void begin_stop(labd_t *d, const char *why)
+{
+    if (d->state != D_RUNNING) {
+        /* A second signal: stop waiting for servers that are not answering. */
+        log_warn("main", "%s again: shortening the grace period", why);
+        d->stop_deadline = uv_now(d->loop);
+        return;
+    }
+    log_info("main", "%s: stopping (grace=%.1fs)", why, d->cfg.shutdown_grace_s);
+    d->stop_deadline = uv_now(d->loop) + (uint64_t)(d->cfg.shutdown_grace_s * 1000);
+    d->state = D_DRAINING_API;
+    lab_api_stop_accepting(d->api);
+    uv_timer_start(&d->stop_timer, stop_tick, 0, 10);
+}
+
+static void reload(labd_t *d)
+{
+    lab_config_t next;
+    lab_cfg_errors_t errs = {0};
+    if (lab_config_load(d->cfg.path, &next, &errs)) {
+        for (int i = 0; i < errs.n; i++)
+            log_error("config", "reload refused: %s:%d: [%s] %s: %s", d->cfg.path, errs.v[i].line,
+                      errs.v[i].section, errs.v[i].key, errs.v[i].reason);
+        lab_cfg_errors_free(&errs);
+        lab_config_free(&next);
+        return;
+    }
+    const char **diff = lab_config_restart_diff(&d->cfg, &next);
+    for (const char **k = diff; *k; k++)
+        log_warn("config", "reload: %s changed; it takes effect after a restart", *k);
+    free(diff);
+    if (next.log_level != d->cfg.log_level) {
+        log_info("config", "reload: log_level=%s", lab_log_level_name(next.log_level));
+        lab_log_set_level(next.log_level);
+        d->cfg.log_level = next.log_level;
+    }
+    d->cfg.shutdown_grace_s = next.shutdown_grace_s;
+    if (d->api && lab_api_reload(d->api, &next) == 0)
+        log_info("config", "reload: tokens re-read");
+    lab_config_free(&next);
+    log_info("config", "reloaded %s", d->cfg.path);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    labd_t *d = s->data;
+    if (signum == SIGHUP) {
+        if (d->state == D_RUNNING)
+            reload(d);
+        return;
+    }
+    begin_stop(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static int run(labd_t *d)
+{
+    int rc;
+    d->loop = uv_default_loop();
+    lab_clock_init(&d->clock, d->loop, d->cfg.time_scale);
+    if ((rc = lab_store_open(&d->store, d->loop, d->cfg.state_dir)) != 0) {
+        log_error("main", "cannot open the local store in %s: %s", d->cfg.state_dir,
+                  lab_strerror(rc));
+        return 1;
+    }
+    if (d->cfg.pg_enabled && (rc = lab_pg_start(&d->pg, d->loop, &d->cfg, d->store)) != 0) {
+        log_error("main", "cannot start the PostgreSQL writer: %s", lab_strerror(rc));
+        return 1;
+    }
+    if (d->cfg.mqtt_enabled &&
+        (rc = lab_mqtt_start(&d->mqtt, d->loop, &d->cfg, d->store, &d->clock)) != 0) {
+        log_error("main", "cannot start the MQTT bridge: %s", lab_strerror(rc));
+        return 1;
+    }
+    lab_api_deps_t deps = {d->loop, &d->cfg, &d->clock, d->store, d->pg, d->mqtt};
+    if ((rc = lab_api_start(&d->api, &deps)) != 0) {
+        log_error("main", "cannot start the HTTP API on %s: %s", d->cfg.http, lab_strerror(rc));
+        return 1;
+    }
+    uv_signal_t *sigs[] = {&d->sig_term, &d->sig_int, &d->sig_hup};
+    int nums[] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(d->loop, sigs[i]);
+        sigs[i]->data = d;
+        uv_signal_start(sigs[i], on_signal, nums[i]);
+    }
+    uv_timer_init(d->loop, &d->stop_timer);
+    d->stop_timer.data = d;
+    log_info("main", "ready http=%s postgres=%s mqtt=%s state_dir=%s", d->cfg.http,
+             d->cfg.pg_enabled ? "on" : "off (embedded)", d->cfg.mqtt_enabled ? "on" : "off",
+             d->cfg.state_dir);
+    uv_run(d->loop, UV_RUN_DEFAULT);
+    return d->state == D_DONE ? 0 : 1;
+}
+
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: labloopd -c FILE        run the daemon\n"
+    fprintf(out, "usage: labloopd -c FILE          run the daemon\n"
                  "       labloopd --check -c FILE  validate a config (exit 0, or 1 with errors)\n"
                  "       labloopd --keys           list every config key\n"
                  "       labloopd --version\n");
@@ -57,22 +249,35 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    lab_config_t cfg;
+    static labd_t d;
     lab_cfg_errors_t errs = {0};
-    int rc = lab_config_load(path, &cfg, &errs);
-    if (rc) {
+    if (lab_config_load(path, &d.cfg, &errs)) {
         lab_cfg_errors_print(&errs, path, stderr);
         lab_cfg_errors_free(&errs);
-        lab_config_free(&cfg);
+        lab_config_free(&d.cfg);
         return 1;
     }
     if (check) {
         printf("%s: ok\n", path);
-        lab_config_free(&cfg);
+        lab_config_free(&d.cfg);
         return 0;
     }
-    lab_log_set_level(cfg.log_level);
-    log_info("main", "labloopd %s starting site=%s cell=%s", LAB_VERSION, cfg.site, cfg.cell);
-    lab_config_free(&cfg);
-    return 0;
+    lab_log_set_level(d.cfg.log_level);
+    log_info("main", "labloopd %s starting site=%s cell=%s", LAB_VERSION, d.cfg.site, d.cfg.cell);
+    int rc = run(&d);
+    if (rc != 0 && d.state == D_RUNNING) {
+        /* A start failure: release what was started, in reverse. */
+        if (d.api)
+            lab_api_close(d.api, NULL, NULL);
+        if (d.mqtt)
+            lab_mqtt_stop(d.mqtt, 0, NULL, NULL);
+        if (d.pg)
+            lab_pg_stop(d.pg, 0, NULL, NULL);
+        if (d.store)
+            lab_store_close(d.store, NULL, NULL);
+        uv_run(d.loop, UV_RUN_DEFAULT);
+    }
+    uv_loop_close(uv_default_loop());
+    lab_config_free(&d.cfg);
+    return rc;
 }

@@ -4,8 +4,8 @@
 #define LAB_API_API_H
 
 #include "daemon/bus/mqtt.h"
-#include "daemon/core/cfg.h"
-#include "daemon/core/clock.h"
+#include "core/cfg.h"
+#include "core/clock.h"
 #include "daemon/store/pg.h"
 #include "daemon/store/store.h"
 

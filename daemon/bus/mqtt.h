@@ -5,8 +5,8 @@
 #ifndef LAB_BUS_MQTT_H
 #define LAB_BUS_MQTT_H
 
-#include "daemon/core/cfg.h"
-#include "daemon/core/clock.h"
+#include "core/cfg.h"
+#include "core/clock.h"
 #include "daemon/store/pg.h" /* lab_sink_stats_t */
 #include "daemon/store/store.h"
 
@@ -20,5 +20,17 @@ int lab_mqtt_start(lab_mqtt_t **out, uv_loop_t *loop, const lab_config_t *cfg, l
  * retained status "offline", disconnects, and calls cb. The struct is freed before cb. */
 void lab_mqtt_stop(lab_mqtt_t *m, uint64_t grace_ms, void (*cb)(void *arg), void *arg);
 void lab_mqtt_stats(const lab_mqtt_t *m, lab_sink_stats_t *out);
+
+/* The cell's topic root: topic_root/site/cell. */
+const char *lab_mqtt_root(const lab_mqtt_t *m);
+
+/* An inbound message, on the loop thread. payload is NUL-terminated (len excludes the NUL);
+ * response_topic is the MQTT 5 Response Topic, or NULL. Everything is valid during the call. */
+typedef void (*lab_mqtt_msg_cb)(void *ctx, const char *topic, const char *payload, size_t len,
+                                const char *response_topic);
+/* Adds a filter to the subscription table: subscribed now when connected, and again on every
+ * connect (a clean start loses subscriptions). A message goes to the first entry whose filter
+ * matches. LAB_EINVAL for a bad filter or QoS, LAB_ETOOBIG past 32 entries. */
+int lab_mqtt_subscribe(lab_mqtt_t *m, const char *filter, int qos, lab_mqtt_msg_cb cb, void *ctx);
 
 #endif

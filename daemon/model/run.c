@@ -1,6 +1,6 @@
 /* Run states and the run document. */
 #include "daemon/model/run.h"
-#include "daemon/core/clock.h"
+#include "core/clock.h"
 
 #include <string.h>
 

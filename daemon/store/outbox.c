@@ -1,8 +1,8 @@
 /* The outbox: appending rows inside an op, and reading them back on the loop thread for the sinks.
  * A row's seq comes from the table's AUTOINCREMENT, so it grows by one per committed row and is
  * never reused after pruning. */
-#include "daemon/core/err.h"
-#include "daemon/core/mem.h"
+#include "core/err.h"
+#include "core/mem.h"
 #include "daemon/store/store.h"
 #include "daemon/store/store_int.h"
 

@@ -6,7 +6,7 @@
 #ifndef LAB_STORE_PG_H
 #define LAB_STORE_PG_H
 
-#include "daemon/core/cfg.h"
+#include "core/cfg.h"
 #include "daemon/store/store.h"
 
 #include <stdint.h>

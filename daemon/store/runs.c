@@ -1,8 +1,8 @@
 /* Runs in the local store: the insert and update ops (run row, its outbox row and the
  * idempotency record in one savepoint) and the loop thread's reads. */
 #include "daemon/store/runs.h"
-#include "daemon/core/err.h"
-#include "daemon/core/mem.h"
+#include "core/err.h"
+#include "core/mem.h"
 #include "daemon/store/store_int.h"
 
 #include <stdlib.h>

@@ -3,11 +3,11 @@
  * orderly close. The write connection belongs to the group in flight; the loop thread reads
  * through its own connection. */
 #include "daemon/store/store.h"
-#include "daemon/core/clock.h"
-#include "daemon/core/embed.h"
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
-#include "daemon/core/mem.h"
+#include "core/clock.h"
+#include "core/embed.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
 #include "daemon/store/store_int.h"
 
 #include <errno.h>
@@ -830,6 +830,18 @@ void lab_store_on_commit(lab_store_t *st, lab_store_commit_cb cb, void *ctx)
     st->listeners[st->nlisteners].cb = cb;
     st->listeners[st->nlisteners].ctx = ctx;
     st->nlisteners++;
+}
+
+void lab_store_off_commit(lab_store_t *st, lab_store_commit_cb cb, void *ctx)
+{
+    for (int i = 0; i < st->nlisteners; i++) {
+        if (st->listeners[i].cb == cb && st->listeners[i].ctx == ctx) {
+            memmove(&st->listeners[i], &st->listeners[i + 1],
+                    (size_t)(st->nlisteners - i - 1) * sizeof st->listeners[0]);
+            st->nlisteners--;
+            return;
+        }
+    }
 }
 
 void lab_store_stats(const lab_store_t *st, lab_store_stats_t *out)

@@ -62,6 +62,8 @@ sqlite3_stmt *lab_store_stmt(sqlite3 *db, const char *sql);
  * the newest sequence number. At most 8. */
 typedef void (*lab_store_commit_cb)(void *ctx, int64_t head_seq);
 void lab_store_on_commit(lab_store_t *st, lab_store_commit_cb cb, void *ctx);
+/* Removes a listener (a sink that stops before the store closes). */
+void lab_store_off_commit(lab_store_t *st, lab_store_commit_cb cb, void *ctx);
 
 /* Figures for /metrics and logs. */
 typedef struct lab_store_stats {

@@ -2,10 +2,10 @@
  * its reconnection, and the delivery of typed results to the loop thread through a lab_tq_t. */
 #include "drivers/transport/modbus_bus.h"
 
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
-#include "daemon/core/mem.h"
-#include "daemon/core/tq.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "core/tq.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -3,8 +3,8 @@
  * (instrument protocols are small request/response exchanges), a connect timeout. */
 #include "drivers/transport/transport_int.h"
 
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
+#include "core/err.h"
+#include "core/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>

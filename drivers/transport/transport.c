@@ -2,9 +2,9 @@
  * the write queue, byte logging, and the fd-polling I/O shared by the tty and serial backends. */
 #include "drivers/transport/transport_int.h"
 
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
-#include "daemon/core/mem.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -3,8 +3,8 @@
  * refuses. */
 #include "drivers/transport/transport_int.h"
 
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
+#include "core/err.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
 /* The JSON Schema subset: each keyword accepted and refused, every problem named at once with its
  * pointer, unsupported keywords refused at compile, and the embedded run schema. */
-#include "daemon/core/jschema.h"
+#include "core/jschema.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,10 +1,10 @@
 /* The local store against real SQLite files: migrations, group commit, acknowledgement after
  * commit, the outbox and its pruning, cursors, runs, idempotency, close, and a SIGKILL in the
  * middle of a stream of acknowledged inserts. Each test has its own directory under /tmp. */
-#include "daemon/core/embed.h"
-#include "daemon/core/err.h"
-#include "daemon/core/id.h"
-#include "daemon/core/mem.h"
+#include "core/embed.h"
+#include "core/err.h"
+#include "core/id.h"
+#include "core/mem.h"
 #include "daemon/store/runs.h"
 #include "daemon/store/store.h"
 

@@ -3,8 +3,8 @@
  * bus keeps working, a server restart picked up by the bus, close with requests queued, bad
  * requests and URIs. `test_transport_modbus --bench` instead measures register polls through
  * the bus worker against a plain synchronous libmodbus loop. */
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
+#include "core/err.h"
+#include "core/log.h"
 #include "drivers/transport/modbus_bus.h"
 
 #include <errno.h>

@@ -2,8 +2,8 @@
  * server stand-in): bytes both ways, TCP_NODELAY, the server going away (offline with the
  * reason, writes refused at once), the server back on the same port (reconnected by itself), an
  * unresolvable name, and close with writes in flight. */
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
+#include "core/err.h"
+#include "core/log.h"
 #include "drivers/transport/transport.h"
 #include "drivers/transport/transport_int.h"
 

@@ -3,8 +3,8 @@
  * device going away and a new pty appearing at the same symlink path, libserialport refusing a
  * pty and the fallback to raw termios. `test_transport_tty --bench` instead measures round trips
  * through the transport against a bare blocking loop on the same pty. */
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
+#include "core/err.h"
+#include "core/log.h"
 #include "drivers/transport/transport.h"
 #include "drivers/transport/transport_int.h"
 

@@ -1,6 +1,6 @@
 /* Log lines: "2026-11-22T10:00:00.123Z info  store: outbox committed rows=12". */
-#include "daemon/core/log.h"
-#include "daemon/core/clock.h"
+#include "core/log.h"
+#include "core/clock.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* Lookup over the table that cmake/embed.cmake generates. */
-#include "daemon/core/embed.h"
+#include "core/embed.h"
 
 #include <string.h>
 

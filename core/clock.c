@@ -1,5 +1,5 @@
 /* The lab clock and UTC timestamp formatting. */
-#include "daemon/core/clock.h"
+#include "core/clock.h"
 
 #include <ctype.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* UUIDs from the kernel's random source. */
-#include "daemon/core/id.h"
+#include "core/id.h"
 
 #include <ctype.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
 /* The error table's text and the fatal assert. */
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
+#include "core/err.h"
+#include "core/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>

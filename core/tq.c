@@ -1,7 +1,7 @@
 /* The thread->loop queue. */
-#include "daemon/core/tq.h"
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
+#include "core/tq.h"
+#include "core/err.h"
+#include "core/log.h"
 
 static void tq_drain(uv_async_t *a)
 {

@@ -1,10 +1,10 @@
 /* The config key table and the INI reader around inih. inih's handler does not see line numbers,
  * so the reader it is given counts lines and notes section headers (inih never reports an empty
  * section, and "[postgres]" alone means "use PostgreSQL"). */
-#include "daemon/core/cfg.h"
-#include "daemon/core/err.h"
-#include "daemon/core/log.h"
-#include "daemon/core/mem.h"
+#include "core/cfg.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -1,11 +1,11 @@
 /* The JSON Schema subset: compile checks every keyword and compiles patterns once; validation
  * walks the schema beside the document and collects every problem. */
-#include "daemon/core/jschema.h"
-#include "daemon/core/clock.h"
-#include "daemon/core/embed.h"
-#include "daemon/core/id.h"
-#include "daemon/core/log.h"
-#include "daemon/core/mem.h"
+#include "core/jschema.h"
+#include "core/clock.h"
+#include "core/embed.h"
+#include "core/id.h"
+#include "core/log.h"
+#include "core/mem.h"
 
 #include <math.h>
 #include <regex.h>

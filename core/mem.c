@@ -1,5 +1,5 @@
 /* Allocation wrappers: on exhaustion there is nothing sensible left to do but stop loudly. */
-#include "daemon/core/mem.h"
+#include "core/mem.h"
 
 #include <stdarg.h>
 #include <stdio.h>

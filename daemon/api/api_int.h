@@ -1,0 +1,154 @@
+/* The API's insides, shared by its files: the server struct, the request context and its states,
+ * the route table's row, problem+json, and the responses. Nothing outside daemon/api includes it.
+ */
+#ifndef LAB_API_API_INT_H
+#define LAB_API_API_INT_H
+
+#include "daemon/api/api.h"
+#include "daemon/api/auth.h"
+#include "core/jschema.h"
+#include "daemon/store/runs.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lab_req lab_req_t;
+
+/* One row per route: adding an endpoint is adding a row. roles == 0: no token needed. */
+typedef struct lab_route {
+    const char *method;
+    const char *pattern; /* "/v1/runs/{id}": a {name} segment matches one non-empty segment */
+    unsigned roles;      /* lab_role_t bits */
+    bool body;           /* keeps a JSON request body (Content-Type checked, size limited) */
+    void (*fn)(lab_req_t *rq);
+} lab_route_t;
+
+extern const lab_route_t lab_routes[];
+extern const int lab_nroutes;
+
+/* A request's life: headers seen -> body arriving -> (waiting for the store) -> answer ready.
+ * DISCARD: a chunked body passed the limit, the 413 went out, the rest is dropped unread. */
+typedef enum lab_rq_state {
+    RQ_BODY,
+    RQ_DISCARD,
+    RQ_STORE,
+    RQ_READY,
+} lab_rq_state_t;
+
+#define LAB_WHO_MAX LAB_TOKEN_NAME_MAX
+
+struct lab_req {
+    lab_api_t *api;
+    struct MHD_Connection *conn;
+    lab_req_t *next; /* the free list, or the list of idempotent requests still committing */
+    lab_rq_state_t state;
+    int route;                /* index in lab_routes, or -1 */
+    const char *method, *url; /* MHD's, valid for the request's life */
+    const char *param;        /* the {id} segment (in url), param_len bytes */
+    size_t param_len;
+    char who[LAB_WHO_MAX + 1]; /* the token's name, or "anonymous" */
+    bool has_body;
+    long long clen; /* Content-Length, or -1 */
+    char *body;     /* kept across requests (the pool), grown as needed */
+    size_t len, cap;
+    struct MHD_Response *resp; /* the answer, queued when MHD next asks */
+    unsigned status;
+    uint64_t t0; /* uv_hrtime at the first callback */
+    /* POST /v1/runs: the store op wraps the insert so its completion finds the request. */
+    lab_store_op_t op;
+    lab_run_insert_t *ins;
+    const char *idem_key; /* MHD's header value, when the request carries one */
+};
+
+#define LAB_STATUS_SLOTS 16
+
+typedef struct lab_route_hits {
+    unsigned status[LAB_STATUS_SLOTS];
+    uint64_t n[LAB_STATUS_SLOTS];
+} lab_route_hits_t;
+
+struct lab_api {
+    uv_loop_t *loop;
+    const lab_clock_t *clock;
+    lab_store_t *store;
+    lab_pg_t *pg;
+    lab_mqtt_t *mqtt;
+    struct MHD_Daemon *mhd;
+    uv_poll_t poll;
+    uv_timer_t timer;
+    uv_check_t check; /* runs MHD once more after connections were resumed */
+    int handles_open;
+    bool accepting, closing;
+    void (*close_cb)(void *arg);
+    void *close_arg;
+
+    bool auth;
+    char *tokens_path;
+    lab_tokens_t tokens;
+    long max_body;
+    lab_jschema_t *run_schema;
+
+    int in_flight; /* requests waiting for the store */
+    int active;    /* request contexts alive */
+    lab_req_t *pool;
+    int npool;
+    lab_req_t *idem_pending;
+
+    uint64_t started_ms;    /* uv_now at start */
+    lab_route_hits_t *hits; /* lab_nroutes + 1 rows; the last one for unrouted requests */
+    uint64_t aborted;       /* requests that ended without an answer (client gone) */
+};
+
+/* ---- problems (problem.c) ---- */
+typedef enum lab_problem {
+    LAB_P_BAD_JSON,
+    LAB_P_BAD_REQUEST,
+    LAB_P_UNAUTHORIZED,
+    LAB_P_FORBIDDEN,
+    LAB_P_NOT_FOUND,
+    LAB_P_METHOD,
+    LAB_P_IN_PROGRESS,
+    LAB_P_TOO_LARGE,
+    LAB_P_MEDIA_TYPE,
+    LAB_P_INVALID,
+    LAB_P_IDEM_MISMATCH,
+    LAB_P_INTERNAL,
+    LAB_P_UNAVAILABLE,
+    LAB_P_COUNT
+} lab_problem_t;
+
+int lab_problem_status(lab_problem_t p);
+/* The problem+json text: type, title, status, detail, instance and errors (stolen; NULL: an
+ * empty array). Caller frees. */
+char *lab_problem_text(lab_problem_t p, const char *instance, json_t *errors, const char *detail);
+/* Sets rq's answer to the problem; the response is returned for extra headers. */
+struct MHD_Response *lab_problem(lab_req_t *rq, lab_problem_t p, json_t *errors, const char *fmt,
+                                 ...) __attribute__((format(printf, 4, 5)));
+/* [{"path": path, "message": message}] */
+json_t *lab_errors_one(const char *path, const char *message);
+
+/* ---- answers (http.c) ---- */
+/* Sets rq's answer: text (malloc'd, taken over) with a content type. */
+struct MHD_Response *lab_respond(lab_req_t *rq, unsigned status, const char *ctype, char *text,
+                                 size_t len);
+struct MHD_Response *lab_respond_json(lab_req_t *rq, unsigned status, json_t *doc);
+/* The route's handler suspended rq for the store; its completion calls lab_req_resume. */
+void lab_req_suspend(lab_req_t *rq);
+void lab_req_resume(lab_req_t *rq);
+const char *lab_req_header(lab_req_t *rq, const char *name);
+const char *lab_req_query(lab_req_t *rq, const char *name);
+
+/* ---- route handlers ---- */
+void lab_api_healthz(lab_req_t *rq);
+void lab_api_metrics(lab_req_t *rq);
+void lab_api_runs_post(lab_req_t *rq);
+void lab_api_runs_list(lab_req_t *rq);
+void lab_api_runs_get(lab_req_t *rq);
+
+/* Counting answered requests for /metrics. */
+void lab_metrics_count(lab_api_t *api, int route, unsigned status);
+
+#endif

@@ -1,0 +1,708 @@
+/* The HTTP server inside the loop: libmicrohttpd with its own epoll set and no thread of its own.
+ * Its epoll fd is watched by a uv_poll (readable -> MHD_run), its timeout by a uv_timer re-armed
+ * after every MHD_run, and a uv_check runs MHD once more after connections were resumed. Also
+ * here: the request contexts (pooled), the first-callback checks (route, token, role, size,
+ * content type), body collection with the size limit, and the lifecycle (start, stop accepting,
+ * close). */
+#include "daemon/api/api_int.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Idle keep-alive connections and stalled uploads are closed after this long. */
+#define LAB_HTTP_TIMEOUT_S 30
+/* Request contexts kept for reuse, and the largest body buffer a pooled context keeps. */
+#define LAB_POOL_MAX 256
+#define LAB_POOL_BODY_MAX (16 * 1024)
+
+static void run_mhd(lab_api_t *api);
+static void on_check(uv_check_t *c);
+static void finish_close(lab_api_t *api);
+
+/* ---- answers ---- */
+
+struct MHD_Response *lab_respond(lab_req_t *rq, unsigned status, const char *ctype, char *text,
+                                 size_t len)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(len, text, free);
+    LAB_ASSERT(r);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (rq->resp)
+        MHD_destroy_response(rq->resp);
+    rq->resp = r;
+    rq->status = status;
+    return r;
+}
+
+struct MHD_Response *lab_respond_json(lab_req_t *rq, unsigned status, json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    LAB_ASSERT(text);
+    return lab_respond(rq, status, "application/json", text, strlen(text));
+}
+
+const char *lab_req_header(lab_req_t *rq, const char *name)
+{
+    return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
+}
+
+const char *lab_req_query(lab_req_t *rq, const char *name)
+{
+    return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* ---- request contexts ---- */
+
+static lab_req_t *req_new(lab_api_t *api, struct MHD_Connection *c, const char *url,
+                          const char *method)
+{
+    lab_req_t *rq = api->pool;
+    if (rq) {
+        api->pool = rq->next;
+        api->npool--;
+    } else {
+        rq = LAB_NEW(lab_req_t);
+    }
+    char *body = rq->body;
+    size_t cap = rq->cap;
+    memset(rq, 0, sizeof *rq);
+    rq->body = body;
+    rq->cap = cap;
+    rq->api = api;
+    rq->conn = c;
+    rq->url = url;
+    rq->method = method;
+    rq->route = -1;
+    rq->state = RQ_BODY;
+    rq->t0 = uv_hrtime();
+    api->active++;
+    return rq;
+}
+
+static void req_release(lab_api_t *api, lab_req_t *rq)
+{
+    LAB_ASSERT(rq->state != RQ_STORE && !rq->ins);
+    if (rq->resp)
+        MHD_destroy_response(rq->resp);
+    rq->resp = NULL;
+    api->active--;
+    if (api->npool >= LAB_POOL_MAX || api->closing) {
+        free(rq->body);
+        free(rq);
+        return;
+    }
+    if (rq->cap > LAB_POOL_BODY_MAX) {
+        free(rq->body);
+        rq->body = NULL;
+        rq->cap = 0;
+    }
+    rq->next = api->pool;
+    api->pool = rq;
+    api->npool++;
+}
+
+static void pool_free(lab_api_t *api)
+{
+    while (api->pool) {
+        lab_req_t *rq = api->pool;
+        api->pool = rq->next;
+        free(rq->body);
+        free(rq);
+    }
+    api->npool = 0;
+}
+
+/* ---- routing ---- */
+
+/* Does path match pattern? A {name} segment takes one non-empty segment, kept in rq. */
+static bool route_match(const char *pattern, const char *path, lab_req_t *rq)
+{
+    const char *p = pattern, *s = path;
+    while (*p && *s) {
+        if (*p == '{') {
+            const char *close = strchr(p, '}');
+            const char *end = strchr(s, '/');
+            size_t n = end ? (size_t)(end - s) : strlen(s);
+            if (n == 0)
+                return false;
+            if (rq) {
+                rq->param = s;
+                rq->param_len = n;
+            }
+            p = close + 1;
+            s += n;
+            continue;
+        }
+        if (*p != *s)
+            return false;
+        p++;
+        s++;
+    }
+    return *p == 0 && *s == 0;
+}
+
+/* The route for method and path; -1 with the allowed methods in allow (405), or -2 (404). */
+static int route_find(lab_req_t *rq, char *allow, size_t allowlen)
+{
+    bool path_known = false;
+    allow[0] = 0;
+    for (int i = 0; i < lab_nroutes; i++) {
+        if (!route_match(lab_routes[i].pattern, rq->url, NULL))
+            continue;
+        if (strcmp(lab_routes[i].method, rq->method) == 0) {
+            route_match(lab_routes[i].pattern, rq->url, rq);
+            return i;
+        }
+        if (!strstr(allow, lab_routes[i].method)) {
+            size_t used = strlen(allow);
+            snprintf(allow + used, allowlen - used, "%s%s", used ? ", " : "", lab_routes[i].method);
+        }
+        path_known = true;
+    }
+    return path_known ? -1 : -2;
+}
+
+/* ---- the first callback: everything decided from the headers ---- */
+
+static void who_set(lab_req_t *rq, const char *name)
+{
+    snprintf(rq->who, sizeof rq->who, "%s", name);
+}
+
+/* 0 when the caller may go on; otherwise rq's answer is set. */
+static int check_auth(lab_req_t *rq, const lab_route_t *route)
+{
+    lab_api_t *api = rq->api;
+    who_set(rq, "anonymous");
+    if (!api->auth || route->roles == 0)
+        return 0;
+    const char *h = lab_req_header(rq, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *tok = NULL;
+    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+        tok = h + 7;
+        while (*tok == ' ')
+            tok++;
+    }
+    const lab_token_t *t = tok && *tok ? lab_tokens_find(&api->tokens, tok, strlen(tok)) : NULL;
+    if (!t) {
+        struct MHD_Response *r =
+            lab_problem(rq, LAB_P_UNAUTHORIZED, NULL,
+                        h ? "the bearer token is not valid" : "a bearer token is required");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                h ? "Bearer realm=\"labloop\", error=\"invalid_token\""
+                                  : "Bearer realm=\"labloop\"");
+        return -1;
+    }
+    who_set(rq, t->name);
+    if (!(route->roles & (unsigned)t->role)) {
+        lab_problem(rq, LAB_P_FORBIDDEN, NULL, "role %s may not %s %s", lab_role_name(t->role),
+                    rq->method, route->pattern);
+        return -1;
+    }
+    return 0;
+}
+
+/* application/json, with parameters allowed ("application/json; charset=utf-8"). */
+static bool is_json_type(const char *ct)
+{
+    if (!ct)
+        return false;
+    while (*ct == ' ')
+        ct++;
+    if (strncasecmp(ct, "application/json", 16) != 0)
+        return false;
+    ct += 16;
+    while (*ct == ' ')
+        ct++;
+    return *ct == 0 || *ct == ';';
+}
+
+static void begin(lab_req_t *rq)
+{
+    lab_api_t *api = rq->api;
+    char allow[64];
+    const char *cl = lab_req_header(rq, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = lab_req_header(rq, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    long long clen = -1;
+    if (cl) {
+        char *end;
+        errno = 0;
+        clen = strtoll(cl, &end, 10);
+        if (errno || end == cl || clen < 0)
+            clen = -1;
+    }
+    rq->has_body = clen > 0 || te != NULL;
+    rq->clen = clen;
+
+    int r = route_find(rq, allow, sizeof allow);
+    if (r == -2) {
+        lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no resource at %s", rq->url);
+        return;
+    }
+    if (r == -1) {
+        struct MHD_Response *resp =
+            lab_problem(rq, LAB_P_METHOD, NULL, "%s is not allowed on %s", rq->method, rq->url);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+        return;
+    }
+    rq->route = r;
+    const lab_route_t *route = &lab_routes[r];
+    if (check_auth(rq, route))
+        return;
+    if (clen > api->max_body) {
+        lab_problem(rq, LAB_P_TOO_LARGE, NULL, "Content-Length %lld is over the limit of %ld bytes",
+                    clen, api->max_body);
+        return;
+    }
+    if (route->body) {
+        const char *ct = lab_req_header(rq, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (!is_json_type(ct)) {
+            lab_problem(rq, LAB_P_MEDIA_TYPE, NULL, "the body must be application/json, not %s",
+                        ct ? ct : "(none)");
+            return;
+        }
+        if (clen > 0 && (size_t)clen > rq->cap) {
+            free(rq->body);
+            rq->cap = (size_t)clen;
+            rq->body = lab_malloc(rq->cap);
+        }
+    }
+}
+
+/* A chunked body passed the limit. MHD takes a response only before the body or after all of
+ * it, so the 413 is written on the socket here, and the rest of the body is read and dropped until
+ * the client, having seen the answer, stops; then the connection is closed. */
+static void refuse_chunked(lab_req_t *rq)
+{
+    char detail[128];
+    snprintf(detail, sizeof detail, "the body passed the limit of %ld bytes", rq->api->max_body);
+    char *body = lab_problem_text(LAB_P_TOO_LARGE, rq->url, NULL, detail);
+    size_t blen = strlen(body);
+    char *msg = lab_asprintf("HTTP/1.1 413 Content Too Large\r\n"
+                             "Content-Type: application/problem+json\r\n"
+                             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                             blen, body);
+    free(body);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci) {
+        /* The socket's send buffer is empty (nothing was answered yet on this request), so a
+         * few hundred bytes go out whole or the connection is already broken. */
+        (void)!send(ci->connect_fd, msg, strlen(msg), MSG_NOSIGNAL);
+    }
+    free(msg);
+    rq->status = 413;
+    rq->state = RQ_DISCARD;
+    log_debug("api", "%s %s: chunked body over %ld bytes refused", rq->method, rq->url,
+              rq->api->max_body);
+}
+
+/* Whether the client closed its side. microhttpd's edge-triggered epoll misses a close that came
+ * with the last bytes it read (it saw a short read and waits for another edge that never comes),
+ * so a body cut short would hold its connection until the timeout. Asked only while a body is
+ * known to be incomplete: a client that half-closes after a whole request still gets its answer. */
+static bool peer_closed(lab_req_t *rq)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    char c;
+    return ci && recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+static enum MHD_Result queue(lab_req_t *rq)
+{
+    struct MHD_Response *r = rq->resp;
+    rq->resp = NULL;
+    rq->state = RQ_READY;
+    enum MHD_Result ok = MHD_queue_response(rq->conn, rq->status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    lab_api_t *api = cls;
+    lab_req_t *rq = *con_cls;
+    if (!rq) {
+        rq = req_new(api, c, url, method);
+        *con_cls = rq;
+        begin(rq);
+        if (!rq->resp)
+            return MHD_YES;
+        /* Answered from the headers. With a body coming, answer now: MHD then closes the
+         * connection without reading the body. Without one, wait for the final call so the
+         * connection stays open. */
+        rq->state = RQ_READY;
+        return rq->has_body ? queue(rq) : MHD_YES;
+    }
+    switch (rq->state) {
+    case RQ_BODY:
+        if (*upload_size) {
+            size_t n = *upload_size;
+            *upload_size = 0;
+            if (rq->len + n > (size_t)api->max_body) {
+                refuse_chunked(rq);
+                return MHD_YES;
+            }
+            if (rq->route >= 0 && lab_routes[rq->route].body) {
+                if (rq->len + n > rq->cap) {
+                    rq->cap = rq->len + n > 2 * rq->cap ? rq->len + n : 2 * rq->cap;
+                    rq->body = lab_realloc(rq->body, rq->cap);
+                }
+                memcpy(rq->body + rq->len, upload, n);
+            }
+            rq->len += n;
+            if (rq->clen > 0 && rq->len < (size_t)rq->clen && peer_closed(rq))
+                return MHD_NO; /* truncated: closed, and released in on_completed */
+            return MHD_YES;
+        }
+        lab_routes[rq->route].fn(rq);
+        if (rq->state == RQ_STORE)
+            return MHD_YES;
+        LAB_ASSERT(rq->resp);
+        return queue(rq);
+    case RQ_DISCARD:
+        if (*upload_size) {
+            *upload_size = 0;
+            return peer_closed(rq) ? MHD_NO : MHD_YES;
+        }
+        return MHD_NO; /* the whole body came after all: the 413 was sent, close */
+    case RQ_READY:
+        *upload_size = 0;
+        if (!rq->resp)
+            return MHD_YES;
+        return queue(rq);
+    case RQ_STORE:
+        return MHD_YES;
+    }
+    return MHD_NO;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    lab_api_t *api = cls;
+    lab_req_t *rq = *con_cls;
+    if (!rq)
+        return;
+    *con_cls = NULL;
+    double ms = (double)(uv_hrtime() - rq->t0) / 1e6;
+    if (rq->status && (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK || rq->status == 413)) {
+        lab_metrics_count(api, rq->route, rq->status);
+        log_debug("api", "%s %s status=%u ms=%.2f", rq->method, rq->url, rq->status, ms);
+    } else {
+        api->aborted++;
+        log_debug("api", "%s %s status=none ms=%.2f ended=%d (the client went away)", rq->method,
+                  rq->url, ms, (int)toe);
+    }
+    req_release(api, rq);
+}
+
+/* ---- suspension for the store ---- */
+
+void lab_req_suspend(lab_req_t *rq)
+{
+    rq->state = RQ_STORE;
+    rq->api->in_flight++;
+    MHD_suspend_connection(rq->conn);
+}
+
+/* The store answered: the answer is ready; MHD asks for it once the connection runs again. A
+ * client that left meanwhile is noticed then, by MHD, and its context released as usual. */
+void lab_req_resume(lab_req_t *rq)
+{
+    lab_api_t *api = rq->api;
+    LAB_ASSERT(rq->state == RQ_STORE && rq->resp);
+    rq->state = RQ_READY;
+    api->in_flight--;
+    MHD_resume_connection(rq->conn);
+    /* Not MHD_run from here: this may be inside MHD's own callback. The check runs right after
+     * this loop iteration's I/O. */
+    uv_check_start(&api->check, on_check);
+}
+
+/* ---- MHD in the loop ---- */
+
+static void on_timer(uv_timer_t *t)
+{
+    run_mhd(t->data);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    run_mhd(p->data);
+}
+
+static void on_check(uv_check_t *c)
+{
+    lab_api_t *api = c->data;
+    uv_check_stop(c);
+    if (api->closing && api->in_flight == 0)
+        finish_close(api);
+    else
+        run_mhd(api);
+}
+
+static void run_mhd(lab_api_t *api)
+{
+    if (!api->mhd)
+        return;
+    MHD_run(api->mhd);
+    MHD_UNSIGNED_LONG_LONG ms;
+    if (MHD_get_timeout(api->mhd, &ms) == MHD_YES)
+        uv_timer_start(&api->timer, on_timer, ms, 0);
+    else
+        uv_timer_stop(&api->timer);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = 0;
+    log_debug("api", "microhttpd: %s", msg);
+}
+
+/* ---- the listening address ---- */
+
+static bool addr_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
+            return true;
+        return IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127;
+    }
+    return false;
+}
+
+/* "host:port" or "[v6]:port" into addr. */
+static int addr_parse(const char *hostport, struct sockaddr_storage *addr, socklen_t *alen)
+{
+    char host[256], port[16];
+    const char *colon;
+    if (hostport[0] == '[') {
+        const char *close = strchr(hostport, ']');
+        if (!close || close[1] != ':')
+            return LAB_ECONFIG;
+        snprintf(host, sizeof host, "%.*s", (int)(close - hostport - 1), hostport + 1);
+        colon = close + 1;
+    } else {
+        colon = strrchr(hostport, ':');
+        if (!colon)
+            return LAB_ECONFIG;
+        snprintf(host, sizeof host, "%.*s", (int)(colon - hostport), hostport);
+    }
+    snprintf(port, sizeof port, "%s", colon + 1);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res = NULL;
+    if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res) != 0 || !res)
+        return LAB_ECONFIG;
+    memcpy(addr, res->ai_addr, res->ai_addrlen);
+    *alen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* ---- lifecycle ---- */
+
+static int tokens_read(lab_api_t *api, const char *path, bool at_start)
+{
+    char err[512];
+    lab_tokens_t t;
+    if (lab_tokens_load(path, &t, err, sizeof err)) {
+        if (at_start)
+            log_error("api", "tokens file refused: %s", err);
+        else
+            log_error("api", "tokens file refused, the previous tokens stay: %s", err);
+        return LAB_ECONFIG;
+    }
+    lab_tokens_free(&api->tokens);
+    api->tokens = t;
+    log_info("api", "tokens file %s: %d tokens", path, t.n);
+    return 0;
+}
+
+static void api_free(lab_api_t *api)
+{
+    void (*cb)(void *) = api->close_cb;
+    void *arg = api->close_arg;
+    pool_free(api);
+    lab_tokens_free(&api->tokens);
+    free(api->tokens_path);
+    free(api->hits);
+    free(api);
+    if (cb)
+        cb(arg);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    lab_api_t *api = h->data;
+    if (--api->handles_open == 0)
+        api_free(api);
+}
+
+int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
+{
+    const lab_config_t *cfg = deps->cfg;
+    struct sockaddr_storage addr;
+    socklen_t alen;
+    *out = NULL;
+    if (addr_parse(cfg->http, &addr, &alen)) {
+        log_error("api", "http=%s: not a host:port address that resolves", cfg->http);
+        return LAB_ECONFIG;
+    }
+    if (!cfg->auth_enabled && !addr_loopback((struct sockaddr *)&addr)) {
+        log_error("api",
+                  "http=%s is not a loopback address and there is no [auth] section: refusing to "
+                  "serve without tokens beyond this machine",
+                  cfg->http);
+        return LAB_ECONFIG;
+    }
+    lab_api_t *api = LAB_NEW(lab_api_t);
+    api->loop = deps->loop;
+    api->clock = deps->clock;
+    api->store = deps->store;
+    api->pg = deps->pg;
+    api->mqtt = deps->mqtt;
+    api->max_body = cfg->http_max_body;
+    api->auth = cfg->auth_enabled;
+    api->hits = lab_calloc((size_t)lab_nroutes + 1, sizeof *api->hits);
+    api->run_schema = lab_jschema_get("run.schema.json");
+    if (!api->run_schema) {
+        log_error("api", "the run schema (run.schema.json) is not available");
+        goto fail;
+    }
+    if (api->auth) {
+        api->tokens_path = lab_strdup(cfg->auth_tokens);
+        if (tokens_read(api, api->tokens_path, true))
+            goto fail;
+    }
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (addr.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    /* The logger first, so MHD reports nothing through its own. */
+    api->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, api, MHD_OPTION_EXTERNAL_LOGGER,
+                                mhd_log, api, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http_max_conns,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)LAB_HTTP_TIMEOUT_S,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
+                                MHD_OPTION_LISTEN_BACKLOG_SIZE, 511u, MHD_OPTION_END);
+    if (!api->mhd) {
+        log_error("api", "cannot listen on %s: %s", cfg->http, strerror(errno));
+        goto fail;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(api->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    if (!di) {
+        log_error("api", "microhttpd has no epoll fd");
+        MHD_stop_daemon(api->mhd);
+        goto fail;
+    }
+    int rc = uv_poll_init(api->loop, &api->poll, di->epoll_fd);
+    if (rc) {
+        log_error("api", "uv_poll_init: %s", uv_strerror(rc));
+        MHD_stop_daemon(api->mhd);
+        goto fail;
+    }
+    uv_timer_init(api->loop, &api->timer);
+    uv_check_init(api->loop, &api->check);
+    api->poll.data = api->timer.data = api->check.data = api;
+    api->handles_open = 3;
+    uv_poll_start(&api->poll, UV_READABLE, on_poll);
+    api->started_ms = uv_now(api->loop);
+    api->accepting = true;
+    log_info("api", "listening on %s auth=%s max_body=%ld max_connections=%d", cfg->http,
+             api->auth ? "tokens" : "off (loopback only)", api->max_body, cfg->http_max_conns);
+    run_mhd(api);
+    *out = api;
+    return 0;
+fail:
+    lab_tokens_free(&api->tokens);
+    free(api->tokens_path);
+    free(api->hits);
+    free(api);
+    return LAB_ECONFIG;
+}
+
+int lab_api_reload(lab_api_t *api, const lab_config_t *cfg)
+{
+    if (!api->auth || !cfg->auth_enabled || !cfg->auth_tokens)
+        return 0;
+    if (strcmp(api->tokens_path, cfg->auth_tokens) != 0) {
+        free(api->tokens_path);
+        api->tokens_path = lab_strdup(cfg->auth_tokens);
+    }
+    return tokens_read(api, api->tokens_path, false);
+}
+
+void lab_api_forget_sinks(lab_api_t *api)
+{
+    api->pg = NULL;
+    api->mqtt = NULL;
+}
+
+void lab_api_stop_accepting(lab_api_t *api)
+{
+    if (!api->accepting || !api->mhd)
+        return;
+    api->accepting = false;
+    MHD_socket fd = MHD_quiesce_daemon(api->mhd);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    log_info("api", "no longer accepting connections; in flight=%d", api->in_flight);
+}
+
+int lab_api_in_flight(const lab_api_t *api)
+{
+    return api->in_flight;
+}
+
+/* Every store op has completed, so no connection is suspended (MHD refuses to stop otherwise). */
+static void finish_close(lab_api_t *api)
+{
+    if (!api->mhd)
+        return;
+    uv_poll_stop(&api->poll);
+    uv_timer_stop(&api->timer);
+    uv_check_stop(&api->check);
+    MHD_stop_daemon(api->mhd);
+    api->mhd = NULL;
+    uv_close((uv_handle_t *)&api->poll, on_handle_closed);
+    uv_close((uv_handle_t *)&api->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&api->check, on_handle_closed);
+}
+
+void lab_api_close(lab_api_t *api, void (*cb)(void *arg), void *arg)
+{
+    LAB_ASSERT(!api->closing);
+    lab_api_stop_accepting(api);
+    api->closing = true;
+    api->close_cb = cb;
+    api->close_arg = arg;
+    if (api->in_flight > 0) {
+        log_info("api", "closing after %d requests finish with the store", api->in_flight);
+        return;
+    }
+    finish_close(api);
+}

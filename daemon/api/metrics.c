@@ -1,0 +1,177 @@
+/* GET /metrics in the Prometheus text format 0.0.4: the outbox head, each sink's state, depth
+ * (rows not yet delivered), lag (seconds since the oldest undelivered row was written) and
+ * counters, the store's groups and ops, HTTP requests by route and status, requests in flight,
+ * uptime. A sink that is not configured shows only state="disabled". */
+#include "daemon/api/api_int.h"
+#include "core/err.h"
+#include "core/mem.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+} buf_t;
+
+static void __attribute__((format(printf, 2, 3))) put(buf_t *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        LAB_ASSERT(n >= 0);
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        b->cap = b->cap * 2 + (size_t)n;
+        b->p = lab_realloc(b->p, b->cap);
+    }
+}
+
+static void head(buf_t *b, const char *name, const char *type, const char *help)
+{
+    put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void lab_metrics_count(lab_api_t *api, int route, unsigned status)
+{
+    lab_route_hits_t *h = &api->hits[route >= 0 ? route : lab_nroutes];
+    int i;
+    for (i = 0; i < LAB_STATUS_SLOTS && h->status[i] && h->status[i] != status; i++)
+        ;
+    if (i == LAB_STATUS_SLOTS)
+        i = LAB_STATUS_SLOTS - 1; /* more statuses than slots on one route: lumped into the last */
+    h->status[i] = h->status[i] ? h->status[i] : status;
+    h->n[i]++;
+}
+
+typedef struct sink_row {
+    const char *name;
+    bool enabled;
+    lab_sink_stats_t st;
+} sink_row_t;
+
+static const lab_sink_state_t states[] = {LAB_SINK_DISABLED, LAB_SINK_CONNECTING, LAB_SINK_UP,
+                                          LAB_SINK_DOWN};
+
+/* Seconds between the oldest row a sink has not delivered and now; 0 when caught up. */
+static double sink_lag(lab_api_t *api, int64_t cursor, int64_t head_seq)
+{
+    if (cursor >= head_seq)
+        return 0;
+    lab_outbox_row_t *rows = NULL;
+    int n = lab_outbox_read(api->store, cursor, 1, &rows);
+    double lag = 0;
+    if (n > 0) {
+        int64_t age = lab_clock_now_ms(api->clock) - rows[0].ts_ms;
+        double scale = api->clock->scale > 0 ? api->clock->scale : 1;
+        lag = age > 0 ? (double)age / 1000.0 / scale : 0;
+    }
+    if (n > 0)
+        lab_outbox_rows_free(rows, n);
+    return lag;
+}
+
+void lab_api_metrics(lab_req_t *rq)
+{
+    lab_api_t *api = rq->api;
+    buf_t b = {lab_malloc(8192), 0, 8192};
+    lab_store_stats_t ss;
+    lab_store_stats(api->store, &ss);
+
+    head(&b, "labloop_uptime_seconds", "gauge", "Seconds since the HTTP API started.");
+    put(&b, "labloop_uptime_seconds %.3f\n", (double)(uv_now(api->loop) - api->started_ms) / 1000);
+    head(&b, "labloop_outbox_head_seq", "gauge", "Newest committed outbox sequence number.");
+    put(&b, "labloop_outbox_head_seq %lld\n", (long long)ss.head_seq);
+    head(&b, "labloop_store_groups_total", "counter", "Store transactions (groups) committed.");
+    put(&b, "labloop_store_groups_total %lld\n", (long long)ss.groups);
+    head(&b, "labloop_store_ops_total", "counter", "Store operations committed.");
+    put(&b, "labloop_store_ops_total %lld\n", (long long)ss.ops);
+    head(&b, "labloop_store_ops_failed_total", "counter", "Store operations that failed.");
+    put(&b, "labloop_store_ops_failed_total %lld\n", (long long)ss.ops_failed);
+    head(&b, "labloop_store_queued_ops", "gauge", "Store operations waiting for the next group.");
+    put(&b, "labloop_store_queued_ops %d\n", ss.queued);
+
+    sink_row_t sinks[2] = {{"postgres", api->pg != NULL, {0}}, {"mqtt", api->mqtt != NULL, {0}}};
+    if (api->pg)
+        lab_pg_stats(api->pg, &sinks[0].st);
+    if (api->mqtt)
+        lab_mqtt_stats(api->mqtt, &sinks[1].st);
+    head(&b, "labloop_sink_state", "gauge", "1 for the state each outbox sink is in.");
+    for (int s = 0; s < 2; s++) {
+        lab_sink_state_t cur = sinks[s].enabled ? sinks[s].st.state : LAB_SINK_DISABLED;
+        for (size_t k = 0; k < sizeof states / sizeof states[0]; k++)
+            put(&b, "labloop_sink_state{sink=\"%s\",state=\"%s\"} %d\n", sinks[s].name,
+                lab_sink_state_name(states[k]), states[k] == cur);
+    }
+    static const struct {
+        const char *name, *type, *help;
+    } per_sink[] = {
+        {"labloop_outbox_depth", "gauge", "Outbox rows not yet delivered to the sink."},
+        {"labloop_sink_lag_seconds", "gauge", "Age of the oldest row not yet delivered."},
+        {"labloop_sink_cursor", "gauge", "Last outbox seq delivered and acknowledged."},
+        {"labloop_sink_delivered_total", "counter", "Rows delivered since start."},
+        {"labloop_sink_batches_total", "counter", "Batches delivered since start."},
+        {"labloop_sink_errors_total", "counter", "Delivery errors since start."},
+        {"labloop_sink_connects_total", "counter", "Connections made since start."},
+    };
+    for (size_t m = 0; m < sizeof per_sink / sizeof per_sink[0]; m++) {
+        head(&b, per_sink[m].name, per_sink[m].type, per_sink[m].help);
+        for (int s = 0; s < 2; s++) {
+            if (!sinks[s].enabled)
+                continue;
+            const lab_sink_stats_t *st = &sinks[s].st;
+            put(&b, "%s{sink=\"%s\"} ", per_sink[m].name, sinks[s].name);
+            switch (m) {
+            case 0:
+                put(&b, "%lld\n",
+                    (long long)(ss.head_seq > st->cursor ? ss.head_seq - st->cursor : 0));
+                break;
+            case 1:
+                put(&b, "%.3f\n", sink_lag(api, st->cursor, ss.head_seq));
+                break;
+            case 2:
+                put(&b, "%lld\n", (long long)st->cursor);
+                break;
+            case 3:
+                put(&b, "%lld\n", (long long)st->delivered);
+                break;
+            case 4:
+                put(&b, "%lld\n", (long long)st->batches);
+                break;
+            case 5:
+                put(&b, "%lld\n", (long long)st->errors);
+                break;
+            default:
+                put(&b, "%lld\n", (long long)st->connects);
+                break;
+            }
+        }
+    }
+
+    head(&b, "labloop_http_requests_total", "counter",
+         "HTTP requests answered, by route and status.");
+    for (int r = 0; r <= lab_nroutes; r++) {
+        const lab_route_hits_t *h = &api->hits[r];
+        for (int i = 0; i < LAB_STATUS_SLOTS && h->status[i]; i++)
+            put(&b, "labloop_http_requests_total{method=\"%s\",route=\"%s\",code=\"%u\"} %llu\n",
+                r < lab_nroutes ? lab_routes[r].method : "",
+                r < lab_nroutes ? lab_routes[r].pattern : "unmatched", h->status[i],
+                (unsigned long long)h->n[i]);
+    }
+    head(&b, "labloop_http_requests_aborted_total", "counter",
+         "HTTP requests that ended without an answer (the client went away).");
+    put(&b, "labloop_http_requests_aborted_total %llu\n", (unsigned long long)api->aborted);
+    head(&b, "labloop_http_requests_in_flight", "gauge", "HTTP requests being handled.");
+    put(&b, "labloop_http_requests_in_flight %d\n", api->active);
+    head(&b, "labloop_http_requests_waiting_store", "gauge",
+         "HTTP requests waiting for their store operation to commit.");
+    put(&b, "labloop_http_requests_waiting_store %d\n", api->in_flight);
+
+    lab_respond(rq, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
+}

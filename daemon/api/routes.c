@@ -1,0 +1,31 @@
+/* The route table: every endpoint is one row {method, path pattern, roles allowed, handler}. The
+ * server (http.c) answers 404 for a path no row has, and 405 with Allow for a known path with
+ * another method. Plus the small handlers that need no module of their own. */
+#include "daemon/api/api_int.h"
+#include "core/err.h"
+
+#define READERS LAB_ROLES_ALL
+#define SUBMITTERS (LAB_ROLE_TECHNICIAN | LAB_ROLE_ADMIN)
+
+const lab_route_t lab_routes[] = {
+    {"GET", "/healthz", 0, false, lab_api_healthz},
+    {"GET", "/metrics", READERS, false, lab_api_metrics},
+    {"POST", "/v1/runs", SUBMITTERS, true, lab_api_runs_post},
+    {"GET", "/v1/runs", READERS, false, lab_api_runs_list},
+    {"GET", "/v1/runs/{id}", READERS, false, lab_api_runs_get},
+};
+
+const int lab_nroutes = (int)(sizeof lab_routes / sizeof lab_routes[0]);
+
+void lab_api_healthz(lab_req_t *rq)
+{
+    lab_api_t *api = rq->api;
+    lab_store_stats_t st;
+    lab_store_stats(api->store, &st);
+    json_t *doc =
+        json_pack("{s:s, s:b, s:I, s:i, s:I}", "status", "ok", "accepting", api->accepting,
+                  "uptime_s", (json_int_t)((uv_now(api->loop) - api->started_ms) / 1000),
+                  "in_flight", api->in_flight, "outbox_head", (json_int_t)st.head_seq);
+    LAB_ASSERT(doc);
+    lab_respond_json(rq, 200, doc);
+}

@@ -1,0 +1,331 @@
+/* The run endpoints: POST /v1/runs (parse, validate against run.schema.json, build the run
+ * document, commit it through the store, answer only after the commit; Idempotency-Key replay),
+ * GET /v1/runs/{id}, and GET /v1/runs?state=&limit=&after= (pages in submission order; the
+ * cursor is an opaque decimal string, "next" of the previous page, null on the last). */
+#include "daemon/api/api_int.h"
+#include "daemon/api/sha256.h"
+#include "core/err.h"
+#include "core/id.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "daemon/model/run.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LIST_DEFAULT 50
+#define LIST_MAX 500
+#define IDEM_KEY_MAX 255
+
+/* ---- idempotency ---- */
+
+/* What makes two requests "the same": method, path and body, each NUL-separated. */
+static void idem_hash(lab_req_t *rq, char out[65])
+{
+    lab_sha256_t s;
+    uint8_t d[32];
+    lab_sha256_init(&s);
+    lab_sha256_update(&s, rq->method, strlen(rq->method) + 1);
+    lab_sha256_update(&s, rq->url, strlen(rq->url) + 1);
+    if (rq->len)
+        lab_sha256_update(&s, rq->body, rq->len);
+    lab_sha256_final(&s, d);
+    lab_sha256_hex(d, out);
+}
+
+static lab_req_t *idem_pending_find(lab_api_t *api, const char *who, const char *key)
+{
+    for (lab_req_t *p = api->idem_pending; p; p = p->next)
+        if (strcmp(p->idem_key, key) == 0 && strcmp(p->who, who) == 0)
+            return p;
+    return NULL;
+}
+
+static void idem_pending_remove(lab_api_t *api, lab_req_t *rq)
+{
+    for (lab_req_t **pp = &api->idem_pending; *pp; pp = &(*pp)->next) {
+        if (*pp == rq) {
+            *pp = rq->next;
+            rq->next = NULL;
+            return;
+        }
+    }
+}
+
+static void set_location(struct MHD_Response *r, const char *id)
+{
+    char loc[64];
+    snprintf(loc, sizeof loc, "/v1/runs/%s", id);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, loc);
+}
+
+/* A stored answer for (who, key): replays it, or refuses a different request. 1 when rq has its
+ * answer, 0 when the key is new. */
+static int idem_replay(lab_req_t *rq, const char *key, const char *hash)
+{
+    lab_api_t *api = rq->api;
+    char *stored_hash = NULL, *body = NULL;
+    int status = 0;
+    int rc = lab_idem_get(api->store, rq->who, key, &stored_hash, &status, &body);
+    if (rc == LAB_ENOTFOUND)
+        return 0;
+    if (rc) {
+        lab_problem(rq, LAB_P_INTERNAL, NULL, "idempotency record lookup failed: %s",
+                    lab_strerror(rc));
+    } else if (strcmp(stored_hash, hash) != 0) {
+        lab_problem(rq, LAB_P_IDEM_MISMATCH,
+                    lab_errors_one("", "Idempotency-Key was already used with another body"),
+                    "Idempotency-Key \"%.255s\" was first used for a different request", key);
+    } else {
+        json_t *doc = json_loads(body, 0, NULL);
+        char id[LAB_UUID_LEN + 1] = "";
+        const char *s = json_string_value(json_object_get(doc, "id"));
+        if (s)
+            snprintf(id, sizeof id, "%s", s);
+        json_decref(doc);
+        struct MHD_Response *r =
+            lab_respond(rq, (unsigned)status, "application/json", body, strlen(body));
+        body = NULL;
+        MHD_add_response_header(r, "Idempotent-Replayed", "true");
+        if (status == 201 && id[0])
+            set_location(r, id);
+    }
+    free(stored_hash);
+    free(body);
+    return 1;
+}
+
+/* ---- POST /v1/runs ---- */
+
+/* The store runs this on its worker: the wrapped insert does the work. */
+static int insert_apply(lab_store_op_t *op, sqlite3 *db)
+{
+    lab_req_t *rq = (lab_req_t *)((char *)op - offsetof(lab_req_t, op));
+    return rq->ins->op.apply(&rq->ins->op, db);
+}
+
+static void insert_done(lab_store_op_t *op, int status)
+{
+    lab_req_t *rq = (lab_req_t *)((char *)op - offsetof(lab_req_t, op));
+    lab_run_insert_t *ins = rq->ins;
+    rq->ins = NULL;
+    if (rq->idem_key)
+        idem_pending_remove(rq->api, rq);
+    if (status == 0) {
+        struct MHD_Response *r =
+            lab_respond(rq, 201, "application/json", ins->doc, strlen(ins->doc));
+        ins->doc = NULL;
+        set_location(r, ins->id);
+    } else if (status == LAB_ESHUTDOWN) {
+        lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down; not submitted");
+    } else if (status == LAB_ECONFLICT) {
+        lab_problem(rq, LAB_P_IN_PROGRESS, NULL,
+                    "another request with this Idempotency-Key committed first");
+    } else {
+        lab_problem(rq, LAB_P_INTERNAL, NULL, "the local store failed: %s", lab_strerror(status));
+    }
+    lab_run_insert_free(ins);
+    lab_req_resume(rq);
+}
+
+void lab_api_runs_post(lab_req_t *rq)
+{
+    lab_api_t *api = rq->api;
+    char hash[65];
+    if (!api->accepting) {
+        /* Stopping: nothing new goes to the store; the client should reconnect elsewhere. */
+        struct MHD_Response *r =
+            lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down; not submitted");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+        return;
+    }
+    const char *key = lab_req_header(rq, "Idempotency-Key");
+    if (key) {
+        size_t kl = strlen(key);
+        if (kl == 0 || kl > IDEM_KEY_MAX) {
+            lab_problem(rq, LAB_P_BAD_REQUEST,
+                        lab_errors_one("", "Idempotency-Key must have 1 to 255 characters"),
+                        "Idempotency-Key has %zu characters", kl);
+            return;
+        }
+        if (idem_pending_find(api, rq->who, key)) {
+            lab_problem(rq, LAB_P_IN_PROGRESS, NULL,
+                        "the first request with Idempotency-Key \"%s\" is still committing", key);
+            return;
+        }
+        idem_hash(rq, hash);
+        if (idem_replay(rq, key, hash))
+            return;
+    }
+
+    json_error_t jerr;
+    json_t *sub = json_loadb(rq->len ? rq->body : "", rq->len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!sub) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
+        lab_problem(rq, LAB_P_BAD_JSON, lab_errors_one("", msg), "the body is not valid JSON: %s",
+                    msg);
+        return;
+    }
+    lab_jerrs_t errs = {0};
+    int nerr = lab_jschema_validate(api->run_schema, sub, &errs);
+    if (nerr > 0) {
+        lab_problem(rq, LAB_P_INVALID, lab_jerrs_to_json(&errs), "%d problem%s in the run document",
+                    nerr, nerr == 1 ? "" : "s");
+        lab_jerrs_free(&errs);
+        json_decref(sub);
+        return;
+    }
+    lab_jerrs_free(&errs);
+
+    char id[LAB_UUID_LEN + 1];
+    lab_uuid4(id);
+    int64_t now = lab_clock_now_ms(api->clock);
+    json_t *doc = lab_run_new_doc(sub, id, "api", rq->who, now);
+    json_decref(sub);
+    lab_run_insert_t *ins = lab_run_insert_new();
+    ins->id = lab_strdup(id);
+    ins->state = lab_strdup(lab_run_state_name(LAB_RUN_QUEUED));
+    ins->doc = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    LAB_ASSERT(ins->doc);
+    ins->ts_ms = now;
+    if (key) {
+        ins->idem_owner = lab_strdup(rq->who);
+        ins->idem_key = lab_strdup(key);
+        ins->idem_hash = lab_strdup(hash);
+        ins->idem_status = 201;
+        rq->idem_key = key;
+        rq->next = api->idem_pending;
+        api->idem_pending = rq;
+    }
+    rq->ins = ins;
+    rq->op = (lab_store_op_t){.apply = insert_apply, .done = insert_done};
+    lab_req_suspend(rq);
+    lab_store_submit(api->store, &rq->op);
+}
+
+/* ---- GET /v1/runs/{id} ---- */
+
+void lab_api_runs_get(lab_req_t *rq)
+{
+    char id[LAB_UUID_LEN + 1];
+    if (rq->param_len != LAB_UUID_LEN) {
+        lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %.*s (not a UUID)",
+                    (int)(rq->param_len > 64 ? 64 : rq->param_len), rq->param);
+        return;
+    }
+    for (int i = 0; i < LAB_UUID_LEN; i++)
+        id[i] = (char)tolower((unsigned char)rq->param[i]);
+    id[LAB_UUID_LEN] = 0;
+    if (!lab_uuid_valid(id)) {
+        lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s (not a UUID)", id);
+        return;
+    }
+    char *doc = NULL;
+    int rc = lab_runs_get(rq->api->store, id, &doc);
+    if (rc == LAB_ENOTFOUND) {
+        lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s", id);
+        return;
+    }
+    if (rc) {
+        lab_problem(rq, LAB_P_INTERNAL, NULL, "reading run %s failed: %s", id, lab_strerror(rc));
+        return;
+    }
+    lab_respond(rq, 200, "application/json", doc, strlen(doc));
+}
+
+/* ---- GET /v1/runs ---- */
+
+static void query_error(json_t *errs, const char *name, const char *fmt, const char *value)
+{
+    char msg[400], text[200];
+    snprintf(text, sizeof text, fmt, value);
+    snprintf(msg, sizeof msg, "query parameter %s: %s", name, text);
+    json_array_append_new(errs, json_pack("{s:s, s:s}", "path", "", "message", msg));
+}
+
+static enum MHD_Result query_known(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    static const char *const known[] = {"state", "limit", "after"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(key, known[i]) == 0)
+            return MHD_YES;
+    char name[80];
+    snprintf(name, sizeof name, "%.64s", key);
+    query_error(cls, name, "%s", "unknown (state, limit and after are)");
+    return MHD_YES;
+}
+
+/* A decimal number from lo to hi, the whole string. */
+static bool parse_num(const char *s, long long lo, long long hi, long long *out)
+{
+    if (!s || !isdigit((unsigned char)s[0]))
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+void lab_api_runs_list(lab_req_t *rq)
+{
+    lab_api_t *api = rq->api;
+    json_t *errs = json_array();
+    MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, query_known, errs);
+    const char *state = lab_req_query(rq, "state");
+    const char *limit_s = lab_req_query(rq, "limit");
+    const char *after_s = lab_req_query(rq, "after");
+    if (state && lab_run_state_parse(state) < 0)
+        query_error(errs, "state",
+                    "unknown state \"%.64s\" (queued, planned, running, paused, interrupted, done, "
+                    "failed or cancelled)",
+                    state);
+    long long limit = LIST_DEFAULT, after = 0;
+    if (limit_s && !parse_num(limit_s, 1, LIST_MAX, &limit))
+        query_error(errs, "limit", "\"%.64s\" is not an integer from 1 to 500", limit_s);
+    if (after_s && !parse_num(after_s, 0, INT64_MAX, &after))
+        query_error(errs, "after", "\"%.64s\" is not a cursor (the \"next\" of a page)", after_s);
+    if (json_array_size(errs) > 0) {
+        size_t n = json_array_size(errs);
+        lab_problem(rq, LAB_P_BAD_REQUEST, errs, "%zu bad query parameter%s", n, n == 1 ? "" : "s");
+        return;
+    }
+    json_decref(errs);
+
+    char **docs = NULL;
+    int64_t next = 0;
+    int n = lab_runs_list(api->store, state, after, (int)limit, &docs, &next);
+    if (n < 0) {
+        lab_problem(rq, LAB_P_INTERNAL, NULL, "listing runs failed: %s", lab_strerror(n));
+        return;
+    }
+    /* The stored documents are JSON already: joined as text, never parsed again. */
+    size_t len = 64;
+    for (int i = 0; i < n; i++)
+        len += strlen(docs[i]) + 1;
+    char *text = lab_malloc(len), *p = text;
+    p += sprintf(p, "{\"runs\":[");
+    for (int i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
+        size_t dl = strlen(docs[i]);
+        memcpy(p, docs[i], dl);
+        p += dl;
+        free(docs[i]);
+    }
+    free(docs);
+    if (next)
+        p += sprintf(p, "],\"next\":\"%lld\"}", (long long)next);
+    else
+        p += sprintf(p, "],\"next\":null}");
+    lab_respond(rq, 200, "application/json", text, (size_t)(p - text));
+}

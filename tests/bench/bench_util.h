@@ -1,0 +1,151 @@
+/* What the benchmarks share: a labloopd started through the harness but logging at warn (the
+ * harness starts it at debug, which would measure the log), a pool of keep-alive HTTP clients
+ * submitting runs, the daemon's memory from /proc, and one JSON line per figure. Header-only: each
+ * bench is one program. */
+#ifndef LAB_TESTS_BENCH_UTIL_H
+#define LAB_TESTS_BENCH_UTIL_H
+
+#include "tests/harness/harness.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef LABLOOPD_PATH
+#define LABLOOPD_PATH "labloopd"
+#endif
+
+static inline int bench_fail(const char *what)
+{
+    fprintf(stderr, "bench: %s\n", what);
+    exit(1);
+}
+
+/* Starts labloopd with the harness, then again with log_level = warn. */
+static inline void bench_daemon_start(h_daemon_t *d, const h_pg_t *pg, const h_mqtt_t *mq,
+                                      const char *extra)
+{
+    setenv("LABLOOPD", LABLOOPD_PATH, 0);
+    if (h_daemon_start(d, pg, mq, extra) || h_daemon_stop(d) != 0)
+        bench_fail("labloopd did not start");
+    FILE *f = fopen(d->conf, "r");
+    char text[8192];
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    char *at = strstr(text, "log_level = debug");
+    if (!at)
+        bench_fail("unexpected harness config");
+    memcpy(at, "log_level = warn ", 17);
+    f = fopen(d->conf, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0)
+        bench_fail("cannot rewrite the config");
+    if (h_daemon_restart(d))
+        bench_fail("labloopd did not restart");
+}
+
+/* ---- submitting runs from many keep-alive clients ---- */
+
+typedef struct bench_pool {
+    const char *url;
+    int from;           /* plate numbers from here */
+    int count;          /* submissions in all */
+    atomic_int next;    /* next submission to make */
+    atomic_int acked;   /* answered 201 */
+    atomic_int refused; /* any other answer */
+    char first_error[256];
+    pthread_mutex_t lock;
+} bench_pool_t;
+
+static size_t bench_discard(char *data, size_t size, size_t nmemb, void *user)
+{
+    (void)data;
+    (void)user;
+    return size * nmemb;
+}
+
+static void *bench_client(void *arg)
+{
+    bench_pool_t *p = arg;
+    CURL *c = curl_easy_init();
+    char url[256], body[160];
+    snprintf(url, sizeof url, "%s/v1/runs", p->url);
+    struct curl_slist *hl = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, bench_discard);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+    for (;;) {
+        int i = atomic_fetch_add(&p->next, 1);
+        if (i >= p->count)
+            break;
+        snprintf(body, sizeof body,
+                 "{\"workflow\":\"elisa-demo\",\"plate\":\"P%07d\",\"priority\":\"normal\"}",
+                 p->from + i);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        long status = 0;
+        CURLcode rc = curl_easy_perform(c);
+        if (rc == CURLE_OK)
+            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        if (status == 201) {
+            atomic_fetch_add(&p->acked, 1);
+        } else {
+            atomic_fetch_add(&p->refused, 1);
+            pthread_mutex_lock(&p->lock);
+            if (!p->first_error[0])
+                snprintf(p->first_error, sizeof p->first_error, "status %ld: %s", status,
+                         rc == CURLE_OK ? "" : curl_easy_strerror(rc));
+            pthread_mutex_unlock(&p->lock);
+        }
+    }
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+/* Submits count runs with `clients` concurrent connections; returns the seconds it took. */
+static inline double bench_submit_runs(const char *url, int clients, int from, int count,
+                                       int *acked)
+{
+    bench_pool_t p = {.url = url, .from = from, .count = count};
+    pthread_mutex_init(&p.lock, NULL);
+    pthread_t *t = calloc((size_t)clients, sizeof *t);
+    long long t0 = h_now_ms();
+    for (int i = 0; i < clients; i++)
+        pthread_create(&t[i], NULL, bench_client, &p);
+    for (int i = 0; i < clients; i++)
+        pthread_join(t[i], NULL);
+    long long t1 = h_now_ms();
+    free(t);
+    pthread_mutex_destroy(&p.lock);
+    *acked = atomic_load(&p.acked);
+    if (atomic_load(&p.refused))
+        fprintf(stderr, "bench: %d submissions not acknowledged (first: %s)\n",
+                atomic_load(&p.refused), p.first_error);
+    return (double)(t1 - t0) / 1000.0;
+}
+
+/* A field of /proc/PID/status in kB (VmRSS, VmHWM), or -1. */
+static inline long bench_proc_kb(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long kb = -1;
+    size_t flen = strlen(field);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, field, flen) == 0 && line[flen] == ':')
+            kb = strtol(line + flen + 1, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
+#endif

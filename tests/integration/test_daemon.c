@@ -1,0 +1,318 @@
+/* labloopd as a process, the way an operator meets it: --version, --check on good and bad
+ * configs, embedded mode (no PostgreSQL, no MQTT) across a restart, SIGTERM, SIGHUP reload, and the
+ * refusal to listen beyond loopback without [auth]. */
+#include "tests/harness/harness.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static const char *labloopd(void)
+{
+    const char *p = getenv("LABLOOPD");
+    return p && *p ? p : "labloopd";
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *s = malloc(cap);
+    size_t got;
+    while ((got = fread(s + n, 1, cap - n - 1, f)) > 0) {
+        n += got;
+        if (cap - n - 1 == 0)
+            s = realloc(s, cap *= 2);
+    }
+    s[n] = '\0';
+    fclose(f);
+    return s;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* The first line of text that holds every one of the NULL-terminated needles, or NULL. */
+static const char *line_with(const char *text, ...)
+{
+    for (const char *line = text; line && *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        char *copy = strndup(line, len);
+        va_list ap;
+        va_start(ap, text);
+        int all = 1;
+        for (const char *n = va_arg(ap, const char *); n; n = va_arg(ap, const char *))
+            if (!strstr(copy, n))
+                all = 0;
+        va_end(ap);
+        free(copy);
+        if (all)
+            return line;
+        line = end ? end + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* Waits (deadline timeout_ms) until the daemon's log has a line holding both needles. */
+static int log_wait(const h_daemon_t *d, const char *a, const char *b, int timeout_ms)
+{
+    long long end = h_now_ms() + timeout_ms;
+    for (;;) {
+        char *log = slurp(d->log);
+        int found = log && line_with(log, a, b, (char *)NULL) != NULL;
+        free(log);
+        if (found)
+            return 1;
+        if (h_now_ms() > end)
+            return 0;
+        h_sleep_ms(50);
+    }
+}
+
+/* Replaces the first occurrence of `from` in the file by `to`. */
+static void edit_file(const char *path, const char *from, const char *to)
+{
+    char *text = slurp(path);
+    assert_non_null(text);
+    char *at = strstr(text, from);
+    assert_non_null(at);
+    size_t len = strlen(text) - strlen(from) + strlen(to) + 1;
+    char *out = malloc(len);
+    snprintf(out, len, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    write_file(path, out);
+    free(out);
+    free(text);
+}
+
+static void test_version(void **state)
+{
+    char cmd[600], out[4096];
+    snprintf(cmd, sizeof cmd, "'%s' --version 2>&1", labloopd());
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "labloopd "));
+    assert_non_null(strchr(out, '.')); /* a version number, e.g. 0.1.0 */
+}
+
+static void test_check_good(void **state)
+{
+    char dir[256], path[300], cmd[800], out[4096];
+    assert_int_equal(h_tempdir("labcheck", dir, sizeof dir), 0);
+    snprintf(path, sizeof path, "%s/good.ini", dir);
+    write_file(path, "; a comment\n"
+                     "[labloop]\n"
+                     "site = lab\n"
+                     "cell = cell-7\n"
+                     "state_dir = state\n"
+                     "http = 127.0.0.1:8470\n"
+                     "log_level = warn\n"
+                     "http_max_body = 512k\n"
+                     "\n"
+                     "[postgres]\n"
+                     "conninfo = host=127.0.0.1 port=5432 dbname=lab\n"
+                     "batch_rows = 500\n"
+                     "\n"
+                     "[mqtt]\n"
+                     "uri = tcp://127.0.0.1:1883\n");
+    snprintf(cmd, sizeof cmd, "'%s' --check -c '%s' 2>&1", labloopd(), path);
+    int rc = h_run(cmd, out, sizeof out);
+    if (rc != 0)
+        fprintf(stderr, "--check said:\n%s\n", out);
+    assert_int_equal(rc, 0);
+    h_rmtree(dir);
+}
+
+static void test_check_errors(void **state)
+{
+    char dir[256], path[300], cmd[800], out[8192];
+    assert_int_equal(h_tempdir("labcheck", dir, sizeof dir), 0);
+    snprintf(path, sizeof path, "%s/bad.ini", dir);
+    write_file(path, "[labloop]\n"                     /* 1 */
+                     "site = lab\n"                    /* 2 */
+                     "colour = blue\n"                 /* 3: unknown key */
+                     "log_level = loud\n"              /* 4: bad value */
+                     "http_max_connections = 999999\n" /* 5: out of range */
+                     "\n"                              /* 6 */
+                     "[printer]\n"                     /* 7: unknown section */
+                     "paper = a4\n"                    /* 8 */
+                     "\n"                              /* 9 */
+                     "[postgres]\n"                    /* 10: no conninfo */
+                     "connect_timeout = 5\n");         /* 11 */
+    snprintf(cmd, sizeof cmd, "'%s' --check -c '%s' 2>&1", labloopd(), path);
+    int rc = h_run(cmd, out, sizeof out);
+    fprintf(stderr, "--check said:\n%s", out);
+    assert_int_equal(rc, 1);
+
+    char at[400];
+    snprintf(at, sizeof at, "%s:3:", path);
+    assert_non_null(line_with(out, at, "colour", "unknown key", (char *)NULL));
+    snprintf(at, sizeof at, "%s:4:", path);
+    assert_non_null(line_with(out, at, "log_level", "debug", (char *)NULL));
+    snprintf(at, sizeof at, "%s:5:", path);
+    assert_non_null(line_with(out, at, "http_max_connections", "range", (char *)NULL));
+    snprintf(at, sizeof at, "%s:7:", path);
+    assert_non_null(line_with(out, at, "printer", "unknown section", (char *)NULL));
+    snprintf(at, sizeof at, "%s:10:", path);
+    assert_non_null(line_with(out, at, "conninfo", "required", (char *)NULL));
+    /* Keys under an unknown section are not reported once more each. */
+    assert_null(line_with(out, "paper", (char *)NULL));
+    h_rmtree(dir);
+}
+
+/* POSTs a submission; returns the new run's id (malloc'd) after checking the 201. */
+static char *submit(const h_daemon_t *d, const char *body)
+{
+    char *resp = NULL;
+    int st = h_http(d->url, "POST", "/v1/runs", NULL, body, &resp);
+    if (st != 201)
+        fprintf(stderr, "POST /v1/runs: %d %s\n", st, resp ? resp : "");
+    assert_int_equal(st, 201);
+    json_t *doc = json_loads(resp, 0, NULL);
+    assert_non_null(doc);
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    assert_non_null(id);
+    assert_string_equal(json_string_value(json_object_get(doc, "state")), "queued");
+    char *out = strdup(id);
+    json_decref(doc);
+    free(resp);
+    return out;
+}
+
+static void expect_run(const h_daemon_t *d, const char *id, const char *workflow)
+{
+    char path[128], *resp = NULL;
+    snprintf(path, sizeof path, "/v1/runs/%s", id);
+    assert_int_equal(h_http(d->url, "GET", path, NULL, NULL, &resp), 200);
+    json_t *doc = json_loads(resp, 0, NULL);
+    assert_non_null(doc);
+    assert_string_equal(json_string_value(json_object_get(doc, "id")), id);
+    assert_string_equal(json_string_value(json_object_get(doc, "workflow")), workflow);
+    json_decref(doc);
+    free(resp);
+}
+
+static int listed(const h_daemon_t *d, const char *id)
+{
+    char *resp = NULL;
+    assert_int_equal(h_http(d->url, "GET", "/v1/runs", NULL, NULL, &resp), 200);
+    json_t *doc = json_loads(resp, 0, NULL);
+    assert_non_null(doc);
+    json_t *runs = json_object_get(doc, "runs");
+    assert_true(json_is_array(runs));
+    size_t i;
+    json_t *r;
+    int found = 0;
+    json_array_foreach(runs, i, r) found +=
+        strcmp(json_string_value(json_object_get(r, "id")), id) == 0;
+    json_decref(doc);
+    free(resp);
+    return found;
+}
+
+static void test_embedded_mode(void **state)
+{
+    h_daemon_t d;
+    assert_int_equal(h_daemon_start(&d, NULL, NULL, NULL), 0);
+    char *id =
+        submit(&d, "{\"workflow\":\"elisa-demo\",\"plate\":\"P0001\",\"priority\":\"high\"}");
+    expect_run(&d, id, "elisa-demo");
+    assert_int_equal(listed(&d, id), 1);
+
+    /* An orderly stop exits 0, and the run survives it. */
+    assert_int_equal(h_daemon_stop(&d), 0);
+    assert_int_equal(h_daemon_restart(&d), 0);
+    expect_run(&d, id, "elisa-demo");
+    assert_int_equal(listed(&d, id), 1);
+
+    /* An unknown run is a 404, not a crash. */
+    char *resp = NULL;
+    assert_int_equal(
+        h_http(d.url, "GET", "/v1/runs/00000000-0000-4000-8000-000000000000", NULL, NULL, &resp),
+        404);
+    free(resp);
+
+    assert_int_equal(h_daemon_stop(&d), 0);
+    free(id);
+    h_daemon_destroy(&d);
+}
+
+static void test_sigterm_exits_0(void **state)
+{
+    h_daemon_t d;
+    assert_int_equal(h_daemon_start(&d, NULL, NULL, NULL), 0);
+    assert_int_equal(h_daemon_stop(&d), 0);
+    h_daemon_destroy(&d);
+}
+
+static void test_hup_reload(void **state)
+{
+    h_daemon_t d;
+    assert_int_equal(h_daemon_start(&d, NULL, NULL, NULL), 0);
+
+    edit_file(d.conf, "log_level = debug\n", "log_level = info\n");
+    assert_int_equal(kill(d.pid, SIGHUP), 0);
+    assert_true(log_wait(&d, "reload", "log_level=info", 20000));
+
+    edit_file(d.conf, "[labloop]\n", "[labloop]\nhttp_max_connections = 100\n");
+    assert_int_equal(kill(d.pid, SIGHUP), 0);
+    assert_true(log_wait(&d, "http_max_connections", "restart", 20000));
+
+    /* A reload that finds a broken file keeps the running config and says why. */
+    edit_file(d.conf, "log_level = info\n", "log_level = loud\n");
+    assert_int_equal(kill(d.pid, SIGHUP), 0);
+    assert_true(log_wait(&d, "refused", "log_level", 20000));
+
+    char *resp = NULL;
+    assert_int_equal(h_http(d.url, "GET", "/healthz", NULL, NULL, &resp), 200);
+    free(resp);
+    assert_int_equal(h_daemon_stop(&d), 0);
+    h_daemon_destroy(&d);
+}
+
+static void test_public_http_needs_auth(void **state)
+{
+    char dir[256], path[300], cmd[900], out[8192];
+    assert_int_equal(h_tempdir("labauth", dir, sizeof dir), 0);
+    snprintf(path, sizeof path, "%s/labloop.ini", dir);
+    char text[600];
+    snprintf(text, sizeof text,
+             "[labloop]\nsite = lab\ncell = cell1\nstate_dir = %s/state\nhttp = 0.0.0.0:%d\n", dir,
+             h_free_port());
+    write_file(path, text);
+    /* timeout: a daemon that wrongly starts would otherwise run until the test's own limit. */
+    snprintf(cmd, sizeof cmd, "timeout -s KILL 20 '%s' -c '%s' 2>&1", labloopd(), path);
+    int rc = h_run(cmd, out, sizeof out);
+    fprintf(stderr, "labloopd said:\n%s", out);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "auth"));
+    assert_non_null(strstr(out, "0.0.0.0"));
+    h_rmtree(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_version),
+        cmocka_unit_test(test_check_good),
+        cmocka_unit_test(test_check_errors),
+        cmocka_unit_test(test_embedded_mode),
+        cmocka_unit_test(test_sigterm_exits_0),
+        cmocka_unit_test(test_hup_reload),
+        cmocka_unit_test(test_public_http_needs_auth),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
