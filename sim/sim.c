@@ -32,6 +32,11 @@ static void close_handle(sim_t *s, uv_handle_t *h, uv_close_cb cb)
         uv_close(h, cb ? cb : handle_closed);
 }
 
+static void write_done(uv_write_t *req, int status)
+{
+    free(req);
+}
+
 void sim_inst_send(sim_inst_t *in, const void *buf, size_t n)
 {
     uint8_t junk[8];
@@ -46,16 +51,15 @@ void sim_inst_send(sim_inst_t *in, const void *buf, size_t n)
     if (in->cfg->tcp_port) {
         if (!in->client_open)
             return;
-        uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
-        while (b.len) {
-            int r = uv_try_write((uv_stream_t *)&in->client, &b, 1);
-            if (r == UV_EAGAIN)
-                continue;
-            if (r < 0)
-                return;
-            b.base += r;
-            b.len -= (size_t)r;
-        }
+        /* The request and its copy of the bytes are one block, freed when the write ends, so a
+         * slow client queues replies instead of stalling the loop. */
+        uv_write_t *req = malloc(sizeof *req + n);
+        if (!req)
+            return;
+        memcpy(req + 1, buf, n);
+        uv_buf_t b = uv_buf_init((char *)(req + 1), (unsigned)n);
+        if (uv_write(req, (uv_stream_t *)&in->client, &b, 1, write_done) < 0)
+            free(req);
         return;
     }
     const uint8_t *p = buf;
