@@ -100,4 +100,25 @@ int h_http(const char *url, const char *method, const char *path, const char *he
 /* Runs a command (sh -c) and returns its exit status; output into out when given. */
 int h_run(const char *cmd, char *out, size_t len);
 
+/* ---- labloop-sim: a child process with its config and control socket ---- */
+typedef struct h_sim {
+    char dir[256];
+    char ini[300]; /* dir/labloop.ini, written from the text given */
+    char ctl[300]; /* dir/ctl.sock */
+    pid_t pid;
+} h_sim_t;
+
+/* Writes ini_text to s->ini (paths in it are the caller's; put ptys under s->dir by building the
+ * text after h_tempdir, or anywhere) and starts labloop-sim; returns once its control socket is
+ * up (every instrument is served by then). Its log is dir/sim.log (stderr with H_VERBOSE). */
+int h_sim_start(h_sim_t *s, const char *ini_text);
+/* One control request (printf format, a JSON object); the reply line into reply. 0 when it
+ * says "ok":true. */
+int h_sim_ctl(h_sim_t *s, char *reply, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Injects timeout|garbage|error|disconnect on an instrument for seconds (0: until "clear"). */
+int h_sim_fault(h_sim_t *s, const char *id, const char *fault, double seconds);
+/* TERM (KILL after 5 s), and the directory removed unless H_KEEP is set. */
+void h_sim_stop(h_sim_t *s);
+
 #endif

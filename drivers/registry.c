@@ -1,0 +1,11 @@
+/* The drivers labloopd ships: adding a driver is adding a row. */
+#include "drivers/driver.h"
+
+#include <string.h>
+
+extern const lab_driver_ops_t lab_driver_manual_mover;
+
+const lab_driver_ops_t *const lab_drivers[] = {
+    &lab_driver_manual_mover,
+    NULL,
+};

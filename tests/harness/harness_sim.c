@@ -1,0 +1,130 @@
+/* labloop-sim as a child process for a test: its config written into a temporary directory, its
+ * control socket, faults injected through it, TERM at the end. */
+#include "tests/harness/harness.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int h_sim_start(h_sim_t *s, const char *ini_text)
+{
+    memset(s, 0, sizeof *s);
+    s->pid = -1;
+    if (h_tempdir("labsim", s->dir, sizeof s->dir))
+        return -1;
+    snprintf(s->ini, sizeof s->ini, "%s/labloop.ini", s->dir);
+    snprintf(s->ctl, sizeof s->ctl, "%s/ctl.sock", s->dir);
+    FILE *f = fopen(s->ini, "w");
+    if (!f || fputs(ini_text, f) < 0 || fclose(f)) {
+        fprintf(stderr, "h_sim_start: cannot write %s\n", s->ini);
+        return -1;
+    }
+    const char *bin = getenv("LABLOOP_SIM");
+    if (!bin) {
+        fprintf(stderr, "h_sim_start: LABLOOP_SIM is not set\n");
+        return -1;
+    }
+    char log[600];
+    snprintf(log, sizeof log, "%s/sim.log", s->dir);
+    pid_t parent = getpid();
+    s->pid = fork();
+    if (s->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(127);
+        if (!getenv("H_VERBOSE") && !freopen(log, "a", stderr))
+            _exit(127);
+        execl(bin, bin, "-c", s->ini, "--control", s->ctl, (char *)NULL);
+        _exit(127);
+    }
+    struct stat st;
+    for (long long end = h_now_ms() + 10000; h_now_ms() < end; h_sleep_ms(10)) {
+        if (lstat(s->ctl, &st) == 0)
+            return 0;
+        int status;
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            fprintf(stderr, "h_sim_start: labloop-sim exited (status %d); see %s\n", status, log);
+            s->pid = -1;
+            return -1;
+        }
+    }
+    fprintf(stderr, "h_sim_start: no control socket after 10 s; see %s\n", log);
+    return -1;
+}
+
+int h_sim_ctl(h_sim_t *s, char *reply, size_t cap, const char *fmt, ...)
+{
+    char req[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(req, sizeof req - 1, fmt, ap);
+    va_end(ap);
+    req[n++] = '\n';
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", s->ctl);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        write(fd, req, (size_t)n) != n) {
+        fprintf(stderr, "h_sim_ctl: %s: %s\n", s->ctl, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    size_t got = 0;
+    long long end = h_now_ms() + 10000;
+    while (got + 1 < cap && h_now_ms() < end) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t r = read(fd, reply + got, 1);
+        if (r <= 0)
+            break;
+        if (reply[got++] == '\n')
+            break;
+    }
+    reply[got] = '\0';
+    close(fd);
+    if (!strstr(reply, "\"ok\":true")) {
+        fprintf(stderr, "h_sim_ctl: %.*s -> %s\n", n - 1, req, reply);
+        return -1;
+    }
+    return 0;
+}
+
+int h_sim_fault(h_sim_t *s, const char *id, const char *fault, double seconds)
+{
+    char reply[512];
+    return h_sim_ctl(s, reply, sizeof reply,
+                     "{\"instrument\":\"%s\",\"fault\":\"%s\",\"seconds\":%g}", id, fault, seconds);
+}
+
+void h_sim_stop(h_sim_t *s)
+{
+    if (s->pid > 0) {
+        kill(s->pid, SIGTERM);
+        int status;
+        for (long long end = h_now_ms() + 5000; h_now_ms() < end; h_sleep_ms(10))
+            if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+                s->pid = -1;
+                break;
+            }
+        if (s->pid > 0) {
+            kill(s->pid, SIGKILL);
+            waitpid(s->pid, &status, 0);
+        }
+        s->pid = -1;
+    }
+    if (s->dir[0] && !getenv("H_KEEP"))
+        h_rmtree(s->dir);
+    s->dir[0] = '\0';
+}
