@@ -72,7 +72,11 @@ int h_sim_ctl(h_sim_t *s, char *reply, size_t cap, const char *fmt, ...)
     req[n++] = '\n';
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof a.sun_path, "%s", s->ctl);
+    if (strlen(s->ctl) >= sizeof a.sun_path) {
+        fprintf(stderr, "h_sim_ctl: socket path too long: %s\n", s->ctl);
+        return -1;
+    }
+    memcpy(a.sun_path, s->ctl, strlen(s->ctl) + 1);
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
         write(fd, req, (size_t)n) != n) {
         fprintf(stderr, "h_sim_ctl: %s: %s\n", s->ctl, strerror(errno));
