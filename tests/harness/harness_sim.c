@@ -74,6 +74,8 @@ int h_sim_ctl(h_sim_t *s, char *reply, size_t cap, const char *fmt, ...)
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     if (strlen(s->ctl) >= sizeof a.sun_path) {
         fprintf(stderr, "h_sim_ctl: socket path too long: %s\n", s->ctl);
+        if (fd >= 0)
+            close(fd);
         return -1;
     }
     memcpy(a.sun_path, s->ctl, strlen(s->ctl) + 1);
