@@ -90,11 +90,10 @@ static const cfg_key_t keys[] = {
 #define N_KEYS (sizeof keys / sizeof keys[0])
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 
-static void add_error(lab_cfg_errors_t *e, int line, const char *section, const char *key,
-                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+#define add_error lab_cfg_error_add
 
-static void add_error(lab_cfg_errors_t *e, int line, const char *section, const char *key,
-                      const char *fmt, ...)
+void lab_cfg_error_add(lab_cfg_errors_t *e, int line, const char *section, const char *key,
+                       const char *fmt, ...)
 {
     if (e->n == e->cap) {
         e->cap = e->cap ? e->cap * 2 : 8;
@@ -254,7 +253,42 @@ typedef struct parse_ctx {
     bool section_ok;
     int seen[N_KEYS];
     int section_line[N_SECTIONS];
+    lab_cfg_instrument_t *inst; /* inside an [instrument ID] section */
 } parse_ctx_t;
+
+/* "[instrument ID]": a new instrument, its keys checked later by its driver. */
+static void instrument_section(parse_ctx_t *p, const char *rest)
+{
+    while (isspace((unsigned char)*rest))
+        rest++;
+    lab_config_t *c = p->cfg;
+    char sec[160];
+    snprintf(sec, sizeof sec, "instrument %s", rest);
+    if (!*rest) {
+        add_error(p->errs, p->line, "instrument", "", "expected [instrument ID]");
+        return;
+    }
+    for (const char *q = rest; *q; q++)
+        if (!isalnum((unsigned char)*q) && *q != '-' && *q != '_') {
+            add_error(p->errs, p->line, sec, "",
+                      "an instrument id has only letters, digits, '-' and '_' (it is part of "
+                      "MQTT topics and URLs)");
+            return;
+        }
+    for (int i = 0; i < c->n_instruments; i++)
+        if (strcmp(c->instruments[i].id, rest) == 0) {
+            add_error(p->errs, p->line, sec, "", "given twice (first on line %d)",
+                      c->instruments[i].line);
+            return;
+        }
+    c->instruments =
+        lab_realloc(c->instruments, sizeof *c->instruments * (size_t)(c->n_instruments + 1));
+    lab_cfg_instrument_t *in = &c->instruments[c->n_instruments++];
+    memset(in, 0, sizeof *in);
+    in->id = lab_strdup(rest);
+    in->line = p->line;
+    p->inst = in;
+}
 
 static char *reader(char *str, int num, void *stream)
 {
@@ -281,6 +315,12 @@ static char *reader(char *str, int num, void *stream)
         snprintf(p->section, sizeof p->section, "%s", a);
         const cfg_section_t *sec = close ? find_section(a) : NULL;
         p->section_ok = sec != NULL;
+        p->inst = NULL;
+        if (close && strncmp(a, "instrument", 10) == 0 &&
+            (a[10] == '\0' || isspace((unsigned char)a[10]))) {
+            instrument_section(p, a + 10);
+            return s;
+        }
         if (!close)
             add_error(p->errs, p->line, a, "", "section header without ']'");
         else if (!sec)
@@ -296,6 +336,15 @@ static char *reader(char *str, int num, void *stream)
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
     parse_ctx_t *p = user;
+    if (p->inst) {
+        lab_cfg_instrument_t *in = p->inst;
+        if (in->n == in->cap) {
+            in->cap = in->cap ? in->cap * 2 : 8;
+            in->kv = lab_realloc(in->kv, sizeof *in->kv * (size_t)in->cap);
+        }
+        in->kv[in->n++] = (lab_cfg_kv_t){lab_strdup(name), lab_strdup(value), p->line};
+        return 1;
+    }
     if (!p->section_ok)
         return 1; /* the section itself is already reported */
     const cfg_key_t *k = find_key(section, name);
@@ -375,6 +424,18 @@ void lab_config_free(lab_config_t *cfg)
             *str_field(cfg, &keys[i]) = NULL;
         }
     }
+    for (int i = 0; i < cfg->n_instruments; i++) {
+        lab_cfg_instrument_t *in = &cfg->instruments[i];
+        for (int j = 0; j < in->n; j++) {
+            free(in->kv[j].key);
+            free(in->kv[j].value);
+        }
+        free(in->kv);
+        free(in->id);
+    }
+    free(cfg->instruments);
+    cfg->instruments = NULL;
+    cfg->n_instruments = 0;
     free(cfg->path);
     free(cfg->dir);
     cfg->path = cfg->dir = NULL;
@@ -445,10 +506,28 @@ static bool value_equal(const lab_config_t *a, const lab_config_t *b, const cfg_
     }
 }
 
+static bool instruments_equal(const lab_config_t *a, const lab_config_t *b)
+{
+    if (a->n_instruments != b->n_instruments)
+        return false;
+    for (int i = 0; i < a->n_instruments; i++) {
+        const lab_cfg_instrument_t *x = &a->instruments[i], *y = &b->instruments[i];
+        if (strcmp(x->id, y->id) != 0 || x->n != y->n)
+            return false;
+        for (int j = 0; j < x->n; j++)
+            if (strcmp(x->kv[j].key, y->kv[j].key) != 0 ||
+                strcmp(x->kv[j].value, y->kv[j].value) != 0)
+                return false;
+    }
+    return true;
+}
+
 const char **lab_config_restart_diff(const lab_config_t *a, const lab_config_t *b)
 {
-    const char **out = lab_calloc(N_KEYS + N_SECTIONS + 1, sizeof *out);
+    const char **out = lab_calloc(N_KEYS + N_SECTIONS + 2, sizeof *out);
     int n = 0;
+    if (!instruments_equal(a, b))
+        out[n++] = "[instrument] sections";
     for (size_t s = 0; s < N_SECTIONS; s++)
         if (sections[s].present >= 0 && *(const bool *)((const char *)a + sections[s].present) !=
                                             *(const bool *)((const char *)b + sections[s].present))

@@ -6,6 +6,20 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+/* One key = value of an [instrument ID] section. Such sections are kept as text: the instrument's
+ * driver owns their key table (drivers/driver.h, lab_driver_check). */
+typedef struct lab_cfg_kv {
+    char *key, *value;
+    int line;
+} lab_cfg_kv_t;
+
+typedef struct lab_cfg_instrument {
+    char *id;
+    int line; /* of the [instrument ID] header */
+    lab_cfg_kv_t *kv;
+    int n, cap;
+} lab_cfg_instrument_t;
+
 typedef struct lab_config {
     char *path; /* the file as given */
     char *dir;  /* its directory: relative paths in the file are relative to it */
@@ -42,6 +56,10 @@ typedef struct lab_config {
     /* [auth]; absent: loopback only, no tokens */
     bool auth_enabled;
     char *auth_tokens; /* absolute after loading */
+
+    /* [instrument ID], in file order */
+    lab_cfg_instrument_t *instruments;
+    int n_instruments;
 } lab_config_t;
 
 typedef struct lab_cfg_error {
@@ -63,6 +81,8 @@ void lab_config_free(lab_config_t *cfg);
 /* "FILE:LINE: [section] key: reason", one per line. */
 void lab_cfg_errors_print(const lab_cfg_errors_t *errs, const char *path, FILE *out);
 void lab_cfg_errors_free(lab_cfg_errors_t *errs);
+void lab_cfg_error_add(lab_cfg_errors_t *errs, int line, const char *section, const char *key,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* The key table as documentation (used by --help-config). */
 void lab_config_print_keys(FILE *out);
 /* Whether a key may change on HUP without a restart. */

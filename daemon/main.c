@@ -7,6 +7,7 @@
  * shutdown_grace, then the store closes after its last group committed. */
 #include "daemon/api/api.h"
 #include "daemon/bus/mqtt.h"
+#include "daemon/instr/instr.h"
 #include "core/cfg.h"
 #include "core/clock.h"
 #include "core/err.h"
@@ -34,6 +35,7 @@ typedef struct labd {
     lab_store_t *store;
     lab_pg_t *pg;
     lab_mqtt_t *mqtt;
+    lab_instr_t *instr;
     lab_api_t *api;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
@@ -96,11 +98,18 @@ static void stop_sinks(labd_t *d)
     sink_stopped(d);
 }
 
-/* While draining the API: poll until no request waits for the store, or the grace ran out. */
+static void instr_closed(void *arg)
+{
+    labd_t *d = arg;
+    d->instr = NULL;
+}
+
+/* While draining the API: poll until no request waits for the store or an instrument, or the
+ * grace ran out. */
 static void stop_tick(uv_timer_t *t)
 {
     labd_t *d = t->data;
-    if (d->state != D_DRAINING_API)
+    if (d->state != D_DRAINING_API || d->instr)
         return;
     int busy = lab_api_in_flight(d->api);
     if (busy > 0 && uv_now(d->loop) < d->stop_deadline)
@@ -124,6 +133,10 @@ static void begin_stop(labd_t *d, const char *why)
     d->stop_deadline = uv_now(d->loop) + (uint64_t)(d->cfg.shutdown_grace_s * 1000);
     d->state = D_DRAINING_API;
     lab_api_stop_accepting(d->api);
+    /* Instruments first: operations in progress end (their requests are answered), and their
+     * last state rows reach the store before it closes. */
+    if (d->instr)
+        lab_instr_close(d->instr, instr_closed, d);
     uv_timer_start(&d->stop_timer, stop_tick, 0, 10);
 }
 
@@ -131,7 +144,7 @@ static void reload(labd_t *d)
 {
     lab_config_t next;
     lab_cfg_errors_t errs = {0};
-    if (lab_config_load(d->cfg.path, &next, &errs)) {
+    if (lab_config_load(d->cfg.path, &next, &errs) | (lab_instr_check(&next, &errs) > 0)) {
         for (int i = 0; i < errs.n; i++)
             log_error("config", "reload refused: %s:%d: [%s] %s: %s", d->cfg.path, errs.v[i].line,
                       errs.v[i].section, errs.v[i].key, errs.v[i].reason);
@@ -185,7 +198,11 @@ static int run(labd_t *d)
         log_error("main", "cannot start the MQTT bridge: %s", lab_strerror(rc));
         return 1;
     }
-    lab_api_deps_t deps = {d->loop, &d->cfg, &d->clock, d->store, d->pg, d->mqtt};
+    if ((rc = lab_instr_start(&d->instr, d->loop, &d->cfg, d->store, d->mqtt, &d->clock)) != 0) {
+        log_error("main", "cannot start the instruments: %s", lab_strerror(rc));
+        return 1;
+    }
+    lab_api_deps_t deps = {d->loop, &d->cfg, &d->clock, d->store, d->pg, d->mqtt, d->instr};
     if ((rc = lab_api_start(&d->api, &deps)) != 0) {
         log_error("main", "cannot start the HTTP API on %s: %s", d->cfg.http, lab_strerror(rc));
         return 1;
@@ -199,9 +216,9 @@ static int run(labd_t *d)
     }
     uv_timer_init(d->loop, &d->stop_timer);
     d->stop_timer.data = d;
-    log_info("main", "ready http=%s postgres=%s mqtt=%s state_dir=%s", d->cfg.http,
+    log_info("main", "ready http=%s postgres=%s mqtt=%s instruments=%d state_dir=%s", d->cfg.http,
              d->cfg.pg_enabled ? "on" : "off (embedded)", d->cfg.mqtt_enabled ? "on" : "off",
-             d->cfg.state_dir);
+             lab_instr_count(d->instr), d->cfg.state_dir);
     uv_run(d->loop, UV_RUN_DEFAULT);
     return d->state == D_DONE ? 0 : 1;
 }
@@ -233,6 +250,7 @@ int main(int argc, char **argv)
             break;
         case 'K':
             lab_config_print_keys(stdout);
+            lab_instr_print_keys(stdout);
             return 0;
         case 'V':
             printf("labloopd %s\n", LAB_VERSION);
@@ -251,7 +269,7 @@ int main(int argc, char **argv)
     }
     static labd_t d;
     lab_cfg_errors_t errs = {0};
-    if (lab_config_load(path, &d.cfg, &errs)) {
+    if (lab_config_load(path, &d.cfg, &errs) | (lab_instr_check(&d.cfg, &errs) > 0)) {
         lab_cfg_errors_print(&errs, path, stderr);
         lab_cfg_errors_free(&errs);
         lab_config_free(&d.cfg);
@@ -269,6 +287,8 @@ int main(int argc, char **argv)
         /* A start failure: release what was started, in reverse. */
         if (d.api)
             lab_api_close(d.api, NULL, NULL);
+        if (d.instr)
+            lab_instr_close(d.instr, NULL, NULL);
         if (d.mqtt)
             lab_mqtt_stop(d.mqtt, 0, NULL, NULL);
         if (d.pg)

@@ -25,8 +25,9 @@ const char *lab_inst_state_name(lab_inst_state_t s)
 }
 
 static const char *const err_names[LAB_DRV_ERR_COUNT] = {
-    "ok",     "unknown_action", "bad_params", "offline",   "timeout",  "device_error",
-    "protocol_error", "state", "busy", "cancelled", "internal",
+    "ok",      "unknown_action", "bad_params",     "offline",
+    "timeout", "device_error",   "protocol_error", "state",
+    "busy",    "cancelled",      "internal",
 };
 
 const char *lab_drv_err_name(lab_drv_err_t e)
@@ -696,9 +697,9 @@ int lab_driver_call(lab_driver_t *d, const char *action, json_t *params, double 
         json_decref(empty);
         lab_drv_error_set(err, LAB_DRV_EPARAM, NULL, "params must be an object");
         if (problems)
-            json_array_append_new(*problems ? *problems : (*problems = json_array()),
-                                  json_pack("{s:s,s:s}", "path", "/params", "message",
-                                            "must be an object"));
+            json_array_append_new(
+                *problems ? *problems : (*problems = json_array()),
+                json_pack("{s:s,s:s}", "path", "/params", "message", "must be an object"));
         return LAB_EINVAL;
     }
     if (!d->schemas[idx]) {
@@ -723,8 +724,8 @@ int lab_driver_call(lab_driver_t *d, const char *action, json_t *params, double 
                                       json_pack("{s:s+,s:s}", "path", "/params", je.v[i].path,
                                                 "message", je.v[i].message));
         }
-        lab_drv_error_set(err, LAB_DRV_EPARAM, NULL, "%s: %s%s", a->name, je.v[0].path,
-                          je.v[0].message);
+        lab_drv_error_set(err, LAB_DRV_EPARAM, NULL, "%s: params%s: %s%s", a->name, je.v[0].path,
+                          je.v[0].message, je.n > 1 ? " (and more, see errors)" : "");
         lab_jerrs_free(&je);
         json_decref(empty);
         return LAB_EINVAL;
@@ -792,7 +793,7 @@ void lab_drv_set_state(lab_driver_t *d, lab_inst_state_t s, const lab_drv_error_
 {
     if (d->closing)
         return;
-    LAB_CHECK(s == LAB_INST_OFFLINE || s == LAB_INST_IDLE || s == LAB_INST_FAULT, return);
+    LAB_CHECK(s == LAB_INST_OFFLINE || s == LAB_INST_IDLE || s == LAB_INST_FAULT, return );
     d->conn = s;
     if (err && err->code != LAB_DRV_OK) {
         d->conn_err = *err;
@@ -846,10 +847,10 @@ const lab_drv_action_t *lab_drv_current(lab_driver_t *d)
     return d->imm ? d->imm->a : d->cur ? d->cur->a : NULL;
 }
 
-void lab_drv_telemetry(lab_driver_t *d, json_t *values)
+void lab_drv_telemetry(lab_driver_t *d, int64_t ts_ms, json_t *values)
 {
     if (!d->closing && d->host.on_telemetry && json_object_size(values))
-        d->host.on_telemetry(d->host.ctx, d, 0, values);
+        d->host.on_telemetry(d->host.ctx, d, ts_ms, values);
     json_decref(values);
 }
 

@@ -84,7 +84,13 @@ typedef struct lab_drv_key {
 
 /* Serial settings with a model's documented defaults, for a driver's key table. */
 #define LAB_DRV_SERIAL_KEYS(baud, bits, parity, stop, flow)                                        \
-    {"port", LAB_DRV_KEY_STR, NULL, 0, 0, NULL, LAB_DRV_KEY_REQUIRED,                              \
+    {"port",                                                                                       \
+     LAB_DRV_KEY_STR,                                                                              \
+     NULL,                                                                                         \
+     0,                                                                                            \
+     0,                                                                                            \
+     NULL,                                                                                         \
+     LAB_DRV_KEY_REQUIRED,                                                                         \
      "device path, or tcp://HOST:PORT for a serial device server"},                                \
         {"baud", LAB_DRV_KEY_INT, baud, 50, 4000000, NULL, 0, "bits per second"},                  \
         {"data_bits", LAB_DRV_KEY_INT, bits, 5, 8, NULL, 0, "data bits"},                          \
@@ -117,10 +123,10 @@ typedef struct lab_drv_action {
 typedef struct lab_driver lab_driver_t;
 
 typedef struct lab_driver_ops {
-    const char *name;  /* the config's driver = value: "liconic-stx" */
-    const char *kind;  /* DESIGN §7: "incubator", "plate_reader", "liquid_handler", ... */
-    const char *model; /* "Liconic STX", for people */
-    const lab_drv_key_t *keys;       /* the section's keys besides driver and the common ones */
+    const char *name;          /* the config's driver = value: "liconic-stx" */
+    const char *kind;          /* DESIGN §7: "incubator", "plate_reader", "liquid_handler", ... */
+    const char *model;         /* "Liconic STX", for people */
+    const lab_drv_key_t *keys; /* the section's keys besides driver and the common ones */
     const lab_drv_action_t *actions; /* terminated by an entry whose name is NULL */
     /* The action the framework runs every poll_s when the queue is idle; its result object is
      * telemetry. NULL: no polling (a driver that reports by itself calls lab_drv_telemetry). */
@@ -251,8 +257,8 @@ void lab_drv_set_state(lab_driver_t *d, lab_inst_state_t s, const lab_drv_error_
 void lab_drv_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *result);
 /* The running operation, or NULL (after an abort, for example). */
 const lab_drv_action_t *lab_drv_current(lab_driver_t *d);
-/* A telemetry sample the instrument pushed: an object, stolen. */
-void lab_drv_telemetry(lab_driver_t *d, json_t *values);
+/* A telemetry sample the instrument pushed: an object, stolen; ts_ms its time (0: now). */
+void lab_drv_telemetry(lab_driver_t *d, int64_t ts_ms, json_t *values);
 /* Replaces a member of the model information (firmware, serial number); value stolen. */
 void lab_drv_set_info(lab_driver_t *d, const char *key, json_t *value);
 void lab_drv_closed(lab_driver_t *d);

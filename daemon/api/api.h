@@ -4,6 +4,7 @@
 #define LAB_API_API_H
 
 #include "daemon/bus/mqtt.h"
+#include "daemon/instr/instr.h"
 #include "core/cfg.h"
 #include "core/clock.h"
 #include "daemon/store/pg.h"
@@ -20,6 +21,7 @@ typedef struct lab_api_deps {
     lab_store_t *store;
     lab_pg_t *pg;     /* may be NULL (embedded mode) */
     lab_mqtt_t *mqtt; /* may be NULL */
+    lab_instr_t *instr;
 } lab_api_deps_t;
 
 int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps);

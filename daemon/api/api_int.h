@@ -61,6 +61,7 @@ struct lab_req {
     lab_store_op_t op;
     lab_run_insert_t *ins;
     const char *idem_key; /* MHD's header value, when the request carries one */
+    char action[65];      /* POST .../actions: the action waiting for its instrument */
 };
 
 #define LAB_STATUS_SLOTS 16
@@ -76,6 +77,7 @@ struct lab_api {
     lab_store_t *store;
     lab_pg_t *pg;
     lab_mqtt_t *mqtt;
+    lab_instr_t *instr;
     struct MHD_Daemon *mhd;
     uv_poll_t poll;
     uv_timer_t timer;
@@ -90,6 +92,7 @@ struct lab_api {
     lab_tokens_t tokens;
     long max_body;
     lab_jschema_t *run_schema;
+    lab_jschema_t *action_schema;
 
     int in_flight; /* requests waiting for the store */
     int active;    /* request contexts alive */
@@ -117,6 +120,9 @@ typedef enum lab_problem {
     LAB_P_IDEM_MISMATCH,
     LAB_P_INTERNAL,
     LAB_P_UNAVAILABLE,
+    LAB_P_CONFLICT,
+    LAB_P_INSTRUMENT,
+    LAB_P_INSTRUMENT_TIMEOUT,
     LAB_P_COUNT
 } lab_problem_t;
 
@@ -147,6 +153,11 @@ void lab_api_metrics(lab_req_t *rq);
 void lab_api_runs_post(lab_req_t *rq);
 void lab_api_runs_list(lab_req_t *rq);
 void lab_api_runs_get(lab_req_t *rq);
+void lab_api_instruments_list(lab_req_t *rq);
+void lab_api_instruments_get(lab_req_t *rq);
+void lab_api_instruments_action(lab_req_t *rq);
+void lab_api_instruments_pause(lab_req_t *rq);
+void lab_api_instruments_resume(lab_req_t *rq);
 
 /* Counting answered requests for /metrics. */
 void lab_metrics_count(lab_api_t *api, int route, unsigned status);

@@ -29,6 +29,7 @@
 
 static void run_mhd(lab_api_t *api);
 static void on_check(uv_check_t *c);
+static void on_timer(uv_timer_t *t);
 static void finish_close(lab_api_t *api);
 
 /* ---- answers ---- */
@@ -432,8 +433,10 @@ void lab_req_resume(lab_req_t *rq)
     api->in_flight--;
     MHD_resume_connection(rq->conn);
     /* Not MHD_run from here: this may be inside MHD's own callback. The check runs right after
-     * this loop iteration's I/O. */
+     * this loop iteration's I/O; the zero timer makes sure that I/O wait does not block when
+     * the resume came from a timer (an instrument's answer) rather than from I/O. */
     uv_check_start(&api->check, on_check);
+    uv_timer_start(&api->timer, on_timer, 0, 0);
 }
 
 /* ---- MHD in the loop ---- */
@@ -586,12 +589,18 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
     api->store = deps->store;
     api->pg = deps->pg;
     api->mqtt = deps->mqtt;
+    api->instr = deps->instr;
     api->max_body = cfg->http_max_body;
     api->auth = cfg->auth_enabled;
     api->hits = lab_calloc((size_t)lab_nroutes + 1, sizeof *api->hits);
     api->run_schema = lab_jschema_get("run.schema.json");
     if (!api->run_schema) {
         log_error("api", "the run schema (run.schema.json) is not available");
+        goto fail;
+    }
+    api->action_schema = lab_jschema_get("action.schema.json");
+    if (!api->action_schema) {
+        log_error("api", "the action schema (action.schema.json) is not available");
         goto fail;
     }
     if (api->auth) {

@@ -13,6 +13,11 @@ const lab_route_t lab_routes[] = {
     {"POST", "/v1/runs", SUBMITTERS, true, lab_api_runs_post},
     {"GET", "/v1/runs", READERS, false, lab_api_runs_list},
     {"GET", "/v1/runs/{id}", READERS, false, lab_api_runs_get},
+    {"GET", "/v1/instruments", READERS, false, lab_api_instruments_list},
+    {"GET", "/v1/instruments/{id}", READERS, false, lab_api_instruments_get},
+    {"POST", "/v1/instruments/{id}/actions", SUBMITTERS, true, lab_api_instruments_action},
+    {"POST", "/v1/instruments/{id}/pause", SUBMITTERS, false, lab_api_instruments_pause},
+    {"POST", "/v1/instruments/{id}/resume", SUBMITTERS, false, lab_api_instruments_resume},
 };
 
 const int lab_nroutes = (int)(sizeof lab_routes / sizeof lab_routes[0]);

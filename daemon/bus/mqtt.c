@@ -891,3 +891,20 @@ int lab_mqtt_subscribe(lab_mqtt_t *m, const char *filter, int qos, lab_mqtt_msg_
         subscribe_one(m, s);
     return LAB_OK;
 }
+
+int lab_mqtt_reply(lab_mqtt_t *m, const char *topic, const char *payload)
+{
+    if (!m || m->state != M_UP || m->stopping)
+        return LAB_ECONN;
+    MQTTAsync_message msg = MQTTAsync_message_initializer;
+    msg.payload = (void *)payload;
+    msg.payloadlen = (int)strlen(payload);
+    msg.qos = 1;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    int rc = MQTTAsync_sendMessage(m->client, topic, &msg, &ro);
+    if (rc != MQTTASYNC_SUCCESS) {
+        log_warn("mqtt", "reply topic=%s not sent rc=%d", topic, rc);
+        return LAB_ECONN;
+    }
+    return LAB_OK;
+}

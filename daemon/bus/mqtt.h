@@ -32,5 +32,8 @@ typedef void (*lab_mqtt_msg_cb)(void *ctx, const char *topic, const char *payloa
  * connect (a clean start loses subscriptions). A message goes to the first entry whose filter
  * matches. LAB_EINVAL for a bad filter or QoS, LAB_ETOOBIG past 32 entries. */
 int lab_mqtt_subscribe(lab_mqtt_t *m, const char *filter, int qos, lab_mqtt_msg_cb cb, void *ctx);
+/* An answer to an inbound message (its response topic), QoS 1, outside the outbox: answers are
+ * for whoever waits now. LAB_ECONN when the broker is not connected. */
+int lab_mqtt_reply(lab_mqtt_t *m, const char *topic, const char *payload);
 
 #endif

@@ -124,6 +124,25 @@ static const pg_kind_t pg_kinds[] = {
      "workflow = EXCLUDED.workflow, priority = EXCLUDED.priority, score = EXCLUDED.score, "
      "plate = EXCLUDED.plate, doc = EXCLUDED.doc, created_at = EXCLUDED.created_at, "
      "updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq WHERE t.seq < EXCLUDED.seq"},
+    {"instrument.state",
+     "INSERT INTO labloop.instruments AS t (cell, id, kind, driver, model, state, last_error, doc, "
+     "updated_at, seq) "
+     "SELECT DISTINCT ON (e.key) $1, e.key, e.payload->>'kind', e.payload->>'driver', "
+     "e.payload->>'model', e.payload->>'state', e.payload->'last_error', e.payload, e.ts, e.seq "
+     "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'instrument.state' ORDER BY e.key, e.seq DESC "
+     "ON CONFLICT (cell, id) DO UPDATE SET kind = EXCLUDED.kind, driver = EXCLUDED.driver, "
+     "model = EXCLUDED.model, state = EXCLUDED.state, last_error = EXCLUDED.last_error, "
+     "doc = EXCLUDED.doc, updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq "
+     "WHERE t.seq < EXCLUDED.seq"},
+    {"instrument.telemetry",
+     "INSERT INTO labloop.telemetry (cell, seq, ts, instrument, name, value, unit) "
+     "SELECT $1, e.seq, e.ts, e.key, v.key, (v.value #>> '{}')::float8, "
+     "coalesce(e.payload->'units'->>v.key, '') "
+     "FROM labloop.events e, jsonb_each(e.payload->'values') v "
+     "WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'instrument.telemetry' AND jsonb_typeof(v.value) = 'number' "
+     "ON CONFLICT (cell, seq, name) DO NOTHING"},
     {NULL, NULL},
 };
 

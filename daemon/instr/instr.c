@@ -1,0 +1,378 @@
+/* The instruments of the cell: creation from the config, state and telemetry into the outbox,
+ * MQTT reports to their instrument. */
+#include "daemon/instr/instr.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "daemon/bus/topics.h"
+#include "protocols/report.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct inst {
+    lab_driver_t *drv;
+    json_t *telemetry; /* newest value of each name */
+    json_t *units;
+    int64_t telemetry_ms;
+    int64_t state_ms;
+} inst_t;
+
+struct lab_instr {
+    uv_loop_t *loop;
+    lab_store_t *st;
+    lab_mqtt_t *mqtt;
+    const lab_clock_t *clock;
+    inst_t *v;
+    int n;
+    int closing; /* instruments still closing */
+    void (*close_cb)(void *arg);
+    void *close_arg;
+    uint64_t rows_failed;
+};
+
+/* ---- config ---- */
+
+typedef struct check_ctx {
+    lab_cfg_errors_t *errs;
+    char section[160];
+} check_ctx_t;
+
+static void check_err(void *ctx, int line, const char *key, const char *reason)
+{
+    check_ctx_t *c = ctx;
+    lab_cfg_error_add(c->errs, line, c->section, key, "%s", reason);
+}
+
+static void conf_of(const lab_config_t *cfg, const lab_cfg_instrument_t *ci, lab_drv_conf_t *dc,
+                    lab_drv_kv_t *kv)
+{
+    for (int j = 0; j < ci->n; j++)
+        kv[j] = (lab_drv_kv_t){ci->kv[j].key, ci->kv[j].value, ci->kv[j].line};
+    *dc = (lab_drv_conf_t){ci->id, ci->line, kv, (size_t)ci->n, cfg->time_scale};
+}
+
+int lab_instr_check(const lab_config_t *cfg, lab_cfg_errors_t *errs)
+{
+    int n = 0;
+    for (int i = 0; i < cfg->n_instruments; i++) {
+        const lab_cfg_instrument_t *ci = &cfg->instruments[i];
+        lab_drv_kv_t *kv = lab_calloc((size_t)ci->n + 1, sizeof *kv);
+        lab_drv_conf_t dc;
+        conf_of(cfg, ci, &dc, kv);
+        check_ctx_t c = {errs, ""};
+        snprintf(c.section, sizeof c.section, "instrument %s", ci->id);
+        n += lab_driver_check(&dc, check_err, &c);
+        free(kv);
+    }
+    return n;
+}
+
+static void print_table(FILE *out, const lab_drv_key_t *k)
+{
+    static const char *const tn[] = {"string", "integer", "number", "choice"};
+    for (; k->name; k++)
+        fprintf(out, "  %-22s %-9s default=%s%s  ; %s%s%s\n", k->name, tn[k->type],
+                k->def ? k->def : "-", k->flags & LAB_DRV_KEY_REQUIRED ? " required" : "", k->help,
+                k->choices ? ": " : "", k->choices ? k->choices : "");
+}
+
+void lab_instr_print_keys(FILE *out)
+{
+    fprintf(out, "[instrument ID]  ; one instrument; keys every driver takes:\n");
+    print_table(out, lab_drv_common_keys);
+    for (const lab_driver_ops_t *const *o = lab_drivers; *o; o++) {
+        fprintf(out, "  driver = %s  (%s, kind %s):\n", (*o)->name, (*o)->model, (*o)->kind);
+        print_table(out, (*o)->keys);
+    }
+}
+
+/* ---- outbox rows ---- */
+
+typedef struct row_op {
+    lab_store_op_t op;
+    lab_instr_t *in;
+    const char *kind;
+    char *key, *payload;
+    int64_t ts_ms;
+} row_op_t;
+
+static int row_apply(lab_store_op_t *op, sqlite3 *db)
+{
+    row_op_t *r = (row_op_t *)op;
+    int64_t seq = lab_outbox_append(db, r->kind, r->key, r->payload, r->ts_ms);
+    return seq > 0 ? 0 : (int)seq;
+}
+
+static void row_done(lab_store_op_t *op, int status)
+{
+    row_op_t *r = (row_op_t *)op;
+    if (status != 0) {
+        if (r->in)
+            r->in->rows_failed++;
+        log_error("instr", "instrument=%s kind=%s not recorded: %s", r->key, r->kind,
+                  lab_strerror(status));
+    }
+    free(r->key);
+    free(r->payload);
+    free(r);
+}
+
+static void append_row(lab_instr_t *in, const char *kind, const char *key, json_t *doc,
+                       int64_t ts_ms)
+{
+    row_op_t *r = lab_calloc(1, sizeof *r);
+    r->op.apply = row_apply;
+    r->op.done = row_done;
+    r->in = in;
+    r->kind = kind;
+    r->key = lab_strdup(key);
+    r->payload = json_dumps(doc, JSON_COMPACT);
+    r->ts_ms = ts_ms;
+    lab_store_submit(in->st, &r->op);
+}
+
+/* ---- host callbacks ---- */
+
+static inst_t *inst_of(lab_instr_t *in, lab_driver_t *d)
+{
+    for (int i = 0; i < in->n; i++)
+        if (in->v[i].drv == d)
+            return &in->v[i];
+    return NULL;
+}
+
+static void on_state(void *ctx, lab_driver_t *d, lab_inst_state_t state,
+                     const lab_drv_error_t *last)
+{
+    (void)state;
+    (void)last;
+    lab_instr_t *in = ctx;
+    inst_t *it = inst_of(in, d);
+    if (!it) /* the first report comes from lab_driver_start, before v[i].drv is set */
+        return;
+    it->state_ms = lab_clock_now_ms(in->clock);
+    json_t *doc = lab_instr_doc(in, d, false);
+    append_row(in, "instrument.state", lab_driver_id(d), doc, it->state_ms);
+    json_decref(doc);
+}
+
+static void on_telemetry(void *ctx, lab_driver_t *d, int64_t ts_ms, json_t *values)
+{
+    lab_instr_t *in = ctx;
+    inst_t *it = inst_of(in, d);
+    if (!it)
+        return;
+    if (ts_ms <= 0)
+        ts_ms = lab_clock_now_ms(in->clock);
+    json_t *units = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(values, k, v)
+    {
+        json_object_set(it->telemetry, k, v);
+        json_object_set_new(it->units, k, json_string(report_unit(k)));
+        json_object_set_new(units, k, json_string(report_unit(k)));
+    }
+    it->telemetry_ms = ts_ms;
+    char ts[32];
+    lab_time_iso(ts_ms, ts);
+    json_t *doc = json_pack("{s:s, s:s, s:O, s:o}", "instrument", lab_driver_id(d), "ts", ts,
+                            "values", values, "units", units);
+    append_row(in, "instrument.telemetry", lab_driver_id(d), doc, ts_ms);
+    json_decref(doc);
+}
+
+/* ---- reports over MQTT ---- */
+
+static void answer(lab_instr_t *in, const char *response_topic, json_t *doc)
+{
+    if (response_topic) {
+        char *text = json_dumps(doc, JSON_COMPACT);
+        lab_mqtt_reply(in->mqtt, response_topic, text);
+        free(text);
+    }
+    json_decref(doc);
+}
+
+static void on_report(void *ctx, const char *topic, const char *payload, size_t len,
+                      const char *response_topic)
+{
+    lab_instr_t *in = ctx;
+    const char *root = lab_mqtt_root(in->mqtt);
+    size_t rl = strlen(root);
+    char id[128];
+    if (strncmp(topic, root, rl) != 0 || topic[rl] != '/' ||
+        report_topic_parse(topic + rl + 1, id, sizeof id) != PROTO_OK) {
+        log_warn("instr", "report on unexpected topic=%s", topic);
+        return;
+    }
+    lab_driver_t *d = lab_instr_find(in, id, strlen(id));
+    char err[400];
+    if (!d) {
+        log_warn("instr", "report for unknown instrument=%s", id);
+        answer(in, response_topic,
+               json_pack("{s:b, s:[{s:s, s:s}]}", "accepted", 0, "errors", "path", "", "message",
+                         "no such instrument in this cell"));
+        return;
+    }
+    if (lab_driver_feed(d, payload, len, err, sizeof err) != LAB_OK) {
+        log_warn("instr", "instrument=%s report refused: %s", id, err);
+        /* err is "PATH: message" */
+        const char *colon = strstr(err, ": ");
+        json_t *e = colon ? json_pack("{s:s%, s:s}", "path", err, (size_t)(colon - err), "message",
+                                      colon + 2)
+                          : json_pack("{s:s, s:s}", "path", "", "message", err);
+        answer(in, response_topic, json_pack("{s:b, s:[o]}", "accepted", 0, "errors", e));
+        return;
+    }
+    answer(in, response_topic, json_pack("{s:b, s:s}", "accepted", 1, "instrument", id));
+}
+
+/* ---- lifecycle ---- */
+
+int lab_instr_start(lab_instr_t **out, uv_loop_t *loop, const lab_config_t *cfg, lab_store_t *st,
+                    lab_mqtt_t *mqtt, const lab_clock_t *clock)
+{
+    lab_instr_t *in = lab_calloc(1, sizeof *in);
+    in->loop = loop;
+    in->st = st;
+    in->mqtt = mqtt;
+    in->clock = clock;
+    in->v = lab_calloc((size_t)cfg->n_instruments + 1, sizeof *in->v);
+    lab_drv_host_t host = {on_state, on_telemetry, in};
+    for (int i = 0; i < cfg->n_instruments; i++) {
+        const lab_cfg_instrument_t *ci = &cfg->instruments[i];
+        lab_drv_kv_t *kv = lab_calloc((size_t)ci->n + 1, sizeof *kv);
+        lab_drv_conf_t dc;
+        conf_of(cfg, ci, &dc, kv);
+        char err[300];
+        lab_driver_t *d = NULL;
+        int rc = lab_driver_new(loop, &dc, &host, &d, err, sizeof err);
+        free(kv);
+        if (rc != LAB_OK) {
+            log_error("instr", "instrument=%s cannot be opened: %s", ci->id, err);
+            *out = in;
+            return rc;
+        }
+        in->v[in->n].drv = d;
+        in->v[in->n].telemetry = json_object();
+        in->v[in->n].units = json_object();
+        in->n++;
+    }
+    for (int i = 0; i < in->n; i++)
+        lab_driver_start(in->v[i].drv); /* reports its first state at once */
+    if (mqtt && in->n) {
+        char *filter = lab_topic_filter(lab_topic_get(LAB_TOPIC_IN_REPORT), lab_mqtt_root(mqtt));
+        int rc = lab_mqtt_subscribe(mqtt, filter, 1, on_report, in);
+        if (rc != LAB_OK)
+            log_error("instr", "cannot subscribe to %s: %s", filter, lab_strerror(rc));
+        free(filter);
+    }
+    log_info("instr", "instruments=%d", in->n);
+    *out = in;
+    return LAB_OK;
+}
+
+static void instr_free(lab_instr_t *in)
+{
+    void (*cb)(void *) = in->close_cb;
+    void *arg = in->close_arg;
+    for (int i = 0; i < in->n; i++) {
+        json_decref(in->v[i].telemetry);
+        json_decref(in->v[i].units);
+    }
+    free(in->v);
+    free(in);
+    if (cb)
+        cb(arg);
+}
+
+static void one_closed(void *arg)
+{
+    lab_instr_t *in = arg;
+    if (--in->closing == 0)
+        instr_free(in);
+}
+
+void lab_instr_close(lab_instr_t *in, void (*cb)(void *arg), void *arg)
+{
+    in->close_cb = cb;
+    in->close_arg = arg;
+    in->closing = 1;
+    for (int i = 0; i < in->n; i++)
+        if (in->v[i].drv) {
+            in->closing++;
+            lab_driver_t *d = in->v[i].drv;
+            lab_driver_close(d, one_closed, in);
+        }
+    one_closed(in);
+}
+
+int lab_instr_count(const lab_instr_t *in)
+{
+    return in ? in->n : 0;
+}
+
+lab_driver_t *lab_instr_at(lab_instr_t *in, int i)
+{
+    return in && i >= 0 && i < in->n ? in->v[i].drv : NULL;
+}
+
+lab_driver_t *lab_instr_find(lab_instr_t *in, const char *id, size_t len)
+{
+    for (int i = 0; in && i < in->n; i++) {
+        const char *name = lab_driver_id(in->v[i].drv);
+        if (strlen(name) == len && memcmp(name, id, len) == 0)
+            return in->v[i].drv;
+    }
+    return NULL;
+}
+
+json_t *lab_instr_doc(lab_instr_t *in, lab_driver_t *d, bool detail)
+{
+    const lab_driver_ops_t *ops = lab_driver_ops(d);
+    inst_t *it = inst_of(in, d);
+    const lab_drv_error_t *le = lab_driver_last_error(d);
+    json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "id", lab_driver_id(d), "kind",
+                            ops->kind, "driver", ops->name, "model", ops->model, "state",
+                            lab_inst_state_name(lab_driver_state(d)), "capacity",
+                            (json_int_t)lab_drv_int(d, "capacity"));
+    const char *label = lab_drv_str(d, "label");
+    if (*label)
+        json_object_set_new(doc, "label", json_string(label));
+    json_object_set_new(doc, "last_error", le->code ? lab_drv_error_json(le) : json_null());
+    json_object_set(doc, "info", lab_driver_info(d));
+    char ts[32];
+    if (it && it->state_ms) {
+        lab_time_iso(it->state_ms, ts);
+        json_object_set_new(doc, "updated_at", json_string(ts));
+    }
+    if (it) {
+        json_t *tel = json_pack("{s:O, s:O}", "values", it->telemetry, "units", it->units);
+        if (it->telemetry_ms) {
+            lab_time_iso(it->telemetry_ms, ts);
+            json_object_set_new(tel, "ts", json_string(ts));
+        }
+        json_object_set_new(doc, "telemetry", tel);
+    }
+    if (detail) {
+        lab_driver_stats_t s;
+        lab_driver_stats(d, &s);
+        json_object_set_new(doc, "stats",
+                            json_pack("{s:I, s:I, s:I, s:I, s:i}", "operations", (json_int_t)s.ops,
+                                      "failed", (json_int_t)s.failed, "timeouts",
+                                      (json_int_t)s.timeouts, "polls", (json_int_t)s.polls,
+                                      "queued", s.queued));
+        json_t *acts = json_array();
+        for (const lab_drv_action_t *a = ops->actions; a->name; a++) {
+            json_t *schema = a->params_schema ? json_loads(a->params_schema, 0, NULL) : NULL;
+            json_array_append_new(acts, json_pack("{s:s, s:s, s:o, s:f}", "name", a->name, "help",
+                                                  a->help ? a->help : "", "params",
+                                                  schema ? schema : json_object(), "timeout_s",
+                                                  a->timeout_s));
+        }
+        json_object_set_new(doc, "actions", acts);
+    }
+    return doc;
+}

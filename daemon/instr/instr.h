@@ -1,0 +1,40 @@
+/* The cell's instruments: one driver per [instrument ID] section, created at start. Owns the
+ * instruments' latest telemetry, turns every state change and telemetry sample into outbox rows
+ * (instrument.state, instrument.telemetry: PostgreSQL labloop.instruments/telemetry, MQTT
+ * instruments/{id}/state retained and .../telemetry), and hands reports from
+ * in/instruments/{id}/report to the instrument they name. The daemon talks to drivers through
+ * here; drivers never see the store or the bus. */
+#ifndef LAB_INSTR_INSTR_H
+#define LAB_INSTR_INSTR_H
+
+#include "core/cfg.h"
+#include "core/clock.h"
+#include "daemon/bus/mqtt.h"
+#include "daemon/store/store.h"
+#include "drivers/driver.h"
+
+#include <jansson.h>
+#include <uv.h>
+
+typedef struct lab_instr lab_instr_t;
+
+/* Every [instrument ID] section against its driver's key table; problems appended to errs.
+ * Returns how many. */
+int lab_instr_check(const lab_config_t *cfg, lab_cfg_errors_t *errs);
+/* The driver key tables, for labloopd --keys. */
+void lab_instr_print_keys(FILE *out);
+
+/* Creates and starts every instrument. mqtt may be NULL (no reports then). */
+int lab_instr_start(lab_instr_t **out, uv_loop_t *loop, const lab_config_t *cfg, lab_store_t *st,
+                    lab_mqtt_t *mqtt, const lab_clock_t *clock);
+/* Closes every instrument (operations end ECANCELLED); cb after the last one is freed. */
+void lab_instr_close(lab_instr_t *in, void (*cb)(void *arg), void *arg);
+
+int lab_instr_count(const lab_instr_t *in);
+lab_driver_t *lab_instr_at(lab_instr_t *in, int i);
+lab_driver_t *lab_instr_find(lab_instr_t *in, const char *id, size_t len);
+/* The instrument's document: id, kind, driver, model, label, capacity, state, last_error,
+ * telemetry (values, units, ts), info; with detail, the actions with their parameter schemas. */
+json_t *lab_instr_doc(lab_instr_t *in, lab_driver_t *d, bool detail);
+
+#endif
