@@ -6,6 +6,7 @@
 #include <curl/curl.h>
 #include <libserialport.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+static long req_timeout_s = 30; /* 0: wait as long as the daemon takes (instrument actions) */
+
 /* One request; returns the HTTP status (0 when the daemon could not be reached). */
 static long request(const char *method, const char *path, const char *body, buf_t *out)
 {
@@ -54,7 +57,7 @@ static long request(const char *method, const char *path, const char *body, buf_
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, req_timeout_s);
     if (body)
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     long status = 0;
@@ -353,6 +356,208 @@ static int cmd_ports(int argc, char **argv, int as_json)
     return 0;
 }
 
+/* ---- instruments ---- */
+
+static char *escaped_path(const char *fmt, const char *id)
+{
+    CURL *esc = curl_easy_init();
+    char *e = curl_easy_escape(esc, id, 0);
+    char *path = lab_asprintf(fmt, e);
+    curl_free(e);
+    curl_easy_cleanup(esc);
+    return path;
+}
+
+/* "temperature_c=37.0 humidity_pct=90.1" */
+static void print_values(json_t *vals, int width)
+{
+    const char *k;
+    json_t *v;
+    int n = 0;
+    char line[512] = "";
+    json_object_foreach(vals, k, v)
+    {
+        if (json_is_number(v) && (size_t)n < sizeof line)
+            n += snprintf(line + n, sizeof line - (size_t)n, "%s%s=%g", n ? " " : "", k,
+                          json_number_value(v));
+    }
+    printf("%-*s", width, n ? line : "-");
+}
+
+static void print_instrument_row(json_t *r)
+{
+    json_t *le = json_object_get(r, "last_error");
+    printf("%-14s  %-15s  %-8s  %-19s  ", str(r, "id"), str(r, "kind"), str(r, "state"),
+           str(r, "driver"));
+    print_values(json_object_get(json_object_get(r, "telemetry"), "values"), 40);
+    printf("  %s\n", json_is_object(le) ? str(le, "message") : "");
+}
+
+static int cmd_instruments(int argc, char **argv, int as_json)
+{
+    if (argc > 2) {
+        fprintf(stderr, "usage: labloop instruments [ID]\n");
+        return EXIT_USAGE;
+    }
+    char *path =
+        argc == 2 ? escaped_path("/v1/instruments/%s", argv[1]) : lab_asprintf("/v1/instruments");
+    buf_t b = {0};
+    long st = request("GET", path, NULL, &b);
+    free(path);
+    int rc = 0;
+    if (st == 0)
+        rc = EXIT_UNREACHABLE;
+    else if (st >= 300)
+        rc = refused(st, &b);
+    else if (as_json)
+        printf("%s\n", b.p ? b.p : "");
+    else {
+        json_t *doc = json_loads(b.p ? b.p : "", 0, NULL);
+        printf("%-14s  %-15s  %-8s  %-19s  %-40s  %s\n", "ID", "KIND", "STATE", "DRIVER",
+               "TELEMETRY", "LAST ERROR");
+        if (argc == 2) {
+            print_instrument_row(doc);
+            printf("\nmodel: %s\n", str(doc, "model"));
+            const char *k;
+            json_t *v;
+            json_object_foreach(json_object_get(doc, "info"), k, v)
+            {
+                if (strcmp(k, "driver") == 0 || strcmp(k, "model") == 0)
+                    continue;
+                char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                printf("%s: %s\n", k, t ? t : "?");
+                free(t);
+            }
+            printf("actions:\n");
+            size_t i;
+            json_t *a;
+            json_array_foreach(json_object_get(doc, "actions"), i, a)
+            {
+                printf("  %-18s %s\n", str(a, "name"), str(a, "help"));
+                json_t *props = json_object_get(json_object_get(a, "params"), "properties");
+                json_object_foreach(props, k, v)
+                {
+                    json_t *req = json_object_get(json_object_get(a, "params"), "required");
+                    bool needed = false;
+                    size_t j;
+                    json_t *r;
+                    json_array_foreach(req, j, r) needed |= strcmp(json_string_value(r), k) == 0;
+                    printf("      %s=%s%s\n", k, str(v, "type"), needed ? " (required)" : "");
+                }
+            }
+        } else {
+            size_t i;
+            json_t *r;
+            json_array_foreach(json_object_get(doc, "instruments"), i, r) print_instrument_row(r);
+        }
+        json_decref(doc);
+    }
+    free(b.p);
+    return rc;
+}
+
+/* k=v: a number, true/false/null, JSON ({..}, [..], "..") or else a string. */
+static json_t *param_value(const char *v)
+{
+    json_t *j = json_loads(v, JSON_DECODE_ANY, NULL);
+    if (j && (json_is_number(j) || json_is_boolean(j) || json_is_null(j) || json_is_object(j) ||
+              json_is_array(j) || v[0] == '"'))
+        return j;
+    json_decref(j);
+    return json_string(v);
+}
+
+static int cmd_action(int argc, char **argv, int as_json)
+{
+    static const struct option o[] = {
+        {"timeout", required_argument, NULL, 't'},
+        {NULL, 0, NULL, 0},
+    };
+    double timeout = 0;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+", o, NULL)) != -1) {
+        if (c == 't') {
+            char *end;
+            timeout = strtod(optarg, &end);
+            if (*end || timeout <= 0) {
+                fprintf(stderr, "labloop: --timeout takes lab seconds > 0\n");
+                return EXIT_USAGE;
+            }
+        } else {
+            return EXIT_USAGE;
+        }
+    }
+    if (argc - optind < 2) {
+        fprintf(stderr, "usage: labloop action ID NAME [KEY=VALUE]... [--timeout S]\n");
+        return EXIT_USAGE;
+    }
+    const char *id = argv[optind], *name = argv[optind + 1];
+    /* The action's schema says which parameters are strings: "plate=0042" stays "0042". */
+    json_t *props = NULL;
+    char *ipath = escaped_path("/v1/instruments/%s", id);
+    buf_t ib = {0};
+    if (request("GET", ipath, NULL, &ib) == 200) {
+        json_t *inst = json_loads(ib.p, 0, NULL);
+        size_t i;
+        json_t *a;
+        json_array_foreach(json_object_get(inst, "actions"), i,
+                           a) if (strcmp(str(a, "name"), name) == 0) props =
+            json_incref(json_object_get(json_object_get(a, "params"), "properties"));
+        json_decref(inst);
+    }
+    free(ipath);
+    free(ib.p);
+    json_t *params = json_object();
+    for (int i = optind + 2; i < argc; i++) {
+        const char *eq = strchr(argv[i], '=');
+        if (!eq || eq == argv[i]) {
+            fprintf(stderr, "labloop: '%s' is not KEY=VALUE\n", argv[i]);
+            json_decref(params);
+            json_decref(props);
+            return EXIT_USAGE;
+        }
+        char *key = lab_strndup(argv[i], (size_t)(eq - argv[i]));
+        const char *type = json_string_value(json_object_get(json_object_get(props, key), "type"));
+        json_object_set_new(params, key,
+                            type && strcmp(type, "string") == 0 ? json_string(eq + 1)
+                                                                : param_value(eq + 1));
+        free(key);
+    }
+    json_decref(props);
+    json_t *doc = json_pack("{s:s, s:o}", "action", name, "params", params);
+    if (timeout > 0)
+        json_object_set_new(doc, "timeout_s", json_real(timeout));
+    char *body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    char *path = escaped_path("/v1/instruments/%s/actions", id);
+    req_timeout_s = 0;
+    buf_t b = {0};
+    long st = request("POST", path, body, &b);
+    free(path);
+    free(body);
+    int rc = 0;
+    if (st == 0) {
+        rc = EXIT_UNREACHABLE;
+    } else if (st >= 300) {
+        rc = refused(st, &b);
+        json_t *p = json_loads(b.p ? b.p : "", 0, NULL);
+        json_t *ie = json_object_get(p, "instrument_error");
+        if (json_is_object(ie) && json_object_get(ie, "device_code"))
+            fprintf(stderr, "labloop: device code %s\n", str(ie, "device_code"));
+        json_decref(p);
+    } else {
+        json_t *ans = json_loads(b.p ? b.p : "", 0, NULL);
+        char *t = json_dumps(json_object_get(ans, "result"),
+                             as_json ? JSON_COMPACT : JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("%s\n", t ? t : "{}");
+        free(t);
+        json_decref(ans);
+    }
+    free(b.p);
+    return rc;
+}
+
 static const struct command {
     const char *name;
     int (*fn)(int argc, char **argv, int as_json);
@@ -361,6 +566,8 @@ static const struct command {
     {"submit", cmd_submit, "submit WORKFLOW [--plate P] [--priority P] [--param K=V]... | -f FILE"},
     {"runs", cmd_runs, "runs [--state S] [--limit N] [--after CURSOR]"},
     {"run", cmd_run, "run ID"},
+    {"instruments", cmd_instruments, "instruments [ID] (state, telemetry, last error; actions)"},
+    {"action", cmd_action, "action ID NAME [KEY=VALUE]... [--timeout S] (manual control)"},
     {"ports", cmd_ports, "ports (serial ports with USB VID:PID and serial; no daemon needed)"},
 };
 
