@@ -219,10 +219,16 @@ static void on_report(void *ctx, const char *topic, const char *payload, size_t 
     if (lab_driver_feed(d, payload, len, err, sizeof err) != LAB_OK) {
         log_warn("instr", "instrument=%s report refused: %s", id, err);
         /* err is "PATH: message" */
+        /* err is "PATH: message", PATH in the codec's "$.values.name" form: answered as a JSON
+         * Pointer like every other error of the API. */
         const char *colon = strstr(err, ": ");
-        json_t *e = colon ? json_pack("{s:s%, s:s}", "path", err, (size_t)(colon - err), "message",
-                                      colon + 2)
-                          : json_pack("{s:s, s:s}", "path", "", "message", err);
+        char ptr[200] = "";
+        size_t n = 0;
+        for (const char *p = err; colon && p < colon && n + 1 < sizeof ptr; p++)
+            if (*p != '$')
+                ptr[n++] = *p == '.' ? '/' : *p;
+        ptr[n] = '\0';
+        json_t *e = json_pack("{s:s, s:s}", "path", ptr, "message", colon ? colon + 2 : err);
         answer(in, response_topic, json_pack("{s:b, s:[o]}", "accepted", 0, "errors", e));
         return;
     }
