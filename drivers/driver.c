@@ -551,6 +551,13 @@ int lab_driver_new(uv_loop_t *loop, const lab_drv_conf_t *conf, const lab_drv_ho
         snprintf(err, errlen, "instrument %s: no such driver", conf->id);
         return LAB_EINVAL;
     }
+    return lab_driver_new_ops(loop, ops, conf, host, out, err, errlen);
+}
+
+int lab_driver_new_ops(uv_loop_t *loop, const lab_driver_ops_t *ops, const lab_drv_conf_t *conf,
+                       const lab_drv_host_t *host, lab_driver_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
     lab_driver_t *d = lab_calloc(1, sizeof *d + ops->priv_size);
     d->loop = loop;
     d->ops = ops;

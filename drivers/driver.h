@@ -196,6 +196,10 @@ typedef struct lab_drv_host {
 /* Creates an instrument from a checked section (lab_driver_check first) and opens it. */
 int lab_driver_new(uv_loop_t *loop, const lab_drv_conf_t *conf, const lab_drv_host_t *host,
                    lab_driver_t **out, char *err, size_t errlen);
+/* The same with the ops given rather than looked up by the section's driver = name (a driver
+ * outside the registry, such as a test's). */
+int lab_driver_new_ops(uv_loop_t *loop, const lab_driver_ops_t *ops, const lab_drv_conf_t *conf,
+                       const lab_drv_host_t *host, lab_driver_t **out, char *err, size_t errlen);
 void lab_driver_start(lab_driver_t *d);
 /* Pending operations complete with ECANCELLED; the driver disconnects; no callback follows.
  * cb (may be NULL) runs on the loop thread once everything is released and d freed. */

@@ -1,0 +1,399 @@
+/* The driver framework (drivers/driver.c) with a driver written for this test ("probe": its
+ * operations end when the test says, so every interleaving is reachable): parameters refused
+ * with every problem named, one operation at a time in order, timeouts that abort and ignore
+ * the late answer, offline failing what runs and what waits, the operator hold, a full queue,
+ * close with operations pending, polling into telemetry, and the config check. */
+#include "drivers/driver.h"
+#include "core/err.h"
+#include "core/log.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+/* ---- the probe driver ---- */
+
+typedef struct probe {
+    int invoked, aborted, stopped;
+    char last[32];
+} probe_t;
+
+static const lab_drv_action_t probe_actions[] = {
+    {"work",
+     "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
+     "\"n\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":9},\"tag\":{\"type\":\"string\"}},"
+     "\"required\":[\"n\"]}",
+     30, 0, "ends when the test calls lab_drv_done"},
+    {"status", NULL, 5, 0, "telemetry"},
+    {"peek", NULL, 5, LAB_DRV_ACT_IMMEDIATE | LAB_DRV_ACT_OFFLINE, "answers at once"},
+    {NULL, NULL, 0, 0, NULL},
+};
+
+static const lab_drv_key_t probe_keys[] = {
+    {"port", LAB_DRV_KEY_STR, NULL, 0, 0, NULL, LAB_DRV_KEY_REQUIRED, "where"},
+    {"speed", LAB_DRV_KEY_INT, "5", 1, 10, NULL, 0, "how fast"},
+    {"mode", LAB_DRV_KEY_ENUM, "a", 0, 0, "a|b", 0, "which"},
+    {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
+};
+
+static lab_driver_t *current; /* the probe instance */
+
+static void probe_start(lab_driver_t *d)
+{
+    lab_drv_set_state(d, LAB_INST_IDLE, NULL);
+}
+
+static void probe_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params)
+{
+    probe_t *p = lab_drv_priv(d);
+    p->invoked++;
+    snprintf(p->last, sizeof p->last, "%s", a->name);
+    if (strcmp(a->name, "peek") == 0)
+        lab_drv_done(d, NULL, json_pack("{s:i}", "invoked", p->invoked));
+    (void)params;
+}
+
+static void probe_abort(lab_driver_t *d)
+{
+    ((probe_t *)lab_drv_priv(d))->aborted++;
+}
+
+static void probe_stop(lab_driver_t *d)
+{
+    ((probe_t *)lab_drv_priv(d))->stopped++;
+}
+
+static const lab_driver_ops_t probe_ops = {
+    .name = "probe",
+    .kind = "test",
+    .model = "framework probe",
+    .keys = probe_keys,
+    .actions = probe_actions,
+    .poll_action = "status",
+    .poll_default_s = 0,
+    .priv_size = sizeof(probe_t),
+    .start = probe_start,
+    .stop = probe_stop,
+    .invoke = probe_invoke,
+    .abort = probe_abort,
+};
+
+/* ---- harness ---- */
+
+#define MAXDONE 128
+static struct {
+    int n;
+    lab_drv_err_t code[MAXDONE];
+    long tag[MAXDONE];
+} done;
+static int states[16], nstates, telemetry;
+static uv_loop_t loop;
+static bool closed;
+
+static void on_done(lab_driver_t *d, const lab_drv_error_t *e, json_t *res, void *arg)
+{
+    (void)d;
+    (void)res;
+    done.code[done.n] = e->code;
+    done.tag[done.n] = (long)(intptr_t)arg;
+    done.n++;
+}
+
+static void on_state(void *ctx, lab_driver_t *d, lab_inst_state_t s, const lab_drv_error_t *e)
+{
+    (void)ctx;
+    (void)d;
+    (void)e;
+    if (nstates < 16)
+        states[nstates++] = (int)s;
+}
+
+static void on_tel(void *ctx, lab_driver_t *d, int64_t ts, json_t *v)
+{
+    (void)ctx;
+    (void)d;
+    (void)ts;
+    if (json_is_number(json_object_get(v, "temperature_c")) && !json_object_get(v, "text"))
+        telemetry++;
+}
+
+static void run_ms(int ms)
+{
+    uint64_t end = uv_now(&loop) + (uint64_t)ms;
+    while (uv_now(&loop) < end) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+        uv_update_time(&loop);
+    }
+}
+
+static lab_driver_t *make(const char *poll_s, double scale)
+{
+    lab_drv_kv_t kv[3] = {{"driver", "probe", 1}, {"port", "/dev/null", 2}, {"poll_s", "0", 3}};
+    if (poll_s)
+        kv[2].value = poll_s;
+    lab_drv_conf_t c = {"p1", 1, kv, 3, scale};
+    lab_drv_host_t host = {on_state, on_tel, NULL};
+    char err[200];
+    lab_driver_t *d = NULL;
+    assert_int_equal(lab_driver_new_ops(&loop, &probe_ops, &c, &host, &d, err, sizeof err), 0);
+    lab_driver_start(d);
+    run_ms(5);
+    current = d;
+    return d;
+}
+
+static void closed_cb(void *arg)
+{
+    (void)arg;
+    closed = true;
+}
+
+static void finish(lab_driver_t *d)
+{
+    closed = false;
+    lab_driver_close(d, closed_cb, NULL);
+    while (!closed)
+        uv_run(&loop, UV_RUN_ONCE);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&done, 0, sizeof done);
+    nstates = telemetry = 0;
+    return uv_loop_init(&loop);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    uv_run(&loop, UV_RUN_DEFAULT);
+    return uv_loop_close(&loop);
+}
+
+static int call(lab_driver_t *d, const char *action, const char *params, long tag,
+                lab_drv_error_t *e, json_t **problems)
+{
+    json_t *p = params ? json_loads(params, 0, NULL) : NULL;
+    int rc = lab_driver_call(d, action, p, 0, on_done, (void *)(intptr_t)tag, e, problems);
+    json_decref(p);
+    return rc;
+}
+
+/* ---- tests ---- */
+
+static void test_params_refused(void **state)
+{
+    (void)state;
+    lab_driver_t *d = make(NULL, 1);
+    lab_drv_error_t e;
+    json_t *problems = NULL;
+    assert_int_not_equal(call(d, "work", "{\"n\":12,\"tag\":3,\"x\":1}", 0, &e, &problems), 0);
+    assert_int_equal(e.code, LAB_DRV_EPARAM);
+    char *t = json_dumps(problems, JSON_COMPACT);
+    assert_non_null(strstr(t, "/params/n"));
+    assert_non_null(strstr(t, "/params/tag"));
+    assert_non_null(strstr(t, "/params/x"));
+    free(t);
+    json_decref(problems);
+    assert_int_not_equal(call(d, "jump", NULL, 0, &e, NULL), 0);
+    assert_int_equal(e.code, LAB_DRV_EACTION);
+    assert_non_null(strstr(e.text, "work, status, peek"));
+    run_ms(5);
+    assert_int_equal(((probe_t *)lab_drv_priv(d))->invoked, 0); /* nothing reached the device */
+    assert_int_equal(done.n, 0);
+    finish(d);
+}
+
+static void test_one_at_a_time_in_order(void **state)
+{
+    (void)state;
+    lab_driver_t *d = make(NULL, 1);
+    probe_t *p = lab_drv_priv(d);
+    lab_drv_error_t e;
+    for (long i = 1; i <= 3; i++)
+        assert_int_equal(call(d, "work", "{\"n\":1}", i, &e, NULL), 0);
+    assert_int_equal(p->invoked, 0); /* never from inside the call */
+    run_ms(5);
+    assert_int_equal(p->invoked, 1);
+    assert_int_equal(lab_driver_state(d), LAB_INST_BUSY);
+    /* An immediate action runs beside the queue. */
+    assert_int_equal(call(d, "peek", NULL, 9, &e, NULL), 0);
+    run_ms(5);
+    assert_int_equal(done.n, 1);
+    assert_int_equal(done.tag[0], 9);
+    for (int k = 0; k < 3; k++) {
+        lab_drv_done(d, NULL, json_pack("{s:i}", "k", k));
+        run_ms(5);
+    }
+    assert_int_equal(done.n, 4);
+    for (int k = 1; k <= 3; k++) {
+        assert_int_equal(done.code[k], LAB_DRV_OK);
+        assert_int_equal(done.tag[k], k);
+    }
+    assert_int_equal(lab_driver_state(d), LAB_INST_IDLE);
+    finish(d);
+}
+
+static void test_timeout_aborts_and_ignores_late_answer(void **state)
+{
+    (void)state;
+    /* 30 lab s at 10000x is 3 ms: the 2 s floor applies. */
+    lab_driver_t *d = make(NULL, 10000);
+    probe_t *p = lab_drv_priv(d);
+    lab_drv_error_t e;
+    assert_int_equal(call(d, "work", "{\"n\":1}", 1, &e, NULL), 0);
+    assert_int_equal(call(d, "work", "{\"n\":2}", 2, &e, NULL), 0);
+    run_ms(1000);
+    assert_int_equal(done.n, 0); /* the floor held */
+    run_ms(1200);
+    assert_int_equal(done.n, 1);
+    assert_int_equal(done.code[0], LAB_DRV_ETIMEOUT);
+    assert_int_equal(p->aborted, 1);
+    assert_int_equal(lab_driver_last_error(d)->code, LAB_DRV_ETIMEOUT);
+    /* The second started; the first's late answer must not end it. */
+    assert_int_equal(p->invoked, 2);
+    lab_drv_done(d, NULL, NULL); /* this is the second's answer */
+    run_ms(5);
+    assert_int_equal(done.n, 2);
+    assert_int_equal(done.tag[1], 2);
+    lab_drv_done(d, NULL, NULL); /* nothing runs: ignored */
+    run_ms(5);
+    assert_int_equal(done.n, 2);
+    lab_driver_stats_t s;
+    lab_driver_stats(d, &s);
+    assert_int_equal(s.timeouts, 1);
+    finish(d);
+}
+
+static void test_offline_fails_running_and_queued(void **state)
+{
+    (void)state;
+    lab_driver_t *d = make(NULL, 1);
+    lab_drv_error_t e;
+    for (long i = 1; i <= 3; i++)
+        assert_int_equal(call(d, "work", "{\"n\":1}", i, &e, NULL), 0);
+    run_ms(5);
+    lab_drv_error_t why;
+    lab_drv_set_state(d, LAB_INST_OFFLINE,
+                      lab_drv_error_set(&why, LAB_DRV_EOFFLINE, NULL, "the cable is out"));
+    run_ms(5);
+    assert_int_equal(done.n, 3);
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(done.code[k], LAB_DRV_EOFFLINE);
+    assert_int_equal(lab_driver_state(d), LAB_INST_OFFLINE);
+    /* Refused at once while offline, with the reason; immediate offline actions still answer. */
+    assert_int_equal(call(d, "work", "{\"n\":1}", 4, &e, NULL), LAB_ECONN);
+    assert_non_null(strstr(e.text, "the cable is out"));
+    assert_int_equal(call(d, "peek", NULL, 5, &e, NULL), 0);
+    run_ms(5);
+    assert_int_equal(done.n, 4);
+    assert_int_equal(done.code[3], LAB_DRV_OK);
+    /* Back: works again. */
+    lab_drv_set_state(d, LAB_INST_IDLE, NULL);
+    assert_int_equal(call(d, "work", "{\"n\":1}", 6, &e, NULL), 0);
+    run_ms(5);
+    lab_drv_done(d, NULL, NULL);
+    run_ms(5);
+    assert_int_equal(done.n, 5);
+    assert_int_equal(done.code[4], LAB_DRV_OK);
+    bool saw_offline = false;
+    for (int i = 0; i < nstates; i++)
+        saw_offline |= states[i] == LAB_INST_OFFLINE;
+    assert_true(saw_offline);
+    finish(d);
+}
+
+static void test_pause_and_full_queue(void **state)
+{
+    (void)state;
+    lab_driver_t *d = make(NULL, 1);
+    probe_t *p = lab_drv_priv(d);
+    lab_drv_error_t e;
+    lab_driver_pause(d, true);
+    run_ms(5);
+    assert_int_equal(lab_driver_state(d), LAB_INST_PAUSED);
+    int accepted = 0;
+    while (call(d, "work", "{\"n\":1}", accepted + 1, &e, NULL) == 0)
+        accepted++;
+    assert_int_equal(e.code, LAB_DRV_EBUSY);
+    assert_int_equal(accepted, 64);
+    run_ms(5);
+    assert_int_equal(p->invoked, 0); /* held */
+    lab_driver_pause(d, false);
+    run_ms(5);
+    assert_int_equal(p->invoked, 1);
+    /* Closing ends every operation, each callback once. */
+    finish(d);
+    assert_int_equal(done.n, 64);
+    for (int k = 0; k < 64; k++)
+        assert_int_equal(done.code[k], LAB_DRV_ECANCELLED);
+    assert_int_equal(p->stopped, 1);
+}
+
+static void test_poll_makes_telemetry(void **state)
+{
+    (void)state;
+    lab_driver_t *d = make("0.02", 1);
+    probe_t *p = lab_drv_priv(d);
+    for (int i = 0; i < 3; i++) {
+        run_ms(40);
+        if (strcmp(p->last, "status") == 0 && lab_drv_current(d)) {
+            lab_drv_done(d, NULL,
+                         json_pack("{s:f, s:s}", "temperature_c", 37.5, "text", "not a number"));
+        }
+    }
+    run_ms(5);
+    assert_true(telemetry >= 1);
+    /* A poll is not "busy" for the people watching. */
+    for (int i = 0; i < nstates; i++)
+        assert_int_not_equal(states[i], LAB_INST_BUSY);
+    finish(d);
+}
+
+static void check_err(void *ctx, int line, const char *key, const char *reason)
+{
+    char *buf = ctx;
+    size_t n = strlen(buf);
+    snprintf(buf + n, 2048 - n, "%d %s: %s\n", line, key, reason);
+}
+
+static void test_config_check(void **state)
+{
+    (void)state;
+    char buf[2048] = "";
+    lab_drv_kv_t kv[] = {{"driver", "manual-mover", 2}, {"capacity", "0", 3}, {"poll_s", "x", 4},
+                         {"sim_whatever", "1", 5},      {"nonsense", "1", 6}, {"capacity", "2", 7}};
+    lab_drv_conf_t c = {"m1", 1, kv, 6, 1};
+    assert_int_equal(lab_driver_check(&c, check_err, buf), 4);
+    assert_non_null(strstr(buf, "3 capacity: 0 is out of range [1, 10000]"));
+    assert_non_null(strstr(buf, "4 poll_s: expected a number"));
+    assert_non_null(strstr(buf, "6 nonsense: unknown key for driver manual-mover"));
+    assert_non_null(strstr(buf, "7 capacity: given twice (first on line 3)"));
+    assert_null(strstr(buf, "sim_whatever"));
+    buf[0] = '\0';
+    lab_drv_conf_t none = {"m2", 9, NULL, 0, 1};
+    assert_int_equal(lab_driver_check(&none, check_err, buf), 1);
+    assert_non_null(strstr(buf, "9 driver: required"));
+}
+
+int main(void)
+{
+    lab_log_set_level(LAB_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_params_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_at_a_time_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timeout_aborts_and_ignores_late_answer, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_offline_fails_running_and_queued, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_and_full_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poll_makes_telemetry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_check, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
