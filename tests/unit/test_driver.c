@@ -256,13 +256,15 @@ static void test_timeout_aborts_and_ignores_late_answer(void **state)
     assert_int_equal(done.code[0], LAB_DRV_ETIMEOUT);
     assert_int_equal(p->aborted, 1);
     assert_int_equal(lab_driver_last_error(d)->code, LAB_DRV_ETIMEOUT);
+    assert_int_equal(lab_driver_state(d), LAB_INST_FAULT); /* the device did not answer */
     /* The second started; the first's late answer must not end it. */
     assert_int_equal(p->invoked, 2);
     lab_drv_done(d, NULL, NULL); /* this is the second's answer */
     run_ms(5);
     assert_int_equal(done.n, 2);
     assert_int_equal(done.tag[1], 2);
-    lab_drv_done(d, NULL, NULL); /* nothing runs: ignored */
+    assert_int_equal(lab_driver_state(d), LAB_INST_IDLE); /* it answers again */
+    lab_drv_done(d, NULL, NULL);                          /* nothing runs: ignored */
     run_ms(5);
     assert_int_equal(done.n, 2);
     lab_driver_stats_t s;
