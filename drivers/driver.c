@@ -220,6 +220,7 @@ struct lab_driver {
 
     lab_inst_state_t conn; /* what the driver reported: offline, idle or fault */
     lab_drv_error_t conn_err;
+    bool auto_fault; /* the fault is the framework's (an operation failed), not the driver's */
     bool paused;
     op_t *cur;
     op_t *head, *tail; /* waiting */
@@ -410,6 +411,21 @@ static void finish(lab_driver_t *d, op_t *op)
         log_warn("drv", "instrument=%s action=%s error=%s device_code=%s message=\"%s\"", d->id,
                  op->a ? op->a->name : "?", lab_drv_err_name(op->err.code),
                  op->err.device_code[0] ? op->err.device_code : "-", op->err.text);
+        /* The device misbehaved: the instrument shows fault, with the reason, until an
+         * operation (a telemetry poll will do) goes through again. */
+        if ((op->err.code == LAB_DRV_ETIMEOUT || op->err.code == LAB_DRV_EPROTO ||
+             op->err.code == LAB_DRV_EDEVICE) &&
+            d->conn == LAB_INST_IDLE && !(op->a && (op->a->flags & LAB_DRV_ACT_IMMEDIATE))) {
+            d->conn = LAB_INST_FAULT;
+            d->conn_err = op->err;
+            d->auto_fault = true;
+        }
+    } else if (d->auto_fault && d->conn == LAB_INST_FAULT &&
+               !(op->a && (op->a->flags & LAB_DRV_ACT_IMMEDIATE))) {
+        d->conn = LAB_INST_IDLE;
+        d->auto_fault = false;
+        memset(&d->conn_err, 0, sizeof d->conn_err);
+        log_info("drv", "instrument=%s answers again", d->id);
     }
     op->next = NULL;
     if (d->done_tail)
@@ -523,7 +539,7 @@ static const lab_drv_action_t *action_find(const lab_driver_t *d, const char *na
 static void poll_cb(uv_timer_t *t)
 {
     lab_driver_t *d = t->data;
-    if (!can_run(d) || d->head || d->conn != LAB_INST_IDLE)
+    if (!can_run(d) || d->head)
         return; /* never in the way of real work; the next tick tries again */
     const lab_drv_action_t *a = action_find(d, d->ops->poll_action, NULL);
     if (!a)

@@ -254,7 +254,11 @@ uint64_t lab_drv_lab_ms(lab_driver_t *d, double lab_s);
 void lab_drv_serial_settings(lab_driver_t *d, lab_transport_settings_t *s);
 
 /* The connection's state: LAB_INST_OFFLINE (err says why), LAB_INST_IDLE or LAB_INST_FAULT.
- * Going offline fails the running operation with EOFFLINE unless the driver ended it. */
+ * Going offline fails the running operation with EOFFLINE unless the driver ended it. Besides
+ * what the driver reports, the framework puts an idle instrument in fault when an operation ends
+ * in timeout, protocol or device error, and back to idle when one succeeds (telemetry polls
+ * included, and they go on in fault), so a device that returns is seen by itself. A fault the
+ * driver reports is the driver's to clear. */
 void lab_drv_set_state(lab_driver_t *d, lab_inst_state_t s, const lab_drv_error_t *err);
 /* Ends the running operation: err NULL or code OK = success with result (an object, stolen;
  * NULL means {}); otherwise the error (result ignored). */

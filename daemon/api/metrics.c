@@ -173,5 +173,39 @@ void lab_api_metrics(lab_req_t *rq)
          "HTTP requests waiting for their store operation to commit.");
     put(&b, "labloop_http_requests_waiting_store %d\n", api->in_flight);
 
+    int ni = lab_instr_count(api->instr);
+    if (ni > 0) {
+        head(&b, "labloop_instrument_state", "gauge", "1 for the state each instrument is in.");
+        for (int i = 0; i < ni; i++) {
+            lab_driver_t *d = lab_instr_at(api->instr, i);
+            for (int s = LAB_INST_OFFLINE; s <= LAB_INST_FAULT; s++)
+                put(&b, "labloop_instrument_state{instrument=\"%s\",state=\"%s\"} %d\n",
+                    lab_driver_id(d), lab_inst_state_name((lab_inst_state_t)s),
+                    (int)lab_driver_state(d) == s);
+        }
+        static const struct {
+            const char *name, *type, *help;
+        } per_inst[] = {
+            {"labloop_instrument_operations_total", "counter", "Operations ended, polls included."},
+            {"labloop_instrument_failures_total", "counter", "Operations that ended in an error."},
+            {"labloop_instrument_timeouts_total", "counter",
+             "Operations the instrument never answered."},
+            {"labloop_instrument_queue", "gauge", "Operations waiting for the instrument."},
+        };
+        for (size_t m = 0; m < sizeof per_inst / sizeof per_inst[0]; m++) {
+            head(&b, per_inst[m].name, per_inst[m].type, per_inst[m].help);
+            for (int i = 0; i < ni; i++) {
+                lab_driver_t *d = lab_instr_at(api->instr, i);
+                lab_driver_stats_t st;
+                lab_driver_stats(d, &st);
+                unsigned long long v = m == 0   ? st.ops
+                                       : m == 1 ? st.failed
+                                       : m == 2 ? st.timeouts
+                                                : (unsigned long long)st.queued;
+                put(&b, "%s{instrument=\"%s\"} %llu\n", per_inst[m].name, lab_driver_id(d), v);
+            }
+        }
+    }
+
     lab_respond(rq, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
 }

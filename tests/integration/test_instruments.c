@@ -101,6 +101,13 @@ static void test_list(void **state)
     json_decref(one);
     json_t *nf = get_json("/v1/instruments/nope", 404);
     json_decref(nf);
+    char *text = NULL;
+    assert_int_equal(h_http(dmn.url, "GET", "/metrics", NULL, NULL, &text), 200);
+    assert_non_null(
+        strstr(text, "labloop_instrument_state{instrument=\"mover1\",state=\"idle\"} 1"));
+    assert_non_null(
+        strstr(text, "labloop_instrument_state{instrument=\"env1\",state=\"offline\"} 1"));
+    free(text);
 }
 
 typedef struct {
