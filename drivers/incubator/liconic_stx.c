@@ -187,6 +187,8 @@ static void lic_handler_error(lab_drv_error_t *e, long code)
 
 /* ---- the end of a sequence ---- */
 
+/* The operation ends first and the fault is reported after: the framework's own fault (an
+ * operation that failed) clears itself on the next success, and must not clear the handler's. */
 static void lic_op_end(lab_driver_t *d, const lab_drv_error_t *err)
 {
     lic_t *p = lab_drv_priv(d);
@@ -195,28 +197,30 @@ static void lic_op_end(lab_driver_t *d, const lab_drv_error_t *err)
     p->owner = LIC_NONE;
     if (err) {
         json_decref(result);
-        if (lic_is_handler_error(err)) {
+        lab_drv_error_t e = *err;
+        lab_drv_done(d, &e, NULL);
+        if (lic_is_handler_error(&e)) {
             p->fault = true;
-            lab_drv_set_state(d, LAB_INST_FAULT, err);
+            lab_drv_set_state(d, LAB_INST_FAULT, &e);
         }
-        lab_drv_done(d, err, NULL);
         return;
     }
-    json_t *flag = json_object_get(result, "error_flag");
-    if (p->act == LIC_ACT_STATUS && json_integer_value(flag) == 1) {
-        /* Telemetry still counts; the instrument needs a person (or reset) all the same. */
-        lab_drv_error_t e;
+    bool flag =
+        p->act == LIC_ACT_STATUS && json_integer_value(json_object_get(result, "error_flag")) == 1;
+    lab_drv_error_t e;
+    if (flag)
         lic_handler_error(&e, (long)json_number_value(json_object_get(result, "handler_error")));
+    else
+        json_object_del(result, "handler_error");
+    lab_drv_done(d, NULL, result);
+    if (flag) {
+        /* Telemetry still counts; the instrument needs a person (or reset) all the same. */
         p->fault = true;
         lab_drv_set_state(d, LAB_INST_FAULT, &e);
-    } else {
-        json_object_del(result, "handler_error");
-        if (p->fault) {
-            p->fault = false;
-            lab_drv_set_state(d, LAB_INST_IDLE, NULL);
-        }
+    } else if (p->fault) {
+        p->fault = false;
+        lab_drv_set_state(d, LAB_INST_IDLE, NULL);
     }
-    lab_drv_done(d, NULL, result);
 }
 
 static void lic_retry_cb(uv_timer_t *t)

@@ -437,9 +437,11 @@ static void test_fault_timeout(void **state)
     (void)state;
     assert_int_equal(h_sim_fault(&sim, "reader1", "timeout", 0), 0);
     assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_ETIMEOUT);
+    wait_state(drv, LAB_INST_FAULT); /* until an operation succeeds */
     assert_int_equal(h_sim_fault(&sim, "reader1", "clear", 0), 0);
     assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_OK);
     assert_int_equal(json_object_size(values()), 96);
+    wait_state(drv, LAB_INST_IDLE);
 }
 
 static void test_fault_disconnect(void **state)

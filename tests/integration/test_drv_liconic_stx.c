@@ -358,9 +358,11 @@ static void test_fault_timeout(void **state)
     (void)state;
     assert_int_equal(h_sim_fault(&sim, "inc1", "timeout", 0), 0);
     assert_int_equal(call("status", NULL), LAB_DRV_ETIMEOUT);
+    wait_state(&state1, LAB_INST_FAULT);
     assert_int_equal(h_sim_fault(&sim, "inc1", "clear", 0), 0);
     assert_int_equal(call("status", NULL), LAB_DRV_OK);
     assert_int_equal(num("error_flag"), 0);
+    wait_state(&state1, LAB_INST_IDLE);
 }
 
 static void test_fault_disconnect(void **state)
@@ -384,7 +386,7 @@ static void test_step_timeout(void **state)
     wait_state(&state2, LAB_INST_IDLE);
     assert_int_equal(call_on(drv2, "load", "{\"cassette\":1,\"slot\":1}"), LAB_DRV_ETIMEOUT);
     assert_non_null(strstr(reply.err.text, "ST 1904"));
-    assert_int_equal(lab_driver_state(drv2), LAB_INST_IDLE);
+    wait_state(&state2, LAB_INST_FAULT); /* until an operation succeeds */
     /* The handler finishes the move later; the next transfer waits for it to be idle. */
     assert_int_equal(call_on(drv2, "status", NULL), LAB_DRV_OK);
     assert_int_equal(num("error_flag"), 0);
@@ -397,6 +399,7 @@ static void test_step_timeout(void **state)
     plate_is("P2", "inc2:1/1");
     assert_int_equal(call_on(drv2, "status", NULL), LAB_DRV_OK);
     assert_int_equal(num("error_flag"), 0);
+    wait_state(&state2, LAB_INST_IDLE);
     close_drv(&drv2);
 }
 
