@@ -87,12 +87,12 @@ static void conf_err(void *ctx, int line, const char *key, const char *reason)
 static lab_driver_t *make(const char *id, const char *port, const char *poll_s, const char *extra_k,
                           const char *extra_v)
 {
-    /* parity = none: a Linux pty takes PARENB once and refuses it (EINVAL) on every later
-     * tcsetattr, so a reopened pty would never come back with the model's 8E1. */
+    /* The model's 8E1 with RTS/CTS on a pty: the tty transport drops the parity there when the
+     * kernel refuses it on a reopened pty. */
     lab_drv_kv_t kv[7] = {
         {"driver", "liconic-stx", 2}, {"port", port, 3},
         {"poll_s", poll_s, 4},        {"sim_plate", "P1", 5},
-        {"parity", "none", 6},        {extra_k ? extra_k : "label", extra_v ? extra_v : "", 7}};
+        {"capacity", "1", 6},         {extra_k ? extra_k : "label", extra_v ? extra_v : "", 7}};
     lab_drv_conf_t c = {id, 1, kv, 6, 50};
     assert_int_equal(lab_driver_check(&c, conf_err, NULL), 0);
     lab_drv_host_t host = {on_state, on_tel, NULL};
