@@ -738,7 +738,9 @@ int lab_driver_call(lab_driver_t *d, const char *action, json_t *params, double 
         }
     }
     lab_jerrs_t je = {0};
-    if (lab_jschema_validate(d->schemas[idx], params, &je) > 0) {
+    if (lab_jschema_validate(d->schemas[idx], params, &je) == 0 && d->ops->check)
+        d->ops->check(d, a, params, &je);
+    if (je.n > 0) {
         if (problems) {
             if (!*problems)
                 *problems = json_array();

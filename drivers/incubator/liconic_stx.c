@@ -7,6 +7,7 @@
  *
  * The protocol has no version or serial-number query, so the driver learns no firmware. */
 #include "drivers/driver.h"
+#include "core/jschema.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "protocols/liconic.h"
@@ -665,6 +666,26 @@ static int lic_climate_steps(lab_driver_t *d, json_t *params)
     return 0;
 }
 
+/* What depends on the configuration, before anything is queued. */
+static void lic_check(lab_driver_t *d, const lab_drv_action_t *a, json_t *params,
+                      struct lab_jerrs *errs)
+{
+    lic_t *p = lab_drv_priv(d);
+    json_t *slot = json_object_get(params, "slot");
+    long slots = lab_drv_int(d, "slots_per_cassette");
+    if ((strcmp(a->name, "load") == 0 || strcmp(a->name, "unload") == 0) && slot &&
+        json_integer_value(slot) > slots)
+        lab_jerrs_add(errs, "/slot", "%lld is beyond slots_per_cassette = %ld",
+                      (long long)json_integer_value(slot), slots);
+    static const char *const climate[] = {"temperature_c", "humidity_pct", "co2_pct"};
+    if (strcmp(a->name, "set_climate") == 0)
+        for (int i = p->climate_n; i < 3; i++)
+            if (json_object_get(params, climate[i]))
+                lab_jerrs_add(errs, i == 1 ? "/humidity_pct" : "/co2_pct",
+                              "not controlled by this model (climate = %s)",
+                              lab_drv_str(d, "climate"));
+}
+
 static void lic_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params)
 {
     lic_t *p = lab_drv_priv(d);
@@ -760,5 +781,6 @@ const lab_driver_ops_t lab_driver_liconic_stx = {
     .stop = lic_stop,
     .close = lic_close,
     .invoke = lic_invoke,
+    .check = lic_check,
     .abort = lic_abort,
 };

@@ -8,6 +8,7 @@
  * not a device error (labloop-sim's injected "error" is exactly that). After a lost reply the
  * driver drops late bytes for a moment; after a lost read it sends abort ('x', unanswered). */
 #include "drivers/driver.h"
+#include "core/jschema.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "protocols/biotek.h"
@@ -528,6 +529,26 @@ static void bt_refuse(lab_driver_t *d, const char *fmt, ...)
     bt_end_later(d, &e);
 }
 
+/* The wells against the configured plate, before anything is queued. */
+static void bt_check(lab_driver_t *d, const lab_drv_action_t *a, json_t *params,
+                     struct lab_jerrs *errs)
+{
+    bt_t *p = lab_drv_priv(d);
+    const char *wells = json_string_value(json_object_get(params, "wells"));
+    if (strcmp(a->name, "read_absorbance") != 0 || !wells)
+        return;
+    int r0 = 0, c0 = 0, r1 = 0, c1 = 0;
+    const char *colon = strchr(wells, ':');
+    bt_well_parse(wells, &r0, &c0);
+    if (colon)
+        bt_well_parse(colon + 1, &r1, &c1);
+    else
+        r1 = r0, c1 = c0;
+    if (r0 > p->rows || r1 > p->rows || c0 > p->cols || c1 > p->cols)
+        lab_jerrs_add(errs, "/wells", "%s is outside the %d-well plate (A1:%c%d)", wells,
+                      p->rows * p->cols, 'A' + p->rows - 1, p->cols);
+}
+
 static void bt_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params)
 {
     bt_t *p = lab_drv_priv(d);
@@ -593,5 +614,6 @@ const lab_driver_ops_t lab_driver_biotek_synergy = {
     .stop = bt_stop,
     .close = bt_close,
     .invoke = bt_invoke,
+    .check = bt_check,
     .abort = bt_abort,
 };
