@@ -30,7 +30,7 @@ static int setup(void **state)
     /* The same sections for both: labloopd skips sim_* keys, labloop-sim ignores the rest. */
     snprintf(sections, sizeof sections,
              "[instrument inc1]\ndriver = liconic-stx\nport = %s/inc1\nsim_plate = P1\n"
-             "sim_step_seconds = 1\n"
+             "sim_step_seconds = 1\npoll_s = 0.5\n"
              "[instrument star1]\ndriver = hamilton-star\nport = %s/star1\nsim_plate = P1\n"
              "sim_reagents = substrate,inhibitor\nsim_step_seconds = 1\n"
              "reagents = substrate,inhibitor\n"
@@ -252,6 +252,10 @@ static void test_faults(void **state)
     json_decref(p);
     json_decref(
         act("inc1", 200, "{\"action\":\"set_temperature\",\"params\":{\"temperature_c\":30}}"));
+    /* The handler's error flag stays up (fault) until a technician resets it. */
+    wait_state("inc1", "fault", 5000);
+    json_decref(act("inc1", 200, "{\"action\":\"reset\"}"));
+    wait_state("inc1", "idle", 5000);
 
     /* The STAR's firmware error erXX/YY. */
     assert_int_equal(h_sim_fault(&sim, "star1", "error", 0), 0);
@@ -281,6 +285,16 @@ static void test_faults(void **state)
     assert_int_equal(h_sim_fault(&sim, "heat1", "clear", 0), 0);
     wait_state("heat1", "idle", 10000); /* its telemetry poll found it again */
     json_decref(act("heat1", 200, "{\"action\":\"status\"}"));
+
+    /* A silent incubator (a serial device that stops answering): 504, fault with the reason,
+     * the others unaffected, and idle again by itself once it answers. */
+    assert_int_equal(h_sim_fault(&sim, "inc1", "timeout", 0), 0);
+    json_decref(act("inc1", 504, "{\"action\":\"status\"}"));
+    json_decref(act("heat1", 200, "{\"action\":\"status\"}"));
+    wait_state("inc1", "fault", 5000);
+    assert_int_equal(h_sim_fault(&sim, "inc1", "clear", 0), 0);
+    wait_state("inc1", "idle", 15000);
+    json_decref(act("inc1", 200, "{\"action\":\"status\"}"));
 
     /* The STAR's pty vanishes: offline (and says so), then back by itself. */
     assert_int_equal(h_sim_fault(&sim, "star1", "disconnect", 100), 0);
