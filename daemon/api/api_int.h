@@ -145,6 +145,9 @@ struct MHD_Response *lab_respond_json(lab_req_t *rq, unsigned status, json_t *do
 void lab_req_suspend(lab_req_t *rq);
 void lab_req_resume(lab_req_t *rq);
 const char *lab_req_header(lab_req_t *rq, const char *name);
+/* The request body as JSON valid against schema, or NULL with rq's answer set (400 malformed,
+ * 422 with every problem; what names the document in the detail). */
+json_t *lab_req_json(lab_req_t *rq, const lab_jschema_t *schema, const char *what);
 const char *lab_req_query(lab_req_t *rq, const char *name);
 
 /* ---- route handlers ---- */

@@ -55,6 +55,29 @@ struct MHD_Response *lab_respond_json(lab_req_t *rq, unsigned status, json_t *do
     return lab_respond(rq, status, "application/json", text, strlen(text));
 }
 
+json_t *lab_req_json(lab_req_t *rq, const lab_jschema_t *schema, const char *what)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(rq->len ? rq->body : "", rq->len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
+        lab_problem(rq, LAB_P_BAD_JSON, lab_errors_one("", msg), "the body is not valid JSON: %s",
+                    msg);
+        return NULL;
+    }
+    lab_jerrs_t errs = {0};
+    int nerr = lab_jschema_validate(schema, doc, &errs);
+    if (nerr > 0) {
+        lab_problem(rq, LAB_P_INVALID, lab_jerrs_to_json(&errs), "%d problem%s in the %s", nerr,
+                    nerr == 1 ? "" : "s", what);
+        json_decref(doc);
+        doc = NULL;
+    }
+    lab_jerrs_free(&errs);
+    return doc;
+}
+
 const char *lab_req_header(lab_req_t *rq, const char *name)
 {
     return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);

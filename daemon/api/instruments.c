@@ -125,25 +125,9 @@ void lab_api_instruments_action(lab_req_t *rq)
         lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down");
         return;
     }
-    json_error_t jerr;
-    json_t *body = json_loadb(rq->len ? rq->body : "", rq->len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!body) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
-        lab_problem(rq, LAB_P_BAD_JSON, lab_errors_one("", msg), "the body is not valid JSON: %s",
-                    msg);
+    json_t *body = lab_req_json(rq, api->action_schema, "action");
+    if (!body)
         return;
-    }
-    lab_jerrs_t errs = {0};
-    int nerr = lab_jschema_validate(api->action_schema, body, &errs);
-    if (nerr > 0) {
-        lab_problem(rq, LAB_P_INVALID, lab_jerrs_to_json(&errs), "%d problem%s in the action", nerr,
-                    nerr == 1 ? "" : "s");
-        lab_jerrs_free(&errs);
-        json_decref(body);
-        return;
-    }
-    lab_jerrs_free(&errs);
     const char *action = json_string_value(json_object_get(body, "action"));
     json_t *params = json_object_get(body, "params");
     json_t *timeout = json_object_get(body, "timeout_s");

@@ -33,7 +33,8 @@ static const struct {
     [LAB_P_UNAVAILABLE] = {503, "unavailable", "Service unavailable"},
     [LAB_P_CONFLICT] = {409, "conflict", "Not possible in the current state"},
     [LAB_P_INSTRUMENT] = {502, "instrument-error", "The instrument reported an error"},
-    [LAB_P_INSTRUMENT_TIMEOUT] = {504, "instrument-timeout", "The instrument did not answer in time"},
+    [LAB_P_INSTRUMENT_TIMEOUT] = {504, "instrument-timeout",
+                                  "The instrument did not answer in time"},
 };
 
 int lab_problem_status(lab_problem_t p)

@@ -162,25 +162,9 @@ void lab_api_runs_post(lab_req_t *rq)
             return;
     }
 
-    json_error_t jerr;
-    json_t *sub = json_loadb(rq->len ? rq->body : "", rq->len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!sub) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
-        lab_problem(rq, LAB_P_BAD_JSON, lab_errors_one("", msg), "the body is not valid JSON: %s",
-                    msg);
+    json_t *sub = lab_req_json(rq, api->run_schema, "run document");
+    if (!sub)
         return;
-    }
-    lab_jerrs_t errs = {0};
-    int nerr = lab_jschema_validate(api->run_schema, sub, &errs);
-    if (nerr > 0) {
-        lab_problem(rq, LAB_P_INVALID, lab_jerrs_to_json(&errs), "%d problem%s in the run document",
-                    nerr, nerr == 1 ? "" : "s");
-        lab_jerrs_free(&errs);
-        json_decref(sub);
-        return;
-    }
-    lab_jerrs_free(&errs);
 
     char id[LAB_UUID_LEN + 1];
     lab_uuid4(id);
