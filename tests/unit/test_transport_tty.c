@@ -108,6 +108,8 @@ static void pty_make(fx_t *fx)
     assert_int_equal(rename(tmp, fx->link), 0);
 }
 
+/* The device goes away; the link stays, leading nowhere. Not left at the old /dev/pts/N: that
+ * number is free again, and a pty another process opens (tests run in parallel) would take it. */
 static void pty_drop(fx_t *fx)
 {
     if (fx->slave >= 0)
@@ -115,6 +117,12 @@ static void pty_drop(fx_t *fx)
     if (fx->master >= 0)
         close(fx->master);
     fx->slave = fx->master = -1;
+    char tmp[160], gone[160];
+    snprintf(tmp, sizeof tmp, "%s.tmp", fx->link);
+    snprintf(gone, sizeof gone, "%s.gone", fx->link);
+    unlink(tmp);
+    if (symlink(gone, tmp) == 0)
+        rename(tmp, fx->link);
 }
 
 /* Read exactly n bytes from the master while the loop keeps turning (the transport may still be
