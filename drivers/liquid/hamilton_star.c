@@ -110,7 +110,7 @@ static const lab_drv_action_t star_actions[] = {
      "\"channels\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":16}}}",
      120, 0,
      "pick up tips from a tip rack column (default: the next unused one) on the first "
-     "`channels` channels (default: all)"},
+     "`channels` channels (default: 1)"},
     {"aspirate",
      "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"volume_ul\"],"
      "\"properties\":{" VOLUME ",\"reagent\":{\"type\":\"string\",\"minLength\":1,"
@@ -649,7 +649,7 @@ static void star_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *para
         cmd = "TP";
         json_t *jc = json_object_get(params, "column"), *jn = json_object_get(params, "channels");
         s->tip_col = jc ? (int)json_integer_value(jc) - 1 : s->next_tip_col;
-        int n = jn ? (int)json_integer_value(jn) : s->channels;
+        int n = jn ? (int)json_integer_value(jn) : 1; /* one tip unless asked: tips cost */
         memset(&pl, 0, sizeof pl);
         if (s->tip_col >= s->tip_cols || n > s->channels)
             lab_drv_error_set(&e, LAB_DRV_EPARAM, NULL,

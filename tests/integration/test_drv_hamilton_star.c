@@ -269,7 +269,7 @@ static void test_pipetting(void **state)
     json_decref(r);
 
     /* 8 channels: substrate from trough column 0 into A1..H1, then channel 3 alone into A2 */
-    r = call_ok(d, "pick_up_tips", NULL);
+    r = call_ok(d, "pick_up_tips", "{\"channels\": 8}");
     assert_int_equal((int)num(r, "column"), 1);
     assert_int_equal(json_array_size(json_object_get(r, "channels")), 8);
     json_decref(r);
@@ -285,7 +285,7 @@ static void test_pipetting(void **state)
     json_decref(r);
     json_decref(call_ok(d, "drop_tips", NULL));
     /* one channel: inhibitor (trough column 1) into C5, tips from the next rack column */
-    r = call_ok(d, "pick_up_tips", "{\"channels\": 1}");
+    r = call_ok(d, "pick_up_tips", NULL); /* one channel by default */
     assert_int_equal((int)num(r, "column"), 2);
     json_decref(r);
     json_decref(call_ok(d, "aspirate", "{\"volume_ul\": 7.5, \"reagent\": \"inhibitor\"}"));
@@ -346,7 +346,7 @@ static void test_refusals(void **state)
                LAB_DRV_EPARAM);
     expect_err(d, "aspirate", "{\"volume_ul\": 5, \"reagent\": \"acid\", \"channel\": 1}",
                LAB_DRV_EPARAM);
-    json_decref(call_ok(d, "pick_up_tips", NULL));
+    json_decref(call_ok(d, "pick_up_tips", "{\"channels\": 8}"));
     expect_err(d, "pick_up_tips", NULL, LAB_DRV_ESTATE);
     /* 8 channels from row F would run off the plate */
     expect_err(d, "aspirate", "{\"volume_ul\": 5, \"well\": \"F1\"}", LAB_DRV_EPARAM);
