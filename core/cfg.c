@@ -347,6 +347,8 @@ static int handler(void *user, const char *section, const char *name, const char
     }
     if (!p->section_ok)
         return 1; /* the section itself is already reported */
+    if (strncmp(name, "sim_", 4) == 0)
+        return 1; /* labloop-sim's own keys: the daemon and the simulator share the file */
     const cfg_key_t *k = find_key(section, name);
     if (!k) {
         add_error(p->errs, p->line, section, name, "unknown key");

@@ -1,7 +1,10 @@
 /* The driver framework: config checking, the operation queue with its timeouts, telemetry
  * polling, state and last error. Every callback into the daemon is delivered from the `kick`
- * timer, never from inside a driver's own I/O callback, so the daemon may call or close the
- * instrument from any callback. */
+ * check handle, never from inside a driver's own I/O callback, so the daemon may call or close
+ * the instrument from any callback. A check handle runs right after the I/O of the same loop
+ * iteration, so an answer that arrives is delivered, and the next operation's first bytes sent,
+ * without another turn of the loop; an idle handle beside it keeps that turn from blocking when
+ * the kick was asked for outside I/O (from a timer). */
 #include "drivers/driver.h"
 #include "core/err.h"
 #include "core/jschema.h"
@@ -236,7 +239,9 @@ struct lab_driver {
     lab_driver_stats_t stats;
     uint64_t poll_ms;
 
-    uv_timer_t kick, op_timer, poll_timer;
+    uv_check_t kick;
+    uv_idle_t kick_idle;
+    uv_timer_t op_timer, poll_timer;
     int handles;
     bool closing, driver_closed;
     void (*close_cb)(void *arg);
@@ -379,12 +384,19 @@ static void publish(lab_driver_t *d)
         d->host.on_state(d->host.ctx, d, s, &d->last_err);
 }
 
-static void kick_cb(uv_timer_t *t);
+static void kick_cb(uv_check_t *t);
+
+static void kick_idle_cb(uv_idle_t *h)
+{
+    (void)h; /* its being active is the point: the loop's next I/O wait does not block */
+}
 
 static void schedule(lab_driver_t *d)
 {
-    if (!d->closing)
-        uv_timer_start(&d->kick, kick_cb, 0, 0);
+    if (!d->closing) {
+        uv_check_start(&d->kick, kick_cb);
+        uv_idle_start(&d->kick_idle, kick_idle_cb);
+    }
 }
 
 static void op_free(op_t *op)
@@ -492,9 +504,11 @@ static void deliver(lab_driver_t *d, op_t *op)
     op_free(op);
 }
 
-static void kick_cb(uv_timer_t *t)
+static void kick_cb(uv_check_t *t)
 {
     lab_driver_t *d = t->data;
+    uv_check_stop(&d->kick);
+    uv_idle_stop(&d->kick_idle);
     start_next(d);
     publish(d);
     /* Deliver: callbacks may queue more operations or close the instrument. */
@@ -595,12 +609,16 @@ int lab_driver_new_ops(uv_loop_t *loop, const lab_driver_ops_t *ops, const lab_d
     d->poll_ms = poll_s > 0 && ops->poll_action ? (uint64_t)(poll_s * 1000) : 0;
     if (d->poll_ms && d->poll_ms < 10)
         d->poll_ms = 10;
-    uv_timer_t *timers[] = {&d->kick, &d->op_timer, &d->poll_timer};
-    for (int i = 0; i < 3; i++) {
+    uv_timer_t *timers[] = {&d->op_timer, &d->poll_timer};
+    for (int i = 0; i < 2; i++) {
         uv_timer_init(loop, timers[i]);
         timers[i]->data = d;
         d->handles++;
     }
+    uv_check_init(loop, &d->kick);
+    uv_idle_init(loop, &d->kick_idle);
+    d->kick.data = d->kick_idle.data = d;
+    d->handles += 2;
     *out = d;
     int rc = ops->open ? ops->open(d, err, errlen) : 0;
     if (rc != 0) {
@@ -683,6 +701,7 @@ void lab_driver_close(lab_driver_t *d, void (*cb)(void *arg), void *arg)
         deliver(d, op);
     }
     uv_close((uv_handle_t *)&d->kick, handle_closed);
+    uv_close((uv_handle_t *)&d->kick_idle, handle_closed);
     uv_close((uv_handle_t *)&d->op_timer, handle_closed);
     uv_close((uv_handle_t *)&d->poll_timer, handle_closed);
     if (d->ops->close)
@@ -738,7 +757,9 @@ int lab_driver_call(lab_driver_t *d, const char *action, json_t *params, double 
         }
     }
     lab_jerrs_t je = {0};
-    if (lab_jschema_validate(d->schemas[idx], params, &je) > 0) {
+    if (lab_jschema_validate(d->schemas[idx], params, &je) == 0 && d->ops->check)
+        d->ops->check(d, a, params, &je);
+    if (je.n > 0) {
         if (problems) {
             if (!*problems)
                 *problems = json_array();

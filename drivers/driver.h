@@ -121,6 +121,7 @@ typedef struct lab_drv_action {
 /* ---- the driver ---- */
 
 typedef struct lab_driver lab_driver_t;
+struct lab_jerrs; /* core/jschema.h */
 
 typedef struct lab_driver_ops {
     const char *name;          /* the config's driver = value: "liconic-stx" */
@@ -149,6 +150,12 @@ typedef struct lab_driver_ops {
     /* The operation in progress timed out: forget it (a late reply is then unsolicited) and
      * resynchronise if the protocol needs it. Its lab_drv_done must not come any more. */
     void (*abort)(lab_driver_t *d);
+    /* Optional: checks of params that depend on this instrument's config (a slot past the
+     * cassette, wells outside the plate), run after the schema: each problem appended with
+     * lab_jerrs_add(errs, "/wells", ...) (paths inside params). Any problem refuses the call
+     * with EPARAM before anything is queued. */
+    void (*check)(lab_driver_t *d, const lab_drv_action_t *a, json_t *params,
+                  struct lab_jerrs *errs);
     /* Optional: a document the instrument pushed (mqtt-report). 0, or -1 with err. */
     int (*feed)(lab_driver_t *d, const char *doc, size_t len, char *err, size_t errlen);
 } lab_driver_ops_t;

@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -67,8 +69,18 @@ static int tty_configure(lab_transport_t *t, int fd)
     if (tcgetattr(fd, &tio) < 0)
         return -1;
     lab_tty_make_termios(&t->set, &tio);
-    if (tcsetattr(fd, TCSANOW, &tio) < 0)
-        return -1;
+    if (tcsetattr(fd, TCSANOW, &tio) < 0) {
+        /* Some kernels (6.x) take parity on a pseudo-terminal once and refuse it with EINVAL
+         * on every later open. A pty carries no parity bits anyway: drop them there only. */
+        struct stat st;
+        if (errno != EINVAL || fstat(fd, &st) < 0 || major(st.st_rdev) < 136 ||
+            major(st.st_rdev) > 143 || !(tio.c_cflag & (PARENB | PARODD)))
+            return -1;
+        tio.c_cflag &= ~(tcflag_t)(PARENB | PARODD);
+        if (tcsetattr(fd, TCSANOW, &tio) < 0)
+            return -1;
+        log_debug("transport", "id=%s parity dropped on the pseudo-terminal %s", t->id, t->path);
+    }
     tcflush(fd, TCIOFLUSH); /* bytes from before we owned the line belong to nobody */
     return 0;
 }

@@ -1,0 +1,786 @@
+/* liconic-stx: Liconic STX incubators and stores over their PLC's ASCII protocol (the codec is
+ * protocols/liconic.h). The driver owns the link: the CR -> CC handshake and the activation
+ * (ST 1801, wait ready) on every new connection, one command in flight with its reply timer,
+ * "RD 1915 until 1" at lab-time spacing for the mechanical steps, and the error flag 1814 read
+ * after every such step (and when one does not end in time): a set flag means the handler
+ * stopped, DM200 says why, and the instrument stays in fault until an operation succeeds.
+ *
+ * The protocol has no version or serial-number query, so the driver learns no firmware. */
+#include "drivers/driver.h"
+#include "core/jschema.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "protocols/liconic.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define LIC_STEPS_MAX 24
+#define LIC_REPLY_MS 1500     /* one reply at 9600 baud takes milliseconds; this is generous */
+#define LIC_QUIET_MS 250      /* after a lost reply, late lines are dropped this long */
+#define LIC_RETRY_MS 2000     /* between handshake attempts on an open link */
+#define LIC_READY_POLL_S 0.5  /* lab seconds between two RD 1915 */
+#define LIC_HANDSHAKE_TRIES 3 /* CR answered E1 (a half line in the controller's buffer) */
+
+/* poll_ready values: 1 reads the error flag once ready (the step itself may have failed); a wait
+ * before our own commands only needs the handler idle, whatever an earlier step left. */
+enum { LIC_READY_ONLY = 2 };
+static const liconic_cmd_t lic_rd_ready = {LICONIC_OP_READ, LICONIC_FLAG_READY, 0, 0};
+
+typedef enum lic_owner { LIC_NONE = 0, LIC_HANDSHAKE, LIC_OP } lic_owner_t;
+/* After a ready wait: reading the error flag, then the handler's code. */
+typedef enum lic_check { LIC_CHECK_NONE = 0, LIC_CHECK_FLAG, LIC_CHECK_CODE } lic_check_t;
+typedef enum lic_act {
+    LIC_ACT_STATUS,
+    LIC_ACT_LOAD,
+    LIC_ACT_UNLOAD,
+    LIC_ACT_SET_TEMPERATURE,
+    LIC_ACT_SET_CLIMATE,
+    LIC_ACT_RESET,
+} lic_act_t;
+
+typedef struct lic_step {
+    liconic_step_t s;
+    const char *key; /* a read whose value goes into the result under this name */
+    int climate;     /* -1: the raw value; else the liconic_climate_t that scales it */
+} lic_step_t;
+
+typedef struct lic {
+    lab_transport_t *t;
+    proto_lines_t lines;
+    uv_timer_t reply_timer, wait_timer, retry_timer;
+    int timers_open;
+    bool open;     /* handshake done on this connection */
+    bool fault;    /* the handler reported an error; cleared by a successful operation */
+    bool reopen;   /* the controller answered E1: CR again before the next command */
+    int climate_n; /* 1: temperature, 2: + humidity, 3: + CO2 */
+    lic_owner_t owner;
+    lic_act_t act;
+    lic_step_t steps[LIC_STEPS_MAX];
+    int n, i;
+    bool awaiting;
+    lic_check_t check;
+    bool ready_late; /* the ready wait ran out; the flag decides between timeout and error */
+    uint64_t ready_deadline;
+    int cr_tries;
+    uint64_t quiet_until;
+    json_t *result;
+    lab_drv_error_t later; /* an operation refused in invoke, ended from wait_timer */
+    char sent[32];         /* the command in flight, for messages */
+} lic_t;
+
+static const struct {
+    const char *name;
+    lic_act_t act;
+} lic_act_names[] = {
+    {"status", LIC_ACT_STATUS},           {"load", LIC_ACT_LOAD},
+    {"unload", LIC_ACT_UNLOAD},           {"set_temperature", LIC_ACT_SET_TEMPERATURE},
+    {"set_climate", LIC_ACT_SET_CLIMATE}, {"reset", LIC_ACT_RESET},
+};
+
+#define LIC_SITE_SCHEMA                                                                            \
+    "{\"type\":\"object\",\"required\":[\"cassette\",\"slot\"],\"additionalProperties\":false,"    \
+    "\"properties\":{\"cassette\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":99},"            \
+    "\"slot\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":999}}}"
+
+static const lab_drv_action_t lic_actions[] = {
+    {"status", NULL, 10, 0,
+     "climate actual values and set points, and the handler's error flag (error_flag, "
+     "handler_error when set)"},
+    {"load", LIC_SITE_SCHEMA, 600, 0, "take the plate on the transfer station into a slot"},
+    {"unload", LIC_SITE_SCHEMA, 600, 0, "bring the plate in a slot out to the transfer station"},
+    {"set_temperature",
+     "{\"type\":\"object\",\"required\":[\"temperature_c\"],\"additionalProperties\":false,"
+     "\"properties\":{\"temperature_c\":{\"type\":\"number\",\"minimum\":0,\"maximum\":99}}}",
+     10, 0, "write the temperature set point (degC); answers the set point read back"},
+    {"set_climate",
+     "{\"type\":\"object\",\"minProperties\":1,\"additionalProperties\":false,"
+     "\"properties\":{\"temperature_c\":{\"type\":\"number\",\"minimum\":0,\"maximum\":99},"
+     "\"humidity_pct\":{\"type\":\"number\",\"minimum\":0,\"maximum\":100},"
+     "\"co2_pct\":{\"type\":\"number\",\"minimum\":0,\"maximum\":100}}}",
+     10, 0, "write one or more climate set points; answers them read back"},
+    {"reset", NULL, 600, 0,
+     "clear the error flag (RS 1814) and re-initialise the handler (ST 1900, wait ready)"},
+    {NULL, NULL, 0, 0, NULL},
+};
+
+static const lab_drv_key_t lic_keys[] = {
+    LAB_DRV_SERIAL_KEYS("9600", "8", "even", "1", "rtscts"),
+    {"slots_per_cassette", LAB_DRV_KEY_INT, "22", 1, 999, NULL, 0,
+     "slots in one cassette (DM25); slot numbers above it are refused"},
+    {"pitch_steps", LAB_DRV_KEY_INT, "23", 1, 99999, NULL, 0,
+     "cassette pitch written to DM23 before every transfer, as the instrument's cassette type "
+     "needs it"},
+    {"climate", LAB_DRV_KEY_ENUM, "temperature+humidity+co2", 0, 0,
+     "temperature|temperature+humidity|temperature+humidity+co2", 0,
+     "the climate the model controls: status reads and set_climate writes only these"},
+    {"step_timeout_s", LAB_DRV_KEY_DOUBLE, "300", 1, 86400, NULL, 0,
+     "lab seconds a handling step may take before the error flag is read"},
+    {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
+};
+
+static void lic_send(lab_driver_t *d);
+static void lic_end_later(lab_driver_t *d, const lab_drv_error_t *err);
+static void lic_start_handshake(lab_driver_t *d);
+
+/* ---- helpers ---- */
+
+static void lic_printable(const char *s, size_t len, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 5 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f)
+            out[o++] = (char)c;
+        else
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+    }
+    out[o] = '\0';
+}
+
+static void lic_step_add(lic_t *p, liconic_cmd_t cmd, int poll_ready, const char *key, int climate)
+{
+    if (p->n < LIC_STEPS_MAX)
+        p->steps[p->n++] = (lic_step_t){{cmd, poll_ready}, key, climate};
+}
+
+static void lic_read(lic_t *p, int dm, const char *key, int climate)
+{
+    lic_step_add(p, (liconic_cmd_t){LICONIC_OP_READ_DM, dm, 0, 0}, 0, key, climate);
+}
+
+static void lic_stop_timers(lic_t *p)
+{
+    uv_timer_stop(&p->reply_timer);
+    uv_timer_stop(&p->wait_timer);
+}
+
+/* Forgets the sequence in progress; a reply still on its way is dropped. */
+static void lic_forget(lic_t *p)
+{
+    if (p->awaiting)
+        p->quiet_until = uv_now(p->reply_timer.loop) + LIC_QUIET_MS;
+    lic_stop_timers(p);
+    p->owner = LIC_NONE;
+    p->awaiting = false;
+    p->check = LIC_CHECK_NONE;
+    json_decref(p->result);
+    p->result = NULL;
+}
+
+static bool lic_is_handler_error(const lab_drv_error_t *e)
+{
+    /* Handler codes are five digits ("00007"); controller codes are "E<n>". */
+    return e->code == LAB_DRV_EDEVICE && strlen(e->device_code) == 5 && e->device_code[0] != 'E';
+}
+
+static void lic_handler_error(lab_drv_error_t *e, long code)
+{
+    char dc[8];
+    liconic_handler_error_t h;
+    snprintf(dc, sizeof dc, "%05ld", code < 0 ? 0 : code % 100000);
+    if (liconic_handler_error_lookup((int)code, &h) == PROTO_OK)
+        lab_drv_error_set(e, LAB_DRV_EDEVICE, dc, "%s: %s", h.group, h.text);
+    else
+        lab_drv_error_set(e, LAB_DRV_EDEVICE, dc, "handler error %s (not in the error table)", dc);
+}
+
+/* ---- the end of a sequence ---- */
+
+/* The operation ends first and the fault is reported after: the framework's own fault (an
+ * operation that failed) clears itself on the next success, and must not clear the handler's. */
+static void lic_op_end(lab_driver_t *d, const lab_drv_error_t *err)
+{
+    lic_t *p = lab_drv_priv(d);
+    json_t *result = p->result;
+    p->result = NULL;
+    p->owner = LIC_NONE;
+    if (err) {
+        json_decref(result);
+        lab_drv_error_t e = *err;
+        lab_drv_done(d, &e, NULL);
+        if (lic_is_handler_error(&e)) {
+            p->fault = true;
+            lab_drv_set_state(d, LAB_INST_FAULT, &e);
+        }
+        return;
+    }
+    bool flag =
+        p->act == LIC_ACT_STATUS && json_integer_value(json_object_get(result, "error_flag")) == 1;
+    lab_drv_error_t e;
+    if (flag)
+        lic_handler_error(&e, (long)json_number_value(json_object_get(result, "handler_error")));
+    else
+        json_object_del(result, "handler_error");
+    lab_drv_done(d, NULL, result);
+    if (flag) {
+        /* Telemetry still counts; the instrument needs a person (or reset) all the same. */
+        p->fault = true;
+        lab_drv_set_state(d, LAB_INST_FAULT, &e);
+    } else if (p->fault) {
+        p->fault = false;
+        lab_drv_set_state(d, LAB_INST_IDLE, NULL);
+    }
+}
+
+static void lic_retry_cb(uv_timer_t *t)
+{
+    lab_driver_t *d = t->data;
+    lic_t *p = lab_drv_priv(d);
+    if (p->t && lab_transport_state(p->t) == LAB_TRANSPORT_OPEN && !p->open && p->owner == LIC_NONE)
+        lic_start_handshake(d);
+}
+
+static void lic_handshake_end(lab_driver_t *d, const lab_drv_error_t *err)
+{
+    lic_t *p = lab_drv_priv(d);
+    json_decref(p->result);
+    p->result = NULL;
+    p->owner = LIC_NONE;
+    if (!err) {
+        p->open = true;
+        p->reopen = false;
+        p->fault = false;
+        log_info("liconic", "instrument=%s handshake done, handling activated", lab_driver_id(d));
+        lab_drv_set_state(d, LAB_INST_IDLE, NULL);
+        return;
+    }
+    if (lic_is_handler_error(err)) {
+        /* Connected and activated, but the handler holds an error from before. */
+        p->open = true;
+        p->reopen = false;
+        p->fault = true;
+        lab_drv_set_state(d, LAB_INST_FAULT, err);
+        return;
+    }
+    lab_drv_error_t e = *err;
+    snprintf(e.text, sizeof e.text, "handshake: %.240s", err->text);
+    lab_drv_set_state(d, LAB_INST_OFFLINE, &e);
+    uv_timer_start(&p->retry_timer, lic_retry_cb, LIC_RETRY_MS, 0);
+}
+
+static void lic_end(lab_driver_t *d, const lab_drv_error_t *err)
+{
+    lic_t *p = lab_drv_priv(d);
+    lic_stop_timers(p);
+    p->awaiting = false;
+    p->check = LIC_CHECK_NONE;
+    if (p->owner == LIC_HANDSHAKE)
+        lic_handshake_end(d, err);
+    else if (p->owner == LIC_OP)
+        lic_op_end(d, err);
+}
+
+/* ---- the sequence engine ---- */
+
+static void lic_enter_step(lab_driver_t *d)
+{
+    lic_t *p = lab_drv_priv(d);
+    p->ready_late = false;
+    if (p->steps[p->i].s.poll_ready)
+        p->ready_deadline =
+            uv_now(lab_drv_loop(d)) + lab_drv_lab_ms(d, lab_drv_double(d, "step_timeout_s"));
+}
+
+static void lic_begin(lab_driver_t *d, lic_owner_t owner)
+{
+    lic_t *p = lab_drv_priv(d);
+    p->owner = owner;
+    p->i = 0;
+    p->check = LIC_CHECK_NONE;
+    p->cr_tries = 0;
+    if (!p->result)
+        p->result = json_object();
+    lic_enter_step(d);
+    lic_send(d);
+}
+
+static void lic_advance(lab_driver_t *d)
+{
+    lic_t *p = lab_drv_priv(d);
+    if (++p->i >= p->n) {
+        lic_end(d, NULL);
+        return;
+    }
+    lic_enter_step(d);
+    lic_send(d);
+}
+
+static void lic_wait_cb(uv_timer_t *t)
+{
+    lic_send(t->data);
+}
+
+static void lic_reply_timeout(uv_timer_t *t)
+{
+    lab_driver_t *d = t->data;
+    lic_t *p = lab_drv_priv(d);
+    lab_drv_error_t e;
+    p->awaiting = false;
+    p->quiet_until = uv_now(t->loop) + LIC_QUIET_MS;
+    lab_drv_error_set(&e, LAB_DRV_ETIMEOUT, NULL, "no reply to '%s' within %d ms", p->sent,
+                      LIC_REPLY_MS);
+    lic_end(d, &e);
+}
+
+static void lic_send(lab_driver_t *d)
+{
+    lic_t *p = lab_drv_priv(d);
+    uint64_t now = uv_now(lab_drv_loop(d));
+    if (now < p->quiet_until) {
+        uv_timer_start(&p->wait_timer, lic_wait_cb, p->quiet_until - now, 0);
+        return;
+    }
+    liconic_cmd_t cmd = p->steps[p->i].s.cmd;
+    if (p->check == LIC_CHECK_FLAG)
+        cmd = (liconic_cmd_t){LICONIC_OP_READ, LICONIC_FLAG_ERROR, 0, 0};
+    else if (p->check == LIC_CHECK_CODE)
+        cmd = (liconic_cmd_t){LICONIC_OP_READ_DM, LICONIC_DM_HANDLER_ERROR, 0, 0};
+    char buf[64];
+    lab_drv_error_t e;
+    int n = liconic_encode_cmd(&cmd, buf, sizeof buf);
+    if (n <= 0) {
+        lic_end_later(d, lab_drv_error_set(&e, LAB_DRV_EINTERNAL, NULL,
+                                           "cannot encode a command: %s", proto_strerror(n)));
+        return;
+    }
+    snprintf(p->sent, sizeof p->sent, "%.*s", n - 1, buf);
+    int rc = lab_transport_write(p->t, buf, (size_t)n, NULL, NULL);
+    if (rc < 0) {
+        lic_end_later(d, lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "cannot send '%s': %s",
+                                           p->sent, lab_strerror(rc)));
+        return;
+    }
+    p->awaiting = true;
+    uv_timer_start(&p->reply_timer, lic_reply_timeout, LIC_REPLY_MS, 0);
+}
+
+static liconic_reply_kind_t lic_expected(liconic_op_t op)
+{
+    switch (op) {
+    case LICONIC_OP_OPEN:
+        return LICONIC_REPLY_CC;
+    case LICONIC_OP_READ:
+    case LICONIC_OP_READ_DM:
+        return LICONIC_REPLY_VALUE;
+    default:
+        return LICONIC_REPLY_OK;
+    }
+}
+
+/* A value read after a ready wait: the error flag, then the handler's code. */
+static void lic_on_check(lab_driver_t *d, long value)
+{
+    lic_t *p = lab_drv_priv(d);
+    lab_drv_error_t e;
+    if (p->check == LIC_CHECK_CODE) {
+        lic_end(d, (lic_handler_error(&e, value), &e));
+        return;
+    }
+    if (value != 0) {
+        p->check = LIC_CHECK_CODE;
+        lic_send(d);
+        return;
+    }
+    if (p->ready_late && p->owner == LIC_HANDSHAKE) {
+        /* Nothing waits on the connection: a controller still busy after power-on is waited
+         * for as long as it takes, its error flag read at every step_timeout_s. */
+        log_info("liconic", "instrument=%s not ready after activation yet; waiting",
+                 lab_driver_id(d));
+        p->check = LIC_CHECK_NONE;
+        lic_enter_step(d);
+        uv_timer_start(&p->wait_timer, lic_wait_cb, lab_drv_lab_ms(d, LIC_READY_POLL_S), 0);
+        return;
+    }
+    if (p->ready_late) {
+        char cmd[32];
+        liconic_encode_cmd(&p->steps[p->i - 1 >= 0 ? p->i - 1 : 0].s.cmd, cmd, sizeof cmd);
+        cmd[strcspn(cmd, "\r")] = '\0';
+        lic_end(d, lab_drv_error_set(&e, LAB_DRV_ETIMEOUT, NULL,
+                                     "not ready (flag 1915) within %g lab s after '%s'; the "
+                                     "error flag is clear",
+                                     lab_drv_double(d, "step_timeout_s"), cmd));
+        return;
+    }
+    p->check = LIC_CHECK_NONE;
+    lic_advance(d);
+}
+
+static void lic_on_line(lab_driver_t *d, const char *line, size_t len, int perr)
+{
+    lic_t *p = lab_drv_priv(d);
+    char shown[160];
+    lab_drv_error_t e;
+    lic_printable(line ? line : "", line ? len : 0, shown, sizeof shown);
+    if (!p->awaiting || uv_now(lab_drv_loop(d)) < p->quiet_until) {
+        log_debug("liconic", "instrument=%s dropped line=\"%s\"", lab_driver_id(d), shown);
+        return;
+    }
+    p->awaiting = false;
+    uv_timer_stop(&p->reply_timer);
+    if (perr) {
+        lic_end(d, lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL, "reply to '%s': %s", p->sent,
+                                     proto_strerror(perr)));
+        return;
+    }
+    liconic_reply_t r;
+    int rc = liconic_parse_reply(line, len, &r);
+    if (rc == PROTO_EUNKNOWN && r.kind == LICONIC_REPLY_ERROR) {
+        char dc[16];
+        snprintf(dc, sizeof dc, "E%d", r.error);
+        lic_end(d, lab_drv_error_set(&e, LAB_DRV_EDEVICE, dc,
+                                     "controller error %s (not in the table) after '%s'", dc,
+                                     p->sent));
+        return;
+    }
+    if (rc != PROTO_OK) {
+        lic_end(d, lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL, "reply '%s' to '%s': %s", shown,
+                                     p->sent, proto_strerror(rc)));
+        return;
+    }
+    const liconic_cmd_t *cmd = &p->steps[p->i].s.cmd;
+    bool checking = p->check != LIC_CHECK_NONE;
+    if (r.kind == LICONIC_REPLY_ERROR) {
+        if (!checking && cmd->op == LICONIC_OP_OPEN && r.error == 1 &&
+            ++p->cr_tries < LIC_HANDSHAKE_TRIES) {
+            log_info("liconic", "instrument=%s CR answered E1; handshake again", lab_driver_id(d));
+            lic_send(d);
+            return;
+        }
+        if (r.error == 1)
+            p->reopen = true; /* "check if communication is opened by CR" */
+        char dc[16];
+        snprintf(dc, sizeof dc, "E%d", r.error);
+        lic_end(d, lab_drv_error_set(&e, LAB_DRV_EDEVICE, dc, "%s (after '%s')", r.text, p->sent));
+        return;
+    }
+    liconic_reply_kind_t want = checking ? LICONIC_REPLY_VALUE : lic_expected(cmd->op);
+    if (r.kind != want) {
+        lic_end(d, lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL, "unexpected reply '%s' to '%s'",
+                                     shown, p->sent));
+        return;
+    }
+    if (checking) {
+        lic_on_check(d, r.value);
+        return;
+    }
+    const lic_step_t *st = &p->steps[p->i];
+    if (st->s.poll_ready) {
+        if (r.value == 1 && st->s.poll_ready == LIC_READY_ONLY) {
+            lic_advance(d);
+            return;
+        }
+        if (r.value == 1) {
+            p->check = LIC_CHECK_FLAG; /* ready: did the step end in an error? */
+        } else if (uv_now(lab_drv_loop(d)) >= p->ready_deadline) {
+            p->ready_late = true;
+            p->check = LIC_CHECK_FLAG;
+        } else {
+            uv_timer_start(&p->wait_timer, lic_wait_cb, lab_drv_lab_ms(d, LIC_READY_POLL_S), 0);
+            return;
+        }
+        lic_send(d);
+        return;
+    }
+    if (st->key) {
+        double v = st->climate < 0
+                       ? (double)r.value
+                       : liconic_climate_from_raw((liconic_climate_t)st->climate, r.value);
+        json_object_set_new(p->result, st->key,
+                            st->climate < 0 ? json_integer(r.value) : json_real(v));
+    }
+    lic_advance(d);
+}
+
+static int lic_line_cb(void *ud, const char *line, size_t len, int err)
+{
+    lic_on_line(ud, line, len, err);
+    return 0;
+}
+
+/* ---- the link ---- */
+
+static void lic_start_handshake(lab_driver_t *d)
+{
+    lic_t *p = lab_drv_priv(d);
+    liconic_step_t s[LICONIC_SEQ_MAX];
+    int n = liconic_seq_open(s, LICONIC_SEQ_MAX);
+    p->n = 0;
+    for (int i = 0; i < n; i++)
+        lic_step_add(p, s[i].cmd, s[i].poll_ready, NULL, -1);
+    /* A bare CR ends whatever half line the controller holds; it ignores the empty line. */
+    lab_transport_write(p->t, "\r", 1, NULL, NULL);
+    lic_begin(d, LIC_HANDSHAKE);
+}
+
+static void lic_on_data(lab_transport_t *t, const uint8_t *data, size_t len, void *user)
+{
+    (void)t;
+    lab_driver_t *d = user;
+    lic_t *p = lab_drv_priv(d);
+    proto_lines_feed(&p->lines, data, len, lic_line_cb, d);
+}
+
+static void lic_on_state(lab_transport_t *t, lab_transport_state_t state, int err,
+                         const char *reason, void *user)
+{
+    (void)t;
+    lab_driver_t *d = user;
+    lic_t *p = lab_drv_priv(d);
+    lab_drv_error_t e;
+    if (state == LAB_TRANSPORT_OPEN) {
+        proto_lines_init(&p->lines);
+        p->open = false;
+        p->quiet_until = 0;
+        lic_start_handshake(d);
+    } else if (state == LAB_TRANSPORT_OFFLINE) {
+        lic_forget(p);
+        uv_timer_stop(&p->retry_timer);
+        p->open = false;
+        lab_drv_set_state(d, LAB_INST_OFFLINE,
+                          lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "%s",
+                                            reason && *reason ? reason : lab_strerror(err)));
+    }
+}
+
+/* ---- driver ops ---- */
+
+static int lic_open(lab_driver_t *d, char *err, size_t errlen)
+{
+    lic_t *p = lab_drv_priv(d);
+    uv_timer_t *timers[] = {&p->reply_timer, &p->wait_timer, &p->retry_timer};
+    for (int i = 0; i < 3; i++) {
+        uv_timer_init(lab_drv_loop(d), timers[i]);
+        timers[i]->data = d;
+        p->timers_open++;
+    }
+    p->climate_n = lab_drv_enum(d, "climate") + 1;
+    lab_transport_settings_t s;
+    lab_drv_serial_settings(d, &s);
+    lab_transport_callbacks_t cb = {lic_on_data, lic_on_state, d};
+    return lab_transport_new(lab_drv_loop(d), &s, lab_driver_id(d), &cb, &p->t, err, errlen);
+}
+
+static void lic_start(lab_driver_t *d)
+{
+    lic_t *p = lab_drv_priv(d);
+    lab_drv_set_state(d, LAB_INST_OFFLINE, NULL);
+    lab_transport_open(p->t);
+}
+
+static void lic_stop(lab_driver_t *d)
+{
+    lic_t *p = lab_drv_priv(d);
+    lic_forget(p);
+    uv_timer_stop(&p->retry_timer);
+    if (p->t)
+        lab_transport_close(p->t);
+    p->t = NULL;
+    p->open = false;
+}
+
+static void lic_timer_closed(uv_handle_t *h)
+{
+    lab_driver_t *d = h->data;
+    lic_t *p = lab_drv_priv(d);
+    if (--p->timers_open == 0)
+        lab_drv_closed(d);
+}
+
+static void lic_close(lab_driver_t *d)
+{
+    lic_t *p = lab_drv_priv(d);
+    lic_stop(d);
+    if (p->timers_open == 0) {
+        lab_drv_closed(d);
+        return;
+    }
+    uv_close((uv_handle_t *)&p->reply_timer, lic_timer_closed);
+    uv_close((uv_handle_t *)&p->wait_timer, lic_timer_closed);
+    uv_close((uv_handle_t *)&p->retry_timer, lic_timer_closed);
+}
+
+static void lic_later_cb(uv_timer_t *t)
+{
+    lab_driver_t *d = t->data;
+    lic_t *p = lab_drv_priv(d);
+    lic_end(d, &p->later);
+}
+
+/* Ends the sequence with err from the loop: never from inside invoke or a write. */
+static void lic_end_later(lab_driver_t *d, const lab_drv_error_t *err)
+{
+    lic_t *p = lab_drv_priv(d);
+    p->later = *err;
+    uv_timer_stop(&p->reply_timer);
+    uv_timer_start(&p->wait_timer, lic_later_cb, 0, 0);
+}
+
+static void lic_refuse(lab_driver_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parameters the schema cannot judge (they depend on the configuration): nothing is sent. */
+static void lic_refuse(lab_driver_t *d, const char *fmt, ...)
+{
+    lic_t *p = lab_drv_priv(d);
+    lab_drv_error_t e = {.code = LAB_DRV_EPARAM};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.text, sizeof e.text, fmt, ap);
+    va_end(ap);
+    p->owner = LIC_OP;
+    lic_end_later(d, &e);
+}
+
+/* Write and read back each set point given; -1 when one is refused. */
+static int lic_climate_steps(lab_driver_t *d, json_t *params)
+{
+    lic_t *p = lab_drv_priv(d);
+    static const struct {
+        const char *param, *setpoint_key;
+        liconic_climate_t what;
+    } rows[] = {
+        {"temperature_c", "setpoint_c", LICONIC_CLIMATE_TEMPERATURE},
+        {"humidity_pct", "humidity_setpoint_pct", LICONIC_CLIMATE_HUMIDITY},
+        {"co2_pct", "co2_setpoint_pct", LICONIC_CLIMATE_CO2},
+    };
+    for (int i = 0; i < 3; i++) {
+        json_t *v = json_object_get(params, rows[i].param);
+        if (!v)
+            continue;
+        liconic_cmd_t w, r;
+        if (i >= p->climate_n) {
+            lic_refuse(d, "%s: params/%s: not controlled by this model (climate = %s)",
+                       lab_drv_current(d)->name, rows[i].param, lab_drv_str(d, "climate"));
+            return -1;
+        }
+        if (liconic_climate_set_cmd(rows[i].what, json_number_value(v), &w) != PROTO_OK) {
+            lic_refuse(d, "%s: params/%s: %g is outside the controller's range",
+                       lab_drv_current(d)->name, rows[i].param, json_number_value(v));
+            return -1;
+        }
+        liconic_climate_read_cmd(rows[i].what, 1, &r);
+        lic_step_add(p, w, 0, NULL, -1);
+        lic_step_add(p, r, 0, rows[i].setpoint_key, (int)rows[i].what);
+    }
+    return 0;
+}
+
+/* What depends on the configuration, before anything is queued. */
+static void lic_check(lab_driver_t *d, const lab_drv_action_t *a, json_t *params,
+                      struct lab_jerrs *errs)
+{
+    lic_t *p = lab_drv_priv(d);
+    json_t *slot = json_object_get(params, "slot");
+    long slots = lab_drv_int(d, "slots_per_cassette");
+    if ((strcmp(a->name, "load") == 0 || strcmp(a->name, "unload") == 0) && slot &&
+        json_integer_value(slot) > slots)
+        lab_jerrs_add(errs, "/slot", "%lld is beyond slots_per_cassette = %ld",
+                      (long long)json_integer_value(slot), slots);
+    static const char *const climate[] = {"temperature_c", "humidity_pct", "co2_pct"};
+    if (strcmp(a->name, "set_climate") == 0)
+        for (int i = p->climate_n; i < 3; i++)
+            if (json_object_get(params, climate[i]))
+                lab_jerrs_add(errs, i == 1 ? "/humidity_pct" : "/co2_pct",
+                              "not controlled by this model (climate = %s)",
+                              lab_drv_str(d, "climate"));
+}
+
+static void lic_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params)
+{
+    lic_t *p = lab_drv_priv(d);
+    for (size_t i = 0; i < sizeof lic_act_names / sizeof lic_act_names[0]; i++)
+        if (strcmp(lic_act_names[i].name, a->name) == 0)
+            p->act = lic_act_names[i].act;
+    p->n = 0;
+    json_decref(p->result);
+    p->result = json_object();
+    if (p->reopen)
+        lic_step_add(p, (liconic_cmd_t){LICONIC_OP_OPEN, 0, 0, 0}, 0, NULL, -1);
+    liconic_step_t s[LICONIC_SEQ_MAX];
+    int n = 0;
+    json_int_t cassette = json_integer_value(json_object_get(params, "cassette"));
+    json_int_t slot = json_integer_value(json_object_get(params, "slot"));
+    switch (p->act) {
+    case LIC_ACT_STATUS:
+        lic_read(p, LICONIC_DM_TEMP_ACTUAL, "temperature_c", LICONIC_CLIMATE_TEMPERATURE);
+        lic_read(p, LICONIC_DM_TEMP_SET, "setpoint_c", LICONIC_CLIMATE_TEMPERATURE);
+        if (p->climate_n >= 2) {
+            lic_read(p, LICONIC_DM_HUMIDITY_ACTUAL, "humidity_pct", LICONIC_CLIMATE_HUMIDITY);
+            lic_read(p, LICONIC_DM_HUMIDITY_SET, "humidity_setpoint_pct", LICONIC_CLIMATE_HUMIDITY);
+        }
+        if (p->climate_n >= 3) {
+            lic_read(p, LICONIC_DM_CO2_ACTUAL, "co2_pct", LICONIC_CLIMATE_CO2);
+            lic_read(p, LICONIC_DM_CO2_SET, "co2_setpoint_pct", LICONIC_CLIMATE_CO2);
+        }
+        lic_step_add(p, (liconic_cmd_t){LICONIC_OP_READ, LICONIC_FLAG_ERROR, 0, 0}, 0, "error_flag",
+                     -1);
+        lic_read(p, LICONIC_DM_HANDLER_ERROR, "handler_error", -1);
+        break;
+    case LIC_ACT_LOAD:
+    case LIC_ACT_UNLOAD: {
+        liconic_site_t site = {(int)cassette, (int)slot, (int)lab_drv_int(d, "pitch_steps"),
+                               (int)lab_drv_int(d, "slots_per_cassette")};
+        if (slot > site.slots) {
+            lic_refuse(d, "%s: params/slot: %lld is beyond slots_per_cassette = %d", a->name,
+                       (long long)slot, site.slots);
+            return;
+        }
+        n = p->act == LIC_ACT_LOAD ? liconic_seq_load(&site, s, LICONIC_SEQ_MAX)
+                                   : liconic_seq_unload(&site, s, LICONIC_SEQ_MAX);
+        if (n < 0) {
+            lic_refuse(d, "%s: cassette %lld slot %lld: %s", a->name, (long long)cassette,
+                       (long long)slot, proto_strerror(n));
+            return;
+        }
+        /* The handler must be idle before the site words change, and the operation ends when
+         * the access is terminated (ST 1903 is a handling step of its own). */
+        lic_step_add(p, lic_rd_ready, LIC_READY_ONLY, NULL, -1);
+        for (int i = 0; i < n; i++)
+            lic_step_add(p, s[i].cmd, s[i].poll_ready, NULL, -1);
+        lic_step_add(p, lic_rd_ready, 1, NULL, -1);
+        n = 0;
+        json_object_set_new(p->result, "cassette", json_integer(cassette));
+        json_object_set_new(p->result, "slot", json_integer(slot));
+        break;
+    }
+    case LIC_ACT_SET_TEMPERATURE:
+    case LIC_ACT_SET_CLIMATE:
+        if (lic_climate_steps(d, params) < 0)
+            return;
+        break;
+    case LIC_ACT_RESET:
+        lic_step_add(p, lic_rd_ready, LIC_READY_ONLY, NULL, -1);
+        lic_step_add(p, (liconic_cmd_t){LICONIC_OP_RESET, LICONIC_FLAG_ERROR, 0, 0}, 0, NULL, -1);
+        lic_step_add(p, (liconic_cmd_t){LICONIC_OP_SET, LICONIC_FLAG_INIT, 0, 0}, 0, NULL, -1);
+        lic_step_add(p, lic_rd_ready, 1, NULL, -1);
+        json_object_set_new(p->result, "error_flag", json_integer(0));
+        break;
+    }
+    for (int i = 0; i < n; i++)
+        lic_step_add(p, s[i].cmd, s[i].poll_ready, NULL, -1);
+    lic_begin(d, LIC_OP);
+}
+
+static void lic_abort(lab_driver_t *d)
+{
+    lic_forget(lab_drv_priv(d));
+}
+
+const lab_driver_ops_t lab_driver_liconic_stx = {
+    .name = "liconic-stx",
+    .kind = "incubator",
+    .model = "Liconic STX",
+    .keys = lic_keys,
+    .actions = lic_actions,
+    .poll_action = "status",
+    .poll_default_s = 5,
+    .priv_size = sizeof(lic_t),
+    .open = lic_open,
+    .start = lic_start,
+    .stop = lic_stop,
+    .close = lic_close,
+    .invoke = lic_invoke,
+    .check = lic_check,
+    .abort = lic_abort,
+};
