@@ -18,5 +18,6 @@ const lab_driver_ops_t *const lab_drivers[] = {
     &lab_driver_manual_mover,
     &lab_driver_mqtt_report,
     &lab_driver_modbus_temperature,
+    &lab_driver_hamilton_star,
     NULL,
 };

@@ -1,593 +1,799 @@
-/* hamilton-star: the Hamilton Microlab STAR through its firmware command language (the codec is
- * protocols/star.h): `C0xx` commands with an id, fixed-width parameters and per-channel lists,
- * replies matched by id (a reply to a forgotten command is dropped, never taken for another's),
- * `erXX/YY` errors kept with the firmware's own code and texts.
- *
- * Wells and reagents become deck coordinates (0.1 mm, as the firmware's xp/yp) from the config:
- * the plate's A1 and well pitch, the tip rack's A1, the waste, and the reagent troughs, one
- * column per name in `reagents`. One channel acts per command (the `channel` parameter, 1 by
- * default); the driver knows which channels hold a tip and refuses to aspirate without one.
- *
- * The STAR talks USB bulk transfers; labloop reaches it through a serial/TCP bridge (and
- * labloop-sim), one message per CR LF line. The serial defaults (9600 8N1, no flow control) are
- * the bridges' factory settings. */
+/* hamilton-star: a Hamilton Microlab STAR (master module C0, up to 16 pipetting channels) on a
+ * stream link, one firmware message per CR LF line (protocols/star.h). Owns the deck description
+ * (plate, tip rack, reagent troughs and tip waste, in the firmware's 0.1 mm coordinates, from the
+ * instrument's keys), the channels' tips and volumes as the driver saw them, and the commands in
+ * flight: each carries an id, and a reply is matched by that id in the pending table, so replies
+ * that come back out of order, or late for an operation that timed out, are never taken for
+ * another command's. On every (re)connection the channels are initialised (C0DI) before the
+ * instrument is idle. */
 #include "drivers/driver.h"
+
 #include "core/err.h"
-#include "core/jschema.h"
 #include "core/log.h"
 #include "protocols/proto.h"
 #include "protocols/star.h"
 
 #include <ctype.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define SUB "star"
 #define STAR_CH_MAX 16
-#define STAR_REAGENTS_MAX 16
-#define STAR_QUIET_MS 250 /* a garbled line: what follows it for this long is dropped */
+#define REAGENTS_MAX 16
+#define HANDSHAKE_RETRY_MS 2000
+
+/* Why the command is in flight: the connection's initialisation or the running operation. */
+enum { TAG_HANDSHAKE = 1, TAG_OP = 2 };
 
 typedef struct star {
+    lab_driver_t *d;
     lab_transport_t *t;
     proto_lines_t lines;
     star_pending_t pending;
-    uv_timer_t later_timer;
-    bool timer_open;
-    int channels;
-    int rows, cols;
-    long plate_x, plate_y, pitch, tips_x, tips_y, waste_x, waste_y, trough_x, trough_y,
-        trough_pitch;
-    char reagents[STAR_REAGENTS_MAX][32];
-    int nreagents;
-    bool tip[STAR_CH_MAX];
-    int next_tip_col;
-    int cur_id; /* the command in flight, or 0 */
+
+    /* deck, 0.1 mm */
+    int channels, rows, cols, plate_x, plate_y, pitch;
+    int tip_x, tip_y, tip_pitch, tip_cols, trough_x, trough_y, trough_pitch;
+    int waste_x, waste_y, channel_pitch;
+    char reagent[REAGENTS_MAX][32];
+    int n_reagents;
+    uint64_t reply_ms;
+
+    /* what the driver saw */
+    bool tips[STAR_CH_MAX];
+    double held_ul[STAR_CH_MAX];
+    int next_tip_col; /* 0-based */
+
+    /* the command in flight */
+    int id;  /* STAR_NO_ID when none */
+    int tag; /* TAG_* */
+    char cmd[3];
+    unsigned mask; /* channels acting */
+    double vol_ul; /* per acting channel */
+    int tip_col;
     json_t *result;
-    lab_drv_error_t later;
-    uint64_t quiet_until;
+    lab_drv_error_t deferred;
+
+    bool linked, ready;
+    uv_timer_t reply_timer, defer_timer, retry_timer;
+    int handles;
+    bool closing;
 } star_t;
 
-#define CHANNEL_SCHEMA "\"channel\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":16}"
-#define WELL_SCHEMA "\"well\":{\"type\":\"string\",\"pattern\":\"^[A-Pa-p](1[0-9]|2[0-4]|[1-9])$\"}"
-#define VOLUME_SCHEMA "\"volume_ul\":{\"type\":\"number\",\"minimum\":0.1,\"maximum\":1000}"
+/* ---- keys and actions ---- */
 
-static const lab_drv_action_t star_actions[] = {
-    {"initialize", NULL, 120, 0, "initialise the pipetting channels (C0DI)"},
-    {"pick_up_tips",
-     "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{" CHANNEL_SCHEMA
-     ",\"column\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":12}}}",
-     60, 0, "pick up a tip from the rack's next column (or the column given) (C0TP)"},
-    {"aspirate",
-     "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"volume_ul\"],"
-     "\"properties\":{" CHANNEL_SCHEMA "," VOLUME_SCHEMA "," WELL_SCHEMA
-     ",\"reagent\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":31}}}",
-     60, 0, "aspirate from a reagent trough (reagent) or a plate well (well) (C0AS)"},
-    {"dispense",
-     "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"well\",\"volume_ul\"],"
-     "\"properties\":{" CHANNEL_SCHEMA "," VOLUME_SCHEMA "," WELL_SCHEMA "}}",
-     60, 0, "dispense into a plate well (C0DS)"},
-    {"drop_tips",
-     "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{" CHANNEL_SCHEMA "}}", 60,
-     0, "drop the channel's tip into the waste (C0TR)"},
-    {"status", NULL, 10, LAB_DRV_ACT_IMMEDIATE | LAB_DRV_ACT_OFFLINE,
-     "the tips the driver knows are on the channels"},
-    {NULL, NULL, 0, 0, NULL},
-};
-
+/* Serial defaults: the STAR itself talks USB, so no documented RS-232 framing applies. 115200
+ * 8N1 without flow control is what the serial device servers and USB bridges it is reached
+ * through are usually set to, and fast enough for a 400-byte aspirate command (a third of a
+ * second at 9600); a pty (the simulator) ignores all of it. */
 static const lab_drv_key_t star_keys[] = {
-    LAB_DRV_SERIAL_KEYS("9600", "8", "none", "1", "none"),
-    {"channels", LAB_DRV_KEY_INT, "8", 1, STAR_CH_MAX, NULL, 0, "pipetting channels"},
-    {"plate_wells", LAB_DRV_KEY_ENUM, "96", 0, 0, "96|384", 0, "the plate on the deck"},
-    {"plate_a1_x", LAB_DRV_KEY_INT, "1000", 0, 99999, NULL, 0, "well A1, x in 0.1 mm"},
-    {"plate_a1_y", LAB_DRV_KEY_INT, "3000", 0, 9999, NULL, 0, "well A1, y in 0.1 mm"},
-    {"well_pitch", LAB_DRV_KEY_INT, "90", 10, 500, NULL, 0,
-     "well to well, 0.1 mm (90 for 96 wells, 45 for 384); rows go towards smaller y"},
-    {"tips_a1_x", LAB_DRV_KEY_INT, "1179", 0, 99999, NULL, 0, "tip rack A1, x in 0.1 mm"},
-    {"tips_a1_y", LAB_DRV_KEY_INT, "2418", 0, 9999, NULL, 0, "tip rack A1, y in 0.1 mm"},
-    {"waste_x", LAB_DRV_KEY_INT, "13400", 0, 99999, NULL, 0, "tip waste, x in 0.1 mm"},
-    {"waste_y", LAB_DRV_KEY_INT, "2058", 0, 9999, NULL, 0, "tip waste, y in 0.1 mm"},
-    {"reagents", LAB_DRV_KEY_STR, "", 0, 0, NULL, 0,
-     "reagent troughs by name, comma separated, one trough column each from trough_x"},
-    {"trough_x", LAB_DRV_KEY_INT, "1000", 0, 99999, NULL, 0, "first trough, x in 0.1 mm"},
-    {"trough_y", LAB_DRV_KEY_INT, "1500", 0, 9999, NULL, 0, "troughs, y in 0.1 mm"},
-    {"trough_pitch", LAB_DRV_KEY_INT, "90", 10, 5000, NULL, 0, "trough to trough, 0.1 mm"},
+    LAB_DRV_SERIAL_KEYS("115200", "8", "none", "1", "none"),
+    {"channels", LAB_DRV_KEY_INT, "8", 1, STAR_CH_MAX, NULL, 0, "pipetting channels fitted"},
+    {"plate_wells", LAB_DRV_KEY_ENUM, "96", 0, 0, "96|384", 0, "plate format"},
+    {"plate_a1_x", LAB_DRV_KEY_INT, "1000", 0, 99999, NULL, 0, "well A1 x, 0.1 mm"},
+    {"plate_a1_y", LAB_DRV_KEY_INT, "3000", 0, 9999, NULL, 0, "well A1 y, 0.1 mm"},
+    {"well_pitch", LAB_DRV_KEY_INT, NULL, 10, 500, NULL, 0,
+     "well pitch, 0.1 mm (default 90 for 96 wells, 45 for 384); rows go towards smaller y"},
+    {"tip_a1_x", LAB_DRV_KEY_INT, "4000", 0, 99999, NULL, 0, "tip rack A1 x, 0.1 mm"},
+    {"tip_a1_y", LAB_DRV_KEY_INT, "3000", 0, 9999, NULL, 0, "tip rack A1 y, 0.1 mm"},
+    {"tip_pitch", LAB_DRV_KEY_INT, "90", 10, 500, NULL, 0, "tip rack pitch, 0.1 mm"},
+    {"tip_columns", LAB_DRV_KEY_INT, "12", 1, 24, NULL, 0, "tip rack columns"},
+    {"tip_type", LAB_DRV_KEY_INT, "4", 0, 99, NULL, 0, "firmware tip type (tt)"},
+    {"reagents", LAB_DRV_KEY_STR, "substrate,inhibitor,buffer", 0, 0, NULL, 0,
+     "reagent names by trough column, comma separated"},
+    {"trough_x", LAB_DRV_KEY_INT, "1000", 0, 99999, NULL, 0, "first trough column x, 0.1 mm"},
+    {"trough_y", LAB_DRV_KEY_INT, "1000", 0, 9999, NULL, 0, "trough y of channel 1, 0.1 mm"},
+    {"trough_pitch", LAB_DRV_KEY_INT, "90", 10, 2000, NULL, 0, "trough column pitch, 0.1 mm"},
+    {"waste_x", LAB_DRV_KEY_INT, "8000", 0, 99999, NULL, 0, "tip waste x, 0.1 mm"},
+    {"waste_y", LAB_DRV_KEY_INT, "3000", 0, 9999, NULL, 0, "tip waste y of channel 1, 0.1 mm"},
+    {"channel_pitch", LAB_DRV_KEY_INT, "90", 90, 500, NULL, 0,
+     "y distance between neighbouring channels, 0.1 mm"},
+    {"move_timeout_s", LAB_DRV_KEY_DOUBLE, "60", 0.001, 3600, NULL, 0,
+     "lab seconds one command's motion may take"},
+    {"timeout_ms", LAB_DRV_KEY_INT, "2000", 10, 60000, NULL, 0,
+     "real milliseconds the link may add to a reply"},
     {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
 };
 
-/* ---- helpers ---- */
+#define WELL_PATTERN "\"type\":\"string\",\"pattern\":\"^[A-Pa-p]([1-9]|1[0-9]|2[0-4])$\""
+#define CHANNEL "\"channel\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":16}"
+#define VOLUME "\"volume_ul\":{\"type\":\"number\",\"exclusiveMinimum\":0,\"maximum\":1000}"
 
-static int well_parse(const char *s, int *row, int *col)
+static const lab_drv_action_t star_actions[] = {
+    {"initialize", NULL, 120, 0, "initialise the pipetting channels (C0DI); clears a fault"},
+    {"pick_up_tips",
+     "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
+     "\"column\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":24},"
+     "\"channels\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":16}}}",
+     120, 0,
+     "pick up tips from a tip rack column (default: the next unused one) on the first "
+     "`channels` channels (default: 1)"},
+    {"aspirate",
+     "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"volume_ul\"],"
+     "\"properties\":{" VOLUME ",\"reagent\":{\"type\":\"string\",\"minLength\":1,"
+     "\"maxLength\":31},\"well\":{" WELL_PATTERN "}," CHANNEL "},"
+     "\"oneOf\":[{\"required\":[\"reagent\"]},{\"required\":[\"well\"]}]}",
+     120, 0,
+     "aspirate volume_ul on each channel with a tip (or the one channel) from a reagent trough, "
+     "or from a well (channel k from the k-th row below it)"},
+    {"dispense",
+     "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"well\",\"volume_ul\"],"
+     "\"properties\":{" VOLUME ",\"well\":{" WELL_PATTERN "}," CHANNEL "}}",
+     120, 0,
+     "dispense volume_ul into the well (channel k into the k-th row below it), every channel "
+     "with a tip or the one channel"},
+    {"drop_tips", NULL, 120, 0, "discard the tips into the waste"},
+    {"status", NULL, 5, LAB_DRV_ACT_IMMEDIATE | LAB_DRV_ACT_OFFLINE,
+     "tips and volumes per channel as the driver saw them, and the deck"},
+    {NULL, NULL, 0, 0, NULL},
+};
+
+/* ---- commands ---- */
+
+/* Values for the parameters an operation does not set, per command, in the firmware's units
+ * (0.1 mm heights, 0.1 uL/s speeds), within the widths of the codec's specifications. */
+typedef struct star_default {
+    const char *cmd, *name;
+    long v;
+} star_default_t;
+
+static const star_default_t star_defaults[] = {
+    {"TP", "tt", 4},    {"TP", "tp", 2244}, {"TP", "tz", 2164}, {"TP", "th", 2450},
+    {"TP", "td", 0},    {"TR", "tp", 1314}, {"TR", "tz", 1414}, {"TR", "th", 2450},
+    {"TR", "te", 2450}, {"TR", "ti", 0},    {"DI", "tp", 1314}, {"DI", "tz", 1414},
+    {"DI", "te", 2450}, {"DI", "tt", 4},    {"DI", "ti", 0},    {"AS", "th", 2450},
+    {"AS", "te", 2450}, {"AS", "lp", 2000}, {"AS", "zl", 1866}, {"AS", "po", 100},
+    {"AS", "zu", 32},   {"AS", "zr", 6180}, {"AS", "zx", 1866}, {"AS", "as", 1000},
+    {"AS", "ll", 1},    {"AS", "lv", 1},    {"AS", "ld", 10},   {"AS", "de", 20},
+    {"AS", "wt", 10},   {"AS", "ms", 1000}, {"AS", "sd", 500},  {"AS", "se", 500},
+    {"AS", "sz", 300},  {"DS", "dm", 2},    {"DS", "zx", 1866}, {"DS", "lp", 2000},
+    {"DS", "zl", 1866}, {"DS", "po", 100},  {"DS", "zu", 32},   {"DS", "zr", 6180},
+    {"DS", "th", 2450}, {"DS", "te", 2450}, {"DS", "ds", 1200}, {"DS", "ss", 50},
+    {"DS", "ll", 1},    {"DS", "lv", 1},    {"DS", "de", 10},   {"DS", "ms", 10},
+};
+
+static long star_default(const char *cmd, const char *name)
 {
-    if (!s || !isalpha((unsigned char)s[0]))
-        return -1;
-    *row = toupper((unsigned char)s[0]) - 'A';
-    *col = atoi(s + 1) - 1;
+    for (size_t i = 0; i < sizeof star_defaults / sizeof star_defaults[0]; i++)
+        if (strcmp(star_defaults[i].cmd, cmd) == 0 && strcmp(star_defaults[i].name, name) == 0)
+            return star_defaults[i].v;
     return 0;
 }
 
-static int reagent_index(const star_t *p, const char *name)
+/* Where each acting channel goes and how much it moves, for one command. */
+typedef struct star_plan {
+    unsigned mask;
+    long xp[STAR_CH_MAX], yp[STAR_CH_MAX], vol[STAR_CH_MAX]; /* vol in 0.1 uL */
+} star_plan_t;
+
+static int star_build(star_t *s, const char *cmd, int id, const star_plan_t *pl, char *buf,
+                      size_t cap)
 {
-    for (int i = 0; i < p->nreagents; i++)
-        if (strcmp(p->reagents[i], name) == 0)
-            return i;
-    return -1;
+    const star_cmd_spec_t *spec = star_cmd_spec("C0", cmd);
+    LAB_ASSERT(spec != NULL);
+    size_t n = 0; /* list length: up to the last acting channel */
+    for (int ch = 0; ch < s->channels; ch++)
+        if (pl->mask & (1u << ch))
+            n = (size_t)ch + 1;
+    star_builder_t b;
+    star_begin(&b, buf, cap, "C0", cmd, id);
+    for (size_t i = 0; i < spec->n; i++) {
+        const star_param_spec_t *ps = &spec->params[i];
+        long v[STAR_CH_MAX];
+        for (size_t ch = 0; ch < n; ch++) {
+            bool on = pl->mask & (1u << ch);
+            if (strcmp(ps->name, "tm") == 0)
+                v[ch] = on;
+            else if (strcmp(ps->name, "xp") == 0)
+                v[ch] = pl->xp[ch];
+            else if (strcmp(ps->name, "yp") == 0)
+                v[ch] = pl->yp[ch];
+            else if (strcmp(ps->name, "av") == 0 || strcmp(ps->name, "dv") == 0)
+                v[ch] = on ? pl->vol[ch] : 0;
+            else
+                v[ch] = star_default(cmd, ps->name);
+        }
+        if (ps->list)
+            star_list(&b, ps->name, v, n, ps->width, (size_t)s->channels);
+        else
+            star_int(&b, ps->name,
+                     strcmp(ps->name, "tt") == 0 ? lab_drv_int(s->d, "tip_type")
+                                                 : star_default(cmd, ps->name),
+                     ps->width);
+    }
+    return star_end(&b, 1);
 }
 
-static int channel_of(json_t *params)
+static void star_forget_cmd(star_t *s)
 {
-    json_t *c = json_object_get(params, "channel");
-    return c ? (int)json_integer_value(c) - 1 : 0;
+    for (size_t i = 0; i < STAR_PENDING_MAX; i++)
+        if (s->pending.e[i].used && s->pending.e[i].id == s->id)
+            s->pending.e[i].used = 0;
+    s->id = STAR_NO_ID;
+    s->tag = 0;
+    uv_timer_stop(&s->reply_timer);
 }
 
-/* A per-channel list of n = ch + 1 values: v at ch, other before it. */
-static void list_at(star_builder_t *b, const star_t *p, const char *name, int ch, long v,
-                    long other, int width)
+static void star_reply_timeout(uv_timer_t *t);
+
+/* Sends one command; 0, or an error already described in e. */
+static int star_send(star_t *s, const char *cmd, int tag, const star_plan_t *pl, lab_drv_error_t *e)
 {
-    long vals[STAR_CH_MAX];
-    for (int i = 0; i <= ch; i++)
-        vals[i] = i == ch ? v : other;
-    star_list(b, name, vals, (size_t)ch + 1, width, (size_t)p->channels);
+    int id = star_pending_add(&s->pending, "C0", cmd, (void *)(intptr_t)tag);
+    if (id < 0) {
+        lab_drv_error_set(e, LAB_DRV_EINTERNAL, NULL, "no free command id: %s", proto_strerror(id));
+        return -1;
+    }
+    s->id = id;
+    s->tag = tag;
+    snprintf(s->cmd, sizeof s->cmd, "%s", cmd);
+    s->mask = pl->mask;
+    char buf[2048];
+    int n = star_build(s, cmd, id, pl, buf, sizeof buf);
+    if (n < 0) {
+        star_forget_cmd(s);
+        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+                          "C0%s: a position or volume does not fit the firmware's fields (%s)", cmd,
+                          proto_strerror(n));
+        return -1;
+    }
+    int rc = lab_transport_write(s->t, buf, (size_t)n, NULL, NULL);
+    if (rc != LAB_OK) {
+        star_forget_cmd(s);
+        lab_drv_error_set(e, LAB_DRV_EOFFLINE, NULL, "C0%s not sent: %s", cmd, lab_strerror(rc));
+        return -1;
+    }
+    uv_timer_start(&s->reply_timer, star_reply_timeout,
+                   lab_drv_lab_ms(s->d, lab_drv_double(s->d, "move_timeout_s")) + s->reply_ms, 0);
+    return 0;
 }
 
-/* The same value on every channel up to ch. */
-static void list_all(star_builder_t *b, const star_t *p, const char *name, int ch, long v,
-                     int width)
+/* ---- firmware errors ---- */
+
+static void star_device_error(const star_msg_t *m, lab_drv_error_t *e)
 {
-    list_at(b, p, name, ch, v, v, width);
+    char code[32] = "", text[256] = "";
+    size_t tl = 0;
+    for (size_t i = 0; i < m->n_errors && tl < sizeof text; i++) {
+        const star_err_t *er = &m->errors[i];
+        char one[24];
+        if (er->code < 0)
+            snprintf(one, sizeof one, "%s er%02d", er->module, er->trace);
+        else
+            snprintf(one, sizeof one, "%s %02d/%02d", er->module, er->code, er->trace);
+        if (i == 0) {
+            if (er->code < 0)
+                snprintf(code, sizeof code, "er%02d", er->trace);
+            else
+                snprintf(code, sizeof code, "er%02d/%02d", er->code, er->trace);
+        } else if (i == 1 && strlen(code) + strlen(one) + 1 < sizeof code) {
+            strcat(code, " ");
+            strcat(code, one); /* the module that failed, after the master's "slave error" */
+        }
+        tl += (size_t)snprintf(text + tl, sizeof text - tl, "%s%s (%s): %s%s%s", i ? "; " : "", one,
+                               er->module_name ? er->module_name : "unknown module",
+                               er->code_text ? er->code_text : "",
+                               er->code_text && er->trace_text ? ", " : "",
+                               er->trace_text  ? er->trace_text
+                               : er->code_text ? ""
+                                               : "unknown code");
+    }
+    lab_drv_error_set(e, LAB_DRV_EDEVICE, code, "C0%s: %s", m->cmd, text);
 }
 
-static void star_end_op(lab_driver_t *d, const lab_drv_error_t *err)
+/* ---- the connection's initialisation ---- */
+
+static void star_handshake(star_t *s);
+
+static void star_retry_due(uv_timer_t *t)
 {
-    star_t *p = lab_drv_priv(d);
-    json_t *res = p->result;
-    p->result = NULL;
-    p->cur_id = 0;
-    if (err) {
-        json_decref(res);
-        lab_drv_done(d, err, NULL);
-    } else {
-        lab_drv_done(d, NULL, res);
+    star_t *s = t->data;
+    if (s->linked && !s->ready && s->id == STAR_NO_ID)
+        star_handshake(s);
+}
+
+static void star_handshake_failed(star_t *s, const lab_drv_error_t *why)
+{
+    lab_drv_error_t e;
+    lab_drv_error_set(&e, why->code, why->device_code, "initialisation: %s", why->text);
+    lab_drv_set_state(s->d, LAB_INST_OFFLINE, &e);
+    uv_timer_start(&s->retry_timer, star_retry_due, HANDSHAKE_RETRY_MS, 0);
+}
+
+/* Every channel goes to the waste and is initialised there. */
+static void star_plan_waste(star_t *s, star_plan_t *pl, unsigned mask)
+{
+    memset(pl, 0, sizeof *pl);
+    pl->mask = mask;
+    for (int ch = 0; ch < s->channels; ch++) {
+        pl->xp[ch] = s->waste_x;
+        pl->yp[ch] = s->waste_y - ch * s->channel_pitch;
     }
 }
 
-static void star_later_cb(uv_timer_t *t)
+static void star_handshake(star_t *s)
 {
-    lab_driver_t *d = t->data;
-    star_t *p = lab_drv_priv(d);
-    star_end_op(d, &p->later);
+    star_plan_t pl;
+    star_plan_waste(s, &pl, (1u << s->channels) - 1);
+    lab_drv_error_t e;
+    if (star_send(s, "DI", TAG_HANDSHAKE, &pl, &e))
+        star_handshake_failed(s, &e);
 }
 
-/* Ends the operation from the loop, never from inside invoke. */
-static void star_end_later(lab_driver_t *d, const lab_drv_error_t *err)
+/* ---- operations ---- */
+
+static void star_op_end(star_t *s, const lab_drv_error_t *err)
 {
-    star_t *p = lab_drv_priv(d);
-    p->later = *err;
-    uv_timer_start(&p->later_timer, star_later_cb, 0, 0);
+    json_t *r = s->result;
+    s->result = NULL;
+    if (err) {
+        json_decref(r);
+        lab_drv_done(s->d, err, NULL);
+    } else {
+        lab_drv_done(s->d, NULL, r);
+    }
 }
 
-/* ---- replies ---- */
-
-static void star_error_of(const star_msg_t *m, lab_drv_error_t *e)
+static json_t *star_channels_json(star_t *s, unsigned mask)
 {
-    const star_err_t *x = &m->errors[0];
-    bool master = strcmp(x->module, "C0") == 0;
-    char code[32];
-    if (x->code >= 0)
-        snprintf(code, sizeof code, "%s%ser%02d/%02d", master ? "" : x->module, master ? "" : ":",
-                 x->code, x->trace);
+    json_t *a = json_array();
+    for (int ch = 0; ch < s->channels; ch++)
+        if (mask & (1u << ch))
+            json_array_append_new(a, json_integer(ch + 1));
+    return a;
+}
+
+/* The reply to the running operation's command, without errors. */
+static void star_op_ok(star_t *s)
+{
+    json_t *r = s->result;
+    json_object_set_new(r, "channels", star_channels_json(s, s->mask));
+    for (int ch = 0; ch < s->channels; ch++) {
+        if (!(s->mask & (1u << ch)))
+            continue;
+        if (strcmp(s->cmd, "TP") == 0)
+            s->tips[ch] = true;
+        else if (strcmp(s->cmd, "TR") == 0) {
+            s->tips[ch] = false;
+            s->held_ul[ch] = 0;
+        } else if (strcmp(s->cmd, "AS") == 0)
+            s->held_ul[ch] += s->vol_ul;
+        else if (strcmp(s->cmd, "DS") == 0)
+            s->held_ul[ch] = s->held_ul[ch] > s->vol_ul ? s->held_ul[ch] - s->vol_ul : 0;
+    }
+    if (strcmp(s->cmd, "TP") == 0)
+        s->next_tip_col = (s->tip_col + 1) % s->tip_cols;
+    if (strcmp(s->cmd, "DI") == 0) {
+        for (int ch = 0; ch < s->channels; ch++)
+            s->tips[ch] = false, s->held_ul[ch] = 0;
+        lab_drv_set_state(s->d, LAB_INST_IDLE, NULL); /* clears a fault the driver reported */
+    }
+    star_op_end(s, NULL);
+}
+
+static void star_on_reply(star_t *s, const star_msg_t *m)
+{
+    void *ud = NULL;
+    if (star_pending_take(&s->pending, m, &ud) != PROTO_OK) {
+        log_info(SUB, "instrument=%s reply C0%s id=%d matches no command in flight (late); dropped",
+                 lab_driver_id(s->d), m->cmd, m->id);
+        return;
+    }
+    int tag = (int)(intptr_t)ud;
+    s->id = STAR_NO_ID;
+    s->tag = 0;
+    uv_timer_stop(&s->reply_timer);
+    lab_drv_error_t e;
+    if (tag == TAG_HANDSHAKE) {
+        if (star_msg_failed(m)) {
+            /* It answers, so it is connected; what it reports needs a person (or initialize). */
+            star_device_error(m, &e);
+            s->ready = true;
+            lab_drv_set_state(s->d, LAB_INST_FAULT, &e);
+            return;
+        }
+        s->ready = true;
+        for (int ch = 0; ch < s->channels; ch++)
+            s->tips[ch] = false, s->held_ul[ch] = 0;
+        log_info(SUB, "instrument=%s channels initialised", lab_driver_id(s->d));
+        lab_drv_set_state(s->d, LAB_INST_IDLE, NULL);
+        return;
+    }
+    if (star_msg_failed(m)) {
+        star_device_error(m, &e);
+        star_op_end(s, &e);
+        return;
+    }
+    star_op_ok(s);
+}
+
+static void star_reply_timeout(uv_timer_t *t)
+{
+    star_t *s = t->data;
+    int tag = s->tag;
+    char cmd[3];
+    memcpy(cmd, s->cmd, sizeof cmd);
+    star_forget_cmd(s);
+    lab_drv_error_t e;
+    lab_drv_error_set(
+        &e, LAB_DRV_ETIMEOUT, NULL, "no reply to C0%s within %.1f s", cmd,
+        (double)(lab_drv_lab_ms(s->d, lab_drv_double(s->d, "move_timeout_s")) + s->reply_ms) /
+            1000.0);
+    if (tag == TAG_HANDSHAKE)
+        star_handshake_failed(s, &e);
+    else if (tag == TAG_OP)
+        star_op_end(s, &e);
+}
+
+static void star_garbage(star_t *s, const char *line, size_t len, int err)
+{
+    char shown[48];
+    size_t k = 0;
+    for (size_t i = 0; line && i < len && k + 5 < sizeof shown; i++)
+        k += (size_t)snprintf(shown + k, sizeof shown - k,
+                              isprint((unsigned char)line[i]) ? "%c" : "\\x%02x",
+                              (unsigned char)line[i]);
+    shown[k] = '\0';
+    lab_drv_error_t e;
+    lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL, "not a firmware reply (%s): \"%s%s\"",
+                      proto_strerror(err), shown, line && k < len ? "..." : "");
+    int tag = s->tag;
+    if (!tag) {
+        log_warn(SUB, "instrument=%s %s; dropped", lab_driver_id(s->d), e.text);
+        return;
+    }
+    /* One command in flight: what came instead of its reply was meant for it. */
+    star_forget_cmd(s);
+    if (tag == TAG_HANDSHAKE)
+        star_handshake_failed(s, &e);
     else
-        snprintf(code, sizeof code, "%s:er%02d", x->module, x->trace);
-    lab_drv_error_set(e, LAB_DRV_EDEVICE, code, "%s%s: %s: %s%s%s%s", m->module, m->cmd,
-                      x->module_name ? x->module_name : x->module,
-                      x->code_text ? x->code_text : "error", x->trace_text ? " (" : "",
-                      x->trace_text ? x->trace_text : "", x->trace_text ? ")" : "");
+        star_op_end(s, &e);
 }
 
 static int star_on_line(void *ud, const char *line, size_t len, int err)
 {
-    lab_driver_t *d = ud;
-    star_t *p = lab_drv_priv(d);
-    static star_msg_t m;
-    lab_drv_error_t e;
-    if (uv_now(lab_drv_loop(d)) < p->quiet_until)
-        return 0;
-    if (err || star_parse(line, len, &m) != PROTO_OK) {
-        char shown[80];
-        size_t o = 0;
-        for (size_t i = 0; i < len && o + 5 < sizeof shown; i++) {
-            unsigned char c = (unsigned char)line[i];
-            o += (size_t)(c >= 0x20 && c < 0x7f
-                              ? snprintf(shown + o, sizeof shown - o, "%c", c)
-                              : snprintf(shown + o, sizeof shown - o, "\\x%02x", c));
-        }
-        log_warn("drv", "instrument=%s unparsable line \"%s\"", lab_driver_id(d), shown);
-        if (p->cur_id) {
-            /* The reply this operation waits for may be what was garbled: it will not come. */
-            star_pending_init(&p->pending);
-            p->quiet_until = uv_now(lab_drv_loop(d)) + STAR_QUIET_MS;
-            star_end_op(d, lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL,
-                                             "the STAR answered something that is not a "
-                                             "firmware message: \"%s\"",
-                                             shown));
-        }
+    star_t *s = ud;
+    static star_msg_t m; /* large; the loop thread is the only user */
+    if (err) {
+        star_garbage(s, line, line ? len : 0, err);
         return 0;
     }
-    void *tag = NULL;
-    if (star_pending_take(&p->pending, &m, &tag) != PROTO_OK || m.id != p->cur_id) {
-        log_debug("drv", "instrument=%s reply %s%s id %d answers nothing in flight",
-                  lab_driver_id(d), m.module, m.cmd, m.id);
+    int rc = star_parse(line, len, &m);
+    if (rc != PROTO_OK || strcmp(m.module, "C0") != 0) {
+        star_garbage(s, line, len, rc ? rc : PROTO_EUNKNOWN);
         return 0;
     }
-    if (star_msg_failed(&m)) {
-        star_error_of(&m, &e);
-        star_end_op(d, &e);
-        return 0;
-    }
-    /* Effects the driver tracks, once the firmware said they happened. */
-    json_t *ch = json_object_get(p->result, "channel");
-    int c = ch ? (int)json_integer_value(ch) - 1 : -1;
-    if (c >= 0 && c < STAR_CH_MAX) {
-        if (strcmp(m.cmd, "TP") == 0)
-            p->tip[c] = true;
-        else if (strcmp(m.cmd, "TR") == 0)
-            p->tip[c] = false;
-    }
-    star_end_op(d, NULL);
+    star_on_reply(s, &m);
     return 0;
 }
 
 static void star_on_data(lab_transport_t *t, const uint8_t *data, size_t len, void *user)
 {
     (void)t;
-    lab_driver_t *d = user;
-    star_t *p = lab_drv_priv(d);
-    proto_lines_feed(&p->lines, data, len, star_on_line, d);
+    star_t *s = user;
+    if (!s->closing)
+        proto_lines_feed(&s->lines, data, len, star_on_line, s);
 }
 
 static void star_on_state(lab_transport_t *t, lab_transport_state_t state, int err,
                           const char *reason, void *user)
 {
     (void)t;
-    lab_driver_t *d = user;
-    star_t *p = lab_drv_priv(d);
-    lab_drv_error_t e;
+    star_t *s = user;
+    if (s->closing)
+        return;
     if (state == LAB_TRANSPORT_OPEN) {
-        proto_lines_init(&p->lines);
-        star_pending_init(&p->pending);
-        p->quiet_until = 0;
-        lab_drv_set_state(d, LAB_INST_IDLE, NULL);
-    } else if (state == LAB_TRANSPORT_OFFLINE) {
-        /* What the channels hold is unknown until someone looks. */
-        memset(p->tip, 0, sizeof p->tip);
-        lab_drv_set_state(d, LAB_INST_OFFLINE,
-                          lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "%s",
-                                            reason && *reason ? reason : lab_strerror(err)));
-    }
-}
-
-/* ---- commands ---- */
-
-static void star_send(lab_driver_t *d, star_builder_t *b)
-{
-    star_t *p = lab_drv_priv(d);
-    lab_drv_error_t e;
-    int n = star_end(b, 1);
-    if (n < 0) {
-        star_end_later(d, lab_drv_error_set(&e, LAB_DRV_EINTERNAL, NULL,
-                                            "command does not fit the firmware's format: %s",
-                                            proto_strerror(n)));
+        s->linked = true;
+        s->ready = false;
+        proto_lines_init(&s->lines);
+        star_pending_init(&s->pending); /* nothing sent on the old link will be answered */
+        s->id = STAR_NO_ID;
+        s->tag = 0;
+        star_handshake(s);
         return;
     }
-    int rc = lab_transport_write(p->t, b->o.buf, (size_t)n, NULL, NULL);
-    if (rc < 0)
-        star_end_later(
-            d, lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "cannot send: %s", lab_strerror(rc)));
+    if (state != LAB_TRANSPORT_OFFLINE)
+        return;
+    s->linked = s->ready = false;
+    uv_timer_stop(&s->retry_timer);
+    star_forget_cmd(s);
+    lab_drv_error_t e;
+    lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "%s: %s", lab_drv_str(s->d, "port"),
+                      reason ? reason : lab_strerror(err));
+    lab_drv_set_state(s->d, LAB_INST_OFFLINE, &e);
 }
 
-/* Starts a command: a new id in the pending table. */
-static int star_begin_cmd(lab_driver_t *d, star_builder_t *b, char *buf, size_t cap,
-                          const char *cmd)
+/* ---- actions ---- */
+
+static int star_reagent(star_t *s, const char *name)
 {
-    star_t *p = lab_drv_priv(d);
-    int id = star_pending_add(&p->pending, "C0", cmd, NULL);
-    if (id < 0) { /* every id taken by replies that never came: start over */
-        star_pending_init(&p->pending);
-        id = star_pending_add(&p->pending, "C0", cmd, NULL);
+    for (int i = 0; i < s->n_reagents; i++)
+        if (strcmp(s->reagent[i], name) == 0)
+            return i;
+    return -1;
+}
+
+/* "B7" -> row 1, col 6, checked against the plate format. */
+static bool star_well(star_t *s, const char *w, int *row, int *col)
+{
+    *row = toupper((unsigned char)w[0]) - 'A';
+    *col = atoi(w + 1) - 1;
+    return *row >= 0 && *row < s->rows && *col >= 0 && *col < s->cols;
+}
+
+static unsigned star_tipped(star_t *s)
+{
+    unsigned mask = 0;
+    for (int ch = 0; ch < s->channels; ch++)
+        if (s->tips[ch])
+            mask |= 1u << ch;
+    return mask;
+}
+
+static void star_defer_due(uv_timer_t *t)
+{
+    star_t *s = t->data;
+    if (s->deferred.code == LAB_DRV_OK)
+        return;
+    lab_drv_error_t e = s->deferred;
+    memset(&s->deferred, 0, sizeof s->deferred);
+    star_op_end(s, &e);
+}
+
+/* Builds the plan of a liquid move; false with e set when the params cannot be done. */
+static bool star_plan_liquid(star_t *s, bool aspirate, json_t *params, star_plan_t *pl,
+                             lab_drv_error_t *e)
+{
+    memset(pl, 0, sizeof *pl);
+    json_t *jch = json_object_get(params, "channel");
+    double ul = json_number_value(json_object_get(params, "volume_ul"));
+    if (jch) {
+        int ch = (int)json_integer_value(jch) - 1;
+        if (ch >= s->channels) {
+            lab_drv_error_set(e, LAB_DRV_EPARAM, NULL, "channel %d: the instrument has %d", ch + 1,
+                              s->channels);
+            return false;
+        }
+        pl->mask = 1u << ch;
+    } else {
+        pl->mask = star_tipped(s);
+        if (!pl->mask) {
+            lab_drv_error_set(e, LAB_DRV_ESTATE, NULL,
+                              "no channel holds a tip: pick_up_tips first, or name the channel");
+            return false;
+        }
     }
-    p->cur_id = id;
-    star_begin(b, buf, cap, "C0", cmd, id);
-    return id;
+    const char *reagent = json_string_value(json_object_get(params, "reagent"));
+    const char *well = json_string_value(json_object_get(params, "well"));
+    int row = 0, col = 0, first = -1;
+    if (reagent) {
+        int r = star_reagent(s, reagent);
+        if (r < 0) {
+            lab_drv_error_set(e, LAB_DRV_EPARAM, NULL, "reagent '%s' is not on the deck (%s)",
+                              reagent, lab_drv_str(s->d, "reagents"));
+            return false;
+        }
+        col = r;
+    } else if (!star_well(s, well, &row, &col)) {
+        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL, "well %s is not on a %d-well plate", well,
+                          s->rows * s->cols);
+        return false;
+    }
+    for (int ch = 0; ch < s->channels; ch++) {
+        if (!(pl->mask & (1u << ch)))
+            continue;
+        if (first < 0)
+            first = ch;
+        pl->vol[ch] = lround(ul * 10);
+        if (reagent) {
+            pl->xp[ch] = s->trough_x + col * s->trough_pitch;
+            pl->yp[ch] = s->trough_y - ch * s->channel_pitch;
+            continue;
+        }
+        int r = row + (ch - first) * (s->channel_pitch / s->pitch);
+        if (r >= s->rows) {
+            lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+                              "channel %d would reach row %d below %s, off the plate: name one "
+                              "channel or a well higher up",
+                              ch + 1, r + 1, well);
+            return false;
+        }
+        pl->xp[ch] = s->plate_x + col * s->pitch;
+        pl->yp[ch] = s->plate_y - r * s->pitch;
+    }
+    s->vol_ul = pl->vol[first] / 10.0;
+    json_object_set_new(s->result, "volume_ul", json_real(s->vol_ul));
+    if (reagent)
+        json_object_set_new(s->result, "reagent", json_string(reagent));
+    else
+        json_object_set_new(s->result, "well", json_string(well));
+    (void)aspirate;
+    return true;
 }
 
 static void star_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params)
 {
-    star_t *p = lab_drv_priv(d);
-    static char buf[2048];
-    star_builder_t b;
-    lab_drv_error_t e;
-    int ch = channel_of(params);
-    if (strcmp(a->name, "status") == 0) { /* immediate: beside an operation in flight */
-        json_t *tips = json_array();
-        for (int i = 0; i < p->channels; i++)
-            json_array_append_new(tips, json_boolean(p->tip[i]));
-        lab_drv_done(d, NULL, json_pack("{s:o, s:i}", "tips", tips, "channels", p->channels));
+    star_t *s = lab_drv_priv(d);
+    if (strcmp(a->name, "status") == 0) { /* immediate: what the driver saw */
+        json_t *tips = json_array(), *held = json_array();
+        for (int ch = 0; ch < s->channels; ch++) {
+            json_array_append_new(tips, json_boolean(s->tips[ch]));
+            json_array_append_new(held, json_real(s->held_ul[ch]));
+        }
+        json_t *reag = json_array();
+        for (int i = 0; i < s->n_reagents; i++)
+            json_array_append_new(reag, json_string(s->reagent[i]));
+        lab_drv_done(d, NULL,
+                     json_pack("{s:b,s:o,s:o,s:i,s:i,s:o}", "initialized", s->ready, "tips", tips,
+                               "held_ul", held, "plate_wells", s->rows * s->cols, "next_tip_column",
+                               s->next_tip_col + 1, "reagents", reag));
         return;
     }
-    json_decref(p->result);
-    p->result = json_pack("{s:i}", "channel", ch + 1);
+    json_decref(s->result);
+    s->result = json_object();
+    star_plan_t pl;
+    lab_drv_error_t e = {0};
+    const char *cmd = NULL;
     if (strcmp(a->name, "initialize") == 0) {
-        json_decref(p->result);
-        p->result = json_object();
-        int last = p->channels - 1;
-        star_begin_cmd(d, &b, buf, sizeof buf, "DI");
-        long xs[STAR_CH_MAX], ys[STAR_CH_MAX], tm[STAR_CH_MAX];
-        for (int i = 0; i <= last; i++)
-            xs[i] = 8000, ys[i] = 4050 - 90 * i, tm[i] = 1;
-        star_list(&b, "xp", xs, (size_t)p->channels, 5, (size_t)p->channels);
-        star_list(&b, "yp", ys, (size_t)p->channels, 4, (size_t)p->channels);
-        star_int(&b, "tp", 2450, 4);
-        star_int(&b, "tz", 2450, 4);
-        star_int(&b, "te", 3600, 4);
-        star_list(&b, "tm", tm, (size_t)p->channels, 1, (size_t)p->channels);
-        star_int(&b, "tt", 16, 2);
-        star_int(&b, "ti", 1, 1);
-        memset(p->tip, 0, sizeof p->tip); /* initialising drops what the channels held */
-        star_send(d, &b);
-        return;
-    }
-    if (strcmp(a->name, "pick_up_tips") == 0) {
-        if (p->tip[ch]) {
-            star_end_later(d, lab_drv_error_set(&e, LAB_DRV_ESTATE, NULL,
-                                                "channel %d already holds a tip", ch + 1));
-            return;
+        cmd = "DI";
+        star_plan_waste(s, &pl, (1u << s->channels) - 1);
+    } else if (strcmp(a->name, "drop_tips") == 0) {
+        cmd = "TR";
+        unsigned mask = star_tipped(s);
+        /* Tips the driver did not see go on (a reply lost to a timeout) are dropped as well. */
+        star_plan_waste(s, &pl, mask ? mask : (1u << s->channels) - 1);
+    } else if (strcmp(a->name, "pick_up_tips") == 0) {
+        cmd = "TP";
+        json_t *jc = json_object_get(params, "column"), *jn = json_object_get(params, "channels");
+        s->tip_col = jc ? (int)json_integer_value(jc) - 1 : s->next_tip_col;
+        int n = jn ? (int)json_integer_value(jn) : 1; /* one tip unless asked: tips cost */
+        memset(&pl, 0, sizeof pl);
+        if (s->tip_col >= s->tip_cols || n > s->channels)
+            lab_drv_error_set(&e, LAB_DRV_EPARAM, NULL,
+                              "column %d / %d channels: the rack has %d columns, the instrument "
+                              "%d channels",
+                              s->tip_col + 1, n, s->tip_cols, s->channels);
+        else if (star_tipped(s))
+            lab_drv_error_set(&e, LAB_DRV_ESTATE, NULL, "tips are fitted already: drop_tips first");
+        pl.mask = (1u << n) - 1;
+        for (int ch = 0; ch < n; ch++) {
+            pl.xp[ch] = s->tip_x + s->tip_col * s->tip_pitch;
+            pl.yp[ch] = s->tip_y - ch * s->tip_pitch;
         }
-        json_t *colv = json_object_get(params, "column");
-        int col = colv ? (int)json_integer_value(colv) : p->next_tip_col;
-        p->next_tip_col = col % 12 + 1;
-        json_object_set_new(p->result, "column", json_integer(col));
-        star_begin_cmd(d, &b, buf, sizeof buf, "TP");
-        list_at(&b, p, "xp", ch, p->tips_x + (col - 1) * p->pitch, 0, 5);
-        list_at(&b, p, "yp", ch, p->tips_y - ch * p->pitch, 0, 4);
-        list_at(&b, p, "tm", ch, 1, 0, 1);
-        star_int(&b, "tt", 1, 2);
-        star_int(&b, "tp", 2244, 4);
-        star_int(&b, "tz", 2164, 4);
-        star_int(&b, "th", 2450, 4);
-        star_int(&b, "td", 0, 1);
-        star_send(d, &b);
-        return;
-    }
-    if (strcmp(a->name, "drop_tips") == 0) {
-        if (!p->tip[ch]) {
-            star_end_later(
-                d, lab_drv_error_set(&e, LAB_DRV_ESTATE, NULL, "channel %d holds no tip", ch + 1));
-            return;
-        }
-        star_begin_cmd(d, &b, buf, sizeof buf, "TR");
-        list_at(&b, p, "xp", ch, p->waste_x, 0, 5);
-        list_at(&b, p, "yp", ch, p->waste_y - ch * p->pitch, 0, 4);
-        list_at(&b, p, "tm", ch, 1, 0, 1);
-        star_int(&b, "tp", 2244, 4);
-        star_int(&b, "tz", 2164, 4);
-        star_int(&b, "th", 2450, 4);
-        star_int(&b, "te", 2450, 4);
-        star_int(&b, "ti", 1, 1);
-        star_send(d, &b);
-        return;
-    }
-    /* aspirate / dispense */
-    if (!p->tip[ch]) {
-        star_end_later(d, lab_drv_error_set(&e, LAB_DRV_ESTATE, NULL,
-                                            "channel %d holds no tip: pick_up_tips first", ch + 1));
-        return;
-    }
-    double ul = json_number_value(json_object_get(params, "volume_ul"));
-    long vol = lround(ul * 10);
-    const char *well = json_string_value(json_object_get(params, "well"));
-    const char *reagent = json_string_value(json_object_get(params, "reagent"));
-    long x, y;
-    if (reagent) {
-        int r = reagent_index(p, reagent);
-        x = p->trough_x + r * p->trough_pitch;
-        y = p->trough_y;
-        json_object_set_new(p->result, "reagent", json_string(reagent));
+        json_object_set_new(s->result, "column", json_integer(s->tip_col + 1));
     } else {
-        int row = 0, col = 0;
-        well_parse(well, &row, &col);
-        x = p->plate_x + col * p->pitch;
-        y = p->plate_y - row * p->pitch;
-        char w[16];
-        snprintf(w, sizeof w, "%c%d", 'A' + row, col + 1);
-        json_object_set_new(p->result, "well", json_string(w));
+        bool as = strcmp(a->name, "aspirate") == 0;
+        cmd = as ? "AS" : "DS";
+        star_plan_liquid(s, as, params, &pl, &e);
     }
-    json_object_set_new(p->result, "volume_ul", json_real((double)vol / 10.0));
-    bool as = strcmp(a->name, "aspirate") == 0;
-    star_begin_cmd(d, &b, buf, sizeof buf, as ? "AS" : "DS");
-    /* Liquid-class values as the firmware's own examples give them (PyLabRobot's STAR tests):
-     * heights in 0.1 mm, speeds in 0.1 uL/s. */
-    if (as) {
-        list_all(&b, p, "at", ch, 0, 1);
-        list_at(&b, p, "tm", ch, 1, 0, 1);
-        list_at(&b, p, "xp", ch, x, 0, 5);
-        list_at(&b, p, "yp", ch, y, 0, 4);
-        star_int(&b, "th", 2450, 4);
-        star_int(&b, "te", 2450, 4);
-        static const struct {
-            const char *name;
-            long v;
-            int width;
-        } rest[] = {{"lp", 2000, 4}, {"ch", 0, 3},    {"zl", 1866, 4}, {"po", 100, 4},
-                    {"zu", 32, 4},   {"zr", 6180, 5}, {"zx", 1866, 4}, {"ip", 0, 4},
-                    {"it", 0, 1},    {"fp", 0, 4}};
-        for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
-            list_all(&b, p, rest[i].name, ch, rest[i].v, rest[i].width);
-        list_at(&b, p, "av", ch, vol, 0, 5);
-        static const struct {
-            const char *name;
-            long v;
-            int width;
-        } rest2[] = {{"as", 1000, 4}, {"ta", 0, 3}, {"ba", 0, 4}, {"oa", 0, 3}, {"lm", 0, 1},
-                     {"ll", 1, 1},    {"lv", 1, 1}, {"zo", 0, 3}, {"ld", 0, 2}, {"de", 20, 4},
-                     {"wt", 10, 2},   {"mv", 0, 5}, {"mc", 0, 2}, {"mp", 0, 3}, {"ms", 1000, 4},
-                     {"mh", 0, 4},    {"gi", 0, 3}};
-        for (size_t i = 0; i < sizeof rest2 / sizeof rest2[0]; i++)
-            list_all(&b, p, rest2[i].name, ch, rest2[i].v, rest2[i].width);
-        star_int(&b, "gj", 0, 1);
-        star_int(&b, "gk", 0, 1);
-        static const struct {
-            const char *name;
-            long v;
-            int width;
-        } rest3[] = {{"lk", 0, 1},   {"ik", 0, 4},   {"sd", 500, 4},
-                     {"se", 500, 4}, {"sz", 300, 4}, {"io", 0, 4}};
-        for (size_t i = 0; i < sizeof rest3 / sizeof rest3[0]; i++)
-            list_all(&b, p, rest3[i].name, ch, rest3[i].v, rest3[i].width);
-    } else {
-        list_all(&b, p, "dm", ch, 1, 1);
-        list_at(&b, p, "tm", ch, 1, 0, 1);
-        list_at(&b, p, "xp", ch, x, 0, 5);
-        list_at(&b, p, "yp", ch, y, 0, 4);
-        static const struct {
-            const char *name;
-            long v;
-            int width;
-        } rest[] = {{"zx", 1866, 4}, {"lp", 2000, 4}, {"zl", 1866, 4}, {"po", 100, 4}, {"ip", 0, 4},
-                    {"it", 0, 1},    {"fp", 0, 4},    {"zu", 32, 4},   {"zr", 6180, 5}};
-        for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
-            list_all(&b, p, rest[i].name, ch, rest[i].v, rest[i].width);
-        star_int(&b, "th", 2450, 4);
-        star_int(&b, "te", 2450, 4);
-        list_at(&b, p, "dv", ch, vol, 0, 5);
-        static const struct {
-            const char *name;
-            long v;
-            int width;
-        } rest2[] = {{"ds", 1800, 4}, {"ss", 50, 4},  {"rv", 0, 3},
-                     {"ta", 50, 3},   {"ba", 300, 4}, {"lm", 0, 1}};
-        for (size_t i = 0; i < sizeof rest2 / sizeof rest2[0]; i++)
-            list_all(&b, p, rest2[i].name, ch, rest2[i].v, rest2[i].width);
-        star_int(&b, "dj", 0, 2);
-        static const struct {
-            const char *name;
-            long v;
-            int width;
-        } rest3[] = {{"zo", 0, 3},  {"ll", 1, 1}, {"lv", 1, 1}, {"de", 10, 4},
-                     {"wt", 0, 2},  {"mv", 0, 5}, {"mc", 0, 2}, {"mp", 0, 3},
-                     {"ms", 10, 4}, {"mh", 0, 4}, {"gi", 0, 3}};
-        for (size_t i = 0; i < sizeof rest3 / sizeof rest3[0]; i++)
-            list_all(&b, p, rest3[i].name, ch, rest3[i].v, rest3[i].width);
-        star_int(&b, "gj", 0, 1);
-        star_int(&b, "gk", 0, 1);
+    if (e.code == LAB_DRV_OK)
+        star_send(s, cmd, TAG_OP, &pl, &e);
+    if (e.code != LAB_DRV_OK) { /* ended from the loop, never inside invoke */
+        s->deferred = e;
+        uv_timer_start(&s->defer_timer, star_defer_due, 0, 0);
     }
-    star_send(d, &b);
-}
-
-/* What depends on the deck: channel, well and reagent, before anything is queued. */
-static void star_check(lab_driver_t *d, const lab_drv_action_t *a, json_t *params,
-                       struct lab_jerrs *errs)
-{
-    star_t *p = lab_drv_priv(d);
-    json_t *ch = json_object_get(params, "channel");
-    if (ch && json_integer_value(ch) > p->channels)
-        lab_jerrs_add(errs, "/channel", "this STAR has %d channels", p->channels);
-    const char *well = json_string_value(json_object_get(params, "well"));
-    int row, col;
-    if (well && well_parse(well, &row, &col) == 0 && (row >= p->rows || col >= p->cols))
-        lab_jerrs_add(errs, "/well", "%s is outside the %d-well plate (A1:%c%d)", well,
-                      p->rows * p->cols, 'A' + p->rows - 1, p->cols);
-    const char *reagent = json_string_value(json_object_get(params, "reagent"));
-    if (reagent && reagent_index(p, reagent) < 0)
-        lab_jerrs_add(errs, "/reagent", "no trough holds '%s' (reagents = %s)", reagent,
-                      lab_drv_str(d, "reagents"));
-    if (strcmp(a->name, "aspirate") == 0 && !well == !reagent)
-        lab_jerrs_add(errs, "", "aspirate takes either reagent or well");
 }
 
 static void star_abort(lab_driver_t *d)
 {
-    star_t *p = lab_drv_priv(d);
-    /* Its reply, should it come, matches nothing any more. */
-    star_pending_init(&p->pending);
-    p->cur_id = 0;
-    uv_timer_stop(&p->later_timer);
-    json_decref(p->result);
-    p->result = NULL;
+    star_t *s = lab_drv_priv(d);
+    /* Forgotten: its reply, if it still comes, matches nothing and is dropped. */
+    if (s->tag == TAG_OP)
+        star_forget_cmd(s);
+    memset(&s->deferred, 0, sizeof s->deferred);
+    uv_timer_stop(&s->defer_timer);
+    json_decref(s->result);
+    s->result = NULL;
 }
 
 /* ---- lifecycle ---- */
 
 static int star_open(lab_driver_t *d, char *err, size_t errlen)
 {
-    star_t *p = lab_drv_priv(d);
-    uv_timer_init(lab_drv_loop(d), &p->later_timer);
-    p->later_timer.data = d;
-    p->timer_open = true;
-    p->channels = (int)lab_drv_int(d, "channels");
-    bool big = lab_drv_enum(d, "plate_wells") == 1;
-    p->rows = big ? 16 : 8;
-    p->cols = big ? 24 : 12;
-    p->plate_x = lab_drv_int(d, "plate_a1_x");
-    p->plate_y = lab_drv_int(d, "plate_a1_y");
-    p->pitch = lab_drv_int(d, "well_pitch");
-    p->tips_x = lab_drv_int(d, "tips_a1_x");
-    p->tips_y = lab_drv_int(d, "tips_a1_y");
-    p->waste_x = lab_drv_int(d, "waste_x");
-    p->waste_y = lab_drv_int(d, "waste_y");
-    p->trough_x = lab_drv_int(d, "trough_x");
-    p->trough_y = lab_drv_int(d, "trough_y");
-    p->trough_pitch = lab_drv_int(d, "trough_pitch");
-    p->next_tip_col = 1;
+    star_t *s = lab_drv_priv(d);
+    s->d = d;
+    s->id = STAR_NO_ID;
+    star_pending_init(&s->pending);
+    proto_lines_init(&s->lines);
+    s->channels = (int)lab_drv_int(d, "channels");
+    bool w384 = lab_drv_enum(d, "plate_wells") == 1;
+    s->rows = w384 ? 16 : 8;
+    s->cols = w384 ? 24 : 12;
+    s->pitch = lab_drv_has(d, "well_pitch") ? (int)lab_drv_int(d, "well_pitch") : w384 ? 45 : 90;
+    s->plate_x = (int)lab_drv_int(d, "plate_a1_x");
+    s->plate_y = (int)lab_drv_int(d, "plate_a1_y");
+    s->tip_x = (int)lab_drv_int(d, "tip_a1_x");
+    s->tip_y = (int)lab_drv_int(d, "tip_a1_y");
+    s->tip_pitch = (int)lab_drv_int(d, "tip_pitch");
+    s->tip_cols = (int)lab_drv_int(d, "tip_columns");
+    s->trough_x = (int)lab_drv_int(d, "trough_x");
+    s->trough_y = (int)lab_drv_int(d, "trough_y");
+    s->trough_pitch = (int)lab_drv_int(d, "trough_pitch");
+    s->waste_x = (int)lab_drv_int(d, "waste_x");
+    s->waste_y = (int)lab_drv_int(d, "waste_y");
+    s->channel_pitch = (int)lab_drv_int(d, "channel_pitch");
+    s->reply_ms = (uint64_t)lab_drv_int(d, "timeout_ms");
+    if (s->channel_pitch % s->pitch) {
+        snprintf(err, errlen, "channel_pitch %d is not a multiple of the well pitch %d",
+                 s->channel_pitch, s->pitch);
+        return LAB_EINVAL;
+    }
+    if (s->plate_y - (s->channels - 1) * s->channel_pitch < 0 ||
+        s->waste_y - (s->channels - 1) * s->channel_pitch < 0 ||
+        s->plate_y - (s->rows - 1) * s->pitch < 0) {
+        snprintf(err, errlen, "plate_a1_y/waste_y leave no room for %d channels below them",
+                 s->channels);
+        return LAB_EINVAL;
+    }
     char names[512];
     snprintf(names, sizeof names, "%s", lab_drv_str(d, "reagents"));
     char *save = NULL;
-    for (char *t = strtok_r(names, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
-        if (p->nreagents == STAR_REAGENTS_MAX || strlen(t) >= sizeof p->reagents[0]) {
-            snprintf(err, errlen, "reagents: at most %d names of at most %zu characters",
-                     STAR_REAGENTS_MAX, sizeof p->reagents[0] - 1);
+    for (char *t = strtok_r(names, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*t))
+            t++;
+        size_t n = strlen(t);
+        while (n && isspace((unsigned char)t[n - 1]))
+            t[--n] = '\0';
+        if (!n || n >= sizeof s->reagent[0] || s->n_reagents == REAGENTS_MAX ||
+            star_reagent(s, t) >= 0) {
+            snprintf(err, errlen, "reagents: '%s' is empty, too long, repeated or one too many", t);
             return LAB_EINVAL;
         }
-        snprintf(p->reagents[p->nreagents++], sizeof p->reagents[0], "%s", t);
+        snprintf(s->reagent[s->n_reagents++], sizeof s->reagent[0], "%s", t);
     }
-    proto_lines_init(&p->lines);
-    star_pending_init(&p->pending);
-    lab_drv_set_info(d, "channels", json_integer(p->channels));
-    lab_transport_settings_t s;
-    lab_drv_serial_settings(d, &s);
-    lab_transport_callbacks_t cb = {star_on_data, star_on_state, d};
-    return lab_transport_new(lab_drv_loop(d), &s, lab_driver_id(d), &cb, &p->t, err, errlen);
+    lab_drv_set_info(d, "channels", json_integer(s->channels));
+
+    uv_timer_t *timers[] = {&s->reply_timer, &s->defer_timer, &s->retry_timer};
+    for (int i = 0; i < 3; i++) {
+        uv_timer_init(lab_drv_loop(d), timers[i]);
+        timers[i]->data = s;
+        s->handles++;
+    }
+    lab_transport_settings_t ts;
+    lab_drv_serial_settings(d, &ts);
+    lab_transport_callbacks_t cb = {star_on_data, star_on_state, s};
+    return lab_transport_new(lab_drv_loop(d), &ts, lab_driver_id(d), &cb, &s->t, err, errlen);
 }
 
 static void star_start(lab_driver_t *d)
 {
-    star_t *p = lab_drv_priv(d);
-    lab_transport_open(p->t);
+    star_t *s = lab_drv_priv(d);
+    lab_transport_open(s->t);
 }
 
 static void star_stop(lab_driver_t *d)
 {
-    star_t *p = lab_drv_priv(d);
+    star_t *s = lab_drv_priv(d);
+    s->closing = true;
     star_abort(d);
-    if (p->t)
-        lab_transport_close(p->t);
-    p->t = NULL;
+    star_forget_cmd(s);
+    uv_timer_stop(&s->retry_timer);
+    if (s->t)
+        lab_transport_close(s->t);
+    s->t = NULL;
 }
 
 static void star_timer_closed(uv_handle_t *h)
 {
-    lab_drv_closed(h->data);
+    star_t *s = h->data;
+    if (--s->handles == 0)
+        lab_drv_closed(s->d);
 }
 
 static void star_close(lab_driver_t *d)
 {
-    star_t *p = lab_drv_priv(d);
+    star_t *s = lab_drv_priv(d);
     star_stop(d);
-    if (!p->timer_open) {
+    if (!s->handles) {
         lab_drv_closed(d);
         return;
     }
-    p->timer_open = false;
-    uv_close((uv_handle_t *)&p->later_timer, star_timer_closed);
+    uv_close((uv_handle_t *)&s->reply_timer, star_timer_closed);
+    uv_close((uv_handle_t *)&s->defer_timer, star_timer_closed);
+    uv_close((uv_handle_t *)&s->retry_timer, star_timer_closed);
 }
 
 const lab_driver_ops_t lab_driver_hamilton_star = {
@@ -596,6 +802,7 @@ const lab_driver_ops_t lab_driver_hamilton_star = {
     .model = "Hamilton Microlab STAR",
     .keys = star_keys,
     .actions = star_actions,
+    .poll_action = NULL, /* the firmware reports nothing numeric in these commands */
     .priv_size = sizeof(star_t),
     .open = star_open,
     .start = star_start,
@@ -603,5 +810,4 @@ const lab_driver_ops_t lab_driver_hamilton_star = {
     .close = star_close,
     .invoke = star_invoke,
     .abort = star_abort,
-    .check = star_check,
 };
