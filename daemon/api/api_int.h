@@ -62,6 +62,8 @@ struct lab_req {
     lab_run_insert_t *ins;
     const char *idem_key; /* MHD's header value, when the request carries one */
     char action[65];      /* POST .../actions: the action waiting for its instrument */
+    int act_idem;         /* its Idempotency-Key's slot (instruments.c), or -1 */
+    unsigned act_idem_gen;
 };
 
 #define LAB_STATUS_SLOTS 16
@@ -99,6 +101,8 @@ struct lab_api {
     lab_req_t *pool;
     int npool;
     lab_req_t *idem_pending;
+    struct lab_act_idem *act_idem; /* instruments.c: recent action keys and their answers */
+    int act_idem_next;
 
     uint64_t started_ms;    /* uv_now at start */
     lab_route_hits_t *hits; /* lab_nroutes + 1 rows; the last one for unrouted requests */
@@ -148,6 +152,9 @@ const char *lab_req_header(lab_req_t *rq, const char *name);
 /* The request body as JSON valid against schema, or NULL with rq's answer set (400 malformed,
  * 422 with every problem; what names the document in the detail). */
 json_t *lab_req_json(lab_req_t *rq, const lab_jschema_t *schema, const char *what);
+/* SHA-256 (hex) of method, path and body: what an Idempotency-Key stands for. */
+void lab_req_hash(lab_req_t *rq, char out[65]);
+#define LAB_IDEM_KEY_MAX 255
 const char *lab_req_query(lab_req_t *rq, const char *name);
 
 /* ---- route handlers ---- */
@@ -161,6 +168,8 @@ void lab_api_instruments_get(lab_req_t *rq);
 void lab_api_instruments_action(lab_req_t *rq);
 void lab_api_instruments_pause(lab_req_t *rq);
 void lab_api_instruments_resume(lab_req_t *rq);
+
+void lab_act_idem_free(lab_api_t *api);
 
 /* Counting answered requests for /metrics. */
 void lab_metrics_count(lab_api_t *api, int route, unsigned status);

@@ -5,6 +5,7 @@
  * content type), body collection with the size limit, and the lifecycle (start, stop accepting,
  * close). */
 #include "daemon/api/api_int.h"
+#include "daemon/api/sha256.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -53,6 +54,19 @@ struct MHD_Response *lab_respond_json(lab_req_t *rq, unsigned status, json_t *do
     json_decref(doc);
     LAB_ASSERT(text);
     return lab_respond(rq, status, "application/json", text, strlen(text));
+}
+
+void lab_req_hash(lab_req_t *rq, char out[65])
+{
+    lab_sha256_t s;
+    uint8_t d[32];
+    lab_sha256_init(&s);
+    lab_sha256_update(&s, rq->method, strlen(rq->method) + 1);
+    lab_sha256_update(&s, rq->url, strlen(rq->url) + 1);
+    if (rq->len)
+        lab_sha256_update(&s, rq->body, rq->len);
+    lab_sha256_final(&s, d);
+    lab_sha256_hex(d, out);
 }
 
 json_t *lab_req_json(lab_req_t *rq, const lab_jschema_t *schema, const char *what)
@@ -577,6 +591,7 @@ static void api_free(lab_api_t *api)
     lab_tokens_free(&api->tokens);
     free(api->tokens_path);
     free(api->hits);
+    lab_act_idem_free(api);
     free(api);
     if (cb)
         cb(arg);

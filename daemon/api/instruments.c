@@ -5,8 +5,117 @@
 #include "daemon/api/api_int.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/mem.h"
 
 #include <string.h>
+
+/* ---- Idempotency-Key on actions ----
+ * A client that retries an action after a lost answer must not move a plate or dispense twice.
+ * The daemon keeps the newest ACT_IDEM_MAX keys (per token name) with their answers, in memory:
+ * the same key and body while the action runs is 409, after it ended the answer again (with
+ * Idempotent-Replayed), with another body 422. Actions are not durable, so neither are these. */
+
+#define ACT_IDEM_MAX 256
+
+struct lab_act_idem {
+    char who[LAB_WHO_MAX + 1];
+    char key[LAB_IDEM_KEY_MAX + 1];
+    char hash[65];
+    unsigned gen; /* a slot reused for a new key gets a new generation */
+    bool used, done;
+    unsigned status;
+    char *ctype, *text; /* the answer, once done */
+};
+
+void lab_act_idem_free(lab_api_t *api)
+{
+    for (int i = 0; api->act_idem && i < ACT_IDEM_MAX; i++) {
+        free(api->act_idem[i].ctype);
+        free(api->act_idem[i].text);
+    }
+    free(api->act_idem);
+    api->act_idem = NULL;
+}
+
+/* Sets rq's answer, and keeps a copy for its key's replays. */
+static struct MHD_Response *answer(lab_req_t *rq, unsigned status, const char *ctype, char *text)
+{
+    lab_api_t *api = rq->api;
+    if (rq->act_idem >= 0 && api->act_idem) {
+        struct lab_act_idem *e = &api->act_idem[rq->act_idem];
+        if (e->used && e->gen == rq->act_idem_gen) {
+            e->done = true;
+            e->status = status;
+            free(e->ctype);
+            free(e->text);
+            e->ctype = lab_strdup(ctype);
+            e->text = lab_strdup(text);
+        }
+        rq->act_idem = -1;
+    }
+    return lab_respond(rq, status, ctype, text, strlen(text));
+}
+
+static void answer_json(lab_req_t *rq, unsigned status, json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    answer(rq, status, "application/json", text);
+}
+
+/* True when the request was answered from its key (replay, in progress, or refused). */
+static bool idem_check(lab_req_t *rq)
+{
+    lab_api_t *api = rq->api;
+    rq->act_idem = -1;
+    const char *key = lab_req_header(rq, "Idempotency-Key");
+    if (!key)
+        return false;
+    size_t kl = strlen(key);
+    if (kl == 0 || kl > LAB_IDEM_KEY_MAX) {
+        lab_problem(rq, LAB_P_BAD_REQUEST,
+                    lab_errors_one("", "Idempotency-Key must have 1 to 255 characters"),
+                    "Idempotency-Key has %zu characters", kl);
+        return true;
+    }
+    char hash[65];
+    lab_req_hash(rq, hash);
+    if (!api->act_idem)
+        api->act_idem = lab_calloc(ACT_IDEM_MAX, sizeof *api->act_idem);
+    for (int i = 0; i < ACT_IDEM_MAX; i++) {
+        struct lab_act_idem *e = &api->act_idem[i];
+        if (!e->used || strcmp(e->key, key) != 0 || strcmp(e->who, rq->who) != 0)
+            continue;
+        if (strcmp(e->hash, hash) != 0) {
+            lab_problem(rq, LAB_P_IDEM_MISMATCH, NULL,
+                        "Idempotency-Key \"%s\" was used for a different action", key);
+        } else if (!e->done) {
+            lab_problem(rq, LAB_P_IN_PROGRESS, NULL,
+                        "the action with Idempotency-Key \"%s\" is still running", key);
+        } else {
+            char *text = lab_strdup(e->text);
+            struct MHD_Response *r = lab_respond(rq, e->status, e->ctype, text, strlen(text));
+            MHD_add_response_header(r, "Idempotent-Replayed", "true");
+        }
+        return true;
+    }
+    /* A new key takes the oldest slot (its client had its answer long ago, or never will). */
+    int i = api->act_idem_next;
+    api->act_idem_next = (i + 1) % ACT_IDEM_MAX;
+    struct lab_act_idem *e = &api->act_idem[i];
+    free(e->ctype);
+    free(e->text);
+    unsigned gen = e->gen + 1;
+    memset(e, 0, sizeof *e);
+    e->gen = gen;
+    e->used = true;
+    snprintf(e->who, sizeof e->who, "%s", rq->who);
+    snprintf(e->key, sizeof e->key, "%s", key);
+    memcpy(e->hash, hash, sizeof e->hash);
+    rq->act_idem = i;
+    rq->act_idem_gen = gen;
+    return false;
+}
 
 void lab_api_instruments_list(lab_req_t *rq)
 {
@@ -97,8 +206,8 @@ static void drv_problem(lab_req_t *rq, lab_driver_t *d, const char *action,
         log_warn("api", "%s %s: %d %s", rq->method, rq->url, lab_problem_status(p), e->text);
     char *out = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
-    struct MHD_Response *r = lab_respond(rq, (unsigned)lab_problem_status(p),
-                                         "application/problem+json", out, strlen(out));
+    struct MHD_Response *r =
+        answer(rq, (unsigned)lab_problem_status(p), "application/problem+json", out);
     if (e->code == LAB_DRV_EBUSY)
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "5");
 }
@@ -109,9 +218,9 @@ static void action_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *res
     if (err->code != LAB_DRV_OK)
         drv_problem(rq, d, rq->action, err, NULL);
     else
-        lab_respond_json(rq, 200,
-                         json_pack("{s:s, s:s, s:O}", "instrument", lab_driver_id(d), "action",
-                                   rq->action, "result", result));
+        answer_json(rq, 200,
+                    json_pack("{s:s, s:s, s:O}", "instrument", lab_driver_id(d), "action",
+                              rq->action, "result", result));
     lab_req_resume(rq);
 }
 
@@ -125,9 +234,14 @@ void lab_api_instruments_action(lab_req_t *rq)
         lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down");
         return;
     }
+    rq->act_idem = -1;
     json_t *body = lab_req_json(rq, api->action_schema, "action");
     if (!body)
         return;
+    if (idem_check(rq)) {
+        json_decref(body);
+        return;
+    }
     const char *action = json_string_value(json_object_get(body, "action"));
     json_t *params = json_object_get(body, "params");
     json_t *timeout = json_object_get(body, "timeout_s");

@@ -19,24 +19,10 @@
 
 #define LIST_DEFAULT 50
 #define LIST_MAX 500
-#define IDEM_KEY_MAX 255
 
 /* ---- idempotency ---- */
 
 /* What makes two requests "the same": method, path and body, each NUL-separated. */
-static void idem_hash(lab_req_t *rq, char out[65])
-{
-    lab_sha256_t s;
-    uint8_t d[32];
-    lab_sha256_init(&s);
-    lab_sha256_update(&s, rq->method, strlen(rq->method) + 1);
-    lab_sha256_update(&s, rq->url, strlen(rq->url) + 1);
-    if (rq->len)
-        lab_sha256_update(&s, rq->body, rq->len);
-    lab_sha256_final(&s, d);
-    lab_sha256_hex(d, out);
-}
-
 static lab_req_t *idem_pending_find(lab_api_t *api, const char *who, const char *key)
 {
     for (lab_req_t *p = api->idem_pending; p; p = p->next)
@@ -146,7 +132,7 @@ void lab_api_runs_post(lab_req_t *rq)
     const char *key = lab_req_header(rq, "Idempotency-Key");
     if (key) {
         size_t kl = strlen(key);
-        if (kl == 0 || kl > IDEM_KEY_MAX) {
+        if (kl == 0 || kl > LAB_IDEM_KEY_MAX) {
             lab_problem(rq, LAB_P_BAD_REQUEST,
                         lab_errors_one("", "Idempotency-Key must have 1 to 255 characters"),
                         "Idempotency-Key has %zu characters", kl);
@@ -157,7 +143,7 @@ void lab_api_runs_post(lab_req_t *rq)
                         "the first request with Idempotency-Key \"%s\" is still committing", key);
             return;
         }
-        idem_hash(rq, hash);
+        lab_req_hash(rq, hash);
         if (idem_replay(rq, key, hash))
             return;
     }

@@ -154,6 +154,59 @@ static void test_manual_move(void **state)
     assert_non_null(strstr(out, "manual-mover"));
 }
 
+static void *do_keyed_move(void *arg)
+{
+    move_t *m = arg;
+    char *resp = NULL;
+    int st = h_http(dmn.url, "POST", "/v1/instruments/mover1/actions",
+                    "Content-Type: application/json\nIdempotency-Key: move-42",
+                    "{\"action\":\"move\",\"params\":{\"from\":\"a\",\"to\":\"b\"}}", &resp);
+    m->answer = st == 200 ? json_loads(resp, 0, NULL) : NULL;
+    free(resp);
+    return NULL;
+}
+
+static int keyed(const char *body, char **resp)
+{
+    return h_http(dmn.url, "POST", "/v1/instruments/mover1/actions",
+                  "Content-Type: application/json\nIdempotency-Key: move-42", body, resp);
+}
+
+/* A retried action with its Idempotency-Key never runs twice. */
+static void test_idempotent_action(void **state)
+{
+    move_t m = {0};
+    pthread_t t;
+    pthread_create(&t, NULL, do_keyed_move, &m);
+    json_decref(wait_state("mover1", "busy"));
+    const char *same = "{\"action\":\"move\",\"params\":{\"from\":\"a\",\"to\":\"b\"}}";
+    char *resp = NULL;
+    assert_int_equal(keyed(same, &resp), 409); /* still running */
+    free(resp);
+    json_decref(post_action("mover1", "{\"action\":\"confirm\"}", 200));
+    pthread_join(t, NULL);
+    assert_non_null(m.answer);
+    char *first = json_dumps(m.answer, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(m.answer);
+    /* The retry gets the same answer, and nobody is asked to move anything again. */
+    assert_int_equal(keyed(same, &resp), 200);
+    json_t *again = json_loads(resp, 0, NULL);
+    free(resp);
+    char *second = json_dumps(again, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(again);
+    assert_string_equal(first, second);
+    free(first);
+    free(second);
+    json_t *doc = get_json("/v1/instruments/mover1", 200);
+    assert_string_equal(state_of(doc), "idle");
+    assert_true(json_is_null(json_object_get(json_object_get(doc, "info"), "pending_move")));
+    json_decref(doc);
+    /* The same key for another action: refused. */
+    assert_int_equal(keyed("{\"action\":\"move\",\"params\":{\"from\":\"a\",\"to\":\"c\"}}", &resp),
+                     422);
+    free(resp);
+}
+
 static void test_refusals(void **state)
 {
     /* Every problem named, with its JSON Pointer. */
@@ -309,9 +362,13 @@ static void test_config_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_list),        cmocka_unit_test(test_manual_move),
-        cmocka_unit_test(test_refusals),    cmocka_unit_test(test_report_becomes_telemetry),
-        cmocka_unit_test(test_bad_reports), cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_list),
+        cmocka_unit_test(test_manual_move),
+        cmocka_unit_test(test_idempotent_action),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_report_becomes_telemetry),
+        cmocka_unit_test(test_bad_reports),
+        cmocka_unit_test(test_config_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
