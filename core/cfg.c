@@ -45,6 +45,7 @@ static const cfg_section_t sections[] = {
     {"postgres", O(pg_enabled), "the system of record; absent: the local store alone"},
     {"mqtt", O(mqtt_enabled), "the MQTT broker; absent: no MQTT"},
     {"auth", O(auth_enabled), "bearer tokens; absent: loopback only, no tokens"},
+    {"workflows", O(workflows_enabled), "workflow files loaded at start; absent: API only"},
 };
 
 static const cfg_key_t keys[] = {
@@ -85,6 +86,8 @@ static const cfg_key_t keys[] = {
      "longest pause between reconnection attempts, seconds"},
     {"auth", "tokens", T_PATH, O(auth_tokens), NULL, 0, 0, F_REQUIRED | F_RELOAD,
      "file of 'TOKEN ROLE [NAME]' lines; re-read on HUP"},
+    {"workflows", "dir", T_PATH, O(workflows_dir), NULL, 0, 0, F_REQUIRED,
+     "directory of workflow documents (*.json), each stored as a version at start"},
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])

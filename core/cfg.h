@@ -57,6 +57,10 @@ typedef struct lab_config {
     bool auth_enabled;
     char *auth_tokens; /* absolute after loading */
 
+    /* [workflows]; absent: workflows come through the API only */
+    bool workflows_enabled;
+    char *workflows_dir; /* absolute after loading */
+
     /* [instrument ID], in file order */
     lab_cfg_instrument_t *instruments;
     int n_instruments;

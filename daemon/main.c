@@ -13,9 +13,15 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/jschema.h"
+#include "daemon/model/workflow.h"
 #include "daemon/store/pg.h"
 #include "daemon/store/store.h"
+#include "daemon/store/workflows.h"
 
+#include <dirent.h>
+
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,6 +185,91 @@ static void on_signal(uv_signal_t *s, int signum)
     begin_stop(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+static void wf_loaded(lab_store_op_t *op, int status)
+{
+    lab_wf_put_t *put = (lab_wf_put_t *)op;
+    const char *file = put->arg;
+    if (status == LAB_ECONFLICT)
+        log_error("workflows",
+                  "%s: version %d of %s is stored with other steps; the stored one "
+                  "stays (a stored version never changes)",
+                  file, put->version, put->name);
+    else if (status != 0)
+        log_error("workflows", "%s: not stored: %s", file, lab_strerror(status));
+    else if (put->created)
+        log_info("workflows", "workflow=%s version=%d stored from %s", put->name,
+                 put->stored_version, file);
+    free((char *)file);
+    lab_wf_put_free(put);
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* [workflows] dir: every *.json checked (every problem named with its file and path) before any
+ * is stored; one bad file stops the start. */
+static int load_workflows(labd_t *d)
+{
+    const char *dir = d->cfg.workflows_dir;
+    DIR *dh = opendir(dir);
+    if (!dh) {
+        log_error("workflows", "cannot read %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    char **names = NULL;
+    size_t n = 0;
+    for (struct dirent *e; (e = readdir(dh));) {
+        size_t l = strlen(e->d_name);
+        if (l > 5 && strcmp(e->d_name + l - 5, ".json") == 0 && e->d_name[0] != '.') {
+            names = lab_realloc(names, sizeof *names * (n + 1));
+            names[n++] = lab_strdup(e->d_name);
+        }
+    }
+    closedir(dh);
+    qsort(names, n, sizeof *names, by_name);
+    lab_jschema_t *schema = lab_jschema_get("workflow.schema.json");
+    json_t **docs = lab_calloc(n + 1, sizeof *docs);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *path = lab_asprintf("%s/%s", dir, names[i]);
+        json_error_t je;
+        docs[i] = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+        lab_jerrs_t errs = {0};
+        if (!docs[i])
+            lab_jerrs_add(&errs, "", "not JSON: line %d, column %d: %s", je.line, je.column,
+                          je.text);
+        else if (lab_jschema_validate(schema, docs[i], &errs) == 0)
+            lab_workflow_check(docs[i], lab_api_workflow_on_known, d->instr, &errs);
+        for (int k = 0; k < errs.n; k++)
+            log_error("workflows", "%s: %s: %s", path, errs.v[k].path[0] ? errs.v[k].path : "/",
+                      errs.v[k].message);
+        bad += errs.n > 0;
+        lab_jerrs_free(&errs);
+        free(path);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!bad) {
+            lab_wf_put_t *put = lab_wf_put_new();
+            put->name = lab_strdup(json_string_value(json_object_get(docs[i], "name")));
+            put->version = (int)json_integer_value(json_object_get(docs[i], "version"));
+            put->canon = lab_workflow_canonical(docs[i]);
+            put->ts_ms = lab_clock_now_ms(&d->clock);
+            put->arg = lab_asprintf("%s/%s", dir, names[i]);
+            put->op.done = wf_loaded;
+            lab_store_submit(d->store, &put->op);
+        }
+        json_decref(docs[i]);
+        free(names[i]);
+    }
+    free(docs);
+    free(names);
+    if (bad)
+        log_error("workflows", "%d of %zu files in %s refused; not starting", bad, n, dir);
+    return bad ? -1 : 0;
+}
+
 static int run(labd_t *d)
 {
     int rc;
@@ -202,6 +293,8 @@ static int run(labd_t *d)
         log_error("main", "cannot start the instruments: %s", lab_strerror(rc));
         return 1;
     }
+    if (d->cfg.workflows_enabled && load_workflows(d) != 0)
+        return 1;
     lab_api_deps_t deps = {d->loop, &d->cfg, &d->clock, d->store, d->pg, d->mqtt, d->instr};
     if ((rc = lab_api_start(&d->api, &deps)) != 0) {
         log_error("main", "cannot start the HTTP API on %s: %s", d->cfg.http, lab_strerror(rc));

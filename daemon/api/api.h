@@ -10,6 +10,7 @@
 #include "daemon/store/pg.h"
 #include "daemon/store/store.h"
 
+#include <stdbool.h>
 #include <uv.h>
 
 typedef struct lab_api lab_api_t;
@@ -35,5 +36,9 @@ void lab_api_stop_accepting(lab_api_t *api);
 int lab_api_in_flight(const lab_api_t *api);
 /* Closes everything; cb on the loop thread after the struct is freed. */
 void lab_api_close(lab_api_t *api, void (*cb)(void *arg), void *arg);
+
+/* Whether a workflow step's `on` names a driver's kind or an instrument of ctx (a lab_instr_t;
+ * NULL: kinds only). Used for POST /v1/workflows and [workflows] dir alike. */
+bool lab_api_workflow_on_known(void *ctx, const char *on);
 
 #endif

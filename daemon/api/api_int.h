@@ -95,6 +95,7 @@ struct lab_api {
     long max_body;
     lab_jschema_t *run_schema;
     lab_jschema_t *action_schema;
+    lab_jschema_t *workflow_schema;
 
     int in_flight; /* requests waiting for the store */
     int active;    /* request contexts alive */
@@ -168,6 +169,9 @@ void lab_api_instruments_get(lab_req_t *rq);
 void lab_api_instruments_action(lab_req_t *rq);
 void lab_api_instruments_pause(lab_req_t *rq);
 void lab_api_instruments_resume(lab_req_t *rq);
+void lab_api_workflows_post(lab_req_t *rq);
+void lab_api_workflows_list(lab_req_t *rq);
+void lab_api_workflows_get(lab_req_t *rq);
 
 void lab_act_idem_free(lab_api_t *api);
 

@@ -636,6 +636,11 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
         log_error("api", "the run schema (run.schema.json) is not available");
         goto fail;
     }
+    api->workflow_schema = lab_jschema_get("workflow.schema.json");
+    if (!api->workflow_schema) {
+        log_error("api", "the workflow schema (workflow.schema.json) is not available");
+        goto fail;
+    }
     api->action_schema = lab_jschema_get("action.schema.json");
     if (!api->action_schema) {
         log_error("api", "the action schema (action.schema.json) is not available");

@@ -332,6 +332,10 @@ static void subscribe_one(lab_mqtt_t *m, const sub_t *s)
 
 static void warn_kind(lab_mqtt_t *m, const lab_outbox_row_t *r)
 {
+    if (lab_outbox_kind_find(r->kind)) { /* a kind for PostgreSQL only, by design */
+        log_debug("mqtt", "skipped seq=%lld kind=%s: not published", (long long)r->seq, r->kind);
+        return;
+    }
     for (int i = 0; i < m->nwarned; i++)
         if (strcmp(m->warned[i], r->kind) == 0) {
             log_debug("mqtt", "skipped seq=%lld kind=%s: no topic", (long long)r->seq, r->kind);

@@ -15,6 +15,7 @@ const lab_outbox_kind_t lab_outbox_kinds[] = {
     {"run.state", "run id", "the run document after the change"},
     {"instrument.state", "instrument id", "the instrument's state document"},
     {"instrument.telemetry", "instrument id", "one telemetry sample"},
+    {"workflow", "workflow name", "a stored workflow version (never changed afterwards)"},
     {"measurement", "run id", "one measurement with its well and raw value"},
     {"campaign.result", "campaign id", "one candidate's result with its provenance"},
     {"batch.done", "campaign id", "the completed batch"},

@@ -143,6 +143,11 @@ static const pg_kind_t pg_kinds[] = {
      "WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
      "AND e.kind = 'instrument.telemetry' AND jsonb_typeof(v.value) = 'number' "
      "ON CONFLICT (cell, seq, name) DO NOTHING"},
+    {"workflow",
+     "INSERT INTO labloop.workflows (cell, name, version, doc, created_at, seq) "
+     "SELECT $1, e.key, (e.payload->>'version')::int, e.payload, e.ts, e.seq "
+     "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'workflow' ON CONFLICT (cell, name, version) DO NOTHING"},
     {NULL, NULL},
 };
 
