@@ -50,7 +50,8 @@ struct MHD_Response *lab_respond(lab_req_t *rq, unsigned status, const char *cty
 
 struct MHD_Response *lab_respond_json(lab_req_t *rq, unsigned status, json_t *doc)
 {
-    char *text = json_dumps(doc, JSON_COMPACT);
+    /* Ten significant digits: 0.1917, not 0.19170000000000001 (no instrument measures more). */
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10));
     json_decref(doc);
     LAB_ASSERT(text);
     return lab_respond(rq, status, "application/json", text, strlen(text));

@@ -58,7 +58,7 @@ static struct MHD_Response *answer(lab_req_t *rq, unsigned status, const char *c
 
 static void answer_json(lab_req_t *rq, unsigned status, json_t *doc)
 {
-    char *text = json_dumps(doc, JSON_COMPACT);
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10));
     json_decref(doc);
     answer(rq, status, "application/json", text);
 }

@@ -127,7 +127,7 @@ static void append_row(lab_instr_t *in, const char *kind, const char *key, json_
     r->in = in;
     r->kind = kind;
     r->key = lab_strdup(key);
-    r->payload = json_dumps(doc, JSON_COMPACT);
+    r->payload = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10));
     r->ts_ms = ts_ms;
     lab_store_submit(in->st, &r->op);
 }
