@@ -549,7 +549,8 @@ static int cmd_action(int argc, char **argv, int as_json)
     } else {
         json_t *ans = json_loads(b.p ? b.p : "", 0, NULL);
         char *t = json_dumps(json_object_get(ans, "result"),
-                             as_json ? JSON_COMPACT : JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+                             (as_json ? JSON_COMPACT : JSON_INDENT(2) | JSON_PRESERVE_ORDER) |
+                                 JSON_REAL_PRECISION(10));
         printf("%s\n", t ? t : "{}");
         free(t);
         json_decref(ans);
