@@ -4,6 +4,7 @@
  * cursor is an opaque decimal string, "next" of the previous page, null on the last). */
 #include "daemon/api/api_int.h"
 #include "daemon/api/sha256.h"
+#include "daemon/store/workflows.h"
 #include "core/err.h"
 #include "core/id.h"
 #include "core/log.h"
@@ -151,6 +152,26 @@ void lab_api_runs_post(lab_req_t *rq)
     json_t *sub = lab_req_json(rq, api->run_schema, "run document");
     if (!sub)
         return;
+    /* A run follows one version of its workflow: the one named, which must be stored, or the
+     * newest stored now. (A workflow not stored yet is accepted; the run waits for it.) */
+    const char *wf = json_string_value(json_object_get(sub, "workflow"));
+    json_t *wv = json_object_get(sub, "workflow_version");
+    char *wdoc = NULL;
+    int wrc = lab_workflows_get(api->store, wf, wv ? (int)json_integer_value(wv) : 0, &wdoc);
+    if (wv && wrc == LAB_ENOTFOUND && lab_workflows_get(api->store, wf, 0, &wdoc) == LAB_OK) {
+        free(wdoc);
+        lab_problem(rq, LAB_P_INVALID,
+                    lab_errors_one("/workflow_version", "no such version of this workflow"),
+                    "workflow %s has no version %lld", wf, (long long)json_integer_value(wv));
+        json_decref(sub);
+        return;
+    }
+    if (!wv && wrc == LAB_OK) {
+        json_t *w = json_loads(wdoc, 0, NULL);
+        json_object_set(sub, "workflow_version", json_object_get(w, "version"));
+        json_decref(w);
+    }
+    free(wdoc);
 
     char id[LAB_UUID_LEN + 1];
     lab_uuid4(id);

@@ -120,6 +120,26 @@ static void test_versions(void **state)
     json_decref(req("GET", "/v1/workflows/nothing", NULL, 404));
 }
 
+/* A run follows one version: the newest when it names none, the one it names when stored. */
+static void test_runs_pin_a_version(void **state)
+{
+    json_t *run = req("POST", "/v1/runs", "{\"workflow\":\"assay\",\"plate\":\"P1\"}", 201);
+    assert_int_equal(json_integer_value(json_object_get(run, "workflow_version")), 7);
+    json_decref(run);
+    run = req("POST", "/v1/runs", "{\"workflow\":\"assay\",\"workflow_version\":2}", 201);
+    assert_int_equal(json_integer_value(json_object_get(run, "workflow_version")), 2);
+    json_decref(run);
+    json_t *p = req("POST", "/v1/runs", "{\"workflow\":\"assay\",\"workflow_version\":3}", 422);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(json_object_get(p, "errors"), 0), "path")),
+        "/workflow_version");
+    json_decref(p);
+    /* Not stored yet: accepted, and it names no version. */
+    run = req("POST", "/v1/runs", "{\"workflow\":\"later\"}", 201);
+    assert_null(json_object_get(run, "workflow_version"));
+    json_decref(run);
+}
+
 static void test_every_problem_named(void **state)
 {
     const char *bad =
@@ -202,9 +222,9 @@ static void test_bad_file_refuses_start(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_loaded_from_dir),        cmocka_unit_test(test_versions),
-        cmocka_unit_test(test_every_problem_named),    cmocka_unit_test(test_in_postgres_and_kept),
-        cmocka_unit_test(test_bad_file_refuses_start),
+        cmocka_unit_test(test_loaded_from_dir),      cmocka_unit_test(test_versions),
+        cmocka_unit_test(test_runs_pin_a_version),   cmocka_unit_test(test_every_problem_named),
+        cmocka_unit_test(test_in_postgres_and_kept), cmocka_unit_test(test_bad_file_refuses_start),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
