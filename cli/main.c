@@ -356,6 +356,38 @@ static int cmd_ports(int argc, char **argv, int as_json)
     return 0;
 }
 
+static int cmd_cancel(int argc, char **argv, int as_json)
+{
+    static const struct option o[] = {{"reason", required_argument, NULL, 'r'}, {NULL, 0, NULL, 0}};
+    const char *reason = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", o, NULL)) != -1) {
+        if (c != 'r')
+            return EXIT_USAGE;
+        reason = optarg;
+    }
+    if (argc - optind != 1) {
+        fprintf(stderr, "usage: labloop cancel ID [--reason TEXT]\n");
+        return EXIT_USAGE;
+    }
+    json_t *doc = reason ? json_pack("{s:s}", "reason", reason) : json_object();
+    char *body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    CURL *esc = curl_easy_init();
+    char *e = curl_easy_escape(esc, argv[optind], 0);
+    char *path = lab_asprintf("/v1/runs/%s/cancel", e);
+    curl_free(e);
+    curl_easy_cleanup(esc);
+    buf_t b = {0};
+    long st = request("POST", path, body, &b);
+    int rc = show(st, &b, as_json, 0);
+    free(path);
+    free(body);
+    free(b.p);
+    return rc;
+}
+
 /* ---- instruments ---- */
 
 static char *escaped_path(const char *fmt, const char *id)
@@ -567,6 +599,7 @@ static const struct command {
     {"submit", cmd_submit, "submit WORKFLOW [--plate P] [--priority P] [--param K=V]... | -f FILE"},
     {"runs", cmd_runs, "runs [--state S] [--limit N] [--after CURSOR]"},
     {"run", cmd_run, "run ID"},
+    {"cancel", cmd_cancel, "cancel ID [--reason TEXT]"},
     {"instruments", cmd_instruments, "instruments [ID] (state, telemetry, last error; actions)"},
     {"action", cmd_action, "action ID NAME [KEY=VALUE]... [--timeout S] (manual control)"},
     {"ports", cmd_ports, "ports (serial ports with USB VID:PID and serial; no daemon needed)"},

@@ -164,6 +164,7 @@ void lab_api_metrics(lab_req_t *rq);
 void lab_api_runs_post(lab_req_t *rq);
 void lab_api_runs_list(lab_req_t *rq);
 void lab_api_runs_get(lab_req_t *rq);
+void lab_api_runs_cancel(lab_req_t *rq);
 void lab_api_instruments_list(lab_req_t *rq);
 void lab_api_instruments_get(lab_req_t *rq);
 void lab_api_instruments_action(lab_req_t *rq);

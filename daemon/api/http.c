@@ -306,7 +306,7 @@ static void begin(lab_req_t *rq)
                     clen, api->max_body);
         return;
     }
-    if (route->body) {
+    if (route->body && rq->has_body) { /* no body at all: the handler decides what that means */
         const char *ct = lab_req_header(rq, MHD_HTTP_HEADER_CONTENT_TYPE);
         if (!is_json_type(ct)) {
             lab_problem(rq, LAB_P_MEDIA_TYPE, NULL, "the body must be application/json, not %s",

@@ -13,6 +13,7 @@ const lab_route_t lab_routes[] = {
     {"POST", "/v1/runs", SUBMITTERS, true, lab_api_runs_post},
     {"GET", "/v1/runs", READERS, false, lab_api_runs_list},
     {"GET", "/v1/runs/{id}", READERS, false, lab_api_runs_get},
+    {"POST", "/v1/runs/{id}/cancel", SUBMITTERS, true, lab_api_runs_cancel},
     {"GET", "/v1/instruments", READERS, false, lab_api_instruments_list},
     {"GET", "/v1/instruments/{id}", READERS, false, lab_api_instruments_get},
     {"POST", "/v1/instruments/{id}/actions", SUBMITTERS, true, lab_api_instruments_action},

@@ -202,21 +202,29 @@ void lab_api_runs_post(lab_req_t *rq)
 
 /* ---- GET /v1/runs/{id} ---- */
 
-void lab_api_runs_get(lab_req_t *rq)
+/* The {id} of the path as a lower-case UUID; false with a 404 set when it is none. */
+static bool run_id_of(lab_req_t *rq, char id[LAB_UUID_LEN + 1])
 {
-    char id[LAB_UUID_LEN + 1];
     if (rq->param_len != LAB_UUID_LEN) {
         lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %.*s (not a UUID)",
                     (int)(rq->param_len > 64 ? 64 : rq->param_len), rq->param);
-        return;
+        return false;
     }
     for (int i = 0; i < LAB_UUID_LEN; i++)
         id[i] = (char)tolower((unsigned char)rq->param[i]);
     id[LAB_UUID_LEN] = 0;
     if (!lab_uuid_valid(id)) {
         lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s (not a UUID)", id);
-        return;
+        return false;
     }
+    return true;
+}
+
+void lab_api_runs_get(lab_req_t *rq)
+{
+    char id[LAB_UUID_LEN + 1];
+    if (!run_id_of(rq, id))
+        return;
     char *doc = NULL;
     int rc = lab_runs_get(rq->api->store, id, &doc);
     if (rc == LAB_ENOTFOUND) {
@@ -319,4 +327,99 @@ void lab_api_runs_list(lab_req_t *rq)
     else
         p += sprintf(p, "],\"next\":null}");
     lab_respond(rq, 200, "application/json", text, (size_t)(p - text));
+}
+
+/* ---- POST /v1/runs/{id}/cancel ---- */
+
+static void cancel_done(lab_store_op_t *op, int status)
+{
+    lab_run_update_t *upd = (lab_run_update_t *)op;
+    lab_req_t *rq = upd->arg;
+    if (status == 0) {
+        char *doc = upd->doc;
+        upd->doc = NULL;
+        lab_respond(rq, 200, "application/json", doc, strlen(doc));
+        log_info("api", "run=%s cancelled by=%s", upd->id, rq->who);
+    } else if (status == LAB_ESTATE) {
+        lab_problem(rq, LAB_P_CONFLICT, NULL,
+                    "run %s changed state while being cancelled (it was %s); ask again", upd->id,
+                    upd->from);
+    } else if (status == LAB_ENOTFOUND) {
+        lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s", upd->id);
+    } else {
+        lab_problem(rq, status == LAB_ESHUTDOWN ? LAB_P_UNAVAILABLE : LAB_P_INTERNAL, NULL,
+                    "cancelling run %s failed: %s", upd->id, lab_strerror(status));
+    }
+    lab_run_update_free(upd);
+    lab_req_resume(rq);
+}
+
+void lab_api_runs_cancel(lab_req_t *rq)
+{
+    lab_api_t *api = rq->api;
+    char id[LAB_UUID_LEN + 1];
+    if (!run_id_of(rq, id))
+        return;
+    if (!api->accepting) {
+        lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down");
+        return;
+    }
+    json_t *body = NULL;
+    if (rq->len) {
+        body = json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, NULL);
+        json_t *reason = json_object_get(body, "reason");
+        if (!json_is_object(body) || json_object_size(body) > (reason ? 1u : 0u) ||
+            (reason && (!json_is_string(reason) || json_string_length(reason) > 500))) {
+            json_decref(body);
+            lab_problem(rq, LAB_P_INVALID,
+                        lab_errors_one("", "expected {} or {\"reason\": text of at most 500 "
+                                           "characters}"),
+                        "not a cancellation");
+            return;
+        }
+    }
+    char *text = NULL;
+    int rc = lab_runs_get(api->store, id, &text);
+    if (rc != LAB_OK) {
+        json_decref(body);
+        if (rc == LAB_ENOTFOUND)
+            lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s", id);
+        else
+            lab_problem(rq, LAB_P_INTERNAL, NULL, "reading run %s failed: %s", id,
+                        lab_strerror(rc));
+        return;
+    }
+    json_t *doc = json_loads(text, 0, NULL);
+    free(text);
+    const char *state = json_string_value(json_object_get(doc, "state"));
+    int from = state ? lab_run_state_parse(state) : -1;
+    if (from < 0 || !lab_run_transition_ok((lab_run_state_t)from, LAB_RUN_CANCELLED)) {
+        lab_problem(rq, LAB_P_CONFLICT, lab_errors_one("", "the run is over"),
+                    "run %s is %s: it can no longer be cancelled", id, state ? state : "?");
+        json_decref(doc);
+        json_decref(body);
+        return;
+    }
+    char *from_state = lab_strdup(state); /* state points into doc, changed below */
+    int64_t now = lab_clock_now_ms(api->clock);
+    char ts[32];
+    lab_time_iso(now, ts);
+    json_object_set_new(doc, "state", json_string(lab_run_state_name(LAB_RUN_CANCELLED)));
+    json_object_set_new(doc, "updated_at", json_string(ts));
+    json_object_set_new(doc, "cancelled_by", json_string(rq->who));
+    json_t *reason = json_object_get(body, "reason");
+    if (reason)
+        json_object_set(doc, "cancel_reason", reason);
+    json_decref(body);
+    lab_run_update_t *upd = lab_run_update_new();
+    upd->id = lab_strdup(id);
+    upd->state = lab_strdup(lab_run_state_name(LAB_RUN_CANCELLED));
+    upd->doc = json_dumps(doc, JSON_COMPACT);
+    upd->from = from_state;
+    upd->ts_ms = now;
+    upd->arg = rq;
+    upd->op.done = cancel_done;
+    json_decref(doc);
+    lab_req_suspend(rq);
+    lab_store_submit(api->store, &upd->op);
 }

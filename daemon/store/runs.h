@@ -40,6 +40,7 @@ typedef struct lab_run_update {
     char *from;    /* optional: the state the change expects */
     char *idem_owner, *idem_key, *idem_hash;
     int idem_status;
+    void *arg; /* the caller's, for its done */
     /* outputs */
     int64_t seq;
 } lab_run_update_t;

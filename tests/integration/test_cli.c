@@ -63,6 +63,29 @@ static void test_submit_list_show(void **state)
     json_decref(run);
 }
 
+static void test_cancel(void **state)
+{
+    assert_int_equal(cli(daemon_.url, "--json submit elisa --plate P8"), 0);
+    json_t *run = json_loads(out, 0, NULL);
+    assert_non_null(run);
+    char args[200];
+    snprintf(args, sizeof args, "--json cancel %s --reason 'plate dropped'",
+             json_string_value(json_object_get(run, "id")));
+    assert_int_equal(cli(daemon_.url, args), 0);
+    json_t *c = json_loads(out, 0, NULL);
+    assert_non_null(c);
+    assert_string_equal(json_string_value(json_object_get(c, "state")), "cancelled");
+    assert_string_equal(json_string_value(json_object_get(c, "cancel_reason")), "plate dropped");
+    json_decref(c);
+    /* Over is over: a second cancel is refused with the reason, exit 1. */
+    assert_int_equal(cli(daemon_.url, args), 1);
+    assert_non_null(strstr(out, "409"));
+    assert_non_null(strstr(out, "cancelled"));
+    json_decref(run);
+    assert_int_equal(cli(daemon_.url, "cancel 00000000-0000-4000-8000-000000000000"), 1);
+    assert_non_null(strstr(out, "404"));
+}
+
 static void test_refusals(void **state)
 {
     /* An invalid document: exit 1 and one line naming every problem. */
@@ -107,6 +130,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_submit_list_show),
+        cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_ports),
     };
