@@ -2,6 +2,7 @@
  * Human tables by default, --json for scripts; on failure a one-line reason and a non-zero exit
  * (1: the daemon said no, 2: usage, 3: the daemon could not be reached). */
 #include "core/mem.h"
+#include "planner/planner.h"
 
 #include <curl/curl.h>
 #include <libserialport.h>
@@ -388,6 +389,72 @@ static int cmd_cancel(int argc, char **argv, int as_json)
     return rc;
 }
 
+/* A day's work tried before it is run: no daemon needed. */
+static int cmd_plan(int argc, char **argv, int as_json)
+{
+    (void)as_json; /* the plan is JSON either way */
+    static const struct option o[] = {{"budget-ms", required_argument, NULL, 'b'},
+                                      {"seed", required_argument, NULL, 's'},
+                                      {NULL, 0, NULL, 0}};
+    plan_options_t opt = {.budget_ms = 2000, .seed = 1};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", o, NULL)) != -1) {
+        char *end;
+        long v = strtol(optarg, &end, 10);
+        if (*end || v < 0) {
+            fprintf(stderr, "labloop: --%s takes a whole number >= 0\n",
+                    c == 'b' ? "budget-ms" : "seed");
+            return EXIT_USAGE;
+        }
+        if (c == 'b')
+            opt.budget_ms = v;
+        else
+            opt.seed = (unsigned long)v;
+    }
+    if (argc - optind != 1) {
+        fprintf(stderr, "usage: labloop plan FILE [--budget-ms N] [--seed N]\n");
+        return EXIT_USAGE;
+    }
+    json_error_t je;
+    json_t *doc = strcmp(argv[optind], "-") == 0 ? json_loadf(stdin, 0, &je)
+                                                 : json_load_file(argv[optind], 0, &je);
+    if (!doc) {
+        fprintf(stderr, "labloop: %s: line %d, column %d: %s\n", argv[optind], je.line, je.column,
+                je.text);
+        return EXIT_REFUSED;
+    }
+    plan_problem_t p;
+    lab_jerrs_t errs = {0};
+    int n = plan_from_json(doc, &p, &errs);
+    json_decref(doc);
+    if (n > 0) {
+        for (int i = 0; i < errs.n; i++)
+            fprintf(stderr, "labloop: %s: %s: %s\n", argv[optind],
+                    errs.v[i].path[0] ? errs.v[i].path : "/", errs.v[i].message);
+        lab_jerrs_free(&errs);
+        return EXIT_REFUSED;
+    }
+    lab_jerrs_free(&errs);
+    plan_result_t r;
+    plan_solve(&p, &opt, &r);
+    char why[400];
+    if (plan_verify(&p, &r, why, sizeof why) != 0) { /* a bug, never a plan to follow */
+        fprintf(stderr, "labloop: the plan breaks a constraint: %s\n", why);
+        plan_result_free(&r);
+        plan_problem_free(&p);
+        return EXIT_REFUSED;
+    }
+    json_t *out = plan_to_json(&p, &r);
+    char *text = json_dumps(out, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    printf("%s\n", text);
+    free(text);
+    json_decref(out);
+    plan_result_free(&r);
+    plan_problem_free(&p);
+    return 0;
+}
+
 /* ---- instruments ---- */
 
 static char *escaped_path(const char *fmt, const char *id)
@@ -600,6 +667,7 @@ static const struct command {
     {"runs", cmd_runs, "runs [--state S] [--limit N] [--after CURSOR]"},
     {"run", cmd_run, "run ID"},
     {"cancel", cmd_cancel, "cancel ID [--reason TEXT]"},
+    {"plan", cmd_plan, "plan FILE [--budget-ms N] [--seed N] (offline planning; no daemon needed)"},
     {"instruments", cmd_instruments, "instruments [ID] (state, telemetry, last error; actions)"},
     {"action", cmd_action, "action ID NAME [KEY=VALUE]... [--timeout S] (manual control)"},
     {"ports", cmd_ports, "ports (serial ports with USB VID:PID and serial; no daemon needed)"},

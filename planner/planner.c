@@ -1,0 +1,799 @@
+/* The planner: chain placement with lag windows, priority order, order search within a budget,
+ * operation dispatching for job shops; the checker; the JSON problem and result. */
+#include "planner/planner.h"
+#include "core/mem.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define EPS 1e-6
+
+/* ---- working state: busy intervals per instrument ---- */
+
+typedef struct span {
+    double s, e;
+} span_t;
+
+typedef struct line {
+    span_t *v;
+    int n, cap;
+} line_t;
+
+typedef struct work {
+    const plan_problem_t *p;
+    line_t *lines; /* per instrument */
+    int ***cand;   /* [workflow][step]: candidate instruments, -1 terminated */
+    char (*why)[PLAN_REASON_MAX];
+} work_t;
+
+static void line_add(line_t *l, double s, double e)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->v = lab_realloc(l->v, sizeof *l->v * (size_t)l->cap);
+    }
+    l->v[l->n++] = (span_t){s, e};
+}
+
+/* Whether [s, e) fits beside what the line holds, at most cap at once. */
+static bool fits(const line_t *l, int cap, double s, double e)
+{
+    if (cap == 1) {
+        for (int i = 0; i < l->n; i++)
+            if (l->v[i].s < e - EPS && l->v[i].e > s + EPS)
+                return false;
+        return true;
+    }
+    /* The overlap is highest at some interval's start inside [s, e), or at s. */
+    for (int k = -1; k < l->n; k++) {
+        double at = k < 0 ? s : l->v[k].s;
+        if (at < s - EPS || at >= e - EPS)
+            continue;
+        int n = 0;
+        for (int i = 0; i < l->n; i++)
+            if (l->v[i].s <= at + EPS && l->v[i].e > at + EPS)
+                n++;
+        if (n >= cap)
+            return false;
+    }
+    return true;
+}
+
+/* The earliest start >= t where d fits. */
+static double earliest(const line_t *l, int cap, double t, double d)
+{
+    if (fits(l, cap, t, t + d))
+        return t;
+    double best = DBL_MAX;
+    for (int i = 0; i < l->n; i++) {
+        double c = l->v[i].e;
+        if (c > t && c < best && fits(l, cap, c, c + d))
+            best = c;
+    }
+    return best == DBL_MAX ? t : best;
+}
+
+static void work_reset(work_t *w)
+{
+    for (int i = 0; i < w->p->ninstruments; i++)
+        w->lines[i].n = 0;
+}
+
+/* ---- candidates ---- */
+
+static int *candidates(const plan_problem_t *p, const char *on)
+{
+    int *c = lab_calloc((size_t)p->ninstruments + 1, sizeof *c);
+    int n = 0;
+    for (int i = 0; i < p->ninstruments; i++)
+        if (strcmp(p->instruments[i].id, on) == 0)
+            c[n++] = i;
+    if (!n)
+        for (int i = 0; i < p->ninstruments; i++)
+            if (strcmp(p->instruments[i].kind, on) == 0)
+                c[n++] = i;
+    c[n] = -1;
+    return c;
+}
+
+static bool is_candidate(const int *c, int inst)
+{
+    for (; *c >= 0; c++)
+        if (*c == inst)
+            return true;
+    return false;
+}
+
+/* ---- placing one run ---- */
+
+static const char *inst_name(const work_t *w, const int *cand)
+{
+    return cand[0] >= 0 ? w->p->instruments[cand[0]].kind[0] ? w->p->instruments[cand[0]].kind
+                                                             : w->p->instruments[cand[0]].id
+                        : "?";
+}
+
+/* Places run ri's unfixed steps (fixed ones are already on the lines) into out[]; true when it
+ * fits, with the intervals added. */
+static bool place_run(work_t *w, int ri, plan_slot_t *out)
+{
+    const plan_run_t *run = &w->p->runs[ri];
+    const plan_workflow_t *wf = &w->p->workflows[run->workflow];
+    int k0 = run->nfixed;
+    double prev_fixed_end = -1;
+    for (int k = 0; k < k0 && k < wf->n; k++) {
+        out[k] = (plan_slot_t){ri, k, run->fixed[k].instrument, run->fixed[k].start_s,
+                               run->fixed[k].start_s + wf->steps[k].duration_s};
+        prev_fixed_end = out[k].end_s;
+    }
+    if (k0 >= wf->n)
+        return true;
+    double t0 = k0 == 0 ? run->release_s : prev_fixed_end + wf->steps[k0].min_lag_s;
+    if (k0 == 0 && run->release_s < 0)
+        t0 = 0;
+    for (int iter = 0; iter < 400; iter++) {
+        double prev = prev_fixed_end;
+        bool ok = true;
+        for (int k = k0; k < wf->n; k++) {
+            const plan_step_t *st = &wf->steps[k];
+            double from = k == k0 ? t0 : prev + st->min_lag_s;
+            int best_i = -1;
+            double best_s = DBL_MAX;
+            const int *cs = w->cand[run->workflow][k];
+            for (int j = 0; cs[j] >= 0; j++) {
+                int i = cs[j];
+                double s =
+                    earliest(&w->lines[i], w->p->instruments[i].capacity, from, st->duration_s);
+                if (s < best_s - EPS) {
+                    best_s = s;
+                    best_i = i;
+                }
+            }
+            if (k > 0 && st->max_lag_s >= 0 && best_s > prev + st->max_lag_s + EPS) {
+                if (k == k0) { /* behind a step that already started: nothing can move */
+                    snprintf(w->why[ri], PLAN_REASON_MAX,
+                             "step %s cannot start within %g s of %s's end: %s busy", st->name,
+                             st->max_lag_s, wf->steps[k - 1].name, inst_name(w, cs));
+                    return false;
+                }
+                t0 = out[k0].start_s + (best_s - (prev + st->max_lag_s));
+                snprintf(w->why[ri], PLAN_REASON_MAX,
+                         "step %s cannot start within %g s of %s's end: %s busy", st->name,
+                         st->max_lag_s, wf->steps[k - 1].name, inst_name(w, cs));
+                ok = false;
+                break;
+            }
+            out[k] = (plan_slot_t){ri, k, best_i, best_s, best_s + st->duration_s};
+            prev = out[k].end_s;
+        }
+        if (ok) {
+            for (int k = k0; k < wf->n; k++)
+                line_add(&w->lines[out[k].instrument], out[k].start_s, out[k].end_s);
+            w->why[ri][0] = '\0';
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- whole plans ---- */
+
+static int soft_order(const void *a, const void *b, void *ctx)
+{
+    const plan_problem_t *sp = ctx;
+    const plan_run_t *x = &sp->runs[*(const int *)a], *y = &sp->runs[*(const int *)b];
+    if (x->priority != y->priority)
+        return x->priority - y->priority;
+    double dx = x->deadline_s < 0 ? DBL_MAX : x->deadline_s;
+    double dy = y->deadline_s < 0 ? DBL_MAX : y->deadline_s;
+    if (dx != dy)
+        return dx < dy ? -1 : 1;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    return *(const int *)a - *(const int *)b; /* age: input order */
+}
+
+static int steps_of(const plan_problem_t *p, int ri)
+{
+    return p->workflows[p->runs[ri].workflow].n;
+}
+
+/* Places the runs in the given order into slots (run-major, base[ri] the first of run ri);
+ * placed[ri] says which made it. Returns the makespan. */
+static double plan_in_order(work_t *w, const int *order, const int *base, plan_slot_t *slots,
+                            int *placed)
+{
+    const plan_problem_t *p = w->p;
+    work_reset(w);
+    /* Steps already started hold their instruments first, whoever comes next. */
+    for (int ri = 0; ri < p->nruns; ri++)
+        for (int k = 0; k < p->runs[ri].nfixed && k < steps_of(p, ri); k++) {
+            const plan_fixed_t *f = &p->runs[ri].fixed[k];
+            line_add(&w->lines[f->instrument], f->start_s,
+                     f->start_s + p->workflows[p->runs[ri].workflow].steps[k].duration_s);
+        }
+    double makespan = 0;
+    for (int i = 0; i < p->nruns; i++) {
+        int ri = order[i];
+        placed[ri] = place_run(w, ri, slots + base[ri]);
+        if (placed[ri])
+            for (int k = 0; k < steps_of(p, ri); k++)
+                makespan = fmax(makespan, slots[base[ri] + k].end_s);
+    }
+    return makespan;
+}
+
+static bool is_job_shop(const work_t *w)
+{
+    const plan_problem_t *p = w->p;
+    for (int ri = 0; ri < p->nruns; ri++) {
+        const plan_run_t *r = &p->runs[ri];
+        /* priorities and deadlines order the runs: operation dispatching would ignore them */
+        if (r->nfixed || r->deadline_s >= 0 || r->priority != p->runs[0].priority)
+            return false;
+        const plan_workflow_t *wf = &p->workflows[r->workflow];
+        for (int k = 0; k < wf->n; k++) {
+            const int *c = w->cand[r->workflow][k];
+            if (c[0] < 0 || c[1] >= 0 || p->instruments[c[0]].capacity != 1 ||
+                wf->steps[k].max_lag_s >= 0 || wf->steps[k].min_lag_s > 0)
+                return false;
+        }
+    }
+    return true;
+}
+
+static unsigned long rng_next(unsigned long *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Job shops: non-delay dispatching, among the operations that can start first the job with the
+ * most work remaining (noise > 0 perturbs the work a little, for the search). */
+static double dispatch(work_t *w, const int *base, plan_slot_t *slots, int *placed, double noise,
+                       unsigned long *rng)
+{
+    const plan_problem_t *p = w->p;
+    int nr = p->nruns;
+    int *next = lab_calloc((size_t)nr, sizeof *next);
+    double *ready = lab_calloc((size_t)nr, sizeof *ready);
+    double *left = lab_calloc((size_t)nr, sizeof *left);
+    double *mfree = lab_calloc((size_t)p->ninstruments, sizeof *mfree);
+    int total = 0;
+    for (int ri = 0; ri < nr; ri++) {
+        const plan_workflow_t *wf = &p->workflows[p->runs[ri].workflow];
+        ready[ri] = fmax(0, p->runs[ri].release_s);
+        for (int k = 0; k < wf->n; k++)
+            left[ri] += wf->steps[k].duration_s;
+        total += wf->n;
+        placed[ri] = 1;
+    }
+    double makespan = 0;
+    for (int done = 0; done < total; done++) {
+        /* the earliest completion among ready operations bounds the conflict set */
+        double cmin = DBL_MAX;
+        for (int ri = 0; ri < nr; ri++) {
+            const plan_workflow_t *wf = &p->workflows[p->runs[ri].workflow];
+            if (next[ri] >= wf->n)
+                continue;
+            int m = w->cand[p->runs[ri].workflow][next[ri]][0];
+            double s = fmax(ready[ri], mfree[m]);
+            cmin = fmin(cmin, s + wf->steps[next[ri]].duration_s);
+        }
+        int pick = -1;
+        double best = -1;
+        for (int ri = 0; ri < nr; ri++) {
+            const plan_workflow_t *wf = &p->workflows[p->runs[ri].workflow];
+            if (next[ri] >= wf->n)
+                continue;
+            int m = w->cand[p->runs[ri].workflow][next[ri]][0];
+            double s = fmax(ready[ri], mfree[m]);
+            if (s >= cmin - EPS)
+                continue; /* Giffler-Thompson: only operations that start before cmin */
+            double v = left[ri] * (1 + noise * ((double)(rng_next(rng) % 1000) / 1000.0 - 0.5));
+            if (v > best) {
+                best = v;
+                pick = ri;
+            }
+        }
+        const plan_workflow_t *wf = &p->workflows[p->runs[pick].workflow];
+        int k = next[pick];
+        int m = w->cand[p->runs[pick].workflow][k][0];
+        double s = fmax(ready[pick], mfree[m]), e = s + wf->steps[k].duration_s;
+        slots[base[pick] + k] = (plan_slot_t){pick, k, m, s, e};
+        ready[pick] = mfree[m] = e;
+        left[pick] -= wf->steps[k].duration_s;
+        next[pick]++;
+        makespan = fmax(makespan, e);
+    }
+    free(next);
+    free(ready);
+    free(left);
+    free(mfree);
+    return makespan;
+}
+
+static double lower_bound(const work_t *w)
+{
+    const plan_problem_t *p = w->p;
+    double lb = 0, rel = DBL_MAX;
+    double *load = lab_calloc((size_t)p->ninstruments + 1, sizeof *load);
+    for (int ri = 0; ri < p->nruns; ri++) {
+        const plan_run_t *r = &p->runs[ri];
+        const plan_workflow_t *wf = &p->workflows[r->workflow];
+        double t = fmax(0, r->release_s);
+        rel = fmin(rel, t);
+        for (int k = 0; k < wf->n; k++) {
+            t += (k ? wf->steps[k].min_lag_s : 0) + wf->steps[k].duration_s;
+            /* work spread over the candidates' whole capacity */
+            const int *c = w->cand[r->workflow][k];
+            int capsum = 0;
+            for (int j = 0; c[j] >= 0; j++)
+                capsum += p->instruments[c[j]].capacity;
+            for (int j = 0; c[j] >= 0; j++)
+                load[c[j]] += wf->steps[k].duration_s / capsum;
+        }
+        lb = fmax(lb, t);
+    }
+    for (int i = 0; i < p->ninstruments; i++)
+        lb = fmax(lb, (rel == DBL_MAX ? 0 : rel) + load[i]);
+    free(load);
+    return lb;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int count_placed(const plan_problem_t *p, const int *placed)
+{
+    int n = 0;
+    for (int ri = 0; ri < p->nruns; ri++)
+        n += placed[ri];
+    return n;
+}
+
+int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *r)
+{
+    memset(r, 0, sizeof *r);
+    work_t w = {.p = p};
+    w.lines = lab_calloc((size_t)p->ninstruments + 1, sizeof *w.lines);
+    w.cand = lab_calloc((size_t)p->nworkflows + 1, sizeof *w.cand);
+    for (int i = 0; i < p->nworkflows; i++) {
+        w.cand[i] = lab_calloc((size_t)p->workflows[i].n + 1, sizeof *w.cand[i]);
+        for (int k = 0; k < p->workflows[i].n; k++)
+            w.cand[i][k] = candidates(p, p->workflows[i].steps[k].on);
+    }
+    w.why = lab_calloc((size_t)p->nruns + 1, sizeof *w.why);
+    int *base = lab_calloc((size_t)p->nruns + 1, sizeof *base);
+    int total = 0;
+    for (int ri = 0; ri < p->nruns; ri++) {
+        base[ri] = total;
+        total += steps_of(p, ri);
+    }
+    plan_slot_t *cur = lab_calloc((size_t)total + 1, sizeof *cur);
+    plan_slot_t *best = lab_calloc((size_t)total + 1, sizeof *best);
+    int *placed = lab_calloc((size_t)p->nruns + 1, sizeof *placed);
+    int *best_placed = lab_calloc((size_t)p->nruns + 1, sizeof *best_placed);
+    int *order = lab_calloc((size_t)p->nruns + 1, sizeof *order);
+    for (int i = 0; i < p->nruns; i++)
+        order[i] = i;
+    qsort_r(order, (size_t)p->nruns, sizeof *order, soft_order, (void *)p);
+    unsigned long rng = o->seed ? o->seed : 0x9E3779B97F4A7C15ul;
+    bool shop = is_job_shop(&w);
+    double t_end = now_ms() + (double)o->budget_ms;
+
+    double best_ms;
+    int best_n;
+    if (shop && o->rule_only) {
+        best_ms = dispatch(&w, base, best, best_placed, 0, &rng);
+    } else {
+        best_ms = plan_in_order(&w, order, base, best, best_placed);
+        if (shop) {
+            double ms = dispatch(&w, base, cur, placed, 0, &rng);
+            if (ms < best_ms) {
+                best_ms = ms;
+                memcpy(best, cur, sizeof *cur * (size_t)total);
+                memcpy(best_placed, placed, sizeof *placed * (size_t)p->nruns);
+            }
+        }
+    }
+    best_n = count_placed(p, best_placed);
+    r->iterations = 1;
+    /* Search within the budget: job shops by perturbed dispatching; otherwise by swapping two
+     * runs of the same priority class in the placement order (kept when no worse). */
+    while (!o->rule_only && o->budget_ms > 0 && now_ms() < t_end && p->nruns > 1) {
+        r->iterations++;
+        if (shop) {
+            double ms =
+                dispatch(&w, base, cur, placed, 0.2 + 0.6 * (double)(r->iterations % 7) / 7, &rng);
+            if (ms < best_ms - EPS) {
+                best_ms = ms;
+                memcpy(best, cur, sizeof *cur * (size_t)total);
+            }
+            continue;
+        }
+        int a = (int)(rng_next(&rng) % (unsigned long)p->nruns);
+        int b = (int)(rng_next(&rng) % (unsigned long)p->nruns);
+        if (a == b || p->runs[order[a]].priority != p->runs[order[b]].priority)
+            continue;
+        int t = order[a];
+        order[a] = order[b];
+        order[b] = t;
+        double ms = plan_in_order(&w, order, base, cur, placed);
+        int n = count_placed(p, placed);
+        if (n > best_n || (n == best_n && ms <= best_ms + EPS)) {
+            best_ms = ms;
+            best_n = n;
+            memcpy(best, cur, sizeof *cur * (size_t)total);
+            memcpy(best_placed, placed, sizeof *placed * (size_t)p->nruns);
+        } else {
+            order[b] = order[a];
+            order[a] = t;
+        }
+    }
+    /* The result: placed runs' slots, the others with their reasons. */
+    r->slots = lab_calloc((size_t)total + 1, sizeof *r->slots);
+    r->unscheduled = lab_calloc((size_t)p->nruns + 1, sizeof *r->unscheduled);
+    if (!shop || !o->rule_only) /* the reasons of the best order's failures */
+        plan_in_order(&w, order, base, cur, placed);
+    for (int ri = 0; ri < p->nruns; ri++) {
+        if (best_placed[ri]) {
+            for (int k = 0; k < steps_of(p, ri); k++)
+                r->slots[r->nslots++] = best[base[ri] + k];
+        } else {
+            plan_unscheduled_t *u = &r->unscheduled[r->nunscheduled++];
+            u->run = ri;
+            snprintf(u->reason, sizeof u->reason, "%s",
+                     w.why[ri][0] ? w.why[ri] : "its lags cannot be met within the horizon");
+        }
+    }
+    r->makespan_s = best_ms;
+    r->lower_bound_s = lower_bound(&w);
+    for (int i = 0; i < p->ninstruments; i++)
+        free(w.lines[i].v);
+    free(w.lines);
+    for (int i = 0; i < p->nworkflows; i++) {
+        for (int k = 0; k < p->workflows[i].n; k++)
+            free(w.cand[i][k]);
+        free(w.cand[i]);
+    }
+    free(w.cand);
+    free(w.why);
+    free(base);
+    free(cur);
+    free(best);
+    free(placed);
+    free(best_placed);
+    free(order);
+    return 0;
+}
+
+void plan_result_free(plan_result_t *r)
+{
+    free(r->slots);
+    free(r->unscheduled);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- the checker ---- */
+
+int plan_verify(const plan_problem_t *p, const plan_result_t *r, char *why, size_t cap)
+{
+    int *seen = lab_calloc((size_t)p->nruns + 1, sizeof *seen);
+    int rc = 0;
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        snprintf(why, cap, __VA_ARGS__);                                                           \
+        rc = -1;                                                                                   \
+        goto out;                                                                                  \
+    } while (0)
+    for (int i = 0; i < r->nslots; i++) {
+        const plan_slot_t *s = &r->slots[i];
+        if (s->run < 0 || s->run >= p->nruns)
+            FAIL("slot %d: no run %d", i, s->run);
+        const plan_run_t *run = &p->runs[s->run];
+        const plan_workflow_t *wf = &p->workflows[run->workflow];
+        if (s->step != seen[s->run] || s->step >= wf->n)
+            FAIL("run %s: step %d out of order", run->id, s->step);
+        seen[s->run]++;
+        const plan_step_t *st = &wf->steps[s->step];
+        int *c = candidates(p, st->on);
+        bool ok = is_candidate(c, s->instrument);
+        free(c);
+        if (!ok)
+            FAIL("run %s step %s: instrument %d is not %s", run->id, st->name, s->instrument,
+                 st->on);
+        if (fabs(s->end_s - s->start_s - st->duration_s) > EPS)
+            FAIL("run %s step %s: lasts %g s, not %g", run->id, st->name, s->end_s - s->start_s,
+                 st->duration_s);
+        if (s->step < run->nfixed && (fabs(s->start_s - run->fixed[s->step].start_s) > EPS ||
+                                      s->instrument != run->fixed[s->step].instrument))
+            FAIL("run %s step %s: started, yet moved", run->id, st->name);
+        if (s->step == 0 && run->nfixed == 0 && s->start_s < fmax(0, run->release_s) - EPS)
+            FAIL("run %s: starts at %g before its release %g", run->id, s->start_s, run->release_s);
+        if (s->step > 0) {
+            double lag = s->start_s - r->slots[i - 1].end_s;
+            if (lag < st->min_lag_s - EPS)
+                FAIL("run %s step %s: %g s after %s, under the minimum %g", run->id, st->name, lag,
+                     wf->steps[s->step - 1].name, st->min_lag_s);
+            if (st->max_lag_s >= 0 && lag > st->max_lag_s + EPS)
+                FAIL("run %s step %s: %g s after %s, over the maximum %g", run->id, st->name, lag,
+                     wf->steps[s->step - 1].name, st->max_lag_s);
+        }
+    }
+    for (int i = 0; i < r->nslots; i++) {
+        const plan_slot_t *s = &r->slots[i];
+        if (seen[s->run] != p->workflows[p->runs[s->run].workflow].n)
+            FAIL("run %s: only %d of its steps placed", p->runs[s->run].id, seen[s->run]);
+        /* capacity at this slot's start */
+        int n = 0;
+        for (int j = 0; j < r->nslots; j++)
+            if (r->slots[j].instrument == s->instrument &&
+                r->slots[j].start_s <= s->start_s + EPS && r->slots[j].end_s > s->start_s + EPS)
+                n++;
+        if (n > p->instruments[s->instrument].capacity)
+            FAIL("instrument %s holds %d at %g s (capacity %d)", p->instruments[s->instrument].id,
+                 n, s->start_s, p->instruments[s->instrument].capacity);
+    }
+out:
+#undef FAIL
+    free(seen);
+    return rc;
+}
+
+/* ---- JSON ---- */
+
+static int index_of_workflow(const plan_problem_t *p, const char *name)
+{
+    for (int i = 0; i < p->nworkflows; i++)
+        if (strcmp(p->workflows[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static int index_of_instrument(const plan_problem_t *p, const char *id)
+{
+    for (int i = 0; i < p->ninstruments; i++)
+        if (strcmp(p->instruments[i].id, id) == 0)
+            return i;
+    return -1;
+}
+
+static const char *str_at(const json_t *o, const char *k, const char *at, const char *what,
+                          bool required, size_t max, lab_jerrs_t *e)
+{
+    json_t *v = json_object_get(o, k);
+    char path[160];
+    snprintf(path, sizeof path, "%s/%s", at, k);
+    if (!v) {
+        if (required)
+            lab_jerrs_add(e, path, "%s is required", what);
+        return NULL;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= max) {
+        lab_jerrs_add(e, path, "%s must be a string of 1 to %zu characters", what, max - 1);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+static double num_at(const json_t *o, const char *k, const char *at, double def, double lo,
+                     lab_jerrs_t *e)
+{
+    json_t *v = json_object_get(o, k);
+    if (!v)
+        return def;
+    char path[160];
+    snprintf(path, sizeof path, "%s/%s", at, k);
+    if (!json_is_number(v) || json_number_value(v) < lo || !isfinite(json_number_value(v))) {
+        lab_jerrs_add(e, path, "must be a number >= %g", lo);
+        return def;
+    }
+    return json_number_value(v);
+}
+
+int plan_from_json(const json_t *doc, plan_problem_t *p, lab_jerrs_t *e)
+{
+    memset(p, 0, sizeof *p);
+    int before = e->n;
+    if (!json_is_object(doc)) {
+        lab_jerrs_add(e, "", "the problem must be an object");
+        return e->n - before;
+    }
+    json_t *ins = json_object_get(doc, "instruments"), *wfs = json_object_get(doc, "workflows"),
+           *runs = json_object_get(doc, "runs");
+    if (!json_is_array(ins))
+        lab_jerrs_add(e, "/instruments", "an array of {id, kind, capacity} is required");
+    if (!json_is_array(wfs))
+        lab_jerrs_add(e, "/workflows", "an array of {name, steps} is required");
+    if (!json_is_array(runs))
+        lab_jerrs_add(e, "/runs", "an array of {id, workflow} is required");
+    if (e->n > before)
+        return e->n - before;
+    char at[160];
+    size_t i;
+    json_t *v;
+    p->instruments = lab_calloc(json_array_size(ins) + 1, sizeof *p->instruments);
+    json_array_foreach(ins, i, v)
+    {
+        snprintf(at, sizeof at, "/instruments/%zu", i);
+        plan_instrument_t *x = &p->instruments[p->ninstruments++];
+        const char *id = str_at(v, "id", at, "id", true, PLAN_NAME_MAX, e);
+        const char *kind = str_at(v, "kind", at, "kind", false, PLAN_NAME_MAX, e);
+        snprintf(x->id, sizeof x->id, "%s", id ? id : "");
+        snprintf(x->kind, sizeof x->kind, "%s", kind ? kind : "");
+        x->capacity = (int)num_at(v, "capacity", at, 1, 1, e);
+        if (id && index_of_instrument(p, id) < p->ninstruments - 1) {
+            snprintf(at, sizeof at, "/instruments/%zu/id", i);
+            lab_jerrs_add(e, at, "'%s' is given twice", id);
+        }
+    }
+    p->workflows = lab_calloc(json_array_size(wfs) + 1, sizeof *p->workflows);
+    json_array_foreach(wfs, i, v)
+    {
+        snprintf(at, sizeof at, "/workflows/%zu", i);
+        plan_workflow_t *w = &p->workflows[p->nworkflows++];
+        const char *name = str_at(v, "name", at, "name", true, sizeof w->name, e);
+        snprintf(w->name, sizeof w->name, "%s", name ? name : "");
+        json_t *steps = json_object_get(v, "steps");
+        if (!json_is_array(steps) || json_array_size(steps) == 0) {
+            snprintf(at, sizeof at, "/workflows/%zu/steps", i);
+            lab_jerrs_add(e, at, "a non-empty array of steps is required");
+            continue;
+        }
+        w->steps = lab_calloc(json_array_size(steps), sizeof *w->steps);
+        size_t k;
+        json_t *s;
+        json_array_foreach(steps, k, s)
+        {
+            snprintf(at, sizeof at, "/workflows/%zu/steps/%zu", i, k);
+            plan_step_t *st = &w->steps[w->n++];
+            const char *sn = str_at(s, "name", at, "name", false, PLAN_NAME_MAX, e);
+            const char *on = str_at(s, "on", at, "on", true, PLAN_NAME_MAX, e);
+            snprintf(st->name, sizeof st->name, "%s", sn ? sn : "");
+            if (!sn)
+                snprintf(st->name, sizeof st->name, "step%zu", k + 1);
+            snprintf(st->on, sizeof st->on, "%s", on ? on : "");
+            json_t *d = json_object_get(s, "duration_s");
+            if (json_is_array(d)) /* a range: plan for the longest */
+                st->duration_s = json_number_value(json_array_get(d, 1));
+            else if (json_is_number(d) && json_number_value(d) >= 0)
+                st->duration_s = json_number_value(d);
+            else {
+                char path[200];
+                snprintf(path, sizeof path, "%s/duration_s", at);
+                lab_jerrs_add(e, path, "a number >= 0 (or [min, max]) is required");
+            }
+            st->min_lag_s = num_at(s, "start_after_s", at, 0, 0, e);
+            st->max_lag_s = num_at(s, "start_within_s", at, -1, 0, e);
+            if (st->max_lag_s >= 0 && st->max_lag_s < st->min_lag_s) {
+                char path[200];
+                snprintf(path, sizeof path, "%s/start_within_s", at);
+                lab_jerrs_add(e, path, "%g is below start_after_s %g", st->max_lag_s,
+                              st->min_lag_s);
+            }
+            if (on) {
+                int *c = candidates(p, on);
+                if (c[0] < 0) {
+                    char path[200];
+                    snprintf(path, sizeof path, "%s/on", at);
+                    lab_jerrs_add(e, path, "no instrument has id or kind '%s'", on);
+                }
+                free(c);
+            }
+        }
+    }
+    p->runs = lab_calloc(json_array_size(runs) + 1, sizeof *p->runs);
+    static const char *const prio[] = {"urgent", "high", "normal", "low"};
+    json_array_foreach(runs, i, v)
+    {
+        snprintf(at, sizeof at, "/runs/%zu", i);
+        plan_run_t *r = &p->runs[p->nruns++];
+        const char *id = str_at(v, "id", at, "id", true, PLAN_NAME_MAX, e);
+        snprintf(r->id, sizeof r->id, "%s", id ? id : "");
+        const char *wf = str_at(v, "workflow", at, "workflow", true, 128, e);
+        r->workflow = wf ? index_of_workflow(p, wf) : -1;
+        if (wf && r->workflow < 0) {
+            snprintf(at, sizeof at, "/runs/%zu/workflow", i);
+            lab_jerrs_add(e, at, "no workflow '%s'", wf);
+            snprintf(at, sizeof at, "/runs/%zu", i);
+        }
+        r->priority = PLAN_NORMAL;
+        const char *pr = str_at(v, "priority", at, "priority", false, 16, e);
+        if (pr) {
+            r->priority = -1;
+            for (int k = 0; k < 4; k++)
+                if (strcmp(pr, prio[k]) == 0)
+                    r->priority = k;
+            if (r->priority < 0) {
+                snprintf(at, sizeof at, "/runs/%zu/priority", i);
+                lab_jerrs_add(e, at, "one of urgent, high, normal, low");
+                r->priority = PLAN_NORMAL;
+                snprintf(at, sizeof at, "/runs/%zu", i);
+            }
+        }
+        json_t *sc = json_object_get(v, "score");
+        r->score = json_is_number(sc) ? json_number_value(sc) : 0;
+        r->release_s = num_at(v, "release_s", at, 0, 0, e);
+        r->deadline_s = num_at(v, "deadline_s", at, -1, 0, e);
+        json_t *started = json_object_get(v, "started");
+        if (started && r->workflow >= 0) {
+            size_t k;
+            json_t *f;
+            r->fixed = lab_calloc(json_array_size(started) + 1, sizeof *r->fixed);
+            json_array_foreach(started, k, f)
+            {
+                char fat[200];
+                snprintf(fat, sizeof fat, "/runs/%zu/started/%zu", i, k);
+                const char *inst =
+                    str_at(f, "instrument", fat, "instrument", true, PLAN_NAME_MAX, e);
+                int ii = inst ? index_of_instrument(p, inst) : -1;
+                if (inst && ii < 0) {
+                    lab_jerrs_add(e, fat, "no instrument '%s'", inst);
+                    continue;
+                }
+                if ((int)k >= p->workflows[r->workflow].n) {
+                    lab_jerrs_add(e, fat, "the workflow has only %d steps",
+                                  p->workflows[r->workflow].n);
+                    continue;
+                }
+                r->fixed[r->nfixed++] = (plan_fixed_t){ii, num_at(f, "start_s", fat, 0, 0, e)};
+            }
+        }
+    }
+    if (e->n > before)
+        plan_problem_free(p);
+    return e->n - before;
+}
+
+void plan_problem_free(plan_problem_t *p)
+{
+    for (int i = 0; i < p->nworkflows; i++)
+        free(p->workflows[i].steps);
+    for (int i = 0; i < p->nruns; i++)
+        free(p->runs[i].fixed);
+    free(p->instruments);
+    free(p->workflows);
+    free(p->runs);
+    memset(p, 0, sizeof *p);
+}
+
+static int by_start(const void *a, const void *b)
+{
+    const plan_slot_t *x = a, *y = b;
+    if (x->start_s != y->start_s)
+        return x->start_s < y->start_s ? -1 : 1;
+    return x->run != y->run ? x->run - y->run : x->step - y->step;
+}
+
+json_t *plan_to_json(const plan_problem_t *p, const plan_result_t *r)
+{
+    plan_slot_t *s = lab_calloc((size_t)r->nslots + 1, sizeof *s);
+    memcpy(s, r->slots, sizeof *s * (size_t)r->nslots);
+    qsort(s, (size_t)r->nslots, sizeof *s, by_start);
+    json_t *steps = json_array(), *un = json_array();
+    for (int i = 0; i < r->nslots; i++) {
+        const plan_run_t *run = &p->runs[s[i].run];
+        json_array_append_new(steps, json_pack("{s:s, s:s, s:s, s:f, s:f}", "run", run->id, "step",
+                                               p->workflows[run->workflow].steps[s[i].step].name,
+                                               "instrument", p->instruments[s[i].instrument].id,
+                                               "start_s", s[i].start_s, "end_s", s[i].end_s));
+    }
+    free(s);
+    for (int i = 0; i < r->nunscheduled; i++)
+        json_array_append_new(un, json_pack("{s:s, s:s}", "run", p->runs[r->unscheduled[i].run].id,
+                                            "reason", r->unscheduled[i].reason));
+    return json_pack("{s:f, s:f, s:o, s:o}", "makespan_s", r->makespan_s, "lower_bound_s",
+                     r->lower_bound_s, "steps", steps, "unscheduled", un);
+}
