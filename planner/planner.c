@@ -363,6 +363,251 @@ static int count_placed(const plan_problem_t *p, const int *placed)
     return n;
 }
 
+/* ---- job shops: tabu search on the disjunctive graph (N5 neighbourhood) ----
+ * A solution is the order of operations on each machine; start times are the longest paths
+ * from the source. A move swaps the first two or the last two operations of a block of the
+ * critical path (Nowicki & Smutnicki); a swapped pair may not be swapped back for `tenure`
+ * moves unless that gives a new best; long stalls restart from the best, shaken a little. */
+
+typedef struct shop {
+    int nops, nmach;
+    int *mach, *job_next, *job_prev; /* per op; -1 at the ends */
+    double *dur;
+    int **seq; /* per machine: ops in order */
+    int *nseq;
+    int *pos; /* per op: index in its machine's seq */
+    double *head;
+    int *pred; /* the predecessor giving each op its head (the critical path) */
+    int *indeg, *queue;
+} shop_t;
+
+/* Heads by longest paths; the makespan (its last op in *last), or -1 on a cycle. */
+static double shop_eval(shop_t *s, int *last)
+{
+    for (int o = 0; o < s->nops; o++) {
+        s->indeg[o] = (s->job_prev[o] >= 0) + (s->pos[o] > 0);
+        s->head[o] = 0;
+        s->pred[o] = -1;
+    }
+    int qh = 0, qt = 0;
+    for (int o = 0; o < s->nops; o++)
+        if (!s->indeg[o])
+            s->queue[qt++] = o;
+    double ms = 0;
+    *last = -1;
+    while (qh < qt) {
+        int o = s->queue[qh++];
+        double end = s->head[o] + s->dur[o];
+        if (end > ms) {
+            ms = end;
+            *last = o;
+        }
+        int m = s->mach[o];
+        int succ[2] = {s->job_next[o], s->pos[o] + 1 < s->nseq[m] ? s->seq[m][s->pos[o] + 1] : -1};
+        for (int k = 0; k < 2; k++) {
+            int n = succ[k];
+            if (n < 0)
+                continue;
+            if (end > s->head[n]) {
+                s->head[n] = end;
+                s->pred[n] = o;
+            }
+            if (--s->indeg[n] == 0)
+                s->queue[qt++] = n;
+        }
+    }
+    return qt == s->nops ? ms : -1;
+}
+
+static void shop_swap(shop_t *s, int a, int b)
+{
+    int m = s->mach[a], pa = s->pos[a], pb = s->pos[b];
+    s->seq[m][pa] = b;
+    s->seq[m][pb] = a;
+    s->pos[a] = pb;
+    s->pos[b] = pa;
+}
+
+static void shop_load(shop_t *s, int **from)
+{
+    for (int m = 0; m < s->nmach; m++) {
+        memcpy(s->seq[m], from[m], sizeof **s->seq * (size_t)s->nseq[m]);
+        for (int i = 0; i < s->nseq[m]; i++)
+            s->pos[s->seq[m][i]] = i;
+    }
+}
+
+/* Improves the machine orders of slots (a job-shop plan, run-major) until t_end; slots are
+ * rewritten when it found better; returns the makespan. */
+static double tabu(const plan_problem_t *p, const int *base, plan_slot_t *slots, double ms0,
+                   double t_end, unsigned long *rng)
+{
+    shop_t s = {0};
+    s.nmach = p->ninstruments;
+    for (int ri = 0; ri < p->nruns; ri++)
+        s.nops += steps_of(p, ri);
+    int n = s.nops;
+    s.mach = lab_calloc((size_t)n, sizeof *s.mach);
+    s.job_next = lab_calloc((size_t)n, sizeof *s.job_next);
+    s.job_prev = lab_calloc((size_t)n, sizeof *s.job_prev);
+    s.dur = lab_calloc((size_t)n, sizeof *s.dur);
+    s.pos = lab_calloc((size_t)n, sizeof *s.pos);
+    s.head = lab_calloc((size_t)n, sizeof *s.head);
+    s.pred = lab_calloc((size_t)n, sizeof *s.pred);
+    s.indeg = lab_calloc((size_t)n, sizeof *s.indeg);
+    s.queue = lab_calloc((size_t)n, sizeof *s.queue);
+    s.seq = lab_calloc((size_t)s.nmach, sizeof *s.seq);
+    s.nseq = lab_calloc((size_t)s.nmach, sizeof *s.nseq);
+    int **best_seq = lab_calloc((size_t)s.nmach, sizeof *best_seq);
+    for (int m = 0; m < s.nmach; m++) {
+        s.seq[m] = lab_calloc((size_t)n, sizeof **s.seq);
+        best_seq[m] = lab_calloc((size_t)n, sizeof **best_seq);
+    }
+    for (int ri = 0; ri < p->nruns; ri++) {
+        int k = steps_of(p, ri);
+        for (int j = 0; j < k; j++) {
+            int o = base[ri] + j;
+            s.mach[o] = slots[o].instrument;
+            s.dur[o] = slots[o].end_s - slots[o].start_s;
+            s.job_prev[o] = j ? o - 1 : -1;
+            s.job_next[o] = j + 1 < k ? o + 1 : -1;
+        }
+    }
+    /* machine orders from the plan's start times */
+    int *byt = lab_calloc((size_t)n, sizeof *byt);
+    for (int o = 0; o < n; o++)
+        byt[o] = o;
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && slots[byt[j]].start_s < slots[byt[j - 1]].start_s; j--) {
+            int t = byt[j];
+            byt[j] = byt[j - 1];
+            byt[j - 1] = t;
+        }
+    for (int i = 0; i < n; i++) {
+        int o = byt[i], m = s.mach[o];
+        s.pos[o] = s.nseq[m];
+        s.seq[m][s.nseq[m]++] = o;
+    }
+    for (int m = 0; m < s.nmach; m++)
+        memcpy(best_seq[m], s.seq[m], sizeof **s.seq * (size_t)s.nseq[m]);
+    enum { TABU_MAX = 32, CAND_MAX = 256 };
+    int tabu_a[TABU_MAX], tabu_b[TABU_MAX], ntabu = 0, tabu_at = 0, tenure = 10;
+    int last;
+    double cur = shop_eval(&s, &last), best = ms0;
+    bool improved = false;
+    int *path = lab_calloc((size_t)n + 1, sizeof *path);
+    long stall = 0;
+    while (cur > 0 && now_ms() < t_end) {
+        int len = 0;
+        for (int o = last; o >= 0; o = s.pred[o])
+            path[len++] = o;
+        for (int i = 0; i < len / 2; i++) {
+            int t = path[i];
+            path[i] = path[len - 1 - i];
+            path[len - 1 - i] = t;
+        }
+        /* blocks: runs of the path on one machine, consecutive there */
+        int ca[CAND_MAX], cb[CAND_MAX], nc = 0, bs = 0;
+        for (int i = 1; i <= len; i++) {
+            if (i < len && s.mach[path[i]] == s.mach[path[i - 1]] &&
+                s.pos[path[i]] == s.pos[path[i - 1]] + 1)
+                continue;
+            int be = i - 1;
+            if (be > bs && nc + 2 <= CAND_MAX) {
+                if (bs > 0) {
+                    ca[nc] = path[bs];
+                    cb[nc++] = path[bs + 1];
+                }
+                if (be < len - 1 && !(bs > 0 && be == bs + 1)) {
+                    ca[nc] = path[be - 1];
+                    cb[nc++] = path[be];
+                }
+            }
+            bs = i;
+        }
+        if (!nc)
+            break; /* a single block: nothing on the critical path can improve */
+        double mbest = DBL_MAX;
+        int pick = -1;
+        for (int c = 0; c < nc; c++) {
+            shop_swap(&s, ca[c], cb[c]);
+            int l;
+            double v = shop_eval(&s, &l);
+            shop_swap(&s, cb[c], ca[c]);
+            if (v < 0)
+                continue;
+            bool is_tabu = false;
+            for (int t = 0; t < ntabu; t++)
+                is_tabu |= tabu_a[t] == cb[c] && tabu_b[t] == ca[c];
+            if ((!is_tabu || v < best - EPS) && v < mbest) {
+                mbest = v;
+                pick = c;
+            }
+        }
+        if (pick < 0) {
+            ntabu = 0;
+            continue;
+        }
+        shop_swap(&s, ca[pick], cb[pick]);
+        tabu_a[tabu_at] = ca[pick];
+        tabu_b[tabu_at] = cb[pick];
+        tabu_at = (tabu_at + 1) % tenure;
+        if (ntabu < tenure)
+            ntabu++;
+        cur = shop_eval(&s, &last);
+        if (cur < best - EPS) {
+            best = cur;
+            improved = true;
+            stall = 0;
+            for (int m = 0; m < s.nmach; m++)
+                memcpy(best_seq[m], s.seq[m], sizeof **s.seq * (size_t)s.nseq[m]);
+        } else if (++stall > 3000) {
+            stall = 0;
+            shop_load(&s, best_seq);
+            for (int k = 0; k < 4; k++) {
+                int m = (int)(rng_next(rng) % (unsigned long)s.nmach);
+                if (s.nseq[m] < 2)
+                    continue;
+                int i = (int)(rng_next(rng) % (unsigned long)(s.nseq[m] - 1));
+                int a = s.seq[m][i], b = s.seq[m][i + 1];
+                shop_swap(&s, a, b);
+                if (shop_eval(&s, &last) < 0)
+                    shop_swap(&s, b, a);
+            }
+            ntabu = tabu_at = 0;
+            tenure = 8 + (int)(rng_next(rng) % 8);
+            cur = shop_eval(&s, &last);
+        }
+    }
+    if (improved) {
+        shop_load(&s, best_seq);
+        best = shop_eval(&s, &last);
+        for (int o = 0; o < n; o++) {
+            slots[o].start_s = s.head[o];
+            slots[o].end_s = s.head[o] + s.dur[o];
+        }
+    }
+    for (int m = 0; m < s.nmach; m++) {
+        free(s.seq[m]);
+        free(best_seq[m]);
+    }
+    free(best_seq);
+    free(path);
+    free(byt);
+    free(s.mach);
+    free(s.job_next);
+    free(s.job_prev);
+    free(s.dur);
+    free(s.pos);
+    free(s.head);
+    free(s.pred);
+    free(s.indeg);
+    free(s.queue);
+    free(s.seq);
+    free(s.nseq);
+    return improved ? best : ms0;
+}
+
 int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *r)
 {
     memset(r, 0, sizeof *r);
@@ -415,6 +660,11 @@ int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *
     while (!o->rule_only && o->budget_ms > 0 && now_ms() < t_end && p->nruns > 1) {
         r->iterations++;
         if (shop) {
+            /* a fifth of the budget samples dispatches; the rest improves the best by tabu */
+            if (now_ms() > t_end - (double)o->budget_ms * 0.8) {
+                best_ms = tabu(p, base, best, best_ms, t_end, &rng);
+                break;
+            }
             double ms =
                 dispatch(&w, base, cur, placed, 0.2 + 0.6 * (double)(r->iterations % 7) / 7, &rng);
             if (ms < best_ms - EPS) {

@@ -9,8 +9,10 @@
  * that would start too late pushes the chain's start back and the chain is placed again). A run
  * that cannot be placed within the horizon is unscheduled with the reason. Within the time
  * budget, runs of one priority class are re-ordered at random and the best plan (smallest
- * makespan) is kept; for problems where every step has one instrument of capacity one and no
- * maximum lags (job shops), operation-level dispatching (most work remaining) is tried too. */
+ * makespan) is kept. A pure job shop (every step on one instrument of capacity one, no lags,
+ * one priority class, no deadlines) is planned by randomised Giffler-Thompson dispatching (most
+ * work remaining) for a fifth of the budget, then improved by a tabu search on the disjunctive
+ * graph (N5: swaps at the borders of the critical path's blocks) for the rest. */
 #ifndef LAB_PLANNER_H
 #define LAB_PLANNER_H
 
