@@ -22,6 +22,7 @@ typedef struct span {
 typedef struct line {
     span_t *v;
     int n, cap;
+    double maxd; /* the longest span: nothing starting earlier than s - maxd reaches s */
 } line_t;
 
 typedef struct work {
@@ -31,32 +32,63 @@ typedef struct work {
     char (*why)[PLAN_REASON_MAX];
 } work_t;
 
+/* Spans are kept sorted by start, so a free slot is found from where the search begins. */
 static void line_add(line_t *l, double s, double e)
 {
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 16;
         l->v = lab_realloc(l->v, sizeof *l->v * (size_t)l->cap);
     }
-    l->v[l->n++] = (span_t){s, e};
+    int lo = 0, hi = l->n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (l->v[mid].s <= s)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    memmove(l->v + lo + 1, l->v + lo, sizeof *l->v * (size_t)(l->n - lo));
+    l->v[lo] = (span_t){s, e};
+    l->n++;
+    if (e - s > l->maxd)
+        l->maxd = e - s;
+}
+
+/* The first span starting at or after t. */
+static int first_from(const line_t *l, double t)
+{
+    int lo = 0, hi = l->n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (l->v[mid].s < t - EPS)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 /* Whether [s, e) fits beside what the line holds, at most cap at once. */
 static bool fits(const line_t *l, int cap, double s, double e)
 {
     if (cap == 1) {
-        for (int i = 0; i < l->n; i++)
-            if (l->v[i].s < e - EPS && l->v[i].e > s + EPS)
-                return false;
-        return true;
+        /* spans do not overlap each other: only the one before s and those starting in [s, e)
+         * can touch it */
+        int i = first_from(l, s);
+        if (i > 0 && l->v[i - 1].e > s + EPS)
+            return false;
+        return !(i < l->n && l->v[i].s < e - EPS);
     }
-    /* The overlap is highest at some interval's start inside [s, e), or at s. */
-    for (int k = -1; k < l->n; k++) {
-        double at = k < 0 ? s : l->v[k].s;
-        if (at < s - EPS || at >= e - EPS)
+    /* The overlap is highest at s or at some span's start inside [s, e); only spans starting
+     * after s - maxd and before e can count. */
+    int lo = first_from(l, s - l->maxd - EPS), hi = first_from(l, e - EPS);
+    for (int k = lo - 1; k < hi; k++) {
+        double at = k < lo ? s : l->v[k].s;
+        if (at < s - EPS)
             continue;
         int n = 0;
-        for (int i = 0; i < l->n; i++)
-            if (l->v[i].s <= at + EPS && l->v[i].e > at + EPS)
+        for (int i = lo; i < hi && l->v[i].s <= at + EPS; i++)
+            if (l->v[i].e > at + EPS)
                 n++;
         if (n >= cap)
             return false;
@@ -67,10 +99,25 @@ static bool fits(const line_t *l, int cap, double s, double e)
 /* The earliest start >= t where d fits. */
 static double earliest(const line_t *l, int cap, double t, double d)
 {
+    if (cap == 1) { /* walk the gaps from t */
+        double c = t;
+        int i = first_from(l, t);
+        if (i > 0 && l->v[i - 1].e > c)
+            c = l->v[i - 1].e;
+        for (; i < l->n; i++) {
+            if (l->v[i].s >= c + d - EPS)
+                return c;
+            if (l->v[i].e > c)
+                c = l->v[i].e;
+        }
+        return c;
+    }
     if (fits(l, cap, t, t + d))
         return t;
+    /* otherwise at the end of some span; a span starting after the best found cannot end
+     * before it */
     double best = DBL_MAX;
-    for (int i = 0; i < l->n; i++) {
+    for (int i = first_from(l, t - l->maxd - EPS); i < l->n && l->v[i].s < best; i++) {
         double c = l->v[i].e;
         if (c > t && c < best && fits(l, cap, c, c + d))
             best = c;
@@ -80,8 +127,10 @@ static double earliest(const line_t *l, int cap, double t, double d)
 
 static void work_reset(work_t *w)
 {
-    for (int i = 0; i < w->p->ninstruments; i++)
+    for (int i = 0; i < w->p->ninstruments; i++) {
         w->lines[i].n = 0;
+        w->lines[i].maxd = 0;
+    }
 }
 
 /* ---- candidates ---- */
