@@ -41,7 +41,7 @@ static const lab_drv_key_t probe_keys[] = {
 };
 
 static lab_driver_t *current; /* the probe instance */
-static int stops;              /* outlives the instance */
+static int stops;             /* outlives the instance */
 
 static void probe_start(lab_driver_t *d)
 {
