@@ -183,7 +183,7 @@ static bool place_run(work_t *w, int ri, plan_slot_t *out)
     if (k0 >= wf->n)
         return true;
     double t0 = k0 == 0 ? run->release_s : prev_fixed_end + wf->steps[k0].min_lag_s;
-    if (k0 == 0 && run->release_s < 0)
+    if (t0 < 0) /* time 0 is now: nothing more starts before it */
         t0 = 0;
     for (int iter = 0; iter < 400; iter++) {
         double prev = prev_fixed_end;
@@ -236,6 +236,8 @@ static int soft_order(const void *a, const void *b, void *ctx)
 {
     const plan_problem_t *sp = ctx;
     const plan_run_t *x = &sp->runs[*(const int *)a], *y = &sp->runs[*(const int *)b];
+    if ((x->nfixed > 0) != (y->nfixed > 0)) /* runs under way keep their promises first */
+        return x->nfixed > 0 ? -1 : 1;
     if (x->priority != y->priority)
         return x->priority - y->priority;
     double dx = x->deadline_s < 0 ? DBL_MAX : x->deadline_s;
@@ -724,7 +726,8 @@ int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *
         }
         int a = (int)(rng_next(&rng) % (unsigned long)p->nruns);
         int b = (int)(rng_next(&rng) % (unsigned long)p->nruns);
-        if (a == b || p->runs[order[a]].priority != p->runs[order[b]].priority)
+        if (a == b || p->runs[order[a]].priority != p->runs[order[b]].priority ||
+            (p->runs[order[a]].nfixed > 0) != (p->runs[order[b]].nfixed > 0))
             continue;
         int t = order[a];
         order[a] = order[b];

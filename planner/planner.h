@@ -12,7 +12,11 @@
  * makespan) is kept. A pure job shop (every step on one instrument of capacity one, no lags,
  * one priority class, no deadlines) is planned by randomised Giffler-Thompson dispatching (most
  * work remaining) for a fifth of the budget, then improved by a tabu search on the disjunctive
- * graph (N5: swaps at the borders of the critical path's blocks) for the rest. */
+ * graph (N5: swaps at the borders of the critical path's blocks) for the rest.
+ *
+ * Time 0 is "now": steps already started may lie before it, nothing else is placed before it.
+ * Runs with started steps are placed before all others (an urgent newcomer never breaks the lag
+ * of a run under way). */
 #ifndef LAB_PLANNER_H
 #define LAB_PLANNER_H
 
