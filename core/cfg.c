@@ -46,6 +46,7 @@ static const cfg_section_t sections[] = {
     {"mqtt", O(mqtt_enabled), "the MQTT broker; absent: no MQTT"},
     {"auth", O(auth_enabled), "bearer tokens; absent: loopback only, no tokens"},
     {"workflows", O(workflows_enabled), "workflow files loaded at start; absent: API only"},
+    {"scheduler", -1, "the online planner and the executor"},
 };
 
 static const cfg_key_t keys[] = {
@@ -88,6 +89,13 @@ static const cfg_key_t keys[] = {
      "file of 'TOKEN ROLE [NAME]' lines; re-read on HUP"},
     {"workflows", "dir", T_PATH, O(workflows_dir), NULL, 0, 0, F_REQUIRED,
      "directory of workflow documents (*.json), each stored as a version at start"},
+    {"scheduler", "budget_ms", T_INT, O(sched_budget_ms), "20", 0, 10000, 0,
+     "planner time per re-plan, milliseconds (0: the first feasible plan)"},
+    {"scheduler", "handling_s", T_DOUBLE, O(sched_handling_s), "60", 0, 3600, 0,
+     "lab seconds an incubator needs to load and unload a plate, planned on top of the "
+     "incubation"},
+    {"scheduler", "step_timeout_factor", T_DOUBLE, O(sched_timeout_factor), "3", 1, 100, 0,
+     "a step fails after this many times its longest duration plus 300 lab seconds"},
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])

@@ -42,6 +42,7 @@ typedef struct labd {
     lab_pg_t *pg;
     lab_mqtt_t *mqtt;
     lab_instr_t *instr;
+    lab_sched_t *sched;
     lab_api_t *api;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
@@ -104,10 +105,18 @@ static void stop_sinks(labd_t *d)
     sink_stopped(d);
 }
 
+static void sched_closed(void *arg)
+{
+    labd_t *d = arg;
+    d->sched = NULL;
+}
+
 static void instr_closed(void *arg)
 {
     labd_t *d = arg;
     d->instr = NULL;
+    if (d->sched)
+        lab_sched_close(d->sched, sched_closed, d);
 }
 
 /* While draining the API: poll until no request waits for the store or an instrument, or the
@@ -115,7 +124,7 @@ static void instr_closed(void *arg)
 static void stop_tick(uv_timer_t *t)
 {
     labd_t *d = t->data;
-    if (d->state != D_DRAINING_API || d->instr)
+    if (d->state != D_DRAINING_API || d->instr || d->sched)
         return;
     int busy = lab_api_in_flight(d->api);
     if (busy > 0 && uv_now(d->loop) < d->stop_deadline)
@@ -141,6 +150,8 @@ static void begin_stop(labd_t *d, const char *why)
     lab_api_stop_accepting(d->api);
     /* Instruments first: operations in progress end (their requests are answered), and their
      * last state rows reach the store before it closes. */
+    if (d->sched)
+        lab_sched_stop(d->sched);
     if (d->instr)
         lab_instr_close(d->instr, instr_closed, d);
     uv_timer_start(&d->stop_timer, stop_tick, 0, 10);
@@ -295,7 +306,12 @@ static int run(labd_t *d)
     }
     if (d->cfg.workflows_enabled && load_workflows(d) != 0)
         return 1;
-    lab_api_deps_t deps = {d->loop, &d->cfg, &d->clock, d->store, d->pg, d->mqtt, d->instr};
+    if ((rc = lab_sched_start(&d->sched, d->loop, &d->cfg, &d->clock, d->store, d->instr)) != 0) {
+        log_error("main", "cannot start the scheduler: %s", lab_strerror(rc));
+        return 1;
+    }
+    lab_api_deps_t deps = {d->loop,   &d->cfg,  &d->clock, d->store,
+                           d->pg,     d->mqtt,  d->instr,  d->sched};
     if ((rc = lab_api_start(&d->api, &deps)) != 0) {
         log_error("main", "cannot start the HTTP API on %s: %s", d->cfg.http, lab_strerror(rc));
         return 1;

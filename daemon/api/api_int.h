@@ -80,6 +80,7 @@ struct lab_api {
     lab_pg_t *pg;
     lab_mqtt_t *mqtt;
     lab_instr_t *instr;
+    lab_sched_t *sched;
     struct MHD_Daemon *mhd;
     uv_poll_t poll;
     uv_timer_t timer;
@@ -165,6 +166,8 @@ void lab_api_runs_post(lab_req_t *rq);
 void lab_api_runs_list(lab_req_t *rq);
 void lab_api_runs_get(lab_req_t *rq);
 void lab_api_runs_cancel(lab_req_t *rq);
+void lab_api_runs_resume(lab_req_t *rq);
+void lab_api_schedule(lab_req_t *rq);
 void lab_api_instruments_list(lab_req_t *rq);
 void lab_api_instruments_get(lab_req_t *rq);
 void lab_api_instruments_action(lab_req_t *rq);

@@ -14,6 +14,8 @@ const lab_route_t lab_routes[] = {
     {"GET", "/v1/runs", READERS, false, lab_api_runs_list},
     {"GET", "/v1/runs/{id}", READERS, false, lab_api_runs_get},
     {"POST", "/v1/runs/{id}/cancel", SUBMITTERS, true, lab_api_runs_cancel},
+    {"POST", "/v1/runs/{id}/resume", SUBMITTERS, true, lab_api_runs_resume},
+    {"GET", "/v1/schedule", READERS, false, lab_api_schedule},
     {"GET", "/v1/instruments", READERS, false, lab_api_instruments_list},
     {"GET", "/v1/instruments/{id}", READERS, false, lab_api_instruments_get},
     {"POST", "/v1/instruments/{id}/actions", SUBMITTERS, true, lab_api_instruments_action},

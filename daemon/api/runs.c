@@ -103,6 +103,8 @@ static void insert_done(lab_store_op_t *op, int status)
     if (rq->idem_key)
         idem_pending_remove(rq->api, rq);
     if (status == 0) {
+        if (rq->api->sched)
+            lab_sched_submitted(rq->api->sched, ins->doc);
         struct MHD_Response *r =
             lab_respond(rq, 201, "application/json", ins->doc, strlen(ins->doc));
         ins->doc = NULL;
@@ -235,6 +237,17 @@ void lab_api_runs_get(lab_req_t *rq)
         lab_problem(rq, LAB_P_INTERNAL, NULL, "reading run %s failed: %s", id, lab_strerror(rc));
         return;
     }
+    json_t *live = rq->api->sched ? lab_sched_run_live(rq->api->sched, id) : NULL;
+    if (live && json_object_size(live)) {
+        json_t *d = json_loads(doc, 0, NULL);
+        if (json_is_object(d)) {
+            json_object_update(d, live);
+            free(doc);
+            doc = json_dumps(d, JSON_COMPACT);
+        }
+        json_decref(d);
+    }
+    json_decref(live);
     lab_respond(rq, 200, "application/json", doc, strlen(doc));
 }
 
@@ -329,7 +342,74 @@ void lab_api_runs_list(lab_req_t *rq)
     lab_respond(rq, 200, "application/json", text, (size_t)(p - text));
 }
 
-/* ---- POST /v1/runs/{id}/cancel ---- */
+/* ---- POST /v1/runs/{id}/cancel and /resume: through the scheduler, which owns live runs ---- */
+
+static void sched_done(void *arg, int status, const char *doc, const char *msg)
+{
+    lab_req_t *rq = arg;
+    if (status == 0)
+        lab_respond(rq, 200, "application/json", lab_strdup(doc), strlen(doc));
+    else
+        lab_problem(rq, status == LAB_ESHUTDOWN ? LAB_P_UNAVAILABLE : LAB_P_INTERNAL, NULL,
+                    "the change was not stored: %s", msg ? msg : lab_strerror(status));
+    lab_req_resume(rq);
+}
+
+void lab_api_runs_resume(lab_req_t *rq)
+{
+    lab_api_t *api = rq->api;
+    char id[LAB_UUID_LEN + 1];
+    if (!run_id_of(rq, id))
+        return;
+    if (!api->accepting || !api->sched) {
+        lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down");
+        return;
+    }
+    json_t *body = rq->len ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, NULL)
+                           : json_object();
+    const char *how = json_string_value(json_object_get(body, "step"));
+    if (!how)
+        how = "retry";
+    if (!json_is_object(body) || json_object_size(body) > (json_object_get(body, "step") ? 1u : 0u) ||
+        (strcmp(how, "retry") != 0 && strcmp(how, "skip") != 0)) {
+        json_decref(body);
+        lab_problem(rq, LAB_P_INVALID,
+                    lab_errors_one("/step", "expected {} or {\"step\": \"retry\" | \"skip\"}"),
+                    "not a resumption");
+        return;
+    }
+    char msg[200] = "";
+    int rc = lab_sched_resume(api->sched, id, rq->who, how, sched_done, rq, msg, sizeof msg);
+    json_decref(body);
+    if (rc == 0) {
+        lab_req_suspend(rq);
+        return;
+    }
+    if (rc == LAB_ESTATE) {
+        lab_problem(rq, LAB_P_CONFLICT, lab_errors_one("", msg), "%s", msg);
+        return;
+    }
+    char *text = NULL;
+    if (lab_runs_get(api->store, id, &text) == LAB_OK) {
+        json_t *d = json_loads(text, 0, NULL);
+        lab_problem(rq, LAB_P_CONFLICT, lab_errors_one("", "the run is over"),
+                    "run %s is %s: there is nothing to resume", id,
+                    json_string_value(json_object_get(d, "state")) ?: "?");
+        json_decref(d);
+        free(text);
+        return;
+    }
+    lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s", id);
+}
+
+void lab_api_schedule(lab_req_t *rq)
+{
+    if (!rq->api->sched) {
+        lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "no scheduler in this daemon");
+        return;
+    }
+    lab_respond_json(rq, 200, lab_sched_timeline(rq->api->sched));
+}
 
 static void cancel_done(lab_store_op_t *op, int status)
 {
@@ -375,6 +455,15 @@ void lab_api_runs_cancel(lab_req_t *rq)
                         lab_errors_one("", "expected {} or {\"reason\": text of at most 500 "
                                            "characters}"),
                         "not a cancellation");
+            return;
+        }
+    }
+    if (api->sched) {
+        json_t *why = json_object_get(body, "reason");
+        int src = lab_sched_cancel(api->sched, id, rq->who, json_string_value(why), sched_done, rq);
+        if (src == 0) {
+            json_decref(body);
+            lab_req_suspend(rq);
             return;
         }
     }

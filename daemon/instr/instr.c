@@ -29,7 +29,15 @@ struct lab_instr {
     void (*close_cb)(void *arg);
     void *close_arg;
     uint64_t rows_failed;
+    lab_instr_state_cb state_cb;
+    void *state_ctx;
 };
+
+void lab_instr_on_state(lab_instr_t *in, lab_instr_state_cb cb, void *ctx)
+{
+    in->state_cb = cb;
+    in->state_ctx = ctx;
+}
 
 /* ---- config ---- */
 
@@ -155,6 +163,8 @@ static void on_state(void *ctx, lab_driver_t *d, lab_inst_state_t state,
     json_t *doc = lab_instr_doc(in, d, false);
     append_row(in, "instrument.state", lab_driver_id(d), doc, it->state_ms);
     json_decref(doc);
+    if (in->state_cb)
+        in->state_cb(in->state_ctx, d, state);
 }
 
 static void on_telemetry(void *ctx, lab_driver_t *d, int64_t ts_ms, json_t *values)

@@ -30,6 +30,10 @@ int lab_instr_start(lab_instr_t **out, uv_loop_t *loop, const lab_config_t *cfg,
 /* Closes every instrument (operations end ECANCELLED); cb after the last one is freed. */
 void lab_instr_close(lab_instr_t *in, void (*cb)(void *arg), void *arg);
 
+/* One listener (the scheduler) told of every instrument state change, after its outbox row. */
+typedef void (*lab_instr_state_cb)(void *ctx, lab_driver_t *d, lab_inst_state_t state);
+void lab_instr_on_state(lab_instr_t *in, lab_instr_state_cb cb, void *ctx);
+
 int lab_instr_count(const lab_instr_t *in);
 lab_driver_t *lab_instr_at(lab_instr_t *in, int i);
 lab_driver_t *lab_instr_find(lab_instr_t *in, const char *id, size_t len);

@@ -117,8 +117,23 @@ static int run_update_apply(lab_store_op_t *op, sqlite3 *db)
         if (rc)
             return rc;
     }
+    for (int i = 0; i < upd->nextra; i++) {
+        int64_t x = lab_outbox_append(db, upd->extra_kind[i], upd->id, upd->extra_payload[i],
+                                      upd->ts_ms);
+        if (x < 0)
+            return (int)x;
+    }
     upd->seq = seq;
     return 0;
+}
+
+void lab_run_update_add_row(lab_run_update_t *upd, const char *kind, char *payload)
+{
+    upd->extra_kind = lab_realloc(upd->extra_kind, sizeof *upd->extra_kind * (size_t)(upd->nextra + 1));
+    upd->extra_payload =
+        lab_realloc(upd->extra_payload, sizeof *upd->extra_payload * (size_t)(upd->nextra + 1));
+    upd->extra_kind[upd->nextra] = lab_strdup(kind);
+    upd->extra_payload[upd->nextra++] = payload;
 }
 
 lab_run_update_t *lab_run_update_new(void)
@@ -139,6 +154,12 @@ void lab_run_update_free(lab_run_update_t *upd)
     free(upd->idem_owner);
     free(upd->idem_key);
     free(upd->idem_hash);
+    for (int i = 0; i < upd->nextra; i++) {
+        free(upd->extra_kind[i]);
+        free(upd->extra_payload[i]);
+    }
+    free(upd->extra_kind);
+    free(upd->extra_payload);
     free(upd);
 }
 

@@ -41,9 +41,16 @@ typedef struct lab_run_update {
     char *idem_owner, *idem_key, *idem_hash;
     int idem_status;
     void *arg; /* the caller's, for its done */
+    /* optional: more outbox rows keyed by the run's id (measurements), appended in the same
+     * savepoint after the run's own row; both arrays own their strings */
+    char **extra_kind, **extra_payload;
+    int nextra;
     /* outputs */
     int64_t seq;
 } lab_run_update_t;
+
+/* Appends one extra outbox row (kind, payload taken over) to an update. */
+void lab_run_update_add_row(lab_run_update_t *upd, const char *kind, char *payload);
 
 lab_run_update_t *lab_run_update_new(void);
 void lab_run_update_free(lab_run_update_t *upd);

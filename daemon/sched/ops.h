@@ -1,0 +1,30 @@
+/* Step programs: the driver actions that carry out one workflow step on one instrument. A program
+ * is a JSON array of entries, run in order:
+ *   {"action": NAME, "params": {...}, "mark"?: TEXT, "measure"?: true}
+ *   {"wait_s": N}
+ * "mark" names a checkpoint written to the store once the action succeeded (an incubation's
+ * "loaded" says the plate is inside and since when, so a restart can let it finish);
+ * "measure" says the action's result holds measured values (a read). */
+#ifndef LAB_SCHED_OPS_H
+#define LAB_SCHED_OPS_H
+
+#include "drivers/driver.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Whether the step needs a place inside the instrument (an incubator slot). */
+bool lab_op_needs_site(const char *op, lab_driver_t *d);
+/* Plates an instrument's slots hold per cassette (Liconic: slots_per_cassette). */
+int lab_op_slots_per_cassette(lab_driver_t *d);
+/* Whether running the step twice is harmless. A dispense is not: after an unknown outcome
+ * (timeout, restart) it is repeated only when an operator says so. */
+bool lab_op_repeatable(const char *op);
+
+/* The program for op with the step's params on d. site (cassette, slot) for steps that need
+ * one. NULL with err when the instrument cannot do op or the params make no sense for it. */
+json_t *lab_op_program(const char *op, lab_driver_t *d, const json_t *params, double duration_s,
+                       int cassette, int slot, char *err, size_t errlen);
+
+#endif

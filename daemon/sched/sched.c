@@ -1,0 +1,1428 @@
+/* The online scheduler: live runs, re-planning, dispatch, step programs, recovery. */
+#include "daemon/sched/sched.h"
+#include "core/err.h"
+#include "core/id.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "daemon/model/run.h"
+#include "daemon/sched/ops.h"
+#include "daemon/store/runs.h"
+#include "daemon/store/workflows.h"
+#include "planner/planner.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- steps ---- */
+
+typedef enum step_state {
+    SS_PENDING,
+    SS_RUNNING,
+    SS_DONE,
+    SS_FAILED,
+    SS_SKIPPED,
+    SS_INTERRUPTED,
+    SS_CANCELLED,
+    SS_NSTATES
+} step_state_t;
+
+static const char *const ss_names[SS_NSTATES] = {"pending", "running",     "done",     "failed",
+                                                 "skipped", "interrupted", "cancelled"};
+
+static int ss_parse(const char *s)
+{
+    for (int i = 0; s && i < SS_NSTATES; i++)
+        if (strcmp(ss_names[i], s) == 0)
+            return i;
+    return SS_PENDING;
+}
+
+typedef struct sstep {
+    char name[64], op[64], on[64];
+    const json_t *params; /* borrowed from the run's workflow */
+    const json_t *policy; /* on_failure of the step, else of the workflow; NULL: pause */
+    double nominal_s;     /* the longest duration */
+    double plan_s;        /* what the planner reserves (an incubator's handling added) */
+    double min_lag, max_lag;
+    step_state_t state;
+    int attempts, interruptions;
+    int inst;                 /* instrument index where it runs or ran; -1 */
+    int64_t start_ms, end_ms; /* lab wall time, 0 when not yet */
+    int64_t plan_start_ms, plan_end_ms;
+    int plan_inst;
+    int cassette, slot; /* the incubator site it holds; 0 when none */
+    int64_t loaded_ms;  /* checkpoint: the plate went in */
+    bool unloaded;
+    bool late_noted;
+    double lag_s; /* start - previous end, seconds; < 0 when not started or first */
+    bool lag_violated;
+    char error[300];
+} sstep_t;
+
+typedef struct exec exec_t;
+
+typedef struct srun {
+    char id[LAB_UUID_LEN + 1];
+    json_t *doc; /* the stored document, kept current */
+    json_t *wf;  /* the workflow version it follows; NULL when not stored */
+    char plate[64];
+    sstep_t *st;
+    int n;
+    lab_run_state_t state;
+    int prio;
+    double score;
+    int64_t created_ms, deadline_ms; /* deadline_ms < 0: none */
+    int cur;                         /* the step running, or the next to run */
+    exec_t *ex;
+    char why[PLAN_REASON_MAX];
+} srun_t;
+
+/* One step being carried out: its program and where it is. */
+struct exec {
+    srun_t *r;
+    int k;
+    uint64_t gen;
+    json_t *prog;
+    size_t pc;
+    int64_t wait_until_ms; /* 0: not waiting */
+    int64_t deadline_ms;
+    bool in_call, hold, cleanup;
+    json_t *rows; /* measurement payloads for the step's end */
+};
+
+typedef struct call {
+    lab_sched_t *s;
+    char id[LAB_UUID_LEN + 1];
+    uint64_t gen;
+} call_t;
+
+typedef struct pend {
+    lab_sched_t *s;
+    lab_sched_done_cb cb;
+    void *arg;
+} pend_t;
+
+struct lab_sched {
+    uv_loop_t *loop;
+    const lab_config_t *cfg;
+    const lab_clock_t *clock;
+    lab_store_t *st;
+    lab_instr_t *in;
+    srun_t **runs;
+    int nruns, cap;
+    uv_timer_t tick;
+    bool replan, in_tick, closing, tick_closed;
+    int ops; /* store ops in flight */
+    void (*close_cb)(void *arg);
+    void *close_arg;
+    uint64_t gen;
+    unsigned char **site_used; /* per instrument: site i used (i = (cassette-1)*spc + slot-1) */
+    int *site_n;
+    json_t *history; /* timeline items of runs that are over, newest last */
+    int64_t planned_at_ms;
+    lab_sched_stats_t stats;
+};
+
+#define HISTORY_MAX 2000
+
+static void kick(lab_sched_t *s);
+static void poke(lab_sched_t *s);
+static void advance(lab_sched_t *s, exec_t *ex);
+static void persist(lab_sched_t *s, srun_t *r, json_t *rows, pend_t *p);
+static void apply_policy(lab_sched_t *s, srun_t *r, int k, bool unknown_outcome);
+
+static int64_t now_ms(const lab_sched_t *s)
+{
+    return lab_clock_now_ms(s->clock);
+}
+
+static void iso(int64_t ms, char buf[32])
+{
+    lab_time_iso(ms, buf);
+}
+
+static int ninst(const lab_sched_t *s)
+{
+    return lab_instr_count(s->in);
+}
+
+static lab_driver_t *inst_at(lab_sched_t *s, int i)
+{
+    return i >= 0 && i < ninst(s) ? lab_instr_at(s->in, i) : NULL;
+}
+
+static int inst_index(lab_sched_t *s, const char *id)
+{
+    for (int i = 0; id && i < ninst(s); i++)
+        if (strcmp(lab_driver_id(lab_instr_at(s->in, i)), id) == 0)
+            return i;
+    return -1;
+}
+
+static bool inst_available(lab_sched_t *s, int i)
+{
+    lab_driver_t *d = inst_at(s, i);
+    if (!d)
+        return false;
+    lab_inst_state_t st = lab_driver_state(d);
+    return st == LAB_INST_IDLE || st == LAB_INST_BUSY;
+}
+
+static bool on_matches(lab_sched_t *s, int i, const char *on)
+{
+    lab_driver_t *d = inst_at(s, i);
+    return d && (strcmp(lab_driver_id(d), on) == 0 || strcmp(lab_driver_ops(d)->kind, on) == 0);
+}
+
+/* ---- sites (incubator slots) ---- */
+
+static int site_capacity(lab_sched_t *s, int i)
+{
+    return s->site_n[i];
+}
+
+static bool site_take(lab_sched_t *s, int i, int *cassette, int *slot)
+{
+    int spc = lab_op_slots_per_cassette(inst_at(s, i));
+    for (int x = 0; x < site_capacity(s, i); x++)
+        if (!s->site_used[i][x]) {
+            s->site_used[i][x] = 1;
+            *cassette = 1 + x / spc;
+            *slot = 1 + x % spc;
+            return true;
+        }
+    return false;
+}
+
+static void site_mark(lab_sched_t *s, int i, int cassette, int slot, unsigned char used)
+{
+    if (i < 0 || cassette <= 0 || slot <= 0)
+        return;
+    int x = (cassette - 1) * lab_op_slots_per_cassette(inst_at(s, i)) + slot - 1;
+    if (x >= 0 && x < site_capacity(s, i))
+        s->site_used[i][x] = used;
+}
+
+static void step_release_site(lab_sched_t *s, sstep_t *st)
+{
+    if (st->cassette && (!st->loaded_ms || st->unloaded)) {
+        site_mark(s, st->inst, st->cassette, st->slot, 0);
+        st->cassette = st->slot = 0;
+    }
+}
+
+/* ---- the run document ---- */
+
+static void put_time(json_t *o, const char *key, int64_t ms)
+{
+    if (ms > 0) {
+        char b[32];
+        iso(ms, b);
+        json_object_set_new(o, key, json_string(b));
+    } else {
+        json_object_del(o, key);
+    }
+}
+
+static int64_t get_time(const json_t *o, const char *key)
+{
+    int64_t ms = 0;
+    const char *v = json_string_value(json_object_get(o, key));
+    if (!v || lab_time_parse(v, &ms) != 0)
+        return 0;
+    return ms;
+}
+
+static long count_violations(const srun_t *r)
+{
+    long n = 0;
+    for (int k = 0; k < r->n; k++)
+        n += r->st[k].lag_violated;
+    return n;
+}
+
+/* Brings doc up to date with the run's state and steps. */
+static void doc_sync(lab_sched_t *s, srun_t *r)
+{
+    json_t *steps = json_array();
+    for (int k = 0; k < r->n; k++) {
+        sstep_t *st = &r->st[k];
+        json_t *o = json_pack("{s:s,s:s,s:s,s:i}", "name", st->name, "op", st->op, "state",
+                              ss_names[st->state], "attempts", st->attempts);
+        lab_driver_t *d = inst_at(s, st->inst);
+        if (d && st->state != SS_PENDING)
+            json_object_set_new(o, "instrument", json_string(lab_driver_id(d)));
+        put_time(o, "started_at", st->state != SS_PENDING ? st->start_ms : 0);
+        put_time(o, "ended_at", st->state != SS_PENDING ? st->end_ms : 0);
+        if (st->cassette)
+            json_object_set_new(o, "site",
+                                json_pack("{s:i,s:i}", "cassette", st->cassette, "slot", st->slot));
+        put_time(o, "loaded_at", st->loaded_ms);
+        if (st->unloaded)
+            json_object_set_new(o, "unloaded", json_true());
+        if (st->lag_s >= 0 && k > 0 && st->state != SS_PENDING)
+            json_object_set_new(o, "lag_s", json_real(round(st->lag_s * 1000) / 1000));
+        if (st->lag_violated)
+            json_object_set_new(o, "lag_violation", json_true());
+        if (st->interruptions)
+            json_object_set_new(o, "interruptions", json_integer(st->interruptions));
+        if (st->error[0])
+            json_object_set_new(o, "error", json_string(st->error));
+        json_array_append_new(steps, o);
+    }
+    json_object_set_new(r->doc, "steps", steps);
+    json_object_set_new(r->doc, "state", json_string(lab_run_state_name(r->state)));
+    json_object_set_new(r->doc, "lag_violations", json_integer(count_violations(r)));
+    put_time(r->doc, "updated_at", now_ms(s));
+}
+
+static void steps_from_doc(lab_sched_t *s, srun_t *r)
+{
+    json_t *steps = json_object_get(r->doc, "steps");
+    for (int k = 0; k < r->n && k < (int)json_array_size(steps); k++) {
+        json_t *o = json_array_get(steps, k);
+        sstep_t *st = &r->st[k];
+        st->state = (step_state_t)ss_parse(json_string_value(json_object_get(o, "state")));
+        st->attempts = (int)json_integer_value(json_object_get(o, "attempts"));
+        st->interruptions = (int)json_integer_value(json_object_get(o, "interruptions"));
+        st->inst = inst_index(s, json_string_value(json_object_get(o, "instrument")));
+        st->start_ms = get_time(o, "started_at");
+        st->end_ms = get_time(o, "ended_at");
+        st->loaded_ms = get_time(o, "loaded_at");
+        st->unloaded = json_is_true(json_object_get(o, "unloaded"));
+        json_t *site = json_object_get(o, "site");
+        st->cassette = (int)json_integer_value(json_object_get(site, "cassette"));
+        st->slot = (int)json_integer_value(json_object_get(site, "slot"));
+        st->lag_violated = json_is_true(json_object_get(o, "lag_violation"));
+        json_t *lag = json_object_get(o, "lag_s");
+        st->lag_s = json_is_number(lag) ? json_number_value(lag) : -1;
+        snprintf(st->error, sizeof st->error, "%s",
+                 json_string_value(json_object_get(o, "error")) ?: "");
+        if (st->cassette && st->inst >= 0)
+            site_mark(s, st->inst, st->cassette, st->slot, 1);
+    }
+    r->cur = 0;
+    while (r->cur < r->n && (r->st[r->cur].state == SS_DONE || r->st[r->cur].state == SS_SKIPPED))
+        r->cur++;
+}
+
+static int prio_of(const char *p)
+{
+    if (!p)
+        return PLAN_NORMAL;
+    if (strcmp(p, "urgent") == 0)
+        return PLAN_URGENT;
+    if (strcmp(p, "high") == 0)
+        return PLAN_HIGH;
+    if (strcmp(p, "low") == 0)
+        return PLAN_LOW;
+    return PLAN_NORMAL;
+}
+
+static double num(const json_t *v, double def)
+{
+    return json_is_number(v) ? json_number_value(v) : def;
+}
+
+/* The run's steps from its workflow version. false (with r->why) when it is not stored. */
+static bool run_bind_workflow(lab_sched_t *s, srun_t *r)
+{
+    const char *name = json_string_value(json_object_get(r->doc, "workflow"));
+    json_t *v = json_object_get(r->doc, "workflow_version");
+    char *text = NULL;
+    int rc = lab_workflows_get(s->st, name ? name : "", v ? (int)json_integer_value(v) : 0, &text);
+    if (rc != LAB_OK) {
+        if (v)
+            snprintf(r->why, sizeof r->why, "workflow %s version %lld is not stored",
+                     name ? name : "?", (long long)json_integer_value(v));
+        else
+            snprintf(r->why, sizeof r->why, "workflow %s is not stored", name ? name : "?");
+        return false;
+    }
+    r->wf = json_loads(text, 0, NULL);
+    free(text);
+    json_t *steps = json_object_get(r->wf, "steps");
+    const json_t *wpol = json_object_get(r->wf, "on_failure");
+    r->n = (int)json_array_size(steps);
+    r->st = lab_calloc((size_t)r->n + 1, sizeof *r->st);
+    for (int k = 0; k < r->n; k++) {
+        json_t *o = json_array_get(steps, k);
+        sstep_t *st = &r->st[k];
+        snprintf(st->name, sizeof st->name, "%s", json_string_value(json_object_get(o, "name")));
+        snprintf(st->op, sizeof st->op, "%s", json_string_value(json_object_get(o, "op")));
+        snprintf(st->on, sizeof st->on, "%s", json_string_value(json_object_get(o, "on")));
+        st->params = json_object_get(o, "params");
+        st->policy = json_object_get(o, "on_failure") ?: wpol;
+        json_t *dur = json_object_get(o, "duration_s");
+        st->nominal_s = json_is_array(dur) ? num(json_array_get(dur, 1), 0) : num(dur, 0);
+        st->plan_s = st->nominal_s;
+        if (strcmp(st->op, "incubate") == 0)
+            st->plan_s += s->cfg->sched_handling_s;
+        st->min_lag = num(json_object_get(o, "start_after_s"), 0);
+        st->max_lag = num(json_object_get(o, "start_within_s"), -1);
+        st->inst = st->plan_inst = -1;
+        st->lag_s = -1;
+    }
+    return true;
+}
+
+static srun_t *run_new(lab_sched_t *s, json_t *doc)
+{
+    srun_t *r = LAB_NEW(srun_t);
+    r->doc = doc;
+    snprintf(r->id, sizeof r->id, "%s", json_string_value(json_object_get(doc, "id")));
+    snprintf(r->plate, sizeof r->plate, "%s",
+             json_string_value(json_object_get(doc, "plate")) ?: "");
+    int st = lab_run_state_parse(json_string_value(json_object_get(doc, "state")) ?: "queued");
+    r->state = st < 0 ? LAB_RUN_QUEUED : (lab_run_state_t)st;
+    r->prio = prio_of(json_string_value(json_object_get(doc, "priority")));
+    r->score = num(json_object_get(doc, "score"), 0);
+    r->created_ms = get_time(doc, "created_at");
+    r->deadline_ms = get_time(doc, "deadline");
+    if (!r->deadline_ms)
+        r->deadline_ms = -1;
+    if (run_bind_workflow(s, r))
+        steps_from_doc(s, r);
+    if (s->nruns == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 64;
+        s->runs = lab_realloc(s->runs, sizeof *s->runs * (size_t)s->cap);
+    }
+    s->runs[s->nruns++] = r;
+    return r;
+}
+
+static srun_t *run_find(lab_sched_t *s, const char *id)
+{
+    for (int i = 0; i < s->nruns; i++)
+        if (strcmp(s->runs[i]->id, id) == 0)
+            return s->runs[i];
+    return NULL;
+}
+
+static void exec_free(exec_t *ex)
+{
+    if (!ex)
+        return;
+    json_decref(ex->prog);
+    json_decref(ex->rows);
+    free(ex);
+}
+
+static json_t *timeline_item(lab_sched_t *s, srun_t *r, int k, bool planned)
+{
+    sstep_t *st = &r->st[k];
+    int i = planned ? st->plan_inst : st->inst;
+    lab_driver_t *d = inst_at(s, i);
+    char a[32], b[32];
+    int64_t start = planned ? st->plan_start_ms : st->start_ms;
+    int64_t end = planned ? st->plan_end_ms : st->end_ms;
+    if (!planned && st->state == SS_RUNNING)
+        end = st->start_ms + (int64_t)(st->plan_s * 1000) > now_ms(s)
+                  ? st->start_ms + (int64_t)(st->plan_s * 1000)
+                  : now_ms(s);
+    iso(start, a);
+    iso(end, b);
+    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "instrument", d ? lab_driver_id(d) : "",
+                     "run", r->id, "plate", r->plate, "step", st->name, "start", a, "end", b,
+                     "state", planned ? "planned" : ss_names[st->state]);
+}
+
+/* A run that is over leaves the scheduler; its steps stay on the timeline for a while. */
+static void run_remove(lab_sched_t *s, srun_t *r)
+{
+    for (int k = 0; k < r->n; k++)
+        if (r->st[k].start_ms > 0 && r->st[k].state != SS_PENDING)
+            json_array_append_new(s->history, timeline_item(s, r, k, false));
+    while (json_array_size(s->history) > HISTORY_MAX)
+        json_array_remove(s->history, 0);
+    for (int k = 0; k < r->n; k++)
+        if (r->st[k].cassette)
+            site_mark(s, r->st[k].inst, r->st[k].cassette, r->st[k].slot, 0);
+    for (int i = 0; i < s->nruns; i++)
+        if (s->runs[i] == r) {
+            memmove(&s->runs[i], &s->runs[i + 1], sizeof *s->runs * (size_t)(s->nruns - i - 1));
+            s->nruns--;
+            break;
+        }
+    exec_free(r->ex);
+    json_decref(r->doc);
+    json_decref(r->wf);
+    free(r->st);
+    free(r);
+}
+
+/* ---- the store ---- */
+
+typedef struct upd_ctx {
+    pend_t *p;
+    lab_sched_t *s;
+} upd_ctx_t;
+
+static void persist_done(lab_store_op_t *op, int status)
+{
+    lab_run_update_t *upd = (lab_run_update_t *)op;
+    upd_ctx_t *c = upd->arg;
+    lab_sched_t *s = c->s;
+    if (status != 0)
+        log_error("sched", "run=%s state=%s not stored: %s", upd->id, upd->state,
+                  lab_strerror(status));
+    if (c->p) {
+        c->p->cb(c->p->arg, status, status == 0 ? upd->doc : NULL,
+                 status == 0 ? NULL : lab_strerror(status));
+        free(c->p);
+    }
+    free(c);
+    lab_run_update_free(upd);
+    s->ops--;
+    if (s->tick_closed && s->ops == 0) {
+        void (*cb)(void *) = s->close_cb;
+        void *arg = s->close_arg;
+        free(s);
+        if (cb)
+            cb(arg);
+    }
+}
+
+/* Writes the run's document (with rows: measurement payloads, taken over) through the outbox. */
+static void persist(lab_sched_t *s, srun_t *r, json_t *rows, pend_t *p)
+{
+    doc_sync(s, r);
+    lab_run_update_t *upd = lab_run_update_new();
+    upd->id = lab_strdup(r->id);
+    upd->state = lab_strdup(lab_run_state_name(r->state));
+    upd->doc = json_dumps(r->doc, JSON_COMPACT);
+    upd->ts_ms = now_ms(s);
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row) lab_run_update_add_row(upd, "measurement",
+                                                            json_dumps(row, JSON_COMPACT));
+    json_decref(rows);
+    upd_ctx_t *c = LAB_NEW(upd_ctx_t);
+    c->p = p;
+    c->s = s;
+    upd->arg = c;
+    upd->op.done = persist_done;
+    s->ops++;
+    lab_store_submit(s->st, &upd->op);
+}
+
+static void set_state(lab_sched_t *s, srun_t *r, lab_run_state_t to)
+{
+    if (r->state != to && !lab_run_transition_ok(r->state, to))
+        log_warn("sched", "run=%s %s -> %s is not a transition of the run state machine", r->id,
+                 lab_run_state_name(r->state), lab_run_state_name(to));
+    if (r->state != to)
+        log_info("sched", "run=%s %s -> %s", r->id, lab_run_state_name(r->state),
+                 lab_run_state_name(to));
+    r->state = to;
+}
+
+/* ---- planning ---- */
+
+static bool run_plannable(const srun_t *r)
+{
+    return r->wf && r->cur < r->n &&
+           (r->state == LAB_RUN_QUEUED || r->state == LAB_RUN_PLANNED ||
+            r->state == LAB_RUN_RUNNING);
+}
+
+/* Why step k cannot be planned now because of its instruments, or NULL. */
+static const char *blocked_by(lab_sched_t *s, srun_t *r, int k, char *buf, size_t cap)
+{
+    const char *on = r->st[k].on;
+    int any = 0, up = 0;
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < ninst(s); i++)
+        if (on_matches(s, i, on)) {
+            any++;
+            if (inst_available(s, i))
+                up++;
+            else if (n < cap)
+                n += (size_t)snprintf(buf + n, cap - n, "%s%s %s", n ? ", " : "",
+                                      lab_driver_id(inst_at(s, i)),
+                                      lab_inst_state_name(lab_driver_state(inst_at(s, i))));
+        }
+    if (!any) {
+        snprintf(buf, cap, "step %s needs '%s' and this cell has none", r->st[k].name, on);
+        return buf;
+    }
+    if (!up) {
+        char tmp[200];
+        snprintf(tmp, sizeof tmp, "%s", buf);
+        snprintf(buf, cap, "step %s waits for '%s': %.100s", r->st[k].name, on, tmp);
+        return buf;
+    }
+    return NULL;
+}
+
+static void replan(lab_sched_t *s)
+{
+    s->replan = false;
+    int64_t now = now_ms(s);
+    int ni = ninst(s);
+    plan_problem_t p = {0};
+    p.instruments = lab_calloc((size_t)ni + 1, sizeof *p.instruments);
+    p.ninstruments = ni;
+    for (int i = 0; i < ni; i++) {
+        lab_driver_t *d = inst_at(s, i);
+        plan_instrument_t *pi = &p.instruments[i];
+        if (inst_available(s, i)) {
+            snprintf(pi->id, sizeof pi->id, "%s", lab_driver_id(d));
+            snprintf(pi->kind, sizeof pi->kind, "%s", lab_driver_ops(d)->kind);
+        } /* else: matches nothing, yet steps already on it stay fixed there */
+        pi->capacity = (int)lab_drv_int(d, "capacity");
+    }
+    srun_t **map = lab_calloc((size_t)s->nruns + 1, sizeof *map);
+    p.workflows = lab_calloc((size_t)s->nruns + 1, sizeof *p.workflows);
+    p.runs = lab_calloc((size_t)s->nruns + 1, sizeof *p.runs);
+    for (int i = 0; i < s->nruns; i++) {
+        srun_t *r = s->runs[i];
+        for (int k = 0; k < r->n; k++)
+            if (r->st[k].state == SS_PENDING)
+                r->st[k].plan_start_ms = r->st[k].plan_end_ms = 0;
+        if (!r->wf && (r->state == LAB_RUN_QUEUED || r->state == LAB_RUN_PLANNED) &&
+            run_bind_workflow(s, r))
+            steps_from_doc(s, r);
+        if (!run_plannable(r))
+            continue;
+        char why[PLAN_REASON_MAX];
+        const char *b = NULL;
+        for (int k = r->cur; k < r->n && !b; k++)
+            b = blocked_by(s, r, k, why, sizeof why);
+        if (b) {
+            snprintf(r->why, sizeof r->why, "%s", b);
+            continue;
+        }
+        int wi = p.nworkflows++;
+        plan_workflow_t *w = &p.workflows[wi];
+        snprintf(w->name, sizeof w->name, "%s", r->id);
+        w->steps = lab_calloc((size_t)r->n + 1, sizeof *w->steps);
+        w->n = r->n;
+        plan_run_t *pr = &p.runs[p.nruns];
+        snprintf(pr->id, sizeof pr->id, "%s", r->id);
+        pr->workflow = wi;
+        pr->priority = r->prio;
+        pr->score = r->score;
+        pr->deadline_s = r->deadline_ms < 0 ? -1 : (double)(r->deadline_ms - now) / 1000.0;
+        pr->fixed = lab_calloc((size_t)r->n + 1, sizeof *pr->fixed);
+        for (int k = 0; k < r->n; k++) {
+            sstep_t *st = &r->st[k];
+            plan_step_t *ps = &w->steps[k];
+            snprintf(ps->name, sizeof ps->name, "%s", st->name);
+            snprintf(ps->on, sizeof ps->on, "%s", st->on);
+            ps->duration_s = st->plan_s;
+            ps->min_lag_s = st->min_lag;
+            ps->max_lag_s = k == 0 ? -1 : st->max_lag;
+            bool started = k < r->cur || (k == r->cur && st->state != SS_PENDING);
+            if (started) {
+                int64_t end = st->end_ms ? st->end_ms : 0;
+                if (st->state == SS_RUNNING || !end) {
+                    double el = (double)(now - st->start_ms) / 1000.0;
+                    ps->duration_s = fmax(st->plan_s, el + 1);
+                } else {
+                    ps->duration_s = fmax(0, (double)(end - st->start_ms) / 1000.0);
+                }
+                int inst = st->inst >= 0 ? st->inst : 0;
+                pr->fixed[pr->nfixed++] =
+                    (plan_fixed_t){inst, (double)(st->start_ms - now) / 1000.0};
+                if (st->state == SS_SKIPPED)
+                    ps->duration_s = 0;
+            } else if (k == r->cur && k > 0 && st->max_lag >= 0) {
+                /* the window may have passed already (a restart, a step that ran long): the
+                 * run is under way, so its next step goes as soon as it can, noted as late */
+                int64_t prev_end = r->st[k - 1].end_ms;
+                if (prev_end && now > prev_end + (int64_t)(st->max_lag * 1000))
+                    ps->max_lag_s = -1;
+            }
+        }
+        map[p.nruns++] = r;
+    }
+    plan_options_t o = {.budget_ms = s->cfg->sched_budget_ms, .seed = 1};
+    plan_result_t res = {0};
+    uint64_t t0 = uv_hrtime();
+    if (p.nruns > 0)
+        plan_solve(&p, &o, &res);
+    double ms = (double)(uv_hrtime() - t0) / 1e6;
+    s->stats.replans++;
+    s->stats.replan_ms_last = ms;
+    if (ms > s->stats.replan_ms_max)
+        s->stats.replan_ms_max = ms;
+    s->planned_at_ms = now;
+    for (int j = 0; j < p.nruns; j++)
+        map[j]->why[0] = '\0';
+    for (int j = 0; j < res.nslots; j++) {
+        plan_slot_t *sl = &res.slots[j];
+        srun_t *r = map[sl->run];
+        sstep_t *st = &r->st[sl->step];
+        if (st->state != SS_PENDING)
+            continue;
+        st->plan_start_ms = now + (int64_t)llround(sl->start_s * 1000);
+        st->plan_end_ms = now + (int64_t)llround(sl->end_s * 1000);
+        st->plan_inst = sl->instrument;
+    }
+    for (int j = 0; j < res.nunscheduled; j++) {
+        srun_t *r = map[res.unscheduled[j].run];
+        snprintf(r->why, sizeof r->why, "%s", res.unscheduled[j].reason);
+    }
+    for (int j = 0; j < p.nruns; j++) {
+        srun_t *r = map[j];
+        if (r->state == LAB_RUN_QUEUED && !r->why[0]) {
+            set_state(s, r, LAB_RUN_PLANNED);
+            persist(s, r, NULL, NULL);
+        }
+    }
+    log_debug("sched", "planned %d runs in %.1f ms (%d unscheduled)", p.nruns, ms,
+              res.nunscheduled);
+    plan_result_free(&res);
+    for (int j = 0; j < p.nworkflows; j++)
+        free(p.workflows[j].steps);
+    for (int j = 0; j < p.nruns; j++)
+        free(p.runs[j].fixed);
+    free(p.workflows);
+    free(p.runs);
+    free(p.instruments);
+    free(map);
+}
+
+/* ---- carrying out steps ---- */
+
+static void finish_run(lab_sched_t *s, srun_t *r, lab_run_state_t to, json_t *rows, pend_t *p)
+{
+    set_state(s, r, to);
+    put_time(r->doc, "ended_at", now_ms(s));
+    persist(s, r, rows, p);
+    if (!r->ex || !r->ex->cleanup)
+        run_remove(s, r);
+}
+
+static void step_done(lab_sched_t *s, exec_t *ex)
+{
+    srun_t *r = ex->r;
+    sstep_t *st = &r->st[ex->k];
+    st->state = SS_DONE;
+    st->end_ms = now_ms(s);
+    st->error[0] = '\0';
+    step_release_site(s, st);
+    json_t *rows = ex->rows;
+    ex->rows = NULL;
+    r->ex = NULL;
+    exec_free(ex);
+    r->cur++;
+    while (r->cur < r->n && r->st[r->cur].state == SS_SKIPPED)
+        r->cur++;
+    log_info("sched", "run=%s step=%s done on %s in %.1f lab s", r->id, st->name,
+             lab_driver_id(inst_at(s, st->inst)), (double)(st->end_ms - st->start_ms) / 1000.0);
+    if (r->cur >= r->n)
+        finish_run(s, r, LAB_RUN_DONE, rows, NULL);
+    else
+        persist(s, r, rows, NULL);
+    kick(s);
+}
+
+/* The step could not finish: record why and let the recovery policy decide. */
+static void step_failed(lab_sched_t *s, exec_t *ex, const char *why, bool unknown_outcome)
+{
+    srun_t *r = ex->r;
+    sstep_t *st = &r->st[ex->k];
+    s->stats.steps_failed++;
+    snprintf(st->error, sizeof st->error, "%s", why);
+    st->state = SS_FAILED;
+    st->end_ms = now_ms(s);
+    step_release_site(s, st);
+    log_warn("sched", "run=%s step=%s attempt %d failed: %s", r->id, st->name, st->attempts, why);
+    r->ex = NULL;
+    exec_free(ex);
+    apply_policy(s, r, r->cur, unknown_outcome);
+}
+
+static void pause_run(lab_sched_t *s, srun_t *r, const char *why)
+{
+    set_state(s, r, LAB_RUN_PAUSED);
+    json_object_set_new(r->doc, "paused_reason", json_string(why));
+    snprintf(r->why, sizeof r->why, "paused: %s", why);
+    persist(s, r, NULL, NULL);
+    kick(s);
+}
+
+static void apply_policy(lab_sched_t *s, srun_t *r, int k, bool unknown_outcome)
+{
+    sstep_t *st = &r->st[k];
+    const char *action = json_string_value(json_object_get(st->policy, "action"));
+    int retries = (int)json_integer_value(json_object_get(st->policy, "retries"));
+    if (!action)
+        action = "pause";
+    if (unknown_outcome && !lab_op_repeatable(st->op)) {
+        char why[800];
+        snprintf(why, sizeof why,
+                 "step %s (%s) may or may not have happened (%.300s); check the plate, then resume "
+                 "with retry (it did not happen) or skip (it did)",
+                 st->name, st->op, st->error);
+        pause_run(s, r, why);
+        return;
+    }
+    if (strcmp(action, "retry") == 0 && st->attempts <= (retries > 0 ? retries : 1)) {
+        st->state = SS_PENDING;
+        set_state(s, r, LAB_RUN_RUNNING);
+        persist(s, r, NULL, NULL);
+        kick(s);
+        return;
+    }
+    if (strcmp(action, "skip") == 0) {
+        st->state = SS_SKIPPED;
+        if (!st->end_ms)
+            st->end_ms = now_ms(s);
+        r->cur = k + 1;
+        if (r->cur >= r->n) {
+            finish_run(s, r, LAB_RUN_DONE, NULL, NULL);
+        } else {
+            set_state(s, r, LAB_RUN_RUNNING);
+            persist(s, r, NULL, NULL);
+        }
+        kick(s);
+        return;
+    }
+    if (strcmp(action, "pause") == 0) {
+        char why[800];
+        snprintf(why, sizeof why, "step %s failed: %.300s; resume with retry or skip, or cancel",
+                 st->name, st->error);
+        pause_run(s, r, why);
+        return;
+    }
+    /* fail, or retries used up */
+    json_object_set_new(r->doc, "failure",
+                        json_pack("{s:s,s:s}", "step", st->name, "error", st->error));
+    finish_run(s, r, LAB_RUN_FAILED, NULL, NULL);
+    kick(s);
+}
+
+static json_t *measurement_rows(lab_sched_t *s, srun_t *r, sstep_t *st, json_t *result)
+{
+    json_t *rows = json_array();
+    json_t *values = json_object_get(result, "values");
+    json_t *nm = json_object_get(result, "wavelength_nm");
+    char at[32];
+    iso(now_ms(s), at);
+    const char *measure = strstr(st->op, "absorbance") ? "absorbance" : st->op;
+    const char *key;
+    json_t *v;
+    json_object_foreach(values, key, v)
+    {
+        json_t *row = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:O,s:s,s:s}", "run", r->id, "plate",
+                                r->plate, "step", st->name, "instrument",
+                                lab_driver_id(inst_at(s, st->inst)), "well", key, "measure",
+                                measure, "value", v, "unit",
+                                strcmp(measure, "absorbance") == 0 ? "AU" : "", "at", at);
+        if (nm)
+            json_object_set(row, "wavelength_nm", nm);
+        json_array_append_new(rows, row);
+    }
+    return rows;
+}
+
+static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *result, void *arg)
+{
+    (void)d;
+    call_t *c = arg;
+    lab_sched_t *s = c->s;
+    if (s->closing) { /* the daemon stops: the step stays running; a restart interrupts it */
+        free(c);
+        return;
+    }
+    srun_t *r = run_find(s, c->id);
+    exec_t *ex = r ? r->ex : NULL;
+    if (!ex || ex->gen != c->gen) { /* the step ended meanwhile (timeout, cancel) */
+        free(c);
+        return;
+    }
+    free(c);
+    ex->in_call = false;
+    json_t *e = json_array_get(ex->prog, ex->pc);
+    sstep_t *st = &r->st[ex->k];
+    if (err->code != LAB_DRV_OK) {
+        char why[300];
+        snprintf(why, sizeof why, "%s: %s%s%s%s", json_string_value(json_object_get(e, "action")),
+                 lab_drv_err_name(err->code), err->text[0] ? " (" : "", err->text,
+                 err->text[0] ? ")" : "");
+        if (ex->cleanup) {
+            log_error("sched", "run=%s cleanup after cancel failed: %s", r->id, why);
+            r->ex = NULL;
+            exec_free(ex);
+            run_remove(s, r);
+            return;
+        }
+        step_failed(s, ex, why,
+                    err->code == LAB_DRV_ETIMEOUT || err->code == LAB_DRV_ECANCELLED ||
+                        err->code == LAB_DRV_EOFFLINE);
+        return;
+    }
+    const char *mark = json_string_value(json_object_get(e, "mark"));
+    if (mark && strcmp(mark, "loaded") == 0) {
+        st->loaded_ms = now_ms(s);
+        if (!ex->cleanup)
+            persist(s, r, NULL, NULL);
+    } else if (mark && strcmp(mark, "unloaded") == 0) {
+        st->unloaded = true;
+    }
+    if (json_is_true(json_object_get(e, "measure"))) {
+        json_t *rows = measurement_rows(s, r, st, result);
+        if (!ex->rows)
+            ex->rows = json_array();
+        json_array_extend(ex->rows, rows);
+        json_decref(rows);
+    }
+    ex->pc++;
+    advance(s, ex);
+}
+
+/* Runs the program from pc until it waits (a call, a timer, an instrument) or ends. */
+static void advance(lab_sched_t *s, exec_t *ex)
+{
+    srun_t *r = ex->r;
+    sstep_t *st = &r->st[ex->k];
+    while (!ex->in_call) {
+        if (ex->pc >= json_array_size(ex->prog)) {
+            if (ex->cleanup) {
+                log_info("sched", "run=%s cleanup done: plate out of %s", r->id,
+                         lab_driver_id(inst_at(s, st->inst)));
+                st->unloaded = true;
+                site_mark(s, st->inst, st->cassette, st->slot, 0);
+                r->ex = NULL;
+                exec_free(ex);
+                run_remove(s, r);
+                kick(s);
+                return;
+            }
+            step_done(s, ex);
+            return;
+        }
+        json_t *e = json_array_get(ex->prog, ex->pc);
+        json_t *w = json_object_get(e, "wait_s");
+        if (w) {
+            if (ex->cleanup) {
+                ex->pc++;
+                continue;
+            }
+            if (!ex->wait_until_ms)
+                ex->wait_until_ms = (st->loaded_ms ? st->loaded_ms : now_ms(s)) +
+                                    (int64_t)llround(json_number_value(w) * 1000);
+            if (now_ms(s) < ex->wait_until_ms) {
+                poke(s); /* the tick arms its timer for the wait's end */
+                return;
+            }
+            ex->wait_until_ms = 0;
+            ex->pc++;
+            continue;
+        }
+        const char *action = json_string_value(json_object_get(e, "action"));
+        const char *mark = json_string_value(json_object_get(e, "mark"));
+        if (ex->cleanup && !(mark && strcmp(mark, "unloaded") == 0)) {
+            ex->pc++;
+            continue;
+        }
+        lab_driver_t *d = inst_at(s, st->inst);
+        lab_inst_state_t is = lab_driver_state(d);
+        if (is == LAB_INST_OFFLINE || is == LAB_INST_FAULT) {
+            if (!ex->hold)
+                log_warn("sched", "run=%s step=%s holds: %s is %s", r->id, st->name,
+                         lab_driver_id(d), lab_inst_state_name(is));
+            ex->hold = true;
+            return;
+        }
+        ex->hold = false;
+        call_t *c = LAB_NEW(call_t);
+        c->s = s;
+        snprintf(c->id, sizeof c->id, "%s", r->id);
+        c->gen = ex->gen;
+        lab_drv_error_t err = {0};
+        ex->in_call = true;
+        if (lab_driver_call(d, action, json_object_get(e, "params"), 0, call_done, c, &err,
+                            NULL) != 0) {
+            ex->in_call = false;
+            free(c);
+            if (err.code == LAB_DRV_EOFFLINE || err.code == LAB_DRV_EBUSY) {
+                ex->hold = true;
+                return;
+            }
+            char why[300];
+            snprintf(why, sizeof why, "%s refused: %s (%s)", action, lab_drv_err_name(err.code),
+                     err.text);
+            step_failed(s, ex, why, false);
+            return;
+        }
+    }
+}
+
+static exec_t *exec_new(lab_sched_t *s, srun_t *r, json_t *prog)
+{
+    exec_t *ex = LAB_NEW(exec_t);
+    ex->r = r;
+    ex->k = r->cur;
+    ex->gen = ++s->gen;
+    ex->prog = prog;
+    sstep_t *st = &r->st[r->cur];
+    ex->deadline_ms = st->start_ms + (int64_t)llround((s->cfg->sched_timeout_factor *
+                                                           st->nominal_s +
+                                                       300) *
+                                                      1000);
+    r->ex = ex;
+    return ex;
+}
+
+static void start_step(lab_sched_t *s, srun_t *r)
+{
+    sstep_t *st = &r->st[r->cur];
+    int64_t now = now_ms(s);
+    st->inst = st->plan_inst;
+    lab_driver_t *d = inst_at(s, st->inst);
+    char err[300] = "";
+    if (lab_op_needs_site(st->op, d) && !st->cassette &&
+        !site_take(s, st->inst, &st->cassette, &st->slot)) {
+        snprintf(r->why, sizeof r->why, "step %s: every slot of %s is taken", st->name,
+                 lab_driver_id(d));
+        kick(s);
+        return;
+    }
+    json_t *prog =
+        lab_op_program(st->op, d, st->params, st->nominal_s, st->cassette, st->slot, err, sizeof err);
+    st->state = SS_RUNNING;
+    st->start_ms = now;
+    st->end_ms = 0;
+    st->loaded_ms = 0;
+    st->unloaded = false;
+    st->late_noted = false;
+    st->attempts++;
+    st->error[0] = '\0';
+    s->stats.steps_started++;
+    if (r->cur > 0 && r->st[r->cur - 1].end_ms) {
+        st->lag_s = (double)(now - r->st[r->cur - 1].end_ms) / 1000.0;
+        if (st->max_lag >= 0 && st->lag_s > st->max_lag + 1e-3) {
+            st->lag_violated = true;
+            s->stats.lag_violations++;
+            log_warn("sched", "run=%s step=%s started %.1f s after %s ended: its maximum lag is "
+                              "%g s",
+                     r->id, st->name, st->lag_s, r->st[r->cur - 1].name, st->max_lag);
+        }
+    }
+    if (r->state != LAB_RUN_RUNNING) {
+        set_state(s, r, LAB_RUN_RUNNING);
+        if (!get_time(r->doc, "started_at"))
+            put_time(r->doc, "started_at", now);
+    }
+    log_info("sched", "run=%s step=%s starts on %s (attempt %d)", r->id, st->name,
+             lab_driver_id(d), st->attempts);
+    exec_t *ex = exec_new(s, r, prog ? prog : json_array());
+    persist(s, r, NULL, NULL);
+    if (!prog) {
+        step_failed(s, ex, err, false);
+        return;
+    }
+    advance(s, ex);
+}
+
+/* ---- the tick: re-plan, dispatch, waits, timeouts ---- */
+
+static void arm(lab_sched_t *s, int64_t at_lab_ms);
+
+static void on_tick(uv_timer_t *t)
+{
+    lab_sched_t *s = t->data;
+    if (s->closing)
+        return;
+    s->in_tick = true;
+    if (s->replan)
+        replan(s);
+    int64_t now = now_ms(s);
+    /* half a loop millisecond of slack, in lab time */
+    int64_t slack = (int64_t)ceil(2 * s->cfg->time_scale);
+    int64_t next = INT64_MAX;
+    /* index loop: runs may leave the array while we walk it */
+    for (int i = 0; i < s->nruns; i++) {
+        srun_t *r = s->runs[i];
+        exec_t *ex = r->ex;
+        if (ex) {
+            sstep_t *st = &r->st[ex->k];
+            if (!ex->cleanup && now >= ex->deadline_ms) {
+                char why[160];
+                snprintf(why, sizeof why, "timed out after %.0f lab s",
+                         (double)(now - st->start_ms) / 1000.0);
+                ex->gen = 0;
+                step_failed(s, ex, why, true);
+                i = -1; /* the array may have changed; start over (bounded: ex is gone) */
+                continue;
+            }
+            if ((ex->wait_until_ms && now >= ex->wait_until_ms) || ex->hold) {
+                srun_t *keep = r;
+                advance(s, ex);
+                if (i < s->nruns && s->runs[i] != keep)
+                    i--;
+                continue;
+            }
+            if (ex->wait_until_ms && ex->wait_until_ms < next)
+                next = ex->wait_until_ms;
+            if (!ex->cleanup && ex->deadline_ms < next)
+                next = ex->deadline_ms;
+            if (!st->late_noted && st->plan_end_ms && st->start_ms) {
+                int64_t due = st->start_ms + (int64_t)(st->plan_s * 1000);
+                if (now >= due) { /* running late: let the others move */
+                    st->late_noted = true;
+                    s->replan = true;
+                } else if (due < next) {
+                    next = due;
+                }
+            }
+            continue;
+        }
+        if (!run_plannable(r) || r->why[0])
+            continue;
+        sstep_t *st = &r->st[r->cur];
+        if (st->state != SS_PENDING || !st->plan_start_ms)
+            continue;
+        if (st->plan_start_ms <= now + slack) {
+            if (!inst_available(s, st->plan_inst)) {
+                s->replan = true;
+                continue;
+            }
+            srun_t *keep = r;
+            start_step(s, r);
+            if (i < s->nruns && s->runs[i] != keep)
+                i--;
+        } else if (st->plan_start_ms < next) {
+            next = st->plan_start_ms;
+        }
+    }
+    s->in_tick = false;
+    if (s->replan)
+        arm(s, now);
+    else if (next != INT64_MAX)
+        arm(s, next);
+}
+
+static void arm(lab_sched_t *s, int64_t at_lab_ms)
+{
+    if (s->closing)
+        return;
+    int64_t now = now_ms(s);
+    double lab_s = at_lab_ms > now ? (double)(at_lab_ms - now) / 1000.0 : 0;
+    uint64_t ms = lab_clock_loop_ms(s->clock, lab_s);
+    if (at_lab_ms > now && ms == 0)
+        ms = 1;
+    uv_timer_start(&s->tick, on_tick, ms, 0);
+}
+
+static void kick(lab_sched_t *s)
+{
+    s->replan = true;
+    if (!s->in_tick)
+        arm(s, 0);
+}
+
+static void poke(lab_sched_t *s)
+{
+    if (!s->in_tick)
+        arm(s, 0);
+}
+
+void lab_sched_kick(lab_sched_t *s)
+{
+    if (s)
+        kick(s);
+}
+
+static void on_instr_state(void *ctx, lab_driver_t *d, lab_inst_state_t state)
+{
+    (void)d;
+    (void)state;
+    kick(ctx);
+}
+
+/* ---- start: the runs that are not over, and what a restart interrupted ---- */
+
+static void recover(lab_sched_t *s, srun_t *r)
+{
+    if (!r->wf || r->cur >= r->n)
+        return;
+    sstep_t *st = &r->st[r->cur];
+    if (st->state == SS_RUNNING) {
+        st->interruptions++;
+        lab_driver_t *d = inst_at(s, st->inst);
+        if (strcmp(st->op, "incubate") == 0 && st->loaded_ms && !st->unloaded && d) {
+            /* the plate is inside since loaded_at: the incubation goes on, the clock with it */
+            char err[300];
+            json_t *prog = lab_op_program(st->op, d, st->params, st->nominal_s, st->cassette,
+                                          st->slot, err, sizeof err);
+            if (prog) {
+                exec_t *ex = exec_new(s, r, prog);
+                size_t i;
+                json_t *e;
+                json_array_foreach(prog, i, e) if (json_object_get(e, "wait_s"))
+                {
+                    ex->pc = i;
+                    break;
+                }
+                log_warn("sched", "run=%s step=%s was in flight at the restart; the plate is in "
+                                  "%s since its load: the incubation goes on",
+                         r->id, st->name, lab_driver_id(d));
+                persist(s, r, NULL, NULL);
+                return;
+            }
+        }
+        st->state = SS_INTERRUPTED;
+        st->end_ms = now_ms(s);
+        snprintf(st->error, sizeof st->error, "interrupted: the daemon stopped while it ran");
+        log_warn("sched", "run=%s step=%s was in flight at the restart: interrupted", r->id,
+                 st->name);
+        step_release_site(s, st);
+        set_state(s, r, LAB_RUN_INTERRUPTED);
+        persist(s, r, NULL, NULL);
+        apply_policy(s, r, r->cur, true);
+    } else if (r->state == LAB_RUN_INTERRUPTED) {
+        apply_policy(s, r, r->cur, true);
+    }
+}
+
+static const char *const live_states[] = {"queued", "planned", "running", "paused",
+                                          "interrupted"};
+
+int lab_sched_start(lab_sched_t **out, uv_loop_t *loop, const lab_config_t *cfg,
+                    const lab_clock_t *clock, lab_store_t *st, lab_instr_t *instr)
+{
+    lab_sched_t *s = LAB_NEW(lab_sched_t);
+    s->loop = loop;
+    s->cfg = cfg;
+    s->clock = clock;
+    s->st = st;
+    s->in = instr;
+    s->history = json_array();
+    int ni = ninst(s);
+    s->site_used = lab_calloc((size_t)ni + 1, sizeof *s->site_used);
+    s->site_n = lab_calloc((size_t)ni + 1, sizeof *s->site_n);
+    for (int i = 0; i < ni; i++) {
+        s->site_n[i] = (int)lab_drv_int(inst_at(s, i), "capacity");
+        s->site_used[i] = lab_calloc((size_t)s->site_n[i] + 1, 1);
+    }
+    uv_timer_init(loop, &s->tick);
+    s->tick.data = s;
+    /* every run not over, in submission order */
+    srun_t **loaded = NULL;
+    int nloaded = 0;
+    for (size_t k = 0; k < sizeof live_states / sizeof *live_states; k++) {
+        int64_t after = 0;
+        do {
+            char **docs = NULL;
+            int64_t next = 0;
+            int n = lab_runs_list(st, live_states[k], after, 500, &docs, &next);
+            for (int i = 0; i < n; i++) {
+                json_t *doc = json_loads(docs[i], 0, NULL);
+                if (json_is_object(doc)) {
+                    loaded = lab_realloc(loaded, sizeof *loaded * (size_t)(nloaded + 1));
+                    loaded[nloaded++] = run_new(s, doc);
+                } else {
+                    json_decref(doc);
+                }
+                free(docs[i]);
+            }
+            free(docs);
+            after = next;
+            if (n < 0)
+                break;
+        } while (after);
+    }
+    s->in_tick = true; /* no timer until everything is loaded */
+    for (int i = 0; i < nloaded; i++)
+        recover(s, loaded[i]);
+    s->in_tick = false;
+    free(loaded);
+    lab_instr_on_state(instr, on_instr_state, s);
+    if (s->nruns)
+        log_info("sched", "%d runs not over, taken up from the store", s->nruns);
+    kick(s);
+    *out = s;
+    return 0;
+}
+
+static void tick_closed(uv_handle_t *h)
+{
+    lab_sched_t *s = h->data;
+    void (*cb)(void *) = s->close_cb;
+    void *arg = s->close_arg;
+    s->tick_closed = true;
+    while (s->nruns)
+        run_remove(s, s->runs[0]);
+    free(s->runs);
+    for (int i = 0; i < ninst(s); i++)
+        free(s->site_used[i]);
+    free(s->site_used);
+    free(s->site_n);
+    json_decref(s->history);
+    if (s->ops == 0) {
+        free(s);
+        if (cb)
+            cb(arg);
+        return;
+    }
+    /* store ops still in flight reach persist_done, which frees s and calls cb after the last */
+}
+
+void lab_sched_stop(lab_sched_t *s)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    lab_instr_on_state(s->in, NULL, NULL);
+    uv_timer_stop(&s->tick);
+}
+
+void lab_sched_close(lab_sched_t *s, void (*cb)(void *arg), void *arg)
+{
+    lab_sched_stop(s);
+    s->close_cb = cb;
+    s->close_arg = arg;
+    uv_close((uv_handle_t *)&s->tick, tick_closed);
+}
+
+/* ---- the API's side ---- */
+
+void lab_sched_submitted(lab_sched_t *s, const char *doc)
+{
+    json_t *d = json_loads(doc, 0, NULL);
+    if (!json_is_object(d) || s->closing) {
+        json_decref(d);
+        return;
+    }
+    if (run_find(s, json_string_value(json_object_get(d, "id")) ?: "")) {
+        json_decref(d);
+        return;
+    }
+    run_new(s, d);
+    kick(s);
+}
+
+static pend_t *pend_new(lab_sched_t *s, lab_sched_done_cb cb, void *arg)
+{
+    pend_t *p = LAB_NEW(pend_t);
+    p->s = s;
+    p->cb = cb;
+    p->arg = arg;
+    return p;
+}
+
+int lab_sched_cancel(lab_sched_t *s, const char *id, const char *by, const char *reason,
+                     lab_sched_done_cb cb, void *arg)
+{
+    srun_t *r = run_find(s, id);
+    if (!r || lab_run_state_final(r->state))
+        return LAB_ENOTFOUND;
+    json_object_set_new(r->doc, "cancelled_by", json_string(by));
+    if (reason)
+        json_object_set_new(r->doc, "cancel_reason", json_string(reason));
+    if (r->ex) {
+        exec_t *ex = r->ex;
+        sstep_t *st = &r->st[ex->k];
+        st->state = SS_CANCELLED;
+        st->end_ms = now_ms(s);
+        if (st->loaded_ms && !st->unloaded) { /* the plate comes out of the incubator first */
+            ex->cleanup = true;
+            ex->wait_until_ms = 0;
+            ex->gen = ++s->gen;
+            ex->in_call = false; /* a load's late answer is ignored; the unload follows */
+        } else {
+            r->ex = NULL;
+            exec_free(ex);
+        }
+    }
+    log_info("sched", "run=%s cancelled by %s", r->id, by);
+    finish_run(s, r, LAB_RUN_CANCELLED, NULL, pend_new(s, cb, arg));
+    if (r == run_find(s, id) && r->ex && r->ex->cleanup)
+        advance(s, r->ex);
+    kick(s);
+    return 0;
+}
+
+int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char *how,
+                     lab_sched_done_cb cb, void *arg, char *msg, size_t msglen)
+{
+    srun_t *r = run_find(s, id);
+    if (!r)
+        return LAB_ENOTFOUND;
+    if (r->state != LAB_RUN_PAUSED || r->cur >= r->n) {
+        snprintf(msg, msglen, "run %s is %s, not paused", id, lab_run_state_name(r->state));
+        return LAB_ESTATE;
+    }
+    sstep_t *st = &r->st[r->cur];
+    json_object_del(r->doc, "paused_reason");
+    json_object_set_new(r->doc, "resumed_by", json_string(by));
+    r->why[0] = '\0';
+    if (strcmp(how, "skip") == 0) {
+        st->state = SS_SKIPPED;
+        if (!st->end_ms)
+            st->end_ms = now_ms(s);
+        r->cur++;
+        if (r->cur >= r->n) {
+            finish_run(s, r, LAB_RUN_DONE, NULL, pend_new(s, cb, arg));
+            kick(s);
+            return 0;
+        }
+    } else {
+        st->state = SS_PENDING;
+    }
+    bool begun = false;
+    for (int k = 0; k < r->n; k++)
+        begun |= r->st[k].start_ms > 0;
+    set_state(s, r, begun ? LAB_RUN_RUNNING : LAB_RUN_QUEUED);
+    log_info("sched", "run=%s resumed by %s (%s)", r->id, by, how);
+    persist(s, r, NULL, pend_new(s, cb, arg));
+    kick(s);
+    return 0;
+}
+
+json_t *lab_sched_timeline(lab_sched_t *s)
+{
+    char now[32], at[32];
+    iso(now_ms(s), now);
+    iso(s->planned_at_ms ? s->planned_at_ms : now_ms(s), at);
+    json_t *items = json_deep_copy(s->history);
+    json_t *waiting = json_array();
+    long viol = 0;
+    for (int i = 0; i < s->nruns; i++) {
+        srun_t *r = s->runs[i];
+        viol += count_violations(r);
+        for (int k = 0; k < r->n; k++) {
+            sstep_t *st = &r->st[k];
+            if (st->state != SS_PENDING && st->start_ms)
+                json_array_append_new(items, timeline_item(s, r, k, false));
+            else if (st->state == SS_PENDING && st->plan_start_ms && run_plannable(r))
+                json_array_append_new(items, timeline_item(s, r, k, true));
+        }
+        if (r->why[0] || !r->wf)
+            json_array_append_new(waiting, json_pack("{s:s,s:s,s:s}", "run", r->id, "state",
+                                                     lab_run_state_name(r->state), "reason",
+                                                     r->why));
+    }
+    return json_pack("{s:s,s:f,s:s,s:o,s:o,s:I,s:i}", "now", now, "time_scale",
+                     s->cfg->time_scale, "planned_at", at, "items", items, "waiting", waiting,
+                     "lag_violations", (json_int_t)s->stats.lag_violations, "runs", s->nruns);
+}
+
+json_t *lab_sched_run_live(lab_sched_t *s, const char *id)
+{
+    srun_t *r = run_find(s, id);
+    if (!r)
+        return NULL;
+    json_t *o = json_object();
+    if (r->why[0])
+        json_object_set_new(o, "waiting_reason", json_string(r->why));
+    if (r->cur < r->n && r->st[r->cur].state == SS_PENDING && r->st[r->cur].plan_start_ms) {
+        json_object_set_new(o, "next_step", json_string(r->st[r->cur].name));
+        put_time(o, "next_start", r->st[r->cur].plan_start_ms);
+    }
+    return o;
+}
+
+void lab_sched_stats(const lab_sched_t *s, lab_sched_stats_t *out)
+{
+    *out = s->stats;
+    out->runs = s->nruns;
+}

@@ -1,0 +1,72 @@
+/* The online scheduler: owns every run that is not over. It re-plans everything not yet started
+ * with the planner (planner/) on every event (a submission, a step that ends early or late or
+ * fails, an instrument that changes state, a cancel, a resume), dispatches each step to its
+ * instrument's driver at the planned lab time, runs the step's program of driver actions
+ * (daemon/sched/ops.c), keeps the run and step state machines (DESIGN §7) in the local store and
+ * the outbox (run.state rows carry the steps; measurement rows the values of read steps), and
+ * applies the recovery policy when a step fails or was in flight when the daemon died.
+ *
+ * After the insert of a run commits, the API hands it over (lab_sched_submitted); from then on the
+ * scheduler is the only writer of that run. */
+#ifndef LAB_SCHED_SCHED_H
+#define LAB_SCHED_SCHED_H
+
+#include "core/cfg.h"
+#include "core/clock.h"
+#include "daemon/instr/instr.h"
+#include "daemon/store/store.h"
+
+#include <jansson.h>
+#include <uv.h>
+
+typedef struct lab_sched lab_sched_t;
+
+/* Loads the runs that are not over from the store, marks steps that were in flight when the
+ * daemon last stopped `interrupted` and applies their recovery policy, and plans. */
+int lab_sched_start(lab_sched_t **out, uv_loop_t *loop, const lab_config_t *cfg,
+                    const lab_clock_t *clock, lab_store_t *st, lab_instr_t *instr);
+/* Stops dispatching and ignores what instruments answer from now on: steps in flight stay
+ * `running` in the store, and a restart finds them interrupted. Call before the instruments
+ * close (their operations then end ECANCELLED, which must not count as a step's failure). */
+void lab_sched_stop(lab_sched_t *s);
+/* Frees everything once the store ops in flight are back; cb on the loop thread after. Call
+ * after the instruments closed (no driver callback may follow). */
+void lab_sched_close(lab_sched_t *s, void (*cb)(void *arg), void *arg);
+
+/* A run whose insert committed (its document, JSON text). */
+void lab_sched_submitted(lab_sched_t *s, const char *doc);
+/* Something outside changed (an instrument paused or resumed): plan again soon. */
+void lab_sched_kick(lab_sched_t *s);
+
+/* The end of an operator's request on a run: 0 and the run's document after the change (JSON
+ * text, the callee's until the call returns), or a negative lab error with a message. */
+typedef void (*lab_sched_done_cb)(void *arg, int status, const char *doc, const char *msg);
+
+/* Cancels a run that is not over. A step running on an instrument ends at its next action
+ * boundary; a plate inside an incubator is unloaded first. LAB_ENOTFOUND when the scheduler has
+ * no such run (it is over, or unknown: ask the store). */
+int lab_sched_cancel(lab_sched_t *s, const char *id, const char *by, const char *reason,
+                     lab_sched_done_cb cb, void *arg);
+/* Resumes a paused run: its stopped step is run again ("retry") or taken as done ("skip").
+ * LAB_ENOTFOUND as above; LAB_ESTATE (msg says why) when the run is not paused. */
+int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char *how,
+                     lab_sched_done_cb cb, void *arg, char *msg, size_t msglen);
+
+/* GET /v1/schedule: {"now", "time_scale", "planned_at", "items": [{instrument, run, plate, step,
+ * start, end, state}], "waiting": [{run, reason}], "lag_violations"}. New reference. */
+json_t *lab_sched_timeline(lab_sched_t *s);
+/* What the scheduler knows of a live run beyond its stored document: {"waiting_reason"?,
+ * "next_step"?, "next_start"?}. NULL when it has no such run. New reference. */
+json_t *lab_sched_run_live(lab_sched_t *s, const char *id);
+
+typedef struct lab_sched_stats {
+    int runs;            /* not over */
+    long replans;        /* plans made */
+    double replan_ms_max;
+    double replan_ms_last;
+    long steps_started, steps_failed;
+    long lag_violations; /* steps started later than their maximum lag allowed */
+} lab_sched_stats_t;
+void lab_sched_stats(const lab_sched_t *s, lab_sched_stats_t *out);
+
+#endif
