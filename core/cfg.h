@@ -62,8 +62,8 @@ typedef struct lab_config {
     char *workflows_dir; /* absolute after loading */
 
     /* [scheduler]; optional, defaults apply */
-    int sched_budget_ms;       /* planner time per re-plan */
-    double sched_handling_s;   /* lab s an incubator spends loading + unloading a plate */
+    int sched_budget_ms;         /* planner time per re-plan */
+    double sched_handling_s;     /* lab s an incubator spends loading + unloading a plate */
     double sched_timeout_factor; /* a step fails after factor x its longest duration + 300 s */
 
     /* [instrument ID], in file order */

@@ -15,6 +15,12 @@ void lab_clock_init(lab_clock_t *c, uv_loop_t *loop, double scale)
     c->origin_wall_ms = lab_wall_ms();
 }
 
+void lab_clock_resume(lab_clock_t *c, int64_t newest_ms)
+{
+    if (newest_ms >= c->origin_wall_ms)
+        c->origin_wall_ms = newest_ms + 1;
+}
+
 uint64_t lab_clock_loop_ms(const lab_clock_t *c, double lab_seconds)
 {
     if (lab_seconds <= 0)

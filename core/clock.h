@@ -15,6 +15,10 @@ typedef struct lab_clock {
 } lab_clock_t;
 
 void lab_clock_init(lab_clock_t *c, uv_loop_t *loop, double scale);
+/* After a restart: lab time goes on from the newest lab time the store recorded when that is
+ * later than the wall clock (a simulation at time_scale 600 ran ahead of it), so recorded times
+ * never lie in the future. The time the daemon was down counts as nothing then. */
+void lab_clock_resume(lab_clock_t *c, int64_t newest_ms);
 /* Loop milliseconds for a lab duration (for uv timers); at least 0. */
 uint64_t lab_clock_loop_ms(const lab_clock_t *c, double lab_seconds);
 /* Lab wall time, in UTC milliseconds since the epoch. */

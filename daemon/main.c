@@ -291,6 +291,7 @@ static int run(labd_t *d)
                   lab_strerror(rc));
         return 1;
     }
+    lab_clock_resume(&d->clock, lab_store_newest_ts(d->store));
     if (d->cfg.pg_enabled && (rc = lab_pg_start(&d->pg, d->loop, &d->cfg, d->store)) != 0) {
         log_error("main", "cannot start the PostgreSQL writer: %s", lab_strerror(rc));
         return 1;
@@ -310,8 +311,8 @@ static int run(labd_t *d)
         log_error("main", "cannot start the scheduler: %s", lab_strerror(rc));
         return 1;
     }
-    lab_api_deps_t deps = {d->loop,   &d->cfg,  &d->clock, d->store,
-                           d->pg,     d->mqtt,  d->instr,  d->sched};
+    lab_api_deps_t deps = {d->loop, &d->cfg, &d->clock, d->store,
+                           d->pg,   d->mqtt, d->instr,  d->sched};
     if ((rc = lab_api_start(&d->api, &deps)) != 0) {
         log_error("main", "cannot start the HTTP API on %s: %s", d->cfg.http, lab_strerror(rc));
         return 1;

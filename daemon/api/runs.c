@@ -365,12 +365,13 @@ void lab_api_runs_resume(lab_req_t *rq)
         lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down");
         return;
     }
-    json_t *body = rq->len ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, NULL)
-                           : json_object();
+    json_t *body =
+        rq->len ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, NULL) : json_object();
     const char *how = json_string_value(json_object_get(body, "step"));
     if (!how)
         how = "retry";
-    if (!json_is_object(body) || json_object_size(body) > (json_object_get(body, "step") ? 1u : 0u) ||
+    if (!json_is_object(body) ||
+        json_object_size(body) > (json_object_get(body, "step") ? 1u : 0u) ||
         (strcmp(how, "retry") != 0 && strcmp(how, "skip") != 0)) {
         json_decref(body);
         lab_problem(rq, LAB_P_INVALID,

@@ -73,8 +73,7 @@ static json_t *dispense_program(lab_driver_t *d, const json_t *params, char *err
     }
     double ul = json_number_value(vol);
     json_t *prog = json_array();
-    json_array_append_new(prog,
-                          entry("pick_up_tips", json_pack("{s:i}", "channels", r1 - r0 + 1)));
+    json_array_append_new(prog, entry("pick_up_tips", json_pack("{s:i}", "channels", r1 - r0 + 1)));
     for (int c = c0; c <= c1; c++) {
         char well[16];
         snprintf(well, sizeof well, "%c%d", 'A' + r0, c);
@@ -97,8 +96,8 @@ json_t *lab_op_program(const char *op, lab_driver_t *d, const json_t *params, do
         prog = json_array();
         if (lab_op_needs_site(op, d)) {
             if (json_is_number(temp) && has_action(d, "set_temperature"))
-                json_array_append_new(prog, entry("set_temperature",
-                                                  json_pack("{s:O}", "temperature_c", temp)));
+                json_array_append_new(
+                    prog, entry("set_temperature", json_pack("{s:O}", "temperature_c", temp)));
             json_t *load =
                 entry("load", json_pack("{s:i,s:i}", "cassette", cassette, "slot", slot));
             json_object_set_new(load, "mark", json_string("loaded"));
@@ -110,8 +109,8 @@ json_t *lab_op_program(const char *op, lab_driver_t *d, const json_t *params, do
             json_array_append_new(prog, unload);
         } else if (has_action(d, "set_temperature") && has_action(d, "run")) {
             if (json_is_number(temp))
-                json_array_append_new(prog, entry("set_temperature",
-                                                  json_pack("{s:O}", "temperature_c", temp)));
+                json_array_append_new(
+                    prog, entry("set_temperature", json_pack("{s:O}", "temperature_c", temp)));
             json_array_append_new(prog, entry("run", NULL));
             json_array_append_new(prog, json_pack("{s:f}", "wait_s", duration_s));
             json_array_append_new(prog, entry("stop", NULL));

@@ -52,7 +52,8 @@ typedef struct sstep {
     int64_t start_ms, end_ms; /* lab wall time, 0 when not yet */
     int64_t plan_start_ms, plan_end_ms;
     int plan_inst;
-    int cassette, slot; /* the incubator site it holds; 0 when none */
+    int cassette, slot; /* the incubator site it was given; 0 when none */
+    bool holds_site;    /* and still holds it */
     int64_t loaded_ms;  /* checkpoint: the plate went in */
     bool unloaded;
     bool late_noted;
@@ -114,10 +115,12 @@ struct lab_sched {
     int nruns, cap;
     uv_timer_t tick;
     bool replan, in_tick, closing, tick_closed;
-    int ops; /* store ops in flight */
+    int ops;   /* store ops in flight */
+    int calls; /* driver calls in flight */
     void (*close_cb)(void *arg);
     void *close_arg;
     uint64_t gen;
+    int nsites;
     unsigned char **site_used; /* per instrument: site i used (i = (cassette-1)*spc + slot-1) */
     int *site_n;
     json_t *history; /* timeline items of runs that are over, newest last */
@@ -145,7 +148,7 @@ static void iso(int64_t ms, char buf[32])
 
 static int ninst(const lab_sched_t *s)
 {
-    return lab_instr_count(s->in);
+    return s->in ? lab_instr_count(s->in) : 0; /* NULL once the instruments are gone */
 }
 
 static lab_driver_t *inst_at(lab_sched_t *s, int i)
@@ -207,9 +210,9 @@ static void site_mark(lab_sched_t *s, int i, int cassette, int slot, unsigned ch
 
 static void step_release_site(lab_sched_t *s, sstep_t *st)
 {
-    if (st->cassette && (!st->loaded_ms || st->unloaded)) {
+    if (st->holds_site && (!st->loaded_ms || st->unloaded)) {
         site_mark(s, st->inst, st->cassette, st->slot, 0);
-        st->cassette = st->slot = 0;
+        st->holds_site = false;
     }
 }
 
@@ -300,7 +303,9 @@ static void steps_from_doc(lab_sched_t *s, srun_t *r)
         st->lag_s = json_is_number(lag) ? json_number_value(lag) : -1;
         snprintf(st->error, sizeof st->error, "%s",
                  json_string_value(json_object_get(o, "error")) ?: "");
-        if (st->cassette && st->inst >= 0)
+        st->holds_site = st->cassette && st->inst >= 0 &&
+                         (st->state == SS_RUNNING || (st->loaded_ms && !st->unloaded));
+        if (st->holds_site)
             site_mark(s, st->inst, st->cassette, st->slot, 1);
     }
     r->cur = 0;
@@ -438,7 +443,7 @@ static void run_remove(lab_sched_t *s, srun_t *r)
     while (json_array_size(s->history) > HISTORY_MAX)
         json_array_remove(s->history, 0);
     for (int k = 0; k < r->n; k++)
-        if (r->st[k].cassette)
+        if (r->st[k].holds_site)
             site_mark(s, r->st[k].inst, r->st[k].cassette, r->st[k].slot, 0);
     for (int i = 0; i < s->nruns; i++)
         if (s->runs[i] == r) {
@@ -454,6 +459,18 @@ static void run_remove(lab_sched_t *s, srun_t *r)
 }
 
 /* ---- the store ---- */
+
+/* After close: s goes once its timer closed and no store op or driver call can come back. */
+static void maybe_free(lab_sched_t *s)
+{
+    if (!s->tick_closed || s->ops > 0 || s->calls > 0)
+        return;
+    void (*cb)(void *) = s->close_cb;
+    void *arg = s->close_arg;
+    free(s);
+    if (cb)
+        cb(arg);
+}
 
 typedef struct upd_ctx {
     pend_t *p;
@@ -476,13 +493,7 @@ static void persist_done(lab_store_op_t *op, int status)
     free(c);
     lab_run_update_free(upd);
     s->ops--;
-    if (s->tick_closed && s->ops == 0) {
-        void (*cb)(void *) = s->close_cb;
-        void *arg = s->close_arg;
-        free(s);
-        if (cb)
-            cb(arg);
-    }
+    maybe_free(s);
 }
 
 /* Writes the run's document (with rows: measurement payloads, taken over) through the outbox. */
@@ -496,8 +507,8 @@ static void persist(lab_sched_t *s, srun_t *r, json_t *rows, pend_t *p)
     upd->ts_ms = now_ms(s);
     size_t i;
     json_t *row;
-    json_array_foreach(rows, i, row) lab_run_update_add_row(upd, "measurement",
-                                                            json_dumps(row, JSON_COMPACT));
+    json_array_foreach(rows, i, row)
+        lab_run_update_add_row(upd, "measurement", json_dumps(row, JSON_COMPACT));
     json_decref(rows);
     upd_ctx_t *c = LAB_NEW(upd_ctx_t);
     c->p = p;
@@ -810,11 +821,10 @@ static json_t *measurement_rows(lab_sched_t *s, srun_t *r, sstep_t *st, json_t *
     json_t *v;
     json_object_foreach(values, key, v)
     {
-        json_t *row = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:O,s:s,s:s}", "run", r->id, "plate",
-                                r->plate, "step", st->name, "instrument",
-                                lab_driver_id(inst_at(s, st->inst)), "well", key, "measure",
-                                measure, "value", v, "unit",
-                                strcmp(measure, "absorbance") == 0 ? "AU" : "", "at", at);
+        json_t *row = json_pack(
+            "{s:s,s:s,s:s,s:s,s:s,s:s,s:O,s:s,s:s}", "run", r->id, "plate", r->plate, "step",
+            st->name, "instrument", lab_driver_id(inst_at(s, st->inst)), "well", key, "measure",
+            measure, "value", v, "unit", strcmp(measure, "absorbance") == 0 ? "AU" : "", "at", at);
         if (nm)
             json_object_set(row, "wavelength_nm", nm);
         json_array_append_new(rows, row);
@@ -827,8 +837,10 @@ static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *resul
     (void)d;
     call_t *c = arg;
     lab_sched_t *s = c->s;
+    s->calls--;
     if (s->closing) { /* the daemon stops: the step stays running; a restart interrupts it */
         free(c);
+        maybe_free(s);
         return;
     }
     srun_t *r = run_find(s, c->id);
@@ -888,7 +900,7 @@ static void advance(lab_sched_t *s, exec_t *ex)
                 log_info("sched", "run=%s cleanup done: plate out of %s", r->id,
                          lab_driver_id(inst_at(s, st->inst)));
                 st->unloaded = true;
-                site_mark(s, st->inst, st->cassette, st->slot, 0);
+                step_release_site(s, st);
                 r->ex = NULL;
                 exec_free(ex);
                 run_remove(s, r);
@@ -938,9 +950,11 @@ static void advance(lab_sched_t *s, exec_t *ex)
         c->gen = ex->gen;
         lab_drv_error_t err = {0};
         ex->in_call = true;
-        if (lab_driver_call(d, action, json_object_get(e, "params"), 0, call_done, c, &err,
-                            NULL) != 0) {
+        s->calls++;
+        if (lab_driver_call(d, action, json_object_get(e, "params"), 0, call_done, c, &err, NULL) !=
+            0) {
             ex->in_call = false;
+            s->calls--;
             free(c);
             if (err.code == LAB_DRV_EOFFLINE || err.code == LAB_DRV_EBUSY) {
                 ex->hold = true;
@@ -963,10 +977,8 @@ static exec_t *exec_new(lab_sched_t *s, srun_t *r, json_t *prog)
     ex->gen = ++s->gen;
     ex->prog = prog;
     sstep_t *st = &r->st[r->cur];
-    ex->deadline_ms = st->start_ms + (int64_t)llround((s->cfg->sched_timeout_factor *
-                                                           st->nominal_s +
-                                                       300) *
-                                                      1000);
+    ex->deadline_ms = st->start_ms +
+                      (int64_t)llround((s->cfg->sched_timeout_factor * st->nominal_s + 300) * 1000);
     r->ex = ex;
     return ex;
 }
@@ -978,20 +990,26 @@ static void start_step(lab_sched_t *s, srun_t *r)
     st->inst = st->plan_inst;
     lab_driver_t *d = inst_at(s, st->inst);
     char err[300] = "";
-    if (lab_op_needs_site(st->op, d) && !st->cassette &&
-        !site_take(s, st->inst, &st->cassette, &st->slot)) {
-        snprintf(r->why, sizeof r->why, "step %s: every slot of %s is taken", st->name,
-                 lab_driver_id(d));
-        kick(s);
-        return;
+    /* a plate still inside from an attempt that failed after its load: no second load */
+    bool inside = st->holds_site && st->loaded_ms && !st->unloaded;
+    if (lab_op_needs_site(st->op, d) && !st->holds_site) {
+        if (!site_take(s, st->inst, &st->cassette, &st->slot)) {
+            snprintf(r->why, sizeof r->why, "step %s: every slot of %s is taken", st->name,
+                     lab_driver_id(d));
+            kick(s);
+            return;
+        }
+        st->holds_site = true;
     }
-    json_t *prog =
-        lab_op_program(st->op, d, st->params, st->nominal_s, st->cassette, st->slot, err, sizeof err);
+    json_t *prog = lab_op_program(st->op, d, st->params, st->nominal_s, st->cassette, st->slot, err,
+                                  sizeof err);
     st->state = SS_RUNNING;
     st->start_ms = now;
     st->end_ms = 0;
-    st->loaded_ms = 0;
-    st->unloaded = false;
+    if (!inside) {
+        st->loaded_ms = 0;
+        st->unloaded = false;
+    }
     st->late_noted = false;
     st->attempts++;
     st->error[0] = '\0';
@@ -1001,8 +1019,9 @@ static void start_step(lab_sched_t *s, srun_t *r)
         if (st->max_lag >= 0 && st->lag_s > st->max_lag + 1e-3) {
             st->lag_violated = true;
             s->stats.lag_violations++;
-            log_warn("sched", "run=%s step=%s started %.1f s after %s ended: its maximum lag is "
-                              "%g s",
+            log_warn("sched",
+                     "run=%s step=%s started %.1f s after %s ended: its maximum lag is "
+                     "%g s",
                      r->id, st->name, st->lag_s, r->st[r->cur - 1].name, st->max_lag);
         }
     }
@@ -1011,9 +1030,17 @@ static void start_step(lab_sched_t *s, srun_t *r)
         if (!get_time(r->doc, "started_at"))
             put_time(r->doc, "started_at", now);
     }
-    log_info("sched", "run=%s step=%s starts on %s (attempt %d)", r->id, st->name,
-             lab_driver_id(d), st->attempts);
+    log_info("sched", "run=%s step=%s starts on %s (attempt %d)", r->id, st->name, lab_driver_id(d),
+             st->attempts);
     exec_t *ex = exec_new(s, r, prog ? prog : json_array());
+    size_t i;
+    json_t *e;
+    if (inside)
+        json_array_foreach(ex->prog, i, e) if (json_object_get(e, "wait_s"))
+        {
+            ex->pc = i;
+            break;
+        }
     persist(s, r, NULL, NULL);
     if (!prog) {
         step_failed(s, ex, err, false);
@@ -1162,10 +1189,12 @@ static void recover(lab_sched_t *s, srun_t *r)
                     ex->pc = i;
                     break;
                 }
-                log_warn("sched", "run=%s step=%s was in flight at the restart; the plate is in "
-                                  "%s since its load: the incubation goes on",
+                log_warn("sched",
+                         "run=%s step=%s was in flight at the restart; the plate is in "
+                         "%s since its load: the incubation goes on",
                          r->id, st->name, lab_driver_id(d));
                 persist(s, r, NULL, NULL);
+                advance(s, ex);
                 return;
             }
         }
@@ -1183,8 +1212,7 @@ static void recover(lab_sched_t *s, srun_t *r)
     }
 }
 
-static const char *const live_states[] = {"queued", "planned", "running", "paused",
-                                          "interrupted"};
+static const char *const live_states[] = {"queued", "planned", "running", "paused", "interrupted"};
 
 int lab_sched_start(lab_sched_t **out, uv_loop_t *loop, const lab_config_t *cfg,
                     const lab_clock_t *clock, lab_store_t *st, lab_instr_t *instr)
@@ -1197,6 +1225,7 @@ int lab_sched_start(lab_sched_t **out, uv_loop_t *loop, const lab_config_t *cfg,
     s->in = instr;
     s->history = json_array();
     int ni = ninst(s);
+    s->nsites = ni;
     s->site_used = lab_calloc((size_t)ni + 1, sizeof *s->site_used);
     s->site_n = lab_calloc((size_t)ni + 1, sizeof *s->site_n);
     for (int i = 0; i < ni; i++) {
@@ -1249,21 +1278,24 @@ static void tick_closed(uv_handle_t *h)
     void (*cb)(void *) = s->close_cb;
     void *arg = s->close_arg;
     s->tick_closed = true;
-    while (s->nruns)
-        run_remove(s, s->runs[0]);
+    for (int i = 0; i < s->nruns; i++) {
+        srun_t *r = s->runs[i];
+        exec_free(r->ex);
+        json_decref(r->doc);
+        json_decref(r->wf);
+        free(r->st);
+        free(r);
+    }
     free(s->runs);
-    for (int i = 0; i < ninst(s); i++)
+    for (int i = 0; i < s->nsites; i++)
         free(s->site_used[i]);
     free(s->site_used);
     free(s->site_n);
     json_decref(s->history);
-    if (s->ops == 0) {
-        free(s);
-        if (cb)
-            cb(arg);
-        return;
-    }
-    /* store ops still in flight reach persist_done, which frees s and calls cb after the last */
+    s->history = NULL;
+    (void)cb;
+    (void)arg;
+    maybe_free(s); /* or the last store op or driver call to come back does */
 }
 
 void lab_sched_stop(lab_sched_t *s)
@@ -1277,7 +1309,9 @@ void lab_sched_stop(lab_sched_t *s)
 
 void lab_sched_close(lab_sched_t *s, void (*cb)(void *arg), void *arg)
 {
-    lab_sched_stop(s);
+    s->closing = true; /* lab_sched_stop came first: the instruments are gone by now */
+    uv_timer_stop(&s->tick);
+    s->in = NULL;
     s->close_cb = cb;
     s->close_arg = arg;
     uv_close((uv_handle_t *)&s->tick, tick_closed);
@@ -1397,13 +1431,13 @@ json_t *lab_sched_timeline(lab_sched_t *s)
                 json_array_append_new(items, timeline_item(s, r, k, true));
         }
         if (r->why[0] || !r->wf)
-            json_array_append_new(waiting, json_pack("{s:s,s:s,s:s}", "run", r->id, "state",
-                                                     lab_run_state_name(r->state), "reason",
-                                                     r->why));
+            json_array_append_new(waiting,
+                                  json_pack("{s:s,s:s,s:s}", "run", r->id, "state",
+                                            lab_run_state_name(r->state), "reason", r->why));
     }
-    return json_pack("{s:s,s:f,s:s,s:o,s:o,s:I,s:i}", "now", now, "time_scale",
-                     s->cfg->time_scale, "planned_at", at, "items", items, "waiting", waiting,
-                     "lag_violations", (json_int_t)s->stats.lag_violations, "runs", s->nruns);
+    return json_pack("{s:s,s:f,s:s,s:o,s:o,s:I,s:i}", "now", now, "time_scale", s->cfg->time_scale,
+                     "planned_at", at, "items", items, "waiting", waiting, "lag_violations",
+                     (json_int_t)s->stats.lag_violations, "runs", s->nruns);
 }
 
 json_t *lab_sched_run_live(lab_sched_t *s, const char *id)

@@ -60,8 +60,8 @@ json_t *lab_sched_timeline(lab_sched_t *s);
 json_t *lab_sched_run_live(lab_sched_t *s, const char *id);
 
 typedef struct lab_sched_stats {
-    int runs;            /* not over */
-    long replans;        /* plans made */
+    int runs;     /* not over */
+    long replans; /* plans made */
     double replan_ms_max;
     double replan_ms_last;
     long steps_started, steps_failed;

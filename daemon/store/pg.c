@@ -143,6 +143,33 @@ static const pg_kind_t pg_kinds[] = {
      "WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
      "AND e.kind = 'instrument.telemetry' AND jsonb_typeof(v.value) = 'number' "
      "ON CONFLICT (cell, seq, name) DO NOTHING"},
+    {"run.state",
+     "INSERT INTO labloop.steps AS t (run, idx, cell, name, op, instrument, state, attempts, "
+     "started_at, ended_at, lag_s, lag_violation, error, doc, seq) "
+     "SELECT DISTINCT ON ((e.payload->>'id')::uuid, x.i) (e.payload->>'id')::uuid, "
+     "(x.i - 1)::int, $1, x.s->>'name', x.s->>'op', x.s->>'instrument', x.s->>'state', "
+     "coalesce((x.s->>'attempts')::int, 0), (x.s->>'started_at')::timestamptz, "
+     "(x.s->>'ended_at')::timestamptz, (x.s->>'lag_s')::float8, "
+     "coalesce((x.s->>'lag_violation')::boolean, false), x.s->>'error', x.s, e.seq "
+     "FROM labloop.events e, jsonb_array_elements(CASE jsonb_typeof(e.payload->'steps') "
+     "WHEN 'array' THEN e.payload->'steps' ELSE '[]'::jsonb END) WITH ORDINALITY AS x(s, i) "
+     "WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint AND e.kind = 'run.state' "
+     "ORDER BY (e.payload->>'id')::uuid, x.i, e.seq DESC "
+     "ON CONFLICT (run, idx) DO UPDATE SET cell = EXCLUDED.cell, name = EXCLUDED.name, "
+     "op = EXCLUDED.op, instrument = EXCLUDED.instrument, state = EXCLUDED.state, "
+     "attempts = EXCLUDED.attempts, started_at = EXCLUDED.started_at, "
+     "ended_at = EXCLUDED.ended_at, lag_s = EXCLUDED.lag_s, "
+     "lag_violation = EXCLUDED.lag_violation, error = EXCLUDED.error, doc = EXCLUDED.doc, "
+     "seq = EXCLUDED.seq WHERE t.seq < EXCLUDED.seq"},
+    {"measurement",
+     "INSERT INTO labloop.measurements (cell, seq, run, plate, step, instrument, well, measure, "
+     "value, unit, wavelength_nm, at) "
+     "SELECT $1, e.seq, (e.payload->>'run')::uuid, e.payload->>'plate', e.payload->>'step', "
+     "e.payload->>'instrument', e.payload->>'well', e.payload->>'measure', "
+     "(e.payload->>'value')::float8, coalesce(e.payload->>'unit', ''), "
+     "(e.payload->>'wavelength_nm')::int, coalesce((e.payload->>'at')::timestamptz, e.ts) "
+     "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'measurement' ON CONFLICT (cell, seq) DO NOTHING"},
     {"workflow",
      "INSERT INTO labloop.workflows (cell, name, version, doc, created_at, seq) "
      "SELECT $1, e.key, (e.payload->>'version')::int, e.payload, e.ts, e.seq "

@@ -118,8 +118,8 @@ static int run_update_apply(lab_store_op_t *op, sqlite3 *db)
             return rc;
     }
     for (int i = 0; i < upd->nextra; i++) {
-        int64_t x = lab_outbox_append(db, upd->extra_kind[i], upd->id, upd->extra_payload[i],
-                                      upd->ts_ms);
+        int64_t x =
+            lab_outbox_append(db, upd->extra_kind[i], upd->id, upd->extra_payload[i], upd->ts_ms);
         if (x < 0)
             return (int)x;
     }
@@ -129,7 +129,8 @@ static int run_update_apply(lab_store_op_t *op, sqlite3 *db)
 
 void lab_run_update_add_row(lab_run_update_t *upd, const char *kind, char *payload)
 {
-    upd->extra_kind = lab_realloc(upd->extra_kind, sizeof *upd->extra_kind * (size_t)(upd->nextra + 1));
+    upd->extra_kind =
+        lab_realloc(upd->extra_kind, sizeof *upd->extra_kind * (size_t)(upd->nextra + 1));
     upd->extra_payload =
         lab_realloc(upd->extra_payload, sizeof *upd->extra_payload * (size_t)(upd->nextra + 1));
     upd->extra_kind[upd->nextra] = lab_strdup(kind);

@@ -928,3 +928,15 @@ void lab_store_cursor_save(lab_store_t *st, const char *name, int64_t seq)
     st->cursors_dirty = true;
     kick(st);
 }
+
+int64_t lab_store_newest_ts(lab_store_t *st)
+{
+    sqlite3_stmt *q = lab_store_stmt(lab_store_reader(st),
+                                     "SELECT max(coalesce((SELECT max(ts_ms) FROM outbox), 0), "
+                                     "coalesce((SELECT max(updated_ms) FROM runs), 0))");
+    if (!q)
+        return 0;
+    int64_t v = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
+    sqlite3_reset(q);
+    return v;
+}

@@ -49,6 +49,9 @@ void lab_store_submit(lab_store_t *st, lab_store_op_t *op);
  * whose schema is newer than this binary's migrations fails with LAB_ESTATE. */
 void lab_store_close(lab_store_t *st, void (*cb)(void *arg), void *arg);
 
+/* The newest lab time recorded (outbox rows, runs), 0 when none. Loop thread. */
+int64_t lab_store_newest_ts(lab_store_t *st);
+
 /* The loop thread's read connection. */
 sqlite3 *lab_store_reader(lab_store_t *st);
 

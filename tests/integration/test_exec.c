@@ -1,0 +1,480 @@
+/* Runs carried out end to end: labloopd with real PostgreSQL and mosquitto drives labloop-sim's
+ * STAR, Liconic and BioTek over real ptys and TCP through the assay workflow (dispense ->
+ * incubate -> read within a maximum lag). Each run's steps, states and 96 absorbance values
+ * reach the local store, PostgreSQL and MQTT; a failed step follows the workflow's recovery
+ * policy; an operator pauses instruments, cancels runs and resumes paused ones; and `kill -9`
+ * during a dispense, an incubation or a read costs nothing: the restarted daemon never repeats
+ * a dispense without an operator, lets an incubation finish, and reads again without a
+ * duplicate measurement. */
+#include "tests/harness/harness.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static h_pg_t pg;
+static h_mqtt_t mq;
+static h_sim_t sim;
+static char sections[4096];
+
+#define SCALE "60"
+
+/* The assay at a test's pace: 3 columns dispensed, 2 min incubation, read within 2 min. */
+static const char wf_assay[] =
+    "{\"name\":\"assay\",\"steps\":["
+    "{\"name\":\"dispense\",\"op\":\"dispense\",\"on\":\"liquid_handler\",\"duration_s\":120,"
+    "\"params\":{\"reagent\":\"substrate\",\"volume_ul\":50,\"wells\":\"A1:H3\"}},"
+    "{\"name\":\"incubate\",\"op\":\"incubate\",\"on\":\"incubator\",\"duration_s\":120,"
+    "\"params\":{\"temperature_c\":37},\"start_within_s\":300},"
+    "{\"name\":\"read\",\"op\":\"read_absorbance\",\"on\":\"plate_reader\",\"duration_s\":90,"
+    "\"params\":{\"wavelength_nm\":450},\"start_within_s\":120}],"
+    "\"on_failure\":{\"action\":\"retry\",\"retries\":1}}";
+
+/* A read whose failure waits for an operator. */
+static const char wf_readonly[] =
+    "{\"name\":\"read-only\",\"steps\":["
+    "{\"name\":\"read\",\"op\":\"read_absorbance\",\"on\":\"reader1\",\"duration_s\":90,"
+    "\"params\":{\"wavelength_nm\":450,\"wells\":\"A1:B2\"}}],"
+    "\"on_failure\":{\"action\":\"pause\"}}";
+
+static int setup(void **state)
+{
+    (void)state;
+    char dir[256];
+    if (h_pg_start(&pg) || h_mqtt_start(&mq) || h_tempdir("labexec", dir, sizeof dir))
+        return -1;
+    int rd = h_free_port();
+    snprintf(sections, sizeof sections,
+             "[instrument inc1]\ndriver = liconic-stx\nport = %s/inc1\nsim_plate = P1\n"
+             "sim_step_seconds = 2\ncapacity = 8\n"
+             "[instrument star1]\ndriver = hamilton-star\nport = %s/star1\nsim_plate = P1\n"
+             "sim_reagents = substrate,inhibitor\nsim_step_seconds = 5\n"
+             "reagents = substrate,inhibitor\n"
+             "[instrument reader1]\ndriver = biotek-synergy\nport = tcp://127.0.0.1:%d\n"
+             "sim_plate = P1\n",
+             dir, dir, rd);
+    char ini[5000];
+    snprintf(ini, sizeof ini,
+             "[labloop]\ntime_scale = " SCALE "\nsim_seed = 3\nsim_noise = 0.001\n%s", sections);
+    return h_sim_start(&sim, ini);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    h_sim_stop(&sim);
+    h_mqtt_destroy(&mq);
+    h_pg_destroy(&pg);
+    return 0;
+}
+
+static void start_daemon(h_daemon_t *d)
+{
+    char extra[4600];
+    snprintf(extra, sizeof extra, "[labloop]\ntime_scale = " SCALE "\n%s", sections);
+    assert_int_equal(h_daemon_start(d, &pg, &mq, extra), 0);
+}
+
+static json_t *call(h_daemon_t *d, const char *method, const char *path, const char *body, int want)
+{
+    char *resp = NULL;
+    int st =
+        h_http(d->url, method, path, body ? "Content-Type: application/json" : NULL, body, &resp);
+    if (st != want)
+        fail_msg("%s %s %s: %d (wanted %d) %s", method, path, body ? body : "", st, want,
+                 resp ? resp : "");
+    json_t *doc = json_loads(resp ? resp : "null", JSON_DECODE_ANY, NULL);
+    free(resp);
+    return doc;
+}
+
+static void post_workflow(h_daemon_t *d, const char *wf)
+{
+    char *resp = NULL;
+    int st = h_http(d->url, "POST", "/v1/workflows", "Content-Type: application/json", wf, &resp);
+    if (st != 201 && st != 200)
+        fail_msg("POST /v1/workflows: %d %s", st, resp ? resp : "");
+    free(resp);
+}
+
+static char *submit(h_daemon_t *d, const char *body)
+{
+    json_t *doc = call(d, "POST", "/v1/runs", body, 201);
+    char *id = strdup(json_string_value(json_object_get(doc, "id")));
+    json_decref(doc);
+    return id;
+}
+
+static json_t *get_run(h_daemon_t *d, const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/runs/%s", id);
+    return call(d, "GET", path, NULL, 200);
+}
+
+static const char *sval(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k)) ?: "";
+}
+
+static json_t *step_of(json_t *run, int k)
+{
+    return json_array_get(json_object_get(run, "steps"), (size_t)k);
+}
+
+/* Waits until the run is in state; returns its document. */
+static json_t *wait_run(h_daemon_t *d, const char *id, const char *state, int ms)
+{
+    json_t *doc = NULL;
+    for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(20)) {
+        json_decref(doc);
+        doc = get_run(d, id);
+        if (strcmp(sval(doc, "state"), state) == 0)
+            return doc;
+    }
+    char *text = json_dumps(doc, JSON_COMPACT);
+    fail_msg("run %s not %s after %d ms: %s", id, state, ms, text);
+    free(text);
+    return NULL;
+}
+
+/* Waits until step k of the run is in state (and, with loaded, has its plate inside). */
+static void wait_step(h_daemon_t *d, const char *id, int k, const char *state, bool loaded)
+{
+    for (long long end = h_now_ms() + 30000; h_now_ms() < end; h_sleep_ms(5)) {
+        json_t *doc = get_run(d, id);
+        json_t *st = step_of(doc, k);
+        bool ok =
+            strcmp(sval(st, "state"), state) == 0 && (!loaded || json_object_get(st, "loaded_at"));
+        json_decref(doc);
+        if (ok)
+            return;
+    }
+    fail_msg("run %s step %d never %s", id, k, state);
+}
+
+static long long pg_count_wait(const char *sql, long long want, int ms)
+{
+    long long n = -1;
+    for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(50)) {
+        n = h_pg_count(&pg, sql);
+        if (n == want)
+            return n;
+    }
+    return n;
+}
+
+/* Lines of the simulator's log that hold needle. */
+static int sim_log_count(const char *needle)
+{
+    char path[320], line[1024];
+    snprintf(path, sizeof path, "%s/sim.log", sim.dir);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* ---- the assay, end to end ---- */
+
+static void test_assay_end_to_end(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    start_daemon(&d);
+    h_sub_t *meas = h_sub_start(mq.uri, "labloop/v1/lab/+/measurements/#");
+    h_sub_t *runs = h_sub_start(mq.uri, "labloop/v1/lab/+/runs/+/state");
+    post_workflow(&d, wf_assay);
+    char *id = submit(&d, "{\"workflow\":\"assay\",\"plate\":\"P1\",\"priority\":\"high\"}");
+    json_t *doc = wait_run(&d, id, "done", 60000);
+    assert_int_equal(json_integer_value(json_object_get(doc, "lag_violations")), 0);
+    for (int k = 0; k < 3; k++) {
+        json_t *st = step_of(doc, k);
+        assert_string_equal(sval(st, "state"), "done");
+        assert_int_equal(json_integer_value(json_object_get(st, "attempts")), 1);
+    }
+    assert_string_equal(sval(step_of(doc, 0), "instrument"), "star1");
+    assert_string_equal(sval(step_of(doc, 1), "instrument"), "inc1");
+    assert_string_equal(sval(step_of(doc, 2), "instrument"), "reader1");
+    /* the read started inside its window after the incubation's end */
+    double lag = json_number_value(json_object_get(step_of(doc, 2), "lag_s"));
+    assert_true(lag >= 0 && lag <= 120);
+    json_decref(doc);
+
+    /* PostgreSQL: the run, its three steps, and 96 values with their unit */
+    char q[512];
+    snprintf(q, sizeof q,
+             "select count(*) from labloop.measurements where run = '%s' "
+             "and unit = 'AU' and measure = 'absorbance' and value is not null",
+             id);
+    assert_int_equal(pg_count_wait(q, 96, 20000), 96);
+    snprintf(q, sizeof q, "select count(*) from labloop.steps where run = '%s' and state = 'done'",
+             id);
+    assert_int_equal(pg_count_wait(q, 3, 20000), 3);
+    snprintf(q, sizeof q, "select count(*) from labloop.runs where id = '%s' and state = 'done'",
+             id);
+    assert_int_equal(pg_count_wait(q, 1, 20000), 1);
+    /* the dispensed columns (1-3) read higher than the rest */
+    snprintf(q, sizeof q,
+             "select count(*) from labloop.measurements where run = '%s' and "
+             "substr(well, 2)::int <= 3 and value > (select max(value) + 0.05 from "
+             "labloop.measurements where run = '%s' and substr(well, 2)::int > 3)",
+             id, id);
+    assert_int_equal(h_pg_count(&pg, q), 24);
+
+    /* MQTT: 96 measurements on measurements/{run}, and the run's states up to done */
+    assert_true(h_sub_wait(meas, 96, 20000) >= 96);
+    h_msg_t *msgs;
+    int n = h_sub_messages(meas, &msgs), mine = 0;
+    for (int i = 0; i < n; i++)
+        mine += strstr(msgs[i].topic, id) && strstr(msgs[i].payload, "\"well\"");
+    assert_int_equal(mine, 96);
+    bool saw_done = false, saw_running = false;
+    for (long long end = h_now_ms() + 10000; !saw_done && h_now_ms() < end; h_sleep_ms(50)) {
+        n = h_sub_messages(runs, &msgs);
+        for (int i = 0; i < n; i++) {
+            saw_done |= strstr(msgs[i].payload, "\"state\":\"done\"") != NULL;
+            saw_running |= strstr(msgs[i].payload, "\"state\":\"running\"") != NULL;
+        }
+    }
+    assert_true(saw_done && saw_running);
+
+    /* the timeline keeps what ran */
+    json_t *tl = call(&d, "GET", "/v1/schedule", NULL, 200);
+    json_t *items = json_object_get(tl, "items");
+    int found = 0;
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) found +=
+        strcmp(sval(it, "run"), id) == 0 && strcmp(sval(it, "state"), "done") == 0 &&
+        json_object_get(it, "start") && json_object_get(it, "end");
+    assert_int_equal(found, 3);
+    assert_int_equal(json_integer_value(json_object_get(tl, "lag_violations")), 0);
+    json_decref(tl);
+    h_sub_stop(meas);
+    h_sub_stop(runs);
+    free(id);
+    h_daemon_destroy(&d);
+}
+
+/* ---- waiting, with a reason; operator pause and resume of an instrument ---- */
+
+static void test_waits_and_says_why(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    start_daemon(&d);
+    /* a workflow nobody stored */
+    char *id = submit(&d, "{\"workflow\":\"nowhere\",\"plate\":\"P1\"}");
+    json_t *doc = NULL;
+    for (long long end = h_now_ms() + 5000; h_now_ms() < end; h_sleep_ms(20)) {
+        json_decref(doc);
+        doc = get_run(&d, id);
+        if (json_object_get(doc, "waiting_reason"))
+            break;
+    }
+    assert_non_null(strstr(sval(doc, "waiting_reason"), "nowhere"));
+    assert_string_equal(sval(doc, "state"), "queued");
+    json_decref(doc);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/runs/%s/cancel", id);
+    json_decref(call(&d, "POST", path, "{\"reason\":\"no such workflow\"}", 200));
+    doc = get_run(&d, id);
+    assert_string_equal(sval(doc, "state"), "cancelled");
+    json_decref(doc);
+    free(id);
+
+    /* the reader paused by an operator: the run waits and says so, then goes on */
+    post_workflow(&d, wf_readonly);
+    json_decref(call(&d, "POST", "/v1/instruments/reader1/pause", NULL, 200));
+    id = submit(&d, "{\"workflow\":\"read-only\",\"plate\":\"P1\"}");
+    doc = NULL;
+    for (long long end = h_now_ms() + 5000; h_now_ms() < end; h_sleep_ms(20)) {
+        json_decref(doc);
+        doc = get_run(&d, id);
+        if (strstr(sval(doc, "waiting_reason"), "paused"))
+            break;
+    }
+    assert_non_null(strstr(sval(doc, "waiting_reason"), "reader1 paused"));
+    json_decref(doc);
+    json_t *tl = call(&d, "GET", "/v1/schedule", NULL, 200);
+    assert_true(json_array_size(json_object_get(tl, "waiting")) >= 1);
+    json_decref(tl);
+    json_decref(call(&d, "POST", "/v1/instruments/reader1/resume", NULL, 200));
+    json_decref(wait_run(&d, id, "done", 30000));
+    free(id);
+    h_daemon_destroy(&d);
+}
+
+/* ---- recovery policies ---- */
+
+static void test_failed_read_pauses_then_resumes(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    start_daemon(&d);
+    post_workflow(&d, wf_readonly);
+    /* the reader leaves its next command unanswered, and that command is the read (held by an
+     * operator pause, the reader polls nothing; resumed, the read goes first): it times out,
+     * and the policy pauses the run */
+    json_decref(call(&d, "POST", "/v1/instruments/reader1/pause", NULL, 200));
+    char *id = submit(&d, "{\"workflow\":\"read-only\",\"plate\":\"P1\"}");
+    assert_int_equal(h_sim_fault(&sim, "reader1", "error", 0), 0);
+    h_sleep_ms(200);
+    json_decref(call(&d, "POST", "/v1/instruments/reader1/resume", NULL, 200));
+    json_t *doc = wait_run(&d, id, "paused", 30000);
+    assert_string_equal(sval(step_of(doc, 0), "state"), "failed");
+    assert_non_null(strstr(sval(doc, "paused_reason"), "read"));
+    json_decref(doc);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/runs/%s/resume", id);
+    json_decref(call(&d, "POST", path, "{\"step\":\"later\"}", 422));
+    assert_int_equal(h_sim_fault(&sim, "reader1", "clear", 0), 0);
+    doc = call(&d, "POST", path, "{\"step\":\"retry\"}", 200);
+    json_decref(doc);
+    doc = wait_run(&d, id, "done", 30000);
+    assert_int_equal(json_integer_value(json_object_get(step_of(doc, 0), "attempts")), 2);
+    json_decref(doc);
+    /* nothing left to resume */
+    json_decref(call(&d, "POST", path, NULL, 409));
+    char q[256];
+    snprintf(q, sizeof q, "select count(*) from labloop.measurements where run = '%s'", id);
+    assert_int_equal(pg_count_wait(q, 4, 20000), 4);
+    free(id);
+    h_daemon_destroy(&d);
+}
+
+static void test_cancel_during_incubation_unloads(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    start_daemon(&d);
+    post_workflow(&d, wf_assay);
+    char *id = submit(&d, "{\"workflow\":\"assay\",\"plate\":\"P1\"}");
+    wait_step(&d, id, 1, "running", true);
+    int unloads = sim_log_count("-> transfer");
+    char path[128];
+    snprintf(path, sizeof path, "/v1/runs/%s/cancel", id);
+    json_t *doc = call(&d, "POST", path, "{\"reason\":\"wrong plate\"}", 200);
+    assert_string_equal(sval(doc, "state"), "cancelled");
+    assert_string_equal(sval(step_of(doc, 1), "state"), "cancelled");
+    json_decref(doc);
+    /* the plate comes out of the incubator */
+    for (long long end = h_now_ms() + 10000; h_now_ms() < end; h_sleep_ms(20))
+        if (sim_log_count("-> transfer") > unloads)
+            break;
+    assert_true(sim_log_count("-> transfer") > unloads);
+    json_decref(call(&d, "POST", path, NULL, 409));
+    free(id);
+    h_daemon_destroy(&d);
+}
+
+/* ---- kill -9 ---- */
+
+static void test_kill9_during_dispense(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    start_daemon(&d);
+    post_workflow(&d, wf_assay);
+    char *id = submit(&d, "{\"workflow\":\"assay\",\"plate\":\"P1\"}");
+    wait_step(&d, id, 0, "running", false);
+    h_daemon_kill9(&d);
+    h_sleep_ms(300); /* let the STAR finish what it was told */
+    int dispenses = sim_log_count("dispense ");
+    assert_int_equal(h_daemon_restart(&d), 0);
+    json_t *doc = wait_run(&d, id, "paused", 20000);
+    json_t *st = step_of(doc, 0);
+    assert_string_equal(sval(st, "state"), "interrupted");
+    assert_int_equal(json_integer_value(json_object_get(st, "interruptions")), 1);
+    assert_non_null(strstr(sval(doc, "paused_reason"), "dispense"));
+    json_decref(doc);
+    /* nothing is dispensed while it waits for the operator */
+    h_sleep_ms(1000);
+    assert_int_equal(sim_log_count("dispense "), dispenses);
+    /* the operator says it happened: the run goes on without a second dispense */
+    char path[128];
+    snprintf(path, sizeof path, "/v1/runs/%s/resume", id);
+    json_decref(call(&d, "POST", path, "{\"step\":\"skip\"}", 200));
+    doc = wait_run(&d, id, "done", 60000);
+    assert_string_equal(sval(step_of(doc, 0), "state"), "skipped");
+    assert_string_equal(sval(step_of(doc, 2), "state"), "done");
+    json_decref(doc);
+    assert_int_equal(sim_log_count("dispense "), dispenses);
+    free(id);
+    h_daemon_destroy(&d);
+}
+
+static void test_kill9_during_incubation(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    start_daemon(&d);
+    post_workflow(&d, wf_assay);
+    char *id = submit(&d, "{\"workflow\":\"assay\",\"plate\":\"P1\"}");
+    wait_step(&d, id, 1, "running", true);
+    int loads = sim_log_count("transfer:inc1 -> inc1");
+    h_daemon_kill9(&d);
+    assert_int_equal(h_daemon_restart(&d), 0);
+    json_t *doc = wait_run(&d, id, "done", 60000);
+    json_t *st = step_of(doc, 1);
+    assert_string_equal(sval(st, "state"), "done");
+    assert_int_equal(json_integer_value(json_object_get(st, "attempts")), 1);
+    assert_int_equal(json_integer_value(json_object_get(st, "interruptions")), 1);
+    json_decref(doc);
+    /* the plate was not loaded a second time */
+    assert_int_equal(sim_log_count("transfer:inc1 -> inc1"), loads);
+    char q[256];
+    snprintf(q, sizeof q, "select count(*) from labloop.measurements where run = '%s'", id);
+    assert_int_equal(pg_count_wait(q, 96, 20000), 96);
+    free(id);
+    h_daemon_destroy(&d);
+}
+
+static void test_kill9_during_read(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    start_daemon(&d);
+    post_workflow(&d, wf_assay);
+    char *id = submit(&d, "{\"workflow\":\"assay\",\"plate\":\"P1\"}");
+    wait_step(&d, id, 2, "running", false);
+    h_daemon_kill9(&d);
+    assert_int_equal(h_daemon_restart(&d), 0);
+    json_t *doc = wait_run(&d, id, "done", 60000);
+    json_t *st = step_of(doc, 2);
+    assert_string_equal(sval(st, "state"), "done");
+    assert_int_equal(json_integer_value(json_object_get(st, "attempts")), 2);
+    json_decref(doc);
+    /* one read's worth of values, not two */
+    char q[256];
+    snprintf(q, sizeof q, "select count(*) from labloop.measurements where run = '%s'", id);
+    assert_int_equal(pg_count_wait(q, 96, 20000), 96);
+    h_sleep_ms(500);
+    assert_int_equal(h_pg_count(&pg, q), 96);
+    free(id);
+    h_daemon_destroy(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_assay_end_to_end),
+        cmocka_unit_test(test_waits_and_says_why),
+        cmocka_unit_test(test_failed_read_pauses_then_resumes),
+        cmocka_unit_test(test_cancel_during_incubation_unloads),
+        cmocka_unit_test(test_kill9_during_dispense),
+        cmocka_unit_test(test_kill9_during_incubation),
+        cmocka_unit_test(test_kill9_during_read),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
