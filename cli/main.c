@@ -142,6 +142,27 @@ static int show(long status, buf_t *b, int as_json, int list)
             printf("(more: --after %s)\n", next);
     } else {
         print_run_row(doc);
+        json_t *steps = json_object_get(doc, "steps");
+        if (json_array_size(steps))
+            printf("\n  %-14s  %-11s  %-12s  %-24s  %-24s  %s\n", "STEP", "STATE", "INSTRUMENT",
+                   "STARTED", "ENDED", "LAG_S");
+        size_t i;
+        json_t *st;
+        json_array_foreach(steps, i, st)
+        {
+            json_t *lag = json_object_get(st, "lag_s");
+            char lagtxt[32] = "-";
+            if (json_is_number(lag))
+                snprintf(lagtxt, sizeof lagtxt, "%.1f%s", json_number_value(lag),
+                         json_is_true(json_object_get(st, "lag_violation")) ? " (late)" : "");
+            printf("  %-14s  %-11s  %-12s  %-24s  %-24s  %s\n", str(st, "name"), str(st, "state"),
+                   str(st, "instrument"), str(st, "started_at"), str(st, "ended_at"), lagtxt);
+        }
+        const char *why = json_string_value(json_object_get(doc, "waiting_reason"));
+        if (!why)
+            why = json_string_value(json_object_get(doc, "paused_reason"));
+        if (why)
+            printf("\n  waiting: %s\n", why);
     }
     json_decref(doc);
     return 0;
@@ -385,6 +406,117 @@ static int cmd_cancel(int argc, char **argv, int as_json)
     int rc = show(st, &b, as_json, 0);
     free(path);
     free(body);
+    free(b.p);
+    return rc;
+}
+
+/* POST to PATH_FMT (with the escaped id) a body; prints the answer as a run or as JSON. */
+static int post_id(const char *fmt, const char *id, const char *body, int as_json, int is_run)
+{
+    CURL *esc = curl_easy_init();
+    char *e = curl_easy_escape(esc, id, 0);
+    char *path = lab_asprintf(fmt, e);
+    curl_free(e);
+    curl_easy_cleanup(esc);
+    buf_t b = {0};
+    long st = request("POST", path, body, &b);
+    int rc;
+    if (is_run) {
+        rc = show(st, &b, as_json, 0);
+    } else if (st == 0) {
+        rc = EXIT_UNREACHABLE;
+    } else if (st >= 300) {
+        rc = refused(st, &b);
+    } else {
+        json_t *doc = json_loads(b.p ? b.p : "", 0, NULL);
+        if (as_json)
+            printf("%s\n", b.p ? b.p : "");
+        else
+            printf("%s  %s\n", str(doc, "id"), str(doc, "state"));
+        json_decref(doc);
+        rc = 0;
+    }
+    free(path);
+    free(b.p);
+    return rc;
+}
+
+static bool looks_like_uuid(const char *s)
+{
+    return strlen(s) == 36 && s[8] == '-' && s[13] == '-' && s[18] == '-' && s[23] == '-';
+}
+
+/* pause INSTRUMENT: an operator's hold on an instrument (its queued work waits). */
+static int cmd_pause(int argc, char **argv, int as_json)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: labloop pause INSTRUMENT\n");
+        return EXIT_USAGE;
+    }
+    return post_id("/v1/instruments/%s/pause", argv[1], NULL, as_json, 0);
+}
+
+/* resume INSTRUMENT, or resume RUN [--skip]: a paused run's stopped step runs again (the
+ * default) or is taken as done (--skip: e.g. an interrupted dispense that did happen). */
+static int cmd_resume(int argc, char **argv, int as_json)
+{
+    static const struct option o[] = {
+        {"skip", no_argument, NULL, 's'}, {"retry", no_argument, NULL, 'r'}, {NULL, 0, NULL, 0}};
+    const char *how = "retry";
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", o, NULL)) != -1) {
+        if (c == 's')
+            how = "skip";
+        else if (c == 'r')
+            how = "retry";
+        else
+            return EXIT_USAGE;
+    }
+    if (argc - optind != 1) {
+        fprintf(stderr, "usage: labloop resume INSTRUMENT | labloop resume RUN [--retry|--skip]\n");
+        return EXIT_USAGE;
+    }
+    const char *id = argv[optind];
+    if (!looks_like_uuid(id))
+        return post_id("/v1/instruments/%s/resume", id, NULL, as_json, 0);
+    char body[32];
+    snprintf(body, sizeof body, "{\"step\":\"%s\"}", how);
+    return post_id("/v1/runs/%s/resume", id, body, as_json, 1);
+}
+
+/* The plan as a table: what runs where and when, and what waits and why. */
+static int cmd_schedule(int argc, char **argv, int as_json)
+{
+    (void)argv;
+    if (argc != 1) {
+        fprintf(stderr, "usage: labloop schedule\n");
+        return EXIT_USAGE;
+    }
+    buf_t b = {0};
+    long st = request("GET", "/v1/schedule", NULL, &b);
+    int rc = 0;
+    if (st == 0) {
+        rc = EXIT_UNREACHABLE;
+    } else if (st >= 300) {
+        rc = refused(st, &b);
+    } else if (as_json) {
+        printf("%s\n", b.p ? b.p : "");
+    } else {
+        json_t *doc = json_loads(b.p ? b.p : "", 0, NULL);
+        printf("%-12s  %-36s  %-14s  %-10s  %-24s  %s\n", "INSTRUMENT", "RUN", "STEP", "STATE",
+               "START", "END");
+        size_t i;
+        json_t *it;
+        json_array_foreach(json_object_get(doc, "items"), i, it)
+            printf("%-12s  %-36s  %-14s  %-10s  %-24s  %s\n", str(it, "instrument"), str(it, "run"),
+                   str(it, "step"), str(it, "state"), str(it, "start"), str(it, "end"));
+        json_array_foreach(json_object_get(doc, "waiting"), i, it)
+            printf("waiting  %s  %s\n", str(it, "run"), str(it, "reason"));
+        printf("now %s, %lld lag violations\n", str(doc, "now"),
+               (long long)json_integer_value(json_object_get(doc, "lag_violations")));
+        json_decref(doc);
+    }
     free(b.p);
     return rc;
 }
@@ -667,6 +799,9 @@ static const struct command {
     {"runs", cmd_runs, "runs [--state S] [--limit N] [--after CURSOR]"},
     {"run", cmd_run, "run ID"},
     {"cancel", cmd_cancel, "cancel ID [--reason TEXT]"},
+    {"schedule", cmd_schedule, "schedule (the plan: instrument, run, step, start, end, state)"},
+    {"pause", cmd_pause, "pause INSTRUMENT (operator hold)"},
+    {"resume", cmd_resume, "resume INSTRUMENT | resume RUN [--retry|--skip] (a paused run)"},
     {"plan", cmd_plan, "plan FILE [--budget-ms N] [--seed N] (offline planning; no daemon needed)"},
     {"instruments", cmd_instruments, "instruments [ID] (state, telemetry, last error; actions)"},
     {"action", cmd_action, "action ID NAME [KEY=VALUE]... [--timeout S] (manual control)"},

@@ -184,6 +184,14 @@ static int sim_log_count(const char *needle)
     return n;
 }
 
+/* The labloop CLI against d; returns its exit status, output into out. */
+static int cli(h_daemon_t *d, char *out, size_t cap, const char *args)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "LABLOOP_URL=%s '%s' %s 2>&1", d->url, getenv("LABLOOP_CLI"), args);
+    return h_run(cmd, out, cap);
+}
+
 /* ---- the assay, end to end ---- */
 
 static void test_assay_end_to_end(void **state)
@@ -293,9 +301,11 @@ static void test_waits_and_says_why(void **state)
     json_decref(doc);
     free(id);
 
-    /* the reader paused by an operator: the run waits and says so, then goes on */
+    /* the reader paused by an operator (CLI): the run waits and says so, then goes on */
     post_workflow(&d, wf_readonly);
-    json_decref(call(&d, "POST", "/v1/instruments/reader1/pause", NULL, 200));
+    static char out[65536];
+    assert_int_equal(cli(&d, out, sizeof out, "pause reader1"), 0);
+    assert_non_null(strstr(out, "reader1"));
     id = submit(&d, "{\"workflow\":\"read-only\",\"plate\":\"P1\"}");
     doc = NULL;
     for (long long end = h_now_ms() + 5000; h_now_ms() < end; h_sleep_ms(20)) {
@@ -309,8 +319,18 @@ static void test_waits_and_says_why(void **state)
     json_t *tl = call(&d, "GET", "/v1/schedule", NULL, 200);
     assert_true(json_array_size(json_object_get(tl, "waiting")) >= 1);
     json_decref(tl);
-    json_decref(call(&d, "POST", "/v1/instruments/reader1/resume", NULL, 200));
+    assert_int_equal(cli(&d, out, sizeof out, "schedule"), 0);
+    assert_non_null(strstr(out, "waiting"));
+    assert_non_null(strstr(out, "reader1 paused"));
+    assert_int_equal(cli(&d, out, sizeof out, "resume reader1"), 0);
     json_decref(wait_run(&d, id, "done", 30000));
+    char args[128];
+    snprintf(args, sizeof args, "run %s", id);
+    assert_int_equal(cli(&d, out, sizeof out, args), 0);
+    assert_non_null(strstr(out, "read"));
+    assert_non_null(strstr(out, "reader1"));
+    assert_int_equal(cli(&d, out, sizeof out, "schedule"), 0);
+    assert_non_null(strstr(out, id));
     free(id);
     h_daemon_destroy(&d);
 }
@@ -339,8 +359,10 @@ static void test_failed_read_pauses_then_resumes(void **state)
     snprintf(path, sizeof path, "/v1/runs/%s/resume", id);
     json_decref(call(&d, "POST", path, "{\"step\":\"later\"}", 422));
     assert_int_equal(h_sim_fault(&sim, "reader1", "clear", 0), 0);
-    doc = call(&d, "POST", path, "{\"step\":\"retry\"}", 200);
-    json_decref(doc);
+    static char out[65536];
+    char args[128];
+    snprintf(args, sizeof args, "resume %s --retry", id);
+    assert_int_equal(cli(&d, out, sizeof out, args), 0);
     doc = wait_run(&d, id, "done", 30000);
     assert_int_equal(json_integer_value(json_object_get(step_of(doc, 0), "attempts")), 2);
     json_decref(doc);
