@@ -207,5 +207,23 @@ void lab_api_metrics(lab_req_t *rq)
         }
     }
 
+    if (api->sched) {
+        lab_sched_stats_t sch;
+        lab_sched_stats(api->sched, &sch);
+        head(&b, "labloop_runs_live", "gauge", "Runs not over, held by the scheduler.");
+        put(&b, "labloop_runs_live %d\n", sch.runs);
+        head(&b, "labloop_replans_total", "counter", "Plans made (one per burst of events).");
+        put(&b, "labloop_replans_total %ld\n", sch.replans);
+        head(&b, "labloop_replan_seconds_max", "gauge", "The longest re-plan so far.");
+        put(&b, "labloop_replan_seconds_max %.6f\n", sch.replan_ms_max / 1000);
+        head(&b, "labloop_steps_started_total", "counter", "Steps dispatched to instruments.");
+        put(&b, "labloop_steps_started_total %ld\n", sch.steps_started);
+        head(&b, "labloop_steps_failed_total", "counter", "Step attempts that failed.");
+        put(&b, "labloop_steps_failed_total %ld\n", sch.steps_failed);
+        head(&b, "labloop_lag_violations_total", "counter",
+             "Steps that started later than their maximum lag allowed.");
+        put(&b, "labloop_lag_violations_total %ld\n", sch.lag_violations);
+    }
+
     lab_respond(rq, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
 }

@@ -268,6 +268,11 @@ static void test_assay_end_to_end(void **state)
     assert_int_equal(found, 3);
     assert_int_equal(json_integer_value(json_object_get(tl, "lag_violations")), 0);
     json_decref(tl);
+    char *metrics = NULL;
+    assert_int_equal(h_http(d.url, "GET", "/metrics", NULL, NULL, &metrics), 200);
+    assert_non_null(strstr(metrics, "\nlabloop_lag_violations_total 0\n"));
+    assert_non_null(strstr(metrics, "\nlabloop_steps_started_total 3\n"));
+    free(metrics);
     h_sub_stop(meas);
     h_sub_stop(runs);
     free(id);
