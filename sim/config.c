@@ -165,6 +165,11 @@ static int handler(void *ud, const char *section, const char *name, const char *
         if (!*value || strlen(value) >= sizeof in->plate)
             return fail(c, "instrument '%s': bad sim_plate '%s'", id, value);
         snprintf(in->plate, sizeof in->plate, "%s", value);
+    } else if (strcmp(name, "sim_from") == 0 || strcmp(name, "sim_to") == 0) {
+        char *dst = name[4] == 'f' ? in->from : in->to;
+        if (!*value || strlen(value) >= sizeof in->from)
+            return fail(c, "instrument '%s': bad sim_from/sim_to '%s'", id, value);
+        snprintf(dst, sizeof in->from, "%s", value);
     } else if (strcmp(name, "sim_reagents") == 0) {
         if (!*value || strlen(value) >= sizeof in->reagents)
             return fail(c, "instrument '%s': bad sim_reagents '%s'", id, value);

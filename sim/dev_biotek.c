@@ -4,6 +4,7 @@
  * followed by the result body of the last 'D' definition, values from the world (the plate named
  * by sim_plate, sim_wells 96 or 384). An injected "error" leaves the next command unanswered,
  * as the reader does with a command it cannot execute. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,12 @@ static void run_read(sim_inst_t *in)
     for (int i = 0; i < in->sim->cfg.n; i++)
         if (in->sim->cfg.inst[i].driver == SIM_LICONIC && in->sim->inst[i].flags)
             sim_liconic_tick(&in->sim->inst[i]);
-    sim_plate_t *p = sim_world_plate(&in->sim->world, in->cfg->plate);
+    bool flow = false;
+    for (int i = 0; i < in->sim->cfg.n; i++)
+        flow |= strcmp(in->sim->cfg.inst[i].to, in->cfg->id) == 0;
+    sim_plate_t *p = flow ? sim_world_reader_plate(&in->sim->world, in->cfg->id) : NULL;
+    if (!p)
+        p = sim_world_plate(&in->sim->world, in->cfg->plate);
     for (int r = 0; r < plate.rows; r++)
         for (int c = 0; c < plate.cols; c++) {
             plate.state[r][c] = p ? BIOTEK_WELL_VALUE : BIOTEK_WELL_NOVALUE;

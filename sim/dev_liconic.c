@@ -79,10 +79,32 @@ static void step_done(uv_timer_t *t)
     snprintf(shovel, sizeof shovel, "shovel:%s", in->cfg->id);
     switch (in->pending_flag) {
     case LICONIC_FLAG_PLATE_FROM_TRANSFER:
+        if (in->cfg->from[0] && !sim_world_at(&in->sim->world, a)) {
+            /* the cell's integration slides the STAR's deck plate onto the station */
+            char deck[96];
+            snprintf(deck, sizeof deck, "deck:%s", in->cfg->from);
+            sim_world_t *w = &in->sim->world;
+            sim_plate_t *p = NULL; /* the oldest plate on the carrier */
+            for (int i = 0; i < w->n_plates; i++)
+                if (strcmp(w->plates[i].position, deck) == 0 &&
+                    (!p || w->plates[i].queued < p->queued))
+                    p = &w->plates[i];
+            if (p)
+                snprintf(p->position, sizeof p->position, "%s", a);
+        }
         move(in, a, b);
         break;
     case LICONIC_FLAG_PLATE_TO_TRANSFER:
         move(in, b, a);
+        if (in->cfg->to[0]) { /* and on into the reader's queue */
+            sim_plate_t *p = sim_world_at(&in->sim->world, a);
+            if (p) {
+                snprintf(p->position, sizeof p->position, "queue:%s", in->cfg->to);
+                p->queued = ++in->sim->world.n_queued;
+                sim_info("liconic", "%s: plate %s -> queue:%s", in->cfg->id, p->barcode,
+                         in->cfg->to);
+            }
+        }
         break;
     case LICONIC_FLAG_PICK_FROM_SLOT:
         move(in, b, shovel);
@@ -220,7 +242,7 @@ void sim_liconic_init(sim_inst_t *in)
     in->climate_at = sim_lab_now(in->sim);
     char pos[96];
     pos_transfer(in, pos, sizeof pos);
-    sim_plate_t *p = sim_world_plate(&in->sim->world, in->cfg->plate);
+    sim_plate_t *p = in->cfg->from[0] ? NULL : sim_world_plate(&in->sim->world, in->cfg->plate);
     if (p && !p->position[0])
         snprintf(p->position, sizeof p->position, "%s", pos);
 }

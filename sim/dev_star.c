@@ -10,6 +10,7 @@
  * sim_reagents (modulo their number). A dispense puts dv (0.1 uL) of that reagent into the well
  * under the channel. Only channels with tm = 1 act. An injected "error" answers the next command
  * with er<sim_error_code, default 8>/00. */
+#include <stdbool.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -59,6 +60,34 @@ static int column_of(long xp)
     return (int)lround((xp - 1000) / 90.0);
 }
 
+/* The plate a dispense goes into: with a Liconic taking plates from this deck (sim_from), the
+ * deck is a carrier: each tip pick-up starts a new plate on it (the configured sim_plate first,
+ * then fresh ones from the stack), which the incubator takes in the order they came (oldest
+ * first); otherwise always the configured sim_plate. */
+static sim_plate_t *deck_plate(sim_inst_t *in)
+{
+    sim_world_t *w = &in->sim->world;
+    bool flow = false;
+    for (int i = 0; i < in->sim->cfg.n; i++)
+        flow |= strcmp(in->sim->cfg.inst[i].from, in->cfg->id) == 0;
+    if (!flow)
+        return sim_world_plate(w, in->cfg->plate);
+    char deck[96];
+    snprintf(deck, sizeof deck, "deck:%s", in->cfg->id);
+    sim_plate_t *p = in->deck_cur;
+    if (p && strcmp(p->position, deck) == 0)
+        return p;
+    p = in->cfg->plate[0] ? sim_world_plate(w, in->cfg->plate) : NULL;
+    if (p && !p->position[0])
+        snprintf(p->position, sizeof p->position, "%s", deck);
+    else
+        p = sim_world_fresh(w, deck);
+    if (p)
+        p->queued = ++w->n_queued;
+    in->deck_cur = p;
+    return p;
+}
+
 static void act(sim_inst_t *in, const star_msg_t *m)
 {
     long tm[STAR_CHANNELS], xp[STAR_CHANNELS], yp[STAR_CHANNELS], vol[STAR_CHANNELS];
@@ -69,6 +98,8 @@ static void act(sim_inst_t *in, const star_msg_t *m)
     sim_world_t *w = &in->sim->world;
     int as = strcmp(m->cmd, "AS") == 0, ds = strcmp(m->cmd, "DS") == 0;
     channels(m, as ? "av" : "dv", vol, &nv);
+    if (strcmp(m->cmd, "TP") == 0)
+        in->deck_cur = NULL; /* a new tip cycle: the next dispense goes into a new plate */
     for (size_t ch = 0; ch < ntm && ch < STAR_CHANNELS; ch++) {
         if (!tm[ch])
             continue;
@@ -93,13 +124,13 @@ static void act(sim_inst_t *in, const star_msg_t *m)
         } else if (ds && ch < nx && ch < ny && ch < nv) {
             int col = column_of(xp[ch]), row = (int)lround((3000 - yp[ch]) / 90.0);
             double ul = vol[ch] / 10.0;
-            sim_plate_t *p = sim_world_plate(w, in->cfg->plate);
+            sim_plate_t *p = deck_plate(in);
             if (p)
                 sim_world_dispense(w, p, row, col, in->source_reagent[ch], ul);
             in->held_ul[ch] = in->held_ul[ch] > ul ? in->held_ul[ch] - ul : 0;
             sim_info("star", "%s: dispense %.1f uL %s into %s %c%d", in->cfg->id, ul,
                      in->source_reagent[ch] >= 0 ? w->reagents[in->source_reagent[ch]] : "?",
-                     in->cfg->plate, 'A' + row, col + 1);
+                     p ? p->barcode : "(no plate)", 'A' + row, col + 1);
         }
     }
 }

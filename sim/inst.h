@@ -45,6 +45,7 @@ typedef struct sim_inst {
     char queue[STAR_QUEUE_MAX][512];
     int nq;
     int tips[16];
+    struct sim_plate *deck_cur; /* STAR in a flow: the plate this tip cycle dispenses into */
     int source_reagent[16];
     double held_ul[16];
     /* Modbus */

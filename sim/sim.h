@@ -39,6 +39,8 @@ typedef struct sim_inst_cfg {
     int wells;          /* reader: 96 or 384 */
     char plate[64];     /* reader: barcode of the plate in the tray; STAR: plate on the deck */
     char reagents[256]; /* STAR: comma-separated reagent names by source column */
+    char from[64];      /* Liconic: the STAR whose deck plate a load with an empty station takes */
+    char to[64];        /* Liconic: the reader whose queue an unloaded plate slides into */
     int error_code;     /* the device error answered on an injected "error" fault */
     double step_s;      /* lab seconds a mechanical step takes */
     double ambient;     /* modbus: degC */

@@ -102,3 +102,33 @@ double sim_world_absorbance(const sim_world_t *w, const sim_plate_t *p, int row,
     double a = 0.040 + signal * g + n * w->noise;
     return a < 0 ? 0 : (a > 9.9999 ? 9.9999 : a);
 }
+
+sim_plate_t *sim_world_fresh(sim_world_t *w, const char *position)
+{
+    char name[32];
+    snprintf(name, sizeof name, "SIM-%04d", ++w->n_fresh);
+    sim_plate_t *p = sim_world_plate(w, name);
+    if (p)
+        snprintf(p->position, sizeof p->position, "%s", position);
+    return p;
+}
+
+sim_plate_t *sim_world_reader_plate(sim_world_t *w, const char *reader_id)
+{
+    char queue[96], tray[96], done[96];
+    snprintf(queue, sizeof queue, "queue:%s", reader_id);
+    snprintf(tray, sizeof tray, "tray:%s", reader_id);
+    snprintf(done, sizeof done, "done:%s", reader_id);
+    sim_plate_t *next = NULL;
+    for (int i = 0; i < w->n_plates; i++)
+        if (strcmp(w->plates[i].position, queue) == 0 &&
+            (!next || w->plates[i].queued < next->queued))
+            next = &w->plates[i];
+    sim_plate_t *cur = sim_world_at(w, tray);
+    if (!next)
+        return cur;
+    if (cur)
+        snprintf(cur->position, sizeof cur->position, "%s", done);
+    snprintf(next->position, sizeof next->position, "%s", tray);
+    return next;
+}

@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #define SIM_REAGENTS_MAX 8
-#define SIM_PLATES_MAX 64
+#define SIM_PLATES_MAX 160
 #define SIM_ROWS 16
 #define SIM_COLS 24
 
@@ -14,6 +14,7 @@ typedef struct sim_plate {
     char position[128]; /* "liconic1:2/5", "transfer:liconic1", "deck" ... */
     double ul[SIM_ROWS][SIM_COLS][SIM_REAGENTS_MAX];
     double incub_deg_s; /* integral of (temperature - 20 degC) over lab seconds, when positive */
+    long queued;        /* when it entered a reader's queue (the world's counter), for FIFO */
 } sim_plate_t;
 
 typedef struct sim_world {
@@ -23,7 +24,18 @@ typedef struct sim_world {
     char reagents[SIM_REAGENTS_MAX][32];
     sim_plate_t plates[SIM_PLATES_MAX];
     int n_plates;
+    int n_fresh; /* plates the flow took from the stack: SIM-0001, ... */
+    long n_queued;
 } sim_world_t;
+
+/* A cell without a robot arm (a Liconic with sim_from/sim_to): plates flow from the STAR's deck
+ * ("deck:STAR") into the incubator on a load whose transfer station is empty, out of it into
+ * the reader's queue ("queue:READER") on an unload, and from there into the reader's tray
+ * ("tray:READER", the previous tray plate going to "done:READER") on a read. A dispense on an
+ * empty deck takes a fresh plate from the stack (SIM-0001, SIM-0002, ...). */
+sim_plate_t *sim_world_fresh(sim_world_t *w, const char *position);
+/* The reader's plate for a read: the oldest queued one moves into the tray; else the tray's. */
+sim_plate_t *sim_world_reader_plate(sim_world_t *w, const char *reader_id);
 
 void sim_world_init(sim_world_t *w, uint64_t seed, double noise);
 int sim_world_reagent(sim_world_t *w, const char *name);           /* index, created on first use */

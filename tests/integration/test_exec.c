@@ -52,7 +52,7 @@ static int setup(void **state)
     int rd = h_free_port();
     snprintf(sections, sizeof sections,
              "[instrument inc1]\ndriver = liconic-stx\nport = %s/inc1\nsim_plate = P1\n"
-             "sim_step_seconds = 2\ncapacity = 8\n"
+             "sim_step_seconds = 2\ncapacity = 8\nsim_from = star1\nsim_to = reader1\n"
              "[instrument star1]\ndriver = hamilton-star\nport = %s/star1\nsim_plate = P1\n"
              "sim_reagents = substrate,inhibitor\nsim_step_seconds = 5\n"
              "reagents = substrate,inhibitor\n"
@@ -279,6 +279,51 @@ static void test_assay_end_to_end(void **state)
     h_daemon_destroy(&d);
 }
 
+/* ---- many plates: each flows through the cell, none breaks a lag, urgent goes first ---- */
+
+static void test_many_runs_keep_their_lags(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    start_daemon(&d);
+    post_workflow(&d, wf_assay);
+    enum { N = 6 };
+    char *ids[N];
+    for (int i = 0; i < N; i++) {
+        char body[160];
+        snprintf(body, sizeof body,
+                 "{\"workflow\":\"assay\",\"plate\":\"M%d\",\"priority\":\"%s\"}", i,
+                 i == N - 1 ? "urgent" : "normal");
+        ids[i] = submit(&d, body);
+    }
+    char starts[N][40]; /* ISO times of one format compare as text */
+    for (int i = 0; i < N; i++) {
+        json_t *doc = wait_run(&d, ids[i], "done", 120000);
+        assert_int_equal(json_integer_value(json_object_get(doc, "lag_violations")), 0);
+        snprintf(starts[i], sizeof starts[i], "%s", sval(step_of(doc, 0), "started_at"));
+        json_decref(doc);
+    }
+    /* the urgent run, submitted last, was dispensed before the normal ones still waiting */
+    assert_true(strcmp(starts[N - 1], starts[N - 2]) < 0);
+    /* every plate read its own dispense: columns 1-3 above the rest, on each of them */
+    for (int i = 0; i < N; i++) {
+        char q[512];
+        snprintf(q, sizeof q,
+                 "select count(*) from labloop.measurements where run = '%s' and "
+                 "substr(well, 2)::int <= 3 and value > (select max(value) + 0.05 from "
+                 "labloop.measurements where run = '%s' and substr(well, 2)::int > 3)",
+                 ids[i], ids[i]);
+        for (long long end = h_now_ms() + 20000; h_now_ms() < end; h_sleep_ms(50))
+            if (h_pg_count(&pg, q) == 24)
+                break;
+        assert_int_equal(h_pg_count(&pg, q), 24);
+        free(ids[i]);
+    }
+    /* distinct plates went through the reader, one after another */
+    assert_true(sim_log_count("-> queue:reader1") >= N);
+    h_daemon_destroy(&d);
+}
+
 /* ---- waiting, with a reason; operator pause and resume of an instrument ---- */
 
 static void test_waits_and_says_why(void **state)
@@ -414,7 +459,12 @@ static void test_kill9_during_dispense(void **state)
     start_daemon(&d);
     post_workflow(&d, wf_assay);
     char *id = submit(&d, "{\"workflow\":\"assay\",\"plate\":\"P1\"}");
+    int before = sim_log_count("dispense ");
     wait_step(&d, id, 0, "running", false);
+    /* in the middle of it: after the STAR dispensed into the first column */
+    for (long long end = h_now_ms() + 10000; h_now_ms() < end; h_sleep_ms(2))
+        if (sim_log_count("dispense ") > before)
+            break;
     h_daemon_kill9(&d);
     h_sleep_ms(300); /* let the STAR finish what it was told */
     int dispenses = sim_log_count("dispense ");
@@ -496,6 +546,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_assay_end_to_end),
+        cmocka_unit_test(test_many_runs_keep_their_lags),
         cmocka_unit_test(test_waits_and_says_why),
         cmocka_unit_test(test_failed_read_pauses_then_resumes),
         cmocka_unit_test(test_cancel_during_incubation_unloads),
