@@ -631,8 +631,9 @@ static void replan(lab_sched_t *s)
             if (started) {
                 int64_t end = st->end_ms ? st->end_ms : 0;
                 if (st->state == SS_RUNNING || !end) {
+                    /* running late: assume a tenth of its plan more, and plan again if not */
                     double el = (double)(now - st->start_ms) / 1000.0;
-                    ps->duration_s = fmax(st->plan_s, el + 1);
+                    ps->duration_s = fmax(st->plan_s, el + 1 + st->plan_s / 10);
                 } else {
                     ps->duration_s = fmax(0, (double)(end - st->start_ms) / 1000.0);
                 }
@@ -1049,6 +1050,17 @@ static void start_step(lab_sched_t *s, srun_t *r)
     advance(s, ex);
 }
 
+/* Steps of ours on instrument i right now (a cancelled run's unload included). */
+static int inst_in_use(const lab_sched_t *s, int i)
+{
+    int n = 0;
+    for (int j = 0; j < s->nruns; j++) {
+        const srun_t *r = s->runs[j];
+        n += r->ex && r->st[r->ex->k].inst == i;
+    }
+    return n;
+}
+
 /* ---- the tick: re-plan, dispatch, waits, timeouts ---- */
 
 static void arm(lab_sched_t *s, int64_t at_lab_ms);
@@ -1112,6 +1124,11 @@ static void on_tick(uv_timer_t *t)
                 s->replan = true;
                 continue;
             }
+            /* a step before it ran longer than planned: this one waits for the instrument (the
+             * step's end re-plans) rather than overbooking it */
+            if (inst_in_use(s, st->plan_inst) >=
+                (int)lab_drv_int(inst_at(s, st->plan_inst), "capacity"))
+                continue;
             srun_t *keep = r;
             start_step(s, r);
             if (i < s->nruns && s->runs[i] != keep)
