@@ -397,8 +397,10 @@ int main(int argc, char **argv)
         /* A start failure: release what was started, in reverse. */
         if (d.api)
             lab_api_close(d.api, NULL, NULL);
+        if (d.sched)
+            lab_sched_stop(d.sched);
         if (d.instr)
-            lab_instr_close(d.instr, NULL, NULL);
+            lab_instr_close(d.instr, instr_closed, &d); /* which closes the scheduler */
         if (d.mqtt)
             lab_mqtt_stop(d.mqtt, 0, NULL, NULL);
         if (d.pg)

@@ -30,6 +30,8 @@ typedef struct work {
     line_t *lines; /* per instrument */
     int ***cand;   /* [workflow][step]: candidate instruments, -1 terminated */
     char (*why)[PLAN_REASON_MAX];
+    int *movers; /* instruments of kind "mover", -1 terminated */
+    int total;   /* steps of all runs: a slot array's moves follow its steps at this offset */
 } work_t;
 
 /* Spans are kept sorted by start, so a free slot is found from where the search begins. */
@@ -167,17 +169,48 @@ static const char *inst_name(const work_t *w, const int *cand)
                         : "?";
 }
 
-/* Places run ri's unfixed steps (fixed ones are already on the lines) into out[]; true when it
- * fits, with the intervals added. */
+static double move_s(const plan_instrument_t *m)
+{
+    return m->move_s > 0 ? m->move_s : 60;
+}
+
+/* The earliest move from t on any mover: its end into *end, the mover into *mover. */
+static double earliest_move(const work_t *w, double t, int *mover, double *end)
+{
+    double best = DBL_MAX;
+    *mover = -1;
+    for (int j = 0; w->movers[j] >= 0; j++) {
+        const plan_instrument_t *m = &w->p->instruments[w->movers[j]];
+        double d = move_s(m);
+        double s = earliest(&w->lines[w->movers[j]], m->capacity, t, d);
+        if (s + d < best - EPS) {
+            best = s + d;
+            *mover = w->movers[j];
+        }
+    }
+    *end = best;
+    return best - (*mover >= 0 ? move_s(&w->p->instruments[*mover]) : 0);
+}
+
+/* Places run ri's unfixed steps (fixed ones are already on the lines) into out[] (and their
+ * moves into out[w->total + k]); true when it fits, with the intervals added. */
 static bool place_run(work_t *w, int ri, plan_slot_t *out)
 {
     const plan_run_t *run = &w->p->runs[ri];
     const plan_workflow_t *wf = &w->p->workflows[run->workflow];
+    plan_slot_t *mv = out + w->total;
     int k0 = run->nfixed;
     double prev_fixed_end = -1;
+    for (int k = 0; k < wf->n; k++)
+        mv[k] = (plan_slot_t){ri, k, -1, 0, 0, 0, -1};
     for (int k = 0; k < k0 && k < wf->n; k++) {
-        out[k] = (plan_slot_t){ri, k, run->fixed[k].instrument, run->fixed[k].start_s,
-                               run->fixed[k].start_s + wf->steps[k].duration_s};
+        out[k] = (plan_slot_t){ri,
+                               k,
+                               run->fixed[k].instrument,
+                               run->fixed[k].start_s,
+                               run->fixed[k].start_s + wf->steps[k].duration_s,
+                               0,
+                               -1};
         prev_fixed_end = out[k].end_s;
     }
     if (k0 >= wf->n)
@@ -187,42 +220,65 @@ static bool place_run(work_t *w, int ri, plan_slot_t *out)
         t0 = 0;
     for (int iter = 0; iter < 400; iter++) {
         double prev = prev_fixed_end;
+        int prev_inst = k0 > 0 ? out[k0 - 1].instrument : -1;
         bool ok = true;
         for (int k = k0; k < wf->n; k++) {
             const plan_step_t *st = &wf->steps[k];
             double from = k == k0 ? t0 : prev + st->min_lag_s;
-            int best_i = -1;
-            double best_s = DBL_MAX;
+            int best_i = -1, best_m = -1;
+            double best_s = DBL_MAX, best_ms = 0;
             const int *cs = w->cand[run->workflow][k];
             for (int j = 0; cs[j] >= 0; j++) {
-                int i = cs[j];
+                int i = cs[j], m = -1;
+                double at = from, ms = 0, me = 0;
+                if (w->movers[0] >= 0 && prev_inst >= 0 && prev_inst != i) {
+                    /* the plate moves over first, from the previous step's end (not before now) */
+                    ms = earliest_move(w, fmax(prev, 0), &m, &me);
+                    if (m >= 0 && me > at)
+                        at = me;
+                }
                 double s =
-                    earliest(&w->lines[i], w->p->instruments[i].capacity, from, st->duration_s);
+                    earliest(&w->lines[i], w->p->instruments[i].capacity, at, st->duration_s);
                 if (s < best_s - EPS) {
                     best_s = s;
                     best_i = i;
+                    best_m = m;
+                    best_ms = ms;
                 }
             }
             if (k > 0 && st->max_lag_s >= 0 && best_s > prev + st->max_lag_s + EPS) {
+                const char *mvtxt = best_m >= 0 ? " (with a move)" : "";
                 if (k == k0) { /* behind a step that already started: nothing can move */
                     snprintf(w->why[ri], PLAN_REASON_MAX,
-                             "step %s cannot start within %g s of %s's end: %s busy", st->name,
-                             st->max_lag_s, wf->steps[k - 1].name, inst_name(w, cs));
+                             "step %s cannot start within %g s of %s's end%s: %s busy", st->name,
+                             st->max_lag_s, wf->steps[k - 1].name, mvtxt, inst_name(w, cs));
                     return false;
                 }
                 t0 = out[k0].start_s + (best_s - (prev + st->max_lag_s));
                 snprintf(w->why[ri], PLAN_REASON_MAX,
-                         "step %s cannot start within %g s of %s's end: %s busy", st->name,
-                         st->max_lag_s, wf->steps[k - 1].name, inst_name(w, cs));
+                         "step %s cannot start within %g s of %s's end%s: %s busy", st->name,
+                         st->max_lag_s, wf->steps[k - 1].name, mvtxt, inst_name(w, cs));
                 ok = false;
                 break;
             }
-            out[k] = (plan_slot_t){ri, k, best_i, best_s, best_s + st->duration_s};
+            out[k] = (plan_slot_t){ri, k, best_i, best_s, best_s + st->duration_s, 0, -1};
+            mv[k] = best_m >= 0 ? (plan_slot_t){ri,
+                                                k,
+                                                best_m,
+                                                best_ms,
+                                                best_ms + move_s(&w->p->instruments[best_m]),
+                                                1,
+                                                prev_inst}
+                                : (plan_slot_t){ri, k, -1, 0, 0, 0, -1};
             prev = out[k].end_s;
+            prev_inst = best_i;
         }
         if (ok) {
-            for (int k = k0; k < wf->n; k++)
+            for (int k = k0; k < wf->n; k++) {
                 line_add(&w->lines[out[k].instrument], out[k].start_s, out[k].end_s);
+                if (mv[k].move)
+                    line_add(&w->lines[mv[k].instrument], mv[k].start_s, mv[k].end_s);
+            }
             w->why[ri][0] = '\0';
             return true;
         }
@@ -282,6 +338,8 @@ static double plan_in_order(work_t *w, const int *order, const int *base, plan_s
 static bool is_job_shop(const work_t *w)
 {
     const plan_problem_t *p = w->p;
+    if (w->movers[0] >= 0)
+        return false;
     for (int ri = 0; ri < p->nruns; ri++) {
         const plan_run_t *r = &p->runs[ri];
         /* priorities and deadlines order the runs: operation dispatching would ignore them */
@@ -358,7 +416,7 @@ static double dispatch(work_t *w, const int *base, plan_slot_t *slots, int *plac
         int k = next[pick];
         int m = w->cand[p->runs[pick].workflow][k][0];
         double s = fmax(ready[pick], mfree[m]), e = s + wf->steps[k].duration_s;
-        slots[base[pick] + k] = (plan_slot_t){pick, k, m, s, e};
+        slots[base[pick] + k] = (plan_slot_t){pick, k, m, s, e, 0, -1};
         ready[pick] = mfree[m] = e;
         left[pick] -= wf->steps[k].duration_s;
         next[pick]++;
@@ -677,8 +735,16 @@ int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *
         base[ri] = total;
         total += steps_of(p, ri);
     }
-    plan_slot_t *cur = lab_calloc((size_t)total + 1, sizeof *cur);
-    plan_slot_t *best = lab_calloc((size_t)total + 1, sizeof *best);
+    /* steps, then their moves at the same index + total */
+    w.total = total;
+    w.movers = lab_calloc((size_t)p->ninstruments + 1, sizeof *w.movers);
+    int nm = 0;
+    for (int i = 0; i < p->ninstruments; i++)
+        if (strcmp(p->instruments[i].kind, "mover") == 0)
+            w.movers[nm++] = i;
+    w.movers[nm] = -1;
+    plan_slot_t *cur = lab_calloc((size_t)total * 2 + 1, sizeof *cur);
+    plan_slot_t *best = lab_calloc((size_t)total * 2 + 1, sizeof *best);
     int *placed = lab_calloc((size_t)p->nruns + 1, sizeof *placed);
     int *best_placed = lab_calloc((size_t)p->nruns + 1, sizeof *best_placed);
     int *order = lab_calloc((size_t)p->nruns + 1, sizeof *order);
@@ -699,7 +765,7 @@ int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *
             double ms = dispatch(&w, base, cur, placed, 0, &rng);
             if (ms < best_ms) {
                 best_ms = ms;
-                memcpy(best, cur, sizeof *cur * (size_t)total);
+                memcpy(best, cur, sizeof *cur * (size_t)total * 2);
                 memcpy(best_placed, placed, sizeof *placed * (size_t)p->nruns);
             }
         }
@@ -720,7 +786,7 @@ int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *
                 dispatch(&w, base, cur, placed, 0.2 + 0.6 * (double)(r->iterations % 7) / 7, &rng);
             if (ms < best_ms - EPS) {
                 best_ms = ms;
-                memcpy(best, cur, sizeof *cur * (size_t)total);
+                memcpy(best, cur, sizeof *cur * (size_t)total * 2);
             }
             continue;
         }
@@ -737,7 +803,7 @@ int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *
         if (n > best_n || (n == best_n && ms <= best_ms + EPS)) {
             best_ms = ms;
             best_n = n;
-            memcpy(best, cur, sizeof *cur * (size_t)total);
+            memcpy(best, cur, sizeof *cur * (size_t)total * 2);
             memcpy(best_placed, placed, sizeof *placed * (size_t)p->nruns);
         } else {
             order[b] = order[a];
@@ -745,14 +811,17 @@ int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *
         }
     }
     /* The result: placed runs' slots, the others with their reasons. */
-    r->slots = lab_calloc((size_t)total + 1, sizeof *r->slots);
+    r->slots = lab_calloc((size_t)total * 2 + 1, sizeof *r->slots);
     r->unscheduled = lab_calloc((size_t)p->nruns + 1, sizeof *r->unscheduled);
     if (!shop || !o->rule_only) /* the reasons of the best order's failures */
         plan_in_order(&w, order, base, cur, placed);
     for (int ri = 0; ri < p->nruns; ri++) {
         if (best_placed[ri]) {
-            for (int k = 0; k < steps_of(p, ri); k++)
+            for (int k = 0; k < steps_of(p, ri); k++) {
+                if (best[total + base[ri] + k].move)
+                    r->slots[r->nslots++] = best[total + base[ri] + k];
                 r->slots[r->nslots++] = best[base[ri] + k];
+            }
         } else {
             plan_unscheduled_t *u = &r->unscheduled[r->nunscheduled++];
             u->run = ri;
@@ -772,6 +841,7 @@ int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *
     }
     free(w.cand);
     free(w.why);
+    free(w.movers);
     free(base);
     free(cur);
     free(best);
@@ -800,12 +870,34 @@ int plan_verify(const plan_problem_t *p, const plan_result_t *r, char *why, size
         rc = -1;                                                                                   \
         goto out;                                                                                  \
     } while (0)
+    int prev_step = -1; /* the slot of the run's previous step */
     for (int i = 0; i < r->nslots; i++) {
         const plan_slot_t *s = &r->slots[i];
         if (s->run < 0 || s->run >= p->nruns)
             FAIL("slot %d: no run %d", i, s->run);
         const plan_run_t *run = &p->runs[s->run];
         const plan_workflow_t *wf = &p->workflows[run->workflow];
+        if (s->move) {
+            const plan_slot_t *nx = i + 1 < r->nslots ? &r->slots[i + 1] : NULL;
+            if (s->instrument < 0 || s->instrument >= p->ninstruments ||
+                strcmp(p->instruments[s->instrument].kind, "mover") != 0)
+                FAIL("run %s: a move on %d, not a mover", run->id, s->instrument);
+            if (!nx || nx->move || nx->run != s->run || nx->step != s->step || s->step == 0 ||
+                prev_step < 0)
+                FAIL("run %s: a move that serves no step", run->id);
+            const plan_slot_t *pv = &r->slots[prev_step];
+            if (s->from != pv->instrument || pv->instrument == nx->instrument)
+                FAIL("run %s step %s: the move comes from %d, the plate is on %d", run->id,
+                     wf->steps[s->step].name, s->from, pv->instrument);
+            if (s->start_s < pv->end_s - EPS || s->end_s > nx->start_s + EPS)
+                FAIL("run %s step %s: the move [%g, %g] is outside [%g, %g]", run->id,
+                     wf->steps[s->step].name, s->start_s, s->end_s, pv->end_s, nx->start_s);
+            if (fabs(s->end_s - s->start_s - move_s(&p->instruments[s->instrument])) > EPS)
+                FAIL("run %s: a move lasts %g s", run->id, s->end_s - s->start_s);
+            continue;
+        }
+        if (s->step == 0)
+            prev_step = -1;
         if (s->step != seen[s->run] || s->step >= wf->n)
             FAIL("run %s: step %d out of order", run->id, s->step);
         seen[s->run]++;
@@ -824,8 +916,8 @@ int plan_verify(const plan_problem_t *p, const plan_result_t *r, char *why, size
             FAIL("run %s step %s: started, yet moved", run->id, st->name);
         if (s->step == 0 && run->nfixed == 0 && s->start_s < fmax(0, run->release_s) - EPS)
             FAIL("run %s: starts at %g before its release %g", run->id, s->start_s, run->release_s);
-        if (s->step > 0) {
-            double lag = s->start_s - r->slots[i - 1].end_s;
+        if (s->step > 0 && prev_step >= 0) {
+            double lag = s->start_s - r->slots[prev_step].end_s;
             if (lag < st->min_lag_s - EPS)
                 FAIL("run %s step %s: %g s after %s, under the minimum %g", run->id, st->name, lag,
                      wf->steps[s->step - 1].name, st->min_lag_s);
@@ -833,10 +925,11 @@ int plan_verify(const plan_problem_t *p, const plan_result_t *r, char *why, size
                 FAIL("run %s step %s: %g s after %s, over the maximum %g", run->id, st->name, lag,
                      wf->steps[s->step - 1].name, st->max_lag_s);
         }
+        prev_step = i;
     }
     for (int i = 0; i < r->nslots; i++) {
         const plan_slot_t *s = &r->slots[i];
-        if (seen[s->run] != p->workflows[p->runs[s->run].workflow].n)
+        if (!s->move && seen[s->run] != p->workflows[p->runs[s->run].workflow].n)
             FAIL("run %s: only %d of its steps placed", p->runs[s->run].id, seen[s->run]);
         /* capacity at this slot's start */
         int n = 0;
@@ -936,6 +1029,14 @@ int plan_from_json(const json_t *doc, plan_problem_t *p, lab_jerrs_t *e)
         snprintf(x->id, sizeof x->id, "%s", id ? id : "");
         snprintf(x->kind, sizeof x->kind, "%s", kind ? kind : "");
         x->capacity = (int)num_at(v, "capacity", at, 1, 1, e);
+        if (json_object_get(v, "move_s")) {
+            x->move_s = num_at(v, "move_s", at, 60, 0.001, e);
+            if (strcmp(x->kind, "mover") != 0) {
+                char mp[200];
+                snprintf(mp, sizeof mp, "%s/move_s", at);
+                lab_jerrs_add(e, mp, "only an instrument of kind mover moves plates");
+            }
+        }
         if (id && index_of_instrument(p, id) < p->ninstruments - 1) {
             snprintf(at, sizeof at, "/instruments/%zu/id", i);
             lab_jerrs_add(e, at, "'%s' is given twice", id);
@@ -1050,7 +1151,7 @@ int plan_from_json(const json_t *doc, plan_problem_t *p, lab_jerrs_t *e)
                                   p->workflows[r->workflow].n);
                     continue;
                 }
-                r->fixed[r->nfixed++] = (plan_fixed_t){ii, num_at(f, "start_s", fat, 0, 0, e)};
+                r->fixed[r->nfixed++] = (plan_fixed_t){ii, num_at(f, "start_s", fat, 0, -1e15, e)};
             }
         }
     }
@@ -1076,7 +1177,18 @@ static int by_start(const void *a, const void *b)
     const plan_slot_t *x = a, *y = b;
     if (x->start_s != y->start_s)
         return x->start_s < y->start_s ? -1 : 1;
-    return x->run != y->run ? x->run - y->run : x->step - y->step;
+    if (x->run != y->run)
+        return x->run - y->run;
+    return x->step != y->step ? x->step - y->step : y->move - x->move;
+}
+
+/* The instrument of the step a move serves. */
+static const char *to_of_inst(const plan_problem_t *p, const plan_result_t *r, const plan_slot_t *m)
+{
+    for (int i = 0; i < r->nslots; i++)
+        if (!r->slots[i].move && r->slots[i].run == m->run && r->slots[i].step == m->step)
+            return p->instruments[r->slots[i].instrument].id;
+    return "?";
 }
 
 json_t *plan_to_json(const plan_problem_t *p, const plan_result_t *r)
@@ -1087,10 +1199,21 @@ json_t *plan_to_json(const plan_problem_t *p, const plan_result_t *r)
     json_t *steps = json_array(), *un = json_array();
     for (int i = 0; i < r->nslots; i++) {
         const plan_run_t *run = &p->runs[s[i].run];
-        json_array_append_new(steps, json_pack("{s:s, s:s, s:s, s:f, s:f}", "run", run->id, "step",
-                                               p->workflows[run->workflow].steps[s[i].step].name,
-                                               "instrument", p->instruments[s[i].instrument].id,
-                                               "start_s", s[i].start_s, "end_s", s[i].end_s));
+        const char *name = p->workflows[run->workflow].steps[s[i].step].name;
+        if (s[i].move) {
+            char mv[PLAN_NAME_MAX + 8];
+            snprintf(mv, sizeof mv, "move:%s", name);
+            json_array_append_new(
+                steps, json_pack("{s:s, s:s, s:s, s:s, s:s, s:f, s:f, s:b}", "run", run->id, "step",
+                                 mv, "instrument", p->instruments[s[i].instrument].id, "from",
+                                 p->instruments[s[i].from].id, "to", to_of_inst(p, r, &s[i]),
+                                 "start_s", s[i].start_s, "end_s", s[i].end_s, "move", 1));
+            continue;
+        }
+        json_array_append_new(steps,
+                              json_pack("{s:s, s:s, s:s, s:f, s:f}", "run", run->id, "step", name,
+                                        "instrument", p->instruments[s[i].instrument].id, "start_s",
+                                        s[i].start_s, "end_s", s[i].end_s));
     }
     free(s);
     for (int i = 0; i < r->nunscheduled; i++)

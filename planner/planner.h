@@ -14,6 +14,11 @@
  * work remaining) for a fifth of the budget, then improved by a tabu search on the disjunctive
  * graph (N5: swaps at the borders of the critical path's blocks) for the rest.
  *
+ * Moves: when the problem has an instrument of kind "mover", two consecutive steps of a run on
+ * different instruments get a move of the plate between them on a mover (its move_s long,
+ * starting no earlier than the first step's end and ending no later than the second's start, so
+ * inside the lag window). A move that served a step already started is not planned again.
+ *
  * Time 0 is "now": steps already started may lie before it, nothing else is placed before it.
  * Runs with started steps are placed before all others (an urgent newcomer never breaks the lag
  * of a run under way). */
@@ -31,7 +36,8 @@
 typedef struct plan_instrument {
     char id[PLAN_NAME_MAX];
     char kind[PLAN_NAME_MAX];
-    int capacity; /* plates at once, >= 1 */
+    int capacity;  /* plates at once, >= 1 */
+    double move_s; /* a mover's time for one plate move (kind "mover"; 0: 60 s) */
 } plan_instrument_t;
 
 typedef struct plan_step {
@@ -76,9 +82,13 @@ typedef struct plan_problem {
     int nruns;
 } plan_problem_t;
 
+/* A step on its instrument, or (move = 1) the move of the plate onto step `step`'s instrument
+ * from instrument `from`, on a mover. */
 typedef struct plan_slot {
     int run, step, instrument;
     double start_s, end_s;
+    int move;
+    int from;
 } plan_slot_t;
 
 typedef struct plan_unscheduled {
@@ -87,7 +97,7 @@ typedef struct plan_unscheduled {
 } plan_unscheduled_t;
 
 typedef struct plan_result {
-    plan_slot_t *slots; /* by run, then step */
+    plan_slot_t *slots; /* by run, then step; a step's move right before it */
     int nslots;
     plan_unscheduled_t *unscheduled;
     int nunscheduled;

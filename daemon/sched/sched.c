@@ -52,6 +52,8 @@ typedef struct sstep {
     int64_t start_ms, end_ms; /* lab wall time, 0 when not yet */
     int64_t plan_start_ms, plan_end_ms;
     int plan_inst;
+    int64_t plan_move_ms; /* the plate's move onto plan_inst, on plan_mover; 0: none */
+    int plan_mover, plan_move_from;
     int cassette, slot; /* the incubator site it was given; 0 when none */
     bool holds_site;    /* and still holds it */
     int64_t loaded_ms;  /* checkpoint: the plate went in */
@@ -90,7 +92,8 @@ struct exec {
     int64_t wait_until_ms; /* 0: not waiting */
     int64_t deadline_ms;
     bool in_call, hold, cleanup;
-    json_t *rows; /* measurement payloads for the step's end */
+    bool lag_pending; /* the lag is taken when the step's own first action starts */
+    json_t *rows;     /* measurement payloads for the step's end */
 };
 
 typedef struct call {
@@ -592,8 +595,10 @@ static void replan(lab_sched_t *s)
     for (int i = 0; i < s->nruns; i++) {
         srun_t *r = s->runs[i];
         for (int k = 0; k < r->n; k++)
-            if (r->st[k].state == SS_PENDING)
-                r->st[k].plan_start_ms = r->st[k].plan_end_ms = 0;
+            if (r->st[k].state == SS_PENDING) {
+                r->st[k].plan_start_ms = r->st[k].plan_end_ms = r->st[k].plan_move_ms = 0;
+                r->st[k].plan_mover = r->st[k].plan_move_from = -1;
+            }
         if (!r->wf && (r->state == LAB_RUN_QUEUED || r->state == LAB_RUN_PLANNED) &&
             run_bind_workflow(s, r))
             steps_from_doc(s, r);
@@ -671,6 +676,12 @@ static void replan(lab_sched_t *s)
         sstep_t *st = &r->st[sl->step];
         if (st->state != SS_PENDING)
             continue;
+        if (sl->move) {
+            st->plan_move_ms = now + (int64_t)llround(sl->start_s * 1000);
+            st->plan_mover = sl->instrument;
+            st->plan_move_from = sl->from;
+            continue;
+        }
         st->plan_start_ms = now + (int64_t)llround(sl->start_s * 1000);
         st->plan_end_ms = now + (int64_t)llround(sl->end_s * 1000);
         st->plan_inst = sl->instrument;
@@ -890,6 +901,21 @@ static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *resul
     advance(s, ex);
 }
 
+/* The step's own work begins (after the plate's move, if any): its lag to the previous step. */
+static void take_lag(lab_sched_t *s, srun_t *r, int k)
+{
+    sstep_t *st = &r->st[k];
+    if (k == 0 || !r->st[k - 1].end_ms)
+        return;
+    st->lag_s = (double)(now_ms(s) - r->st[k - 1].end_ms) / 1000.0;
+    if (st->max_lag >= 0 && st->lag_s > st->max_lag + 1e-3 && !st->lag_violated) {
+        st->lag_violated = true;
+        s->stats.lag_violations++;
+        log_warn("sched", "run=%s step=%s started %.1f s after %s ended: its maximum lag is %g s",
+                 r->id, st->name, st->lag_s, r->st[k - 1].name, st->max_lag);
+    }
+}
+
 /* Runs the program from pc until it waits (a call, a timer, an instrument) or ends. */
 static void advance(lab_sched_t *s, exec_t *ex)
 {
@@ -912,6 +938,10 @@ static void advance(lab_sched_t *s, exec_t *ex)
             return;
         }
         json_t *e = json_array_get(ex->prog, ex->pc);
+        json_t *on = json_object_get(e, "on");
+        if (ex->lag_pending && !on)
+            take_lag(s, r, ex->k);
+        ex->lag_pending = ex->lag_pending && on;
         json_t *w = json_object_get(e, "wait_s");
         if (w) {
             if (ex->cleanup) {
@@ -935,7 +965,7 @@ static void advance(lab_sched_t *s, exec_t *ex)
             ex->pc++;
             continue;
         }
-        lab_driver_t *d = inst_at(s, st->inst);
+        lab_driver_t *d = inst_at(s, on ? (int)json_integer_value(on) : st->inst);
         lab_inst_state_t is = lab_driver_state(d);
         if (is == LAB_INST_OFFLINE || is == LAB_INST_FAULT) {
             if (!ex->hold)
@@ -1015,16 +1045,13 @@ static void start_step(lab_sched_t *s, srun_t *r)
     st->attempts++;
     st->error[0] = '\0';
     s->stats.steps_started++;
-    if (r->cur > 0 && r->st[r->cur - 1].end_ms) {
-        st->lag_s = (double)(now - r->st[r->cur - 1].end_ms) / 1000.0;
-        if (st->max_lag >= 0 && st->lag_s > st->max_lag + 1e-3) {
-            st->lag_violated = true;
-            s->stats.lag_violations++;
-            log_warn("sched",
-                     "run=%s step=%s started %.1f s after %s ended: its maximum lag is "
-                     "%g s",
-                     r->id, st->name, st->lag_s, r->st[r->cur - 1].name, st->max_lag);
-        }
+    if (prog && st->plan_move_ms && inst_at(s, st->plan_mover) && inst_at(s, st->plan_move_from)) {
+        /* the plate goes over on the mover first */
+        json_t *mv = json_pack("{s:s,s:{s:s,s:s,s:s},s:i}", "action", "move", "params", "plate",
+                               r->plate[0] ? r->plate : r->id, "from",
+                               lab_driver_id(inst_at(s, st->plan_move_from)), "to",
+                               lab_driver_id(d), "on", st->plan_mover);
+        json_array_insert_new(prog, 0, mv);
     }
     if (r->state != LAB_RUN_RUNNING) {
         set_state(s, r, LAB_RUN_RUNNING);
@@ -1034,6 +1061,7 @@ static void start_step(lab_sched_t *s, srun_t *r)
     log_info("sched", "run=%s step=%s starts on %s (attempt %d)", r->id, st->name, lab_driver_id(d),
              st->attempts);
     exec_t *ex = exec_new(s, r, prog ? prog : json_array());
+    ex->lag_pending = !inside; /* a plate still inside began its step on the first attempt */
     size_t i;
     json_t *e;
     if (inside)
@@ -1119,8 +1147,10 @@ static void on_tick(uv_timer_t *t)
         sstep_t *st = &r->st[r->cur];
         if (st->state != SS_PENDING || !st->plan_start_ms)
             continue;
-        if (st->plan_start_ms <= now + slack) {
-            if (!inst_available(s, st->plan_inst)) {
+        int64_t due = st->plan_move_ms ? st->plan_move_ms : st->plan_start_ms;
+        if (due <= now + slack) {
+            if (!inst_available(s, st->plan_inst) ||
+                (st->plan_move_ms && !inst_available(s, st->plan_mover))) {
                 s->replan = true;
                 continue;
             }
@@ -1133,8 +1163,8 @@ static void on_tick(uv_timer_t *t)
             start_step(s, r);
             if (i < s->nruns && s->runs[i] != keep)
                 i--;
-        } else if (st->plan_start_ms < next) {
-            next = st->plan_start_ms;
+        } else if (due < next) {
+            next = due;
         }
     }
     s->in_tick = false;

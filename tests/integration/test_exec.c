@@ -74,11 +74,16 @@ static int teardown(void **state)
     return 0;
 }
 
+static void start_daemon_with(h_daemon_t *d, const char *more)
+{
+    char extra[4800];
+    snprintf(extra, sizeof extra, "[labloop]\ntime_scale = " SCALE "\n%s%s", sections, more);
+    assert_int_equal(h_daemon_start(d, &pg, &mq, extra), 0);
+}
+
 static void start_daemon(h_daemon_t *d)
 {
-    char extra[4600];
-    snprintf(extra, sizeof extra, "[labloop]\ntime_scale = " SCALE "\n%s", sections);
-    assert_int_equal(h_daemon_start(d, &pg, &mq, extra), 0);
+    start_daemon_with(d, "");
 }
 
 static json_t *call(h_daemon_t *d, const char *method, const char *path, const char *body, int want)
@@ -324,6 +329,42 @@ static void test_many_runs_keep_their_lags(void **state)
     h_daemon_destroy(&d);
 }
 
+/* ---- a cell with a mover: the plate's move is a step on it, confirmed by a person ---- */
+
+static void test_move_on_a_manual_mover(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    start_daemon_with(&d, "[instrument arm1]\ndriver = manual-mover\n");
+    post_workflow(&d, "{\"name\":\"moved\",\"steps\":["
+                      "{\"name\":\"dispense\",\"op\":\"dispense\",\"on\":\"star1\","
+                      "\"duration_s\":60,\"params\":{\"reagent\":\"substrate\","
+                      "\"volume_ul\":20,\"wells\":\"A1:H1\"}},"
+                      "{\"name\":\"read\",\"op\":\"read_absorbance\",\"on\":\"reader1\","
+                      "\"duration_s\":90,\"params\":{\"wavelength_nm\":450},"
+                      "\"start_within_s\":3600}]}");
+    char *id = submit(&d, "{\"workflow\":\"moved\",\"plate\":\"MV1\"}");
+    /* the read step begins with the move on arm1, which waits for a person */
+    wait_step(&d, id, 1, "running", false);
+    static char out[65536];
+    int rc = -1;
+    for (long long end = h_now_ms() + 10000; h_now_ms() < end; h_sleep_ms(50))
+        if ((rc = cli(&d, out, sizeof out, "action arm1 confirm by=tech")) == 0)
+            break;
+    assert_int_equal(rc, 0);
+    json_t *doc = wait_run(&d, id, "done", 30000);
+    json_t *read = step_of(doc, 1);
+    assert_string_equal(sval(read, "instrument"), "reader1");
+    assert_true(json_number_value(json_object_get(read, "lag_s")) >= 0);
+    json_decref(doc);
+    /* the person was asked to move this plate from the STAR to the reader */
+    assert_non_null(strstr(out, "MV1"));
+    assert_non_null(strstr(out, "star1"));
+    assert_non_null(strstr(out, "reader1"));
+    free(id);
+    h_daemon_destroy(&d);
+}
+
 /* ---- waiting, with a reason; operator pause and resume of an instrument ---- */
 
 static void test_waits_and_says_why(void **state)
@@ -547,6 +588,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_assay_end_to_end),
         cmocka_unit_test(test_many_runs_keep_their_lags),
+        cmocka_unit_test(test_move_on_a_manual_mover),
         cmocka_unit_test(test_waits_and_says_why),
         cmocka_unit_test(test_failed_read_pauses_then_resumes),
         cmocka_unit_test(test_cancel_during_incubation_unloads),

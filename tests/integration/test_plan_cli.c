@@ -88,6 +88,50 @@ static void test_day(void **state)
     json_decref(doc);
 }
 
+/* With a mover in the lab, each change of instrument is a move on it, in the output too. */
+static void test_moves(void **state)
+{
+    write_file("moves.json",
+               "{\"instruments\":[{\"id\":\"star1\",\"kind\":\"liquid_handler\"},"
+               "{\"id\":\"reader1\",\"kind\":\"plate_reader\"},"
+               "{\"id\":\"arm1\",\"kind\":\"mover\",\"move_s\":20}],"
+               "\"workflows\":[{\"name\":\"w\",\"steps\":["
+               "{\"name\":\"dispense\",\"on\":\"liquid_handler\",\"duration_s\":60},"
+               "{\"name\":\"read\",\"on\":\"plate_reader\",\"duration_s\":30,"
+               "\"start_within_s\":60}]}],"
+               "\"runs\":[{\"id\":\"r1\",\"workflow\":\"w\"},{\"id\":\"r2\",\"workflow\":\"w\"}]}");
+    char args[400];
+    snprintf(args, sizeof args, "%s/moves.json", dir);
+    assert_int_equal(plan(args), 0);
+    json_t *doc = json_loads(out, 0, NULL);
+    assert_non_null(doc);
+    size_t i;
+    json_t *st;
+    int moves = 0;
+    json_array_foreach(json_object_get(doc, "steps"), i, st)
+    {
+        if (!json_is_true(json_object_get(st, "move")))
+            continue;
+        moves++;
+        assert_string_equal(json_string_value(json_object_get(st, "step")), "move:read");
+        assert_string_equal(json_string_value(json_object_get(st, "instrument")), "arm1");
+        assert_string_equal(json_string_value(json_object_get(st, "from")), "star1");
+        assert_string_equal(json_string_value(json_object_get(st, "to")), "reader1");
+        assert_true(json_number_value(json_object_get(st, "end_s")) -
+                        json_number_value(json_object_get(st, "start_s")) ==
+                    20);
+    }
+    assert_int_equal(moves, 2);
+    json_decref(doc);
+    /* move_s on something that is not a mover is named */
+    write_file("badmove.json",
+               "{\"instruments\":[{\"id\":\"star1\",\"kind\":\"liquid_handler\",\"move_s\":5}],"
+               "\"workflows\":[],\"runs\":[]}");
+    snprintf(args, sizeof args, "%s/badmove.json", dir);
+    assert_int_equal(plan(args), 1);
+    assert_non_null(strstr(out, "/instruments/0/move_s"));
+}
+
 static void test_bad_problem(void **state)
 {
     write_file("bad.json", "{\"instruments\":[],\"workflows\":[{\"name\":\"w\",\"steps\":[{\"on\":"
@@ -109,6 +153,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_day),
+        cmocka_unit_test(test_moves),
         cmocka_unit_test(test_bad_problem),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -39,12 +39,26 @@ static void done(void)
     plan_problem_free(&prob);
 }
 
-static const plan_slot_t *slot(const char *run, int step)
+static const plan_slot_t *find(const char *run, int step, int move)
 {
     for (int i = 0; i < res.nslots; i++)
-        if (strcmp(prob.runs[res.slots[i].run].id, run) == 0 && res.slots[i].step == step)
+        if (strcmp(prob.runs[res.slots[i].run].id, run) == 0 && res.slots[i].step == step &&
+            res.slots[i].move == move)
             return &res.slots[i];
     return NULL;
+}
+
+static const plan_slot_t *slot(const char *run, int step)
+{
+    return find(run, step, 0);
+}
+
+static int moves(void)
+{
+    int n = 0;
+    for (int i = 0; i < res.nslots; i++)
+        n += res.slots[i].move;
+    return n;
 }
 
 static void test_unmeetable_lag(void **state)
@@ -143,6 +157,147 @@ static void test_started_steps_kept(void **state)
     done();
 }
 
+/* Two instruments and a mover: the plate's move sits between the steps, on the mover, from the
+ * first step's instrument to the second's; one mover serialises two runs' moves. */
+static void test_moves_on_a_mover(void **state)
+{
+    (void)state;
+    static const char *fmt =
+        "{\"instruments\":[{\"id\":\"star\",\"kind\":\"liquid_handler\"},"
+        "{\"id\":\"star2\",\"kind\":\"liquid_handler\"},"
+        "{\"id\":\"reader\",\"kind\":\"plate_reader\",\"capacity\":2}%s],"
+        "\"workflows\":[{\"name\":\"w\",\"steps\":[{\"name\":\"d\",\"on\":\"liquid_handler\","
+        "\"duration_s\":100},{\"name\":\"r\",\"on\":\"plate_reader\",\"duration_s\":50,"
+        "\"start_within_s\":%d}]}],"
+        "\"runs\":[{\"id\":\"a\",\"workflow\":\"w\"},{\"id\":\"b\",\"workflow\":\"w\"}]}";
+    char json[1400];
+    snprintf(json, sizeof json, fmt, ",{\"id\":\"arm\",\"kind\":\"mover\",\"move_s\":30}", 200);
+    solve(json, 20);
+    assert_int_equal(res.nunscheduled, 0);
+    assert_int_equal(moves(), 2);
+    const plan_slot_t *ma = find("a", 1, 1), *mb = find("b", 1, 1);
+    assert_non_null(ma);
+    assert_non_null(mb);
+    assert_string_equal(prob.instruments[ma->instrument].id, "arm");
+    assert_int_equal(ma->from, slot("a", 0)->instrument);
+    assert_true(ma->start_s >= slot("a", 0)->end_s - 1e-9);
+    assert_true(ma->end_s <= slot("a", 1)->start_s + 1e-9);
+    assert_true(ma->end_s - ma->start_s == 30);
+    /* both dispenses run at once on the two STARs; the one arm moves one plate at a time */
+    assert_true(ma->end_s <= mb->start_s + 1e-9 || mb->end_s <= ma->start_s + 1e-9);
+    done();
+
+    /* a move longer than the window: neither run can be planned, and they say why */
+    snprintf(json, sizeof json, fmt, ",{\"id\":\"arm\",\"kind\":\"mover\",\"move_s\":30}", 20);
+    solve(json, 0);
+    assert_int_equal(res.nunscheduled, 2);
+    assert_non_null(strstr(res.unscheduled[0].reason, "with a move"));
+    done();
+
+    /* no mover: no moves, and the same window is easy */
+    snprintf(json, sizeof json, fmt, "", 20);
+    solve(json, 0);
+    assert_int_equal(res.nunscheduled, 0);
+    assert_int_equal(moves(), 0);
+    done();
+}
+
+/* A run under way keeps its read inside its window even when an urgent run, released now,
+ * wants the reader for a long time: the urgent one goes after. */
+static void test_started_run_keeps_its_window(void **state)
+{
+    (void)state;
+    solve("{\"instruments\":[{\"id\":\"inc\",\"kind\":\"incubator\",\"capacity\":4},"
+          "{\"id\":\"reader\",\"kind\":\"plate_reader\"}],"
+          "\"workflows\":[{\"name\":\"assay\",\"steps\":[{\"name\":\"incubate\","
+          "\"on\":\"incubator\",\"duration_s\":300},{\"name\":\"read\",\"on\":\"plate_reader\","
+          "\"duration_s\":60,\"start_within_s\":120}]},"
+          "{\"name\":\"scan\",\"steps\":[{\"name\":\"scan\",\"on\":\"plate_reader\","
+          "\"duration_s\":1000}]}],"
+          "\"runs\":[{\"id\":\"urgent\",\"workflow\":\"scan\",\"priority\":\"urgent\"},"
+          "{\"id\":\"under-way\",\"workflow\":\"assay\",\"started\":[{\"instrument\":\"inc\","
+          "\"start_s\":-100}]}]}",
+          20);
+    assert_int_equal(res.nunscheduled, 0);
+    const plan_slot_t *read = slot("under-way", 1), *scan = slot("urgent", 0);
+    assert_true(read->start_s - 200 <= 120 + 1e-9);
+    assert_true(scan->start_s >= read->end_s - 1e-9);
+    done();
+}
+
+/* Time 0 is now: a step whose predecessor ended in the past starts at 0 at the earliest, and one
+ * whose window has already closed cannot be planned. */
+static void test_time_zero_is_now(void **state)
+{
+    (void)state;
+    static const char *fmt =
+        "{\"instruments\":[{\"id\":\"star\",\"kind\":\"liquid_handler\"},"
+        "{\"id\":\"reader\",\"kind\":\"plate_reader\"}],"
+        "\"workflows\":[{\"name\":\"w\",\"steps\":[{\"name\":\"d\",\"on\":\"liquid_handler\","
+        "\"duration_s\":100},{\"name\":\"r\",\"on\":\"plate_reader\",\"duration_s\":50,"
+        "\"start_within_s\":%d}]}],"
+        "\"runs\":[{\"id\":\"a\",\"workflow\":\"w\",\"started\":[{\"instrument\":\"star\","
+        "\"start_s\":-600}]}]}";
+    char json[1000];
+    snprintf(json, sizeof json, fmt, 1000);
+    solve(json, 0);
+    assert_int_equal(res.nunscheduled, 0);
+    assert_true(slot("a", 1)->start_s >= 0);
+    done();
+    snprintf(json, sizeof json, fmt, 100);
+    solve(json, 0);
+    assert_int_equal(res.nunscheduled, 1);
+    assert_non_null(strstr(res.unscheduled[0].reason, "cannot start within 100 s"));
+    done();
+}
+
+/* A re-plan as the daemon makes one: the plan's first steps started (one of them 50 s late);
+ * the next plan keeps them where they are and every lag still holds. */
+static void test_replan_after_a_late_step(void **state)
+{
+    (void)state;
+    static const char *head =
+        "{\"instruments\":[{\"id\":\"star\",\"kind\":\"liquid_handler\"},"
+        "{\"id\":\"inc\",\"kind\":\"incubator\",\"capacity\":3},"
+        "{\"id\":\"reader\",\"kind\":\"plate_reader\"}],"
+        "\"workflows\":[{\"name\":\"w\",\"steps\":[{\"name\":\"d\",\"on\":\"liquid_handler\","
+        "\"duration_s\":100},{\"name\":\"i\",\"on\":\"incubator\",\"duration_s\":600,"
+        "\"start_within_s\":60},{\"name\":\"r\",\"on\":\"plate_reader\",\"duration_s\":90,"
+        "\"start_within_s\":120}]}],\"runs\":[";
+    char json[4000];
+    int n = snprintf(json, sizeof json, "%s", head);
+    for (int i = 0; i < 5; i++)
+        n += snprintf(json + n, sizeof json - (size_t)n, "%s{\"id\":\"r%d\",\"workflow\":\"w\"}",
+                      i ? "," : "", i);
+    snprintf(json + n, sizeof json - (size_t)n, "]}");
+    solve(json, 20);
+    assert_int_equal(res.nunscheduled, 0);
+    /* 150 s later: r0's and r1's dispenses have started (r1's 50 s late) */
+    double now = 150;
+    double s0 = slot("r0", 0)->start_s - now, s1 = slot("r1", 0)->start_s + 50 - now;
+    done();
+    n = snprintf(json, sizeof json, "%s", head);
+    for (int i = 0; i < 5; i++) {
+        char started[160] = "";
+        if (i < 2)
+            snprintf(started, sizeof started,
+                     ",\"started\":[{\"instrument\":\"star\",\"start_s\":%g}]", i ? s1 : s0);
+        n += snprintf(json + n, sizeof json - (size_t)n, "%s{\"id\":\"r%d\",\"workflow\":\"w\"%s}",
+                      i ? "," : "", i, started);
+    }
+    snprintf(json + n, sizeof json - (size_t)n, "]}");
+    solve(json, 20); /* plan_verify inside: fixed steps kept, every lag holds */
+    assert_int_equal(res.nunscheduled, 0);
+    assert_true(slot("r1", 0)->start_s == s1);
+    assert_true(slot("r1", 1)->start_s - slot("r1", 0)->end_s <= 60 + 1e-9);
+    for (int i = 2; i < 5; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "r%d", i);
+        assert_true(slot(id, 0)->start_s >= 0);
+    }
+    done();
+}
+
 static void test_job_shop_optimum(void **state)
 {
     (void)state;
@@ -199,10 +354,17 @@ static void test_bad_problems_named(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unmeetable_lag),     cmocka_unit_test(test_capacity),
-        cmocka_unit_test(test_urgent_overtakes),   cmocka_unit_test(test_deadline_first),
-        cmocka_unit_test(test_started_steps_kept), cmocka_unit_test(test_job_shop_optimum),
+        cmocka_unit_test(test_unmeetable_lag),
+        cmocka_unit_test(test_capacity),
+        cmocka_unit_test(test_urgent_overtakes),
+        cmocka_unit_test(test_deadline_first),
+        cmocka_unit_test(test_started_steps_kept),
+        cmocka_unit_test(test_job_shop_optimum),
         cmocka_unit_test(test_bad_problems_named),
+        cmocka_unit_test(test_moves_on_a_mover),
+        cmocka_unit_test(test_started_run_keeps_its_window),
+        cmocka_unit_test(test_time_zero_is_now),
+        cmocka_unit_test(test_replan_after_a_late_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
