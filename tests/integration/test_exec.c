@@ -175,6 +175,22 @@ static long long pg_count_wait(const char *sql, long long want, int ms)
     return n;
 }
 
+/* Waits until PostgreSQL holds exactly n measurements of the run. */
+static void assert_measurements(const char *id, long long n)
+{
+    char q[256];
+    snprintf(q, sizeof q, "select count(*) from labloop.measurements where run = '%s'", id);
+    assert_int_equal(pg_count_wait(q, n, 20000), n);
+}
+
+/* A daemon and one run of the assay submitted to it. */
+static char *start_assay(h_daemon_t *d)
+{
+    start_daemon(d);
+    post_workflow(d, wf_assay);
+    return submit(d, "{\"workflow\":\"assay\",\"plate\":\"P1\"}");
+}
+
 /* Lines of the simulator's log that hold needle. */
 static int sim_log_count(const char *needle)
 {
@@ -459,9 +475,7 @@ static void test_failed_read_pauses_then_resumes(void **state)
     json_decref(doc);
     /* nothing left to resume */
     json_decref(call(&d, "POST", path, NULL, 409));
-    char q[256];
-    snprintf(q, sizeof q, "select count(*) from labloop.measurements where run = '%s'", id);
-    assert_int_equal(pg_count_wait(q, 4, 20000), 4);
+    assert_measurements(id, 4);
     free(id);
     h_daemon_destroy(&d);
 }
@@ -470,9 +484,7 @@ static void test_cancel_during_incubation_unloads(void **state)
 {
     (void)state;
     h_daemon_t d;
-    start_daemon(&d);
-    post_workflow(&d, wf_assay);
-    char *id = submit(&d, "{\"workflow\":\"assay\",\"plate\":\"P1\"}");
+    char *id = start_assay(&d);
     wait_step(&d, id, 1, "running", true);
     int unloads = sim_log_count("-> transfer");
     char path[128];
@@ -497,9 +509,7 @@ static void test_kill9_during_dispense(void **state)
 {
     (void)state;
     h_daemon_t d;
-    start_daemon(&d);
-    post_workflow(&d, wf_assay);
-    char *id = submit(&d, "{\"workflow\":\"assay\",\"plate\":\"P1\"}");
+    char *id = start_assay(&d);
     int before = sim_log_count("dispense ");
     wait_step(&d, id, 0, "running", false);
     /* in the middle of it: after the STAR dispensed into the first column */
@@ -536,9 +546,7 @@ static void test_kill9_during_incubation(void **state)
 {
     (void)state;
     h_daemon_t d;
-    start_daemon(&d);
-    post_workflow(&d, wf_assay);
-    char *id = submit(&d, "{\"workflow\":\"assay\",\"plate\":\"P1\"}");
+    char *id = start_assay(&d);
     wait_step(&d, id, 1, "running", true);
     int loads = sim_log_count("transfer:inc1 -> inc1");
     h_daemon_kill9(&d);
@@ -551,9 +559,7 @@ static void test_kill9_during_incubation(void **state)
     json_decref(doc);
     /* the plate was not loaded a second time */
     assert_int_equal(sim_log_count("transfer:inc1 -> inc1"), loads);
-    char q[256];
-    snprintf(q, sizeof q, "select count(*) from labloop.measurements where run = '%s'", id);
-    assert_int_equal(pg_count_wait(q, 96, 20000), 96);
+    assert_measurements(id, 96);
     free(id);
     h_daemon_destroy(&d);
 }
@@ -562,9 +568,7 @@ static void test_kill9_during_read(void **state)
 {
     (void)state;
     h_daemon_t d;
-    start_daemon(&d);
-    post_workflow(&d, wf_assay);
-    char *id = submit(&d, "{\"workflow\":\"assay\",\"plate\":\"P1\"}");
+    char *id = start_assay(&d);
     wait_step(&d, id, 2, "running", false);
     h_daemon_kill9(&d);
     assert_int_equal(h_daemon_restart(&d), 0);
@@ -574,11 +578,9 @@ static void test_kill9_during_read(void **state)
     assert_int_equal(json_integer_value(json_object_get(st, "attempts")), 2);
     json_decref(doc);
     /* one read's worth of values, not two */
-    char q[256];
-    snprintf(q, sizeof q, "select count(*) from labloop.measurements where run = '%s'", id);
-    assert_int_equal(pg_count_wait(q, 96, 20000), 96);
-    h_sleep_ms(500);
-    assert_int_equal(h_pg_count(&pg, q), 96);
+    assert_measurements(id, 96);
+    h_sleep_ms(500); /* and no second set arrives later */
+    assert_measurements(id, 96);
     free(id);
     h_daemon_destroy(&d);
 }
