@@ -757,6 +757,7 @@ int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *
 
     double best_ms;
     int best_n;
+    bool why_current = true; /* w.why holds the reasons of the kept order */
     if (shop && o->rule_only) {
         best_ms = dispatch(&w, base, best, best_placed, 0, &rng);
     } else {
@@ -805,15 +806,17 @@ int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *
             best_n = n;
             memcpy(best, cur, sizeof *cur * (size_t)total * 2);
             memcpy(best_placed, placed, sizeof *placed * (size_t)p->nruns);
+            why_current = true;
         } else {
             order[b] = order[a];
             order[a] = t;
+            why_current = false;
         }
     }
     /* The result: placed runs' slots, the others with their reasons. */
     r->slots = lab_calloc((size_t)total * 2 + 1, sizeof *r->slots);
     r->unscheduled = lab_calloc((size_t)p->nruns + 1, sizeof *r->unscheduled);
-    if (!shop || !o->rule_only) /* the reasons of the best order's failures */
+    if (!why_current) /* the reasons of the best order's failures */
         plan_in_order(&w, order, base, cur, placed);
     for (int ri = 0; ri < p->nruns; ri++) {
         if (best_placed[ri]) {
@@ -989,7 +992,7 @@ static double num_at(const json_t *o, const char *k, const char *at, double def,
     json_t *v = json_object_get(o, k);
     if (!v)
         return def;
-    char path[160];
+    char path[256];
     snprintf(path, sizeof path, "%s/%s", at, k);
     if (!json_is_number(v) || json_number_value(v) < lo || !isfinite(json_number_value(v))) {
         lab_jerrs_add(e, path, "must be a number >= %g", lo);

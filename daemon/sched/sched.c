@@ -79,7 +79,7 @@ typedef struct srun {
     int64_t created_ms, deadline_ms; /* deadline_ms < 0: none */
     int cur;                         /* the step running, or the next to run */
     exec_t *ex;
-    char why[PLAN_REASON_MAX];
+    char why[1024]; /* why it waits: a planner reason, or why it is paused */
 } srun_t;
 
 /* One step being carried out: its program and where it is. */

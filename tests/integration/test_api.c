@@ -313,7 +313,7 @@ static long get(resp_t *r, const char *base, const char *path, const char *token
 static long post(resp_t *r, const char *base, const char *body, const char *token,
                  const char *idem_key)
 {
-    char auth[128], key[300];
+    char auth[128], key[340];
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", token ? token : "");
     snprintf(key, sizeof key, "Idempotency-Key: %s", idem_key ? idem_key : "");
     const char *h[4] = {"Content-Type: application/json"};
