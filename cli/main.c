@@ -485,6 +485,43 @@ static int cmd_resume(int argc, char **argv, int as_json)
     return post_id("/v1/runs/%s/resume", id, body, as_json, 1);
 }
 
+/* priority RUN [CLASS] [--score X]: a new priority class and/or score; the plan follows. */
+static int cmd_priority(int argc, char **argv, int as_json)
+{
+    static const struct option o[] = {{"score", required_argument, NULL, 's'}, {NULL, 0, NULL, 0}};
+    const char *score = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", o, NULL)) != -1) {
+        if (c != 's')
+            return EXIT_USAGE;
+        score = optarg;
+    }
+    int n = argc - optind;
+    if (n < 1 || n > 2 || (n == 1 && !score)) {
+        fprintf(stderr, "usage: labloop priority RUN [urgent|high|normal|low] [--score X]\n");
+        return EXIT_USAGE;
+    }
+    json_t *doc = json_object();
+    if (n == 2)
+        json_object_set_new(doc, "priority", json_string(argv[optind + 1]));
+    if (score) {
+        char *end = NULL;
+        double v = strtod(score, &end);
+        if (!end || *end || end == score) {
+            fprintf(stderr, "labloop: --score '%s' is not a number\n", score);
+            json_decref(doc);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(doc, "score", json_real(v));
+    }
+    char *body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    int rc = post_id("/v1/runs/%s/priority", argv[optind], body, as_json, 1);
+    free(body);
+    return rc;
+}
+
 /* The plan as a table: what runs where and when, and what waits and why. */
 static int cmd_schedule(int argc, char **argv, int as_json)
 {
@@ -799,6 +836,7 @@ static const struct command {
     {"runs", cmd_runs, "runs [--state S] [--limit N] [--after CURSOR]"},
     {"run", cmd_run, "run ID"},
     {"cancel", cmd_cancel, "cancel ID [--reason TEXT]"},
+    {"priority", cmd_priority, "priority RUN [urgent|high|normal|low] [--score X]"},
     {"schedule", cmd_schedule, "schedule (the plan: instrument, run, step, start, end, state)"},
     {"pause", cmd_pause, "pause INSTRUMENT (operator hold)"},
     {"resume", cmd_resume, "resume INSTRUMENT | resume RUN [--retry|--skip] (a paused run)"},

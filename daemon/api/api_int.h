@@ -167,6 +167,7 @@ void lab_api_runs_list(lab_req_t *rq);
 void lab_api_runs_get(lab_req_t *rq);
 void lab_api_runs_cancel(lab_req_t *rq);
 void lab_api_runs_resume(lab_req_t *rq);
+void lab_api_runs_priority(lab_req_t *rq);
 void lab_api_schedule(lab_req_t *rq);
 void lab_api_instruments_list(lab_req_t *rq);
 void lab_api_instruments_get(lab_req_t *rq);

@@ -403,6 +403,68 @@ void lab_api_runs_resume(lab_req_t *rq)
     lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s", id);
 }
 
+/* POST /v1/runs/{id}/priority {"priority"?, "score"?}: at least one of them. */
+void lab_api_runs_priority(lab_req_t *rq)
+{
+    lab_api_t *api = rq->api;
+    char id[LAB_UUID_LEN + 1];
+    if (!run_id_of(rq, id))
+        return;
+    if (!api->accepting || !api->sched) {
+        lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down");
+        return;
+    }
+    json_t *body = rq->len ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    json_t *errs = json_array();
+    json_t *prio = json_object_get(body, "priority"), *score = json_object_get(body, "score");
+    const char *p = json_string_value(prio);
+    if (!json_is_object(body)) {
+        json_array_append_new(errs, json_pack("{s:s,s:s}", "path", "", "message",
+                                              "expected {\"priority\"?, \"score\"?}"));
+    } else {
+        const char *key;
+        json_t *v;
+        json_object_foreach(body, key, v) if (strcmp(key, "priority") && strcmp(key, "score"))
+        {
+            char path[80];
+            snprintf(path, sizeof path, "/%.60s", key);
+            json_array_append_new(
+                errs, json_pack("{s:s,s:s}", "path", path, "message", "unknown member"));
+        }
+        if (!prio && !score)
+            json_array_append_new(errs, json_pack("{s:s,s:s}", "path", "", "message",
+                                                  "give priority, score or both"));
+        if (prio && (!p || (strcmp(p, "urgent") && strcmp(p, "high") && strcmp(p, "normal") &&
+                            strcmp(p, "low"))))
+            json_array_append_new(errs, json_pack("{s:s,s:s}", "path", "/priority", "message",
+                                                  "one of urgent, high, normal, low"));
+        if (score && !json_is_number(score))
+            json_array_append_new(errs,
+                                  json_pack("{s:s,s:s}", "path", "/score", "message", "a number"));
+    }
+    if (json_array_size(errs)) {
+        json_decref(body);
+        lab_problem(rq, LAB_P_INVALID, errs, "not a priority change");
+        return;
+    }
+    json_decref(errs);
+    int rc = lab_sched_reprioritize(api->sched, id, rq->who, p, score != NULL,
+                                    json_number_value(score), sched_done, rq);
+    json_decref(body);
+    if (rc == 0) {
+        lab_req_suspend(rq);
+        return;
+    }
+    char *text = NULL;
+    if (lab_runs_get(api->store, id, &text) == LAB_OK) {
+        free(text);
+        lab_problem(rq, LAB_P_CONFLICT, lab_errors_one("", "the run is over"),
+                    "run %s is over: its priority no longer matters", id);
+        return;
+    }
+    lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s", id);
+}
+
 void lab_api_schedule(lab_req_t *rq)
 {
     if (!rq->api->sched) {

@@ -1459,6 +1459,28 @@ int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char 
     return 0;
 }
 
+int lab_sched_reprioritize(lab_sched_t *s, const char *id, const char *by, const char *priority,
+                           bool has_score, double score, lab_sched_done_cb cb, void *arg)
+{
+    srun_t *r = run_find(s, id);
+    if (!r || lab_run_state_final(r->state))
+        return LAB_ENOTFOUND;
+    if (priority) {
+        r->prio = prio_of(priority);
+        json_object_set_new(r->doc, "priority", json_string(priority));
+    }
+    if (has_score) {
+        r->score = score;
+        json_object_set_new(r->doc, "score", json_real(score));
+    }
+    json_object_set_new(r->doc, "reprioritized_by", json_string(by));
+    log_info("sched", "run=%s priority=%s score=%g by %s", r->id,
+             json_string_value(json_object_get(r->doc, "priority")), r->score, by);
+    persist(s, r, NULL, pend_new(s, cb, arg));
+    kick(s);
+    return 0;
+}
+
 json_t *lab_sched_timeline(lab_sched_t *s)
 {
     char now[32], at[32];

@@ -52,6 +52,12 @@ int lab_sched_cancel(lab_sched_t *s, const char *id, const char *by, const char 
 int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char *how,
                      lab_sched_done_cb cb, void *arg, char *msg, size_t msglen);
 
+/* A new priority class (urgent|high|normal|low, or NULL to keep it) and/or score (when
+ * has_score) for a run that is not over; everything not started is planned again.
+ * LAB_ENOTFOUND as above. */
+int lab_sched_reprioritize(lab_sched_t *s, const char *id, const char *by, const char *priority,
+                           bool has_score, double score, lab_sched_done_cb cb, void *arg);
+
 /* GET /v1/schedule: {"now", "time_scale", "planned_at", "items": [{instrument, run, plate, step,
  * start, end, state}], "waiting": [{run, reason}], "lag_violations"}. New reference. */
 json_t *lab_sched_timeline(lab_sched_t *s);

@@ -345,6 +345,43 @@ static void test_many_runs_keep_their_lags(void **state)
     h_daemon_destroy(&d);
 }
 
+/* ---- a new priority re-plans: raised to urgent, a run that waited goes first ---- */
+
+static void test_new_priority_overtakes(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    start_daemon(&d);
+    post_workflow(&d, wf_readonly);
+    static char out[65536];
+    assert_int_equal(cli(&d, out, sizeof out, "pause reader1"), 0);
+    char *a = submit(&d, "{\"workflow\":\"read-only\",\"plate\":\"A\"}");
+    char *b = submit(&d, "{\"workflow\":\"read-only\",\"plate\":\"B\"}");
+    char args[160], path[128];
+    snprintf(path, sizeof path, "/v1/runs/%s/priority", b);
+    json_decref(call(&d, "POST", path, "{\"priority\":\"soon\"}", 422));
+    json_decref(call(&d, "POST", path, "{}", 422));
+    snprintf(args, sizeof args, "priority %s urgent --score 2.5", b);
+    assert_int_equal(cli(&d, out, sizeof out, args), 0);
+    json_t *doc = get_run(&d, b);
+    assert_string_equal(sval(doc, "priority"), "urgent");
+    json_decref(doc);
+    assert_int_equal(cli(&d, out, sizeof out, "resume reader1"), 0);
+    json_t *da = wait_run(&d, a, "done", 30000), *db = wait_run(&d, b, "done", 30000);
+    /* ISO times of one format compare as text */
+    assert_true(strcmp(sval(step_of(db, 0), "started_at"), sval(step_of(da, 0), "started_at")) < 0);
+    json_decref(da);
+    json_decref(db);
+    json_decref(call(&d, "POST", path, "{\"priority\":\"low\"}", 409));
+    char q[256];
+    snprintf(q, sizeof q,
+             "select count(*) from labloop.runs where id = '%s' and priority = 'urgent'", b);
+    assert_int_equal(pg_count_wait(q, 1, 20000), 1);
+    free(a);
+    free(b);
+    h_daemon_destroy(&d);
+}
+
 /* ---- a cell with a mover: the plate's move is a step on it, confirmed by a person ---- */
 
 static void test_move_on_a_manual_mover(void **state)
@@ -590,6 +627,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_assay_end_to_end),
         cmocka_unit_test(test_many_runs_keep_their_lags),
+        cmocka_unit_test(test_new_priority_overtakes),
         cmocka_unit_test(test_move_on_a_manual_mover),
         cmocka_unit_test(test_waits_and_says_why),
         cmocka_unit_test(test_failed_read_pauses_then_resumes),
