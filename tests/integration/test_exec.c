@@ -481,21 +481,31 @@ static void test_waits_and_says_why(void **state)
 
 /* ---- recovery policies ---- */
 
+/* The reader leaves the read of a run of workflow wf unanswered (it is held by an operator
+ * pause meanwhile, so it polls nothing; resumed, the read goes first): the read times out.
+ * Returns the run's id once the run is in state want. */
+static char *failing_read(h_daemon_t *d, const char *wf, const char *want)
+{
+    char body[160];
+    snprintf(body, sizeof body, "{\"workflow\":\"%s\",\"plate\":\"P1\"}", wf);
+    json_decref(call(d, "POST", "/v1/instruments/reader1/pause", NULL, 200));
+    char *id = submit(d, body);
+    assert_int_equal(h_sim_fault(&sim, "reader1", "error", 0), 0);
+    h_sleep_ms(200);
+    json_decref(call(d, "POST", "/v1/instruments/reader1/resume", NULL, 200));
+    json_decref(wait_run(d, id, want, 30000));
+    return id;
+}
+
 static void test_failed_read_pauses_then_resumes(void **state)
 {
     (void)state;
     h_daemon_t d;
     start_daemon(&d);
     post_workflow(&d, wf_readonly);
-    /* the reader leaves its next command unanswered, and that command is the read (held by an
-     * operator pause, the reader polls nothing; resumed, the read goes first): it times out,
-     * and the policy pauses the run */
-    json_decref(call(&d, "POST", "/v1/instruments/reader1/pause", NULL, 200));
-    char *id = submit(&d, "{\"workflow\":\"read-only\",\"plate\":\"P1\"}");
-    assert_int_equal(h_sim_fault(&sim, "reader1", "error", 0), 0);
-    h_sleep_ms(200);
-    json_decref(call(&d, "POST", "/v1/instruments/reader1/resume", NULL, 200));
-    json_t *doc = wait_run(&d, id, "paused", 30000);
+    /* the read times out, and the policy pauses the run */
+    char *id = failing_read(&d, "read-only", "paused");
+    json_t *doc = get_run(&d, id);
     assert_string_equal(sval(step_of(doc, 0), "state"), "failed");
     assert_non_null(strstr(sval(doc, "paused_reason"), "read"));
     json_decref(doc);
@@ -513,6 +523,40 @@ static void test_failed_read_pauses_then_resumes(void **state)
     /* nothing left to resume */
     json_decref(call(&d, "POST", path, NULL, 409));
     assert_measurements(id, 4);
+    free(id);
+    h_daemon_destroy(&d);
+}
+
+/* The other two policies: `skip` goes on without the step, `fail` ends the run with why. */
+static void test_skip_and_fail_policies(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    start_daemon(&d);
+    post_workflow(&d, "{\"name\":\"read-skip\",\"steps\":["
+                      "{\"name\":\"read\",\"op\":\"read_absorbance\",\"on\":\"reader1\","
+                      "\"duration_s\":90,\"params\":{\"wavelength_nm\":450,\"wells\":\"A1\"},"
+                      "\"on_failure\":{\"action\":\"skip\"}},"
+                      "{\"name\":\"again\",\"op\":\"read_absorbance\",\"on\":\"reader1\","
+                      "\"duration_s\":90,\"params\":{\"wavelength_nm\":450,\"wells\":\"A1\"}}]}");
+    post_workflow(&d, "{\"name\":\"read-fail\",\"steps\":["
+                      "{\"name\":\"read\",\"op\":\"read_absorbance\",\"on\":\"reader1\","
+                      "\"duration_s\":90,\"params\":{\"wavelength_nm\":450,\"wells\":\"A1\"}}],"
+                      "\"on_failure\":{\"action\":\"fail\"}}");
+    char *id = failing_read(&d, "read-skip", "done");
+    json_t *doc = get_run(&d, id);
+    assert_string_equal(sval(step_of(doc, 0), "state"), "skipped");
+    assert_non_null(strstr(sval(step_of(doc, 0), "error"), "timeout"));
+    assert_string_equal(sval(step_of(doc, 1), "state"), "done");
+    json_decref(doc);
+    assert_measurements(id, 1);
+    free(id);
+    id = failing_read(&d, "read-fail", "failed");
+    doc = get_run(&d, id);
+    assert_string_equal(sval(step_of(doc, 0), "state"), "failed");
+    assert_string_equal(sval(json_object_get(doc, "failure"), "step"), "read");
+    json_decref(doc);
+    assert_measurements(id, 0);
     free(id);
     h_daemon_destroy(&d);
 }
@@ -631,6 +675,7 @@ int main(void)
         cmocka_unit_test(test_move_on_a_manual_mover),
         cmocka_unit_test(test_waits_and_says_why),
         cmocka_unit_test(test_failed_read_pauses_then_resumes),
+        cmocka_unit_test(test_skip_and_fail_policies),
         cmocka_unit_test(test_cancel_during_incubation_unloads),
         cmocka_unit_test(test_kill9_during_dispense),
         cmocka_unit_test(test_kill9_during_incubation),
