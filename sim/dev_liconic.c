@@ -6,7 +6,12 @@
  * points with a 300 lab-second time constant; plates inside accumulate incubation. An injected
  * "error" sets the error flag 1814 and the handler code in DM200 (sim_error_code, default 7) and
  * answers the next command with E5. The transfer sensor 1813 says whether a plate waits on the
- * transfer station. */
+ * transfer station.
+ *
+ * In a cell without an arm (world.h): with sim_from = STAR_ID a load whose transfer station is
+ * empty takes the oldest plate on that STAR's deck (the load fails as above when the deck is
+ * empty too); with sim_to = READER_ID an unloaded plate goes on at once from the transfer
+ * station into that reader's queue. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,8 +50,10 @@ void sim_liconic_tick(sim_inst_t *in)
     char prefix[80];
     int n = snprintf(prefix, sizeof prefix, "%s:", in->cfg->id);
     sim_world_t *w = &in->sim->world;
+    /* slots only ("ID:cassette/slot"): not "deck:ID" or "queue:ID" of a namesake */
     for (int i = 0; i < w->n_plates; i++)
-        if (strncmp(w->plates[i].position, prefix, (size_t)n) == 0)
+        if (strncmp(w->plates[i].position, prefix, (size_t)n) == 0 &&
+            w->plates[i].position[n] >= '0' && w->plates[i].position[n] <= '9')
             sim_world_incubate(&w->plates[i], in->climate_cur[0] / 10.0, dt);
 }
 
@@ -91,6 +98,9 @@ static void step_done(uv_timer_t *t)
                     p = &w->plates[i];
             if (p)
                 snprintf(p->position, sizeof p->position, "%s", a);
+            else
+                sim_warn("liconic", "%s: load: the transfer station and %s are empty", in->cfg->id,
+                         deck);
         }
         move(in, a, b);
         break;

@@ -9,7 +9,8 @@
  * reagent of the trough column round((xp - 1000) / 90), which names the reagent at that index of
  * sim_reagents (modulo their number). A dispense puts dv (0.1 uL) of that reagent into the well
  * under the channel. Only channels with tm = 1 act. An injected "error" answers the next command
- * with er<sim_error_code, default 8>/00. */
+ * with er<sim_error_code, default 8>/00. A dispense with no plate to go into (the world holding
+ * SIM_PLATES_MAX already) answers er30/00. */
 #include <stdbool.h>
 #include <math.h>
 #include <stdio.h>
@@ -88,7 +89,9 @@ static sim_plate_t *deck_plate(sim_inst_t *in)
     return p;
 }
 
-static void act(sim_inst_t *in, const star_msg_t *m)
+/* Carries out a command; 0, or the master error code to answer (30: no plate for a dispense,
+ * the world being full). */
+static int act(sim_inst_t *in, const star_msg_t *m)
 {
     long tm[STAR_CHANNELS], xp[STAR_CHANNELS], yp[STAR_CHANNELS], vol[STAR_CHANNELS];
     size_t ntm, nx, ny, nv;
@@ -125,14 +128,19 @@ static void act(sim_inst_t *in, const star_msg_t *m)
             int col = column_of(xp[ch]), row = (int)lround((3000 - yp[ch]) / 90.0);
             double ul = vol[ch] / 10.0;
             sim_plate_t *p = deck_plate(in);
-            if (p)
-                sim_world_dispense(w, p, row, col, in->source_reagent[ch], ul);
+            if (!p) {
+                sim_error("star", "%s: dispense refused: no plate on the deck (too many plates)",
+                          in->cfg->id);
+                return 30;
+            }
+            sim_world_dispense(w, p, row, col, in->source_reagent[ch], ul);
             in->held_ul[ch] = in->held_ul[ch] > ul ? in->held_ul[ch] - ul : 0;
             sim_info("star", "%s: dispense %.1f uL %s into %s %c%d", in->cfg->id, ul,
                      in->source_reagent[ch] >= 0 ? w->reagents[in->source_reagent[ch]] : "?",
-                     p ? p->barcode : "(no plate)", 'A' + row, col + 1);
+                     p->barcode, 'A' + row, col + 1);
         }
     }
+    return 0;
 }
 
 static int on_line(void *ud, const char *line, size_t len, int err)
@@ -153,8 +161,7 @@ static int on_line(void *ud, const char *line, size_t len, int err)
     } else if (check) {
         star_error(&b, 1, check);
     } else {
-        act(in, &m);
-        star_error(&b, 0, 0);
+        star_error(&b, act(in, &m), 0);
     }
     queue_reply(in, buf, star_end(&b, 1));
     return 0;

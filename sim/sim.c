@@ -381,6 +381,28 @@ static json_t *ctl_error(const char *msg)
     return json_pack("{s:b,s:s}", "ok", 0, "error", msg);
 }
 
+static void tick_incubators(sim_t *s)
+{
+    for (int i = 0; i < s->cfg.n; i++)
+        if (s->cfg.inst[i].driver == SIM_LICONIC && s->inst[i].flags)
+            sim_liconic_tick(&s->inst[i]);
+}
+
+/* Every plate of the world, in the order it came into it, with where it is now. */
+static json_t *ctl_plates(sim_t *s)
+{
+    tick_incubators(s);
+    json_t *list = json_array();
+    for (int i = 0; i < s->world.n_plates; i++) {
+        const sim_plate_t *p = &s->world.plates[i];
+        json_array_append_new(list,
+                              json_pack("{s:s,s:s,s:f,s:f}", "barcode", p->barcode, "position",
+                                        p->position, "incubation_degC_s", p->incub_deg_s,
+                                        "dispensed_ul", sim_world_dispensed(p)));
+    }
+    return json_pack("{s:b,s:o}", "ok", 1, "plates", list);
+}
+
 static int ctl_line(void *ud, const char *line, size_t len, int err)
 {
     ctl_conn_t *c = ud;
@@ -402,10 +424,10 @@ static int ctl_line(void *ud, const char *line, size_t len, int err)
     const char *id = json_string_value(json_object_get(req, "instrument"));
     const char *fault = json_string_value(json_object_get(req, "fault"));
     json_t *sec = json_object_get(req, "seconds");
-    if (plate) {
-        for (int i = 0; i < s->cfg.n; i++)
-            if (s->cfg.inst[i].driver == SIM_LICONIC && s->inst[i].flags)
-                sim_liconic_tick(&s->inst[i]);
+    if (json_is_true(json_object_get(req, "plates"))) {
+        ctl_answer(c, ctl_plates(s));
+    } else if (plate) {
+        tick_incubators(s);
         sim_plate_t *p = sim_world_plate(&s->world, plate);
         if (!p)
             ctl_answer(c, ctl_error("too many plates"));
@@ -413,8 +435,8 @@ static int ctl_line(void *ud, const char *line, size_t len, int err)
             ctl_answer(c, json_pack("{s:b,s:s,s:f}", "ok", 1, "position", p->position,
                                     "incubation_degC_s", p->incub_deg_s));
     } else if (!id || !fault || (sec && !json_is_number(sec))) {
-        ctl_answer(c, ctl_error("expected {\"instrument\":ID,\"fault\":KIND[,\"seconds\":N]} or "
-                                "{\"plate\":BARCODE}"));
+        ctl_answer(c, ctl_error("expected {\"instrument\":ID,\"fault\":KIND[,\"seconds\":N]}, "
+                                "{\"plate\":BARCODE} or {\"plates\":true}"));
     } else {
         char msg[256];
         if (sim_fault(s, id, fault, sec ? json_number_value(sec) : 0, msg, sizeof msg))

@@ -17,6 +17,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include "sim/log.h"
 
 void sim_world_init(sim_world_t *w, uint64_t seed, double noise)
 {
@@ -44,13 +45,24 @@ int sim_world_reagent(sim_world_t *w, const char *name)
     return w->n_reagents++;
 }
 
-sim_plate_t *sim_world_plate(sim_world_t *w, const char *barcode)
+static sim_plate_t *sim_world_find(sim_world_t *w, const char *barcode)
 {
     for (int i = 0; i < w->n_plates; i++)
         if (strcmp(w->plates[i].barcode, barcode) == 0)
             return &w->plates[i];
-    if (w->n_plates == SIM_PLATES_MAX)
+    return NULL;
+}
+
+sim_plate_t *sim_world_plate(sim_world_t *w, const char *barcode)
+{
+    sim_plate_t *found = sim_world_find(w, barcode);
+    if (found)
+        return found;
+    if (w->n_plates == SIM_PLATES_MAX) {
+        sim_error("world", "too many plates: the world holds %d, plate %s not created",
+                  SIM_PLATES_MAX, barcode);
         return NULL;
+    }
     sim_plate_t *p = &w->plates[w->n_plates++];
     memset(p, 0, sizeof *p);
     snprintf(p->barcode, sizeof p->barcode, "%s", barcode);
@@ -77,6 +89,16 @@ void sim_world_incubate(sim_plate_t *p, double celsius, double lab_seconds)
 {
     if (celsius > 20 && lab_seconds > 0)
         p->incub_deg_s += (celsius - 20) * lab_seconds;
+}
+
+double sim_world_dispensed(const sim_plate_t *p)
+{
+    double sum = 0;
+    for (int r = 0; r < SIM_ROWS; r++)
+        for (int c = 0; c < SIM_COLS; c++)
+            for (int k = 0; k < SIM_REAGENTS_MAX; k++)
+                sum += p->ul[r][c][k];
+    return sum;
 }
 
 static uint64_t hash_str(uint64_t h, const char *s)
@@ -106,10 +128,15 @@ double sim_world_absorbance(const sim_world_t *w, const sim_plate_t *p, int row,
 sim_plate_t *sim_world_fresh(sim_world_t *w, const char *position)
 {
     char name[32];
-    snprintf(name, sizeof name, "SIM-%04d", ++w->n_fresh);
+    int n = w->n_fresh;
+    do /* a configured sim_plate may already carry the next name */
+        snprintf(name, sizeof name, "SIM-%04d", ++n);
+    while (sim_world_find(w, name));
     sim_plate_t *p = sim_world_plate(w, name);
-    if (p)
-        snprintf(p->position, sizeof p->position, "%s", position);
+    if (!p)
+        return NULL; /* full: the number stays free for the next try */
+    w->n_fresh = n;
+    snprintf(p->position, sizeof p->position, "%s", position);
     return p;
 }
 

@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #define SIM_REAGENTS_MAX 8
-#define SIM_PLATES_MAX 160
+#define SIM_PLATES_MAX 256 /* a full world refuses new plates with a logged error */
 #define SIM_ROWS 16
 #define SIM_COLS 24
 
@@ -38,11 +38,13 @@ sim_plate_t *sim_world_fresh(sim_world_t *w, const char *position);
 sim_plate_t *sim_world_reader_plate(sim_world_t *w, const char *reader_id);
 
 void sim_world_init(sim_world_t *w, uint64_t seed, double noise);
-int sim_world_reagent(sim_world_t *w, const char *name);           /* index, created on first use */
-sim_plate_t *sim_world_plate(sim_world_t *w, const char *barcode); /* created on first use */
-sim_plate_t *sim_world_at(sim_world_t *w, const char *position);   /* NULL if empty */
+int sim_world_reagent(sim_world_t *w, const char *name); /* index, created on first use */
+/* Created on first use; NULL (and an error logged) when the world already holds SIM_PLATES_MAX. */
+sim_plate_t *sim_world_plate(sim_world_t *w, const char *barcode);
+sim_plate_t *sim_world_at(sim_world_t *w, const char *position); /* NULL if empty */
 void sim_world_dispense(sim_world_t *w, sim_plate_t *p, int row, int col, int reagent, double ul);
 void sim_world_incubate(sim_plate_t *p, double celsius, double lab_seconds);
+double sim_world_dispensed(const sim_plate_t *p); /* total uL in all wells */
 double sim_world_absorbance(const sim_world_t *w, const sim_plate_t *p, int row, int col, int nm);
 /* Deterministic generator (splitmix64) used for noise and the instruments' quirks. */
 uint64_t sim_rand_next(uint64_t *state);
