@@ -96,11 +96,13 @@ static void step_done(uv_timer_t *t)
                 if (strcmp(w->plates[i].position, deck) == 0 &&
                     (!p || w->plates[i].queued < p->queued))
                     p = &w->plates[i];
-            if (p)
+            if (p) {
+                sim_info("liconic", "%s: plate %s %s -> %s", in->cfg->id, p->barcode, deck, a);
                 snprintf(p->position, sizeof p->position, "%s", a);
-            else
+            } else {
                 sim_warn("liconic", "%s: load: the transfer station and %s are empty", in->cfg->id,
                          deck);
+            }
         }
         move(in, a, b);
         break;
