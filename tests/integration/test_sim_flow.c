@@ -5,7 +5,8 @@
  * {"plates":true} shows three distinct plates that each went deck -> slot -> reader queue ->
  * tray -> done, and each read shows its own plate's column. A read with an empty queue reads the
  * tray's plate again, a load with the station and the deck empty fails with a handler error,
- * and a second Liconic without the keys still refuses a second load as before. */
+ * and a second Liconic without the keys still refuses a second load as before. Last, a world
+ * of 256 plates refuses one more without going down. */
 #include "drivers/driver.h"
 #include "tests/harness/harness.h"
 
@@ -345,11 +346,35 @@ static void test_without_keys_unchanged(void **state)
     position_is("Q1", "transfer:inc2");
 }
 
+/* A full world is an error the simulator survives: no new plate through the control socket, and
+ * a dispense that needs a fresh plate is refused by the STAR (er30, a device error). */
+static void test_full_world(void **state)
+{
+    (void)state;
+    char r[512];
+    json_t *list = plates();
+    int n = (int)json_array_size(list);
+    json_decref(list);
+    for (int i = n; i < 256; i++)
+        assert_int_equal(h_sim_ctl(&sim, r, sizeof r, "{\"plate\":\"F%d\"}", i), 0);
+    assert_int_not_equal(h_sim_ctl(&sim, r, sizeof r, "{\"plate\":\"ONE-TOO-MANY\"}"), 0);
+    assert_non_null(strstr(r, "too many plates"));
+    wait_idle(star);
+    call_ok(star, "pick_up_tips", "{\"channels\": 8}");
+    call_ok(star, "aspirate", "{\"volume_ul\": 20, \"reagent\": \"substrate\"}");
+    assert_int_equal(call(star, "dispense", "{\"well\": \"A1\", \"volume_ul\": 20}"),
+                     LAB_DRV_EDEVICE);
+    list = plates();
+    assert_int_equal(json_array_size(list), 256);
+    json_decref(list);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_three_plates_flow),
         cmocka_unit_test(test_without_keys_unchanged),
+        cmocka_unit_test(test_full_world),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
