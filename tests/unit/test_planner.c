@@ -191,7 +191,10 @@ static void test_moves_on_a_mover(void **state)
     snprintf(json, sizeof json, fmt, ",{\"id\":\"arm\",\"kind\":\"mover\",\"move_s\":30}", 20);
     solve(json, 0);
     assert_int_equal(res.nunscheduled, 2);
-    assert_non_null(strstr(res.unscheduled[0].reason, "with a move"));
+    for (int i = 0; i < 2; i++)
+        assert_non_null(strstr(res.unscheduled[i].reason,
+                               "step r cannot start within 20 s of d's end: the move from "
+                               "liquid_handler onto plate_reader takes 30 s"));
     done();
 
     /* no mover: no moves, and the same window is easy */
@@ -247,7 +250,8 @@ static void test_time_zero_is_now(void **state)
     snprintf(json, sizeof json, fmt, 100);
     solve(json, 0);
     assert_int_equal(res.nunscheduled, 1);
-    assert_non_null(strstr(res.unscheduled[0].reason, "cannot start within 100 s"));
+    assert_non_null(strstr(res.unscheduled[0].reason, "step r's window has passed: it had to "
+                                                      "start within 100 s of d's end, 500 s ago"));
     done();
 }
 
