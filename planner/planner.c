@@ -192,6 +192,47 @@ static double earliest_move(const work_t *w, double t, int *mover, double *end)
     return best - (*mover >= 0 ? move_s(&w->p->instruments[*mover]) : 0);
 }
 
+/* The shortest move any mover makes; DBL_MAX without a mover. */
+static double shortest_move(const work_t *w)
+{
+    double d = DBL_MAX;
+    for (int j = 0; w->movers[j] >= 0; j++)
+        d = fmin(d, move_s(&w->p->instruments[w->movers[j]]));
+    return d;
+}
+
+/* Whether step k of run ri cannot be placed whatever the others do, with the reason in why:
+ * its window closed before now, or every way onto its instruments is a move longer than it. */
+static bool never_fits(const work_t *w, int ri, int k, double prev_fixed_end)
+{
+    const plan_run_t *run = &w->p->runs[ri];
+    const plan_workflow_t *wf = &w->p->workflows[run->workflow];
+    const plan_step_t *st = &wf->steps[k];
+    if (k == 0 || st->max_lag_s < 0)
+        return false;
+    if (k == run->nfixed && prev_fixed_end + st->max_lag_s < -EPS) {
+        snprintf(w->why[ri], PLAN_REASON_MAX,
+                 "step %s's window has passed: it had to start within %g s of %s's end, %g s ago",
+                 st->name, st->max_lag_s, wf->steps[k - 1].name, -prev_fixed_end);
+        return true;
+    }
+    double d = shortest_move(w);
+    if (w->movers[0] < 0 || d <= st->max_lag_s + EPS)
+        return false;
+    /* a move is needed unless the plate can stay where the previous step leaves it */
+    const int *cs = w->cand[run->workflow][k];
+    int from = k == run->nfixed ? run->fixed[k - 1].instrument : -1;
+    const int *prev = w->cand[run->workflow][k - 1];
+    for (int j = 0; cs[j] >= 0; j++)
+        if (from >= 0 ? cs[j] == from : is_candidate(prev, cs[j]))
+            return false;
+    snprintf(w->why[ri], PLAN_REASON_MAX,
+             "step %s cannot start within %g s of %s's end: the move from %s onto %s takes %g s",
+             st->name, st->max_lag_s, wf->steps[k - 1].name,
+             from >= 0 ? w->p->instruments[from].id : inst_name(w, prev), inst_name(w, cs), d);
+    return true;
+}
+
 /* Places run ri's unfixed steps (fixed ones are already on the lines) into out[] (and their
  * moves into out[w->total + k]); true when it fits, with the intervals added. */
 static bool place_run(work_t *w, int ri, plan_slot_t *out)
@@ -215,6 +256,9 @@ static bool place_run(work_t *w, int ri, plan_slot_t *out)
     }
     if (k0 >= wf->n)
         return true;
+    for (int k = k0; k < wf->n; k++)
+        if ((k == k0 || w->movers[0] >= 0) && never_fits(w, ri, k, prev_fixed_end))
+            return false;
     double t0 = k0 == 0 ? run->release_s : prev_fixed_end + wf->steps[k0].min_lag_s;
     if (t0 < 0) /* time 0 is now: nothing more starts before it */
         t0 = 0;
@@ -226,7 +270,7 @@ static bool place_run(work_t *w, int ri, plan_slot_t *out)
             const plan_step_t *st = &wf->steps[k];
             double from = k == k0 ? t0 : prev + st->min_lag_s;
             int best_i = -1, best_m = -1;
-            double best_s = DBL_MAX, best_ms = 0;
+            double best_s = DBL_MAX, best_ms = 0, best_at = 0;
             const int *cs = w->cand[run->workflow][k];
             for (int j = 0; cs[j] >= 0; j++) {
                 int i = cs[j], m = -1;
@@ -241,23 +285,28 @@ static bool place_run(work_t *w, int ri, plan_slot_t *out)
                     earliest(&w->lines[i], w->p->instruments[i].capacity, at, st->duration_s);
                 if (s < best_s - EPS) {
                     best_s = s;
+                    best_at = at;
                     best_i = i;
                     best_m = m;
                     best_ms = ms;
                 }
             }
             if (k > 0 && st->max_lag_s >= 0 && best_s > prev + st->max_lag_s + EPS) {
-                const char *mvtxt = best_m >= 0 ? " (with a move)" : "";
-                if (k == k0) { /* behind a step that already started: nothing can move */
+                /* the instrument is busy, or (it was free) the move could not come sooner */
+                if (best_m >= 0 && best_s <= best_at + EPS)
+                    snprintf(w->why[ri], PLAN_REASON_MAX,
+                             "step %s cannot start within %g s of %s's end: the move onto %s "
+                             "waits for %s",
+                             st->name, st->max_lag_s, wf->steps[k - 1].name, inst_name(w, cs),
+                             w->p->instruments[best_m].id);
+                else
                     snprintf(w->why[ri], PLAN_REASON_MAX,
                              "step %s cannot start within %g s of %s's end%s: %s busy", st->name,
-                             st->max_lag_s, wf->steps[k - 1].name, mvtxt, inst_name(w, cs));
+                             st->max_lag_s, wf->steps[k - 1].name,
+                             best_m >= 0 ? " (with a move)" : "", inst_name(w, cs));
+                if (k == k0) /* behind a step that already started: nothing can move */
                     return false;
-                }
                 t0 = out[k0].start_s + (best_s - (prev + st->max_lag_s));
-                snprintf(w->why[ri], PLAN_REASON_MAX,
-                         "step %s cannot start within %g s of %s's end%s: %s busy", st->name,
-                         st->max_lag_s, wf->steps[k - 1].name, mvtxt, inst_name(w, cs));
                 ok = false;
                 break;
             }
@@ -866,41 +915,49 @@ void plan_result_free(plan_result_t *r)
 int plan_verify(const plan_problem_t *p, const plan_result_t *r, char *why, size_t cap)
 {
     int *seen = lab_calloc((size_t)p->nruns + 1, sizeof *seen);
+    int *last = lab_calloc((size_t)p->nruns + 1, sizeof *last); /* a run's previous step slot */
     int rc = 0;
+    bool movers = false;
+    for (int i = 0; i < p->ninstruments; i++)
+        movers |= strcmp(p->instruments[i].kind, "mover") == 0;
 #define FAIL(...)                                                                                  \
     do {                                                                                           \
         snprintf(why, cap, __VA_ARGS__);                                                           \
         rc = -1;                                                                                   \
         goto out;                                                                                  \
     } while (0)
-    int prev_step = -1; /* the slot of the run's previous step */
+    for (int ri = 0; ri < p->nruns; ri++)
+        last[ri] = -1;
     for (int i = 0; i < r->nslots; i++) {
         const plan_slot_t *s = &r->slots[i];
         if (s->run < 0 || s->run >= p->nruns)
             FAIL("slot %d: no run %d", i, s->run);
+        if (s->instrument < 0 || s->instrument >= p->ninstruments)
+            FAIL("slot %d: no instrument %d", i, s->instrument);
         const plan_run_t *run = &p->runs[s->run];
         const plan_workflow_t *wf = &p->workflows[run->workflow];
         if (s->move) {
             const plan_slot_t *nx = i + 1 < r->nslots ? &r->slots[i + 1] : NULL;
-            if (s->instrument < 0 || s->instrument >= p->ninstruments ||
-                strcmp(p->instruments[s->instrument].kind, "mover") != 0)
-                FAIL("run %s: a move on %d, not a mover", run->id, s->instrument);
+            if (strcmp(p->instruments[s->instrument].kind, "mover") != 0)
+                FAIL("run %s: a move on %s, not a mover", run->id,
+                     p->instruments[s->instrument].id);
             if (!nx || nx->move || nx->run != s->run || nx->step != s->step || s->step == 0 ||
-                prev_step < 0)
+                last[s->run] < 0 || s->step != seen[s->run])
                 FAIL("run %s: a move that serves no step", run->id);
-            const plan_slot_t *pv = &r->slots[prev_step];
+            const plan_slot_t *pv = &r->slots[last[s->run]];
             if (s->from != pv->instrument || pv->instrument == nx->instrument)
                 FAIL("run %s step %s: the move comes from %d, the plate is on %d", run->id,
                      wf->steps[s->step].name, s->from, pv->instrument);
             if (s->start_s < pv->end_s - EPS || s->end_s > nx->start_s + EPS)
                 FAIL("run %s step %s: the move [%g, %g] is outside [%g, %g]", run->id,
                      wf->steps[s->step].name, s->start_s, s->end_s, pv->end_s, nx->start_s);
+            if (s->start_s < -EPS)
+                FAIL("run %s step %s: the move starts at %g s, before now", run->id,
+                     wf->steps[s->step].name, s->start_s);
             if (fabs(s->end_s - s->start_s - move_s(&p->instruments[s->instrument])) > EPS)
                 FAIL("run %s: a move lasts %g s", run->id, s->end_s - s->start_s);
             continue;
         }
-        if (s->step == 0)
-            prev_step = -1;
         if (s->step != seen[s->run] || s->step >= wf->n)
             FAIL("run %s: step %d out of order", run->id, s->step);
         seen[s->run]++;
@@ -914,27 +971,36 @@ int plan_verify(const plan_problem_t *p, const plan_result_t *r, char *why, size
         if (fabs(s->end_s - s->start_s - st->duration_s) > EPS)
             FAIL("run %s step %s: lasts %g s, not %g", run->id, st->name, s->end_s - s->start_s,
                  st->duration_s);
-        if (s->step < run->nfixed && (fabs(s->start_s - run->fixed[s->step].start_s) > EPS ||
-                                      s->instrument != run->fixed[s->step].instrument))
+        bool fixed = s->step < run->nfixed;
+        if (fixed && (fabs(s->start_s - run->fixed[s->step].start_s) > EPS ||
+                      s->instrument != run->fixed[s->step].instrument))
             FAIL("run %s step %s: started, yet moved", run->id, st->name);
+        if (!fixed && s->start_s < -EPS)
+            FAIL("run %s step %s: starts at %g s, before now", run->id, st->name, s->start_s);
         if (s->step == 0 && run->nfixed == 0 && s->start_s < fmax(0, run->release_s) - EPS)
             FAIL("run %s: starts at %g before its release %g", run->id, s->start_s, run->release_s);
-        if (s->step > 0 && prev_step >= 0) {
-            double lag = s->start_s - r->slots[prev_step].end_s;
+        const plan_slot_t *pv = last[s->run] >= 0 ? &r->slots[last[s->run]] : NULL;
+        if (pv) {
+            double lag = s->start_s - pv->end_s;
             if (lag < st->min_lag_s - EPS)
                 FAIL("run %s step %s: %g s after %s, under the minimum %g", run->id, st->name, lag,
                      wf->steps[s->step - 1].name, st->min_lag_s);
             if (st->max_lag_s >= 0 && lag > st->max_lag_s + EPS)
                 FAIL("run %s step %s: %g s after %s, over the maximum %g", run->id, st->name, lag,
                      wf->steps[s->step - 1].name, st->max_lag_s);
+            /* the plate changes instrument: a mover must take it (a started step's move is
+             * in the past) */
+            if (movers && !fixed && pv->instrument != s->instrument && (i == 0 || !s[-1].move))
+                FAIL("run %s step %s: no move from %s to %s", run->id, st->name,
+                     p->instruments[pv->instrument].id, p->instruments[s->instrument].id);
         }
-        prev_step = i;
+        last[s->run] = i;
     }
     for (int i = 0; i < r->nslots; i++) {
         const plan_slot_t *s = &r->slots[i];
         if (!s->move && seen[s->run] != p->workflows[p->runs[s->run].workflow].n)
             FAIL("run %s: only %d of its steps placed", p->runs[s->run].id, seen[s->run]);
-        /* capacity at this slot's start */
+        /* capacity at this slot's start (moves count on their mover) */
         int n = 0;
         for (int j = 0; j < r->nslots; j++)
             if (r->slots[j].instrument == s->instrument &&
@@ -947,6 +1013,7 @@ int plan_verify(const plan_problem_t *p, const plan_result_t *r, char *why, size
 out:
 #undef FAIL
     free(seen);
+    free(last);
     return rc;
 }
 
@@ -1032,13 +1099,20 @@ int plan_from_json(const json_t *doc, plan_problem_t *p, lab_jerrs_t *e)
         snprintf(x->id, sizeof x->id, "%s", id ? id : "");
         snprintf(x->kind, sizeof x->kind, "%s", kind ? kind : "");
         x->capacity = (int)num_at(v, "capacity", at, 1, 1, e);
-        if (json_object_get(v, "move_s")) {
-            x->move_s = num_at(v, "move_s", at, 60, 0.001, e);
-            if (strcmp(x->kind, "mover") != 0) {
-                char mp[200];
-                snprintf(mp, sizeof mp, "%s/move_s", at);
+        /* a mover's time for one move, 60 s unless given; a move of no time is no move */
+        json_t *mv = json_object_get(v, "move_s");
+        bool mover = strcmp(x->kind, "mover") == 0;
+        x->move_s = mover ? 60 : 0;
+        if (mv) {
+            char mp[200];
+            snprintf(mp, sizeof mp, "%s/move_s", at);
+            if (!mover)
                 lab_jerrs_add(e, mp, "only an instrument of kind mover moves plates");
-            }
+            else if (!json_is_number(mv) || !(json_number_value(mv) > 0) ||
+                     !isfinite(json_number_value(mv)))
+                lab_jerrs_add(e, mp, "a mover's time for one move must be a number > 0");
+            else
+                x->move_s = json_number_value(mv);
         }
         if (id && index_of_instrument(p, id) < p->ninstruments - 1) {
             snprintf(at, sizeof at, "/instruments/%zu/id", i);

@@ -37,7 +37,7 @@ typedef struct plan_instrument {
     char id[PLAN_NAME_MAX];
     char kind[PLAN_NAME_MAX];
     int capacity;  /* plates at once, >= 1 */
-    double move_s; /* a mover's time for one plate move (kind "mover"; 0: 60 s) */
+    double move_s; /* a mover's time for one plate move (kind "mover"; JSON default and 0: 60 s) */
 } plan_instrument_t;
 
 typedef struct plan_step {
@@ -120,7 +120,10 @@ void plan_problem_free(plan_problem_t *p);
 int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *r);
 void plan_result_free(plan_result_t *r);
 
-/* Checks every hard constraint of a result; 0, or -1 with the first broken one in why. */
+/* Checks every hard constraint of a result; 0, or -1 with the first broken one in why. With a
+ * mover in the problem that includes the moves: one before every unstarted step whose plate
+ * comes from another instrument, on a mover within its capacity, from and onto the right
+ * instruments, lasting its move_s, inside [previous step's end, the step's start]. */
 int plan_verify(const plan_problem_t *p, const plan_result_t *r, char *why, size_t cap);
 
 /* {"makespan_s", "lower_bound_s", "steps": [...], "unscheduled": [...]} */

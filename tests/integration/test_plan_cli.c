@@ -88,7 +88,8 @@ static void test_day(void **state)
     json_decref(doc);
 }
 
-/* With a mover in the lab, each change of instrument is a move on it, in the output too. */
+/* With a mover in the lab, each change of instrument is a move on it, in the output too; a
+ * mover's move takes 60 s unless it says otherwise. */
 static void test_moves(void **state)
 {
     write_file("moves.json",
@@ -107,12 +108,14 @@ static void test_moves(void **state)
     assert_non_null(doc);
     size_t i;
     json_t *st;
-    int moves = 0;
+    int moves = 0, runs = 0;
     json_array_foreach(json_object_get(doc, "steps"), i, st)
     {
         if (!json_is_true(json_object_get(st, "move")))
             continue;
         moves++;
+        assert_int_equal(json_object_size(st), 8); /* run step instrument from to start end move */
+        runs |= json_string_value(json_object_get(st, "run"))[1] == '1' ? 1 : 2;
         assert_string_equal(json_string_value(json_object_get(st, "step")), "move:read");
         assert_string_equal(json_string_value(json_object_get(st, "instrument")), "arm1");
         assert_string_equal(json_string_value(json_object_get(st, "from")), "star1");
@@ -122,6 +125,24 @@ static void test_moves(void **state)
                     20);
     }
     assert_int_equal(moves, 2);
+    assert_int_equal(runs, 3);
+    json_decref(doc);
+    /* a mover without move_s takes 60 s a move: a 50 s window cannot hold it, and says so */
+    write_file("slow.json", "{\"instruments\":[{\"id\":\"star1\",\"kind\":\"liquid_handler\"},"
+                            "{\"id\":\"reader1\",\"kind\":\"plate_reader\"},"
+                            "{\"id\":\"arm1\",\"kind\":\"mover\"}],"
+                            "\"workflows\":[{\"name\":\"w\",\"steps\":["
+                            "{\"name\":\"dispense\",\"on\":\"liquid_handler\",\"duration_s\":60},"
+                            "{\"name\":\"read\",\"on\":\"plate_reader\",\"duration_s\":30,"
+                            "\"start_within_s\":50}]}],"
+                            "\"runs\":[{\"id\":\"r1\",\"workflow\":\"w\"}]}");
+    snprintf(args, sizeof args, "%s/slow.json", dir);
+    assert_int_equal(plan(args), 0);
+    doc = json_loads(out, 0, NULL);
+    assert_non_null(doc);
+    assert_int_equal(json_array_size(json_object_get(doc, "steps")), 0);
+    json_t *un = json_array_get(json_object_get(doc, "unscheduled"), 0);
+    assert_non_null(strstr(json_string_value(json_object_get(un, "reason")), "takes 60 s"));
     json_decref(doc);
     /* move_s on something that is not a mover is named */
     write_file("badmove.json",
