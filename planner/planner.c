@@ -227,7 +227,8 @@ static bool never_fits(const work_t *w, int ri, int k, double prev_fixed_end)
         if (from >= 0 ? cs[j] == from : is_candidate(prev, cs[j]))
             return false;
     snprintf(w->why[ri], PLAN_REASON_MAX,
-             "step %s cannot start within %g s of %s's end: the move from %s onto %s takes %g s",
+             "step %.40s cannot start within %g s of %.40s's end: the move from %.40s onto %.40s "
+             "takes %g s",
              st->name, st->max_lag_s, wf->steps[k - 1].name,
              from >= 0 ? w->p->instruments[from].id : inst_name(w, prev), inst_name(w, cs), d);
     return true;
@@ -295,8 +296,8 @@ static bool place_run(work_t *w, int ri, plan_slot_t *out)
                 /* the instrument is busy, or (it was free) the move could not come sooner */
                 if (best_m >= 0 && best_s <= best_at + EPS)
                     snprintf(w->why[ri], PLAN_REASON_MAX,
-                             "step %s cannot start within %g s of %s's end: the move onto %s "
-                             "waits for %s",
+                             "step %.40s cannot start within %g s of %.40s's end: the move "
+                             "onto %.40s waits for %.40s",
                              st->name, st->max_lag_s, wf->steps[k - 1].name, inst_name(w, cs),
                              w->p->instruments[best_m].id);
                 else
