@@ -355,16 +355,46 @@ static void sched_done(void *arg, int status, const char *doc, const char *msg)
     lab_req_resume(rq);
 }
 
+/* The {id} of a request on a live run, when the scheduler can take it; false with the answer
+ * set otherwise. */
+static bool live_run_id(lab_req_t *rq, char id[LAB_UUID_LEN + 1])
+{
+    if (!run_id_of(rq, id))
+        return false;
+    if (!rq->api->accepting || !rq->api->sched) {
+        lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down");
+        return false;
+    }
+    return true;
+}
+
+/* The scheduler has no such run: it is over (409, with its state and what that rules out) or
+ * unknown (404). */
+static void run_not_live(lab_req_t *rq, const char *id, const char *so)
+{
+    char *text = NULL;
+    int rc = lab_runs_get(rq->api->store, id, &text);
+    if (rc == LAB_ENOTFOUND) {
+        lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s", id);
+        return;
+    }
+    if (rc != LAB_OK) {
+        lab_problem(rq, LAB_P_INTERNAL, NULL, "reading run %s failed: %s", id, lab_strerror(rc));
+        return;
+    }
+    json_t *d = json_loads(text, 0, NULL);
+    free(text);
+    lab_problem(rq, LAB_P_CONFLICT, lab_errors_one("", "the run is over"), "run %s is %s: %s", id,
+                json_string_value(json_object_get(d, "state")) ?: "?", so);
+    json_decref(d);
+}
+
 void lab_api_runs_resume(lab_req_t *rq)
 {
     lab_api_t *api = rq->api;
     char id[LAB_UUID_LEN + 1];
-    if (!run_id_of(rq, id))
+    if (!live_run_id(rq, id))
         return;
-    if (!api->accepting || !api->sched) {
-        lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down");
-        return;
-    }
     json_t *body =
         rq->len ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, NULL) : json_object();
     const char *how = json_string_value(json_object_get(body, "step"));
@@ -390,17 +420,7 @@ void lab_api_runs_resume(lab_req_t *rq)
         lab_problem(rq, LAB_P_CONFLICT, lab_errors_one("", msg), "%s", msg);
         return;
     }
-    char *text = NULL;
-    if (lab_runs_get(api->store, id, &text) == LAB_OK) {
-        json_t *d = json_loads(text, 0, NULL);
-        lab_problem(rq, LAB_P_CONFLICT, lab_errors_one("", "the run is over"),
-                    "run %s is %s: there is nothing to resume", id,
-                    json_string_value(json_object_get(d, "state")) ?: "?");
-        json_decref(d);
-        free(text);
-        return;
-    }
-    lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s", id);
+    run_not_live(rq, id, "there is nothing to resume");
 }
 
 /* POST /v1/runs/{id}/priority {"priority"?, "score"?}: at least one of them. */
@@ -408,12 +428,8 @@ void lab_api_runs_priority(lab_req_t *rq)
 {
     lab_api_t *api = rq->api;
     char id[LAB_UUID_LEN + 1];
-    if (!run_id_of(rq, id))
+    if (!live_run_id(rq, id))
         return;
-    if (!api->accepting || !api->sched) {
-        lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down");
-        return;
-    }
     json_t *body = rq->len ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, NULL) : NULL;
     json_t *errs = json_array();
     json_t *prio = json_object_get(body, "priority"), *score = json_object_get(body, "score");
@@ -455,14 +471,7 @@ void lab_api_runs_priority(lab_req_t *rq)
         lab_req_suspend(rq);
         return;
     }
-    char *text = NULL;
-    if (lab_runs_get(api->store, id, &text) == LAB_OK) {
-        free(text);
-        lab_problem(rq, LAB_P_CONFLICT, lab_errors_one("", "the run is over"),
-                    "run %s is over: its priority no longer matters", id);
-        return;
-    }
-    lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s", id);
+    run_not_live(rq, id, "its priority no longer matters");
 }
 
 void lab_api_schedule(lab_req_t *rq)
@@ -474,39 +483,12 @@ void lab_api_schedule(lab_req_t *rq)
     lab_respond_json(rq, 200, lab_sched_timeline(rq->api->sched));
 }
 
-static void cancel_done(lab_store_op_t *op, int status)
-{
-    lab_run_update_t *upd = (lab_run_update_t *)op;
-    lab_req_t *rq = upd->arg;
-    if (status == 0) {
-        char *doc = upd->doc;
-        upd->doc = NULL;
-        lab_respond(rq, 200, "application/json", doc, strlen(doc));
-        log_info("api", "run=%s cancelled by=%s", upd->id, rq->who);
-    } else if (status == LAB_ESTATE) {
-        lab_problem(rq, LAB_P_CONFLICT, NULL,
-                    "run %s changed state while being cancelled (it was %s); ask again", upd->id,
-                    upd->from);
-    } else if (status == LAB_ENOTFOUND) {
-        lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s", upd->id);
-    } else {
-        lab_problem(rq, status == LAB_ESHUTDOWN ? LAB_P_UNAVAILABLE : LAB_P_INTERNAL, NULL,
-                    "cancelling run %s failed: %s", upd->id, lab_strerror(status));
-    }
-    lab_run_update_free(upd);
-    lab_req_resume(rq);
-}
-
 void lab_api_runs_cancel(lab_req_t *rq)
 {
     lab_api_t *api = rq->api;
     char id[LAB_UUID_LEN + 1];
-    if (!run_id_of(rq, id))
+    if (!live_run_id(rq, id))
         return;
-    if (!api->accepting) {
-        lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down");
-        return;
-    }
     json_t *body = NULL;
     if (rq->len) {
         body = json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, NULL);
@@ -521,57 +503,11 @@ void lab_api_runs_cancel(lab_req_t *rq)
             return;
         }
     }
-    if (api->sched) {
-        json_t *why = json_object_get(body, "reason");
-        int src = lab_sched_cancel(api->sched, id, rq->who, json_string_value(why), sched_done, rq);
-        if (src == 0) {
-            json_decref(body);
-            lab_req_suspend(rq);
-            return;
-        }
-    }
-    char *text = NULL;
-    int rc = lab_runs_get(api->store, id, &text);
-    if (rc != LAB_OK) {
-        json_decref(body);
-        if (rc == LAB_ENOTFOUND)
-            lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s", id);
-        else
-            lab_problem(rq, LAB_P_INTERNAL, NULL, "reading run %s failed: %s", id,
-                        lab_strerror(rc));
-        return;
-    }
-    json_t *doc = json_loads(text, 0, NULL);
-    free(text);
-    const char *state = json_string_value(json_object_get(doc, "state"));
-    int from = state ? lab_run_state_parse(state) : -1;
-    if (from < 0 || !lab_run_transition_ok((lab_run_state_t)from, LAB_RUN_CANCELLED)) {
-        lab_problem(rq, LAB_P_CONFLICT, lab_errors_one("", "the run is over"),
-                    "run %s is %s: it can no longer be cancelled", id, state ? state : "?");
-        json_decref(doc);
-        json_decref(body);
-        return;
-    }
-    char *from_state = lab_strdup(state); /* state points into doc, changed below */
-    int64_t now = lab_clock_now_ms(api->clock);
-    char ts[32];
-    lab_time_iso(now, ts);
-    json_object_set_new(doc, "state", json_string(lab_run_state_name(LAB_RUN_CANCELLED)));
-    json_object_set_new(doc, "updated_at", json_string(ts));
-    json_object_set_new(doc, "cancelled_by", json_string(rq->who));
-    json_t *reason = json_object_get(body, "reason");
-    if (reason)
-        json_object_set(doc, "cancel_reason", reason);
+    int rc = lab_sched_cancel(api->sched, id, rq->who,
+                              json_string_value(json_object_get(body, "reason")), sched_done, rq);
     json_decref(body);
-    lab_run_update_t *upd = lab_run_update_new();
-    upd->id = lab_strdup(id);
-    upd->state = lab_strdup(lab_run_state_name(LAB_RUN_CANCELLED));
-    upd->doc = json_dumps(doc, JSON_COMPACT);
-    upd->from = from_state;
-    upd->ts_ms = now;
-    upd->arg = rq;
-    upd->op.done = cancel_done;
-    json_decref(doc);
-    lab_req_suspend(rq);
-    lab_store_submit(api->store, &upd->op);
+    if (rc == 0)
+        lab_req_suspend(rq);
+    else
+        run_not_live(rq, id, "it can no longer be cancelled");
 }
