@@ -558,6 +558,161 @@ static int cmd_schedule(int argc, char **argv, int as_json)
     return rc;
 }
 
+/* ---- the closed loop ---- */
+
+/* A JSON file (or "-": standard input) as compact text; NULL with the reason printed. */
+static char *load_doc(const char *file)
+{
+    json_error_t jerr;
+    json_t *doc =
+        strcmp(file, "-") == 0 ? json_loadf(stdin, 0, &jerr) : json_load_file(file, 0, &jerr);
+    if (!doc) {
+        fprintf(stderr, "labloop: %s:%d:%d: %s\n", file, jerr.line, jerr.column, jerr.text);
+        return NULL;
+    }
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    return text;
+}
+
+static char *escaped_path(const char *fmt, const char *id)
+{
+    CURL *esc = curl_easy_init();
+    char *e = curl_easy_escape(esc, id, 0);
+    char *path = lab_asprintf(fmt, e);
+    curl_free(e);
+    curl_easy_cleanup(esc);
+    return path;
+}
+
+/* Prints the answer as JSON (the closed loop's documents are for scripts first); a table for
+ * the lists people read. */
+static int answer_json(long st, buf_t *b)
+{
+    if (st == 0)
+        return EXIT_UNREACHABLE;
+    if (st >= 300)
+        return refused(st, b);
+    printf("%s\n", b->p ? b->p : "");
+    return 0;
+}
+
+static void print_campaign(json_t *c)
+{
+    json_t *n = json_object_get(c, "candidates");
+    printf("campaign %s  %s%s%s\n", str(c, "id"), str(c, "state"),
+           json_object_get(c, "reason") ? ": " : "", str(c, "reason"));
+    printf("  workflow %s, learner %s, plates made %lld\n", str(c, "workflow"),
+           str(json_object_get(c, "learner"), "kind"),
+           (long long)json_integer_value(json_object_get(c, "plates_made")));
+    const char *states[] = {"candidate", "staged",    "running", "completed",
+                            "failed",    "abandoned", "stale"};
+    printf("  candidates:");
+    for (size_t i = 0; i < sizeof states / sizeof *states; i++)
+        printf(" %s %lld", states[i], (long long)json_integer_value(json_object_get(n, states[i])));
+    printf("\n");
+    json_t *best = json_object_get(c, "best");
+    if (best) {
+        char *params = json_dumps(json_object_get(best, "params"), JSON_COMPACT);
+        printf("  best %.4f  candidate %s (batch %s)  %s\n",
+               json_number_value(json_object_get(best, "value")), str(best, "candidate"),
+               str(best, "batch"), params ? params : "");
+        free(params);
+    }
+}
+
+static int cmd_campaign(int argc, char **argv, int as_json)
+{
+    buf_t b = {0};
+    long st;
+    int rc;
+    if (argc == 3 && strcmp(argv[1], "create") == 0) {
+        char *doc = load_doc(argv[2]);
+        if (!doc)
+            return EXIT_USAGE;
+        st = request("POST", "/v1/campaigns", doc, &b);
+        free(doc);
+    } else if (argc == 3 && (strcmp(argv[1], "pause") == 0 || strcmp(argv[1], "resume") == 0)) {
+        char *path = escaped_path(strcmp(argv[1], "pause") == 0 ? "/v1/campaigns/%s/pause"
+                                                                : "/v1/campaigns/%s/resume",
+                                  argv[2]);
+        st = request("POST", path, NULL, &b);
+        free(path);
+    } else if (argc == 2 && strcmp(argv[1], "create") != 0) {
+        char *path = escaped_path("/v1/campaigns/%s", argv[1]);
+        st = request("GET", path, NULL, &b);
+        free(path);
+    } else {
+        fprintf(stderr, "usage: labloop campaign create FILE | campaign ID | campaign pause|resume "
+                        "ID\n");
+        return EXIT_USAGE;
+    }
+    if (as_json || st == 0 || st >= 300) {
+        rc = answer_json(st, &b);
+    } else {
+        json_t *c = json_loads(b.p ? b.p : "", 0, NULL);
+        print_campaign(c);
+        json_decref(c);
+        rc = 0;
+    }
+    free(b.p);
+    return rc;
+}
+
+static int cmd_batch(int argc, char **argv, int as_json)
+{
+    (void)as_json;
+    if (argc != 4 || strcmp(argv[1], "push") != 0) {
+        fprintf(stderr, "usage: labloop batch push CAMPAIGN FILE\n");
+        return EXIT_USAGE;
+    }
+    char *doc = load_doc(argv[3]);
+    if (!doc)
+        return EXIT_USAGE;
+    char *path = escaped_path("/v1/campaigns/%s/batches", argv[2]);
+    buf_t b = {0};
+    long st = request("POST", path, doc, &b);
+    int rc = answer_json(st, &b);
+    free(path);
+    free(doc);
+    free(b.p);
+    return rc;
+}
+
+static int cmd_results(int argc, char **argv, int as_json)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: labloop results CAMPAIGN\n");
+        return EXIT_USAGE;
+    }
+    char *path = escaped_path("/v1/campaigns/%s/results", argv[1]);
+    buf_t b = {0};
+    long st = request("GET", path, NULL, &b);
+    int rc = 0;
+    if (as_json || st == 0 || st >= 300) {
+        rc = answer_json(st, &b);
+    } else {
+        json_t *doc = json_loads(b.p ? b.p : "", 0, NULL);
+        printf("%-16s  %-12s  %-9s  %-7s  %-6s  %s\n", "CANDIDATE", "BATCH", "VALUE", "SD", "Z'",
+               "PARAMS");
+        size_t i;
+        json_t *r;
+        json_array_foreach(json_object_get(doc, "results"), i, r)
+        {
+            char *params = json_dumps(json_object_get(r, "params"), JSON_COMPACT);
+            printf("%-16s  %-12s  %9.4f  %7.4f  %6.3f  %s\n", str(r, "candidate"), str(r, "batch"),
+                   json_number_value(json_object_get(r, "value")),
+                   json_number_value(json_object_get(r, "sd")),
+                   json_number_value(json_object_get(r, "z_prime")), params ? params : "");
+            free(params);
+        }
+        json_decref(doc);
+    }
+    free(path);
+    free(b.p);
+    return rc;
+}
+
 /* A day's work tried before it is run: no daemon needed. */
 static int cmd_plan(int argc, char **argv, int as_json)
 {
@@ -625,16 +780,6 @@ static int cmd_plan(int argc, char **argv, int as_json)
 }
 
 /* ---- instruments ---- */
-
-static char *escaped_path(const char *fmt, const char *id)
-{
-    CURL *esc = curl_easy_init();
-    char *e = curl_easy_escape(esc, id, 0);
-    char *path = lab_asprintf(fmt, e);
-    curl_free(e);
-    curl_easy_cleanup(esc);
-    return path;
-}
 
 /* "temperature_c=37.0 humidity_pct=90.1" */
 static void print_values(json_t *vals, int width)
@@ -840,6 +985,9 @@ static const struct command {
     {"schedule", cmd_schedule, "schedule (the plan: instrument, run, step, start, end, state)"},
     {"pause", cmd_pause, "pause INSTRUMENT (operator hold)"},
     {"resume", cmd_resume, "resume INSTRUMENT | resume RUN [--retry|--skip] (a paused run)"},
+    {"campaign", cmd_campaign, "campaign create FILE | campaign ID | campaign pause|resume ID"},
+    {"batch", cmd_batch, "batch push CAMPAIGN FILE (a candidate batch; the answer as JSON)"},
+    {"results", cmd_results, "results CAMPAIGN (one row per completed candidate)"},
     {"plan", cmd_plan, "plan FILE [--budget-ms N] [--seed N] (offline planning; no daemon needed)"},
     {"instruments", cmd_instruments, "instruments [ID] (state, telemetry, last error; actions)"},
     {"action", cmd_action, "action ID NAME [KEY=VALUE]... [--timeout S] (manual control)"},

@@ -8,6 +8,7 @@
 #include "daemon/api/api.h"
 #include "daemon/bus/mqtt.h"
 #include "daemon/instr/instr.h"
+#include "daemon/loop/loop.h"
 #include "core/cfg.h"
 #include "core/clock.h"
 #include "core/err.h"
@@ -43,6 +44,7 @@ typedef struct labd {
     lab_mqtt_t *mqtt;
     lab_instr_t *instr;
     lab_sched_t *sched;
+    lab_loop_t *cloop;
     lab_api_t *api;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
@@ -71,6 +73,13 @@ static void sink_stopped(void *arg)
     labd_t *d = arg;
     if (--d->sinks_pending > 0)
         return;
+    if (d->cloop) { /* its last writes go before the store closes */
+        lab_loop_t *l = d->cloop;
+        d->cloop = NULL;
+        d->sinks_pending = 1;
+        lab_loop_close(l, sink_stopped, d);
+        return;
+    }
     d->state = D_CLOSING_STORE;
     log_info("main", "sinks stopped; closing the local store");
     lab_store_close(d->store, store_closed, d);
@@ -150,6 +159,8 @@ static void begin_stop(labd_t *d, const char *why)
     lab_api_stop_accepting(d->api);
     /* Instruments first: operations in progress end (their requests are answered), and their
      * last state rows reach the store before it closes. */
+    if (d->cloop)
+        lab_loop_stop(d->cloop);
     if (d->sched)
         lab_sched_stop(d->sched);
     if (d->instr)
@@ -311,8 +322,13 @@ static int run(labd_t *d)
         log_error("main", "cannot start the scheduler: %s", lab_strerror(rc));
         return 1;
     }
-    lab_api_deps_t deps = {d->loop, &d->cfg, &d->clock, d->store,
-                           d->pg,   d->mqtt, d->instr,  d->sched};
+    if ((rc = lab_loop_start(&d->cloop, d->loop, &d->cfg, &d->clock, d->store, d->sched,
+                             d->mqtt)) != 0) {
+        log_error("main", "cannot start the closed loop: %s", lab_strerror(rc));
+        return 1;
+    }
+    lab_api_deps_t deps = {d->loop, &d->cfg,  &d->clock, d->store, d->pg,
+                           d->mqtt, d->instr, d->sched,  d->cloop};
     if ((rc = lab_api_start(&d->api, &deps)) != 0) {
         log_error("main", "cannot start the HTTP API on %s: %s", d->cfg.http, lab_strerror(rc));
         return 1;
@@ -397,6 +413,8 @@ int main(int argc, char **argv)
         /* A start failure: release what was started, in reverse. */
         if (d.api)
             lab_api_close(d.api, NULL, NULL);
+        if (d.cloop)
+            lab_loop_close(d.cloop, NULL, NULL);
         if (d.sched)
             lab_sched_stop(d.sched);
         if (d.instr)

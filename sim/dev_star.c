@@ -62,9 +62,11 @@ static int column_of(long xp)
 }
 
 /* The plate a dispense goes into: with a Liconic taking plates from this deck (sim_from), the
- * deck is a carrier: each tip pick-up starts a new plate on it (the configured sim_plate first,
- * then fresh ones from the stack), which the incubator takes in the order they came (oldest
- * first); otherwise always the configured sim_plate. */
+ * deck is a carrier: the first dispense of a tip cycle that would give a well a reagent it already
+ * holds starts a new plate on it (the configured sim_plate first, then fresh ones from the
+ * stack), so a run's several reagents (fresh tips each) go into one plate and the next run's into
+ * the next; the incubator takes them in the order they came (oldest first). Otherwise always
+ * the configured sim_plate. */
 static sim_plate_t *deck_plate(sim_inst_t *in)
 {
     sim_world_t *w = &in->sim->world;
@@ -102,7 +104,7 @@ static int act(sim_inst_t *in, const star_msg_t *m)
     int as = strcmp(m->cmd, "AS") == 0, ds = strcmp(m->cmd, "DS") == 0;
     channels(m, as ? "av" : "dv", vol, &nv);
     if (strcmp(m->cmd, "TP") == 0)
-        in->deck_cur = NULL; /* a new tip cycle: the next dispense goes into a new plate */
+        in->tip_cycle = true; /* the next dispense may be into a new plate */
     for (size_t ch = 0; ch < ntm && ch < STAR_CHANNELS; ch++) {
         if (!tm[ch])
             continue;
@@ -127,6 +129,16 @@ static int act(sim_inst_t *in, const star_msg_t *m)
         } else if (ds && ch < nx && ch < ny && ch < nv) {
             int col = column_of(xp[ch]), row = (int)lround((3000 - yp[ch]) / 90.0);
             double ul = vol[ch] / 10.0;
+            if (in->tip_cycle) {
+                /* a fresh tip cycle that would give a well the same reagent again is the
+                 * next plate's; another reagent for the same wells is the same plate's */
+                sim_plate_t *cur = in->deck_cur;
+                int r = in->source_reagent[ch];
+                if (cur && r >= 0 && row >= 0 && row < SIM_ROWS && col >= 0 && col < SIM_COLS &&
+                    cur->ul[row][col][r] > 0)
+                    in->deck_cur = NULL;
+                in->tip_cycle = false;
+            }
             sim_plate_t *p = deck_plate(in);
             if (!p) {
                 sim_error("star", "%s: dispense refused: no plate on the deck (too many plates)",

@@ -2,6 +2,7 @@
  * state. Shared by sim.c (links, faults, control) and the per-device files. */
 #ifndef LAB_SIM_INST_H
 #define LAB_SIM_INST_H
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <uv.h>
 #include "protocols/biotek.h"
@@ -46,6 +47,7 @@ typedef struct sim_inst {
     int nq;
     int tips[16];
     struct sim_plate *deck_cur; /* STAR in a flow: the plate this tip cycle dispenses into */
+    bool tip_cycle;             /* tips picked up, no dispense since */
     int source_reagent[16];
     double held_ul[16];
     /* Modbus */

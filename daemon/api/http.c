@@ -82,8 +82,13 @@ json_t *lab_req_json(lab_req_t *rq, const lab_jschema_t *schema, const char *wha
         return NULL;
     }
     lab_jerrs_t errs = {0};
-    int nerr = lab_jschema_validate(schema, doc, &errs);
-    if (nerr > 0) {
+    int nerr = schema ? lab_jschema_validate(schema, doc, &errs) : 0;
+    if (!schema && !json_is_object(doc)) {
+        lab_problem(rq, LAB_P_INVALID, lab_errors_one("", "expected a JSON object"),
+                    "the %s is not a JSON object", what);
+        json_decref(doc);
+        doc = NULL;
+    } else if (nerr > 0) {
         lab_problem(rq, LAB_P_INVALID, lab_jerrs_to_json(&errs), "%d problem%s in the %s", nerr,
                     nerr == 1 ? "" : "s", what);
         json_decref(doc);
@@ -630,6 +635,7 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
     api->mqtt = deps->mqtt;
     api->instr = deps->instr;
     api->sched = deps->sched;
+    api->loop_engine = deps->loop_engine;
     api->max_body = cfg->http_max_body;
     api->auth = cfg->auth_enabled;
     api->hits = lab_calloc((size_t)lab_nroutes + 1, sizeof *api->hits);
@@ -641,6 +647,12 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
     api->workflow_schema = lab_jschema_get("workflow.schema.json");
     if (!api->workflow_schema) {
         log_error("api", "the workflow schema (workflow.schema.json) is not available");
+        goto fail;
+    }
+    api->campaign_schema = lab_jschema_get("campaign.schema.json");
+    api->batch_schema = lab_jschema_get("batch.schema.json");
+    if (!api->campaign_schema || !api->batch_schema) {
+        log_error("api", "the campaign or batch schema is not available");
         goto fail;
     }
     api->action_schema = lab_jschema_get("action.schema.json");

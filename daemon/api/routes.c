@@ -6,6 +6,7 @@
 
 #define READERS LAB_ROLES_ALL
 #define SUBMITTERS (LAB_ROLE_TECHNICIAN | LAB_ROLE_ADMIN)
+#define PIPELINES (LAB_ROLE_PIPELINE | LAB_ROLE_TECHNICIAN | LAB_ROLE_ADMIN)
 
 const lab_route_t lab_routes[] = {
     {"GET", "/healthz", 0, false, lab_api_healthz},
@@ -25,6 +26,15 @@ const lab_route_t lab_routes[] = {
     {"POST", "/v1/workflows", SUBMITTERS, true, lab_api_workflows_post},
     {"GET", "/v1/workflows", READERS, false, lab_api_workflows_list},
     {"GET", "/v1/workflows/{name}", READERS, false, lab_api_workflows_get},
+    {"POST", "/v1/campaigns", PIPELINES, true, lab_api_campaigns_post},
+    {"GET", "/v1/campaigns", READERS, false, lab_api_campaigns_list},
+    {"GET", "/v1/campaigns/{id}", READERS, false, lab_api_campaigns_get},
+    {"POST", "/v1/campaigns/{id}/batches", PIPELINES, true, lab_api_campaigns_batch},
+    {"POST", "/v1/campaigns/{id}/scores", PIPELINES, true, lab_api_campaigns_scores},
+    {"POST", "/v1/campaigns/{id}/pause", PIPELINES, false, lab_api_campaigns_pause},
+    {"POST", "/v1/campaigns/{id}/resume", PIPELINES, false, lab_api_campaigns_resume},
+    {"GET", "/v1/campaigns/{id}/candidates", READERS, false, lab_api_campaigns_candidates},
+    {"GET", "/v1/campaigns/{id}/results", READERS, false, lab_api_campaigns_results},
 };
 
 const int lab_nroutes = (int)(sizeof lab_routes / sizeof lab_routes[0]);

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static bool has_action(lab_driver_t *d, const char *name)
+bool lab_op_has_action(lab_driver_t *d, const char *name)
 {
     for (const lab_drv_action_t *a = lab_driver_ops(d)->actions; a && a->name; a++)
         if (strcmp(a->name, name) == 0)
@@ -16,7 +16,8 @@ static bool has_action(lab_driver_t *d, const char *name)
 
 bool lab_op_needs_site(const char *op, lab_driver_t *d)
 {
-    return strcmp(op, "incubate") == 0 && has_action(d, "load") && has_action(d, "unload");
+    return strcmp(op, "incubate") == 0 && lab_op_has_action(d, "load") &&
+           lab_op_has_action(d, "unload");
 }
 
 int lab_op_slots_per_cassette(lab_driver_t *d)
@@ -87,6 +88,70 @@ static json_t *dispense_program(lab_driver_t *d, const json_t *params, char *err
     return prog;
 }
 
+/* A campaign plate's dispense: per reagent of the design, fresh tips on every channel, then per
+ * column an aspirate of each channel's own volume and a dispense down the column (on a 384-well
+ * plate the channels reach every other row, so two passes per column). Columns that get none of
+ * the reagent are left out. design = {"format": 96|384, "reagents": [NAME...],
+ * "wells": {WELL: [uL per reagent]}}. */
+static json_t *design_program(const json_t *design, int channels, char *err, size_t errlen)
+{
+    json_t *reagents = json_object_get(design, "reagents");
+    json_t *wells = json_object_get(design, "wells");
+    int format = (int)json_integer_value(json_object_get(design, "format"));
+    if (!json_is_array(reagents) || !json_is_object(wells) || (format != 96 && format != 384)) {
+        snprintf(err, errlen, "the run has no design (reagents, wells, format 96|384) to dispense");
+        return NULL;
+    }
+    int rows = format == 96 ? 8 : 16, cols = format == 96 ? 12 : 24;
+    int passes = rows / channels > 1 ? rows / channels : 1, stride = passes;
+    if (channels < 1 || channels > 16 || rows % channels != 0) {
+        snprintf(err, errlen, "%d channels cannot serve the rows of a %d-well plate", channels,
+                 format);
+        return NULL;
+    }
+    json_t *prog = json_array();
+    size_t ri;
+    json_t *jr;
+    json_array_foreach(reagents, ri, jr)
+    {
+        const char *reagent = json_string_value(jr);
+        bool tipped = false;
+        for (int c = 1; c <= cols; c++) {
+            for (int pass = 0; pass < passes; pass++) {
+                json_t *vols = json_array();
+                bool any = false;
+                for (int ch = 0; ch < channels; ch++) {
+                    char well[8];
+                    snprintf(well, sizeof well, "%c%d", 'A' + pass + ch * stride, c);
+                    double ul = json_number_value(json_array_get(json_object_get(wells, well), ri));
+                    ul = ul > 0 ? ul : 0;
+                    any |= ul > 0;
+                    json_array_append_new(vols, json_real(ul));
+                }
+                if (!any) {
+                    json_decref(vols);
+                    continue;
+                }
+                if (!tipped) {
+                    json_array_append_new(
+                        prog, entry("pick_up_tips", json_pack("{s:i}", "channels", channels)));
+                    tipped = true;
+                }
+                char first[8];
+                snprintf(first, sizeof first, "%c%d", 'A' + pass, c);
+                json_array_append_new(
+                    prog, entry("aspirate", json_pack("{s:s,s:O}", "reagent", reagent ?: "",
+                                                      "volume_ul", vols)));
+                json_array_append_new(prog, entry("dispense", json_pack("{s:s,s:o}", "well", first,
+                                                                        "volume_ul", vols)));
+            }
+        }
+        if (tipped)
+            json_array_append_new(prog, entry("drop_tips", NULL));
+    }
+    return prog;
+}
+
 json_t *lab_op_program(const char *op, lab_driver_t *d, const json_t *params, double duration_s,
                        int cassette, int slot, char *err, size_t errlen)
 {
@@ -95,7 +160,7 @@ json_t *lab_op_program(const char *op, lab_driver_t *d, const json_t *params, do
         json_t *temp = json_object_get(params, "temperature_c");
         prog = json_array();
         if (lab_op_needs_site(op, d)) {
-            if (json_is_number(temp) && has_action(d, "set_temperature"))
+            if (json_is_number(temp) && lab_op_has_action(d, "set_temperature"))
                 json_array_append_new(
                     prog, entry("set_temperature", json_pack("{s:O}", "temperature_c", temp)));
             json_t *load =
@@ -107,7 +172,7 @@ json_t *lab_op_program(const char *op, lab_driver_t *d, const json_t *params, do
                 entry("unload", json_pack("{s:i,s:i}", "cassette", cassette, "slot", slot));
             json_object_set_new(unload, "mark", json_string("unloaded"));
             json_array_append_new(prog, unload);
-        } else if (has_action(d, "set_temperature") && has_action(d, "run")) {
+        } else if (lab_op_has_action(d, "set_temperature") && lab_op_has_action(d, "run")) {
             if (json_is_number(temp))
                 json_array_append_new(
                     prog, entry("set_temperature", json_pack("{s:O}", "temperature_c", temp)));
@@ -119,9 +184,15 @@ json_t *lab_op_program(const char *op, lab_driver_t *d, const json_t *params, do
         }
         return prog;
     }
-    if (strcmp(op, "dispense") == 0 && has_action(d, "pick_up_tips"))
+    if (strcmp(op, "dispense") == 0 && lab_op_has_action(d, "pick_up_tips")) {
+        json_t *design = json_object_get(params, "design");
+        if (design) {
+            json_t *ch = json_object_get(params, "channels");
+            return design_program(design, ch ? (int)json_integer_value(ch) : 8, err, errlen);
+        }
         return dispense_program(d, params, err, errlen);
-    if (has_action(d, op)) {
+    }
+    if (lab_op_has_action(d, op)) {
         json_t *e = entry(op, json_deep_copy(params ? params : json_object()));
         if (strncmp(op, "read", 4) == 0)
             json_object_set_new(e, "measure", json_true());

@@ -1,10 +1,11 @@
 /* Step programs: the driver actions that carry out one workflow step on one instrument. A program
  * is a JSON array of entries, run in order:
- *   {"action": NAME, "params": {...}, "mark"?: TEXT, "measure"?: true}
+ *   {"action": NAME, "params": {...}, "mark"?: TEXT, "measure"?: true, "optional"?: true}
  *   {"wait_s": N}
  * "mark" names a checkpoint written to the store once the action succeeded (an incubation's
  * "loaded" says the plate is inside and since when, so a restart can let it finish);
- * "measure" says the action's result holds measured values (a read). */
+ * "measure" says the action's result holds measured values (a read); "optional" that its failure
+ * does not fail the step (dropping tips that may not be there). */
 #ifndef LAB_SCHED_OPS_H
 #define LAB_SCHED_OPS_H
 
@@ -14,6 +15,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* Whether the driver has an action of that name. */
+bool lab_op_has_action(lab_driver_t *d, const char *name);
 /* Whether the step needs a place inside the instrument (an incubator slot). */
 bool lab_op_needs_site(const char *op, lab_driver_t *d);
 /* Plates an instrument's slots hold per cassette (Liconic: slots_per_cassette). */

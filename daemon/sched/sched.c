@@ -127,6 +127,11 @@ struct lab_sched {
     unsigned char **site_used; /* per instrument: site i used (i = (cassette-1)*spc + slot-1) */
     int *site_n;
     json_t *history; /* timeline items of runs that are over, newest last */
+    struct {
+        lab_sched_run_cb cb;
+        void *ctx;
+    } on_run[4];
+    int non_run;
     int64_t planned_at_ms;
     lab_sched_stats_t stats;
 };
@@ -488,6 +493,9 @@ static void persist_done(lab_store_op_t *op, int status)
     if (status != 0)
         log_error("sched", "run=%s state=%s not stored: %s", upd->id, upd->state,
                   lab_strerror(status));
+    else
+        for (int i = 0; i < s->non_run && !s->closing; i++)
+            s->on_run[i].cb(s->on_run[i].ctx, upd->id, upd->state, upd->doc);
     if (c->p) {
         c->p->cb(c->p->arg, status, status == 0 ? upd->doc : NULL,
                  status == 0 ? NULL : lab_strerror(status));
@@ -721,6 +729,35 @@ static void finish_run(lab_sched_t *s, srun_t *r, lab_run_state_t to, json_t *ro
         run_remove(s, r);
 }
 
+/* A campaign's plate keeps its read values in its own document: the closed loop computes the
+ * plate's results from them, after a restart too (the outbox's measurement rows are pruned once
+ * delivered). {"readings": {STEP: {"measure", "wavelength_nm"?, "values": {WELL: value}}}} */
+static void keep_readings(srun_t *r, const sstep_t *st, const json_t *rows)
+{
+    if (!json_array_size(rows) || !json_object_get(r->doc, "campaign"))
+        return;
+    json_t *all = json_object_get(r->doc, "readings");
+    if (!json_is_object(all)) {
+        all = json_object();
+        json_object_set_new(r->doc, "readings", all);
+    }
+    json_t *one = json_object(), *values = json_object();
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        json_object_set(values, json_string_value(json_object_get(row, "well")),
+                        json_object_get(row, "value"));
+        if (i == 0) {
+            json_object_set(one, "measure", json_object_get(row, "measure"));
+            if (json_object_get(row, "wavelength_nm"))
+                json_object_set(one, "wavelength_nm", json_object_get(row, "wavelength_nm"));
+        }
+    }
+    json_object_set_new(one, "values", values);
+    json_object_set_new(all, st->name, one);
+}
+
 static void step_done(lab_sched_t *s, exec_t *ex)
 {
     srun_t *r = ex->r;
@@ -733,6 +770,7 @@ static void step_done(lab_sched_t *s, exec_t *ex)
     ex->rows = NULL;
     r->ex = NULL;
     exec_free(ex);
+    keep_readings(r, st, rows);
     r->cur++;
     while (r->cur < r->n && r->st[r->cur].state == SS_SKIPPED)
         r->cur++;
@@ -865,7 +903,10 @@ static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *resul
     ex->in_call = false;
     json_t *e = json_array_get(ex->prog, ex->pc);
     sstep_t *st = &r->st[ex->k];
-    if (err->code != LAB_DRV_OK) {
+    if (err->code != LAB_DRV_OK && json_is_true(json_object_get(e, "optional"))) {
+        log_info("sched", "run=%s step=%s: %s not needed (%s)", r->id, st->name,
+                 json_string_value(json_object_get(e, "action")), lab_drv_err_name(err->code));
+    } else if (err->code != LAB_DRV_OK) {
         char why[300];
         snprintf(why, sizeof why, "%s: %s%s%s%s", json_string_value(json_object_get(e, "action")),
                  lab_drv_err_name(err->code), err->text[0] ? " (" : "", err->text,
@@ -1014,6 +1055,24 @@ static exec_t *exec_new(lab_sched_t *s, srun_t *r, json_t *prog)
     return ex;
 }
 
+/* The program of the step on d. A step whose params say "design": true (a campaign plate's
+ * dispense) gets the run's design, its volumes per well, in that place. */
+static json_t *step_program(srun_t *r, const sstep_t *st, lab_driver_t *d, char *err, size_t errlen)
+{
+    const json_t *params = st->params;
+    json_t *merged = NULL;
+    if (json_is_true(json_object_get(params, "design"))) {
+        merged = json_deep_copy(params);
+        json_t *design = json_object_get(r->doc, "design");
+        json_object_set(merged, "design", design ? design : json_null());
+        params = merged;
+    }
+    json_t *prog =
+        lab_op_program(st->op, d, params, st->nominal_s, st->cassette, st->slot, err, errlen);
+    json_decref(merged);
+    return prog;
+}
+
 static void start_step(lab_sched_t *s, srun_t *r)
 {
     sstep_t *st = &r->st[r->cur];
@@ -1032,8 +1091,7 @@ static void start_step(lab_sched_t *s, srun_t *r)
         }
         st->holds_site = true;
     }
-    json_t *prog = lab_op_program(st->op, d, st->params, st->nominal_s, st->cassette, st->slot, err,
-                                  sizeof err);
+    json_t *prog = step_program(r, st, d, err, sizeof err);
     st->state = SS_RUNNING;
     st->start_ms = now;
     st->end_ms = 0;
@@ -1042,6 +1100,10 @@ static void start_step(lab_sched_t *s, srun_t *r)
         st->unloaded = false;
     }
     st->late_noted = false;
+    if (prog && st->attempts > 0 && lab_op_has_action(d, "drop_tips"))
+        /* an attempt that failed half way may have left tips on: off first, if any */
+        json_array_insert_new(
+            prog, 0, json_pack("{s:s,s:{},s:b}", "action", "drop_tips", "params", "optional", 1));
     st->attempts++;
     st->error[0] = '\0';
     s->stats.steps_started++;
@@ -1507,6 +1569,27 @@ json_t *lab_sched_timeline(lab_sched_t *s)
     return json_pack("{s:s,s:f,s:s,s:o,s:o,s:I,s:i}", "now", now, "time_scale", s->cfg->time_scale,
                      "planned_at", at, "items", items, "waiting", waiting, "lag_violations",
                      (json_int_t)s->stats.lag_violations, "runs", s->nruns);
+}
+
+void lab_sched_on_run(lab_sched_t *s, lab_sched_run_cb cb, void *ctx)
+{
+    LAB_ASSERT(s->non_run < (int)(sizeof s->on_run / sizeof *s->on_run));
+    s->on_run[s->non_run].cb = cb;
+    s->on_run[s->non_run].ctx = ctx;
+    s->non_run++;
+}
+
+int lab_sched_run_started(lab_sched_t *s, const char *id)
+{
+    srun_t *r = run_find(s, id);
+    if (!r)
+        return LAB_ENOTFOUND;
+    if (r->state != LAB_RUN_QUEUED && r->state != LAB_RUN_PLANNED)
+        return 1;
+    for (int k = 0; k < r->n; k++)
+        if (r->st[k].state != SS_PENDING)
+            return 1;
+    return 0;
 }
 
 json_t *lab_sched_run_live(lab_sched_t *s, const char *id)

@@ -58,6 +58,15 @@ int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char 
 int lab_sched_reprioritize(lab_sched_t *s, const char *id, const char *by, const char *priority,
                            bool has_score, double score, lab_sched_done_cb cb, void *arg);
 
+/* Run listeners, called on the loop thread after each change of a run committed to the store:
+ * the run's id, state and whole document (JSON text, valid during the call). At most 4. The
+ * closed loop (daemon/loop/) follows its plate runs this way. */
+typedef void (*lab_sched_run_cb)(void *ctx, const char *id, const char *state, const char *doc);
+void lab_sched_on_run(lab_sched_t *s, lab_sched_run_cb cb, void *ctx);
+/* 1 when a live run has begun (a step started, or it is paused or interrupted), 0 when it has
+ * not, LAB_ENOTFOUND when the scheduler has no such run. */
+int lab_sched_run_started(lab_sched_t *s, const char *id);
+
 /* GET /v1/schedule: {"now", "time_scale", "planned_at", "items": [{instrument, run, plate, step,
  * start, end, state}], "waiting": [{run, reason}], "lag_violations"}. New reference. */
 json_t *lab_sched_timeline(lab_sched_t *s);

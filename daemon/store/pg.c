@@ -175,6 +175,64 @@ static const pg_kind_t pg_kinds[] = {
      "SELECT $1, e.key, (e.payload->>'version')::int, e.payload, e.ts, e.seq "
      "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
      "AND e.kind = 'workflow' ON CONFLICT (cell, name, version) DO NOTHING"},
+    {"campaign",
+     "INSERT INTO labloop.campaigns AS t (id, cell, state, workflow, doc, created_at, updated_at, "
+     "seq) SELECT DISTINCT ON (e.key) e.key, $1, e.payload->>'state', e.payload->>'workflow', "
+     "e.payload, (e.payload->>'created_at')::timestamptz, "
+     "(e.payload->>'updated_at')::timestamptz, e.seq "
+     "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'campaign' ORDER BY e.key, e.seq DESC "
+     "ON CONFLICT (id) DO UPDATE SET cell = EXCLUDED.cell, state = EXCLUDED.state, "
+     "workflow = EXCLUDED.workflow, doc = EXCLUDED.doc, created_at = EXCLUDED.created_at, "
+     "updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq WHERE t.seq < EXCLUDED.seq"},
+    {"batch",
+     "INSERT INTO labloop.batches AS t (campaign, batch, cell, state, model_name, model_version, "
+     "doc, received_at, done_at, seq) "
+     "SELECT DISTINCT ON (e.key, e.payload->>'batch') e.key, e.payload->>'batch', $1, "
+     "coalesce(e.payload->>'state', 'open'), e.payload->'model'->>'name', "
+     "e.payload->'model'->>'version', e.payload, (e.payload->>'received_at')::timestamptz, "
+     "(e.payload->>'done_at')::timestamptz, e.seq "
+     "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'batch' ORDER BY e.key, e.payload->>'batch', e.seq DESC "
+     "ON CONFLICT (campaign, batch) DO UPDATE SET cell = EXCLUDED.cell, state = EXCLUDED.state, "
+     "model_name = EXCLUDED.model_name, model_version = EXCLUDED.model_version, "
+     "doc = EXCLUDED.doc, received_at = EXCLUDED.received_at, done_at = EXCLUDED.done_at, "
+     "seq = EXCLUDED.seq WHERE t.seq < EXCLUDED.seq"},
+    {"candidate",
+     "INSERT INTO labloop.candidates AS t (campaign, id, cell, batch, state, params, score, "
+     "uncertainty, run, plate, reason, doc, updated_at, seq) "
+     "SELECT DISTINCT ON (e.key, e.payload->>'id') e.key, e.payload->>'id', $1, "
+     "e.payload->>'batch', e.payload->>'state', e.payload->'params', "
+     "(e.payload->>'score')::float8, (e.payload->>'uncertainty')::float8, "
+     "(e.payload->>'run')::uuid, e.payload->>'plate', e.payload->>'reason', e.payload, "
+     "(e.payload->>'updated_at')::timestamptz, e.seq "
+     "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'candidate' ORDER BY e.key, e.payload->>'id', e.seq DESC "
+     "ON CONFLICT (campaign, id) DO UPDATE SET cell = EXCLUDED.cell, batch = EXCLUDED.batch, "
+     "state = EXCLUDED.state, params = EXCLUDED.params, score = EXCLUDED.score, "
+     "uncertainty = EXCLUDED.uncertainty, run = EXCLUDED.run, plate = EXCLUDED.plate, "
+     "reason = EXCLUDED.reason, doc = EXCLUDED.doc, updated_at = EXCLUDED.updated_at, "
+     "seq = EXCLUDED.seq WHERE t.seq < EXCLUDED.seq"},
+    {"plate",
+     "INSERT INTO labloop.plates (cell, seq, campaign, plate, run, passed, z_prime, mu_pos, "
+     "sd_pos, mu_neg, sd_neg, reason, layout, at) "
+     "SELECT $1, e.seq, e.key, e.payload->>'plate', (e.payload->>'run')::uuid, "
+     "(e.payload->>'passed')::boolean, (e.payload->>'z_prime')::float8, "
+     "(e.payload->>'mu_pos')::float8, (e.payload->>'sd_pos')::float8, "
+     "(e.payload->>'mu_neg')::float8, (e.payload->>'sd_neg')::float8, e.payload->>'reason', "
+     "e.payload->'layout', coalesce((e.payload->>'at')::timestamptz, e.ts) "
+     "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'plate' ON CONFLICT (cell, seq) DO NOTHING"},
+    {"campaign.result",
+     "INSERT INTO labloop.results (cell, seq, campaign, candidate, batch, model_name, "
+     "model_version, params, value, sd, replicates, raw, wells, plate, run, z_prime, doc, at) "
+     "SELECT $1, e.seq, e.key, e.payload->>'candidate', e.payload->>'batch', "
+     "e.payload->'model'->>'name', e.payload->'model'->>'version', e.payload->'params', "
+     "(e.payload->>'value')::float8, (e.payload->>'sd')::float8, e.payload->'replicates', "
+     "e.payload->'raw', e.payload->'wells', e.payload->>'plate', (e.payload->>'run')::uuid, "
+     "(e.payload->>'z_prime')::float8, e.payload, coalesce((e.payload->>'at')::timestamptz, e.ts) "
+     "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'campaign.result' ON CONFLICT (cell, seq) DO NOTHING"},
     {NULL, NULL},
 };
 

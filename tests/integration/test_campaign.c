@@ -1,0 +1,552 @@
+/* The closed loop end to end: labloopd with real PostgreSQL and mosquitto, labloop-sim's STAR,
+ * Liconic and BioTek. A campaign is created; batches come over HTTP and MQTT (MQTT 5 response
+ * topics, and reply_to) and are answered with the accepted ids or every problem; candidates are
+ * laid out on plates around the controls, dispensed well by well, read, normalised against the
+ * controls and returned as one result each, in PostgreSQL and on MQTT, with a done event per
+ * batch. A plate under the QC threshold re-runs its candidates once and then fails them; the
+ * breaker pauses the campaign; a newer batch makes pending candidates stale; new scores
+ * re-prioritise plates; and a kill -9 loses nothing. */
+#include "tests/harness/harness.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static h_pg_t pg;
+static h_mqtt_t mq;
+static h_sim_t sim;
+static char sections[4096];
+
+#define SCALE "60"
+
+/* Each well gets its own volumes (dispense with design), a short incubation, a read. */
+static const char wf_mix[] =
+    "{\"name\":\"mix\",\"steps\":["
+    "{\"name\":\"dispense\",\"op\":\"dispense\",\"on\":\"liquid_handler\",\"duration_s\":600,"
+    "\"params\":{\"design\":true}},"
+    "{\"name\":\"incubate\",\"op\":\"incubate\",\"on\":\"incubator\",\"duration_s\":120,"
+    "\"params\":{\"temperature_c\":37},\"start_within_s\":900},"
+    "{\"name\":\"read\",\"op\":\"read_absorbance\",\"on\":\"plate_reader\",\"duration_s\":90,"
+    "\"params\":{\"wavelength_nm\":450},\"start_within_s\":120}],"
+    "\"on_failure\":{\"action\":\"retry\",\"retries\":1}}";
+
+/* substrate 0..100 uL and inhibitor 0..50 uL; controls in column 12. */
+#define CAMPAIGN(ID, EXTRA)                                                                        \
+    "{\"id\":\"" ID "\",\"workflow\":\"mix\",\"objective\":{\"measure\":\"absorbance\","           \
+    "\"direction\":\"maximize\"},\"parameters\":[{\"name\":\"substrate\",\"max\":100},"            \
+    "{\"name\":\"inhibitor\",\"max\":50}],\"layout\":{\"replicates\":2,"                           \
+    "\"positive\":{\"wells\":[\"A12\",\"B12\",\"C12\",\"D12\"],\"volumes\":{\"substrate\":80}},"   \
+    "\"negative\":{\"wells\":[\"E12\",\"F12\",\"G12\",\"H12\"]}}" EXTRA "}"
+
+static int setup(void **state)
+{
+    (void)state;
+    char dir[256];
+    if (h_pg_start(&pg) || h_mqtt_start(&mq) || h_tempdir("labcamp", dir, sizeof dir))
+        return -1;
+    int rd = h_free_port();
+    snprintf(sections, sizeof sections,
+             "[instrument inc1]\ndriver = liconic-stx\nport = %s/inc1\n"
+             "sim_step_seconds = 2\ncapacity = 8\nsim_from = star1\nsim_to = reader1\n"
+             "[instrument star1]\ndriver = hamilton-star\nport = %s/star1\n"
+             "sim_reagents = substrate,inhibitor\nsim_step_seconds = 2\n"
+             "reagents = substrate,inhibitor\n"
+             "[instrument reader1]\ndriver = biotek-synergy\nport = tcp://127.0.0.1:%d\n",
+             dir, dir, rd);
+    char ini[5000];
+    snprintf(ini, sizeof ini,
+             "[labloop]\ntime_scale = " SCALE "\nsim_seed = 5\nsim_noise = 0.002\n%s", sections);
+    return h_sim_start(&sim, ini);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    h_sim_stop(&sim);
+    h_mqtt_destroy(&mq);
+    h_pg_destroy(&pg);
+    return 0;
+}
+
+static void start_daemon(h_daemon_t *d)
+{
+    char extra[4800];
+    snprintf(extra, sizeof extra, "[labloop]\ntime_scale = " SCALE "\n%s", sections);
+    assert_int_equal(h_daemon_start(d, &pg, &mq, extra), 0);
+}
+
+static json_t *call(h_daemon_t *d, const char *method, const char *path, const char *body, int want)
+{
+    char *resp = NULL;
+    int st =
+        h_http(d->url, method, path, body ? "Content-Type: application/json" : NULL, body, &resp);
+    if (st != want)
+        fail_msg("%s %s %s: %d (wanted %d) %s", method, path, body ? body : "", st, want,
+                 resp ? resp : "");
+    json_t *doc = json_loads(resp ? resp : "null", JSON_DECODE_ANY, NULL);
+    free(resp);
+    return doc;
+}
+
+static const char *sval(const json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k)) ?: "";
+}
+
+static void setup_campaign(h_daemon_t *d, const char *campaign)
+{
+    start_daemon(d);
+    json_decref(call(d, "POST", "/v1/workflows", wf_mix, 201));
+    json_decref(call(d, "POST", "/v1/campaigns", campaign, 201));
+}
+
+/* The daemon's MQTT topic root, from its config (the harness numbers cells). */
+static void root_of(h_daemon_t *d, char *out, size_t cap)
+{
+    FILE *f = fopen(d->conf, "r");
+    char line[256];
+    out[0] = '\0';
+    while (f && fgets(line, sizeof line, f)) {
+        char cell[64];
+        if (sscanf(line, "cell = %63s", cell) == 1)
+            snprintf(out, cap, "labloop/v1/lab/%s", cell);
+    }
+    if (f)
+        fclose(f);
+    assert_true(out[0]);
+}
+
+/* Candidates of a campaign in a state. */
+static int count_state(h_daemon_t *d, const char *campaign, const char *state)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/v1/campaigns/%s/candidates?state=%s", campaign, state);
+    json_t *doc = call(d, "GET", path, NULL, 200);
+    int n = (int)json_array_size(json_object_get(doc, "candidates"));
+    json_decref(doc);
+    return n;
+}
+
+static void wait_state(h_daemon_t *d, const char *campaign, const char *state, int n, int ms)
+{
+    int got = -1;
+    for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(50))
+        if ((got = count_state(d, campaign, state)) == n)
+            return;
+    char path[160];
+    snprintf(path, sizeof path, "/v1/campaigns/%s/candidates", campaign);
+    json_t *doc = call(d, "GET", path, NULL, 200);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    fail_msg("campaign %s: %d candidates %s, wanted %d: %s", campaign, got, state, n, text);
+}
+
+static json_t *campaign_get(h_daemon_t *d, const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/campaigns/%s", id);
+    return call(d, "GET", path, NULL, 200);
+}
+
+static long long pg_count_wait(const char *sql, long long want, int ms)
+{
+    long long n = -1;
+    for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(50)) {
+        n = h_pg_count(&pg, sql);
+        if (n == want)
+            return n;
+    }
+    return n;
+}
+
+/* The simulator's model for a well (sim/world.c): the signal of substrate then inhibitor,
+ * which normalised against positive (80 uL substrate) and negative (nothing) controls is the
+ * signal over the positive control's. */
+static double expected(double substrate, double inhibitor)
+{
+    double pos = 1.2 * 80 / (80 + 20.0);
+    return (1.2 * substrate / (substrate + 20) + 0.6 * inhibitor / (inhibitor + 20)) / pos;
+}
+
+/* ---- a campaign over HTTP: bad documents, a batch, results everywhere ---- */
+
+static void test_batch_over_http(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    start_daemon(&d);
+    json_decref(call(&d, "POST", "/v1/workflows", wf_mix, 201));
+    h_sub_t *res = h_sub_start(mq.uri, "labloop/v1/lab/+/campaigns/+/results");
+    h_sub_t *done = h_sub_start(mq.uri, "labloop/v1/lab/+/campaigns/+/batches/+/done");
+
+    /* a campaign with every kind of problem is refused, each named */
+    json_t *bad = call(&d, "POST", "/v1/campaigns",
+                       "{\"id\":\"bad\",\"workflow\":\"nope\",\"objective\":{\"measure\":"
+                       "\"absorbance\",\"direction\":\"maximize\"},\"parameters\":[{\"name\":"
+                       "\"substrate\",\"min\":50,\"max\":10},{\"name\":\"substrate\",\"max\":5}],"
+                       "\"layout\":{\"positive\":{\"wells\":[\"A13\",\"B12\"],\"volumes\":{"
+                       "\"water\":5}},\"negative\":{\"wells\":[\"B12\",\"C12\"]}}}",
+                       422);
+    char *text = json_dumps(bad, JSON_COMPACT);
+    const char *want[] = {"/workflow",
+                          "/parameters/0",
+                          "/parameters/1",
+                          "/layout/positive/wells/0",
+                          "/layout/negative/wells/0",
+                          "/layout/positive/volumes/water"};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        if (!strstr(text, want[i]))
+            fail_msg("no error at %s: %s", want[i], text);
+    free(text);
+    json_decref(bad);
+    json_decref(call(&d, "GET", "/v1/campaigns/bad", NULL, 404));
+
+    json_t *c =
+        call(&d, "POST", "/v1/campaigns", CAMPAIGN("mix1", ",\"budget\":{\"candidates\":6}"), 201);
+    assert_string_equal(sval(c, "state"), "active");
+    json_decref(c);
+    /* the same document again is the same campaign; another one under its id is a conflict */
+    json_decref(
+        call(&d, "POST", "/v1/campaigns", CAMPAIGN("mix1", ",\"budget\":{\"candidates\":6}"), 200));
+    json_decref(call(&d, "POST", "/v1/campaigns", CAMPAIGN("mix1", ""), 409));
+
+    /* a bad batch: every problem at once, nothing accepted */
+    json_t *rej =
+        call(&d, "POST", "/v1/campaigns/mix1/batches",
+             "{\"batch\":\"b0\",\"campaign\":\"other\",\"model\":{\"name\":\"m\",\"version\":1},"
+             "\"candidates\":[{\"id\":\"c1\",\"params\":{\"substrate\":150,\"inhibitor\":5},"
+             "\"score\":1},"
+             "{\"id\":\"c1\",\"params\":{\"substrate\":10,\"inhibitor\":5,\"salt\":3},\"score\":1},"
+             "{\"id\":\"c3\",\"params\":{\"substrate\":10},\"score\":1},"
+             "{\"id\":\"c4\",\"params\":{\"substrate\":10,\"inhibitor\":5},\"score\":1},"
+             "{\"id\":\"c5\",\"params\":{\"substrate\":10,\"inhibitor\":5},\"score\":1},"
+             "{\"id\":\"c6\",\"params\":{\"substrate\":10,\"inhibitor\":5},\"score\":1},"
+             "{\"id\":\"c7\",\"params\":{\"substrate\":10,\"inhibitor\":5},\"score\":1}]}",
+             422);
+    text = json_dumps(rej, JSON_COMPACT);
+    const char *errs[] = {"/campaign",
+                          "/candidates/0/params/substrate",
+                          "/candidates/1/id",
+                          "/candidates/1/params/salt",
+                          "/candidates/2/params/inhibitor",
+                          "over the campaign's budget"};
+    for (size_t i = 0; i < sizeof errs / sizeof *errs; i++)
+        if (!strstr(text, errs[i]))
+            fail_msg("no error for %s: %s", errs[i], text);
+    free(text);
+    json_decref(rej);
+    assert_int_equal(count_state(&d, "mix1", "candidate"), 0);
+
+    /* a good batch, twice: the second delivery is the same answer and changes nothing */
+    const char *batch =
+        "{\"batch\":\"b1\",\"model\":{\"name\":\"m\",\"version\":\"1.0\"},\"candidates\":["
+        "{\"id\":\"c1\",\"params\":{\"substrate\":60,\"inhibitor\":0},\"score\":0.9},"
+        "{\"id\":\"c2\",\"params\":{\"substrate\":20,\"inhibitor\":10},\"score\":0.5,"
+        "\"uncertainty\":0.1},"
+        "{\"id\":\"c3\",\"params\":{\"substrate\":0,\"inhibitor\":40},\"score\":0.7},"
+        "{\"id\":\"c4\",\"params\":{\"substrate\":100,\"inhibitor\":50},\"score\":0.2}]}";
+    json_t *ok = call(&d, "POST", "/v1/campaigns/mix1/batches", batch, 201);
+    assert_string_equal(sval(ok, "status"), "accepted");
+    assert_int_equal(json_array_size(json_object_get(ok, "accepted")), 4);
+    json_decref(ok);
+    json_t *again = call(&d, "POST", "/v1/campaigns/mix1/batches", batch, 200);
+    assert_true(json_is_true(json_object_get(again, "duplicate")));
+    json_decref(again);
+    /* the budget (6) leaves room for 2 */
+    json_decref(call(&d, "POST", "/v1/campaigns/mix1/batches",
+                     "{\"batch\":\"b2\",\"model\":{\"name\":\"m\",\"version\":\"1.0\"},"
+                     "\"candidates\":[{\"id\":\"x1\",\"params\":{\"substrate\":1,\"inhibitor\":1},"
+                     "\"score\":0},{\"id\":\"x2\",\"params\":{\"substrate\":1,\"inhibitor\":1},"
+                     "\"score\":0},{\"id\":\"x3\",\"params\":{\"substrate\":1,\"inhibitor\":1},"
+                     "\"score\":0}]}",
+                     422));
+
+    wait_state(&d, "mix1", "completed", 4, 120000);
+    json_t *r = call(&d, "GET", "/v1/campaigns/mix1/results", NULL, 200);
+    json_t *results = json_object_get(r, "results");
+    assert_int_equal(json_array_size(results), 4);
+    size_t i;
+    json_t *x;
+    json_array_foreach(results, i, x)
+    {
+        json_t *p = json_object_get(x, "params");
+        double want_v = expected(json_number_value(json_object_get(p, "substrate")),
+                                 json_number_value(json_object_get(p, "inhibitor")));
+        double v = json_number_value(json_object_get(x, "value"));
+        if (fabs(v - want_v) > 0.03)
+            fail_msg("candidate %s: %.4f, the model says %.4f", sval(x, "candidate"), v, want_v);
+        assert_int_equal(json_array_size(json_object_get(x, "replicates")), 2);
+        assert_int_equal(json_array_size(json_object_get(x, "raw")), 2);
+        assert_int_equal(json_array_size(json_object_get(x, "wells")), 2);
+        assert_string_equal(sval(x, "batch"), "b1");
+        assert_string_equal(sval(json_object_get(x, "model"), "version"), "1.0");
+        assert_true(json_number_value(json_object_get(x, "z_prime")) > 0.5);
+        assert_true(strlen(sval(x, "run")) == 36);
+        assert_non_null(strstr(sval(x, "plate"), "mix1-P"));
+    }
+    json_decref(r);
+
+    /* PostgreSQL: the results, the candidates' states, the plate's QC, the batch done */
+    assert_int_equal(
+        pg_count_wait("select count(*) from labloop.results where campaign = 'mix1'", 4, 20000), 4);
+    assert_int_equal(pg_count_wait("select count(*) from labloop.candidates where campaign = "
+                                   "'mix1' and state = 'completed'",
+                                   4, 20000),
+                     4);
+    assert_int_equal(pg_count_wait("select count(*) from labloop.plates where campaign = 'mix1' "
+                                   "and passed and z_prime > 0.5",
+                                   1, 20000),
+                     1);
+    assert_int_equal(pg_count_wait("select count(*) from labloop.batches where campaign = 'mix1' "
+                                   "and batch = 'b1' and state = 'done'",
+                                   1, 20000),
+                     1);
+    /* MQTT: one result per candidate, and the batch's done event */
+    assert_true(h_sub_wait(res, 4, 20000) >= 4);
+    assert_true(h_sub_wait(done, 1, 20000) >= 1);
+    h_msg_t *msgs;
+    int n = h_sub_messages(done, &msgs);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(msgs[0].topic, "/campaigns/mix1/batches/b1/done"));
+    assert_non_null(strstr(msgs[0].payload, "\"completed\":4"));
+    /* the plate ran the candidates best score first: c1 (0.9) in the first wells */
+    json_t *cands = call(&d, "GET", "/v1/campaigns/mix1/candidates", NULL, 200);
+    json_array_foreach(json_object_get(cands, "candidates"), i,
+                       x) if (strcmp(sval(x, "id"), "c1") == 0)
+    {
+        json_t *w = json_object_get(json_object_get(x, "result"), "wells");
+        assert_string_equal(json_string_value(json_array_get(w, 0)), "A1");
+    }
+    json_decref(cands);
+    h_sub_stop(res);
+    h_sub_stop(done);
+    h_daemon_destroy(&d);
+}
+
+/* ---- MQTT: batches in, answers on the response topic or reply_to ---- */
+
+static void test_batch_over_mqtt(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    setup_campaign(&d, CAMPAIGN("mq1", ""));
+    char root[128], cmd[2048], out[1024];
+    root_of(&d, root, sizeof root);
+    h_sub_t *ans = h_sub_start(mq.uri, "answers/#");
+    /* MQTT 5 with a response topic */
+    snprintf(cmd, sizeof cmd,
+             "mosquitto_pub -V mqttv5 -h 127.0.0.1 -p %d -q 1 -t '%s/in/campaigns/mq1/batches' "
+             "-D publish response-topic answers/one -m '{\"batch\":\"m1\",\"model\":{\"name\":"
+             "\"m\",\"version\":2},\"candidates\":[{\"id\":\"q1\",\"params\":{\"substrate\":30,"
+             "\"inhibitor\":0},\"score\":1}]}'",
+             mq.port, root);
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    /* a bad one, with reply_to (MQTT 3.1.1 has no response topic) */
+    snprintf(cmd, sizeof cmd,
+             "mosquitto_pub -h 127.0.0.1 -p %d -q 1 -t '%s/in/campaigns/mq1/batches' -m "
+             "'{\"batch\":\"m2\",\"reply_to\":\"answers/two\",\"model\":{\"name\":\"m\","
+             "\"version\":2},\"candidates\":[{\"id\":\"q2\",\"params\":{\"substrate\":-1,"
+             "\"inhibitor\":0},\"score\":1}]}'",
+             mq.port, root);
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    /* not JSON, and a campaign that does not exist */
+    snprintf(cmd, sizeof cmd,
+             "mosquitto_pub -V mqttv5 -h 127.0.0.1 -p %d -q 1 -t '%s/in/campaigns/mq1/batches' "
+             "-D publish response-topic answers/three -m 'not json' && "
+             "mosquitto_pub -V mqttv5 -h 127.0.0.1 -p %d -q 1 -t '%s/in/campaigns/none/batches' "
+             "-D publish response-topic answers/four -m '{\"batch\":\"m1\",\"model\":{\"name\":"
+             "\"m\",\"version\":2},\"candidates\":[{\"id\":\"q1\",\"params\":{},\"score\":1}]}'",
+             mq.port, root, mq.port, root);
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    assert_true(h_sub_wait(ans, 4, 20000) >= 4);
+    h_msg_t *msgs;
+    int n = h_sub_messages(ans, &msgs);
+    bool seen[4] = {false};
+    for (int i = 0; i < n; i++) {
+        if (strcmp(msgs[i].topic, "answers/one") == 0) {
+            seen[0] = strstr(msgs[i].payload, "\"status\":\"accepted\"") &&
+                      strstr(msgs[i].payload, "\"q1\"");
+        } else if (strcmp(msgs[i].topic, "answers/two") == 0) {
+            seen[1] = strstr(msgs[i].payload, "\"status\":\"rejected\"") &&
+                      strstr(msgs[i].payload, "/candidates/0/params/substrate");
+        } else if (strcmp(msgs[i].topic, "answers/three") == 0) {
+            seen[2] = strstr(msgs[i].payload, "\"status\":\"rejected\"") &&
+                      strstr(msgs[i].payload, "not a JSON object");
+        } else if (strcmp(msgs[i].topic, "answers/four") == 0) {
+            seen[3] = strstr(msgs[i].payload, "\"status\":\"rejected\"") &&
+                      strstr(msgs[i].payload, "no campaign");
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        if (!seen[i]) {
+            for (int k = 0; k < n; k++)
+                print_message("%s %s\n", msgs[k].topic, msgs[k].payload);
+            fail_msg("answer %d missing or wrong", i + 1);
+        }
+    wait_state(&d, "mq1", "completed", 1, 120000);
+    h_sub_stop(ans);
+    h_daemon_destroy(&d);
+}
+
+/* ---- QC: a plate under the threshold re-runs once, then fails; the breaker pauses ---- */
+
+static void test_qc_failure_and_breaker(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    /* Z' can never reach 0.9999 with the simulator's noise: every plate fails QC */
+    setup_campaign(&d, CAMPAIGN("qc1", ",\"qc\":{\"z_prime_min\":0.9999,\"retries\":1}"));
+    json_decref(call(&d, "POST", "/v1/campaigns/qc1/batches",
+                     "{\"batch\":\"b1\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
+                     "{\"id\":\"k1\",\"params\":{\"substrate\":10,\"inhibitor\":0},\"score\":1},"
+                     "{\"id\":\"k2\",\"params\":{\"substrate\":20,\"inhibitor\":0},\"score\":1},"
+                     "{\"id\":\"k3\",\"params\":{\"substrate\":30,\"inhibitor\":0},\"score\":1},"
+                     "{\"id\":\"k4\",\"params\":{\"substrate\":40,\"inhibitor\":0},\"score\":1},"
+                     "{\"id\":\"k5\",\"params\":{\"substrate\":50,\"inhibitor\":0},\"score\":1},"
+                     "{\"id\":\"k6\",\"params\":{\"substrate\":60,\"inhibitor\":0},\"score\":1}]}",
+                     201));
+    wait_state(&d, "qc1", "failed", 6, 180000);
+    json_t *cands = call(&d, "GET", "/v1/campaigns/qc1/candidates?state=failed", NULL, 200);
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(cands, "candidates"), i, x)
+    {
+        assert_non_null(strstr(sval(x, "reason"), "failed QC"));
+        assert_int_equal(json_integer_value(json_object_get(x, "qc_failures")), 2);
+        assert_int_equal(json_array_size(json_object_get(x, "plates")), 2);
+    }
+    json_decref(cands);
+    /* more than half of at least 5 failed: paused, with the reason */
+    json_t *c = campaign_get(&d, "qc1");
+    assert_string_equal(sval(c, "state"), "paused");
+    assert_non_null(strstr(sval(c, "reason"), "6 of 6 finished candidates failed"));
+    json_decref(c);
+    assert_int_equal(pg_count_wait("select count(*) from labloop.plates where campaign = 'qc1' "
+                                   "and not passed and reason like '%Z''%'",
+                                   2, 20000),
+                     2);
+    assert_int_equal(
+        pg_count_wait("select count(*) from labloop.results where campaign = 'qc1'", 0, 1000), 0);
+    /* a paused campaign takes batches but lays out no plate until resumed */
+    json_decref(call(&d, "POST", "/v1/campaigns/qc1/batches",
+                     "{\"batch\":\"b2\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
+                     "{\"id\":\"k7\",\"params\":{\"substrate\":10,\"inhibitor\":0},\"score\":1}]}",
+                     201));
+    h_sleep_ms(300);
+    assert_int_equal(count_state(&d, "qc1", "candidate"), 1);
+    json_t *r = call(&d, "POST", "/v1/campaigns/qc1/resume", NULL, 200);
+    assert_string_equal(sval(r, "state"), "active");
+    json_decref(r);
+    assert_int_equal(count_state(&d, "qc1", "candidate"), 0);
+    h_daemon_destroy(&d);
+}
+
+/* ---- replaces_pending, new scores, and nothing proposed twice ---- */
+
+static void test_stale_and_scores(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    setup_campaign(&d, CAMPAIGN("st1", ""));
+    /* nothing starts while the liquid handler is paused */
+    json_decref(call(&d, "POST", "/v1/instruments/star1/pause", NULL, 200));
+    json_decref(call(&d, "POST", "/v1/campaigns/st1/batches",
+                     "{\"batch\":\"old\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
+                     "{\"id\":\"o1\",\"params\":{\"substrate\":10,\"inhibitor\":0},\"score\":1},"
+                     "{\"id\":\"o2\",\"params\":{\"substrate\":20,\"inhibitor\":0},\"score\":2}]}",
+                     201));
+    assert_int_equal(count_state(&d, "st1", "staged"), 2);
+    /* new scores re-prioritise the plate */
+    json_t *cands = call(&d, "GET", "/v1/campaigns/st1/candidates?state=staged", NULL, 200);
+    char run[40];
+    snprintf(run, sizeof run, "%s",
+             sval(json_array_get(json_object_get(cands, "candidates"), 0), "run"));
+    json_decref(cands);
+    json_decref(call(&d, "POST", "/v1/campaigns/st1/scores",
+                     "{\"scores\":[{\"id\":\"o1\",\"score\":7},{\"id\":\"o2\",\"score\":9}]}",
+                     200));
+    json_decref(call(&d, "POST", "/v1/campaigns/st1/scores",
+                     "{\"scores\":[{\"id\":\"nope\",\"score\":7}]}", 422));
+    char path[128];
+    snprintf(path, sizeof path, "/v1/runs/%s", run);
+    double score = 0;
+    for (long long end = h_now_ms() + 5000; h_now_ms() < end && score != 8; h_sleep_ms(20)) {
+        json_t *rd = call(&d, "GET", path, NULL, 200);
+        score = json_number_value(json_object_get(rd, "score"));
+        json_decref(rd);
+    }
+    assert_true(score == 8); /* the mean of 7 and 9 */
+
+    /* a newer batch replaces them: stale, their plate cancelled, the new one laid out */
+    json_t *ok = call(&d, "POST", "/v1/campaigns/st1/batches",
+                      "{\"batch\":\"new\",\"replaces_pending\":true,\"model\":{\"name\":\"m\","
+                      "\"version\":2},\"candidates\":[{\"id\":\"n1\",\"params\":{\"substrate\":"
+                      "50,\"inhibitor\":0},\"score\":3}]}",
+                      201);
+    assert_int_equal(json_array_size(json_object_get(ok, "stale")), 2);
+    json_decref(ok);
+    assert_int_equal(count_state(&d, "st1", "stale"), 2);
+    json_t *rd = call(&d, "GET", path, NULL, 200);
+    for (long long end = h_now_ms() + 5000;
+         h_now_ms() < end && strcmp(sval(rd, "state"), "cancelled") != 0; h_sleep_ms(20)) {
+        json_decref(rd);
+        rd = call(&d, "GET", path, NULL, 200);
+    }
+    assert_string_equal(sval(rd, "state"), "cancelled");
+    json_decref(rd);
+    json_decref(call(&d, "POST", "/v1/instruments/star1/resume", NULL, 200));
+    wait_state(&d, "st1", "completed", 1, 120000);
+    /* the old batch is done too (all stale), and its candidates never ran */
+    assert_int_equal(pg_count_wait("select count(*) from labloop.batches where campaign = 'st1' "
+                                   "and state = 'done'",
+                                   2, 20000),
+                     2);
+    assert_int_equal(
+        pg_count_wait("select count(*) from labloop.results where campaign = 'st1'", 1, 20000), 1);
+    h_daemon_destroy(&d);
+}
+
+/* ---- kill -9 while a plate runs: the result still comes, once ---- */
+
+static void test_restart_loses_nothing(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    setup_campaign(&d, CAMPAIGN("rs1", ""));
+    json_decref(call(&d, "POST", "/v1/campaigns/rs1/batches",
+                     "{\"batch\":\"b1\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
+                     "{\"id\":\"r1\",\"params\":{\"substrate\":40,\"inhibitor\":0},\"score\":1}]}",
+                     201));
+    wait_state(&d, "rs1", "running", 1, 60000);
+    h_sleep_ms(1500); /* inside the incubation */
+    h_daemon_kill9(&d);
+    assert_int_equal(h_daemon_restart(&d), 0);
+    wait_state(&d, "rs1", "completed", 1, 180000);
+    assert_int_equal(
+        pg_count_wait("select count(*) from labloop.results where campaign = 'rs1'", 1, 20000), 1);
+    /* the same batch again after the restart is still a duplicate */
+    json_t *again =
+        call(&d, "POST", "/v1/campaigns/rs1/batches",
+             "{\"batch\":\"b1\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
+             "{\"id\":\"r1\",\"params\":{\"substrate\":40,\"inhibitor\":0},\"score\":1}]}",
+             200);
+    assert_true(json_is_true(json_object_get(again, "duplicate")));
+    json_decref(again);
+    h_daemon_destroy(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_batch_over_http),        cmocka_unit_test(test_batch_over_mqtt),
+        cmocka_unit_test(test_qc_failure_and_breaker), cmocka_unit_test(test_stale_and_scores),
+        cmocka_unit_test(test_restart_loses_nothing),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,102 @@
+/* The external pipeline example (deploy/examples/pipeline.py, Debian's python3 with
+ * python3-paho-mqtt) against labloopd, mosquitto, PostgreSQL and labloop-sim: it creates a
+ * campaign, pushes batches over MQTT, reads the results and pushes the next, and every batch it
+ * pushed is done with a result per candidate in PostgreSQL. */
+#include "tests/harness/harness.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#ifndef LAB_SOURCE_DIR_T
+#define LAB_SOURCE_DIR_T "."
+#endif
+
+static const char wf_mix[] =
+    "{\"name\":\"mix\",\"steps\":["
+    "{\"name\":\"dispense\",\"op\":\"dispense\",\"on\":\"liquid_handler\",\"duration_s\":600,"
+    "\"params\":{\"design\":true}},"
+    "{\"name\":\"incubate\",\"op\":\"incubate\",\"on\":\"incubator\",\"duration_s\":120,"
+    "\"params\":{\"temperature_c\":37},\"start_within_s\":900},"
+    "{\"name\":\"read\",\"op\":\"read_absorbance\",\"on\":\"plate_reader\",\"duration_s\":90,"
+    "\"params\":{\"wavelength_nm\":450},\"start_within_s\":120}],"
+    "\"on_failure\":{\"action\":\"retry\",\"retries\":1}}";
+
+static void test_pipeline_closes_the_loop(void **state)
+{
+    (void)state;
+    h_pg_t pg;
+    h_mqtt_t mq;
+    h_sim_t sim;
+    h_daemon_t d;
+    char dir[256], sections[2048], ini[2600], extra[2600];
+    assert_int_equal(h_pg_start(&pg), 0);
+    assert_int_equal(h_mqtt_start(&mq), 0);
+    assert_int_equal(h_tempdir("labpipe", dir, sizeof dir), 0);
+    snprintf(sections, sizeof sections,
+             "[instrument inc1]\ndriver = liconic-stx\nport = %s/inc1\n"
+             "sim_step_seconds = 2\ncapacity = 8\nsim_from = star1\nsim_to = reader1\n"
+             "[instrument star1]\ndriver = hamilton-star\nport = %s/star1\n"
+             "sim_reagents = substrate,inhibitor\nsim_step_seconds = 2\n"
+             "reagents = substrate,inhibitor\n"
+             "[instrument reader1]\ndriver = biotek-synergy\nport = tcp://127.0.0.1:%d\n",
+             dir, dir, h_free_port());
+    snprintf(ini, sizeof ini, "[labloop]\ntime_scale = 60\nsim_seed = 9\nsim_noise = 0.002\n%s",
+             sections);
+    assert_int_equal(h_sim_start(&sim, ini), 0);
+    snprintf(extra, sizeof extra, "[labloop]\ntime_scale = 60\n%s", sections);
+    assert_int_equal(h_daemon_start(&d, &pg, &mq, extra), 0);
+    char *resp = NULL;
+    assert_int_equal(
+        h_http(d.url, "POST", "/v1/workflows", "Content-Type: application/json", wf_mix, &resp),
+        201);
+    free(resp);
+
+    char root[128] = "", line[256];
+    FILE *f = fopen(d.conf, "r");
+    while (f && fgets(line, sizeof line, f)) {
+        char cell[64];
+        if (sscanf(line, "cell = %63s", cell) == 1)
+            snprintf(root, sizeof root, "labloop/v1/lab/%s", cell);
+    }
+    if (f)
+        fclose(f);
+    char cmd[1024], out[16384];
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 %s/deploy/examples/pipeline.py --url %s --mqtt 127.0.0.1:%d "
+             "--root %s --campaign ext1 --workflow mix --batches 3 --batch-size 3 --timeout 240 "
+             "2>&1",
+             LAB_SOURCE_DIR_T, d.url, mq.port, root);
+    int rc = h_run(cmd, out, sizeof out);
+    if (rc != 0)
+        fail_msg("pipeline.py exited %d:\n%s", rc, out);
+    /* its last line: the summary */
+    char *last = strrchr(out, '{');
+    json_t *sum = json_loads(last ? last : "null", 0, NULL);
+    assert_non_null(sum);
+    assert_int_equal(json_integer_value(json_object_get(sum, "results")), 9);
+    json_decref(sum);
+    assert_int_equal(
+        h_pg_count(&pg, "select count(*) from labloop.results where campaign = 'ext1'"), 9);
+    assert_int_equal(h_pg_count(&pg, "select count(*) from labloop.batches where campaign = 'ext1' "
+                                     "and state = 'done' and model_name = 'kernel-regression'"),
+                     3);
+    h_daemon_destroy(&d);
+    h_sim_stop(&sim);
+    h_mqtt_destroy(&mq);
+    h_pg_destroy(&pg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pipeline_closes_the_loop),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
