@@ -437,7 +437,7 @@ static fit_budget_t fit_budget(int n)
         return (fit_budget_t){24, 3, 80};
     if (n <= 300)
         return (fit_budget_t){16, 2, 50};
-    return (fit_budget_t){12, 2, 20};
+    return (fit_budget_t){12, 2, 15};
 }
 
 typedef struct start {
@@ -779,8 +779,11 @@ static int acq_pick(acqctx_t *a, rng_t *r, uint64_t seed, int pick, double *xbes
     int rc = -1;
     if (!xs || !score || !order || !top)
         goto out;
+    /* a fresh shift per call (the data grew) and per slot, so that successive calls seed the
+     * optimiser from different points instead of one fixed set */
     lab_sobol_t sob;
-    lab_sobol_init(&sob, dim, splitmix(&seed) ^ (uint64_t)(pick + 1));
+    uint64_t mix = seed ^ ((uint64_t)nobs << 32) ^ (uint64_t)(pick + 1);
+    lab_sobol_init(&sob, dim, splitmix(&mix) | 1);
     for (int j = 0; j < n_sobol; j++)
         lab_sobol_next(&sob, xs + (size_t)j * dim);
     /* around the best observations, at two scales: fine exploitation needs candidates there */
