@@ -763,7 +763,7 @@ static int cand_cmp(const void *pa, const void *pb)
 }
 
 /* One pick: score Sobol and local candidates, refine the best few, keep the best that is not a
- * repeat. Returns 0, or -1 on allocation failure. */
+ * repeat. Returns 0, or -1 when memory runs out or every candidate repeats a known point. */
 static int acq_pick(acqctx_t *a, rng_t *r, uint64_t seed, int pick, double *xbest, double *best_val)
 {
     gp_t *g = a->g;
