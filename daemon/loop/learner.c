@@ -199,9 +199,11 @@ typedef double (*objective_fn)(void *ctx, const double *x, double *g);
 #define LBFGS_MAXN 24
 
 /* L-BFGS on the free variables (those not held at a bound by their gradient), with a projected
- * backtracking line search. Returns the evaluations used; x and *fx hold the best point. */
+ * backtracking line search, until the free gradient is below gtol, two steps in a row gain
+ * less than ftol (relative to |f|, at least 1) or max_eval. Returns the evaluations used; x and *fx
+ * hold the best point. */
 static int minimise(objective_fn f, void *ctx, int n, double *x, const double *lo, const double *hi,
-                    int max_eval, double *fx)
+                    int max_eval, double gtol, double ftol, double *fx)
 {
     double g[LBFGS_MAXN], xn[LBFGS_MAXN], gn[LBFGS_MAXN], dir[LBFGS_MAXN];
     double s[LBFGS_MEM][LBFGS_MAXN], y[LBFGS_MEM][LBFGS_MAXN], rho[LBFGS_MEM], al[LBFGS_MEM];
@@ -219,7 +221,7 @@ static int minimise(objective_fn f, void *ctx, int n, double *x, const double *l
             if (free_[i] && fabs(g[i]) > gmax)
                 gmax = fabs(g[i]);
         }
-        if (gmax < 1e-7)
+        if (gmax < gtol)
             break;
         /* two-loop recursion on the free subspace */
         for (int i = 0; i < n; i++)
@@ -304,7 +306,7 @@ static int minimise(objective_fn f, void *ctx, int n, double *x, const double *l
         memcpy(x, xn, (size_t)n * sizeof *x);
         memcpy(g, gn, (size_t)n * sizeof *g);
         *fx = fnew;
-        flat = gain < 1e-8 * (fabs(*fx) > 1.0 ? fabs(*fx) : 1.0) ? flat + 1 : 0;
+        flat = gain < ftol * (fabs(*fx) > 1.0 ? fabs(*fx) : 1.0) ? flat + 1 : 0;
         if (flat >= 2)
             break;
     }
@@ -435,7 +437,7 @@ static fit_budget_t fit_budget(int n)
         return (fit_budget_t){24, 3, 80};
     if (n <= 300)
         return (fit_budget_t){16, 2, 50};
-    return (fit_budget_t){12, 1, 30};
+    return (fit_budget_t){12, 2, 15};
 }
 
 typedef struct start {
@@ -490,7 +492,8 @@ static int fit_theta(fitctx_t *c, const double *theta0, rng_t *r, double *best, 
         if (s >= 0 && theta0 && c->n > 300 && st[s].lp <= *best_lp)
             continue;
         memcpy(th, s < 0 ? theta0 : st[s].theta, (size_t)nt * sizeof *th);
-        *evaluations += minimise(neg_log_posterior, c, nt, th, lo, hi, bud.max_eval, &fx);
+        *evaluations +=
+            minimise(neg_log_posterior, c, nt, th, lo, hi, bud.max_eval, 1e-3, 1e-5, &fx);
         (*restarts)++;
         if (isfinite(fx) && -fx > *best_lp) {
             *best_lp = -fx;
@@ -760,7 +763,7 @@ static int cand_cmp(const void *pa, const void *pb)
 }
 
 /* One pick: score Sobol and local candidates, refine the best few, keep the best that is not a
- * repeat. Returns 0, or -1 on allocation failure. */
+ * repeat. Returns 0, or -1 when memory runs out or every candidate repeats a known point. */
 static int acq_pick(acqctx_t *a, rng_t *r, uint64_t seed, int pick, double *xbest, double *best_val)
 {
     gp_t *g = a->g;
@@ -776,8 +779,11 @@ static int acq_pick(acqctx_t *a, rng_t *r, uint64_t seed, int pick, double *xbes
     int rc = -1;
     if (!xs || !score || !order || !top)
         goto out;
+    /* a fresh shift per call (the data grew) and per slot, so that successive calls seed the
+     * optimiser from different points instead of one fixed set */
     lab_sobol_t sob;
-    lab_sobol_init(&sob, dim, splitmix(&seed) ^ (uint64_t)(pick + 1));
+    uint64_t mix = seed ^ ((uint64_t)nobs << 32) ^ (uint64_t)(pick + 1);
+    lab_sobol_init(&sob, dim, splitmix(&mix) | 1);
     for (int j = 0; j < n_sobol; j++)
         lab_sobol_next(&sob, xs + (size_t)j * dim);
     /* around the best observations, at two scales: fine exploitation needs candidates there */
@@ -821,7 +827,7 @@ static int acq_pick(acqctx_t *a, rng_t *r, uint64_t seed, int pick, double *xbes
             continue;
         refined++;
         memcpy(xr, x0, (size_t)dim * sizeof *xr);
-        minimise(neg_acq, a, dim, xr, lo, hi, max_eval, &fx);
+        minimise(neg_acq, a, dim, xr, lo, hi, max_eval, 1e-7, 1e-8, &fx);
         if (isfinite(fx) && -fx > *best_val && !near_known(g, xr)) {
             *best_val = -fx;
             memcpy(xbest, xr, (size_t)dim * sizeof *xr);

@@ -25,7 +25,8 @@ typedef struct lab_learn_problem {
     const double *pending; /* n_pending*dim, unit cube */
     int batch;             /* points to propose, 1..64 */
     int n_init;            /* below this many observations+pending, propose from the Sobol design;
-                              0 = default 2*(dim+1) */
+                              0 = default 2*(dim+1). Also while n is 0. A batch started in the
+                              design is finished from it */
     int sobol_skip;        /* Sobol points already handed out before this call (so successive
                               calls continue the sequence instead of repeating it) */
     uint64_t seed;         /* restarts, random shift of the Sobol design, acquisition optimiser */

@@ -1,11 +1,12 @@
 /* Benchmark: the built-in learner on the standard test functions, beside uniform random search
  * with the same evaluations and seeds. Branin (2-D, 50 evaluations) and Hartmann-6 (100
  * evaluations), minimised in batches of 5 from a Sobol start, 10 seeds each: median and worst
- * regret after the last evaluation against the targets 0.01 and 0.05. Then the time of one
+ * regret after the last evaluation and how many seeds reach the target (0.01 and 0.05); "met"
+ * is the median's verdict. Then the time of one
  * fit + propose with 500 observations in 6-D (batch 5), cold and warm-started, median of a few
  * repetitions, beside one Cholesky of the same 500 x 500 covariance as the peer figure.
  *
- *   bench_learner [SEEDS]    default 10 */
+ *   bench_learner [SEEDS [WHICH]]    default 10 seeds; WHICH: branin, hartmann6 or time */
 #include "daemon/loop/learner.h"
 #include "daemon/loop/sobol.h"
 
@@ -163,11 +164,15 @@ static void bench_problem(const problem_t *pr, int seeds)
     }
     double rw = worst(reg, seeds), rm = median(reg, seeds);
     double qw = worst(rnd, seeds), qm = median(rnd, seeds), tm = median(secs, seeds);
+    int within = 0;
+    for (int s = 0; s < seeds; s++)
+        within += reg[s] <= pr->target;
     printf("{\"bench\":\"learner\",\"problem\":\"%s\",\"evaluations\":%d,\"batch\":%d,"
            "\"seeds\":%d,\"regret_median\":%.3g,\"regret_worst\":%.3g,"
            "\"random_regret_median\":%.3g,\"random_regret_worst\":%.3g,"
-           "\"seconds_per_run_median\":%.2f,\"target\":%g,\"met\":%s}\n",
-           pr->name, pr->evaluations, batch, seeds, rm, rw, qm, qw, tm, pr->target,
+           "\"seeds_within_target\":%d,\"seconds_per_run_median\":%.2f,\"target\":%g,"
+           "\"met\":%s}\n",
+           pr->name, pr->evaluations, batch, seeds, rm, rw, qm, qw, within, tm, pr->target,
            rm <= pr->target ? "true" : "false");
     fflush(stdout);
 }
@@ -244,8 +249,12 @@ int main(int argc, char **argv)
     }
     const problem_t branin_p = {"branin", 2, 50, 0.397887, 0.01, branin};
     const problem_t hartmann_p = {"hartmann6", 6, 100, -3.32237, 0.05, hartmann6};
-    bench_problem(&branin_p, seeds);
-    bench_problem(&hartmann_p, seeds);
-    bench_time();
+    const char *which = argc > 2 ? argv[2] : NULL;
+    if (!which || strcmp(which, "branin") == 0)
+        bench_problem(&branin_p, seeds);
+    if (!which || strcmp(which, "hartmann6") == 0)
+        bench_problem(&hartmann_p, seeds);
+    if (!which || strcmp(which, "time") == 0)
+        bench_time();
     return 0;
 }
