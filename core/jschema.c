@@ -607,20 +607,55 @@ static void validate_object(const lab_jschema_t *s, const json_t *schema, const 
 }
 
 /* How many of the schemas in list v matches, collecting the first failing branch's errors. */
-static int count_matches(const lab_jschema_t *s, const json_t *list, const json_t *v,
-                         const char *ptr, int depth)
+/* A form whose "type" admits the value (or that names no type). */
+static bool form_admits(const json_t *form, const json_t *v)
 {
-    int ok = 0;
+    const json_t *t = json_object_get(form, "type");
+    if (!t)
+        return true;
+    if (json_is_string(t))
+        return type_matches(json_string_value(t), v);
+    size_t i;
+    json_t *one;
+    json_array_foreach(t, i, one) if (type_matches(json_string_value(one), v)) return true;
+    return false;
+}
+
+/* How many forms of list v matches. When it matches none and exactly one form is of v's type,
+ * that form's problems go into why (they name the entry at fault: "/volume_ul/2", not just
+ * "/volume_ul"); otherwise why stays empty. */
+static int count_matches(const lab_jschema_t *s, const json_t *list, const json_t *v,
+                         const char *ptr, int depth, lab_jerrs_t *why)
+{
+    int ok = 0, admitted = 0;
     size_t i;
     json_t *sub;
+    lab_jerrs_t kept = {0};
     json_array_foreach(list, i, sub)
     {
         lab_jerrs_t tmp = {0};
         if (validate(s, sub, v, ptr, depth + 1, &tmp) == 0)
             ok++;
-        lab_jerrs_free(&tmp);
+        if (form_admits(sub, v) && admitted++ == 0)
+            kept = tmp;
+        else
+            lab_jerrs_free(&tmp);
     }
+    if (ok == 0 && admitted == 1 && why) {
+        for (int k = 0; k < kept.n; k++)
+            lab_jerrs_add(why, kept.v[k].path, "%s", kept.v[k].message);
+    }
+    lab_jerrs_free(&kept);
     return ok;
+}
+
+/* anyOf/oneOf matching none of its forms. */
+static void none_matched(lab_jerrs_t *errs, lab_jerrs_t *why, const char *ptr, size_t forms)
+{
+    if (why->n == 0)
+        lab_jerrs_add(errs, ptr, "matches none of the %zu allowed forms", forms);
+    for (int k = 0; k < why->n; k++)
+        lab_jerrs_add(errs, why->v[k].path, "%s", why->v[k].message);
 }
 
 static int validate(const lab_jschema_t *s, const json_t *schema, const json_t *v, const char *ptr,
@@ -690,13 +725,19 @@ static int validate(const lab_jschema_t *s, const json_t *schema, const json_t *
         json_t *sub;
         json_array_foreach(k, i, sub) validate(s, sub, v, ptr, depth + 1, errs);
     }
-    if ((k = json_object_get(schema, "anyOf")) && count_matches(s, k, v, ptr, depth) == 0)
-        lab_jerrs_add(errs, ptr, "matches none of the %zu allowed forms", json_array_size(k));
+    if ((k = json_object_get(schema, "anyOf"))) {
+        lab_jerrs_t why = {0};
+        if (count_matches(s, k, v, ptr, depth, &why) == 0)
+            none_matched(errs, &why, ptr, json_array_size(k));
+        lab_jerrs_free(&why);
+    }
     if ((k = json_object_get(schema, "oneOf"))) {
-        int m = count_matches(s, k, v, ptr, depth);
+        lab_jerrs_t why = {0};
+        int m = count_matches(s, k, v, ptr, depth, &why);
         if (m == 0)
-            lab_jerrs_add(errs, ptr, "matches none of the %zu allowed forms", json_array_size(k));
-        else if (m > 1)
+            none_matched(errs, &why, ptr, json_array_size(k));
+        lab_jerrs_free(&why);
+        if (m > 1)
             lab_jerrs_add(errs, ptr, "matches %d of the allowed forms; exactly one must match", m);
     }
     if ((k = json_object_get(schema, "not"))) {

@@ -124,6 +124,17 @@ static int handler(void *ud, const char *section, const char *name, const char *
         }
         if (strcmp(name, "sim_noise") == 0 && parse_double(value, 0, 1, &c->cfg->noise))
             return fail(c, "sim_noise: '%s' is not in 0..1%s", value, "");
+        if (strcmp(name, "sim_design") == 0) {
+            char why[160];
+            if (sim_design_parse(value, &c->cfg->design, why, sizeof why))
+                return fail(c, "sim_design: %s%s", why, "");
+        }
+        if (strcmp(name, "sim_design_max") == 0) {
+            double d;
+            if (parse_double(value, 0, 9, &d) || d <= 0)
+                return fail(c, "sim_design_max: '%s' is not in 0..9 AU (above 0)%s", value, "");
+            c->cfg->design.max_au = d;
+        }
         return 1;
     }
     if (strncmp(section, "instrument ", 11) != 0)
@@ -197,6 +208,7 @@ int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap)
     cfg->time_scale = 1;
     cfg->seed = 1;
     cfg->noise = 0.002;
+    cfg->design.max_au = 2.0;
     cfg_ctx_t c = {.cfg = cfg, .path = path, .err = err, .errcap = errcap};
     c.f = fopen(path, "r");
     if (!c.f) {

@@ -403,6 +403,29 @@ static json_t *ctl_plates(sim_t *s)
     return json_pack("{s:b,s:o}", "ok", 1, "plates", list);
 }
 
+/* What went into each well of a plate: {"B3": {"substrate": 50.0}, ...}, empty wells left out. */
+static json_t *ctl_wells(const sim_world_t *w, const sim_plate_t *p)
+{
+    json_t *wells = json_object();
+    for (int r = 0; r < SIM_ROWS; r++)
+        for (int c = 0; c < SIM_COLS; c++) {
+            json_t *one = NULL;
+            for (int k = 0; k < w->n_reagents; k++) {
+                if (p->ul[r][c][k] <= 0)
+                    continue;
+                if (!one)
+                    one = json_object();
+                json_object_set_new(one, w->reagents[k], json_real(p->ul[r][c][k]));
+            }
+            if (one) {
+                char name[8];
+                snprintf(name, sizeof name, "%c%d", 'A' + r, c + 1);
+                json_object_set_new(wells, name, one);
+            }
+        }
+    return wells;
+}
+
 static int ctl_line(void *ud, const char *line, size_t len, int err)
 {
     ctl_conn_t *c = ud;
@@ -432,8 +455,9 @@ static int ctl_line(void *ud, const char *line, size_t len, int err)
         if (!p)
             ctl_answer(c, ctl_error("too many plates"));
         else
-            ctl_answer(c, json_pack("{s:b,s:s,s:f}", "ok", 1, "position", p->position,
-                                    "incubation_degC_s", p->incub_deg_s));
+            ctl_answer(c, json_pack("{s:b,s:s,s:f,s:o}", "ok", 1, "position", p->position,
+                                    "incubation_degC_s", p->incub_deg_s, "wells",
+                                    ctl_wells(&s->world, p)));
     } else if (!id || !fault || (sec && !json_is_number(sec))) {
         ctl_answer(c, ctl_error("expected {\"instrument\":ID,\"fault\":KIND[,\"seconds\":N]}, "
                                 "{\"plate\":BARCODE} or {\"plates\":true}"));
@@ -487,6 +511,7 @@ int sim_start(uv_loop_t *loop, const sim_cfg_t *cfg, const char *control_path, s
     s->cfg = *cfg;
     s->t0_ns = uv_hrtime();
     sim_world_init(&s->world, cfg->seed, cfg->noise);
+    s->world.design = cfg->design;
     *out = s;
     for (int i = 0; i < s->cfg.n; i++) {
         sim_inst_t *in = &s->inst[i];

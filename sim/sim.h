@@ -1,7 +1,7 @@
 /* labloop-sim: the digital twin of labloop's instruments. Owns the configuration it shares with
- * labloopd ([labloop] time_scale and the [instrument ID] sections), the event loop, the serial
- * instruments served on ptys (or TCP), the Modbus TCP controllers, fault injection and the
- * control socket. */
+ * labloopd ([labloop] time_scale and the world's sim_* keys, and the [instrument ID] sections), the
+ * event loop, the serial instruments served on ptys (or TCP), the Modbus TCP controllers, fault
+ * injection and the control socket. */
 #ifndef LAB_SIM_SIM_H
 #define LAB_SIM_SIM_H
 #include <stddef.h>
@@ -52,6 +52,7 @@ typedef struct sim_cfg {
     double time_scale;
     uint64_t seed;
     double noise;
+    sim_design_t design; /* sim_design, sim_design_max: n = 0 when absent */
     sim_inst_cfg_t inst[SIM_INST_MAX];
     int n;
 } sim_cfg_t;

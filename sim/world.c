@@ -1,9 +1,12 @@
 /* The simulated world. Absorbance model (documented here because tests and users rely on it):
  *
  *   A(well) = 0.040                                      (empty well, plate background)
- *           + sum over reagents r:  Emax_r * v_r / (v_r + K)   (saturating dose-response)
+ *           + ( sum over reagents r not in the design:  Emax_r * v_r / (v_r + K)
+ *                                                        (saturating dose-response)
+ *             + design(well) )                           (the hidden optimum, if configured)
  *           * g                                          (incubation gain)
  *           + N(0, noise)
+ *           clamped to 0..9.9999 (the reader's range)
  *
  *   v_r     microlitres of reagent r dispensed into the well
  *   K       20 uL (half-saturation volume)
@@ -12,12 +15,101 @@
  *           (an hour at 30 degC gives g ~ 1.32)
  *   noise   Gaussian (Box-Muller) from splitmix64 seeded by seed, barcode, well and wavelength:
  *           the same seed and the same dispenses always give the same values.
+ *
+ * The design response ([labloop] sim_design = NAME:OPT,... with 1 to 3 reagents, sim_design_max
+ * = A, default 2.0) gives a closed loop an optimum to find over the design reagents' volumes:
+ *
+ *   design(well) = A * prod over design reagents r:  f(v_r / OPT_r)
+ *   f(x)         = x * e^(1 - x)      (f(0) = 0, rising to its one peak f(1) = 1, then falling
+ *                                      smoothly towards 0; f(2) ~ 0.74, f(0.5) ~ 0.82)
+ *
+ *   OPT_r   the volume of r at the optimum, uL
+ *
+ * The design reagents do not enter the saturating sum (every other reagent still does, with the
+ * Emax of its index among all reagents named). A well lacking any design reagent has design 0.
+ * So the optimum is known exactly: every design reagent at its OPT gives 0.040 + A * g (+ noise).
+ * Without sim_design the model is the saturating sum alone, as it always was.
  */
 #include "sim/world.h"
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "sim/log.h"
+
+double sim_design_f(double x)
+{
+    return x > 0 ? x * exp(1 - x) : 0;
+}
+
+double sim_world_design(const sim_world_t *w, const double *ul_by_design_reagent)
+{
+    const sim_design_t *d = &w->design;
+    if (d->n == 0)
+        return 0;
+    double y = d->max_au;
+    for (int i = 0; i < d->n; i++)
+        y *= sim_design_f(ul_by_design_reagent[i] / d->opt_ul[i]);
+    return y;
+}
+
+int sim_design_parse(const char *text, sim_design_t *d, char *why, size_t cap)
+{
+    char buf[256];
+    if (strlen(text) >= sizeof buf) {
+        snprintf(why, cap, "longer than %zu characters", sizeof buf - 1);
+        return -1;
+    }
+    snprintf(buf, sizeof buf, "%s", text);
+    d->n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(t, ':');
+        if (!colon) {
+            snprintf(why, cap, "'%s' is not NAME:OPT", t);
+            return -1;
+        }
+        *colon = '\0';
+        char *name = t, *opt = colon + 1;
+        while (isspace((unsigned char)*name))
+            name++;
+        size_t len = strlen(name);
+        while (len && isspace((unsigned char)name[len - 1]))
+            name[--len] = '\0';
+        if (!len || len >= sizeof d->name[0]) {
+            snprintf(why, cap, "reagent name '%s' is empty or longer than %zu characters", name,
+                     sizeof d->name[0] - 1);
+            return -1;
+        }
+        char *end;
+        errno = 0;
+        double v = strtod(opt, &end);
+        while (isspace((unsigned char)*end))
+            end++;
+        if (errno || end == opt || *end || !isfinite(v) || v <= 0) {
+            snprintf(why, cap, "%s: optimal volume '%s' is not a number of uL above 0", name, opt);
+            return -1;
+        }
+        for (int i = 0; i < d->n; i++)
+            if (strcmp(d->name[i], name) == 0) {
+                snprintf(why, cap, "reagent '%s' is named twice", name);
+                return -1;
+            }
+        if (d->n == SIM_DESIGN_MAX) {
+            snprintf(why, cap, "more than %d reagents", SIM_DESIGN_MAX);
+            return -1;
+        }
+        snprintf(d->name[d->n], sizeof d->name[0], "%s", name);
+        d->opt_ul[d->n++] = v;
+    }
+    if (d->n == 0) {
+        snprintf(why, cap, "no reagent (NAME:OPT,...)");
+        return -1;
+    }
+    return 0;
+}
 
 void sim_world_init(sim_world_t *w, uint64_t seed, double noise)
 {
@@ -110,11 +202,18 @@ static uint64_t hash_str(uint64_t h, const char *s)
 
 double sim_world_absorbance(const sim_world_t *w, const sim_plate_t *p, int row, int col, int nm)
 {
-    double signal = 0;
+    double signal = 0, design_ul[SIM_DESIGN_MAX] = {0};
     for (int r = 0; r < w->n_reagents; r++) {
         double v = p->ul[row][col][r];
-        signal += (1.2 / (1 + r)) * v / (v + 20.0);
+        int k = 0;
+        while (k < w->design.n && strcmp(w->design.name[k], w->reagents[r]) != 0)
+            k++;
+        if (k < w->design.n)
+            design_ul[k] = v;
+        else
+            signal += (1.2 / (1 + r)) * v / (v + 20.0);
     }
+    signal += sim_world_design(w, design_ul);
     double g = 1 + 0.5 * (1 - exp(-p->incub_deg_s / 36000.0));
     uint64_t s = hash_str(w->seed ^ 0xCBF29CE484222325ull, p->barcode);
     s ^= (uint64_t)(row * SIM_COLS + col) << 20 ^ (uint64_t)nm;

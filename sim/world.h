@@ -2,12 +2,14 @@
  * reagent), and each plate's incubation history. The reader's values are computed from it. */
 #ifndef LAB_SIM_WORLD_H
 #define LAB_SIM_WORLD_H
+#include <stddef.h>
 #include <stdint.h>
 
 #define SIM_REAGENTS_MAX 8
 #define SIM_PLATES_MAX 256 /* a full world refuses new plates with a logged error */
 #define SIM_ROWS 16
 #define SIM_COLS 24
+#define SIM_DESIGN_MAX 3 /* reagents of the design response */
 
 typedef struct sim_plate {
     char barcode[64];
@@ -17,9 +19,23 @@ typedef struct sim_plate {
     long queued;        /* when it entered a reader's queue (the world's counter), for FIFO */
 } sim_plate_t;
 
+/* The design response (sim_design, sim_design_max): reagents whose joint effect has one optimum,
+ * known exactly (see the model in world.c). n = 0: none. */
+typedef struct sim_design {
+    int n;
+    char name[SIM_DESIGN_MAX][32];
+    double opt_ul[SIM_DESIGN_MAX]; /* each reagent's optimal volume in a well, uL */
+    double max_au;                 /* the response at the optimum, absorbance units */
+} sim_design_t;
+
+/* Parses "NAME:OPT,NAME:OPT" (1 to SIM_DESIGN_MAX reagents, OPT > 0 uL) into d, keeping
+ * d->max_au; 0, or -1 with the reason in why. */
+int sim_design_parse(const char *text, sim_design_t *d, char *why, size_t cap);
+
 typedef struct sim_world {
     uint64_t seed;
     double noise; /* standard deviation of the reader noise, absorbance units */
+    sim_design_t design;
     int n_reagents;
     char reagents[SIM_REAGENTS_MAX][32];
     sim_plate_t plates[SIM_PLATES_MAX];
@@ -38,6 +54,12 @@ sim_plate_t *sim_world_fresh(sim_world_t *w, const char *position);
 sim_plate_t *sim_world_reader_plate(sim_world_t *w, const char *reader_id);
 
 void sim_world_init(sim_world_t *w, uint64_t seed, double noise);
+/* The design response of a well holding ul_by_design_reagent[i] uL of w->design.name[i] (one
+ * entry per design reagent): max_au * prod f(v_i / opt_i), f(x) = x e^(1 - x); 0 without a design.
+ * The true, noise-free value before the incubation gain, for tests and benchmarks. */
+double sim_world_design(const sim_world_t *w, const double *ul_by_design_reagent);
+/* f(x) = x e^(1 - x) for x >= 0 (0 below): 0 at 0, its peak 1 at x = 1. */
+double sim_design_f(double x);
 int sim_world_reagent(sim_world_t *w, const char *name); /* index, created on first use */
 /* Created on first use; NULL (and an error logged) when the world already holds SIM_PLATES_MAX. */
 sim_plate_t *sim_world_plate(sim_world_t *w, const char *barcode);

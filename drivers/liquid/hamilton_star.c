@@ -51,8 +51,8 @@ typedef struct star {
     int id;  /* STAR_NO_ID when none */
     int tag; /* TAG_* */
     char cmd[3];
-    unsigned mask; /* channels acting */
-    double vol_ul; /* per acting channel */
+    unsigned mask;              /* channels acting */
+    double vol_ul[STAR_CH_MAX]; /* per channel, 0 where it does not act */
     int tip_col;
     json_t *result;
     lab_drv_error_t deferred;
@@ -100,7 +100,11 @@ static const lab_drv_key_t star_keys[] = {
 
 #define WELL_PATTERN "\"type\":\"string\",\"pattern\":\"^[A-Pa-p]([1-9]|1[0-9]|2[0-4])$\""
 #define CHANNEL "\"channel\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":16}"
-#define VOLUME "\"volume_ul\":{\"type\":\"number\",\"exclusiveMinimum\":0,\"maximum\":1000}"
+/* One volume for every acting channel, or one per channel with a tip (0: the channel sits out). */
+#define VOLUME                                                                                     \
+    "\"volume_ul\":{\"oneOf\":[{\"type\":\"number\",\"exclusiveMinimum\":0,\"maximum\":1000},"     \
+    "{\"type\":\"array\",\"minItems\":1,\"maxItems\":16,"                                          \
+    "\"items\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1000}}]}"
 
 static const lab_drv_action_t star_actions[] = {
     {"initialize", NULL, 120, 0, "initialise the pipetting channels (C0DI); clears a fault"},
@@ -118,13 +122,17 @@ static const lab_drv_action_t star_actions[] = {
      "\"oneOf\":[{\"required\":[\"reagent\"]},{\"required\":[\"well\"]}]}",
      120, 0,
      "aspirate volume_ul on each channel with a tip (or the one channel) from a reagent trough, "
-     "or from a well (channel k from the k-th row below it)"},
+     "or from a well (channel k from the k-th row below it); volume_ul is one number for all, or "
+     "an array with one entry per channel with a tip, in channel order, 0 leaving a channel out; "
+     "the result has volumes_ul, one entry per channel of the instrument"},
     {"dispense",
      "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"well\",\"volume_ul\"],"
      "\"properties\":{" VOLUME ",\"well\":{" WELL_PATTERN "}," CHANNEL "}}",
      120, 0,
      "dispense volume_ul into the well (channel k into the k-th row below it), every channel "
-     "with a tip or the one channel"},
+     "with a tip or the one channel; volume_ul is one number for all, or an array with one entry "
+     "per channel with a tip, in channel order, 0 leaving a channel out; the result has "
+     "volumes_ul, one entry per channel of the instrument"},
     {"drop_tips", NULL, 120, 0, "discard the tips into the waste"},
     {"status", NULL, 5, LAB_DRV_ACT_IMMEDIATE | LAB_DRV_ACT_OFFLINE,
      "tips and volumes per channel as the driver saw them, and the deck"},
@@ -360,9 +368,9 @@ static void star_op_ok(star_t *s)
             s->tips[ch] = false;
             s->held_ul[ch] = 0;
         } else if (strcmp(s->cmd, "AS") == 0)
-            s->held_ul[ch] += s->vol_ul;
+            s->held_ul[ch] += s->vol_ul[ch];
         else if (strcmp(s->cmd, "DS") == 0)
-            s->held_ul[ch] = s->held_ul[ch] > s->vol_ul ? s->held_ul[ch] - s->vol_ul : 0;
+            s->held_ul[ch] = s->held_ul[ch] > s->vol_ul[ch] ? s->held_ul[ch] - s->vol_ul[ch] : 0;
     }
     if (strcmp(s->cmd, "TP") == 0)
         s->next_tip_col = (s->tip_col + 1) % s->tip_cols;
@@ -543,13 +551,93 @@ static void star_defer_due(uv_timer_t *t)
     star_op_end(s, &e);
 }
 
+/* The firmware's volume (0.1 uL) for one entry of volume_ul; false with e set when it cannot be
+ * dispensed. at names the entry ("" for a single number). */
+static bool star_volume(json_t *jv, const char *at, int ch, long *out, lab_drv_error_t *e)
+{
+    double ul = json_number_value(jv);
+    char who[48] = "";
+    if (ch >= 0)
+        snprintf(who, sizeof who, " (channel %d)", ch + 1);
+    if (!json_is_number(jv) || !(ul >= 0 && ul <= 1000)) {
+        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+                          "params/volume_ul%s%s: not a volume in 0..1000 uL", at, who);
+        return false;
+    }
+    *out = lround(ul * 10);
+    if (ul > 0 && *out == 0) {
+        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+                          "params/volume_ul%s%s: %g uL is below the firmware's 0.1 uL step%s", at,
+                          who, ul, ch >= 0 ? " (0 leaves the channel out)" : "");
+        return false;
+    }
+    return true;
+}
+
+/* Volumes per channel from volume_ul: one number for every channel in *mask, or an array with one
+ * entry per channel in *mask (those holding tips), in channel order. A channel whose entry is 0
+ * leaves *mask: it does not act in the command. */
+static bool star_volumes(star_t *s, json_t *jv, bool named, unsigned *mask, long vol[],
+                         lab_drv_error_t *e)
+{
+    if (!json_is_array(jv)) {
+        long v;
+        if (!star_volume(jv, "", -1, &v, e))
+            return false;
+        for (int ch = 0; ch < s->channels; ch++)
+            vol[ch] = (*mask & (1u << ch)) ? v : 0;
+        return true;
+    }
+    if (named) {
+        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+                          "params/volume_ul: an array is one entry per channel with a tip; with "
+                          "channel, give one number");
+        return false;
+    }
+    size_t n = json_array_size(jv), k = 0;
+    int have = 0;
+    for (int ch = 0; ch < s->channels; ch++)
+        have += (*mask >> ch) & 1;
+    unsigned acting = 0;
+    for (int ch = 0; ch < s->channels; ch++) {
+        if (!(*mask & (1u << ch)))
+            continue;
+        if (k == n) {
+            lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+                              "params/volume_ul: %zu entries for the %d channels with a tip: "
+                              "channel %d has none (give 0 to leave a channel out)",
+                              n, have, ch + 1);
+            return false;
+        }
+        char at[24];
+        snprintf(at, sizeof at, "/%zu", k);
+        if (!star_volume(json_array_get(jv, k++), at, ch, &vol[ch], e))
+            return false;
+        if (vol[ch])
+            acting |= 1u << ch;
+    }
+    if (k < n) {
+        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+                          "params/volume_ul/%zu: one entry too many: %zu entries for the %d "
+                          "channels with a tip",
+                          k, n, have);
+        return false;
+    }
+    if (!acting) {
+        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+                          "params/volume_ul: every entry is 0: no channel would move liquid");
+        return false;
+    }
+    *mask = acting;
+    return true;
+}
+
 /* Builds the plan of a liquid move; false with e set when the params cannot be done. */
-static bool star_plan_liquid(star_t *s, bool aspirate, json_t *params, star_plan_t *pl,
-                             lab_drv_error_t *e)
+static bool star_plan_liquid(star_t *s, json_t *params, star_plan_t *pl, lab_drv_error_t *e)
 {
     memset(pl, 0, sizeof *pl);
     json_t *jch = json_object_get(params, "channel");
-    double ul = json_number_value(json_object_get(params, "volume_ul"));
+    unsigned mask; /* the channels the command may use: the named one, or those with a tip */
     if (jch) {
         int ch = (int)json_integer_value(jch) - 1;
         if (ch >= s->channels) {
@@ -557,10 +645,10 @@ static bool star_plan_liquid(star_t *s, bool aspirate, json_t *params, star_plan
                               s->channels);
             return false;
         }
-        pl->mask = 1u << ch;
+        mask = 1u << ch;
     } else {
-        pl->mask = star_tipped(s);
-        if (!pl->mask) {
+        mask = star_tipped(s);
+        if (!mask) {
             lab_drv_error_set(e, LAB_DRV_ESTATE, NULL,
                               "no channel holds a tip: pick_up_tips first, or name the channel");
             return false;
@@ -582,35 +670,50 @@ static bool star_plan_liquid(star_t *s, bool aspirate, json_t *params, star_plan
                           s->rows * s->cols);
         return false;
     }
-    for (int ch = 0; ch < s->channels; ch++) {
-        if (!(pl->mask & (1u << ch)))
-            continue;
-        if (first < 0)
+    for (int ch = 0; ch < s->channels && first < 0; ch++)
+        if (mask & (1u << ch))
             first = ch;
-        pl->vol[ch] = lround(ul * 10);
+    pl->mask = mask;
+    if (!star_volumes(s, json_object_get(params, "volume_ul"), jch != NULL, &pl->mask, pl->vol, e))
+        return false;
+    /* Channels sitting out (volume 0) still get the place they would go to: the y drives cannot
+     * pass each other, so each keeps its row between its neighbours'. */
+    for (int ch = 0; ch < s->channels; ch++) {
+        if (!(mask & (1u << ch)))
+            continue;
+        bool acts = pl->mask & (1u << ch);
         if (reagent) {
             pl->xp[ch] = s->trough_x + col * s->trough_pitch;
             pl->yp[ch] = s->trough_y - ch * s->channel_pitch;
             continue;
         }
         int r = row + (ch - first) * (s->channel_pitch / s->pitch);
-        if (r >= s->rows) {
+        if (r >= s->rows && acts) {
             lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
                               "channel %d would reach row %d below %s, off the plate: name one "
                               "channel or a well higher up",
                               ch + 1, r + 1, well);
             return false;
         }
+        if (r >= s->rows)
+            continue; /* past the last acting channel: not in the command's lists */
         pl->xp[ch] = s->plate_x + col * s->pitch;
         pl->yp[ch] = s->plate_y - r * s->pitch;
     }
-    s->vol_ul = pl->vol[first] / 10.0;
-    json_object_set_new(s->result, "volume_ul", json_real(s->vol_ul));
+    json_t *vols = json_array();
+    double first_ul = -1;
+    for (int ch = 0; ch < s->channels; ch++) {
+        s->vol_ul[ch] = (pl->mask & (1u << ch)) ? pl->vol[ch] / 10.0 : 0;
+        if (first_ul < 0 && (pl->mask & (1u << ch)))
+            first_ul = s->vol_ul[ch];
+        json_array_append_new(vols, json_real(s->vol_ul[ch]));
+    }
+    json_object_set_new(s->result, "volume_ul", json_real(first_ul));
+    json_object_set_new(s->result, "volumes_ul", vols);
     if (reagent)
         json_object_set_new(s->result, "reagent", json_string(reagent));
     else
         json_object_set_new(s->result, "well", json_string(well));
-    (void)aspirate;
     return true;
 }
 
@@ -665,9 +768,8 @@ static void star_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *para
         }
         json_object_set_new(s->result, "column", json_integer(s->tip_col + 1));
     } else {
-        bool as = strcmp(a->name, "aspirate") == 0;
-        cmd = as ? "AS" : "DS";
-        star_plan_liquid(s, as, params, &pl, &e);
+        cmd = strcmp(a->name, "aspirate") == 0 ? "AS" : "DS";
+        star_plan_liquid(s, params, &pl, &e);
     }
     if (e.code == LAB_DRV_OK)
         star_send(s, cmd, TAG_OP, &pl, &e);

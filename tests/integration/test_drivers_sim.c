@@ -1,7 +1,8 @@
 /* Every shipped serial and Modbus driver through labloopd's HTTP API against labloop-sim over
  * real ptys, TCP and Modbus TCP sockets: the instruments come up by themselves, each action works
  * and its effect shows in the simulator's world (a plate loaded into its slot, a reagent
- * dispensed by the STAR read back by the reader, a heater following its set point), and each
+ * dispensed by the STAR read back by the reader, volumes per channel landing in their own wells,
+ * a heater following its set point), and each
  * fault the simulator can throw (a garbage byte, a device error, a silent device, a vanished
  * link, a Modbus exception) ends in the right error with the device's own code, while the
  * instrument recovers by itself and the others never notice. */
@@ -200,6 +201,54 @@ static void test_dispense_then_read(void **state)
     json_decref(bad);
 }
 
+/* The uL of reagent the simulator's world holds in a well of plate P1 (0 when none). */
+static double in_well(const char *w, const char *reagent)
+{
+    static char reply[65536];
+    assert_int_equal(h_sim_ctl(&sim, reply, sizeof reply, "{\"plate\":\"P1\"}"), 0);
+    json_t *doc = json_loads(reply, 0, NULL);
+    assert_non_null(doc);
+    json_t *v = json_object_get(json_object_get(json_object_get(doc, "wells"), w), reagent);
+    double ul = json_is_number(v) ? json_number_value(v) : 0;
+    json_decref(doc);
+    return ul;
+}
+
+/* Four tips, inhibitor aspirated 40, 20, 0 and 10 uL and dispensed from D6 down: the simulated
+ * plate holds 40 uL in D6, 20 in E6, nothing in F6 (channel 3 sat out) and 10 in G6. A bad entry
+ * and a count that does not fit the tips are refused, naming the entry. */
+static void test_per_channel_volumes(void **state)
+{
+    json_decref(act("star1", 200, "{\"action\":\"pick_up_tips\",\"params\":{\"channels\":4}}"));
+    json_t *a = act("star1", 200,
+                    "{\"action\":\"aspirate\",\"params\":{\"reagent\":\"inhibitor\","
+                    "\"volume_ul\":[40,20,0,10]}}");
+    json_t *vols = json_object_get(result(a), "volumes_ul");
+    assert_int_equal(json_array_size(vols), 8);
+    assert_true(json_number_value(json_array_get(vols, 1)) == 20);
+    assert_true(json_number_value(json_array_get(vols, 2)) == 0);
+    json_decref(a);
+    json_t *bad = act("star1", 422,
+                      "{\"action\":\"dispense\",\"params\":{\"well\":\"D6\","
+                      "\"volume_ul\":[40,-20,0,10]}}");
+    assert_true(has(bad, "/params/volume_ul/1"));
+    json_decref(bad);
+    bad = act("star1", 422,
+              "{\"action\":\"dispense\",\"params\":{\"well\":\"D6\",\"volume_ul\":[40,20]}}");
+    assert_true(has(bad, "channel 3 has none"));
+    json_decref(bad);
+    json_decref(act("star1", 200,
+                    "{\"action\":\"dispense\",\"params\":{\"well\":\"D6\","
+                    "\"volume_ul\":[40,20,0,10]}}"));
+    json_decref(act("star1", 200, "{\"action\":\"drop_tips\"}"));
+    assert_true(in_well("D6", "inhibitor") == 40);
+    assert_true(in_well("E6", "inhibitor") == 20);
+    assert_true(in_well("F6", "inhibitor") == 0);
+    assert_true(in_well("G6", "inhibitor") == 10);
+    assert_true(in_well("H6", "inhibitor") == 0);
+    assert_true(in_well("B3", "substrate") == 50); /* test_dispense_then_read's */
+}
+
 static void test_heater(void **state)
 {
     json_decref(
@@ -314,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_all_come_up),
         cmocka_unit_test(test_incubator),
         cmocka_unit_test(test_dispense_then_read),
+        cmocka_unit_test(test_per_channel_volumes),
         cmocka_unit_test(test_heater),
         cmocka_unit_test(test_faults),
     };

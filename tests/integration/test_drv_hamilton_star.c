@@ -4,16 +4,24 @@
  * dispense: reagent, plate and well). Then bad params, an unknown action, a firmware error with
  * its code and text, garbage, silence, a vanished pty, and a reply that comes back after its
  * operation timed out (on a slow second instrument) while the next command is in flight: it must
- * not be taken for that command's reply. */
+ * not be taken for that command's reply. A STAR played by the test on a pty of its own checks the
+ * exact C0AS/C0DS frames written for volumes per channel (0 sitting a channel out), the held
+ * volumes per channel, and the refusals of a bad array, each naming the entry, with nothing sent.
+ */
 #include "drivers/driver.h"
+#include "protocols/star.h"
 #include "tests/harness/harness.h"
 
+#include <fcntl.h>
+#include <pty.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -62,11 +70,54 @@ static void on_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *result,
     c->result = json_deep_copy(result);
 }
 
+/* ---- a STAR played by the test: records every frame, answers each with er00/00 ---- */
+
+#define FAKE_FRAMES 32
+
+static struct {
+    int master, slave;
+    char line[2048];
+    size_t len;
+    char frames[FAKE_FRAMES][2048];
+    int n;
+} fake = {.master = -1, .slave = -1};
+
+static void fake_frame(void)
+{
+    static star_msg_t m;
+    fake.line[fake.len] = '\0';
+    if (fake.n < FAKE_FRAMES)
+        snprintf(fake.frames[fake.n++], sizeof fake.frames[0], "%s", fake.line);
+    assert_int_equal(star_parse(fake.line, fake.len, &m), PROTO_OK);
+    char out[64];
+    star_builder_t b;
+    star_begin(&b, out, sizeof out, m.module, m.cmd, m.id);
+    star_error(&b, 0, 0);
+    int n = star_end(&b, 1);
+    assert_true(n > 0);
+    assert_int_equal(write(fake.master, out, (size_t)n), n);
+    fake.len = 0;
+}
+
+static void fake_poll(void)
+{
+    char buf[1024];
+    ssize_t n;
+    while (fake.master >= 0 && (n = read(fake.master, buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] == '\n')
+                fake_frame();
+            else if (buf[i] != '\r' && fake.len < sizeof fake.line - 1)
+                fake.line[fake.len++] = buf[i];
+        }
+}
+
 /* Runs the loop until *flag or the deadline; false on the deadline. */
 static bool run_until(bool (*cond)(void *), void *arg, int ms)
 {
     for (long long end = h_now_ms() + ms; h_now_ms() < end;) {
         uv_run(&loop, UV_RUN_NOWAIT);
+        fake_poll();
         if (cond(arg))
             return true;
         h_sleep_ms(2);
@@ -213,6 +264,10 @@ static int teardown(void **state)
     if (!uv_loop_alive(&loop))
         uv_loop_close(&loop);
     json_decref(telemetry);
+    if (fake.master >= 0) {
+        close(fake.master);
+        close(fake.slave);
+    }
     return 0;
 }
 
@@ -432,6 +487,173 @@ static void test_late_reply(void **state)
     close_drv(d);
 }
 
+/* The refusal of params the driver judges (nothing is sent); its text holds needle. */
+static void expect_refusal(lab_driver_t *d, const char *action, const char *params,
+                           const char *needle)
+{
+    int frames = fake.n;
+    lab_drv_error_t e;
+    json_t *r = call(d, action, params, &e);
+    if (r)
+        fail_msg("%s %s succeeded", action, params);
+    if (e.code != LAB_DRV_EPARAM || !strstr(e.text, needle))
+        fail_msg("%s %s: %s \"%s\", expected EPARAM naming \"%s\"", action, params,
+                 lab_drv_err_name(e.code), e.text, needle);
+    assert_int_equal(fake.n, frames);
+}
+
+/* The values of one per-channel parameter of a frame, joined by spaces. */
+static void frame_list(const char *frame, const char *name, char *out, size_t cap)
+{
+    static star_msg_t m;
+    long v[16];
+    size_t n = 0, used = 0;
+    assert_int_equal(star_parse(frame, strlen(frame), &m), PROTO_OK);
+    assert_int_equal(star_param_list(&m, name, v, 16, &n), PROTO_OK);
+    out[0] = '\0';
+    for (size_t i = 0; i < n && used < cap; i++)
+        used += (size_t)snprintf(out + used, cap - used, "%s%ld", i ? " " : "", v[i]);
+}
+
+static void held_is(lab_driver_t *d, const double *want)
+{
+    json_t *r = call_ok(d, "status", NULL);
+    json_t *held = json_object_get(r, "held_ul");
+    for (size_t i = 0; i < 8; i++)
+        if (json_number_value(json_array_get(held, i)) != want[i])
+            fail_msg("channel %zu holds %g uL, expected %g", i + 1,
+                     json_number_value(json_array_get(held, i)), want[i]);
+    json_decref(r);
+}
+
+/* Four tips on an 8-channel STAR; substrate (trough column 1, x 1000) aspirated 100, 50, 0 and
+ * 25.5 uL: channel 3 sits out, its lists entry 0 with tm 0 (at its place between its
+ * neighbours), and every list runs to channel 4, the last acting one, then '&'. The firmware's
+ * defaults for the rest come from the driver's table (th/te 2450, lp 2000, zl/zx 1866, ...). */
+static const char golden_as[] =
+    "C0ASid0003at0 0 0 0&tm1 1 0 1&xp01000 01000 01000 01000&yp1000 0910 0820 0730&th2450te2450"
+    "lp2000 2000 2000 2000&ch000 000 000 000&zl1866 1866 1866 1866&po0100 0100 0100 0100&"
+    "zu0032 0032 0032 0032&zr06180 06180 06180 06180&zx1866 1866 1866 1866&"
+    "ip0000 0000 0000 0000&it0 0 0 0&fp0000 0000 0000 0000&av01000 00500 00000 00255&"
+    "as1000 1000 1000 1000&ta000 000 000 000&ba0000 0000 0000 0000&oa000 000 000 000&"
+    "lm0 0 0 0&ll1 1 1 1&lv1 1 1 1&zo000 000 000 000&ld10 10 10 10&de0020 0020 0020 0020&"
+    "wt10 10 10 10&mv00000 00000 00000 00000&mc00 00 00 00&mp000 000 000 000&"
+    "ms1000 1000 1000 1000&mh0000 0000 0000 0000&gi000 000 000 000&gj0gk0lk0 0 0 0&"
+    "ik0000 0000 0000 0000&sd0500 0500 0500 0500&se0500 0500 0500 0500&"
+    "sz0300 0300 0300 0300&io0000 0000 0000 0000&";
+
+/* 100 and 50 uL into B3 and C3 (x 1000 + 2 * 90, y 3000 - 90 per row), channels 3 and 4 at 0:
+ * the lists stop at channel 2. */
+static const char golden_ds[] =
+    "C0DSid0004dm2 2&tm1 1&xp01180 01180&yp2910 2820&zx1866 1866&lp2000 2000&zl1866 1866&"
+    "po0100 0100&ip0000 0000&it0 0&fp0000 0000&zu0032 0032&zr06180 06180&th2450te2450"
+    "dv01000 00500&ds1200 1200&ss0050 0050&rv000 000&ta000 000&ba0000 0000&lm0 0&dj00"
+    "zo000 000&ll1 1&lv1 1&de0010 0010&wt00 00&mv00000 00000&mc00 00&mp000 000&"
+    "ms0010 0010&mh0000 0000&gi000 000&gj0gk0";
+
+static void test_per_channel_frames(void **state)
+{
+    (void)state;
+    assert_int_equal(openpty(&fake.master, &fake.slave, NULL, NULL, NULL), 0);
+    struct termios t;
+    tcgetattr(fake.slave, &t);
+    cfmakeraw(&t);
+    tcsetattr(fake.slave, TCSANOW, &t);
+    fcntl(fake.master, F_SETFL, fcntl(fake.master, F_GETFL) | O_NONBLOCK);
+    char path[128];
+    snprintf(path, sizeof path, "%s", ttyname(fake.slave));
+    lab_drv_kv_t kv[] = {{"driver", "hamilton-star", 2}, {"port", path, 3}};
+    lab_driver_t *d = open_drv("fake", kv, sizeof kv / sizeof kv[0]);
+    wait_state(d, LAB_INST_IDLE);
+    assert_int_equal(fake.n, 1);
+    assert_true(strncmp(fake.frames[0], "C0DIid0001", 10) == 0);
+    json_decref(call_ok(d, "pick_up_tips", "{\"channels\": 4}"));
+    assert_int_equal(fake.n, 2);
+
+    json_t *r = call_ok(d, "aspirate",
+                        "{\"volume_ul\": [100, 50, 0, 25.5], \"reagent\": "
+                        "\"substrate\"}");
+    assert_int_equal(fake.n, 3);
+    assert_string_equal(fake.frames[2], golden_as);
+    /* the result: the first acting channel's volume, and every channel's */
+    assert_true(num(r, "volume_ul") == 100);
+    json_t *vols = json_object_get(r, "volumes_ul");
+    assert_int_equal(json_array_size(vols), 8);
+    const double want[8] = {100, 50, 0, 25.5, 0, 0, 0, 0};
+    for (size_t i = 0; i < 8; i++)
+        assert_true(json_number_value(json_array_get(vols, i)) == want[i]);
+    json_t *chs = json_object_get(r, "channels");
+    assert_int_equal(json_array_size(chs), 3);
+    assert_int_equal(json_integer_value(json_array_get(chs, 2)), 4);
+    json_decref(r);
+    held_is(d, want);
+
+    json_decref(call_ok(d, "dispense", "{\"well\": \"B3\", \"volume_ul\": [100, 50, 0, 0]}"));
+    assert_int_equal(fake.n, 4);
+    assert_string_equal(fake.frames[3], golden_ds);
+    held_is(d, (const double[8]){0, 0, 0, 25.5, 0, 0, 0, 0});
+
+    /* channel 4 alone into E4: the channels sitting out keep their rows B4..D4 */
+    r = call_ok(d, "dispense", "{\"well\": \"B4\", \"volume_ul\": [0, 0, 0, 25.5]}");
+    assert_true(num(r, "volume_ul") == 25.5);
+    json_decref(r);
+    assert_int_equal(fake.n, 5);
+    char got[128];
+    const char *f = fake.frames[4];
+    assert_true(strncmp(f, "C0DSid0005", 10) == 0);
+    frame_list(f, "tm", got, sizeof got);
+    assert_string_equal(got, "0 0 0 1");
+    frame_list(f, "dv", got, sizeof got);
+    assert_string_equal(got, "0 0 0 255");
+    frame_list(f, "xp", got, sizeof got);
+    assert_string_equal(got, "1270 1270 1270 1270");
+    frame_list(f, "yp", got, sizeof got);
+    assert_string_equal(got, "2910 2820 2730 2640");
+    held_is(d, (const double[8]){0});
+
+    /* refused before anything is sent, each naming the entry at fault */
+    const char *as = "aspirate";
+    expect_refusal(d, as, "{\"volume_ul\": [0, 0, 0, 0], \"reagent\": \"buffer\"}",
+                   "every entry is 0");
+    expect_refusal(d, as, "{\"volume_ul\": [1, 2, 3, 4, 5], \"reagent\": \"buffer\"}",
+                   "params/volume_ul/4: one entry too many");
+    expect_refusal(d, as, "{\"volume_ul\": [1, 2, 3], \"reagent\": \"buffer\"}",
+                   "channel 4 has none");
+    expect_refusal(d, as, "{\"volume_ul\": [-1, 2, 3, 4], \"reagent\": \"buffer\"}",
+                   "params/volume_ul/0: must be >= 0");
+    expect_refusal(d, as, "{\"volume_ul\": [1, 1000.5, 3, 4], \"reagent\": \"buffer\"}",
+                   "params/volume_ul/1: must be <= 1000");
+    expect_refusal(d, as, "{\"volume_ul\": [1, 2, \"3\", 4], \"reagent\": \"buffer\"}",
+                   "params/volume_ul/2: expected number");
+    expect_refusal(d, as,
+                   "{\"volume_ul\": [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1], \"reagent\": \"buffer\"}",
+                   "params/volume_ul: must have at most 16 items");
+    expect_refusal(d, as, "{\"volume_ul\": [1, 0.01, 0, 4], \"reagent\": \"buffer\"}",
+                   "params/volume_ul/1 (channel 2): 0.01 uL is below");
+    expect_refusal(d, "dispense", "{\"well\": \"A1\", \"volume_ul\": [5], \"channel\": 2}",
+                   "with channel, give one number");
+    /* from G1 channel 3 (acting) would reach row 9, off the plate */
+    expect_refusal(d, "dispense", "{\"well\": \"G1\", \"volume_ul\": [1, 1, 1, 0]}",
+                   "channel 3 would reach row 9");
+
+    /* one number: every channel with a tip, as before */
+    json_decref(call_ok(d, "aspirate", "{\"volume_ul\": 5, \"reagent\": \"buffer\"}"));
+    /* channel 4 sits out: the lists end at channel 3 (E1, F1, G1) */
+    json_decref(call_ok(d, "dispense", "{\"well\": \"E1\", \"volume_ul\": [0, 5, 5, 0]}"));
+    f = fake.frames[fake.n - 1];
+    frame_list(f, "yp", got, sizeof got);
+    assert_string_equal(got, "2640 2550 2460");
+    json_decref(call_ok(d, "dispense", "{\"well\": \"A5\", \"volume_ul\": 5}"));
+    f = fake.frames[fake.n - 1];
+    frame_list(f, "tm", got, sizeof got);
+    assert_string_equal(got, "1 1 1 1");
+    frame_list(f, "dv", got, sizeof got);
+    assert_string_equal(got, "50 50 50 50");
+    held_is(d, (const double[8]){0, 0, 0, 0});
+    json_decref(call_ok(d, "drop_tips", NULL));
+    close_drv(d);
+}
+
 static void test_config(void **state)
 {
     (void)state;
@@ -468,9 +690,13 @@ static void test_all_released(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pipetting), cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_faults),    cmocka_unit_test(test_late_reply),
-        cmocka_unit_test(test_config),    cmocka_unit_test(test_all_released),
+        cmocka_unit_test(test_pipetting),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_faults),
+        cmocka_unit_test(test_late_reply),
+        cmocka_unit_test(test_per_channel_frames),
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_all_released),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

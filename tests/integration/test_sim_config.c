@@ -1,6 +1,6 @@
-/* labloop-sim start-up: configuration errors name file:line, a non-symlink at a port path is
- * never overwritten, a stale symlink is replaced, the serial protocol is served over tcp://, and
- * a --fault given on the command line is in force from the start. */
+/* labloop-sim start-up: configuration errors name file:line (the design response's among them), a
+ * non-symlink at a port path is never overwritten, a stale symlink is replaced, the serial protocol
+ * is served over tcp://, and a --fault given on the command line is in force from the start. */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -70,6 +70,24 @@ static void test_errors(void **state)
     write_ini("[instrument s]\ndriver = hamilton-star\n");
     assert_int_not_equal(run_fail(out, sizeof out), 0);
     assert_non_null(strstr(out, "labloop.ini:1: instrument 's': no port"));
+    /* the design response: a name twice, an optimum not above 0, a fourth reagent, A out of range
+     */
+    const char *design[][2] = {
+        {"[labloop]\nsim_design = enzyme:42,enzyme:3\n",
+         "labloop.ini:2: sim_design: reagent 'enzyme' is named twice"},
+        {"[labloop]\ntime_scale = 2\nsim_design = enzyme:42, substrate:0\n",
+         "labloop.ini:3: sim_design: substrate: optimal volume '0' is not a number of uL above 0"},
+        {"[labloop]\nsim_design = a:1,b:2,c:3,d:4\n", "labloop.ini:2: sim_design: more than 3"},
+        {"[labloop]\nsim_design = a:1\nsim_design_max = 0\n",
+         "labloop.ini:3: sim_design_max: '0' is not in 0..9 AU"},
+        {"[labloop]\nsim_design_max = 9.5\n", "labloop.ini:2: sim_design_max: '9.5'"},
+    };
+    for (size_t i = 0; i < sizeof design / sizeof design[0]; i++) {
+        write_ini(design[i][0]);
+        assert_int_not_equal(run_fail(out, sizeof out), 0);
+        if (!strstr(out, design[i][1]))
+            fail_msg("%s: \"%s\", expected \"%s\"", design[i][0], out, design[i][1]);
+    }
 
     /* a regular file at the port path stays untouched */
     char file[700];

@@ -129,6 +129,13 @@ static void test_combinators(void **state)
     EXPECT(s, "null", "");
     EXPECT(s, "1", ": matches none of the 2 allowed forms");
     lab_jschema_free(s);
+    /* one form of the value's type: its own problems, naming the entry at fault */
+    s = compile("{\"oneOf\":[{\"type\":\"number\",\"minimum\":0},{\"type\":\"array\","
+                "\"items\":{\"type\":\"number\",\"maximum\":10}}]}");
+    EXPECT(s, "[1,11]", "/1: must be <= 10");
+    EXPECT(s, "-1", ": must be >= 0");
+    EXPECT(s, "\"x\"", ": matches none of the 2 allowed forms");
+    lab_jschema_free(s);
 }
 
 static void test_compile_refuses(void **state)
