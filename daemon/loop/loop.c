@@ -1620,17 +1620,24 @@ static void work_done(uv_work_t *req, int status)
     maybe_free(l);
 }
 
-/* The built-in learner proposes the next batch when nothing of the campaign waits for a plate or
- * on one: the instruments would otherwise idle. One fit at a time per campaign, in a worker. */
+/* The built-in learner proposes the next batch when fewer than learner.ahead (default 2) of the
+ * campaign's plates are in flight and no candidate waits for a plate: a plate starting or ending
+ * would otherwise leave the instruments idle. One fit at a time per campaign, in a worker; the
+ * candidates in flight are its pending points. */
 static void maybe_propose(lab_loop_t *l, camp_t *c)
 {
     const char *kind = str(json_object_get(c->doc, "learner"), "kind");
     if (l->stopped || c->proposing || !kind || strcmp(kind, "builtin") != 0 ||
         strcmp(c->state, "active") != 0)
         return;
+    /* plates in flight (waiting or running): the model learns from what comes back, so it
+     * proposes ahead only this far */
+    json_t *ahead = json_object_get(json_object_get(c->doc, "learner"), "ahead");
+    int inflight = 0;
     for (int pi = 0; pi < c->np; pi++)
-        if (!c->p[pi].over && !c->p[pi].relaid && !c->p[pi].started)
-            return; /* a plate still waits to start */
+        inflight += !c->p[pi].over && !c->p[pi].relaid;
+    if (inflight >= (ahead ? (int)json_integer_value(ahead) : 2))
+        return;
     for (int i = 0; i < c->nc; i++)
         if (c->c[i]->state == CS_CANDIDATE)
             return;

@@ -541,12 +541,67 @@ static void test_restart_loses_nothing(void **state)
     h_daemon_destroy(&d);
 }
 
+/* ---- the built-in learner: Sobol first, then model fits, each batch proposed by itself ---- */
+
+static void test_builtin_learner(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    h_sub_t *done = h_sub_start(mq.uri, "labloop/v1/lab/+/campaigns/gp1/batches/+/done");
+    setup_campaign(&d, CAMPAIGN("gp1", ",\"batch_size\":4,\"budget\":{\"candidates\":12},"
+                                       "\"learner\":{\"kind\":\"builtin\",\"seed\":3,"
+                                       "\"initial\":4}"));
+    json_t *c = NULL;
+    for (long long end = h_now_ms() + 300000; h_now_ms() < end; h_sleep_ms(200)) {
+        json_decref(c);
+        c = campaign_get(&d, "gp1");
+        if (strcmp(sval(c, "state"), "done") == 0)
+            break;
+    }
+    assert_string_equal(sval(c, "state"), "done");
+    assert_non_null(strstr(sval(c, "reason"), "budget of 12 candidates"));
+    assert_non_null(json_object_get(c, "best"));
+    json_decref(c);
+    json_t *cands = call(&d, "GET", "/v1/campaigns/gp1/candidates", NULL, 200);
+    json_t *all = json_object_get(cands, "candidates");
+    assert_int_equal(json_array_size(all), 12);
+    int sobol = 0, gp = 0;
+    size_t i, j;
+    json_t *x, *y;
+    json_array_foreach(all, i, x)
+    {
+        assert_string_equal(sval(x, "state"), "completed");
+        assert_string_equal(sval(json_object_get(x, "model"), "name"), "labloop-gp");
+        json_t *fit = json_object_get(x, "fit");
+        assert_non_null(fit);
+        /* which fit proposed it, and how */
+        assert_string_equal(sval(fit, "version"), sval(json_object_get(x, "model"), "version"));
+        if (strcmp(sval(fit, "design"), "sobol") == 0)
+            sobol++;
+        else if (strcmp(sval(fit, "design"), "gp") == 0 && json_object_get(fit, "lengthscales"))
+            gp++;
+        /* nothing proposed twice */
+        json_array_foreach(all, j, y) if (j > i)
+            assert_false(json_equal(json_object_get(x, "params"), json_object_get(y, "params")));
+    }
+    assert_true(sobol >= 4);
+    assert_true(gp >= 4);
+    json_decref(cands);
+    assert_true(h_sub_wait(done, 3, 20000) >= 3);
+    assert_int_equal(pg_count_wait("select count(*) from labloop.results where campaign = 'gp1' "
+                                   "and model_name = 'labloop-gp'",
+                                   12, 20000),
+                     12);
+    h_sub_stop(done);
+    h_daemon_destroy(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_over_http),        cmocka_unit_test(test_batch_over_mqtt),
         cmocka_unit_test(test_qc_failure_and_breaker), cmocka_unit_test(test_stale_and_scores),
-        cmocka_unit_test(test_restart_loses_nothing),
+        cmocka_unit_test(test_restart_loses_nothing),  cmocka_unit_test(test_builtin_learner),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
