@@ -121,7 +121,7 @@ static json_t *design_program(const json_t *design, int channels, char *err, siz
                 json_t *vols = json_array();
                 bool any = false;
                 for (int ch = 0; ch < channels; ch++) {
-                    char well[8];
+                    char well[16];
                     snprintf(well, sizeof well, "%c%d", 'A' + pass + ch * stride, c);
                     double ul = json_number_value(json_array_get(json_object_get(wells, well), ri));
                     ul = ul > 0 ? ul : 0;
@@ -137,7 +137,7 @@ static json_t *design_program(const json_t *design, int channels, char *err, siz
                         prog, entry("pick_up_tips", json_pack("{s:i}", "channels", channels)));
                     tipped = true;
                 }
-                char first[8];
+                char first[16];
                 snprintf(first, sizeof first, "%c%d", 'A' + pass, c);
                 json_array_append_new(
                     prog, entry("aspirate", json_pack("{s:s,s:O}", "reagent", reagent ?: "",
