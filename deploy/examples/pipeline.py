@@ -183,18 +183,27 @@ def main():
         tried += [c[3] for c in chosen]
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = answers
-        client.publish("%s/in/campaigns/%s/batches" % (a.root, a.campaign), json.dumps(batch), qos=1,
-                       properties=props)
+        topic_in = "%s/in/campaigns/%s/batches" % (a.root, a.campaign)
+        client.publish(topic_in, json.dumps(batch), qos=1, properties=props)
         done = False
         accepted = False
         results = 0
+        waited = 0.0
         while not done:
             try:
-                topic, body = events.get(timeout=a.timeout)
+                topic, body = events.get(timeout=5)
             except queue.Empty:
-                log("batch %s: nothing for %.0f s" % (batch_id, a.timeout))
-                return 1
+                waited += 5
+                if waited >= a.timeout:
+                    log("batch %s: nothing for %.0f s" % (batch_id, a.timeout))
+                    return 1
+                if not accepted:  # unanswered: send it again (a second delivery is harmless)
+                    client.publish(topic_in, json.dumps(batch), qos=1, properties=props)
+                continue
+            waited = 0.0
             if topic == answers and body.get("batch") == batch_id:
+                if accepted:
+                    continue
                 if body.get("status") != "accepted":
                     log("batch %s rejected: %s" % (batch_id, json.dumps(body.get("errors"))))
                     return 1

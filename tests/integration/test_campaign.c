@@ -75,9 +75,23 @@ static int teardown(void **state)
     return 0;
 }
 
+/* The test's daemon, stopped by the teardown when a failed assertion left it running (it would
+ * hold the simulator's instruments against the next test's daemon). */
+static h_daemon_t *live;
+
+static int daemon_teardown(void **state)
+{
+    (void)state;
+    if (live)
+        h_daemon_destroy(live);
+    live = NULL;
+    return 0;
+}
+
 static void start_daemon(h_daemon_t *d)
 {
     char extra[4800];
+    live = d;
     snprintf(extra, sizeof extra, "[labloop]\ntime_scale = " SCALE "\n%s", sections);
     assert_int_equal(h_daemon_start(d, &pg, &mq, extra), 0);
 }
@@ -179,7 +193,7 @@ static double expected(double substrate, double inhibitor)
 static void test_batch_over_http(void **state)
 {
     (void)state;
-    h_daemon_t d;
+    static h_daemon_t d;
     start_daemon(&d);
     json_decref(call(&d, "POST", "/v1/workflows", wf_mix, 201));
     h_sub_t *res = h_sub_start(mq.uri, "labloop/v1/lab/+/campaigns/+/results");
@@ -334,53 +348,55 @@ static void test_batch_over_http(void **state)
 static void test_batch_over_mqtt(void **state)
 {
     (void)state;
-    h_daemon_t d;
+    static h_daemon_t d;
     setup_campaign(&d, CAMPAIGN("mq1", ""));
     char root[128], cmd[2048], out[1024];
     root_of(&d, root, sizeof root);
     h_sub_t *ans = h_sub_start(mq.uri, "answers/#");
-    /* MQTT 5 with a response topic */
-    snprintf(cmd, sizeof cmd,
-             "mosquitto_pub -V mqttv5 -h 127.0.0.1 -p %d -q 1 -t '%s/in/campaigns/mq1/batches' "
-             "-D publish response-topic answers/one -m '{\"batch\":\"m1\",\"model\":{\"name\":"
-             "\"m\",\"version\":2},\"candidates\":[{\"id\":\"q1\",\"params\":{\"substrate\":30,"
-             "\"inhibitor\":0},\"score\":1}]}'",
-             mq.port, root);
-    assert_int_equal(h_run(cmd, out, sizeof out), 0);
-    /* a bad one, with reply_to (MQTT 3.1.1 has no response topic) */
-    snprintf(cmd, sizeof cmd,
-             "mosquitto_pub -h 127.0.0.1 -p %d -q 1 -t '%s/in/campaigns/mq1/batches' -m "
-             "'{\"batch\":\"m2\",\"reply_to\":\"answers/two\",\"model\":{\"name\":\"m\","
+    /* Each is published until its answer comes: the daemon subscribes once connected to the
+     * broker, and a batch delivered twice is harmless. */
+    static const char *const pubs[4][2] = {
+        {"-V mqttv5 -D publish response-topic answers/one",
+         "{\"batch\":\"m1\",\"model\":{\"name\":\"m\",\"version\":2},\"candidates\":[{"
+         "\"id\":\"q1\",\"params\":{\"substrate\":30,\"inhibitor\":0},\"score\":1}]}"},
+        /* MQTT 3.1.1 has no response topic: reply_to */
+        {"", "{\"batch\":\"m2\",\"reply_to\":\"answers/two\",\"model\":{\"name\":\"m\","
              "\"version\":2},\"candidates\":[{\"id\":\"q2\",\"params\":{\"substrate\":-1,"
-             "\"inhibitor\":0},\"score\":1}]}'",
-             mq.port, root);
-    assert_int_equal(h_run(cmd, out, sizeof out), 0);
-    /* not JSON, and a campaign that does not exist */
-    snprintf(cmd, sizeof cmd,
-             "mosquitto_pub -V mqttv5 -h 127.0.0.1 -p %d -q 1 -t '%s/in/campaigns/mq1/batches' "
-             "-D publish response-topic answers/three -m 'not json' && "
-             "mosquitto_pub -V mqttv5 -h 127.0.0.1 -p %d -q 1 -t '%s/in/campaigns/none/batches' "
-             "-D publish response-topic answers/four -m '{\"batch\":\"m1\",\"model\":{\"name\":"
-             "\"m\",\"version\":2},\"candidates\":[{\"id\":\"q1\",\"params\":{},\"score\":1}]}'",
-             mq.port, root, mq.port, root);
-    assert_int_equal(h_run(cmd, out, sizeof out), 0);
-    assert_true(h_sub_wait(ans, 4, 20000) >= 4);
+             "\"inhibitor\":0},\"score\":1}]}"},
+        {"-V mqttv5 -D publish response-topic answers/three", "not json"},
+        {"-V mqttv5 -D publish response-topic answers/four",
+         "{\"batch\":\"m1\",\"model\":{\"name\":\"m\",\"version\":2},\"candidates\":[{"
+         "\"id\":\"q1\",\"params\":{},\"score\":1}]}"},
+    };
+    for (int k = 0; k < 4; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "mosquitto_pub %s -h 127.0.0.1 -p %d -q 1 -t '%s/in/campaigns/%s/batches' -m '%s'",
+                 pubs[k][0], mq.port, root, k == 3 ? "none" : "mq1", pubs[k][1]);
+        int before = h_sub_wait(ans, 0, 0);
+        bool answered = false;
+        for (int tries = 0; tries < 30 && !answered; tries++) {
+            assert_int_equal(h_run(cmd, out, sizeof out), 0);
+            answered = h_sub_wait(ans, before + 1, 1000) > before;
+        }
+        assert_true(answered);
+    }
     h_msg_t *msgs;
     int n = h_sub_messages(ans, &msgs);
     bool seen[4] = {false};
     for (int i = 0; i < n; i++) {
         if (strcmp(msgs[i].topic, "answers/one") == 0) {
-            seen[0] = strstr(msgs[i].payload, "\"status\":\"accepted\"") &&
-                      strstr(msgs[i].payload, "\"q1\"");
+            /* accepted, or (a repeat) the same answer as a duplicate */
+            seen[0] |= strstr(msgs[i].payload, "\"status\":\"accepted\"") &&
+                       strstr(msgs[i].payload, "\"q1\"");
         } else if (strcmp(msgs[i].topic, "answers/two") == 0) {
-            seen[1] = strstr(msgs[i].payload, "\"status\":\"rejected\"") &&
-                      strstr(msgs[i].payload, "/candidates/0/params/substrate");
+            seen[1] |= strstr(msgs[i].payload, "\"status\":\"rejected\"") &&
+                       strstr(msgs[i].payload, "/candidates/0/params/substrate");
         } else if (strcmp(msgs[i].topic, "answers/three") == 0) {
-            seen[2] = strstr(msgs[i].payload, "\"status\":\"rejected\"") &&
-                      strstr(msgs[i].payload, "not a JSON object");
+            seen[2] |= strstr(msgs[i].payload, "\"status\":\"rejected\"") &&
+                       strstr(msgs[i].payload, "not a JSON object");
         } else if (strcmp(msgs[i].topic, "answers/four") == 0) {
-            seen[3] = strstr(msgs[i].payload, "\"status\":\"rejected\"") &&
-                      strstr(msgs[i].payload, "no campaign");
+            seen[3] |= strstr(msgs[i].payload, "\"status\":\"rejected\"") &&
+                       strstr(msgs[i].payload, "no campaign");
         }
     }
     for (int i = 0; i < 4; i++)
@@ -399,7 +415,7 @@ static void test_batch_over_mqtt(void **state)
 static void test_qc_failure_and_breaker(void **state)
 {
     (void)state;
-    h_daemon_t d;
+    static h_daemon_t d;
     /* Z' can never reach 0.9999 with the simulator's noise: every plate fails QC */
     setup_campaign(&d, CAMPAIGN("qc1", ",\"qc\":{\"z_prime_min\":0.9999,\"retries\":1}"));
     json_decref(call(&d, "POST", "/v1/campaigns/qc1/batches",
@@ -452,7 +468,7 @@ static void test_qc_failure_and_breaker(void **state)
 static void test_stale_and_scores(void **state)
 {
     (void)state;
-    h_daemon_t d;
+    static h_daemon_t d;
     setup_campaign(&d, CAMPAIGN("st1", ""));
     /* nothing starts while the liquid handler is paused */
     json_decref(call(&d, "POST", "/v1/instruments/star1/pause", NULL, 200));
@@ -517,7 +533,7 @@ static void test_stale_and_scores(void **state)
 static void test_restart_loses_nothing(void **state)
 {
     (void)state;
-    h_daemon_t d;
+    static h_daemon_t d;
     setup_campaign(&d, CAMPAIGN("rs1", ""));
     json_decref(call(&d, "POST", "/v1/campaigns/rs1/batches",
                      "{\"batch\":\"b1\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
@@ -546,7 +562,7 @@ static void test_restart_loses_nothing(void **state)
 static void test_builtin_learner(void **state)
 {
     (void)state;
-    h_daemon_t d;
+    static h_daemon_t d;
     h_sub_t *done = h_sub_start(mq.uri, "labloop/v1/lab/+/campaigns/gp1/batches/+/done");
     setup_campaign(&d, CAMPAIGN("gp1", ",\"batch_size\":4,\"budget\":{\"candidates\":12},"
                                        "\"learner\":{\"kind\":\"builtin\",\"seed\":3,"
@@ -599,9 +615,12 @@ static void test_builtin_learner(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_batch_over_http),        cmocka_unit_test(test_batch_over_mqtt),
-        cmocka_unit_test(test_qc_failure_and_breaker), cmocka_unit_test(test_stale_and_scores),
-        cmocka_unit_test(test_restart_loses_nothing),  cmocka_unit_test(test_builtin_learner),
+        cmocka_unit_test_teardown(test_batch_over_http, daemon_teardown),
+        cmocka_unit_test_teardown(test_batch_over_mqtt, daemon_teardown),
+        cmocka_unit_test_teardown(test_qc_failure_and_breaker, daemon_teardown),
+        cmocka_unit_test_teardown(test_stale_and_scores, daemon_teardown),
+        cmocka_unit_test_teardown(test_restart_loses_nothing, daemon_teardown),
+        cmocka_unit_test_teardown(test_builtin_learner, daemon_teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
