@@ -24,7 +24,9 @@
  * The peer figure beside the random seeds: the fraction of the box at 95% or more of the
  * optimum (a fixed Monte Carlo estimate), hence random screening's expected median.
  *
- *   bench_closedloop [SEEDS [initial=N] [acquisition=logei|ucb]]    default 10 seeds */
+ *   bench_closedloop [SEEDS [OPTION...]]    default 10 seeds; the options are the campaign's
+ *   learner options (initial=N, acquisition=logei|ucb, ahead=1..4), and trace (each plate's
+ *   best on stderr). */
 #include "daemon/loop/learn.h"
 #include "daemon/loop/plate.h"
 #include "sim/world.h"
@@ -61,6 +63,8 @@ static const char *const NEGATIVE_WELLS[] = {"E12", "F12", "G12", "H12"};
 typedef struct options {
     int initial;             /* learner.initial, 0 = the learner's default */
     const char *acquisition; /* learner.acquisition, NULL = the default (log-EI) */
+    int ahead;               /* learner.ahead: batches in flight, 1..4 (the default 2) */
+    int trace;               /* each plate's best on stderr */
 } options_t;
 
 typedef struct world {
@@ -236,10 +240,42 @@ static json_t *campaign_doc(uint64_t seed, const options_t *o)
         json_object_set_new(learner, "initial", json_integer(o->initial));
     if (o->acquisition)
         json_object_set_new(learner, "acquisition", json_string(o->acquisition));
+    json_object_set_new(learner, "ahead", json_integer(o->ahead));
     return json_pack("{s:s,s:o,s:{s:s,s:s},s:i,s:{s:i},s:o}", "id", "bench-closedloop",
                      "parameters", params, "objective", "measure", "absorbance", "direction",
                      "maximize", "batch_size", BATCH, "budget", "candidates", LEARNER_CAP,
                      "learner", learner);
+}
+
+/* The engine's learner.ahead: proposals continue while fewer batches than this are in flight
+ * (waiting for or on a plate), their candidates the pending points; then the oldest plate ends. */
+static json_t *propose(json_t *camp, json_t *obs, json_t *const *flight, int nflight, int size,
+                       int fit_no, int sobol_skip, double *seconds)
+{
+    json_t *pending = json_array();
+    for (int f = 0; f < nflight; f++) {
+        size_t i;
+        json_t *c;
+        json_array_foreach(json_object_get(flight[f], "candidates"), i, c)
+        {
+            json_array_append_new(pending,
+                                  json_pack("{s:O}", "params", json_object_get(c, "params")));
+        }
+    }
+    char err[200];
+    lab_learn_job_t *job =
+        lab_learn_job_new(camp, obs, pending, size, fit_no, sobol_skip, err, sizeof err);
+    json_decref(pending);
+    if (!job)
+        die("the learner cannot start", err);
+    double t0 = now_s();
+    lab_learn_job_run(job);
+    *seconds += now_s() - t0;
+    json_t *batch = lab_learn_job_batch(job);
+    if (!batch)
+        die("the learner proposed nothing", lab_learn_job_error(job));
+    lab_learn_job_free(job);
+    return batch;
 }
 
 /* Experiments until the first true value at the goal, or LEARNER_CAP + 1 when not within the
@@ -248,58 +284,45 @@ static int run_learner(world_t *w, uint64_t seed, const options_t *o, double *be
                        int *proposals)
 {
     json_t *camp = campaign_doc(seed, o);
-    json_t *obs = json_array(), *waiting = NULL; /* waiting: the batch in flight */
-    int fits = 0, nc = 0, done = 0, reached = 0;
+    json_t *obs = json_array(), *flight[4] = {NULL};
+    int nflight = 0, nc = 0, done = 0, reached = 0;
     *best = 0;
-    for (;;) {
-        json_t *next = NULL;
-        if (nc < LEARNER_CAP) { /* the engine's maybe_propose: the batch in flight is pending */
+    while (!reached) {
+        while (nflight < o->ahead && nc < LEARNER_CAP) {
             int size = LEARNER_CAP - nc < BATCH ? LEARNER_CAP - nc : BATCH;
-            json_t *pending = json_array();
-            size_t i;
-            json_t *c;
-            json_array_foreach(json_object_get(waiting, "candidates"), i, c) json_array_append_new(
-                pending, json_pack("{s:O}", "params", json_object_get(c, "params")));
-            char err[200];
-            lab_learn_job_t *job =
-                lab_learn_job_new(camp, obs, pending, size, fits + 1, nc, err, sizeof err);
-            json_decref(pending);
-            if (!job)
-                die("the learner cannot start", err);
-            double t0 = now_s();
-            lab_learn_job_run(job);
-            *seconds += now_s() - t0;
-            ++*proposals;
-            next = lab_learn_job_batch(job);
-            if (!next)
-                die("the learner proposed nothing", lab_learn_job_error(job));
-            lab_learn_job_free(job);
-            fits++;
-            nc += (int)json_array_size(json_object_get(next, "candidates"));
+            json_t *b = propose(camp, obs, flight, nflight, size, ++*proposals, nc, seconds);
+            flight[nflight++] = b;
+            nc += size;
         }
-        if (waiting) { /* its plate ends: the results come back in batch order */
-            json_t *cands = json_object_get(waiting, "candidates");
-            double value[BATCH];
-            plate_run(w, cands, value);
-            for (size_t k = 0; k < json_array_size(cands); k++) {
-                json_t *params = json_object_get(json_array_get(cands, k), "params");
-                json_array_append_new(obs,
-                                      json_pack("{s:O,s:f}", "params", params, "value", value[k]));
-                double ul[DIM];
-                params_ul(params, ul);
-                double t = true_value(w, ul);
-                *best = t > *best ? t : *best;
-                done++;
-                if (!reached && t >= w->goal)
-                    reached = done;
-            }
-            json_decref(waiting);
-        }
-        waiting = next;
-        if (reached || !waiting)
+        if (!nflight)
             break;
+        json_t *cands = json_object_get(flight[0], "candidates");
+        double value[BATCH], batch_best = 0;
+        plate_run(w, cands, value);
+        for (size_t k = 0; k < json_array_size(cands); k++) { /* results in batch order */
+            json_t *params = json_object_get(json_array_get(cands, k), "params");
+            json_array_append_new(obs, json_pack("{s:O,s:f}", "params", params, "value", value[k]));
+            double ul[DIM];
+            params_ul(params, ul);
+            double t = true_value(w, ul);
+            batch_best = t > batch_best ? t : batch_best;
+            done++;
+            if (!reached && t >= w->goal)
+                reached = done;
+        }
+        *best = batch_best > *best ? batch_best : *best;
+        if (o->trace)
+            fprintf(stderr, "  %s (%s, %d observed): best %.1f%% of the optimum, so far %.1f%%\n",
+                    json_string_value(json_object_get(flight[0], "batch")),
+                    json_string_value(json_object_get(json_object_get(flight[0], "fit"), "design")),
+                    (int)json_integer_value(
+                        json_object_get(json_object_get(flight[0], "fit"), "observations")),
+                    100 * GOAL * batch_best / w->goal, 100 * GOAL * *best / w->goal);
+        json_decref(flight[0]);
+        memmove(flight, flight + 1, (size_t)--nflight * sizeof *flight);
     }
-    json_decref(waiting);
+    for (int f = 0; f < nflight; f++)
+        json_decref(flight[f]);
     json_decref(obs);
     json_decref(camp);
     return reached ? reached : LEARNER_CAP + 1;
@@ -372,12 +395,16 @@ static int parse_options(int argc, char **argv, int *seeds, options_t *o)
     for (int i = 2; i < argc; i++) {
         if (strncmp(argv[i], "initial=", 8) == 0)
             o->initial = atoi(argv[i] + 8);
+        else if (strncmp(argv[i], "ahead=", 6) == 0)
+            o->ahead = atoi(argv[i] + 6);
+        else if (strcmp(argv[i], "trace") == 0)
+            o->trace = 1;
         else if (strcmp(argv[i], "acquisition=logei") == 0 ||
                  strcmp(argv[i], "acquisition=ucb") == 0)
             o->acquisition = argv[i] + 12;
         else
             return -1;
-        if (o->initial < 0)
+        if (o->initial < 0 || o->ahead < 1 || o->ahead > 4)
             return -1;
     }
     return 0;
@@ -386,11 +413,11 @@ static int parse_options(int argc, char **argv, int *seeds, options_t *o)
 int main(int argc, char **argv)
 {
     int seeds;
-    options_t o = {0};
+    options_t o = {.ahead = 2};
     if (parse_options(argc, argv, &seeds, &o)) {
         fprintf(stderr,
-                "usage: bench_closedloop [SEEDS 1..%d [initial=N] "
-                "[acquisition=logei|ucb]]\n",
+                "usage: bench_closedloop [SEEDS 1..%d [initial=N] [acquisition=logei|ucb] "
+                "[ahead=1..4] [trace]]\n",
                 SEEDS_MAX);
         return 2;
     }
@@ -440,13 +467,13 @@ int main(int argc, char **argv)
      * learner's is */
     const char *bound = lower_r && !lower_l ? "lower" : (lower_l && !lower_r ? "upper" : "none");
     printf("{\"bench\":\"closedloop\",\"world\":\"sim_design %s\",\"box_ul\":\"enzyme 0..120, "
-           "activator 0..300, cofactor 0..60\",\"noise_au\":%g,\"batch\":%d,\"ahead\":2,%s,"
+           "activator 0..300, cofactor 0..60\",\"noise_au\":%g,\"batch\":%d,\"ahead\":%d,%s,"
            "\"seeds\":%d,\"goal\":\"%g of the optimum\",\"learner_median\":%s,"
            "\"learner_worst\":%s,\"learner_reached\":%d,\"random_median\":%s,"
            "\"random_worst\":%s,\"random_reached\":%d,\"acceleration\":%.2f,"
            "\"acceleration_bound\":\"%s\",\"ratio_median\":%.2f,\"target\":6,\"met\":%s}\n",
-           WORLD, NOISE_AU, BATCH, learner_opts, seeds, GOAL, lm_s, lw_s, reached_l, rm_s, rw_s,
-           reached_r, acc, bound, rat, acc >= 6 && !lower_l ? "true" : "false");
+           WORLD, NOISE_AU, BATCH, o.ahead, learner_opts, seeds, GOAL, lm_s, lw_s, reached_l, rm_s,
+           rw_s, reached_r, acc, bound, rat, acc >= 6 && !lower_l ? "true" : "false");
     fflush(stdout);
 
     double frac = goal_fraction(&w);
