@@ -26,7 +26,7 @@
  *
  *   bench_closedloop [SEEDS [OPTION...]]    default 10 seeds; the options are the campaign's
  *   learner options (initial=N, acquisition=logei|ucb, ahead=1..4), and trace (each plate's
- *   best on stderr). */
+ *   best and candidates on stderr). */
 #include "daemon/loop/learn.h"
 #include "daemon/loop/plate.h"
 #include "sim/world.h"
@@ -64,7 +64,7 @@ typedef struct options {
     int initial;             /* learner.initial, 0 = the learner's default */
     const char *acquisition; /* learner.acquisition, NULL = the default (log-EI) */
     int ahead;               /* learner.ahead: batches in flight, 1..4 (the default 2) */
-    int trace;               /* each plate's best on stderr */
+    int trace;               /* each plate's candidates and best on stderr */
 } options_t;
 
 typedef struct world {
@@ -306,6 +306,10 @@ static int run_learner(world_t *w, uint64_t seed, const options_t *o, double *be
             params_ul(params, ul);
             double t = true_value(w, ul);
             batch_best = t > batch_best ? t : batch_best;
+            if (o->trace)
+                fprintf(stderr, "    %5.1f %5.1f %5.1f uL: true %.3f, measured %.3f, score %.3f\n",
+                        ul[0], ul[1], ul[2], t, value[k],
+                        json_number_value(json_object_get(json_array_get(cands, k), "score")));
             done++;
             if (!reached && t >= w->goal)
                 reached = done;
@@ -334,6 +338,7 @@ static double uniform_ul(uint64_t *s, double max_ul)
     return round(v * 10) / 10; /* the liquid handler's 0.1 uL, as the learner's proposals */
 }
 
+/* Experiments until the first true value at the goal, or RANDOM_CAP + 1. */
 static int run_random(const world_t *w, uint64_t seed, double *best)
 {
     uint64_t s = seed;
@@ -367,24 +372,26 @@ static double goal_fraction(const world_t *w)
 
 /* ---- the figures ---- */
 
-/* A count as JSON: the number, or "N+" when it is the cap (not reached). */
-static void put_count(char *out, size_t cap, double v, int limit)
+/* A count as JSON: the number, or "N+" when it stands for a method that had not got there. */
+static void put_count(char *out, size_t cap, double v, int capped)
 {
-    if (v > limit)
-        snprintf(out, cap, "\"%d+\"", limit);
-    else
-        snprintf(out, cap, "%g", v);
+    snprintf(out, cap, capped ? "\"%g+\"" : "%g", v);
 }
 
-/* The median of counts; *lower when it is only a lower bound (a capped value in the middle). */
-static double median_count(const double *v, int n, int limit, int *lower)
+/* The median of counts, a capped one counting as its cap; *capped when that makes it a lower
+ * bound (a capped count at the middle). */
+static double median_count(const double *v, int n, int limit, int *capped)
 {
     double s[SEEDS_MAX];
-    memcpy(s, v, (size_t)n * sizeof *s);
+    for (int i = 0; i < n; i++)
+        s[i] = v[i] > limit ? limit : v[i];
     qsort(s, (size_t)n, sizeof *s, cmp_double);
-    *lower = s[n / 2] > limit;
     double m = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-    return m > limit ? limit : m; /* a capped count counts as its cap */
+    double above[SEEDS_MAX];
+    memcpy(above, v, (size_t)n * sizeof *above);
+    qsort(above, (size_t)n, sizeof *above, cmp_double);
+    *capped = above[n / 2] > limit;
+    return m;
 }
 
 static int parse_options(int argc, char **argv, int *seeds, options_t *o)
@@ -456,16 +463,19 @@ int main(int argc, char **argv)
     }
     double acc = rm / lm, rat = median(ratio, seeds);
     char lm_s[32], lw_s[32], rm_s[32], rw_s[32];
-    put_count(lm_s, sizeof lm_s, lower_l ? LEARNER_CAP + 1 : lm, LEARNER_CAP);
-    put_count(lw_s, sizeof lw_s, lw, LEARNER_CAP);
-    put_count(rm_s, sizeof rm_s, lower_r ? RANDOM_CAP + 1 : rm, RANDOM_CAP);
-    put_count(rw_s, sizeof rw_s, rw, RANDOM_CAP);
+    put_count(lm_s, sizeof lm_s, lm, lower_l);
+    put_count(lw_s, sizeof lw_s, lw > LEARNER_CAP ? LEARNER_CAP : lw, lw > LEARNER_CAP);
+    put_count(rm_s, sizeof rm_s, rm, lower_r);
+    put_count(rw_s, sizeof rw_s, rw > RANDOM_CAP ? RANDOM_CAP : rw, rw > RANDOM_CAP);
     char learner_opts[96];
     snprintf(learner_opts, sizeof learner_opts, "\"initial\":%d,\"acquisition\":\"%s\"",
              o.initial ? o.initial : 2 * (DIM + 1), o.acquisition ? o.acquisition : "logei");
     /* the acceleration is a lower bound when random's median is capped, an upper one when the
      * learner's is */
-    const char *bound = lower_r && !lower_l ? "lower" : (lower_l && !lower_r ? "upper" : "none");
+    const char *bound = lower_r && lower_l ? "unknown"
+                        : lower_r          ? "lower"
+                        : lower_l          ? "upper"
+                                           : "none";
     printf("{\"bench\":\"closedloop\",\"world\":\"sim_design %s\",\"box_ul\":\"enzyme 0..120, "
            "activator 0..300, cofactor 0..60\",\"noise_au\":%g,\"batch\":%d,\"ahead\":%d,%s,"
            "\"seeds\":%d,\"goal\":\"%g of the optimum\",\"learner_median\":%s,"
