@@ -597,11 +597,15 @@ static int answer_json(long st, buf_t *b)
     return 0;
 }
 
+/* A candidate's volumes as people read them: 46.2, not 46.200000000000003. */
+#define PARAMS_JSON (JSON_COMPACT | JSON_REAL_PRECISION(8))
+
 static void print_campaign(json_t *c)
 {
     json_t *n = json_object_get(c, "candidates");
-    printf("campaign %s  %s%s%s\n", str(c, "id"), str(c, "state"),
-           json_object_get(c, "reason") ? ": " : "", str(c, "reason"));
+    const char *reason = json_string_value(json_object_get(c, "reason"));
+    printf("campaign %s  %s%s%s\n", str(c, "id"), str(c, "state"), reason ? ": " : "",
+           reason ? reason : "");
     printf("  workflow %s, learner %s, plates made %lld\n", str(c, "workflow"),
            str(json_object_get(c, "learner"), "kind"),
            (long long)json_integer_value(json_object_get(c, "plates_made")));
@@ -613,7 +617,7 @@ static void print_campaign(json_t *c)
     printf("\n");
     json_t *best = json_object_get(c, "best");
     if (best) {
-        char *params = json_dumps(json_object_get(best, "params"), JSON_COMPACT);
+        char *params = json_dumps(json_object_get(best, "params"), PARAMS_JSON);
         printf("  best %.4f  candidate %s (batch %s)  %s\n",
                json_number_value(json_object_get(best, "value")), str(best, "candidate"),
                str(best, "batch"), params ? params : "");
@@ -699,7 +703,7 @@ static int cmd_results(int argc, char **argv, int as_json)
         json_t *r;
         json_array_foreach(json_object_get(doc, "results"), i, r)
         {
-            char *params = json_dumps(json_object_get(r, "params"), JSON_COMPACT);
+            char *params = json_dumps(json_object_get(r, "params"), PARAMS_JSON);
             printf("%-16s  %-12s  %9.4f  %7.4f  %6.3f  %s\n", str(r, "candidate"), str(r, "batch"),
                    json_number_value(json_object_get(r, "value")),
                    json_number_value(json_object_get(r, "sd")),
