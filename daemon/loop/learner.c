@@ -36,7 +36,8 @@ extern void dtrsm_(const char *side, const char *uplo, const char *transa, const
 #define DUP_DIST 1e-6 /* a proposal this close to a known point is a repeat */
 
 /* Hyperparameter boxes (log scale) and priors. The lengthscale prior is log-normal with a median
- * growing with sqrt(dim) (Hvarfner et al. 2024), so high-dimensional problems start smooth. A
+ * 0.25 sqrt(dim), growing with the dimension (Hvarfner et al. 2024) but short enough that a
+ * few results do not make every axis look linear (which sends log-EI to the box's edges). A
  * lengthscale stops at the cube's diagonal, sqrt(dim): longer, the axis no longer matters to the
  * model, and a broad basin flat along an axis (Hartmann-6's second peak along x3 and x5) would
  * hide a narrow peak across it. The noise prior keeps the noise small but lets the data raise
@@ -328,7 +329,7 @@ typedef struct fitctx {
 
 static void prior_ls(int dim, double *mu, double *sd)
 {
-    *mu = M_SQRT2 + 0.5 * log((double)dim);
+    *mu = log(0.25) + 0.5 * log((double)dim);
     *sd = sqrt(3.0);
 }
 
