@@ -683,6 +683,58 @@ static int cmd_batch(int argc, char **argv, int as_json)
     return rc;
 }
 
+static int cmd_candidates(int argc, char **argv, int as_json)
+{
+    static const struct option o[] = {{"state", required_argument, NULL, 's'}, {NULL, 0, NULL, 0}};
+    const char *state = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "s:", o, NULL)) != -1) {
+        if (c != 's') {
+            fprintf(stderr, "usage: labloop candidates CAMPAIGN [--state S]\n");
+            return EXIT_USAGE;
+        }
+        state = optarg;
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "usage: labloop candidates CAMPAIGN [--state S]\n");
+        return EXIT_USAGE;
+    }
+    char *full = escaped_path("/v1/campaigns/%s/candidates", argv[optind]);
+    if (state) {
+        char *q = escaped_path("%s", state), *with = lab_asprintf("%s?state=%s", full, q);
+        free(q);
+        free(full);
+        full = with;
+    }
+    buf_t b = {0};
+    long st = request("GET", full, NULL, &b);
+    int rc = 0;
+    if (as_json || st == 0 || st >= 300) {
+        rc = answer_json(st, &b);
+    } else {
+        json_t *doc = json_loads(b.p ? b.p : "", 0, NULL);
+        printf("%-16s  %-10s  %-12s  %-18s  %-8s  %s\n", "CANDIDATE", "STATE", "BATCH", "PLATE",
+               "SCORE", "PARAMS / WHY");
+        size_t i;
+        json_t *k;
+        json_array_foreach(json_object_get(doc, "candidates"), i, k)
+        {
+            char *params =
+                json_dumps(json_object_get(k, "params"), JSON_COMPACT | JSON_REAL_PRECISION(6));
+            printf("%-16s  %-10s  %-12s  %-18s  %8.4g  %s%s%s\n", str(k, "id"), str(k, "state"),
+                   str(k, "batch"), str(k, "plate"), json_number_value(json_object_get(k, "score")),
+                   params ? params : "", json_object_get(k, "reason") ? "  " : "",
+                   str(k, "reason"));
+            free(params);
+        }
+        json_decref(doc);
+    }
+    free(full);
+    free(b.p);
+    return rc;
+}
+
 static int cmd_results(int argc, char **argv, int as_json)
 {
     if (argc != 2) {
@@ -991,6 +1043,8 @@ static const struct command {
     {"resume", cmd_resume, "resume INSTRUMENT | resume RUN [--retry|--skip] (a paused run)"},
     {"campaign", cmd_campaign, "campaign create FILE | campaign ID | campaign pause|resume ID"},
     {"batch", cmd_batch, "batch push CAMPAIGN FILE (a candidate batch; the answer as JSON)"},
+    {"candidates", cmd_candidates,
+     "candidates CAMPAIGN [--state S] (each with its state, plate, score and why)"},
     {"results", cmd_results, "results CAMPAIGN (one row per completed candidate)"},
     {"plan", cmd_plan, "plan FILE [--budget-ms N] [--seed N] (offline planning; no daemon needed)"},
     {"instruments", cmd_instruments, "instruments [ID] (state, telemetry, last error; actions)"},

@@ -338,6 +338,22 @@ static void test_batch_over_http(void **state)
         assert_string_equal(json_string_value(json_array_get(w, 0)), "A1");
     }
     json_decref(cands);
+    /* the CLI's view of the same: a row per candidate, and a state filter */
+    char cmd[512], out[8192];
+    snprintf(cmd, sizeof cmd, "LABLOOP_URL=%s '%s' candidates mix1 --state completed 2>&1", d.url,
+             getenv("LABLOOP_CLI"));
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    for (const char *id = "c1"; id; id = strcmp(id, "c1") == 0 ? "c4" : NULL)
+        if (!strstr(out, id) || !strstr(out, "completed"))
+            fail_msg("labloop candidates: no %s completed in:\n%s", id, out);
+    snprintf(cmd, sizeof cmd, "LABLOOP_URL=%s '%s' candidates mix1 --state nonsense 2>&1", d.url,
+             getenv("LABLOOP_CLI"));
+    assert_int_not_equal(h_run(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "not a candidate state"));
+    snprintf(cmd, sizeof cmd, "LABLOOP_URL=%s '%s' results mix1 2>&1", d.url,
+             getenv("LABLOOP_CLI"));
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "c3"));
     h_sub_stop(res);
     h_sub_stop(done);
     h_daemon_destroy(&d);
