@@ -11,6 +11,7 @@
 #include "drivers/driver.h"
 #include "protocols/star.h"
 #include "tests/harness/harness.h"
+#include "tests/harness/harness_drv.h"
 
 #include <fcntl.h>
 #include <pty.h>
@@ -27,48 +28,6 @@
 
 static h_sim_t sim;
 static char dir[256], port1[300], port2[300];
-static uv_loop_t loop;
-
-/* ---- the daemon's side, played by the test ---- */
-
-typedef struct call {
-    bool done;
-    lab_drv_error_t err;
-    json_t *result;
-} call_t;
-
-static lab_inst_state_t seen[64];
-static int nseen;
-static json_t *telemetry;
-
-static void on_state(void *ctx, lab_driver_t *d, lab_inst_state_t s, const lab_drv_error_t *e)
-{
-    (void)ctx;
-    (void)d;
-    (void)e;
-    if (nseen < 64)
-        seen[nseen++] = s;
-}
-
-static void on_telemetry(void *ctx, lab_driver_t *d, int64_t ts, json_t *values)
-{
-    (void)ctx;
-    (void)d;
-    (void)ts;
-    json_decref(telemetry);
-    telemetry = json_deep_copy(values);
-}
-
-static const lab_drv_host_t host = {on_state, on_telemetry, NULL};
-
-static void on_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *result, void *arg)
-{
-    (void)d;
-    call_t *c = arg;
-    c->done = true;
-    c->err = *err;
-    c->result = json_deep_copy(result);
-}
 
 /* ---- a STAR played by the test: records every frame, answers each with er00/00 ---- */
 
@@ -112,125 +71,6 @@ static void fake_poll(void)
         }
 }
 
-/* Runs the loop until *flag or the deadline; false on the deadline. */
-static bool run_until(bool (*cond)(void *), void *arg, int ms)
-{
-    for (long long end = h_now_ms() + ms; h_now_ms() < end;) {
-        uv_run(&loop, UV_RUN_NOWAIT);
-        fake_poll();
-        if (cond(arg))
-            return true;
-        h_sleep_ms(2);
-    }
-    return cond(arg);
-}
-
-static bool call_done(void *arg)
-{
-    return ((call_t *)arg)->done;
-}
-
-static bool state_is(void *arg)
-{
-    void **a = arg;
-    return lab_driver_state(a[0]) == (lab_inst_state_t)(intptr_t)a[1];
-}
-
-static void wait_state(lab_driver_t *d, lab_inst_state_t s)
-{
-    void *a[2] = {d, (void *)(intptr_t)s};
-    if (!run_until(state_is, a, 15000))
-        fail_msg("state %s, expected %s (last error: %s)", lab_inst_state_name(lab_driver_state(d)),
-                 lab_inst_state_name(s), lab_driver_last_error(d)->text);
-}
-
-/* One action to its end; the result (owned by the caller) or NULL with *err filled. */
-static json_t *call(lab_driver_t *d, const char *action, const char *params, lab_drv_error_t *err)
-{
-    call_t c = {0};
-    json_t *p = params ? json_loads(params, 0, NULL) : NULL;
-    lab_drv_error_t e = {0};
-    int rc = lab_driver_call(d, action, p, 0, on_done, &c, &e, NULL);
-    json_decref(p);
-    if (rc != 0) {
-        if (err)
-            *err = e;
-        return NULL;
-    }
-    assert_true(run_until(call_done, &c, 15000));
-    if (err)
-        *err = c.err;
-    if (c.err.code != LAB_DRV_OK) {
-        json_decref(c.result);
-        return NULL;
-    }
-    return c.result;
-}
-
-static json_t *call_ok(lab_driver_t *d, const char *action, const char *params)
-{
-    lab_drv_error_t e;
-    json_t *r = call(d, action, params, &e);
-    if (!r)
-        fail_msg("%s %s: %s [%s] %s", action, params ? params : "", lab_drv_err_name(e.code),
-                 e.device_code, e.text);
-    return r;
-}
-
-static double num(json_t *o, const char *k)
-{
-    json_t *v = json_object_get(o, k);
-    if (!json_is_number(v))
-        fail_msg("no number %s", k);
-    return json_number_value(v);
-}
-
-typedef struct problems {
-    int n;
-    char keys[8][32];
-} problems_t;
-
-static void on_conf_err(void *ctx, int line, const char *key, const char *reason)
-{
-    (void)line;
-    (void)reason;
-    problems_t *p = ctx;
-    if (p->n < 8)
-        snprintf(p->keys[p->n++], 32, "%s", key ? key : "");
-}
-
-static lab_driver_t *open_drv(const char *id, const lab_drv_kv_t *kv, size_t n)
-{
-    lab_drv_conf_t conf = {.id = id, .line = 1, .kv = kv, .n = n, .time_scale = 20};
-    problems_t pr = {0};
-    if (lab_driver_check(&conf, on_conf_err, &pr))
-        fail_msg("config: %s", pr.keys[0]);
-    lab_driver_t *d = NULL;
-    char err[256];
-    if (lab_driver_new(&loop, &conf, &host, &d, err, sizeof err))
-        fail_msg("%s", err);
-    nseen = 0;
-    lab_driver_start(d);
-    return d;
-}
-
-static bool flag(void *arg)
-{
-    return *(bool *)arg;
-}
-
-static void set_flag(void *arg)
-{
-    *(bool *)arg = true;
-}
-
-static void close_drv(lab_driver_t *d)
-{
-    bool closed = false;
-    lab_driver_close(d, set_flag, &closed);
-    assert_true(run_until(flag, &closed, 10000));
-}
-
 /* ---- setup ---- */
 
 static int setup(void **state)
@@ -250,7 +90,10 @@ static int setup(void **state)
              port1, port2);
     if (h_sim_start(&sim, ini))
         return -1;
-    return uv_loop_init(&loop);
+    if (h_drv_init(20))
+        return -1;
+    h_drv_set_pump(fake_poll);
+    return 0;
 }
 
 static int teardown(void **state)
@@ -258,12 +101,7 @@ static int teardown(void **state)
     (void)state;
     h_sim_stop(&sim);
     h_rmtree(dir);
-    /* A failed test may leave a driver open: never wait for it forever. */
-    for (long long end = h_now_ms() + 2000; uv_loop_alive(&loop) && h_now_ms() < end;)
-        uv_run(&loop, UV_RUN_NOWAIT);
-    if (!uv_loop_alive(&loop))
-        uv_loop_close(&loop);
-    json_decref(telemetry);
+    h_drv_fini();
     if (fake.master >= 0) {
         close(fake.master);
         close(fake.slave);
@@ -284,7 +122,7 @@ static lab_driver_t *open_star1(void)
                          {"move_timeout_s", "4", 5},
                          {"timeout_ms", "300", 6},
                          {"sim_plate", "P1", 7}};
-    return open_drv("star1", kv, sizeof kv / sizeof kv[0]);
+    return h_drv_open("star1", kv, sizeof kv / sizeof kv[0]);
 }
 
 /* The simulator's log line for one dispense. */
@@ -305,7 +143,7 @@ static int dispensed(const char *what)
 static void expect_err(lab_driver_t *d, const char *action, const char *params, lab_drv_err_t code)
 {
     lab_drv_error_t e;
-    json_t *r = call(d, action, params, &e);
+    json_t *r = h_drv_call(d, action, params, &e);
     if (r)
         fail_msg("%s %s succeeded", action, params ? params : "");
     if (e.code != code)
@@ -317,36 +155,37 @@ static void test_pipetting(void **state)
 {
     (void)state;
     lab_driver_t *d = open_star1();
-    wait_state(d, LAB_INST_IDLE);
-    json_t *r = call_ok(d, "status", NULL);
+    h_drv_wait_state(d, LAB_INST_IDLE);
+    json_t *r = h_drv_call_ok(d, "status", NULL);
     assert_true(json_is_true(json_object_get(r, "initialized")));
     assert_int_equal(json_array_size(json_object_get(r, "tips")), 8);
     json_decref(r);
 
     /* 8 channels: substrate from trough column 0 into A1..H1, then channel 3 alone into A2 */
-    r = call_ok(d, "pick_up_tips", "{\"channels\": 8}");
-    assert_int_equal((int)num(r, "column"), 1);
+    r = h_drv_call_ok(d, "pick_up_tips", "{\"channels\": 8}");
+    assert_int_equal((int)h_drv_num(r, "column"), 1);
     assert_int_equal(json_array_size(json_object_get(r, "channels")), 8);
     json_decref(r);
-    r = call_ok(d, "aspirate", "{\"volume_ul\": 20, \"reagent\": \"substrate\"}");
+    r = h_drv_call_ok(d, "aspirate", "{\"volume_ul\": 20, \"reagent\": \"substrate\"}");
     assert_int_equal(json_array_size(json_object_get(r, "channels")), 8);
     json_decref(r);
-    json_decref(call_ok(d, "dispense", "{\"well\": \"A1\", \"volume_ul\": 10}"));
-    json_decref(call_ok(d, "dispense", "{\"well\": \"a2\", \"volume_ul\": 5, \"channel\": 3}"));
-    r = call_ok(d, "status", NULL);
+    json_decref(h_drv_call_ok(d, "dispense", "{\"well\": \"A1\", \"volume_ul\": 10}"));
+    json_decref(
+        h_drv_call_ok(d, "dispense", "{\"well\": \"a2\", \"volume_ul\": 5, \"channel\": 3}"));
+    r = h_drv_call_ok(d, "status", NULL);
     json_t *held = json_object_get(r, "held_ul");
     assert_true(json_number_value(json_array_get(held, 0)) == 10);
     assert_true(json_number_value(json_array_get(held, 2)) == 5);
     json_decref(r);
-    json_decref(call_ok(d, "drop_tips", NULL));
+    json_decref(h_drv_call_ok(d, "drop_tips", NULL));
     /* one channel: inhibitor (trough column 1) into C5, tips from the next rack column */
-    r = call_ok(d, "pick_up_tips", NULL); /* one channel by default */
-    assert_int_equal((int)num(r, "column"), 2);
+    r = h_drv_call_ok(d, "pick_up_tips", NULL); /* one channel by default */
+    assert_int_equal((int)h_drv_num(r, "column"), 2);
     json_decref(r);
-    json_decref(call_ok(d, "aspirate", "{\"volume_ul\": 7.5, \"reagent\": \"inhibitor\"}"));
-    json_decref(call_ok(d, "dispense", "{\"well\": \"C5\", \"volume_ul\": 7.5}"));
-    json_decref(call_ok(d, "drop_tips", NULL));
-    r = call_ok(d, "status", NULL);
+    json_decref(h_drv_call_ok(d, "aspirate", "{\"volume_ul\": 7.5, \"reagent\": \"inhibitor\"}"));
+    json_decref(h_drv_call_ok(d, "dispense", "{\"well\": \"C5\", \"volume_ul\": 7.5}"));
+    json_decref(h_drv_call_ok(d, "drop_tips", NULL));
+    r = h_drv_call_ok(d, "status", NULL);
     held = json_object_get(r, "held_ul");
     for (size_t i = 0; i < 8; i++) {
         assert_true(json_number_value(json_array_get(held, i)) == 0);
@@ -364,14 +203,14 @@ static void test_pipetting(void **state)
     assert_int_equal(dispensed("dispense 5.0 uL substrate into P1 A2\n"), 1);
     assert_int_equal(dispensed("dispense 7.5 uL inhibitor into P1 C5\n"), 1);
     assert_int_equal(dispensed("dispense"), 10);
-    close_drv(d);
+    h_drv_close(d);
 }
 
 static void test_refusals(void **state)
 {
     (void)state;
     lab_driver_t *d = open_star1();
-    wait_state(d, LAB_INST_IDLE);
+    h_drv_wait_state(d, LAB_INST_IDLE);
     const char *bad[][2] = {
         {"aspirate", "{}"},
         {"aspirate", "{\"volume_ul\": 10, \"reagent\": \"substrate\", \"well\": \"A1\"}"},
@@ -385,7 +224,7 @@ static void test_refusals(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         json_t *p = json_loads(bad[i][1], 0, NULL), *problems = NULL;
         lab_drv_error_t e;
-        if (lab_driver_call(d, bad[i][0], p, 0, on_done, NULL, &e, &problems) == 0)
+        if (lab_driver_call(d, bad[i][0], p, 0, h_drv_on_done, NULL, &e, &problems) == 0)
             fail_msg("%s %s accepted", bad[i][0], bad[i][1]);
         assert_int_equal(e.code, LAB_DRV_EPARAM);
         assert_true(json_array_size(problems) >= 1);
@@ -393,7 +232,7 @@ static void test_refusals(void **state)
         json_decref(p);
     }
     lab_drv_error_t e;
-    assert_int_not_equal(lab_driver_call(d, "shake", NULL, 0, on_done, NULL, &e, NULL), 0);
+    assert_int_not_equal(lab_driver_call(d, "shake", NULL, 0, h_drv_on_done, NULL, &e, NULL), 0);
     assert_int_equal(e.code, LAB_DRV_EACTION);
     /* refused by the driver, nothing sent: no tips, a well off the plate, an unknown reagent */
     expect_err(d, "aspirate", "{\"volume_ul\": 5, \"reagent\": \"substrate\"}", LAB_DRV_ESTATE);
@@ -401,64 +240,64 @@ static void test_refusals(void **state)
                LAB_DRV_EPARAM);
     expect_err(d, "aspirate", "{\"volume_ul\": 5, \"reagent\": \"acid\", \"channel\": 1}",
                LAB_DRV_EPARAM);
-    json_decref(call_ok(d, "pick_up_tips", "{\"channels\": 8}"));
+    json_decref(h_drv_call_ok(d, "pick_up_tips", "{\"channels\": 8}"));
     expect_err(d, "pick_up_tips", NULL, LAB_DRV_ESTATE);
     /* 8 channels from row F would run off the plate */
     expect_err(d, "aspirate", "{\"volume_ul\": 5, \"well\": \"F1\"}", LAB_DRV_EPARAM);
-    json_decref(call_ok(d, "drop_tips", NULL));
+    json_decref(h_drv_call_ok(d, "drop_tips", NULL));
     assert_int_equal(lab_driver_state(d), LAB_INST_IDLE);
     assert_int_equal(dispensed("dispense"), 10); /* nothing more than test_pipetting's */
-    close_drv(d);
+    h_drv_close(d);
 }
 
 static void test_faults(void **state)
 {
     (void)state;
     lab_driver_t *d = open_star1();
-    wait_state(d, LAB_INST_IDLE);
+    h_drv_wait_state(d, LAB_INST_IDLE);
     lab_drv_error_t e;
 
     /* a firmware error: er08/00 with the master table's text; nothing picked up */
     fault("star1", "error");
-    assert_null(call(d, "pick_up_tips", NULL, &e));
+    assert_null(h_drv_call(d, "pick_up_tips", NULL, &e));
     assert_int_equal(e.code, LAB_DRV_EDEVICE);
     assert_string_equal(e.device_code, "er08/00");
     assert_non_null(strstr(e.text, "No tips"));
     assert_int_equal(lab_driver_state(d), LAB_INST_FAULT);
-    json_decref(call_ok(d, "pick_up_tips", NULL));
+    json_decref(h_drv_call_ok(d, "pick_up_tips", NULL));
     assert_int_equal(lab_driver_state(d), LAB_INST_IDLE);
 
     /* garbage before the reply: a protocol error, then the next command works */
     fault("star1", "garbage");
-    assert_null(call(d, "drop_tips", NULL, &e));
+    assert_null(h_drv_call(d, "drop_tips", NULL, &e));
     assert_int_equal(e.code, LAB_DRV_EPROTO);
     assert_non_null(strstr(e.text, "\\x"));
-    json_decref(call_ok(d, "drop_tips", NULL));
+    json_decref(h_drv_call_ok(d, "drop_tips", NULL));
     assert_int_equal(lab_driver_state(d), LAB_INST_IDLE);
 
     /* silence: a timeout; answers again after clear */
     fault("star1", "timeout");
-    assert_null(call(d, "pick_up_tips", NULL, &e));
+    assert_null(h_drv_call(d, "pick_up_tips", NULL, &e));
     assert_int_equal(e.code, LAB_DRV_ETIMEOUT);
     assert_int_equal(lab_driver_state(d), LAB_INST_FAULT);
     fault("star1", "clear");
-    json_decref(call_ok(d, "pick_up_tips", NULL));
-    json_decref(call_ok(d, "drop_tips", NULL));
+    json_decref(h_drv_call_ok(d, "pick_up_tips", NULL));
+    json_decref(h_drv_call_ok(d, "drop_tips", NULL));
     assert_int_equal(lab_driver_state(d), LAB_INST_IDLE);
 
     /* the pty goes away: offline, refused; back, initialised again, and working */
     fault("star1", "disconnect");
-    wait_state(d, LAB_INST_OFFLINE);
+    h_drv_wait_state(d, LAB_INST_OFFLINE);
     expect_err(d, "pick_up_tips", NULL, LAB_DRV_EOFFLINE);
     fault("star1", "clear");
-    wait_state(d, LAB_INST_IDLE);
-    json_decref(call_ok(d, "pick_up_tips", "{\"channels\": 2}"));
-    json_decref(call_ok(d, "aspirate", "{\"volume_ul\": 3, \"reagent\": \"buffer\"}"));
-    json_decref(call_ok(d, "dispense", "{\"well\": \"D12\", \"volume_ul\": 3}"));
-    json_decref(call_ok(d, "drop_tips", NULL));
+    h_drv_wait_state(d, LAB_INST_IDLE);
+    json_decref(h_drv_call_ok(d, "pick_up_tips", "{\"channels\": 2}"));
+    json_decref(h_drv_call_ok(d, "aspirate", "{\"volume_ul\": 3, \"reagent\": \"buffer\"}"));
+    json_decref(h_drv_call_ok(d, "dispense", "{\"well\": \"D12\", \"volume_ul\": 3}"));
+    json_decref(h_drv_call_ok(d, "drop_tips", NULL));
     assert_int_equal(dispensed("dispense 3.0 uL buffer into P1 D12\n"), 1);
     assert_int_equal(dispensed("dispense 3.0 uL buffer into P1 E12\n"), 1);
-    close_drv(d);
+    h_drv_close(d);
 }
 
 /* star2 answers 2.5 s after each command (sim_seed 4 makes it send the stale reply first, while
@@ -470,21 +309,21 @@ static void test_late_reply(void **state)
 {
     (void)state;
     lab_drv_kv_t kv[] = {{"driver", "hamilton-star", 2}, {"port", port2, 3}};
-    lab_driver_t *d = open_drv("star2", kv, sizeof kv / sizeof kv[0]);
-    wait_state(d, LAB_INST_IDLE);
-    call_t c = {0};
+    lab_driver_t *d = h_drv_open("star2", kv, sizeof kv / sizeof kv[0]);
+    h_drv_wait_state(d, LAB_INST_IDLE);
+    h_drv_call_t c = {0};
     lab_drv_error_t e;
-    assert_int_equal(lab_driver_call(d, "pick_up_tips", NULL, 0.5, on_done, &c, &e, NULL), 0);
-    assert_true(run_until(call_done, &c, 10000));
+    assert_int_equal(lab_driver_call(d, "pick_up_tips", NULL, 0.5, h_drv_on_done, &c, &e, NULL), 0);
+    assert_true(h_drv_run_until(h_drv_call_done, &c, 10000));
     assert_int_equal(c.err.code, LAB_DRV_ETIMEOUT);
     json_decref(c.result);
     fault("star2", "error");
-    assert_null(call(d, "drop_tips", NULL, &e));
+    assert_null(h_drv_call(d, "drop_tips", NULL, &e));
     assert_int_equal(e.code, LAB_DRV_EDEVICE);
     assert_string_equal(e.device_code, "er08/00");
-    json_decref(call_ok(d, "drop_tips", NULL));
+    json_decref(h_drv_call_ok(d, "drop_tips", NULL));
     assert_int_equal(lab_driver_state(d), LAB_INST_IDLE);
-    close_drv(d);
+    h_drv_close(d);
 }
 
 /* The refusal of params the driver judges (nothing is sent); its text holds needle. */
@@ -493,7 +332,7 @@ static void expect_refusal(lab_driver_t *d, const char *action, const char *para
 {
     int frames = fake.n;
     lab_drv_error_t e;
-    json_t *r = call(d, action, params, &e);
+    json_t *r = h_drv_call(d, action, params, &e);
     if (r)
         fail_msg("%s %s succeeded", action, params);
     if (e.code != LAB_DRV_EPARAM || !strstr(e.text, needle))
@@ -517,7 +356,7 @@ static void frame_list(const char *frame, const char *name, char *out, size_t ca
 
 static void held_is(lab_driver_t *d, const double *want)
 {
-    json_t *r = call_ok(d, "status", NULL);
+    json_t *r = h_drv_call_ok(d, "status", NULL);
     json_t *held = json_object_get(r, "held_ul");
     for (size_t i = 0; i < 8; i++)
         if (json_number_value(json_array_get(held, i)) != want[i])
@@ -563,20 +402,20 @@ static void test_per_channel_frames(void **state)
     char path[128];
     snprintf(path, sizeof path, "%s", ttyname(fake.slave));
     lab_drv_kv_t kv[] = {{"driver", "hamilton-star", 2}, {"port", path, 3}};
-    lab_driver_t *d = open_drv("fake", kv, sizeof kv / sizeof kv[0]);
-    wait_state(d, LAB_INST_IDLE);
+    lab_driver_t *d = h_drv_open("fake", kv, sizeof kv / sizeof kv[0]);
+    h_drv_wait_state(d, LAB_INST_IDLE);
     assert_int_equal(fake.n, 1);
     assert_true(strncmp(fake.frames[0], "C0DIid0001", 10) == 0);
-    json_decref(call_ok(d, "pick_up_tips", "{\"channels\": 4}"));
+    json_decref(h_drv_call_ok(d, "pick_up_tips", "{\"channels\": 4}"));
     assert_int_equal(fake.n, 2);
 
-    json_t *r = call_ok(d, "aspirate",
-                        "{\"volume_ul\": [100, 50, 0, 25.5], \"reagent\": "
-                        "\"substrate\"}");
+    json_t *r = h_drv_call_ok(d, "aspirate",
+                              "{\"volume_ul\": [100, 50, 0, 25.5], \"reagent\": "
+                              "\"substrate\"}");
     assert_int_equal(fake.n, 3);
     assert_string_equal(fake.frames[2], golden_as);
     /* the result: the first acting channel's volume, and every channel's */
-    assert_true(num(r, "volume_ul") == 100);
+    assert_true(h_drv_num(r, "volume_ul") == 100);
     json_t *vols = json_object_get(r, "volumes_ul");
     assert_int_equal(json_array_size(vols), 8);
     const double want[8] = {100, 50, 0, 25.5, 0, 0, 0, 0};
@@ -588,14 +427,14 @@ static void test_per_channel_frames(void **state)
     json_decref(r);
     held_is(d, want);
 
-    json_decref(call_ok(d, "dispense", "{\"well\": \"B3\", \"volume_ul\": [100, 50, 0, 0]}"));
+    json_decref(h_drv_call_ok(d, "dispense", "{\"well\": \"B3\", \"volume_ul\": [100, 50, 0, 0]}"));
     assert_int_equal(fake.n, 4);
     assert_string_equal(fake.frames[3], golden_ds);
     held_is(d, (const double[8]){0, 0, 0, 25.5, 0, 0, 0, 0});
 
     /* channel 4 alone into E4: the channels sitting out keep their rows B4..D4 */
-    r = call_ok(d, "dispense", "{\"well\": \"B4\", \"volume_ul\": [0, 0, 0, 25.5]}");
-    assert_true(num(r, "volume_ul") == 25.5);
+    r = h_drv_call_ok(d, "dispense", "{\"well\": \"B4\", \"volume_ul\": [0, 0, 0, 25.5]}");
+    assert_true(h_drv_num(r, "volume_ul") == 25.5);
     json_decref(r);
     assert_int_equal(fake.n, 5);
     char got[128];
@@ -637,21 +476,21 @@ static void test_per_channel_frames(void **state)
                    "channel 3 would reach row 9");
 
     /* one number: every channel with a tip, as before */
-    json_decref(call_ok(d, "aspirate", "{\"volume_ul\": 5, \"reagent\": \"buffer\"}"));
+    json_decref(h_drv_call_ok(d, "aspirate", "{\"volume_ul\": 5, \"reagent\": \"buffer\"}"));
     /* channel 4 sits out: the lists end at channel 3 (E1, F1, G1) */
-    json_decref(call_ok(d, "dispense", "{\"well\": \"E1\", \"volume_ul\": [0, 5, 5, 0]}"));
+    json_decref(h_drv_call_ok(d, "dispense", "{\"well\": \"E1\", \"volume_ul\": [0, 5, 5, 0]}"));
     f = fake.frames[fake.n - 1];
     frame_list(f, "yp", got, sizeof got);
     assert_string_equal(got, "2640 2550 2460");
-    json_decref(call_ok(d, "dispense", "{\"well\": \"A5\", \"volume_ul\": 5}"));
+    json_decref(h_drv_call_ok(d, "dispense", "{\"well\": \"A5\", \"volume_ul\": 5}"));
     f = fake.frames[fake.n - 1];
     frame_list(f, "tm", got, sizeof got);
     assert_string_equal(got, "1 1 1 1");
     frame_list(f, "dv", got, sizeof got);
     assert_string_equal(got, "50 50 50 50");
     held_is(d, (const double[8]){0, 0, 0, 0});
-    json_decref(call_ok(d, "drop_tips", NULL));
-    close_drv(d);
+    json_decref(h_drv_call_ok(d, "drop_tips", NULL));
+    h_drv_close(d);
 }
 
 static void test_config(void **state)
@@ -660,31 +499,26 @@ static void test_config(void **state)
     lab_drv_kv_t kv[] = {
         {"driver", "hamilton-star", 2}, {"channels", "17", 3}, {"plate_wells", "48", 4}};
     lab_drv_conf_t conf = {.id = "bad", .line = 1, .kv = kv, .n = 3, .time_scale = 1};
-    problems_t p = {0};
-    assert_int_equal(lab_driver_check(&conf, on_conf_err, &p), 3); /* port, channels, wells */
+    h_drv_problems_t p = {0};
+    assert_int_equal(lab_driver_check(&conf, h_drv_on_conf_err, &p), 3); /* port, channels, wells */
     lab_drv_kv_t kv2[] = {
         {"driver", "hamilton-star", 2}, {"port", port1, 3}, {"reagents", "water,water", 4}};
     lab_drv_conf_t conf2 = {.id = "bad2", .line = 1, .kv = kv2, .n = 3, .time_scale = 1};
     p.n = 0;
-    assert_int_equal(lab_driver_check(&conf2, on_conf_err, &p), 0);
+    assert_int_equal(lab_driver_check(&conf2, h_drv_on_conf_err, &p), 0);
     lab_driver_t *d = NULL;
     char err[256] = "";
-    assert_int_not_equal(lab_driver_new(&loop, &conf2, &host, &d, err, sizeof err), 0);
+    assert_int_not_equal(lab_driver_new(h_drv_loop(), &conf2, h_drv_host(), &d, err, sizeof err),
+                         0);
     assert_null(d);
     assert_non_null(strstr(err, "water"));
-}
-
-static bool loop_dead(void *arg)
-{
-    (void)arg;
-    return !uv_loop_alive(&loop);
 }
 
 /* Every driver closed above: nothing of theirs (timers, transports) is left open. */
 static void test_all_released(void **state)
 {
     (void)state;
-    assert_true(run_until(loop_dead, NULL, 5000));
+    assert_true(h_drv_run_until(h_drv_loop_dead, NULL, 5000));
 }
 
 int main(void)
