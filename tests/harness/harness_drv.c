@@ -33,23 +33,26 @@ static void on_telemetry(void *ctx, lab_driver_t *d, int64_t ts, json_t *values)
     telemetry = json_deep_copy(values);
 }
 
-static const lab_drv_host_t host = {on_state, on_telemetry, NULL};
+static const lab_drv_host_t own_host = {on_state, on_telemetry, NULL};
+static const lab_drv_host_t *host = &own_host;
 
 int h_drv_init(double scale)
 {
     time_scale = scale;
     pump = NULL;
+    host = &own_host;
     return uv_loop_init(&loop);
 }
 
-void h_drv_fini(void)
+int h_drv_fini(void)
 {
     /* A failed test may leave a driver open: never wait for it forever. */
     for (long long end = h_now_ms() + 2000; uv_loop_alive(&loop) && h_now_ms() < end;)
         uv_run(&loop, UV_RUN_NOWAIT);
-    if (!uv_loop_alive(&loop))
-        uv_loop_close(&loop);
     h_drv_telemetry_clear();
+    if (uv_loop_alive(&loop))
+        return UV_EBUSY;
+    return uv_loop_close(&loop);
 }
 
 uv_loop_t *h_drv_loop(void)
@@ -59,7 +62,12 @@ uv_loop_t *h_drv_loop(void)
 
 const lab_drv_host_t *h_drv_host(void)
 {
-    return &host;
+    return host;
+}
+
+void h_drv_set_host(const lab_drv_host_t *h)
+{
+    host = h ? h : &own_host;
 }
 
 void h_drv_set_pump(void (*fn)(void))
@@ -133,7 +141,7 @@ json_t *h_drv_call(lab_driver_t *d, const char *action, const char *params, lab_
             *err = e;
         return NULL;
     }
-    assert_true(h_drv_run_until(h_drv_call_done, &c, 15000));
+    assert_true(h_drv_run_until(h_drv_call_done, &c, 30000));
     if (err)
         *err = c.err;
     if (c.err.code != LAB_DRV_OK) {
@@ -162,7 +170,7 @@ static bool state_is(void *arg)
 void h_drv_wait_state(lab_driver_t *d, lab_inst_state_t s)
 {
     void *a[2] = {d, (void *)(intptr_t)s};
-    if (!h_drv_run_until(state_is, a, 15000))
+    if (!h_drv_run_until(state_is, a, 20000))
         fail_msg("state %s, expected %s (last error: %s)", lab_inst_state_name(lab_driver_state(d)),
                  lab_inst_state_name(s), lab_driver_last_error(d)->text);
 }
@@ -192,7 +200,7 @@ lab_driver_t *h_drv_open(const char *id, const lab_drv_kv_t *kv, size_t n)
         fail_msg("config: %s", pr.keys[0]);
     lab_driver_t *d = NULL;
     char err[256];
-    if (lab_driver_new(&loop, &conf, &host, &d, err, sizeof err))
+    if (lab_driver_new(&loop, &conf, host, &d, err, sizeof err))
         fail_msg("%s", err);
     lab_driver_start(d);
     return d;
@@ -200,6 +208,8 @@ lab_driver_t *h_drv_open(const char *id, const lab_drv_kv_t *kv, size_t n)
 
 void h_drv_close(lab_driver_t *d)
 {
+    if (!d)
+        return;
     bool closed = false;
     lab_driver_close(d, h_drv_set_flag, &closed);
     assert_true(h_drv_run_until(h_drv_flag, &closed, 10000));

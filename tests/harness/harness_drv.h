@@ -32,10 +32,13 @@ typedef struct h_drv_problems {
 
 /* The loop, with drivers opened at time_scale; 0 or a libuv error. */
 int h_drv_init(double time_scale);
-/* Drains the loop for at most 2 s and closes it if nothing is left on it. */
-void h_drv_fini(void);
+/* Drains the loop for at most 2 s and closes it if nothing is left on it: 0, or UV_EBUSY when
+ * something still is. */
+int h_drv_fini(void);
 uv_loop_t *h_drv_loop(void);
 const lab_drv_host_t *h_drv_host(void);
+/* The host h_drv_open gives the next drivers; NULL for the fixture's own. */
+void h_drv_set_host(const lab_drv_host_t *host);
 /* fn runs on every turn of h_drv_run_until; NULL for none. */
 void h_drv_set_pump(void (*fn)(void));
 
@@ -64,6 +67,7 @@ double h_drv_num(json_t *o, const char *k);
 void h_drv_on_conf_err(void *ctx, int line, const char *key, const char *reason);
 /* lab_driver_check, new and start on the fixture's loop and host; fails the test on an error. */
 lab_driver_t *h_drv_open(const char *id, const lab_drv_kv_t *kv, size_t n);
+/* Closes d (none when NULL) and runs the loop until it is; fails the test after 10 s. */
 void h_drv_close(lab_driver_t *d);
 
 #endif

@@ -7,6 +7,7 @@
 #include "drivers/driver.h"
 #include "sim/world.h"
 #include "tests/harness/harness.h"
+#include "tests/harness/harness_drv.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -26,82 +27,19 @@
 
 static h_sim_t sim;
 static char dir[256], p_star[300], p_reader[300];
-static uv_loop_t loop;
 static bool loop_ready;
 static lab_driver_t *star, *reader;
 static sim_world_t model; /* the design alone, for the true values */
 
 static struct {
-    bool done;
     lab_drv_error_t err;
     json_t *result;
-} reply;
-
-static void on_state(void *ctx, lab_driver_t *d, lab_inst_state_t s, const lab_drv_error_t *e)
-{
-    (void)ctx;
-    (void)d;
-    (void)s;
-    (void)e;
-}
-
-static void on_done(lab_driver_t *d, const lab_drv_error_t *e, json_t *res, void *arg)
-{
-    (void)d;
-    (void)arg;
-    reply.done = true;
-    reply.err = *e;
-    json_decref(reply.result);
-    reply.result = json_deep_copy(res);
-}
-
-static void spin(void)
-{
-    uv_run(&loop, UV_RUN_NOWAIT);
-    uv_sleep(2);
-}
-
-static void conf_err(void *ctx, int line, const char *key, const char *reason)
-{
-    (void)ctx;
-    fprintf(stderr, "config line %d: %s: %s\n", line, key, reason);
-}
-
-static lab_driver_t *make(const char *id, const lab_drv_kv_t *kv, size_t n)
-{
-    lab_drv_conf_t c = {id, 1, kv, n, 50};
-    assert_int_equal(lab_driver_check(&c, conf_err, NULL), 0);
-    lab_drv_host_t host = {on_state, NULL, NULL};
-    lab_driver_t *d = NULL;
-    char err[256];
-    if (lab_driver_new(&loop, &c, &host, &d, err, sizeof err) != 0)
-        fail_msg("lab_driver_new %s: %s", id, err);
-    lab_driver_start(d);
-    return d;
-}
-
-static void wait_idle(lab_driver_t *d)
-{
-    long long end = h_now_ms() + 20000;
-    while (lab_driver_state(d) != LAB_INST_IDLE && h_now_ms() < end)
-        spin();
-    if (lab_driver_state(d) != LAB_INST_IDLE)
-        fail_msg("state %s, expected idle", lab_inst_state_name(lab_driver_state(d)));
-}
+} reply; /* the last action's */
 
 static void call_ok(lab_driver_t *d, const char *action, const char *params)
 {
-    json_t *p = params ? json_loads(params, 0, NULL) : NULL;
-    lab_drv_error_t err;
-    reply.done = false;
-    int rc = lab_driver_call(d, action, p, 0, on_done, NULL, &err, NULL);
-    json_decref(p);
-    if (rc != 0)
-        fail_msg("%s %s: %s", action, params ? params : "", err.text);
-    long long end = h_now_ms() + 30000;
-    while (!reply.done && h_now_ms() < end)
-        spin();
-    assert_true(reply.done);
+    json_decref(reply.result);
+    reply.result = h_drv_call(d, action, params, &reply.err);
     if (reply.err.code != LAB_DRV_OK)
         fail_msg("%s %s: %s %s", action, params ? params : "", lab_drv_err_name(reply.err.code),
                  reply.err.text);
@@ -126,7 +64,7 @@ static int setup(void **state)
     model.design.max_au = 2.0;
     char why[160];
     assert_int_equal(sim_design_parse(DESIGN, &model.design, why, sizeof why), 0);
-    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(h_drv_init(50), 0);
     loop_ready = true;
     lab_drv_kv_t kstar[] = {{"driver", "hamilton-star", 2},
                             {"port", p_star, 3},
@@ -135,37 +73,18 @@ static int setup(void **state)
                               {"port", p_reader, 3},
                               {"poll_s", "0", 4},
                               {"plate_wells", "96", 5}};
-    star = make("star1", kstar, sizeof kstar / sizeof kstar[0]);
-    reader = make("reader1", kreader, sizeof kreader / sizeof kreader[0]);
+    star = h_drv_open("star1", kstar, sizeof kstar / sizeof kstar[0]);
+    reader = h_drv_open("reader1", kreader, sizeof kreader / sizeof kreader[0]);
     return 0;
-}
-
-static void closed_cb(void *arg)
-{
-    *(bool *)arg = true;
-}
-
-static void close_drv(lab_driver_t **d)
-{
-    if (!*d)
-        return;
-    bool closed = false;
-    lab_driver_close(*d, closed_cb, &closed);
-    long long end = h_now_ms() + 10000;
-    while (!closed && h_now_ms() < end)
-        spin();
-    *d = NULL;
 }
 
 static int teardown(void **state)
 {
     (void)state;
     if (loop_ready) {
-        close_drv(&star);
-        close_drv(&reader);
-        for (int i = 0; i < 50; i++)
-            spin();
-        uv_loop_close(&loop);
+        h_drv_close(star);
+        h_drv_close(reader);
+        h_drv_fini();
     }
     json_decref(reply.result);
     h_sim_stop(&sim);
@@ -194,8 +113,8 @@ static void expect(json_t *values, const char *name, const double ul[3], double 
 static void test_optimum_read_back(void **state)
 {
     (void)state;
-    wait_idle(star);
-    wait_idle(reader);
+    h_drv_wait_state(star, LAB_INST_IDLE);
+    h_drv_wait_state(reader, LAB_INST_IDLE);
     const char *names[3] = {"enzyme", "substrate", "cofactor"};
     const double opt[3] = {42, 118, 17};
     /* channel k into row k of column 1: A1 at the optimum, B1 at half, C1 at twice, D1 with no

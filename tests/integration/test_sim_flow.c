@@ -9,6 +9,7 @@
  * of 256 plates refuses one more without going down. */
 #include "drivers/driver.h"
 #include "tests/harness/harness.h"
+#include "tests/harness/harness_drv.h"
 
 #include <jansson.h>
 #include <setjmp.h>
@@ -24,84 +25,19 @@
 
 static h_sim_t sim;
 static char dir[256], p_star[300], p_inc[300], p_inc2[300], p_reader[300];
-static uv_loop_t loop;
 static bool loop_ready;
 static lab_driver_t *star, *inc, *inc2, *reader;
 
 static struct {
-    bool done;
     lab_drv_error_t err;
     json_t *result;
-} reply;
-
-static void on_state(void *ctx, lab_driver_t *d, lab_inst_state_t s, const lab_drv_error_t *e)
-{
-    (void)ctx;
-    (void)d;
-    (void)s;
-    (void)e;
-}
-
-static void on_done(lab_driver_t *d, const lab_drv_error_t *e, json_t *res, void *arg)
-{
-    (void)d;
-    (void)arg;
-    reply.done = true;
-    reply.err = *e;
-    json_decref(reply.result);
-    reply.result = json_deep_copy(res);
-}
-
-static void spin(void)
-{
-    uv_run(&loop, UV_RUN_NOWAIT);
-    uv_sleep(2);
-}
-
-static void conf_err(void *ctx, int line, const char *key, const char *reason)
-{
-    (void)ctx;
-    fprintf(stderr, "config line %d: %s: %s\n", line, key, reason);
-}
-
-static lab_driver_t *make(const char *id, const lab_drv_kv_t *kv, size_t n)
-{
-    lab_drv_conf_t c = {id, 1, kv, n, 50};
-    assert_int_equal(lab_driver_check(&c, conf_err, NULL), 0);
-    lab_drv_host_t host = {on_state, NULL, NULL};
-    lab_driver_t *d = NULL;
-    char err[256];
-    if (lab_driver_new(&loop, &c, &host, &d, err, sizeof err) != 0)
-        fail_msg("lab_driver_new %s: %s", id, err);
-    lab_driver_start(d);
-    return d;
-}
-
-static void wait_idle(lab_driver_t *d)
-{
-    long long end = h_now_ms() + 20000;
-    while (lab_driver_state(d) != LAB_INST_IDLE && h_now_ms() < end)
-        spin();
-    if (lab_driver_state(d) != LAB_INST_IDLE)
-        fail_msg("state %s, expected idle", lab_inst_state_name(lab_driver_state(d)));
-}
+} reply; /* the last action's */
 
 /* Runs the action to its end; returns its error code (the result stays in reply). */
 static lab_drv_err_t call(lab_driver_t *d, const char *action, const char *params)
 {
-    json_t *p = params ? json_loads(params, 0, NULL) : NULL;
-    lab_drv_error_t err;
-    reply.done = false;
-    int rc = lab_driver_call(d, action, p, 0, on_done, NULL, &err, NULL);
-    json_decref(p);
-    if (rc != 0) {
-        reply.err = err;
-        return err.code;
-    }
-    long long end = h_now_ms() + 30000;
-    while (!reply.done && h_now_ms() < end)
-        spin();
-    assert_true(reply.done);
+    json_decref(reply.result);
+    reply.result = h_drv_call(d, action, params, &reply.err);
     return reply.err.code;
 }
 
@@ -180,7 +116,7 @@ static int setup(void **state)
              "sim_step_seconds = 2\n",
              p_star, p_inc, p_reader, p_inc2);
     assert_int_equal(h_sim_start(&sim, ini), 0);
-    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(h_drv_init(50), 0);
     loop_ready = true;
     lab_drv_kv_t kstar[] = {{"driver", "hamilton-star", 2},
                             {"port", p_star, 3},
@@ -195,41 +131,22 @@ static int setup(void **state)
                               {"port", p_reader, 3},
                               {"poll_s", "0", 4},
                               {"plate_wells", "96", 5}};
-    star = make("star1", kstar, sizeof kstar / sizeof kstar[0]);
-    inc = make("inc1", kinc, sizeof kinc / sizeof kinc[0]);
-    inc2 = make("inc2", kinc2, sizeof kinc2 / sizeof kinc2[0]);
-    reader = make("reader1", kreader, sizeof kreader / sizeof kreader[0]);
+    star = h_drv_open("star1", kstar, sizeof kstar / sizeof kstar[0]);
+    inc = h_drv_open("inc1", kinc, sizeof kinc / sizeof kinc[0]);
+    inc2 = h_drv_open("inc2", kinc2, sizeof kinc2 / sizeof kinc2[0]);
+    reader = h_drv_open("reader1", kreader, sizeof kreader / sizeof kreader[0]);
     return 0;
-}
-
-static void closed_cb(void *arg)
-{
-    *(bool *)arg = true;
-}
-
-static void close_drv(lab_driver_t **d)
-{
-    if (!*d)
-        return;
-    bool closed = false;
-    lab_driver_close(*d, closed_cb, &closed);
-    long long end = h_now_ms() + 10000;
-    while (!closed && h_now_ms() < end)
-        spin();
-    *d = NULL;
 }
 
 static int teardown(void **state)
 {
     (void)state;
     if (loop_ready) {
-        close_drv(&star);
-        close_drv(&inc);
-        close_drv(&inc2);
-        close_drv(&reader);
-        for (int i = 0; i < 50; i++)
-            spin();
-        uv_loop_close(&loop);
+        h_drv_close(star);
+        h_drv_close(inc);
+        h_drv_close(inc2);
+        h_drv_close(reader);
+        h_drv_fini();
     }
     json_decref(reply.result);
     h_sim_stop(&sim);
@@ -268,9 +185,9 @@ static void read_shows_column(int k)
 static void test_three_plates_flow(void **state)
 {
     (void)state;
-    wait_idle(star);
-    wait_idle(inc);
-    wait_idle(reader);
+    h_drv_wait_state(star, LAB_INST_IDLE);
+    h_drv_wait_state(inc, LAB_INST_IDLE);
+    h_drv_wait_state(reader, LAB_INST_IDLE);
     call_ok(inc, "set_temperature", "{\"temperature_c\":37}");
     char barcode[PLATES][64], params[128], slot[64];
     for (int k = 0; k < PLATES; k++) {
@@ -328,20 +245,20 @@ static void test_three_plates_flow(void **state)
     /* the transfer station and the deck empty: a load is a handler error, as without the keys */
     assert_int_equal(call(inc, "load", "{\"cassette\":1,\"slot\":4}"), LAB_DRV_EDEVICE);
     call_ok(inc, "reset", NULL);
-    wait_idle(inc);
+    h_drv_wait_state(inc, LAB_INST_IDLE);
 }
 
 /* Without sim_from/sim_to the Liconic keeps its single plate: a second load finds no plate. */
 static void test_without_keys_unchanged(void **state)
 {
     (void)state;
-    wait_idle(inc2);
+    h_drv_wait_state(inc2, LAB_INST_IDLE);
     position_is("Q1", "transfer:inc2");
     call_ok(inc2, "load", "{\"cassette\":1,\"slot\":1}");
     position_is("Q1", "inc2:1/1");
     assert_int_equal(call(inc2, "load", "{\"cassette\":1,\"slot\":2}"), LAB_DRV_EDEVICE);
     call_ok(inc2, "reset", NULL);
-    wait_idle(inc2);
+    h_drv_wait_state(inc2, LAB_INST_IDLE);
     call_ok(inc2, "unload", "{\"cassette\":1,\"slot\":1}");
     position_is("Q1", "transfer:inc2");
 }
@@ -359,7 +276,7 @@ static void test_full_world(void **state)
         assert_int_equal(h_sim_ctl(&sim, r, sizeof r, "{\"plate\":\"F%d\"}", i), 0);
     assert_int_not_equal(h_sim_ctl(&sim, r, sizeof r, "{\"plate\":\"ONE-TOO-MANY\"}"), 0);
     assert_non_null(strstr(r, "too many plates"));
-    wait_idle(star);
+    h_drv_wait_state(star, LAB_INST_IDLE);
     call_ok(star, "pick_up_tips", "{\"channels\": 8}");
     call_ok(star, "aspirate", "{\"volume_ul\": 20, \"reagent\": \"substrate\"}");
     assert_int_equal(call(star, "dispense", "{\"well\": \"A1\", \"volume_ul\": 20}"),
