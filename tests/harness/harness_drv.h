@@ -48,6 +48,8 @@ void h_drv_telemetry_clear(void);
 
 /* Runs the loop until cond(arg) or ms have passed; false on the deadline. */
 bool h_drv_run_until(bool (*cond)(void *), void *arg, int ms);
+/* One turn of the loop and the pump, then 2 ms of sleep. */
+void h_drv_spin(void);
 bool h_drv_flag(void *arg);     /* *(bool *)arg */
 void h_drv_set_flag(void *arg); /* *(bool *)arg = true, as a close callback */
 bool h_drv_loop_dead(void *arg);

@@ -8,6 +8,7 @@
 #include "drivers/driver.h"
 #include "protocols/biotek.h"
 #include "tests/harness/harness.h"
+#include "tests/harness/harness_drv.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,13 +26,11 @@
 
 static h_sim_t sim;
 static char dir[256], port1[400], port2[400];
-static uv_loop_t loop;
 static bool loop_ready;
 static lab_driver_t *drv, *drv2;
 static int telemetry;
 
 static struct {
-    bool done;
     lab_drv_error_t err;
     json_t *result;
 } reply;
@@ -147,38 +146,7 @@ static void on_tel(void *ctx, lab_driver_t *d, int64_t ts, json_t *v)
         telemetry++;
 }
 
-static void on_done(lab_driver_t *d, const lab_drv_error_t *e, json_t *res, void *arg)
-{
-    (void)d;
-    (void)arg;
-    reply.done = true;
-    reply.err = *e;
-    json_decref(reply.result);
-    reply.result = json_deep_copy(res);
-}
-
-static void spin(void)
-{
-    uv_run(&loop, UV_RUN_NOWAIT);
-    fake_poll();
-    uv_sleep(2);
-}
-
-static void wait_state(lab_driver_t *d, lab_inst_state_t want)
-{
-    long long end = h_now_ms() + 20000;
-    while (lab_driver_state(d) != want && h_now_ms() < end)
-        spin();
-    if (lab_driver_state(d) != want)
-        fail_msg("state %s, expected %s", lab_inst_state_name(lab_driver_state(d)),
-                 lab_inst_state_name(want));
-}
-
-static void conf_err(void *ctx, int line, const char *key, const char *reason)
-{
-    (void)ctx;
-    fprintf(stderr, "config line %d: %s: %s\n", line, key, reason);
-}
+static const lab_drv_host_t host = {on_state, on_tel, NULL};
 
 static lab_driver_t *make(const char *id, const char *port, const char *poll_s, const char *wells)
 {
@@ -186,32 +154,13 @@ static lab_driver_t *make(const char *id, const char *port, const char *poll_s, 
                           {"port", port, 3},
                           {"poll_s", poll_s, 4},
                           {"plate_wells", wells, 5}};
-    lab_drv_conf_t c = {id, 1, kv, 4, 50};
-    assert_int_equal(lab_driver_check(&c, conf_err, NULL), 0);
-    lab_drv_host_t host = {on_state, on_tel, NULL};
-    lab_driver_t *d = NULL;
-    char err[256];
-    if (lab_driver_new(&loop, &c, &host, &d, err, sizeof err) != 0)
-        fail_msg("lab_driver_new: %s", err);
-    lab_driver_start(d);
-    return d;
+    return h_drv_open(id, kv, 4);
 }
 
 static lab_drv_err_t call_on(lab_driver_t *d, const char *action, const char *params)
 {
-    json_t *p = params ? json_loads(params, 0, NULL) : NULL;
-    lab_drv_error_t err;
-    reply.done = false;
-    int rc = lab_driver_call(d, action, p, 0, on_done, NULL, &err, NULL);
-    json_decref(p);
-    if (rc != 0) {
-        reply.err = err;
-        return err.code;
-    }
-    long long end = h_now_ms() + 30000;
-    while (!reply.done && h_now_ms() < end)
-        spin();
-    assert_true(reply.done);
+    json_decref(reply.result);
+    reply.result = h_drv_call(d, action, params, &reply.err);
     return reply.err.code;
 }
 
@@ -241,26 +190,12 @@ static int setup(void **state)
              "sim_plate = P2\n",
              port1, port2);
     assert_int_equal(h_sim_start(&sim, ini), 0);
-    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(h_drv_init(50), 0);
+    h_drv_set_host(&host);
+    h_drv_set_pump(fake_poll);
     loop_ready = true;
     drv = make("reader1", port1, "0", "96");
     return 0;
-}
-
-static void closed_cb(void *arg)
-{
-    *(bool *)arg = true;
-}
-
-static void close_drv(lab_driver_t **d)
-{
-    bool closed = false;
-    lab_driver_close(*d, closed_cb, &closed);
-    long long end = h_now_ms() + 10000;
-    while (!closed && h_now_ms() < end)
-        spin();
-    assert_true(closed);
-    *d = NULL;
 }
 
 static void walk_cb(uv_handle_t *h, void *arg)
@@ -278,15 +213,11 @@ static int teardown(void **state)
         h_rmtree(dir);
         return 0;
     }
-    if (drv)
-        close_drv(&drv);
-    if (drv2)
-        close_drv(&drv2);
-    for (int i = 0; i < 50; i++)
-        spin();
-    int rc = uv_loop_close(&loop);
+    h_drv_close(drv);
+    h_drv_close(drv2);
+    int rc = h_drv_fini();
     if (rc)
-        uv_walk(&loop, walk_cb, NULL);
+        uv_walk(h_drv_loop(), walk_cb, NULL);
     json_decref(reply.result);
     if (fake.master >= 0) {
         close(fake.master);
@@ -301,7 +232,7 @@ static int teardown(void **state)
 static void test_connect_status(void **state)
 {
     (void)state;
-    wait_state(drv, LAB_INST_IDLE);
+    h_drv_wait_state(drv, LAB_INST_IDLE);
     json_t *info = lab_driver_info(drv);
     assert_string_equal(json_string_value(json_object_get(info, "part_number")), "1650200");
     assert_string_equal(json_string_value(json_object_get(info, "version")), "1.04");
@@ -355,7 +286,8 @@ static void expect_problem(const char *action, const char *params, const char *p
     json_t *problems = NULL;
     lab_drv_error_t err;
     assert_non_null(p);
-    assert_int_not_equal(lab_driver_call(drv, action, p, 0, on_done, NULL, &err, &problems), 0);
+    assert_int_not_equal(lab_driver_call(drv, action, p, 0, h_drv_on_done, NULL, &err, &problems),
+                         0);
     json_decref(p);
     assert_int_equal(err.code, LAB_DRV_EPARAM);
     bool found = false;
@@ -437,21 +369,21 @@ static void test_fault_timeout(void **state)
     (void)state;
     assert_int_equal(h_sim_fault(&sim, "reader1", "timeout", 0), 0);
     assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_ETIMEOUT);
-    wait_state(drv, LAB_INST_FAULT); /* until an operation succeeds */
+    h_drv_wait_state(drv, LAB_INST_FAULT); /* until an operation succeeds */
     assert_int_equal(h_sim_fault(&sim, "reader1", "clear", 0), 0);
     assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_OK);
     assert_int_equal(json_object_size(values()), 96);
-    wait_state(drv, LAB_INST_IDLE);
+    h_drv_wait_state(drv, LAB_INST_IDLE);
 }
 
 static void test_fault_disconnect(void **state)
 {
     (void)state;
     assert_int_equal(h_sim_fault(&sim, "reader1", "disconnect", 0), 0);
-    wait_state(drv, LAB_INST_OFFLINE);
+    h_drv_wait_state(drv, LAB_INST_OFFLINE);
     assert_int_equal(call("status", NULL), LAB_DRV_EOFFLINE);
     assert_int_equal(h_sim_fault(&sim, "reader1", "clear", 0), 0);
-    wait_state(drv, LAB_INST_IDLE);
+    h_drv_wait_state(drv, LAB_INST_IDLE);
     assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450,\"wells\":\"D4\"}"),
                      LAB_DRV_OK);
     assert_true(json_is_number(json_object_get(values(), "D4")));
@@ -461,7 +393,7 @@ static void test_384(void **state)
 {
     (void)state;
     drv2 = make("reader2", port2, "0", "384");
-    wait_state(drv2, LAB_INST_IDLE);
+    h_drv_wait_state(drv2, LAB_INST_IDLE);
     assert_int_equal(call_on(drv2, "read_absorbance", "{\"wavelength_nm\":340}"), LAB_DRV_OK);
     assert_int_equal(json_object_size(values()), 384);
     assert_true(json_is_number(json_object_get(values(), "P24")));
@@ -472,7 +404,8 @@ static void test_384(void **state)
     assert_int_equal(json_object_size(values()), 96);
     assert_true(json_is_number(json_object_get(values(), "I13")));
     assert_null(json_object_get(values(), "H12"));
-    close_drv(&drv2);
+    h_drv_close(drv2);
+    drv2 = NULL;
 }
 
 /* The test's own reader: "*******" wells, a refused definition, a truncated body. */
@@ -488,7 +421,7 @@ static void test_fake_reader(void **state)
     snprintf(fake.path, sizeof fake.path, "%s", ttyname(fake.slave));
     fake.def_reply = "0000";
     drv2 = make("fake", fake.path, "0", "96");
-    wait_state(drv2, LAB_INST_IDLE);
+    h_drv_wait_state(drv2, LAB_INST_IDLE);
     assert_string_equal(json_string_value(json_object_get(lab_driver_info(drv2), "version")),
                         "2.07");
     assert_int_equal(
@@ -511,18 +444,20 @@ static void test_fake_reader(void **state)
     assert_int_equal(call_on(drv2, "read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_OK);
     assert_int_equal(json_object_size(values()), 96);
     assert_true(json_is_null(json_object_get(values(), "B2")));
-    close_drv(&drv2);
+    h_drv_close(drv2);
+    drv2 = NULL;
 }
 
 static void test_polling(void **state)
 {
     (void)state;
-    close_drv(&drv);
+    h_drv_close(drv);
+    drv = NULL;
     drv = make("reader1", port1, "0.05", "96");
-    wait_state(drv, LAB_INST_IDLE);
+    h_drv_wait_state(drv, LAB_INST_IDLE);
     long long end = h_now_ms() + 20000;
     while (telemetry < 3 && h_now_ms() < end)
-        spin();
+        h_drv_spin();
     assert_true(telemetry >= 3);
 }
 

@@ -6,6 +6,7 @@
  * polling delivers telemetry. */
 #include "drivers/driver.h"
 #include "tests/harness/harness.h"
+#include "tests/harness/harness_drv.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,7 +19,6 @@
 
 static h_sim_t sim;
 static char dir[256], port1[400], port2[400];
-static uv_loop_t loop;
 static lab_driver_t *drv, *drv2;
 static lab_inst_state_t state1, state2;
 static bool loop_ready;
@@ -26,7 +26,6 @@ static int telemetry;
 static double last_temp;
 
 static struct {
-    bool done;
     lab_drv_error_t err;
     json_t *result;
 } reply;
@@ -53,35 +52,24 @@ static void on_tel(void *ctx, lab_driver_t *d, int64_t ts, json_t *v)
     }
 }
 
-static void on_done(lab_driver_t *d, const lab_drv_error_t *e, json_t *res, void *arg)
+static const lab_drv_host_t host = {on_state, on_tel, NULL};
+
+typedef struct state_wait {
+    lab_inst_state_t *which, want;
+} state_wait_t;
+
+static bool state_reached(void *arg)
 {
-    (void)d;
-    (void)arg;
-    reply.done = true;
-    reply.err = *e;
-    json_decref(reply.result);
-    reply.result = json_deep_copy(res);
+    state_wait_t *w = arg;
+    return *w->which == w->want;
 }
 
-static void spin(void)
-{
-    uv_run(&loop, UV_RUN_NOWAIT);
-    uv_sleep(2);
-}
-
+/* Waits for the state the host was last told of (state1 or state2). */
 static void wait_state(lab_inst_state_t *which, lab_inst_state_t want)
 {
-    long long end = h_now_ms() + 20000;
-    while (*which != want && h_now_ms() < end)
-        spin();
-    if (*which != want)
+    state_wait_t w = {which, want};
+    if (!h_drv_run_until(state_reached, &w, 20000))
         fail_msg("state %s, expected %s", lab_inst_state_name(*which), lab_inst_state_name(want));
-}
-
-static void conf_err(void *ctx, int line, const char *key, const char *reason)
-{
-    (void)ctx;
-    fprintf(stderr, "config line %d: %s: %s\n", line, key, reason);
 }
 
 static lab_driver_t *make(const char *id, const char *port, const char *poll_s, const char *extra_k,
@@ -93,33 +81,14 @@ static lab_driver_t *make(const char *id, const char *port, const char *poll_s, 
         {"driver", "liconic-stx", 2}, {"port", port, 3},
         {"poll_s", poll_s, 4},        {"sim_plate", "P1", 5},
         {"capacity", "1", 6},         {extra_k ? extra_k : "label", extra_v ? extra_v : "", 7}};
-    lab_drv_conf_t c = {id, 1, kv, 6, 50};
-    assert_int_equal(lab_driver_check(&c, conf_err, NULL), 0);
-    lab_drv_host_t host = {on_state, on_tel, NULL};
-    lab_driver_t *d = NULL;
-    char err[256];
-    if (lab_driver_new(&loop, &c, &host, &d, err, sizeof err) != 0)
-        fail_msg("lab_driver_new: %s", err);
-    lab_driver_start(d);
-    return d;
+    return h_drv_open(id, kv, 6);
 }
 
 /* Runs the action to its end; returns the error code. json params as text. */
 static lab_drv_err_t call_on(lab_driver_t *d, const char *action, const char *params)
 {
-    json_t *p = params ? json_loads(params, 0, NULL) : NULL;
-    lab_drv_error_t err;
-    reply.done = false;
-    int rc = lab_driver_call(d, action, p, 0, on_done, NULL, &err, NULL);
-    json_decref(p);
-    if (rc != 0) {
-        reply.err = err;
-        return err.code;
-    }
-    long long end = h_now_ms() + 30000;
-    while (!reply.done && h_now_ms() < end)
-        spin();
-    assert_true(reply.done);
+    json_decref(reply.result);
+    reply.result = h_drv_call(d, action, params, &reply.err);
     return reply.err.code;
 }
 
@@ -168,26 +137,11 @@ static int setup(void **state)
              "= P2\n",
              port1, port2);
     assert_int_equal(h_sim_start(&sim, ini), 0);
-    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(h_drv_init(50), 0);
+    h_drv_set_host(&host);
     loop_ready = true;
     drv = make("inc1", port1, "0", NULL, NULL);
     return 0;
-}
-
-static void closed_cb(void *arg)
-{
-    *(bool *)arg = true;
-}
-
-static void close_drv(lab_driver_t **d)
-{
-    bool closed = false;
-    lab_driver_close(*d, closed_cb, &closed);
-    long long end = h_now_ms() + 10000;
-    while (!closed && h_now_ms() < end)
-        spin();
-    assert_true(closed);
-    *d = NULL;
 }
 
 static int teardown(void **state)
@@ -198,13 +152,9 @@ static int teardown(void **state)
         h_rmtree(dir);
         return 0;
     }
-    if (drv)
-        close_drv(&drv);
-    if (drv2)
-        close_drv(&drv2);
-    for (int i = 0; i < 50; i++)
-        spin();
-    int rc = uv_loop_close(&loop);
+    h_drv_close(drv);
+    h_drv_close(drv2);
+    int rc = h_drv_fini();
     json_decref(reply.result);
     h_sim_stop(&sim);
     h_rmtree(dir);
@@ -263,7 +213,8 @@ static void expect_problem(const char *action, const char *params, const char *p
     json_t *problems = NULL;
     lab_drv_error_t err;
     assert_non_null(p);
-    assert_int_not_equal(lab_driver_call(drv, action, p, 0, on_done, NULL, &err, &problems), 0);
+    assert_int_not_equal(lab_driver_call(drv, action, p, 0, h_drv_on_done, NULL, &err, &problems),
+                         0);
     json_decref(p);
     assert_int_equal(err.code, LAB_DRV_EPARAM);
     bool found = false;
@@ -307,14 +258,14 @@ static void test_handler_error(void **state)
     assert_string_equal(reply.err.device_code, "00001");
     assert_string_equal(reply.err.text,
                         "general handling: Handling action could not be performed in time");
-    spin();
+    h_drv_spin();
     assert_int_equal(lab_driver_state(drv), LAB_INST_FAULT);
     assert_string_equal(lab_driver_last_error(drv)->device_code, "00001");
     /* Status still reads, and says so. */
     assert_int_equal(call("status", NULL), LAB_DRV_OK);
     assert_int_equal(num("error_flag"), 1);
     assert_int_equal(num("handler_error"), 1);
-    spin();
+    h_drv_spin();
     assert_int_equal(lab_driver_state(drv), LAB_INST_FAULT);
     assert_int_equal(call("reset", NULL), LAB_DRV_OK);
     assert_int_equal(num("error_flag"), 0);
@@ -400,19 +351,21 @@ static void test_step_timeout(void **state)
     assert_int_equal(call_on(drv2, "status", NULL), LAB_DRV_OK);
     assert_int_equal(num("error_flag"), 0);
     wait_state(&state2, LAB_INST_IDLE);
-    close_drv(&drv2);
+    h_drv_close(drv2);
+    drv2 = NULL;
 }
 
 static void test_polling(void **state)
 {
     (void)state;
-    close_drv(&drv);
+    h_drv_close(drv);
+    drv = NULL;
     state1 = LAB_INST_OFFLINE;
     drv = make("inc1", port1, "0.05", NULL, NULL);
     wait_state(&state1, LAB_INST_IDLE);
     long long end = h_now_ms() + 20000;
     while (telemetry < 3 && h_now_ms() < end)
-        spin();
+        h_drv_spin();
     assert_true(telemetry >= 3);
     assert_true(last_temp >= 22 && last_temp <= 37);
 }
