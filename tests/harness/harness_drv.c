@@ -15,6 +15,8 @@ static uv_loop_t loop;
 static double time_scale = 1;
 static void (*pump)(void);
 static json_t *telemetry;
+static lab_drv_error_t last_err; /* h_drv_do's */
+static json_t *last_result;
 
 static void on_state(void *ctx, lab_driver_t *d, lab_inst_state_t s, const lab_drv_error_t *e)
 {
@@ -50,6 +52,8 @@ int h_drv_fini(void)
     for (long long end = h_now_ms() + 2000; uv_loop_alive(&loop) && h_now_ms() < end;)
         uv_run(&loop, UV_RUN_NOWAIT);
     h_drv_telemetry_clear();
+    json_decref(last_result);
+    last_result = NULL;
     if (uv_loop_alive(&loop))
         return UV_EBUSY;
     return uv_loop_close(&loop);
@@ -169,6 +173,30 @@ json_t *h_drv_call_ok(lab_driver_t *d, const char *action, const char *params)
         fail_msg("%s %s: %s [%s] %s", action, params ? params : "", lab_drv_err_name(e.code),
                  e.device_code, e.text);
     return r;
+}
+
+lab_drv_err_t h_drv_do(lab_driver_t *d, const char *action, const char *params)
+{
+    json_decref(last_result);
+    last_result = h_drv_call(d, action, params, &last_err);
+    return last_err.code;
+}
+
+void h_drv_do_ok(lab_driver_t *d, const char *action, const char *params)
+{
+    if (h_drv_do(d, action, params) != LAB_DRV_OK)
+        fail_msg("%s %s: %s %s", action, params ? params : "", lab_drv_err_name(last_err.code),
+                 last_err.text);
+}
+
+json_t *h_drv_result(void)
+{
+    return last_result;
+}
+
+const lab_drv_error_t *h_drv_error(void)
+{
+    return &last_err;
 }
 
 static bool state_is(void *arg)

@@ -62,6 +62,13 @@ bool h_drv_call_done(void *arg);
 json_t *h_drv_call(lab_driver_t *d, const char *action, const char *params, lab_drv_error_t *err);
 /* The same, failing the test on an error. */
 json_t *h_drv_call_ok(lab_driver_t *d, const char *action, const char *params);
+/* The same, the reply kept until the next h_drv_do: returns the error code; h_drv_result is the
+ * result (borrowed, NULL after an error) and h_drv_error the error. */
+lab_drv_err_t h_drv_do(lab_driver_t *d, const char *action, const char *params);
+/* h_drv_do, failing the test on an error. */
+void h_drv_do_ok(lab_driver_t *d, const char *action, const char *params);
+json_t *h_drv_result(void);
+const lab_drv_error_t *h_drv_error(void);
 void h_drv_wait_state(lab_driver_t *d, lab_inst_state_t s);
 /* The number at key k of o; fails the test when there is none. */
 double h_drv_num(json_t *o, const char *k);

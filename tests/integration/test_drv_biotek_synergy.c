@@ -30,11 +30,6 @@ static bool loop_ready;
 static lab_driver_t *drv, *drv2;
 static int telemetry;
 
-static struct {
-    lab_drv_error_t err;
-    json_t *result;
-} reply;
-
 /* ---- a reader played by the test ---- */
 
 static struct {
@@ -157,21 +152,14 @@ static lab_driver_t *make(const char *id, const char *port, const char *poll_s, 
     return h_drv_open(id, kv, 4);
 }
 
-static lab_drv_err_t call_on(lab_driver_t *d, const char *action, const char *params)
-{
-    json_decref(reply.result);
-    reply.result = h_drv_call(d, action, params, &reply.err);
-    return reply.err.code;
-}
-
 static lab_drv_err_t call(const char *action, const char *params)
 {
-    return call_on(drv, action, params);
+    return h_drv_do(drv, action, params);
 }
 
 static json_t *values(void)
 {
-    json_t *v = json_object_get(reply.result, "values");
+    json_t *v = json_object_get(h_drv_result(), "values");
     assert_true(json_is_object(v));
     return v;
 }
@@ -218,7 +206,7 @@ static int teardown(void **state)
     int rc = h_drv_fini();
     if (rc)
         uv_walk(h_drv_loop(), walk_cb, NULL);
-    json_decref(reply.result);
+    json_decref(h_drv_result());
     if (fake.master >= 0) {
         close(fake.master);
         close(fake.slave);
@@ -237,7 +225,7 @@ static void test_connect_status(void **state)
     assert_string_equal(json_string_value(json_object_get(info, "part_number")), "1650200");
     assert_string_equal(json_string_value(json_object_get(info, "version")), "1.04");
     assert_int_equal(call("status", NULL), LAB_DRV_OK);
-    assert_true(json_number_value(json_object_get(reply.result, "temperature_c")) == 23.6);
+    assert_true(json_number_value(json_object_get(h_drv_result(), "temperature_c")) == 23.6);
 }
 
 static void test_read_whole_plate(void **state)
@@ -254,9 +242,9 @@ static void test_read_whole_plate(void **state)
                 fail_msg("well %s is not a number", name);
             assert_true(json_number_value(v) > -0.1 && json_number_value(v) < 4);
         }
-    assert_int_equal(json_integer_value(json_object_get(reply.result, "wavelength_nm")), 450);
-    assert_int_equal(json_integer_value(json_object_get(reply.result, "plate_wells")), 96);
-    assert_true(json_number_value(json_object_get(reply.result, "temperature_c")) == 23.6);
+    assert_int_equal(json_integer_value(json_object_get(h_drv_result(), "wavelength_nm")), 450);
+    assert_int_equal(json_integer_value(json_object_get(h_drv_result(), "plate_wells")), 96);
+    assert_true(json_number_value(json_object_get(h_drv_result(), "temperature_c")) == 23.6);
 }
 
 static void test_read_rectangle(void **state)
@@ -268,7 +256,7 @@ static void test_read_rectangle(void **state)
     const char *want[] = {"B2", "B3", "B4", "C2", "C3", "C4"};
     for (int i = 0; i < 6; i++)
         assert_true(json_is_number(json_object_get(values(), want[i])));
-    assert_int_equal(json_integer_value(json_object_get(reply.result, "wavelength_nm")), 600);
+    assert_int_equal(json_integer_value(json_object_get(h_drv_result(), "wavelength_nm")), 600);
     /* One well, lower case, and a range given backwards. */
     assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450,\"wells\":\"h12\"}"),
                      LAB_DRV_OK);
@@ -323,12 +311,12 @@ static void test_bad_params(void **state)
     /* A well of a 384-well plate on this 96-well reader: refused by the driver, nothing sent. */
     assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450,\"wells\":\"A1:H13\"}"),
                      LAB_DRV_EPARAM);
-    assert_non_null(strstr(reply.err.text, "params/wells"));
-    assert_non_null(strstr(reply.err.text, "96-well"));
+    assert_non_null(strstr(h_drv_error()->text, "params/wells"));
+    assert_non_null(strstr(h_drv_error()->text, "96-well"));
     assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450,\"wells\":\"I1\"}"),
                      LAB_DRV_EPARAM);
     assert_int_equal(call("open_tray", NULL), LAB_DRV_EACTION);
-    assert_non_null(strstr(reply.err.text, "read_absorbance"));
+    assert_non_null(strstr(h_drv_error()->text, "read_absorbance"));
     assert_int_equal(call("status", NULL), LAB_DRV_OK);
 }
 
@@ -338,7 +326,7 @@ static void test_fault_error(void **state)
     /* The reader leaves a command it cannot execute unanswered. */
     assert_int_equal(h_sim_fault(&sim, "reader1", "error", 0), 0);
     assert_int_equal(call("status", NULL), LAB_DRV_ETIMEOUT);
-    assert_non_null(strstr(reply.err.text, "does not answer"));
+    assert_non_null(strstr(h_drv_error()->text, "does not answer"));
     assert_int_equal(call("status", NULL), LAB_DRV_OK);
     /* During a read: the definition goes unanswered. */
     assert_int_equal(call("status", NULL), LAB_DRV_OK);
@@ -355,7 +343,7 @@ static void test_fault_garbage(void **state)
     assert_int_equal(h_sim_fault(&sim, "reader1", "garbage", 0), 0);
     assert_int_equal(call("status", NULL), LAB_DRV_EPROTO);
     assert_int_equal(call("status", NULL), LAB_DRV_OK);
-    assert_true(json_number_value(json_object_get(reply.result, "temperature_c")) == 23.6);
+    assert_true(json_number_value(json_object_get(h_drv_result(), "temperature_c")) == 23.6);
     assert_int_equal(h_sim_fault(&sim, "reader1", "garbage", 0), 0);
     assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450,\"wells\":\"A1:B2\"}"),
                      LAB_DRV_EPROTO);
@@ -394,12 +382,12 @@ static void test_384(void **state)
     (void)state;
     drv2 = make("reader2", port2, "0", "384");
     h_drv_wait_state(drv2, LAB_INST_IDLE);
-    assert_int_equal(call_on(drv2, "read_absorbance", "{\"wavelength_nm\":340}"), LAB_DRV_OK);
+    assert_int_equal(h_drv_do(drv2, "read_absorbance", "{\"wavelength_nm\":340}"), LAB_DRV_OK);
     assert_int_equal(json_object_size(values()), 384);
     assert_true(json_is_number(json_object_get(values(), "P24")));
-    assert_int_equal(json_integer_value(json_object_get(reply.result, "plate_wells")), 384);
+    assert_int_equal(json_integer_value(json_object_get(h_drv_result(), "plate_wells")), 384);
     assert_int_equal(
-        call_on(drv2, "read_absorbance", "{\"wavelength_nm\":340,\"wells\":\"I13:P24\"}"),
+        h_drv_do(drv2, "read_absorbance", "{\"wavelength_nm\":340,\"wells\":\"I13:P24\"}"),
         LAB_DRV_OK);
     assert_int_equal(json_object_size(values()), 96);
     assert_true(json_is_number(json_object_get(values(), "I13")));
@@ -425,23 +413,23 @@ static void test_fake_reader(void **state)
     assert_string_equal(json_string_value(json_object_get(lab_driver_info(drv2), "version")),
                         "2.07");
     assert_int_equal(
-        call_on(drv2, "read_absorbance", "{\"wavelength_nm\":450,\"wells\":\"A1:C3\"}"),
+        h_drv_do(drv2, "read_absorbance", "{\"wavelength_nm\":450,\"wells\":\"A1:C3\"}"),
         LAB_DRV_OK);
     assert_int_equal(json_object_size(values()), 9);
     assert_true(json_is_null(json_object_get(values(), "B2")));
     assert_true(json_number_value(json_object_get(values(), "C3")) == 0.303);
-    assert_true(json_number_value(json_object_get(reply.result, "temperature_c")) == 37);
+    assert_true(json_number_value(json_object_get(h_drv_result(), "temperature_c")) == 37);
 
     fake.def_reply = "0001";
-    assert_int_equal(call_on(drv2, "read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_EDEVICE);
-    assert_string_equal(reply.err.device_code, "0001");
+    assert_int_equal(h_drv_do(drv2, "read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_EDEVICE);
+    assert_string_equal(h_drv_error()->device_code, "0001");
     fake.def_reply = "0000";
 
     fake.truncate = true;
-    assert_int_equal(call_on(drv2, "read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_EPROTO);
-    assert_non_null(strstr(reply.err.text, "body"));
+    assert_int_equal(h_drv_do(drv2, "read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_EPROTO);
+    assert_non_null(strstr(h_drv_error()->text, "body"));
     fake.truncate = false;
-    assert_int_equal(call_on(drv2, "read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_OK);
+    assert_int_equal(h_drv_do(drv2, "read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_OK);
     assert_int_equal(json_object_size(values()), 96);
     assert_true(json_is_null(json_object_get(values(), "B2")));
     h_drv_close(drv2);

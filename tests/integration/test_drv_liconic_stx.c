@@ -25,11 +25,6 @@ static bool loop_ready;
 static int telemetry;
 static double last_temp;
 
-static struct {
-    lab_drv_error_t err;
-    json_t *result;
-} reply;
-
 static void on_state(void *ctx, lab_driver_t *d, lab_inst_state_t s, const lab_drv_error_t *e)
 {
     (void)ctx;
@@ -84,22 +79,14 @@ static lab_driver_t *make(const char *id, const char *port, const char *poll_s, 
     return h_drv_open(id, kv, 6);
 }
 
-/* Runs the action to its end; returns the error code. json params as text. */
-static lab_drv_err_t call_on(lab_driver_t *d, const char *action, const char *params)
-{
-    json_decref(reply.result);
-    reply.result = h_drv_call(d, action, params, &reply.err);
-    return reply.err.code;
-}
-
 static lab_drv_err_t call(const char *action, const char *params)
 {
-    return call_on(drv, action, params);
+    return h_drv_do(drv, action, params);
 }
 
 static double num(const char *key)
 {
-    json_t *v = json_object_get(reply.result, key);
+    json_t *v = json_object_get(h_drv_result(), key);
     if (!json_is_number(v))
         fail_msg("result has no number %s", key);
     return json_number_value(v);
@@ -155,7 +142,6 @@ static int teardown(void **state)
     h_drv_close(drv);
     h_drv_close(drv2);
     int rc = h_drv_fini();
-    json_decref(reply.result);
     h_sim_stop(&sim);
     h_rmtree(dir);
     assert_int_equal(rc, 0); /* every handle of the drivers closed */
@@ -174,7 +160,7 @@ static void test_connect_status(void **state)
     assert_true(num("co2_pct") > 0.03 && num("co2_pct") < 0.05);
     assert_true(num("co2_setpoint_pct") > 0.039 && num("co2_setpoint_pct") < 0.041);
     assert_int_equal(num("error_flag"), 0);
-    assert_null(json_object_get(reply.result, "handler_error"));
+    assert_null(json_object_get(h_drv_result(), "handler_error"));
     json_t *info = lab_driver_info(drv);
     assert_string_equal(json_string_value(json_object_get(info, "model")), "Liconic STX");
 }
@@ -200,7 +186,7 @@ static void test_climate(void **state)
     assert_int_equal(call("set_climate", "{\"humidity_pct\":90,\"co2_pct\":5}"), LAB_DRV_OK);
     assert_true(num("humidity_setpoint_pct") > 89.9 && num("humidity_setpoint_pct") < 90.1);
     assert_true(num("co2_setpoint_pct") > 4.99 && num("co2_setpoint_pct") < 5.01);
-    assert_null(json_object_get(reply.result, "setpoint_c"));
+    assert_null(json_object_get(h_drv_result(), "setpoint_c"));
     assert_int_equal(call("status", NULL), LAB_DRV_OK);
     assert_true(num("setpoint_c") > 36.9 && num("setpoint_c") < 37.1);
     assert_true(num("co2_setpoint_pct") > 4.99);
@@ -243,10 +229,10 @@ static void test_bad_params(void **state)
     expect_problem("status", "{\"x\":1}", "/params/x");
     /* Beyond the configured cassette: refused by the driver, nothing moved. */
     assert_int_equal(call("load", "{\"cassette\":1,\"slot\":23}"), LAB_DRV_EPARAM);
-    assert_non_null(strstr(reply.err.text, "slots_per_cassette"));
+    assert_non_null(strstr(h_drv_error()->text, "slots_per_cassette"));
     plate_at("transfer:inc1");
     assert_int_equal(call("open_door", NULL), LAB_DRV_EACTION);
-    assert_non_null(strstr(reply.err.text, "load"));
+    assert_non_null(strstr(h_drv_error()->text, "load"));
     assert_int_equal(lab_driver_state(drv), LAB_INST_IDLE);
 }
 
@@ -255,8 +241,8 @@ static void test_handler_error(void **state)
     (void)state;
     /* Slot 1/1 is empty: the handler fails and raises the flag with code 1. */
     assert_int_equal(call("unload", "{\"cassette\":1,\"slot\":1}"), LAB_DRV_EDEVICE);
-    assert_string_equal(reply.err.device_code, "00001");
-    assert_string_equal(reply.err.text,
+    assert_string_equal(h_drv_error()->device_code, "00001");
+    assert_string_equal(h_drv_error()->text,
                         "general handling: Handling action could not be performed in time");
     h_drv_spin();
     assert_int_equal(lab_driver_state(drv), LAB_INST_FAULT);
@@ -279,8 +265,8 @@ static void test_fault_error(void **state)
     (void)state;
     assert_int_equal(h_sim_fault(&sim, "inc1", "error", 0), 0);
     assert_int_equal(call("status", NULL), LAB_DRV_EDEVICE);
-    assert_string_equal(reply.err.device_code, "E5");
-    assert_non_null(strstr(reply.err.text, "Unauthorized Access"));
+    assert_string_equal(h_drv_error()->device_code, "E5");
+    assert_non_null(strstr(h_drv_error()->text, "Unauthorized Access"));
     /* The controller raised the handler's flag with code 7 as well. */
     assert_int_equal(call("status", NULL), LAB_DRV_OK);
     assert_int_equal(num("error_flag"), 1);
@@ -296,7 +282,7 @@ static void test_fault_garbage(void **state)
     (void)state;
     assert_int_equal(h_sim_fault(&sim, "inc1", "garbage", 0), 0);
     assert_int_equal(call("status", NULL), LAB_DRV_EPROTO);
-    assert_non_null(strstr(reply.err.text, "\\x"));
+    assert_non_null(strstr(h_drv_error()->text, "\\x"));
     assert_int_equal(call("status", NULL), LAB_DRV_OK);
     assert_int_equal(call("load", "{\"cassette\":1,\"slot\":2}"), LAB_DRV_OK);
     plate_at("inc1:1/2");
@@ -335,11 +321,11 @@ static void test_step_timeout(void **state)
     (void)state;
     drv2 = make("inc2", port2, "0", "step_timeout_s", "2");
     wait_state(&state2, LAB_INST_IDLE);
-    assert_int_equal(call_on(drv2, "load", "{\"cassette\":1,\"slot\":1}"), LAB_DRV_ETIMEOUT);
-    assert_non_null(strstr(reply.err.text, "ST 1904"));
+    assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":1}"), LAB_DRV_ETIMEOUT);
+    assert_non_null(strstr(h_drv_error()->text, "ST 1904"));
     wait_state(&state2, LAB_INST_FAULT); /* until an operation succeeds */
     /* The handler finishes the move later; the next transfer waits for it to be idle. */
-    assert_int_equal(call_on(drv2, "status", NULL), LAB_DRV_OK);
+    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_DRV_OK);
     assert_int_equal(num("error_flag"), 0);
     /* The handler finishes the load it was not waited for. */
     char r[512];
@@ -348,7 +334,7 @@ static void test_step_timeout(void **state)
         assert_int_equal(h_sim_ctl(&sim, r, sizeof r, "{\"plate\":\"P2\"}"), 0);
     while (!strstr(r, "inc2:1/1") && h_now_ms() < end && (h_sleep_ms(20), 1));
     plate_is("P2", "inc2:1/1");
-    assert_int_equal(call_on(drv2, "status", NULL), LAB_DRV_OK);
+    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_DRV_OK);
     assert_int_equal(num("error_flag"), 0);
     wait_state(&state2, LAB_INST_IDLE);
     h_drv_close(drv2);

@@ -31,20 +31,6 @@ static bool loop_ready;
 static lab_driver_t *star, *reader;
 static sim_world_t model; /* the design alone, for the true values */
 
-static struct {
-    lab_drv_error_t err;
-    json_t *result;
-} reply; /* the last action's */
-
-static void call_ok(lab_driver_t *d, const char *action, const char *params)
-{
-    json_decref(reply.result);
-    reply.result = h_drv_call(d, action, params, &reply.err);
-    if (reply.err.code != LAB_DRV_OK)
-        fail_msg("%s %s: %s %s", action, params ? params : "", lab_drv_err_name(reply.err.code),
-                 reply.err.text);
-}
-
 static int setup(void **state)
 {
     (void)state;
@@ -86,7 +72,6 @@ static int teardown(void **state)
         h_drv_close(reader);
         h_drv_fini();
     }
-    json_decref(reply.result);
     h_sim_stop(&sim);
     h_rmtree(dir);
     return 0;
@@ -127,12 +112,12 @@ static void test_optimum_read_back(void **state)
         ul[3][r] = r == 2 ? 0 : opt[r];
         char vols[128], params[256];
         snprintf(vols, sizeof vols, "[%g, %g, %g, %g]", ul[0][r], ul[1][r], ul[2][r], ul[3][r]);
-        call_ok(star, "pick_up_tips", "{\"channels\": 4}");
+        h_drv_do_ok(star, "pick_up_tips", "{\"channels\": 4}");
         snprintf(params, sizeof params, "{\"reagent\": \"%s\", \"volume_ul\": %s}", names[r], vols);
-        call_ok(star, "aspirate", params);
+        h_drv_do_ok(star, "aspirate", params);
         snprintf(params, sizeof params, "{\"well\": \"A1\", \"volume_ul\": %s}", vols);
-        call_ok(star, "dispense", params);
-        call_ok(star, "drop_tips", NULL);
+        h_drv_do_ok(star, "dispense", params);
+        h_drv_do_ok(star, "drop_tips", NULL);
     }
     /* the world holds what was laid out */
     char r[8192];
@@ -146,8 +131,8 @@ static void test_optimum_read_back(void **state)
     assert_int_equal(json_object_size(wells), 4);
     json_decref(doc);
 
-    call_ok(reader, "read_absorbance", "{\"wavelength_nm\":450}");
-    json_t *values = json_object_get(reply.result, "values");
+    h_drv_do_ok(reader, "read_absorbance", "{\"wavelength_nm\":450}");
+    json_t *values = json_object_get(h_drv_result(), "values");
     double f_half = 0.5 * exp(0.5), f_two = 2 * exp(-1);
     expect(values, "A1", ul[0], 0.040 + 2.0);
     expect(values, "B1", ul[1], 0.040 + 2.0 * f_half * f_half * f_half);

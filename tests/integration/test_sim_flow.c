@@ -28,27 +28,6 @@ static char dir[256], p_star[300], p_inc[300], p_inc2[300], p_reader[300];
 static bool loop_ready;
 static lab_driver_t *star, *inc, *inc2, *reader;
 
-static struct {
-    lab_drv_error_t err;
-    json_t *result;
-} reply; /* the last action's */
-
-/* Runs the action to its end; returns its error code (the result stays in reply). */
-static lab_drv_err_t call(lab_driver_t *d, const char *action, const char *params)
-{
-    json_decref(reply.result);
-    reply.result = h_drv_call(d, action, params, &reply.err);
-    return reply.err.code;
-}
-
-static void call_ok(lab_driver_t *d, const char *action, const char *params)
-{
-    lab_drv_err_t code = call(d, action, params);
-    if (code != LAB_DRV_OK)
-        fail_msg("%s %s: %s %s", action, params ? params : "", lab_drv_err_name(code),
-                 reply.err.text);
-}
-
 /* Every plate of the simulated world ({"plates":true}); owned by the caller. */
 static json_t *plates(void)
 {
@@ -148,7 +127,6 @@ static int teardown(void **state)
         h_drv_close(reader);
         h_drv_fini();
     }
-    json_decref(reply.result);
     h_sim_stop(&sim);
     h_rmtree(dir);
     return 0;
@@ -157,7 +135,7 @@ static int teardown(void **state)
 /* The value of a well in the last read. */
 static double well(const char *name)
 {
-    json_t *v = json_object_get(json_object_get(reply.result, "values"), name);
+    json_t *v = json_object_get(json_object_get(h_drv_result(), "values"), name);
     if (!json_is_number(v))
         fail_msg("no value for %s", name);
     return json_number_value(v);
@@ -188,20 +166,20 @@ static void test_three_plates_flow(void **state)
     h_drv_wait_state(star, LAB_INST_IDLE);
     h_drv_wait_state(inc, LAB_INST_IDLE);
     h_drv_wait_state(reader, LAB_INST_IDLE);
-    call_ok(inc, "set_temperature", "{\"temperature_c\":37}");
+    h_drv_do_ok(inc, "set_temperature", "{\"temperature_c\":37}");
     char barcode[PLATES][64], params[128], slot[64];
     for (int k = 0; k < PLATES; k++) {
         /* 20 uL substrate with 8 channels into column k + 1 of the plate on the deck */
-        call_ok(star, "pick_up_tips", "{\"channels\": 8}");
-        call_ok(star, "aspirate", "{\"volume_ul\": 20, \"reagent\": \"substrate\"}");
+        h_drv_do_ok(star, "pick_up_tips", "{\"channels\": 8}");
+        h_drv_do_ok(star, "aspirate", "{\"volume_ul\": 20, \"reagent\": \"substrate\"}");
         snprintf(params, sizeof params, "{\"well\": \"A%d\", \"volume_ul\": 20}", k + 1);
-        call_ok(star, "dispense", params);
-        call_ok(star, "drop_tips", NULL);
+        h_drv_do_ok(star, "dispense", params);
+        h_drv_do_ok(star, "drop_tips", NULL);
         plate_at("deck:star1", barcode[k], sizeof barcode[k]);
         for (int j = 0; j < k; j++)
             assert_string_not_equal(barcode[j], barcode[k]);
         snprintf(params, sizeof params, "{\"cassette\":1,\"slot\":%d}", k + 1);
-        call_ok(inc, "load", params);
+        h_drv_do_ok(inc, "load", params);
         snprintf(slot, sizeof slot, "inc1:1/%d", k + 1);
         position_is(barcode[k], slot);
     }
@@ -211,11 +189,11 @@ static void test_three_plates_flow(void **state)
     assert_string_equal(barcode[2], "SIM-0002");
     for (int k = 0; k < PLATES; k++) {
         snprintf(params, sizeof params, "{\"cassette\":1,\"slot\":%d}", k + 1);
-        call_ok(inc, "unload", params);
+        h_drv_do_ok(inc, "unload", params);
         position_is(barcode[k], "queue:reader1");
     }
     for (int k = 0; k < PLATES; k++) {
-        call_ok(reader, "read_absorbance", "{\"wavelength_nm\":450}");
+        h_drv_do_ok(reader, "read_absorbance", "{\"wavelength_nm\":450}");
         position_is(barcode[k], "tray:reader1");
         if (k)
             position_is(barcode[k - 1], "done:reader1");
@@ -223,7 +201,7 @@ static void test_three_plates_flow(void **state)
     }
     /* an empty queue: the tray's plate is read again, the same values */
     double a3 = well("A3"), b5 = well("B5");
-    call_ok(reader, "read_absorbance", "{\"wavelength_nm\":450}");
+    h_drv_do_ok(reader, "read_absorbance", "{\"wavelength_nm\":450}");
     position_is(barcode[PLATES - 1], "tray:reader1");
     assert_true(well("A3") == a3 && well("B5") == b5);
 
@@ -243,8 +221,8 @@ static void test_three_plates_flow(void **state)
     json_decref(list);
 
     /* the transfer station and the deck empty: a load is a handler error, as without the keys */
-    assert_int_equal(call(inc, "load", "{\"cassette\":1,\"slot\":4}"), LAB_DRV_EDEVICE);
-    call_ok(inc, "reset", NULL);
+    assert_int_equal(h_drv_do(inc, "load", "{\"cassette\":1,\"slot\":4}"), LAB_DRV_EDEVICE);
+    h_drv_do_ok(inc, "reset", NULL);
     h_drv_wait_state(inc, LAB_INST_IDLE);
 }
 
@@ -254,12 +232,12 @@ static void test_without_keys_unchanged(void **state)
     (void)state;
     h_drv_wait_state(inc2, LAB_INST_IDLE);
     position_is("Q1", "transfer:inc2");
-    call_ok(inc2, "load", "{\"cassette\":1,\"slot\":1}");
+    h_drv_do_ok(inc2, "load", "{\"cassette\":1,\"slot\":1}");
     position_is("Q1", "inc2:1/1");
-    assert_int_equal(call(inc2, "load", "{\"cassette\":1,\"slot\":2}"), LAB_DRV_EDEVICE);
-    call_ok(inc2, "reset", NULL);
+    assert_int_equal(h_drv_do(inc2, "load", "{\"cassette\":1,\"slot\":2}"), LAB_DRV_EDEVICE);
+    h_drv_do_ok(inc2, "reset", NULL);
     h_drv_wait_state(inc2, LAB_INST_IDLE);
-    call_ok(inc2, "unload", "{\"cassette\":1,\"slot\":1}");
+    h_drv_do_ok(inc2, "unload", "{\"cassette\":1,\"slot\":1}");
     position_is("Q1", "transfer:inc2");
 }
 
@@ -277,9 +255,9 @@ static void test_full_world(void **state)
     assert_int_not_equal(h_sim_ctl(&sim, r, sizeof r, "{\"plate\":\"ONE-TOO-MANY\"}"), 0);
     assert_non_null(strstr(r, "too many plates"));
     h_drv_wait_state(star, LAB_INST_IDLE);
-    call_ok(star, "pick_up_tips", "{\"channels\": 8}");
-    call_ok(star, "aspirate", "{\"volume_ul\": 20, \"reagent\": \"substrate\"}");
-    assert_int_equal(call(star, "dispense", "{\"well\": \"A1\", \"volume_ul\": 20}"),
+    h_drv_do_ok(star, "pick_up_tips", "{\"channels\": 8}");
+    h_drv_do_ok(star, "aspirate", "{\"volume_ul\": 20, \"reagent\": \"substrate\"}");
+    assert_int_equal(h_drv_do(star, "dispense", "{\"well\": \"A1\", \"volume_ul\": 20}"),
                      LAB_DRV_EDEVICE);
     list = plates();
     assert_int_equal(json_array_size(list), 256);
