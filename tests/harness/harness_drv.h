@@ -32,8 +32,8 @@ typedef struct h_drv_problems {
 
 /* The loop, with drivers opened at time_scale; 0 or a libuv error. */
 int h_drv_init(double time_scale);
-/* Drains the loop for at most 2 s and closes it if nothing is left on it: 0, or UV_EBUSY when
- * something still is. */
+/* Drains the loop for at most 2 s and closes it if nothing is left on it: 0 (also when h_drv_init
+ * never ran), or UV_EBUSY when something still is. */
 int h_drv_fini(void);
 uv_loop_t *h_drv_loop(void);
 const lab_drv_host_t *h_drv_host(void);

@@ -21,7 +21,6 @@ static h_sim_t sim;
 static char dir[256], port1[400], port2[400];
 static lab_driver_t *drv, *drv2;
 static lab_inst_state_t state1, state2;
-static bool loop_ready;
 static int telemetry;
 static double last_temp;
 
@@ -126,7 +125,6 @@ static int setup(void **state)
     assert_int_equal(h_sim_start(&sim, ini), 0);
     assert_int_equal(h_drv_init(50), 0);
     h_drv_set_host(&host);
-    loop_ready = true;
     drv = make("inc1", port1, "0", NULL, NULL);
     return 0;
 }
@@ -134,11 +132,6 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    if (!loop_ready) {
-        h_sim_stop(&sim);
-        h_rmtree(dir);
-        return 0;
-    }
     h_drv_close(drv);
     h_drv_close(drv2);
     int rc = h_drv_fini();

@@ -27,7 +27,6 @@
 
 static h_sim_t sim;
 static char dir[256], p_star[300], p_reader[300];
-static bool loop_ready;
 static lab_driver_t *star, *reader;
 static sim_world_t model; /* the design alone, for the true values */
 
@@ -51,7 +50,6 @@ static int setup(void **state)
     char why[160];
     assert_int_equal(sim_design_parse(DESIGN, &model.design, why, sizeof why), 0);
     assert_int_equal(h_drv_init(50), 0);
-    loop_ready = true;
     lab_drv_kv_t kstar[] = {{"driver", "hamilton-star", 2},
                             {"port", p_star, 3},
                             {"reagents", "enzyme,substrate,cofactor", 4}};
@@ -67,11 +65,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    if (loop_ready) {
-        h_drv_close(star);
-        h_drv_close(reader);
-        h_drv_fini();
-    }
+    h_drv_close(star);
+    h_drv_close(reader);
+    h_drv_fini();
     h_sim_stop(&sim);
     h_rmtree(dir);
     return 0;

@@ -25,7 +25,6 @@
 
 static h_sim_t sim;
 static char dir[256], p_star[300], p_inc[300], p_inc2[300], p_reader[300];
-static bool loop_ready;
 static lab_driver_t *star, *inc, *inc2, *reader;
 
 /* Every plate of the simulated world ({"plates":true}); owned by the caller. */
@@ -96,7 +95,6 @@ static int setup(void **state)
              p_star, p_inc, p_reader, p_inc2);
     assert_int_equal(h_sim_start(&sim, ini), 0);
     assert_int_equal(h_drv_init(50), 0);
-    loop_ready = true;
     lab_drv_kv_t kstar[] = {{"driver", "hamilton-star", 2},
                             {"port", p_star, 3},
                             {"reagents", "substrate,inhibitor", 4}};
@@ -120,13 +118,11 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    if (loop_ready) {
-        h_drv_close(star);
-        h_drv_close(inc);
-        h_drv_close(inc2);
-        h_drv_close(reader);
-        h_drv_fini();
-    }
+    h_drv_close(star);
+    h_drv_close(inc);
+    h_drv_close(inc2);
+    h_drv_close(reader);
+    h_drv_fini();
     h_sim_stop(&sim);
     h_rmtree(dir);
     return 0;
