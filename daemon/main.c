@@ -322,8 +322,7 @@ static int run(labd_t *d)
         log_error("main", "cannot start the scheduler: %s", lab_strerror(rc));
         return 1;
     }
-    if ((rc = lab_loop_start(&d->cloop, d->loop, &d->cfg, &d->clock, d->store, d->sched,
-                             d->mqtt)) != 0) {
+    if ((rc = lab_loop_start(&d->cloop, d->loop, &d->clock, d->store, d->sched, d->mqtt)) != 0) {
         log_error("main", "cannot start the closed loop: %s", lab_strerror(rc));
         return 1;
     }

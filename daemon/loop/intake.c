@@ -148,6 +148,8 @@ void lab_loop_batch(lab_loop_t *l, const char *campaign, const json_t *batch, co
         } else {
             char msg[200];
             snprintf(msg, sizeof msg, "batch %s was received before with other content", bid);
+            log_info("loop", "campaign=%s batch=%s rejected: received before with other content",
+                     c->id, bid);
             loop_answer(
                 cb, arg, 422,
                 loop_problem(msg, json_pack("[{s:s,s:s}]", "path", "/batch", "message", msg)));

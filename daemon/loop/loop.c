@@ -394,7 +394,6 @@ static void work_done(uv_work_t *req, int status)
     if (c && !l->stopped && status == 0) {
         json_t *batch = lab_learn_job_batch(wk->job);
         if (batch) {
-            c->fits++;
             lab_loop_batch(l, c->id, batch, "labloop-learner", "builtin", NULL, NULL);
             json_decref(batch);
         } else {
@@ -448,9 +447,18 @@ void loop_maybe_propose(lab_loop_t *l, camp_t *c)
             json_array_append_new(pending,
                                   json_pack("{s:O}", "params", json_object_get(k->doc, "params")));
     }
+    /* the fit's number follows the learner's batches kept so far, so it goes on after a restart */
+    int fit_no = 1;
+    const char *key;
+    json_t *b;
+    json_object_foreach(c->batches, key, b)
+    {
+        const char *via = loop_str(b, "via");
+        fit_no += via && strcmp(via, "builtin") == 0;
+    }
     char err[200];
     lab_learn_job_t *job =
-        lab_learn_job_new(c->doc, obs, pending, size, c->fits + 1, c->nc, err, sizeof err);
+        lab_learn_job_new(c->doc, obs, pending, size, fit_no, c->nc, err, sizeof err);
     json_decref(obs);
     json_decref(pending);
     if (!job) {
@@ -666,12 +674,11 @@ static void orphans(lab_loop_t *l)
     }
 }
 
-int lab_loop_start(lab_loop_t **out, uv_loop_t *loop, const lab_config_t *cfg,
-                   const lab_clock_t *clock, lab_store_t *st, lab_sched_t *sched, lab_mqtt_t *mqtt)
+int lab_loop_start(lab_loop_t **out, uv_loop_t *loop, const lab_clock_t *clock, lab_store_t *st,
+                   lab_sched_t *sched, lab_mqtt_t *mqtt)
 {
     lab_loop_t *l = LAB_NEW(lab_loop_t);
     l->loop = loop;
-    l->cfg = cfg;
     l->clock = clock;
     l->st = st;
     l->sched = sched;

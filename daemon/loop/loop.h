@@ -9,7 +9,6 @@
 #ifndef LAB_LOOP_LOOP_H
 #define LAB_LOOP_LOOP_H
 
-#include "core/cfg.h"
 #include "core/clock.h"
 #include "daemon/bus/mqtt.h"
 #include "daemon/sched/sched.h"
@@ -26,8 +25,8 @@ typedef void (*lab_loop_cb)(void *arg, int status, json_t *answer);
 
 /* Loads every campaign, batch and candidate, settles the plates that ended while the daemon was
  * down, and subscribes to in/campaigns/+/batches when mqtt is given. */
-int lab_loop_start(lab_loop_t **out, uv_loop_t *loop, const lab_config_t *cfg,
-                   const lab_clock_t *clock, lab_store_t *st, lab_sched_t *sched, lab_mqtt_t *mqtt);
+int lab_loop_start(lab_loop_t **out, uv_loop_t *loop, const lab_clock_t *clock, lab_store_t *st,
+                   lab_sched_t *sched, lab_mqtt_t *mqtt);
 /* Takes no new work (requests answer 503) and ignores the scheduler from now on. */
 void lab_loop_stop(lab_loop_t *l);
 /* Frees everything once the store ops and learner fits in flight are back; cb after. */

@@ -66,14 +66,11 @@ typedef struct camp {
     plate_t *p;
     int np, capp;
     int64_t next_ord;
-    /* the learner */
-    bool proposing;
-    int fits;
+    bool proposing; /* the built-in learner's fit is under way */
 } camp_t;
 
 struct lab_loop {
     uv_loop_t *loop;
-    const lab_config_t *cfg;
     const lab_clock_t *clock;
     lab_store_t *st;
     lab_sched_t *sched;

@@ -10,6 +10,7 @@
 #ifndef LAB_TESTS_HARNESS_H
 #define LAB_TESTS_HARNESS_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -40,6 +41,8 @@ void h_pg_destroy(h_pg_t *pg);
 int h_pg_query(h_pg_t *pg, const char *sql, char *out, size_t len);
 /* The first column of the first row as a number, or -1 on error. */
 long long h_pg_count(h_pg_t *pg, const char *sql);
+/* Polls h_pg_count until it gives want or ms passed; returns the last count. */
+long long h_pg_count_wait(h_pg_t *pg, const char *sql, long long want, int ms);
 
 /* ---- mosquitto on a free loopback port, with the project's broker config ---- */
 typedef struct h_mqtt {
@@ -96,6 +99,11 @@ void h_daemon_destroy(h_daemon_t *d);
  * *resp is malloc'd (may be NULL). Returns the HTTP status, or -1 when no response came. */
 int h_http(const char *url, const char *method, const char *path, const char *headers,
            const char *body, char **resp);
+
+/* A JSON request to the daemon's API that must answer `want` (the test fails otherwise, with the
+ * answer); the answer's JSON (any value; null when there was none), owned by the caller. */
+json_t *h_api(const h_daemon_t *d, const char *method, const char *path, const char *body,
+              int want);
 
 /* Runs a command (sh -c) and returns its exit status; output into out when given. */
 int h_run(const char *cmd, char *out, size_t len);

@@ -16,6 +16,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
 #ifndef LAB_BUILD_DIR
 #define LAB_BUILD_DIR "."
 #endif
@@ -361,4 +367,17 @@ int h_http(const char *url, const char *method, const char *path, const char *he
     else
         free(b.p);
     return status > 0 ? (int)status : -1;
+}
+
+json_t *h_api(const h_daemon_t *d, const char *method, const char *path, const char *body, int want)
+{
+    char *resp = NULL;
+    int st =
+        h_http(d->url, method, path, body ? "Content-Type: application/json" : NULL, body, &resp);
+    if (st != want)
+        fail_msg("%s %s %s: %d (wanted %d) %s", method, path, body ? body : "", st, want,
+                 resp ? resp : "");
+    json_t *doc = json_loads(resp ? resp : "null", JSON_DECODE_ANY, NULL);
+    free(resp);
+    return doc;
 }

@@ -267,3 +267,14 @@ long long h_pg_count(h_pg_t *pg, const char *sql)
     long long v = strtoll(buf, &end, 10);
     return *end ? -1 : v;
 }
+
+long long h_pg_count_wait(h_pg_t *pg, const char *sql, long long want, int ms)
+{
+    long long n = -1;
+    for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(50)) {
+        n = h_pg_count(pg, sql);
+        if (n == want)
+            return n;
+    }
+    return n;
+}

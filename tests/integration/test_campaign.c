@@ -7,6 +7,7 @@
  * breaker pauses the campaign; a newer batch makes pending candidates stale; new scores
  * re-prioritise plates; and a kill -9 loses nothing. */
 #include "tests/harness/harness.h"
+#include "tests/integration/mix_cell.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -26,17 +27,6 @@ static char sections[4096];
 
 #define SCALE "60"
 
-/* Each well gets its own volumes (dispense with design), a short incubation, a read. */
-static const char wf_mix[] =
-    "{\"name\":\"mix\",\"steps\":["
-    "{\"name\":\"dispense\",\"op\":\"dispense\",\"on\":\"liquid_handler\",\"duration_s\":600,"
-    "\"params\":{\"design\":true}},"
-    "{\"name\":\"incubate\",\"op\":\"incubate\",\"on\":\"incubator\",\"duration_s\":120,"
-    "\"params\":{\"temperature_c\":37},\"start_within_s\":900},"
-    "{\"name\":\"read\",\"op\":\"read_absorbance\",\"on\":\"plate_reader\",\"duration_s\":90,"
-    "\"params\":{\"wavelength_nm\":450},\"start_within_s\":120}],"
-    "\"on_failure\":{\"action\":\"retry\",\"retries\":1}}";
-
 /* substrate 0..100 uL and inhibitor 0..50 uL; controls in column 12. */
 #define CAMPAIGN(ID, EXTRA)                                                                        \
     "{\"id\":\"" ID "\",\"workflow\":\"mix\",\"objective\":{\"measure\":\"absorbance\","           \
@@ -52,14 +42,7 @@ static int setup(void **state)
     if (h_pg_start(&pg) || h_mqtt_start(&mq) || h_tempdir("labcamp", dir, sizeof dir))
         return -1;
     int rd = h_free_port();
-    snprintf(sections, sizeof sections,
-             "[instrument inc1]\ndriver = liconic-stx\nport = %s/inc1\n"
-             "sim_step_seconds = 2\ncapacity = 8\nsim_from = star1\nsim_to = reader1\n"
-             "[instrument star1]\ndriver = hamilton-star\nport = %s/star1\n"
-             "sim_reagents = substrate,inhibitor\nsim_step_seconds = 2\n"
-             "reagents = substrate,inhibitor\n"
-             "[instrument reader1]\ndriver = biotek-synergy\nport = tcp://127.0.0.1:%d\n",
-             dir, dir, rd);
+    mix_cell_sections(sections, sizeof sections, dir, rd);
     char ini[5000];
     snprintf(ini, sizeof ini,
              "[labloop]\ntime_scale = " SCALE "\nsim_seed = 5\nsim_noise = 0.002\n%s", sections);
@@ -96,19 +79,6 @@ static void start_daemon(h_daemon_t *d)
     assert_int_equal(h_daemon_start(d, &pg, &mq, extra), 0);
 }
 
-static json_t *call(h_daemon_t *d, const char *method, const char *path, const char *body, int want)
-{
-    char *resp = NULL;
-    int st =
-        h_http(d->url, method, path, body ? "Content-Type: application/json" : NULL, body, &resp);
-    if (st != want)
-        fail_msg("%s %s %s: %d (wanted %d) %s", method, path, body ? body : "", st, want,
-                 resp ? resp : "");
-    json_t *doc = json_loads(resp ? resp : "null", JSON_DECODE_ANY, NULL);
-    free(resp);
-    return doc;
-}
-
 static const char *sval(const json_t *o, const char *k)
 {
     return json_string_value(json_object_get(o, k)) ?: "";
@@ -117,24 +87,8 @@ static const char *sval(const json_t *o, const char *k)
 static void setup_campaign(h_daemon_t *d, const char *campaign)
 {
     start_daemon(d);
-    json_decref(call(d, "POST", "/v1/workflows", wf_mix, 201));
-    json_decref(call(d, "POST", "/v1/campaigns", campaign, 201));
-}
-
-/* The daemon's MQTT topic root, from its config (the harness numbers cells). */
-static void root_of(h_daemon_t *d, char *out, size_t cap)
-{
-    FILE *f = fopen(d->conf, "r");
-    char line[256];
-    out[0] = '\0';
-    while (f && fgets(line, sizeof line, f)) {
-        char cell[64];
-        if (sscanf(line, "cell = %63s", cell) == 1)
-            snprintf(out, cap, "labloop/v1/lab/%s", cell);
-    }
-    if (f)
-        fclose(f);
-    assert_true(out[0]);
+    json_decref(h_api(d, "POST", "/v1/workflows", mix_workflow, 201));
+    json_decref(h_api(d, "POST", "/v1/campaigns", campaign, 201));
 }
 
 /* Candidates of a campaign in a state. */
@@ -142,7 +96,7 @@ static int count_state(h_daemon_t *d, const char *campaign, const char *state)
 {
     char path[160];
     snprintf(path, sizeof path, "/v1/campaigns/%s/candidates?state=%s", campaign, state);
-    json_t *doc = call(d, "GET", path, NULL, 200);
+    json_t *doc = h_api(d, "GET", path, NULL, 200);
     int n = (int)json_array_size(json_object_get(doc, "candidates"));
     json_decref(doc);
     return n;
@@ -156,27 +110,29 @@ static void wait_state(h_daemon_t *d, const char *campaign, const char *state, i
             return;
     char path[160];
     snprintf(path, sizeof path, "/v1/campaigns/%s/candidates", campaign);
-    json_t *doc = call(d, "GET", path, NULL, 200);
+    json_t *doc = h_api(d, "GET", path, NULL, 200);
     char *text = json_dumps(doc, JSON_COMPACT);
     fail_msg("campaign %s: %d candidates %s, wanted %d: %s", campaign, got, state, n, text);
+}
+
+/* Lines of the daemon's log that hold needle. */
+static int log_count(const h_daemon_t *d, const char *needle)
+{
+    char line[2048];
+    FILE *f = fopen(d->log, "r");
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return n;
 }
 
 static json_t *campaign_get(h_daemon_t *d, const char *id)
 {
     char path[128];
     snprintf(path, sizeof path, "/v1/campaigns/%s", id);
-    return call(d, "GET", path, NULL, 200);
-}
-
-static long long pg_count_wait(const char *sql, long long want, int ms)
-{
-    long long n = -1;
-    for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(50)) {
-        n = h_pg_count(&pg, sql);
-        if (n == want)
-            return n;
-    }
-    return n;
+    return h_api(d, "GET", path, NULL, 200);
 }
 
 /* The simulator's model for a well (sim/world.c): the signal of substrate then inhibitor,
@@ -195,18 +151,18 @@ static void test_batch_over_http(void **state)
     (void)state;
     static h_daemon_t d;
     start_daemon(&d);
-    json_decref(call(&d, "POST", "/v1/workflows", wf_mix, 201));
+    json_decref(h_api(&d, "POST", "/v1/workflows", mix_workflow, 201));
     h_sub_t *res = h_sub_start(mq.uri, "labloop/v1/lab/+/campaigns/+/results");
     h_sub_t *done = h_sub_start(mq.uri, "labloop/v1/lab/+/campaigns/+/batches/+/done");
 
     /* a campaign with every kind of problem is refused, each named */
-    json_t *bad = call(&d, "POST", "/v1/campaigns",
-                       "{\"id\":\"bad\",\"workflow\":\"nope\",\"objective\":{\"measure\":"
-                       "\"absorbance\",\"direction\":\"maximize\"},\"parameters\":[{\"name\":"
-                       "\"substrate\",\"min\":50,\"max\":10},{\"name\":\"substrate\",\"max\":5}],"
-                       "\"layout\":{\"positive\":{\"wells\":[\"A13\",\"B12\"],\"volumes\":{"
-                       "\"water\":5}},\"negative\":{\"wells\":[\"B12\",\"C12\"]}}}",
-                       422);
+    json_t *bad = h_api(&d, "POST", "/v1/campaigns",
+                        "{\"id\":\"bad\",\"workflow\":\"nope\",\"objective\":{\"measure\":"
+                        "\"absorbance\",\"direction\":\"maximize\"},\"parameters\":[{\"name\":"
+                        "\"substrate\",\"min\":50,\"max\":10},{\"name\":\"substrate\",\"max\":5}],"
+                        "\"layout\":{\"positive\":{\"wells\":[\"A13\",\"B12\"],\"volumes\":{"
+                        "\"water\":5}},\"negative\":{\"wells\":[\"B12\",\"C12\"]}}}",
+                        422);
     char *text = json_dumps(bad, JSON_COMPACT);
     const char *want[] = {"/workflow",
                           "/parameters/0",
@@ -219,30 +175,30 @@ static void test_batch_over_http(void **state)
             fail_msg("no error at %s: %s", want[i], text);
     free(text);
     json_decref(bad);
-    json_decref(call(&d, "GET", "/v1/campaigns/bad", NULL, 404));
+    json_decref(h_api(&d, "GET", "/v1/campaigns/bad", NULL, 404));
 
     json_t *c =
-        call(&d, "POST", "/v1/campaigns", CAMPAIGN("mix1", ",\"budget\":{\"candidates\":6}"), 201);
+        h_api(&d, "POST", "/v1/campaigns", CAMPAIGN("mix1", ",\"budget\":{\"candidates\":6}"), 201);
     assert_string_equal(sval(c, "state"), "active");
     json_decref(c);
     /* the same document again is the same campaign; another one under its id is a conflict */
-    json_decref(
-        call(&d, "POST", "/v1/campaigns", CAMPAIGN("mix1", ",\"budget\":{\"candidates\":6}"), 200));
-    json_decref(call(&d, "POST", "/v1/campaigns", CAMPAIGN("mix1", ""), 409));
+    json_decref(h_api(&d, "POST", "/v1/campaigns",
+                      CAMPAIGN("mix1", ",\"budget\":{\"candidates\":6}"), 200));
+    json_decref(h_api(&d, "POST", "/v1/campaigns", CAMPAIGN("mix1", ""), 409));
 
     /* a bad batch: every problem at once, nothing accepted */
-    json_t *rej =
-        call(&d, "POST", "/v1/campaigns/mix1/batches",
-             "{\"batch\":\"b0\",\"campaign\":\"other\",\"model\":{\"name\":\"m\",\"version\":1},"
-             "\"candidates\":[{\"id\":\"c1\",\"params\":{\"substrate\":150,\"inhibitor\":5},"
-             "\"score\":1},"
-             "{\"id\":\"c1\",\"params\":{\"substrate\":10,\"inhibitor\":5,\"salt\":3},\"score\":1},"
-             "{\"id\":\"c3\",\"params\":{\"substrate\":10},\"score\":1},"
-             "{\"id\":\"c4\",\"params\":{\"substrate\":10,\"inhibitor\":5},\"score\":1},"
-             "{\"id\":\"c5\",\"params\":{\"substrate\":10,\"inhibitor\":5},\"score\":1},"
-             "{\"id\":\"c6\",\"params\":{\"substrate\":10,\"inhibitor\":5},\"score\":1},"
-             "{\"id\":\"c7\",\"params\":{\"substrate\":10,\"inhibitor\":5},\"score\":1}]}",
-             422);
+    json_t *rej = h_api(
+        &d, "POST", "/v1/campaigns/mix1/batches",
+        "{\"batch\":\"b0\",\"campaign\":\"other\",\"model\":{\"name\":\"m\",\"version\":1},"
+        "\"candidates\":[{\"id\":\"c1\",\"params\":{\"substrate\":150,\"inhibitor\":5},"
+        "\"score\":1},"
+        "{\"id\":\"c1\",\"params\":{\"substrate\":10,\"inhibitor\":5,\"salt\":3},\"score\":1},"
+        "{\"id\":\"c3\",\"params\":{\"substrate\":10},\"score\":1},"
+        "{\"id\":\"c4\",\"params\":{\"substrate\":10,\"inhibitor\":5},\"score\":1},"
+        "{\"id\":\"c5\",\"params\":{\"substrate\":10,\"inhibitor\":5},\"score\":1},"
+        "{\"id\":\"c6\",\"params\":{\"substrate\":10,\"inhibitor\":5},\"score\":1},"
+        "{\"id\":\"c7\",\"params\":{\"substrate\":10,\"inhibitor\":5},\"score\":1}]}",
+        422);
     text = json_dumps(rej, JSON_COMPACT);
     const char *errs[] = {"/campaign",
                           "/candidates/0/params/substrate",
@@ -265,24 +221,24 @@ static void test_batch_over_http(void **state)
         "\"uncertainty\":0.1},"
         "{\"id\":\"c3\",\"params\":{\"substrate\":0,\"inhibitor\":40},\"score\":0.7},"
         "{\"id\":\"c4\",\"params\":{\"substrate\":100,\"inhibitor\":50},\"score\":0.2}]}";
-    json_t *ok = call(&d, "POST", "/v1/campaigns/mix1/batches", batch, 201);
+    json_t *ok = h_api(&d, "POST", "/v1/campaigns/mix1/batches", batch, 201);
     assert_string_equal(sval(ok, "status"), "accepted");
     assert_int_equal(json_array_size(json_object_get(ok, "accepted")), 4);
     json_decref(ok);
-    json_t *again = call(&d, "POST", "/v1/campaigns/mix1/batches", batch, 200);
+    json_t *again = h_api(&d, "POST", "/v1/campaigns/mix1/batches", batch, 200);
     assert_true(json_is_true(json_object_get(again, "duplicate")));
     json_decref(again);
     /* the budget (6) leaves room for 2 */
-    json_decref(call(&d, "POST", "/v1/campaigns/mix1/batches",
-                     "{\"batch\":\"b2\",\"model\":{\"name\":\"m\",\"version\":\"1.0\"},"
-                     "\"candidates\":[{\"id\":\"x1\",\"params\":{\"substrate\":1,\"inhibitor\":1},"
-                     "\"score\":0},{\"id\":\"x2\",\"params\":{\"substrate\":1,\"inhibitor\":1},"
-                     "\"score\":0},{\"id\":\"x3\",\"params\":{\"substrate\":1,\"inhibitor\":1},"
-                     "\"score\":0}]}",
-                     422));
+    json_decref(h_api(&d, "POST", "/v1/campaigns/mix1/batches",
+                      "{\"batch\":\"b2\",\"model\":{\"name\":\"m\",\"version\":\"1.0\"},"
+                      "\"candidates\":[{\"id\":\"x1\",\"params\":{\"substrate\":1,\"inhibitor\":1},"
+                      "\"score\":0},{\"id\":\"x2\",\"params\":{\"substrate\":1,\"inhibitor\":1},"
+                      "\"score\":0},{\"id\":\"x3\",\"params\":{\"substrate\":1,\"inhibitor\":1},"
+                      "\"score\":0}]}",
+                      422));
 
     wait_state(&d, "mix1", "completed", 4, 120000);
-    json_t *r = call(&d, "GET", "/v1/campaigns/mix1/results", NULL, 200);
+    json_t *r = h_api(&d, "GET", "/v1/campaigns/mix1/results", NULL, 200);
     json_t *results = json_object_get(r, "results");
     assert_int_equal(json_array_size(results), 4);
     size_t i;
@@ -307,19 +263,24 @@ static void test_batch_over_http(void **state)
     json_decref(r);
 
     /* PostgreSQL: the results, the candidates' states, the plate's QC, the batch done */
-    assert_int_equal(
-        pg_count_wait("select count(*) from labloop.results where campaign = 'mix1'", 4, 20000), 4);
-    assert_int_equal(pg_count_wait("select count(*) from labloop.candidates where campaign = "
-                                   "'mix1' and state = 'completed'",
-                                   4, 20000),
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "select count(*) from labloop.results where campaign = 'mix1'",
+                                     4, 20000),
                      4);
-    assert_int_equal(pg_count_wait("select count(*) from labloop.plates where campaign = 'mix1' "
-                                   "and passed and z_prime > 0.5",
-                                   1, 20000),
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "select count(*) from labloop.candidates where campaign = "
+                                     "'mix1' and state = 'completed'",
+                                     4, 20000),
+                     4);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "select count(*) from labloop.plates where campaign = 'mix1' "
+                                     "and passed and z_prime > 0.5",
+                                     1, 20000),
                      1);
-    assert_int_equal(pg_count_wait("select count(*) from labloop.batches where campaign = 'mix1' "
-                                   "and batch = 'b1' and state = 'done'",
-                                   1, 20000),
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "select count(*) from labloop.batches where campaign = 'mix1' "
+                                     "and batch = 'b1' and state = 'done'",
+                                     1, 20000),
                      1);
     /* MQTT: one result per candidate, and the batch's done event */
     assert_true(h_sub_wait(res, 4, 20000) >= 4);
@@ -330,7 +291,7 @@ static void test_batch_over_http(void **state)
     assert_non_null(strstr(msgs[0].topic, "/campaigns/mix1/batches/b1/done"));
     assert_non_null(strstr(msgs[0].payload, "\"completed\":4"));
     /* the plate ran the candidates best score first: c1 (0.9) in the first wells */
-    json_t *cands = call(&d, "GET", "/v1/campaigns/mix1/candidates", NULL, 200);
+    json_t *cands = h_api(&d, "GET", "/v1/campaigns/mix1/candidates", NULL, 200);
     json_array_foreach(json_object_get(cands, "candidates"), i,
                        x) if (strcmp(sval(x, "id"), "c1") == 0)
     {
@@ -367,7 +328,7 @@ static void test_batch_over_mqtt(void **state)
     static h_daemon_t d;
     setup_campaign(&d, CAMPAIGN("mq1", ""));
     char root[128], cmd[2048], out[1024];
-    root_of(&d, root, sizeof root);
+    mix_topic_root(&d, root, sizeof root);
     h_sub_t *ans = h_sub_start(mq.uri, "answers/#");
     /* Each is published until its answer comes: the daemon subscribes once connected to the
      * broker, and a batch delivered twice is harmless. */
@@ -434,17 +395,17 @@ static void test_qc_failure_and_breaker(void **state)
     static h_daemon_t d;
     /* Z' can never reach 0.9999 with the simulator's noise: every plate fails QC */
     setup_campaign(&d, CAMPAIGN("qc1", ",\"qc\":{\"z_prime_min\":0.9999,\"retries\":1}"));
-    json_decref(call(&d, "POST", "/v1/campaigns/qc1/batches",
-                     "{\"batch\":\"b1\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
-                     "{\"id\":\"k1\",\"params\":{\"substrate\":10,\"inhibitor\":0},\"score\":1},"
-                     "{\"id\":\"k2\",\"params\":{\"substrate\":20,\"inhibitor\":0},\"score\":1},"
-                     "{\"id\":\"k3\",\"params\":{\"substrate\":30,\"inhibitor\":0},\"score\":1},"
-                     "{\"id\":\"k4\",\"params\":{\"substrate\":40,\"inhibitor\":0},\"score\":1},"
-                     "{\"id\":\"k5\",\"params\":{\"substrate\":50,\"inhibitor\":0},\"score\":1},"
-                     "{\"id\":\"k6\",\"params\":{\"substrate\":60,\"inhibitor\":0},\"score\":1}]}",
-                     201));
+    json_decref(h_api(&d, "POST", "/v1/campaigns/qc1/batches",
+                      "{\"batch\":\"b1\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
+                      "{\"id\":\"k1\",\"params\":{\"substrate\":10,\"inhibitor\":0},\"score\":1},"
+                      "{\"id\":\"k2\",\"params\":{\"substrate\":20,\"inhibitor\":0},\"score\":1},"
+                      "{\"id\":\"k3\",\"params\":{\"substrate\":30,\"inhibitor\":0},\"score\":1},"
+                      "{\"id\":\"k4\",\"params\":{\"substrate\":40,\"inhibitor\":0},\"score\":1},"
+                      "{\"id\":\"k5\",\"params\":{\"substrate\":50,\"inhibitor\":0},\"score\":1},"
+                      "{\"id\":\"k6\",\"params\":{\"substrate\":60,\"inhibitor\":0},\"score\":1}]}",
+                      201));
     wait_state(&d, "qc1", "failed", 6, 180000);
-    json_t *cands = call(&d, "GET", "/v1/campaigns/qc1/candidates?state=failed", NULL, 200);
+    json_t *cands = h_api(&d, "GET", "/v1/campaigns/qc1/candidates?state=failed", NULL, 200);
     size_t i;
     json_t *x;
     json_array_foreach(json_object_get(cands, "candidates"), i, x)
@@ -459,20 +420,23 @@ static void test_qc_failure_and_breaker(void **state)
     assert_string_equal(sval(c, "state"), "paused");
     assert_non_null(strstr(sval(c, "reason"), "6 of 6 finished candidates failed"));
     json_decref(c);
-    assert_int_equal(pg_count_wait("select count(*) from labloop.plates where campaign = 'qc1' "
-                                   "and not passed and reason like '%Z''%'",
-                                   2, 20000),
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "select count(*) from labloop.plates where campaign = 'qc1' "
+                                     "and not passed and reason like '%Z''%'",
+                                     2, 20000),
                      2);
-    assert_int_equal(
-        pg_count_wait("select count(*) from labloop.results where campaign = 'qc1'", 0, 1000), 0);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "select count(*) from labloop.results where campaign = 'qc1'",
+                                     0, 1000),
+                     0);
     /* a paused campaign takes batches but lays out no plate until resumed */
-    json_decref(call(&d, "POST", "/v1/campaigns/qc1/batches",
-                     "{\"batch\":\"b2\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
-                     "{\"id\":\"k7\",\"params\":{\"substrate\":10,\"inhibitor\":0},\"score\":1}]}",
-                     201));
+    json_decref(h_api(&d, "POST", "/v1/campaigns/qc1/batches",
+                      "{\"batch\":\"b2\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
+                      "{\"id\":\"k7\",\"params\":{\"substrate\":10,\"inhibitor\":0},\"score\":1}]}",
+                      201));
     h_sleep_ms(300);
     assert_int_equal(count_state(&d, "qc1", "candidate"), 1);
-    json_t *r = call(&d, "POST", "/v1/campaigns/qc1/resume", NULL, 200);
+    json_t *r = h_api(&d, "POST", "/v1/campaigns/qc1/resume", NULL, 200);
     assert_string_equal(sval(r, "state"), "active");
     json_decref(r);
     assert_int_equal(count_state(&d, "qc1", "candidate"), 0);
@@ -487,60 +451,63 @@ static void test_stale_and_scores(void **state)
     static h_daemon_t d;
     setup_campaign(&d, CAMPAIGN("st1", ""));
     /* nothing starts while the liquid handler is paused */
-    json_decref(call(&d, "POST", "/v1/instruments/star1/pause", NULL, 200));
-    json_decref(call(&d, "POST", "/v1/campaigns/st1/batches",
-                     "{\"batch\":\"old\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
-                     "{\"id\":\"o1\",\"params\":{\"substrate\":10,\"inhibitor\":0},\"score\":1},"
-                     "{\"id\":\"o2\",\"params\":{\"substrate\":20,\"inhibitor\":0},\"score\":2}]}",
-                     201));
+    json_decref(h_api(&d, "POST", "/v1/instruments/star1/pause", NULL, 200));
+    json_decref(h_api(&d, "POST", "/v1/campaigns/st1/batches",
+                      "{\"batch\":\"old\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
+                      "{\"id\":\"o1\",\"params\":{\"substrate\":10,\"inhibitor\":0},\"score\":1},"
+                      "{\"id\":\"o2\",\"params\":{\"substrate\":20,\"inhibitor\":0},\"score\":2}]}",
+                      201));
     assert_int_equal(count_state(&d, "st1", "staged"), 2);
     /* new scores re-prioritise the plate */
-    json_t *cands = call(&d, "GET", "/v1/campaigns/st1/candidates?state=staged", NULL, 200);
+    json_t *cands = h_api(&d, "GET", "/v1/campaigns/st1/candidates?state=staged", NULL, 200);
     char run[40];
     snprintf(run, sizeof run, "%s",
              sval(json_array_get(json_object_get(cands, "candidates"), 0), "run"));
     json_decref(cands);
-    json_decref(call(&d, "POST", "/v1/campaigns/st1/scores",
-                     "{\"scores\":[{\"id\":\"o1\",\"score\":7},{\"id\":\"o2\",\"score\":9}]}",
-                     200));
-    json_decref(call(&d, "POST", "/v1/campaigns/st1/scores",
-                     "{\"scores\":[{\"id\":\"nope\",\"score\":7}]}", 422));
+    json_decref(h_api(&d, "POST", "/v1/campaigns/st1/scores",
+                      "{\"scores\":[{\"id\":\"o1\",\"score\":7},{\"id\":\"o2\",\"score\":9}]}",
+                      200));
+    json_decref(h_api(&d, "POST", "/v1/campaigns/st1/scores",
+                      "{\"scores\":[{\"id\":\"nope\",\"score\":7}]}", 422));
     char path[128];
     snprintf(path, sizeof path, "/v1/runs/%s", run);
     double score = 0;
     for (long long end = h_now_ms() + 5000; h_now_ms() < end && score != 8; h_sleep_ms(20)) {
-        json_t *rd = call(&d, "GET", path, NULL, 200);
+        json_t *rd = h_api(&d, "GET", path, NULL, 200);
         score = json_number_value(json_object_get(rd, "score"));
         json_decref(rd);
     }
     assert_true(score == 8); /* the mean of 7 and 9 */
 
     /* a newer batch replaces them: stale, their plate cancelled, the new one laid out */
-    json_t *ok = call(&d, "POST", "/v1/campaigns/st1/batches",
-                      "{\"batch\":\"new\",\"replaces_pending\":true,\"model\":{\"name\":\"m\","
-                      "\"version\":2},\"candidates\":[{\"id\":\"n1\",\"params\":{\"substrate\":"
-                      "50,\"inhibitor\":0},\"score\":3}]}",
-                      201);
+    json_t *ok = h_api(&d, "POST", "/v1/campaigns/st1/batches",
+                       "{\"batch\":\"new\",\"replaces_pending\":true,\"model\":{\"name\":\"m\","
+                       "\"version\":2},\"candidates\":[{\"id\":\"n1\",\"params\":{\"substrate\":"
+                       "50,\"inhibitor\":0},\"score\":3}]}",
+                       201);
     assert_int_equal(json_array_size(json_object_get(ok, "stale")), 2);
     json_decref(ok);
     assert_int_equal(count_state(&d, "st1", "stale"), 2);
-    json_t *rd = call(&d, "GET", path, NULL, 200);
+    json_t *rd = h_api(&d, "GET", path, NULL, 200);
     for (long long end = h_now_ms() + 5000;
          h_now_ms() < end && strcmp(sval(rd, "state"), "cancelled") != 0; h_sleep_ms(20)) {
         json_decref(rd);
-        rd = call(&d, "GET", path, NULL, 200);
+        rd = h_api(&d, "GET", path, NULL, 200);
     }
     assert_string_equal(sval(rd, "state"), "cancelled");
     json_decref(rd);
-    json_decref(call(&d, "POST", "/v1/instruments/star1/resume", NULL, 200));
+    json_decref(h_api(&d, "POST", "/v1/instruments/star1/resume", NULL, 200));
     wait_state(&d, "st1", "completed", 1, 120000);
     /* the old batch is done too (all stale), and its candidates never ran */
-    assert_int_equal(pg_count_wait("select count(*) from labloop.batches where campaign = 'st1' "
-                                   "and state = 'done'",
-                                   2, 20000),
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "select count(*) from labloop.batches where campaign = 'st1' "
+                                     "and state = 'done'",
+                                     2, 20000),
                      2);
-    assert_int_equal(
-        pg_count_wait("select count(*) from labloop.results where campaign = 'st1'", 1, 20000), 1);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "select count(*) from labloop.results where campaign = 'st1'",
+                                     1, 20000),
+                     1);
     h_daemon_destroy(&d);
 }
 
@@ -551,23 +518,25 @@ static void test_restart_loses_nothing(void **state)
     (void)state;
     static h_daemon_t d;
     setup_campaign(&d, CAMPAIGN("rs1", ""));
-    json_decref(call(&d, "POST", "/v1/campaigns/rs1/batches",
-                     "{\"batch\":\"b1\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
-                     "{\"id\":\"r1\",\"params\":{\"substrate\":40,\"inhibitor\":0},\"score\":1}]}",
-                     201));
+    json_decref(h_api(&d, "POST", "/v1/campaigns/rs1/batches",
+                      "{\"batch\":\"b1\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
+                      "{\"id\":\"r1\",\"params\":{\"substrate\":40,\"inhibitor\":0},\"score\":1}]}",
+                      201));
     wait_state(&d, "rs1", "running", 1, 60000);
     h_sleep_ms(1500); /* inside the incubation */
     h_daemon_kill9(&d);
     assert_int_equal(h_daemon_restart(&d), 0);
     wait_state(&d, "rs1", "completed", 1, 180000);
-    assert_int_equal(
-        pg_count_wait("select count(*) from labloop.results where campaign = 'rs1'", 1, 20000), 1);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "select count(*) from labloop.results where campaign = 'rs1'",
+                                     1, 20000),
+                     1);
     /* the same batch again after the restart is still a duplicate */
     json_t *again =
-        call(&d, "POST", "/v1/campaigns/rs1/batches",
-             "{\"batch\":\"b1\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
-             "{\"id\":\"r1\",\"params\":{\"substrate\":40,\"inhibitor\":0},\"score\":1}]}",
-             200);
+        h_api(&d, "POST", "/v1/campaigns/rs1/batches",
+              "{\"batch\":\"b1\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":["
+              "{\"id\":\"r1\",\"params\":{\"substrate\":40,\"inhibitor\":0},\"score\":1}]}",
+              200);
     assert_true(json_is_true(json_object_get(again, "duplicate")));
     json_decref(again);
     h_daemon_destroy(&d);
@@ -580,9 +549,27 @@ static void test_builtin_learner(void **state)
     (void)state;
     static h_daemon_t d;
     h_sub_t *done = h_sub_start(mq.uri, "labloop/v1/lab/+/campaigns/gp1/batches/+/done");
-    setup_campaign(&d, CAMPAIGN("gp1", ",\"batch_size\":4,\"budget\":{\"candidates\":12},"
-                                       "\"learner\":{\"kind\":\"builtin\",\"seed\":3,"
-                                       "\"initial\":4}"));
+    start_daemon(&d);
+    json_decref(h_api(&d, "POST", "/v1/workflows", mix_workflow, 201));
+    /* the first batch waits on a paused liquid handler; then a restart: the learner's next
+     * batch takes the next number (gp-0002), it does not start again from gp-0001 */
+    json_decref(h_api(&d, "POST", "/v1/instruments/star1/pause", NULL, 200));
+    json_decref(h_api(&d, "POST", "/v1/campaigns",
+                      CAMPAIGN("gp1", ",\"batch_size\":4,\"budget\":{\"candidates\":12},"
+                                      "\"learner\":{\"kind\":\"builtin\",\"seed\":3,"
+                                      "\"initial\":4}"),
+                      201));
+    wait_state(&d, "gp1", "staged", 4, 60000);
+    h_daemon_kill9(&d);
+    assert_int_equal(h_daemon_restart(&d), 0);
+    json_decref(h_api(&d, "POST", "/v1/instruments/star1/resume", NULL, 200));
+    wait_state(&d, "gp1", "completed", 8, 120000);
+    json_t *cd = campaign_get(&d, "gp1");
+    char *text = json_dumps(json_object_get(cd, "batches"), JSON_COMPACT);
+    assert_non_null(strstr(text, "\"gp-0002\""));
+    free(text);
+    json_decref(cd);
+    assert_int_equal(log_count(&d, "rejected"), 0); /* no batch of the learner's was refused */
     json_t *c = NULL;
     for (long long end = h_now_ms() + 300000; h_now_ms() < end; h_sleep_ms(200)) {
         json_decref(c);
@@ -594,7 +581,7 @@ static void test_builtin_learner(void **state)
     assert_non_null(strstr(sval(c, "reason"), "budget of 12 candidates"));
     assert_non_null(json_object_get(c, "best"));
     json_decref(c);
-    json_t *cands = call(&d, "GET", "/v1/campaigns/gp1/candidates", NULL, 200);
+    json_t *cands = h_api(&d, "GET", "/v1/campaigns/gp1/candidates", NULL, 200);
     json_t *all = json_object_get(cands, "candidates");
     assert_int_equal(json_array_size(all), 12);
     int sobol = 0, gp = 0;
@@ -620,9 +607,10 @@ static void test_builtin_learner(void **state)
     assert_true(gp >= 4);
     json_decref(cands);
     assert_true(h_sub_wait(done, 3, 20000) >= 3);
-    assert_int_equal(pg_count_wait("select count(*) from labloop.results where campaign = 'gp1' "
-                                   "and model_name = 'labloop-gp'",
-                                   12, 20000),
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "select count(*) from labloop.results where campaign = 'gp1' "
+                                     "and model_name = 'labloop-gp'",
+                                     12, 20000),
                      12);
     h_sub_stop(done);
     h_daemon_destroy(&d);

@@ -86,19 +86,6 @@ static void start_daemon(h_daemon_t *d)
     start_daemon_with(d, "");
 }
 
-static json_t *call(h_daemon_t *d, const char *method, const char *path, const char *body, int want)
-{
-    char *resp = NULL;
-    int st =
-        h_http(d->url, method, path, body ? "Content-Type: application/json" : NULL, body, &resp);
-    if (st != want)
-        fail_msg("%s %s %s: %d (wanted %d) %s", method, path, body ? body : "", st, want,
-                 resp ? resp : "");
-    json_t *doc = json_loads(resp ? resp : "null", JSON_DECODE_ANY, NULL);
-    free(resp);
-    return doc;
-}
-
 static void post_workflow(h_daemon_t *d, const char *wf)
 {
     char *resp = NULL;
@@ -110,7 +97,7 @@ static void post_workflow(h_daemon_t *d, const char *wf)
 
 static char *submit(h_daemon_t *d, const char *body)
 {
-    json_t *doc = call(d, "POST", "/v1/runs", body, 201);
+    json_t *doc = h_api(d, "POST", "/v1/runs", body, 201);
     char *id = strdup(json_string_value(json_object_get(doc, "id")));
     json_decref(doc);
     return id;
@@ -120,7 +107,7 @@ static json_t *get_run(h_daemon_t *d, const char *id)
 {
     char path[128];
     snprintf(path, sizeof path, "/v1/runs/%s", id);
-    return call(d, "GET", path, NULL, 200);
+    return h_api(d, "GET", path, NULL, 200);
 }
 
 static const char *sval(json_t *o, const char *k)
@@ -164,23 +151,12 @@ static void wait_step(h_daemon_t *d, const char *id, int k, const char *state, b
     fail_msg("run %s step %d never %s", id, k, state);
 }
 
-static long long pg_count_wait(const char *sql, long long want, int ms)
-{
-    long long n = -1;
-    for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(50)) {
-        n = h_pg_count(&pg, sql);
-        if (n == want)
-            return n;
-    }
-    return n;
-}
-
 /* Waits until PostgreSQL holds exactly n measurements of the run. */
 static void assert_measurements(const char *id, long long n)
 {
     char q[256];
     snprintf(q, sizeof q, "select count(*) from labloop.measurements where run = '%s'", id);
-    assert_int_equal(pg_count_wait(q, n, 20000), n);
+    assert_int_equal(h_pg_count_wait(&pg, q, n, 20000), n);
 }
 
 /* A daemon and one run of the assay submitted to it. */
@@ -245,13 +221,13 @@ static void test_assay_end_to_end(void **state)
              "select count(*) from labloop.measurements where run = '%s' "
              "and unit = 'AU' and measure = 'absorbance' and value is not null",
              id);
-    assert_int_equal(pg_count_wait(q, 96, 20000), 96);
+    assert_int_equal(h_pg_count_wait(&pg, q, 96, 20000), 96);
     snprintf(q, sizeof q, "select count(*) from labloop.steps where run = '%s' and state = 'done'",
              id);
-    assert_int_equal(pg_count_wait(q, 3, 20000), 3);
+    assert_int_equal(h_pg_count_wait(&pg, q, 3, 20000), 3);
     snprintf(q, sizeof q, "select count(*) from labloop.runs where id = '%s' and state = 'done'",
              id);
-    assert_int_equal(pg_count_wait(q, 1, 20000), 1);
+    assert_int_equal(h_pg_count_wait(&pg, q, 1, 20000), 1);
     /* the dispensed columns (1-3) read higher than the rest */
     snprintf(q, sizeof q,
              "select count(*) from labloop.measurements where run = '%s' and "
@@ -278,7 +254,7 @@ static void test_assay_end_to_end(void **state)
     assert_true(saw_done && saw_running);
 
     /* the timeline keeps what ran */
-    json_t *tl = call(&d, "GET", "/v1/schedule", NULL, 200);
+    json_t *tl = h_api(&d, "GET", "/v1/schedule", NULL, 200);
     json_t *items = json_object_get(tl, "items");
     int found = 0;
     size_t i;
@@ -359,8 +335,8 @@ static void test_new_priority_overtakes(void **state)
     char *b = submit(&d, "{\"workflow\":\"read-only\",\"plate\":\"B\"}");
     char args[160], path[128];
     snprintf(path, sizeof path, "/v1/runs/%s/priority", b);
-    json_decref(call(&d, "POST", path, "{\"priority\":\"soon\"}", 422));
-    json_decref(call(&d, "POST", path, "{}", 422));
+    json_decref(h_api(&d, "POST", path, "{\"priority\":\"soon\"}", 422));
+    json_decref(h_api(&d, "POST", path, "{}", 422));
     snprintf(args, sizeof args, "priority %s urgent --score 2.5", b);
     assert_int_equal(cli(&d, out, sizeof out, args), 0);
     json_t *doc = get_run(&d, b);
@@ -372,11 +348,11 @@ static void test_new_priority_overtakes(void **state)
     assert_true(strcmp(sval(step_of(db, 0), "started_at"), sval(step_of(da, 0), "started_at")) < 0);
     json_decref(da);
     json_decref(db);
-    json_decref(call(&d, "POST", path, "{\"priority\":\"low\"}", 409));
+    json_decref(h_api(&d, "POST", path, "{\"priority\":\"low\"}", 409));
     char q[256];
     snprintf(q, sizeof q,
              "select count(*) from labloop.runs where id = '%s' and priority = 'urgent'", b);
-    assert_int_equal(pg_count_wait(q, 1, 20000), 1);
+    assert_int_equal(h_pg_count_wait(&pg, q, 1, 20000), 1);
     free(a);
     free(b);
     h_daemon_destroy(&d);
@@ -439,7 +415,7 @@ static void test_waits_and_says_why(void **state)
     json_decref(doc);
     char path[128];
     snprintf(path, sizeof path, "/v1/runs/%s/cancel", id);
-    json_decref(call(&d, "POST", path, "{\"reason\":\"no such workflow\"}", 200));
+    json_decref(h_api(&d, "POST", path, "{\"reason\":\"no such workflow\"}", 200));
     doc = get_run(&d, id);
     assert_string_equal(sval(doc, "state"), "cancelled");
     json_decref(doc);
@@ -460,7 +436,7 @@ static void test_waits_and_says_why(void **state)
     }
     assert_non_null(strstr(sval(doc, "waiting_reason"), "reader1 paused"));
     json_decref(doc);
-    json_t *tl = call(&d, "GET", "/v1/schedule", NULL, 200);
+    json_t *tl = h_api(&d, "GET", "/v1/schedule", NULL, 200);
     assert_true(json_array_size(json_object_get(tl, "waiting")) >= 1);
     json_decref(tl);
     assert_int_equal(cli(&d, out, sizeof out, "schedule"), 0);
@@ -488,11 +464,11 @@ static char *failing_read(h_daemon_t *d, const char *wf, const char *want)
 {
     char body[160];
     snprintf(body, sizeof body, "{\"workflow\":\"%s\",\"plate\":\"P1\"}", wf);
-    json_decref(call(d, "POST", "/v1/instruments/reader1/pause", NULL, 200));
+    json_decref(h_api(d, "POST", "/v1/instruments/reader1/pause", NULL, 200));
     char *id = submit(d, body);
     assert_int_equal(h_sim_fault(&sim, "reader1", "error", 0), 0);
     h_sleep_ms(200);
-    json_decref(call(d, "POST", "/v1/instruments/reader1/resume", NULL, 200));
+    json_decref(h_api(d, "POST", "/v1/instruments/reader1/resume", NULL, 200));
     json_decref(wait_run(d, id, want, 30000));
     return id;
 }
@@ -511,7 +487,7 @@ static void test_failed_read_pauses_then_resumes(void **state)
     json_decref(doc);
     char path[128];
     snprintf(path, sizeof path, "/v1/runs/%s/resume", id);
-    json_decref(call(&d, "POST", path, "{\"step\":\"later\"}", 422));
+    json_decref(h_api(&d, "POST", path, "{\"step\":\"later\"}", 422));
     assert_int_equal(h_sim_fault(&sim, "reader1", "clear", 0), 0);
     static char out[65536];
     char args[128];
@@ -521,7 +497,7 @@ static void test_failed_read_pauses_then_resumes(void **state)
     assert_int_equal(json_integer_value(json_object_get(step_of(doc, 0), "attempts")), 2);
     json_decref(doc);
     /* nothing left to resume */
-    json_decref(call(&d, "POST", path, NULL, 409));
+    json_decref(h_api(&d, "POST", path, NULL, 409));
     assert_measurements(id, 4);
     free(id);
     h_daemon_destroy(&d);
@@ -570,7 +546,7 @@ static void test_cancel_during_incubation_unloads(void **state)
     int unloads = sim_log_count("-> transfer");
     char path[128];
     snprintf(path, sizeof path, "/v1/runs/%s/cancel", id);
-    json_t *doc = call(&d, "POST", path, "{\"reason\":\"wrong plate\"}", 200);
+    json_t *doc = h_api(&d, "POST", path, "{\"reason\":\"wrong plate\"}", 200);
     assert_string_equal(sval(doc, "state"), "cancelled");
     assert_string_equal(sval(step_of(doc, 1), "state"), "cancelled");
     json_decref(doc);
@@ -579,7 +555,7 @@ static void test_cancel_during_incubation_unloads(void **state)
         if (sim_log_count("-> transfer") > unloads)
             break;
     assert_true(sim_log_count("-> transfer") > unloads);
-    json_decref(call(&d, "POST", path, NULL, 409));
+    json_decref(h_api(&d, "POST", path, NULL, 409));
     free(id);
     h_daemon_destroy(&d);
 }
@@ -613,7 +589,7 @@ static void test_kill9_during_dispense(void **state)
     /* the operator says it happened: the run goes on without a second dispense */
     char path[128];
     snprintf(path, sizeof path, "/v1/runs/%s/resume", id);
-    json_decref(call(&d, "POST", path, "{\"step\":\"skip\"}", 200));
+    json_decref(h_api(&d, "POST", path, "{\"step\":\"skip\"}", 200));
     doc = wait_run(&d, id, "done", 60000);
     assert_string_equal(sval(step_of(doc, 0), "state"), "skipped");
     assert_string_equal(sval(step_of(doc, 2), "state"), "done");

@@ -3,6 +3,7 @@
  * campaign, pushes batches over MQTT, reads the results and pushes the next, and every batch it
  * pushed is done with a result per candidate in PostgreSQL. */
 #include "tests/harness/harness.h"
+#include "tests/integration/mix_cell.h"
 
 #include <jansson.h>
 #include <setjmp.h>
@@ -18,16 +19,6 @@
 #define LAB_SOURCE_DIR_T "."
 #endif
 
-static const char wf_mix[] =
-    "{\"name\":\"mix\",\"steps\":["
-    "{\"name\":\"dispense\",\"op\":\"dispense\",\"on\":\"liquid_handler\",\"duration_s\":600,"
-    "\"params\":{\"design\":true}},"
-    "{\"name\":\"incubate\",\"op\":\"incubate\",\"on\":\"incubator\",\"duration_s\":120,"
-    "\"params\":{\"temperature_c\":37},\"start_within_s\":900},"
-    "{\"name\":\"read\",\"op\":\"read_absorbance\",\"on\":\"plate_reader\",\"duration_s\":90,"
-    "\"params\":{\"wavelength_nm\":450},\"start_within_s\":120}],"
-    "\"on_failure\":{\"action\":\"retry\",\"retries\":1}}";
-
 static void test_pipeline_closes_the_loop(void **state)
 {
     (void)state;
@@ -39,34 +30,15 @@ static void test_pipeline_closes_the_loop(void **state)
     assert_int_equal(h_pg_start(&pg), 0);
     assert_int_equal(h_mqtt_start(&mq), 0);
     assert_int_equal(h_tempdir("labpipe", dir, sizeof dir), 0);
-    snprintf(sections, sizeof sections,
-             "[instrument inc1]\ndriver = liconic-stx\nport = %s/inc1\n"
-             "sim_step_seconds = 2\ncapacity = 8\nsim_from = star1\nsim_to = reader1\n"
-             "[instrument star1]\ndriver = hamilton-star\nport = %s/star1\n"
-             "sim_reagents = substrate,inhibitor\nsim_step_seconds = 2\n"
-             "reagents = substrate,inhibitor\n"
-             "[instrument reader1]\ndriver = biotek-synergy\nport = tcp://127.0.0.1:%d\n",
-             dir, dir, h_free_port());
+    mix_cell_sections(sections, sizeof sections, dir, h_free_port());
     snprintf(ini, sizeof ini, "[labloop]\ntime_scale = 60\nsim_seed = 9\nsim_noise = 0.002\n%s",
              sections);
     assert_int_equal(h_sim_start(&sim, ini), 0);
     snprintf(extra, sizeof extra, "[labloop]\ntime_scale = 60\n%s", sections);
     assert_int_equal(h_daemon_start(&d, &pg, &mq, extra), 0);
-    char *resp = NULL;
-    assert_int_equal(
-        h_http(d.url, "POST", "/v1/workflows", "Content-Type: application/json", wf_mix, &resp),
-        201);
-    free(resp);
-
-    char root[128] = "", line[256];
-    FILE *f = fopen(d.conf, "r");
-    while (f && fgets(line, sizeof line, f)) {
-        char cell[64];
-        if (sscanf(line, "cell = %63s", cell) == 1)
-            snprintf(root, sizeof root, "labloop/v1/lab/%s", cell);
-    }
-    if (f)
-        fclose(f);
+    json_decref(h_api(&d, "POST", "/v1/workflows", mix_workflow, 201));
+    char root[128];
+    mix_topic_root(&d, root, sizeof root);
     char cmd[1024], out[16384];
     snprintf(cmd, sizeof cmd,
              "/usr/bin/python3 %s/deploy/examples/pipeline.py --url %s --mqtt 127.0.0.1:%d "
