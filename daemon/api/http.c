@@ -907,6 +907,19 @@ fail:
     return LAB_ECONFIG;
 }
 
+int lab_api_add_connection(lab_api_t *api, int fd)
+{
+    struct sockaddr_in from = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (!api->mhd || !api->accepting) {
+        close(fd);
+        return LAB_ESHUTDOWN;
+    }
+    if (MHD_add_connection(api->mhd, fd, (struct sockaddr *)&from, sizeof from) != MHD_YES)
+        return LAB_EIO; /* MHD closes fd in any case */
+    run_mhd(api);
+    return 0;
+}
+
 int lab_api_reload(lab_api_t *api, const lab_config_t *cfg)
 {
     if (!api->auth || !cfg->auth_enabled || !cfg->auth_tokens)
