@@ -105,6 +105,7 @@ struct lab_api {
     uv_timer_t deadlines; /* the earliest connection deadline (http.c) */
     lab_conn_t *wait_head[CONN_LISTS], *wait_tail[CONN_LISTS];
     int nconns;           /* connections MHD has open */
+    int max_conns;        /* http_max_connections */
     unsigned idle_ms;     /* http_idle_timeout */
     uint64_t idle_closed; /* connections closed for want of a request head */
     int handles_open;

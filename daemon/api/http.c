@@ -24,6 +24,9 @@
 
 /* A chunked body that pauses this long before its last chunk is refused (see body_stalled). */
 #define LAB_CHUNK_STALL_MS 2000
+/* At the connection limit, a connection without a whole request head this long is closed to
+ * make room (see head_due). */
+#define LAB_SHED_MS 1000
 /* Request contexts kept for reuse, and the largest body buffer a pooled context keeps. */
 #define LAB_POOL_MAX 256
 #define LAB_POOL_BODY_MAX (16 * 1024)
@@ -467,16 +470,28 @@ static void conn_shut(lab_conn_t *k)
         shutdown(ci->connect_fd, SHUT_RDWR);
 }
 
+/* When k's wait for a request head ends. At the connection limit the server takes no new
+ * connection until one closes, and the ones waiting in the kernel's backlog may be the clients
+ * that would send a request at once: so then a connection that sent no whole head for
+ * LAB_SHED_MS (an idle keep-alive, a slow or silent client) gives its place up. */
+static uint64_t head_due(const lab_api_t *api, const lab_conn_t *k)
+{
+    if (api->nconns >= api->max_conns)
+        return k->deadline - api->idle_ms + LAB_SHED_MS;
+    return k->deadline;
+}
+
 static void on_deadline(uv_timer_t *t)
 {
     lab_api_t *api = t->data;
     uint64_t now = uv_now(api->loop);
     lab_conn_t *k;
-    while ((k = api->wait_head[CONN_HEAD]) && k->deadline <= now) {
+    while ((k = api->wait_head[CONN_HEAD]) && head_due(api, k) <= now) {
         conn_unwait(k);
         api->idle_closed++;
-        log_debug("api", "connection closed: no whole request head within %u s",
-                  api->idle_ms / 1000);
+        log_debug("api", "connection closed: no whole request head within %u ms%s",
+                  (unsigned)(now - (k->deadline - api->idle_ms)),
+                  api->nconns >= api->max_conns ? " at the connection limit" : "");
         conn_shut(k);
     }
     while ((k = api->wait_head[CONN_STALL]) && k->deadline <= now) {
@@ -490,9 +505,10 @@ static void on_deadline(uv_timer_t *t)
 static void deadline_arm(lab_api_t *api)
 {
     uint64_t next = UINT64_MAX;
-    for (int i = 0; i < CONN_LISTS; i++)
-        if (api->wait_head[i] && api->wait_head[i]->deadline < next)
-            next = api->wait_head[i]->deadline;
+    if (api->wait_head[CONN_HEAD])
+        next = head_due(api, api->wait_head[CONN_HEAD]);
+    if (api->wait_head[CONN_STALL] && api->wait_head[CONN_STALL]->deadline < next)
+        next = api->wait_head[CONN_STALL]->deadline;
     if (next == UINT64_MAX) {
         uv_timer_stop(&api->deadlines);
         return;
@@ -859,6 +875,7 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
      * opened or its last answer (deadlines above), or that long without a byte (MHD). */
     int idle_s = cfg->http_idle_timeout_s > 0 ? cfg->http_idle_timeout_s : LAB_HTTP_IDLE_DEFAULT_S;
     api->idle_ms = (unsigned)idle_s * 1000u;
+    api->max_conns = cfg->http_max_conns;
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
