@@ -43,7 +43,7 @@ static void test_valid(void **state)
 
 static void test_cut(void **state)
 {
-    char s[1200] = "";
+    char s[1201] = "";
     for (int i = 0; i < 600; i++)
         strcat(s, E_ACUTE);
     assert_int_equal(lab_utf8_cut(s, 1200, 1023), 1022);
