@@ -12,6 +12,7 @@
 #include "daemon/store/store.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -42,6 +43,17 @@ static void fail(const char *what, const char *text, size_t len)
     abort();
 }
 
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+/* libFuzzer ends with exit(): the state directory goes with it. */
+static void cleanup(void)
+{
+    nftw(g.dir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void start(void)
 {
     lab_log_set_level(LAB_LOG_ERROR + 1); /* every answer is checked here, not logged */
@@ -50,6 +62,7 @@ static void start(void)
              access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
     if (!mkdtemp(g.dir))
         fail("mkdtemp", g.dir, strlen(g.dir));
+    atexit(cleanup);
     char tokens[200];
     snprintf(tokens, sizeof tokens, "%s/tokens", g.dir);
     FILE *f = fopen(tokens, "w");
