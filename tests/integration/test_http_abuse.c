@@ -323,6 +323,28 @@ static void test_invalid_utf8_elsewhere(void **state)
     assert_serving();
 }
 
+/* A path with a line end in it (%0a) is logged, but cannot forge a line of the daemon's log. */
+static void test_log_injection(void **state)
+{
+    answer_t a;
+    exchange_s("GET /x%0a2026-01-01T00:00:00.000Z%20error%20main:%20FORGED HTTP/1.1\r\nHost: "
+               "x\r\n\r\n",
+               &a);
+    assert_problem(&a, 404);
+    answer_free(&a);
+    assert_serving();
+    FILE *f = fopen(g.d.log, "r");
+    assert_non_null(f);
+    char line[4096];
+    bool quoted = false;
+    while (fgets(line, sizeof line, f)) {
+        assert_false(strncmp(line, "2026-01-01T00:00:00.000Z", 24) == 0);
+        quoted = quoted || strstr(line, "/x\\x0a2026-01-01") != NULL;
+    }
+    fclose(f);
+    assert_true(quoted);
+}
+
 /* Request lines and heads that are not HTTP: any answer or a close, and the next one is served. */
 static void test_malformed_requests(void **state)
 {
@@ -501,6 +523,7 @@ int main(void)
         cmocka_unit_test(test_invalid_utf8_path),
         cmocka_unit_test(test_long_utf8_path),
         cmocka_unit_test(test_invalid_utf8_elsewhere),
+        cmocka_unit_test(test_log_injection),
         cmocka_unit_test(test_malformed_requests),
         cmocka_unit_test(test_huge_and_many_headers),
         cmocka_unit_test(test_bad_chunking),
