@@ -63,6 +63,9 @@ static const cfg_key_t keys[] = {
      "largest request body accepted (k, M suffixes)"},
     {"labloop", "http_max_connections", T_INT, O(http_max_conns), "256", 1, 10000, 0,
      "concurrent HTTP connections"},
+    {"labloop", "http_idle_timeout", T_INT, O(http_idle_timeout_s), "15", 1, 3600, 0,
+     "seconds an HTTP connection may take to send a whole request head, counted from its "
+     "opening or its last answer, and the longest pause within a body; then it is closed"},
     {"labloop", "shutdown_grace", T_DOUBLE, O(shutdown_grace_s), "10", 0, 3600, F_RELOAD,
      "seconds TERM waits for in-flight work and the sinks to drain"},
     {"postgres", "conninfo", T_STR, O(pg_conninfo), NULL, 0, 0, F_REQUIRED | F_SECRET,

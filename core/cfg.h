@@ -33,6 +33,7 @@ typedef struct lab_config {
     int log_level;
     long http_max_body; /* bytes */
     int http_max_conns;
+    int http_idle_timeout_s; /* a connection without a whole request head this long is closed */
     double shutdown_grace_s; /* how long TERM waits for in-flight work and sinks */
 
     /* [postgres]; absent: embedded mode for PostgreSQL */

@@ -6,6 +6,7 @@
 #include "core/id.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/utf8.h"
 
 #include <math.h>
 #include <regex.h>
@@ -104,8 +105,11 @@ void lab_jerrs_add(lab_jerrs_t *e, const char *path, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    /* Messages quote the document; cut to the buffer, one could end mid-character. */
+    char valid[sizeof buf];
+    lab_utf8_sanitize(valid, sizeof valid, buf, strlen(buf));
     e->v[e->n].path = lab_strdup(path);
-    e->v[e->n].message = lab_strdup(buf);
+    e->v[e->n].message = lab_strdup(valid);
     e->n++;
 }
 

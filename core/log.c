@@ -37,6 +37,19 @@ void lab_log_write(int level, const char *sub, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* Messages quote outside text (request paths, device replies): a control character is
+     * written as \xNN, so no one can end a line and forge the next. */
+    char out[sizeof msg * 4];
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+        if (*p < 0x20 && *p != '\t')
+            o += (size_t)snprintf(out + o, sizeof out - o, "\\x%02x", *p);
+        else if (*p == 0x7f)
+            o += (size_t)snprintf(out + o, sizeof out - o, "\\x7f");
+        else
+            out[o++] = (char)*p;
+    }
+    out[o] = 0;
     /* One fprintf per line so lines from Paho's threads never interleave mid-line. */
-    fprintf(stderr, "%s %-5s %s: %s\n", ts, lab_log_level_name(level), sub, msg);
+    fprintf(stderr, "%s %-5s %s: %s\n", ts, lab_log_level_name(level), sub, out);
 }

@@ -30,6 +30,9 @@ typedef struct lab_api_deps {
 } lab_api_deps_t;
 
 int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps);
+/* Hands a connected stream socket to the server as if accepted from 127.0.0.1 (the fuzzer feeds
+ * requests through socketpairs this way). The server owns fd from then on, also on error. */
+int lab_api_add_connection(lab_api_t *api, int fd);
 /* HUP: re-read what can be re-read (the tokens file). */
 int lab_api_reload(lab_api_t *api, const lab_config_t *cfg);
 /* The sinks may go away before the API does (shutdown order). */

@@ -39,6 +39,19 @@ typedef enum lab_rq_state {
 } lab_rq_state_t;
 
 #define LAB_WHO_MAX LAB_TOKEN_NAME_MAX
+/* http_idle_timeout when the config leaves it 0 (a config built by hand, as tests do). */
+#define LAB_HTTP_IDLE_DEFAULT_S 15
+
+/* A connection as the API tracks it (MHD's socket context): the deadline it is waiting for. */
+enum { CONN_HEAD, CONN_STALL, CONN_LISTS };
+typedef struct lab_conn {
+    struct lab_conn *prev, *next; /* in api->wait_*[list], deadline order */
+    lab_api_t *api;
+    struct MHD_Connection *c;
+    lab_req_t *rq;     /* CONN_STALL: the request whose body is awaited */
+    int list;          /* CONN_HEAD, CONN_STALL, or -1 */
+    uint64_t deadline; /* uv_now, ms */
+} lab_conn_t;
 
 struct lab_req {
     lab_api_t *api;
@@ -56,7 +69,8 @@ struct lab_req {
     size_t len, cap;
     struct MHD_Response *resp; /* the answer, queued when MHD next asks */
     unsigned status;
-    uint64_t t0; /* uv_hrtime at the first callback */
+    uint64_t t0;       /* uv_hrtime at the first callback */
+    bool answered_raw; /* the answer went straight to the socket mid-body (http.c answer_raw) */
     /* POST /v1/runs: the store op wraps the insert so its completion finds the request. */
     lab_store_op_t op;
     lab_run_insert_t *ins;
@@ -87,7 +101,13 @@ struct lab_api {
     struct MHD_Daemon *mhd;
     uv_poll_t poll;
     uv_timer_t timer;
-    uv_check_t check; /* runs MHD once more after connections were resumed */
+    uv_check_t check;     /* runs MHD once more after connections were resumed */
+    uv_timer_t deadlines; /* the earliest connection deadline (http.c) */
+    lab_conn_t *wait_head[CONN_LISTS], *wait_tail[CONN_LISTS];
+    int nconns;           /* connections MHD has open */
+    int max_conns;        /* http_max_connections */
+    unsigned idle_ms;     /* http_idle_timeout */
+    uint64_t idle_closed; /* connections closed for want of a request head */
     int handles_open;
     bool accepting, closing;
     void (*close_cb)(void *arg);
@@ -135,21 +155,34 @@ typedef enum lab_problem {
     LAB_P_COUNT
 } lab_problem_t;
 
+/* The most bytes of outside text kept in a problem's detail, instance and error messages: cut at
+ * a character boundary, invalid bytes replaced by U+FFFD. */
+#define LAB_DETAIL_MAX 1024
+#define LAB_INSTANCE_MAX 2048
+#define LAB_TEXT_MAX 512
+
 int lab_problem_status(lab_problem_t p);
 /* The problem+json text: type, title, status, detail, instance and errors (stolen; NULL: an
- * empty array). Caller frees. */
+ * empty array). Caller frees; NULL when it could not be built (then errors is freed). */
 char *lab_problem_text(lab_problem_t p, const char *instance, json_t *errors, const char *detail);
 /* Sets rq's answer to the problem; the response is returned for extra headers. */
 struct MHD_Response *lab_problem(lab_req_t *rq, lab_problem_t p, json_t *errors, const char *fmt,
                                  ...) __attribute__((format(printf, 4, 5)));
-/* [{"path": path, "message": message}] */
+/* Outside text (paths, header values, device words) as a JSON string: each invalid byte becomes
+ * U+FFFD, and at most max bytes are kept, never half a character. */
+json_t *lab_json_text(const char *s, size_t max);
+/* [{"path": path, "message": message}], both made valid as by lab_json_text */
 json_t *lab_errors_one(const char *path, const char *message);
 
 /* ---- answers (http.c) ---- */
 /* Sets rq's answer: text (malloc'd, taken over) with a content type. */
 struct MHD_Response *lab_respond(lab_req_t *rq, unsigned status, const char *ctype, char *text,
                                  size_t len);
+/* doc (stolen) as the answer; a 500 with a fixed body when doc is NULL or cannot be written. */
 struct MHD_Response *lab_respond_json(lab_req_t *rq, unsigned status, json_t *doc);
+/* The answer when the real one could not be built: 500 with a fixed problem+json body, logged
+ * with why. Never fails short of memory exhaustion. */
+struct MHD_Response *lab_respond_internal(lab_req_t *rq, const char *why);
 /* The route's handler suspended rq for the store; its completion calls lab_req_resume. */
 void lab_req_suspend(lab_req_t *rq);
 void lab_req_resume(lab_req_t *rq);

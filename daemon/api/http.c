@@ -22,8 +22,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Idle keep-alive connections and stalled uploads are closed after this long. */
-#define LAB_HTTP_TIMEOUT_S 30
+/* A chunked body that pauses this long before its last chunk is refused (see body_stalled). */
+#define LAB_CHUNK_STALL_MS 2000
+/* At the connection limit, a connection without a whole request head this long is closed to
+ * make room (see head_due). */
+#define LAB_SHED_MS 1000
 /* Request contexts kept for reuse, and the largest body buffer a pooled context keeps. */
 #define LAB_POOL_MAX 256
 #define LAB_POOL_BODY_MAX (16 * 1024)
@@ -32,6 +35,7 @@ static void run_mhd(lab_api_t *api);
 static void on_check(uv_check_t *c);
 static void on_timer(uv_timer_t *t);
 static void finish_close(lab_api_t *api);
+static void deadline_arm(lab_api_t *api);
 
 /* ---- answers ---- */
 
@@ -51,10 +55,25 @@ struct MHD_Response *lab_respond(lab_req_t *rq, unsigned status, const char *cty
 struct MHD_Response *lab_respond_json(lab_req_t *rq, unsigned status, json_t *doc)
 {
     /* Ten significant digits: 0.1917, not 0.19170000000000001 (no instrument measures more). */
-    char *text = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(doc);
-    LAB_ASSERT(text);
+    if (!text)
+        return lab_respond_internal(rq, doc ? "the document could not be written as JSON"
+                                            : "the document could not be built");
     return lab_respond(rq, status, "application/json", text, strlen(text));
+}
+
+/* Built from nothing that can fail: no outside text, no allocation but the copy. */
+static const char internal_body[] =
+    "{\"type\":\"urn:labloop:problem:internal\",\"title\":\"Internal error\",\"status\":500,"
+    "\"detail\":\"the answer could not be built; the daemon log says why\",\"instance\":\"\","
+    "\"errors\":[]}";
+
+struct MHD_Response *lab_respond_internal(lab_req_t *rq, const char *why)
+{
+    log_error("api", "%s %s: 500 %s", rq->method, rq->url, why);
+    return lab_respond(rq, 500, "application/problem+json", lab_strdup(internal_body),
+                       sizeof internal_body - 1);
 }
 
 void lab_req_hash(lab_req_t *rq, char out[65])
@@ -326,32 +345,58 @@ static void begin(lab_req_t *rq)
     }
 }
 
-/* A chunked body passed the limit. MHD takes a response only before the body or after all of
- * it, so the 413 is written on the socket here, and the rest of the body is read and dropped until
- * the client, having seen the answer, stops; then the connection is closed. */
+/* An answer in the middle of a body. MHD takes a response only before the body or after all of
+ * it, so this one is written on the socket here; the socket's send buffer is empty (nothing was
+ * answered yet on this request), so a few hundred bytes go out whole or the connection is
+ * already broken. What is left of the body is then dropped unread (RQ_DISCARD). */
+static void answer_raw(lab_req_t *rq, lab_problem_t p, const char *reason, const char *detail)
+{
+    char *body = lab_problem_text(p, rq->url, NULL, detail);
+    if (!body)
+        body = lab_strdup(internal_body);
+    size_t blen = strlen(body);
+    int status = lab_problem_status(p);
+    char *msg = lab_asprintf("HTTP/1.1 %d %s\r\n"
+                             "Content-Type: application/problem+json\r\n"
+                             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                             status, reason, blen, body);
+    free(body);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci)
+        (void)!send(ci->connect_fd, msg, strlen(msg), MSG_NOSIGNAL);
+    free(msg);
+    rq->status = (unsigned)status;
+    rq->answered_raw = true;
+    rq->state = RQ_DISCARD;
+}
+
+/* A chunked body passed the limit: 413, and the rest is read and dropped until the client,
+ * having seen the answer, stops; then the connection is closed. */
 static void refuse_chunked(lab_req_t *rq)
 {
     char detail[128];
     snprintf(detail, sizeof detail, "the body passed the limit of %ld bytes", rq->api->max_body);
-    char *body = lab_problem_text(LAB_P_TOO_LARGE, rq->url, NULL, detail);
-    size_t blen = strlen(body);
-    char *msg = lab_asprintf("HTTP/1.1 413 Content Too Large\r\n"
-                             "Content-Type: application/problem+json\r\n"
-                             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                             blen, body);
-    free(body);
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (ci) {
-        /* The socket's send buffer is empty (nothing was answered yet on this request), so a
-         * few hundred bytes go out whole or the connection is already broken. */
-        (void)!send(ci->connect_fd, msg, strlen(msg), MSG_NOSIGNAL);
-    }
-    free(msg);
-    rq->status = 413;
-    rq->state = RQ_DISCARD;
+    answer_raw(rq, LAB_P_TOO_LARGE, "Content Too Large", detail);
     log_debug("api", "%s %s: chunked body over %ld bytes refused", rq->method, rq->url,
               rq->api->max_body);
+}
+
+/* A chunked body stopped before its last chunk. MHD parses the chunk sizes without showing them
+ * to the application, so a chunk announced larger than anything the client sends (e.g.
+ * FFFFFFFFFFFFFFFF) looks exactly like a pause: no answer would come before the idle timeout.
+ * A request body here is a JSON document sent at once; a pause of LAB_CHUNK_STALL_MS is
+ * answered 400 and the connection closed on both sides. */
+static void body_stalled(lab_req_t *rq)
+{
+    answer_raw(rq, LAB_P_BAD_REQUEST, "Bad Request",
+               "the chunked body stopped before its last chunk (a chunk larger than what was "
+               "sent?)");
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci)
+        shutdown(ci->connect_fd, SHUT_RDWR); /* MHD sees the hang-up and closes */
+    log_debug("api", "%s %s: chunked body stalled, refused", rq->method, rq->url);
 }
 
 /* Whether the client closed its side. microhttpd's edge-triggered epoll misses a close that came
@@ -364,6 +409,137 @@ static bool peer_closed(lab_req_t *rq)
         MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     char c;
     return ci && recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+/* ---- connections and their deadlines ----
+ * MHD's own timeout is one of inactivity: a client that sends a header line now and then keeps
+ * its connection forever. So the API keeps its own deadlines, per connection, in two lists in
+ * deadline order (each list has one duration, so appending keeps it sorted): HEAD, the request
+ * head must be complete http_idle_timeout after the connection opened or its last answer went
+ * out; STALL, a chunked body must not pause longer than LAB_CHUNK_STALL_MS. One timer runs for
+ * the earliest. A connection past its deadline is shut down under MHD, which then sees the
+ * hang-up and closes it as usual. */
+
+static lab_conn_t *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void conn_unwait(lab_conn_t *k)
+{
+    if (k->list < 0)
+        return;
+    lab_api_t *api = k->api;
+    lab_conn_t **head = &api->wait_head[k->list], **tail = &api->wait_tail[k->list];
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        *head = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    else
+        *tail = k->prev;
+    k->prev = k->next = NULL;
+    k->list = -1;
+    k->rq = NULL;
+}
+
+static void conn_wait(lab_conn_t *k, int list, lab_req_t *rq)
+{
+    lab_api_t *api = k->api;
+    conn_unwait(k);
+    k->list = list;
+    k->rq = rq;
+    k->deadline = uv_now(api->loop) + (list == CONN_HEAD ? api->idle_ms : LAB_CHUNK_STALL_MS);
+    k->prev = api->wait_tail[list];
+    if (k->prev)
+        k->prev->next = k;
+    else
+        api->wait_head[list] = k;
+    api->wait_tail[list] = k;
+    deadline_arm(api);
+}
+
+static void conn_shut(lab_conn_t *k)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(k->c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci)
+        shutdown(ci->connect_fd, SHUT_RDWR);
+}
+
+/* When k's wait for a request head ends. At the connection limit the server takes no new
+ * connection until one closes, and the ones waiting in the kernel's backlog may be the clients
+ * that would send a request at once: so then a connection that sent no whole head for
+ * LAB_SHED_MS (an idle keep-alive, a slow or silent client) gives its place up. */
+static uint64_t head_due(const lab_api_t *api, const lab_conn_t *k)
+{
+    if (api->nconns >= api->max_conns)
+        return k->deadline - api->idle_ms + LAB_SHED_MS;
+    return k->deadline;
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    lab_api_t *api = t->data;
+    uint64_t now = uv_now(api->loop);
+    lab_conn_t *k;
+    while ((k = api->wait_head[CONN_HEAD]) && head_due(api, k) <= now) {
+        conn_unwait(k);
+        api->idle_closed++;
+        log_debug("api", "connection closed: no whole request head within %u ms%s",
+                  (unsigned)(now - (k->deadline - api->idle_ms)),
+                  api->nconns >= api->max_conns ? " at the connection limit" : "");
+        conn_shut(k);
+    }
+    while ((k = api->wait_head[CONN_STALL]) && k->deadline <= now) {
+        lab_req_t *rq = k->rq;
+        conn_unwait(k);
+        body_stalled(rq);
+    }
+    deadline_arm(api);
+}
+
+static void deadline_arm(lab_api_t *api)
+{
+    uint64_t next = UINT64_MAX;
+    if (api->wait_head[CONN_HEAD])
+        next = head_due(api, api->wait_head[CONN_HEAD]);
+    if (api->wait_head[CONN_STALL] && api->wait_head[CONN_STALL]->deadline < next)
+        next = api->wait_head[CONN_STALL]->deadline;
+    if (next == UINT64_MAX) {
+        uv_timer_stop(&api->deadlines);
+        return;
+    }
+    uint64_t now = uv_now(api->loop);
+    uv_timer_start(&api->deadlines, on_deadline, next > now ? next - now : 0, 0);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    lab_api_t *api = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        lab_conn_t *k = LAB_NEW(lab_conn_t);
+        k->api = api;
+        k->c = c;
+        k->list = -1;
+        *socket_context = k;
+        api->nconns++;
+        conn_wait(k, CONN_HEAD, NULL);
+        return;
+    }
+    lab_conn_t *k = *socket_context;
+    if (!k)
+        return;
+    conn_unwait(k);
+    if (!api->closing)
+        deadline_arm(api);
+    free(k);
+    *socket_context = NULL;
+    api->nconns--;
 }
 
 static enum MHD_Result queue(lab_req_t *rq)
@@ -385,9 +561,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!rq) {
         rq = req_new(api, c, url, method);
         *con_cls = rq;
+        lab_conn_t *k = conn_of(c);
+        if (k)
+            conn_unwait(k); /* the head is complete */
         begin(rq);
-        if (!rq->resp)
+        if (!rq->resp) {
+            if (k && rq->has_body && rq->clen < 0)
+                conn_wait(k, CONN_STALL, rq);
             return MHD_YES;
+        }
         /* Answered from the headers. With a body coming, answer now: MHD then closes the
          * connection without reading the body. Without one, wait for the final call so the
          * connection stays open. */
@@ -399,10 +581,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (*upload_size) {
             size_t n = *upload_size;
             *upload_size = 0;
+            lab_conn_t *k = conn_of(c);
             if (rq->len + n > (size_t)api->max_body) {
+                if (k)
+                    conn_unwait(k);
                 refuse_chunked(rq);
                 return MHD_YES;
             }
+            if (k && k->list == CONN_STALL)
+                conn_wait(k, CONN_STALL, rq); /* it came: the pause starts again */
             if (rq->route >= 0 && lab_routes[rq->route].body) {
                 if (rq->len + n > rq->cap) {
                     rq->cap = rq->len + n > 2 * rq->cap ? rq->len + n : 2 * rq->cap;
@@ -415,10 +602,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 return MHD_NO; /* truncated: closed, and released in on_completed */
             return MHD_YES;
         }
+        lab_conn_t *k = conn_of(c);
+        if (k)
+            conn_unwait(k); /* the whole body came */
         lab_routes[rq->route].fn(rq);
         if (rq->state == RQ_STORE)
             return MHD_YES;
-        LAB_ASSERT(rq->resp);
+        if (!rq->resp)
+            lab_respond_internal(rq, "the handler set no answer");
         return queue(rq);
     case RQ_DISCARD:
         if (*upload_size) {
@@ -445,8 +636,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (!rq)
         return;
     *con_cls = NULL;
+    lab_conn_t *k = conn_of(c);
+    if (k) /* the next request's head, if the connection stays, has its time from now */
+        conn_wait(k, CONN_HEAD, NULL);
     double ms = (double)(uv_hrtime() - rq->t0) / 1e6;
-    if (rq->status && (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK || rq->status == 413)) {
+    if (rq->status && (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK || rq->answered_raw)) {
         lab_metrics_count(api, rq->route, rq->status);
         log_debug("api", "%s %s status=%u ms=%.2f", rq->method, rq->url, rq->status, ms);
     } else {
@@ -471,7 +665,9 @@ void lab_req_suspend(lab_req_t *rq)
 void lab_req_resume(lab_req_t *rq)
 {
     lab_api_t *api = rq->api;
-    LAB_ASSERT(rq->state == RQ_STORE && rq->resp);
+    LAB_ASSERT(rq->state == RQ_STORE); /* one completion per suspension */
+    if (!rq->resp)
+        lab_respond_internal(rq, "the completion set no answer");
     rq->state = RQ_READY;
     api->in_flight--;
     MHD_resume_connection(rq->conn);
@@ -508,7 +704,17 @@ static void run_mhd(lab_api_t *api)
 {
     if (!api->mhd)
         return;
+    int before = api->nconns;
     MHD_run(api->mhd);
+    /* At the connection limit MHD takes its listening socket out of its epoll set, and puts it
+     * back only at the start of a later MHD_run. When this run closed connections, nothing else
+     * may ever call MHD_run again: the listening socket is not in the set the uv_poll watches,
+     * and with no connection left MHD_get_timeout has no timeout to give. The door would stay
+     * shut with the loop alive; so a run that closed connections is followed by another. */
+    if (api->nconns < before) {
+        uv_timer_start(&api->timer, on_timer, 0, 0);
+        return;
+    }
     MHD_UNSIGNED_LONG_LONG ms;
     if (MHD_get_timeout(api->mhd, &ms) == MHD_YES)
         uv_timer_start(&api->timer, on_timer, ms, 0);
@@ -665,16 +871,21 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
         if (tokens_read(api, api->tokens_path, true))
             goto fail;
     }
+    /* One time for a connection that sends nothing useful: no whole head that long after it
+     * opened or its last answer (deadlines above), or that long without a byte (MHD). */
+    int idle_s = cfg->http_idle_timeout_s > 0 ? cfg->http_idle_timeout_s : LAB_HTTP_IDLE_DEFAULT_S;
+    api->idle_ms = (unsigned)idle_s * 1000u;
+    api->max_conns = cfg->http_max_conns;
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     /* The logger first, so MHD reports nothing through its own. */
-    api->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, api, MHD_OPTION_EXTERNAL_LOGGER,
-                                mhd_log, api, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http_max_conns,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)LAB_HTTP_TIMEOUT_S,
-                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
-                                MHD_OPTION_LISTEN_BACKLOG_SIZE, 511u, MHD_OPTION_END);
+    api->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, api, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, api,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)cfg->http_max_conns, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)idle_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, api, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        api, MHD_OPTION_LISTEN_BACKLOG_SIZE, 511u, MHD_OPTION_END);
     if (!api->mhd) {
         log_error("api", "cannot listen on %s: %s", cfg->http, strerror(errno));
         goto fail;
@@ -692,14 +903,16 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
         goto fail;
     }
     uv_timer_init(api->loop, &api->timer);
+    uv_timer_init(api->loop, &api->deadlines);
     uv_check_init(api->loop, &api->check);
-    api->poll.data = api->timer.data = api->check.data = api;
-    api->handles_open = 3;
+    api->poll.data = api->timer.data = api->check.data = api->deadlines.data = api;
+    api->handles_open = 4;
     uv_poll_start(&api->poll, UV_READABLE, on_poll);
     api->started_ms = uv_now(api->loop);
     api->accepting = true;
-    log_info("api", "listening on %s auth=%s max_body=%ld max_connections=%d", cfg->http,
-             api->auth ? "tokens" : "off (loopback only)", api->max_body, cfg->http_max_conns);
+    log_info("api", "listening on %s auth=%s max_body=%ld max_connections=%d idle_timeout=%ds",
+             cfg->http, api->auth ? "tokens" : "off (loopback only)", api->max_body,
+             cfg->http_max_conns, idle_s);
     run_mhd(api);
     *out = api;
     return 0;
@@ -709,6 +922,19 @@ fail:
     free(api->hits);
     free(api);
     return LAB_ECONFIG;
+}
+
+int lab_api_add_connection(lab_api_t *api, int fd)
+{
+    struct sockaddr_in from = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (!api->mhd || !api->accepting) {
+        close(fd);
+        return LAB_ESHUTDOWN;
+    }
+    if (MHD_add_connection(api->mhd, fd, (struct sockaddr *)&from, sizeof from) != MHD_YES)
+        return LAB_EIO; /* MHD closes fd in any case */
+    run_mhd(api);
+    return 0;
 }
 
 int lab_api_reload(lab_api_t *api, const lab_config_t *cfg)
@@ -754,8 +980,10 @@ static void finish_close(lab_api_t *api)
     uv_check_stop(&api->check);
     MHD_stop_daemon(api->mhd);
     api->mhd = NULL;
+    uv_timer_stop(&api->deadlines);
     uv_close((uv_handle_t *)&api->poll, on_handle_closed);
     uv_close((uv_handle_t *)&api->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&api->deadlines, on_handle_closed);
     uv_close((uv_handle_t *)&api->check, on_handle_closed);
 }
 

@@ -6,6 +6,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/utf8.h"
 
 #include <string.h>
 
@@ -58,8 +59,12 @@ static struct MHD_Response *answer(lab_req_t *rq, unsigned status, const char *c
 
 static void answer_json(lab_req_t *rq, unsigned status, json_t *doc)
 {
-    char *text = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(doc);
+    if (!text) {
+        lab_respond_internal(rq, "the instrument's answer could not be written as JSON");
+        return;
+    }
     answer(rq, status, "application/json", text);
 }
 
@@ -131,7 +136,7 @@ static lab_driver_t *instrument_of(lab_req_t *rq)
     lab_driver_t *d = lab_instr_find(rq->api->instr, rq->param, rq->param_len);
     if (!d)
         lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no instrument '%.*s' in this cell",
-                    (int)(rq->param_len > 64 ? 64 : rq->param_len), rq->param);
+                    (int)lab_utf8_cut(rq->param, rq->param_len, 64), rq->param);
     return d;
 }
 
@@ -197,16 +202,25 @@ static void drv_problem(lab_req_t *rq, lab_driver_t *d, const char *action,
     }
     /* The device's own words travel with the problem, for whoever troubleshoots. */
     json_t *err = lab_drv_error_json(e);
+    if (!err) /* the device's words are not UTF-8: kept, made valid */
+        err = json_pack("{s:s, s:o, s:o}", "code", lab_drv_err_name(e->code), "message",
+                        lab_json_text(e->text, LAB_TEXT_MAX), "device_code",
+                        lab_json_text(e->device_code, LAB_TEXT_MAX));
     json_object_set_new(err, "instrument", json_string(lab_driver_id(d)));
     json_object_set_new(err, "action", json_string(action));
     char *text = lab_problem_text(p, rq->url, errors, e->text);
-    json_t *doc = json_loads(text, 0, NULL);
+    json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
     free(text);
-    json_object_set_new(doc, "instrument_error", err);
+    if (err)
+        json_object_set_new(doc, "instrument_error", err);
     if (lab_problem_status(p) >= 500)
         log_warn("api", "%s %s: %d %s", rq->method, rq->url, lab_problem_status(p), e->text);
-    char *out = json_dumps(doc, JSON_COMPACT);
+    char *out = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
+    if (!out) {
+        lab_respond_internal(rq, "the instrument's problem could not be built");
+        return;
+    }
     struct MHD_Response *r =
         answer(rq, (unsigned)lab_problem_status(p), "application/problem+json", out);
     if (e->code == LAB_DRV_EBUSY)
@@ -249,7 +263,9 @@ void lab_api_instruments_action(lab_req_t *rq)
     lab_drv_error_t err;
     json_t *problems = NULL;
     log_info("api", "instrument=%s action=%s by=%s", lab_driver_id(d), action, rq->who);
-    snprintf(rq->action, sizeof rq->action, "%s", action);
+    /* Known actions are ASCII; an unknown one is refused below, and is never cut mid-character. */
+    snprintf(rq->action, sizeof rq->action, "%.*s",
+             (int)lab_utf8_cut(action, strlen(action), sizeof rq->action - 1), action);
     int rc = lab_driver_call(d, action, params, timeout ? json_number_value(timeout) : 0,
                              action_done, rq, &err, &problems);
     if (rc != LAB_OK) {

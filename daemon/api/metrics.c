@@ -167,6 +167,12 @@ void lab_api_metrics(lab_req_t *rq)
     head(&b, "labloop_http_requests_aborted_total", "counter",
          "HTTP requests that ended without an answer (the client went away).");
     put(&b, "labloop_http_requests_aborted_total %llu\n", (unsigned long long)api->aborted);
+    head(&b, "labloop_http_connections", "gauge", "HTTP connections open.");
+    put(&b, "labloop_http_connections %d\n", api->nconns);
+    head(&b, "labloop_http_connections_idle_closed_total", "counter",
+         "HTTP connections closed for sending no whole request head in time.");
+    put(&b, "labloop_http_connections_idle_closed_total %llu\n",
+        (unsigned long long)api->idle_closed);
     head(&b, "labloop_http_requests_in_flight", "gauge", "HTTP requests being handled.");
     put(&b, "labloop_http_requests_in_flight %d\n", api->active);
     head(&b, "labloop_http_requests_waiting_store", "gauge",

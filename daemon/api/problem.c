@@ -4,6 +4,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/utf8.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,10 +43,22 @@ int lab_problem_status(lab_problem_t p)
     return problems[p].status;
 }
 
+json_t *lab_json_text(const char *s, size_t max)
+{
+    size_t len = strlen(s);
+    size_t cap = (len < max ? len : max) * 3 + 1;
+    char *buf = lab_malloc(cap);
+    lab_utf8_sanitize(buf, max + 1 < cap ? max + 1 : cap, s, len);
+    json_t *j = json_string(buf);
+    free(buf);
+    return j;
+}
+
 json_t *lab_errors_one(const char *path, const char *message)
 {
     json_t *a = json_array();
-    json_array_append_new(a, json_pack("{s:s, s:s}", "path", path, "message", message));
+    json_array_append_new(a, json_pack("{s:o, s:o}", "path", lab_json_text(path, LAB_TEXT_MAX),
+                                       "message", lab_json_text(message, LAB_TEXT_MAX)));
     return a;
 }
 
@@ -53,29 +66,40 @@ char *lab_problem_text(lab_problem_t p, const char *instance, json_t *errors, co
 {
     char type[64];
     snprintf(type, sizeof type, "urn:labloop:problem:%s", problems[p].slug);
+    /* Every part that came from outside is made valid first: json_pack refuses what is not
+     * UTF-8, and that must never cost more than the one answer. */
     json_t *doc =
-        json_pack("{s:s, s:s, s:i, s:s, s:s, s:o}", "type", type, "title", problems[p].title,
-                  "status", problems[p].status, "detail", detail, "instance",
-                  instance ? instance : "", "errors", errors ? errors : json_array());
-    LAB_ASSERT(doc);
+        json_pack("{s:s, s:s, s:i, s:o, s:o, s:o}", "type", type, "title", problems[p].title,
+                  "status", problems[p].status, "detail", lab_json_text(detail, LAB_DETAIL_MAX),
+                  "instance", lab_json_text(instance ? instance : "", LAB_INSTANCE_MAX), "errors",
+                  errors ? errors : json_array());
+    if (!doc)
+        return NULL;
     char *text = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
-    LAB_ASSERT(text);
     return text;
 }
 
 struct MHD_Response *lab_problem(lab_req_t *rq, lab_problem_t p, json_t *errors, const char *fmt,
                                  ...)
 {
-    char detail[1024];
+    char *detail = NULL;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
+    int n = vasprintf(&detail, fmt, ap);
     va_end(ap);
+    if (n < 0) {
+        json_decref(errors);
+        return lab_respond_internal(rq, "the problem's detail could not be formatted");
+    }
     /* The one warning line for a 5xx, with what went wrong; the request line itself is debug. */
     if (problems[p].status >= 500)
-        log_warn("api", "%s %s: %d %s", rq->method, rq->url, problems[p].status, detail);
+        log_warn("api", "%s %s: %d %.*s", rq->method, rq->url, problems[p].status,
+                 (int)lab_utf8_cut(detail, (size_t)n, LAB_DETAIL_MAX), detail);
     char *text = lab_problem_text(p, rq->url, errors, detail);
+    free(detail);
+    if (!text)
+        return lab_respond_internal(rq, "the problem+json answer could not be built");
     return lab_respond(rq, (unsigned)problems[p].status, "application/problem+json", text,
                        strlen(text));
 }

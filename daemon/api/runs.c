@@ -9,6 +9,7 @@
 #include "core/id.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/utf8.h"
 #include "daemon/model/run.h"
 
 #include <ctype.h>
@@ -183,9 +184,13 @@ void lab_api_runs_post(lab_req_t *rq)
     lab_run_insert_t *ins = lab_run_insert_new();
     ins->id = lab_strdup(id);
     ins->state = lab_strdup(lab_run_state_name(LAB_RUN_QUEUED));
-    ins->doc = json_dumps(doc, JSON_COMPACT);
+    ins->doc = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
-    LAB_ASSERT(ins->doc);
+    if (!ins->doc) {
+        lab_run_insert_free(ins);
+        lab_respond_internal(rq, "the run document could not be built");
+        return;
+    }
     ins->ts_ms = now;
     if (key) {
         ins->idem_owner = lab_strdup(rq->who);
@@ -209,7 +214,7 @@ static bool run_id_of(lab_req_t *rq, char id[LAB_UUID_LEN + 1])
 {
     if (rq->param_len != LAB_UUID_LEN) {
         lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %.*s (not a UUID)",
-                    (int)(rq->param_len > 64 ? 64 : rq->param_len), rq->param);
+                    (int)lab_utf8_cut(rq->param, rq->param_len, 64), rq->param);
         return false;
     }
     for (int i = 0; i < LAB_UUID_LEN; i++)
@@ -253,12 +258,15 @@ void lab_api_runs_get(lab_req_t *rq)
 
 /* ---- GET /v1/runs ---- */
 
+/* value is outside text: at most 64 bytes of it are quoted, never half a character. */
 static void query_error(json_t *errs, const char *name, const char *fmt, const char *value)
 {
-    char msg[400], text[200];
-    snprintf(text, sizeof text, fmt, value);
+    char msg[400], text[300], v[65];
+    snprintf(v, sizeof v, "%.*s", (int)lab_utf8_cut(value, strlen(value), 64), value);
+    snprintf(text, sizeof text, fmt, v);
     snprintf(msg, sizeof msg, "query parameter %s: %s", name, text);
-    json_array_append_new(errs, json_pack("{s:s, s:s}", "path", "", "message", msg));
+    json_array_append_new(
+        errs, json_pack("{s:s, s:o}", "path", "", "message", lab_json_text(msg, LAB_TEXT_MAX)));
 }
 
 static enum MHD_Result query_known(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -269,7 +277,7 @@ static enum MHD_Result query_known(void *cls, enum MHD_ValueKind kind, const cha
         if (strcmp(key, known[i]) == 0)
             return MHD_YES;
     char name[80];
-    snprintf(name, sizeof name, "%.64s", key);
+    snprintf(name, sizeof name, "%.*s", (int)lab_utf8_cut(key, strlen(key), 64), key);
     query_error(cls, name, "%s", "unknown (state, limit and after are)");
     return MHD_YES;
 }
@@ -298,14 +306,14 @@ void lab_api_runs_list(lab_req_t *rq)
     const char *after_s = lab_req_query(rq, "after");
     if (state && lab_run_state_parse(state) < 0)
         query_error(errs, "state",
-                    "unknown state \"%.64s\" (queued, planned, running, paused, interrupted, done, "
+                    "unknown state \"%s\" (queued, planned, running, paused, interrupted, done, "
                     "failed or cancelled)",
                     state);
     long long limit = LIST_DEFAULT, after = 0;
     if (limit_s && !parse_num(limit_s, 1, LIST_MAX, &limit))
-        query_error(errs, "limit", "\"%.64s\" is not an integer from 1 to 500", limit_s);
+        query_error(errs, "limit", "\"%s\" is not an integer from 1 to 500", limit_s);
     if (after_s && !parse_num(after_s, 0, INT64_MAX, &after))
-        query_error(errs, "after", "\"%.64s\" is not a cursor (the \"next\" of a page)", after_s);
+        query_error(errs, "after", "\"%s\" is not a cursor (the \"next\" of a page)", after_s);
     if (json_array_size(errs) > 0) {
         size_t n = json_array_size(errs);
         lab_problem(rq, LAB_P_BAD_REQUEST, errs, "%zu bad query parameter%s", n, n == 1 ? "" : "s");
@@ -443,9 +451,10 @@ void lab_api_runs_priority(lab_req_t *rq)
         json_object_foreach(body, key, v) if (strcmp(key, "priority") && strcmp(key, "score"))
         {
             char path[80];
-            snprintf(path, sizeof path, "/%.60s", key);
-            json_array_append_new(
-                errs, json_pack("{s:s,s:s}", "path", path, "message", "unknown member"));
+            snprintf(path, sizeof path, "/%.*s", (int)lab_utf8_cut(key, strlen(key), 60), key);
+            json_array_append_new(errs,
+                                  json_pack("{s:o,s:s}", "path", lab_json_text(path, LAB_TEXT_MAX),
+                                            "message", "unknown member"));
         }
         if (!prio && !score)
             json_array_append_new(errs, json_pack("{s:s,s:s}", "path", "", "message",

@@ -94,6 +94,7 @@ static void test_parse_bad_lines(void **state)
         {"long-name-11 viewer "
          "n12345678901234567890123456789012345678901234567890123456789012345\n",
          "tokens:1: name longer than 64"},
+        {"name-token-1 viewer na\xffme\n", "tokens:1: the name is not UTF-8"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         lab_tokens_t t = {(lab_token_t *)1, 99};
