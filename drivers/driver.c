@@ -10,6 +10,7 @@
 #include "core/jschema.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/text.h"
 
 #include <errno.h>
 #include <math.h>
@@ -47,6 +48,7 @@ lab_drv_error_t *lab_drv_error_set(lab_drv_error_t *e, lab_drv_err_t code, const
     va_start(ap, fmt);
     vsnprintf(e->text, sizeof e->text, fmt, ap);
     va_end(ap);
+    lab_text_trim(e->text); /* a long message is cut on a character, never inside one */
     return e;
 }
 

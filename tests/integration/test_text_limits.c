@@ -1,0 +1,243 @@
+/* Text at its limits, end to end: runs whose plate is the longest the schema allows (64
+ * characters, in 1-, 2-, 3- and 4-byte characters) and whose read step has the longest name
+ * finish with all 96 measurements carrying the exact plate and step, in the API, in PostgreSQL
+ * and on MQTT. One character more, or bytes that are not UTF-8, are refused with a precise
+ * error; a refusal quotes the longest `on` whole. */
+#include "tests/integration/mix_cell.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static h_pg_t pg;
+static h_mqtt_t mq;
+static h_sim_t sim;
+static h_daemon_t d;
+
+#define STEP64 "read-0123456789-0123456789-0123456789-0123456789-0123456789-abcd"
+
+/* The assay with a read step named with 64 characters. */
+static const char wf_long[] =
+    "{\"name\":\"long\",\"steps\":["
+    "{\"name\":\"dispense\",\"op\":\"dispense\",\"on\":\"liquid_handler\",\"duration_s\":120,"
+    "\"params\":{\"reagent\":\"substrate\",\"volume_ul\":50,\"wells\":\"A1:H3\"}},"
+    "{\"name\":\"incubate\",\"op\":\"incubate\",\"on\":\"incubator\",\"duration_s\":120,"
+    "\"params\":{\"temperature_c\":37},\"start_within_s\":600},"
+    "{\"name\":\"" STEP64 "\",\"op\":\"read_absorbance\",\"on\":\"plate_reader\","
+    "\"duration_s\":90,\"params\":{\"wavelength_nm\":450},\"start_within_s\":600}],"
+    "\"on_failure\":{\"action\":\"retry\",\"retries\":1}}";
+
+static int setup(void **state)
+{
+    (void)state;
+    char dir[256], sections[2048], ini[2600], extra[2600];
+    if (h_pg_start(&pg) || h_mqtt_start(&mq) || h_tempdir("labtext", dir, sizeof dir))
+        return -1;
+    mix_cell_sections(sections, sizeof sections, dir, h_free_port());
+    snprintf(ini, sizeof ini, "[labloop]\ntime_scale = 60\nsim_seed = 5\nsim_noise = 0.001\n%s",
+             sections);
+    if (h_sim_start(&sim, ini))
+        return -1;
+    snprintf(extra, sizeof extra, "[labloop]\ntime_scale = 60\n%s", sections);
+    if (h_daemon_start(&d, &pg, &mq, extra))
+        return -1;
+    json_decref(h_api(&d, "POST", "/v1/workflows", wf_long, 201));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    h_daemon_destroy(&d);
+    h_sim_stop(&sim);
+    h_mqtt_destroy(&mq);
+    h_pg_destroy(&pg);
+    return 0;
+}
+
+/* n copies of c. */
+static char *repeat(const char *c, int n)
+{
+    size_t len = strlen(c);
+    char *out = calloc(1, len * (size_t)n + 1);
+    for (int i = 0; i < n; i++)
+        memcpy(out + len * (size_t)i, c, len);
+    return out;
+}
+
+static const char *sval(const json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k)) ?: "";
+}
+
+static json_t *get_run(const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/runs/%s", id);
+    return h_api(&d, "GET", path, NULL, 200);
+}
+
+/* The run's document once it is in state (the test fails after ms). */
+static json_t *wait_state(const char *id, const char *state, int ms)
+{
+    json_t *doc = NULL;
+    for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(50)) {
+        json_decref(doc);
+        doc = get_run(id);
+        if (strcmp(sval(doc, "state"), state) == 0)
+            return doc;
+    }
+    char *text = json_dumps(doc, JSON_COMPACT);
+    fail_msg("run %s not %s after %d ms: %s", id, state, ms, text);
+    free(text);
+    return NULL;
+}
+
+static void test_longest_plates_end_to_end(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    /* 64 characters of 1, 2, 3 and 4 bytes: 64, 128, 192 and 256 bytes */
+    static const char *const ch[N] = {"P", "\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80"};
+    char *plate[N], *id[N];
+    h_sub_t *meas = h_sub_start(mq.uri, "labloop/v1/lab/+/measurements/#");
+    for (int i = 0; i < N; i++) {
+        plate[i] = repeat(ch[i], 64);
+        json_t *body = json_pack("{s:s,s:s}", "workflow", "long", "plate", plate[i]);
+        char *text = json_dumps(body, JSON_COMPACT);
+        json_t *doc = h_api(&d, "POST", "/v1/runs", text, 201);
+        id[i] = strdup(sval(doc, "id"));
+        assert_string_equal(sval(doc, "plate"), plate[i]);
+        json_decref(doc);
+        free(text);
+        json_decref(body);
+    }
+    for (int i = 0; i < N; i++) {
+        json_t *doc = wait_state(id[i], "done", 180000);
+        assert_string_equal(sval(doc, "plate"), plate[i]);
+        json_decref(doc);
+    }
+    /* the API: the timeline's items of each run carry its plate whole */
+    json_t *tl = h_api(&d, "GET", "/v1/schedule", NULL, 200);
+    for (int i = 0; i < N; i++) {
+        int steps = 0;
+        size_t k;
+        json_t *it;
+        json_array_foreach(json_object_get(tl, "items"), k, it)
+        {
+            if (strcmp(sval(it, "run"), id[i]) != 0)
+                continue;
+            assert_string_equal(sval(it, "plate"), plate[i]);
+            steps++;
+        }
+        assert_int_equal(steps, 3);
+    }
+    json_decref(tl);
+    /* PostgreSQL: 96 values per run with the exact plate and step, and the run's plate */
+    for (int i = 0; i < N; i++) {
+        char q[1024];
+        snprintf(q, sizeof q,
+                 "select count(*) from labloop.measurements where run = '%s' and plate = '%s' "
+                 "and char_length(plate) = 64 and octet_length(plate) = %zu and step = '" STEP64
+                 "' and value is not null",
+                 id[i], plate[i], strlen(plate[i]));
+        assert_int_equal(h_pg_count_wait(&pg, q, 96, 30000), 96);
+        snprintf(q, sizeof q, "select count(*) from labloop.measurements where run = '%s'", id[i]);
+        assert_int_equal(h_pg_count(&pg, q), 96);
+        snprintf(q, sizeof q,
+                 "select count(*) from labloop.runs where id = '%s' and plate = '%s' and "
+                 "state = 'done'",
+                 id[i], plate[i]);
+        assert_int_equal(h_pg_count_wait(&pg, q, 1, 30000), 1);
+    }
+    /* MQTT: 96 measurements of each run, every one with the plate and step whole */
+    assert_true(h_sub_wait(meas, 96 * N, 30000) >= 96 * N);
+    h_msg_t *msgs;
+    int n = h_sub_messages(meas, &msgs), mine[N] = {0};
+    for (int m = 0; m < n; m++) {
+        json_t *p = json_loads(msgs[m].payload, 0, NULL);
+        if (!json_object_get(p, "well")) {
+            json_decref(p);
+            continue;
+        }
+        for (int i = 0; i < N; i++)
+            if (strcmp(sval(p, "run"), id[i]) == 0) {
+                assert_string_equal(sval(p, "plate"), plate[i]);
+                assert_string_equal(sval(p, "step"), STEP64);
+                mine[i]++;
+            }
+        json_decref(p);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(mine[i], 96);
+        free(plate[i]);
+        free(id[i]);
+    }
+    h_sub_stop(meas);
+}
+
+/* One character over, or bytes that are not UTF-8: refused, saying which field and why. */
+static void test_over_the_limit_refused(void **state)
+{
+    (void)state;
+    static const char *const ch[] = {"P", "\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80"};
+    for (int i = 0; i < 4; i++) {
+        char *plate = repeat(ch[i], 65);
+        json_t *body = json_pack("{s:s,s:s}", "workflow", "long", "plate", plate);
+        char *text = json_dumps(body, JSON_COMPACT);
+        json_t *pb = h_api(&d, "POST", "/v1/runs", text, 422);
+        json_t *e = json_array_get(json_object_get(pb, "errors"), 0);
+        assert_int_equal(json_array_size(json_object_get(pb, "errors")), 1);
+        assert_string_equal(sval(e, "path"), "/plate");
+        assert_string_equal(sval(e, "message"), "must be at most 64 characters long");
+        json_decref(pb);
+        free(text);
+        json_decref(body);
+        free(plate);
+    }
+    /* a plate cut inside its last character, and a stray byte: not JSON text */
+    static const char *const bad[] = {"{\"workflow\":\"long\",\"plate\":\"P\xC3\"}",
+                                      "{\"workflow\":\"long\",\"plate\":\"P\xFF\"}"};
+    for (int i = 0; i < 2; i++) {
+        json_t *pb = h_api(&d, "POST", "/v1/runs", bad[i], 400);
+        assert_non_null(strstr(sval(pb, "detail"), "unable to decode byte"));
+        json_decref(pb);
+    }
+}
+
+/* A step on the longest `on` (64 four-byte characters) that no instrument has: the workflow is
+ * refused with the name whole in the message. */
+static void test_longest_on_named_whole(void **state)
+{
+    (void)state;
+    char *on = repeat("\xF0\x9F\x98\x80", 64);
+    json_t *wf = json_pack("{s:s,s:[{s:s,s:s,s:s,s:i}]}", "name", "far", "steps", "name", "go",
+                           "op", "incubate", "on", on, "duration_s", 60);
+    char *text = json_dumps(wf, JSON_COMPACT);
+    json_t *pb = h_api(&d, "POST", "/v1/workflows", text, 422);
+    char want[400];
+    snprintf(want, sizeof want, "no instrument of this cell is '%s' (a kind or an id)", on);
+    json_t *e = json_array_get(json_object_get(pb, "errors"), 0);
+    assert_string_equal(sval(e, "path"), "/steps/0/on");
+    assert_string_equal(sval(e, "message"), want);
+    json_decref(pb);
+    free(text);
+    json_decref(wf);
+    free(on);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_longest_plates_end_to_end),
+        cmocka_unit_test(test_over_the_limit_refused),
+        cmocka_unit_test(test_longest_on_named_whole),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
