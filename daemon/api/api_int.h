@@ -39,7 +39,7 @@ typedef enum lab_rq_state {
     RQ_READY,
 } lab_rq_state_t;
 
-#define LAB_WHO_MAX LAB_TOKEN_NAME_MAX
+#define LAB_WHO_MAX (LAB_TEXT_BYTES(LAB_TOKEN_NAME_MAX) - 1) /* bytes */
 
 struct lab_req {
     lab_api_t *api;

@@ -2,7 +2,7 @@
  * characters, in 1-, 2-, 3- and 4-byte characters) and whose read step has the longest name
  * finish with all 96 measurements carrying the exact plate and step, in the API, in PostgreSQL
  * and on MQTT. One character more, or bytes that are not UTF-8, are refused with a precise
- * error; a refusal quotes the longest `on` whole. */
+ * error; a refusal quotes the longest `on` whole; a cancellation keeps its longest reason. */
 #include "tests/integration/mix_cell.h"
 
 #include <jansson.h>
@@ -232,12 +232,48 @@ static void test_longest_on_named_whole(void **state)
     free(on);
 }
 
+/* A cancellation's reason: 500 characters of four bytes are kept whole, in the API and in
+ * PostgreSQL; 501 are refused. */
+static void test_cancel_reason_at_limit(void **state)
+{
+    (void)state;
+    json_t *doc = h_api(&d, "POST", "/v1/runs", "{\"workflow\":\"long\",\"plate\":\"C1\"}", 201);
+    char *id = strdup(sval(doc, "id"));
+    json_decref(doc);
+    char path[128], *reason = repeat("\xF0\x9F\x98\x80", 501);
+    snprintf(path, sizeof path, "/v1/runs/%s/cancel", id);
+    json_t *body = json_pack("{s:s}", "reason", reason);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(h_api(&d, "POST", path, text, 422));
+    free(text);
+    json_decref(body);
+    reason[500 * 4] = '\0';
+    body = json_pack("{s:s}", "reason", reason);
+    text = json_dumps(body, JSON_COMPACT);
+    json_decref(h_api(&d, "POST", path, text, 200));
+    doc = wait_state(id, "cancelled", 60000);
+    assert_string_equal(sval(doc, "cancel_reason"), reason);
+    json_decref(doc);
+    char *q = malloc(4096);
+    snprintf(q, 4096,
+             "select count(*) from labloop.runs where id = '%s' and state = 'cancelled' and "
+             "doc->>'cancel_reason' = '%s'",
+             id, reason);
+    assert_int_equal(h_pg_count_wait(&pg, q, 1, 30000), 1);
+    free(q);
+    free(text);
+    json_decref(body);
+    free(reason);
+    free(id);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_longest_plates_end_to_end),
         cmocka_unit_test(test_over_the_limit_refused),
         cmocka_unit_test(test_longest_on_named_whole),
+        cmocka_unit_test(test_cancel_reason_at_limit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
