@@ -13,14 +13,16 @@
 
 /* maxLength of the schemas' text fields, in characters (tests/unit/test_text.c checks each
  * against its schema). */
-#define LAB_RUN_WORKFLOW_CHARS 128  /* run.workflow, workflow.name: ASCII by their pattern */
-#define LAB_RUN_PLATE_CHARS 64      /* run.plate */
-#define LAB_RUN_NAME_CHARS 200      /* run.name */
-#define LAB_RUN_NOTE_CHARS 2000     /* run.note */
-#define LAB_STEP_NAME_CHARS 64      /* workflow steps[].name: ASCII by its pattern */
-#define LAB_STEP_OP_CHARS 64        /* workflow steps[].op */
-#define LAB_STEP_ON_CHARS 64        /* workflow steps[].on */
-#define LAB_ACTION_CHARS 64         /* action.action */
+#define LAB_RUN_WORKFLOW_CHARS 128 /* run.workflow, workflow.name: ASCII by their pattern */
+#define LAB_RUN_PLATE_CHARS 64     /* run.plate */
+#define LAB_RUN_NAME_CHARS 200     /* run.name */
+#define LAB_RUN_NOTE_CHARS 2000    /* run.note */
+#define LAB_STEP_NAME_CHARS 64     /* workflow steps[].name: ASCII by its pattern */
+#define LAB_STEP_OP_CHARS 64       /* workflow steps[].op */
+#define LAB_STEP_ON_CHARS 64       /* workflow steps[].on */
+#define LAB_ACTION_CHARS 64        /* action.action */
+#define LAB_CAMPAIGN_ID_CHARS 58   /* campaign.id (ASCII): its plates {id}-P0001 are plates */
+#define LAB_REAGENT_CHARS 31       /* campaign parameters[].reagent, choices[]; a STAR's reagents */
 #define LAB_CANCEL_REASON_CHARS 500 /* POST /v1/runs/{id}/cancel {"reason"} (checked in runs.c) */
 
 /* The byte length of the longest prefix of s that is at most max bytes and ends on a character

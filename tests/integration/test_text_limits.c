@@ -3,6 +3,7 @@
  * finish with all 96 measurements carrying the exact plate and step, in the API, in PostgreSQL
  * and on MQTT. One character more, or bytes that are not UTF-8, are refused with a precise
  * error; a refusal quotes the longest `on` whole; a cancellation keeps its longest reason. */
+#include "tests/harness/harness_drv.h"
 #include "tests/integration/mix_cell.h"
 
 #include <jansson.h>
@@ -267,6 +268,42 @@ static void test_cancel_reason_at_limit(void **state)
     free(id);
 }
 
+/* A STAR's reagents follow the campaign's rule: 31 characters of any width are kept whole, 32
+ * are refused when the driver opens. */
+static void test_star_reagent_at_limit(void **state)
+{
+    (void)state;
+    assert_int_equal(h_drv_init(20), 0);
+    char port[300], list[300];
+    snprintf(port, sizeof port, "%s/none", d.dir);
+    char *r31 = repeat("\xC3\xA9", 31), *r32 = repeat("\xE2\x82\xAC", 32);
+    for (int i = 0; i < 2; i++) {
+        snprintf(list, sizeof list, "substrate, %s", i == 0 ? r31 : r32);
+        lab_drv_kv_t kv[] = {
+            {"driver", "hamilton-star", 2}, {"port", port, 3}, {"reagents", list, 4}};
+        lab_drv_conf_t conf = {.id = "star9", .line = 1, .kv = kv, .n = 3, .time_scale = 20};
+        lab_driver_t *drv = NULL;
+        char err[300] = "";
+        int rc = lab_driver_new(h_drv_loop(), &conf, h_drv_host(), &drv, err, sizeof err);
+        if (i == 0) {
+            assert_int_equal(rc, 0);
+            lab_driver_start(drv);
+            json_t *st = h_drv_call_ok(drv, "status", NULL);
+            json_t *names = json_object_get(st, "reagents");
+            assert_int_equal(json_array_size(names), 2);
+            assert_string_equal(json_string_value(json_array_get(names, 1)), r31);
+            json_decref(st);
+            h_drv_close(drv);
+        } else {
+            assert_int_not_equal(rc, 0);
+            assert_non_null(strstr(err, "too long"));
+        }
+    }
+    free(r31);
+    free(r32);
+    assert_int_equal(h_drv_fini(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -274,6 +311,7 @@ int main(void)
         cmocka_unit_test(test_over_the_limit_refused),
         cmocka_unit_test(test_longest_on_named_whole),
         cmocka_unit_test(test_cancel_reason_at_limit),
+        cmocka_unit_test(test_star_reagent_at_limit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

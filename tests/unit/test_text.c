@@ -57,11 +57,23 @@ static void test_limits_are_the_schemas(void **state)
         {"workflow.schema.json", "properties/steps/items/properties/op", LAB_STEP_OP_CHARS},
         {"workflow.schema.json", "properties/steps/items/properties/on", LAB_STEP_ON_CHARS},
         {"action.schema.json", "properties/action", LAB_ACTION_CHARS},
+        {"campaign.schema.json", "properties/parameters/items/properties/reagent",
+         LAB_REAGENT_CHARS},
+        {"campaign.schema.json", "properties/parameters/items/properties/choices/items",
+         LAB_REAGENT_CHARS},
+        {"campaign.schema.json", "properties/objective/properties/measure", LAB_STEP_OP_CHARS},
+        {"campaign.schema.json", "properties/objective/properties/step", LAB_STEP_NAME_CHARS},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         if (schema_max(rows[i].file, rows[i].pointer) != rows[i].chars)
             fail_msg("%s %s: maxLength %lld, core/text.h says %lld", rows[i].file, rows[i].pointer,
                      schema_max(rows[i].file, rows[i].pointer), rows[i].chars);
+    /* a campaign's plates, {id}-P0001, are plates: its longest id leaves room for the suffix */
+    const lab_embedded_t *e = lab_embedded_find("json/campaign.schema.json");
+    char pat[32];
+    snprintf(pat, sizeof pat, "{0,%d}$", LAB_CAMPAIGN_ID_CHARS - 1);
+    assert_non_null(strstr(e->text, pat));
+    assert_int_equal(LAB_CAMPAIGN_ID_CHARS + (int)strlen("-P0001"), LAB_RUN_PLATE_CHARS);
     /* a buffer sized from a limit holds that many of the widest characters */
     char plate[LAB_TEXT_BYTES(LAB_RUN_PLATE_CHARS)], four[LAB_RUN_PLATE_CHARS * 4 + 1] = "";
     for (int i = 0; i < LAB_RUN_PLATE_CHARS; i++)
