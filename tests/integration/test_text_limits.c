@@ -304,6 +304,29 @@ static void test_star_reagent_at_limit(void **state)
     assert_int_equal(h_drv_fini(), 0);
 }
 
+/* An instrument asked for an action of 64 four-byte characters it does not have: the refusal
+ * quotes it cut on a character, as JSON text, and the daemon goes on. */
+static void test_unknown_longest_action(void **state)
+{
+    (void)state;
+    char *action = repeat("\xF0\x9F\x98\x80", 64);
+    json_t *body = json_pack("{s:s}", "action", action);
+    char *text = json_dumps(body, JSON_COMPACT), *resp = NULL;
+    int st = h_http(d.url, "POST", "/v1/instruments/star1/actions",
+                    "Content-Type: application/json", text, &resp);
+    json_t *pb = json_loads(resp ? resp : "", 0, NULL);
+    if (st != 422 || !pb)
+        fail_msg("%d %s", st, resp ? resp : "");
+    const char *detail = sval(pb, "detail");
+    assert_non_null(strstr(detail, "has no action '\xF0\x9F\x98\x80"));
+    json_decref(h_api(&d, "GET", "/healthz", NULL, 200));
+    json_decref(pb);
+    free(resp);
+    free(text);
+    json_decref(body);
+    free(action);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -312,6 +335,7 @@ int main(void)
         cmocka_unit_test(test_longest_on_named_whole),
         cmocka_unit_test(test_cancel_reason_at_limit),
         cmocka_unit_test(test_star_reagent_at_limit),
+        cmocka_unit_test(test_unknown_longest_action),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
