@@ -21,6 +21,7 @@
 #define LAB_STEP_OP_CHARS 64       /* workflow steps[].op */
 #define LAB_STEP_ON_CHARS 64       /* workflow steps[].on */
 #define LAB_ACTION_CHARS 64        /* action.action */
+#define LAB_INSTRUMENT_ID_CHARS 64 /* [instrument ID] (ASCII), a step's `on` when it names one */
 #define LAB_CAMPAIGN_ID_CHARS 58   /* campaign.id (ASCII): its plates {id}-P0001 are plates */
 #define LAB_REAGENT_CHARS 31       /* campaign parameters[].reagent, choices[]; a STAR's reagents */
 #define LAB_CANCEL_REASON_CHARS 500 /* POST /v1/runs/{id}/cancel {"reason"} (checked in runs.c) */

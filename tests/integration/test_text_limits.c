@@ -327,6 +327,32 @@ static void test_unknown_longest_action(void **state)
     free(action);
 }
 
+/* An instrument id of 64 characters is a config's; 65 are refused by `labloopd --check`, not
+ * cut. */
+static void test_instrument_id_at_limit(void **state)
+{
+    (void)state;
+    char id[70], path[400], cmd[1024], out[4096];
+    memset(id, 'i', 65);
+    id[65] = '\0';
+    snprintf(path, sizeof path, "%s/check.ini", d.dir);
+    for (int n = 64; n <= 65; n++) {
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fprintf(f,
+                "[labloop]\nstate_dir = %s/chk\nhttp = 127.0.0.1:0\n[instrument %.*s]\n"
+                "driver = manual-mover\n",
+                d.dir, n, id);
+        fclose(f);
+        snprintf(cmd, sizeof cmd, "'%s' --check -c '%s' 2>&1", getenv("LABLOOPD"), path);
+        int rc = h_run(cmd, out, sizeof out);
+        if (n == 64 && rc != 0)
+            fail_msg("64 characters refused: %s", out);
+        if (n == 65 && (rc == 0 || !strstr(out, "an instrument id has at most 64 characters")))
+            fail_msg("65 characters: %d %s", rc, out);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -336,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_cancel_reason_at_limit),
         cmocka_unit_test(test_star_reagent_at_limit),
         cmocka_unit_test(test_unknown_longest_action),
+        cmocka_unit_test(test_instrument_id_at_limit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
