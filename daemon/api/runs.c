@@ -255,8 +255,9 @@ void lab_api_runs_get(lab_req_t *rq)
 
 static void query_error(json_t *errs, const char *name, const char *fmt, const char *value)
 {
-    char msg[400], text[200];
-    snprintf(text, sizeof text, fmt, value);
+    char msg[400], text[200], v[65];
+    lab_text_copy(v, sizeof v, value); /* a long value is quoted in part, cut on a character */
+    snprintf(text, sizeof text, fmt, v);
     snprintf(msg, sizeof msg, "query parameter %s: %s", name, text);
     json_array_append_new(errs, json_pack("{s:s, s:s}", "path", "", "message", msg));
 }
@@ -269,7 +270,7 @@ static enum MHD_Result query_known(void *cls, enum MHD_ValueKind kind, const cha
         if (strcmp(key, known[i]) == 0)
             return MHD_YES;
     char name[80];
-    snprintf(name, sizeof name, "%.64s", key);
+    snprintf(name, sizeof name, "%.*s", (int)lab_text_fit(key, 64), key);
     query_error(cls, name, "%s", "unknown (state, limit and after are)");
     return MHD_YES;
 }
@@ -298,14 +299,14 @@ void lab_api_runs_list(lab_req_t *rq)
     const char *after_s = lab_req_query(rq, "after");
     if (state && lab_run_state_parse(state) < 0)
         query_error(errs, "state",
-                    "unknown state \"%.64s\" (queued, planned, running, paused, interrupted, done, "
+                    "unknown state \"%s\" (queued, planned, running, paused, interrupted, done, "
                     "failed or cancelled)",
                     state);
     long long limit = LIST_DEFAULT, after = 0;
     if (limit_s && !parse_num(limit_s, 1, LIST_MAX, &limit))
-        query_error(errs, "limit", "\"%.64s\" is not an integer from 1 to 500", limit_s);
+        query_error(errs, "limit", "\"%s\" is not an integer from 1 to 500", limit_s);
     if (after_s && !parse_num(after_s, 0, INT64_MAX, &after))
-        query_error(errs, "after", "\"%.64s\" is not a cursor (the \"next\" of a page)", after_s);
+        query_error(errs, "after", "\"%s\" is not a cursor (the \"next\" of a page)", after_s);
     if (json_array_size(errs) > 0) {
         size_t n = json_array_size(errs);
         lab_problem(rq, LAB_P_BAD_REQUEST, errs, "%zu bad query parameter%s", n, n == 1 ? "" : "s");

@@ -202,6 +202,20 @@ static void test_over_the_limit_refused(void **state)
         json_decref(body);
         free(plate);
     }
+    /* a query's value and an unknown key are quoted in part, cut on a character */
+    static const char *const queries[] = {"/v1/runs?state=a", "/v1/runs?limit=a", "/v1/runs?a"};
+    for (int i = 0; i < 3; i++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s", queries[i]);
+        for (int k = 0; k < 40; k++)
+            strcat(path, "%C3%A9");
+        if (i == 2)
+            strcat(path, "=1");
+        json_t *pb = h_api(&d, "GET", path, NULL, 400);
+        const char *msg = sval(json_array_get(json_object_get(pb, "errors"), 0), "message");
+        assert_non_null(strstr(msg, i == 2 ? "query parameter a\xC3\xA9" : "\"a\xC3\xA9"));
+        json_decref(pb);
+    }
     /* a plate cut inside its last character, and a stray byte: not JSON text */
     static const char *const bad[] = {"{\"workflow\":\"long\",\"plate\":\"P\xC3\"}",
                                       "{\"workflow\":\"long\",\"plate\":\"P\xFF\"}"};
