@@ -444,7 +444,7 @@ void lab_api_runs_priority(lab_req_t *rq)
         json_object_foreach(body, key, v) if (strcmp(key, "priority") && strcmp(key, "score"))
         {
             char path[80];
-            snprintf(path, sizeof path, "/%.60s", key);
+            snprintf(path, sizeof path, "/%.*s", (int)lab_text_fit(key, 60), key);
             json_array_append_new(
                 errs, json_pack("{s:s,s:s}", "path", path, "message", "unknown member"));
         }

@@ -256,6 +256,17 @@ static void test_cancel_reason_at_limit(void **state)
     char *id = strdup(sval(doc, "id"));
     json_decref(doc);
     char path[128], *reason = repeat("\xF0\x9F\x98\x80", 501);
+    /* an unknown member of a priority change is named, cut on a character */
+    snprintf(path, sizeof path, "/v1/runs/%s/priority", id);
+    char member[200] = "{\"priority\":\"high\",\"a";
+    for (int i = 0; i < 40; i++)
+        strcat(member, "\xC3\xA9");
+    strcat(member, "\":1}");
+    json_t *pb = h_api(&d, "POST", path, member, 422);
+    json_t *e = json_array_get(json_object_get(pb, "errors"), 0);
+    assert_string_equal(sval(e, "message"), "unknown member");
+    assert_int_equal(strlen(sval(e, "path")), 1 + 1 + 29 * 2); /* "/a" and 29 of the 40 */
+    json_decref(pb);
     snprintf(path, sizeof path, "/v1/runs/%s/cancel", id);
     json_t *body = json_pack("{s:s}", "reason", reason);
     char *text = json_dumps(body, JSON_COMPACT);
