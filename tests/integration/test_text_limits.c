@@ -1,8 +1,10 @@
-/* Text at its limits, end to end: runs whose plate is the longest the schema allows (64
- * characters, in 1-, 2-, 3- and 4-byte characters) and whose read step has the longest name
- * finish with all 96 measurements carrying the exact plate and step, in the API, in PostgreSQL
- * and on MQTT. One character more, or bytes that are not UTF-8, are refused with a precise
- * error; a refusal quotes the longest `on` whole; a cancellation keeps its longest reason. */
+/* Text at its limits, end to end. Runs whose plate, name and note are the longest the run schema
+ * allows, in 1-, 2-, 3- and 4-byte characters, and whose read step has the longest name, finish
+ * with all 96 measurements carrying the exact plate and step in the API, in PostgreSQL and on
+ * MQTT. One character more, or bytes that are not UTF-8, are refused with a precise error. Text
+ * quoted in an answer (a query's value, an unknown member, an unknown action, a missing `on`) is
+ * whole or cut on a character; a cancellation keeps its longest reason; a STAR's reagents and an
+ * instrument's id follow their limits in characters. */
 #include "tests/harness/harness_drv.h"
 #include "tests/integration/mix_cell.h"
 
@@ -106,15 +108,20 @@ static void test_longest_plates_end_to_end(void **state)
     enum { N = 4 };
     /* 64 characters of 1, 2, 3 and 4 bytes: 64, 128, 192 and 256 bytes */
     static const char *const ch[N] = {"P", "\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80"};
-    char *plate[N], *id[N];
+    char *plate[N], *id[N], *name[N], *note[N];
     h_sub_t *meas = h_sub_start(mq.uri, "labloop/v1/lab/+/measurements/#");
     for (int i = 0; i < N; i++) {
         plate[i] = repeat(ch[i], 64);
-        json_t *body = json_pack("{s:s,s:s}", "workflow", "long", "plate", plate[i]);
+        name[i] = repeat(ch[i], 200);
+        note[i] = repeat(ch[i], 2000);
+        json_t *body = json_pack("{s:s,s:s,s:s,s:s}", "workflow", "long", "plate", plate[i], "name",
+                                 name[i], "note", note[i]);
         char *text = json_dumps(body, JSON_COMPACT);
         json_t *doc = h_api(&d, "POST", "/v1/runs", text, 201);
         id[i] = strdup(sval(doc, "id"));
         assert_string_equal(sval(doc, "plate"), plate[i]);
+        assert_string_equal(sval(doc, "name"), name[i]);
+        assert_string_equal(sval(doc, "note"), note[i]);
         json_decref(doc);
         free(text);
         json_decref(body);
@@ -122,6 +129,7 @@ static void test_longest_plates_end_to_end(void **state)
     for (int i = 0; i < N; i++) {
         json_t *doc = wait_state(id[i], "done", 180000);
         assert_string_equal(sval(doc, "plate"), plate[i]);
+        assert_string_equal(sval(doc, "note"), note[i]);
         json_decref(doc);
     }
     /* the API: the timeline's items of each run carry its plate whole */
@@ -156,6 +164,13 @@ static void test_longest_plates_end_to_end(void **state)
                  "state = 'done'",
                  id[i], plate[i]);
         assert_int_equal(h_pg_count_wait(&pg, q, 1, 30000), 1);
+        char *qn = malloc(9000);
+        snprintf(qn, 9000,
+                 "select count(*) from labloop.runs where id = '%s' and doc->>'name' = '%s' and "
+                 "char_length(doc->>'note') = 2000 and md5(doc->>'note') = md5('%s')",
+                 id[i], name[i], note[i]);
+        assert_int_equal(h_pg_count(&pg, qn), 1);
+        free(qn);
     }
     /* MQTT: 96 measurements of each run, every one with the plate and step whole */
     assert_true(h_sub_wait(meas, 96 * N, 30000) >= 96 * N);
@@ -178,6 +193,8 @@ static void test_longest_plates_end_to_end(void **state)
     for (int i = 0; i < N; i++) {
         assert_int_equal(mine[i], 96);
         free(plate[i]);
+        free(name[i]);
+        free(note[i]);
         free(id[i]);
     }
     h_sub_stop(meas);
