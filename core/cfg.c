@@ -5,6 +5,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/text.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -289,6 +290,11 @@ static void instrument_section(parse_ctx_t *p, const char *rest)
                       "MQTT topics and URLs)");
             return;
         }
+    if (strlen(rest) > LAB_INSTRUMENT_ID_CHARS) {
+        add_error(p->errs, p->line, "instrument", "", "an instrument id has at most %d characters",
+                  LAB_INSTRUMENT_ID_CHARS);
+        return;
+    }
     for (int i = 0; i < c->n_instruments; i++)
         if (strcmp(c->instruments[i].id, rest) == 0) {
             add_error(p->errs, p->line, sec, "", "given twice (first on line %d)",

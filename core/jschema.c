@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/utf8.h"
+#include "core/text.h"
 
 #include <math.h>
 #include <regex.h>
@@ -451,14 +452,6 @@ static bool type_matches(const char *t, const json_t *v)
     return strcmp(t, instance_type(v)) == 0;
 }
 
-static size_t utf8_length(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        n += ((unsigned char)*s & 0xC0) != 0x80;
-    return n;
-}
-
 static void join_strings(const json_t *arr, char *out, size_t len)
 {
     size_t i, used = 0;
@@ -505,8 +498,14 @@ static void validate_string(const lab_jschema_t *s, const json_t *schema, const 
                             const char *ptr, lab_jerrs_t *errs)
 {
     const char *str = json_string_value(v);
+    size_t bytes = json_string_length(v);
     json_t *k;
-    size_t len = utf8_length(str);
+    /* jansson refuses such text when it parses, but a document can be built in other ways */
+    if (!lab_text_valid(str, bytes)) {
+        lab_jerrs_add(errs, ptr, "is not valid UTF-8 text");
+        return;
+    }
+    size_t len = lab_text_chars(str, bytes); /* maxLength counts characters, not bytes */
     if ((k = json_object_get(schema, "minLength")) && len < (size_t)json_integer_value(k))
         lab_jerrs_add(errs, ptr, "must be at least %lld characters long",
                       (long long)json_integer_value(k));

@@ -10,6 +10,7 @@
 #include "core/jschema.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/text.h"
 
 #include <errno.h>
 #include <math.h>
@@ -47,6 +48,7 @@ lab_drv_error_t *lab_drv_error_set(lab_drv_error_t *e, lab_drv_err_t code, const
     va_start(ap, fmt);
     vsnprintf(e->text, sizeof e->text, fmt, ap);
     va_end(ap);
+    lab_text_trim(e->text); /* a long message is cut on a character, never inside one */
     return e;
 }
 
@@ -841,7 +843,8 @@ void lab_drv_set_state(lab_driver_t *d, lab_inst_state_t s, const lab_drv_error_
     d->conn = s;
     if (err && err->code != LAB_DRV_OK) {
         d->conn_err = *err;
-        d->last_err = *err;
+        lab_text_trim(d->conn_err.text); /* a driver may have composed it with a cut */
+        d->last_err = d->conn_err;
     } else {
         memset(&d->conn_err, 0, sizeof d->conn_err);
     }
@@ -872,6 +875,7 @@ void lab_drv_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *result)
     }
     if (err && err->code != LAB_DRV_OK) {
         op->err = *err;
+        lab_text_trim(op->err.text); /* a driver may have composed it with a cut */
         json_decref(result);
     } else {
         op->err.code = LAB_DRV_OK;

@@ -1048,7 +1048,7 @@ static const char *str_at(const json_t *o, const char *k, const char *at, const 
         return NULL;
     }
     if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= max) {
-        lab_jerrs_add(e, path, "%s must be a string of 1 to %zu characters", what, max - 1);
+        lab_jerrs_add(e, path, "%s must be a string of 1 to %zu bytes", what, max - 1);
         return NULL;
     }
     return json_string_value(v);

@@ -30,7 +30,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#define PLAN_NAME_MAX 64
+#define PLAN_NAME_MAX 65 /* a step name (64 ASCII characters, LAB_STEP_NAME_CHARS) and its NUL */
 #define PLAN_REASON_MAX 320
 
 typedef struct plan_instrument {

@@ -28,13 +28,30 @@ const char *report_unit(const char *name)
     return "";
 }
 
+/* Drops a UTF-8 character left incomplete at the end of s by a cut (a member's name is quoted
+ * in part): the error is answered as JSON text. The codecs stand alone, hence not core/text.h. */
+static void trim_utf8(char *s)
+{
+    size_t n = strlen(s), i = n;
+    while (i > 0 && n - i < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    if (i == 0)
+        return;
+    unsigned char c = (unsigned char)s[i - 1];
+    size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    if (need > 1 && 1 + (n - i) < need)
+        s[i - 1] = '\0';
+}
+
 static int fail(report_error_t *err, int rc, const char *path, const char *fmt, ...)
 {
     snprintf(err->path, sizeof err->path, "%s", path);
+    trim_utf8(err->path);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
+    trim_utf8(err->message);
     return rc;
 }
 

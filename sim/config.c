@@ -173,8 +173,11 @@ static int handler(void *ud, const char *section, const char *name, const char *
             return fail(c, "instrument '%s': sim_wells '%s' is not 96 or 384", id, value);
         in->wells = atoi(value);
     } else if (strcmp(name, "sim_plate") == 0) {
-        if (!*value || strlen(value) >= sizeof in->plate)
-            return fail(c, "instrument '%s': bad sim_plate '%s'", id, value);
+        size_t chars = 0; /* a plate's rule: 64 characters (code points) */
+        for (const char *q = value; *q; q++)
+            chars += ((unsigned char)*q & 0xC0) != 0x80;
+        if (!*value || strlen(value) >= sizeof in->plate || chars > LAB_RUN_PLATE_CHARS)
+            return fail(c, "instrument '%s': bad sim_plate '%s' (1 to 64 characters)", id, value);
         snprintf(in->plate, sizeof in->plate, "%s", value);
     } else if (strcmp(name, "sim_from") == 0 || strcmp(name, "sim_to") == 0) {
         char *dst = name[4] == 'f' ? in->from : in->to;

@@ -31,13 +31,14 @@ typedef enum sim_fault {
 typedef struct sim_inst_cfg {
     char id[64];
     sim_driver_t driver;
-    char port[512];     /* pty symlink path, or empty with tcp_port set */
-    char host[128];     /* tcp:// serial, or the modbus server */
-    int tcp_port;       /* serial over TCP */
-    int modbus_port;    /* modbus-temperature */
-    int map;            /* modbus_device_t */
-    int wells;          /* reader: 96 or 384 */
-    char plate[64];     /* reader: barcode of the plate in the tray; STAR: plate on the deck */
+    char port[512];  /* pty symlink path, or empty with tcp_port set */
+    char host[128];  /* tcp:// serial, or the modbus server */
+    int tcp_port;    /* serial over TCP */
+    int modbus_port; /* modbus-temperature */
+    int map;         /* modbus_device_t */
+    int wells;       /* reader: 96 or 384 */
+    /* reader: barcode of the plate in the tray; STAR: plate on the deck */
+    char plate[LAB_TEXT_BYTES(LAB_RUN_PLATE_CHARS)];
     char reagents[256]; /* STAR: comma-separated reagent names by source column */
     char from[64];      /* Liconic: the STAR whose deck plate a load with an empty station takes */
     char to[64];        /* Liconic: the reader whose queue an unloaded plate slides into */

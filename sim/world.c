@@ -150,6 +150,10 @@ sim_plate_t *sim_world_plate(sim_world_t *w, const char *barcode)
     sim_plate_t *found = sim_world_find(w, barcode);
     if (found)
         return found;
+    if (strlen(barcode) >= sizeof found->barcode) {
+        sim_error("world", "plate barcode of %zu bytes is longer than a plate's", strlen(barcode));
+        return NULL;
+    }
     if (w->n_plates == SIM_PLATES_MAX) {
         sim_error("world", "too many plates: the world holds %d, plate %s not created",
                   SIM_PLATES_MAX, barcode);

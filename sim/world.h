@@ -2,6 +2,8 @@
  * reagent), and each plate's incubation history. The reader's values are computed from it. */
 #ifndef LAB_SIM_WORLD_H
 #define LAB_SIM_WORLD_H
+#include "core/text.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -12,7 +14,7 @@
 #define SIM_DESIGN_MAX 3 /* reagents of the design response */
 
 typedef struct sim_plate {
-    char barcode[64];
+    char barcode[LAB_TEXT_BYTES(LAB_RUN_PLATE_CHARS)]; /* a run's plate, whole */
     char position[128]; /* "liconic1:2/5", "transfer:liconic1", "deck" ... */
     double ul[SIM_ROWS][SIM_COLS][SIM_REAGENTS_MAX];
     double incub_deg_s; /* integral of (temperature - 20 degC) over lab seconds, when positive */

@@ -7,6 +7,7 @@
 #include "daemon/api/api.h"
 #include "daemon/api/auth.h"
 #include "core/jschema.h"
+#include "core/text.h"
 #include "daemon/store/runs.h"
 
 #include <jansson.h>
@@ -38,7 +39,7 @@ typedef enum lab_rq_state {
     RQ_READY,
 } lab_rq_state_t;
 
-#define LAB_WHO_MAX LAB_TOKEN_NAME_MAX
+#define LAB_WHO_MAX (LAB_TEXT_BYTES(LAB_TOKEN_NAME_MAX) - 1) /* bytes */
 /* http_idle_timeout when the config leaves it 0 (a config built by hand, as tests do). */
 #define LAB_HTTP_IDLE_DEFAULT_S 15
 
@@ -75,8 +76,9 @@ struct lab_req {
     lab_store_op_t op;
     lab_run_insert_t *ins;
     const char *idem_key; /* MHD's header value, when the request carries one */
-    char action[65];      /* POST .../actions: the action waiting for its instrument */
-    int act_idem;         /* its Idempotency-Key's slot (instruments.c), or -1 */
+    /* POST .../actions: the action waiting for its instrument */
+    char action[LAB_TEXT_BYTES(LAB_ACTION_CHARS)];
+    int act_idem; /* its Idempotency-Key's slot (instruments.c), or -1 */
     unsigned act_idem_gen;
 };
 

@@ -3,7 +3,7 @@
 #include "daemon/api/sha256.h"
 #include "core/err.h"
 #include "core/mem.h"
-#include "core/utf8.h"
+#include "core/text.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -119,14 +119,13 @@ int lab_tokens_parse(const char *text, size_t len, const char *file, lab_tokens_
                      LAB_TOKEN_MIN_LEN);
             goto fail;
         }
-        if (nf == 3 && strlen(f[2]) > LAB_TOKEN_NAME_MAX) {
-            snprintf(err, errlen, "%s:%d: name longer than %d characters", file, lineno,
-                     LAB_TOKEN_NAME_MAX);
+        if (nf == 3 && !lab_text_valid(f[2], strlen(f[2]))) {
+            snprintf(err, errlen, "%s:%d: the name is not UTF-8 text", file, lineno);
             goto fail;
         }
-        /* The name goes into run documents ("by") and answers: JSON text. */
-        if (nf == 3 && !lab_utf8_valid(f[2], strlen(f[2]))) {
-            snprintf(err, errlen, "%s:%d: the name is not UTF-8", file, lineno);
+        if (nf == 3 && lab_text_chars(f[2], strlen(f[2])) > LAB_TOKEN_NAME_MAX) {
+            snprintf(err, errlen, "%s:%d: name longer than %d characters", file, lineno,
+                     LAB_TOKEN_NAME_MAX);
             goto fail;
         }
         uint8_t digest[32];

@@ -20,7 +20,8 @@ typedef enum lab_role {
 #define LAB_ROLES_ALL (LAB_ROLE_VIEWER | LAB_ROLE_TECHNICIAN | LAB_ROLE_PIPELINE | LAB_ROLE_ADMIN)
 /* Tokens shorter than this are refused: they could be guessed. */
 #define LAB_TOKEN_MIN_LEN 8
-/* Names are recorded as submitted_by and own idempotency keys. */
+/* Names are recorded as submitted_by and own idempotency keys: UTF-8, at most this many
+ * characters (LAB_TEXT_BYTES of it in bytes). */
 #define LAB_TOKEN_NAME_MAX 64
 
 typedef struct lab_token {

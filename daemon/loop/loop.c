@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/text.h"
 #include "daemon/model/run.h"
 #include "daemon/store/runs.h"
 #include "daemon/store/workflows.h"
@@ -202,6 +203,20 @@ void loop_put_cand(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, cand_t *k)
     free(text);
 }
 
+/* A reason as JSON text: one composed in a fixed buffer may end cut inside a character. */
+static json_t *reason_json(const char *reason)
+{
+    char *t = lab_strdup(reason);
+    lab_text_trim(t);
+    json_t *j = json_string(t);
+    if (!j) {
+        log_error("loop", "a reason that is not UTF-8 text was replaced: %s", t);
+        j = json_string("(the reason was not UTF-8 text)");
+    }
+    free(t);
+    return j;
+}
+
 void loop_cand_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, cand_t *k, cand_state_t to,
                    const char *reason)
 {
@@ -212,7 +227,7 @@ void loop_cand_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, cand_t *k, can
     k->state = to;
     json_object_set_new(k->doc, "state", json_string(loop_cs_names[to]));
     if (reason)
-        json_object_set_new(k->doc, "reason", json_string(reason));
+        json_object_set_new(k->doc, "reason", reason_json(reason));
     else
         json_object_del(k->doc, "reason");
     if (to != CS_STAGED && to != CS_RUNNING) {
@@ -233,7 +248,7 @@ void loop_camp_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, const char *st
     json_object_set_new(c->doc, "state", json_string(state));
     c->state = loop_str(c->doc, "state");
     if (reason)
-        json_object_set_new(c->doc, "reason", json_string(reason));
+        json_object_set_new(c->doc, "reason", reason_json(reason));
     else
         json_object_del(c->doc, "reason");
     loop_put_camp(l, w, c);
@@ -351,6 +366,7 @@ static void on_run(void *ctx, const char *id, const char *state, const char *doc
         json_t *f = json_object_get(run, "failure");
         snprintf(why, sizeof why, "its run failed at step %s: %s", loop_str(f, "step") ?: "?",
                  loop_str(f, "error") ?: "?");
+        lab_text_trim(why);
         loop_plate_trouble(l, w, c, pi, why);
     } else { /* cancelled by a person: the candidates are not run again */
         char why[200];

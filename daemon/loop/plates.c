@@ -7,6 +7,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/text.h"
 #include "daemon/model/run.h"
 #include "daemon/store/runs.h"
 #include "daemon/store/workflows.h"
@@ -354,12 +355,14 @@ static json_t *plate_values(camp_t *c, const json_t *run, char *why, size_t whyl
     if (!r) {
         snprintf(why, whylen, "the plate's run read no values%s%s", want ? " in step " : "",
                  want ? want : "");
+        lab_text_trim(why);
         return NULL;
     }
     const char *measure = loop_str(loop_objective(c), "measure");
     if (!measure || !loop_str(r, "measure") || strcmp(measure, loop_str(r, "measure")) != 0) {
         snprintf(why, whylen, "the plate was read for %s, the objective is %s",
                  loop_str(r, "measure") ?: "?", measure ?: "?");
+        lab_text_trim(why);
         return NULL;
     }
     return json_object_get(r, "values");
@@ -466,12 +469,12 @@ void loop_plate_done(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, int pi, cons
             json_object_set_new(k->doc, "qc_failures", json_integer(fails));
             char reason[512];
             if (fails > retries) {
-                snprintf(reason, sizeof reason, "plate %.96s failed QC (%.300s), %d time%s",
-                         p->name, why, fails, fails == 1 ? "" : "s");
+                snprintf(reason, sizeof reason, "plate %.96s failed QC (%.*s), %d time%s", p->name,
+                         (int)lab_text_fit(why, 300), why, fails, fails == 1 ? "" : "s");
                 loop_cand_set(l, w, c, k, CS_FAILED, reason);
             } else {
-                snprintf(reason, sizeof reason, "plate %.96s failed QC (%.300s): re-run", p->name,
-                         why);
+                snprintf(reason, sizeof reason, "plate %.96s failed QC (%.*s): re-run", p->name,
+                         (int)lab_text_fit(why, 300), why);
                 loop_cand_set(l, w, c, k, CS_CANDIDATE, reason);
             }
             continue;

@@ -4,6 +4,7 @@
 #include "core/id.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/text.h"
 #include "daemon/model/run.h"
 #include "daemon/sched/ops.h"
 #include "daemon/store/runs.h"
@@ -40,7 +41,8 @@ static int ss_parse(const char *s)
 }
 
 typedef struct sstep {
-    char name[64], op[64], on[64];
+    /* borrowed from the run's workflow, whole */
+    const char *name, *op, *on;
     const json_t *params; /* borrowed from the run's workflow */
     const json_t *policy; /* on_failure of the step, else of the workflow; NULL: pause */
     double nominal_s;     /* the longest duration */
@@ -70,7 +72,7 @@ typedef struct srun {
     char id[LAB_UUID_LEN + 1];
     json_t *doc; /* the stored document, kept current */
     json_t *wf;  /* the workflow version it follows; NULL when not stored */
-    char plate[64];
+    char *plate; /* the whole barcode: up to LAB_RUN_PLATE_CHARS characters */
     sstep_t *st;
     int n;
     lab_run_state_t state;
@@ -309,8 +311,7 @@ static void steps_from_doc(lab_sched_t *s, srun_t *r)
         st->lag_violated = json_is_true(json_object_get(o, "lag_violation"));
         json_t *lag = json_object_get(o, "lag_s");
         st->lag_s = json_is_number(lag) ? json_number_value(lag) : -1;
-        snprintf(st->error, sizeof st->error, "%s",
-                 json_string_value(json_object_get(o, "error")) ?: "");
+        lab_text_copy(st->error, sizeof st->error, json_string_value(json_object_get(o, "error")));
         st->holds_site = st->cassette && st->inst >= 0 &&
                          (st->state == SS_RUNNING || (st->loaded_ms && !st->unloaded));
         if (st->holds_site)
@@ -363,9 +364,9 @@ static bool run_bind_workflow(lab_sched_t *s, srun_t *r)
     for (int k = 0; k < r->n; k++) {
         json_t *o = json_array_get(steps, k);
         sstep_t *st = &r->st[k];
-        snprintf(st->name, sizeof st->name, "%s", json_string_value(json_object_get(o, "name")));
-        snprintf(st->op, sizeof st->op, "%s", json_string_value(json_object_get(o, "op")));
-        snprintf(st->on, sizeof st->on, "%s", json_string_value(json_object_get(o, "on")));
+        st->name = json_string_value(json_object_get(o, "name")) ?: "";
+        st->op = json_string_value(json_object_get(o, "op")) ?: "";
+        st->on = json_string_value(json_object_get(o, "on")) ?: "";
         st->params = json_object_get(o, "params");
         st->policy = json_object_get(o, "on_failure") ?: wpol;
         json_t *dur = json_object_get(o, "duration_s");
@@ -386,8 +387,7 @@ static srun_t *run_new(lab_sched_t *s, json_t *doc)
     srun_t *r = LAB_NEW(srun_t);
     r->doc = doc;
     snprintf(r->id, sizeof r->id, "%s", json_string_value(json_object_get(doc, "id")));
-    snprintf(r->plate, sizeof r->plate, "%s",
-             json_string_value(json_object_get(doc, "plate")) ?: "");
+    r->plate = lab_strdup(json_string_value(json_object_get(doc, "plate")) ?: "");
     int st = lab_run_state_parse(json_string_value(json_object_get(doc, "state")) ?: "queued");
     r->state = st < 0 ? LAB_RUN_QUEUED : (lab_run_state_t)st;
     r->prio = prio_of(json_string_value(json_object_get(doc, "priority")));
@@ -462,6 +462,7 @@ static void run_remove(lab_sched_t *s, srun_t *r)
     exec_free(r->ex);
     json_decref(r->doc);
     json_decref(r->wf);
+    free(r->plate);
     free(r->st);
     free(r);
 }
@@ -569,12 +570,14 @@ static const char *blocked_by(lab_sched_t *s, srun_t *r, int k, char *buf, size_
         }
     if (!any) {
         snprintf(buf, cap, "step %s needs '%s' and this cell has none", r->st[k].name, on);
+        lab_text_trim(buf);
         return buf;
     }
     if (!up) {
         char tmp[200];
         snprintf(tmp, sizeof tmp, "%s", buf);
         snprintf(buf, cap, "step %s waits for '%s': %.100s", r->st[k].name, on, tmp);
+        lab_text_trim(buf);
         return buf;
     }
     return NULL;
@@ -789,7 +792,8 @@ static void step_failed(lab_sched_t *s, exec_t *ex, const char *why, bool unknow
     srun_t *r = ex->r;
     sstep_t *st = &r->st[ex->k];
     s->stats.steps_failed++;
-    snprintf(st->error, sizeof st->error, "%s", why);
+    lab_text_copy(st->error, sizeof st->error, why);
+    lab_text_trim(st->error); /* why may come cut from a fixed buffer */
     st->state = SS_FAILED;
     st->end_ms = now_ms(s);
     step_release_site(s, st);
@@ -804,6 +808,7 @@ static void pause_run(lab_sched_t *s, srun_t *r, const char *why)
     set_state(s, r, LAB_RUN_PAUSED);
     json_object_set_new(r->doc, "paused_reason", json_string(why));
     snprintf(r->why, sizeof r->why, "paused: %s", why);
+    lab_text_trim(r->why);
     persist(s, r, NULL, NULL);
     kick(s);
 }
@@ -875,6 +880,11 @@ static json_t *measurement_rows(lab_sched_t *s, srun_t *r, sstep_t *st, json_t *
             "{s:s,s:s,s:s,s:s,s:s,s:s,s:O,s:s,s:s}", "run", r->id, "plate", r->plate, "step",
             st->name, "instrument", lab_driver_id(inst_at(s, st->inst)), "well", key, "measure",
             measure, "value", v, "unit", strcmp(measure, "absorbance") == 0 ? "AU" : "", "at", at);
+        if (!row) { /* never silently: a value that cannot be written down is an error */
+            log_error("sched", "run=%s step=%s well=%s: measurement not recorded (bad text)", r->id,
+                      st->name, key);
+            continue;
+        }
         if (nm)
             json_object_set(row, "wavelength_nm", nm);
         json_array_append_new(rows, row);
@@ -1392,6 +1402,7 @@ static void tick_closed(uv_handle_t *h)
         exec_free(r->ex);
         json_decref(r->doc);
         json_decref(r->wf);
+        free(r->plate);
         free(r->st);
         free(r);
     }

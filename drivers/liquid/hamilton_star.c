@@ -10,6 +10,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "protocols/proto.h"
 #include "protocols/star.h"
 
@@ -38,7 +39,7 @@ typedef struct star {
     int channels, rows, cols, plate_x, plate_y, pitch;
     int tip_x, tip_y, tip_pitch, tip_cols, trough_x, trough_y, trough_pitch;
     int waste_x, waste_y, channel_pitch;
-    char reagent[REAGENTS_MAX][32];
+    char reagent[REAGENTS_MAX][LAB_TEXT_BYTES(LAB_REAGENT_CHARS)];
     int n_reagents;
     uint64_t reply_ms;
 
@@ -839,8 +840,8 @@ static int star_open(lab_driver_t *d, char *err, size_t errlen)
         size_t n = strlen(t);
         while (n && isspace((unsigned char)t[n - 1]))
             t[--n] = '\0';
-        if (!n || n >= sizeof s->reagent[0] || s->n_reagents == REAGENTS_MAX ||
-            star_reagent(s, t) >= 0) {
+        if (!n || !lab_text_valid(t, n) || lab_text_chars(t, n) > LAB_REAGENT_CHARS ||
+            s->n_reagents == REAGENTS_MAX || star_reagent(s, t) >= 0) {
             snprintf(err, errlen, "reagents: '%s' is empty, too long, repeated or one too many", t);
             return LAB_EINVAL;
         }

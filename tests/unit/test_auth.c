@@ -94,7 +94,17 @@ static void test_parse_bad_lines(void **state)
         {"long-name-11 viewer "
          "n12345678901234567890123456789012345678901234567890123456789012345\n",
          "tokens:1: name longer than 64"},
-        {"name-token-1 viewer na\xffme\n", "tokens:1: the name is not UTF-8"},
+        {"long-name-11 viewer "
+         "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9"
+         "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9"
+         "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9"
+         "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9"
+         "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9"
+         "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9"
+         "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9"
+         "\xC3\xA9\xC3\xA9\n",
+         "tokens:1: name longer than 64 characters"},
+        {"bad-name-111 viewer ab\xFF\n", "tokens:1: the name is not UTF-8 text"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         lab_tokens_t t = {(lab_token_t *)1, 99};
@@ -105,6 +115,22 @@ static void test_parse_bad_lines(void **state)
         assert_int_equal(t.n, 0);
         assert_null(t.v);
     }
+}
+
+/* A name of 64 characters, each of four bytes, is kept whole. */
+static void test_longest_name(void **state)
+{
+    (void)state;
+    char text[400] = "emoji-token-1 technician ";
+    for (int i = 0; i < LAB_TOKEN_NAME_MAX; i++)
+        strcat(text, "\xF0\x9F\x98\x80");
+    lab_tokens_t t;
+    char err[256] = "";
+    assert_int_equal(parse(text, &t, err, sizeof err), LAB_OK);
+    assert_int_equal(t.n, 1);
+    assert_string_equal(t.v[0].name, strchr(strchr(text, ' ') + 1, ' ') + 1);
+    assert_int_equal(strlen(t.v[0].name), 4 * LAB_TOKEN_NAME_MAX);
+    lab_tokens_free(&t);
 }
 
 static void test_nul_byte(void **state)
@@ -203,13 +229,10 @@ static void test_sha256(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roles),
-        cmocka_unit_test(test_parse_good),
-        cmocka_unit_test(test_empty_file),
-        cmocka_unit_test(test_parse_bad_lines),
-        cmocka_unit_test(test_nul_byte),
-        cmocka_unit_test(test_load_file),
-        cmocka_unit_test(test_constant_time_lookup),
+        cmocka_unit_test(test_roles),        cmocka_unit_test(test_parse_good),
+        cmocka_unit_test(test_empty_file),   cmocka_unit_test(test_parse_bad_lines),
+        cmocka_unit_test(test_longest_name), cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_load_file),    cmocka_unit_test(test_constant_time_lookup),
         cmocka_unit_test(test_sha256),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,6 +4,7 @@
  * the late answer, offline failing what runs and what waits, the operator hold, a full queue,
  * close with operations pending, polling into telemetry, and the config check. */
 #include "drivers/driver.h"
+#include "core/text.h"
 #include "core/err.h"
 #include "core/log.h"
 
@@ -275,6 +276,27 @@ static void test_timeout_aborts_and_ignores_late_answer(void **state)
     finish(d);
 }
 
+/* Error texts are JSON text: one cut inside a character, by lab_drv_error_set's bound or by a
+ * driver's own snprintf, loses that character only. */
+static void test_error_text_cut_on_a_character(void **state)
+{
+    (void)state;
+    lab_drv_error_t e;
+    char long_text[512] = "";
+    for (int i = 0; i < 200; i++)
+        strcat(long_text, "\xC3\xA9"); /* 400 bytes: 255 is 127 characters and a half */
+    lab_drv_error_set(&e, LAB_DRV_EDEVICE, NULL, "%s", long_text);
+    assert_int_equal(strlen(e.text), 127 * 2);
+    assert_true(lab_text_valid(e.text, strlen(e.text)));
+    lab_driver_t *d = make(NULL, 1);
+    lab_drv_error_t why = {.code = LAB_DRV_EOFFLINE};
+    snprintf(why.text, sizeof why.text, "%.3s", "x\xE2\x82\xAC"); /* "x" and 2 bytes of 3 */
+    lab_drv_set_state(d, LAB_INST_OFFLINE, &why);
+    run_ms(5);
+    assert_string_equal(lab_driver_last_error(d)->text, "x");
+    finish(d);
+}
+
 static void test_offline_fails_running_and_queued(void **state)
 {
     (void)state;
@@ -396,6 +418,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_offline_fails_running_and_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_and_full_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_text_cut_on_a_character, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poll_makes_telemetry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_check, setup, teardown),
     };

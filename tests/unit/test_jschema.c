@@ -201,6 +201,57 @@ static void test_run_schema(void **state)
     assert_null(lab_jschema_get("no-such.schema.json"));
 }
 
+/* maxLength counts characters (code points): a 64-character plate passes in 1-, 2-, 3- and
+ * 4-byte characters alike, a 65th is refused, and text that is not UTF-8 is refused. */
+static void test_lengths_in_characters(void **state)
+{
+    (void)state;
+    lab_jschema_t *s = lab_jschema_get("run.schema.json");
+    static const char *const chars[] = {"P", "\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80"};
+    for (size_t c = 0; c < 4; c++) {
+        for (int n = 64; n <= 65; n++) {
+            char doc[400] = "{\"workflow\":\"w\",\"plate\":\"";
+            for (int i = 0; i < n; i++)
+                strcat(doc, chars[c]);
+            strcat(doc, "\"}");
+            EXPECT(s, doc, n == 64 ? "" : "/plate: must be at most 64 characters long");
+        }
+    }
+    /* jansson refuses such bytes when it parses; a document built otherwise meets the schema */
+    assert_null(json_loads("{\"workflow\":\"w\",\"plate\":\"\xff\"}", 0, NULL));
+    static const char *const bad[] = {"\xff", "P\xC3", "\xC0\x80", "\xED\xA0\x80", "a\0b"};
+    static const size_t len[] = {1, 2, 2, 3, 3};
+    for (size_t i = 0; i < 5; i++) {
+        json_t *doc = json_pack("{s:s}", "workflow", "w");
+        json_object_set_new(doc, "plate", json_stringn_nocheck(bad[i], len[i]));
+        lab_jerrs_t errs = {0};
+        assert_int_equal(lab_jschema_validate(s, doc, &errs), 1);
+        assert_string_equal(errs.v[0].path, "/plate");
+        assert_string_equal(errs.v[0].message, "is not valid UTF-8 text");
+        lab_jerrs_free(&errs);
+        json_decref(doc);
+    }
+    /* a step's name: 64 characters (ASCII by its pattern), its op and on 64 of any */
+    s = lab_jschema_get("workflow.schema.json");
+    char name[70], op[300] = "", wf[800];
+    memset(name, 'n', 65);
+    name[65] = '\0';
+    for (int i = 0; i < 64; i++)
+        strcat(op, "\xF0\x9F\x98\x80");
+    snprintf(wf, sizeof wf,
+             "{\"name\":\"w\",\"steps\":[{\"name\":\"%.64s\",\"op\":\"%s\",\"on\":\"%s\","
+             "\"duration_s\":1}]}",
+             name, op, op);
+    EXPECT(s, wf, "");
+    snprintf(wf, sizeof wf,
+             "{\"name\":\"w\",\"steps\":[{\"name\":\"%s\",\"op\":\"%s\xC3\xA9\",\"on\":\"x\","
+             "\"duration_s\":1}]}",
+             name, op);
+    EXPECT(s, wf,
+           "/steps/0/name: must be at most 64 characters long|/steps/0/op: must be at most 64 "
+           "characters long");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -212,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_compile_refuses),
         cmocka_unit_test(test_ref_cycle_bounded),
         cmocka_unit_test(test_run_schema),
+        cmocka_unit_test(test_lengths_in_characters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

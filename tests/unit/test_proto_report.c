@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "core/text.h"
 #include "protocols/report.h"
 
 static report_t rep;
@@ -81,6 +82,15 @@ static void test_errors(void **state)
     report_error_t err;
     assert_int_equal(report_parse(longname, strlen(longname), &rep, &err), PROTO_ESYNTAX);
     assert_non_null(strstr(err.path, "..."));
+    /* an unknown member's name is quoted in part (40 bytes), cut on a character: "$.a" and 19
+     * of its 21 two-byte characters */
+    char member[200] = "{\"values\":{\"a_c\":1},\"a";
+    for (int i = 0; i < 21; i++)
+        strcat(member, "\xC3\xA9");
+    strcat(member, "\":1}");
+    assert_int_equal(report_parse(member, strlen(member), &rep, &err), PROTO_ESYNTAX);
+    assert_int_equal(strlen(err.path), 2 + 1 + 19 * 2);
+    assert_true(lab_text_valid(err.path, strlen(err.path)));
 }
 
 static void test_too_many(void **state)

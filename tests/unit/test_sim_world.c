@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -94,6 +95,27 @@ static void test_design(void **state)
     near(sim_world_design(&w, one), 0.5 * sim_design_f(0.5));
 }
 
+/* A plate's barcode is a run's plate: 64 characters of four bytes are kept whole and tell two
+ * plates apart in their last character; a longer barcode is refused, never cut. */
+static void test_longest_barcode(void **state)
+{
+    (void)state;
+    sim_world_init(&w, 7, 0);
+    char a[300] = "", b[300];
+    for (int i = 0; i < 64; i++)
+        strcat(a, "\xF0\x9F\x98\x80");
+    snprintf(b, sizeof b, "%s", a);
+    b[strlen(b) - 1] = '\x81'; /* the last character differs */
+    sim_plate_t *pa = sim_world_plate(&w, a), *pb = sim_world_plate(&w, b);
+    assert_non_null(pa);
+    assert_non_null(pb);
+    assert_ptr_not_equal(pa, pb);
+    assert_string_equal(pa->barcode, a);
+    assert_ptr_equal(sim_world_plate(&w, a), pa);
+    strcat(a, "x");
+    assert_null(sim_world_plate(&w, a));
+}
+
 static void test_absorbance(void **state)
 {
     (void)state;
@@ -164,6 +186,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f),
         cmocka_unit_test(test_design),
+        cmocka_unit_test(test_longest_barcode),
         cmocka_unit_test(test_absorbance),
         cmocka_unit_test(test_parse_refusals),
     };
