@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/text.h"
+#include "core/utf8.h"
 
 #include <errno.h>
 #include <math.h>
@@ -42,13 +43,18 @@ const char *lab_drv_err_name(lab_drv_err_t e)
 lab_drv_error_t *lab_drv_error_set(lab_drv_error_t *e, lab_drv_err_t code, const char *device_code,
                                    const char *fmt, ...)
 {
+    /* Both may quote the device's own bytes: made valid UTF-8 here, so every document and answer
+     * that carries them can be built (cut on a character, invalid bytes as U+FFFD). */
+    char text[2 * sizeof e->text];
     e->code = code;
-    snprintf(e->device_code, sizeof e->device_code, "%s", device_code ? device_code : "");
+    device_code = device_code ? device_code : "";
+    lab_utf8_sanitize(e->device_code, sizeof e->device_code, device_code, strlen(device_code));
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->text, sizeof e->text, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    lab_text_trim(e->text); /* a long message is cut on a character, never inside one */
+    lab_text_trim(text);
+    lab_utf8_sanitize(e->text, sizeof e->text, text, strlen(text));
     return e;
 }
 

@@ -297,6 +297,22 @@ static void test_error_text_cut_on_a_character(void **state)
     finish(d);
 }
 
+/* A device's own bytes quoted in an error (a reply, a code) may be anything: the error is still
+ * JSON text, each invalid byte shown as U+FFFD, and its JSON document can be built. */
+static void test_error_text_from_device_bytes(void **state)
+{
+    (void)state;
+    lab_drv_error_t e;
+    lab_drv_error_set(&e, LAB_DRV_EPROTO, "E\xff", "unexpected reply '%s'", "\x81\xfe\xc3 ok");
+    assert_true(lab_text_valid(e.text, strlen(e.text)));
+    assert_true(lab_text_valid(e.device_code, strlen(e.device_code)));
+    assert_string_equal(e.text, "unexpected reply '\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD ok'");
+    json_t *j = lab_drv_error_json(&e);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "device_code")), "E\xEF\xBF\xBD");
+    json_decref(j);
+}
+
 static void test_offline_fails_running_and_queued(void **state)
 {
     (void)state;
@@ -419,6 +435,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_offline_fails_running_and_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_and_full_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_text_cut_on_a_character, setup, teardown),
+        cmocka_unit_test(test_error_text_from_device_bytes),
         cmocka_unit_test_setup_teardown(test_poll_makes_telemetry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_check, setup, teardown),
     };
