@@ -227,6 +227,7 @@ static void test_embedded_mode(void **state)
 {
     h_daemon_t d;
     assert_int_equal(h_daemon_start(&d, NULL, NULL, NULL), 0);
+    assert_int_equal(h_workflow_example(d.url, "elisa-demo"), 0);
     char *id =
         submit(&d, "{\"workflow\":\"elisa-demo\",\"plate\":\"P0001\",\"priority\":\"high\"}");
     expect_run(&d, id, "elisa-demo");

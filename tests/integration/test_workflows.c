@@ -134,9 +134,20 @@ static void test_runs_pin_a_version(void **state)
         json_string_value(json_object_get(json_array_get(json_object_get(p, "errors"), 0), "path")),
         "/workflow_version");
     json_decref(p);
-    /* Not stored yet: accepted, and it names no version. */
-    run = req("POST", "/v1/runs", "{\"workflow\":\"later\"}", 201);
+    /* Not stored: refused, naming the workflow; a version of a workflow not stored, too. */
+    p = req("POST", "/v1/runs", "{\"workflow\":\"later\"}", 422);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(json_object_get(p, "errors"), 0), "path")),
+        "/workflow");
+    assert_non_null(strstr(json_string_value(json_object_get(p, "detail")), "later"));
+    json_decref(p);
+    json_decref(req("POST", "/v1/runs", "{\"workflow\":\"later\",\"workflow_version\":2}", 422));
+    /* Unless the run is to wait for it: accepted, naming no version, and the flag is not kept. */
+    run = req("POST", "/v1/runs", "{\"workflow\":\"later\",\"await_workflow\":true}", 201);
     assert_null(json_object_get(run, "workflow_version"));
+    assert_null(json_object_get(run, "await_workflow"));
+    json_decref(run);
+    run = req("POST", "/v1/runs", "{\"workflow\":\"later\",\"await_workflow\":false}", 422);
     json_decref(run);
 }
 
