@@ -151,6 +151,29 @@ static void test_runs_pin_a_version(void **state)
     json_decref(run);
 }
 
+/* deploy/examples/elisa.workflow.json, the README's example, is stored as it is and runs of it
+ * are accepted (and the runs waiting for it earlier follow it from then on). */
+static void test_example_workflow(void **state)
+{
+    json_t *early =
+        req("POST", "/v1/runs", "{\"workflow\":\"elisa\",\"await_workflow\":true}", 201);
+    assert_int_equal(h_workflow_example(dmn.url, NULL), 0);
+    json_t *wf = req("GET", "/v1/workflows/elisa", NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(wf, "steps")), 3);
+    json_t *run = req("POST", "/v1/runs", "{\"workflow\":\"elisa\",\"plate\":\"E1\"}", 201);
+    assert_int_equal(json_integer_value(json_object_get(run, "workflow_version")),
+                     json_integer_value(json_object_get(wf, "version")));
+    /* Stored again unchanged: the same version, not a new one. */
+    assert_int_equal(h_workflow_example(dmn.url, NULL), 0);
+    json_t *again = req("GET", "/v1/workflows/elisa", NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(again, "version")),
+                     json_integer_value(json_object_get(wf, "version")));
+    json_decref(early);
+    json_decref(again);
+    json_decref(run);
+    json_decref(wf);
+}
+
 static void test_every_problem_named(void **state)
 {
     const char *bad =
@@ -233,9 +256,10 @@ static void test_bad_file_refuses_start(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_loaded_from_dir),      cmocka_unit_test(test_versions),
-        cmocka_unit_test(test_runs_pin_a_version),   cmocka_unit_test(test_every_problem_named),
-        cmocka_unit_test(test_in_postgres_and_kept), cmocka_unit_test(test_bad_file_refuses_start),
+        cmocka_unit_test(test_loaded_from_dir),        cmocka_unit_test(test_versions),
+        cmocka_unit_test(test_runs_pin_a_version),     cmocka_unit_test(test_example_workflow),
+        cmocka_unit_test(test_every_problem_named),    cmocka_unit_test(test_in_postgres_and_kept),
+        cmocka_unit_test(test_bad_file_refuses_start),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
