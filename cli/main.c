@@ -1,6 +1,7 @@
 /* labloop: the command line for people and scripts, over the daemon's HTTP API.
  * Human tables by default, --json for scripts; on failure a one-line reason and a non-zero exit
  * (1: the daemon said no, 2: usage, 3: the daemon could not be reached). */
+#include "core/id.h"
 #include "core/mem.h"
 #include "planner/planner.h"
 
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifndef LAB_VERSION
 #define LAB_VERSION "0"
@@ -37,8 +39,10 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 
 static long req_timeout_s = 30; /* 0: wait as long as the daemon takes (instrument actions) */
 
-/* One request; returns the HTTP status (0 when the daemon could not be reached). */
-static long request(const char *method, const char *path, const char *body, buf_t *out)
+/* One request, with one extra header line when given; returns the HTTP status (0 when the daemon
+ * could not be reached, *how then says why). */
+static long request_with(const char *method, const char *path, const char *body, const char *header,
+                         buf_t *out, CURLcode *how)
 {
     const char *base = getenv("LABLOOP_URL");
     const char *token = getenv("LABLOOP_TOKEN");
@@ -48,6 +52,8 @@ static long request(const char *method, const char *path, const char *body, buf_
     h = curl_slist_append(h, "Accept: application/json");
     if (body)
         h = curl_slist_append(h, "Content-Type: application/json");
+    if (header)
+        h = curl_slist_append(h, header);
     char *auth = NULL;
     if (token && *token) {
         auth = lab_asprintf("Authorization: Bearer %s", token);
@@ -67,11 +73,18 @@ static long request(const char *method, const char *path, const char *body, buf_
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     else
         fprintf(stderr, "labloop: cannot reach %s: %s\n", url, curl_easy_strerror(rc));
+    if (how)
+        *how = rc;
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     free(auth);
     free(url);
     return status;
+}
+
+static long request(const char *method, const char *path, const char *body, buf_t *out)
+{
+    return request_with(method, path, body, NULL, out, NULL);
 }
 
 /* A problem+json answer as one line: "422 Unprocessable Content: /workflow: required; ...". */
@@ -101,6 +114,58 @@ static const char *str(json_t *o, const char *k)
 {
     const char *s = json_string_value(json_object_get(o, k));
     return s ? s : "-";
+}
+
+/* The command being run, for its usage line: set by main from the command table. */
+static const char *cmd_name = "", *cmd_usage = "";
+
+static void cmd_usage_print(FILE *out)
+{
+    fprintf(out, "usage: labloop %s\n", cmd_usage);
+}
+
+/* What getopt returned that is not one of the command's own options: -h/--help prints its usage
+ * and exits 0; an unknown option or a missing value is a usage error with the usage. */
+static int opt_other(int c, char **argv)
+{
+    if (c == 'h') {
+        cmd_usage_print(stdout);
+        return 0;
+    }
+    const char *what = argv[optind - 1];
+    char shortopt[3] = {'-', (char)optopt, 0};
+    if (optopt && (optind < 2 || strncmp(argv[optind - 1], "--", 2) != 0))
+        what = shortopt; /* inside a group of short options such as -xy */
+    if (c == ':')
+        fprintf(stderr, "labloop %s: %s needs a value\n", cmd_name, what);
+    else
+        fprintf(stderr, "labloop %s: unknown option %s\n", cmd_name, what);
+    cmd_usage_print(stderr);
+    return EXIT_USAGE;
+}
+
+/* A usage error of the arguments (not the options): the usage on stderr, exit 2. */
+static int bad_usage(void)
+{
+    cmd_usage_print(stderr);
+    return EXIT_USAGE;
+}
+
+#define HELP_OPT                                                                                   \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
+
+/* For a command without options of its own: -1 to go on with the arguments at argv[optind],
+ * or the exit code (help, or a usage error). */
+static int only_help(int argc, char **argv)
+{
+    static const struct option o[] = {HELP_OPT, {NULL, 0, NULL, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":h", o, NULL)) != -1)
+        return opt_other(c, argv);
+    return -1;
 }
 
 static void print_run_row(json_t *r)
@@ -168,19 +233,46 @@ static int show(long status, buf_t *b, int as_json, int list)
     return 0;
 }
 
+/* Whether a submission that got no answer, or this answer, is worth sending again with the same
+ * Idempotency-Key: the daemon commits it once whatever happens, and answers a repeat with the
+ * first answer. */
+static bool submit_again(long st, CURLcode how, const buf_t *b)
+{
+    if (st == 0)
+        return how == CURLE_COULDNT_CONNECT || how == CURLE_OPERATION_TIMEDOUT ||
+               how == CURLE_GOT_NOTHING || how == CURLE_SEND_ERROR || how == CURLE_RECV_ERROR;
+    if (st == 503)
+        return true; /* stopping: a restarted daemon takes it */
+    return st == 409 && b->p && strstr(b->p, "urn:labloop:problem:idempotency-in-progress");
+}
+
 static int cmd_submit(int argc, char **argv, int as_json)
 {
     static const struct option o[] = {
-        {"plate", required_argument, NULL, 'p'}, {"priority", required_argument, NULL, 'P'},
-        {"score", required_argument, NULL, 's'}, {"deadline", required_argument, NULL, 'd'},
-        {"name", required_argument, NULL, 'n'},  {"param", required_argument, NULL, 'k'},
-        {"file", required_argument, NULL, 'f'},  {NULL, 0, NULL, 0},
+        {"plate", required_argument, NULL, 'p'},
+        {"priority", required_argument, NULL, 'P'},
+        {"score", required_argument, NULL, 's'},
+        {"deadline", required_argument, NULL, 'd'},
+        {"name", required_argument, NULL, 'n'},
+        {"param", required_argument, NULL, 'k'},
+        {"file", required_argument, NULL, 'f'},
+        {"idempotency-key", required_argument, NULL, 'i'},
+        {"await-workflow", no_argument, NULL, 'w'},
+        {"retries", required_argument, NULL, 'r'},
+        {"timeout", required_argument, NULL, 't'},
+        HELP_OPT,
+        {NULL, 0, NULL, 0},
     };
     json_t *doc = json_object(), *params = json_object();
-    const char *file = NULL;
-    int c;
+    const char *file = NULL, *key = NULL;
+    bool await_wf = false;
+    long retries = 4;
+    int c, rc = EXIT_USAGE;
+    char *body = NULL, *hdr = NULL;
+    buf_t b = {0};
     optind = 1;
-    while ((c = getopt_long(argc, argv, "f:", o, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:h", o, NULL)) != -1) {
+        char *end;
         switch (c) {
         case 'p':
             json_object_set_new(doc, "plate", json_string(optarg));
@@ -201,7 +293,7 @@ static int cmd_submit(int argc, char **argv, int as_json)
             char *eq = strchr(optarg, '=');
             if (!eq) {
                 fprintf(stderr, "labloop: --param takes KEY=VALUE\n");
-                return EXIT_USAGE;
+                goto done;
             }
             /* A value that parses as JSON (numbers, true, lists) is taken as such. */
             json_t *v = json_loads(eq + 1, JSON_DECODE_ANY, NULL);
@@ -212,38 +304,96 @@ static int cmd_submit(int argc, char **argv, int as_json)
         case 'f':
             file = optarg;
             break;
+        case 'i':
+            if (!*optarg || strlen(optarg) > 255) {
+                fprintf(stderr, "labloop: --idempotency-key takes 1 to 255 characters\n");
+                goto done;
+            }
+            key = optarg;
+            break;
+        case 'w':
+            await_wf = true;
+            break;
+        case 'r':
+            retries = strtol(optarg, &end, 10);
+            if (*end || end == optarg || retries < 0 || retries > 100) {
+                fprintf(stderr, "labloop: --retries takes a whole number from 0 to 100\n");
+                goto done;
+            }
+            break;
+        case 't':
+            req_timeout_s = strtol(optarg, &end, 10);
+            if (*end || end == optarg || req_timeout_s < 1) {
+                fprintf(stderr, "labloop: --timeout takes whole seconds > 0\n");
+                goto done;
+            }
+            break;
         default:
-            return EXIT_USAGE;
+            rc = opt_other(c, argv);
+            goto done;
         }
     }
-    char *body;
     if (file) {
+        if (optind != argc)
+            goto usage;
         json_error_t jerr;
         json_t *f =
             strcmp(file, "-") == 0 ? json_loadf(stdin, 0, &jerr) : json_load_file(file, 0, &jerr);
         if (!f) {
             fprintf(stderr, "labloop: %s:%d:%d: %s\n", file, jerr.line, jerr.column, jerr.text);
-            return EXIT_USAGE;
+            goto done;
         }
+        if (await_wf && json_is_object(f))
+            json_object_set_new(f, "await_workflow", json_true());
         body = json_dumps(f, JSON_COMPACT);
         json_decref(f);
     } else {
-        if (optind >= argc) {
-            fprintf(stderr, "usage: labloop submit WORKFLOW [--plate P] [--priority P] "
-                            "[--score N] [--deadline T] [--param K=V]... | -f FILE.json\n");
-            return EXIT_USAGE;
-        }
+        if (optind != argc - 1)
+            goto usage;
         json_object_set_new(doc, "workflow", json_string(argv[optind]));
         if (json_object_size(params))
             json_object_set(doc, "params", params);
+        if (await_wf)
+            json_object_set_new(doc, "await_workflow", json_true());
         body = json_dumps(doc, JSON_COMPACT);
     }
+    /* Every submission carries a key, so sending it again after a timeout or a dropped
+     * connection cannot make a second run: the daemon answers the repeat with the first run. */
+    char made[LAB_UUID_LEN + 1];
+    if (!key) {
+        lab_uuid4(made);
+        key = made;
+    }
+    hdr = lab_asprintf("Idempotency-Key: %s", key);
+    long st;
+    for (long attempt = 0;; attempt++) {
+        CURLcode how = CURLE_OK;
+        free(b.p);
+        b = (buf_t){0};
+        st = request_with("POST", "/v1/runs", body, hdr, &b, &how);
+        if (attempt >= retries || !submit_again(st, how, &b))
+            break;
+        unsigned ms = 250u << (attempt < 4 ? attempt : 4);
+        fprintf(stderr,
+                "labloop: submitting again in %.2f s with Idempotency-Key %s (%ld of %ld)\n",
+                ms / 1000.0, key, attempt + 1, retries);
+        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (st == 0)
+        fprintf(stderr,
+                "labloop: the run may or may not be stored; submit again with "
+                "--idempotency-key %s to be sure it is stored once\n",
+                key);
+    rc = show(st, &b, as_json, 0);
+    goto done;
+usage:
+    rc = bad_usage();
+done:
     json_decref(doc);
     json_decref(params);
-    buf_t b = {0};
-    long st = request("POST", "/v1/runs", body, &b);
-    int rc = show(st, &b, as_json, 0);
     free(body);
+    free(hdr);
     free(b.p);
     return rc;
 }
@@ -253,11 +403,12 @@ static int cmd_runs(int argc, char **argv, int as_json)
     static const struct option o[] = {{"state", required_argument, NULL, 's'},
                                       {"limit", required_argument, NULL, 'l'},
                                       {"after", required_argument, NULL, 'a'},
+                                      HELP_OPT,
                                       {NULL, 0, NULL, 0}};
     const char *state = NULL, *limit = NULL, *after = NULL;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", o, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", o, NULL)) != -1) {
         if (c == 's')
             state = optarg;
         else if (c == 'l')
@@ -265,8 +416,10 @@ static int cmd_runs(int argc, char **argv, int as_json)
         else if (c == 'a')
             after = optarg;
         else
-            return EXIT_USAGE;
+            return opt_other(c, argv);
     }
+    if (optind != argc)
+        return bad_usage();
     CURL *esc = curl_easy_init();
     char *path = lab_strdup("/v1/runs?");
     const char *names[] = {"state", "limit", "after"};
@@ -292,18 +445,19 @@ static int cmd_runs(int argc, char **argv, int as_json)
 
 static int cmd_run(int argc, char **argv, int as_json)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: labloop run ID\n");
-        return EXIT_USAGE;
-    }
+    int rc = only_help(argc, argv);
+    if (rc >= 0)
+        return rc;
+    if (argc - optind != 1)
+        return bad_usage();
     CURL *esc = curl_easy_init();
-    char *e = curl_easy_escape(esc, argv[1], 0);
+    char *e = curl_easy_escape(esc, argv[optind], 0);
     char *path = lab_asprintf("/v1/runs/%s", e);
     curl_free(e);
     curl_easy_cleanup(esc);
     buf_t b = {0};
     long st = request("GET", path, NULL, &b);
-    int rc = show(st, &b, as_json, 0);
+    rc = show(st, &b, as_json, 0);
     free(path);
     free(b.p);
     return rc;
@@ -313,10 +467,11 @@ static int cmd_run(int argc, char **argv, int as_json)
  * technician needs to write an instrument's `port =` line. Needs no daemon. */
 static int cmd_ports(int argc, char **argv, int as_json)
 {
-    if (argc != 1) {
-        fprintf(stderr, "usage: labloop ports\n");
-        return EXIT_USAGE;
-    }
+    int usage_rc = only_help(argc, argv);
+    if (usage_rc >= 0)
+        return usage_rc;
+    if (optind != argc)
+        return bad_usage();
     struct sp_port **list = NULL;
     enum sp_return rc = sp_list_ports(&list);
     if (rc != SP_OK) {
@@ -380,19 +535,18 @@ static int cmd_ports(int argc, char **argv, int as_json)
 
 static int cmd_cancel(int argc, char **argv, int as_json)
 {
-    static const struct option o[] = {{"reason", required_argument, NULL, 'r'}, {NULL, 0, NULL, 0}};
+    static const struct option o[] = {
+        {"reason", required_argument, NULL, 'r'}, HELP_OPT, {NULL, 0, NULL, 0}};
     const char *reason = NULL;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", o, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", o, NULL)) != -1) {
         if (c != 'r')
-            return EXIT_USAGE;
+            return opt_other(c, argv);
         reason = optarg;
     }
-    if (argc - optind != 1) {
-        fprintf(stderr, "usage: labloop cancel ID [--reason TEXT]\n");
-        return EXIT_USAGE;
-    }
+    if (argc - optind != 1)
+        return bad_usage();
     json_t *doc = reason ? json_pack("{s:s}", "reason", reason) : json_object();
     char *body = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
@@ -449,34 +603,35 @@ static bool looks_like_uuid(const char *s)
 /* pause INSTRUMENT: an operator's hold on an instrument (its queued work waits). */
 static int cmd_pause(int argc, char **argv, int as_json)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: labloop pause INSTRUMENT\n");
-        return EXIT_USAGE;
-    }
-    return post_id("/v1/instruments/%s/pause", argv[1], NULL, as_json, 0);
+    int rc = only_help(argc, argv);
+    if (rc >= 0)
+        return rc;
+    if (argc - optind != 1)
+        return bad_usage();
+    return post_id("/v1/instruments/%s/pause", argv[optind], NULL, as_json, 0);
 }
 
 /* resume INSTRUMENT, or resume RUN [--skip]: a paused run's stopped step runs again (the
  * default) or is taken as done (--skip: e.g. an interrupted dispense that did happen). */
 static int cmd_resume(int argc, char **argv, int as_json)
 {
-    static const struct option o[] = {
-        {"skip", no_argument, NULL, 's'}, {"retry", no_argument, NULL, 'r'}, {NULL, 0, NULL, 0}};
+    static const struct option o[] = {{"skip", no_argument, NULL, 's'},
+                                      {"retry", no_argument, NULL, 'r'},
+                                      HELP_OPT,
+                                      {NULL, 0, NULL, 0}};
     const char *how = "retry";
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", o, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", o, NULL)) != -1) {
         if (c == 's')
             how = "skip";
         else if (c == 'r')
             how = "retry";
         else
-            return EXIT_USAGE;
+            return opt_other(c, argv);
     }
-    if (argc - optind != 1) {
-        fprintf(stderr, "usage: labloop resume INSTRUMENT | labloop resume RUN [--retry|--skip]\n");
-        return EXIT_USAGE;
-    }
+    if (argc - optind != 1)
+        return bad_usage();
     const char *id = argv[optind];
     if (!looks_like_uuid(id))
         return post_id("/v1/instruments/%s/resume", id, NULL, as_json, 0);
@@ -488,20 +643,19 @@ static int cmd_resume(int argc, char **argv, int as_json)
 /* priority RUN [CLASS] [--score X]: a new priority class and/or score; the plan follows. */
 static int cmd_priority(int argc, char **argv, int as_json)
 {
-    static const struct option o[] = {{"score", required_argument, NULL, 's'}, {NULL, 0, NULL, 0}};
+    static const struct option o[] = {
+        {"score", required_argument, NULL, 's'}, HELP_OPT, {NULL, 0, NULL, 0}};
     const char *score = NULL;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", o, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", o, NULL)) != -1) {
         if (c != 's')
-            return EXIT_USAGE;
+            return opt_other(c, argv);
         score = optarg;
     }
     int n = argc - optind;
-    if (n < 1 || n > 2 || (n == 1 && !score)) {
-        fprintf(stderr, "usage: labloop priority RUN [urgent|high|normal|low] [--score X]\n");
-        return EXIT_USAGE;
-    }
+    if (n < 1 || n > 2 || (n == 1 && !score))
+        return bad_usage();
     json_t *doc = json_object();
     if (n == 2)
         json_object_set_new(doc, "priority", json_string(argv[optind + 1]));
@@ -525,14 +679,14 @@ static int cmd_priority(int argc, char **argv, int as_json)
 /* The plan as a table: what runs where and when, and what waits and why. */
 static int cmd_schedule(int argc, char **argv, int as_json)
 {
-    (void)argv;
-    if (argc != 1) {
-        fprintf(stderr, "usage: labloop schedule\n");
-        return EXIT_USAGE;
-    }
+    int rc = only_help(argc, argv);
+    if (rc >= 0)
+        return rc;
+    if (optind != argc)
+        return bad_usage();
     buf_t b = {0};
     long st = request("GET", "/v1/schedule", NULL, &b);
-    int rc = 0;
+    rc = 0;
     if (st == 0) {
         rc = EXIT_UNREACHABLE;
     } else if (st >= 300) {
@@ -629,7 +783,11 @@ static int cmd_campaign(int argc, char **argv, int as_json)
 {
     buf_t b = {0};
     long st;
-    int rc;
+    int rc = only_help(argc, argv);
+    if (rc >= 0)
+        return rc;
+    argc -= optind - 1; /* the words after the options, as argv[1].. */
+    argv += optind - 1;
     if (argc == 3 && strcmp(argv[1], "create") == 0) {
         char *doc = load_doc(argv[2]);
         if (!doc)
@@ -647,9 +805,7 @@ static int cmd_campaign(int argc, char **argv, int as_json)
         st = request("GET", path, NULL, &b);
         free(path);
     } else {
-        fprintf(stderr, "usage: labloop campaign create FILE | campaign ID | campaign pause|resume "
-                        "ID\n");
-        return EXIT_USAGE;
+        return bad_usage();
     }
     if (as_json || st == 0 || st >= 300) {
         rc = answer_json(st, &b);
@@ -666,40 +822,52 @@ static int cmd_campaign(int argc, char **argv, int as_json)
 static int cmd_batch(int argc, char **argv, int as_json)
 {
     (void)as_json;
-    if (argc != 4 || strcmp(argv[1], "push") != 0) {
-        fprintf(stderr, "usage: labloop batch push CAMPAIGN FILE\n");
-        return EXIT_USAGE;
-    }
-    char *doc = load_doc(argv[3]);
+    int rc = only_help(argc, argv);
+    if (rc >= 0)
+        return rc;
+    if (argc - optind != 3 || strcmp(argv[optind], "push") != 0)
+        return bad_usage();
+    char *doc = load_doc(argv[optind + 2]);
     if (!doc)
         return EXIT_USAGE;
-    char *path = escaped_path("/v1/campaigns/%s/batches", argv[2]);
+    char *path = escaped_path("/v1/campaigns/%s/batches", argv[optind + 1]);
     buf_t b = {0};
     long st = request("POST", path, doc, &b);
-    int rc = answer_json(st, &b);
+    rc = answer_json(st, &b);
     free(path);
     free(doc);
     free(b.p);
     return rc;
 }
 
+/* A candidate's plate: the one it is on while staged or running; after, the plate its result
+ * came from, or else the last plate it was tried on; "-" before it had one. */
+static const char *candidate_plate(json_t *k)
+{
+    const char *p = json_string_value(json_object_get(k, "plate"));
+    if (!p)
+        p = json_string_value(json_object_get(json_object_get(k, "result"), "plate"));
+    json_t *tries = json_object_get(k, "plates");
+    if (!p && json_array_size(tries))
+        p = json_string_value(
+            json_object_get(json_array_get(tries, json_array_size(tries) - 1), "plate"));
+    return p ? p : "-";
+}
+
 static int cmd_candidates(int argc, char **argv, int as_json)
 {
-    static const struct option o[] = {{"state", required_argument, NULL, 's'}, {NULL, 0, NULL, 0}};
+    static const struct option o[] = {
+        {"state", required_argument, NULL, 's'}, HELP_OPT, {NULL, 0, NULL, 0}};
     const char *state = NULL;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "s:", o, NULL)) != -1) {
-        if (c != 's') {
-            fprintf(stderr, "usage: labloop candidates CAMPAIGN [--state S]\n");
-            return EXIT_USAGE;
-        }
+    while ((c = getopt_long(argc, argv, ":s:h", o, NULL)) != -1) {
+        if (c != 's')
+            return opt_other(c, argv);
         state = optarg;
     }
-    if (optind != argc - 1) {
-        fprintf(stderr, "usage: labloop candidates CAMPAIGN [--state S]\n");
-        return EXIT_USAGE;
-    }
+    if (optind != argc - 1)
+        return bad_usage();
     char *full = escaped_path("/v1/campaigns/%s/candidates", argv[optind]);
     if (state) {
         char *q = escaped_path("%s", state), *with = lab_asprintf("%s?state=%s", full, q);
@@ -720,12 +888,12 @@ static int cmd_candidates(int argc, char **argv, int as_json)
         json_t *k;
         json_array_foreach(json_object_get(doc, "candidates"), i, k)
         {
-            char *params =
-                json_dumps(json_object_get(k, "params"), JSON_COMPACT | JSON_REAL_PRECISION(6));
+            char *params = json_dumps(json_object_get(k, "params"), PARAMS_JSON);
+            const char *reason = json_string_value(json_object_get(k, "reason"));
             printf("%-16s  %-10s  %-12s  %-18s  %8.4g  %s%s%s\n", str(k, "id"), str(k, "state"),
-                   str(k, "batch"), str(k, "plate"), json_number_value(json_object_get(k, "score")),
-                   params ? params : "", json_object_get(k, "reason") ? "  " : "",
-                   str(k, "reason"));
+                   str(k, "batch"), candidate_plate(k),
+                   json_number_value(json_object_get(k, "score")), params ? params : "",
+                   reason ? "  " : "", reason ? reason : "");
             free(params);
         }
         json_decref(doc);
@@ -737,14 +905,15 @@ static int cmd_candidates(int argc, char **argv, int as_json)
 
 static int cmd_results(int argc, char **argv, int as_json)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: labloop results CAMPAIGN\n");
-        return EXIT_USAGE;
-    }
-    char *path = escaped_path("/v1/campaigns/%s/results", argv[1]);
+    int rc = only_help(argc, argv);
+    if (rc >= 0)
+        return rc;
+    if (argc - optind != 1)
+        return bad_usage();
+    char *path = escaped_path("/v1/campaigns/%s/results", argv[optind]);
     buf_t b = {0};
     long st = request("GET", path, NULL, &b);
-    int rc = 0;
+    rc = 0;
     if (as_json || st == 0 || st >= 300) {
         rc = answer_json(st, &b);
     } else {
@@ -775,11 +944,14 @@ static int cmd_plan(int argc, char **argv, int as_json)
     (void)as_json; /* the plan is JSON either way */
     static const struct option o[] = {{"budget-ms", required_argument, NULL, 'b'},
                                       {"seed", required_argument, NULL, 's'},
+                                      HELP_OPT,
                                       {NULL, 0, NULL, 0}};
     plan_options_t opt = {.budget_ms = 2000, .seed = 1};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", o, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", o, NULL)) != -1) {
+        if (c != 'b' && c != 's')
+            return opt_other(c, argv);
         char *end;
         long v = strtol(optarg, &end, 10);
         if (*end || v < 0) {
@@ -792,10 +964,8 @@ static int cmd_plan(int argc, char **argv, int as_json)
         else
             opt.seed = (unsigned long)v;
     }
-    if (argc - optind != 1) {
-        fprintf(stderr, "usage: labloop plan FILE [--budget-ms N] [--seed N]\n");
-        return EXIT_USAGE;
-    }
+    if (argc - optind != 1)
+        return bad_usage();
     json_error_t je;
     json_t *doc = strcmp(argv[optind], "-") == 0 ? json_loadf(stdin, 0, &je)
                                                  : json_load_file(argv[optind], 0, &je);
@@ -864,16 +1034,19 @@ static void print_instrument_row(json_t *r)
 
 static int cmd_instruments(int argc, char **argv, int as_json)
 {
-    if (argc > 2) {
-        fprintf(stderr, "usage: labloop instruments [ID]\n");
-        return EXIT_USAGE;
-    }
+    int rc = only_help(argc, argv);
+    if (rc >= 0)
+        return rc;
+    if (argc - optind > 1)
+        return bad_usage();
+    argc -= optind - 1; /* the instrument, when given, as argv[1] */
+    argv += optind - 1;
     char *path =
         argc == 2 ? escaped_path("/v1/instruments/%s", argv[1]) : lab_asprintf("/v1/instruments");
     buf_t b = {0};
     long st = request("GET", path, NULL, &b);
     free(path);
-    int rc = 0;
+    rc = 0;
     if (st == 0)
         rc = EXIT_UNREACHABLE;
     else if (st >= 300)
@@ -940,12 +1113,13 @@ static int cmd_action(int argc, char **argv, int as_json)
 {
     static const struct option o[] = {
         {"timeout", required_argument, NULL, 't'},
+        HELP_OPT,
         {NULL, 0, NULL, 0},
     };
     double timeout = 0;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "+", o, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+:h", o, NULL)) != -1) {
         if (c == 't') {
             char *end;
             timeout = strtod(optarg, &end);
@@ -954,13 +1128,11 @@ static int cmd_action(int argc, char **argv, int as_json)
                 return EXIT_USAGE;
             }
         } else {
-            return EXIT_USAGE;
+            return opt_other(c, argv);
         }
     }
-    if (argc - optind < 2) {
-        fprintf(stderr, "usage: labloop action ID NAME [KEY=VALUE]... [--timeout S]\n");
-        return EXIT_USAGE;
-    }
+    if (argc - optind < 2)
+        return bad_usage();
     const char *id = argv[optind], *name = argv[optind + 1];
     /* The action's schema says which parameters are strings: "plate=0042" stays "0042". */
     json_t *props = NULL;
@@ -1033,7 +1205,12 @@ static const struct command {
     int (*fn)(int argc, char **argv, int as_json);
     const char *help;
 } commands[] = {
-    {"submit", cmd_submit, "submit WORKFLOW [--plate P] [--priority P] [--param K=V]... | -f FILE"},
+    {"submit", cmd_submit,
+     "submit WORKFLOW [--plate P] [--priority P] [--score X] [--deadline T] [--name N]\n"
+     "         [--param K=V]... | submit -f FILE\n"
+     "         [--await-workflow] (queue it though its workflow is not stored yet)\n"
+     "         [--idempotency-key K] [--retries N] [--timeout S] (sent again with the same key\n"
+     "         after a timeout or a lost connection; the daemon makes one run of it)"},
     {"runs", cmd_runs, "runs [--state S] [--limit N] [--after CURSOR]"},
     {"run", cmd_run, "run ID"},
     {"cancel", cmd_cancel, "cancel ID [--reason TEXT]"},
@@ -1083,6 +1260,9 @@ int main(int argc, char **argv)
     }
     for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++) {
         if (strcmp(argv[i], commands[k].name) == 0) {
+            cmd_name = commands[k].name;
+            cmd_usage = commands[k].help;
+            opterr = 0; /* opt_other says what was wrong, with the command's usage */
             curl_global_init(CURL_GLOBAL_DEFAULT);
             int rc = commands[k].fn(argc - i, argv + i, as_json);
             curl_global_cleanup();

@@ -7,11 +7,14 @@
 #include "core/mem.h"
 #include "core/text.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
 #include <libgen.h>
 #include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -387,6 +390,63 @@ static int handler(void *user, const char *section, const char *name, const char
     return 1;
 }
 
+bool lab_config_addr_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
+            return true;
+        return IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127;
+    }
+    return false;
+}
+
+int lab_config_http_addr(const char *hostport, struct sockaddr_storage *addr, socklen_t *alen)
+{
+    char host[256], port[16];
+    const char *colon;
+    if (hostport[0] == '[') {
+        const char *close = strchr(hostport, ']');
+        if (!close || close[1] != ':')
+            return LAB_ECONFIG;
+        snprintf(host, sizeof host, "%.*s", (int)(close - hostport - 1), hostport + 1);
+        colon = close + 1;
+    } else {
+        colon = strrchr(hostport, ':');
+        if (!colon)
+            return LAB_ECONFIG;
+        snprintf(host, sizeof host, "%.*s", (int)(colon - hostport), hostport);
+    }
+    snprintf(port, sizeof port, "%s", colon + 1);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res = NULL;
+    if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res) != 0 || !res)
+        return LAB_ECONFIG;
+    memcpy(addr, res->ai_addr, res->ai_addrlen);
+    *alen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+void lab_config_check_http(const lab_config_t *cfg, int line, lab_cfg_errors_t *errs)
+{
+    struct sockaddr_storage addr;
+    socklen_t alen;
+    if (lab_config_http_addr(cfg->http, &addr, &alen)) {
+        add_error(errs, line, "labloop", "http", "%s is not a HOST:PORT address that resolves",
+                  cfg->http);
+        return;
+    }
+    if (!cfg->auth_enabled && !lab_config_addr_loopback((struct sockaddr *)&addr))
+        add_error(errs, line, "labloop", "http",
+                  "%s is not a loopback address and there is no [auth] section: labloopd "
+                  "serves beyond this machine only with tokens",
+                  cfg->http);
+}
+
 int lab_config_load(const char *path, lab_config_t *cfg, lab_cfg_errors_t *errs)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -429,6 +489,8 @@ int lab_config_load(const char *path, lab_config_t *cfg, lab_cfg_errors_t *errs)
             add_error(errs, p.section_line[sec - sections], k->section, k->key,
                       "required when [%s] is given", k->section);
     }
+    size_t http_key = (size_t)(find_key("labloop", "http") - keys);
+    lab_config_check_http(cfg, p.seen[http_key], errs);
     if (cfg->mqtt_enabled && !cfg->mqtt_client_id)
         cfg->mqtt_client_id = lab_asprintf("labloop-%s-%s", cfg->site, cfg->cell);
     if (cfg->mqtt_enabled && cfg->mqtt_uri && strncmp(cfg->mqtt_uri, "tcp://", 6) != 0 &&

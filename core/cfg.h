@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 /* One key = value of an [instrument ID] section. Such sections are kept as text: the instrument's
  * driver owns their key table (drivers/driver.h, lab_driver_check). */
@@ -93,6 +94,13 @@ void lab_cfg_errors_print(const lab_cfg_errors_t *errs, const char *path, FILE *
 void lab_cfg_errors_free(lab_cfg_errors_t *errs);
 void lab_cfg_error_add(lab_cfg_errors_t *errs, int line, const char *section, const char *key,
                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* The API's address: "HOST:PORT" or "[V6]:PORT" that resolves, into addr. 0 or LAB_ECONFIG. */
+int lab_config_http_addr(const char *hostport, struct sockaddr_storage *addr, socklen_t *alen);
+bool lab_config_addr_loopback(const struct sockaddr *sa);
+/* What the API's address must be for labloopd to serve on it: one that resolves, and beyond
+ * loopback only with [auth]. lab_config_load applies it, so `labloopd --check`, a start and a
+ * reload refuse the same configs; the API checks it again when it binds. */
+void lab_config_check_http(const lab_config_t *cfg, int line, lab_cfg_errors_t *errs);
 /* The key table as documentation (used by --help-config). */
 void lab_config_print_keys(FILE *out);
 /* Whether a key may change on HUP without a restart. */

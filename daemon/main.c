@@ -6,6 +6,7 @@
  * for the store finish, the API closes, the sinks drain as far as the servers allow within
  * shutdown_grace, then the store closes after its last group committed. */
 #include "daemon/api/api.h"
+#include "daemon/api/auth.h"
 #include "daemon/bus/mqtt.h"
 #include "daemon/instr/instr.h"
 #include "daemon/loop/loop.h"
@@ -19,8 +20,12 @@
 #include "daemon/store/pg.h"
 #include "daemon/store/store.h"
 #include "daemon/store/workflows.h"
+#include "drivers/driver.h"
 
 #include <dirent.h>
+#include <libpq-fe.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <errno.h>
 #include <getopt.h>
@@ -230,66 +235,167 @@ static int by_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* [workflows] dir: every *.json checked (every problem named with its file and path) before any
- * is stored; one bad file stops the start. */
-static int load_workflows(labd_t *d)
+/* A workflow's `on`: a kind the drivers provide or an instrument of this config (the ones the
+ * daemon starts), so a file is judged alike by --check and at start. */
+static bool wf_on_known(void *ctx, const char *on)
 {
-    const char *dir = d->cfg.workflows_dir;
+    const lab_config_t *cfg = ctx;
+    for (const lab_driver_ops_t *const *o = lab_drivers; *o; o++)
+        if (strcmp((*o)->kind, on) == 0)
+            return true;
+    for (int i = 0; i < cfg->n_instruments; i++)
+        if (strcmp(cfg->instruments[i].id, on) == 0)
+            return true;
+    return false;
+}
+
+typedef struct wf_files {
+    char **names; /* sorted */
+    json_t **docs;
+    size_t n;
+} wf_files_t;
+
+static void wf_files_free(wf_files_t *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        json_decref(f->docs[i]);
+        free(f->names[i]);
+    }
+    free(f->docs);
+    free(f->names);
+    memset(f, 0, sizeof *f);
+}
+
+/* [workflows] dir: every *.json read and checked, every problem named with its file and path.
+ * Returns how many files are refused (-1: the directory cannot be read). */
+static int workflows_read(const lab_config_t *cfg, wf_files_t *out, lab_cfg_errors_t *errs)
+{
+    const char *dir = cfg->workflows_dir;
+    memset(out, 0, sizeof *out);
     DIR *dh = opendir(dir);
     if (!dh) {
-        log_error("workflows", "cannot read %s: %s", dir, strerror(errno));
+        lab_cfg_error_add(errs, 0, "workflows", "dir", "cannot read %s: %s", dir, strerror(errno));
         return -1;
     }
-    char **names = NULL;
-    size_t n = 0;
     for (struct dirent *e; (e = readdir(dh));) {
         size_t l = strlen(e->d_name);
         if (l > 5 && strcmp(e->d_name + l - 5, ".json") == 0 && e->d_name[0] != '.') {
-            names = lab_realloc(names, sizeof *names * (n + 1));
-            names[n++] = lab_strdup(e->d_name);
+            out->names = lab_realloc(out->names, sizeof *out->names * (out->n + 1));
+            out->names[out->n++] = lab_strdup(e->d_name);
         }
     }
     closedir(dh);
-    qsort(names, n, sizeof *names, by_name);
+    qsort(out->names, out->n, sizeof *out->names, by_name);
     lab_jschema_t *schema = lab_jschema_get("workflow.schema.json");
-    json_t **docs = lab_calloc(n + 1, sizeof *docs);
+    out->docs = lab_calloc(out->n + 1, sizeof *out->docs);
     int bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        char *path = lab_asprintf("%s/%s", dir, names[i]);
+    for (size_t i = 0; i < out->n; i++) {
+        char *path = lab_asprintf("%s/%s", dir, out->names[i]);
         json_error_t je;
-        docs[i] = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-        lab_jerrs_t errs = {0};
-        if (!docs[i])
-            lab_jerrs_add(&errs, "", "not JSON: line %d, column %d: %s", je.line, je.column,
+        out->docs[i] = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+        lab_jerrs_t jerrs = {0};
+        if (!out->docs[i])
+            lab_jerrs_add(&jerrs, "", "not JSON: line %d, column %d: %s", je.line, je.column,
                           je.text);
-        else if (lab_jschema_validate(schema, docs[i], &errs) == 0)
-            lab_workflow_check(docs[i], lab_api_workflow_on_known, d->instr, &errs);
-        for (int k = 0; k < errs.n; k++)
-            log_error("workflows", "%s: %s: %s", path, errs.v[k].path[0] ? errs.v[k].path : "/",
-                      errs.v[k].message);
-        bad += errs.n > 0;
-        lab_jerrs_free(&errs);
+        else if (lab_jschema_validate(schema, out->docs[i], &jerrs) == 0)
+            lab_workflow_check(out->docs[i], wf_on_known, (void *)cfg, &jerrs);
+        for (int k = 0; k < jerrs.n; k++)
+            lab_cfg_error_add(errs, 0, "workflows", "dir", "%s: %s: %s", path,
+                              jerrs.v[k].path[0] ? jerrs.v[k].path : "/", jerrs.v[k].message);
+        bad += jerrs.n > 0;
+        lab_jerrs_free(&jerrs);
         free(path);
     }
-    for (size_t i = 0; i < n; i++) {
-        if (!bad) {
-            lab_wf_put_t *put = lab_wf_put_new();
-            put->name = lab_strdup(json_string_value(json_object_get(docs[i], "name")));
-            put->version = (int)json_integer_value(json_object_get(docs[i], "version"));
-            put->canon = lab_workflow_canonical(docs[i]);
-            put->ts_ms = lab_clock_now_ms(&d->clock);
-            put->arg = lab_asprintf("%s/%s", dir, names[i]);
-            put->op.done = wf_loaded;
-            lab_store_submit(d->store, &put->op);
-        }
-        json_decref(docs[i]);
-        free(names[i]);
+    return bad;
+}
+
+/* Every file of [workflows] dir stored as a version; none when one is refused. */
+static int load_workflows(labd_t *d)
+{
+    const char *dir = d->cfg.workflows_dir;
+    wf_files_t files;
+    lab_cfg_errors_t errs = {0};
+    int bad = workflows_read(&d->cfg, &files, &errs);
+    for (int i = 0; i < errs.n; i++)
+        log_error("workflows", "%s", errs.v[i].reason);
+    lab_cfg_errors_free(&errs);
+    if (bad) {
+        if (bad > 0)
+            log_error("workflows", "%d of %zu files in %s refused; not starting", bad, files.n,
+                      dir);
+        wf_files_free(&files);
+        return -1;
     }
-    free(docs);
-    free(names);
-    if (bad)
-        log_error("workflows", "%d of %zu files in %s refused; not starting", bad, n, dir);
-    return bad ? -1 : 0;
+    for (size_t i = 0; i < files.n; i++) {
+        lab_wf_put_t *put = lab_wf_put_new();
+        put->name = lab_strdup(json_string_value(json_object_get(files.docs[i], "name")));
+        put->version = (int)json_integer_value(json_object_get(files.docs[i], "version"));
+        put->canon = lab_workflow_canonical(files.docs[i]);
+        put->ts_ms = lab_clock_now_ms(&d->clock);
+        put->arg = lab_asprintf("%s/%s", dir, files.names[i]);
+        put->op.done = wf_loaded;
+        lab_store_submit(d->store, &put->op);
+    }
+    wf_files_free(&files);
+    return 0;
+}
+
+/* state_dir, or its nearest existing parent when it is to be made, must be a directory this
+ * user can write: the local store lives there. */
+static void check_state_dir(const char *dir, lab_cfg_errors_t *errs)
+{
+    char *p = lab_strdup(dir);
+    struct stat st;
+    while (stat(p, &st) != 0 && errno == ENOENT) {
+        char *slash = strrchr(p, '/');
+        if (!slash || slash == p) {
+            snprintf(p, strlen(p) + 1, "/");
+            continue;
+        }
+        *slash = '\0';
+    }
+    if (stat(p, &st) != 0)
+        lab_cfg_error_add(errs, 0, "labloop", "state_dir", "%s: %s", p, strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        lab_cfg_error_add(errs, 0, "labloop", "state_dir", "%s is not a directory", p);
+    else if (access(p, W_OK | X_OK) != 0)
+        lab_cfg_error_add(errs, 0, "labloop", "state_dir", "%s%s is not writable by this user: %s",
+                          strcmp(p, dir) == 0 ? "" : "its parent ", p, strerror(errno));
+    free(p);
+}
+
+/* Everything a start refuses before it opens anything, so `--check` refuses the same configs:
+ * the keys (lab_config_load, which holds the http address and [auth] rule), each instrument's
+ * keys, the state directory, the PostgreSQL conninfo, the tokens file and every workflow file.
+ * Servers that are down are not checked: the daemon starts without them and retries. */
+static int check_start(const char *path, lab_config_t *cfg, lab_cfg_errors_t *errs)
+{
+    if (lab_config_load(path, cfg, errs) | (lab_instr_check(cfg, errs) > 0))
+        return LAB_ECONFIG;
+    check_state_dir(cfg->state_dir, errs);
+    if (cfg->pg_enabled) {
+        char *perr = NULL;
+        PQconninfoOption *opts = PQconninfoParse(cfg->pg_conninfo, &perr);
+        if (!opts)
+            lab_cfg_error_add(errs, 0, "postgres", "conninfo", "%.*s",
+                              perr ? (int)strcspn(perr, "\n") : 7, perr ? perr : "invalid");
+        PQconninfoFree(opts);
+        PQfreemem(perr);
+    }
+    if (cfg->auth_enabled) {
+        lab_tokens_t t;
+        char err[512];
+        if (lab_tokens_load(cfg->auth_tokens, &t, err, sizeof err))
+            lab_cfg_error_add(errs, 0, "auth", "tokens", "%s", err);
+        else
+            lab_tokens_free(&t);
+    }
+    if (cfg->workflows_enabled) {
+        wf_files_t files;
+        workflows_read(cfg, &files, errs);
+        wf_files_free(&files);
+    }
+    return errs->n ? LAB_ECONFIG : 0;
 }
 
 static int run(labd_t *d)
@@ -394,7 +500,7 @@ int main(int argc, char **argv)
     }
     static labd_t d;
     lab_cfg_errors_t errs = {0};
-    if (lab_config_load(path, &d.cfg, &errs) | (lab_instr_check(&d.cfg, &errs) > 0)) {
+    if (check_start(path, &d.cfg, &errs)) {
         lab_cfg_errors_print(&errs, path, stderr);
         lab_cfg_errors_free(&errs);
         lab_config_free(&d.cfg);

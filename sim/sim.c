@@ -108,10 +108,37 @@ static void pty_readable(uv_poll_t *p, int status, int events)
         inst_feed(in, buf, (size_t)n);
 }
 
+/* The directory a port's symlink goes in, made when missing (e.g. /tmp/labloop on a fresh
+ * machine, or after a reboot cleared /tmp). */
+static int link_dir_make(const char *id, const char *path)
+{
+    char dir[sizeof((sim_inst_cfg_t *)NULL)->port];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    for (char *p = dir + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+            sim_error("link", "%s: mkdir %s: %s", id, dir, strerror(errno));
+            return -1;
+        }
+        *p = c;
+        if (!c)
+            return 0;
+    }
+}
+
 static int pty_open(sim_inst_t *in)
 {
     const char *path = in->cfg->port;
     struct stat st;
+    if (link_dir_make(in->cfg->id, path))
+        return -1;
     if (lstat(path, &st) == 0) {
         if (!S_ISLNK(st.st_mode)) {
             sim_error("link", "%s: %s exists and is not a symlink; not replacing it", in->cfg->id,

@@ -156,9 +156,12 @@ void lab_api_runs_post(lab_req_t *rq)
     if (!sub)
         return;
     /* A run follows one version of its workflow: the one named, which must be stored, or the
-     * newest stored now. (A workflow not stored yet is accepted; the run waits for it.) */
+     * newest stored now. A workflow not stored is refused, unless the caller asked for the run
+     * to wait for it ("await_workflow": true): a typo must not queue a run that never starts. */
     const char *wf = json_string_value(json_object_get(sub, "workflow"));
     json_t *wv = json_object_get(sub, "workflow_version");
+    bool await_wf = json_is_true(json_object_get(sub, "await_workflow"));
+    json_object_del(sub, "await_workflow"); /* how it was submitted, not part of the run */
     char *wdoc = NULL;
     int wrc = lab_workflows_get(api->store, wf, wv ? (int)json_integer_value(wv) : 0, &wdoc);
     if (wv && wrc == LAB_ENOTFOUND && lab_workflows_get(api->store, wf, 0, &wdoc) == LAB_OK) {
@@ -166,6 +169,15 @@ void lab_api_runs_post(lab_req_t *rq)
         lab_problem(rq, LAB_P_INVALID,
                     lab_errors_one("/workflow_version", "no such version of this workflow"),
                     "workflow %s has no version %lld", wf, (long long)json_integer_value(wv));
+        json_decref(sub);
+        return;
+    }
+    if (wrc == LAB_ENOTFOUND && !await_wf) {
+        lab_problem(rq, LAB_P_INVALID,
+                    lab_errors_one("/workflow", "no workflow of this name is stored"),
+                    "workflow %s is not stored: store it first (POST /v1/workflows), or submit "
+                    "with \"await_workflow\": true to queue the run until it is",
+                    wf);
         json_decref(sub);
         return;
     }

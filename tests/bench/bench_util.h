@@ -24,7 +24,8 @@ static inline int bench_fail(const char *what)
     exit(1);
 }
 
-/* Starts labloopd with the harness, then again with log_level = warn. */
+/* Starts labloopd with the harness, then again with log_level = warn, and stores the example
+ * workflow as elisa-demo, the workflow its runs name. */
 static inline void bench_daemon_start(h_daemon_t *d, const h_pg_t *pg, const h_mqtt_t *mq,
                                       const char *extra)
 {
@@ -46,6 +47,9 @@ static inline void bench_daemon_start(h_daemon_t *d, const h_pg_t *pg, const h_m
         bench_fail("cannot rewrite the config");
     if (h_daemon_restart(d))
         bench_fail("labloopd did not restart");
+    /* The runs submitted follow a stored workflow, as a lab's do (one not stored is refused). */
+    if (h_workflow_example(d->url, "elisa-demo"))
+        bench_fail("the example workflow was not stored");
 }
 
 /* ---- submitting runs from many keep-alive clients ---- */

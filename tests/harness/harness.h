@@ -105,6 +105,10 @@ int h_http(const char *url, const char *method, const char *path, const char *he
 json_t *h_api(const h_daemon_t *d, const char *method, const char *path, const char *body,
               int want);
 
+/* Stores the example workflow (deploy/examples/elisa.workflow.json) through the API at url,
+ * named `name` (NULL: its own name, "elisa"). 0 when it is stored (201, or 200: stored already). */
+int h_workflow_example(const char *url, const char *name);
+
 /* Runs a command (sh -c) and returns its exit status; output into out when given. */
 int h_run(const char *cmd, char *out, size_t len);
 

@@ -381,3 +381,26 @@ json_t *h_api(const h_daemon_t *d, const char *method, const char *path, const c
     free(resp);
     return doc;
 }
+
+int h_workflow_example(const char *url, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/deploy/examples/elisa.workflow.json", LAB_SOURCE_DIR);
+    json_error_t je;
+    json_t *wf = json_load_file(path, 0, &je);
+    if (!wf) {
+        fprintf(stderr, "harness: %s: %s\n", path, je.text);
+        return -1;
+    }
+    if (name)
+        json_object_set_new(wf, "name", json_string(name));
+    char *body = json_dumps(wf, JSON_COMPACT);
+    json_decref(wf);
+    char *resp = NULL;
+    int st = h_http(url, "POST", "/v1/workflows", "Content-Type: application/json", body, &resp);
+    if (st != 201 && st != 200)
+        fprintf(stderr, "harness: POST /v1/workflows %s: %d %s\n", path, st, resp ? resp : "");
+    free(body);
+    free(resp);
+    return st == 201 || st == 200 ? 0 : -1;
+}

@@ -136,7 +136,7 @@ static int setup(void **state)
     pthread_create(&g.thread, NULL, loop_main, NULL);
     int rc;
     on_loop(open_all, &rc);
-    return rc;
+    return rc ? rc : h_workflow_example(g.url, "elisa-v1");
 }
 
 static void store_closed(void *arg)

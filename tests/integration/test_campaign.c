@@ -115,6 +115,45 @@ static void wait_state(h_daemon_t *d, const char *campaign, const char *state, i
     fail_msg("campaign %s: %d candidates %s, wanted %d: %s", campaign, got, state, n, text);
 }
 
+/* Each row of `labloop candidates` against the API's candidate: its plate (the result's, once
+ * completed), and its params as the whole rest of the line when it has no reason. */
+static void cli_candidates_match(h_daemon_t *d, const char *campaign, const char *table)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/v1/campaigns/%s/candidates", campaign);
+    json_t *doc = h_api(d, "GET", path, NULL, 200);
+    int rows = 0;
+    for (const char *line = strchr(table, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
+        char id[64], st[32], batch[64], plate[80], rest[512] = "";
+        double score;
+        int used = 0;
+        if (sscanf(line + 1, "%63s %31s %63s %79s %lf %n", id, st, batch, plate, &score, &used) < 5)
+            fail_msg("labloop candidates: a row that does not read: %s", line + 1);
+        sscanf(line + 1 + used, "%511[^\n]", rest);
+        json_t *k = NULL, *x;
+        size_t i;
+        json_array_foreach(json_object_get(doc, "candidates"), i,
+                           x) if (strcmp(sval(x, "id"), id) == 0) k = x;
+        if (!k)
+            fail_msg("labloop candidates: %s is not a candidate of %s", id, campaign);
+        const char *want =
+            json_string_value(json_object_get(json_object_get(k, "result"), "plate"));
+        if (!want)
+            want = json_string_value(json_object_get(k, "plate"));
+        if (!want || strcmp(plate, want) != 0)
+            fail_msg("labloop candidates: %s on plate %s, the API says %s", id, plate,
+                     want ? want : "none");
+        char *params =
+            json_dumps(json_object_get(k, "params"), JSON_COMPACT | JSON_REAL_PRECISION(8));
+        if (!json_object_get(k, "reason") && strcmp(rest, params) != 0)
+            fail_msg("labloop candidates: %s params '%s', wanted '%s'", id, rest, params);
+        free(params);
+        rows++;
+    }
+    assert_true(rows > 0);
+    json_decref(doc);
+}
+
 /* Lines of the daemon's log that hold needle. */
 static int log_count(const h_daemon_t *d, const char *needle)
 {
@@ -307,6 +346,7 @@ static void test_batch_over_http(void **state)
     for (const char *id = "c1"; id; id = strcmp(id, "c1") == 0 ? "c4" : NULL)
         if (!strstr(out, id) || !strstr(out, "completed"))
             fail_msg("labloop candidates: no %s completed in:\n%s", id, out);
+    cli_candidates_match(&d, "mix1", out);
     snprintf(cmd, sizeof cmd, "LABLOOP_URL=%s '%s' candidates mix1 --state nonsense 2>&1", d.url,
              getenv("LABLOOP_CLI"));
     assert_int_not_equal(h_run(cmd, out, sizeof out), 0);

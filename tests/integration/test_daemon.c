@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -227,6 +228,7 @@ static void test_embedded_mode(void **state)
 {
     h_daemon_t d;
     assert_int_equal(h_daemon_start(&d, NULL, NULL, NULL), 0);
+    assert_int_equal(h_workflow_example(d.url, "elisa-demo"), 0);
     char *id =
         submit(&d, "{\"workflow\":\"elisa-demo\",\"plate\":\"P0001\",\"priority\":\"high\"}");
     expect_run(&d, id, "elisa-demo");
@@ -303,6 +305,79 @@ static void test_public_http_needs_auth(void **state)
     h_rmtree(dir);
 }
 
+/* labloopd with this config, checked (--check) or started: the exit status, its words in out. */
+static int daemon_says(const char *path, bool check, char *out, size_t len)
+{
+    char cmd[900];
+    /* timeout: a daemon that wrongly starts would otherwise run until the test's own limit. */
+    snprintf(cmd, sizeof cmd, "timeout -s KILL 20 '%s' %s -c '%s' 2>&1", labloopd(),
+             check ? "--check" : "", path);
+    return h_run(cmd, out, len);
+}
+
+/* What a start refuses, --check refuses, with the same reason: the API beyond loopback without
+ * [auth], a tokens file that is not there, a workflow file that is wrong, a state_dir that
+ * cannot be made, a conninfo libpq cannot read. And a good [workflows] dir (the example
+ * workflow) passes both. */
+static void test_check_refuses_what_start_refuses(void **state)
+{
+    char dir[256], path[300], wfdir[300], text[1200], out[8192], out2[8192];
+    assert_int_equal(h_tempdir("labcheck", dir, sizeof dir), 0);
+    snprintf(path, sizeof path, "%s/labloop.ini", dir);
+    snprintf(wfdir, sizeof wfdir, "%s/workflows", dir);
+    assert_int_equal(mkdir(wfdir, 0755), 0);
+    char cp[900];
+    snprintf(cp, sizeof cp, "cp '%s/deploy/examples/elisa.workflow.json' '%s/'", LAB_SOURCE_DIR_T,
+             wfdir);
+    assert_int_equal(h_run(cp, NULL, 0), 0);
+    char file[400];
+    snprintf(file, sizeof file, "%s/plain-file", dir);
+    write_file(file, "not a directory\n");
+    int port = h_free_port();
+    const struct {
+        const char *extra; /* after [labloop] site, cell */
+        const char *why[2];
+    } cases[] = {
+        {"http = 0.0.0.0:%d\nstate_dir = %s/state\n", {"0.0.0.0", "no [auth] section"}},
+        {"http = 127.0.0.1:%d\nstate_dir = %s/state\n[auth]\ntokens = nowhere.txt\n",
+         {"[auth] tokens", "nowhere.txt"}},
+        {"http = 127.0.0.1:%d\nstate_dir = %s/plain-file/state\n", {"state_dir", "plain-file"}},
+        {"http = 127.0.0.1:%d\nstate_dir = %s/state\n[postgres]\nconninfo = host='unclosed\n",
+         {"conninfo", "unterminated"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char keys[600];
+        snprintf(keys, sizeof keys, cases[i].extra, port, dir);
+        snprintf(text, sizeof text, "[labloop]\nsite = lab\ncell = cell1\n%s", keys);
+        write_file(path, text);
+        int rc = daemon_says(path, true, out, sizeof out);
+        fprintf(stderr, "--check of\n%s said:\n%s", text, out);
+        assert_int_equal(rc, 1);
+        assert_non_null(line_with(out, path, cases[i].why[0], cases[i].why[1], (char *)NULL));
+        rc = daemon_says(path, false, out2, sizeof out2);
+        fprintf(stderr, "labloopd said:\n%s", out2);
+        assert_int_equal(rc, 1);
+        assert_string_equal(out, out2);
+    }
+    /* The example workflow is a good one; one that names no instrument of any kind is not. */
+    snprintf(text, sizeof text,
+             "[labloop]\nsite = lab\ncell = cell1\nhttp = 127.0.0.1:%d\nstate_dir = %s/state\n"
+             "[workflows]\ndir = workflows\n",
+             port, dir);
+    write_file(path, text);
+    assert_int_equal(daemon_says(path, true, out, sizeof out), 0);
+    snprintf(file, sizeof file, "%s/spaceship.json", wfdir);
+    write_file(file, "{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"op\":\"o\",\"on\":"
+                     "\"spaceship\",\"duration_s\":1}]}");
+    assert_int_equal(daemon_says(path, true, out, sizeof out), 1);
+    fprintf(stderr, "--check said:\n%s", out);
+    assert_non_null(line_with(out, "spaceship.json", "/steps/0/on", (char *)NULL));
+    assert_null(strstr(out, "elisa.workflow.json"));
+    assert_int_equal(daemon_says(path, false, out2, sizeof out2), 1);
+    assert_non_null(line_with(out2, "spaceship.json", "/steps/0/on", (char *)NULL));
+    h_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -313,6 +388,7 @@ int main(void)
         cmocka_unit_test(test_sigterm_exits_0),
         cmocka_unit_test(test_hup_reload),
         cmocka_unit_test(test_public_http_needs_auth),
+        cmocka_unit_test(test_check_refuses_what_start_refuses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -401,8 +401,9 @@ static void test_waits_and_says_why(void **state)
     (void)state;
     h_daemon_t d;
     start_daemon(&d);
-    /* a workflow nobody stored */
-    char *id = submit(&d, "{\"workflow\":\"nowhere\",\"plate\":\"P1\"}");
+    /* a workflow nobody stored: refused, unless the run is to wait for it */
+    json_decref(h_api(&d, "POST", "/v1/runs", "{\"workflow\":\"nowhere\",\"plate\":\"P1\"}", 422));
+    char *id = submit(&d, "{\"workflow\":\"nowhere\",\"plate\":\"P1\",\"await_workflow\":true}");
     json_t *doc = NULL;
     for (long long end = h_now_ms() + 5000; h_now_ms() < end; h_sleep_ms(20)) {
         json_decref(doc);

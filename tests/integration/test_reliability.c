@@ -268,6 +268,7 @@ static void test_kill9_after_ack(void **state)
     assert_int_equal(h_pg_start(&pg), 0);
     assert_int_equal(h_mqtt_start(&mq), 0);
     assert_int_equal(h_daemon_start(&d, &pg, &mq, FAST_RETRY), 0);
+    assert_int_equal(h_workflow_example(d.url, "elisa-demo"), 0);
     sub_start(&sub, &mq, d.dir, "labloop/v1/+/+/runs/+/state", "rel-kill9");
 
     for (int r = 0; r < ROUNDS; r++) {
@@ -346,6 +347,7 @@ static void test_pg_outage(void **state)
     h_daemon_t d;
     assert_int_equal(h_pg_start(&pg), 0);
     assert_int_equal(h_daemon_start(&d, &pg, NULL, FAST_RETRY_PG), 0);
+    assert_int_equal(h_workflow_example(d.url, "elisa-demo"), 0);
 
     /* The writer is connected (migrations applied, one row through) before the
      * outage. */
@@ -403,6 +405,7 @@ static void test_broker_outage(void **state)
     sub_t sub = {0};
     assert_int_equal(h_mqtt_start(&mq), 0);
     assert_int_equal(h_daemon_start(&d, NULL, &mq, FAST_RETRY_MQ), 0);
+    assert_int_equal(h_workflow_example(d.url, "elisa-demo"), 0);
     sub_start(&sub, &mq, d.dir, "labloop/v1/+/+/runs/+/state", "rel-broker");
 
     /* One message through before the outage: the bridge is connected. */
@@ -509,6 +512,7 @@ static void test_bad_input(void **state)
 {
     h_daemon_t d;
     assert_int_equal(h_daemon_start(&d, NULL, NULL, NULL), 0);
+    assert_int_equal(h_workflow_example(d.url, "elisa-demo"), 0);
     int before = run_count(&d);
 
     /* Not JSON at all, and JSON cut short. */

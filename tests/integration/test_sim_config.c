@@ -53,6 +53,62 @@ static int teardown(void **state)
     return 0;
 }
 
+/* Replaces every `from` in text (malloc'd, freed) by `to`; the new text. */
+static char *replace_all(char *text, const char *from, const char *to)
+{
+    size_t n = 0, fl = strlen(from), tl = strlen(to);
+    for (const char *p = text; (p = strstr(p, from)); p += fl)
+        n++;
+    char *out = malloc(strlen(text) + n * (tl + 1) + 1), *o = out;
+    const char *p = text;
+    for (const char *hit; (hit = strstr(p, from)); p = hit + fl) {
+        memcpy(o, p, (size_t)(hit - p));
+        o += hit - p;
+        memcpy(o, to, tl);
+        o += tl;
+    }
+    strcpy(o, p);
+    free(text);
+    return out;
+}
+
+/* The README's first step: deploy/sim.ini.example played as it is on a fresh machine, where the
+ * directory of its pty links (/tmp/labloop) does not exist yet. Its paths are moved under the
+ * test's directory and its TCP ports to free ones; nothing else changes. */
+static void test_example_on_a_fresh_machine(void **state)
+{
+    char path[600], fresh[600], port[32], link[700];
+    snprintf(path, sizeof path, "%s/deploy/sim.ini.example", LAB_SOURCE_DIR_T);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char *text = calloc(1, 65536);
+    size_t n = fread(text, 1, 65535, f);
+    fclose(f);
+    assert_true(n > 0 && strstr(text, "/tmp/labloop/"));
+    snprintf(fresh, sizeof fresh, "%s/fresh/tmp/labloop/", dir);
+    text = replace_all(text, "/tmp/labloop/", fresh);
+    const char *tcp[] = {"127.0.0.1:7001", "127.0.0.1:1502"};
+    for (int i = 0; i < 2; i++) {
+        assert_non_null(strstr(text, tcp[i]));
+        snprintf(port, sizeof port, "127.0.0.1:%d", h_free_port());
+        text = replace_all(text, tcp[i], port);
+    }
+    h_sim_t s;
+    int rc = h_sim_start(&s, text);
+    free(text);
+    assert_int_equal(rc, 0);
+    const char *ids[] = {"incubator1", "star1"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(link, sizeof link, "%s%s", fresh, ids[i]);
+        struct stat st;
+        assert_int_equal(lstat(link, &st), 0);
+        assert_true(S_ISLNK(st.st_mode));
+        assert_int_equal(stat(link, &st), 0);
+        assert_true(S_ISCHR(st.st_mode)); /* the pty it stands for */
+    }
+    h_sim_stop(&s);
+}
+
 static void test_errors(void **state)
 {
     char out[4096], ini[4096];
@@ -242,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_tcp_stale_link_and_cli_fault),
         cmocka_unit_test(test_reader384_and_eurotherm),
+        cmocka_unit_test(test_example_on_a_fresh_machine),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

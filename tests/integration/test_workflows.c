@@ -134,10 +134,44 @@ static void test_runs_pin_a_version(void **state)
         json_string_value(json_object_get(json_array_get(json_object_get(p, "errors"), 0), "path")),
         "/workflow_version");
     json_decref(p);
-    /* Not stored yet: accepted, and it names no version. */
-    run = req("POST", "/v1/runs", "{\"workflow\":\"later\"}", 201);
+    /* Not stored: refused, naming the workflow; a version of a workflow not stored, too. */
+    p = req("POST", "/v1/runs", "{\"workflow\":\"later\"}", 422);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(json_object_get(p, "errors"), 0), "path")),
+        "/workflow");
+    assert_non_null(strstr(json_string_value(json_object_get(p, "detail")), "later"));
+    json_decref(p);
+    json_decref(req("POST", "/v1/runs", "{\"workflow\":\"later\",\"workflow_version\":2}", 422));
+    /* Unless the run is to wait for it: accepted, naming no version, and the flag is not kept. */
+    run = req("POST", "/v1/runs", "{\"workflow\":\"later\",\"await_workflow\":true}", 201);
     assert_null(json_object_get(run, "workflow_version"));
+    assert_null(json_object_get(run, "await_workflow"));
     json_decref(run);
+    run = req("POST", "/v1/runs", "{\"workflow\":\"later\",\"await_workflow\":false}", 422);
+    json_decref(run);
+}
+
+/* deploy/examples/elisa.workflow.json, the README's example, is stored as it is and runs of it
+ * are accepted (and the runs waiting for it earlier follow it from then on). */
+static void test_example_workflow(void **state)
+{
+    json_t *early =
+        req("POST", "/v1/runs", "{\"workflow\":\"elisa\",\"await_workflow\":true}", 201);
+    assert_int_equal(h_workflow_example(dmn.url, NULL), 0);
+    json_t *wf = req("GET", "/v1/workflows/elisa", NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(wf, "steps")), 3);
+    json_t *run = req("POST", "/v1/runs", "{\"workflow\":\"elisa\",\"plate\":\"E1\"}", 201);
+    assert_int_equal(json_integer_value(json_object_get(run, "workflow_version")),
+                     json_integer_value(json_object_get(wf, "version")));
+    /* Stored again unchanged: the same version, not a new one. */
+    assert_int_equal(h_workflow_example(dmn.url, NULL), 0);
+    json_t *again = req("GET", "/v1/workflows/elisa", NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(again, "version")),
+                     json_integer_value(json_object_get(wf, "version")));
+    json_decref(early);
+    json_decref(again);
+    json_decref(run);
+    json_decref(wf);
 }
 
 static void test_every_problem_named(void **state)
@@ -222,9 +256,10 @@ static void test_bad_file_refuses_start(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_loaded_from_dir),      cmocka_unit_test(test_versions),
-        cmocka_unit_test(test_runs_pin_a_version),   cmocka_unit_test(test_every_problem_named),
-        cmocka_unit_test(test_in_postgres_and_kept), cmocka_unit_test(test_bad_file_refuses_start),
+        cmocka_unit_test(test_loaded_from_dir),        cmocka_unit_test(test_versions),
+        cmocka_unit_test(test_runs_pin_a_version),     cmocka_unit_test(test_example_workflow),
+        cmocka_unit_test(test_every_problem_named),    cmocka_unit_test(test_in_postgres_and_kept),
+        cmocka_unit_test(test_bad_file_refuses_start),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
