@@ -732,50 +732,6 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_debug("api", "microhttpd: %s", msg);
 }
 
-/* ---- the listening address ---- */
-
-static bool addr_loopback(const struct sockaddr *sa)
-{
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-        if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
-            return true;
-        return IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127;
-    }
-    return false;
-}
-
-/* "host:port" or "[v6]:port" into addr. */
-static int addr_parse(const char *hostport, struct sockaddr_storage *addr, socklen_t *alen)
-{
-    char host[256], port[16];
-    const char *colon;
-    if (hostport[0] == '[') {
-        const char *close = strchr(hostport, ']');
-        if (!close || close[1] != ':')
-            return LAB_ECONFIG;
-        snprintf(host, sizeof host, "%.*s", (int)(close - hostport - 1), hostport + 1);
-        colon = close + 1;
-    } else {
-        colon = strrchr(hostport, ':');
-        if (!colon)
-            return LAB_ECONFIG;
-        snprintf(host, sizeof host, "%.*s", (int)(colon - hostport), hostport);
-    }
-    snprintf(port, sizeof port, "%s", colon + 1);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res = NULL;
-    if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res) != 0 || !res)
-        return LAB_ECONFIG;
-    memcpy(addr, res->ai_addr, res->ai_addrlen);
-    *alen = res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-}
-
 /* ---- lifecycle ---- */
 
 static int tokens_read(lab_api_t *api, const char *path, bool at_start)
@@ -822,11 +778,11 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
     struct sockaddr_storage addr;
     socklen_t alen;
     *out = NULL;
-    if (addr_parse(cfg->http, &addr, &alen)) {
+    if (lab_config_http_addr(cfg->http, &addr, &alen)) {
         log_error("api", "http=%s: not a host:port address that resolves", cfg->http);
         return LAB_ECONFIG;
     }
-    if (!cfg->auth_enabled && !addr_loopback((struct sockaddr *)&addr)) {
+    if (!cfg->auth_enabled && !lab_config_addr_loopback((struct sockaddr *)&addr)) {
         log_error("api",
                   "http=%s is not a loopback address and there is no [auth] section: refusing to "
                   "serve without tokens beyond this machine",
