@@ -1119,7 +1119,7 @@ static int cmd_action(int argc, char **argv, int as_json)
     double timeout = 0;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "+:h", o, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", o, NULL)) != -1) {
         if (c == 't') {
             char *end;
             timeout = strtod(optarg, &end);

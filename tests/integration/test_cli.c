@@ -116,6 +116,10 @@ static void test_refusals(void **state)
     snprintf(url, sizeof url, "http://127.0.0.1:%d", h_free_port());
     assert_int_equal(cli(url, "runs"), 3);
     assert_non_null(strstr(out, "cannot reach"));
+    /* Options after the action's parameters, as its usage shows them: the request reaches the
+     * daemon (no such instrument), the option is not taken for a parameter. */
+    assert_int_equal(cli(daemon_.url, "action nosuch read_absorbance wells=A1 --timeout 5"), 1);
+    assert_non_null(strstr(out, "404"));
 }
 
 /* Every command: --help and -h print its usage and exit 0 without a daemon; an unknown option
