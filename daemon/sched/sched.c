@@ -1107,11 +1107,16 @@ static void advance(lab_sched_t *s, exec_t *ex)
         }
         lab_driver_t *d = inst_at(s, on ? (int)json_integer_value(on) : st->inst);
         lab_inst_state_t is = lab_driver_state(d);
-        if (is == LAB_INST_OFFLINE || is == LAB_INST_FAULT) {
+        if (is == LAB_INST_OFFLINE || is == LAB_INST_FAULT || is == LAB_INST_PAUSED) {
+            /* nothing is queued on it meanwhile: the hold is ours, and says why */
             const lab_drv_error_t *le = lab_driver_last_error(d);
+            bool say = is != LAB_INST_PAUSED && le->code != LAB_DRV_OK;
             snprintf(ex->hold_why, sizeof ex->hold_why, "step %.63s holds: %.63s is %s%s%.200s",
                      st->name, lab_driver_id(d), lab_inst_state_name(is),
-                     le->code != LAB_DRV_OK ? ": " : "", le->code != LAB_DRV_OK ? le->text : "");
+                     say                     ? ": "
+                     : is == LAB_INST_PAUSED ? " by an operator"
+                                             : "",
+                     say ? le->text : "");
             if (!ex->hold)
                 log_warn("sched", "run=%s %s", r->id, ex->hold_why);
             ex->hold = true;
@@ -1286,9 +1291,9 @@ static void on_tick(uv_timer_t *t)
         if (ex) {
             sstep_t *st = &r->st[ex->k];
             if (!ex->cleanup && now >= ex->deadline_ms) {
-                char why[160];
-                snprintf(why, sizeof why, "timed out after %.0f lab s",
-                         (double)(now - st->start_ms) / 1000.0);
+                char why[600];
+                snprintf(why, sizeof why, "%.400s%stimed out after %.0f lab s", ex->done,
+                         ex->done[0] ? "; the step " : "", (double)(now - st->start_ms) / 1000.0);
                 ex->gen = 0;
                 step_failed(s, ex, why, true);
                 i = -1; /* the array may have changed; start over (bounded: ex is gone) */
