@@ -61,7 +61,7 @@ typedef struct sstep {
     bool late_noted;
     double lag_s; /* start - previous end, seconds; < 0 when not started or first */
     bool lag_violated;
-    char error[900]; /* why it failed, with what of its program was done */
+    char error[300];
 } sstep_t;
 
 typedef struct exec exec_t;
@@ -95,9 +95,9 @@ struct exec {
     bool in_call, hold, cleanup;
     bool lag_pending; /* the lag is taken when the step's own first action starts */
     json_t *rows;     /* measurement payloads for the step's end */
-    /* What the program did so far, for an operator ("tips picked up (8 channels), aspirated
-     * 50 µL from substrate"), and whether any of it was more than dry handling: a step that
-     * may not be repeated is repeated by a policy only while nothing wet was done. */
+    /* What the program did so far, for an operator ("tips picked up, aspirated 50 µL from
+     * substrate"), and whether any of it was more than dry handling: a step that may not be
+     * repeated is repeated by a policy only while nothing wet was done. */
     char done[400];
     bool wet;
     char hold_why[400]; /* while hold: why */
@@ -149,7 +149,7 @@ static void kick(lab_sched_t *s);
 static void poke(lab_sched_t *s);
 static void advance(lab_sched_t *s, exec_t *ex);
 static void persist(lab_sched_t *s, srun_t *r, json_t *rows, pend_t *p);
-static void apply_policy(lab_sched_t *s, srun_t *r, int k, bool unknown_outcome);
+static void apply_policy(lab_sched_t *s, srun_t *r, int k, bool unknown_outcome, const char *done);
 
 static int64_t now_ms(const lab_sched_t *s)
 {
@@ -846,34 +846,41 @@ static void step_failed(lab_sched_t *s, exec_t *ex, const char *why, bool unknow
     st->state = SS_FAILED;
     st->end_ms = now_ms(s);
     step_release_site(s, st);
-    log_warn("sched", "run=%s step=%s attempt %d failed: %s", r->id, st->name, st->attempts, why);
+    log_warn("sched", "run=%s step=%s attempt %d failed: %s%s%s", r->id, st->name, st->attempts,
+             ex->done, ex->done[0] ? "; " : "", why);
+    char done[sizeof ex->done];
+    memcpy(done, ex->done, sizeof done);
     r->ex = NULL;
     exec_free(ex);
-    apply_policy(s, r, r->cur, unknown_outcome);
+    apply_policy(s, r, r->cur, unknown_outcome, done);
 }
 
 static void pause_run(lab_sched_t *s, srun_t *r, const char *why)
 {
     set_state(s, r, LAB_RUN_PAUSED);
     json_object_set_new(r->doc, "paused_reason", json_string(why));
-    snprintf(r->why, sizeof r->why, "paused: %.1000s", why);
+    snprintf(r->why, sizeof r->why, "paused: %s", why);
     persist(s, r, NULL, NULL);
     kick(s);
 }
 
-static void apply_policy(lab_sched_t *s, srun_t *r, int k, bool unknown_outcome)
+/* done: what the failed attempt's program did before it failed ("" or NULL: nothing known). */
+static void apply_policy(lab_sched_t *s, srun_t *r, int k, bool unknown_outcome, const char *done)
 {
+    const char *sep = done && done[0] ? "; " : "";
+    if (!done)
+        done = "";
     sstep_t *st = &r->st[k];
     const char *action = json_string_value(json_object_get(st->policy, "action"));
     int retries = (int)json_integer_value(json_object_get(st->policy, "retries"));
     if (!action)
         action = "pause";
     if (unknown_outcome && !lab_op_repeatable(st->op)) {
-        char why[1200];
+        char why[1000];
         snprintf(why, sizeof why,
-                 "step %s (%s) may or may not have happened (%.900s); check the plate, then resume "
+                 "step %s (%s) may or may not have happened (%s%s%s); check the plate, then resume "
                  "with retry (it did not happen) or skip (it did)",
-                 st->name, st->op, st->error);
+                 st->name, st->op, done, sep, st->error);
         pause_run(s, r, why);
         return;
     }
@@ -899,9 +906,9 @@ static void apply_policy(lab_sched_t *s, srun_t *r, int k, bool unknown_outcome)
         return;
     }
     if (strcmp(action, "pause") == 0) {
-        char why[1200];
-        snprintf(why, sizeof why, "step %s failed: %.900s; resume with retry or skip, or cancel",
-                 st->name, st->error);
+        char why[1000];
+        snprintf(why, sizeof why, "step %s failed: %s%s%s; resume with retry or skip, or cancel",
+                 st->name, done, sep, st->error);
         pause_run(s, r, why);
         return;
     }
@@ -1005,12 +1012,11 @@ static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *resul
          * (tips) after nothing but dry handling: then a repeat cannot move liquid twice. */
         bool dry = json_is_true(json_object_get(e, "dry"));
         bool doubt = ex->wet || (!dry && !err->not_started);
-        char what[160], why[900];
+        char what[160], why[300];
         entry_text(e, false, what, sizeof what);
-        snprintf(why, sizeof why, "%.400s%s%s %s: %s%s%.256s%s", ex->done, ex->done[0] ? "; " : "",
-                 what, err->not_started ? "not started" : "not confirmed",
-                 lab_drv_err_name(err->code), err->text[0] ? " (" : "", err->text,
-                 err->text[0] ? ")" : "");
+        snprintf(why, sizeof why, "%.120s %s: %s%s%.120s%s", what,
+                 err->not_started ? "not started" : "not confirmed", lab_drv_err_name(err->code),
+                 err->text[0] ? " (" : "", err->text, err->text[0] ? ")" : "");
         if (ex->cleanup) {
             log_error("sched", "run=%s cleanup after cancel failed: %s", r->id, why);
             r->ex = NULL;
@@ -1291,9 +1297,9 @@ static void on_tick(uv_timer_t *t)
         if (ex) {
             sstep_t *st = &r->st[ex->k];
             if (!ex->cleanup && now >= ex->deadline_ms) {
-                char why[600];
-                snprintf(why, sizeof why, "%.400s%stimed out after %.0f lab s", ex->done,
-                         ex->done[0] ? "; the step " : "", (double)(now - st->start_ms) / 1000.0);
+                char why[160];
+                snprintf(why, sizeof why, "timed out after %.0f lab s",
+                         (double)(now - st->start_ms) / 1000.0);
                 ex->gen = 0;
                 step_failed(s, ex, why, true);
                 i = -1; /* the array may have changed; start over (bounded: ex is gone) */
@@ -1432,9 +1438,9 @@ static void recover(lab_sched_t *s, srun_t *r)
         step_release_site(s, st);
         set_state(s, r, LAB_RUN_INTERRUPTED);
         persist(s, r, NULL, NULL);
-        apply_policy(s, r, r->cur, true);
+        apply_policy(s, r, r->cur, true, NULL);
     } else if (r->state == LAB_RUN_INTERRUPTED) {
-        apply_policy(s, r, r->cur, true);
+        apply_policy(s, r, r->cur, true, NULL);
     }
 }
 
