@@ -318,8 +318,12 @@ static void test_paused_mid_step_says_why(void **state)
         int before = sim_log_count(": dispense 5.0 uL");
         json_t *doc =
             h_api(&daemon_, "POST", "/v1/runs", "{\"workflow\":\"long\",\"plate\":\"P1\"}", 201);
-        char id[64];
+        char id[64], next[64];
         snprintf(id, sizeof id, "%s", sval(doc, "id"));
+        json_decref(doc);
+        /* a second run, planned behind the first */
+        doc = h_api(&daemon_, "POST", "/v1/runs", "{\"workflow\":\"long\",\"plate\":\"P1\"}", 201);
+        snprintf(next, sizeof next, "%s", sval(doc, "id"));
         json_decref(doc);
         while (sim_log_count(": dispense 5.0 uL") == before)
             h_sleep_ms(2);
@@ -334,6 +338,20 @@ static void test_paused_mid_step_says_why(void **state)
                 break;
         }
         if (held) {
+            /* the planned one says why too, in its stored document (the list) */
+            bool said = false;
+            for (long long end = h_now_ms() + 5000; h_now_ms() < end && !said; h_sleep_ms(20)) {
+                doc = h_api(&daemon_, "GET", "/v1/runs?state=planned&limit=500", NULL, 200);
+                size_t i;
+                json_t *r;
+                json_array_foreach(json_object_get(doc, "runs"), i, r)
+                {
+                    said |= strcmp(sval(r, "id"), next) == 0 &&
+                            strstr(sval(r, "waiting_reason"), "star1 paused");
+                }
+                json_decref(doc);
+            }
+            assert_true(said);
             int now = sim_log_count(": dispense 5.0 uL");
             h_sleep_ms(500);
             assert_int_equal(sim_log_count(": dispense 5.0 uL"), now);
@@ -342,6 +360,7 @@ static void test_paused_mid_step_says_why(void **state)
         doc = wait_run(id, "done", 20000);
         assert_null(json_object_get(doc, "waiting_reason"));
         json_decref(doc);
+        json_decref(wait_run(next, "done", 20000));
     }
     assert_true(held);
 }
