@@ -734,8 +734,8 @@ void lab_driver_pause(lab_driver_t *d, bool paused)
     schedule(d);
 }
 
-int lab_driver_call(lab_driver_t *d, const char *action, json_t *params, double timeout_s,
-                    lab_drv_done_cb cb, void *arg, lab_drv_error_t *err, json_t **problems)
+static int call_queue(lab_driver_t *d, const char *action, json_t *params, double timeout_s,
+                      lab_drv_done_cb cb, void *arg, lab_drv_error_t *err, json_t **problems)
 {
     size_t idx = 0;
     const lab_drv_action_t *a = action_find(d, action, &idx);
@@ -848,6 +848,15 @@ int lab_driver_call(lab_driver_t *d, const char *action, json_t *params, double 
     d->queued++;
     schedule(d);
     return LAB_OK;
+}
+
+int lab_driver_call(lab_driver_t *d, const char *action, json_t *params, double timeout_s,
+                    lab_drv_done_cb cb, void *arg, lab_drv_error_t *err, json_t **problems)
+{
+    int rc = call_queue(d, action, params, timeout_s, cb, arg, err, problems);
+    if (rc != LAB_OK)
+        err->not_started = true; /* refused: nothing was queued */
+    return rc;
 }
 
 int lab_driver_feed(lab_driver_t *d, const char *doc, size_t len, char *err, size_t errlen)
