@@ -809,11 +809,6 @@ static int call_queue(lab_driver_t *d, const char *action, json_t *params, doubl
         refuse_in_fault(d, a, err);
         return LAB_ESTATE;
     }
-    if ((a->flags & LAB_DRV_ACT_NOT_IN_FAULT) && d->conn == LAB_INST_FAULT) {
-        json_decref(empty);
-        refuse_in_fault(d, a, err);
-        return LAB_ESTATE;
-    }
     op_t *op = lab_calloc(1, sizeof *op);
     op->a = a;
     op->params = empty ? empty : json_incref(params);
