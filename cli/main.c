@@ -201,7 +201,13 @@ static int show(long status, buf_t *b, int as_json, int list)
     if (list) {
         size_t i;
         json_t *r;
-        json_array_foreach(json_object_get(doc, "runs"), i, r) print_run_row(r);
+        json_array_foreach(json_object_get(doc, "runs"), i, r)
+        {
+            print_run_row(r);
+            const char *why = json_string_value(json_object_get(r, "waiting_reason"));
+            if (why)
+                printf("  waiting: %s\n", why);
+        }
         const char *next = json_string_value(json_object_get(doc, "next"));
         if (next)
             printf("(more: --after %s)\n", next);

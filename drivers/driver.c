@@ -47,6 +47,7 @@ lab_drv_error_t *lab_drv_error_set(lab_drv_error_t *e, lab_drv_err_t code, const
      * that carries them can be built (cut on a character, invalid bytes as U+FFFD). */
     char text[2 * sizeof e->text];
     e->code = code;
+    e->not_started = false;
     device_code = device_code ? device_code : "";
     lab_utf8_sanitize(e->device_code, sizeof e->device_code, device_code, strlen(device_code));
     va_list ap;
@@ -463,6 +464,7 @@ static void fail_queued(lab_driver_t *d, lab_drv_err_t code, const char *why)
         d->head = op->next;
         d->queued--;
         lab_drv_error_set(&op->err, code, NULL, "%s", why);
+        op->err.not_started = true; /* queued: the driver never saw it */
         finish(d, op);
     }
     d->tail = NULL;
@@ -488,6 +490,14 @@ static bool can_run(const lab_driver_t *d)
     return !d->closing && !d->cur && !d->paused && d->conn != LAB_INST_OFFLINE;
 }
 
+static void refuse_in_fault(const lab_driver_t *d, const lab_drv_action_t *a, lab_drv_error_t *err)
+{
+    lab_drv_error_set(err, LAB_DRV_ESTATE, d->conn_err.device_code,
+                      "%s is in fault (%s): %s refused until it answers again", d->id,
+                      d->conn_err.text[0] ? d->conn_err.text : "no reason given", a->name);
+    err->not_started = true;
+}
+
 static void start_next(lab_driver_t *d)
 {
     while (can_run(d) && d->head) {
@@ -496,6 +506,12 @@ static void start_next(lab_driver_t *d)
         if (!d->head)
             d->tail = NULL;
         d->queued--;
+        if ((op->a->flags & LAB_DRV_ACT_NOT_IN_FAULT) && d->conn == LAB_INST_FAULT) {
+            /* queued before the fault came */
+            refuse_in_fault(d, op->a, &op->err);
+            finish(d, op);
+            continue;
+        }
         d->cur = op;
         uv_timer_start(&d->op_timer, op_timeout_cb, op->timeout_ms, 0);
         log_debug("drv", "instrument=%s action=%s start", d->id, op->a->name);
@@ -696,8 +712,10 @@ void lab_driver_close(lab_driver_t *d, void (*cb)(void *arg), void *arg)
         all->next = d->done_head;
         d->done_head = all;
     }
-    for (op_t *op = d->head; op; op = op->next)
+    for (op_t *op = d->head; op; op = op->next) {
         lab_drv_error_set(&op->err, LAB_DRV_ECANCELLED, NULL, "the instrument was closed");
+        op->err.not_started = true;
+    }
     if (d->tail) {
         d->tail->next = d->done_head;
         d->done_head = d->head;
@@ -724,8 +742,8 @@ void lab_driver_pause(lab_driver_t *d, bool paused)
     schedule(d);
 }
 
-int lab_driver_call(lab_driver_t *d, const char *action, json_t *params, double timeout_s,
-                    lab_drv_done_cb cb, void *arg, lab_drv_error_t *err, json_t **problems)
+static int call_queue(lab_driver_t *d, const char *action, json_t *params, double timeout_s,
+                      lab_drv_done_cb cb, void *arg, lab_drv_error_t *err, json_t **problems)
 {
     size_t idx = 0;
     const lab_drv_action_t *a = action_find(d, action, &idx);
@@ -794,6 +812,11 @@ int lab_driver_call(lab_driver_t *d, const char *action, json_t *params, double 
                           d->id, d->conn_err.text[0] ? ": " : "", d->conn_err.text);
         return LAB_ECONN;
     }
+    if ((a->flags & LAB_DRV_ACT_NOT_IN_FAULT) && d->conn == LAB_INST_FAULT) {
+        json_decref(empty);
+        refuse_in_fault(d, a, err);
+        return LAB_ESTATE;
+    }
     op_t *op = lab_calloc(1, sizeof *op);
     op->a = a;
     op->params = empty ? empty : json_incref(params);
@@ -828,6 +851,15 @@ int lab_driver_call(lab_driver_t *d, const char *action, json_t *params, double 
     d->queued++;
     schedule(d);
     return LAB_OK;
+}
+
+int lab_driver_call(lab_driver_t *d, const char *action, json_t *params, double timeout_s,
+                    lab_drv_done_cb cb, void *arg, lab_drv_error_t *err, json_t **problems)
+{
+    int rc = call_queue(d, action, params, timeout_s, cb, arg, err, problems);
+    if (rc != LAB_OK)
+        err->not_started = true; /* refused: nothing was queued */
+    return rc;
 }
 
 int lab_driver_feed(lab_driver_t *d, const char *doc, size_t len, char *err, size_t errlen)

@@ -53,9 +53,15 @@ typedef struct lab_drv_error {
     lab_drv_err_t code;
     char device_code[32]; /* the device's own: "E1", "er01/30", "00007", "exception 2", or "" */
     char text[256];       /* what happened, with the device's own text when it gave one */
+    /* How far a failed operation got, as far as the driver can prove it: true only when nothing
+     * of it reached the device (refused before a byte was sent, or still queued), so repeating
+     * it cannot do anything twice. false (the default) is "it may have started": a command was
+     * sent and its reply was lost, garbled or an error. */
+    bool not_started;
 } lab_drv_error_t;
 
-/* Fills e (code, device_code may be NULL) and returns it; text is printf-formatted. */
+/* Fills e (code, device_code may be NULL; not_started false) and returns it; text is
+ * printf-formatted. */
 lab_drv_error_t *lab_drv_error_set(lab_drv_error_t *e, lab_drv_err_t code, const char *device_code,
                                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* {"code": name, "device_code"?: ..., "message": text} */
@@ -107,6 +113,9 @@ enum {
     LAB_DRV_ACT_IMMEDIATE = 1,
     /* Allowed while offline (a driver with no connection, or one that reports cached state). */
     LAB_DRV_ACT_OFFLINE = 2,
+    /* Refused (ESTATE, not started) while the instrument is in fault: an action whose effect
+     * must not be left in doubt (a heater's set point) waits until the device answers again. */
+    LAB_DRV_ACT_NOT_IN_FAULT = 4,
 };
 
 typedef struct lab_drv_action {

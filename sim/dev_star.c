@@ -9,8 +9,9 @@
  * reagent of the trough column round((xp - 1000) / 90), which names the reagent at that index of
  * sim_reagents (modulo their number). A dispense puts dv (0.1 uL) of that reagent into the well
  * under the channel. Only channels with tm = 1 act. An injected "error" answers the next command
- * with er<sim_error_code, default 8>/00. A dispense with no plate to go into (the world holding
- * SIM_PLATES_MAX already) answers er30/00. */
+ * with er<sim_error_code, default 8>/00; a fault armed for the Nth command (at_command) hits
+ * that command's reply, after the command was carried out (an error: instead). A dispense with no
+ * plate to go into (the world holding SIM_PLATES_MAX already) answers er30/00. */
 #include <stdbool.h>
 #include <math.h>
 #include <stdio.h>
@@ -163,6 +164,7 @@ static int on_line(void *ud, const char *line, size_t len, int err)
         sim_warn("star", "%s: unparsable message dropped", in->cfg->id);
         return 0;
     }
+    sim_inst_command(in);
     char which[3] = {0}, buf[512];
     int check = star_check_cmd(&m, STAR_CHANNELS, which);
     star_builder_t b;

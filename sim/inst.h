@@ -30,6 +30,9 @@ typedef struct sim_inst {
     /* faults: timeout and disconnect last until cleared; garbage and error hit the next reply */
     sim_fault_t sticky;
     int garbage_next, error_next, disconnected;
+    sim_fault_t armed; /* fires on the armed_in-th command from now */
+    int armed_in;
+    double armed_s;
     /* Liconic */
     proto_lines_t lines;
     int opened;
@@ -69,6 +72,8 @@ struct sim {
 
 /* Sends bytes on the instrument's link, with injected garbage first if armed. */
 void sim_inst_send(sim_inst_t *in, const void *buf, size_t n);
+/* A device received one command (before it answers it): fires a fault armed for it. */
+void sim_inst_command(sim_inst_t *in);
 /* Device handlers: bytes received from the host. */
 void sim_liconic_init(sim_inst_t *in);
 void sim_liconic_feed(sim_inst_t *in, const uint8_t *data, size_t n);

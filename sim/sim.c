@@ -297,7 +297,54 @@ static void reconnect_due(uv_timer_t *t)
     link_up(t->data);
 }
 
-int sim_fault(sim_t *s, const char *id, const char *fault, double seconds, char *err, size_t cap)
+static void fault_apply(sim_t *s, sim_inst_t *in, sim_fault_t f, double seconds)
+{
+    switch (f) {
+    case SIM_FAULT_NONE:
+        in->sticky = SIM_FAULT_NONE;
+        in->garbage_next = in->error_next = 0;
+        in->armed = SIM_FAULT_NONE;
+        in->armed_in = 0;
+        link_up(in);
+        break;
+    case SIM_FAULT_TIMEOUT:
+        in->sticky = f;
+        break;
+    case SIM_FAULT_GARBAGE:
+        in->garbage_next = 1;
+        break;
+    case SIM_FAULT_ERROR:
+        in->error_next = 1;
+        break;
+    case SIM_FAULT_DISCONNECT:
+        in->disconnected = 1;
+        if (in->cfg->driver != SIM_MODBUS_TEMP) {
+            if (in->cfg->tcp_port && in->client_open)
+                close_handle(s, (uv_handle_t *)&in->client, client_closed);
+            else if (!in->cfg->tcp_port)
+                pty_close(in);
+        }
+        if (seconds > 0)
+            uv_timer_start(&in->reconnect, reconnect_due,
+                           (uint64_t)(seconds * 1000 / s->cfg.time_scale) + 1, 0);
+        break;
+    }
+    if (in->cfg->driver == SIM_MODBUS_TEMP)
+        sim_modbus_fault(in, f);
+}
+
+void sim_inst_command(sim_inst_t *in)
+{
+    if (in->armed_in <= 0 || --in->armed_in > 0)
+        return;
+    sim_fault_t f = in->armed;
+    in->armed = SIM_FAULT_NONE;
+    sim_info("fault", "%s: armed fault fires on this command", in->cfg->id);
+    fault_apply(in->sim, in, f, in->armed_s);
+}
+
+int sim_fault(sim_t *s, const char *id, const char *fault, double seconds, int at_command,
+              char *err, size_t cap)
 {
     sim_inst_t *in = NULL;
     for (int i = 0; i < s->cfg.n; i++)
@@ -325,37 +372,23 @@ int sim_fault(sim_t *s, const char *id, const char *fault, double seconds, char 
         return -1;
     }
     sim_fault_t f = kinds[k].f;
-    sim_info("fault", "%s: %s", id, fault);
-    switch (f) {
-    case SIM_FAULT_NONE:
-        in->sticky = SIM_FAULT_NONE;
-        in->garbage_next = in->error_next = 0;
-        link_up(in);
-        break;
-    case SIM_FAULT_TIMEOUT:
-        in->sticky = f;
-        break;
-    case SIM_FAULT_GARBAGE:
-        in->garbage_next = 1;
-        break;
-    case SIM_FAULT_ERROR:
-        in->error_next = 1;
-        break;
-    case SIM_FAULT_DISCONNECT:
-        in->disconnected = 1;
-        if (in->cfg->driver != SIM_MODBUS_TEMP) {
-            if (in->cfg->tcp_port && in->client_open)
-                close_handle(s, (uv_handle_t *)&in->client, client_closed);
-            else if (!in->cfg->tcp_port)
-                pty_close(in);
-        }
-        if (seconds > 0)
-            uv_timer_start(&in->reconnect, reconnect_due,
-                           (uint64_t)(seconds * 1000 / s->cfg.time_scale) + 1, 0);
-        break;
+    if (at_command < 0 ||
+        (at_command > 0 && (f == SIM_FAULT_NONE || in->cfg->driver != SIM_STAR))) {
+        snprintf(err, cap,
+                 "at_command %d: a positive count, for a fault on an instrument that counts its "
+                 "commands (the STAR)",
+                 at_command);
+        return -1;
     }
-    if (in->cfg->driver == SIM_MODBUS_TEMP)
-        sim_modbus_fault(in, f);
+    if (at_command > 0) {
+        sim_info("fault", "%s: %s armed for command %d from now", id, fault, at_command);
+        in->armed = f;
+        in->armed_in = at_command;
+        in->armed_s = seconds;
+        return 0;
+    }
+    sim_info("fault", "%s: %s", id, fault);
+    fault_apply(s, in, f, seconds);
     return 0;
 }
 
@@ -474,6 +507,7 @@ static int ctl_line(void *ud, const char *line, size_t len, int err)
     const char *id = json_string_value(json_object_get(req, "instrument"));
     const char *fault = json_string_value(json_object_get(req, "fault"));
     json_t *sec = json_object_get(req, "seconds");
+    json_t *at = json_object_get(req, "at_command");
     if (json_is_true(json_object_get(req, "plates"))) {
         ctl_answer(c, ctl_plates(s));
     } else if (plate) {
@@ -485,12 +519,14 @@ static int ctl_line(void *ud, const char *line, size_t len, int err)
             ctl_answer(c, json_pack("{s:b,s:s,s:f,s:o}", "ok", 1, "position", p->position,
                                     "incubation_degC_s", p->incub_deg_s, "wells",
                                     ctl_wells(&s->world, p)));
-    } else if (!id || !fault || (sec && !json_is_number(sec))) {
-        ctl_answer(c, ctl_error("expected {\"instrument\":ID,\"fault\":KIND[,\"seconds\":N]}, "
-                                "{\"plate\":BARCODE} or {\"plates\":true}"));
+    } else if (!id || !fault || (sec && !json_is_number(sec)) ||
+               (at && (!json_is_integer(at) || json_integer_value(at) > 1000000))) {
+        ctl_answer(c, ctl_error("expected {\"instrument\":ID,\"fault\":KIND[,\"seconds\":N]"
+                                "[,\"at_command\":N]}, {\"plate\":BARCODE} or {\"plates\":true}"));
     } else {
         char msg[256];
-        if (sim_fault(s, id, fault, sec ? json_number_value(sec) : 0, msg, sizeof msg))
+        if (sim_fault(s, id, fault, sec ? json_number_value(sec) : 0,
+                      at ? (int)json_integer_value(at) : 0, msg, sizeof msg))
             ctl_answer(c, ctl_error(msg));
         else
             ctl_answer(c, json_pack("{s:b}", "ok", 1));

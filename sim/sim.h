@@ -63,8 +63,12 @@ int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap);
 
 /* Creates every instrument and the control socket on loop. */
 int sim_start(uv_loop_t *loop, const sim_cfg_t *cfg, const char *control_path, sim_t **out);
-/* Injects a fault; returns 0 or -1 with a reason in err. */
-int sim_fault(sim_t *s, const char *id, const char *fault, double seconds, char *err, size_t cap);
+/* Injects a fault; returns 0 or -1 with a reason in err. at_command 0: now (garbage and error
+ * hit the next reply); N > 0: armed for the Nth command the instrument receives from now, which
+ * it hits (its reply garbled, an error instead, never answered, or the link dropped before the
+ * reply); only instruments that frame commands (the STAR) count them. */
+int sim_fault(sim_t *s, const char *id, const char *fault, double seconds, int at_command,
+              char *err, size_t cap);
 /* Closes everything (removes the symlinks); the loop then runs dry. */
 void sim_stop(sim_t *s);
 double sim_lab_now(const sim_t *s);

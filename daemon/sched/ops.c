@@ -38,6 +38,14 @@ static json_t *entry(const char *action, json_t *params)
     return json_pack("{s:s,s:o}", "action", action, "params", params ? params : json_object());
 }
 
+/* Tips on or off: no liquid moves (a retry drops what may be left on first). */
+static json_t *dry_entry(const char *action, json_t *params)
+{
+    json_t *e = entry(action, params);
+    json_object_set_new(e, "dry", json_true());
+    return e;
+}
+
 /* "B2:G11" (or one well) into 0-based rows and 1-based columns. */
 static bool parse_wells(const char *s, int *r0, int *c0, int *r1, int *c1)
 {
@@ -74,7 +82,8 @@ static json_t *dispense_program(lab_driver_t *d, const json_t *params, char *err
     }
     double ul = json_number_value(vol);
     json_t *prog = json_array();
-    json_array_append_new(prog, entry("pick_up_tips", json_pack("{s:i}", "channels", r1 - r0 + 1)));
+    json_array_append_new(prog,
+                          dry_entry("pick_up_tips", json_pack("{s:i}", "channels", r1 - r0 + 1)));
     for (int c = c0; c <= c1; c++) {
         char well[16];
         snprintf(well, sizeof well, "%c%d", 'A' + r0, c);
@@ -83,7 +92,7 @@ static json_t *dispense_program(lab_driver_t *d, const json_t *params, char *err
         json_array_append_new(
             prog, entry("dispense", json_pack("{s:s,s:f}", "well", well, "volume_ul", ul)));
     }
-    json_array_append_new(prog, entry("drop_tips", NULL));
+    json_array_append_new(prog, dry_entry("drop_tips", NULL));
     (void)d;
     return prog;
 }
@@ -134,7 +143,7 @@ static json_t *design_program(const json_t *design, int channels, char *err, siz
                 }
                 if (!tipped) {
                     json_array_append_new(
-                        prog, entry("pick_up_tips", json_pack("{s:i}", "channels", channels)));
+                        prog, dry_entry("pick_up_tips", json_pack("{s:i}", "channels", channels)));
                     tipped = true;
                 }
                 char first[16];
@@ -147,7 +156,7 @@ static json_t *design_program(const json_t *design, int channels, char *err, siz
             }
         }
         if (tipped)
-            json_array_append_new(prog, entry("drop_tips", NULL));
+            json_array_append_new(prog, dry_entry("drop_tips", NULL));
     }
     return prog;
 }

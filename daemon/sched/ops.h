@@ -5,7 +5,10 @@
  * "mark" names a checkpoint written to the store once the action succeeded (an incubation's
  * "loaded" says the plate is inside and since when, so a restart can let it finish);
  * "measure" says the action's result holds measured values (a read); "optional" that its failure
- * does not fail the step (dropping tips that may not be there). */
+ * does not fail the step (dropping tips that may not be there); "dry" that it moves no liquid
+ * (tips on or off, a plate's move), so a step that may not be repeated (lab_op_repeatable) is
+ * repeated by a policy after its failure only when nothing but dry entries ran (a failed wet
+ * one counts when the driver cannot prove it never started). */
 #ifndef LAB_SCHED_OPS_H
 #define LAB_SCHED_OPS_H
 

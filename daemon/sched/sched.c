@@ -81,7 +81,8 @@ typedef struct srun {
     int64_t created_ms, deadline_ms; /* deadline_ms < 0: none */
     int cur;                         /* the step running, or the next to run */
     exec_t *ex;
-    char why[1024]; /* why it waits: a planner reason, or why it is paused */
+    char why[1024];    /* why it waits: a planner reason, or why it is paused */
+    uint64_t why_hash; /* of the reason its document carries (0: none) */
 } srun_t;
 
 /* One step being carried out: its program and where it is. */
@@ -96,6 +97,12 @@ struct exec {
     bool in_call, hold, cleanup;
     bool lag_pending; /* the lag is taken when the step's own first action starts */
     json_t *rows;     /* measurement payloads for the step's end */
+    /* What the program did so far, for an operator ("tips picked up, aspirated 50 µL from
+     * substrate"), and whether any of it was more than dry handling: a step that may not be
+     * repeated is repeated by a policy only while nothing wet was done. */
+    char done[400];
+    bool wet;
+    char hold_why[400]; /* while hold: why */
 };
 
 typedef struct call {
@@ -144,7 +151,7 @@ static void kick(lab_sched_t *s);
 static void poke(lab_sched_t *s);
 static void advance(lab_sched_t *s, exec_t *ex);
 static void persist(lab_sched_t *s, srun_t *r, json_t *rows, pend_t *p);
-static void apply_policy(lab_sched_t *s, srun_t *r, int k, bool unknown_outcome);
+static void apply_policy(lab_sched_t *s, srun_t *r, int k, bool unknown_outcome, const char *done);
 
 static int64_t now_ms(const lab_sched_t *s)
 {
@@ -256,9 +263,41 @@ static long count_violations(const srun_t *r)
     return n;
 }
 
+/* Why the run waits now: its step holds on an instrument, or r->why; "" when it does not. */
+static const char *run_why(const srun_t *r)
+{
+    if (r->ex && r->ex->hold && r->ex->hold_why[0])
+        return r->ex->hold_why;
+    return r->why;
+}
+
+static uint64_t why_hash_of(const char *t)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a; 0 stays "no reason" */
+    for (; *t; t++)
+        h = (h ^ (unsigned char)*t) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+/* Puts the run's waiting reason into its document; true when it changed. */
+static bool why_to_doc(srun_t *r)
+{
+    const char *why = lab_run_state_final(r->state) ? "" : run_why(r);
+    uint64_t h = why[0] ? why_hash_of(why) : 0;
+    if (h == r->why_hash && (h || !json_object_get(r->doc, "waiting_reason")))
+        return false;
+    r->why_hash = h;
+    if (why[0])
+        json_object_set_new(r->doc, "waiting_reason", json_string(why));
+    else
+        json_object_del(r->doc, "waiting_reason");
+    return true;
+}
+
 /* Brings doc up to date with the run's state and steps. */
 static void doc_sync(lab_sched_t *s, srun_t *r)
 {
+    why_to_doc(r);
     json_t *steps = json_array();
     for (int k = 0; k < r->n; k++) {
         sstep_t *st = &r->st[k];
@@ -531,6 +570,15 @@ static void persist(lab_sched_t *s, srun_t *r, json_t *rows, pend_t *p)
     lab_store_submit(s->st, &upd->op);
 }
 
+/* A run placed or under way whose reason to wait changed says so at once (its state message
+ * carries it); a queued run's document takes it with its next change, so a burst of submissions
+ * to a cell that cannot run them costs no second write each. */
+static void why_flush(lab_sched_t *s, srun_t *r)
+{
+    if ((r->state == LAB_RUN_PLANNED || r->state == LAB_RUN_RUNNING) && why_to_doc(r))
+        persist(s, r, NULL, NULL);
+}
+
 static void set_state(lab_sched_t *s, srun_t *r, lab_run_state_t to)
 {
     if (r->state != to && !lab_run_transition_ok(r->state, to))
@@ -563,10 +611,15 @@ static const char *blocked_by(lab_sched_t *s, srun_t *r, int k, char *buf, size_
             any++;
             if (inst_available(s, i))
                 up++;
-            else if (n < cap)
-                n += (size_t)snprintf(buf + n, cap - n, "%s%s %s", n ? ", " : "",
-                                      lab_driver_id(inst_at(s, i)),
-                                      lab_inst_state_name(lab_driver_state(inst_at(s, i))));
+            else if (n < cap) {
+                lab_driver_t *d = inst_at(s, i);
+                lab_inst_state_t is = lab_driver_state(d);
+                const lab_drv_error_t *le = lab_driver_last_error(d);
+                bool say = (is == LAB_INST_FAULT || is == LAB_INST_OFFLINE) && le->text[0];
+                n += (size_t)snprintf(buf + n, cap - n, "%s%s %s%s%.120s%s", n ? ", " : "",
+                                      lab_driver_id(d), lab_inst_state_name(is), say ? " (" : "",
+                                      say ? le->text : "", say ? ")" : "");
+            }
         }
     if (!any) {
         snprintf(buf, cap, "step %s needs '%s' and this cell has none", r->st[k].name, on);
@@ -576,7 +629,8 @@ static const char *blocked_by(lab_sched_t *s, srun_t *r, int k, char *buf, size_
     if (!up) {
         char tmp[200];
         snprintf(tmp, sizeof tmp, "%s", buf);
-        snprintf(buf, cap, "step %s waits for '%s': %.100s", r->st[k].name, on, tmp);
+        lab_text_trim(tmp);
+        snprintf(buf, cap, "step %.63s waits for '%.63s': %.170s", r->st[k].name, on, tmp);
         lab_text_trim(buf);
         return buf;
     }
@@ -797,10 +851,13 @@ static void step_failed(lab_sched_t *s, exec_t *ex, const char *why, bool unknow
     st->state = SS_FAILED;
     st->end_ms = now_ms(s);
     step_release_site(s, st);
-    log_warn("sched", "run=%s step=%s attempt %d failed: %s", r->id, st->name, st->attempts, why);
+    log_warn("sched", "run=%s step=%s attempt %d failed: %s%s%s", r->id, st->name, st->attempts,
+             ex->done, ex->done[0] ? "; " : "", why);
+    char done[sizeof ex->done];
+    memcpy(done, ex->done, sizeof done);
     r->ex = NULL;
     exec_free(ex);
-    apply_policy(s, r, r->cur, unknown_outcome);
+    apply_policy(s, r, r->cur, unknown_outcome, done);
 }
 
 static void pause_run(lab_sched_t *s, srun_t *r, const char *why)
@@ -813,19 +870,23 @@ static void pause_run(lab_sched_t *s, srun_t *r, const char *why)
     kick(s);
 }
 
-static void apply_policy(lab_sched_t *s, srun_t *r, int k, bool unknown_outcome)
+/* done: what the failed attempt's program did before it failed ("" or NULL: nothing known). */
+static void apply_policy(lab_sched_t *s, srun_t *r, int k, bool unknown_outcome, const char *done)
 {
+    const char *sep = done && done[0] ? "; " : "";
+    if (!done)
+        done = "";
     sstep_t *st = &r->st[k];
     const char *action = json_string_value(json_object_get(st->policy, "action"));
     int retries = (int)json_integer_value(json_object_get(st->policy, "retries"));
     if (!action)
         action = "pause";
     if (unknown_outcome && !lab_op_repeatable(st->op)) {
-        char why[800];
+        char why[1000];
         snprintf(why, sizeof why,
-                 "step %s (%s) may or may not have happened (%.300s); check the plate, then resume "
+                 "step %s (%s) may or may not have happened (%s%s%s); check the plate, then resume "
                  "with retry (it did not happen) or skip (it did)",
-                 st->name, st->op, st->error);
+                 st->name, st->op, done, sep, st->error);
         pause_run(s, r, why);
         return;
     }
@@ -851,9 +912,9 @@ static void apply_policy(lab_sched_t *s, srun_t *r, int k, bool unknown_outcome)
         return;
     }
     if (strcmp(action, "pause") == 0) {
-        char why[800];
-        snprintf(why, sizeof why, "step %s failed: %.300s; resume with retry or skip, or cancel",
-                 st->name, st->error);
+        char why[1000];
+        snprintf(why, sizeof why, "step %s failed: %s%s%s; resume with retry or skip, or cancel",
+                 st->name, done, sep, st->error);
         pause_run(s, r, why);
         return;
     }
@@ -892,6 +953,47 @@ static json_t *measurement_rows(lab_sched_t *s, srun_t *r, sstep_t *st, json_t *
     return rows;
 }
 
+/* An entry of a step program in words: what it did (done) or was to do. */
+static void entry_text(const json_t *e, bool done, char *buf, size_t cap)
+{
+    const char *action = json_string_value(json_object_get(e, "action")) ?: "?";
+    const json_t *p = json_object_get(e, "params");
+    const json_t *v = json_object_get(p, "volume_ul");
+    char vol[48] = "";
+    if (json_is_number(v))
+        snprintf(vol, sizeof vol, "%g µL", json_number_value(v));
+    else if (json_is_array(v))
+        snprintf(vol, sizeof vol, "µL per channel");
+    const char *reagent = json_string_value(json_object_get(p, "reagent"));
+    const char *well = json_string_value(json_object_get(p, "well"));
+    const char *from = reagent ? reagent : well ? well : "?";
+    if (strcmp(action, "pick_up_tips") == 0)
+        snprintf(buf, cap, "%s", done ? "tips picked up" : "pick up tips");
+    else if (strcmp(action, "drop_tips") == 0)
+        snprintf(buf, cap, "%s", done ? "tips dropped" : "drop tips");
+    else if (strcmp(action, "aspirate") == 0)
+        snprintf(buf, cap, "%s %s from %.64s", done ? "aspirated" : "aspirate", vol, from);
+    else if (strcmp(action, "dispense") == 0)
+        snprintf(buf, cap, "%s %s into %.64s", done ? "dispensed" : "dispense", vol,
+                 well ? well : "?");
+    else
+        snprintf(buf, cap, "%.64s%s", action, done ? " done" : "");
+}
+
+/* Notes an entry of the program that succeeded. */
+static void progress_add(exec_t *ex, const json_t *e)
+{
+    char one[160];
+    entry_text(e, true, one, sizeof one);
+    size_t n = strlen(ex->done);
+    if (n + strlen(one) + 8 < sizeof ex->done)
+        snprintf(ex->done + n, sizeof ex->done - n, "%s%s", n ? ", " : "", one);
+    else if (n + 5 < sizeof ex->done && !strstr(ex->done, ", ..."))
+        snprintf(ex->done + n, sizeof ex->done - n, ", ...");
+    if (!json_is_true(json_object_get(e, "dry")))
+        ex->wet = true;
+}
+
 static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *result, void *arg)
 {
     (void)d;
@@ -917,10 +1019,15 @@ static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *resul
         log_info("sched", "run=%s step=%s: %s not needed (%s)", r->id, st->name,
                  json_string_value(json_object_get(e, "action")), lab_drv_err_name(err->code));
     } else if (err->code != LAB_DRV_OK) {
-        char why[300];
-        snprintf(why, sizeof why, "%s: %s%s%s%s", json_string_value(json_object_get(e, "action")),
-                 lab_drv_err_name(err->code), err->text[0] ? " (" : "", err->text,
-                 err->text[0] ? ")" : "");
+        /* In doubt unless the driver proves the action never started, or it is dry handling
+         * (tips) after nothing but dry handling: then a repeat cannot move liquid twice. */
+        bool dry = json_is_true(json_object_get(e, "dry"));
+        bool doubt = ex->wet || (!dry && !err->not_started);
+        char what[160], why[300];
+        entry_text(e, false, what, sizeof what);
+        snprintf(why, sizeof why, "%.120s %s: %s%s%.120s%s", what,
+                 err->not_started ? "not started" : "not confirmed", lab_drv_err_name(err->code),
+                 err->text[0] ? " (" : "", err->text, err->text[0] ? ")" : "");
         if (ex->cleanup) {
             log_error("sched", "run=%s cleanup after cancel failed: %s", r->id, why);
             r->ex = NULL;
@@ -928,11 +1035,10 @@ static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *resul
             run_remove(s, r);
             return;
         }
-        step_failed(s, ex, why,
-                    err->code == LAB_DRV_ETIMEOUT || err->code == LAB_DRV_ECANCELLED ||
-                        err->code == LAB_DRV_EOFFLINE);
+        step_failed(s, ex, why, doubt);
         return;
     }
+    progress_add(ex, e);
     const char *mark = json_string_value(json_object_get(e, "mark"));
     if (mark && strcmp(mark, "loaded") == 0) {
         st->loaded_ms = now_ms(s);
@@ -1018,14 +1124,27 @@ static void advance(lab_sched_t *s, exec_t *ex)
         }
         lab_driver_t *d = inst_at(s, on ? (int)json_integer_value(on) : st->inst);
         lab_inst_state_t is = lab_driver_state(d);
-        if (is == LAB_INST_OFFLINE || is == LAB_INST_FAULT) {
+        if (is == LAB_INST_OFFLINE || is == LAB_INST_FAULT || is == LAB_INST_PAUSED) {
+            /* nothing is queued on it meanwhile: the hold is ours, and says why */
+            const lab_drv_error_t *le = lab_driver_last_error(d);
+            bool say = is != LAB_INST_PAUSED && le->code != LAB_DRV_OK;
+            snprintf(ex->hold_why, sizeof ex->hold_why, "step %.63s holds: %.63s is %s%s%.200s",
+                     st->name, lab_driver_id(d), lab_inst_state_name(is),
+                     say                     ? ": "
+                     : is == LAB_INST_PAUSED ? " by an operator"
+                                             : "",
+                     say ? le->text : "");
             if (!ex->hold)
-                log_warn("sched", "run=%s step=%s holds: %s is %s", r->id, st->name,
-                         lab_driver_id(d), lab_inst_state_name(is));
+                log_warn("sched", "run=%s %s", r->id, ex->hold_why);
             ex->hold = true;
+            why_flush(s, r);
             return;
         }
-        ex->hold = false;
+        if (ex->hold) {
+            ex->hold = false;
+            ex->hold_why[0] = '\0';
+            why_flush(s, r);
+        }
         call_t *c = LAB_NEW(call_t);
         c->s = s;
         snprintf(c->id, sizeof c->id, "%s", r->id);
@@ -1039,7 +1158,10 @@ static void advance(lab_sched_t *s, exec_t *ex)
             s->calls--;
             free(c);
             if (err.code == LAB_DRV_EOFFLINE || err.code == LAB_DRV_EBUSY) {
+                snprintf(ex->hold_why, sizeof ex->hold_why, "step %.63s holds: %.250s", st->name,
+                         err.text);
                 ex->hold = true;
+                why_flush(s, r);
                 return;
             }
             char why[300];
@@ -1112,17 +1234,18 @@ static void start_step(lab_sched_t *s, srun_t *r)
     st->late_noted = false;
     if (prog && st->attempts > 0 && lab_op_has_action(d, "drop_tips"))
         /* an attempt that failed half way may have left tips on: off first, if any */
-        json_array_insert_new(
-            prog, 0, json_pack("{s:s,s:{},s:b}", "action", "drop_tips", "params", "optional", 1));
+        json_array_insert_new(prog, 0,
+                              json_pack("{s:s,s:{},s:b,s:b}", "action", "drop_tips", "params",
+                                        "optional", 1, "dry", 1));
     st->attempts++;
     st->error[0] = '\0';
     s->stats.steps_started++;
     if (prog && st->plan_move_ms && inst_at(s, st->plan_mover) && inst_at(s, st->plan_move_from)) {
         /* the plate goes over on the mover first */
-        json_t *mv = json_pack("{s:s,s:{s:s,s:s,s:s},s:i}", "action", "move", "params", "plate",
+        json_t *mv = json_pack("{s:s,s:{s:s,s:s,s:s},s:i,s:b}", "action", "move", "params", "plate",
                                r->plate[0] ? r->plate : r->id, "from",
                                lab_driver_id(inst_at(s, st->plan_move_from)), "to",
-                               lab_driver_id(d), "on", st->plan_mover);
+                               lab_driver_id(d), "on", st->plan_mover, "dry", 1);
         json_array_insert_new(prog, 0, mv);
     }
     if (r->state != LAB_RUN_RUNNING) {
@@ -1180,6 +1303,7 @@ static void on_tick(uv_timer_t *t)
     /* index loop: runs may leave the array while we walk it */
     for (int i = 0; i < s->nruns; i++) {
         srun_t *r = s->runs[i];
+        why_flush(s, r);
         exec_t *ex = r->ex;
         if (ex) {
             sstep_t *st = &r->st[ex->k];
@@ -1325,9 +1449,9 @@ static void recover(lab_sched_t *s, srun_t *r)
         step_release_site(s, st);
         set_state(s, r, LAB_RUN_INTERRUPTED);
         persist(s, r, NULL, NULL);
-        apply_policy(s, r, r->cur, true);
+        apply_policy(s, r, r->cur, true, NULL);
     } else if (r->state == LAB_RUN_INTERRUPTED) {
-        apply_policy(s, r, r->cur, true);
+        apply_policy(s, r, r->cur, true, NULL);
     }
 }
 
@@ -1572,10 +1696,10 @@ json_t *lab_sched_timeline(lab_sched_t *s)
             else if (st->state == SS_PENDING && st->plan_start_ms && run_plannable(r))
                 json_array_append_new(items, timeline_item(s, r, k, true));
         }
-        if (r->why[0] || !r->wf)
+        if (run_why(r)[0] || !r->wf)
             json_array_append_new(waiting,
                                   json_pack("{s:s,s:s,s:s}", "run", r->id, "state",
-                                            lab_run_state_name(r->state), "reason", r->why));
+                                            lab_run_state_name(r->state), "reason", run_why(r)));
     }
     return json_pack("{s:s,s:f,s:s,s:o,s:o,s:I,s:i}", "now", now, "time_scale", s->cfg->time_scale,
                      "planned_at", at, "items", items, "waiting", waiting, "lag_violations",
@@ -1609,8 +1733,8 @@ json_t *lab_sched_run_live(lab_sched_t *s, const char *id)
     if (!r)
         return NULL;
     json_t *o = json_object();
-    if (r->why[0])
-        json_object_set_new(o, "waiting_reason", json_string(r->why));
+    if (run_why(r)[0])
+        json_object_set_new(o, "waiting_reason", json_string(run_why(r)));
     if (r->cur < r->n && r->st[r->cur].state == SS_PENDING && r->st[r->cur].plan_start_ms) {
         json_object_set_new(o, "next_step", json_string(r->st[r->cur].name));
         put_time(o, "next_start", r->st[r->cur].plan_start_ms);

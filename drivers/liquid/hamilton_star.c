@@ -775,6 +775,8 @@ static void star_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *para
     if (e.code == LAB_DRV_OK)
         star_send(s, cmd, TAG_OP, &pl, &e);
     if (e.code != LAB_DRV_OK) { /* ended from the loop, never inside invoke */
+        /* refused here, or not written: the firmware never saw the command */
+        e.not_started = true;
         s->deferred = e;
         uv_timer_start(&s->defer_timer, star_defer_due, 0, 0);
     }

@@ -91,7 +91,9 @@ static const lab_drv_action_t mt_actions[] = {
      "{\"type\":\"object\",\"required\":[\"temperature_c\"],\"additionalProperties\":false,"
      "\"properties\":{\"temperature_c\":{\"type\":\"number\",\"minimum\":-273.15,"
      "\"maximum\":10000}}}",
-     10, 0, "write the set point (SV) in degC"},
+     10, LAB_DRV_ACT_NOT_IN_FAULT,
+     "write the set point (SV) in degC; refused in fault (a status read that goes through "
+     "clears it)"},
     {"run", NULL, 10, 0, "start regulating (CN7500 run coil; Eurotherm program status run)"},
     {"stop", NULL, 10, 0, "stop regulating (CN7500 run coil; Eurotherm program status reset)"},
     {NULL, NULL, 0, 0, NULL},

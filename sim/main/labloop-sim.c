@@ -96,7 +96,7 @@ int main(int argc, char **argv)
                     secs = atof(s);
                 }
             }
-            if (!kind || sim_fault(g_sim, id, kind, secs, err, sizeof err)) {
+            if (!kind || sim_fault(g_sim, id, kind, secs, 0, err, sizeof err)) {
                 fprintf(stderr, "labloop-sim: --fault %s: %s\n", faults[i],
                         kind ? err : "expected ID:KIND[:SECONDS]");
                 rc = 1;

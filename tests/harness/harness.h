@@ -130,6 +130,10 @@ int h_sim_ctl(h_sim_t *s, char *reply, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Injects timeout|garbage|error|disconnect on an instrument for seconds (0: until "clear"). */
 int h_sim_fault(h_sim_t *s, const char *id, const char *fault, double seconds);
+/* The same, armed for the at_command-th command the instrument receives from now (the STAR):
+ * that command is carried out and its reply garbled, an error, never sent, or the link dropped
+ * (back after seconds) before it. */
+int h_sim_fault_at(h_sim_t *s, const char *id, const char *fault, double seconds, int at_command);
 /* TERM (KILL after 5 s), and the directory removed unless H_KEEP is set. */
 void h_sim_stop(h_sim_t *s);
 

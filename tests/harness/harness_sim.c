@@ -114,6 +114,15 @@ int h_sim_fault(h_sim_t *s, const char *id, const char *fault, double seconds)
                      "{\"instrument\":\"%s\",\"fault\":\"%s\",\"seconds\":%g}", id, fault, seconds);
 }
 
+int h_sim_fault_at(h_sim_t *s, const char *id, const char *fault, double seconds, int at_command)
+{
+    char reply[512];
+    return h_sim_ctl(s, reply, sizeof reply,
+                     "{\"instrument\":\"%s\",\"fault\":\"%s\",\"seconds\":%g,"
+                     "\"at_command\":%d}",
+                     id, fault, seconds, at_command);
+}
+
 void h_sim_stop(h_sim_t *s)
 {
     if (s->pid > 0) {

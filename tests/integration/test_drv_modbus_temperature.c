@@ -163,8 +163,15 @@ static void test_cn7500(void **state)
     assert_null(h_drv_call(d, "set_temperature", "{\"temperature_c\": 30}", &e));
     assert_int_equal(e.code, LAB_DRV_ETIMEOUT);
     assert_int_equal(lab_driver_state(d), LAB_INST_FAULT);
+    /* in fault, no new set point: refused at once with nothing sent, the set point stays as it
+     * was until a read goes through */
+    assert_int_equal(h_drv_do(d, "set_temperature", "{\"temperature_c\": 90}"), LAB_DRV_ESTATE);
+    assert_true(h_drv_error()->not_started);
+    assert_non_null(strstr(h_drv_error()->text, "in fault"));
+    assert_int_equal(lab_driver_state(d), LAB_INST_FAULT);
     fault("heat1", "clear");
     r = h_drv_call_ok(d, "status", NULL);
+    assert_true(h_drv_num(r, "setpoint_c") < 89);
     json_decref(r);
     assert_int_equal(lab_driver_state(d), LAB_INST_IDLE);
 

@@ -92,6 +92,7 @@ static struct {
     int n;
     lab_drv_err_t code[MAXDONE];
     long tag[MAXDONE];
+    bool not_started[MAXDONE];
 } done;
 static int states[16], nstates, telemetry;
 static uv_loop_t loop;
@@ -103,6 +104,7 @@ static void on_done(lab_driver_t *d, const lab_drv_error_t *e, json_t *res, void
     (void)res;
     done.code[done.n] = e->code;
     done.tag[done.n] = (long)(intptr_t)arg;
+    done.not_started[done.n] = e->not_started;
     done.n++;
 }
 
@@ -198,6 +200,7 @@ static void test_params_refused(void **state)
     json_t *problems = NULL;
     assert_int_not_equal(call(d, "work", "{\"n\":12,\"tag\":3,\"x\":1}", 0, &e, &problems), 0);
     assert_int_equal(e.code, LAB_DRV_EPARAM);
+    assert_true(e.not_started);
     char *t = json_dumps(problems, JSON_COMPACT);
     assert_non_null(strstr(t, "/params/n"));
     assert_non_null(strstr(t, "/params/tag"));
@@ -328,10 +331,14 @@ static void test_offline_fails_running_and_queued(void **state)
     assert_int_equal(done.n, 3);
     for (int k = 0; k < 3; k++)
         assert_int_equal(done.code[k], LAB_DRV_EOFFLINE);
+    /* the running one may have reached the device; the queued ones provably did not */
+    assert_false(done.not_started[0]);
+    assert_true(done.not_started[1] && done.not_started[2]);
     assert_int_equal(lab_driver_state(d), LAB_INST_OFFLINE);
     /* Refused at once while offline, with the reason; immediate offline actions still answer. */
     assert_int_equal(call(d, "work", "{\"n\":1}", 4, &e, NULL), LAB_ECONN);
     assert_non_null(strstr(e.text, "the cable is out"));
+    assert_true(e.not_started);
     assert_int_equal(call(d, "peek", NULL, 5, &e, NULL), 0);
     run_ms(5);
     assert_int_equal(done.n, 4);
