@@ -168,6 +168,7 @@ struct lab_sched {
     uint64_t age, orphans_asked_ms, replanned_ms;
     wfc_t *wfc;
     int nwfc;
+    bool *inst_up; /* per instrument: available at its last change of state */
 };
 
 #define HISTORY_MAX 2000
@@ -649,8 +650,9 @@ static void run_demote(lab_sched_t *s, srun_t *r)
 /* A queued run's document (taken over): into the window when it has room or when the run ranks
  * ahead of one waiting there (which then leaves for the queue if it was not planned yet), else
  * into the queue; a run whose workflow is not stored waits apart. Costs a rank comparison per
- * waiting run of the window and a heap insert, whatever the length of the queue. */
-static void admit(lab_sched_t *s, json_t *doc)
+ * waiting run of the window and a heap insert, whatever the length of the queue. true when the
+ * plan changes (the run entered the window, or the window has room for the queue's best). */
+static bool admit(lab_sched_t *s, json_t *doc)
 {
     cold_t c = {.prio = prio_of(json_string_value(json_object_get(doc, "priority"))),
                 .score = num(json_object_get(doc, "score"), 0),
@@ -665,7 +667,7 @@ static void admit(lab_sched_t *s, json_t *doc)
     if (!wf_lookup(s, name, version)) {
         orphan_push(s, &c, name, version);
         json_decref(doc);
-        return;
+        return false;
     }
     int n;
     srun_t *last = window_last(s, &n);
@@ -677,31 +679,41 @@ static void admit(lab_sched_t *s, json_t *doc)
     if (!in) {
         cold_push(s, &c);
         json_decref(doc);
-        return;
+        return n < WINDOW;
     }
     srun_t *r = run_new(s, doc);
     r->age = c.age;
     if (n + 1 > WINDOW && last && last->state == LAB_RUN_QUEUED)
         run_demote(s, last);
+    return true;
 }
 
-/* Before a plan: queued runs whose workflow came enter the queue, and the queue's best fill the
- * room in the window. */
-static void promote(lab_sched_t *s)
+/* Queued runs whose workflow came join the queue (the store is asked once per WF_ASK_MS and
+ * workflow); true when some did. */
+static bool orphans_ask(lab_sched_t *s)
 {
     uint64_t now = uv_now(s->loop);
-    if (s->norphans && now - s->orphans_asked_ms >= WF_ASK_MS) {
-        s->orphans_asked_ms = now;
-        for (int i = 0; i < s->norphans;) {
-            if (wf_lookup(s, s->orphans[i].wf, s->orphans[i].version)) {
-                orphan_t o = orphan_take(s, i);
-                cold_push(s, &o.c);
-                free(o.wf);
-            } else {
-                i++;
-            }
+    bool moved = false;
+    if (!s->norphans || now - s->orphans_asked_ms < WF_ASK_MS)
+        return false;
+    s->orphans_asked_ms = now;
+    for (int i = 0; i < s->norphans;) {
+        if (wf_lookup(s, s->orphans[i].wf, s->orphans[i].version)) {
+            orphan_t o = orphan_take(s, i);
+            cold_push(s, &o.c);
+            free(o.wf);
+            moved = true;
+        } else {
+            i++;
         }
     }
+    return moved;
+}
+
+/* Before a plan: the queue's best fill the room in the window. */
+static void promote(lab_sched_t *s)
+{
+    orphans_ask(s);
     int n;
     window_last(s, &n);
     while (n < WINDOW && s->ncold > 0) {
@@ -728,26 +740,33 @@ static srun_t *run_thaw(lab_sched_t *s, const char *id)
     return r;
 }
 
+static const char *cold_why(char *buf, size_t cap)
+{
+    snprintf(buf, cap,
+             "queued: the first %d waiting runs are planned in detail, this one when a place "
+             "among them frees up",
+             WINDOW);
+    return buf;
+}
+
+static const char *orphan_why(const orphan_t *o, char *buf, size_t cap)
+{
+    if (o->version)
+        snprintf(buf, cap, "workflow %s version %d is not stored", o->wf, o->version);
+    else
+        snprintf(buf, cap, "workflow %s is not stored", o->wf);
+    return buf;
+}
+
 /* Why a run of the queue waits, or NULL when it is not there. */
 static const char *queued_why(lab_sched_t *s, const char *id, char *buf, size_t cap)
 {
     for (int i = 0; i < s->ncold; i++)
-        if (strcmp(s->cold[i].id, id) == 0) {
-            snprintf(buf, cap,
-                     "queued: the first %d waiting runs are planned in detail, this one when a "
-                     "place among them frees up",
-                     WINDOW);
-            return buf;
-        }
+        if (strcmp(s->cold[i].id, id) == 0)
+            return cold_why(buf, cap);
     for (int i = 0; i < s->norphans; i++)
-        if (strcmp(s->orphans[i].c.id, id) == 0) {
-            if (s->orphans[i].version)
-                snprintf(buf, cap, "workflow %s version %d is not stored", s->orphans[i].wf,
-                         s->orphans[i].version);
-            else
-                snprintf(buf, cap, "workflow %s is not stored", s->orphans[i].wf);
-            return buf;
-        }
+        if (strcmp(s->orphans[i].c.id, id) == 0)
+            return orphan_why(&s->orphans[i], buf, cap);
     return NULL;
 }
 
@@ -1500,6 +1519,8 @@ static void on_tick(uv_timer_t *t)
     if (s->closing)
         return;
     s->in_tick = true;
+    if (orphans_ask(s))
+        s->replan = true;
     if (s->replan)
         replan(s);
     int64_t now = now_ms(s);
@@ -1569,6 +1590,12 @@ static void on_tick(uv_timer_t *t)
         }
     }
     s->in_tick = false;
+    if (s->norphans) { /* their workflow may come: ask again in WF_ASK_MS */
+        uint64_t wait = s->orphans_asked_ms + WF_ASK_MS - uv_now(s->loop);
+        int64_t at = now + (int64_t)((double)(wait > WF_ASK_MS ? 0 : wait) * s->cfg->time_scale);
+        if (at < next)
+            next = at;
+    }
     if (s->replan)
         arm(s, now);
     else if (next != INT64_MAX)
@@ -1620,15 +1647,18 @@ void lab_sched_kick(lab_sched_t *s)
         kick(s);
 }
 
-/* Idle and busy plan alike, and an instrument flips between them on every action: those plan
- * again with the submissions' pace; one that stops or comes back is planned for at once. */
+/* Idle and busy plan alike, and an instrument flips between them on every action: only a change
+ * of availability (one that stops or comes back) plans again, at once. */
 static void on_instr_state(void *ctx, lab_driver_t *d, lab_inst_state_t state)
 {
-    (void)d;
-    if (state == LAB_INST_IDLE || state == LAB_INST_BUSY)
-        kick_soon(ctx);
-    else
-        kick(ctx);
+    lab_sched_t *s = ctx;
+    int i = inst_index(s, lab_driver_id(d));
+    bool up = state == LAB_INST_IDLE || state == LAB_INST_BUSY;
+    if (i < 0 || i >= s->nsites || s->inst_up[i] != up) {
+        if (i >= 0 && i < s->nsites)
+            s->inst_up[i] = up;
+        kick(s);
+    }
 }
 
 /* ---- start: the runs that are not over, and what a restart interrupted ---- */
@@ -1694,7 +1724,9 @@ int lab_sched_start(lab_sched_t **out, uv_loop_t *loop, const lab_config_t *cfg,
     s->nsites = ni;
     s->site_used = lab_calloc((size_t)ni + 1, sizeof *s->site_used);
     s->site_n = lab_calloc((size_t)ni + 1, sizeof *s->site_n);
+    s->inst_up = lab_calloc((size_t)ni + 1, sizeof *s->inst_up);
     for (int i = 0; i < ni; i++) {
+        s->inst_up[i] = inst_available(s, i);
         s->site_n[i] = (int)lab_drv_int(inst_at(s, i), "capacity");
         s->site_used[i] = lab_calloc((size_t)s->site_n[i] + 1, 1);
     }
@@ -1769,6 +1801,7 @@ static void tick_closed(uv_handle_t *h)
         free(s->site_used[i]);
     free(s->site_used);
     free(s->site_n);
+    free(s->inst_up);
     json_decref(s->history);
     s->history = NULL;
     (void)cb;
@@ -1799,7 +1832,11 @@ void lab_sched_close(lab_sched_t *s, void (*cb)(void *arg), void *arg)
 
 void lab_sched_submitted(lab_sched_t *s, const char *doc)
 {
-    json_t *d = json_loads(doc, 0, NULL);
+    lab_sched_submitted_doc(s, json_loads(doc, 0, NULL));
+}
+
+void lab_sched_submitted_doc(lab_sched_t *s, json_t *d)
+{
     if (!json_is_object(d) || s->closing) {
         json_decref(d);
         return;
@@ -1808,8 +1845,8 @@ void lab_sched_submitted(lab_sched_t *s, const char *doc)
         json_decref(d);
         return;
     }
-    admit(s, d);
-    kick_soon(s);
+    if (admit(s, d)) /* a run that only joins the queue changes no plan */
+        kick_soon(s);
 }
 
 static pend_t *pend_new(lab_sched_t *s, lab_sched_done_cb cb, void *arg)
@@ -1937,13 +1974,12 @@ json_t *lab_sched_timeline(lab_sched_t *s)
     }
     char why[300];
     for (int i = 0; i < s->norphans; i++)
-        json_array_append_new(
-            waiting, json_pack("{s:s,s:s,s:s}", "run", s->orphans[i].c.id, "state", "queued",
-                               "reason", queued_why(s, s->orphans[i].c.id, why, sizeof why)));
+        json_array_append_new(waiting, json_pack("{s:s,s:s,s:s}", "run", s->orphans[i].c.id,
+                                                 "state", "queued", "reason",
+                                                 orphan_why(&s->orphans[i], why, sizeof why)));
     for (int i = 0; i < s->ncold; i++)
-        json_array_append_new(waiting,
-                              json_pack("{s:s,s:s,s:s}", "run", s->cold[i].id, "state", "queued",
-                                        "reason", queued_why(s, s->cold[i].id, why, sizeof why)));
+        json_array_append_new(waiting, json_pack("{s:s,s:s,s:s}", "run", s->cold[i].id, "state",
+                                                 "queued", "reason", cold_why(why, sizeof why)));
     return json_pack("{s:s,s:f,s:s,s:o,s:o,s:I,s:i}", "now", now, "time_scale", s->cfg->time_scale,
                      "planned_at", at, "items", items, "waiting", waiting, "lag_violations",
                      (json_int_t)s->stats.lag_violations, "runs",

@@ -35,6 +35,8 @@ void lab_sched_close(lab_sched_t *s, void (*cb)(void *arg), void *arg);
 
 /* A run whose insert committed (its document, JSON text). */
 void lab_sched_submitted(lab_sched_t *s, const char *doc);
+/* The same with the document as JSON, taken over (the API has it parsed already). */
+void lab_sched_submitted_doc(lab_sched_t *s, json_t *doc);
 /* Something outside changed (an instrument paused or resumed): plan again soon. */
 void lab_sched_kick(lab_sched_t *s);
 
