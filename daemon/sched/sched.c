@@ -1512,6 +1512,7 @@ static int inst_in_use(const lab_sched_t *s, int i)
 /* ---- the tick: re-plan, dispatch, waits, timeouts ---- */
 
 static void arm(lab_sched_t *s, int64_t at_lab_ms);
+static void orphans_arm(lab_sched_t *s);
 
 static void on_tick(uv_timer_t *t)
 {
@@ -1590,16 +1591,11 @@ static void on_tick(uv_timer_t *t)
         }
     }
     s->in_tick = false;
-    if (s->norphans) { /* their workflow may come: ask again in WF_ASK_MS */
-        uint64_t wait = s->orphans_asked_ms + WF_ASK_MS - uv_now(s->loop);
-        int64_t at = now + (int64_t)((double)(wait > WF_ASK_MS ? 0 : wait) * s->cfg->time_scale);
-        if (at < next)
-            next = at;
-    }
     if (s->replan)
         arm(s, now);
     else if (next != INT64_MAX)
         arm(s, next);
+    orphans_arm(s);
 }
 
 static void arm(lab_sched_t *s, int64_t at_lab_ms)
@@ -1627,6 +1623,23 @@ static void poke(lab_sched_t *s)
         arm(s, 0);
 }
 
+/* The tick at loop time `delay` from now, unless one is armed sooner. */
+static void arm_by(lab_sched_t *s, uint64_t delay)
+{
+    if (uv_is_active((uv_handle_t *)&s->tick) && uv_timer_get_due_in(&s->tick) <= delay)
+        return;
+    uv_timer_start(&s->tick, on_tick, delay, 0);
+}
+
+/* Queued runs wait for their workflow: a tick when the store is to be asked again. */
+static void orphans_arm(lab_sched_t *s)
+{
+    if (!s->norphans || s->in_tick || s->closing)
+        return;
+    uint64_t now = uv_now(s->loop), at = s->orphans_asked_ms + WF_ASK_MS;
+    arm_by(s, at > now ? at - now : 0);
+}
+
 /* A submission: plan again, at most once per SUBMIT_GAP_MS, never later than a tick already
  * armed. */
 static void kick_soon(lab_sched_t *s)
@@ -1635,10 +1648,7 @@ static void kick_soon(lab_sched_t *s)
     if (s->in_tick || s->closing)
         return;
     uint64_t now = uv_now(s->loop), at = s->replanned_ms + SUBMIT_GAP_MS;
-    uint64_t delay = at > now ? at - now : 0;
-    if (uv_is_active((uv_handle_t *)&s->tick) && uv_timer_get_due_in(&s->tick) <= delay)
-        return;
-    uv_timer_start(&s->tick, on_tick, delay, 0);
+    arm_by(s, at > now ? at - now : 0);
 }
 
 void lab_sched_kick(lab_sched_t *s)
@@ -1847,6 +1857,8 @@ void lab_sched_submitted_doc(lab_sched_t *s, json_t *d)
     }
     if (admit(s, d)) /* a run that only joins the queue changes no plan */
         kick_soon(s);
+    else
+        orphans_arm(s);
 }
 
 static pend_t *pend_new(lab_sched_t *s, lab_sched_done_cb cb, void *arg)

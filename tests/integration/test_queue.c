@@ -1,7 +1,8 @@
 /* A long queue: labloopd plans a look-ahead window of the waiting runs in detail and keeps the
  * others queued with that reason, in the planner's order (an urgent newcomer goes ahead of
  * normal runs already waiting), acts on a queued run as on any other (cancel), and finds the
- * same queue after a restart. In a cell without instruments, so that nothing leaves the queue. */
+ * same queue after a restart; a run whose workflow is not stored yet is planned when it comes. In
+ * a cell without instruments, so that nothing leaves the queue. */
 #include "tests/harness/harness.h"
 
 #include <jansson.h>
@@ -122,8 +123,27 @@ static void test_long_queue(void **state)
     h_daemon_destroy(&d);
 }
 
+/* A run of a workflow not stored yet waits with that reason and is planned once the workflow
+ * comes, with no other event to wake the scheduler. */
+static void test_workflow_comes_later(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    assert_int_equal(h_daemon_start(&d, NULL, NULL, NULL), 0);
+    json_t *doc = h_api(&d, "POST", "/v1/runs", "{\"workflow\":\"assay\",\"plate\":\"L1\"}", 201);
+    char *id = strdup(json_string_value(json_object_get(doc, "id")));
+    json_decref(doc);
+    wait_reason(&d, id, "workflow assay is not stored");
+    json_decref(h_api(&d, "POST", "/v1/workflows", wf_assay, 201));
+    wait_reason(&d, id, "needs 'liquid_handler'");
+    free(id);
+    assert_int_equal(h_daemon_stop(&d), 0);
+    h_daemon_destroy(&d);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_long_queue)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_long_queue),
+                                       cmocka_unit_test(test_workflow_comes_later)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
