@@ -159,8 +159,8 @@ static double peer_per_s(int clients, int *jobs, char *version, size_t vcap, cha
     char host[256] = "";
     int port = 0;
     sscanf(pg.conninfo, "host=%255s port=%d", host, &port);
-    snprintf(cmd, sizeof cmd, "cd '%s' && node peer.js '%s' %d %d %d 2>peer.log", dir, host, port,
-             PEER_JOBS, clients);
+    snprintf(cmd, sizeof cmd, "cd '%s' && timeout 120 node peer.js '%s' %d %d %d 2>peer.log", dir,
+             host, port, PEER_JOBS, clients);
     int rc = h_run(cmd, out, sizeof out);
     h_pg_destroy(&pg);
     json_t *res = rc == 0 ? json_loads(out, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
@@ -267,12 +267,17 @@ int main(int argc, char **argv)
     char peer_version[64] = "", why[1024] = "";
     double peer =
         peer_per_s(clients, &peer_jobs, peer_version, sizeof peer_version, why, sizeof why);
-    if (peer < 0)
-        printf("{\"bench\":\"graphile_addjob\",\"skipped\":\"%s\"}\n", why);
-    else
+    if (peer < 0) {
+        json_t *line = json_pack("{s:s,s:s}", "bench", "graphile_addjob", "skipped", why);
+        char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        printf("%s\n", text ? text : "{\"bench\":\"graphile_addjob\",\"skipped\":\"?\"}");
+        free(text);
+        json_decref(line);
+    } else {
         printf("{\"bench\":\"graphile_addjob\",\"clients\":%d,\"jobs\":%d,\"per_s\":%.0f,"
                "\"version\":\"%s\"}\n",
                clients, peer_jobs, peer, peer_version);
+    }
     fflush(stdout);
 
     h_sim_t sim;
