@@ -1,8 +1,8 @@
 /* A long queue: labloopd plans a look-ahead window of the waiting runs in detail and keeps the
  * others queued with that reason, in the planner's order (an urgent newcomer goes ahead of
- * normal runs already waiting), acts on a queued run as on any other (cancel), and finds the
- * same queue after a restart; a run whose workflow is not stored yet is planned when it comes. In
- * a cell without instruments, so that nothing leaves the queue. */
+ * normal runs already waiting), acts on a queued run as on any other (priority, cancel), and finds
+ * the same queue after a restart; a run whose workflow is not stored yet is planned when it comes.
+ * In a cell without instruments, so that nothing leaves the queue. */
 #include "tests/harness/harness.h"
 
 #include <jansson.h>
@@ -83,8 +83,13 @@ static void test_long_queue(void **state)
     char *urgent = submit(&d, "urgent", RUNS);
     wait_reason(&d, urgent, "needs 'liquid_handler'");
 
-    /* a queued run is cancelled like any other */
+    /* a queued run made urgent enters the window at once */
     char path[128];
+    snprintf(path, sizeof path, "/v1/runs/%s/priority", ids[RUNS - 3]);
+    json_decref(h_api(&d, "POST", path, "{\"priority\":\"urgent\"}", 200));
+    wait_reason(&d, ids[RUNS - 3], "needs 'liquid_handler'");
+
+    /* a queued run is cancelled like any other */
     snprintf(path, sizeof path, "/v1/runs/%s/cancel", ids[RUNS - 2]);
     json_t *c = h_api(&d, "POST", path, "{\"reason\":\"not needed\"}", 200);
     assert_string_equal(json_string_value(json_object_get(c, "state")), "cancelled");
