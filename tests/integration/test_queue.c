@@ -135,7 +135,15 @@ static void test_workflow_comes_later(void **state)
     (void)state;
     h_daemon_t d;
     assert_int_equal(h_daemon_start(&d, NULL, NULL, NULL), 0);
-    json_t *doc = h_api(&d, "POST", "/v1/runs", "{\"workflow\":\"assay\",\"plate\":\"L1\"}", 201);
+    /* a daemon that refuses a run of a workflow not stored unless asked to wait for it is asked;
+     * one that does not know the flag refuses the flag */
+    char *resp = NULL;
+    int st = h_http(d.url, "POST", "/v1/runs", "Content-Type: application/json",
+                    "{\"workflow\":\"assay\",\"plate\":\"L1\",\"await_workflow\":true}", &resp);
+    json_t *doc =
+        st == 201 ? json_loads(resp, 0, NULL)
+                  : h_api(&d, "POST", "/v1/runs", "{\"workflow\":\"assay\",\"plate\":\"L1\"}", 201);
+    free(resp);
     char *id = strdup(json_string_value(json_object_get(doc, "id")));
     json_decref(doc);
     wait_reason(&d, id, "workflow assay is not stored");
