@@ -89,6 +89,24 @@ static int idem_replay(lab_req_t *rq, const char *key, const char *hash)
 
 /* ---- POST /v1/runs ---- */
 
+/* The version of a stored workflow document. The text read last and its version are kept: runs
+ * come in long series of one workflow, and parsing its document for each one cost more than the
+ * rest of the submission. A stored version never changes, so equal text is the same version. */
+static json_int_t wf_version_of(const char *wdoc)
+{
+    static char *last;
+    static json_int_t last_version;
+    if (last && strcmp(last, wdoc) == 0)
+        return last_version;
+    json_t *w = json_loads(wdoc, 0, NULL);
+    json_int_t v = json_integer_value(json_object_get(w, "version"));
+    json_decref(w);
+    free(last);
+    last = lab_strdup(wdoc);
+    last_version = v;
+    return v;
+}
+
 /* The store runs this on its worker: the wrapped insert does the work. */
 static int insert_apply(lab_store_op_t *op, sqlite3 *db)
 {
@@ -100,12 +118,16 @@ static void insert_done(lab_store_op_t *op, int status)
 {
     lab_req_t *rq = (lab_req_t *)((char *)op - offsetof(lab_req_t, op));
     lab_run_insert_t *ins = rq->ins;
+    json_t *doc = ins->arg;
     rq->ins = NULL;
     if (rq->idem_key)
         idem_pending_remove(rq->api, rq);
+    if (status == 0 && rq->api->sched) {
+        lab_sched_submitted_doc(rq->api->sched, doc);
+        doc = NULL;
+    }
+    json_decref(doc);
     if (status == 0) {
-        if (rq->api->sched)
-            lab_sched_submitted(rq->api->sched, ins->doc);
         struct MHD_Response *r =
             lab_respond(rq, 201, "application/json", ins->doc, strlen(ins->doc));
         ins->doc = NULL;
@@ -181,11 +203,8 @@ void lab_api_runs_post(lab_req_t *rq)
         json_decref(sub);
         return;
     }
-    if (!wv && wrc == LAB_OK) {
-        json_t *w = json_loads(wdoc, 0, NULL);
-        json_object_set(sub, "workflow_version", json_object_get(w, "version"));
-        json_decref(w);
-    }
+    if (!wv && wrc == LAB_OK)
+        json_object_set_new(sub, "workflow_version", json_integer(wf_version_of(wdoc)));
     free(wdoc);
 
     char id[LAB_UUID_LEN + 1];
@@ -197,12 +216,13 @@ void lab_api_runs_post(lab_req_t *rq)
     ins->id = lab_strdup(id);
     ins->state = lab_strdup(lab_run_state_name(LAB_RUN_QUEUED));
     ins->doc = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    json_decref(doc);
     if (!ins->doc) {
+        json_decref(doc);
         lab_run_insert_free(ins);
         lab_respond_internal(rq, "the run document could not be built");
         return;
     }
+    ins->arg = doc; /* for the scheduler, which would parse ins->doc again */
     ins->ts_ms = now;
     if (key) {
         ins->idem_owner = lab_strdup(rq->who);

@@ -83,7 +83,33 @@ typedef struct srun {
     exec_t *ex;
     char why[1024];    /* why it waits: a planner reason, or why it is paused */
     uint64_t why_hash; /* of the reason its document carries (0: none) */
+    uint64_t age;      /* arrival order: the planner's last tie-break */
 } srun_t;
+
+/* A queued run beyond the look-ahead window: what ranks it, nothing more (its document stays
+ * in the store until it enters the window). */
+typedef struct cold {
+    char id[LAB_UUID_LEN + 1];
+    int prio;
+    double score;
+    int64_t deadline_ms; /* < 0: none */
+    uint64_t age;
+} cold_t;
+
+/* A queued run whose workflow version is not stored. */
+typedef struct orphan {
+    cold_t c;
+    char *wf;
+    int version; /* 0: any */
+} orphan_t;
+
+/* A workflow version as the store holds it, shared by the runs that follow it. */
+typedef struct wfc {
+    char *name;
+    int version;       /* 0: the newest */
+    json_t *wf;        /* NULL: not stored when last asked */
+    uint64_t asked_ms; /* loop time of the last question to the store */
+} wfc_t;
 
 /* One step being carried out: its program and where it is. */
 struct exec {
@@ -143,9 +169,26 @@ struct lab_sched {
     int non_run;
     int64_t planned_at_ms;
     lab_sched_stats_t stats;
+    /* the queue beyond the look-ahead window: a heap, best ranked first; and the queued runs
+     * whose workflow is not stored (asked again every WF_ASK_MS) */
+    cold_t *cold;
+    orphan_t *orphans;
+    int ncold, capcold, norphans, caporphans;
+    uint64_t age, orphans_asked_ms, replanned_ms;
+    wfc_t *wfc;
+    int nwfc;
+    bool *inst_up; /* per instrument: available at its last change of state */
 };
 
 #define HISTORY_MAX 2000
+/* Queued runs planned in detail, first in the planner's order; the others wait in the queue
+ * with that reason and enter as the runs ahead of them start. */
+#define WINDOW 256
+/* Loop ms between two plans that submissions alone ask for: a burst costs one plan. */
+#define SUBMIT_GAP_MS 100
+/* Loop ms before the store is asked again about a workflow that was not stored. */
+#define WF_ASK_MS 1000
+#define WFC_MAX 256
 
 static void kick(lab_sched_t *s);
 static void poke(lab_sched_t *s);
@@ -379,14 +422,48 @@ static double num(const json_t *v, double def)
     return json_is_number(v) ? json_number_value(v) : def;
 }
 
+/* A workflow version from the cache, else from the store; NULL when it is not stored. A stored
+ * version never changes; the newest (version 0) and an absent one are asked again after
+ * WF_ASK_MS. Borrowed. */
+static json_t *wf_lookup(lab_sched_t *s, const char *name, int version)
+{
+    uint64_t now = uv_now(s->loop);
+    wfc_t *c = NULL;
+    for (int i = 0; i < s->nwfc && !c; i++)
+        if (s->wfc[i].version == version && strcmp(s->wfc[i].name, name) == 0)
+            c = &s->wfc[i];
+    if (c && c->wf && version > 0)
+        return c->wf;
+    if (c && now - c->asked_ms < WF_ASK_MS)
+        return c->wf;
+    if (!c) {
+        if (s->nwfc == WFC_MAX) { /* the oldest goes; the runs that follow it keep their ref */
+            free(s->wfc[0].name);
+            json_decref(s->wfc[0].wf);
+            memmove(&s->wfc[0], &s->wfc[1], sizeof *s->wfc * (WFC_MAX - 1));
+            s->nwfc--;
+        }
+        s->wfc = lab_realloc(s->wfc, sizeof *s->wfc * (size_t)(s->nwfc + 1));
+        c = &s->wfc[s->nwfc++];
+        *c = (wfc_t){.name = lab_strdup(name), .version = version};
+    }
+    char *text = NULL;
+    json_decref(c->wf);
+    c->wf = NULL;
+    if (lab_workflows_get(s->st, name, version, &text) == LAB_OK)
+        c->wf = json_loads(text, 0, NULL);
+    free(text);
+    c->asked_ms = now;
+    return c->wf;
+}
+
 /* The run's steps from its workflow version. false (with r->why) when it is not stored. */
 static bool run_bind_workflow(lab_sched_t *s, srun_t *r)
 {
     const char *name = json_string_value(json_object_get(r->doc, "workflow"));
     json_t *v = json_object_get(r->doc, "workflow_version");
-    char *text = NULL;
-    int rc = lab_workflows_get(s->st, name ? name : "", v ? (int)json_integer_value(v) : 0, &text);
-    if (rc != LAB_OK) {
+    json_t *wf = wf_lookup(s, name ? name : "", v ? (int)json_integer_value(v) : 0);
+    if (!wf) {
         if (v)
             snprintf(r->why, sizeof r->why, "workflow %s version %lld is not stored",
                      name ? name : "?", (long long)json_integer_value(v));
@@ -394,8 +471,7 @@ static bool run_bind_workflow(lab_sched_t *s, srun_t *r)
             snprintf(r->why, sizeof r->why, "workflow %s is not stored", name ? name : "?");
         return false;
     }
-    r->wf = json_loads(text, 0, NULL);
-    free(text);
+    r->wf = json_incref(wf);
     json_t *steps = json_object_get(r->wf, "steps");
     const json_t *wpol = json_object_get(r->wf, "on_failure");
     r->n = (int)json_array_size(steps);
@@ -435,6 +511,7 @@ static srun_t *run_new(lab_sched_t *s, json_t *doc)
     r->deadline_ms = get_time(doc, "deadline");
     if (!r->deadline_ms)
         r->deadline_ms = -1;
+    r->age = ++s->age;
     if (run_bind_workflow(s, r))
         steps_from_doc(s, r);
     if (s->nruns == s->cap) {
@@ -450,6 +527,285 @@ static srun_t *run_find(lab_sched_t *s, const char *id)
     for (int i = 0; i < s->nruns; i++)
         if (strcmp(s->runs[i]->id, id) == 0)
             return s->runs[i];
+    return NULL;
+}
+
+/* ---- the queue beyond the look-ahead window ---- */
+
+/* The planner's order of runs not begun (planner.c, soft_order): priority class, deadline,
+ * score, age. < 0 when a goes first. */
+static int rank_cmp(const cold_t *a, const cold_t *b)
+{
+    if (a->prio != b->prio)
+        return a->prio - b->prio;
+    int64_t da = a->deadline_ms < 0 ? INT64_MAX : a->deadline_ms;
+    int64_t db = b->deadline_ms < 0 ? INT64_MAX : b->deadline_ms;
+    if (da != db)
+        return da < db ? -1 : 1;
+    if (a->score != b->score)
+        return a->score > b->score ? -1 : 1;
+    return a->age < b->age ? -1 : a->age > b->age;
+}
+
+static cold_t cold_of_run(const srun_t *r)
+{
+    cold_t c = {.prio = r->prio, .score = r->score, .deadline_ms = r->deadline_ms, .age = r->age};
+    memcpy(c.id, r->id, sizeof c.id);
+    return c;
+}
+
+static void heap_swap(cold_t *h, int i, int j)
+{
+    cold_t t = h[i];
+    h[i] = h[j];
+    h[j] = t;
+}
+
+static void heap_up(cold_t *h, int i)
+{
+    while (i > 0 && rank_cmp(&h[i], &h[(i - 1) / 2]) < 0) {
+        heap_swap(h, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void heap_down(cold_t *h, int n, int i)
+{
+    for (;;) {
+        int best = i, l = 2 * i + 1, rr = l + 1;
+        if (l < n && rank_cmp(&h[l], &h[best]) < 0)
+            best = l;
+        if (rr < n && rank_cmp(&h[rr], &h[best]) < 0)
+            best = rr;
+        if (best == i)
+            return;
+        heap_swap(h, i, best);
+        i = best;
+    }
+}
+
+static void cold_push(lab_sched_t *s, const cold_t *c)
+{
+    if (s->ncold == s->capcold) {
+        s->capcold = s->capcold ? 2 * s->capcold : 256;
+        s->cold = lab_realloc(s->cold, sizeof *s->cold * (size_t)s->capcold);
+    }
+    s->cold[s->ncold] = *c;
+    heap_up(s->cold, s->ncold++);
+}
+
+static cold_t cold_take(lab_sched_t *s, int i)
+{
+    cold_t c = s->cold[i];
+    s->cold[i] = s->cold[--s->ncold];
+    if (i < s->ncold) {
+        heap_down(s->cold, s->ncold, i);
+        heap_up(s->cold, i);
+    }
+    return c;
+}
+
+static void orphan_push(lab_sched_t *s, const cold_t *c, const char *wf, int version)
+{
+    if (s->norphans == s->caporphans) {
+        s->caporphans = s->caporphans ? 2 * s->caporphans : 64;
+        s->orphans = lab_realloc(s->orphans, sizeof *s->orphans * (size_t)s->caporphans);
+    }
+    s->orphans[s->norphans++] = (orphan_t){*c, lab_strdup(wf), version};
+}
+
+static orphan_t orphan_take(lab_sched_t *s, int i)
+{
+    orphan_t o = s->orphans[i];
+    s->orphans[i] = s->orphans[--s->norphans];
+    return o;
+}
+
+/* A run in the window: queued or planned, nothing of it begun. */
+static bool run_waiting(const srun_t *r)
+{
+    if (r->ex || (r->state != LAB_RUN_QUEUED && r->state != LAB_RUN_PLANNED))
+        return false;
+    for (int k = 0; k < r->n; k++)
+        if (r->st[k].state != SS_PENDING)
+            return false;
+    return true;
+}
+
+/* The waiting run ranked last in the window (NULL when none); *n: how many wait there. */
+static srun_t *window_last(lab_sched_t *s, int *n)
+{
+    srun_t *last = NULL;
+    cold_t lc = {0}, c;
+    *n = 0;
+    for (int i = 0; i < s->nruns; i++)
+        if (run_waiting(s->runs[i])) {
+            (*n)++;
+            c = cold_of_run(s->runs[i]);
+            if (!last || rank_cmp(&c, &lc) > 0) {
+                last = s->runs[i];
+                lc = c;
+            }
+        }
+    return last;
+}
+
+/* A queued run back from the store into the window; NULL when its document is gone. */
+static srun_t *run_load(lab_sched_t *s, const cold_t *c)
+{
+    char *text = NULL;
+    json_t *doc = NULL;
+    if (lab_runs_get(s->st, c->id, &text) == LAB_OK)
+        doc = json_loads(text, 0, NULL);
+    free(text);
+    if (!json_is_object(doc)) {
+        log_error("sched", "run=%s left the queue: its document cannot be read", c->id);
+        json_decref(doc);
+        return NULL;
+    }
+    srun_t *r = run_new(s, doc);
+    r->age = c->age;
+    return r;
+}
+
+/* A queued run ranked last leaves the window for the queue (nothing of it is lost: its stored
+ * document is the same, a queued run's plan is not). */
+static void run_demote(lab_sched_t *s, srun_t *r)
+{
+    cold_t c = cold_of_run(r);
+    cold_push(s, &c);
+    for (int i = 0; i < s->nruns; i++)
+        if (s->runs[i] == r) {
+            memmove(&s->runs[i], &s->runs[i + 1], sizeof *s->runs * (size_t)(s->nruns - i - 1));
+            s->nruns--;
+            break;
+        }
+    json_decref(r->doc);
+    json_decref(r->wf);
+    free(r->st);
+    free(r);
+}
+
+/* A queued run's document (taken over): into the window when it has room or when the run ranks
+ * ahead of one waiting there (which then leaves for the queue if it was not planned yet), else
+ * into the queue; a run whose workflow is not stored waits apart. Costs a rank comparison per
+ * waiting run of the window and a heap insert, whatever the length of the queue. true when the
+ * plan changes (the run entered the window, or the window has room for the queue's best). */
+static bool admit(lab_sched_t *s, json_t *doc)
+{
+    cold_t c = {.prio = prio_of(json_string_value(json_object_get(doc, "priority"))),
+                .score = num(json_object_get(doc, "score"), 0),
+                .deadline_ms = get_time(doc, "deadline"),
+                .age = ++s->age};
+    snprintf(c.id, sizeof c.id, "%s", json_string_value(json_object_get(doc, "id")) ?: "");
+    if (!c.deadline_ms)
+        c.deadline_ms = -1;
+    const char *name = json_string_value(json_object_get(doc, "workflow")) ?: "";
+    json_t *v = json_object_get(doc, "workflow_version");
+    int version = v ? (int)json_integer_value(v) : 0;
+    if (!wf_lookup(s, name, version)) {
+        orphan_push(s, &c, name, version);
+        json_decref(doc);
+        return false;
+    }
+    int n;
+    srun_t *last = window_last(s, &n);
+    bool in = n < WINDOW && s->ncold == 0; /* else the queue's best fill the room first */
+    if (!in && n >= WINDOW && last) {
+        cold_t lc = cold_of_run(last);
+        in = rank_cmp(&c, &lc) < 0;
+    }
+    if (!in) {
+        cold_push(s, &c);
+        json_decref(doc);
+        return n < WINDOW;
+    }
+    srun_t *r = run_new(s, doc);
+    r->age = c.age;
+    if (n + 1 > WINDOW && last && last->state == LAB_RUN_QUEUED)
+        run_demote(s, last);
+    return true;
+}
+
+/* Queued runs whose workflow came join the queue (the store is asked once per WF_ASK_MS and
+ * workflow); true when some did. */
+static bool orphans_ask(lab_sched_t *s)
+{
+    uint64_t now = uv_now(s->loop);
+    bool moved = false;
+    if (!s->norphans || now - s->orphans_asked_ms < WF_ASK_MS)
+        return false;
+    s->orphans_asked_ms = now;
+    for (int i = 0; i < s->norphans;) {
+        if (wf_lookup(s, s->orphans[i].wf, s->orphans[i].version)) {
+            orphan_t o = orphan_take(s, i);
+            cold_push(s, &o.c);
+            free(o.wf);
+            moved = true;
+        } else {
+            i++;
+        }
+    }
+    return moved;
+}
+
+/* Before a plan: the queue's best fill the room in the window. */
+static void promote(lab_sched_t *s)
+{
+    orphans_ask(s);
+    int n;
+    window_last(s, &n);
+    while (n < WINDOW && s->ncold > 0) {
+        cold_t c = cold_take(s, 0);
+        n += run_load(s, &c) != NULL;
+    }
+}
+
+/* A live run by id; one in the queue enters the window (an operator acts on it). */
+static srun_t *run_thaw(lab_sched_t *s, const char *id)
+{
+    srun_t *r = run_find(s, id);
+    for (int i = 0; !r && i < s->ncold; i++)
+        if (strcmp(s->cold[i].id, id) == 0) {
+            cold_t c = cold_take(s, i);
+            return run_load(s, &c);
+        }
+    for (int i = 0; !r && i < s->norphans; i++)
+        if (strcmp(s->orphans[i].c.id, id) == 0) {
+            orphan_t o = orphan_take(s, i);
+            free(o.wf);
+            return run_load(s, &o.c);
+        }
+    return r;
+}
+
+static const char *cold_why(char *buf, size_t cap)
+{
+    snprintf(buf, cap,
+             "queued: the first %d waiting runs are planned in detail, this one when a place "
+             "among them frees up",
+             WINDOW);
+    return buf;
+}
+
+static const char *orphan_why(const orphan_t *o, char *buf, size_t cap)
+{
+    if (o->version)
+        snprintf(buf, cap, "workflow %s version %d is not stored", o->wf, o->version);
+    else
+        snprintf(buf, cap, "workflow %s is not stored", o->wf);
+    return buf;
+}
+
+/* Why a run of the queue waits, or NULL when it is not there. */
+static const char *queued_why(lab_sched_t *s, const char *id, char *buf, size_t cap)
+{
+    for (int i = 0; i < s->ncold; i++)
+        if (strcmp(s->cold[i].id, id) == 0)
+            return cold_why(buf, cap);
+    for (int i = 0; i < s->norphans; i++)
+        if (strcmp(s->orphans[i].c.id, id) == 0)
+            return orphan_why(&s->orphans[i], buf, cap);
     return NULL;
 }
 
@@ -640,6 +996,8 @@ static const char *blocked_by(lab_sched_t *s, srun_t *r, int k, char *buf, size_
 static void replan(lab_sched_t *s)
 {
     s->replan = false;
+    s->replanned_ms = uv_now(s->loop);
+    promote(s);
     int64_t now = now_ms(s);
     int ni = ninst(s);
     plan_problem_t p = {0};
@@ -1287,6 +1645,7 @@ static int inst_in_use(const lab_sched_t *s, int i)
 /* ---- the tick: re-plan, dispatch, waits, timeouts ---- */
 
 static void arm(lab_sched_t *s, int64_t at_lab_ms);
+static void orphans_arm(lab_sched_t *s);
 
 static void on_tick(uv_timer_t *t)
 {
@@ -1294,6 +1653,8 @@ static void on_tick(uv_timer_t *t)
     if (s->closing)
         return;
     s->in_tick = true;
+    if (orphans_ask(s))
+        s->replan = true;
     if (s->replan)
         replan(s);
     int64_t now = now_ms(s);
@@ -1368,6 +1729,7 @@ static void on_tick(uv_timer_t *t)
         arm(s, now);
     else if (next != INT64_MAX)
         arm(s, next);
+    orphans_arm(s);
 }
 
 static void arm(lab_sched_t *s, int64_t at_lab_ms)
@@ -1395,17 +1757,52 @@ static void poke(lab_sched_t *s)
         arm(s, 0);
 }
 
+/* The tick at loop time `delay` from now, unless one is armed sooner. */
+static void arm_by(lab_sched_t *s, uint64_t delay)
+{
+    if (uv_is_active((uv_handle_t *)&s->tick) && uv_timer_get_due_in(&s->tick) <= delay)
+        return;
+    uv_timer_start(&s->tick, on_tick, delay, 0);
+}
+
+/* Queued runs wait for their workflow: a tick when the store is to be asked again. */
+static void orphans_arm(lab_sched_t *s)
+{
+    if (!s->norphans || s->in_tick || s->closing)
+        return;
+    uint64_t now = uv_now(s->loop), at = s->orphans_asked_ms + WF_ASK_MS;
+    arm_by(s, at > now ? at - now : 0);
+}
+
+/* A submission: plan again, at most once per SUBMIT_GAP_MS, never later than a tick already
+ * armed. */
+static void kick_soon(lab_sched_t *s)
+{
+    s->replan = true;
+    if (s->in_tick || s->closing)
+        return;
+    uint64_t now = uv_now(s->loop), at = s->replanned_ms + SUBMIT_GAP_MS;
+    arm_by(s, at > now ? at - now : 0);
+}
+
 void lab_sched_kick(lab_sched_t *s)
 {
     if (s)
         kick(s);
 }
 
+/* Idle and busy plan alike, and an instrument flips between them on every action: only a change
+ * of availability (one that stops or comes back) plans again, at once. */
 static void on_instr_state(void *ctx, lab_driver_t *d, lab_inst_state_t state)
 {
-    (void)d;
-    (void)state;
-    kick(ctx);
+    lab_sched_t *s = ctx;
+    int i = inst_index(s, lab_driver_id(d));
+    bool up = state == LAB_INST_IDLE || state == LAB_INST_BUSY;
+    if (i < 0 || i >= s->nsites || s->inst_up[i] != up) {
+        if (i >= 0 && i < s->nsites)
+            s->inst_up[i] = up;
+        kick(s);
+    }
 }
 
 /* ---- start: the runs that are not over, and what a restart interrupted ---- */
@@ -1471,7 +1868,9 @@ int lab_sched_start(lab_sched_t **out, uv_loop_t *loop, const lab_config_t *cfg,
     s->nsites = ni;
     s->site_used = lab_calloc((size_t)ni + 1, sizeof *s->site_used);
     s->site_n = lab_calloc((size_t)ni + 1, sizeof *s->site_n);
+    s->inst_up = lab_calloc((size_t)ni + 1, sizeof *s->inst_up);
     for (int i = 0; i < ni; i++) {
+        s->inst_up[i] = inst_available(s, i);
         s->site_n[i] = (int)lab_drv_int(inst_at(s, i), "capacity");
         s->site_used[i] = lab_calloc((size_t)s->site_n[i] + 1, 1);
     }
@@ -1488,7 +1887,9 @@ int lab_sched_start(lab_sched_t **out, uv_loop_t *loop, const lab_config_t *cfg,
             int n = lab_runs_list(st, live_states[k], after, 500, &docs, &next);
             for (int i = 0; i < n; i++) {
                 json_t *doc = json_loads(docs[i], 0, NULL);
-                if (json_is_object(doc)) {
+                if (json_is_object(doc) && strcmp(live_states[k], "queued") == 0) {
+                    admit(s, doc); /* nothing of a queued run is begun: nothing to recover */
+                } else if (json_is_object(doc)) {
                     loaded = lab_realloc(loaded, sizeof *loaded * (size_t)(nloaded + 1));
                     loaded[nloaded++] = run_new(s, doc);
                 } else {
@@ -1508,8 +1909,9 @@ int lab_sched_start(lab_sched_t **out, uv_loop_t *loop, const lab_config_t *cfg,
     s->in_tick = false;
     free(loaded);
     lab_instr_on_state(instr, on_instr_state, s);
-    if (s->nruns)
-        log_info("sched", "%d runs not over, taken up from the store", s->nruns);
+    if (s->nruns + s->ncold + s->norphans)
+        log_info("sched", "%d runs not over, taken up from the store",
+                 s->nruns + s->ncold + s->norphans);
     kick(s);
     *out = s;
     return 0;
@@ -1531,10 +1933,20 @@ static void tick_closed(uv_handle_t *h)
         free(r);
     }
     free(s->runs);
+    free(s->cold);
+    for (int i = 0; i < s->norphans; i++)
+        free(s->orphans[i].wf);
+    free(s->orphans);
+    for (int i = 0; i < s->nwfc; i++) {
+        free(s->wfc[i].name);
+        json_decref(s->wfc[i].wf);
+    }
+    free(s->wfc);
     for (int i = 0; i < s->nsites; i++)
         free(s->site_used[i]);
     free(s->site_used);
     free(s->site_n);
+    free(s->inst_up);
     json_decref(s->history);
     s->history = NULL;
     (void)cb;
@@ -1565,7 +1977,11 @@ void lab_sched_close(lab_sched_t *s, void (*cb)(void *arg), void *arg)
 
 void lab_sched_submitted(lab_sched_t *s, const char *doc)
 {
-    json_t *d = json_loads(doc, 0, NULL);
+    lab_sched_submitted_doc(s, json_loads(doc, 0, NULL));
+}
+
+void lab_sched_submitted_doc(lab_sched_t *s, json_t *d)
+{
     if (!json_is_object(d) || s->closing) {
         json_decref(d);
         return;
@@ -1574,8 +1990,10 @@ void lab_sched_submitted(lab_sched_t *s, const char *doc)
         json_decref(d);
         return;
     }
-    run_new(s, d);
-    kick(s);
+    if (admit(s, d)) /* a run that only joins the queue changes no plan */
+        kick_soon(s);
+    else
+        orphans_arm(s);
 }
 
 static pend_t *pend_new(lab_sched_t *s, lab_sched_done_cb cb, void *arg)
@@ -1590,7 +2008,7 @@ static pend_t *pend_new(lab_sched_t *s, lab_sched_done_cb cb, void *arg)
 int lab_sched_cancel(lab_sched_t *s, const char *id, const char *by, const char *reason,
                      lab_sched_done_cb cb, void *arg)
 {
-    srun_t *r = run_find(s, id);
+    srun_t *r = run_thaw(s, id);
     if (!r || lab_run_state_final(r->state))
         return LAB_ENOTFOUND;
     json_object_set_new(r->doc, "cancelled_by", json_string(by));
@@ -1622,7 +2040,7 @@ int lab_sched_cancel(lab_sched_t *s, const char *id, const char *by, const char 
 int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char *how,
                      lab_sched_done_cb cb, void *arg, char *msg, size_t msglen)
 {
-    srun_t *r = run_find(s, id);
+    srun_t *r = run_thaw(s, id);
     if (!r)
         return LAB_ENOTFOUND;
     if (r->state != LAB_RUN_PAUSED || r->cur >= r->n) {
@@ -1659,7 +2077,7 @@ int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char 
 int lab_sched_reprioritize(lab_sched_t *s, const char *id, const char *by, const char *priority,
                            bool has_score, double score, lab_sched_done_cb cb, void *arg)
 {
-    srun_t *r = run_find(s, id);
+    srun_t *r = run_thaw(s, id);
     if (!r || lab_run_state_final(r->state))
         return LAB_ENOTFOUND;
     if (priority) {
@@ -1701,9 +2119,18 @@ json_t *lab_sched_timeline(lab_sched_t *s)
                                   json_pack("{s:s,s:s,s:s}", "run", r->id, "state",
                                             lab_run_state_name(r->state), "reason", run_why(r)));
     }
+    char why[300];
+    for (int i = 0; i < s->norphans; i++)
+        json_array_append_new(waiting, json_pack("{s:s,s:s,s:s}", "run", s->orphans[i].c.id,
+                                                 "state", "queued", "reason",
+                                                 orphan_why(&s->orphans[i], why, sizeof why)));
+    for (int i = 0; i < s->ncold; i++)
+        json_array_append_new(waiting, json_pack("{s:s,s:s,s:s}", "run", s->cold[i].id, "state",
+                                                 "queued", "reason", cold_why(why, sizeof why)));
     return json_pack("{s:s,s:f,s:s,s:o,s:o,s:I,s:i}", "now", now, "time_scale", s->cfg->time_scale,
                      "planned_at", at, "items", items, "waiting", waiting, "lag_violations",
-                     (json_int_t)s->stats.lag_violations, "runs", s->nruns);
+                     (json_int_t)s->stats.lag_violations, "runs",
+                     s->nruns + s->ncold + s->norphans);
 }
 
 void lab_sched_on_run(lab_sched_t *s, lab_sched_run_cb cb, void *ctx)
@@ -1717,8 +2144,9 @@ void lab_sched_on_run(lab_sched_t *s, lab_sched_run_cb cb, void *ctx)
 int lab_sched_run_started(lab_sched_t *s, const char *id)
 {
     srun_t *r = run_find(s, id);
+    char why[300];
     if (!r)
-        return LAB_ENOTFOUND;
+        return queued_why(s, id, why, sizeof why) ? 0 : LAB_ENOTFOUND;
     if (r->state != LAB_RUN_QUEUED && r->state != LAB_RUN_PLANNED)
         return 1;
     for (int k = 0; k < r->n; k++)
@@ -1730,6 +2158,9 @@ int lab_sched_run_started(lab_sched_t *s, const char *id)
 json_t *lab_sched_run_live(lab_sched_t *s, const char *id)
 {
     srun_t *r = run_find(s, id);
+    char why[300];
+    if (!r && queued_why(s, id, why, sizeof why))
+        return json_pack("{s:s}", "waiting_reason", why);
     if (!r)
         return NULL;
     json_t *o = json_object();
@@ -1745,5 +2176,5 @@ json_t *lab_sched_run_live(lab_sched_t *s, const char *id)
 void lab_sched_stats(const lab_sched_t *s, lab_sched_stats_t *out)
 {
     *out = s->stats;
-    out->runs = s->nruns;
+    out->runs = s->nruns + s->ncold + s->norphans;
 }

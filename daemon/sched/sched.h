@@ -1,6 +1,8 @@
-/* The online scheduler: owns every run that is not over. It re-plans everything not yet started
- * with the planner (planner/) on every event (a submission, a step that ends early or late or
- * fails, an instrument that changes state, a cancel, a resume), dispatches each step to its
+/* The online scheduler: owns every run that is not over. It re-plans what is not yet started with
+ * the planner (planner/) on every event (a submission, a step that ends early or late or fails,
+ * an instrument that stops or comes back, a cancel, a resume; submissions at most every 100 ms):
+ * the runs under way and a look-ahead window of the first waiting runs in the planner's order,
+ * the others waiting in a queue with that reason (docs/decisions.md), dispatches each step to its
  * instrument's driver at the planned lab time, runs the step's program of driver actions
  * (daemon/sched/ops.c), keeps the run and step state machines (DESIGN §7) in the local store and
  * the outbox (run.state rows carry the steps; measurement rows the values of read steps), and
@@ -35,6 +37,8 @@ void lab_sched_close(lab_sched_t *s, void (*cb)(void *arg), void *arg);
 
 /* A run whose insert committed (its document, JSON text). */
 void lab_sched_submitted(lab_sched_t *s, const char *doc);
+/* The same with the document as JSON, taken over (the API has it parsed already). */
+void lab_sched_submitted_doc(lab_sched_t *s, json_t *doc);
 /* Something outside changed (an instrument paused or resumed): plan again soon. */
 void lab_sched_kick(lab_sched_t *s);
 

@@ -18,6 +18,7 @@ typedef struct lab_run_insert {
     char *idem_key;   /* the Idempotency-Key header */
     char *idem_hash;  /* hash of method, path and body */
     int idem_status;  /* the HTTP status to replay */
+    void *arg;        /* the caller's, for its done */
     /* outputs */
     int64_t seq; /* the outbox row's seq */
 } lab_run_insert_t;

@@ -151,6 +151,10 @@ static int h_pg_launch(h_pg_t *pg)
                     "-c",
                     "full_page_writes=off",
                     NULL};
+    /* A benchmark's peer is measured durable, as labloop's own store commits */
+    const char *durable = getenv("H_PG_DURABLE");
+    if (durable && strcmp(durable, "1") == 0)
+        argv[9] = NULL;
     pg->pid = h_pg_spawn(pg, argv, true);
     if (pg->pid < 0) {
         pg->pid = 0;
