@@ -926,12 +926,14 @@ static void persist(lab_sched_t *s, srun_t *r, json_t *rows, pend_t *p)
     lab_store_submit(s->st, &upd->op);
 }
 
-/* A run placed or under way whose reason to wait changed says so at once (its state message
- * carries it); a queued run's document takes it with its next change, so a burst of submissions
- * to a cell that cannot run them costs no second write each. */
+/* A run in the look-ahead window whose reason to wait changed says so at once (its state
+ * message carries it). Only a change is written, and only the window's runs have one, so a burst
+ * of submissions to a cell that cannot run them costs at most one write per run of the window. */
 static void why_flush(lab_sched_t *s, srun_t *r)
 {
-    if ((r->state == LAB_RUN_PLANNED || r->state == LAB_RUN_RUNNING) && why_to_doc(r))
+    if ((r->state == LAB_RUN_QUEUED || r->state == LAB_RUN_PLANNED ||
+         r->state == LAB_RUN_RUNNING) &&
+        why_to_doc(r))
         persist(s, r, NULL, NULL);
 }
 
