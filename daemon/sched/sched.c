@@ -329,7 +329,11 @@ static bool why_to_doc(srun_t *r)
     uint64_t h = why[0] ? why_hash_of(why) : 0;
     if (h == r->why_hash && (h || !json_object_get(r->doc, "waiting_reason")))
         return false;
+    /* after a restart the document may say so already: no second write of the same words */
+    const char *said = json_string_value(json_object_get(r->doc, "waiting_reason"));
     r->why_hash = h;
+    if (said && why[0] && strcmp(said, why) == 0)
+        return false;
     if (why[0])
         json_object_set_new(r->doc, "waiting_reason", json_string(why));
     else

@@ -193,6 +193,7 @@ typedef struct msg {
     char topic[256];
     long long seq; /* -1 when the payload has none */
     char cell[64];
+    bool reason; /* a run's state that gives its waiting reason (a later write than its ack) */
 } msg_t;
 
 /* Every message the subscriber printed ("TOPIC PAYLOAD" lines); returns the
@@ -221,6 +222,7 @@ static int sub_messages(const sub_t *s, msg_t **out)
         m->seq = json_is_integer(seq) ? (long long)json_integer_value(seq) : -1;
         const char *cell = json_string_value(json_object_get(doc, "cell"));
         snprintf(m->cell, sizeof m->cell, "%s", cell ? cell : "");
+        m->reason = json_object_get(doc, "waiting_reason") != NULL;
         json_decref(doc);
     }
     free(text);
@@ -234,7 +236,8 @@ static int cmp_ll(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* How many distinct seqs arrived on runs/+/state. */
+/* How many distinct seqs arrived on runs/+/state, one per acknowledged run (its waiting reason,
+ * written after, is not counted). */
 static int distinct_state_seqs(const sub_t *s)
 {
     msg_t *m;
@@ -242,7 +245,7 @@ static int distinct_state_seqs(const sub_t *s)
     long long *seqs = malloc(sizeof *seqs * (size_t)(n + 1));
     for (int i = 0; i < n; i++) {
         size_t tl = strlen(m[i].topic);
-        if (m[i].seq > 0 && tl > 6 && strcmp(m[i].topic + tl - 6, "/state") == 0 &&
+        if (m[i].seq > 0 && !m[i].reason && tl > 6 && strcmp(m[i].topic + tl - 6, "/state") == 0 &&
             strstr(m[i].topic, "/runs/"))
             seqs[k++] = m[i].seq;
     }
@@ -305,7 +308,7 @@ static void test_kill9_after_ack(void **state)
             msg_t *m;
             int k = sub_messages(&sub, &m);
             for (int i = 0; i < k; i++) {
-                if (!strstr(m[i].topic, topic))
+                if (!strstr(m[i].topic, topic) || m[i].reason)
                     continue;
                 assert_true(m[i].seq > 0);
                 assert_true(m[i].cell[0] != '\0');
