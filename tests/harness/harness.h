@@ -105,6 +105,12 @@ int h_http(const char *url, const char *method, const char *path, const char *he
 json_t *h_api(const h_daemon_t *d, const char *method, const char *path, const char *body,
               int want);
 
+/* GET /v1/runs/{id} (must answer 200): the run's document, owned by the caller. */
+json_t *h_run_get(const h_daemon_t *d, const char *id);
+/* Waits up to ms for the run to be in state; its document then (the test fails otherwise, with
+ * the last document seen). */
+json_t *h_run_wait(const h_daemon_t *d, const char *id, const char *state, int ms);
+
 /* Stores the example workflow (deploy/examples/elisa.workflow.json) through the API at url,
  * named `name` (NULL: its own name, "elisa"). 0 when it is stored (201, or 200: stored already). */
 int h_workflow_example(const char *url, const char *name);
@@ -134,6 +140,8 @@ int h_sim_fault(h_sim_t *s, const char *id, const char *fault, double seconds);
  * that command is carried out and its reply garbled, an error, never sent, or the link dropped
  * (back after seconds) before it. */
 int h_sim_fault_at(h_sim_t *s, const char *id, const char *fault, double seconds, int at_command);
+/* Lines of the simulator's log (its stderr, dir/sim.log) that hold needle. */
+int h_sim_log_count(const h_sim_t *s, const char *needle);
 /* TERM (KILL after 5 s), and the directory removed unless H_KEEP is set. */
 void h_sim_stop(h_sim_t *s);
 

@@ -382,6 +382,30 @@ json_t *h_api(const h_daemon_t *d, const char *method, const char *path, const c
     return doc;
 }
 
+json_t *h_run_get(const h_daemon_t *d, const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/runs/%s", id);
+    return h_api(d, "GET", path, NULL, 200);
+}
+
+json_t *h_run_wait(const h_daemon_t *d, const char *id, const char *state, int ms)
+{
+    json_t *doc = NULL;
+    for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(20)) {
+        json_decref(doc);
+        doc = h_run_get(d, id);
+        const char *now = json_string_value(json_object_get(doc, "state"));
+        if (now && strcmp(now, state) == 0)
+            return doc;
+    }
+    char *text = json_dumps(doc, JSON_COMPACT);
+    fail_msg("run %s not %s after %d ms: %s", id, state, ms, text ? text : "null");
+    free(text);
+    json_decref(doc);
+    return NULL;
+}
+
 int h_workflow_example(const char *url, const char *name)
 {
     char path[512];

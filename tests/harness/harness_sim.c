@@ -123,6 +123,19 @@ int h_sim_fault_at(h_sim_t *s, const char *id, const char *fault, double seconds
                      id, fault, seconds, at_command);
 }
 
+int h_sim_log_count(const h_sim_t *s, const char *needle)
+{
+    char path[320], line[1024];
+    snprintf(path, sizeof path, "%s/sim.log", s->dir);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return n;
+}
+
 void h_sim_stop(h_sim_t *s)
 {
     if (s->pid > 0) {

@@ -74,13 +74,6 @@ static const char *sval(json_t *o, const char *k)
     return json_string_value(json_object_get(o, k)) ?: "";
 }
 
-static json_t *get_run(const char *id)
-{
-    char path[128];
-    snprintf(path, sizeof path, "/v1/runs/%s", id);
-    return h_api(&daemon_, "GET", path, NULL, 200);
-}
-
 static json_t *step0(json_t *run)
 {
     return json_array_get(json_object_get(run, "steps"), 0);
@@ -91,22 +84,6 @@ static long long attempts(json_t *run)
     return json_integer_value(json_object_get(step0(run), "attempts"));
 }
 
-/* Waits until the run is in state; its document. */
-static json_t *wait_run(const char *id, const char *state, int ms)
-{
-    json_t *doc = NULL;
-    for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(20)) {
-        json_decref(doc);
-        doc = get_run(id);
-        if (strcmp(sval(doc, "state"), state) == 0)
-            return doc;
-    }
-    char *text = json_dumps(doc, JSON_COMPACT);
-    fail_msg("run %s not %s after %d ms: %s", id, state, ms, text);
-    free(text);
-    return NULL;
-}
-
 /* Waits until the run is in state and its waiting_reason holds both words (the reason is the
  * scheduler's own, the state the stored one, which may come a moment later); its document. */
 static json_t *wait_reason(const char *id, const char *state, const char *a, const char *b, int ms)
@@ -114,7 +91,7 @@ static json_t *wait_reason(const char *id, const char *state, const char *a, con
     json_t *doc = NULL;
     for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(20)) {
         json_decref(doc);
-        doc = get_run(id);
+        doc = h_run_get(&daemon_, id);
         const char *why = sval(doc, "waiting_reason");
         if (strcmp(sval(doc, "state"), state) == 0 && strstr(why, a) && strstr(why, b))
             return doc;
@@ -143,23 +120,9 @@ static void wait_inst(const char *want, int ms)
     fail_msg("star1 not %s after %d ms (it is %s)", want, ms, inst_state());
 }
 
-/* Lines of the simulator's log with needle: each channel's dispense is one. */
-static int sim_log_count(const char *needle)
-{
-    char path[320], line[1024];
-    snprintf(path, sizeof path, "%s/sim.log", sim.dir);
-    FILE *f = fopen(path, "r");
-    int n = 0;
-    while (f && fgets(line, sizeof line, f))
-        n += strstr(line, needle) != NULL;
-    if (f)
-        fclose(f);
-    return n;
-}
-
 static int dispensed(void)
 {
-    return sim_log_count(": dispense 50.0 uL");
+    return h_sim_log_count(&sim, ": dispense 50.0 uL");
 }
 
 /* The STAR works again: the simulator answers, and (unless its link came back, which
@@ -250,7 +213,7 @@ static void one_case(int fi, int ci, h_sub_t *states)
         assert_non_null(row);
         assert_non_null(strstr(row, "waiting: step dispense waits"));
         star_back(fault);
-        doc = wait_run(id, "done", 20000);
+        doc = h_run_wait(&daemon_, id, "done", 20000);
         assert_int_equal(attempts(doc), 2);
         assert_null(json_object_get(doc, "paused_reason"));
         json_decref(doc);
@@ -259,7 +222,7 @@ static void one_case(int fi, int ci, h_sub_t *states)
     }
 
     /* anything later: paused for an operator, with what is known */
-    doc = wait_run(id, "paused", 20000);
+    doc = h_run_wait(&daemon_, id, "paused", 20000);
     const char *why = sval(doc, "paused_reason");
     print_message("  paused: %s\n", why);
     char not_confirmed[128];
@@ -275,7 +238,7 @@ static void one_case(int fi, int ci, h_sub_t *states)
     /* nothing is repeated while it waits, not even once the STAR is back */
     star_back(fault);
     h_sleep_ms(1000);
-    doc = get_run(id);
+    doc = h_run_get(&daemon_, id);
     assert_string_equal(sval(doc, "state"), "paused");
     assert_int_equal(attempts(doc), 1);
     json_decref(doc);
@@ -284,7 +247,7 @@ static void one_case(int fi, int ci, h_sub_t *states)
     char path[128];
     snprintf(path, sizeof path, "/v1/runs/%s/resume", id);
     json_decref(h_api(&daemon_, "POST", path, "{\"step\":\"retry\"}", 200));
-    doc = wait_run(id, "done", 20000);
+    doc = h_run_wait(&daemon_, id, "done", 20000);
     assert_int_equal(attempts(doc), 2);
     json_decref(doc);
     assert_int_equal(dispensed(), first + 8);
@@ -315,7 +278,7 @@ static void test_paused_mid_step_says_why(void **state)
     bool held = false;
     for (int tries = 0; tries < 5 && !held; tries++) {
         wait_inst("idle", 20000);
-        int before = sim_log_count(": dispense 5.0 uL");
+        int before = h_sim_log_count(&sim, ": dispense 5.0 uL");
         json_t *doc =
             h_api(&daemon_, "POST", "/v1/runs", "{\"workflow\":\"long\",\"plate\":\"P1\"}", 201);
         char id[64], next[64];
@@ -325,11 +288,11 @@ static void test_paused_mid_step_says_why(void **state)
         doc = h_api(&daemon_, "POST", "/v1/runs", "{\"workflow\":\"long\",\"plate\":\"P1\"}", 201);
         snprintf(next, sizeof next, "%s", sval(doc, "id"));
         json_decref(doc);
-        while (sim_log_count(": dispense 5.0 uL") == before)
+        while (h_sim_log_count(&sim, ": dispense 5.0 uL") == before)
             h_sleep_ms(2);
         json_decref(h_api(&daemon_, "POST", "/v1/instruments/star1/pause", NULL, 200));
         for (long long end = h_now_ms() + 5000; h_now_ms() < end && !held; h_sleep_ms(20)) {
-            doc = get_run(id);
+            doc = h_run_get(&daemon_, id);
             held = strcmp(sval(doc, "state"), "running") == 0 &&
                    strstr(sval(doc, "waiting_reason"), "star1 is paused by an operator");
             bool over = strcmp(sval(doc, "state"), "done") == 0;
@@ -352,15 +315,15 @@ static void test_paused_mid_step_says_why(void **state)
                 json_decref(doc);
             }
             assert_true(said);
-            int now = sim_log_count(": dispense 5.0 uL");
+            int now = h_sim_log_count(&sim, ": dispense 5.0 uL");
             h_sleep_ms(500);
-            assert_int_equal(sim_log_count(": dispense 5.0 uL"), now);
+            assert_int_equal(h_sim_log_count(&sim, ": dispense 5.0 uL"), now);
         }
         json_decref(h_api(&daemon_, "POST", "/v1/instruments/star1/resume", NULL, 200));
-        doc = wait_run(id, "done", 20000);
+        doc = h_run_wait(&daemon_, id, "done", 20000);
         assert_null(json_object_get(doc, "waiting_reason"));
         json_decref(doc);
-        json_decref(wait_run(next, "done", 20000));
+        json_decref(h_run_wait(&daemon_, next, "done", 20000));
     }
     assert_true(held);
 }

@@ -103,13 +103,6 @@ static char *submit(h_daemon_t *d, const char *body)
     return id;
 }
 
-static json_t *get_run(h_daemon_t *d, const char *id)
-{
-    char path[128];
-    snprintf(path, sizeof path, "/v1/runs/%s", id);
-    return h_api(d, "GET", path, NULL, 200);
-}
-
 static const char *sval(json_t *o, const char *k)
 {
     return json_string_value(json_object_get(o, k)) ?: "";
@@ -120,27 +113,11 @@ static json_t *step_of(json_t *run, int k)
     return json_array_get(json_object_get(run, "steps"), (size_t)k);
 }
 
-/* Waits until the run is in state; returns its document. */
-static json_t *wait_run(h_daemon_t *d, const char *id, const char *state, int ms)
-{
-    json_t *doc = NULL;
-    for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(20)) {
-        json_decref(doc);
-        doc = get_run(d, id);
-        if (strcmp(sval(doc, "state"), state) == 0)
-            return doc;
-    }
-    char *text = json_dumps(doc, JSON_COMPACT);
-    fail_msg("run %s not %s after %d ms: %s", id, state, ms, text);
-    free(text);
-    return NULL;
-}
-
 /* Waits until step k of the run is in state (and, with loaded, has its plate inside). */
 static void wait_step(h_daemon_t *d, const char *id, int k, const char *state, bool loaded)
 {
     for (long long end = h_now_ms() + 30000; h_now_ms() < end; h_sleep_ms(5)) {
-        json_t *doc = get_run(d, id);
+        json_t *doc = h_run_get(d, id);
         json_t *st = step_of(doc, k);
         bool ok =
             strcmp(sval(st, "state"), state) == 0 && (!loaded || json_object_get(st, "loaded_at"));
@@ -167,20 +144,6 @@ static char *start_assay(h_daemon_t *d)
     return submit(d, "{\"workflow\":\"assay\",\"plate\":\"P1\"}");
 }
 
-/* Lines of the simulator's log that hold needle. */
-static int sim_log_count(const char *needle)
-{
-    char path[320], line[1024];
-    snprintf(path, sizeof path, "%s/sim.log", sim.dir);
-    FILE *f = fopen(path, "r");
-    int n = 0;
-    while (f && fgets(line, sizeof line, f))
-        n += strstr(line, needle) != NULL;
-    if (f)
-        fclose(f);
-    return n;
-}
-
 /* The labloop CLI against d; returns its exit status, output into out. */
 static int cli(h_daemon_t *d, char *out, size_t cap, const char *args)
 {
@@ -200,7 +163,7 @@ static void test_assay_end_to_end(void **state)
     h_sub_t *runs = h_sub_start(mq.uri, "labloop/v1/lab/+/runs/+/state");
     post_workflow(&d, wf_assay);
     char *id = submit(&d, "{\"workflow\":\"assay\",\"plate\":\"P1\",\"priority\":\"high\"}");
-    json_t *doc = wait_run(&d, id, "done", 60000);
+    json_t *doc = h_run_wait(&d, id, "done", 60000);
     assert_int_equal(json_integer_value(json_object_get(doc, "lag_violations")), 0);
     for (int k = 0; k < 3; k++) {
         json_t *st = step_of(doc, k);
@@ -295,7 +258,7 @@ static void test_many_runs_keep_their_lags(void **state)
     }
     char starts[N][40]; /* ISO times of one format compare as text */
     for (int i = 0; i < N; i++) {
-        json_t *doc = wait_run(&d, ids[i], "done", 120000);
+        json_t *doc = h_run_wait(&d, ids[i], "done", 120000);
         assert_int_equal(json_integer_value(json_object_get(doc, "lag_violations")), 0);
         snprintf(starts[i], sizeof starts[i], "%s", sval(step_of(doc, 0), "started_at"));
         json_decref(doc);
@@ -317,7 +280,7 @@ static void test_many_runs_keep_their_lags(void **state)
         free(ids[i]);
     }
     /* distinct plates went through the reader, one after another */
-    assert_true(sim_log_count("-> queue:reader1") >= N);
+    assert_true(h_sim_log_count(&sim, "-> queue:reader1") >= N);
     h_daemon_destroy(&d);
 }
 
@@ -339,11 +302,11 @@ static void test_new_priority_overtakes(void **state)
     json_decref(h_api(&d, "POST", path, "{}", 422));
     snprintf(args, sizeof args, "priority %s urgent --score 2.5", b);
     assert_int_equal(cli(&d, out, sizeof out, args), 0);
-    json_t *doc = get_run(&d, b);
+    json_t *doc = h_run_get(&d, b);
     assert_string_equal(sval(doc, "priority"), "urgent");
     json_decref(doc);
     assert_int_equal(cli(&d, out, sizeof out, "resume reader1"), 0);
-    json_t *da = wait_run(&d, a, "done", 30000), *db = wait_run(&d, b, "done", 30000);
+    json_t *da = h_run_wait(&d, a, "done", 30000), *db = h_run_wait(&d, b, "done", 30000);
     /* ISO times of one format compare as text */
     assert_true(strcmp(sval(step_of(db, 0), "started_at"), sval(step_of(da, 0), "started_at")) < 0);
     json_decref(da);
@@ -381,7 +344,7 @@ static void test_move_on_a_manual_mover(void **state)
         if ((rc = cli(&d, out, sizeof out, "action arm1 confirm by=tech")) == 0)
             break;
     assert_int_equal(rc, 0);
-    json_t *doc = wait_run(&d, id, "done", 30000);
+    json_t *doc = h_run_wait(&d, id, "done", 30000);
     json_t *read = step_of(doc, 1);
     assert_string_equal(sval(read, "instrument"), "reader1");
     assert_true(json_number_value(json_object_get(read, "lag_s")) >= 0);
@@ -407,7 +370,7 @@ static void test_waits_and_says_why(void **state)
     json_t *doc = NULL;
     for (long long end = h_now_ms() + 5000; h_now_ms() < end; h_sleep_ms(20)) {
         json_decref(doc);
-        doc = get_run(&d, id);
+        doc = h_run_get(&d, id);
         if (json_object_get(doc, "waiting_reason"))
             break;
     }
@@ -417,7 +380,7 @@ static void test_waits_and_says_why(void **state)
     char path[128];
     snprintf(path, sizeof path, "/v1/runs/%s/cancel", id);
     json_decref(h_api(&d, "POST", path, "{\"reason\":\"no such workflow\"}", 200));
-    doc = get_run(&d, id);
+    doc = h_run_get(&d, id);
     assert_string_equal(sval(doc, "state"), "cancelled");
     json_decref(doc);
     free(id);
@@ -431,7 +394,7 @@ static void test_waits_and_says_why(void **state)
     doc = NULL;
     for (long long end = h_now_ms() + 5000; h_now_ms() < end; h_sleep_ms(20)) {
         json_decref(doc);
-        doc = get_run(&d, id);
+        doc = h_run_get(&d, id);
         if (strstr(sval(doc, "waiting_reason"), "paused"))
             break;
     }
@@ -444,7 +407,7 @@ static void test_waits_and_says_why(void **state)
     assert_non_null(strstr(out, "waiting"));
     assert_non_null(strstr(out, "reader1 paused"));
     assert_int_equal(cli(&d, out, sizeof out, "resume reader1"), 0);
-    json_decref(wait_run(&d, id, "done", 30000));
+    json_decref(h_run_wait(&d, id, "done", 30000));
     char args[128];
     snprintf(args, sizeof args, "run %s", id);
     assert_int_equal(cli(&d, out, sizeof out, args), 0);
@@ -470,7 +433,7 @@ static char *failing_read(h_daemon_t *d, const char *wf, const char *want)
     assert_int_equal(h_sim_fault(&sim, "reader1", "error", 0), 0);
     h_sleep_ms(200);
     json_decref(h_api(d, "POST", "/v1/instruments/reader1/resume", NULL, 200));
-    json_decref(wait_run(d, id, want, 30000));
+    json_decref(h_run_wait(d, id, want, 30000));
     return id;
 }
 
@@ -482,7 +445,7 @@ static void test_failed_read_pauses_then_resumes(void **state)
     post_workflow(&d, wf_readonly);
     /* the read times out, and the policy pauses the run */
     char *id = failing_read(&d, "read-only", "paused");
-    json_t *doc = get_run(&d, id);
+    json_t *doc = h_run_get(&d, id);
     assert_string_equal(sval(step_of(doc, 0), "state"), "failed");
     assert_non_null(strstr(sval(doc, "paused_reason"), "read"));
     json_decref(doc);
@@ -494,7 +457,7 @@ static void test_failed_read_pauses_then_resumes(void **state)
     char args[128];
     snprintf(args, sizeof args, "resume %s --retry", id);
     assert_int_equal(cli(&d, out, sizeof out, args), 0);
-    doc = wait_run(&d, id, "done", 30000);
+    doc = h_run_wait(&d, id, "done", 30000);
     assert_int_equal(json_integer_value(json_object_get(step_of(doc, 0), "attempts")), 2);
     json_decref(doc);
     /* nothing left to resume */
@@ -521,7 +484,7 @@ static void test_skip_and_fail_policies(void **state)
                       "\"duration_s\":90,\"params\":{\"wavelength_nm\":450,\"wells\":\"A1\"}}],"
                       "\"on_failure\":{\"action\":\"fail\"}}");
     char *id = failing_read(&d, "read-skip", "done");
-    json_t *doc = get_run(&d, id);
+    json_t *doc = h_run_get(&d, id);
     assert_string_equal(sval(step_of(doc, 0), "state"), "skipped");
     assert_non_null(strstr(sval(step_of(doc, 0), "error"), "timeout"));
     assert_string_equal(sval(step_of(doc, 1), "state"), "done");
@@ -529,7 +492,7 @@ static void test_skip_and_fail_policies(void **state)
     assert_measurements(id, 1);
     free(id);
     id = failing_read(&d, "read-fail", "failed");
-    doc = get_run(&d, id);
+    doc = h_run_get(&d, id);
     assert_string_equal(sval(step_of(doc, 0), "state"), "failed");
     assert_string_equal(sval(json_object_get(doc, "failure"), "step"), "read");
     json_decref(doc);
@@ -544,7 +507,7 @@ static void test_cancel_during_incubation_unloads(void **state)
     h_daemon_t d;
     char *id = start_assay(&d);
     wait_step(&d, id, 1, "running", true);
-    int unloads = sim_log_count("-> transfer");
+    int unloads = h_sim_log_count(&sim, "-> transfer");
     char path[128];
     snprintf(path, sizeof path, "/v1/runs/%s/cancel", id);
     json_t *doc = h_api(&d, "POST", path, "{\"reason\":\"wrong plate\"}", 200);
@@ -553,9 +516,9 @@ static void test_cancel_during_incubation_unloads(void **state)
     json_decref(doc);
     /* the plate comes out of the incubator */
     for (long long end = h_now_ms() + 10000; h_now_ms() < end; h_sleep_ms(20))
-        if (sim_log_count("-> transfer") > unloads)
+        if (h_sim_log_count(&sim, "-> transfer") > unloads)
             break;
-    assert_true(sim_log_count("-> transfer") > unloads);
+    assert_true(h_sim_log_count(&sim, "-> transfer") > unloads);
     json_decref(h_api(&d, "POST", path, NULL, 409));
     free(id);
     h_daemon_destroy(&d);
@@ -568,17 +531,17 @@ static void test_kill9_during_dispense(void **state)
     (void)state;
     h_daemon_t d;
     char *id = start_assay(&d);
-    int before = sim_log_count("dispense ");
+    int before = h_sim_log_count(&sim, "dispense ");
     wait_step(&d, id, 0, "running", false);
     /* in the middle of it: after the STAR dispensed into the first column */
     for (long long end = h_now_ms() + 10000; h_now_ms() < end; h_sleep_ms(2))
-        if (sim_log_count("dispense ") > before)
+        if (h_sim_log_count(&sim, "dispense ") > before)
             break;
     h_daemon_kill9(&d);
     h_sleep_ms(300); /* let the STAR finish what it was told */
-    int dispenses = sim_log_count("dispense ");
+    int dispenses = h_sim_log_count(&sim, "dispense ");
     assert_int_equal(h_daemon_restart(&d), 0);
-    json_t *doc = wait_run(&d, id, "paused", 20000);
+    json_t *doc = h_run_wait(&d, id, "paused", 20000);
     json_t *st = step_of(doc, 0);
     assert_string_equal(sval(st, "state"), "interrupted");
     assert_int_equal(json_integer_value(json_object_get(st, "interruptions")), 1);
@@ -586,16 +549,16 @@ static void test_kill9_during_dispense(void **state)
     json_decref(doc);
     /* nothing is dispensed while it waits for the operator */
     h_sleep_ms(1000);
-    assert_int_equal(sim_log_count("dispense "), dispenses);
+    assert_int_equal(h_sim_log_count(&sim, "dispense "), dispenses);
     /* the operator says it happened: the run goes on without a second dispense */
     char path[128];
     snprintf(path, sizeof path, "/v1/runs/%s/resume", id);
     json_decref(h_api(&d, "POST", path, "{\"step\":\"skip\"}", 200));
-    doc = wait_run(&d, id, "done", 60000);
+    doc = h_run_wait(&d, id, "done", 60000);
     assert_string_equal(sval(step_of(doc, 0), "state"), "skipped");
     assert_string_equal(sval(step_of(doc, 2), "state"), "done");
     json_decref(doc);
-    assert_int_equal(sim_log_count("dispense "), dispenses);
+    assert_int_equal(h_sim_log_count(&sim, "dispense "), dispenses);
     free(id);
     h_daemon_destroy(&d);
 }
@@ -606,17 +569,17 @@ static void test_kill9_during_incubation(void **state)
     h_daemon_t d;
     char *id = start_assay(&d);
     wait_step(&d, id, 1, "running", true);
-    int loads = sim_log_count("transfer:inc1 -> inc1");
+    int loads = h_sim_log_count(&sim, "transfer:inc1 -> inc1");
     h_daemon_kill9(&d);
     assert_int_equal(h_daemon_restart(&d), 0);
-    json_t *doc = wait_run(&d, id, "done", 60000);
+    json_t *doc = h_run_wait(&d, id, "done", 60000);
     json_t *st = step_of(doc, 1);
     assert_string_equal(sval(st, "state"), "done");
     assert_int_equal(json_integer_value(json_object_get(st, "attempts")), 1);
     assert_int_equal(json_integer_value(json_object_get(st, "interruptions")), 1);
     json_decref(doc);
     /* the plate was not loaded a second time */
-    assert_int_equal(sim_log_count("transfer:inc1 -> inc1"), loads);
+    assert_int_equal(h_sim_log_count(&sim, "transfer:inc1 -> inc1"), loads);
     assert_measurements(id, 96);
     free(id);
     h_daemon_destroy(&d);
@@ -630,7 +593,7 @@ static void test_kill9_during_read(void **state)
     wait_step(&d, id, 2, "running", false);
     h_daemon_kill9(&d);
     assert_int_equal(h_daemon_restart(&d), 0);
-    json_t *doc = wait_run(&d, id, "done", 60000);
+    json_t *doc = h_run_wait(&d, id, "done", 60000);
     json_t *st = step_of(doc, 2);
     assert_string_equal(sval(st, "state"), "done");
     assert_int_equal(json_integer_value(json_object_get(st, "attempts")), 2);

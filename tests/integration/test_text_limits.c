@@ -79,29 +79,6 @@ static const char *sval(const json_t *o, const char *k)
     return json_string_value(json_object_get(o, k)) ?: "";
 }
 
-static json_t *get_run(const char *id)
-{
-    char path[128];
-    snprintf(path, sizeof path, "/v1/runs/%s", id);
-    return h_api(&d, "GET", path, NULL, 200);
-}
-
-/* The run's document once it is in state (the test fails after ms). */
-static json_t *wait_state(const char *id, const char *state, int ms)
-{
-    json_t *doc = NULL;
-    for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(50)) {
-        json_decref(doc);
-        doc = get_run(id);
-        if (strcmp(sval(doc, "state"), state) == 0)
-            return doc;
-    }
-    char *text = json_dumps(doc, JSON_COMPACT);
-    fail_msg("run %s not %s after %d ms: %s", id, state, ms, text);
-    free(text);
-    return NULL;
-}
-
 static void test_longest_plates_end_to_end(void **state)
 {
     (void)state;
@@ -127,7 +104,7 @@ static void test_longest_plates_end_to_end(void **state)
         json_decref(body);
     }
     for (int i = 0; i < N; i++) {
-        json_t *doc = wait_state(id[i], "done", 180000);
+        json_t *doc = h_run_wait(&d, id[i], "done", 180000);
         assert_string_equal(sval(doc, "plate"), plate[i]);
         assert_string_equal(sval(doc, "note"), note[i]);
         json_decref(doc);
@@ -294,7 +271,7 @@ static void test_cancel_reason_at_limit(void **state)
     body = json_pack("{s:s}", "reason", reason);
     text = json_dumps(body, JSON_COMPACT);
     json_decref(h_api(&d, "POST", path, text, 200));
-    doc = wait_state(id, "cancelled", 60000);
+    doc = h_run_wait(&d, id, "cancelled", 60000);
     assert_string_equal(sval(doc, "cancel_reason"), reason);
     json_decref(doc);
     char *q = malloc(4096);
