@@ -344,15 +344,22 @@ static int soft_order(const void *a, const void *b, void *ctx)
     const plan_run_t *x = &sp->runs[*(const int *)a], *y = &sp->runs[*(const int *)b];
     if ((x->nfixed > 0) != (y->nfixed > 0)) /* runs under way keep their promises first */
         return x->nfixed > 0 ? -1 : 1;
-    if (x->priority != y->priority)
-        return x->priority - y->priority;
-    double dx = x->deadline_s < 0 ? DBL_MAX : x->deadline_s;
-    double dy = y->deadline_s < 0 ? DBL_MAX : y->deadline_s;
-    if (dx != dy)
-        return dx < dy ? -1 : 1;
-    if (x->score != y->score)
-        return x->score > y->score ? -1 : 1;
-    return *(const int *)a - *(const int *)b; /* age: input order */
+    plan_rank_t rx = {x->priority, x->deadline_s, x->score, (unsigned long long)*(const int *)a};
+    plan_rank_t ry = {y->priority, y->deadline_s, y->score, (unsigned long long)*(const int *)b};
+    return plan_rank_cmp(&rx, &ry); /* age: input order */
+}
+
+int plan_rank_cmp(const plan_rank_t *a, const plan_rank_t *b)
+{
+    if (a->priority != b->priority)
+        return a->priority - b->priority;
+    double da = a->deadline < 0 ? DBL_MAX : a->deadline;
+    double db = b->deadline < 0 ? DBL_MAX : b->deadline;
+    if (da != db)
+        return da < db ? -1 : 1;
+    if (a->score != b->score)
+        return a->score > b->score ? -1 : 1;
+    return a->age < b->age ? -1 : a->age > b->age;
 }
 
 static int steps_of(const plan_problem_t *p, int ri)

@@ -129,4 +129,15 @@ int plan_verify(const plan_problem_t *p, const plan_result_t *r, char *why, size
 /* {"makespan_s", "lower_bound_s", "steps": [...], "unscheduled": [...]} */
 json_t *plan_to_json(const plan_problem_t *p, const plan_result_t *r);
 
+/* The soft order of runs not begun, as the planner ranks them: priority class, then deadline
+ * (< 0: none, last), then score (higher first), then age (older first). < 0 when a goes first.
+ * The scheduler ranks the queue beyond its look-ahead window by the same function. */
+typedef struct plan_rank {
+    int priority;
+    double deadline; /* any unit, the same for both; < 0: none */
+    double score;
+    unsigned long long age; /* arrival order */
+} plan_rank_t;
+int plan_rank_cmp(const plan_rank_t *a, const plan_rank_t *b);
+
 #endif

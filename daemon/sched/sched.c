@@ -536,19 +536,12 @@ static srun_t *run_find(lab_sched_t *s, const char *id)
 
 /* ---- the queue beyond the look-ahead window ---- */
 
-/* The planner's order of runs not begun (planner.c, soft_order): priority class, deadline,
- * score, age. < 0 when a goes first. */
+/* The planner's order of runs not begun (plan_rank_cmp). < 0 when a goes first. */
 static int rank_cmp(const cold_t *a, const cold_t *b)
 {
-    if (a->prio != b->prio)
-        return a->prio - b->prio;
-    int64_t da = a->deadline_ms < 0 ? INT64_MAX : a->deadline_ms;
-    int64_t db = b->deadline_ms < 0 ? INT64_MAX : b->deadline_ms;
-    if (da != db)
-        return da < db ? -1 : 1;
-    if (a->score != b->score)
-        return a->score > b->score ? -1 : 1;
-    return a->age < b->age ? -1 : a->age > b->age;
+    plan_rank_t ra = {a->prio, (double)a->deadline_ms, a->score, a->age};
+    plan_rank_t rb = {b->prio, (double)b->deadline_ms, b->score, b->age};
+    return plan_rank_cmp(&ra, &rb);
 }
 
 static cold_t cold_of_run(const srun_t *r)
