@@ -96,6 +96,13 @@ void lab_api_metrics(lab_req_t *rq)
     put(&b, "labloop_store_ops_failed_total %lld\n", (long long)ss.ops_failed);
     head(&b, "labloop_store_queued_ops", "gauge", "Store operations waiting for the next group.");
     put(&b, "labloop_store_queued_ops %d\n", ss.queued);
+    head(&b, "labloop_store_rebases_total", "counter",
+         "Times the outbox was found behind PostgreSQL (a new or restored state_dir) and its new "
+         "rows moved past PostgreSQL's cursor; alert on any.");
+    put(&b, "labloop_store_rebases_total %lld\n", (long long)ss.rebases);
+    head(&b, "labloop_store_rebase_onto_seq", "gauge",
+         "The PostgreSQL cursor the newest rebase moved the outbox past, 0 when none.");
+    put(&b, "labloop_store_rebase_onto_seq %lld\n", (long long)ss.rebase_onto);
 
     sink_row_t sinks[2] = {{"postgres", api->pg != NULL, {0}}, {"mqtt", api->mqtt != NULL, {0}}};
     if (api->pg)

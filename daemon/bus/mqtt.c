@@ -75,9 +75,10 @@ struct lab_mqtt {
     int attempt; /* failed connects in a row */
 
     int sink;
-    int64_t cursor;    /* every seq <= cursor is delivered */
-    int64_t read_upto; /* highest seq placed in the window */
-    int64_t head;      /* newest committed seq we know of */
+    int64_t cursor;     /* every seq <= cursor is delivered */
+    int64_t read_upto;  /* highest seq placed in the window */
+    int64_t head;       /* newest committed seq we know of */
+    int64_t rebase_gen; /* the store's rebases seen (lab_store_rebase_gen) */
     slot_t *ring;
     int ring_cap, ring_head, ring_n;
 
@@ -689,9 +690,30 @@ done:
     free(e);
 }
 
+/* The store moved the rows this process appended to new seqs: those already published went out
+ * under seqs PostgreSQL holds for other rows, so they go again under their new ones. */
+static void check_rebase(lab_mqtt_t *m)
+{
+    int64_t from;
+    int64_t gen = lab_store_rebase_gen(m->st, &from);
+    if (gen == m->rebase_gen)
+        return;
+    m->rebase_gen = gen;
+    if (m->cursor > from) {
+        log_warn("mqtt",
+                 "outbox rebased: the rows after seq=%lld are published again under their "
+                 "new seqs (cursor was %lld)",
+                 (long long)from, (long long)m->cursor);
+        m->cursor = from;
+        lab_store_cursor_save(m->st, SINK_NAME, from);
+    }
+    ring_reset(m);
+}
+
 static void on_commit(void *ctx, int64_t head)
 {
     lab_mqtt_t *m = ctx;
+    check_rebase(m);
     if (head > m->head)
         m->head = head;
     pump(m);
@@ -833,6 +855,7 @@ int lab_mqtt_start(lab_mqtt_t **out, uv_loop_t *loop, const lab_config_t *cfg, l
     lab_store_stats_t ss;
     lab_store_stats(st, &ss);
     m->head = ss.head_seq;
+    m->rebase_gen = lab_store_rebase_gen(st, NULL);
     ring_reset(m);
     lab_store_on_commit(st, on_commit, m);
     log_info("mqtt", "starting uri=%s root=%s cursor=%lld head=%lld", m->uri, m->root,
