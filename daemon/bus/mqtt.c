@@ -26,10 +26,13 @@
 #endif
 
 #define SINK_NAME "mqtt"
-#define READ_MAX 512       /* rows per outbox read */
-#define RETRY_MIN_MS 100   /* first reconnect delay; doubles up to retry_max */
-#define DISCONNECT_MS 2000 /* how long an orderly disconnect waits for in-flight acks */
-#define READ_RETRY_MS 1000 /* after a failed outbox read */
+#define READ_MAX 512         /* rows per outbox read */
+#define RETRY_MIN_MS 100     /* first reconnect delay; doubles up to retry_max */
+#define DISCONNECT_MS 2000   /* how long an orderly disconnect waits for in-flight acks */
+#define READ_RETRY_MS 1000   /* after a failed outbox read */
+#define PUBLISH_RETRY_MS 100 /* after Paho refused to take a publish (its buffer full) */
+/* Paho's buffer of publishes not yet written: the window plus this many replies and statuses. */
+#define BUFFER_SPARE 64
 #define SUBS_MAX 32
 #define WARNED_MAX 16
 
@@ -89,6 +92,7 @@ struct lab_mqtt {
 
     int64_t delivered, errors, connects;
     char last_error[256];
+    int64_t blocked_at; /* the seq Paho last refused to take, 0 once it took one again */
 
     bool stopping, grace_over, disconnecting;
     void (*stop_cb)(void *arg);
@@ -426,13 +430,27 @@ static int publish_row(lab_mqtt_t *m, const lab_outbox_row_t *r)
     free(payload);
     free(topic);
     if (rc != MQTTASYNC_SUCCESS) {
-        /* Usually the connection just dropped and its EV_LOST is on the way; the row stays
-         * unpublished and the next connection starts from the cursor. */
+        /* The row stays unpublished and is read again: by the retry timer while connected (Paho's
+         * buffer is full, MQTTASYNC_MAX_BUFFERED_MESSAGES: acks or replies may be all that is
+         * left to wake the publisher, and they may never come), or by the next connection when
+         * this one just dropped and its EV_LOST is on the way. */
         m->ring_n--;
         m->read_upto = r->seq - 1;
-        set_error(m, "publish seq=%lld: paho error %d", (long long)r->seq, rc);
-        log_warn("mqtt", "publish seq=%lld failed rc=%d", (long long)r->seq, rc);
+        set_error(m, "publish seq=%lld: paho error %d; will be retried", (long long)r->seq, rc);
+        if (m->blocked_at != r->seq)
+            log_warn("mqtt", "publish seq=%lld failed rc=%d (%s); will be retried in %d ms",
+                     (long long)r->seq, rc,
+                     rc == MQTTASYNC_MAX_BUFFERED_MESSAGES ? "client buffer full" : "not connected",
+                     PUBLISH_RETRY_MS);
+        m->blocked_at = r->seq;
+        if (m->state == M_UP)
+            uv_timer_start(&m->retry, on_retry, PUBLISH_RETRY_MS, 0);
         return -1;
+    }
+    if (m->blocked_at) {
+        log_info("mqtt", "publish seq=%lld taken after the client's buffer was full at seq=%lld",
+                 (long long)r->seq, (long long)m->blocked_at);
+        m->blocked_at = 0;
     }
     s->token = ro.token;
     return 0;
@@ -832,6 +850,8 @@ int lab_mqtt_start(lab_mqtt_t **out, uv_loop_t *loop, const lab_config_t *cfg, l
         m->ring[i].m = m;
 
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
+    /* Paho's default (100) is below the default window: a burst would be refused half way. */
+    co.maxBufferedMessages = m->ring_cap + BUFFER_SPARE;
     int rc = MQTTAsync_createWithOptions(&m->client, m->uri, m->client_id,
                                          MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
     if (rc != MQTTASYNC_SUCCESS) {

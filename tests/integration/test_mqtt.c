@@ -700,6 +700,69 @@ static void test_inbound_resubscribed(void **state)
     env_close(&e);
 }
 
+/* A window wider than Paho's default buffer (100) goes out whole: no publish is refused. */
+static void test_wide_window_burst(void **state)
+{
+    enum { ROWS = 3000 };
+    env_t e;
+    env_open(&e, 1000);
+    h_sub_t *s = h_sub_start(e.mq.uri, ROOT "/runs/+/state");
+    assert_non_null(s);
+    bridge_start(&e);
+    assert_true(run_until(&e, bridge_up, NULL, DEADLINE_MS));
+    append_rows(&e, ROWS, "run.state", NULL, NULL);
+    int64_t head = ROWS;
+    sub_wait_t w = {s, ROWS};
+    assert_true(run_until(&e, sub_has, &w, DEADLINE_MS));
+    assert_true(run_until(&e, cursor_at, &head, DEADLINE_MS));
+    char *seen = calloc(ROWS + 1, 1);
+    assert_int_equal(seen_seqs(s, ROOT "/runs/", ROWS, seen), ROWS);
+    free(seen);
+    assert_int_equal(stats(&e).errors, 0);
+    h_sub_stop(s);
+    env_close(&e);
+}
+
+/* Paho refuses a publish when its buffer of messages not yet written is full
+ * (MQTTASYNC_MAX_BUFFERED_MESSAGES, rc -12). Here replies fill it while the broker is frozen
+ * (nothing is acknowledged, so Paho holds everything past its in-flight limit), so the window is
+ * empty when the first row is refused: no acknowledgement will come to wake the publisher. Every
+ * row must still arrive once the broker thaws. */
+static void test_buffer_full_retried(void **state)
+{
+    enum { ROWS = 50, REPLIES = 300 };
+    env_t e;
+    env_open(&e, 8);
+    h_sub_t *s = h_sub_start(e.mq.uri, ROOT "/runs/+/state");
+    assert_non_null(s);
+    bridge_start(&e);
+    assert_true(run_until(&e, bridge_up, NULL, DEADLINE_MS));
+
+    assert_int_equal(kill(e.mq.pid, SIGSTOP), 0);
+    int refused = 0;
+    for (int i = 0; i < REPLIES; i++)
+        refused += lab_mqtt_reply(e.m, "test/replies", "{\"status\":\"accepted\"}") != 0;
+    assert_true(refused > 0);
+    int64_t errs = stats(&e).errors + 1;
+    append_rows(&e, ROWS, "run.state", NULL, NULL);
+    assert_true(run_until(&e, errors_at, &errs, DEADLINE_MS));
+    assert_non_null(strstr(stats(&e).last_error, "paho error -12; will be retried"));
+    assert_int_equal(stats(&e).cursor, 0);
+    assert_int_equal(kill(e.mq.pid, SIGCONT), 0);
+
+    int64_t head = head_seq(&e);
+    assert_int_equal(head, ROWS);
+    sub_wait_t w = {s, ROWS};
+    assert_true(run_until(&e, sub_has, &w, 20000));
+    assert_true(run_until(&e, cursor_at, &head, 20000));
+    char *seen = calloc(ROWS + 1, 1);
+    assert_int_equal(seen_seqs(s, ROOT "/runs/", ROWS, seen), ROWS);
+    free(seen);
+    assert_int_equal(stats(&e).connects, 1); /* no reconnect was needed */
+    h_sub_stop(s);
+    env_close(&e);
+}
+
 static void test_stop_while_down(void **state)
 {
     env_t e;
@@ -734,6 +797,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_rows),
         cmocka_unit_test(test_inbound_resubscribed),
         cmocka_unit_test(test_stop_while_down),
+        cmocka_unit_test(test_buffer_full_retried),
+        cmocka_unit_test(test_wide_window_burst),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
