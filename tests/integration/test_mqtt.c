@@ -724,13 +724,12 @@ static void test_wide_window_burst(void **state)
 }
 
 /* Paho refuses a publish when its buffer of messages not yet written is full
- * (MQTTASYNC_MAX_BUFFERED_MESSAGES, rc -12). Here replies fill it while the broker is frozen
- * (nothing is acknowledged, so Paho holds everything past its in-flight limit), so the window is
- * empty when the first row is refused: no acknowledgement will come to wake the publisher. Every
- * row must still arrive once the broker thaws. */
+ * (MQTTASYNC_MAX_BUFFERED_MESSAGES, rc -12). Here large replies fill the socket to a frozen broker
+ * and then that buffer, so the window is empty when the first row is refused: no acknowledgement
+ * will come to wake the publisher. Every row must still arrive once the broker thaws. */
 static void test_buffer_full_retried(void **state)
 {
-    enum { ROWS = 50, REPLIES = 300 };
+    enum { ROWS = 50, REPLIES = 2000, BIG = 64 * 1024 };
     env_t e;
     env_open(&e, 8);
     h_sub_t *s = h_sub_start(e.mq.uri, ROOT "/runs/+/state");
@@ -739,10 +738,21 @@ static void test_buffer_full_retried(void **state)
     assert_true(run_until(&e, bridge_up, NULL, DEADLINE_MS));
 
     assert_int_equal(kill(e.mq.pid, SIGSTOP), 0);
-    int refused = 0;
-    for (int i = 0; i < REPLIES; i++)
-        refused += lab_mqtt_reply(e.m, "test/replies", "{\"status\":\"accepted\"}") != 0;
-    assert_true(refused > 0);
+    char *big = malloc(BIG + 1);
+    memset(big, 'x', BIG);
+    big[BIG] = '\0';
+    /* Until Paho cannot take one even after a pause: its socket is full, nothing drains. */
+    int sent = 0;
+    bool stuck = false;
+    while (!stuck && sent < REPLIES) {
+        int took = 0;
+        while (sent < REPLIES && lab_mqtt_reply(e.m, "test/replies", big) == 0)
+            took++, sent++;
+        stuck = took == 0;
+        h_sleep_ms(50);
+    }
+    free(big);
+    assert_true(stuck);
     int64_t errs = stats(&e).errors + 1;
     append_rows(&e, ROWS, "run.state", NULL, NULL);
     assert_true(run_until(&e, errors_at, &errs, DEADLINE_MS));
