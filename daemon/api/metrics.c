@@ -161,6 +161,26 @@ void lab_api_metrics(lab_req_t *rq)
         }
     }
 
+    if (api->mqtt) {
+        lab_mqtt_inbound_t in;
+        lab_mqtt_inbound(api->mqtt, &in);
+        head(&b, "labloop_mqtt_received_total", "counter",
+             "Messages received on inbound topics (\"other\": on none of the table).");
+        for (int t = 0; t < LAB_TOPIC_COUNT; t++)
+            if (lab_topics[t].dir == LAB_TOPIC_IN)
+                put(&b, "labloop_mqtt_received_total{topic=\"%s\"} %lld\n", lab_topics[t].name,
+                    (long long)in.received[t]);
+        put(&b, "labloop_mqtt_received_total{topic=\"other\"} %lld\n",
+            (long long)in.received_other);
+        head(&b, "labloop_mqtt_answered_total", "counter", "Answers to inbound messages sent.");
+        put(&b, "labloop_mqtt_answered_total %lld\n", (long long)in.answered);
+        head(&b, "labloop_mqtt_unanswered_total", "counter",
+             "Inbound messages whose answer could not be sent, by why (each one is logged).");
+        for (int w = 0; w < LAB_MQTT_WHY_COUNT; w++)
+            put(&b, "labloop_mqtt_unanswered_total{reason=\"%s\"} %lld\n", lab_mqtt_why_names[w],
+                (long long)in.unanswered[w]);
+    }
+
     head(&b, "labloop_http_requests_total", "counter",
          "HTTP requests answered, by route and status.");
     for (int r = 0; r <= lab_nroutes; r++) {

@@ -94,6 +94,13 @@ struct lab_mqtt {
     char last_error[256];
     int64_t blocked_at; /* the seq Paho last refused to take, 0 once it took one again */
 
+    /* Inbound: the table's inbound topics as filters under our root (NULL for the others), the
+     * subscriptions still unacknowledged on this connection ("online" waits for them), and
+     * what came in and what became of it. */
+    char *in_filters[LAB_TOPIC_COUNT];
+    int subs_pending;
+    lab_mqtt_inbound_t in;
+
     bool stopping, grace_over, disconnecting;
     void (*stop_cb)(void *arg);
     void *stop_arg;
@@ -110,6 +117,7 @@ typedef enum ev_type {
     EV_NACK,
     EV_STATUS_FAILED,
     EV_OFFLINE_DONE, /* the stop's offline status acknowledged, or failed */
+    EV_SUB_OK,
     EV_SUB_FAILED,
     EV_MESSAGE,
 } ev_type_t;
@@ -195,6 +203,11 @@ static void on_offline_ok(void *ctx, MQTTAsync_successData5 *r)
 static void on_offline_fail(void *ctx, MQTTAsync_failureData5 *r)
 {
     ev_push(ctx, EV_OFFLINE_DONE, NULL, 0, r ? r->code : 0, r ? r->message : NULL);
+}
+
+static void on_sub_ok(void *ctx, MQTTAsync_successData5 *r)
+{
+    ev_push(ctx, EV_SUB_OK, NULL, 0, 0, NULL);
 }
 
 static void on_sub_fail(void *ctx, MQTTAsync_failureData5 *r)
@@ -322,9 +335,20 @@ static int publish_status(lab_mqtt_t *m, const char *state)
     return rc == MQTTASYNC_SUCCESS ? 0 : -1;
 }
 
+/* A subscription of this connection was answered: "online" goes out once all were, so that a
+ * client that waits for it never publishes into a filter the broker does not yet hold for us. */
+static void sub_answered(lab_mqtt_t *m)
+{
+    if (m->state != M_UP || m->subs_pending == 0)
+        return;
+    if (--m->subs_pending == 0)
+        publish_status(m, "online");
+}
+
 static void subscribe_one(lab_mqtt_t *m, const sub_t *s)
 {
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.onSuccess5 = on_sub_ok;
     ro.onFailure5 = on_sub_fail;
     ro.context = m;
     ro.subscribeOptions.noLocal = 1; /* never our own publications */
@@ -332,6 +356,7 @@ static void subscribe_one(lab_mqtt_t *m, const sub_t *s)
     if (rc != MQTTASYNC_SUCCESS) {
         set_error(m, "subscribe %s: paho error %d", s->filter, rc);
         log_warn("mqtt", "subscribe filter=%s failed rc=%d", s->filter, rc);
+        sub_answered(m);
     }
 }
 
@@ -585,8 +610,10 @@ static void handle_connected(lab_mqtt_t *m)
     m->connects++;
     m->attempt = 0;
     log_info("mqtt", "connected uri=%s root=%s cursor=%lld", m->uri, m->root, (long long)m->cursor);
-    publish_status(m, "online");
-    for (int i = 0; i < m->nsubs; i++)
+    m->subs_pending = m->nsubs;
+    if (m->nsubs == 0)
+        publish_status(m, "online");
+    for (int i = 0; i < m->nsubs && m->state == M_UP; i++)
         subscribe_one(m, &m->subs[i]);
     ring_reset(m);
     lab_store_stats_t ss;
@@ -608,23 +635,39 @@ static void handle_down(lab_mqtt_t *m, const char *what, int code, const char *t
     schedule_retry(m);
 }
 
+static void count_received(lab_mqtt_t *m, const char *topic)
+{
+    for (int i = 0; i < LAB_TOPIC_COUNT; i++)
+        if (m->in_filters[i] && lab_topic_match(m->in_filters[i], topic)) {
+            m->in.received[i]++;
+            return;
+        }
+    m->in.received_other++;
+}
+
 static void dispatch(lab_mqtt_t *m, ev_t *e)
 {
+    count_received(m, e->topic);
     for (int i = 0; i < m->nsubs; i++) {
         if (lab_topic_match(m->subs[i].filter, e->topic)) {
             m->subs[i].cb(m->subs[i].ctx, e->topic, e->payload, e->len, e->response_topic);
             return;
         }
     }
-    log_debug("mqtt", "message on topic=%s matches no subscription", e->topic);
+    lab_mqtt_unanswered(m, e->topic, LAB_MQTT_NO_SUBSCRIPTION, NULL);
 }
 
 static void ev_run(lab_tq_item_t *item)
 {
     ev_t *e = (ev_t *)item;
     lab_mqtt_t *m = e->m;
-    if (m->state == M_CLOSED)
+    if (m->state == M_CLOSED) {
+        if (e->type == EV_MESSAGE) {
+            count_received(m, e->topic);
+            lab_mqtt_unanswered(m, e->topic, LAB_MQTT_STOPPING, NULL);
+        }
         goto done;
+    }
     switch (e->type) {
     case EV_CONNECTED:
         if (m->state == M_CONNECTING)
@@ -690,11 +733,15 @@ static void ev_run(lab_tq_item_t *item)
         m->errors++;
         log_warn("mqtt", "%s", m->last_error);
         break;
+    case EV_SUB_OK:
+        sub_answered(m);
+        break;
     case EV_SUB_FAILED:
         snprintf(m->last_error, sizeof m->last_error, "subscribe failed: %s (%d)",
                  e->text ? e->text : "-", e->code);
         m->errors++;
         log_warn("mqtt", "%s", m->last_error);
+        sub_answered(m);
         break;
     case EV_MESSAGE:
         dispatch(m, e);
@@ -747,6 +794,8 @@ static void mqtt_free(lab_mqtt_t *m)
         free(m->subs[i].filter);
     for (int i = 0; i < m->nwarned; i++)
         free(m->warned[i]);
+    for (int i = 0; i < LAB_TOPIC_COUNT; i++)
+        free(m->in_filters[i]);
     free(m->ring);
     free(m->site);
     free(m->cell);
@@ -835,6 +884,9 @@ int lab_mqtt_start(lab_mqtt_t **out, uv_loop_t *loop, const lab_config_t *cfg, l
     m->root = lab_topic_root(cfg->mqtt_topic_root, cfg->site, cfg->cell);
     lab_topic_format(&lab_topics[LAB_TOPIC_STATUS], m->root, NULL, 0, &m->status_topic);
     m->will = status_doc(m, "offline", false);
+    for (int i = 0; i < LAB_TOPIC_COUNT; i++)
+        if (lab_topics[i].dir == LAB_TOPIC_IN)
+            m->in_filters[i] = lab_topic_filter(&lab_topics[i], m->root);
     m->uri = lab_strdup(cfg->mqtt_uri);
     m->client_id = cfg->mqtt_client_id ? lab_strdup(cfg->mqtt_client_id)
                                        : lab_asprintf("labloop-%s-%s", cfg->site, cfg->cell);
@@ -934,15 +986,55 @@ int lab_mqtt_subscribe(lab_mqtt_t *m, const char *filter, int qos, lab_mqtt_msg_
     s->qos = qos;
     s->cb = cb;
     s->ctx = ctx;
-    if (m->state == M_UP)
+    if (m->state == M_UP) {
+        if (m->subs_pending)
+            m->subs_pending++;
         subscribe_one(m, s);
+    }
     return LAB_OK;
+}
+
+const char *const lab_mqtt_why_names[LAB_MQTT_WHY_COUNT] = {
+    [LAB_MQTT_NO_REPLY_TOPIC] = "no_reply_topic",
+    [LAB_MQTT_BAD_REPLY_TOPIC] = "bad_reply_topic",
+    [LAB_MQTT_NOT_SENT] = "not_sent",
+    [LAB_MQTT_NO_SUBSCRIPTION] = "no_subscription",
+    [LAB_MQTT_STOPPING] = "stopping",
+};
+
+static void unanswered(lab_mqtt_t *m, lab_mqtt_why_t why, const char *what, const char *answer)
+{
+    m->in.unanswered[why]++;
+    /* The answer may be long (every problem of a batch); its start says what it was. */
+    log_warn("mqtt", "%s; not answered (%s)%s%.*s", what, lab_mqtt_why_names[why],
+             answer ? ": the answer was " : "", answer ? 400 : 0, answer ? answer : "");
+}
+
+void lab_mqtt_unanswered(lab_mqtt_t *m, const char *topic, lab_mqtt_why_t why, const char *answer)
+{
+    if (!m || (unsigned)why >= LAB_MQTT_WHY_COUNT)
+        return;
+    char what[400];
+    snprintf(what, sizeof what, "message on topic=%.300s", topic ? topic : "-");
+    unanswered(m, why, what, answer);
 }
 
 int lab_mqtt_reply(lab_mqtt_t *m, const char *topic, const char *payload)
 {
-    if (!m || m->state != M_UP || m->stopping)
+    if (!m)
         return LAB_ECONN;
+    char what[400];
+    const char *bad = lab_topic_reply_check(topic);
+    if (bad) {
+        snprintf(what, sizeof what, "reply topic=%.300s %s", topic ? topic : "", bad);
+        unanswered(m, LAB_MQTT_BAD_REPLY_TOPIC, what, payload);
+        return LAB_EINVAL;
+    }
+    if (m->state != M_UP || m->stopping) {
+        snprintf(what, sizeof what, "reply topic=%.300s: the broker is not connected", topic);
+        unanswered(m, LAB_MQTT_NOT_SENT, what, payload);
+        return LAB_ECONN;
+    }
     MQTTAsync_message msg = MQTTAsync_message_initializer;
     msg.payload = (void *)payload;
     msg.payloadlen = (int)strlen(payload);
@@ -950,8 +1042,17 @@ int lab_mqtt_reply(lab_mqtt_t *m, const char *topic, const char *payload)
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     int rc = MQTTAsync_sendMessage(m->client, topic, &msg, &ro);
     if (rc != MQTTASYNC_SUCCESS) {
-        log_warn("mqtt", "reply topic=%s not sent rc=%d", topic, rc);
-        return LAB_ECONN;
+        bool utf8 = rc == MQTTASYNC_BAD_UTF8_STRING;
+        snprintf(what, sizeof what, "reply topic=%.300s: %s (paho error %d)", topic,
+                 utf8 ? "not UTF-8" : "the client did not take it", rc);
+        unanswered(m, utf8 ? LAB_MQTT_BAD_REPLY_TOPIC : LAB_MQTT_NOT_SENT, what, payload);
+        return utf8 ? LAB_EINVAL : LAB_ECONN;
     }
+    m->in.answered++;
     return LAB_OK;
+}
+
+void lab_mqtt_inbound(const lab_mqtt_t *m, lab_mqtt_inbound_t *out)
+{
+    *out = m->in;
 }

@@ -105,6 +105,10 @@ int h_http(const char *url, const char *method, const char *path, const char *he
 json_t *h_api(const h_daemon_t *d, const char *method, const char *path, const char *body,
               int want);
 
+/* The value of one series of the daemon's /metrics, named as it is printed (with its labels,
+ * e.g. "labloop_sink_connects_total{sink=\"mqtt\"}"); -1 when it is not there. */
+long long h_metric(const h_daemon_t *d, const char *series);
+
 /* Runs a command (sh -c) and returns its exit status; output into out when given. */
 int h_run(const char *cmd, char *out, size_t len);
 

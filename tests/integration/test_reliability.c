@@ -443,18 +443,6 @@ static void test_broker_outage(void **state)
  * errors. */
 /* ---- (d) the state_dir wiped between two lives of the cell ---- */
 
-/* The first number after "NAME " in /metrics, or -1. */
-static long long metric(const h_daemon_t *d, const char *name)
-{
-    char *resp = NULL, key[128];
-    assert_int_equal(h_http(d->url, "GET", "/metrics", NULL, NULL, &resp), 200);
-    snprintf(key, sizeof key, "\n%s ", name);
-    const char *p = resp ? strstr(resp, key) : NULL;
-    long long v = p ? atoll(p + strlen(key)) : -1;
-    free(resp);
-    return v;
-}
-
 static void test_wiped_state_dir(void **state)
 {
     h_pg_t pg;
@@ -493,8 +481,8 @@ static void test_wiped_state_dir(void **state)
     assert_int_equal(h_pg_count(&pg, sql), life1);
     snprintf(sql, sizeof sql, "select count(*) from labloop.runs where seq <= %lld", life1);
     assert_int_equal(h_pg_count(&pg, sql), N);
-    assert_int_equal(metric(&d, "labloop_store_rebases_total"), 1);
-    assert_int_equal(metric(&d, "labloop_store_rebase_onto_seq"), life1);
+    assert_int_equal(h_metric(&d, "labloop_store_rebases_total"), 1);
+    assert_int_equal(h_metric(&d, "labloop_store_rebase_onto_seq"), life1);
 
     /* MQTT: each run of the second life arrives under a seq the first life never used, so a
      * consumer that dedupes by (cell, seq) keeps it. */
