@@ -744,13 +744,23 @@ static bool pg_join(lab_pg_t *pg)
     /* What this process delivered itself (an earlier writer on the same store) is no news. */
     int64_t open = lab_store_open_head(pg->st);
     int64_t mine = lab_store_sink_position(pg->st, pg->sink);
-    if (mine > open)
-        open = mine;
-    if (pg->joined || pg->rebasing || pg->cursor <= open) {
-        pg->joined = pg->joined || (!pg->rebasing && pg->cursor <= open);
+    int64_t known = mine > open ? mine : open;
+    if (pg->joined || pg->rebasing || pg->cursor <= known) {
+        pg->joined = pg->joined || (!pg->rebasing && pg->cursor <= known);
         if (pg->joined && pg->cursor <= ss.head_seq)
             lab_store_sink_acked(pg->st, pg->sink, pg->cursor);
         return true;
+    }
+    if (mine > open) {
+        /* Rows of this process are in PostgreSQL already: moving them would write them twice. */
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "cursor seq=%lld in PostgreSQL moved past seq=%lld, which this process "
+                 "delivered: is another labloopd writing as cell=%.64s?",
+                 (long long)pg->cursor, (long long)mine, pg->cell);
+        log_error("pg", "%s", msg);
+        pg_down(pg, msg);
+        return false;
     }
     log_error("pg",
               "cell=%s: PostgreSQL holds this cell's outbox up to seq=%lld but the local store "
