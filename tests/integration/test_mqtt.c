@@ -376,6 +376,12 @@ static void test_topic_table(void **state)
     assert_false(lab_topic_match(t, ROOT "/in/campaigns/c9/batches/x"));
     assert_false(lab_topic_match(t, ROOT "/in/campaigns/batches"));
     free(t);
+    /* where an answer may go: never a wildcard (the broker drops the connection) nor '$' */
+    assert_null(lab_topic_reply_check("answers/one"));
+    const char *bad_reply[] = {"", "a/+/b", "a/#", "#", "$SYS/x"};
+    for (size_t i = 0; i < sizeof bad_reply / sizeof *bad_reply; i++)
+        assert_non_null(lab_topic_reply_check(bad_reply[i]));
+    assert_non_null(lab_topic_reply_check(NULL));
     assert_true(lab_topic_match("a/#", "a"));
     assert_true(lab_topic_match("a/#", "a/b/c"));
     assert_true(lab_topic_match("#", "a/b"));
