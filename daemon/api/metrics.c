@@ -96,6 +96,13 @@ void lab_api_metrics(lab_req_t *rq)
     put(&b, "labloop_store_ops_failed_total %lld\n", (long long)ss.ops_failed);
     head(&b, "labloop_store_queued_ops", "gauge", "Store operations waiting for the next group.");
     put(&b, "labloop_store_queued_ops %d\n", ss.queued);
+    head(&b, "labloop_store_rebases_total", "counter",
+         "Times the outbox was found behind PostgreSQL (a new or restored state_dir) and its new "
+         "rows moved past PostgreSQL's cursor; alert on any.");
+    put(&b, "labloop_store_rebases_total %lld\n", (long long)ss.rebases);
+    head(&b, "labloop_store_rebase_onto_seq", "gauge",
+         "The PostgreSQL cursor the newest rebase moved the outbox past, 0 when none.");
+    put(&b, "labloop_store_rebase_onto_seq %lld\n", (long long)ss.rebase_onto);
 
     sink_row_t sinks[2] = {{"postgres", api->pg != NULL, {0}}, {"mqtt", api->mqtt != NULL, {0}}};
     if (api->pg)
@@ -152,6 +159,26 @@ void lab_api_metrics(lab_req_t *rq)
                 break;
             }
         }
+    }
+
+    if (api->mqtt) {
+        lab_mqtt_inbound_t in;
+        lab_mqtt_inbound(api->mqtt, &in);
+        head(&b, "labloop_mqtt_received_total", "counter",
+             "Messages received on inbound topics (\"other\": on none of the table).");
+        for (int t = 0; t < LAB_TOPIC_COUNT; t++)
+            if (lab_topics[t].dir == LAB_TOPIC_IN)
+                put(&b, "labloop_mqtt_received_total{topic=\"%s\"} %lld\n", lab_topics[t].name,
+                    (long long)in.received[t]);
+        put(&b, "labloop_mqtt_received_total{topic=\"other\"} %lld\n",
+            (long long)in.received_other);
+        head(&b, "labloop_mqtt_answered_total", "counter", "Answers to inbound messages sent.");
+        put(&b, "labloop_mqtt_answered_total %lld\n", (long long)in.answered);
+        head(&b, "labloop_mqtt_unanswered_total", "counter",
+             "Inbound messages whose answer could not be sent, by why (each one is logged).");
+        for (int w = 0; w < LAB_MQTT_WHY_COUNT; w++)
+            put(&b, "labloop_mqtt_unanswered_total{reason=\"%s\"} %lld\n", lab_mqtt_why_names[w],
+                (long long)in.unanswered[w]);
     }
 
     head(&b, "labloop_http_requests_total", "counter",

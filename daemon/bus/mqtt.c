@@ -26,10 +26,13 @@
 #endif
 
 #define SINK_NAME "mqtt"
-#define READ_MAX 512       /* rows per outbox read */
-#define RETRY_MIN_MS 100   /* first reconnect delay; doubles up to retry_max */
-#define DISCONNECT_MS 2000 /* how long an orderly disconnect waits for in-flight acks */
-#define READ_RETRY_MS 1000 /* after a failed outbox read */
+#define READ_MAX 512         /* rows per outbox read */
+#define RETRY_MIN_MS 100     /* first reconnect delay; doubles up to retry_max */
+#define DISCONNECT_MS 2000   /* how long an orderly disconnect waits for in-flight acks */
+#define READ_RETRY_MS 1000   /* after a failed outbox read */
+#define PUBLISH_RETRY_MS 100 /* after Paho refused to take a publish (its buffer full) */
+/* Paho's buffer of publishes not yet written: the window plus this many replies and statuses. */
+#define BUFFER_SPARE 64
 #define SUBS_MAX 32
 #define WARNED_MAX 16
 
@@ -75,9 +78,10 @@ struct lab_mqtt {
     int attempt; /* failed connects in a row */
 
     int sink;
-    int64_t cursor;    /* every seq <= cursor is delivered */
-    int64_t read_upto; /* highest seq placed in the window */
-    int64_t head;      /* newest committed seq we know of */
+    int64_t cursor;     /* every seq <= cursor is delivered */
+    int64_t read_upto;  /* highest seq placed in the window */
+    int64_t head;       /* newest committed seq we know of */
+    int64_t rebase_gen; /* the store's rebases seen (lab_store_rebase_gen) */
     slot_t *ring;
     int ring_cap, ring_head, ring_n;
 
@@ -88,6 +92,14 @@ struct lab_mqtt {
 
     int64_t delivered, errors, connects;
     char last_error[256];
+    int64_t blocked_at; /* the seq Paho last refused to take, 0 once it took one again */
+
+    /* Inbound: the table's inbound topics as filters under our root (NULL for the others), the
+     * subscriptions still unacknowledged on this connection ("online" waits for them), and
+     * what came in and what became of it. */
+    char *in_filters[LAB_TOPIC_COUNT];
+    int subs_pending;
+    lab_mqtt_inbound_t in;
 
     bool stopping, grace_over, disconnecting;
     void (*stop_cb)(void *arg);
@@ -105,6 +117,7 @@ typedef enum ev_type {
     EV_NACK,
     EV_STATUS_FAILED,
     EV_OFFLINE_DONE, /* the stop's offline status acknowledged, or failed */
+    EV_SUB_OK,
     EV_SUB_FAILED,
     EV_MESSAGE,
 } ev_type_t;
@@ -190,6 +203,11 @@ static void on_offline_ok(void *ctx, MQTTAsync_successData5 *r)
 static void on_offline_fail(void *ctx, MQTTAsync_failureData5 *r)
 {
     ev_push(ctx, EV_OFFLINE_DONE, NULL, 0, r ? r->code : 0, r ? r->message : NULL);
+}
+
+static void on_sub_ok(void *ctx, MQTTAsync_successData5 *r)
+{
+    ev_push(ctx, EV_SUB_OK, NULL, 0, 0, NULL);
 }
 
 static void on_sub_fail(void *ctx, MQTTAsync_failureData5 *r)
@@ -317,9 +335,20 @@ static int publish_status(lab_mqtt_t *m, const char *state)
     return rc == MQTTASYNC_SUCCESS ? 0 : -1;
 }
 
+/* A subscription of this connection was answered: "online" goes out once all were, so that a
+ * client that waits for it never publishes into a filter the broker does not yet hold for us. */
+static void sub_answered(lab_mqtt_t *m)
+{
+    if (m->state != M_UP || m->subs_pending == 0)
+        return;
+    if (--m->subs_pending == 0)
+        publish_status(m, "online");
+}
+
 static void subscribe_one(lab_mqtt_t *m, const sub_t *s)
 {
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.onSuccess5 = on_sub_ok;
     ro.onFailure5 = on_sub_fail;
     ro.context = m;
     ro.subscribeOptions.noLocal = 1; /* never our own publications */
@@ -327,6 +356,7 @@ static void subscribe_one(lab_mqtt_t *m, const sub_t *s)
     if (rc != MQTTASYNC_SUCCESS) {
         set_error(m, "subscribe %s: paho error %d", s->filter, rc);
         log_warn("mqtt", "subscribe filter=%s failed rc=%d", s->filter, rc);
+        sub_answered(m);
     }
 }
 
@@ -425,13 +455,27 @@ static int publish_row(lab_mqtt_t *m, const lab_outbox_row_t *r)
     free(payload);
     free(topic);
     if (rc != MQTTASYNC_SUCCESS) {
-        /* Usually the connection just dropped and its EV_LOST is on the way; the row stays
-         * unpublished and the next connection starts from the cursor. */
+        /* The row stays unpublished and is read again: by the retry timer while connected (Paho's
+         * buffer is full, MQTTASYNC_MAX_BUFFERED_MESSAGES: acks or replies may be all that is
+         * left to wake the publisher, and they may never come), or by the next connection when
+         * this one just dropped and its EV_LOST is on the way. */
         m->ring_n--;
         m->read_upto = r->seq - 1;
-        set_error(m, "publish seq=%lld: paho error %d", (long long)r->seq, rc);
-        log_warn("mqtt", "publish seq=%lld failed rc=%d", (long long)r->seq, rc);
+        set_error(m, "publish seq=%lld: paho error %d; will be retried", (long long)r->seq, rc);
+        if (m->blocked_at != r->seq)
+            log_warn("mqtt", "publish seq=%lld failed rc=%d (%s); will be retried in %d ms",
+                     (long long)r->seq, rc,
+                     rc == MQTTASYNC_MAX_BUFFERED_MESSAGES ? "client buffer full" : "not connected",
+                     PUBLISH_RETRY_MS);
+        m->blocked_at = r->seq;
+        if (m->state == M_UP)
+            uv_timer_start(&m->retry, on_retry, PUBLISH_RETRY_MS, 0);
         return -1;
+    }
+    if (m->blocked_at) {
+        log_info("mqtt", "publish seq=%lld taken after the client's buffer was full at seq=%lld",
+                 (long long)r->seq, (long long)m->blocked_at);
+        m->blocked_at = 0;
     }
     s->token = ro.token;
     return 0;
@@ -566,8 +610,10 @@ static void handle_connected(lab_mqtt_t *m)
     m->connects++;
     m->attempt = 0;
     log_info("mqtt", "connected uri=%s root=%s cursor=%lld", m->uri, m->root, (long long)m->cursor);
-    publish_status(m, "online");
-    for (int i = 0; i < m->nsubs; i++)
+    m->subs_pending = m->nsubs;
+    if (m->nsubs == 0)
+        publish_status(m, "online");
+    for (int i = 0; i < m->nsubs && m->state == M_UP; i++)
         subscribe_one(m, &m->subs[i]);
     ring_reset(m);
     lab_store_stats_t ss;
@@ -589,23 +635,39 @@ static void handle_down(lab_mqtt_t *m, const char *what, int code, const char *t
     schedule_retry(m);
 }
 
+static void count_received(lab_mqtt_t *m, const char *topic)
+{
+    for (int i = 0; i < LAB_TOPIC_COUNT; i++)
+        if (m->in_filters[i] && lab_topic_match(m->in_filters[i], topic)) {
+            m->in.received[i]++;
+            return;
+        }
+    m->in.received_other++;
+}
+
 static void dispatch(lab_mqtt_t *m, ev_t *e)
 {
+    count_received(m, e->topic);
     for (int i = 0; i < m->nsubs; i++) {
         if (lab_topic_match(m->subs[i].filter, e->topic)) {
             m->subs[i].cb(m->subs[i].ctx, e->topic, e->payload, e->len, e->response_topic);
             return;
         }
     }
-    log_debug("mqtt", "message on topic=%s matches no subscription", e->topic);
+    lab_mqtt_unanswered(m, e->topic, LAB_MQTT_NO_SUBSCRIPTION, NULL);
 }
 
 static void ev_run(lab_tq_item_t *item)
 {
     ev_t *e = (ev_t *)item;
     lab_mqtt_t *m = e->m;
-    if (m->state == M_CLOSED)
+    if (m->state == M_CLOSED) {
+        if (e->type == EV_MESSAGE) {
+            count_received(m, e->topic);
+            lab_mqtt_unanswered(m, e->topic, LAB_MQTT_STOPPING, NULL);
+        }
         goto done;
+    }
     switch (e->type) {
     case EV_CONNECTED:
         if (m->state == M_CONNECTING)
@@ -671,11 +733,15 @@ static void ev_run(lab_tq_item_t *item)
         m->errors++;
         log_warn("mqtt", "%s", m->last_error);
         break;
+    case EV_SUB_OK:
+        sub_answered(m);
+        break;
     case EV_SUB_FAILED:
         snprintf(m->last_error, sizeof m->last_error, "subscribe failed: %s (%d)",
                  e->text ? e->text : "-", e->code);
         m->errors++;
         log_warn("mqtt", "%s", m->last_error);
+        sub_answered(m);
         break;
     case EV_MESSAGE:
         dispatch(m, e);
@@ -689,9 +755,30 @@ done:
     free(e);
 }
 
+/* The store moved the rows this process appended to new seqs: those already published went out
+ * under seqs PostgreSQL holds for other rows, so they go again under their new ones. */
+static void check_rebase(lab_mqtt_t *m)
+{
+    int64_t from;
+    int64_t gen = lab_store_rebase_gen(m->st, &from);
+    if (gen == m->rebase_gen)
+        return;
+    m->rebase_gen = gen;
+    if (m->cursor > from) {
+        log_warn("mqtt",
+                 "outbox rebased: the rows after seq=%lld are published again under their "
+                 "new seqs (cursor was %lld)",
+                 (long long)from, (long long)m->cursor);
+        m->cursor = from;
+        lab_store_cursor_save(m->st, SINK_NAME, from);
+    }
+    ring_reset(m);
+}
+
 static void on_commit(void *ctx, int64_t head)
 {
     lab_mqtt_t *m = ctx;
+    check_rebase(m);
     if (head > m->head)
         m->head = head;
     pump(m);
@@ -707,6 +794,8 @@ static void mqtt_free(lab_mqtt_t *m)
         free(m->subs[i].filter);
     for (int i = 0; i < m->nwarned; i++)
         free(m->warned[i]);
+    for (int i = 0; i < LAB_TOPIC_COUNT; i++)
+        free(m->in_filters[i]);
     free(m->ring);
     free(m->site);
     free(m->cell);
@@ -795,6 +884,9 @@ int lab_mqtt_start(lab_mqtt_t **out, uv_loop_t *loop, const lab_config_t *cfg, l
     m->root = lab_topic_root(cfg->mqtt_topic_root, cfg->site, cfg->cell);
     lab_topic_format(&lab_topics[LAB_TOPIC_STATUS], m->root, NULL, 0, &m->status_topic);
     m->will = status_doc(m, "offline", false);
+    for (int i = 0; i < LAB_TOPIC_COUNT; i++)
+        if (lab_topics[i].dir == LAB_TOPIC_IN)
+            m->in_filters[i] = lab_topic_filter(&lab_topics[i], m->root);
     m->uri = lab_strdup(cfg->mqtt_uri);
     m->client_id = cfg->mqtt_client_id ? lab_strdup(cfg->mqtt_client_id)
                                        : lab_asprintf("labloop-%s-%s", cfg->site, cfg->cell);
@@ -810,6 +902,8 @@ int lab_mqtt_start(lab_mqtt_t **out, uv_loop_t *loop, const lab_config_t *cfg, l
         m->ring[i].m = m;
 
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
+    /* Paho's default (100) is below the default window: a burst would be refused half way. */
+    co.maxBufferedMessages = m->ring_cap + BUFFER_SPARE;
     int rc = MQTTAsync_createWithOptions(&m->client, m->uri, m->client_id,
                                          MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
     if (rc != MQTTASYNC_SUCCESS) {
@@ -833,6 +927,7 @@ int lab_mqtt_start(lab_mqtt_t **out, uv_loop_t *loop, const lab_config_t *cfg, l
     lab_store_stats_t ss;
     lab_store_stats(st, &ss);
     m->head = ss.head_seq;
+    m->rebase_gen = lab_store_rebase_gen(st, NULL);
     ring_reset(m);
     lab_store_on_commit(st, on_commit, m);
     log_info("mqtt", "starting uri=%s root=%s cursor=%lld head=%lld", m->uri, m->root,
@@ -891,15 +986,55 @@ int lab_mqtt_subscribe(lab_mqtt_t *m, const char *filter, int qos, lab_mqtt_msg_
     s->qos = qos;
     s->cb = cb;
     s->ctx = ctx;
-    if (m->state == M_UP)
+    if (m->state == M_UP) {
+        if (m->subs_pending)
+            m->subs_pending++;
         subscribe_one(m, s);
+    }
     return LAB_OK;
+}
+
+const char *const lab_mqtt_why_names[LAB_MQTT_WHY_COUNT] = {
+    [LAB_MQTT_NO_REPLY_TOPIC] = "no_reply_topic",
+    [LAB_MQTT_BAD_REPLY_TOPIC] = "bad_reply_topic",
+    [LAB_MQTT_NOT_SENT] = "not_sent",
+    [LAB_MQTT_NO_SUBSCRIPTION] = "no_subscription",
+    [LAB_MQTT_STOPPING] = "stopping",
+};
+
+static void unanswered(lab_mqtt_t *m, lab_mqtt_why_t why, const char *what, const char *answer)
+{
+    m->in.unanswered[why]++;
+    /* The answer may be long (every problem of a batch); its start says what it was. */
+    log_warn("mqtt", "%s; not answered (%s)%s%.*s", what, lab_mqtt_why_names[why],
+             answer ? ": the answer was " : "", answer ? 400 : 0, answer ? answer : "");
+}
+
+void lab_mqtt_unanswered(lab_mqtt_t *m, const char *topic, lab_mqtt_why_t why, const char *answer)
+{
+    if (!m || (unsigned)why >= LAB_MQTT_WHY_COUNT)
+        return;
+    char what[400];
+    snprintf(what, sizeof what, "message on topic=%.300s", topic ? topic : "-");
+    unanswered(m, why, what, answer);
 }
 
 int lab_mqtt_reply(lab_mqtt_t *m, const char *topic, const char *payload)
 {
-    if (!m || m->state != M_UP || m->stopping)
+    if (!m)
         return LAB_ECONN;
+    char what[400];
+    const char *bad = lab_topic_reply_check(topic);
+    if (bad) {
+        snprintf(what, sizeof what, "reply topic=%.300s %s", topic ? topic : "", bad);
+        unanswered(m, LAB_MQTT_BAD_REPLY_TOPIC, what, payload);
+        return LAB_EINVAL;
+    }
+    if (m->state != M_UP || m->stopping) {
+        snprintf(what, sizeof what, "reply topic=%.300s: the broker is not connected", topic);
+        unanswered(m, LAB_MQTT_NOT_SENT, what, payload);
+        return LAB_ECONN;
+    }
     MQTTAsync_message msg = MQTTAsync_message_initializer;
     msg.payload = (void *)payload;
     msg.payloadlen = (int)strlen(payload);
@@ -907,8 +1042,17 @@ int lab_mqtt_reply(lab_mqtt_t *m, const char *topic, const char *payload)
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     int rc = MQTTAsync_sendMessage(m->client, topic, &msg, &ro);
     if (rc != MQTTASYNC_SUCCESS) {
-        log_warn("mqtt", "reply topic=%s not sent rc=%d", topic, rc);
-        return LAB_ECONN;
+        bool utf8 = rc == MQTTASYNC_BAD_UTF8_STRING;
+        snprintf(what, sizeof what, "reply topic=%.300s: %s (paho error %d)", topic,
+                 utf8 ? "not UTF-8" : "the client did not take it", rc);
+        unanswered(m, utf8 ? LAB_MQTT_BAD_REPLY_TOPIC : LAB_MQTT_NOT_SENT, what, payload);
+        return utf8 ? LAB_EINVAL : LAB_ECONN;
     }
+    m->in.answered++;
     return LAB_OK;
+}
+
+void lab_mqtt_inbound(const lab_mqtt_t *m, lab_mqtt_inbound_t *out)
+{
+    *out = m->in;
 }

@@ -7,6 +7,7 @@
 
 #include "core/cfg.h"
 #include "core/clock.h"
+#include "daemon/bus/topics.h"
 #include "daemon/store/pg.h" /* lab_sink_stats_t */
 #include "daemon/store/store.h"
 
@@ -33,7 +34,32 @@ typedef void (*lab_mqtt_msg_cb)(void *ctx, const char *topic, const char *payloa
  * matches. LAB_EINVAL for a bad filter or QoS, LAB_ETOOBIG past 32 entries. */
 int lab_mqtt_subscribe(lab_mqtt_t *m, const char *filter, int qos, lab_mqtt_msg_cb cb, void *ctx);
 /* An answer to an inbound message (its response topic), QoS 1, outside the outbox: answers are
- * for whoever waits now. LAB_ECONN when the broker is not connected. */
+ * for whoever waits now. LAB_EINVAL for a topic no answer may go to (lab_topic_reply_check),
+ * LAB_ECONN when the broker is not connected or Paho refused it. Every answer not sent is logged
+ * with why and its text, and counted. */
 int lab_mqtt_reply(lab_mqtt_t *m, const char *topic, const char *payload);
+
+/* Why an inbound message got no answer; each is counted (labloop_mqtt_unanswered_total). */
+typedef enum lab_mqtt_why {
+    LAB_MQTT_NO_REPLY_TOPIC,  /* neither a response topic nor reply_to */
+    LAB_MQTT_BAD_REPLY_TOPIC, /* one no answer may be published to */
+    LAB_MQTT_NOT_SENT,        /* the broker not connected, or Paho refused it */
+    LAB_MQTT_NO_SUBSCRIPTION, /* it matched none of ours */
+    LAB_MQTT_STOPPING,        /* it came while the bridge was closing */
+    LAB_MQTT_WHY_COUNT
+} lab_mqtt_why_t;
+extern const char *const lab_mqtt_why_names[LAB_MQTT_WHY_COUNT];
+/* For a handler that has an answer and nowhere to send it: logs it with the inbound topic and
+ * counts it. */
+void lab_mqtt_unanswered(lab_mqtt_t *m, const char *topic, lab_mqtt_why_t why, const char *answer);
+
+/* Inbound traffic for /metrics. */
+typedef struct lab_mqtt_inbound {
+    int64_t received[LAB_TOPIC_COUNT]; /* by the inbound topic of the table it came on */
+    int64_t received_other;            /* on no topic of the table */
+    int64_t answered;
+    int64_t unanswered[LAB_MQTT_WHY_COUNT];
+} lab_mqtt_inbound_t;
+void lab_mqtt_inbound(const lab_mqtt_t *m, lab_mqtt_inbound_t *out);
 
 #endif

@@ -66,6 +66,19 @@ bool lab_topic_level_ok(const char *s)
     return true;
 }
 
+const char *lab_topic_reply_check(const char *topic)
+{
+    if (!topic || !*topic)
+        return "empty";
+    if (strlen(topic) > 65535)
+        return "longer than 65535 bytes";
+    if (strpbrk(topic, "+#"))
+        return "holds a wildcard ('+' or '#')";
+    if (topic[0] == '$')
+        return "a '$' topic belongs to the broker";
+    return NULL;
+}
+
 /* Expands the pattern after root: each {name} becomes vars[i] (or "+" when vars is NULL). */
 static int expand(const lab_topic_t *t, const char *root, const char *const *vars, int nvars,
                   char **out)

@@ -53,6 +53,10 @@ int lab_topic_format(const lab_topic_t *t, const char *root, const char *const *
                      char **out);
 /* root "/" pattern with every placeholder as '+': the subscription filter; malloc'd. */
 char *lab_topic_filter(const lab_topic_t *t, const char *root);
+/* Whether an answer may be published to topic (a response topic or reply_to from outside): not
+ * empty, at most 65535 bytes, no wildcard ('+', '#': the broker would drop the connection over
+ * it), not a '$' topic (the broker's own). NULL when fine, else why not. UTF-8 is Paho's check. */
+const char *lab_topic_reply_check(const char *topic);
 /* MQTT filter matching ('+' one level, '#' the rest). */
 bool lab_topic_match(const char *filter, const char *topic);
 

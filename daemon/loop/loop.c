@@ -495,25 +495,34 @@ void loop_maybe_propose(lab_loop_t *l, camp_t *c)
 
 typedef struct mq_reply {
     lab_loop_t *l;
-    char *topic;
+    char *topic; /* where the answer goes, NULL when nowhere */
+    char *from;  /* the topic the batch came on */
 } mq_reply_t;
 
+/* Every batch that came over MQTT ends here: answered, or logged with its answer and why it could
+ * not be sent (lab_mqtt_reply and lab_mqtt_unanswered log and count). */
 static void mq_done(void *arg, int status, json_t *a)
 {
     mq_reply_t *r = arg;
-    if (r->topic && r->l->mqtt) {
+    if (r->l->mqtt) {
         json_t *out = json_deep_copy(a);
+        if (!json_is_object(out)) {
+            json_decref(out);
+            out = json_object();
+        }
         if (!json_object_get(out, "status"))
             json_object_set_new(out, "status", json_string(status < 300 ? "accepted" : "rejected"));
         json_object_set_new(out, "code", json_integer(status));
         char *text = json_dumps(out, JSON_COMPACT);
         json_decref(out);
-        int rc = lab_mqtt_reply(r->l->mqtt, r->topic, text);
-        if (rc)
-            log_warn("loop", "answer to %s not sent: %s", r->topic, lab_strerror(rc));
+        if (!r->topic)
+            lab_mqtt_unanswered(r->l->mqtt, r->from, LAB_MQTT_NO_REPLY_TOPIC, text);
+        else if (lab_mqtt_reply(r->l->mqtt, r->topic, text) == 0)
+            log_info("loop", "batch on topic=%s answered %d on %s", r->from, status, r->topic);
         free(text);
     }
     free(r->topic);
+    free(r->from);
     free(r);
 }
 
@@ -524,26 +533,26 @@ static void on_batch_msg(void *ctx, const char *topic, const char *payload, size
     /* ROOT/in/campaigns/{id}/batches */
     const char *root = lab_mqtt_root(l->mqtt);
     size_t rl = strlen(root);
+    /* The subscription's filter matched: the topic is ROOT/in/campaigns/{id}/batches. The id is
+     * taken whole, whatever its length, so that an answer names what was sent. */
     const char *p = topic + rl + strlen("/in/campaigns/");
-    const char *end = strstr(p, "/batches");
-    char id[72] = "";
-    if (strlen(topic) > rl + 14 && end && end - p < (ptrdiff_t)sizeof id)
-        snprintf(id, sizeof id, "%.*s", (int)(end - p), p);
+    const char *end = strlen(topic) > rl + 14 ? strstr(p, "/batches") : NULL;
+    char *id = end ? lab_strndup(p, (size_t)(end - p)) : lab_strdup("");
     json_error_t je;
     json_t *doc = json_loadb(payload, len, 0, &je);
     mq_reply_t *r = LAB_NEW(mq_reply_t);
     r->l = l;
-    const char *rt = response_topic ? response_topic : loop_str(doc, "reply_to");
+    r->from = lab_strdup(topic);
+    /* An empty Response Topic is no topic: reply_to is the fallback then too. */
+    const char *rt = response_topic && *response_topic ? response_topic : loop_str(doc, "reply_to");
     r->topic = rt && *rt ? lab_strdup(rt) : NULL;
-    if (!r->topic)
-        log_warn("loop", "batch on %s has no response topic or reply_to: its answer goes nowhere",
-                 topic);
     if (!json_is_object(doc)) {
         char msg[300];
         snprintf(msg, sizeof msg, "the batch is not a JSON object: %s (line %d)", je.text, je.line);
         loop_answer(mq_done, r, 400,
                     loop_problem(msg, json_pack("[{s:s,s:s}]", "path", "", "message", msg)));
         json_decref(doc);
+        free(id);
         return;
     }
     lab_jerrs_t e = {0};
@@ -555,10 +564,12 @@ static void on_batch_msg(void *ctx, const char *topic, const char *payload, size
         lab_jerrs_free(&e);
         loop_answer(mq_done, r, 422, a);
         json_decref(doc);
+        free(id);
         return;
     }
     lab_loop_batch(l, id, doc, "mqtt", "mqtt", mq_done, r);
     json_decref(doc);
+    free(id);
 }
 
 /* ---- start and stop ---- */

@@ -92,6 +92,9 @@ struct lab_pg {
     int row_i;
 
     int64_t cursor;
+    /* The first cursor read of this process was checked against the store's open head, and the
+     * store rebased when PostgreSQL was ahead of it; no batch goes out before then. */
+    bool joined, rebasing;
     int64_t delivered, batches, errors, connects;
     char *last_error;
 
@@ -705,6 +708,79 @@ static void pg_step_result(lab_pg_t *pg, PGresult *r)
     }
 }
 
+static void pg_on_rebased(void *arg, int status)
+{
+    lab_pg_t *pg = arg;
+    pg->rebasing = false;
+    if (pg->closing) {
+        pg_unref(pg);
+        return;
+    }
+    pg->handles--;
+    if (status) {
+        pg_set_error(pg, "rebase onto seq=%lld failed: %s", (long long)pg->cursor,
+                     lab_strerror(status));
+        log_error("pg", "%s; trying again after a reconnect", pg->last_error);
+        if (pg->phase != PH_IDLE)
+            pg_down(pg, NULL);
+        return;
+    }
+    pg->joined = true;
+    if (pg->phase == PH_PIPE) {
+        lab_store_sink_acked(pg->st, pg->sink, pg->cursor);
+        pg->sent = pg->cursor;
+        pg_pump(pg);
+    }
+}
+
+/* The first cursor of this process against the store's open head. PostgreSQL past it means the
+ * state_dir is new or a restored backup older than the database: the rows appended since the
+ * store opened carry seqs PostgreSQL holds for other rows, so the store moves them past the cursor
+ * before any is sent. False when the writer went down. */
+static bool pg_join(lab_pg_t *pg)
+{
+    lab_store_stats_t ss;
+    lab_store_stats(pg->st, &ss);
+    /* What this process delivered itself (an earlier writer on the same store) is no news. */
+    int64_t open = lab_store_open_head(pg->st);
+    int64_t mine = lab_store_sink_position(pg->st, pg->sink);
+    int64_t known = mine > open ? mine : open;
+    if (pg->joined || pg->rebasing || pg->cursor <= known) {
+        pg->joined = pg->joined || (!pg->rebasing && pg->cursor <= known);
+        if (pg->joined && pg->cursor <= ss.head_seq)
+            lab_store_sink_acked(pg->st, pg->sink, pg->cursor);
+        return true;
+    }
+    if (mine > open) {
+        /* Rows of this process are in PostgreSQL already: moving them would write them twice. */
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "cursor seq=%lld in PostgreSQL moved past seq=%lld, which this process "
+                 "delivered: is another labloopd writing as cell=%.64s?",
+                 (long long)pg->cursor, (long long)mine, pg->cell);
+        log_error("pg", "%s", msg);
+        pg_down(pg, msg);
+        return false;
+    }
+    log_error("pg",
+              "cell=%s: PostgreSQL holds this cell's outbox up to seq=%lld but the local store "
+              "opened at seq=%lld (a new or restored state_dir); moving the %lld rows appended "
+              "since then to seq=%lld and up, and going on from there",
+              pg->cell, (long long)pg->cursor, (long long)open, (long long)(ss.head_seq - open),
+              (long long)pg->cursor + 1);
+    int rc = lab_store_rebase(pg->st, pg->cursor, pg_on_rebased, pg);
+    if (rc) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "rebase onto seq=%lld: %s", (long long)pg->cursor,
+                 lab_strerror(rc));
+        pg_down(pg, msg);
+        return false;
+    }
+    pg->rebasing = true;
+    pg->handles++; /* the store calls back even after a stop */
+    return true;
+}
+
 /* The step's query finished: on to the next one, or into pipeline mode when all are done. */
 static void pg_step_done(lab_pg_t *pg)
 {
@@ -732,13 +808,8 @@ static void pg_step_done(lab_pg_t *pg)
     case ST_MIGRATE:
         break; /* the next file, if any */
     case ST_CURSOR: {
-        lab_store_stats_t ss;
-        lab_store_stats(pg->st, &ss);
-        if (pg->cursor > ss.head_seq)
-            log_warn("pg", "cursor seq=%lld in PostgreSQL is past the local outbox head=%lld",
-                     (long long)pg->cursor, (long long)ss.head_seq);
-        else
-            lab_store_sink_acked(pg->st, pg->sink, pg->cursor);
+        if (!pg_join(pg))
+            return;
         if (!PQenterPipelineMode(pg->conn)) {
             pg_down_conn(pg, "pipeline mode");
             return;
@@ -836,7 +907,7 @@ static void pg_on_pump_retry(uv_timer_t *t)
 /* Fills the window with batches read after the last one sent. */
 static void pg_pump(lab_pg_t *pg)
 {
-    while (pg->phase == PH_PIPE && !pg->rows && !pg->window_broken && !pg->closing &&
+    while (pg->phase == PH_PIPE && pg->joined && !pg->rows && !pg->window_broken && !pg->closing &&
            pg->nflight < PG_WINDOW) {
         lab_outbox_row_t *rows;
         int n = lab_outbox_read(pg->st, pg->sent, pg->batch_rows, &rows);

@@ -71,6 +71,11 @@ struct lab_store {
     int64_t head_seq, groups, ops, ops_failed;
     int64_t pruned; /* every outbox row <= pruned is gone */
     bool pruned_here;
+    /* The head when the store opened: rows above it were appended by this process. */
+    int64_t open_head;
+    /* Rebases onto PostgreSQL's history (lab_store_rebase): how many, and the newest's target. */
+    int64_t rebases, rebase_from, rebase_onto;
+    bool rebasing;
 
     struct {
         lab_store_commit_cb cb;
@@ -465,6 +470,7 @@ int lab_store_open(lab_store_t **out, uv_loop_t *loop, const char *state_dir)
         rc = query_int64(st->w.db, "SELECT min(seq) - 1 FROM outbox", st->head_seq, &st->pruned);
     if (rc)
         goto fail;
+    st->open_head = st->head_seq;
 
     snprintf(pragmas, sizeof pragmas, "PRAGMA busy_timeout=%d; PRAGMA foreign_keys=ON;",
              BUSY_TIMEOUT_MS);
@@ -551,10 +557,26 @@ static void group_apply_internal(lab_store_t *st)
             rc = lab_sqlite_fail(c->db, src, "save cursor");
     }
     if (!rc && st->gprune) {
-        sqlite3_stmt *s = lab_conn_stmt(c, "DELETE FROM outbox WHERE seq <= ?");
+        /* At most PRUNE_MAX rows, counted as rows rather than seqs: a rebase leaves a gap in the
+         * seqs that a step in seqs would cross one empty group at a time. */
+        sqlite3_stmt *s = lab_conn_stmt(c, "SELECT seq FROM outbox WHERE seq <= ? ORDER BY seq "
+                                           "LIMIT 1 OFFSET ?");
         if (!s)
             rc = LAB_EDB;
         else {
+            sqlite3_bind_int64(s, 1, st->gprune);
+            sqlite3_bind_int(s, 2, PRUNE_MAX - 1);
+            int src = sqlite3_step(s);
+            if (src == SQLITE_ROW)
+                st->gprune = sqlite3_column_int64(s, 0);
+            else if (src != SQLITE_DONE)
+                rc = lab_sqlite_fail(c->db, src, "prune outbox");
+            sqlite3_reset(s);
+        }
+        s = rc ? NULL : lab_conn_stmt(c, "DELETE FROM outbox WHERE seq <= ?");
+        if (!rc && !s)
+            rc = LAB_EDB;
+        else if (s) {
             sqlite3_bind_int64(s, 1, st->gprune);
             int src = sqlite3_step(s);
             sqlite3_reset(s);
@@ -626,7 +648,7 @@ static int64_t prune_target(const lab_store_t *st)
             lo = st->sinks[i].acked;
     if (lo <= st->pruned || (lo - st->pruned < PRUNE_MIN && !st->closing))
         return 0;
-    return lo - st->pruned > PRUNE_MAX ? st->pruned + PRUNE_MAX : lo;
+    return lo; /* the group deletes at most PRUNE_MAX rows of it */
 }
 
 static void group_done(uv_work_t *req, int status);
@@ -851,6 +873,8 @@ void lab_store_stats(const lab_store_t *st, lab_store_stats_t *out)
     out->ops = st->ops;
     out->ops_failed = st->ops_failed;
     out->queued = st->queued;
+    out->rebases = st->rebases;
+    out->rebase_onto = st->rebase_onto;
 }
 
 int lab_store_sink_register(lab_store_t *st, const char *name)
@@ -884,6 +908,11 @@ void lab_store_sink_acked(lab_store_t *st, int sink, int64_t seq)
         return;
     st->sinks[sink].acked = seq;
     kick(st);
+}
+
+int64_t lab_store_sink_position(const lab_store_t *st, int sink)
+{
+    return sink >= 0 && sink < st->nsinks ? st->sinks[sink].acked : 0;
 }
 
 int64_t lab_store_cursor_get(lab_store_t *st, const char *name)
@@ -939,4 +968,112 @@ int64_t lab_store_newest_ts(lab_store_t *st)
     int64_t v = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
     sqlite3_reset(q);
     return v;
+}
+
+/* ---- rebasing onto a history kept elsewhere ---- */
+
+typedef struct rebase_op {
+    lab_store_op_t op;
+    lab_store_t *st;
+    int64_t from, shift;
+    lab_store_rebase_cb cb;
+    void *arg;
+} rebase_op_t;
+
+static int rebase_apply(lab_store_op_t *op, sqlite3 *db)
+{
+    rebase_op_t *r = (rebase_op_t *)op;
+    lab_conn_t *c = lab_conn_find(db);
+    if (!c)
+        return LAB_EINVAL;
+    /* Through negative seqs: moving the keys up in place would collide with the rows not yet
+     * moved. Rows keep their order and stay contiguous; what points at them moves with them;
+     * a sink past `from` starts again from it, since the rows it had are under new seqs. */
+    static const char *const steps[] = {
+        "UPDATE outbox SET seq = -(seq + ?2) WHERE seq > ?1",
+        "UPDATE outbox SET seq = -seq WHERE seq < 0",
+        "UPDATE sqlite_sequence SET seq = max(seq, ?1) + ?2 WHERE name = 'outbox'",
+        "INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox', ?1 + ?2 "
+        "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox')",
+        "UPDATE runs SET seq = seq + ?2 WHERE seq > ?1",
+        "UPDATE workflows SET seq = seq + ?2 WHERE seq > ?1",
+        "UPDATE sink_cursors SET seq = ?1 WHERE seq > ?1",
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        sqlite3_stmt *s = lab_store_stmt(db, steps[i]);
+        if (!s)
+            return LAB_EDB;
+        if (sqlite3_bind_parameter_count(s) >= 2) {
+            sqlite3_bind_int64(s, 1, r->from);
+            sqlite3_bind_int64(s, 2, r->shift);
+        }
+        int rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE)
+            return lab_sqlite_fail(db, rc, "rebase outbox");
+    }
+    c->head = (c->head > r->from ? c->head : r->from) + r->shift;
+    /* Cursors this group writes after its ops were taken before the move. */
+    for (int i = 0; i < r->st->ngcursors; i++)
+        if (r->st->gcursors[i].seq > r->from)
+            r->st->gcursors[i].seq = r->from;
+    return 0;
+}
+
+static void rebase_done(lab_store_op_t *op, int status)
+{
+    rebase_op_t *r = (rebase_op_t *)op;
+    lab_store_t *st = r->st;
+    st->rebasing = false;
+    if (status == 0) {
+        st->rebases++;
+        st->rebase_from = r->from;
+        st->rebase_onto = r->from + r->shift;
+        st->open_head = st->rebase_onto;
+        for (int i = 0; i < st->nsinks; i++)
+            if (st->sinks[i].acked > r->from)
+                st->sinks[i].acked = r->from;
+        for (int i = 0; i < st->ncursors; i++)
+            if (st->cursors[i].seq > r->from)
+                st->cursors[i].seq = r->from;
+        log_warn("store", "outbox rebased: rows after seq=%lld moved up by %lld, now from seq=%lld",
+                 (long long)r->from, (long long)r->shift, (long long)(r->from + r->shift + 1));
+    } else {
+        log_error("store", "outbox rebase onto seq=%lld failed: %s",
+                  (long long)(r->from + r->shift), lab_strerror(status));
+    }
+    if (r->cb)
+        r->cb(r->arg, status);
+    free(r);
+}
+
+int64_t lab_store_open_head(const lab_store_t *st)
+{
+    return st->open_head;
+}
+
+int lab_store_rebase(lab_store_t *st, int64_t onto, lab_store_rebase_cb cb, void *arg)
+{
+    if (onto <= st->open_head)
+        return LAB_EINVAL;
+    if (st->rebasing)
+        return LAB_EBUSY;
+    rebase_op_t *r = LAB_NEW(rebase_op_t);
+    r->op.apply = rebase_apply;
+    r->op.done = rebase_done;
+    r->st = st;
+    r->from = st->open_head;
+    r->shift = onto - st->open_head;
+    r->cb = cb;
+    r->arg = arg;
+    st->rebasing = true;
+    lab_store_submit(st, &r->op);
+    return 0;
+}
+
+int64_t lab_store_rebase_gen(const lab_store_t *st, int64_t *from)
+{
+    if (from)
+        *from = st->rebases ? st->rebase_from : 0;
+    return st->rebases;
 }

@@ -74,7 +74,9 @@ typedef struct lab_store_stats {
     int64_t groups;   /* transactions committed */
     int64_t ops;      /* operations committed */
     int64_t ops_failed;
-    int queued; /* ops waiting for the next group */
+    int queued;          /* ops waiting for the next group */
+    int64_t rebases;     /* times this process moved its rows onto a history kept elsewhere */
+    int64_t rebase_onto; /* the seq the newest rebase moved them past, 0 when none */
 } lab_store_stats_t;
 void lab_store_stats(const lab_store_t *st, lab_store_stats_t *out);
 
@@ -115,9 +117,26 @@ void lab_outbox_rows_free(lab_outbox_row_t *rows, int n);
  * index (the same one for a name registered again), LAB_EINVAL, or LAB_ETOOBIG past 8 sinks. */
 int lab_store_sink_register(lab_store_t *st, const char *name);
 void lab_store_sink_acked(lab_store_t *st, int sink, int64_t seq);
+/* The newest seq the sink acknowledged in this process (0 when none). */
+int64_t lab_store_sink_position(const lab_store_t *st, int sink);
 /* Reads the saved cursor (0 when none). Loop thread. */
 int64_t lab_store_cursor_get(lab_store_t *st, const char *name);
 /* Queues a write of the cursor (coalesced: only the newest value is written). */
 void lab_store_cursor_save(lab_store_t *st, const char *name, int64_t seq);
+
+/* ---- joining a history kept elsewhere (a reset or restored state_dir) ----
+ * The PostgreSQL writer may find that PostgreSQL already holds this cell's rows past the head the
+ * store opened with: the store is new, or a restored backup older than the database. The rows this
+ * process appended since it opened then carry seqs PostgreSQL already has for other rows.
+ * lab_store_rebase moves them (in order, as one op of the next group) to just past `onto`, raises
+ * the outbox sequence past them, and sends every sink that had gone past the open head back to it
+ * (their rows are under new seqs). Refused (LAB_EINVAL) when onto <= the open head, LAB_EBUSY
+ * while one is under way. cb runs on the loop thread after the op, before commit listeners. */
+typedef void (*lab_store_rebase_cb)(void *arg, int status);
+int64_t lab_store_open_head(const lab_store_t *st);
+int lab_store_rebase(lab_store_t *st, int64_t onto, lab_store_rebase_cb cb, void *arg);
+/* The number of rebases done so far; *from: the seq the newest started after (sinks past it must
+ * read again from it). */
+int64_t lab_store_rebase_gen(const lab_store_t *st, int64_t *from);
 
 #endif

@@ -115,6 +115,10 @@ json_t *h_run_wait(const h_daemon_t *d, const char *id, const char *state, int m
  * named `name` (NULL: its own name, "elisa"). 0 when it is stored (201, or 200: stored already). */
 int h_workflow_example(const char *url, const char *name);
 
+/* The value of one series of the daemon's /metrics, named as it is printed (with its labels,
+ * e.g. "labloop_sink_connects_total{sink=\"mqtt\"}"); -1 when it is not there. */
+long long h_metric(const h_daemon_t *d, const char *series);
+
 /* Runs a command (sh -c) and returns its exit status; output into out when given. */
 int h_run(const char *cmd, char *out, size_t len);
 

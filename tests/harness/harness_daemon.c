@@ -428,3 +428,17 @@ int h_workflow_example(const char *url, const char *name)
     free(resp);
     return st == 201 || st == 200 ? 0 : -1;
 }
+
+long long h_metric(const h_daemon_t *d, const char *series)
+{
+    char *resp = NULL, key[256];
+    if (h_http(d->url, "GET", "/metrics", NULL, NULL, &resp) != 200) {
+        free(resp);
+        return -1;
+    }
+    snprintf(key, sizeof key, "\n%s ", series);
+    const char *p = resp ? strstr(resp, key) : NULL;
+    long long v = p ? atoll(p + strlen(key)) : -1;
+    free(resp);
+    return v;
+}

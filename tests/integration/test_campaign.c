@@ -427,6 +427,99 @@ static void test_batch_over_mqtt(void **state)
     h_daemon_destroy(&d);
 }
 
+/* ---- MQTT: no batch vanishes: each is answered, or logged with why not, and counted ---- */
+
+/* Publishes payload once (QoS 1: mosquitto_pub returns after the broker has it). */
+static void pub_batch(const char *root, const char *campaign, const char *opts, const char *payload)
+{
+    char cmd[2048], out[1024];
+    snprintf(cmd, sizeof cmd,
+             "mosquitto_pub %s -h 127.0.0.1 -p %d -q 1 -t '%s/in/campaigns/%s/batches' -m '%s'",
+             opts, mq.port, root, campaign, payload);
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+}
+
+static long long metric_wait(h_daemon_t *d, const char *series, long long want)
+{
+    long long v = -1;
+    for (long long end = h_now_ms() + 20000; h_now_ms() < end; h_sleep_ms(50))
+        if ((v = h_metric(d, series)) == want)
+            break;
+    return v;
+}
+
+static void test_batch_never_silent(void **state)
+{
+    (void)state;
+    static h_daemon_t d;
+    /* The daemon's "online" is published once its subscriptions are in place: a batch sent as
+     * soon as it is seen is received, the first time. */
+    h_sub_t *status = h_sub_start(mq.uri, "labloop/v1/+/+/status");
+    setup_campaign(&d, CAMPAIGN("mq2", ""));
+    /* Paused: the batches accepted here lay out no plate, and the instruments stay idle for the
+     * tests after this one. */
+    json_decref(h_api(&d, "POST", "/v1/campaigns/mq2/pause", NULL, 200));
+    char root[128], st_topic[160];
+    mix_topic_root(&d, root, sizeof root);
+    snprintf(st_topic, sizeof st_topic, "%s/status", root);
+    bool online = false;
+    for (long long end = h_now_ms() + 20000; !online && h_now_ms() < end; h_sleep_ms(5)) {
+        h_msg_t *v;
+        int n = h_sub_messages(status, &v);
+        for (int i = 0; i < n; i++)
+            online |= strcmp(v[i].topic, st_topic) == 0 && strstr(v[i].payload, "\"online\"");
+    }
+    assert_true(online);
+    h_sub_t *ans = h_sub_start(mq.uri, "answers2/#");
+    pub_batch(root, "mq2", "-V mqttv5 -D publish response-topic answers2/one",
+              "{\"batch\":\"n1\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":[{"
+              "\"id\":\"r1\",\"params\":{\"substrate\":30,\"inhibitor\":0},\"score\":1}]}");
+    assert_int_equal(h_sub_wait(ans, 1, 20000), 1);
+
+    /* A response topic with a wildcard: publishing there would make the broker drop the
+     * daemon's connection. Not sent, logged, counted; the connection stays. */
+    pub_batch(root, "mq2", "-V mqttv5 -D publish response-topic 'answers2/+/x'",
+              "{\"batch\":\"n2\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":[{"
+              "\"id\":\"r2\",\"params\":{\"substrate\":20,\"inhibitor\":0},\"score\":1}]}");
+    assert_int_equal(
+        metric_wait(&d, "labloop_mqtt_unanswered_total{reason=\"bad_reply_topic\"}", 1), 1);
+    assert_int_equal(log_count(&d, "reply topic=answers2/+/x holds a wildcard"), 1);
+    /* reply_to naming a broker topic, and a batch with nowhere to answer (MQTT 3.1.1 and no
+     * reply_to): both logged with the answer they would have had. */
+    pub_batch(root, "mq2", "",
+              "{\"batch\":\"n3\",\"reply_to\":\"$SYS/x\",\"model\":{\"name\":\"m\",\"version\":1},"
+              "\"candidates\":[{\"id\":\"r3\",\"params\":{\"substrate\":20,\"inhibitor\":0},"
+              "\"score\":1}]}");
+    pub_batch(root, "mq2", "",
+              "{\"batch\":\"n4\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":[{"
+              "\"id\":\"r4\",\"params\":{\"substrate\":-5,\"inhibitor\":0},\"score\":1}]}");
+    assert_int_equal(
+        metric_wait(&d, "labloop_mqtt_unanswered_total{reason=\"bad_reply_topic\"}", 2), 2);
+    assert_int_equal(metric_wait(&d, "labloop_mqtt_unanswered_total{reason=\"no_reply_topic\"}", 1),
+                     1);
+    assert_int_equal(log_count(&d, "not answered (no_reply_topic): the answer was "), 1);
+    assert_int_equal(log_count(&d, "\"code\":422"), 1);
+    assert_int_equal(log_count(&d, "/candidates/0/params/substrate"), 1);
+    /* A campaign id no campaign has, however long: answered 404 naming it. */
+    pub_batch(root, "x-campaign-that-does-not-exist-and-has-a-name-longer-than-seventy-two-bytes",
+              "-V mqttv5 -D publish response-topic answers2/five",
+              "{\"batch\":\"n5\",\"model\":{\"name\":\"m\",\"version\":1},\"candidates\":[{"
+              "\"id\":\"r5\",\"params\":{\"substrate\":1,\"inhibitor\":0},\"score\":1}]}");
+    assert_int_equal(h_sub_wait(ans, 2, 20000), 2);
+    h_msg_t *v;
+    assert_int_equal(h_sub_messages(ans, &v), 2);
+    assert_string_equal(v[1].topic, "answers2/five");
+    assert_non_null(strstr(v[1].payload, "seventy-two-bytes"));
+    assert_non_null(strstr(v[1].payload, "\"code\":404"));
+
+    assert_int_equal(h_metric(&d, "labloop_mqtt_received_total{topic=\"in.batches\"}"), 5);
+    assert_int_equal(h_metric(&d, "labloop_mqtt_answered_total"), 2);
+    assert_int_equal(h_metric(&d, "labloop_sink_connects_total{sink=\"mqtt\"}"), 1);
+    h_sub_stop(ans);
+    h_sub_stop(status);
+    h_daemon_destroy(&d);
+}
+
 /* ---- QC: a plate under the threshold re-runs once, then fails; the breaker pauses ---- */
 
 static void test_qc_failure_and_breaker(void **state)
@@ -661,6 +754,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_batch_over_http, daemon_teardown),
         cmocka_unit_test_teardown(test_batch_over_mqtt, daemon_teardown),
+        cmocka_unit_test_teardown(test_batch_never_silent, daemon_teardown),
         cmocka_unit_test_teardown(test_qc_failure_and_breaker, daemon_teardown),
         cmocka_unit_test_teardown(test_stale_and_scores, daemon_teardown),
         cmocka_unit_test_teardown(test_restart_loses_nothing, daemon_teardown),

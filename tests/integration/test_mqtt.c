@@ -376,6 +376,12 @@ static void test_topic_table(void **state)
     assert_false(lab_topic_match(t, ROOT "/in/campaigns/c9/batches/x"));
     assert_false(lab_topic_match(t, ROOT "/in/campaigns/batches"));
     free(t);
+    /* where an answer may go: never a wildcard (the broker drops the connection) nor '$' */
+    assert_null(lab_topic_reply_check("answers/one"));
+    const char *bad_reply[] = {"", "a/+/b", "a/#", "#", "$SYS/x"};
+    for (size_t i = 0; i < sizeof bad_reply / sizeof *bad_reply; i++)
+        assert_non_null(lab_topic_reply_check(bad_reply[i]));
+    assert_non_null(lab_topic_reply_check(NULL));
     assert_true(lab_topic_match("a/#", "a"));
     assert_true(lab_topic_match("a/#", "a/b/c"));
     assert_true(lab_topic_match("#", "a/b"));
@@ -700,6 +706,79 @@ static void test_inbound_resubscribed(void **state)
     env_close(&e);
 }
 
+/* A window wider than Paho's default buffer (100) goes out whole: no publish is refused. */
+static void test_wide_window_burst(void **state)
+{
+    enum { ROWS = 3000 };
+    env_t e;
+    env_open(&e, 1000);
+    h_sub_t *s = h_sub_start(e.mq.uri, ROOT "/runs/+/state");
+    assert_non_null(s);
+    bridge_start(&e);
+    assert_true(run_until(&e, bridge_up, NULL, DEADLINE_MS));
+    append_rows(&e, ROWS, "run.state", NULL, NULL);
+    int64_t head = ROWS;
+    sub_wait_t w = {s, ROWS};
+    assert_true(run_until(&e, sub_has, &w, DEADLINE_MS));
+    assert_true(run_until(&e, cursor_at, &head, DEADLINE_MS));
+    char *seen = calloc(ROWS + 1, 1);
+    assert_int_equal(seen_seqs(s, ROOT "/runs/", ROWS, seen), ROWS);
+    free(seen);
+    assert_int_equal(stats(&e).errors, 0);
+    h_sub_stop(s);
+    env_close(&e);
+}
+
+/* Paho refuses a publish when its buffer of messages not yet written is full
+ * (MQTTASYNC_MAX_BUFFERED_MESSAGES, rc -12). Here large replies fill the socket to a frozen broker
+ * and then that buffer, so the window is empty when the first row is refused: no acknowledgement
+ * will come to wake the publisher. Every row must still arrive once the broker thaws. */
+static void test_buffer_full_retried(void **state)
+{
+    enum { ROWS = 50, REPLIES = 2000, BIG = 64 * 1024 };
+    env_t e;
+    env_open(&e, 8);
+    h_sub_t *s = h_sub_start(e.mq.uri, ROOT "/runs/+/state");
+    assert_non_null(s);
+    bridge_start(&e);
+    assert_true(run_until(&e, bridge_up, NULL, DEADLINE_MS));
+
+    assert_int_equal(kill(e.mq.pid, SIGSTOP), 0);
+    char *big = malloc(BIG + 1);
+    memset(big, 'x', BIG);
+    big[BIG] = '\0';
+    /* Until Paho cannot take one even after a pause: its socket is full, nothing drains. */
+    int sent = 0;
+    bool stuck = false;
+    while (!stuck && sent < REPLIES) {
+        int took = 0;
+        while (sent < REPLIES && lab_mqtt_reply(e.m, "test/replies", big) == 0)
+            took++, sent++;
+        stuck = took == 0;
+        h_sleep_ms(50);
+    }
+    free(big);
+    assert_true(stuck);
+    int64_t errs = stats(&e).errors + 1;
+    append_rows(&e, ROWS, "run.state", NULL, NULL);
+    assert_true(run_until(&e, errors_at, &errs, DEADLINE_MS));
+    assert_non_null(strstr(stats(&e).last_error, "paho error -12; will be retried"));
+    assert_int_equal(stats(&e).cursor, 0);
+    assert_int_equal(kill(e.mq.pid, SIGCONT), 0);
+
+    int64_t head = head_seq(&e);
+    assert_int_equal(head, ROWS);
+    sub_wait_t w = {s, ROWS};
+    assert_true(run_until(&e, sub_has, &w, 20000));
+    assert_true(run_until(&e, cursor_at, &head, 20000));
+    char *seen = calloc(ROWS + 1, 1);
+    assert_int_equal(seen_seqs(s, ROOT "/runs/", ROWS, seen), ROWS);
+    free(seen);
+    assert_int_equal(stats(&e).connects, 1); /* no reconnect was needed */
+    h_sub_stop(s);
+    env_close(&e);
+}
+
 static void test_stop_while_down(void **state)
 {
     env_t e;
@@ -734,6 +813,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_rows),
         cmocka_unit_test(test_inbound_resubscribed),
         cmocka_unit_test(test_stop_while_down),
+        cmocka_unit_test(test_buffer_full_retried),
+        cmocka_unit_test(test_wide_window_burst),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

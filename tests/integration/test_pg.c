@@ -558,6 +558,168 @@ static void test_measure(void **state)
     fx_free(f);
 }
 
+/* ---- a state_dir wiped or restored between two lives of the cell ---- */
+
+typedef struct meas_op {
+    lab_store_op_t op;
+    int life, first, n;
+    int done, status;
+} meas_op_t;
+
+/* Measurements whose value names their life and index: life * 1000 + i. */
+static int meas_apply(lab_store_op_t *op, sqlite3 *db)
+{
+    meas_op_t *m = (meas_op_t *)op;
+    for (int i = m->first; i < m->first + m->n; i++) {
+        char run[37], doc[400];
+        run_id(m->life, run);
+        snprintf(doc, sizeof doc,
+                 "{\"run\":\"%s\",\"plate\":\"P%d\",\"step\":\"read\",\"instrument\":\"reader1\","
+                 "\"well\":\"A%d\",\"measure\":\"absorbance\",\"value\":%d,\"unit\":\"AU\"}",
+                 run, m->life, i, m->life * 1000 + i);
+        if (lab_outbox_append(db, "measurement", run, doc, 1795000000000LL + i) < 0)
+            return LAB_EDB;
+    }
+    return 0;
+}
+
+static void meas_done(lab_store_op_t *op, int status)
+{
+    meas_op_t *m = (meas_op_t *)op;
+    m->status = status;
+    m->done = 1;
+}
+
+static void fx_measure(fx_t *f, int life, int first, int n)
+{
+    meas_op_t m = {.life = life, .first = first, .n = n};
+    m.op.apply = meas_apply;
+    m.op.done = meas_done;
+    lab_store_submit(f->st, &m.op);
+    fx_wait_flag(f, &m.done);
+    assert_int_equal(m.status, 0);
+}
+
+/* Stops the writer and closes the store; the directory stays. */
+static void fx_store_close(fx_t *f)
+{
+    fx_stop_pg(f, 1000);
+    int closed = 0;
+    lab_store_close(f->st, on_store_closed, &closed);
+    fx_wait_flag(f, &closed);
+    f->st = NULL;
+}
+
+static void fx_store_open(fx_t *f, const char *dir)
+{
+    snprintf(f->dir, sizeof f->dir, "%s", dir);
+    assert_int_equal(lab_store_open(&f->st, &f->loop, f->dir), 0);
+    assert_true(lab_store_sink_register(f->st, "hold") >= 0);
+}
+
+/* Turns the loop until the count of measurements in PostgreSQL reaches want; returns the last. */
+static long long fx_measurements_wait(fx_t *f, long long want)
+{
+    long long deadline = h_now_ms() + WAIT_MS, n;
+    while ((n = fx_count(f, "SELECT count(*) FROM labloop.measurements")) != want &&
+           h_now_ms() < deadline) {
+        long long until = h_now_ms() + 20;
+        while (h_now_ms() < until)
+            uv_run(&f->loop, UV_RUN_ONCE);
+    }
+    return n;
+}
+
+/* Every measurement of life `life` (0..n-1) is in PostgreSQL exactly once with its value. */
+static void assert_life(fx_t *f, int life, int n)
+{
+    assert_int_equal(fx_count(f,
+                              "SELECT count(DISTINCT value) FROM labloop.measurements WHERE "
+                              "cell = 'cell-r' AND value >= %d AND value < %d AND well = 'A' || "
+                              "(value::int - %d)::text",
+                              life * 1000, life * 1000 + n, life * 1000),
+                     n);
+}
+
+static void test_reset_state_dir(void **state)
+{
+    enum { A = 120, B = 80, C = 60, D = 40, E = 30, F = 20 };
+    fx_t *f = fx_new("rejoin", "cell-r");
+    char dir1[256], backup[256], dir2[256], cmd[1024];
+    snprintf(dir1, sizeof dir1, "%s", f->dir);
+
+    /* Life 1: A delivered, then a backup of the state_dir, then B delivered. */
+    fx_start(f);
+    fx_measure(f, 1, 0, A);
+    fx_wait_caught_up(f);
+    fx_store_close(f);
+    assert_int_equal(h_tempdir("labloop-pgbackup", backup, sizeof backup), 0);
+    snprintf(cmd, sizeof cmd, "cp -a '%s/.' '%s/' && rm -f '%s/labloop.lock'", dir1, backup,
+             backup);
+    assert_int_equal(h_run(cmd, NULL, 0), 0);
+    fx_store_open(f, dir1);
+    fx_start(f);
+    fx_measure(f, 1, A, B);
+    fx_wait_caught_up(f);
+    int64_t life1_head = fx_head(f);
+    fx_store_close(f);
+    assert_int_equal(fx_count(f, "SELECT count(*) FROM labloop.measurements"), A + B);
+
+    /* Life 2: a wiped state_dir. C is appended before PostgreSQL answers, D after. */
+    assert_int_equal(h_tempdir("labloop-pgwiped", dir2, sizeof dir2), 0);
+    fx_store_open(f, dir2);
+    fx_measure(f, 2, 0, C);
+    fx_start(f);
+    fx_wait_state(f, LAB_SINK_UP);
+    fx_measure(f, 2, C, D);
+    h_pg_t h = fx_h(f);
+    assert_int_equal(
+        h_pg_count_wait(&h, "SELECT count(*) FROM labloop.measurements", A + B + C + D, WAIT_MS),
+        A + B + C + D);
+    fx_wait_caught_up(f);
+    lab_store_stats_t ss;
+    lab_store_stats(f->st, &ss);
+    assert_int_equal(ss.rebases, 1);
+    assert_int_equal(ss.rebase_onto, life1_head);
+    assert_int_equal(ss.head_seq, life1_head + C + D);
+    assert_life(f, 1, A + B);
+    assert_life(f, 2, C + D);
+    /* A restart of this life joins as usual: nothing moves. */
+    fx_store_close(f);
+    fx_store_open(f, dir2);
+    fx_measure(f, 2, C + D, 1);
+    fx_start(f);
+    fx_wait_caught_up(f);
+    lab_store_stats(f->st, &ss);
+    assert_int_equal(ss.rebases, 0);
+    int64_t life2_head = ss.head_seq;
+    fx_store_close(f);
+    h_rmtree(dir2);
+
+    /* Life 3: the backup taken after A comes back: its seqs after A overlap B's, C's and D's. */
+    fx_store_open(f, backup);
+    fx_measure(f, 3, 0, E);
+    fx_start(f);
+    fx_measure(f, 3, E, F);
+    assert_int_equal(fx_measurements_wait(f, A + B + C + D + 1 + E + F), A + B + C + D + 1 + E + F);
+    fx_wait_caught_up(f);
+    lab_store_stats(f->st, &ss);
+    assert_int_equal(ss.rebases, 1);
+    assert_int_equal(ss.rebase_onto, life2_head);
+    assert_life(f, 1, A + B);
+    assert_life(f, 2, C + D + 1);
+    assert_life(f, 3, E + F);
+    /* Nothing overwritten: every event row is the measurement it was written as. */
+    assert_int_equal(fx_count(f,
+                              "SELECT count(*) FROM labloop.events e JOIN labloop.measurements m "
+                              "USING (cell, seq) WHERE (e.payload->>'value')::float8 <> m.value"),
+                     0);
+    assert_int_equal(fx_count(f, "SELECT count(*) FROM labloop.events"), A + B + C + D + 1 + E + F);
+    fx_stop_pg(f, 1000);
+    h_rmtree(dir1);
+    fx_free(f); /* removes the backup, its last directory */
+}
+
 static int group_setup(void **state)
 {
     return h_pg_start(&g_pg);
@@ -572,11 +734,17 @@ static int group_teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_migrations_once),      cmocka_unit_test(test_delivery_exactly_once),
-        cmocka_unit_test(test_poison_rows),          cmocka_unit_test(test_stop_drains),
-        cmocka_unit_test(test_connect_timeout),      cmocka_unit_test(test_refused),
-        cmocka_unit_test(test_bad_conninfo),         cmocka_unit_test(test_cursor_moved_while_up),
-        cmocka_unit_test(test_server_down_and_back), cmocka_unit_test(test_measure),
+        cmocka_unit_test(test_migrations_once),
+        cmocka_unit_test(test_delivery_exactly_once),
+        cmocka_unit_test(test_poison_rows),
+        cmocka_unit_test(test_stop_drains),
+        cmocka_unit_test(test_connect_timeout),
+        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_bad_conninfo),
+        cmocka_unit_test(test_cursor_moved_while_up),
+        cmocka_unit_test(test_server_down_and_back),
+        cmocka_unit_test(test_reset_state_dir),
+        cmocka_unit_test(test_measure),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
