@@ -461,6 +461,7 @@ static void test_wiped_state_dir(void **state)
     assert_int_equal(h_pg_start(&pg), 0);
     assert_int_equal(h_mqtt_start(&mq), 0);
     assert_int_equal(h_daemon_start(&d, &pg, &mq, FAST_RETRY), 0);
+    assert_int_equal(h_workflow_example(d.url, "elisa-demo"), 0);
     sub_start(&sub, &mq, d.dir, "labloop/v1/+/+/runs/+/state", "rel-wiped");
     for (int i = 0; i < N; i++)
         ids[i] = must_submit(&d, i);
@@ -473,6 +474,7 @@ static void test_wiped_state_dir(void **state)
     snprintf(path, sizeof path, "%s/state", d.dir);
     h_rmtree(path);
     assert_int_equal(h_daemon_restart(&d), 0);
+    assert_int_equal(h_workflow_example(d.url, "elisa-demo"), 0); /* the store had it */
     for (int i = N; i < 2 * N; i++)
         ids[i] = must_submit(&d, i);
     char *list = id_list_sql(ids, 2 * N);
