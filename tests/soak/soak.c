@@ -892,6 +892,7 @@ static bool campaign_kill9(cell_t *c, uint64_t *rs)
     while ((!cfg.kills || kills < cfg.kills) &&
            (!cfg.duration_s || h_now_ms() - t0 < cfg.duration_s * 1000LL)) {
         watch_sleep(&c->d, &c->aborts, rnd_in(rs, 200, 4000), "kill9");
+        watch(&c->d, &c->aborts, "kill9"); /* an end of its own is not taken for the kill */
         h_daemon_kill9(&c->d);
         kills++;
         if (restart(&c->d))
