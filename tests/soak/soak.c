@@ -195,6 +195,8 @@ typedef struct buf {
 
 static void buf_add(buf_t *b, const void *data, size_t n)
 {
+    if (n > ((size_t)1 << 40))
+        die("a buffer of %zu bytes", n);
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1)
@@ -1115,8 +1117,9 @@ static void fuzz_path(buf_t *b, uint64_t *rs, const fuzz_env_t *f, const char **
         fuzz_nasty(b, rs, true);
         return;
     }
-    const char *brace = strchr(r, '{');
-    buf_add(b, r, brace ? (size_t)(brace - r) : strlen(r));
+    size_t head = strcspn(r, "{");
+    buf_add(b, r, head);
+    const char *brace = r[head] ? r + head : NULL;
     if (brace) {
         static const char *const real[] = {"star1", "reader1", "heat1", "soak-assay", "c1"};
         int pick = rnd_in(rs, 0, 3);
