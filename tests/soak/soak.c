@@ -58,6 +58,8 @@ enum {
     FUZZ_ANSWER_MS = 3000, /* a fuzz request's answer, after the request was sent whole */
     FUZZ_DEATH_MS = 300,   /* a daemon that gave no answer: how long to wait for it to end */
     SAVE_MAX = 20,         /* aborting requests saved to files */
+    HUNG_MS = 20000,       /* an instrument offline this long is power-cycled */
+    INSTRUMENTS_MAX = 16,
 };
 
 /* The assay at a soak's pace: 3 columns dispensed, 1 min at 37 °C, read within 2 min. The heat is
@@ -323,14 +325,6 @@ static int watch(h_daemon_t *d, atomic_int *aborts, const char *where)
     return 1;
 }
 
-static void watch_sleep(h_daemon_t *d, atomic_int *aborts, int ms, const char *where)
-{
-    for (long long end = h_now_ms() + ms; h_now_ms() < end;) {
-        watch(d, aborts, where);
-        h_sleep_ms(ms < 50 ? ms : 50);
-    }
-}
-
 /* ---- the cell: PostgreSQL, mosquitto, labloop-sim, labloopd and a subscriber ---- */
 
 typedef struct rec {
@@ -361,6 +355,11 @@ typedef struct cell {
     atomic_int live;    /* labloop_runs_live, as last seen */
     atomic_int resumed; /* paused runs resumed */
     atomic_int inits;   /* instruments in fault initialized */
+    /* an instrument offline for HUNG_MS: the operator asks for labloop-sim to be restarted */
+    char sim_ini[5000];
+    char hung[64];
+    atomic_bool sim_hung;
+    atomic_int sim_restarts;
 } cell_t;
 
 static PGresult *db_query(cell_t *c, const char *sql)
@@ -403,13 +402,14 @@ static void cell_start(cell_t *c)
 {
     memset(c, 0, sizeof *c);
     pthread_mutex_init(&c->lock, NULL);
-    char dir[256], sections[4096], ini[5000], extra[5200];
+    char dir[256], sections[4096], extra[5200];
     if (h_pg_start(&c->pg) || h_mqtt_start(&c->mq) || h_tempdir("soak-cell", dir, sizeof dir))
         die("PostgreSQL or mosquitto did not start");
     cell_sections(sections, sizeof sections, dir);
-    snprintf(ini, sizeof ini, "[labloop]\ntime_scale = %g\nsim_seed = %d\nsim_noise = 0.001\n%s",
-             cfg.time_scale, cfg.seed, sections);
-    if (h_sim_start(&c->sim, ini))
+    snprintf(c->sim_ini, sizeof c->sim_ini,
+             "[labloop]\ntime_scale = %g\nsim_seed = %d\nsim_noise = 0.001\n%s", cfg.time_scale,
+             cfg.seed, sections);
+    if (h_sim_start(&c->sim, c->sim_ini))
         die("labloop-sim did not start");
     c->sub = h_sub_start_durable(c->mq.uri, "labloop/v1/#");
     if (!c->sub)
@@ -493,6 +493,7 @@ static void *operator_main(void *arg)
 {
     cell_t *c = arg;
     const char *url = c->d.url; /* the port stays across restarts */
+    long long offline_since[INSTRUMENTS_MAX] = {0};
     while (!atomic_load(&c->op_stop)) {
         long long live = metric(&c->d, "labloop_runs_live");
         if (live >= 0)
@@ -521,8 +522,24 @@ static void *operator_main(void *arg)
         json_array_foreach(json_object_get(doc, "instruments"), i, run)
         {
             const char *state = json_string_value(json_object_get(run, "state"));
+            const char *id = json_string_value(json_object_get(run, "id"));
             if (state && strcmp(state, "fault") == 0)
-                operator_clear_fault(c, json_string_value(json_object_get(run, "id")));
+                operator_clear_fault(c, id);
+            if (i >= INSTRUMENTS_MAX)
+                continue;
+            /* A simulated instrument that stopped answering for good (a kill in the middle of
+             * an exchange can leave its parser waiting for the rest) is power-cycled. */
+            if (!state || strcmp(state, "offline") != 0) {
+                offline_since[i] = 0;
+            } else if (!offline_since[i]) {
+                offline_since[i] = h_now_ms();
+            } else if (h_now_ms() - offline_since[i] > HUNG_MS && !atomic_load(&c->sim_hung)) {
+                pthread_mutex_lock(&c->lock);
+                snprintf(c->hung, sizeof c->hung, "%s", id ? id : "-");
+                pthread_mutex_unlock(&c->lock);
+                atomic_store(&c->sim_hung, true);
+                offline_since[i] = 0;
+            }
         }
         json_decref(doc);
         h_sleep_ms(500);
@@ -697,15 +714,40 @@ typedef struct counts {
     long long acked, lost, duplicated, reads, reads_not_96, mqtt_missing, mqtt_checked;
     long long events_missing;
     long long unfinished, failed, replayed, retries, refused, given_up;
-    int aborts, resumed, inits;
+    int aborts, resumed, inits, sim_restarts;
 } counts_t;
+
+/* The daemon watched (see watch), and labloop-sim restarted when the operator asked for it: from
+ * the main thread, as the harness's children die with the thread that forked them. */
+static void cell_watch(cell_t *c, const char *where)
+{
+    watch(&c->d, &c->aborts, where);
+    if (!atomic_exchange(&c->sim_hung, false))
+        return;
+    pthread_mutex_lock(&c->lock);
+    fprintf(stderr, "soak: %s: %s offline for %d s: labloop-sim restarted\n", where, c->hung,
+            HUNG_MS / 1000);
+    pthread_mutex_unlock(&c->lock);
+    h_sim_stop(&c->sim);
+    if (h_sim_start(&c->sim, c->sim_ini))
+        die("labloop-sim does not start again");
+    atomic_fetch_add(&c->sim_restarts, 1);
+}
+
+static void cell_sleep(cell_t *c, int ms, const char *where)
+{
+    for (long long end = h_now_ms() + ms; h_now_ms() < end;) {
+        cell_watch(c, where);
+        h_sleep_ms(ms < 50 ? ms : 50);
+    }
+}
 
 /* Waits until no run is live (the operator keeps resuming), or drain_s passed. */
 static void drain(cell_t *c, const char *where)
 {
     long long end = h_now_ms() + (long long)cfg.drain_s * 1000;
     while (h_now_ms() < end) {
-        watch(&c->d, &c->aborts, where);
+        cell_watch(c, where);
         if (metric(&c->d, "labloop_runs_live") == 0)
             return;
         h_sleep_ms(250);
@@ -736,7 +778,7 @@ static long long settle(cell_t *c, const char *where)
 {
     long long head = metric(&c->d, "labloop_outbox_head_seq");
     for (long long end = h_now_ms() + SETTLE_MS; h_now_ms() < end; h_sleep_ms(250)) {
-        watch(&c->d, &c->aborts, where);
+        cell_watch(c, where);
         if (sinks_cursor(&c->d) >= head)
             return head;
     }
@@ -863,6 +905,7 @@ static void count_campaign(cell_t *c, load_t *l, long long seq_from, counts_t *k
     k->aborts = atomic_exchange(&c->aborts, 0);
     k->resumed = atomic_exchange(&c->resumed, 0);
     k->inits = atomic_exchange(&c->inits, 0);
+    k->sim_restarts = atomic_exchange(&c->sim_restarts, 0);
 }
 
 static void print_counts(const char *name, const char *head, const counts_t *k, long long ms)
@@ -870,10 +913,11 @@ static void print_counts(const char *name, const char *head, const counts_t *k, 
     printf("soak: %-6s %s acked=%lld lost=%lld duplicated=%lld reads=%lld reads_not_96=%lld "
            "mqtt_missing=%lld/%lld events_missing=%lld aborts=%d | replayed=%lld retries=%lld "
            "refused=%lld given_up=%lld failed=%lld unfinished=%lld operator_resumes=%d "
-           "operator_inits=%d seconds=%.0f\n",
+           "operator_inits=%d sim_restarts=%d seconds=%.0f\n",
            name, head, k->acked, k->lost, k->duplicated, k->reads, k->reads_not_96, k->mqtt_missing,
            k->mqtt_checked, k->events_missing, k->aborts, k->replayed, k->retries, k->refused,
-           k->given_up, k->failed, k->unfinished, k->resumed, k->inits, (double)ms / 1000);
+           k->given_up, k->failed, k->unfinished, k->resumed, k->inits, k->sim_restarts,
+           (double)ms / 1000);
     fflush(stdout);
 }
 
@@ -893,7 +937,7 @@ static bool campaign_kill9(cell_t *c, uint64_t *rs)
     int kills = 0;
     while ((!cfg.kills || kills < cfg.kills) &&
            (!cfg.duration_s || h_now_ms() - t0 < cfg.duration_s * 1000LL)) {
-        watch_sleep(&c->d, &c->aborts, rnd_in(rs, 200, 4000), "kill9");
+        cell_sleep(c, rnd_in(rs, 200, 4000), "kill9");
         watch(&c->d, &c->aborts, "kill9"); /* an end of its own is not taken for the kill */
         h_daemon_kill9(&c->d);
         kills++;
@@ -920,10 +964,10 @@ static bool campaign_outage(cell_t *c)
     long long t0 = h_now_ms(), from = metric(&c->d, "labloop_outbox_head_seq");
     load_t l;
     load_start(&l, c, 'O', 2);
-    watch_sleep(&c->d, &c->aborts, 2000, "outage");
+    cell_sleep(c, 2000, "outage");
     if (h_pg_stop(&c->pg) || h_mqtt_stop(&c->mq))
         die("PostgreSQL or mosquitto did not stop");
-    watch_sleep(&c->d, &c->aborts, cfg.outage_s * 1000, "outage");
+    cell_sleep(c, cfg.outage_s * 1000, "outage");
     if (h_pg_restart(&c->pg))
         die("PostgreSQL did not start again");
     /* The broker keeps no sessions: the daemon waits (SIGSTOP) until the subscriber is back, or
@@ -936,7 +980,7 @@ static bool campaign_outage(cell_t *c)
         if (h_now_ms() > end)
             die("the subscriber did not come back");
     kill(c->d.pid, SIGCONT);
-    watch_sleep(&c->d, &c->aborts, 3000, "outage");
+    cell_sleep(c, 3000, "outage");
     load_stop(&l);
     counts_t k = {0};
     count_campaign(c, &l, from, &k, "outage");
