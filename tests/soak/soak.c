@@ -554,7 +554,7 @@ typedef struct load {
     char prefix; /* plates K000001 (kill9), O000001 (outage) */
     int campaign;
     atomic_bool stop;
-    atomic_int next, acked, replayed, retries, refused, given_up;
+    atomic_int next, acked, replayed, retries, refused, given_up, cancelled;
     pthread_t *threads;
 } load_t;
 
@@ -576,6 +576,26 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *user)
     return size * nmemb;
 }
 
+/* Cancels an acknowledged run, again after a kill, until an answer says it is over. */
+static void client_cancel(load_t *l, const char *id)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/runs/%s/cancel", id);
+    for (long long end = h_now_ms() + 60000; h_now_ms() < end; h_sleep_ms(100)) {
+        char *resp = NULL;
+        int st = h_http(l->cell->d.url, "POST", path, NULL, "{\"reason\":\"soak\"}", &resp);
+        free(resp);
+        if (st == 200 || st == 409) {
+            atomic_fetch_add(&l->cancelled, st == 200);
+            return;
+        }
+        if (st >= 400 && st < 500) { /* 404: the lookups count it lost */
+            fprintf(stderr, "soak: cancel of run %s: %d\n", id, st);
+            return;
+        }
+    }
+}
+
 static void *client_main(void *arg)
 {
     load_t *l = arg;
@@ -585,10 +605,9 @@ static void *client_main(void *arg)
     char url[128];
     snprintf(url, sizeof url, "%s/v1/runs", c->d.url);
     while (!atomic_load(&l->stop)) {
-        while (atomic_load(&c->live) >= cfg.max_live && !atomic_load(&l->stop))
-            h_sleep_ms(50);
-        if (atomic_load(&l->stop))
-            break;
+        /* The cell finishes a run or two a second: with max_live runs live, a submission is
+         * cancelled once acknowledged, so the load goes on at the clients' pace. */
+        bool cancel = atomic_load(&c->live) >= cfg.max_live;
         int n = atomic_fetch_add(&l->next, 1) + 1;
         char body[160], key[80];
         snprintf(body, sizeof body,
@@ -632,6 +651,8 @@ static void *client_main(void *arg)
                 atomic_fetch_add(&l->acked, 1);
                 if (a.replayed)
                     atomic_fetch_add(&l->replayed, 1);
+                if (cancel && id)
+                    client_cancel(l, id);
                 json_decref(doc);
                 free(a.body.p);
                 break;
@@ -653,7 +674,7 @@ static void *client_main(void *arg)
             h_sleep_ms(rnd_in(&rs, 50, 250));
         }
         curl_slist_free_all(hl);
-        h_sleep_ms(rnd_in(&rs, 0, 100));
+        h_sleep_ms(rnd_in(&rs, 20, 200));
     }
     curl_easy_cleanup(h);
     return NULL;
@@ -713,7 +734,7 @@ static int lookup_acked(cell_t *c, int campaign, bool all)
 typedef struct counts {
     long long acked, lost, duplicated, reads, reads_not_96, mqtt_missing, mqtt_checked;
     long long events_missing;
-    long long unfinished, failed, replayed, retries, refused, given_up;
+    long long unfinished, failed, cancelled, replayed, retries, refused, given_up;
     int aborts, resumed, inits, sim_restarts;
 } counts_t;
 
@@ -848,6 +869,7 @@ static void count_campaign(cell_t *c, load_t *l, long long seq_from, counts_t *k
     k->retries = atomic_load(&l->retries);
     k->refused = atomic_load(&l->refused);
     k->given_up = atomic_load(&l->given_up);
+    k->cancelled = atomic_load(&l->cancelled);
     /* acknowledged, then unknown to a restarted daemon or absent from PostgreSQL */
     k->lost = db_count(c,
                        "select count(*) from soak.acked a where campaign = %d and (missing or "
@@ -869,7 +891,7 @@ static void count_campaign(cell_t *c, load_t *l, long long seq_from, counts_t *k
         cp);
     k->failed = db_count(c,
                          "select count(*) from labloop.runs r join soak.acked a using (id) "
-                         "where a.campaign = %d and r.state in ('failed', 'cancelled')",
+                         "where a.campaign = %d and r.state = 'failed'",
                          cp);
     k->unfinished = db_count(c,
                              "select count(*) from labloop.runs r join soak.acked a using (id) "
@@ -890,8 +912,7 @@ static void count_campaign(cell_t *c, load_t *l, long long seq_from, counts_t *k
     char q[400];
     snprintf(q, sizeof q,
              "select r.id || ': ' || coalesce(r.doc->>'failure', r.state) from labloop.runs r "
-             "join soak.acked a using (id) where a.campaign = %d and r.state in ('failed', "
-             "'cancelled') limit 5",
+             "join soak.acked a using (id) where a.campaign = %d and r.state = 'failed' limit 5",
              cp);
     PGresult *fr = db_query(c, q);
     for (int i = 0; i < PQntuples(fr); i++)
@@ -910,14 +931,15 @@ static void count_campaign(cell_t *c, load_t *l, long long seq_from, counts_t *k
 
 static void print_counts(const char *name, const char *head, const counts_t *k, long long ms)
 {
-    printf("soak: %-6s %s acked=%lld lost=%lld duplicated=%lld reads=%lld reads_not_96=%lld "
-           "mqtt_missing=%lld/%lld events_missing=%lld aborts=%d | replayed=%lld retries=%lld "
-           "refused=%lld given_up=%lld failed=%lld unfinished=%lld operator_resumes=%d "
-           "operator_inits=%d sim_restarts=%d seconds=%.0f\n",
-           name, head, k->acked, k->lost, k->duplicated, k->reads, k->reads_not_96, k->mqtt_missing,
-           k->mqtt_checked, k->events_missing, k->aborts, k->replayed, k->retries, k->refused,
-           k->given_up, k->failed, k->unfinished, k->resumed, k->inits, k->sim_restarts,
-           (double)ms / 1000);
+    printf(
+        "soak: %-6s %s acked=%lld lost=%lld duplicated=%lld reads=%lld reads_not_96=%lld "
+        "mqtt_missing=%lld/%lld events_missing=%lld aborts=%d | replayed=%lld retries=%lld "
+        "refused=%lld given_up=%lld cancelled=%lld failed=%lld unfinished=%lld operator_resumes=%d "
+        "operator_inits=%d sim_restarts=%d seconds=%.0f\n",
+        name, head, k->acked, k->lost, k->duplicated, k->reads, k->reads_not_96, k->mqtt_missing,
+        k->mqtt_checked, k->events_missing, k->aborts, k->replayed, k->retries, k->refused,
+        k->given_up, k->cancelled, k->failed, k->unfinished, k->resumed, k->inits, k->sim_restarts,
+        (double)ms / 1000);
     fflush(stdout);
 }
 
