@@ -66,6 +66,11 @@ typedef struct h_msg {
 
 typedef struct h_sub h_sub_t;
 h_sub_t *h_sub_start(const char *uri, const char *filter);
+/* The same, but it reconnects by itself when the broker comes back (every second) and subscribes
+ * again; messages published while it was away are not seen. */
+h_sub_t *h_sub_start_durable(const char *uri, const char *filter);
+/* How many times the subscription was acknowledged (1 after start, +1 per reconnect). */
+int h_sub_subscribed(h_sub_t *s);
 /* Waits until at least n messages arrived or timeout_ms passed; returns how many arrived. */
 int h_sub_wait(h_sub_t *s, int n, int timeout_ms);
 /* A snapshot of what arrived so far (valid until the next call on s). */
@@ -92,6 +97,9 @@ int h_daemon_restart(h_daemon_t *d);
 int h_daemon_stop(h_daemon_t *d);
 /* SIGKILL and reap. */
 void h_daemon_kill9(h_daemon_t *d);
+/* Whether labloopd ended by itself: reaps it and returns 1 with its wait status in *status (it
+ * can then be restarted), 0 while it runs, -1 when it is not running under this harness. */
+int h_daemon_exited(h_daemon_t *d, int *status);
 /* Stop and remove its directory. */
 void h_daemon_destroy(h_daemon_t *d);
 

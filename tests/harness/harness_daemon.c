@@ -273,6 +273,23 @@ void h_daemon_kill9(h_daemon_t *d)
     reg_set_pid(d);
 }
 
+int h_daemon_exited(h_daemon_t *d, int *status)
+{
+    if (d->pid <= 0)
+        return -1;
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(d->pid, &st, WNOHANG)) < 0 && errno == EINTR)
+        ;
+    if (r == 0)
+        return 0;
+    d->pid = 0;
+    reg_set_pid(d);
+    if (status)
+        *status = st;
+    return r < 0 ? -1 : 1;
+}
+
 void h_daemon_destroy(h_daemon_t *d)
 {
     if (d->pid > 0 && h_daemon_stop(d) != 0)

@@ -267,6 +267,8 @@ struct h_sub {
     h_msg_t *snap;
     int nsnap;
     atomic_int failed;
+    char *filter;          /* subscribed again on every reconnect (durable subscribers) */
+    atomic_int subscribed; /* subscriptions acknowledged */
 };
 
 static void sub_free_msgs(h_msg_t *v, int n)
@@ -321,6 +323,24 @@ static void sub_connect_failed(void *ctx, MQTTAsync_failureData *r)
     atomic_store(&s->failed, r && r->code ? r->code : -1);
 }
 
+static void sub_acked(void *ctx, MQTTAsync_successData *r)
+{
+    h_sub_t *s = ctx;
+    atomic_fetch_add(&s->subscribed, 1);
+}
+
+/* Paho's automatic reconnect, with a clean session: the subscription is made again here. A failed
+ * subscribe is left to the next reconnect; the caller sees it in h_sub_subscribed. */
+static void sub_reconnected(void *ctx, char *cause)
+{
+    h_sub_t *s = ctx;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.onSuccess = sub_acked;
+    ro.context = s;
+    if (MQTTAsync_subscribe(s->client, s->filter, 1, &ro) != MQTTASYNC_SUCCESS)
+        fprintf(stderr, "harness: subscriber could not subscribe again to %s\n", s->filter);
+}
+
 /* Polls Paho's state: waiting on a flag set by a callback would need the same lock dance. */
 static bool sub_wait_connected(h_sub_t *s, bool want)
 {
@@ -335,7 +355,7 @@ static bool sub_wait_connected(h_sub_t *s, bool want)
     return false;
 }
 
-h_sub_t *h_sub_start(const char *uri, const char *filter)
+static h_sub_t *sub_start(const char *uri, const char *filter, bool durable)
 {
     static atomic_int counter;
     h_sub_t *s = calloc(1, sizeof *s);
@@ -357,6 +377,12 @@ h_sub_t *h_sub_start(const char *uri, const char *filter)
     }
     MQTTAsync_setCallbacks(s->client, s, sub_lost, sub_arrived, NULL);
     MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
+    if (durable) {
+        s->filter = strdup(filter);
+        co.automaticReconnect = 1;
+        co.minRetryInterval = 1;
+        co.maxRetryInterval = 1;
+    }
     co.keepAliveInterval = 30;
     co.cleansession = 1;
     co.connectTimeout = 10;
@@ -376,14 +402,34 @@ h_sub_t *h_sub_start(const char *uri, const char *filter)
         fprintf(stderr, "harness: subscribe %s: %d\n", filter, rc);
         goto fail;
     }
+    atomic_fetch_add(&s->subscribed, 1);
+    /* Set only now: the first connect's subscription is the one above. */
+    if (durable)
+        MQTTAsync_setConnected(s->client, s, sub_reconnected);
     return s;
 fail:
     if (s->client)
         MQTTAsync_destroy(&s->client);
+    free(s->filter);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
     free(s);
     return NULL;
+}
+
+h_sub_t *h_sub_start(const char *uri, const char *filter)
+{
+    return sub_start(uri, filter, false);
+}
+
+h_sub_t *h_sub_start_durable(const char *uri, const char *filter)
+{
+    return sub_start(uri, filter, true);
+}
+
+int h_sub_subscribed(h_sub_t *s)
+{
+    return atomic_load(&s->subscribed);
 }
 
 int h_sub_wait(h_sub_t *s, int n, int timeout_ms)
@@ -432,6 +478,7 @@ void h_sub_stop(h_sub_t *s)
             sub_wait_connected(s, false);
     }
     MQTTAsync_destroy(&s->client);
+    free(s->filter);
     sub_free_msgs(s->msgs, s->n);
     sub_free_msgs(s->snap, s->nsnap);
     pthread_cond_destroy(&s->cond);
