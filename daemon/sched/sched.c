@@ -667,6 +667,26 @@ static srun_t *run_load(lab_sched_t *s, const cold_t *c)
 
 /* A queued run ranked last leaves the window for the queue (nothing of it is lost: its stored
  * document is the same, a queued run's plan is not). */
+static void exec_free(exec_t *ex)
+{
+    if (!ex)
+        return;
+    json_decref(ex->prog);
+    json_decref(ex->rows);
+    free(ex);
+}
+
+/* What a run holds in memory, released (its document stays in the store). */
+static void run_free(srun_t *r)
+{
+    exec_free(r->ex);
+    json_decref(r->doc);
+    json_decref(r->wf);
+    free(r->plate);
+    free(r->st);
+    free(r);
+}
+
 static void run_demote(lab_sched_t *s, srun_t *r)
 {
     cold_t c = cold_of_run(r);
@@ -677,10 +697,7 @@ static void run_demote(lab_sched_t *s, srun_t *r)
             s->nruns--;
             break;
         }
-    json_decref(r->doc);
-    json_decref(r->wf);
-    free(r->st);
-    free(r);
+    run_free(r);
 }
 
 /* A queued run's document (taken over): into the window when it has room or when the run ranks
@@ -806,15 +823,6 @@ static const char *queued_why(lab_sched_t *s, const char *id, char *buf, size_t 
     return NULL;
 }
 
-static void exec_free(exec_t *ex)
-{
-    if (!ex)
-        return;
-    json_decref(ex->prog);
-    json_decref(ex->rows);
-    free(ex);
-}
-
 static json_t *timeline_item(lab_sched_t *s, srun_t *r, int k, bool planned)
 {
     sstep_t *st = &r->st[k];
@@ -851,12 +859,7 @@ static void run_remove(lab_sched_t *s, srun_t *r)
             s->nruns--;
             break;
         }
-    exec_free(r->ex);
-    json_decref(r->doc);
-    json_decref(r->wf);
-    free(r->plate);
-    free(r->st);
-    free(r);
+    run_free(r);
 }
 
 /* ---- the store ---- */
@@ -1922,15 +1925,8 @@ static void tick_closed(uv_handle_t *h)
     void (*cb)(void *) = s->close_cb;
     void *arg = s->close_arg;
     s->tick_closed = true;
-    for (int i = 0; i < s->nruns; i++) {
-        srun_t *r = s->runs[i];
-        exec_free(r->ex);
-        json_decref(r->doc);
-        json_decref(r->wf);
-        free(r->plate);
-        free(r->st);
-        free(r);
-    }
+    for (int i = 0; i < s->nruns; i++)
+        run_free(s->runs[i]);
     free(s->runs);
     free(s->cold);
     for (int i = 0; i < s->norphans; i++)
