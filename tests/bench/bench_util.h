@@ -26,8 +26,9 @@ static inline int bench_fail(const char *what)
 
 /* Starts labloopd with the harness, then again with log_level = warn, and stores the example
  * workflow as elisa-demo, the workflow its runs name. */
-static inline void bench_daemon_start(h_daemon_t *d, const h_pg_t *pg, const h_mqtt_t *mq,
-                                      const char *extra)
+/* labloopd with the harness's config and extra, logging warnings only (debug lines cost). */
+static inline void bench_daemon_start_quiet(h_daemon_t *d, const h_pg_t *pg, const h_mqtt_t *mq,
+                                            const char *extra)
 {
     setenv("LABLOOPD", LABLOOPD_PATH, 0);
     if (h_daemon_start(d, pg, mq, extra) || h_daemon_stop(d) != 0)
@@ -47,7 +48,14 @@ static inline void bench_daemon_start(h_daemon_t *d, const h_pg_t *pg, const h_m
         bench_fail("cannot rewrite the config");
     if (h_daemon_restart(d))
         bench_fail("labloopd did not restart");
-    /* The runs submitted follow a stored workflow, as a lab's do (one not stored is refused). */
+}
+
+/* The same, with the example workflow stored as elisa-demo: the runs submitted follow a stored
+ * workflow, as a lab's do (one not stored is refused). Without [auth] in extra. */
+static inline void bench_daemon_start(h_daemon_t *d, const h_pg_t *pg, const h_mqtt_t *mq,
+                                      const char *extra)
+{
+    bench_daemon_start_quiet(d, pg, mq, extra);
     if (h_workflow_example(d->url, "elisa-demo"))
         bench_fail("the example workflow was not stored");
 }
