@@ -195,11 +195,19 @@ static void on_telemetry(void *ctx, lab_driver_t *d, int64_t ts_ms, json_t *valu
 
 /* ---- reports over MQTT ---- */
 
+/* An answer that cannot be built (text quoted from the report that is not JSON text) is a fixed
+ * refusal, logged, never a crash. */
 static void answer(lab_instr_t *in, const char *response_topic, json_t *doc)
 {
     if (response_topic) {
-        char *text = json_dumps(doc, JSON_COMPACT);
-        lab_mqtt_reply(in->mqtt, response_topic, text);
+        char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+        if (!text)
+            log_error("instr", "the answer to a report on topic %s could not be built",
+                      response_topic);
+        lab_mqtt_reply(in->mqtt, response_topic,
+                       text ? text
+                            : "{\"accepted\":false,\"errors\":[{\"path\":\"\",\"message\":"
+                              "\"internal error\"}]}");
         free(text);
     }
     json_decref(doc);
