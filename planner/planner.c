@@ -362,6 +362,42 @@ int plan_rank_cmp(const plan_rank_t *a, const plan_rank_t *b)
     return a->age < b->age ? -1 : a->age > b->age;
 }
 
+/* Two runs not begun that the order search could swap with nothing changed but which of them
+ * gets which slots: the same priority, release and steps (instrument, duration, lags). */
+static bool interchangeable(const plan_problem_t *p, int a, int b)
+{
+    const plan_run_t *x = &p->runs[a], *y = &p->runs[b];
+    if (x->nfixed || y->nfixed || x->priority != y->priority || x->release_s != y->release_s)
+        return false;
+    const plan_workflow_t *wx = &p->workflows[x->workflow], *wy = &p->workflows[y->workflow];
+    if (wx->n != wy->n)
+        return false;
+    for (int k = 0; k < wx->n; k++) {
+        const plan_step_t *sx = &wx->steps[k], *sy = &wy->steps[k];
+        if (strcmp(sx->on, sy->on) || sx->duration_s != sy->duration_s ||
+            sx->min_lag_s != sy->min_lag_s || sx->max_lag_s != sy->max_lag_s)
+            return false;
+    }
+    return true;
+}
+
+/* Whether swapping runs can change the plan: a priority class holds two runs not begun that are
+ * not interchangeable. A queue of like runs (a lab's 24 ELISAs) has nothing to search. */
+static bool order_search_useful(const plan_problem_t *p)
+{
+    int first[PLAN_LOW + 1] = {-1, -1, -1, -1};
+    for (int ri = 0; ri < p->nruns; ri++) {
+        int pr = p->runs[ri].priority;
+        if (p->runs[ri].nfixed || pr < 0 || pr > PLAN_LOW)
+            continue;
+        if (first[pr] < 0)
+            first[pr] = ri;
+        else if (!interchangeable(p, first[pr], ri))
+            return true;
+    }
+    return false;
+}
+
 static int steps_of(const plan_problem_t *p, int ri)
 {
     return p->workflows[p->runs[ri].workflow].n;
@@ -831,8 +867,10 @@ int plan_solve(const plan_problem_t *p, const plan_options_t *o, plan_result_t *
     best_n = count_placed(p, best_placed);
     r->iterations = 1;
     /* Search within the budget: job shops by perturbed dispatching; otherwise by swapping two
-     * runs of the same priority class in the placement order (kept when no worse). */
-    while (!o->rule_only && o->budget_ms > 0 && now_ms() < t_end && p->nruns > 1) {
+     * runs of the same priority class in the placement order (kept when no worse), unless no swap
+     * can change anything. */
+    bool search = shop || order_search_useful(p);
+    while (search && !o->rule_only && o->budget_ms > 0 && now_ms() < t_end && p->nruns > 1) {
         r->iterations++;
         if (shop) {
             /* a fifth of the budget samples dispatches; the rest improves the best by tabu */

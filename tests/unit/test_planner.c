@@ -110,6 +110,37 @@ static void test_capacity(void **state)
     done();
 }
 
+/* Runs that differ in nothing the plan sees (a lab's queue of one assay) leave the order search
+ * nothing to try: one plan, in the soft order (oldest first), not a budget spent on swaps. Runs
+ * that differ are still searched. */
+static void test_like_runs_not_searched(void **state)
+{
+    (void)state;
+    static const char like[] =
+        "{\"instruments\":[{\"id\":\"inc\",\"kind\":\"incubator\",\"capacity\":2}],"
+        "\"workflows\":[{\"name\":\"w\",\"steps\":[{\"name\":\"i\",\"on\":\"incubator\","
+        "\"duration_s\":100}]}],"
+        "\"runs\":[{\"id\":\"a\",\"workflow\":\"w\"},{\"id\":\"b\",\"workflow\":\"w\"},"
+        "{\"id\":\"c\",\"workflow\":\"w\"},{\"id\":\"d\",\"workflow\":\"w\"},"
+        "{\"id\":\"e\",\"workflow\":\"w\"}]}";
+    solve(like, 50);
+    assert_int_equal(res.iterations, 1);
+    assert_true(res.makespan_s == 300);
+    assert_true(slot("a", 0)->start_s == 0 && slot("b", 0)->start_s == 0);
+    assert_true(slot("c", 0)->start_s == 100 && slot("e", 0)->start_s == 200);
+    done();
+    static const char unlike[] =
+        "{\"instruments\":[{\"id\":\"inc\",\"kind\":\"incubator\",\"capacity\":2}],"
+        "\"workflows\":[{\"name\":\"w\",\"steps\":[{\"name\":\"i\",\"on\":\"incubator\","
+        "\"duration_s\":100}]},{\"name\":\"v\",\"steps\":[{\"name\":\"i\",\"on\":"
+        "\"incubator\",\"duration_s\":50}]}],"
+        "\"runs\":[{\"id\":\"a\",\"workflow\":\"w\"},{\"id\":\"b\",\"workflow\":\"v\"},"
+        "{\"id\":\"c\",\"workflow\":\"w\"}]}";
+    solve(unlike, 20);
+    assert_true(res.iterations > 1);
+    done();
+}
+
 static void test_urgent_overtakes(void **state)
 {
     (void)state;
@@ -560,6 +591,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unmeetable_lag),
         cmocka_unit_test(test_capacity),
+        cmocka_unit_test(test_like_runs_not_searched),
         cmocka_unit_test(test_urgent_overtakes),
         cmocka_unit_test(test_deadline_first),
         cmocka_unit_test(test_started_steps_kept),
