@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-int h_free_port(void)
+/* One port the kernel offers for loopback. */
+static int port_offered(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
@@ -26,6 +28,30 @@ int h_free_port(void)
         getsockname(fd, (struct sockaddr *)&a, &len) == 0)
         port = ntohs(a.sin_port);
     close(fd);
+    return port;
+}
+
+/* The kernel may offer a port again as soon as its socket is closed, so a caller taking several
+ * before any is bound (twenty controllers for one labloop-sim) could get one twice: the ports
+ * handed out lately are remembered and not handed out again. */
+int h_free_port(void)
+{
+    enum { RECENT = 256 };
+    static int recent[RECENT], next;
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    int port = -1;
+    for (int tries = 0; tries < 100 && port < 0; tries++) {
+        port = port_offered();
+        for (int i = 0; port > 0 && i < RECENT; i++)
+            if (recent[i] == port)
+                port = -1;
+    }
+    if (port > 0) {
+        recent[next] = port;
+        next = (next + 1) % RECENT;
+    }
+    pthread_mutex_unlock(&lock);
     return port;
 }
 
