@@ -246,6 +246,12 @@ static void tcp_conn(uv_stream_t *srv, int status)
     }
     in->client_open = 1;
     in->opened = 0;
+    /* A TCP connection is a session of its own (a networked instrument's port, not a serial line
+     * behind a device server): what an earlier client left half sent, e.g. a BioTek 'D' whose
+     * parameter never came because the daemon was killed, is not taken as the start of this
+     * client's bytes. A serial line keeps it; resynchronising there is the driver's work. */
+    proto_lines_init(&in->lines);
+    biotek_cmd_rx_init(&in->brx);
     uv_read_start((uv_stream_t *)c, tcp_alloc, tcp_read);
 }
 
