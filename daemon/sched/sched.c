@@ -687,10 +687,9 @@ static void run_free(srun_t *r)
     free(r);
 }
 
-static void run_demote(lab_sched_t *s, srun_t *r)
+/* Out of the window's array, and its memory released. */
+static void run_drop(lab_sched_t *s, srun_t *r)
 {
-    cold_t c = cold_of_run(r);
-    cold_push(s, &c);
     for (int i = 0; i < s->nruns; i++)
         if (s->runs[i] == r) {
             memmove(&s->runs[i], &s->runs[i + 1], sizeof *s->runs * (size_t)(s->nruns - i - 1));
@@ -698,6 +697,13 @@ static void run_demote(lab_sched_t *s, srun_t *r)
             break;
         }
     run_free(r);
+}
+
+static void run_demote(lab_sched_t *s, srun_t *r)
+{
+    cold_t c = cold_of_run(r);
+    cold_push(s, &c);
+    run_drop(s, r);
 }
 
 /* A queued run's document (taken over): into the window when it has room or when the run ranks
@@ -853,13 +859,7 @@ static void run_remove(lab_sched_t *s, srun_t *r)
     for (int k = 0; k < r->n; k++)
         if (r->st[k].holds_site)
             site_mark(s, r->st[k].inst, r->st[k].cassette, r->st[k].slot, 0);
-    for (int i = 0; i < s->nruns; i++)
-        if (s->runs[i] == r) {
-            memmove(&s->runs[i], &s->runs[i + 1], sizeof *s->runs * (size_t)(s->nruns - i - 1));
-            s->nruns--;
-            break;
-        }
-    run_free(r);
+    run_drop(s, r);
 }
 
 /* ---- the store ---- */

@@ -17,6 +17,8 @@
 
 /* A free TCP port on 127.0.0.1 (bound and released). */
 int h_free_port(void);
+/* Lines of the file at path that hold needle (0 when it cannot be read). */
+int h_file_count(const char *path, const char *needle);
 /* A new empty directory under $TMPDIR (or /tmp), world-readable; path into out. */
 int h_tempdir(const char *prefix, char *out, size_t len);
 /* rm -rf */

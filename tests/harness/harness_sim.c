@@ -125,15 +125,9 @@ int h_sim_fault_at(h_sim_t *s, const char *id, const char *fault, double seconds
 
 int h_sim_log_count(const h_sim_t *s, const char *needle)
 {
-    char path[320], line[1024];
+    char path[320];
     snprintf(path, sizeof path, "%s/sim.log", s->dir);
-    FILE *f = fopen(path, "r");
-    int n = 0;
-    while (f && fgets(line, sizeof line, f))
-        n += strstr(line, needle) != NULL;
-    if (f)
-        fclose(f);
-    return n;
+    return h_file_count(path, needle);
 }
 
 void h_sim_stop(h_sim_t *s)

@@ -55,6 +55,18 @@ int h_free_port(void)
     return port;
 }
 
+int h_file_count(const char *path, const char *needle)
+{
+    char line[2048];
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return n;
+}
+
 int h_tempdir(const char *prefix, char *out, size_t len)
 {
     const char *tmp = getenv("TMPDIR");

@@ -157,14 +157,7 @@ static void cli_candidates_match(h_daemon_t *d, const char *campaign, const char
 /* Lines of the daemon's log that hold needle. */
 static int log_count(const h_daemon_t *d, const char *needle)
 {
-    char line[2048];
-    FILE *f = fopen(d->log, "r");
-    int n = 0;
-    while (f && fgets(line, sizeof line, f))
-        n += strstr(line, needle) != NULL;
-    if (f)
-        fclose(f);
-    return n;
+    return h_file_count(d->log, needle);
 }
 
 static json_t *campaign_get(h_daemon_t *d, const char *id)
