@@ -160,8 +160,13 @@ static int handler(void *ud, const char *section, const char *name, const char *
             snprintf(in->port, sizeof in->port, "%s", value);
         }
     } else if (strcmp(name, "modbus") == 0) {
-        if (parse_tcp(value, in->host, sizeof in->host, &in->modbus_port))
-            return fail(c, "instrument '%s': bad modbus '%s' (tcp://host:port)", id, value);
+        if (strncmp(value, "rtu:", 4) == 0 && value[4] && strlen(value + 4) < sizeof in->port) {
+            snprintf(in->port, sizeof in->port, "%s", value + 4); /* a pty, like a serial port */
+            in->modbus_rtu = 1;
+        } else if (parse_tcp(value, in->host, sizeof in->host, &in->modbus_port)) {
+            return fail(c, "instrument '%s': bad modbus '%s' (tcp://host:port or rtu:PATH)", id,
+                        value);
+        }
     } else if (strcmp(name, "map") == 0) {
         for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++)
             if (strcmp(value, maps[i].name) == 0)
@@ -231,8 +236,9 @@ int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap)
         const char *why = NULL;
         if ((int)in->driver < 0)
             why = "no driver";
-        else if (in->driver == SIM_MODBUS_TEMP && (!in->modbus_port || in->map < 0))
-            why = "modbus-temperature needs modbus = tcp://host:port and map";
+        else if (in->driver == SIM_MODBUS_TEMP &&
+                 ((!in->modbus_port && !in->modbus_rtu) || in->map < 0))
+            why = "modbus-temperature needs modbus = tcp://host:port (or rtu:PATH) and map";
         else if (in->driver != SIM_MODBUS_TEMP && !in->port[0] && !in->tcp_port)
             why = "no port";
         if (why) {

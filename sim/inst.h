@@ -25,6 +25,7 @@ typedef struct sim_inst {
     uv_tcp_t listener;
     uv_tcp_t client;
     int client_open;
+    int link_tcp; /* the link is a TCP server (serial over TCP, or a replayed Modbus TCP) */
     uv_timer_t reconnect;
     uv_timer_t step;
     /* faults: timeout and disconnect last until cleared; garbage and error hit the next reply */
@@ -55,6 +56,10 @@ typedef struct sim_inst {
     double held_ul[16];
     /* Modbus */
     sim_modbus_t *mb;
+    /* Replay: the recording, and the bytes of a request not yet complete */
+    struct replay *replay;
+    uint8_t *rbuf;
+    size_t rlen;
 } sim_inst_t;
 
 struct sim {
@@ -83,6 +88,11 @@ void sim_biotek_init(sim_inst_t *in);
 void sim_biotek_feed(sim_inst_t *in, const uint8_t *data, size_t n);
 void sim_star_init(sim_inst_t *in);
 void sim_star_feed(sim_inst_t *in, const uint8_t *data, size_t n);
+/* A replayed recording: the link opened (a client connected, a pty made), bytes from the host,
+ * and the end (a summary logged, the recording freed). */
+void sim_replay_link_open(sim_inst_t *in);
+void sim_replay_feed(sim_inst_t *in, const uint8_t *data, size_t n);
+void sim_replay_stop(sim_inst_t *in);
 /* Modbus controllers run on their own thread each. */
 int sim_modbus_start(sim_inst_t *in);
 void sim_modbus_stop(sim_inst_t *in);

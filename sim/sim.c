@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include "sim/inst.h"
 #include "sim/log.h"
+#include "sim/replay.h"
 
 double sim_lab_now(const sim_t *s)
 {
@@ -48,7 +49,7 @@ void sim_inst_send(sim_inst_t *in, const void *buf, size_t n)
     }
     if (in->disconnected)
         return;
-    if (in->cfg->tcp_port) {
+    if (in->link_tcp) {
         if (!in->client_open)
             return;
         /* The request and its copy of the bytes are one block, freed when the write ends, so a
@@ -78,8 +79,12 @@ void sim_inst_send(sim_inst_t *in, const void *buf, size_t n)
 
 static void inst_feed(sim_inst_t *in, const uint8_t *data, size_t n)
 {
-    if (in->sticky == SIM_FAULT_TIMEOUT)
+    if (in->sticky == SIM_FAULT_TIMEOUT || in->sim->stopping)
         return;
+    if (in->replay) {
+        sim_replay_feed(in, data, n);
+        return;
+    }
     switch (in->cfg->driver) {
     case SIM_LICONIC:
         sim_liconic_feed(in, data, n);
@@ -172,6 +177,8 @@ static int pty_open(sim_inst_t *in)
     in->sim->open_handles++;
     uv_poll_start(&in->poll, UV_READABLE, pty_readable);
     sim_info("link", "%s: %s -> %s", in->cfg->id, path, name);
+    if (in->replay)
+        sim_replay_link_open(in);
     return 0;
 }
 
@@ -253,12 +260,15 @@ static void tcp_conn(uv_stream_t *srv, int status)
     proto_lines_init(&in->lines);
     biotek_cmd_rx_init(&in->brx);
     uv_read_start((uv_stream_t *)c, tcp_alloc, tcp_read);
+    if (in->replay)
+        sim_replay_link_open(in);
 }
 
-static int tcp_listen(sim_inst_t *in)
+static int tcp_listen(sim_inst_t *in, int port)
 {
     struct sockaddr_in a;
-    if (uv_ip4_addr(in->cfg->host, in->cfg->tcp_port, &a) < 0) {
+    in->link_tcp = 1;
+    if (uv_ip4_addr(in->cfg->host, port, &a) < 0) {
         sim_error("link", "%s: bad address %s", in->cfg->id, in->cfg->host);
         return -1;
     }
@@ -269,12 +279,35 @@ static int tcp_listen(sim_inst_t *in)
     if (!r)
         r = uv_listen((uv_stream_t *)&in->listener, 4, tcp_conn);
     if (r) {
-        sim_error("link", "%s: listen %s:%d: %s", in->cfg->id, in->cfg->host, in->cfg->tcp_port,
-                  uv_strerror(r));
+        sim_error("link", "%s: listen %s:%d: %s", in->cfg->id, in->cfg->host, port, uv_strerror(r));
         return -1;
     }
-    sim_info("link", "%s: serving on tcp://%s:%d", in->cfg->id, in->cfg->host, in->cfg->tcp_port);
+    sim_info("link", "%s: serving on tcp://%s:%d", in->cfg->id, in->cfg->host, port);
     return 0;
+}
+
+/* A replayed recording is served on the link the instrument's section names: Modbus TCP when it
+ * has modbus = tcp://, Modbus RTU on its port for a req/rsp recording with a port, its bytes on
+ * its port (pty or tcp://) otherwise. */
+static int replay_start(sim_inst_t *in)
+{
+    const sim_inst_cfg_t *c = in->cfg;
+    replay_t *rp = in->replay;
+    int has_port = c->port[0] || c->tcp_port;
+    if (rp->modbus && c->modbus_port && !c->modbus_rtu) {
+        replay_set_link(rp, REPLAY_LINK_MODBUS_TCP);
+        return tcp_listen(in, c->modbus_port);
+    }
+    if (!has_port) {
+        sim_error("replay",
+                  "%s: a recording of %s needs a port (pty path or tcp://) in [instrument %s]",
+                  c->id, rp->modbus ? "Modbus RTU" : "bytes", c->id);
+        return -1;
+    }
+    replay_set_link(rp, rp->modbus ? REPLAY_LINK_MODBUS_RTU : REPLAY_LINK_BYTES);
+    sim_info("replay", "%s: playing %d exchanges (%s)", c->id, rp->n,
+             rp->modbus ? "Modbus RTU" : "bytes");
+    return c->tcp_port ? tcp_listen(in, c->tcp_port) : pty_open(in);
 }
 
 /* ---- faults ---- */
@@ -289,7 +322,7 @@ static void link_up(sim_inst_t *in)
         sim_modbus_fault(in, SIM_FAULT_NONE);
         return;
     }
-    if (in->cfg->tcp_port)
+    if (in->link_tcp)
         return;
     if (in->poll_closing)
         in->reopen_after_close = 1;
@@ -325,9 +358,9 @@ static void fault_apply(sim_t *s, sim_inst_t *in, sim_fault_t f, double seconds)
     case SIM_FAULT_DISCONNECT:
         in->disconnected = 1;
         if (in->cfg->driver != SIM_MODBUS_TEMP) {
-            if (in->cfg->tcp_port && in->client_open)
+            if (in->link_tcp && in->client_open)
                 close_handle(s, (uv_handle_t *)&in->client, client_closed);
-            else if (!in->cfg->tcp_port)
+            else if (!in->link_tcp)
                 pty_close(in);
         }
         if (seconds > 0)
@@ -358,6 +391,10 @@ int sim_fault(sim_t *s, const char *id, const char *fault, double seconds, int a
             in = &s->inst[i];
     if (!in) {
         snprintf(err, cap, "unknown instrument '%s'", id);
+        return -1;
+    }
+    if (in->replay) {
+        snprintf(err, cap, "'%s' plays a recording; its faults are the recorded ones", id);
         return -1;
     }
     static const struct {
@@ -593,6 +630,20 @@ int sim_start(uv_loop_t *loop, const sim_cfg_t *cfg, const char *control_path, s
         in->reconnect.data = in->step.data = in;
         s->open_handles += 2;
         int r = 0;
+        in->replay = in->cfg->replay;
+        s->cfg.inst[i].replay = NULL; /* owned by the instrument from here */
+        if (in->replay) {
+            if (replay_start(in))
+                return -1;
+            continue;
+        }
+        if (in->cfg->driver == SIM_MODBUS_TEMP && in->cfg->modbus_rtu) {
+            sim_error("modbus",
+                      "%s: the simulated controller serves Modbus TCP; rtu: is served "
+                      "by --replay only",
+                      in->cfg->id);
+            return -1;
+        }
         switch (in->cfg->driver) {
         case SIM_LICONIC:
             sim_liconic_init(in);
@@ -608,7 +659,7 @@ int sim_start(uv_loop_t *loop, const sim_cfg_t *cfg, const char *control_path, s
             break;
         }
         if (!r && in->cfg->driver != SIM_MODBUS_TEMP)
-            r = in->cfg->tcp_port ? tcp_listen(in) : pty_open(in);
+            r = in->cfg->tcp_port ? tcp_listen(in, in->cfg->tcp_port) : pty_open(in);
         if (r)
             return -1;
     }
@@ -643,13 +694,15 @@ void sim_stop(sim_t *s)
         sim_inst_t *in = &s->inst[i];
         if (!in->cfg)
             continue;
-        if (in->cfg->driver == SIM_MODBUS_TEMP)
+        if (in->cfg->driver == SIM_MODBUS_TEMP && !in->replay)
             sim_modbus_stop(in);
+        if (in->replay)
+            sim_replay_stop(in);
         if (in->poll_open)
             pty_close(in);
         if (in->client_open)
             close_handle(s, (uv_handle_t *)&in->client, client_closed);
-        if (in->cfg->tcp_port && in->listener.loop)
+        if (in->link_tcp && in->listener.loop)
             close_handle(s, (uv_handle_t *)&in->listener, NULL);
         close_handle(s, (uv_handle_t *)&in->reconnect, NULL);
         close_handle(s, (uv_handle_t *)&in->step, NULL);

@@ -10,6 +10,7 @@
 #include "sim/world.h"
 
 typedef struct sim sim_t;
+struct replay;
 
 typedef enum sim_driver {
     SIM_LICONIC,
@@ -34,7 +35,8 @@ typedef struct sim_inst_cfg {
     char port[512];  /* pty symlink path, or empty with tcp_port set */
     char host[128];  /* tcp:// serial, or the modbus server */
     int tcp_port;    /* serial over TCP */
-    int modbus_port; /* modbus-temperature */
+    int modbus_port; /* modbus-temperature over Modbus TCP */
+    int modbus_rtu;  /* modbus = rtu:PATH: port holds PATH (served only by a replay) */
     int map;         /* modbus_device_t */
     int wells;       /* reader: 96 or 384 */
     /* reader: barcode of the plate in the tray; STAR: plate on the deck */
@@ -47,6 +49,7 @@ typedef struct sim_inst_cfg {
     double ambient;     /* modbus: degC */
     double tau;         /* modbus: lab seconds of the thermal time constant */
     int line;
+    struct replay *replay; /* --replay: the recording this instrument plays, owned by the sim */
 } sim_inst_cfg_t;
 
 typedef struct sim_cfg {
@@ -54,6 +57,7 @@ typedef struct sim_cfg {
     uint64_t seed;
     double noise;
     sim_design_t design; /* sim_design, sim_design_max: n = 0 when absent */
+    int replay_strict;   /* --strict: stop at the first request a recording never saw */
     sim_inst_cfg_t inst[SIM_INST_MAX];
     int n;
 } sim_cfg_t;
@@ -72,4 +76,6 @@ int sim_fault(sim_t *s, const char *id, const char *fault, double seconds, int a
 /* Closes everything (removes the symlinks); the loop then runs dry. */
 void sim_stop(sim_t *s);
 double sim_lab_now(const sim_t *s);
+/* Requests that replayed recordings never saw, since the program started. */
+long sim_replay_unseen_total(void);
 #endif

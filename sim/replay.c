@@ -1,0 +1,321 @@
+/* Replay: a recording's exchanges and the matcher (see replay.h for the rules). */
+#include "sim/replay.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "protocols/proto.h"
+#include "protocols/wire_read.h"
+
+static int buf_append(uint8_t **p, size_t *len, const uint8_t *add, size_t n)
+{
+    uint8_t *q = realloc(*p, *len + n);
+    if (!q)
+        return PROTO_ENOMEM;
+    memcpy(q + *len, add, n);
+    *p = q;
+    *len += n;
+    return 0;
+}
+
+static replay_xchg_t *xchg_new(replay_t *rp, int line)
+{
+    if (rp->n == rp->cap) {
+        int cap = rp->cap ? rp->cap * 2 : 64;
+        replay_xchg_t *x = realloc(rp->x, (size_t)cap * sizeof *x);
+        if (!x)
+            return NULL;
+        rp->x = x;
+        rp->cap = cap;
+    }
+    replay_xchg_t *x = &rp->x[rp->n++];
+    memset(x, 0, sizeof *x);
+    x->line = line;
+    return x;
+}
+
+/* One event into the exchanges. last: the kind of the previous data event (tx/rx/req/rsp). */
+static int take(replay_t *rp, const wire_item_t *it, wire_kind_t *last, char *why, size_t cap)
+{
+    replay_xchg_t *cur = rp->n ? &rp->x[rp->n - 1] : NULL;
+    int is_modbus = it->kind == WIRE_REQ || it->kind == WIRE_RSP;
+    if ((it->kind == WIRE_TX || it->kind == WIRE_RX || is_modbus) && *last != WIRE_HEADER &&
+        ((*last == WIRE_REQ || *last == WIRE_RSP) != is_modbus)) {
+        snprintf(why, cap, "\"%s\" in a recording of %s", wire_kind_name(it->kind),
+                 is_modbus ? "tx/rx bytes" : "Modbus req/rsp");
+        return PROTO_ESYNTAX;
+    }
+    uint8_t unit = (uint8_t)it->unit;
+    switch (it->kind) {
+    case WIRE_TX:
+        if (*last != WIRE_TX && !(cur = xchg_new(rp, it->line)))
+            return PROTO_ENOMEM;
+        *last = WIRE_TX;
+        return buf_append(&cur->req, &cur->req_len, it->data, it->len);
+    case WIRE_RX:
+        if (!cur) /* before any request: sent when the link opens */
+            return buf_append(&rp->greeting, &rp->greeting_len, it->data, it->len);
+        *last = WIRE_RX;
+        return buf_append(&cur->rsp, &cur->rsp_len, it->data, it->len);
+    case WIRE_REQ:
+        rp->modbus = 1;
+        if (!(cur = xchg_new(rp, it->line)))
+            return PROTO_ENOMEM;
+        *last = WIRE_REQ;
+        if (buf_append(&cur->req, &cur->req_len, &unit, 1))
+            return PROTO_ENOMEM;
+        return buf_append(&cur->req, &cur->req_len, it->data, it->len);
+    case WIRE_RSP:
+        if (*last != WIRE_REQ) {
+            snprintf(why, cap, "a \"rsp\" that follows no \"req\"");
+            return PROTO_ESYNTAX;
+        }
+        if (unit != cur->req[0]) {
+            snprintf(why, cap, "\"rsp\" of unit %d answers a \"req\" to unit %d", it->unit,
+                     cur->req[0]);
+            return PROTO_ESYNTAX;
+        }
+        *last = WIRE_RSP;
+        if (buf_append(&cur->rsp, &cur->rsp_len, &unit, 1))
+            return PROTO_ENOMEM;
+        return buf_append(&cur->rsp, &cur->rsp_len, it->data, it->len);
+    case WIRE_EV:
+        /* A timeout closes a Modbus request unanswered; other link events change nothing the
+         * host could match on. */
+        if (it->ev == WIRE_EV_TIMEOUT && *last == WIRE_REQ)
+            *last = WIRE_RSP;
+        return 0;
+    case WIRE_HEADER:
+        return 0;
+    }
+    return 0;
+}
+
+int replay_load(replay_t *rp, const char *path, char *err, size_t errcap)
+{
+    memset(rp, 0, sizeof *rp);
+    wire_reader_t r;
+    wire_item_t it;
+    wire_kind_t last = WIRE_HEADER;
+    int rc;
+    if (wire_reader_open(&r, path, err, errcap))
+        return PROTO_ESYNTAX;
+    while ((rc = wire_reader_next(&r, &it, err, errcap)) == 1) {
+        char why[200];
+        rc = 0;
+        if (it.kind == WIRE_HEADER && !rp->id[0]) {
+            snprintf(rp->id, sizeof rp->id, "%s", it.id);
+            snprintf(rp->driver, sizeof rp->driver, "%s", it.driver);
+        } else if (it.kind == WIRE_HEADER && strcmp(it.id, rp->id) != 0) {
+            snprintf(err, errcap, "%s:%d: header of instrument '%s' in a recording of '%s'", path,
+                     it.line, it.id, rp->id);
+            rc = PROTO_ESYNTAX;
+        }
+        if (!rc && (rc = take(rp, &it, &last, why, sizeof why)))
+            snprintf(err, errcap, "%s:%d: %s", path, it.line,
+                     rc == PROTO_ENOMEM ? "out of memory" : why);
+        wire_item_clear(&it);
+        if (rc)
+            break;
+    }
+    wire_reader_close(&r);
+    if (!rc && rp->n == 0) {
+        snprintf(err, errcap, "%s: no request in the recording", path);
+        rc = PROTO_ESYNTAX;
+    }
+    if (rc) {
+        replay_free(rp);
+        return rc < 0 ? rc : PROTO_ESYNTAX;
+    }
+    rp->ids = !rp->modbus;
+    rp->link = rp->modbus ? REPLAY_LINK_MODBUS_TCP : REPLAY_LINK_BYTES;
+    return 0;
+}
+
+/* Modbus RTU CRC-16 (polynomial 0xA001 reflected, initial 0xFFFF), sent low byte first. */
+static uint16_t crc16(const uint8_t *p, size_t n)
+{
+    uint16_t crc = 0xFFFF;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int b = 0; b < 8; b++)
+            crc = (crc & 1) ? (uint16_t)((crc >> 1) ^ 0xA001) : (uint16_t)(crc >> 1);
+    }
+    return crc;
+}
+
+static int add_crc(uint8_t **p, size_t *len)
+{
+    uint16_t c = crc16(*p, *len);
+    uint8_t two[2] = {(uint8_t)(c & 0xFF), (uint8_t)(c >> 8)};
+    return buf_append(p, len, two, 2);
+}
+
+int replay_set_link(replay_t *rp, replay_link_t link)
+{
+    if ((link == REPLAY_LINK_BYTES) == rp->modbus)
+        return -1;
+    if (link == rp->link)
+        return 0;
+    if (link != REPLAY_LINK_MODBUS_RTU || rp->link != REPLAY_LINK_MODBUS_TCP)
+        return -1;
+    for (int i = 0; i < rp->n; i++)
+        if (add_crc(&rp->x[i].req, &rp->x[i].req_len) ||
+            (rp->x[i].rsp_len && add_crc(&rp->x[i].rsp, &rp->x[i].rsp_len)))
+            return -1;
+    rp->link = link;
+    return 0;
+}
+
+void replay_free(replay_t *rp)
+{
+    for (int i = 0; i < rp->n; i++) {
+        free(rp->x[i].req);
+        free(rp->x[i].rsp);
+    }
+    free(rp->x);
+    free(rp->greeting);
+    free(rp->scratch);
+    memset(rp, 0, sizeof *rp);
+}
+
+static int is_digit(uint8_t c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* Where a STAR id ("id" + 4 digits) starts in rec at or before j covering j's digits, or -1. */
+static long id_at(const uint8_t *rec, size_t len, size_t j)
+{
+    for (size_t k = j >= 5 ? j - 5 : 0; k + 1 < len && k + 2 <= j; k++)
+        if (rec[k] == 'i' && rec[k + 1] == 'd' && k + 6 <= len && is_digit(rec[k + 2]) &&
+            is_digit(rec[k + 3]) && is_digit(rec[k + 4]) && is_digit(rec[k + 5]) && j <= k + 5)
+            return (long)k;
+    return -1;
+}
+
+/* How many leading bytes of buf agree with the recorded request (ids tolerated). */
+static size_t agree(const replay_t *rp, const replay_xchg_t *x, const uint8_t *buf, size_t n)
+{
+    size_t m = n < x->req_len ? n : x->req_len;
+    for (size_t j = 0; j < m; j++) {
+        if (buf[j] == x->req[j])
+            continue;
+        if (rp->ids && is_digit(buf[j]) && is_digit(x->req[j]) && id_at(x->req, x->req_len, j) >= 0)
+            continue;
+        return j;
+    }
+    return m;
+}
+
+/* The order in which exchanges are tried: the cursor, later ones, then earlier ones nearest
+ * first. */
+static int candidate(const replay_t *rp, int k)
+{
+    int ahead = rp->n - rp->cursor;
+    if (k < ahead)
+        return rp->cursor + k;
+    return rp->cursor - 1 - (k - ahead);
+}
+
+replay_verdict_t replay_match(replay_t *rp, const uint8_t *buf, size_t n, replay_hit_t *hit)
+{
+    hit->index = -1;
+    hit->consumed = hit->offset = 0;
+    size_t best = 0;
+    int partial = 0, pipelined = -1;
+    for (int k = 0; k < rp->n; k++) {
+        int i = candidate(rp, k);
+        const replay_xchg_t *x = &rp->x[i];
+        size_t a = agree(rp, x, buf, n);
+        if (a == x->req_len && n == x->req_len) {
+            hit->index = i;
+            hit->consumed = n;
+            if (i >= rp->cursor)
+                rp->cursor = i + 1;
+            rp->x[i].uses++;
+            rp->answered++;
+            return REPLAY_MATCH;
+        }
+        if (a == n) /* buf is the start of this request */
+            partial = 1;
+        else if (a == x->req_len && pipelined < 0) /* this request, then the next one's bytes */
+            pipelined = i;
+        if (a > best || hit->index < 0) {
+            best = a;
+            hit->index = i;
+        }
+    }
+    hit->offset = best;
+    if (partial)
+        return REPLAY_PARTIAL;
+    if (pipelined >= 0) {
+        hit->index = pipelined;
+        hit->consumed = rp->x[pipelined].req_len;
+        if (pipelined >= rp->cursor)
+            rp->cursor = pipelined + 1;
+        rp->x[pipelined].uses++;
+        rp->answered++;
+        return REPLAY_MATCH;
+    }
+    return REPLAY_UNSEEN;
+}
+
+const uint8_t *replay_answer(replay_t *rp, const replay_hit_t *hit, const uint8_t *buf, size_t *len)
+{
+    const replay_xchg_t *x = &rp->x[hit->index];
+    *len = x->rsp_len;
+    if (!x->rsp_len)
+        return NULL;
+    uint8_t *out = realloc(rp->scratch, x->rsp_len);
+    if (!out) {
+        *len = 0;
+        return NULL;
+    }
+    rp->scratch = out;
+    memcpy(out, x->rsp, x->rsp_len);
+    if (!rp->ids)
+        return out;
+    /* Each recorded id of the request ("id" + 4 digits) that the reply echoes becomes the host's.
+     */
+    for (size_t j = 0; j + 6 <= x->req_len && j + 6 <= hit->consumed; j++) {
+        if (id_at(x->req, x->req_len, j + 2) != (long)j)
+            continue;
+        for (size_t k = 0; k + 6 <= x->rsp_len; k++)
+            if (memcmp(out + k, x->req + j, 6) == 0 &&
+                (k + 6 == x->rsp_len || !is_digit(out[k + 6])))
+                memcpy(out + k + 2, buf + j + 2, 4);
+    }
+    return out;
+}
+
+void replay_printable(const uint8_t *p, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    if (!cap)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        char one[8];
+        uint8_t c = p[i];
+        if (c == '\r')
+            snprintf(one, sizeof one, "\\r");
+        else if (c == '\n')
+            snprintf(one, sizeof one, "\\n");
+        else if (c == '\t')
+            snprintf(one, sizeof one, "\\t");
+        else if (c == '\\' || c == '"')
+            snprintf(one, sizeof one, "\\%c", c);
+        else if (c >= 0x20 && c < 0x7f)
+            snprintf(one, sizeof one, "%c", c);
+        else
+            snprintf(one, sizeof one, "\\x%02x", c);
+        size_t l = strlen(one);
+        if (o + l + 4 > cap) { /* room for "..." and the NUL */
+            snprintf(out + o, cap - o, "...");
+            return;
+        }
+        memcpy(out + o, one, l);
+        o += l;
+    }
+    out[o] = '\0';
+}
