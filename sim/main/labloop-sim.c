@@ -167,8 +167,18 @@ int main(int argc, char **argv)
         sigint.data = &sigterm;
         uv_signal_start(&sigterm, on_signal, SIGTERM);
         uv_signal_start(&sigint, on_signal, SIGINT);
+        /* The simulator's own handles keep the loop running; when it stops by itself (--strict)
+         * the loop ends without waiting for a signal. */
+        uv_unref((uv_handle_t *)&sigterm);
+        uv_unref((uv_handle_t *)&sigint);
     }
+    int signals = !rc;
     uv_run(&loop, UV_RUN_DEFAULT);
+    if (signals && !uv_is_closing((uv_handle_t *)&sigterm)) {
+        uv_close((uv_handle_t *)&sigterm, NULL);
+        uv_close((uv_handle_t *)&sigint, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
     uv_loop_close(&loop);
     if (!rc && sim_replay_unseen_total() > 0)
         rc = 3;

@@ -138,12 +138,18 @@ typedef struct h_sim {
     char ini[300]; /* dir/labloop.ini, written from the text given */
     char ctl[300]; /* dir/ctl.sock */
     pid_t pid;
+    int status; /* its exit status once reaped (-1: killed by a signal) */
 } h_sim_t;
 
 /* Writes ini_text to s->ini (paths in it are the caller's; put ptys under s->dir by building the
  * text after h_tempdir, or anywhere) and starts labloop-sim; returns once its control socket is
  * up (every instrument is served by then). Its log is dir/sim.log (stderr with H_VERBOSE). */
 int h_sim_start(h_sim_t *s, const char *ini_text);
+/* The same with more arguments (a NULL-terminated list, e.g. "--replay", PATH). */
+int h_sim_start_args(h_sim_t *s, const char *ini_text, const char *const *args);
+/* Waits up to ms for labloop-sim to end by itself: its exit status (-1: killed by a signal), or
+ * -2 while it runs. */
+int h_sim_wait_exit(h_sim_t *s, int ms);
 /* One control request (printf format, a JSON object); the reply line into reply. 0 when it
  * says "ok":true. */
 int h_sim_ctl(h_sim_t *s, char *reply, size_t cap, const char *fmt, ...)
@@ -154,9 +160,14 @@ int h_sim_fault(h_sim_t *s, const char *id, const char *fault, double seconds);
  * that command is carried out and its reply garbled, an error, never sent, or the link dropped
  * (back after seconds) before it. */
 int h_sim_fault_at(h_sim_t *s, const char *id, const char *fault, double seconds, int at_command);
+/* Opens a pty labloop-sim serves (waiting up to ms for its symlink), raw; the fd or -1. */
+int h_tty_open(const char *path, int ms);
+/* Reads n bytes, waiting up to ms in all; how many arrived. */
+int h_read_exact(int fd, void *buf, size_t n, int ms);
 /* Lines of the simulator's log (its stderr, dir/sim.log) that hold needle. */
 int h_sim_log_count(const h_sim_t *s, const char *needle);
-/* TERM (KILL after 5 s), and the directory removed unless H_KEEP is set. */
-void h_sim_stop(h_sim_t *s);
+/* TERM (KILL after 5 s), and the directory removed unless H_KEEP is set. Its exit status (-1:
+ * ended by a signal). */
+int h_sim_stop(h_sim_t *s);
 
 #endif

@@ -3,6 +3,7 @@
 #include "tests/harness/harness.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -14,9 +15,15 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 int h_sim_start(h_sim_t *s, const char *ini_text)
+{
+    return h_sim_start_args(s, ini_text, NULL);
+}
+
+int h_sim_start_args(h_sim_t *s, const char *ini_text, const char *const *args)
 {
     memset(s, 0, sizeof *s);
     s->pid = -1;
@@ -44,7 +51,12 @@ int h_sim_start(h_sim_t *s, const char *ini_text)
             _exit(127);
         if (!getenv("H_VERBOSE") && !freopen(log, "a", stderr))
             _exit(127);
-        execl(bin, bin, "-c", s->ini, "--control", s->ctl, (char *)NULL);
+        const char *argv[40] = {bin, "-c", s->ini, "--control", s->ctl};
+        int n = 5;
+        for (int i = 0; args && args[i] && n < 39; i++)
+            argv[n++] = args[i];
+        argv[n] = NULL;
+        execv(bin, (char *const *)argv);
         _exit(127);
     }
     struct stat st;
@@ -130,23 +142,79 @@ int h_sim_log_count(const h_sim_t *s, const char *needle)
     return h_file_count(path, needle);
 }
 
-void h_sim_stop(h_sim_t *s)
+int h_sim_wait_exit(h_sim_t *s, int ms)
 {
+    int status;
+    if (s->pid <= 0)
+        return s->status;
+    for (long long end = h_now_ms() + ms;; h_sleep_ms(10)) {
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            s->pid = -1;
+            s->status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+            return s->status;
+        }
+        if (h_now_ms() >= end)
+            return -2;
+    }
+}
+
+int h_sim_stop(h_sim_t *s)
+{
+    int rc = s->status;
     if (s->pid > 0) {
         kill(s->pid, SIGTERM);
-        int status;
-        for (long long end = h_now_ms() + 5000; h_now_ms() < end; h_sleep_ms(10))
-            if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
-                s->pid = -1;
-                break;
-            }
-        if (s->pid > 0) {
+        rc = h_sim_wait_exit(s, 5000);
+        if (rc == -2) {
+            int status;
             kill(s->pid, SIGKILL);
             waitpid(s->pid, &status, 0);
+            rc = -1;
         }
         s->pid = -1;
     }
     if (s->dir[0] && !getenv("H_KEEP"))
         h_rmtree(s->dir);
     s->dir[0] = '\0';
+    return rc;
+}
+
+int h_tty_open(const char *path, int ms)
+{
+    struct stat st;
+    long long end = h_now_ms() + ms;
+    while (lstat(path, &st) != 0) {
+        if (h_now_ms() >= end) {
+            fprintf(stderr, "h_tty_open: no %s after %d ms\n", path, ms);
+            return -1;
+        }
+        h_sleep_ms(10);
+    }
+    int fd = open(path, O_RDWR | O_NOCTTY);
+    struct termios t;
+    if (fd < 0 || tcgetattr(fd, &t) != 0) {
+        fprintf(stderr, "h_tty_open: %s: %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    cfmakeraw(&t);
+    tcsetattr(fd, TCSANOW, &t);
+    return fd;
+}
+
+int h_read_exact(int fd, void *buf, size_t n, int ms)
+{
+    size_t got = 0;
+    long long end = h_now_ms() + ms;
+    while (got < n) {
+        struct pollfd p = {fd, POLLIN, 0};
+        long long left = end - h_now_ms();
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            return (int)got;
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r <= 0)
+            return (int)got;
+        got += (size_t)r;
+    }
+    return (int)got;
 }
