@@ -208,6 +208,17 @@ static size_t agree(const replay_t *rp, const replay_xchg_t *x, const uint8_t *b
     return m;
 }
 
+/* Among requests that agree as far, the nearest is the one with most bytes in common at the same
+ * places and the closest length: "01 08 14 00 01" is nearer "02 08 14 00 01" than "10 10 01". */
+static long likeness(const replay_xchg_t *x, const uint8_t *buf, size_t n)
+{
+    size_t m = n < x->req_len ? n : x->req_len;
+    long same = 0;
+    for (size_t j = 0; j < m; j++)
+        same += buf[j] == x->req[j];
+    return same - (long)(n > x->req_len ? n - x->req_len : x->req_len - n);
+}
+
 /* The order in which exchanges are tried: the cursor, later ones, then earlier ones nearest
  * first. */
 static int candidate(const replay_t *rp, int k)
@@ -223,6 +234,7 @@ replay_verdict_t replay_match(replay_t *rp, const uint8_t *buf, size_t n, replay
     hit->index = -1;
     hit->consumed = hit->offset = 0;
     size_t best = 0;
+    long best_like = 0;
     int partial = 0, pipelined = -1;
     for (int k = 0; k < rp->n; k++) {
         int i = candidate(rp, k);
@@ -241,8 +253,9 @@ replay_verdict_t replay_match(replay_t *rp, const uint8_t *buf, size_t n, replay
             partial = 1;
         else if (a == x->req_len && pipelined < 0) /* this request, then the next one's bytes */
             pipelined = i;
-        if (a > best || hit->index < 0) {
+        if (a > best || hit->index < 0 || (a == best && likeness(x, buf, n) > best_like)) {
             best = a;
+            best_like = likeness(x, buf, n);
             hit->index = i;
         }
     }

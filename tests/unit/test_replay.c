@@ -143,6 +143,11 @@ static void test_repeats(void **state)
     assert_int_equal(ask(&rp, "C0TPid0003tm1", "C0TPid0003er00/00"), REPLAY_MATCH);
     assert_int_equal(rp.x[2].uses, 0);
     assert_int_equal(rp.cursor, 4);
+    /* both polls differ at byte 3; the nearest is the one most alike after it */
+    replay_hit_t hit;
+    assert_int_equal(replay_match(&rp, (const uint8_t *)"C0QCid0003", 10, &hit), REPLAY_UNSEEN);
+    assert_int_equal(hit.offset, 3);
+    assert_int_equal(hit.index, 2);
     replay_free(&rp);
 }
 
