@@ -42,18 +42,18 @@ static void report_unseen(sim_inst_t *in, const uint8_t *buf, size_t n, const re
     char got[1024], near[1024];
     rp->unseen++;
     show(rp, buf, n, got, sizeof got);
-    long total = atomic_fetch_add(&g_unseen, 1) + 1;
+    atomic_fetch_add(&g_unseen, 1);
+    const char *which = rp->unseen == 1 ? "first" : "another";
     if (hit->index < 0) {
         sim_error("replay", "%s: %s request the recording never saw (%zu bytes): \"%s\"",
-                  in->cfg->id, total == 1 ? "first" : "another", n, got);
+                  in->cfg->id, which, n, got);
     } else {
         const replay_xchg_t *x = &rp->x[hit->index];
         show(rp, x->req, x->req_len, near, sizeof near);
         sim_error("replay",
                   "%s: %s request the recording never saw (%zu bytes): \"%s\"; it differs at byte "
                   "offset %zu from the nearest recorded request (line %d, %zu bytes): \"%s\"",
-                  in->cfg->id, total == 1 ? "first" : "another", n, got, hit->offset, x->line,
-                  x->req_len, near);
+                  in->cfg->id, which, n, got, hit->offset, x->line, x->req_len, near);
     }
 }
 

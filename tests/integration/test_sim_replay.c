@@ -125,7 +125,7 @@ static void test_replay_links(void **state)
     /* the run bit read as a coil (function 01) where the recording reads a discrete input (02) */
     modbus_set_response_timeout(mb, 0, 300000);
     assert_int_equal(modbus_read_bits(mb, 0x0814, 1, &bit), -1);
-    assert_true(log_wait(&sim, "cn7500: another request the recording never saw (6 bytes): "
+    assert_true(log_wait(&sim, "cn7500: first request the recording never saw (6 bytes): "
                                "\"unit 10: 01 08 14 00 01\"; it differs at byte offset 1"));
     /* a STAR command whose channel pattern differs: placed at that byte */
     const char *tp = "C0TPid0002xp01179 01179 00000&yp2418 2328 0000&tm1 0 0&tt01tp2244tz2164"
