@@ -20,10 +20,11 @@
 
 static h_sim_t sim;
 static h_daemon_t dmn;
+static char dir[256]; /* the ptys */
 
 static int setup(void **state)
 {
-    char dir[256], sections[2048], fx_reader[600], fx_cn[600];
+    char sections[2048], fx_reader[600], fx_cn[600];
     if (h_tempdir("labconf", dir, sizeof dir))
         return -1;
     int mb = h_free_port();
@@ -46,6 +47,7 @@ static int teardown(void **state)
 {
     h_daemon_destroy(&dmn);
     h_sim_stop(&sim);
+    h_rmtree(dir);
     return 0;
 }
 
