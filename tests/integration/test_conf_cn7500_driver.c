@@ -161,6 +161,16 @@ static void script_check(void)
         fail_msg("%s", dev.mismatch);
 }
 
+static lab_driver_t *cur; /* closed by close_cur when a test ends early */
+
+static int close_cur(void **state)
+{
+    (void)state;
+    h_drv_close(cur);
+    cur = NULL;
+    return 0;
+}
+
 static lab_driver_t *open_unit(const char *unit)
 {
     static char uri[80];
@@ -168,7 +178,8 @@ static lab_driver_t *open_unit(const char *unit)
     lab_drv_kv_t kv[] = {{"driver", "modbus-temperature", 2}, {"modbus", uri, 3},
                          {"map", "omega-cn7500", 4},          {"unit", unit, 5},
                          {"timeout_ms", "1000", 6},           {"poll_s", "0", 7}};
-    return h_drv_open("heat1", kv, sizeof kv / sizeof kv[0]);
+    cur = h_drv_open("heat1", kv, sizeof kv / sizeof kv[0]);
+    return cur;
 }
 
 /* One unit through every operation the driver makes, each against its recorded exchange. */
@@ -226,7 +237,7 @@ static void run_unit(int unit, double pv)
         fail_msg("stop: %s", e.text);
     assert_int_equal((int)h_drv_num(r, "running"), 0);
     json_decref(r);
-    h_drv_close(d);
+    close_cur(NULL);
 }
 
 static void test_unit1(void **state)
@@ -244,8 +255,8 @@ static void test_unit10(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unit1),
-        cmocka_unit_test(test_unit10),
+        cmocka_unit_test_teardown(test_unit1, close_cur),
+        cmocka_unit_test_teardown(test_unit10, close_cur),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
