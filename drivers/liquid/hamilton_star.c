@@ -1,11 +1,13 @@
-/* hamilton-star: a Hamilton Microlab STAR (master module C0, up to 16 pipetting channels) on a
- * stream link, one firmware message per CR LF line (protocols/star.h). Owns the deck description
- * (plate, tip rack, reagent troughs and tip waste, in the firmware's 0.1 mm coordinates, from the
- * instrument's keys), the channels' tips and volumes as the driver saw them, and the commands in
- * flight: each carries an id, and a reply is matched by that id in the pending table, so replies
- * that come back out of order, or late for an operation that timed out, are never taken for
- * another command's. On every (re)connection the channels are initialised (C0DI) before the
- * instrument is idle. */
+/* hamilton-star: a Hamilton Microlab STAR (master module C0, up to 16 pipetting channels) on its
+ * USB link (port = usb://08af:8000: one firmware message per bulk transfer, no terminator) or on
+ * a stream link (serial, tcp: one message per CR LF line) (protocols/star.h). Owns the deck
+ * description (plate, tip rack, reagent troughs and tip waste, in the firmware's 0.1 mm
+ * coordinates, from the instrument's keys), the channels' tips and volumes as the driver saw them,
+ * and the commands in flight: each carries an id, and a reply is matched by that id in the pending
+ * table, so replies that come back out of order, or late for an operation that timed out, are never
+ * taken for another command's. On every (re)connection the tip type is defined (C0TT: the firmware
+ * keeps it only until power off or reset, and C0DI and C0TP refer to it by its index) and the
+ * channels are initialised (C0DI) before the instrument is idle. */
 #include "drivers/driver.h"
 
 #include "core/err.h"
@@ -52,13 +54,14 @@ typedef struct star {
     int id;  /* STAR_NO_ID when none */
     int tag; /* TAG_* */
     char cmd[3];
+    char next[3];               /* sent when cmd succeeds: C0DI after C0TT */
     unsigned mask;              /* channels acting */
     double vol_ul[STAR_CH_MAX]; /* per channel, 0 where it does not act */
     int tip_col;
     json_t *result;
     lab_drv_error_t deferred;
 
-    bool linked, ready;
+    bool linked, ready, usb;
     uv_timer_t reply_timer, defer_timer, retry_timer;
     int handles;
     bool closing;
@@ -82,7 +85,19 @@ static const lab_drv_key_t star_keys[] = {
     {"tip_a1_y", LAB_DRV_KEY_INT, "3000", 0, 9999, NULL, 0, "tip rack A1 y, 0.1 mm"},
     {"tip_pitch", LAB_DRV_KEY_INT, "90", 10, 500, NULL, 0, "tip rack pitch, 0.1 mm"},
     {"tip_columns", LAB_DRV_KEY_INT, "12", 1, 24, NULL, 0, "tip rack columns"},
-    {"tip_type", LAB_DRV_KEY_INT, "4", 0, 99, NULL, 0, "firmware tip type (tt)"},
+    /* The tip definition sent with C0TT; the defaults are PyLabRobot's 300 uL filter tip
+     * (STAR_tests.py test_tip_pickup_01: tt01tf1tl0519tv03600tg2tu0). */
+    {"tip_type", LAB_DRV_KEY_INT, "1", 1, 99, NULL, 0,
+     "tip type table index the tip is defined at (C0TT tt) and referred to by (C0TP, C0DI)"},
+    {"tip_filter", LAB_DRV_KEY_INT, "1", 0, 1, NULL, 0, "the tip has a filter (C0TT tf)"},
+    {"tip_length", LAB_DRV_KEY_INT, "519", 1, 1999, NULL, 0,
+     "tip length less its fitting depth, 0.1 mm (C0TT tl)"},
+    {"tip_volume", LAB_DRV_KEY_INT, "3600", 1, 56000, NULL, 0,
+     "maximum tip volume, 0.1 uL (C0TT tv)"},
+    {"tip_size", LAB_DRV_KEY_INT, "2", 0, 5, NULL, 0,
+     "tip collar type: 1 low, 2 standard, 3 high volume, 4 384 head, 5 XL (C0TT tg)"},
+    {"tip_pickup", LAB_DRV_KEY_INT, "0", 0, 1, NULL, 0,
+     "pick-up method: 0 out of rack, 1 out of wash liquid (C0TT tu)"},
     {"reagents", LAB_DRV_KEY_STR, "substrate,inhibitor,buffer", 0, 0, NULL, 0,
      "reagent names by trough column, comma separated"},
     {"trough_x", LAB_DRV_KEY_INT, "1000", 0, 99999, NULL, 0, "first trough column x, 0.1 mm"},
@@ -143,29 +158,44 @@ static const lab_drv_action_t star_actions[] = {
 /* ---- commands ---- */
 
 /* Values for the parameters an operation does not set, per command, in the firmware's units
- * (0.1 mm heights, 0.1 uL/s speeds), within the widths of the codec's specifications. */
+ * (0.1 mm heights, 0.1 uL/s speeds), within the widths of the codec's specifications. Heights
+ * of a tip movement go from begin (tp, higher) to end (tz, lower), as PyLabRobot sends them:
+ * C0TR into the waste tp1970tz1870th2450te2450ti0 (STAR_tests.py test_discard_tips), C0DI
+ * tp2450 (its channel traversal height 245 mm) tz1220 te3600 ti0 (STAR_backend.py
+ * initialize_pip), C0TP tp2244tz2164th2450td0 (test_tip_pickup_01), C0AS ld00. */
 typedef struct star_default {
     const char *cmd, *name;
     long v;
 } star_default_t;
 
 static const star_default_t star_defaults[] = {
-    {"TP", "tt", 4},    {"TP", "tp", 2244}, {"TP", "tz", 2164}, {"TP", "th", 2450},
-    {"TP", "td", 0},    {"TR", "tp", 1314}, {"TR", "tz", 1414}, {"TR", "th", 2450},
-    {"TR", "te", 2450}, {"TR", "ti", 0},    {"DI", "tp", 1314}, {"DI", "tz", 1414},
-    {"DI", "te", 2450}, {"DI", "tt", 4},    {"DI", "ti", 0},    {"AS", "th", 2450},
-    {"AS", "te", 2450}, {"AS", "lp", 2000}, {"AS", "zl", 1866}, {"AS", "po", 100},
-    {"AS", "zu", 32},   {"AS", "zr", 6180}, {"AS", "zx", 1866}, {"AS", "as", 1000},
-    {"AS", "ll", 1},    {"AS", "lv", 1},    {"AS", "ld", 10},   {"AS", "de", 20},
-    {"AS", "wt", 10},   {"AS", "ms", 1000}, {"AS", "sd", 500},  {"AS", "se", 500},
-    {"AS", "sz", 300},  {"DS", "dm", 2},    {"DS", "zx", 1866}, {"DS", "lp", 2000},
-    {"DS", "zl", 1866}, {"DS", "po", 100},  {"DS", "zu", 32},   {"DS", "zr", 6180},
-    {"DS", "th", 2450}, {"DS", "te", 2450}, {"DS", "ds", 1200}, {"DS", "ss", 50},
-    {"DS", "ll", 1},    {"DS", "lv", 1},    {"DS", "de", 10},   {"DS", "ms", 10},
+    {"TP", "tp", 2244}, {"TP", "tz", 2164}, {"TP", "th", 2450}, {"TP", "td", 0},
+    {"TR", "tp", 1970}, {"TR", "tz", 1870}, {"TR", "th", 2450}, {"TR", "te", 2450},
+    {"TR", "ti", 0},    {"DI", "tp", 2450}, {"DI", "tz", 1220}, {"DI", "te", 3600},
+    {"DI", "ti", 0},    {"AS", "th", 2450}, {"AS", "te", 2450}, {"AS", "lp", 2000},
+    {"AS", "zl", 1866}, {"AS", "po", 100},  {"AS", "zu", 32},   {"AS", "zr", 6180},
+    {"AS", "zx", 1866}, {"AS", "as", 1000}, {"AS", "ll", 1},    {"AS", "lv", 1},
+    {"AS", "ld", 0},    {"AS", "de", 20},   {"AS", "wt", 10},   {"AS", "ms", 1000},
+    {"AS", "sd", 500},  {"AS", "se", 500},  {"AS", "sz", 300},  {"DS", "dm", 2},
+    {"DS", "zx", 1866}, {"DS", "lp", 2000}, {"DS", "zl", 1866}, {"DS", "po", 100},
+    {"DS", "zu", 32},   {"DS", "zr", 6180}, {"DS", "th", 2450}, {"DS", "te", 2450},
+    {"DS", "ds", 1200}, {"DS", "ss", 50},   {"DS", "ll", 1},    {"DS", "lv", 1},
+    {"DS", "de", 10},   {"DS", "ms", 10},
 };
 
-static long star_default(const char *cmd, const char *name)
+/* Parameters whose value is an instrument key: the tip definition. */
+static const struct {
+    const char *name, *key;
+} star_key_params[] = {
+    {"tt", "tip_type"},   {"tf", "tip_filter"}, {"tl", "tip_length"},
+    {"tv", "tip_volume"}, {"tg", "tip_size"},   {"tu", "tip_pickup"},
+};
+
+static long star_default(const star_t *s, const char *cmd, const char *name)
 {
+    for (size_t i = 0; i < sizeof star_key_params / sizeof star_key_params[0]; i++)
+        if (strcmp(star_key_params[i].name, name) == 0)
+            return lab_drv_int(s->d, star_key_params[i].key);
     for (size_t i = 0; i < sizeof star_defaults / sizeof star_defaults[0]; i++)
         if (strcmp(star_defaults[i].cmd, cmd) == 0 && strcmp(star_defaults[i].name, name) == 0)
             return star_defaults[i].v;
@@ -178,42 +208,55 @@ typedef struct star_plan {
     long xp[STAR_CH_MAX], yp[STAR_CH_MAX], vol[STAR_CH_MAX]; /* vol in 0.1 uL */
 } star_plan_t;
 
+static int star_digits(long v)
+{
+    int n = v < 0 ? 2 : 1;
+    for (v = v < 0 ? -v : v; v >= 10; v /= 10)
+        n++;
+    return n;
+}
+
+/* The command as PyLabRobot's STAR backend writes it: parameters in the order of its
+ * send_command calls, channel lists laid out by star_list_pattern (tm, xp, yp zero outside the
+ * pattern), C0DI with the one waste x position initialize_pip gives and every channel's y. */
 static int star_build(star_t *s, const char *cmd, int id, const star_plan_t *pl, char *buf,
                       size_t cap)
 {
     const star_cmd_spec_t *spec = star_cmd_spec("C0", cmd);
     LAB_ASSERT(spec != NULL);
-    size_t n = 0; /* list length: up to the last acting channel */
-    for (int ch = 0; ch < s->channels; ch++)
-        if (pl->mask & (1u << ch))
-            n = (size_t)ch + 1;
+    size_t chans = (size_t)s->channels;
+    bool di = strcmp(cmd, "DI") == 0;
     star_builder_t b;
     star_begin(&b, buf, cap, "C0", cmd, id);
     for (size_t i = 0; i < spec->n; i++) {
         const star_param_spec_t *ps = &spec->params[i];
-        long v[STAR_CH_MAX];
-        for (size_t ch = 0; ch < n; ch++) {
-            bool on = pl->mask & (1u << ch);
-            if (strcmp(ps->name, "tm") == 0)
-                v[ch] = on;
-            else if (strcmp(ps->name, "xp") == 0)
-                v[ch] = pl->xp[ch];
-            else if (strcmp(ps->name, "yp") == 0)
-                v[ch] = pl->yp[ch];
-            else if (strcmp(ps->name, "av") == 0 || strcmp(ps->name, "dv") == 0)
-                v[ch] = on ? pl->vol[ch] : 0;
-            else
-                v[ch] = star_default(cmd, ps->name);
+        if (!ps->list) {
+            long v = star_default(s, cmd, ps->name);
+            star_int(&b, ps->name, v, ps->upto ? star_digits(v) : ps->width);
+            continue;
         }
-        if (ps->list)
-            star_list(&b, ps->name, v, n, ps->width, (size_t)s->channels);
+        long v[STAR_CH_MAX];
+        star_fill_t fill = STAR_FILL_FIRST;
+        for (size_t ch = 0; ch < chans; ch++) {
+            if (strcmp(ps->name, "tm") == 0)
+                v[ch] = (pl->mask >> ch) & 1, fill = STAR_FILL_ZERO;
+            else if (strcmp(ps->name, "xp") == 0)
+                v[ch] = pl->xp[ch], fill = STAR_FILL_ZERO;
+            else if (strcmp(ps->name, "yp") == 0)
+                v[ch] = pl->yp[ch], fill = STAR_FILL_ZERO;
+            else if (strcmp(ps->name, "av") == 0 || strcmp(ps->name, "dv") == 0)
+                v[ch] = pl->vol[ch];
+            else
+                v[ch] = star_default(s, cmd, ps->name);
+        }
+        if (di && strcmp(ps->name, "xp") == 0)
+            star_list(&b, "xp", v, 1, ps->width, chans);
+        else if (di)
+            star_list(&b, ps->name, v, chans, ps->width, chans);
         else
-            star_int(&b, ps->name,
-                     strcmp(ps->name, "tt") == 0 ? lab_drv_int(s->d, "tip_type")
-                                                 : star_default(cmd, ps->name),
-                     ps->width);
+            star_list_pattern(&b, ps->name, v, pl->mask, chans, ps->width, fill);
     }
-    return star_end(&b, 1);
+    return star_end(&b, !s->usb);
 }
 
 static void star_forget_cmd(star_t *s)
@@ -223,6 +266,7 @@ static void star_forget_cmd(star_t *s)
             s->pending.e[i].used = 0;
     s->id = STAR_NO_ID;
     s->tag = 0;
+    s->next[0] = '\0';
     uv_timer_stop(&s->reply_timer);
 }
 
@@ -323,12 +367,21 @@ static void star_plan_waste(star_t *s, star_plan_t *pl, unsigned mask)
     }
 }
 
-static void star_handshake(star_t *s)
+/* C0TT, then (star_on_reply) C0DI: the tip type C0DI names is defined first. */
+static int star_send_tt(star_t *s, int tag, lab_drv_error_t *e)
 {
     star_plan_t pl;
-    star_plan_waste(s, &pl, (1u << s->channels) - 1);
+    memset(&pl, 0, sizeof pl);
+    if (star_send(s, "TT", tag, &pl, e))
+        return -1;
+    snprintf(s->next, sizeof s->next, "DI");
+    return 0;
+}
+
+static void star_handshake(star_t *s)
+{
     lab_drv_error_t e;
-    if (star_send(s, "DI", TAG_HANDSHAKE, &pl, &e))
+    if (star_send_tt(s, TAG_HANDSHAKE, &e))
         star_handshake_failed(s, &e);
 }
 
@@ -392,10 +445,24 @@ static void star_on_reply(star_t *s, const star_msg_t *m)
         return;
     }
     int tag = (int)(intptr_t)ud;
+    char next[3];
+    memcpy(next, s->next, sizeof next);
     s->id = STAR_NO_ID;
     s->tag = 0;
+    s->next[0] = '\0';
     uv_timer_stop(&s->reply_timer);
     lab_drv_error_t e;
+    if (next[0] && !star_msg_failed(m)) {
+        star_plan_t pl; /* C0DI after C0TT */
+        star_plan_waste(s, &pl, (1u << s->channels) - 1);
+        if (star_send(s, next, tag, &pl, &e) == 0)
+            return;
+        if (tag == TAG_HANDSHAKE)
+            star_handshake_failed(s, &e);
+        else
+            star_op_end(s, &e);
+        return;
+    }
     if (tag == TAG_HANDSHAKE) {
         if (star_msg_failed(m)) {
             /* It answers, so it is connected; what it reports needs a person (or initialize). */
@@ -483,19 +550,23 @@ static void star_on_data(lab_transport_t *t, const uint8_t *data, size_t len, vo
 {
     (void)t;
     star_t *s = user;
-    if (!s->closing)
+    if (s->closing)
+        return;
+    if (s->usb) /* one bulk IN transfer (ended by a short packet) is one message */
+        star_on_line(s, (const char *)data, len, len ? 0 : PROTO_ESYNTAX);
+    else
         proto_lines_feed(&s->lines, data, len, star_on_line, s);
 }
 
 static void star_on_state(lab_transport_t *t, lab_transport_state_t state, int err,
                           const char *reason, void *user)
 {
-    (void)t;
     star_t *s = user;
     if (s->closing)
         return;
     if (state == LAB_TRANSPORT_OPEN) {
         s->linked = true;
+        s->usb = strcmp(lab_transport_backend(t), "usb") == 0;
         s->ready = false;
         proto_lines_init(&s->lines);
         star_pending_init(&s->pending); /* nothing sent on the old link will be answered */
@@ -742,8 +813,9 @@ static void star_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *para
     lab_drv_error_t e = {0};
     const char *cmd = NULL;
     if (strcmp(a->name, "initialize") == 0) {
-        cmd = "DI";
-        star_plan_waste(s, &pl, (1u << s->channels) - 1);
+        /* The tip type again: a STAR reset since the connection forgot it. */
+        if (star_send_tt(s, TAG_OP, &e) == 0)
+            return;
     } else if (strcmp(a->name, "drop_tips") == 0) {
         cmd = "TR";
         unsigned mask = star_tipped(s);
@@ -772,7 +844,7 @@ static void star_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *para
         cmd = strcmp(a->name, "aspirate") == 0 ? "AS" : "DS";
         star_plan_liquid(s, params, &pl, &e);
     }
-    if (e.code == LAB_DRV_OK)
+    if (e.code == LAB_DRV_OK && cmd)
         star_send(s, cmd, TAG_OP, &pl, &e);
     if (e.code != LAB_DRV_OK) { /* ended from the loop, never inside invoke */
         /* refused here, or not written: the firmware never saw the command */
