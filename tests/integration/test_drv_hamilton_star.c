@@ -10,6 +10,7 @@
  * volumes per channel, and the refusals of a bad array, each naming the entry, with nothing sent.
  */
 #include "drivers/driver.h"
+#include "drivers/transport/transport_int.h"
 #include "protocols/star.h"
 #include "tests/harness/harness.h"
 #include "tests/harness/star_plr.h"
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libusb.h>
 
 static h_sim_t sim;
 static char dir[256], port1[300], port2[300];
@@ -554,6 +556,141 @@ static void test_per_channel_frames(void **state)
     h_drv_close(d);
 }
 
+/* ---- FAKE_USB: a STAR on a fake USB bus behind usb.c's seam (lab_usb_api_t) ----
+ * It answers each bulk OUT transfer (one command) with one reply, er00/00, by bulk IN. What it
+ * proves is the driver's framing on usb (no terminator, one message per transfer) and its
+ * offline/online cycle, not a real STAR's USB behaviour. */
+
+static struct {
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int present;
+    char out[FAKE_FRAMES][2048];
+    int out_len[FAKE_FRAMES], n_out;
+    char reply[8][64];
+    int reply_len[8], n_reply;
+} usbf;
+
+static int usbf_open(const lab_usb_match_t *m, void **dev, lab_usb_eps_t *eps, char *why, size_t wn)
+{
+    uv_mutex_lock(&usbf.mu);
+    int present = usbf.present;
+    uv_mutex_unlock(&usbf.mu);
+    if (!present) {
+        snprintf(why, wn, "no USB device %04x:%04x on the fake bus", m->vid, m->pid);
+        return LIBUSB_ERROR_NOT_FOUND;
+    }
+    *eps = (lab_usb_eps_t){0x81, 0x02, 64, 64};
+    *dev = &usbf;
+    return 0;
+}
+
+static void usbf_close(void *dev)
+{
+    (void)dev;
+}
+
+static int usbf_bulk(void *dev, unsigned char ep, uint8_t *data, int len, int *done,
+                     unsigned timeout_ms)
+{
+    (void)dev;
+    *done = 0;
+    int rc = 0;
+    uv_mutex_lock(&usbf.mu);
+    if (!usbf.present) {
+        rc = LIBUSB_ERROR_NO_DEVICE;
+    } else if (ep == 0x02) {
+        static star_msg_t m;
+        *done = len;
+        if (len > 0 && usbf.n_out < FAKE_FRAMES && len < (int)sizeof usbf.out[0]) {
+            memcpy(usbf.out[usbf.n_out], data, (size_t)len);
+            usbf.out[usbf.n_out][len] = '\0';
+            usbf.out_len[usbf.n_out++] = len;
+        }
+        if (len > 0 && star_parse((const char *)data, (size_t)len, &m) == PROTO_OK &&
+            usbf.n_reply < 8) {
+            star_builder_t b;
+            star_begin(&b, usbf.reply[usbf.n_reply], sizeof usbf.reply[0], m.module, m.cmd, m.id);
+            star_error(&b, 0, 0);
+            usbf.reply_len[usbf.n_reply] = star_end(&b, 0);
+            usbf.n_reply++;
+            uv_cond_broadcast(&usbf.cv);
+        }
+    } else {
+        uint64_t until = uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
+        while (usbf.present && !usbf.n_reply && uv_hrtime() < until)
+            uv_cond_timedwait(&usbf.cv, &usbf.mu, until - uv_hrtime());
+        if (!usbf.present) {
+            rc = LIBUSB_ERROR_NO_DEVICE;
+        } else if (!usbf.n_reply) {
+            rc = LIBUSB_ERROR_TIMEOUT;
+        } else {
+            *done = usbf.reply_len[0] < len ? usbf.reply_len[0] : len;
+            memcpy(data, usbf.reply[0], (size_t)*done);
+            memmove(usbf.reply[0], usbf.reply[1],
+                    sizeof usbf.reply[0] * (size_t)(usbf.n_reply - 1));
+            memmove(usbf.reply_len, usbf.reply_len + 1, sizeof(int) * (size_t)(usbf.n_reply - 1));
+            usbf.n_reply--;
+        }
+    }
+    uv_mutex_unlock(&usbf.mu);
+    return rc;
+}
+
+static const lab_usb_api_t usbf_api = {usbf_open, usbf_bulk, usbf_close};
+
+static void usbf_present(int on)
+{
+    uv_mutex_lock(&usbf.mu);
+    usbf.present = on;
+    uv_cond_broadcast(&usbf.cv);
+    uv_mutex_unlock(&usbf.mu);
+}
+
+static int usbf_outs(void)
+{
+    uv_mutex_lock(&usbf.mu);
+    int n = usbf.n_out;
+    uv_mutex_unlock(&usbf.mu);
+    return n;
+}
+
+/* The STAR on usb://08af:8000 (FAKE_USB): C0TT, C0DI and every later command each one bulk
+ * transfer without CR LF; unplugged, offline with the reason; back, initialised again. */
+static void test_usb_fake(void **state)
+{
+    (void)state;
+    uv_mutex_init(&usbf.mu);
+    uv_cond_init(&usbf.cv);
+    usbf_present(1);
+    lab_usb_api_set(&usbf_api);
+    lab_drv_kv_t kv[] = {{"driver", "hamilton-star", 2}, {"port", "usb://08af:8000", 3}};
+    lab_driver_t *d = h_drv_open("usbstar", kv, sizeof kv / sizeof kv[0]);
+    h_drv_wait_state(d, LAB_INST_IDLE);
+    assert_int_equal(usbf_outs(), 2);
+    assert_string_equal(usbf.out[0], PLR_TT); /* exactly PyLabRobot's bytes: no terminator */
+    assert_int_equal(usbf.out_len[0], (int)strlen(PLR_TT));
+    assert_true(strncmp(usbf.out[1], "C0DIid0002", 10) == 0);
+    json_decref(h_drv_call_ok(d, "pick_up_tips", "{\"channels\": 2}"));
+    assert_int_equal(usbf_outs(), 3);
+    for (int i = 0; i < 3; i++)
+        assert_null(memchr(usbf.out[i], '\r', (size_t)usbf.out_len[i]));
+
+    usbf_present(0);
+    h_drv_wait_state(d, LAB_INST_OFFLINE);
+    const lab_drv_error_t *e = lab_driver_last_error(d);
+    if (!strstr(e->text, "usb://08af:8000") || !strstr(e->text, "unplugged"))
+        fail_msg("offline reason: %s", e->text);
+    usbf_present(1);
+    h_drv_wait_state(d, LAB_INST_IDLE);
+    int n = usbf_outs();
+    assert_true(n >= 5);
+    same_but_id(usbf.out[n - 2], PLR_TT); /* the tip type again on the new connection */
+    assert_true(strncmp(usbf.out[n - 1], "C0DI", 4) == 0);
+    h_drv_close(d);
+    lab_usb_api_set(NULL);
+}
+
 static void test_config(void **state)
 {
     (void)state;
@@ -585,10 +722,11 @@ static void test_all_released(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pipetting),  cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_faults),     cmocka_unit_test(test_late_reply),
-        cmocka_unit_test(test_plr_frames), cmocka_unit_test(test_per_channel_frames),
-        cmocka_unit_test(test_config),     cmocka_unit_test(test_all_released),
+        cmocka_unit_test(test_pipetting),    cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_faults),       cmocka_unit_test(test_late_reply),
+        cmocka_unit_test(test_plr_frames),   cmocka_unit_test(test_per_channel_frames),
+        cmocka_unit_test(test_usb_fake),     cmocka_unit_test(test_config),
+        cmocka_unit_test(test_all_released),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
