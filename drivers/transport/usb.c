@@ -360,7 +360,8 @@ static void usb_reader(void *arg)
         }
         if (rc != 0) {
             char why[160];
-            snprintf(why, sizeof why, "bulk IN endpoint 0x%02x: %s", ra.eps.in, usb_errtext(rc));
+            snprintf(why, sizeof why, "USB %04x:%04x bulk IN endpoint 0x%02x: %s",
+                     u->t->usb_match.vid, u->t->usb_match.pid, ra.eps.in, usb_errtext(rc));
             usb_post(u, EV_LOST, ra.gen, usb_laberr(rc), NULL, 0, why);
             break;
         }
@@ -420,7 +421,8 @@ static int usb_drain(struct lab_usb *u, void *dev, char *why, size_t wn)
         if (rc == LIBUSB_ERROR_TIMEOUT || (rc == 0 && got == 0))
             return 0;
         if (rc != 0) {
-            snprintf(why, wn, "draining bulk IN endpoint 0x%02x: %s", u->eps.in, usb_errtext(rc));
+            snprintf(why, wn, "USB %04x:%04x draining bulk IN endpoint 0x%02x: %s",
+                     u->t->usb_match.vid, u->t->usb_match.pid, u->eps.in, usb_errtext(rc));
             return rc;
         }
     }
@@ -493,8 +495,8 @@ static void usb_control(void *arg)
                 usb_post(u, EV_SENT, gen, 0, o->data, o->len, NULL);
             } else {
                 char why[160];
-                snprintf(why, sizeof why, "bulk OUT endpoint 0x%02x: %s", u->eps.out,
-                         usb_errtext(rc));
+                snprintf(why, sizeof why, "USB %04x:%04x bulk OUT endpoint 0x%02x: %s",
+                         u->t->usb_match.vid, u->t->usb_match.pid, u->eps.out, usb_errtext(rc));
                 usb_post(u, EV_LOST, gen, usb_laberr(rc), NULL, 0, why);
             }
             free(o);

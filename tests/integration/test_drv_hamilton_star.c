@@ -43,6 +43,7 @@ static struct {
     size_t len;
     char frames[FAKE_FRAMES][2048];
     int n;
+    int stale; /* first a reply with the previous id (an error), as a late one would come */
 } fake = {.master = -1, .slave = -1};
 
 static void fake_frame(void)
@@ -54,6 +55,13 @@ static void fake_frame(void)
     assert_int_equal(star_parse(fake.line, fake.len, &m), PROTO_OK);
     char out[64];
     star_builder_t b;
+    if (fake.stale) {
+        star_begin(&b, out, sizeof out, m.module, m.cmd, m.id ? m.id - 1 : 9999);
+        star_error(&b, 8, 0);
+        int k = star_end(&b, 1);
+        assert_true(k > 0);
+        assert_int_equal(write(fake.master, out, (size_t)k), k);
+    }
     star_begin(&b, out, sizeof out, m.module, m.cmd, m.id);
     star_error(&b, 0, 0);
     int n = star_end(&b, 1);
@@ -438,6 +446,13 @@ static void test_plr_frames(void **state)
     assert_int_equal(fake.n, 9);
     same_but_id(fake.frames[7], PLR_TT);
     assert_true(strncmp(fake.frames[8], "C0DIid0009", 10) == 0);
+
+    /* a reply with an earlier id (er08/00) ahead of the right one is not this command's */
+    fake.stale = 1;
+    json_t *r = h_drv_call_ok(d, "pick_up_tips", NULL);
+    fake.stale = 0;
+    assert_int_equal(fake.n, 10);
+    json_decref(r);
     h_drv_close(d);
 }
 
@@ -679,7 +694,7 @@ static void test_usb_fake(void **state)
     usbf_present(0);
     h_drv_wait_state(d, LAB_INST_OFFLINE);
     const lab_drv_error_t *e = lab_driver_last_error(d);
-    if (!strstr(e->text, "usb://08af:8000") || !strstr(e->text, "unplugged"))
+    if (!strstr(e->text, "USB 08af:8000") || !strstr(e->text, "unplugged"))
         fail_msg("offline reason: %s", e->text);
     usbf_present(1);
     h_drv_wait_state(d, LAB_INST_IDLE);
