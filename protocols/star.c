@@ -484,6 +484,36 @@ void star_list(star_builder_t *b, const char *name, const long *v, size_t n, int
         proto_out_mem(&b->o, "&", 1);
 }
 
+size_t star_pattern_len(unsigned mask, size_t channels)
+{
+    size_t n = 0;
+    for (size_t ch = 0; ch < channels && ch < 32; ch++)
+        if (mask & (1u << ch))
+            n = ch + 1;
+    /* base.py: "We do want to have a trailing zero ... if the length < 8" (num_channels) */
+    return n && n < channels ? n + 1 : n;
+}
+
+void star_list_pattern(star_builder_t *b, const char *name, const long *v, unsigned mask,
+                       size_t channels, int width, star_fill_t fill)
+{
+    size_t n = star_pattern_len(mask, channels);
+    if (n == 0 || channels > 32) {
+        fail(b, PROTO_ERANGE);
+        return;
+    }
+    long first = 0;
+    for (size_t ch = 0; ch < n; ch++)
+        if (mask & (1u << ch)) {
+            first = v[ch];
+            break;
+        }
+    long out[32];
+    for (size_t ch = 0; ch < n; ch++)
+        out[ch] = (mask & (1u << ch)) ? v[ch] : fill == STAR_FILL_FIRST ? first : 0;
+    star_list(b, name, out, n, width, channels);
+}
+
 static int code_ok(int v)
 {
     return v >= 0 && v <= 99;
@@ -576,6 +606,8 @@ static int parse_er(star_msg_t *m, const char *s, size_t *p, size_t end)
         }
         return PROTO_OK;
     }
+    if (strcmp(m->module, "C0") == 0)
+        return PROTO_ESYNTAX; /* the master always writes er##/## */
     *p += 2;
     return add_error(m, m->module, -1, code);
 }
@@ -735,33 +767,44 @@ int star_param_list(const star_msg_t *m, const char *name, long *out, size_t cap
  * C0AS test_single_channel_aspiration, C0DS the single-channel jet dispense test (STAR_tests.py);
  * C0DI from the field formats of initialize_pipetting_channels (STAR_backend.py). */
 static const star_param_spec_t spec_tp[] = {
-    {"xp", 5, 1}, {"yp", 4, 1}, {"tm", 1, 1}, {"tt", 2, 0},
-    {"tp", 4, 0}, {"tz", 4, 0}, {"th", 4, 0}, {"td", 1, 0},
+    {"xp", 5, 1, 0}, {"yp", 4, 1, 0}, {"tm", 1, 1, 0}, {"tt", 2, 0, 0},
+    {"tp", 4, 0, 0}, {"tz", 4, 0, 0}, {"th", 4, 0, 0}, {"td", 1, 0, 0},
 };
+/* discard_tip passes tp, tz, th and te as plain ints: up to 4 digits, unpadded. */
 static const star_param_spec_t spec_tr[] = {
-    {"xp", 5, 1}, {"yp", 4, 1}, {"tm", 1, 1}, {"tp", 4, 0},
-    {"tz", 4, 0}, {"th", 4, 0}, {"te", 4, 0}, {"ti", 1, 0},
+    {"xp", 5, 1, 0}, {"yp", 4, 1, 0}, {"tm", 1, 1, 0}, {"tp", 4, 0, 1},
+    {"tz", 4, 0, 1}, {"th", 4, 0, 1}, {"te", 4, 0, 1}, {"ti", 1, 0, 0},
 };
 static const star_param_spec_t spec_as[] = {
-    {"at", 1, 1}, {"tm", 1, 1}, {"xp", 5, 1}, {"yp", 4, 1}, {"th", 4, 0}, {"te", 4, 0},
-    {"lp", 4, 1}, {"ch", 3, 1}, {"zl", 4, 1}, {"po", 4, 1}, {"zu", 4, 1}, {"zr", 5, 1},
-    {"zx", 4, 1}, {"ip", 4, 1}, {"it", 1, 1}, {"fp", 4, 1}, {"av", 5, 1}, {"as", 4, 1},
-    {"ta", 3, 1}, {"ba", 4, 1}, {"oa", 3, 1}, {"lm", 1, 1}, {"ll", 1, 1}, {"lv", 1, 1},
-    {"zo", 3, 1}, {"ld", 2, 1}, {"de", 4, 1}, {"wt", 2, 1}, {"mv", 5, 1}, {"mc", 2, 1},
-    {"mp", 3, 1}, {"ms", 4, 1}, {"mh", 4, 1}, {"gi", 3, 1}, {"gj", 1, 0}, {"gk", 1, 0},
-    {"lk", 1, 1}, {"ik", 4, 1}, {"sd", 4, 1}, {"se", 4, 1}, {"sz", 4, 1}, {"io", 4, 1},
+    {"at", 1, 1, 0}, {"tm", 1, 1, 0}, {"xp", 5, 1, 0}, {"yp", 4, 1, 0}, {"th", 4, 0, 0},
+    {"te", 4, 0, 0}, {"lp", 4, 1, 0}, {"ch", 3, 1, 0}, {"zl", 4, 1, 0}, {"po", 4, 1, 0},
+    {"zu", 4, 1, 0}, {"zr", 5, 1, 0}, {"zx", 4, 1, 0}, {"ip", 4, 1, 0}, {"it", 1, 1, 0},
+    {"fp", 4, 1, 0}, {"av", 5, 1, 0}, {"as", 4, 1, 0}, {"ta", 3, 1, 0}, {"ba", 4, 1, 0},
+    {"oa", 3, 1, 0}, {"lm", 1, 1, 0}, {"ll", 1, 1, 0}, {"lv", 1, 1, 0}, {"zo", 3, 1, 0},
+    {"ld", 2, 1, 0}, {"de", 4, 1, 0}, {"wt", 2, 1, 0}, {"mv", 5, 1, 0}, {"mc", 2, 1, 0},
+    {"mp", 3, 1, 0}, {"ms", 4, 1, 0}, {"mh", 4, 1, 0}, {"gi", 3, 1, 0}, {"gj", 1, 0, 0},
+    {"gk", 1, 0, 0}, {"lk", 1, 1, 0}, {"ik", 4, 1, 0}, {"sd", 4, 1, 0}, {"se", 4, 1, 0},
+    {"sz", 4, 1, 0}, {"io", 4, 1, 0},
 };
 static const star_param_spec_t spec_ds[] = {
-    {"dm", 1, 1}, {"tm", 1, 1}, {"xp", 5, 1}, {"yp", 4, 1}, {"zx", 4, 1}, {"lp", 4, 1},
-    {"zl", 4, 1}, {"po", 4, 1}, {"ip", 4, 1}, {"it", 1, 1}, {"fp", 4, 1}, {"zu", 4, 1},
-    {"zr", 5, 1}, {"th", 4, 0}, {"te", 4, 0}, {"dv", 5, 1}, {"ds", 4, 1}, {"ss", 4, 1},
-    {"rv", 3, 1}, {"ta", 3, 1}, {"ba", 4, 1}, {"lm", 1, 1}, {"dj", 2, 0}, {"zo", 3, 1},
-    {"ll", 1, 1}, {"lv", 1, 1}, {"de", 4, 1}, {"wt", 2, 1}, {"mv", 5, 1}, {"mc", 2, 1},
-    {"mp", 3, 1}, {"ms", 4, 1}, {"mh", 4, 1}, {"gi", 3, 1}, {"gj", 1, 0}, {"gk", 1, 0},
+    {"dm", 1, 1, 0}, {"tm", 1, 1, 0}, {"xp", 5, 1, 0}, {"yp", 4, 1, 0}, {"zx", 4, 1, 0},
+    {"lp", 4, 1, 0}, {"zl", 4, 1, 0}, {"po", 4, 1, 0}, {"ip", 4, 1, 0}, {"it", 1, 1, 0},
+    {"fp", 4, 1, 0}, {"zu", 4, 1, 0}, {"zr", 5, 1, 0}, {"th", 4, 0, 0}, {"te", 4, 0, 0},
+    {"dv", 5, 1, 0}, {"ds", 4, 1, 0}, {"ss", 4, 1, 0}, {"rv", 3, 1, 0}, {"ta", 3, 1, 0},
+    {"ba", 4, 1, 0}, {"lm", 1, 1, 0}, {"dj", 2, 0, 0}, {"zo", 3, 1, 0}, {"ll", 1, 1, 0},
+    {"lv", 1, 1, 0}, {"de", 4, 1, 0}, {"wt", 2, 1, 0}, {"mv", 5, 1, 0}, {"mc", 2, 1, 0},
+    {"mp", 3, 1, 0}, {"ms", 4, 1, 0}, {"mh", 4, 1, 0}, {"gi", 3, 1, 0}, {"gj", 1, 0, 0},
+    {"gk", 1, 0, 0},
 };
 static const star_param_spec_t spec_di[] = {
-    {"xp", 5, 1}, {"yp", 4, 1}, {"tp", 4, 0}, {"tz", 4, 0},
-    {"te", 4, 0}, {"tm", 1, 1}, {"tt", 2, 0}, {"ti", 1, 0},
+    {"xp", 5, 1, 0}, {"yp", 4, 1, 0}, {"tp", 4, 0, 0}, {"tz", 4, 0, 0},
+    {"te", 4, 0, 0}, {"tm", 1, 1, 0}, {"tt", 2, 0, 0}, {"ti", 1, 0, 0},
+};
+
+/* define_tip_needle: tt##, tf (bool), tl####, tv#####, tg (TipSize), tu (TipPickupMethod). */
+static const star_param_spec_t spec_tt[] = {
+    {"tt", 2, 0, 0}, {"tf", 1, 0, 0}, {"tl", 4, 0, 0},
+    {"tv", 5, 0, 0}, {"tg", 1, 0, 0}, {"tu", 1, 0, 0},
 };
 
 #define SPEC(m, c, title, t)                                                                       \
@@ -774,6 +817,7 @@ static const star_cmd_spec_t specs[] = {
     SPEC("C0", "AS", "aspirate", spec_as),
     SPEC("C0", "DS", "dispense", spec_ds),
     SPEC("C0", "DI", "initialize pipetting channels", spec_di),
+    SPEC("C0", "TT", "tip/needle definition", spec_tt),
 };
 
 const star_cmd_spec_t *star_cmd_spec(const char *module, const char *cmd)
@@ -784,9 +828,9 @@ const star_cmd_spec_t *star_cmd_spec(const char *module, const char *cmd)
     return NULL;
 }
 
-static int item_ok(const char *s, size_t n, int width)
+static int item_ok(const char *s, size_t n, int width, int upto)
 {
-    if (n != (size_t)width)
+    if (upto ? n == 0 || n > (size_t)width : n != (size_t)width)
         return 0;
     size_t i = (s[0] == '-' || s[0] == '+') && n > 1;
     for (; i < n; i++)
@@ -798,13 +842,13 @@ static int item_ok(const char *s, size_t n, int width)
 static int value_ok(const star_param_t *p, const star_param_spec_t *ps, size_t channels)
 {
     if (!ps->list)
-        return item_ok(p->val, p->len, ps->width);
+        return item_ok(p->val, p->len, ps->width, ps->upto);
     size_t i = 0, count = 0;
     while (i < p->len) {
         size_t j = i;
         while (j < p->len && p->val[j] != ' ')
             j++;
-        if (!item_ok(p->val + i, j - i, ps->width) || ++count > channels)
+        if (!item_ok(p->val + i, j - i, ps->width, ps->upto) || ++count > channels)
             return 0;
         i = j + 1;
     }
@@ -878,7 +922,7 @@ int star_pending_add(star_pending_t *t, const char *module, const char *cmd, voi
         return PROTO_EFULL;
     int id = t->last_id;
     do
-        id = id % 9999 + 1;
+        id = (id + 1) % 10000;
     while (id_in_use(t, id));
     t->last_id = id;
     return pending_put(t, id, module, cmd, ud);

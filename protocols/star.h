@@ -44,6 +44,17 @@ void star_str(star_builder_t *b, const char *name, const char *s);
 /* Per-channel list; '&' ends it when n < channels. */
 void star_list(star_builder_t *b, const char *name, const long *v, size_t n, int width,
                size_t channels);
+
+/* A per-channel list for the channels in mask, laid out as PyLabRobot's base.py does
+ * (_ops_to_fw_positions, _to_list, _assemble_command): one entry per channel up to the last one
+ * in mask, then one more entry when that leaves the list shorter than channels, then '&' if it
+ * is still shorter. v is indexed by channel; an entry for a channel outside mask is 0
+ * (STAR_FILL_ZERO: tm, xp, yp) or the first channel in mask's value (STAR_FILL_FIRST: the rest,
+ * which the firmware ignores where tm is 0). */
+typedef enum star_fill { STAR_FILL_ZERO = 0, STAR_FILL_FIRST } star_fill_t;
+size_t star_pattern_len(unsigned mask, size_t channels);
+void star_list_pattern(star_builder_t *b, const char *name, const long *v, unsigned mask,
+                       size_t channels, int width, star_fill_t fill);
 /* Reply fields: master `er##/##`, and a module entry ` XY##/##`; slave replies use `er##`. */
 void star_error(star_builder_t *b, int code, int trace);
 void star_module_error(star_builder_t *b, const char *module, int code, int trace);
@@ -80,7 +91,10 @@ typedef struct star_msg {
 } star_msg_t;
 
 /* A command (simulator side) or a reply (driver side). Returns PROTO_OK even when the reply
- * reports errors: they are in m->errors (use star_msg_failed). */
+ * reports errors: they are in m->errors (use star_msg_failed). Errors take the form
+ * check_fw_string_error (STAR_backend.py) reads: the master C0 writes `er##/##` followed by
+ * module entries `XY##/##`; every other module writes `er##` (its trace information). A master
+ * reply with a bare `er##` is PROTO_ESYNTAX: base.py would not see the error in it. */
 int star_parse(const char *s, size_t len, star_msg_t *m);
 int star_msg_failed(const star_msg_t *m);
 
@@ -99,6 +113,7 @@ typedef struct star_param_spec {
     char name[3];
     int width; /* characters per value, sign included */
     int list;  /* one value per channel, space separated */
+    int upto;  /* width is a maximum: PyLabRobot writes the value unpadded (C0TR tp/tz/th/te) */
 } star_param_spec_t;
 
 typedef struct star_cmd_spec {
@@ -128,7 +143,8 @@ typedef struct star_pending {
 } star_pending_t;
 
 void star_pending_init(star_pending_t *t);
-/* Allocates the next free id in 1..9999 for module+cmd. Returns it, or PROTO_EFULL. */
+/* Allocates the next free id for module+cmd, counting as base.py's _generate_id does: 1, 2, ..
+ * 9999, 0, 1, .. (skipping ids still pending). Returns it, or PROTO_EFULL. */
 int star_pending_add(star_pending_t *t, const char *module, const char *cmd, void *ud);
 /* Registers a command sent without id; its reply is matched by module+command. */
 int star_pending_add_noid(star_pending_t *t, const char *module, const char *cmd, void *ud);

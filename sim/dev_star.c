@@ -1,8 +1,10 @@
 /* Simulated Hamilton STAR (master module C0, 8 channels) on a stream link, one message per CR LF
- * line. Commands are checked with star_check_cmd (er01/30..33); C0DI initialises, C0TP/C0TR pick
- * up/drop tips, C0AS aspirates, C0DS dispenses. Each reply echoes the command's id and is sent
- * after sim_step_seconds lab seconds; when several replies are due, the later one is sometimes
- * sent first (chosen by the seeded generator), as the firmware does with overlapping commands.
+ * line. Commands are checked with star_check_cmd (er01/30..33); C0TT defines a tip type, C0DI
+ * initialises, C0TP/C0TR pick up/drop tips, C0AS aspirates, C0DS dispenses. A command to a slave
+ * module (P1.., H0, ..) is answered in the slave form, `er30` (unknown command). Each reply echoes
+ * the command's id and is sent after sim_step_seconds lab seconds; when several replies are due,
+ * the later one is sometimes sent first (chosen by the seeded generator), as the firmware does with
+ * overlapping commands.
  *
  * Deck mapping (positions in 0.1 mm, as the firmware's xp/yp): the plate sim_plate has well A1
  * at x = 1000, y = 3000 with a 9 mm pitch, rows going towards smaller y. An aspirate takes the
@@ -169,7 +171,13 @@ static int on_line(void *ud, const char *line, size_t len, int err)
     int check = star_check_cmd(&m, STAR_CHANNELS, which);
     star_builder_t b;
     star_begin(&b, buf, sizeof buf, m.module, m.cmd, m.id);
-    if (in->error_next) {
+    if (strcmp(m.module, "C0") != 0) {
+        /* A slave module answers in its own form, er## (its trace information; 30: unknown
+         * command): none of its commands is simulated. */
+        if (in->error_next)
+            in->error_next = 0;
+        star_slave_error(&b, 30);
+    } else if (in->error_next) {
         in->error_next = 0;
         star_error(&b, in->cfg->error_code >= 0 ? in->cfg->error_code % 100 : 8, 0);
     } else if (check) {

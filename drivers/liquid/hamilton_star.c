@@ -1,12 +1,18 @@
-/* hamilton-star: a Hamilton Microlab STAR (master module C0, up to 16 pipetting channels) on a
- * stream link, one firmware message per CR LF line (protocols/star.h). Owns the deck description
- * (plate, tip rack, reagent troughs and tip waste, in the firmware's 0.1 mm coordinates, from the
- * instrument's keys), the channels' tips and volumes as the driver saw them, and the commands in
- * flight: each carries an id, and a reply is matched by that id in the pending table, so replies
- * that come back out of order, or late for an operation that timed out, are never taken for
- * another command's. On every (re)connection the channels are initialised (C0DI) before the
- * instrument is idle. */
+/* hamilton-star: a Hamilton Microlab STAR (master module C0, up to 16 pipetting channels) on its
+ * USB link (port = usb://08af:8000: one firmware message per bulk transfer, no terminator) or on
+ * a stream link (serial, tcp: one message per CR LF line) (protocols/star.h), on the stream
+ * driver base (drivers/stream.h: one command in flight, the line drained after a timeout or
+ * garbage). Owns the deck description (plate, tip rack, reagent troughs and tip waste, in the
+ * firmware's 0.1 mm coordinates, from the instrument's keys), the channels' tips and volumes as
+ * the driver saw them, and the firmware's side of the exchange: each command carries an id
+ * counted as PyLabRobot counts them, and a reply with another id (a late one for a command that
+ * timed out) is dropped while the command waits on, as PyLabRobot drops it. On every new
+ * connection the tip type is defined (C0TT: the firmware keeps it only until power off or reset,
+ * and C0DI and C0TP refer to it by its index) and the channels are initialised (C0DI) before the
+ * instrument is idle; a resynchronisation on the same connection sends nothing (C0DI would
+ * discard the tips the channels hold). */
 #include "drivers/driver.h"
+#include "drivers/stream.h"
 
 #include "core/err.h"
 #include "core/log.h"
@@ -24,16 +30,21 @@
 #define SUB "star"
 #define STAR_CH_MAX 16
 #define REAGENTS_MAX 16
-#define HANDSHAKE_RETRY_MS 2000
+#define CONNECT_RETRY_MS 2000
+#define QUIET_MS 200
 
-/* Why the command is in flight: the connection's initialisation or the running operation. */
-enum { TAG_HANDSHAKE = 1, TAG_OP = 2 };
+/* The plan of one command: where each acting channel goes and how much it moves. */
+typedef struct star_plan {
+    unsigned mask;
+    long xp[STAR_CH_MAX], yp[STAR_CH_MAX], vol[STAR_CH_MAX]; /* vol in 0.1 uL */
+} star_plan_t;
 
 typedef struct star {
+    lab_stream_t st; /* the link, one command in flight, resynchronisation */
     lab_driver_t *d;
-    lab_transport_t *t;
     proto_lines_t lines;
-    star_pending_t pending;
+    star_pending_t pending; /* ids, counted as PyLabRobot counts them */
+    bool usb;               /* one message per bulk transfer, no CR LF */
 
     /* deck, 0.1 mm */
     int channels, rows, cols, plate_x, plate_y, pitch;
@@ -48,20 +59,19 @@ typedef struct star {
     double held_ul[STAR_CH_MAX];
     int next_tip_col; /* 0-based */
 
-    /* the command in flight */
-    int id;  /* STAR_NO_ID when none */
-    int tag; /* TAG_* */
+    /* the sequence running: the operation's command (and C0DI after C0TT) */
+    const char *op_cmd;
+    star_plan_t plan;
+    int id; /* of the command in flight */
     char cmd[3];
+    char next[3]; /* sent when cmd succeeds: C0DI after C0TT */
+    uint64_t sent_at;
     unsigned mask;              /* channels acting */
     double vol_ul[STAR_CH_MAX]; /* per channel, 0 where it does not act */
     int tip_col;
     json_t *result;
-    lab_drv_error_t deferred;
-
-    bool linked, ready;
-    uv_timer_t reply_timer, defer_timer, retry_timer;
-    int handles;
-    bool closing;
+    bool fault; /* the firmware reported an error to the connect sequence */
+    bool down;  /* a connect sequence failed: the base reported offline or fault */
 } star_t;
 
 /* ---- keys and actions ---- */
@@ -82,7 +92,19 @@ static const lab_drv_key_t star_keys[] = {
     {"tip_a1_y", LAB_DRV_KEY_INT, "3000", 0, 9999, NULL, 0, "tip rack A1 y, 0.1 mm"},
     {"tip_pitch", LAB_DRV_KEY_INT, "90", 10, 500, NULL, 0, "tip rack pitch, 0.1 mm"},
     {"tip_columns", LAB_DRV_KEY_INT, "12", 1, 24, NULL, 0, "tip rack columns"},
-    {"tip_type", LAB_DRV_KEY_INT, "4", 0, 99, NULL, 0, "firmware tip type (tt)"},
+    /* The tip definition sent with C0TT; the defaults are PyLabRobot's 300 uL filter tip
+     * (STAR_tests.py test_tip_pickup_01: tt01tf1tl0519tv03600tg2tu0). */
+    {"tip_type", LAB_DRV_KEY_INT, "1", 1, 99, NULL, 0,
+     "tip type table index the tip is defined at (C0TT tt) and referred to by (C0TP, C0DI)"},
+    {"tip_filter", LAB_DRV_KEY_INT, "1", 0, 1, NULL, 0, "the tip has a filter (C0TT tf)"},
+    {"tip_length", LAB_DRV_KEY_INT, "519", 1, 1999, NULL, 0,
+     "tip length less its fitting depth, 0.1 mm (C0TT tl)"},
+    {"tip_volume", LAB_DRV_KEY_INT, "3600", 1, 56000, NULL, 0,
+     "maximum tip volume, 0.1 uL (C0TT tv)"},
+    {"tip_size", LAB_DRV_KEY_INT, "2", 0, 5, NULL, 0,
+     "tip collar type: 1 low, 2 standard, 3 high volume, 4 384 head, 5 XL (C0TT tg)"},
+    {"tip_pickup", LAB_DRV_KEY_INT, "0", 0, 1, NULL, 0,
+     "pick-up method: 0 out of rack, 1 out of wash liquid (C0TT tu)"},
     {"reagents", LAB_DRV_KEY_STR, "substrate,inhibitor,buffer", 0, 0, NULL, 0,
      "reagent names by trough column, comma separated"},
     {"trough_x", LAB_DRV_KEY_INT, "1000", 0, 99999, NULL, 0, "first trough column x, 0.1 mm"},
@@ -143,121 +165,130 @@ static const lab_drv_action_t star_actions[] = {
 /* ---- commands ---- */
 
 /* Values for the parameters an operation does not set, per command, in the firmware's units
- * (0.1 mm heights, 0.1 uL/s speeds), within the widths of the codec's specifications. */
+ * (0.1 mm heights, 0.1 uL/s speeds), within the widths of the codec's specifications. Heights
+ * of a tip movement go from begin (tp, higher) to end (tz, lower), as PyLabRobot sends them:
+ * C0TR into the waste tp1970tz1870th2450te2450ti0 (STAR_tests.py test_discard_tips), C0DI
+ * tp2450 (its channel traversal height 245 mm) tz1220 te3600 ti0 (STAR_backend.py
+ * initialize_pip), C0TP tp2244tz2164th2450td0 (test_tip_pickup_01), C0AS ld00. */
 typedef struct star_default {
     const char *cmd, *name;
     long v;
 } star_default_t;
 
 static const star_default_t star_defaults[] = {
-    {"TP", "tt", 4},    {"TP", "tp", 2244}, {"TP", "tz", 2164}, {"TP", "th", 2450},
-    {"TP", "td", 0},    {"TR", "tp", 1314}, {"TR", "tz", 1414}, {"TR", "th", 2450},
-    {"TR", "te", 2450}, {"TR", "ti", 0},    {"DI", "tp", 1314}, {"DI", "tz", 1414},
-    {"DI", "te", 2450}, {"DI", "tt", 4},    {"DI", "ti", 0},    {"AS", "th", 2450},
-    {"AS", "te", 2450}, {"AS", "lp", 2000}, {"AS", "zl", 1866}, {"AS", "po", 100},
-    {"AS", "zu", 32},   {"AS", "zr", 6180}, {"AS", "zx", 1866}, {"AS", "as", 1000},
-    {"AS", "ll", 1},    {"AS", "lv", 1},    {"AS", "ld", 10},   {"AS", "de", 20},
-    {"AS", "wt", 10},   {"AS", "ms", 1000}, {"AS", "sd", 500},  {"AS", "se", 500},
-    {"AS", "sz", 300},  {"DS", "dm", 2},    {"DS", "zx", 1866}, {"DS", "lp", 2000},
-    {"DS", "zl", 1866}, {"DS", "po", 100},  {"DS", "zu", 32},   {"DS", "zr", 6180},
-    {"DS", "th", 2450}, {"DS", "te", 2450}, {"DS", "ds", 1200}, {"DS", "ss", 50},
-    {"DS", "ll", 1},    {"DS", "lv", 1},    {"DS", "de", 10},   {"DS", "ms", 10},
+    {"TP", "tp", 2244}, {"TP", "tz", 2164}, {"TP", "th", 2450}, {"TP", "td", 0},
+    {"TR", "tp", 1970}, {"TR", "tz", 1870}, {"TR", "th", 2450}, {"TR", "te", 2450},
+    {"TR", "ti", 0},    {"DI", "tp", 2450}, {"DI", "tz", 1220}, {"DI", "te", 3600},
+    {"DI", "ti", 0},    {"AS", "th", 2450}, {"AS", "te", 2450}, {"AS", "lp", 2000},
+    {"AS", "zl", 1866}, {"AS", "po", 100},  {"AS", "zu", 32},   {"AS", "zr", 6180},
+    {"AS", "zx", 1866}, {"AS", "as", 1000}, {"AS", "ll", 1},    {"AS", "lv", 1},
+    {"AS", "ld", 0},    {"AS", "de", 20},   {"AS", "wt", 10},   {"AS", "ms", 1000},
+    {"AS", "sd", 500},  {"AS", "se", 500},  {"AS", "sz", 300},  {"DS", "dm", 2},
+    {"DS", "zx", 1866}, {"DS", "lp", 2000}, {"DS", "zl", 1866}, {"DS", "po", 100},
+    {"DS", "zu", 32},   {"DS", "zr", 6180}, {"DS", "th", 2450}, {"DS", "te", 2450},
+    {"DS", "ds", 1200}, {"DS", "ss", 50},   {"DS", "ll", 1},    {"DS", "lv", 1},
+    {"DS", "de", 10},   {"DS", "ms", 10},
 };
 
-static long star_default(const char *cmd, const char *name)
+/* Parameters whose value is an instrument key: the tip definition. */
+static const struct {
+    const char *name, *key;
+} star_key_params[] = {
+    {"tt", "tip_type"},   {"tf", "tip_filter"}, {"tl", "tip_length"},
+    {"tv", "tip_volume"}, {"tg", "tip_size"},   {"tu", "tip_pickup"},
+};
+
+static long star_default(const star_t *s, const char *cmd, const char *name)
 {
+    for (size_t i = 0; i < sizeof star_key_params / sizeof star_key_params[0]; i++)
+        if (strcmp(star_key_params[i].name, name) == 0)
+            return lab_drv_int(s->d, star_key_params[i].key);
     for (size_t i = 0; i < sizeof star_defaults / sizeof star_defaults[0]; i++)
         if (strcmp(star_defaults[i].cmd, cmd) == 0 && strcmp(star_defaults[i].name, name) == 0)
             return star_defaults[i].v;
     return 0;
 }
 
-/* Where each acting channel goes and how much it moves, for one command. */
-typedef struct star_plan {
-    unsigned mask;
-    long xp[STAR_CH_MAX], yp[STAR_CH_MAX], vol[STAR_CH_MAX]; /* vol in 0.1 uL */
-} star_plan_t;
+static int star_digits(long v)
+{
+    int n = v < 0 ? 2 : 1;
+    for (v = v < 0 ? -v : v; v >= 10; v /= 10)
+        n++;
+    return n;
+}
 
+/* The command as PyLabRobot's STAR backend writes it: parameters in the order of its
+ * send_command calls, channel lists laid out by star_list_pattern (tm, xp, yp zero outside the
+ * pattern), C0DI with the one waste x position initialize_pip gives and every channel's y. */
 static int star_build(star_t *s, const char *cmd, int id, const star_plan_t *pl, char *buf,
                       size_t cap)
 {
     const star_cmd_spec_t *spec = star_cmd_spec("C0", cmd);
     LAB_ASSERT(spec != NULL);
-    size_t n = 0; /* list length: up to the last acting channel */
-    for (int ch = 0; ch < s->channels; ch++)
-        if (pl->mask & (1u << ch))
-            n = (size_t)ch + 1;
+    size_t chans = (size_t)s->channels;
+    bool di = strcmp(cmd, "DI") == 0;
     star_builder_t b;
     star_begin(&b, buf, cap, "C0", cmd, id);
     for (size_t i = 0; i < spec->n; i++) {
         const star_param_spec_t *ps = &spec->params[i];
-        long v[STAR_CH_MAX];
-        for (size_t ch = 0; ch < n; ch++) {
-            bool on = pl->mask & (1u << ch);
-            if (strcmp(ps->name, "tm") == 0)
-                v[ch] = on;
-            else if (strcmp(ps->name, "xp") == 0)
-                v[ch] = pl->xp[ch];
-            else if (strcmp(ps->name, "yp") == 0)
-                v[ch] = pl->yp[ch];
-            else if (strcmp(ps->name, "av") == 0 || strcmp(ps->name, "dv") == 0)
-                v[ch] = on ? pl->vol[ch] : 0;
-            else
-                v[ch] = star_default(cmd, ps->name);
+        if (!ps->list) {
+            long v = star_default(s, cmd, ps->name);
+            star_int(&b, ps->name, v, ps->upto ? star_digits(v) : ps->width);
+            continue;
         }
-        if (ps->list)
-            star_list(&b, ps->name, v, n, ps->width, (size_t)s->channels);
+        long v[STAR_CH_MAX];
+        star_fill_t fill = STAR_FILL_FIRST;
+        for (size_t ch = 0; ch < chans; ch++) {
+            if (strcmp(ps->name, "tm") == 0)
+                v[ch] = (pl->mask >> ch) & 1, fill = STAR_FILL_ZERO;
+            else if (strcmp(ps->name, "xp") == 0)
+                v[ch] = pl->xp[ch], fill = STAR_FILL_ZERO;
+            else if (strcmp(ps->name, "yp") == 0)
+                v[ch] = pl->yp[ch], fill = STAR_FILL_ZERO;
+            else if (strcmp(ps->name, "av") == 0 || strcmp(ps->name, "dv") == 0)
+                v[ch] = pl->vol[ch];
+            else
+                v[ch] = star_default(s, cmd, ps->name);
+        }
+        if (di && strcmp(ps->name, "xp") == 0)
+            star_list(&b, "xp", v, 1, ps->width, chans);
+        else if (di)
+            star_list(&b, ps->name, v, chans, ps->width, chans);
         else
-            star_int(&b, ps->name,
-                     strcmp(ps->name, "tt") == 0 ? lab_drv_int(s->d, "tip_type")
-                                                 : star_default(cmd, ps->name),
-                     ps->width);
+            star_list_pattern(&b, ps->name, v, pl->mask, chans, ps->width, fill);
     }
-    return star_end(&b, 1);
+    return star_end(&b, !s->usb);
 }
 
-static void star_forget_cmd(star_t *s)
+/* Sends one command of the running sequence and waits for its reply: the lab time its motion
+ * may take plus what the link may add. */
+static void star_send(star_t *s, const char *cmd, const star_plan_t *pl)
 {
-    for (size_t i = 0; i < STAR_PENDING_MAX; i++)
-        if (s->pending.e[i].used && s->pending.e[i].id == s->id)
-            s->pending.e[i].used = 0;
-    s->id = STAR_NO_ID;
-    s->tag = 0;
-    uv_timer_stop(&s->reply_timer);
-}
-
-static void star_reply_timeout(uv_timer_t *t);
-
-/* Sends one command; 0, or an error already described in e. */
-static int star_send(star_t *s, const char *cmd, int tag, const star_plan_t *pl, lab_drv_error_t *e)
-{
-    int id = star_pending_add(&s->pending, "C0", cmd, (void *)(intptr_t)tag);
+    lab_drv_error_t e;
+    int last = s->pending.last_id; /* one command in flight: only the count carries over */
+    star_pending_init(&s->pending);
+    s->pending.last_id = last;
+    int id = star_pending_add(&s->pending, "C0", cmd, NULL);
     if (id < 0) {
-        lab_drv_error_set(e, LAB_DRV_EINTERNAL, NULL, "no free command id: %s", proto_strerror(id));
-        return -1;
+        lab_stream_end_later(&s->st,
+                             lab_drv_error_set(&e, LAB_DRV_EINTERNAL, NULL,
+                                               "no free command id: %s", proto_strerror(id)));
+        return;
     }
     s->id = id;
-    s->tag = tag;
     snprintf(s->cmd, sizeof s->cmd, "%s", cmd);
     s->mask = pl->mask;
     char buf[2048];
     int n = star_build(s, cmd, id, pl, buf, sizeof buf);
     if (n < 0) {
-        star_forget_cmd(s);
-        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
-                          "C0%s: a position or volume does not fit the firmware's fields (%s)", cmd,
-                          proto_strerror(n));
-        return -1;
+        lab_stream_end_later(&s->st, lab_drv_error_set(&e, LAB_DRV_EPARAM, NULL,
+                                                       "C0%s: a position or volume does not fit "
+                                                       "the firmware's fields (%s)",
+                                                       cmd, proto_strerror(n)));
+        return;
     }
-    int rc = lab_transport_write(s->t, buf, (size_t)n, NULL, NULL);
-    if (rc != LAB_OK) {
-        star_forget_cmd(s);
-        lab_drv_error_set(e, LAB_DRV_EOFFLINE, NULL, "C0%s not sent: %s", cmd, lab_strerror(rc));
-        return -1;
-    }
-    uv_timer_start(&s->reply_timer, star_reply_timeout,
-                   lab_drv_lab_ms(s->d, lab_drv_double(s->d, "move_timeout_s")) + s->reply_ms, 0);
-    return 0;
+    s->sent_at = uv_now(lab_drv_loop(s->d));
+    lab_stream_send(&s->st, buf, (size_t)n, (unsigned)s->reply_ms);
 }
 
 /* ---- firmware errors ---- */
@@ -293,24 +324,7 @@ static void star_device_error(const star_msg_t *m, lab_drv_error_t *e)
     lab_drv_error_set(e, LAB_DRV_EDEVICE, code, "C0%s: %s", m->cmd, text);
 }
 
-/* ---- the connection's initialisation ---- */
-
-static void star_handshake(star_t *s);
-
-static void star_retry_due(uv_timer_t *t)
-{
-    star_t *s = t->data;
-    if (s->linked && !s->ready && s->id == STAR_NO_ID)
-        star_handshake(s);
-}
-
-static void star_handshake_failed(star_t *s, const lab_drv_error_t *why)
-{
-    lab_drv_error_t e;
-    lab_drv_error_set(&e, why->code, why->device_code, "initialisation: %s", why->text);
-    lab_drv_set_state(s->d, LAB_INST_OFFLINE, &e);
-    uv_timer_start(&s->retry_timer, star_retry_due, HANDSHAKE_RETRY_MS, 0);
-}
+/* ---- sequences on the stream base ---- */
 
 /* Every channel goes to the waste and is initialised there. */
 static void star_plan_waste(star_t *s, star_plan_t *pl, unsigned mask)
@@ -323,27 +337,35 @@ static void star_plan_waste(star_t *s, star_plan_t *pl, unsigned mask)
     }
 }
 
-static void star_handshake(star_t *s)
+/* C0TT, then (star_reply_cb) C0DI: the tip type C0DI names is defined first. */
+static void star_send_tt(star_t *s)
 {
     star_plan_t pl;
-    star_plan_waste(s, &pl, (1u << s->channels) - 1);
-    lab_drv_error_t e;
-    if (star_send(s, "DI", TAG_HANDSHAKE, &pl, &e))
-        star_handshake_failed(s, &e);
+    memset(&pl, 0, sizeof pl);
+    snprintf(s->next, sizeof s->next, "DI");
+    star_send(s, "TT", &pl);
 }
 
-/* ---- operations ---- */
-
-static void star_op_end(star_t *s, const lab_drv_error_t *err)
+/* CONNECT on a new connection defines the tip type and initialises the channels. After a
+ * resynchronisation on the same connection the drained, quiet line is enough: every reply is
+ * checked against its command's id, and C0DI would throw away the tips the channels hold. */
+static void star_begin_cb(lab_stream_t *st, lab_stream_owner_t owner)
 {
-    json_t *r = s->result;
-    s->result = NULL;
-    if (err) {
-        json_decref(r);
-        lab_drv_done(s->d, err, NULL);
-    } else {
-        lab_drv_done(s->d, NULL, r);
+    star_t *s = lab_drv_priv(lab_stream_driver(st));
+    s->next[0] = '\0';
+    if (owner == LAB_STREAM_CONNECT) {
+        if (st->was_linked) {
+            lab_stream_end(st, NULL);
+            return;
+        }
+        s->fault = false;
+        star_send_tt(s);
+        return;
     }
+    if (strcmp(s->op_cmd, "TT") == 0) /* initialize: the tip type again, then C0DI */
+        star_send_tt(s);
+    else
+        star_send(s, s->op_cmd, &s->plan);
 }
 
 static json_t *star_channels_json(star_t *s, unsigned mask)
@@ -355,11 +377,10 @@ static json_t *star_channels_json(star_t *s, unsigned mask)
     return a;
 }
 
-/* The reply to the running operation's command, without errors. */
+/* The operation's command succeeded: what the channels now hold. */
 static void star_op_ok(star_t *s)
 {
-    json_t *r = s->result;
-    json_object_set_new(r, "channels", star_channels_json(s, s->mask));
+    json_object_set_new(s->result, "channels", star_channels_json(s, s->mask));
     for (int ch = 0; ch < s->channels; ch++) {
         if (!(s->mask & (1u << ch)))
             continue;
@@ -380,140 +401,141 @@ static void star_op_ok(star_t *s)
             s->tips[ch] = false, s->held_ul[ch] = 0;
         lab_drv_set_state(s->d, LAB_INST_IDLE, NULL); /* clears a fault the driver reported */
     }
-    star_op_end(s, NULL);
 }
 
-static void star_on_reply(star_t *s, const star_msg_t *m)
+static void star_reply_cb(lab_stream_t *st, const char *data, size_t len)
 {
-    void *ud = NULL;
-    if (star_pending_take(&s->pending, m, &ud) != PROTO_OK) {
-        log_info(SUB, "instrument=%s reply C0%s id=%d matches no command in flight (late); dropped",
-                 lab_driver_id(s->d), m->cmd, m->id);
-        return;
-    }
-    int tag = (int)(intptr_t)ud;
-    s->id = STAR_NO_ID;
-    s->tag = 0;
-    uv_timer_stop(&s->reply_timer);
-    lab_drv_error_t e;
-    if (tag == TAG_HANDSHAKE) {
-        if (star_msg_failed(m)) {
-            /* It answers, so it is connected; what it reports needs a person (or initialize). */
-            star_device_error(m, &e);
-            s->ready = true;
-            lab_drv_set_state(s->d, LAB_INST_FAULT, &e);
-            return;
-        }
-        s->ready = true;
-        for (int ch = 0; ch < s->channels; ch++)
-            s->tips[ch] = false, s->held_ul[ch] = 0;
-        log_info(SUB, "instrument=%s channels initialised", lab_driver_id(s->d));
-        lab_drv_set_state(s->d, LAB_INST_IDLE, NULL);
-        return;
-    }
-    if (star_msg_failed(m)) {
-        star_device_error(m, &e);
-        star_op_end(s, &e);
-        return;
-    }
-    star_op_ok(s);
-}
-
-static void star_reply_timeout(uv_timer_t *t)
-{
-    star_t *s = t->data;
-    int tag = s->tag;
-    char cmd[3];
-    memcpy(cmd, s->cmd, sizeof cmd);
-    star_forget_cmd(s);
-    lab_drv_error_t e;
-    lab_drv_error_set(
-        &e, LAB_DRV_ETIMEOUT, NULL, "no reply to C0%s within %.1f s", cmd,
-        (double)(lab_drv_lab_ms(s->d, lab_drv_double(s->d, "move_timeout_s")) + s->reply_ms) /
-            1000.0);
-    if (tag == TAG_HANDSHAKE)
-        star_handshake_failed(s, &e);
-    else if (tag == TAG_OP)
-        star_op_end(s, &e);
-}
-
-static void star_garbage(star_t *s, const char *line, size_t len, int err)
-{
-    char shown[48];
-    size_t k = 0;
-    for (size_t i = 0; line && i < len && k + 5 < sizeof shown; i++)
-        k += (size_t)snprintf(shown + k, sizeof shown - k,
-                              isprint((unsigned char)line[i]) ? "%c" : "\\x%02x",
-                              (unsigned char)line[i]);
-    shown[k] = '\0';
-    lab_drv_error_t e;
-    lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL, "not a firmware reply (%s): \"%s%s\"",
-                      proto_strerror(err), shown, line && k < len ? "..." : "");
-    int tag = s->tag;
-    if (!tag) {
-        log_warn(SUB, "instrument=%s %s; dropped", lab_driver_id(s->d), e.text);
-        return;
-    }
-    /* One command in flight: what came instead of its reply was meant for it. */
-    star_forget_cmd(s);
-    if (tag == TAG_HANDSHAKE)
-        star_handshake_failed(s, &e);
-    else
-        star_op_end(s, &e);
-}
-
-static int star_on_line(void *ud, const char *line, size_t len, int err)
-{
-    star_t *s = ud;
+    star_t *s = lab_drv_priv(lab_stream_driver(st));
     static star_msg_t m; /* large; the loop thread is the only user */
+    char want[16];
+    snprintf(want, sizeof want, "C0%sid%04d", s->cmd, s->id);
+    if (star_parse(data, len, &m) != PROTO_OK) {
+        lab_stream_unexpected(st, data, len, want);
+        return;
+    }
+    if (m.id != s->id && m.id != STAR_NO_ID) {
+        /* A reply to an earlier command (one that timed out), as base.py drops it: not this
+         * command's; it keeps waiting for the rest of its time. */
+        uint64_t spent = uv_now(lab_drv_loop(s->d)) - s->sent_at;
+        log_info(SUB, "instrument=%s reply %s%s id=%d is not for C0%s id=%d; dropped",
+                 lab_driver_id(s->d), m.module, m.cmd, m.id, s->cmd, s->id);
+        lab_stream_expect(st, spent < s->reply_ms ? (unsigned)(s->reply_ms - spent) : 1);
+        return;
+    }
+    if (strcmp(m.module, "C0") != 0 || strcmp(m.cmd, s->cmd) != 0 || m.id == STAR_NO_ID) {
+        lab_stream_unexpected(st, data, len, want);
+        return;
+    }
+    lab_drv_error_t e;
+    if (star_msg_failed(&m)) {
+        star_device_error(&m, &e);
+        if (st->owner == LAB_STREAM_CONNECT) {
+            /* It answers, so it is connected; what it reports needs a person (or initialize). */
+            lab_stream_link_up(st);
+            s->fault = true;
+        }
+        lab_stream_end(st, &e);
+        return;
+    }
+    if (s->next[0]) {
+        char next[3];
+        memcpy(next, s->next, sizeof next);
+        s->next[0] = '\0';
+        star_plan_t pl; /* C0DI after C0TT */
+        star_plan_waste(s, &pl, (1u << s->channels) - 1);
+        star_send(s, next, &pl);
+        return;
+    }
+    if (st->owner == LAB_STREAM_OP)
+        star_op_ok(s);
+    lab_stream_end(st, NULL);
+}
+
+static void star_end_cb(lab_stream_t *st, lab_stream_owner_t owner, const lab_drv_error_t *err)
+{
+    star_t *s = lab_drv_priv(lab_stream_driver(st));
+    if (owner == LAB_STREAM_CONNECT) {
+        if (err && s->fault) {
+            lab_drv_set_state(s->d, LAB_INST_FAULT, err);
+        } else if (err) {
+            s->down = true; /* the base reports it and connects again */
+        } else if (strcmp(s->cmd, "DI") == 0 || s->down) {
+            if (strcmp(s->cmd, "DI") == 0) {
+                for (int ch = 0; ch < s->channels; ch++)
+                    s->tips[ch] = false, s->held_ul[ch] = 0;
+                log_info(SUB, "instrument=%s channels initialised", lab_driver_id(s->d));
+            }
+            s->down = false;
+            lab_drv_set_state(s->d, LAB_INST_IDLE, NULL);
+        }
+        return;
+    }
+    json_t *r = s->result;
+    s->result = NULL;
     if (err) {
-        star_garbage(s, line, line ? len : 0, err);
-        return 0;
+        json_decref(r);
+        lab_drv_done(s->d, err, NULL);
+    } else {
+        lab_drv_done(s->d, NULL, r);
     }
-    int rc = star_parse(line, len, &m);
-    if (rc != PROTO_OK || strcmp(m.module, "C0") != 0) {
-        star_garbage(s, line, len, rc ? rc : PROTO_EUNKNOWN);
-        return 0;
+}
+
+static void star_timeout_cb(lab_stream_t *st, lab_drv_error_t *e)
+{
+    star_t *s = lab_drv_priv(lab_stream_driver(st));
+    snprintf(e->text, sizeof e->text, "no reply to C0%s id=%d within %.1f s", s->cmd, s->id,
+             (double)s->reply_ms / 1000.0);
+}
+
+/* The framer: one message per bulk transfer on usb, per CR LF line otherwise; what does not
+ * parse as a firmware message is garbage. */
+static void star_message(lab_stream_t *st, const char *msg, size_t len)
+{
+    static star_msg_t m;
+    int rc = star_parse(msg, len, &m);
+    if (rc != PROTO_OK) {
+        char why[96];
+        snprintf(why, sizeof why, "not a firmware reply (%s at byte %zu)", proto_strerror(rc),
+                 m.err_at);
+        lab_stream_garbage(st, msg, len, why);
+        return;
     }
-    star_on_reply(s, &m);
+    lab_stream_reply(st, msg, len);
+}
+
+static int star_line_cb(void *ud, const char *line, size_t len, int err)
+{
+    lab_stream_t *st = ud;
+    if (err)
+        lab_stream_garbage(st, line ? line : "", line ? len : 0, proto_strerror(err));
+    else
+        star_message(st, line, len);
     return 0;
 }
 
-static void star_on_data(lab_transport_t *t, const uint8_t *data, size_t len, void *user)
+static void star_feed(lab_stream_t *st, const uint8_t *data, size_t len)
 {
-    (void)t;
-    star_t *s = user;
-    if (!s->closing)
-        proto_lines_feed(&s->lines, data, len, star_on_line, s);
+    star_t *s = lab_drv_priv(lab_stream_driver(st));
+    if (s->usb)
+        star_message(st, (const char *)data, len);
+    else
+        proto_lines_feed(&s->lines, data, len, star_line_cb, st);
 }
 
-static void star_on_state(lab_transport_t *t, lab_transport_state_t state, int err,
-                          const char *reason, void *user)
+static void star_reset(lab_stream_t *st)
 {
-    (void)t;
-    star_t *s = user;
-    if (s->closing)
-        return;
-    if (state == LAB_TRANSPORT_OPEN) {
-        s->linked = true;
-        s->ready = false;
-        proto_lines_init(&s->lines);
-        star_pending_init(&s->pending); /* nothing sent on the old link will be answered */
-        s->id = STAR_NO_ID;
-        s->tag = 0;
-        star_handshake(s);
-        return;
-    }
-    if (state != LAB_TRANSPORT_OFFLINE)
-        return;
-    s->linked = s->ready = false;
-    uv_timer_stop(&s->retry_timer);
-    star_forget_cmd(s);
-    lab_drv_error_t e;
-    lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "%s: %s", lab_drv_str(s->d, "port"),
-                      reason ? reason : lab_strerror(err));
-    lab_drv_set_state(s->d, LAB_INST_OFFLINE, &e);
+    star_t *s = lab_drv_priv(lab_stream_driver(st));
+    proto_lines_init(&s->lines);
 }
+
+static const lab_stream_ops_t star_stream_ops = {
+    .feed = star_feed,
+    .reset = star_reset,
+    .begin = star_begin_cb,
+    .reply = star_reply_cb,
+    .end = star_end_cb,
+    .timeout = star_timeout_cb,
+};
 
 /* ---- actions ---- */
 
@@ -540,16 +562,6 @@ static unsigned star_tipped(star_t *s)
         if (s->tips[ch])
             mask |= 1u << ch;
     return mask;
-}
-
-static void star_defer_due(uv_timer_t *t)
-{
-    star_t *s = t->data;
-    if (s->deferred.code == LAB_DRV_OK)
-        return;
-    lab_drv_error_t e = s->deferred;
-    memset(&s->deferred, 0, sizeof s->deferred);
-    star_op_end(s, &e);
 }
 
 /* The firmware's volume (0.1 uL) for one entry of volume_ul; false with e set when it cannot be
@@ -731,19 +743,20 @@ static void star_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *para
         for (int i = 0; i < s->n_reagents; i++)
             json_array_append_new(reag, json_string(s->reagent[i]));
         lab_drv_done(d, NULL,
-                     json_pack("{s:b,s:o,s:o,s:i,s:i,s:o}", "initialized", s->ready, "tips", tips,
-                               "held_ul", held, "plate_wells", s->rows * s->cols, "next_tip_column",
+                     json_pack("{s:b,s:o,s:o,s:i,s:i,s:o}", "initialized",
+                               lab_stream_linked(&s->st), "tips", tips, "held_ul", held,
+                               "plate_wells", s->rows * s->cols, "next_tip_column",
                                s->next_tip_col + 1, "reagents", reag));
         return;
     }
     json_decref(s->result);
     s->result = json_object();
     star_plan_t pl;
+    memset(&pl, 0, sizeof pl);
     lab_drv_error_t e = {0};
     const char *cmd = NULL;
     if (strcmp(a->name, "initialize") == 0) {
-        cmd = "DI";
-        star_plan_waste(s, &pl, (1u << s->channels) - 1);
+        cmd = "TT"; /* the tip type again (a STAR reset since the connection forgot it), C0DI */
     } else if (strcmp(a->name, "drop_tips") == 0) {
         cmd = "TR";
         unsigned mask = star_tipped(s);
@@ -772,24 +785,21 @@ static void star_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *para
         cmd = strcmp(a->name, "aspirate") == 0 ? "AS" : "DS";
         star_plan_liquid(s, params, &pl, &e);
     }
-    if (e.code == LAB_DRV_OK)
-        star_send(s, cmd, TAG_OP, &pl, &e);
-    if (e.code != LAB_DRV_OK) { /* ended from the loop, never inside invoke */
-        /* refused here, or not written: the firmware never saw the command */
-        e.not_started = true;
-        s->deferred = e;
-        uv_timer_start(&s->defer_timer, star_defer_due, 0, 0);
+    if (e.code != LAB_DRV_OK) { /* refused: the firmware never sees it */
+        lab_stream_refuse(&s->st, &e);
+        return;
     }
+    s->op_cmd = cmd;
+    s->plan = pl;
+    lab_stream_run(&s->st);
 }
 
 static void star_abort(lab_driver_t *d)
 {
     star_t *s = lab_drv_priv(d);
-    /* Forgotten: its reply, if it still comes, matches nothing and is dropped. */
-    if (s->tag == TAG_OP)
-        star_forget_cmd(s);
-    memset(&s->deferred, 0, sizeof s->deferred);
-    uv_timer_stop(&s->defer_timer);
+    /* Forgotten; the base drains the line if its command was in flight, and a reply that still
+     * comes carries an id no later command has. */
+    lab_stream_abort(&s->st);
     json_decref(s->result);
     s->result = NULL;
 }
@@ -851,54 +861,44 @@ static int star_open(lab_driver_t *d, char *err, size_t errlen)
     }
     lab_drv_set_info(d, "channels", json_integer(s->channels));
 
-    uv_timer_t *timers[] = {&s->reply_timer, &s->defer_timer, &s->retry_timer};
-    for (int i = 0; i < 3; i++) {
-        uv_timer_init(lab_drv_loop(d), timers[i]);
-        timers[i]->data = s;
-        s->handles++;
-    }
-    lab_transport_settings_t ts;
-    lab_drv_serial_settings(d, &ts);
-    lab_transport_callbacks_t cb = {star_on_data, star_on_state, s};
-    return lab_transport_new(lab_drv_loop(d), &ts, lab_driver_id(d), &cb, &s->t, err, errlen);
+    s->reply_ms = lab_drv_lab_ms(d, lab_drv_double(d, "move_timeout_s")) + s->reply_ms;
+    lab_stream_conf_t conf = {
+        .tag = SUB,
+        .reply_ms = (unsigned)s->reply_ms,
+        .quiet_ms = QUIET_MS,
+        .retry_ms = CONNECT_RETRY_MS,
+    };
+    int rc = lab_stream_init(&s->st, d, &star_stream_ops, &conf, err, errlen);
+    if (rc == 0 && s->st.t)
+        s->usb = strcmp(lab_transport_backend(s->st.t), "usb") == 0;
+    return rc;
 }
 
 static void star_start(lab_driver_t *d)
 {
     star_t *s = lab_drv_priv(d);
-    lab_transport_open(s->t);
+    lab_stream_start(&s->st);
 }
 
 static void star_stop(lab_driver_t *d)
 {
     star_t *s = lab_drv_priv(d);
-    s->closing = true;
-    star_abort(d);
-    star_forget_cmd(s);
-    uv_timer_stop(&s->retry_timer);
-    if (s->t)
-        lab_transport_close(s->t);
-    s->t = NULL;
-}
-
-static void star_timer_closed(uv_handle_t *h)
-{
-    star_t *s = h->data;
-    if (--s->handles == 0)
-        lab_drv_closed(s->d);
+    if (s->st.d) /* open got as far as the stream */
+        lab_stream_stop(&s->st);
+    json_decref(s->result);
+    s->result = NULL;
 }
 
 static void star_close(lab_driver_t *d)
 {
     star_t *s = lab_drv_priv(d);
-    star_stop(d);
-    if (!s->handles) {
+    json_decref(s->result);
+    s->result = NULL;
+    if (!s->st.d) { /* open refused the configuration before the stream existed */
         lab_drv_closed(d);
         return;
     }
-    uv_close((uv_handle_t *)&s->reply_timer, star_timer_closed);
-    uv_close((uv_handle_t *)&s->defer_timer, star_timer_closed);
-    uv_close((uv_handle_t *)&s->retry_timer, star_timer_closed);
+    lab_stream_close(&s->st);
 }
 
 const lab_driver_ops_t lab_driver_hamilton_star = {

@@ -25,11 +25,9 @@ static const name_value_t parities[] = {
     {"none", LAB_PARITY_NONE}, {"even", LAB_PARITY_EVEN}, {"odd", LAB_PARITY_ODD}, {NULL, 0}};
 static const name_value_t flows[] = {
     {"none", LAB_FLOW_NONE}, {"rtscts", LAB_FLOW_RTSCTS}, {"xonxoff", LAB_FLOW_XONXOFF}, {NULL, 0}};
-static const name_value_t kinds[] = {{"auto", LAB_TRANSPORT_AUTO},
-                                     {"serial", LAB_TRANSPORT_SERIAL},
-                                     {"tty", LAB_TRANSPORT_TTY},
-                                     {"tcp", LAB_TRANSPORT_TCP},
-                                     {NULL, 0}};
+static const name_value_t kinds[] = {{"auto", LAB_TRANSPORT_AUTO}, {"serial", LAB_TRANSPORT_SERIAL},
+                                     {"tty", LAB_TRANSPORT_TTY},   {"tcp", LAB_TRANSPORT_TCP},
+                                     {"usb", LAB_TRANSPORT_USB},   {NULL, 0}};
 static const char *const state_names[] = {
     [LAB_TRANSPORT_CLOSED] = "closed",
     [LAB_TRANSPORT_OPENING] = "opening",
@@ -117,18 +115,24 @@ int lab_transport_new(uv_loop_t *loop, const lab_transport_settings_t *s, const 
     *out = NULL;
     if (!s->path || !*s->path)
         return settings_fail(msg, msg_len, "no port path given");
-    if ((unsigned)s->kind > LAB_TRANSPORT_TCP)
-        return settings_fail(msg, msg_len, "transport kind %d is not auto/serial/tty/tcp", s->kind);
-    int is_tcp = strncmp(s->path, "tcp://", 6) == 0;
+    if ((unsigned)s->kind > LAB_TRANSPORT_USB)
+        return settings_fail(msg, msg_len, "transport kind %d is not auto/serial/tty/tcp/usb",
+                             s->kind);
+    int is_tcp = strncmp(s->path, "tcp://", 6) == 0, is_usb = strncmp(s->path, "usb://", 6) == 0;
     lab_transport_kind_t kind = s->kind;
     if (kind == LAB_TRANSPORT_AUTO)
-        kind = is_tcp ? LAB_TRANSPORT_TCP : LAB_TRANSPORT_SERIAL;
-    if ((kind == LAB_TRANSPORT_TCP) != is_tcp)
+        kind = is_tcp ? LAB_TRANSPORT_TCP : is_usb ? LAB_TRANSPORT_USB : LAB_TRANSPORT_SERIAL;
+    if ((kind == LAB_TRANSPORT_TCP) != is_tcp || (kind == LAB_TRANSPORT_USB) != is_usb)
         return settings_fail(msg, msg_len, "port '%s' does not match transport kind %s", s->path,
                              kinds[kind].name);
     char *host = NULL;
     int port = 0;
-    if (kind == LAB_TRANSPORT_TCP) {
+    lab_usb_match_t usb = {0};
+    if (kind == LAB_TRANSPORT_USB) {
+        char why[256];
+        if (lab_usb_parse(s->path, &usb, why, sizeof why) != LAB_OK)
+            return settings_fail(msg, msg_len, "%s", why);
+    } else if (kind == LAB_TRANSPORT_TCP) {
         if (parse_tcp(s->path, &host, &port) != LAB_OK)
             return settings_fail(msg, msg_len, "'%s' is not tcp://host:port (port 1..65535)",
                                  s->path);
@@ -151,6 +155,7 @@ int lab_transport_new(uv_loop_t *loop, const lab_transport_settings_t *s, const 
         [LAB_TRANSPORT_SERIAL] = &lab_transport_serial_ops,
         [LAB_TRANSPORT_TTY] = &lab_transport_tty_ops,
         [LAB_TRANSPORT_TCP] = &lab_transport_tcp_ops,
+        [LAB_TRANSPORT_USB] = &lab_transport_usb_ops,
     };
     t->ops = by_kind[kind];
     t->loop = loop;
@@ -166,6 +171,7 @@ int lab_transport_new(uv_loop_t *loop, const lab_transport_settings_t *s, const 
         t->set.retry_max_ms = t->set.retry_min_ms;
     t->host = host;
     t->port = port;
+    t->usb_match = usb;
     t->id = lab_strdup(owner_id ? owner_id : "?");
     if (cb)
         t->cb = *cb;
@@ -423,6 +429,8 @@ void lab_transport_close(lab_transport_t *t)
     t->state = LAB_TRANSPORT_CLOSED;
     fail_pending(t, LAB_ESHUTDOWN);
     t->closing = 1;
+    if (t->ops->release)
+        t->ops->release(t);
     uv_close((uv_handle_t *)&t->retry, on_timer_closed);
     uv_close((uv_handle_t *)&t->brk, on_timer_closed);
 }

@@ -1,5 +1,6 @@
 /* Byte transports under every instrument driver: serial ports (libserialport), raw termios ttys
- * (ptys and ports libserialport refuses), and TCP serial device servers. A transport owns its
+ * (ptys and ports libserialport refuses), TCP serial device servers, and USB bulk devices
+ * (libusb; one message per transfer). A transport owns its
  * connection, a write queue, and its reconnection: when the device goes away it reports
  * `offline` with the reason and comes back by itself with exponential backoff. Everything runs
  * on the loop thread and nothing here blocks it. */
@@ -11,10 +12,12 @@
 #include <uv.h>
 
 typedef enum lab_transport_kind {
-    LAB_TRANSPORT_AUTO = 0, /* tcp for tcp://host:port, serial otherwise */
+    LAB_TRANSPORT_AUTO = 0, /* tcp for tcp://, usb for usb://, serial otherwise */
     LAB_TRANSPORT_SERIAL,   /* libserialport; falls back to tty for ptys it refuses */
     LAB_TRANSPORT_TTY,      /* raw termios on a device path */
     LAB_TRANSPORT_TCP,      /* tcp://host:port */
+    LAB_TRANSPORT_USB,      /* usb://VVVV:PPPP[?serial=S]: each write one bulk OUT transfer, each
+                               on_data one reply read by bulk IN (usb.c) */
 } lab_transport_kind_t;
 
 typedef enum lab_parity { LAB_PARITY_NONE = 0, LAB_PARITY_EVEN, LAB_PARITY_ODD } lab_parity_t;
@@ -67,6 +70,9 @@ typedef struct lab_transport_ops {
     int (*send_break)(lab_transport_t *t, int on);
     /* Drop the connection and release its fd/handles (may finish in close callbacks). */
     void (*close)(lab_transport_t *t);
+    /* Optional: the transport closes for good (after close); a backend with threads stops them
+     * and drops its reference once they are gone. */
+    void (*release)(lab_transport_t *t);
 } lab_transport_ops_t;
 
 /* A settings struct with the common defaults (9600 8N1, no flow control). */
@@ -97,7 +103,8 @@ int lab_transport_send_break(lab_transport_t *t, unsigned ms, lab_transport_done
 void lab_transport_close(lab_transport_t *t);
 
 lab_transport_state_t lab_transport_state(const lab_transport_t *t);
-/* The backend in use ("serial", "tty", "tcp"): a serial transport on a pty reports "tty". */
+/* The backend in use ("serial", "tty", "tcp", "usb"): a serial transport on a pty reports
+ * "tty". */
 const char *lab_transport_backend(const lab_transport_t *t);
 
 #endif

@@ -9,6 +9,34 @@
 #include <sys/types.h>
 
 struct sp_port;
+struct lab_usb;
+
+/* usb://VVVV:PPPP[?serial=S] */
+typedef struct lab_usb_match {
+    uint16_t vid, pid;
+    char serial[128]; /* "" for any */
+} lab_usb_match_t;
+
+typedef struct lab_usb_eps {
+    unsigned char in, out;     /* endpoint addresses */
+    int in_packet, out_packet; /* wMaxPacketSize */
+} lab_usb_eps_t;
+
+/* The few libusb calls usb.c makes, behind a seam so that a test can stand in for a device.
+ * Return 0 or a LIBUSB_ERROR_* code. open finds the device (by vid, pid and serial), opens it,
+ * sets its first configuration, claims interface 0 and reports its first IN and OUT endpoints;
+ * why says what failed. bulk is libusb_bulk_transfer (data NULL and len 0: a zero-length
+ * packet). Called on usb.c's threads only. */
+typedef struct lab_usb_api {
+    int (*open)(const lab_usb_match_t *m, void **dev, lab_usb_eps_t *eps, char *why, size_t wn);
+    int (*bulk)(void *dev, unsigned char ep, uint8_t *data, int len, int *done,
+                unsigned timeout_ms);
+    void (*close)(void *dev);
+} lab_usb_api_t;
+
+/* The seam: NULL puts libusb back. For transports opened afterwards. */
+void lab_usb_api_set(const lab_usb_api_t *api);
+int lab_usb_parse(const char *uri, lab_usb_match_t *m, char *err, size_t errlen);
 
 typedef struct lab_transport_wreq {
     struct lab_transport_wreq *next;
@@ -56,6 +84,10 @@ struct lab_transport {
     ssize_t (*fd_write)(lab_transport_t *t, const void *buf, size_t n);
     struct sp_port *sp;
 
+    /* usb */
+    lab_usb_match_t usb_match;
+    struct lab_usb *usb;
+
     /* tcp */
     uv_tcp_t tcp;
     int tcp_live;
@@ -68,6 +100,7 @@ struct lab_transport {
 extern const lab_transport_ops_t lab_transport_tty_ops;
 extern const lab_transport_ops_t lab_transport_serial_ops;
 extern const lab_transport_ops_t lab_transport_tcp_ops;
+extern const lab_transport_ops_t lab_transport_usb_ops;
 
 /* Backend -> generic. */
 void lab_transport_opened(lab_transport_t *t);

@@ -5,12 +5,15 @@
  * its code and text, garbage, silence, a vanished pty, and a reply that comes back after its
  * operation timed out (on a slow second instrument) while the next command is in flight: it must
  * not be taken for that command's reply. A STAR played by the test on a pty of its own checks the
- * exact C0AS/C0DS frames written for volumes per channel (0 sitting a channel out), the held
+ * frames against PyLabRobot's (C0TT first, C0TP, C0AS, C0TR: tests/harness/star_plr.h), the
+ * C0AS/C0DS lists written for volumes per channel (0 sitting a channel out), the held
  * volumes per channel, and the refusals of a bad array, each naming the entry, with nothing sent.
  */
 #include "drivers/driver.h"
+#include "drivers/transport/transport_int.h"
 #include "protocols/star.h"
 #include "tests/harness/harness.h"
+#include "tests/harness/star_plr.h"
 #include "tests/harness/harness_drv.h"
 
 #include <fcntl.h>
@@ -25,6 +28,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libusb.h>
 
 static h_sim_t sim;
 static char dir[256], port1[300], port2[300];
@@ -39,6 +43,7 @@ static struct {
     size_t len;
     char frames[FAKE_FRAMES][2048];
     int n;
+    int stale; /* first a reply with the previous id (an error), as a late one would come */
 } fake = {.master = -1, .slave = -1};
 
 static void fake_frame(void)
@@ -50,6 +55,13 @@ static void fake_frame(void)
     assert_int_equal(star_parse(fake.line, fake.len, &m), PROTO_OK);
     char out[64];
     star_builder_t b;
+    if (fake.stale) {
+        star_begin(&b, out, sizeof out, m.module, m.cmd, m.id ? m.id - 1 : 9999);
+        star_error(&b, 8, 0);
+        int k = star_end(&b, 1);
+        assert_true(k > 0);
+        assert_int_equal(write(fake.master, out, (size_t)k), k);
+    }
     star_begin(&b, out, sizeof out, m.module, m.cmd, m.id);
     star_error(&b, 0, 0);
     int n = star_end(&b, 1);
@@ -371,55 +383,110 @@ static void held_is(lab_driver_t *d, const double *want)
     json_decref(r);
 }
 
-/* Four tips on an 8-channel STAR; substrate (trough column 1, x 1000) aspirated 100, 50, 0 and
- * 25.5 uL: channel 3 sits out, its lists entry 0 with tm 0 (at its place between its
- * neighbours), and every list runs to channel 4, the last acting one, then '&'. The firmware's
- * defaults for the rest come from the driver's table (th/te 2450, lp 2000, zl/zx 1866, ...). */
-static const char golden_as[] =
-    "C0ASid0003at0 0 0 0&tm1 1 0 1&xp01000 01000 01000 01000&yp1000 0910 0820 0730&th2450te2450"
-    "lp2000 2000 2000 2000&ch000 000 000 000&zl1866 1866 1866 1866&po0100 0100 0100 0100&"
-    "zu0032 0032 0032 0032&zr06180 06180 06180 06180&zx1866 1866 1866 1866&"
-    "ip0000 0000 0000 0000&it0 0 0 0&fp0000 0000 0000 0000&av01000 00500 00000 00255&"
-    "as1000 1000 1000 1000&ta000 000 000 000&ba0000 0000 0000 0000&oa000 000 000 000&"
-    "lm0 0 0 0&ll1 1 1 1&lv1 1 1 1&zo000 000 000 000&ld10 10 10 10&de0020 0020 0020 0020&"
-    "wt10 10 10 10&mv00000 00000 00000 00000&mc00 00 00 00&mp000 000 000 000&"
-    "ms1000 1000 1000 1000&mh0000 0000 0000 0000&gi000 000 000 000&gj0gk0lk0 0 0 0&"
-    "ik0000 0000 0000 0000&sd0500 0500 0500 0500&se0500 0500 0500 0500&"
-    "sz0300 0300 0300 0300&io0000 0000 0000 0000&";
-
-/* 100 and 50 uL into B3 and C3 (x 1000 + 2 * 90, y 3000 - 90 per row), channels 3 and 4 at 0:
- * the lists stop at channel 2. */
-static const char golden_ds[] =
-    "C0DSid0004dm2 2&tm1 1&xp01180 01180&yp2910 2820&zx1866 1866&lp2000 2000&zl1866 1866&"
-    "po0100 0100&ip0000 0000&it0 0&fp0000 0000&zu0032 0032&zr06180 06180&th2450te2450"
-    "dv01000 00500&ds1200 1200&ss0050 0050&rv000 000&ta000 000&ba0000 0000&lm0 0&dj00"
-    "zo000 000&ll1 1&lv1 1&de0010 0010&wt00 00&mv00000 00000&mc00 00&mp000 000&"
-    "ms0010 0010&mh0000 0000&gi000 000&gj0gk0";
-
-static void test_per_channel_frames(void **state)
+/* A fresh pty for the test's own STAR; returns its path. */
+static const char *fake_open(void)
 {
-    (void)state;
+    static char path[128];
+    if (fake.master >= 0) {
+        close(fake.master);
+        close(fake.slave);
+    }
+    fake.n = 0;
+    fake.len = 0;
     assert_int_equal(openpty(&fake.master, &fake.slave, NULL, NULL, NULL), 0);
     struct termios t;
     tcgetattr(fake.slave, &t);
     cfmakeraw(&t);
     tcsetattr(fake.slave, TCSANOW, &t);
     fcntl(fake.master, F_SETFL, fcntl(fake.master, F_GETFL) | O_NONBLOCK);
-    char path[128];
     snprintf(path, sizeof path, "%s", ttyname(fake.slave));
-    lab_drv_kv_t kv[] = {{"driver", "hamilton-star", 2}, {"port", path, 3}};
+    return path;
+}
+
+/* frame is golden but for its id (which counts the commands of this connection). */
+static void same_but_id(const char *frame, const char *golden)
+{
+    assert_true(strlen(frame) > 10 && strncmp(frame, golden, 6) == 0);
+    assert_string_equal(frame + 10, golden + 10);
+}
+
+/* The driver's frames against PyLabRobot's for the same deck (tests/harness/star_plr.h): the tip
+ * type defined first (C0TT, PyLabRobot's first command too, so with its id), C0DI heights begin
+ * above end, two tips picked up (test_tip_pickup_01), 107.2 uL aspirated from A1 and B1
+ * (test_multi_channel_aspiration), and eight tips discarded into the waste (test_discard_tips). */
+static void test_plr_frames(void **state)
+{
+    (void)state;
+    lab_drv_kv_t kv[] = {{"driver", "hamilton-star", 2}, {"port", fake_open(), 3},
+                         {"tip_a1_x", "1179", 4},        {"tip_a1_y", "2418", 5},
+                         {"waste_y", "3427", 6},         {"plate_a1_x", "2983", 7},
+                         {"plate_a1_y", "1457", 8}};
+    lab_driver_t *d = h_drv_open("plr", kv, sizeof kv / sizeof kv[0]);
+    h_drv_wait_state(d, LAB_INST_IDLE);
+    assert_int_equal(fake.n, 2);
+    assert_string_equal(fake.frames[0], PLR_TT);
+    /* initialize_pip's layout and heights (PLR_DI) on this deck's waste, tip type 01 */
+    assert_string_equal(fake.frames[1], "C0DIid0002xp08000&yp3427 3337 3247 3157 3067 2977 2887 "
+                                        "2797tp2450tz1220te3600tm1 1 1 1 1 1 1 1tt01ti0");
+    json_decref(h_drv_call_ok(d, "pick_up_tips", "{\"channels\": 2}"));
+    same_but_id(fake.frames[2], PLR_TP_01);
+    json_decref(h_drv_call_ok(d, "aspirate", "{\"volume_ul\": 107.2, \"well\": \"A1\"}"));
+    same_but_id(fake.frames[3], PLR_AS_2);
+    json_decref(h_drv_call_ok(d, "drop_tips", NULL));
+    /* test_discard_tips' heights, PyLabRobot's layout for two channels */
+    assert_string_equal(fake.frames[4], "C0TRid0005xp08000 08000 00000&yp3427 3337 0000&tm1 1 0&"
+                                        "tp1970tz1870th2450te2450ti0");
+    json_decref(h_drv_call_ok(d, "pick_up_tips", "{\"channels\": 8}"));
+    json_decref(h_drv_call_ok(d, "drop_tips", NULL));
+    assert_int_equal(fake.n, 7);
+    same_but_id(fake.frames[6], PLR_TR_WASTE);
+
+    /* initialize defines the tip type again before C0DI (a reset STAR forgot it) */
+    json_decref(h_drv_call_ok(d, "initialize", NULL));
+    assert_int_equal(fake.n, 9);
+    same_but_id(fake.frames[7], PLR_TT);
+    assert_true(strncmp(fake.frames[8], "C0DIid0009", 10) == 0);
+
+    /* a reply with an earlier id (er08/00) ahead of the right one is not this command's */
+    fake.stale = 1;
+    json_t *r = h_drv_call_ok(d, "pick_up_tips", NULL);
+    fake.stale = 0;
+    assert_int_equal(fake.n, 10);
+    json_decref(r);
+    h_drv_close(d);
+}
+
+/* Volumes per channel: channels sitting out have tm 0, xp/yp 0 and the first acting channel's
+ * other values, as PyLabRobot lays lists out; the lists run one entry past the last acting
+ * channel. */
+static void test_per_channel_frames(void **state)
+{
+    (void)state;
+    lab_drv_kv_t kv[] = {{"driver", "hamilton-star", 2}, {"port", fake_open(), 3}};
     lab_driver_t *d = h_drv_open("fake", kv, sizeof kv / sizeof kv[0]);
     h_drv_wait_state(d, LAB_INST_IDLE);
-    assert_int_equal(fake.n, 1);
-    assert_true(strncmp(fake.frames[0], "C0DIid0001", 10) == 0);
-    json_decref(h_drv_call_ok(d, "pick_up_tips", "{\"channels\": 4}"));
     assert_int_equal(fake.n, 2);
+    assert_true(strncmp(fake.frames[0], "C0TTid0001", 10) == 0);
+    assert_true(strncmp(fake.frames[1], "C0DIid0002", 10) == 0);
+    json_decref(h_drv_call_ok(d, "pick_up_tips", "{\"channels\": 4}"));
+    assert_int_equal(fake.n, 3);
 
     json_t *r = h_drv_call_ok(d, "aspirate",
                               "{\"volume_ul\": [100, 50, 0, 25.5], \"reagent\": "
                               "\"substrate\"}");
-    assert_int_equal(fake.n, 3);
-    assert_string_equal(fake.frames[2], golden_as);
+    assert_int_equal(fake.n, 4);
+    char got[128];
+    const char *f = fake.frames[3];
+    assert_true(strncmp(f, "C0ASid0004", 10) == 0);
+    frame_list(f, "tm", got, sizeof got);
+    assert_string_equal(got, "1 1 0 1 0");
+    frame_list(f, "xp", got, sizeof got);
+    assert_string_equal(got, "1000 1000 0 1000 0");
+    frame_list(f, "yp", got, sizeof got);
+    assert_string_equal(got, "1000 910 0 730 0");
+    frame_list(f, "av", got, sizeof got);
+    assert_string_equal(got, "1000 500 1000 255 1000");
+    assert_non_null(strstr(f, "ld00 00 00 00 00&"));
     /* the result: the first acting channel's volume, and every channel's */
     assert_true(h_drv_num(r, "volume_ul") == 100);
     json_t *vols = json_object_get(r, "volumes_ul");
@@ -434,26 +501,31 @@ static void test_per_channel_frames(void **state)
     held_is(d, want);
 
     json_decref(h_drv_call_ok(d, "dispense", "{\"well\": \"B3\", \"volume_ul\": [100, 50, 0, 0]}"));
-    assert_int_equal(fake.n, 4);
-    assert_string_equal(fake.frames[3], golden_ds);
+    assert_int_equal(fake.n, 5);
+    f = fake.frames[4];
+    frame_list(f, "tm", got, sizeof got);
+    assert_string_equal(got, "1 1 0");
+    frame_list(f, "xp", got, sizeof got);
+    assert_string_equal(got, "1180 1180 0");
+    frame_list(f, "dv", got, sizeof got);
+    assert_string_equal(got, "1000 500 1000");
     held_is(d, (const double[8]){0, 0, 0, 25.5, 0, 0, 0, 0});
 
-    /* channel 4 alone into E4: the channels sitting out keep their rows B4..D4 */
+    /* channel 4 alone into E4 (its row below B4) */
     r = h_drv_call_ok(d, "dispense", "{\"well\": \"B4\", \"volume_ul\": [0, 0, 0, 25.5]}");
     assert_true(h_drv_num(r, "volume_ul") == 25.5);
     json_decref(r);
-    assert_int_equal(fake.n, 5);
-    char got[128];
-    const char *f = fake.frames[4];
-    assert_true(strncmp(f, "C0DSid0005", 10) == 0);
+    assert_int_equal(fake.n, 6);
+    f = fake.frames[5];
+    assert_true(strncmp(f, "C0DSid0006", 10) == 0);
     frame_list(f, "tm", got, sizeof got);
-    assert_string_equal(got, "0 0 0 1");
+    assert_string_equal(got, "0 0 0 1 0");
     frame_list(f, "dv", got, sizeof got);
-    assert_string_equal(got, "0 0 0 255");
+    assert_string_equal(got, "255 255 255 255 255");
     frame_list(f, "xp", got, sizeof got);
-    assert_string_equal(got, "1270 1270 1270 1270");
+    assert_string_equal(got, "0 0 0 1270 0");
     frame_list(f, "yp", got, sizeof got);
-    assert_string_equal(got, "2910 2820 2730 2640");
+    assert_string_equal(got, "0 0 0 2640 0");
     held_is(d, (const double[8]){0});
 
     /* refused before anything is sent, each naming the entry at fault */
@@ -487,16 +559,151 @@ static void test_per_channel_frames(void **state)
     json_decref(h_drv_call_ok(d, "dispense", "{\"well\": \"E1\", \"volume_ul\": [0, 5, 5, 0]}"));
     f = fake.frames[fake.n - 1];
     frame_list(f, "yp", got, sizeof got);
-    assert_string_equal(got, "2640 2550 2460");
+    assert_string_equal(got, "0 2550 2460 0");
     json_decref(h_drv_call_ok(d, "dispense", "{\"well\": \"A5\", \"volume_ul\": 5}"));
     f = fake.frames[fake.n - 1];
     frame_list(f, "tm", got, sizeof got);
-    assert_string_equal(got, "1 1 1 1");
+    assert_string_equal(got, "1 1 1 1 0");
     frame_list(f, "dv", got, sizeof got);
-    assert_string_equal(got, "50 50 50 50");
+    assert_string_equal(got, "50 50 50 50 50");
     held_is(d, (const double[8]){0, 0, 0, 0});
     json_decref(h_drv_call_ok(d, "drop_tips", NULL));
     h_drv_close(d);
+}
+
+/* ---- FAKE_USB: a STAR on a fake USB bus behind usb.c's seam (lab_usb_api_t) ----
+ * It answers each bulk OUT transfer (one command) with one reply, er00/00, by bulk IN. What it
+ * proves is the driver's framing on usb (no terminator, one message per transfer) and its
+ * offline/online cycle, not a real STAR's USB behaviour. */
+
+static struct {
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int present;
+    char out[FAKE_FRAMES][2048];
+    int out_len[FAKE_FRAMES], n_out;
+    char reply[8][64];
+    int reply_len[8], n_reply;
+} usbf;
+
+static int usbf_open(const lab_usb_match_t *m, void **dev, lab_usb_eps_t *eps, char *why, size_t wn)
+{
+    uv_mutex_lock(&usbf.mu);
+    int present = usbf.present;
+    uv_mutex_unlock(&usbf.mu);
+    if (!present) {
+        snprintf(why, wn, "no USB device %04x:%04x on the fake bus", m->vid, m->pid);
+        return LIBUSB_ERROR_NOT_FOUND;
+    }
+    *eps = (lab_usb_eps_t){0x81, 0x02, 64, 64};
+    *dev = &usbf;
+    return 0;
+}
+
+static void usbf_close(void *dev)
+{
+    (void)dev;
+}
+
+static int usbf_bulk(void *dev, unsigned char ep, uint8_t *data, int len, int *done,
+                     unsigned timeout_ms)
+{
+    (void)dev;
+    *done = 0;
+    int rc = 0;
+    uv_mutex_lock(&usbf.mu);
+    if (!usbf.present) {
+        rc = LIBUSB_ERROR_NO_DEVICE;
+    } else if (ep == 0x02) {
+        static star_msg_t m;
+        *done = len;
+        if (len > 0 && usbf.n_out < FAKE_FRAMES && len < (int)sizeof usbf.out[0]) {
+            memcpy(usbf.out[usbf.n_out], data, (size_t)len);
+            usbf.out[usbf.n_out][len] = '\0';
+            usbf.out_len[usbf.n_out++] = len;
+        }
+        if (len > 0 && star_parse((const char *)data, (size_t)len, &m) == PROTO_OK &&
+            usbf.n_reply < 8) {
+            star_builder_t b;
+            star_begin(&b, usbf.reply[usbf.n_reply], sizeof usbf.reply[0], m.module, m.cmd, m.id);
+            star_error(&b, 0, 0);
+            usbf.reply_len[usbf.n_reply] = star_end(&b, 0);
+            usbf.n_reply++;
+            uv_cond_broadcast(&usbf.cv);
+        }
+    } else {
+        uint64_t until = uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
+        while (usbf.present && !usbf.n_reply && uv_hrtime() < until)
+            uv_cond_timedwait(&usbf.cv, &usbf.mu, until - uv_hrtime());
+        if (!usbf.present) {
+            rc = LIBUSB_ERROR_NO_DEVICE;
+        } else if (!usbf.n_reply) {
+            rc = LIBUSB_ERROR_TIMEOUT;
+        } else {
+            *done = usbf.reply_len[0] < len ? usbf.reply_len[0] : len;
+            memcpy(data, usbf.reply[0], (size_t)*done);
+            memmove(usbf.reply[0], usbf.reply[1],
+                    sizeof usbf.reply[0] * (size_t)(usbf.n_reply - 1));
+            memmove(usbf.reply_len, usbf.reply_len + 1, sizeof(int) * (size_t)(usbf.n_reply - 1));
+            usbf.n_reply--;
+        }
+    }
+    uv_mutex_unlock(&usbf.mu);
+    return rc;
+}
+
+static const lab_usb_api_t usbf_api = {usbf_open, usbf_bulk, usbf_close};
+
+static void usbf_present(int on)
+{
+    uv_mutex_lock(&usbf.mu);
+    usbf.present = on;
+    uv_cond_broadcast(&usbf.cv);
+    uv_mutex_unlock(&usbf.mu);
+}
+
+static int usbf_outs(void)
+{
+    uv_mutex_lock(&usbf.mu);
+    int n = usbf.n_out;
+    uv_mutex_unlock(&usbf.mu);
+    return n;
+}
+
+/* The STAR on usb://08af:8000 (FAKE_USB): C0TT, C0DI and every later command each one bulk
+ * transfer without CR LF; unplugged, offline with the reason; back, initialised again. */
+static void test_usb_fake(void **state)
+{
+    (void)state;
+    uv_mutex_init(&usbf.mu);
+    uv_cond_init(&usbf.cv);
+    usbf_present(1);
+    lab_usb_api_set(&usbf_api);
+    lab_drv_kv_t kv[] = {{"driver", "hamilton-star", 2}, {"port", "usb://08af:8000", 3}};
+    lab_driver_t *d = h_drv_open("usbstar", kv, sizeof kv / sizeof kv[0]);
+    h_drv_wait_state(d, LAB_INST_IDLE);
+    assert_int_equal(usbf_outs(), 2);
+    assert_string_equal(usbf.out[0], PLR_TT); /* exactly PyLabRobot's bytes: no terminator */
+    assert_int_equal(usbf.out_len[0], (int)strlen(PLR_TT));
+    assert_true(strncmp(usbf.out[1], "C0DIid0002", 10) == 0);
+    json_decref(h_drv_call_ok(d, "pick_up_tips", "{\"channels\": 2}"));
+    assert_int_equal(usbf_outs(), 3);
+    for (int i = 0; i < 3; i++)
+        assert_null(memchr(usbf.out[i], '\r', (size_t)usbf.out_len[i]));
+
+    usbf_present(0);
+    h_drv_wait_state(d, LAB_INST_OFFLINE);
+    const lab_drv_error_t *e = lab_driver_last_error(d);
+    if (!strstr(e->text, "USB 08af:8000") || !strstr(e->text, "unplugged"))
+        fail_msg("offline reason: %s", e->text);
+    usbf_present(1);
+    h_drv_wait_state(d, LAB_INST_IDLE);
+    int n = usbf_outs();
+    assert_true(n >= 5);
+    same_but_id(usbf.out[n - 2], PLR_TT); /* the tip type again on the new connection */
+    assert_true(strncmp(usbf.out[n - 1], "C0DI", 4) == 0);
+    h_drv_close(d);
+    lab_usb_api_set(NULL);
 }
 
 static void test_config(void **state)
@@ -530,12 +737,10 @@ static void test_all_released(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pipetting),
-        cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_faults),
-        cmocka_unit_test(test_late_reply),
-        cmocka_unit_test(test_per_channel_frames),
-        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_pipetting),    cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_faults),       cmocka_unit_test(test_late_reply),
+        cmocka_unit_test(test_plr_frames),   cmocka_unit_test(test_per_channel_frames),
+        cmocka_unit_test(test_usb_fake),     cmocka_unit_test(test_config),
         cmocka_unit_test(test_all_released),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

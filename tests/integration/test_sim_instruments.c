@@ -24,6 +24,7 @@
 #include "protocols/biotek.h"
 #include "protocols/liconic.h"
 #include "protocols/star.h"
+#include "tests/harness/star_plr.h"
 #include "tests/harness/harness.h"
 
 static char dir[512], inc_path[600], star_path[600], reader_path[600], ctl_path[600];
@@ -345,6 +346,44 @@ static void pipette(int fd, int *id, long src_xp, long xp, long yp, long tenth_u
     star_do(fd, "TR", ++*id, NULL);
 }
 
+/* labloop-sim takes every command string PyLabRobot sends for the operations labloop implements
+ * (tests/harness/star_plr.h, from STAR_tests.py at 598b58ffb) and answers each with its id and a
+ * reply check_fw_string_error accepts; a slave module is answered in its own form (er##), the
+ * master's unknown command in the master's (er01/30). */
+static void test_star_plr(void **state)
+{
+    (void)state;
+    int fd = open_tty(star_path);
+    assert_true(fd >= 0);
+    const char *cmds[] = {PLR_TT,       PLR_DI,          PLR_TP_01, PLR_TP_56, PLR_TP_PORTRAIT,
+                          PLR_TR_56,    PLR_TR_PORTRAIT, PLR_AS_1,  PLR_AS_2,  PLR_AS_56,
+                          PLR_TR_WASTE, PLR_DS_1,        PLR_DS_2};
+    static star_msg_t cmd, m;
+    static char line[1024];
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        send_str(fd, cmds[i]);
+        send_str(fd, "\r\n");
+        star_reply(fd, &m);
+        assert_int_equal(star_parse(cmds[i], strlen(cmds[i]), &cmd), PROTO_OK);
+        assert_string_equal(m.module, "C0");
+        assert_string_equal(m.cmd, cmd.cmd);
+        assert_int_equal(m.id, cmd.id);
+        if (star_msg_failed(&m))
+            fail_msg("%.40s...: er%02d/%02d", cmds[i], m.errors[0].code, m.errors[0].trace);
+        assert_true(m.has_er);
+    }
+    /* slave modules: P1 (test_parse_slave_response_errors' form), H0 */
+    const char *slave[][2] = {{"P1OQid1111\r\n", "P1OQid1111er30\r\n"},
+                              {"H0QWid0042\r\n", "H0QWid0042er30\r\n"},
+                              {"C0QMid1111\r\n", "C0QMid1111er01/30\r\n"}};
+    for (size_t i = 0; i < 3; i++) {
+        send_str(fd, slave[i][0]);
+        assert_true(read_until(fd, line, sizeof line, '\n', 10000) > 0);
+        assert_string_equal(line, slave[i][1]);
+    }
+    close(fd);
+}
+
 static void read_plate(int fd, biotek_plate_t *p, char *body, size_t cap)
 {
     char buf[128];
@@ -383,7 +422,7 @@ static void test_star_and_reader(void **state)
 
     /* an unknown command: er01/30, matched by its id */
     static star_msg_t m;
-    send_str(fd, "C0TTid0777\r\n");
+    send_str(fd, "C0QMid0777\r\n");
     star_reply(fd, &m);
     assert_int_equal(m.id, 777);
     assert_true(star_msg_failed(&m));
@@ -538,9 +577,8 @@ static void test_term(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_liconic),
-        cmocka_unit_test(test_star_and_reader),
-        cmocka_unit_test(test_modbus),
+        cmocka_unit_test(test_liconic),  cmocka_unit_test(test_star_and_reader),
+        cmocka_unit_test(test_star_plr), cmocka_unit_test(test_modbus),
         cmocka_unit_test(test_term),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "protocols/star.h"
+#include "tests/harness/star_plr.h"
 
 static void test_tip_pickup_command(void **state)
 {
@@ -216,11 +217,18 @@ static void test_pending_out_of_order(void **state)
     assert_ptr_equal(ud, (void *)1);
     assert_int_equal(star_pending_count(&t), 0);
 
-    /* Ids wrap at 9999 and skip those still pending; the table has a bound. */
+    /* Ids count as base.py's _generate_id: (previous + 1) % 10000, so 9999 is followed by 0000;
+     * ids still pending are skipped; the table has a bound. */
     t.last_id = 9998;
     assert_int_equal(star_pending_add(&t, "C0", "TP", NULL), 9999);
+    assert_int_equal(star_pending_add(&t, "C0", "TP", NULL), 0);
+    char buf[16];
+    star_builder_t b;
+    star_begin(&b, buf, sizeof buf, "C0", "TP", 0);
+    assert_int_equal(star_end(&b, 0), 10);
+    assert_memory_equal(buf, "C0TPid0000", 10);
     assert_int_equal(star_pending_add(&t, "C0", "TP", NULL), 1);
-    for (int i = 2; i < STAR_PENDING_MAX; i++)
+    for (int i = 3; i < STAR_PENDING_MAX; i++)
         assert_true(star_pending_add(&t, "C0", "TP", NULL) > 0);
     assert_int_equal(star_pending_add(&t, "C0", "TP", NULL), PROTO_EFULL);
 }
@@ -306,9 +314,248 @@ static void test_command_specs(void **state)
     assert_int_equal(star_check_cmd(&m, 8, which), 0);
 }
 
+/* ---- golden frames from PyLabRobot (tests/harness/star_plr.h: STAR_tests.py at 598b58ffb) ---- */
+
+/* One value per parameter for the channels in the pattern (PyLabRobot's inputs in the test:
+ * xp/yp are per channel). */
+typedef struct plr_in {
+    const char *name;
+    long v;
+} plr_in_t;
+
+/* Builds cmd from the codec's specification with PyLabRobot's channel layout. */
+static int plr_build(const char *cmd, int id, unsigned mask, const long *xp, const long *yp,
+                     const plr_in_t *in, char *buf, size_t cap)
+{
+    const star_cmd_spec_t *spec = star_cmd_spec("C0", cmd);
+    assert_non_null(spec);
+    star_builder_t b;
+    star_begin(&b, buf, cap, "C0", cmd, id);
+    for (size_t i = 0; i < spec->n; i++) {
+        const star_param_spec_t *ps = &spec->params[i];
+        long v = 0;
+        for (const plr_in_t *p = in; p && p->name; p++)
+            if (strcmp(p->name, ps->name) == 0)
+                v = p->v;
+        if (!ps->list) {
+            star_int(&b, ps->name, v, ps->width);
+            continue;
+        }
+        long per[8];
+        star_fill_t fill = STAR_FILL_FIRST;
+        for (int ch = 0; ch < 8; ch++)
+            per[ch] = v;
+        if (strcmp(ps->name, "tm") == 0) {
+            for (int ch = 0; ch < 8; ch++)
+                per[ch] = (mask >> ch) & 1;
+            fill = STAR_FILL_ZERO;
+        } else if (strcmp(ps->name, "xp") == 0 || strcmp(ps->name, "yp") == 0) {
+            memcpy(per, ps->name[0] == 'x' ? xp : yp, sizeof per);
+            fill = STAR_FILL_ZERO;
+        }
+        star_list_pattern(&b, ps->name, per, mask, 8, ps->width, fill);
+    }
+    return star_end(&b, 0);
+}
+
+static void expect_frame(const char *golden, int n, const char *buf)
+{
+    assert_int_equal(n, (int)strlen(golden));
+    assert_memory_equal(buf, golden, (size_t)n);
+}
+
+static void test_plr_tip_frames(void **state)
+{
+    (void)state;
+    char buf[2048];
+    /* test_tip_pickup_01: C0TT first (the tip type C0TP names), then channels 1 and 2. */
+    star_builder_t b;
+    star_begin(&b, buf, sizeof buf, "C0", "TT", 1);
+    const star_cmd_spec_t *tt = star_cmd_spec("C0", "TT");
+    assert_non_null(tt);
+    const long ttv[] = {1, 1, 519, 3600, 2, 0};
+    assert_int_equal(tt->n, 6);
+    for (size_t i = 0; i < tt->n; i++)
+        star_int(&b, tt->params[i].name, ttv[i], tt->params[i].width);
+    expect_frame(PLR_TT, star_end(&b, 0), buf);
+
+    const plr_in_t tp[] = {{"tt", 1}, {"tp", 2244}, {"tz", 2164}, {"th", 2450}, {"td", 0}, {0}};
+    long xp[8] = {1179, 1179}, yp[8] = {2418, 2328};
+    expect_frame(PLR_TP_01, plr_build("TP", 2, 0x03, xp, yp, tp, buf, sizeof buf), buf);
+    /* test_tip_pickup_56: channels 5 and 6; the channels before them 0, one 0 after, '&'. */
+    long xp56[8] = {0, 0, 0, 0, 1179, 1179}, yp56[8] = {0, 0, 0, 0, 2058, 1968};
+    expect_frame(PLR_TP_56, plr_build("TP", 2, 0x30, xp56, yp56, tp, buf, sizeof buf), buf);
+    /* test_portrait_tip_rack_handling */
+    const plr_in_t tpp[] = {{"tt", 1}, {"tp", 2263}, {"tz", 2163}, {"th", 2450}, {0}};
+    long xpp[8] = {1360, 1360, 1360, 1360}, ypp[8] = {1380, 1290, 1200, 1110};
+    expect_frame(PLR_TP_PORTRAIT, plr_build("TP", 2, 0x0f, xpp, ypp, tpp, buf, sizeof buf), buf);
+
+    /* C0TR: begin (tp) above end (tz). test_tip_drop_56 back into the rack (ti1) */
+    const plr_in_t tr56[] = {{"tp", 2244}, {"tz", 2164}, {"th", 2450},
+                             {"te", 2450}, {"ti", 1},    {0}};
+    expect_frame(PLR_TR_56, plr_build("TR", 3, 0x30, xp56, yp56, tr56, buf, sizeof buf), buf);
+    /* test_discard_tips: all eight into the waste, full lists without '&' */
+    const plr_in_t trw[] = {{"tp", 1970}, {"tz", 1870}, {"th", 2450}, {"te", 2450}, {"ti", 0}, {0}};
+    long xw[8], yw[8];
+    for (int ch = 0; ch < 8; ch++)
+        xw[ch] = 8000, yw[ch] = 3427 - 90 * ch;
+    expect_frame(PLR_TR_WASTE, plr_build("TR", 3, 0xff, xw, yw, trw, buf, sizeof buf), buf);
+    const plr_in_t trp[] = {{"tp", 2263}, {"tz", 2183}, {"th", 2450}, {"te", 2450}, {"ti", 1}, {0}};
+    expect_frame(PLR_TR_PORTRAIT, plr_build("TR", 3, 0x0f, xpp, ypp, trp, buf, sizeof buf), buf);
+
+    /* C0DI as initialize_pip sends it: xp one entry, every channel's y and tm. */
+    star_begin(&b, buf, sizeof buf, "C0", "DI", 1);
+    long ydi[8], ones[8];
+    for (int ch = 0; ch < 8; ch++)
+        ydi[ch] = 4050 - ch * ((4050 - 2175) / 7), ones[ch] = 1;
+    star_list(&b, "xp", (long[]){13400}, 1, 5, 8);
+    star_list(&b, "yp", ydi, 8, 4, 8);
+    star_int(&b, "tp", 2450, 4);
+    star_int(&b, "tz", 1220, 4);
+    star_int(&b, "te", 3600, 4);
+    star_list(&b, "tm", ones, 8, 1, 8);
+    star_int(&b, "tt", 4, 2);
+    star_int(&b, "ti", 0, 1);
+    expect_frame(PLR_DI, star_end(&b, 0), buf);
+
+    /* Each of them is well formed for the simulator's check. */
+    const char *all[] = {PLR_TT,       PLR_TP_01,       PLR_TP_56, PLR_TP_PORTRAIT, PLR_TR_56,
+                         PLR_TR_WASTE, PLR_TR_PORTRAIT, PLR_DI,    PLR_AS_1,        PLR_AS_2,
+                         PLR_AS_56,    PLR_DS_1,        PLR_DS_2};
+    static star_msg_t m;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        char which[3];
+        assert_int_equal(star_parse(all[i], strlen(all[i]), &m), PROTO_OK);
+        assert_int_equal(star_check_cmd(&m, 8, which), 0);
+    }
+    /* discard_tip writes tp..te unpadded: a 3-digit height is still well formed */
+    const char short_tr[] = "C0TRid0003xp08000&yp3427&tm1&tp970tz870th2450te2450ti0";
+    char which[3];
+    assert_int_equal(star_parse(short_tr, strlen(short_tr), &m), PROTO_OK);
+    assert_int_equal(star_check_cmd(&m, 8, which), 0);
+}
+
+static const plr_in_t plr_as[] = {
+    {"th", 2450}, {"te", 2450}, {"lp", 2000}, {"zl", 1866}, {"po", 100}, {"zu", 32}, {"zr", 6180},
+    {"zx", 1866}, {"av", 1072}, {"as", 1000}, {"ll", 1},    {"lv", 1},   {"de", 20}, {"wt", 10},
+    {"ms", 1000}, {"sd", 500},  {"se", 500},  {"sz", 300},  {0},
+};
+static const plr_in_t plr_ds[] = {
+    {"dm", 1},    {"zx", 1866}, {"lp", 2000}, {"zl", 1866}, {"po", 100}, {"zu", 32}, {"zr", 6180},
+    {"th", 2450}, {"te", 2450}, {"dv", 1072}, {"ds", 1800}, {"ss", 50},  {"ta", 50}, {"ba", 300},
+    {"ll", 1},    {"lv", 1},    {"de", 10},   {"ms", 10},   {0},
+};
+
+static void test_plr_liquid_frames(void **state)
+{
+    (void)state;
+    char buf[4096];
+    long xp[8] = {2983, 2983}, yp[8] = {1457, 1367};
+    /* test_single_channel_aspiration / test_multi_channel_aspiration: the lists of the
+     * parameters other than tm, xp, yp repeat the first channel's value where tm is 0. */
+    expect_frame(PLR_AS_1, plr_build("AS", 1, 0x01, xp, yp, plr_as, buf, sizeof buf), buf);
+    expect_frame(PLR_AS_2, plr_build("AS", 1, 0x03, xp, yp, plr_as, buf, sizeof buf), buf);
+    long xp56[8] = {0, 0, 0, 0, 2983, 2983}, yp56[8] = {0, 0, 0, 0, 1457, 1367};
+    expect_frame(PLR_AS_56, plr_build("AS", 3, 0x30, xp56, yp56, plr_as, buf, sizeof buf), buf);
+    expect_frame(PLR_DS_1, plr_build("DS", 1, 0x01, xp, yp, plr_ds, buf, sizeof buf), buf);
+    expect_frame(PLR_DS_2, plr_build("DS", 1, 0x03, xp, yp, plr_ds, buf, sizeof buf), buf);
+
+    /* The layout itself: 8 of 8 channels has no '&' and no extra entry; a pattern ending at the
+     * last channel neither. */
+    assert_int_equal(star_pattern_len(0x01, 8), 2);
+    assert_int_equal(star_pattern_len(0x30, 8), 7);
+    assert_int_equal(star_pattern_len(0xff, 8), 8);
+    assert_int_equal(star_pattern_len(0x80, 8), 8);
+    assert_int_equal(star_pattern_len(0, 8), 0);
+    star_builder_t b;
+    star_begin(&b, buf, sizeof buf, "C0", "AS", 1);
+    star_list_pattern(&b, "tm", (long[8]){0}, 0, 8, 1, STAR_FILL_ZERO);
+    assert_int_equal(star_end(&b, 0), PROTO_ERANGE); /* no channel: not a command */
+}
+
+/* The replies check_fw_string_error accepts are accepted; those it raises on report the same
+ * modules with the same codes; a string without a firmware reply's shape is not one. */
+static void test_plr_replies(void **state)
+{
+    (void)state;
+    static star_msg_t m;
+    const struct {
+        const char *s;
+        int id;
+    } ok[] = {{PLR_OK_QM, 1111}, {PLR_OK_QM_ER, 1111}, {PLR_OK_QM_P1, 1111},
+              {PLR_OK_ZB, 1},    {PLR_OK_RY, 52},      {PLR_OK_TR, 3}};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        assert_int_equal(star_parse(ok[i].s, strlen(ok[i].s), &m), PROTO_OK);
+        assert_int_equal(m.id, ok[i].id);
+        assert_false(star_msg_failed(&m));
+    }
+    long kz[8];
+    size_t n;
+    assert_int_equal(star_param_list(&m, "kz", kz, 8, &n), PROTO_OK);
+    assert_int_equal(n, 8);
+
+    assert_int_equal(star_parse(PLR_ERR_MASTER, strlen(PLR_ERR_MASTER), &m), PROTO_OK);
+    assert_true(star_msg_failed(&m));
+    assert_int_equal(m.n_errors, 1);
+    assert_string_equal(m.errors[0].module, "C0");
+    assert_int_equal(m.errors[0].code, 1);
+    assert_string_equal(m.errors[0].module_name, "Master");
+    assert_string_equal(m.errors[0].code_text, "Command syntax error");
+    assert_string_equal(m.errors[0].trace_text, "Unknown command");
+
+    /* er99/00 (slave error) then P2 35/00, P4 02/98, PG 08/76; P1 00/00 is no error. */
+    assert_int_equal(star_parse(PLR_ERR_SLAVES, strlen(PLR_ERR_SLAVES), &m), PROTO_OK);
+    assert_true(star_msg_failed(&m));
+    assert_int_equal(m.n_errors, 4);
+    assert_int_equal(m.errors[0].code, 99);
+    const char *mods[] = {"P2", "P4", "PG"};
+    const int codes[] = {35, 2, 8}, traces[] = {0, 98, 76};
+    for (int i = 0; i < 3; i++) {
+        assert_string_equal(m.errors[i + 1].module, mods[i]);
+        assert_int_equal(m.errors[i + 1].code, codes[i]);
+        assert_int_equal(m.errors[i + 1].trace, traces[i]);
+    }
+    assert_string_equal(m.errors[3].module_name, "Pipetting channel 16");
+    assert_string_equal(m.errors[3].trace_text, "Tip already picked up");
+    assert_null(m.errors[2].trace_text); /* "Unknown trace information code 98" */
+
+    /* Slave modules in their own form: er## is the trace information. */
+    assert_int_equal(star_parse(PLR_ERR_P1, strlen(PLR_ERR_P1), &m), PROTO_OK);
+    assert_true(star_msg_failed(&m));
+    assert_int_equal(m.n_errors, 1);
+    assert_string_equal(m.errors[0].module, "P1");
+    assert_int_equal(m.errors[0].code, -1);
+    assert_int_equal(m.errors[0].trace, 30);
+    assert_string_equal(m.errors[0].trace_text, "Unknown command");
+    assert_int_equal(star_parse(PLR_ERR_H0, strlen(PLR_ERR_H0), &m), PROTO_OK);
+    assert_true(star_msg_failed(&m));
+    assert_string_equal(m.errors[0].module, "H0");
+    assert_int_equal(m.errors[0].trace, 32);
+    assert_string_equal(m.errors[0].module_name, "CoRe 96 Head");
+    assert_int_equal(star_parse(PLR_ERR_ZB, strlen(PLR_ERR_ZB), &m), PROTO_OK);
+    assert_true(star_msg_failed(&m));
+    assert_int_equal(m.errors[0].code, 5);
+
+    assert_int_not_equal(star_parse(PLR_PLAINTEXT, strlen(PLR_PLAINTEXT), &m), PROTO_OK);
+    /* The master writes er##/##; a bare er## in its reply is refused (base.py would miss it). */
+    assert_int_equal(star_parse("C0QMid0001er30", 14, &m), PROTO_ESYNTAX);
+    /* test_send_command_wrong_id: a reply with another id answers nothing pending. */
+    star_pending_t t;
+    star_pending_init(&t);
+    assert_int_equal(star_pending_add(&t, "C0", "QM", NULL), 1);
+    void *ud;
+    assert_int_equal(star_parse("C0QMid0002", 10, &m), PROTO_OK);
+    assert_int_equal(star_pending_take(&t, &m, &ud), PROTO_ENOMATCH);
+    assert_int_equal(star_parse("C0QMid0001", 10, &m), PROTO_OK);
+    assert_int_equal(star_pending_take(&t, &m, &ud), PROTO_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plr_tip_frames),
+        cmocka_unit_test(test_plr_liquid_frames),
+        cmocka_unit_test(test_plr_replies),
         cmocka_unit_test(test_tip_pickup_command),
         cmocka_unit_test(test_aspirate_and_drop_commands_parse),
         cmocka_unit_test(test_reply_errors),
