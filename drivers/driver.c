@@ -666,8 +666,9 @@ json_t *lab_driver_record_json(lab_driver_t *d)
     lab_wirerec_status_t st;
     lab_wirerec_status(d->rec, &st);
     const char *path = st.path[0] ? st.path : d->rec_path;
-    json_t *o = json_pack("{s:b, s:s?, s:I, s:I}", "on", st.on, "path", path, "events",
-                          (json_int_t)st.events, "dropped", (json_int_t)st.dropped);
+    json_t *o = json_pack("{s:b, s:s?, s:I, s:I, s:I}", "on", st.on, "path", path, "events",
+                          (json_int_t)st.events, "dropped", (json_int_t)st.dropped, "pending_bytes",
+                          (json_int_t)st.pending);
     if (st.error[0])
         json_object_set_new(o, "error", json_string(st.error));
     return o;

@@ -262,7 +262,8 @@ void lab_driver_stats(const lab_driver_t *d, lab_driver_stats_t *out);
  * LAB_ESTATE when there is no such file (record = off and no record_dir), LAB_EIO (why in err)
  * when it cannot be written; the instrument runs on either way. */
 int lab_driver_record(lab_driver_t *d, bool on, char *err, size_t errlen);
-/* {"on", "path", "events", "dropped", "error"?}: the recording's state, a new object. */
+/* {"on", "path", "events", "dropped", "pending_bytes", "error"?}: the recording's state (a new
+ * object); pending_bytes 0 means the file holds everything recorded so far. */
 json_t *lab_driver_record_json(lab_driver_t *d);
 
 /* ---- for drivers ---- */

@@ -24,7 +24,7 @@
 
 /* The writer waits this long for more events before writing a batch that is under half the
  * buffer: fewer, larger writes, at the price of a file that lags the wire by this much. */
-#define BATCH_WAIT_NS (20 * 1000 * 1000)
+#define BATCH_WAIT_NS (100 * 1000 * 1000)
 
 struct lab_wirerec {
     atomic_int refs;
@@ -605,6 +605,7 @@ void lab_wirerec_status(lab_wirerec_t *r, lab_wirerec_status_t *out)
     snprintf(out->path, sizeof out->path, "%s", r->path ? r->path : "");
     out->events = r->events;
     out->dropped = r->dropped_total;
+    out->pending = r->appended - r->written + (uint64_t)(r->switch_pending != 0);
     snprintf(out->error, sizeof out->error, "%s", r->error);
     pthread_mutex_unlock(&r->lock);
 }

@@ -40,6 +40,7 @@ typedef struct lab_wirerec_status {
     char path[512];   /* the file recorded to (or last recorded to) */
     uint64_t events;  /* written to files */
     uint64_t dropped; /* lost: buffer full, or a write that failed */
+    uint64_t pending; /* bytes not yet written (0: the file holds everything appended) */
     char error[300];  /* the last error ("" if none) */
 } lab_wirerec_status_t;
 

@@ -1,16 +1,16 @@
 /* Benchmark: what wire recording costs labloopd, beside `debug` logging (the other way to see the
- * wire) and neither, in the same run. Three labloopd processes run side by side, each with its
- * own BioTek reader on a pty and CN7500 over Modbus TCP served by one labloop-sim:
+ * wire) and neither, in the same run and the same process. One labloopd with a BioTek reader on
+ * a pty and a CN7500 over Modbus TCP (labloop-sim), switched between rounds:
  *
- *   none    record = off, log_level = warn
- *   debug   record = off, log_level = debug (the daemon's stderr to its log file, as in service)
- *   record  recording on (the default: STATE_DIR/wire/ID.wire), log_level = warn
+ *   none    recording off (POST .../record), log_level = warn
+ *   debug   recording off, log_level = debug (SIGHUP; its stderr goes to its log file)
+ *   record  recording on (the default), log_level = warn
  *
- * Each round sends the same status actions through the HTTP API to each daemon in turn (reader
- * and controller alternately); a round's figure is the daemon's CPU time per action (every
- * thread: /proc/PID/task/N/schedstat, nanoseconds), and each mode's figure the median of its
- * rounds (on a shared machine a round now and then pays for someone else's load). The HTTP
- * handling is the same in the three; the difference is what seeing the wire costs.
+ * Each round sends status actions through the HTTP API, reader and controller alternately; a
+ * round's figure is the daemon's CPU time per action (every thread: /proc/PID/task/N/schedstat,
+ * nanoseconds), each mode's the median of its rounds, the modes taking turns to go first (on a
+ * shared machine a round now and then pays for someone else's load). The HTTP handling is the
+ * same in the three; the difference is what seeing the wire costs.
  *
  * A second figure takes HTTP out: round trips through a tty transport in this process (32 bytes
  * out, 32 back through a pty, the test playing the device), the process's CPU time per round
@@ -24,6 +24,7 @@
 #include "drivers/transport/wirerec.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <pty.h>
 #include <unistd.h>
@@ -35,7 +36,6 @@
 #endif
 
 enum { MODES = 3 };
-static const char *const mode_names[MODES] = {"none", "debug", "record"};
 
 static double now_s(void)
 {
@@ -98,12 +98,6 @@ static void action(h_daemon_t *d, const char *id)
         exit(1);
     }
     free(resp);
-}
-
-static long long file_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? (long long)st.st_size : 0;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -222,6 +216,37 @@ static void transport_path(const char *dir, int per_round, int rounds)
     fflush(stdout);
 }
 
+/* Rewrites the daemon's log_level and makes it reload (SIGHUP). */
+static void set_level(h_daemon_t *d, const char *from, const char *to)
+{
+    FILE *f = fopen(d->conf, "r");
+    char text[8192];
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    char *at = strstr(text, from);
+    if (!at || strlen(from) != strlen(to))
+        bench_fail("unexpected daemon config");
+    memcpy(at, to, strlen(to));
+    f = fopen(d->conf, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0)
+        bench_fail("cannot rewrite the config");
+    kill(d->pid, SIGHUP);
+    h_sleep_ms(150); /* the loop takes the signal at once; what it logs may lag a little */
+}
+
+static void set_record(h_daemon_t *d, const char *id, bool on)
+{
+    char path[256], *resp = NULL;
+    snprintf(path, sizeof path, "/v1/instruments/%s/record", id);
+    int st = h_http(d->url, "POST", path, "Content-Type: application/json",
+                    on ? "{\"on\":true}" : "{\"on\":false}", &resp);
+    free(resp);
+    if (st != 200)
+        bench_fail("the recording switch was refused");
+}
+
 int main(int argc, char **argv)
 {
     int per_round = argc > 1 ? atoi(argv[1]) : 100;
@@ -234,63 +259,46 @@ int main(int argc, char **argv)
     char dir[256];
     if (h_tempdir("labbench-rec", dir, sizeof dir))
         bench_fail("no temporary directory");
-    int mb[MODES];
-    char sim_ini[4096] = "[labloop]\ntime_scale = 1\nsim_seed = 3\n", daemon_sec[MODES][1024];
-    for (int m = 0; m < MODES; m++) {
-        mb[m] = h_free_port();
-        char sec[800];
-        snprintf(sec, sizeof sec,
-                 "[instrument reader_%s]\ndriver = biotek-synergy\nport = %s/reader_%s\n"
-                 "sim_plate = P1\n"
-                 "[instrument heat_%s]\ndriver = modbus-temperature\n"
-                 "modbus = tcp://127.0.0.1:%d\nmap = omega-cn7500\nunit = 1\npoll_s = 0\n",
-                 mode_names[m], dir, mode_names[m], mode_names[m], mb[m]);
-        strncat(sim_ini, sec, sizeof sim_ini - strlen(sim_ini) - 1);
-        /* the daemon's copy: the same sections, with the mode's record key */
-        const char *rec = m == 2 ? "" : "record = off\n";
-        snprintf(daemon_sec[m], sizeof daemon_sec[m],
-                 "[instrument reader_%s]\ndriver = biotek-synergy\nport = %s/reader_%s\n%s"
-                 "[instrument heat_%s]\ndriver = modbus-temperature\n"
-                 "modbus = tcp://127.0.0.1:%d\nmap = omega-cn7500\nunit = 1\npoll_s = 0\n%s",
-                 mode_names[m], dir, mode_names[m], rec, mode_names[m], mb[m], rec);
-    }
     lab_log_set_level(LAB_LOG_WARN);
     transport_path(dir, per_round * 10, rounds);
 
+    char sections[1024], ini[1200];
+    snprintf(sections, sizeof sections,
+             "[instrument reader1]\ndriver = biotek-synergy\nport = %s/reader1\nsim_plate = P1\n"
+             "[instrument heat1]\ndriver = modbus-temperature\nmodbus = tcp://127.0.0.1:%d\n"
+             "map = omega-cn7500\nunit = 1\npoll_s = 0\n",
+             dir, h_free_port());
+    snprintf(ini, sizeof ini, "[labloop]\ntime_scale = 1\nsim_seed = 3\n%s", sections);
     h_sim_t sim;
-    if (h_sim_start(&sim, sim_ini))
+    if (h_sim_start(&sim, ini))
         bench_fail("labloop-sim did not start");
-
-    h_daemon_t d[MODES];
-    for (int m = 0; m < MODES; m++) {
-        if (m == 1) { /* the harness's config logs at debug already */
-            if (h_daemon_start(&d[m], NULL, NULL, daemon_sec[m]))
-                bench_fail("labloopd did not start");
-        } else {
-            bench_daemon_start_quiet(&d[m], NULL, NULL, daemon_sec[m]);
-        }
-    }
-    char id[MODES][2][32];
-    for (int m = 0; m < MODES; m++) {
-        snprintf(id[m][0], sizeof id[m][0], "reader_%s", mode_names[m]);
-        snprintf(id[m][1], sizeof id[m][1], "heat_%s", mode_names[m]);
-        for (int k = 0; k < 2; k++) {
-            wait_idle(&d[m], id[m][k]);
-            for (int i = 0; i < 10; i++) /* warm up: connections, schemas, first files */
-                action(&d[m], id[m][k]);
-        }
+    h_daemon_t d;
+    bench_daemon_start_quiet(&d, NULL, NULL, sections);
+    const char *id[2] = {"reader1", "heat1"};
+    for (int k = 0; k < 2; k++) {
+        wait_idle(&d, id[k]);
+        for (int i = 0; i < 10; i++) /* warm up: connections, schemas, first files */
+            action(&d, id[k]);
     }
 
     static double per[MODES][1000];
     double wall[MODES] = {0};
+    int mode = 2; /* recording on (the default), warn */
     for (int r = 0; r < rounds; r++)
         for (int k = 0; k < MODES; k++) {
             int m = (k + r) % MODES; /* each mode goes first in turn */
-            double c0 = cpu_ns(d[m].pid), t0 = now_s();
+            if ((m == 2) != (mode == 2))
+                for (int j = 0; j < 2; j++)
+                    set_record(&d, id[j], m == 2);
+            if ((m == 1) != (mode == 1))
+                set_level(&d, m == 1 ? "log_level = warn " : "log_level = debug",
+                          m == 1 ? "log_level = debug" : "log_level = warn ");
+            mode = m;
+            double c0 = cpu_ns(d.pid), t0 = now_s();
             for (int i = 0; i < per_round; i++)
-                action(&d[m], id[m][i % 2]);
+                action(&d, id[i % 2]);
             wall[m] += now_s() - t0;
-            per[m][r] = (cpu_ns(d[m].pid) - c0) / per_round / 1e3;
+            per[m][r] = (cpu_ns(d.pid) - c0) / per_round / 1e3;
         }
     int n = per_round * rounds;
     double us[MODES];
@@ -298,22 +306,13 @@ int main(int argc, char **argv)
         qsort(per[m], (size_t)rounds, sizeof per[m][0], cmp_double);
         us[m] = per[m][rounds / 2];
     }
-    char wire[MODES][600];
-    long long rec_bytes = 0;
-    for (int k = 0; k < 2; k++) {
-        snprintf(wire[k], sizeof wire[k], "%s/state/wire/%s.wire", d[2].dir, id[2][k]);
-        rec_bytes += file_size(wire[k]);
-    }
-    long long log_bytes = file_size(d[1].log);
     printf("{\"bench\":\"record_cost\",\"actions\":%d,\"none_cpu_us\":%.1f,\"debug_cpu_us\":%.1f,"
            "\"record_cpu_us\":%.1f,\"record_over_none_pct\":%.1f,\"debug_over_none_pct\":%.1f,"
            "\"record_le_debug\":%s,\"none_per_s\":%.0f,\"debug_per_s\":%.0f,"
-           "\"record_per_s\":%.0f,\"record_file_bytes\":%lld,\"debug_log_bytes\":%lld}\n",
+           "\"record_per_s\":%.0f}\n",
            n, us[0], us[1], us[2], 100 * (us[2] - us[0]) / us[0], 100 * (us[1] - us[0]) / us[0],
-           us[2] <= us[1] ? "true" : "false", n / wall[0], n / wall[1], n / wall[2], rec_bytes,
-           log_bytes);
-    for (int m = 0; m < MODES; m++)
-        h_daemon_destroy(&d[m]);
+           us[2] <= us[1] ? "true" : "false", n / wall[0], n / wall[1], n / wall[2]);
+    h_daemon_destroy(&d);
     h_sim_stop(&sim);
     h_rmtree(dir);
     return 0;
