@@ -180,19 +180,19 @@ void lab_api_instruments_record(lab_req_t *rq)
     if (!body)
         return;
     json_t *on = json_object_get(body, "on");
-    if (!json_is_object(body) || !json_is_boolean(on) || json_object_size(body) != 1) {
-        json_decref(body);
-        lab_problem(
-            rq, LAB_P_INVALID,
-            lab_errors_one(json_is_object(body) ? "/on" : "", "expected {\"on\": true|false}"),
-            "not a recording switch");
+    bool is_object = json_is_object(body), want = json_is_true(on);
+    bool ok = is_object && json_is_boolean(on) && json_object_size(body) == 1;
+    json_decref(body);
+    if (!ok) {
+        lab_problem(rq, LAB_P_INVALID,
+                    lab_errors_one(is_object ? "/on" : "", "expected {\"on\": true|false}"),
+                    "not a recording switch");
         return;
     }
     char err[400] = "";
-    int rc = lab_driver_record(d, json_is_true(on), err, sizeof err);
-    log_info("api", "instrument=%s record=%s by=%s rc=%s", lab_driver_id(d),
-             json_is_true(on) ? "on" : "off", rq->who, lab_errname(rc));
-    json_decref(body);
+    int rc = lab_driver_record(d, want, err, sizeof err);
+    log_info("api", "instrument=%s record=%s by=%s rc=%s", lab_driver_id(d), want ? "on" : "off",
+             rq->who, lab_errname(rc));
     if (rc == LAB_ESTATE)
         lab_problem(rq, LAB_P_CONFLICT, NULL, "%s", err);
     else if (rc != LAB_OK)

@@ -264,7 +264,7 @@ static void test_switch_off_on(void **state)
     wire_path("reader1", path, sizeof path);
     snprintf(p1, sizeof p1, "%s.1", path);
     json_decref(act("reader1", "{\"action\":\"status\"}"));
-    wire_wait(path, "rx", NULL, 1);
+    json_decref(wire_wait(path, "rx", NULL, 1));
     assert_int_equal(cli("record reader1 off"), 0);
     assert_non_null(strstr(out, "record off"));
     /* Everything recorded before the switch reaches the file, then nothing more. */
@@ -298,8 +298,10 @@ static void test_switch_off_on(void **state)
 
     assert_int_equal(cli("record reader1 sideways"), 2);
     assert_int_equal(cli("record nosuch on"), 1);
-    h_api(&dmn, "POST", "/v1/instruments/reader1/record", "{\"on\":1}", 422);
-    h_api(&dmn, "POST", "/v1/instruments/reader1/record", "{\"on\":true,\"path\":\"/tmp/x\"}", 422);
+    json_decref(h_api(&dmn, "POST", "/v1/instruments/reader1/record", "{\"on\":1}", 422));
+    json_decref(h_api(&dmn, "POST", "/v1/instruments/reader1/record", "[true]", 422));
+    json_decref(h_api(&dmn, "POST", "/v1/instruments/reader1/record",
+                      "{\"on\":true,\"path\":\"/tmp/x\"}", 422));
 }
 
 static void test_unwritable_path(void **state)
