@@ -120,6 +120,10 @@ static int exec_read_coils(modbus_t *c, mb_job_t *j)
 {
     return modbus_read_bits(c, j->req.addr, j->req.count, j->bits);
 }
+static int exec_read_discrete(modbus_t *c, mb_job_t *j)
+{
+    return modbus_read_input_bits(c, j->req.addr, j->req.count, j->bits);
+}
 static int exec_write_coil(modbus_t *c, mb_job_t *j)
 {
     return modbus_write_bit(c, j->req.addr, j->bits[0]);
@@ -143,6 +147,7 @@ static const struct {
     [LAB_MODBUS_READ_COILS] = {"read_coils", 2000, 0, 1, exec_read_coils},
     [LAB_MODBUS_WRITE_COIL] = {"write_coil", 1, 1, 1, exec_write_coil},
     [LAB_MODBUS_WRITE_COILS] = {"write_coils", 1968, 1, 1, exec_write_coils},
+    [LAB_MODBUS_READ_DISCRETE] = {"read_discrete_inputs", 2000, 0, 1, exec_read_discrete},
 };
 
 const char *lab_modbus_op_name(lab_modbus_op_t op)
@@ -377,7 +382,7 @@ static int job_fail(lab_modbus_bus_t *bus, mb_job_t *j, int e)
 /* ---- wire recording: PDUs (function code and data; no address, CRC or MBAP header) ----
  * libmodbus hides its frames, so the PDUs are built from the request and from the answer it
  * decoded and checked: exact for requests, reads and exceptions; a write's answer is the echo the
- * protocol prescribes (libmodbus checked its function and quantity); padding bits of a coil
+ * protocol prescribes (libmodbus checked its function and quantity); padding bits of a bit
  * read's last byte are recorded as 0. */
 
 static int record_fc(lab_modbus_op_t op)
@@ -393,6 +398,8 @@ static int record_fc(lab_modbus_op_t op)
         return 16;
     case LAB_MODBUS_READ_COILS:
         return 1;
+    case LAB_MODBUS_READ_DISCRETE:
+        return 2;
     case LAB_MODBUS_WRITE_COIL:
         return 5;
     case LAB_MODBUS_WRITE_COILS:
@@ -468,9 +475,9 @@ static void record_answer(lab_modbus_bus_t *bus, const mb_job_t *j, int e)
         return;
     if (e == 0) {
         size_t n;
-        if (fc == 1 || fc == 3 || fc == 4) {
+        if (fc <= 4) {
             pdu[0] = (uint8_t)fc;
-            n = fc == 1 ? put_bits(pdu + 2, j->bits, j->req.count)
+            n = fc <= 2 ? put_bits(pdu + 2, j->bits, j->req.count)
                         : put_words(pdu + 2, j->words, j->req.count);
             pdu[1] = (uint8_t)n;
             n += 2;

@@ -213,10 +213,16 @@ static void modbus_check(json_t *arr, long *wval, long *readback)
         assert_int_equal(json_integer_value(json_object_get(a, "unit")), 1);
         const char *q = s_of(e, "hex"), *r = s_of(a, "hex");
         assert_true(strncmp(q, r, 2) == 0);
-        if (strncmp(q, "06", 2) == 0) {
+        if (strncmp(q, "06", 2) == 0) { /* 06 AAAA VVVV, answered by its echo */
             wreg = q + 2;
-            *wval = strtol(q + 6, NULL, 16);
+            *wval = strtol((char[]){q[6], q[7], q[8], q[9], 0}, NULL, 16);
             assert_string_equal(r, q);
+        } else if (strncmp(q, "10", 2) == 0 && strncmp(q + 6, "000102", 6) == 0) {
+            /* 10 AAAA 0001 02 VVVV, answered by 10 AAAA 0001 */
+            wreg = q + 2;
+            *wval = strtol((char[]){q[12], q[13], q[14], q[15], 0}, NULL, 16);
+            assert_int_equal(strlen(r), 10);
+            assert_true(strncmp(r, q, 10) == 0);
         } else if (wreg && strncmp(q, "03", 2) == 0 && strncmp(q + 2, wreg, 4) == 0) {
             *readback = rsp_word(a);
         }
