@@ -262,6 +262,67 @@ static size_t lines_of(const char *path)
     return n;
 }
 
+/* The number of lines of id's file once everything recorded so far is in it. */
+static size_t settled_lines(const char *id, const char *path)
+{
+    for (long long end = h_now_ms() + 10000; h_now_ms() < end; h_sleep_ms(20)) {
+        json_t *doc = inst(id);
+        json_int_t pending =
+            json_integer_value(json_object_get(json_object_get(doc, "record"), "pending_bytes"));
+        json_decref(doc);
+        if (pending == 0)
+            return lines_of(path);
+    }
+    fail_msg("%s: the recording never caught up", id);
+    return 0;
+}
+
+/* A Modbus exception is a rsp with the function's high bit set; no answer is a timeout event. */
+static void test_modbus_faults_recorded(void **state)
+{
+    (void)state;
+    wait_state("heat1", "idle");
+    char path[512];
+    wire_path("heat1", path, sizeof path);
+    size_t from = settled_lines("heat1", path);
+    assert_int_equal(h_sim_fault(&sim, "heat1", "error", 0), 0);
+    char p[128] = "/v1/instruments/heat1/actions";
+    json_decref(h_api(&dmn, "POST", p, "{\"action\":\"status\"}", 502));
+    json_t *arr = wire_wait(path, "rsp", NULL, from);
+    json_t *exc = NULL, *req = NULL;
+    for (size_t i = from; i < json_array_size(arr) && !exc; i++) {
+        json_t *e = json_array_get(arr, i);
+        if (strcmp(s_of(e, "d"), "rsp") == 0) {
+            exc = e;
+            req = json_array_get(arr, i - 1);
+        }
+    }
+    const char *q = s_of(req, "hex"), *r = s_of(exc, "hex");
+    assert_string_equal(s_of(req, "d"), "req");
+    assert_int_equal(strlen(r), 4); /* function | 0x80, the exception code */
+    assert_int_equal(strtol((char[]){r[0], r[1], 0}, NULL, 16),
+                     strtol((char[]){q[0], q[1], 0}, NULL, 16) | 0x80);
+    json_decref(arr);
+
+    from = settled_lines("heat1", path);
+    assert_int_equal(h_sim_fault(&sim, "heat1", "timeout", 0), 0);
+    json_decref(h_api(&dmn, "POST", p, "{\"action\":\"status\",\"timeout_s\":1}", 504));
+    arr = wire_wait(path, "ev", NULL, from);
+    json_t *last_req = NULL, *ev = NULL;
+    for (size_t i = from; i < json_array_size(arr) && !ev; i++) {
+        json_t *e = json_array_get(arr, i);
+        if (strcmp(s_of(e, "d"), "req") == 0)
+            last_req = e;
+        else if (strcmp(s_of(e, "ev"), "timeout") == 0)
+            ev = e;
+    }
+    if (!ev || !last_req)
+        fail_msg("no request then timeout: %s", json_dumps(arr, JSON_COMPACT));
+    json_decref(arr);
+    assert_int_equal(h_sim_fault(&sim, "heat1", "clear", 0), 0);
+    json_decref(h_api(&dmn, "POST", p, "{\"action\":\"status\"}", 200));
+}
+
 static void test_switch_off_on(void **state)
 {
     (void)state;
@@ -332,9 +393,8 @@ static void test_unwritable_path(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tty_recorded),
-        cmocka_unit_test(test_modbus_recorded),
-        cmocka_unit_test(test_switch_off_on),
+        cmocka_unit_test(test_tty_recorded),           cmocka_unit_test(test_modbus_recorded),
+        cmocka_unit_test(test_modbus_faults_recorded), cmocka_unit_test(test_switch_off_on),
         cmocka_unit_test(test_unwritable_path),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
