@@ -1,12 +1,15 @@
 /* Wire recording through labloopd against labloop-sim: on by default into STATE_DIR/wire, a
- * BioTek reader on a pty records its bytes both ways and its link events, a CN7500 over Modbus
+ * BioTek reader on a pty records its bytes both ways and its link events (the temperature it
+ * reports is the one in the bytes recorded), a CN7500 over Modbus
  * TCP records request/response PDUs with the unit (a set point written is the value read back
  * from the same register), `labloop record ID off` stops the file, `on` starts a new one (the
  * old one rotated to .1), and an instrument whose record path cannot be written says so in its
  * JSON and the log while it and the daemon run on. */
+#include "protocols/biotek.h"
 #include "tests/harness/harness.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,6 +39,7 @@ static int setup(void **state)
     char sections[2048];
     snprintf(sections, sizeof sections,
              "[instrument reader1]\ndriver = biotek-synergy\nport = %s/reader1\nsim_plate = P1\n"
+             "poll_s = 0\n"
              "[instrument heat1]\ndriver = modbus-temperature\nmodbus = tcp://127.0.0.1:%d\n"
              "map = omega-cn7500\nunit = 1\nsim_tau = 20\npoll_s = 0\n"
              "[instrument inc1]\ndriver = liconic-stx\nport = %s/inc1\nsim_plate = P1\n"
@@ -144,6 +148,29 @@ static int cli(const char *args)
     return h_run(cmd, out, sizeof out);
 }
 
+static size_t lines_of(const char *path)
+{
+    json_t *arr = wire_read(path);
+    size_t n = json_array_size(arr);
+    json_decref(arr);
+    return n;
+}
+
+/* The number of lines of id's file once everything recorded so far is in it. */
+static size_t settled_lines(const char *id, const char *path)
+{
+    for (long long end = h_now_ms() + 10000; h_now_ms() < end; h_sleep_ms(20)) {
+        json_t *doc = inst(id);
+        json_int_t pending =
+            json_integer_value(json_object_get(json_object_get(doc, "record"), "pending_bytes"));
+        json_decref(doc);
+        if (pending == 0)
+            return lines_of(path);
+    }
+    fail_msg("%s: the recording never caught up", id);
+    return 0;
+}
+
 static void test_tty_recorded(void **state)
 {
     (void)state;
@@ -155,8 +182,12 @@ static void test_tty_recorded(void **state)
     assert_true(json_is_true(json_object_get(rec, "on")));
     assert_string_equal(s_of(rec, "path"), path);
     json_decref(doc);
-    json_decref(act("reader1", "{\"action\":\"status\"}"));
-    json_t *arr = wire_wait(path, "rx", NULL, 1);
+    json_t *res = act("reader1", "{\"action\":\"status\"}");
+    double temp =
+        json_number_value(json_object_get(json_object_get(res, "result"), "temperature_c"));
+    json_decref(res);
+    settled_lines("reader1", path);
+    json_t *arr = wire_read(path);
     json_t *h = json_array_get(arr, 0);
     assert_int_equal(json_integer_value(json_object_get(h, "labloop_wire")), 1);
     assert_string_equal(s_of(h, "id"), "reader1");
@@ -183,6 +214,27 @@ static void test_tty_recorded(void **state)
         rx_after_tx |= seen_tx && strcmp(d, "rx") == 0;
     }
     assert_true(rx_after_tx);
+    /* The temperature the reader reported is the one in the last reply recorded as received
+     * (ACK, digits, ETX). */
+    char rx[4096];
+    size_t n = 0;
+    for (size_t i = 1; i < json_array_size(arr); i++) {
+        json_t *e = json_array_get(arr, i);
+        const char *hex = s_of(e, "hex");
+        for (size_t k = 0; strcmp(s_of(e, "d"), "rx") == 0 && hex[k] && n < sizeof rx; k += 2)
+            rx[n++] = (char)strtol((char[]){hex[k], hex[k + 1], 0}, NULL, 16);
+    }
+    const char *ack = NULL, *etx = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (rx[i] == 0x06)
+            ack = rx + i;
+    if (ack)
+        etx = memchr(ack, 0x03, (size_t)(rx + n - ack));
+    double seen = -1;
+    if (!ack || !etx ||
+        biotek_parse_temperature(ack + 1, (size_t)(etx - ack - 1), &seen) != PROTO_OK ||
+        fabs(round(seen * 100) / 100 - temp) > 1e-9)
+        fail_msg("temperature %.2f is not the last reply received (%.5f)", temp, seen);
     json_decref(arr);
 }
 
@@ -252,29 +304,6 @@ static void test_modbus_recorded(void **state)
                  json_dumps(arr, JSON_COMPACT));
     assert_string_equal(s_of(json_array_get(arr, 0), "transport"), "modbus-tcp");
     json_decref(arr);
-}
-
-static size_t lines_of(const char *path)
-{
-    json_t *arr = wire_read(path);
-    size_t n = json_array_size(arr);
-    json_decref(arr);
-    return n;
-}
-
-/* The number of lines of id's file once everything recorded so far is in it. */
-static size_t settled_lines(const char *id, const char *path)
-{
-    for (long long end = h_now_ms() + 10000; h_now_ms() < end; h_sleep_ms(20)) {
-        json_t *doc = inst(id);
-        json_int_t pending =
-            json_integer_value(json_object_get(json_object_get(doc, "record"), "pending_bytes"));
-        json_decref(doc);
-        if (pending == 0)
-            return lines_of(path);
-    }
-    fail_msg("%s: the recording never caught up", id);
-    return 0;
 }
 
 /* A Modbus exception is a rsp with the function's high bit set; no answer is a timeout event. */
