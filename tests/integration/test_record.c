@@ -1,10 +1,10 @@
 /* Wire recording through labloopd against labloop-sim: on by default into STATE_DIR/wire, a
  * BioTek reader on a pty records its bytes both ways and its link events (the temperature it
- * reports is the one in the bytes recorded), a CN7500 over Modbus
- * TCP records request/response PDUs with the unit (a set point written is the value read back
- * from the same register), `labloop record ID off` stops the file, `on` starts a new one (the
- * old one rotated to .1), and an instrument whose record path cannot be written says so in its
- * JSON and the log while it and the daemon run on. */
+ * reports is the one in the bytes recorded), a CN7500 over Modbus TCP records request/response
+ * PDUs with the unit (a set point written is the value read back from the same register, an
+ * exception has the high bit, no answer is a timeout event), `labloop record ID off` stops the
+ * file, `on` starts a new one (the old one rotated to .1), and an instrument whose record path
+ * cannot be written says so in its JSON and the log while it and the daemon run on. */
 #include "protocols/biotek.h"
 #include "tests/harness/harness.h"
 
