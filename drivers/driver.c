@@ -78,7 +78,7 @@ const lab_drv_key_t lab_drv_common_keys[] = {
     {"label", LAB_DRV_KEY_STR, "", 0, 0, NULL, 0, "a name for people (the bench, the room)"},
     {"record", LAB_DRV_KEY_STR, NULL, 0, 0, NULL, 0,
      "file of the wire recording (JSON Lines), or off; default STATE_DIR/wire/ID.wire"},
-    {"record_max_bytes", LAB_DRV_KEY_INT, "16777216", 4096, 1099511627776.0, NULL, 0,
+    {"record_max_bytes", LAB_DRV_KEY_INT, "16777216", 4096, 1e12, NULL, 0,
      "the recording file rotates to PATH.1 once it passes this size"},
     {"record_keep", LAB_DRV_KEY_INT, "4", 0, 100, NULL, 0,
      "rotated recording files kept (PATH.1 .. PATH.N)"},
