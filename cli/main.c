@@ -617,6 +617,46 @@ static int cmd_pause(int argc, char **argv, int as_json)
     return post_id("/v1/instruments/%s/pause", argv[optind], NULL, as_json, 0);
 }
 
+/* record INSTRUMENT on|off: the instrument's wire recording, to the file its config names. */
+static int cmd_record(int argc, char **argv, int as_json)
+{
+    int rc = only_help(argc, argv);
+    if (rc >= 0)
+        return rc;
+    if (argc - optind != 2)
+        return bad_usage();
+    const char *sw = argv[optind + 1];
+    if (strcmp(sw, "on") != 0 && strcmp(sw, "off") != 0) {
+        fprintf(stderr, "labloop record: '%s' is neither on nor off\n", sw);
+        return EXIT_USAGE;
+    }
+    CURL *esc = curl_easy_init();
+    char *e = curl_easy_escape(esc, argv[optind], 0);
+    char *path = lab_asprintf("/v1/instruments/%s/record", e);
+    curl_free(e);
+    curl_easy_cleanup(esc);
+    buf_t b = {0};
+    long st = request("POST", path, strcmp(sw, "on") == 0 ? "{\"on\":true}" : "{\"on\":false}", &b);
+    if (st == 0) {
+        rc = EXIT_UNREACHABLE;
+    } else if (st >= 300) {
+        rc = refused(st, &b);
+    } else {
+        json_t *doc = json_loads(b.p ? b.p : "", 0, NULL);
+        json_t *r = json_object_get(doc, "record");
+        if (as_json)
+            printf("%s\n", b.p ? b.p : "");
+        else
+            printf("%s  record %s  %s\n", str(doc, "id"),
+                   json_is_true(json_object_get(r, "on")) ? "on" : "off", str(r, "path"));
+        json_decref(doc);
+        rc = 0;
+    }
+    free(path);
+    free(b.p);
+    return rc;
+}
+
 /* resume INSTRUMENT, or resume RUN [--skip]: a paused run's stopped step runs again (the
  * default) or is taken as done (--skip: e.g. an interrupted dispense that did happen). */
 static int cmd_resume(int argc, char **argv, int as_json)
@@ -1223,6 +1263,7 @@ static const struct command {
     {"priority", cmd_priority, "priority RUN [urgent|high|normal|low] [--score X]"},
     {"schedule", cmd_schedule, "schedule (the plan: instrument, run, step, start, end, state)"},
     {"pause", cmd_pause, "pause INSTRUMENT (operator hold)"},
+    {"record", cmd_record, "record INSTRUMENT on|off (its wire recording, to the configured file)"},
     {"resume", cmd_resume, "resume INSTRUMENT | resume RUN [--retry|--skip] (a paused run)"},
     {"campaign", cmd_campaign, "campaign create FILE | campaign ID | campaign pause|resume ID"},
     {"batch", cmd_batch, "batch push CAMPAIGN FILE (a candidate batch; the answer as JSON)"},

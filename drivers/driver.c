@@ -12,6 +12,7 @@
 #include "core/mem.h"
 #include "core/text.h"
 #include "core/utf8.h"
+#include "drivers/transport/wirerec.h"
 
 #include <errno.h>
 #include <math.h>
@@ -75,6 +76,12 @@ const lab_drv_key_t lab_drv_common_keys[] = {
     {"poll_s", LAB_DRV_KEY_DOUBLE, NULL, 0, 86400, NULL, 0,
      "real seconds between telemetry reads (0: never); the driver's default when absent"},
     {"label", LAB_DRV_KEY_STR, "", 0, 0, NULL, 0, "a name for people (the bench, the room)"},
+    {"record", LAB_DRV_KEY_STR, NULL, 0, 0, NULL, 0,
+     "file of the wire recording (JSON Lines), or off; default STATE_DIR/wire/ID.wire"},
+    {"record_max_bytes", LAB_DRV_KEY_INT, "16777216", 4096, 1e12, NULL, 0,
+     "the recording file rotates to PATH.1 once it passes this size"},
+    {"record_keep", LAB_DRV_KEY_INT, "4", 0, 100, NULL, 0,
+     "rotated recording files kept (PATH.1 .. PATH.N)"},
     {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
 };
 
@@ -255,6 +262,8 @@ struct lab_driver {
     bool closing, driver_closed;
     void (*close_cb)(void *arg);
     void *close_arg;
+    lab_wirerec_t *rec;
+    char *rec_path; /* the file `record on` records to; NULL: none known */
     max_align_t priv[];
 };
 
@@ -608,6 +617,63 @@ int lab_driver_new(uv_loop_t *loop, const lab_drv_conf_t *conf, const lab_drv_ho
     return lab_driver_new_ops(loop, ops, conf, host, out, err, errlen);
 }
 
+/* The recorder exists before the driver's open, so the transports it creates find it. A file
+ * that cannot be written is logged and leaves the recording off: the instrument runs anyway. */
+static void record_setup(lab_driver_t *d, const lab_drv_conf_t *conf)
+{
+    lab_wirerec_opts_t o = {
+        .id = d->id,
+        .driver = d->ops->name,
+        .max_bytes = (uint64_t)lab_drv_int(d, "record_max_bytes"),
+        .keep = (unsigned)lab_drv_int(d, "record_keep"),
+        .clock = conf->clock,
+    };
+    d->rec = lab_wirerec_new(&o);
+    const char *v = lab_drv_has(d, "record") ? lab_drv_str(d, "record") : NULL;
+    bool off = v && (!*v || strcmp(v, "off") == 0);
+    if (v && !off)
+        d->rec_path = lab_strdup(v);
+    else if (conf->record_dir)
+        d->rec_path = lab_asprintf("%s/%s.wire", conf->record_dir, d->id);
+    if (off || !d->rec_path)
+        return;
+    char why[400];
+    if (lab_wirerec_start(d->rec, d->rec_path, why, sizeof why) != LAB_OK)
+        log_error("driver", "instrument=%s record: %s; the instrument runs without recording",
+                  d->id, why);
+}
+
+int lab_driver_record(lab_driver_t *d, bool on, char *err, size_t errlen)
+{
+    if (!on) {
+        lab_wirerec_stop(d->rec);
+        return LAB_OK;
+    }
+    if (!d->rec_path) {
+        snprintf(err, errlen,
+                 "instrument %s has no recording file: its section says record = off and the "
+                 "daemon has no state_dir to record into",
+                 d->id);
+        return LAB_ESTATE;
+    }
+    if (lab_wirerec_on(d->rec))
+        return LAB_OK;
+    return lab_wirerec_start(d->rec, d->rec_path, err, errlen);
+}
+
+json_t *lab_driver_record_json(lab_driver_t *d)
+{
+    lab_wirerec_status_t st;
+    lab_wirerec_status(d->rec, &st);
+    const char *path = st.path[0] ? st.path : d->rec_path;
+    json_t *o = json_pack("{s:b, s:s?, s:I, s:I, s:I}", "on", st.on, "path", path, "events",
+                          (json_int_t)st.events, "dropped", (json_int_t)st.dropped, "pending_bytes",
+                          (json_int_t)st.pending);
+    if (st.error[0])
+        json_object_set_new(o, "error", json_string(st.error));
+    return o;
+}
+
 int lab_driver_new_ops(uv_loop_t *loop, const lab_driver_ops_t *ops, const lab_drv_conf_t *conf,
                        const lab_drv_host_t *host, lab_driver_t **out, char *err, size_t errlen)
 {
@@ -643,6 +709,7 @@ int lab_driver_new_ops(uv_loop_t *loop, const lab_driver_ops_t *ops, const lab_d
     uv_idle_init(loop, &d->kick_idle);
     d->kick.data = d->kick_idle.data = d;
     d->handles += 2;
+    record_setup(d, conf);
     *out = d;
     int rc = ops->open ? ops->open(d, err, errlen) : 0;
     if (rc != 0) {
@@ -675,6 +742,8 @@ static void free_driver(lab_driver_t *d)
     }
     free(d->kv);
     json_decref(d->info);
+    lab_wirerec_close(d->rec); /* writes what is buffered and joins the writer */
+    free(d->rec_path);
     free(d->id);
     free(d);
     if (cb)

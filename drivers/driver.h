@@ -184,12 +184,18 @@ typedef struct lab_drv_kv {
     int line;
 } lab_drv_kv_t;
 
+struct lab_clock;
+
 typedef struct lab_drv_conf {
     const char *id;
     int line; /* of the [instrument ID] header */
     const lab_drv_kv_t *kv;
     size_t n;
     double time_scale;
+    /* Where the wire recording goes when the section gives no record = (DIR/ID.wire); NULL: no
+     * recording unless record = PATH. */
+    const char *record_dir;
+    const struct lab_clock *clock; /* the lab clock for recordings; NULL: the wall clock */
 } lab_drv_conf_t;
 
 /* Called for each problem found in a section. */
@@ -250,6 +256,15 @@ typedef struct lab_driver_stats {
     int queued;
 } lab_driver_stats_t;
 void lab_driver_stats(const lab_driver_t *d, lab_driver_stats_t *out);
+
+/* Wire recording (drivers/transport/wirerec.h): on or off at run time, to the file the config
+ * named (record = PATH) or the default one (record_dir/ID.wire). Turning it on fails with
+ * LAB_ESTATE when there is no such file (record = off and no record_dir), LAB_EIO (why in err)
+ * when it cannot be written; the instrument runs on either way. */
+int lab_driver_record(lab_driver_t *d, bool on, char *err, size_t errlen);
+/* {"on", "path", "events", "dropped", "pending_bytes", "error"?}: the recording's state (a new
+ * object); pending_bytes 0 means the file holds everything recorded so far. */
+json_t *lab_driver_record_json(lab_driver_t *d);
 
 /* ---- for drivers ---- */
 

@@ -220,6 +220,7 @@ void lab_api_instruments_list(lab_req_t *rq);
 void lab_api_instruments_get(lab_req_t *rq);
 void lab_api_instruments_action(lab_req_t *rq);
 void lab_api_instruments_pause(lab_req_t *rq);
+void lab_api_instruments_record(lab_req_t *rq);
 void lab_api_instruments_resume(lab_req_t *rq);
 void lab_api_workflows_post(lab_req_t *rq);
 void lab_api_workflows_list(lab_req_t *rq);

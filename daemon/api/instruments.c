@@ -1,7 +1,7 @@
 /* The instrument endpoints: the list and one instrument (state, telemetry with units, last
  * error, model information, actions with their parameter schemas), manual actions, and the
- * operator's hold (pause/resume). An action's request waits, suspended, for the instrument's
- * answer; its errors keep the device's own code. */
+ * operator's hold (pause/resume), the wire recording switch. An action's request waits, suspended,
+ * for the instrument's answer; its errors keep the device's own code. */
 #include "daemon/api/api_int.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -122,12 +122,21 @@ static bool idem_check(lab_req_t *rq)
     return false;
 }
 
+/* The instrument's document with its wire recording's state (not part of the outbox rows: it
+ * says nothing about the instrument itself). */
+static json_t *inst_doc(lab_api_t *api, lab_driver_t *d, bool detail)
+{
+    json_t *doc = lab_instr_doc(api->instr, d, detail);
+    json_object_set_new(doc, "record", lab_driver_record_json(d));
+    return doc;
+}
+
 void lab_api_instruments_list(lab_req_t *rq)
 {
     lab_api_t *api = rq->api;
     json_t *arr = json_array();
     for (int i = 0; i < lab_instr_count(api->instr); i++)
-        json_array_append_new(arr, lab_instr_doc(api->instr, lab_instr_at(api->instr, i), false));
+        json_array_append_new(arr, inst_doc(api, lab_instr_at(api->instr, i), false));
     lab_respond_json(rq, 200, json_pack("{s:o}", "instruments", arr));
 }
 
@@ -144,7 +153,7 @@ void lab_api_instruments_get(lab_req_t *rq)
 {
     lab_driver_t *d = instrument_of(rq);
     if (d)
-        lab_respond_json(rq, 200, lab_instr_doc(rq->api->instr, d, true));
+        lab_respond_json(rq, 200, inst_doc(rq->api, d, true));
 }
 
 static void hold(lab_req_t *rq, bool paused)
@@ -156,7 +165,40 @@ static void hold(lab_req_t *rq, bool paused)
     lab_sched_kick(rq->api->sched);
     log_info("api", "instrument=%s %s by=%s", lab_driver_id(d), paused ? "paused" : "resumed",
              rq->who);
-    lab_respond_json(rq, 200, lab_instr_doc(rq->api->instr, d, false));
+    lab_respond_json(rq, 200, inst_doc(rq->api, d, false));
+}
+
+/* {"on": true|false}: the recording goes to the file the config names (or the default one); a
+ * path is never taken from the request, so that the API cannot be used to write anywhere the
+ * daemon can. */
+void lab_api_instruments_record(lab_req_t *rq)
+{
+    lab_driver_t *d = instrument_of(rq);
+    if (!d)
+        return;
+    json_t *body = lab_req_json(rq, NULL, "recording switch");
+    if (!body)
+        return;
+    json_t *on = json_object_get(body, "on");
+    bool is_object = json_is_object(body), want = json_is_true(on);
+    bool ok = is_object && json_is_boolean(on) && json_object_size(body) == 1;
+    json_decref(body);
+    if (!ok) {
+        lab_problem(rq, LAB_P_INVALID,
+                    lab_errors_one(is_object ? "/on" : "", "expected {\"on\": true|false}"),
+                    "not a recording switch");
+        return;
+    }
+    char err[400] = "";
+    int rc = lab_driver_record(d, want, err, sizeof err);
+    log_info("api", "instrument=%s record=%s by=%s rc=%s", lab_driver_id(d), want ? "on" : "off",
+             rq->who, lab_errname(rc));
+    if (rc == LAB_ESTATE)
+        lab_problem(rq, LAB_P_CONFLICT, NULL, "%s", err);
+    else if (rc != LAB_OK)
+        lab_problem(rq, LAB_P_UNAVAILABLE, lab_errors_one("", err), "%s", err);
+    else
+        lab_respond_json(rq, 200, inst_doc(rq->api, d, false));
 }
 
 void lab_api_instruments_pause(lab_req_t *rq)

@@ -57,7 +57,11 @@ static void conf_of(const lab_config_t *cfg, const lab_cfg_instrument_t *ci, lab
 {
     for (int j = 0; j < ci->n; j++)
         kv[j] = (lab_drv_kv_t){ci->kv[j].key, ci->kv[j].value, ci->kv[j].line};
-    *dc = (lab_drv_conf_t){ci->id, ci->line, kv, (size_t)ci->n, cfg->time_scale};
+    *dc = (lab_drv_conf_t){.id = ci->id,
+                           .line = ci->line,
+                           .kv = kv,
+                           .n = (size_t)ci->n,
+                           .time_scale = cfg->time_scale};
 }
 
 int lab_instr_check(const lab_config_t *cfg, lab_cfg_errors_t *errs)
@@ -265,17 +269,22 @@ int lab_instr_start(lab_instr_t **out, uv_loop_t *loop, const lab_config_t *cfg,
     in->clock = clock;
     in->v = lab_calloc((size_t)cfg->n_instruments + 1, sizeof *in->v);
     lab_drv_host_t host = {on_state, on_telemetry, in};
+    /* Recording is on by default, into STATE_DIR/wire (docs/decisions.md, Wire recording). */
+    char *wire_dir = lab_asprintf("%s/wire", cfg->state_dir);
     for (int i = 0; i < cfg->n_instruments; i++) {
         const lab_cfg_instrument_t *ci = &cfg->instruments[i];
         lab_drv_kv_t *kv = lab_calloc((size_t)ci->n + 1, sizeof *kv);
         lab_drv_conf_t dc;
         conf_of(cfg, ci, &dc, kv);
+        dc.record_dir = wire_dir;
+        dc.clock = clock;
         char err[300];
         lab_driver_t *d = NULL;
         int rc = lab_driver_new(loop, &dc, &host, &d, err, sizeof err);
         free(kv);
         if (rc != LAB_OK) {
             log_error("instr", "instrument=%s cannot be opened: %s", ci->id, err);
+            free(wire_dir);
             *out = in;
             return rc;
         }
@@ -284,6 +293,7 @@ int lab_instr_start(lab_instr_t **out, uv_loop_t *loop, const lab_config_t *cfg,
         in->v[in->n].units = json_object();
         in->n++;
     }
+    free(wire_dir);
     for (int i = 0; i < in->n; i++)
         lab_driver_start(in->v[i].drv); /* reports its first state at once */
     if (mqtt && in->n) {

@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/tq.h"
+#include "drivers/transport/wirerec.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -56,6 +57,8 @@ struct lab_modbus_bus {
     void *user;
     lab_tq_t tq;
     int closing;
+    lab_wirerec_t *rec; /* the owner's wire recorder (a reference), or NULL; appended to by the
+                         * worker, which alone sees the requests and answers in wire order */
 
     uv_thread_t thread;
     uv_mutex_t lock;
@@ -255,6 +258,10 @@ static void push_event(lab_modbus_bus_t *bus, lab_transport_state_t state, int e
     if (bus->reported == state)
         return;
     bus->reported = state;
+    if (state == LAB_TRANSPORT_OPEN)
+        lab_wirerec_event(bus->rec, "open", bus->uri);
+    else if (state == LAB_TRANSPORT_OFFLINE)
+        lab_wirerec_event(bus->rec, "offline", reason);
     mb_event_t *e = LAB_NEW(mb_event_t);
     e->item.fn = event_deliver;
     e->bus = bus;
@@ -372,13 +379,138 @@ static int job_fail(lab_modbus_bus_t *bus, mb_job_t *j, int e)
     return 1;
 }
 
+/* ---- wire recording: PDUs (function code and data; no address, CRC or MBAP header) ----
+ * libmodbus hides its frames, so the PDUs are built from the request and from the answer it
+ * decoded and checked: exact for requests, reads and exceptions; a write's answer is the echo the
+ * protocol prescribes (libmodbus checked its function and quantity); padding bits of a bit
+ * read's last byte are recorded as 0. */
+
+static int record_fc(lab_modbus_op_t op)
+{
+    switch (op) {
+    case LAB_MODBUS_READ_HOLDING:
+        return 3;
+    case LAB_MODBUS_READ_INPUT:
+        return 4;
+    case LAB_MODBUS_WRITE_REGISTER:
+        return 6;
+    case LAB_MODBUS_WRITE_REGISTERS:
+        return 16;
+    case LAB_MODBUS_READ_COILS:
+        return 1;
+    case LAB_MODBUS_READ_DISCRETE:
+        return 2;
+    case LAB_MODBUS_WRITE_COIL:
+        return 5;
+    case LAB_MODBUS_WRITE_COILS:
+        return 15;
+    default:
+        return -1;
+    }
+}
+
+static size_t put_bits(uint8_t *p, const uint8_t *bits, int count)
+{
+    size_t nb = ((size_t)count + 7) / 8;
+    memset(p, 0, nb);
+    for (int i = 0; i < count; i++)
+        if (bits[i])
+            p[i / 8] |= (uint8_t)(1u << (i % 8));
+    return nb;
+}
+
+static size_t put_words(uint8_t *p, const uint16_t *w, int count)
+{
+    for (int i = 0; i < count; i++) {
+        p[2 * i] = (uint8_t)(w[i] >> 8);
+        p[2 * i + 1] = (uint8_t)w[i];
+    }
+    return 2 * (size_t)count;
+}
+
+/* fc, address, then the quantity (reads, multiple writes) or the value (single writes). */
+static size_t pdu_head(const mb_job_t *j, int fc, uint8_t *p)
+{
+    unsigned v = (unsigned)j->req.count;
+    if (fc == 5)
+        v = j->bits[0] ? 0xff00u : 0;
+    else if (fc == 6)
+        v = j->words[0];
+    p[0] = (uint8_t)fc;
+    p[1] = (uint8_t)(j->req.addr >> 8);
+    p[2] = (uint8_t)j->req.addr;
+    p[3] = (uint8_t)(v >> 8);
+    p[4] = (uint8_t)v;
+    return 5;
+}
+
+static void record_request(lab_modbus_bus_t *bus, const mb_job_t *j)
+{
+    uint8_t pdu[260];
+    int fc = record_fc(j->req.op);
+    if (fc < 0) {
+        lab_wirerec_event(bus->rec, "note", "a request of a kind the recorder does not know");
+        return;
+    }
+    size_t n = pdu_head(j, fc, pdu);
+    if (fc == 15) {
+        size_t nb = put_bits(pdu + 6, j->bits, j->req.count);
+        pdu[5] = (uint8_t)nb;
+        n += 1 + nb;
+    } else if (fc == 16) {
+        size_t nb = put_words(pdu + 6, j->words, j->req.count);
+        pdu[5] = (uint8_t)nb;
+        n += 1 + nb;
+    }
+    lab_wirerec_pdu(bus->rec, "req", j->req.unit, pdu, n);
+}
+
+/* e: 0 when libmodbus returned an answer, its errno otherwise. */
+static void record_answer(lab_modbus_bus_t *bus, const mb_job_t *j, int e)
+{
+    uint8_t pdu[260];
+    int fc = record_fc(j->req.op);
+    int code = e - MODBUS_ENOBASE;
+    if (fc < 0)
+        return;
+    if (e == 0) {
+        size_t n;
+        if (fc <= 4) {
+            pdu[0] = (uint8_t)fc;
+            n = fc <= 2 ? put_bits(pdu + 2, j->bits, j->req.count)
+                        : put_words(pdu + 2, j->words, j->req.count);
+            pdu[1] = (uint8_t)n;
+            n += 2;
+        } else {
+            n = pdu_head(j, fc, pdu);
+        }
+        lab_wirerec_pdu(bus->rec, "rsp", j->req.unit, pdu, n);
+    } else if (code >= MODBUS_EXCEPTION_ILLEGAL_FUNCTION &&
+               code <= MODBUS_EXCEPTION_GATEWAY_TARGET) {
+        pdu[0] = (uint8_t)(fc | 0x80);
+        pdu[1] = (uint8_t)code;
+        lab_wirerec_pdu(bus->rec, "rsp", j->req.unit, pdu, 2);
+    } else if (e == ETIMEDOUT) {
+        lab_wirerec_event(bus->rec, "timeout", NULL);
+    } else if (e > MODBUS_ENOBASE) {
+        char text[160];
+        snprintf(text, sizeof text, "unit %d: answer refused: %s", j->req.unit, modbus_strerror(e));
+        lab_wirerec_event(bus->rec, "note", text);
+    } /* a broken connection is recorded as the offline event that follows */
+}
+
 static void worker_run(lab_modbus_bus_t *bus, mb_job_t *j)
 {
     modbus_set_slave(bus->ctx, j->req.unit);
     modbus_set_response_timeout(bus->ctx, j->req.timeout_ms / 1000,
                                 (j->req.timeout_ms % 1000) * 1000);
+    int recording = lab_wirerec_on(bus->rec);
+    if (recording)
+        record_request(bus, j);
     errno = 0;
     int rc = ops[j->req.op].exec(bus->ctx, j);
+    if (recording)
+        record_answer(bus, j, rc >= 0 ? 0 : errno);
     if (rc >= 0) {
         j->res.status = LAB_OK;
         j->res.words = ops[j->req.op].writes || ops[j->req.op].on_bits ? NULL : j->words;
@@ -528,6 +660,7 @@ static void worker_main(void *arg)
 
 static void bus_free(lab_modbus_bus_t *bus)
 {
+    lab_wirerec_unref(bus->rec);
     if (bus->ctx)
         modbus_free(bus->ctx);
     free(bus->id);
@@ -587,6 +720,7 @@ int lab_modbus_bus_new(uv_loop_t *loop, const lab_modbus_settings_t *s, const ch
     if (bus->set.retry_max_ms < bus->set.retry_min_ms)
         bus->set.retry_max_ms = bus->set.retry_min_ms;
     bus->backoff_ms = bus->set.retry_min_ms;
+    bus->rec = lab_wirerec_find(bus->id);
     bus->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)bus ^ 0x9e3779b97f4a7c15ull;
 
     if (strncmp(bus->uri, "tcp://", 6) == 0) {
@@ -614,6 +748,14 @@ int lab_modbus_bus_new(uv_loop_t *loop, const lab_modbus_settings_t *s, const ch
     if (!bus->ctx)
         return bus_fail(bus, msg, msg_len, "libmodbus refused '%s': %s", bus->uri,
                         modbus_strerror(errno));
+    if (bus->rec) {
+        char set[64] = "";
+        if (bus->device)
+            snprintf(set, sizeof set, "%d %d%c%d", s->baud, s->data_bits, rtu_parity[s->parity],
+                     s->stop_bits);
+        lab_wirerec_set_link(bus->rec, bus->host ? "modbus-tcp" : "modbus-rtu",
+                             bus->host ? bus->uri : set);
+    }
     if (lab_tq_init(&bus->tq, loop) != LAB_OK)
         return bus_fail(bus, msg, msg_len, "cannot create the result queue");
     uv_mutex_init(&bus->lock);

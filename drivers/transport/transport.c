@@ -173,6 +173,7 @@ int lab_transport_new(uv_loop_t *loop, const lab_transport_settings_t *s, const 
     t->port = port;
     t->usb_match = usb;
     t->id = lab_strdup(owner_id ? owner_id : "?");
+    t->rec = lab_wirerec_find(t->id);
     if (cb)
         t->cb = *cb;
     t->fd = -1;
@@ -213,6 +214,20 @@ int lab_transport_open(lab_transport_t *t)
     return LAB_OK;
 }
 
+/* The header's transport and settings: "9600 8N2 rtscts", or the tcp:// address. */
+static void record_link(lab_transport_t *t)
+{
+    char set[160];
+    const lab_transport_settings_t *s = &t->set;
+    static const char *const flow_names[] = {"", " rtscts", " xonxoff"};
+    if (t->ops == &lab_transport_tcp_ops)
+        snprintf(set, sizeof set, "%s", t->path);
+    else
+        snprintf(set, sizeof set, "%d %d%c%d%s", s->baud, s->data_bits, "NEO"[s->parity % 3],
+                 s -> stop_bits, flow_names[s->flow % 3]);
+    lab_wirerec_set_link(t->rec, t->ops->name, set);
+}
+
 void lab_transport_opened(lab_transport_t *t)
 {
     LAB_ASSERT(t->state == LAB_TRANSPORT_OPENING);
@@ -220,6 +235,10 @@ void lab_transport_opened(lab_transport_t *t)
     uv_timer_stop(&t->retry);
     t->backoff_ms = t->set.retry_min_ms;
     log_info(SUB, "id=%s open %s port=%s", t->id, t->ops->name, t->path);
+    if (t->rec) {
+        record_link(t);
+        lab_wirerec_event(t->rec, "open", t->path);
+    }
     notify_state(t, 0, NULL);
 }
 
@@ -303,6 +322,7 @@ void lab_transport_lost(lab_transport_t *t, int err, const char *fmt, ...)
     else
         log_info(SUB, "id=%s cannot open %s port=%s err=%s reason=\"%s\" retry_ms=%u", t->id,
                  t->ops->name, t->path, lab_errname(err), reason, delay);
+    lab_wirerec_event(t->rec, "offline", reason);
     notify_state(t, err, reason);
     if (!t->closing && t->state == LAB_TRANSPORT_OFFLINE)
         uv_timer_start(&t->retry, lab_transport_on_retry, delay, 0);
@@ -328,6 +348,7 @@ static void log_bytes(lab_transport_t *t, const char *dir, const uint8_t *d, siz
 void lab_transport_received(lab_transport_t *t, const uint8_t *data, size_t len)
 {
     log_bytes(t, "rx", data, len);
+    lab_wirerec_bytes(t->rec, "rx", data, len);
     if (t->cb.on_data && !t->closing)
         t->cb.on_data(t, data, len, t->cb.user);
 }
@@ -367,6 +388,8 @@ int lab_transport_write(lab_transport_t *t, const void *data, size_t len, lab_tr
         else
             t->wq_head = NULL;
         free(w);
+    } else {
+        lab_wirerec_bytes(t->rec, "tx", data, len); /* as handed over, before any rx it causes */
     }
     return rc;
 }
@@ -394,6 +417,11 @@ int lab_transport_send_break(lab_transport_t *t, unsigned ms, lab_transport_done
     if (rc != LAB_OK)
         return rc;
     log_debug(SUB, "id=%s break ms=%u", t->id, ms);
+    if (lab_wirerec_on(t->rec)) {
+        char text[32];
+        snprintf(text, sizeof text, "ms=%u", ms);
+        lab_wirerec_event(t->rec, "break", text);
+    }
     t->brk_active = 1;
     t->brk_cb = cb;
     t->brk_arg = arg;
@@ -409,6 +437,7 @@ void lab_transport_unref(lab_transport_t *t)
     free(t->path);
     free(t->host);
     free(t->id);
+    lab_wirerec_unref(t->rec);
     free(t);
 }
 

@@ -5,6 +5,7 @@
 #define LAB_DRIVERS_TRANSPORT_INT_H
 
 #include "drivers/transport/transport.h"
+#include "drivers/transport/wirerec.h"
 
 #include <sys/types.h>
 
@@ -58,6 +59,7 @@ struct lab_transport {
     int port;
     char *id;
     lab_transport_callbacks_t cb;
+    lab_wirerec_t *rec; /* the owner's wire recorder (a reference), or NULL */
 
     lab_transport_state_t state;
     int closing;

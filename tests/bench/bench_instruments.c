@@ -49,7 +49,7 @@ static int remaining, completed, failed;
 
 static lab_driver_t *driver(const char *id, lab_drv_kv_t *kv, size_t n)
 {
-    lab_drv_conf_t c = {id, 1, kv, n, 1};
+    lab_drv_conf_t c = {.id = id, .line = 1, .kv = kv, .n = n, .time_scale = 1};
     char err[256];
     lab_driver_t *d = NULL;
     if (lab_driver_new(&loop, &c, NULL, &d, err, sizeof err) != 0)

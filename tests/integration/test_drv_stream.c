@@ -291,7 +291,7 @@ static lab_driver_t *drv;
 static lab_driver_t *make(const char *echo)
 {
     lab_drv_kv_t kv[3] = {{"driver", "test-stream", 1}, {"port", dev.path, 2}, {"echo", echo, 3}};
-    lab_drv_conf_t c = {"s1", 1, kv, 3, 1};
+    lab_drv_conf_t c = {.id = "s1", .line = 1, .kv = kv, .n = 3, .time_scale = 1};
     char err[256];
     lab_driver_t *d = NULL;
     if (lab_driver_new_ops(h_drv_loop(), &t_ops, &c, h_drv_host(), &d, err, sizeof err))

@@ -141,7 +141,7 @@ static lab_driver_t *make(const char *poll_s, double scale)
     lab_drv_kv_t kv[3] = {{"driver", "probe", 1}, {"port", "/dev/null", 2}, {"poll_s", "0", 3}};
     if (poll_s)
         kv[2].value = poll_s;
-    lab_drv_conf_t c = {"p1", 1, kv, 3, scale};
+    lab_drv_conf_t c = {.id = "p1", .line = 1, .kv = kv, .n = 3, .time_scale = scale};
     lab_drv_host_t host = {on_state, on_tel, NULL};
     char err[200];
     lab_driver_t *d = NULL;
@@ -418,7 +418,7 @@ static void test_config_check(void **state)
     char buf[2048] = "";
     lab_drv_kv_t kv[] = {{"driver", "manual-mover", 2}, {"capacity", "0", 3}, {"poll_s", "x", 4},
                          {"sim_whatever", "1", 5},      {"nonsense", "1", 6}, {"capacity", "2", 7}};
-    lab_drv_conf_t c = {"m1", 1, kv, 6, 1};
+    lab_drv_conf_t c = {.id = "m1", .line = 1, .kv = kv, .n = 6, .time_scale = 1};
     assert_int_equal(lab_driver_check(&c, check_err, buf), 4);
     assert_non_null(strstr(buf, "3 capacity: 0 is out of range [1, 10000]"));
     assert_non_null(strstr(buf, "4 poll_s: expected a number"));
@@ -426,7 +426,7 @@ static void test_config_check(void **state)
     assert_non_null(strstr(buf, "7 capacity: given twice (first on line 3)"));
     assert_null(strstr(buf, "sim_whatever"));
     buf[0] = '\0';
-    lab_drv_conf_t none = {"m2", 9, NULL, 0, 1};
+    lab_drv_conf_t none = {.id = "m2", .line = 9, .kv = NULL, .n = 0, .time_scale = 1};
     assert_int_equal(lab_driver_check(&none, check_err, buf), 1);
     assert_non_null(strstr(buf, "9 driver: required"));
 }
