@@ -95,14 +95,24 @@ static void consume(sim_inst_t *in, size_t n)
     in->rlen -= n;
 }
 
+static void feed_bytes(sim_inst_t *in);
+
+/* The host went quiet in the middle of a request: a whole recorded request still waiting for a
+ * terminator is answered as it is; anything else is unseen. */
 static void quiet_due(uv_timer_t *t)
 {
     sim_inst_t *in = t->data;
     replay_hit_t hit;
     if (!in->rlen)
         return;
-    replay_match(in->replay, in->rbuf, in->rlen, &hit); /* PARTIAL: for the nearest request */
-    hit.offset = in->rlen;
+    if (replay_match_final(in->replay, in->rbuf, in->rlen, &hit) == REPLAY_MATCH) {
+        send_answer(in, &hit, in->rbuf, NULL);
+        consume(in, hit.consumed);
+        feed_bytes(in);
+        strict_check(in);
+        return;
+    }
+    hit.offset = in->rlen; /* PARTIAL: hit.index is the nearest request */
     size_t n = in->rlen;
     in->rlen = 0;
     report_unseen(in, in->rbuf, n, &hit);

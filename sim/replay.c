@@ -229,10 +229,48 @@ static int candidate(const replay_t *rp, int k)
     return rp->cursor - 1 - (k - ahead);
 }
 
-replay_verdict_t replay_match(replay_t *rp, const uint8_t *buf, size_t n, replay_hit_t *hit)
+/* Whether a recorded request is one a link may add its terminator to: a byte recording's request
+ * that does not end in CR or LF itself. */
+static int tolerant(const replay_t *rp, const replay_xchg_t *x)
+{
+    if (rp->modbus || !x->req_len)
+        return 0;
+    uint8_t last = x->req[x->req_len - 1];
+    return last != '\r' && last != '\n';
+}
+
+/* The host's terminator at rest (the bytes after a whole recorded request): 2 for CR LF, 1 for a
+ * CR followed by something else, 0 for none, -1 for a CR that ends the bytes while an LF may
+ * still come (not final, and the link did not end its last request with a CR alone). */
+static int term_after(const replay_t *rp, const uint8_t *rest, size_t rn, int final)
+{
+    if (!rn || rest[0] != '\r')
+        return 0;
+    if (rn >= 2)
+        return rest[1] == '\n' ? 2 : 1;
+    return final || rp->term_len == 1 ? 1 : -1;
+}
+
+static replay_verdict_t matched(replay_t *rp, int i, size_t consumed, size_t term,
+                                replay_hit_t *hit)
+{
+    hit->index = i;
+    hit->consumed = consumed;
+    hit->term_len = term;
+    if (term)
+        rp->term_len = term;
+    if (i >= rp->cursor)
+        rp->cursor = i + 1;
+    rp->x[i].uses++;
+    rp->answered++;
+    return REPLAY_MATCH;
+}
+
+static replay_verdict_t match(replay_t *rp, const uint8_t *buf, size_t n, replay_hit_t *hit,
+                              int final)
 {
     hit->index = -1;
-    hit->consumed = hit->offset = 0;
+    hit->consumed = hit->offset = hit->term_len = 0;
     size_t best = 0;
     long best_like = 0;
     int partial = 0, pipelined = -1;
@@ -241,13 +279,17 @@ replay_verdict_t replay_match(replay_t *rp, const uint8_t *buf, size_t n, replay
         const replay_xchg_t *x = &rp->x[i];
         size_t a = agree(rp, x, buf, n);
         if (a == x->req_len && n == x->req_len) {
-            hit->index = i;
-            hit->consumed = n;
-            if (i >= rp->cursor)
-                rp->cursor = i + 1;
-            rp->x[i].uses++;
-            rp->answered++;
-            return REPLAY_MATCH;
+            /* a link that ended its requests with a terminator is sending this one's next */
+            if (tolerant(rp, x) && rp->term_len && !final)
+                partial = 1;
+            else
+                return matched(rp, i, n, 0, hit);
+        } else if (a == x->req_len && tolerant(rp, x)) {
+            int t = term_after(rp, buf + a, n - a, final);
+            if (t > 0)
+                return matched(rp, i, a + (size_t)t, (size_t)t, hit);
+            if (t < 0)
+                partial = 1;
         }
         if (a == n) /* buf is the start of this request */
             partial = 1;
@@ -262,31 +304,37 @@ replay_verdict_t replay_match(replay_t *rp, const uint8_t *buf, size_t n, replay
     hit->offset = best;
     if (partial)
         return REPLAY_PARTIAL;
-    if (pipelined >= 0) {
-        hit->index = pipelined;
-        hit->consumed = rp->x[pipelined].req_len;
-        if (pipelined >= rp->cursor)
-            rp->cursor = pipelined + 1;
-        rp->x[pipelined].uses++;
-        rp->answered++;
-        return REPLAY_MATCH;
-    }
+    if (pipelined >= 0)
+        return matched(rp, pipelined, rp->x[pipelined].req_len, 0, hit);
     return REPLAY_UNSEEN;
+}
+
+replay_verdict_t replay_match(replay_t *rp, const uint8_t *buf, size_t n, replay_hit_t *hit)
+{
+    return match(rp, buf, n, hit, 0);
+}
+
+replay_verdict_t replay_match_final(replay_t *rp, const uint8_t *buf, size_t n, replay_hit_t *hit)
+{
+    return match(rp, buf, n, hit, 1);
 }
 
 const uint8_t *replay_answer(replay_t *rp, const replay_hit_t *hit, const uint8_t *buf, size_t *len)
 {
     const replay_xchg_t *x = &rp->x[hit->index];
-    *len = x->rsp_len;
+    *len = 0;
     if (!x->rsp_len)
         return NULL;
-    uint8_t *out = realloc(rp->scratch, x->rsp_len);
-    if (!out) {
-        *len = 0;
+    /* the host's terminator after the reply, unless the recorded reply ends in one already */
+    uint8_t last = x->rsp[x->rsp_len - 1];
+    size_t term = last == '\r' || last == '\n' ? 0 : hit->term_len;
+    uint8_t *out = realloc(rp->scratch, x->rsp_len + term);
+    if (!out)
         return NULL;
-    }
     rp->scratch = out;
     memcpy(out, x->rsp, x->rsp_len);
+    memcpy(out + x->rsp_len, buf + hit->consumed - hit->term_len, term);
+    *len = x->rsp_len + term;
     if (!rp->ids)
         return out;
     /* Each recorded id of the request ("id" + 4 digits) that the reply echoes becomes the host's.

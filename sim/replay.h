@@ -9,7 +9,13 @@
  * Matching: the next exchange in order first; a request that is not the next one may be any
  * recorded occurrence of the same request, later ones first (the host polled less often than in
  * the recording), then earlier ones nearest first (it polled more often). Hamilton STAR command
- * ids ("id" and 4 digits) match any 4 digits and the reply carries the host's id. */
+ * ids ("id" and 4 digits) match any 4 digits and the reply carries the host's id.
+ *
+ * Line terminators: a recorded request that does not end in CR or LF (a USB recording of the
+ * STAR, one transfer per command) also matches when the host sends it followed by CR LF or CR, as
+ * it does on a serial or TCP link; the reply then carries the same terminator (unless its
+ * recording ends in CR or LF already). Once the link has sent a terminator, a request without one
+ * waits for it (replay_match_final decides when the link has been quiet). */
 #ifndef LAB_SIM_REPLAY_H
 #define LAB_SIM_REPLAY_H
 
@@ -41,6 +47,7 @@ typedef struct replay {
     size_t greeting_len;
     int cursor;       /* the exchange expected next */
     uint8_t *scratch; /* the last answer, with the host's STAR id */
+    size_t term_len;  /* the terminator the link sent last after a request (0: none yet) */
     long answered;    /* counted by replay_match */
     long unseen;      /* counted by the link that reports them */
 } replay_t;
@@ -54,8 +61,9 @@ typedef enum replay_verdict {
 
 typedef struct replay_hit {
     int index;
-    size_t consumed;
+    size_t consumed; /* the request's bytes and the host's terminator (term_len of them) */
     size_t offset;
+    size_t term_len; /* 1 (CR) or 2 (CR LF) when the host ended the request with it */
 } replay_hit_t;
 
 /* Reads a recording; 0, or a negative PROTO_E* with "path:line: reason" in err. A recording must
@@ -69,8 +77,11 @@ void replay_free(replay_t *rp);
 /* The verdict on the bytes a host sent so far (buf, n > 0). On REPLAY_MATCH the recording's
  * position moves past the exchange used (a later one) or stays (an earlier one, a repeat). */
 replay_verdict_t replay_match(replay_t *rp, const uint8_t *buf, size_t n, replay_hit_t *hit);
-/* The reply for a match, with the host's STAR ids put in; *len bytes (0: answer nothing). Valid
- * until the next call. */
+/* The same once the host has been quiet: a request whose terminator may still have been coming
+ * (the link sent CR LF before, or a CR ends buf) is taken as it is. */
+replay_verdict_t replay_match_final(replay_t *rp, const uint8_t *buf, size_t n, replay_hit_t *hit);
+/* The reply for a match, with the host's STAR ids put in and its terminator added; *len bytes
+ * (0: answer nothing). Valid until the next call. */
 const uint8_t *replay_answer(replay_t *rp, const replay_hit_t *hit, const uint8_t *buf,
                              size_t *len);
 /* bytes as printable text: printable ASCII as is, \r \n \t \\ \" and \xNN otherwise; truncated

@@ -1,6 +1,7 @@
 /* The replay matcher: recordings read into exchanges, requests answered in order, repeats matched
  * to another occurrence, STAR ids tolerated and echoed, the first unseen request placed at the
- * byte where it parts from the nearest recorded one, Modbus PDUs framed for RTU; and the fixtures
+ * byte where it parts from the nearest recorded one, Modbus PDUs framed for RTU, a link's CR LF
+ * or CR after a request recorded without one; and the fixtures
  * of tests/fixtures/wire/ read and answered as recorded. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -271,6 +272,68 @@ static void test_modbus(void **state)
     replay_free(&rp);
 }
 
+/* Line terminators: a USB recording (no CR LF) replayed to a host on a serial or TCP link, which
+ * ends each request with CR LF (or CR): the request matches and its reply gets the same
+ * terminator; a reply recorded with one keeps it; once the link has sent a terminator, a request
+ * without one waits for it until the host is quiet. A recorded request that ends in CR is matched
+ * as recorded. */
+static void test_terminators(void **state)
+{
+    char text[4096] = HDR, err[256];
+    /* PyLabRobot STAR_tests.py (598b58ffb) test_tip_pickup_01: C0TT; reply as its checks accept */
+    add(text, sizeof text, "tx", "C0TTid0001tt01tf1tl0519tv03600tg2tu0");
+    add(text, sizeof text, "rx", "C0TTid0001er00/00");
+    add(text, sizeof text, "tx", "C0RFid0002");
+    add(text, sizeof text, "rx", "C0RFid0002er00/00rf4.0\r\n");
+    add(text, sizeof text, "tx", "RD 1915\r");
+    add(text, sizeof text, "rx", "1\r\n");
+    replay_t rp;
+    replay_hit_t hit;
+    assert_int_equal(load_text(&rp, text, err, sizeof err), 0);
+    /* not a terminator yet: a request as recorded is answered as recorded */
+    assert_int_equal(ask(&rp, "C0RFid0007", "C0RFid0007er00/00rf4.0\r\n"), REPLAY_MATCH);
+    assert_int_equal(ask(&rp, "C0TTid0042tt01tf1tl0519tv03600tg2tu0\r\n", "C0TTid0042er00/00\r\n"),
+                     REPLAY_MATCH);
+    assert_int_equal(rp.term_len, 2);
+    /* a reply that ends in CR LF in the recording gets no second one */
+    assert_int_equal(ask(&rp, "C0RFid0043\r\n", "C0RFid0043er00/00rf4.0\r\n"), REPLAY_MATCH);
+    /* the link ends its requests with CR LF: one without is awaited (the host may write the
+     * terminator apart), then taken as it is once the host is quiet */
+    const char *bare = "C0TTid0044tt01tf1tl0519tv03600tg2tu0";
+    assert_int_equal(replay_match(&rp, (const uint8_t *)bare, strlen(bare), &hit), REPLAY_PARTIAL);
+    assert_int_equal(replay_match_final(&rp, (const uint8_t *)bare, strlen(bare), &hit),
+                     REPLAY_MATCH);
+    assert_int_equal(hit.term_len, 0);
+    assert_int_equal(hit.consumed, strlen(bare));
+    /* a CR at the end of the bytes: its LF may follow */
+    assert_int_equal(replay_match(&rp, (const uint8_t *)"C0RFid0045\r", 11, &hit), REPLAY_PARTIAL);
+    /* two requests in one write, each with its terminator; the first is answered first */
+    const char *two = "C0RFid0046\r\nC0TTid0047tt01tf1tl0519tv03600tg2tu0\r\n";
+    assert_int_equal(replay_match(&rp, (const uint8_t *)two, strlen(two), &hit), REPLAY_MATCH);
+    assert_int_equal(hit.consumed, 12);
+    assert_int_equal(ask(&rp, two + 12, "C0TTid0047er00/00\r\n"), REPLAY_MATCH);
+    /* a request recorded with its CR is matched as recorded, and its reply is the recorded one */
+    assert_int_equal(ask(&rp, "RD 1915\r", "1\r\n"), REPLAY_MATCH);
+    /* anything but CR or LF after a request is the next request, not a terminator */
+    assert_int_equal(replay_match(&rp, (const uint8_t *)"C0RFid0048X", 11, &hit), REPLAY_MATCH);
+    assert_int_equal(hit.consumed, 10);
+    assert_int_equal(hit.term_len, 0);
+    /* a different request with CR LF is still unseen, placed at its differing byte */
+    const char *other = "C0TTid0049tt02tf1tl0519tv03600tg2tu0\r\n";
+    assert_int_equal(replay_match(&rp, (const uint8_t *)other, strlen(other), &hit), REPLAY_UNSEEN);
+    assert_int_equal(hit.offset, 13);
+    replay_free(&rp);
+
+    /* a link that ends requests with CR alone: the reply gets a CR; a CR at the end of the bytes
+     * is then the whole terminator */
+    assert_int_equal(load_text(&rp, text, err, sizeof err), 0);
+    assert_int_equal(ask(&rp, "C0TTid0001tt01tf1tl0519tv03600tg2tu0\rC0RF", "C0TTid0001er00/00\r"),
+                     REPLAY_MATCH);
+    assert_int_equal(rp.term_len, 1);
+    assert_int_equal(ask(&rp, "C0RFid0002\r", "C0RFid0002er00/00rf4.0\r\n"), REPLAY_MATCH);
+    replay_free(&rp);
+}
+
 /* Every fixture reads, and each of its recorded requests, sent as recorded, gets its reply. */
 static void test_fixtures(void **state)
 {
@@ -301,10 +364,11 @@ static void test_fixtures(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exchanges), cmocka_unit_test(test_order),
-        cmocka_unit_test(test_repeats),   cmocka_unit_test(test_star_ids),
-        cmocka_unit_test(test_unseen),    cmocka_unit_test(test_bad_recordings),
-        cmocka_unit_test(test_modbus),    cmocka_unit_test(test_fixtures),
+        cmocka_unit_test(test_exchanges),   cmocka_unit_test(test_order),
+        cmocka_unit_test(test_repeats),     cmocka_unit_test(test_star_ids),
+        cmocka_unit_test(test_unseen),      cmocka_unit_test(test_bad_recordings),
+        cmocka_unit_test(test_modbus),      cmocka_unit_test(test_fixtures),
+        cmocka_unit_test(test_terminators),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
