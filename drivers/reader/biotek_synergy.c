@@ -1,8 +1,11 @@
 /* biotek-synergy: BioTek Synergy / Cytation plate readers over their single-character serial
- * protocol (the codec is protocols/biotek.h). The driver owns the exchange: a command letter,
- * the lone ACK of a command that takes a parameter, the parameter, and the ETX-framed reply; for
- * a read, the read definition ('D') then the run ('O'), whose "0000" is followed by the body.
- * On connect it asks the version ('e'); the instrument is idle once that is answered.
+ * protocol (the codec is protocols/biotek.h), 9600 8N2 with RTS/CTS as PyLabRobot opens them.
+ * The driver owns the exchange: a command letter, the lone ACK of a command that takes a
+ * parameter, the parameter, and the ETX-framed status that answers it (no ACK: nothing for the
+ * plate geometry, 37 digits for a read definition). A read is the plate geometry ('y'), the read
+ * definition ('D'), the run ('O', "\x06" "0000" ETX) and its body, then the temperature ('h').
+ * On connect it asks the version ('e') and serial number ('C'); the instrument is idle once
+ * both are answered.
  *
  * The reader does not answer a command it cannot execute: a refused command is a timeout here,
  * not a device error (labloop-sim's injected "error" is exactly that). After a lost reply the
@@ -21,7 +24,8 @@
 
 #define BT_STEPS_MAX 4
 #define BT_REPLY_MS 1500 /* one short reply at 9600 baud, with room */
-#define BT_QUIET_MS 250  /* after a lost or garbled reply, late bytes are dropped this long */
+#define BT_SLOW_S 20    /* lab seconds for a command that moves or configures (PyLabRobot's 20 s) */
+#define BT_QUIET_MS 250 /* after a lost or garbled reply, late bytes are dropped this long */
 #define BT_RETRY_MS 2000 /* between connection attempts on an open link */
 
 typedef enum bt_owner { BT_NONE = 0, BT_CONNECT, BT_OP } bt_owner_t;
@@ -32,6 +36,7 @@ typedef struct bt_step {
     char letter;
     char param[96]; /* sent after the reader's ACK; empty: none */
     size_t param_len;
+    bool optional; /* a timeout gives null, not an error (the temperature after a read) */
 } bt_step_t;
 
 typedef struct bt {
@@ -52,6 +57,10 @@ typedef struct bt {
     int wavelength_nm;
     lab_drv_error_t later;
     biotek_plate_t plate;
+    biotek_geometry_t geometry; /* the configured plate, sent before each read */
+    bool can_cool;
+    bool setpoint_pending; /* set_temperature: checked against the temperature first */
+    double setpoint;       /* degC; 0: incubation off */
 } bt_t;
 
 static const lab_drv_action_t bt_actions[] = {
@@ -64,19 +73,43 @@ static const lab_drv_action_t bt_actions[] = {
      300, 0,
      "read absorbance at one wavelength over a rectangle of wells (\"A1:H12\", default the "
      "whole plate); values by well, null where the reader gave none"},
+    {"set_temperature",
+     "{\"type\":\"object\",\"required\":[\"temperature_c\"],\"additionalProperties\":false,"
+     "\"properties\":{\"temperature_c\":{\"type\":[\"number\",\"null\"],\"minimum\":4,"
+     "\"maximum\":45}}}",
+     60, 0,
+     "incubation set point in degC (4-45; null switches incubation off); a reader that cannot "
+     "cool (incubation = heat) refuses one below its current temperature"},
     {NULL, NULL, 0, 0, NULL},
 };
 
 static const lab_drv_key_t bt_keys[] = {
-    LAB_DRV_SERIAL_KEYS("9600", "8", "none", "2", "none"),
+    LAB_DRV_SERIAL_KEYS("9600", "8", "none", "2", "rtscts"),
     {"plate_wells", LAB_DRV_KEY_ENUM, "96", 0, 0, "96|384", 0,
      "the plate format read: 96 (8 x 12) or 384 (16 x 24)"},
+    /* The plate geometry sent before each read ('y'): ANSI/SLAS 1-2004 and 2-2004 by default. */
+    {"plate_size_x_mm", LAB_DRV_KEY_DOUBLE, "127.76", 1, 999, NULL, 0,
+     "plate length (along a row), mm"},
+    {"plate_size_y_mm", LAB_DRV_KEY_DOUBLE, "85.48", 1, 999, NULL, 0,
+     "plate width (along a column), mm"},
+    {"plate_height_mm", LAB_DRV_KEY_DOUBLE, "14.35", 1, 99.99, NULL, 0,
+     "plate height with its lid if it has one, mm"},
+    {"plate_a1_x_mm", LAB_DRV_KEY_DOUBLE, "0", 0, 999, NULL, 0,
+     "centre of A1 from the plate's left edge, mm; 0: the ANSI/SLAS value (14.38 or 12.13)"},
+    {"plate_a1_y_mm", LAB_DRV_KEY_DOUBLE, "0", 0, 999, NULL, 0,
+     "centre of A1 from the plate's back edge, mm; 0: the ANSI/SLAS value (11.24 or 8.99)"},
+    {"plate_pitch_mm", LAB_DRV_KEY_DOUBLE, "0", 0, 99, NULL, 0,
+     "distance between well centres, mm; 0: the ANSI/SLAS value (9 or 4.5)"},
+    {"incubation", LAB_DRV_KEY_ENUM, "heat", 0, 0, "heat|heat_cool", 0,
+     "heat: set points below the current temperature are refused (Synergy H1); heat_cool: "
+     "the reader can also cool"},
     {"read_timeout_s", LAB_DRV_KEY_DOUBLE, "180", 1, 3600, NULL, 0,
      "lab seconds a read may take between the run command and its result"},
     {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
 };
 
 static void bt_send(lab_driver_t *d);
+static void bt_advance(lab_driver_t *d);
 static void bt_start_connect(lab_driver_t *d);
 
 /* ---- helpers ---- */
@@ -103,6 +136,7 @@ static void bt_step_add(bt_t *p, char letter, const char *param, size_t len)
     memcpy(s->param, param ? param : "", len);
     s->param[len] = '\0';
     s->param_len = len;
+    s->optional = false;
 }
 
 static void bt_forget(bt_t *p)
@@ -208,6 +242,16 @@ static void bt_reply_timeout(uv_timer_t *t)
     lab_drv_error_t e;
     bt_abort_read(p);
     p->awaiting = false;
+    if (s->optional) {
+        /* Late bytes of the lost reply must not be taken for the next one. */
+        p->quiet_until = uv_now(t->loop) + BT_QUIET_MS;
+        log_info("biotek", "instrument=%s no reply to '%c', result without it", lab_driver_id(d),
+                 s->letter);
+        if (s->letter == 'h')
+            json_object_set_new(p->result, "temperature_c", json_null());
+        bt_advance(d);
+        return;
+    }
     lab_drv_error_set(&e, LAB_DRV_ETIMEOUT, NULL,
                       "no %s to '%c' (%s); the reader does not answer a command it cannot "
                       "execute",
@@ -229,6 +273,16 @@ static void bt_wait_cb(uv_timer_t *t)
     bt_send(t->data);
 }
 
+/* How long a reply may take: short for an ACK, a query or the plate geometry (PyLabRobot waits
+ * 1 s for those), BT_SLOW_S lab seconds for what moves or configures the reader. */
+static uint64_t bt_reply_ms(lab_driver_t *d, char letter, bt_phase_t phase)
+{
+    if (phase == BT_WAIT_ACK || strchr("eChy", letter))
+        return BT_REPLY_MS;
+    uint64_t ms = lab_drv_lab_ms(d, BT_SLOW_S);
+    return ms < BT_REPLY_MS ? BT_REPLY_MS : ms;
+}
+
 static void bt_send(lab_driver_t *d)
 {
     bt_t *p = lab_drv_priv(d);
@@ -248,7 +302,8 @@ static void bt_send(lab_driver_t *d)
                                           s->letter, lab_strerror(rc)));
         return;
     }
-    bt_wait(d, param ? BT_WAIT_ACK : BT_WAIT_REPLY, BT_REPLY_MS);
+    bt_phase_t phase = param ? BT_WAIT_ACK : BT_WAIT_REPLY;
+    bt_wait(d, phase, bt_reply_ms(d, s->letter, phase));
 }
 
 static void bt_advance(lab_driver_t *d)
@@ -306,19 +361,58 @@ static int bt_take_body(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_
     return 0;
 }
 
-/* A status reply: "0000" is done; anything else is the reader's refusal, kept as its code. */
+/* The status after a parameter, or the "0000" of a run: nothing or "0000" is done, a 4-digit
+ * code is the reader's refusal (kept as its code), the 37 digits only answer a read definition
+ * (their fields are not documented; PyLabRobot does not look at them either). */
 static int bt_status_ok(const biotek_frame_t *f, char letter, lab_drv_error_t *e)
 {
-    char shown[64];
+    char shown[96];
+    size_t bad = 0;
+    const char *name = biotek_cmd_info(letter)->name;
+    int kind = biotek_parse_status(f->payload, f->len, &bad);
     bt_printable(f->payload, f->len, shown, sizeof shown);
-    if (f->len == 4 && strspn(f->payload, "0123456789") == 4) {
-        if (strcmp(f->payload, "0000") == 0)
+    switch (kind) {
+    case BIOTEK_STATUS_EMPTY:
+    case BIOTEK_STATUS_OK:
+        /* A run answers "\x06" "0000" and nothing else: its body follows. */
+        if (letter != 'O' || (kind == BIOTEK_STATUS_OK && f->ack))
             return 0;
-        lab_drv_error_set(e, LAB_DRV_EDEVICE, shown, "'%c' (%s) answered status %s", letter,
-                          biotek_cmd_info(letter)->name, shown);
+        break;
+    case BIOTEK_STATUS_READ:
+        if (letter == 'D')
+            return 0;
+        break;
+    case BIOTEK_STATUS_CODE:
+        lab_drv_error_set(e, LAB_DRV_EDEVICE, shown, "'%c' (%s) answered status %s", letter, name,
+                          shown);
+        return -1;
+    default:
+        if (bad < f->len)
+            lab_drv_error_set(e, LAB_DRV_EPROTO, NULL,
+                              "'%c' (%s): unexpected byte 0x%02x at offset %zu of reply '%s'",
+                              letter, name, (unsigned char)f->payload[bad], bad, shown);
+        else
+            lab_drv_error_set(e, LAB_DRV_EPROTO, NULL,
+                              "'%c' (%s): a status of %zu digits '%s' (4, or 37 after a read "
+                              "definition)",
+                              letter, name, f->len, shown);
         return -1;
     }
-    lab_drv_error_set(e, LAB_DRV_EPROTO, NULL, "'%c': unexpected reply '%s'", letter, shown);
+    lab_drv_error_set(e, LAB_DRV_EPROTO, NULL, "'%c' (%s): unexpected reply '%s'%s", letter, name,
+                      shown, f->ack ? "" : " without ACK");
+    return -1;
+}
+
+/* set_temperature: PyLabRobot refuses a set point the reader would have to cool to reach when
+ * it cannot cool; checked against the temperature just read, before 'g' is sent. */
+static int bt_check_setpoint(bt_t *p, double celsius, lab_drv_error_t *e)
+{
+    if (!p->setpoint_pending || p->can_cool || p->setpoint == 0 || p->setpoint >= celsius)
+        return 0;
+    lab_drv_error_set(e, LAB_DRV_ESTATE, NULL,
+                      "set point %.2f degC is below the current %.2f degC and this reader cannot "
+                      "cool (incubation = heat); switch incubation off (null) instead",
+                      p->setpoint, celsius);
     return -1;
 }
 
@@ -338,11 +432,16 @@ static int bt_on_reply(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_t
         lab_drv_set_info(d, "part_number", json_string(part));
         lab_drv_set_info(d, "version", json_string(version));
         return 0;
+    case 'C':
+        if (biotek_parse_serial(f->payload, f->len, part, sizeof part) != PROTO_OK)
+            break;
+        lab_drv_set_info(d, "serial_number", json_string(part));
+        return 0;
     case 'h':
         if (biotek_parse_temperature(f->payload, f->len, &celsius) != PROTO_OK)
             break;
         json_object_set_new(p->result, "temperature_c", json_real(round(celsius * 100) / 100));
-        return 0;
+        return bt_check_setpoint(p, celsius, e);
     default:
         return bt_status_ok(f, s->letter, e);
     }
@@ -362,6 +461,13 @@ static int bt_frame_cb(void *ud, const biotek_frame_t *f, int err)
         return 0;
     }
     const bt_step_t *s = &p->steps[p->i];
+    if (err == PROTO_EGARBAGE && p->phase == BT_WAIT_ACK) {
+        /* Noise before the ACK is no answer to anything: the ACK may still come. Giving up here
+         * would leave the reader waiting for a parameter and take our next letter for it. */
+        log_warn("biotek", "instrument=%s noise before the ACK to '%c' skipped", lab_driver_id(d),
+                 s->letter);
+        return 0;
+    }
     if (err) {
         p->awaiting = false;
         bt_abort_read(p);
@@ -381,7 +487,7 @@ static int bt_frame_cb(void *ud, const biotek_frame_t *f, int err)
                                         s->letter));
             return 1;
         }
-        bt_wait(d, BT_WAIT_REPLY, BT_REPLY_MS);
+        bt_wait(d, BT_WAIT_REPLY, bt_reply_ms(d, s->letter, BT_WAIT_REPLY));
         return 1;
     case BT_WAIT_REPLY:
         uv_timer_stop(&p->reply_timer);
@@ -417,7 +523,9 @@ static void bt_start_connect(lab_driver_t *d)
 {
     bt_t *p = lab_drv_priv(d);
     p->n = 0;
+    p->setpoint_pending = false;
     bt_step_add(p, 'e', NULL, 0);
+    bt_step_add(p, 'C', NULL, 0);
     bt_begin(d, BT_CONNECT);
 }
 
@@ -455,6 +563,48 @@ static void bt_on_state(lab_transport_t *t, lab_transport_state_t state, int err
 
 /* ---- driver ops ---- */
 
+/* mm to the reader's 0.01 mm. */
+static int bt_hundredths(double mm)
+{
+    return (int)lround(mm * 100);
+}
+
+/* The plate geometry from the keys; a well outside the plate refuses the instrument. */
+static int bt_geometry(lab_driver_t *d, char *err, size_t errlen)
+{
+    bt_t *p = lab_drv_priv(d);
+    bool big = p->rows == 16;
+    double a1x = lab_drv_double(d, "plate_a1_x_mm"), a1y = lab_drv_double(d, "plate_a1_y_mm");
+    double pitch = lab_drv_double(d, "plate_pitch_mm");
+    double sx = lab_drv_double(d, "plate_size_x_mm"), sy = lab_drv_double(d, "plate_size_y_mm");
+    if (a1x == 0)
+        a1x = big ? 12.13 : 14.38;
+    if (a1y == 0)
+        a1y = big ? 8.99 : 11.24;
+    if (pitch == 0)
+        pitch = big ? 4.5 : 9;
+    double lastx = a1x + pitch * (p->cols - 1), lasty = a1y + pitch * (p->rows - 1);
+    if (lastx >= sx || lasty >= sy) {
+        snprintf(err, errlen,
+                 "plate geometry: well %c%d at x %.2f, y %.2f mm lies outside the %.2f x %.2f mm "
+                 "plate",
+                 'A' + p->rows - 1, p->cols, lastx, lasty, sx, sy);
+        return LAB_EINVAL;
+    }
+    p->geometry = (biotek_geometry_t){
+        .rows = p->rows,
+        .cols = p->cols,
+        .a1_y = bt_hundredths(a1y),
+        .last_y = bt_hundredths(lasty),
+        .a1_x = bt_hundredths(a1x),
+        .last_x = bt_hundredths(lastx),
+        .size_y = bt_hundredths(sy),
+        .size_x = bt_hundredths(sx),
+        .size_z = bt_hundredths(lab_drv_double(d, "plate_height_mm")),
+    };
+    return 0;
+}
+
 static int bt_open(lab_driver_t *d, char *err, size_t errlen)
 {
     bt_t *p = lab_drv_priv(d);
@@ -467,6 +617,10 @@ static int bt_open(lab_driver_t *d, char *err, size_t errlen)
     bool big = lab_drv_enum(d, "plate_wells") == 1;
     p->rows = big ? 16 : 8;
     p->cols = big ? 24 : 12;
+    p->can_cool = lab_drv_enum(d, "incubation") == 1;
+    int rc = bt_geometry(d, err, errlen);
+    if (rc)
+        return rc;
     biotek_rx_init(&p->rx);
     lab_transport_settings_t s;
     lab_drv_serial_settings(d, &s);
@@ -549,46 +703,76 @@ static void bt_check(lab_driver_t *d, const lab_drv_action_t *a, json_t *params,
                       p->rows * p->cols, 'A' + p->rows - 1, p->cols);
 }
 
+/* The read of a rectangle: plate geometry, definition, run, then the temperature (as PyLabRobot
+ * does; a temperature that does not come leaves the values and gives null). */
+static void bt_plan_read(lab_driver_t *d, const lab_drv_action_t *a, json_t *params)
+{
+    bt_t *p = lab_drv_priv(d);
+    const char *wells = json_string_value(json_object_get(params, "wells"));
+    biotek_rect_t r = {1, 1, p->rows, p->cols};
+    if (wells) {
+        const char *colon = strchr(wells, ':');
+        bt_well_parse(wells, &r.row0, &r.col0);
+        if (colon)
+            bt_well_parse(colon + 1, &r.row1, &r.col1);
+        else
+            r.row1 = r.row0, r.col1 = r.col0;
+        /* "H12:A1" names the same rectangle as "A1:H12". */
+        int t;
+        if (r.row0 > r.row1)
+            t = r.row0, r.row0 = r.row1, r.row1 = t;
+        if (r.col0 > r.col1)
+            t = r.col0, r.col0 = r.col1, r.col1 = t;
+        if (r.row1 > p->rows || r.col1 > p->cols) {
+            bt_refuse(d, "%s: params/wells: %s is outside the %d-well plate (A1:%c%d)", a->name,
+                      wells, p->rows * p->cols, 'A' + p->rows - 1, p->cols);
+            return;
+        }
+    }
+    int nm = (int)json_integer_value(json_object_get(params, "wavelength_nm"));
+    char def[96], geo[64];
+    int n = biotek_encode_absorbance(&r, nm, def, sizeof def);
+    int g = biotek_encode_geometry(&p->geometry, geo, sizeof geo);
+    if (n <= 0 || g <= 0) {
+        bt_refuse(d, "%s: %s: %s", a->name, n <= 0 ? "read definition" : "plate geometry",
+                  proto_strerror(n <= 0 ? n : g));
+        return;
+    }
+    p->rect = r;
+    p->wavelength_nm = nm;
+    bt_step_add(p, 'y', geo, (size_t)g);
+    bt_step_add(p, 'D', def, (size_t)n);
+    bt_step_add(p, 'O', NULL, 0);
+    bt_step_add(p, 'h', NULL, 0);
+    p->steps[p->n - 1].optional = true;
+    bt_begin(d, BT_OP);
+}
+
 static void bt_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params)
 {
     bt_t *p = lab_drv_priv(d);
     p->n = 0;
+    p->setpoint_pending = false;
     json_decref(p->result);
     p->result = json_object();
-    bt_step_add(p, 'h', NULL, 0); /* every result carries the reader's temperature */
     if (strcmp(a->name, "read_absorbance") == 0) {
-        const char *wells = json_string_value(json_object_get(params, "wells"));
-        biotek_rect_t r = {1, 1, p->rows, p->cols};
-        if (wells) {
-            const char *colon = strchr(wells, ':');
-            bt_well_parse(wells, &r.row0, &r.col0);
-            if (colon)
-                bt_well_parse(colon + 1, &r.row1, &r.col1);
-            else
-                r.row1 = r.row0, r.col1 = r.col0;
-            /* "H12:A1" names the same rectangle as "A1:H12". */
-            int t;
-            if (r.row0 > r.row1)
-                t = r.row0, r.row0 = r.row1, r.row1 = t;
-            if (r.col0 > r.col1)
-                t = r.col0, r.col0 = r.col1, r.col1 = t;
-            if (r.row1 > p->rows || r.col1 > p->cols) {
-                bt_refuse(d, "%s: params/wells: %s is outside the %d-well plate (A1:%c%d)", a->name,
-                          wells, p->rows * p->cols, 'A' + p->rows - 1, p->cols);
-                return;
-            }
-        }
-        int nm = (int)json_integer_value(json_object_get(params, "wavelength_nm"));
-        char def[96];
-        int n = biotek_encode_absorbance(&r, nm, def, sizeof def);
+        bt_plan_read(d, a, params);
+        return;
+    }
+    bt_step_add(p, 'h', NULL, 0); /* every result carries the reader's temperature */
+    if (strcmp(a->name, "set_temperature") == 0) {
+        json_t *t = json_object_get(params, "temperature_c");
+        char sp[8];
+        p->setpoint = json_is_number(t) ? json_number_value(t) : 0;
+        int n = biotek_encode_setpoint(p->setpoint, sp, sizeof sp);
         if (n <= 0) {
-            bt_refuse(d, "%s: read definition: %s", a->name, proto_strerror(n));
+            bt_refuse(d, "%s: params/temperature_c: %s", a->name, proto_strerror(n));
             return;
         }
-        p->rect = r;
-        p->wavelength_nm = nm;
-        bt_step_add(p, 'D', def, (size_t)n);
-        bt_step_add(p, 'O', NULL, 0);
+        p->setpoint_pending = true;
+        bt_step_add(p, 'g', sp, (size_t)n);
+        json_object_set_new(p->result, "setpoint_c",
+                            p->setpoint ? json_real(p->setpoint) : json_null());
     }
     bt_begin(d, BT_OP);
 }
