@@ -602,12 +602,18 @@ static int bt_geometry(lab_driver_t *d, char *err, size_t errlen)
         .size_x = bt_hundredths(sx),
         .size_z = bt_hundredths(lab_drv_double(d, "plate_height_mm")),
     };
+    char wire[64];
+    if (biotek_encode_geometry(&p->geometry, wire, sizeof wire) <= 0) {
+        snprintf(err, errlen, "plate geometry: a length does not fit the reader's fields");
+        return LAB_EINVAL;
+    }
     return 0;
 }
 
 static int bt_open(lab_driver_t *d, char *err, size_t errlen)
 {
     bt_t *p = lab_drv_priv(d);
+    /* The timers first: a refused configuration is closed like any instrument. */
     uv_timer_t *timers[] = {&p->reply_timer, &p->wait_timer, &p->retry_timer};
     for (int i = 0; i < 3; i++) {
         uv_timer_init(lab_drv_loop(d), timers[i]);

@@ -484,6 +484,24 @@ static void test_set_temperature(void **state)
     assert_true(json_number_value(json_object_get(h_drv_result(), "temperature_c")) == 23.6);
 }
 
+/* A plate whose last well falls outside it is refused when the instrument is made, with the
+ * well named: nothing is ever sent with it. */
+static void test_bad_geometry(void **state)
+{
+    (void)state;
+    lab_drv_kv_t kv[] = {
+        {"driver", "biotek-synergy", 2}, {"port", port1, 3}, {"plate_pitch_mm", "11", 4}};
+    lab_drv_conf_t conf = {.id = "bad", .line = 1, .kv = kv, .n = 3, .time_scale = 50};
+    h_drv_problems_t pr = {0};
+    assert_int_equal(lab_driver_check(&conf, h_drv_on_conf_err, &pr), 0);
+    lab_driver_t *d = NULL;
+    char err[256] = "";
+    assert_int_not_equal(lab_driver_new(h_drv_loop(), &conf, h_drv_host(), &d, err, sizeof err), 0);
+    assert_null(d);
+    assert_non_null(strstr(err, "H12"));
+    assert_non_null(strstr(err, "outside"));
+}
+
 static void test_fault_error(void **state)
 {
     (void)state;
@@ -674,12 +692,19 @@ static void test_polling(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_connect_status),   cmocka_unit_test(test_read_whole_plate),
-        cmocka_unit_test(test_read_rectangle),   cmocka_unit_test(test_bad_params),
-        cmocka_unit_test(test_set_temperature),  cmocka_unit_test(test_fault_error),
-        cmocka_unit_test(test_fault_garbage),    cmocka_unit_test(test_fault_timeout),
-        cmocka_unit_test(test_fault_disconnect), cmocka_unit_test(test_384),
-        cmocka_unit_test(test_plr_transcript),   cmocka_unit_test(test_fake_reader),
+        cmocka_unit_test(test_connect_status),
+        cmocka_unit_test(test_read_whole_plate),
+        cmocka_unit_test(test_read_rectangle),
+        cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_set_temperature),
+        cmocka_unit_test(test_bad_geometry),
+        cmocka_unit_test(test_fault_error),
+        cmocka_unit_test(test_fault_garbage),
+        cmocka_unit_test(test_fault_timeout),
+        cmocka_unit_test(test_fault_disconnect),
+        cmocka_unit_test(test_384),
+        cmocka_unit_test(test_plr_transcript),
+        cmocka_unit_test(test_fake_reader),
         cmocka_unit_test(test_polling),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
