@@ -1,12 +1,16 @@
 /* liconic-stx: Liconic STX incubators and stores over their PLC's ASCII protocol (the codec is
- * protocols/liconic.h). The driver owns the link: the CR -> CC handshake and the activation
- * (ST 1801, wait ready) on every new connection, one command in flight with its reply timer,
- * "RD 1915 until 1" at lab-time spacing for the mechanical steps, and the error flag 1814 read
- * after every such step (and when one does not end in time): a set flag means the handler
- * stopped, DM200 says why, and the instrument stays in fault until an operation succeeds.
+ * protocols/liconic.h), on the stream-driver base (drivers/stream.h), which owns the link, one
+ * command in flight and resynchronisation. The driver owns the sequences: on every new
+ * connection and after every resync a BREAK (the PLC's wake-up), the CR -> CC handshake and the
+ * activation (ST 1801, wait ready); "RD 1915 until 1" at lab-time spacing for the mechanical
+ * steps, and the error flag 1814 read after every such step (and when one does not end in
+ * time): a set flag means the handler stopped, DM200 says why, and the instrument stays in fault
+ * until an operation succeeds. E1 ("communication not opened by CR") means the PLC and the driver
+ * are out of step: the line is drained and the handshake runs again.
  *
  * The protocol has no version or serial-number query, so the driver learns no firmware. */
 #include "drivers/driver.h"
+#include "drivers/stream.h"
 #include "core/jschema.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -17,18 +21,17 @@
 #include <string.h>
 
 #define LIC_STEPS_MAX 24
-#define LIC_REPLY_MS 1500     /* one reply at 9600 baud takes milliseconds; this is generous */
-#define LIC_QUIET_MS 250      /* after a lost reply, late lines are dropped this long */
-#define LIC_RETRY_MS 2000     /* between handshake attempts on an open link */
-#define LIC_READY_POLL_S 0.5  /* lab seconds between two RD 1915 */
-#define LIC_HANDSHAKE_TRIES 3 /* CR answered E1 (a half line in the controller's buffer) */
+#define LIC_REPLY_MS 1500    /* one reply at 9600 baud takes milliseconds; this is generous */
+#define LIC_QUIET_MS 250     /* a quiet line for this long before the exchange (re)starts */
+#define LIC_RETRY_MS 2000    /* between handshake attempts on an open link */
+#define LIC_BREAK_MS 200     /* the wake-up BREAK ("> 100 ms required", PyLabRobot) */
+#define LIC_READY_POLL_S 0.5 /* lab seconds between two RD 1915 */
 
 /* poll_ready values: 1 reads the error flag once ready (the step itself may have failed); a wait
  * before our own commands only needs the handler idle, whatever an earlier step left. */
 enum { LIC_READY_ONLY = 2 };
 static const liconic_cmd_t lic_rd_ready = {LICONIC_OP_READ, LICONIC_FLAG_READY, 0, 0};
 
-typedef enum lic_owner { LIC_NONE = 0, LIC_HANDSHAKE, LIC_OP } lic_owner_t;
 /* After a ready wait: reading the error flag, then the handler's code. */
 typedef enum lic_check { LIC_CHECK_NONE = 0, LIC_CHECK_FLAG, LIC_CHECK_CODE } lic_check_t;
 typedef enum lic_act {
@@ -46,28 +49,25 @@ typedef struct lic_step {
     int climate;     /* -1: the raw value; else the liconic_climate_t that scales it */
 } lic_step_t;
 
-typedef struct lic {
-    lab_transport_t *t;
-    proto_lines_t lines;
-    uv_timer_t reply_timer, wait_timer, retry_timer;
-    int timers_open;
-    bool open;     /* handshake done on this connection */
-    bool fault;    /* the handler reported an error; cleared by a successful operation */
-    bool reopen;   /* the controller answered E1: CR again before the next command */
-    int climate_n; /* 1: temperature, 2: + humidity, 3: + CO2 */
-    lic_owner_t owner;
-    lic_act_t act;
+/* A sequence of commands: the handshake's, or the operation's (which may wait for the
+ * handshake, so each keeps its own). */
+typedef struct lic_seq {
     lic_step_t steps[LIC_STEPS_MAX];
     int n, i;
-    bool awaiting;
     lic_check_t check;
     bool ready_late; /* the ready wait ran out; the flag decides between timeout and error */
     uint64_t ready_deadline;
-    int cr_tries;
-    uint64_t quiet_until;
     json_t *result;
-    lab_drv_error_t later; /* an operation refused in invoke, ended from wait_timer */
-    char sent[32];         /* the command in flight, for messages */
+} lic_seq_t;
+
+typedef struct lic {
+    lab_stream_t st;
+    proto_lines_t lines;
+    bool fault;    /* the handler reported an error; cleared by a successful operation */
+    int climate_n; /* 1: temperature, 2: + humidity, 3: + CO2 */
+    lic_act_t act;
+    lic_seq_t conn, op;
+    lic_seq_t *cur; /* the sequence on the line */
 } lic_t;
 
 static const struct {
@@ -121,52 +121,27 @@ static const lab_drv_key_t lic_keys[] = {
 };
 
 static void lic_send(lab_driver_t *d);
-static void lic_end_later(lab_driver_t *d, const lab_drv_error_t *err);
-static void lic_start_handshake(lab_driver_t *d);
 
 /* ---- helpers ---- */
 
-static void lic_printable(const char *s, size_t len, char *out, size_t cap)
+static void lic_step_add(lic_seq_t *q, liconic_cmd_t cmd, int poll_ready, const char *key,
+                         int climate)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < len && o + 5 < cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x7f)
-            out[o++] = (char)c;
-        else
-            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
-    }
-    out[o] = '\0';
+    if (q->n < LIC_STEPS_MAX)
+        q->steps[q->n++] = (lic_step_t){{cmd, poll_ready}, key, climate};
 }
 
-static void lic_step_add(lic_t *p, liconic_cmd_t cmd, int poll_ready, const char *key, int climate)
+static void lic_read(lic_seq_t *q, int dm, const char *key, int climate)
 {
-    if (p->n < LIC_STEPS_MAX)
-        p->steps[p->n++] = (lic_step_t){{cmd, poll_ready}, key, climate};
+    lic_step_add(q, (liconic_cmd_t){LICONIC_OP_READ_DM, dm, 0, 0}, 0, key, climate);
 }
 
-static void lic_read(lic_t *p, int dm, const char *key, int climate)
+static void lic_seq_clear(lic_seq_t *q)
 {
-    lic_step_add(p, (liconic_cmd_t){LICONIC_OP_READ_DM, dm, 0, 0}, 0, key, climate);
-}
-
-static void lic_stop_timers(lic_t *p)
-{
-    uv_timer_stop(&p->reply_timer);
-    uv_timer_stop(&p->wait_timer);
-}
-
-/* Forgets the sequence in progress; a reply still on its way is dropped. */
-static void lic_forget(lic_t *p)
-{
-    if (p->awaiting)
-        p->quiet_until = uv_now(p->reply_timer.loop) + LIC_QUIET_MS;
-    lic_stop_timers(p);
-    p->owner = LIC_NONE;
-    p->awaiting = false;
-    p->check = LIC_CHECK_NONE;
-    json_decref(p->result);
-    p->result = NULL;
+    json_decref(q->result);
+    q->result = NULL;
+    q->n = q->i = 0;
+    q->check = LIC_CHECK_NONE;
 }
 
 static bool lic_is_handler_error(const lab_drv_error_t *e)
@@ -193,9 +168,8 @@ static void lic_handler_error(lab_drv_error_t *e, long code)
 static void lic_op_end(lab_driver_t *d, const lab_drv_error_t *err)
 {
     lic_t *p = lab_drv_priv(d);
-    json_t *result = p->result;
-    p->result = NULL;
-    p->owner = LIC_NONE;
+    json_t *result = p->op.result;
+    p->op.result = NULL;
     if (err) {
         json_decref(result);
         lab_drv_error_t e = *err;
@@ -224,23 +198,11 @@ static void lic_op_end(lab_driver_t *d, const lab_drv_error_t *err)
     }
 }
 
-static void lic_retry_cb(uv_timer_t *t)
-{
-    lab_driver_t *d = t->data;
-    lic_t *p = lab_drv_priv(d);
-    if (p->t && lab_transport_state(p->t) == LAB_TRANSPORT_OPEN && !p->open && p->owner == LIC_NONE)
-        lic_start_handshake(d);
-}
-
 static void lic_handshake_end(lab_driver_t *d, const lab_drv_error_t *err)
 {
     lic_t *p = lab_drv_priv(d);
-    json_decref(p->result);
-    p->result = NULL;
-    p->owner = LIC_NONE;
+    lic_seq_clear(&p->conn);
     if (!err) {
-        p->open = true;
-        p->reopen = false;
         p->fault = false;
         log_info("liconic", "instrument=%s handshake done, handling activated", lab_driver_id(d));
         lab_drv_set_state(d, LAB_INST_IDLE, NULL);
@@ -248,27 +210,19 @@ static void lic_handshake_end(lab_driver_t *d, const lab_drv_error_t *err)
     }
     if (lic_is_handler_error(err)) {
         /* Connected and activated, but the handler holds an error from before. */
-        p->open = true;
-        p->reopen = false;
+        lab_stream_link_up(&p->st);
         p->fault = true;
         lab_drv_set_state(d, LAB_INST_FAULT, err);
-        return;
     }
-    lab_drv_error_t e = *err;
-    snprintf(e.text, sizeof e.text, "handshake: %.240s", err->text);
-    lab_drv_set_state(d, LAB_INST_OFFLINE, &e);
-    uv_timer_start(&p->retry_timer, lic_retry_cb, LIC_RETRY_MS, 0);
+    /* Otherwise the base reports offline and shakes hands again. */
 }
 
-static void lic_end(lab_driver_t *d, const lab_drv_error_t *err)
+static void lic_end_cb(lab_stream_t *s, lab_stream_owner_t owner, const lab_drv_error_t *err)
 {
-    lic_t *p = lab_drv_priv(d);
-    lic_stop_timers(p);
-    p->awaiting = false;
-    p->check = LIC_CHECK_NONE;
-    if (p->owner == LIC_HANDSHAKE)
+    lab_driver_t *d = lab_stream_driver(s);
+    if (owner == LAB_STREAM_CONNECT)
         lic_handshake_end(d, err);
-    else if (p->owner == LIC_OP)
+    else
         lic_op_end(d, err);
 }
 
@@ -277,83 +231,68 @@ static void lic_end(lab_driver_t *d, const lab_drv_error_t *err)
 static void lic_enter_step(lab_driver_t *d)
 {
     lic_t *p = lab_drv_priv(d);
-    p->ready_late = false;
-    if (p->steps[p->i].s.poll_ready)
-        p->ready_deadline =
+    lic_seq_t *q = p->cur;
+    q->ready_late = false;
+    if (q->steps[q->i].s.poll_ready)
+        q->ready_deadline =
             uv_now(lab_drv_loop(d)) + lab_drv_lab_ms(d, lab_drv_double(d, "step_timeout_s"));
-}
-
-static void lic_begin(lab_driver_t *d, lic_owner_t owner)
-{
-    lic_t *p = lab_drv_priv(d);
-    p->owner = owner;
-    p->i = 0;
-    p->check = LIC_CHECK_NONE;
-    p->cr_tries = 0;
-    if (!p->result)
-        p->result = json_object();
-    lic_enter_step(d);
-    lic_send(d);
 }
 
 static void lic_advance(lab_driver_t *d)
 {
     lic_t *p = lab_drv_priv(d);
-    if (++p->i >= p->n) {
-        lic_end(d, NULL);
+    if (++p->cur->i >= p->cur->n) {
+        lab_stream_end(&p->st, NULL);
         return;
     }
     lic_enter_step(d);
     lic_send(d);
 }
 
-static void lic_wait_cb(uv_timer_t *t)
+static void lic_resume(lab_stream_t *s)
 {
-    lic_send(t->data);
-}
-
-static void lic_reply_timeout(uv_timer_t *t)
-{
-    lab_driver_t *d = t->data;
-    lic_t *p = lab_drv_priv(d);
-    lab_drv_error_t e;
-    p->awaiting = false;
-    p->quiet_until = uv_now(t->loop) + LIC_QUIET_MS;
-    lab_drv_error_set(&e, LAB_DRV_ETIMEOUT, NULL, "no reply to '%s' within %d ms", p->sent,
-                      LIC_REPLY_MS);
-    lic_end(d, &e);
+    lic_send(lab_stream_driver(s));
 }
 
 static void lic_send(lab_driver_t *d)
 {
     lic_t *p = lab_drv_priv(d);
-    uint64_t now = uv_now(lab_drv_loop(d));
-    if (now < p->quiet_until) {
-        uv_timer_start(&p->wait_timer, lic_wait_cb, p->quiet_until - now, 0);
-        return;
-    }
-    liconic_cmd_t cmd = p->steps[p->i].s.cmd;
-    if (p->check == LIC_CHECK_FLAG)
+    lic_seq_t *q = p->cur;
+    liconic_cmd_t cmd = q->steps[q->i].s.cmd;
+    if (q->check == LIC_CHECK_FLAG)
         cmd = (liconic_cmd_t){LICONIC_OP_READ, LICONIC_FLAG_ERROR, 0, 0};
-    else if (p->check == LIC_CHECK_CODE)
+    else if (q->check == LIC_CHECK_CODE)
         cmd = (liconic_cmd_t){LICONIC_OP_READ_DM, LICONIC_DM_HANDLER_ERROR, 0, 0};
     char buf[64];
     lab_drv_error_t e;
     int n = liconic_encode_cmd(&cmd, buf, sizeof buf);
     if (n <= 0) {
-        lic_end_later(d, lab_drv_error_set(&e, LAB_DRV_EINTERNAL, NULL,
-                                           "cannot encode a command: %s", proto_strerror(n)));
+        lab_stream_end_later(&p->st,
+                             lab_drv_error_set(&e, LAB_DRV_EINTERNAL, NULL,
+                                               "cannot encode a command: %s", proto_strerror(n)));
         return;
     }
-    snprintf(p->sent, sizeof p->sent, "%.*s", n - 1, buf);
-    int rc = lab_transport_write(p->t, buf, (size_t)n, NULL, NULL);
-    if (rc < 0) {
-        lic_end_later(d, lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "cannot send '%s': %s",
-                                           p->sent, lab_strerror(rc)));
-        return;
+    lab_stream_send(&p->st, buf, (size_t)n, 0);
+}
+
+static void lic_begin(lab_stream_t *s, lab_stream_owner_t owner)
+{
+    lab_driver_t *d = lab_stream_driver(s);
+    lic_t *p = lab_drv_priv(d);
+    if (owner == LAB_STREAM_CONNECT) {
+        liconic_step_t st[LICONIC_SEQ_MAX];
+        int n = liconic_seq_open(st, LICONIC_SEQ_MAX);
+        lic_seq_clear(&p->conn);
+        for (int i = 0; i < n; i++)
+            lic_step_add(&p->conn, st[i].cmd, st[i].poll_ready, NULL, -1);
+        p->cur = &p->conn;
+    } else {
+        p->cur = &p->op;
     }
-    p->awaiting = true;
-    uv_timer_start(&p->reply_timer, lic_reply_timeout, LIC_REPLY_MS, 0);
+    p->cur->i = 0;
+    p->cur->check = LIC_CHECK_NONE;
+    lic_enter_step(d);
+    lic_send(d);
 }
 
 static liconic_reply_kind_t lic_expected(liconic_op_t op)
@@ -369,252 +308,190 @@ static liconic_reply_kind_t lic_expected(liconic_op_t op)
     }
 }
 
+static const char *lic_kind_name(liconic_reply_kind_t k)
+{
+    static const char *const names[] = {"CC", "OK", "a value", "an error"};
+    return names[k];
+}
+
 /* A value read after a ready wait: the error flag, then the handler's code. */
 static void lic_on_check(lab_driver_t *d, long value)
 {
     lic_t *p = lab_drv_priv(d);
+    lic_seq_t *q = p->cur;
     lab_drv_error_t e;
-    if (p->check == LIC_CHECK_CODE) {
-        lic_end(d, (lic_handler_error(&e, value), &e));
+    if (q->check == LIC_CHECK_CODE) {
+        lab_stream_end(&p->st, (lic_handler_error(&e, value), &e));
         return;
     }
     if (value != 0) {
-        p->check = LIC_CHECK_CODE;
+        q->check = LIC_CHECK_CODE;
         lic_send(d);
         return;
     }
-    if (p->ready_late && p->owner == LIC_HANDSHAKE) {
+    if (q->ready_late && q == &p->conn) {
         /* Nothing waits on the connection: a controller still busy after power-on is waited
          * for as long as it takes, its error flag read at every step_timeout_s. */
         log_info("liconic", "instrument=%s not ready after activation yet; waiting",
                  lab_driver_id(d));
-        p->check = LIC_CHECK_NONE;
+        q->check = LIC_CHECK_NONE;
         lic_enter_step(d);
-        uv_timer_start(&p->wait_timer, lic_wait_cb, lab_drv_lab_ms(d, LIC_READY_POLL_S), 0);
+        lab_stream_wait(&p->st, (unsigned)lab_drv_lab_ms(d, LIC_READY_POLL_S), lic_resume);
         return;
     }
-    if (p->ready_late) {
+    if (q->ready_late) {
         char cmd[32];
-        liconic_encode_cmd(&p->steps[p->i - 1 >= 0 ? p->i - 1 : 0].s.cmd, cmd, sizeof cmd);
+        liconic_encode_cmd(&q->steps[q->i - 1 >= 0 ? q->i - 1 : 0].s.cmd, cmd, sizeof cmd);
         cmd[strcspn(cmd, "\r")] = '\0';
-        lic_end(d, lab_drv_error_set(&e, LAB_DRV_ETIMEOUT, NULL,
-                                     "not ready (flag 1915) within %g lab s after '%s'; the "
-                                     "error flag is clear",
-                                     lab_drv_double(d, "step_timeout_s"), cmd));
+        lab_stream_end(&p->st, lab_drv_error_set(&e, LAB_DRV_ETIMEOUT, NULL,
+                                                 "not ready (flag 1915) within %g lab s after "
+                                                 "'%s'; the error flag is clear",
+                                                 lab_drv_double(d, "step_timeout_s"), cmd));
         return;
     }
-    p->check = LIC_CHECK_NONE;
+    q->check = LIC_CHECK_NONE;
     lic_advance(d);
 }
 
-static void lic_on_line(lab_driver_t *d, const char *line, size_t len, int perr)
+static void lic_reply_cb(lab_stream_t *s, const char *line, size_t len)
 {
+    lab_driver_t *d = lab_stream_driver(s);
     lic_t *p = lab_drv_priv(d);
-    char shown[160];
+    lic_seq_t *q = p->cur;
     lab_drv_error_t e;
-    lic_printable(line ? line : "", line ? len : 0, shown, sizeof shown);
-    if (!p->awaiting || uv_now(lab_drv_loop(d)) < p->quiet_until) {
-        log_debug("liconic", "instrument=%s dropped line=\"%s\"", lab_driver_id(d), shown);
-        return;
-    }
-    p->awaiting = false;
-    uv_timer_stop(&p->reply_timer);
-    if (perr) {
-        lic_end(d, lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL, "reply to '%s': %s", p->sent,
-                                     proto_strerror(perr)));
-        return;
-    }
+    const liconic_cmd_t *cmd = &q->steps[q->i].s.cmd;
+    bool checking = q->check != LIC_CHECK_NONE;
+    liconic_reply_kind_t want = checking ? LICONIC_REPLY_VALUE : lic_expected(cmd->op);
     liconic_reply_t r;
     int rc = liconic_parse_reply(line, len, &r);
     if (rc == PROTO_EUNKNOWN && r.kind == LICONIC_REPLY_ERROR) {
         char dc[16];
         snprintf(dc, sizeof dc, "E%d", r.error);
-        lic_end(d, lab_drv_error_set(&e, LAB_DRV_EDEVICE, dc,
-                                     "controller error %s (not in the table) after '%s'", dc,
-                                     p->sent));
+        lab_stream_end(s, lab_drv_error_set(&e, LAB_DRV_EDEVICE, dc,
+                                            "controller error %s (not in the table) after '%s'", dc,
+                                            lab_stream_sent(s)));
         return;
     }
     if (rc != PROTO_OK) {
-        lic_end(d, lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL, "reply '%s' to '%s': %s", shown,
-                                     p->sent, proto_strerror(rc)));
+        lab_stream_unexpected(s, line, len, lic_kind_name(want));
         return;
     }
-    const liconic_cmd_t *cmd = &p->steps[p->i].s.cmd;
-    bool checking = p->check != LIC_CHECK_NONE;
     if (r.kind == LICONIC_REPLY_ERROR) {
-        if (!checking && cmd->op == LICONIC_OP_OPEN && r.error == 1 &&
-            ++p->cr_tries < LIC_HANDSHAKE_TRIES) {
-            log_info("liconic", "instrument=%s CR answered E1; handshake again", lab_driver_id(d));
-            lic_send(d);
-            return;
-        }
-        if (r.error == 1)
-            p->reopen = true; /* "check if communication is opened by CR" */
         char dc[16];
         snprintf(dc, sizeof dc, "E%d", r.error);
-        lic_end(d, lab_drv_error_set(&e, LAB_DRV_EDEVICE, dc, "%s (after '%s')", r.text, p->sent));
+        lab_drv_error_set(&e, LAB_DRV_EDEVICE, dc, "%s (after '%s')", r.text, lab_stream_sent(s));
+        /* E1: "check if communication is opened by CR": the controller and we are out of step;
+         * the line is drained and the handshake runs again before anything else. */
+        if (r.error == 1)
+            lab_stream_end_resync(s, &e);
+        else
+            lab_stream_end(s, &e);
         return;
     }
-    liconic_reply_kind_t want = checking ? LICONIC_REPLY_VALUE : lic_expected(cmd->op);
     if (r.kind != want) {
-        lic_end(d, lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL, "unexpected reply '%s' to '%s'",
-                                     shown, p->sent));
+        lab_stream_unexpected(s, line, len, lic_kind_name(want));
         return;
     }
     if (checking) {
         lic_on_check(d, r.value);
         return;
     }
-    const lic_step_t *st = &p->steps[p->i];
+    const lic_step_t *st = &q->steps[q->i];
     if (st->s.poll_ready) {
         if (r.value == 1 && st->s.poll_ready == LIC_READY_ONLY) {
             lic_advance(d);
             return;
         }
         if (r.value == 1) {
-            p->check = LIC_CHECK_FLAG; /* ready: did the step end in an error? */
-        } else if (uv_now(lab_drv_loop(d)) >= p->ready_deadline) {
-            p->ready_late = true;
-            p->check = LIC_CHECK_FLAG;
+            q->check = LIC_CHECK_FLAG; /* ready: did the step end in an error? */
+        } else if (uv_now(lab_drv_loop(d)) >= q->ready_deadline) {
+            q->ready_late = true;
+            q->check = LIC_CHECK_FLAG;
         } else {
-            uv_timer_start(&p->wait_timer, lic_wait_cb, lab_drv_lab_ms(d, LIC_READY_POLL_S), 0);
+            lab_stream_wait(s, (unsigned)lab_drv_lab_ms(d, LIC_READY_POLL_S), lic_resume);
             return;
         }
         lic_send(d);
         return;
     }
-    if (st->key) {
+    if (st->key && q->result) {
         double v = st->climate < 0
                        ? (double)r.value
                        : liconic_climate_from_raw((liconic_climate_t)st->climate, r.value);
-        json_object_set_new(p->result, st->key,
+        json_object_set_new(q->result, st->key,
                             st->climate < 0 ? json_integer(r.value) : json_real(v));
     }
     lic_advance(d);
 }
 
+/* ---- the framer: lines ended by CR, LF or CR LF ---- */
+
 static int lic_line_cb(void *ud, const char *line, size_t len, int err)
 {
-    lic_on_line(ud, line, len, err);
+    lab_stream_t *s = ud;
+    if (err)
+        lab_stream_garbage(s, line ? line : "", line ? len : 0, proto_strerror(err));
+    else
+        lab_stream_reply(s, line, len);
     return 0;
 }
 
-/* ---- the link ---- */
-
-static void lic_start_handshake(lab_driver_t *d)
+static void lic_feed(lab_stream_t *s, const uint8_t *data, size_t len)
 {
-    lic_t *p = lab_drv_priv(d);
-    liconic_step_t s[LICONIC_SEQ_MAX];
-    int n = liconic_seq_open(s, LICONIC_SEQ_MAX);
-    p->n = 0;
-    for (int i = 0; i < n; i++)
-        lic_step_add(p, s[i].cmd, s[i].poll_ready, NULL, -1);
-    /* A bare CR ends whatever half line the controller holds; it ignores the empty line. */
-    lab_transport_write(p->t, "\r", 1, NULL, NULL);
-    lic_begin(d, LIC_HANDSHAKE);
+    lic_t *p = lab_drv_priv(lab_stream_driver(s));
+    proto_lines_feed(&p->lines, data, len, lic_line_cb, s);
 }
 
-static void lic_on_data(lab_transport_t *t, const uint8_t *data, size_t len, void *user)
+static void lic_reset(lab_stream_t *s)
 {
-    (void)t;
-    lab_driver_t *d = user;
-    lic_t *p = lab_drv_priv(d);
-    proto_lines_feed(&p->lines, data, len, lic_line_cb, d);
+    lic_t *p = lab_drv_priv(lab_stream_driver(s));
+    proto_lines_init(&p->lines);
 }
 
-static void lic_on_state(lab_transport_t *t, lab_transport_state_t state, int err,
-                         const char *reason, void *user)
-{
-    (void)t;
-    lab_driver_t *d = user;
-    lic_t *p = lab_drv_priv(d);
-    lab_drv_error_t e;
-    if (state == LAB_TRANSPORT_OPEN) {
-        proto_lines_init(&p->lines);
-        p->open = false;
-        p->quiet_until = 0;
-        lic_start_handshake(d);
-    } else if (state == LAB_TRANSPORT_OFFLINE) {
-        lic_forget(p);
-        uv_timer_stop(&p->retry_timer);
-        p->open = false;
-        lab_drv_set_state(d, LAB_INST_OFFLINE,
-                          lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "%s",
-                                            reason && *reason ? reason : lab_strerror(err)));
-    }
-}
+static const lab_stream_ops_t lic_stream_ops = {
+    .feed = lic_feed,
+    .reset = lic_reset,
+    .begin = lic_begin,
+    .reply = lic_reply_cb,
+    .end = lic_end_cb,
+};
 
 /* ---- driver ops ---- */
 
 static int lic_open(lab_driver_t *d, char *err, size_t errlen)
 {
     lic_t *p = lab_drv_priv(d);
-    uv_timer_t *timers[] = {&p->reply_timer, &p->wait_timer, &p->retry_timer};
-    for (int i = 0; i < 3; i++) {
-        uv_timer_init(lab_drv_loop(d), timers[i]);
-        timers[i]->data = d;
-        p->timers_open++;
-    }
     p->climate_n = lab_drv_enum(d, "climate") + 1;
-    lab_transport_settings_t s;
-    lab_drv_serial_settings(d, &s);
-    lab_transport_callbacks_t cb = {lic_on_data, lic_on_state, d};
-    return lab_transport_new(lab_drv_loop(d), &s, lab_driver_id(d), &cb, &p->t, err, errlen);
+    lab_stream_conf_t conf = {
+        .tag = "liconic",
+        .reply_ms = LIC_REPLY_MS,
+        .quiet_ms = LIC_QUIET_MS,
+        .retry_ms = LIC_RETRY_MS,
+        .break_ms = LIC_BREAK_MS,
+    };
+    return lab_stream_init(&p->st, d, &lic_stream_ops, &conf, err, errlen);
 }
 
 static void lic_start(lab_driver_t *d)
 {
     lic_t *p = lab_drv_priv(d);
-    lab_drv_set_state(d, LAB_INST_OFFLINE, NULL);
-    lab_transport_open(p->t);
+    lab_stream_start(&p->st);
 }
 
 static void lic_stop(lab_driver_t *d)
 {
     lic_t *p = lab_drv_priv(d);
-    lic_forget(p);
-    uv_timer_stop(&p->retry_timer);
-    if (p->t)
-        lab_transport_close(p->t);
-    p->t = NULL;
-    p->open = false;
-}
-
-static void lic_timer_closed(uv_handle_t *h)
-{
-    lab_driver_t *d = h->data;
-    lic_t *p = lab_drv_priv(d);
-    if (--p->timers_open == 0)
-        lab_drv_closed(d);
+    lab_stream_stop(&p->st);
+    lic_seq_clear(&p->conn);
+    lic_seq_clear(&p->op);
 }
 
 static void lic_close(lab_driver_t *d)
 {
     lic_t *p = lab_drv_priv(d);
-    lic_stop(d);
-    if (p->timers_open == 0) {
-        lab_drv_closed(d);
-        return;
-    }
-    uv_close((uv_handle_t *)&p->reply_timer, lic_timer_closed);
-    uv_close((uv_handle_t *)&p->wait_timer, lic_timer_closed);
-    uv_close((uv_handle_t *)&p->retry_timer, lic_timer_closed);
-}
-
-static void lic_later_cb(uv_timer_t *t)
-{
-    lab_driver_t *d = t->data;
-    lic_t *p = lab_drv_priv(d);
-    lic_end(d, &p->later);
-}
-
-/* Ends the sequence with err from the loop: never from inside invoke or a write. */
-static void lic_end_later(lab_driver_t *d, const lab_drv_error_t *err)
-{
-    lic_t *p = lab_drv_priv(d);
-    p->later = *err;
-    uv_timer_stop(&p->reply_timer);
-    uv_timer_start(&p->wait_timer, lic_later_cb, 0, 0);
+    lic_seq_clear(&p->conn);
+    lic_seq_clear(&p->op);
+    lab_stream_close(&p->st);
 }
 
 static void lic_refuse(lab_driver_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -628,8 +505,7 @@ static void lic_refuse(lab_driver_t *d, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(e.text, sizeof e.text, fmt, ap);
     va_end(ap);
-    p->owner = LIC_OP;
-    lic_end_later(d, &e);
+    lab_stream_refuse(&p->st, &e);
 }
 
 /* Write and read back each set point given; -1 when one is refused. */
@@ -660,8 +536,8 @@ static int lic_climate_steps(lab_driver_t *d, json_t *params)
             return -1;
         }
         liconic_climate_read_cmd(rows[i].what, 1, &r);
-        lic_step_add(p, w, 0, NULL, -1);
-        lic_step_add(p, r, 0, rows[i].setpoint_key, (int)rows[i].what);
+        lic_step_add(&p->op, w, 0, NULL, -1);
+        lic_step_add(&p->op, r, 0, rows[i].setpoint_key, (int)rows[i].what);
     }
     return 0;
 }
@@ -692,30 +568,28 @@ static void lic_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *param
     for (size_t i = 0; i < sizeof lic_act_names / sizeof lic_act_names[0]; i++)
         if (strcmp(lic_act_names[i].name, a->name) == 0)
             p->act = lic_act_names[i].act;
-    p->n = 0;
-    json_decref(p->result);
-    p->result = json_object();
-    if (p->reopen)
-        lic_step_add(p, (liconic_cmd_t){LICONIC_OP_OPEN, 0, 0, 0}, 0, NULL, -1);
+    lic_seq_clear(&p->op);
+    p->op.result = json_object();
     liconic_step_t s[LICONIC_SEQ_MAX];
     int n = 0;
     json_int_t cassette = json_integer_value(json_object_get(params, "cassette"));
     json_int_t slot = json_integer_value(json_object_get(params, "slot"));
     switch (p->act) {
     case LIC_ACT_STATUS:
-        lic_read(p, LICONIC_DM_TEMP_ACTUAL, "temperature_c", LICONIC_CLIMATE_TEMPERATURE);
-        lic_read(p, LICONIC_DM_TEMP_SET, "setpoint_c", LICONIC_CLIMATE_TEMPERATURE);
+        lic_read(&p->op, LICONIC_DM_TEMP_ACTUAL, "temperature_c", LICONIC_CLIMATE_TEMPERATURE);
+        lic_read(&p->op, LICONIC_DM_TEMP_SET, "setpoint_c", LICONIC_CLIMATE_TEMPERATURE);
         if (p->climate_n >= 2) {
-            lic_read(p, LICONIC_DM_HUMIDITY_ACTUAL, "humidity_pct", LICONIC_CLIMATE_HUMIDITY);
-            lic_read(p, LICONIC_DM_HUMIDITY_SET, "humidity_setpoint_pct", LICONIC_CLIMATE_HUMIDITY);
+            lic_read(&p->op, LICONIC_DM_HUMIDITY_ACTUAL, "humidity_pct", LICONIC_CLIMATE_HUMIDITY);
+            lic_read(&p->op, LICONIC_DM_HUMIDITY_SET, "humidity_setpoint_pct",
+                     LICONIC_CLIMATE_HUMIDITY);
         }
         if (p->climate_n >= 3) {
-            lic_read(p, LICONIC_DM_CO2_ACTUAL, "co2_pct", LICONIC_CLIMATE_CO2);
-            lic_read(p, LICONIC_DM_CO2_SET, "co2_setpoint_pct", LICONIC_CLIMATE_CO2);
+            lic_read(&p->op, LICONIC_DM_CO2_ACTUAL, "co2_pct", LICONIC_CLIMATE_CO2);
+            lic_read(&p->op, LICONIC_DM_CO2_SET, "co2_setpoint_pct", LICONIC_CLIMATE_CO2);
         }
-        lic_step_add(p, (liconic_cmd_t){LICONIC_OP_READ, LICONIC_FLAG_ERROR, 0, 0}, 0, "error_flag",
-                     -1);
-        lic_read(p, LICONIC_DM_HANDLER_ERROR, "handler_error", -1);
+        lic_step_add(&p->op, (liconic_cmd_t){LICONIC_OP_READ, LICONIC_FLAG_ERROR, 0, 0}, 0,
+                     "error_flag", -1);
+        lic_read(&p->op, LICONIC_DM_HANDLER_ERROR, "handler_error", -1);
         break;
     case LIC_ACT_LOAD:
     case LIC_ACT_UNLOAD: {
@@ -735,13 +609,13 @@ static void lic_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *param
         }
         /* The handler must be idle before the site words change, and the operation ends when
          * the access is terminated (ST 1903 is a handling step of its own). */
-        lic_step_add(p, lic_rd_ready, LIC_READY_ONLY, NULL, -1);
+        lic_step_add(&p->op, lic_rd_ready, LIC_READY_ONLY, NULL, -1);
         for (int i = 0; i < n; i++)
-            lic_step_add(p, s[i].cmd, s[i].poll_ready, NULL, -1);
-        lic_step_add(p, lic_rd_ready, 1, NULL, -1);
+            lic_step_add(&p->op, s[i].cmd, s[i].poll_ready, NULL, -1);
+        lic_step_add(&p->op, lic_rd_ready, 1, NULL, -1);
         n = 0;
-        json_object_set_new(p->result, "cassette", json_integer(cassette));
-        json_object_set_new(p->result, "slot", json_integer(slot));
+        json_object_set_new(p->op.result, "cassette", json_integer(cassette));
+        json_object_set_new(p->op.result, "slot", json_integer(slot));
         break;
     }
     case LIC_ACT_SET_TEMPERATURE:
@@ -750,21 +624,24 @@ static void lic_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *param
             return;
         break;
     case LIC_ACT_RESET:
-        lic_step_add(p, lic_rd_ready, LIC_READY_ONLY, NULL, -1);
-        lic_step_add(p, (liconic_cmd_t){LICONIC_OP_RESET, LICONIC_FLAG_ERROR, 0, 0}, 0, NULL, -1);
-        lic_step_add(p, (liconic_cmd_t){LICONIC_OP_SET, LICONIC_FLAG_INIT, 0, 0}, 0, NULL, -1);
-        lic_step_add(p, lic_rd_ready, 1, NULL, -1);
-        json_object_set_new(p->result, "error_flag", json_integer(0));
+        lic_step_add(&p->op, lic_rd_ready, LIC_READY_ONLY, NULL, -1);
+        lic_step_add(&p->op, (liconic_cmd_t){LICONIC_OP_RESET, LICONIC_FLAG_ERROR, 0, 0}, 0, NULL,
+                     -1);
+        lic_step_add(&p->op, (liconic_cmd_t){LICONIC_OP_SET, LICONIC_FLAG_INIT, 0, 0}, 0, NULL, -1);
+        lic_step_add(&p->op, lic_rd_ready, 1, NULL, -1);
+        json_object_set_new(p->op.result, "error_flag", json_integer(0));
         break;
     }
     for (int i = 0; i < n; i++)
-        lic_step_add(p, s[i].cmd, s[i].poll_ready, NULL, -1);
-    lic_begin(d, LIC_OP);
+        lic_step_add(&p->op, s[i].cmd, s[i].poll_ready, NULL, -1);
+    lab_stream_run(&p->st);
 }
 
 static void lic_abort(lab_driver_t *d)
 {
-    lic_forget(lab_drv_priv(d));
+    lic_t *p = lab_drv_priv(d);
+    lab_stream_abort(&p->st);
+    lic_seq_clear(&p->op);
 }
 
 const lab_driver_ops_t lab_driver_liconic_stx = {
