@@ -322,7 +322,9 @@ int biotek_parse_setpoint(const char *s, size_t len, double *celsius)
 
 int biotek_parse_status(const char *payload, size_t len, size_t *bad_at)
 {
-    size_t n = strspn(payload, "0123456789");
+    size_t n = 0;
+    while (n < len && payload[n] >= '0' && payload[n] <= '9')
+        n++;
     if (n < len) {
         *bad_at = n;
         return PROTO_ESYNTAX;

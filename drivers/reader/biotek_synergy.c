@@ -1,16 +1,17 @@
 /* biotek-synergy: BioTek Synergy / Cytation plate readers over their single-character serial
- * protocol (the codec is protocols/biotek.h), 9600 8N2 with RTS/CTS as PyLabRobot opens them.
- * The driver owns the exchange: a command letter, the lone ACK of a command that takes a
- * parameter, the parameter, and the ETX-framed status that answers it (no ACK: nothing for the
- * plate geometry, 37 digits for a read definition). A read is the plate geometry ('y'), the read
- * definition ('D'), the run ('O', "\x06" "0000" ETX) and its body, then the temperature ('h').
- * On connect it asks the version ('e') and serial number ('C'); the instrument is idle once
- * both are answered.
+ * protocol (the codec is protocols/biotek.h), 9600 8N2 with RTS/CTS as PyLabRobot opens them,
+ * on the stream-driver base (drivers/stream.h: the link, one command in flight, resynchronisation
+ * and the quiet line). The driver owns the exchange: a command letter, the lone ACK of a command
+ * that takes a parameter, the parameter, and the ETX-framed status that answers it (no ACK:
+ * nothing for the plate geometry, 37 digits for a read definition). A read is the plate geometry
+ * ('y'), the read definition ('D'), the run ('O', "\x06" "0000" ETX) and its body, then the
+ * temperature ('h'). The connect sequence asks the version ('e') and serial number ('C').
  *
  * The reader does not answer a command it cannot execute: a refused command is a timeout here,
- * not a device error (labloop-sim's injected "error" is exactly that). After a lost reply the
- * driver drops late bytes for a moment; after a lost read it sends abort ('x', unanswered). */
+ * not a device error (labloop-sim's injected "error" is exactly that). A read the driver stops
+ * waiting for is aborted ('x', unanswered). */
 #include "drivers/driver.h"
+#include "drivers/stream.h"
 #include "core/jschema.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -25,11 +26,10 @@
 #define BT_STEPS_MAX 4
 #define BT_REPLY_MS 1500 /* one short reply at 9600 baud, with room */
 #define BT_SLOW_S 20    /* lab seconds for a command that moves or configures (PyLabRobot's 20 s) */
-#define BT_QUIET_MS 250 /* after a lost or garbled reply, late bytes are dropped this long */
+#define BT_QUIET_MS 250 /* the line quiet this long before a command after stray bytes */
 #define BT_RETRY_MS 2000 /* between connection attempts on an open link */
 
-typedef enum bt_owner { BT_NONE = 0, BT_CONNECT, BT_OP } bt_owner_t;
-/* What the step in progress waits for. */
+/* What the command in flight waits for. */
 typedef enum bt_phase { BT_WAIT_ACK, BT_WAIT_REPLY, BT_WAIT_BODY } bt_phase_t;
 
 typedef struct bt_step {
@@ -39,23 +39,22 @@ typedef struct bt_step {
     bool optional; /* a timeout gives null, not an error (the temperature after a read) */
 } bt_step_t;
 
-typedef struct bt {
-    lab_transport_t *t;
-    biotek_rx_t rx;
-    uv_timer_t reply_timer, wait_timer, retry_timer;
-    int timers_open;
-    int rows, cols;
-    bool connected; /* version read on this connection */
-    bt_owner_t owner;
+typedef struct bt_seq {
     bt_step_t steps[BT_STEPS_MAX];
     int n, i;
+} bt_seq_t;
+
+typedef struct bt {
+    lab_stream_t st;
+    biotek_rx_t rx;
+    int rows, cols;
+    bt_seq_t conn, op; /* the connect sequence may run while an operation waits for the link */
+    bt_seq_t *cur;
     bt_phase_t phase;
-    bool awaiting;
-    uint64_t quiet_until;
-    json_t *result;
+    bool lost_optional; /* the step that timed out may be missing from the result */
+    json_t *result;     /* of the operation */
     biotek_rect_t rect; /* of the read in progress */
     int wavelength_nm;
-    lab_drv_error_t later;
     biotek_plate_t plate;
     biotek_geometry_t geometry; /* the configured plate, sent before each read */
     bool can_cool;
@@ -109,29 +108,14 @@ static const lab_drv_key_t bt_keys[] = {
 };
 
 static void bt_send(lab_driver_t *d);
-static void bt_advance(lab_driver_t *d);
-static void bt_start_connect(lab_driver_t *d);
 
 /* ---- helpers ---- */
 
-static void bt_printable(const char *s, size_t len, char *out, size_t cap)
+static void bt_step_add(bt_seq_t *q, char letter, const char *param, size_t len)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < len && o + 5 < cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x7f)
-            out[o++] = (char)c;
-        else
-            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
-    }
-    out[o] = '\0';
-}
-
-static void bt_step_add(bt_t *p, char letter, const char *param, size_t len)
-{
-    if (p->n >= BT_STEPS_MAX || len >= sizeof p->steps[0].param)
+    if (q->n >= BT_STEPS_MAX || len >= sizeof q->steps[0].param)
         return;
-    bt_step_t *s = &p->steps[p->n++];
+    bt_step_t *s = &q->steps[q->n++];
     s->letter = letter;
     memcpy(s->param, param ? param : "", len);
     s->param[len] = '\0';
@@ -139,24 +123,23 @@ static void bt_step_add(bt_t *p, char letter, const char *param, size_t len)
     s->optional = false;
 }
 
-static void bt_forget(bt_t *p)
+static const bt_step_t *bt_step(bt_t *p)
 {
-    if (p->awaiting)
-        p->quiet_until = uv_now(p->reply_timer.loop) + BT_QUIET_MS;
-    uv_timer_stop(&p->reply_timer);
-    uv_timer_stop(&p->wait_timer);
-    p->owner = BT_NONE;
-    p->awaiting = false;
-    json_decref(p->result);
-    p->result = NULL;
+    return &p->cur->steps[p->cur->i];
 }
 
-/* A read the driver stopped waiting for: the reader is told to give up (abort is unanswered). */
+static const char *bt_name(char letter)
+{
+    const biotek_cmd_info_t *info = biotek_cmd_info(letter);
+    return info ? info->name : "?";
+}
+
+/* A read the driver stops waiting for: the reader is told to give up (abort is unanswered). */
 static void bt_abort_read(bt_t *p)
 {
-    if (p->awaiting && p->steps[p->i].letter == 'O' && p->t &&
-        lab_transport_state(p->t) == LAB_TRANSPORT_OPEN)
-        lab_transport_write(p->t, "x", 1, NULL, NULL);
+    if (p->st.owner == LAB_STREAM_OP && p->st.in_flight && p->cur == &p->op &&
+        bt_step(p)->letter == 'O')
+        lab_stream_write(&p->st, "x", 1);
 }
 
 /* "A1" -> row 1, col 1 (1-based). */
@@ -166,163 +149,37 @@ static void bt_well_parse(const char *s, int *row, int *col)
     *col = atoi(s + 1);
 }
 
-/* ---- the end of a sequence ---- */
-
-static void bt_retry_cb(uv_timer_t *t)
-{
-    lab_driver_t *d = t->data;
-    bt_t *p = lab_drv_priv(d);
-    if (p->t && lab_transport_state(p->t) == LAB_TRANSPORT_OPEN && !p->connected &&
-        p->owner == BT_NONE)
-        bt_start_connect(d);
-}
-
-static void bt_end(lab_driver_t *d, const lab_drv_error_t *err)
-{
-    bt_t *p = lab_drv_priv(d);
-    bt_owner_t owner = p->owner;
-    json_t *result = p->result;
-    p->result = NULL;
-    p->owner = BT_NONE;
-    p->awaiting = false;
-    uv_timer_stop(&p->reply_timer);
-    uv_timer_stop(&p->wait_timer);
-    if (err && err->code != LAB_DRV_EOFFLINE && err->code != LAB_DRV_EINTERNAL &&
-        err->code != LAB_DRV_EPARAM)
-        p->quiet_until = uv_now(lab_drv_loop(d)) + BT_QUIET_MS;
-    if (owner == BT_CONNECT) {
-        json_decref(result);
-        if (!err) {
-            p->connected = true;
-            lab_drv_set_state(d, LAB_INST_IDLE, NULL);
-            return;
-        }
-        lab_drv_error_t e = *err;
-        snprintf(e.text, sizeof e.text, "connecting: %.230s", err->text);
-        lab_drv_set_state(d, LAB_INST_OFFLINE, &e);
-        uv_timer_start(&p->retry_timer, bt_retry_cb, BT_RETRY_MS, 0);
-        return;
-    }
-    if (owner != BT_OP) {
-        json_decref(result);
-        return;
-    }
-    if (err) {
-        json_decref(result);
-        lab_drv_done(d, err, NULL);
-    } else {
-        lab_drv_done(d, NULL, result);
-    }
-}
-
-static void bt_later_cb(uv_timer_t *t)
-{
-    lab_driver_t *d = t->data;
-    bt_t *p = lab_drv_priv(d);
-    bt_end(d, &p->later);
-}
-
-/* Ends the sequence from the loop: never from inside invoke or a write. */
-static void bt_end_later(lab_driver_t *d, const lab_drv_error_t *err)
-{
-    bt_t *p = lab_drv_priv(d);
-    p->later = *err;
-    uv_timer_stop(&p->reply_timer);
-    uv_timer_start(&p->wait_timer, bt_later_cb, 0, 0);
-}
-
-/* ---- the exchange ---- */
-
-static void bt_reply_timeout(uv_timer_t *t)
-{
-    lab_driver_t *d = t->data;
-    bt_t *p = lab_drv_priv(d);
-    const bt_step_t *s = &p->steps[p->i];
-    static const char *const waits[] = {"ACK", "reply", "result"};
-    lab_drv_error_t e;
-    bt_abort_read(p);
-    p->awaiting = false;
-    if (s->optional) {
-        /* Late bytes of the lost reply must not be taken for the next one. */
-        p->quiet_until = uv_now(t->loop) + BT_QUIET_MS;
-        log_info("biotek", "instrument=%s no reply to '%c', result without it", lab_driver_id(d),
-                 s->letter);
-        if (s->letter == 'h')
-            json_object_set_new(p->result, "temperature_c", json_null());
-        bt_advance(d);
-        return;
-    }
-    lab_drv_error_set(&e, LAB_DRV_ETIMEOUT, NULL,
-                      "no %s to '%c' (%s); the reader does not answer a command it cannot "
-                      "execute",
-                      waits[p->phase], s->letter,
-                      biotek_cmd_info(s->letter) ? biotek_cmd_info(s->letter)->name : "?");
-    bt_end(d, &e);
-}
-
-static void bt_wait(lab_driver_t *d, bt_phase_t phase, uint64_t ms)
-{
-    bt_t *p = lab_drv_priv(d);
-    p->phase = phase;
-    p->awaiting = true;
-    uv_timer_start(&p->reply_timer, bt_reply_timeout, ms, 0);
-}
-
-static void bt_wait_cb(uv_timer_t *t)
-{
-    bt_send(t->data);
-}
-
 /* How long a reply may take: short for an ACK, a query or the plate geometry (PyLabRobot waits
  * 1 s for those), BT_SLOW_S lab seconds for what moves or configures the reader. */
-static uint64_t bt_reply_ms(lab_driver_t *d, char letter, bt_phase_t phase)
+static unsigned bt_reply_ms(lab_driver_t *d, char letter, bt_phase_t phase)
 {
     if (phase == BT_WAIT_ACK || strchr("eChy", letter))
         return BT_REPLY_MS;
     uint64_t ms = lab_drv_lab_ms(d, BT_SLOW_S);
-    return ms < BT_REPLY_MS ? BT_REPLY_MS : ms;
+    return ms < BT_REPLY_MS ? BT_REPLY_MS : (unsigned)ms;
 }
+
+/* ---- the exchange ---- */
 
 static void bt_send(lab_driver_t *d)
 {
     bt_t *p = lab_drv_priv(d);
-    uint64_t now = uv_now(lab_drv_loop(d));
-    if (now < p->quiet_until) {
-        uv_timer_start(&p->wait_timer, bt_wait_cb, p->quiet_until - now, 0);
-        return;
-    }
-    const bt_step_t *s = &p->steps[p->i];
+    const bt_step_t *s = bt_step(p);
     const biotek_cmd_info_t *info = biotek_cmd_info(s->letter);
     bool param = info && info->param != BIOTEK_PARAM_NONE;
-    lab_drv_error_t e;
+    p->phase = param ? BT_WAIT_ACK : BT_WAIT_REPLY;
+    /* The wire alone cannot tell a lone ACK from a frame's first byte: say which one comes. */
     biotek_rx_expect(&p->rx, param ? BIOTEK_EXPECT_ACK : BIOTEK_EXPECT_ETX);
-    int rc = lab_transport_write(p->t, &s->letter, 1, NULL, NULL);
-    if (rc < 0) {
-        bt_end_later(d, lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "cannot send '%c': %s",
-                                          s->letter, lab_strerror(rc)));
-        return;
-    }
-    bt_phase_t phase = param ? BT_WAIT_ACK : BT_WAIT_REPLY;
-    bt_wait(d, phase, bt_reply_ms(d, s->letter, phase));
+    lab_stream_send(&p->st, &s->letter, 1, bt_reply_ms(d, s->letter, p->phase));
 }
 
 static void bt_advance(lab_driver_t *d)
 {
     bt_t *p = lab_drv_priv(d);
-    if (++p->i >= p->n) {
-        bt_end(d, NULL);
+    if (++p->cur->i >= p->cur->n) {
+        lab_stream_end(&p->st, NULL);
         return;
     }
-    bt_send(d);
-}
-
-static void bt_begin(lab_driver_t *d, bt_owner_t owner)
-{
-    bt_t *p = lab_drv_priv(d);
-    p->owner = owner;
-    p->i = 0;
-    if (!p->result)
-        p->result = json_object();
     bt_send(d);
 }
 
@@ -368,9 +225,9 @@ static int bt_status_ok(const biotek_frame_t *f, char letter, lab_drv_error_t *e
 {
     char shown[96];
     size_t bad = 0;
-    const char *name = biotek_cmd_info(letter)->name;
+    const char *name = bt_name(letter);
     int kind = biotek_parse_status(f->payload, f->len, &bad);
-    bt_printable(f->payload, f->len, shown, sizeof shown);
+    lab_stream_printable(f->payload, f->len, shown, sizeof shown);
     switch (kind) {
     case BIOTEK_STATUS_EMPTY:
     case BIOTEK_STATUS_OK:
@@ -420,10 +277,10 @@ static int bt_check_setpoint(bt_t *p, double celsius, lab_drv_error_t *e)
 static int bt_on_reply(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_t *e)
 {
     bt_t *p = lab_drv_priv(d);
-    const bt_step_t *s = &p->steps[p->i];
+    const bt_step_t *s = bt_step(p);
     char shown[96], part[32], version[32];
     double celsius;
-    bt_printable(f->payload, f->len, shown, sizeof shown);
+    lab_stream_printable(f->payload, f->len, shown, sizeof shown);
     switch (s->letter) {
     case 'e':
         if (biotek_parse_version(f->payload, f->len, part, sizeof part, version, sizeof version) !=
@@ -446,120 +303,173 @@ static int bt_on_reply(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_t
         return bt_status_ok(f, s->letter, e);
     }
     lab_drv_error_set(e, LAB_DRV_EPROTO, NULL, "'%c' (%s): unexpected reply '%s'", s->letter,
-                      biotek_cmd_info(s->letter)->name, shown);
+                      bt_name(s->letter), shown);
     return -1;
 }
 
-static int bt_frame_cb(void *ud, const biotek_frame_t *f, int err)
+/* A step's error: a refusal leaves the exchange in step; anything else resynchronises, and a
+ * run that may have started is aborted. */
+static void bt_fail(bt_t *p, const lab_drv_error_t *e)
 {
-    lab_driver_t *d = ud;
+    if (e->code == LAB_DRV_EDEVICE || e->code == LAB_DRV_ESTATE) {
+        lab_stream_end(&p->st, e);
+        return;
+    }
+    if (bt_step(p)->letter == 'O')
+        lab_stream_write(&p->st, "x", 1);
+    lab_stream_end_resync(&p->st, e);
+}
+
+/* A reply to the step in flight: the ACK of its letter, its status, or the body of a read. */
+static void bt_reply_cb(lab_stream_t *st, const char *data, size_t len)
+{
+    lab_driver_t *d = lab_stream_driver(st);
     bt_t *p = lab_drv_priv(d);
+    const bt_step_t *s = bt_step(p);
     lab_drv_error_t e;
-    if (!p->awaiting || uv_now(lab_drv_loop(d)) < p->quiet_until) {
-        log_debug("biotek", "instrument=%s dropped %s", lab_driver_id(d),
-                  err ? proto_strerror(err) : "frame");
-        return 0;
-    }
-    const bt_step_t *s = &p->steps[p->i];
-    if (err == PROTO_EGARBAGE && p->phase == BT_WAIT_ACK) {
-        /* Noise before the ACK is no answer to anything: the ACK may still come. Giving up here
-         * would leave the reader waiting for a parameter and take our next letter for it. */
-        log_warn("biotek", "instrument=%s noise before the ACK to '%c' skipped", lab_driver_id(d),
-                 s->letter);
-        return 0;
-    }
-    if (err) {
-        p->awaiting = false;
-        bt_abort_read(p);
-        bt_end(d, lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL, "'%c' (%s): %s", s->letter,
-                                    biotek_cmd_info(s->letter)->name, proto_strerror(err)));
-        return 1;
-    }
+    int ack = len > 0 && data[0] == BIOTEK_ACK;
+    biotek_frame_t f = {ack, data + ack, len - (size_t)ack};
     switch (p->phase) {
     case BT_WAIT_ACK:
         /* The reader takes the parameter now; its answer is an ETX frame. */
-        uv_timer_stop(&p->reply_timer);
         biotek_rx_expect(&p->rx, BIOTEK_EXPECT_ETX);
-        if (lab_transport_write(p->t, s->param, s->param_len, NULL, NULL) < 0) {
-            bt_end(d, lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL,
-                                        "cannot send the parameter "
-                                        "of '%c'",
-                                        s->letter));
-            return 1;
+        if (lab_stream_write(st, s->param, s->param_len) < 0) {
+            lab_stream_end(st, lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL,
+                                                 "cannot send the parameter of '%c'", s->letter));
+            return;
         }
-        bt_wait(d, BT_WAIT_REPLY, bt_reply_ms(d, s->letter, BT_WAIT_REPLY));
-        return 1;
+        p->phase = BT_WAIT_REPLY;
+        lab_stream_expect(st, bt_reply_ms(d, s->letter, BT_WAIT_REPLY));
+        return;
     case BT_WAIT_REPLY:
-        uv_timer_stop(&p->reply_timer);
-        p->awaiting = false;
-        if (bt_on_reply(d, f, &e) < 0) {
-            bt_end(d, &e);
-            return 1;
+        if (bt_on_reply(d, &f, &e) < 0) {
+            bt_fail(p, &e);
+            return;
         }
         if (s->letter == 'O') {
             /* Running: the body follows when the plate is read, in lab time. */
             uint64_t ms = lab_drv_lab_ms(d, lab_drv_double(d, "read_timeout_s"));
-            bt_wait(d, BT_WAIT_BODY, ms < BT_REPLY_MS ? BT_REPLY_MS : ms);
-            return 0;
+            p->phase = BT_WAIT_BODY;
+            lab_stream_expect(st, ms < BT_REPLY_MS ? BT_REPLY_MS : (unsigned)ms);
+            return;
         }
         bt_advance(d);
-        return 1;
+        return;
     case BT_WAIT_BODY:
-        uv_timer_stop(&p->reply_timer);
-        p->awaiting = false;
-        if (bt_take_body(d, f, &e) < 0) {
-            bt_end(d, &e);
-            return 1;
+        if (bt_take_body(d, &f, &e) < 0) {
+            lab_stream_end_resync(st, &e);
+            return;
         }
         bt_advance(d);
+        return;
+    }
+}
+
+/* A reply timeout: the driver's words for it; a step the result can do without is let go. */
+static void bt_timeout_cb(lab_stream_t *st, lab_drv_error_t *e)
+{
+    bt_t *p = lab_drv_priv(lab_stream_driver(st));
+    const bt_step_t *s = bt_step(p);
+    static const char *const waits[] = {"ACK", "reply", "result"};
+    if (s->letter == 'O')
+        lab_stream_write(st, "x", 1);
+    p->lost_optional = p->cur == &p->op && s->optional;
+    lab_drv_error_set(e, LAB_DRV_ETIMEOUT, NULL,
+                      "no %s to '%c' (%s); the reader does not answer a command it cannot "
+                      "execute",
+                      waits[p->phase], s->letter, bt_name(s->letter));
+}
+
+static void bt_begin_cb(lab_stream_t *st, lab_stream_owner_t owner)
+{
+    bt_t *p = lab_drv_priv(lab_stream_driver(st));
+    if (owner == LAB_STREAM_CONNECT) {
+        p->conn.n = 0;
+        bt_step_add(&p->conn, 'e', NULL, 0);
+        bt_step_add(&p->conn, 'C', NULL, 0);
+        p->cur = &p->conn;
+    } else {
+        p->cur = &p->op;
+    }
+    p->cur->i = 0;
+    p->lost_optional = false;
+    bt_send(lab_stream_driver(st));
+}
+
+static void bt_end_cb(lab_stream_t *st, lab_stream_owner_t owner, const lab_drv_error_t *err)
+{
+    lab_driver_t *d = lab_stream_driver(st);
+    bt_t *p = lab_drv_priv(d);
+    if (owner == LAB_STREAM_CONNECT) {
+        if (!err)
+            lab_drv_set_state(d, LAB_INST_IDLE, NULL);
+        return; /* otherwise the base reports offline and connects again */
+    }
+    json_t *result = p->result;
+    p->result = NULL;
+    if (err && err->code == LAB_DRV_ETIMEOUT && p->lost_optional) {
+        /* Only the temperature after a read is optional: the values stand without it, as
+         * PyLabRobot's nan. The base resynchronises all the same. */
+        log_info("biotek", "instrument=%s %s; result without it", lab_driver_id(d), err->text);
+        json_object_set_new(result, "temperature_c", json_null());
+        err = NULL;
+    }
+    p->lost_optional = false;
+    if (err) {
+        json_decref(result);
+        lab_drv_done(d, err, NULL);
+    } else {
+        lab_drv_done(d, NULL, result);
+    }
+}
+
+/* ---- the framer: ACK, or a frame up to ETX, as the step in flight expects ---- */
+
+static int bt_frame_cb(void *ud, const biotek_frame_t *f, int err)
+{
+    lab_stream_t *st = ud;
+    bt_t *p = lab_drv_priv(lab_stream_driver(st));
+    if (err == PROTO_EGARBAGE) {
+        /* Noise before an ACK is no answer to anything: the ACK may still come. Giving up here
+         * would leave the reader waiting for a parameter and take our next letter for it. */
+        log_warn("biotek", "instrument=%s noise before an ACK skipped",
+                 lab_driver_id(lab_stream_driver(st)));
+        return 0;
+    }
+    if (err) {
+        lab_stream_garbage(st, "", 0, proto_strerror(err));
         return 1;
     }
-    return 0;
+    if (p->rx.expect == BIOTEK_EXPECT_ACK)
+        lab_stream_reply(st, "\x06", 1);
+    else
+        lab_stream_reply(st, f->payload - f->ack, f->len + (size_t)f->ack);
+    /* Stop after each frame: the reply may change what the next byte is expected to be. */
+    return 1;
 }
 
-/* ---- the link ---- */
-
-static void bt_start_connect(lab_driver_t *d)
+static void bt_feed_cb(lab_stream_t *st, const uint8_t *data, size_t len)
 {
-    bt_t *p = lab_drv_priv(d);
-    p->n = 0;
-    p->setpoint_pending = false;
-    bt_step_add(p, 'e', NULL, 0);
-    bt_step_add(p, 'C', NULL, 0);
-    bt_begin(d, BT_CONNECT);
-}
-
-static void bt_on_data(lab_transport_t *t, const uint8_t *data, size_t len, void *user)
-{
-    (void)t;
-    lab_driver_t *d = user;
-    bt_t *p = lab_drv_priv(d);
+    bt_t *p = lab_drv_priv(lab_stream_driver(st));
     size_t off = 0;
-    while (off < len && p->t)
-        off += biotek_rx_feed(&p->rx, data + off, len - off, bt_frame_cb, d);
+    while (off < len)
+        off += biotek_rx_feed(&p->rx, data + off, len - off, bt_frame_cb, st);
 }
 
-static void bt_on_state(lab_transport_t *t, lab_transport_state_t state, int err,
-                        const char *reason, void *user)
+static void bt_reset_cb(lab_stream_t *st)
 {
-    (void)t;
-    lab_driver_t *d = user;
-    bt_t *p = lab_drv_priv(d);
-    lab_drv_error_t e;
-    if (state == LAB_TRANSPORT_OPEN) {
-        biotek_rx_init(&p->rx);
-        p->connected = false;
-        p->quiet_until = 0;
-        bt_start_connect(d);
-    } else if (state == LAB_TRANSPORT_OFFLINE) {
-        bt_forget(p);
-        uv_timer_stop(&p->retry_timer);
-        p->connected = false;
-        lab_drv_set_state(d, LAB_INST_OFFLINE,
-                          lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "%s",
-                                            reason && *reason ? reason : lab_strerror(err)));
-    }
+    bt_t *p = lab_drv_priv(lab_stream_driver(st));
+    biotek_rx_expect(&p->rx, p->rx.expect);
 }
+
+static const lab_stream_ops_t bt_stream_ops = {
+    .feed = bt_feed_cb,
+    .reset = bt_reset_cb,
+    .begin = bt_begin_cb,
+    .reply = bt_reply_cb,
+    .end = bt_end_cb,
+    .timeout = bt_timeout_cb,
+};
 
 /* ---- driver ops ---- */
 
@@ -613,65 +523,45 @@ static int bt_geometry(lab_driver_t *d, char *err, size_t errlen)
 static int bt_open(lab_driver_t *d, char *err, size_t errlen)
 {
     bt_t *p = lab_drv_priv(d);
-    /* The timers first: a refused configuration is closed like any instrument. */
-    uv_timer_t *timers[] = {&p->reply_timer, &p->wait_timer, &p->retry_timer};
-    for (int i = 0; i < 3; i++) {
-        uv_timer_init(lab_drv_loop(d), timers[i]);
-        timers[i]->data = d;
-        p->timers_open++;
-    }
+    lab_stream_conf_t conf = {
+        .tag = "biotek",
+        .reply_ms = BT_REPLY_MS,
+        .quiet_ms = BT_QUIET_MS,
+        .retry_ms = BT_RETRY_MS,
+    };
     bool big = lab_drv_enum(d, "plate_wells") == 1;
     p->rows = big ? 16 : 8;
     p->cols = big ? 24 : 12;
     p->can_cool = lab_drv_enum(d, "incubation") == 1;
-    int rc = bt_geometry(d, err, errlen);
-    if (rc)
-        return rc;
+    p->cur = &p->conn;
     biotek_rx_init(&p->rx);
-    lab_transport_settings_t s;
-    lab_drv_serial_settings(d, &s);
-    lab_transport_callbacks_t cb = {bt_on_data, bt_on_state, d};
-    return lab_transport_new(lab_drv_loop(d), &s, lab_driver_id(d), &cb, &p->t, err, errlen);
+    /* The stream first: a refused configuration is closed like any instrument. */
+    int rc = lab_stream_init(&p->st, d, &bt_stream_ops, &conf, err, errlen);
+    return rc ? rc : bt_geometry(d, err, errlen);
 }
 
 static void bt_start(lab_driver_t *d)
 {
     bt_t *p = lab_drv_priv(d);
-    lab_drv_set_state(d, LAB_INST_OFFLINE, NULL);
-    lab_transport_open(p->t);
+    lab_stream_start(&p->st);
 }
 
 static void bt_stop(lab_driver_t *d)
 {
     bt_t *p = lab_drv_priv(d);
     bt_abort_read(p);
-    bt_forget(p);
-    uv_timer_stop(&p->retry_timer);
-    if (p->t)
-        lab_transport_close(p->t);
-    p->t = NULL;
-    p->connected = false;
-}
-
-static void bt_timer_closed(uv_handle_t *h)
-{
-    lab_driver_t *d = h->data;
-    bt_t *p = lab_drv_priv(d);
-    if (--p->timers_open == 0)
-        lab_drv_closed(d);
+    lab_stream_stop(&p->st);
+    json_decref(p->result);
+    p->result = NULL;
 }
 
 static void bt_close(lab_driver_t *d)
 {
     bt_t *p = lab_drv_priv(d);
-    bt_stop(d);
-    if (p->timers_open == 0) {
-        lab_drv_closed(d);
-        return;
-    }
-    uv_close((uv_handle_t *)&p->reply_timer, bt_timer_closed);
-    uv_close((uv_handle_t *)&p->wait_timer, bt_timer_closed);
-    uv_close((uv_handle_t *)&p->retry_timer, bt_timer_closed);
+    bt_abort_read(p);
+    json_decref(p->result);
+    p->result = NULL;
+    lab_stream_close(&p->st);
 }
 
 static void bt_refuse(lab_driver_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -685,8 +575,7 @@ static void bt_refuse(lab_driver_t *d, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(e.text, sizeof e.text, fmt, ap);
     va_end(ap);
-    p->owner = BT_OP;
-    bt_end_later(d, &e);
+    lab_stream_refuse(&p->st, &e);
 }
 
 /* The wells against the configured plate, before anything is queued. */
@@ -746,18 +635,18 @@ static void bt_plan_read(lab_driver_t *d, const lab_drv_action_t *a, json_t *par
     }
     p->rect = r;
     p->wavelength_nm = nm;
-    bt_step_add(p, 'y', geo, (size_t)g);
-    bt_step_add(p, 'D', def, (size_t)n);
-    bt_step_add(p, 'O', NULL, 0);
-    bt_step_add(p, 'h', NULL, 0);
-    p->steps[p->n - 1].optional = true;
-    bt_begin(d, BT_OP);
+    bt_step_add(&p->op, 'y', geo, (size_t)g);
+    bt_step_add(&p->op, 'D', def, (size_t)n);
+    bt_step_add(&p->op, 'O', NULL, 0);
+    bt_step_add(&p->op, 'h', NULL, 0);
+    p->op.steps[p->op.n - 1].optional = true;
+    lab_stream_run(&p->st);
 }
 
 static void bt_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params)
 {
     bt_t *p = lab_drv_priv(d);
-    p->n = 0;
+    p->op.n = 0;
     p->setpoint_pending = false;
     json_decref(p->result);
     p->result = json_object();
@@ -765,7 +654,7 @@ static void bt_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
         bt_plan_read(d, a, params);
         return;
     }
-    bt_step_add(p, 'h', NULL, 0); /* every result carries the reader's temperature */
+    bt_step_add(&p->op, 'h', NULL, 0); /* every result carries the reader's temperature */
     if (strcmp(a->name, "set_temperature") == 0) {
         json_t *t = json_object_get(params, "temperature_c");
         char sp[8];
@@ -776,18 +665,20 @@ static void bt_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
             return;
         }
         p->setpoint_pending = true;
-        bt_step_add(p, 'g', sp, (size_t)n);
+        bt_step_add(&p->op, 'g', sp, (size_t)n);
         json_object_set_new(p->result, "setpoint_c",
                             p->setpoint ? json_real(p->setpoint) : json_null());
     }
-    bt_begin(d, BT_OP);
+    lab_stream_run(&p->st);
 }
 
 static void bt_abort(lab_driver_t *d)
 {
     bt_t *p = lab_drv_priv(d);
     bt_abort_read(p);
-    bt_forget(p);
+    lab_stream_abort(&p->st);
+    json_decref(p->result);
+    p->result = NULL;
 }
 
 const lab_driver_ops_t lab_driver_biotek_synergy = {
