@@ -14,27 +14,7 @@
 #include <cmocka.h>
 
 #include "protocols/biotek.h"
-
-/* T test_read_absorbance, lines 88-104: the body of a full 96-well read at 580 nm. */
-static const char body96[] =
-    "01,1,\r000:00:00.0,228,01,01,+0.1917,01,02,+0.1225,01,03,+0.0667,01,04,+0.0728,01,05,+0."
-    "0722,01,06,+0.0664,01,07,+0.0763,01,08,+0.0726,01,09,+0.0825,01,10,+0.1001,01,11,+0.1443"
-    ",01,12,+0.2105\r\n,02,12,+0.1986,02,11,+0.0800,02,10,+0.0796,02,09,+0.0871,02,08,+0.1059"
-    ",02,07,+0.0868,02,06,+0.0544,02,05,+0.0644,02,04,+0.0752,02,03,+0.0768,02,02,+0.0925,02"
-    ",01,+0.0802\r\n,03,01,+0.0925,03,02,+0.1007,03,03,+0.0697,03,04,+0.0736,03,05,+0.0712,03"
-    ",06,+0.0719,03,07,+0.0710,03,08,+0.0794,03,09,+0.0645,03,10,+0.0799,03,11,+0.0779,03,12,"
-    "+0.1256\r\n,04,12,+0.1525,04,11,+0.0711,04,10,+0.0858,04,09,+0.0753,04,08,+0.0787,04,07,"
-    "+0.0778,04,06,+0.0895,04,05,+0.0733,04,04,+0.0711,04,03,+0.0672,04,02,+0.0719,04,01,+0.0"
-    "954\r\n,05,01,+0.0841,05,02,+0.0610,05,03,+0.0766,05,04,+0.0773,05,05,+0.0632,05,06,+0.0"
-    "787,05,07,+0.1100,05,08,+0.0645,05,09,+0.0934,05,10,+0.1439,05,11,+0.1113,05,12,+0.1281"
-    "\r\n,06,12,+0.1649,06,11,+0.0707,06,10,+0.0892,06,09,+0.0712,06,08,+0.0935,06,07,+0.1079"
-    ",06,06,+0.0704,06,05,+0.0978,06,04,+0.0596,06,03,+0.0794,06,02,+0.0776,06,01,+0.0930\r\n"
-    ",07,01,+0.1255,07,02,+0.0742,07,03,+0.0747,07,04,+0.0694,07,05,+0.1004,07,06,+0.0900,07,"
-    "07,+0.0659,07,08,+0.0858,07,09,+0.0876,07,10,+0.0815,07,11,+0.0980,07,12,+0.1329\r\n,08,"
-    "12,+0.1316,08,11,+0.1290,08,10,+0.1103,08,09,+0.0667,08,08,+0.0790,08,07,+0.0602,08,06,+"
-    "0.0670,08,05,+0.0732,08,04,+0.0657,08,03,+0.0684,08,02,+0.1174,08,01,+0.1427\r\n228\x1a"
-    "041\x1a"
-    "0000\x03";
+#include "tests/fixtures/biotek_plr.h"
 
 /* T test_parse_body_asterisks_as_nan, lines 350-375: first two rows of the body. */
 static const char body_stars[] = "01,1,\r000:00:00.0,233,"
@@ -102,7 +82,8 @@ static void test_body_96(void **state)
 {
     static biotek_plate_t p;
     /* The body arrives as an ETX frame; the parser sees it without the ETX. */
-    assert_int_equal(biotek_parse_body(body96, strlen(body96) - 1, 8, 12, &p), PROTO_OK);
+    assert_int_equal(biotek_parse_body(biotek_plr_body96, strlen(biotek_plr_body96) - 1, 8, 12, &p),
+                     PROTO_OK);
     assert_int_equal(p.n_triples, 96);
     assert_int_equal(p.code, 228);
     assert_int_equal(p.trailer, 41);
@@ -118,7 +99,8 @@ static void test_body_96(void **state)
         for (int c = 0; c < 12; c++)
             assert_int_equal(p.state[r][c], BIOTEK_WELL_VALUE);
     /* The same body does not fit a plate with fewer columns. */
-    assert_int_equal(biotek_parse_body(body96, strlen(body96) - 1, 8, 6, &p), PROTO_ERANGE);
+    assert_int_equal(biotek_parse_body(biotek_plr_body96, strlen(biotek_plr_body96) - 1, 8, 6, &p),
+                     PROTO_ERANGE);
 }
 
 static void test_body_asterisks(void **state)
@@ -162,10 +144,10 @@ static void test_body_384_roundtrip(void **state)
 static void test_truncated_and_garbage_bodies(void **state)
 {
     static biotek_plate_t p;
-    size_t len = strlen(body96) - 1;
+    size_t len = strlen(biotek_plr_body96) - 1;
     /* Every prefix parses to an error or a subset, never past the buffer (ASan checks). */
     for (size_t k = 0; k < len; k++) {
-        int rc = biotek_parse_body(body96, k, 8, 12, &p);
+        int rc = biotek_parse_body(biotek_plr_body96, k, 8, 12, &p);
         assert_true(rc < 0);
     }
     const char *bad[] = {"",
@@ -232,7 +214,7 @@ static void test_transcript_stream(void **state)
                      "0350000000000000010000000000490300000\x03"
                      "\x06"
                      "0000\x03",
-                     body96,
+                     biotek_plr_body96,
                      "\x06"
                      "2360000\x03",
                      "");
