@@ -225,17 +225,127 @@ int biotek_encode_temperature(double celsius, char *buf, size_t cap)
     return proto_out_result(&o);
 }
 
-int biotek_encode_reply(const char *payload, char *buf, size_t cap)
+static int encode_frame(int ack, const char *payload, char *buf, size_t cap)
 {
     proto_out_t o;
     proto_out_init(&o, buf, cap);
     /* A payload carrying ETX would end the frame early on the other side. */
     if (strchr(payload, BIOTEK_ETX))
         return PROTO_ESYNTAX;
-    proto_out_mem(&o, "\x06", 1);
+    if (ack)
+        proto_out_mem(&o, "\x06", 1);
     proto_out_mem(&o, payload, strlen(payload));
     proto_out_mem(&o, "\x03", 1);
     return proto_out_result(&o);
+}
+
+int biotek_encode_reply(const char *payload, char *buf, size_t cap)
+{
+    return encode_frame(1, payload, buf, cap);
+}
+
+int biotek_encode_status(const char *payload, char *buf, size_t cap)
+{
+    return encode_frame(0, payload, buf, cap);
+}
+
+/* ---- plate geometry, set point, status, serial number ---- */
+
+/* The geometry's fields in wire order, with their widths in digits. */
+static const struct {
+    size_t off;
+    int width;
+} geometry_fields[] = {
+    {offsetof(biotek_geometry_t, rows), 2},   {offsetof(biotek_geometry_t, cols), 2},
+    {offsetof(biotek_geometry_t, a1_y), 5},   {offsetof(biotek_geometry_t, last_y), 5},
+    {offsetof(biotek_geometry_t, a1_x), 5},   {offsetof(biotek_geometry_t, last_x), 5},
+    {offsetof(biotek_geometry_t, size_y), 5}, {offsetof(biotek_geometry_t, size_x), 5},
+    {offsetof(biotek_geometry_t, size_z), 4},
+};
+#define N_GEOMETRY_FIELDS (sizeof geometry_fields / sizeof geometry_fields[0])
+
+static int geometry_ok(const biotek_geometry_t *g)
+{
+    static const int limit[] = {0, 0, 100000, 100000, 100000, 100000, 100000, 100000, 10000};
+    if (g->rows < 1 || g->rows > BIOTEK_MAX_ROWS || g->cols < 1 || g->cols > BIOTEK_MAX_COLS)
+        return 0;
+    for (size_t i = 2; i < N_GEOMETRY_FIELDS; i++) {
+        int v = *(const int *)((const char *)g + geometry_fields[i].off);
+        if (v < 0 || v >= limit[i])
+            return 0;
+    }
+    return 1;
+}
+
+int biotek_encode_geometry(const biotek_geometry_t *g, char *buf, size_t cap)
+{
+    if (!geometry_ok(g))
+        return PROTO_ERANGE;
+    proto_out_t o;
+    proto_out_init(&o, buf, cap);
+    for (size_t i = 0; i < N_GEOMETRY_FIELDS; i++)
+        proto_out_fmt(&o, "%0*d", geometry_fields[i].width,
+                      *(const int *)((const char *)g + geometry_fields[i].off));
+    proto_out_mem(&o, "\x03", 1);
+    return proto_out_result(&o);
+}
+
+int biotek_parse_geometry(const char *s, size_t len, biotek_geometry_t *g)
+{
+    if (len != BIOTEK_GEOMETRY_LEN)
+        return PROTO_ESYNTAX;
+    for (size_t i = 0, off = 0; i < N_GEOMETRY_FIELDS; off += (size_t)geometry_fields[i++].width)
+        if (digits(s + off, geometry_fields[i].width, (int *)((char *)g + geometry_fields[i].off)))
+            return PROTO_ESYNTAX;
+    return geometry_ok(g) ? PROTO_OK : PROTO_ERANGE;
+}
+
+int biotek_encode_setpoint(double celsius, char *buf, size_t cap)
+{
+    if (!isfinite(celsius) || celsius < 0 || lround(celsius * 1000) > 99999)
+        return PROTO_ERANGE;
+    proto_out_t o;
+    proto_out_init(&o, buf, cap);
+    /* Rounded, not truncated: 36.6 * 1000 is 36599.99... in binary. */
+    proto_out_fmt(&o, "%05ld", lround(celsius * 1000));
+    return proto_out_result(&o);
+}
+
+int biotek_parse_setpoint(const char *s, size_t len, double *celsius)
+{
+    int v;
+    if (len != 5 || digits(s, 5, &v))
+        return PROTO_ESYNTAX;
+    *celsius = v / 1000.0;
+    return PROTO_OK;
+}
+
+int biotek_parse_status(const char *payload, size_t len, size_t *bad_at)
+{
+    size_t n = 0;
+    while (n < len && payload[n] >= '0' && payload[n] <= '9')
+        n++;
+    if (n < len) {
+        *bad_at = n;
+        return PROTO_ESYNTAX;
+    }
+    if (len == 0)
+        return BIOTEK_STATUS_EMPTY;
+    if (len == 4)
+        return memcmp(payload, "0000", 4) == 0 ? BIOTEK_STATUS_OK : BIOTEK_STATUS_CODE;
+    if (len == BIOTEK_READ_STATUS_LEN)
+        return BIOTEK_STATUS_READ;
+    *bad_at = len; /* digits, but not as many as any status has */
+    return PROTO_ESYNTAX;
+}
+
+int biotek_parse_serial(const char *payload, size_t len, char *serial, size_t cap)
+{
+    const char *p = payload, *end = payload + len, *t;
+    size_t tl;
+    if (!token(&p, end, &t, &tl) || t != payload)
+        return PROTO_ESYNTAX;
+    return copy_out(t, tl, serial, cap);
 }
 
 /* ---- measurement body ---- */

@@ -1,7 +1,9 @@
 /* BioTek Synergy / Cytation plate readers: single-character commands, ACK (0x06) / ETX (0x03)
  * framing, the absorbance read definition with its well rectangle, wavelength and `sum % 100`
- * checksum, the measurement body (22-byte header, `row,col,value` triples, rows separated by
- * "\r\n,", serpentine order, "*******" for an unmeasured well), version and temperature replies.
+ * checksum, the plate geometry ('y'), the incubation set point ('g'), the status a reader sends
+ * after a command's parameter (none, "0000", or the read definition's 37 digits), the measurement
+ * body (22-byte header, `row,col,value` triples, rows separated by "\r\n,", serpentine order,
+ * "*******" for an unmeasured well), version, serial number and temperature replies.
  * Both sides: the driver encodes commands and parses replies; the simulator parses commands and
  * encodes replies.
  *
@@ -82,6 +84,41 @@ int biotek_encode_absorbance(const biotek_rect_t *r, int wavelength_nm, char *bu
 /* Simulator side: parse such a definition (without the ETX), checking the checksum. */
 int biotek_parse_absorbance(const char *s, size_t len, biotek_rect_t *r, int *wavelength_nm);
 
+/* Plate geometry, the parameter of 'y', in 0.01 mm (the reader's unit): well centres of A1 and of
+ * the last well, y from the plate's back edge (row A), x from its left edge (column 1), and the
+ * plate's outer size; 2 + 2 digits of rows and columns, 5 digits per length, 4 for the height. */
+typedef struct biotek_geometry {
+    int rows, cols;
+    int a1_y, last_y, a1_x, last_x;
+    int size_y, size_x, size_z;
+} biotek_geometry_t;
+
+#define BIOTEK_GEOMETRY_LEN 38
+int biotek_encode_geometry(const biotek_geometry_t *g, char *buf, size_t cap); /* ETX appended */
+int biotek_parse_geometry(const char *s, size_t len, biotek_geometry_t *g);    /* without ETX */
+
+/* The parameter of 'g': the incubation set point in thousandths of a degree, five digits
+ * (37 degC = "37000"); 0 switches incubation off ("00000"). */
+int biotek_encode_setpoint(double celsius, char *buf, size_t cap);
+int biotek_parse_setpoint(const char *s, size_t len, double *celsius);
+
+/* What a reader sends after a command's parameter, up to ETX: nothing (plate geometry), a 4-digit
+ * status ("0000" done), or, after a read definition, a 37-digit status whose fields are not
+ * documented. Returns the kind, or PROTO_ESYNTAX with *bad_at the offset of the first byte that
+ * is none of these. */
+typedef enum biotek_status {
+    BIOTEK_STATUS_EMPTY,
+    BIOTEK_STATUS_OK,   /* "0000" */
+    BIOTEK_STATUS_CODE, /* four digits, not "0000" */
+    BIOTEK_STATUS_READ, /* BIOTEK_READ_STATUS_LEN digits */
+} biotek_status_t;
+
+#define BIOTEK_READ_STATUS_LEN 37
+int biotek_parse_status(const char *payload, size_t len, size_t *bad_at);
+
+/* Serial number reply payload "00000000        0000": the first field. */
+int biotek_parse_serial(const char *payload, size_t len, char *serial, size_t cap);
+
 /* Version reply payload "1650200  Version 1.04   0000": part number and version. */
 int biotek_parse_version(const char *payload, size_t len, char *part, size_t part_cap,
                          char *version, size_t version_cap);
@@ -120,6 +157,8 @@ int biotek_encode_body(const biotek_plate_t *plate, const biotek_rect_t *r, biot
 
 /* ACK + payload + ETX, simulator side. */
 int biotek_encode_reply(const char *payload, char *buf, size_t cap);
+/* payload + ETX without ACK: the reply to a command's parameter, simulator side. */
+int biotek_encode_status(const char *payload, char *buf, size_t cap);
 
 /* ---- receiving commands (simulator side) ---- */
 

@@ -1,9 +1,13 @@
-/* Simulated BioTek Synergy: the single-character commands the codec knows with ACK/ETX framing.
- * A command taking a parameter is ACKed alone first; every completed command answers
- * ACK "0000" ETX unless it has its own reply: 'e' version, 'h' temperature, 'O' the status
- * followed by the result body of the last 'D' definition, values from the world (the plate named
- * by sim_plate, sim_wells 96 or 384). An injected "error" leaves the next command unanswered,
- * as the reader does with a command it cannot execute. */
+/* Simulated BioTek Synergy: the single-character commands the codec knows with ACK/ETX framing,
+ * answered as PyLabRobot's transcripts of real readers show (biotek_tests.py). A command taking
+ * a parameter is ACKed alone first, and its parameter is answered without ACK: the plate
+ * geometry ('y') by a bare ETX, the read definition ('D') by a 37-digit status and ETX, the focal
+ * height ('t') by "0000" ETX, the others ('g' set point, '&', 'i') by a bare ETX. A command
+ * without one answers ACK "0000" ETX unless it has its own reply: 'e' version, 'C' serial number,
+ * 'h' temperature, 'O' the status followed by the result body of the last 'D' definition, values
+ * from the world (the plate named by sim_plate, sim_wells 96 or 384). A parameter the reader
+ * cannot take (a bad definition or geometry) and an injected "error" leave the command
+ * unanswered, as the reader does with a command it cannot execute. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,10 +15,25 @@
 #include "sim/inst.h"
 #include "sim/log.h"
 
+#define SIM_BIOTEK_ROOM_C 23.6 /* what PyLabRobot's transcripts read ('h': "2360000") */
+
+/* The status of PyLabRobot's recorded absorbance read: the fields are not documented, so every
+ * accepted definition gets these digits. */
+static const char read_status[] = "0350000000000000010000000000490300000";
+
 static void send_payload(sim_inst_t *in, const char *payload)
 {
     char buf[256];
     int n = biotek_encode_reply(payload, buf, sizeof buf);
+    if (n > 0)
+        sim_inst_send(in, buf, (size_t)n);
+}
+
+/* The answer to a parameter: no ACK. */
+static void send_status(sim_inst_t *in, const char *payload)
+{
+    char buf[64];
+    int n = biotek_encode_status(payload, buf, sizeof buf);
     if (n > 0)
         sim_inst_send(in, buf, (size_t)n);
 }
@@ -82,29 +101,54 @@ static int on_cmd(void *ud, const biotek_cmd_t *cmd, int phase, int err)
         send_payload(in, "1650200  Version 1.04   0000");
         break;
     case 'C':
-        send_payload(in, "00000000");
+        send_payload(in, "00000000        0000");
         break;
     case 'h':
         n = biotek_encode_temperature(in->reader_temp, buf, sizeof buf);
         if (n > 0)
             sim_inst_send(in, buf, (size_t)n);
         break;
-    case 'g':
-        in->reader_temp = atoi(cmd->param) / 100.0; /* 0.01 degC */
-        send_payload(in, "0000");
+    case 'g': {
+        double c;
+        if (biotek_parse_setpoint(cmd->param, cmd->param_len, &c) != PROTO_OK) {
+            sim_warn("biotek", "%s: set point '%s' refused", in->cfg->id, cmd->param);
+            break;
+        }
+        /* The incubator is taken to reach its set point at once; off, the room's temperature. */
+        in->reader_temp = c > 0 ? c : SIM_BIOTEK_ROOM_C;
+        send_status(in, "");
         break;
+    }
+    case 'y': {
+        biotek_geometry_t g;
+        int rc = biotek_parse_geometry(cmd->param, cmd->param_len, &g);
+        if (rc != PROTO_OK) {
+            sim_warn("biotek", "%s: plate geometry: %s", in->cfg->id, proto_strerror(rc));
+            break;
+        }
+        send_status(in, "");
+        break;
+    }
     case 'D': {
         biotek_rect_t r;
         int nm;
-        if (biotek_parse_absorbance(cmd->param, cmd->param_len, &r, &nm) == PROTO_OK) {
-            in->rect = r;
-            in->nm = nm;
-            send_payload(in, "0000");
-        } else {
-            send_payload(in, "0001");
+        int rc = biotek_parse_absorbance(cmd->param, cmd->param_len, &r, &nm);
+        if (rc != PROTO_OK) {
+            sim_warn("biotek", "%s: read definition: %s", in->cfg->id, proto_strerror(rc));
+            break;
         }
+        in->rect = r;
+        in->nm = nm;
+        send_status(in, read_status);
         break;
     }
+    case 't':
+        send_status(in, "0000");
+        break;
+    case '&':
+    case 'i':
+        send_status(in, "");
+        break;
     case 'O':
         run_read(in);
         break;
@@ -123,7 +167,7 @@ void sim_biotek_feed(sim_inst_t *in, const uint8_t *data, size_t n)
 void sim_biotek_init(sim_inst_t *in)
 {
     biotek_cmd_rx_init(&in->brx);
-    in->reader_temp = 23.6;
+    in->reader_temp = SIM_BIOTEK_ROOM_C;
     in->nm = 450;
     in->rect =
         (biotek_rect_t){1, 1, in->cfg->wells == 384 ? 16 : 8, in->cfg->wells == 384 ? 24 : 12};

@@ -112,12 +112,7 @@ static void tcp_on_written(uv_write_t *req, int status)
         return;
     }
     LAB_ASSERT(t->wq_head == w); /* libuv completes writes in order */
-    t->wq_head = w->next;
-    if (!t->wq_head)
-        t->wq_tail = NULL;
-    if (w->cb)
-        w->cb(t, LAB_OK, w->arg);
-    free(w);
+    lab_transport_wq_done(t);
 }
 
 static int tcp_write(lab_transport_t *t)

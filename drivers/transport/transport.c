@@ -508,6 +508,17 @@ out:
     fd_update(t);
 }
 
+void lab_transport_wq_done(lab_transport_t *t)
+{
+    lab_transport_wreq_t *w = t->wq_head;
+    t->wq_head = w->next;
+    if (!t->wq_head)
+        t->wq_tail = NULL;
+    if (w->cb)
+        w->cb(t, LAB_OK, w->arg);
+    free(w);
+}
+
 static void fd_on_writable(lab_transport_t *t)
 {
     while (t->wq_head && t->state == LAB_TRANSPORT_OPEN && !t->closing) {
@@ -528,12 +539,7 @@ static void fd_on_writable(lab_transport_t *t)
             w->off += (size_t)n;
             continue;
         }
-        t->wq_head = w->next;
-        if (!t->wq_head)
-            t->wq_tail = NULL;
-        if (w->cb)
-            w->cb(t, LAB_OK, w->arg);
-        free(w);
+        lab_transport_wq_done(t);
     }
     fd_update(t);
 }

@@ -110,6 +110,8 @@ void lab_transport_lost(lab_transport_t *t, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void lab_transport_received(lab_transport_t *t, const uint8_t *data, size_t len);
 void lab_transport_sent(lab_transport_t *t, const uint8_t *data, size_t len);
+/* The oldest queued write is out: unlinked, its callback told LAB_OK, freed. */
+void lab_transport_wq_done(lab_transport_t *t);
 /* A handle or request of t finished closing: drop a reference, free t after the last one. */
 void lab_transport_unref(lab_transport_t *t);
 

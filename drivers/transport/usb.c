@@ -556,15 +556,8 @@ static void usb_on_event(lab_tq_item_t *item)
         break;
     case EV_SENT: {
         lab_transport_sent(t, ev->data, ev->len);
-        lab_transport_wreq_t *w = t->wq_head;
-        if (!w)
-            break;
-        t->wq_head = w->next;
-        if (!t->wq_head)
-            t->wq_tail = NULL;
-        if (w->cb)
-            w->cb(t, LAB_OK, w->arg);
-        free(w);
+        if (t->wq_head)
+            lab_transport_wq_done(t);
         break;
     }
     }

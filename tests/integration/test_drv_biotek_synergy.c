@@ -1,10 +1,12 @@
-/* biotek-synergy against labloop-sim (a 96-well reader and a 384-well one on ptys): version into
- * the info, status, absorbance over the whole plate and over a rectangle, parameters refused
- * before anything is sent (a wells range outside the configured plate named /params/wells), and
- * every injected fault: error (the reader does not answer: a timeout), garbage, timeout,
- * disconnect. A reader played by the test itself on a pty of its own covers what the simulator
- * never sends: "*******" wells (null), a refused read definition, a truncated body. Last,
- * polling delivers telemetry. */
+/* biotek-synergy against labloop-sim (a 96-well reader and a 384-well one on ptys): version and
+ * serial number into the info, status, absorbance over the whole plate and over a rectangle, the
+ * incubation set point, parameters refused before anything is sent (a wells range outside the
+ * configured plate named /params/wells), and every injected fault: error (the reader does not
+ * answer: a timeout), garbage, timeout, disconnect. A reader played by the test itself on a pty
+ * of its own covers what the simulator never sends: "*******" wells (null), a refused read
+ * definition, a truncated body, a temperature that does not come. Another plays, byte for byte,
+ * the transcript PyLabRobot recorded of a real reader's absorbance read. Last, polling delivers
+ * telemetry. */
 #include "drivers/driver.h"
 #include "protocols/biotek.h"
 #include "tests/harness/harness.h"
@@ -24,6 +26,8 @@
 
 #include <cmocka.h>
 
+#include "tests/fixtures/biotek_plr.h"
+
 static h_sim_t sim;
 static char dir[256], port1[400], port2[400];
 static lab_driver_t *drv, *drv2;
@@ -36,9 +40,10 @@ static struct {
     char path[128];
     char param[256];
     size_t plen;
-    bool in_param;
-    const char *def_reply; /* answer to a read definition */
+    char in_param;         /* the letter whose parameter is coming, or 0 */
+    const char *def_reply; /* answer to a read definition, ETX appended */
     bool truncate;         /* send a body cut short */
+    bool mute_h;           /* leave the temperature unanswered */
     biotek_rect_t rect;
 } fake = {.master = -1, .slave = -1};
 
@@ -80,34 +85,140 @@ static void fake_read_result(void)
 
 static void fake_byte(char c)
 {
+    if (fake.in_param == 'g') {
+        /* Five digits, no terminator; answered by a bare ETX. */
+        fake.param[fake.plen++] = c;
+        if (fake.plen == 5) {
+            fake.param[5] = '\0';
+            fake.in_param = 0;
+            fake_send("\x03", 1);
+        }
+        return;
+    }
     if (fake.in_param) {
         if (c != BIOTEK_ETX) {
             if (fake.plen < sizeof fake.param - 1)
                 fake.param[fake.plen++] = c;
             return;
         }
-        fake.in_param = false;
+        char letter = fake.in_param;
+        fake.in_param = 0;
+        if (letter == 'y') {
+            fake_send("\x03", 1);
+            return;
+        }
         int nm;
         assert_int_equal(biotek_parse_absorbance(fake.param, fake.plen, &fake.rect, &nm), 0);
-        fake_payload(fake.def_reply);
+        char buf[64];
+        int n = biotek_encode_status(fake.def_reply, buf, sizeof buf);
+        assert_true(n > 0);
+        fake_send(buf, (size_t)n);
         return;
     }
     switch (c) {
     case 'e':
         fake_payload("1650200  Version 2.07   0000");
         break;
+    case 'C':
+        fake_payload("12345678        0000");
+        break;
     case 'h':
-        fake_payload("3700000");
+        if (!fake.mute_h)
+            fake_payload("3700000");
         break;
     case 'D':
+    case 'y':
+    case 'g':
         fake_send("\x06", 1);
-        fake.in_param = true;
+        fake.in_param = c;
         fake.plen = 0;
         break;
     case 'O':
         fake_read_result();
         break;
     default:
+        break;
+    }
+}
+
+/* ---- a reader that answers with PyLabRobot's recordings ----
+ *
+ * Repository PyLabRobot/pylabrobot, commit 598b58ffbef97fe33db6e1421b532cc9a389cbcb,
+ * pylabrobot/legacy/plate_reading/agilent/biotek_tests.py: the replies of test_setup (line 47),
+ * test_get_serial_number (line 61) and test_read_absorbance (lines 81-106), byte for byte, each
+ * given to the command letter it answered there. What the host writes is kept to be compared
+ * with what PyLabRobot writes. */
+
+/* expected_data of test_read_absorbance (lines 120-191), by row. */
+static const double plr_values[8][12] = {
+    {0.1917, 0.1225, 0.0667, 0.0728, 0.0722, 0.0664, 0.0763, 0.0726, 0.0825, 0.1001, 0.1443,
+     0.2105},
+    {0.0802, 0.0925, 0.0768, 0.0752, 0.0644, 0.0544, 0.0868, 0.1059, 0.0871, 0.0796, 0.08, 0.1986},
+    {0.0925, 0.1007, 0.0697, 0.0736, 0.0712, 0.0719, 0.071, 0.0794, 0.0645, 0.0799, 0.0779, 0.1256},
+    {0.0954, 0.0719, 0.0672, 0.0711, 0.0733, 0.0895, 0.0778, 0.0787, 0.0753, 0.0858, 0.0711,
+     0.1525},
+    {0.0841, 0.061, 0.0766, 0.0773, 0.0632, 0.0787, 0.11, 0.0645, 0.0934, 0.1439, 0.1113, 0.1281},
+    {0.093, 0.0776, 0.0794, 0.0596, 0.0978, 0.0704, 0.1079, 0.0935, 0.0712, 0.0892, 0.0707, 0.1649},
+    {0.1255, 0.0742, 0.0747, 0.0694, 0.1004, 0.09, 0.0659, 0.0858, 0.0876, 0.0815, 0.098, 0.1329},
+    {0.1427, 0.1174, 0.0684, 0.0657, 0.0732, 0.067, 0.0602, 0.079, 0.0667, 0.1103, 0.129, 0.1316},
+};
+
+static struct {
+    int master, slave;
+    char param_of; /* the letter whose parameter is coming (up to ETX), or 0 */
+    char host[1024];
+    size_t host_len;
+} plr = {.master = -1, .slave = -1};
+
+static void plr_send(const char *s, size_t n)
+{
+    assert_int_equal(write(plr.master, s, n), (ssize_t)n);
+}
+
+static void plr_byte(char c)
+{
+    if (plr.host_len < sizeof plr.host)
+        plr.host[plr.host_len++] = c;
+    if (plr.param_of) {
+        if (c != BIOTEK_ETX)
+            return;
+        /* line 82: the geometry's parameter gets a bare ETX; line 84: the definition's gets 37
+         * digits and ETX, no ACK. */
+        if (plr.param_of == 'y')
+            plr_send("\x03", 1);
+        else
+            plr_send("0350000000000000010000000000490300000\x03", 38);
+        plr.param_of = 0;
+        return;
+    }
+    switch (c) {
+    case 'e':
+        plr_send("\x06"
+                 "1650200  Version 1.04   0000\x03",
+                 30);
+        break;
+    case 'C':
+        plr_send("\x06"
+                 "00000000        0000\x03",
+                 22);
+        break;
+    case 'y':
+    case 'D':
+        plr_send("\x06", 1);
+        plr.param_of = c;
+        break;
+    case 'O':
+        plr_send("\x06"
+                 "0000\x03",
+                 6);
+        plr_send(biotek_plr_body96, sizeof biotek_plr_body96 - 1);
+        break;
+    case 'h':
+        plr_send("\x06"
+                 "2360000\x03",
+                 9);
+        break;
+    default: /* not in the recording: unanswered */
         break;
     }
 }
@@ -119,6 +230,21 @@ static void fake_poll(void)
     while (fake.master >= 0 && (n = read(fake.master, buf, sizeof buf)) > 0)
         for (ssize_t i = 0; i < n; i++)
             fake_byte(buf[i]);
+    while (plr.master >= 0 && (n = read(plr.master, buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < n; i++)
+            plr_byte(buf[i]);
+}
+
+/* A pty pair whose slave end is the reader's port (raw), the master polled without blocking. */
+static void open_pty(int *master, int *slave, char *path, size_t cap)
+{
+    assert_int_equal(openpty(master, slave, NULL, NULL, NULL), 0);
+    struct termios t;
+    tcgetattr(*slave, &t);
+    cfmakeraw(&t);
+    tcsetattr(*slave, TCSANOW, &t);
+    fcntl(*master, F_SETFL, fcntl(*master, F_GETFL) | O_NONBLOCK);
+    snprintf(path, cap, "%s", ttyname(*slave));
 }
 
 /* ---- the loop ---- */
@@ -203,6 +329,10 @@ static int teardown(void **state)
     if (fake.master >= 0) {
         close(fake.master);
         close(fake.slave);
+    }
+    if (plr.master >= 0) {
+        close(plr.master);
+        close(plr.slave);
     }
     h_sim_stop(&sim);
     h_rmtree(dir);
@@ -313,6 +443,47 @@ static void test_bad_params(void **state)
     assert_int_equal(call("status", NULL), LAB_DRV_OK);
 }
 
+/* set_temperature: 'g' in thousandths of a degree; a reader that cannot cool (the default,
+ * incubation = heat) refuses a set point below its temperature, as PyLabRobot does. */
+static void test_set_temperature(void **state)
+{
+    (void)state;
+    expect_problem("set_temperature", "{}", "/params/temperature_c");
+    expect_problem("set_temperature", "{\"temperature_c\":46}", "/params/temperature_c");
+    expect_problem("set_temperature", "{\"temperature_c\":3.9}", "/params/temperature_c");
+    expect_problem("set_temperature", "{\"temperature_c\":\"37\"}", "/params/temperature_c");
+    assert_int_equal(call("set_temperature", "{\"temperature_c\":37}"), LAB_DRV_OK);
+    assert_true(json_number_value(json_object_get(h_drv_result(), "setpoint_c")) == 37);
+    assert_true(json_number_value(json_object_get(h_drv_result(), "temperature_c")) == 23.6);
+    assert_int_equal(call("status", NULL), LAB_DRV_OK);
+    assert_true(json_number_value(json_object_get(h_drv_result(), "temperature_c")) == 37);
+    assert_int_equal(call("set_temperature", "{\"temperature_c\":30}"), LAB_DRV_ESTATE);
+    assert_non_null(strstr(h_drv_error()->text, "cannot cool"));
+    /* Off: the simulated reader goes back to the room's 23.6 degC. */
+    assert_int_equal(call("set_temperature", "{\"temperature_c\":null}"), LAB_DRV_OK);
+    assert_true(json_is_null(json_object_get(h_drv_result(), "setpoint_c")));
+    assert_int_equal(call("status", NULL), LAB_DRV_OK);
+    assert_true(json_number_value(json_object_get(h_drv_result(), "temperature_c")) == 23.6);
+}
+
+/* A plate whose last well falls outside it is refused when the instrument is made, with the
+ * well named: nothing is ever sent with it. */
+static void test_bad_geometry(void **state)
+{
+    (void)state;
+    lab_drv_kv_t kv[] = {
+        {"driver", "biotek-synergy", 2}, {"port", port1, 3}, {"plate_pitch_mm", "11", 4}};
+    lab_drv_conf_t conf = {.id = "bad", .line = 1, .kv = kv, .n = 3, .time_scale = 50};
+    h_drv_problems_t pr = {0};
+    assert_int_equal(lab_driver_check(&conf, h_drv_on_conf_err, &pr), 0);
+    lab_driver_t *d = NULL;
+    char err[256] = "";
+    assert_int_not_equal(lab_driver_new(h_drv_loop(), &conf, h_drv_host(), &d, err, sizeof err), 0);
+    assert_null(d);
+    assert_non_null(strstr(err, "H12"));
+    assert_non_null(strstr(err, "outside"));
+}
+
 static void test_fault_error(void **state)
 {
     (void)state;
@@ -337,12 +508,14 @@ static void test_fault_garbage(void **state)
     assert_int_equal(call("status", NULL), LAB_DRV_EPROTO);
     assert_int_equal(call("status", NULL), LAB_DRV_OK);
     assert_true(json_number_value(json_object_get(h_drv_result(), "temperature_c")) == 23.6);
+    /* Noise before the ACK of the plate geometry is skipped: the ACK that follows is taken and
+     * the read goes on (dropping it would leave the reader waiting for the parameter). */
     assert_int_equal(h_sim_fault(&sim, "reader1", "garbage", 0), 0);
-    assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450,\"wells\":\"A1:B2\"}"),
-                     LAB_DRV_EPROTO);
     assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450,\"wells\":\"A1:B2\"}"),
                      LAB_DRV_OK);
     assert_int_equal(json_object_size(values()), 4);
+    assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450,\"wells\":\"A1:B2\"}"),
+                     LAB_DRV_OK);
 }
 
 static void test_fault_timeout(void **state)
@@ -389,18 +562,54 @@ static void test_384(void **state)
     drv2 = NULL;
 }
 
+/* PyLabRobot's recording of a real reader's 96-well read at 580 nm, replayed: the driver writes
+ * what PyLabRobot writes (line 116: the definition; the plate geometry first, its temperature
+ * last) and reads the recorded values (expected_data). The port opens with RTS/CTS, the
+ * default, as PyLabRobot opens the reader (biotek_backend.py setup, lines 87-90). */
+static void test_plr_transcript(void **state)
+{
+    (void)state;
+    char path[128];
+    open_pty(&plr.master, &plr.slave, path, sizeof path);
+    drv2 = make("plr", path, "0", "96");
+    h_drv_wait_state(drv2, LAB_INST_IDLE);
+    json_t *info = lab_driver_info(drv2);
+    assert_string_equal(json_string_value(json_object_get(info, "version")), "1.04");
+    plr.host_len = 0;
+    lab_drv_err_t rc = h_drv_do(drv2, "read_absorbance", "{\"wavelength_nm\":580}");
+    if (rc != LAB_DRV_OK)
+        fail_msg("read_absorbance: %d %s", rc, h_drv_error()->text);
+    static const char after_geometry[] = "D004701010108120001200100001100100000106000080580113\x03"
+                                         "Oh";
+    assert_int_equal(plr.host_len, 1 + BIOTEK_GEOMETRY_LEN + 1 + sizeof after_geometry - 1);
+    assert_int_equal(plr.host[0], 'y');
+    assert_int_equal(strspn(plr.host + 1, "0123456789"), BIOTEK_GEOMETRY_LEN);
+    assert_int_equal(plr.host[1 + BIOTEK_GEOMETRY_LEN], BIOTEK_ETX);
+    assert_memory_equal(plr.host + 2 + BIOTEK_GEOMETRY_LEN, after_geometry,
+                        sizeof after_geometry - 1);
+    assert_int_equal(json_object_size(values()), 96);
+    for (int r = 0; r < 8; r++)
+        for (int c = 0; c < 12; c++) {
+            char name[8];
+            snprintf(name, sizeof name, "%c%d", 'A' + r, c + 1);
+            json_t *v = json_object_get(values(), name);
+            if (!json_is_number(v) || json_number_value(v) != plr_values[r][c])
+                fail_msg("well %s: expected %g", name, plr_values[r][c]);
+        }
+    assert_true(json_number_value(json_object_get(h_drv_result(), "temperature_c")) == 23.6);
+    json_t *serial = json_object_get(lab_driver_info(drv2), "serial_number");
+    assert_non_null(serial);
+    assert_string_equal(json_string_value(serial), "00000000");
+    h_drv_close(drv2);
+    drv2 = NULL;
+}
+
 /* The test's own reader: "*******" wells, a refused definition, a truncated body. */
 static void test_fake_reader(void **state)
 {
     (void)state;
-    assert_int_equal(openpty(&fake.master, &fake.slave, NULL, NULL, NULL), 0);
-    struct termios t;
-    tcgetattr(fake.slave, &t);
-    cfmakeraw(&t);
-    tcsetattr(fake.slave, TCSANOW, &t);
-    fcntl(fake.master, F_SETFL, fcntl(fake.master, F_GETFL) | O_NONBLOCK);
-    snprintf(fake.path, sizeof fake.path, "%s", ttyname(fake.slave));
-    fake.def_reply = "0000";
+    open_pty(&fake.master, &fake.slave, fake.path, sizeof fake.path);
+    fake.def_reply = "0350000000000000010000000000490300000";
     drv2 = make("fake", fake.path, "0", "96");
     h_drv_wait_state(drv2, LAB_INST_IDLE);
     assert_string_equal(json_string_value(json_object_get(lab_driver_info(drv2), "version")),
@@ -416,7 +625,27 @@ static void test_fake_reader(void **state)
     fake.def_reply = "0001";
     assert_int_equal(h_drv_do(drv2, "read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_EDEVICE);
     assert_string_equal(h_drv_error()->device_code, "0001");
-    fake.def_reply = "0000";
+    /* Digits of no status's length name their count. */
+    fake.def_reply = "035000";
+    assert_int_equal(h_drv_do(drv2, "read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_EPROTO);
+    assert_non_null(strstr(h_drv_error()->text, "6 digits"));
+    fake.def_reply = "0350000000000000010000000000490300000";
+    /* A temperature that does not come after a read leaves the values: null, as PyLabRobot's
+     * nan. */
+    fake.mute_h = true;
+    assert_int_equal(
+        h_drv_do(drv2, "read_absorbance", "{\"wavelength_nm\":450,\"wells\":\"A1:B2\"}"),
+        LAB_DRV_OK);
+    assert_int_equal(json_object_size(values()), 4);
+    assert_true(json_is_null(json_object_get(h_drv_result(), "temperature_c")));
+    fake.mute_h = false;
+
+    /* The set point in thousandths of a degree, after the temperature (37 degC here, so 40 is
+     * reachable by heating). */
+    assert_int_equal(h_drv_do(drv2, "set_temperature", "{\"temperature_c\":40}"), LAB_DRV_OK);
+    assert_string_equal(fake.param, "40000");
+    assert_int_equal(h_drv_do(drv2, "set_temperature", "{\"temperature_c\":null}"), LAB_DRV_OK);
+    assert_string_equal(fake.param, "00000");
 
     fake.truncate = true;
     assert_int_equal(h_drv_do(drv2, "read_absorbance", "{\"wavelength_nm\":450}"), LAB_DRV_EPROTO);
@@ -449,11 +678,14 @@ int main(void)
         cmocka_unit_test(test_read_whole_plate),
         cmocka_unit_test(test_read_rectangle),
         cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_set_temperature),
+        cmocka_unit_test(test_bad_geometry),
         cmocka_unit_test(test_fault_error),
         cmocka_unit_test(test_fault_garbage),
         cmocka_unit_test(test_fault_timeout),
         cmocka_unit_test(test_fault_disconnect),
         cmocka_unit_test(test_384),
+        cmocka_unit_test(test_plr_transcript),
         cmocka_unit_test(test_fake_reader),
         cmocka_unit_test(test_polling),
     };

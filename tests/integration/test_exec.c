@@ -428,6 +428,15 @@ static char *failing_read(h_daemon_t *d, const char *wf, const char *want)
 {
     char body[160];
     snprintf(body, sizeof body, "{\"workflow\":\"%s\",\"plate\":\"P1\"}", wf);
+    /* Connected first: the fault is for the read, not for the reader's connect sequence (which
+     * runs once the line has been quiet a moment after the daemon opened it). */
+    bool idle = false;
+    for (long long end = h_now_ms() + 15000; !idle && h_now_ms() < end; h_sleep_ms(20)) {
+        json_t *st = h_api(d, "GET", "/v1/instruments/reader1", NULL, 200);
+        idle = strcmp(sval(st, "state"), "idle") == 0;
+        json_decref(st);
+    }
+    assert_true(idle);
     json_decref(h_api(d, "POST", "/v1/instruments/reader1/pause", NULL, 200));
     char *id = submit(d, body);
     assert_int_equal(h_sim_fault(&sim, "reader1", "error", 0), 0);

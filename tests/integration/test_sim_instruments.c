@@ -384,9 +384,18 @@ static void test_star_plr(void **state)
     close(fd);
 }
 
+/* What the host writes and the reader answers, as in PyLabRobot's transcripts (repository
+ * PyLabRobot/pylabrobot, commit 598b58ffb, pylabrobot/legacy/plate_reading/agilent/
+ * biotek_tests.py, test_read_absorbance lines 81-86): 'y' and its geometry get ACK then a bare
+ * ETX, 'D' and its definition ACK then 37 digits and ETX without ACK, 'O' "\x06" "0000" ETX. */
 static void read_plate(int fd, biotek_plate_t *p, char *body, size_t cap)
 {
     char buf[128];
+    send_str(fd, "y");
+    assert_int_equal(read_until(fd, buf, sizeof buf, BIOTEK_ACK, 10000), 1);
+    /* biotek_backend.py set_plate, line 293: the documented geometry string. */
+    send_str(fd, "08120112207434014351135308559127881422\x03");
+    assert_int_equal(read_until(fd, buf, sizeof buf, BIOTEK_ETX, 10000), 1);
     send_str(fd, "D");
     assert_int_equal(read_until(fd, buf, sizeof buf, BIOTEK_ACK, 10000), 1);
     biotek_rect_t r = {1, 1, 8, 12};
@@ -394,8 +403,7 @@ static void read_plate(int fd, biotek_plate_t *p, char *body, size_t cap)
     assert_true(n > 0);
     assert_int_equal(write(fd, buf, (size_t)n), n);
     assert_true(read_until(fd, buf, sizeof buf, BIOTEK_ETX, 10000) > 0);
-    assert_string_equal(buf, "\x06"
-                             "0000\x03");
+    assert_string_equal(buf, "0350000000000000010000000000490300000\x03");
     send_str(fd, "O");
     assert_true(read_until(fd, buf, sizeof buf, BIOTEK_ETX, 10000) > 0);
     assert_string_equal(buf, "\x06"
@@ -476,6 +484,22 @@ static void test_star_and_reader(void **state)
     /* same seed, same dispenses: the same values */
     read_plate(rd, &p2, body2, sizeof body2);
     assert_string_equal(body1, body2);
+
+    /* The set point in thousandths of a degree (biotek_backend.py set_temperature, line 259):
+     * ACK, five digits, a bare ETX; the temperature then reads 37 degC in 1e-5 degC. */
+    send_str(rd, "g");
+    assert_int_equal(read_until(rd, buf, sizeof buf, BIOTEK_ACK, 10000), 1);
+    send_str(rd, "37000");
+    assert_int_equal(read_until(rd, buf, sizeof buf, BIOTEK_ETX, 10000), 1);
+    send_str(rd, "h");
+    assert_true(read_until(rd, buf, sizeof buf, BIOTEK_ETX, 10000) > 0);
+    assert_string_equal(buf, "\x06"
+                             "3700000\x03");
+    /* The serial number as test_get_serial_number (biotek_tests.py line 61) has it. */
+    send_str(rd, "C");
+    assert_true(read_until(rd, buf, sizeof buf, BIOTEK_ETX, 10000) > 0);
+    assert_string_equal(buf, "\x06"
+                             "00000000        0000\x03");
 
     /* BioTek error: the next command goes unanswered, then the reader answers again */
     ctl_ok("{\"instrument\":\"reader1\",\"fault\":\"error\"}");

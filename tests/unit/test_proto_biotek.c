@@ -1,6 +1,8 @@
-/* BioTek codec on the transcripts of PyLabRobot's BioTek tests
- * (pylabrobot/legacy/plate_reading/agilent/biotek_tests.py) and the framing of
- * pylabrobot/legacy/plate_reading/agilent/biotek_backend.py. */
+/* BioTek codec on the transcripts of PyLabRobot's BioTek tests and the frames of its backend:
+ * repository PyLabRobot/pylabrobot, commit 598b58ffbef97fe33db6e1421b532cc9a389cbcb,
+ *   T = pylabrobot/legacy/plate_reading/agilent/biotek_tests.py (recorded reader replies),
+ *   B = pylabrobot/legacy/plate_reading/agilent/biotek_backend.py (what the host writes).
+ * Each golden frame below names its file, test and line; none comes from our encoder. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,29 +14,9 @@
 #include <cmocka.h>
 
 #include "protocols/biotek.h"
+#include "tests/fixtures/biotek_plr.h"
 
-/* test_read_absorbance: the body of a full 96-well read at 580 nm. */
-static const char body96[] =
-    "01,1,\r000:00:00.0,228,01,01,+0.1917,01,02,+0.1225,01,03,+0.0667,01,04,+0.0728,01,05,+0."
-    "0722,01,06,+0.0664,01,07,+0.0763,01,08,+0.0726,01,09,+0.0825,01,10,+0.1001,01,11,+0.1443"
-    ",01,12,+0.2105\r\n,02,12,+0.1986,02,11,+0.0800,02,10,+0.0796,02,09,+0.0871,02,08,+0.1059"
-    ",02,07,+0.0868,02,06,+0.0544,02,05,+0.0644,02,04,+0.0752,02,03,+0.0768,02,02,+0.0925,02"
-    ",01,+0.0802\r\n,03,01,+0.0925,03,02,+0.1007,03,03,+0.0697,03,04,+0.0736,03,05,+0.0712,03"
-    ",06,+0.0719,03,07,+0.0710,03,08,+0.0794,03,09,+0.0645,03,10,+0.0799,03,11,+0.0779,03,12,"
-    "+0.1256\r\n,04,12,+0.1525,04,11,+0.0711,04,10,+0.0858,04,09,+0.0753,04,08,+0.0787,04,07,"
-    "+0.0778,04,06,+0.0895,04,05,+0.0733,04,04,+0.0711,04,03,+0.0672,04,02,+0.0719,04,01,+0.0"
-    "954\r\n,05,01,+0.0841,05,02,+0.0610,05,03,+0.0766,05,04,+0.0773,05,05,+0.0632,05,06,+0.0"
-    "787,05,07,+0.1100,05,08,+0.0645,05,09,+0.0934,05,10,+0.1439,05,11,+0.1113,05,12,+0.1281"
-    "\r\n,06,12,+0.1649,06,11,+0.0707,06,10,+0.0892,06,09,+0.0712,06,08,+0.0935,06,07,+0.1079"
-    ",06,06,+0.0704,06,05,+0.0978,06,04,+0.0596,06,03,+0.0794,06,02,+0.0776,06,01,+0.0930\r\n"
-    ",07,01,+0.1255,07,02,+0.0742,07,03,+0.0747,07,04,+0.0694,07,05,+0.1004,07,06,+0.0900,07,"
-    "07,+0.0659,07,08,+0.0858,07,09,+0.0876,07,10,+0.0815,07,11,+0.0980,07,12,+0.1329\r\n,08,"
-    "12,+0.1316,08,11,+0.1290,08,10,+0.1103,08,09,+0.0667,08,08,+0.0790,08,07,+0.0602,08,06,+"
-    "0.0670,08,05,+0.0732,08,04,+0.0657,08,03,+0.0684,08,02,+0.1174,08,01,+0.1427\r\n228\x1a"
-    "041\x1a"
-    "0000\x03";
-
-/* test_parse_body_asterisks_as_nan: first two rows of the body. */
+/* T test_parse_body_asterisks_as_nan, lines 350-375: first two rows of the body. */
 static const char body_stars[] = "01,1,\r000:00:00.0,233,"
                                  "01,01,4292723,01,02,*******,01,03,3492028\r\n"
                                  ",02,03,*******,02,02,*******,02,01,4339544"
@@ -71,8 +53,8 @@ static void feed(biotek_rx_t *rx, const char *s, size_t n, frames_t *fr)
 
 static void test_absorbance_definition(void **state)
 {
-    /* write b"004701010108120001200100001100100000106000080580113\x03" for all 96 wells at
-     * 580 nm: rectangle 01,01 - 08,12, checksum 13 = sum % 100. */
+    /* T test_read_absorbance, line 116: write b"004701010108120001200100001100100000106000080580113
+     * \x03" for all 96 wells at 580 nm: rectangle 01,01 - 08,12, checksum 13 = sum % 100. */
     const char golden[] = "004701010108120001200100001100100000106000080580113\x03";
     char buf[80];
     biotek_rect_t r = {1, 1, 8, 12};
@@ -100,7 +82,8 @@ static void test_body_96(void **state)
 {
     static biotek_plate_t p;
     /* The body arrives as an ETX frame; the parser sees it without the ETX. */
-    assert_int_equal(biotek_parse_body(body96, strlen(body96) - 1, 8, 12, &p), PROTO_OK);
+    assert_int_equal(biotek_parse_body(biotek_plr_body96, strlen(biotek_plr_body96) - 1, 8, 12, &p),
+                     PROTO_OK);
     assert_int_equal(p.n_triples, 96);
     assert_int_equal(p.code, 228);
     assert_int_equal(p.trailer, 41);
@@ -116,7 +99,8 @@ static void test_body_96(void **state)
         for (int c = 0; c < 12; c++)
             assert_int_equal(p.state[r][c], BIOTEK_WELL_VALUE);
     /* The same body does not fit a plate with fewer columns. */
-    assert_int_equal(biotek_parse_body(body96, strlen(body96) - 1, 8, 6, &p), PROTO_ERANGE);
+    assert_int_equal(biotek_parse_body(biotek_plr_body96, strlen(biotek_plr_body96) - 1, 8, 6, &p),
+                     PROTO_ERANGE);
 }
 
 static void test_body_asterisks(void **state)
@@ -160,10 +144,10 @@ static void test_body_384_roundtrip(void **state)
 static void test_truncated_and_garbage_bodies(void **state)
 {
     static biotek_plate_t p;
-    size_t len = strlen(body96) - 1;
+    size_t len = strlen(biotek_plr_body96) - 1;
     /* Every prefix parses to an error or a subset, never past the buffer (ASan checks). */
     for (size_t k = 0; k < len; k++) {
-        int rc = biotek_parse_body(body96, k, 8, 12, &p);
+        int rc = biotek_parse_body(biotek_plr_body96, k, 8, 12, &p);
         assert_true(rc < 0);
     }
     const char *bad[] = {"",
@@ -195,44 +179,76 @@ static void test_truncated_and_garbage_bodies(void **state)
     assert_int_equal(p.err_at, 32); /* the lone CR after the first triple */
 }
 
+/* The frames of a transcript, read the way the driver reads them: it says before each byte
+ * whether it awaits a lone ACK (after a command letter that takes a parameter) or an ETX frame. */
+typedef struct script {
+    const biotek_expect_t *expect;
+    int n, at;
+    biotek_rx_t *rx;
+    frames_t fr;
+    char payload[8][64];
+    int ack[8];
+} script_t;
+
+static int on_script_frame(void *ud, const biotek_frame_t *f, int err)
+{
+    script_t *sc = ud;
+    on_frame(&sc->fr, f, err);
+    if (err || sc->at >= sc->n)
+        return 0;
+    snprintf(sc->payload[sc->at], sizeof sc->payload[0], "%.*s", (int)f->len, f->payload);
+    sc->ack[sc->at] = f->ack;
+    if (++sc->at < sc->n)
+        biotek_rx_expect(sc->rx, sc->expect[sc->at]);
+    return 1;
+}
+
 static void test_transcript_stream(void **state)
 {
-    /* test_read_absorbance reads, byte by byte: ACK + ETX for the plate ('y'); ACK, then the
-     * definition's reply frame for 'D'; "\x060000\x03" for 'O'; the body; and the temperature
-     * "\x062360000\x03" (23.6 degC). */
+    /* T test_read_absorbance, lines 81-106, byte for byte: ACK and a bare ETX for the plate
+     * geometry ('y'); ACK, then 37 digits and ETX without ACK for the read definition ('D');
+     * "\x06" "0000" ETX for the run ('O'); the body; the temperature "\x06" "2360000" ETX. */
+    static char wire[4096];
+    int n = snprintf(wire, sizeof wire, "%s%s%s%s",
+                     "\x06\x03\x06"
+                     "0350000000000000010000000000490300000\x03"
+                     "\x06"
+                     "0000\x03",
+                     biotek_plr_body96,
+                     "\x06"
+                     "2360000\x03",
+                     "");
+    static const biotek_expect_t expect[] = {
+        BIOTEK_EXPECT_ACK, BIOTEK_EXPECT_ETX, BIOTEK_EXPECT_ACK, BIOTEK_EXPECT_ETX,
+        BIOTEK_EXPECT_ETX, BIOTEK_EXPECT_ETX, BIOTEK_EXPECT_ETX};
     biotek_rx_t rx;
-    frames_t fr = {0};
+    script_t sc = {.expect = expect, .n = 7, .rx = &rx};
     biotek_rx_init(&rx);
-    biotek_rx_expect(&rx, BIOTEK_EXPECT_ACK);
-    feed(&rx, "\x06", 1, &fr);
-    assert_int_equal(fr.acks, 1);
-    biotek_rx_expect(&rx, BIOTEK_EXPECT_ETX);
-    feed(&rx, "\x03", 1, &fr);
-    assert_int_equal(fr.n, 2);
-    assert_int_equal(fr.last_len, 0);
-    biotek_rx_expect(&rx, BIOTEK_EXPECT_ACK);
-    feed(&rx, "\x06", 1, &fr);
-    biotek_rx_expect(&rx, BIOTEK_EXPECT_ETX);
-    feed(&rx,
-         "\x06"
-         "0350000000000000010000000000490300000\x03",
-         39, &fr);
-    assert_string_equal(fr.last, "0350000000000000010000000000490300000");
-    feed(&rx,
-         "\x06"
-         "0000\x03",
-         6, &fr);
-    assert_string_equal(fr.last, "0000");
-    feed(&rx, body96, strlen(body96), &fr);
-    assert_int_equal(fr.n, 6);
-    feed(&rx,
-         "\x06"
-         "2360000\x03",
-         9, &fr);
+    biotek_rx_expect(&rx, expect[0]);
+    size_t off = 0;
+    while (off < (size_t)n)
+        off +=
+            biotek_rx_feed(&rx, (const uint8_t *)wire + off, (size_t)n - off, on_script_frame, &sc);
+    assert_int_equal(sc.fr.errors, 0);
+    assert_int_equal(sc.at, 7);
+    size_t bad;
+    /* 'y': its parameter is answered by nothing at all. */
+    assert_int_equal(sc.ack[1], 0);
+    assert_int_equal(biotek_parse_status(sc.payload[1], strlen(sc.payload[1]), &bad),
+                     BIOTEK_STATUS_EMPTY);
+    /* 'D': no ACK, no "0000". */
+    assert_int_equal(sc.ack[3], 0);
+    assert_string_equal(sc.payload[3], "0350000000000000010000000000490300000");
+    assert_int_equal(biotek_parse_status(sc.payload[3], strlen(sc.payload[3]), &bad),
+                     BIOTEK_STATUS_READ);
+    /* 'O': ACK "0000". */
+    assert_int_equal(sc.ack[4], 1);
+    assert_string_equal(sc.payload[4], "0000");
+    /* The body's first bytes, then the temperature: int(resp[1:-1]) / 100000 == 23.6. */
+    assert_memory_equal(sc.payload[5], "01,1,\r000:00:00.0,228,01,01,+0.1917", 35);
     double t;
-    assert_int_equal(biotek_parse_temperature(fr.last, fr.last_len, &t), PROTO_OK);
+    assert_int_equal(biotek_parse_temperature(sc.payload[6], strlen(sc.payload[6]), &t), PROTO_OK);
     assert_true(fabs(t - 23.6) < 1e-9);
-    assert_int_equal(fr.errors, 0);
 
     char buf[16];
     assert_int_equal(biotek_encode_temperature(23.6, buf, sizeof buf), 9);
@@ -315,6 +331,155 @@ static void test_simulator_side_commands(void **state)
     assert_int_equal(k.acks, 4);
 }
 
+/* T test_read_fluorescence, lines 283-298: a 96-well body of counts ("0000427"). */
+static const char body_fl[] =
+    "01,1,\r000:00:00.0,227,01,01,0000427,01,02,0000746,01,03,0000598,01,04,0000742,01,05,0001"
+    "516,01,06,0000704,01,07,0000676,01,08,0000734,01,09,0001126,01,10,0000790,01,11,0000531,0"
+    "1,12,0000531\r\n,02,12,0002066,02,11,0000541,02,10,0000618,02,09,0000629,02,08,0000891,02"
+    ",07,0000731,02,06,0000484,02,05,0000576,02,04,0000465,02,03,0000501,02,02,0002187,02,01,0"
+    "000462\r\n,03,01,0000728,03,02,0000583,03,03,0000472,03,04,0000492,03,05,0000501,03,06,00"
+    "00491,03,07,0000580,03,08,0000541,03,09,0000556,03,10,0000474,03,11,0000532,03,12,0000522"
+    "\r\n,04,12,0000570,04,11,0000523,04,10,0000784,04,09,0000441,04,08,0000703,04,07,0000591,"
+    "04,06,0000580,04,05,0000479,04,04,0000474,04,03,0000414,04,02,0000520,04,01,0000427\r\n,0"
+    "5,01,0000486,05,02,0000422,05,03,0000612,05,04,0000588,05,05,0000805,05,06,0000510,05,07,"
+    "0001697,05,08,0000615,05,09,0001137,05,10,0000653,05,11,0000558,05,12,0000648\r\n,06,12,0"
+    "000765,06,11,0000487,06,10,0000683,06,09,0001068,06,08,0000721,06,07,0003269,06,06,000067"
+    "9,06,05,0000532,06,04,0000601,06,03,0000491,06,02,0000538,06,01,0000688\r\n,07,01,0000653"
+    ",07,02,0000783,07,03,0000522,07,04,0000536,07,05,0000673,07,06,0000858,07,07,0000526,07,0"
+    "8,0000627,07,09,0000574,07,10,0001993,07,11,0000712,07,12,0000970\r\n,08,12,0000523,08,11"
+    ",0000607,08,10,0003002,08,09,0000900,08,08,0000697,08,07,0000542,08,06,0000688,08,05,0000"
+    "622,08,04,0000555,08,03,0000542,08,02,0000742,08,01,0001118\r\n228\x1a"
+    "091\x1a"
+    "0000";
+
+static void test_body_counts(void **state)
+{
+    /* expected_data of the same test (lines 321-330), rows A, B and H. */
+    static const double a[12] = {427, 746, 598, 742, 1516, 704, 676, 734, 1126, 790, 531, 531};
+    static const double b[12] = {462, 2187, 501, 465, 576, 484, 731, 891, 629, 618, 541, 2066};
+    static const double h[12] = {1118, 742, 542, 555, 622, 688, 542, 697, 900, 3002, 607, 523};
+    static biotek_plate_t p;
+    assert_int_equal(biotek_parse_body(body_fl, strlen(body_fl), 8, 12, &p), PROTO_OK);
+    assert_int_equal(p.n_triples, 96);
+    for (int c = 0; c < 12; c++) {
+        assert_true(p.value[0][c] == a[c]);
+        assert_true(p.value[1][c] == b[c]);
+        assert_true(p.value[7][c] == h[c]);
+    }
+    /* T test_read_luminescence_partial, line 224: a rectangle B2:G3, expected_data lines
+     * 251-259 (43 at B2, 27 at F3, 9 at G3). */
+    const char lum[] = "01,1,\r000:00:00.0,237,02,02,0000043,02,03,0000014\r\n,03,03,0000014,03,02,"
+                       "0000012\r\n,04,02,0000011,04,03,0000014\r\n,05,03,0000010,05,02,0000010\r"
+                       "\n,06,02,0000011,06,03,0000027\r\n,07,03,0000009,07,02,0000010\r\n237\x1a"
+                       "160\x1a"
+                       "0000";
+    assert_int_equal(biotek_parse_body(lum, strlen(lum), 8, 12, &p), PROTO_OK);
+    assert_int_equal(p.n_triples, 12);
+    assert_true(p.value[1][1] == 43 && p.value[5][2] == 27 && p.value[6][2] == 9);
+    assert_int_equal(p.state[0][0], BIOTEK_WELL_ABSENT);
+}
+
+static void test_plate_geometry(void **state)
+{
+    /* B set_plate, lines 293-302: the parameter string documented field by field,
+     * "08120112207434014351135308559127881422", sent with ETX (line 338). */
+    const char golden[] = "08120112207434014351135308559127881422\x03";
+    biotek_geometry_t g = {.rows = 8,
+                           .cols = 12,
+                           .a1_y = 1122,
+                           .last_y = 7434,
+                           .a1_x = 1435,
+                           .last_x = 11353,
+                           .size_y = 8559,
+                           .size_x = 12788,
+                           .size_z = 1422};
+    char buf[64];
+    int n = biotek_encode_geometry(&g, buf, sizeof buf);
+    assert_int_equal(n, (int)strlen(golden));
+    assert_memory_equal(buf, golden, (size_t)n);
+    biotek_geometry_t back;
+    assert_int_equal(biotek_parse_geometry(golden, strlen(golden) - 1, &back), PROTO_OK);
+    assert_memory_equal(&back, &g, sizeof g);
+    /* Every field has a fixed width: a plate taller than 99.99 mm cannot be said. */
+    g.size_z = 10000;
+    assert_int_equal(biotek_encode_geometry(&g, buf, sizeof buf), PROTO_ERANGE);
+    g.size_z = 1422;
+    g.rows = 0;
+    assert_int_equal(biotek_encode_geometry(&g, buf, sizeof buf), PROTO_ERANGE);
+    assert_int_equal(biotek_parse_geometry(golden, strlen(golden) - 2, &back), PROTO_ESYNTAX);
+    assert_int_equal(biotek_parse_geometry("0812011220743401435113530855912788142x", 38, &back),
+                     PROTO_ESYNTAX);
+}
+
+static void test_setpoint(void **state)
+{
+    /* B set_temperature, line 259: "g" with f"{int(temperature * 1000):05}", 37 degC = "37000";
+     * B stop_heating_or_cooling, line 262: "g" with "00000". */
+    char buf[8];
+    assert_int_equal(biotek_encode_setpoint(37, buf, sizeof buf), 5);
+    assert_string_equal(buf, "37000");
+    assert_int_equal(biotek_encode_setpoint(0, buf, sizeof buf), 5);
+    assert_string_equal(buf, "00000");
+    assert_int_equal(biotek_encode_setpoint(4, buf, sizeof buf), 5);
+    assert_string_equal(buf, "04000");
+    assert_int_equal(biotek_encode_setpoint(36.6, buf, sizeof buf), 5);
+    assert_string_equal(buf, "36600");
+    assert_int_equal(biotek_encode_setpoint(100, buf, sizeof buf), PROTO_ERANGE);
+    assert_int_equal(biotek_encode_setpoint(-1, buf, sizeof buf), PROTO_ERANGE);
+    assert_int_equal(biotek_encode_setpoint(NAN, buf, sizeof buf), PROTO_ERANGE);
+    double c;
+    assert_int_equal(biotek_parse_setpoint("37000", 5, &c), PROTO_OK);
+    assert_true(c == 37);
+    assert_int_equal(biotek_parse_setpoint("3700", 4, &c), PROTO_ESYNTAX);
+    /* The old encoding in hundredths (3700 for 37 degC) is not what the reader takes. */
+    assert_int_equal(biotek_parse_setpoint("03700", 5, &c), PROTO_OK);
+    assert_true(c == 3.7);
+}
+
+static void test_status_replies(void **state)
+{
+    size_t bad = 99;
+    /* T test_read_absorbance, line 84 (and test_read_fluorescence line 279): a read definition
+     * is answered by 37 digits, no ACK, no "0000". */
+    const char *read_status[] = {
+        "0350000000000000010000000000490300000",
+        "0350000000000000010000000000030200000", /* test_read_luminescence_partial, line 222 */
+        "0350000000000000010000000000000170000", /* the same test, line 227 */
+    };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(biotek_parse_status(read_status[i], strlen(read_status[i]), &bad),
+                         BIOTEK_STATUS_READ);
+    /* Line 82: the plate geometry's parameter is answered by a bare ETX. */
+    assert_int_equal(biotek_parse_status("", 0, &bad), BIOTEK_STATUS_EMPTY);
+    /* test_read_fluorescence, line 277: the focal height's by "0000" ETX. */
+    assert_int_equal(biotek_parse_status("0000", 4, &bad), BIOTEK_STATUS_OK);
+    assert_int_equal(biotek_parse_status("0001", 4, &bad), BIOTEK_STATUS_CODE);
+    assert_int_equal(biotek_parse_status("00a0", 4, &bad), PROTO_ESYNTAX);
+    assert_int_equal(bad, 2);
+    assert_int_equal(biotek_parse_status("035000", 6, &bad), PROTO_ESYNTAX);
+    assert_int_equal(bad, 6);
+
+    /* T test_get_serial_number, line 61: "\x0600000000        0000\x03" is "00000000". */
+    biotek_rx_t rx;
+    frames_t fr = {0};
+    biotek_rx_init(&rx);
+    feed(&rx,
+         "\x06"
+         "00000000        0000\x03",
+         22, &fr);
+    assert_int_equal(fr.n, 1);
+    char serial[16];
+    assert_int_equal(biotek_parse_serial(fr.last, fr.last_len, serial, sizeof serial), PROTO_OK);
+    assert_string_equal(serial, "00000000");
+    assert_int_equal(biotek_parse_serial(" 1", 2, serial, sizeof serial), PROTO_ESYNTAX);
+
+    char buf[64];
+    assert_int_equal(biotek_encode_status(read_status[0], buf, sizeof buf), 38);
+    assert_memory_equal(buf, "0350000000000000010000000000490300000\x03", 38);
+    assert_int_equal(biotek_encode_status("", buf, sizeof buf), 1);
+    assert_int_equal(buf[0], BIOTEK_ETX);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -326,6 +491,10 @@ int main(void)
         cmocka_unit_test(test_transcript_stream),
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_simulator_side_commands),
+        cmocka_unit_test(test_body_counts),
+        cmocka_unit_test(test_plate_geometry),
+        cmocka_unit_test(test_setpoint),
+        cmocka_unit_test(test_status_replies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
