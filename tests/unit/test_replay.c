@@ -338,7 +338,7 @@ static void test_terminators(void **state)
 static void test_fixtures(void **state)
 {
     static const char *const files[] = {"biotek_synergy.jsonl", "star_liquid.jsonl",
-                                        "cn7500_minimalmodbus.jsonl"};
+                                        "cn7500_minimalmodbus.jsonl", "liconic_stx.jsonl"};
     for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
         char path[1024], err[512];
         snprintf(path, sizeof path, "%s/tests/fixtures/wire/%s", LAB_SOURCE_DIR_T, files[f]);
