@@ -33,15 +33,15 @@ static const modbus_reg_t cn7500[] = {
     CN("proportional_band", MODBUS_HOLDING, 0x1009, MODBUS_U16, 0, "", 1, NULL),
     CN("integral_time", MODBUS_HOLDING, 0x100A, MODBUS_U16, 0, "", 1, NULL),
     CN("derivative_time", MODBUS_HOLDING, 0x100B, MODBUS_U16, 0, "", 1, NULL),
-    CN("output1", MODBUS_HOLDING, 0x1012, MODBUS_U16, 0, "", 1, NULL),
-    CN("output2", MODBUS_HOLDING, 0x1013, MODBUS_U16, 0, "", 1, NULL),
+    CN("output1", MODBUS_HOLDING, 0x1012, MODBUS_U16, 1, "%", 1, NULL),
+    CN("output2", MODBUS_HOLDING, 0x1013, MODBUS_U16, 1, "%", 1, NULL),
     CN("alarm1_type", MODBUS_HOLDING, 0x1020, MODBUS_U16, 0, "", 1, NULL),
     CN("led_status", MODBUS_HOLDING, 0x102A, MODBUS_U16, 0, "", 0, NULL),
     CN("pushbutton_status", MODBUS_HOLDING, 0x102B, MODBUS_U16, 0, "", 0, NULL),
     CN("lock_status", MODBUS_HOLDING, 0x102C, MODBUS_U16, 0, "", 1, NULL),
     CN("software_version", MODBUS_HOLDING, 0x102F, MODBUS_U16, 0, "", 0, NULL),
     CN("start_pattern", MODBUS_HOLDING, 0x1030, MODBUS_U16, 0, "", 1, NULL),
-    CN("run", MODBUS_COIL, 0x0814, MODBUS_BOOL, 0, "", 1, no_yes),
+    CN("run", MODBUS_DISCRETE, 0x0814, MODBUS_BOOL, 0, "", 1, no_yes),
 };
 
 static const modbus_reg_t eurotherm3200[] = {
@@ -108,6 +108,27 @@ const modbus_reg_t *modbus_map_at(modbus_device_t dev, modbus_space_t space, uin
         if (t[i].space == space && t[i].addr == addr)
             return &t[i];
     return NULL;
+}
+
+int modbus_reg_read_function(const modbus_reg_t *r)
+{
+    switch (r->space) {
+    case MODBUS_COIL:
+        return 1;
+    case MODBUS_DISCRETE:
+        return 2;
+    case MODBUS_HOLDING:
+        break;
+    }
+    return 3;
+}
+
+int modbus_reg_write_function(const modbus_reg_t *r)
+{
+    if (r->space != MODBUS_HOLDING)
+        return 5;
+    /* minimalmodbus' write_register (function 16) is what the recorded CN7500 answered. */
+    return r->dev == MODBUS_DEV_CN7500 ? 16 : 6;
 }
 
 static const double pow10_table[] = {1, 10, 100, 1000, 10000};

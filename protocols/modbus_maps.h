@@ -1,13 +1,18 @@
-/* Register maps of the Modbus temperature controllers as tables, and the pure conversions between
- * engineering values and 16-bit register words. No Modbus I/O here: the driver's worker thread
- * owns libmodbus; the simulator serves these same tables.
+/* Register maps of the Modbus temperature controllers as tables, the function codes each entry is
+ * read and written with, and the pure conversions between engineering values and 16-bit register
+ * words. No Modbus I/O here: the driver's worker thread owns libmodbus; the simulator serves these
+ * same tables.
  *
- * Omega CN7500 (CN7200/7600/7800 family), holding registers and one coil:
- *   addresses and scaling from pyhys/minimalmodbus omegacn7500.py (PV 0x1000 and SV 0x1001 with
- *   1 decimal, control method 0x1005, start pattern 0x1030, run/stop coil 0x0814, pattern
+ * Omega CN7500 (CN7200/7600/7800 family), holding registers and one bit:
+ *   addresses and scaling from pyhys/minimalmodbus omegacn7500.py (commit 696b61c7, the last
+ *   before its removal: PV 0x1000 and SV 0x1001 with 1 decimal, output 1 at 0x1012 in % with
+ *   1 decimal, control method 0x1005, start pattern 0x1030, run/stop bit 0x0814, pattern
  *   set points 0x2000 + 8*pattern + step, step times 0x2080 + ..., actual step 0x1040 + pattern,
- *   cycles 0x1050 + pattern, link 0x1060 + pattern) and its recorded exchanges in
- *   tests/test_omegacn7500.py; the rest of the 0x10xx block from the AGG Software register list
+ *   cycles 0x1050 + pattern, link 0x1060 + pattern) and its exchanges recorded on a real CN7500
+ *   in tests/test_omegacn7500.py: registers are read with function 03 and written with 16, the
+ *   run bit is read with 02 (discrete input) and written with 05 (coil). Output 2 (0x1013) has
+ *   1 decimal as well (tests/test_deltaDTB4824.py, the Delta DTB the CN7500 is built on). The
+ *   rest of the 0x10xx block from the AGG Software register list
  *   for CN7200/CN7500/CN7600/CN7800 (its offsets are one below the protocol addresses, as PV 4095
  *   vs 0x1000 shows).
  * Eurotherm 3200: parameters from the 3200-series minimalmodbus driver ("Driver for Eurotherm
@@ -25,12 +30,14 @@
 
 typedef enum modbus_device { MODBUS_DEV_CN7500, MODBUS_DEV_EUROTHERM3200 } modbus_device_t;
 
-typedef enum modbus_space { MODBUS_HOLDING, MODBUS_COIL } modbus_space_t;
+/* MODBUS_DISCRETE: a bit read as a discrete input (function 02) and written as a coil (05) at the
+ * same address, as the CN7500's bit region is. */
+typedef enum modbus_space { MODBUS_HOLDING, MODBUS_COIL, MODBUS_DISCRETE } modbus_space_t;
 
 typedef enum modbus_type {
     MODBUS_S16,     /* one word, two's complement, scaled by 10^decimals */
     MODBUS_U16,     /* one word, unsigned, scaled by 10^decimals */
-    MODBUS_BOOL,    /* a coil */
+    MODBUS_BOOL,    /* a coil or a discrete input */
     MODBUS_FLOAT32, /* two words, IEEE 754 single, high word first */
     MODBUS_TIME32,  /* two words, unsigned milliseconds, high word first */
 } modbus_type_t;
@@ -55,6 +62,11 @@ const modbus_reg_t *modbus_map_find(modbus_device_t dev, const char *name);
 const modbus_reg_t *modbus_map_at(modbus_device_t dev, modbus_space_t space, uint16_t addr);
 /* The whole table of a device (for the simulator). */
 const modbus_reg_t *modbus_map_table(modbus_device_t dev, size_t *n);
+
+/* The Modbus function code that reads r (1, 2 or 3) and the one that writes it (5, 6 or 16): the
+ * CN7500 writes its registers with 16 as recorded, the Eurotherm 3200 with 06. */
+int modbus_reg_read_function(const modbus_reg_t *r);
+int modbus_reg_write_function(const modbus_reg_t *r);
 
 /* Conversions. decimals 0..4. Out-of-range values are PROTO_ERANGE, never wrapped. */
 int modbus_scaled_to_word(double v, int decimals, int is_signed, uint16_t *w);

@@ -101,6 +101,7 @@ static sim_inst_cfg_t *inst_for(cfg_ctx_t *c, const char *id)
     in->wells = 96;
     in->step_s = 2;
     in->ambient = 22;
+    in->unit = 1;
     in->tau = 60;
     in->error_code = -1;
     in->line = c->section_line;
@@ -161,8 +162,20 @@ static int handler(void *ud, const char *section, const char *name, const char *
             snprintf(in->port, sizeof in->port, "%s", value);
         }
     } else if (strcmp(name, "modbus") == 0) {
-        if (parse_tcp(value, in->host, sizeof in->host, &in->modbus_port))
-            return fail(c, "instrument '%s': bad modbus '%s' (tcp://host:port)", id, value);
+        /* rtu:PATH: the pty's symlink, which labloopd opens as its RTU line */
+        in->modbus_rtu = strncmp(value, "rtu:", 4) == 0;
+        if (in->modbus_rtu ? !value[4] || strlen(value + 4) >= sizeof in->port
+                           : parse_tcp(value, in->host, sizeof in->host, &in->modbus_port))
+            return fail(c, "instrument '%s': bad modbus '%s' (tcp://host:port or rtu:PATH)", id,
+                        value);
+        if (in->modbus_rtu) {
+            snprintf(in->port, sizeof in->port, "%s", value + 4);
+            in->modbus_port = 0;
+        }
+    } else if (strcmp(name, "unit") == 0) {
+        if (parse_double(value, 1, 247, &d) || d != (int)d)
+            return fail(c, "instrument '%s': bad unit '%s' (1..247)", id, value);
+        in->unit = (int)d;
     } else if (strcmp(name, "map") == 0) {
         for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++)
             if (strcmp(value, maps[i].name) == 0)
@@ -245,8 +258,9 @@ int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap)
         const char *why = NULL;
         if ((int)in->driver < 0)
             why = "no driver";
-        else if (in->driver == SIM_MODBUS_TEMP && (!in->modbus_port || in->map < 0))
-            why = "modbus-temperature needs modbus = tcp://host:port and map";
+        else if (in->driver == SIM_MODBUS_TEMP &&
+                 ((!in->modbus_port && !in->modbus_rtu) || in->map < 0))
+            why = "modbus-temperature needs modbus = tcp://host:port or rtu:PATH, and map";
         else if (in->driver != SIM_MODBUS_TEMP && !in->port[0] && !in->tcp_port)
             why = "no port";
         else if (in->driver == SIM_LICONIC && !in->rack)

@@ -72,6 +72,8 @@ struct sim {
     int stopping;
 };
 
+/* Makes the directory a pty's symlink goes in when it is missing; 0 or -1 (logged). */
+int sim_link_dir_make(const char *id, const char *path);
 /* Sends bytes on the instrument's link, with injected garbage first if armed. */
 void sim_inst_send(sim_inst_t *in, const void *buf, size_t n);
 /* A device received one command (before it answers it): fires a fault armed for it. */

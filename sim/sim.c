@@ -110,7 +110,7 @@ static void pty_readable(uv_poll_t *p, int status, int events)
 
 /* The directory a port's symlink goes in, made when missing (e.g. /tmp/labloop on a fresh
  * machine, or after a reboot cleared /tmp). */
-static int link_dir_make(const char *id, const char *path)
+int sim_link_dir_make(const char *id, const char *path)
 {
     char dir[sizeof((sim_inst_cfg_t *)NULL)->port];
     snprintf(dir, sizeof dir, "%s", path);
@@ -137,7 +137,7 @@ static int pty_open(sim_inst_t *in)
 {
     const char *path = in->cfg->port;
     struct stat st;
-    if (link_dir_make(in->cfg->id, path))
+    if (sim_link_dir_make(in->cfg->id, path))
         return -1;
     if (lstat(path, &st) == 0) {
         if (!S_ISLNK(st.st_mode)) {

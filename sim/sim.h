@@ -1,6 +1,7 @@
 /* labloop-sim: the digital twin of labloop's instruments. Owns the configuration it shares with
  * labloopd ([labloop] time_scale and the world's sim_* keys, and the [instrument ID] sections), the
- * event loop, the serial instruments served on ptys (or TCP), the Modbus TCP controllers, fault
+ * event loop, the serial instruments served on ptys (or TCP), the Modbus controllers (TCP, or RTU
+ * on a pty), fault
  * injection and the control socket. */
 #ifndef LAB_SIM_SIM_H
 #define LAB_SIM_SIM_H
@@ -31,10 +32,12 @@ typedef enum sim_fault {
 typedef struct sim_inst_cfg {
     char id[64];
     sim_driver_t driver;
-    char port[512];  /* pty symlink path, or empty with tcp_port set */
+    char port[512];  /* pty symlink path (modbus rtu:PATH too), or empty with tcp_port set */
     char host[128];  /* tcp:// serial, or the modbus server */
     int tcp_port;    /* serial over TCP */
-    int modbus_port; /* modbus-temperature */
+    int modbus_port; /* modbus-temperature over TCP; 0 with modbus_rtu */
+    int modbus_rtu;  /* modbus-temperature over RTU on the pty at port */
+    int unit;        /* modbus: the unit (slave) address an RTU line answers for */
     int map;         /* modbus_device_t */
     int wells;       /* reader: 96 or 384 */
     /* reader: barcode of the plate in the tray; STAR: plate on the deck */

@@ -28,15 +28,17 @@ typedef struct mt_model {
     modbus_device_t dev;
     const char *model;
     const char *pv, *sv, *run;
+    const char *out; /* the output in %, NULL when the map has none that is known to be % */
     lab_parity_t parity;
 } mt_model_t;
 
 static const mt_model_t mt_models[] = {
-    {"omega-cn7500", MODBUS_DEV_CN7500, "Omega CN7500", "pv", "sv", "run", LAB_PARITY_EVEN},
+    {"omega-cn7500", MODBUS_DEV_CN7500, "Omega CN7500", "pv", "sv", "run", "output1",
+     LAB_PARITY_EVEN},
     /* The 3200 has no run/stop of its own; program_status is the map's equivalent (reset stops
      * the regulation, run resumes it), and the simulator models it that way. */
     {"eurotherm-3200", MODBUS_DEV_EUROTHERM3200, "Eurotherm 3200", "pv", "target_setpoint",
-     "program_status", LAB_PARITY_NONE},
+     "program_status", NULL, LAB_PARITY_NONE},
 };
 
 /* The steps of an operation, in the order they run. */
@@ -44,6 +46,7 @@ typedef enum mt_step {
     MT_READ_PV,
     MT_READ_SV,
     MT_READ_RUN,
+    MT_READ_OUT,
     MT_WRITE_SV,
     MT_WRITE_RUN,
     MT_DONE,
@@ -52,7 +55,7 @@ typedef enum mt_step {
 typedef struct mt {
     lab_driver_t *d;
     const mt_model_t *model;
-    const modbus_reg_t *pv, *sv, *run;
+    const modbus_reg_t *pv, *sv, *run, *out;
     lab_modbus_bus_t *bus;
     int unit, decimals;
     unsigned timeout_ms;
@@ -79,12 +82,14 @@ typedef struct mt_req {
     bool probe;
 } mt_req_t;
 
-static const mt_step_t steps_status[] = {MT_READ_PV, MT_READ_SV, MT_READ_RUN, MT_DONE};
+static const mt_step_t steps_status[] = {MT_READ_PV, MT_READ_SV, MT_READ_RUN, MT_READ_OUT, MT_DONE};
 static const mt_step_t steps_set[] = {MT_WRITE_SV, MT_DONE};
 static const mt_step_t steps_run[] = {MT_WRITE_RUN, MT_DONE};
 
 static const lab_drv_action_t mt_actions[] = {
-    {"status", NULL, 10, 0, "temperature_c (process value), setpoint_c (set value), running (0/1)"},
+    {"status", NULL, 10, 0,
+     "temperature_c (process value), setpoint_c (set value), running (0/1), output1_pct "
+     "(CN7500: output 1 in %, one decimal)"},
     /* The schema bounds are the plausible ones; the register's own range (which depends on the
      * configured decimals) is checked by the map's conversion before anything is sent. */
     {"set_temperature",
@@ -94,8 +99,8 @@ static const lab_drv_action_t mt_actions[] = {
      10, LAB_DRV_ACT_NOT_IN_FAULT,
      "write the set point (SV) in degC; refused in fault (a status read that goes through "
      "clears it)"},
-    {"run", NULL, 10, 0, "start regulating (CN7500 run coil; Eurotherm program status run)"},
-    {"stop", NULL, 10, 0, "stop regulating (CN7500 run coil; Eurotherm program status reset)"},
+    {"run", NULL, 10, 0, "start regulating (CN7500 run bit; Eurotherm program status run)"},
+    {"stop", NULL, 10, 0, "stop regulating (CN7500 run bit; Eurotherm program status reset)"},
     {NULL, NULL, 0, 0, NULL},
 };
 
@@ -140,6 +145,31 @@ static void mt_fail(mt_t *m, lab_drv_err_t code, const char *fmt, const char *wh
     mt_end(m, &e);
 }
 
+/* The bus operation for the function code the map gives an entry. */
+static lab_modbus_op_t mt_read_op(const modbus_reg_t *r)
+{
+    switch (modbus_reg_read_function(r)) {
+    case 1:
+        return LAB_MODBUS_READ_COILS;
+    case 2:
+        return LAB_MODBUS_READ_DISCRETE;
+    default:
+        return LAB_MODBUS_READ_HOLDING;
+    }
+}
+
+static lab_modbus_op_t mt_write_op(const modbus_reg_t *r)
+{
+    switch (modbus_reg_write_function(r)) {
+    case 5:
+        return LAB_MODBUS_WRITE_COIL;
+    case 16:
+        return LAB_MODBUS_WRITE_REGISTERS; /* one register */
+    default:
+        return LAB_MODBUS_WRITE_REGISTER;
+    }
+}
+
 static void mt_step(mt_t *m)
 {
     mt_step_t s = m->steps[m->at];
@@ -147,14 +177,21 @@ static void mt_step(mt_t *m)
     int rc;
     switch (s) {
     case MT_READ_PV:
-        mt_submit(m, LAB_MODBUS_READ_HOLDING, m->pv, NULL, false);
+        mt_submit(m, mt_read_op(m->pv), m->pv, NULL, false);
         return;
     case MT_READ_SV:
-        mt_submit(m, LAB_MODBUS_READ_HOLDING, m->sv, NULL, false);
+        mt_submit(m, mt_read_op(m->sv), m->sv, NULL, false);
         return;
     case MT_READ_RUN:
-        mt_submit(m, m->run->space == MODBUS_COIL ? LAB_MODBUS_READ_COILS : LAB_MODBUS_READ_HOLDING,
-                  m->run, NULL, false);
+        mt_submit(m, mt_read_op(m->run), m->run, NULL, false);
+        return;
+    case MT_READ_OUT:
+        if (!m->out) { /* a map without a known output in % */
+            m->at++;
+            mt_step(m);
+            return;
+        }
+        mt_submit(m, mt_read_op(m->out), m->out, NULL, false);
         return;
     case MT_WRITE_SV:
         rc = modbus_reg_encode(m->sv, m->want, m->decimals, 0, &acc);
@@ -162,13 +199,11 @@ static void mt_step(mt_t *m)
             mt_fail(m, LAB_DRV_EPARAM, "set point out of range", proto_strerror(rc));
             return;
         }
-        mt_submit(m, LAB_MODBUS_WRITE_REGISTER, m->sv, acc.w, false);
+        mt_submit(m, mt_write_op(m->sv), m->sv, acc.w, false);
         return;
     case MT_WRITE_RUN: {
-        uint16_t w = m->want != 0; /* coil 0/1; program_status run = 1, reset = 0 */
-        mt_submit(m,
-                  m->run->space == MODBUS_COIL ? LAB_MODBUS_WRITE_COIL : LAB_MODBUS_WRITE_REGISTER,
-                  m->run, &w, false);
+        uint16_t w = m->want != 0; /* bit 0/1; program_status run = 1, reset = 0 */
+        mt_submit(m, mt_write_op(m->run), m->run, &w, false);
         return;
     }
     case MT_DONE:
@@ -181,7 +216,7 @@ static double mt_decode(mt_t *m, const modbus_reg_t *r, const lab_modbus_result_
 {
     double v = NAN;
     *ok = 0;
-    if (r->space == MODBUS_COIL) {
+    if (r->space != MODBUS_HOLDING) {
         if (res->bits) {
             v = res->bits[0] != 0;
             *ok = 1;
@@ -240,6 +275,10 @@ static void mt_op_result(mt_t *m, const lab_modbus_result_t *res)
         /* program_status: anything but reset regulates (run, hold, end at the set point). */
         v = mt_decode(m, m->run, res, &ok);
         json_object_set_new(m->result, "running", json_integer(v != 0));
+        break;
+    case MT_READ_OUT:
+        v = mt_decode(m, m->out, res, &ok);
+        json_object_set_new(m->result, "output1_pct", json_real(v));
         break;
     case MT_WRITE_SV:
         json_object_set_new(m->result, "setpoint_c", json_real(m->want));
@@ -427,7 +466,9 @@ static int mt_open(lab_driver_t *d, char *err, size_t errlen)
     m->pv = modbus_map_find(m->model->dev, m->model->pv);
     m->sv = modbus_map_find(m->model->dev, m->model->sv);
     m->run = modbus_map_find(m->model->dev, m->model->run);
-    LAB_ASSERT(m->pv && m->sv && m->run); /* the tables and mt_models agree */
+    m->out = m->model->out ? modbus_map_find(m->model->dev, m->model->out) : NULL;
+    /* the tables and mt_models agree */
+    LAB_ASSERT(m->pv && m->sv && m->run && (m->out || !m->model->out));
     m->unit = (int)lab_drv_int(d, "unit");
     m->decimals = (int)lab_drv_int(d, "decimals");
     m->timeout_ms = (unsigned)lab_drv_int(d, "timeout_ms");

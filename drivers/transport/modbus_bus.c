@@ -117,6 +117,10 @@ static int exec_read_coils(modbus_t *c, mb_job_t *j)
 {
     return modbus_read_bits(c, j->req.addr, j->req.count, j->bits);
 }
+static int exec_read_discrete(modbus_t *c, mb_job_t *j)
+{
+    return modbus_read_input_bits(c, j->req.addr, j->req.count, j->bits);
+}
 static int exec_write_coil(modbus_t *c, mb_job_t *j)
 {
     return modbus_write_bit(c, j->req.addr, j->bits[0]);
@@ -140,6 +144,7 @@ static const struct {
     [LAB_MODBUS_READ_COILS] = {"read_coils", 2000, 0, 1, exec_read_coils},
     [LAB_MODBUS_WRITE_COIL] = {"write_coil", 1, 1, 1, exec_write_coil},
     [LAB_MODBUS_WRITE_COILS] = {"write_coils", 1968, 1, 1, exec_write_coils},
+    [LAB_MODBUS_READ_DISCRETE] = {"read_discrete_inputs", 2000, 0, 1, exec_read_discrete},
 };
 
 const char *lab_modbus_op_name(lab_modbus_op_t op)

@@ -21,6 +21,7 @@ typedef enum lab_modbus_op {
     LAB_MODBUS_READ_COILS,       /* 1 */
     LAB_MODBUS_WRITE_COIL,       /* 5: bits[0] */
     LAB_MODBUS_WRITE_COILS,      /* 15 */
+    LAB_MODBUS_READ_DISCRETE,    /* 2: discrete inputs, bits like coils */
     LAB_MODBUS_OP_COUNT
 } lab_modbus_op_t;
 
@@ -45,7 +46,7 @@ typedef struct lab_modbus_result {
     lab_modbus_op_t op;
     int unit, addr, count;
     const uint16_t *words; /* register reads: count words */
-    const uint8_t *bits;   /* coil reads: count 0/1 values */
+    const uint8_t *bits;   /* coil and discrete input reads: count 0/1 values */
 } lab_modbus_result_t;
 
 typedef void (*lab_modbus_done_cb)(lab_modbus_bus_t *bus, const lab_modbus_result_t *res,

@@ -38,9 +38,12 @@ static void test_cn7500_recorded(void **state)
     assert_int_equal(a.w[0], 3);
     assert_string_equal(cm->enum_names[0], "pid");
     assert_int_equal(modbus_reg_encode(cm, 4, 0, 0, &a), PROTO_ERANGE);
-    /* run(): 01 05 08 14 FF 00; stop(): 01 05 08 14 00 00. */
+    /* run(): 01 05 08 14 FF 00; stop(): 01 05 08 14 00 00; is_running(): 01 02 08 14 00 01. */
     const modbus_reg_t *run = modbus_map_find(MODBUS_DEV_CN7500, "run");
-    assert_int_equal(run->space, MODBUS_COIL);
+    assert_int_equal(run->space, MODBUS_DISCRETE);
+    assert_int_equal(modbus_reg_read_function(run), 2);
+    assert_int_equal(modbus_reg_write_function(run), 5);
+    assert_int_equal(modbus_reg_write_function(sv), 16);
     assert_int_equal(modbus_reg_encode(run, 1, 0, 0, &a), PROTO_OK);
     assert_int_equal(a.addr, 0x0814);
     assert_int_equal(a.w[0], 0xFF00);

@@ -514,8 +514,9 @@ static void test_rtu_over_a_line(void **state)
     assert_non_null(l.ctx);
     modbus_set_slave(l.ctx, 7);
     assert_int_equal(modbus_connect(l.ctx), 0);
-    l.map = modbus_mapping_new(10, 0, 10, 0);
+    l.map = modbus_mapping_new(10, 10, 10, 0);
     l.map->tab_registers[3] = 1234;
+    l.map->tab_input_bits[2] = 1;
     pthread_create(&l.srv, NULL, rtu_srv_main, &l);
 
     lab_modbus_settings_t s;
@@ -538,6 +539,13 @@ static void test_rtu_over_a_line(void **state)
                  .op = LAB_MODBUS_WRITE_REGISTER, .unit = 7, .addr = 4, .count = 1, .words = &v});
     assert_int_equal(d->status, LAB_OK);
     assert_int_equal(l.map->tab_registers[4], 99);
+    /* discrete inputs (function 02), apart from the coils */
+    d = call(
+        fx, fx->bus,
+        (lab_modbus_request_t){.op = LAB_MODBUS_READ_DISCRETE, .unit = 7, .addr = 2, .count = 2});
+    assert_int_equal(d->status, LAB_OK);
+    assert_int_equal(d->bits[0], 1);
+    assert_int_equal(d->bits[1], 0);
     /* nobody answers for unit 9 on this line */
     d = call(fx, fx->bus,
              (lab_modbus_request_t){
