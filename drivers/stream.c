@@ -503,6 +503,7 @@ void lab_stream_refuse(lab_stream_t *s, const lab_drv_error_t *err)
 void lab_stream_abort(lab_stream_t *s)
 {
     s->op_pending = false;
+    uv_timer_stop(&s->refuse_timer);
     if (s->owner != LAB_STREAM_OP)
         return;
     bool flight = s->in_flight;

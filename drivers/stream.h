@@ -69,6 +69,8 @@ typedef struct lab_stream_conf {
 #define LAB_STREAM_SENT_MAX 96
 #define LAB_STREAM_OUT_MAX 2048
 
+/* Embedded in the driver's private data; every field is the base's (read them through the
+ * functions below). */
 struct lab_stream {
     lab_driver_t *d;
     const lab_stream_ops_t *ops;
