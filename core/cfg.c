@@ -117,7 +117,7 @@ void lab_cfg_error_add(lab_cfg_errors_t *e, int line, const char *section, const
         e->cap = e->cap ? e->cap * 2 : 8;
         e->v = lab_realloc(e->v, sizeof *e->v * (size_t)e->cap);
     }
-    char buf[512];
+    char buf[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);

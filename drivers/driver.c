@@ -166,7 +166,7 @@ static const lab_drv_kv_t *conf_get(const lab_drv_conf_t *c, const char *key)
 int lab_driver_check(const lab_drv_conf_t *conf, lab_drv_conf_err_cb cb, void *ctx)
 {
     int n = 0;
-    char buf[200];
+    char buf[1024]; /* an enum's choices can be long (Liconic's 36 rack types) */
     const lab_drv_kv_t *dv = conf_get(conf, "driver");
     const lab_driver_ops_t *ops = dv ? lab_driver_find(dv->value) : NULL;
     if (!dv) {

@@ -99,6 +99,7 @@ static void stream_resync(lab_stream_t *s, uint64_t not_before)
     if (!s->resyncing) {
         s->resync_since = now;
         s->noisy = false;
+        s->tail_len = 0;
     }
     uv_timer_stop(&s->reply_timer);
     s->in_flight = false;
@@ -343,7 +344,16 @@ static void stream_drop(lab_stream_t *s, const void *data, size_t len, const cha
 {
     char shown[160];
     lab_stream_printable(data, len, shown, sizeof shown);
-    lab_stream_printable(data, len, s->last_rx, sizeof s->last_rx);
+    const uint8_t *b = data;
+    if (len >= sizeof s->tail) {
+        memcpy(s->tail, b + len - sizeof s->tail, sizeof s->tail);
+        s->tail_len = sizeof s->tail;
+    } else {
+        size_t keep = s->tail_len + len > sizeof s->tail ? sizeof s->tail - len : s->tail_len;
+        memmove(s->tail, s->tail + s->tail_len - keep, keep);
+        memcpy(s->tail + keep, b, len);
+        s->tail_len = keep + len;
+    }
     s->quiet_until = stream_now(s) + s->conf.quiet_ms;
     log_debug(s->conf.tag, "instrument=%s dropped %s=\"%s\"", lab_driver_id(s->d), what, shown);
 }
@@ -396,9 +406,11 @@ static void stream_on_data(lab_transport_t *t, const uint8_t *data, size_t len, 
         uint64_t waited = stream_now(s) - s->resync_since;
         if (!s->noisy && waited > s->conf.retry_ms + s->conf.quiet_ms) {
             lab_drv_error_t e;
+            char shown[80];
+            lab_stream_printable(s->tail, s->tail_len, shown, sizeof shown);
             lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL,
                               "the line is never quiet for %u ms (last bytes '%s')",
-                              s->conf.quiet_ms, s->last_rx);
+                              s->conf.quiet_ms, shown);
             s->noisy = true;
             stream_down(s, &e);
         }
@@ -503,6 +515,7 @@ void lab_stream_refuse(lab_stream_t *s, const lab_drv_error_t *err)
 void lab_stream_abort(lab_stream_t *s)
 {
     s->op_pending = false;
+    uv_timer_stop(&s->refuse_timer);
     if (s->owner != LAB_STREAM_OP)
         return;
     bool flight = s->in_flight;

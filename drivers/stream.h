@@ -69,6 +69,8 @@ typedef struct lab_stream_conf {
 #define LAB_STREAM_SENT_MAX 96
 #define LAB_STREAM_OUT_MAX 2048
 
+/* Embedded in the driver's private data; every field is the base's (read them through the
+ * functions below). */
 struct lab_stream {
     lab_driver_t *d;
     const lab_stream_ops_t *ops;
@@ -95,8 +97,9 @@ struct lab_stream {
     unsigned reply_ms;              /* of the command in flight */
     char sent[LAB_STREAM_SENT_MAX]; /* the command in flight, printable, for messages */
     uint8_t out[LAB_STREAM_OUT_MAX];
-    size_t out_len; /* a command held by send_timer */
-    char last_rx[48];
+    size_t out_len;   /* a command held by send_timer */
+    uint8_t tail[16]; /* the last bytes dropped, for messages */
+    size_t tail_len;
     lab_drv_error_t later, refused;
     void (*wait_cb)(lab_stream_t *s);
 };

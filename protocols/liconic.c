@@ -414,3 +414,23 @@ double liconic_climate_from_raw(liconic_climate_t what, long raw)
         return NAN;
     return (double)raw / climate[what].per_unit;
 }
+
+/* ---- rack types ---- */
+
+#define LICONIC_RACK_ROW(name, h, p, n, st) {name, h, p, n, st},
+const liconic_rack_t liconic_racks[] = {LICONIC_RACKS(LICONIC_RACK_ROW)};
+const size_t liconic_racks_n = sizeof liconic_racks / sizeof liconic_racks[0];
+
+const liconic_rack_t *liconic_rack_find(const char *name)
+{
+    for (size_t i = 0; name && i < liconic_racks_n; i++)
+        if (strcmp(liconic_racks[i].name, name) == 0)
+            return &liconic_racks[i];
+    return NULL;
+}
+
+int liconic_rack_verified(const liconic_rack_t *r)
+{
+    /* Liconic's documented reference points: 788 steps for 23 mm, 1713 for 50 mm. */
+    return r->steps == (r->pitch * 1713 + 25) / 50;
+}

@@ -127,6 +127,69 @@ typedef struct liconic_site {
     int slots;       /* slots in the cassette, DM25 */
 } liconic_site_t;
 
+/* Rack (cassette) types: PyLabRobot's model name, the site height and pitch in mm, the slots
+ * (DM25) and the motor steps of the pitch (DM23). Source: PyLabRobot
+ * pylabrobot/legacy/storage/liconic/racks.py (names, pitch, slots, steps in each docstring) and
+ * liconic_backend.py LICONIC_SITE_HEIGHT_TO_STEPS (the steps it writes to DM23), commit
+ * 598b58ffb. steps = round(pitch * 1713 / 50) except the 104 mm racks (3563, the formula gives
+ * 3769; PyLabRobot's tests mark it as not verified on hardware). */
+#define LICONIC_RACKS(X)                                                                           \
+    X("liconic_rack_5mm_42", 5, 11, 42, 377)       /* STX44 */                                     \
+    X("liconic_rack_5mm_55", 5, 11, 55, 377)       /* STX500 */                                    \
+    X("liconic_rack_5mm_111", 5, 11, 111, 377)     /* STX1000 */                                   \
+    X("liconic_rack_11mm_28", 11, 17, 28, 582)     /* STX44 */                                     \
+    X("liconic_rack_11mm_37", 11, 17, 37, 582)     /* STX500 */                                    \
+    X("liconic_rack_11mm_72", 11, 17, 72, 582)     /* STX1000 */                                   \
+    X("liconic_rack_12mm_27", 12, 18, 27, 617)     /* STX44 */                                     \
+    X("liconic_rack_12mm_35", 12, 18, 35, 617)     /* STX500 */                                    \
+    X("liconic_rack_12mm_68", 12, 18, 68, 617)     /* STX1000 */                                   \
+    X("liconic_rack_17mm_22", 17, 23, 22, 788)     /* STX44 */                                     \
+    X("liconic_rack_17mm_28", 17, 23, 28, 788)     /* STX500 */                                    \
+    X("liconic_rack_17mm_53", 17, 23, 53, 788)     /* STX1000 */                                   \
+    X("liconic_rack_22mm_17", 22, 28, 17, 959)     /* STX44 */                                     \
+    X("liconic_rack_22mm_23", 22, 28, 23, 959)     /* STX500 */                                    \
+    X("liconic_rack_22mm_43", 22, 28, 43, 959)     /* STX1000 */                                   \
+    X("liconic_rack_23mm_17", 23, 29, 17, 994)     /* STX44 */                                     \
+    X("liconic_rack_23mm_22", 23, 29, 22, 994)     /* STX500 */                                    \
+    X("liconic_rack_23mm_42", 23, 29, 42, 994)     /* STX1000 */                                   \
+    X("liconic_rack_24mm_17", 24, 30, 17, 1028)    /* STX44 */                                     \
+    X("liconic_rack_24mm_21", 24, 30, 21, 1028)    /* STX500 */                                    \
+    X("liconic_rack_24mm_41", 24, 30, 41, 1028)    /* STX1000 */                                   \
+    X("liconic_rack_27mm_15", 27, 33, 15, 1131)    /* STX44 */                                     \
+    X("liconic_rack_27mm_19", 27, 33, 19, 1131)    /* STX500 */                                    \
+    X("liconic_rack_27mm_37", 27, 33, 37, 1131)    /* STX1000 */                                   \
+    X("liconic_rack_44mm_10", 44, 50, 10, 1713)    /* STX44 */                                     \
+    X("liconic_rack_44mm_13", 44, 50, 13, 1713)    /* STX500 */                                    \
+    X("liconic_rack_44mm_25", 44, 50, 25, 1713)    /* STX1000 */                                   \
+    X("liconic_rack_53mm_8", 53, 59, 8, 2021)      /* STX44 */                                     \
+    X("liconic_rack_53mm_10", 53, 59, 10, 2021)    /* STX500 */                                    \
+    X("liconic_rack_53mm_21", 53, 59, 21, 2021)    /* STX1000 */                                   \
+    X("liconic_rack_66mm_7", 66, 72, 7, 2467)      /* STX44 */                                     \
+    X("liconic_rack_66mm_8", 66, 72, 8, 2467)      /* STX500 */                                    \
+    X("liconic_rack_66mm_17", 66, 72, 17, 2467)    /* STX1000 */                                   \
+    X("liconic_rack_104mm_4", 104, 110, 4, 3563)   /* STX44 */                                     \
+    X("liconic_rack_104mm_5", 104, 110, 5, 3563)   /* STX500 */                                    \
+    X("liconic_rack_104mm_11", 104, 110, 11, 3563) /* STX1000 */
+
+typedef struct liconic_rack {
+    const char *name; /* "liconic_rack_17mm_22" */
+    int site_height;  /* mm */
+    int pitch;        /* mm */
+    int slots;        /* DM25 */
+    int steps;        /* DM23 */
+} liconic_rack_t;
+
+/* Every name, '|'-separated (a config enum's choices). */
+#define LICONIC_RACK_CHOICE(name, h, p, n, st) "|" name
+#define LICONIC_RACK_CHOICES (LICONIC_RACKS(LICONIC_RACK_CHOICE) + 1)
+
+extern const liconic_rack_t liconic_racks[];
+extern const size_t liconic_racks_n;
+/* The rack type by name, NULL if unknown. */
+const liconic_rack_t *liconic_rack_find(const char *name);
+/* Whether the rack's steps follow the documented formula (the 104 mm racks do not). */
+int liconic_rack_verified(const liconic_rack_t *r);
+
 #define LICONIC_SEQ_MAX 16
 
 /* Handshake and activation: CR, ST 1801, wait ready. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "protocols/modbus_maps.h"
+#include "protocols/liconic.h"
 #include "sim/sim.h"
 
 typedef struct cfg_ctx {
@@ -210,6 +211,19 @@ static int handler(void *ud, const char *section, const char *name, const char *
     } else if (strcmp(name, "sim_tau") == 0) {
         if (parse_double(value, 0.001, 1e6, &in->tau))
             return fail(c, "instrument '%s': bad sim_tau '%s'", id, value);
+    } else if (strcmp(name, "rack_type") == 0) {
+        in->rack = liconic_rack_find(value);
+        if (!in->rack) {
+            snprintf(c->err, c->errcap,
+                     "%s:%d: instrument '%s': unknown rack_type '%s' (one of %s)", c->path, c->line,
+                     id, value, LICONIC_RACK_CHOICES);
+            c->failed = 1;
+            return 0;
+        }
+    } else if (strcmp(name, "sim_wake_e1") == 0) {
+        if (parse_double(value, 0, 99, &d) || d != (int)d)
+            return fail(c, "instrument '%s': bad sim_wake_e1 '%s' (0..99)", id, value);
+        in->wake_e1 = (int)d;
     } else if (strcmp(name, "sim_error_code") == 0) {
         if (parse_double(value, 0, 99999, &d) || d != (int)d)
             return fail(c, "instrument '%s': bad sim_error_code '%s'", id, value);
@@ -249,6 +263,8 @@ int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap)
             why = "modbus-temperature needs modbus = tcp://host:port or rtu:PATH, and map";
         else if (in->driver != SIM_MODBUS_TEMP && !in->port[0] && !in->tcp_port)
             why = "no port";
+        else if (in->driver == SIM_LICONIC && !in->rack)
+            why = "no rack_type (the cassettes' rack, as labloopd needs it)";
         if (why) {
             snprintf(err, errcap, "%s:%d: instrument '%s': %s", path, in->line, in->id, why);
             return -1;

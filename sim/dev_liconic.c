@@ -8,6 +8,13 @@
  * answers the next command with E5. The transfer sensor 1813 says whether a plate waits on the
  * transfer station.
  *
+ * Busy is the ready relay 1915 = 0, nothing else: an ST on a handling flag while a step runs sets
+ * the relay (OK, as the PLC does) and the handler takes it when the step ends. E3 is the
+ * controller's hardware error and never means busy. A transfer (1904, 1905, 1908, 1909) checks
+ * DM23 (pitch in motor steps) and DM25 (slots) against the configured rack_type: anything else
+ * would send the handler to the wrong height, so it stops with a handler error instead.
+ * sim_wake_e1 plays a controller that answers a bare CR with E1 (and the first N CR handshakes).
+ *
  * In a cell without an arm (world.h): with sim_from = STAR_ID a load whose transfer station is
  * empty takes the oldest plate on that STAR's deck (the load fails as above when the deck is
  * empty too); with sim_to = READER_ID an unloaded plate goes on at once from the transfer
@@ -76,15 +83,40 @@ static void move(sim_inst_t *in, const char *from, const char *to)
     sim_info("liconic", "%s: plate %s %s -> %s", in->cfg->id, p->barcode, from, to);
 }
 
+static void step_start(sim_inst_t *in, int flag);
+
+/* A transfer at a height the rack does not have: the handler's error, the plate stays. */
+static int rack_mismatch(sim_inst_t *in)
+{
+    int f = in->pending_flag;
+    if (f != LICONIC_FLAG_PLATE_FROM_TRANSFER && f != LICONIC_FLAG_PLATE_TO_TRANSFER &&
+        f != LICONIC_FLAG_PICK_FROM_SLOT && f != LICONIC_FLAG_PLACE_TO_SLOT)
+        return 0;
+    const liconic_rack_t *r = in->cfg->rack;
+    if (!r || (in->dm[LICONIC_DM_PITCH_STEPS] == r->steps &&
+               in->dm[LICONIC_DM_SLOTS_PER_CASSETTE] == r->slots))
+        return 0;
+    in->flags[LICONIC_FLAG_ERROR] = 1;
+    /* import 106 / export 202: the lift could not reach the stacker level; 11: slot unreachable */
+    in->dm[LICONIC_DM_HANDLER_ERROR] = f == LICONIC_FLAG_PLATE_FROM_TRANSFER ? 106
+                                       : f == LICONIC_FLAG_PLATE_TO_TRANSFER ? 202
+                                                                             : 11;
+    sim_warn("liconic", "%s: DM23 = %ld, DM25 = %ld; rack %s needs %d and %d", in->cfg->id,
+             in->dm[LICONIC_DM_PITCH_STEPS], in->dm[LICONIC_DM_SLOTS_PER_CASSETTE], r->name,
+             r->steps, r->slots);
+    return 1;
+}
+
 static void step_done(uv_timer_t *t)
 {
     sim_inst_t *in = t->data;
     char a[96], b[96], shovel[96];
     sim_liconic_tick(in);
+    int bad = rack_mismatch(in);
     pos_transfer(in, a, sizeof a);
     pos_slot(in, b, sizeof b);
     snprintf(shovel, sizeof shovel, "shovel:%s", in->cfg->id);
-    switch (in->pending_flag) {
+    switch (bad ? 0 : in->pending_flag) {
     case LICONIC_FLAG_PLATE_FROM_TRANSFER:
         if (in->cfg->from[0] && !sim_world_at(&in->sim->world, a)) {
             /* the cell's integration slides the STAR's deck plate onto the station */
@@ -130,6 +162,11 @@ static void step_done(uv_timer_t *t)
     in->flags[in->pending_flag] = 0;
     in->flags[LICONIC_FLAG_READY] = 1;
     in->pending_flag = 0;
+    if (in->queued_flag) {
+        int f = in->queued_flag;
+        in->queued_flag = 0;
+        step_start(in, f);
+    }
 }
 
 static int is_action(int flag)
@@ -156,6 +193,14 @@ static long read_dm(sim_inst_t *in, int addr)
     return in->dm[addr];
 }
 
+static void step_start(sim_inst_t *in, int flag)
+{
+    in->pending_flag = flag;
+    in->flags[LICONIC_FLAG_READY] = 0;
+    uv_timer_start(&in->step, step_done,
+                   (uint64_t)(in->cfg->step_s * 1000 / in->sim->cfg.time_scale) + 1, 0);
+}
+
 static int on_line(void *ud, const char *line, size_t len, int err)
 {
     sim_inst_t *in = ud;
@@ -165,6 +210,11 @@ static int on_line(void *ud, const char *line, size_t len, int err)
         return 0;
     }
     int rc = liconic_parse_cmd(line, len, &c);
+    if (rc == PROTO_OK && c.op == LICONIC_OP_OPEN && in->wake_e1_left > 0) {
+        in->wake_e1_left--;
+        reply(in, LICONIC_REPLY_ERROR, 0, 1);
+        return 0;
+    }
     if (!in->opened) {
         if (rc == PROTO_OK && c.op == LICONIC_OP_OPEN) {
             in->opened = 1;
@@ -191,16 +241,13 @@ static int on_line(void *ud, const char *line, size_t len, int err)
         reply(in, LICONIC_REPLY_CC, 0, 0);
         break;
     case LICONIC_OP_SET:
-        if (is_action(c.addr) && in->pending_flag) {
-            reply(in, LICONIC_REPLY_ERROR, 0, 3); /* busy */
-            break;
-        }
         in->flags[c.addr] = 1;
-        if (is_action(c.addr)) {
-            in->pending_flag = c.addr;
-            in->flags[LICONIC_FLAG_READY] = 0;
-            uv_timer_start(&in->step, step_done,
-                           (uint64_t)(in->cfg->step_s * 1000 / in->sim->cfg.time_scale) + 1, 0);
+        if (is_action(c.addr) && in->pending_flag) {
+            sim_warn("liconic", "%s: ST %d while busy (1915 = 0): taken after the current step",
+                     in->cfg->id, c.addr);
+            in->queued_flag = c.addr;
+        } else if (is_action(c.addr)) {
+            step_start(in, c.addr);
         }
         reply(in, LICONIC_REPLY_OK, 0, 0);
         break;
@@ -235,7 +282,16 @@ static int on_line(void *ud, const char *line, size_t len, int err)
 
 void sim_liconic_feed(sim_inst_t *in, const uint8_t *data, size_t n)
 {
-    proto_lines_feed(&in->lines, data, n, on_line, in);
+    if (!in->cfg->wake_e1) {
+        proto_lines_feed(&in->lines, data, n, on_line, in);
+        return;
+    }
+    /* A CR on an empty line is the bare wake-up some controllers answer with E1. */
+    for (size_t i = 0; i < n; i++) {
+        if (data[i] == '\r' && in->lines.len == 0)
+            reply(in, LICONIC_REPLY_ERROR, 0, 1);
+        proto_lines_feed(&in->lines, data + i, 1, on_line, in);
+    }
 }
 
 void sim_liconic_init(sim_inst_t *in)
@@ -244,7 +300,8 @@ void sim_liconic_init(sim_inst_t *in)
     in->flags = calloc(LICONIC_ADDR_MAX, 1);
     in->dm = calloc(LICONIC_ADDR_MAX, sizeof *in->dm);
     in->flags[LICONIC_FLAG_READY] = 1;
-    in->dm[LICONIC_DM_SLOTS_PER_CASSETTE] = 22;
+    in->dm[LICONIC_DM_SLOTS_PER_CASSETTE] = in->cfg->rack ? in->cfg->rack->slots : 0;
+    in->wake_e1_left = in->cfg->wake_e1;
     /* Ambient start: 22.0 degC, 40 %RH, 0.04 %CO2, 78 %N2 (raw units of each DM word). */
     static const double ambient[4] = {220, 400, 4, 7800};
     for (int i = 0; i < 4; i++) {

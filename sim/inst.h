@@ -41,6 +41,8 @@ typedef struct sim_inst {
     long *dm;
     double climate_set[4], climate_cur[4], climate_at;
     int pending_flag;
+    int queued_flag; /* set while busy: the handler takes it when the current step ends */
+    int wake_e1_left;
     /* BioTek */
     biotek_cmd_rx_t brx;
     biotek_rect_t rect;

@@ -47,9 +47,11 @@ typedef struct sim_inst_cfg {
     char from[64];      /* Liconic: the STAR whose deck plate a load with an empty station takes */
     char to[64];        /* Liconic: the reader whose queue an unloaded plate slides into */
     int error_code;     /* the device error answered on an injected "error" fault */
-    double step_s;      /* lab seconds a mechanical step takes */
-    double ambient;     /* modbus: degC */
-    double tau;         /* modbus: lab seconds of the thermal time constant */
+    const struct liconic_rack *rack; /* Liconic: rack_type, the DM23/DM25 a transfer needs */
+    int wake_e1;    /* Liconic: E1 to a bare CR, and to the first wake_e1 CR handshakes */
+    double step_s;  /* lab seconds a mechanical step takes */
+    double ambient; /* modbus: degC */
+    double tau;     /* modbus: lab seconds of the thermal time constant */
     int line;
     struct replay *replay; /* --replay: the recording this instrument plays, owned by the sim */
 } sim_inst_cfg_t;

@@ -1,6 +1,7 @@
 /* Step programs: how a workflow step's op becomes driver actions on the instrument it was
  * planned on. */
 #include "daemon/sched/ops.h"
+#include "protocols/liconic.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -22,9 +23,12 @@ bool lab_op_needs_site(const char *op, lab_driver_t *d)
 
 int lab_op_slots_per_cassette(lab_driver_t *d)
 {
-    if (strcmp(lab_driver_ops(d)->name, "liconic-stx") == 0)
-        return (int)lab_drv_int(d, "slots_per_cassette");
-    return 22;
+    if (strcmp(lab_driver_ops(d)->name, "liconic-stx") == 0) {
+        const liconic_rack_t *r = liconic_rack_find(lab_drv_str(d, "rack_type"));
+        if (r)
+            return r->slots;
+    }
+    return 22; /* no other driver has cassettes; the site planner needs a figure */
 }
 
 bool lab_op_repeatable(const char *op)

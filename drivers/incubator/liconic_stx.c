@@ -62,6 +62,7 @@ typedef struct lic_seq {
 
 typedef struct lic {
     lab_stream_t st;
+    const liconic_rack_t *rack;
     proto_lines_t lines;
     bool fault;    /* the handler reported an error; cleared by a successful operation */
     int climate_n; /* 1: temperature, 2: + humidity, 3: + CO2 */
@@ -107,11 +108,9 @@ static const lab_drv_action_t lic_actions[] = {
 
 static const lab_drv_key_t lic_keys[] = {
     LAB_DRV_SERIAL_KEYS("9600", "8", "even", "1", "rtscts"),
-    {"slots_per_cassette", LAB_DRV_KEY_INT, "22", 1, 999, NULL, 0,
-     "slots in one cassette (DM25); slot numbers above it are refused"},
-    {"pitch_steps", LAB_DRV_KEY_INT, "23", 1, 99999, NULL, 0,
-     "cassette pitch written to DM23 before every transfer, as the instrument's cassette type "
-     "needs it"},
+    {"rack_type", LAB_DRV_KEY_ENUM, NULL, 0, 0, LICONIC_RACK_CHOICES, LAB_DRV_KEY_REQUIRED,
+     "the cassettes' rack type (PyLabRobot's model name, <site height>mm_<slots>): the slots "
+     "(DM25) and the pitch in motor steps (DM23) written before every transfer come from it"},
     {"climate", LAB_DRV_KEY_ENUM, "temperature+humidity+co2", 0, 0,
      "temperature|temperature+humidity|temperature+humidity+co2", 0,
      "the climate the model controls: status reads and set_climate writes only these"},
@@ -462,6 +461,18 @@ static int lic_open(lab_driver_t *d, char *err, size_t errlen)
 {
     lic_t *p = lab_drv_priv(d);
     p->climate_n = lab_drv_enum(d, "climate") + 1;
+    /* The key is a required enum of the table's names: lab_driver_check refused anything else. */
+    p->rack = liconic_rack_find(lab_drv_str(d, "rack_type"));
+    if (!p->rack) {
+        snprintf(err, errlen, "rack_type: '%s' is not a known rack type",
+                 lab_drv_str(d, "rack_type"));
+        return -1;
+    }
+    if (!liconic_rack_verified(p->rack))
+        log_warn("liconic",
+                 "instrument=%s rack_type=%s: %d steps for a %d mm pitch do not follow Liconic's "
+                 "formula; check the first transfers by hand",
+                 lab_driver_id(d), p->rack->name, p->rack->steps, p->rack->pitch);
     lab_stream_conf_t conf = {
         .tag = "liconic",
         .reply_ms = LIC_REPLY_MS,
@@ -548,11 +559,10 @@ static void lic_check(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
 {
     lic_t *p = lab_drv_priv(d);
     json_t *slot = json_object_get(params, "slot");
-    long slots = lab_drv_int(d, "slots_per_cassette");
     if ((strcmp(a->name, "load") == 0 || strcmp(a->name, "unload") == 0) && slot &&
-        json_integer_value(slot) > slots)
-        lab_jerrs_add(errs, "/slot", "%lld is beyond slots_per_cassette = %ld",
-                      (long long)json_integer_value(slot), slots);
+        json_integer_value(slot) > p->rack->slots)
+        lab_jerrs_add(errs, "/slot", "%lld is beyond the %d slots of rack_type = %s",
+                      (long long)json_integer_value(slot), p->rack->slots, p->rack->name);
     static const char *const climate[] = {"temperature_c", "humidity_pct", "co2_pct"};
     if (strcmp(a->name, "set_climate") == 0)
         for (int i = p->climate_n; i < 3; i++)
@@ -593,11 +603,10 @@ static void lic_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *param
         break;
     case LIC_ACT_LOAD:
     case LIC_ACT_UNLOAD: {
-        liconic_site_t site = {(int)cassette, (int)slot, (int)lab_drv_int(d, "pitch_steps"),
-                               (int)lab_drv_int(d, "slots_per_cassette")};
+        liconic_site_t site = {(int)cassette, (int)slot, p->rack->steps, p->rack->slots};
         if (slot > site.slots) {
-            lic_refuse(d, "%s: params/slot: %lld is beyond slots_per_cassette = %d", a->name,
-                       (long long)slot, site.slots);
+            lic_refuse(d, "%s: params/slot: %lld is beyond the %d slots of rack_type = %s", a->name,
+                       (long long)slot, site.slots, p->rack->name);
             return;
         }
         n = p->act == LIC_ACT_LOAD ? liconic_seq_load(&site, s, LICONIC_SEQ_MAX)

@@ -22,7 +22,8 @@ static const char mix_workflow[] =
 static inline void mix_cell_sections(char *out, size_t cap, const char *dir, int reader_port)
 {
     snprintf(out, cap,
-             "[instrument inc1]\ndriver = liconic-stx\nport = %s/inc1\n"
+             "[instrument inc1]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
+             "%s/inc1\n"
              "sim_step_seconds = 2\ncapacity = 8\nsim_from = star1\nsim_to = reader1\n"
              "[instrument star1]\ndriver = hamilton-star\nport = %s/star1\n"
              "sim_reagents = substrate,inhibitor\nsim_step_seconds = 2\n"

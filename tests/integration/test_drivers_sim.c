@@ -30,7 +30,8 @@ static int setup(void **state)
     int mb = h_free_port(), rd = h_free_port();
     /* The same sections for both: labloopd skips sim_* keys, labloop-sim ignores the rest. */
     snprintf(sections, sizeof sections,
-             "[instrument inc1]\ndriver = liconic-stx\nport = %s/inc1\nsim_plate = P1\n"
+             "[instrument inc1]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
+             "%s/inc1\nsim_plate = P1\n"
              "sim_step_seconds = 1\npoll_s = 0.5\n"
              "[instrument star1]\ndriver = hamilton-star\nport = %s/star1\nsim_plate = P1\n"
              "sim_reagents = substrate,inhibitor\nsim_step_seconds = 1\n"

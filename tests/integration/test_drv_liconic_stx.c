@@ -8,17 +8,23 @@
 #include "tests/harness/harness.h"
 #include "tests/harness/harness_drv.h"
 
+#include "protocols/liconic.h"
+
+#include <fcntl.h>
+#include <pty.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 static h_sim_t sim;
-static char dir[256], port1[400], port2[400];
+static char dir[256], port1[400], port2[400], port3[400];
 static lab_driver_t *drv, *drv2;
 static lab_inst_state_t state1, state2;
 static int telemetry;
@@ -66,16 +72,23 @@ static void wait_state(lab_inst_state_t *which, lab_inst_state_t want)
         fail_msg("state %s, expected %s", lab_inst_state_name(*which), lab_inst_state_name(want));
 }
 
+static lab_driver_t *make_rack(const char *id, const char *port, const char *poll_s,
+                               const char *extra_k, const char *extra_v, const char *rack)
+{
+    lab_drv_kv_t kv[7] = {
+        {"driver", "liconic-stx", 2}, {"port", port, 3},
+        {"poll_s", poll_s, 4},        {"sim_plate", "P1", 5},
+        {"capacity", "1", 6},         {extra_k ? extra_k : "label", extra_v ? extra_v : "", 7},
+        {"rack_type", rack, 8}};
+    return h_drv_open(id, kv, 7);
+}
+
 static lab_driver_t *make(const char *id, const char *port, const char *poll_s, const char *extra_k,
                           const char *extra_v)
 {
     /* The model's 8E1 with RTS/CTS on a pty: the tty transport drops the parity there when the
      * kernel refuses it on a reopened pty. */
-    lab_drv_kv_t kv[7] = {
-        {"driver", "liconic-stx", 2}, {"port", port, 3},
-        {"poll_s", poll_s, 4},        {"sim_plate", "P1", 5},
-        {"capacity", "1", 6},         {extra_k ? extra_k : "label", extra_v ? extra_v : "", 7}};
-    return h_drv_open(id, kv, 6);
+    return make_rack(id, port, poll_s, extra_k, extra_v, "liconic_rack_17mm_22");
 }
 
 static lab_drv_err_t call(const char *action, const char *params)
@@ -114,14 +127,20 @@ static int setup(void **state)
     assert_int_equal(h_tempdir("drvlic", dir, sizeof dir), 0);
     snprintf(port1, sizeof port1, "%s/inc1", dir);
     snprintf(port2, sizeof port2, "%s/inc2", dir);
+    snprintf(port3, sizeof port3, "%s/inc3", dir);
     char ini[2048];
-    snprintf(ini, sizeof ini,
-             "[labloop]\ntime_scale = 50\n"
-             "[instrument inc1]\ndriver = liconic-stx\nport = %s\nsim_plate = P1\n"
-             "sim_step_seconds = 2\nsim_error_code = 7\n"
-             "[instrument inc2]\ndriver = liconic-stx\nport = %s\nsim_step_seconds = 10\nsim_plate "
-             "= P2\n",
-             port1, port2);
+    snprintf(
+        ini, sizeof ini,
+        "[labloop]\ntime_scale = 50\n"
+        "[instrument inc1]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
+        "%s\nsim_plate = P1\n"
+        "sim_step_seconds = 2\nsim_error_code = 7\n"
+        "[instrument inc2]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
+        "%s\nsim_step_seconds = 10\nsim_plate "
+        "= P2\n"
+        "[instrument inc3]\ndriver = liconic-stx\nrack_type = liconic_rack_44mm_10\nport = %s\n"
+        "sim_plate = P3\nsim_step_seconds = 2\nsim_wake_e1 = 1\n",
+        port1, port2, port3);
     assert_int_equal(h_sim_start(&sim, ini), 0);
     assert_int_equal(h_drv_init(50), 0);
     h_drv_set_host(&host);
@@ -222,7 +241,7 @@ static void test_bad_params(void **state)
     expect_problem("status", "{\"x\":1}", "/params/x");
     /* Beyond the configured cassette: refused by the driver, nothing moved. */
     assert_int_equal(call("load", "{\"cassette\":1,\"slot\":23}"), LAB_DRV_EPARAM);
-    assert_non_null(strstr(h_drv_error()->text, "slots_per_cassette"));
+    assert_non_null(strstr(h_drv_error()->text, "22 slots of rack_type = liconic_rack_17mm_22"));
     plate_at("transfer:inc1");
     assert_int_equal(call("open_door", NULL), LAB_DRV_EACTION);
     assert_non_null(strstr(h_drv_error()->text, "load"));
@@ -349,6 +368,167 @@ static void test_polling(void **state)
     assert_true(last_temp >= 22 && last_temp <= 37);
 }
 
+/* ---- rack types ---- */
+
+static char conf_reason[1200];
+
+static void conf_err(void *ctx, int line, const char *key, const char *reason)
+{
+    (void)ctx;
+    (void)line;
+    snprintf(conf_reason, sizeof conf_reason, "%s: %s", key, reason);
+}
+
+/* A rack type outside the table, or none, is refused when the configuration is read, with the
+ * list of the known ones: nothing moves on a guessed pitch. */
+static void test_rack_config(void **state)
+{
+    (void)state;
+    lab_drv_kv_t kv[3] = {{"driver", "liconic-stx", 2},
+                          {"port", "/dev/null", 3},
+                          {"rack_type", "liconic_rack_18mm_22", 4}};
+    lab_drv_conf_t c = {"incx", 1, kv, 3, 1};
+    assert_int_equal(lab_driver_check(&c, conf_err, NULL), 1);
+    assert_non_null(strstr(conf_reason, "rack_type: expected one of liconic_rack_5mm_42|"));
+    assert_non_null(strstr(conf_reason, "|liconic_rack_17mm_22|"));
+    assert_non_null(strstr(conf_reason, "|liconic_rack_104mm_11"));
+    c.n = 2;
+    assert_int_equal(lab_driver_check(&c, conf_err, NULL), 1);
+    assert_non_null(strstr(conf_reason, "rack_type: required"));
+    /* The old pitch key is gone: a configuration that still has it is told so. */
+    kv[2] = (lab_drv_kv_t){"pitch_steps", "23", 4};
+    c.n = 3;
+    assert_int_equal(lab_driver_check(&c, conf_err, NULL), 2);
+}
+
+/* inc3 has 10-slot racks of 44 mm sites (liconic_rack_44mm_10: 1713 steps, PyLabRobot
+ * racks.py and liconic_backend_tests.py TestCarrierToStepsPos.test_44mm_rack, commit
+ * 598b58ffb), and its controller answers the first CR handshake with E1 (sim_wake_e1). The
+ * simulator checks DM23/DM25 against its rack at every transfer. */
+static void test_rack_transfer(void **state)
+{
+    (void)state;
+    state2 = LAB_INST_OFFLINE;
+    drv2 = make_rack("inc3", port3, "0", NULL, NULL, "liconic_rack_44mm_10");
+    wait_state(&state2, LAB_INST_IDLE);
+    assert_true(h_sim_log_count(&sim, "inc3: DM23") == 0);
+    assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":10}"), LAB_DRV_OK);
+    plate_is("P3", "inc3:1/10");
+    assert_int_equal(h_drv_do(drv2, "unload", "{\"cassette\":1,\"slot\":10}"), LAB_DRV_OK);
+    plate_is("P3", "transfer:inc3");
+    assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":11}"), LAB_DRV_EPARAM);
+    assert_non_null(strstr(h_drv_error()->text, "10 slots of rack_type = liconic_rack_44mm_10"));
+    h_drv_close(drv2);
+    /* The wrong rack for this incubator (17 mm sites, 788 steps): the handler stops with its
+     * error instead of going to the wrong height, and the plate stays. */
+    state2 = LAB_INST_OFFLINE;
+    drv2 = make_rack("inc3", port3, "0", NULL, NULL, "liconic_rack_17mm_22");
+    wait_state(&state2, LAB_INST_IDLE);
+    assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":1}"), LAB_DRV_EDEVICE);
+    assert_string_equal(h_drv_error()->device_code, "00106");
+    plate_is("P3", "transfer:inc3");
+    assert_true(h_sim_log_count(&sim, "rack liconic_rack_44mm_10 needs 1713 and 10") > 0);
+    assert_int_equal(h_drv_do(drv2, "reset", NULL), LAB_DRV_OK);
+    h_drv_close(drv2);
+    drv2 = NULL;
+}
+
+/* ---- a controller that answers out of step ---- */
+
+static struct {
+    int master, slave;
+    char line[128];
+    size_t len;
+    int cr;       /* CR handshakes seen */
+    int bare;     /* bare CRs seen */
+    bool cc_owed; /* the first handshake's CC, sent one poll after its E1 */
+} plc = {.master = -1, .slave = -1};
+
+static void plc_send(const char *s)
+{
+    assert_int_equal(write(plc.master, s, strlen(s)), (ssize_t)strlen(s));
+}
+
+static void plc_line(void)
+{
+    liconic_cmd_t c;
+    char buf[32];
+    if (plc.len == 0) {
+        plc.bare++;
+        plc_send("E1\r\n"); /* the bare wake-up CR, as an independent emulator answers it */
+        return;
+    }
+    if (liconic_parse_cmd(plc.line, plc.len, &c) != PROTO_OK) {
+        plc_send("E1\r\n");
+        return;
+    }
+    liconic_reply_t r = {.kind = LICONIC_REPLY_OK};
+    if (c.op == LICONIC_OP_OPEN) {
+        if (plc.cr++ == 0) {
+            /* E1 first, the CC after: each later reply would be one off. */
+            plc_send("E1\r\n");
+            plc.cc_owed = true;
+            return;
+        }
+        r.kind = LICONIC_REPLY_CC;
+    } else if (c.op == LICONIC_OP_READ || c.op == LICONIC_OP_READ_DM) {
+        r.kind = LICONIC_REPLY_VALUE;
+        r.value = c.op == LICONIC_OP_READ && c.addr == LICONIC_FLAG_READY ? 1 : 0;
+    }
+    int n = liconic_encode_reply(&r, buf, sizeof buf);
+    assert_true(n > 0);
+    assert_int_equal(write(plc.master, buf, (size_t)n), n);
+}
+
+static void plc_poll(void)
+{
+    char buf[128];
+    ssize_t n;
+    if (plc.cc_owed) {
+        plc.cc_owed = false;
+        plc_send("CC\r\n");
+    }
+    while (plc.master >= 0 && (n = read(plc.master, buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] == '\r') {
+                plc_line();
+                plc.len = 0;
+            } else if (plc.len < sizeof plc.line - 1) {
+                plc.line[plc.len++] = buf[i];
+            }
+        }
+}
+
+/* The handshake's first CR answered E1 and then CC: the driver drains the line, shakes hands
+ * again, and every later reply goes with its own command. */
+static void test_out_of_step(void **state)
+{
+    (void)state;
+    assert_int_equal(openpty(&plc.master, &plc.slave, NULL, NULL, NULL), 0);
+    struct termios t;
+    tcgetattr(plc.slave, &t);
+    cfmakeraw(&t);
+    tcsetattr(plc.slave, TCSANOW, &t);
+    fcntl(plc.master, F_SETFL, fcntl(plc.master, F_GETFL) | O_NONBLOCK);
+    h_drv_set_pump(plc_poll);
+    state2 = LAB_INST_OFFLINE;
+    drv2 = make("plc", ttyname(plc.slave), "0", NULL, NULL);
+    wait_state(&state2, LAB_INST_IDLE);
+    assert_int_equal(plc.cr, 2);
+    assert_int_equal(plc.bare, 0); /* woken with a BREAK, not a bare CR */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_DRV_OK);
+        assert_int_equal(num("error_flag"), 0);
+    }
+    assert_int_equal(h_drv_do(drv2, "set_temperature", "{\"temperature_c\":30}"), LAB_DRV_OK);
+    h_drv_close(drv2);
+    drv2 = NULL;
+    h_drv_set_pump(NULL);
+    close(plc.master);
+    close(plc.slave);
+    plc.master = plc.slave = -1;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -357,7 +537,8 @@ int main(void)
         cmocka_unit_test(test_handler_error),    cmocka_unit_test(test_fault_error),
         cmocka_unit_test(test_fault_garbage),    cmocka_unit_test(test_fault_timeout),
         cmocka_unit_test(test_fault_disconnect), cmocka_unit_test(test_step_timeout),
-        cmocka_unit_test(test_polling),
+        cmocka_unit_test(test_rack_config),      cmocka_unit_test(test_rack_transfer),
+        cmocka_unit_test(test_out_of_step),      cmocka_unit_test(test_polling),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -203,7 +203,8 @@ static struct {
     char line[256];
     size_t len;
     dev_mode_t mode;
-    int hi, q; /* commands seen */
+    bool chatter; /* a byte on every poll: the line is never quiet */
+    int hi, q;    /* commands seen */
 } dev = {.master = -1, .slave = -1};
 
 static void dev_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -264,6 +265,8 @@ static void dev_poll(void)
 {
     char buf[256];
     ssize_t n;
+    if (dev.chatter)
+        assert_int_equal(write(dev.master, "~", 1), 1);
     while (dev.master >= 0 && (n = read(dev.master, buf, sizeof buf)) > 0)
         for (ssize_t i = 0; i < n; i++) {
             if (buf[i] == '\r') {
@@ -323,6 +326,7 @@ static int setup(void **state)
     snprintf(dev.path, sizeof dev.path, "%s", ttyname(dev.slave));
     dev.mode = DEV_GOOD;
     dev.hi = dev.q = 0;
+    dev.chatter = false;
     dev.len = 0;
     mispaired = 0;
     assert_int_equal(h_drv_init(1), 0);
@@ -475,6 +479,29 @@ static void test_dead_then_back(void **state)
     assert_int_equal(mispaired, 0);
 }
 
+/* A line that never goes quiet after a timeout: the operation waiting for the link fails
+ * without a byte sent and says what the line carries; once it is quiet the link comes back. */
+static void test_never_quiet(void **state)
+{
+    (void)state;
+    drv = make("strict");
+    dev.mode = DEV_SILENT;
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":1}"), LAB_DRV_ETIMEOUT);
+    dev.chatter = true;
+    int q = dev.q;
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":2}"), LAB_DRV_EPROTO);
+    assert_true(h_drv_error()->not_started);
+    assert_non_null(strstr(h_drv_error()->text, "never quiet"));
+    assert_non_null(strstr(h_drv_error()->text, "'~~"));
+    assert_int_equal(dev.q, q);
+    assert_int_equal(lab_driver_state(drv), LAB_INST_FAULT);
+    dev.chatter = false;
+    dev.mode = DEV_GOOD;
+    h_drv_wait_state(drv, LAB_INST_IDLE);
+    ask_ok(3);
+    assert_int_equal(mispaired, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -485,6 +512,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_late, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_out_of_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_then_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_never_quiet, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,7 +51,8 @@ static int setup(void **state)
         return -1;
     int rd = h_free_port();
     snprintf(sections, sizeof sections,
-             "[instrument inc1]\ndriver = liconic-stx\nport = %s/inc1\nsim_plate = P1\n"
+             "[instrument inc1]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
+             "%s/inc1\nsim_plate = P1\n"
              "sim_step_seconds = 2\ncapacity = 8\nsim_from = star1\nsim_to = reader1\n"
              "[instrument star1]\ndriver = hamilton-star\nport = %s/star1\nsim_plate = P1\n"
              "sim_reagents = substrate,inhibitor\nsim_step_seconds = 5\n"

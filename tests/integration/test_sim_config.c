@@ -112,10 +112,19 @@ static void test_example_on_a_fresh_machine(void **state)
 static void test_errors(void **state)
 {
     char out[4096], ini[4096];
-    write_ini("[labloop]\ntime_scale = 2\n\n[instrument x]\ndriver = liconic-stx\n"
+    write_ini("[labloop]\ntime_scale = 2\n\n[instrument x]\ndriver = liconic-stx\nrack_type = "
+              "liconic_rack_17mm_22\n"
               "port = /tmp/none\n[instrument y]\ndriver = frobnicator\n");
     assert_int_not_equal(run_fail(out, sizeof out), 0);
-    assert_non_null(strstr(out, "labloop.ini:8: instrument 'y': unknown driver 'frobnicator'"));
+    assert_non_null(strstr(out, "labloop.ini:9: instrument 'y': unknown driver 'frobnicator'"));
+    /* A Liconic needs its rack type, one of the table's (the handler's heights come from it). */
+    write_ini("[instrument x]\ndriver = liconic-stx\nport = /tmp/none\n");
+    assert_int_not_equal(run_fail(out, sizeof out), 0);
+    assert_non_null(strstr(out, "instrument 'x': no rack_type"));
+    write_ini("[instrument x]\ndriver = liconic-stx\nport = /tmp/none\nrack_type = 17mm\n");
+    assert_int_not_equal(run_fail(out, sizeof out), 0);
+    assert_non_null(strstr(out, "labloop.ini:4: instrument 'x': unknown rack_type '17mm' (one of "
+                                "liconic_rack_5mm_42|"));
     write_ini("[labloop]\ntime_scale = fast\n");
     assert_int_not_equal(run_fail(out, sizeof out), 0);
     assert_non_null(strstr(out, "labloop.ini:2: time_scale"));
@@ -185,7 +194,8 @@ static void test_tcp_stale_link_and_cli_fault(void **state)
     assert_int_equal(symlink("/nonexistent/pts/99", link), 0); /* stale, from a killed run */
     int port = h_free_port();
     snprintf(ini, sizeof ini,
-             "[labloop]\ntime_scale = 100\n[instrument inc]\ndriver = liconic-stx\nport = %s\n"
+             "[labloop]\ntime_scale = 100\n[instrument inc]\ndriver = liconic-stx\nrack_type = "
+             "liconic_rack_17mm_22\nport = %s\n"
              "[instrument star]\ndriver = hamilton-star\nport = tcp://127.0.0.1:%d\n",
              link, port);
     write_ini(ini);

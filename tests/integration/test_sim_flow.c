@@ -87,10 +87,12 @@ static int setup(void **state)
              "[labloop]\ntime_scale = 50\nsim_seed = 5\nsim_noise = 0.001\n"
              "[instrument star1]\ndriver = hamilton-star\nport = %s\nsim_plate = P1\n"
              "sim_reagents = substrate,inhibitor\nsim_step_seconds = 1\n"
-             "[instrument inc1]\ndriver = liconic-stx\nport = %s\nsim_plate = P1\n"
+             "[instrument inc1]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
+             "%s\nsim_plate = P1\n"
              "sim_step_seconds = 2\nsim_from = star1\nsim_to = reader1\n"
              "[instrument reader1]\ndriver = biotek-synergy\nport = %s\nsim_plate = R0\n"
-             "[instrument inc2]\ndriver = liconic-stx\nport = %s\nsim_plate = Q1\n"
+             "[instrument inc2]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
+             "%s\nsim_plate = Q1\n"
              "sim_step_seconds = 2\n",
              p_star, p_inc, p_reader, p_inc2);
     assert_int_equal(h_sim_start(&sim, ini), 0);
@@ -98,12 +100,16 @@ static int setup(void **state)
     lab_drv_kv_t kstar[] = {{"driver", "hamilton-star", 2},
                             {"port", p_star, 3},
                             {"reagents", "substrate,inhibitor", 4}};
-    lab_drv_kv_t kinc[] = {
-        {"driver", "liconic-stx", 2}, {"port", p_inc, 3}, {"poll_s", "0", 4}, {"capacity", "8", 5}};
+    lab_drv_kv_t kinc[] = {{"driver", "liconic-stx", 2},
+                           {"port", p_inc, 3},
+                           {"poll_s", "0", 4},
+                           {"capacity", "8", 5},
+                           {"rack_type", "liconic_rack_17mm_22", 6}};
     lab_drv_kv_t kinc2[] = {{"driver", "liconic-stx", 2},
                             {"port", p_inc2, 3},
                             {"poll_s", "0", 4},
-                            {"capacity", "8", 5}};
+                            {"capacity", "8", 5},
+                            {"rack_type", "liconic_rack_17mm_22", 6}};
     lab_drv_kv_t kreader[] = {{"driver", "biotek-synergy", 2},
                               {"port", p_reader, 3},
                               {"poll_s", "0", 4},

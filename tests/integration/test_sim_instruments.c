@@ -119,7 +119,8 @@ static int setup(void **state)
     fprintf(f,
             "[labloop]\ntime_scale = 50\nsim_seed = 7\nsim_noise = 0.001\n"
             "[database]\nurl = ignored by the simulator\n"
-            "[instrument inc1]\ndriver = liconic-stx\nport = %s\nsim_plate = P1\n"
+            "[instrument inc1]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
+            "%s\nsim_plate = P1\n"
             "sim_step_seconds = 1\n"
             "[instrument star1]\ndriver = hamilton-star\nport = %s\nsim_plate = P1\n"
             "sim_reagents = substrate,inhibitor\nsim_step_seconds = 1\n"
@@ -209,7 +210,8 @@ static void test_liconic(void **state)
     assert_string_equal(reply, "CC\r\n");
     run_steps(fd, steps + 1, n - 1);
     assert_int_equal(lic_read(fd, "RD 1813\r"), 1); /* plate on the transfer station */
-    liconic_site_t site = {.cassette = 2, .slot = 5, .pitch_steps = 100, .slots = 22};
+    /* rack_type = liconic_rack_17mm_22: 788 steps, 22 slots (PyLabRobot racks.py, 598b58ffb) */
+    liconic_site_t site = {.cassette = 2, .slot = 5, .pitch_steps = 788, .slots = 22};
     n = liconic_seq_load(&site, steps, LICONIC_SEQ_MAX);
     assert_true(n > 0);
     run_steps(fd, steps, n);
@@ -224,6 +226,37 @@ static void test_liconic(void **state)
     for (long long end = h_now_ms() + 20000; h_now_ms() < end && t < 300; h_sleep_ms(50))
         t = lic_read(fd, "RD DM982\r");
     assert_true(t >= 300);
+
+    /* Busy is the ready relay 1915 = 0, never E3 (the controller's hardware error): a handling
+     * flag set while a step runs is accepted and taken after it. */
+    send_str(fd, "ST 1901\r");
+    assert_true(read_until(fd, reply, sizeof reply, '\n', 10000) > 0);
+    assert_string_equal(reply, "OK\r\n");
+    send_str(fd, "ST 1902\r");
+    assert_true(read_until(fd, reply, sizeof reply, '\n', 10000) > 0);
+    assert_string_equal(reply, "OK\r\n");
+    assert_int_equal(lic_read(fd, "RD 1915\r"), 0);
+    long ready = 0;
+    for (long long end = h_now_ms() + 20000; h_now_ms() < end && ready != 1; h_sleep_ms(20))
+        ready = lic_read(fd, "RD 1915\r");
+    assert_int_equal(ready, 1);
+
+    /* A transfer with another rack's pitch (DM23 in motor steps): the handler stops with its
+     * error instead of going to the wrong height; the plate stays in its slot. */
+    site.pitch_steps = 23; /* the millimetres once written there */
+    n = liconic_seq_unload(&site, steps, LICONIC_SEQ_MAX);
+    for (int i = 0; i < n && !steps[i].poll_ready; i++)
+        lic_cmd(fd, &steps[i].cmd, reply, sizeof reply);
+    ready = 0;
+    for (long long end = h_now_ms() + 20000; h_now_ms() < end && ready != 1; h_sleep_ms(20))
+        ready = lic_read(fd, "RD 1915\r");
+    assert_int_equal(lic_read(fd, "RD 1814\r"), 1);
+    assert_int_equal(lic_read(fd, "RD DM200\r"), 202);
+    ctl("{\"plate\":\"P1\"}", reply, sizeof reply);
+    assert_non_null(strstr(reply, "\"position\":\"inc1:2/5\""));
+    send_str(fd, "RS 1814\r");
+    assert_true(read_until(fd, reply, sizeof reply, '\n', 10000) > 0);
+    site.pitch_steps = 788;
 
     /* error: E5 to the next command, flag 1814 and DM200 hold the handler code */
     ctl_ok("{\"instrument\":\"inc1\",\"fault\":\"error\"}");

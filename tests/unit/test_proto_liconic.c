@@ -1,5 +1,6 @@
 /* Liconic STX codec on frames from PyLabRobot's Liconic backend and its tests
  * (pylabrobot/legacy/storage/liconic/liconic_backend.py, liconic_backend_tests.py). */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -107,6 +108,49 @@ static void test_load_unload(void **state)
     assert_int_equal(liconic_seq_load(&site, steps, LICONIC_SEQ_MAX), PROTO_ERANGE);
 }
 
+/* PyLabRobot pylabrobot/legacy/storage/liconic/liconic_backend_tests.py, commit 598b58ffb:
+ * TestCarrierToStepsPos (17mm_22 -> 788 steps, 22 positions; 5mm_42 -> 377, 42; 44mm_10 ->
+ * 1713, 10), TestStepSizeFormula (steps = round(pitch * 1713 / 50), pitch = site height + 6,
+ * except 104 mm: 3563) and test_known_reference_points (17 mm: 788, 44 mm: 1713). */
+static void test_racks(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        int steps, slots;
+    } plr[] = {{"liconic_rack_17mm_22", 788, 22},
+               {"liconic_rack_5mm_42", 377, 42},
+               {"liconic_rack_44mm_10", 1713, 10}};
+    for (size_t i = 0; i < sizeof plr / sizeof plr[0]; i++) {
+        const liconic_rack_t *r = liconic_rack_find(plr[i].name);
+        assert_non_null(r);
+        assert_int_equal(r->steps, plr[i].steps);
+        assert_int_equal(r->slots, plr[i].slots);
+    }
+    assert_int_equal(liconic_rack_find("liconic_rack_17mm_22")->pitch, 23);
+    assert_null(liconic_rack_find("some_other_rack_17mm_22"));
+    assert_null(liconic_rack_find(NULL));
+    assert_int_equal(liconic_racks_n, 36);
+    for (size_t i = 0; i < liconic_racks_n; i++) {
+        const liconic_rack_t *r = &liconic_racks[i];
+        assert_int_equal(r->pitch, r->site_height + 6);
+        if (r->site_height == 104) {
+            assert_int_equal(r->steps, 3563);
+            assert_false(liconic_rack_verified(r));
+        } else {
+            assert_int_equal(r->steps, (int)lround(r->pitch * 1713 / 50.0));
+            assert_true(liconic_rack_verified(r));
+        }
+    }
+    /* The transfer writes them as PyLabRobot does: "WR DM23 788", "WR DM25 22". */
+    const liconic_rack_t *r = liconic_rack_find("liconic_rack_17mm_22");
+    liconic_site_t site = {.cassette = 1, .slot = 1, .pitch_steps = r->steps, .slots = r->slots};
+    liconic_step_t steps[LICONIC_SEQ_MAX];
+    assert_int_equal(liconic_seq_load(&site, steps, LICONIC_SEQ_MAX), 7);
+    expect_cmd(&steps[1].cmd, "WR DM23 788\r");
+    expect_cmd(&steps[2].cmd, "WR DM25 22\r");
+}
+
 static void test_errors(void **state)
 {
     /* liconic_backend_tests.py: reply b"E1" -> LiconicControllerCommandError; b"E9" unknown. */
@@ -207,7 +251,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handshake),   cmocka_unit_test(test_climate),
         cmocka_unit_test(test_load_unload), cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_stream),      cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_racks),       cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_garbage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
