@@ -13,7 +13,9 @@
  *   STAR:   PyLabRobot .../hamilton/STAR_tests.py at 598b58ffb, recorded as USB transfers (no CR
  *           LF) and replayed on a pty, where the driver ends each command with CR LF. Gap: the
  *           connect sequence's C0DI (initialise), which no test there shows.
- */
+ *   Liconic: PyLabRobot pylabrobot/legacy/storage/liconic/liconic_backend.py and
+ *           liconic_backend_tests.py at 598b58ffb. Gap: the error flag (RD 1814) the driver reads
+ *           after the ready wait, whose reply no source shows. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -32,8 +34,9 @@ static char dir[256]; /* the ptys */
 
 static int setup(void **state)
 {
-    char sections[4096], fx[3][600];
-    static const char *const names[] = {"biotek_synergy", "cn7500_minimalmodbus", "star_liquid"};
+    char sections[4096], fx[4][600];
+    static const char *const names[] = {"biotek_synergy", "cn7500_minimalmodbus", "star_liquid",
+                                        "liconic_stx"};
     if (h_tempdir("labconf", dir, sizeof dir))
         return -1;
     int mb = h_free_port();
@@ -45,12 +48,15 @@ static int setup(void **state)
              "plate_a1_x_mm = 14.3\nplate_a1_y_mm = 11.39\nplate_pitch_mm = 9\n"
              "[instrument cn7500]\ndriver = modbus-temperature\nmodbus = tcp://127.0.0.1:%d\n"
              "map = omega-cn7500\nunit = 10\npoll_s = 0\n"
-             "[instrument star1]\ndriver = hamilton-star\nport = %s/star1\n",
-             dir, mb, dir);
-    for (int i = 0; i < 3; i++)
+             "[instrument star1]\ndriver = hamilton-star\nport = %s/star1\n"
+             "[instrument stx1]\ndriver = liconic-stx\nport = %s/stx1\npoll_s = 0\n"
+             "rack_type = liconic_rack_17mm_22\n",
+             dir, mb, dir, dir);
+    for (int i = 0; i < 4; i++)
         snprintf(fx[i], sizeof fx[i], "%s/tests/fixtures/wire/%s.jsonl", LAB_SOURCE_DIR_T,
                  names[i]);
-    const char *args[] = {"--replay", fx[0], "--replay", fx[1], "--replay", fx[2], NULL};
+    const char *args[] = {"--replay", fx[0],      "--replay", fx[1], "--replay",
+                          fx[2],      "--replay", fx[3],      NULL};
     if (h_sim_start_args(&sim, sections, args))
         return -1;
     return h_daemon_start(&dmn, NULL, NULL, sections);
@@ -220,12 +226,29 @@ static void test_star(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* The Liconic's connect sequence: BREAK, CR -> CC, ST 1801 -> OK, RD 1915 -> 1 as
+ * liconic_backend.py's setup() has them; then the driver reads the error flag (RD 1814), which
+ * no source shows answered: the one request unseen, and the instrument never comes online. */
+static void test_liconic(void **state)
+{
+    failures = 0;
+    assert_true(wait_log("stx1: first request the recording never saw", WAIT_MS));
+    int flag = h_sim_log_count(&sim, " bytes): \"RD 1814\\r\"");
+    check(flag >= 1 && flag == unseen("stx1"), "every unseen request is RD 1814");
+    json_t *doc = get_inst("stx1");
+    const char *s = json_string_value(json_object_get(doc, "state"));
+    check(s && strcmp(s, "idle") != 0, "not idle without the error flag");
+    json_decref(doc);
+    assert_int_equal(failures, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cn7500),
         cmocka_unit_test(test_biotek),
         cmocka_unit_test(test_star),
+        cmocka_unit_test(test_liconic),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

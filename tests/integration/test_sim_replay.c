@@ -19,12 +19,13 @@
 
 #define WAIT_MS 10000
 
-static char fixture[3][600];
+static char fixture[4][600];
 
 static void fixtures(void)
 {
-    static const char *const names[] = {"biotek_synergy", "star_liquid", "cn7500_minimalmodbus"};
-    for (int i = 0; i < 3; i++)
+    static const char *const names[] = {"biotek_synergy", "star_liquid", "cn7500_minimalmodbus",
+                                        "liconic_stx"};
+    for (int i = 0; i < 4; i++)
         snprintf(fixture[i], sizeof fixture[i], "%s/tests/fixtures/wire/%s.jsonl", LAB_SOURCE_DIR_T,
                  names[i]);
 }
@@ -237,14 +238,74 @@ static void test_replay_refused(void **state)
     h_rmtree(dir);
 }
 
+/* Sends req (its STAR id replaced by id) followed by term and reads the reply: want with its id
+ * replaced, followed by term. */
+static void star_term(int fd, const replay_xchg_t *x, int id, const char *term, int apart)
+{
+    char *req = malloc(x->req_len), *want = malloc(x->rsp_len + 2), *got = malloc(x->rsp_len + 3);
+    char digits[12];
+    size_t tl = strlen(term);
+    snprintf(digits, sizeof digits, "%04d", id);
+    memcpy(req, x->req, x->req_len);
+    memcpy(want, x->rsp, x->rsp_len);
+    memcpy(req + 6, digits, 4);
+    memcpy(want + 6, digits, 4);
+    memcpy(want + x->rsp_len, term, tl);
+    assert_int_equal(write(fd, req, x->req_len), (ssize_t)x->req_len);
+    if (apart) /* the terminator in a write of its own: the reply waits for it */
+        h_sleep_ms(100);
+    assert_int_equal(write(fd, term, tl), (ssize_t)tl);
+    int n = h_read_exact(fd, got, x->rsp_len + tl, WAIT_MS);
+    if (n != (int)(x->rsp_len + tl) || memcmp(got, want, x->rsp_len + tl) != 0)
+        fail_msg("line %d: %d of %zu reply bytes, or other bytes", x->line, n, x->rsp_len + tl);
+    assert_int_equal(h_read_exact(fd, got, 1, 100), 0); /* nothing more */
+    free(req);
+    free(want);
+    free(got);
+}
+
+/* The STAR's USB recording (no terminator) played to a host on a pty that ends each command with
+ * CR LF, as the driver does on serial links: each reply comes back with CR LF, also when the CR
+ * LF comes in a write of its own. The Liconic fixture (PyLabRobot's liconic backend, commands
+ * ending in CR as recorded) is answered as recorded. Nothing is unseen: exit status 0. */
+static void test_replay_terminators(void **state)
+{
+    h_sim_t sim;
+    char dir[256], ini[1024], star[300], stx[300];
+    assert_int_equal(h_tempdir("labreplay", dir, sizeof dir), 0);
+    snprintf(star, sizeof star, "%s/star.pty", dir);
+    snprintf(stx, sizeof stx, "%s/stx.pty", dir);
+    snprintf(ini, sizeof ini,
+             "[instrument star1]\ndriver = hamilton-star\nport = %s\n"
+             "[instrument stx1]\ndriver = liconic-stx\nport = %s\n"
+             "rack_type = liconic_rack_17mm_22\n",
+             star, stx);
+    const char *args[] = {"--replay", fixture[1], "--replay", fixture[3], NULL};
+    assert_int_equal(h_sim_start_args(&sim, ini, args), 0);
+    int sfd = h_tty_open(star, WAIT_MS), lfd = h_tty_open(stx, WAIT_MS);
+    assert_true(sfd >= 0 && lfd >= 0);
+
+    replay_t rp;
+    load(&rp, fixture[1]);
+    for (int i = 0; i < rp.n; i++)
+        star_term(sfd, &rp.x[i], 100 + i, "\r\n", i == 1);
+    replay_free(&rp);
+    play(lfd, fixture[3], 0);
+
+    close(sfd);
+    close(lfd);
+    assert_int_equal(h_sim_log_count(&sim, "never saw"), 0);
+    assert_int_equal(h_sim_stop(&sim), 0);
+    h_rmtree(dir);
+}
+
 int main(void)
 {
     fixtures();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_replay_links),
-        cmocka_unit_test(test_replay_rtu_strict),
-        cmocka_unit_test(test_replay_clean_exit),
-        cmocka_unit_test(test_replay_refused),
+        cmocka_unit_test(test_replay_links),       cmocka_unit_test(test_replay_rtu_strict),
+        cmocka_unit_test(test_replay_clean_exit),  cmocka_unit_test(test_replay_refused),
+        cmocka_unit_test(test_replay_terminators),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
