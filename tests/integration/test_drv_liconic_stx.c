@@ -387,7 +387,7 @@ static void test_rack_config(void **state)
     lab_drv_kv_t kv[3] = {{"driver", "liconic-stx", 2},
                           {"port", "/dev/null", 3},
                           {"rack_type", "liconic_rack_18mm_22", 4}};
-    lab_drv_conf_t c = {"incx", 1, kv, 3, 1};
+    lab_drv_conf_t c = {.id = "incx", .line = 1, .kv = kv, .n = 3, .time_scale = 1};
     assert_int_equal(lab_driver_check(&c, conf_err, NULL), 1);
     assert_non_null(strstr(conf_reason, "rack_type: expected one of liconic_rack_5mm_42|"));
     assert_non_null(strstr(conf_reason, "|liconic_rack_17mm_22|"));
