@@ -42,8 +42,9 @@ static int setup(void **state)
              "poll_s = 0\n"
              "[instrument heat1]\ndriver = modbus-temperature\nmodbus = tcp://127.0.0.1:%d\n"
              "map = omega-cn7500\nunit = 1\nsim_tau = 20\npoll_s = 0\n"
-             "[instrument inc1]\ndriver = liconic-stx\nport = %s/inc1\nsim_plate = P1\n"
-             "rack_type = liconic_rack_17mm_22\nrecord = %s/x.wire\n",
+             "[instrument inc1]\ndriver = liconic-stx\nport = %s/inc1\nrack_type = "
+             "liconic_rack_17mm_22\nsim_plate = P1\n"
+             "record = %s/x.wire\n",
              tmp, mb, tmp, plain);
     char ini[2200];
     snprintf(ini, sizeof ini, "[labloop]\ntime_scale = 50\nsim_seed = 7\n%s", sections);
