@@ -1,28 +1,36 @@
 /* Conformance of labloopd's drivers to recordings built from independent sources
  * (tests/fixtures/wire/, converted by convert.py): labloop-sim --replay plays each instrument,
  * labloopd drives it through its HTTP actions, and every request the driver sends must be one
- * the recording answers. Where a driver needs an exchange the source never shows, the test
- * asserts exactly that one request, and nothing else, goes unanswered: the replay never makes a
- * reply up, so the gap stays visible until a real recording fills it.
+ * the recording answers. The replay never makes a reply up: a request no source shows goes
+ * unanswered, and the test asserts exactly which ones do. A request the driver cannot get past
+ * without (the STAR's C0DI, the Liconic's error flag) is answered by the test itself, on a relay
+ * between labloopd and the replay, so that the actions behind it run against the recording.
  *   BioTek: PyLabRobot pylabrobot/legacy/plate_reading/agilent/biotek_tests.py at 598b58ffb,
  *           test_setup, test_get_serial_number, test_get_current_temperature (23.6 degC) and
  *           test_read_absorbance (580 nm, expected_data; the plate cellvis_96_wellplate_350uL_Fb,
- *           whose geometry the reader is configured with here).
+ *           whose geometry the reader is configured with here). Nothing unseen.
  *   CN7500: minimalmodbus tests/test_minimalmodbus.py at 785262db5f, "Recorded data from
- *           OmegaCN7500", slave 10. Gap: output 1 (0x1012), which status reads, is not recorded.
+ *           OmegaCN7500", slave 10. Unseen: output 1 (0x1012), which status reads last.
  *   STAR:   PyLabRobot .../hamilton/STAR_tests.py at 598b58ffb, recorded as USB transfers (no CR
- *           LF) and replayed on a pty, where the driver ends each command with CR LF. Gap: the
- *           connect sequence's C0DI (initialise), which no test there shows.
+ *           LF) and replayed on a pty, where the driver ends each command with CR LF. Answered by
+ *           the test: C0DI. Unseen: labloop's dispense and its drop into the waste.
  *   Liconic: PyLabRobot pylabrobot/legacy/storage/liconic/liconic_backend.py and
- *           liconic_backend_tests.py at 598b58ffb. Gap: the error flag (RD 1814) the driver reads
- *           after the ready wait, whose reply no source shows. */
+ *           liconic_backend_tests.py at 598b58ffb. Answered by the test: the error flag (RD
+ *           1814). Unseen: the handler's error code (RD DM200) that status reads. */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <pty.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
 #include <cmocka.h>
 #include "tests/harness/harness.h"
 
@@ -32,39 +40,171 @@ static h_sim_t sim;
 static h_daemon_t dmn;
 static char dir[256]; /* the ptys */
 
+/* ---- the one request no source shows, answered by the test ----
+ * Between labloopd and the replay of a byte instrument sits a relay on a pty pair of its own: it
+ * passes every request to the replay and every reply back, except the requests that begin with
+ * `gap`, which it answers itself (and counts). Everything else labloopd sends must then be in the
+ * recording; the replay reports what is not. The relay's answers are the test's, never part of a
+ * fixture: the form the source's own code accepts as success (PyLabRobot's check_fw_string_error
+ * for C0DI; "0" for the Liconic's error flag, which _wait_ready takes "1" to mean an error). */
+typedef struct relay {
+    const char *id;
+    const char *term; /* what ends a request from labloopd */
+    const char *gap;  /* the requests answered here begin with it */
+    void (*answer)(const char *req, size_t len, char *out, size_t cap);
+    int host, host_slave, dev;
+    char buf[65536];
+    size_t len;
+    atomic_int answered, stop;
+    pthread_t th;
+} relay_t;
+
+static void star_answer(const char *req, size_t len, char *out, size_t cap)
+{
+    /* "C0DIid0002...": the command and its id, er00/00, the link's CR LF */
+    snprintf(out, cap, "%.10ser00/00\r\n", len >= 10 ? req : "C0DIid0000");
+}
+
+static void liconic_answer(const char *req, size_t len, char *out, size_t cap)
+{
+    (void)req, (void)len;
+    snprintf(out, cap, "0\r\n");
+}
+
+static relay_t relays[2] = {
+    {.id = "star1", .term = "\r\n", .gap = "C0DI", .answer = star_answer},
+    {.id = "stx1", .term = "\r", .gap = "RD 1814\r", .answer = liconic_answer},
+};
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void relay_host(relay_t *r)
+{
+    ssize_t n = read(r->host, r->buf + r->len, sizeof r->buf - r->len);
+    if (n <= 0)
+        return;
+    r->len += (size_t)n;
+    size_t tl = strlen(r->term);
+    for (;;) {
+        char *end = memmem(r->buf, r->len, r->term, tl);
+        if (!end)
+            break;
+        size_t m = (size_t)(end - r->buf) + tl;
+        if (m >= strlen(r->gap) && memcmp(r->buf, r->gap, strlen(r->gap)) == 0) {
+            char out[128];
+            r->answer(r->buf, m, out, sizeof out);
+            write_all(r->host, out, strlen(out));
+            atomic_fetch_add(&r->answered, 1);
+        } else {
+            write_all(r->dev, r->buf, m);
+        }
+        memmove(r->buf, r->buf + m, r->len - m);
+        r->len -= m;
+    }
+    if (r->len == sizeof r->buf)
+        r->len = 0; /* no request is this long: labloopd is not speaking the protocol */
+}
+
+static void *relay_run(void *arg)
+{
+    relay_t *r = arg;
+    while (!atomic_load(&r->stop)) {
+        struct pollfd p[2] = {{.fd = r->host, .events = POLLIN}, {.fd = r->dev, .events = POLLIN}};
+        if (poll(p, 2, 50) <= 0)
+            continue;
+        if (p[0].revents & POLLIN)
+            relay_host(r);
+        if (p[1].revents & POLLIN) {
+            char b[4096];
+            ssize_t n = read(r->dev, b, sizeof b);
+            if (n > 0)
+                write_all(r->host, b, (size_t)n);
+        }
+    }
+    return NULL;
+}
+
+/* The relay's pty for labloopd at dir/ID.host, the replay's pty at dir/ID. */
+static int relay_start(relay_t *r)
+{
+    char dev[300], link[300];
+    struct termios t;
+    snprintf(dev, sizeof dev, "%s/%s", dir, r->id);
+    snprintf(link, sizeof link, "%s/%s.host", dir, r->id);
+    if ((r->dev = h_tty_open(dev, WAIT_MS)) < 0 ||
+        openpty(&r->host, &r->host_slave, NULL, NULL, NULL) != 0)
+        return -1;
+    /* the slave stays open here too, so the pty never hangs up between labloopd's opens */
+    tcgetattr(r->host_slave, &t);
+    cfmakeraw(&t);
+    tcsetattr(r->host_slave, TCSANOW, &t);
+    if (symlink(ttyname(r->host_slave), link) != 0)
+        return -1;
+    return pthread_create(&r->th, NULL, relay_run, r) == 0 ? 0 : -1;
+}
+
+static void relay_stop(relay_t *r)
+{
+    if (r->host <= 0)
+        return;
+    atomic_store(&r->stop, 1);
+    pthread_join(r->th, NULL);
+    close(r->host);
+    close(r->host_slave);
+    close(r->dev);
+}
+
 static int setup(void **state)
 {
-    char sections[4096], fx[4][600];
+    char sim_sections[4096], sections[4096], fx[4][600];
     static const char *const names[] = {"biotek_synergy", "cn7500_minimalmodbus", "star_liquid",
                                         "liconic_stx"};
     if (h_tempdir("labconf", dir, sizeof dir))
         return -1;
     int mb = h_free_port();
     /* No polling: each request is one the test asks for. The reader is given the geometry of
-     * the plate PyLabRobot's test read (its 'y' parameter in the recording). */
-    snprintf(sections, sizeof sections,
-             "[instrument reader1]\ndriver = biotek-synergy\nport = %s/reader1\npoll_s = 0\n"
-             "plate_size_x_mm = 127.6\nplate_size_y_mm = 85.75\nplate_height_mm = 13.83\n"
-             "plate_a1_x_mm = 14.3\nplate_a1_y_mm = 11.39\nplate_pitch_mm = 9\n"
-             "[instrument cn7500]\ndriver = modbus-temperature\nmodbus = tcp://127.0.0.1:%d\n"
-             "map = omega-cn7500\nunit = 10\npoll_s = 0\n"
-             "[instrument star1]\ndriver = hamilton-star\nport = %s/star1\n"
-             "[instrument stx1]\ndriver = liconic-stx\nport = %s/stx1\npoll_s = 0\n"
-             "rack_type = liconic_rack_17mm_22\n",
-             dir, mb, dir, dir);
+     * the plate PyLabRobot's test read (its 'y' parameter in the recording); the STAR the deck
+     * of STAR_tests.py (tip rack A1 at 117.9/241.8 mm, plate A1 at 298.3/145.7 mm). */
+    static const char common[] =
+        "[instrument reader1]\ndriver = biotek-synergy\nport = %s/reader1\npoll_s = 0\n"
+        "plate_size_x_mm = 127.6\nplate_size_y_mm = 85.75\nplate_height_mm = 13.83\n"
+        "plate_a1_x_mm = 14.3\nplate_a1_y_mm = 11.39\nplate_pitch_mm = 9\n"
+        "[instrument cn7500]\ndriver = modbus-temperature\nmodbus = tcp://127.0.0.1:%d\n"
+        "map = omega-cn7500\nunit = 10\npoll_s = 0\n"
+        "[instrument star1]\ndriver = hamilton-star\nport = %s/star1%s\n"
+        "tip_a1_x = 1179\ntip_a1_y = 2418\nplate_a1_x = 2983\nplate_a1_y = 1457\n"
+        "move_timeout_s = 5\n"
+        "[instrument stx1]\ndriver = liconic-stx\nport = %s/stx1%s\npoll_s = 0\n"
+        "rack_type = liconic_rack_17mm_22\n";
+    snprintf(sim_sections, sizeof sim_sections, common, dir, mb, dir, "", dir, "");
+    snprintf(sections, sizeof sections, common, dir, mb, dir, ".host", dir, ".host");
     for (int i = 0; i < 4; i++)
         snprintf(fx[i], sizeof fx[i], "%s/tests/fixtures/wire/%s.jsonl", LAB_SOURCE_DIR_T,
                  names[i]);
     const char *args[] = {"--replay", fx[0],      "--replay", fx[1], "--replay",
                           fx[2],      "--replay", fx[3],      NULL};
-    if (h_sim_start_args(&sim, sections, args))
+    if (h_sim_start_args(&sim, sim_sections, args))
         return -1;
+    for (int i = 0; i < 2; i++)
+        if (relay_start(&relays[i]))
+            return -1;
     return h_daemon_start(&dmn, NULL, NULL, sections);
 }
 
 static int teardown(void **state)
 {
     h_daemon_destroy(&dmn);
+    for (int i = 0; i < 2; i++)
+        relay_stop(&relays[i]);
     h_sim_stop(&sim);
     h_rmtree(dir);
     return 0;
@@ -100,15 +240,6 @@ static bool wait_state(const char *id, const char *state, int ms)
             return true;
     }
     fprintf(stderr, "%s never %s\n", id, state);
-    return false;
-}
-
-static bool wait_log(const char *needle, int ms)
-{
-    for (long long end = h_now_ms() + ms; h_now_ms() < end; h_sleep_ms(50))
-        if (h_sim_log_count(&sim, needle) > 0)
-            return true;
-    fprintf(stderr, "no simulator log line with: %s\n", needle);
     return false;
 }
 
@@ -209,36 +340,77 @@ static void test_biotek(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* The STAR's connect sequence on a pty: C0TT, recorded without a terminator, is answered with
- * the link's CR LF (the driver sends C0DI only after it accepted that reply); C0DI, which
- * STAR_tests.py never shows, is the one request unseen, every time the driver tries again, and
- * the instrument never comes online, so no pipetting action can be driven against it. */
+/* The STAR on a pty against its USB recording (the link's CR LF tolerated), C0DI answered by
+ * the relay: tips picked up on two channels and 107.2 uL aspirated from A1 exactly as
+ * test_tip_pickup_01 and test_multi_channel_aspiration send them. The dispense is labloop's
+ * (dm2, ds1200, no transport air or blow-out), not the jet dispense with blow-out that
+ * test_multi_channel_dispense records (dm1, ds1800, ta050, ba0300): unseen from "dm" on. The
+ * tips go to the waste, where STAR_tests.py's only recorded drop puts them back in the rack:
+ * unseen too. Those two requests and nothing else. */
 static void test_star(void **state)
 {
+    int st;
     failures = 0;
-    assert_true(wait_log("star1: first request the recording never saw", WAIT_MS));
-    int di = h_sim_log_count(&sim, " bytes): \"C0DIid");
-    check(di >= 1 && di == unseen("star1"), "every unseen request is C0DI");
-    json_t *doc = get_inst("star1");
-    const char *s = json_string_value(json_object_get(doc, "state"));
-    check(s && strcmp(s, "idle") != 0, "not idle without C0DI");
-    json_decref(doc);
+    assert_true(wait_state("star1", "idle", WAIT_MS));
+    check(atomic_load(&relays[0].answered) == 1, "C0DI answered by the test, once");
+    check(unseen("star1") == 0, "connect: C0TT as recorded");
+    json_decref(act("star1", "{\"action\":\"pick_up_tips\",\"params\":{\"channels\":2}}", &st));
+    check(st == 200, "pick_up_tips answered");
+    json_t *a = act(
+        "star1", "{\"action\":\"aspirate\",\"params\":{\"volume_ul\":107.2,\"well\":\"A1\"}}", &st);
+    check(st == 200 && num(a, "volume_ul") == 107.2, "aspirate answered");
+    json_decref(a);
+    check(unseen("star1") == 0, "pick_up_tips, aspirate: every request recorded");
+
+    a = act("star1", "{\"action\":\"dispense\",\"params\":{\"volume_ul\":107.2,\"well\":\"A1\"}}",
+            &st);
+    check(st == 504, "dispense: no answer");
+    json_decref(a);
+    check(h_sim_log_count(&sim, "star1: first request the recording never saw (492 bytes): "
+                                "\"C0DSid") == 1 &&
+              h_sim_log_count(&sim, "it differs at byte offset 12 from the nearest recorded "
+                                    "request (line 14, 490 bytes): \"C0DSid0001dm1 1 1&") == 1,
+          "dispense: C0DS unseen from its dispense mode (dm) on");
+    json_decref(act("star1", "{\"action\":\"drop_tips\"}", &st));
+    check(st != 200, "drop_tips: no answer");
+    check(h_sim_log_count(&sim, "star1: another request the recording never saw (84 bytes): "
+                                "\"C0TRid") == 1,
+          "drop_tips: C0TR into the waste unseen");
+    check(unseen("star1") == 2, "nothing else unseen");
     assert_int_equal(failures, 0);
 }
 
-/* The Liconic's connect sequence: BREAK, CR -> CC, ST 1801 -> OK, RD 1915 -> 1 as
- * liconic_backend.py's setup() has them; then the driver reads the error flag (RD 1814), which
- * no source shows answered: the one request unseen, and the instrument never comes online. */
+/* The Liconic against its recording, the error flag (RD 1814) answered by the relay: the
+ * handshake, a plate loaded into slot 1 of cassette 1 and unloaded from it with
+ * take_in_plate's and fetch_plate_to_loading_tray's commands (DM0 1, DM23 788, DM25 22, DM5 1,
+ * ST 1904/1905, RD 1915, ST 1903), every one a recorded request. status reads the climate as
+ * recorded (37.0 degC and its set point 37.5, 90 %RH, 5 % CO2), then the error flag, then always
+ * the handler's error code (RD DM200), whose reply no source shows: unseen, and status times out.
+ */
 static void test_liconic(void **state)
 {
+    int st;
     failures = 0;
-    assert_true(wait_log("stx1: first request the recording never saw", WAIT_MS));
-    int flag = h_sim_log_count(&sim, " bytes): \"RD 1814\\r\"");
-    check(flag >= 1 && flag == unseen("stx1"), "every unseen request is RD 1814");
-    json_t *doc = get_inst("stx1");
-    const char *s = json_string_value(json_object_get(doc, "state"));
-    check(s && strcmp(s, "idle") != 0, "not idle without the error flag");
-    json_decref(doc);
+    assert_true(wait_state("stx1", "idle", WAIT_MS));
+    check(unseen("stx1") == 0, "connect: BREAK, CR, ST 1801, RD 1915 as recorded");
+    check(atomic_load(&relays[1].answered) == 1, "connect: the error flag read once");
+    json_decref(act("stx1", "{\"action\":\"load\",\"params\":{\"cassette\":1,\"slot\":1}}", &st));
+    check(st == 200, "load answered");
+    json_decref(act("stx1", "{\"action\":\"unload\",\"params\":{\"cassette\":1,\"slot\":1}}", &st));
+    check(st == 200, "unload answered");
+    check(unseen("stx1") == 0, "load, unload: every request recorded");
+    /* after ST 1904/1905 and after ST 1903 (labloop waits for the handler after terminating
+     * the access too; its RD 1915 is a recorded request, repeated) */
+    check(atomic_load(&relays[1].answered) == 5,
+          "load, unload: the error flag read after each handling step");
+
+    json_t *a = act("stx1", "{\"action\":\"status\"}", &st);
+    check(st == 504 && strstr(detail(a), "RD DM200") != NULL, "status: no answer to RD DM200");
+    json_decref(a);
+    check(unseen("stx1") == 1 &&
+              h_sim_log_count(&sim, "stx1: first request the recording never saw (9 bytes): "
+                                    "\"RD DM200\\r\"") == 1,
+          "status: RD DM200 the one request unseen");
     assert_int_equal(failures, 0);
 }
 
