@@ -360,6 +360,7 @@ static void lic_reply_cb(lab_stream_t *s, const char *line, size_t len)
     const liconic_cmd_t *cmd = &q->steps[q->i].s.cmd;
     bool checking = q->check != LIC_CHECK_NONE;
     liconic_reply_kind_t want = checking ? LICONIC_REPLY_VALUE : lic_expected(cmd->op);
+    bool relay = checking ? q->check == LIC_CHECK_FLAG : cmd->op == LICONIC_OP_READ;
     liconic_reply_t r;
     int rc = liconic_parse_reply(line, len, &r);
     if (rc == PROTO_EUNKNOWN && r.kind == LICONIC_REPLY_ERROR) {
@@ -388,6 +389,12 @@ static void lic_reply_cb(lab_stream_t *s, const char *line, size_t len)
     }
     if (r.kind != want) {
         lab_stream_unexpected(s, line, len, lic_kind_name(want));
+        return;
+    }
+    /* Replies carry nothing of their command but their form: a relay reads 0 or 1, so any other
+     * value answers something else (a data memory read) and the exchange is out of step. */
+    if (relay && r.value != 0 && r.value != 1) {
+        lab_stream_unexpected(s, line, len, "0 or 1 (a relay)");
         return;
     }
     if (checking) {
