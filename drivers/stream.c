@@ -92,6 +92,31 @@ static void stream_down(lab_stream_t *s, const lab_drv_error_t *e)
         lab_drv_set_state(s->d, LAB_INST_OFFLINE, e);
 }
 
+/* Forgets the partial frame: the base's line and the driver's own framer. */
+static void stream_reset_framer(lab_stream_t *s)
+{
+    proto_lines_init(&s->lines);
+    if (s->ops->reset)
+        s->ops->reset(s);
+}
+
+static int stream_line_cb(void *ud, const char *line, size_t len, int err)
+{
+    lab_stream_t *s = ud;
+    if (err)
+        lab_stream_garbage(s, line ? line : "", line ? len : 0, proto_strerror(err));
+    else if (s->ops->line)
+        s->ops->line(s, line, len);
+    else
+        lab_stream_reply(s, line, len);
+    return 0;
+}
+
+void lab_stream_lines_feed(lab_stream_t *s, const uint8_t *data, size_t len)
+{
+    proto_lines_feed(&s->lines, data, len, stream_line_cb, s);
+}
+
 /* Drain: drop everything until the line has been quiet for quiet_ms, then connect again. */
 static void stream_resync(lab_stream_t *s, uint64_t not_before)
 {
@@ -107,8 +132,7 @@ static void stream_resync(lab_stream_t *s, uint64_t not_before)
     s->resyncing = true;
     if (not_before > s->not_before)
         s->not_before = not_before;
-    if (s->ops->reset)
-        s->ops->reset(s);
+    stream_reset_framer(s);
     uv_timer_start(&s->quiet_timer, stream_connect_due, s->conf.quiet_ms, 0);
 }
 
@@ -259,8 +283,7 @@ static void stream_write_out(lab_stream_t *s)
     size_t n = s->out_len;
     s->out_len = 0;
     /* A partial frame now is nobody's reply: it must not become the start of this one's. */
-    if (s->ops->reset)
-        s->ops->reset(s);
+    stream_reset_framer(s);
     int rc = s->t ? lab_transport_write(s->t, s->out, n, NULL, NULL) : LAB_ECONN;
     if (rc < 0) {
         lab_stream_end_later(s,
@@ -419,7 +442,10 @@ static void stream_on_data(lab_transport_t *t, const uint8_t *data, size_t len, 
     /* Bytes outside a command's exchange (even half a frame): the line is not quiet. */
     if (!s->in_flight)
         s->quiet_until = stream_now(s) + s->conf.quiet_ms;
-    s->ops->feed(s, data, len);
+    if (s->ops->feed)
+        s->ops->feed(s, data, len);
+    else
+        lab_stream_lines_feed(s, data, len);
 }
 
 static void stream_on_state(lab_transport_t *t, lab_transport_state_t state, int err,
@@ -461,6 +487,7 @@ int lab_stream_init(lab_stream_t *s, lab_driver_t *d, const lab_stream_ops_t *op
     s->d = d;
     s->ops = ops;
     s->conf = *conf;
+    proto_lines_init(&s->lines);
     if (!s->conf.tag)
         s->conf.tag = "stream";
     if (!s->conf.reply_ms)

@@ -7,8 +7,9 @@
  * command back by quiet_ms, so a late reply is never taken for the answer to a later command.
  *
  * The driver owns the protocol: a framer (feed: received bytes in, lab_stream_reply or
- * lab_stream_garbage out), the sequences it runs (begin), what a reply means (reply) and how a
- * sequence ends (end). It embeds a lab_stream_t in its private data:
+ * lab_stream_garbage out; or the base's line framer), the sequences it runs (begin), what a
+ * reply means (reply) and how a sequence ends (end). It embeds a lab_stream_t in its private
+ * data:
  *
  *   open:   lab_stream_init(&p->st, d, &ops, &conf, err, errlen)
  *   start:  lab_stream_start(&p->st)        stop: lab_stream_stop    close: lab_stream_close
@@ -21,6 +22,7 @@
 #define LAB_DRIVERS_STREAM_H
 
 #include "drivers/driver.h"
+#include "protocols/proto.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -38,11 +40,18 @@ typedef struct lab_stream lab_stream_t;
 
 typedef struct lab_stream_ops {
     /* The framer: takes received bytes, calls lab_stream_reply for each complete reply and
-     * lab_stream_garbage for bytes that cannot be one. */
+     * lab_stream_garbage for bytes that cannot be one. NULL: the base's line framer
+     * (lab_stream_lines_feed), for a protocol whose replies are lines. */
     void (*feed)(lab_stream_t *s, const uint8_t *data, size_t len);
-    /* Forgets any partial frame: before each command is written (half a frame then is nobody's
-     * reply) and on every resynchronisation. Keeps what the driver set up for the command. */
+    /* Optional, with a framer of the driver's own: forgets its partial frame, before each
+     * command is written (half a frame then is nobody's reply) and on every resynchronisation.
+     * Keeps what the driver set up for the command. The base's line framer is reset by the base
+     * at the same moments. */
     void (*reset)(lab_stream_t *s);
+    /* Optional, with the line framer: one complete line, its terminator stripped; the driver
+     * checks it and passes it on (lab_stream_reply or lab_stream_garbage). NULL: every line is a
+     * reply. */
+    void (*line)(lab_stream_t *s, const char *line, size_t len);
     /* Starts a sequence: sends its first command (lab_stream_send) or ends it
      * (lab_stream_end_later). CONNECT runs on a quiet line; OP after lab_stream_run. */
     void (*begin)(lab_stream_t *s, lab_stream_owner_t owner);
@@ -102,6 +111,7 @@ struct lab_stream {
     size_t tail_len;
     lab_drv_error_t later, refused;
     void (*wait_cb)(lab_stream_t *s);
+    proto_lines_t lines; /* the line framer's partial line */
 };
 
 /* Creates the transport from the driver's serial keys and the timers. 0, or -1 with err. */
@@ -131,6 +141,12 @@ int lab_stream_write(lab_stream_t *s, const void *data, size_t len);
 void lab_stream_expect(lab_stream_t *s, unsigned ms);
 /* Calls fn after ms (a polling delay inside a sequence); stopped by any end. */
 void lab_stream_wait(lab_stream_t *s, unsigned ms, void (*fn)(lab_stream_t *s));
+
+/* The line framer: CR, LF or CR LF end a line and empty lines are skipped (proto_lines_feed);
+ * each line goes to ops->line, or to lab_stream_reply without one; a line longer than
+ * PROTO_LINE_MAX is garbage. It is the framer when ops->feed is NULL; a driver's own feed calls
+ * it for a link that carries lines (the STAR: lines on serial and TCP, whole messages on USB). */
+void lab_stream_lines_feed(lab_stream_t *s, const uint8_t *data, size_t len);
 
 /* From the framer: one complete reply, or bytes that cannot be one (why: the framer's reason). */
 void lab_stream_reply(lab_stream_t *s, const char *data, size_t len);

@@ -63,7 +63,6 @@ typedef struct lic_seq {
 typedef struct lic {
     lab_stream_t st;
     const liconic_rack_t *rack;
-    proto_lines_t lines;
     bool fault;    /* the handler reported an error; cleared by a successful operation */
     int climate_n; /* 1: temperature, 2: + humidity, 3: + CO2 */
     lic_act_t act;
@@ -361,6 +360,7 @@ static void lic_reply_cb(lab_stream_t *s, const char *line, size_t len)
     const liconic_cmd_t *cmd = &q->steps[q->i].s.cmd;
     bool checking = q->check != LIC_CHECK_NONE;
     liconic_reply_kind_t want = checking ? LICONIC_REPLY_VALUE : lic_expected(cmd->op);
+    bool relay = checking ? q->check == LIC_CHECK_FLAG : cmd->op == LICONIC_OP_READ;
     liconic_reply_t r;
     int rc = liconic_parse_reply(line, len, &r);
     if (rc == PROTO_EUNKNOWN && r.kind == LICONIC_REPLY_ERROR) {
@@ -389,6 +389,12 @@ static void lic_reply_cb(lab_stream_t *s, const char *line, size_t len)
     }
     if (r.kind != want) {
         lab_stream_unexpected(s, line, len, lic_kind_name(want));
+        return;
+    }
+    /* Replies carry nothing of their command but their form: a relay reads 0 or 1, so any other
+     * value answers something else (a data memory read) and the exchange is out of step. */
+    if (relay && r.value != 0 && r.value != 1) {
+        lab_stream_unexpected(s, line, len, "0 or 1 (a relay)");
         return;
     }
     if (checking) {
@@ -423,33 +429,8 @@ static void lic_reply_cb(lab_stream_t *s, const char *line, size_t len)
     lic_advance(d);
 }
 
-/* ---- the framer: lines ended by CR, LF or CR LF ---- */
-
-static int lic_line_cb(void *ud, const char *line, size_t len, int err)
-{
-    lab_stream_t *s = ud;
-    if (err)
-        lab_stream_garbage(s, line ? line : "", line ? len : 0, proto_strerror(err));
-    else
-        lab_stream_reply(s, line, len);
-    return 0;
-}
-
-static void lic_feed(lab_stream_t *s, const uint8_t *data, size_t len)
-{
-    lic_t *p = lab_drv_priv(lab_stream_driver(s));
-    proto_lines_feed(&p->lines, data, len, lic_line_cb, s);
-}
-
-static void lic_reset(lab_stream_t *s)
-{
-    lic_t *p = lab_drv_priv(lab_stream_driver(s));
-    proto_lines_init(&p->lines);
-}
-
+/* Replies are lines ended by CR, LF or CR LF: the base's line framer (no feed). */
 static const lab_stream_ops_t lic_stream_ops = {
-    .feed = lic_feed,
-    .reset = lic_reset,
     .begin = lic_begin,
     .reply = lic_reply_cb,
     .end = lic_end_cb,

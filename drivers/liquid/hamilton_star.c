@@ -42,7 +42,6 @@ typedef struct star_plan {
 typedef struct star {
     lab_stream_t st; /* the link, one command in flight, resynchronisation */
     lab_driver_t *d;
-    proto_lines_t lines;
     star_pending_t pending; /* ids, counted as PyLabRobot counts them */
     bool usb;               /* one message per bulk transfer, no CR LF */
 
@@ -487,7 +486,7 @@ static void star_timeout_cb(lab_stream_t *st, lab_drv_error_t *e)
              (double)s->reply_ms / 1000.0);
 }
 
-/* The framer: one message per bulk transfer on usb, per CR LF line otherwise; what does not
+/* One message: a bulk transfer on usb, a line (the base's line framer) otherwise; what does not
  * parse as a firmware message is garbage. */
 static void star_message(lab_stream_t *st, const char *msg, size_t len)
 {
@@ -503,34 +502,18 @@ static void star_message(lab_stream_t *st, const char *msg, size_t len)
     lab_stream_reply(st, msg, len);
 }
 
-static int star_line_cb(void *ud, const char *line, size_t len, int err)
-{
-    lab_stream_t *st = ud;
-    if (err)
-        lab_stream_garbage(st, line ? line : "", line ? len : 0, proto_strerror(err));
-    else
-        star_message(st, line, len);
-    return 0;
-}
-
 static void star_feed(lab_stream_t *st, const uint8_t *data, size_t len)
 {
     star_t *s = lab_drv_priv(lab_stream_driver(st));
     if (s->usb)
         star_message(st, (const char *)data, len);
     else
-        proto_lines_feed(&s->lines, data, len, star_line_cb, st);
-}
-
-static void star_reset(lab_stream_t *st)
-{
-    star_t *s = lab_drv_priv(lab_stream_driver(st));
-    proto_lines_init(&s->lines);
+        lab_stream_lines_feed(st, data, len); /* each line to star_message */
 }
 
 static const lab_stream_ops_t star_stream_ops = {
     .feed = star_feed,
-    .reset = star_reset,
+    .line = star_message,
     .begin = star_begin_cb,
     .reply = star_reply_cb,
     .end = star_end_cb,
@@ -812,7 +795,6 @@ static int star_open(lab_driver_t *d, char *err, size_t errlen)
     s->d = d;
     s->id = STAR_NO_ID;
     star_pending_init(&s->pending);
-    proto_lines_init(&s->lines);
     s->channels = (int)lab_drv_int(d, "channels");
     bool w384 = lab_drv_enum(d, "plate_wells") == 1;
     s->rows = w384 ? 16 : 8;

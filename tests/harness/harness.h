@@ -164,7 +164,8 @@ int h_sim_fault_at(h_sim_t *s, const char *id, const char *fault, double seconds
 int h_tty_open(const char *path, int ms);
 /* Reads n bytes, waiting up to ms in all; how many arrived. */
 int h_read_exact(int fd, void *buf, size_t n, int ms);
-/* Lines of the simulator's log (its stderr, dir/sim.log) that hold needle. */
+/* Lines of the simulator's log (its stderr, dir/sim.log) that hold needle; -1 when the log is
+ * gone (H_VERBOSE, or its directory was removed). */
 int h_sim_log_count(const h_sim_t *s, const char *needle);
 /* TERM (KILL after 5 s), and the directory removed unless H_KEEP is set. Its exit status (-1:
  * ended by a signal). */

@@ -299,7 +299,7 @@ void h_daemon_destroy(h_daemon_t *d)
         e->pid = 0;
         e->dir[0] = '\0';
     }
-    if (d->dir[0])
+    if (d->dir[0] && !getenv("H_KEEP"))
         h_rmtree(d->dir);
     d->dir[0] = '\0';
 }

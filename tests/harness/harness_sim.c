@@ -138,7 +138,13 @@ int h_sim_fault_at(h_sim_t *s, const char *id, const char *fault, double seconds
 int h_sim_log_count(const h_sim_t *s, const char *needle)
 {
     char path[320];
+    struct stat st;
     snprintf(path, sizeof path, "%s/sim.log", s->dir);
+    /* A log that is gone counts nothing ever again: a test waiting for a count must hear it. */
+    if (stat(path, &st) != 0) {
+        fprintf(stderr, "h_sim_log_count: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
     return h_file_count(path, needle);
 }
 

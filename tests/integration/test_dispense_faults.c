@@ -288,8 +288,19 @@ static void test_paused_mid_step_says_why(void **state)
         doc = h_api(&daemon_, "POST", "/v1/runs", "{\"workflow\":\"long\",\"plate\":\"P1\"}", 201);
         snprintf(next, sizeof next, "%s", sval(doc, "id"));
         json_decref(doc);
-        while (h_sim_log_count(&sim, ": dispense 5.0 uL") == before)
-            h_sleep_ms(2);
+        /* The pause goes in once the first well is dispensed; a run that never gets there (a
+         * fault, the simulator's log gone) fails the test here instead of waiting for ever. */
+        assert_true(before >= 0);
+        int seen = before;
+        for (long long end = h_now_ms() + 20000; seen == before && h_now_ms() < end; h_sleep_ms(2))
+            seen = h_sim_log_count(&sim, ": dispense 5.0 uL");
+        if (seen <= before) {
+            doc = h_run_get(&daemon_, id);
+            char *text = json_dumps(doc, JSON_COMPACT);
+            fail_msg("run %s dispensed nothing within 20 s (sim log count %d, was %d): %s", id,
+                     seen, before, text);
+            free(text);
+        }
         json_decref(h_api(&daemon_, "POST", "/v1/instruments/star1/pause", NULL, 200));
         for (long long end = h_now_ms() + 5000; h_now_ms() < end && !held; h_sleep_ms(20)) {
             doc = h_run_get(&daemon_, id);

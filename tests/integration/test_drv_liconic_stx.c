@@ -442,6 +442,7 @@ static struct {
     int cr;       /* CR handshakes seen */
     int bare;     /* bare CRs seen */
     bool cc_owed; /* the first handshake's CC, sent one poll after its E1 */
+    int dm_flags; /* relay reads still to be answered with a data memory value */
 } plc = {.master = -1, .slave = -1};
 
 static void plc_send(const char *s)
@@ -474,6 +475,11 @@ static void plc_line(void)
     } else if (c.op == LICONIC_OP_READ || c.op == LICONIC_OP_READ_DM) {
         r.kind = LICONIC_REPLY_VALUE;
         r.value = c.op == LICONIC_OP_READ && c.addr == LICONIC_FLAG_READY ? 1 : 0;
+        if (c.op == LICONIC_OP_READ && plc.dm_flags > 0) {
+            plc.dm_flags--;
+            plc_send("00370\r\n"); /* a temperature, as if it answered an earlier RD DM982 */
+            return;
+        }
     }
     int n = liconic_encode_reply(&r, buf, sizeof buf);
     assert_true(n > 0);
@@ -521,6 +527,14 @@ static void test_out_of_step(void **state)
         assert_int_equal(num("error_flag"), 0);
     }
     assert_int_equal(h_drv_do(drv2, "set_temperature", "{\"temperature_c\":30}"), LAB_DRV_OK);
+    /* A relay answered with a data memory value: out of step, never a flag that is set. */
+    plc.dm_flags = 1;
+    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_DRV_EPROTO);
+    assert_non_null(strstr(h_drv_error()->text, "unexpected reply '00370' to 'RD 1814'"));
+    int cr = plc.cr;
+    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_DRV_OK);
+    assert_int_equal(num("error_flag"), 0);
+    assert_int_equal(plc.cr, cr + 1); /* shook hands again */
     h_drv_close(drv2);
     drv2 = NULL;
     h_drv_set_pump(NULL);

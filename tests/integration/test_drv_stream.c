@@ -29,33 +29,10 @@
 
 typedef struct tdrv {
     lab_stream_t st;
-    proto_lines_t lines;
     long n; /* the number asked */
 } tdrv_t;
 
 static int mispaired; /* a reply with another command's number was taken */
-
-static int t_line(void *ud, const char *line, size_t len, int err)
-{
-    lab_stream_t *s = ud;
-    if (err)
-        lab_stream_garbage(s, line ? line : "", line ? len : 0, proto_strerror(err));
-    else
-        lab_stream_reply(s, line, len);
-    return 0;
-}
-
-static void t_feed(lab_stream_t *s, const uint8_t *data, size_t len)
-{
-    tdrv_t *p = lab_drv_priv(lab_stream_driver(s));
-    proto_lines_feed(&p->lines, data, len, t_line, s);
-}
-
-static void t_reset(lab_stream_t *s)
-{
-    tdrv_t *p = lab_drv_priv(lab_stream_driver(s));
-    proto_lines_init(&p->lines);
-}
 
 static void t_begin(lab_stream_t *s, lab_stream_owner_t owner)
 {
@@ -107,8 +84,19 @@ static void t_end(lab_stream_t *s, lab_stream_owner_t owner, const lab_drv_error
         json_decref(r);
 }
 
-static const lab_stream_ops_t t_stream_ops = {
-    .feed = t_feed, .reset = t_reset, .begin = t_begin, .reply = t_reply, .end = t_end};
+/* With lines = checked: a line that starts with '#' is garbage by the driver's word. */
+static void t_line(lab_stream_t *s, const char *line, size_t len)
+{
+    if (len > 0 && line[0] == '#')
+        lab_stream_garbage(s, line, len, "a comment, not a reply");
+    else
+        lab_stream_reply(s, line, len);
+}
+
+/* Replies are lines: the base's line framer (no feed), every line a reply or checked first. */
+static const lab_stream_ops_t t_stream_ops = {.begin = t_begin, .reply = t_reply, .end = t_end};
+static const lab_stream_ops_t t_checked_ops = {
+    .line = t_line, .begin = t_begin, .reply = t_reply, .end = t_end};
 
 static int t_open(lab_driver_t *d, char *err, size_t errlen)
 {
@@ -119,7 +107,8 @@ static int t_open(lab_driver_t *d, char *err, size_t errlen)
                               .retry_ms = 300,
                               .break_ms = 0,
                               .skip_echo = lab_drv_enum(d, "echo") == 1};
-    return lab_stream_init(&p->st, d, &t_stream_ops, &conf, err, errlen);
+    bool checked = lab_drv_enum(d, "lines") == 1;
+    return lab_stream_init(&p->st, d, checked ? &t_checked_ops : &t_stream_ops, &conf, err, errlen);
 }
 
 static void t_start(lab_driver_t *d)
@@ -158,6 +147,7 @@ static void t_abort(lab_driver_t *d)
 static const lab_drv_key_t t_keys[] = {
     LAB_DRV_SERIAL_KEYS("9600", "8", "none", "1", "none"),
     {"echo", LAB_DRV_KEY_ENUM, "strict", 0, 0, "strict|skip", 0, "an echoed command"},
+    {"lines", LAB_DRV_KEY_ENUM, "plain", 0, 0, "plain|checked", 0, "every line a reply or checked"},
     {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
 };
 
@@ -195,6 +185,8 @@ typedef enum dev_mode {
     DEV_SILENT,      /* Q unanswered (the test answers late itself) */
     DEV_DEAD,        /* nothing answered */
     DEV_HI_TWICE,    /* the connect command answered "A1" then "OK": out of step */
+    DEV_COMMENT,     /* a line "#..." before the reply */
+    DEV_LONG,        /* a reply longer than the line framer holds */
 } dev_mode_t;
 
 static struct {
@@ -255,6 +247,17 @@ static void dev_command(const char *c)
         assert_int_equal(write(dev.master, "\x00\xff\x13", 3), 3);
         dev_send("A%s\r\n", c + 1);
         break;
+    case DEV_COMMENT:
+        dev_send("#warming up\r\nA%s\r\n", c + 1);
+        break;
+    case DEV_LONG: {
+        static char big[PROTO_LINE_MAX + 100];
+        memset(big, '9', sizeof big);
+        big[0] = 'A';
+        assert_int_equal(write(dev.master, big, sizeof big), (ssize_t)sizeof big);
+        dev_send("\r\n");
+        break;
+    }
     case DEV_SILENT:
     case DEV_DEAD:
         break;
@@ -291,10 +294,13 @@ static bool dev_drained(void *arg)
 
 static lab_driver_t *drv;
 
-static lab_driver_t *make(const char *echo)
+static lab_driver_t *make_lines(const char *echo, const char *lines)
 {
-    lab_drv_kv_t kv[3] = {{"driver", "test-stream", 1}, {"port", dev.path, 2}, {"echo", echo, 3}};
-    lab_drv_conf_t c = {.id = "s1", .line = 1, .kv = kv, .n = 3, .time_scale = 1};
+    lab_drv_kv_t kv[4] = {{"driver", "test-stream", 1},
+                          {"port", dev.path, 2},
+                          {"echo", echo, 3},
+                          {"lines", lines, 4}};
+    lab_drv_conf_t c = {.id = "s1", .line = 1, .kv = kv, .n = 4, .time_scale = 1};
     char err[256];
     lab_driver_t *d = NULL;
     if (lab_driver_new_ops(h_drv_loop(), &t_ops, &c, h_drv_host(), &d, err, sizeof err))
@@ -302,6 +308,11 @@ static lab_driver_t *make(const char *echo)
     lab_driver_start(d);
     h_drv_wait_state(d, LAB_INST_IDLE);
     return d;
+}
+
+static lab_driver_t *make(const char *echo)
+{
+    return make_lines(echo, "plain");
 }
 
 static void ask_ok(long n)
@@ -502,6 +513,34 @@ static void test_never_quiet(void **state)
     assert_int_equal(mispaired, 0);
 }
 
+/* The base's line framer: a line longer than it holds is garbage (the rest of it drained); a
+ * line the driver's check refuses is garbage in the driver's words, one it does not check is an
+ * unexpected reply; after each the next command gets its own answer. */
+static void test_lines(void **state)
+{
+    (void)state;
+    drv = make("strict");
+    dev.mode = DEV_LONG;
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":1}"), LAB_DRV_EPROTO);
+    assert_non_null(strstr(h_drv_error()->text, proto_strerror(PROTO_ETOOLONG)));
+    dev.mode = DEV_GOOD;
+    ask_ok(2);
+    dev.mode = DEV_COMMENT;
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":3}"), LAB_DRV_EPROTO);
+    assert_non_null(strstr(h_drv_error()->text, "unexpected reply '#warming up' to 'Q3'"));
+    dev.mode = DEV_GOOD;
+    ask_ok(4);
+    assert_int_equal(dev.hi, 3);
+    h_drv_close(drv);
+    drv = make_lines("strict", "checked");
+    dev.mode = DEV_COMMENT;
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":5}"), LAB_DRV_EPROTO);
+    assert_non_null(strstr(h_drv_error()->text, "'#warming up': a comment, not a reply"));
+    dev.mode = DEV_GOOD;
+    ask_ok(6);
+    assert_int_equal(mispaired, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -513,6 +552,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connect_out_of_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_then_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_never_quiet, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lines, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
