@@ -147,9 +147,19 @@ static void stream_break_done(lab_transport_t *t, int status, void *arg)
 {
     (void)t;
     lab_stream_t *s = arg;
-    /* Closed or lost meanwhile: the transport's state callback has taken over. */
-    if (status < 0 || s->owner != LAB_STREAM_CONNECT || s->resyncing)
+    if (s->owner != LAB_STREAM_CONNECT || s->resyncing)
         return;
+    if (status < 0) {
+        /* Closed or lost meanwhile: the transport's state callback has taken over. Still open:
+         * the port would not release the BREAK; the connect sequence fails and is retried. */
+        if (s->t && lab_transport_state(s->t) == LAB_TRANSPORT_OPEN) {
+            lab_drv_error_t e;
+            lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "releasing the BREAK: %s",
+                              lab_strerror(status));
+            lab_stream_end_later(s, &e);
+        }
+        return;
+    }
     /* The controller may answer the wake-up with anything: that is drained like any noise. */
     s->quiet_until = stream_now(s) + s->conf.quiet_ms;
     s->ops->begin(s, LAB_STREAM_CONNECT);
