@@ -257,6 +257,10 @@ typedef struct lab_driver_stats {
 } lab_driver_stats_t;
 void lab_driver_stats(const lab_driver_t *d, lab_driver_stats_t *out);
 
+/* The file an instrument records to (malloc'd; NULL: none, i.e. record = off and no record_dir),
+ * whether recording starts with it (on), and the config line that says so (line: the record key's,
+ * else the section's). Either may be NULL. */
+char *lab_driver_record_path(const lab_drv_conf_t *conf, bool *on, int *line);
 /* Wire recording (drivers/transport/wirerec.h): on or off at run time, to the file the config
  * named (record = PATH) or the default one (record_dir/ID.wire). Turning it on fails with
  * LAB_ESTATE when there is no such file (record = off and no record_dir), LAB_EIO (why in err)
