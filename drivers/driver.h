@@ -97,7 +97,8 @@ typedef struct lab_drv_key {
      0,                                                                                            \
      NULL,                                                                                         \
      LAB_DRV_KEY_REQUIRED,                                                                         \
-     "device path, or tcp://HOST:PORT for a serial device server"},                                \
+     "device path, tcp://HOST:PORT for a serial device server, or usb://VVVV:PPPP[?serial=S] "     \
+     "for a USB bulk device (vendor and product id in hex)"},                                      \
         {"baud", LAB_DRV_KEY_INT, baud, 50, 4000000, NULL, 0, "bits per second"},                  \
         {"data_bits", LAB_DRV_KEY_INT, bits, 5, 8, NULL, 0, "data bits"},                          \
         {"parity", LAB_DRV_KEY_ENUM, parity, 0, 0, "none|even|odd", 0, "parity"},                  \

@@ -439,6 +439,24 @@ static void test_check_warns_record_path(void **state)
     h_rmtree(dir);
 }
 
+/* The port key's help names every form a port takes: a device path, tcp:// and usb://. */
+static void test_keys_port_forms(void **state)
+{
+    char cmd[600], out[65536];
+    snprintf(cmd, sizeof cmd, "'%s' --keys 2>&1", labloopd());
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    int ports = 0;
+    for (const char *line = strstr(out, "\n  port "); line; line = strstr(line + 1, "\n  port ")) {
+        char *copy = strndup(line + 1, strcspn(line + 1, "\n"));
+        if (!strstr(copy, "device path") || !strstr(copy, "tcp://HOST:PORT") ||
+            !strstr(copy, "usb://VVVV:PPPP[?serial=S]"))
+            fail_msg("the port key's help misses a form: %s", copy);
+        free(copy);
+        ports++;
+    }
+    assert_true(ports >= 3); /* Liconic, BioTek, STAR */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -451,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_public_http_needs_auth),
         cmocka_unit_test(test_check_refuses_what_start_refuses),
         cmocka_unit_test(test_check_warns_record_path),
+        cmocka_unit_test(test_keys_port_forms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
