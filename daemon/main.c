@@ -457,7 +457,8 @@ static int run(labd_t *d)
 static void usage(FILE *out)
 {
     fprintf(out, "usage: labloopd -c FILE          run the daemon\n"
-                 "       labloopd --check -c FILE  validate a config (exit 0, or 1 with errors)\n"
+                 "       labloopd --check -c FILE  validate a config (exit 0, or 1 with errors;\n"
+                 "                                 warnings do not fail it)\n"
                  "       labloopd --keys           list every config key\n"
                  "       labloopd --version\n");
 }
@@ -507,7 +508,20 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check) {
-        printf("%s: ok\n", path);
+        /* Warnings: what a start logs and runs on without (an instrument's recording file). */
+        lab_cfg_errors_t warns = {0};
+        int nw = lab_instr_check_record(&d.cfg, &warns);
+        for (int i = 0; i < warns.n; i++) {
+            char *reason = warns.v[i].reason;
+            warns.v[i].reason = lab_asprintf("warning: %s", reason);
+            free(reason);
+        }
+        lab_cfg_errors_print(&warns, path, stderr);
+        lab_cfg_errors_free(&warns);
+        if (nw)
+            printf("%s: ok, %d warning%s\n", path, nw, nw == 1 ? "" : "s");
+        else
+            printf("%s: ok\n", path);
         lab_config_free(&d.cfg);
         return 0;
     }

@@ -617,6 +617,23 @@ int lab_driver_new(uv_loop_t *loop, const lab_drv_conf_t *conf, const lab_drv_ho
     return lab_driver_new_ops(loop, ops, conf, host, out, err, errlen);
 }
 
+char *lab_driver_record_path(const lab_drv_conf_t *conf, bool *on, int *line)
+{
+    const lab_drv_kv_t *kv = conf_get(conf, "record");
+    const char *v = kv ? kv->value : NULL;
+    bool off = v && (!*v || strcmp(v, "off") == 0);
+    char *path = NULL;
+    if (v && !off)
+        path = lab_strdup(v);
+    else if (conf->record_dir) /* also for record = off: `record on` records there */
+        path = lab_asprintf("%s/%s.wire", conf->record_dir, conf->id);
+    if (on)
+        *on = path && !off;
+    if (line)
+        *line = kv ? kv->line : conf->line;
+    return path;
+}
+
 /* The recorder exists before the driver's open, so the transports it creates find it. A file
  * that cannot be written is logged and leaves the recording off: the instrument runs anyway. */
 static void record_setup(lab_driver_t *d, const lab_drv_conf_t *conf)
@@ -629,13 +646,9 @@ static void record_setup(lab_driver_t *d, const lab_drv_conf_t *conf)
         .clock = conf->clock,
     };
     d->rec = lab_wirerec_new(&o);
-    const char *v = lab_drv_has(d, "record") ? lab_drv_str(d, "record") : NULL;
-    bool off = v && (!*v || strcmp(v, "off") == 0);
-    if (v && !off)
-        d->rec_path = lab_strdup(v);
-    else if (conf->record_dir)
-        d->rec_path = lab_asprintf("%s/%s.wire", conf->record_dir, d->id);
-    if (off || !d->rec_path)
+    bool on;
+    d->rec_path = lab_driver_record_path(conf, &on, NULL);
+    if (!on)
         return;
     char why[400];
     if (lab_wirerec_start(d->rec, d->rec_path, why, sizeof why) != LAB_OK)

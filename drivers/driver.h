@@ -97,7 +97,8 @@ typedef struct lab_drv_key {
      0,                                                                                            \
      NULL,                                                                                         \
      LAB_DRV_KEY_REQUIRED,                                                                         \
-     "device path, or tcp://HOST:PORT for a serial device server"},                                \
+     "device path, tcp://HOST:PORT for a serial device server, or usb://VVVV:PPPP[?serial=S] "     \
+     "for a USB bulk device (vendor and product id in hex)"},                                      \
         {"baud", LAB_DRV_KEY_INT, baud, 50, 4000000, NULL, 0, "bits per second"},                  \
         {"data_bits", LAB_DRV_KEY_INT, bits, 5, 8, NULL, 0, "data bits"},                          \
         {"parity", LAB_DRV_KEY_ENUM, parity, 0, 0, "none|even|odd", 0, "parity"},                  \
@@ -257,6 +258,10 @@ typedef struct lab_driver_stats {
 } lab_driver_stats_t;
 void lab_driver_stats(const lab_driver_t *d, lab_driver_stats_t *out);
 
+/* The file an instrument records to (malloc'd; NULL: none, i.e. record = off and no record_dir),
+ * whether recording starts with it (on), and the config line that says so (line: the record key's,
+ * else the section's). Either may be NULL. */
+char *lab_driver_record_path(const lab_drv_conf_t *conf, bool *on, int *line);
 /* Wire recording (drivers/transport/wirerec.h): on or off at run time, to the file the config
  * named (record = PATH) or the default one (record_dir/ID.wire). Turning it on fails with
  * LAB_ESTATE when there is no such file (record = off and no record_dir), LAB_EIO (why in err)

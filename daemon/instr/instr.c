@@ -5,10 +5,12 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "daemon/bus/topics.h"
+#include "drivers/transport/wirerec.h"
 #include "protocols/report.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct inst {
     lab_driver_t *drv;
@@ -77,6 +79,37 @@ int lab_instr_check(const lab_config_t *cfg, lab_cfg_errors_t *errs)
         n += lab_driver_check(&dc, check_err, &c);
         free(kv);
     }
+    return n;
+}
+
+int lab_instr_check_record(const lab_config_t *cfg, lab_cfg_errors_t *warns)
+{
+    /* Where state_dir is still to be made, so is its wire/: the state_dir check judges that. */
+    struct stat st;
+    char *wire_dir = stat(cfg->state_dir, &st) == 0 && S_ISDIR(st.st_mode)
+                         ? lab_asprintf("%s/wire", cfg->state_dir)
+                         : NULL;
+    int n = 0;
+    for (int i = 0; i < cfg->n_instruments; i++) {
+        const lab_cfg_instrument_t *ci = &cfg->instruments[i];
+        lab_drv_kv_t *kv = lab_calloc((size_t)ci->n + 1, sizeof *kv);
+        lab_drv_conf_t dc;
+        conf_of(cfg, ci, &dc, kv);
+        dc.record_dir = wire_dir;
+        bool on;
+        int line;
+        char *path = lab_driver_record_path(&dc, &on, &line);
+        char why[700], section[160];
+        if (on && lab_wirerec_check_path(path, false, why, sizeof why) != LAB_OK) {
+            snprintf(section, sizeof section, "instrument %s", ci->id);
+            lab_cfg_error_add(warns, line, section, "record",
+                              "%s; the instrument will run without recording", why);
+            n++;
+        }
+        free(path);
+        free(kv);
+    }
+    free(wire_dir);
     return n;
 }
 

@@ -21,6 +21,10 @@ typedef struct lab_instr lab_instr_t;
 /* Every [instrument ID] section against its driver's key table; problems appended to errs.
  * Returns how many. */
 int lab_instr_check(const lab_config_t *cfg, lab_cfg_errors_t *errs);
+/* Every instrument's recording file as a start would judge it (lab_wirerec_check_path, nothing
+ * made): one that cannot be written is a warning appended to warns, not an error, since the
+ * instrument then runs without recording. Returns how many. */
+int lab_instr_check_record(const lab_config_t *cfg, lab_cfg_errors_t *warns);
 /* The driver key tables, for labloopd --keys. */
 void lab_instr_print_keys(FILE *out);
 

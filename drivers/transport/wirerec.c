@@ -1,5 +1,9 @@
 /* Wire recorders: the registry by instrument id, event formatting into the bounded buffer, and
- * the writer thread that owns the file (header, rotation, errors). */
+ * the one writer thread of the process that owns every recorder's file (header, rotation,
+ * errors). A recorder with something to write puts itself on the writer's ready list; the writer
+ * takes the whole list, and serves each recorder in turn under that recorder's own lock only
+ * for the swap of its buffer. Lock order: a recorder's lock, then the writer's (never the other
+ * way), so that an append never waits for a write. */
 #include "drivers/transport/wirerec.h"
 
 #include "core/err.h"
@@ -22,8 +26,9 @@
 
 #define SUB "wirerec"
 
-/* The writer waits this long for more events before writing a batch that is under half the
- * buffer: fewer, larger writes, at the price of a file that lags the wire by this much. */
+/* The writer waits this long for more events before writing a batch that no one waits for and
+ * that is under half of its buffer: fewer, larger writes, at the price of a file that lags the
+ * wire by this much. */
 #define BATCH_WAIT_NS (100 * 1000 * 1000)
 
 struct lab_wirerec {
@@ -40,8 +45,7 @@ struct lab_wirerec {
     double scale;
 
     pthread_mutex_t lock;
-    pthread_cond_t wake; /* the writer waits on it */
-    pthread_cond_t done; /* flush waits on it */
+    pthread_cond_t done; /* flush and close wait on it */
     /* Under lock: */
     char *buf, *spare;
     size_t len;
@@ -52,18 +56,136 @@ struct lab_wirerec {
     char *next_path; /* the file to switch to (NULL: none, i.e. stop) */
     int switch_pending;
     size_t switch_at; /* bytes of buf that still belong to the old file */
-    int stop, flush_req, thread_live;
+    int stop, flush_req;
+    int retired; /* closed: the writer is done with it for good */
     char error[300];
     int64_t wall_sec; /* cached "YYYY-MM-DDTHH:MM:SS." of this second */
     char wall_prefix[24];
-    pthread_t thread;
+
+    /* Under the writer's lock: */
+    struct lab_wirerec *ready_next;
+    int in_ready;
 
     /* Writer thread only: */
-    int fd;
-    char *fpath;
+    int fd;      /* -1 until the first event of a session opens fpath */
+    char *fpath; /* the file of this session (NULL: off) */
     uint64_t fsize;
     int header_due;
 };
+
+/* ---- the writer, one for the process ---- */
+
+static struct {
+    pthread_once_t once;
+    pthread_mutex_t life; /* serialises starting and stopping the thread */
+    int users;            /* recorders alive (under life) */
+    atomic_int live;      /* the thread runs */
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* on CLOCK_MONOTONIC */
+    /* Under lock: */
+    lab_wirerec_t *head, *tail; /* recorders with work, oldest first */
+    int urgent;                 /* someone waits, or a buffer is half full: no batching wait */
+    int stop;
+} W = {.once = PTHREAD_ONCE_INIT,
+       .life = PTHREAD_MUTEX_INITIALIZER,
+       .lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void writer_init(void)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&W.wake, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+/* r has something for the writer. Called with r->lock held. */
+static void writer_kick(lab_wirerec_t *r, int urgent)
+{
+    pthread_mutex_lock(&W.lock);
+    /* With a list already there the writer is batching or writing: no need to wake it. */
+    int wake = !W.head || (urgent && !W.urgent);
+    if (!r->in_ready && !r->retired) {
+        r->in_ready = 1;
+        r->ready_next = NULL;
+        if (W.tail)
+            W.tail->ready_next = r;
+        else
+            W.head = r;
+        W.tail = r;
+    }
+    W.urgent |= urgent;
+    if (wake)
+        pthread_cond_signal(&W.wake);
+    pthread_mutex_unlock(&W.lock);
+}
+
+/* Off the ready list for good. Called with r->lock held. */
+static void writer_forget(lab_wirerec_t *r)
+{
+    pthread_mutex_lock(&W.lock);
+    if (r->in_ready) {
+        lab_wirerec_t *prev = NULL;
+        for (lab_wirerec_t *q = W.head; q; prev = q, q = q->ready_next)
+            if (q == r) {
+                if (prev)
+                    prev->ready_next = r->ready_next;
+                else
+                    W.head = r->ready_next;
+                if (W.tail == r)
+                    W.tail = prev;
+                break;
+            }
+        r->in_ready = 0;
+    }
+    pthread_mutex_unlock(&W.lock);
+}
+
+static void *writer_main(void *arg);
+
+/* Starts the thread if it does not run. Under W.life. */
+static int writer_spawn(void)
+{
+    if (atomic_load(&W.live))
+        return 0;
+    if (pthread_create(&W.thread, NULL, writer_main, NULL) != 0) {
+        log_error(SUB, "cannot start the recording writer thread");
+        return -1;
+    }
+    atomic_store(&W.live, 1);
+    return 0;
+}
+
+static void writer_acquire(void)
+{
+    pthread_once(&W.once, writer_init);
+    pthread_mutex_lock(&W.life);
+    W.users++;
+    writer_spawn();
+    pthread_mutex_unlock(&W.life);
+}
+
+/* The last recorder gone: the thread ends (every recorder is retired, so none is ready). */
+static void writer_release(void)
+{
+    pthread_mutex_lock(&W.life);
+    if (--W.users == 0 && atomic_load(&W.live)) {
+        pthread_mutex_lock(&W.lock);
+        W.stop = 1;
+        pthread_cond_signal(&W.wake);
+        pthread_mutex_unlock(&W.lock);
+        pthread_join(W.thread, NULL);
+        atomic_store(&W.live, 0);
+        W.stop = 0;
+    }
+    pthread_mutex_unlock(&W.life);
+}
+
+int lab_wirerec_writer_threads(void)
+{
+    return atomic_load(&W.live);
+}
 
 /* ---- registry ---- */
 
@@ -100,7 +222,6 @@ void lab_wirerec_unref(lab_wirerec_t *r)
     if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
         return;
     pthread_mutex_destroy(&r->lock);
-    pthread_cond_destroy(&r->wake);
     pthread_cond_destroy(&r->done);
     free(r->buf);
     free(r->spare);
@@ -137,12 +258,8 @@ lab_wirerec_t *lab_wirerec_new(const lab_wirerec_opts_t *o)
     r->fd = -1;
     r->wall_sec = -1;
     pthread_mutex_init(&r->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->wake, &ca);
-    pthread_condattr_destroy(&ca);
     pthread_cond_init(&r->done, NULL);
+    writer_acquire();
     pthread_mutex_lock(&reg_lock);
     r->next = reg_head;
     reg_head = r;
@@ -209,10 +326,12 @@ static size_t stamp(lab_wirerec_t *r, char *p)
                            (int)(lab_ms % 1000), r->wall_prefix, (int)(wall_ms % 1000));
 }
 
+/* The first bytes of a batch put r on the ready list; half a buffer makes it urgent. */
 static void wake_writer(lab_wirerec_t *r, size_t was)
 {
-    if (was == 0 || (was < r->cap / 2 && r->len >= r->cap / 2))
-        pthread_cond_signal(&r->wake);
+    int half = was < r->cap / 2 && r->len >= r->cap / 2;
+    if (was == 0 || half)
+        writer_kick(r, half);
 }
 
 /* One event line. key/ev/text: "d":"ev" lines; data with hex. unit < 0: none. */
@@ -233,7 +352,7 @@ static void emit(lab_wirerec_t *r, const char *d, int unit, const char *ev, cons
     if (r->len + need > r->cap) {
         r->dropped_pending++;
         r->dropped_total++;
-        pthread_cond_signal(&r->wake);
+        writer_kick(r, 1);
         pthread_mutex_unlock(&r->lock);
         return;
     }
@@ -344,10 +463,11 @@ static void rotate_names(lab_wirerec_t *r, const char *path)
     free(to);
 }
 
-static void open_file(lab_wirerec_t *r, const char *path, int rotate_first)
+/* A new file: one that is there and not empty is rotated away first, never appended to. */
+static void open_file(lab_wirerec_t *r, const char *path)
 {
     struct stat st;
-    if (rotate_first && stat(path, &st) == 0 && st.st_size > 0)
+    if (stat(path, &st) == 0 && st.st_size > 0)
         rotate_names(r, path);
     r->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     r->fsize = 0;
@@ -395,6 +515,8 @@ static void count_lost(lab_wirerec_t *r, const char *p, size_t n)
 /* Whole lines into the current file, rotating once it passes max_bytes. */
 static void write_out(lab_wirerec_t *r, const char *p, size_t n)
 {
+    if (n && r->fd < 0 && r->fpath) /* the session's first event; or a retry after an error */
+        open_file(r, r->fpath);
     while (n) {
         if (r->fd < 0) {
             count_lost(r, p, n);
@@ -423,21 +545,75 @@ static void write_out(lab_wirerec_t *r, const char *p, size_t n)
         n -= take;
         if (r->fsize >= r->max_bytes) { /* the new file starts with its header at once */
             close_file(r);
-            open_file(r, r->fpath, 1);
+            open_file(r, r->fpath);
             if (r->fd >= 0)
                 write_header(r);
         }
     }
 }
 
+/* One turn for r: its buffer swapped out under its lock, then written without it. */
+static void serve(lab_wirerec_t *r)
+{
+    pthread_mutex_lock(&r->lock);
+    char *data = r->buf;
+    size_t n = r->len, cut = r->switch_pending ? r->switch_at : n;
+    r->buf = r->spare;
+    r->spare = data;
+    r->len = 0;
+    int sw = r->switch_pending;
+    char *np = r->next_path;
+    r->switch_pending = 0;
+    r->next_path = NULL;
+    if (r->dropped_pending) { /* the note goes after what was taken, before what comes */
+        char text[96];
+        snprintf(text, sizeof text, "%llu events dropped: the recording buffer was full",
+                 (unsigned long long)r->dropped_pending);
+        char *p = r->buf;
+        p += stamp(r, p);
+        p += sprintf(p, "\"d\":\"ev\",\"ev\":\"note\",\"text\":\"%s\"}\n", text);
+        r->len = (size_t)(p - r->buf);
+        r->appended += r->len;
+        r->dropped_pending = 0;
+    }
+    pthread_mutex_unlock(&r->lock);
+
+    write_out(r, data, cut);
+    if (sw) { /* the next session's file is made by its first event (write_out) */
+        close_file(r);
+        free(r->fpath);
+        r->fpath = np;
+    }
+    write_out(r, data + cut, n - cut);
+
+    pthread_mutex_lock(&r->lock);
+    r->written += n;
+    int more = r->len || r->switch_pending || r->dropped_pending;
+    if (r->stop && !more) {
+        pthread_mutex_unlock(&r->lock);
+        close_file(r);
+        pthread_mutex_lock(&r->lock);
+        r->retired = 1;
+        writer_forget(r);
+    } else if (more) {
+        writer_kick(r, r->stop || r->flush_req || r->switch_pending || r->dropped_pending);
+    }
+    pthread_cond_broadcast(&r->done);
+    pthread_mutex_unlock(&r->lock);
+}
+
 static void *writer_main(void *arg)
 {
-    lab_wirerec_t *r = arg;
-    pthread_mutex_lock(&r->lock);
+    (void)arg;
+    lab_wirerec_t **batch = NULL;
+    size_t cap = 0;
+    pthread_mutex_lock(&W.lock);
     for (;;) {
-        while (!r->len && !r->switch_pending && !r->stop && !r->dropped_pending)
-            pthread_cond_wait(&r->wake, &r->lock);
-        if (!r->stop && !r->flush_req && !r->switch_pending && r->len < r->cap / 2) {
+        while (!W.head && !W.stop)
+            pthread_cond_wait(&W.wake, &W.lock);
+        if (!W.head)
+            break; /* stopped, and every recorder is retired */
+        if (!W.urgent && !W.stop) {
             struct timespec until;
             clock_gettime(CLOCK_MONOTONIC, &until);
             until.tv_nsec += BATCH_WAIT_NS;
@@ -445,91 +621,117 @@ static void *writer_main(void *arg)
                 until.tv_sec++;
                 until.tv_nsec -= 1000000000;
             }
-            pthread_cond_timedwait(&r->wake, &r->lock, &until);
+            while (!W.urgent && !W.stop &&
+                   pthread_cond_timedwait(&W.wake, &W.lock, &until) != ETIMEDOUT)
+                ;
         }
-        char *data = r->buf;
-        size_t n = r->len, cut = r->switch_pending ? r->switch_at : n;
-        r->buf = r->spare;
-        r->spare = data;
-        r->len = 0;
-        int sw = r->switch_pending;
-        char *np = r->next_path;
-        r->switch_pending = 0;
-        r->next_path = NULL;
-        if (r->dropped_pending) { /* the note goes after what was taken, before what comes */
-            char text[96];
-            snprintf(text, sizeof text, "%llu events dropped: the recording buffer was full",
-                     (unsigned long long)r->dropped_pending);
-            char *p = r->buf;
-            p += stamp(r, p);
-            p += sprintf(p, "\"d\":\"ev\",\"ev\":\"note\",\"text\":\"%s\"}\n", text);
-            r->len = (size_t)(p - r->buf);
-            r->appended += r->len;
-            r->dropped_pending = 0;
+        size_t n = 0;
+        for (lab_wirerec_t *r = W.head; r; r = r->ready_next) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 16;
+                batch = lab_realloc(batch, cap * sizeof *batch);
+            }
+            batch[n++] = r;
+            r->in_ready = 0;
         }
-        int stopping = r->stop;
-        pthread_mutex_unlock(&r->lock);
-
-        write_out(r, data, cut);
-        if (sw) {
-            close_file(r);
-            free(r->fpath);
-            r->fpath = np;
-            if (np)
-                open_file(r, np, 1);
-        }
-        write_out(r, data + cut, n - cut);
-
-        pthread_mutex_lock(&r->lock);
-        r->written += n;
-        pthread_cond_broadcast(&r->done);
-        if (stopping && !r->len && !r->switch_pending && !r->dropped_pending)
-            break;
+        W.head = W.tail = NULL;
+        W.urgent = 0;
+        pthread_mutex_unlock(&W.lock);
+        /* A recorder is freed only after its close saw it retired, which only serve does. */
+        for (size_t i = 0; i < n; i++)
+            serve(batch[i]);
+        pthread_mutex_lock(&W.lock);
     }
-    pthread_mutex_unlock(&r->lock);
-    close_file(r);
+    pthread_mutex_unlock(&W.lock);
+    free(batch);
     return NULL;
 }
 
 /* ---- control ---- */
 
-int lab_wirerec_start(lab_wirerec_t *r, const char *path, char *err, size_t errlen)
+int lab_wirerec_check_path(const char *path, bool make_dir, char *err, size_t errlen)
 {
     if (!path || !*path) {
         snprintf(err, errlen, "no recording path given");
         return LAB_EINVAL;
     }
-    /* Checked here, on the caller's thread, so that the operator reads why at once. */
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0 && errno == ENOENT) { /* a missing last directory (STATE_DIR/wire) is made */
-        char *dir = lab_strdup(path);
-        char *slash = strrchr(dir, '/');
-        if (slash && slash != dir) {
-            *slash = '\0';
-            if (mkdir(dir, 0755) == 0 || errno == EEXIST)
-                fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-            else
-                errno = ENOENT;
-        }
-        free(dir);
+    struct stat st;
+    int e = 0;
+    char *dir = NULL;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode))
+            e = EISDIR;
+        else if (access(path, W_OK) != 0)
+            e = errno;
+        goto done;
     }
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot record to %s: %s", path, strerror(errno));
+    if (errno != ENOENT) {
+        e = errno;
+        goto done;
+    }
+    dir = lab_strdup(path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, strlen(dir) + 1, ".");
+    else
+        slash[slash == dir] = '\0'; /* "/x.wire": the root */
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode))
+            e = ENOTDIR;
+        else if (access(dir, W_OK | X_OK) != 0)
+            e = errno;
+        goto done;
+    }
+    if (errno != ENOENT) {
+        e = errno;
+        goto done;
+    }
+    /* A missing last directory (STATE_DIR/wire) is made: its parent must exist and allow it. */
+    if (make_dir) {
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+            e = errno;
+        goto done;
+    }
+    slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, strlen(dir) + 1, ".");
+    else
+        slash[slash == dir] = '\0';
+    if (stat(dir, &st) != 0)
+        e = errno;
+    else if (!S_ISDIR(st.st_mode))
+        e = ENOTDIR;
+    else if (access(dir, W_OK | X_OK) != 0)
+        e = errno;
+done:
+    free(dir);
+    if (!e)
+        return LAB_OK;
+    snprintf(err, errlen, "cannot record to %s: %s", path, strerror(e));
+    return LAB_EIO;
+}
+
+int lab_wirerec_start(lab_wirerec_t *r, const char *path, char *err, size_t errlen)
+{
+    /* Checked here, on the caller's thread, so that the operator reads why at once; the file
+     * itself is made by the first event. */
+    int rc = lab_wirerec_check_path(path, true, err, errlen);
+    if (rc != LAB_OK) {
         pthread_mutex_lock(&r->lock);
         snprintf(r->error, sizeof r->error, "%s", err);
         pthread_mutex_unlock(&r->lock);
-        return LAB_EIO;
+        return rc;
     }
-    close(fd);
-    pthread_mutex_lock(&r->lock);
-    if (!r->thread_live) {
-        if (pthread_create(&r->thread, NULL, writer_main, r) != 0) {
-            pthread_mutex_unlock(&r->lock);
+    if (!atomic_load(&W.live)) { /* its start failed when r was made: once more */
+        pthread_mutex_lock(&W.life);
+        rc = writer_spawn();
+        pthread_mutex_unlock(&W.life);
+        if (rc != 0) {
             snprintf(err, errlen, "cannot start the recording writer thread");
             return LAB_EIO;
         }
-        r->thread_live = 1;
     }
+    pthread_mutex_lock(&r->lock);
     free(r->next_path);
     r->next_path = lab_strdup(path);
     if (!r->switch_pending) {
@@ -540,7 +742,7 @@ int lab_wirerec_start(lab_wirerec_t *r, const char *path, char *err, size_t errl
     r->path = lab_strdup(path);
     r->error[0] = '\0';
     atomic_store(&r->on, 1);
-    pthread_cond_signal(&r->wake);
+    writer_kick(r, 1);
     pthread_mutex_unlock(&r->lock);
     log_info(SUB, "id=%s recording to %s", r->id, path);
     return LAB_OK;
@@ -559,7 +761,7 @@ void lab_wirerec_stop(lab_wirerec_t *r)
             r->switch_pending = 1;
             r->switch_at = r->len;
         }
-        pthread_cond_signal(&r->wake);
+        writer_kick(r, 1);
         log_info(SUB, "id=%s recording stopped", r->id);
     }
     pthread_mutex_unlock(&r->lock);
@@ -572,8 +774,9 @@ void lab_wirerec_flush(lab_wirerec_t *r)
     pthread_mutex_lock(&r->lock);
     uint64_t target = r->appended;
     r->flush_req++;
-    pthread_cond_signal(&r->wake);
-    while (r->thread_live && (r->written < target || r->switch_pending || r->dropped_pending))
+    writer_kick(r, 1);
+    while (atomic_load(&W.live) && !r->retired &&
+           (r->written < target || r->switch_pending || r->dropped_pending))
         pthread_cond_wait(&r->done, &r->lock);
     r->flush_req--;
     pthread_mutex_unlock(&r->lock);
@@ -587,11 +790,16 @@ void lab_wirerec_close(lab_wirerec_t *r)
     pthread_mutex_lock(&r->lock);
     atomic_store(&r->on, 0);
     r->stop = 1;
-    int live = r->thread_live;
-    pthread_cond_signal(&r->wake);
+    if (atomic_load(&W.live)) {
+        writer_kick(r, 1);
+        while (!r->retired)
+            pthread_cond_wait(&r->done, &r->lock);
+    } else { /* never started: no file, and the writer must not find it later */
+        r->retired = 1;
+        writer_forget(r);
+    }
     pthread_mutex_unlock(&r->lock);
-    if (live)
-        pthread_join(r->thread, NULL);
+    writer_release();
     lab_wirerec_unref(r);
 }
 

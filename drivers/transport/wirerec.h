@@ -4,11 +4,16 @@
  * instrument's id so that its transports (transport.c) and Modbus bus (modbus_bus.c) find it
  * without the driver passing it on.
  *
- * Appending never blocks on I/O: an event is formatted into a bounded in-memory buffer under a
- * mutex held only for the copy, and a writer thread of the recorder does every write, rename and
- * open. When the buffer is full the event is dropped and counted, and a "note" event saying how
- * many were dropped follows in the file. Any thread may append (the loop thread for transports,
- * a bus's worker thread for Modbus). */
+ * Appending never blocks on I/O: an event is formatted into the recorder's bounded in-memory
+ * buffer under a mutex held only for the copy, and one writer thread for the whole process
+ * (started with the first recorder, ended with the last) does every write, rename and open of
+ * every recorder. When a buffer is full the event is dropped and counted, and a "note" event
+ * saying how many were dropped follows in the file. An error on one recorder's file is that
+ * recorder's (its status, its drop count); the writer goes on with the others. Any thread may
+ * append (the loop thread for transports, a bus's worker thread for Modbus).
+ *
+ * A recording's file is made by its first event, not by lab_wirerec_start: an instrument that
+ * never puts anything on a wire (mqtt-report, manual-mover) leaves no file. */
 #ifndef LAB_DRIVERS_WIREREC_H
 #define LAB_DRIVERS_WIREREC_H
 
@@ -46,14 +51,24 @@ typedef struct lab_wirerec_status {
 
 /* Creates a recorder (off) and registers it under o->id. Call on the loop thread. */
 lab_wirerec_t *lab_wirerec_new(const lab_wirerec_opts_t *o);
-/* Starts recording to path (a new file; a non-empty one there is rotated to PATH.1 first). The
- * file is checked here, so an unwritable path fails at once: LAB_EIO with why in err. The
- * recorder stays off then. */
+/* Starts recording to path: the first event makes a new file there (a non-empty one there is
+ * rotated to PATH.1 first); a session without events leaves the old file as it was. The path is
+ * checked here (lab_wirerec_check_path, its missing last directory made), so an unwritable path
+ * fails at once: LAB_EIO with why in err. The recorder stays off then. */
 int lab_wirerec_start(lab_wirerec_t *r, const char *path, char *err, size_t errlen);
 /* Stops: what was appended is still written, then the file is closed (by the writer). */
 void lab_wirerec_stop(lab_wirerec_t *r);
-/* Unregisters, writes what is buffered, joins the writer and drops the owner's reference. */
+/* Unregisters, waits until what is buffered is written and the file closed, and drops the
+ * owner's reference. The last recorder closed ends the writer thread. */
 void lab_wirerec_close(lab_wirerec_t *r);
+
+/* Whether a recording to path could start: path an existing writable file, or a new one in a
+ * writable directory; a missing last directory is made when make_dir, or else its parent must
+ * be a writable directory. LAB_OK, or LAB_EIO with "cannot record to PATH: why" in err. Creates
+ * no file (the daemon's start and `labloopd --check` judge alike). */
+int lab_wirerec_check_path(const char *path, bool make_dir, char *err, size_t errlen);
+/* Writer threads running in this process: 0 or 1 (for tests). */
+int lab_wirerec_writer_threads(void);
 
 /* The recorder registered under id, with a reference taken (NULL: none). */
 lab_wirerec_t *lab_wirerec_find(const char *id);

@@ -378,6 +378,85 @@ static void test_check_refuses_what_start_refuses(void **state)
     h_rmtree(dir);
 }
 
+/* A recording file that cannot be written is a warning of --check, not an error: the daemon
+ * starts and runs that instrument without recording. Each warning names the line that chose the
+ * file (the record key, or the section for the default STATE_DIR/wire/ID.wire); a recording that
+ * is off, or whose last directory a start would make, is no warning, and --check makes nothing. */
+static void test_check_warns_record_path(void **state)
+{
+    char dir[256], path[300], text[2000], out[8192], file[400];
+    assert_int_equal(h_tempdir("labcheck", dir, sizeof dir), 0);
+    snprintf(path, sizeof path, "%s/labloop.ini", dir);
+    snprintf(file, sizeof file, "%s/state", dir);
+    assert_int_equal(mkdir(file, 0755), 0);
+    snprintf(file, sizeof file, "%s/state/wire", dir); /* a file where the directory goes */
+    write_file(file, "not a directory\n");
+    snprintf(file, sizeof file, "%s/plain", dir);
+    write_file(file, "not a directory\n");
+    snprintf(text, sizeof text,
+             "[labloop]\n"                  /* 1 */
+             "site = lab\n"                 /* 2 */
+             "cell = cell1\n"               /* 3 */
+             "state_dir = %s/state\n"       /* 4 */
+             "[instrument m1]\n"            /* 5 */
+             "driver = manual-mover\n"      /* 6 */
+             "record = %s/plain/m1.wire\n"  /* 7: under a file */
+             "[instrument m2]\n"            /* 8 */
+             "driver = manual-mover\n"      /* 9 */
+             "record = off\n"               /* 10: off, nothing to judge */
+             "[instrument m3]\n"            /* 11: STATE_DIR/wire is a file */
+             "driver = manual-mover\n"      /* 12 */
+             "[instrument m4]\n"            /* 13 */
+             "driver = manual-mover\n"      /* 14 */
+             "record = %s/wire2/m4.wire\n", /* 15: wire2 would be made */
+             dir, dir, dir);
+    write_file(path, text);
+    assert_int_equal(daemon_says(path, true, out, sizeof out), 0);
+    fprintf(stderr, "--check said:\n%s", out);
+    char at[900];
+    snprintf(at, sizeof at,
+             "%s:7: [instrument m1] record: warning: cannot record to %s/plain/m1.wire", path, dir);
+    assert_non_null(line_with(out, at, "Not a directory", "without recording", (char *)NULL));
+    snprintf(at, sizeof at,
+             "%s:11: [instrument m3] record: warning: cannot record to %s/state/wire/m3.wire", path,
+             dir);
+    assert_non_null(line_with(out, at, "Not a directory", (char *)NULL));
+    assert_null(line_with(out, "m2", (char *)NULL));
+    assert_null(line_with(out, "m4", (char *)NULL));
+    snprintf(at, sizeof at, "%s: ok, 2 warnings", path);
+    assert_non_null(line_with(out, at, (char *)NULL));
+    struct stat st;
+    snprintf(file, sizeof file, "%s/wire2", dir);
+    assert_int_not_equal(stat(file, &st), 0);
+
+    /* Without them: a plain ok. */
+    edit_file(path, "/plain/m1.wire", "/m1.wire");
+    edit_file(path, "[instrument m3]\ndriver = manual-mover\n", "");
+    assert_int_equal(daemon_says(path, true, out, sizeof out), 0);
+    assert_null(line_with(out, "warning", (char *)NULL));
+    snprintf(at, sizeof at, "%s: ok", path);
+    assert_non_null(line_with(out, at, (char *)NULL));
+    h_rmtree(dir);
+}
+
+/* The port key's help names every form a port takes: a device path, tcp:// and usb://. */
+static void test_keys_port_forms(void **state)
+{
+    char cmd[600], out[65536];
+    snprintf(cmd, sizeof cmd, "'%s' --keys 2>&1", labloopd());
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    int ports = 0;
+    for (const char *line = strstr(out, "\n  port "); line; line = strstr(line + 1, "\n  port ")) {
+        char *copy = strndup(line + 1, strcspn(line + 1, "\n"));
+        if (!strstr(copy, "device path") || !strstr(copy, "tcp://HOST:PORT") ||
+            !strstr(copy, "usb://VVVV:PPPP[?serial=S]"))
+            fail_msg("the port key's help misses a form: %s", copy);
+        free(copy);
+        ports++;
+    }
+    assert_true(ports >= 3); /* Liconic, BioTek, STAR */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -389,6 +468,8 @@ int main(void)
         cmocka_unit_test(test_hup_reload),
         cmocka_unit_test(test_public_http_needs_auth),
         cmocka_unit_test(test_check_refuses_what_start_refuses),
+        cmocka_unit_test(test_check_warns_record_path),
+        cmocka_unit_test(test_keys_port_forms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

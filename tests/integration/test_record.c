@@ -3,8 +3,10 @@
  * reports is the one in the bytes recorded), a CN7500 over Modbus TCP records request/response
  * PDUs with the unit (a set point written is the value read back from the same register, an
  * exception has the high bit, no answer is a timeout event), `labloop record ID off` stops the
- * file, `on` starts a new one (the old one rotated to .1), and an instrument whose record path
- * cannot be written says so in its JSON and the log while it and the daemon run on. */
+ * file, `on` starts a new one with its first event (the old one rotated to .1 then), an
+ * instrument without a wire (manual-mover) records nothing and leaves no file, and an instrument
+ * whose record path cannot be written says so in its JSON and the log while it and the daemon
+ * run on. */
 #include "protocols/biotek.h"
 #include "tests/harness/harness.h"
 
@@ -51,7 +53,9 @@ static int setup(void **state)
     if (h_sim_start(&sim, ini))
         return -1;
     char extra[2200];
-    snprintf(extra, sizeof extra, "[labloop]\ntime_scale = 50\n%s", sections);
+    snprintf(extra, sizeof extra,
+             "[labloop]\ntime_scale = 50\n%s[instrument mover1]\ndriver = manual-mover\n",
+             sections);
     return h_daemon_start(&dmn, NULL, NULL, extra);
 }
 
@@ -386,12 +390,17 @@ static void test_switch_off_on(void **state)
     assert_int_equal(cli("record reader1 on"), 0);
     assert_non_null(strstr(out, "record on"));
     assert_non_null(strstr(out, path));
+    /* The new file is made by its first event: until then the old one stays where it is. */
+    h_sleep_ms(300);
+    assert_int_equal(lines_of(path), before);
     json_decref(act("reader1", "{\"action\":\"status\"}"));
+    settled_lines("reader1", path);
+    assert_int_equal(lines_of(p1), before); /* the first file, kept whole */
     json_t *arr = wire_wait(path, "tx", NULL, 1);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(arr, 0), "labloop_wire")),
                      1);
+    assert_true(json_array_size(arr) < before);
     json_decref(arr);
-    assert_int_equal(lines_of(p1), before); /* the first file, kept whole */
 
     assert_int_equal(cli("record reader1 sideways"), 2);
     assert_int_equal(cli("record nosuch on"), 1);
@@ -399,6 +408,29 @@ static void test_switch_off_on(void **state)
     json_decref(h_api(&dmn, "POST", "/v1/instruments/reader1/record", "[true]", 422));
     json_decref(h_api(&dmn, "POST", "/v1/instruments/reader1/record",
                       "{\"on\":true,\"path\":\"/tmp/x\"}", 422));
+}
+
+/* A manual mover puts nothing on a wire: its recording is on, and no file is made for it. */
+static void test_no_wire_no_file(void **state)
+{
+    (void)state;
+    wait_state("mover1", "idle");
+    /* A confirm with no move pending is refused: the driver ran, and had nothing to send. */
+    json_decref(
+        h_api(&dmn, "POST", "/v1/instruments/mover1/actions", "{\"action\":\"confirm\"}", 409));
+    char path[512];
+    wire_path("mover1", path, sizeof path);
+    json_t *doc = inst("mover1");
+    json_t *rec = json_object_get(doc, "record");
+    assert_true(json_is_true(json_object_get(rec, "on")));
+    assert_string_equal(s_of(rec, "path"), path);
+    json_decref(doc);
+    settled_lines("mover1", path);
+    h_sleep_ms(300); /* longer than the writer's batching: a file would be there */
+    struct stat st;
+    assert_int_not_equal(stat(path, &st), 0);
+    wire_path("reader1", path, sizeof path);
+    assert_int_equal(stat(path, &st), 0); /* beside one that has a wire */
 }
 
 static void test_unwritable_path(void **state)
@@ -425,7 +457,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tty_recorded),           cmocka_unit_test(test_modbus_recorded),
         cmocka_unit_test(test_modbus_faults_recorded), cmocka_unit_test(test_switch_off_on),
-        cmocka_unit_test(test_unwritable_path),
+        cmocka_unit_test(test_unwritable_path),        cmocka_unit_test(test_no_wire_no_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,15 +1,20 @@
 /* The wire recorder (drivers/transport/wirerec.c): the file format (header, hex exact with NUL
  * and 0xff bytes, JSON-escaped text, lab and wall time), rotation by size with the kept count,
  * drop counting with a tiny buffer (every event is either in the file or counted in a note),
- * off and on again, an unwritable path refused at start; and the generic transport's hooks:
- * tx, rx, open, break and offline of a tty transport on a real pty, recorded without the
- * backend knowing. */
+ * off and on again, an unwritable path refused at start, the path check itself, the file made
+ * by the first event only; fifty recorders fed by five threads at once, each file its own and
+ * whole, one of them failing alone, all served by one writer thread; and the generic
+ * transport's hooks: tx, rx, open, break and offline of a tty transport on a real pty, recorded
+ * without the backend knowing. */
 #include "core/err.h"
 #include "drivers/transport/transport.h"
 #include "drivers/transport/wirerec.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <pty.h>
 #include <regex.h>
 #include <setjmp.h>
@@ -296,6 +301,233 @@ static void test_off_on_and_bad_path(void **state)
     lines_free(&l);
 }
 
+/* No event, no file: a session that records nothing leaves nothing behind, and leaves the
+ * previous file where it is; the first event rotates it away and starts the new one. */
+static void test_file_made_by_first_event(void **state)
+{
+    (void)state;
+    char path[128], p1[160], err[300];
+    snprintf(path, sizeof path, "%s/lazy.wire", dir);
+    snprintf(p1, sizeof p1, "%s.1", path);
+    lab_wirerec_t *r = rec_new("lazy", 0, 2, 0);
+    lab_wirerec_set_link(r, "serial", "9600 8N1");
+    assert_int_equal(lab_wirerec_start(r, path, err, sizeof err), LAB_OK);
+    lab_wirerec_flush(r);
+    lab_wirerec_stop(r);
+    lab_wirerec_flush(r);
+    struct stat st;
+    assert_int_not_equal(stat(path, &st), 0);
+    assert_int_equal(errno, ENOENT);
+
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"labloop_wire\":1,\"id\":\"earlier\"}\n", f);
+    fclose(f);
+    assert_int_equal(lab_wirerec_start(r, path, err, sizeof err), LAB_OK);
+    lab_wirerec_flush(r);
+    lab_wirerec_stop(r);
+    lab_wirerec_flush(r);
+    assert_int_not_equal(stat(p1, &st), 0); /* not rotated: nothing replaced it */
+    lines_t l;
+    lines_read(&l, path);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(s_of(l.v[0], "id"), "earlier");
+    lines_free(&l);
+
+    assert_int_equal(lab_wirerec_start(r, path, err, sizeof err), LAB_OK);
+    static const uint8_t b[] = {0x42};
+    lab_wirerec_bytes(r, "tx", b, 1);
+    lab_wirerec_close(r);
+    lines_read(&l, p1);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(s_of(l.v[0], "id"), "earlier");
+    lines_free(&l);
+    lines_read(&l, path);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(s_of(l.v[0], "id"), "lazy");
+    assert_string_equal(s_of(l.v[0], "settings"), "9600 8N1");
+    assert_string_equal(s_of(l.v[1], "hex"), "42");
+    lines_free(&l);
+}
+
+/* What start and `labloopd --check` accept, and why they refuse. */
+static void test_check_path(void **state)
+{
+    (void)state;
+    char p[200], err[300], plain[160];
+    struct stat st;
+    snprintf(plain, sizeof plain, "%s/plain", dir);
+    FILE *f = fopen(plain, "w");
+    assert_non_null(f);
+    fclose(f);
+    const struct {
+        const char *rel; /* under dir */
+        bool make;
+        const char *why; /* NULL: accepted */
+    } cases[] = {
+        {"/x.wire", false, NULL},
+        {"/plain", false, NULL},                /* an existing file: rotated, never appended */
+        {"/new/x.wire", false, NULL},           /* the last directory would be made */
+        {"/a/b/x.wire", false, "No such file"}, /* only the last one */
+        {"/a/b/x.wire", true, "No such file"},  /* nor at start */
+        {"/plain/x.wire", false, "Not a directory"},
+        {"/plain/d/x.wire", false, "Not a directory"},
+        {"/plain/d/x.wire", true, "Not a directory"},
+        {"", false, "Is a directory"}, /* dir itself */
+        {"/made/x.wire", true, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(p, sizeof p, "%s%s", dir, cases[i].rel);
+        err[0] = '\0';
+        int rc = lab_wirerec_check_path(p, cases[i].make, err, sizeof err);
+        if (!cases[i].why) {
+            if (rc != LAB_OK)
+                fail_msg("%s refused: %s", p, err);
+        } else {
+            assert_int_equal(rc, LAB_EIO);
+            if (!strstr(err, cases[i].why) || !strstr(err, p))
+                fail_msg("%s: \"%s\" does not say %s", p, err, cases[i].why);
+        }
+    }
+    snprintf(p, sizeof p, "%s/new", dir);
+    assert_int_not_equal(stat(p, &st), 0); /* judged, not made */
+    snprintf(p, sizeof p, "%s/made", dir);
+    assert_int_equal(stat(p, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    snprintf(p, sizeof p, "%s/x.wire", dir);
+    assert_int_not_equal(stat(p, &st), 0); /* no file is made */
+    assert_int_equal(lab_wirerec_check_path("", false, err, sizeof err), LAB_EINVAL);
+}
+
+/* ---- many recorders, one writer ---- */
+
+enum { MANY = 50, PRODUCERS = 5, PER_REC = 400 };
+
+typedef struct producer {
+    pthread_t th;
+    int k;
+    lab_wirerec_t **recs;
+    lab_wirerec_t *bad;
+} producer_t;
+
+/* Producer k feeds recorders k, k + PRODUCERS, ... in turn: event s of recorder i is the bytes
+ * i, s >> 8, s & 255 (so a line in the wrong file or out of order shows). */
+static void *produce(void *arg)
+{
+    producer_t *p = arg;
+    for (int s = 0; s < PER_REC; s++) {
+        for (int i = p->k; i < MANY; i += PRODUCERS) {
+            uint8_t b[3] = {(uint8_t)i, (uint8_t)(s >> 8), (uint8_t)s};
+            lab_wirerec_bytes(p->recs[i], s % 2 ? "rx" : "tx", b, sizeof b);
+        }
+        if (p->bad)
+            lab_wirerec_event(p->bad, "note", "into a directory that is gone");
+    }
+    return NULL;
+}
+
+static int tasks(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static void test_many_recorders_one_writer(void **state)
+{
+    (void)state;
+    assert_int_equal(lab_wirerec_writer_threads(), 0); /* no recorder alive: no thread */
+    int base = tasks();
+    char path[200], err[300], gone[128];
+    lab_wirerec_t *recs[MANY];
+    for (int i = 0; i < MANY; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "m%d", i);
+        /* Small files: every recorder rotates while the others write. */
+        recs[i] = rec_new(id, 4096, 100, 0);
+        snprintf(path, sizeof path, "%s/%s.wire", dir, id);
+        assert_int_equal(lab_wirerec_start(recs[i], path, err, sizeof err), LAB_OK);
+    }
+    /* One whose directory goes away after its start: its events are lost and counted, its
+     * error is its own, and the writer goes on with the others. */
+    snprintf(gone, sizeof gone, "%s/gone", dir);
+    assert_int_equal(mkdir(gone, 0755), 0);
+    lab_wirerec_t *bad = rec_new("bad", 0, 1, 0);
+    snprintf(path, sizeof path, "%s/bad.wire", gone);
+    assert_int_equal(lab_wirerec_start(bad, path, err, sizeof err), LAB_OK);
+    assert_int_equal(rmdir(gone), 0);
+    assert_int_equal(lab_wirerec_writer_threads(), 1);
+    assert_int_equal(tasks(), base + 1);
+
+    producer_t prod[PRODUCERS];
+    for (int k = 0; k < PRODUCERS; k++) {
+        prod[k] = (producer_t){.k = k, .recs = recs, .bad = k == 0 ? bad : NULL};
+        assert_int_equal(pthread_create(&prod[k].th, NULL, produce, &prod[k]), 0);
+    }
+    for (int k = 0; k < PRODUCERS; k++)
+        pthread_join(prod[k].th, NULL);
+    assert_int_equal(tasks(), base + 1); /* fifty recordings, one writer */
+    lab_wirerec_status_t st;
+    for (int i = 0; i < MANY; i++) {
+        lab_wirerec_flush(recs[i]);
+        lab_wirerec_status(recs[i], &st);
+        assert_int_equal(st.events, PER_REC);
+        assert_int_equal(st.dropped, 0);
+        assert_string_equal(st.error, "");
+    }
+    lab_wirerec_flush(bad);
+    lab_wirerec_status(bad, &st);
+    assert_int_equal(st.events, 0);
+    assert_int_equal(st.dropped, PER_REC);
+    if (!strstr(st.error, "bad.wire: No such file or directory"))
+        fail_msg("the failing recorder says: %s", st.error);
+
+    for (int i = 0; i < MANY; i++)
+        lab_wirerec_close(recs[i]);
+    lab_wirerec_close(bad);
+    assert_int_equal(lab_wirerec_writer_threads(), 0); /* ended with the last recorder */
+    assert_int_equal(tasks(), base);
+
+    /* Each recorder's files, oldest first, hold its own events and all of them, in order. */
+    for (int i = 0; i < MANY; i++) {
+        int next = 0;
+        char id[16];
+        snprintf(id, sizeof id, "m%d", i);
+        int oldest = 0;
+        struct stat sb;
+        for (;; oldest++) {
+            snprintf(path, sizeof path, "%s/%s.wire.%d", dir, id, oldest + 1);
+            if (stat(path, &sb) != 0)
+                break;
+        }
+        assert_true(oldest >= 2); /* it rotated */
+        for (int k = oldest; k >= 0; k--) {
+            if (k)
+                snprintf(path, sizeof path, "%s/%s.wire.%d", dir, id, k);
+            else
+                snprintf(path, sizeof path, "%s/%s.wire", dir, id);
+            lines_t l;
+            lines_read(&l, path);
+            assert_string_equal(s_of(l.v[0], "id"), id);
+            for (int j = 1; j < l.n; j++) {
+                char want[24];
+                snprintf(want, sizeof want, "%02x%04x", i, next);
+                if (strcmp(s_of(l.v[j], "hex"), want) != 0 ||
+                    strcmp(s_of(l.v[j], "d"), next % 2 ? "rx" : "tx") != 0)
+                    fail_msg("%s line %d: %s, not %s", path, j + 1, l.raw[j], want);
+                next++;
+            }
+            lines_free(&l);
+        }
+        assert_int_equal(next, PER_REC);
+    }
+}
+
 /* ---- the generic transport's hooks, on a tty transport and a pty ---- */
 
 typedef struct tfx {
@@ -428,6 +660,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drops_counted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_off_on_and_bad_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_made_by_first_event, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_recorders_one_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transport_hooks, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
