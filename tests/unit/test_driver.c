@@ -302,6 +302,18 @@ static void test_error_text_cut_on_a_character(void **state)
 
 /* A device's own bytes quoted in an error (a reply, a code) may be anything: the error is still
  * JSON text, each invalid byte shown as U+FFFD, and its JSON document can be built. */
+/* Each shipped driver once in the registry: a driver listed twice is printed twice by --keys. */
+static void test_registry_names_unique(void **state)
+{
+    (void)state;
+    for (size_t i = 0; lab_drivers[i]; i++) {
+        assert_ptr_equal(lab_driver_find(lab_drivers[i]->name), lab_drivers[i]);
+        for (size_t j = i + 1; lab_drivers[j]; j++)
+            if (strcmp(lab_drivers[i]->name, lab_drivers[j]->name) == 0)
+                fail_msg("driver %s listed twice (%zu and %zu)", lab_drivers[i]->name, i, j);
+    }
+}
+
 static void test_error_text_from_device_bytes(void **state)
 {
     (void)state;
@@ -443,6 +455,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pause_and_full_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_text_cut_on_a_character, setup, teardown),
         cmocka_unit_test(test_error_text_from_device_bytes),
+        cmocka_unit_test(test_registry_names_unique),
         cmocka_unit_test_setup_teardown(test_poll_makes_telemetry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_check, setup, teardown),
     };
