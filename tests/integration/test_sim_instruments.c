@@ -116,19 +116,18 @@ static int setup(void **state)
     snprintf(ini, sizeof ini, "%s/labloop.ini", dir);
     FILE *f = fopen(ini, "w");
     assert_non_null(f);
-    fprintf(
-        f,
-        "[labloop]\ntime_scale = 50\nsim_seed = 7\nsim_noise = 0.001\n"
-        "[database]\nurl = ignored by the simulator\n"
-        "[instrument inc1]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\ncassettes = "
-        "2\nport = %s\nsim_plate = P1\n"
-        "sim_step_seconds = 1\n"
-        "[instrument star1]\ndriver = hamilton-star\nport = %s\nsim_plate = P1\n"
-        "sim_reagents = substrate,inhibitor\nsim_step_seconds = 1\n"
-        "[instrument reader1]\ndriver = biotek-synergy\nport = %s\nsim_plate = P1\n"
-        "[instrument heat1]\ndriver = modbus-temperature\nmodbus = tcp://127.0.0.1:%d\n"
-        "map = omega-cn7500\nunit = 1\nsim_tau = 20\n",
-        inc_path, star_path, reader_path, mb_port);
+    fprintf(f,
+            "[labloop]\ntime_scale = 50\nsim_seed = 7\nsim_noise = 0.001\n"
+            "[database]\nurl = ignored by the simulator\n"
+            "[instrument inc1]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\n"
+            "cassettes = 2\nport = %s\nsim_plate = P1\n"
+            "sim_step_seconds = 1\n"
+            "[instrument star1]\ndriver = hamilton-star\nport = %s\nsim_plate = P1\n"
+            "sim_reagents = substrate,inhibitor\nsim_step_seconds = 1\n"
+            "[instrument reader1]\ndriver = biotek-synergy\nport = %s\nsim_plate = P1\n"
+            "[instrument heat1]\ndriver = modbus-temperature\nmodbus = tcp://127.0.0.1:%d\n"
+            "map = omega-cn7500\nunit = 1\nsim_tau = 20\n",
+            inc_path, star_path, reader_path, mb_port);
     fclose(f);
     const char *bin = getenv("LABLOOP_SIM");
     assert_non_null(bin);
