@@ -209,7 +209,19 @@ int lab_driver_check(const lab_drv_conf_t *conf, lab_drv_conf_err_cb cb, void *c
             cb(ctx, conf->line, k->name, buf);
             n++;
         }
+    const char *key = NULL;
+    if (!n && ops && ops->check_conf && ops->check_conf(conf, &key, buf, sizeof buf) != 0) {
+        const lab_drv_kv_t *kv = key ? conf_get(conf, key) : NULL;
+        cb(ctx, kv ? kv->line : conf->line, key ? key : "driver", buf);
+        n++;
+    }
     return n;
+}
+
+const char *lab_drv_conf_str(const lab_drv_conf_t *conf, const char *key)
+{
+    const lab_drv_kv_t *kv = conf_get(conf, key);
+    return kv ? kv->value : NULL;
 }
 
 /* ---- the instrument ---- */

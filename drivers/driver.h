@@ -130,7 +130,8 @@ typedef struct lab_drv_action {
 /* ---- the driver ---- */
 
 typedef struct lab_driver lab_driver_t;
-struct lab_jerrs; /* core/jschema.h */
+struct lab_jerrs;    /* core/jschema.h */
+struct lab_drv_conf; /* below */
 
 typedef struct lab_driver_ops {
     const char *name;          /* the config's driver = value: "liconic-stx" */
@@ -172,6 +173,11 @@ typedef struct lab_driver_ops {
      * for cassette c, at most max cassettes; returns how many. Asked once, right after open.
      * NULL: the instrument has no sites, and no step is given one on it. */
     int (*sites)(lab_driver_t *d, int *slots, int max);
+    /* Optional: what the key table cannot say (two keys that exclude each other, a list, a sum
+     * against capacity), run by lab_driver_check once every key passed, so --check refuses what
+     * open would: 0, or -1 with the key concerned in *key and why in err (values with
+     * lab_drv_conf_str). */
+    int (*check_conf)(const struct lab_drv_conf *conf, const char **key, char *err, size_t errlen);
 } lab_driver_ops_t;
 
 /* The registry: every shipped driver, NULL-terminated. */
@@ -202,6 +208,9 @@ typedef struct lab_drv_conf {
     const char *record_dir;
     const struct lab_clock *clock; /* the lab clock for recordings; NULL: the wall clock */
 } lab_drv_conf_t;
+
+/* The value a section gives the key, or NULL when it gives none; no default. */
+const char *lab_drv_conf_str(const lab_drv_conf_t *conf, const char *key);
 
 /* Called for each problem found in a section. */
 typedef void (*lab_drv_conf_err_cb)(void *ctx, int line, const char *key, const char *reason);

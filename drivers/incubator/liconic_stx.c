@@ -18,6 +18,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define LIC_STEPS_MAX 24
@@ -444,6 +445,35 @@ static const lab_stream_ops_t lic_stream_ops = {
 
 /* ---- driver ops ---- */
 
+/* The cassettes' racks and capacity, as open reads them, for --check. */
+static int lic_check_conf(const lab_drv_conf_t *c, const char **key, char *err, size_t errlen)
+{
+    liconic_cassettes_t cs;
+    const char *n = lab_drv_conf_str(c, "cassettes"), *cap = lab_drv_conf_str(c, "capacity");
+    if (liconic_cassettes_parse(lab_drv_conf_str(c, "rack_type"), lab_drv_conf_str(c, "rack_types"),
+                                n ? atoi(n) : 0, &cs, err, errlen) != PROTO_OK) {
+        /* the parser's message begins with the key it is about: the caller names it itself */
+        static const char *const keys[] = {"rack_types", "rack_type", "cassettes"};
+        *key = "rack_type";
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+            size_t len = strlen(keys[i]);
+            if (strncmp(err, keys[i], len) == 0 && strncmp(err + len, ": ", 2) == 0) {
+                *key = keys[i];
+                memmove(err, err + len + 2, strlen(err + len + 2) + 1);
+                break;
+            }
+        }
+        return -1;
+    }
+    if (cap && atol(cap) > liconic_cassettes_slots(&cs)) {
+        *key = "capacity";
+        snprintf(err, errlen, "%s is more than the %d slots of its %d cassette%s", cap,
+                 liconic_cassettes_slots(&cs), cs.n, cs.n == 1 ? "" : "s");
+        return -1;
+    }
+    return 0;
+}
+
 static int lic_open(lab_driver_t *d, char *err, size_t errlen)
 {
     lic_t *p = lab_drv_priv(d);
@@ -681,4 +711,5 @@ const lab_driver_ops_t lab_driver_liconic_stx = {
     .check = lic_check,
     .abort = lic_abort,
     .sites = lic_sites,
+    .check_conf = lic_check_conf,
 };

@@ -419,12 +419,15 @@ static void test_rack_config(void **state)
     assert_non_null(strstr(conf_reason, "|liconic_rack_17mm_22|"));
     assert_non_null(strstr(conf_reason, "|liconic_rack_104mm_11"));
     c.n = 2;
-    assert_int_equal(lab_driver_check(&c, conf_err, NULL), 0);
+    assert_int_equal(lab_driver_check(&c, conf_err, NULL), 1);
+    assert_non_null(strstr(conf_reason, "rack_type: no rack type: give rack_type = NAME"));
     /* The old pitch key is gone: a configuration that still has it is told so. */
     kv[2] = (lab_drv_kv_t){"pitch_steps", "23", 4};
     c.n = 3;
     assert_int_equal(lab_driver_check(&c, conf_err, NULL), 1);
 }
+
+static int check_problems; /* lab_driver_check's count for open_racks' section */
 
 /* Opens incx with the keys given (besides driver and port); NULL when refused, with why. */
 static lab_driver_t *open_racks(const lab_drv_kv_t *keys, size_t n, char *err, size_t errlen)
@@ -433,7 +436,8 @@ static lab_driver_t *open_racks(const lab_drv_kv_t *keys, size_t n, char *err, s
     for (size_t i = 0; i < n; i++)
         kv[2 + i] = keys[i];
     lab_drv_conf_t c = {.id = "incx", .line = 1, .kv = kv, .n = 2 + n, .time_scale = 1};
-    assert_int_equal(lab_driver_check(&c, conf_err, NULL), 0);
+    conf_reason[0] = 0;
+    check_problems = lab_driver_check(&c, conf_err, NULL);
     lab_driver_t *d = NULL;
     err[0] = 0;
     lab_driver_new(h_drv_loop(), &c, h_drv_host(), &d, err, errlen);
@@ -450,6 +454,10 @@ static void expect_refused(const lab_drv_kv_t *keys, size_t n, const char *why)
     }
     if (!strstr(err, why))
         fail_msg("refused with '%s'; expected '%s'", err, why);
+    /* --check refuses it alike, naming the key */
+    assert_int_equal(check_problems, 1);
+    if (!strstr(conf_reason, why))
+        fail_msg("--check said '%s'; expected '%s'", conf_reason, why);
 }
 
 /* The cassettes' racks: rack_type (with cassettes) or rack_types, never both, every cassette
@@ -463,6 +471,7 @@ static void test_cassettes_config(void **state)
                             {"capacity", "32", 5}};
     lab_driver_t *d = open_racks(mixed, 2, err, sizeof err);
     assert_non_null(d);
+    assert_int_equal(check_problems, 0);
     assert_int_equal(lab_driver_sites(d), 32);
     assert_int_equal(lab_driver_capacity(d), 32);
     int c, sl;
@@ -481,21 +490,24 @@ static void test_cassettes_config(void **state)
     lab_drv_kv_t three[] = {{"rack_type", "liconic_rack_17mm_22", 4}, {"cassettes", "3", 5}};
     d = open_racks(three, 2, err, sizeof err);
     assert_non_null(d);
+    assert_int_equal(check_problems, 0);
     assert_int_equal(lab_driver_sites(d), 66);
     assert_int_equal(lab_driver_site_index(d, 3, 22), 65);
     h_drv_close(d);
 
     lab_drv_kv_t over[] = {{"rack_types", "1:liconic_rack_17mm_22, 2:liconic_rack_44mm_10", 4},
                            {"capacity", "33", 5}};
-    expect_refused(over, 2, "capacity = 33 is more than the 32 slots of its 2 cassettes");
+    expect_refused(over, 2, "33 is more than the 32 slots of its 2 cassettes");
+    assert_non_null(strstr(conf_reason, "capacity: 33 is more"));
     lab_drv_kv_t one[] = {{"rack_type", "liconic_rack_17mm_22", 4}, {"capacity", "24", 5}};
-    expect_refused(one, 2, "capacity = 24 is more than the 22 slots of its 1 cassette");
+    expect_refused(one, 2, "24 is more than the 22 slots of its 1 cassette");
     expect_refused(NULL, 0, "no rack type: give rack_type = NAME");
     lab_drv_kv_t both[] = {{"rack_type", "liconic_rack_17mm_22", 4},
                            {"rack_types", "1:liconic_rack_17mm_22", 5}};
     expect_refused(both, 2, "rack_type and rack_types are both given");
     lab_drv_kv_t gap[] = {{"rack_types", "1:liconic_rack_17mm_22, 3:liconic_rack_17mm_22", 4}};
     expect_refused(gap, 1, "rack_types: cassette 2 is missing");
+    assert_non_null(strstr(conf_reason, "rack_types: cassette 2 is missing (cassettes are"));
     lab_drv_kv_t twice[] = {{"rack_types", "1:liconic_rack_17mm_22, 1:liconic_rack_44mm_10", 4}};
     expect_refused(twice, 1, "rack_types: cassette 1 is given twice");
     lab_drv_kv_t unknown[] = {{"rack_types", "1:liconic_rack_17mm_22, 2:liconic_rack_18mm_22", 4}};
