@@ -209,7 +209,19 @@ int lab_driver_check(const lab_drv_conf_t *conf, lab_drv_conf_err_cb cb, void *c
             cb(ctx, conf->line, k->name, buf);
             n++;
         }
+    const char *key = NULL;
+    if (!n && ops && ops->check_conf && ops->check_conf(conf, &key, buf, sizeof buf) != 0) {
+        const lab_drv_kv_t *kv = key ? conf_get(conf, key) : NULL;
+        cb(ctx, kv ? kv->line : conf->line, key ? key : "driver", buf);
+        n++;
+    }
     return n;
+}
+
+const char *lab_drv_conf_str(const lab_drv_conf_t *conf, const char *key)
+{
+    const lab_drv_kv_t *kv = conf_get(conf, key);
+    return kv ? kv->value : NULL;
 }
 
 /* ---- the instrument ---- */
@@ -263,7 +275,9 @@ struct lab_driver {
     void (*close_cb)(void *arg);
     void *close_arg;
     lab_wirerec_t *rec;
-    char *rec_path; /* the file `record on` records to; NULL: none known */
+    char *rec_path;  /* the file `record on` records to; NULL: none known */
+    int *site_slots; /* ops->sites: slots per cassette */
+    int ncassettes, nsites;
     max_align_t priv[];
 };
 
@@ -687,6 +701,71 @@ json_t *lab_driver_record_json(lab_driver_t *d)
     return o;
 }
 
+enum { SITES_MAX_CASSETTES = 256 };
+
+/* Asks the driver for its sites once; its capacity must fit in them. */
+static int sites_setup(lab_driver_t *d, char *err, size_t errlen)
+{
+    if (!d->ops->sites)
+        return 0;
+    d->site_slots = lab_calloc(SITES_MAX_CASSETTES, sizeof *d->site_slots);
+    int n = d->ops->sites(d, d->site_slots, SITES_MAX_CASSETTES);
+    if (n < 0 || n > SITES_MAX_CASSETTES) {
+        snprintf(err, errlen, "the driver gave %d cassettes", n);
+        return LAB_EINVAL;
+    }
+    d->ncassettes = n;
+    for (int c = 0; c < n; c++) {
+        if (d->site_slots[c] < 0 || d->site_slots[c] > 100000) {
+            snprintf(err, errlen, "the driver gave %d slots for cassette %d", d->site_slots[c],
+                     c + 1);
+            return LAB_EINVAL;
+        }
+        d->nsites += d->site_slots[c];
+    }
+    if (lab_driver_capacity(d) > d->nsites) {
+        snprintf(err, errlen, "capacity = %d is more than the %d slots of its %d cassette%s",
+                 lab_driver_capacity(d), d->nsites, n, n == 1 ? "" : "s");
+        return LAB_ECONFIG;
+    }
+    return 0;
+}
+
+int lab_driver_capacity(const lab_driver_t *d)
+{
+    return (int)lab_drv_int((lab_driver_t *)d, "capacity");
+}
+
+int lab_driver_sites(const lab_driver_t *d)
+{
+    return d->nsites;
+}
+
+bool lab_driver_site_at(const lab_driver_t *d, int x, int *cassette, int *slot)
+{
+    if (x < 0)
+        return false;
+    for (int c = 0; c < d->ncassettes; c++) {
+        if (x < d->site_slots[c]) {
+            *cassette = c + 1;
+            *slot = x + 1;
+            return true;
+        }
+        x -= d->site_slots[c];
+    }
+    return false;
+}
+
+int lab_driver_site_index(const lab_driver_t *d, int cassette, int slot)
+{
+    if (cassette < 1 || cassette > d->ncassettes || slot < 1 || slot > d->site_slots[cassette - 1])
+        return -1;
+    int x = slot - 1;
+    for (int c = 0; c < cassette - 1; c++)
+        x += d->site_slots[c];
+    return x;
+}
+
 int lab_driver_new_ops(uv_loop_t *loop, const lab_driver_ops_t *ops, const lab_drv_conf_t *conf,
                        const lab_drv_host_t *host, lab_driver_t **out, char *err, size_t errlen)
 {
@@ -725,6 +804,8 @@ int lab_driver_new_ops(uv_loop_t *loop, const lab_driver_ops_t *ops, const lab_d
     record_setup(d, conf);
     *out = d;
     int rc = ops->open ? ops->open(d, err, errlen) : 0;
+    if (rc == 0)
+        rc = sites_setup(d, err, errlen);
     if (rc != 0) {
         lab_driver_close(d, NULL, NULL);
         *out = NULL;
@@ -757,6 +838,7 @@ static void free_driver(lab_driver_t *d)
     json_decref(d->info);
     lab_wirerec_close(d->rec); /* writes what is buffered and joins the writer */
     free(d->rec_path);
+    free(d->site_slots);
     free(d->id);
     free(d);
     if (cb)

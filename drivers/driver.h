@@ -131,7 +131,8 @@ typedef struct lab_drv_action {
 /* ---- the driver ---- */
 
 typedef struct lab_driver lab_driver_t;
-struct lab_jerrs; /* core/jschema.h */
+struct lab_jerrs;    /* core/jschema.h */
+struct lab_drv_conf; /* below */
 
 typedef struct lab_driver_ops {
     const char *name;          /* the config's driver = value: "liconic-stx" */
@@ -168,6 +169,16 @@ typedef struct lab_driver_ops {
                   struct lab_jerrs *errs);
     /* Optional: a document the instrument pushed (mqtt-report). 0, or -1 with err. */
     int (*feed)(lab_driver_t *d, const char *doc, size_t len, char *err, size_t errlen);
+    /* Optional: the instrument's sites, the places inside it that hold a plate between a load
+     * and an unload (an incubator's slots), as the slot count of each cassette: slots[c - 1]
+     * for cassette c, at most max cassettes; returns how many. Asked once, right after open.
+     * NULL: the instrument has no sites, and no step is given one on it. */
+    int (*sites)(lab_driver_t *d, int *slots, int max);
+    /* Optional: what the key table cannot say (two keys that exclude each other, a list, a sum
+     * against capacity), run by lab_driver_check once every key passed, so --check refuses what
+     * open would: 0, or -1 with the key concerned in *key and why in err (values with
+     * lab_drv_conf_str). */
+    int (*check_conf)(const struct lab_drv_conf *conf, const char **key, char *err, size_t errlen);
 } lab_driver_ops_t;
 
 /* The registry: every shipped driver, NULL-terminated. */
@@ -198,6 +209,9 @@ typedef struct lab_drv_conf {
     const char *record_dir;
     const struct lab_clock *clock; /* the lab clock for recordings; NULL: the wall clock */
 } lab_drv_conf_t;
+
+/* The value a section gives the key, or NULL when it gives none; no default. */
+const char *lab_drv_conf_str(const lab_drv_conf_t *conf, const char *key);
 
 /* Called for each problem found in a section. */
 typedef void (*lab_drv_conf_err_cb)(void *ctx, int line, const char *key, const char *reason);
@@ -251,6 +265,17 @@ const lab_drv_error_t *lab_driver_last_error(const lab_driver_t *d);
 json_t *lab_driver_info(const lab_driver_t *d);
 /* Hands the driver a pushed document (mqtt-report); LAB_DRV_EACTION if it takes none. */
 int lab_driver_feed(lab_driver_t *d, const char *doc, size_t len, char *err, size_t errlen);
+/* What the scheduler asks an instrument about its room. Capacity: plates it holds at once (the
+ * capacity key). Sites: the places a plate can be put (ops->sites), numbered 0 .. n - 1 cassette
+ * by cassette; a driver without the op has none. An instrument with sites is refused at open
+ * when capacity is more than its sites. */
+int lab_driver_capacity(const lab_driver_t *d);
+int lab_driver_sites(const lab_driver_t *d);
+/* Site x as (cassette, slot), both from 1; false when x is not a site. */
+bool lab_driver_site_at(const lab_driver_t *d, int x, int *cassette, int *slot);
+/* The site number of (cassette, slot), or -1 when the instrument has no such site. */
+int lab_driver_site_index(const lab_driver_t *d, int cassette, int slot);
+
 /* Figures: operations done, failed, timed out; queue length. */
 typedef struct lab_driver_stats {
     uint64_t ops, failed, timeouts, polls;

@@ -2,7 +2,10 @@
  * Sources are listed in liconic.h. */
 #include "protocols/liconic.h"
 
+#include <ctype.h>
+#include <stdarg.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 static const char *const controller_errors[] = {
@@ -433,4 +436,129 @@ int liconic_rack_verified(const liconic_rack_t *r)
 {
     /* Liconic's documented reference points: 788 steps for 23 mm, 1713 for 50 mm. */
     return r->steps == (r->pitch * 1713 + 25) / 50;
+}
+
+/* ---- cassettes ---- */
+
+#define CASSETTE_FORMS                                                                             \
+    "rack_type = NAME (with cassettes = N) for cassettes of one rack, or rack_types = "            \
+    "1:NAME, 2:NAME, ... per cassette"
+
+static int cassettes_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int cassettes_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return PROTO_ESYNTAX;
+}
+
+/* One "N:NAME" entry of rack_types, spaces around either part allowed. */
+static int cassettes_entry(const char *s, size_t len, int k, liconic_cassettes_t *out, char *err,
+                           size_t errlen)
+{
+    while (len && isspace((unsigned char)*s))
+        s++, len--;
+    while (len && isspace((unsigned char)s[len - 1]))
+        len--;
+    const char *colon = memchr(s, ':', len);
+    if (!len || !colon || colon == s)
+        return cassettes_fail(err, errlen,
+                              "rack_types: entry %d '%.*s' is not CASSETTE:RACK "
+                              "(e.g. 1:liconic_rack_17mm_22)",
+                              k, (int)(len > 64 ? 64 : len), s);
+    size_t dl = (size_t)(colon - s);
+    while (dl && isspace((unsigned char)s[dl - 1]))
+        dl--;
+    int c = 0;
+    for (size_t i = 0; i < dl; i++)
+        c = isdigit((unsigned char)s[i]) && c <= LICONIC_CASSETTES_MAX ? c * 10 + (s[i] - '0') : -1;
+    if (c < 1 || c > LICONIC_CASSETTES_MAX)
+        return cassettes_fail(err, errlen,
+                              "rack_types: entry %d: cassette '%.*s' is not a number from 1 to %d",
+                              k, (int)dl, s, LICONIC_CASSETTES_MAX);
+    const char *name = colon + 1;
+    size_t nlen = len - (size_t)(name - s);
+    while (nlen && isspace((unsigned char)*name))
+        name++, nlen--;
+    char buf[64];
+    if (!nlen || nlen >= sizeof buf)
+        return cassettes_fail(err, errlen, "rack_types: cassette %d: no rack type%s", c,
+                              nlen ? " of that length" : " after ':'");
+    memcpy(buf, name, nlen);
+    buf[nlen] = 0;
+    const liconic_rack_t *r = liconic_rack_find(buf);
+    if (!r)
+        return cassettes_fail(err, errlen,
+                              "rack_types: cassette %d: '%s' is not a known rack type (one of %s)",
+                              c, buf, LICONIC_RACK_CHOICES);
+    if (out->rack[c - 1])
+        return cassettes_fail(err, errlen, "rack_types: cassette %d is given twice", c);
+    out->rack[c - 1] = r;
+    if (c > out->n)
+        out->n = c;
+    return PROTO_OK;
+}
+
+int liconic_cassettes_parse(const char *rack_type, const char *rack_types, int cassettes,
+                            liconic_cassettes_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (rack_type && rack_types)
+        return cassettes_fail(err, errlen,
+                              "rack_type and rack_types are both given; give one: " CASSETTE_FORMS);
+    if (!rack_type && !rack_types)
+        return cassettes_fail(err, errlen, "no rack type: give " CASSETTE_FORMS);
+    if (rack_type) {
+        const liconic_rack_t *r = liconic_rack_find(rack_type);
+        if (!r)
+            return cassettes_fail(err, errlen,
+                                  "rack_type: '%s' is not a known rack type (one of %s)", rack_type,
+                                  LICONIC_RACK_CHOICES);
+        if (cassettes < 0 || cassettes > LICONIC_CASSETTES_MAX)
+            return cassettes_fail(err, errlen, "cassettes: %d is not from 1 to %d", cassettes,
+                                  LICONIC_CASSETTES_MAX);
+        out->n = cassettes ? cassettes : 1;
+        for (int c = 0; c < out->n; c++)
+            out->rack[c] = r;
+        return PROTO_OK;
+    }
+    if (cassettes)
+        return cassettes_fail(err, errlen,
+                              "cassettes and rack_types are both given; rack_types names every "
+                              "cassette, so leave out cassettes");
+    int k = 1;
+    for (const char *s = rack_types;; k++) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        int rc = cassettes_entry(s, len, k, out, err, errlen);
+        if (rc != PROTO_OK) {
+            memset(out, 0, sizeof *out);
+            return rc;
+        }
+        if (!comma)
+            break;
+        s = comma + 1;
+    }
+    for (int c = 0; c < out->n; c++)
+        if (!out->rack[c]) {
+            int n = out->n;
+            memset(out, 0, sizeof *out);
+            return cassettes_fail(err, errlen,
+                                  "rack_types: cassette %d is missing (cassettes are numbered from "
+                                  "1 without gaps; the highest given is %d)",
+                                  c + 1, n);
+        }
+    return PROTO_OK;
+}
+
+int liconic_cassettes_slots(const liconic_cassettes_t *c)
+{
+    int n = 0;
+    for (int i = 0; i < c->n; i++)
+        n += c->rack[i]->slots;
+    return n;
 }

@@ -190,6 +190,24 @@ const liconic_rack_t *liconic_rack_find(const char *name);
 /* Whether the rack's steps follow the documented formula (the 104 mm racks do not). */
 int liconic_rack_verified(const liconic_rack_t *r);
 
+/* The cassettes of one incubator, each with its own rack type (cassette c is rack[c - 1]). */
+enum { LICONIC_CASSETTES_MAX = 99 };
+
+typedef struct liconic_cassettes {
+    int n;
+    const liconic_rack_t *rack[LICONIC_CASSETTES_MAX];
+} liconic_cassettes_t;
+
+/* The cassettes from the configuration, in one of two forms and never both:
+ *   rack_type = NAME (with cassettes = N, default 1): N cassettes of that rack;
+ *   rack_types = 1:NAME, 2:NAME, ...: each cassette from 1 up, each once and without gaps.
+ * rack_type and rack_types are NULL when absent, cassettes 0 when absent. PROTO_OK, or
+ * PROTO_ESYNTAX with the first problem in err (which key, which entry, why). */
+int liconic_cassettes_parse(const char *rack_type, const char *rack_types, int cassettes,
+                            liconic_cassettes_t *out, char *err, size_t errlen);
+/* Slots of every cassette together. */
+int liconic_cassettes_slots(const liconic_cassettes_t *c);
+
 #define LICONIC_SEQ_MAX 16
 
 /* Handshake and activation: CR, ST 1801, wait ready. */

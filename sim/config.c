@@ -212,14 +212,23 @@ static int handler(void *ud, const char *section, const char *name, const char *
         if (parse_double(value, 0.001, 1e6, &in->tau))
             return fail(c, "instrument '%s': bad sim_tau '%s'", id, value);
     } else if (strcmp(name, "rack_type") == 0) {
-        in->rack = liconic_rack_find(value);
-        if (!in->rack) {
+        if (!liconic_rack_find(value)) {
             snprintf(c->err, c->errcap,
                      "%s:%d: instrument '%s': unknown rack_type '%s' (one of %s)", c->path, c->line,
                      id, value, LICONIC_RACK_CHOICES);
             c->failed = 1;
             return 0;
         }
+        snprintf(in->rack_type, sizeof in->rack_type, "%s", value);
+    } else if (strcmp(name, "rack_types") == 0) {
+        if (!*value || strlen(value) >= sizeof in->rack_types)
+            return fail(c, "instrument '%s': bad rack_types '%.64s' (1:RACK, 2:RACK, ...)", id,
+                        value);
+        snprintf(in->rack_types, sizeof in->rack_types, "%s", value);
+    } else if (strcmp(name, "cassettes") == 0) {
+        if (parse_double(value, 1, LICONIC_CASSETTES_MAX, &d) || d != (int)d)
+            return fail(c, "instrument '%s': bad cassettes '%s' (1..99)", id, value);
+        in->ncassettes = (int)d;
     } else if (strcmp(name, "sim_wake_e1") == 0) {
         if (parse_double(value, 0, 99, &d) || d != (int)d)
             return fail(c, "instrument '%s': bad sim_wake_e1 '%s' (0..99)", id, value);
@@ -263,8 +272,14 @@ int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap)
             why = "modbus-temperature needs modbus = tcp://host:port or rtu:PATH, and map";
         else if (in->driver != SIM_MODBUS_TEMP && !in->port[0] && !in->tcp_port)
             why = "no port";
-        else if (in->driver == SIM_LICONIC && !in->rack)
-            why = "no rack_type (the cassettes' rack, as labloopd needs it)";
+        else if (in->driver == SIM_LICONIC && !in->rack_type[0] && !in->rack_types[0])
+            why = "no rack_type or rack_types (the cassettes' racks, as labloopd needs them)";
+        char rerr[256];
+        if (!why && in->driver == SIM_LICONIC &&
+            liconic_cassettes_parse(in->rack_type[0] ? in->rack_type : NULL,
+                                    in->rack_types[0] ? in->rack_types : NULL, in->ncassettes,
+                                    &in->cassettes, rerr, sizeof rerr) != PROTO_OK)
+            why = rerr;
         if (why) {
             snprintf(err, errcap, "%s:%d: instrument '%s': %s", path, in->line, in->id, why);
             return -1;

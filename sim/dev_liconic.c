@@ -11,8 +11,8 @@
  * Busy is the ready relay 1915 = 0, nothing else: an ST on a handling flag while a step runs sets
  * the relay (OK, as the PLC does) and the handler takes it when the step ends. E3 is the
  * controller's hardware error and never means busy. A transfer (1904, 1905, 1908, 1909) checks
- * DM23 (pitch in motor steps) and DM25 (slots) against the configured rack_type: anything else
- * would send the handler to the wrong height, so it stops with a handler error instead.
+ * DM23 (pitch in motor steps) and DM25 (slots) against the rack of the cassette in DM0: anything
+ * else would send the handler to the wrong height, so it stops with a handler error instead.
  * sim_wake_e1 plays a controller that answers a bare CR with E1 (and the first N CR handshakes).
  *
  * In a cell without an arm (world.h): with sim_from = STAR_ID a load whose transfer station is
@@ -92,18 +92,24 @@ static int rack_mismatch(sim_inst_t *in)
     if (f != LICONIC_FLAG_PLATE_FROM_TRANSFER && f != LICONIC_FLAG_PLATE_TO_TRANSFER &&
         f != LICONIC_FLAG_PICK_FROM_SLOT && f != LICONIC_FLAG_PLACE_TO_SLOT)
         return 0;
-    const liconic_rack_t *r = in->cfg->rack;
-    if (!r || (in->dm[LICONIC_DM_PITCH_STEPS] == r->steps &&
-               in->dm[LICONIC_DM_SLOTS_PER_CASSETTE] == r->slots))
+    const liconic_cassettes_t *cs = &in->cfg->cassettes;
+    long c = in->dm[LICONIC_DM_CASSETTE];
+    const liconic_rack_t *r = c >= 1 && c <= cs->n ? cs->rack[c - 1] : NULL;
+    if (!cs->n || (r && in->dm[LICONIC_DM_PITCH_STEPS] == r->steps &&
+                   in->dm[LICONIC_DM_SLOTS_PER_CASSETTE] == r->slots))
         return 0;
     in->flags[LICONIC_FLAG_ERROR] = 1;
     /* import 106 / export 202: the lift could not reach the stacker level; 11: slot unreachable */
     in->dm[LICONIC_DM_HANDLER_ERROR] = f == LICONIC_FLAG_PLATE_FROM_TRANSFER ? 106
                                        : f == LICONIC_FLAG_PLATE_TO_TRANSFER ? 202
                                                                              : 11;
-    sim_warn("liconic", "%s: DM23 = %ld, DM25 = %ld; rack %s needs %d and %d", in->cfg->id,
-             in->dm[LICONIC_DM_PITCH_STEPS], in->dm[LICONIC_DM_SLOTS_PER_CASSETTE], r->name,
-             r->steps, r->slots);
+    if (r)
+        sim_warn("liconic", "%s: cassette %ld: DM23 = %ld, DM25 = %ld; its rack %s needs %d and %d",
+                 in->cfg->id, c, in->dm[LICONIC_DM_PITCH_STEPS],
+                 in->dm[LICONIC_DM_SLOTS_PER_CASSETTE], r->name, r->steps, r->slots);
+    else
+        sim_warn("liconic", "%s: DM0 = %ld: no such cassette (there are %d)", in->cfg->id, c,
+                 cs->n);
     return 1;
 }
 
@@ -300,7 +306,8 @@ void sim_liconic_init(sim_inst_t *in)
     in->flags = calloc(LICONIC_ADDR_MAX, 1);
     in->dm = calloc(LICONIC_ADDR_MAX, sizeof *in->dm);
     in->flags[LICONIC_FLAG_READY] = 1;
-    in->dm[LICONIC_DM_SLOTS_PER_CASSETTE] = in->cfg->rack ? in->cfg->rack->slots : 0;
+    in->dm[LICONIC_DM_SLOTS_PER_CASSETTE] =
+        in->cfg->cassettes.n ? in->cfg->cassettes.rack[0]->slots : 0;
     in->wake_e1_left = in->cfg->wake_e1;
     /* Ambient start: 22.0 degC, 40 %RH, 0.04 %CO2, 78 %N2 (raw units of each DM word). */
     static const double ambient[4] = {220, 400, 4, 7800};

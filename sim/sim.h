@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+#include "protocols/liconic.h"
 #include "sim/world.h"
 
 typedef struct sim sim_t;
@@ -47,7 +48,11 @@ typedef struct sim_inst_cfg {
     char from[64];      /* Liconic: the STAR whose deck plate a load with an empty station takes */
     char to[64];        /* Liconic: the reader whose queue an unloaded plate slides into */
     int error_code;     /* the device error answered on an injected "error" fault */
-    const struct liconic_rack *rack; /* Liconic: rack_type, the DM23/DM25 a transfer needs */
+    /* Liconic: each cassette's rack (rack_type with cassettes, or rack_types), the DM23/DM25 a
+     * transfer to or from it needs */
+    liconic_cassettes_t cassettes;
+    char rack_type[64], rack_types[1024];
+    int ncassettes; /* cassettes = N; 0 when absent */
     int wake_e1;    /* Liconic: E1 to a bare CR, and to the first wake_e1 CR handshakes */
     double step_s;  /* lab seconds a mechanical step takes */
     double ambient; /* modbus: degC */

@@ -404,7 +404,7 @@ json_t *lab_instr_doc(lab_instr_t *in, lab_driver_t *d, bool detail)
     json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "id", lab_driver_id(d), "kind",
                             ops->kind, "driver", ops->name, "model", ops->model, "state",
                             lab_inst_state_name(lab_driver_state(d)), "capacity",
-                            (json_int_t)lab_drv_int(d, "capacity"));
+                            (json_int_t)lab_driver_capacity(d));
     const char *label = lab_drv_str(d, "label");
     if (*label)
         json_object_set_new(doc, "label", json_string(label));

@@ -1,7 +1,6 @@
 /* Step programs: how a workflow step's op becomes driver actions on the instrument it was
  * planned on. */
 #include "daemon/sched/ops.h"
-#include "protocols/liconic.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -17,18 +16,8 @@ bool lab_op_has_action(lab_driver_t *d, const char *name)
 
 bool lab_op_needs_site(const char *op, lab_driver_t *d)
 {
-    return strcmp(op, "incubate") == 0 && lab_op_has_action(d, "load") &&
+    return strcmp(op, "incubate") == 0 && lab_driver_sites(d) > 0 && lab_op_has_action(d, "load") &&
            lab_op_has_action(d, "unload");
-}
-
-int lab_op_slots_per_cassette(lab_driver_t *d)
-{
-    if (strcmp(lab_driver_ops(d)->name, "liconic-stx") == 0) {
-        const liconic_rack_t *r = liconic_rack_find(lab_drv_str(d, "rack_type"));
-        if (r)
-            return r->slots;
-    }
-    return 22; /* no other driver has cassettes; the site planner needs a figure */
 }
 
 bool lab_op_repeatable(const char *op)

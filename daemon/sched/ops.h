@@ -20,10 +20,9 @@
 
 /* Whether the driver has an action of that name. */
 bool lab_op_has_action(lab_driver_t *d, const char *name);
-/* Whether the step needs a place inside the instrument (an incubator slot). */
+/* Whether the step needs a place inside the instrument (one of the sites its driver describes,
+ * lab_driver_sites, which it loads and unloads). */
 bool lab_op_needs_site(const char *op, lab_driver_t *d);
-/* Plates an instrument's slots hold per cassette (Liconic: the slots of its rack_type). */
-int lab_op_slots_per_cassette(lab_driver_t *d);
 /* Whether running the step twice is harmless. A dispense is not: after an unknown outcome
  * (timeout, restart) it is repeated only when an operator says so. */
 bool lab_op_repeatable(const char *op);

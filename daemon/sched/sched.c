@@ -248,12 +248,9 @@ static int site_capacity(lab_sched_t *s, int i)
 
 static bool site_take(lab_sched_t *s, int i, int *cassette, int *slot)
 {
-    int spc = lab_op_slots_per_cassette(inst_at(s, i));
     for (int x = 0; x < site_capacity(s, i); x++)
-        if (!s->site_used[i][x]) {
+        if (!s->site_used[i][x] && lab_driver_site_at(inst_at(s, i), x, cassette, slot)) {
             s->site_used[i][x] = 1;
-            *cassette = 1 + x / spc;
-            *slot = 1 + x % spc;
             return true;
         }
     return false;
@@ -263,7 +260,7 @@ static void site_mark(lab_sched_t *s, int i, int cassette, int slot, unsigned ch
 {
     if (i < 0 || cassette <= 0 || slot <= 0)
         return;
-    int x = (cassette - 1) * lab_op_slots_per_cassette(inst_at(s, i)) + slot - 1;
+    int x = lab_driver_site_index(inst_at(s, i), cassette, slot);
     if (x >= 0 && x < site_capacity(s, i))
         s->site_used[i][x] = used;
 }
@@ -1012,7 +1009,7 @@ static void replan(lab_sched_t *s)
             snprintf(pi->id, sizeof pi->id, "%s", lab_driver_id(d));
             snprintf(pi->kind, sizeof pi->kind, "%s", lab_driver_ops(d)->kind);
         } /* else: matches nothing, yet steps already on it stay fixed there */
-        pi->capacity = (int)lab_drv_int(d, "capacity");
+        pi->capacity = lab_driver_capacity(d);
     }
     srun_t **map = lab_calloc((size_t)s->nruns + 1, sizeof *map);
     p.workflows = lab_calloc((size_t)s->nruns + 1, sizeof *p.workflows);
@@ -1715,8 +1712,7 @@ static void on_tick(uv_timer_t *t)
             }
             /* a step before it ran longer than planned: this one waits for the instrument (the
              * step's end re-plans) rather than overbooking it */
-            if (inst_in_use(s, st->plan_inst) >=
-                (int)lab_drv_int(inst_at(s, st->plan_inst), "capacity"))
+            if (inst_in_use(s, st->plan_inst) >= lab_driver_capacity(inst_at(s, st->plan_inst)))
                 continue;
             srun_t *keep = r;
             start_step(s, r);
@@ -1873,7 +1869,7 @@ int lab_sched_start(lab_sched_t **out, uv_loop_t *loop, const lab_config_t *cfg,
     s->inst_up = lab_calloc((size_t)ni + 1, sizeof *s->inst_up);
     for (int i = 0; i < ni; i++) {
         s->inst_up[i] = inst_available(s, i);
-        s->site_n[i] = (int)lab_drv_int(inst_at(s, i), "capacity");
+        s->site_n[i] = lab_driver_sites(inst_at(s, i));
         s->site_used[i] = lab_calloc((size_t)s->site_n[i] + 1, 1);
     }
     uv_timer_init(loop, &s->tick);

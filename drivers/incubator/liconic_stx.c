@@ -18,6 +18,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define LIC_STEPS_MAX 24
@@ -62,7 +63,7 @@ typedef struct lic_seq {
 
 typedef struct lic {
     lab_stream_t st;
-    const liconic_rack_t *rack;
+    liconic_cassettes_t cassettes; /* each cassette's rack: DM23 and DM25 of its transfers */
     bool fault;    /* the handler reported an error; cleared by a successful operation */
     int climate_n; /* 1: temperature, 2: + humidity, 3: + CO2 */
     lic_act_t act;
@@ -107,9 +108,15 @@ static const lab_drv_action_t lic_actions[] = {
 
 static const lab_drv_key_t lic_keys[] = {
     LAB_DRV_SERIAL_KEYS("9600", "8", "even", "1", "rtscts"),
-    {"rack_type", LAB_DRV_KEY_ENUM, NULL, 0, 0, LICONIC_RACK_CHOICES, LAB_DRV_KEY_REQUIRED,
-     "the cassettes' rack type (PyLabRobot's model name, <site height>mm_<slots>): the slots "
-     "(DM25) and the pitch in motor steps (DM23) written before every transfer come from it"},
+    {"rack_type", LAB_DRV_KEY_ENUM, NULL, 0, 0, LICONIC_RACK_CHOICES, 0,
+     "the rack type of every cassette (PyLabRobot's model name, <site height>mm_<slots>): the "
+     "slots (DM25) and the pitch in motor steps (DM23) written before every transfer come from "
+     "it; this or rack_types is required"},
+    {"cassettes", LAB_DRV_KEY_INT, NULL, 1, LICONIC_CASSETTES_MAX, NULL, 0,
+     "with rack_type: how many cassettes of that rack (default 1)"},
+    {"rack_types", LAB_DRV_KEY_STR, NULL, 0, 0, NULL, 0,
+     "each cassette's rack type, from cassette 1 up without gaps: 1:liconic_rack_17mm_22, "
+     "2:liconic_rack_44mm_10 (instead of rack_type and cassettes)"},
     {"climate", LAB_DRV_KEY_ENUM, "temperature+humidity+co2", 0, 0,
      "temperature|temperature+humidity|temperature+humidity+co2", 0,
      "the climate the model controls: status reads and set_climate writes only these"},
@@ -438,22 +445,52 @@ static const lab_stream_ops_t lic_stream_ops = {
 
 /* ---- driver ops ---- */
 
+/* The cassettes' racks and capacity, as open reads them, for --check. */
+static int lic_check_conf(const lab_drv_conf_t *c, const char **key, char *err, size_t errlen)
+{
+    liconic_cassettes_t cs;
+    const char *n = lab_drv_conf_str(c, "cassettes"), *cap = lab_drv_conf_str(c, "capacity");
+    if (liconic_cassettes_parse(lab_drv_conf_str(c, "rack_type"), lab_drv_conf_str(c, "rack_types"),
+                                n ? atoi(n) : 0, &cs, err, errlen) != PROTO_OK) {
+        /* the parser's message begins with the key it is about: the caller names it itself */
+        static const char *const keys[] = {"rack_types", "rack_type", "cassettes"};
+        *key = "rack_type";
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+            size_t len = strlen(keys[i]);
+            if (strncmp(err, keys[i], len) == 0 && strncmp(err + len, ": ", 2) == 0) {
+                *key = keys[i];
+                memmove(err, err + len + 2, strlen(err + len + 2) + 1);
+                break;
+            }
+        }
+        return -1;
+    }
+    if (cap && atol(cap) > liconic_cassettes_slots(&cs)) {
+        *key = "capacity";
+        snprintf(err, errlen, "%s is more than the %d slots of its %d cassette%s", cap,
+                 liconic_cassettes_slots(&cs), cs.n, cs.n == 1 ? "" : "s");
+        return -1;
+    }
+    return 0;
+}
+
 static int lic_open(lab_driver_t *d, char *err, size_t errlen)
 {
     lic_t *p = lab_drv_priv(d);
     p->climate_n = lab_drv_enum(d, "climate") + 1;
-    /* The key is a required enum of the table's names: lab_driver_check refused anything else. */
-    p->rack = liconic_rack_find(lab_drv_str(d, "rack_type"));
-    if (!p->rack) {
-        snprintf(err, errlen, "rack_type: '%s' is not a known rack type",
-                 lab_drv_str(d, "rack_type"));
+    const char *rt = lab_drv_has(d, "rack_type") ? lab_drv_str(d, "rack_type") : NULL;
+    const char *rts = lab_drv_has(d, "rack_types") ? lab_drv_str(d, "rack_types") : NULL;
+    int n = lab_drv_has(d, "cassettes") ? (int)lab_drv_int(d, "cassettes") : 0;
+    if (liconic_cassettes_parse(rt, rts, n, &p->cassettes, err, errlen) != PROTO_OK)
         return -1;
+    for (int c = 0; c < p->cassettes.n; c++) {
+        const liconic_rack_t *r = p->cassettes.rack[c];
+        if (!liconic_rack_verified(r))
+            log_warn("liconic",
+                     "instrument=%s cassette=%d rack=%s: %d steps for a %d mm pitch do not follow "
+                     "Liconic's formula; check the first transfers by hand",
+                     lab_driver_id(d), c + 1, r->name, r->steps, r->pitch);
     }
-    if (!liconic_rack_verified(p->rack))
-        log_warn("liconic",
-                 "instrument=%s rack_type=%s: %d steps for a %d mm pitch do not follow Liconic's "
-                 "formula; check the first transfers by hand",
-                 lab_driver_id(d), p->rack->name, p->rack->steps, p->rack->pitch);
     lab_stream_conf_t conf = {
         .tag = "liconic",
         .reply_ms = LIC_REPLY_MS,
@@ -483,6 +520,10 @@ static void lic_close(lab_driver_t *d)
     lic_t *p = lab_drv_priv(d);
     lic_seq_clear(&p->conn);
     lic_seq_clear(&p->op);
+    if (!p->st.d) { /* open refused the configuration before the stream existed */
+        lab_drv_closed(d);
+        return;
+    }
     lab_stream_close(&p->st);
 }
 
@@ -539,11 +580,17 @@ static void lic_check(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
                       struct lab_jerrs *errs)
 {
     lic_t *p = lab_drv_priv(d);
-    json_t *slot = json_object_get(params, "slot");
-    if ((strcmp(a->name, "load") == 0 || strcmp(a->name, "unload") == 0) && slot &&
-        json_integer_value(slot) > p->rack->slots)
-        lab_jerrs_add(errs, "/slot", "%lld is beyond the %d slots of rack_type = %s",
-                      (long long)json_integer_value(slot), p->rack->slots, p->rack->name);
+    json_t *cassette = json_object_get(params, "cassette"), *slot = json_object_get(params, "slot");
+    if ((strcmp(a->name, "load") == 0 || strcmp(a->name, "unload") == 0) && cassette && slot) {
+        json_int_t c = json_integer_value(cassette), sl = json_integer_value(slot);
+        if (c > p->cassettes.n)
+            lab_jerrs_add(errs, "/cassette", "%lld is beyond the %d cassette%s configured",
+                          (long long)c, p->cassettes.n, p->cassettes.n == 1 ? "" : "s");
+        else if (c >= 1 && sl > p->cassettes.rack[c - 1]->slots)
+            lab_jerrs_add(errs, "/slot", "%lld is beyond the %d slots of cassette %lld (%s)",
+                          (long long)sl, p->cassettes.rack[c - 1]->slots, (long long)c,
+                          p->cassettes.rack[c - 1]->name);
+    }
     static const char *const climate[] = {"temperature_c", "humidity_pct", "co2_pct"};
     if (strcmp(a->name, "set_climate") == 0)
         for (int i = p->climate_n; i < 3; i++)
@@ -584,12 +631,15 @@ static void lic_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *param
         break;
     case LIC_ACT_LOAD:
     case LIC_ACT_UNLOAD: {
-        liconic_site_t site = {(int)cassette, (int)slot, p->rack->steps, p->rack->slots};
-        if (slot > site.slots) {
-            lic_refuse(d, "%s: params/slot: %lld is beyond the %d slots of rack_type = %s", a->name,
-                       (long long)slot, site.slots, p->rack->name);
+        /* lic_check refused a site the cassettes do not have; the framework ran it first */
+        if (cassette < 1 || cassette > p->cassettes.n ||
+            slot > p->cassettes.rack[cassette - 1]->slots) {
+            lic_refuse(d, "%s: cassette %lld slot %lld is not a site of this instrument", a->name,
+                       (long long)cassette, (long long)slot);
             return;
         }
+        const liconic_rack_t *r = p->cassettes.rack[cassette - 1];
+        liconic_site_t site = {(int)cassette, (int)slot, r->steps, r->slots};
         n = p->act == LIC_ACT_LOAD ? liconic_seq_load(&site, s, LICONIC_SEQ_MAX)
                                    : liconic_seq_unload(&site, s, LICONIC_SEQ_MAX);
         if (n < 0) {
@@ -627,6 +677,16 @@ static void lic_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *param
     lab_stream_run(&p->st);
 }
 
+/* Every cassette's slots, from its rack. */
+static int lic_sites(lab_driver_t *d, int *slots, int max)
+{
+    lic_t *p = lab_drv_priv(d);
+    int n = p->cassettes.n < max ? p->cassettes.n : max;
+    for (int c = 0; c < n; c++)
+        slots[c] = p->cassettes.rack[c]->slots;
+    return n;
+}
+
 static void lic_abort(lab_driver_t *d)
 {
     lic_t *p = lab_drv_priv(d);
@@ -650,4 +710,6 @@ const lab_driver_ops_t lab_driver_liconic_stx = {
     .invoke = lic_invoke,
     .check = lic_check,
     .abort = lic_abort,
+    .sites = lic_sites,
+    .check_conf = lic_check_conf,
 };

@@ -72,15 +72,26 @@ static void wait_state(lab_inst_state_t *which, lab_inst_state_t want)
         fail_msg("state %s, expected %s", lab_inst_state_name(*which), lab_inst_state_name(want));
 }
 
-static lab_driver_t *make_rack(const char *id, const char *port, const char *poll_s,
-                               const char *extra_k, const char *extra_v, const char *rack)
+/* inc1 and inc2 have a cassette of 17 mm sites and one of 44 mm sites (1713 steps, 10 slots):
+ * each transfer writes the DM23/DM25 of its own cassette, which the simulator checks. */
+#define RACKS "1:liconic_rack_17mm_22, 2:liconic_rack_44mm_10"
+
+static lab_driver_t *make_racks(const char *id, const char *port, const char *poll_s,
+                                const char *extra_k, const char *extra_v, const char *rack_key,
+                                const char *rack)
 {
     lab_drv_kv_t kv[7] = {
         {"driver", "liconic-stx", 2}, {"port", port, 3},
         {"poll_s", poll_s, 4},        {"sim_plate", "P1", 5},
         {"capacity", "1", 6},         {extra_k ? extra_k : "label", extra_v ? extra_v : "", 7},
-        {"rack_type", rack, 8}};
+        {rack_key, rack, 8}};
     return h_drv_open(id, kv, 7);
+}
+
+static lab_driver_t *make_rack(const char *id, const char *port, const char *poll_s,
+                               const char *extra_k, const char *extra_v, const char *rack)
+{
+    return make_racks(id, port, poll_s, extra_k, extra_v, "rack_type", rack);
 }
 
 static lab_driver_t *make(const char *id, const char *port, const char *poll_s, const char *extra_k,
@@ -88,7 +99,7 @@ static lab_driver_t *make(const char *id, const char *port, const char *poll_s, 
 {
     /* The model's 8E1 with RTS/CTS on a pty: the tty transport drops the parity there when the
      * kernel refuses it on a reopened pty. */
-    return make_rack(id, port, poll_s, extra_k, extra_v, "liconic_rack_17mm_22");
+    return make_racks(id, port, poll_s, extra_k, extra_v, "rack_types", RACKS);
 }
 
 static lab_drv_err_t call(const char *action, const char *params)
@@ -132,10 +143,10 @@ static int setup(void **state)
     snprintf(
         ini, sizeof ini,
         "[labloop]\ntime_scale = 50\n"
-        "[instrument inc1]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
+        "[instrument inc1]\ndriver = liconic-stx\nrack_types = " RACKS "\nport = "
         "%s\nsim_plate = P1\n"
         "sim_step_seconds = 2\nsim_error_code = 7\n"
-        "[instrument inc2]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
+        "[instrument inc2]\ndriver = liconic-stx\nrack_types = " RACKS "\nport = "
         "%s\nsim_step_seconds = 10\nsim_plate "
         "= P2\n"
         "[instrument inc3]\ndriver = liconic-stx\nrack_type = liconic_rack_44mm_10\nport = %s\n"
@@ -187,6 +198,13 @@ static void test_load_unload(void **state)
     plate_at("inc1:2/5");
     assert_int_equal(call("unload", "{\"cassette\":2,\"slot\":5}"), LAB_DRV_OK);
     plate_at("transfer:inc1");
+    /* the last slot of the 17 mm cassette: DM23 788, DM25 22 */
+    assert_int_equal(call("load", "{\"cassette\":1,\"slot\":22}"), LAB_DRV_OK);
+    plate_at("inc1:1/22");
+    assert_int_equal(call("unload", "{\"cassette\":1,\"slot\":22}"), LAB_DRV_OK);
+    plate_at("transfer:inc1");
+    /* no transfer went at another rack's height */
+    assert_int_equal(h_sim_log_count(&sim, "inc1: cassette"), 0);
     assert_int_equal(lab_driver_state(drv), LAB_INST_IDLE);
 }
 
@@ -239,9 +257,17 @@ static void test_bad_params(void **state)
     expect_problem("set_climate", "{}", "/params");
     expect_problem("set_climate", "{\"humidity_pct\":101}", "/params/humidity_pct");
     expect_problem("status", "{\"x\":1}", "/params/x");
-    /* Beyond the configured cassette: refused by the driver, nothing moved. */
+    /* Beyond the configured cassette: refused by the driver, nothing moved. Each cassette
+     * has its own rack's slots. */
     assert_int_equal(call("load", "{\"cassette\":1,\"slot\":23}"), LAB_DRV_EPARAM);
-    assert_non_null(strstr(h_drv_error()->text, "22 slots of rack_type = liconic_rack_17mm_22"));
+    assert_non_null(strstr(h_drv_error()->text, "23 is beyond the 22 slots of cassette 1 "
+                                                "(liconic_rack_17mm_22)"));
+    assert_int_equal(call("unload", "{\"cassette\":2,\"slot\":11}"), LAB_DRV_EPARAM);
+    assert_non_null(strstr(h_drv_error()->text, "11 is beyond the 10 slots of cassette 2 "
+                                                "(liconic_rack_44mm_10)"));
+    expect_problem("load", "{\"cassette\":3,\"slot\":1}", "/params/cassette");
+    assert_int_equal(call("load", "{\"cassette\":3,\"slot\":1}"), LAB_DRV_EPARAM);
+    assert_non_null(strstr(h_drv_error()->text, "3 is beyond the 2 cassettes configured"));
     plate_at("transfer:inc1");
     assert_int_equal(call("open_door", NULL), LAB_DRV_EACTION);
     assert_non_null(strstr(h_drv_error()->text, "load"));
@@ -394,11 +420,101 @@ static void test_rack_config(void **state)
     assert_non_null(strstr(conf_reason, "|liconic_rack_104mm_11"));
     c.n = 2;
     assert_int_equal(lab_driver_check(&c, conf_err, NULL), 1);
-    assert_non_null(strstr(conf_reason, "rack_type: required"));
+    assert_non_null(strstr(conf_reason, "rack_type: no rack type: give rack_type = NAME"));
     /* The old pitch key is gone: a configuration that still has it is told so. */
     kv[2] = (lab_drv_kv_t){"pitch_steps", "23", 4};
     c.n = 3;
-    assert_int_equal(lab_driver_check(&c, conf_err, NULL), 2);
+    assert_int_equal(lab_driver_check(&c, conf_err, NULL), 1);
+}
+
+static int check_problems; /* lab_driver_check's count for open_racks' section */
+
+/* Opens incx with the keys given (besides driver and port); NULL when refused, with why. */
+static lab_driver_t *open_racks(const lab_drv_kv_t *keys, size_t n, char *err, size_t errlen)
+{
+    lab_drv_kv_t kv[8] = {{"driver", "liconic-stx", 2}, {"port", "/dev/null", 3}};
+    for (size_t i = 0; i < n; i++)
+        kv[2 + i] = keys[i];
+    lab_drv_conf_t c = {.id = "incx", .line = 1, .kv = kv, .n = 2 + n, .time_scale = 1};
+    conf_reason[0] = 0;
+    check_problems = lab_driver_check(&c, conf_err, NULL);
+    lab_driver_t *d = NULL;
+    err[0] = 0;
+    lab_driver_new(h_drv_loop(), &c, h_drv_host(), &d, err, errlen);
+    return d;
+}
+
+static void expect_refused(const lab_drv_kv_t *keys, size_t n, const char *why)
+{
+    char err[512];
+    lab_driver_t *d = open_racks(keys, n, err, sizeof err);
+    if (d) {
+        h_drv_close(d);
+        fail_msg("opened; expected refused with '%s'", why);
+    }
+    if (!strstr(err, why))
+        fail_msg("refused with '%s'; expected '%s'", err, why);
+    /* --check refuses it alike, naming the key */
+    assert_int_equal(check_problems, 1);
+    if (!strstr(conf_reason, why))
+        fail_msg("--check said '%s'; expected '%s'", conf_reason, why);
+}
+
+/* The cassettes' racks: rack_type (with cassettes) or rack_types, never both, every cassette
+ * from 1 without gaps; the sites the scheduler gets are the racks' slots, and capacity must fit
+ * in them. */
+static void test_cassettes_config(void **state)
+{
+    (void)state;
+    char err[512];
+    lab_drv_kv_t mixed[] = {{"rack_types", " 2:liconic_rack_44mm_10 ,1: liconic_rack_17mm_22", 4},
+                            {"capacity", "32", 5}};
+    lab_driver_t *d = open_racks(mixed, 2, err, sizeof err);
+    assert_non_null(d);
+    assert_int_equal(check_problems, 0);
+    assert_int_equal(lab_driver_sites(d), 32);
+    assert_int_equal(lab_driver_capacity(d), 32);
+    int c, sl;
+    assert_true(lab_driver_site_at(d, 21, &c, &sl));
+    assert_int_equal(c * 100 + sl, 122);
+    assert_true(lab_driver_site_at(d, 22, &c, &sl));
+    assert_int_equal(c * 100 + sl, 201);
+    assert_true(lab_driver_site_at(d, 31, &c, &sl));
+    assert_int_equal(c * 100 + sl, 210);
+    assert_false(lab_driver_site_at(d, 32, &c, &sl));
+    assert_int_equal(lab_driver_site_index(d, 2, 10), 31);
+    assert_int_equal(lab_driver_site_index(d, 2, 11), -1);
+    assert_int_equal(lab_driver_site_index(d, 3, 1), -1);
+    h_drv_close(d);
+
+    lab_drv_kv_t three[] = {{"rack_type", "liconic_rack_17mm_22", 4}, {"cassettes", "3", 5}};
+    d = open_racks(three, 2, err, sizeof err);
+    assert_non_null(d);
+    assert_int_equal(check_problems, 0);
+    assert_int_equal(lab_driver_sites(d), 66);
+    assert_int_equal(lab_driver_site_index(d, 3, 22), 65);
+    h_drv_close(d);
+
+    lab_drv_kv_t over[] = {{"rack_types", "1:liconic_rack_17mm_22, 2:liconic_rack_44mm_10", 4},
+                           {"capacity", "33", 5}};
+    expect_refused(over, 2, "33 is more than the 32 slots of its 2 cassettes");
+    assert_non_null(strstr(conf_reason, "capacity: 33 is more"));
+    lab_drv_kv_t one[] = {{"rack_type", "liconic_rack_17mm_22", 4}, {"capacity", "24", 5}};
+    expect_refused(one, 2, "24 is more than the 22 slots of its 1 cassette");
+    expect_refused(NULL, 0, "no rack type: give rack_type = NAME");
+    lab_drv_kv_t both[] = {{"rack_type", "liconic_rack_17mm_22", 4},
+                           {"rack_types", "1:liconic_rack_17mm_22", 5}};
+    expect_refused(both, 2, "rack_type and rack_types are both given");
+    lab_drv_kv_t gap[] = {{"rack_types", "1:liconic_rack_17mm_22, 3:liconic_rack_17mm_22", 4}};
+    expect_refused(gap, 1, "rack_types: cassette 2 is missing");
+    assert_non_null(strstr(conf_reason, "rack_types: cassette 2 is missing (cassettes are"));
+    lab_drv_kv_t twice[] = {{"rack_types", "1:liconic_rack_17mm_22, 1:liconic_rack_44mm_10", 4}};
+    expect_refused(twice, 1, "rack_types: cassette 1 is given twice");
+    lab_drv_kv_t unknown[] = {{"rack_types", "1:liconic_rack_17mm_22, 2:liconic_rack_18mm_22", 4}};
+    expect_refused(unknown, 1,
+                   "rack_types: cassette 2: 'liconic_rack_18mm_22' is not a known rack type");
+    lab_drv_kv_t count[] = {{"rack_types", "1:liconic_rack_17mm_22", 4}, {"cassettes", "2", 5}};
+    expect_refused(count, 2, "cassettes and rack_types are both given");
 }
 
 /* inc3 has 10-slot racks of 44 mm sites (liconic_rack_44mm_10: 1713 steps, PyLabRobot
@@ -417,7 +533,7 @@ static void test_rack_transfer(void **state)
     assert_int_equal(h_drv_do(drv2, "unload", "{\"cassette\":1,\"slot\":10}"), LAB_DRV_OK);
     plate_is("P3", "transfer:inc3");
     assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":11}"), LAB_DRV_EPARAM);
-    assert_non_null(strstr(h_drv_error()->text, "10 slots of rack_type = liconic_rack_44mm_10"));
+    assert_non_null(strstr(h_drv_error()->text, "10 slots of cassette 1 (liconic_rack_44mm_10)"));
     h_drv_close(drv2);
     /* The wrong rack for this incubator (17 mm sites, 788 steps): the handler stops with its
      * error instead of going to the wrong height, and the plate stays. */
@@ -427,7 +543,8 @@ static void test_rack_transfer(void **state)
     assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":1}"), LAB_DRV_EDEVICE);
     assert_string_equal(h_drv_error()->device_code, "00106");
     plate_is("P3", "transfer:inc3");
-    assert_true(h_sim_log_count(&sim, "rack liconic_rack_44mm_10 needs 1713 and 10") > 0);
+    assert_true(h_sim_log_count(&sim, "cassette 1: DM23 = 788, DM25 = 22; its rack "
+                                      "liconic_rack_44mm_10 needs 1713 and 10") > 0);
     assert_int_equal(h_drv_do(drv2, "reset", NULL), LAB_DRV_OK);
     h_drv_close(drv2);
     drv2 = NULL;
@@ -551,8 +668,9 @@ int main(void)
         cmocka_unit_test(test_handler_error),    cmocka_unit_test(test_fault_error),
         cmocka_unit_test(test_fault_garbage),    cmocka_unit_test(test_fault_timeout),
         cmocka_unit_test(test_fault_disconnect), cmocka_unit_test(test_step_timeout),
-        cmocka_unit_test(test_rack_config),      cmocka_unit_test(test_rack_transfer),
-        cmocka_unit_test(test_out_of_step),      cmocka_unit_test(test_polling),
+        cmocka_unit_test(test_rack_config),      cmocka_unit_test(test_cassettes_config),
+        cmocka_unit_test(test_rack_transfer),    cmocka_unit_test(test_out_of_step),
+        cmocka_unit_test(test_polling),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

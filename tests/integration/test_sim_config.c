@@ -125,6 +125,20 @@ static void test_errors(void **state)
     assert_int_not_equal(run_fail(out, sizeof out), 0);
     assert_non_null(strstr(out, "labloop.ini:4: instrument 'x': unknown rack_type '17mm' (one of "
                                 "liconic_rack_5mm_42|"));
+    /* Per-cassette racks: every cassette from 1, once; never both forms. */
+    write_ini("[instrument x]\ndriver = liconic-stx\nport = /tmp/none\n"
+              "rack_types = 1:liconic_rack_17mm_22, 3:liconic_rack_44mm_10\n");
+    assert_int_not_equal(run_fail(out, sizeof out), 0);
+    assert_non_null(
+        strstr(out, "labloop.ini:1: instrument 'x': rack_types: cassette 2 is missing"));
+    write_ini("[instrument x]\ndriver = liconic-stx\nport = /tmp/none\n"
+              "rack_type = liconic_rack_17mm_22\nrack_types = 1:liconic_rack_17mm_22\n");
+    assert_int_not_equal(run_fail(out, sizeof out), 0);
+    assert_non_null(strstr(out, "instrument 'x': rack_type and rack_types are both given"));
+    write_ini("[instrument x]\ndriver = liconic-stx\nport = /tmp/none\n"
+              "rack_types = 1:liconic_rack_17mm_22\ncassettes = 0\n");
+    assert_int_not_equal(run_fail(out, sizeof out), 0);
+    assert_non_null(strstr(out, "labloop.ini:5: instrument 'x': bad cassettes '0' (1..99)"));
     write_ini("[labloop]\ntime_scale = fast\n");
     assert_int_not_equal(run_fail(out, sizeof out), 0);
     assert_non_null(strstr(out, "labloop.ini:2: time_scale"));

@@ -119,8 +119,8 @@ static int setup(void **state)
     fprintf(f,
             "[labloop]\ntime_scale = 50\nsim_seed = 7\nsim_noise = 0.001\n"
             "[database]\nurl = ignored by the simulator\n"
-            "[instrument inc1]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
-            "%s\nsim_plate = P1\n"
+            "[instrument inc1]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\n"
+            "cassettes = 2\nport = %s\nsim_plate = P1\n"
             "sim_step_seconds = 1\n"
             "[instrument star1]\ndriver = hamilton-star\nport = %s\nsim_plate = P1\n"
             "sim_reagents = substrate,inhibitor\nsim_step_seconds = 1\n"

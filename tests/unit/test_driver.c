@@ -424,6 +424,81 @@ static void check_err(void *ctx, int line, const char *key, const char *reason)
     snprintf(buf + n, 2048 - n, "%d %s: %s\n", line, key, reason);
 }
 
+/* ---- sites ---- */
+
+static int shelf_slots[4] = {3, 0, 5};
+static int shelf_n = 3;
+
+static int shelf_sites(lab_driver_t *d, int *slots, int max)
+{
+    (void)d;
+    for (int c = 0; c < shelf_n && c < max; c++)
+        slots[c] = shelf_slots[c];
+    return shelf_n;
+}
+
+/* Opens the probe with a capacity, with the shelf's sites op or without; 0 or the refusal. */
+static int open_shelf(bool sites, const char *capacity, lab_driver_t **d, char *err, size_t len)
+{
+    static lab_driver_ops_t ops;
+    ops = probe_ops;
+    ops.sites = sites ? shelf_sites : NULL;
+    lab_drv_kv_t kv[3] = {
+        {"driver", "probe", 1}, {"port", "/dev/null", 2}, {"capacity", capacity, 3}};
+    lab_drv_conf_t c = {.id = "s1", .line = 1, .kv = kv, .n = 3, .time_scale = 1};
+    lab_drv_host_t host = {on_state, on_tel, NULL};
+    err[0] = 0;
+    return lab_driver_new_ops(&loop, &ops, &c, &host, d, err, len);
+}
+
+/* A driver describes its sites (cassette by cassette); the framework numbers them and holds the
+ * capacity to them. A driver without the op has none: nothing is guessed. */
+static void test_sites(void **state)
+{
+    (void)state;
+    char err[200];
+    lab_driver_t *d = NULL;
+    int c = 0, sl = 0;
+    assert_int_equal(open_shelf(false, "4", &d, err, sizeof err), 0);
+    assert_int_equal(lab_driver_capacity(d), 4);
+    assert_int_equal(lab_driver_sites(d), 0);
+    assert_false(lab_driver_site_at(d, 0, &c, &sl));
+    assert_int_equal(lab_driver_site_index(d, 1, 1), -1);
+    finish(d);
+
+    assert_int_equal(open_shelf(true, "8", &d, err, sizeof err), 0);
+    assert_int_equal(lab_driver_sites(d), 8);
+    static const int want[8][2] = {{1, 1}, {1, 2}, {1, 3}, {3, 1}, {3, 2}, {3, 3}, {3, 4}, {3, 5}};
+    for (int x = 0; x < 8; x++) {
+        assert_true(lab_driver_site_at(d, x, &c, &sl));
+        assert_int_equal(c, want[x][0]);
+        assert_int_equal(sl, want[x][1]);
+        assert_int_equal(lab_driver_site_index(d, c, sl), x);
+    }
+    assert_false(lab_driver_site_at(d, 8, &c, &sl));
+    assert_false(lab_driver_site_at(d, -1, &c, &sl));
+    assert_int_equal(lab_driver_site_index(d, 2, 1), -1); /* a cassette without slots */
+    assert_int_equal(lab_driver_site_index(d, 1, 4), -1);
+    assert_int_equal(lab_driver_site_index(d, 4, 1), -1);
+    assert_int_equal(lab_driver_site_index(d, 0, 1), -1);
+    assert_int_equal(lab_driver_site_index(d, 1, 0), -1);
+    finish(d);
+
+    /* more plates at once than places for them */
+    assert_int_equal(open_shelf(true, "9", &d, err, sizeof err), LAB_ECONFIG);
+    assert_null(d);
+    assert_string_equal(err, "capacity = 9 is more than the 8 slots of its 3 cassettes");
+    /* a driver that answers nonsense is refused, not believed */
+    shelf_n = -1;
+    assert_int_not_equal(open_shelf(true, "1", &d, err, sizeof err), 0);
+    assert_null(d);
+    shelf_n = 3;
+    shelf_slots[1] = -2;
+    assert_int_not_equal(open_shelf(true, "1", &d, err, sizeof err), 0);
+    assert_non_null(strstr(err, "-2 slots for cassette 2"));
+    shelf_slots[1] = 0;
+}
+
 static void test_config_check(void **state)
 {
     (void)state;
@@ -458,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_registry_names_unique),
         cmocka_unit_test_setup_teardown(test_poll_makes_telemetry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_check, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sites, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -151,6 +151,74 @@ static void test_racks(void **state)
     expect_cmd(&steps[2].cmd, "WR DM25 22\r");
 }
 
+/* The cassettes' racks from the configuration: one rack for N cassettes, or one per cassette;
+ * anything that could be read two ways is refused with what is wrong. */
+static void test_cassettes(void **state)
+{
+    (void)state;
+    liconic_cassettes_t c;
+    char err[512];
+    assert_int_equal(liconic_cassettes_parse("liconic_rack_17mm_22", NULL, 0, &c, err, sizeof err),
+                     PROTO_OK);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(liconic_cassettes_slots(&c), 22);
+    assert_int_equal(liconic_cassettes_parse("liconic_rack_17mm_22", NULL, 3, &c, err, sizeof err),
+                     PROTO_OK);
+    assert_int_equal(c.n, 3);
+    assert_int_equal(c.rack[2]->steps, 788);
+    assert_int_equal(liconic_cassettes_slots(&c), 66);
+    assert_int_equal(liconic_cassettes_parse(NULL, "2:liconic_rack_44mm_10,1:liconic_rack_5mm_42",
+                                             0, &c, err, sizeof err),
+                     PROTO_OK);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.rack[0]->steps, 377);
+    assert_int_equal(c.rack[1]->steps, 1713);
+    assert_int_equal(liconic_cassettes_slots(&c), 52);
+    assert_int_equal(
+        liconic_cassettes_parse(NULL, " 1 : liconic_rack_17mm_22 ", 0, &c, err, sizeof err),
+        PROTO_OK);
+    assert_int_equal(c.n, 1);
+
+    static const struct {
+        const char *rack_type, *rack_types;
+        int cassettes;
+        const char *why;
+    } bad[] = {
+        {NULL, NULL, 0, "no rack type: give rack_type = NAME"},
+        {"liconic_rack_17mm_22", "1:liconic_rack_17mm_22", 0,
+         "rack_type and rack_types are both given"},
+        {"17mm", NULL, 0,
+         "rack_type: '17mm' is not a known rack type (one of liconic_rack_5mm_42|"},
+        {"liconic_rack_17mm_22", NULL, 100, "cassettes: 100 is not from 1 to 99"},
+        {NULL, "1:liconic_rack_17mm_22", 2, "cassettes and rack_types are both given"},
+        {NULL, "", 0, "rack_types: entry 1 '' is not CASSETTE:RACK"},
+        {NULL, "1:liconic_rack_17mm_22,", 0, "rack_types: entry 2 '' is not CASSETTE:RACK"},
+        {NULL, "liconic_rack_17mm_22", 0, "entry 1 'liconic_rack_17mm_22' is not CASSETTE:RACK"},
+        {NULL, "1:liconic_rack_17mm_22 2:liconic_rack_17mm_22", 0,
+         "rack_types: cassette 1: 'liconic_rack_17mm_22 2:liconic_rack_17mm_22' is not a known"},
+        {NULL, "0:liconic_rack_17mm_22", 0, "entry 1: cassette '0' is not a number from 1 to 99"},
+        {NULL, "1a:liconic_rack_17mm_22", 0, "entry 1: cassette '1a' is not a number"},
+        {NULL, "100:liconic_rack_17mm_22", 0, "entry 1: cassette '100' is not a number"},
+        {NULL, "-1:liconic_rack_17mm_22", 0, "entry 1: cassette '-1' is not a number"},
+        {NULL, "1:", 0, "rack_types: cassette 1: no rack type after ':'"},
+        {NULL, "1:liconic_rack_17mm_22,1:liconic_rack_17mm_22", 0, "cassette 1 is given twice"},
+        {NULL, "2:liconic_rack_17mm_22", 0,
+         "rack_types: cassette 1 is missing (cassettes are numbered from 1 without gaps; the "
+         "highest given is 2)"},
+        {NULL, "1:liconic_rack_17mm_22,2:liconic_rack_18mm_22", 0,
+         "rack_types: cassette 2: 'liconic_rack_18mm_22' is not a known rack type"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        assert_int_equal(liconic_cassettes_parse(bad[i].rack_type, bad[i].rack_types,
+                                                 bad[i].cassettes, &c, err, sizeof err),
+                         PROTO_ESYNTAX);
+        assert_int_equal(c.n, 0);
+        if (!strstr(err, bad[i].why))
+            fail_msg("case %zu: '%s', expected '%s'", i, err, bad[i].why);
+    }
+}
+
 static void test_errors(void **state)
 {
     /* liconic_backend_tests.py: reply b"E1" -> LiconicControllerCommandError; b"E9" unknown. */
@@ -251,8 +319,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handshake),   cmocka_unit_test(test_climate),
         cmocka_unit_test(test_load_unload), cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_racks),       cmocka_unit_test(test_stream),
-        cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_racks),       cmocka_unit_test(test_cassettes),
+        cmocka_unit_test(test_stream),      cmocka_unit_test(test_garbage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
