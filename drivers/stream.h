@@ -121,7 +121,9 @@ int lab_stream_init(lab_stream_t *s, lab_driver_t *d, const lab_stream_ops_t *op
 void lab_stream_start(lab_stream_t *s);
 /* Drops the connection and every sequence without an end callback. */
 void lab_stream_stop(lab_stream_t *s);
-/* lab_stream_stop, then closes the timers; lab_drv_closed(d) once the last one closed. */
+/* lab_stream_stop, then closes the timers; lab_drv_closed(d) once the last one closed. Only for
+ * a stream lab_stream_init was called on (it may have failed): a driver whose open refused its
+ * configuration before that calls lab_drv_closed itself (s->d is NULL then). */
 void lab_stream_close(lab_stream_t *s);
 
 /* Runs the operation invoke prepared: at once when the link is up, else when it is. */
