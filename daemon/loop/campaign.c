@@ -288,9 +288,10 @@ static json_t *camp_view(lab_loop_t *l, camp_t *c)
     json_object_set_new(v, "batches", batches);
     json_t *plates = json_array();
     for (int i = 0; i < c->np; i++)
-        if (!c->p[i].over && !c->p[i].relaid)
+        if (lab_plate_state_live(c->p[i].state))
             json_array_append_new(plates, json_pack("{s:s,s:s,s:b}", "plate", c->p[i].name, "run",
-                                                    c->p[i].run, "started", c->p[i].started));
+                                                    c->p[i].run, "started",
+                                                    c->p[i].state == LAB_PLATE_RUNNING));
     json_object_set_new(v, "plates", plates);
     return v;
 }

@@ -260,7 +260,7 @@ void lab_loop_scores(lab_loop_t *l, const char *campaign, const json_t *body, co
         json_array_append_new(done, json_string(k->id));
     }
     for (int pi = 0; pi < c->np; pi++)
-        if (touched[pi] && !c->p[pi].over && !c->p[pi].relaid)
+        if (touched[pi] && lab_plate_state_live(c->p[pi].state))
             lab_sched_reprioritize(l->sched, c->p[pi].run, by, NULL, true, loop_plate_score(c, pi),
                                    loop_noop_done, NULL);
     free(touched);

@@ -252,6 +252,13 @@ int loop_camp_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, lab_camp_state_
     return 0;
 }
 
+int loop_plate_set(camp_t *c, int pi, lab_plate_state_t to)
+{
+    char id[200];
+    snprintf(id, sizeof id, "%s/%s", c->id, c->p[pi].name);
+    return lab_plate_set_state(&c->p[pi].state, to, id); /* logs the move (debug) or refusal */
+}
+
 /* ---- building campaigns and candidates in memory ---- */
 
 camp_t *loop_camp_add(lab_loop_t *l, json_t *doc)
@@ -333,7 +340,7 @@ static void on_run(void *ctx, const char *id, const char *state, const char *doc
     int pi = -1;
     for (int i = 0; i < l->n && pi < 0; i++)
         for (int j = 0; j < l->v[i]->np; j++)
-            if (!l->v[i]->p[j].over && strcmp(l->v[i]->p[j].run, id) == 0) {
+            if (l->v[i]->p[j].state != LAB_PLATE_OVER && strcmp(l->v[i]->p[j].run, id) == 0) {
                 c = l->v[i];
                 pi = j;
                 break;
@@ -346,8 +353,8 @@ static void on_run(void *ctx, const char *id, const char *state, const char *doc
         return;
     lab_loop_write_t *w = lab_loop_write_new(loop_now_ms(l));
     if (!lab_run_state_final((lab_run_state_t)rs)) {
-        if (!p->started) {
-            p->started = true;
+        if (p->state == LAB_PLATE_STAGED) {
+            (void)loop_plate_set(c, pi, LAB_PLATE_RUNNING); /* staged -> running: in the table */
             for (int i = 0; i < c->nc; i++)
                 if (c->c[i]->plate == pi && c->c[i]->state == LAB_CAND_STAGED)
                     loop_cand_set(l, w, c, c->c[i], LAB_CAND_RUNNING, NULL);
@@ -356,8 +363,9 @@ static void on_run(void *ctx, const char *id, const char *state, const char *doc
         loop_maybe_propose(l, c); /* the next plate gets ready while this one runs */
         return;
     }
-    p->over = true;
-    if (p->relaid) { /* our own cancel: its candidates were laid out again already */
+    bool relaid = p->state == LAB_PLATE_RELAID;
+    (void)loop_plate_set(c, pi, LAB_PLATE_OVER); /* from every state found above */
+    if (relaid) { /* our own cancel: its candidates were laid out again already */
         loop_commit(l, w, NULL, NULL, 0, NULL);
         return;
     }
@@ -440,7 +448,7 @@ void loop_maybe_propose(lab_loop_t *l, camp_t *c)
     json_t *ahead = json_object_get(json_object_get(c->doc, "learner"), "ahead");
     int inflight = 0;
     for (int pi = 0; pi < c->np; pi++)
-        inflight += !c->p[pi].over && !c->p[pi].relaid;
+        inflight += lab_plate_state_live(c->p[pi].state);
     if (inflight >= (ahead ? (int)json_integer_value(ahead) : 2))
         return;
     for (int i = 0; i < c->nc; i++)
@@ -643,8 +651,7 @@ static void recover(lab_loop_t *l, camp_t *c)
         plate_t *p = &c->p[pi];
         int started = lab_sched_run_started(l->sched, p->run);
         if (started >= 0) {
-            p->started = started == 1;
-            if (p->started)
+            if (started == 1 && loop_plate_set(c, pi, LAB_PLATE_RUNNING) == 0)
                 for (int i = 0; i < c->nc; i++)
                     if (c->c[i]->plate == pi && c->c[i]->state == LAB_CAND_STAGED)
                         loop_cand_set(l, w, c, c->c[i], LAB_CAND_RUNNING, NULL);
@@ -656,7 +663,7 @@ static void recover(lab_loop_t *l, camp_t *c)
         if (lab_runs_get(l->st, p->run, &text) == LAB_OK)
             rd = json_loads(text, 0, NULL);
         free(text);
-        p->over = true;
+        (void)loop_plate_set(c, pi, LAB_PLATE_OVER); /* a restored plate is staged */
         int rs = rd ? lab_run_state_parse(loop_str(rd, "state")) : -1;
         log_info("loop", "campaign=%s plate %s ended while the daemon was down (%s)", c->id,
                  p->name, rd ? loop_str(rd, "state") : "no run");
@@ -690,7 +697,7 @@ static void orphans(lab_loop_t *l)
                 const char *id = loop_str(d, "id");
                 bool used = false;
                 for (int j = 0; c && j < c->np && !used; j++)
-                    used = strcmp(c->p[j].run, id) == 0 && !c->p[j].over;
+                    used = strcmp(c->p[j].run, id) == 0 && c->p[j].state != LAB_PLATE_OVER;
                 if (c && !used && lab_sched_run_started(l->sched, id) == 0) {
                     log_info("loop", "campaign=%s run %s holds no candidate: cancelled", c->id, id);
                     lab_sched_cancel(l->sched, id, "campaign", "no candidate is on this plate",

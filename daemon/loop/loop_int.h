@@ -14,6 +14,7 @@
 #include "core/jschema.h"
 #include "daemon/model/campaign.h"
 #include "daemon/model/candidate.h"
+#include "daemon/model/plate.h"
 #include "daemon/store/campaigns.h"
 
 #include <jansson.h>
@@ -36,8 +37,8 @@ typedef struct plate {
     char run[LAB_UUID_LEN + 1];
     char name[96];
     int no;
-    bool started, over, relaid;
-    json_t *wells; /* {WELL: {"role": "positive"|"negative"|"candidate", "candidate"?}} */
+    lab_plate_state_t state; /* through loop_plate_set only */
+    json_t *wells;           /* {WELL: {"role": "positive"|"negative"|"candidate", "candidate"?}} */
 } plate_t;
 
 typedef struct camp {
@@ -96,6 +97,8 @@ int loop_cand_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, cand_t *k, lab_
                   const char *reason);
 int loop_camp_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, lab_camp_state_t to,
                   const char *reason);
+/* The one way a plate's state changes: LAB_ESTATE (logged, nothing changed) for a refused move. */
+int loop_plate_set(camp_t *c, int pi, lab_plate_state_t to);
 camp_t *loop_camp_add(lab_loop_t *l, json_t *doc);
 cand_t *loop_cand_add(camp_t *c, json_t *doc);
 int loop_plate_add(camp_t *c, const char *run, const char *name, int no, json_t *wells);

@@ -168,14 +168,14 @@ void loop_unstage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, const char *new
 {
     for (int pi = 0; pi < c->np; pi++) {
         plate_t *p = &c->p[pi];
-        if (p->over || p->relaid || p->started)
+        if (p->state != LAB_PLATE_STAGED)
             continue;
         int started = lab_sched_run_started(l->sched, p->run);
         if (started == 1) {
-            p->started = true;
+            (void)loop_plate_set(c, pi, LAB_PLATE_RUNNING); /* from staged: in the table */
             continue;
         }
-        p->relaid = true;
+        (void)loop_plate_set(c, pi, LAB_PLATE_RELAID); /* from staged: in the table */
         if (started == 0)
             lab_sched_cancel(l->sched, p->run, "campaign",
                              newer ? "its candidates were replaced by a newer batch"

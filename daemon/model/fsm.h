@@ -1,7 +1,8 @@
 /* State machines as data: a machine is its state names and one table of allowed transitions,
  * each with the event that causes it. Every machine of the daemon (run, step, candidate,
- * campaign) is such a table in daemon/model/, moved only through lab_fsm_move, which refuses
- * what its table does not allow. tools/state_tables prints the tables into docs/state-tables.md. */
+ * campaign, campaign plate) is such a table in daemon/model/, moved only through lab_fsm_move,
+ * which refuses what its table does not allow. tools/state_tables prints the tables into
+ * docs/state-tables.md. */
 #ifndef LAB_MODEL_FSM_H
 #define LAB_MODEL_FSM_H
 

@@ -6,6 +6,7 @@
 #include "daemon/model/campaign.h"
 #include "daemon/model/candidate.h"
 #include "daemon/model/fsm.h"
+#include "daemon/model/plate.h"
 #include "daemon/model/run.h"
 #include "daemon/model/step.h"
 
@@ -49,14 +50,20 @@ static int set_camp(int *state, int to)
     return rc;
 }
 
+static int set_plate(int *state, int to)
+{
+    lab_plate_state_t s = (lab_plate_state_t)*state;
+    int rc = lab_plate_set_state(&s, (lab_plate_state_t)to, "test");
+    *state = (int)s;
+    return rc;
+}
+
 static const struct {
     const lab_fsm_t *m;
     int (*set)(int *state, int to);
 } machines[] = {
-    {&lab_run_fsm, set_run},
-    {&lab_step_fsm, set_step},
-    {&lab_cand_fsm, set_cand},
-    {&lab_camp_fsm, set_camp},
+    {&lab_run_fsm, set_run},   {&lab_step_fsm, set_step},   {&lab_cand_fsm, set_cand},
+    {&lab_camp_fsm, set_camp}, {&lab_plate_fsm, set_plate},
 };
 
 static void test_every_machine_listed(void **state)
@@ -197,6 +204,14 @@ static void test_known_facts(void **state)
     assert_int_equal(lab_camp_set_state(&c, LAB_CAMP_DONE, "c"), 0);
     assert_int_equal(lab_camp_state_parse("paused"), LAB_CAMP_PAUSED);
     assert_int_equal(lab_camp_state_parse("Paused"), -1);
+
+    /* a relaid plate's run is no longer the loop's, and it never runs again for it */
+    assert_true(lab_plate_state_live(LAB_PLATE_STAGED));
+    assert_true(lab_plate_state_live(LAB_PLATE_RUNNING));
+    assert_false(lab_plate_state_live(LAB_PLATE_RELAID));
+    lab_plate_state_t p = LAB_PLATE_RELAID;
+    assert_int_equal(lab_plate_set_state(&p, LAB_PLATE_RUNNING, "c/P1"), LAB_ESTATE);
+    assert_int_equal(lab_plate_set_state(&p, LAB_PLATE_OVER, "c/P1"), 0);
 }
 
 int main(void)
