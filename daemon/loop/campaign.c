@@ -260,7 +260,7 @@ static json_t *campaign_doc(lab_loop_t *l, const json_t *in, const char *by)
         if (!loop_param_is_choice(p) && !json_object_get(p, "min"))
             json_object_set_new(p, "min", json_real(0));
     }
-    json_object_set_new(d, "state", json_string("active"));
+    json_object_set_new(d, "state", json_string(lab_camp_state_name(LAB_CAMP_ACTIVE)));
     json_object_set_new(d, "created_by", json_string(by));
     json_object_set_new(d, "created_at", loop_now_iso(l));
     json_object_set_new(d, "plates_made", json_integer(0));
@@ -271,12 +271,12 @@ static json_t *camp_view(lab_loop_t *l, camp_t *c)
 {
     (void)l;
     json_t *v = json_deep_copy(c->doc);
-    int count[CS_N] = {0};
+    int count[LAB_CAND_NSTATES] = {0};
     for (int i = 0; i < c->nc; i++)
         count[c->c[i]->state]++;
     json_t *counts = json_object();
-    for (int s = 0; s < CS_N; s++)
-        json_object_set_new(counts, loop_cs_names[s], json_integer(count[s]));
+    for (int s = 0; s < LAB_CAND_NSTATES; s++)
+        json_object_set_new(counts, lab_cand_state_name(s), json_integer(count[s]));
     json_object_set_new(v, "candidates", counts);
     json_t *batches = json_array();
     const char *key;
@@ -288,9 +288,10 @@ static json_t *camp_view(lab_loop_t *l, camp_t *c)
     json_object_set_new(v, "batches", batches);
     json_t *plates = json_array();
     for (int i = 0; i < c->np; i++)
-        if (!c->p[i].over && !c->p[i].relaid)
+        if (lab_plate_state_live(c->p[i].state))
             json_array_append_new(plates, json_pack("{s:s,s:s,s:b}", "plate", c->p[i].name, "run",
-                                                    c->p[i].run, "started", c->p[i].started));
+                                                    c->p[i].run, "started",
+                                                    c->p[i].state == LAB_PLATE_RUNNING));
     json_object_set_new(v, "plates", plates);
     return v;
 }
@@ -358,17 +359,23 @@ void lab_loop_control(lab_loop_t *l, const char *campaign, const char *what, con
         loop_answer(cb, arg, 404, loop_problem("there is no such campaign", NULL));
         return;
     }
-    if (strcmp(c->state, "done") == 0) {
+    if (c->state == LAB_CAMP_DONE) {
         loop_answer(cb, arg, 409, loop_problem("the campaign is done", NULL));
         return;
     }
     lab_loop_write_t *w = lab_loop_write_new(loop_now_ms(l));
     char why[160];
-    if (strcmp(what, "pause") == 0) {
-        snprintf(why, sizeof why, "paused by %s", by);
-        loop_camp_set(l, w, c, "paused", why);
-    } else {
-        loop_camp_set(l, w, c, "active", NULL);
+    bool pause = strcmp(what, "pause") == 0;
+    snprintf(why, sizeof why, "paused by %s", by);
+    if (loop_camp_set(l, w, c, pause ? LAB_CAMP_PAUSED : LAB_CAMP_ACTIVE, pause ? why : NULL) < 0) {
+        lab_loop_write_free(w);
+        loop_answer(cb, arg, 409,
+                    loop_problem(pause ? "the campaign cannot be paused now"
+                                       : "the campaign cannot be resumed now",
+                                 NULL));
+        return;
+    }
+    if (!pause) {
         json_object_set_new(c->doc, "resumed_by", json_string(by));
         loop_stage(l, w, c);
     }
@@ -387,9 +394,10 @@ json_t *lab_loop_list(lab_loop_t *l)
     json_t *out = json_array();
     for (int i = 0; i < l->n; i++) {
         camp_t *c = l->v[i];
-        json_array_append_new(out, json_pack("{s:s,s:s,s:O,s:O}", "id", c->id, "state", c->state,
-                                             "workflow", json_object_get(c->doc, "workflow"),
-                                             "created_at", json_object_get(c->doc, "created_at")));
+        json_array_append_new(out, json_pack("{s:s,s:s,s:O,s:O}", "id", c->id, "state",
+                                             lab_camp_state_name(c->state), "workflow",
+                                             json_object_get(c->doc, "workflow"), "created_at",
+                                             json_object_get(c->doc, "created_at")));
     }
     return out;
 }

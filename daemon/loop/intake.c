@@ -101,11 +101,12 @@ static void batch_check(camp_t *c, const json_t *batch, lab_jerrs_t *e)
     if (bc) {
         int accepted = 0;
         for (int m = 0; m < c->nc; m++)
-            accepted += c->c[m]->state != CS_STALE;
+            accepted += c->c[m]->state != LAB_CAND_STALE;
         /* candidates this batch makes stale free their place */
         if (json_is_true(json_object_get(batch, "replaces_pending")))
             for (int m = 0; m < c->nc; m++)
-                accepted -= c->c[m]->state == CS_CANDIDATE || c->c[m]->state == CS_STAGED;
+                accepted -=
+                    c->c[m]->state == LAB_CAND_CANDIDATE || c->c[m]->state == LAB_CAND_STAGED;
         long long room = json_integer_value(bc) - accepted;
         if ((long long)json_array_size(cands) > room)
             lab_jerrs_add(e, "/candidates",
@@ -114,7 +115,7 @@ static void batch_check(camp_t *c, const json_t *batch, lab_jerrs_t *e)
                           json_array_size(cands), (long long)json_integer_value(bc),
                           room > 0 ? room : 0);
     }
-    if (strcmp(c->state, "done") == 0)
+    if (c->state == LAB_CAMP_DONE)
         lab_jerrs_add(e, "", "the campaign is done (%s): it takes no more batches",
                       loop_str(c->doc, "reason") ?: "");
 }
@@ -232,9 +233,9 @@ void lab_loop_scores(lab_loop_t *l, const char *campaign, const json_t *body, co
         if (!k)
             lab_jerrs_add(&e, path, "no candidate %s in this campaign",
                           loop_str(s, "id") ?: "(no id)");
-        else if (k->state != CS_CANDIDATE && k->state != CS_STAGED)
+        else if (k->state != LAB_CAND_CANDIDATE && k->state != LAB_CAND_STAGED)
             lab_jerrs_add(&e, path, "candidate %s is %s: only candidates not started are re-scored",
-                          k->id, loop_cs_names[k->state]);
+                          k->id, lab_cand_state_name(k->state));
         if (!json_is_number(json_object_get(s, "score")))
             lab_jerrs_add(&e, path, "score must be a number");
     }
@@ -259,7 +260,7 @@ void lab_loop_scores(lab_loop_t *l, const char *campaign, const json_t *body, co
         json_array_append_new(done, json_string(k->id));
     }
     for (int pi = 0; pi < c->np; pi++)
-        if (touched[pi] && !c->p[pi].over && !c->p[pi].relaid)
+        if (touched[pi] && lab_plate_state_live(c->p[pi].state))
             lab_sched_reprioritize(l->sched, c->p[pi].run, by, NULL, true, loop_plate_score(c, pi),
                                    loop_noop_done, NULL);
     free(touched);
@@ -286,7 +287,7 @@ json_t *lab_loop_results(lab_loop_t *l, const char *campaign)
         return NULL;
     json_t *out = json_array();
     for (int i = 0; i < c->nc; i++)
-        if (c->c[i]->state == CS_COMPLETED)
+        if (c->c[i]->state == LAB_CAND_COMPLETED)
             json_array_append(out, json_object_get(c->c[i]->doc, "result"));
     return out;
 }

@@ -19,17 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const loop_cs_names[CS_N] = {"candidate", "staged",    "running", "completed",
-                                         "failed",    "abandoned", "stale"};
-
-int lab_cand_state_parse(const char *name)
-{
-    for (int i = 0; name && i < CS_N; i++)
-        if (strcmp(loop_cs_names[i], name) == 0)
-            return i;
-    return -1;
-}
-
 /* ---- small helpers ---- */
 
 int64_t loop_now_ms(const lab_loop_t *l)
@@ -184,7 +173,7 @@ void loop_put_camp(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
 {
     json_object_set_new(c->doc, "updated_at", loop_now_iso(l));
     char *text = json_dumps(c->doc, JSON_COMPACT);
-    lab_loop_write_put(w, LAB_LT_CAMPAIGN, c->id, NULL, c->state, 0, text);
+    lab_loop_write_put(w, LAB_LT_CAMPAIGN, c->id, NULL, lab_camp_state_name(c->state), 0, text);
     free(text);
 }
 
@@ -199,7 +188,8 @@ void loop_put_cand(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, cand_t *k)
 {
     json_object_set_new(k->doc, "updated_at", loop_now_iso(l));
     char *text = json_dumps(k->doc, JSON_COMPACT);
-    lab_loop_write_put(w, LAB_LT_CANDIDATE, c->id, k->id, loop_cs_names[k->state], k->ord, text);
+    lab_loop_write_put(w, LAB_LT_CANDIDATE, c->id, k->id, lab_cand_state_name(k->state), k->ord,
+                       text);
     free(text);
 }
 
@@ -217,41 +207,56 @@ static json_t *reason_json(const char *reason)
     return j;
 }
 
-void loop_cand_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, cand_t *k, cand_state_t to,
-                   const char *reason)
+int loop_cand_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, cand_t *k, lab_cand_state_t to,
+                  const char *reason)
 {
-    if (k->state != to)
+    lab_cand_state_t from = k->state;
+    char id[200];
+    snprintf(id, sizeof id, "%s/%s", c->id, k->id);
+    if (lab_cand_set_state(&k->state, to, id) < 0)
+        return LAB_ESTATE;
+    if (from != to)
         log_info("loop", "campaign=%s candidate=%s %s -> %s%s%s", c->id, k->id,
-                 loop_cs_names[k->state], loop_cs_names[to], reason ? ": " : "",
+                 lab_cand_state_name(from), lab_cand_state_name(to), reason ? ": " : "",
                  reason ? reason : "");
-    k->state = to;
-    json_object_set_new(k->doc, "state", json_string(loop_cs_names[to]));
+    json_object_set_new(k->doc, "state", json_string(lab_cand_state_name(to)));
     if (reason)
         json_object_set_new(k->doc, "reason", reason_json(reason));
     else
         json_object_del(k->doc, "reason");
-    if (to != CS_STAGED && to != CS_RUNNING) {
+    if (to != LAB_CAND_STAGED && to != LAB_CAND_RUNNING) {
         k->plate = -1;
         json_object_del(k->doc, "run");
         json_object_del(k->doc, "plate");
         json_object_del(k->doc, "wells");
     }
     loop_put_cand(l, w, c, k);
+    return 0;
 }
 
-void loop_camp_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, const char *state,
-                   const char *reason)
+int loop_camp_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, lab_camp_state_t to,
+                  const char *reason)
 {
-    if (strcmp(c->state, state) != 0)
-        log_info("loop", "campaign=%s %s -> %s%s%s", c->id, c->state, state, reason ? ": " : "",
-                 reason ? reason : "");
-    json_object_set_new(c->doc, "state", json_string(state));
-    c->state = loop_str(c->doc, "state");
+    lab_camp_state_t from = c->state;
+    if (lab_camp_set_state(&c->state, to, c->id) < 0)
+        return LAB_ESTATE;
+    if (from != to)
+        log_info("loop", "campaign=%s %s -> %s%s%s", c->id, lab_camp_state_name(from),
+                 lab_camp_state_name(to), reason ? ": " : "", reason ? reason : "");
+    json_object_set_new(c->doc, "state", json_string(lab_camp_state_name(to)));
     if (reason)
         json_object_set_new(c->doc, "reason", reason_json(reason));
     else
         json_object_del(c->doc, "reason");
     loop_put_camp(l, w, c);
+    return 0;
+}
+
+int loop_plate_set(camp_t *c, int pi, lab_plate_state_t to)
+{
+    char id[200];
+    snprintf(id, sizeof id, "%s/%s", c->id, c->p[pi].name);
+    return lab_plate_set_state(&c->p[pi].state, to, id); /* logs the move (debug) or refusal */
 }
 
 /* ---- building campaigns and candidates in memory ---- */
@@ -261,7 +266,12 @@ camp_t *loop_camp_add(lab_loop_t *l, json_t *doc)
     camp_t *c = LAB_NEW(camp_t);
     snprintf(c->id, sizeof c->id, "%s", loop_str(doc, "id"));
     c->doc = doc;
-    c->state = loop_str(doc, "state");
+    /* restored as stored, not a transition */
+    int cs = lab_camp_state_parse(loop_str(doc, "state"));
+    if (cs < 0)
+        log_warn("loop", "campaign=%s has no known state (%s): taken as active", c->id,
+                 loop_str(doc, "state") ?: "none");
+    c->state = cs < 0 ? LAB_CAMP_ACTIVE : (lab_camp_state_t)cs;
     c->batches = json_object();
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 8;
@@ -278,7 +288,7 @@ cand_t *loop_cand_add(camp_t *c, json_t *doc)
     k->id = loop_str(doc, "id");
     k->batch = loop_str(doc, "batch");
     int s = lab_cand_state_parse(loop_str(doc, "state"));
-    k->state = s < 0 ? CS_CANDIDATE : (cand_state_t)s;
+    k->state = s < 0 ? LAB_CAND_CANDIDATE : (lab_cand_state_t)s;
     k->ord = (int64_t)loop_num(doc, "ord", 0);
     k->plate = -1;
     if (c->nc == c->capc) {
@@ -330,7 +340,7 @@ static void on_run(void *ctx, const char *id, const char *state, const char *doc
     int pi = -1;
     for (int i = 0; i < l->n && pi < 0; i++)
         for (int j = 0; j < l->v[i]->np; j++)
-            if (!l->v[i]->p[j].over && strcmp(l->v[i]->p[j].run, id) == 0) {
+            if (l->v[i]->p[j].state != LAB_PLATE_OVER && strcmp(l->v[i]->p[j].run, id) == 0) {
                 c = l->v[i];
                 pi = j;
                 break;
@@ -343,18 +353,19 @@ static void on_run(void *ctx, const char *id, const char *state, const char *doc
         return;
     lab_loop_write_t *w = lab_loop_write_new(loop_now_ms(l));
     if (!lab_run_state_final((lab_run_state_t)rs)) {
-        if (!p->started) {
-            p->started = true;
+        if (p->state == LAB_PLATE_STAGED) {
+            (void)loop_plate_set(c, pi, LAB_PLATE_RUNNING); /* staged -> running: in the table */
             for (int i = 0; i < c->nc; i++)
-                if (c->c[i]->plate == pi && c->c[i]->state == CS_STAGED)
-                    loop_cand_set(l, w, c, c->c[i], CS_RUNNING, NULL);
+                if (c->c[i]->plate == pi && c->c[i]->state == LAB_CAND_STAGED)
+                    loop_cand_set(l, w, c, c->c[i], LAB_CAND_RUNNING, NULL);
         }
         loop_commit(l, w, NULL, NULL, 0, NULL);
         loop_maybe_propose(l, c); /* the next plate gets ready while this one runs */
         return;
     }
-    p->over = true;
-    if (p->relaid) { /* our own cancel: its candidates were laid out again already */
+    bool relaid = p->state == LAB_PLATE_RELAID;
+    (void)loop_plate_set(c, pi, LAB_PLATE_OVER); /* from every state found above */
+    if (relaid) { /* our own cancel: its candidates were laid out again already */
         loop_commit(l, w, NULL, NULL, 0, NULL);
         return;
     }
@@ -374,7 +385,7 @@ static void on_run(void *ctx, const char *id, const char *state, const char *doc
                  loop_str(run, "cancelled_by") ? " by " : "", loop_str(run, "cancelled_by") ?: "");
         for (int i = 0; i < c->nc; i++)
             if (c->c[i]->plate == pi)
-                loop_cand_set(l, w, c, c->c[i], CS_ABANDONED, why);
+                loop_cand_set(l, w, c, c->c[i], LAB_CAND_ABANDONED, why);
     }
     json_decref(run);
     loop_breaker(l, w, c);
@@ -430,22 +441,22 @@ void loop_maybe_propose(lab_loop_t *l, camp_t *c)
 {
     const char *kind = loop_str(json_object_get(c->doc, "learner"), "kind");
     if (l->stopped || c->proposing || !kind || strcmp(kind, "builtin") != 0 ||
-        strcmp(c->state, "active") != 0)
+        c->state != LAB_CAMP_ACTIVE)
         return;
     /* plates in flight (waiting or running): the model learns from what comes back, so it
      * proposes ahead only this far */
     json_t *ahead = json_object_get(json_object_get(c->doc, "learner"), "ahead");
     int inflight = 0;
     for (int pi = 0; pi < c->np; pi++)
-        inflight += !c->p[pi].over && !c->p[pi].relaid;
+        inflight += lab_plate_state_live(c->p[pi].state);
     if (inflight >= (ahead ? (int)json_integer_value(ahead) : 2))
         return;
     for (int i = 0; i < c->nc; i++)
-        if (c->c[i]->state == CS_CANDIDATE)
+        if (c->c[i]->state == LAB_CAND_CANDIDATE)
             return;
     int accepted = 0;
     for (int i = 0; i < c->nc; i++)
-        accepted += c->c[i]->state != CS_STALE;
+        accepted += c->c[i]->state != LAB_CAND_STALE;
     json_t *bc = json_object_get(json_object_get(c->doc, "budget"), "candidates");
     int size = (int)json_integer_value(json_object_get(c->doc, "batch_size"));
     if (bc && accepted + size > json_integer_value(bc))
@@ -455,11 +466,11 @@ void loop_maybe_propose(lab_loop_t *l, camp_t *c)
     json_t *obs = json_array(), *pending = json_array();
     for (int i = 0; i < c->nc; i++) {
         cand_t *k = c->c[i];
-        if (k->state == CS_COMPLETED)
+        if (k->state == LAB_CAND_COMPLETED)
             json_array_append_new(
                 obs, json_pack("{s:O,s:O}", "params", json_object_get(k->doc, "params"), "value",
                                json_object_get(json_object_get(k->doc, "result"), "value")));
-        else if (k->state == CS_STAGED || k->state == CS_RUNNING)
+        else if (k->state == LAB_CAND_STAGED || k->state == LAB_CAND_RUNNING)
             json_array_append_new(pending,
                                   json_pack("{s:O}", "params", json_object_get(k->doc, "params")));
     }
@@ -612,7 +623,7 @@ static void recover(lab_loop_t *l, camp_t *c)
     lab_loop_write_t *w = lab_loop_write_new(loop_now_ms(l));
     for (int i = 0; i < c->nc; i++) {
         cand_t *k = c->c[i];
-        if (k->state != CS_STAGED && k->state != CS_RUNNING)
+        if (k->state != LAB_CAND_STAGED && k->state != LAB_CAND_RUNNING)
             continue;
         const char *run = loop_str(k->doc, "run");
         int pi = -1;
@@ -633,17 +644,17 @@ static void recover(lab_loop_t *l, camp_t *c)
         }
         k->plate = pi;
         if (pi < 0)
-            loop_cand_set(l, w, c, k, CS_CANDIDATE, "its plate was not found after a restart");
+            loop_cand_set(l, w, c, k, LAB_CAND_CANDIDATE,
+                          "its plate was not found after a restart");
     }
     for (int pi = 0; pi < c->np; pi++) {
         plate_t *p = &c->p[pi];
         int started = lab_sched_run_started(l->sched, p->run);
         if (started >= 0) {
-            p->started = started == 1;
-            if (p->started)
+            if (started == 1 && loop_plate_set(c, pi, LAB_PLATE_RUNNING) == 0)
                 for (int i = 0; i < c->nc; i++)
-                    if (c->c[i]->plate == pi && c->c[i]->state == CS_STAGED)
-                        loop_cand_set(l, w, c, c->c[i], CS_RUNNING, NULL);
+                    if (c->c[i]->plate == pi && c->c[i]->state == LAB_CAND_STAGED)
+                        loop_cand_set(l, w, c, c->c[i], LAB_CAND_RUNNING, NULL);
             continue;
         }
         /* over while we were down (or never stored: the write that staged it failed) */
@@ -652,7 +663,7 @@ static void recover(lab_loop_t *l, camp_t *c)
         if (lab_runs_get(l->st, p->run, &text) == LAB_OK)
             rd = json_loads(text, 0, NULL);
         free(text);
-        p->over = true;
+        (void)loop_plate_set(c, pi, LAB_PLATE_OVER); /* a restored plate is staged */
         int rs = rd ? lab_run_state_parse(loop_str(rd, "state")) : -1;
         log_info("loop", "campaign=%s plate %s ended while the daemon was down (%s)", c->id,
                  p->name, rd ? loop_str(rd, "state") : "no run");
@@ -686,7 +697,7 @@ static void orphans(lab_loop_t *l)
                 const char *id = loop_str(d, "id");
                 bool used = false;
                 for (int j = 0; c && j < c->np && !used; j++)
-                    used = strcmp(c->p[j].run, id) == 0 && !c->p[j].over;
+                    used = strcmp(c->p[j].run, id) == 0 && c->p[j].state != LAB_PLATE_OVER;
                 if (c && !used && lab_sched_run_started(l->sched, id) == 0) {
                     log_info("loop", "campaign=%s run %s holds no candidate: cancelled", c->id, id);
                     lab_sched_cancel(l->sched, id, "campaign", "no candidate is on this plate",

@@ -11,6 +11,7 @@
 
 #include "core/clock.h"
 #include "daemon/bus/mqtt.h"
+#include "daemon/model/candidate.h"
 #include "daemon/sched/sched.h"
 #include "daemon/store/store.h"
 
@@ -55,8 +56,5 @@ json_t *lab_loop_list(lab_loop_t *l);
 /* state NULL: every candidate. */
 json_t *lab_loop_candidates(lab_loop_t *l, const char *campaign, const char *state);
 json_t *lab_loop_results(lab_loop_t *l, const char *campaign);
-
-/* Candidate states (DESIGN §7); -1 for an unknown name. */
-int lab_cand_state_parse(const char *name);
 
 #endif

@@ -12,29 +12,14 @@
 
 #include "core/id.h"
 #include "core/jschema.h"
+#include "daemon/model/campaign.h"
+#include "daemon/model/candidate.h"
+#include "daemon/model/plate.h"
 #include "daemon/store/campaigns.h"
 
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
-
-typedef enum cand_state {
-    CS_CANDIDATE,
-    CS_STAGED,
-    CS_RUNNING,
-    CS_COMPLETED,
-    CS_FAILED,
-    CS_ABANDONED,
-    CS_STALE,
-    CS_N
-} cand_state_t;
-
-extern const char *const loop_cs_names[CS_N];
-
-static inline bool loop_cs_final(cand_state_t s)
-{
-    return s >= CS_COMPLETED;
-}
 
 /* Instrument trouble (a plate run that failed or was cancelled by a person) re-lays its
  * candidates on a new plate, up to this many plates; it never counts as a failed experiment. */
@@ -43,7 +28,7 @@ static inline bool loop_cs_final(cand_state_t s)
 typedef struct cand {
     json_t *doc; /* the record */
     const char *id, *batch;
-    cand_state_t state;
+    lab_cand_state_t state;
     int64_t ord;
     int plate; /* index in the campaign's plates while staged or running, else -1 */
 } cand_t;
@@ -52,14 +37,14 @@ typedef struct plate {
     char run[LAB_UUID_LEN + 1];
     char name[96];
     int no;
-    bool started, over, relaid;
-    json_t *wells; /* {WELL: {"role": "positive"|"negative"|"candidate", "candidate"?}} */
+    lab_plate_state_t state; /* through loop_plate_set only */
+    json_t *wells;           /* {WELL: {"role": "positive"|"negative"|"candidate", "candidate"?}} */
 } plate_t;
 
 typedef struct camp {
     char id[72];
     json_t *doc; /* the record: the campaign as created, with state, reason, counters */
-    const char *state;
+    lab_camp_state_t state;
     cand_t **c;
     int nc, capc;
     json_t *batches; /* {batch id: record}, in order of arrival */
@@ -105,10 +90,15 @@ void loop_commit(lab_loop_t *l, lab_loop_write_t *w, lab_loop_cb cb, void *arg, 
 void loop_put_camp(lab_loop_t *l, lab_loop_write_t *w, camp_t *c);
 void loop_put_batch(lab_loop_write_t *w, camp_t *c, const char *batch, int64_t ord);
 void loop_put_cand(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, cand_t *k);
-void loop_cand_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, cand_t *k, cand_state_t to,
-                   const char *reason);
-void loop_camp_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, const char *state,
-                   const char *reason);
+/* The one way a candidate's or a campaign's state changes: the record follows (state, reason) and
+ * goes into w. A move the table refuses changes nothing and returns LAB_ESTATE (logged); a
+ * move to the state it is in only updates the reason. */
+int loop_cand_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, cand_t *k, lab_cand_state_t to,
+                  const char *reason);
+int loop_camp_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, lab_camp_state_t to,
+                  const char *reason);
+/* The one way a plate's state changes: LAB_ESTATE (logged, nothing changed) for a refused move. */
+int loop_plate_set(camp_t *c, int pi, lab_plate_state_t to);
 camp_t *loop_camp_add(lab_loop_t *l, json_t *doc);
 cand_t *loop_cand_add(camp_t *c, json_t *doc);
 int loop_plate_add(camp_t *c, const char *run, const char *name, int no, json_t *wells);

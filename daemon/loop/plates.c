@@ -38,7 +38,8 @@ double loop_plate_score(camp_t *c, int pi)
     double s = 0;
     int n = 0;
     for (int i = 0; i < c->nc; i++)
-        if (c->c[i]->plate == pi && (c->c[i]->state == CS_STAGED || c->c[i]->state == CS_RUNNING)) {
+        if (c->c[i]->plate == pi &&
+            (c->c[i]->state == LAB_CAND_STAGED || c->c[i]->state == LAB_CAND_RUNNING)) {
             s += loop_num(c->c[i]->doc, "score", 0);
             n++;
         }
@@ -58,12 +59,12 @@ static int by_score(const void *a, const void *b)
  * run per plate (in w; the scheduler gets them once w committed). */
 void loop_stage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
 {
-    if (strcmp(c->state, "active") != 0)
+    if (c->state != LAB_CAMP_ACTIVE)
         return;
     cand_t **wait = lab_calloc((size_t)c->nc + 1, sizeof *wait);
     int nw = 0;
     for (int i = 0; i < c->nc; i++)
-        if (c->c[i]->state == CS_CANDIDATE)
+        if (c->c[i]->state == LAB_CAND_CANDIDATE)
             wait[nw++] = c->c[i];
     if (!nw) {
         free(wait);
@@ -86,7 +87,7 @@ void loop_stage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
             snprintf(why, sizeof why, "the campaign's plate budget (%lld) is spent",
                      (long long)json_integer_value(budget));
             for (int i = at; i < nw; i++)
-                loop_cand_set(l, w, c, wait[i], CS_ABANDONED, why);
+                loop_cand_set(l, w, c, wait[i], LAB_CAND_ABANDONED, why);
             break;
         }
         int no = plates_made(c) + 1;
@@ -132,7 +133,7 @@ void loop_stage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
             if (!json_is_array(tries))
                 json_object_set_new(cd->doc, "plates", tries = json_array());
             json_array_append_new(tries, json_pack("{s:s,s:s}", "plate", name, "run", run));
-            loop_cand_set(l, w, c, cd, CS_STAGED, NULL);
+            loop_cand_set(l, w, c, cd, LAB_CAND_STAGED, NULL);
         }
         json_t *sub =
             json_pack("{s:s,s:s,s:s,s:f,s:s}", "workflow", loop_str(c->doc, "workflow"), "plate",
@@ -167,30 +168,30 @@ void loop_unstage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, const char *new
 {
     for (int pi = 0; pi < c->np; pi++) {
         plate_t *p = &c->p[pi];
-        if (p->over || p->relaid || p->started)
+        if (p->state != LAB_PLATE_STAGED)
             continue;
         int started = lab_sched_run_started(l->sched, p->run);
         if (started == 1) {
-            p->started = true;
+            (void)loop_plate_set(c, pi, LAB_PLATE_RUNNING); /* from staged: in the table */
             continue;
         }
-        p->relaid = true;
+        (void)loop_plate_set(c, pi, LAB_PLATE_RELAID); /* from staged: in the table */
         if (started == 0)
             lab_sched_cancel(l->sched, p->run, "campaign",
                              newer ? "its candidates were replaced by a newer batch"
                                    : "its candidates were laid out again",
                              loop_noop_done, NULL);
         for (int i = 0; i < c->nc; i++)
-            if (c->c[i]->plate == pi && c->c[i]->state == CS_STAGED)
-                loop_cand_set(l, w, c, c->c[i], CS_CANDIDATE, NULL);
+            if (c->c[i]->plate == pi && c->c[i]->state == LAB_CAND_STAGED)
+                loop_cand_set(l, w, c, c->c[i], LAB_CAND_CANDIDATE, NULL);
     }
     if (!newer)
         return;
     char why[200];
     snprintf(why, sizeof why, "replaced by batch %s before it ran", newer);
     for (int i = 0; i < c->nc; i++)
-        if (c->c[i]->state == CS_CANDIDATE && strcmp(c->c[i]->batch, newer) != 0) {
-            loop_cand_set(l, w, c, c->c[i], CS_STALE, why);
+        if (c->c[i]->state == LAB_CAND_CANDIDATE && strcmp(c->c[i]->batch, newer) != 0) {
+            loop_cand_set(l, w, c, c->c[i], LAB_CAND_STALE, why);
             json_array_append_new(stale, json_string(c->c[i]->id));
         }
 }
@@ -200,7 +201,7 @@ void loop_unstage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, const char *new
 static bool batch_final(camp_t *c, const char *batch)
 {
     for (int i = 0; i < c->nc; i++)
-        if (strcmp(c->c[i]->batch, batch) == 0 && !loop_cs_final(c->c[i]->state))
+        if (strcmp(c->c[i]->batch, batch) == 0 && !lab_cand_state_settled(c->c[i]->state))
             return false;
     return true;
 }
@@ -217,7 +218,7 @@ void loop_settle(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
         const char *st = loop_str(b, "state");
         if ((st && strcmp(st, "done") == 0) || !batch_final(c, key))
             continue;
-        int count[CS_N] = {0};
+        int count[LAB_CAND_NSTATES] = {0};
         json_t *best = NULL;
         for (int i = 0; i < c->nc; i++) {
             cand_t *k = c->c[i];
@@ -231,8 +232,8 @@ void loop_settle(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
                 best = r;
         }
         json_t *counts = json_object();
-        for (int s = CS_COMPLETED; s < CS_N; s++)
-            json_object_set_new(counts, loop_cs_names[s], json_integer(count[s]));
+        for (int s = LAB_CAND_COMPLETED; s < LAB_CAND_NSTATES; s++)
+            json_object_set_new(counts, lab_cand_state_name(s), json_integer(count[s]));
         json_object_set_new(b, "state", json_string("done"));
         json_object_set_new(b, "done_at", loop_now_iso(l));
         json_object_set(b, "counts", counts);
@@ -250,14 +251,14 @@ void loop_settle(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
         free(text);
         json_decref(ev);
         log_info("loop", "campaign=%s batch=%s done: %d completed, %d failed", c->id, key,
-                 count[CS_COMPLETED], count[CS_FAILED]);
+                 count[LAB_CAND_COMPLETED], count[LAB_CAND_FAILED]);
         /* patience: batches done since the best result improved */
         json_t *since = json_object_get(c->doc, "batches_without_improvement");
         json_object_set_new(c->doc, "batches_without_improvement",
                             json_integer(json_integer_value(since) + 1));
         loop_put_camp(l, w, c);
     }
-    if (strcmp(c->state, "done") == 0)
+    if (c->state == LAB_CAMP_DONE)
         return;
     /* the stopping rules and the budget */
     const json_t *stop = json_object_get(c->doc, "stop");
@@ -283,8 +284,8 @@ void loop_settle(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
     bool open = false;
     int accepted = 0;
     for (int i = 0; i < c->nc; i++) {
-        open |= !loop_cs_final(c->c[i]->state);
-        accepted += c->c[i]->state != CS_STALE;
+        open |= !lab_cand_state_settled(c->c[i]->state);
+        accepted += c->c[i]->state != LAB_CAND_STALE;
     }
     json_t *budget = json_object_get(c->doc, "budget");
     json_t *bc = json_object_get(budget, "candidates"), *bp = json_object_get(budget, "plates");
@@ -304,9 +305,9 @@ void loop_settle(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
     char abandoned[260];
     snprintf(abandoned, sizeof abandoned, "the campaign is done: %s", why);
     for (int i = 0; i < c->nc; i++)
-        if (c->c[i]->state == CS_CANDIDATE)
-            loop_cand_set(l, w, c, c->c[i], CS_ABANDONED, abandoned);
-    loop_camp_set(l, w, c, "done", why);
+        if (c->c[i]->state == LAB_CAND_CANDIDATE)
+            loop_cand_set(l, w, c, c->c[i], LAB_CAND_ABANDONED, abandoned);
+    loop_camp_set(l, w, c, LAB_CAMP_DONE, why);
     loop_settle(l, w, c); /* batches that just became final */
 }
 
@@ -314,15 +315,15 @@ void loop_settle(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
  * failed (instrument trouble aside): the campaign pauses with the reason. */
 void loop_breaker(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
 {
-    if (strcmp(c->state, "active") != 0)
+    if (c->state != LAB_CAMP_ACTIVE)
         return;
     int finished = 0, failed = 0;
     for (int i = 0; i < c->nc; i++) {
         cand_t *k = c->c[i];
         if (json_is_true(json_object_get(k->doc, "instrument_trouble")))
             continue;
-        finished += k->state == CS_COMPLETED || k->state == CS_FAILED;
-        failed += k->state == CS_FAILED;
+        finished += k->state == LAB_CAND_COMPLETED || k->state == LAB_CAND_FAILED;
+        failed += k->state == LAB_CAND_FAILED;
     }
     json_t *br = json_object_get(c->doc, "breaker");
     int min = (int)json_integer_value(json_object_get(br, "min_finished"));
@@ -333,7 +334,7 @@ void loop_breaker(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
                  "%d of %d finished candidates failed (more than %.0f%%): find the cause, then "
                  "resume the campaign",
                  failed, finished, frac * 100);
-        loop_camp_set(l, w, c, "paused", why);
+        loop_camp_set(l, w, c, LAB_CAMP_PAUSED, why);
     }
 }
 
@@ -409,11 +410,11 @@ void loop_plate_trouble(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, int pi, c
         if (tries >= PLATE_TRIES_MAX) {
             snprintf(reason, sizeof reason, "no value after %d plates; last: %s", tries, why);
             json_object_set_new(k->doc, "instrument_trouble", json_true());
-            loop_cand_set(l, w, c, k, CS_FAILED, reason);
+            loop_cand_set(l, w, c, k, LAB_CAND_FAILED, reason);
         } else {
             snprintf(reason, sizeof reason, "plate %s gave no value (%s): laid out again",
                      c->p[pi].name, why);
-            loop_cand_set(l, w, c, k, CS_CANDIDATE, reason);
+            loop_cand_set(l, w, c, k, LAB_CAND_CANDIDATE, reason);
         }
     }
 }
@@ -471,11 +472,11 @@ void loop_plate_done(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, int pi, cons
             if (fails > retries) {
                 snprintf(reason, sizeof reason, "plate %.96s failed QC (%.*s), %d time%s", p->name,
                          (int)lab_text_fit(why, 300), why, fails, fails == 1 ? "" : "s");
-                loop_cand_set(l, w, c, k, CS_FAILED, reason);
+                loop_cand_set(l, w, c, k, LAB_CAND_FAILED, reason);
             } else {
                 snprintf(reason, sizeof reason, "plate %.96s failed QC (%.*s): re-run", p->name,
                          (int)lab_text_fit(why, 300), why);
-                loop_cand_set(l, w, c, k, CS_CANDIDATE, reason);
+                loop_cand_set(l, w, c, k, LAB_CAND_CANDIDATE, reason);
             }
             continue;
         }
@@ -508,7 +509,7 @@ void loop_plate_done(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, int pi, cons
         if (json_object_get(k->doc, "fit"))
             json_object_set(res, "fit", json_object_get(k->doc, "fit"));
         json_object_set(k->doc, "result", res);
-        loop_cand_set(l, w, c, k, CS_COMPLETED, NULL);
+        loop_cand_set(l, w, c, k, LAB_CAND_COMPLETED, NULL);
         text = json_dumps(res, JSON_COMPACT);
         lab_loop_write_row(w, "campaign.result", c->id, text);
         free(text);

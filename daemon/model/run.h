@@ -3,6 +3,8 @@
 #ifndef LAB_MODEL_RUN_H
 #define LAB_MODEL_RUN_H
 
+#include "daemon/model/fsm.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,6 +26,10 @@ const char *lab_run_state_name(lab_run_state_t s);
 int lab_run_state_parse(const char *name);
 bool lab_run_transition_ok(lab_run_state_t from, lab_run_state_t to);
 bool lab_run_state_final(lab_run_state_t s);
+extern const lab_fsm_t lab_run_fsm;
+/* The run state machine's one setter: LAB_ESTATE (and a log line) for a move its table refuses,
+ * *state unchanged. id names the run in the log. */
+int lab_run_set_state(lab_run_state_t *state, lab_run_state_t to, const char *id);
 
 /* The run document for a new, validated submission: the submission's fields with defaults filled
  * (priority "normal", score 0, params {}), plus id, state "queued", origin, submitted_by,

@@ -6,6 +6,7 @@
 #include "core/mem.h"
 #include "core/text.h"
 #include "daemon/model/run.h"
+#include "daemon/model/step.h"
 #include "daemon/sched/ops.h"
 #include "daemon/store/runs.h"
 #include "daemon/store/workflows.h"
@@ -18,28 +19,6 @@
 
 /* ---- steps ---- */
 
-typedef enum step_state {
-    SS_PENDING,
-    SS_RUNNING,
-    SS_DONE,
-    SS_FAILED,
-    SS_SKIPPED,
-    SS_INTERRUPTED,
-    SS_CANCELLED,
-    SS_NSTATES
-} step_state_t;
-
-static const char *const ss_names[SS_NSTATES] = {"pending", "running",     "done",     "failed",
-                                                 "skipped", "interrupted", "cancelled"};
-
-static int ss_parse(const char *s)
-{
-    for (int i = 0; s && i < SS_NSTATES; i++)
-        if (strcmp(ss_names[i], s) == 0)
-            return i;
-    return SS_PENDING;
-}
-
 typedef struct sstep {
     /* borrowed from the run's workflow, whole */
     const char *name, *op, *on;
@@ -48,7 +27,7 @@ typedef struct sstep {
     double nominal_s;     /* the longest duration */
     double plan_s;        /* what the planner reserves (an incubator's handling added) */
     double min_lag, max_lag;
-    step_state_t state;
+    lab_step_state_t state;
     int attempts, interruptions;
     int inst;                 /* instrument index where it runs or ran; -1 */
     int64_t start_ms, end_ms; /* lab wall time, 0 when not yet */
@@ -346,19 +325,19 @@ static void doc_sync(lab_sched_t *s, srun_t *r)
     for (int k = 0; k < r->n; k++) {
         sstep_t *st = &r->st[k];
         json_t *o = json_pack("{s:s,s:s,s:s,s:i}", "name", st->name, "op", st->op, "state",
-                              ss_names[st->state], "attempts", st->attempts);
+                              lab_step_state_name(st->state), "attempts", st->attempts);
         lab_driver_t *d = inst_at(s, st->inst);
-        if (d && st->state != SS_PENDING)
+        if (d && st->state != LAB_STEP_PENDING)
             json_object_set_new(o, "instrument", json_string(lab_driver_id(d)));
-        put_time(o, "started_at", st->state != SS_PENDING ? st->start_ms : 0);
-        put_time(o, "ended_at", st->state != SS_PENDING ? st->end_ms : 0);
+        put_time(o, "started_at", st->state != LAB_STEP_PENDING ? st->start_ms : 0);
+        put_time(o, "ended_at", st->state != LAB_STEP_PENDING ? st->end_ms : 0);
         if (st->cassette)
             json_object_set_new(o, "site",
                                 json_pack("{s:i,s:i}", "cassette", st->cassette, "slot", st->slot));
         put_time(o, "loaded_at", st->loaded_ms);
         if (st->unloaded)
             json_object_set_new(o, "unloaded", json_true());
-        if (st->lag_s >= 0 && k > 0 && st->state != SS_PENDING)
+        if (st->lag_s >= 0 && k > 0 && st->state != LAB_STEP_PENDING)
             json_object_set_new(o, "lag_s", json_real(round(st->lag_s * 1000) / 1000));
         if (st->lag_violated)
             json_object_set_new(o, "lag_violation", json_true());
@@ -380,7 +359,9 @@ static void steps_from_doc(lab_sched_t *s, srun_t *r)
     for (int k = 0; k < r->n && k < (int)json_array_size(steps); k++) {
         json_t *o = json_array_get(steps, k);
         sstep_t *st = &r->st[k];
-        st->state = (step_state_t)ss_parse(json_string_value(json_object_get(o, "state")));
+        /* restored as stored, not a transition; an unknown name reads as pending */
+        int ss = lab_step_state_parse(json_string_value(json_object_get(o, "state")));
+        st->state = ss < 0 ? LAB_STEP_PENDING : (lab_step_state_t)ss;
         st->attempts = (int)json_integer_value(json_object_get(o, "attempts"));
         st->interruptions = (int)json_integer_value(json_object_get(o, "interruptions"));
         st->inst = inst_index(s, json_string_value(json_object_get(o, "instrument")));
@@ -396,12 +377,13 @@ static void steps_from_doc(lab_sched_t *s, srun_t *r)
         st->lag_s = json_is_number(lag) ? json_number_value(lag) : -1;
         lab_text_copy(st->error, sizeof st->error, json_string_value(json_object_get(o, "error")));
         st->holds_site = st->cassette && st->inst >= 0 &&
-                         (st->state == SS_RUNNING || (st->loaded_ms && !st->unloaded));
+                         (st->state == LAB_STEP_RUNNING || (st->loaded_ms && !st->unloaded));
         if (st->holds_site)
             site_mark(s, st->inst, st->cassette, st->slot, 1);
     }
     r->cur = 0;
-    while (r->cur < r->n && (r->st[r->cur].state == SS_DONE || r->st[r->cur].state == SS_SKIPPED))
+    while (r->cur < r->n &&
+           (r->st[r->cur].state == LAB_STEP_DONE || r->st[r->cur].state == LAB_STEP_SKIPPED))
         r->cur++;
 }
 
@@ -621,7 +603,7 @@ static bool run_waiting(const srun_t *r)
     if (r->ex || (r->state != LAB_RUN_QUEUED && r->state != LAB_RUN_PLANNED))
         return false;
     for (int k = 0; k < r->n; k++)
-        if (r->st[k].state != SS_PENDING)
+        if (r->st[k].state != LAB_STEP_PENDING)
             return false;
     return true;
 }
@@ -834,7 +816,7 @@ static json_t *timeline_item(lab_sched_t *s, srun_t *r, int k, bool planned)
     char a[32], b[32];
     int64_t start = planned ? st->plan_start_ms : st->start_ms;
     int64_t end = planned ? st->plan_end_ms : st->end_ms;
-    if (!planned && st->state == SS_RUNNING)
+    if (!planned && st->state == LAB_STEP_RUNNING)
         end = st->start_ms + (int64_t)(st->plan_s * 1000) > now_ms(s)
                   ? st->start_ms + (int64_t)(st->plan_s * 1000)
                   : now_ms(s);
@@ -842,14 +824,14 @@ static json_t *timeline_item(lab_sched_t *s, srun_t *r, int k, bool planned)
     iso(end, b);
     return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "instrument", d ? lab_driver_id(d) : "",
                      "run", r->id, "plate", r->plate, "step", st->name, "start", a, "end", b,
-                     "state", planned ? "planned" : ss_names[st->state]);
+                     "state", planned ? "planned" : lab_step_state_name(st->state));
 }
 
 /* A run that is over leaves the scheduler; its steps stay on the timeline for a while. */
 static void run_remove(lab_sched_t *s, srun_t *r)
 {
     for (int k = 0; k < r->n; k++)
-        if (r->st[k].start_ms > 0 && r->st[k].state != SS_PENDING)
+        if (r->st[k].start_ms > 0 && r->st[k].state != LAB_STEP_PENDING)
             json_array_append_new(s->history, timeline_item(s, r, k, false));
     while (json_array_size(s->history) > HISTORY_MAX)
         json_array_remove(s->history, 0);
@@ -934,15 +916,24 @@ static void why_flush(lab_sched_t *s, srun_t *r)
         persist(s, r, NULL, NULL);
 }
 
-static void set_state(lab_sched_t *s, srun_t *r, lab_run_state_t to)
+/* Every change of a run's state goes through here: LAB_ESTATE when the run table refuses it. */
+static int set_state(lab_sched_t *s, srun_t *r, lab_run_state_t to)
 {
-    if (r->state != to && !lab_run_transition_ok(r->state, to))
-        log_warn("sched", "run=%s %s -> %s is not a transition of the run state machine", r->id,
-                 lab_run_state_name(r->state), lab_run_state_name(to));
-    if (r->state != to)
-        log_info("sched", "run=%s %s -> %s", r->id, lab_run_state_name(r->state),
+    (void)s;
+    lab_run_state_t from = r->state;
+    int rc = lab_run_set_state(&r->state, to, r->id);
+    if (rc == 0 && from != to)
+        log_info("sched", "run=%s %s -> %s", r->id, lab_run_state_name(from),
                  lab_run_state_name(to));
-    r->state = to;
+    return rc;
+}
+
+/* Every change of a step's state goes through here: LAB_ESTATE when the step table refuses it. */
+static int step_set(srun_t *r, sstep_t *st, lab_step_state_t to)
+{
+    char id[200];
+    snprintf(id, sizeof id, "%s/%s", r->id, st->name);
+    return lab_step_set_state(&st->state, to, id);
 }
 
 /* ---- planning ---- */
@@ -1017,7 +1008,7 @@ static void replan(lab_sched_t *s)
     for (int i = 0; i < s->nruns; i++) {
         srun_t *r = s->runs[i];
         for (int k = 0; k < r->n; k++)
-            if (r->st[k].state == SS_PENDING) {
+            if (r->st[k].state == LAB_STEP_PENDING) {
                 r->st[k].plan_start_ms = r->st[k].plan_end_ms = r->st[k].plan_move_ms = 0;
                 r->st[k].plan_mover = r->st[k].plan_move_from = -1;
             }
@@ -1054,10 +1045,10 @@ static void replan(lab_sched_t *s)
             ps->duration_s = st->plan_s;
             ps->min_lag_s = st->min_lag;
             ps->max_lag_s = k == 0 ? -1 : st->max_lag;
-            bool started = k < r->cur || (k == r->cur && st->state != SS_PENDING);
+            bool started = k < r->cur || (k == r->cur && st->state != LAB_STEP_PENDING);
             if (started) {
                 int64_t end = st->end_ms ? st->end_ms : 0;
-                if (st->state == SS_RUNNING || !end) {
+                if (st->state == LAB_STEP_RUNNING || !end) {
                     /* running late: assume a tenth of its plan more, and plan again if not */
                     double el = (double)(now - st->start_ms) / 1000.0;
                     ps->duration_s = fmax(st->plan_s, el + 1 + st->plan_s / 10);
@@ -1067,7 +1058,7 @@ static void replan(lab_sched_t *s)
                 int inst = st->inst >= 0 ? st->inst : 0;
                 pr->fixed[pr->nfixed++] =
                     (plan_fixed_t){inst, (double)(st->start_ms - now) / 1000.0};
-                if (st->state == SS_SKIPPED)
+                if (st->state == LAB_STEP_SKIPPED)
                     ps->duration_s = 0;
             } else if (k == r->cur && k > 0 && st->max_lag >= 0) {
                 /* the window may have passed already (a restart, a step that ran long): the
@@ -1096,7 +1087,7 @@ static void replan(lab_sched_t *s)
         plan_slot_t *sl = &res.slots[j];
         srun_t *r = map[sl->run];
         sstep_t *st = &r->st[sl->step];
-        if (st->state != SS_PENDING)
+        if (st->state != LAB_STEP_PENDING)
             continue;
         if (sl->move) {
             st->plan_move_ms = now + (int64_t)llround(sl->start_s * 1000);
@@ -1134,9 +1125,13 @@ static void replan(lab_sched_t *s)
 
 /* ---- carrying out steps ---- */
 
+/* A refused end keeps the run (in memory and stored) as it is, for a person to see. */
 static void finish_run(lab_sched_t *s, srun_t *r, lab_run_state_t to, json_t *rows, pend_t *p)
 {
-    set_state(s, r, to);
+    if (set_state(s, r, to) < 0) {
+        persist(s, r, rows, p);
+        return;
+    }
     put_time(r->doc, "ended_at", now_ms(s));
     persist(s, r, rows, p);
     if (!r->ex || !r->ex->cleanup)
@@ -1176,7 +1171,7 @@ static void step_done(lab_sched_t *s, exec_t *ex)
 {
     srun_t *r = ex->r;
     sstep_t *st = &r->st[ex->k];
-    st->state = SS_DONE;
+    (void)step_set(r, st, LAB_STEP_DONE); /* refused: logged; the run goes on all the same */
     st->end_ms = now_ms(s);
     st->error[0] = '\0';
     step_release_site(s, st);
@@ -1186,7 +1181,7 @@ static void step_done(lab_sched_t *s, exec_t *ex)
     exec_free(ex);
     keep_readings(r, st, rows);
     r->cur++;
-    while (r->cur < r->n && r->st[r->cur].state == SS_SKIPPED)
+    while (r->cur < r->n && r->st[r->cur].state == LAB_STEP_SKIPPED)
         r->cur++;
     log_info("sched", "run=%s step=%s done on %s in %.1f lab s", r->id, st->name,
              lab_driver_id(inst_at(s, st->inst)), (double)(st->end_ms - st->start_ms) / 1000.0);
@@ -1204,8 +1199,8 @@ static void step_failed(lab_sched_t *s, exec_t *ex, const char *why, bool unknow
     sstep_t *st = &r->st[ex->k];
     s->stats.steps_failed++;
     lab_text_copy(st->error, sizeof st->error, why);
-    lab_text_trim(st->error); /* why may come cut from a fixed buffer */
-    st->state = SS_FAILED;
+    lab_text_trim(st->error);               /* why may come cut from a fixed buffer */
+    (void)step_set(r, st, LAB_STEP_FAILED); /* refused: logged; the policy still decides */
     st->end_ms = now_ms(s);
     step_release_site(s, st);
     log_warn("sched", "run=%s step=%s attempt %d failed: %s%s%s", r->id, st->name, st->attempts,
@@ -1247,15 +1242,14 @@ static void apply_policy(lab_sched_t *s, srun_t *r, int k, bool unknown_outcome,
         pause_run(s, r, why);
         return;
     }
-    if (strcmp(action, "retry") == 0 && st->attempts <= (retries > 0 ? retries : 1)) {
-        st->state = SS_PENDING;
+    if (strcmp(action, "retry") == 0 && st->attempts <= (retries > 0 ? retries : 1) &&
+        step_set(r, st, LAB_STEP_PENDING) == 0) {
         set_state(s, r, LAB_RUN_RUNNING);
         persist(s, r, NULL, NULL);
         kick(s);
         return;
     }
-    if (strcmp(action, "skip") == 0) {
-        st->state = SS_SKIPPED;
+    if (strcmp(action, "skip") == 0 && step_set(r, st, LAB_STEP_SKIPPED) == 0) {
         if (!st->end_ms)
             st->end_ms = now_ms(s);
         r->cur = k + 1;
@@ -1566,6 +1560,14 @@ static void start_step(lab_sched_t *s, srun_t *r)
 {
     sstep_t *st = &r->st[r->cur];
     int64_t now = now_ms(s);
+    if (!lab_fsm_edge(&lab_step_fsm, (int)st->state, LAB_STEP_RUNNING)) {
+        /* the run waits with the reason rather than start a step its table says cannot */
+        log_error("sched", "run=%s step=%s is %s and cannot start", r->id, st->name,
+                  lab_step_state_name(st->state));
+        snprintf(r->why, sizeof r->why, "step %s is %s and cannot start", st->name,
+                 lab_step_state_name(st->state));
+        return;
+    }
     st->inst = st->plan_inst;
     lab_driver_t *d = inst_at(s, st->inst);
     char err[300] = "";
@@ -1581,7 +1583,7 @@ static void start_step(lab_sched_t *s, srun_t *r)
         st->holds_site = true;
     }
     json_t *prog = step_program(r, st, d, err, sizeof err);
-    st->state = SS_RUNNING;
+    (void)step_set(r, st, LAB_STEP_RUNNING); /* checked on entry */
     st->start_ms = now;
     st->end_ms = 0;
     if (!inside) {
@@ -1701,7 +1703,7 @@ static void on_tick(uv_timer_t *t)
         if (!run_plannable(r) || r->why[0])
             continue;
         sstep_t *st = &r->st[r->cur];
-        if (st->state != SS_PENDING || !st->plan_start_ms)
+        if (st->state != LAB_STEP_PENDING || !st->plan_start_ms)
             continue;
         int64_t due = st->plan_move_ms ? st->plan_move_ms : st->plan_start_ms;
         if (due <= now + slack) {
@@ -1810,7 +1812,7 @@ static void recover(lab_sched_t *s, srun_t *r)
     if (!r->wf || r->cur >= r->n)
         return;
     sstep_t *st = &r->st[r->cur];
-    if (st->state == SS_RUNNING) {
+    if (st->state == LAB_STEP_RUNNING) {
         st->interruptions++;
         lab_driver_t *d = inst_at(s, st->inst);
         if (strcmp(st->op, "incubate") == 0 && st->loaded_ms && !st->unloaded && d) {
@@ -1836,7 +1838,7 @@ static void recover(lab_sched_t *s, srun_t *r)
                 return;
             }
         }
-        st->state = SS_INTERRUPTED;
+        (void)step_set(r, st, LAB_STEP_INTERRUPTED); /* from running: the table allows it */
         st->end_ms = now_ms(s);
         snprintf(st->error, sizeof st->error, "interrupted: the daemon stopped while it ran");
         log_warn("sched", "run=%s step=%s was in flight at the restart: interrupted", r->id,
@@ -2008,7 +2010,7 @@ int lab_sched_cancel(lab_sched_t *s, const char *id, const char *by, const char 
     if (r->ex) {
         exec_t *ex = r->ex;
         sstep_t *st = &r->st[ex->k];
-        st->state = SS_CANCELLED;
+        (void)step_set(r, st, LAB_STEP_CANCELLED); /* the run is cancelled either way */
         st->end_ms = now_ms(s);
         if (st->loaded_ms && !st->unloaded) { /* the plate comes out of the incubator first */
             ex->cleanup = true;
@@ -2039,11 +2041,18 @@ int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char 
         return LAB_ESTATE;
     }
     sstep_t *st = &r->st[r->cur];
+    bool skip = strcmp(how, "skip") == 0;
+    lab_step_state_t sto = skip ? LAB_STEP_SKIPPED : LAB_STEP_PENDING;
+    if (st->state != sto && !lab_fsm_edge(&lab_step_fsm, (int)st->state, (int)sto)) {
+        snprintf(msg, msglen, "run %s: step %s is %s, it cannot be %s", id, st->name,
+                 lab_step_state_name(st->state), skip ? "skipped" : "retried");
+        return LAB_ESTATE;
+    }
     json_object_del(r->doc, "paused_reason");
     json_object_set_new(r->doc, "resumed_by", json_string(by));
     r->why[0] = '\0';
-    if (strcmp(how, "skip") == 0) {
-        st->state = SS_SKIPPED;
+    (void)step_set(r, st, sto); /* checked above */
+    if (skip) {
         if (!st->end_ms)
             st->end_ms = now_ms(s);
         r->cur++;
@@ -2052,8 +2061,6 @@ int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char 
             kick(s);
             return 0;
         }
-    } else {
-        st->state = SS_PENDING;
     }
     bool begun = false;
     for (int k = 0; k < r->n; k++)
@@ -2100,9 +2107,9 @@ json_t *lab_sched_timeline(lab_sched_t *s)
         viol += count_violations(r);
         for (int k = 0; k < r->n; k++) {
             sstep_t *st = &r->st[k];
-            if (st->state != SS_PENDING && st->start_ms)
+            if (st->state != LAB_STEP_PENDING && st->start_ms)
                 json_array_append_new(items, timeline_item(s, r, k, false));
-            else if (st->state == SS_PENDING && st->plan_start_ms && run_plannable(r))
+            else if (st->state == LAB_STEP_PENDING && st->plan_start_ms && run_plannable(r))
                 json_array_append_new(items, timeline_item(s, r, k, true));
         }
         if (run_why(r)[0] || !r->wf)
@@ -2141,7 +2148,7 @@ int lab_sched_run_started(lab_sched_t *s, const char *id)
     if (r->state != LAB_RUN_QUEUED && r->state != LAB_RUN_PLANNED)
         return 1;
     for (int k = 0; k < r->n; k++)
-        if (r->st[k].state != SS_PENDING)
+        if (r->st[k].state != LAB_STEP_PENDING)
             return 1;
     return 0;
 }
@@ -2157,7 +2164,7 @@ json_t *lab_sched_run_live(lab_sched_t *s, const char *id)
     json_t *o = json_object();
     if (run_why(r)[0])
         json_object_set_new(o, "waiting_reason", json_string(run_why(r)));
-    if (r->cur < r->n && r->st[r->cur].state == SS_PENDING && r->st[r->cur].plan_start_ms) {
+    if (r->cur < r->n && r->st[r->cur].state == LAB_STEP_PENDING && r->st[r->cur].plan_start_ms) {
         json_object_set_new(o, "next_step", json_string(r->st[r->cur].name));
         put_time(o, "next_start", r->st[r->cur].plan_start_ms);
     }
