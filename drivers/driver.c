@@ -23,13 +23,6 @@
 
 #define QUEUE_MAX 64
 
-static const char *const state_names[] = {"offline", "idle", "busy", "paused", "fault"};
-
-const char *lab_inst_state_name(lab_inst_state_t s)
-{
-    return (unsigned)s < sizeof state_names / sizeof *state_names ? state_names[s] : "?";
-}
-
 static const char *const err_names[LAB_DRV_ERR_COUNT] = {
     "ok",      "unknown_action", "bad_params",     "offline",
     "timeout", "device_error",   "protocol_error", "state",
@@ -406,11 +399,14 @@ static void publish(lab_driver_t *d)
     lab_inst_state_t s = effective_state(d);
     if (d->ever_published && s == d->published && strcmp(d->published_err, d->last_err.text) == 0)
         return;
-    if (!d->ever_published || s != d->published)
+    /* An instrument starts offline (lab_driver_open), so its first publication is a move too. */
+    lab_inst_state_t prev = d->published;
+    if (lab_inst_set_state(&d->published, s, d->id) < 0)
+        return;
+    if (!d->ever_published || s != prev)
         log_info("drv", "instrument=%s state=%s%s%s", d->id, lab_inst_state_name(s),
                  d->last_err.code ? " last_error=" : "", d->last_err.code ? d->last_err.text : "");
     d->ever_published = true;
-    d->published = s;
     snprintf(d->published_err, sizeof d->published_err, "%s", d->last_err.text);
     if (d->host.on_state)
         d->host.on_state(d->host.ctx, d, s, &d->last_err);
@@ -787,6 +783,7 @@ int lab_driver_new_ops(uv_loop_t *loop, const lab_driver_ops_t *ops, const lab_d
     d->schemas = lab_calloc(d->nactions + 1, sizeof *d->schemas);
     d->info = json_pack("{s:s, s:s}", "driver", ops->name, "model", ops->model);
     d->conn = LAB_INST_OFFLINE;
+    d->published = LAB_INST_OFFLINE;
     double poll_s = lab_drv_has(d, "poll_s") ? lab_drv_double(d, "poll_s") : ops->poll_default_s;
     d->poll_ms = poll_s > 0 && ops->poll_action ? (uint64_t)(poll_s * 1000) : 0;
     if (d->poll_ms && d->poll_ms < 10)

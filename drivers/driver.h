@@ -10,6 +10,7 @@
 #ifndef LAB_DRIVERS_DRIVER_H
 #define LAB_DRIVERS_DRIVER_H
 
+#include "core/fsm.h"
 #include "drivers/transport/transport.h"
 
 #include <jansson.h>
@@ -26,9 +27,15 @@ typedef enum lab_inst_state {
     LAB_INST_BUSY,
     LAB_INST_PAUSED,
     LAB_INST_FAULT, /* connected, but the device reports a condition that needs a person */
+    LAB_INST_NSTATES
 } lab_inst_state_t;
 
+/* The instrument state machine (drivers/inst_state.c): its table and its one setter, which the
+ * framework's publishing goes through. LAB_ESTATE (and a log line) for a move the table refuses,
+ * *state unchanged; id names the instrument in the log. */
+extern const lab_fsm_t lab_inst_fsm;
 const char *lab_inst_state_name(lab_inst_state_t s);
+int lab_inst_set_state(lab_inst_state_t *state, lab_inst_state_t to, const char *id);
 
 /* One error enum for every driver; the device's own code and text are kept beside it. */
 typedef enum lab_drv_err {

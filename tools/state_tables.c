@@ -1,7 +1,7 @@
-/* Prints every state machine of daemon/model/ as Markdown: docs/state-tables.md is its output.
- * With --check FILE it compares instead and fails when FILE differs, so the docs cannot drift from
- * the tables the daemon enforces. */
-#include "daemon/model/fsm.h"
+/* Prints every state machine (daemon/model/, drivers/inst_state.c) as Markdown:
+ * docs/state-tables.md is its output. With --check FILE it compares instead and fails when FILE
+ * differs, so the docs cannot drift from the tables the daemon enforces. */
+#include "daemon/model/machines.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +23,9 @@ static void print_state_list(FILE *f, const lab_fsm_t *m, bool final)
 static void print_tables(FILE *f)
 {
     fputs("# State tables\n\n"
-          "Generated from the tables in `daemon/model/` by `tools/state_tables.c`; do not edit.\n"
-          "Regenerate with `build/tools/state_tables > docs/state-tables.md`; the test\n"
+          "Generated from the tables in `daemon/model/` and `drivers/inst_state.c` by\n"
+          "`tools/state_tables.c`; do not edit. Regenerate with\n"
+          "`build/tools/state_tables > docs/state-tables.md`; the test\n"
           "`docs.state_tables` fails while this file and the code differ. Each machine has one\n"
           "setter that refuses (error and log line) any move not in its table; a move to the\n"
           "state it is in changes nothing.\n",
@@ -67,7 +68,7 @@ static int check(const char *path)
     fclose(got);
     if (wantlen != havelen || memcmp(want, have, wantlen) != 0) {
         fprintf(stderr,
-                "state_tables: %s differs from the tables in daemon/model/; regenerate it with "
+                "state_tables: %s differs from the state tables; regenerate it with "
                 "state_tables > %s\n",
                 path, path);
         goto fail;

@@ -3,7 +3,7 @@
 #ifndef LAB_MODEL_CAMPAIGN_H
 #define LAB_MODEL_CAMPAIGN_H
 
-#include "daemon/model/fsm.h"
+#include "core/fsm.h"
 
 typedef enum lab_camp_state {
     LAB_CAMP_ACTIVE,

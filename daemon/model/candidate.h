@@ -4,7 +4,7 @@
 #ifndef LAB_MODEL_CANDIDATE_H
 #define LAB_MODEL_CANDIDATE_H
 
-#include "daemon/model/fsm.h"
+#include "core/fsm.h"
 
 typedef enum lab_cand_state {
     LAB_CAND_CANDIDATE,

@@ -4,7 +4,7 @@
 #ifndef LAB_MODEL_PLATE_H
 #define LAB_MODEL_PLATE_H
 
-#include "daemon/model/fsm.h"
+#include "core/fsm.h"
 
 typedef enum lab_plate_state {
     LAB_PLATE_STAGED,  /* its run submitted, not started */

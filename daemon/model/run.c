@@ -1,7 +1,7 @@
 /* Run states and the run document. */
 #include "daemon/model/run.h"
 #include "core/clock.h"
-#include "daemon/model/fsm.h"
+#include "core/fsm.h"
 
 #include <string.h>
 

@@ -3,7 +3,7 @@
 #ifndef LAB_MODEL_RUN_H
 #define LAB_MODEL_RUN_H
 
-#include "daemon/model/fsm.h"
+#include "core/fsm.h"
 
 #include <jansson.h>
 #include <stdbool.h>

@@ -3,7 +3,7 @@
 #ifndef LAB_MODEL_STEP_H
 #define LAB_MODEL_STEP_H
 
-#include "daemon/model/fsm.h"
+#include "core/fsm.h"
 
 typedef enum lab_step_state {
     LAB_STEP_PENDING,

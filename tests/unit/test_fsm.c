@@ -1,14 +1,16 @@
-/* The state machines of daemon/model/ as tables: each setter accepts exactly the moves its table
- * lists and refuses every other pair (LAB_ESTATE, state unchanged); the tables themselves are
- * sound (named states, no duplicate rows, nothing leaves a final state, every state reachable
- * from the first); and the facts the design relies on hold (a failed step may be retried). */
+/* The state machines of daemon/model/ and drivers/ as tables: each setter accepts exactly the
+ * moves its table lists and refuses every other pair (LAB_ESTATE, state unchanged); the tables
+ * themselves are sound (named states, no duplicate rows, nothing leaves a final state, every state
+ * reachable from the first); and the facts the design relies on hold (a failed step may be
+ * retried). */
 #include "core/err.h"
 #include "daemon/model/campaign.h"
 #include "daemon/model/candidate.h"
-#include "daemon/model/fsm.h"
+#include "daemon/model/machines.h"
 #include "daemon/model/plate.h"
 #include "daemon/model/run.h"
 #include "daemon/model/step.h"
+#include "drivers/driver.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -58,12 +60,20 @@ static int set_plate(int *state, int to)
     return rc;
 }
 
+static int set_inst(int *state, int to)
+{
+    lab_inst_state_t s = (lab_inst_state_t)*state;
+    int rc = lab_inst_set_state(&s, (lab_inst_state_t)to, "test");
+    *state = (int)s;
+    return rc;
+}
+
 static const struct {
     const lab_fsm_t *m;
     int (*set)(int *state, int to);
 } machines[] = {
     {&lab_run_fsm, set_run},   {&lab_step_fsm, set_step},   {&lab_cand_fsm, set_cand},
-    {&lab_camp_fsm, set_camp}, {&lab_plate_fsm, set_plate},
+    {&lab_camp_fsm, set_camp}, {&lab_plate_fsm, set_plate}, {&lab_inst_fsm, set_inst},
 };
 
 static void test_every_machine_listed(void **state)
@@ -212,6 +222,22 @@ static void test_known_facts(void **state)
     lab_plate_state_t p = LAB_PLATE_RELAID;
     assert_int_equal(lab_plate_set_state(&p, LAB_PLATE_RUNNING, "c/P1"), LAB_ESTATE);
     assert_int_equal(lab_plate_set_state(&p, LAB_PLATE_OVER, "c/P1"), 0);
+
+    /* the instrument's state names are on the wire (status topic, API); it starts offline, can
+     * always go offline, and nothing it does is final */
+    const char *wire[] = {"offline", "idle", "busy", "paused", "fault"};
+    for (int i = 0; i < LAB_INST_NSTATES; i++) {
+        assert_string_equal(lab_inst_state_name((lab_inst_state_t)i), wire[i]);
+        assert_false(lab_fsm_final(&lab_inst_fsm, i));
+        if (i != LAB_INST_OFFLINE)
+            assert_non_null(lab_fsm_edge(&lab_inst_fsm, i, LAB_INST_OFFLINE));
+    }
+    assert_string_equal(lab_inst_state_name(LAB_INST_NSTATES), "?");
+    lab_inst_state_t in = LAB_INST_OFFLINE;
+    assert_int_equal(lab_inst_set_state(&in, LAB_INST_IDLE, "i1"), 0);
+    assert_int_equal(lab_inst_set_state(&in, LAB_INST_BUSY, "i1"), 0);
+    assert_int_equal(lab_inst_set_state(&in, LAB_INST_NSTATES, "i1"), LAB_ESTATE);
+    assert_int_equal(in, LAB_INST_BUSY);
 }
 
 int main(void)

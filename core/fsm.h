@@ -1,10 +1,12 @@
 /* State machines as data: a machine is its state names and one table of allowed transitions,
- * each with the event that causes it. Every machine of the daemon (run, step, candidate,
- * campaign, campaign plate) is such a table in daemon/model/, moved only through lab_fsm_move,
- * which refuses what its table does not allow. tools/state_tables prints the tables into
+ * each with the event that causes it. Every machine (run, step, candidate, campaign, campaign
+ * plate in daemon/model/; the instrument in drivers/) is such a table beside the code that owns
+ * the state, moved only through lab_fsm_move, which refuses what its table does not allow. The
+ * type lives in core/ so drivers can use it without depending on the daemon;
+ * daemon/model/machines.h lists every machine and tools/state_tables prints them into
  * docs/state-tables.md. */
-#ifndef LAB_MODEL_FSM_H
-#define LAB_MODEL_FSM_H
+#ifndef LAB_CORE_FSM_H
+#define LAB_CORE_FSM_H
 
 #include <stdbool.h>
 
@@ -32,9 +34,5 @@ bool lab_fsm_final(const lab_fsm_t *m, int s);
 /* Moves *state to `to` when the table allows it (to == *state: nothing changes, 0). Otherwise
  * leaves *state as it is, logs the refusal with id and returns LAB_ESTATE. */
 int lab_fsm_move(const lab_fsm_t *m, int *state, int to, const char *id);
-
-/* Every machine (daemon/model/machines.c), for the docs generator and the tests. */
-extern const lab_fsm_t *const lab_fsm_all[];
-extern const int lab_fsm_count;
 
 #endif

@@ -1,5 +1,5 @@
 /* The state-machine table walk shared by every machine; the tables live beside their model. */
-#include "daemon/model/fsm.h"
+#include "core/fsm.h"
 #include "core/err.h"
 #include "core/log.h"
 
