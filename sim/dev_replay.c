@@ -79,8 +79,11 @@ static void send_answer(sim_inst_t *in, const replay_hit_t *hit, const uint8_t *
         return;
     }
     uint8_t frame[MBAP_LEN + 256]; /* one write: a Modbus TCP client may read the frame once */
-    if (len > 256)
+    if (len > 256) { /* no Modbus PDU is this long: the recording is wrong, not the host */
+        sim_error("replay", "%s: recorded answer of %zu bytes is longer than a Modbus PDU (253)",
+                  in->cfg->id, len);
         return;
+    }
     memcpy(frame, mbap, 2); /* the request's transaction id */
     frame[2] = frame[3] = 0;
     frame[4] = (uint8_t)(len >> 8);
