@@ -9,14 +9,14 @@
 #include "daemon/api/auth.h"
 #include "daemon/bus/mqtt.h"
 #include "daemon/instr/instr.h"
-#include "daemon/loop/loop.h"
+#include "daemon/campaign/engine.h"
 #include "core/cfg.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/jschema.h"
-#include "daemon/model/workflow.h"
+#include "daemon/model/workflow_rules.h"
 #include "daemon/store/pg.h"
 #include "daemon/store/store.h"
 #include "daemon/store/workflows.h"
@@ -49,7 +49,7 @@ typedef struct labd {
     lab_mqtt_t *mqtt;
     lab_instr_t *instr;
     lab_sched_t *sched;
-    lab_loop_t *cloop;
+    lab_campaigns_t *campaigns;
     lab_api_t *api;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
@@ -78,11 +78,11 @@ static void sink_stopped(void *arg)
     labd_t *d = arg;
     if (--d->sinks_pending > 0)
         return;
-    if (d->cloop) { /* its last writes go before the store closes */
-        lab_loop_t *l = d->cloop;
-        d->cloop = NULL;
+    if (d->campaigns) { /* its last writes go before the store closes */
+        lab_campaigns_t *l = d->campaigns;
+        d->campaigns = NULL;
         d->sinks_pending = 1;
-        lab_loop_close(l, sink_stopped, d);
+        lab_campaigns_close(l, sink_stopped, d);
         return;
     }
     d->state = D_CLOSING_STORE;
@@ -164,8 +164,8 @@ static void begin_stop(labd_t *d, const char *why)
     lab_api_stop_accepting(d->api);
     /* Instruments first: operations in progress end (their requests are answered), and their
      * last state rows reach the store before it closes. */
-    if (d->cloop)
-        lab_loop_stop(d->cloop);
+    if (d->campaigns)
+        lab_campaigns_stop(d->campaigns);
     if (d->sched)
         lab_sched_stop(d->sched);
     if (d->instr)
@@ -428,12 +428,13 @@ static int run(labd_t *d)
         log_error("main", "cannot start the scheduler: %s", lab_strerror(rc));
         return 1;
     }
-    if ((rc = lab_loop_start(&d->cloop, d->loop, &d->clock, d->store, d->sched, d->mqtt)) != 0) {
+    if ((rc = lab_campaigns_start(&d->campaigns, d->loop, &d->clock, d->store, d->sched,
+                                  d->mqtt)) != 0) {
         log_error("main", "cannot start the closed loop: %s", lab_strerror(rc));
         return 1;
     }
-    lab_api_deps_t deps = {d->loop, &d->cfg,  &d->clock, d->store, d->pg,
-                           d->mqtt, d->instr, d->sched,  d->cloop};
+    lab_api_deps_t deps = {d->loop, &d->cfg,  &d->clock, d->store,    d->pg,
+                           d->mqtt, d->instr, d->sched,  d->campaigns};
     if ((rc = lab_api_start(&d->api, &deps)) != 0) {
         log_error("main", "cannot start the HTTP API on %s: %s", d->cfg.http, lab_strerror(rc));
         return 1;
@@ -532,8 +533,8 @@ int main(int argc, char **argv)
         /* A start failure: release what was started, in reverse. */
         if (d.api)
             lab_api_close(d.api, NULL, NULL);
-        if (d.cloop)
-            lab_loop_close(d.cloop, NULL, NULL);
+        if (d.campaigns)
+            lab_campaigns_close(d.campaigns, NULL, NULL);
         if (d.sched)
             lab_sched_stop(d.sched);
         if (d.instr)

@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "sim/inst.h"
+#include "sim/device.h"
 #include "sim/log.h"
 
 #define SIM_BIOTEK_ROOM_C 23.6 /* what PyLabRobot's transcripts read ('h': "2360000") */

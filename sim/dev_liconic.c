@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "protocols/liconic.h"
-#include "sim/inst.h"
+#include "sim/device.h"
 #include "sim/log.h"
 
 static const int climate_dm[4][2] = {

@@ -27,7 +27,7 @@
 #include <termios.h>
 #include <unistd.h>
 #include "protocols/modbus_maps.h"
-#include "sim/inst.h"
+#include "sim/device.h"
 #include "sim/log.h"
 
 struct sim_modbus {

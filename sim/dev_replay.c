@@ -6,7 +6,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include "sim/inst.h"
+#include "sim/device.h"
 #include "sim/log.h"
 #include "sim/replay.h"
 

@@ -19,7 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "protocols/star.h"
-#include "sim/inst.h"
+#include "sim/device.h"
 #include "sim/log.h"
 
 #define STAR_CHANNELS 8

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
-#include "sim/inst.h"
+#include "sim/device.h"
 #include "sim/log.h"
 #include "sim/replay.h"
 

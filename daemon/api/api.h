@@ -5,7 +5,7 @@
 
 #include "daemon/bus/mqtt.h"
 #include "daemon/instr/instr.h"
-#include "daemon/loop/loop.h"
+#include "daemon/campaign/engine.h"
 #include "daemon/sched/sched.h"
 #include "core/cfg.h"
 #include "core/clock.h"
@@ -25,8 +25,8 @@ typedef struct lab_api_deps {
     lab_pg_t *pg;     /* may be NULL (embedded mode) */
     lab_mqtt_t *mqtt; /* may be NULL */
     lab_instr_t *instr;
-    lab_sched_t *sched;      /* may be NULL (no runs are carried out) */
-    lab_loop_t *loop_engine; /* the closed loop; may be NULL (no campaigns) */
+    lab_sched_t *sched;         /* may be NULL (no runs are carried out) */
+    lab_campaigns_t *campaigns; /* the closed loop; may be NULL (no campaigns) */
 } lab_api_deps_t;
 
 int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps);

@@ -97,7 +97,7 @@ struct lab_api {
     lab_mqtt_t *mqtt;
     lab_instr_t *instr;
     lab_sched_t *sched;
-    lab_loop_t *loop_engine;
+    lab_campaigns_t *campaigns;
     lab_jschema_t *campaign_schema;
     lab_jschema_t *batch_schema;
     struct MHD_Daemon *mhd;

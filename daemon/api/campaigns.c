@@ -1,9 +1,9 @@
 /* The closed loop's endpoints: campaigns, their batches, candidates, scores and results. The
- * engine (daemon/loop/) decides; this file turns its answers into HTTP. */
+ * engine (daemon/campaign/) decides; this file turns its answers into HTTP. */
 #include "daemon/api/api_int.h"
 #include "core/err.h"
 #include "core/mem.h"
-#include "daemon/loop/loop.h"
+#include "daemon/campaign/engine.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -46,13 +46,13 @@ static void done(void *arg, int status, json_t *a)
 }
 
 /* The engine, or false with a 503 set. */
-static lab_loop_t *engine(lab_req_t *rq)
+static lab_campaigns_t *engine(lab_req_t *rq)
 {
-    if (!rq->api->loop_engine || !rq->api->accepting) {
+    if (!rq->api->campaigns || !rq->api->accepting) {
         lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "no closed loop in this daemon now");
         return NULL;
     }
-    return rq->api->loop_engine;
+    return rq->api->campaigns;
 }
 
 /* The {id} of the path; false with a 404 set when it cannot be a campaign's. */
@@ -74,31 +74,31 @@ static void not_found(lab_req_t *rq, const char *id)
 
 void lab_api_campaigns_post(lab_req_t *rq)
 {
-    lab_loop_t *l = engine(rq);
+    lab_campaigns_t *l = engine(rq);
     if (!l)
         return;
     json_t *doc = lab_req_json(rq, rq->api->campaign_schema, "campaign");
     if (!doc)
         return;
     lab_req_suspend(rq);
-    lab_loop_create(l, doc, rq->who, done, rq);
+    lab_campaigns_create(l, doc, rq->who, done, rq);
     json_decref(doc);
 }
 
 void lab_api_campaigns_list(lab_req_t *rq)
 {
-    lab_loop_t *l = engine(rq);
+    lab_campaigns_t *l = engine(rq);
     if (l)
-        lab_respond_json(rq, 200, json_pack("{s:o}", "campaigns", lab_loop_list(l)));
+        lab_respond_json(rq, 200, json_pack("{s:o}", "campaigns", lab_campaigns_list(l)));
 }
 
 void lab_api_campaigns_get(lab_req_t *rq)
 {
     char id[72];
-    lab_loop_t *l = engine(rq);
+    lab_campaigns_t *l = engine(rq);
     if (!l || !campaign_id(rq, id))
         return;
-    json_t *c = lab_loop_get(l, id);
+    json_t *c = lab_campaigns_get(l, id);
     if (c)
         lab_respond_json(rq, 200, c);
     else
@@ -108,39 +108,39 @@ void lab_api_campaigns_get(lab_req_t *rq)
 void lab_api_campaigns_batch(lab_req_t *rq)
 {
     char id[72];
-    lab_loop_t *l = engine(rq);
+    lab_campaigns_t *l = engine(rq);
     if (!l || !campaign_id(rq, id))
         return;
     json_t *doc = lab_req_json(rq, rq->api->batch_schema, "batch");
     if (!doc)
         return;
     lab_req_suspend(rq);
-    lab_loop_batch(l, id, doc, rq->who, "http", done, rq);
+    lab_campaigns_batch(l, id, doc, rq->who, "http", done, rq);
     json_decref(doc);
 }
 
 void lab_api_campaigns_scores(lab_req_t *rq)
 {
     char id[72];
-    lab_loop_t *l = engine(rq);
+    lab_campaigns_t *l = engine(rq);
     if (!l || !campaign_id(rq, id))
         return;
     json_t *doc = lab_req_json(rq, NULL, "scores");
     if (!doc)
         return;
     lab_req_suspend(rq);
-    lab_loop_scores(l, id, doc, rq->who, done, rq);
+    lab_campaigns_scores(l, id, doc, rq->who, done, rq);
     json_decref(doc);
 }
 
 static void control(lab_req_t *rq, const char *what)
 {
     char id[72];
-    lab_loop_t *l = engine(rq);
+    lab_campaigns_t *l = engine(rq);
     if (!l || !campaign_id(rq, id))
         return;
     lab_req_suspend(rq);
-    lab_loop_control(l, id, what, rq->who, done, rq);
+    lab_campaigns_control(l, id, what, rq->who, done, rq);
 }
 
 void lab_api_campaigns_pause(lab_req_t *rq)
@@ -156,7 +156,7 @@ void lab_api_campaigns_resume(lab_req_t *rq)
 void lab_api_campaigns_candidates(lab_req_t *rq)
 {
     char id[72];
-    lab_loop_t *l = engine(rq);
+    lab_campaigns_t *l = engine(rq);
     if (!l || !campaign_id(rq, id))
         return;
     const char *state = lab_req_query(rq, "state");
@@ -167,7 +167,7 @@ void lab_api_campaigns_candidates(lab_req_t *rq)
                     "state=%s is not a candidate state", state);
         return;
     }
-    json_t *v = lab_loop_candidates(l, id, state);
+    json_t *v = lab_campaigns_candidates(l, id, state);
     if (v)
         lab_respond_json(rq, 200, json_pack("{s:s,s:o}", "campaign", id, "candidates", v));
     else
@@ -177,10 +177,10 @@ void lab_api_campaigns_candidates(lab_req_t *rq)
 void lab_api_campaigns_results(lab_req_t *rq)
 {
     char id[72];
-    lab_loop_t *l = engine(rq);
+    lab_campaigns_t *l = engine(rq);
     if (!l || !campaign_id(rq, id))
         return;
-    json_t *v = lab_loop_results(l, id);
+    json_t *v = lab_campaigns_results(l, id);
     if (v)
         lab_respond_json(rq, 200, json_pack("{s:s,s:o}", "campaign", id, "results", v));
     else

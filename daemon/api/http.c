@@ -797,7 +797,7 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
     api->mqtt = deps->mqtt;
     api->instr = deps->instr;
     api->sched = deps->sched;
-    api->loop_engine = deps->loop_engine;
+    api->campaigns = deps->campaigns;
     api->max_body = cfg->http_max_body;
     api->auth = cfg->auth_enabled;
     api->hits = lab_calloc((size_t)lab_nroutes + 1, sizeof *api->hits);

@@ -10,7 +10,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/utf8.h"
-#include "daemon/model/run.h"
+#include "daemon/model/run_states.h"
 
 #include <ctype.h>
 #include <errno.h>

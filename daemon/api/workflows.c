@@ -1,11 +1,11 @@
 /* The workflow endpoints: store a version (POST), list them, read one. A document is checked by
- * the schema and by the model's rules (daemon/model/workflow.h) with every problem named, and
+ * the schema and by the model's rules (daemon/model/workflow_rules.h) with every problem named, and
  * `on` must name a kind of instrument the drivers provide or an instrument of this cell. */
 #include "daemon/api/api_int.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
-#include "daemon/model/workflow.h"
+#include "daemon/model/workflow_rules.h"
 #include "daemon/store/workflows.h"
 
 #include <stdlib.h>

@@ -1,11 +1,11 @@
 /* Every state machine, in the order the docs print them: the daemon's in daemon/model/, the
  * instrument's in drivers/ (the drivers set it and may not depend on the daemon). */
 #include "daemon/model/machines.h"
-#include "daemon/model/plate.h"
-#include "daemon/model/campaign.h"
-#include "daemon/model/candidate.h"
-#include "daemon/model/run.h"
-#include "daemon/model/step.h"
+#include "daemon/model/plate_states.h"
+#include "daemon/model/campaign_states.h"
+#include "daemon/model/candidate_states.h"
+#include "daemon/model/run_states.h"
+#include "daemon/model/step_states.h"
 #include "drivers/driver.h"
 
 const lab_fsm_t *const lab_fsm_all[] = {&lab_run_fsm,  &lab_step_fsm,  &lab_cand_fsm,

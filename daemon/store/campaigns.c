@@ -9,15 +9,15 @@
 
 static int write_apply(lab_store_op_t *op, sqlite3 *db);
 
-lab_loop_write_t *lab_loop_write_new(int64_t ts_ms)
+lab_campaigns_write_t *lab_campaigns_write_new(int64_t ts_ms)
 {
-    lab_loop_write_t *w = LAB_NEW(lab_loop_write_t);
+    lab_campaigns_write_t *w = LAB_NEW(lab_campaigns_write_t);
     w->op.apply = write_apply;
     w->ts_ms = ts_ms;
     return w;
 }
 
-void lab_loop_write_free(lab_loop_write_t *w)
+void lab_campaigns_write_free(lab_campaigns_write_t *w)
 {
     if (!w)
         return;
@@ -47,12 +47,13 @@ static char *dup_or_null(const char *s)
     return s ? lab_strdup(s) : NULL;
 }
 
-void lab_loop_write_put(lab_loop_write_t *w, lab_loop_table_t table, const char *campaign,
-                        const char *id, const char *state, int64_t ord, const char *doc)
+void lab_campaigns_write_put(lab_campaigns_write_t *w, lab_campaigns_table_t table,
+                             const char *campaign, const char *id, const char *state, int64_t ord,
+                             const char *doc)
 {
     /* a later change of the same record in the same write replaces the earlier one */
     for (int i = 0; i < w->nputs; i++) {
-        lab_loop_put_t *p = &w->puts[i];
+        lab_campaigns_put_t *p = &w->puts[i];
         if (p->table == table && strcmp(p->campaign, campaign) == 0 &&
             ((!p->id && !id) || (p->id && id && strcmp(p->id, id) == 0))) {
             free(p->state);
@@ -67,11 +68,12 @@ void lab_loop_write_put(lab_loop_write_t *w, lab_loop_table_t table, const char 
         w->capputs = w->capputs ? 2 * w->capputs : 16;
         w->puts = lab_realloc(w->puts, sizeof *w->puts * (size_t)w->capputs);
     }
-    w->puts[w->nputs++] = (lab_loop_put_t){
+    w->puts[w->nputs++] = (lab_campaigns_put_t){
         table, lab_strdup(campaign), dup_or_null(id), dup_or_null(state), ord, lab_strdup(doc)};
 }
 
-void lab_loop_write_row(lab_loop_write_t *w, const char *kind, const char *key, const char *payload)
+void lab_campaigns_write_row(lab_campaigns_write_t *w, const char *kind, const char *key,
+                             const char *payload)
 {
     if (w->nrows == w->caprows) {
         w->caprows = w->caprows ? 2 * w->caprows : 16;
@@ -85,7 +87,7 @@ void lab_loop_write_row(lab_loop_write_t *w, const char *kind, const char *key, 
     w->nrows++;
 }
 
-void lab_loop_write_run(lab_loop_write_t *w, lab_run_insert_t *ins)
+void lab_campaigns_write_run(lab_campaigns_write_t *w, lab_run_insert_t *ins)
 {
     if (w->nruns == w->capruns) {
         w->capruns = w->capruns ? 2 * w->capruns : 4;
@@ -95,36 +97,37 @@ void lab_loop_write_run(lab_loop_write_t *w, lab_run_insert_t *ins)
 }
 
 static const char *const put_sql[] = {
-    [LAB_LT_CAMPAIGN] =
+    [LAB_CAMPAIGNS_TABLE_CAMPAIGN] =
         "INSERT INTO campaigns (id, state, doc, updated_ms) VALUES (?1, ?3, ?5, ?6) "
         "ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc, "
         "updated_ms = excluded.updated_ms",
-    [LAB_LT_BATCH] = "INSERT INTO batches (campaign, batch, ord, doc, updated_ms) "
-                     "VALUES (?1, ?2, ?4, ?5, ?6) "
-                     "ON CONFLICT (campaign, batch) DO UPDATE SET doc = excluded.doc, "
-                     "updated_ms = excluded.updated_ms",
-    [LAB_LT_CANDIDATE] = "INSERT INTO candidates (campaign, id, state, ord, doc, updated_ms) "
-                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (campaign, id) DO UPDATE SET "
-                         "state = excluded.state, doc = excluded.doc, "
-                         "updated_ms = excluded.updated_ms",
+    [LAB_CAMPAIGNS_TABLE_BATCH] = "INSERT INTO batches (campaign, batch, ord, doc, updated_ms) "
+                                  "VALUES (?1, ?2, ?4, ?5, ?6) "
+                                  "ON CONFLICT (campaign, batch) DO UPDATE SET doc = excluded.doc, "
+                                  "updated_ms = excluded.updated_ms",
+    [LAB_CAMPAIGNS_TABLE_CANDIDATE] =
+        "INSERT INTO candidates (campaign, id, state, ord, doc, updated_ms) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (campaign, id) DO UPDATE SET "
+        "state = excluded.state, doc = excluded.doc, "
+        "updated_ms = excluded.updated_ms",
 };
 
 static const char *const put_kind[] = {
-    [LAB_LT_CAMPAIGN] = "campaign",
-    [LAB_LT_BATCH] = "batch",
-    [LAB_LT_CANDIDATE] = "candidate",
+    [LAB_CAMPAIGNS_TABLE_CAMPAIGN] = "campaign",
+    [LAB_CAMPAIGNS_TABLE_BATCH] = "batch",
+    [LAB_CAMPAIGNS_TABLE_CANDIDATE] = "candidate",
 };
 
 static int write_apply(lab_store_op_t *op, sqlite3 *db)
 {
-    lab_loop_write_t *w = (lab_loop_write_t *)op;
+    lab_campaigns_write_t *w = (lab_campaigns_write_t *)op;
     for (int i = 0; i < w->nruns; i++) {
         int rc = w->runs[i]->op.apply(&w->runs[i]->op, db);
         if (rc)
             return rc;
     }
     for (int i = 0; i < w->nputs; i++) {
-        const lab_loop_put_t *p = &w->puts[i];
+        const lab_campaigns_put_t *p = &w->puts[i];
         sqlite3_stmt *s = lab_store_stmt(db, put_sql[p->table]);
         if (!s)
             return LAB_EDB;
@@ -151,14 +154,16 @@ static int write_apply(lab_store_op_t *op, sqlite3 *db)
     return 0;
 }
 
-int lab_loop_load(lab_store_t *st, lab_loop_table_t table,
-                  void (*cb)(void *ctx, const char *campaign, const char *id, const char *doc),
-                  void *ctx)
+int lab_campaigns_load(lab_store_t *st, lab_campaigns_table_t table,
+                       void (*cb)(void *ctx, const char *campaign, const char *id, const char *doc),
+                       void *ctx)
 {
     static const char *const sql[] = {
-        [LAB_LT_CAMPAIGN] = "SELECT id, NULL, doc FROM campaigns ORDER BY id",
-        [LAB_LT_BATCH] = "SELECT campaign, batch, doc FROM batches ORDER BY campaign, ord",
-        [LAB_LT_CANDIDATE] = "SELECT campaign, id, doc FROM candidates ORDER BY campaign, ord",
+        [LAB_CAMPAIGNS_TABLE_CAMPAIGN] = "SELECT id, NULL, doc FROM campaigns ORDER BY id",
+        [LAB_CAMPAIGNS_TABLE_BATCH] =
+            "SELECT campaign, batch, doc FROM batches ORDER BY campaign, ord",
+        [LAB_CAMPAIGNS_TABLE_CANDIDATE] =
+            "SELECT campaign, id, doc FROM candidates ORDER BY campaign, ord",
     };
     sqlite3 *db = lab_store_reader(st);
     sqlite3_stmt *s = lab_store_stmt(db, sql[table]);

@@ -3,12 +3,12 @@
  * screening of the same box, same seeds; the acceleration is the ratio of their medians.
  *
  * What this is, and is not: the learner's code path exactly as the engine drives it
- * (lab_learn_job_new/run/batch on a campaign document, batches of 6, two plates in flight as
+ * (lab_proposal_job_new/run/batch on a campaign document, batches of 6, two plates in flight as
  * learner.ahead's default keeps them: batch k+1 is proposed with batch k pending, and batch k's
  * results arrive after that), and the world exactly as labloop-sim computes it (sim/world.c: the
  * design response, the incubation gain, the reader's noise with labloop-sim's default sim_noise
  * of 0.002 AU), with each plate normalised against its controls by the engine's own functions
- * (daemon/loop/plate.c: Z', then (x - mu_neg) / (mu_pos - mu_neg), the mean of 2 replicates).
+ * (daemon/campaign/layout.c: Z', then (x - mu_neg) / (mu_pos - mu_neg), the mean of 2 replicates).
  * It is not the daemon: no wire protocols, no scheduler, no store. The daemon-level closed loop
  * is exercised by tests/integration/test_campaign.c and deploy/demo.
  *
@@ -27,8 +27,8 @@
  *   bench_closedloop [SEEDS [OPTION...]]    default 10 seeds; the options are the campaign's
  *   learner options (initial=N, acquisition=logei|ucb, ahead=1..4), and trace (each plate's
  *   best and candidates on stderr). */
-#include "daemon/loop/learn.h"
-#include "daemon/loop/plate.h"
+#include "daemon/campaign/proposals.h"
+#include "daemon/campaign/layout.h"
 #include "sim/world.h"
 
 #include <jansson.h>
@@ -263,18 +263,18 @@ static json_t *propose(json_t *camp, json_t *obs, json_t *const *flight, int nfl
         }
     }
     char err[200];
-    lab_learn_job_t *job =
-        lab_learn_job_new(camp, obs, pending, size, fit_no, sobol_skip, err, sizeof err);
+    lab_proposal_job_t *job =
+        lab_proposal_job_new(camp, obs, pending, size, fit_no, sobol_skip, err, sizeof err);
     json_decref(pending);
     if (!job)
         die("the learner cannot start", err);
     double t0 = now_s();
-    lab_learn_job_run(job);
+    lab_proposal_job_run(job);
     *seconds += now_s() - t0;
-    json_t *batch = lab_learn_job_batch(job);
+    json_t *batch = lab_proposal_job_batch(job);
     if (!batch)
-        die("the learner proposed nothing", lab_learn_job_error(job));
-    lab_learn_job_free(job);
+        die("the learner proposed nothing", lab_proposal_job_error(job));
+    lab_proposal_job_free(job);
     return batch;
 }
 

@@ -11,8 +11,8 @@
  * default 10 seeds from 1000; WHICH: branin, hartmann6, time or all. A rate such as Hartmann-6's
  * share of seeds on the second-best peak needs more than 10 seeds, and a second set of seeds
  * (FIRST 2000, say) shows whether a change helped or only suited the first set. */
-#include "daemon/loop/learner.h"
-#include "daemon/loop/sobol.h"
+#include "learner/learner.h"
+#include "learner/sobol.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -105,21 +105,21 @@ static double run_learner(const problem_t *pr, uint64_t seed, int batch, double 
     double *x = malloc((size_t)total * dim * sizeof *x), *y = malloc((size_t)total * sizeof *y);
     double best = INFINITY, theta[23];
     int have_theta = 0;
-    lab_learn_point_t out[64];
+    lab_learner_point_t out[64];
     double t0 = now_s();
     while (n < total) {
-        lab_learn_fit_t fit;
+        lab_learner_fit_t fit;
         char err[256];
-        lab_learn_problem_t p = {.dim = dim,
-                                 .n = n,
-                                 .x = x,
-                                 .y = y,
-                                 .batch = total - n < batch ? total - n : batch,
-                                 .sobol_skip = skip,
-                                 .seed = seed,
-                                 .acq = LAB_ACQ_LOGEI,
-                                 .theta0 = have_theta ? theta : NULL};
-        if (lab_learn_propose(&p, out, &fit, err, sizeof err)) {
+        lab_learner_problem_t p = {.dim = dim,
+                                   .n = n,
+                                   .x = x,
+                                   .y = y,
+                                   .batch = total - n < batch ? total - n : batch,
+                                   .sobol_skip = skip,
+                                   .seed = seed,
+                                   .acq = LAB_LEARNER_ACQ_LOGEI,
+                                   .theta0 = have_theta ? theta : NULL};
+        if (lab_learner_propose(&p, out, &fit, err, sizeof err)) {
             fprintf(stderr, "bench_learner: %s seed %llu: %s\n", pr->name, (unsigned long long)seed,
                     err);
             exit(1);
@@ -192,14 +192,14 @@ static void bench_time(void)
         lab_sobol_next(&s, x + i * DIM);
         y[i] = -hartmann6(x + i * DIM);
     }
-    lab_learn_point_t out[5];
-    lab_learn_fit_t fit;
+    lab_learner_point_t out[5];
+    lab_learner_fit_t fit;
     char err[256];
     double cold[REPS], warm[REPS], chol[REPS * 3], theta[23];
     for (int r = 0; r < REPS; r++) {
-        lab_learn_problem_t p = {.dim = DIM, .n = N, .x = x, .y = y, .batch = 5, .seed = 5 + r};
+        lab_learner_problem_t p = {.dim = DIM, .n = N, .x = x, .y = y, .batch = 5, .seed = 5 + r};
         double t0 = now_s();
-        if (lab_learn_propose(&p, out, &fit, err, sizeof err)) {
+        if (lab_learner_propose(&p, out, &fit, err, sizeof err)) {
             fprintf(stderr, "bench_learner: timing: %s\n", err);
             exit(1);
         }
@@ -210,7 +210,7 @@ static void bench_time(void)
         p.theta0 = theta;
         p.seed += 100;
         t0 = now_s();
-        if (lab_learn_propose(&p, out, &fit, err, sizeof err)) {
+        if (lab_learner_propose(&p, out, &fit, err, sizeof err)) {
             fprintf(stderr, "bench_learner: timing: %s\n", err);
             exit(1);
         }
@@ -222,7 +222,7 @@ static void bench_time(void)
     double *K = malloc(sizeof(double) * N * N), *K0 = malloc(sizeof(double) * N * N);
     for (int j = 0; j < N; j++)
         for (int i = 0; i < N; i++)
-            K0[i + j * N] = lab_learn_kernel(DIM, theta, x + i * DIM, x + j * DIM, NULL) +
+            K0[i + j * N] = lab_learner_kernel(DIM, theta, x + i * DIM, x + j * DIM, NULL) +
                             (i == j ? exp(theta[DIM + 1]) + fit.jitter : 0);
     for (int r = 0; r < REPS * 3; r++) {
         memcpy(K, K0, sizeof(double) * N * N);

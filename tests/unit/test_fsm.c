@@ -4,12 +4,12 @@
  * reachable from the first); and the facts the design relies on hold (a failed step may be
  * retried). */
 #include "core/err.h"
-#include "daemon/model/campaign.h"
-#include "daemon/model/candidate.h"
+#include "daemon/model/campaign_states.h"
+#include "daemon/model/candidate_states.h"
 #include "daemon/model/machines.h"
-#include "daemon/model/plate.h"
-#include "daemon/model/run.h"
-#include "daemon/model/step.h"
+#include "daemon/model/plate_states.h"
+#include "daemon/model/run_states.h"
+#include "daemon/model/step_states.h"
 #include "drivers/driver.h"
 
 #include <setjmp.h>

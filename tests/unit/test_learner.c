@@ -3,8 +3,8 @@
  * follow the data, a posterior that interpolates noise-free data, log-EI far below the
  * incumbent, Kriging believer batches that neither repeat nor bunch, refusals with a reason,
  * determinism, and a small problem actually optimised. */
-#include "daemon/loop/learner.h"
-#include "daemon/loop/sobol.h"
+#include "learner/learner.h"
+#include "learner/sobol.h"
 
 #include <math.h>
 #include <setjmp.h>
@@ -122,7 +122,7 @@ static void test_kernel_gradient(void **state)
             theta[d] = log(0.1 + unit_rand(&s));
         }
         theta[dim] = log(0.5 + unit_rand(&s));
-        double k = lab_learn_kernel(dim, theta, a, b, g);
+        double k = lab_learner_kernel(dim, theta, a, b, g);
         assert_true(k > 0 && k <= exp(theta[dim]));
         for (int t = 0; t <= dim; t++) {
             double h = 1e-6, tp[6], tm[6];
@@ -130,9 +130,9 @@ static void test_kernel_gradient(void **state)
             memcpy(tm, theta, sizeof tm);
             tp[t] += h;
             tm[t] -= h;
-            double fd =
-                (lab_learn_kernel(dim, tp, a, b, NULL) - lab_learn_kernel(dim, tm, a, b, NULL)) /
-                (2 * h);
+            double fd = (lab_learner_kernel(dim, tp, a, b, NULL) -
+                         lab_learner_kernel(dim, tm, a, b, NULL)) /
+                        (2 * h);
             if (fabs(fd - g[t]) > 1e-6 * (1.0 + fabs(fd)))
                 fail_msg("dim %d theta[%d]: analytic %.10g, finite difference %.10g", dim, t, g[t],
                          fd);
@@ -140,7 +140,7 @@ static void test_kernel_gradient(void **state)
     }
     /* at zero distance: the signal variance, and no lengthscale dependence */
     double a[2] = {0.3, 0.7}, theta[3] = {log(0.2), log(0.4), log(1.7)}, g[3];
-    assert_true(fabs(lab_learn_kernel(2, theta, a, a, g) - 1.7) < 1e-12);
+    assert_true(fabs(lab_learner_kernel(2, theta, a, a, g) - 1.7) < 1e-12);
     assert_true(g[0] == 0 && g[1] == 0);
 }
 
@@ -154,13 +154,13 @@ static void test_log_posterior_gradient(void **state)
             x[i * DIM + d] = unit_rand(&s);
         y[i] = sin(6 * x[i * DIM]) + x[i * DIM + 1] * x[i * DIM + 2] + 0.05 * unit_rand(&s);
     }
-    lab_learn_problem_t p = {.dim = DIM, .n = N, .x = x, .y = y, .batch = 1};
+    lab_learner_problem_t p = {.dim = DIM, .n = N, .x = x, .y = y, .batch = 1};
     double thetas[2][DIM + 2] = {{log(0.3), log(0.8), log(1.5), log(1.2), log(1e-2)},
                                  {log(2.0), log(0.1), log(0.5), log(0.3), log(1e-4)}};
     for (int k = 0; k < 2; k++) {
         double v, g[DIM + 2];
         char err[128];
-        if (lab_learn_log_posterior(&p, thetas[k], &v, g, err, sizeof err))
+        if (lab_learner_log_posterior(&p, thetas[k], &v, g, err, sizeof err))
             fail_msg("%s", err);
         for (int t = 0; t < DIM + 2; t++) {
             double h = 1e-5, tp[DIM + 2], tm[DIM + 2], vp, vm;
@@ -168,8 +168,8 @@ static void test_log_posterior_gradient(void **state)
             memcpy(tm, thetas[k], sizeof tm);
             tp[t] += h;
             tm[t] -= h;
-            assert_int_equal(lab_learn_log_posterior(&p, tp, &vp, NULL, err, sizeof err), 0);
-            assert_int_equal(lab_learn_log_posterior(&p, tm, &vm, NULL, err, sizeof err), 0);
+            assert_int_equal(lab_learner_log_posterior(&p, tp, &vp, NULL, err, sizeof err), 0);
+            assert_int_equal(lab_learner_log_posterior(&p, tm, &vm, NULL, err, sizeof err), 0);
             double fd = (vp - vm) / (2 * h);
             if (fabs(fd - g[t]) > 1e-4 * (1.0 + fabs(fd)))
                 fail_msg("theta set %d component %d: analytic %.8g, finite difference %.8g", k, t,
@@ -186,11 +186,11 @@ static void test_map_lengthscales(void **state)
     sobol_points(DIM, 21, N, x);
     for (int i = 0; i < N; i++)
         y[i] = sin(10.0 * x[i * DIM]);
-    lab_learn_problem_t p = {.dim = DIM, .n = N, .x = x, .y = y, .batch = 1, .seed = 4};
-    lab_learn_point_t out[1];
-    lab_learn_fit_t fit;
+    lab_learner_problem_t p = {.dim = DIM, .n = N, .x = x, .y = y, .batch = 1, .seed = 4};
+    lab_learner_point_t out[1];
+    lab_learner_fit_t fit;
     char err[128];
-    if (lab_learn_propose(&p, out, &fit, err, sizeof err))
+    if (lab_learner_propose(&p, out, &fit, err, sizeof err))
         fail_msg("%s", err);
     assert_int_equal(fit.from_sobol, 0);
     assert_true(fit.restarts >= 2);
@@ -212,14 +212,14 @@ static void test_interpolates(void **state)
     sobol_points(DIM, 5, N, x);
     for (int i = 0; i < N; i++)
         y[i] = 100.0 + 20.0 * (cos(3 * x[i * DIM]) + x[i * DIM + 1] - x[i * DIM + 2] * x[i * DIM]);
-    lab_learn_problem_t p = {.dim = DIM, .n = N, .x = x, .y = y, .batch = 2, .seed = 9};
-    lab_learn_point_t out[2];
-    lab_learn_fit_t fit;
+    lab_learner_problem_t p = {.dim = DIM, .n = N, .x = x, .y = y, .batch = 2, .seed = 9};
+    lab_learner_point_t out[2];
+    lab_learner_fit_t fit;
     char err[128];
-    if (lab_learn_propose(&p, out, &fit, err, sizeof err))
+    if (lab_learner_propose(&p, out, &fit, err, sizeof err))
         fail_msg("%s", err);
     double mean[N], sd[N];
-    if (lab_learn_predict(&p, &fit, N, x, mean, sd, err, sizeof err))
+    if (lab_learner_predict(&p, &fit, N, x, mean, sd, err, sizeof err))
         fail_msg("%s", err);
     for (int i = 0; i < N; i++) {
         if (fabs(mean[i] - y[i]) > 1e-3 * fit.y_sd)
@@ -228,11 +228,11 @@ static void test_interpolates(void **state)
     }
     /* away from the data the posterior is less sure; proposals carry the same posterior */
     double far[DIM] = {0.999, 0.001, 0.999}, fm, fs;
-    assert_int_equal(lab_learn_predict(&p, &fit, 1, far, &fm, &fs, err, sizeof err), 0);
+    assert_int_equal(lab_learner_predict(&p, &fit, 1, far, &fm, &fs, err, sizeof err), 0);
     assert_true(fs > 10 * sd[0]);
     for (int b = 0; b < 2; b++) {
         double m1, s1;
-        assert_int_equal(lab_learn_predict(&p, &fit, 1, out[b].x, &m1, &s1, err, sizeof err), 0);
+        assert_int_equal(lab_learner_predict(&p, &fit, 1, out[b].x, &m1, &s1, err, sizeof err), 0);
         assert_true(fabs(m1 - out[b].mean) < 1e-9 * (1 + fabs(m1)));
         assert_true(fabs(s1 - out[b].sd) < 1e-9 * (1 + s1));
     }
@@ -249,24 +249,24 @@ static void test_log_ei_far_below(void **state)
     /* where the direct formula is still accurate, they agree */
     double zs[] = {3.0, 0.5, 0.0, -0.99, -1.0, -2.0, -4.0, -8.0};
     for (size_t i = 0; i < sizeof zs / sizeof zs[0]; i++)
-        if (fabs(lab_learn_log_h(zs[i]) - direct_log_h(zs[i])) > 1e-9)
-            fail_msg("z %g: %.12g, direct %.12g", zs[i], lab_learn_log_h(zs[i]),
+        if (fabs(lab_learner_log_h(zs[i]) - direct_log_h(zs[i])) > 1e-9)
+            fail_msg("z %g: %.12g, direct %.12g", zs[i], lab_learner_log_h(zs[i]),
                      direct_log_h(zs[i]));
     /* far below: finite and strictly decreasing, where the direct formula gives -inf */
     assert_true(isinf(direct_log_h(-40.0)));
-    double prev = lab_learn_log_h(-1.0);
+    double prev = lab_learner_log_h(-1.0);
     for (double z = -1.1; z > -1e12; z *= 1.1) {
-        double v = lab_learn_log_h(z);
+        double v = lab_learner_log_h(z);
         if (!isfinite(v) || !(v < prev))
             fail_msg("z %g: log h %g after %g", z, v, prev);
         prev = v;
     }
-    assert_true(isfinite(lab_learn_log_h(-1e200)));
+    assert_true(isfinite(lab_learner_log_h(-1e200)));
     /* continuous where the method changes, and on the asymptote far out */
-    assert_true(fabs(lab_learn_log_h(-12.0 + 1e-9) - lab_learn_log_h(-12.0 - 1e-9)) < 1e-6);
+    assert_true(fabs(lab_learner_log_h(-12.0 + 1e-9) - lab_learner_log_h(-12.0 - 1e-9)) < 1e-6);
     double z = -1e4;
     double asym = -0.5 * z * z - 0.5 * log(2 * M_PI) - 2 * log(-z);
-    assert_true(fabs(lab_learn_log_h(z) - asym) < 1e-6);
+    assert_true(fabs(lab_learner_log_h(z) - asym) < 1e-6);
 }
 
 /* A smooth 2-D function with its maximum inside the square. */
@@ -283,19 +283,19 @@ static void test_believer_pending_and_spread(void **state)
     sobol_points(DIM, 8, N, x);
     for (int i = 0; i < N; i++)
         y[i] = bump(x + i * DIM);
-    lab_learn_problem_t p = {.dim = DIM, .n = N, .x = x, .y = y, .batch = 1, .seed = 2};
-    lab_learn_point_t one[1], again[1], batch[B];
+    lab_learner_problem_t p = {.dim = DIM, .n = N, .x = x, .y = y, .batch = 1, .seed = 2};
+    lab_learner_point_t one[1], again[1], batch[B];
     char err[128];
-    assert_int_equal(lab_learn_propose(&p, one, NULL, err, sizeof err), 0);
+    assert_int_equal(lab_learner_propose(&p, one, NULL, err, sizeof err), 0);
     /* the same problem with that point pending must go elsewhere */
     p.n_pending = 1;
     p.pending = one[0].x;
-    assert_int_equal(lab_learn_propose(&p, again, NULL, err, sizeof err), 0);
+    assert_int_equal(lab_learner_propose(&p, again, NULL, err, sizeof err), 0);
     if (dist(one[0].x, again[0].x, DIM) < 1e-3)
         fail_msg("proposed the pending point again: (%g, %g)", again[0].x[0], again[0].x[1]);
     /* a batch: no repeats of each other, of the data or of the pending point */
     p.batch = B;
-    assert_int_equal(lab_learn_propose(&p, batch, NULL, err, sizeof err), 0);
+    assert_int_equal(lab_learner_propose(&p, batch, NULL, err, sizeof err), 0);
     for (int b = 0; b < B; b++) {
         for (int d = 0; d < DIM; d++)
             assert_true(batch[b].x[d] >= 0.0 && batch[b].x[d] <= 1.0);
@@ -318,10 +318,10 @@ static void test_believer_pending_and_spread(void **state)
 static void test_bad_input(void **state)
 {
     double x[4] = {0.1, 0.2, 0.3, 0.4}, y[2] = {1.0, 2.0}, pend[2] = {0.5, 0.5};
-    lab_learn_point_t out[2];
+    lab_learner_point_t out[2];
     char err[128];
     struct {
-        lab_learn_problem_t p;
+        lab_learner_problem_t p;
         const char *reason;
     } cases[] = {
         {{.dim = 0, .n = 2, .x = x, .y = y, .batch = 1}, "dim"},
@@ -349,19 +349,19 @@ static void test_bad_input(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         err[0] = '\0';
-        if (lab_learn_propose(&cases[i].p, out, NULL, err, sizeof err) != -1)
+        if (lab_learner_propose(&cases[i].p, out, NULL, err, sizeof err) != -1)
             fail_msg("case %zu accepted", i);
         if (!strstr(err, cases[i].reason) || strchr(err, '\n'))
             fail_msg("case %zu: reason \"%s\" does not name %s", i, err, cases[i].reason);
     }
     /* predict refuses a model it was not given */
-    lab_learn_problem_t ok = {
+    lab_learner_problem_t ok = {
         .dim = 2, .n = 2, .x = x, .y = y, .n_pending = 1, .pending = pend, .batch = 1};
-    lab_learn_fit_t sobol_fit;
-    assert_int_equal(lab_learn_propose(&ok, out, &sobol_fit, err, sizeof err), 0);
+    lab_learner_fit_t sobol_fit;
+    assert_int_equal(lab_learner_propose(&ok, out, &sobol_fit, err, sizeof err), 0);
     assert_int_equal(sobol_fit.from_sobol, 1);
     double m, s;
-    assert_int_equal(lab_learn_predict(&ok, &sobol_fit, 1, pend, &m, &s, err, sizeof err), -1);
+    assert_int_equal(lab_learner_predict(&ok, &sobol_fit, 1, pend, &m, &s, err, sizeof err), -1);
     assert_non_null(strstr(err, "fitted"));
 }
 
@@ -372,27 +372,27 @@ static void test_same_seed_same_proposals(void **state)
     sobol_points(DIM, 31, N, x);
     for (int i = 0; i < N; i++)
         y[i] = -dist(x + i * DIM, (double[]){0.2, 0.7, 0.4}, DIM);
-    lab_learn_problem_t p = {.dim = DIM, .n = N, .x = x, .y = y, .batch = B, .seed = 77};
-    lab_learn_point_t a[B], b[B], c[B];
-    lab_learn_fit_t fa, fb;
+    lab_learner_problem_t p = {.dim = DIM, .n = N, .x = x, .y = y, .batch = B, .seed = 77};
+    lab_learner_point_t a[B], b[B], c[B];
+    lab_learner_fit_t fa, fb;
     char err[128];
-    assert_int_equal(lab_learn_propose(&p, a, &fa, err, sizeof err), 0);
-    assert_int_equal(lab_learn_propose(&p, b, &fb, err, sizeof err), 0);
+    assert_int_equal(lab_learner_propose(&p, a, &fa, err, sizeof err), 0);
+    assert_int_equal(lab_learner_propose(&p, b, &fb, err, sizeof err), 0);
     assert_memory_equal(a, b, sizeof a);
     assert_memory_equal(fa.theta, fb.theta, sizeof fa.theta);
     /* UCB proposes too, inside the cube, and its value is above the mean */
-    p.acq = LAB_ACQ_UCB;
-    assert_int_equal(lab_learn_propose(&p, c, NULL, err, sizeof err), 0);
+    p.acq = LAB_LEARNER_ACQ_UCB;
+    assert_int_equal(lab_learner_propose(&p, c, NULL, err, sizeof err), 0);
     for (int k = 0; k < B; k++)
         assert_true(c[k].acq > c[k].mean - 1e-9 && c[k].x[0] >= 0 && c[k].x[0] <= 1);
     /* Sobol phase: the seed shifts the design, sobol_skip continues it */
-    lab_learn_problem_t s = {.dim = DIM, .batch = B, .seed = 77};
-    lab_learn_fit_t fs;
-    assert_int_equal(lab_learn_propose(&s, a, &fs, err, sizeof err), 0);
+    lab_learner_problem_t s = {.dim = DIM, .batch = B, .seed = 77};
+    lab_learner_fit_t fs;
+    assert_int_equal(lab_learner_propose(&s, a, &fs, err, sizeof err), 0);
     assert_int_equal(fs.from_sobol, 1);
     assert_int_equal(fs.sobol_used, B);
     s.sobol_skip = B;
-    assert_int_equal(lab_learn_propose(&s, b, NULL, err, sizeof err), 0);
+    assert_int_equal(lab_learner_propose(&s, b, NULL, err, sizeof err), 0);
     double want[2 * B * DIM];
     sobol_points(DIM, 77, 2 * B, want);
     for (int k = 0; k < B; k++) {
@@ -401,7 +401,7 @@ static void test_same_seed_same_proposals(void **state)
     }
     s.seed = 78;
     s.sobol_skip = 0;
-    assert_int_equal(lab_learn_propose(&s, c, NULL, err, sizeof err), 0);
+    assert_int_equal(lab_learner_propose(&s, c, NULL, err, sizeof err), 0);
     assert_true(memcmp(a[0].x, c[0].x, DIM * sizeof(double)) != 0);
 }
 
@@ -413,18 +413,18 @@ static void test_optimises_a_bump(void **state)
     int n = 0, skip = 0, warm = 0;
     double design_best = -INFINITY;
     while (n < TOTAL) {
-        lab_learn_problem_t p = {.dim = DIM,
-                                 .n = n,
-                                 .x = x,
-                                 .y = y,
-                                 .batch = 3,
-                                 .sobol_skip = skip,
-                                 .seed = 6,
-                                 .theta0 = warm ? theta : NULL};
-        lab_learn_point_t out[3];
-        lab_learn_fit_t fit;
+        lab_learner_problem_t p = {.dim = DIM,
+                                   .n = n,
+                                   .x = x,
+                                   .y = y,
+                                   .batch = 3,
+                                   .sobol_skip = skip,
+                                   .seed = 6,
+                                   .theta0 = warm ? theta : NULL};
+        lab_learner_point_t out[3];
+        lab_learner_fit_t fit;
         char err[128];
-        if (lab_learn_propose(&p, out, &fit, err, sizeof err))
+        if (lab_learner_propose(&p, out, &fit, err, sizeof err))
             fail_msg("%s", err);
         skip += fit.sobol_used;
         if (!fit.from_sobol) {

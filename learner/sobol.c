@@ -2,7 +2,7 @@
  * (new-joe-kuo-6.21201, dimensions 2..20; dimension 1 is van der Corput), the Gray-code
  * recurrence x_{i+1} = x_i XOR v_c with c the lowest zero bit of i, and a seek that builds x_i
  * straight from the bits of gray(i). */
-#include "daemon/loop/sobol.h"
+#include "learner/sobol.h"
 
 #include <string.h>
 

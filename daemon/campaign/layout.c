@@ -1,5 +1,5 @@
-/* Plate geometry, layout and quality control. */
-#include "daemon/loop/plate.h"
+/* A campaign plate's geometry, layout and quality control: pure functions, no engine state. */
+#include "daemon/campaign/layout.h"
 
 #include <ctype.h>
 #include <math.h>

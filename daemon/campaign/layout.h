@@ -1,7 +1,7 @@
-/* A campaign's plates, as pure functions: well names, which wells are free around the controls,
- * and each plate's quality and normalisation from its control wells. */
-#ifndef LAB_LOOP_PLATE_H
-#define LAB_LOOP_PLATE_H
+/* A campaign's plate layout, as pure functions: well names, which wells are free around the
+ * controls, and each plate's quality and normalisation from its control wells. */
+#ifndef LAB_CAMPAIGN_LAYOUT_H
+#define LAB_CAMPAIGN_LAYOUT_H
 
 #include <jansson.h>
 #include <stdbool.h>

@@ -1,5 +1,5 @@
 /* Step states and their transitions. */
-#include "daemon/model/step.h"
+#include "daemon/model/step_states.h"
 
 static const char *const state_names[LAB_STEP_NSTATES] = {
     [LAB_STEP_PENDING] = "pending",     [LAB_STEP_RUNNING] = "running",

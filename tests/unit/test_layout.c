@@ -1,7 +1,7 @@
-/* A campaign plate's geometry, layout and quality control (daemon/loop/plate.c): well names on 96
- * and 384 plates, the free wells around the controls in column order, and Z' and normalisation
+/* A campaign plate's geometry, layout and quality control (daemon/campaign/layout.c): well names on
+ * 96 and 384 plates, the free wells around the controls in column order, and Z' and normalisation
  * checked against values worked out by hand. */
-#include "daemon/loop/plate.h"
+#include "daemon/campaign/layout.h"
 
 #include <math.h>
 #include <setjmp.h>

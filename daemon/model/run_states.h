@@ -1,7 +1,7 @@
 /* Runs: one workflow on one plate. Their states and the transitions allowed between them live
  * here, in one table. */
-#ifndef LAB_MODEL_RUN_H
-#define LAB_MODEL_RUN_H
+#ifndef LAB_MODEL_RUN_STATES_H
+#define LAB_MODEL_RUN_STATES_H
 
 #include "core/fsm.h"
 

@@ -1,7 +1,7 @@
 /* Closed-loop campaigns: their states and the one table of transitions between them. A campaign
  * is created active; only an active one lays out new plates. */
-#ifndef LAB_MODEL_CAMPAIGN_H
-#define LAB_MODEL_CAMPAIGN_H
+#ifndef LAB_MODEL_CAMPAIGN_STATES_H
+#define LAB_MODEL_CAMPAIGN_STATES_H
 
 #include "core/fsm.h"
 

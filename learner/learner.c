@@ -4,9 +4,9 @@
  * column-major for LAPACK; the Cholesky factor keeps a fixed leading dimension (cap) so that a
  * believer point extends it by one row instead of a new factorisation, which also leaves the
  * observations-only factor intact in its leading block. */
-#include "daemon/loop/learner.h"
+#include "learner/learner.h"
 
-#include "daemon/loop/sobol.h"
+#include "learner/sobol.h"
 
 #include <float.h>
 #include <math.h>
@@ -136,10 +136,10 @@ static double matern(double r2, double sf2, double *dk2)
     return sf2 * (1.0 + SQRT5 * r + (5.0 / 3.0) * r2) * e;
 }
 
-double lab_learn_kernel(int dim, const double *theta, const double *a, const double *b,
-                        double *grad)
+double lab_learner_kernel(int dim, const double *theta, const double *a, const double *b,
+                          double *grad)
 {
-    double inv_ls2[LAB_LEARN_MAXDIM], sf2 = exp(theta[dim]), dk2;
+    double inv_ls2[LAB_LEARNER_MAXDIM], sf2 = exp(theta[dim]), dk2;
     for (int d = 0; d < dim; d++)
         inv_ls2[d] = exp(-2.0 * theta[d]);
     double k = matern(sqdist(dim, a, b, inv_ls2), sf2, &dk2);
@@ -172,7 +172,7 @@ static double mills_q(double t)
     return sum;
 }
 
-double lab_learn_log_h(double z)
+double lab_learner_log_h(double z)
 {
     if (z > -1.0) {
         double phi = exp(-0.5 * z * z) / sqrt(2.0 * M_PI), Phi = 0.5 * erfc(-z * INV_SQRT2);
@@ -337,7 +337,7 @@ static void prior_ls(int dim, double *mu, double *sd)
 static double log_posterior(fitctx_t *c, const double *theta, double *grad)
 {
     int n = c->n, dim = c->dim, info;
-    double inv_ls2[LAB_LEARN_MAXDIM], sf2 = exp(theta[dim]), sn2 = exp(theta[dim + 1]);
+    double inv_ls2[LAB_LEARNER_MAXDIM], sf2 = exp(theta[dim]), sn2 = exp(theta[dim + 1]);
     for (int d = 0; d < dim; d++)
         inv_ls2[d] = exp(-2.0 * theta[d]);
     double *K = c->K, *alpha = c->alpha;
@@ -515,7 +515,7 @@ typedef struct gp {
     double *L;     /* cap*cap column-major, lower Cholesky of K + noise */
     double *alpha; /* cap: (K + noise)^-1 y */
     double *ks, *v, *w;
-    double inv_ls2[LAB_LEARN_MAXDIM], sf2, sn2, jitter;
+    double inv_ls2[LAB_LEARNER_MAXDIM], sf2, sn2, jitter;
 } gp_t;
 
 static void gp_free(gp_t *g)
@@ -663,7 +663,7 @@ static int gp_append(gp_t *g, const double *xq, double yq)
 
 typedef struct acqctx {
     gp_t *g;
-    lab_acq_t acq;
+    lab_learner_acq_t acq;
     double best; /* standardised incumbent */
     double sqrt_beta;
 } acqctx_t;
@@ -672,10 +672,10 @@ typedef struct acqctx {
 static double acq_value(acqctx_t *a, const double *x, double *grad)
 {
     gp_t *g = a->g;
-    double mu, var, gmu[LAB_LEARN_MAXDIM], gvar[LAB_LEARN_MAXDIM];
+    double mu, var, gmu[LAB_LEARNER_MAXDIM], gvar[LAB_LEARNER_MAXDIM];
     gp_predict(g, g->n, x, &mu, &var, grad ? gmu : NULL, grad ? gvar : NULL);
     double sd = sqrt(var);
-    if (a->acq == LAB_ACQ_UCB) {
+    if (a->acq == LAB_LEARNER_ACQ_UCB) {
         if (grad)
             for (int d = 0; d < g->dim; d++)
                 grad[d] = gmu[d] + a->sqrt_beta * gvar[d] / (2.0 * sd);
@@ -689,7 +689,7 @@ static double acq_value(acqctx_t *a, const double *x, double *grad)
             grad[d] = dsd / sd + dl * (gmu[d] - z * dsd) / sd;
         }
     }
-    return log(sd) + lab_learn_log_h(z);
+    return log(sd) + lab_learner_log_h(z);
 }
 
 static double neg_acq(void *ctx, const double *x, double *g)
@@ -730,8 +730,9 @@ static int acq_batch(acqctx_t *a, int m, const double *xs, double *score)
         for (int i = 0; i < n; i++)
             vv += ks[i + (size_t)j * n] * ks[i + (size_t)j * n];
         double var = g->sf2 - vv, sd = sqrt(var > 1e-12 * g->sf2 ? var : 1e-12 * g->sf2);
-        score[j] = a->acq == LAB_ACQ_UCB ? mus[j] + a->sqrt_beta * sd
-                                         : log(sd) + lab_learn_log_h((mus[j] - a->best) / sd);
+        score[j] = a->acq == LAB_LEARNER_ACQ_UCB
+                       ? mus[j] + a->sqrt_beta * sd
+                       : log(sd) + lab_learner_log_h((mus[j] - a->best) / sd);
     }
     free(mus);
     free(ks);
@@ -809,7 +810,7 @@ static int acq_pick(acqctx_t *a, rng_t *r, uint64_t seed, int pick, double *xbes
     }
     qsort(order, (size_t)m, sizeof *order, cand_cmp);
 
-    double lo[LAB_LEARN_MAXDIM], hi[LAB_LEARN_MAXDIM], xr[LAB_LEARN_MAXDIM], fx;
+    double lo[LAB_LEARNER_MAXDIM], hi[LAB_LEARNER_MAXDIM], xr[LAB_LEARNER_MAXDIM], fx;
     for (int d = 0; d < dim; d++) {
         lo[d] = 0.0;
         hi[d] = 1.0;
@@ -875,30 +876,30 @@ static int check_points(const double *x, int n, int dim, const char *what, char 
     return 0;
 }
 
-static int check_problem(const lab_learn_problem_t *p, int need_batch, char *err, size_t errlen)
+static int check_problem(const lab_learner_problem_t *p, int need_batch, char *err, size_t errlen)
 {
     if (!p) {
         fail(err, errlen, "no problem");
         return -1;
     }
-    if (p->dim < 1 || p->dim > LAB_LEARN_MAXDIM) {
-        fail(err, errlen, "dim %d is outside 1..%d", p->dim, LAB_LEARN_MAXDIM);
+    if (p->dim < 1 || p->dim > LAB_LEARNER_MAXDIM) {
+        fail(err, errlen, "dim %d is outside 1..%d", p->dim, LAB_LEARNER_MAXDIM);
         return -1;
     }
-    if (p->n < 0 || p->n_pending < 0 || p->n + p->n_pending > LAB_LEARN_MAXN) {
+    if (p->n < 0 || p->n_pending < 0 || p->n + p->n_pending > LAB_LEARNER_MAXN) {
         fail(err, errlen, "n %d and n_pending %d: each >= 0, together at most %d", p->n,
-             p->n_pending, LAB_LEARN_MAXN);
+             p->n_pending, LAB_LEARNER_MAXN);
         return -1;
     }
-    if (need_batch && (p->batch < 1 || p->batch > LAB_LEARN_MAXBATCH)) {
-        fail(err, errlen, "batch %d is outside 1..%d", p->batch, LAB_LEARN_MAXBATCH);
+    if (need_batch && (p->batch < 1 || p->batch > LAB_LEARNER_MAXBATCH)) {
+        fail(err, errlen, "batch %d is outside 1..%d", p->batch, LAB_LEARNER_MAXBATCH);
         return -1;
     }
     if (p->n_init < 0 || p->sobol_skip < 0) {
         fail(err, errlen, "n_init and sobol_skip must be >= 0");
         return -1;
     }
-    if (p->acq != LAB_ACQ_LOGEI && p->acq != LAB_ACQ_UCB) {
+    if (p->acq != LAB_LEARNER_ACQ_LOGEI && p->acq != LAB_LEARNER_ACQ_UCB) {
         fail(err, errlen, "unknown acquisition %d", (int)p->acq);
         return -1;
     }
@@ -945,7 +946,7 @@ static void standardise(const double *y, int n, double *ys, double *mean, double
     *sd = s;
 }
 
-static void fill_fit(lab_learn_fit_t *fit, int dim, const double *theta)
+static void fill_fit(lab_learner_fit_t *fit, int dim, const double *theta)
 {
     memcpy(fit->theta, theta, (size_t)(dim + 2) * sizeof *theta);
     for (int d = 0; d < dim; d++)
@@ -956,14 +957,15 @@ static void fill_fit(lab_learn_fit_t *fit, int dim, const double *theta)
 
 /* ---- the public calls ---- */
 
-static int propose_sobol(const lab_learn_problem_t *p, lab_learn_point_t *out, lab_learn_fit_t *fit)
+static int propose_sobol(const lab_learner_problem_t *p, lab_learner_point_t *out,
+                         lab_learner_fit_t *fit)
 {
     lab_sobol_t s;
     lab_sobol_init(&s, p->dim, p->seed);
     lab_sobol_skip(&s, (uint64_t)p->sobol_skip);
     int used = 0;
     for (int b = 0; b < p->batch;) {
-        double x[LAB_LEARN_MAXDIM];
+        double x[LAB_LEARNER_MAXDIM];
         lab_sobol_next(&s, x);
         used++;
         int dupe = 0;
@@ -990,8 +992,8 @@ static int propose_sobol(const lab_learn_problem_t *p, lab_learn_point_t *out, l
     return 0;
 }
 
-int lab_learn_propose(const lab_learn_problem_t *p, lab_learn_point_t *out, lab_learn_fit_t *fit,
-                      char *err, size_t errlen)
+int lab_learner_propose(const lab_learner_problem_t *p, lab_learner_point_t *out,
+                        lab_learner_fit_t *fit, char *err, size_t errlen)
 {
     if (check_problem(p, 1, err, errlen))
         return -1;
@@ -1066,15 +1068,15 @@ int lab_learn_propose(const lab_learn_problem_t *p, lab_learn_point_t *out, lab_
         }
     }
     for (int b = 0; b < p->batch; b++) {
-        double xb[LAB_LEARN_MAXDIM], val, mu, var;
+        double xb[LAB_LEARNER_MAXDIM], val, mu, var;
         if (acq_pick(&a, &r, p->seed, b, xb, &val)) {
             fail(err, errlen, "no new point found for batch slot %d", b);
             goto out;
         }
-        lab_learn_point_t *o = &out[b];
+        lab_learner_point_t *o = &out[b];
         memset(o, 0, sizeof *o);
         memcpy(o->x, xb, (size_t)dim * sizeof *xb);
-        o->acq = p->acq == LAB_ACQ_UCB ? y_mean + y_sd * val : val + log(y_sd);
+        o->acq = p->acq == LAB_LEARNER_ACQ_UCB ? y_mean + y_sd * val : val + log(y_sd);
         gp_predict(&g, g.n, xb, &mu, &var, NULL, NULL);
         a.best = mu > a.best ? mu : a.best;
         if (gp_append(&g, xb, mu)) {
@@ -1110,8 +1112,8 @@ out:
     return rc;
 }
 
-int lab_learn_predict(const lab_learn_problem_t *p, const lab_learn_fit_t *fit, int m,
-                      const double *xs, double *mean, double *sd, char *err, size_t errlen)
+int lab_learner_predict(const lab_learner_problem_t *p, const lab_learner_fit_t *fit, int m,
+                        const double *xs, double *mean, double *sd, char *err, size_t errlen)
 {
     if (check_problem(p, 0, err, errlen))
         return -1;
@@ -1156,8 +1158,8 @@ out:
     return rc;
 }
 
-int lab_learn_log_posterior(const lab_learn_problem_t *p, const double *theta, double *value,
-                            double *grad, char *err, size_t errlen)
+int lab_learner_log_posterior(const lab_learner_problem_t *p, const double *theta, double *value,
+                              double *grad, char *err, size_t errlen)
 {
     if (check_problem(p, 0, err, errlen))
         return -1;

@@ -1,8 +1,8 @@
-/* The learner's job: the design space mapped onto the unit cube (each volume parameter's
+/* A proposal job: the design space mapped onto the unit cube (each volume parameter's
  * [min, max]), the objective turned into a value to maximise, and the proposals mapped back to
  * microlitres (rounded to 0.1 uL, the liquid handler's resolution). */
-#include "daemon/loop/learn.h"
-#include "daemon/loop/learner.h"
+#include "daemon/campaign/proposals.h"
+#include "learner/learner.h"
 
 #include "core/mem.h"
 
@@ -13,19 +13,19 @@
 
 #define LEARN_DIM_MAX 20
 
-struct lab_learn_job {
+struct lab_proposal_job {
     int dim, n, npend, batch, fit_no;
     char names[LEARN_DIM_MAX][32];
     double lo[LEARN_DIM_MAX], hi[LEARN_DIM_MAX];
     double *x, *y, *pend;
-    lab_learn_problem_t p;
-    lab_learn_point_t *out;
-    lab_learn_fit_t fit;
+    lab_learner_problem_t p;
+    lab_learner_point_t *out;
+    lab_learner_fit_t fit;
     int rc;
     char err[200];
 };
 
-static void to_cube(const lab_learn_job_t *j, const json_t *params, double *x)
+static void to_cube(const lab_proposal_job_t *j, const json_t *params, double *x)
 {
     for (int d = 0; d < j->dim; d++) {
         double v = json_number_value(json_object_get(params, j->names[d]));
@@ -34,15 +34,16 @@ static void to_cube(const lab_learn_job_t *j, const json_t *params, double *x)
     }
 }
 
-lab_learn_job_t *lab_learn_job_new(const json_t *campaign, const json_t *obs, const json_t *pending,
-                                   int batch, int fit_no, int sobol_skip, char *err, size_t errlen)
+lab_proposal_job_t *lab_proposal_job_new(const json_t *campaign, const json_t *obs,
+                                         const json_t *pending, int batch, int fit_no,
+                                         int sobol_skip, char *err, size_t errlen)
 {
     json_t *params = json_object_get(campaign, "parameters");
     if (json_array_size(params) < 1 || json_array_size(params) > LEARN_DIM_MAX) {
         snprintf(err, errlen, "the learner takes 1 to %d parameters", LEARN_DIM_MAX);
         return NULL;
     }
-    lab_learn_job_t *j = LAB_NEW(lab_learn_job_t);
+    lab_proposal_job_t *j = LAB_NEW(lab_proposal_job_t);
     size_t i;
     json_t *p;
     json_array_foreach(params, i, p)
@@ -81,7 +82,7 @@ lab_learn_job_t *lab_learn_job_new(const json_t *campaign, const json_t *obs, co
     j->fit_no = fit_no;
     json_t *lr = json_object_get(campaign, "learner");
     const char *acq = json_string_value(json_object_get(lr, "acquisition"));
-    j->p = (lab_learn_problem_t){
+    j->p = (lab_learner_problem_t){
         .dim = j->dim,
         .n = j->n,
         .x = j->x,
@@ -93,18 +94,18 @@ lab_learn_job_t *lab_learn_job_new(const json_t *campaign, const json_t *obs, co
         .sobol_skip = sobol_skip,
         .seed =
             (uint64_t)json_integer_value(json_object_get(lr, "seed")) * 1000003u + (uint64_t)fit_no,
-        .acq = acq && strcmp(acq, "ucb") == 0 ? LAB_ACQ_UCB : LAB_ACQ_LOGEI,
+        .acq = acq && strcmp(acq, "ucb") == 0 ? LAB_LEARNER_ACQ_UCB : LAB_LEARNER_ACQ_LOGEI,
     };
     j->out = lab_calloc((size_t)batch + 1, sizeof *j->out);
     return j;
 }
 
-void lab_learn_job_run(lab_learn_job_t *j)
+void lab_proposal_job_run(lab_proposal_job_t *j)
 {
-    j->rc = lab_learn_propose(&j->p, j->out, &j->fit, j->err, sizeof j->err);
+    j->rc = lab_learner_propose(&j->p, j->out, &j->fit, j->err, sizeof j->err);
 }
 
-json_t *lab_learn_job_batch(const lab_learn_job_t *j)
+json_t *lab_proposal_job_batch(const lab_proposal_job_t *j)
 {
     if (j->rc != 0)
         return NULL;
@@ -120,7 +121,7 @@ json_t *lab_learn_job_batch(const lab_learn_job_t *j)
             json_object_set_new(ls, j->names[d], json_real(j->fit.lengthscale[d]));
         json_object_set_new(fit, "kernel", json_string("matern52-ard"));
         json_object_set_new(fit, "acquisition",
-                            json_string(j->p.acq == LAB_ACQ_UCB ? "ucb" : "log-ei"));
+                            json_string(j->p.acq == LAB_LEARNER_ACQ_UCB ? "ucb" : "log-ei"));
         json_object_set_new(fit, "lengthscales", ls);
         json_object_set_new(fit, "signal_var", json_real(j->fit.signal_var));
         json_object_set_new(fit, "noise_var", json_real(j->fit.noise_var));
@@ -147,12 +148,12 @@ json_t *lab_learn_job_batch(const lab_learn_job_t *j)
                      "version", version, "fit", fit, "candidates", cands);
 }
 
-const char *lab_learn_job_error(const lab_learn_job_t *j)
+const char *lab_proposal_job_error(const lab_proposal_job_t *j)
 {
     return j->rc ? j->err : "";
 }
 
-void lab_learn_job_free(lab_learn_job_t *j)
+void lab_proposal_job_free(lab_proposal_job_t *j)
 {
     if (!j)
         return;

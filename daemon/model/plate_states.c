@@ -1,5 +1,5 @@
 /* Campaign plate states and their transitions. */
-#include "daemon/model/plate.h"
+#include "daemon/model/plate_states.h"
 
 static const char *const state_names[LAB_PLATE_NSTATES] = {
     [LAB_PLATE_STAGED] = "staged",
@@ -16,7 +16,8 @@ static const lab_fsm_edge_t edges[] = {
      "its run ended (before it was seen running, or while the "
      "daemon was down)"},
     {LAB_PLATE_RUNNING, LAB_PLATE_OVER, "its run ended (done, failed or cancelled)"},
-    {LAB_PLATE_RELAID, LAB_PLATE_OVER, "its run ended (cancelled by the loop, or ran out)"},
+    {LAB_PLATE_RELAID, LAB_PLATE_OVER,
+     "its run ended (cancelled by the campaign engine, or ran out)"},
 };
 
 const lab_fsm_t lab_plate_fsm = {

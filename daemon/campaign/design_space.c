@@ -1,13 +1,13 @@
 /* Campaign documents: what the schema cannot check, the defaults, the view; the design space
  * (which reagents a candidate's parameters dispense, and how much); creating, pausing and
  * resuming a campaign. */
-#include "daemon/loop/loop_int.h"
-#include "daemon/loop/plate.h"
+#include "daemon/campaign/engine_int.h"
+#include "daemon/campaign/layout.h"
 
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
-#include "daemon/model/run.h"
+#include "daemon/model/run_states.h"
 #include "daemon/store/runs.h"
 #include "daemon/store/workflows.h"
 
@@ -18,7 +18,7 @@
 
 /* ---- the design space ---- */
 
-json_t *loop_params_of(const camp_t *c)
+json_t *campaigns_params_of(const camp_t *c)
 {
     return json_object_get(c->doc, "parameters");
 }
@@ -26,24 +26,24 @@ json_t *loop_params_of(const camp_t *c)
 /* The reagent a volume parameter dispenses. */
 static const char *param_reagent(const json_t *p)
 {
-    return loop_str(p, "reagent") ? loop_str(p, "reagent") : loop_str(p, "name");
+    return campaigns_str(p, "reagent") ? campaigns_str(p, "reagent") : campaigns_str(p, "name");
 }
 
-bool loop_param_is_choice(const json_t *p)
+bool campaigns_param_is_choice(const json_t *p)
 {
-    const char *t = loop_str(p, "type");
+    const char *t = campaigns_str(p, "type");
     return t && strcmp(t, "choice") == 0;
 }
 
 /* Every reagent the design can dispense, in parameter order, as a JSON array. */
-json_t *loop_design_reagents(const camp_t *c)
+json_t *campaigns_design_reagents(const camp_t *c)
 {
     json_t *out = json_array();
     size_t i, j;
     json_t *p, *ch;
-    json_array_foreach(loop_params_of(c), i, p)
+    json_array_foreach(campaigns_params_of(c), i, p)
     {
-        if (loop_param_is_choice(p)) {
+        if (campaigns_param_is_choice(p)) {
             json_array_foreach(json_object_get(p, "choices"), j, ch)
             {
                 bool seen = false;
@@ -69,19 +69,19 @@ static int reagent_index(const json_t *reagents, const char *name)
 }
 
 /* The microlitres per reagent a candidate's params put into a well. */
-json_t *loop_volumes_of(const camp_t *c, const json_t *reagents, const json_t *params)
+json_t *campaigns_volumes_of(const camp_t *c, const json_t *reagents, const json_t *params)
 {
     size_t nr = json_array_size(reagents);
     double *ul = lab_calloc(nr + 1, sizeof *ul);
     size_t i;
     json_t *p;
-    json_array_foreach(loop_params_of(c), i, p)
+    json_array_foreach(campaigns_params_of(c), i, p)
     {
-        json_t *v = json_object_get(params, loop_str(p, "name"));
+        json_t *v = json_object_get(params, campaigns_str(p, "name"));
         int r;
-        if (loop_param_is_choice(p)) {
+        if (campaigns_param_is_choice(p)) {
             if ((r = reagent_index(reagents, json_string_value(v) ?: "")) >= 0)
-                ul[r] += loop_num(p, "volume_ul", 0);
+                ul[r] += campaigns_num(p, "volume_ul", 0);
         } else if ((r = reagent_index(reagents, param_reagent(p))) >= 0) {
             ul[r] += json_number_value(v);
         }
@@ -93,21 +93,21 @@ json_t *loop_volumes_of(const camp_t *c, const json_t *reagents, const json_t *p
     return out;
 }
 
-json_t *loop_control_volumes(const camp_t *c, const json_t *reagents, const char *which)
+json_t *campaigns_control_volumes(const camp_t *c, const json_t *reagents, const char *which)
 {
-    json_t *vols = json_object_get(json_object_get(loop_layout(c), which), "volumes");
+    json_t *vols = json_object_get(json_object_get(campaigns_layout(c), which), "volumes");
     json_t *out = json_array();
     size_t i;
     json_t *r;
     json_array_foreach(reagents, i, r)
-        json_array_append_new(out, json_real(loop_num(vols, json_string_value(r), 0)));
+        json_array_append_new(out, json_real(campaigns_num(vols, json_string_value(r), 0)));
     return out;
 }
 
 /* ---- campaign documents ---- */
 
 /* Problems the schema cannot see: bounds, wells, reagents, the workflow. */
-static void campaign_check(lab_loop_t *l, const json_t *doc, lab_jerrs_t *e)
+static void campaign_check(lab_campaigns_t *l, const json_t *doc, lab_jerrs_t *e)
 {
     size_t i;
     json_t *p;
@@ -116,11 +116,11 @@ static void campaign_check(lab_loop_t *l, const json_t *doc, lab_jerrs_t *e)
     {
         char path[64];
         snprintf(path, sizeof path, "/parameters/%zu", i);
-        const char *name = loop_str(p, "name");
+        const char *name = campaigns_str(p, "name");
         if (json_object_get(names, name))
             lab_jerrs_add(e, path, "parameter '%s' is named twice", name);
         json_object_set_new(names, name, json_true());
-        if (loop_param_is_choice(p)) {
+        if (campaigns_param_is_choice(p)) {
             if (!json_object_get(p, "choices") || !json_object_get(p, "volume_ul"))
                 lab_jerrs_add(e, path, "a choice needs choices (reagents) and volume_ul");
             if (json_object_get(p, "min") || json_object_get(p, "max") ||
@@ -129,9 +129,9 @@ static void campaign_check(lab_loop_t *l, const json_t *doc, lab_jerrs_t *e)
         } else {
             if (!json_object_get(p, "max"))
                 lab_jerrs_add(e, path, "a volume needs max (uL)");
-            else if (loop_num(p, "min", 0) >= loop_num(p, "max", 0))
-                lab_jerrs_add(e, path, "min (%g) must be below max (%g)", loop_num(p, "min", 0),
-                              loop_num(p, "max", 0));
+            else if (campaigns_num(p, "min", 0) >= campaigns_num(p, "max", 0))
+                lab_jerrs_add(e, path, "min (%g) must be below max (%g)",
+                              campaigns_num(p, "min", 0), campaigns_num(p, "max", 0));
             if (json_object_get(p, "choices") || json_object_get(p, "volume_ul"))
                 lab_jerrs_add(e, path, "a volume has no choices or volume_ul");
         }
@@ -168,7 +168,7 @@ static void campaign_check(lab_loop_t *l, const json_t *doc, lab_jerrs_t *e)
         }
     }
     camp_t tmp = {.doc = (json_t *)doc};
-    json_t *reagents = loop_design_reagents(&tmp);
+    json_t *reagents = campaigns_design_reagents(&tmp);
     for (int w = 0; w < 2; w++) {
         const char *key;
         json_t *v;
@@ -184,13 +184,14 @@ static void campaign_check(lab_loop_t *l, const json_t *doc, lab_jerrs_t *e)
         }
     }
     json_decref(reagents);
-    if (!e->n && loop_plate_capacity(&tmp) < 1)
+    if (!e->n && campaigns_plate_capacity(&tmp) < 1)
         lab_jerrs_add(e, "/layout", "the controls leave no room for %d replicates of a candidate",
-                      loop_replicates_of(&tmp));
+                      campaigns_replicates_of(&tmp));
 
-    const char *kind = loop_str(json_object_get(doc, "learner"), "kind");
+    const char *kind = campaigns_str(json_object_get(doc, "learner"), "kind");
     if (kind && strcmp(kind, "builtin") == 0) {
-        json_array_foreach(json_object_get(doc, "parameters"), i, p) if (loop_param_is_choice(p))
+        json_array_foreach(json_object_get(doc, "parameters"), i,
+                           p) if (campaigns_param_is_choice(p))
         {
             char path[64];
             snprintf(path, sizeof path, "/parameters/%zu", i);
@@ -199,7 +200,7 @@ static void campaign_check(lab_loop_t *l, const json_t *doc, lab_jerrs_t *e)
     }
 
     /* the workflow: stored, with a design dispense */
-    const char *wf = loop_str(doc, "workflow");
+    const char *wf = campaigns_str(doc, "workflow");
     char *text = NULL;
     if (lab_workflows_get(l->st, wf, 0, &text) != LAB_OK) {
         lab_jerrs_add(e, "/workflow", "workflow %s is not stored", wf);
@@ -220,7 +221,7 @@ static void campaign_check(lab_loop_t *l, const json_t *doc, lab_jerrs_t *e)
 }
 
 /* The stored form of a new campaign: the document with its defaults, id and state. */
-static json_t *campaign_doc(lab_loop_t *l, const json_t *in, const char *by)
+static json_t *campaign_doc(lab_campaigns_t *l, const json_t *in, const char *by)
 {
     json_t *d = json_deep_copy(in);
     if (!json_object_get(d, "id")) {
@@ -257,17 +258,17 @@ static json_t *campaign_doc(lab_loop_t *l, const json_t *in, const char *by)
     {
         if (!json_object_get(p, "type"))
             json_object_set_new(p, "type", json_string("volume"));
-        if (!loop_param_is_choice(p) && !json_object_get(p, "min"))
+        if (!campaigns_param_is_choice(p) && !json_object_get(p, "min"))
             json_object_set_new(p, "min", json_real(0));
     }
     json_object_set_new(d, "state", json_string(lab_camp_state_name(LAB_CAMP_ACTIVE)));
     json_object_set_new(d, "created_by", json_string(by));
-    json_object_set_new(d, "created_at", loop_now_iso(l));
+    json_object_set_new(d, "created_at", campaigns_now_iso(l));
     json_object_set_new(d, "plates_made", json_integer(0));
     return d;
 }
 
-static json_t *camp_view(lab_loop_t *l, camp_t *c)
+static json_t *camp_view(lab_campaigns_t *l, camp_t *c)
 {
     (void)l;
     json_t *v = json_deep_copy(c->doc);
@@ -298,21 +299,24 @@ static json_t *camp_view(lab_loop_t *l, camp_t *c)
 
 /* ---- requests ---- */
 
-void lab_loop_create(lab_loop_t *l, const json_t *in, const char *by, lab_loop_cb cb, void *arg)
+void lab_campaigns_create(lab_campaigns_t *l, const json_t *in, const char *by, lab_campaigns_cb cb,
+                          void *arg)
 {
     if (l->stopped) {
-        loop_answer(cb, arg, 503, loop_problem("the daemon is shutting down; not created", NULL));
+        campaigns_answer(cb, arg, 503,
+                         campaigns_problem("the daemon is shutting down; not created", NULL));
         return;
     }
     lab_jerrs_t e = {0};
     campaign_check(l, in, &e);
     if (e.n) {
-        loop_answer(cb, arg, 422, loop_problem("the campaign has problems", lab_jerrs_to_json(&e)));
+        campaigns_answer(cb, arg, 422,
+                         campaigns_problem("the campaign has problems", lab_jerrs_to_json(&e)));
         lab_jerrs_free(&e);
         return;
     }
     json_t *doc = campaign_doc(l, in, by);
-    camp_t *old = loop_camp_find(l, loop_str(doc, "id"));
+    camp_t *old = campaigns_camp_find(l, campaigns_str(doc, "id"));
     if (old) {
         /* the same document again (a retry) is the same campaign */
         json_t *a = json_deep_copy(in), *b = json_deep_copy(old->doc);
@@ -331,65 +335,66 @@ void lab_loop_create(lab_loop_t *l, const json_t *in, const char *by, lab_loop_c
         json_decref(na);
         json_decref(doc);
         if (same)
-            loop_answer(cb, arg, 200, camp_view(l, old));
+            campaigns_answer(cb, arg, 200, camp_view(l, old));
         else
-            loop_answer(
+            campaigns_answer(
                 cb, arg, 409,
-                loop_problem("another campaign has this id",
-                             json_pack("[{s:s,s:s}]", "path", "/id", "message",
-                                       "a campaign with this id and other content exists")));
+                campaigns_problem("another campaign has this id",
+                                  json_pack("[{s:s,s:s}]", "path", "/id", "message",
+                                            "a campaign with this id and other content exists")));
         return;
     }
-    camp_t *c = loop_camp_add(l, doc);
-    lab_loop_write_t *w = lab_loop_write_new(loop_now_ms(l));
-    loop_put_camp(l, w, c);
+    camp_t *c = campaigns_camp_add(l, doc);
+    lab_campaigns_write_t *w = lab_campaigns_write_new(campaigns_now_ms(l));
+    campaigns_put_camp(l, w, c);
     log_info("loop", "campaign=%s created by %s: workflow %s, %zu parameters, learner %s", c->id,
-             by, loop_str(doc, "workflow"), json_array_size(loop_params_of(c)),
-             loop_str(json_object_get(doc, "learner"), "kind"));
-    loop_commit(l, w, cb, arg, 201, camp_view(l, c));
-    loop_maybe_propose(l, c);
+             by, campaigns_str(doc, "workflow"), json_array_size(campaigns_params_of(c)),
+             campaigns_str(json_object_get(doc, "learner"), "kind"));
+    campaigns_commit(l, w, cb, arg, 201, camp_view(l, c));
+    campaigns_maybe_propose(l, c);
 }
 
 /* The batch's text for duplicate detection: its document without reply_to, keys sorted. */
-void lab_loop_control(lab_loop_t *l, const char *campaign, const char *what, const char *by,
-                      lab_loop_cb cb, void *arg)
+void lab_campaigns_control(lab_campaigns_t *l, const char *campaign, const char *what,
+                           const char *by, lab_campaigns_cb cb, void *arg)
 {
-    camp_t *c = loop_camp_find(l, campaign);
+    camp_t *c = campaigns_camp_find(l, campaign);
     if (!c) {
-        loop_answer(cb, arg, 404, loop_problem("there is no such campaign", NULL));
+        campaigns_answer(cb, arg, 404, campaigns_problem("there is no such campaign", NULL));
         return;
     }
     if (c->state == LAB_CAMP_DONE) {
-        loop_answer(cb, arg, 409, loop_problem("the campaign is done", NULL));
+        campaigns_answer(cb, arg, 409, campaigns_problem("the campaign is done", NULL));
         return;
     }
-    lab_loop_write_t *w = lab_loop_write_new(loop_now_ms(l));
+    lab_campaigns_write_t *w = lab_campaigns_write_new(campaigns_now_ms(l));
     char why[160];
     bool pause = strcmp(what, "pause") == 0;
     snprintf(why, sizeof why, "paused by %s", by);
-    if (loop_camp_set(l, w, c, pause ? LAB_CAMP_PAUSED : LAB_CAMP_ACTIVE, pause ? why : NULL) < 0) {
-        lab_loop_write_free(w);
-        loop_answer(cb, arg, 409,
-                    loop_problem(pause ? "the campaign cannot be paused now"
-                                       : "the campaign cannot be resumed now",
-                                 NULL));
+    if (campaigns_camp_set(l, w, c, pause ? LAB_CAMP_PAUSED : LAB_CAMP_ACTIVE, pause ? why : NULL) <
+        0) {
+        lab_campaigns_write_free(w);
+        campaigns_answer(cb, arg, 409,
+                         campaigns_problem(pause ? "the campaign cannot be paused now"
+                                                 : "the campaign cannot be resumed now",
+                                           NULL));
         return;
     }
     if (!pause) {
         json_object_set_new(c->doc, "resumed_by", json_string(by));
-        loop_stage(l, w, c);
+        campaigns_stage(l, w, c);
     }
-    loop_commit(l, w, cb, arg, 200, camp_view(l, c));
-    loop_maybe_propose(l, c);
+    campaigns_commit(l, w, cb, arg, 200, camp_view(l, c));
+    campaigns_maybe_propose(l, c);
 }
 
-json_t *lab_loop_get(lab_loop_t *l, const char *campaign)
+json_t *lab_campaigns_get(lab_campaigns_t *l, const char *campaign)
 {
-    camp_t *c = loop_camp_find(l, campaign);
+    camp_t *c = campaigns_camp_find(l, campaign);
     return c ? camp_view(l, c) : NULL;
 }
 
-json_t *lab_loop_list(lab_loop_t *l)
+json_t *lab_campaigns_list(lab_campaigns_t *l)
 {
     json_t *out = json_array();
     for (int i = 0; i < l->n; i++) {

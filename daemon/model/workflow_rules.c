@@ -1,5 +1,5 @@
-/* Workflow rules beyond the schema, and the canonical text. */
-#include "daemon/model/workflow.h"
+/* Workflow rules beyond the schema, and the canonical text that says whether two are one. */
+#include "daemon/model/workflow_rules.h"
 #include "core/mem.h"
 
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* Candidate states and their transitions. */
-#include "daemon/model/candidate.h"
+#include "daemon/model/candidate_states.h"
 
 static const char *const state_names[LAB_CAND_NSTATES] = {
     [LAB_CAND_CANDIDATE] = "candidate", [LAB_CAND_STAGED] = "staged",
@@ -8,7 +8,7 @@ static const char *const state_names[LAB_CAND_NSTATES] = {
     [LAB_CAND_STALE] = "stale",
 };
 
-/* A plate's run may end before the loop saw it running (cancelled while queued, or ended while
+/* A plate's run may end before the engine saw it running (cancelled while queued, or ended while
  * the daemon was down), so what ends a running candidate ends a staged one too. */
 static const lab_fsm_edge_t edges[] = {
     {LAB_CAND_CANDIDATE, LAB_CAND_STAGED, "laid out on a plate"},

@@ -1,7 +1,8 @@
-/* One simulated instrument: its link (pty, TCP or Modbus TCP), its fault state and its device
- * state. Shared by sim.c (links, faults, control) and the per-device files. */
-#ifndef LAB_SIM_INST_H
-#define LAB_SIM_INST_H
+/* One simulated device (an instrument of the sim's config, sim_inst_t): its link (pty, TCP or
+ * Modbus TCP), its fault state and its device state. Shared by sim.c (links, faults, control)
+ * and the per-device files dev_*.c. */
+#ifndef LAB_SIM_DEVICE_H
+#define LAB_SIM_DEVICE_H
 #include <stdbool.h>
 #include <stdatomic.h>
 #include <uv.h>

@@ -1,16 +1,16 @@
-/* The closed loop's engine: campaigns in memory (their documents are the records), every change
+/* The campaign engine's core: campaigns in memory (their documents are the records), every change
  * committed before it is answered or acted on, the scheduler's events on plate runs, the restart,
  * batches over MQTT, and when the built-in learner proposes. */
-#include "daemon/loop/loop_int.h"
-#include "daemon/loop/plate.h"
-#include "daemon/loop/learn.h"
+#include "daemon/campaign/engine_int.h"
+#include "daemon/campaign/layout.h"
+#include "daemon/campaign/proposals.h"
 #include "daemon/bus/topics.h"
 
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/text.h"
-#include "daemon/model/run.h"
+#include "daemon/model/run_states.h"
 #include "daemon/store/runs.h"
 #include "daemon/store/workflows.h"
 
@@ -21,30 +21,30 @@
 
 /* ---- small helpers ---- */
 
-int64_t loop_now_ms(const lab_loop_t *l)
+int64_t campaigns_now_ms(const lab_campaigns_t *l)
 {
     return lab_clock_now_ms(l->clock);
 }
 
-json_t *loop_now_iso(const lab_loop_t *l)
+json_t *campaigns_now_iso(const lab_campaigns_t *l)
 {
     char ts[32];
-    lab_time_iso(loop_now_ms(l), ts);
+    lab_time_iso(campaigns_now_ms(l), ts);
     return json_string(ts);
 }
 
-const char *loop_str(const json_t *o, const char *key)
+const char *campaigns_str(const json_t *o, const char *key)
 {
     return json_string_value(json_object_get(o, key));
 }
 
-double loop_num(const json_t *o, const char *key, double def)
+double campaigns_num(const json_t *o, const char *key, double def)
 {
     json_t *v = json_object_get(o, key);
     return json_is_number(v) ? json_number_value(v) : def;
 }
 
-json_t *loop_problem(const char *detail, json_t *errors)
+json_t *campaigns_problem(const char *detail, json_t *errors)
 {
     json_t *a = json_pack("{s:s}", "detail", detail);
     if (errors)
@@ -52,14 +52,14 @@ json_t *loop_problem(const char *detail, json_t *errors)
     return a;
 }
 
-void loop_answer(lab_loop_cb cb, void *arg, int status, json_t *a)
+void campaigns_answer(lab_campaigns_cb cb, void *arg, int status, json_t *a)
 {
     if (cb)
         cb(arg, status, a);
     json_decref(a);
 }
 
-camp_t *loop_camp_find(lab_loop_t *l, const char *id)
+camp_t *campaigns_camp_find(lab_campaigns_t *l, const char *id)
 {
     for (int i = 0; id && i < l->n; i++)
         if (strcmp(l->v[i]->id, id) == 0)
@@ -67,7 +67,7 @@ camp_t *loop_camp_find(lab_loop_t *l, const char *id)
     return NULL;
 }
 
-cand_t *loop_cand_find(camp_t *c, const char *id)
+cand_t *campaigns_cand_find(camp_t *c, const char *id)
 {
     for (int i = 0; id && i < c->nc; i++)
         if (strcmp(c->c[i]->id, id) == 0)
@@ -75,90 +75,91 @@ cand_t *loop_cand_find(camp_t *c, const char *id)
     return NULL;
 }
 
-json_t *loop_objective(const camp_t *c)
+json_t *campaigns_objective(const camp_t *c)
 {
     return json_object_get(c->doc, "objective");
 }
 
-bool loop_maximize(const camp_t *c)
+bool campaigns_maximize(const camp_t *c)
 {
-    const char *d = loop_str(loop_objective(c), "direction");
+    const char *d = campaigns_str(campaigns_objective(c), "direction");
     return !d || strcmp(d, "maximize") == 0;
 }
 
-json_t *loop_layout(const camp_t *c)
+json_t *campaigns_layout(const camp_t *c)
 {
     return json_object_get(c->doc, "layout");
 }
 
-int loop_format_of(const camp_t *c)
+int campaigns_format_of(const camp_t *c)
 {
-    json_t *f = json_object_get(loop_layout(c), "format");
+    json_t *f = json_object_get(campaigns_layout(c), "format");
     return f ? (int)json_integer_value(f) : 96;
 }
 
-int loop_replicates_of(const camp_t *c)
+int campaigns_replicates_of(const camp_t *c)
 {
-    json_t *r = json_object_get(loop_layout(c), "replicates");
+    json_t *r = json_object_get(campaigns_layout(c), "replicates");
     return r ? (int)json_integer_value(r) : 2;
 }
 
-json_t *loop_control_wells(const camp_t *c, const char *which)
+json_t *campaigns_control_wells(const camp_t *c, const char *which)
 {
-    return json_object_get(json_object_get(loop_layout(c), which), "wells");
+    return json_object_get(json_object_get(campaigns_layout(c), which), "wells");
 }
 
 /* Candidates a plate holds: its free wells over the replicates. */
-int loop_plate_capacity(const camp_t *c)
+int campaigns_plate_capacity(const camp_t *c)
 {
     char wells[384][LAB_WELL_NAME];
-    int n = lab_layout_free_wells(loop_format_of(c), loop_control_wells(c, "positive"),
-                                  loop_control_wells(c, "negative"), wells, 384);
-    return n / loop_replicates_of(c);
+    int n = lab_layout_free_wells(campaigns_format_of(c), campaigns_control_wells(c, "positive"),
+                                  campaigns_control_wells(c, "negative"), wells, 384);
+    return n / campaigns_replicates_of(c);
 }
 
 /* ---- writes ---- */
 
 typedef struct reply {
-    lab_loop_t *l;
-    lab_loop_cb cb;
+    lab_campaigns_t *l;
+    lab_campaigns_cb cb;
     void *arg;
     int status;
     json_t *answer;
 } reply_t;
 
-static void maybe_free(lab_loop_t *l);
+static void maybe_free(lab_campaigns_t *l);
 
 static void write_done(lab_store_op_t *op, int status)
 {
-    lab_loop_write_t *w = (lab_loop_write_t *)op;
+    lab_campaigns_write_t *w = (lab_campaigns_write_t *)op;
     reply_t *r = w->arg;
-    lab_loop_t *l = r->l;
+    lab_campaigns_t *l = r->l;
     l->ops--;
     if (status == 0) {
         if (!l->stopped)
             for (int i = 0; i < w->nruns; i++)
                 lab_sched_submitted(l->sched, w->runs[i]->doc);
-        loop_answer(r->cb, r->arg, r->status, r->answer);
+        campaigns_answer(r->cb, r->arg, r->status, r->answer);
     } else {
         log_error("loop", "campaign records not stored: %s", lab_strerror(status));
         json_decref(r->answer);
         char msg[160];
         snprintf(msg, sizeof msg, "the local store failed: %s", lab_strerror(status));
-        loop_answer(r->cb, r->arg, status == LAB_ESHUTDOWN ? 503 : 500, loop_problem(msg, NULL));
+        campaigns_answer(r->cb, r->arg, status == LAB_ESHUTDOWN ? 503 : 500,
+                         campaigns_problem(msg, NULL));
     }
     free(r);
-    lab_loop_write_free(w);
+    lab_campaigns_write_free(w);
     maybe_free(l);
 }
 
 /* Commits w (when it holds anything), then answers; answer is taken over. */
-void loop_commit(lab_loop_t *l, lab_loop_write_t *w, lab_loop_cb cb, void *arg, int status,
-                 json_t *ans)
+void campaigns_commit(lab_campaigns_t *l, lab_campaigns_write_t *w, lab_campaigns_cb cb, void *arg,
+                      int status, json_t *ans)
 {
     if (!w->nputs && !w->nrows && !w->nruns) {
-        lab_loop_write_free(w);
-        loop_answer(cb, arg, status, ans);
+        lab_campaigns_write_free(w);
+        campaigns_answer(cb, arg, status, ans);
         return;
     }
     reply_t *r = LAB_NEW(reply_t);
@@ -169,27 +170,28 @@ void loop_commit(lab_loop_t *l, lab_loop_write_t *w, lab_loop_cb cb, void *arg, 
     lab_store_submit(l->st, &w->op);
 }
 
-void loop_put_camp(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
+void campaigns_put_camp(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c)
 {
-    json_object_set_new(c->doc, "updated_at", loop_now_iso(l));
+    json_object_set_new(c->doc, "updated_at", campaigns_now_iso(l));
     char *text = json_dumps(c->doc, JSON_COMPACT);
-    lab_loop_write_put(w, LAB_LT_CAMPAIGN, c->id, NULL, lab_camp_state_name(c->state), 0, text);
+    lab_campaigns_write_put(w, LAB_CAMPAIGNS_TABLE_CAMPAIGN, c->id, NULL,
+                            lab_camp_state_name(c->state), 0, text);
     free(text);
 }
 
-void loop_put_batch(lab_loop_write_t *w, camp_t *c, const char *batch, int64_t ord)
+void campaigns_put_batch(lab_campaigns_write_t *w, camp_t *c, const char *batch, int64_t ord)
 {
     char *text = json_dumps(json_object_get(c->batches, batch), JSON_COMPACT);
-    lab_loop_write_put(w, LAB_LT_BATCH, c->id, batch, NULL, ord, text);
+    lab_campaigns_write_put(w, LAB_CAMPAIGNS_TABLE_BATCH, c->id, batch, NULL, ord, text);
     free(text);
 }
 
-void loop_put_cand(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, cand_t *k)
+void campaigns_put_cand(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c, cand_t *k)
 {
-    json_object_set_new(k->doc, "updated_at", loop_now_iso(l));
+    json_object_set_new(k->doc, "updated_at", campaigns_now_iso(l));
     char *text = json_dumps(k->doc, JSON_COMPACT);
-    lab_loop_write_put(w, LAB_LT_CANDIDATE, c->id, k->id, lab_cand_state_name(k->state), k->ord,
-                       text);
+    lab_campaigns_write_put(w, LAB_CAMPAIGNS_TABLE_CANDIDATE, c->id, k->id,
+                            lab_cand_state_name(k->state), k->ord, text);
     free(text);
 }
 
@@ -207,8 +209,8 @@ static json_t *reason_json(const char *reason)
     return j;
 }
 
-int loop_cand_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, cand_t *k, lab_cand_state_t to,
-                  const char *reason)
+int campaigns_cand_set(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c, cand_t *k,
+                       lab_cand_state_t to, const char *reason)
 {
     lab_cand_state_t from = k->state;
     char id[200];
@@ -230,12 +232,12 @@ int loop_cand_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, cand_t *k, lab_
         json_object_del(k->doc, "plate");
         json_object_del(k->doc, "wells");
     }
-    loop_put_cand(l, w, c, k);
+    campaigns_put_cand(l, w, c, k);
     return 0;
 }
 
-int loop_camp_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, lab_camp_state_t to,
-                  const char *reason)
+int campaigns_camp_set(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c, lab_camp_state_t to,
+                       const char *reason)
 {
     lab_camp_state_t from = c->state;
     if (lab_camp_set_state(&c->state, to, c->id) < 0)
@@ -248,11 +250,11 @@ int loop_camp_set(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, lab_camp_state_
         json_object_set_new(c->doc, "reason", reason_json(reason));
     else
         json_object_del(c->doc, "reason");
-    loop_put_camp(l, w, c);
+    campaigns_put_camp(l, w, c);
     return 0;
 }
 
-int loop_plate_set(camp_t *c, int pi, lab_plate_state_t to)
+int campaigns_plate_set(camp_t *c, int pi, lab_plate_state_t to)
 {
     char id[200];
     snprintf(id, sizeof id, "%s/%s", c->id, c->p[pi].name);
@@ -261,16 +263,16 @@ int loop_plate_set(camp_t *c, int pi, lab_plate_state_t to)
 
 /* ---- building campaigns and candidates in memory ---- */
 
-camp_t *loop_camp_add(lab_loop_t *l, json_t *doc)
+camp_t *campaigns_camp_add(lab_campaigns_t *l, json_t *doc)
 {
     camp_t *c = LAB_NEW(camp_t);
-    snprintf(c->id, sizeof c->id, "%s", loop_str(doc, "id"));
+    snprintf(c->id, sizeof c->id, "%s", campaigns_str(doc, "id"));
     c->doc = doc;
     /* restored as stored, not a transition */
-    int cs = lab_camp_state_parse(loop_str(doc, "state"));
+    int cs = lab_camp_state_parse(campaigns_str(doc, "state"));
     if (cs < 0)
         log_warn("loop", "campaign=%s has no known state (%s): taken as active", c->id,
-                 loop_str(doc, "state") ?: "none");
+                 campaigns_str(doc, "state") ?: "none");
     c->state = cs < 0 ? LAB_CAMP_ACTIVE : (lab_camp_state_t)cs;
     c->batches = json_object();
     if (l->n == l->cap) {
@@ -281,15 +283,15 @@ camp_t *loop_camp_add(lab_loop_t *l, json_t *doc)
     return c;
 }
 
-cand_t *loop_cand_add(camp_t *c, json_t *doc)
+cand_t *campaigns_cand_add(camp_t *c, json_t *doc)
 {
     cand_t *k = LAB_NEW(cand_t);
     k->doc = doc;
-    k->id = loop_str(doc, "id");
-    k->batch = loop_str(doc, "batch");
-    int s = lab_cand_state_parse(loop_str(doc, "state"));
+    k->id = campaigns_str(doc, "id");
+    k->batch = campaigns_str(doc, "batch");
+    int s = lab_cand_state_parse(campaigns_str(doc, "state"));
     k->state = s < 0 ? LAB_CAND_CANDIDATE : (lab_cand_state_t)s;
-    k->ord = (int64_t)loop_num(doc, "ord", 0);
+    k->ord = (int64_t)campaigns_num(doc, "ord", 0);
     k->plate = -1;
     if (c->nc == c->capc) {
         c->capc = c->capc ? 2 * c->capc : 64;
@@ -301,7 +303,7 @@ cand_t *loop_cand_add(camp_t *c, json_t *doc)
     return k;
 }
 
-int loop_plate_add(camp_t *c, const char *run, const char *name, int no, json_t *wells)
+int campaigns_plate_add(camp_t *c, const char *run, const char *name, int no, json_t *wells)
 {
     if (c->np == c->capp) {
         c->capp = c->capp ? 2 * c->capp : 16;
@@ -333,7 +335,7 @@ static void camp_free(camp_t *c)
 
 static void on_run(void *ctx, const char *id, const char *state, const char *doc)
 {
-    lab_loop_t *l = ctx;
+    lab_campaigns_t *l = ctx;
     if (l->stopped)
         return;
     camp_t *c = NULL;
@@ -351,84 +353,86 @@ static void on_run(void *ctx, const char *id, const char *state, const char *doc
     int rs = lab_run_state_parse(state);
     if (rs < 0 || rs == LAB_RUN_QUEUED || rs == LAB_RUN_PLANNED)
         return;
-    lab_loop_write_t *w = lab_loop_write_new(loop_now_ms(l));
+    lab_campaigns_write_t *w = lab_campaigns_write_new(campaigns_now_ms(l));
     if (!lab_run_state_final((lab_run_state_t)rs)) {
         if (p->state == LAB_PLATE_STAGED) {
-            (void)loop_plate_set(c, pi, LAB_PLATE_RUNNING); /* staged -> running: in the table */
+            (void)campaigns_plate_set(c, pi,
+                                      LAB_PLATE_RUNNING); /* staged -> running: in the table */
             for (int i = 0; i < c->nc; i++)
                 if (c->c[i]->plate == pi && c->c[i]->state == LAB_CAND_STAGED)
-                    loop_cand_set(l, w, c, c->c[i], LAB_CAND_RUNNING, NULL);
+                    campaigns_cand_set(l, w, c, c->c[i], LAB_CAND_RUNNING, NULL);
         }
-        loop_commit(l, w, NULL, NULL, 0, NULL);
-        loop_maybe_propose(l, c); /* the next plate gets ready while this one runs */
+        campaigns_commit(l, w, NULL, NULL, 0, NULL);
+        campaigns_maybe_propose(l, c); /* the next plate gets ready while this one runs */
         return;
     }
     bool relaid = p->state == LAB_PLATE_RELAID;
-    (void)loop_plate_set(c, pi, LAB_PLATE_OVER); /* from every state found above */
+    (void)campaigns_plate_set(c, pi, LAB_PLATE_OVER); /* from every state found above */
     if (relaid) { /* our own cancel: its candidates were laid out again already */
-        loop_commit(l, w, NULL, NULL, 0, NULL);
+        campaigns_commit(l, w, NULL, NULL, 0, NULL);
         return;
     }
     json_t *run = json_loads(doc, 0, NULL);
     if (rs == LAB_RUN_DONE) {
-        loop_plate_done(l, w, c, pi, run);
+        campaigns_plate_done(l, w, c, pi, run);
     } else if (rs == LAB_RUN_FAILED) {
         char why[300];
         json_t *f = json_object_get(run, "failure");
-        snprintf(why, sizeof why, "its run failed at step %s: %s", loop_str(f, "step") ?: "?",
-                 loop_str(f, "error") ?: "?");
+        snprintf(why, sizeof why, "its run failed at step %s: %s", campaigns_str(f, "step") ?: "?",
+                 campaigns_str(f, "error") ?: "?");
         lab_text_trim(why);
-        loop_plate_trouble(l, w, c, pi, why);
+        campaigns_plate_trouble(l, w, c, pi, why);
     } else { /* cancelled by a person: the candidates are not run again */
         char why[200];
         snprintf(why, sizeof why, "plate %s was cancelled%s%s", p->name,
-                 loop_str(run, "cancelled_by") ? " by " : "", loop_str(run, "cancelled_by") ?: "");
+                 campaigns_str(run, "cancelled_by") ? " by " : "",
+                 campaigns_str(run, "cancelled_by") ?: "");
         for (int i = 0; i < c->nc; i++)
             if (c->c[i]->plate == pi)
-                loop_cand_set(l, w, c, c->c[i], LAB_CAND_ABANDONED, why);
+                campaigns_cand_set(l, w, c, c->c[i], LAB_CAND_ABANDONED, why);
     }
     json_decref(run);
-    loop_breaker(l, w, c);
-    loop_stage(l, w, c);
-    loop_settle(l, w, c);
-    loop_commit(l, w, NULL, NULL, 0, NULL);
-    loop_maybe_propose(l, c);
+    campaigns_breaker(l, w, c);
+    campaigns_stage(l, w, c);
+    campaigns_settle(l, w, c);
+    campaigns_commit(l, w, NULL, NULL, 0, NULL);
+    campaigns_maybe_propose(l, c);
 }
 
 /* ---- the built-in learner ---- */
 
 typedef struct work {
     uv_work_t req;
-    lab_loop_t *l;
+    lab_campaigns_t *l;
     char campaign[72];
-    lab_learn_job_t *job;
+    lab_proposal_job_t *job;
 } work_t;
 
 static void work_run(uv_work_t *req)
 {
     work_t *wk = req->data;
-    lab_learn_job_run(wk->job);
+    lab_proposal_job_run(wk->job);
 }
 
 static void work_done(uv_work_t *req, int status)
 {
     work_t *wk = req->data;
-    lab_loop_t *l = wk->l;
+    lab_campaigns_t *l = wk->l;
     l->works--;
-    camp_t *c = loop_camp_find(l, wk->campaign);
+    camp_t *c = campaigns_camp_find(l, wk->campaign);
     if (c)
         c->proposing = false;
     if (c && !l->stopped && status == 0) {
-        json_t *batch = lab_learn_job_batch(wk->job);
+        json_t *batch = lab_proposal_job_batch(wk->job);
         if (batch) {
-            lab_loop_batch(l, c->id, batch, "labloop-learner", "builtin", NULL, NULL);
+            lab_campaigns_batch(l, c->id, batch, "labloop-learner", "builtin", NULL, NULL);
             json_decref(batch);
         } else {
             log_error("loop", "campaign=%s the learner proposed nothing: %s", c->id,
-                      lab_learn_job_error(wk->job));
+                      lab_proposal_job_error(wk->job));
         }
     }
-    lab_learn_job_free(wk->job);
+    lab_proposal_job_free(wk->job);
     free(wk);
     maybe_free(l);
 }
@@ -437,9 +441,9 @@ static void work_done(uv_work_t *req, int status)
  * campaign's plates are in flight and no candidate waits for a plate: a plate starting or ending
  * would otherwise leave the instruments idle. One fit at a time per campaign, in a worker; the
  * candidates in flight are its pending points. */
-void loop_maybe_propose(lab_loop_t *l, camp_t *c)
+void campaigns_maybe_propose(lab_campaigns_t *l, camp_t *c)
 {
-    const char *kind = loop_str(json_object_get(c->doc, "learner"), "kind");
+    const char *kind = campaigns_str(json_object_get(c->doc, "learner"), "kind");
     if (l->stopped || c->proposing || !kind || strcmp(kind, "builtin") != 0 ||
         c->state != LAB_CAMP_ACTIVE)
         return;
@@ -480,12 +484,12 @@ void loop_maybe_propose(lab_loop_t *l, camp_t *c)
     json_t *b;
     json_object_foreach(c->batches, key, b)
     {
-        const char *via = loop_str(b, "via");
+        const char *via = campaigns_str(b, "via");
         fit_no += via && strcmp(via, "builtin") == 0;
     }
     char err[200];
-    lab_learn_job_t *job =
-        lab_learn_job_new(c->doc, obs, pending, size, fit_no, c->nc, err, sizeof err);
+    lab_proposal_job_t *job =
+        lab_proposal_job_new(c->doc, obs, pending, size, fit_no, c->nc, err, sizeof err);
     json_decref(obs);
     json_decref(pending);
     if (!job) {
@@ -505,7 +509,7 @@ void loop_maybe_propose(lab_loop_t *l, camp_t *c)
 /* ---- MQTT intake ---- */
 
 typedef struct mq_reply {
-    lab_loop_t *l;
+    lab_campaigns_t *l;
     char *topic; /* where the answer goes, NULL when nowhere */
     char *from;  /* the topic the batch came on */
 } mq_reply_t;
@@ -540,7 +544,7 @@ static void mq_done(void *arg, int status, json_t *a)
 static void on_batch_msg(void *ctx, const char *topic, const char *payload, size_t len,
                          const char *response_topic)
 {
-    lab_loop_t *l = ctx;
+    lab_campaigns_t *l = ctx;
     /* ROOT/in/campaigns/{id}/batches */
     const char *root = lab_mqtt_root(l->mqtt);
     size_t rl = strlen(root);
@@ -555,30 +559,32 @@ static void on_batch_msg(void *ctx, const char *topic, const char *payload, size
     r->l = l;
     r->from = lab_strdup(topic);
     /* An empty Response Topic is no topic: reply_to is the fallback then too. */
-    const char *rt = response_topic && *response_topic ? response_topic : loop_str(doc, "reply_to");
+    const char *rt =
+        response_topic && *response_topic ? response_topic : campaigns_str(doc, "reply_to");
     r->topic = rt && *rt ? lab_strdup(rt) : NULL;
     if (!json_is_object(doc)) {
         char msg[300];
         snprintf(msg, sizeof msg, "the batch is not a JSON object: %s (line %d)", je.text, je.line);
-        loop_answer(mq_done, r, 400,
-                    loop_problem(msg, json_pack("[{s:s,s:s}]", "path", "", "message", msg)));
+        campaigns_answer(
+            mq_done, r, 400,
+            campaigns_problem(msg, json_pack("[{s:s,s:s}]", "path", "", "message", msg)));
         json_decref(doc);
         free(id);
         return;
     }
     lab_jerrs_t e = {0};
     if (lab_jschema_validate(l->batch_schema, doc, &e)) {
-        json_t *a = loop_problem("the batch is not valid", lab_jerrs_to_json(&e));
+        json_t *a = campaigns_problem("the batch is not valid", lab_jerrs_to_json(&e));
         json_object_set_new(a, "campaign", json_string(id));
-        if (loop_str(doc, "batch"))
+        if (campaigns_str(doc, "batch"))
             json_object_set(a, "batch", json_object_get(doc, "batch"));
         lab_jerrs_free(&e);
-        loop_answer(mq_done, r, 422, a);
+        campaigns_answer(mq_done, r, 422, a);
         json_decref(doc);
         free(id);
         return;
     }
-    lab_loop_batch(l, id, doc, "mqtt", "mqtt", mq_done, r);
+    lab_campaigns_batch(l, id, doc, "mqtt", "mqtt", mq_done, r);
     json_decref(doc);
     free(id);
 }
@@ -591,14 +597,14 @@ static void load_campaign(void *ctx, const char *campaign, const char *id, const
     (void)id;
     json_t *d = json_loads(doc, 0, NULL);
     if (json_is_object(d))
-        loop_camp_add(ctx, d);
+        campaigns_camp_add(ctx, d);
     else
         json_decref(d);
 }
 
 static void load_batch(void *ctx, const char *campaign, const char *id, const char *doc)
 {
-    camp_t *c = loop_camp_find(ctx, campaign);
+    camp_t *c = campaigns_camp_find(ctx, campaign);
     json_t *d = json_loads(doc, 0, NULL);
     if (c && json_is_object(d))
         json_object_set(c->batches, id, d);
@@ -608,24 +614,24 @@ static void load_batch(void *ctx, const char *campaign, const char *id, const ch
 static void load_candidate(void *ctx, const char *campaign, const char *id, const char *doc)
 {
     (void)id;
-    camp_t *c = loop_camp_find(ctx, campaign);
+    camp_t *c = campaigns_camp_find(ctx, campaign);
     json_t *d = json_loads(doc, 0, NULL);
     if (c && json_is_object(d))
-        loop_cand_add(c, d);
+        campaigns_cand_add(c, d);
     else
         json_decref(d);
 }
 
 /* The plates of staged and running candidates: live ones are followed again; those that ended
  * while the daemon was down are settled now from their stored runs. */
-static void recover(lab_loop_t *l, camp_t *c)
+static void recover(lab_campaigns_t *l, camp_t *c)
 {
-    lab_loop_write_t *w = lab_loop_write_new(loop_now_ms(l));
+    lab_campaigns_write_t *w = lab_campaigns_write_new(campaigns_now_ms(l));
     for (int i = 0; i < c->nc; i++) {
         cand_t *k = c->c[i];
         if (k->state != LAB_CAND_STAGED && k->state != LAB_CAND_RUNNING)
             continue;
-        const char *run = loop_str(k->doc, "run");
+        const char *run = campaigns_str(k->doc, "run");
         int pi = -1;
         for (int j = 0; run && j < c->np; j++)
             if (strcmp(c->p[j].run, run) == 0)
@@ -636,25 +642,26 @@ static void recover(lab_loop_t *l, camp_t *c)
             if (lab_runs_get(l->st, run, &text) == LAB_OK)
                 rd = json_loads(text, 0, NULL);
             free(text);
-            const char *pn = loop_str(k->doc, "plate") ?: run;
+            const char *pn = campaigns_str(k->doc, "plate") ?: run;
             const char *tail = strrchr(pn, 'P');
-            pi = loop_plate_add(c, run, pn, tail ? atoi(tail + 1) : 0,
-                                rd ? json_incref(json_object_get(rd, "layout")) : json_object());
+            pi = campaigns_plate_add(c, run, pn, tail ? atoi(tail + 1) : 0,
+                                     rd ? json_incref(json_object_get(rd, "layout"))
+                                        : json_object());
             json_decref(rd);
         }
         k->plate = pi;
         if (pi < 0)
-            loop_cand_set(l, w, c, k, LAB_CAND_CANDIDATE,
-                          "its plate was not found after a restart");
+            campaigns_cand_set(l, w, c, k, LAB_CAND_CANDIDATE,
+                               "its plate was not found after a restart");
     }
     for (int pi = 0; pi < c->np; pi++) {
         plate_t *p = &c->p[pi];
         int started = lab_sched_run_started(l->sched, p->run);
         if (started >= 0) {
-            if (started == 1 && loop_plate_set(c, pi, LAB_PLATE_RUNNING) == 0)
+            if (started == 1 && campaigns_plate_set(c, pi, LAB_PLATE_RUNNING) == 0)
                 for (int i = 0; i < c->nc; i++)
                     if (c->c[i]->plate == pi && c->c[i]->state == LAB_CAND_STAGED)
-                        loop_cand_set(l, w, c, c->c[i], LAB_CAND_RUNNING, NULL);
+                        campaigns_cand_set(l, w, c, c->c[i], LAB_CAND_RUNNING, NULL);
             continue;
         }
         /* over while we were down (or never stored: the write that staged it failed) */
@@ -663,26 +670,26 @@ static void recover(lab_loop_t *l, camp_t *c)
         if (lab_runs_get(l->st, p->run, &text) == LAB_OK)
             rd = json_loads(text, 0, NULL);
         free(text);
-        (void)loop_plate_set(c, pi, LAB_PLATE_OVER); /* a restored plate is staged */
-        int rs = rd ? lab_run_state_parse(loop_str(rd, "state")) : -1;
+        (void)campaigns_plate_set(c, pi, LAB_PLATE_OVER); /* a restored plate is staged */
+        int rs = rd ? lab_run_state_parse(campaigns_str(rd, "state")) : -1;
         log_info("loop", "campaign=%s plate %s ended while the daemon was down (%s)", c->id,
-                 p->name, rd ? loop_str(rd, "state") : "no run");
+                 p->name, rd ? campaigns_str(rd, "state") : "no run");
         if (rs == LAB_RUN_DONE)
-            loop_plate_done(l, w, c, pi, rd);
+            campaigns_plate_done(l, w, c, pi, rd);
         else
-            loop_plate_trouble(l, w, c, pi,
-                               rd ? "its run did not finish" : "its run was not stored");
+            campaigns_plate_trouble(l, w, c, pi,
+                                    rd ? "its run did not finish" : "its run was not stored");
         json_decref(rd);
     }
-    loop_breaker(l, w, c);
-    loop_stage(l, w, c);
-    loop_settle(l, w, c);
-    loop_commit(l, w, NULL, NULL, 0, NULL);
+    campaigns_breaker(l, w, c);
+    campaigns_stage(l, w, c);
+    campaigns_settle(l, w, c);
+    campaigns_commit(l, w, NULL, NULL, 0, NULL);
 }
 
 /* Campaign plate runs the scheduler holds that no candidate is on (a re-layout whose cancel
  * did not commit before a crash): cancelled if they have not begun. */
-static void orphans(lab_loop_t *l)
+static void orphans(lab_campaigns_t *l)
 {
     static const char *const live[] = {"queued", "planned"};
     for (size_t s = 0; s < 2; s++) {
@@ -693,15 +700,15 @@ static void orphans(lab_loop_t *l)
             int n = lab_runs_list(l->st, live[s], after, 500, &docs, &next);
             for (int i = 0; i < n; i++) {
                 json_t *d = json_loads(docs[i], 0, NULL);
-                camp_t *c = loop_camp_find(l, loop_str(d, "campaign"));
-                const char *id = loop_str(d, "id");
+                camp_t *c = campaigns_camp_find(l, campaigns_str(d, "campaign"));
+                const char *id = campaigns_str(d, "id");
                 bool used = false;
                 for (int j = 0; c && j < c->np && !used; j++)
                     used = strcmp(c->p[j].run, id) == 0 && c->p[j].state != LAB_PLATE_OVER;
                 if (c && !used && lab_sched_run_started(l->sched, id) == 0) {
                     log_info("loop", "campaign=%s run %s holds no candidate: cancelled", c->id, id);
                     lab_sched_cancel(l->sched, id, "campaign", "no candidate is on this plate",
-                                     loop_noop_done, NULL);
+                                     campaigns_noop_done, NULL);
                 }
                 json_decref(d);
                 free(docs[i]);
@@ -712,10 +719,10 @@ static void orphans(lab_loop_t *l)
     }
 }
 
-int lab_loop_start(lab_loop_t **out, uv_loop_t *loop, const lab_clock_t *clock, lab_store_t *st,
-                   lab_sched_t *sched, lab_mqtt_t *mqtt)
+int lab_campaigns_start(lab_campaigns_t **out, uv_loop_t *loop, const lab_clock_t *clock,
+                        lab_store_t *st, lab_sched_t *sched, lab_mqtt_t *mqtt)
 {
-    lab_loop_t *l = LAB_NEW(lab_loop_t);
+    lab_campaigns_t *l = LAB_NEW(lab_campaigns_t);
     l->loop = loop;
     l->clock = clock;
     l->st = st;
@@ -727,10 +734,10 @@ int lab_loop_start(lab_loop_t **out, uv_loop_t *loop, const lab_clock_t *clock, 
         return LAB_ECONFIG;
     }
     int rc;
-    if ((rc = lab_loop_load(st, LAB_LT_CAMPAIGN, load_campaign, l)) < 0 ||
-        (rc = lab_loop_load(st, LAB_LT_BATCH, load_batch, l)) < 0 ||
-        (rc = lab_loop_load(st, LAB_LT_CANDIDATE, load_candidate, l)) < 0) {
-        lab_loop_close(l, NULL, NULL);
+    if ((rc = lab_campaigns_load(st, LAB_CAMPAIGNS_TABLE_CAMPAIGN, load_campaign, l)) < 0 ||
+        (rc = lab_campaigns_load(st, LAB_CAMPAIGNS_TABLE_BATCH, load_batch, l)) < 0 ||
+        (rc = lab_campaigns_load(st, LAB_CAMPAIGNS_TABLE_CANDIDATE, load_candidate, l)) < 0) {
+        lab_campaigns_close(l, NULL, NULL);
         return rc;
     }
     lab_sched_on_run(sched, on_run, l);
@@ -738,7 +745,7 @@ int lab_loop_start(lab_loop_t **out, uv_loop_t *loop, const lab_clock_t *clock, 
         recover(l, l->v[i]);
     orphans(l);
     for (int i = 0; i < l->n; i++)
-        loop_maybe_propose(l, l->v[i]);
+        campaigns_maybe_propose(l, l->v[i]);
     if (mqtt) {
         char *filter = lab_topic_filter(lab_topic_get(LAB_TOPIC_IN_BATCHES), lab_mqtt_root(mqtt));
         rc = lab_mqtt_subscribe(mqtt, filter, 1, on_batch_msg, l);
@@ -752,12 +759,12 @@ int lab_loop_start(lab_loop_t **out, uv_loop_t *loop, const lab_clock_t *clock, 
     return LAB_OK;
 }
 
-void lab_loop_stop(lab_loop_t *l)
+void lab_campaigns_stop(lab_campaigns_t *l)
 {
     l->stopped = true;
 }
 
-static void maybe_free(lab_loop_t *l)
+static void maybe_free(lab_campaigns_t *l)
 {
     if (!l->close_cb || l->ops || l->works)
         return;
@@ -775,7 +782,7 @@ static void no_cb(void *arg)
     (void)arg;
 }
 
-void lab_loop_close(lab_loop_t *l, void (*cb)(void *arg), void *arg)
+void lab_campaigns_close(lab_campaigns_t *l, void (*cb)(void *arg), void *arg)
 {
     l->stopped = true;
     l->close_cb = cb ? cb : no_cb;

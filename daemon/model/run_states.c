@@ -1,5 +1,5 @@
 /* Run states and the run document. */
-#include "daemon/model/run.h"
+#include "daemon/model/run_states.h"
 #include "core/clock.h"
 #include "core/fsm.h"
 

@@ -1,5 +1,5 @@
 /* Campaign states and their transitions. */
-#include "daemon/model/campaign.h"
+#include "daemon/model/campaign_states.h"
 
 static const char *const state_names[LAB_CAMP_NSTATES] = {
     [LAB_CAMP_ACTIVE] = "active",

@@ -1,12 +1,12 @@
 /* Batches in (checked, answered, kept; a repeat answered the same), new scores, and the
  * candidates and results as the API lists them. */
-#include "daemon/loop/loop_int.h"
-#include "daemon/loop/plate.h"
+#include "daemon/campaign/engine_int.h"
+#include "daemon/campaign/layout.h"
 
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
-#include "daemon/model/run.h"
+#include "daemon/model/run_states.h"
 #include "daemon/store/runs.h"
 #include "daemon/store/workflows.h"
 
@@ -26,7 +26,7 @@ static char *batch_hash(const json_t *batch)
 
 static void batch_check(camp_t *c, const json_t *batch, lab_jerrs_t *e)
 {
-    const char *named = loop_str(batch, "campaign");
+    const char *named = campaigns_str(batch, "campaign");
     if (named && strcmp(named, c->id) != 0)
         lab_jerrs_add(e, "/campaign", "this batch is for campaign %s, it was sent to %s", named,
                       c->id);
@@ -38,10 +38,10 @@ static void batch_check(camp_t *c, const json_t *batch, lab_jerrs_t *e)
     {
         char base[48];
         snprintf(base, sizeof base, "/candidates/%zu", i);
-        const char *id = loop_str(k, "id");
+        const char *id = campaigns_str(k, "id");
         char path[96];
         snprintf(path, sizeof path, "%s/id", base);
-        cand_t *prev = loop_cand_find(c, id);
+        cand_t *prev = campaigns_cand_find(c, id);
         if (json_object_get(seen, id))
             lab_jerrs_add(e, path, "duplicate id %s in this batch", id);
         else if (prev)
@@ -55,8 +55,8 @@ static void batch_check(camp_t *c, const json_t *batch, lab_jerrs_t *e)
             bool known = false;
             size_t j;
             json_t *p;
-            json_array_foreach(loop_params_of(c), j, p) known |=
-                strcmp(loop_str(p, "name"), name) == 0;
+            json_array_foreach(campaigns_params_of(c), j, p) known |=
+                strcmp(campaigns_str(p, "name"), name) == 0;
             if (!known) {
                 char *pp = lab_jpointer_append(base, "params");
                 char *q = lab_jpointer_append(pp, name);
@@ -67,15 +67,15 @@ static void batch_check(camp_t *c, const json_t *batch, lab_jerrs_t *e)
         }
         size_t j;
         json_t *p;
-        json_array_foreach(loop_params_of(c), j, p)
+        json_array_foreach(campaigns_params_of(c), j, p)
         {
-            name = loop_str(p, "name");
+            name = campaigns_str(p, "name");
             v = json_object_get(params, name);
             char *pp = lab_jpointer_append(base, "params");
             char *q = lab_jpointer_append(pp, name);
             if (!v) {
                 lab_jerrs_add(e, q, "parameter '%s' is missing", name);
-            } else if (loop_param_is_choice(p)) {
+            } else if (campaigns_param_is_choice(p)) {
                 bool ok = false;
                 size_t m;
                 json_t *ch;
@@ -85,12 +85,12 @@ static void batch_check(camp_t *c, const json_t *batch, lab_jerrs_t *e)
                                   json_string_value(v) ?: "(not text)", name);
             } else if (!json_is_number(v)) {
                 lab_jerrs_add(e, q, "'%s' must be a number (uL)", name);
-            } else if (json_number_value(v) < loop_num(p, "min", 0)) {
+            } else if (json_number_value(v) < campaigns_num(p, "min", 0)) {
                 lab_jerrs_add(e, q, "%g is below the minimum %g of '%s'", json_number_value(v),
-                              loop_num(p, "min", 0), name);
-            } else if (json_number_value(v) > loop_num(p, "max", 0)) {
+                              campaigns_num(p, "min", 0), name);
+            } else if (json_number_value(v) > campaigns_num(p, "max", 0)) {
                 lab_jerrs_add(e, q, "%g is above the maximum %g of '%s'", json_number_value(v),
-                              loop_num(p, "max", 0), name);
+                              campaigns_num(p, "max", 0), name);
             }
             free(q);
             free(pp);
@@ -117,43 +117,44 @@ static void batch_check(camp_t *c, const json_t *batch, lab_jerrs_t *e)
     }
     if (c->state == LAB_CAMP_DONE)
         lab_jerrs_add(e, "", "the campaign is done (%s): it takes no more batches",
-                      loop_str(c->doc, "reason") ?: "");
+                      campaigns_str(c->doc, "reason") ?: "");
 }
 
-void lab_loop_batch(lab_loop_t *l, const char *campaign, const json_t *batch, const char *by,
-                    const char *via, lab_loop_cb cb, void *arg)
+void lab_campaigns_batch(lab_campaigns_t *l, const char *campaign, const json_t *batch,
+                         const char *by, const char *via, lab_campaigns_cb cb, void *arg)
 {
     if (l->stopped) {
-        loop_answer(cb, arg, 503, loop_problem("the daemon is shutting down; not accepted", NULL));
+        campaigns_answer(cb, arg, 503,
+                         campaigns_problem("the daemon is shutting down; not accepted", NULL));
         return;
     }
-    camp_t *c = loop_camp_find(l, campaign);
-    const char *bid = loop_str(batch, "batch");
+    camp_t *c = campaigns_camp_find(l, campaign);
+    const char *bid = campaigns_str(batch, "batch");
     if (!c) {
         char msg[200];
         snprintf(msg, sizeof msg, "there is no campaign %.100s", campaign);
-        loop_answer(
+        campaigns_answer(
             cb, arg, 404,
-            loop_problem(msg, json_pack("[{s:s,s:s}]", "path", "/campaign", "message", msg)));
+            campaigns_problem(msg, json_pack("[{s:s,s:s}]", "path", "/campaign", "message", msg)));
         return;
     }
     char *hash = batch_hash(batch);
     json_t *prev = json_object_get(c->batches, bid);
     if (prev) {
-        bool same = strcmp(loop_str(prev, "hash") ?: "", hash) == 0;
+        bool same = strcmp(campaigns_str(prev, "hash") ?: "", hash) == 0;
         free(hash);
         if (same) {
             json_t *a = json_deep_copy(json_object_get(prev, "answer"));
             json_object_set_new(a, "duplicate", json_true());
-            loop_answer(cb, arg, 200, a);
+            campaigns_answer(cb, arg, 200, a);
         } else {
             char msg[200];
             snprintf(msg, sizeof msg, "batch %s was received before with other content", bid);
             log_info("loop", "campaign=%s batch=%s rejected: received before with other content",
                      c->id, bid);
-            loop_answer(
+            campaigns_answer(
                 cb, arg, 422,
-                loop_problem(msg, json_pack("[{s:s,s:s}]", "path", "/batch", "message", msg)));
+                campaigns_problem(msg, json_pack("[{s:s,s:s}]", "path", "/batch", "message", msg)));
         }
         return;
     }
@@ -161,62 +162,62 @@ void lab_loop_batch(lab_loop_t *l, const char *campaign, const json_t *batch, co
     batch_check(c, batch, &e);
     if (e.n) {
         free(hash);
-        json_t *a = loop_problem("the batch was rejected", lab_jerrs_to_json(&e));
+        json_t *a = campaigns_problem("the batch was rejected", lab_jerrs_to_json(&e));
         json_object_set_new(a, "status", json_string("rejected"));
         json_object_set_new(a, "campaign", json_string(c->id));
         json_object_set_new(a, "batch", json_string(bid));
         log_info("loop", "campaign=%s batch=%s rejected (%d problems)", c->id, bid, e.n);
         lab_jerrs_free(&e);
-        loop_answer(cb, arg, 422, a);
+        campaigns_answer(cb, arg, 422, a);
         return;
     }
-    lab_loop_write_t *w = lab_loop_write_new(loop_now_ms(l));
+    lab_campaigns_write_t *w = lab_campaigns_write_new(campaigns_now_ms(l));
     json_t *stale = json_array(), *accepted = json_array();
     if (json_is_true(json_object_get(batch, "replaces_pending")))
-        loop_unstage(l, w, c, bid, stale);
+        campaigns_unstage(l, w, c, bid, stale);
     json_t *model = json_object_get(batch, "model");
     size_t i;
     json_t *k;
     json_array_foreach(json_object_get(batch, "candidates"), i, k)
     {
-        json_t *d =
-            json_pack("{s:O,s:s,s:s,s:O,s:O,s:O,s:s,s:I,s:o}", "id", json_object_get(k, "id"),
-                      "campaign", c->id, "batch", bid, "model", model, "params",
-                      json_object_get(k, "params"), "score", json_object_get(k, "score"), "state",
-                      "candidate", "ord", (json_int_t)c->next_ord, "created_at", loop_now_iso(l));
+        json_t *d = json_pack("{s:O,s:s,s:s,s:O,s:O,s:O,s:s,s:I,s:o}", "id",
+                              json_object_get(k, "id"), "campaign", c->id, "batch", bid, "model",
+                              model, "params", json_object_get(k, "params"), "score",
+                              json_object_get(k, "score"), "state", "candidate", "ord",
+                              (json_int_t)c->next_ord, "created_at", campaigns_now_iso(l));
         if (json_object_get(k, "uncertainty"))
             json_object_set(d, "uncertainty", json_object_get(k, "uncertainty"));
         if (json_object_get(batch, "fit"))
             json_object_set(d, "fit", json_object_get(batch, "fit"));
-        cand_t *cd = loop_cand_add(c, d);
-        loop_put_cand(l, w, c, cd);
+        cand_t *cd = campaigns_cand_add(c, d);
+        campaigns_put_cand(l, w, c, cd);
         json_array_append(accepted, json_object_get(k, "id"));
     }
     json_t *ans = json_pack("{s:s,s:s,s:s,s:o,s:o}", "status", "accepted", "campaign", c->id,
                             "batch", bid, "accepted", accepted, "stale", stale);
     json_t *rec = json_pack("{s:s,s:s,s:O,s:s,s:s,s:s,s:o,s:s,s:O}", "campaign", c->id, "batch",
                             bid, "model", model, "hash", hash, "by", by, "via", via, "received_at",
-                            loop_now_iso(l), "state", "open", "answer", ans);
+                            campaigns_now_iso(l), "state", "open", "answer", ans);
     if (json_object_get(batch, "fit"))
         json_object_set(rec, "fit", json_object_get(batch, "fit"));
     free(hash);
     json_object_set_new(c->batches, bid, rec);
-    loop_put_batch(w, c, bid, (int64_t)json_object_size(c->batches));
+    campaigns_put_batch(w, c, bid, (int64_t)json_object_size(c->batches));
     log_info("loop", "campaign=%s batch=%s accepted from %s via %s: %zu candidates, %zu stale",
              c->id, bid, by, via, json_array_size(json_object_get(ans, "accepted")),
              json_array_size(json_object_get(ans, "stale")));
-    loop_stage(l, w, c);
-    loop_settle(l, w, c); /* older batches that only had stale candidates left */
+    campaigns_stage(l, w, c);
+    campaigns_settle(l, w, c); /* older batches that only had stale candidates left */
     json_incref(ans);
-    loop_commit(l, w, cb, arg, 201, ans);
+    campaigns_commit(l, w, cb, arg, 201, ans);
 }
 
-void lab_loop_scores(lab_loop_t *l, const char *campaign, const json_t *body, const char *by,
-                     lab_loop_cb cb, void *arg)
+void lab_campaigns_scores(lab_campaigns_t *l, const char *campaign, const json_t *body,
+                          const char *by, lab_campaigns_cb cb, void *arg)
 {
-    camp_t *c = loop_camp_find(l, campaign);
+    camp_t *c = campaigns_camp_find(l, campaign);
     if (!c) {
-        loop_answer(cb, arg, 404, loop_problem("there is no such campaign", NULL));
+        campaigns_answer(cb, arg, 404, campaigns_problem("there is no such campaign", NULL));
         return;
     }
     json_t *scores = json_object_get(body, "scores");
@@ -229,10 +230,10 @@ void lab_loop_scores(lab_loop_t *l, const char *campaign, const json_t *body, co
     {
         char path[48];
         snprintf(path, sizeof path, "/scores/%zu", i);
-        cand_t *k = loop_cand_find(c, loop_str(s, "id"));
+        cand_t *k = campaigns_cand_find(c, campaigns_str(s, "id"));
         if (!k)
             lab_jerrs_add(&e, path, "no candidate %s in this campaign",
-                          loop_str(s, "id") ?: "(no id)");
+                          campaigns_str(s, "id") ?: "(no id)");
         else if (k->state != LAB_CAND_CANDIDATE && k->state != LAB_CAND_STAGED)
             lab_jerrs_add(&e, path, "candidate %s is %s: only candidates not started are re-scored",
                           k->id, lab_cand_state_name(k->state));
@@ -240,36 +241,38 @@ void lab_loop_scores(lab_loop_t *l, const char *campaign, const json_t *body, co
             lab_jerrs_add(&e, path, "score must be a number");
     }
     if (e.n) {
-        loop_answer(cb, arg, 422, loop_problem("the scores were not taken", lab_jerrs_to_json(&e)));
+        campaigns_answer(cb, arg, 422,
+                         campaigns_problem("the scores were not taken", lab_jerrs_to_json(&e)));
         lab_jerrs_free(&e);
         return;
     }
-    lab_loop_write_t *w = lab_loop_write_new(loop_now_ms(l));
+    lab_campaigns_write_t *w = lab_campaigns_write_new(campaigns_now_ms(l));
     json_t *done = json_array();
     bool *touched = lab_calloc((size_t)c->np + 1, sizeof *touched);
     json_array_foreach(scores, i, s)
     {
-        cand_t *k = loop_cand_find(c, loop_str(s, "id"));
+        cand_t *k = campaigns_cand_find(c, campaigns_str(s, "id"));
         json_object_set(k->doc, "score", json_object_get(s, "score"));
         if (json_object_get(s, "uncertainty"))
             json_object_set(k->doc, "uncertainty", json_object_get(s, "uncertainty"));
         json_object_set_new(k->doc, "rescored_by", json_string(by));
-        loop_put_cand(l, w, c, k);
+        campaigns_put_cand(l, w, c, k);
         if (k->plate >= 0)
             touched[k->plate] = true;
         json_array_append_new(done, json_string(k->id));
     }
     for (int pi = 0; pi < c->np; pi++)
         if (touched[pi] && lab_plate_state_live(c->p[pi].state))
-            lab_sched_reprioritize(l->sched, c->p[pi].run, by, NULL, true, loop_plate_score(c, pi),
-                                   loop_noop_done, NULL);
+            lab_sched_reprioritize(l->sched, c->p[pi].run, by, NULL, true,
+                                   campaigns_plate_score(c, pi), campaigns_noop_done, NULL);
     free(touched);
-    loop_commit(l, w, cb, arg, 200, json_pack("{s:s,s:o}", "campaign", c->id, "rescored", done));
+    campaigns_commit(l, w, cb, arg, 200,
+                     json_pack("{s:s,s:o}", "campaign", c->id, "rescored", done));
 }
 
-json_t *lab_loop_candidates(lab_loop_t *l, const char *campaign, const char *state)
+json_t *lab_campaigns_candidates(lab_campaigns_t *l, const char *campaign, const char *state)
 {
-    camp_t *c = loop_camp_find(l, campaign);
+    camp_t *c = campaigns_camp_find(l, campaign);
     if (!c)
         return NULL;
     int want = state ? lab_cand_state_parse(state) : -1;
@@ -280,9 +283,9 @@ json_t *lab_loop_candidates(lab_loop_t *l, const char *campaign, const char *sta
     return out;
 }
 
-json_t *lab_loop_results(lab_loop_t *l, const char *campaign)
+json_t *lab_campaigns_results(lab_campaigns_t *l, const char *campaign)
 {
-    camp_t *c = loop_camp_find(l, campaign);
+    camp_t *c = campaigns_camp_find(l, campaign);
     if (!c)
         return NULL;
     json_t *out = json_array();

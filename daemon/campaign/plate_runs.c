@@ -1,14 +1,14 @@
-/* Plates: candidates laid out around the controls and submitted as runs; a plate's end (its QC,
+/* Plate runs: candidates laid out around the controls and submitted as runs; a plate's end (its QC,
  * normalisation and results, or instrument trouble); batches that are done; the failure breaker
  * and the campaign's end. */
-#include "daemon/loop/loop_int.h"
-#include "daemon/loop/plate.h"
+#include "daemon/campaign/engine_int.h"
+#include "daemon/campaign/layout.h"
 
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/text.h"
-#include "daemon/model/run.h"
+#include "daemon/model/run_states.h"
 #include "daemon/store/runs.h"
 #include "daemon/store/workflows.h"
 
@@ -24,7 +24,7 @@ static int plates_made(const camp_t *c)
     return (int)json_integer_value(json_object_get(c->doc, "plates_made"));
 }
 
-void loop_noop_done(void *arg, int status, const char *doc, const char *msg)
+void campaigns_noop_done(void *arg, int status, const char *doc, const char *msg)
 {
     (void)arg;
     (void)status;
@@ -33,14 +33,14 @@ void loop_noop_done(void *arg, int status, const char *doc, const char *msg)
 }
 
 /* The mean score of the candidates on a plate: its priority score. */
-double loop_plate_score(camp_t *c, int pi)
+double campaigns_plate_score(camp_t *c, int pi)
 {
     double s = 0;
     int n = 0;
     for (int i = 0; i < c->nc; i++)
         if (c->c[i]->plate == pi &&
             (c->c[i]->state == LAB_CAND_STAGED || c->c[i]->state == LAB_CAND_RUNNING)) {
-            s += loop_num(c->c[i]->doc, "score", 0);
+            s += campaigns_num(c->c[i]->doc, "score", 0);
             n++;
         }
     return n ? s / n : 0;
@@ -49,7 +49,7 @@ double loop_plate_score(camp_t *c, int pi)
 static int by_score(const void *a, const void *b)
 {
     const cand_t *x = *(cand_t *const *)a, *y = *(cand_t *const *)b;
-    double sx = loop_num(x->doc, "score", 0), sy = loop_num(y->doc, "score", 0);
+    double sx = campaigns_num(x->doc, "score", 0), sy = campaigns_num(y->doc, "score", 0);
     if (sx != sy)
         return sx > sy ? -1 : 1;
     return x->ord < y->ord ? -1 : x->ord > y->ord;
@@ -57,7 +57,7 @@ static int by_score(const void *a, const void *b)
 
 /* Lays every candidate waiting for a plate onto new plates, best scores first, and submits one
  * run per plate (in w; the scheduler gets them once w committed). */
-void loop_stage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
+void campaigns_stage(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c)
 {
     if (c->state != LAB_CAMP_ACTIVE)
         return;
@@ -71,15 +71,15 @@ void loop_stage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
         return;
     }
     qsort(wait, (size_t)nw, sizeof *wait, by_score);
-    int format = loop_format_of(c), reps = loop_replicates_of(c);
+    int format = campaigns_format_of(c), reps = campaigns_replicates_of(c);
     char free_wells[384][LAB_WELL_NAME];
-    int nfree = lab_layout_free_wells(format, loop_control_wells(c, "positive"),
-                                      loop_control_wells(c, "negative"), free_wells, 384);
+    int nfree = lab_layout_free_wells(format, campaigns_control_wells(c, "positive"),
+                                      campaigns_control_wells(c, "negative"), free_wells, 384);
     int per = nfree / reps;
     json_t *budget = json_object_get(json_object_get(c->doc, "budget"), "plates");
-    json_t *reagents = loop_design_reagents(c);
-    json_t *posv = loop_control_volumes(c, reagents, "positive");
-    json_t *negv = loop_control_volumes(c, reagents, "negative");
+    json_t *reagents = campaigns_design_reagents(c);
+    json_t *posv = campaigns_control_volumes(c, reagents, "positive");
+    json_t *negv = campaigns_control_volumes(c, reagents, "negative");
     for (int at = 0; at < nw; at += per) {
         int n = nw - at < per ? nw - at : per;
         if (budget && plates_made(c) >= json_integer_value(budget)) {
@@ -87,7 +87,7 @@ void loop_stage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
             snprintf(why, sizeof why, "the campaign's plate budget (%lld) is spent",
                      (long long)json_integer_value(budget));
             for (int i = at; i < nw; i++)
-                loop_cand_set(l, w, c, wait[i], LAB_CAND_ABANDONED, why);
+                campaigns_cand_set(l, w, c, wait[i], LAB_CAND_ABANDONED, why);
             break;
         }
         int no = plates_made(c) + 1;
@@ -98,23 +98,23 @@ void loop_stage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
         json_t *wells = json_object(), *vols = json_object();
         size_t i;
         json_t *x;
-        json_array_foreach(loop_control_wells(c, "positive"), i, x)
+        json_array_foreach(campaigns_control_wells(c, "positive"), i, x)
         {
             json_object_set_new(wells, json_string_value(x),
                                 json_pack("{s:s}", "role", "positive"));
             json_object_set(vols, json_string_value(x), posv);
         }
-        json_array_foreach(loop_control_wells(c, "negative"), i, x)
+        json_array_foreach(campaigns_control_wells(c, "negative"), i, x)
         {
             json_object_set_new(wells, json_string_value(x),
                                 json_pack("{s:s}", "role", "negative"));
             json_object_set(vols, json_string_value(x), negv);
         }
-        int pi = loop_plate_add(c, run, name, no, wells);
+        int pi = campaigns_plate_add(c, run, name, no, wells);
         double score = 0;
         for (int k = 0; k < n; k++) {
             cand_t *cd = wait[at + k];
-            json_t *cv = loop_volumes_of(c, reagents, json_object_get(cd->doc, "params"));
+            json_t *cv = campaigns_volumes_of(c, reagents, json_object_get(cd->doc, "params"));
             json_t *used = json_array();
             for (int r = 0; r < reps; r++) {
                 const char *wname = free_wells[k * reps + r];
@@ -124,7 +124,7 @@ void loop_stage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
                 json_array_append_new(used, json_string(wname));
             }
             json_decref(cv);
-            score += loop_num(cd->doc, "score", 0);
+            score += campaigns_num(cd->doc, "score", 0);
             cd->plate = pi;
             json_object_set_new(cd->doc, "run", json_string(run));
             json_object_set_new(cd->doc, "plate", json_string(name));
@@ -133,12 +133,12 @@ void loop_stage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
             if (!json_is_array(tries))
                 json_object_set_new(cd->doc, "plates", tries = json_array());
             json_array_append_new(tries, json_pack("{s:s,s:s}", "plate", name, "run", run));
-            loop_cand_set(l, w, c, cd, LAB_CAND_STAGED, NULL);
+            campaigns_cand_set(l, w, c, cd, LAB_CAND_STAGED, NULL);
         }
         json_t *sub =
-            json_pack("{s:s,s:s,s:s,s:f,s:s}", "workflow", loop_str(c->doc, "workflow"), "plate",
-                      name, "priority", "normal", "score", score / n, "name", name);
-        json_t *doc = lab_run_new_doc(sub, run, "campaign", "campaign", loop_now_ms(l));
+            json_pack("{s:s,s:s,s:s,s:f,s:s}", "workflow", campaigns_str(c->doc, "workflow"),
+                      "plate", name, "priority", "normal", "score", score / n, "name", name);
+        json_t *doc = lab_run_new_doc(sub, run, "campaign", "campaign", campaigns_now_ms(l));
         json_decref(sub);
         json_object_set_new(doc, "campaign", json_string(c->id));
         json_object_set_new(
@@ -149,22 +149,23 @@ void loop_stage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
         ins->id = lab_strdup(run);
         ins->state = lab_strdup("queued");
         ins->doc = json_dumps(doc, JSON_COMPACT);
-        ins->ts_ms = loop_now_ms(l);
+        ins->ts_ms = campaigns_now_ms(l);
         json_decref(doc);
-        lab_loop_write_run(w, ins);
+        lab_campaigns_write_run(w, ins);
         log_info("loop", "campaign=%s plate %s (run %s): %d candidates x %d, score %.4g", c->id,
                  name, run, n, reps, score / n);
     }
     json_decref(reagents);
     json_decref(posv);
     json_decref(negv);
-    loop_put_camp(l, w, c);
+    campaigns_put_camp(l, w, c);
     free(wait);
 }
 
 /* Cancels every plate not started (their candidates wait again, or go stale when `older` says
  * their batch is older than the one replacing them). */
-void loop_unstage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, const char *newer, json_t *stale)
+void campaigns_unstage(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c, const char *newer,
+                       json_t *stale)
 {
     for (int pi = 0; pi < c->np; pi++) {
         plate_t *p = &c->p[pi];
@@ -172,18 +173,18 @@ void loop_unstage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, const char *new
             continue;
         int started = lab_sched_run_started(l->sched, p->run);
         if (started == 1) {
-            (void)loop_plate_set(c, pi, LAB_PLATE_RUNNING); /* from staged: in the table */
+            (void)campaigns_plate_set(c, pi, LAB_PLATE_RUNNING); /* from staged: in the table */
             continue;
         }
-        (void)loop_plate_set(c, pi, LAB_PLATE_RELAID); /* from staged: in the table */
+        (void)campaigns_plate_set(c, pi, LAB_PLATE_RELAID); /* from staged: in the table */
         if (started == 0)
             lab_sched_cancel(l->sched, p->run, "campaign",
                              newer ? "its candidates were replaced by a newer batch"
                                    : "its candidates were laid out again",
-                             loop_noop_done, NULL);
+                             campaigns_noop_done, NULL);
         for (int i = 0; i < c->nc; i++)
             if (c->c[i]->plate == pi && c->c[i]->state == LAB_CAND_STAGED)
-                loop_cand_set(l, w, c, c->c[i], LAB_CAND_CANDIDATE, NULL);
+                campaigns_cand_set(l, w, c, c->c[i], LAB_CAND_CANDIDATE, NULL);
     }
     if (!newer)
         return;
@@ -191,7 +192,7 @@ void loop_unstage(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, const char *new
     snprintf(why, sizeof why, "replaced by batch %s before it ran", newer);
     for (int i = 0; i < c->nc; i++)
         if (c->c[i]->state == LAB_CAND_CANDIDATE && strcmp(c->c[i]->batch, newer) != 0) {
-            loop_cand_set(l, w, c, c->c[i], LAB_CAND_STALE, why);
+            campaigns_cand_set(l, w, c, c->c[i], LAB_CAND_STALE, why);
             json_array_append_new(stale, json_string(c->c[i]->id));
         }
 }
@@ -207,7 +208,7 @@ static bool batch_final(camp_t *c, const char *batch)
 }
 
 /* Batches whose candidates are all final get their done event; then the campaign's end. */
-void loop_settle(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
+void campaigns_settle(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c)
 {
     const char *key;
     json_t *b;
@@ -215,7 +216,7 @@ void loop_settle(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
     json_object_foreach(c->batches, key, b)
     {
         ord++;
-        const char *st = loop_str(b, "state");
+        const char *st = campaigns_str(b, "state");
         if ((st && strcmp(st, "done") == 0) || !batch_final(c, key))
             continue;
         int count[LAB_CAND_NSTATES] = {0};
@@ -226,28 +227,29 @@ void loop_settle(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
                 continue;
             count[k->state]++;
             json_t *r = json_object_get(k->doc, "result");
-            if (r && (!best ||
-                      (loop_maximize(c) ? loop_num(r, "value", 0) > loop_num(best, "value", 0)
-                                        : loop_num(r, "value", 0) < loop_num(best, "value", 0))))
+            if (r &&
+                (!best || (campaigns_maximize(c)
+                               ? campaigns_num(r, "value", 0) > campaigns_num(best, "value", 0)
+                               : campaigns_num(r, "value", 0) < campaigns_num(best, "value", 0))))
                 best = r;
         }
         json_t *counts = json_object();
         for (int s = LAB_CAND_COMPLETED; s < LAB_CAND_NSTATES; s++)
             json_object_set_new(counts, lab_cand_state_name(s), json_integer(count[s]));
         json_object_set_new(b, "state", json_string("done"));
-        json_object_set_new(b, "done_at", loop_now_iso(l));
+        json_object_set_new(b, "done_at", campaigns_now_iso(l));
         json_object_set(b, "counts", counts);
-        loop_put_batch(w, c, key, ord);
+        campaigns_put_batch(w, c, key, ord);
         json_t *ev =
             json_pack("{s:s,s:s,s:O,s:o,s:o}", "campaign", c->id, "batch", key, "model",
-                      json_object_get(b, "model"), "counts", counts, "at", loop_now_iso(l));
+                      json_object_get(b, "model"), "counts", counts, "at", campaigns_now_iso(l));
         if (best)
             json_object_set_new(ev, "best",
                                 json_pack("{s:O,s:O}", "candidate",
                                           json_object_get(best, "candidate"), "value",
                                           json_object_get(best, "value")));
         char *text = json_dumps(ev, JSON_COMPACT);
-        lab_loop_write_row(w, "batch.done", c->id, text);
+        lab_campaigns_write_row(w, "batch.done", c->id, text);
         free(text);
         json_decref(ev);
         log_info("loop", "campaign=%s batch=%s done: %d completed, %d failed", c->id, key,
@@ -256,7 +258,7 @@ void loop_settle(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
         json_t *since = json_object_get(c->doc, "batches_without_improvement");
         json_object_set_new(c->doc, "batches_without_improvement",
                             json_integer(json_integer_value(since) + 1));
-        loop_put_camp(l, w, c);
+        campaigns_put_camp(l, w, c);
     }
     if (c->state == LAB_CAMP_DONE)
         return;
@@ -266,10 +268,10 @@ void loop_settle(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
     char buf[200];
     json_t *best = json_object_get(c->doc, "best");
     if (best && json_object_get(stop, "target")) {
-        double t = loop_num(stop, "target", 0), v = loop_num(best, "value", 0);
-        if (loop_maximize(c) ? v >= t : v <= t) {
+        double t = campaigns_num(stop, "target", 0), v = campaigns_num(best, "value", 0);
+        if (campaigns_maximize(c) ? v >= t : v <= t) {
             snprintf(buf, sizeof buf, "the target %g was reached (%.4g, candidate %s)", t, v,
-                     loop_str(best, "candidate"));
+                     campaigns_str(best, "candidate"));
             why = buf;
         }
     }
@@ -301,19 +303,19 @@ void loop_settle(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
     }
     if (!why)
         return;
-    loop_unstage(l, w, c, NULL, NULL);
+    campaigns_unstage(l, w, c, NULL, NULL);
     char abandoned[260];
     snprintf(abandoned, sizeof abandoned, "the campaign is done: %s", why);
     for (int i = 0; i < c->nc; i++)
         if (c->c[i]->state == LAB_CAND_CANDIDATE)
-            loop_cand_set(l, w, c, c->c[i], LAB_CAND_ABANDONED, abandoned);
-    loop_camp_set(l, w, c, LAB_CAMP_DONE, why);
-    loop_settle(l, w, c); /* batches that just became final */
+            campaigns_cand_set(l, w, c, c->c[i], LAB_CAND_ABANDONED, abandoned);
+    campaigns_camp_set(l, w, c, LAB_CAMP_DONE, why);
+    campaigns_settle(l, w, c); /* batches that just became final */
 }
 
 /* Ax's rule: more than max_failed_fraction of at least min_finished finished candidates
  * failed (instrument trouble aside): the campaign pauses with the reason. */
-void loop_breaker(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
+void campaigns_breaker(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c)
 {
     if (c->state != LAB_CAMP_ACTIVE)
         return;
@@ -327,14 +329,14 @@ void loop_breaker(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
     }
     json_t *br = json_object_get(c->doc, "breaker");
     int min = (int)json_integer_value(json_object_get(br, "min_finished"));
-    double frac = loop_num(br, "max_failed_fraction", 0.5);
+    double frac = campaigns_num(br, "max_failed_fraction", 0.5);
     if (finished >= (min > 0 ? min : 5) && failed > frac * finished) {
         char why[300];
         snprintf(why, sizeof why,
                  "%d of %d finished candidates failed (more than %.0f%%): find the cause, then "
                  "resume the campaign",
                  failed, finished, frac * 100);
-        loop_camp_set(l, w, c, LAB_CAMP_PAUSED, why);
+        campaigns_camp_set(l, w, c, LAB_CAMP_PAUSED, why);
     }
 }
 
@@ -344,14 +346,14 @@ void loop_breaker(lab_loop_t *l, lab_loop_write_t *w, camp_t *c)
 static json_t *plate_values(camp_t *c, const json_t *run, char *why, size_t whylen)
 {
     json_t *readings = json_object_get(run, "readings");
-    const char *want = loop_str(loop_objective(c), "step");
+    const char *want = campaigns_str(campaigns_objective(c), "step");
     json_t *r = NULL;
     if (want) {
         r = json_object_get(readings, want);
     } else { /* the last step that read values */
         json_t *steps = json_object_get(run, "steps");
         for (size_t i = json_array_size(steps); i-- > 0 && !r;)
-            r = json_object_get(readings, loop_str(json_array_get(steps, i), "name") ?: "");
+            r = json_object_get(readings, campaigns_str(json_array_get(steps, i), "name") ?: "");
     }
     if (!r) {
         snprintf(why, whylen, "the plate's run read no values%s%s", want ? " in step " : "",
@@ -359,10 +361,11 @@ static json_t *plate_values(camp_t *c, const json_t *run, char *why, size_t whyl
         lab_text_trim(why);
         return NULL;
     }
-    const char *measure = loop_str(loop_objective(c), "measure");
-    if (!measure || !loop_str(r, "measure") || strcmp(measure, loop_str(r, "measure")) != 0) {
+    const char *measure = campaigns_str(campaigns_objective(c), "measure");
+    if (!measure || !campaigns_str(r, "measure") ||
+        strcmp(measure, campaigns_str(r, "measure")) != 0) {
         snprintf(why, whylen, "the plate was read for %s, the objective is %s",
-                 loop_str(r, "measure") ?: "?", measure ?: "?");
+                 campaigns_str(r, "measure") ?: "?", measure ?: "?");
         lab_text_trim(why);
         return NULL;
     }
@@ -382,24 +385,25 @@ static void collect(const json_t *values, const json_t *wells, double *out, int 
     }
 }
 
-static void better(lab_loop_t *l, camp_t *c, const json_t *res)
+static void better(lab_campaigns_t *l, camp_t *c, const json_t *res)
 {
     json_t *best = json_object_get(c->doc, "best");
-    double v = loop_num(res, "value", 0);
-    if (best &&
-        (loop_maximize(c) ? v <= loop_num(best, "value", 0) : v >= loop_num(best, "value", 0)))
+    double v = campaigns_num(res, "value", 0);
+    if (best && (campaigns_maximize(c) ? v <= campaigns_num(best, "value", 0)
+                                       : v >= campaigns_num(best, "value", 0)))
         return;
     json_object_set_new(
         c->doc, "best",
         json_pack("{s:O,s:O,s:O,s:f,s:o}", "candidate", json_object_get(res, "candidate"), "batch",
                   json_object_get(res, "batch"), "params", json_object_get(res, "params"), "value",
-                  v, "at", loop_now_iso(l)));
+                  v, "at", campaigns_now_iso(l)));
     json_object_set_new(c->doc, "batches_without_improvement", json_integer(0));
 }
 
 /* Candidates back to waiting after instrument trouble (not a failed experiment), or failed
  * when PLATE_TRIES_MAX plates did not give them a value. */
-void loop_plate_trouble(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, int pi, const char *why)
+void campaigns_plate_trouble(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c, int pi,
+                             const char *why)
 {
     for (int i = 0; i < c->nc; i++) {
         cand_t *k = c->c[i];
@@ -410,39 +414,40 @@ void loop_plate_trouble(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, int pi, c
         if (tries >= PLATE_TRIES_MAX) {
             snprintf(reason, sizeof reason, "no value after %d plates; last: %s", tries, why);
             json_object_set_new(k->doc, "instrument_trouble", json_true());
-            loop_cand_set(l, w, c, k, LAB_CAND_FAILED, reason);
+            campaigns_cand_set(l, w, c, k, LAB_CAND_FAILED, reason);
         } else {
             snprintf(reason, sizeof reason, "plate %s gave no value (%s): laid out again",
                      c->p[pi].name, why);
-            loop_cand_set(l, w, c, k, LAB_CAND_CANDIDATE, reason);
+            campaigns_cand_set(l, w, c, k, LAB_CAND_CANDIDATE, reason);
         }
     }
 }
 
-void loop_plate_done(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, int pi, const json_t *run)
+void campaigns_plate_done(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c, int pi,
+                          const json_t *run)
 {
     plate_t *p = &c->p[pi];
     char why[300];
     json_t *values = plate_values(c, run, why, sizeof why);
     if (!values) {
-        loop_plate_trouble(l, w, c, pi, why);
+        campaigns_plate_trouble(l, w, c, pi, why);
         return;
     }
     double pos[384], neg[384];
     int npos, nneg;
-    collect(values, loop_control_wells(c, "positive"), pos, &npos);
-    collect(values, loop_control_wells(c, "negative"), neg, &nneg);
+    collect(values, campaigns_control_wells(c, "positive"), pos, &npos);
+    collect(values, campaigns_control_wells(c, "negative"), neg, &nneg);
     lab_qc_t qc;
     bool ok = lab_qc_compute(pos, npos, neg, nneg, &qc, why, sizeof why);
-    double zmin = loop_num(json_object_get(c->doc, "qc"), "z_prime_min", 0.5);
+    double zmin = campaigns_num(json_object_get(c->doc, "qc"), "z_prime_min", 0.5);
     if (ok && !(qc.z_prime >= zmin)) {
         snprintf(why, sizeof why, "Z' %.3f is under the campaign's threshold %.3f", qc.z_prime,
                  zmin);
         ok = false;
     }
-    json_t *prow =
-        json_pack("{s:s,s:s,s:s,s:i,s:b,s:O,s:o}", "campaign", c->id, "plate", p->name, "run",
-                  p->run, "no", p->no, "passed", ok, "layout", p->wells, "at", loop_now_iso(l));
+    json_t *prow = json_pack("{s:s,s:s,s:s,s:i,s:b,s:O,s:o}", "campaign", c->id, "plate", p->name,
+                             "run", p->run, "no", p->no, "passed", ok, "layout", p->wells, "at",
+                             campaigns_now_iso(l));
     if (qc.n_pos >= 2 && qc.n_neg >= 2) {
         json_object_set_new(prow, "mu_pos", json_real(qc.mu_pos));
         json_object_set_new(prow, "sd_pos", json_real(qc.sd_pos));
@@ -454,7 +459,7 @@ void loop_plate_done(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, int pi, cons
     if (!ok)
         json_object_set_new(prow, "reason", json_string(why));
     char *text = json_dumps(prow, JSON_COMPACT);
-    lab_loop_write_row(w, "plate", c->id, text);
+    lab_campaigns_write_row(w, "plate", c->id, text);
     free(text);
     json_decref(prow);
     log_info("loop", "campaign=%s plate %s %s: Z'=%.3f%s%s", c->id, p->name,
@@ -472,11 +477,11 @@ void loop_plate_done(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, int pi, cons
             if (fails > retries) {
                 snprintf(reason, sizeof reason, "plate %.96s failed QC (%.*s), %d time%s", p->name,
                          (int)lab_text_fit(why, 300), why, fails, fails == 1 ? "" : "s");
-                loop_cand_set(l, w, c, k, LAB_CAND_FAILED, reason);
+                campaigns_cand_set(l, w, c, k, LAB_CAND_FAILED, reason);
             } else {
                 snprintf(reason, sizeof reason, "plate %.96s failed QC (%.*s): re-run", p->name,
                          (int)lab_text_fit(why, 300), why);
-                loop_cand_set(l, w, c, k, LAB_CAND_CANDIDATE, reason);
+                campaigns_cand_set(l, w, c, k, LAB_CAND_CANDIDATE, reason);
             }
             continue;
         }
@@ -485,7 +490,7 @@ void loop_plate_done(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, int pi, cons
         json_t *wells = json_object_get(k->doc, "wells");
         collect(values, wells, raw, &n);
         if (!n) {
-            loop_plate_trouble(l, w, c, pi, "its wells have no values");
+            campaigns_plate_trouble(l, w, c, pi, "its wells have no values");
             continue;
         }
         double s = 0, ss = 0;
@@ -505,13 +510,13 @@ void loop_plate_done(lab_loop_t *l, lab_loop_write_t *w, camp_t *c, int pi, cons
             "params", json_object_get(k->doc, "params"), "value", mean, "sd",
             n > 1 ? sqrt(ss / (n - 1)) : 0.0, "replicates", jrep, "raw", jraw, "wells", wells,
             "plate", p->name, "run", p->run, "z_prime", qc.z_prime, "measure",
-            json_object_get(loop_objective(c), "measure"), "at", loop_now_iso(l));
+            json_object_get(campaigns_objective(c), "measure"), "at", campaigns_now_iso(l));
         if (json_object_get(k->doc, "fit"))
             json_object_set(res, "fit", json_object_get(k->doc, "fit"));
         json_object_set(k->doc, "result", res);
-        loop_cand_set(l, w, c, k, LAB_CAND_COMPLETED, NULL);
+        campaigns_cand_set(l, w, c, k, LAB_CAND_COMPLETED, NULL);
         text = json_dumps(res, JSON_COMPACT);
-        lab_loop_write_row(w, "campaign.result", c->id, text);
+        lab_campaigns_write_row(w, "campaign.result", c->id, text);
         free(text);
         better(l, c, res);
         json_decref(res);

@@ -1,7 +1,7 @@
 /* Workflows (assay protocols): what the schema (schemas/json/workflow.schema.json) cannot check,
  * and the canonical form that says whether two documents are the same version. */
-#ifndef LAB_MODEL_WORKFLOW_H
-#define LAB_MODEL_WORKFLOW_H
+#ifndef LAB_MODEL_WORKFLOW_RULES_H
+#define LAB_MODEL_WORKFLOW_RULES_H
 
 #include "core/jschema.h"
 

@@ -1,7 +1,7 @@
 /* Steps of a run: their states and the one table of transitions between them. A failed or
  * interrupted step is not final: the recovery policy or a person's resume retries or skips it. */
-#ifndef LAB_MODEL_STEP_H
-#define LAB_MODEL_STEP_H
+#ifndef LAB_MODEL_STEP_STATES_H
+#define LAB_MODEL_STEP_STATES_H
 
 #include "core/fsm.h"
 

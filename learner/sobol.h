@@ -2,8 +2,8 @@
  * generated in Gray-code order (point 0 is the origin), with an optional random digital shift:
  * every coordinate's 32-bit integer is XORed with a per-dimension word drawn from the seed, which
  * keeps the net's stratification while moving it off the corner. Pure C, no shared state. */
-#ifndef LAB_LOOP_SOBOL_H
-#define LAB_LOOP_SOBOL_H
+#ifndef LAB_LEARNER_SOBOL_H
+#define LAB_LEARNER_SOBOL_H
 
 #include <stdint.h>
 
