@@ -6,6 +6,8 @@
  * observations-only factor intact in its leading block. */
 #include "learner/learner.h"
 
+#include "core/err.h"
+#include "core/mem.h"
 #include "learner/sobol.h"
 
 #include <float.h>
@@ -457,7 +459,8 @@ static int start_cmp(const void *pa, const void *pb)
 }
 
 /* MAP over theta: random starts and a default screened by their log posterior, the best few
- * optimised, and the warm start (when given) optimised as well. Returns 0 or -1. */
+ * optimised, and the warm start (when given) optimised as well. Returns 0, or LAB_ESTATE when no
+ * start gave a finite log posterior. */
 static int fit_theta(fitctx_t *c, const double *theta0, rng_t *r, double *best, double *best_lp,
                      int *restarts, int *evaluations)
 {
@@ -503,7 +506,7 @@ static int fit_theta(fitctx_t *c, const double *theta0, rng_t *r, double *best, 
             memcpy(best, th, (size_t)nt * sizeof *th);
         }
     }
-    return isfinite(*best_lp) ? 0 : -1;
+    return isfinite(*best_lp) ? 0 : LAB_ESTATE;
 }
 
 /* ---- the model used for prediction and believer updates ---- */
@@ -530,23 +533,18 @@ static void gp_free(gp_t *g)
     memset(g, 0, sizeof *g);
 }
 
-static int gp_alloc(gp_t *g, int dim, int cap)
+static void gp_alloc(gp_t *g, int dim, int cap)
 {
     memset(g, 0, sizeof *g);
     g->dim = dim;
     g->cap = cap;
-    g->x = malloc((size_t)cap * dim * sizeof(double));
-    g->y = malloc((size_t)cap * sizeof(double));
-    g->L = malloc((size_t)cap * cap * sizeof(double));
-    g->alpha = malloc((size_t)cap * sizeof(double));
-    g->ks = malloc((size_t)cap * sizeof(double));
-    g->v = malloc((size_t)cap * sizeof(double));
-    g->w = malloc((size_t)cap * sizeof(double));
-    if (!g->x || !g->y || !g->L || !g->alpha || !g->ks || !g->v || !g->w) {
-        gp_free(g);
-        return -1;
-    }
-    return 0;
+    g->x = lab_malloc((size_t)cap * dim * sizeof(double));
+    g->y = lab_malloc((size_t)cap * sizeof(double));
+    g->L = lab_malloc((size_t)cap * cap * sizeof(double));
+    g->alpha = lab_malloc((size_t)cap * sizeof(double));
+    g->ks = lab_malloc((size_t)cap * sizeof(double));
+    g->v = lab_malloc((size_t)cap * sizeof(double));
+    g->w = lab_malloc((size_t)cap * sizeof(double));
 }
 
 static void gp_set_theta(gp_t *g, const double *theta)
@@ -562,11 +560,11 @@ static int gp_solve_alpha(gp_t *g)
     int one = 1, info;
     memcpy(g->alpha, g->y, (size_t)g->n * sizeof(double));
     dpotrs_("L", &g->n, &one, g->L, &g->cap, g->alpha, &g->n, &info, 1);
-    return info == 0 ? 0 : -1;
+    return info == 0 ? 0 : LAB_ESTATE;
 }
 
 /* Factorises the first g->n points, raising the jitter by decades until K is positive
- * definite. */
+ * definite. LAB_ESTATE when it never is. */
 static int gp_factor(gp_t *g)
 {
     int n = g->n, info = 1;
@@ -586,7 +584,7 @@ static int gp_factor(gp_t *g)
             g->jitter = g->jitter == 0 ? 1e-10 * g->sf2 : g->jitter * 10.0;
     }
     if (info != 0)
-        return -1;
+        return LAB_ESTATE;
     return gp_solve_alpha(g);
 }
 
@@ -702,20 +700,14 @@ static double neg_acq(void *ctx, const double *x, double *g)
 }
 
 /* Scores m candidates at once: K* by columns, V = L^-1 K* by one triangular solve. */
-static int acq_batch(acqctx_t *a, int m, const double *xs, double *score)
+static void acq_batch(acqctx_t *a, int m, const double *xs, double *score)
 {
     gp_t *g = a->g;
     int n = g->n;
-    double *ks = malloc((size_t)n * m * sizeof *ks);
-    if (!ks)
-        return -1;
+    double *ks = lab_malloc((size_t)n * m * sizeof *ks);
     for (int j = 0; j < m; j++)
         gp_kvec(g, n, xs + (size_t)j * g->dim, ks + (size_t)j * n);
-    double *mus = malloc((size_t)m * sizeof *mus);
-    if (!mus) {
-        free(ks);
-        return -1;
-    }
+    double *mus = lab_malloc((size_t)m * sizeof *mus);
     for (int j = 0; j < m; j++) {
         double s = 0;
         for (int i = 0; i < n; i++)
@@ -736,7 +728,6 @@ static int acq_batch(acqctx_t *a, int m, const double *xs, double *score)
     }
     free(mus);
     free(ks);
-    return 0;
 }
 
 static int near_known(const gp_t *g, const double *x)
@@ -767,7 +758,7 @@ static int cand_cmp(const void *pa, const void *pb)
 }
 
 /* One pick: score Sobol and local candidates, refine the best few, keep the best that is not a
- * repeat. Returns 0, or -1 when memory runs out or every candidate repeats a known point. */
+ * repeat. Returns 0, or LAB_ENOTFOUND when every candidate repeats a known point. */
 static int acq_pick(acqctx_t *a, rng_t *r, uint64_t seed, int pick, double *xbest, double *best_val)
 {
     gp_t *g = a->g;
@@ -777,12 +768,10 @@ static int acq_pick(acqctx_t *a, rng_t *r, uint64_t seed, int pick, double *xbes
     int n_sobol = (int)clamp(1.5e8 / per, 256, 2048);
     int n_top = nobs < 5 ? nobs : 5, n_local = n_top * 40;
     int m = n_sobol + n_local;
-    double *xs = malloc((size_t)m * dim * sizeof *xs), *score = malloc((size_t)m * sizeof *score);
-    cand_t *order = malloc((size_t)m * sizeof *order);
-    cand_t *top = malloc((size_t)(nobs > 0 ? nobs : 1) * sizeof *top);
-    int rc = -1;
-    if (!xs || !score || !order || !top)
-        goto out;
+    double *xs = lab_malloc((size_t)m * dim * sizeof *xs);
+    double *score = lab_malloc((size_t)m * sizeof *score);
+    cand_t *order = lab_malloc((size_t)m * sizeof *order);
+    cand_t *top = lab_malloc((size_t)(nobs > 0 ? nobs : 1) * sizeof *top);
     /* a fresh shift per call (the data grew) and per slot, so that successive calls seed the
      * optimiser from different points instead of one fixed set */
     lab_sobol_t sob;
@@ -802,8 +791,7 @@ static int acq_pick(acqctx_t *a, rng_t *r, uint64_t seed, int pick, double *xbes
         for (int d = 0; d < dim; d++)
             xs[(size_t)(n_sobol + j) * dim + d] = clamp(c[d] + scale * rng_normal(r), 0.0, 1.0);
     }
-    if (acq_batch(a, m, xs, score))
-        goto out;
+    acq_batch(a, m, xs, score);
     for (int j = 0; j < m; j++) {
         order[j].score = score[j];
         order[j].index = j;
@@ -848,8 +836,7 @@ static int acq_pick(acqctx_t *a, rng_t *r, uint64_t seed, int pick, double *xbes
             memcpy(xbest, x0, (size_t)dim * sizeof *xr);
         }
     }
-    rc = isfinite(*best_val) ? 0 : -1;
-out:
+    int rc = isfinite(*best_val) ? 0 : LAB_ENOTFOUND;
     free(xs);
     free(score);
     free(order);
@@ -863,14 +850,14 @@ static int check_points(const double *x, int n, int dim, const char *what, char 
 {
     if (n > 0 && !x) {
         fail(err, errlen, "%s: %d points but no array", what, n);
-        return -1;
+        return LAB_EINVAL;
     }
     for (int i = 0; i < n; i++)
         for (int d = 0; d < dim; d++) {
             double v = x[(size_t)i * dim + d];
             if (!(v >= 0.0 && v <= 1.0)) {
                 fail(err, errlen, "%s[%d][%d] = %g is outside the unit cube", what, i, d, v);
-                return -1;
+                return LAB_EINVAL;
             }
         }
     return 0;
@@ -880,50 +867,50 @@ static int check_problem(const lab_learner_problem_t *p, int need_batch, char *e
 {
     if (!p) {
         fail(err, errlen, "no problem");
-        return -1;
+        return LAB_EINVAL;
     }
     if (p->dim < 1 || p->dim > LAB_LEARNER_MAXDIM) {
         fail(err, errlen, "dim %d is outside 1..%d", p->dim, LAB_LEARNER_MAXDIM);
-        return -1;
+        return LAB_EINVAL;
     }
     if (p->n < 0 || p->n_pending < 0 || p->n + p->n_pending > LAB_LEARNER_MAXN) {
         fail(err, errlen, "n %d and n_pending %d: each >= 0, together at most %d", p->n,
              p->n_pending, LAB_LEARNER_MAXN);
-        return -1;
+        return LAB_EINVAL;
     }
     if (need_batch && (p->batch < 1 || p->batch > LAB_LEARNER_MAXBATCH)) {
         fail(err, errlen, "batch %d is outside 1..%d", p->batch, LAB_LEARNER_MAXBATCH);
-        return -1;
+        return LAB_EINVAL;
     }
     if (p->n_init < 0 || p->sobol_skip < 0) {
         fail(err, errlen, "n_init and sobol_skip must be >= 0");
-        return -1;
+        return LAB_EINVAL;
     }
     if (p->acq != LAB_LEARNER_ACQ_LOGEI && p->acq != LAB_LEARNER_ACQ_UCB) {
         fail(err, errlen, "unknown acquisition %d", (int)p->acq);
-        return -1;
+        return LAB_EINVAL;
     }
     if (!(p->ucb_beta >= 0.0) || !isfinite(p->ucb_beta)) {
         fail(err, errlen, "ucb_beta %g must be finite and >= 0", p->ucb_beta);
-        return -1;
+        return LAB_EINVAL;
     }
-    if (check_points(p->x, p->n, p->dim, "x", err, errlen) ||
-        check_points(p->pending, p->n_pending, p->dim, "pending", err, errlen))
-        return -1;
+    int rc = check_points(p->x, p->n, p->dim, "x", err, errlen);
+    if (rc || (rc = check_points(p->pending, p->n_pending, p->dim, "pending", err, errlen)))
+        return rc;
     if (p->n > 0 && !p->y) {
         fail(err, errlen, "%d observations but no y", p->n);
-        return -1;
+        return LAB_EINVAL;
     }
     for (int i = 0; i < p->n; i++)
         if (!isfinite(p->y[i])) {
             fail(err, errlen, "y[%d] = %g is not a finite number", i, p->y[i]);
-            return -1;
+            return LAB_EINVAL;
         }
     if (p->theta0)
         for (int t = 0; t < p->dim + 2; t++)
             if (!isfinite(p->theta0[t])) {
                 fail(err, errlen, "theta0[%d] is not a finite number", t);
-                return -1;
+                return LAB_EINVAL;
             }
     return 0;
 }
@@ -995,33 +982,24 @@ static int propose_sobol(const lab_learner_problem_t *p, lab_learner_point_t *ou
 int lab_learner_propose(const lab_learner_problem_t *p, lab_learner_point_t *out,
                         lab_learner_fit_t *fit, char *err, size_t errlen)
 {
-    if (check_problem(p, 1, err, errlen))
-        return -1;
+    int rc = check_problem(p, 1, err, errlen);
+    if (rc)
+        return rc;
     if (!out) {
         fail(err, errlen, "no output array");
-        return -1;
+        return LAB_EINVAL;
     }
     int dim = p->dim, n = p->n;
     int n_init = p->n_init > 0 ? p->n_init : 2 * (dim + 1);
     if (n + p->n_pending < n_init || n == 0)
         return propose_sobol(p, out, fit);
 
-    int rc = -1, cap = n + p->n_pending + p->batch;
+    int cap = n + p->n_pending + p->batch;
     gp_t g;
     fitctx_t c = {.dim = dim, .n = n, .x = p->x};
-    double *ys = malloc((size_t)n * sizeof *ys), *K = malloc((size_t)n * n * sizeof *K);
-    double *alpha = malloc((size_t)n * sizeof *alpha);
-    if (gp_alloc(&g, dim, cap)) {
-        free(ys);
-        free(K);
-        free(alpha);
-        fail(err, errlen, "out of memory for %d points", cap);
-        return -1;
-    }
-    if (!ys || !K || !alpha) {
-        fail(err, errlen, "out of memory for %d points", n);
-        goto out;
-    }
+    double *ys = lab_malloc((size_t)n * sizeof *ys), *K = lab_malloc((size_t)n * n * sizeof *K);
+    double *alpha = lab_malloc((size_t)n * sizeof *alpha);
+    gp_alloc(&g, dim, cap);
     double y_mean, y_sd;
     standardise(p->y, n, ys, &y_mean, &y_sd);
     c.y = ys;
@@ -1033,7 +1011,7 @@ int lab_learner_propose(const lab_learner_problem_t *p, lab_learner_point_t *out
     rng_seed(&r, p->seed ^ 0x6c6561726e6572ULL);
     double theta[LBFGS_MAXN], lp;
     int restarts, evaluations;
-    if (fit_theta(&c, p->theta0, &r, theta, &lp, &restarts, &evaluations)) {
+    if ((rc = fit_theta(&c, p->theta0, &r, theta, &lp, &restarts, &evaluations))) {
         fail(err, errlen, "no hyperparameters gave a positive definite covariance");
         goto out;
     }
@@ -1042,7 +1020,7 @@ int lab_learner_propose(const lab_learner_problem_t *p, lab_learner_point_t *out
     memcpy(g.y, ys, (size_t)n * sizeof *g.y);
     g.n = g.nobs = n;
     gp_set_theta(&g, theta);
-    if (gp_factor(&g)) {
+    if ((rc = gp_factor(&g))) {
         fail(err, errlen, "Cholesky failed after jitter up to %g", g.jitter);
         goto out;
     }
@@ -1062,14 +1040,14 @@ int lab_learner_propose(const lab_learner_problem_t *p, lab_learner_point_t *out
         const double *xp = p->pending + (size_t)i * dim;
         gp_predict(&g, g.n, xp, &mu, &var, NULL, NULL);
         a.best = mu > a.best ? mu : a.best;
-        if (gp_append(&g, xp, mu)) {
+        if ((rc = gp_append(&g, xp, mu))) {
             fail(err, errlen, "believer update failed at pending point %d", i);
             goto out;
         }
     }
     for (int b = 0; b < p->batch; b++) {
         double xb[LAB_LEARNER_MAXDIM], val, mu, var;
-        if (acq_pick(&a, &r, p->seed, b, xb, &val)) {
+        if ((rc = acq_pick(&a, &r, p->seed, b, xb, &val))) {
             fail(err, errlen, "no new point found for batch slot %d", b);
             goto out;
         }
@@ -1079,7 +1057,7 @@ int lab_learner_propose(const lab_learner_problem_t *p, lab_learner_point_t *out
         o->acq = p->acq == LAB_LEARNER_ACQ_UCB ? y_mean + y_sd * val : val + log(y_sd);
         gp_predict(&g, g.n, xb, &mu, &var, NULL, NULL);
         a.best = mu > a.best ? mu : a.best;
-        if (gp_append(&g, xb, mu)) {
+        if ((rc = gp_append(&g, xb, mu))) {
             fail(err, errlen, "believer update failed at batch slot %d", b);
             goto out;
         }
@@ -1115,34 +1093,31 @@ out:
 int lab_learner_predict(const lab_learner_problem_t *p, const lab_learner_fit_t *fit, int m,
                         const double *xs, double *mean, double *sd, char *err, size_t errlen)
 {
-    if (check_problem(p, 0, err, errlen))
-        return -1;
+    int rc = check_problem(p, 0, err, errlen);
+    if (rc)
+        return rc;
     if (!fit || fit->dim != p->dim || fit->from_sobol) {
         fail(err, errlen, "no fitted model for this problem");
-        return -1;
+        return LAB_EINVAL;
     }
     if (p->n < 1) {
         fail(err, errlen, "no observations to predict from");
-        return -1;
+        return LAB_EINVAL;
     }
     if (m < 0 || (m > 0 && (!xs || !mean || !sd)) || !(fit->y_sd > 0)) {
         fail(err, errlen, "bad prediction arguments");
-        return -1;
+        return LAB_EINVAL;
     }
-    if (check_points(xs, m, p->dim, "xs", err, errlen))
-        return -1;
+    if ((rc = check_points(xs, m, p->dim, "xs", err, errlen)))
+        return rc;
     gp_t g;
-    if (gp_alloc(&g, p->dim, p->n)) {
-        fail(err, errlen, "out of memory for %d points", p->n);
-        return -1;
-    }
-    int rc = -1;
+    gp_alloc(&g, p->dim, p->n);
     memcpy(g.x, p->x, (size_t)p->n * p->dim * sizeof *g.x);
     for (int i = 0; i < p->n; i++)
         g.y[i] = (p->y[i] - fit->y_mean) / fit->y_sd;
     g.n = g.nobs = p->n;
     gp_set_theta(&g, fit->theta);
-    if (gp_factor(&g)) {
+    if ((rc = gp_factor(&g))) {
         fail(err, errlen, "Cholesky failed after jitter up to %g", g.jitter);
         goto out;
     }
@@ -1161,20 +1136,17 @@ out:
 int lab_learner_log_posterior(const lab_learner_problem_t *p, const double *theta, double *value,
                               double *grad, char *err, size_t errlen)
 {
-    if (check_problem(p, 0, err, errlen))
-        return -1;
+    int rc = check_problem(p, 0, err, errlen);
+    if (rc)
+        return rc;
     if (p->n < 1 || !theta || !value) {
         fail(err, errlen, "need observations, theta and somewhere to put the value");
-        return -1;
+        return LAB_EINVAL;
     }
-    int n = p->n, rc = -1;
+    int n = p->n;
     fitctx_t c = {.dim = p->dim, .n = n, .x = p->x};
-    double *ys = malloc((size_t)n * sizeof *ys), *K = malloc((size_t)n * n * sizeof *K);
-    double *alpha = malloc((size_t)n * sizeof *alpha), mean, sd;
-    if (!ys || !K || !alpha) {
-        fail(err, errlen, "out of memory for %d points", n);
-        goto out;
-    }
+    double *ys = lab_malloc((size_t)n * sizeof *ys), *K = lab_malloc((size_t)n * n * sizeof *K);
+    double *alpha = lab_malloc((size_t)n * sizeof *alpha), mean, sd;
     standardise(p->y, n, ys, &mean, &sd);
     c.y = ys;
     c.K = K;
@@ -1183,10 +1155,8 @@ int lab_learner_log_posterior(const lab_learner_problem_t *p, const double *thet
     *value = log_posterior(&c, theta, grad);
     if (!isfinite(*value)) {
         fail(err, errlen, "covariance not positive definite at this theta");
-        goto out;
+        rc = LAB_ESTATE;
     }
-    rc = 0;
-out:
     free(ys);
     free(K);
     free(alpha);

@@ -57,15 +57,23 @@ typedef struct lab_learner_point {
                         the caller's scale) or UCB (caller's scale); 0 for Sobol points */
 } lab_learner_point_t;
 
+/* Errors are core/err.h codes, each with a one-line reason in err (when err is not NULL):
+ *   LAB_EINVAL     the problem or an argument breaks the rules in its struct (bad dim, NaN in y, a
+ *                  point outside the cube, no fitted model...)
+ *   LAB_ESTATE     the numerics failed: no hyperparameters give a positive definite covariance,
+ *                  or the Cholesky factorisation fails even after jitter escalation
+ *   LAB_ENOTFOUND  every candidate for a batch slot repeats a known point
+ * Memory comes from core/mem.h, which stops the process when it runs out, as everywhere in
+ * labloop; LAB_LEARNER_MAXN bounds what one call can ask for. */
+
 /* Proposes p->batch new points into out[0..batch-1] and describes the model in fit (may be NULL).
- * Returns 0, or -1 with a one-line reason in err (bad dim, NaN in y, points outside the cube,
- * LAPACK failure after jitter escalation...). Deterministic for the same inputs and seed. */
+ * Returns 0 or an error (above). Deterministic for the same inputs and seed. */
 int lab_learner_propose(const lab_learner_problem_t *p, lab_learner_point_t *out,
                         lab_learner_fit_t *fit, char *err, size_t errlen);
 
 /* Posterior mean/sd at m points of the fitted model: used by tests and to re-score candidates.
  * The model is p's observations (pending points are ignored) with fit's hyperparameters and
- * standardisation; sd is the latent function's, without the noise. */
+ * standardisation; sd is the latent function's, without the noise. 0 or an error (above). */
 int lab_learner_predict(const lab_learner_problem_t *p, const lab_learner_fit_t *fit, int m,
                         const double *xs, double *mean, double *sd, char *err, size_t errlen);
 
@@ -77,7 +85,8 @@ double lab_learner_kernel(int dim, const double *theta, const double *a, const d
                           double *grad);
 
 /* Log marginal likelihood + log prior of p's observations (standardised) at theta, and its
- * gradient by theta (dim + 2 values) when grad is not NULL. Returns 0, or -1 with a reason. */
+ * gradient by theta (dim + 2 values) when grad is not NULL. Returns 0, LAB_EINVAL, or
+ * LAB_ESTATE when the covariance is not positive definite at theta. */
 int lab_learner_log_posterior(const lab_learner_problem_t *p, const double *theta, double *value,
                               double *grad, char *err, size_t errlen);
 

@@ -4,6 +4,8 @@
  * straight from the bits of gray(i). */
 #include "learner/sobol.h"
 
+#include "core/err.h"
+
 #include <string.h>
 
 /* s (degree), a (the polynomial's inner coefficients), m_1..m_s, for dimensions 2..20. */
@@ -43,7 +45,7 @@ static uint64_t splitmix(uint64_t *state)
 int lab_sobol_init(lab_sobol_t *s, int dim, uint64_t seed)
 {
     if (dim < 1 || dim > LAB_SOBOL_MAXDIM)
-        return -1;
+        return LAB_EINVAL;
     memset(s, 0, sizeof *s);
     s->dim = dim;
     for (int k = 0; k < LAB_SOBOL_BITS; k++)

@@ -18,7 +18,8 @@ typedef struct lab_sobol {
     uint32_t shift[LAB_SOBOL_MAXDIM];             /* digital shift, 0 without a seed */
 } lab_sobol_t;
 
-/* Returns 0, or -1 when dim is outside 1..20. seed 0 = no shift (the published points). */
+/* Returns 0, or LAB_EINVAL (core/err.h) when dim is outside 1..20. seed 0 = no shift (the published
+ * points). */
 int lab_sobol_init(lab_sobol_t *s, int dim, uint64_t seed);
 /* Moves n points ahead (O(dim * 32), whatever n). */
 void lab_sobol_skip(lab_sobol_t *s, uint64_t n);

@@ -1,10 +1,13 @@
 /* The learner and its Sobol design: the published Joe–Kuo points and their stratification, the
  * kernel's and the log posterior's gradients against finite differences, MAP lengthscales that
  * follow the data, a posterior that interpolates noise-free data, log-EI far below the
- * incumbent, Kriging believer batches that neither repeat nor bunch, refusals with a reason,
- * determinism, and a small problem actually optimised. */
+ * incumbent, Kriging believer batches that neither repeat nor bunch, refusals with a reason and
+ * a core/err.h code that says which kind, determinism, and a small problem actually optimised.
+ * Links the learner library alone. */
 #include "learner/learner.h"
 #include "learner/sobol.h"
+
+#include "core/err.h"
 
 #include <math.h>
 #include <setjmp.h>
@@ -72,8 +75,8 @@ static void test_sobol_joe_kuo_points(void **state)
     lab_sobol_next(&a, pa);
     lab_sobol_next(&b, pb);
     assert_memory_equal(pa, pb, sizeof pa);
-    assert_int_equal(lab_sobol_init(&a, 0, 0), -1);
-    assert_int_equal(lab_sobol_init(&a, 21, 0), -1);
+    assert_int_equal(lab_sobol_init(&a, 0, 0), LAB_EINVAL);
+    assert_int_equal(lab_sobol_init(&a, 21, 0), LAB_EINVAL);
 }
 
 static void test_sobol_stratified(void **state)
@@ -349,8 +352,9 @@ static void test_bad_input(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         err[0] = '\0';
-        if (lab_learner_propose(&cases[i].p, out, NULL, err, sizeof err) != -1)
-            fail_msg("case %zu accepted", i);
+        int rc = lab_learner_propose(&cases[i].p, out, NULL, err, sizeof err);
+        if (rc != LAB_EINVAL)
+            fail_msg("case %zu: %d (%s), not LAB_EINVAL", i, rc, lab_strerror(rc));
         if (!strstr(err, cases[i].reason) || strchr(err, '\n'))
             fail_msg("case %zu: reason \"%s\" does not name %s", i, err, cases[i].reason);
     }
@@ -361,8 +365,28 @@ static void test_bad_input(void **state)
     assert_int_equal(lab_learner_propose(&ok, out, &sobol_fit, err, sizeof err), 0);
     assert_int_equal(sobol_fit.from_sobol, 1);
     double m, s;
-    assert_int_equal(lab_learner_predict(&ok, &sobol_fit, 1, pend, &m, &s, err, sizeof err), -1);
+    assert_int_equal(lab_learner_predict(&ok, &sobol_fit, 1, pend, &m, &s, err, sizeof err),
+                     LAB_EINVAL);
     assert_non_null(strstr(err, "fitted"));
+}
+
+/* A valid problem the numerics cannot model is not a bad problem: two observations at one point
+ * with no noise make the covariance singular, and the error says so with its own code. */
+static void test_numerical_failure(void **state)
+{
+    double x[4] = {0.3, 0.7, 0.3, 0.7}, y[2] = {1.0, 2.0};
+    double theta[4] = {log(0.3), log(0.3), 0.0, -800.0}; /* noise variance exp(-800) == 0 */
+    lab_learner_problem_t p = {.dim = 2, .n = 2, .x = x, .y = y, .batch = 1};
+    char err[128] = "";
+    double v;
+    int rc = lab_learner_log_posterior(&p, theta, &v, NULL, err, sizeof err);
+    if (rc != LAB_ESTATE)
+        fail_msg("%d (%s), not LAB_ESTATE", rc, lab_strerror(rc));
+    assert_non_null(strstr(err, "positive definite"));
+    /* the same observations at a theta with noise are fine */
+    theta[3] = log(1e-2);
+    assert_int_equal(lab_learner_log_posterior(&p, theta, &v, NULL, err, sizeof err), 0);
+    assert_true(isfinite(v));
 }
 
 static void test_same_seed_same_proposals(void **state)
@@ -462,6 +486,7 @@ int main(void)
         cmocka_unit_test(test_log_ei_far_below),
         cmocka_unit_test(test_believer_pending_and_spread),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_numerical_failure),
         cmocka_unit_test(test_same_seed_same_proposals),
         cmocka_unit_test(test_optimises_a_bump),
     };
