@@ -11,12 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LEARN_DIM_MAX 20
-
 struct lab_proposal_job {
     int dim, n, npend, batch, fit_no;
-    char names[LEARN_DIM_MAX][32];
-    double lo[LEARN_DIM_MAX], hi[LEARN_DIM_MAX];
+    char names[LAB_LEARNER_MAXDIM][32];
+    double lo[LAB_LEARNER_MAXDIM], hi[LAB_LEARNER_MAXDIM];
     double *x, *y, *pend;
     lab_learner_problem_t p;
     lab_learner_point_t *out;
@@ -39,8 +37,8 @@ lab_proposal_job_t *lab_proposal_job_new(const json_t *campaign, const json_t *o
                                          int sobol_skip, char *err, size_t errlen)
 {
     json_t *params = json_object_get(campaign, "parameters");
-    if (json_array_size(params) < 1 || json_array_size(params) > LEARN_DIM_MAX) {
-        snprintf(err, errlen, "the learner takes 1 to %d parameters", LEARN_DIM_MAX);
+    if (json_array_size(params) < 1 || json_array_size(params) > LAB_LEARNER_MAXDIM) {
+        snprintf(err, errlen, "the learner takes 1 to %d parameters", LAB_LEARNER_MAXDIM);
         return NULL;
     }
     lab_proposal_job_t *j = LAB_NEW(lab_proposal_job_t);
