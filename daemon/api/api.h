@@ -26,7 +26,7 @@ typedef struct lab_api_deps {
     lab_mqtt_t *mqtt; /* may be NULL */
     lab_instr_t *instr;
     lab_sched_t *sched;         /* may be NULL (no runs are carried out) */
-    lab_campaigns_t *campaigns; /* the closed loop; may be NULL (no campaigns) */
+    lab_campaigns_t *campaigns; /* the campaign engine; may be NULL (no campaigns) */
 } lab_api_deps_t;
 
 int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps);
