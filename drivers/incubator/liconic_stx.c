@@ -152,7 +152,7 @@ static void lic_seq_clear(lic_seq_t *q)
 static bool lic_is_handler_error(const lab_drv_error_t *e)
 {
     /* Handler codes are five digits ("00007"); controller codes are "E<n>". */
-    return e->code == LAB_DRV_EDEVICE && strlen(e->device_code) == 5 && e->device_code[0] != 'E';
+    return e->code == LAB_EDEVICE && strlen(e->device_code) == 5 && e->device_code[0] != 'E';
 }
 
 static void lic_handler_error(lab_drv_error_t *e, long code)
@@ -161,9 +161,9 @@ static void lic_handler_error(lab_drv_error_t *e, long code)
     liconic_handler_error_t h;
     snprintf(dc, sizeof dc, "%05ld", code < 0 ? 0 : code % 100000);
     if (liconic_handler_error_lookup((int)code, &h) == PROTO_OK)
-        lab_drv_error_set(e, LAB_DRV_EDEVICE, dc, "%s: %s", h.group, h.text);
+        lab_drv_error_set(e, LAB_EDEVICE, dc, "%s: %s", h.group, h.text);
     else
-        lab_drv_error_set(e, LAB_DRV_EDEVICE, dc, "handler error %s (not in the error table)", dc);
+        lab_drv_error_set(e, LAB_EDEVICE, dc, "handler error %s (not in the error table)", dc);
 }
 
 /* ---- the end of a sequence ---- */
@@ -273,7 +273,7 @@ static void lic_send(lab_driver_t *d)
     int n = liconic_encode_cmd(&cmd, buf, sizeof buf);
     if (n <= 0) {
         lab_stream_end_later(&p->st,
-                             lab_drv_error_set(&e, LAB_DRV_EINTERNAL, NULL,
+                             lab_drv_error_set(&e, LAB_EINTERNAL, NULL,
                                                "cannot encode a command: %s", proto_strerror(n)));
         return;
     }
@@ -348,7 +348,7 @@ static void lic_on_check(lab_driver_t *d, long value)
         char cmd[32];
         liconic_encode_cmd(&q->steps[q->i - 1 >= 0 ? q->i - 1 : 0].s.cmd, cmd, sizeof cmd);
         cmd[strcspn(cmd, "\r")] = '\0';
-        lab_stream_end(&p->st, lab_drv_error_set(&e, LAB_DRV_ETIMEOUT, NULL,
+        lab_stream_end(&p->st, lab_drv_error_set(&e, LAB_ETIMEDOUT, NULL,
                                                  "not ready (flag 1915) within %g lab s after "
                                                  "'%s'; the error flag is clear",
                                                  lab_drv_double(d, "step_timeout_s"), cmd));
@@ -373,7 +373,7 @@ static void lic_reply_cb(lab_stream_t *s, const char *line, size_t len)
     if (rc == PROTO_EUNKNOWN && r.kind == LICONIC_REPLY_ERROR) {
         char dc[16];
         snprintf(dc, sizeof dc, "E%d", r.error);
-        lab_stream_end(s, lab_drv_error_set(&e, LAB_DRV_EDEVICE, dc,
+        lab_stream_end(s, lab_drv_error_set(&e, LAB_EDEVICE, dc,
                                             "controller error %s (not in the table) after '%s'", dc,
                                             lab_stream_sent(s)));
         return;
@@ -385,7 +385,7 @@ static void lic_reply_cb(lab_stream_t *s, const char *line, size_t len)
     if (r.kind == LICONIC_REPLY_ERROR) {
         char dc[16];
         snprintf(dc, sizeof dc, "E%d", r.error);
-        lab_drv_error_set(&e, LAB_DRV_EDEVICE, dc, "%s (after '%s')", r.text, lab_stream_sent(s));
+        lab_drv_error_set(&e, LAB_EDEVICE, dc, "%s (after '%s')", r.text, lab_stream_sent(s));
         /* E1: "check if communication is opened by CR": the controller and we are out of step;
          * the line is drained and the handshake runs again before anything else. */
         if (r.error == 1)
@@ -533,7 +533,7 @@ static void lic_refuse(lab_driver_t *d, const char *fmt, ...) __attribute__((for
 static void lic_refuse(lab_driver_t *d, const char *fmt, ...)
 {
     lic_t *p = lab_drv_priv(d);
-    lab_drv_error_t e = {.code = LAB_DRV_EPARAM};
+    lab_drv_error_t e = {.code = LAB_EINVAL};
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e.text, sizeof e.text, fmt, ap);

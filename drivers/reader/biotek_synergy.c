@@ -189,8 +189,8 @@ static int bt_take_body(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_
     bt_t *p = lab_drv_priv(d);
     int rc = biotek_parse_body(f->payload, f->len, p->rows, p->cols, &p->plate);
     if (rc != PROTO_OK) {
-        lab_drv_error_set(e, LAB_DRV_EPROTO, NULL, "result body: %s at byte %zu",
-                          proto_strerror(rc), p->plate.err_at);
+        lab_drv_error_set(e, LAB_EPROTO, NULL, "result body: %s at byte %zu", proto_strerror(rc),
+                          p->plate.err_at);
         return -1;
     }
     json_t *values = json_object();
@@ -207,8 +207,7 @@ static int bt_take_body(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_
                 break;
             default:
                 json_decref(values);
-                lab_drv_error_set(e, LAB_DRV_EPROTO, NULL, "result body: no value for well %s",
-                                  name);
+                lab_drv_error_set(e, LAB_EPROTO, NULL, "result body: no value for well %s", name);
                 return -1;
             }
         }
@@ -240,22 +239,22 @@ static int bt_status_ok(const biotek_frame_t *f, char letter, lab_drv_error_t *e
             return 0;
         break;
     case BIOTEK_STATUS_CODE:
-        lab_drv_error_set(e, LAB_DRV_EDEVICE, shown, "'%c' (%s) answered status %s", letter, name,
+        lab_drv_error_set(e, LAB_EDEVICE, shown, "'%c' (%s) answered status %s", letter, name,
                           shown);
         return -1;
     default:
         if (bad < f->len)
-            lab_drv_error_set(e, LAB_DRV_EPROTO, NULL,
+            lab_drv_error_set(e, LAB_EPROTO, NULL,
                               "'%c' (%s): unexpected byte 0x%02x at offset %zu of reply '%s'",
                               letter, name, (unsigned char)f->payload[bad], bad, shown);
         else
-            lab_drv_error_set(e, LAB_DRV_EPROTO, NULL,
+            lab_drv_error_set(e, LAB_EPROTO, NULL,
                               "'%c' (%s): a status of %zu digits '%s' (4, or 37 after a read "
                               "definition)",
                               letter, name, f->len, shown);
         return -1;
     }
-    lab_drv_error_set(e, LAB_DRV_EPROTO, NULL, "'%c' (%s): unexpected reply '%s'%s", letter, name,
+    lab_drv_error_set(e, LAB_EPROTO, NULL, "'%c' (%s): unexpected reply '%s'%s", letter, name,
                       shown, f->ack ? "" : " without ACK");
     return -1;
 }
@@ -266,7 +265,7 @@ static int bt_check_setpoint(bt_t *p, double celsius, lab_drv_error_t *e)
 {
     if (!p->setpoint_pending || p->can_cool || p->setpoint == 0 || p->setpoint >= celsius)
         return 0;
-    lab_drv_error_set(e, LAB_DRV_ESTATE, NULL,
+    lab_drv_error_set(e, LAB_ESTATE, NULL,
                       "set point %.2f degC is below the current %.2f degC and this reader cannot "
                       "cool (incubation = heat); switch incubation off (null) instead",
                       p->setpoint, celsius);
@@ -302,7 +301,7 @@ static int bt_on_reply(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_t
     default:
         return bt_status_ok(f, s->letter, e);
     }
-    lab_drv_error_set(e, LAB_DRV_EPROTO, NULL, "'%c' (%s): unexpected reply '%s'", s->letter,
+    lab_drv_error_set(e, LAB_EPROTO, NULL, "'%c' (%s): unexpected reply '%s'", s->letter,
                       bt_name(s->letter), shown);
     return -1;
 }
@@ -311,7 +310,7 @@ static int bt_on_reply(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_t
  * run that may have started is aborted. */
 static void bt_fail(bt_t *p, const lab_drv_error_t *e)
 {
-    if (e->code == LAB_DRV_EDEVICE || e->code == LAB_DRV_ESTATE) {
+    if (e->code == LAB_EDEVICE || e->code == LAB_ESTATE) {
         lab_stream_end(&p->st, e);
         return;
     }
@@ -334,7 +333,7 @@ static void bt_reply_cb(lab_stream_t *st, const char *data, size_t len)
         /* The reader takes the parameter now; its answer is an ETX frame. */
         biotek_rx_expect(&p->rx, BIOTEK_EXPECT_ETX);
         if (lab_stream_write(st, s->param, s->param_len) < 0) {
-            lab_stream_end(st, lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL,
+            lab_stream_end(st, lab_drv_error_set(&e, LAB_EOFFLINE, NULL,
                                                  "cannot send the parameter of '%c'", s->letter));
             return;
         }
@@ -374,7 +373,7 @@ static void bt_timeout_cb(lab_stream_t *st, lab_drv_error_t *e)
     if (s->letter == 'O')
         lab_stream_write(st, "x", 1);
     p->lost_optional = p->cur == &p->op && s->optional;
-    lab_drv_error_set(e, LAB_DRV_ETIMEOUT, NULL,
+    lab_drv_error_set(e, LAB_ETIMEDOUT, NULL,
                       "no %s to '%c' (%s); the reader does not answer a command it cannot "
                       "execute",
                       waits[p->phase], s->letter, bt_name(s->letter));
@@ -407,7 +406,7 @@ static void bt_end_cb(lab_stream_t *st, lab_stream_owner_t owner, const lab_drv_
     }
     json_t *result = p->result;
     p->result = NULL;
-    if (err && err->code == LAB_DRV_ETIMEOUT && p->lost_optional) {
+    if (err && err->code == LAB_ETIMEDOUT && p->lost_optional) {
         /* Only the temperature after a read is optional: the values stand without it, as
          * PyLabRobot's nan. The base resynchronises all the same. */
         log_info("biotek", "instrument=%s %s; result without it", lab_driver_id(d), err->text);
@@ -570,7 +569,7 @@ static void bt_refuse(lab_driver_t *d, const char *fmt, ...) __attribute__((form
 static void bt_refuse(lab_driver_t *d, const char *fmt, ...)
 {
     bt_t *p = lab_drv_priv(d);
-    lab_drv_error_t e = {.code = LAB_DRV_EPARAM};
+    lab_drv_error_t e = {.code = LAB_EINVAL};
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e.text, sizeof e.text, fmt, ap);

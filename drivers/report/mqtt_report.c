@@ -49,7 +49,7 @@ static void report_went_stale(uv_timer_t *t)
     lab_driver_t *d = t->data;
     lab_drv_error_t e;
     lab_drv_set_state(d, LAB_INST_OFFLINE,
-                      lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "no report for %g s",
+                      lab_drv_error_set(&e, LAB_EOFFLINE, NULL, "no report for %g s",
                                         lab_drv_double(d, "stale_s")));
 }
 
@@ -57,7 +57,7 @@ static void report_start(lab_driver_t *d)
 {
     lab_drv_error_t e;
     lab_drv_set_state(d, LAB_INST_OFFLINE,
-                      lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "no report received yet"));
+                      lab_drv_error_set(&e, LAB_EOFFLINE, NULL, "no report received yet"));
 }
 
 static void report_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params)
