@@ -1017,7 +1017,8 @@ int lab_driver_feed(lab_driver_t *d, const char *doc, size_t len, char *err, siz
         snprintf(err, errlen, "%s (%s) takes no reports", d->id, d->ops->name);
         return LAB_ENOACTION;
     }
-    return d->ops->feed(d, doc, len, err, errlen) == 0 ? LAB_OK : LAB_EINVAL;
+    int rc = d->ops->feed(d, doc, len, err, errlen);
+    return rc < 0 ? rc : LAB_OK;
 }
 
 /* ---- driver side ---- */

@@ -143,8 +143,9 @@ typedef struct lab_driver_ops {
     double poll_default_s;
     size_t priv_size; /* lab_drv_priv(d) is zeroed memory of this size */
 
-    /* Read the keys (lab_drv_str/int/...), prepare transports, connect nothing yet. A non-zero
-     * return refuses the instrument with err. */
+    /* Read the keys (lab_drv_str/int/...), prepare transports, connect nothing yet. 0, or a
+     * negative lab_error (LAB_EINVAL for a value it cannot use) that refuses the instrument with
+     * err. */
     int (*open)(lab_driver_t *d, char *err, size_t errlen);
     /* Start connecting; report with lab_drv_set_state. */
     void (*start)(lab_driver_t *d);
@@ -164,7 +165,7 @@ typedef struct lab_driver_ops {
      * with EINVAL before anything is queued. */
     void (*check)(lab_driver_t *d, const lab_drv_action_t *a, json_t *params,
                   struct lab_jerrs *errs);
-    /* Optional: a document the instrument pushed (mqtt-report). 0, or -1 with err. */
+    /* Optional: a document the instrument pushed (mqtt-report). 0, or LAB_EINVAL with err. */
     int (*feed)(lab_driver_t *d, const char *doc, size_t len, char *err, size_t errlen);
     /* Optional: the instrument's sites, the places inside it that hold a plate between a load
      * and an unload (an incubator's slots), as the slot count of each cassette: slots[c - 1]
@@ -173,7 +174,7 @@ typedef struct lab_driver_ops {
     int (*sites)(lab_driver_t *d, int *slots, int max);
     /* Optional: what the key table cannot say (two keys that exclude each other, a list, a sum
      * against capacity), run by lab_driver_check once every key passed, so --check refuses what
-     * open would: 0, or -1 with the key concerned in *key and why in err (values with
+     * open would: 0, or LAB_EINVAL with the key concerned in *key and why in err (values with
      * lab_drv_conf_str). */
     int (*check_conf)(const struct lab_drv_conf *conf, const char **key, char *err, size_t errlen);
 } lab_driver_ops_t;

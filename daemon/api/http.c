@@ -267,13 +267,13 @@ static int check_auth(lab_req_t *rq, const lab_route_t *route)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                 h ? "Bearer realm=\"labloop\", error=\"invalid_token\""
                                   : "Bearer realm=\"labloop\"");
-        return -1;
+        return LAB_EAUTH;
     }
     who_set(rq, t->name);
     if (!(route->roles & (unsigned)t->role)) {
         lab_problem(rq, LAB_P_FORBIDDEN, NULL, "role %s may not %s %s", lab_role_name(t->role),
                     rq->method, route->pattern);
-        return -1;
+        return LAB_EFORBIDDEN;
     }
     return 0;
 }

@@ -463,13 +463,13 @@ static int lic_check_conf(const lab_drv_conf_t *c, const char **key, char *err, 
                 break;
             }
         }
-        return -1;
+        return LAB_EINVAL;
     }
     if (cap && atol(cap) > liconic_cassettes_slots(&cs)) {
         *key = "capacity";
         snprintf(err, errlen, "%s is more than the %d slots of its %d cassette%s", cap,
                  liconic_cassettes_slots(&cs), cs.n, cs.n == 1 ? "" : "s");
-        return -1;
+        return LAB_EINVAL;
     }
     return 0;
 }
@@ -482,7 +482,7 @@ static int lic_open(lab_driver_t *d, char *err, size_t errlen)
     const char *rts = lab_drv_has(d, "rack_types") ? lab_drv_str(d, "rack_types") : NULL;
     int n = lab_drv_has(d, "cassettes") ? (int)lab_drv_int(d, "cassettes") : 0;
     if (liconic_cassettes_parse(rt, rts, n, &p->cassettes, err, errlen) != PROTO_OK)
-        return -1;
+        return LAB_EINVAL;
     for (int c = 0; c < p->cassettes.n; c++) {
         const liconic_rack_t *r = p->cassettes.rack[c];
         if (!liconic_rack_verified(r))
@@ -541,7 +541,7 @@ static void lic_refuse(lab_driver_t *d, const char *fmt, ...)
     lab_stream_refuse(&p->st, &e);
 }
 
-/* Write and read back each set point given; -1 when one is refused. */
+/* Write and read back each set point given; LAB_EINVAL when one is refused. */
 static int lic_climate_steps(lab_driver_t *d, json_t *params)
 {
     lic_t *p = lab_drv_priv(d);
@@ -561,12 +561,12 @@ static int lic_climate_steps(lab_driver_t *d, json_t *params)
         if (i >= p->climate_n) {
             lic_refuse(d, "%s: params/%s: not controlled by this model (climate = %s)",
                        lab_drv_current(d)->name, rows[i].param, lab_drv_str(d, "climate"));
-            return -1;
+            return LAB_EINVAL;
         }
         if (liconic_climate_set_cmd(rows[i].what, json_number_value(v), &w) != PROTO_OK) {
             lic_refuse(d, "%s: params/%s: %g is outside the controller's range",
                        lab_drv_current(d)->name, rows[i].param, json_number_value(v));
-            return -1;
+            return LAB_EINVAL;
         }
         liconic_climate_read_cmd(rows[i].what, 1, &r);
         lic_step_add(&p->op, w, 0, NULL, -1);

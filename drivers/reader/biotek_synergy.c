@@ -191,7 +191,7 @@ static int bt_take_body(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_
     if (rc != PROTO_OK) {
         lab_drv_error_set(e, LAB_EPROTO, NULL, "result body: %s at byte %zu", proto_strerror(rc),
                           p->plate.err_at);
-        return -1;
+        return e->code;
     }
     json_t *values = json_object();
     for (int r = p->rect.row0; r <= p->rect.row1; r++)
@@ -208,7 +208,7 @@ static int bt_take_body(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_
             default:
                 json_decref(values);
                 lab_drv_error_set(e, LAB_EPROTO, NULL, "result body: no value for well %s", name);
-                return -1;
+                return e->code;
             }
         }
     json_object_set_new(p->result, "values", values);
@@ -241,7 +241,7 @@ static int bt_status_ok(const biotek_frame_t *f, char letter, lab_drv_error_t *e
     case BIOTEK_STATUS_CODE:
         lab_drv_error_set(e, LAB_EDEVICE, shown, "'%c' (%s) answered status %s", letter, name,
                           shown);
-        return -1;
+        return e->code;
     default:
         if (bad < f->len)
             lab_drv_error_set(e, LAB_EPROTO, NULL,
@@ -252,11 +252,11 @@ static int bt_status_ok(const biotek_frame_t *f, char letter, lab_drv_error_t *e
                               "'%c' (%s): a status of %zu digits '%s' (4, or 37 after a read "
                               "definition)",
                               letter, name, f->len, shown);
-        return -1;
+        return e->code;
     }
     lab_drv_error_set(e, LAB_EPROTO, NULL, "'%c' (%s): unexpected reply '%s'%s", letter, name,
                       shown, f->ack ? "" : " without ACK");
-    return -1;
+    return e->code;
 }
 
 /* set_temperature: PyLabRobot refuses a set point the reader would have to cool to reach when
@@ -269,10 +269,11 @@ static int bt_check_setpoint(bt_t *p, double celsius, lab_drv_error_t *e)
                       "set point %.2f degC is below the current %.2f degC and this reader cannot "
                       "cool (incubation = heat); switch incubation off (null) instead",
                       p->setpoint, celsius);
-    return -1;
+    return e->code;
 }
 
-/* The step's reply frame; 0 to go on, -1 with e filled. */
+/* The step's reply frame; 0 to go on, or e filled and its code returned (so do the helpers
+ * above). */
 static int bt_on_reply(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_t *e)
 {
     bt_t *p = lab_drv_priv(d);
@@ -303,7 +304,7 @@ static int bt_on_reply(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_t
     }
     lab_drv_error_set(e, LAB_EPROTO, NULL, "'%c' (%s): unexpected reply '%s'", s->letter,
                       bt_name(s->letter), shown);
-    return -1;
+    return e->code;
 }
 
 /* A step's error: a refusal leaves the exchange in step; anything else resynchronises, and a

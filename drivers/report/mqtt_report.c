@@ -80,7 +80,7 @@ static int report_feed(lab_driver_t *d, const char *doc, size_t len, char *err, 
     if (report_parse(doc, len, &rep, &re) != PROTO_OK) {
         r->refused++;
         snprintf(err, errlen, "%s: %s", re.path[0] ? re.path : "(document)", re.message);
-        return -1;
+        return LAB_EINVAL;
     }
     int64_t ts = 0;
     if (rep.has_ts && lab_time_parse(rep.ts, &ts) != 0)

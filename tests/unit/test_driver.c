@@ -518,6 +518,24 @@ static void test_config_check(void **state)
     assert_non_null(strstr(buf, "9 driver: required"));
 }
 
+/* A driver's open that cannot use a value refuses the instrument with LAB_EINVAL and says why;
+ * never a bare -1, which would read as LAB_ENOMEM ("out of memory"). */
+static void test_open_refusal_is_einval(void **state)
+{
+    (void)state;
+    lab_drv_kv_t kv[] = {
+        {"driver", "liconic-stx", 2}, {"port", "/dev/null", 3}, {"rack_types", "no_such_rack", 4}};
+    lab_drv_conf_t c = {.id = "inc1", .line = 1, .kv = kv, .n = 3, .time_scale = 1};
+    lab_drv_host_t host = {on_state, on_tel, NULL};
+    char err[200] = "";
+    lab_driver_t *d = NULL;
+    int rc = lab_driver_new(&loop, &c, &host, &d, err, sizeof err);
+    assert_int_equal(rc, LAB_EINVAL);
+    assert_null(d);
+    assert_non_null(strstr(err, "no_such_rack"));
+    run_ms(5); /* the refused instrument's handles close */
+}
+
 int main(void)
 {
     lab_log_set_level(LAB_LOG_ERROR);
@@ -534,6 +552,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_poll_makes_telemetry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sites, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_refusal_is_einval, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

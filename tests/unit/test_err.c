@@ -1,5 +1,6 @@
 /* The error table (core/err.h): every code negative and unique, with a text and a name; the
  * names JSON shows are pinned (clients match on them); docs/errors.md's table is the table. */
+#include "core/clock.h"
 #include "core/err.h"
 
 #include <setjmp.h>
@@ -93,6 +94,24 @@ static void test_json_names_pinned(void **state)
         assert_string_equal(lab_err_json_name(pinned[i].code), pinned[i].json);
 }
 
+/* A refusal is a code that says what went wrong: a bare -1 would read as LAB_ENOMEM. */
+static void test_refusals_are_specific(void **state)
+{
+    (void)state;
+    int64_t ms = 0;
+    static const char *const bad[] = {"",
+                                      "yesterday",
+                                      "2026-13-01T00:00:00Z",
+                                      "2026-12-05T10:00:00",
+                                      "2026-12-05T10:00:00.Z",
+                                      "2026-12-05T10:00:00+25:00",
+                                      "2026-12-05T10:00:00Zjunk"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(lab_time_parse(bad[i], &ms), LAB_EINVAL);
+    assert_int_equal(lab_time_parse("2026-12-05T10:00:00.5+01:00", &ms), LAB_OK);
+    assert_int_equal(ms, 1796461200500);
+}
+
 /* The table of docs/errors.md as the code prints it. */
 static char *doc_table(void)
 {
@@ -143,6 +162,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_codes_negative_unique_named),
         cmocka_unit_test(test_json_names_pinned),
+        cmocka_unit_test(test_refusals_are_specific),
         cmocka_unit_test(test_doc_table_matches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
