@@ -30,7 +30,17 @@
     X(ENOACTION, -19, "no such action", "unknown_action")                                          \
     X(EOFFLINE, -20, "offline", "offline")                                                         \
     X(ECANCELLED, -21, "cancelled", "cancelled")                                                   \
-    X(EINTERNAL, -22, "internal error", "internal")
+    X(EINTERNAL, -22, "internal error", "internal")                                                \
+    X(EAGAIN, -23, "incomplete frame, more bytes needed", "incomplete_frame")                      \
+    X(ESYNTAX, -24, "malformed frame", "malformed_frame")                                          \
+    X(ERANGE, -25, "value out of range", "out_of_range")                                           \
+    X(ETOOLONG, -26, "frame longer than the protocol allows", "frame_too_long")                    \
+    X(ENOSPACE, -27, "output buffer too small", "no_space")                                        \
+    X(ECHECKSUM, -28, "checksum mismatch", "checksum")                                             \
+    X(EUNKNOWN, -29, "unknown command or code", "unknown_code")                                    \
+    X(ENOMATCH, -30, "reply matches no pending command", "no_match")                               \
+    X(EFULL, -31, "table full", "table_full")                                                      \
+    X(EGARBAGE, -32, "unexpected byte between frames", "garbage")
 
 enum lab_error {
     LAB_OK = 0,

@@ -104,7 +104,7 @@ static int stream_line_cb(void *ud, const char *line, size_t len, int err)
 {
     lab_stream_t *s = ud;
     if (err)
-        lab_stream_garbage(s, line ? line : "", line ? len : 0, proto_strerror(err));
+        lab_stream_garbage(s, line ? line : "", line ? len : 0, lab_strerror(err));
     else if (s->ops->line)
         s->ops->line(s, line, len);
     else

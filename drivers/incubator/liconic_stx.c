@@ -160,7 +160,7 @@ static void lic_handler_error(lab_drv_error_t *e, long code)
     char dc[8];
     liconic_handler_error_t h;
     snprintf(dc, sizeof dc, "%05ld", code < 0 ? 0 : code % 100000);
-    if (liconic_handler_error_lookup((int)code, &h) == PROTO_OK)
+    if (liconic_handler_error_lookup((int)code, &h) == LAB_OK)
         lab_drv_error_set(e, LAB_EDEVICE, dc, "%s: %s", h.group, h.text);
     else
         lab_drv_error_set(e, LAB_EDEVICE, dc, "handler error %s (not in the error table)", dc);
@@ -274,7 +274,7 @@ static void lic_send(lab_driver_t *d)
     if (n <= 0) {
         lab_stream_end_later(&p->st,
                              lab_drv_error_set(&e, LAB_EINTERNAL, NULL,
-                                               "cannot encode a command: %s", proto_strerror(n)));
+                                               "cannot encode a command: %s", lab_strerror(n)));
         return;
     }
     lab_stream_send(&p->st, buf, (size_t)n, 0);
@@ -370,7 +370,7 @@ static void lic_reply_cb(lab_stream_t *s, const char *line, size_t len)
     bool relay = checking ? q->check == LIC_CHECK_FLAG : cmd->op == LICONIC_OP_READ;
     liconic_reply_t r;
     int rc = liconic_parse_reply(line, len, &r);
-    if (rc == PROTO_EUNKNOWN && r.kind == LICONIC_REPLY_ERROR) {
+    if (rc == LAB_EUNKNOWN && r.kind == LICONIC_REPLY_ERROR) {
         char dc[16];
         snprintf(dc, sizeof dc, "E%d", r.error);
         lab_stream_end(s, lab_drv_error_set(&e, LAB_EDEVICE, dc,
@@ -378,7 +378,7 @@ static void lic_reply_cb(lab_stream_t *s, const char *line, size_t len)
                                             lab_stream_sent(s)));
         return;
     }
-    if (rc != PROTO_OK) {
+    if (rc != LAB_OK) {
         lab_stream_unexpected(s, line, len, lic_kind_name(want));
         return;
     }
@@ -451,7 +451,7 @@ static int lic_check_conf(const lab_drv_conf_t *c, const char **key, char *err, 
     liconic_cassettes_t cs;
     const char *n = lab_drv_conf_str(c, "cassettes"), *cap = lab_drv_conf_str(c, "capacity");
     if (liconic_cassettes_parse(lab_drv_conf_str(c, "rack_type"), lab_drv_conf_str(c, "rack_types"),
-                                n ? atoi(n) : 0, &cs, err, errlen) != PROTO_OK) {
+                                n ? atoi(n) : 0, &cs, err, errlen) != LAB_OK) {
         /* the parser's message begins with the key it is about: the caller names it itself */
         static const char *const keys[] = {"rack_types", "rack_type", "cassettes"};
         *key = "rack_type";
@@ -481,7 +481,7 @@ static int lic_open(lab_driver_t *d, char *err, size_t errlen)
     const char *rt = lab_drv_has(d, "rack_type") ? lab_drv_str(d, "rack_type") : NULL;
     const char *rts = lab_drv_has(d, "rack_types") ? lab_drv_str(d, "rack_types") : NULL;
     int n = lab_drv_has(d, "cassettes") ? (int)lab_drv_int(d, "cassettes") : 0;
-    if (liconic_cassettes_parse(rt, rts, n, &p->cassettes, err, errlen) != PROTO_OK)
+    if (liconic_cassettes_parse(rt, rts, n, &p->cassettes, err, errlen) != LAB_OK)
         return LAB_EINVAL;
     for (int c = 0; c < p->cassettes.n; c++) {
         const liconic_rack_t *r = p->cassettes.rack[c];
@@ -563,7 +563,7 @@ static int lic_climate_steps(lab_driver_t *d, json_t *params)
                        lab_drv_current(d)->name, rows[i].param, lab_drv_str(d, "climate"));
             return LAB_EINVAL;
         }
-        if (liconic_climate_set_cmd(rows[i].what, json_number_value(v), &w) != PROTO_OK) {
+        if (liconic_climate_set_cmd(rows[i].what, json_number_value(v), &w) != LAB_OK) {
             lic_refuse(d, "%s: params/%s: %g is outside the controller's range",
                        lab_drv_current(d)->name, rows[i].param, json_number_value(v));
             return LAB_EINVAL;
@@ -644,7 +644,7 @@ static void lic_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *param
                                    : liconic_seq_unload(&site, s, LICONIC_SEQ_MAX);
         if (n < 0) {
             lic_refuse(d, "%s: cassette %lld slot %lld: %s", a->name, (long long)cassette,
-                       (long long)slot, proto_strerror(n));
+                       (long long)slot, lab_strerror(n));
             return;
         }
         /* The handler must be idle before the site words change, and the operation ends when

@@ -269,9 +269,8 @@ static void star_send(star_t *s, const char *cmd, const star_plan_t *pl)
     s->pending.last_id = last;
     int id = star_pending_add(&s->pending, "C0", cmd, NULL);
     if (id < 0) {
-        lab_stream_end_later(&s->st,
-                             lab_drv_error_set(&e, LAB_EINTERNAL, NULL, "no free command id: %s",
-                                               proto_strerror(id)));
+        lab_stream_end_later(&s->st, lab_drv_error_set(&e, LAB_EINTERNAL, NULL,
+                                                       "no free command id: %s", lab_strerror(id)));
         return;
     }
     s->id = id;
@@ -283,7 +282,7 @@ static void star_send(star_t *s, const char *cmd, const star_plan_t *pl)
         lab_stream_end_later(&s->st, lab_drv_error_set(&e, LAB_EINVAL, NULL,
                                                        "C0%s: a position or volume does not fit "
                                                        "the firmware's fields (%s)",
-                                                       cmd, proto_strerror(n)));
+                                                       cmd, lab_strerror(n)));
         return;
     }
     s->sent_at = uv_now(lab_drv_loop(s->d));
@@ -408,7 +407,7 @@ static void star_reply_cb(lab_stream_t *st, const char *data, size_t len)
     static star_msg_t m; /* large; the loop thread is the only user */
     char want[16];
     snprintf(want, sizeof want, "C0%sid%04d", s->cmd, s->id);
-    if (star_parse(data, len, &m) != PROTO_OK) {
+    if (star_parse(data, len, &m) != LAB_OK) {
         lab_stream_unexpected(st, data, len, want);
         return;
     }
@@ -492,9 +491,9 @@ static void star_message(lab_stream_t *st, const char *msg, size_t len)
 {
     static star_msg_t m;
     int rc = star_parse(msg, len, &m);
-    if (rc != PROTO_OK) {
+    if (rc != LAB_OK) {
         char why[96];
-        snprintf(why, sizeof why, "not a firmware reply (%s at byte %zu)", proto_strerror(rc),
+        snprintf(why, sizeof why, "not a firmware reply (%s at byte %zu)", lab_strerror(rc),
                  m.err_at);
         lab_stream_garbage(st, msg, len, why);
         return;

@@ -188,8 +188,8 @@ static int bt_take_body(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_
 {
     bt_t *p = lab_drv_priv(d);
     int rc = biotek_parse_body(f->payload, f->len, p->rows, p->cols, &p->plate);
-    if (rc != PROTO_OK) {
-        lab_drv_error_set(e, LAB_EPROTO, NULL, "result body: %s at byte %zu", proto_strerror(rc),
+    if (rc != LAB_OK) {
+        lab_drv_error_set(e, LAB_EPROTO, NULL, "result body: %s at byte %zu", lab_strerror(rc),
                           p->plate.err_at);
         return e->code;
     }
@@ -284,18 +284,18 @@ static int bt_on_reply(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_t
     switch (s->letter) {
     case 'e':
         if (biotek_parse_version(f->payload, f->len, part, sizeof part, version, sizeof version) !=
-            PROTO_OK)
+            LAB_OK)
             break;
         lab_drv_set_info(d, "part_number", json_string(part));
         lab_drv_set_info(d, "version", json_string(version));
         return 0;
     case 'C':
-        if (biotek_parse_serial(f->payload, f->len, part, sizeof part) != PROTO_OK)
+        if (biotek_parse_serial(f->payload, f->len, part, sizeof part) != LAB_OK)
             break;
         lab_drv_set_info(d, "serial_number", json_string(part));
         return 0;
     case 'h':
-        if (biotek_parse_temperature(f->payload, f->len, &celsius) != PROTO_OK)
+        if (biotek_parse_temperature(f->payload, f->len, &celsius) != LAB_OK)
             break;
         json_object_set_new(p->result, "temperature_c", json_real(round(celsius * 100) / 100));
         return bt_check_setpoint(p, celsius, e);
@@ -429,7 +429,7 @@ static int bt_frame_cb(void *ud, const biotek_frame_t *f, int err)
 {
     lab_stream_t *st = ud;
     bt_t *p = lab_drv_priv(lab_stream_driver(st));
-    if (err == PROTO_EGARBAGE) {
+    if (err == LAB_EGARBAGE) {
         /* Noise before an ACK is no answer to anything: the ACK may still come. Giving up here
          * would leave the reader waiting for a parameter and take our next letter for it. */
         log_warn("biotek", "instrument=%s noise before an ACK skipped",
@@ -437,7 +437,7 @@ static int bt_frame_cb(void *ud, const biotek_frame_t *f, int err)
         return 0;
     }
     if (err) {
-        lab_stream_garbage(st, "", 0, proto_strerror(err));
+        lab_stream_garbage(st, "", 0, lab_strerror(err));
         return 1;
     }
     if (p->rx.expect == BIOTEK_EXPECT_ACK)
@@ -630,7 +630,7 @@ static void bt_plan_read(lab_driver_t *d, const lab_drv_action_t *a, json_t *par
     int g = biotek_encode_geometry(&p->geometry, geo, sizeof geo);
     if (n <= 0 || g <= 0) {
         bt_refuse(d, "%s: %s: %s", a->name, n <= 0 ? "read definition" : "plate geometry",
-                  proto_strerror(n <= 0 ? n : g));
+                  lab_strerror(n <= 0 ? n : g));
         return;
     }
     p->rect = r;
@@ -661,7 +661,7 @@ static void bt_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
         p->setpoint = json_is_number(t) ? json_number_value(t) : 0;
         int n = biotek_encode_setpoint(p->setpoint, sp, sizeof sp);
         if (n <= 0) {
-            bt_refuse(d, "%s: params/temperature_c: %s", a->name, proto_strerror(n));
+            bt_refuse(d, "%s: params/temperature_c: %s", a->name, lab_strerror(n));
             return;
         }
         p->setpoint_pending = true;

@@ -39,7 +39,7 @@ static int report_open(lab_driver_t *d, char *err, size_t errlen)
     r->stale.data = d;
     r->stale_open = true;
     char topic[300];
-    if (report_topic(lab_driver_id(d), topic, sizeof topic) == PROTO_OK)
+    if (report_topic(lab_driver_id(d), topic, sizeof topic) == LAB_OK)
         lab_drv_set_info(d, "report_topic", json_string(topic));
     return 0;
 }
@@ -77,7 +77,7 @@ static int report_feed(lab_driver_t *d, const char *doc, size_t len, char *err, 
     mqtt_report_t *r = lab_drv_priv(d);
     static report_t rep; /* 20 kB; the loop thread is the only caller */
     report_error_t re;
-    if (report_parse(doc, len, &rep, &re) != PROTO_OK) {
+    if (report_parse(doc, len, &rep, &re) != LAB_OK) {
         r->refused++;
         snprintf(err, errlen, "%s: %s", re.path[0] ? re.path : "(document)", re.message);
         return LAB_EINVAL;

@@ -196,7 +196,7 @@ static void mt_step(mt_t *m)
     case MT_WRITE_SV:
         rc = modbus_reg_encode(m->sv, m->want, m->decimals, 0, &acc);
         if (rc) { /* checked in invoke already; a second look costs nothing */
-            mt_fail(m, LAB_EINVAL, "set point out of range", proto_strerror(rc));
+            mt_fail(m, LAB_EINVAL, "set point out of range", lab_strerror(rc));
             return;
         }
         mt_submit(m, mt_write_op(m->sv), m->sv, acc.w, false);
@@ -223,7 +223,7 @@ static double mt_decode(mt_t *m, const modbus_reg_t *r, const lab_modbus_result_
         }
         return v;
     }
-    if (res->words && modbus_reg_decode(r, res->words, 1, m->decimals, 0, &v) == PROTO_OK)
+    if (res->words && modbus_reg_decode(r, res->words, 1, m->decimals, 0, &v) == LAB_OK)
         *ok = 1;
     return v;
 }
@@ -425,7 +425,7 @@ static void mt_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
         m->steps = steps_set;
         m->want = json_number_value(json_object_get(params, "temperature_c"));
         modbus_access_t acc;
-        if (modbus_reg_encode(m->sv, m->want, m->decimals, 0, &acc) != PROTO_OK) {
+        if (modbus_reg_encode(m->sv, m->want, m->decimals, 0, &acc) != LAB_OK) {
             double lim = 32767 / pow(10, m->decimals);
             lab_drv_error_set(&m->deferred, LAB_EINVAL, NULL,
                               "temperature_c %g is outside what the %s set point register holds "

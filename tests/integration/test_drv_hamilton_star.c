@@ -52,7 +52,7 @@ static void fake_frame(void)
     fake.line[fake.len] = '\0';
     if (fake.n < FAKE_FRAMES)
         snprintf(fake.frames[fake.n++], sizeof fake.frames[0], "%s", fake.line);
-    assert_int_equal(star_parse(fake.line, fake.len, &m), PROTO_OK);
+    assert_int_equal(star_parse(fake.line, fake.len, &m), LAB_OK);
     char out[64];
     star_builder_t b;
     if (fake.stale) {
@@ -364,8 +364,8 @@ static void frame_list(const char *frame, const char *name, char *out, size_t ca
     static star_msg_t m;
     long v[16];
     size_t n = 0, used = 0;
-    assert_int_equal(star_parse(frame, strlen(frame), &m), PROTO_OK);
-    assert_int_equal(star_param_list(&m, name, v, 16, &n), PROTO_OK);
+    assert_int_equal(star_parse(frame, strlen(frame), &m), LAB_OK);
+    assert_int_equal(star_param_list(&m, name, v, 16, &n), LAB_OK);
     out[0] = '\0';
     for (size_t i = 0; i < n && used < cap; i++)
         used += (size_t)snprintf(out + used, cap - used, "%s%ld", i ? " " : "", v[i]);
@@ -621,7 +621,7 @@ static int usbf_bulk(void *dev, unsigned char ep, uint8_t *data, int len, int *d
             usbf.out[usbf.n_out][len] = '\0';
             usbf.out_len[usbf.n_out++] = len;
         }
-        if (len > 0 && star_parse((const char *)data, (size_t)len, &m) == PROTO_OK &&
+        if (len > 0 && star_parse((const char *)data, (size_t)len, &m) == LAB_OK &&
             usbf.n_reply < 8) {
             star_builder_t b;
             star_begin(&b, usbf.reply[usbf.n_reply], sizeof usbf.reply[0], m.module, m.cmd, m.id);

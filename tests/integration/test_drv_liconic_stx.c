@@ -576,7 +576,7 @@ static void plc_line(void)
         plc_send("E1\r\n"); /* the bare wake-up CR, as an independent emulator answers it */
         return;
     }
-    if (liconic_parse_cmd(plc.line, plc.len, &c) != PROTO_OK) {
+    if (liconic_parse_cmd(plc.line, plc.len, &c) != LAB_OK) {
         plc_send("E1\r\n");
         return;
     }

@@ -522,7 +522,7 @@ static void test_lines(void **state)
     drv = make("strict");
     dev.mode = DEV_LONG;
     assert_int_equal(h_drv_do(drv, "ask", "{\"n\":1}"), LAB_EPROTO);
-    assert_non_null(strstr(h_drv_error()->text, proto_strerror(PROTO_ETOOLONG)));
+    assert_non_null(strstr(h_drv_error()->text, lab_strerror(LAB_ETOOLONG)));
     dev.mode = DEV_GOOD;
     ask_ok(2);
     dev.mode = DEV_COMMENT;
