@@ -159,7 +159,7 @@ static int parse_size(const char *v, double *out)
     errno = 0;
     double d = strtod(v, &end);
     if (end == v || errno || d < 0)
-        return -1;
+        return LAB_EINVAL;
     while (*end == ' ')
         end++;
     double mult = 1;
@@ -179,12 +179,12 @@ static int parse_size(const char *v, double *out)
         end++;
         break;
     default:
-        return -1;
+        return LAB_EINVAL;
     }
     if (*end == 'b' || *end == 'B')
         end++;
     if (*end)
-        return -1;
+        return LAB_EINVAL;
     *out = floor(d * mult);
     return 0;
 }

@@ -1,5 +1,6 @@
 /* The lab clock and UTC timestamp formatting. */
 #include "core/clock.h"
+#include "core/err.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -63,7 +64,7 @@ static int digits(const char **p, int n, int *out)
     int v = 0;
     for (int i = 0; i < n; i++) {
         if (!isdigit((unsigned char)**p))
-            return -1;
+            return LAB_EINVAL;
         v = v * 10 + (**p - '0');
         (*p)++;
     }
@@ -77,13 +78,13 @@ int lab_time_parse(const char *s, int64_t *utc_ms)
     const char *p = s;
     if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' ||
         digits(&p, 2, &d) || (*p != 'T' && *p != 't' && *p != ' '))
-        return -1;
+        return LAB_EINVAL;
     p++;
     if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' ||
         digits(&p, 2, &sec))
-        return -1;
+        return LAB_EINVAL;
     if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
-        return -1;
+        return LAB_EINVAL;
     if (*p == '.') {
         p++;
         int scale = 100, any = 0;
@@ -94,7 +95,7 @@ int lab_time_parse(const char *s, int64_t *utc_ms)
             any = 1;
         }
         if (!any)
-            return -1;
+            return LAB_EINVAL;
     }
     int offset_min = 0;
     if (*p == 'Z' || *p == 'z') {
@@ -102,13 +103,13 @@ int lab_time_parse(const char *s, int64_t *utc_ms)
     } else if (*p == '+' || *p == '-') {
         int sign = *p++ == '-' ? -1 : 1, oh, om;
         if (digits(&p, 2, &oh) || *p++ != ':' || digits(&p, 2, &om) || oh > 23 || om > 59)
-            return -1;
+            return LAB_EINVAL;
         offset_min = sign * (oh * 60 + om);
     } else {
-        return -1;
+        return LAB_EINVAL;
     }
     if (*p)
-        return -1;
+        return LAB_EINVAL;
     struct tm tm = {.tm_year = y - 1900,
                     .tm_mon = mo - 1,
                     .tm_mday = d,

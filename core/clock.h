@@ -28,7 +28,7 @@ int64_t lab_clock_now_ms(const lab_clock_t *c);
 int64_t lab_wall_ms(void);
 /* "2026-11-22T10:00:00.123Z" into buf (at least 25 bytes). */
 void lab_time_iso(int64_t utc_ms, char buf[32]);
-/* Parse an RFC 3339 timestamp (Z or +hh:mm, optional fraction); 0 on success. */
+/* Parse an RFC 3339 timestamp (Z or +hh:mm, optional fraction): 0, or LAB_EINVAL. */
 int lab_time_parse(const char *s, int64_t *utc_ms);
 
 #endif

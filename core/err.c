@@ -1,4 +1,4 @@
-/* The error table's text and the fatal assert. */
+/* The error table's texts and names, and the fatal assert. */
 #include "core/err.h"
 #include "core/log.h"
 
@@ -10,7 +10,7 @@ const char *lab_strerror(int err)
     switch (err) {
     case LAB_OK:
         return "ok";
-#define LAB_ERR_TEXT(name, code, text)                                                             \
+#define LAB_ERR_TEXT(name, code, text, json)                                                       \
     case code:                                                                                     \
         return text;
         LAB_ERRORS(LAB_ERR_TEXT)
@@ -24,13 +24,27 @@ const char *lab_errname(int err)
     switch (err) {
     case LAB_OK:
         return "OK";
-#define LAB_ERR_NAME(name, code, text)                                                             \
+#define LAB_ERR_NAME(name, code, text, json)                                                       \
     case code:                                                                                     \
         return #name;
         LAB_ERRORS(LAB_ERR_NAME)
 #undef LAB_ERR_NAME
     }
     return "EUNKNOWN";
+}
+
+const char *lab_err_json_name(int err)
+{
+    switch (err) {
+    case LAB_OK:
+        return "ok";
+#define LAB_ERR_JSON(name, code, text, json)                                                       \
+    case code:                                                                                     \
+        return json;
+        LAB_ERRORS(LAB_ERR_JSON)
+#undef LAB_ERR_JSON
+    }
+    return "unknown_error";
 }
 
 void lab_assert_fail(const char *expr, const char *file, int line)

@@ -3,6 +3,7 @@
 #include "core/jschema.h"
 #include "core/clock.h"
 #include "core/embed.h"
+#include "core/err.h"
 #include "core/id.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -195,7 +196,7 @@ static int add_pattern(lab_jschema_t *s, const json_t *node, const char *source,
         regerror(rc, &p->re, msg, sizeof msg);
         snprintf(err, errlen, "%s: pattern '%s' is not a POSIX extended regular expression: %s",
                  where, source, msg);
-        return -1;
+        return LAB_EINVAL;
     }
     p->node = node;
     p->source = source;
@@ -282,7 +283,7 @@ static int check_value(lab_jschema_t *s, const json_t *schema, const struct keyw
         if (strcmp(k->name, "$ref") == 0 && !resolve_ref(s, json_string_value(v))) {
             snprintf(err, errlen, "%s: $ref '%s' does not name an entry of #/$defs", where,
                      json_string_value(v));
-            return -1;
+            return LAB_EINVAL;
         }
         if (strcmp(k->name, "format") == 0) {
             for (i = 0; i < sizeof formats / sizeof formats[0]; i++)
@@ -290,7 +291,7 @@ static int check_value(lab_jschema_t *s, const json_t *schema, const struct keyw
                     return 0;
             snprintf(err, errlen, "%s: format '%s' is not supported (date-time, uuid)", where,
                      json_string_value(v));
-            return -1;
+            return LAB_EINVAL;
         }
         return 0;
     case K_BOOL:
@@ -318,7 +319,7 @@ static int check_value(lab_jschema_t *s, const json_t *schema, const struct keyw
     }
 bad:
     snprintf(err, errlen, "%s: the value of '%s' has the wrong form", where, k->name);
-    return -1;
+    return LAB_EINVAL;
 }
 
 static int check_schema(lab_jschema_t *s, const json_t *node, const char *where, int depth,
@@ -326,13 +327,13 @@ static int check_schema(lab_jschema_t *s, const json_t *node, const char *where,
 {
     if (depth > MAX_DEPTH) {
         snprintf(err, errlen, "%s: schema nested too deeply", where);
-        return -1;
+        return LAB_EINVAL;
     }
     if (json_is_boolean(node))
         return 0;
     if (!json_is_object(node)) {
         snprintf(err, errlen, "%s: a schema must be an object or a boolean", where);
-        return -1;
+        return LAB_EINVAL;
     }
     const char *key;
     json_t *v;
@@ -341,10 +342,10 @@ static int check_schema(lab_jschema_t *s, const json_t *node, const char *where,
         const struct keyword *k = find_keyword(key);
         if (!k) {
             snprintf(err, errlen, "%s: keyword '%s' is not supported", where, key);
-            return -1;
+            return LAB_EINVAL;
         }
         if (check_value(s, node, k, v, where, depth, err, errlen))
-            return -1;
+            return LAB_EINVAL;
     }
     return 0;
 }

@@ -267,7 +267,7 @@ static void wf_files_free(wf_files_t *f)
 }
 
 /* [workflows] dir: every *.json read and checked, every problem named with its file and path.
- * Returns how many files are refused (-1: the directory cannot be read). */
+ * Returns how many files are refused, or LAB_EIO when the directory cannot be read. */
 static int workflows_read(const lab_config_t *cfg, wf_files_t *out, lab_cfg_errors_t *errs)
 {
     const char *dir = cfg->workflows_dir;
@@ -275,7 +275,7 @@ static int workflows_read(const lab_config_t *cfg, wf_files_t *out, lab_cfg_erro
     DIR *dh = opendir(dir);
     if (!dh) {
         lab_cfg_error_add(errs, 0, "workflows", "dir", "cannot read %s: %s", dir, strerror(errno));
-        return -1;
+        return LAB_EIO;
     }
     for (struct dirent *e; (e = readdir(dh));) {
         size_t l = strlen(e->d_name);
@@ -324,7 +324,7 @@ static int load_workflows(labd_t *d)
             log_error("workflows", "%d of %zu files in %s refused; not starting", bad, files.n,
                       dir);
         wf_files_free(&files);
-        return -1;
+        return bad < 0 ? bad : LAB_ECONFIG;
     }
     for (size_t i = 0; i < files.n; i++) {
         lab_wf_put_t *put = lab_wf_put_new();

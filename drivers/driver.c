@@ -23,18 +23,7 @@
 
 #define QUEUE_MAX 64
 
-static const char *const err_names[LAB_DRV_ERR_COUNT] = {
-    "ok",      "unknown_action", "bad_params",     "offline",
-    "timeout", "device_error",   "protocol_error", "state",
-    "busy",    "cancelled",      "internal",
-};
-
-const char *lab_drv_err_name(lab_drv_err_t e)
-{
-    return (unsigned)e < LAB_DRV_ERR_COUNT ? err_names[e] : "?";
-}
-
-lab_drv_error_t *lab_drv_error_set(lab_drv_error_t *e, lab_drv_err_t code, const char *device_code,
+lab_drv_error_t *lab_drv_error_set(lab_drv_error_t *e, int code, const char *device_code,
                                    const char *fmt, ...)
 {
     /* Both may quote the device's own bytes: made valid UTF-8 here, so every document and answer
@@ -55,7 +44,7 @@ lab_drv_error_t *lab_drv_error_set(lab_drv_error_t *e, lab_drv_err_t code, const
 
 json_t *lab_drv_error_json(const lab_drv_error_t *e)
 {
-    json_t *o = json_pack("{s:s, s:s}", "code", lab_drv_err_name(e->code), "message", e->text);
+    json_t *o = json_pack("{s:s, s:s}", "code", lab_err_json_name(e->code), "message", e->text);
     if (e->device_code[0])
         json_object_set_new(o, "device_code", json_string(e->device_code));
     return o;
@@ -440,21 +429,21 @@ static void finish(lab_driver_t *d, op_t *op)
     d->stats.ops++;
     if (op->poll)
         d->stats.polls++;
-    if (op->err.code != LAB_DRV_OK) {
+    if (op->err.code != LAB_OK) {
         d->stats.failed++;
-        if (op->err.code == LAB_DRV_ETIMEOUT)
+        if (op->err.code == LAB_ETIMEDOUT)
             d->stats.timeouts++;
         /* What the operator needs to see: the device's own trouble, not a refused request. */
-        if (op->err.code != LAB_DRV_EPARAM && op->err.code != LAB_DRV_EACTION &&
-            op->err.code != LAB_DRV_EBUSY && op->err.code != LAB_DRV_ECANCELLED)
+        if (op->err.code != LAB_EINVAL && op->err.code != LAB_ENOACTION &&
+            op->err.code != LAB_EBUSY && op->err.code != LAB_ECANCELLED)
             d->last_err = op->err;
         log_warn("drv", "instrument=%s action=%s error=%s device_code=%s message=\"%s\"", d->id,
-                 op->a ? op->a->name : "?", lab_drv_err_name(op->err.code),
+                 op->a ? op->a->name : "?", lab_err_json_name(op->err.code),
                  op->err.device_code[0] ? op->err.device_code : "-", op->err.text);
         /* The device misbehaved: the instrument shows fault, with the reason, until an
          * operation (a telemetry poll will do) goes through again. */
-        if ((op->err.code == LAB_DRV_ETIMEOUT || op->err.code == LAB_DRV_EPROTO ||
-             op->err.code == LAB_DRV_EDEVICE) &&
+        if ((op->err.code == LAB_ETIMEDOUT || op->err.code == LAB_EPROTO ||
+             op->err.code == LAB_EDEVICE) &&
             d->conn == LAB_INST_IDLE && !(op->a && (op->a->flags & LAB_DRV_ACT_IMMEDIATE))) {
             d->conn = LAB_INST_FAULT;
             d->conn_err = op->err;
@@ -476,7 +465,7 @@ static void finish(lab_driver_t *d, op_t *op)
     schedule(d);
 }
 
-static void fail_queued(lab_driver_t *d, lab_drv_err_t code, const char *why)
+static void fail_queued(lab_driver_t *d, int code, const char *why)
 {
     while (d->head) {
         op_t *op = d->head;
@@ -498,7 +487,7 @@ static void op_timeout_cb(uv_timer_t *t)
     d->cur = NULL;
     if (d->ops->abort)
         d->ops->abort(d);
-    lab_drv_error_set(&op->err, LAB_DRV_ETIMEOUT, NULL,
+    lab_drv_error_set(&op->err, LAB_ETIMEDOUT, NULL,
                       "%s: no complete answer from the instrument within %.1f s", op->a->name,
                       (double)op->timeout_ms / 1000.0);
     finish(d, op);
@@ -511,7 +500,7 @@ static bool can_run(const lab_driver_t *d)
 
 static void refuse_in_fault(const lab_driver_t *d, const lab_drv_action_t *a, lab_drv_error_t *err)
 {
-    lab_drv_error_set(err, LAB_DRV_ESTATE, d->conn_err.device_code,
+    lab_drv_error_set(err, LAB_ESTATE, d->conn_err.device_code,
                       "%s is in fault (%s): %s refused until it answers again", d->id,
                       d->conn_err.text[0] ? d->conn_err.text : "no reason given", a->name);
     err->not_started = true;
@@ -571,7 +560,7 @@ static void kick_cb(uv_check_t *t)
 static void poll_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *result, void *arg)
 {
     (void)arg;
-    if (err->code != LAB_DRV_OK || !d->host.on_telemetry)
+    if (err->code != LAB_OK || !d->host.on_telemetry)
         return;
     json_t *vals = json_object();
     const char *k;
@@ -869,12 +858,12 @@ void lab_driver_close(lab_driver_t *d, void (*cb)(void *arg), void *arg)
     op_t *all = d->cur;
     d->cur = NULL;
     if (all) {
-        lab_drv_error_set(&all->err, LAB_DRV_ECANCELLED, NULL, "the instrument was closed");
+        lab_drv_error_set(&all->err, LAB_ECANCELLED, NULL, "the instrument was closed");
         all->next = d->done_head;
         d->done_head = all;
     }
     for (op_t *op = d->head; op; op = op->next) {
-        lab_drv_error_set(&op->err, LAB_DRV_ECANCELLED, NULL, "the instrument was closed");
+        lab_drv_error_set(&op->err, LAB_ECANCELLED, NULL, "the instrument was closed");
         op->err.not_started = true;
     }
     if (d->tail) {
@@ -915,21 +904,21 @@ static int call_queue(lab_driver_t *d, const char *action, json_t *params, doubl
         for (size_t i = 0; i < d->nactions && n < sizeof known; i++)
             n += (size_t)snprintf(known + n, sizeof known - n, "%s%s", i ? ", " : "",
                                   d->ops->actions[i].name);
-        lab_drv_error_set(err, LAB_DRV_EACTION, NULL, "%s (%s) has no action '%s'; it has: %s",
-                          d->id, d->ops->name, action ? action : "", known);
-        return LAB_EINVAL;
+        lab_drv_error_set(err, LAB_ENOACTION, NULL, "%s (%s) has no action '%s'; it has: %s", d->id,
+                          d->ops->name, action ? action : "", known);
+        return err->code;
     }
     json_t *empty = NULL;
     if (!params)
         params = empty = json_object();
     if (!json_is_object(params)) {
         json_decref(empty);
-        lab_drv_error_set(err, LAB_DRV_EPARAM, NULL, "params must be an object");
+        lab_drv_error_set(err, LAB_EINVAL, NULL, "params must be an object");
         if (problems)
             json_array_append_new(
                 *problems ? *problems : (*problems = json_array()),
                 json_pack("{s:s,s:s}", "path", "/params", "message", "must be an object"));
-        return LAB_EINVAL;
+        return err->code;
     }
     if (!d->schemas[idx]) {
         char why[200];
@@ -939,8 +928,8 @@ static int call_queue(lab_driver_t *d, const char *action, json_t *params, doubl
             why, sizeof why);
         if (!d->schemas[idx]) {
             json_decref(empty);
-            lab_drv_error_set(err, LAB_DRV_EINTERNAL, NULL, "action %s: schema: %s", a->name, why);
-            return LAB_EINVAL;
+            lab_drv_error_set(err, LAB_EINTERNAL, NULL, "action %s: schema: %s", a->name, why);
+            return err->code;
         }
     }
     lab_jerrs_t je = {0};
@@ -955,28 +944,28 @@ static int call_queue(lab_driver_t *d, const char *action, json_t *params, doubl
                                       json_pack("{s:s+,s:s}", "path", "/params", je.v[i].path,
                                                 "message", je.v[i].message));
         }
-        lab_drv_error_set(err, LAB_DRV_EPARAM, NULL, "%s: params%s: %s%s", a->name, je.v[0].path,
+        lab_drv_error_set(err, LAB_EINVAL, NULL, "%s: params%s: %s%s", a->name, je.v[0].path,
                           je.v[0].message, je.n > 1 ? " (and more, see errors)" : "");
         lab_jerrs_free(&je);
         json_decref(empty);
-        return LAB_EINVAL;
+        return err->code;
     }
     lab_jerrs_free(&je);
     if (d->closing) {
         json_decref(empty);
-        lab_drv_error_set(err, LAB_DRV_ECANCELLED, NULL, "%s is closing", d->id);
-        return LAB_ESHUTDOWN;
+        lab_drv_error_set(err, LAB_ECANCELLED, NULL, "%s is closing", d->id);
+        return err->code;
     }
     if (d->conn == LAB_INST_OFFLINE && !(a->flags & LAB_DRV_ACT_OFFLINE)) {
         json_decref(empty);
-        lab_drv_error_set(err, LAB_DRV_EOFFLINE, d->conn_err.device_code, "%s is offline%s%s",
-                          d->id, d->conn_err.text[0] ? ": " : "", d->conn_err.text);
-        return LAB_ECONN;
+        lab_drv_error_set(err, LAB_EOFFLINE, d->conn_err.device_code, "%s is offline%s%s", d->id,
+                          d->conn_err.text[0] ? ": " : "", d->conn_err.text);
+        return err->code;
     }
     if ((a->flags & LAB_DRV_ACT_NOT_IN_FAULT) && d->conn == LAB_INST_FAULT) {
         json_decref(empty);
         refuse_in_fault(d, a, err);
-        return LAB_ESTATE;
+        return err->code;
     }
     op_t *op = lab_calloc(1, sizeof *op);
     op->a = a;
@@ -992,16 +981,15 @@ static int call_queue(lab_driver_t *d, const char *action, json_t *params, doubl
         d->ops->invoke(d, a, op->params);
         if (d->imm) { /* it did not answer inside invoke */
             d->imm = NULL;
-            lab_drv_error_set(&op->err, LAB_DRV_EINTERNAL, NULL, "%s gave no answer", a->name);
+            lab_drv_error_set(&op->err, LAB_EINTERNAL, NULL, "%s gave no answer", a->name);
         }
         finish(d, op);
         return LAB_OK;
     }
     if (d->queued >= QUEUE_MAX) {
         op_free(op);
-        lab_drv_error_set(err, LAB_DRV_EBUSY, NULL, "%s has %d operations waiting", d->id,
-                          QUEUE_MAX);
-        return LAB_EBUSY;
+        lab_drv_error_set(err, LAB_EBUSY, NULL, "%s has %d operations waiting", d->id, QUEUE_MAX);
+        return err->code;
     }
     op->next = NULL;
     if (d->tail)
@@ -1027,9 +1015,10 @@ int lab_driver_feed(lab_driver_t *d, const char *doc, size_t len, char *err, siz
 {
     if (!d->ops->feed) {
         snprintf(err, errlen, "%s (%s) takes no reports", d->id, d->ops->name);
-        return LAB_EINVAL;
+        return LAB_ENOACTION;
     }
-    return d->ops->feed(d, doc, len, err, errlen) == 0 ? LAB_OK : LAB_EINVAL;
+    int rc = d->ops->feed(d, doc, len, err, errlen);
+    return rc < 0 ? rc : LAB_OK;
 }
 
 /* ---- driver side ---- */
@@ -1040,7 +1029,7 @@ void lab_drv_set_state(lab_driver_t *d, lab_inst_state_t s, const lab_drv_error_
         return;
     LAB_CHECK(s == LAB_INST_OFFLINE || s == LAB_INST_IDLE || s == LAB_INST_FAULT, return );
     d->conn = s;
-    if (err && err->code != LAB_DRV_OK) {
+    if (err && err->code != LAB_OK) {
         d->conn_err = *err;
         lab_text_trim(d->conn_err.text); /* a driver may have composed it with a cut */
         d->last_err = d->conn_err;
@@ -1054,12 +1043,12 @@ void lab_drv_set_state(lab_driver_t *d, lab_inst_state_t s, const lab_drv_error_
             uv_timer_stop(&d->op_timer);
             if (d->ops->abort)
                 d->ops->abort(d);
-            lab_drv_error_set(&op->err, LAB_DRV_EOFFLINE, d->conn_err.device_code,
+            lab_drv_error_set(&op->err, LAB_EOFFLINE, d->conn_err.device_code,
                               "%s went offline during %s%s%s", d->id, op->a->name,
                               d->conn_err.text[0] ? ": " : "", d->conn_err.text);
             finish(d, op);
         }
-        fail_queued(d, LAB_DRV_EOFFLINE, "the instrument went offline before it could start");
+        fail_queued(d, LAB_EOFFLINE, "the instrument went offline before it could start");
     }
     schedule(d);
 }
@@ -1072,12 +1061,12 @@ void lab_drv_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *result)
         json_decref(result); /* an aborted operation's late end */
         return;
     }
-    if (err && err->code != LAB_DRV_OK) {
+    if (err && err->code != LAB_OK) {
         op->err = *err;
         lab_text_trim(op->err.text); /* a driver may have composed it with a cut */
         json_decref(result);
     } else {
-        op->err.code = LAB_DRV_OK;
+        op->err.code = LAB_OK;
         op->result = result ? result : json_object();
     }
     if (imm) {

@@ -10,6 +10,7 @@
 #ifndef LAB_DRIVERS_DRIVER_H
 #define LAB_DRIVERS_DRIVER_H
 
+#include "core/err.h"
 #include "core/fsm.h"
 #include "drivers/transport/transport.h"
 
@@ -37,27 +38,16 @@ extern const lab_fsm_t lab_inst_fsm;
 const char *lab_inst_state_name(lab_inst_state_t s);
 int lab_inst_set_state(lab_inst_state_t *state, lab_inst_state_t to, const char *id);
 
-/* One error enum for every driver; the device's own code and text are kept beside it. */
-typedef enum lab_drv_err {
-    LAB_DRV_OK = 0,
-    LAB_DRV_EACTION,    /* no such action */
-    LAB_DRV_EPARAM,     /* parameters refused; nothing was sent */
-    LAB_DRV_EOFFLINE,   /* not connected */
-    LAB_DRV_ETIMEOUT,   /* no complete answer in time */
-    LAB_DRV_EDEVICE,    /* the device reported an error (device_code, text) */
-    LAB_DRV_EPROTO,     /* the device answered something that is not the protocol */
-    LAB_DRV_ESTATE,     /* not possible now (paused, fault, nothing to confirm, slot in use) */
-    LAB_DRV_EBUSY,      /* the instrument's queue is full */
-    LAB_DRV_ECANCELLED, /* the instrument stopped before the operation finished */
-    LAB_DRV_EINTERNAL,
-    LAB_DRV_ERR_COUNT
-} lab_drv_err_t;
-
-/* "timeout", "device_error", ...: stable names for JSON and logs. */
-const char *lab_drv_err_name(lab_drv_err_t e);
-
+/* An instrument's error: code is one of core/err.h's (LAB_ETIMEDOUT, LAB_EDEVICE, ...), and JSON
+ * shows its stable name (lab_err_json_name: "timeout", "device_error"); the device's own code and
+ * text are kept beside it. The codes drivers use: ENOACTION (no such action), EINVAL (parameters
+ * refused; nothing was sent), EOFFLINE (not connected), ETIMEDOUT (no complete answer in time),
+ * EDEVICE (the device reported an error: device_code, text), EPROTO (the device answered
+ * something that is not the protocol), ESTATE (not possible now: paused, fault, nothing to
+ * confirm, slot in use), EBUSY (the instrument's queue is full), ECANCELLED (the instrument
+ * stopped before the operation finished), EINTERNAL. */
 typedef struct lab_drv_error {
-    lab_drv_err_t code;
+    int code;             /* LAB_OK, or a negative lab_error */
     char device_code[32]; /* the device's own: "E1", "er01/30", "00007", "exception 2", or "" */
     char text[256];       /* what happened, with the device's own text when it gave one */
     /* How far a failed operation got, as far as the driver can prove it: true only when nothing
@@ -69,7 +59,7 @@ typedef struct lab_drv_error {
 
 /* Fills e (code, device_code may be NULL; not_started false) and returns it; text is
  * printf-formatted. */
-lab_drv_error_t *lab_drv_error_set(lab_drv_error_t *e, lab_drv_err_t code, const char *device_code,
+lab_drv_error_t *lab_drv_error_set(lab_drv_error_t *e, int code, const char *device_code,
                                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* {"code": name, "device_code"?: ..., "message": text} */
 json_t *lab_drv_error_json(const lab_drv_error_t *e);
@@ -153,8 +143,9 @@ typedef struct lab_driver_ops {
     double poll_default_s;
     size_t priv_size; /* lab_drv_priv(d) is zeroed memory of this size */
 
-    /* Read the keys (lab_drv_str/int/...), prepare transports, connect nothing yet. A non-zero
-     * return refuses the instrument with err. */
+    /* Read the keys (lab_drv_str/int/...), prepare transports, connect nothing yet. 0, or a
+     * negative lab_error (LAB_EINVAL for a value it cannot use) that refuses the instrument with
+     * err. */
     int (*open)(lab_driver_t *d, char *err, size_t errlen);
     /* Start connecting; report with lab_drv_set_state. */
     void (*start)(lab_driver_t *d);
@@ -171,10 +162,10 @@ typedef struct lab_driver_ops {
     /* Optional: checks of params that depend on this instrument's config (a slot past the
      * cassette, wells outside the plate), run after the schema: each problem appended with
      * lab_jerrs_add(errs, "/wells", ...) (paths inside params). Any problem refuses the call
-     * with EPARAM before anything is queued. */
+     * with EINVAL before anything is queued. */
     void (*check)(lab_driver_t *d, const lab_drv_action_t *a, json_t *params,
                   struct lab_jerrs *errs);
-    /* Optional: a document the instrument pushed (mqtt-report). 0, or -1 with err. */
+    /* Optional: a document the instrument pushed (mqtt-report). 0, or LAB_EINVAL with err. */
     int (*feed)(lab_driver_t *d, const char *doc, size_t len, char *err, size_t errlen);
     /* Optional: the instrument's sites, the places inside it that hold a plate between a load
      * and an unload (an incubator's slots), as the slot count of each cassette: slots[c - 1]
@@ -183,7 +174,7 @@ typedef struct lab_driver_ops {
     int (*sites)(lab_driver_t *d, int *slots, int max);
     /* Optional: what the key table cannot say (two keys that exclude each other, a list, a sum
      * against capacity), run by lab_driver_check once every key passed, so --check refuses what
-     * open would: 0, or -1 with the key concerned in *key and why in err (values with
+     * open would: 0, or LAB_EINVAL with the key concerned in *key and why in err (values with
      * lab_drv_conf_str). */
     int (*check_conf)(const struct lab_drv_conf *conf, const char **key, char *err, size_t errlen);
 } lab_driver_ops_t;
@@ -249,14 +240,15 @@ void lab_driver_start(lab_driver_t *d);
  * cb (may be NULL) runs on the loop thread once everything is released and d freed. */
 void lab_driver_close(lab_driver_t *d, void (*cb)(void *arg), void *arg);
 
-/* An operation's end. result (an object) is borrowed for the call; err->code is LAB_DRV_OK on
+/* An operation's end. result (an object) is borrowed for the call; err->code is LAB_OK on
  * success. Never called from inside lab_driver_call. */
 typedef void (*lab_drv_done_cb)(lab_driver_t *d, const lab_drv_error_t *err, json_t *result,
                                 void *arg);
 
-/* Queues an action. Refused at once (with err filled and, for EPARAM, one {path, message} per
- * problem appended to *problems when given): unknown action, bad params, offline, queue full.
- * timeout_s 0 takes the action's default. params are borrowed (NULL means {}). */
+/* Queues an action: 0, or refused at once with err filled and err->code returned (and, for
+ * EINVAL, one {path, message} per problem appended to *problems when given): unknown action, bad
+ * params, offline, in fault, closing, queue full. timeout_s 0 takes the action's default. params
+ * are borrowed (NULL means {}). */
 int lab_driver_call(lab_driver_t *d, const char *action, json_t *params, double timeout_s,
                     lab_drv_done_cb cb, void *arg, lab_drv_error_t *err, json_t **problems);
 
@@ -266,11 +258,11 @@ void lab_driver_pause(lab_driver_t *d, bool paused);
 const char *lab_driver_id(const lab_driver_t *d);
 const lab_driver_ops_t *lab_driver_ops(const lab_driver_t *d);
 lab_inst_state_t lab_driver_state(const lab_driver_t *d);
-/* The last error (code LAB_DRV_OK if none since start). */
+/* The last error (code LAB_OK if none since start). */
 const lab_drv_error_t *lab_driver_last_error(const lab_driver_t *d);
 /* Model information the driver learned (firmware version, serial number): an object, borrowed. */
 json_t *lab_driver_info(const lab_driver_t *d);
-/* Hands the driver a pushed document (mqtt-report); LAB_DRV_EACTION if it takes none. */
+/* Hands the driver a pushed document (mqtt-report); LAB_ENOACTION if it takes none. */
 int lab_driver_feed(lab_driver_t *d, const char *doc, size_t len, char *err, size_t errlen);
 /* What the scheduler asks an instrument about its room. Capacity: plates it holds at once (the
  * capacity key). Sites: the places a plate can be put (ops->sites), numbered 0 .. n - 1 cassette

@@ -104,7 +104,7 @@ static int stream_line_cb(void *ud, const char *line, size_t len, int err)
 {
     lab_stream_t *s = ud;
     if (err)
-        lab_stream_garbage(s, line ? line : "", line ? len : 0, proto_strerror(err));
+        lab_stream_garbage(s, line ? line : "", line ? len : 0, lab_strerror(err));
     else if (s->ops->line)
         s->ops->line(s, line, len);
     else
@@ -154,7 +154,7 @@ static void stream_break_done(lab_transport_t *t, int status, void *arg)
          * the port would not release the BREAK; the connect sequence fails and is retried. */
         if (s->t && lab_transport_state(s->t) == LAB_TRANSPORT_OPEN) {
             lab_drv_error_t e;
-            lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "releasing the BREAK: %s",
+            lab_drv_error_set(&e, LAB_EOFFLINE, NULL, "releasing the BREAK: %s",
                               lab_strerror(status));
             lab_stream_end_later(s, &e);
         }
@@ -228,7 +228,7 @@ static void stream_end(lab_stream_t *s, const lab_drv_error_t *err)
 
 void lab_stream_end(lab_stream_t *s, const lab_drv_error_t *err)
 {
-    if (err && err->code == LAB_DRV_OK)
+    if (err && err->code == LAB_OK)
         err = NULL;
     stream_end(s, err);
 }
@@ -264,11 +264,11 @@ void lab_stream_unexpected(lab_stream_t *s, const char *data, size_t len, const 
     lab_drv_error_t e;
     size_t bad = lab_stream_printable(data, len, shown, sizeof shown);
     if (bad < len)
-        lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL,
+        lab_drv_error_set(&e, LAB_EPROTO, NULL,
                           "unexpected reply '%s' to '%s' (byte 0x%02x at %zu; expected %s)", shown,
                           s->sent, (unsigned char)data[bad], bad, expected);
     else
-        lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL, "unexpected reply '%s' to '%s' (expected %s)",
+        lab_drv_error_set(&e, LAB_EPROTO, NULL, "unexpected reply '%s' to '%s' (expected %s)",
                           shown, s->sent, expected);
     lab_stream_end_resync(s, &e);
 }
@@ -279,7 +279,7 @@ static void stream_reply_due(uv_timer_t *t)
 {
     lab_stream_t *s = t->data;
     lab_drv_error_t e;
-    lab_drv_error_set(&e, LAB_DRV_ETIMEOUT, NULL, "no reply to '%s' within %u ms", s->sent,
+    lab_drv_error_set(&e, LAB_ETIMEDOUT, NULL, "no reply to '%s' within %u ms", s->sent,
                       s->reply_ms);
     s->in_flight = false;
     if (s->ops->timeout)
@@ -296,9 +296,8 @@ static void stream_write_out(lab_stream_t *s)
     stream_reset_framer(s);
     int rc = s->t ? lab_transport_write(s->t, s->out, n, NULL, NULL) : LAB_ECONN;
     if (rc < 0) {
-        lab_stream_end_later(s,
-                             lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "cannot send '%s': %s",
-                                               s->sent, lab_strerror(rc)));
+        lab_stream_end_later(s, lab_drv_error_set(&e, LAB_EOFFLINE, NULL, "cannot send '%s': %s",
+                                                  s->sent, lab_strerror(rc)));
         return;
     }
     s->in_flight = true;
@@ -328,7 +327,7 @@ void lab_stream_send(lab_stream_t *s, const void *data, size_t len, unsigned rep
     s->echo_seen = false;
     s->reply_ms = reply_ms ? reply_ms : s->conf.reply_ms;
     if (len > sizeof s->out || len == 0) {
-        lab_stream_end_later(s, lab_drv_error_set(&e, LAB_DRV_EINTERNAL, NULL,
+        lab_stream_end_later(s, lab_drv_error_set(&e, LAB_EINTERNAL, NULL,
                                                   "command of %zu bytes (at most %zu)", len,
                                                   sizeof s->out));
         return;
@@ -418,10 +417,10 @@ void lab_stream_garbage(lab_stream_t *s, const void *data, size_t len, const cha
     lab_drv_error_t e;
     size_t bad = lab_stream_printable(data, len, shown, sizeof shown);
     if (bad < len)
-        lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL, "reply to '%s': '%s' (byte 0x%02x at %zu): %s",
+        lab_drv_error_set(&e, LAB_EPROTO, NULL, "reply to '%s': '%s' (byte 0x%02x at %zu): %s",
                           s->sent, shown, ((const unsigned char *)data)[bad], bad, why);
     else
-        lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL, "reply to '%s': '%s': %s", s->sent, shown, why);
+        lab_drv_error_set(&e, LAB_EPROTO, NULL, "reply to '%s': '%s': %s", s->sent, shown, why);
     s->in_flight = false;
     lab_stream_end_resync(s, &e);
 }
@@ -441,7 +440,7 @@ static void stream_on_data(lab_transport_t *t, const uint8_t *data, size_t len, 
             lab_drv_error_t e;
             char shown[80];
             lab_stream_printable(s->tail, s->tail_len, shown, sizeof shown);
-            lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL,
+            lab_drv_error_set(&e, LAB_EPROTO, NULL,
                               "the line is never quiet for %u ms (last bytes '%s')",
                               s->conf.quiet_ms, shown);
             s->noisy = true;
@@ -479,7 +478,7 @@ static void stream_on_state(lab_transport_t *t, lab_transport_state_t state, int
         s->owner = LAB_STREAM_NONE;
         s->linked = false;
         s->resyncing = false;
-        lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "%s",
+        lab_drv_error_set(&e, LAB_EOFFLINE, NULL, "%s",
                           reason && *reason ? reason : lab_strerror(err));
         if (owner == LAB_STREAM_OP)
             s->ops->end(s, owner, &e);

@@ -1065,6 +1065,7 @@ out:
 
 /* ---- JSON ---- */
 
+/* The index, or -1 when there is none by that name. */
 static int index_of_workflow(const plan_problem_t *p, const char *name)
 {
     for (int i = 0; i < p->nworkflows; i++)
@@ -1073,6 +1074,7 @@ static int index_of_workflow(const plan_problem_t *p, const char *name)
     return -1;
 }
 
+/* The index, or -1 when there is none by that name. */
 static int index_of_instrument(const plan_problem_t *p, const char *id)
 {
     for (int i = 0; i < p->ninstruments; i++)

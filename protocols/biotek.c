@@ -54,12 +54,12 @@ size_t biotek_rx_feed(biotek_rx_t *rx, const uint8_t *data, size_t n, biotek_fra
             if (c == BIOTEK_ACK) {
                 rx->overflow = 0;
                 biotek_frame_t f = {1, "", 0};
-                if (cb(ud, &f, PROTO_OK))
+                if (cb(ud, &f, LAB_OK))
                     return i + 1;
             } else if (!rx->overflow) {
                 /* One report per run of noise, not one per byte. */
                 rx->overflow = 1;
-                if (cb(ud, NULL, PROTO_EGARBAGE))
+                if (cb(ud, NULL, LAB_EGARBAGE))
                     return i + 1;
             }
             continue;
@@ -74,7 +74,7 @@ size_t biotek_rx_feed(biotek_rx_t *rx, const uint8_t *data, size_t n, biotek_fra
             rx->buf[rx->len] = '\0';
             int ack = rx->len > 0 && rx->buf[0] == BIOTEK_ACK;
             biotek_frame_t f = {ack, rx->buf + ack, rx->len - (size_t)ack};
-            stop = cb(ud, &f, PROTO_OK);
+            stop = cb(ud, &f, LAB_OK);
             rx->len = 0;
             if (stop)
                 return i + 1;
@@ -85,7 +85,7 @@ size_t biotek_rx_feed(biotek_rx_t *rx, const uint8_t *data, size_t n, biotek_fra
         if (rx->len == BIOTEK_FRAME_MAX) {
             rx->overflow = 1;
             rx->len = 0;
-            if (cb(ud, NULL, PROTO_ETOOLONG))
+            if (cb(ud, NULL, LAB_ETOOLONG))
                 return i + 1;
             continue;
         }
@@ -119,7 +119,7 @@ int biotek_encode_absorbance(const biotek_rect_t *r, int wavelength_nm, char *bu
 {
     /* 230-999 nm is the reader's absorbance range (abs_wavelength_range). */
     if (!rect_ok(r) || wavelength_nm < 230 || wavelength_nm > 999)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     char body[ABS_LEN + 1];
     int n = snprintf(body, sizeof body, "%s%02d%02d%02d%02d%s%04d1", abs_prefix, r->row0, r->col0,
                      r->row1, r->col1, abs_middle, wavelength_nm);
@@ -135,30 +135,30 @@ static int digits(const char *s, int n, int *out)
     int v = 0;
     for (int i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9')
-            return PROTO_ESYNTAX;
+            return LAB_ESYNTAX;
         v = v * 10 + (s[i] - '0');
     }
     *out = v;
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int biotek_parse_absorbance(const char *s, size_t len, biotek_rect_t *r, int *wavelength_nm)
 {
     if (len != ABS_LEN)
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     if (memcmp(s, abs_prefix, 6) != 0 || memcmp(s + 14, abs_middle, 30) != 0 || s[48] != '1')
-        return PROTO_EUNKNOWN;
+        return LAB_EUNKNOWN;
     int f[6], sum;
     for (int i = 0; i < 4; i++)
         if (digits(s + 6 + 2 * i, 2, &f[i]))
-            return PROTO_ESYNTAX;
+            return LAB_ESYNTAX;
     if (digits(s + 44, 4, &f[4]) || digits(s + 49, 2, &sum))
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     if (sum != checksum100(s, 49))
-        return PROTO_ECHECKSUM;
+        return LAB_ECHECKSUM;
     *r = (biotek_rect_t){f[0], f[1], f[2], f[3]};
     *wavelength_nm = f[4];
-    return rect_ok(r) && f[4] >= 230 && f[4] <= 999 ? PROTO_OK : PROTO_ERANGE;
+    return rect_ok(r) && f[4] >= 230 && f[4] <= 999 ? LAB_OK : LAB_ERANGE;
 }
 
 /* ---- small replies ---- */
@@ -177,10 +177,10 @@ static int token(const char **p, const char *end, const char **tok, size_t *tlen
 static int copy_out(const char *s, size_t n, char *out, size_t cap)
 {
     if (n + 1 > cap)
-        return PROTO_ENOSPACE;
+        return LAB_ENOSPACE;
     memcpy(out, s, n);
     out[n] = '\0';
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int biotek_parse_version(const char *payload, size_t len, char *part, size_t part_cap,
@@ -189,36 +189,36 @@ int biotek_parse_version(const char *payload, size_t len, char *part, size_t par
     const char *p = payload, *end = payload + len, *t;
     size_t tl;
     if (!token(&p, end, &t, &tl))
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     int rc = copy_out(t, tl, part, part_cap);
     if (rc)
         return rc;
     while (token(&p, end, &t, &tl)) {
         if (tl == 7 && memcmp(t, "Version", 7) == 0) {
             if (!token(&p, end, &t, &tl))
-                return PROTO_ESYNTAX;
+                return LAB_ESYNTAX;
             return copy_out(t, tl, version, version_cap);
         }
     }
-    return PROTO_ESYNTAX;
+    return LAB_ESYNTAX;
 }
 
 int biotek_parse_temperature(const char *payload, size_t len, double *celsius)
 {
     int neg = len > 0 && payload[0] == '-';
     if (len - (size_t)neg < 1 || len - (size_t)neg > 9)
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     int v;
     if (digits(payload + neg, (int)(len - (size_t)neg), &v))
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     *celsius = (neg ? -v : v) / 100000.0;
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int biotek_encode_temperature(double celsius, char *buf, size_t cap)
 {
     if (!isfinite(celsius) || celsius < 0 || celsius > 99)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     proto_out_t o;
     proto_out_init(&o, buf, cap);
     proto_out_fmt(&o, "%c%07ld%c", BIOTEK_ACK, lround(celsius * 100000), BIOTEK_ETX);
@@ -231,7 +231,7 @@ static int encode_frame(int ack, const char *payload, char *buf, size_t cap)
     proto_out_init(&o, buf, cap);
     /* A payload carrying ETX would end the frame early on the other side. */
     if (strchr(payload, BIOTEK_ETX))
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     if (ack)
         proto_out_mem(&o, "\x06", 1);
     proto_out_mem(&o, payload, strlen(payload));
@@ -280,7 +280,7 @@ static int geometry_ok(const biotek_geometry_t *g)
 int biotek_encode_geometry(const biotek_geometry_t *g, char *buf, size_t cap)
 {
     if (!geometry_ok(g))
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     proto_out_t o;
     proto_out_init(&o, buf, cap);
     for (size_t i = 0; i < N_GEOMETRY_FIELDS; i++)
@@ -293,17 +293,17 @@ int biotek_encode_geometry(const biotek_geometry_t *g, char *buf, size_t cap)
 int biotek_parse_geometry(const char *s, size_t len, biotek_geometry_t *g)
 {
     if (len != BIOTEK_GEOMETRY_LEN)
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     for (size_t i = 0, off = 0; i < N_GEOMETRY_FIELDS; off += (size_t)geometry_fields[i++].width)
         if (digits(s + off, geometry_fields[i].width, (int *)((char *)g + geometry_fields[i].off)))
-            return PROTO_ESYNTAX;
-    return geometry_ok(g) ? PROTO_OK : PROTO_ERANGE;
+            return LAB_ESYNTAX;
+    return geometry_ok(g) ? LAB_OK : LAB_ERANGE;
 }
 
 int biotek_encode_setpoint(double celsius, char *buf, size_t cap)
 {
     if (!isfinite(celsius) || celsius < 0 || lround(celsius * 1000) > 99999)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     proto_out_t o;
     proto_out_init(&o, buf, cap);
     /* Rounded, not truncated: 36.6 * 1000 is 36599.99... in binary. */
@@ -315,9 +315,9 @@ int biotek_parse_setpoint(const char *s, size_t len, double *celsius)
 {
     int v;
     if (len != 5 || digits(s, 5, &v))
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     *celsius = v / 1000.0;
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int biotek_parse_status(const char *payload, size_t len, size_t *bad_at)
@@ -327,7 +327,7 @@ int biotek_parse_status(const char *payload, size_t len, size_t *bad_at)
         n++;
     if (n < len) {
         *bad_at = n;
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     }
     if (len == 0)
         return BIOTEK_STATUS_EMPTY;
@@ -336,7 +336,7 @@ int biotek_parse_status(const char *payload, size_t len, size_t *bad_at)
     if (len == BIOTEK_READ_STATUS_LEN)
         return BIOTEK_STATUS_READ;
     *bad_at = len; /* digits, but not as many as any status has */
-    return PROTO_ESYNTAX;
+    return LAB_ESYNTAX;
 }
 
 int biotek_parse_serial(const char *payload, size_t len, char *serial, size_t cap)
@@ -344,7 +344,7 @@ int biotek_parse_serial(const char *payload, size_t len, char *serial, size_t ca
     const char *p = payload, *end = payload + len, *t;
     size_t tl;
     if (!token(&p, end, &t, &tl) || t != payload)
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     return copy_out(t, tl, serial, cap);
 }
 
@@ -355,45 +355,45 @@ int biotek_parse_serial(const char *payload, size_t len, char *serial, size_t ca
 static int parse_index(const char *s, size_t n, int max, int *out)
 {
     if (n < 1 || n > 2 || digits(s, (int)n, out) || *out < 1)
-        return PROTO_ESYNTAX;
-    return *out <= max ? PROTO_OK : PROTO_ERANGE;
+        return LAB_ESYNTAX;
+    return *out <= max ? LAB_OK : LAB_ERANGE;
 }
 
 static int parse_value(const char *s, size_t n, double *v, int *novalue)
 {
     if (n == 0 || n > 31)
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     size_t stars = 0;
     while (stars < n && s[stars] == '*')
         stars++;
     if (stars == n) {
         *novalue = 1;
-        return PROTO_OK;
+        return LAB_OK;
     }
     char tmp[32];
     memcpy(tmp, s, n);
     tmp[n] = '\0';
     /* strtod would accept "inf", "nan" and hex; the reader sends only these characters. */
     if (strspn(tmp, "+-.0123456789") != n)
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     char *endp;
     *v = strtod(tmp, &endp);
     if (endp != tmp + n || !isfinite(*v))
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     *novalue = 0;
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int biotek_parse_body(const char *body, size_t len, int rows, int cols, biotek_plate_t *out)
 {
     if (rows < 1 || rows > BIOTEK_MAX_ROWS || cols < 1 || cols > BIOTEK_MAX_COLS)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     memset(out, 0, sizeof *out);
     out->rows = rows;
     out->cols = cols;
     if (len < BODY_HEADER + 2 || body[BODY_HEADER - 1] != ',') {
         out->err_at = len < BODY_HEADER ? len : BODY_HEADER - 1;
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     }
     /* The data ends at the last CR LF; what follows is the trailer. */
     size_t end = len - 2;
@@ -401,14 +401,14 @@ int biotek_parse_body(const char *body, size_t len, int rows, int cols, biotek_p
         end--;
     if (end <= BODY_HEADER || !(body[end] == '\r' && body[end + 1] == '\n')) {
         out->err_at = len;
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     }
     /* Trailer "228\x1a041\x1a0000": a complete one is how a truncated body is told apart. */
     const char *t = body + end + 2;
     if (len - end - 2 != 12 || t[3] != 0x1a || t[7] != 0x1a || digits(t, 3, &out->code) ||
         digits(t + 4, 3, &out->trailer) || digits(t + 8, 4, &out->status)) {
         out->err_at = end + 2;
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     }
 
     size_t p = BODY_HEADER;
@@ -446,26 +446,26 @@ int biotek_parse_body(const char *body, size_t len, int rows, int cols, biotek_p
             /* A row break may only fall between triples. */
             if (nf != 0) {
                 out->err_at = p;
-                return PROTO_ESYNTAX;
+                return LAB_ESYNTAX;
             }
             p += 3;
         } else {
             out->err_at = p;
-            return PROTO_ESYNTAX;
+            return LAB_ESYNTAX;
         }
     }
     if (nf != 0 || out->n_triples == 0) {
         out->err_at = end;
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     }
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int biotek_encode_body(const biotek_plate_t *plate, const biotek_rect_t *r, biotek_value_fmt_t fmt,
                        int code, char *buf, size_t cap)
 {
     if (!rect_ok(r) || r->row1 > plate->rows || r->col1 > plate->cols || code < 0 || code > 999)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     proto_out_t o;
     proto_out_init(&o, buf, cap);
     proto_out_fmt(&o, "01,1,\r000:00:00.0,%03d,", code);
@@ -486,7 +486,7 @@ int biotek_encode_body(const biotek_plate_t *plate, const biotek_rect_t *r, biot
             /* Beyond what the reader can print; a simulator asking for it has a bug. */
             if (!isfinite(v) ||
                 (fmt == BIOTEK_FMT_ABSORBANCE ? fabs(v) >= 1e6 : v < 0 || v > 9999999))
-                return PROTO_ERANGE;
+                return LAB_ERANGE;
             if (fmt == BIOTEK_FMT_ABSORBANCE)
                 proto_out_fmt(&o, "%+.4f", v);
             else
@@ -514,7 +514,7 @@ void biotek_cmd_rx_init(biotek_cmd_rx_t *rx)
 static int cmd_complete(biotek_cmd_rx_t *rx, biotek_cmd_cb cb, void *ud)
 {
     rx->cmd.param[rx->cmd.param_len] = '\0';
-    int stop = cb(ud, &rx->cmd, 1, PROTO_OK);
+    int stop = cb(ud, &rx->cmd, 1, LAB_OK);
     rx->cur = NULL;
     rx->cmd.param_len = 0;
     return stop;
@@ -531,7 +531,7 @@ size_t biotek_cmd_rx_feed(biotek_cmd_rx_t *rx, const uint8_t *data, size_t n, bi
             rx->cmd.param_len = 0;
             rx->cmd.param[0] = '\0';
             if (!info) {
-                if (cb(ud, &rx->cmd, 0, PROTO_EUNKNOWN))
+                if (cb(ud, &rx->cmd, 0, LAB_EUNKNOWN))
                     return i + 1;
                 continue;
             }
@@ -539,7 +539,7 @@ size_t biotek_cmd_rx_feed(biotek_cmd_rx_t *rx, const uint8_t *data, size_t n, bi
             if (info->param == BIOTEK_PARAM_NONE) {
                 if (cmd_complete(rx, cb, ud))
                     return i + 1;
-            } else if (cb(ud, &rx->cmd, 0, PROTO_OK)) {
+            } else if (cb(ud, &rx->cmd, 0, LAB_OK)) {
                 return i + 1;
             }
             continue;
@@ -558,7 +558,7 @@ size_t biotek_cmd_rx_feed(biotek_cmd_rx_t *rx, const uint8_t *data, size_t n, bi
             continue;
         if (rx->cmd.param_len == BIOTEK_FRAME_MAX) {
             rx->overflow = 1;
-            if (cb(ud, &rx->cmd, 1, PROTO_ETOOLONG))
+            if (cb(ud, &rx->cmd, 1, LAB_ETOOLONG))
                 return i + 1;
             continue;
         }

@@ -104,7 +104,7 @@ int biotek_parse_setpoint(const char *s, size_t len, double *celsius);
 
 /* What a reader sends after a command's parameter, up to ETX: nothing (plate geometry), a 4-digit
  * status ("0000" done), or, after a read definition, a 37-digit status whose fields are not
- * documented. Returns the kind, or PROTO_ESYNTAX with *bad_at the offset of the first byte that
+ * documented. Returns the kind, or LAB_ESYNTAX with *bad_at the offset of the first byte that
  * is none of these. */
 typedef enum biotek_status {
     BIOTEK_STATUS_EMPTY,
@@ -141,7 +141,7 @@ typedef struct biotek_plate {
 enum { BIOTEK_WELL_ABSENT = 0, BIOTEK_WELL_VALUE = 1, BIOTEK_WELL_NOVALUE = 2 };
 
 /* Parse a body (the payload of the frame that follows "O"'s "0000" reply, ETX removed) for a
- * plate of rows x cols (8x12 or 16x24). Wells outside the plate are PROTO_ERANGE. */
+ * plate of rows x cols (8x12 or 16x24). Wells outside the plate are LAB_ERANGE. */
 int biotek_parse_body(const char *body, size_t len, int rows, int cols, biotek_plate_t *out);
 
 typedef enum biotek_value_fmt {

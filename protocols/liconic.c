@@ -96,7 +96,7 @@ static const struct {
 int liconic_handler_error_lookup(int code, liconic_handler_error_t *out)
 {
     if (code < 0 || code > 799)
-        return PROTO_EUNKNOWN;
+        return LAB_EUNKNOWN;
     int group = code / 100, sub = code % 100;
     const code_text_t *t = handler_groups[group].table;
     /* Group 0 has no sub-code 0: "00000" means no error, which is not an error to look up. */
@@ -105,10 +105,10 @@ int liconic_handler_error_lookup(int code, liconic_handler_error_t *out)
             out->code = code;
             out->group = handler_groups[group].name;
             out->text = t->text;
-            return PROTO_OK;
+            return LAB_OK;
         }
     }
-    return PROTO_EUNKNOWN;
+    return LAB_EUNKNOWN;
 }
 
 /* ---- commands ---- */
@@ -138,7 +138,7 @@ int liconic_encode_cmd(const liconic_cmd_t *cmd, char *buf, size_t cap)
 {
     const op_syntax_t *s = op_find(cmd->op);
     if (!s)
-        return PROTO_EUNKNOWN;
+        return LAB_EUNKNOWN;
     proto_out_t o;
     proto_out_init(&o, buf, cap);
     if (cmd->op == LICONIC_OP_OPEN) {
@@ -146,11 +146,11 @@ int liconic_encode_cmd(const liconic_cmd_t *cmd, char *buf, size_t cap)
         return proto_out_result(&o);
     }
     if (cmd->addr < 0 || cmd->addr > 9999)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     proto_out_fmt(&o, "%s %s%d", s->verb, s->dm ? "DM" : "", cmd->addr);
     if (s->value) {
         if (cmd->value < 0 || cmd->value > 99999 || cmd->width < 0 || cmd->width > 5)
-            return PROTO_ERANGE;
+            return LAB_ERANGE;
         proto_out_fmt(&o, " %0*d", cmd->width, cmd->value);
     }
     proto_out_mem(&o, "\r", 1);
@@ -164,16 +164,16 @@ static int take_uint(const char **p, const char *end, int max_digits, long *out,
     int n = 0;
     while (*p < end && **p >= '0' && **p <= '9') {
         if (++n > max_digits)
-            return PROTO_ERANGE;
+            return LAB_ERANGE;
         v = v * 10 + (**p - '0');
         (*p)++;
     }
     if (n == 0)
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     *out = v;
     if (ndigits)
         *ndigits = n;
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int liconic_parse_cmd(const char *line, size_t len, liconic_cmd_t *out)
@@ -182,17 +182,17 @@ int liconic_parse_cmd(const char *line, size_t len, liconic_cmd_t *out)
     memset(out, 0, sizeof *out);
     if (len == 2 && memcmp(line, "CR", 2) == 0) {
         out->op = LICONIC_OP_OPEN;
-        return PROTO_OK;
+        return LAB_OK;
     }
     if (len < 4 || line[2] != ' ')
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     int dm = end - p >= 5 && memcmp(p + 3, "DM", 2) == 0;
     const op_syntax_t *s = NULL;
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
         if (ops[i].op != LICONIC_OP_OPEN && memcmp(ops[i].verb, p, 2) == 0 && ops[i].dm == dm)
             s = &ops[i];
     if (!s)
-        return PROTO_EUNKNOWN;
+        return LAB_EUNKNOWN;
     p += 3 + (dm ? 2 : 0);
     long addr, value;
     int rc = take_uint(&p, end, 4, &addr, NULL);
@@ -203,7 +203,7 @@ int liconic_parse_cmd(const char *line, size_t len, liconic_cmd_t *out)
     if (s->value) {
         int nd;
         if (p == end || *p != ' ')
-            return PROTO_ESYNTAX;
+            return LAB_ESYNTAX;
         p++;
         rc = take_uint(&p, end, 5, &value, &nd);
         if (rc)
@@ -211,7 +211,7 @@ int liconic_parse_cmd(const char *line, size_t len, liconic_cmd_t *out)
         out->value = (int)value;
         out->width = nd;
     }
-    return p == end ? PROTO_OK : PROTO_ESYNTAX;
+    return p == end ? LAB_OK : LAB_ESYNTAX;
 }
 
 /* ---- replies ---- */
@@ -224,11 +224,11 @@ int liconic_parse_reply(const char *line, size_t len, liconic_reply_t *out)
         len--;
     if (len == 2 && memcmp(line, "CC", 2) == 0) {
         out->kind = LICONIC_REPLY_CC;
-        return PROTO_OK;
+        return LAB_OK;
     }
     if (len == 2 && memcmp(line, "OK", 2) == 0) {
         out->kind = LICONIC_REPLY_OK;
-        return PROTO_OK;
+        return LAB_OK;
     }
     const char *p = line, *end = line + len;
     if (len >= 2 && line[0] == 'E') {
@@ -236,21 +236,21 @@ int liconic_parse_reply(const char *line, size_t len, liconic_reply_t *out)
         p++;
         int rc = take_uint(&p, end, 2, &code, NULL);
         if (rc || p != end)
-            return PROTO_ESYNTAX;
+            return LAB_ESYNTAX;
         out->kind = LICONIC_REPLY_ERROR;
         out->error = (int)code;
         out->text = liconic_controller_error_text((int)code);
-        return out->text ? PROTO_OK : PROTO_EUNKNOWN;
+        return out->text ? LAB_OK : LAB_EUNKNOWN;
     }
     int neg = p < end && *p == '-';
     p += neg;
     long v;
     int rc = take_uint(&p, end, 9, &v, NULL);
     if (rc || p != end)
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     out->kind = LICONIC_REPLY_VALUE;
     out->value = neg ? -v : v;
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int liconic_encode_reply(const liconic_reply_t *r, char *buf, size_t cap)
@@ -269,11 +269,11 @@ int liconic_encode_reply(const liconic_reply_t *r, char *buf, size_t cap)
         break;
     case LICONIC_REPLY_ERROR:
         if (!liconic_controller_error_text(r->error))
-            return PROTO_EUNKNOWN;
+            return LAB_EUNKNOWN;
         proto_out_fmt(&o, "E%d\r\n", r->error);
         break;
     default:
-        return PROTO_EUNKNOWN;
+        return LAB_EUNKNOWN;
     }
     return proto_out_result(&o);
 }
@@ -294,7 +294,7 @@ static void seq_add(seq_t *s, liconic_op_t op, int addr, int value, int poll)
 
 static int seq_done(const seq_t *s)
 {
-    return s->n > s->cap ? PROTO_ENOSPACE : (int)s->n;
+    return s->n > s->cap ? LAB_ENOSPACE : (int)s->n;
 }
 
 int liconic_seq_open(liconic_step_t *steps, size_t cap)
@@ -311,8 +311,8 @@ static int site_check(const liconic_site_t *site)
     if (site->cassette < 1 || site->cassette > 99 || site->slot < 1 || site->slots < 1 ||
         site->slot > site->slots || site->slots > 999 || site->pitch_steps < 1 ||
         site->pitch_steps > 99999)
-        return PROTO_ERANGE;
-    return PROTO_OK;
+        return LAB_ERANGE;
+    return LAB_OK;
 }
 
 static void seq_site(seq_t *s, const liconic_site_t *site)
@@ -391,24 +391,24 @@ static int climate_ok(liconic_climate_t what)
 int liconic_climate_set_cmd(liconic_climate_t what, double value, liconic_cmd_t *out)
 {
     if (!climate_ok(what))
-        return PROTO_EUNKNOWN;
+        return LAB_EUNKNOWN;
     if (!isfinite(value) || value < climate[what].min || value > climate[what].max)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     long raw = lround(value * climate[what].per_unit);
     /* The PLC word carries no sign: set points below 0 degC are not writable this way. */
     if (raw < 0 || raw > 99999)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     *out = (liconic_cmd_t){LICONIC_OP_WRITE_DM, climate[what].set_dm, (int)raw, 5};
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int liconic_climate_read_cmd(liconic_climate_t what, int setpoint, liconic_cmd_t *out)
 {
     if (!climate_ok(what))
-        return PROTO_EUNKNOWN;
+        return LAB_EUNKNOWN;
     *out = (liconic_cmd_t){LICONIC_OP_READ_DM,
                            setpoint ? climate[what].set_dm : climate[what].actual_dm, 0, 0};
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 double liconic_climate_from_raw(liconic_climate_t what, long raw)
@@ -453,7 +453,7 @@ static int cassettes_fail(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-    return PROTO_ESYNTAX;
+    return LAB_ESYNTAX;
 }
 
 /* One "N:NAME" entry of rack_types, spaces around either part allowed. */
@@ -500,7 +500,7 @@ static int cassettes_entry(const char *s, size_t len, int k, liconic_cassettes_t
     out->rack[c - 1] = r;
     if (c > out->n)
         out->n = c;
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int liconic_cassettes_parse(const char *rack_type, const char *rack_types, int cassettes,
@@ -524,7 +524,7 @@ int liconic_cassettes_parse(const char *rack_type, const char *rack_types, int c
         out->n = cassettes ? cassettes : 1;
         for (int c = 0; c < out->n; c++)
             out->rack[c] = r;
-        return PROTO_OK;
+        return LAB_OK;
     }
     if (cassettes)
         return cassettes_fail(err, errlen,
@@ -535,7 +535,7 @@ int liconic_cassettes_parse(const char *rack_type, const char *rack_types, int c
         const char *comma = strchr(s, ',');
         size_t len = comma ? (size_t)(comma - s) : strlen(s);
         int rc = cassettes_entry(s, len, k, out, err, errlen);
-        if (rc != PROTO_OK) {
+        if (rc != LAB_OK) {
             memset(out, 0, sizeof *out);
             return rc;
         }
@@ -552,7 +552,7 @@ int liconic_cassettes_parse(const char *rack_type, const char *rack_types, int c
                                   "1 without gaps; the highest given is %d)",
                                   c + 1, n);
         }
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int liconic_cassettes_slots(const liconic_cassettes_t *c)

@@ -76,7 +76,7 @@ typedef struct liconic_cmd {
     int width; /* WR only: zero-pad the value to this many digits (0 = none) */
 } liconic_cmd_t;
 
-/* Encode a command with its CR into buf. Returns the length or a PROTO_E* error. */
+/* Encode a command with its CR into buf. Returns the length or a LAB_E* error. */
 int liconic_encode_cmd(const liconic_cmd_t *cmd, char *buf, size_t cap);
 /* Parse one command line (terminator already removed), simulator side. */
 int liconic_parse_cmd(const char *line, size_t len, liconic_cmd_t *out);
@@ -95,7 +95,7 @@ typedef struct liconic_reply {
     const char *text; /* ERROR: the controller's meaning */
 } liconic_reply_t;
 
-/* Parse one reply line. An "E<n>" with an unknown n is PROTO_EUNKNOWN; the device's code stays in
+/* Parse one reply line. An "E<n>" with an unknown n is LAB_EUNKNOWN; the device's code stays in
  * out->error when it is a number. */
 int liconic_parse_reply(const char *line, size_t len, liconic_reply_t *out);
 /* Encode a reply with CR LF, simulator side. */
@@ -201,8 +201,8 @@ typedef struct liconic_cassettes {
 /* The cassettes from the configuration, in one of two forms and never both:
  *   rack_type = NAME (with cassettes = N, default 1): N cassettes of that rack;
  *   rack_types = 1:NAME, 2:NAME, ...: each cassette from 1 up, each once and without gaps.
- * rack_type and rack_types are NULL when absent, cassettes 0 when absent. PROTO_OK, or
- * PROTO_ESYNTAX with the first problem in err (which key, which entry, why). */
+ * rack_type and rack_types are NULL when absent, cassettes 0 when absent. LAB_OK, or
+ * LAB_ESYNTAX with the first problem in err (which key, which entry, why). */
 int liconic_cassettes_parse(const char *rack_type, const char *rack_types, int cassettes,
                             liconic_cassettes_t *out, char *err, size_t errlen);
 /* Slots of every cassette together. */

@@ -136,12 +136,12 @@ static const double pow10_table[] = {1, 10, 100, 1000, 10000};
 int modbus_scaled_to_word(double v, int decimals, int is_signed, uint16_t *w)
 {
     if (decimals < 0 || decimals > 4 || !isfinite(v))
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     double raw = round(v * pow10_table[decimals]);
     if (is_signed ? raw < -32768 || raw > 32767 : raw < 0 || raw > 65535)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     *w = (uint16_t)(int32_t)raw;
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 double modbus_word_to_scaled(uint16_t w, int decimals, int is_signed)
@@ -155,13 +155,13 @@ double modbus_word_to_scaled(uint16_t w, int decimals, int is_signed)
 int modbus_float_to_words(double v, uint16_t w[2])
 {
     if (!isfinite(v) || fabs(v) > FLT_MAX)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     float f = (float)v;
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     w[0] = (uint16_t)(u >> 16);
     w[1] = (uint16_t)u;
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 double modbus_words_to_float(const uint16_t w[2])
@@ -175,11 +175,11 @@ double modbus_words_to_float(const uint16_t w[2])
 int modbus_ms_to_words(double seconds, uint16_t w[2])
 {
     if (!isfinite(seconds) || seconds < 0 || seconds * 1000 > 4294967295.0)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     uint32_t ms = (uint32_t)llround(seconds * 1000);
     w[0] = (uint16_t)(ms >> 16);
     w[1] = (uint16_t)ms;
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 double modbus_words_to_ms(const uint16_t w[2])
@@ -190,17 +190,17 @@ double modbus_words_to_ms(const uint16_t w[2])
 int eurotherm_float_addr(int param, uint16_t *addr)
 {
     if (param < 0 || param > 0x3FFF)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     *addr = (uint16_t)(0x8000 + 2 * param);
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 static int pattern_addr(uint16_t base, int pattern, int step, uint16_t *addr)
 {
     if (pattern < 0 || pattern > 7 || step < 0 || step > 7)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     *addr = (uint16_t)(base + 8 * pattern + step);
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int cn7500_pattern_setpoint_addr(int pattern, int step, uint16_t *addr)
@@ -226,10 +226,10 @@ int modbus_reg_address(const modbus_reg_t *r, int full_res, uint16_t *addr, size
         return eurotherm_float_addr(r->addr, addr);
     }
     if (full_res || wide)
-        return PROTO_EUNKNOWN; /* the CN7500 has no 32-bit region */
+        return LAB_EUNKNOWN; /* the CN7500 has no 32-bit region */
     *addr = r->addr;
     *nwords = 1;
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 static int enum_ok(const modbus_reg_t *r, double v)
@@ -249,17 +249,17 @@ int modbus_reg_encode(const modbus_reg_t *r, double v, int decimals, int full_re
     if (rc)
         return rc;
     if (!enum_ok(r, v))
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     if (r->type == MODBUS_TIME32)
         return modbus_ms_to_words(v, out->w);
     if (out->nwords == 2)
         return modbus_float_to_words(v, out->w);
     if (r->type == MODBUS_BOOL) {
         if (v != 0 && v != 1)
-            return PROTO_ERANGE;
+            return LAB_ERANGE;
         /* Function 05 writes a coil as 0xFF00 (on) or 0x0000 (off). */
         out->w[0] = v ? 0xFF00 : 0x0000;
-        return PROTO_OK;
+        return LAB_OK;
     }
     return modbus_scaled_to_word(v, effective_dp(r, decimals), r->type == MODBUS_S16, out->w);
 }
@@ -273,7 +273,7 @@ int modbus_reg_decode(const modbus_reg_t *r, const uint16_t *w, size_t nwords, i
     if (rc)
         return rc;
     if (nwords != need)
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     if (r->type == MODBUS_TIME32)
         *v = modbus_words_to_ms(w);
     else if (need == 2)
@@ -283,8 +283,8 @@ int modbus_reg_decode(const modbus_reg_t *r, const uint16_t *w, size_t nwords, i
     else {
         int dp = effective_dp(r, decimals);
         if (dp < 0 || dp > 4)
-            return PROTO_ERANGE;
+            return LAB_ERANGE;
         *v = modbus_word_to_scaled(w[0], dp, r->type == MODBUS_S16);
     }
-    return isfinite(*v) ? PROTO_OK : PROTO_ERANGE;
+    return isfinite(*v) ? LAB_OK : LAB_ERANGE;
 }

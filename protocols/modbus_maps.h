@@ -68,7 +68,7 @@ const modbus_reg_t *modbus_map_table(modbus_device_t dev, size_t *n);
 int modbus_reg_read_function(const modbus_reg_t *r);
 int modbus_reg_write_function(const modbus_reg_t *r);
 
-/* Conversions. decimals 0..4. Out-of-range values are PROTO_ERANGE, never wrapped. */
+/* Conversions. decimals 0..4. Out-of-range values are LAB_ERANGE, never wrapped. */
 int modbus_scaled_to_word(double v, int decimals, int is_signed, uint16_t *w);
 double modbus_word_to_scaled(uint16_t w, int decimals, int is_signed);
 int modbus_float_to_words(double v, uint16_t w[2]);

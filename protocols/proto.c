@@ -1,23 +1,9 @@
-/* Shared error texts, the line framer and the bounded output buffer of the wire codecs. */
+/* The line framer and the bounded output buffer of the wire codecs. */
 #include "protocols/proto.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-
-const char *proto_strerror(int err)
-{
-    switch (err) {
-    case PROTO_OK:
-        return "ok";
-#define PROTO_ERR_CASE(name, code, text)                                                           \
-    case code:                                                                                     \
-        return text;
-        PROTO_ERRORS(PROTO_ERR_CASE)
-#undef PROTO_ERR_CASE
-    }
-    return "unknown protocol error";
-}
 
 void proto_lines_init(proto_lines_t *lb)
 {
@@ -37,7 +23,7 @@ size_t proto_lines_feed(proto_lines_t *lb, const uint8_t *data, size_t n, proto_
                 lb->overflow = 0;
             } else if (lb->len > 0) {
                 lb->buf[lb->len] = '\0';
-                stop = cb(ud, lb->buf, lb->len, PROTO_OK);
+                stop = cb(ud, lb->buf, lb->len, LAB_OK);
             }
             lb->len = 0;
             if (stop)
@@ -49,7 +35,7 @@ size_t proto_lines_feed(proto_lines_t *lb, const uint8_t *data, size_t n, proto_
         if (lb->len == PROTO_LINE_MAX) {
             lb->overflow = 1;
             lb->len = 0;
-            if (cb(ud, NULL, 0, PROTO_ETOOLONG))
+            if (cb(ud, NULL, 0, LAB_ETOOLONG))
                 return i + 1;
             continue;
         }
@@ -73,7 +59,7 @@ void proto_out_mem(proto_out_t *o, const void *p, size_t n)
     if (o->err)
         return;
     if (o->cap == 0 || n > o->cap - 1 - o->len) {
-        o->err = PROTO_ENOSPACE;
+        o->err = LAB_ENOSPACE;
         return;
     }
     memcpy(o->buf + o->len, p, n);
@@ -90,7 +76,7 @@ void proto_out_fmt(proto_out_t *o, const char *fmt, ...)
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof tmp) {
         if (!o->err)
-            o->err = PROTO_ENOSPACE;
+            o->err = LAB_ENOSPACE;
         return;
     }
     proto_out_mem(o, tmp, (size_t)n);

@@ -1,37 +1,17 @@
-/* Shared pieces of the wire codecs: one error enum for every codec, and the line framer used by
- * the line-oriented protocols (Liconic, STAR on stream transports). No I/O: bytes in, frames out.
- * Everything here is usable by both sides of a link, the driver and the simulator. */
+/* Shared pieces of the wire codecs: the line framer used by the line-oriented protocols (Liconic,
+ * STAR on stream transports) and the bounded output buffer. Codecs return core/err.h's codes
+ * (LAB_ESYNTAX, LAB_ERANGE, LAB_EAGAIN for a frame not complete yet, ...). No I/O: bytes in, frames
+ * out. Everything here is usable by both sides of a link, the driver and the simulator. */
 #ifndef LAB_PROTO_H
 #define LAB_PROTO_H
+
+#include "core/err.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_ERRORS(X)                                                                            \
-    X(AGAIN, -1, "incomplete frame, more bytes needed")                                            \
-    X(SYNTAX, -2, "malformed frame")                                                               \
-    X(RANGE, -3, "value out of range")                                                             \
-    X(TOOLONG, -4, "frame longer than the protocol allows")                                        \
-    X(NOSPACE, -5, "output buffer too small")                                                      \
-    X(CHECKSUM, -6, "checksum mismatch")                                                           \
-    X(DEVICE, -7, "device reported an error")                                                      \
-    X(UNKNOWN, -8, "unknown command or code")                                                      \
-    X(NOMATCH, -9, "reply matches no pending command")                                             \
-    X(FULL, -10, "table full")                                                                     \
-    X(NOMEM, -11, "out of memory")                                                                 \
-    X(GARBAGE, -12, "unexpected byte between frames")
-
-enum proto_error {
-    PROTO_OK = 0,
-#define PROTO_ERR_ENUM(name, code, text) PROTO_E##name = code,
-    PROTO_ERRORS(PROTO_ERR_ENUM)
-#undef PROTO_ERR_ENUM
-};
-
-const char *proto_strerror(int err);
-
 /* Line framer: CR, LF or CRLF end a line; empty lines are skipped so CRLF yields one line.
- * A line longer than the capacity is reported once as PROTO_ETOOLONG and its bytes are dropped
+ * A line longer than the capacity is reported once as LAB_ETOOLONG and its bytes are dropped
  * up to the next terminator, so one bad line never poisons the next. */
 #define PROTO_LINE_MAX 4096
 
@@ -60,7 +40,7 @@ typedef struct proto_out {
 void proto_out_init(proto_out_t *o, char *buf, size_t cap);
 void proto_out_mem(proto_out_t *o, const void *p, size_t n);
 void proto_out_fmt(proto_out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Length written, or the first error (PROTO_ENOSPACE). */
+/* Length written, or the first error (LAB_ENOSPACE). */
 int proto_out_result(const proto_out_t *o);
 
 #endif

@@ -126,15 +126,15 @@ static void path_of(char *buf, size_t cap, const char *name)
 int report_parse(const char *json, size_t len, report_t *out, report_error_t *err)
 {
     json_error_t je;
-    int rc = PROTO_OK;
+    int rc = LAB_OK;
     memset(out, 0, sizeof *out);
     memset(err, 0, sizeof *err);
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!root)
-        return fail(err, PROTO_ESYNTAX, "$", "invalid JSON at line %d column %d: %s", je.line,
+        return fail(err, LAB_ESYNTAX, "$", "invalid JSON at line %d column %d: %s", je.line,
                     je.column, je.text);
     if (!json_is_object(root)) {
-        rc = fail(err, PROTO_ESYNTAX, "$", "must be an object");
+        rc = fail(err, LAB_ESYNTAX, "$", "must be an object");
         goto done;
     }
     const char *key;
@@ -144,18 +144,18 @@ int report_parse(const char *json, size_t len, report_t *out, report_error_t *er
         if (strcmp(key, "ts") != 0 && strcmp(key, "values") != 0) {
             char path[96];
             snprintf(path, sizeof path, "$.%.40s", key);
-            rc = fail(err, PROTO_ESYNTAX, path, "unknown member (allowed: ts, values)");
+            rc = fail(err, LAB_ESYNTAX, path, "unknown member (allowed: ts, values)");
             goto done;
         }
     }
     json_t *ts = json_object_get(root, "ts");
     if (ts) {
         if (!json_is_string(ts)) {
-            rc = fail(err, PROTO_ESYNTAX, "$.ts", "must be a string");
+            rc = fail(err, LAB_ESYNTAX, "$.ts", "must be a string");
             goto done;
         }
         if (!report_ts_valid(json_string_value(ts))) {
-            rc = fail(err, PROTO_ESYNTAX, "$.ts",
+            rc = fail(err, LAB_ESYNTAX, "$.ts",
                       "must be an RFC 3339 date-time such as 2026-11-23T00:55:31Z");
             goto done;
         }
@@ -164,19 +164,19 @@ int report_parse(const char *json, size_t len, report_t *out, report_error_t *er
     }
     json_t *values = json_object_get(root, "values");
     if (!values) {
-        rc = fail(err, PROTO_ESYNTAX, "$.values", "missing");
+        rc = fail(err, LAB_ESYNTAX, "$.values", "missing");
         goto done;
     }
     if (!json_is_object(values)) {
-        rc = fail(err, PROTO_ESYNTAX, "$.values", "must be an object");
+        rc = fail(err, LAB_ESYNTAX, "$.values", "must be an object");
         goto done;
     }
     if (json_object_size(values) == 0) {
-        rc = fail(err, PROTO_ESYNTAX, "$.values", "must hold at least one reading");
+        rc = fail(err, LAB_ESYNTAX, "$.values", "must hold at least one reading");
         goto done;
     }
     if (json_object_size(values) > REPORT_MAX_VALUES) {
-        rc = fail(err, PROTO_ETOOLONG, "$.values", "more than %d readings", REPORT_MAX_VALUES);
+        rc = fail(err, LAB_ETOOLONG, "$.values", "more than %d readings", REPORT_MAX_VALUES);
         goto done;
     }
     json_object_foreach(values, key, val)
@@ -184,18 +184,18 @@ int report_parse(const char *json, size_t len, report_t *out, report_error_t *er
         char path[96];
         path_of(path, sizeof path, key);
         if (!name_valid(key)) {
-            rc = fail(err, PROTO_ESYNTAX, path,
+            rc = fail(err, LAB_ESYNTAX, path,
                       "name must match [a-z][a-z0-9_]* with at most %d characters",
                       REPORT_NAME_MAX - 1);
             goto done;
         }
         if (!json_is_number(val)) {
-            rc = fail(err, PROTO_ESYNTAX, path, "must be a number");
+            rc = fail(err, LAB_ESYNTAX, path, "must be a number");
             goto done;
         }
         double v = json_number_value(val);
         if (!isfinite(v)) {
-            rc = fail(err, PROTO_ERANGE, path, "must be finite");
+            rc = fail(err, LAB_ERANGE, path, "must be finite");
             goto done;
         }
         report_value_t *rv = &out->values[out->n++];
@@ -210,11 +210,11 @@ done:
 
 int report_encode(const report_t *r, char *buf, size_t cap)
 {
-    int rc = PROTO_ESYNTAX;
+    int rc = LAB_ESYNTAX;
     json_t *root = json_object(), *values = json_object();
     if (!root || !values) {
         json_decref(values);
-        rc = PROTO_ENOMEM;
+        rc = LAB_ENOMEM;
         goto fail;
     }
     json_object_set_new(root, "values", values);
@@ -234,7 +234,7 @@ int report_encode(const report_t *r, char *buf, size_t cap)
     size_t n =
         json_dumpb(root, buf, cap, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     if (n == 0 || n >= cap) {
-        rc = PROTO_ENOSPACE;
+        rc = LAB_ENOSPACE;
         goto fail;
     }
     buf[n] = '\0';
@@ -261,7 +261,7 @@ static int id_valid(const char *id, size_t n)
 int report_topic(const char *instrument_id, char *buf, size_t cap)
 {
     if (!id_valid(instrument_id, strlen(instrument_id)))
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     proto_out_t o;
     proto_out_init(&o, buf, cap);
     proto_out_fmt(&o, "%s", topic_prefix);
@@ -275,13 +275,13 @@ int report_topic_parse(const char *topic, char *id, size_t cap)
     size_t n = strlen(topic), p = sizeof topic_prefix - 1, s = sizeof topic_suffix - 1;
     if (n <= p + s || memcmp(topic, topic_prefix, p) != 0 ||
         memcmp(topic + n - s, topic_suffix, s) != 0)
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     size_t idn = n - p - s;
     if (!id_valid(topic + p, idn))
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     if (idn + 1 > cap)
-        return PROTO_ENOSPACE;
+        return LAB_ENOSPACE;
     memcpy(id, topic + p, idn);
     id[idn] = '\0';
-    return PROTO_OK;
+    return LAB_OK;
 }

@@ -38,10 +38,10 @@ typedef struct report_error {
     char message[160];
 } report_error_t;
 
-/* Parse and validate. On error returns PROTO_ESYNTAX (or PROTO_ERANGE / PROTO_ETOOLONG) and
+/* Parse and validate. On error returns LAB_ESYNTAX (or LAB_ERANGE / LAB_ETOOLONG) and
  * fills err; out is then unspecified. */
 int report_parse(const char *json, size_t len, report_t *out, report_error_t *err);
-/* Compact JSON into buf (NUL-terminated); length or PROTO_ENOSPACE / PROTO_ESYNTAX. */
+/* Compact JSON into buf (NUL-terminated); length or LAB_ENOSPACE / LAB_ESYNTAX. */
 int report_encode(const report_t *r, char *buf, size_t cap);
 
 /* The unit of a name from its suffix; "" if none is known. */

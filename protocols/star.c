@@ -402,7 +402,7 @@ void star_begin(star_builder_t *b, char *buf, size_t cap, const char *module, co
     proto_out_init(&b->o, buf, cap);
     if (!is_module(module) || !cmd || !isupper((unsigned char)cmd[0]) ||
         !isupper((unsigned char)cmd[1]) || cmd[2] != '\0' || id < STAR_NO_ID || id > 9999) {
-        fail(b, PROTO_ERANGE);
+        fail(b, LAB_ERANGE);
         return;
     }
     proto_out_fmt(&b->o, "%s%s", module, cmd);
@@ -423,7 +423,7 @@ static int fits(long v, int width)
 static void put_num(star_builder_t *b, long v, int width)
 {
     if (!fits(v, width)) {
-        fail(b, PROTO_ERANGE);
+        fail(b, LAB_ERANGE);
         return;
     }
     proto_out_fmt(&b->o, "%0*ld", width, v);
@@ -432,7 +432,7 @@ static void put_num(star_builder_t *b, long v, int width)
 void star_int(star_builder_t *b, const char *name, long v, int width)
 {
     if (!is_name(name)) {
-        fail(b, PROTO_ERANGE);
+        fail(b, LAB_ERANGE);
         return;
     }
     proto_out_mem(&b->o, name, 2);
@@ -442,7 +442,7 @@ void star_int(star_builder_t *b, const char *name, long v, int width)
 void star_hex(star_builder_t *b, const char *name, unsigned long v, int width)
 {
     if (!is_name(name) || width < 1 || width > 16 || (width < 16 && v >> (4 * width))) {
-        fail(b, PROTO_ERANGE);
+        fail(b, LAB_ERANGE);
         return;
     }
     proto_out_mem(&b->o, name, 2);
@@ -452,7 +452,7 @@ void star_hex(star_builder_t *b, const char *name, unsigned long v, int width)
 void star_str(star_builder_t *b, const char *name, const char *s)
 {
     if (!is_name(name)) {
-        fail(b, PROTO_ERANGE);
+        fail(b, LAB_ERANGE);
         return;
     }
     /* Two lowercase letters in a row would read back as the next parameter's name; line
@@ -460,7 +460,7 @@ void star_str(star_builder_t *b, const char *name, const char *s)
     for (const char *p = s; *p; p++)
         if (*p == '\r' || *p == '\n' ||
             (islower((unsigned char)p[0]) && islower((unsigned char)p[1]))) {
-            fail(b, PROTO_ERANGE);
+            fail(b, LAB_ERANGE);
             return;
         }
     proto_out_mem(&b->o, name, 2);
@@ -471,7 +471,7 @@ void star_list(star_builder_t *b, const char *name, const long *v, size_t n, int
                size_t channels)
 {
     if (!is_name(name) || n == 0 || n > channels) {
-        fail(b, PROTO_ERANGE);
+        fail(b, LAB_ERANGE);
         return;
     }
     proto_out_mem(&b->o, name, 2);
@@ -499,7 +499,7 @@ void star_list_pattern(star_builder_t *b, const char *name, const long *v, unsig
 {
     size_t n = star_pattern_len(mask, channels);
     if (n == 0 || channels > 32) {
-        fail(b, PROTO_ERANGE);
+        fail(b, LAB_ERANGE);
         return;
     }
     long first = 0;
@@ -522,7 +522,7 @@ static int code_ok(int v)
 void star_error(star_builder_t *b, int code, int trace)
 {
     if (!code_ok(code) || !code_ok(trace)) {
-        fail(b, PROTO_ERANGE);
+        fail(b, LAB_ERANGE);
         return;
     }
     proto_out_fmt(&b->o, "er%02d/%02d", code, trace);
@@ -531,7 +531,7 @@ void star_error(star_builder_t *b, int code, int trace)
 void star_module_error(star_builder_t *b, const char *module, int code, int trace)
 {
     if (!is_module(module) || !code_ok(code) || !code_ok(trace)) {
-        fail(b, PROTO_ERANGE);
+        fail(b, LAB_ERANGE);
         return;
     }
     proto_out_fmt(&b->o, " %s%02d/%02d", module, code, trace);
@@ -540,7 +540,7 @@ void star_module_error(star_builder_t *b, const char *module, int code, int trac
 void star_slave_error(star_builder_t *b, int trace)
 {
     if (!code_ok(trace)) {
-        fail(b, PROTO_ERANGE);
+        fail(b, LAB_ERANGE);
         return;
     }
     proto_out_fmt(&b->o, "er%02d", trace);
@@ -567,9 +567,9 @@ static int add_error(star_msg_t *m, const char *module, int code, int trace)
 {
     /* 00 and 00/00 mean "no error" and are not reported. */
     if (trace == 0 && code <= 0)
-        return PROTO_OK;
+        return LAB_OK;
     if (m->n_errors == STAR_MAX_ERRORS)
-        return PROTO_ETOOLONG;
+        return LAB_ETOOLONG;
     star_err_t *e = &m->errors[m->n_errors++];
     memcpy(e->module, module, 2);
     e->module[2] = '\0';
@@ -578,7 +578,7 @@ static int add_error(star_msg_t *m, const char *module, int code, int trace)
     e->module_name = star_module_name(e->module);
     e->code_text = code >= 0 ? star_error_text(code) : NULL;
     e->trace_text = star_trace_text(e->module, trace);
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 /* "er##/##" then module entries "[ ]XY##/##" (master) or "er##" (slave). */
@@ -587,7 +587,7 @@ static int parse_er(star_msg_t *m, const char *s, size_t *p, size_t end)
     int code, trace, rc;
     m->has_er = 1;
     if (*p + 2 > end || !two_digits(s + *p, &code))
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     if (*p + 5 <= end && s[*p + 2] == '/' && two_digits(s + *p + 3, &trace)) {
         *p += 5;
         if ((rc = add_error(m, m->module, code, trace)))
@@ -604,10 +604,10 @@ static int parse_er(star_msg_t *m, const char *s, size_t *p, size_t end)
                 return rc;
             *p = q + 7;
         }
-        return PROTO_OK;
+        return LAB_OK;
     }
     if (strcmp(m->module, "C0") == 0)
-        return PROTO_ESYNTAX; /* the master always writes er##/## */
+        return LAB_ESYNTAX; /* the master always writes er##/## */
     *p += 2;
     return add_error(m, m->module, -1, code);
 }
@@ -615,10 +615,10 @@ static int parse_er(star_msg_t *m, const char *s, size_t *p, size_t end)
 static int parse_msg(const char *s, size_t len, star_msg_t *m, size_t *pp)
 {
     if (len < 4)
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     char mod[3] = {s[0], s[1], 0}, cmd[3] = {s[2], s[3], 0};
     if (!is_module(mod) || !isupper((unsigned char)cmd[0]) || !isupper((unsigned char)cmd[1]))
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     memcpy(m->module, mod, 3);
     memcpy(m->cmd, cmd, 3);
     size_t p = 4;
@@ -629,7 +629,7 @@ static int parse_msg(const char *s, size_t len, star_msg_t *m, size_t *pp)
             continue;
         }
         if (p + 2 > len || !islower((unsigned char)s[p]) || !islower((unsigned char)s[p + 1]))
-            return PROTO_ESYNTAX;
+            return LAB_ESYNTAX;
         char name[3] = {s[p], s[p + 1], 0};
         p += 2;
         if (strcmp(name, "er") == 0) {
@@ -653,19 +653,19 @@ static int parse_msg(const char *s, size_t len, star_msg_t *m, size_t *pp)
             int hi, lo;
             if (vend - v != 4 || !two_digits(s + v, &hi) || !two_digits(s + v + 2, &lo)) {
                 *pp = v;
-                return PROTO_ESYNTAX;
+                return LAB_ESYNTAX;
             }
             m->id = hi * 100 + lo;
             continue;
         }
         if (m->n_params == STAR_MAX_PARAMS)
-            return PROTO_ETOOLONG;
+            return LAB_ETOOLONG;
         star_param_t *prm = &m->params[m->n_params++];
         memcpy(prm->name, name, 3);
         prm->val = s + v;
         prm->len = vend - v;
     }
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int star_parse(const char *s, size_t len, star_msg_t *m)
@@ -699,22 +699,22 @@ static int parse_long(const char *s, size_t n, long *out)
     if (i < n && (s[i] == '-' || s[i] == '+'))
         neg = s[i++] == '-';
     if (i == n || n - i > 12)
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     long v = 0;
     for (; i < n; i++) {
         if (!isdigit((unsigned char)s[i]))
-            return PROTO_ESYNTAX;
+            return LAB_ESYNTAX;
         v = v * 10 + (s[i] - '0');
     }
     *out = neg ? -v : v;
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int star_param_int(const star_msg_t *m, const char *name, long *out)
 {
     const star_param_t *p = star_param(m, name);
     if (!p)
-        return PROTO_EUNKNOWN;
+        return LAB_EUNKNOWN;
     return parse_long(p->val, p->len, out);
 }
 
@@ -722,26 +722,26 @@ int star_param_hex(const star_msg_t *m, const char *name, unsigned long *out)
 {
     const star_param_t *p = star_param(m, name);
     if (!p)
-        return PROTO_EUNKNOWN;
+        return LAB_EUNKNOWN;
     if (p->len == 0 || p->len > 16)
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     unsigned long v = 0;
     for (size_t i = 0; i < p->len; i++) {
         char c = p->val[i];
         int d = isdigit((unsigned char)c) ? c - '0' : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
         if (d < 0)
-            return PROTO_ESYNTAX;
+            return LAB_ESYNTAX;
         v = v << 4 | (unsigned long)d;
     }
     *out = v;
-    return PROTO_OK;
+    return LAB_OK;
 }
 
 int star_param_list(const star_msg_t *m, const char *name, long *out, size_t cap, size_t *n)
 {
     const star_param_t *p = star_param(m, name);
     if (!p)
-        return PROTO_EUNKNOWN;
+        return LAB_EUNKNOWN;
     size_t i = 0, k = 0;
     while (i < p->len) {
         size_t j = i;
@@ -749,7 +749,7 @@ int star_param_list(const star_msg_t *m, const char *name, long *out, size_t cap
             j++;
         if (j > i) {
             if (k == cap)
-                return PROTO_ENOSPACE;
+                return LAB_ENOSPACE;
             int rc = parse_long(p->val + i, j - i, &out[k]);
             if (rc)
                 return rc;
@@ -758,7 +758,7 @@ int star_param_list(const star_msg_t *m, const char *name, long *out, size_t cap
         i = j + 1;
     }
     *n = k;
-    return k ? PROTO_OK : PROTO_ESYNTAX;
+    return k ? LAB_OK : LAB_ESYNTAX;
 }
 
 /* ---- command specifications ---- */
@@ -908,10 +908,10 @@ static int id_in_use(const star_pending_t *t, int id)
 static int pending_put(star_pending_t *t, int id, const char *module, const char *cmd, void *ud)
 {
     if (!is_module(module) || !cmd || strlen(cmd) != 2)
-        return PROTO_ERANGE;
+        return LAB_ERANGE;
     star_pending_entry_t *e = free_slot(t);
     if (!e)
-        return PROTO_EFULL;
+        return LAB_EFULL;
     *e = (star_pending_entry_t){1, id, {module[0], module[1], 0}, {cmd[0], cmd[1], 0}, ud};
     return id;
 }
@@ -919,7 +919,7 @@ static int pending_put(star_pending_t *t, int id, const char *module, const char
 int star_pending_add(star_pending_t *t, const char *module, const char *cmd, void *ud)
 {
     if (!free_slot(t))
-        return PROTO_EFULL;
+        return LAB_EFULL;
     int id = t->last_id;
     do
         id = (id + 1) % 10000;
@@ -931,7 +931,7 @@ int star_pending_add(star_pending_t *t, const char *module, const char *cmd, voi
 int star_pending_add_noid(star_pending_t *t, const char *module, const char *cmd, void *ud)
 {
     int rc = pending_put(t, STAR_NO_ID, module, cmd, ud);
-    return rc < 0 && rc != STAR_NO_ID ? rc : PROTO_OK;
+    return rc < 0 && rc != STAR_NO_ID ? rc : LAB_OK;
 }
 
 int star_pending_take(star_pending_t *t, const star_msg_t *reply, void **ud)
@@ -947,10 +947,10 @@ int star_pending_take(star_pending_t *t, const star_msg_t *reply, void **ud)
         if (hit) {
             *ud = e->ud;
             e->used = 0;
-            return PROTO_OK;
+            return LAB_OK;
         }
     }
-    return PROTO_ENOMATCH;
+    return LAB_ENOMATCH;
 }
 
 size_t star_pending_count(const star_pending_t *t)

@@ -90,11 +90,11 @@ typedef struct star_msg {
     size_t err_at; /* when star_parse fails: offset of the offending byte */
 } star_msg_t;
 
-/* A command (simulator side) or a reply (driver side). Returns PROTO_OK even when the reply
+/* A command (simulator side) or a reply (driver side). Returns LAB_OK even when the reply
  * reports errors: they are in m->errors (use star_msg_failed). Errors take the form
  * check_fw_string_error (STAR_backend.py) reads: the master C0 writes `er##/##` followed by
  * module entries `XY##/##`; every other module writes `er##` (its trace information). A master
- * reply with a bare `er##` is PROTO_ESYNTAX: base.py would not see the error in it. */
+ * reply with a bare `er##` is LAB_ESYNTAX: base.py would not see the error in it. */
 int star_parse(const char *s, size_t len, star_msg_t *m);
 int star_msg_failed(const star_msg_t *m);
 
@@ -144,11 +144,11 @@ typedef struct star_pending {
 
 void star_pending_init(star_pending_t *t);
 /* Allocates the next free id for module+cmd, counting as base.py's _generate_id does: 1, 2, ..
- * 9999, 0, 1, .. (skipping ids still pending). Returns it, or PROTO_EFULL. */
+ * 9999, 0, 1, .. (skipping ids still pending). Returns it, or LAB_EFULL. */
 int star_pending_add(star_pending_t *t, const char *module, const char *cmd, void *ud);
 /* Registers a command sent without id; its reply is matched by module+command. */
 int star_pending_add_noid(star_pending_t *t, const char *module, const char *cmd, void *ud);
-/* Removes and returns the entry the reply answers; PROTO_ENOMATCH if none. */
+/* Removes and returns the entry the reply answers; LAB_ENOMATCH if none. */
 int star_pending_take(star_pending_t *t, const star_msg_t *reply, void **ud);
 size_t star_pending_count(const star_pending_t *t);
 

@@ -70,15 +70,14 @@ static int get_str(json_t *o, const char *key, char *dst, size_t cap, int requir
     json_t *v = json_object_get(o, key);
     if (!v) {
         if (required)
-            return fail(err, errcap, PROTO_ESYNTAX, line, "\"%s\" missing", key);
+            return fail(err, errcap, LAB_ESYNTAX, line, "\"%s\" missing", key);
         dst[0] = '\0';
         return 0;
     }
     if (!json_is_string(v))
-        return fail(err, errcap, PROTO_ESYNTAX, line, "\"%s\" is not a string", key);
+        return fail(err, errcap, LAB_ESYNTAX, line, "\"%s\" is not a string", key);
     if (json_string_length(v) >= cap)
-        return fail(err, errcap, PROTO_ETOOLONG, line, "\"%s\" longer than %zu bytes", key,
-                    cap - 1);
+        return fail(err, errcap, LAB_ETOOLONG, line, "\"%s\" longer than %zu bytes", key, cap - 1);
     memcpy(dst, json_string_value(v), json_string_length(v) + 1);
     return 0;
 }
@@ -87,9 +86,9 @@ static int parse_header(json_t *o, int line, wire_item_t *it, char *err, size_t 
 {
     json_t *v = json_object_get(o, "labloop_wire");
     if (!json_is_integer(v))
-        return fail(err, cap, PROTO_ESYNTAX, line, "\"labloop_wire\" is not an integer");
+        return fail(err, cap, LAB_ESYNTAX, line, "\"labloop_wire\" is not an integer");
     if (json_integer_value(v) != WIRE_VERSION)
-        return fail(err, cap, PROTO_EUNKNOWN, line, "format version %lld, this reader reads %d",
+        return fail(err, cap, LAB_EUNKNOWN, line, "format version %lld, this reader reads %d",
                     (long long)json_integer_value(v), WIRE_VERSION);
     it->kind = WIRE_HEADER;
     it->version = WIRE_VERSION;
@@ -103,7 +102,7 @@ static int parse_header(json_t *o, int line, wire_item_t *it, char *err, size_t 
     if (!r)
         r = get_str(o, "started", it->started, sizeof it->started, 0, line, err, cap);
     if (!r && !it->id[0])
-        r = fail(err, cap, PROTO_ESYNTAX, line, "\"id\" is empty");
+        r = fail(err, cap, LAB_ESYNTAX, line, "\"id\" is empty");
     return r;
 }
 
@@ -111,22 +110,22 @@ static int parse_hex(json_t *o, int line, wire_item_t *it, char *err, size_t cap
 {
     json_t *v = json_object_get(o, "hex");
     if (!v)
-        return fail(err, cap, PROTO_ESYNTAX, line, "\"hex\" missing");
+        return fail(err, cap, LAB_ESYNTAX, line, "\"hex\" missing");
     if (!json_is_string(v))
-        return fail(err, cap, PROTO_ESYNTAX, line, "\"hex\" is not a string");
+        return fail(err, cap, LAB_ESYNTAX, line, "\"hex\" is not a string");
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
     if (n % 2)
-        return fail(err, cap, PROTO_ESYNTAX, line, "\"hex\" has an odd number of digits (%zu)", n);
+        return fail(err, cap, LAB_ESYNTAX, line, "\"hex\" has an odd number of digits (%zu)", n);
     if (n == 0)
-        return fail(err, cap, PROTO_ESYNTAX, line, "\"hex\" is empty");
+        return fail(err, cap, LAB_ESYNTAX, line, "\"hex\" is empty");
     it->data = malloc(n / 2);
     if (!it->data)
-        return fail(err, cap, PROTO_ENOMEM, line, "out of memory");
+        return fail(err, cap, LAB_ENOMEM, line, "out of memory");
     for (size_t i = 0; i < n; i += 2) {
         int hi = hexval(s[i]), lo = hexval(s[i + 1]);
         if (hi < 0 || lo < 0)
-            return fail(err, cap, PROTO_ESYNTAX, line,
+            return fail(err, cap, LAB_ESYNTAX, line,
                         "\"hex\" character %zu is '%c', not a lower-case hex digit",
                         i + 1 + (hi >= 0), hi < 0 ? s[i] : s[i + 1]);
         it->data[i / 2] = (uint8_t)(hi << 4 | lo);
@@ -139,19 +138,19 @@ static int parse_event(json_t *o, int line, wire_item_t *it, char *err, size_t c
 {
     json_t *d = json_object_get(o, "d");
     if (!d)
-        return fail(err, cap, PROTO_ESYNTAX, line, "neither \"d\" nor \"labloop_wire\"");
+        return fail(err, cap, LAB_ESYNTAX, line, "neither \"d\" nor \"labloop_wire\"");
     if (!json_is_string(d))
-        return fail(err, cap, PROTO_ESYNTAX, line, "\"d\" is not a string");
+        return fail(err, cap, LAB_ESYNTAX, line, "\"d\" is not a string");
     size_t k = 0;
     while (k < N_OF(kinds) && strcmp(kinds[k].name, json_string_value(d)) != 0)
         k++;
     if (k == N_OF(kinds))
-        return fail(err, cap, PROTO_EUNKNOWN, line, "\"d\" is \"%.32s\" (tx, rx, req, rsp or ev)",
+        return fail(err, cap, LAB_EUNKNOWN, line, "\"d\" is \"%.32s\" (tx, rx, req, rsp or ev)",
                     json_string_value(d));
     it->kind = kinds[k].kind;
     json_t *t = json_object_get(o, "t");
     if (!json_is_number(t) || !isfinite(json_number_value(t)) || json_number_value(t) < 0)
-        return fail(err, cap, PROTO_ESYNTAX, line, "\"t\" %s",
+        return fail(err, cap, LAB_ESYNTAX, line, "\"t\" %s",
                     t ? "is not a number of seconds >= 0" : "missing");
     it->t = json_number_value(t);
     int r = get_str(o, "wall", it->wall, sizeof it->wall, 1, line, err, cap);
@@ -162,28 +161,28 @@ static int parse_event(json_t *o, int line, wire_item_t *it, char *err, size_t c
     if (it->kind == WIRE_REQ || it->kind == WIRE_RSP) {
         json_t *u = json_object_get(o, "unit");
         if (!json_is_integer(u) || json_integer_value(u) < 0 || json_integer_value(u) > 255)
-            return fail(err, cap, PROTO_ERANGE, line, "\"unit\" %s",
+            return fail(err, cap, LAB_ERANGE, line, "\"unit\" %s",
                         u ? "is not an integer 0..255" : "missing");
         it->unit = (int)json_integer_value(u);
     }
     if (it->kind == WIRE_EV) {
         json_t *e = json_object_get(o, "ev");
         if (!json_is_string(e))
-            return fail(err, cap, PROTO_ESYNTAX, line, "\"ev\" %s",
+            return fail(err, cap, LAB_ESYNTAX, line, "\"ev\" %s",
                         e ? "is not a string" : "missing");
         size_t i = 0;
         while (i < N_OF(evs) && strcmp(evs[i].name, json_string_value(e)) != 0)
             i++;
         if (i == N_OF(evs))
-            return fail(err, cap, PROTO_EUNKNOWN, line,
+            return fail(err, cap, LAB_EUNKNOWN, line,
                         "\"ev\" is \"%.32s\" (open, offline, break, note or timeout)",
                         json_string_value(e));
         it->ev = evs[i].ev;
         json_t *tx = json_object_get(o, "text");
         if (tx && !json_is_string(tx))
-            return fail(err, cap, PROTO_ESYNTAX, line, "\"text\" is not a string");
+            return fail(err, cap, LAB_ESYNTAX, line, "\"text\" is not a string");
         if (tx && !(it->text = strdup(json_string_value(tx))))
-            return fail(err, cap, PROTO_ENOMEM, line, "out of memory");
+            return fail(err, cap, LAB_ENOMEM, line, "out of memory");
     }
     return 0;
 }
@@ -198,10 +197,9 @@ int wire_parse_line(const char *text, size_t len, int line, wire_item_t *it, cha
     json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     int r;
     if (!o)
-        return fail(err, errcap, PROTO_ESYNTAX, line, "not JSON (column %d: %s)", je.column,
-                    je.text);
+        return fail(err, errcap, LAB_ESYNTAX, line, "not JSON (column %d: %s)", je.column, je.text);
     if (!json_is_object(o))
-        r = fail(err, errcap, PROTO_ESYNTAX, line, "not a JSON object");
+        r = fail(err, errcap, LAB_ESYNTAX, line, "not a JSON object");
     else if (json_object_get(o, "labloop_wire"))
         r = parse_header(o, line, it, err, errcap);
     else
@@ -228,7 +226,7 @@ int wire_reader_open(wire_reader_t *r, const char *path, char *err, size_t errca
     r->f = fopen(path, "r");
     if (!r->f) {
         snprintf(err, errcap, "%s: %s", path, strerror(errno));
-        return -1;
+        return LAB_EIO;
     }
     return 0;
 }
@@ -240,11 +238,11 @@ int wire_reader_next(wire_reader_t *r, wire_item_t *it, char *err, size_t errcap
     if (n < 0) {
         if (ferror(r->f)) {
             snprintf(err, errcap, "%s:%d: %s", r->path, r->line + 1, strerror(errno));
-            return PROTO_ESYNTAX;
+            return LAB_ESYNTAX;
         }
         if (!r->seen_header) {
             snprintf(err, errcap, "%s: empty, no header line", r->path);
-            return PROTO_ESYNTAX;
+            return LAB_ESYNTAX;
         }
         return 0;
     }
@@ -252,15 +250,15 @@ int wire_reader_next(wire_reader_t *r, wire_item_t *it, char *err, size_t errcap
     char why[384];
     int rc;
     if (r->buf[n - 1] != '\n') {
-        rc = fail(why, sizeof why, PROTO_EAGAIN, r->line,
+        rc = fail(why, sizeof why, LAB_EAGAIN, r->line,
                   "not terminated by a newline (a recording cut short?)");
     } else if (memchr(r->buf, '\0', (size_t)n)) {
-        rc = fail(why, sizeof why, PROTO_ESYNTAX, r->line, "holds a NUL byte");
+        rc = fail(why, sizeof why, LAB_ESYNTAX, r->line, "holds a NUL byte");
     } else {
         rc = wire_parse_line(r->buf, (size_t)n - 1, r->line, it, why, sizeof why);
         if (!rc && !r->seen_header && it->kind != WIRE_HEADER) {
             wire_item_clear(it);
-            rc = fail(why, sizeof why, PROTO_ESYNTAX, r->line,
+            rc = fail(why, sizeof why, LAB_ESYNTAX, r->line,
                       "the first line is not a header ({\"labloop_wire\":1,...})");
         }
     }

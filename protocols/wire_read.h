@@ -51,7 +51,7 @@ typedef struct wire_item {
     size_t len;
 } wire_item_t;
 
-/* Parses one line (without its '\n'). Returns 0, or a negative PROTO_E* with the reason in err
+/* Parses one line (without its '\n'). Returns 0, or a negative LAB_E* with the reason in err
  * ("line N: ..."); item is then empty. line is the 1-based line number used in messages. */
 int wire_parse_line(const char *text, size_t len, int line, wire_item_t *item, char *err,
                     size_t errcap);
@@ -67,9 +67,9 @@ typedef struct wire_reader {
     size_t cap;
 } wire_reader_t;
 
-/* Opens path; -1 with "path: reason" in err. */
+/* Opens path: 0, or LAB_EIO with "path: reason" in err. */
 int wire_reader_open(wire_reader_t *r, const char *path, char *err, size_t errcap);
-/* The next line: 1 with item filled, 0 at the end of the file, negative PROTO_E* with
+/* The next line: 1 with item filled, 0 at the end of the file, negative LAB_E* with
  * "path:line: reason" in err. */
 int wire_reader_next(wire_reader_t *r, wire_item_t *item, char *err, size_t errcap);
 void wire_reader_close(wire_reader_t *r);

@@ -278,7 +278,7 @@ int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap)
         if (!why && in->driver == SIM_LICONIC &&
             liconic_cassettes_parse(in->rack_type[0] ? in->rack_type : NULL,
                                     in->rack_types[0] ? in->rack_types : NULL, in->ncassettes,
-                                    &in->cassettes, rerr, sizeof rerr) != PROTO_OK)
+                                    &in->cassettes, rerr, sizeof rerr) != LAB_OK)
             why = rerr;
         if (why) {
             snprintf(err, errcap, "%s:%d: instrument '%s': %s", path, in->line, in->id, why);

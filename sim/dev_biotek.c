@@ -70,14 +70,14 @@ static void run_read(sim_inst_t *in)
     if (n > 0)
         sim_inst_send(in, body, (size_t)n);
     else
-        sim_warn("biotek", "%s: body: %s", in->cfg->id, proto_strerror(n));
+        sim_warn("biotek", "%s: body: %s", in->cfg->id, lab_strerror(n));
 }
 
 static int on_cmd(void *ud, const biotek_cmd_t *cmd, int phase, int err)
 {
     sim_inst_t *in = ud;
     if (err) {
-        sim_warn("biotek", "%s: %s", in->cfg->id, proto_strerror(err));
+        sim_warn("biotek", "%s: %s", in->cfg->id, lab_strerror(err));
         return 0;
     }
     const biotek_cmd_info_t *info = biotek_cmd_info(cmd->letter);
@@ -110,7 +110,7 @@ static int on_cmd(void *ud, const biotek_cmd_t *cmd, int phase, int err)
         break;
     case 'g': {
         double c;
-        if (biotek_parse_setpoint(cmd->param, cmd->param_len, &c) != PROTO_OK) {
+        if (biotek_parse_setpoint(cmd->param, cmd->param_len, &c) != LAB_OK) {
             sim_warn("biotek", "%s: set point '%s' refused", in->cfg->id, cmd->param);
             break;
         }
@@ -122,8 +122,8 @@ static int on_cmd(void *ud, const biotek_cmd_t *cmd, int phase, int err)
     case 'y': {
         biotek_geometry_t g;
         int rc = biotek_parse_geometry(cmd->param, cmd->param_len, &g);
-        if (rc != PROTO_OK) {
-            sim_warn("biotek", "%s: plate geometry: %s", in->cfg->id, proto_strerror(rc));
+        if (rc != LAB_OK) {
+            sim_warn("biotek", "%s: plate geometry: %s", in->cfg->id, lab_strerror(rc));
             break;
         }
         send_status(in, "");
@@ -133,8 +133,8 @@ static int on_cmd(void *ud, const biotek_cmd_t *cmd, int phase, int err)
         biotek_rect_t r;
         int nm;
         int rc = biotek_parse_absorbance(cmd->param, cmd->param_len, &r, &nm);
-        if (rc != PROTO_OK) {
-            sim_warn("biotek", "%s: read definition: %s", in->cfg->id, proto_strerror(rc));
+        if (rc != LAB_OK) {
+            sim_warn("biotek", "%s: read definition: %s", in->cfg->id, lab_strerror(rc));
             break;
         }
         in->rect = r;

@@ -216,13 +216,13 @@ static int on_line(void *ud, const char *line, size_t len, int err)
         return 0;
     }
     int rc = liconic_parse_cmd(line, len, &c);
-    if (rc == PROTO_OK && c.op == LICONIC_OP_OPEN && in->wake_e1_left > 0) {
+    if (rc == LAB_OK && c.op == LICONIC_OP_OPEN && in->wake_e1_left > 0) {
         in->wake_e1_left--;
         reply(in, LICONIC_REPLY_ERROR, 0, 1);
         return 0;
     }
     if (!in->opened) {
-        if (rc == PROTO_OK && c.op == LICONIC_OP_OPEN) {
+        if (rc == LAB_OK && c.op == LICONIC_OP_OPEN) {
             in->opened = 1;
             reply(in, LICONIC_REPLY_CC, 0, 0);
         } else {
@@ -230,7 +230,7 @@ static int on_line(void *ud, const char *line, size_t len, int err)
         }
         return 0;
     }
-    if (rc != PROTO_OK || c.addr < 0 || c.addr >= LICONIC_ADDR_MAX) {
+    if (rc != LAB_OK || c.addr < 0 || c.addr >= LICONIC_ADDR_MAX) {
         reply(in, LICONIC_REPLY_ERROR, 0, 2);
         return 0;
     }

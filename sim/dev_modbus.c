@@ -75,7 +75,7 @@ static void model_step(struct sim_modbus *mb)
     if (dt > 0)
         mb->pv += (target - mb->pv) * (1 - exp(-dt / mb->in->cfg->tau));
     uint16_t w;
-    if (modbus_scaled_to_word(mb->pv, 1, 1, &w) == PROTO_OK)
+    if (modbus_scaled_to_word(mb->pv, 1, 1, &w) == LAB_OK)
         mb->map->tab_registers[mb->pv_addr] = w;
     if (mb->run_is_coil) /* one bit, read as a discrete input, written as a coil */
         mb->map->tab_input_bits[mb->run_addr] = mb->map->tab_bits[mb->run_addr];
@@ -84,7 +84,7 @@ static void model_step(struct sim_modbus *mb)
         double pv = (int16_t)mb->map->tab_registers[mb->pv_addr] / 10.0;
         double out = running ? (target - pv) / CN_BAND_C * 100 : 0;
         out = out < 0 ? 0 : out > 100 ? 100 : out;
-        if (modbus_scaled_to_word(out, 1, 0, &w) == PROTO_OK)
+        if (modbus_scaled_to_word(out, 1, 0, &w) == LAB_OK)
             mb->map->tab_registers[mb->out_addr] = w;
     }
 }
@@ -259,7 +259,7 @@ int sim_modbus_start(sim_inst_t *in)
     mb->pv = in->cfg->ambient;
     mb->at = sim_lab_now(in->sim);
     uint16_t w;
-    if (modbus_scaled_to_word(in->cfg->ambient, 1, 1, &w) == PROTO_OK)
+    if (modbus_scaled_to_word(in->cfg->ambient, 1, 1, &w) == LAB_OK)
         mb->map->tab_registers[mb->pv_addr] = mb->map->tab_registers[mb->sv_addr] = w;
     if (!mb->run_is_coil)
         mb->map->tab_registers[mb->run_addr] = 1;

@@ -55,7 +55,7 @@ static void flush_one(uv_timer_t *t)
 
 static void channels(const star_msg_t *m, const char *name, long *v, size_t *n)
 {
-    if (star_param_list(m, name, v, STAR_CHANNELS, n) != PROTO_OK)
+    if (star_param_list(m, name, v, STAR_CHANNELS, n) != LAB_OK)
         *n = 0;
 }
 
@@ -162,7 +162,7 @@ static int on_line(void *ud, const char *line, size_t len, int err)
 {
     sim_inst_t *in = ud;
     static star_msg_t m;
-    if (err || star_parse(line, len, &m) != PROTO_OK) {
+    if (err || star_parse(line, len, &m) != LAB_OK) {
         sim_warn("star", "%s: unparsable message dropped", in->cfg->id);
         return 0;
     }

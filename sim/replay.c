@@ -11,7 +11,7 @@ static int buf_append(uint8_t **p, size_t *len, const uint8_t *add, size_t n)
 {
     uint8_t *q = realloc(*p, *len + n);
     if (!q)
-        return PROTO_ENOMEM;
+        return LAB_ENOMEM;
     memcpy(q + *len, add, n);
     *p = q;
     *len += n;
@@ -43,13 +43,13 @@ static int take(replay_t *rp, const wire_item_t *it, wire_kind_t *last, char *wh
         ((*last == WIRE_REQ || *last == WIRE_RSP) != is_modbus)) {
         snprintf(why, cap, "\"%s\" in a recording of %s", wire_kind_name(it->kind),
                  is_modbus ? "tx/rx bytes" : "Modbus req/rsp");
-        return PROTO_ESYNTAX;
+        return LAB_ESYNTAX;
     }
     uint8_t unit = (uint8_t)it->unit;
     switch (it->kind) {
     case WIRE_TX:
         if (*last != WIRE_TX && !(cur = xchg_new(rp, it->line)))
-            return PROTO_ENOMEM;
+            return LAB_ENOMEM;
         *last = WIRE_TX;
         return buf_append(&cur->req, &cur->req_len, it->data, it->len);
     case WIRE_RX:
@@ -60,24 +60,24 @@ static int take(replay_t *rp, const wire_item_t *it, wire_kind_t *last, char *wh
     case WIRE_REQ:
         rp->modbus = 1;
         if (!(cur = xchg_new(rp, it->line)))
-            return PROTO_ENOMEM;
+            return LAB_ENOMEM;
         *last = WIRE_REQ;
         if (buf_append(&cur->req, &cur->req_len, &unit, 1))
-            return PROTO_ENOMEM;
+            return LAB_ENOMEM;
         return buf_append(&cur->req, &cur->req_len, it->data, it->len);
     case WIRE_RSP:
         if (*last != WIRE_REQ) {
             snprintf(why, cap, "a \"rsp\" that follows no \"req\"");
-            return PROTO_ESYNTAX;
+            return LAB_ESYNTAX;
         }
         if (unit != cur->req[0]) {
             snprintf(why, cap, "\"rsp\" of unit %d answers a \"req\" to unit %d", it->unit,
                      cur->req[0]);
-            return PROTO_ESYNTAX;
+            return LAB_ESYNTAX;
         }
         *last = WIRE_RSP;
         if (buf_append(&cur->rsp, &cur->rsp_len, &unit, 1))
-            return PROTO_ENOMEM;
+            return LAB_ENOMEM;
         return buf_append(&cur->rsp, &cur->rsp_len, it->data, it->len);
     case WIRE_EV:
         /* A timeout closes a Modbus request unanswered; other link events change nothing the
@@ -98,8 +98,8 @@ int replay_load(replay_t *rp, const char *path, char *err, size_t errcap)
     wire_item_t it;
     wire_kind_t last = WIRE_HEADER;
     int rc;
-    if (wire_reader_open(&r, path, err, errcap))
-        return PROTO_ESYNTAX;
+    if ((rc = wire_reader_open(&r, path, err, errcap)) != 0)
+        return rc;
     while ((rc = wire_reader_next(&r, &it, err, errcap)) == 1) {
         char why[200];
         rc = 0;
@@ -109,11 +109,11 @@ int replay_load(replay_t *rp, const char *path, char *err, size_t errcap)
         } else if (it.kind == WIRE_HEADER && strcmp(it.id, rp->id) != 0) {
             snprintf(err, errcap, "%s:%d: header of instrument '%s' in a recording of '%s'", path,
                      it.line, it.id, rp->id);
-            rc = PROTO_ESYNTAX;
+            rc = LAB_ESYNTAX;
         }
         if (!rc && (rc = take(rp, &it, &last, why, sizeof why)))
             snprintf(err, errcap, "%s:%d: %s", path, it.line,
-                     rc == PROTO_ENOMEM ? "out of memory" : why);
+                     rc == LAB_ENOMEM ? "out of memory" : why);
         wire_item_clear(&it);
         if (rc)
             break;
@@ -121,11 +121,11 @@ int replay_load(replay_t *rp, const char *path, char *err, size_t errcap)
     wire_reader_close(&r);
     if (!rc && rp->n == 0) {
         snprintf(err, errcap, "%s: no request in the recording", path);
-        rc = PROTO_ESYNTAX;
+        rc = LAB_ESYNTAX;
     }
     if (rc) {
         replay_free(rp);
-        return rc < 0 ? rc : PROTO_ESYNTAX;
+        return rc < 0 ? rc : LAB_ESYNTAX;
     }
     rp->ids = !rp->modbus;
     rp->link = rp->modbus ? REPLAY_LINK_MODBUS_TCP : REPLAY_LINK_BYTES;

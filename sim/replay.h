@@ -66,7 +66,7 @@ typedef struct replay_hit {
     size_t term_len; /* 1 (CR) or 2 (CR LF) when the host ended the request with it */
 } replay_hit_t;
 
-/* Reads a recording; 0, or a negative PROTO_E* with "path:line: reason" in err. A recording must
+/* Reads a recording; 0, or a negative LAB_E* with "path:line: reason" in err. A recording must
  * hold one kind only (tx/rx or req/rsp) and at least one request. */
 int replay_load(replay_t *rp, const char *path, char *err, size_t errcap);
 /* Frames the requests and replies for the link they are served on (Modbus recordings only:

@@ -534,7 +534,7 @@ static int ctl_line(void *ud, const char *line, size_t len, int err)
     ctl_conn_t *c = ud;
     sim_t *s = c->sim;
     if (err) {
-        ctl_answer(c, ctl_error(proto_strerror(err)));
+        ctl_answer(c, ctl_error(lab_strerror(err)));
         return 0;
     }
     json_error_t je;

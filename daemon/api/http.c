@@ -217,7 +217,8 @@ static bool route_match(const char *pattern, const char *path, lab_req_t *rq)
     return *p == 0 && *s == 0;
 }
 
-/* The route for method and path; -1 with the allowed methods in allow (405), or -2 (404). */
+/* The route for method and path (its index); LAB_ENOACTION with the allowed methods in allow
+ * (405), or LAB_ENOTFOUND (404). */
 static int route_find(lab_req_t *rq, char *allow, size_t allowlen)
 {
     bool path_known = false;
@@ -235,7 +236,7 @@ static int route_find(lab_req_t *rq, char *allow, size_t allowlen)
         }
         path_known = true;
     }
-    return path_known ? -1 : -2;
+    return path_known ? LAB_ENOACTION : LAB_ENOTFOUND;
 }
 
 /* ---- the first callback: everything decided from the headers ---- */
@@ -267,13 +268,13 @@ static int check_auth(lab_req_t *rq, const lab_route_t *route)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                 h ? "Bearer realm=\"labloop\", error=\"invalid_token\""
                                   : "Bearer realm=\"labloop\"");
-        return -1;
+        return LAB_EAUTH;
     }
     who_set(rq, t->name);
     if (!(route->roles & (unsigned)t->role)) {
         lab_problem(rq, LAB_P_FORBIDDEN, NULL, "role %s may not %s %s", lab_role_name(t->role),
                     rq->method, route->pattern);
-        return -1;
+        return LAB_EFORBIDDEN;
     }
     return 0;
 }
@@ -311,11 +312,11 @@ static void begin(lab_req_t *rq)
     rq->clen = clen;
 
     int r = route_find(rq, allow, sizeof allow);
-    if (r == -2) {
+    if (r == LAB_ENOTFOUND) {
         lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no resource at %s", rq->url);
         return;
     }
-    if (r == -1) {
+    if (r == LAB_ENOACTION) {
         struct MHD_Response *resp =
             lab_problem(rq, LAB_P_METHOD, NULL, "%s is not allowed on %s", rq->method, rq->url);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);

@@ -217,35 +217,35 @@ static void drv_problem(lab_req_t *rq, lab_driver_t *d, const char *action,
 {
     lab_problem_t p;
     switch (e->code) {
-    case LAB_DRV_EACTION:
-    case LAB_DRV_EPARAM:
+    case LAB_ENOACTION:
+    case LAB_EINVAL:
         p = LAB_P_INVALID;
         break;
-    case LAB_DRV_ESTATE:
+    case LAB_ESTATE:
         p = LAB_P_CONFLICT;
         break;
-    case LAB_DRV_EOFFLINE:
-    case LAB_DRV_EBUSY:
-    case LAB_DRV_ECANCELLED:
+    case LAB_EOFFLINE:
+    case LAB_EBUSY:
+    case LAB_ECANCELLED:
         p = LAB_P_UNAVAILABLE;
         break;
-    case LAB_DRV_ETIMEOUT:
+    case LAB_ETIMEDOUT:
         p = LAB_P_INSTRUMENT_TIMEOUT;
         break;
-    case LAB_DRV_EINTERNAL:
+    case LAB_EINTERNAL:
         p = LAB_P_INTERNAL;
         break;
     default:
         p = LAB_P_INSTRUMENT;
     }
     if (!errors) {
-        const char *path = e->code == LAB_DRV_EACTION ? "/action" : "";
+        const char *path = e->code == LAB_ENOACTION ? "/action" : "";
         errors = lab_errors_one(path, e->text);
     }
     /* The device's own words travel with the problem, for whoever troubleshoots. */
     json_t *err = lab_drv_error_json(e);
     if (!err) /* the device's words are not UTF-8: kept, made valid */
-        err = json_pack("{s:s, s:o, s:o}", "code", lab_drv_err_name(e->code), "message",
+        err = json_pack("{s:s, s:o, s:o}", "code", lab_err_json_name(e->code), "message",
                         lab_json_text(e->text, LAB_TEXT_MAX), "device_code",
                         lab_json_text(e->device_code, LAB_TEXT_MAX));
     json_object_set_new(err, "instrument", json_string(lab_driver_id(d)));
@@ -265,14 +265,14 @@ static void drv_problem(lab_req_t *rq, lab_driver_t *d, const char *action,
     }
     struct MHD_Response *r =
         answer(rq, (unsigned)lab_problem_status(p), "application/problem+json", out);
-    if (e->code == LAB_DRV_EBUSY)
+    if (e->code == LAB_EBUSY)
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "5");
 }
 
 static void action_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *result, void *arg)
 {
     lab_req_t *rq = arg;
-    if (err->code != LAB_DRV_OK)
+    if (err->code != LAB_OK)
         drv_problem(rq, d, rq->action, err, NULL);
     else
         answer_json(rq, 200,

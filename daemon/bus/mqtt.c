@@ -470,7 +470,7 @@ static int publish_row(lab_mqtt_t *m, const lab_outbox_row_t *r)
         m->blocked_at = r->seq;
         if (m->state == M_UP)
             uv_timer_start(&m->retry, on_retry, PUBLISH_RETRY_MS, 0);
-        return -1;
+        return rc == MQTTASYNC_MAX_BUFFERED_MESSAGES ? LAB_EBUSY : LAB_ECONN;
     }
     if (m->blocked_at) {
         log_info("mqtt", "publish seq=%lld taken after the client's buffer was full at seq=%lld",

@@ -258,7 +258,7 @@ static void on_report(void *ctx, const char *topic, const char *payload, size_t 
     size_t rl = strlen(root);
     char id[128];
     if (strncmp(topic, root, rl) != 0 || topic[rl] != '/' ||
-        report_topic_parse(topic + rl + 1, id, sizeof id) != PROTO_OK) {
+        report_topic_parse(topic + rl + 1, id, sizeof id) != LAB_OK) {
         log_warn("instr", "report on unexpected topic=%s", topic);
         return;
     }

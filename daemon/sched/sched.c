@@ -1366,10 +1366,10 @@ static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *resul
     ex->in_call = false;
     json_t *e = json_array_get(ex->prog, ex->pc);
     sstep_t *st = &r->st[ex->k];
-    if (err->code != LAB_DRV_OK && json_is_true(json_object_get(e, "optional"))) {
+    if (err->code != LAB_OK && json_is_true(json_object_get(e, "optional"))) {
         log_info("sched", "run=%s step=%s: %s not needed (%s)", r->id, st->name,
-                 json_string_value(json_object_get(e, "action")), lab_drv_err_name(err->code));
-    } else if (err->code != LAB_DRV_OK) {
+                 json_string_value(json_object_get(e, "action")), lab_err_json_name(err->code));
+    } else if (err->code != LAB_OK) {
         /* In doubt unless the driver proves the action never started, or it is dry handling
          * (tips) after nothing but dry handling: then a repeat cannot move liquid twice. */
         bool dry = json_is_true(json_object_get(e, "dry"));
@@ -1377,7 +1377,7 @@ static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *resul
         char what[160], why[300];
         entry_text(e, false, what, sizeof what);
         snprintf(why, sizeof why, "%.120s %s: %s%s%.120s%s", what,
-                 err->not_started ? "not started" : "not confirmed", lab_drv_err_name(err->code),
+                 err->not_started ? "not started" : "not confirmed", lab_err_json_name(err->code),
                  err->text[0] ? " (" : "", err->text, err->text[0] ? ")" : "");
         if (ex->cleanup) {
             log_error("sched", "run=%s cleanup after cancel failed: %s", r->id, why);
@@ -1478,7 +1478,7 @@ static void advance(lab_sched_t *s, exec_t *ex)
         if (is == LAB_INST_OFFLINE || is == LAB_INST_FAULT || is == LAB_INST_PAUSED) {
             /* nothing is queued on it meanwhile: the hold is ours, and says why */
             const lab_drv_error_t *le = lab_driver_last_error(d);
-            bool say = is != LAB_INST_PAUSED && le->code != LAB_DRV_OK;
+            bool say = is != LAB_INST_PAUSED && le->code != LAB_OK;
             snprintf(ex->hold_why, sizeof ex->hold_why, "step %.63s holds: %.63s is %s%s%.200s",
                      st->name, lab_driver_id(d), lab_inst_state_name(is),
                      say                     ? ": "
@@ -1508,7 +1508,7 @@ static void advance(lab_sched_t *s, exec_t *ex)
             ex->in_call = false;
             s->calls--;
             free(c);
-            if (err.code == LAB_DRV_EOFFLINE || err.code == LAB_DRV_EBUSY) {
+            if (err.code == LAB_EOFFLINE || err.code == LAB_EBUSY) {
                 snprintf(ex->hold_why, sizeof ex->hold_why, "step %.63s holds: %.250s", st->name,
                          err.text);
                 ex->hold = true;
@@ -1516,7 +1516,7 @@ static void advance(lab_sched_t *s, exec_t *ex)
                 return;
             }
             char why[300];
-            snprintf(why, sizeof why, "%s refused: %s (%s)", action, lab_drv_err_name(err.code),
+            snprintf(why, sizeof why, "%s refused: %s (%s)", action, lab_err_json_name(err.code),
                      err.text);
             step_failed(s, ex, why, false);
             return;

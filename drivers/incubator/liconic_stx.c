@@ -152,7 +152,7 @@ static void lic_seq_clear(lic_seq_t *q)
 static bool lic_is_handler_error(const lab_drv_error_t *e)
 {
     /* Handler codes are five digits ("00007"); controller codes are "E<n>". */
-    return e->code == LAB_DRV_EDEVICE && strlen(e->device_code) == 5 && e->device_code[0] != 'E';
+    return e->code == LAB_EDEVICE && strlen(e->device_code) == 5 && e->device_code[0] != 'E';
 }
 
 static void lic_handler_error(lab_drv_error_t *e, long code)
@@ -160,10 +160,10 @@ static void lic_handler_error(lab_drv_error_t *e, long code)
     char dc[8];
     liconic_handler_error_t h;
     snprintf(dc, sizeof dc, "%05ld", code < 0 ? 0 : code % 100000);
-    if (liconic_handler_error_lookup((int)code, &h) == PROTO_OK)
-        lab_drv_error_set(e, LAB_DRV_EDEVICE, dc, "%s: %s", h.group, h.text);
+    if (liconic_handler_error_lookup((int)code, &h) == LAB_OK)
+        lab_drv_error_set(e, LAB_EDEVICE, dc, "%s: %s", h.group, h.text);
     else
-        lab_drv_error_set(e, LAB_DRV_EDEVICE, dc, "handler error %s (not in the error table)", dc);
+        lab_drv_error_set(e, LAB_EDEVICE, dc, "handler error %s (not in the error table)", dc);
 }
 
 /* ---- the end of a sequence ---- */
@@ -273,8 +273,8 @@ static void lic_send(lab_driver_t *d)
     int n = liconic_encode_cmd(&cmd, buf, sizeof buf);
     if (n <= 0) {
         lab_stream_end_later(&p->st,
-                             lab_drv_error_set(&e, LAB_DRV_EINTERNAL, NULL,
-                                               "cannot encode a command: %s", proto_strerror(n)));
+                             lab_drv_error_set(&e, LAB_EINTERNAL, NULL,
+                                               "cannot encode a command: %s", lab_strerror(n)));
         return;
     }
     lab_stream_send(&p->st, buf, (size_t)n, 0);
@@ -348,7 +348,7 @@ static void lic_on_check(lab_driver_t *d, long value)
         char cmd[32];
         liconic_encode_cmd(&q->steps[q->i - 1 >= 0 ? q->i - 1 : 0].s.cmd, cmd, sizeof cmd);
         cmd[strcspn(cmd, "\r")] = '\0';
-        lab_stream_end(&p->st, lab_drv_error_set(&e, LAB_DRV_ETIMEOUT, NULL,
+        lab_stream_end(&p->st, lab_drv_error_set(&e, LAB_ETIMEDOUT, NULL,
                                                  "not ready (flag 1915) within %g lab s after "
                                                  "'%s'; the error flag is clear",
                                                  lab_drv_double(d, "step_timeout_s"), cmd));
@@ -370,22 +370,22 @@ static void lic_reply_cb(lab_stream_t *s, const char *line, size_t len)
     bool relay = checking ? q->check == LIC_CHECK_FLAG : cmd->op == LICONIC_OP_READ;
     liconic_reply_t r;
     int rc = liconic_parse_reply(line, len, &r);
-    if (rc == PROTO_EUNKNOWN && r.kind == LICONIC_REPLY_ERROR) {
+    if (rc == LAB_EUNKNOWN && r.kind == LICONIC_REPLY_ERROR) {
         char dc[16];
         snprintf(dc, sizeof dc, "E%d", r.error);
-        lab_stream_end(s, lab_drv_error_set(&e, LAB_DRV_EDEVICE, dc,
+        lab_stream_end(s, lab_drv_error_set(&e, LAB_EDEVICE, dc,
                                             "controller error %s (not in the table) after '%s'", dc,
                                             lab_stream_sent(s)));
         return;
     }
-    if (rc != PROTO_OK) {
+    if (rc != LAB_OK) {
         lab_stream_unexpected(s, line, len, lic_kind_name(want));
         return;
     }
     if (r.kind == LICONIC_REPLY_ERROR) {
         char dc[16];
         snprintf(dc, sizeof dc, "E%d", r.error);
-        lab_drv_error_set(&e, LAB_DRV_EDEVICE, dc, "%s (after '%s')", r.text, lab_stream_sent(s));
+        lab_drv_error_set(&e, LAB_EDEVICE, dc, "%s (after '%s')", r.text, lab_stream_sent(s));
         /* E1: "check if communication is opened by CR": the controller and we are out of step;
          * the line is drained and the handshake runs again before anything else. */
         if (r.error == 1)
@@ -451,7 +451,7 @@ static int lic_check_conf(const lab_drv_conf_t *c, const char **key, char *err, 
     liconic_cassettes_t cs;
     const char *n = lab_drv_conf_str(c, "cassettes"), *cap = lab_drv_conf_str(c, "capacity");
     if (liconic_cassettes_parse(lab_drv_conf_str(c, "rack_type"), lab_drv_conf_str(c, "rack_types"),
-                                n ? atoi(n) : 0, &cs, err, errlen) != PROTO_OK) {
+                                n ? atoi(n) : 0, &cs, err, errlen) != LAB_OK) {
         /* the parser's message begins with the key it is about: the caller names it itself */
         static const char *const keys[] = {"rack_types", "rack_type", "cassettes"};
         *key = "rack_type";
@@ -463,13 +463,13 @@ static int lic_check_conf(const lab_drv_conf_t *c, const char **key, char *err, 
                 break;
             }
         }
-        return -1;
+        return LAB_EINVAL;
     }
     if (cap && atol(cap) > liconic_cassettes_slots(&cs)) {
         *key = "capacity";
         snprintf(err, errlen, "%s is more than the %d slots of its %d cassette%s", cap,
                  liconic_cassettes_slots(&cs), cs.n, cs.n == 1 ? "" : "s");
-        return -1;
+        return LAB_EINVAL;
     }
     return 0;
 }
@@ -481,8 +481,8 @@ static int lic_open(lab_driver_t *d, char *err, size_t errlen)
     const char *rt = lab_drv_has(d, "rack_type") ? lab_drv_str(d, "rack_type") : NULL;
     const char *rts = lab_drv_has(d, "rack_types") ? lab_drv_str(d, "rack_types") : NULL;
     int n = lab_drv_has(d, "cassettes") ? (int)lab_drv_int(d, "cassettes") : 0;
-    if (liconic_cassettes_parse(rt, rts, n, &p->cassettes, err, errlen) != PROTO_OK)
-        return -1;
+    if (liconic_cassettes_parse(rt, rts, n, &p->cassettes, err, errlen) != LAB_OK)
+        return LAB_EINVAL;
     for (int c = 0; c < p->cassettes.n; c++) {
         const liconic_rack_t *r = p->cassettes.rack[c];
         if (!liconic_rack_verified(r))
@@ -533,7 +533,7 @@ static void lic_refuse(lab_driver_t *d, const char *fmt, ...) __attribute__((for
 static void lic_refuse(lab_driver_t *d, const char *fmt, ...)
 {
     lic_t *p = lab_drv_priv(d);
-    lab_drv_error_t e = {.code = LAB_DRV_EPARAM};
+    lab_drv_error_t e = {.code = LAB_EINVAL};
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e.text, sizeof e.text, fmt, ap);
@@ -541,7 +541,7 @@ static void lic_refuse(lab_driver_t *d, const char *fmt, ...)
     lab_stream_refuse(&p->st, &e);
 }
 
-/* Write and read back each set point given; -1 when one is refused. */
+/* Write and read back each set point given; LAB_EINVAL when one is refused. */
 static int lic_climate_steps(lab_driver_t *d, json_t *params)
 {
     lic_t *p = lab_drv_priv(d);
@@ -561,12 +561,12 @@ static int lic_climate_steps(lab_driver_t *d, json_t *params)
         if (i >= p->climate_n) {
             lic_refuse(d, "%s: params/%s: not controlled by this model (climate = %s)",
                        lab_drv_current(d)->name, rows[i].param, lab_drv_str(d, "climate"));
-            return -1;
+            return LAB_EINVAL;
         }
-        if (liconic_climate_set_cmd(rows[i].what, json_number_value(v), &w) != PROTO_OK) {
+        if (liconic_climate_set_cmd(rows[i].what, json_number_value(v), &w) != LAB_OK) {
             lic_refuse(d, "%s: params/%s: %g is outside the controller's range",
                        lab_drv_current(d)->name, rows[i].param, json_number_value(v));
-            return -1;
+            return LAB_EINVAL;
         }
         liconic_climate_read_cmd(rows[i].what, 1, &r);
         lic_step_add(&p->op, w, 0, NULL, -1);
@@ -644,7 +644,7 @@ static void lic_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *param
                                    : liconic_seq_unload(&site, s, LICONIC_SEQ_MAX);
         if (n < 0) {
             lic_refuse(d, "%s: cassette %lld slot %lld: %s", a->name, (long long)cassette,
-                       (long long)slot, proto_strerror(n));
+                       (long long)slot, lab_strerror(n));
             return;
         }
         /* The handler must be idle before the site words change, and the operation ends when

@@ -269,9 +269,8 @@ static void star_send(star_t *s, const char *cmd, const star_plan_t *pl)
     s->pending.last_id = last;
     int id = star_pending_add(&s->pending, "C0", cmd, NULL);
     if (id < 0) {
-        lab_stream_end_later(&s->st,
-                             lab_drv_error_set(&e, LAB_DRV_EINTERNAL, NULL,
-                                               "no free command id: %s", proto_strerror(id)));
+        lab_stream_end_later(&s->st, lab_drv_error_set(&e, LAB_EINTERNAL, NULL,
+                                                       "no free command id: %s", lab_strerror(id)));
         return;
     }
     s->id = id;
@@ -280,10 +279,10 @@ static void star_send(star_t *s, const char *cmd, const star_plan_t *pl)
     char buf[2048];
     int n = star_build(s, cmd, id, pl, buf, sizeof buf);
     if (n < 0) {
-        lab_stream_end_later(&s->st, lab_drv_error_set(&e, LAB_DRV_EPARAM, NULL,
+        lab_stream_end_later(&s->st, lab_drv_error_set(&e, LAB_EINVAL, NULL,
                                                        "C0%s: a position or volume does not fit "
                                                        "the firmware's fields (%s)",
-                                                       cmd, proto_strerror(n)));
+                                                       cmd, lab_strerror(n)));
         return;
     }
     s->sent_at = uv_now(lab_drv_loop(s->d));
@@ -320,7 +319,7 @@ static void star_device_error(const star_msg_t *m, lab_drv_error_t *e)
                                : er->code_text ? ""
                                                : "unknown code");
     }
-    lab_drv_error_set(e, LAB_DRV_EDEVICE, code, "C0%s: %s", m->cmd, text);
+    lab_drv_error_set(e, LAB_EDEVICE, code, "C0%s: %s", m->cmd, text);
 }
 
 /* ---- sequences on the stream base ---- */
@@ -408,7 +407,7 @@ static void star_reply_cb(lab_stream_t *st, const char *data, size_t len)
     static star_msg_t m; /* large; the loop thread is the only user */
     char want[16];
     snprintf(want, sizeof want, "C0%sid%04d", s->cmd, s->id);
-    if (star_parse(data, len, &m) != PROTO_OK) {
+    if (star_parse(data, len, &m) != LAB_OK) {
         lab_stream_unexpected(st, data, len, want);
         return;
     }
@@ -492,9 +491,9 @@ static void star_message(lab_stream_t *st, const char *msg, size_t len)
 {
     static star_msg_t m;
     int rc = star_parse(msg, len, &m);
-    if (rc != PROTO_OK) {
+    if (rc != LAB_OK) {
         char why[96];
-        snprintf(why, sizeof why, "not a firmware reply (%s at byte %zu)", proto_strerror(rc),
+        snprintf(why, sizeof why, "not a firmware reply (%s at byte %zu)", lab_strerror(rc),
                  m.err_at);
         lab_stream_garbage(st, msg, len, why);
         return;
@@ -556,13 +555,13 @@ static bool star_volume(json_t *jv, const char *at, int ch, long *out, lab_drv_e
     if (ch >= 0)
         snprintf(who, sizeof who, " (channel %d)", ch + 1);
     if (!json_is_number(jv) || !(ul >= 0 && ul <= 1000)) {
-        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
-                          "params/volume_ul%s%s: not a volume in 0..1000 uL", at, who);
+        lab_drv_error_set(e, LAB_EINVAL, NULL, "params/volume_ul%s%s: not a volume in 0..1000 uL",
+                          at, who);
         return false;
     }
     *out = lround(ul * 10);
     if (ul > 0 && *out == 0) {
-        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+        lab_drv_error_set(e, LAB_EINVAL, NULL,
                           "params/volume_ul%s%s: %g uL is below the firmware's 0.1 uL step%s", at,
                           who, ul, ch >= 0 ? " (0 leaves the channel out)" : "");
         return false;
@@ -585,7 +584,7 @@ static bool star_volumes(star_t *s, json_t *jv, bool named, unsigned *mask, long
         return true;
     }
     if (named) {
-        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+        lab_drv_error_set(e, LAB_EINVAL, NULL,
                           "params/volume_ul: an array is one entry per channel with a tip; with "
                           "channel, give one number");
         return false;
@@ -599,7 +598,7 @@ static bool star_volumes(star_t *s, json_t *jv, bool named, unsigned *mask, long
         if (!(*mask & (1u << ch)))
             continue;
         if (k == n) {
-            lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+            lab_drv_error_set(e, LAB_EINVAL, NULL,
                               "params/volume_ul: %zu entries for the %d channels with a tip: "
                               "channel %d has none (give 0 to leave a channel out)",
                               n, have, ch + 1);
@@ -613,14 +612,14 @@ static bool star_volumes(star_t *s, json_t *jv, bool named, unsigned *mask, long
             acting |= 1u << ch;
     }
     if (k < n) {
-        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+        lab_drv_error_set(e, LAB_EINVAL, NULL,
                           "params/volume_ul/%zu: one entry too many: %zu entries for the %d "
                           "channels with a tip",
                           k, n, have);
         return false;
     }
     if (!acting) {
-        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+        lab_drv_error_set(e, LAB_EINVAL, NULL,
                           "params/volume_ul: every entry is 0: no channel would move liquid");
         return false;
     }
@@ -637,7 +636,7 @@ static bool star_plan_liquid(star_t *s, json_t *params, star_plan_t *pl, lab_drv
     if (jch) {
         int ch = (int)json_integer_value(jch) - 1;
         if (ch >= s->channels) {
-            lab_drv_error_set(e, LAB_DRV_EPARAM, NULL, "channel %d: the instrument has %d", ch + 1,
+            lab_drv_error_set(e, LAB_EINVAL, NULL, "channel %d: the instrument has %d", ch + 1,
                               s->channels);
             return false;
         }
@@ -645,7 +644,7 @@ static bool star_plan_liquid(star_t *s, json_t *params, star_plan_t *pl, lab_drv
     } else {
         mask = star_tipped(s);
         if (!mask) {
-            lab_drv_error_set(e, LAB_DRV_ESTATE, NULL,
+            lab_drv_error_set(e, LAB_ESTATE, NULL,
                               "no channel holds a tip: pick_up_tips first, or name the channel");
             return false;
         }
@@ -656,13 +655,13 @@ static bool star_plan_liquid(star_t *s, json_t *params, star_plan_t *pl, lab_drv
     if (reagent) {
         int r = star_reagent(s, reagent);
         if (r < 0) {
-            lab_drv_error_set(e, LAB_DRV_EPARAM, NULL, "reagent '%s' is not on the deck (%s)",
-                              reagent, lab_drv_str(s->d, "reagents"));
+            lab_drv_error_set(e, LAB_EINVAL, NULL, "reagent '%s' is not on the deck (%s)", reagent,
+                              lab_drv_str(s->d, "reagents"));
             return false;
         }
         col = r;
     } else if (!star_well(s, well, &row, &col)) {
-        lab_drv_error_set(e, LAB_DRV_EPARAM, NULL, "well %s is not on a %d-well plate", well,
+        lab_drv_error_set(e, LAB_EINVAL, NULL, "well %s is not on a %d-well plate", well,
                           s->rows * s->cols);
         return false;
     }
@@ -685,7 +684,7 @@ static bool star_plan_liquid(star_t *s, json_t *params, star_plan_t *pl, lab_drv
         }
         int r = row + (ch - first) * (s->channel_pitch / s->pitch);
         if (r >= s->rows && acts) {
-            lab_drv_error_set(e, LAB_DRV_EPARAM, NULL,
+            lab_drv_error_set(e, LAB_EINVAL, NULL,
                               "channel %d would reach row %d below %s, off the plate: name one "
                               "channel or a well higher up",
                               ch + 1, r + 1, well);
@@ -752,12 +751,12 @@ static void star_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *para
         int n = jn ? (int)json_integer_value(jn) : 1; /* one tip unless asked: tips cost */
         memset(&pl, 0, sizeof pl);
         if (s->tip_col >= s->tip_cols || n > s->channels)
-            lab_drv_error_set(&e, LAB_DRV_EPARAM, NULL,
+            lab_drv_error_set(&e, LAB_EINVAL, NULL,
                               "column %d / %d channels: the rack has %d columns, the instrument "
                               "%d channels",
                               s->tip_col + 1, n, s->tip_cols, s->channels);
         else if (star_tipped(s))
-            lab_drv_error_set(&e, LAB_DRV_ESTATE, NULL, "tips are fitted already: drop_tips first");
+            lab_drv_error_set(&e, LAB_ESTATE, NULL, "tips are fitted already: drop_tips first");
         pl.mask = (1u << n) - 1;
         for (int ch = 0; ch < n; ch++) {
             pl.xp[ch] = s->tip_x + s->tip_col * s->tip_pitch;
@@ -768,7 +767,7 @@ static void star_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *para
         cmd = strcmp(a->name, "aspirate") == 0 ? "AS" : "DS";
         star_plan_liquid(s, params, &pl, &e);
     }
-    if (e.code != LAB_DRV_OK) { /* refused: the firmware never sees it */
+    if (e.code != LAB_OK) { /* refused: the firmware never sees it */
         lab_stream_refuse(&s->st, &e);
         return;
     }

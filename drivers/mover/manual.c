@@ -51,7 +51,7 @@ static void manual_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *pa
     }
     /* confirm: immediate; the move is the operation in progress. */
     if (!m->pending) {
-        lab_drv_done(d, lab_drv_error_set(&err, LAB_DRV_ESTATE, NULL, "no move is waiting"), NULL);
+        lab_drv_done(d, lab_drv_error_set(&err, LAB_ESTATE, NULL, "no move is waiting"), NULL);
         return;
     }
     json_t *moved = m->pending;

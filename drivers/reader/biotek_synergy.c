@@ -188,10 +188,10 @@ static int bt_take_body(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_
 {
     bt_t *p = lab_drv_priv(d);
     int rc = biotek_parse_body(f->payload, f->len, p->rows, p->cols, &p->plate);
-    if (rc != PROTO_OK) {
-        lab_drv_error_set(e, LAB_DRV_EPROTO, NULL, "result body: %s at byte %zu",
-                          proto_strerror(rc), p->plate.err_at);
-        return -1;
+    if (rc != LAB_OK) {
+        lab_drv_error_set(e, LAB_EPROTO, NULL, "result body: %s at byte %zu", lab_strerror(rc),
+                          p->plate.err_at);
+        return e->code;
     }
     json_t *values = json_object();
     for (int r = p->rect.row0; r <= p->rect.row1; r++)
@@ -207,9 +207,8 @@ static int bt_take_body(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_
                 break;
             default:
                 json_decref(values);
-                lab_drv_error_set(e, LAB_DRV_EPROTO, NULL, "result body: no value for well %s",
-                                  name);
-                return -1;
+                lab_drv_error_set(e, LAB_EPROTO, NULL, "result body: no value for well %s", name);
+                return e->code;
             }
         }
     json_object_set_new(p->result, "values", values);
@@ -240,24 +239,24 @@ static int bt_status_ok(const biotek_frame_t *f, char letter, lab_drv_error_t *e
             return 0;
         break;
     case BIOTEK_STATUS_CODE:
-        lab_drv_error_set(e, LAB_DRV_EDEVICE, shown, "'%c' (%s) answered status %s", letter, name,
+        lab_drv_error_set(e, LAB_EDEVICE, shown, "'%c' (%s) answered status %s", letter, name,
                           shown);
-        return -1;
+        return e->code;
     default:
         if (bad < f->len)
-            lab_drv_error_set(e, LAB_DRV_EPROTO, NULL,
+            lab_drv_error_set(e, LAB_EPROTO, NULL,
                               "'%c' (%s): unexpected byte 0x%02x at offset %zu of reply '%s'",
                               letter, name, (unsigned char)f->payload[bad], bad, shown);
         else
-            lab_drv_error_set(e, LAB_DRV_EPROTO, NULL,
+            lab_drv_error_set(e, LAB_EPROTO, NULL,
                               "'%c' (%s): a status of %zu digits '%s' (4, or 37 after a read "
                               "definition)",
                               letter, name, f->len, shown);
-        return -1;
+        return e->code;
     }
-    lab_drv_error_set(e, LAB_DRV_EPROTO, NULL, "'%c' (%s): unexpected reply '%s'%s", letter, name,
+    lab_drv_error_set(e, LAB_EPROTO, NULL, "'%c' (%s): unexpected reply '%s'%s", letter, name,
                       shown, f->ack ? "" : " without ACK");
-    return -1;
+    return e->code;
 }
 
 /* set_temperature: PyLabRobot refuses a set point the reader would have to cool to reach when
@@ -266,14 +265,15 @@ static int bt_check_setpoint(bt_t *p, double celsius, lab_drv_error_t *e)
 {
     if (!p->setpoint_pending || p->can_cool || p->setpoint == 0 || p->setpoint >= celsius)
         return 0;
-    lab_drv_error_set(e, LAB_DRV_ESTATE, NULL,
+    lab_drv_error_set(e, LAB_ESTATE, NULL,
                       "set point %.2f degC is below the current %.2f degC and this reader cannot "
                       "cool (incubation = heat); switch incubation off (null) instead",
                       p->setpoint, celsius);
-    return -1;
+    return e->code;
 }
 
-/* The step's reply frame; 0 to go on, -1 with e filled. */
+/* The step's reply frame; 0 to go on, or e filled and its code returned (so do the helpers
+ * above). */
 static int bt_on_reply(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_t *e)
 {
     bt_t *p = lab_drv_priv(d);
@@ -284,34 +284,34 @@ static int bt_on_reply(lab_driver_t *d, const biotek_frame_t *f, lab_drv_error_t
     switch (s->letter) {
     case 'e':
         if (biotek_parse_version(f->payload, f->len, part, sizeof part, version, sizeof version) !=
-            PROTO_OK)
+            LAB_OK)
             break;
         lab_drv_set_info(d, "part_number", json_string(part));
         lab_drv_set_info(d, "version", json_string(version));
         return 0;
     case 'C':
-        if (biotek_parse_serial(f->payload, f->len, part, sizeof part) != PROTO_OK)
+        if (biotek_parse_serial(f->payload, f->len, part, sizeof part) != LAB_OK)
             break;
         lab_drv_set_info(d, "serial_number", json_string(part));
         return 0;
     case 'h':
-        if (biotek_parse_temperature(f->payload, f->len, &celsius) != PROTO_OK)
+        if (biotek_parse_temperature(f->payload, f->len, &celsius) != LAB_OK)
             break;
         json_object_set_new(p->result, "temperature_c", json_real(round(celsius * 100) / 100));
         return bt_check_setpoint(p, celsius, e);
     default:
         return bt_status_ok(f, s->letter, e);
     }
-    lab_drv_error_set(e, LAB_DRV_EPROTO, NULL, "'%c' (%s): unexpected reply '%s'", s->letter,
+    lab_drv_error_set(e, LAB_EPROTO, NULL, "'%c' (%s): unexpected reply '%s'", s->letter,
                       bt_name(s->letter), shown);
-    return -1;
+    return e->code;
 }
 
 /* A step's error: a refusal leaves the exchange in step; anything else resynchronises, and a
  * run that may have started is aborted. */
 static void bt_fail(bt_t *p, const lab_drv_error_t *e)
 {
-    if (e->code == LAB_DRV_EDEVICE || e->code == LAB_DRV_ESTATE) {
+    if (e->code == LAB_EDEVICE || e->code == LAB_ESTATE) {
         lab_stream_end(&p->st, e);
         return;
     }
@@ -334,7 +334,7 @@ static void bt_reply_cb(lab_stream_t *st, const char *data, size_t len)
         /* The reader takes the parameter now; its answer is an ETX frame. */
         biotek_rx_expect(&p->rx, BIOTEK_EXPECT_ETX);
         if (lab_stream_write(st, s->param, s->param_len) < 0) {
-            lab_stream_end(st, lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL,
+            lab_stream_end(st, lab_drv_error_set(&e, LAB_EOFFLINE, NULL,
                                                  "cannot send the parameter of '%c'", s->letter));
             return;
         }
@@ -374,7 +374,7 @@ static void bt_timeout_cb(lab_stream_t *st, lab_drv_error_t *e)
     if (s->letter == 'O')
         lab_stream_write(st, "x", 1);
     p->lost_optional = p->cur == &p->op && s->optional;
-    lab_drv_error_set(e, LAB_DRV_ETIMEOUT, NULL,
+    lab_drv_error_set(e, LAB_ETIMEDOUT, NULL,
                       "no %s to '%c' (%s); the reader does not answer a command it cannot "
                       "execute",
                       waits[p->phase], s->letter, bt_name(s->letter));
@@ -407,7 +407,7 @@ static void bt_end_cb(lab_stream_t *st, lab_stream_owner_t owner, const lab_drv_
     }
     json_t *result = p->result;
     p->result = NULL;
-    if (err && err->code == LAB_DRV_ETIMEOUT && p->lost_optional) {
+    if (err && err->code == LAB_ETIMEDOUT && p->lost_optional) {
         /* Only the temperature after a read is optional: the values stand without it, as
          * PyLabRobot's nan. The base resynchronises all the same. */
         log_info("biotek", "instrument=%s %s; result without it", lab_driver_id(d), err->text);
@@ -429,7 +429,7 @@ static int bt_frame_cb(void *ud, const biotek_frame_t *f, int err)
 {
     lab_stream_t *st = ud;
     bt_t *p = lab_drv_priv(lab_stream_driver(st));
-    if (err == PROTO_EGARBAGE) {
+    if (err == LAB_EGARBAGE) {
         /* Noise before an ACK is no answer to anything: the ACK may still come. Giving up here
          * would leave the reader waiting for a parameter and take our next letter for it. */
         log_warn("biotek", "instrument=%s noise before an ACK skipped",
@@ -437,7 +437,7 @@ static int bt_frame_cb(void *ud, const biotek_frame_t *f, int err)
         return 0;
     }
     if (err) {
-        lab_stream_garbage(st, "", 0, proto_strerror(err));
+        lab_stream_garbage(st, "", 0, lab_strerror(err));
         return 1;
     }
     if (p->rx.expect == BIOTEK_EXPECT_ACK)
@@ -570,7 +570,7 @@ static void bt_refuse(lab_driver_t *d, const char *fmt, ...) __attribute__((form
 static void bt_refuse(lab_driver_t *d, const char *fmt, ...)
 {
     bt_t *p = lab_drv_priv(d);
-    lab_drv_error_t e = {.code = LAB_DRV_EPARAM};
+    lab_drv_error_t e = {.code = LAB_EINVAL};
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e.text, sizeof e.text, fmt, ap);
@@ -630,7 +630,7 @@ static void bt_plan_read(lab_driver_t *d, const lab_drv_action_t *a, json_t *par
     int g = biotek_encode_geometry(&p->geometry, geo, sizeof geo);
     if (n <= 0 || g <= 0) {
         bt_refuse(d, "%s: %s: %s", a->name, n <= 0 ? "read definition" : "plate geometry",
-                  proto_strerror(n <= 0 ? n : g));
+                  lab_strerror(n <= 0 ? n : g));
         return;
     }
     p->rect = r;
@@ -661,7 +661,7 @@ static void bt_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
         p->setpoint = json_is_number(t) ? json_number_value(t) : 0;
         int n = biotek_encode_setpoint(p->setpoint, sp, sizeof sp);
         if (n <= 0) {
-            bt_refuse(d, "%s: params/temperature_c: %s", a->name, proto_strerror(n));
+            bt_refuse(d, "%s: params/temperature_c: %s", a->name, lab_strerror(n));
             return;
         }
         p->setpoint_pending = true;

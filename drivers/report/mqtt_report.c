@@ -39,7 +39,7 @@ static int report_open(lab_driver_t *d, char *err, size_t errlen)
     r->stale.data = d;
     r->stale_open = true;
     char topic[300];
-    if (report_topic(lab_driver_id(d), topic, sizeof topic) == PROTO_OK)
+    if (report_topic(lab_driver_id(d), topic, sizeof topic) == LAB_OK)
         lab_drv_set_info(d, "report_topic", json_string(topic));
     return 0;
 }
@@ -49,7 +49,7 @@ static void report_went_stale(uv_timer_t *t)
     lab_driver_t *d = t->data;
     lab_drv_error_t e;
     lab_drv_set_state(d, LAB_INST_OFFLINE,
-                      lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "no report for %g s",
+                      lab_drv_error_set(&e, LAB_EOFFLINE, NULL, "no report for %g s",
                                         lab_drv_double(d, "stale_s")));
 }
 
@@ -57,7 +57,7 @@ static void report_start(lab_driver_t *d)
 {
     lab_drv_error_t e;
     lab_drv_set_state(d, LAB_INST_OFFLINE,
-                      lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "no report received yet"));
+                      lab_drv_error_set(&e, LAB_EOFFLINE, NULL, "no report received yet"));
 }
 
 static void report_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params)
@@ -77,10 +77,10 @@ static int report_feed(lab_driver_t *d, const char *doc, size_t len, char *err, 
     mqtt_report_t *r = lab_drv_priv(d);
     static report_t rep; /* 20 kB; the loop thread is the only caller */
     report_error_t re;
-    if (report_parse(doc, len, &rep, &re) != PROTO_OK) {
+    if (report_parse(doc, len, &rep, &re) != LAB_OK) {
         r->refused++;
         snprintf(err, errlen, "%s: %s", re.path[0] ? re.path : "(document)", re.message);
-        return -1;
+        return LAB_EINVAL;
     }
     int64_t ts = 0;
     if (rep.has_ts && lab_time_parse(rep.ts, &ts) != 0)

@@ -138,7 +138,7 @@ static void mt_end(mt_t *m, const lab_drv_error_t *err)
         json_decref(result);
 }
 
-static void mt_fail(mt_t *m, lab_drv_err_t code, const char *fmt, const char *what)
+static void mt_fail(mt_t *m, int code, const char *fmt, const char *what)
 {
     lab_drv_error_t e;
     lab_drv_error_set(&e, code, NULL, "%s: %s", fmt, what);
@@ -196,7 +196,7 @@ static void mt_step(mt_t *m)
     case MT_WRITE_SV:
         rc = modbus_reg_encode(m->sv, m->want, m->decimals, 0, &acc);
         if (rc) { /* checked in invoke already; a second look costs nothing */
-            mt_fail(m, LAB_DRV_EPARAM, "set point out of range", proto_strerror(rc));
+            mt_fail(m, LAB_EINVAL, "set point out of range", lab_strerror(rc));
             return;
         }
         mt_submit(m, mt_write_op(m->sv), m->sv, acc.w, false);
@@ -223,7 +223,7 @@ static double mt_decode(mt_t *m, const modbus_reg_t *r, const lab_modbus_result_
         }
         return v;
     }
-    if (res->words && modbus_reg_decode(r, res->words, 1, m->decimals, 0, &v) == PROTO_OK)
+    if (res->words && modbus_reg_decode(r, res->words, 1, m->decimals, 0, &v) == LAB_OK)
         *ok = 1;
     return v;
 }
@@ -238,24 +238,24 @@ static void mt_op_result(mt_t *m, const lab_modbus_result_t *res)
         break;
     case LAB_EDEVICE:
         snprintf(code, sizeof code, "exception %d", res->exception);
-        lab_drv_error_set(&e, LAB_DRV_EDEVICE, code, "%s %s at 0x%04x: Modbus exception %d (%s)",
+        lab_drv_error_set(&e, LAB_EDEVICE, code, "%s %s at 0x%04x: Modbus exception %d (%s)",
                           lab_modbus_op_name(res->op), m->model->key, (unsigned)res->addr,
                           res->exception, res->exception_name ? res->exception_name : "?");
         mt_end(m, &e);
         return;
     case LAB_ETIMEDOUT:
-        lab_drv_error_set(&e, LAB_DRV_ETIMEOUT, NULL, "unit %d did not answer %s at 0x%04x: %s",
+        lab_drv_error_set(&e, LAB_ETIMEDOUT, NULL, "unit %d did not answer %s at 0x%04x: %s",
                           m->unit, lab_modbus_op_name(res->op), (unsigned)res->addr,
                           res->message ? res->message : "timeout");
         mt_end(m, &e);
         return;
     case LAB_EPROTO:
-        lab_drv_error_set(&e, LAB_DRV_EPROTO, NULL, "unit %d answered %s with a bad frame: %s",
-                          m->unit, lab_modbus_op_name(res->op), res->message ? res->message : "?");
+        lab_drv_error_set(&e, LAB_EPROTO, NULL, "unit %d answered %s with a bad frame: %s", m->unit,
+                          lab_modbus_op_name(res->op), res->message ? res->message : "?");
         mt_end(m, &e);
         return;
     default: /* the connection: the bus reports offline as well */
-        lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "%s: %s", lab_modbus_op_name(res->op),
+        lab_drv_error_set(&e, LAB_EOFFLINE, NULL, "%s: %s", lab_modbus_op_name(res->op),
                           res->message ? res->message : lab_strerror(res->status));
         mt_end(m, &e);
         return;
@@ -290,7 +290,7 @@ static void mt_op_result(mt_t *m, const lab_modbus_result_t *res)
         break;
     }
     if (!ok) {
-        mt_fail(m, LAB_DRV_EPROTO, lab_modbus_op_name(res->op), "the answer could not be decoded");
+        mt_fail(m, LAB_EPROTO, lab_modbus_op_name(res->op), "the answer could not be decoded");
         return;
     }
     m->at++;
@@ -319,7 +319,7 @@ static void mt_probe_result(mt_t *m, const lab_modbus_result_t *res)
     }
     if (res->status == LAB_ECONN || res->status == LAB_ESHUTDOWN)
         return; /* the bus reports offline and connects again by itself */
-    lab_drv_error_set(&e, res->status == LAB_ETIMEDOUT ? LAB_DRV_ETIMEOUT : LAB_DRV_EPROTO, NULL,
+    lab_drv_error_set(&e, res->status == LAB_ETIMEDOUT ? LAB_ETIMEDOUT : LAB_EPROTO, NULL,
                       "connected, but unit %d does not answer: %s", m->unit,
                       res->message ? res->message : lab_strerror(res->status));
     lab_drv_set_state(m->d, LAB_INST_OFFLINE, &e);
@@ -370,7 +370,7 @@ static void mt_submit(mt_t *m, lab_modbus_op_t op, const modbus_reg_t *r, const 
         m->probing = false;
         return;
     }
-    mt_fail(m, LAB_DRV_EINTERNAL, "the bus refused the request", lab_strerror(rc));
+    mt_fail(m, LAB_EINTERNAL, "the bus refused the request", lab_strerror(rc));
 }
 
 static void mt_probe(mt_t *m)
@@ -395,7 +395,7 @@ static void mt_bus_state(lab_modbus_bus_t *bus, lab_transport_state_t state, int
     m->linked = false;
     uv_timer_stop(&m->probe_timer);
     lab_drv_error_t e;
-    lab_drv_error_set(&e, LAB_DRV_EOFFLINE, NULL, "%s: %s", lab_drv_str(m->d, "modbus"),
+    lab_drv_error_set(&e, LAB_EOFFLINE, NULL, "%s: %s", lab_drv_str(m->d, "modbus"),
                       reason ? reason : lab_strerror(err));
     lab_drv_set_state(m->d, LAB_INST_OFFLINE, &e);
 }
@@ -405,7 +405,7 @@ static void mt_bus_state(lab_modbus_bus_t *bus, lab_transport_state_t state, int
 static void mt_defer_due(uv_timer_t *t)
 {
     mt_t *m = t->data;
-    if (m->steps && m->deferred.code != LAB_DRV_OK) {
+    if (m->steps && m->deferred.code != LAB_OK) {
         lab_drv_error_t e = m->deferred;
         memset(&m->deferred, 0, sizeof m->deferred);
         mt_end(m, &e);
@@ -425,9 +425,9 @@ static void mt_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
         m->steps = steps_set;
         m->want = json_number_value(json_object_get(params, "temperature_c"));
         modbus_access_t acc;
-        if (modbus_reg_encode(m->sv, m->want, m->decimals, 0, &acc) != PROTO_OK) {
+        if (modbus_reg_encode(m->sv, m->want, m->decimals, 0, &acc) != LAB_OK) {
             double lim = 32767 / pow(10, m->decimals);
-            lab_drv_error_set(&m->deferred, LAB_DRV_EPARAM, NULL,
+            lab_drv_error_set(&m->deferred, LAB_EINVAL, NULL,
                               "temperature_c %g is outside what the %s set point register holds "
                               "(%g..%g degC with %d decimal%s)",
                               m->want, m->model->model, -lim - 1 / pow(10, m->decimals), lim,

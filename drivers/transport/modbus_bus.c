@@ -272,14 +272,15 @@ static void push_event(lab_modbus_bus_t *bus, lab_transport_state_t state, int e
 }
 
 /* Connect the TCP socket ourselves (poll() has no FD_SETSIZE limit) and hand it to libmodbus
- * only if its select() can wait on it. */
+ * only if its select() can wait on it. The socket, or LAB_ECONN with why in reason (so does
+ * rtu_connect). */
 static int tcp_connect(lab_modbus_bus_t *bus, char *reason, size_t n)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
     int rc = getaddrinfo(bus->host, bus->service, &hints, &res);
     if (rc != 0) {
         snprintf(reason, n, "resolve %s: %s", bus->host, gai_strerror(rc));
-        return -1;
+        return LAB_ECONN;
     }
     int fd = -1;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
@@ -320,7 +321,7 @@ static int tcp_connect(lab_modbus_bus_t *bus, char *reason, size_t n)
     }
     freeaddrinfo(res);
     if (fd < 0)
-        return -1;
+        return LAB_ECONN;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK); /* libmodbus expects blocking I/O */
@@ -332,7 +333,7 @@ static int rtu_connect(lab_modbus_bus_t *bus, char *reason, size_t n)
 {
     if (modbus_connect(bus->ctx) < 0) {
         snprintf(reason, n, "open %s: %s", bus->device, modbus_strerror(errno));
-        return -1;
+        return LAB_ECONN;
     }
     int fd = modbus_get_socket(bus->ctx);
     if (fd >= FD_SETSIZE) {
@@ -341,7 +342,7 @@ static int rtu_connect(lab_modbus_bus_t *bus, char *reason, size_t n)
                  "buses at start-up",
                  fd, FD_SETSIZE, LIBMODBUS_VERSION_STRING);
         modbus_close(bus->ctx);
-        return -1;
+        return LAB_ECONN;
     }
     return fd;
 }

@@ -151,7 +151,7 @@ static int writer_spawn(void)
         return 0;
     if (pthread_create(&W.thread, NULL, writer_main, NULL) != 0) {
         log_error(SUB, "cannot start the recording writer thread");
-        return -1;
+        return LAB_ENOMEM; /* the system refused a thread: EAGAIN, its resources */
     }
     atomic_store(&W.live, 1);
     return 0;

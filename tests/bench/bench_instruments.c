@@ -86,7 +86,7 @@ static void again(lab_driver_t *d, const lab_drv_error_t *e, json_t *res, void *
 {
     (void)res;
     (void)arg;
-    if (e->code != LAB_DRV_OK) {
+    if (e->code != LAB_OK) {
         failed++;
         fprintf(stderr, "bench: %s: %s\n", lab_driver_id(d), e->text);
     }

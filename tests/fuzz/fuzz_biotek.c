@@ -25,7 +25,7 @@ static int on_cmd(void *ud, const biotek_cmd_t *c, int phase, int err)
     if (!err && phase == 1 && c->letter == 'D') {
         biotek_rect_t r;
         int wl;
-        if (biotek_parse_absorbance(c->param, c->param_len, &r, &wl) == PROTO_OK) {
+        if (biotek_parse_absorbance(c->param, c->param_len, &r, &wl) == LAB_OK) {
             char buf[64];
             int n = biotek_encode_absorbance(&r, wl, buf, sizeof buf);
             if (n != (int)c->param_len + 1 || memcmp(buf, c->param, c->param_len) != 0)
@@ -54,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     biotek_cmd_rx_init(&crx);
     biotek_cmd_rx_feed(&crx, d, n, on_cmd, NULL);
 
-    if (biotek_parse_body((const char *)d, n, rows, cols, &p) == PROTO_OK) {
+    if (biotek_parse_body((const char *)d, n, rows, cols, &p) == LAB_OK) {
         /* Re-encode the bounding rectangle of what was read and compare the wells. */
         biotek_rect_t r = {rows + 1, cols + 1, 0, 0};
         for (int i = 0; i < rows; i++)
@@ -66,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     r.col1 = k + 1 > r.col1 ? k + 1 : r.col1;
                 }
         int len = biotek_encode_body(&p, &r, BIOTEK_FMT_ABSORBANCE, p.code, buf, sizeof buf);
-        if (len > 0 && biotek_parse_body(buf, (size_t)len - 1, rows, cols, &q) != PROTO_OK)
+        if (len > 0 && biotek_parse_body(buf, (size_t)len - 1, rows, cols, &q) != LAB_OK)
             abort();
     }
     return 0;

@@ -12,17 +12,17 @@ static int on_line(void *ud, const char *line, size_t len, int err)
         return 0;
     liconic_cmd_t c, back;
     char buf[64];
-    if (liconic_parse_cmd(line, len, &c) == PROTO_OK) {
+    if (liconic_parse_cmd(line, len, &c) == LAB_OK) {
         int n = liconic_encode_cmd(&c, buf, sizeof buf);
-        if (n < 2 || liconic_parse_cmd(buf, (size_t)n - 1, &back) != PROTO_OK || back.op != c.op ||
+        if (n < 2 || liconic_parse_cmd(buf, (size_t)n - 1, &back) != LAB_OK || back.op != c.op ||
             back.addr != c.addr || back.value != c.value)
             abort();
     }
     liconic_reply_t r, rb;
-    if (liconic_parse_reply(line, len, &r) == PROTO_OK) {
+    if (liconic_parse_reply(line, len, &r) == LAB_OK) {
         int n = liconic_encode_reply(&r, buf, sizeof buf);
-        if (n < 3 || liconic_parse_reply(buf, (size_t)n - 2, &rb) != PROTO_OK ||
-            rb.kind != r.kind || rb.value != r.value || rb.error != r.error)
+        if (n < 3 || liconic_parse_reply(buf, (size_t)n - 2, &rb) != LAB_OK || rb.kind != r.kind ||
+            rb.value != r.value || rb.error != r.error)
             abort();
         liconic_handler_error_t he;
         liconic_handler_error_lookup((int)(r.value % 100000), &he);

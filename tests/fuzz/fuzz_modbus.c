@@ -22,13 +22,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             double v;
             uint16_t addr;
             size_t nw;
-            if (modbus_reg_address(&t[i], full, &addr, &nw) != PROTO_OK)
+            if (modbus_reg_address(&t[i], full, &addr, &nw) != LAB_OK)
                 continue;
-            if (modbus_reg_decode(&t[i], w, nw, dp, full, &v) != PROTO_OK)
+            if (modbus_reg_decode(&t[i], w, nw, dp, full, &v) != LAB_OK)
                 continue;
             modbus_access_t a;
             int rc = modbus_reg_encode(&t[i], v, dp, full, &a);
-            if (rc == PROTO_OK && t[i].type != MODBUS_BOOL &&
+            if (rc == LAB_OK && t[i].type != MODBUS_BOOL &&
                 (a.w[0] != w[0] || (nw == 2 && a.w[1] != w[1])))
                 abort();
         }
@@ -37,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         double x;
         memcpy(&x, data + 6, sizeof x);
         uint16_t ww[2], one;
-        if (modbus_float_to_words(x, ww) == PROTO_OK && !isfinite(modbus_words_to_float(ww)))
+        if (modbus_float_to_words(x, ww) == LAB_OK && !isfinite(modbus_words_to_float(ww)))
             abort();
         modbus_scaled_to_word(x, dp, data[5] & 2, &one);
         modbus_ms_to_words(x, ww);

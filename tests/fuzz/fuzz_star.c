@@ -12,7 +12,7 @@ static int on_line(void *ud, const char *line, size_t len, int err)
 {
     static star_msg_t m, back;
     (void)ud;
-    if (err || star_parse(line, len, &m) != PROTO_OK)
+    if (err || star_parse(line, len, &m) != LAB_OK)
         return 0;
     long list[32], v;
     unsigned long h;
@@ -24,12 +24,12 @@ static int on_line(void *ud, const char *line, size_t len, int err)
         const char *name = m.params[i].name;
         star_param_hex(&m, name, &h);
         star_param_list(&m, name, list, 32, &n);
-        if (star_param_int(&m, name, &v) == PROTO_OK && star_param(&m, name) == &m.params[i])
+        if (star_param_int(&m, name, &v) == LAB_OK && star_param(&m, name) == &m.params[i])
             star_int(&b, name, v, (int)m.params[i].len);
     }
     int len2 = star_end(&b, 0);
     if (len2 > 0) {
-        if (star_parse(buf, (size_t)len2, &back) != PROTO_OK || back.id != m.id)
+        if (star_parse(buf, (size_t)len2, &back) != LAB_OK || back.id != m.id)
             abort();
     }
     char which[3];
@@ -37,7 +37,7 @@ static int on_line(void *ud, const char *line, size_t len, int err)
     if (trace != 0 && trace != 30 && which[0] == '\0')
         abort();
     void *ud2;
-    if (star_pending_take(&pending, &m, &ud2) != PROTO_OK && m.id != STAR_NO_ID)
+    if (star_pending_take(&pending, &m, &ud2) != LAB_OK && m.id != STAR_NO_ID)
         star_pending_add(&pending, m.module, m.cmd, NULL);
     return 0;
 }

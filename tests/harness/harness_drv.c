@@ -164,7 +164,7 @@ json_t *h_drv_call(lab_driver_t *d, const char *action, const char *params, lab_
     assert_true(h_drv_run_until(h_drv_call_done, &c, 30000));
     if (err)
         *err = c.err;
-    if (c.err.code != LAB_DRV_OK) {
+    if (c.err.code != LAB_OK) {
         json_decref(c.result);
         return NULL;
     }
@@ -176,12 +176,12 @@ json_t *h_drv_call_ok(lab_driver_t *d, const char *action, const char *params)
     lab_drv_error_t e;
     json_t *r = h_drv_call(d, action, params, &e);
     if (!r)
-        fail_msg("%s %s: %s [%s] %s", action, params ? params : "", lab_drv_err_name(e.code),
+        fail_msg("%s %s: %s [%s] %s", action, params ? params : "", lab_err_json_name(e.code),
                  e.device_code, e.text);
     return r;
 }
 
-lab_drv_err_t h_drv_do(lab_driver_t *d, const char *action, const char *params)
+int h_drv_do(lab_driver_t *d, const char *action, const char *params)
 {
     json_decref(last_result);
     last_result = h_drv_call(d, action, params, &last_err);
@@ -190,8 +190,8 @@ lab_drv_err_t h_drv_do(lab_driver_t *d, const char *action, const char *params)
 
 void h_drv_do_ok(lab_driver_t *d, const char *action, const char *params)
 {
-    if (h_drv_do(d, action, params) != LAB_DRV_OK)
-        fail_msg("%s %s: %s %s", action, params ? params : "", lab_drv_err_name(last_err.code),
+    if (h_drv_do(d, action, params) != LAB_OK)
+        fail_msg("%s %s: %s %s", action, params ? params : "", lab_err_json_name(last_err.code),
                  last_err.text);
 }
 

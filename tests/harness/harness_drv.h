@@ -64,7 +64,7 @@ json_t *h_drv_call(lab_driver_t *d, const char *action, const char *params, lab_
 json_t *h_drv_call_ok(lab_driver_t *d, const char *action, const char *params);
 /* The same, the reply kept until the next h_drv_do: returns the error code; h_drv_result is the
  * result (borrowed, NULL after an error) and h_drv_error the error. */
-lab_drv_err_t h_drv_do(lab_driver_t *d, const char *action, const char *params);
+int h_drv_do(lab_driver_t *d, const char *action, const char *params);
 /* h_drv_do, failing the test on an error. */
 void h_drv_do_ok(lab_driver_t *d, const char *action, const char *params);
 json_t *h_drv_result(void);

@@ -52,7 +52,7 @@ static void fake_frame(void)
     fake.line[fake.len] = '\0';
     if (fake.n < FAKE_FRAMES)
         snprintf(fake.frames[fake.n++], sizeof fake.frames[0], "%s", fake.line);
-    assert_int_equal(star_parse(fake.line, fake.len, &m), PROTO_OK);
+    assert_int_equal(star_parse(fake.line, fake.len, &m), LAB_OK);
     char out[64];
     star_builder_t b;
     if (fake.stale) {
@@ -152,7 +152,7 @@ static int dispensed(const char *what)
     return n;
 }
 
-static void expect_err(lab_driver_t *d, const char *action, const char *params, lab_drv_err_t code)
+static void expect_err(lab_driver_t *d, const char *action, const char *params, int code)
 {
     lab_drv_error_t e;
     json_t *r = h_drv_call(d, action, params, &e);
@@ -160,12 +160,12 @@ static void expect_err(lab_driver_t *d, const char *action, const char *params, 
         fail_msg("%s %s succeeded", action, params ? params : "");
     if (e.code != code)
         fail_msg("%s %s: %s (%s), expected %s", action, params ? params : "",
-                 lab_drv_err_name(e.code), e.text, lab_drv_err_name(code));
+                 lab_err_json_name(e.code), e.text, lab_err_json_name(code));
     /* refused by the driver before a byte was sent: it says so, so the command may be repeated;
      * offline is refused by the framework, before the driver */
-    if ((code == LAB_DRV_ESTATE || code == LAB_DRV_EPARAM) && !e.not_started)
+    if ((code == LAB_ESTATE || code == LAB_EINVAL) && !e.not_started)
         fail_msg("%s %s: %s, not marked as never started", action, params ? params : "",
-                 lab_drv_err_name(e.code));
+                 lab_err_json_name(e.code));
 }
 
 static void test_pipetting(void **state)
@@ -243,24 +243,23 @@ static void test_refusals(void **state)
         lab_drv_error_t e;
         if (lab_driver_call(d, bad[i][0], p, 0, h_drv_on_done, NULL, &e, &problems) == 0)
             fail_msg("%s %s accepted", bad[i][0], bad[i][1]);
-        assert_int_equal(e.code, LAB_DRV_EPARAM);
+        assert_int_equal(e.code, LAB_EINVAL);
         assert_true(json_array_size(problems) >= 1);
         json_decref(problems);
         json_decref(p);
     }
     lab_drv_error_t e;
     assert_int_not_equal(lab_driver_call(d, "shake", NULL, 0, h_drv_on_done, NULL, &e, NULL), 0);
-    assert_int_equal(e.code, LAB_DRV_EACTION);
+    assert_int_equal(e.code, LAB_ENOACTION);
     /* refused by the driver, nothing sent: no tips, a well off the plate, an unknown reagent */
-    expect_err(d, "aspirate", "{\"volume_ul\": 5, \"reagent\": \"substrate\"}", LAB_DRV_ESTATE);
-    expect_err(d, "dispense", "{\"well\": \"M1\", \"volume_ul\": 5, \"channel\": 1}",
-               LAB_DRV_EPARAM);
+    expect_err(d, "aspirate", "{\"volume_ul\": 5, \"reagent\": \"substrate\"}", LAB_ESTATE);
+    expect_err(d, "dispense", "{\"well\": \"M1\", \"volume_ul\": 5, \"channel\": 1}", LAB_EINVAL);
     expect_err(d, "aspirate", "{\"volume_ul\": 5, \"reagent\": \"acid\", \"channel\": 1}",
-               LAB_DRV_EPARAM);
+               LAB_EINVAL);
     json_decref(h_drv_call_ok(d, "pick_up_tips", "{\"channels\": 8}"));
-    expect_err(d, "pick_up_tips", NULL, LAB_DRV_ESTATE);
+    expect_err(d, "pick_up_tips", NULL, LAB_ESTATE);
     /* 8 channels from row F would run off the plate */
-    expect_err(d, "aspirate", "{\"volume_ul\": 5, \"well\": \"F1\"}", LAB_DRV_EPARAM);
+    expect_err(d, "aspirate", "{\"volume_ul\": 5, \"well\": \"F1\"}", LAB_EINVAL);
     json_decref(h_drv_call_ok(d, "drop_tips", NULL));
     assert_int_equal(lab_driver_state(d), LAB_INST_IDLE);
     assert_int_equal(dispensed("dispense"), 10); /* nothing more than test_pipetting's */
@@ -277,7 +276,7 @@ static void test_faults(void **state)
     /* a firmware error: er08/00 with the master table's text; nothing picked up */
     fault("star1", "error");
     assert_null(h_drv_call(d, "pick_up_tips", NULL, &e));
-    assert_int_equal(e.code, LAB_DRV_EDEVICE);
+    assert_int_equal(e.code, LAB_EDEVICE);
     assert_string_equal(e.device_code, "er08/00");
     assert_non_null(strstr(e.text, "No tips"));
     assert_int_equal(lab_driver_state(d), LAB_INST_FAULT);
@@ -287,7 +286,7 @@ static void test_faults(void **state)
     /* garbage before the reply: a protocol error, then the next command works */
     fault("star1", "garbage");
     assert_null(h_drv_call(d, "drop_tips", NULL, &e));
-    assert_int_equal(e.code, LAB_DRV_EPROTO);
+    assert_int_equal(e.code, LAB_EPROTO);
     assert_false(e.not_started); /* sent: it may have moved */
     assert_non_null(strstr(e.text, "\\x"));
     json_decref(h_drv_call_ok(d, "drop_tips", NULL));
@@ -296,7 +295,7 @@ static void test_faults(void **state)
     /* silence: a timeout; answers again after clear */
     fault("star1", "timeout");
     assert_null(h_drv_call(d, "pick_up_tips", NULL, &e));
-    assert_int_equal(e.code, LAB_DRV_ETIMEOUT);
+    assert_int_equal(e.code, LAB_ETIMEDOUT);
     assert_int_equal(lab_driver_state(d), LAB_INST_FAULT);
     fault("star1", "clear");
     json_decref(h_drv_call_ok(d, "pick_up_tips", NULL));
@@ -306,7 +305,7 @@ static void test_faults(void **state)
     /* the pty goes away: offline, refused; back, initialised again, and working */
     fault("star1", "disconnect");
     h_drv_wait_state(d, LAB_INST_OFFLINE);
-    expect_err(d, "pick_up_tips", NULL, LAB_DRV_EOFFLINE);
+    expect_err(d, "pick_up_tips", NULL, LAB_EOFFLINE);
     fault("star1", "clear");
     h_drv_wait_state(d, LAB_INST_IDLE);
     json_decref(h_drv_call_ok(d, "pick_up_tips", "{\"channels\": 2}"));
@@ -333,11 +332,11 @@ static void test_late_reply(void **state)
     lab_drv_error_t e;
     assert_int_equal(lab_driver_call(d, "pick_up_tips", NULL, 0.5, h_drv_on_done, &c, &e, NULL), 0);
     assert_true(h_drv_run_until(h_drv_call_done, &c, 10000));
-    assert_int_equal(c.err.code, LAB_DRV_ETIMEOUT);
+    assert_int_equal(c.err.code, LAB_ETIMEDOUT);
     json_decref(c.result);
     fault("star2", "error");
     assert_null(h_drv_call(d, "drop_tips", NULL, &e));
-    assert_int_equal(e.code, LAB_DRV_EDEVICE);
+    assert_int_equal(e.code, LAB_EDEVICE);
     assert_string_equal(e.device_code, "er08/00");
     json_decref(h_drv_call_ok(d, "drop_tips", NULL));
     assert_int_equal(lab_driver_state(d), LAB_INST_IDLE);
@@ -353,9 +352,9 @@ static void expect_refusal(lab_driver_t *d, const char *action, const char *para
     json_t *r = h_drv_call(d, action, params, &e);
     if (r)
         fail_msg("%s %s succeeded", action, params);
-    if (e.code != LAB_DRV_EPARAM || !strstr(e.text, needle))
+    if (e.code != LAB_EINVAL || !strstr(e.text, needle))
         fail_msg("%s %s: %s \"%s\", expected EPARAM naming \"%s\"", action, params,
-                 lab_drv_err_name(e.code), e.text, needle);
+                 lab_err_json_name(e.code), e.text, needle);
     assert_int_equal(fake.n, frames);
 }
 
@@ -365,8 +364,8 @@ static void frame_list(const char *frame, const char *name, char *out, size_t ca
     static star_msg_t m;
     long v[16];
     size_t n = 0, used = 0;
-    assert_int_equal(star_parse(frame, strlen(frame), &m), PROTO_OK);
-    assert_int_equal(star_param_list(&m, name, v, 16, &n), PROTO_OK);
+    assert_int_equal(star_parse(frame, strlen(frame), &m), LAB_OK);
+    assert_int_equal(star_param_list(&m, name, v, 16, &n), LAB_OK);
     out[0] = '\0';
     for (size_t i = 0; i < n && used < cap; i++)
         used += (size_t)snprintf(out + used, cap - used, "%s%ld", i ? " " : "", v[i]);
@@ -622,7 +621,7 @@ static int usbf_bulk(void *dev, unsigned char ep, uint8_t *data, int len, int *d
             usbf.out[usbf.n_out][len] = '\0';
             usbf.out_len[usbf.n_out++] = len;
         }
-        if (len > 0 && star_parse((const char *)data, (size_t)len, &m) == PROTO_OK &&
+        if (len > 0 && star_parse((const char *)data, (size_t)len, &m) == LAB_OK &&
             usbf.n_reply < 8) {
             star_builder_t b;
             star_begin(&b, usbf.reply[usbf.n_reply], sizeof usbf.reply[0], m.module, m.cmd, m.id);

@@ -102,7 +102,7 @@ static lab_driver_t *make(const char *id, const char *port, const char *poll_s, 
     return make_racks(id, port, poll_s, extra_k, extra_v, "rack_types", RACKS);
 }
 
-static lab_drv_err_t call(const char *action, const char *params)
+static int call(const char *action, const char *params)
 {
     return h_drv_do(drv, action, params);
 }
@@ -175,7 +175,7 @@ static void test_connect_status(void **state)
 {
     (void)state;
     wait_state(&state1, LAB_INST_IDLE);
-    assert_int_equal(call("status", NULL), LAB_DRV_OK);
+    assert_int_equal(call("status", NULL), LAB_OK);
     assert_true(num("temperature_c") > 20 && num("temperature_c") < 24);
     assert_true(num("setpoint_c") > 21.9 && num("setpoint_c") < 22.1);
     assert_true(num("humidity_pct") > 39 && num("humidity_pct") < 41);
@@ -192,16 +192,16 @@ static void test_load_unload(void **state)
 {
     (void)state;
     plate_at("transfer:inc1");
-    assert_int_equal(call("load", "{\"cassette\":2,\"slot\":5}"), LAB_DRV_OK);
+    assert_int_equal(call("load", "{\"cassette\":2,\"slot\":5}"), LAB_OK);
     assert_int_equal(num("cassette"), 2);
     assert_int_equal(num("slot"), 5);
     plate_at("inc1:2/5");
-    assert_int_equal(call("unload", "{\"cassette\":2,\"slot\":5}"), LAB_DRV_OK);
+    assert_int_equal(call("unload", "{\"cassette\":2,\"slot\":5}"), LAB_OK);
     plate_at("transfer:inc1");
     /* the last slot of the 17 mm cassette: DM23 788, DM25 22 */
-    assert_int_equal(call("load", "{\"cassette\":1,\"slot\":22}"), LAB_DRV_OK);
+    assert_int_equal(call("load", "{\"cassette\":1,\"slot\":22}"), LAB_OK);
     plate_at("inc1:1/22");
-    assert_int_equal(call("unload", "{\"cassette\":1,\"slot\":22}"), LAB_DRV_OK);
+    assert_int_equal(call("unload", "{\"cassette\":1,\"slot\":22}"), LAB_OK);
     plate_at("transfer:inc1");
     /* no transfer went at another rack's height */
     assert_int_equal(h_sim_log_count(&sim, "inc1: cassette"), 0);
@@ -211,13 +211,13 @@ static void test_load_unload(void **state)
 static void test_climate(void **state)
 {
     (void)state;
-    assert_int_equal(call("set_temperature", "{\"temperature_c\":37}"), LAB_DRV_OK);
+    assert_int_equal(call("set_temperature", "{\"temperature_c\":37}"), LAB_OK);
     assert_true(num("setpoint_c") > 36.9 && num("setpoint_c") < 37.1);
-    assert_int_equal(call("set_climate", "{\"humidity_pct\":90,\"co2_pct\":5}"), LAB_DRV_OK);
+    assert_int_equal(call("set_climate", "{\"humidity_pct\":90,\"co2_pct\":5}"), LAB_OK);
     assert_true(num("humidity_setpoint_pct") > 89.9 && num("humidity_setpoint_pct") < 90.1);
     assert_true(num("co2_setpoint_pct") > 4.99 && num("co2_setpoint_pct") < 5.01);
     assert_null(json_object_get(h_drv_result(), "setpoint_c"));
-    assert_int_equal(call("status", NULL), LAB_DRV_OK);
+    assert_int_equal(call("status", NULL), LAB_OK);
     assert_true(num("setpoint_c") > 36.9 && num("setpoint_c") < 37.1);
     assert_true(num("co2_setpoint_pct") > 4.99);
     assert_true(num("temperature_c") >= 22 && num("temperature_c") <= 37);
@@ -232,7 +232,7 @@ static void expect_problem(const char *action, const char *params, const char *p
     assert_int_not_equal(lab_driver_call(drv, action, p, 0, h_drv_on_done, NULL, &err, &problems),
                          0);
     json_decref(p);
-    assert_int_equal(err.code, LAB_DRV_EPARAM);
+    assert_int_equal(err.code, LAB_EINVAL);
     bool found = false;
     size_t i;
     json_t *pr;
@@ -259,17 +259,17 @@ static void test_bad_params(void **state)
     expect_problem("status", "{\"x\":1}", "/params/x");
     /* Beyond the configured cassette: refused by the driver, nothing moved. Each cassette
      * has its own rack's slots. */
-    assert_int_equal(call("load", "{\"cassette\":1,\"slot\":23}"), LAB_DRV_EPARAM);
+    assert_int_equal(call("load", "{\"cassette\":1,\"slot\":23}"), LAB_EINVAL);
     assert_non_null(strstr(h_drv_error()->text, "23 is beyond the 22 slots of cassette 1 "
                                                 "(liconic_rack_17mm_22)"));
-    assert_int_equal(call("unload", "{\"cassette\":2,\"slot\":11}"), LAB_DRV_EPARAM);
+    assert_int_equal(call("unload", "{\"cassette\":2,\"slot\":11}"), LAB_EINVAL);
     assert_non_null(strstr(h_drv_error()->text, "11 is beyond the 10 slots of cassette 2 "
                                                 "(liconic_rack_44mm_10)"));
     expect_problem("load", "{\"cassette\":3,\"slot\":1}", "/params/cassette");
-    assert_int_equal(call("load", "{\"cassette\":3,\"slot\":1}"), LAB_DRV_EPARAM);
+    assert_int_equal(call("load", "{\"cassette\":3,\"slot\":1}"), LAB_EINVAL);
     assert_non_null(strstr(h_drv_error()->text, "3 is beyond the 2 cassettes configured"));
     plate_at("transfer:inc1");
-    assert_int_equal(call("open_door", NULL), LAB_DRV_EACTION);
+    assert_int_equal(call("open_door", NULL), LAB_ENOACTION);
     assert_non_null(strstr(h_drv_error()->text, "load"));
     assert_int_equal(lab_driver_state(drv), LAB_INST_IDLE);
 }
@@ -278,7 +278,7 @@ static void test_handler_error(void **state)
 {
     (void)state;
     /* Slot 1/1 is empty: the handler fails and raises the flag with code 1. */
-    assert_int_equal(call("unload", "{\"cassette\":1,\"slot\":1}"), LAB_DRV_EDEVICE);
+    assert_int_equal(call("unload", "{\"cassette\":1,\"slot\":1}"), LAB_EDEVICE);
     assert_string_equal(h_drv_error()->device_code, "00001");
     assert_string_equal(h_drv_error()->text,
                         "general handling: Handling action could not be performed in time");
@@ -286,15 +286,15 @@ static void test_handler_error(void **state)
     assert_int_equal(lab_driver_state(drv), LAB_INST_FAULT);
     assert_string_equal(lab_driver_last_error(drv)->device_code, "00001");
     /* Status still reads, and says so. */
-    assert_int_equal(call("status", NULL), LAB_DRV_OK);
+    assert_int_equal(call("status", NULL), LAB_OK);
     assert_int_equal(num("error_flag"), 1);
     assert_int_equal(num("handler_error"), 1);
     h_drv_spin();
     assert_int_equal(lab_driver_state(drv), LAB_INST_FAULT);
-    assert_int_equal(call("reset", NULL), LAB_DRV_OK);
+    assert_int_equal(call("reset", NULL), LAB_OK);
     assert_int_equal(num("error_flag"), 0);
     wait_state(&state1, LAB_INST_IDLE);
-    assert_int_equal(call("status", NULL), LAB_DRV_OK);
+    assert_int_equal(call("status", NULL), LAB_OK);
     assert_int_equal(num("error_flag"), 0);
 }
 
@@ -302,16 +302,16 @@ static void test_fault_error(void **state)
 {
     (void)state;
     assert_int_equal(h_sim_fault(&sim, "inc1", "error", 0), 0);
-    assert_int_equal(call("status", NULL), LAB_DRV_EDEVICE);
+    assert_int_equal(call("status", NULL), LAB_EDEVICE);
     assert_string_equal(h_drv_error()->device_code, "E5");
     assert_non_null(strstr(h_drv_error()->text, "Unauthorized Access"));
     /* The controller raised the handler's flag with code 7 as well. */
-    assert_int_equal(call("status", NULL), LAB_DRV_OK);
+    assert_int_equal(call("status", NULL), LAB_OK);
     assert_int_equal(num("error_flag"), 1);
     wait_state(&state1, LAB_INST_FAULT);
     assert_string_equal(lab_driver_last_error(drv)->device_code, "00007");
     assert_non_null(strstr(lab_driver_last_error(drv)->text, "general handling: Gate could not"));
-    assert_int_equal(call("reset", NULL), LAB_DRV_OK);
+    assert_int_equal(call("reset", NULL), LAB_OK);
     wait_state(&state1, LAB_INST_IDLE);
 }
 
@@ -319,12 +319,12 @@ static void test_fault_garbage(void **state)
 {
     (void)state;
     assert_int_equal(h_sim_fault(&sim, "inc1", "garbage", 0), 0);
-    assert_int_equal(call("status", NULL), LAB_DRV_EPROTO);
+    assert_int_equal(call("status", NULL), LAB_EPROTO);
     assert_non_null(strstr(h_drv_error()->text, "\\x"));
-    assert_int_equal(call("status", NULL), LAB_DRV_OK);
-    assert_int_equal(call("load", "{\"cassette\":1,\"slot\":2}"), LAB_DRV_OK);
+    assert_int_equal(call("status", NULL), LAB_OK);
+    assert_int_equal(call("load", "{\"cassette\":1,\"slot\":2}"), LAB_OK);
     plate_at("inc1:1/2");
-    assert_int_equal(call("unload", "{\"cassette\":1,\"slot\":2}"), LAB_DRV_OK);
+    assert_int_equal(call("unload", "{\"cassette\":1,\"slot\":2}"), LAB_OK);
     plate_at("transfer:inc1");
 }
 
@@ -332,10 +332,10 @@ static void test_fault_timeout(void **state)
 {
     (void)state;
     assert_int_equal(h_sim_fault(&sim, "inc1", "timeout", 0), 0);
-    assert_int_equal(call("status", NULL), LAB_DRV_ETIMEOUT);
+    assert_int_equal(call("status", NULL), LAB_ETIMEDOUT);
     wait_state(&state1, LAB_INST_FAULT);
     assert_int_equal(h_sim_fault(&sim, "inc1", "clear", 0), 0);
-    assert_int_equal(call("status", NULL), LAB_DRV_OK);
+    assert_int_equal(call("status", NULL), LAB_OK);
     assert_int_equal(num("error_flag"), 0);
     wait_state(&state1, LAB_INST_IDLE);
 }
@@ -345,10 +345,10 @@ static void test_fault_disconnect(void **state)
     (void)state;
     assert_int_equal(h_sim_fault(&sim, "inc1", "disconnect", 0), 0);
     wait_state(&state1, LAB_INST_OFFLINE);
-    assert_int_equal(call("status", NULL), LAB_DRV_EOFFLINE);
+    assert_int_equal(call("status", NULL), LAB_EOFFLINE);
     assert_int_equal(h_sim_fault(&sim, "inc1", "clear", 0), 0);
     wait_state(&state1, LAB_INST_IDLE); /* the handshake again, by itself */
-    assert_int_equal(call("status", NULL), LAB_DRV_OK);
+    assert_int_equal(call("status", NULL), LAB_OK);
     assert_true(num("setpoint_c") > 36.9); /* the same controller, set points kept */
 }
 
@@ -359,11 +359,11 @@ static void test_step_timeout(void **state)
     (void)state;
     drv2 = make("inc2", port2, "0", "step_timeout_s", "2");
     wait_state(&state2, LAB_INST_IDLE);
-    assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":1}"), LAB_DRV_ETIMEOUT);
+    assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":1}"), LAB_ETIMEDOUT);
     assert_non_null(strstr(h_drv_error()->text, "ST 1904"));
     wait_state(&state2, LAB_INST_FAULT); /* until an operation succeeds */
     /* The handler finishes the move later; the next transfer waits for it to be idle. */
-    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_DRV_OK);
+    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_OK);
     assert_int_equal(num("error_flag"), 0);
     /* The handler finishes the load it was not waited for. */
     char r[512];
@@ -372,7 +372,7 @@ static void test_step_timeout(void **state)
         assert_int_equal(h_sim_ctl(&sim, r, sizeof r, "{\"plate\":\"P2\"}"), 0);
     while (!strstr(r, "inc2:1/1") && h_now_ms() < end && (h_sleep_ms(20), 1));
     plate_is("P2", "inc2:1/1");
-    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_DRV_OK);
+    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_OK);
     assert_int_equal(num("error_flag"), 0);
     wait_state(&state2, LAB_INST_IDLE);
     h_drv_close(drv2);
@@ -528,11 +528,11 @@ static void test_rack_transfer(void **state)
     drv2 = make_rack("inc3", port3, "0", NULL, NULL, "liconic_rack_44mm_10");
     wait_state(&state2, LAB_INST_IDLE);
     assert_true(h_sim_log_count(&sim, "inc3: DM23") == 0);
-    assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":10}"), LAB_DRV_OK);
+    assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":10}"), LAB_OK);
     plate_is("P3", "inc3:1/10");
-    assert_int_equal(h_drv_do(drv2, "unload", "{\"cassette\":1,\"slot\":10}"), LAB_DRV_OK);
+    assert_int_equal(h_drv_do(drv2, "unload", "{\"cassette\":1,\"slot\":10}"), LAB_OK);
     plate_is("P3", "transfer:inc3");
-    assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":11}"), LAB_DRV_EPARAM);
+    assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":11}"), LAB_EINVAL);
     assert_non_null(strstr(h_drv_error()->text, "10 slots of cassette 1 (liconic_rack_44mm_10)"));
     h_drv_close(drv2);
     /* The wrong rack for this incubator (17 mm sites, 788 steps): the handler stops with its
@@ -540,12 +540,12 @@ static void test_rack_transfer(void **state)
     state2 = LAB_INST_OFFLINE;
     drv2 = make_rack("inc3", port3, "0", NULL, NULL, "liconic_rack_17mm_22");
     wait_state(&state2, LAB_INST_IDLE);
-    assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":1}"), LAB_DRV_EDEVICE);
+    assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":1}"), LAB_EDEVICE);
     assert_string_equal(h_drv_error()->device_code, "00106");
     plate_is("P3", "transfer:inc3");
     assert_true(h_sim_log_count(&sim, "cassette 1: DM23 = 788, DM25 = 22; its rack "
                                       "liconic_rack_44mm_10 needs 1713 and 10") > 0);
-    assert_int_equal(h_drv_do(drv2, "reset", NULL), LAB_DRV_OK);
+    assert_int_equal(h_drv_do(drv2, "reset", NULL), LAB_OK);
     h_drv_close(drv2);
     drv2 = NULL;
 }
@@ -576,7 +576,7 @@ static void plc_line(void)
         plc_send("E1\r\n"); /* the bare wake-up CR, as an independent emulator answers it */
         return;
     }
-    if (liconic_parse_cmd(plc.line, plc.len, &c) != PROTO_OK) {
+    if (liconic_parse_cmd(plc.line, plc.len, &c) != LAB_OK) {
         plc_send("E1\r\n");
         return;
     }
@@ -640,16 +640,16 @@ static void test_out_of_step(void **state)
     assert_int_equal(plc.cr, 2);
     assert_int_equal(plc.bare, 0); /* woken with a BREAK, not a bare CR */
     for (int i = 0; i < 3; i++) {
-        assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_DRV_OK);
+        assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_OK);
         assert_int_equal(num("error_flag"), 0);
     }
-    assert_int_equal(h_drv_do(drv2, "set_temperature", "{\"temperature_c\":30}"), LAB_DRV_OK);
+    assert_int_equal(h_drv_do(drv2, "set_temperature", "{\"temperature_c\":30}"), LAB_OK);
     /* A relay answered with a data memory value: out of step, never a flag that is set. */
     plc.dm_flags = 1;
-    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_DRV_EPROTO);
+    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_EPROTO);
     assert_non_null(strstr(h_drv_error()->text, "unexpected reply '00370' to 'RD 1814'"));
     int cr = plc.cr;
-    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_DRV_OK);
+    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_OK);
     assert_int_equal(num("error_flag"), 0);
     assert_int_equal(plc.cr, cr + 1); /* shook hands again */
     h_drv_close(drv2);

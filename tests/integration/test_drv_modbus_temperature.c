@@ -119,7 +119,7 @@ static void test_cn7500(void **state)
     /* the register's range: 1 decimal in a signed word */
     lab_drv_error_t e;
     assert_null(h_drv_call(d, "set_temperature", "{\"temperature_c\": 4000}", &e));
-    assert_int_equal(e.code, LAB_DRV_EPARAM);
+    assert_int_equal(e.code, LAB_EINVAL);
     assert_non_null(strstr(e.text, "4000"));
     assert_int_equal(lab_driver_state(d), LAB_INST_IDLE);
     r = h_drv_call_ok(d, "status", NULL); /* nothing was written */
@@ -130,7 +130,7 @@ static void test_cn7500(void **state)
     json_t *problems = NULL;
     assert_int_not_equal(
         lab_driver_call(d, "set_temperature", NULL, 0, h_drv_on_done, NULL, &e, &problems), 0);
-    assert_int_equal(e.code, LAB_DRV_EPARAM);
+    assert_int_equal(e.code, LAB_EINVAL);
     assert_true(json_array_size(problems) >= 1);
     json_decref(problems);
     problems = NULL;
@@ -138,20 +138,20 @@ static void test_cn7500(void **state)
     assert_int_not_equal(
         lab_driver_call(d, "set_temperature", p, 0, h_drv_on_done, NULL, &e, &problems), 0);
     json_decref(p);
-    assert_int_equal(e.code, LAB_DRV_EPARAM);
+    assert_int_equal(e.code, LAB_EINVAL);
     assert_int_equal(json_array_size(problems), 2);
     json_decref(problems);
     p = json_pack("{s:i}", "now", 1);
     assert_int_not_equal(lab_driver_call(d, "run", p, 0, h_drv_on_done, NULL, &e, NULL), 0);
     json_decref(p);
-    assert_int_equal(e.code, LAB_DRV_EPARAM);
+    assert_int_equal(e.code, LAB_EINVAL);
     assert_int_not_equal(lab_driver_call(d, "bake", NULL, 0, h_drv_on_done, NULL, &e, NULL), 0);
-    assert_int_equal(e.code, LAB_DRV_EACTION);
+    assert_int_equal(e.code, LAB_ENOACTION);
 
     /* a Modbus exception: the device's code and name, then the next request works */
     fault("heat1", "error");
     assert_null(h_drv_call(d, "status", NULL, &e));
-    assert_int_equal(e.code, LAB_DRV_EDEVICE);
+    assert_int_equal(e.code, LAB_EDEVICE);
     assert_string_equal(e.device_code, "exception 4");
     assert_non_null(strstr(e.text, "SERVER DEVICE FAILURE"));
     assert_int_equal(lab_driver_state(d), LAB_INST_FAULT);
@@ -161,11 +161,11 @@ static void test_cn7500(void **state)
     /* silence: a timeout, fault until the unit answers again */
     fault("heat1", "timeout");
     assert_null(h_drv_call(d, "set_temperature", "{\"temperature_c\": 30}", &e));
-    assert_int_equal(e.code, LAB_DRV_ETIMEOUT);
+    assert_int_equal(e.code, LAB_ETIMEDOUT);
     assert_int_equal(lab_driver_state(d), LAB_INST_FAULT);
     /* in fault, no new set point: refused at once with nothing sent, the set point stays as it
      * was until a read goes through */
-    assert_int_equal(h_drv_do(d, "set_temperature", "{\"temperature_c\": 90}"), LAB_DRV_ESTATE);
+    assert_int_equal(h_drv_do(d, "set_temperature", "{\"temperature_c\": 90}"), LAB_ESTATE);
     assert_true(h_drv_error()->not_started);
     assert_non_null(strstr(h_drv_error()->text, "in fault"));
     assert_int_equal(lab_driver_state(d), LAB_INST_FAULT);
@@ -178,17 +178,17 @@ static void test_cn7500(void **state)
     /* garbage: not a Modbus answer (or not a complete one), then the next request works */
     fault("heat1", "garbage");
     assert_null(h_drv_call(d, "status", NULL, &e));
-    assert_true(e.code == LAB_DRV_EPROTO || e.code == LAB_DRV_ETIMEOUT);
+    assert_true(e.code == LAB_EPROTO || e.code == LAB_ETIMEDOUT);
     json_decref(h_drv_call_ok(d, "status", NULL));
     assert_int_equal(lab_driver_state(d), LAB_INST_IDLE);
 
     /* a dropped connection: offline (refused while so), back to idle by itself once possible */
     fault("heat1", "disconnect");
     assert_null(h_drv_call(d, "status", NULL, &e));
-    assert_true(e.code == LAB_DRV_EOFFLINE);
+    assert_true(e.code == LAB_EOFFLINE);
     h_drv_wait_state(d, LAB_INST_OFFLINE);
     assert_null(h_drv_call(d, "status", NULL, &e));
-    assert_int_equal(e.code, LAB_DRV_EOFFLINE);
+    assert_int_equal(e.code, LAB_EOFFLINE);
     fault("heat1", "clear");
     h_drv_wait_state(d, LAB_INST_IDLE);
     r = h_drv_call_ok(d, "status", NULL);
@@ -247,11 +247,11 @@ static void test_eurotherm(void **state)
     json_decref(r);
     lab_drv_error_t e;
     assert_null(h_drv_call(d, "set_temperature", "{\"temperature_c\": 3300}", &e));
-    assert_int_equal(e.code, LAB_DRV_EPARAM);
+    assert_int_equal(e.code, LAB_EINVAL);
     assert_non_null(strstr(e.text, "3300"));
     fault("heat2", "error");
     assert_null(h_drv_call(d, "run", NULL, &e));
-    assert_int_equal(e.code, LAB_DRV_EDEVICE);
+    assert_int_equal(e.code, LAB_EDEVICE);
     assert_string_equal(e.device_code, "exception 4");
     json_decref(h_drv_call_ok(d, "run", NULL));
     h_drv_close(d);

@@ -133,7 +133,7 @@ static void t_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params)
     p->n = (long)json_integer_value(json_object_get(params, "n"));
     if (p->n == 0) {
         lab_drv_error_t e;
-        lab_stream_refuse(&p->st, lab_drv_error_set(&e, LAB_DRV_EPARAM, NULL, "n: 0 refused"));
+        lab_stream_refuse(&p->st, lab_drv_error_set(&e, LAB_EINVAL, NULL, "n: 0 refused"));
         return;
     }
     lab_stream_run(&p->st);
@@ -319,9 +319,9 @@ static void ask_ok(long n)
 {
     char params[32];
     snprintf(params, sizeof params, "{\"n\":%ld}", n);
-    lab_drv_err_t rc = h_drv_do(drv, "ask", params);
-    if (rc != LAB_DRV_OK)
-        fail_msg("ask %ld: %s: %s", n, lab_drv_err_name(rc), h_drv_error()->text);
+    int rc = h_drv_do(drv, "ask", params);
+    if (rc != LAB_OK)
+        fail_msg("ask %ld: %s: %s", n, lab_err_json_name(rc), h_drv_error()->text);
     assert_int_equal(json_integer_value(json_object_get(h_drv_result(), "n")), n);
 }
 
@@ -367,7 +367,7 @@ static void test_good(void **state)
     assert_int_equal(dev.hi, 1);
     for (long n = 1; n <= 5; n++)
         ask_ok(n);
-    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":0}"), LAB_DRV_EPARAM);
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":0}"), LAB_EINVAL);
     assert_true(h_drv_error()->not_started);
     ask_ok(6);
     assert_int_equal(dev.q, 6);
@@ -403,7 +403,7 @@ static void test_echo(void **state)
     (void)state;
     drv = make("strict");
     dev.mode = DEV_ECHO;
-    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":3}"), LAB_DRV_EPROTO);
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":3}"), LAB_EPROTO);
     assert_non_null(strstr(h_drv_error()->text, "unexpected reply 'Q3' to 'Q3'"));
     dev.mode = DEV_GOOD;
     ask_ok(4);
@@ -423,7 +423,7 @@ static void test_noise(void **state)
     (void)state;
     drv = make("strict");
     dev.mode = DEV_NOISE;
-    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":8}"), LAB_DRV_EPROTO);
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":8}"), LAB_EPROTO);
     assert_non_null(strstr(h_drv_error()->text, "byte 0x00 at 0"));
     dev.mode = DEV_GOOD;
     ask_ok(9);
@@ -438,7 +438,7 @@ static void test_late(void **state)
     (void)state;
     drv = make("strict");
     dev.mode = DEV_SILENT;
-    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":11}"), LAB_DRV_ETIMEOUT);
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":11}"), LAB_ETIMEDOUT);
     assert_non_null(strstr(h_drv_error()->text, "no reply to 'Q11'"));
     h_drv_call_t c = {0};
     lab_drv_error_t e;
@@ -448,7 +448,7 @@ static void test_late(void **state)
     dev.mode = DEV_GOOD;
     dev_send("A11\r\n"); /* late */
     assert_true(h_drv_run_until(h_drv_call_done, &c, 10000));
-    if (c.err.code != LAB_DRV_OK)
+    if (c.err.code != LAB_OK)
         fail_msg("ask 12: %s", c.err.text);
     assert_int_equal(json_integer_value(json_object_get(c.result, "n")), 12);
     json_decref(c.result);
@@ -477,9 +477,9 @@ static void test_dead_then_back(void **state)
     (void)state;
     drv = make("strict");
     dev.mode = DEV_DEAD;
-    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":1}"), LAB_DRV_ETIMEOUT);
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":1}"), LAB_ETIMEDOUT);
     int q = dev.q;
-    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":2}"), LAB_DRV_ETIMEOUT);
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":2}"), LAB_ETIMEDOUT);
     assert_true(h_drv_error()->not_started);
     assert_non_null(strstr(h_drv_error()->text, "no reply to 'HI'"));
     assert_int_equal(dev.q, q);
@@ -497,10 +497,10 @@ static void test_never_quiet(void **state)
     (void)state;
     drv = make("strict");
     dev.mode = DEV_SILENT;
-    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":1}"), LAB_DRV_ETIMEOUT);
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":1}"), LAB_ETIMEDOUT);
     dev.chatter = true;
     int q = dev.q;
-    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":2}"), LAB_DRV_EPROTO);
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":2}"), LAB_EPROTO);
     assert_true(h_drv_error()->not_started);
     assert_non_null(strstr(h_drv_error()->text, "never quiet"));
     assert_non_null(strstr(h_drv_error()->text, "'~~"));
@@ -521,12 +521,12 @@ static void test_lines(void **state)
     (void)state;
     drv = make("strict");
     dev.mode = DEV_LONG;
-    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":1}"), LAB_DRV_EPROTO);
-    assert_non_null(strstr(h_drv_error()->text, proto_strerror(PROTO_ETOOLONG)));
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":1}"), LAB_EPROTO);
+    assert_non_null(strstr(h_drv_error()->text, lab_strerror(LAB_ETOOLONG)));
     dev.mode = DEV_GOOD;
     ask_ok(2);
     dev.mode = DEV_COMMENT;
-    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":3}"), LAB_DRV_EPROTO);
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":3}"), LAB_EPROTO);
     assert_non_null(strstr(h_drv_error()->text, "unexpected reply '#warming up' to 'Q3'"));
     dev.mode = DEV_GOOD;
     ask_ok(4);
@@ -534,7 +534,7 @@ static void test_lines(void **state)
     h_drv_close(drv);
     drv = make_lines("strict", "checked");
     dev.mode = DEV_COMMENT;
-    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":5}"), LAB_DRV_EPROTO);
+    assert_int_equal(h_drv_do(drv, "ask", "{\"n\":5}"), LAB_EPROTO);
     assert_non_null(strstr(h_drv_error()->text, "'#warming up': a comment, not a reply"));
     dev.mode = DEV_GOOD;
     ask_ok(6);

@@ -237,7 +237,7 @@ static void test_tty_recorded(void **state)
         etx = memchr(ack, 0x03, (size_t)(rx + n - ack));
     double seen = -1;
     if (!ack || !etx ||
-        biotek_parse_temperature(ack + 1, (size_t)(etx - ack - 1), &seen) != PROTO_OK ||
+        biotek_parse_temperature(ack + 1, (size_t)(etx - ack - 1), &seen) != LAB_OK ||
         fabs(round(seen * 100) / 100 - temp) > 1e-9)
         fail_msg("temperature %.2f is not the last reply received (%.5f)", temp, seen);
     json_decref(arr);

@@ -293,7 +293,7 @@ static void test_reader384_and_eurotherm(void **state)
     n = read_until(s, body, sizeof body, BIOTEK_ETX, 10000);
     assert_true(n > 0);
     static biotek_plate_t p;
-    assert_int_equal(biotek_parse_body(body, (size_t)n - 1, 16, 24, &p), PROTO_OK);
+    assert_int_equal(biotek_parse_body(body, (size_t)n - 1, 16, 24, &p), LAB_OK);
     assert_int_equal(p.n_triples, 384);
     assert_true(p.value[15][23] < 0.1);                             /* nothing was dispensed */
     assert_true(strstr(body, ",16,24,") < strstr(body, ",16,01,")); /* row 16 runs backwards */

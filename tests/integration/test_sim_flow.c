@@ -223,7 +223,7 @@ static void test_three_plates_flow(void **state)
     json_decref(list);
 
     /* the transfer station and the deck empty: a load is a handler error, as without the keys */
-    assert_int_equal(h_drv_do(inc, "load", "{\"cassette\":1,\"slot\":4}"), LAB_DRV_EDEVICE);
+    assert_int_equal(h_drv_do(inc, "load", "{\"cassette\":1,\"slot\":4}"), LAB_EDEVICE);
     h_drv_do_ok(inc, "reset", NULL);
     h_drv_wait_state(inc, LAB_INST_IDLE);
 }
@@ -236,7 +236,7 @@ static void test_without_keys_unchanged(void **state)
     position_is("Q1", "transfer:inc2");
     h_drv_do_ok(inc2, "load", "{\"cassette\":1,\"slot\":1}");
     position_is("Q1", "inc2:1/1");
-    assert_int_equal(h_drv_do(inc2, "load", "{\"cassette\":1,\"slot\":2}"), LAB_DRV_EDEVICE);
+    assert_int_equal(h_drv_do(inc2, "load", "{\"cassette\":1,\"slot\":2}"), LAB_EDEVICE);
     h_drv_do_ok(inc2, "reset", NULL);
     h_drv_wait_state(inc2, LAB_INST_IDLE);
     h_drv_do_ok(inc2, "unload", "{\"cassette\":1,\"slot\":1}");
@@ -260,7 +260,7 @@ static void test_full_world(void **state)
     h_drv_do_ok(star, "pick_up_tips", "{\"channels\": 8}");
     h_drv_do_ok(star, "aspirate", "{\"volume_ul\": 20, \"reagent\": \"substrate\"}");
     assert_int_equal(h_drv_do(star, "dispense", "{\"well\": \"A1\", \"volume_ul\": 20}"),
-                     LAB_DRV_EDEVICE);
+                     LAB_EDEVICE);
     list = plates();
     assert_int_equal(json_array_size(list), 256);
     json_decref(list);

@@ -169,7 +169,7 @@ static long lic_read(int fd, const char *cmd)
     send_str(fd, cmd);
     assert_true(read_until(fd, reply, sizeof reply, '\n', 10000) > 0);
     liconic_reply_t r;
-    assert_int_equal(liconic_parse_reply(reply, strcspn(reply, "\r\n"), &r), PROTO_OK);
+    assert_int_equal(liconic_parse_reply(reply, strcspn(reply, "\r\n"), &r), LAB_OK);
     assert_int_equal(r.kind, LICONIC_REPLY_VALUE);
     return r.value;
 }
@@ -180,7 +180,7 @@ static void run_steps(int fd, const liconic_step_t *steps, int n)
     for (int i = 0; i < n; i++) {
         lic_cmd(fd, &steps[i].cmd, reply, sizeof reply);
         liconic_reply_t r;
-        assert_int_equal(liconic_parse_reply(reply, strcspn(reply, "\r\n"), &r), PROTO_OK);
+        assert_int_equal(liconic_parse_reply(reply, strcspn(reply, "\r\n"), &r), LAB_OK);
         assert_int_not_equal(r.kind, LICONIC_REPLY_ERROR);
         if (!steps[i].poll_ready)
             continue;
@@ -188,7 +188,7 @@ static void run_steps(int fd, const liconic_step_t *steps, int n)
         while (r.value != 1 && h_now_ms() < end) {
             h_sleep_ms(10);
             lic_cmd(fd, &steps[i].cmd, reply, sizeof reply);
-            assert_int_equal(liconic_parse_reply(reply, strcspn(reply, "\r\n"), &r), PROTO_OK);
+            assert_int_equal(liconic_parse_reply(reply, strcspn(reply, "\r\n"), &r), LAB_OK);
         }
         assert_int_equal(r.value, 1);
     }
@@ -220,7 +220,7 @@ static void test_liconic(void **state)
     assert_int_equal(lic_read(fd, "RD 1813\r"), 0);
     /* Climate: the actual temperature approaches a new set point. */
     liconic_cmd_t set;
-    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_TEMPERATURE, 37.0, &set), PROTO_OK);
+    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_TEMPERATURE, 37.0, &set), LAB_OK);
     lic_cmd(fd, &set, reply, sizeof reply);
     long t = 0;
     for (long long end = h_now_ms() + 20000; h_now_ms() < end && t < 300; h_sleep_ms(50))
@@ -353,7 +353,7 @@ static void star_reply(int fd, star_msg_t *m)
     static char line[1024];
     int n = read_until(fd, line, sizeof line, '\n', 10000);
     assert_true(n > 2);
-    assert_int_equal(star_parse(line, (size_t)n - 2, m), PROTO_OK);
+    assert_int_equal(star_parse(line, (size_t)n - 2, m), LAB_OK);
 }
 
 static void star_do(int fd, const char *cmd, int id, const over_t *o)
@@ -397,7 +397,7 @@ static void test_star_plr(void **state)
         send_str(fd, cmds[i]);
         send_str(fd, "\r\n");
         star_reply(fd, &m);
-        assert_int_equal(star_parse(cmds[i], strlen(cmds[i]), &cmd), PROTO_OK);
+        assert_int_equal(star_parse(cmds[i], strlen(cmds[i]), &cmd), LAB_OK);
         assert_string_equal(m.module, "C0");
         assert_string_equal(m.cmd, cmd.cmd);
         assert_int_equal(m.id, cmd.id);
@@ -444,8 +444,8 @@ static void read_plate(int fd, biotek_plate_t *p, char *body, size_t cap)
     n = read_until(fd, body, cap, BIOTEK_ETX, 10000);
     assert_true(n > 0);
     int rc = biotek_parse_body(body, (size_t)n - 1, 8, 12, p);
-    if (rc != PROTO_OK)
-        fail_msg("body: %s at %zu", proto_strerror(rc), p->err_at);
+    if (rc != LAB_OK)
+        fail_msg("body: %s at %zu", lab_strerror(rc), p->err_at);
 }
 
 static void test_star_and_reader(void **state)

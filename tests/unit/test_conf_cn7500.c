@@ -66,12 +66,12 @@ static double read_as_recorded(const modbus_reg_t *reg, const cn7500_rec_t *r)
     if (q[1] == 2) { /* one bit, in a byte of its own */
         assert_int_equal(a[2], 1);
         uint16_t w = a[3] & 1;
-        assert_int_equal(modbus_reg_decode(reg, &w, 1, 0, 0, &v), PROTO_OK);
+        assert_int_equal(modbus_reg_decode(reg, &w, 1, 0, 0, &v), LAB_OK);
         return v;
     }
     assert_int_equal(a[2], 2);
     uint16_t w = (uint16_t)be16(a + 3);
-    assert_int_equal(modbus_reg_decode(reg, &w, 1, 0, 0, &v), PROTO_OK);
+    assert_int_equal(modbus_reg_decode(reg, &w, 1, 0, 0, &v), LAB_OK);
     return v;
 }
 
@@ -81,7 +81,7 @@ static void write_as_recorded(const modbus_reg_t *reg, double value, const cn750
 {
     const unsigned char *q = u8(r->req), *a = u8(r->rsp);
     modbus_access_t acc;
-    assert_int_equal(modbus_reg_encode(reg, value, 0, 0, &acc), PROTO_OK);
+    assert_int_equal(modbus_reg_encode(reg, value, 0, 0, &acc), LAB_OK);
     assert_int_equal(q[1], modbus_reg_write_function(reg));
     assert_int_equal(be16(q + 2), acc.addr);
     if (q[1] == 16) {
@@ -134,11 +134,11 @@ static void test_map_registers(void **state)
         const cn7500_rec_t *s = rec(u, "set_pattern_step_setpoint"),
                            *t = rec(u, "set_pattern_step_time");
         uint16_t addr, w;
-        assert_int_equal(cn7500_pattern_setpoint_addr(0, 3, &addr), PROTO_OK);
+        assert_int_equal(cn7500_pattern_setpoint_addr(0, 3, &addr), LAB_OK);
         assert_int_equal(be16(u8(s->req) + 2), addr);
-        assert_int_equal(modbus_scaled_to_word(333.3, 1, 1, &w), PROTO_OK);
+        assert_int_equal(modbus_scaled_to_word(333.3, 1, 1, &w), LAB_OK);
         assert_int_equal(be16(u8(s->req) + 7), w);
-        assert_int_equal(cn7500_pattern_time_addr(0, 3, &addr), PROTO_OK);
+        assert_int_equal(cn7500_pattern_time_addr(0, 3, &addr), LAB_OK);
         assert_int_equal(be16(u8(t->req) + 2), addr);
         assert_int_equal(be16(u8(t->req) + 7), 45);
     }
@@ -149,7 +149,7 @@ static void test_map_registers(void **state)
     assert_int_equal(o2->addr, 0x1013);
     assert_int_equal(modbus_reg_read_function(o1), 3);
     double v;
-    assert_int_equal(modbus_reg_decode(o1, (uint16_t[]){345}, 1, 0, 0, &v), PROTO_OK);
+    assert_int_equal(modbus_reg_decode(o1, (uint16_t[]){345}, 1, 0, 0, &v), LAB_OK);
     assert_true(fabs(v - 34.5) < 1e-9);
     assert_string_equal(o1->unit, "%");
     assert_int_equal(o2->decimals, 1);

@@ -90,7 +90,7 @@ static const lab_driver_ops_t probe_ops = {
 #define MAXDONE 128
 static struct {
     int n;
-    lab_drv_err_t code[MAXDONE];
+    int code[MAXDONE];
     long tag[MAXDONE];
     bool not_started[MAXDONE];
 } done;
@@ -199,7 +199,7 @@ static void test_params_refused(void **state)
     lab_drv_error_t e;
     json_t *problems = NULL;
     assert_int_not_equal(call(d, "work", "{\"n\":12,\"tag\":3,\"x\":1}", 0, &e, &problems), 0);
-    assert_int_equal(e.code, LAB_DRV_EPARAM);
+    assert_int_equal(e.code, LAB_EINVAL);
     assert_true(e.not_started);
     char *t = json_dumps(problems, JSON_COMPACT);
     assert_non_null(strstr(t, "/params/n"));
@@ -208,7 +208,7 @@ static void test_params_refused(void **state)
     free(t);
     json_decref(problems);
     assert_int_not_equal(call(d, "jump", NULL, 0, &e, NULL), 0);
-    assert_int_equal(e.code, LAB_DRV_EACTION);
+    assert_int_equal(e.code, LAB_ENOACTION);
     assert_non_null(strstr(e.text, "work, status, peek"));
     run_ms(5);
     assert_int_equal(((probe_t *)lab_drv_priv(d))->invoked, 0); /* nothing reached the device */
@@ -239,7 +239,7 @@ static void test_one_at_a_time_in_order(void **state)
     }
     assert_int_equal(done.n, 4);
     for (int k = 1; k <= 3; k++) {
-        assert_int_equal(done.code[k], LAB_DRV_OK);
+        assert_int_equal(done.code[k], LAB_OK);
         assert_int_equal(done.tag[k], k);
     }
     assert_int_equal(lab_driver_state(d), LAB_INST_IDLE);
@@ -259,9 +259,9 @@ static void test_timeout_aborts_and_ignores_late_answer(void **state)
     assert_int_equal(done.n, 0); /* the floor held */
     run_ms(1200);
     assert_int_equal(done.n, 1);
-    assert_int_equal(done.code[0], LAB_DRV_ETIMEOUT);
+    assert_int_equal(done.code[0], LAB_ETIMEDOUT);
     assert_int_equal(p->aborted, 1);
-    assert_int_equal(lab_driver_last_error(d)->code, LAB_DRV_ETIMEOUT);
+    assert_int_equal(lab_driver_last_error(d)->code, LAB_ETIMEDOUT);
     assert_int_equal(lab_driver_state(d), LAB_INST_FAULT); /* the device did not answer */
     /* The second started; the first's late answer must not end it. */
     assert_int_equal(p->invoked, 2);
@@ -288,11 +288,11 @@ static void test_error_text_cut_on_a_character(void **state)
     char long_text[512] = "";
     for (int i = 0; i < 200; i++)
         strcat(long_text, "\xC3\xA9"); /* 400 bytes: 255 is 127 characters and a half */
-    lab_drv_error_set(&e, LAB_DRV_EDEVICE, NULL, "%s", long_text);
+    lab_drv_error_set(&e, LAB_EDEVICE, NULL, "%s", long_text);
     assert_int_equal(strlen(e.text), 127 * 2);
     assert_true(lab_text_valid(e.text, strlen(e.text)));
     lab_driver_t *d = make(NULL, 1);
-    lab_drv_error_t why = {.code = LAB_DRV_EOFFLINE};
+    lab_drv_error_t why = {.code = LAB_EOFFLINE};
     snprintf(why.text, sizeof why.text, "%.3s", "x\xE2\x82\xAC"); /* "x" and 2 bytes of 3 */
     lab_drv_set_state(d, LAB_INST_OFFLINE, &why);
     run_ms(5);
@@ -318,7 +318,7 @@ static void test_error_text_from_device_bytes(void **state)
 {
     (void)state;
     lab_drv_error_t e;
-    lab_drv_error_set(&e, LAB_DRV_EPROTO, "E\xff", "unexpected reply '%s'", "\x81\xfe\xc3 ok");
+    lab_drv_error_set(&e, LAB_EPROTO, "E\xff", "unexpected reply '%s'", "\x81\xfe\xc3 ok");
     assert_true(lab_text_valid(e.text, strlen(e.text)));
     assert_true(lab_text_valid(e.device_code, strlen(e.device_code)));
     assert_string_equal(e.text, "unexpected reply '\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD ok'");
@@ -338,23 +338,23 @@ static void test_offline_fails_running_and_queued(void **state)
     run_ms(5);
     lab_drv_error_t why;
     lab_drv_set_state(d, LAB_INST_OFFLINE,
-                      lab_drv_error_set(&why, LAB_DRV_EOFFLINE, NULL, "the cable is out"));
+                      lab_drv_error_set(&why, LAB_EOFFLINE, NULL, "the cable is out"));
     run_ms(5);
     assert_int_equal(done.n, 3);
     for (int k = 0; k < 3; k++)
-        assert_int_equal(done.code[k], LAB_DRV_EOFFLINE);
+        assert_int_equal(done.code[k], LAB_EOFFLINE);
     /* the running one may have reached the device; the queued ones provably did not */
     assert_false(done.not_started[0]);
     assert_true(done.not_started[1] && done.not_started[2]);
     assert_int_equal(lab_driver_state(d), LAB_INST_OFFLINE);
     /* Refused at once while offline, with the reason; immediate offline actions still answer. */
-    assert_int_equal(call(d, "work", "{\"n\":1}", 4, &e, NULL), LAB_ECONN);
+    assert_int_equal(call(d, "work", "{\"n\":1}", 4, &e, NULL), LAB_EOFFLINE);
     assert_non_null(strstr(e.text, "the cable is out"));
     assert_true(e.not_started);
     assert_int_equal(call(d, "peek", NULL, 5, &e, NULL), 0);
     run_ms(5);
     assert_int_equal(done.n, 4);
-    assert_int_equal(done.code[3], LAB_DRV_OK);
+    assert_int_equal(done.code[3], LAB_OK);
     /* Back: works again. */
     lab_drv_set_state(d, LAB_INST_IDLE, NULL);
     assert_int_equal(call(d, "work", "{\"n\":1}", 6, &e, NULL), 0);
@@ -362,7 +362,7 @@ static void test_offline_fails_running_and_queued(void **state)
     lab_drv_done(d, NULL, NULL);
     run_ms(5);
     assert_int_equal(done.n, 5);
-    assert_int_equal(done.code[4], LAB_DRV_OK);
+    assert_int_equal(done.code[4], LAB_OK);
     bool saw_offline = false;
     for (int i = 0; i < nstates; i++)
         saw_offline |= states[i] == LAB_INST_OFFLINE;
@@ -382,7 +382,7 @@ static void test_pause_and_full_queue(void **state)
     int accepted = 0;
     while (call(d, "work", "{\"n\":1}", accepted + 1, &e, NULL) == 0)
         accepted++;
-    assert_int_equal(e.code, LAB_DRV_EBUSY);
+    assert_int_equal(e.code, LAB_EBUSY);
     assert_int_equal(accepted, 64);
     run_ms(5);
     assert_int_equal(p->invoked, 0); /* held */
@@ -393,7 +393,7 @@ static void test_pause_and_full_queue(void **state)
     finish(d);
     assert_int_equal(done.n, 64);
     for (int k = 0; k < 64; k++)
-        assert_int_equal(done.code[k], LAB_DRV_ECANCELLED);
+        assert_int_equal(done.code[k], LAB_ECANCELLED);
     assert_int_equal(stops, 1);
 }
 
@@ -518,6 +518,24 @@ static void test_config_check(void **state)
     assert_non_null(strstr(buf, "9 driver: required"));
 }
 
+/* A driver's open that cannot use a value refuses the instrument with LAB_EINVAL and says why;
+ * never a bare -1, which would read as LAB_ENOMEM ("out of memory"). */
+static void test_open_refusal_is_einval(void **state)
+{
+    (void)state;
+    lab_drv_kv_t kv[] = {
+        {"driver", "liconic-stx", 2}, {"port", "/dev/null", 3}, {"rack_types", "no_such_rack", 4}};
+    lab_drv_conf_t c = {.id = "inc1", .line = 1, .kv = kv, .n = 3, .time_scale = 1};
+    lab_drv_host_t host = {on_state, on_tel, NULL};
+    char err[200] = "";
+    lab_driver_t *d = NULL;
+    int rc = lab_driver_new(&loop, &c, &host, &d, err, sizeof err);
+    assert_int_equal(rc, LAB_EINVAL);
+    assert_null(d);
+    assert_non_null(strstr(err, "no_such_rack"));
+    run_ms(5); /* the refused instrument's handles close */
+}
+
 int main(void)
 {
     lab_log_set_level(LAB_LOG_ERROR);
@@ -534,6 +552,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_poll_makes_telemetry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sites, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_refusal_is_einval, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

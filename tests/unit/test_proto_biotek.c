@@ -64,7 +64,7 @@ static void test_absorbance_definition(void **state)
 
     biotek_rect_t back;
     int wl;
-    assert_int_equal(biotek_parse_absorbance(golden, strlen(golden) - 1, &back, &wl), PROTO_OK);
+    assert_int_equal(biotek_parse_absorbance(golden, strlen(golden) - 1, &back, &wl), LAB_OK);
     assert_int_equal(back.row1, 8);
     assert_int_equal(back.col1, 12);
     assert_int_equal(wl, 580);
@@ -72,10 +72,10 @@ static void test_absorbance_definition(void **state)
     char bad[80];
     memcpy(bad, golden, strlen(golden));
     bad[49] = '9';
-    assert_int_equal(biotek_parse_absorbance(bad, strlen(golden) - 1, &back, &wl), PROTO_ECHECKSUM);
-    assert_int_equal(biotek_encode_absorbance(&r, 1200, buf, sizeof buf), PROTO_ERANGE);
+    assert_int_equal(biotek_parse_absorbance(bad, strlen(golden) - 1, &back, &wl), LAB_ECHECKSUM);
+    assert_int_equal(biotek_encode_absorbance(&r, 1200, buf, sizeof buf), LAB_ERANGE);
     r.row1 = 17;
-    assert_int_equal(biotek_encode_absorbance(&r, 580, buf, sizeof buf), PROTO_ERANGE);
+    assert_int_equal(biotek_encode_absorbance(&r, 580, buf, sizeof buf), LAB_ERANGE);
 }
 
 static void test_body_96(void **state)
@@ -83,7 +83,7 @@ static void test_body_96(void **state)
     static biotek_plate_t p;
     /* The body arrives as an ETX frame; the parser sees it without the ETX. */
     assert_int_equal(biotek_parse_body(biotek_plr_body96, strlen(biotek_plr_body96) - 1, 8, 12, &p),
-                     PROTO_OK);
+                     LAB_OK);
     assert_int_equal(p.n_triples, 96);
     assert_int_equal(p.code, 228);
     assert_int_equal(p.trailer, 41);
@@ -100,13 +100,13 @@ static void test_body_96(void **state)
             assert_int_equal(p.state[r][c], BIOTEK_WELL_VALUE);
     /* The same body does not fit a plate with fewer columns. */
     assert_int_equal(biotek_parse_body(biotek_plr_body96, strlen(biotek_plr_body96) - 1, 8, 6, &p),
-                     PROTO_ERANGE);
+                     LAB_ERANGE);
 }
 
 static void test_body_asterisks(void **state)
 {
     static biotek_plate_t p;
-    assert_int_equal(biotek_parse_body(body_stars, strlen(body_stars), 8, 12, &p), PROTO_OK);
+    assert_int_equal(biotek_parse_body(body_stars, strlen(body_stars), 8, 12, &p), LAB_OK);
     assert_true(p.value[0][0] == 4292723);
     assert_int_equal(p.state[0][1], BIOTEK_WELL_NOVALUE);
     assert_true(isnan(p.value[0][1]));
@@ -129,7 +129,7 @@ static void test_body_384_roundtrip(void **state)
     int n = biotek_encode_body(&in, &all, BIOTEK_FMT_ABSORBANCE, 228, buf, sizeof buf);
     assert_true(n > 0);
     assert_int_equal(buf[n - 1], BIOTEK_ETX);
-    assert_int_equal(biotek_parse_body(buf, (size_t)n - 1, 16, 24, &out), PROTO_OK);
+    assert_int_equal(biotek_parse_body(buf, (size_t)n - 1, 16, 24, &out), LAB_OK);
     assert_int_equal(out.n_triples, 384);
     for (int r = 0; r < 16; r++)
         for (int c = 0; c < 24; c++) {
@@ -138,7 +138,7 @@ static void test_body_384_roundtrip(void **state)
                 assert_true(fabs(out.value[r][c] - in.value[r][c]) < 1e-9);
         }
     assert_int_equal(biotek_encode_body(&in, &all, BIOTEK_FMT_ABSORBANCE, 228, buf, 100),
-                     PROTO_ENOSPACE);
+                     LAB_ENOSPACE);
 }
 
 static void test_truncated_and_garbage_bodies(void **state)
@@ -173,9 +173,9 @@ static void test_truncated_and_garbage_bodies(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_true(biotek_parse_body(bad[i], strlen(bad[i]), 8, 12, &p) < 0);
     /* The error points at the bad triple: "nan" is the value of the first one, at offset 22. */
-    assert_int_equal(biotek_parse_body(bad[4], strlen(bad[4]), 8, 12, &p), PROTO_ESYNTAX);
+    assert_int_equal(biotek_parse_body(bad[4], strlen(bad[4]), 8, 12, &p), LAB_ESYNTAX);
     assert_int_equal(p.err_at, 22);
-    assert_int_equal(biotek_parse_body(bad[6], strlen(bad[6]), 8, 12, &p), PROTO_ESYNTAX);
+    assert_int_equal(biotek_parse_body(bad[6], strlen(bad[6]), 8, 12, &p), LAB_ESYNTAX);
     assert_int_equal(p.err_at, 32); /* the lone CR after the first triple */
 }
 
@@ -247,7 +247,7 @@ static void test_transcript_stream(void **state)
     /* The body's first bytes, then the temperature: int(resp[1:-1]) / 100000 == 23.6. */
     assert_memory_equal(sc.payload[5], "01,1,\r000:00:00.0,228,01,01,+0.1917", 35);
     double t;
-    assert_int_equal(biotek_parse_temperature(sc.payload[6], strlen(sc.payload[6]), &t), PROTO_OK);
+    assert_int_equal(biotek_parse_temperature(sc.payload[6], strlen(sc.payload[6]), &t), LAB_OK);
     assert_true(fabs(t - 23.6) < 1e-9);
 
     char buf[16];
@@ -276,13 +276,13 @@ static void test_version(void **state)
     assert_int_equal(fr.acks, 1);
     char part[16], ver[16];
     assert_int_equal(biotek_parse_version(fr.last, fr.last_len, part, sizeof part, ver, sizeof ver),
-                     PROTO_OK);
+                     LAB_OK);
     assert_string_equal(part, "1650200");
     assert_string_equal(ver, "1.04");
     assert_int_equal(biotek_parse_version("1650200", 7, part, sizeof part, ver, sizeof ver),
-                     PROTO_ESYNTAX);
+                     LAB_ESYNTAX);
     assert_int_equal(biotek_parse_version(fr.last, fr.last_len, part, 3, ver, sizeof ver),
-                     PROTO_ENOSPACE);
+                     LAB_ENOSPACE);
 }
 
 typedef struct cmds {
@@ -359,7 +359,7 @@ static void test_body_counts(void **state)
     static const double b[12] = {462, 2187, 501, 465, 576, 484, 731, 891, 629, 618, 541, 2066};
     static const double h[12] = {1118, 742, 542, 555, 622, 688, 542, 697, 900, 3002, 607, 523};
     static biotek_plate_t p;
-    assert_int_equal(biotek_parse_body(body_fl, strlen(body_fl), 8, 12, &p), PROTO_OK);
+    assert_int_equal(biotek_parse_body(body_fl, strlen(body_fl), 8, 12, &p), LAB_OK);
     assert_int_equal(p.n_triples, 96);
     for (int c = 0; c < 12; c++) {
         assert_true(p.value[0][c] == a[c]);
@@ -373,7 +373,7 @@ static void test_body_counts(void **state)
                        "\n,06,02,0000011,06,03,0000027\r\n,07,03,0000009,07,02,0000010\r\n237\x1a"
                        "160\x1a"
                        "0000";
-    assert_int_equal(biotek_parse_body(lum, strlen(lum), 8, 12, &p), PROTO_OK);
+    assert_int_equal(biotek_parse_body(lum, strlen(lum), 8, 12, &p), LAB_OK);
     assert_int_equal(p.n_triples, 12);
     assert_true(p.value[1][1] == 43 && p.value[5][2] == 27 && p.value[6][2] == 9);
     assert_int_equal(p.state[0][0], BIOTEK_WELL_ABSENT);
@@ -398,17 +398,17 @@ static void test_plate_geometry(void **state)
     assert_int_equal(n, (int)strlen(golden));
     assert_memory_equal(buf, golden, (size_t)n);
     biotek_geometry_t back;
-    assert_int_equal(biotek_parse_geometry(golden, strlen(golden) - 1, &back), PROTO_OK);
+    assert_int_equal(biotek_parse_geometry(golden, strlen(golden) - 1, &back), LAB_OK);
     assert_memory_equal(&back, &g, sizeof g);
     /* Every field has a fixed width: a plate taller than 99.99 mm cannot be said. */
     g.size_z = 10000;
-    assert_int_equal(biotek_encode_geometry(&g, buf, sizeof buf), PROTO_ERANGE);
+    assert_int_equal(biotek_encode_geometry(&g, buf, sizeof buf), LAB_ERANGE);
     g.size_z = 1422;
     g.rows = 0;
-    assert_int_equal(biotek_encode_geometry(&g, buf, sizeof buf), PROTO_ERANGE);
-    assert_int_equal(biotek_parse_geometry(golden, strlen(golden) - 2, &back), PROTO_ESYNTAX);
+    assert_int_equal(biotek_encode_geometry(&g, buf, sizeof buf), LAB_ERANGE);
+    assert_int_equal(biotek_parse_geometry(golden, strlen(golden) - 2, &back), LAB_ESYNTAX);
     assert_int_equal(biotek_parse_geometry("0812011220743401435113530855912788142x", 38, &back),
-                     PROTO_ESYNTAX);
+                     LAB_ESYNTAX);
 }
 
 static void test_setpoint(void **state)
@@ -424,15 +424,15 @@ static void test_setpoint(void **state)
     assert_string_equal(buf, "04000");
     assert_int_equal(biotek_encode_setpoint(36.6, buf, sizeof buf), 5);
     assert_string_equal(buf, "36600");
-    assert_int_equal(biotek_encode_setpoint(100, buf, sizeof buf), PROTO_ERANGE);
-    assert_int_equal(biotek_encode_setpoint(-1, buf, sizeof buf), PROTO_ERANGE);
-    assert_int_equal(biotek_encode_setpoint(NAN, buf, sizeof buf), PROTO_ERANGE);
+    assert_int_equal(biotek_encode_setpoint(100, buf, sizeof buf), LAB_ERANGE);
+    assert_int_equal(biotek_encode_setpoint(-1, buf, sizeof buf), LAB_ERANGE);
+    assert_int_equal(biotek_encode_setpoint(NAN, buf, sizeof buf), LAB_ERANGE);
     double c;
-    assert_int_equal(biotek_parse_setpoint("37000", 5, &c), PROTO_OK);
+    assert_int_equal(biotek_parse_setpoint("37000", 5, &c), LAB_OK);
     assert_true(c == 37);
-    assert_int_equal(biotek_parse_setpoint("3700", 4, &c), PROTO_ESYNTAX);
+    assert_int_equal(biotek_parse_setpoint("3700", 4, &c), LAB_ESYNTAX);
     /* The old encoding in hundredths (3700 for 37 degC) is not what the reader takes. */
-    assert_int_equal(biotek_parse_setpoint("03700", 5, &c), PROTO_OK);
+    assert_int_equal(biotek_parse_setpoint("03700", 5, &c), LAB_OK);
     assert_true(c == 3.7);
 }
 
@@ -454,9 +454,9 @@ static void test_status_replies(void **state)
     /* test_read_fluorescence, line 277: the focal height's by "0000" ETX. */
     assert_int_equal(biotek_parse_status("0000", 4, &bad), BIOTEK_STATUS_OK);
     assert_int_equal(biotek_parse_status("0001", 4, &bad), BIOTEK_STATUS_CODE);
-    assert_int_equal(biotek_parse_status("00a0", 4, &bad), PROTO_ESYNTAX);
+    assert_int_equal(biotek_parse_status("00a0", 4, &bad), LAB_ESYNTAX);
     assert_int_equal(bad, 2);
-    assert_int_equal(biotek_parse_status("035000", 6, &bad), PROTO_ESYNTAX);
+    assert_int_equal(biotek_parse_status("035000", 6, &bad), LAB_ESYNTAX);
     assert_int_equal(bad, 6);
 
     /* T test_get_serial_number, line 61: "\x0600000000        0000\x03" is "00000000". */
@@ -469,9 +469,9 @@ static void test_status_replies(void **state)
          22, &fr);
     assert_int_equal(fr.n, 1);
     char serial[16];
-    assert_int_equal(biotek_parse_serial(fr.last, fr.last_len, serial, sizeof serial), PROTO_OK);
+    assert_int_equal(biotek_parse_serial(fr.last, fr.last_len, serial, sizeof serial), LAB_OK);
     assert_string_equal(serial, "00000000");
-    assert_int_equal(biotek_parse_serial(" 1", 2, serial, sizeof serial), PROTO_ESYNTAX);
+    assert_int_equal(biotek_parse_serial(" 1", 2, serial, sizeof serial), LAB_ESYNTAX);
 
     char buf[64];
     assert_int_equal(biotek_encode_status(read_status[0], buf, sizeof buf), 38);

@@ -19,7 +19,7 @@ static void expect_cmd(const liconic_cmd_t *c, const char *wire)
     assert_memory_equal(buf, wire, (size_t)n);
     /* The simulator side reads back the same command. */
     liconic_cmd_t back;
-    assert_int_equal(liconic_parse_cmd(wire, strlen(wire) - 1, &back), PROTO_OK);
+    assert_int_equal(liconic_parse_cmd(wire, strlen(wire) - 1, &back), LAB_OK);
     assert_int_equal(back.op, c->op);
     assert_int_equal(back.addr, c->addr);
     assert_int_equal(back.value, c->value);
@@ -37,11 +37,11 @@ static void test_handshake(void **state)
     assert_true(steps[2].poll_ready);
 
     liconic_reply_t r;
-    assert_int_equal(liconic_parse_reply("CC", 2, &r), PROTO_OK);
+    assert_int_equal(liconic_parse_reply("CC", 2, &r), LAB_OK);
     assert_int_equal(r.kind, LICONIC_REPLY_CC);
-    assert_int_equal(liconic_parse_reply("OK", 2, &r), PROTO_OK);
+    assert_int_equal(liconic_parse_reply("OK", 2, &r), LAB_OK);
     assert_int_equal(r.kind, LICONIC_REPLY_OK);
-    assert_int_equal(liconic_parse_reply("1", 1, &r), PROTO_OK);
+    assert_int_equal(liconic_parse_reply("1", 1, &r), LAB_OK);
     assert_int_equal(r.kind, LICONIC_REPLY_VALUE);
     assert_int_equal(r.value, 1);
 }
@@ -52,27 +52,27 @@ static void test_climate(void **state)
      * set_humidity(0.9) -> "WR DM893 00900", set_co2_level(0.05) -> "WR DM894 00500",
      * set_n2_level(0.9) -> "WR DM895 09000"; get_target_temperature reply "375" -> 37.5. */
     liconic_cmd_t c;
-    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_TEMPERATURE, 37.5, &c), PROTO_OK);
+    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_TEMPERATURE, 37.5, &c), LAB_OK);
     expect_cmd(&c, "WR DM890 00375\r");
-    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_HUMIDITY, 90.0, &c), PROTO_OK);
+    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_HUMIDITY, 90.0, &c), LAB_OK);
     expect_cmd(&c, "WR DM893 00900\r");
-    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_CO2, 5.0, &c), PROTO_OK);
+    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_CO2, 5.0, &c), LAB_OK);
     expect_cmd(&c, "WR DM894 00500\r");
-    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_N2, 90.0, &c), PROTO_OK);
+    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_N2, 90.0, &c), LAB_OK);
     expect_cmd(&c, "WR DM895 09000\r");
-    assert_int_equal(liconic_climate_read_cmd(LICONIC_CLIMATE_TEMPERATURE, 0, &c), PROTO_OK);
+    assert_int_equal(liconic_climate_read_cmd(LICONIC_CLIMATE_TEMPERATURE, 0, &c), LAB_OK);
     expect_cmd(&c, "RD DM982\r");
-    assert_int_equal(liconic_climate_read_cmd(LICONIC_CLIMATE_TEMPERATURE, 1, &c), PROTO_OK);
+    assert_int_equal(liconic_climate_read_cmd(LICONIC_CLIMATE_TEMPERATURE, 1, &c), LAB_OK);
     expect_cmd(&c, "RD DM890\r");
 
     liconic_reply_t r;
-    assert_int_equal(liconic_parse_reply("375", 3, &r), PROTO_OK);
+    assert_int_equal(liconic_parse_reply("375", 3, &r), LAB_OK);
     assert_true(liconic_climate_from_raw(LICONIC_CLIMATE_TEMPERATURE, r.value) == 37.5);
-    assert_int_equal(liconic_parse_reply("500", 3, &r), PROTO_OK);
+    assert_int_equal(liconic_parse_reply("500", 3, &r), LAB_OK);
     assert_true(liconic_climate_from_raw(LICONIC_CLIMATE_CO2, r.value) == 5.0);
 
-    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_TEMPERATURE, 150.0, &c), PROTO_ERANGE);
-    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_HUMIDITY, -1, &c), PROTO_ERANGE);
+    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_TEMPERATURE, 150.0, &c), LAB_ERANGE);
+    assert_int_equal(liconic_climate_set_cmd(LICONIC_CLIMATE_HUMIDITY, -1, &c), LAB_ERANGE);
 }
 
 static void test_load_unload(void **state)
@@ -89,7 +89,7 @@ static void test_load_unload(void **state)
     assert_int_equal(liconic_seq_unload(&site, steps, LICONIC_SEQ_MAX), 7);
     expect_cmd(&steps[4].cmd, "ST 1905\r");
     assert_true(steps[5].poll_ready);
-    assert_int_equal(liconic_seq_load(&site, steps, 3), PROTO_ENOSPACE);
+    assert_int_equal(liconic_seq_load(&site, steps, 3), LAB_ENOSPACE);
 
     /* move_position_to_position: pick with ST 1908 at the origin, DM0 rewritten only for another
      * cassette, place with ST 1909, terminate with ST 1903. */
@@ -105,7 +105,7 @@ static void test_load_unload(void **state)
     to.cassette = 1;
     assert_int_equal(liconic_seq_move(&site, &to, big, 16), 12);
     site.slot = 23;
-    assert_int_equal(liconic_seq_load(&site, steps, LICONIC_SEQ_MAX), PROTO_ERANGE);
+    assert_int_equal(liconic_seq_load(&site, steps, LICONIC_SEQ_MAX), LAB_ERANGE);
 }
 
 /* PyLabRobot pylabrobot/legacy/storage/liconic/liconic_backend_tests.py, commit 598b58ffb:
@@ -159,24 +159,24 @@ static void test_cassettes(void **state)
     liconic_cassettes_t c;
     char err[512];
     assert_int_equal(liconic_cassettes_parse("liconic_rack_17mm_22", NULL, 0, &c, err, sizeof err),
-                     PROTO_OK);
+                     LAB_OK);
     assert_int_equal(c.n, 1);
     assert_int_equal(liconic_cassettes_slots(&c), 22);
     assert_int_equal(liconic_cassettes_parse("liconic_rack_17mm_22", NULL, 3, &c, err, sizeof err),
-                     PROTO_OK);
+                     LAB_OK);
     assert_int_equal(c.n, 3);
     assert_int_equal(c.rack[2]->steps, 788);
     assert_int_equal(liconic_cassettes_slots(&c), 66);
     assert_int_equal(liconic_cassettes_parse(NULL, "2:liconic_rack_44mm_10,1:liconic_rack_5mm_42",
                                              0, &c, err, sizeof err),
-                     PROTO_OK);
+                     LAB_OK);
     assert_int_equal(c.n, 2);
     assert_int_equal(c.rack[0]->steps, 377);
     assert_int_equal(c.rack[1]->steps, 1713);
     assert_int_equal(liconic_cassettes_slots(&c), 52);
     assert_int_equal(
         liconic_cassettes_parse(NULL, " 1 : liconic_rack_17mm_22 ", 0, &c, err, sizeof err),
-        PROTO_OK);
+        LAB_OK);
     assert_int_equal(c.n, 1);
 
     static const struct {
@@ -212,7 +212,7 @@ static void test_cassettes(void **state)
         err[0] = 0;
         assert_int_equal(liconic_cassettes_parse(bad[i].rack_type, bad[i].rack_types,
                                                  bad[i].cassettes, &c, err, sizeof err),
-                         PROTO_ESYNTAX);
+                         LAB_ESYNTAX);
         assert_int_equal(c.n, 0);
         if (!strstr(err, bad[i].why))
             fail_msg("case %zu: '%s', expected '%s'", i, err, bad[i].why);
@@ -223,31 +223,31 @@ static void test_errors(void **state)
 {
     /* liconic_backend_tests.py: reply b"E1" -> LiconicControllerCommandError; b"E9" unknown. */
     liconic_reply_t r;
-    assert_int_equal(liconic_parse_reply("E1", 2, &r), PROTO_OK);
+    assert_int_equal(liconic_parse_reply("E1", 2, &r), LAB_OK);
     assert_int_equal(r.kind, LICONIC_REPLY_ERROR);
     assert_int_equal(r.error, 1);
     assert_non_null(strstr(r.text, "Invalid command"));
-    assert_int_equal(liconic_parse_reply("E9", 2, &r), PROTO_EUNKNOWN);
+    assert_int_equal(liconic_parse_reply("E9", 2, &r), LAB_EUNKNOWN);
     assert_int_equal(r.error, 9);
 
     /* constants.py / errors.py: DM200 "00007" gate open, "00104" import shovel inner,
      * "00717" no recovery during plate get. */
     liconic_handler_error_t he;
-    assert_int_equal(liconic_handler_error_lookup(7, &he), PROTO_OK);
+    assert_int_equal(liconic_handler_error_lookup(7, &he), LAB_OK);
     assert_non_null(strstr(he.text, "Gate could not reach upper position"));
-    assert_int_equal(liconic_handler_error_lookup(104, &he), PROTO_OK);
+    assert_int_equal(liconic_handler_error_lookup(104, &he), LAB_OK);
     assert_string_equal(he.group, "import plate");
     assert_non_null(strstr(he.text, "Shovel could not reach inner position"));
-    assert_int_equal(liconic_handler_error_lookup(717, &he), PROTO_OK);
+    assert_int_equal(liconic_handler_error_lookup(717, &he), LAB_OK);
     assert_string_equal(he.group, "plate get");
     /* _wait_ready(): RD 1814 -> "1", then RD DM200 -> the code as five digits. */
-    assert_int_equal(liconic_parse_reply("00104", 5, &r), PROTO_OK);
+    assert_int_equal(liconic_parse_reply("00104", 5, &r), LAB_OK);
     assert_int_equal(r.kind, LICONIC_REPLY_VALUE);
-    assert_int_equal(liconic_handler_error_lookup((int)r.value, &he), PROTO_OK);
+    assert_int_equal(liconic_handler_error_lookup((int)r.value, &he), LAB_OK);
     assert_string_equal(he.group, "import plate");
-    assert_int_equal(liconic_handler_error_lookup(0, &he), PROTO_EUNKNOWN);
-    assert_int_equal(liconic_handler_error_lookup(112, &he), PROTO_EUNKNOWN);
-    assert_int_equal(liconic_handler_error_lookup(800, &he), PROTO_EUNKNOWN);
+    assert_int_equal(liconic_handler_error_lookup(0, &he), LAB_EUNKNOWN);
+    assert_int_equal(liconic_handler_error_lookup(112, &he), LAB_EUNKNOWN);
+    assert_int_equal(liconic_handler_error_lookup(800, &he), LAB_EUNKNOWN);
 
     char buf[16];
     r = (liconic_reply_t){.kind = LICONIC_REPLY_ERROR, .error = 4};
@@ -311,7 +311,7 @@ static void test_garbage(void **state)
         assert_true(liconic_parse_reply(bad_replies[i], strlen(bad_replies[i]), &r) < 0);
     char small[4];
     c = (liconic_cmd_t){LICONIC_OP_WRITE_DM, 890, 375, 5};
-    assert_int_equal(liconic_encode_cmd(&c, small, sizeof small), PROTO_ENOSPACE);
+    assert_int_equal(liconic_encode_cmd(&c, small, sizeof small), LAB_ENOSPACE);
 }
 
 int main(void)

@@ -33,16 +33,16 @@ static void test_tip_pickup_command(void **state)
 
     /* The simulator reads it back. */
     star_msg_t m;
-    assert_int_equal(star_parse(golden, strlen(golden), &m), PROTO_OK);
+    assert_int_equal(star_parse(golden, strlen(golden), &m), LAB_OK);
     assert_string_equal(m.module, "C0");
     assert_string_equal(m.cmd, "TP");
     assert_int_equal(m.id, 2);
     long xp[8], th;
     size_t nxp;
-    assert_int_equal(star_param_list(&m, "xp", xp, 8, &nxp), PROTO_OK);
+    assert_int_equal(star_param_list(&m, "xp", xp, 8, &nxp), LAB_OK);
     assert_int_equal(nxp, 3);
     assert_int_equal(xp[1], 1179);
-    assert_int_equal(star_param_int(&m, "th", &th), PROTO_OK);
+    assert_int_equal(star_param_int(&m, "th", &th), LAB_OK);
     assert_int_equal(th, 2450);
     assert_false(star_msg_failed(&m));
 }
@@ -58,35 +58,35 @@ static void test_aspirate_and_drop_commands_parse(void **state)
                       "gi000 000&gj0gk0lk0 0&ik0000 0000&sd0500 0500&se0500 0500&sz0300 0300&"
                       "io0000 0000&";
     star_msg_t m;
-    assert_int_equal(star_parse(as, strlen(as), &m), PROTO_OK);
+    assert_int_equal(star_parse(as, strlen(as), &m), LAB_OK);
     assert_string_equal(m.cmd, "AS");
     char which[3];
     assert_int_equal(star_check_cmd(&m, 8, which), 0);
     long v[8];
     size_t n;
-    assert_int_equal(star_param_list(&m, "av", v, 8, &n), PROTO_OK);
+    assert_int_equal(star_param_list(&m, "av", v, 8, &n), LAB_OK);
     assert_int_equal(n, 2);
     assert_int_equal(v[0], 1072);
     long gj;
-    assert_int_equal(star_param_int(&m, "gj", &gj), PROTO_OK);
+    assert_int_equal(star_param_int(&m, "gj", &gj), LAB_OK);
     assert_int_equal(gj, 0);
-    assert_int_equal(star_param_list(&m, "xx", v, 8, &n), PROTO_EUNKNOWN);
+    assert_int_equal(star_param_list(&m, "xx", v, 8, &n), LAB_EUNKNOWN);
 
     const char tr[] = "C0TRid0003xp00000 00000 00000 00000 01179 01179 00000&yp0000 0000 0000 "
                       "0000 2058 1968 0000&tm0 0 0 0 1 1 0&tp2244tz2164th2450te2450ti1";
-    assert_int_equal(star_parse(tr, strlen(tr), &m), PROTO_OK);
+    assert_int_equal(star_parse(tr, strlen(tr), &m), LAB_OK);
     assert_int_equal(m.id, 3);
-    assert_int_equal(star_param_list(&m, "tm", v, 8, &n), PROTO_OK);
+    assert_int_equal(star_param_list(&m, "tm", v, 8, &n), LAB_OK);
     assert_int_equal(n, 7);
     assert_int_equal(v[4], 1);
     /* A list longer than the caller's array is refused, not overrun. */
-    assert_int_equal(star_param_list(&m, "xp", v, 3, &n), PROTO_ENOSPACE);
+    assert_int_equal(star_param_list(&m, "xp", v, 3, &n), LAB_ENOSPACE);
 
     /* The C0TR reply: 8 values per list, no '&'. */
     const char reply[] = "C0TRid0003kz000 000 000 000 000 000 000 000vz000 000 000 000 000 000 "
                          "000 000";
-    assert_int_equal(star_parse(reply, strlen(reply), &m), PROTO_OK);
-    assert_int_equal(star_param_list(&m, "kz", v, 8, &n), PROTO_OK);
+    assert_int_equal(star_parse(reply, strlen(reply), &m), LAB_OK);
+    assert_int_equal(star_param_list(&m, "kz", v, 8, &n), LAB_OK);
     assert_int_equal(n, 8);
 }
 
@@ -95,20 +95,20 @@ static void test_reply_errors(void **state)
     /* test_parse_response_no_errors / master_error / slave_errors / slave_response_errors. */
     star_msg_t m;
     const char ok[] = "C0QMid1111 er00/00 P100/00";
-    assert_int_equal(star_parse(ok, strlen(ok), &m), PROTO_OK);
+    assert_int_equal(star_parse(ok, strlen(ok), &m), LAB_OK);
     assert_int_equal(m.id, 1111);
     assert_true(m.has_er);
     assert_false(star_msg_failed(&m));
 
     const char master[] = "C0QMid1111 er01/30";
-    assert_int_equal(star_parse(master, strlen(master), &m), PROTO_OK);
+    assert_int_equal(star_parse(master, strlen(master), &m), LAB_OK);
     assert_int_equal(m.n_errors, 1);
     assert_string_equal(m.errors[0].module_name, "Master");
     assert_string_equal(m.errors[0].code_text, "Command syntax error");
     assert_string_equal(m.errors[0].trace_text, "Unknown command");
 
     const char slaves[] = "C0QMid1111 er99/00 P100/00 P235/00 P402/98 PG08/76";
-    assert_int_equal(star_parse(slaves, strlen(slaves), &m), PROTO_OK);
+    assert_int_equal(star_parse(slaves, strlen(slaves), &m), LAB_OK);
     assert_int_equal(m.n_errors, 4);
     assert_int_equal(m.errors[0].code, 99);
     assert_string_equal(m.errors[0].code_text, "Slave error");
@@ -125,7 +125,7 @@ static void test_reply_errors(void **state)
     assert_string_equal(m.errors[3].trace_text, "Tip already picked up");
 
     const char slave[] = "P1OQid1111er30";
-    assert_int_equal(star_parse(slave, strlen(slave), &m), PROTO_OK);
+    assert_int_equal(star_parse(slave, strlen(slave), &m), LAB_OK);
     assert_int_equal(m.n_errors, 1);
     assert_int_equal(m.errors[0].code, -1);
     assert_string_equal(m.errors[0].module_name, "Pipetting channel 1");
@@ -133,26 +133,26 @@ static void test_reply_errors(void **state)
 
     /* test barcode replies: er followed directly by a parameter. */
     const char bc[] = "C0ZBid0001er00/00bb/08ABCDEFGH";
-    assert_int_equal(star_parse(bc, strlen(bc), &m), PROTO_OK);
+    assert_int_equal(star_parse(bc, strlen(bc), &m), LAB_OK);
     assert_false(star_msg_failed(&m));
     const star_param_t *p = star_param(&m, "bb");
     assert_non_null(p);
     assert_int_equal(p->len, 11);
     assert_memory_equal(p->val, "/08ABCDEFGH", 11);
     const char bc_err[] = "C0ZBid0001er05/30bb/00";
-    assert_int_equal(star_parse(bc_err, strlen(bc_err), &m), PROTO_OK);
+    assert_int_equal(star_parse(bc_err, strlen(bc_err), &m), LAB_OK);
     assert_string_equal(m.errors[0].code_text, "Barcode unreadable");
 
     /* parse_response_params: hex parameter. */
     const char hex[] = "C0QMid1113pqABC";
     unsigned long hv;
-    assert_int_equal(star_parse(hex, strlen(hex), &m), PROTO_OK);
-    assert_int_equal(star_param_hex(&m, "pq", &hv), PROTO_OK);
+    assert_int_equal(star_parse(hex, strlen(hex), &m), LAB_OK);
+    assert_int_equal(star_param_hex(&m, "pq", &hv), LAB_OK);
     assert_int_equal(hv, 0xABC);
     const char neg[] = "C0QMid1112aa-21";
     long nv;
-    assert_int_equal(star_parse(neg, strlen(neg), &m), PROTO_OK);
-    assert_int_equal(star_param_int(&m, "aa", &nv), PROTO_OK);
+    assert_int_equal(star_parse(neg, strlen(neg), &m), LAB_OK);
+    assert_int_equal(star_param_int(&m, "aa", &nv), LAB_OK);
     assert_int_equal(nv, -21);
 }
 
@@ -167,29 +167,29 @@ static void test_reply_roundtrip(void **state)
     assert_int_equal(n, (int)strlen("C0ASid0042er99/00 P306/70\r\n"));
     assert_memory_equal(buf, "C0ASid0042er99/00 P306/70\r\n", (size_t)n);
     star_msg_t m;
-    assert_int_equal(star_parse(buf, (size_t)n - 2, &m), PROTO_OK);
+    assert_int_equal(star_parse(buf, (size_t)n - 2, &m), LAB_OK);
     assert_int_equal(m.n_errors, 2);
     assert_string_equal(m.errors[1].trace_text, "No liquid level found");
 
     /* Values wider than their field, bad names and tiny buffers are errors, not truncation. */
     star_begin(&b, buf, sizeof buf, "C0", "TP", 1);
     star_int(&b, "tt", 100, 2);
-    assert_int_equal(star_end(&b, 0), PROTO_ERANGE);
+    assert_int_equal(star_end(&b, 0), LAB_ERANGE);
     star_begin(&b, buf, sizeof buf, "C0", "TP", 1);
     star_int(&b, "TT", 1, 2);
-    assert_int_equal(star_end(&b, 0), PROTO_ERANGE);
+    assert_int_equal(star_end(&b, 0), LAB_ERANGE);
     star_begin(&b, buf, 8, "C0", "TP", 1);
     star_int(&b, "tt", 1, 2);
-    assert_int_equal(star_end(&b, 0), PROTO_ENOSPACE);
+    assert_int_equal(star_end(&b, 0), LAB_ENOSPACE);
     star_begin(&b, buf, sizeof buf, "C0", "TP", 1);
     star_int(&b, "tt", -2147483647L - 1, 12);
     assert_int_equal(star_end(&b, 0), 24);
     assert_string_equal(buf, "C0TPid0001tt-02147483648");
     star_begin(&b, buf, sizeof buf, "C0", "TP", 1);
     star_int(&b, "tt", -1000, 4);
-    assert_int_equal(star_end(&b, 0), PROTO_ERANGE);
+    assert_int_equal(star_end(&b, 0), LAB_ERANGE);
     star_begin(&b, buf, sizeof buf, "C0", "TP", 10000);
-    assert_int_equal(star_end(&b, 0), PROTO_ERANGE);
+    assert_int_equal(star_end(&b, 0), LAB_ERANGE);
 }
 
 static void test_pending_out_of_order(void **state)
@@ -200,20 +200,20 @@ static void test_pending_out_of_order(void **state)
     int c = star_pending_add(&t, "C0", "AS", (void *)2);
     assert_int_equal(a, 1);
     assert_int_equal(c, 2);
-    assert_int_equal(star_pending_add_noid(&t, "C0", "RQ", (void *)3), PROTO_OK);
+    assert_int_equal(star_pending_add_noid(&t, "C0", "RQ", (void *)3), LAB_OK);
 
     star_msg_t m;
     void *ud;
     /* The second command's reply arrives first. */
-    assert_int_equal(star_parse("C0ASid0002er00/00", 17, &m), PROTO_OK);
-    assert_int_equal(star_pending_take(&t, &m, &ud), PROTO_OK);
+    assert_int_equal(star_parse("C0ASid0002er00/00", 17, &m), LAB_OK);
+    assert_int_equal(star_pending_take(&t, &m, &ud), LAB_OK);
     assert_ptr_equal(ud, (void *)2);
-    assert_int_equal(star_pending_take(&t, &m, &ud), PROTO_ENOMATCH);
-    assert_int_equal(star_parse("C0RQrq0001", 10, &m), PROTO_OK);
-    assert_int_equal(star_pending_take(&t, &m, &ud), PROTO_OK);
+    assert_int_equal(star_pending_take(&t, &m, &ud), LAB_ENOMATCH);
+    assert_int_equal(star_parse("C0RQrq0001", 10, &m), LAB_OK);
+    assert_int_equal(star_pending_take(&t, &m, &ud), LAB_OK);
     assert_ptr_equal(ud, (void *)3);
-    assert_int_equal(star_parse("C0TPid0001er00/00", 17, &m), PROTO_OK);
-    assert_int_equal(star_pending_take(&t, &m, &ud), PROTO_OK);
+    assert_int_equal(star_parse("C0TPid0001er00/00", 17, &m), LAB_OK);
+    assert_int_equal(star_pending_take(&t, &m, &ud), LAB_OK);
     assert_ptr_equal(ud, (void *)1);
     assert_int_equal(star_pending_count(&t), 0);
 
@@ -230,7 +230,7 @@ static void test_pending_out_of_order(void **state)
     assert_int_equal(star_pending_add(&t, "C0", "TP", NULL), 1);
     for (int i = 3; i < STAR_PENDING_MAX; i++)
         assert_true(star_pending_add(&t, "C0", "TP", NULL) > 0);
-    assert_int_equal(star_pending_add(&t, "C0", "TP", NULL), PROTO_EFULL);
+    assert_int_equal(star_pending_add(&t, "C0", "TP", NULL), LAB_EFULL);
 }
 
 static void test_garbage(void **state)
@@ -241,15 +241,15 @@ static void test_garbage(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_true(star_parse(bad[i], strlen(bad[i]), &m) < 0);
     /* The error names the offending byte. */
-    assert_int_equal(star_parse("C0QMid1111 X", 12, &m), PROTO_ESYNTAX);
+    assert_int_equal(star_parse("C0QMid1111 X", 12, &m), LAB_ESYNTAX);
     assert_int_equal(m.err_at, 6); /* the id's value, "1111 X" */
-    assert_int_equal(star_parse("C0QMid1111erXX", 14, &m), PROTO_ESYNTAX);
+    assert_int_equal(star_parse("C0QMid1111erXX", 14, &m), LAB_ESYNTAX);
     assert_int_equal(m.err_at, 12);
-    assert_int_equal(star_parse("C0QM1234", 8, &m), PROTO_ESYNTAX);
+    assert_int_equal(star_parse("C0QM1234", 8, &m), LAB_ESYNTAX);
     assert_int_equal(m.err_at, 4);
     long v;
-    assert_int_equal(star_parse("C0QMid1111aa12 3", 16, &m), PROTO_OK);
-    assert_int_equal(star_param_int(&m, "aa", &v), PROTO_ESYNTAX);
+    assert_int_equal(star_parse("C0QMid1111aa12 3", 16, &m), LAB_OK);
+    assert_int_equal(star_param_int(&m, "aa", &v), LAB_ESYNTAX);
 }
 
 static void test_command_specs(void **state)
@@ -268,28 +268,28 @@ static void test_command_specs(void **state)
     star_msg_t m;
     char which[3];
     for (size_t i = 0; i < sizeof golden / sizeof golden[0]; i++) {
-        assert_int_equal(star_parse(golden[i], strlen(golden[i]), &m), PROTO_OK);
+        assert_int_equal(star_parse(golden[i], strlen(golden[i]), &m), LAB_OK);
         assert_int_equal(star_check_cmd(&m, 8, which), 0);
     }
     /* What the firmware would refuse: er01/30, /31, /32, /33 (C0 trace table). */
     const char *tp = "C0TPid0002xp01179&yp2418&tm1&tt01tp2244tz2164th2450td0";
-    assert_int_equal(star_parse(tp, strlen(tp), &m), PROTO_OK);
+    assert_int_equal(star_parse(tp, strlen(tp), &m), LAB_OK);
     assert_int_equal(star_check_cmd(&m, 8, which), 0);
     const char *unknown_cmd = "C0ZZid0002";
-    assert_int_equal(star_parse(unknown_cmd, strlen(unknown_cmd), &m), PROTO_OK);
+    assert_int_equal(star_parse(unknown_cmd, strlen(unknown_cmd), &m), LAB_OK);
     assert_int_equal(star_check_cmd(&m, 8, which), 30);
     const char *unknown_param = "C0TPid0002xp01179&yp2418&tm1&tt01tp2244tz2164th2450td0qq1";
-    assert_int_equal(star_parse(unknown_param, strlen(unknown_param), &m), PROTO_OK);
+    assert_int_equal(star_parse(unknown_param, strlen(unknown_param), &m), LAB_OK);
     assert_int_equal(star_check_cmd(&m, 8, which), 31);
     assert_string_equal(which, "qq");
     const char *narrow = "C0TPid0002xp1179&yp2418&tm1&tt01tp2244tz2164th2450td0";
-    assert_int_equal(star_parse(narrow, strlen(narrow), &m), PROTO_OK);
+    assert_int_equal(star_parse(narrow, strlen(narrow), &m), LAB_OK);
     assert_int_equal(star_check_cmd(&m, 8, which), 32);
     assert_string_equal(which, "xp");
-    assert_int_equal(star_parse(tp, strlen(tp), &m), PROTO_OK);
+    assert_int_equal(star_parse(tp, strlen(tp), &m), LAB_OK);
     assert_int_equal(star_check_cmd(&m, 0, which), 32);
     const char *missing = "C0TPid0002xp01179&yp2418&tm1&tt01tp2244tz2164th2450";
-    assert_int_equal(star_parse(missing, strlen(missing), &m), PROTO_OK);
+    assert_int_equal(star_parse(missing, strlen(missing), &m), LAB_OK);
     assert_int_equal(star_check_cmd(&m, 8, which), 33);
     assert_string_equal(which, "td");
     assert_string_equal(star_trace_text("C0", 33),
@@ -310,7 +310,7 @@ static void test_command_specs(void **state)
     int n = star_end(&b, 0);
     assert_true(n > 0);
     assert_string_equal(buf, "C0DIid0007xp08000 08000&yp4050 3960&tp2450tz2450te3600tm1 1&tt16ti1");
-    assert_int_equal(star_parse(buf, (size_t)n, &m), PROTO_OK);
+    assert_int_equal(star_parse(buf, (size_t)n, &m), LAB_OK);
     assert_int_equal(star_check_cmd(&m, 8, which), 0);
 }
 
@@ -425,13 +425,13 @@ static void test_plr_tip_frames(void **state)
     static star_msg_t m;
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         char which[3];
-        assert_int_equal(star_parse(all[i], strlen(all[i]), &m), PROTO_OK);
+        assert_int_equal(star_parse(all[i], strlen(all[i]), &m), LAB_OK);
         assert_int_equal(star_check_cmd(&m, 8, which), 0);
     }
     /* discard_tip writes tp..te unpadded: a 3-digit height is still well formed */
     const char short_tr[] = "C0TRid0003xp08000&yp3427&tm1&tp970tz870th2450te2450ti0";
     char which[3];
-    assert_int_equal(star_parse(short_tr, strlen(short_tr), &m), PROTO_OK);
+    assert_int_equal(star_parse(short_tr, strlen(short_tr), &m), LAB_OK);
     assert_int_equal(star_check_cmd(&m, 8, which), 0);
 }
 
@@ -470,7 +470,7 @@ static void test_plr_liquid_frames(void **state)
     star_builder_t b;
     star_begin(&b, buf, sizeof buf, "C0", "AS", 1);
     star_list_pattern(&b, "tm", (long[8]){0}, 0, 8, 1, STAR_FILL_ZERO);
-    assert_int_equal(star_end(&b, 0), PROTO_ERANGE); /* no channel: not a command */
+    assert_int_equal(star_end(&b, 0), LAB_ERANGE); /* no channel: not a command */
 }
 
 /* The replies check_fw_string_error accepts are accepted; those it raises on report the same
@@ -485,16 +485,16 @@ static void test_plr_replies(void **state)
     } ok[] = {{PLR_OK_QM, 1111}, {PLR_OK_QM_ER, 1111}, {PLR_OK_QM_P1, 1111},
               {PLR_OK_ZB, 1},    {PLR_OK_RY, 52},      {PLR_OK_TR, 3}};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
-        assert_int_equal(star_parse(ok[i].s, strlen(ok[i].s), &m), PROTO_OK);
+        assert_int_equal(star_parse(ok[i].s, strlen(ok[i].s), &m), LAB_OK);
         assert_int_equal(m.id, ok[i].id);
         assert_false(star_msg_failed(&m));
     }
     long kz[8];
     size_t n;
-    assert_int_equal(star_param_list(&m, "kz", kz, 8, &n), PROTO_OK);
+    assert_int_equal(star_param_list(&m, "kz", kz, 8, &n), LAB_OK);
     assert_int_equal(n, 8);
 
-    assert_int_equal(star_parse(PLR_ERR_MASTER, strlen(PLR_ERR_MASTER), &m), PROTO_OK);
+    assert_int_equal(star_parse(PLR_ERR_MASTER, strlen(PLR_ERR_MASTER), &m), LAB_OK);
     assert_true(star_msg_failed(&m));
     assert_int_equal(m.n_errors, 1);
     assert_string_equal(m.errors[0].module, "C0");
@@ -504,7 +504,7 @@ static void test_plr_replies(void **state)
     assert_string_equal(m.errors[0].trace_text, "Unknown command");
 
     /* er99/00 (slave error) then P2 35/00, P4 02/98, PG 08/76; P1 00/00 is no error. */
-    assert_int_equal(star_parse(PLR_ERR_SLAVES, strlen(PLR_ERR_SLAVES), &m), PROTO_OK);
+    assert_int_equal(star_parse(PLR_ERR_SLAVES, strlen(PLR_ERR_SLAVES), &m), LAB_OK);
     assert_true(star_msg_failed(&m));
     assert_int_equal(m.n_errors, 4);
     assert_int_equal(m.errors[0].code, 99);
@@ -520,34 +520,34 @@ static void test_plr_replies(void **state)
     assert_null(m.errors[2].trace_text); /* "Unknown trace information code 98" */
 
     /* Slave modules in their own form: er## is the trace information. */
-    assert_int_equal(star_parse(PLR_ERR_P1, strlen(PLR_ERR_P1), &m), PROTO_OK);
+    assert_int_equal(star_parse(PLR_ERR_P1, strlen(PLR_ERR_P1), &m), LAB_OK);
     assert_true(star_msg_failed(&m));
     assert_int_equal(m.n_errors, 1);
     assert_string_equal(m.errors[0].module, "P1");
     assert_int_equal(m.errors[0].code, -1);
     assert_int_equal(m.errors[0].trace, 30);
     assert_string_equal(m.errors[0].trace_text, "Unknown command");
-    assert_int_equal(star_parse(PLR_ERR_H0, strlen(PLR_ERR_H0), &m), PROTO_OK);
+    assert_int_equal(star_parse(PLR_ERR_H0, strlen(PLR_ERR_H0), &m), LAB_OK);
     assert_true(star_msg_failed(&m));
     assert_string_equal(m.errors[0].module, "H0");
     assert_int_equal(m.errors[0].trace, 32);
     assert_string_equal(m.errors[0].module_name, "CoRe 96 Head");
-    assert_int_equal(star_parse(PLR_ERR_ZB, strlen(PLR_ERR_ZB), &m), PROTO_OK);
+    assert_int_equal(star_parse(PLR_ERR_ZB, strlen(PLR_ERR_ZB), &m), LAB_OK);
     assert_true(star_msg_failed(&m));
     assert_int_equal(m.errors[0].code, 5);
 
-    assert_int_not_equal(star_parse(PLR_PLAINTEXT, strlen(PLR_PLAINTEXT), &m), PROTO_OK);
+    assert_int_not_equal(star_parse(PLR_PLAINTEXT, strlen(PLR_PLAINTEXT), &m), LAB_OK);
     /* The master writes er##/##; a bare er## in its reply is refused (base.py would miss it). */
-    assert_int_equal(star_parse("C0QMid0001er30", 14, &m), PROTO_ESYNTAX);
+    assert_int_equal(star_parse("C0QMid0001er30", 14, &m), LAB_ESYNTAX);
     /* test_send_command_wrong_id: a reply with another id answers nothing pending. */
     star_pending_t t;
     star_pending_init(&t);
     assert_int_equal(star_pending_add(&t, "C0", "QM", NULL), 1);
     void *ud;
-    assert_int_equal(star_parse("C0QMid0002", 10, &m), PROTO_OK);
-    assert_int_equal(star_pending_take(&t, &m, &ud), PROTO_ENOMATCH);
-    assert_int_equal(star_parse("C0QMid0001", 10, &m), PROTO_OK);
-    assert_int_equal(star_pending_take(&t, &m, &ud), PROTO_OK);
+    assert_int_equal(star_parse("C0QMid0002", 10, &m), LAB_OK);
+    assert_int_equal(star_pending_take(&t, &m, &ud), LAB_ENOMATCH);
+    assert_int_equal(star_parse("C0QMid0001", 10, &m), LAB_OK);
+    assert_int_equal(star_pending_take(&t, &m, &ud), LAB_OK);
 }
 
 int main(void)

@@ -221,21 +221,21 @@ static void test_bad_recordings(void **state)
     replay_t rp;
     add(text, sizeof text, "tx", "h");
     strcat(text, "{\"t\":1,\"wall\":\"w\",\"d\":\"req\",\"unit\":1,\"hex\":\"03\"}\n");
-    assert_int_equal(load_text(&rp, text, err, sizeof err), PROTO_ESYNTAX);
+    assert_int_equal(load_text(&rp, text, err, sizeof err), LAB_ESYNTAX);
     assert_non_null(strstr(err, ":3: \"req\" in a recording of tx/rx bytes"));
 
     snprintf(text, sizeof text, HDR "{\"t\":1,\"wall\":\"w\",\"d\":\"ev\",\"ev\":\"open\"}\n");
-    assert_int_equal(load_text(&rp, text, err, sizeof err), PROTO_ESYNTAX);
+    assert_int_equal(load_text(&rp, text, err, sizeof err), LAB_ESYNTAX);
     assert_non_null(strstr(err, ": no request in the recording"));
 
     snprintf(text, sizeof text,
              HDR "{\"t\":1,\"wall\":\"w\",\"d\":\"req\",\"unit\":1,\"hex\":\"03\"}\n"
                  "{\"t\":1,\"wall\":\"w\",\"d\":\"rsp\",\"unit\":2,\"hex\":\"03\"}\n");
-    assert_int_equal(load_text(&rp, text, err, sizeof err), PROTO_ESYNTAX);
+    assert_int_equal(load_text(&rp, text, err, sizeof err), LAB_ESYNTAX);
     assert_non_null(strstr(err, ":3: \"rsp\" of unit 2 answers a \"req\" to unit 1"));
 
     snprintf(text, sizeof text, HDR "{\"labloop_wire\":1,\"id\":\"other\"}\n");
-    assert_int_equal(load_text(&rp, text, err, sizeof err), PROTO_ESYNTAX);
+    assert_int_equal(load_text(&rp, text, err, sizeof err), LAB_ESYNTAX);
     assert_non_null(strstr(err, ":2: header of instrument 'other' in a recording of 'star1'"));
 }
 

@@ -84,29 +84,27 @@ static void test_errors(void **state)
         int code;
         const char *says;
     } bad[] = {
-        {"{\"t\":1,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"44", PROTO_ESYNTAX, "not JSON"},
-        {"[1,2]", PROTO_ESYNTAX, "not a JSON object"},
-        {"{\"t\":1,\"wall\":\"w\"}", PROTO_ESYNTAX, "neither \"d\""},
-        {"{\"t\":1,\"wall\":\"w\",\"d\":\"xx\",\"hex\":\"44\"}", PROTO_EUNKNOWN, "\"d\" is \"xx\""},
-        {"{\"t\":1,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"440\"}", PROTO_ESYNTAX, "odd number"},
-        {"{\"t\":1,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"4D\"}", PROTO_ESYNTAX,
-         "character 2 is 'D'"},
-        {"{\"t\":1,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"\"}", PROTO_ESYNTAX, "\"hex\" is empty"},
-        {"{\"t\":1,\"wall\":\"w\",\"d\":\"rx\"}", PROTO_ESYNTAX, "\"hex\" missing"},
-        {"{\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"44\"}", PROTO_ESYNTAX, "\"t\" missing"},
-        {"{\"t\":-1,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"44\"}", PROTO_ESYNTAX, "\"t\" is not"},
-        {"{\"t\":1,\"d\":\"tx\",\"hex\":\"44\"}", PROTO_ESYNTAX, "\"wall\" missing"},
-        {"{\"t\":1,\"wall\":\"w\",\"d\":\"req\",\"hex\":\"03\"}", PROTO_ERANGE, "\"unit\" missing"},
-        {"{\"t\":1,\"wall\":\"w\",\"d\":\"req\",\"unit\":256,\"hex\":\"03\"}", PROTO_ERANGE,
+        {"{\"t\":1,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"44", LAB_ESYNTAX, "not JSON"},
+        {"[1,2]", LAB_ESYNTAX, "not a JSON object"},
+        {"{\"t\":1,\"wall\":\"w\"}", LAB_ESYNTAX, "neither \"d\""},
+        {"{\"t\":1,\"wall\":\"w\",\"d\":\"xx\",\"hex\":\"44\"}", LAB_EUNKNOWN, "\"d\" is \"xx\""},
+        {"{\"t\":1,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"440\"}", LAB_ESYNTAX, "odd number"},
+        {"{\"t\":1,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"4D\"}", LAB_ESYNTAX, "character 2 is 'D'"},
+        {"{\"t\":1,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"\"}", LAB_ESYNTAX, "\"hex\" is empty"},
+        {"{\"t\":1,\"wall\":\"w\",\"d\":\"rx\"}", LAB_ESYNTAX, "\"hex\" missing"},
+        {"{\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"44\"}", LAB_ESYNTAX, "\"t\" missing"},
+        {"{\"t\":-1,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"44\"}", LAB_ESYNTAX, "\"t\" is not"},
+        {"{\"t\":1,\"d\":\"tx\",\"hex\":\"44\"}", LAB_ESYNTAX, "\"wall\" missing"},
+        {"{\"t\":1,\"wall\":\"w\",\"d\":\"req\",\"hex\":\"03\"}", LAB_ERANGE, "\"unit\" missing"},
+        {"{\"t\":1,\"wall\":\"w\",\"d\":\"req\",\"unit\":256,\"hex\":\"03\"}", LAB_ERANGE,
          "\"unit\" is not an integer 0..255"},
-        {"{\"t\":1,\"wall\":\"w\",\"d\":\"ev\",\"ev\":\"close\"}", PROTO_EUNKNOWN,
+        {"{\"t\":1,\"wall\":\"w\",\"d\":\"ev\",\"ev\":\"close\"}", LAB_EUNKNOWN,
          "\"ev\" is \"close\""},
-        {"{\"t\":1,\"wall\":\"w\",\"d\":\"ev\",\"ev\":\"note\",\"text\":5}", PROTO_ESYNTAX,
+        {"{\"t\":1,\"wall\":\"w\",\"d\":\"ev\",\"ev\":\"note\",\"text\":5}", LAB_ESYNTAX,
          "\"text\" is not a string"},
-        {"{\"labloop_wire\":2,\"id\":\"x\"}", PROTO_EUNKNOWN, "format version 2"},
-        {"{\"labloop_wire\":1}", PROTO_ESYNTAX, "\"id\" missing"},
-        {"{\"t\":1,\"t\":2,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"44\"}", PROTO_ESYNTAX,
-         "duplicate"},
+        {"{\"labloop_wire\":2,\"id\":\"x\"}", LAB_EUNKNOWN, "format version 2"},
+        {"{\"labloop_wire\":1}", LAB_ESYNTAX, "\"id\" missing"},
+        {"{\"t\":1,\"t\":2,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"44\"}", LAB_ESYNTAX, "duplicate"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         wire_item_t it;
@@ -162,34 +160,45 @@ static void test_reader(void **state)
     assert_int_equal(read_all(HDR TX TX HDR TX, &n, err, sizeof err), 0);
     assert_int_equal(n, 5);
 
-    assert_int_equal(read_all(TX HDR, &n, err, sizeof err), PROTO_ESYNTAX);
+    assert_int_equal(read_all(TX HDR, &n, err, sizeof err), LAB_ESYNTAX);
     assert_string_equal(err, ":1: the first line is not a header ({\"labloop_wire\":1,...})");
 
     assert_int_equal(read_all(HDR TX "{\"t\":1,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"zz\"}\n" TX,
                               &n, err, sizeof err),
-                     PROTO_ESYNTAX);
+                     LAB_ESYNTAX);
     assert_int_equal(n, 2);
     assert_string_equal(err, ":3: \"hex\" character 1 is 'z', not a lower-case hex digit");
 
     assert_int_equal(
         read_all(HDR "{\"t\":1,\"wall\":\"w\",\"d\":\"tx\",\"hex\":\"43\"}", &n, err, sizeof err),
-        PROTO_EAGAIN);
+        LAB_EAGAIN);
     assert_string_equal(err, ":2: not terminated by a newline (a recording cut short?)");
 
-    assert_int_equal(read_all(HDR "\n", &n, err, sizeof err), PROTO_ESYNTAX);
+    assert_int_equal(read_all(HDR "\n", &n, err, sizeof err), LAB_ESYNTAX);
     assert_true(strncmp(err, ":2: not JSON", 12) == 0);
 
-    assert_int_equal(read_all("", &n, err, sizeof err), PROTO_ESYNTAX);
+    assert_int_equal(read_all("", &n, err, sizeof err), LAB_ESYNTAX);
     assert_string_equal(err, ": empty, no header line");
+}
+
+/* A file that cannot be opened is LAB_EIO with the path and why: not -1, which is another code. */
+static void test_open_missing(void **state)
+{
+    (void)state;
+    wire_reader_t r;
+    char err[256] = "";
+    const char *path = "/nonexistent/labloop/none.wire";
+    assert_int_equal(wire_reader_open(&r, path, err, sizeof err), LAB_EIO);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "No such file"));
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_header),
-        cmocka_unit_test(test_events),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_reader),
+        cmocka_unit_test(test_header),       cmocka_unit_test(test_events),
+        cmocka_unit_test(test_errors),       cmocka_unit_test(test_reader),
+        cmocka_unit_test(test_open_missing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
