@@ -40,7 +40,8 @@
     X(EUNKNOWN, -29, "unknown command or code", "unknown_code")                                    \
     X(ENOMATCH, -30, "reply matches no pending command", "no_match")                               \
     X(EFULL, -31, "table full", "table_full")                                                      \
-    X(EGARBAGE, -32, "unexpected byte between frames", "garbage")
+    X(EGARBAGE, -32, "unexpected byte between frames", "garbage")                                  \
+    X(ENUMERIC, -33, "numerical failure", "numerical_failure")
 
 enum lab_error {
     LAB_OK = 0,

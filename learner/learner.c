@@ -459,7 +459,7 @@ static int start_cmp(const void *pa, const void *pb)
 }
 
 /* MAP over theta: random starts and a default screened by their log posterior, the best few
- * optimised, and the warm start (when given) optimised as well. Returns 0, or LAB_ESTATE when no
+ * optimised, and the warm start (when given) optimised as well. Returns 0, or LAB_ENUMERIC when no
  * start gave a finite log posterior. */
 static int fit_theta(fitctx_t *c, const double *theta0, rng_t *r, double *best, double *best_lp,
                      int *restarts, int *evaluations)
@@ -506,7 +506,7 @@ static int fit_theta(fitctx_t *c, const double *theta0, rng_t *r, double *best, 
             memcpy(best, th, (size_t)nt * sizeof *th);
         }
     }
-    return isfinite(*best_lp) ? 0 : LAB_ESTATE;
+    return isfinite(*best_lp) ? 0 : LAB_ENUMERIC;
 }
 
 /* ---- the model used for prediction and believer updates ---- */
@@ -560,11 +560,11 @@ static int gp_solve_alpha(gp_t *g)
     int one = 1, info;
     memcpy(g->alpha, g->y, (size_t)g->n * sizeof(double));
     dpotrs_("L", &g->n, &one, g->L, &g->cap, g->alpha, &g->n, &info, 1);
-    return info == 0 ? 0 : LAB_ESTATE;
+    return info == 0 ? 0 : LAB_ENUMERIC;
 }
 
 /* Factorises the first g->n points, raising the jitter by decades until K is positive
- * definite. LAB_ESTATE when it never is. */
+ * definite. LAB_ENUMERIC when it never is. */
 static int gp_factor(gp_t *g)
 {
     int n = g->n, info = 1;
@@ -584,7 +584,7 @@ static int gp_factor(gp_t *g)
             g->jitter = g->jitter == 0 ? 1e-10 * g->sf2 : g->jitter * 10.0;
     }
     if (info != 0)
-        return LAB_ESTATE;
+        return LAB_ENUMERIC;
     return gp_solve_alpha(g);
 }
 
@@ -1155,7 +1155,7 @@ int lab_learner_log_posterior(const lab_learner_problem_t *p, const double *thet
     *value = log_posterior(&c, theta, grad);
     if (!isfinite(*value)) {
         fail(err, errlen, "covariance not positive definite at this theta");
-        rc = LAB_ESTATE;
+        rc = LAB_ENUMERIC;
     }
     free(ys);
     free(K);

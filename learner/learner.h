@@ -60,7 +60,7 @@ typedef struct lab_learner_point {
 /* Errors are core/err.h codes, each with a one-line reason in err (when err is not NULL):
  *   LAB_EINVAL     the problem or an argument breaks the rules in its struct (bad dim, NaN in y, a
  *                  point outside the cube, no fitted model...)
- *   LAB_ESTATE     the numerics failed: no hyperparameters give a positive definite covariance,
+ *   LAB_ENUMERIC   the numerics failed: no hyperparameters give a positive definite covariance,
  *                  or the Cholesky factorisation fails even after jitter escalation
  *   LAB_ENOTFOUND  every candidate for a batch slot repeats a known point
  * Memory comes from core/mem.h, which stops the process when it runs out, as everywhere in
@@ -86,7 +86,7 @@ double lab_learner_kernel(int dim, const double *theta, const double *a, const d
 
 /* Log marginal likelihood + log prior of p's observations (standardised) at theta, and its
  * gradient by theta (dim + 2 values) when grad is not NULL. Returns 0, LAB_EINVAL, or
- * LAB_ESTATE when the covariance is not positive definite at theta. */
+ * LAB_ENUMERIC when the covariance is not positive definite at theta. */
 int lab_learner_log_posterior(const lab_learner_problem_t *p, const double *theta, double *value,
                               double *grad, char *err, size_t errlen);
 

@@ -97,6 +97,7 @@ static void test_json_names_pinned(void **state)
         {LAB_ENOMATCH, "no_match"},
         {LAB_EFULL, "table_full"},
         {LAB_EGARBAGE, "garbage"},
+        {LAB_ENUMERIC, "numerical_failure"},
     };
     enum { NP = sizeof pinned / sizeof pinned[0] };
     assert_int_equal(NP, N + 1); /* a new code gets its pin here */

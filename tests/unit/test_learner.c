@@ -380,8 +380,8 @@ static void test_numerical_failure(void **state)
     char err[128] = "";
     double v;
     int rc = lab_learner_log_posterior(&p, theta, &v, NULL, err, sizeof err);
-    if (rc != LAB_ESTATE)
-        fail_msg("%d (%s), not LAB_ESTATE", rc, lab_strerror(rc));
+    if (rc != LAB_ENUMERIC)
+        fail_msg("%d (%s), not LAB_ENUMERIC", rc, lab_strerror(rc));
     assert_non_null(strstr(err, "positive definite"));
     /* the same observations at a theta with noise are fine */
     theta[3] = log(1e-2);
