@@ -4,8 +4,8 @@
  * the runs under way and a look-ahead window of the first waiting runs in the planner's order,
  * the others waiting in a queue with that reason (docs/decisions.md), dispatches each step to its
  * instrument's driver at the planned lab time, runs the step's program of driver actions
- * (daemon/sched/ops.c), keeps the run and step state machines (DESIGN §7) in the local store and
- * the outbox (run.state rows carry the steps; measurement rows the values of read steps), and
+ * (daemon/sched/program.c), keeps the run and step state machines (DESIGN §7) in the local store
+ * and the outbox (run.state rows carry the steps; measurement rows the values of read steps), and
  * applies the recovery policy when a step fails or was in flight when the daemon died.
  *
  * After the insert of a run commits, the API hands it over (lab_sched_submitted); from then on the

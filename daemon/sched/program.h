@@ -6,11 +6,11 @@
  * "loaded" says the plate is inside and since when, so a restart can let it finish);
  * "measure" says the action's result holds measured values (a read); "optional" that its failure
  * does not fail the step (dropping tips that may not be there); "dry" that it moves no liquid
- * (tips on or off, a plate's move), so a step that may not be repeated (lab_op_repeatable) is
+ * (tips on or off, a plate's move), so a step that may not be repeated (program_repeatable) is
  * repeated by a policy after its failure only when nothing but dry entries ran (a failed wet
  * one counts when the driver cannot prove it never started). */
-#ifndef LAB_SCHED_OPS_H
-#define LAB_SCHED_OPS_H
+#ifndef LAB_SCHED_PROGRAM_H
+#define LAB_SCHED_PROGRAM_H
 
 #include "drivers/driver.h"
 
@@ -19,17 +19,17 @@
 #include <stddef.h>
 
 /* Whether the driver has an action of that name. */
-bool lab_op_has_action(lab_driver_t *d, const char *name);
+bool program_has_action(lab_driver_t *d, const char *name);
 /* Whether the step needs a place inside the instrument (one of the sites its driver describes,
  * lab_driver_sites, which it loads and unloads). */
-bool lab_op_needs_site(const char *op, lab_driver_t *d);
+bool program_needs_site(const char *op, lab_driver_t *d);
 /* Whether running the step twice is harmless. A dispense is not: after an unknown outcome
  * (timeout, restart) it is repeated only when an operator says so. */
-bool lab_op_repeatable(const char *op);
+bool program_repeatable(const char *op);
 
 /* The program for op with the step's params on d. site (cassette, slot) for steps that need
  * one. NULL with err when the instrument cannot do op or the params make no sense for it. */
-json_t *lab_op_program(const char *op, lab_driver_t *d, const json_t *params, double duration_s,
-                       int cassette, int slot, char *err, size_t errlen);
+json_t *program_build(const char *op, lab_driver_t *d, const json_t *params, double duration_s,
+                      int cassette, int slot, char *err, size_t errlen);
 
 #endif

@@ -1,12 +1,12 @@
 /* Step programs: how a workflow step's op becomes driver actions on the instrument it was
  * planned on. */
-#include "daemon/sched/ops.h"
+#include "daemon/sched/program.h"
 
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
-bool lab_op_has_action(lab_driver_t *d, const char *name)
+bool program_has_action(lab_driver_t *d, const char *name)
 {
     for (const lab_drv_action_t *a = lab_driver_ops(d)->actions; a && a->name; a++)
         if (strcmp(a->name, name) == 0)
@@ -14,13 +14,13 @@ bool lab_op_has_action(lab_driver_t *d, const char *name)
     return false;
 }
 
-bool lab_op_needs_site(const char *op, lab_driver_t *d)
+bool program_needs_site(const char *op, lab_driver_t *d)
 {
-    return strcmp(op, "incubate") == 0 && lab_driver_sites(d) > 0 && lab_op_has_action(d, "load") &&
-           lab_op_has_action(d, "unload");
+    return strcmp(op, "incubate") == 0 && lab_driver_sites(d) > 0 &&
+           program_has_action(d, "load") && program_has_action(d, "unload");
 }
 
-bool lab_op_repeatable(const char *op)
+bool program_repeatable(const char *op)
 {
     return strcmp(op, "dispense") != 0 && strcmp(op, "aspirate") != 0 &&
            strcmp(op, "transfer") != 0;
@@ -154,15 +154,15 @@ static json_t *design_program(const json_t *design, int channels, char *err, siz
     return prog;
 }
 
-json_t *lab_op_program(const char *op, lab_driver_t *d, const json_t *params, double duration_s,
-                       int cassette, int slot, char *err, size_t errlen)
+json_t *program_build(const char *op, lab_driver_t *d, const json_t *params, double duration_s,
+                      int cassette, int slot, char *err, size_t errlen)
 {
     json_t *prog;
     if (strcmp(op, "incubate") == 0) {
         json_t *temp = json_object_get(params, "temperature_c");
         prog = json_array();
-        if (lab_op_needs_site(op, d)) {
-            if (json_is_number(temp) && lab_op_has_action(d, "set_temperature"))
+        if (program_needs_site(op, d)) {
+            if (json_is_number(temp) && program_has_action(d, "set_temperature"))
                 json_array_append_new(
                     prog, entry("set_temperature", json_pack("{s:O}", "temperature_c", temp)));
             json_t *load =
@@ -174,7 +174,7 @@ json_t *lab_op_program(const char *op, lab_driver_t *d, const json_t *params, do
                 entry("unload", json_pack("{s:i,s:i}", "cassette", cassette, "slot", slot));
             json_object_set_new(unload, "mark", json_string("unloaded"));
             json_array_append_new(prog, unload);
-        } else if (lab_op_has_action(d, "set_temperature") && lab_op_has_action(d, "run")) {
+        } else if (program_has_action(d, "set_temperature") && program_has_action(d, "run")) {
             if (json_is_number(temp))
                 json_array_append_new(
                     prog, entry("set_temperature", json_pack("{s:O}", "temperature_c", temp)));
@@ -186,7 +186,7 @@ json_t *lab_op_program(const char *op, lab_driver_t *d, const json_t *params, do
         }
         return prog;
     }
-    if (strcmp(op, "dispense") == 0 && lab_op_has_action(d, "pick_up_tips")) {
+    if (strcmp(op, "dispense") == 0 && program_has_action(d, "pick_up_tips")) {
         json_t *design = json_object_get(params, "design");
         if (design) {
             json_t *ch = json_object_get(params, "channels");
@@ -194,7 +194,7 @@ json_t *lab_op_program(const char *op, lab_driver_t *d, const json_t *params, do
         }
         return dispense_program(d, params, err, errlen);
     }
-    if (lab_op_has_action(d, op)) {
+    if (program_has_action(d, op)) {
         json_t *e = entry(op, json_deep_copy(params ? params : json_object()));
         if (strncmp(op, "read", 4) == 0)
             json_object_set_new(e, "measure", json_true());
