@@ -293,7 +293,22 @@ void run_drop(lab_sched_t *s, srun_t *r)
             s->nruns--;
             break;
         }
-    run_free(r);
+    if (!s->walking) {
+        run_free(r);
+        return;
+    }
+    r->dropped = true;
+    r->next_dropped = s->dropped;
+    s->dropped = r;
+}
+
+void run_free_dropped(lab_sched_t *s)
+{
+    while (s->dropped) {
+        srun_t *r = s->dropped;
+        s->dropped = r->next_dropped;
+        run_free(r);
+    }
 }
 
 json_t *run_timeline_item(lab_sched_t *s, srun_t *r, int k, bool planned)

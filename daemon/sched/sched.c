@@ -25,6 +25,67 @@ void sched_maybe_free(lab_sched_t *s)
 
 static void tick_arm(lab_sched_t *s, int64_t at_lab_ms);
 
+/* One live run's turn in the tick: a timeout, a wait or hold that ends, a step that is due. What
+ * is still to come lowers *next (lab ms). The run may leave s->runs (and end) meanwhile. */
+static void tick_run(lab_sched_t *s, srun_t *r, int64_t now, int64_t slack, int64_t *next)
+{
+    run_why_flush(s, r);
+    exec_t *ex = r->ex;
+    if (ex) {
+        sstep_t *st = &r->st[ex->k];
+        if (!ex->cleanup && now >= ex->deadline_ms) {
+            char why[160];
+            snprintf(why, sizeof why, "timed out after %.0f lab s",
+                     (double)(now - st->start_ms) / 1000.0);
+            ex->gen = 0;
+            exec_fail(s, ex, why, true);
+            return;
+        }
+        if ((ex->wait_until_ms && now >= ex->wait_until_ms) || ex->hold) {
+            exec_advance(s, ex);
+            return;
+        }
+        if (ex->wait_until_ms && ex->wait_until_ms < *next)
+            *next = ex->wait_until_ms;
+        if (!ex->cleanup && ex->deadline_ms < *next)
+            *next = ex->deadline_ms;
+        if (!st->late_noted && st->plan_end_ms && st->start_ms) {
+            int64_t due = st->start_ms + (int64_t)(st->plan_s * 1000);
+            if (now >= due) { /* running late: let the others move */
+                st->late_noted = true;
+                s->replan = true;
+            } else if (due < *next) {
+                *next = due;
+            }
+        }
+        return;
+    }
+    if (!plan_includes(r) || r->why[0])
+        return;
+    sstep_t *st = &r->st[r->cur];
+    if (st->state != LAB_STEP_PENDING || !st->plan_start_ms)
+        return;
+    int64_t due = st->plan_move_ms ? st->plan_move_ms : st->plan_start_ms;
+    if (due > now + slack) {
+        if (due < *next)
+            *next = due;
+        return;
+    }
+    if (!inst_available(s, st->plan_inst) ||
+        (st->plan_move_ms && !inst_available(s, st->plan_mover))) {
+        s->replan = true;
+        return;
+    }
+    /* a step before it ran longer than planned: this one waits for the instrument (the step's
+     * end re-plans) rather than overbooking it */
+    if (exec_on_inst(s, st->plan_inst) >= lab_driver_capacity(inst_at(s, st->plan_inst)))
+        return;
+    exec_start(s, r);
+}
+
+/* The tick walks the live runs as they were when it began: a run that leaves meanwhile is
+ * marked dropped and freed after the walk (run_drop), so every run gets one turn whatever its
+ * turn does to the others. */
 static void on_tick(uv_timer_t *t)
 {
     lab_sched_t *s = t->data;
@@ -39,68 +100,19 @@ static void on_tick(uv_timer_t *t)
     /* half a loop millisecond of slack, in lab time */
     int64_t slack = (int64_t)ceil(2 * s->cfg->time_scale);
     int64_t next = INT64_MAX;
-    /* index loop: runs may leave the array while we walk it */
-    for (int i = 0; i < s->nruns; i++) {
-        srun_t *r = s->runs[i];
-        run_why_flush(s, r);
-        exec_t *ex = r->ex;
-        if (ex) {
-            sstep_t *st = &r->st[ex->k];
-            if (!ex->cleanup && now >= ex->deadline_ms) {
-                char why[160];
-                snprintf(why, sizeof why, "timed out after %.0f lab s",
-                         (double)(now - st->start_ms) / 1000.0);
-                ex->gen = 0;
-                exec_fail(s, ex, why, true);
-                i = -1; /* the array may have changed; start over (bounded: ex is gone) */
-                continue;
-            }
-            if ((ex->wait_until_ms && now >= ex->wait_until_ms) || ex->hold) {
-                srun_t *keep = r;
-                exec_advance(s, ex);
-                if (i < s->nruns && s->runs[i] != keep)
-                    i--;
-                continue;
-            }
-            if (ex->wait_until_ms && ex->wait_until_ms < next)
-                next = ex->wait_until_ms;
-            if (!ex->cleanup && ex->deadline_ms < next)
-                next = ex->deadline_ms;
-            if (!st->late_noted && st->plan_end_ms && st->start_ms) {
-                int64_t due = st->start_ms + (int64_t)(st->plan_s * 1000);
-                if (now >= due) { /* running late: let the others move */
-                    st->late_noted = true;
-                    s->replan = true;
-                } else if (due < next) {
-                    next = due;
-                }
-            }
-            continue;
-        }
-        if (!plan_includes(r) || r->why[0])
-            continue;
-        sstep_t *st = &r->st[r->cur];
-        if (st->state != LAB_STEP_PENDING || !st->plan_start_ms)
-            continue;
-        int64_t due = st->plan_move_ms ? st->plan_move_ms : st->plan_start_ms;
-        if (due <= now + slack) {
-            if (!inst_available(s, st->plan_inst) ||
-                (st->plan_move_ms && !inst_available(s, st->plan_mover))) {
-                s->replan = true;
-                continue;
-            }
-            /* a step before it ran longer than planned: this one waits for the instrument (the
-             * step's end re-plans) rather than overbooking it */
-            if (exec_on_inst(s, st->plan_inst) >= lab_driver_capacity(inst_at(s, st->plan_inst)))
-                continue;
-            srun_t *keep = r;
-            exec_start(s, r);
-            if (i < s->nruns && s->runs[i] != keep)
-                i--;
-        } else if (due < next) {
-            next = due;
-        }
+    int n = s->nruns;
+    if (n > s->capwalk) {
+        s->capwalk = n;
+        s->walk = lab_realloc(s->walk, sizeof *s->walk * (size_t)n);
     }
+    if (n)
+        memcpy(s->walk, s->runs, sizeof *s->walk * (size_t)n);
+    s->walking = true;
+    for (int i = 0; i < n; i++)
+        if (!s->walk[i]->dropped)
+            tick_run(s, s->walk[i], now, slack, &next);
+    s->walking = false;
+    run_free_dropped(s);
     s->in_tick = false;
     if (s->replan)
         tick_arm(s, now);
@@ -162,7 +174,7 @@ void replan_soon(lab_sched_t *s)
     tick_arm_by(s, at > now ? at - now : 0);
 }
 
-void lab_sched_kick(lab_sched_t *s)
+void lab_sched_replan(lab_sched_t *s)
 {
     if (s)
         replan_now(s);
@@ -223,6 +235,7 @@ static void tick_closed(uv_handle_t *h)
     for (int i = 0; i < s->nruns; i++)
         run_free(s->runs[i]);
     free(s->runs);
+    free(s->walk);
     free(s->cold);
     for (int i = 0; i < s->norphans; i++)
         free(s->orphans[i].wf);

@@ -40,7 +40,7 @@ void lab_sched_submitted(lab_sched_t *s, const char *doc);
 /* The same with the document as JSON, taken over (the API has it parsed already). */
 void lab_sched_submitted_doc(lab_sched_t *s, json_t *doc);
 /* Something outside changed (an instrument paused or resumed): plan again soon. */
-void lab_sched_kick(lab_sched_t *s);
+void lab_sched_replan(lab_sched_t *s);
 
 /* The end of an operator's request on a run: 0 and the run's document after the change (JSON
  * text, the callee's until the call returns), or a negative lab error with a message. */

@@ -61,6 +61,8 @@ typedef struct srun {
     char why[1024];    /* why it waits: a planner reason, or why it is paused */
     uint64_t why_hash; /* of the reason its document carries (0: none) */
     uint64_t age;      /* arrival order: the planner's last tie-break */
+    bool dropped;      /* left s->runs during the tick's walk; freed after it */
+    struct srun *next_dropped;
 } srun_t;
 
 /* A queued run beyond the look-ahead window: what ranks it, nothing more (its document stays
@@ -127,6 +129,10 @@ struct lab_sched {
     lab_store_t *st;
     lab_instr_t *in;
     srun_t **runs;
+    /* the tick's walk: the runs as it began, and those that left meanwhile (freed after it) */
+    srun_t **walk, *dropped;
+    int capwalk;
+    bool walking;
     int nruns, cap;
     uv_timer_t tick;
     bool replan, in_tick, closing, tick_closed;
@@ -221,7 +227,9 @@ void run_steps_from_doc(lab_sched_t *s, srun_t *r);
 srun_t *run_new(lab_sched_t *s, json_t *doc);
 srun_t *run_find(lab_sched_t *s, const char *id);
 void run_free(srun_t *r);
+/* Out of s->runs and freed; during the tick's walk, freed after it (run_free_dropped). */
 void run_drop(lab_sched_t *s, srun_t *r);
+void run_free_dropped(lab_sched_t *s);
 json_t *run_timeline_item(lab_sched_t *s, srun_t *r, int k, bool planned);
 void run_remove(lab_sched_t *s, srun_t *r);
 /* Writes the run's document (with rows: measurement payloads, taken over) through the outbox;
