@@ -17,7 +17,7 @@ void exec_free(exec_t *ex)
 {
     if (!ex)
         return;
-    json_decref(ex->prog);
+    program_free(ex->prog);
     json_decref(ex->rows);
     free(ex);
 }
@@ -124,44 +124,17 @@ static json_t *measurement_rows(lab_sched_t *s, srun_t *r, sstep_t *st, json_t *
     return rows;
 }
 
-/* An entry of a step program in words: what it did (done) or was to do. */
-static void entry_text(const json_t *e, bool done, char *buf, size_t cap)
-{
-    const char *action = json_string_value(json_object_get(e, "action")) ?: "?";
-    const json_t *p = json_object_get(e, "params");
-    const json_t *v = json_object_get(p, "volume_ul");
-    char vol[48] = "";
-    if (json_is_number(v))
-        snprintf(vol, sizeof vol, "%g µL", json_number_value(v));
-    else if (json_is_array(v))
-        snprintf(vol, sizeof vol, "µL per channel");
-    const char *reagent = json_string_value(json_object_get(p, "reagent"));
-    const char *well = json_string_value(json_object_get(p, "well"));
-    const char *from = reagent ? reagent : well ? well : "?";
-    if (strcmp(action, "pick_up_tips") == 0)
-        snprintf(buf, cap, "%s", done ? "tips picked up" : "pick up tips");
-    else if (strcmp(action, "drop_tips") == 0)
-        snprintf(buf, cap, "%s", done ? "tips dropped" : "drop tips");
-    else if (strcmp(action, "aspirate") == 0)
-        snprintf(buf, cap, "%s %s from %.64s", done ? "aspirated" : "aspirate", vol, from);
-    else if (strcmp(action, "dispense") == 0)
-        snprintf(buf, cap, "%s %s into %.64s", done ? "dispensed" : "dispense", vol,
-                 well ? well : "?");
-    else
-        snprintf(buf, cap, "%.64s%s", action, done ? " done" : "");
-}
-
 /* Notes an entry of the program that succeeded. */
-static void progress_add(exec_t *ex, const json_t *e)
+static void progress_add(exec_t *ex, const program_entry_t *e)
 {
     char one[160];
-    entry_text(e, true, one, sizeof one);
+    program_entry_text(e, true, one, sizeof one);
     size_t n = strlen(ex->done);
     if (n + strlen(one) + 8 < sizeof ex->done)
         snprintf(ex->done + n, sizeof ex->done - n, "%s%s", n ? ", " : "", one);
     else if (n + 5 < sizeof ex->done && !strstr(ex->done, ", ..."))
         snprintf(ex->done + n, sizeof ex->done - n, ", ...");
-    if (!json_is_true(json_object_get(e, "dry")))
+    if (!(e->flags & PROGRAM_DRY))
         ex->wet = true;
 }
 
@@ -184,18 +157,18 @@ static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *resul
     }
     free(c);
     ex->in_call = false;
-    json_t *e = json_array_get(ex->prog, ex->pc);
+    const program_entry_t *e = &ex->prog->v[ex->pc];
     sstep_t *st = &r->st[ex->k];
-    if (err->code != LAB_DRV_OK && json_is_true(json_object_get(e, "optional"))) {
-        log_info("sched", "run=%s step=%s: %s not needed (%s)", r->id, st->name,
-                 json_string_value(json_object_get(e, "action")), lab_drv_err_name(err->code));
+    if (err->code != LAB_DRV_OK && (e->flags & PROGRAM_OPTIONAL)) {
+        log_info("sched", "run=%s step=%s: %s not needed (%s)", r->id, st->name, e->action,
+                 lab_drv_err_name(err->code));
     } else if (err->code != LAB_DRV_OK) {
         /* In doubt unless the driver proves the action never started, or it is dry handling
          * (tips) after nothing but dry handling: then a repeat cannot move liquid twice. */
-        bool dry = json_is_true(json_object_get(e, "dry"));
+        bool dry = e->flags & PROGRAM_DRY;
         bool doubt = ex->wet || (!dry && !err->not_started);
         char what[160], why[300];
-        entry_text(e, false, what, sizeof what);
+        program_entry_text(e, false, what, sizeof what);
         snprintf(why, sizeof why, "%.120s %s: %s%s%.120s%s", what,
                  err->not_started ? "not started" : "not confirmed", lab_drv_err_name(err->code),
                  err->text[0] ? " (" : "", err->text, err->text[0] ? ")" : "");
@@ -210,15 +183,14 @@ static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *resul
         return;
     }
     progress_add(ex, e);
-    const char *mark = json_string_value(json_object_get(e, "mark"));
-    if (mark && strcmp(mark, "loaded") == 0) {
+    if (e->mark == PROGRAM_MARK_LOADED) {
         st->loaded_ms = now_ms(s);
         if (!ex->cleanup)
             run_persist(s, r, NULL, NULL);
-    } else if (mark && strcmp(mark, "unloaded") == 0) {
+    } else if (e->mark == PROGRAM_MARK_UNLOADED) {
         st->unloaded = true;
     }
-    if (json_is_true(json_object_get(e, "measure"))) {
+    if (e->flags & PROGRAM_MEASURE) {
         json_t *rows = measurement_rows(s, r, st, result);
         if (!ex->rows)
             ex->rows = json_array();
@@ -250,7 +222,7 @@ void exec_advance(lab_sched_t *s, exec_t *ex)
     srun_t *r = ex->r;
     sstep_t *st = &r->st[ex->k];
     while (!ex->in_call) {
-        if (ex->pc >= json_array_size(ex->prog)) {
+        if (ex->pc >= ex->prog->n) {
             if (ex->cleanup) {
                 log_info("sched", "run=%s cleanup done: plate out of %s", r->id,
                          lab_driver_id(inst_at(s, st->inst)));
@@ -265,20 +237,19 @@ void exec_advance(lab_sched_t *s, exec_t *ex)
             exec_step_done(s, ex);
             return;
         }
-        json_t *e = json_array_get(ex->prog, ex->pc);
-        json_t *on = json_object_get(e, "on");
+        const program_entry_t *e = &ex->prog->v[ex->pc];
+        bool on = e->on >= 0; /* on another instrument (the plate's move): not the step's own */
         if (ex->lag_pending && !on)
             take_lag(s, r, ex->k);
         ex->lag_pending = ex->lag_pending && on;
-        json_t *w = json_object_get(e, "wait_s");
-        if (w) {
+        if (e->kind == PROGRAM_WAIT) {
             if (ex->cleanup) {
                 ex->pc++;
                 continue;
             }
             if (!ex->wait_until_ms)
                 ex->wait_until_ms = (st->loaded_ms ? st->loaded_ms : now_ms(s)) +
-                                    (int64_t)llround(json_number_value(w) * 1000);
+                                    (int64_t)llround(e->wait_s * 1000);
             if (now_ms(s) < ex->wait_until_ms) {
                 tick_now(s); /* the tick arms its timer for the wait's end */
                 return;
@@ -287,13 +258,12 @@ void exec_advance(lab_sched_t *s, exec_t *ex)
             ex->pc++;
             continue;
         }
-        const char *action = json_string_value(json_object_get(e, "action"));
-        const char *mark = json_string_value(json_object_get(e, "mark"));
-        if (ex->cleanup && !(mark && strcmp(mark, "unloaded") == 0)) {
+        const char *action = e->action;
+        if (ex->cleanup && e->mark != PROGRAM_MARK_UNLOADED) {
             ex->pc++;
             continue;
         }
-        lab_driver_t *d = inst_at(s, on ? (int)json_integer_value(on) : st->inst);
+        lab_driver_t *d = inst_at(s, on ? e->on : st->inst);
         lab_inst_state_t is = lab_driver_state(d);
         if (is == LAB_INST_OFFLINE || is == LAB_INST_FAULT || is == LAB_INST_PAUSED) {
             /* nothing is queued on it meanwhile: the hold is ours, and says why */
@@ -323,8 +293,7 @@ void exec_advance(lab_sched_t *s, exec_t *ex)
         lab_drv_error_t err = {0};
         ex->in_call = true;
         s->calls++;
-        if (lab_driver_call(d, action, json_object_get(e, "params"), 0, call_done, c, &err, NULL) !=
-            0) {
+        if (lab_driver_call(d, action, e->params, 0, call_done, c, &err, NULL) != 0) {
             ex->in_call = false;
             s->calls--;
             free(c);
@@ -344,7 +313,7 @@ void exec_advance(lab_sched_t *s, exec_t *ex)
     }
 }
 
-exec_t *exec_new(lab_sched_t *s, srun_t *r, json_t *prog)
+exec_t *exec_new(lab_sched_t *s, srun_t *r, program_t *prog)
 {
     exec_t *ex = LAB_NEW(exec_t);
     ex->r = r;
@@ -360,7 +329,8 @@ exec_t *exec_new(lab_sched_t *s, srun_t *r, json_t *prog)
 
 /* The program of the step on d. A step whose params say "design": true (a campaign plate's
  * dispense) gets the run's design, its volumes per well, in that place. */
-static json_t *exec_program(srun_t *r, const sstep_t *st, lab_driver_t *d, char *err, size_t errlen)
+static program_t *exec_program(srun_t *r, const sstep_t *st, lab_driver_t *d, char *err,
+                               size_t errlen)
 {
     const json_t *params = st->params;
     json_t *merged = NULL;
@@ -370,7 +340,7 @@ static json_t *exec_program(srun_t *r, const sstep_t *st, lab_driver_t *d, char 
         json_object_set(merged, "design", design ? design : json_null());
         params = merged;
     }
-    json_t *prog =
+    program_t *prog =
         program_build(st->op, d, params, st->nominal_s, st->cassette, st->slot, err, errlen);
     json_decref(merged);
     return prog;
@@ -402,7 +372,7 @@ void exec_start(lab_sched_t *s, srun_t *r)
         }
         st->holds_site = true;
     }
-    json_t *prog = exec_program(r, st, d, err, sizeof err);
+    program_t *prog = exec_program(r, st, d, err, sizeof err);
     (void)run_step_set(r, st, LAB_STEP_RUNNING); /* checked on entry */
     st->start_ms = now;
     st->end_ms = 0;
@@ -411,21 +381,39 @@ void exec_start(lab_sched_t *s, srun_t *r)
         st->unloaded = false;
     }
     st->late_noted = false;
-    if (prog && st->attempts > 0 && program_has_action(d, "drop_tips"))
+    const char *drop = program_action(d, LAB_DRV_ROLE_DROP_TIPS);
+    if (prog && st->attempts > 0 && drop)
         /* an attempt that failed half way may have left tips on: off first, if any */
-        json_array_insert_new(prog, 0,
-                              json_pack("{s:s,s:{},s:b,s:b}", "action", "drop_tips", "params",
-                                        "optional", 1, "dry", 1));
+        program_insert(prog, 0,
+                       (program_entry_t){.kind = PROGRAM_ACTION,
+                                         .role = LAB_DRV_ROLE_DROP_TIPS,
+                                         .action = drop,
+                                         .flags = PROGRAM_OPTIONAL | PROGRAM_DRY,
+                                         .on = -1});
     st->attempts++;
     st->error[0] = '\0';
     s->stats.steps_started++;
-    if (prog && st->plan_move_ms && inst_at(s, st->plan_mover) && inst_at(s, st->plan_move_from)) {
+    lab_driver_t *mover = inst_at(s, st->plan_mover);
+    if (prog && st->plan_move_ms && mover && inst_at(s, st->plan_move_from)) {
         /* the plate goes over on the mover first */
-        json_t *mv = json_pack("{s:s,s:{s:s,s:s,s:s},s:i,s:b}", "action", "move", "params", "plate",
-                               r->plate[0] ? r->plate : r->id, "from",
-                               lab_driver_id(inst_at(s, st->plan_move_from)), "to",
-                               lab_driver_id(d), "on", st->plan_mover, "dry", 1);
-        json_array_insert_new(prog, 0, mv);
+        const char *move = program_action(mover, LAB_DRV_ROLE_MOVE_PLATE);
+        if (move) {
+            json_t *params =
+                json_pack("{s:s,s:s,s:s}", "plate", r->plate[0] ? r->plate : r->id, "from",
+                          lab_driver_id(inst_at(s, st->plan_move_from)), "to", lab_driver_id(d));
+            program_insert(prog, 0,
+                           (program_entry_t){.kind = PROGRAM_ACTION,
+                                             .role = LAB_DRV_ROLE_MOVE_PLATE,
+                                             .action = move,
+                                             .params = params,
+                                             .flags = PROGRAM_DRY,
+                                             .on = st->plan_mover});
+        } else {
+            snprintf(err, sizeof err, "instrument %s (%s) has no action that moves a plate",
+                     lab_driver_id(mover), lab_driver_ops(mover)->name);
+            program_free(prog);
+            prog = NULL;
+        }
     }
     if (r->state != LAB_RUN_RUNNING) {
         run_set_state(s, r, LAB_RUN_RUNNING);
@@ -434,16 +422,10 @@ void exec_start(lab_sched_t *s, srun_t *r)
     }
     log_info("sched", "run=%s step=%s starts on %s (attempt %d)", r->id, st->name, lab_driver_id(d),
              st->attempts);
-    exec_t *ex = exec_new(s, r, prog ? prog : json_array());
+    exec_t *ex = exec_new(s, r, prog ? prog : program_new());
     ex->lag_pending = !inside; /* a plate still inside began its step on the first attempt */
-    size_t i;
-    json_t *e;
-    if (inside)
-        json_array_foreach(ex->prog, i, e) if (json_object_get(e, "wait_s"))
-        {
-            ex->pc = i;
-            break;
-        }
+    if (inside && program_first_wait(ex->prog) < ex->prog->n)
+        ex->pc = program_first_wait(ex->prog);
     run_persist(s, r, NULL, NULL);
     if (!prog) {
         exec_fail(s, ex, err, false);

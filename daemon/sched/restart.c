@@ -21,17 +21,12 @@ static void restart_recover(lab_sched_t *s, srun_t *r)
         if (strcmp(st->op, "incubate") == 0 && st->loaded_ms && !st->unloaded && d) {
             /* the plate is inside since loaded_at: the incubation goes on, the clock with it */
             char err[300];
-            json_t *prog = program_build(st->op, d, st->params, st->nominal_s, st->cassette,
-                                         st->slot, err, sizeof err);
+            program_t *prog = program_build(st->op, d, st->params, st->nominal_s, st->cassette,
+                                            st->slot, err, sizeof err);
             if (prog) {
                 exec_t *ex = exec_new(s, r, prog);
-                size_t i;
-                json_t *e;
-                json_array_foreach(prog, i, e) if (json_object_get(e, "wait_s"))
-                {
-                    ex->pc = i;
-                    break;
-                }
+                if (program_first_wait(prog) < prog->n)
+                    ex->pc = program_first_wait(prog);
                 log_warn("sched",
                          "run=%s step=%s was in flight at the restart; the plate is in "
                          "%s since its load: the incubation goes on",

@@ -95,7 +95,7 @@ struct exec {
     srun_t *r;
     int k;
     uint64_t gen;
-    json_t *prog;
+    program_t *prog;
     size_t pc;
     int64_t wait_until_ms; /* 0: not waiting */
     int64_t deadline_ms;
@@ -261,7 +261,7 @@ void plan_replan(lab_sched_t *s);
 
 /* ---- exec.c: the step interpreter ---- */
 
-exec_t *exec_new(lab_sched_t *s, srun_t *r, json_t *prog);
+exec_t *exec_new(lab_sched_t *s, srun_t *r, program_t *prog); /* prog taken over */
 void exec_free(exec_t *ex);
 /* Starts the run's current step on its planned instrument. */
 void exec_start(lab_sched_t *s, srun_t *r);
