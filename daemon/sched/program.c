@@ -279,7 +279,7 @@ program_t *program_build(const char *op, lab_driver_t *d, const json_t *params, 
                        (program_entry_t){.kind = PROGRAM_ACTION,
                                          .role = read ? LAB_DRV_ROLE_READ : LAB_DRV_ROLE_NONE,
                                          .action = action_named(d, op),
-                                         .params = json_deep_copy(params ? params : json_object()),
+                                         .params = params ? json_deep_copy(params) : json_object(),
                                          .flags = read ? PROGRAM_MEASURE : 0,
                                          .on = -1});
         return prog;

@@ -25,6 +25,15 @@ void sched_maybe_free(lab_sched_t *s)
 
 static void tick_arm(lab_sched_t *s, int64_t at_lab_ms);
 
+/* When the tick must look at a step in flight again: its wait's end, its deadline (lab ms). */
+static void exec_due(const exec_t *ex, int64_t *next)
+{
+    if (ex->wait_until_ms && ex->wait_until_ms < *next)
+        *next = ex->wait_until_ms;
+    if (!ex->cleanup && ex->deadline_ms < *next)
+        *next = ex->deadline_ms;
+}
+
 /* One live run's turn in the tick: a timeout, a wait or hold that ends, a step that is due. What
  * is still to come lowers *next (lab ms). The run may leave s->runs (and end) meanwhile. */
 static void tick_run(lab_sched_t *s, srun_t *r, int64_t now, int64_t slack, int64_t *next)
@@ -45,10 +54,7 @@ static void tick_run(lab_sched_t *s, srun_t *r, int64_t now, int64_t slack, int6
             exec_advance(s, ex);
             return;
         }
-        if (ex->wait_until_ms && ex->wait_until_ms < *next)
-            *next = ex->wait_until_ms;
-        if (!ex->cleanup && ex->deadline_ms < *next)
-            *next = ex->deadline_ms;
+        exec_due(ex, next);
         if (!st->late_noted && st->plan_end_ms && st->start_ms) {
             int64_t due = st->start_ms + (int64_t)(st->plan_s * 1000);
             if (now >= due) { /* running late: let the others move */
@@ -81,6 +87,9 @@ static void tick_run(lab_sched_t *s, srun_t *r, int64_t now, int64_t slack, int6
     if (exec_on_inst(s, st->plan_inst) >= lab_driver_capacity(inst_at(s, st->plan_inst)))
         return;
     exec_start(s, r);
+    /* the step's wait or deadline: the tick comes back for it even when nothing else happens */
+    if (!r->dropped && r->ex)
+        exec_due(r->ex, next);
 }
 
 /* The tick walks the live runs as they were when it began: a run that leaves meanwhile is
