@@ -166,6 +166,56 @@ static void test_dispense_timeout_pauses(void **state)
     fx_free(f);
 }
 
+/* Retries used up: the run fails with the step's error. */
+static void test_retries_used_up_fail(void **state)
+{
+    (void)state;
+    fx_t *f = fx_new();
+    fx_workflow(f, READS_WF("reads", "{\"action\":\"retry\",\"retries\":1}"));
+    fake_script("rdr", "read_absorbance", FAKE_DEVICE_ERROR);
+    fake_script("rdr", "read_absorbance", FAKE_DEVICE_ERROR);
+    fx_submit(f, "r1", "reads", NULL);
+    lab_sched_replan(f->s);
+    assert_true(fx_until(f, fx_called, "rdr:read_absorbance"));
+    for (int i = 0; i < 2 && !fx_run_is(f, "r1 failed"); i++) {
+        fx_settle(f, 20);
+        fx_recover(f, "rdr");
+        fx_until(f, fx_run_is, "r1 failed");
+    }
+    assert_true(fx_until(f, fx_run_is, "r1 failed"));
+    assert_int_equal(fake_calls("rdr:read_absorbance"), 2);
+    json_t *failure = json_object_get(fx_doc(f, "r1"), "failure");
+    assert_string_equal(json_string_value(json_object_get(failure, "step")), "first");
+    assert_non_null(
+        strstr(json_string_value(json_object_get(failure, "error")), "the fake says no"));
+    fx_free(f);
+}
+
+/* Two steps reach their deadline in the same tick: both runs fail and leave the scheduler while
+ * the tick walks the runs (each gets its turn, none is skipped or seen twice). */
+static void test_two_timeouts_in_one_tick(void **state)
+{
+    (void)state;
+    fx_t *f = fx_new();
+    fx_workflow(f, "{\"name\":\"warm\",\"on_failure\":{\"action\":\"fail\"},\"steps\":["
+                   "{\"name\":\"warm\",\"op\":\"incubate\",\"on\":\"inc\",\"duration_s\":100}]}");
+    fake_script("inc", "put_in", FAKE_NEVER);
+    fx_submit(f, "r1", "warm", NULL);
+    fx_submit(f, "r2", "warm", NULL);
+    lab_sched_replan(f->s);
+    assert_true(fx_until(f, fx_run_is, "r1 running"));
+    assert_true(fx_until(f, fx_run_is, "r2 running"));
+    assert_int_equal(fake_calls("inc:put_in"), 1); /* the second waits in the driver's queue */
+    fx_advance(f, 2 * 100 + 300);
+    assert_true(fx_until(f, fx_run_is, "r1 failed"));
+    assert_true(fx_until(f, fx_run_is, "r2 failed"));
+    lab_sched_stats_t st;
+    lab_sched_stats(f->s, &st);
+    assert_int_equal(st.runs, 0);
+    assert_int_equal(st.steps_failed, 2);
+    fx_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -175,6 +225,8 @@ int main(void)
         cmocka_unit_test(test_failure_then_pause_and_resume),
         cmocka_unit_test(test_dispense_unknown_outcome_pauses),
         cmocka_unit_test(test_dispense_timeout_pauses),
+        cmocka_unit_test(test_retries_used_up_fail),
+        cmocka_unit_test(test_two_timeouts_in_one_tick),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
