@@ -16,6 +16,16 @@ void lab_clock_init(lab_clock_t *c, uv_loop_t *loop, double scale)
     c->origin_wall_ms = lab_wall_ms();
 }
 
+void lab_clock_init_manual(lab_clock_t *c, uv_loop_t *loop, int64_t start_ms)
+{
+    *c = (lab_clock_t){.loop = loop, .scale = 1, .manual = true, .manual_ms = start_ms};
+}
+
+void lab_clock_advance(lab_clock_t *c, double lab_seconds)
+{
+    c->manual_ms += (int64_t)(lab_seconds * 1000.0 + 0.5);
+}
+
 void lab_clock_resume(lab_clock_t *c, int64_t newest_ms)
 {
     if (newest_ms >= c->origin_wall_ms)
@@ -26,11 +36,15 @@ uint64_t lab_clock_loop_ms(const lab_clock_t *c, double lab_seconds)
 {
     if (lab_seconds <= 0)
         return 0;
+    if (c->manual)
+        return 1;
     return (uint64_t)(lab_seconds * 1000.0 / c->scale + 0.5);
 }
 
 int64_t lab_clock_now_ms(const lab_clock_t *c)
 {
+    if (c->manual)
+        return c->manual_ms;
     if (!c->loop)
         return lab_wall_ms();
     uint64_t elapsed = uv_now(c->loop) - c->origin_loop_ms;

@@ -4,6 +4,7 @@
 #ifndef LAB_CORE_CLOCK_H
 #define LAB_CORE_CLOCK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -12,9 +13,16 @@ typedef struct lab_clock {
     double scale;
     uint64_t origin_loop_ms;
     int64_t origin_wall_ms;
+    bool manual; /* a test's clock: lab time is manual_ms, moved by lab_clock_advance */
+    int64_t manual_ms;
 } lab_clock_t;
 
 void lab_clock_init(lab_clock_t *c, uv_loop_t *loop, double scale);
+/* A clock for tests: lab time stands at start_ms until lab_clock_advance moves it, and a timer
+ * armed for a lab duration fires after one loop millisecond, so the code under test looks at the
+ * time again while the test moves it. */
+void lab_clock_init_manual(lab_clock_t *c, uv_loop_t *loop, int64_t start_ms);
+void lab_clock_advance(lab_clock_t *c, double lab_seconds);
 /* After a restart: lab time goes on from the newest lab time the store recorded when that is
  * later than the wall clock (a simulation at time_scale 600 ran ahead of it), so recorded times
  * never lie in the future. The time the daemon was down counts as nothing then. */

@@ -125,6 +125,29 @@ typedef struct lab_drv_action {
     const char *help;
 } lab_drv_action_t;
 
+/* What an action does for a workflow step: the scheduler builds a step's program from the roles
+ * a driver gives its actions, never from their names. An action may have several roles, and a
+ * role several actions (READ: each action whose result's "values" are measurements). */
+typedef enum lab_drv_role {
+    LAB_DRV_ROLE_NONE = 0,
+    LAB_DRV_ROLE_LOAD,         /* a plate into a site: params {cassette, slot} */
+    LAB_DRV_ROLE_UNLOAD,       /* the plate out of its site: params {cassette, slot} */
+    LAB_DRV_ROLE_SET_TEMP,     /* params {temperature_c} */
+    LAB_DRV_ROLE_RUN,          /* hold the set condition (a heater on) until STOP */
+    LAB_DRV_ROLE_STOP,         /* no params */
+    LAB_DRV_ROLE_PICK_UP_TIPS, /* params {channels} */
+    LAB_DRV_ROLE_DROP_TIPS,    /* no params */
+    LAB_DRV_ROLE_ASPIRATE,     /* params {reagent, volume_ul (a number, or one per channel)} */
+    LAB_DRV_ROLE_DISPENSE,     /* params {well, volume_ul (likewise)} */
+    LAB_DRV_ROLE_MOVE_PLATE,   /* params {plate, from, to}: instrument ids */
+    LAB_DRV_ROLE_READ,         /* the result's "values" object holds one value per well */
+} lab_drv_role_t;
+
+typedef struct lab_drv_role_action {
+    lab_drv_role_t role;
+    const char *action; /* a name of the driver's action table */
+} lab_drv_role_action_t;
+
 /* ---- the driver ---- */
 
 typedef struct lab_driver lab_driver_t;
@@ -137,6 +160,9 @@ typedef struct lab_driver_ops {
     const char *model;         /* "Liconic STX", for people */
     const lab_drv_key_t *keys; /* the section's keys besides driver and the common ones */
     const lab_drv_action_t *actions; /* terminated by an entry whose name is NULL */
+    /* The roles of its actions in a workflow step, terminated by LAB_DRV_ROLE_NONE; NULL: none
+     * (its actions are then only called by a step whose op names one). */
+    const lab_drv_role_action_t *roles;
     /* The action the framework runs every poll_s when the queue is idle; its result object is
      * telemetry. NULL: no polling (a driver that reports by itself calls lab_drv_telemetry). */
     const char *poll_action;

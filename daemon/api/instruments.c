@@ -162,7 +162,7 @@ static void hold(lab_req_t *rq, bool paused)
     if (!d)
         return;
     lab_driver_pause(d, paused);
-    lab_sched_kick(rq->api->sched);
+    lab_sched_replan(rq->api->sched);
     log_info("api", "instrument=%s %s by=%s", lab_driver_id(d), paused ? "paused" : "resumed",
              rq->who);
     lab_respond_json(rq, 200, inst_doc(rq->api, d, false));

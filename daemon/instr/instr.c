@@ -295,6 +295,23 @@ static void on_report(void *ctx, const char *topic, const char *payload, size_t 
 int lab_instr_start(lab_instr_t **out, uv_loop_t *loop, const lab_config_t *cfg, lab_store_t *st,
                     lab_mqtt_t *mqtt, const lab_clock_t *clock)
 {
+    return lab_instr_start_with(out, loop, cfg, st, mqtt, clock, NULL);
+}
+
+static const lab_driver_ops_t *extra_find(const lab_driver_ops_t *const *extra,
+                                          const lab_drv_conf_t *dc)
+{
+    const char *name = lab_drv_conf_str(dc, "driver");
+    for (; extra && *extra && name; extra++)
+        if (strcmp((*extra)->name, name) == 0)
+            return *extra;
+    return NULL;
+}
+
+int lab_instr_start_with(lab_instr_t **out, uv_loop_t *loop, const lab_config_t *cfg,
+                         lab_store_t *st, lab_mqtt_t *mqtt, const lab_clock_t *clock,
+                         const lab_driver_ops_t *const *extra)
+{
     lab_instr_t *in = lab_calloc(1, sizeof *in);
     in->loop = loop;
     in->st = st;
@@ -313,7 +330,9 @@ int lab_instr_start(lab_instr_t **out, uv_loop_t *loop, const lab_config_t *cfg,
         dc.clock = clock;
         char err[300];
         lab_driver_t *d = NULL;
-        int rc = lab_driver_new(loop, &dc, &host, &d, err, sizeof err);
+        const lab_driver_ops_t *ops = extra_find(extra, &dc);
+        int rc = ops ? lab_driver_new_ops(loop, ops, &dc, &host, &d, err, sizeof err)
+                     : lab_driver_new(loop, &dc, &host, &d, err, sizeof err);
         free(kv);
         if (rc != LAB_OK) {
             log_error("instr", "instrument=%s cannot be opened: %s", ci->id, err);

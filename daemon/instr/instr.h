@@ -31,6 +31,11 @@ void lab_instr_print_keys(FILE *out);
 /* Creates and starts every instrument. mqtt may be NULL (no reports then). */
 int lab_instr_start(lab_instr_t **out, uv_loop_t *loop, const lab_config_t *cfg, lab_store_t *st,
                     lab_mqtt_t *mqtt, const lab_clock_t *clock);
+/* The same with drivers outside the registry (a test's own, NULL-terminated), found by their
+ * name before the registry is asked. */
+int lab_instr_start_with(lab_instr_t **out, uv_loop_t *loop, const lab_config_t *cfg,
+                         lab_store_t *st, lab_mqtt_t *mqtt, const lab_clock_t *clock,
+                         const lab_driver_ops_t *const *extra);
 /* Closes every instrument (operations end ECANCELLED); cb after the last one is freed. */
 void lab_instr_close(lab_instr_t *in, void (*cb)(void *arg), void *arg);
 

@@ -4,8 +4,8 @@
  * the runs under way and a look-ahead window of the first waiting runs in the planner's order,
  * the others waiting in a queue with that reason (docs/decisions.md), dispatches each step to its
  * instrument's driver at the planned lab time, runs the step's program of driver actions
- * (daemon/sched/ops.c), keeps the run and step state machines (DESIGN §7) in the local store and
- * the outbox (run.state rows carry the steps; measurement rows the values of read steps), and
+ * (daemon/sched/program.c), keeps the run and step state machines (DESIGN §7) in the local store
+ * and the outbox (run.state rows carry the steps; measurement rows the values of read steps), and
  * applies the recovery policy when a step fails or was in flight when the daemon died.
  *
  * After the insert of a run commits, the API hands it over (lab_sched_submitted); from then on the
@@ -40,7 +40,7 @@ void lab_sched_submitted(lab_sched_t *s, const char *doc);
 /* The same with the document as JSON, taken over (the API has it parsed already). */
 void lab_sched_submitted_doc(lab_sched_t *s, json_t *doc);
 /* Something outside changed (an instrument paused or resumed): plan again soon. */
-void lab_sched_kick(lab_sched_t *s);
+void lab_sched_replan(lab_sched_t *s);
 
 /* The end of an operator's request on a run: 0 and the run's document after the change (JSON
  * text, the callee's until the call returns), or a negative lab error with a message. */
@@ -64,7 +64,7 @@ int lab_sched_reprioritize(lab_sched_t *s, const char *id, const char *by, const
 
 /* Run listeners, called on the loop thread after each change of a run committed to the store:
  * the run's id, state and whole document (JSON text, valid during the call). At most 4. The
- * closed loop (daemon/loop/) follows its plate runs this way. */
+ * closed loop (daemon/campaign/) follows its plate runs this way. */
 typedef void (*lab_sched_run_cb)(void *ctx, const char *id, const char *state, const char *doc);
 void lab_sched_on_run(lab_sched_t *s, lab_sched_run_cb cb, void *ctx);
 /* 1 when a live run has begun (a step started, or it is paused or interrupted), 0 when it has

@@ -694,12 +694,21 @@ static void lic_abort(lab_driver_t *d)
     lic_seq_clear(&p->op);
 }
 
+/* What its actions do in a workflow step (the scheduler asks by role, never by name). */
+static const lab_drv_role_action_t lic_roles[] = {
+    {LAB_DRV_ROLE_LOAD, "load"},
+    {LAB_DRV_ROLE_UNLOAD, "unload"},
+    {LAB_DRV_ROLE_SET_TEMP, "set_temperature"},
+    {LAB_DRV_ROLE_NONE, NULL},
+};
+
 const lab_driver_ops_t lab_driver_liconic_stx = {
     .name = "liconic-stx",
     .kind = "incubator",
     .model = "Liconic STX",
     .keys = lic_keys,
     .actions = lic_actions,
+    .roles = lic_roles,
     .poll_action = "status",
     .poll_default_s = 5,
     .priv_size = sizeof(lic_t),

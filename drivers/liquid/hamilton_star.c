@@ -882,12 +882,22 @@ static void star_close(lab_driver_t *d)
     lab_stream_close(&s->st);
 }
 
+/* What its actions do in a workflow step (the scheduler asks by role, never by name). */
+static const lab_drv_role_action_t star_roles[] = {
+    {LAB_DRV_ROLE_PICK_UP_TIPS, "pick_up_tips"},
+    {LAB_DRV_ROLE_DROP_TIPS, "drop_tips"},
+    {LAB_DRV_ROLE_ASPIRATE, "aspirate"},
+    {LAB_DRV_ROLE_DISPENSE, "dispense"},
+    {LAB_DRV_ROLE_NONE, NULL},
+};
+
 const lab_driver_ops_t lab_driver_hamilton_star = {
     .name = "hamilton-star",
     .kind = "liquid_handler",
     .model = "Hamilton Microlab STAR",
     .keys = star_keys,
     .actions = star_actions,
+    .roles = star_roles,
     .poll_action = NULL, /* the firmware reports nothing numeric in these commands */
     .priv_size = sizeof(star_t),
     .open = star_open,

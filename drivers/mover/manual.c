@@ -75,12 +75,19 @@ static void manual_stop(lab_driver_t *d)
     manual_forget(d);
 }
 
+/* What its actions do in a workflow step (the scheduler asks by role, never by name). */
+static const lab_drv_role_action_t manual_roles[] = {
+    {LAB_DRV_ROLE_MOVE_PLATE, "move"},
+    {LAB_DRV_ROLE_NONE, NULL},
+};
+
 const lab_driver_ops_t lab_driver_manual_mover = {
     .name = "manual-mover",
     .kind = "mover",
     .model = "a person, asked and confirming",
     .keys = manual_keys,
     .actions = manual_actions,
+    .roles = manual_roles,
     .start = manual_start,
     .stop = manual_stop,
     .invoke = manual_invoke,

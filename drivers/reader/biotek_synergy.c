@@ -681,12 +681,20 @@ static void bt_abort(lab_driver_t *d)
     p->result = NULL;
 }
 
+/* What its actions do in a workflow step (the scheduler asks by role, never by name). */
+static const lab_drv_role_action_t bt_roles[] = {
+    {LAB_DRV_ROLE_READ, "read_absorbance"},
+    {LAB_DRV_ROLE_SET_TEMP, "set_temperature"},
+    {LAB_DRV_ROLE_NONE, NULL},
+};
+
 const lab_driver_ops_t lab_driver_biotek_synergy = {
     .name = "biotek-synergy",
     .kind = "plate_reader",
     .model = "BioTek Synergy / Cytation",
     .keys = bt_keys,
     .actions = bt_actions,
+    .roles = bt_roles,
     .poll_action = "status",
     .poll_default_s = 10,
     .priv_size = sizeof(bt_t),

@@ -536,12 +536,21 @@ static void mt_close(lab_driver_t *d)
     uv_close((uv_handle_t *)&m->defer_timer, mt_timer_closed);
 }
 
+/* What its actions do in a workflow step (the scheduler asks by role, never by name). */
+static const lab_drv_role_action_t mt_roles[] = {
+    {LAB_DRV_ROLE_SET_TEMP, "set_temperature"},
+    {LAB_DRV_ROLE_RUN, "run"},
+    {LAB_DRV_ROLE_STOP, "stop"},
+    {LAB_DRV_ROLE_NONE, NULL},
+};
+
 const lab_driver_ops_t lab_driver_modbus_temperature = {
     .name = "modbus-temperature",
     .kind = "temperature",
     .model = "Omega CN7500 / Eurotherm 3200",
     .keys = mt_keys,
     .actions = mt_actions,
+    .roles = mt_roles,
     .poll_action = "status",
     .poll_default_s = 2,
     .priv_size = sizeof(mt_t),
