@@ -1,7 +1,7 @@
 /* Text fields: their limits, taken from the JSON Schemas (maxLength counts characters, i.e. code
  * points), and the UTF-8 helpers that keep every copy of such a text whole. A buffer that holds a
  * field is LAB_TEXT_BYTES(its characters) long; text composed into a fixed buffer is cut on a
- * character boundary, never inside one. docs/decisions.md has the table of fields. */
+ * character boundary, never inside one. docs/design.md has the table of fields. */
 #ifndef LAB_CORE_TEXT_H
 #define LAB_CORE_TEXT_H
 

@@ -319,7 +319,7 @@ int lab_instr_start_with(lab_instr_t **out, uv_loop_t *loop, const lab_config_t 
     in->clock = clock;
     in->v = lab_calloc((size_t)cfg->n_instruments + 1, sizeof *in->v);
     lab_drv_host_t host = {on_state, on_telemetry, in};
-    /* Recording is on by default, into STATE_DIR/wire (docs/decisions.md, Wire recording). */
+    /* Recording is on by default, into STATE_DIR/wire (docs/design.md, Wire recording). */
     char *wire_dir = lab_asprintf("%s/wire", cfg->state_dir);
     for (int i = 0; i < cfg->n_instruments; i++) {
         const lab_cfg_instrument_t *ci = &cfg->instruments[i];

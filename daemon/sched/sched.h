@@ -2,7 +2,7 @@
  * the planner (planner/) on every event (a submission, a step that ends early or late or fails,
  * an instrument that stops or comes back, a cancel, a resume; submissions at most every 100 ms):
  * the runs under way and a look-ahead window of the first waiting runs in the planner's order,
- * the others waiting in a queue with that reason (docs/decisions.md), dispatches each step to its
+ * the others waiting in a queue with that reason (docs/design.md), dispatches each step to its
  * instrument's driver at the planned lab time, runs the step's program of driver actions
  * (daemon/sched/program.c), keeps the run and step state machines (DESIGN §7) in the local store
  * and the outbox (run.state rows carry the steps; measurement rows the values of read steps), and
