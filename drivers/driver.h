@@ -20,8 +20,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-/* DESIGN §7. A driver reports offline, idle and fault; the framework adds busy (an operation
- * running) and paused (an operator held the queue). */
+/* The instrument states (docs/state-tables.md). A driver reports offline, idle and fault; the
+ * framework adds busy (an operation running) and paused (an operator held the queue). */
 typedef enum lab_inst_state {
     LAB_INST_OFFLINE = 0, /* not connected (yet, or any more); reconnecting by itself */
     LAB_INST_IDLE,
@@ -155,10 +155,10 @@ struct lab_jerrs;    /* core/jschema.h */
 struct lab_drv_conf; /* below */
 
 typedef struct lab_driver_ops {
-    const char *name;          /* the config's driver = value: "liconic-stx" */
-    const char *kind;          /* DESIGN §7: "incubator", "plate_reader", "liquid_handler", ... */
-    const char *model;         /* "Liconic STX", for people */
-    const lab_drv_key_t *keys; /* the section's keys besides driver and the common ones */
+    const char *name;                /* the config's driver = value: "liconic-stx" */
+    const char *kind;                /* "incubator", "plate_reader", "liquid_handler", ... */
+    const char *model;               /* "Liconic STX", for people */
+    const lab_drv_key_t *keys;       /* the section's keys besides driver and the common ones */
     const lab_drv_action_t *actions; /* terminated by an entry whose name is NULL */
     /* The roles of its actions in a workflow step, terminated by LAB_DRV_ROLE_NONE; NULL: none
      * (its actions are then only called by a step whose op names one). */

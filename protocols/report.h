@@ -49,8 +49,8 @@ const char *report_unit(const char *name);
 /* RFC 3339 date-time check ("2026-11-23T00:55:31Z", fractions and +hh:mm offsets allowed). */
 int report_ts_valid(const char *ts);
 
-/* "in/instruments/{id}/report", relative to the topic root labloop/v1/{site}/{cell} (DESIGN.md,
- * MQTT); id must be non-empty without '/', '+', '#'. */
+/* "in/instruments/{id}/report", relative to the topic root labloop/v1/{site}/{cell}
+ * (schemas/mqtt.md; docs/design.md, MQTT); id must be non-empty without '/', '+', '#'. */
 int report_topic(const char *instrument_id, char *buf, size_t cap);
 /* The instrument id of such a topic, copied into id. */
 int report_topic_parse(const char *topic, char *id, size_t cap);

@@ -1,8 +1,8 @@
-/* The campaign engine, the closed loop of DESIGN §9: campaigns, the candidate batches ML pipelines
- * push (HTTP or MQTT in/campaigns/{id}/batches), the candidates' states, their plates (one run per
- * plate, laid out around the controls, prioritised by the candidates' scores), each plate's QC and
- * normalisation, one result per candidate, batch done events, the failure breaker, and the built-in
- * learner.
+/* The campaign engine, the closed loop (docs/design.md, Closed loop): campaigns, the candidate
+ * batches ML pipelines push (HTTP or MQTT in/campaigns/{id}/batches), the candidates' states, their
+ * plates (one run per plate, laid out around the controls, prioritised by the candidates' scores),
+ * each plate's QC and normalisation, one result per candidate, batch done events, the failure
+ * breaker, and the built-in learner.
  *
  * It owns its records (daemon/store/campaigns.h) and follows its plate runs through the
  * scheduler's run listener; the runs themselves belong to the scheduler once submitted. Every

@@ -26,7 +26,7 @@ static const lab_fsm_edge_t edges[] = {
     {LAB_CAND_RUNNING, LAB_CAND_CANDIDATE,
      "its plate gave no value or failed QC (laid out again), or was lost at a restart"},
     {LAB_CAND_RUNNING, LAB_CAND_ABANDONED, "its plate's run was cancelled by a person"},
-    {LAB_CAND_FAILED, LAB_CAND_CANDIDATE, "retry (DESIGN §7); no request asks for it yet"},
+    {LAB_CAND_FAILED, LAB_CAND_CANDIDATE, "retry; no request asks for it yet"},
 };
 
 const lab_fsm_t lab_cand_fsm = {

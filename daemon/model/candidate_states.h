@@ -1,6 +1,7 @@
-/* Candidates of a closed-loop campaign (DESIGN §7, after Ax's trial states): their states and the
- * one table of transitions between them. A failed candidate may be retried, so `failed` is not
- * final; it is settled (nothing is laid out or run for it until someone retries it). */
+/* Candidates of a closed-loop campaign (docs/design.md, State machines; after Ax's trial states):
+ * their states and the one table of transitions between them. A failed candidate may be retried, so
+ * `failed` is not final; it is settled (nothing is laid out or run for it until someone retries
+ * it). */
 #ifndef LAB_MODEL_CANDIDATE_STATES_H
 #define LAB_MODEL_CANDIDATE_STATES_H
 

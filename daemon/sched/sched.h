@@ -4,9 +4,9 @@
  * the runs under way and a look-ahead window of the first waiting runs in the planner's order,
  * the others waiting in a queue with that reason (docs/design.md), dispatches each step to its
  * instrument's driver at the planned lab time, runs the step's program of driver actions
- * (daemon/sched/program.c), keeps the run and step state machines (DESIGN §7) in the local store
- * and the outbox (run.state rows carry the steps; measurement rows the values of read steps), and
- * applies the recovery policy when a step fails or was in flight when the daemon died.
+ * (daemon/sched/program.c), keeps the run and step state machines (docs/state-tables.md) in the
+ * local store and the outbox (run.state rows carry the steps; measurement rows the values of read
+ * steps), and applies the recovery policy when a step fails or was in flight when the daemon died.
  *
  * After the insert of a run commits, the API hands it over (lab_sched_submitted); from then on the
  * scheduler is the only writer of that run. */

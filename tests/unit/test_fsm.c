@@ -191,7 +191,8 @@ static void test_known_facts(void **state)
     assert_int_equal(lab_step_set_state(&s, LAB_STEP_PENDING, "r1/a"), LAB_ESTATE);
     assert_int_equal(s, LAB_STEP_DONE);
 
-    /* a failed candidate may be retried (DESIGN §7): not final, but settled for its batch */
+    /* a failed candidate may be retried (docs/design.md, State machines): not final, but settled
+     * for its batch */
     assert_false(lab_cand_state_final(LAB_CAND_FAILED));
     assert_true(lab_cand_state_settled(LAB_CAND_FAILED));
     assert_true(lab_cand_state_settled(LAB_CAND_STALE));

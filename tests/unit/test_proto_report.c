@@ -1,4 +1,5 @@
-/* MQTT report documents: the example of the definition (DESIGN.md, MQTT in/instruments/{id}/report:
+/* MQTT report documents: the example of the definition (schemas/mqtt.md,
+ * in/instruments/{id}/report:
  * {"ts": ..., "values": {"temperature_c": 23.4}}), every validation error with its path, and
  * round trips through the encoder. */
 #include <setjmp.h>
