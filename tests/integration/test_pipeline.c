@@ -59,10 +59,16 @@ static void test_pipeline_closes_the_loop(void **state)
         fail_msg("no summary from pipeline.py:\n%s", out);
     assert_int_equal(json_integer_value(json_object_get(sum, "results")), 9);
     json_decref(sum);
-    assert_int_equal(
-        h_pg_count(&pg, "select count(*) from labloop.results where campaign = 'ext1'"), 9);
-    assert_int_equal(h_pg_count(&pg, "select count(*) from labloop.batches where campaign = 'ext1' "
-                                     "and state = 'done' and model_name = 'kernel-regression'"),
+    /* the pipeline read its results from the daemon; PostgreSQL gets them through the outbox,
+     * which may be a moment behind */
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "select count(*) from labloop.results where campaign = 'ext1'",
+                                     9, 30000),
+                     9);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "select count(*) from labloop.batches where campaign = 'ext1' "
+                                     "and state = 'done' and model_name = 'kernel-regression'",
+                                     3, 30000),
                      3);
     h_daemon_destroy(&d);
     h_sim_stop(&sim);
