@@ -1,5 +1,6 @@
 /* The API's insides, shared by its files: the server struct, the request context and its states,
- * the route table's row, problem+json, and the responses. Nothing outside daemon/api includes it.
+ * the route table's row, problem+json, and the responses. Nothing outside daemon/api includes it
+ * but the unit test that holds the route table against the OpenAPI document.
  */
 #ifndef LAB_API_API_INT_H
 #define LAB_API_API_INT_H
