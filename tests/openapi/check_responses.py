@@ -25,10 +25,6 @@ warnings.simplefilter("ignore", DeprecationWarning)  # RefResolver: the API Debi
 
 # Documented here, served by routes that other work adds to the route table (removed on merge).
 ADDED_ELSEWHERE = {("GET", "/v1/events"), ("GET", "/v1/me")}
-# Operations whose success needs a state this test cannot make cheaply, and why.
-NO_SUCCESS = {
-    ("POST", "/v1/runs/{id}/resume"): "only a run paused by a failed step can resume",
-}
 # Operations that answer the same to everyone and cannot fail.
 NO_ERROR = {("GET", "/healthz"), ("GET", "/v1/openapi.json")}
 
@@ -200,13 +196,13 @@ class Checker:
                 if not got:
                     self.fail(f"{key[0]} {tmpl}", "never called")
                     continue
-                if key not in NO_SUCCESS and not any(200 <= s < 300 for s in got):
+                if not any(200 <= s < 300 for s in got):
                     self.fail(f"{key[0]} {tmpl}", f"no success seen (only {sorted(got)})")
                 if key not in NO_ERROR and not any(400 <= s < 500 for s in got):
                     self.fail(f"{key[0]} {tmpl}", f"no error seen (only {sorted(got)})")
 
 
-def run(c):
+def run(c, paused):
     doc = c.call("GET", "/v1/openapi.json")
     if not c.dump:
         c.doc = doc
@@ -259,6 +255,7 @@ def run(c):
     c.call("POST", ri + "/resume", "technician", 409, params={"id": rid}, body={})
     c.call("POST", ri + "/resume", "technician", 422, params={"id": rid}, body={"step": "undo"})
     c.call("POST", ri + "/resume", "technician", 404, params={"id": "not-a-run"}, body={})
+    c.call("POST", ri + "/resume", "technician", params={"id": paused}, body={"step": "skip"})
 
     i = "/v1/instruments"
     c.wait_online(["inc1", "star1", "reader1"])
@@ -345,11 +342,12 @@ def main():
     ap.add_argument("--url", required=True)
     for role in ("viewer", "technician", "pipeline", "admin"):
         ap.add_argument("--" + role, required=True)
+    ap.add_argument("--paused-run", required=True, help="a run paused by a failed step")
     ap.add_argument("--dump", action="store_true", help="print answers; validate nothing")
     a = ap.parse_args()
     c = Checker(a.url, {r: getattr(a, r) for r in ("viewer", "technician", "pipeline", "admin")},
                 a.dump)
-    run(c)
+    run(c, a.paused_run)
     if not c.dump:
         c.coverage()
     for key in sorted(c.seen):
