@@ -209,6 +209,11 @@ def run(c, paused):
         if doc.get("openapi", "").split(".")[:2] != ["3", "1"]:
             c.fail("document", f"openapi {doc.get('openapi')!r}, not 3.1")
         c.call("GET", "/v1/openapi.json")  # validated against itself now
+        for name, sch in doc["components"]["schemas"].items():
+            try:  # each is a JSON Schema 2020-12 (the meta-schema ships with jsonschema)
+                jsonschema.Draft202012Validator.check_schema(sch)
+            except jsonschema.exceptions.SchemaError as e:
+                c.fail(f"components.schemas.{name}", f"not a valid schema: {e.message}")
     c.call("GET", "/healthz")
     c.call("GET", "/metrics", "viewer")
     c.call("GET", "/metrics", None, 401)
