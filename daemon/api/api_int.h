@@ -1,5 +1,6 @@
 /* The API's insides, shared by its files: the server struct, the request context and its states,
- * the route table's row, problem+json, and the responses. Nothing outside daemon/api includes it.
+ * the route table's row, problem+json, and the responses. Nothing outside daemon/api includes it
+ * but the unit test that holds the route table against the OpenAPI document.
  */
 #ifndef LAB_API_API_INT_H
 #define LAB_API_API_INT_H
@@ -200,6 +201,9 @@ const char *lab_req_query(lab_req_t *rq, const char *name);
 /* ---- route handlers ---- */
 void lab_api_healthz(lab_req_t *rq);
 void lab_api_metrics(lab_req_t *rq);
+void lab_api_openapi(lab_req_t *rq);
+/* The OpenAPI document as served (openapi.c), or NULL when the embedded one does not read. */
+json_t *lab_api_openapi_doc(void);
 void lab_api_runs_post(lab_req_t *rq);
 void lab_api_runs_list(lab_req_t *rq);
 void lab_api_runs_get(lab_req_t *rq);

@@ -11,6 +11,7 @@
 const lab_route_t lab_routes[] = {
     {"GET", "/healthz", 0, false, lab_api_healthz},
     {"GET", "/metrics", READERS, false, lab_api_metrics},
+    {"GET", "/v1/openapi.json", 0, false, lab_api_openapi},
     {"POST", "/v1/runs", SUBMITTERS, true, lab_api_runs_post},
     {"GET", "/v1/runs", READERS, false, lab_api_runs_list},
     {"GET", "/v1/runs/{id}", READERS, false, lab_api_runs_get},
