@@ -208,7 +208,6 @@ void lab_campaigns_batch(lab_campaigns_t *l, const char *campaign, const json_t 
              json_array_size(json_object_get(ans, "stale")));
     campaigns_stage(l, w, c);
     campaigns_settle(l, w, c); /* older batches that only had stale candidates left */
-    json_incref(ans);
     campaigns_commit(l, w, cb, arg, 201, ans);
 }
 
