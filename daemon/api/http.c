@@ -672,6 +672,13 @@ void lab_req_resume(lab_req_t *rq)
     rq->state = RQ_READY;
     api->in_flight--;
     MHD_resume_connection(rq->conn);
+    lab_api_kick(api);
+}
+
+void lab_api_kick(lab_api_t *api)
+{
+    if (!api->mhd)
+        return;
     /* Not MHD_run from here: this may be inside MHD's own callback. The check runs right after
      * this loop iteration's I/O; the zero timer makes sure that I/O wait does not block when
      * the resume came from a timer (an instrument's answer) rather than from I/O. */
@@ -863,7 +870,8 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
     uv_timer_init(api->loop, &api->deadlines);
     uv_check_init(api->loop, &api->check);
     api->poll.data = api->timer.data = api->check.data = api->deadlines.data = api;
-    api->handles_open = 4;
+    lab_events_start(api, cfg);
+    api->handles_open = 5;
     uv_poll_start(&api->poll, UV_READABLE, on_poll);
     api->started_ms = uv_now(api->loop);
     api->accepting = true;
@@ -942,12 +950,14 @@ static void finish_close(lab_api_t *api)
     uv_close((uv_handle_t *)&api->timer, on_handle_closed);
     uv_close((uv_handle_t *)&api->deadlines, on_handle_closed);
     uv_close((uv_handle_t *)&api->check, on_handle_closed);
+    uv_close((uv_handle_t *)&api->events_timer, on_handle_closed);
 }
 
 void lab_api_close(lab_api_t *api, void (*cb)(void *arg), void *arg)
 {
     LAB_ASSERT(!api->closing);
     lab_api_stop_accepting(api);
+    lab_events_stop(api);
     api->closing = true;
     api->close_cb = cb;
     api->close_arg = arg;
