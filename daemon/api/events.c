@@ -254,6 +254,16 @@ static void on_tick(uv_timer_t *t)
     bool woke = false;
     for (lab_stream_t *s = api->streams; s; s = s->next) {
         if (s->suspended) {
+            /* MHD does not watch a suspended connection: a client that left is seen here. */
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+            char c;
+            if (ci && recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+                s->ending = true;
+                stream_wake(s);
+                woke = true;
+                continue;
+            }
             if (now - s->last_sent >= LAB_EVENTS_KEEPALIVE_MS) {
                 s->keepalive_due = true;
                 stream_wake(s);
