@@ -18,6 +18,7 @@
 
 typedef struct lab_req lab_req_t;
 typedef struct lab_stream lab_stream_t;
+typedef struct lab_events_cache lab_events_cache_t;
 
 /* One row per route: adding an endpoint is adding a row. roles == 0: no token needed. */
 typedef struct lab_route {
@@ -138,9 +139,11 @@ struct lab_api {
 
     /* GET /v1/events (events.c) */
     lab_stream_t *streams;
+    lab_events_cache_t *ecache; /* the newest events, formatted once for every stream */
     int nstreams, events_max;
     unsigned events_stall_ms;
     uv_timer_t events_timer; /* keepalives and stalled streams */
+    uv_timer_t events_wake;  /* wakes the streams after commits, a batch at a time */
     uint64_t streams_dropped, streams_refused;
 };
 
@@ -242,6 +245,7 @@ void lab_act_idem_free(lab_api_t *api);
 /* The event streams: the commit listener and the timer (at start); at close every stream ends. */
 int lab_events_start(lab_api_t *api, const lab_config_t *cfg);
 void lab_events_stop(lab_api_t *api);
+void lab_events_free(lab_api_t *api);
 
 /* Counting answered requests for /metrics. */
 void lab_metrics_count(lab_api_t *api, int route, unsigned status);
