@@ -246,6 +246,8 @@ void lab_act_idem_free(lab_api_t *api);
 int lab_events_start(lab_api_t *api, const lab_config_t *cfg);
 void lab_events_stop(lab_api_t *api);
 void lab_events_free(lab_api_t *api);
+/* Bytes formatted for the streams and not yet taken by MHD, all streams together. */
+size_t lab_events_buffered(const lab_api_t *api);
 
 /* Counting answered requests for /metrics. */
 void lab_metrics_count(lab_api_t *api, int route, unsigned status);

@@ -636,3 +636,11 @@ void lab_events_free(lab_api_t *api)
     free(api->ecache);
     api->ecache = NULL;
 }
+
+size_t lab_events_buffered(const lab_api_t *api)
+{
+    size_t n = 0;
+    for (const lab_stream_t *s = api->streams; s; s = s->next)
+        n += s->out.len - s->off;
+    return n;
+}
