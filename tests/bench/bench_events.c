@@ -36,10 +36,11 @@ static int stream_open(const h_daemon_t *d, const char *path)
     return fd;
 }
 
-/* The extra streams, drained by one thread; events counted per stream ("\nid: " and the first). */
+/* The extra streams, drained by one thread; events counted per stream. */
 typedef struct drain {
     int fds[STREAMS_MAX];
     long long events[STREAMS_MAX];
+    char tail[STREAMS_MAX][4];
     int n;
     atomic_int stop;
 } drain_t;
@@ -57,12 +58,16 @@ static void *drain_main(void *arg)
         for (int i = 0; i < dr->n; i++) {
             if (!(p[i].revents & (POLLIN | POLLHUP)))
                 continue;
-            ssize_t got = recv(dr->fds[i], buf, sizeof buf - 1, MSG_DONTWAIT);
+            /* An event starts with "\nid: " (data is one line): the last 4 bytes of the previous
+             * read go first, so a start split between two reads is counted once. */
+            memcpy(buf, dr->tail[i], 4);
+            ssize_t got = recv(dr->fds[i], buf + 4, sizeof buf - 5, MSG_DONTWAIT);
             if (got <= 0)
                 continue;
-            buf[got] = 0;
-            for (char *q = buf; (q = strstr(q, "id: ")); q += 4)
+            size_t len = (size_t)got + 4;
+            for (char *q = buf; (q = memmem(q, len - (size_t)(q - buf), "\nid: ", 5)); q += 5)
                 dr->events[i]++;
+            memcpy(dr->tail[i], buf + got, 4);
         }
     }
     return NULL;
