@@ -450,6 +450,36 @@ static void test_limits(void **state)
     h_daemon_destroy(&d);
 }
 
+/* The route's roles: any token reads the stream, none gets 401, and a token in the URL is no
+ * token (browsers send it in a header, through fetch). */
+static void test_auth(void **state)
+{
+    char dir[256], tokens[300], extra[400];
+    assert_int_equal(h_tempdir("labevents-auth", dir, sizeof dir), 0);
+    snprintf(tokens, sizeof tokens, "%s/tokens.txt", dir);
+    FILE *f = fopen(tokens, "w");
+    assert_non_null(f);
+    fputs("viewer-token-aaaaaaaa viewer wall\n", f);
+    assert_int_equal(fclose(f), 0);
+    snprintf(extra, sizeof extra, "[auth]\ntokens = %s\n", tokens);
+    h_daemon_t d;
+    assert_int_equal(h_daemon_start(&d, NULL, NULL, extra), 0);
+    sse_t s;
+    assert_int_equal(sse_open(&s, &d, "/v1/events", NULL, 0), 0);
+    assert_int_equal(s.status, 401);
+    sse_close(&s);
+    assert_int_equal(sse_open(&s, &d, "/v1/events?token=viewer-token-aaaaaaaa", NULL, 0), 0);
+    assert_int_equal(s.status, 401);
+    sse_close(&s);
+    assert_int_equal(sse_open(&s, &d, "/v1/events?after=0",
+                              "Authorization: Bearer viewer-token-aaaaaaaa\r\n", 0),
+                     0);
+    assert_int_equal(s.status, 200);
+    sse_close(&s);
+    h_daemon_destroy(&d);
+    h_rmtree(dir);
+}
+
 /* `labloop watch` as a child with its output in a file. */
 static pid_t watch_start(const h_daemon_t *d, const char *args, const char *outpath)
 {
@@ -588,6 +618,7 @@ int main(void)
         cmocka_unit_test(test_resume_and_reset),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_watch),
+        cmocka_unit_test(test_auth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
