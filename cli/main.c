@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 #include <libserialport.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -1246,6 +1247,268 @@ static int cmd_action(int argc, char **argv, int as_json)
     return rc;
 }
 
+/* ---- watch: the event stream ---- */
+
+static volatile sig_atomic_t watch_stop;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    watch_stop = 1;
+}
+
+typedef struct watch {
+    int as_json;
+    long long last; /* the newest id seen, -1 before any */
+    char *line;     /* the line being received */
+    size_t n, cap;
+    char *id, *event;
+    buf_t data;
+    long long printed;
+} watch_t;
+
+static void watch_field(char **f, const char *v)
+{
+    free(*f);
+    *f = lab_strdup(v);
+}
+
+/* One event is complete (a blank line): print it. */
+static void watch_dispatch(watch_t *w)
+{
+    if (w->id) {
+        char *end;
+        long long id = strtoll(w->id, &end, 10);
+        if (*w->id && !*end)
+            w->last = id;
+    }
+    if (!w->data.p) /* a comment or a retry: field only */
+        goto out;
+    const char *kind = w->event ? w->event : "message";
+    json_t *d = json_loads(w->data.p, 0, NULL);
+    if (strcmp(kind, "reset") == 0) {
+        long long oldest = (long long)json_integer_value(json_object_get(d, "oldest"));
+        if (w->as_json)
+            printf("{\"seq\":null,\"kind\":\"reset\",\"data\":{\"oldest\":%lld}}\n", oldest);
+        else
+            fprintf(stderr, "labloop watch: events before %lld are no longer kept (reset)\n",
+                    oldest);
+    } else if (w->as_json) {
+        json_t *o = json_pack("{s:I, s:s, s:O?, s:O?, s:O?}", "seq", (json_int_t)w->last, "kind",
+                              kind, "key", json_object_get(d, "key"), "ts",
+                              json_object_get(d, "ts"), "data", json_object_get(d, "data"));
+        char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (t)
+            printf("%s\n", t);
+        free(t);
+        json_decref(o);
+    } else {
+        json_t *data = json_object_get(d, "data");
+        char *t = data ? json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        printf("%lld %s %s %s\n", w->last, kind, str(d, "key"), t ? t : w->data.p);
+        free(t);
+    }
+    w->printed++;
+    fflush(stdout);
+    json_decref(d);
+out:
+    free(w->id);
+    free(w->event);
+    free(w->data.p);
+    w->id = w->event = NULL;
+    w->data = (buf_t){0};
+}
+
+static void watch_line(watch_t *w, char *line)
+{
+    if (!*line) {
+        watch_dispatch(w);
+        return;
+    }
+    if (*line == ':')
+        return;
+    char *v = strchr(line, ':');
+    if (v) {
+        *v++ = 0;
+        if (*v == ' ')
+            v++;
+    } else {
+        v = line + strlen(line);
+    }
+    if (strcmp(line, "id") == 0) {
+        watch_field(&w->id, v);
+    } else if (strcmp(line, "event") == 0) {
+        watch_field(&w->event, v);
+    } else if (strcmp(line, "data") == 0) {
+        if (w->data.p)
+            on_body("\n", 1, 1, &w->data);
+        on_body(v, 1, strlen(v), &w->data);
+    }
+}
+
+static size_t watch_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    watch_t *w = arg;
+    size_t n = size * nmemb;
+    for (size_t i = 0; i < n; i++) {
+        char c = data[i];
+        if (c == '\n') {
+            if (w->n && w->line[w->n - 1] == '\r')
+                w->n--;
+            w->line[w->n] = 0;
+            watch_line(w, w->line);
+            w->n = 0;
+            continue;
+        }
+        if (w->n + 2 > w->cap) {
+            w->cap = w->cap ? 2 * w->cap : 256;
+            w->line = lab_realloc(w->line, w->cap);
+        }
+        w->line[w->n++] = c;
+    }
+    return n;
+}
+
+static int watch_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+    return watch_stop ? 1 : 0;
+}
+
+/* One connection: the HTTP status (0: not reached, or cut; *how says why). */
+static long watch_once(watch_t *w, const char *query, CURLcode *how)
+{
+    const char *base = getenv("LABLOOP_URL");
+    const char *token = getenv("LABLOOP_TOKEN");
+    char *url =
+        lab_asprintf("%s/v1/events%s", base && *base ? base : "http://127.0.0.1:8470", query);
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, "Accept: text/event-stream");
+    char *auth = NULL, *lei = NULL;
+    if (token && *token) {
+        auth = lab_asprintf("Authorization: Bearer %s", token);
+        h = curl_slist_append(h, auth);
+    }
+    if (w->last >= 0) {
+        lei = lab_asprintf("Last-Event-ID: %lld", w->last);
+        h = curl_slist_append(h, lei);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, watch_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, w);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, watch_progress);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+    /* The daemon sends a keepalive every 15 s: a minute without a byte is a dead connection. */
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+    w->n = 0;
+    long status = 0;
+    CURLcode rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200 && status != 0) { /* a refusal: the body is a problem, not events */
+        free(w->line);
+        w->line = NULL;
+        w->cap = w->n = 0;
+    }
+    *how = rc;
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    free(auth);
+    free(lei);
+    free(url);
+    return status;
+}
+
+/* A refusal (400, 401, 403): asked again as a plain request so its problem can be shown. */
+static int watch_refused(const char *query)
+{
+    buf_t b = {0};
+    char *path = lab_asprintf("/v1/events%s", query);
+    req_timeout_s = 5;
+    long st = request("GET", path, NULL, &b);
+    free(path);
+    int rc = st >= 400 ? refused(st, &b) : EXIT_REFUSED;
+    free(b.p);
+    return rc;
+}
+
+static int cmd_watch(int argc, char **argv, int as_json)
+{
+    static const struct option o[] = {{"kind", required_argument, NULL, 'k'},
+                                      {"after", required_argument, NULL, 'a'},
+                                      {"json", no_argument, NULL, 'j'},
+                                      HELP_OPT,
+                                      {NULL, 0, NULL, 0}};
+    watch_t w = {.as_json = as_json, .last = -1};
+    buf_t kinds = {0};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":k:a:jh", o, NULL)) != -1) {
+        if (c == 'k') {
+            if (!*optarg || strpbrk(optarg, ",&#=? ")) {
+                fprintf(stderr, "labloop watch: --kind takes one kind, e.g. run.state\n");
+                free(kinds.p);
+                return bad_usage();
+            }
+            if (kinds.p)
+                on_body(",", 1, 1, &kinds);
+            on_body(optarg, 1, strlen(optarg), &kinds);
+        } else if (c == 'a') {
+            char *end;
+            w.last = strtoll(optarg, &end, 10);
+            if (!*optarg || *end || w.last < 0) {
+                fprintf(stderr, "labloop watch: --after takes an event id (a number)\n");
+                free(kinds.p);
+                return bad_usage();
+            }
+        } else if (c == 'j') {
+            w.as_json = 1;
+        } else {
+            free(kinds.p);
+            return opt_other(c, argv);
+        }
+    }
+    if (optind != argc) {
+        free(kinds.p);
+        return bad_usage();
+    }
+    char *query = lab_asprintf("%s%s", kinds.p ? "?kinds=" : "", kinds.p ? kinds.p : "");
+    free(kinds.p);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int rc = 0, backoff_ms = 500;
+    while (!watch_stop) {
+        CURLcode how;
+        long long before = w.printed;
+        long st = watch_once(&w, query, &how);
+        if (watch_stop)
+            break;
+        if (st >= 400 && st != 503) {
+            rc = watch_refused(query);
+            break;
+        }
+        if (w.printed > before)
+            backoff_ms = 500;
+        fprintf(stderr, "labloop watch: %s; reconnecting after %lld\n",
+                st == 200 ? "the stream ended"
+                : st      ? "the daemon is busy (503)"
+                          : curl_easy_strerror(how),
+                w.last);
+        for (int waited = 0; waited < backoff_ms && !watch_stop; waited += 100)
+            nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
+        backoff_ms = backoff_ms * 2 > 10000 ? 10000 : backoff_ms * 2;
+    }
+    free(query);
+    free(w.line);
+    free(w.id);
+    free(w.event);
+    free(w.data.p);
+    return rc;
+}
+
 static const struct command {
     const char *name;
     int (*fn)(int argc, char **argv, int as_json);
@@ -1273,6 +1536,9 @@ static const struct command {
     {"plan", cmd_plan, "plan FILE [--budget-ms N] [--seed N] (offline planning; no daemon needed)"},
     {"instruments", cmd_instruments, "instruments [ID] (state, telemetry, last error; actions)"},
     {"action", cmd_action, "action ID NAME [KEY=VALUE]... [--timeout S] (manual control)"},
+    {"watch", cmd_watch,
+     "watch [--kind K]... [--after SEQ] [--json] (live events, one per line: SEQ KIND KEY DATA;\n"
+     "         reconnects from the last event seen)"},
     {"ports", cmd_ports, "ports (serial ports with USB VID:PID and serial; no daemon needed)"},
 };
 

@@ -72,6 +72,13 @@ static const cfg_key_t keys[] = {
      "opening or its last answer, and the longest pause within a body; then it is closed"},
     {"labloop", "shutdown_grace", T_DOUBLE, O(shutdown_grace_s), "10", 0, 3600, F_RELOAD,
      "seconds TERM waits for in-flight work and the sinks to drain"},
+    {"labloop", "events_max_streams", T_INT, O(events_max_streams), "64", 1, 10000, 0,
+     "GET /v1/events streams open at once; one more is answered 503"},
+    {"labloop", "events_keep", T_INT, O(events_keep), "20000", 0, 100000000, 0,
+     "outbox rows kept after every sink delivered them, so an event stream resumes without a "
+     "gap after a reconnect or a restart; older ids get an event: reset"},
+    {"labloop", "events_stall", T_INT, O(events_stall_s), "30", 1, 3600, 0,
+     "seconds an event stream with events waiting may take no bytes before it is dropped"},
     {"postgres", "conninfo", T_STR, O(pg_conninfo), NULL, 0, 0, F_REQUIRED | F_SECRET,
      "libpq connection string"},
     {"postgres", "connect_timeout", T_DOUBLE, O(pg_connect_timeout_s), "5", 0.1, 600, 0,

@@ -36,6 +36,9 @@ typedef struct lab_config {
     int http_max_conns;
     int http_idle_timeout_s; /* a connection without a whole request head this long is closed */
     double shutdown_grace_s; /* how long TERM waits for in-flight work and sinks */
+    int events_max_streams;  /* GET /v1/events streams open at once */
+    int events_keep;         /* outbox rows kept after delivery, for streams to resume from */
+    int events_stall_s;      /* a stream that takes no bytes this long is dropped */
 
     /* [postgres]; absent: embedded mode for PostgreSQL */
     bool pg_enabled;

@@ -408,6 +408,7 @@ static int run(labd_t *d)
                   lab_strerror(rc));
         return 1;
     }
+    lab_store_keep(d->store, d->cfg.events_keep);
     lab_clock_resume(&d->clock, lab_store_newest_ts(d->store));
     if (d->cfg.pg_enabled && (rc = lab_pg_start(&d->pg, d->loop, &d->cfg, d->store)) != 0) {
         log_error("main", "cannot start the PostgreSQL writer: %s", lab_strerror(rc));

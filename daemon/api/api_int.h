@@ -18,6 +18,8 @@
 #include <stdint.h>
 
 typedef struct lab_req lab_req_t;
+typedef struct lab_stream lab_stream_t;
+typedef struct lab_events_cache lab_events_cache_t;
 
 /* One row per route: adding an endpoint is adding a row. roles == 0: no token needed. */
 typedef struct lab_route {
@@ -135,6 +137,15 @@ struct lab_api {
     uint64_t started_ms;    /* uv_now at start */
     lab_route_hits_t *hits; /* lab_nroutes + 1 rows; the last one for unrouted requests */
     uint64_t aborted;       /* requests that ended without an answer (client gone) */
+
+    /* GET /v1/events (events.c) */
+    lab_stream_t *streams;
+    lab_events_cache_t *ecache; /* the newest events, formatted once for every stream */
+    int nstreams, events_max;
+    unsigned events_stall_ms;
+    uv_timer_t events_timer; /* keepalives and stalled streams */
+    uv_timer_t events_wake;  /* wakes the streams after commits, a batch at a time */
+    uint64_t streams_dropped, streams_refused;
 };
 
 /* ---- problems (problem.c) ---- */
@@ -189,6 +200,8 @@ struct MHD_Response *lab_respond_internal(lab_req_t *rq, const char *why);
 /* The route's handler suspended rq for the store; its completion calls lab_req_resume. */
 void lab_req_suspend(lab_req_t *rq);
 void lab_req_resume(lab_req_t *rq);
+/* Runs MHD soon (after connections were resumed from outside its callbacks' reach). */
+void lab_api_kick(lab_api_t *api);
 const char *lab_req_header(lab_req_t *rq, const char *name);
 /* The request body as JSON valid against schema, or NULL with rq's answer set (400 malformed,
  * 422 with every problem; what names the document in the detail). */
@@ -230,7 +243,15 @@ void lab_api_workflows_post(lab_req_t *rq);
 void lab_api_workflows_list(lab_req_t *rq);
 void lab_api_workflows_get(lab_req_t *rq);
 
+void lab_api_events(lab_req_t *rq);
+
 void lab_act_idem_free(lab_api_t *api);
+/* The event streams: the commit listener and the timer (at start); at close every stream ends. */
+int lab_events_start(lab_api_t *api, const lab_config_t *cfg);
+void lab_events_stop(lab_api_t *api);
+void lab_events_free(lab_api_t *api);
+/* Bytes formatted for the streams and not yet taken by MHD, all streams together. */
+size_t lab_events_buffered(const lab_api_t *api);
 
 /* Counting answered requests for /metrics. */
 void lab_metrics_count(lab_api_t *api, int route, unsigned status);

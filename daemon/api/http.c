@@ -30,6 +30,9 @@
 /* Request contexts kept for reuse, and the largest body buffer a pooled context keeps. */
 #define LAB_POOL_MAX 256
 #define LAB_POOL_BODY_MAX (16 * 1024)
+/* MHD's memory per connection (its default is 32 KiB): room for an event stream to send 64 KiB
+ * blocks. Pages not touched are not resident, so an ordinary request costs what it did. */
+#define LAB_HTTP_CONN_MEMORY (128 * 1024)
 
 static void run_mhd(lab_api_t *api);
 static void on_check(uv_check_t *c);
@@ -672,6 +675,13 @@ void lab_req_resume(lab_req_t *rq)
     rq->state = RQ_READY;
     api->in_flight--;
     MHD_resume_connection(rq->conn);
+    lab_api_kick(api);
+}
+
+void lab_api_kick(lab_api_t *api)
+{
+    if (!api->mhd)
+        return;
     /* Not MHD_run from here: this may be inside MHD's own callback. The check runs right after
      * this loop iteration's I/O; the zero timer makes sure that I/O wait does not block when
      * the resume came from a timer (an instrument's answer) rather than from I/O. */
@@ -761,6 +771,7 @@ static void api_free(lab_api_t *api)
     free(api->tokens_path);
     free(api->hits);
     lab_act_idem_free(api);
+    lab_events_free(api);
     free(api);
     if (cb)
         cb(arg);
@@ -842,7 +853,8 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->http_max_conns, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)idle_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, api, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        api, MHD_OPTION_LISTEN_BACKLOG_SIZE, 511u, MHD_OPTION_END);
+        api, MHD_OPTION_LISTEN_BACKLOG_SIZE, 511u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)LAB_HTTP_CONN_MEMORY, MHD_OPTION_END);
     if (!api->mhd) {
         log_error("api", "cannot listen on %s: %s", cfg->http, strerror(errno));
         goto fail;
@@ -863,7 +875,8 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
     uv_timer_init(api->loop, &api->deadlines);
     uv_check_init(api->loop, &api->check);
     api->poll.data = api->timer.data = api->check.data = api->deadlines.data = api;
-    api->handles_open = 4;
+    lab_events_start(api, cfg);
+    api->handles_open = 6;
     uv_poll_start(&api->poll, UV_READABLE, on_poll);
     api->started_ms = uv_now(api->loop);
     api->accepting = true;
@@ -942,12 +955,15 @@ static void finish_close(lab_api_t *api)
     uv_close((uv_handle_t *)&api->timer, on_handle_closed);
     uv_close((uv_handle_t *)&api->deadlines, on_handle_closed);
     uv_close((uv_handle_t *)&api->check, on_handle_closed);
+    uv_close((uv_handle_t *)&api->events_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&api->events_wake, on_handle_closed);
 }
 
 void lab_api_close(lab_api_t *api, void (*cb)(void *arg), void *arg)
 {
     LAB_ASSERT(!api->closing);
     lab_api_stop_accepting(api);
+    lab_events_stop(api);
     api->closing = true;
     api->close_cb = cb;
     api->close_arg = arg;

@@ -194,6 +194,17 @@ void lab_api_metrics(lab_req_t *rq)
     head(&b, "labloop_http_requests_aborted_total", "counter",
          "HTTP requests that ended without an answer (the client went away).");
     put(&b, "labloop_http_requests_aborted_total %llu\n", (unsigned long long)api->aborted);
+    head(&b, "labloop_event_streams", "gauge", "GET /v1/events streams open.");
+    put(&b, "labloop_event_streams %d\n", api->nstreams);
+    head(&b, "labloop_event_streams_buffered_bytes", "gauge",
+         "Event bytes formatted for the streams and not yet taken by the server.");
+    put(&b, "labloop_event_streams_buffered_bytes %zu\n", lab_events_buffered(api));
+    head(&b, "labloop_event_streams_dropped_total", "counter",
+         "Event streams closed because the client stopped taking bytes (events_stall).");
+    put(&b, "labloop_event_streams_dropped_total %llu\n", (unsigned long long)api->streams_dropped);
+    head(&b, "labloop_event_streams_refused_total", "counter",
+         "Event streams refused with 503 at events_max_streams.");
+    put(&b, "labloop_event_streams_refused_total %llu\n", (unsigned long long)api->streams_refused);
     head(&b, "labloop_http_connections", "gauge", "HTTP connections open.");
     put(&b, "labloop_http_connections %d\n", api->nconns);
     head(&b, "labloop_http_connections_idle_closed_total", "counter",

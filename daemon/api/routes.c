@@ -19,6 +19,7 @@ const lab_route_t lab_routes[] = {
     {"POST", "/v1/runs/{id}/resume", SUBMITTERS, true, lab_api_runs_resume},
     {"POST", "/v1/runs/{id}/priority", SUBMITTERS, true, lab_api_runs_priority},
     {"GET", "/v1/schedule", READERS, false, lab_api_schedule},
+    {"GET", "/v1/events", READERS, false, lab_api_events},
     {"GET", "/v1/instruments", READERS, false, lab_api_instruments_list},
     {"GET", "/v1/instruments/{id}", READERS, false, lab_api_instruments_get},
     {"POST", "/v1/instruments/{id}/actions", SUBMITTERS, true, lab_api_instruments_action},

@@ -67,12 +67,22 @@ static char *column_dup(sqlite3_stmt *s, int col)
 
 int lab_outbox_read(lab_store_t *st, int64_t after, int limit, lab_outbox_row_t **rows)
 {
+    int64_t oldest;
+    return lab_outbox_read_oldest(st, after, limit, rows, &oldest);
+}
+
+int lab_outbox_read_oldest(lab_store_t *st, int64_t after, int limit, lab_outbox_row_t **rows,
+                           int64_t *oldest)
+{
     *rows = NULL;
+    *oldest = 0;
     if (limit <= 0)
         return LAB_EINVAL;
-    sqlite3_stmt *s = lab_store_stmt(
-        lab_store_reader(st),
-        "SELECT seq, ts_ms, kind, key, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?");
+    /* One statement, one snapshot: the oldest row and the rows agree even while a group that
+     * prunes commits on the writer. The subquery is one step down the primary key. */
+    sqlite3_stmt *s = lab_store_stmt(lab_store_reader(st),
+                                     "SELECT seq, ts_ms, kind, key, payload, (SELECT min(seq) "
+                                     "FROM outbox) FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?");
     if (!s)
         return LAB_EDB;
     sqlite3_bind_int64(s, 1, after);
@@ -84,6 +94,7 @@ int lab_outbox_read(lab_store_t *st, int64_t after, int limit, lab_outbox_row_t 
             cap = cap ? 2 * cap : (limit < 64 ? limit : 64);
             out = lab_realloc(out, (size_t)cap * sizeof *out);
         }
+        *oldest = sqlite3_column_int64(s, 5);
         lab_outbox_row_t *r = &out[n++];
         r->seq = sqlite3_column_int64(s, 0);
         r->ts_ms = sqlite3_column_int64(s, 1);

@@ -70,6 +70,7 @@ struct lab_store {
     bool last_failed; /* internal work waits for a good group after a failure */
     int64_t head_seq, groups, ops, ops_failed;
     int64_t pruned; /* every outbox row <= pruned is gone */
+    int64_t keep;   /* the newest rows kept whatever the sinks acknowledged (lab_store_keep) */
     bool pruned_here;
     /* The head when the store opened: rows above it were appended by this process. */
     int64_t open_head;
@@ -646,6 +647,8 @@ static int64_t prune_target(const lab_store_t *st)
     for (int i = 1; i < st->nsinks; i++)
         if (st->sinks[i].acked < lo)
             lo = st->sinks[i].acked;
+    if (lo > st->head_seq - st->keep)
+        lo = st->head_seq - st->keep;
     if (lo <= st->pruned || (lo - st->pruned < PRUNE_MIN && !st->closing))
         return 0;
     return lo; /* the group deletes at most PRUNE_MAX rows of it */
@@ -908,6 +911,11 @@ void lab_store_sink_acked(lab_store_t *st, int sink, int64_t seq)
         return;
     st->sinks[sink].acked = seq;
     kick(st);
+}
+
+void lab_store_keep(lab_store_t *st, int64_t rows)
+{
+    st->keep = rows > 0 ? rows : 0;
 }
 
 int64_t lab_store_sink_position(const lab_store_t *st, int sink)

@@ -105,6 +105,10 @@ int64_t lab_outbox_append(sqlite3 *db, const char *kind, const char *key, const 
 /* Loop thread: up to limit rows with seq > after, in order. Caller frees with
  * lab_outbox_rows_free. Returns the count (>= 0) or a negative error. */
 int lab_outbox_read(lab_store_t *st, int64_t after, int limit, lab_outbox_row_t **rows);
+/* The same, with the oldest seq still kept read in the same snapshot as the rows (0 when no row
+ * came back): a reader whose position is below oldest - 1 has lost rows to pruning. */
+int lab_outbox_read_oldest(lab_store_t *st, int64_t after, int limit, lab_outbox_row_t **rows,
+                           int64_t *oldest);
 void lab_outbox_rows_free(lab_outbox_row_t *rows, int n);
 
 /* Sinks: each registers a name; its acknowledged position lets the store prune rows that every
@@ -119,6 +123,9 @@ int lab_store_sink_register(lab_store_t *st, const char *name);
 void lab_store_sink_acked(lab_store_t *st, int sink, int64_t seq);
 /* The newest seq the sink acknowledged in this process (0 when none). */
 int64_t lab_store_sink_position(const lab_store_t *st, int sink);
+/* Rows kept after every sink acknowledged them: the newest `rows` stay (readers such as the event
+ * streams resume from them after a reconnect or a restart). 0: pruned as soon as delivered. */
+void lab_store_keep(lab_store_t *st, int64_t rows);
 /* Reads the saved cursor (0 when none). Loop thread. */
 int64_t lab_store_cursor_get(lab_store_t *st, const char *name);
 /* Queues a write of the cursor (coalesced: only the newest value is written). */

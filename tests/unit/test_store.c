@@ -603,6 +603,38 @@ static void test_prune(void **state)
     assert_int_equal(t.seq, 3001);
 }
 
+/* events_keep: rows every sink acknowledged stay while they are among the newest `keep`, at
+ * close too, and a reader learns the oldest kept row with its rows. */
+static void test_prune_keep(void **state)
+{
+    fx_t *f = *state;
+    fx_open(f);
+    sqlite3 *db = fx_check(f);
+    append_rows(f, 3000);
+    int pg = lab_store_sink_register(f->st, "pg");
+    lab_store_keep(f->st, 1500);
+    lab_store_sink_acked(f->st, pg, 3000);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(q_int(db, "SELECT min(seq) FROM outbox"), 1501);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM outbox"), 1500);
+    lab_outbox_row_t *rows;
+    int64_t oldest;
+    assert_int_equal(lab_outbox_read_oldest(f->st, 0, 10, &rows, &oldest), 10);
+    assert_int_equal(rows[0].seq, 1501);
+    assert_int_equal(oldest, 1501);
+    lab_outbox_rows_free(rows, 10);
+    assert_int_equal(lab_outbox_read_oldest(f->st, 3000, 10, &rows, &oldest), 0);
+    assert_int_equal(oldest, 0);
+    fx_close(f);
+    assert_int_equal(q_int(db, "SELECT min(seq) FROM outbox"), 1501);
+    /* keep 0: pruned up to what the sinks acknowledged, as before. */
+    fx_open(f);
+    pg = lab_store_sink_register(f->st, "pg");
+    lab_store_sink_acked(f->st, pg, 2999);
+    fx_close(f);
+    assert_int_equal(q_int(db, "SELECT min(seq) FROM outbox"), 3000);
+}
+
 /* ---- runs ---- */
 
 typedef struct rdone {
@@ -1022,6 +1054,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_append_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cursor_coalesce, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_keep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_update, setup, teardown),
