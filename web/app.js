@@ -264,6 +264,7 @@ async function start(me) {
     token,
     after,
     onStatus: connStatus,
+    onUnauthorized: () => signIn("The daemon no longer accepts this token."),
     onReset: () => {
       toast("Events were missed: the page reloaded its data.");
       show();

@@ -15,7 +15,8 @@ export function kindMatches(filter, kind) {
 }
 
 // opts: {url, token() -> string|null, after (seq to resume after, or null), onStatus(state,
-// detail) with state "connecting"|"live"|"reconnecting"|"stopped", onReset(oldest)}
+// detail) with state "connecting"|"live"|"reconnecting"|"stopped", onReset(oldest),
+// onUnauthorized()}
 export function createEvents(opts) {
   const subs = new Set();
   let lastId = opts.after ?? null;
@@ -63,6 +64,10 @@ export function createEvents(opts) {
     status(lastId == null ? "connecting" : "reconnecting");
     try {
       const resp = await fetch(opts.url, { headers, signal: abort.signal, cache: "no-store" });
+      if (resp.status === 401 && opts.onUnauthorized) {
+        opts.onUnauthorized(); // the token was revoked: no use trying again with it
+        return;
+      }
       if (!resp.ok || !resp.body) throw new Error("HTTP " + resp.status);
       status("live");
       backoff = BACKOFF_MIN_MS;
