@@ -25,6 +25,7 @@ export function createEvents(opts) {
   let backoff = BACKOFF_MIN_MS;
   let timer = null;
   let watchdog = null;
+  let connected = false; // once live: later attempts are reconnections
 
   const status = (s, d) => opts.onStatus && opts.onStatus(s, d);
 
@@ -61,7 +62,7 @@ export function createEvents(opts) {
     const tok = opts.token();
     if (tok) headers.Authorization = "Bearer " + tok;
     if (lastId != null) headers["Last-Event-ID"] = String(lastId);
-    status(lastId == null ? "connecting" : "reconnecting");
+    status(connected ? "reconnecting" : "connecting");
     try {
       const resp = await fetch(opts.url, { headers, signal: abort.signal, cache: "no-store" });
       if (resp.status === 401 && opts.onUnauthorized) {
@@ -70,6 +71,7 @@ export function createEvents(opts) {
       }
       if (!resp.ok || !resp.body) throw new Error("HTTP " + resp.status);
       status("live");
+      connected = true;
       backoff = BACKOFF_MIN_MS;
       armWatchdog();
       const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
