@@ -61,6 +61,36 @@ class Runs(BrowserCase):
         p.screenshot("runs-detail")
         self.assert_clean()
 
+    def test_cancel_and_priority(self):
+        # star1 held, so the run waits for its dispense until it is cancelled.
+        self.stack.api("POST", "/v1/instruments/star1/pause", role="technician", want=200)
+        try:
+            rid = self.submit("RUNS-CANCEL")
+            self.open("#/runs/" + rid)
+            p = self.page
+            p.wait_selector("#run-cancel")
+            p.fill("#run-priority", "urgent")
+            p.wait("document.getElementById('confirm').open", "the priority confirmation")
+            self.assertIn("urgent priority", p.text("#confirm-text"))
+            p.click("#confirm-yes")
+            self.stack.wait(lambda: self.stack.api("GET", "/v1/runs/" + rid)[1]["priority"] == "urgent",
+                            "priority urgent")
+            p.click("#run-cancel")
+            p.wait("document.getElementById('confirm').open", "the cancel confirmation")
+            self.assertIn("ends as cancelled", p.text("#confirm-text"))
+            p.click("#confirm-no")  # changed their mind: nothing happens
+            p.wait("!document.getElementById('confirm').open")
+            self.assertNotEqual(self.state(rid), "cancelled")
+            p.click("#run-cancel")
+            p.wait("document.getElementById('confirm').open", "the cancel confirmation")
+            p.click("#confirm-yes")
+            p.wait_text("#page h1 .state", "cancelled")
+            self.assertEqual(self.state(rid), "cancelled")
+            self.assertEqual(p.count("#run-cancel"), 0)  # a run that is over takes no action
+            self.assert_clean()
+        finally:
+            self.stack.api("POST", "/v1/instruments/star1/resume", role="technician", want=200)
+
     def test_live(self):
         self.need_events()
         self.open("#/runs")

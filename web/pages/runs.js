@@ -167,9 +167,53 @@ async function detail(el, ctx, id) {
     if (run.paused_reason) facts.push(["Paused because", run.paused_reason]);
     if (waiting) facts.push(["Waiting because", waiting]);
     head.replaceChildren(h("h1", {}, `Run ${run.plate || ""} `, stateWord(run.state)),
-      h("p", { class: "dim mono" }, run.id),
+      h("p", { class: "dim mono" }, run.id), controls(),
       h("dl", { class: "facts" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v ?? "—")])));
   }
+  // Cancel and priority, for those who may submit; a run that is over takes neither.
+  function controls() {
+    if (!ctx.canAct || ["done", "failed", "cancelled"].includes(run.state)) return null;
+    const cancel = h("button", { type: "button", class: "danger act", id: "run-cancel" }, "Cancel run");
+    cancel.addEventListener("click", async () => {
+      const what = `Cancel run ${run.plate || run.id} (${run.workflow}): its remaining steps are ` +
+        `dropped and it ends as cancelled. A step already running on an instrument is stopped ` +
+        `where the instrument allows it.`;
+      if (!(await ctx.confirm(what, { action: "Cancel run", title: "Cancel this run?" }))) return;
+      cancel.disabled = true;
+      try {
+        await ctx.api(`/v1/runs/${encodeURIComponent(run.id)}/cancel`,
+          { method: "POST", body: { reason: `cancelled from the dashboard by ${ctx.name || ctx.role}` } });
+        ctx.toast(`Run ${run.plate || run.id} cancelled`, "ok");
+        run = await ctx.api("/v1/runs/" + encodeURIComponent(id));
+        renderHead(); renderSteps();
+      } catch (e) {
+        ctx.toast(`Cancel: ${e.message}`, "error");
+        cancel.disabled = false;
+      }
+    });
+    const prio = h("select", { id: "run-priority", class: "act" },
+      PRIORITIES.map((p) => h("option", { value: p, selected: p === run.priority }, p)));
+    prio.addEventListener("change", async () => {
+      const want = prio.value;
+      if (!(await ctx.confirm(`Give run ${run.plate || run.id} ${want} priority: the scheduler plans again ` +
+        `and may move other runs' waiting steps.`, { action: "Set " + want }))) {
+        prio.value = run.priority;
+        return;
+      }
+      try {
+        await ctx.api(`/v1/runs/${encodeURIComponent(run.id)}/priority`,
+          { method: "POST", body: { priority: want } });
+        run = await ctx.api("/v1/runs/" + encodeURIComponent(id));
+        ctx.toast(`Run ${run.plate || run.id}: priority ${want}`, "ok");
+        renderHead();
+      } catch (e) {
+        ctx.toast(`Priority: ${e.message}`, "error");
+        prio.value = run.priority;
+      }
+    });
+    return h("div", { class: "toolbar" }, cancel, h("label", { class: "act" }, "Priority", prio));
+  }
+
   function renderSteps() {
     steps.replaceChildren(...(run.steps || []).map((s) => {
       const p = planned.get(s.name);
