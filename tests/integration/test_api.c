@@ -535,6 +535,19 @@ static void test_healthz(void **state)
     resp_free(&r);
 }
 
+/* GET /v1/me without auth: every caller may do everything, so it is an admin with no name. */
+static void test_me_without_auth(void **state)
+{
+    resp_t r;
+    assert_int_equal(get(&r, g.url, "/v1/me", NULL), 200);
+    assert_string_equal(jstr(r.json, "role"), "admin");
+    assert_true(json_is_null(json_object_get(r.json, "name")));
+    assert_true(json_is_true(json_object_get(r.json, "can_submit")));
+    resp_free(&r);
+    assert_int_equal(get(&r, g.url_auth, "/v1/me", NULL), 401);
+    resp_free(&r);
+}
+
 static void test_submit_get_list(void **state)
 {
     resp_t r;
@@ -1058,6 +1071,7 @@ int main(void)
     lab_log_set_level(getenv("LAB_TEST_DEBUG") ? LAB_LOG_DEBUG : LAB_LOG_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_healthz),
+        cmocka_unit_test(test_me_without_auth),
         cmocka_unit_test(test_submit_get_list),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_idempotency),

@@ -16,12 +16,6 @@
 
 #include <cmocka.h>
 
-/* Documented now, routed by work that lands beside this document; a merge that brings their
- * rows into the route table removes them from this list. */
-static const char *const added_elsewhere[][2] = {
-    {"GET", "/v1/me"},
-};
-
 static const lab_role_t roles[] = {LAB_ROLE_VIEWER, LAB_ROLE_TECHNICIAN, LAB_ROLE_PIPELINE,
                                    LAB_ROLE_ADMIN};
 
@@ -59,15 +53,6 @@ static int route_of(const char *method, const char *path)
             strcmp(lab_routes[i].pattern, path) == 0)
             return i;
     return -1;
-}
-
-static bool is_added_elsewhere(const char *method, const char *path)
-{
-    for (size_t i = 0; i < sizeof added_elsewhere / sizeof *added_elsewhere; i++)
-        if (strcasecmp(added_elsewhere[i][0], method) == 0 &&
-            strcmp(added_elsewhere[i][1], path) == 0)
-            return true;
-    return false;
 }
 
 static json_t *operation(json_t *doc, const char *method, const char *path)
@@ -216,12 +201,6 @@ static void test_routes_match_the_document(void **state)
             check_params(&p, method, path, op);
             if (route_of(method, path) >= 0)
                 continue;
-            if (is_added_elsewhere(method, path)) {
-                int bits = xroles_bits(op);
-                if (bits < 0)
-                    bad(&p, "%s %s: x-roles is not a list of roles", method, path);
-                continue;
-            }
             bad(&p, "%s %s: documented, but no route in the route table", method, path);
         }
     }
