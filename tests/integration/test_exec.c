@@ -227,6 +227,24 @@ static void test_assay_end_to_end(void **state)
         strcmp(sval(it, "run"), id) == 0 && strcmp(sval(it, "state"), "done") == 0 &&
         json_object_get(it, "start") && json_object_get(it, "end");
     assert_int_equal(found, 3);
+    /* and says where the plate sat and the read's window after the incubation's end */
+    bool site = false, window = false;
+    json_array_foreach(items, i, it)
+    {
+        if (strcmp(sval(it, "run"), id) != 0)
+            continue;
+        json_t *at = json_object_get(it, "site");
+        site |= strcmp(sval(it, "instrument"), "inc1") == 0 &&
+                json_integer_value(json_object_get(at, "cassette")) >= 1 &&
+                json_integer_value(json_object_get(at, "slot")) >= 1;
+        if (strcmp(sval(it, "instrument"), "star1") == 0) /* the first step: no window */
+            assert_null(json_object_get(it, "must_start_by"));
+        else
+            assert_non_null(json_object_get(it, "must_start_by"));
+        if (strcmp(sval(it, "instrument"), "reader1") == 0)
+            window = strcmp(sval(it, "start"), sval(it, "must_start_by")) <= 0;
+    }
+    assert_true(site && window);
     assert_int_equal(json_integer_value(json_object_get(tl, "lag_violations")), 0);
     json_decref(tl);
     char *metrics = NULL;
