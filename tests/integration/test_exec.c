@@ -581,8 +581,16 @@ static void test_kill9_during_dispense(void **state)
     /* the operator says it happened: the run goes on without a second dispense */
     char path[128];
     snprintf(path, sizeof path, "/v1/runs/%s/resume", id);
-    json_decref(h_api(&d, "POST", path, "{\"step\":\"skip\"}", 200));
+    json_decref(h_api(&d, "POST", path, "{\"step\":\"skip\",\"reason\":5}", 422));
+    json_decref(h_api(&d, "POST", path, "{\"step\":1,\"reason\":\"x\"}", 422));
+    json_t *ans =
+        h_api(&d, "POST", path, "{\"step\":\"skip\",\"reason\":\"saw it dispensed\"}", 200);
+    assert_string_equal(sval(ans, "resume_reason"), "saw it dispensed");
+    assert_string_equal(sval(ans, "resumed_how"), "skip");
+    assert_string_equal(sval(ans, "resumed_by"), "anonymous");
+    json_decref(ans);
     doc = h_run_wait(&d, id, "done", 60000);
+    assert_string_equal(sval(doc, "resume_reason"), "saw it dispensed");
     assert_string_equal(sval(step_of(doc, 0), "state"), "skipped");
     assert_string_equal(sval(step_of(doc, 2), "state"), "done");
     json_decref(doc);
