@@ -1,12 +1,22 @@
-/* Lookup over the table that cmake/embed.cmake generates. */
+/* Lookup over the tables that cmake/embed.cmake generates. */
 #include "core/embed.h"
 
 #include <string.h>
 
-const lab_embedded_t *lab_embedded_find(const char *name)
+static const lab_embedded_t *table_find(const lab_embedded_t *t, const char *name)
 {
-    for (const lab_embedded_t *e = lab_embedded_files; e->name; e++)
+    for (const lab_embedded_t *e = t; e->name; e++)
         if (strcmp(e->name, name) == 0)
             return e;
     return NULL;
+}
+
+const lab_embedded_t *lab_embedded_find(const char *name)
+{
+    return table_find(lab_embedded_files, name);
+}
+
+const lab_embedded_t *lab_web_find(const char *name)
+{
+    return table_find(lab_web_files, name);
 }

@@ -64,6 +64,7 @@ struct lab_req {
     const char *param;        /* the {id} segment (in url), param_len bytes */
     size_t param_len;
     char who[LAB_WHO_MAX + 1]; /* the token's name, or "anonymous" */
+    unsigned role;             /* the token's lab_role_t; every role when auth is off; 0: none */
     bool has_body;
     long long clen; /* Content-Length, or -1 */
     char *body;     /* kept across requests (the pool), grown as needed */
@@ -225,6 +226,12 @@ void lab_api_instruments_resume(lab_req_t *rq);
 void lab_api_workflows_post(lab_req_t *rq);
 void lab_api_workflows_list(lab_req_t *rq);
 void lab_api_workflows_get(lab_req_t *rq);
+void lab_api_me(lab_req_t *rq);
+void lab_api_cell(lab_req_t *rq);
+
+/* The web app (web.c): when rq's path is the app's (/ or /web/...), sets its answer and returns
+ * true; false for every other path, left to the route table. */
+bool lab_web_serve(lab_req_t *rq);
 
 void lab_act_idem_free(lab_api_t *api);
 

@@ -251,6 +251,7 @@ static int check_auth(lab_req_t *rq, const lab_route_t *route)
 {
     lab_api_t *api = rq->api;
     who_set(rq, "anonymous");
+    rq->role = api->auth ? 0 : LAB_ROLES_ALL;
     if (!api->auth || route->roles == 0)
         return 0;
     const char *h = lab_req_header(rq, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -271,6 +272,7 @@ static int check_auth(lab_req_t *rq, const lab_route_t *route)
         return LAB_EAUTH;
     }
     who_set(rq, t->name);
+    rq->role = (unsigned)t->role;
     if (!(route->roles & (unsigned)t->role)) {
         lab_problem(rq, LAB_P_FORBIDDEN, NULL, "role %s may not %s %s", lab_role_name(t->role),
                     rq->method, route->pattern);
@@ -311,6 +313,8 @@ static void begin(lab_req_t *rq)
     rq->has_body = clen > 0 || te != NULL;
     rq->clen = clen;
 
+    if (lab_web_serve(rq)) /* the web app's files are not API routes: no token, no body */
+        return;
     int r = route_find(rq, allow, sizeof allow);
     if (r == LAB_ENOTFOUND) {
         lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no resource at %s", rq->url);

@@ -1,10 +1,12 @@
 /* GET /metrics in the Prometheus text format 0.0.4: the outbox head, each sink's state, depth
  * (rows not yet delivered), lag (seconds since the oldest undelivered row was written) and
  * counters, the store's groups and ops, HTTP requests by route and status, requests in flight,
- * uptime. A sink that is not configured shows only state="disabled". */
+ * uptime. A sink that is not configured shows only state="disabled". And GET /v1/cell, the same
+ * figures the web app's Cell page needs as JSON, with the runs counted by state. */
 #include "daemon/api/api_int.h"
 #include "core/err.h"
 #include "core/mem.h"
+#include "daemon/model/run_states.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -259,4 +261,58 @@ void lab_api_metrics(lab_req_t *rq)
     }
 
     lab_respond(rq, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
+}
+
+/* GET /v1/cell: what the web app's Cell page shows, in one answer: runs counted by state (the
+ * store's state index), each sink's state, depth (rows not yet delivered) and lag as /metrics
+ * gives them, each instrument's queue, and the outbox head. */
+void lab_api_cell(lab_req_t *rq)
+{
+    lab_api_t *api = rq->api;
+    lab_store_stats_t ss;
+    lab_store_stats(api->store, &ss);
+    json_t *runs = json_object();
+    for (int s = 0; s < LAB_RUN_NSTATES; s++) {
+        const char *name = lab_run_state_name((lab_run_state_t)s);
+        int n = lab_runs_count(api->store, name);
+        if (n < 0) {
+            json_decref(runs);
+            lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the store could not count the runs (%s)",
+                        lab_strerror(n));
+            return;
+        }
+        json_object_set_new(runs, name, json_integer(n));
+    }
+    sink_row_t sinks[2] = {{"postgres", api->pg != NULL, {0}}, {"mqtt", api->mqtt != NULL, {0}}};
+    if (api->pg)
+        lab_pg_stats(api->pg, &sinks[0].st);
+    if (api->mqtt)
+        lab_mqtt_stats(api->mqtt, &sinks[1].st);
+    json_t *sk = json_object();
+    for (int s = 0; s < 2; s++) {
+        const lab_sink_stats_t *st = &sinks[s].st;
+        if (!sinks[s].enabled) {
+            json_object_set_new(
+                sk, sinks[s].name,
+                json_pack("{s:s}", "state", lab_sink_state_name(LAB_SINK_DISABLED)));
+            continue;
+        }
+        json_object_set_new(
+            sk, sinks[s].name,
+            json_pack("{s:s, s:I, s:f, s:I, s:I}", "state", lab_sink_state_name(st->state), "depth",
+                      (json_int_t)(ss.head_seq > st->cursor ? ss.head_seq - st->cursor : 0),
+                      "lag_s", sink_lag(api, st->cursor, ss.head_seq), "cursor",
+                      (json_int_t)st->cursor, "errors", (json_int_t)st->errors));
+    }
+    json_t *queues = json_object();
+    int ni = api->instr ? lab_instr_count(api->instr) : 0;
+    for (int i = 0; i < ni; i++) {
+        lab_driver_t *d = lab_instr_at(api->instr, i);
+        lab_driver_stats_t st;
+        lab_driver_stats(d, &st);
+        json_object_set_new(queues, lab_driver_id(d), json_integer((json_int_t)st.queued));
+    }
+    lab_respond_json(rq, 200,
+                     json_pack("{s:o, s:o, s:o, s:I}", "runs", runs, "sinks", sk, "queues", queues,
+                               "outbox_head", (json_int_t)ss.head_seq));
 }

@@ -11,6 +11,8 @@
 const lab_route_t lab_routes[] = {
     {"GET", "/healthz", 0, false, lab_api_healthz},
     {"GET", "/metrics", READERS, false, lab_api_metrics},
+    {"GET", "/v1/me", READERS, false, lab_api_me},
+    {"GET", "/v1/cell", READERS, false, lab_api_cell},
     {"POST", "/v1/runs", SUBMITTERS, true, lab_api_runs_post},
     {"GET", "/v1/runs", READERS, false, lab_api_runs_list},
     {"GET", "/v1/runs/{id}", READERS, false, lab_api_runs_get},
@@ -49,5 +51,21 @@ void lab_api_healthz(lab_req_t *rq)
         json_pack("{s:s, s:b, s:I, s:i, s:I}", "status", "ok", "accepting", api->accepting,
                   "uptime_s", (json_int_t)((uv_now(api->loop) - api->started_ms) / 1000),
                   "in_flight", api->in_flight, "outbox_head", (json_int_t)st.head_seq);
+    lab_respond_json(rq, 200, doc);
+}
+
+/* Who the token is: what the web app shows and which buttons it offers. Without auth every
+ * caller may do everything, as an admin would. */
+void lab_api_me(lab_req_t *rq)
+{
+    unsigned role = rq->role;
+    const char *name = NULL;
+    if (role == LAB_ROLES_ALL)
+        role = LAB_ROLE_ADMIN;
+    else
+        name = rq->who;
+    json_t *doc = json_pack("{s:s, s:o, s:b}", "role", lab_role_name((lab_role_t)role), "name",
+                            name ? lab_json_text(name, LAB_WHO_MAX) : json_null(), "can_submit",
+                            (role & SUBMITTERS) != 0);
     lab_respond_json(rq, 200, doc);
 }

@@ -22,12 +22,13 @@ void exec_free(exec_t *ex)
     free(ex);
 }
 
-/* A campaign's plate keeps its read values in its own document: the closed loop computes the
- * plate's results from them, after a restart too (the outbox's measurement rows are pruned once
- * delivered). {"readings": {STEP: {"measure", "wavelength_nm"?, "values": {WELL: value}}}} */
+/* A run keeps its read values in its own document: a campaign's closed loop computes the plate's
+ * results from them, after a restart too, and the web app draws the plate's heat map from them
+ * (the outbox's measurement rows are pruned once delivered; PostgreSQL is not the daemon's to
+ * read back). {"readings": {STEP: {"measure", "wavelength_nm"?, "values": {WELL: value}}}} */
 static void keep_readings(srun_t *r, const sstep_t *st, const json_t *rows)
 {
-    if (!json_array_size(rows) || !json_object_get(r->doc, "campaign"))
+    if (!json_array_size(rows))
         return;
     json_t *all = json_object_get(r->doc, "readings");
     if (!json_is_object(all)) {

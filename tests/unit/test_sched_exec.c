@@ -41,6 +41,25 @@ static void test_program_wait_mark_measure(void **state)
     fx_free(f);
 }
 
+/* Any run, not only a campaign's, keeps its read values: the web app's heat map reads them from
+ * the run's document. */
+static void test_run_keeps_readings(void **state)
+{
+    (void)state;
+    fx_t *f = fx_new();
+    fx_workflow(f, "{\"name\":\"just-read\",\"steps\":["
+                   "{\"name\":\"read\",\"op\":\"read_absorbance\",\"on\":\"rdr\","
+                   "\"duration_s\":60,\"params\":{\"wavelength_nm\":450}}]}");
+    fx_submit(f, "r1", "just-read", NULL);
+    lab_sched_replan(f->s);
+    assert_true(fx_until(f, fx_run_is, "r1 done"));
+    json_t *read = json_object_get(json_object_get(fx_doc(f, "r1"), "readings"), "read");
+    assert_string_equal(json_string_value(json_object_get(read, "measure")), "absorbance");
+    json_t *values = json_object_get(read, "values");
+    assert_true(json_real_value(json_object_get(values, "B1")) == 0.5);
+    fx_free(f);
+}
+
 #define DISPENSE_WF(name, policy)                                                                  \
     "{\"name\":\"" name "\",\"on_failure\":" policy ",\"steps\":["                                 \
     "{\"name\":\"fill\",\"op\":\"dispense\",\"on\":\"hnd\",\"duration_s\":120,"                    \
@@ -221,6 +240,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_program_wait_mark_measure),
+        cmocka_unit_test(test_run_keeps_readings),
         cmocka_unit_test(test_retry_with_optional_entry),
         cmocka_unit_test(test_failure_then_skip),
         cmocka_unit_test(test_failure_then_pause_and_resume),
