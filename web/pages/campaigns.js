@@ -2,14 +2,14 @@
 // screening's expectation as a band, estimated from the campaign's own space-filling design),
 // candidates with state, score, plate and why, Z' per plate, batches. Live from the campaign's
 // events.
-import { el, svg, linkCss, fmtAgo, debounce, errText } from './pagekit.js';
+import { h as el, svg, pageStyle } from '../ui.js';
+import { fmtAgo, debounce, errText } from './pagekit.js';
 
-linkCss(import.meta.url, 'campaigns.css');
+pageStyle('campaigns');
 
 const KINDS = ['campaign', 'candidate', 'campaign.result', 'plate', 'batch'];
 
 export function mount(root, ctx) {
-    root.classList.add('page-campaigns');
     const id = ctx.param !== undefined ? ctx.param || ''
         : decodeURIComponent((location.hash.match(/^#\/campaigns\/([^/?]+)/) || [])[1] || '');
     return id ? detail(root, ctx, id) : list(root, ctx);
@@ -49,7 +49,6 @@ function list(root, ctx) {
         unmount() {
             unsub();
             reload.cancel();
-            root.classList.remove('page-campaigns');
         },
     };
 }
@@ -92,7 +91,7 @@ function detail(root, ctx, id) {
         if (!d) return;
         const obj = d.objective || {};
         const counts = d.candidates || {};
-        head.replaceChildren(el('h1', {}, d.name || d.id),
+        head.replaceChildren(...[el('h1', {}, d.name || d.id),
             el('p', { class: 'camp-facts' },
                 el('span', { class: `cstate s-${d.state}` }, d.state), ' ',
                 `${obj.direction || 'maximize'} ${obj.measure || ''} · workflow ${d.workflow} · `,
@@ -102,7 +101,8 @@ function detail(root, ctx, id) {
                 ` (${d.best.candidate}: ${params(d.best.params)})`) : null,
             d.reason ? el('p', { class: 'muted' }, fmtReason(d.reason)) : null,
             el('p', { class: 'camp-counts' }, ...Object.entries(counts).filter(([, n]) => n)
-                .map(([k, n]) => el('span', { class: `cstate s-${k}` }, `${k} ${n}`))));
+                .map(([k, n]) => el('span', { class: `cstate s-${k}` }, `${k} ${n}`)))]
+            .filter(Boolean));
         drawPlot(plotBox, st.results, obj.direction === 'minimize');
         drawZ();
         drawBatches(d.batches || []);
@@ -177,7 +177,6 @@ function detail(root, ctx, id) {
         unmount() {
             unsub();
             reload.cancel();
-            root.classList.remove('page-campaigns');
         },
     };
 }

@@ -3,9 +3,10 @@
 // instrument in fault (its reset action when its driver has one, else pause and resume); and
 // every instrument's pause/resume. Each decision asks first, saying what it will do, and the
 // page shows who made it. A new item beeps and, when allowed, shows a notification.
-import { el, linkCss, fmtAgo, debounce, errText, runColour } from './pagekit.js';
+import { h as el, pageStyle } from '../ui.js';
+import { fmtAgo, debounce, errText, runChip } from './pagekit.js';
 
-linkCss(import.meta.url, 'operator.css');
+pageStyle('operator');
 
 // Actions that put an instrument in fault back to a known state, by name, when a driver has one.
 const RESET_ACTIONS = ['reset', 'clear_error', 'initialize'];
@@ -13,7 +14,6 @@ const RESET_ACTIONS = ['reset', 'clear_error', 'initialize'];
 export function mount(root, ctx) {
     const st = { items: [], instruments: [], seen: null, decided: [], error: null, busy: false };
     let audio = null;
-    root.classList.add('page-operator');
     // A switch, not an action: it only asks this browser for sound and notifications.
     const alertBox = el('input', { type: 'checkbox', onchange: () => {
         if (alertBox.checked) enableAlerts();
@@ -208,9 +208,10 @@ export function mount(root, ctx) {
                 'Skip step'),
             el('button', { type: 'button', class: 'danger', 'data-act': 'cancel', onclick: cancel },
                 'Cancel run')) : null;
-        return card(it, el('p', {}, el('a', { href: `#/runs/${encodeURIComponent(r.id)}`,
-            class: 'run-chip', style: `--run:${runColour(r.id)}` }, r.plate), ' ', r.workflow,
-        it.step ? ` · step ${it.step.name}${it.step.error ? `: ${it.step.error}` : ''}` : ''), acts);
+        return card(it, el('p', {}, runChip(r.id, r.plate), ' ', r.workflow,
+        it.step ? ` · step ${it.step.name}` : '',
+        it.step && it.step.error && !it.text.includes(it.step.error)
+            ? el('span', { class: 'muted' }, `: ${it.step.error}`) : null), acts);
     }
 
     function faultCard(it) {
@@ -306,7 +307,6 @@ export function mount(root, ctx) {
             clearInterval(ages);
             if (audio) audio.close();
             audio = null;
-            root.classList.remove('page-operator');
         },
     };
 }

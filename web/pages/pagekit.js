@@ -1,28 +1,6 @@
-// What the Schedule, Operator and Campaigns pages share: building elements, a run's colour,
-// times as a technician reads them, a page's own style sheet, and a debounce.
-const SVGNS = 'http://www.w3.org/2000/svg';
-
-function build(node, attrs, kids) {
-    for (const [k, v] of Object.entries(attrs || {})) {
-        if (v === null || v === undefined || v === false) continue;
-        if (k.startsWith('on') && typeof v === 'function') node.addEventListener(k.slice(2), v);
-        else node.setAttribute(k, v === true ? '' : String(v));
-    }
-    for (const c of kids) {
-        if (c === null || c === undefined || c === false) continue;
-        node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-    }
-    return node;
-}
-
-// el('div', {class: 'x', onclick: fn}, child, 'text', ...): an HTML element; text is never HTML.
-export function el(tag, attrs, ...kids) {
-    return build(document.createElement(tag), attrs, kids);
-}
-
-export function svg(tag, attrs, ...kids) {
-    return build(document.createElementNS(SVGNS, tag), attrs, kids);
-}
+// What the Schedule, Operator and Campaigns pages share beyond ../ui.js: a run's colour, times
+// as a technician reads them, a debounce, an API error's words.
+import { h } from '../ui.js';
 
 // A run's colour, the same on every page and every load: a hash of its id as a hue.
 export function runColour(id) {
@@ -35,11 +13,12 @@ export function runColour(id) {
     return `hsl(${hue} 62% ${hue > 40 && hue < 200 ? 36 : 46}%)`;
 }
 
-// The page's style sheet beside its module, linked once.
-export function linkCss(moduleUrl, name) {
-    const href = new URL(name, moduleUrl).href;
-    if ([...document.querySelectorAll('link[rel=stylesheet]')].some((l) => l.href === href)) return;
-    document.head.append(el('link', { rel: 'stylesheet', href }));
+// A link to a run in the run's colour (set through the CSSOM: the app's CSP forbids style
+// attributes).
+export function runChip(run, text, cls = 'run-chip') {
+    const a = h('a', { href: `#/runs/${encodeURIComponent(run)}`, class: cls }, text);
+    a.style.setProperty('--run', runColour(run));
+    return a;
 }
 
 const pad = (n) => String(n).padStart(2, '0');

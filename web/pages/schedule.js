@@ -2,9 +2,10 @@
 // steps planned and done, each run in its own colour with its plate as label, the lag windows
 // ("must start by"), a now line, and the runs that wait with their reason. Zoom from an hour to
 // a week (buttons, wheel, pinch), pan by dragging; a step opens its run.
-import { el, svg, runColour, linkCss, fmtTime, fmtSpan, debounce } from './pagekit.js';
+import { h as el, svg, pageStyle } from '../ui.js';
+import { runColour, runChip, fmtTime, fmtSpan, debounce } from './pagekit.js';
 
-linkCss(import.meta.url, 'schedule.css');
+pageStyle('schedule');
 
 const HOUR = 3600e3;
 const ZOOMS = [
@@ -20,16 +21,22 @@ const LABEL_W = 150, AXIS_H = 28, ROW_H = 40, SUB_H = 24, PAD = 6;
 // Ticks a span can use, the first giving at least ~6 labels across.
 const TICKS = [5, 10, 15, 30, 60, 120, 180, 360, 720, 1440].map((m) => m * 60e3);
 
+const SPAN_KEY = 'labloop.schedule.span';
+
+function keptSpan() {
+    const v = Number(sessionStorage.getItem(SPAN_KEY));
+    return v >= MIN_SPAN && v <= MAX_SPAN ? v : 3 * HOUR;
+}
+
 export function mount(root, ctx) {
     const st = {
         data: null, // the last /v1/schedule answer
         fetchedAt: 0, // performance.now() of it
         instruments: [], // [{id, kind, state}]
-        span: 3 * HOUR,
+        span: keptSpan(), // the zoom the technician chose last, kept for the tab's session
         t0: null, // lab ms at the chart's left edge; null: follow now
         error: null,
     };
-    root.classList.add('page-schedule');
     const bar = el('div', { class: 'sched-bar' });
     // Zoom levels and following now are choices of what to see, not actions: a radio group and
     // a checkbox, there for every role.
@@ -216,7 +223,7 @@ export function mount(root, ctx) {
             `${fmtTime(a, true, true)} – ${fmtTime(b, true, true)} (${fmtSpan(b - a)})\n` +
             `run ${it.run}`));
         grp.append(svg('rect', { x: x0, y: top, width: w, height: bh, rx: 3,
-            style: `--run:${colour}`, class: 'bar' }));
+            fill: colour, stroke: colour, class: 'bar' }));
         if (w > 34) {
             grp.append(svg('text', { x: x0 + 4, y: top + bh / 2 + 4, class: 'bar-label' },
                 it.plate.length * 7 > w - 6 ? it.plate.slice(0, Math.max(1, Math.floor((w - 6) / 7)))
@@ -235,8 +242,7 @@ export function mount(root, ctx) {
         const list = el('ul', {});
         for (const r of w) {
             list.append(el('li', {},
-                el('a', { href: `#/runs/${encodeURIComponent(r.run)}`, class: 'run-chip',
-                    style: `--run:${runColour(r.run)}` }, r.run.slice(0, 8)),
+                runChip(r.run, r.run.slice(0, 8)),
                 el('span', { class: 'state' }, r.state),
                 el('p', { class: 'reason' }, r.reason || 'waits')));
         }
@@ -254,6 +260,7 @@ export function mount(root, ctx) {
             st.t0 = at - ((at - left) / st.span) * span;
         }
         st.span = span;
+        sessionStorage.setItem(SPAN_KEY, String(span));
         draw();
     }
 
@@ -330,7 +337,6 @@ export function mount(root, ctx) {
             reload.cancel();
             onResize.cancel();
             window.removeEventListener('resize', onResize);
-            root.classList.remove('page-schedule');
         },
     };
 }
