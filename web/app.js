@@ -168,10 +168,11 @@ async function show() {
   try {
     mod = await import(`./pages/${route.page}.js`);
   } catch (e) {
+    console.error(`the ${route.page} page could not be loaded`, e);
     if (seq !== state.mountSeq) return;
     const p = document.createElement("p");
     p.className = "empty";
-    p.textContent = `The ${route.page} page is not part of this build.`;
+    p.textContent = `The ${route.page} page could not be loaded (${e.message}).`;
     main.append(p);
     main.dataset.ready = route.hash;
     return;

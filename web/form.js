@@ -19,7 +19,6 @@ function field(name, p, required, id) {
   const hint = [];
   if (p.minimum != null) hint.push("min " + p.minimum);
   if (p.maximum != null) hint.push("max " + p.maximum);
-  if (p.pattern) hint.push("pattern " + p.pattern);
   if (nullable) hint.push("empty: null");
   let input;
   if (Array.isArray(p.enum)) {
@@ -48,7 +47,7 @@ function field(name, p, required, id) {
 }
 
 function labelFor(name, required, hint, input, p) {
-  return h("label", { title: p.description || "" },
+  return h("label", { title: [p.description, p.pattern && "pattern " + p.pattern].filter(Boolean).join("; ") },
     h("span", {}, name, required ? " *" : "", hint.length ? h("small", { class: "dim" }, " (" + hint.join(", ") + ")") : null),
     input);
 }

@@ -75,6 +75,7 @@ class Stack:
     def stop(self):
         if self.proc.poll() is None:
             self.proc.stdin.close()
+            self.proc.stdout.close()
             try:
                 self.proc.wait(timeout=90)
             except subprocess.TimeoutExpired:
@@ -168,8 +169,9 @@ class Browser:
             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
             "--user-data-dir=" + profile, "--window-size=1280,900", "about:blank",
         ]
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=open(os.path.join(profile, "chromium.log"), "w"))
+        with open(os.path.join(profile, "chromium.log"), "w") as log:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=log)
         portfile = os.path.join(profile, "DevToolsActivePort")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -395,8 +397,12 @@ class Page:
         out = os.environ.get("LAB_SCREENSHOTS") or os.path.join(os.getcwd(), "screenshots")
         os.makedirs(out, exist_ok=True)
         path = os.path.join(out, name + ".png")
-        try:
-            data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=False)
+        try:  # the whole page, not only what the window shows
+            size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+            clip = {"x": 0, "y": 0, "width": max(size["width"], 1),
+                    "height": min(max(size["height"], 1), 4000), "scale": 1}
+            data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                             clip=clip)
         except BrowserError as e:
             print("screenshot %s: %s" % (name, e), file=sys.stderr)
             return None

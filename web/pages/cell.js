@@ -53,7 +53,7 @@ export async function mount(el, ctx) {
         s.state === "disabled" ? h("p", { class: "dim" }, "not configured")
           : h("p", {}, "Lag ", h("b", { class: "lag" }, fmtDuration(s.lag_s)), " · ",
             h("b", {}, String(s.depth)), " rows to deliver",
-            s.errors ? h("span", { class: "error" }, ` · ${s.errors} errors`) : null)));
+            s.errors ? h("span", { class: "error" }, ` · ${s.errors} errors`) : null))));
     for (const inst of insts.values()) renderCard(inst);
   }
 

@@ -165,7 +165,7 @@ function actionCard(ctx, inst, a) {
   const out = h("div", { class: "answer", "aria-live": "polite" });
   const form = schemaForm(a.params || {}, { idPrefix: `act-${a.name}` });
   const run = h("button", { type: "submit", class: "primary act" }, "Run " + a.name);
-  const card = h("form", { class: "card action", dataset: { action: a.name } },
+  const card = h("form", { class: "card action", novalidate: true, dataset: { action: a.name } },
     h("h3", {}, a.name, a.timeout_s ? h("span", { class: "dim" }, `up to ${a.timeout_s} s`) : null),
     h("p", { class: "dim" }, a.help || ""), form.el, ctx.canAct ? run : null, out);
   card.addEventListener("submit", async (ev) => {

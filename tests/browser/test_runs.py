@@ -1,0 +1,84 @@
+"""browser.runs: a run submitted through the API appears in the Runs list; the filters (state from
+the API, plate, workflow and priority in the page) narrow it; its detail shows the steps with
+planned and actual times and attempts, and after its read a heat map of the plate's 96 values.
+With the event stream, a run submitted while the list is open appears, and the heat map appears
+in an open detail when the read ends, without a reload."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from browser import BrowserCase, main  # noqa: E402
+
+
+class Runs(BrowserCase):
+    def submit(self, plate, priority="normal"):
+        _, run = self.stack.api("POST", "/v1/runs", {"workflow": "assay", "plate": plate,
+                                                     "priority": priority},
+                                role="technician", want=201)
+        return run["id"]
+
+    def state(self, rid):
+        return self.stack.api("GET", "/v1/runs/" + rid, want=200)[1]["state"]
+
+    def wait_done(self, rid):
+        self.stack.wait(lambda: self.state(rid) == "done", "run %s done" % rid, timeout_s=180)
+
+    def test_list_filters_detail_heatmap(self):
+        a = self.submit("RUNS-A", "high")
+        b = self.submit("RUNS-B", "low")
+        self.open("#/runs")
+        p = self.page
+        for rid in (a, b):
+            p.wait_selector("table.runs tr[data-id='%s']" % rid)
+        p.fill("#filter-plate", "RUNS-A")
+        p.wait("document.querySelectorAll('table.runs tbody tr[data-id]').length === 1")
+        self.assertEqual(p.eval("document.querySelector('table.runs tbody tr[data-id]').dataset.id"), a)
+        p.fill("#filter-plate", "")
+        p.fill("#filter-priority", "low")
+        p.wait("document.querySelectorAll('table.runs tbody tr[data-id]').length === 1")
+        self.assertEqual(p.eval("document.querySelector('table.runs tbody tr[data-id]').dataset.id"), b)
+        self.assertEqual(p.eval("location.hash"), "#/runs?priority=low")  # a shareable filter
+        p.fill("#filter-priority", "")
+        p.screenshot("runs")
+        # The detail: three steps, a planned time for those still to come.
+        p.click("table.runs tr[data-id='%s'] a" % b)
+        p.wait_ready("#/runs/" + b)
+        p.wait("document.querySelectorAll('table.steps tbody tr').length === 3")
+        names = p.eval("[...document.querySelectorAll('table.steps tbody tr')].map(r => r.dataset.step)")
+        self.assertEqual(names, ["dispense", "incubate", "read"])
+        self.wait_done(a)
+        self.wait_done(b)
+        p.goto("#/runs")
+        p.goto("#/runs/" + b)
+        p.wait_selector("figure.heat svg.heatmap")
+        self.assertEqual(p.count("figure.heat rect.well[data-value]"), 96)
+        self.assertIn("450 nm", p.text("figure.heat figcaption"))
+        for step in ("dispense", "incubate", "read"):
+            self.assertIn("DONE", p.text("table.steps tr[data-step=%s] .state" % step).upper())
+            self.assertNotEqual(p.text("table.steps tr[data-step=%s] td.actual" % step).strip(), "—")
+        self.assertEqual(p.text("table.steps tr[data-step=read] td.num"), "1")
+        p.screenshot("runs-detail")
+        self.assert_clean()
+
+    def test_live(self):
+        self.need_events()
+        self.open("#/runs")
+        p = self.page
+        p.wait("document.getElementById('conn').dataset.state === 'live'", "the stream live")
+        rid = self.submit("RUNS-LIVE")
+        p.wait_selector("table.runs tr[data-id='%s']" % rid)
+        p.click("table.runs tr[data-id='%s'] a" % rid)
+        p.wait_ready("#/runs/" + rid)
+        p.eval("window.__runsMarker = 1")
+        p.wait_selector("figure.heat rect.well[data-value]", timeout_s=180)
+        p.wait("document.querySelectorAll('figure.heat rect.well[data-value]').length === 96",
+               "96 wells", timeout_s=60)
+        p.wait_text("#page h1 .state", "done", timeout_s=60)
+        self.assertEqual(p.eval("window.__runsMarker"), 1)
+        p.screenshot("runs-detail-live")
+        self.assert_clean()
+
+
+if __name__ == "__main__":
+    main()
