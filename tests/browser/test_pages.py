@@ -115,8 +115,8 @@ class Pages(BrowserCase):
         p.wait("document.querySelector('#page .sched-zoom label.on').textContent === '1 w'")
         # it moves as they run: the first run's steps drawn started
         first = ids[0]
-        started = ("document.querySelector('#page g.step[data-run=\"%s\"]:not([data-state=planned])')"
-                   % first)
+        started = ("document.querySelector('#page g.step[data-run=\"%s\"]"
+                   ":not([data-state=planned])')" % first)
         self.live("#/schedule", started, "G1's started step on the Gantt", 120)
         p.screenshot("pages-schedule-running")
         # a tap on a step opens its run (at a week's scale the runs' bars overlap: the one on
@@ -169,7 +169,8 @@ class Pages(BrowserCase):
         self.assertEqual(doc["resume_reason"], "the reader's lamp was replaced")
         self.assertEqual(doc["steps"][0]["state"], "skipped")
         self.stack.sim({"instrument": "reader1", "fault": "clear", "seconds": 0})
-        self.live("#/operator", "document.querySelector('#page .op-item[data-kind=paused]') === null",
+        self.live("#/operator",
+                  "document.querySelector('#page .op-item[data-kind=paused]') === null",
                   "the item gone")
         p.screenshot("pages-operator-decided")
         self.assert_clean()

@@ -33,11 +33,13 @@ function list(root, ctx) {
                     tabindex: 0, 'data-campaign': c.id,
                     onclick: () => ctx.navigate(`#/campaigns/${encodeURIComponent(c.id)}`),
                     onkeydown: (e) => {
-                        if (e.key === 'Enter') ctx.navigate(`#/campaigns/${encodeURIComponent(c.id)}`);
+                        if (e.key === 'Enter')
+                            ctx.navigate(`#/campaigns/${encodeURIComponent(c.id)}`);
                     } },
                 el('td', {}, el('a', { href: `#/campaigns/${encodeURIComponent(c.id)}` }, c.id)),
                 el('td', {}, el('span', { class: `cstate s-${c.state}` }, c.state)),
-                el('td', {}, c.workflow || ''), el('td', {}, c.created_at ? fmtAgo(c.created_at) : ''))))));
+                el('td', {}, c.workflow || ''),
+                el('td', {}, c.created_at ? fmtAgo(c.created_at) : ''))))));
         } catch (e) {
             box.replaceChildren(el('p', { class: 'error' }, `campaigns: ${errText(e)}`));
         }
@@ -96,7 +98,8 @@ function detail(root, ctx, id) {
                 el('span', { class: `cstate s-${d.state}` }, d.state), ' ',
                 `${obj.direction || 'maximize'} ${obj.measure || ''} · workflow ${d.workflow} · `,
                 `${st.results.length} results · ${d.plates_made ?? 0} plates`,
-                d.budget && d.budget.candidates ? ` · budget ${d.budget.candidates} candidates` : ''),
+                d.budget && d.budget.candidates
+                    ? ` · budget ${d.budget.candidates} candidates` : ''),
             d.best ? el('p', { class: 'camp-best' }, 'Best ', el('b', {}, fmtNum(d.best.value)),
                 ` (${d.best.candidate}: ${params(d.best.params)})`) : null,
             d.reason ? el('p', { class: 'muted' }, fmtReason(d.reason)) : null,
@@ -139,7 +142,8 @@ function detail(root, ctx, id) {
         batchBox.replaceChildren(el('table', {}, el('thead', {}, el('tr', {},
             ...['Batch', 'State', 'Model', 'Candidates', 'Received'].map((h) => el('th', {}, h)))),
         el('tbody', {}, ...bs.slice().reverse().map((b) => el('tr', {},
-            el('td', {}, b.batch), el('td', {}, el('span', { class: `cstate s-${b.state}` }, b.state)),
+            el('td', {}, b.batch),
+            el('td', {}, el('span', { class: `cstate s-${b.state}` }, b.state)),
             el('td', {}, b.model ? `${b.model.name || ''} ${b.model.version || ''}` : ''),
             el('td', {}, String(per.get(b.batch) || 0)),
             el('td', {}, b.received_at ? fmtAgo(b.received_at) : ''))))));
@@ -158,11 +162,15 @@ function detail(root, ctx, id) {
             const res = c.result || {};
             const plate = res.plate || c.plate || (c.plates && c.plates.length
                 ? c.plates[c.plates.length - 1].plate : '');
-            const run = res.run || (c.plates && c.plates.length ? c.plates[c.plates.length - 1].run : '');
+            const run = res.run ||
+                (c.plates && c.plates.length ? c.plates[c.plates.length - 1].run : '');
             return el('tr', { 'data-candidate': c.id },
-                el('td', {}, c.id), el('td', {}, el('span', { class: `cstate s-${c.state}` }, c.state)),
-                el('td', { class: 'num' }, fmtNum(c.score)), el('td', { class: 'num' }, fmtNum(res.value)),
-                el('td', {}, run ? el('a', { href: `#/runs/${encodeURIComponent(run)}` }, plate) : plate),
+                el('td', {}, c.id),
+                el('td', {}, el('span', { class: `cstate s-${c.state}` }, c.state)),
+                el('td', { class: 'num' }, fmtNum(c.score)),
+                el('td', { class: 'num' }, fmtNum(res.value)),
+                el('td', {}, run
+                    ? el('a', { href: `#/runs/${encodeURIComponent(run)}` }, plate) : plate),
                 el('td', { class: 'params' }, params(c.params)),
                 el('td', { class: 'why' }, why(c)));
         }))));
@@ -190,13 +198,14 @@ function relevant(id, key, data) {
 }
 
 function fmtNum(v) {
-    return typeof v === 'number' && isFinite(v) ? (Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(4))
-        : '—';
+    if (typeof v !== 'number' || !isFinite(v)) return '—';
+    return Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(4);
 }
 
 function params(p) {
-    return p ? Object.entries(p).map(([k, v]) => `${k} ${typeof v === 'number' ? +v.toFixed(3) : v}`)
-        .join(', ') : '';
+    if (!p) return '';
+    return Object.entries(p)
+        .map(([k, v]) => `${k} ${typeof v === 'number' ? +v.toFixed(3) : v}`).join(', ');
 }
 
 function fmtReason(r) {
@@ -276,15 +285,18 @@ function drawPlot(box, results, minimize) {
     }
     const step = Math.max(1, Math.ceil(N / 8));
     for (let n = 1; n <= N; n += step)
-        s.append(svg('text', { x: x(n), y: H - B + 16, class: 'tick', 'text-anchor': 'middle' }, String(n)));
-    s.append(svg('text', { x: (L + W - R) / 2, y: H - 4, class: 'axis-label', 'text-anchor': 'middle' },
+        s.append(svg('text', { x: x(n), y: H - B + 16, class: 'tick', 'text-anchor': 'middle' },
+            String(n)));
+    s.append(svg('text', { x: (L + W - R) / 2, y: H - 4, class: 'axis-label',
+        'text-anchor': 'middle' },
         'experiments (results in the order they arrived)'));
     if (band.length > 1) {
         const up = band.map((b) => `${x(b[0])},${y(b[3])}`).join(' ');
         const down = band.slice().reverse().map((b) => `${x(b[0])},${y(b[1])}`).join(' ');
         s.append(svg('polygon', { points: `${up} ${down}`, class: 'band' },
             svg('title', {}, 'random screening: 10–90% of the best after n experiments, ' +
-                `resampled from the ${initial.length} results of the initial space-filling design`)));
+                `resampled from the ${initial.length} results of the initial ` +
+                'space-filling design')));
         s.append(svg('polyline', { points: band.map((b) => `${x(b[0])},${y(b[2])}`).join(' '),
             class: 'band-median' }));
     }
@@ -294,7 +306,8 @@ function drawPlot(box, results, minimize) {
     }
     s.append(svg('polyline', { points: best.map((p) => `${x(p.n)},${y(p.best)}`).join(' '),
         class: 'best' }));
-    const legend = el('p', { class: 'camp-legend' }, el('span', { class: 'lg best' }, 'best so far'),
+    const legend = el('p', { class: 'camp-legend' },
+        el('span', { class: 'lg best' }, 'best so far'),
         el('span', { class: 'lg pt' }, 'each result'),
         band.length > 1 ? el('span', { class: 'lg band' },
             `random screening (10–90%, from ${initial.length} space-filling results)`)

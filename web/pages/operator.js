@@ -172,7 +172,8 @@ export function mount(root, ctx) {
                         return `move of ${m.plate || 'the plate'} to ${m.to} confirmed by ` +
                             `${c.confirmed_by || 'you'}`;
                     }, 'Move done') }, 'Move done')) : null;
-        return card(it, el('p', { class: 'op-move' }, el('b', {}, m.from), ' → ', el('b', {}, m.to),
+        return card(it, el('p', { class: 'op-move' }, el('b', {}, m.from), ' → ',
+            el('b', {}, m.to),
             m.note ? el('span', { class: 'note' }, ` ${m.note}`) : null,
             el('span', { class: 'muted' }, ` on ${i.label || i.id}`)), acts);
     }
@@ -186,7 +187,8 @@ export function mount(root, ctx) {
             const body = { step: how };
             if (reason) body.reason = reason;
             const what = how === 'skip'
-                ? `Skip step ${it.step ? it.step.name : ''} of plate ${r.plate} and go on with the next one?`
+                ? `Skip step ${it.step ? it.step.name : ''} of plate ${r.plate} and go on ` +
+                  'with the next one?'
                 : `Retry step ${it.step ? it.step.name : ''} of plate ${r.plate}?`;
             decide(`${what}${reason ? ` Reason: ${reason}` : ''}`,
                 `/v1/runs/${encodeURIComponent(r.id)}/resume`, body,
@@ -242,7 +244,8 @@ export function mount(root, ctx) {
 
     function instRow(i) {
         const paused = i.state === 'paused';
-        const btn = ctx.canAct ? el('button', { type: 'button', 'data-act': paused ? 'resume' : 'pause',
+        const btn = ctx.canAct ? el('button', { type: 'button',
+            'data-act': paused ? 'resume' : 'pause',
             onclick: () => decide(paused
                 ? `Resume ${i.id}? The scheduler plans steps on it again.`
                 : `Pause ${i.id}? No new step starts on it; the one running finishes.`,
@@ -250,7 +253,8 @@ export function mount(root, ctx) {
             () => `${i.id} ${paused ? 'resumed' : 'paused'}`,
             `${paused ? 'Resume' : 'Pause'} ${i.id}`) }, paused ? 'Resume' : 'Pause') : null;
         return el('tr', { 'data-inst': i.id }, el('td', {}, el('b', {}, i.id)),
-            el('td', {}, i.kind), el('td', {}, el('span', { class: `state s-${i.state}` }, i.state)),
+            el('td', {}, i.kind),
+            el('td', {}, el('span', { class: `state s-${i.state}` }, i.state)),
             el('td', {}, btn));
     }
 
@@ -290,7 +294,8 @@ export function mount(root, ctx) {
             !mine(encodeURIComponent(key))) {
             const by = data.resumed_by || data.cancelled_by;
             st.decided.unshift({ at: new Date().toISOString(), key: `/v1/runs/${key}/`,
-                text: `run ${data.plate || key} ${data.resumed_by ? 'resumed' : 'cancelled'} by ${by}` });
+                text: `run ${data.plate || key} ` +
+                    `${data.resumed_by ? 'resumed' : 'cancelled'} by ${by}` });
         }
         reload();
     });

@@ -27,7 +27,8 @@ const pad = (n) => String(n).padStart(2, '0');
 export function fmtTime(ms, withMinutes = true, withDay = false) {
     const d = new Date(ms);
     const days = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
-    const hm = withMinutes ? `${pad(d.getHours())}:${pad(d.getMinutes())}` : `${pad(d.getHours())}h`;
+    const hm = withMinutes ? `${pad(d.getHours())}:${pad(d.getMinutes())}`
+        : `${pad(d.getHours())}h`;
     return withDay ? `${days[d.getDay()]} ${d.getDate()} ${hm}` : hm;
 }
 

@@ -107,7 +107,8 @@ export function mount(root, ctx) {
                 items: r.items, main: true, state: inst ? inst.state : '' });
             const keys = [...r.sites.keys()].sort((a, b) => a.localeCompare(b, undefined,
                 { numeric: true }));
-            for (const k of keys) out.push({ label: k, h: SUB_H, items: r.sites.get(k), main: false });
+            for (const k of keys)
+                out.push({ label: k, h: SUB_H, items: r.sites.get(k), main: false });
         }
         return out;
     }
@@ -219,15 +220,16 @@ export function mount(root, ctx) {
         const colour = runColour(it.run);
         const grp = svg('g', { class: `step ${it.state}`, tabindex: 0, role: 'link',
             'data-run': it.run, 'data-state': it.state });
-        grp.append(svg('title', {}, `${it.plate} · ${it.step} on ${it.instrument} · ${it.state}\n` +
+        grp.append(svg('title', {},
+            `${it.plate} · ${it.step} on ${it.instrument} · ${it.state}\n` +
             `${fmtTime(a, true, true)} – ${fmtTime(b, true, true)} (${fmtSpan(b - a)})\n` +
             `run ${it.run}`));
         grp.append(svg('rect', { x: x0, y: top, width: w, height: bh, rx: 3,
             fill: colour, stroke: colour, class: 'bar' }));
         if (w > 34) {
             grp.append(svg('text', { x: x0 + 4, y: top + bh / 2 + 4, class: 'bar-label' },
-                it.plate.length * 7 > w - 6 ? it.plate.slice(0, Math.max(1, Math.floor((w - 6) / 7)))
-                    : it.plate));
+                it.plate.length * 7 > w - 6
+                    ? it.plate.slice(0, Math.max(1, Math.floor((w - 6) / 7))) : it.plate));
         }
         const open = () => ctx.navigate(`#/runs/${encodeURIComponent(it.run)}`);
         grp.addEventListener('keydown', (e) => {
