@@ -114,6 +114,9 @@ enum {
     /* Refused (ESTATE, not started) while the instrument is in fault: an action whose effect
      * must not be left in doubt (a heater's set point) waits until the device answers again. */
     LAB_DRV_ACT_NOT_IN_FAULT = 4,
+    /* Its params' "by" says who did it (a manual move's confirm): the API writes the caller's
+     * token name there; what the request says is kept only when the daemon has no tokens. */
+    LAB_DRV_ACT_BY = 8,
 };
 
 typedef struct lab_drv_action {

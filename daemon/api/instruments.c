@@ -281,6 +281,24 @@ static void action_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *res
     lab_req_resume(rq);
 }
 
+/* An action whose params say who did it gets the token's name there, not a client's word
+ * (LAB_DRV_ACT_BY); "anonymous" is a daemon without tokens, where the name given stays. */
+static void action_sign(lab_req_t *rq, lab_driver_t *d, const char *action, json_t *body)
+{
+    const lab_drv_action_t *a = lab_driver_ops(d)->actions;
+    while (a->name && strcmp(a->name, action) != 0)
+        a++;
+    if (!a->name || !(a->flags & LAB_DRV_ACT_BY))
+        return;
+    json_t *params = json_object_get(body, "params");
+    if (!json_is_object(params)) {
+        params = json_object();
+        json_object_set_new(body, "params", params);
+    }
+    if (strcmp(rq->who, "anonymous") != 0 || !json_object_get(params, "by"))
+        json_object_set_new(params, "by", json_string(rq->who));
+}
+
 void lab_api_instruments_action(lab_req_t *rq)
 {
     lab_api_t *api = rq->api;
@@ -300,6 +318,7 @@ void lab_api_instruments_action(lab_req_t *rq)
         return;
     }
     const char *action = json_string_value(json_object_get(body, "action"));
+    action_sign(rq, d, action, body);
     json_t *params = json_object_get(body, "params");
     json_t *timeout = json_object_get(body, "timeout_s");
     lab_drv_error_t err;

@@ -438,19 +438,26 @@ void lab_api_runs_resume(lab_req_t *rq)
     json_t *body =
         rq->len ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, NULL) : json_object();
     const char *how = json_string_value(json_object_get(body, "step"));
+    json_t *step = json_object_get(body, "step"), *reason = json_object_get(body, "reason");
     if (!how)
         how = "retry";
-    if (!json_is_object(body) ||
-        json_object_size(body) > (json_object_get(body, "step") ? 1u : 0u) ||
-        (strcmp(how, "retry") != 0 && strcmp(how, "skip") != 0)) {
+    if (!json_is_object(body) || (step && !json_is_string(step)) ||
+        json_object_size(body) > (step ? 1u : 0u) + (reason ? 1u : 0u) ||
+        (strcmp(how, "retry") != 0 && strcmp(how, "skip") != 0) ||
+        (reason && (!json_is_string(reason) ||
+                    lab_text_chars(json_string_value(reason), json_string_length(reason)) >
+                        LAB_CANCEL_REASON_CHARS))) {
         json_decref(body);
         lab_problem(rq, LAB_P_INVALID,
-                    lab_errors_one("/step", "expected {} or {\"step\": \"retry\" | \"skip\"}"),
+                    lab_errors_one("",
+                                   "expected {} or {\"step\": \"retry\" | \"skip\", "
+                                   "\"reason\": text of at most 500 characters}, both optional"),
                     "not a resumption");
         return;
     }
     char msg[200] = "";
-    int rc = lab_sched_resume(api->sched, id, rq->who, how, sched_done, rq, msg, sizeof msg);
+    int rc = lab_sched_resume(api->sched, id, rq->who, how, json_string_value(reason), sched_done,
+                              rq, msg, sizeof msg);
     json_decref(body);
     if (rc == 0) {
         lab_req_suspend(rq);

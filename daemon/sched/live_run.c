@@ -325,9 +325,27 @@ json_t *run_timeline_item(lab_sched_t *s, srun_t *r, int k, bool planned)
                   : now_ms(s);
     iso(start, a);
     iso(end, b);
-    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "instrument", d ? lab_driver_id(d) : "",
-                     "run", r->id, "plate", r->plate, "step", st->name, "start", a, "end", b,
-                     "state", planned ? "planned" : lab_step_state_name(st->state));
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "instrument", d ? lab_driver_id(d) : "",
+                          "run", r->id, "plate", r->plate, "step", st->name, "start", a, "end", b,
+                          "state", planned ? "planned" : lab_step_state_name(st->state));
+    if (st->cassette > 0)
+        json_object_set_new(o, "site",
+                            json_pack("{s:i,s:i}", "cassette", st->cassette, "slot", st->slot));
+    /* The step's window after the previous one ends (as it did, or as planned): a chart draws
+     * the read's "must start by" from it. */
+    int64_t prev = 0;
+    if (k > 0) {
+        const sstep_t *p = &r->st[k - 1];
+        int64_t due = p->start_ms + (int64_t)(p->plan_s * 1000);
+        prev = p->end_ms     ? p->end_ms
+               : p->start_ms ? (due > now_ms(s) ? due : now_ms(s))
+                             : p->plan_end_ms;
+    }
+    if (prev > 0 && st->min_lag > 0)
+        doc_put_time(o, "not_before", prev + (int64_t)llround(st->min_lag * 1000));
+    if (prev > 0 && st->max_lag >= 0)
+        doc_put_time(o, "must_start_by", prev + (int64_t)llround(st->max_lag * 1000));
+    return o;
 }
 
 /* A run that is over leaves the scheduler; its steps stay on the timeline for a while. */

@@ -348,7 +348,7 @@ int lab_sched_cancel(lab_sched_t *s, const char *id, const char *by, const char 
 }
 
 int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char *how,
-                     lab_sched_done_cb cb, void *arg, char *msg, size_t msglen)
+                     const char *reason, lab_sched_done_cb cb, void *arg, char *msg, size_t msglen)
 {
     srun_t *r = queue_thaw(s, id);
     if (!r)
@@ -367,6 +367,11 @@ int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char 
     }
     json_object_del(r->doc, "paused_reason");
     json_object_set_new(r->doc, "resumed_by", json_string(by));
+    json_object_set_new(r->doc, "resumed_how", json_string(skip ? "skip" : "retry"));
+    if (reason)
+        json_object_set_new(r->doc, "resume_reason", json_string(reason));
+    else
+        json_object_del(r->doc, "resume_reason");
     r->why[0] = '\0';
     (void)run_step_set(r, st, sto); /* checked above */
     if (skip) {

@@ -51,10 +51,11 @@ typedef void (*lab_sched_done_cb)(void *arg, int status, const char *doc, const 
  * no such run (it is over, or unknown: ask the store). */
 int lab_sched_cancel(lab_sched_t *s, const char *id, const char *by, const char *reason,
                      lab_sched_done_cb cb, void *arg);
-/* Resumes a paused run: its stopped step is run again ("retry") or taken as done ("skip").
- * LAB_ENOTFOUND as above; LAB_ESTATE (msg says why) when the run is not paused. */
+/* Resumes a paused run: its stopped step is run again ("retry") or taken as done ("skip"); the
+ * document keeps who did it and why (reason: NULL for none). LAB_ENOTFOUND as above;
+ * LAB_ESTATE (msg says why) when the run is not paused. */
 int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char *how,
-                     lab_sched_done_cb cb, void *arg, char *msg, size_t msglen);
+                     const char *reason, lab_sched_done_cb cb, void *arg, char *msg, size_t msglen);
 
 /* A new priority class (urgent|high|normal|low, or NULL to keep it) and/or score (when
  * has_score) for a run that is not over; everything not started is planned again.

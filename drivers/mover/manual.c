@@ -21,7 +21,8 @@ static const lab_drv_action_t manual_actions[] = {
     {"confirm",
      "{\"type\":\"object\",\"additionalProperties\":false,"
      "\"properties\":{\"by\":{\"type\":\"string\",\"maxLength\":128}}}",
-     10, LAB_DRV_ACT_IMMEDIATE | LAB_DRV_ACT_OFFLINE, "confirm that the requested move is done"},
+     10, LAB_DRV_ACT_IMMEDIATE | LAB_DRV_ACT_OFFLINE | LAB_DRV_ACT_BY,
+     "confirm that the requested move is done"},
     {NULL, NULL, 0, 0, NULL},
 };
 

@@ -55,11 +55,11 @@ class Stack:
         self.log = info["log"]
 
     @classmethod
-    def start(cls, timeout_s=120):
+    def start(cls, timeout_s=120, args=()):
         exe = os.environ.get("LAB_BROWSER_STACK")
         if not exe:
             raise BrowserError("LAB_BROWSER_STACK is not set (run through ctest)")
-        proc = subprocess.Popen([exe], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([exe, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         lines = queue.Queue()
         threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
         try:
@@ -442,10 +442,11 @@ class BrowserCase(unittest.TestCase):
 
     stack = None
     browser = None
+    stack_args = ()  # e.g. ("--mover",): see tests/browser/stack.c
 
     @classmethod
     def setUpClass(cls):
-        cls.stack = Stack.start()
+        cls.stack = Stack.start(args=cls.stack_args)
         try:
             cls.browser = Browser.launch()
         except Exception:

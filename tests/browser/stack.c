@@ -31,6 +31,21 @@ static const char wf_assay[] =
     "\"params\":{\"wavelength_nm\":450},\"start_within_s\":120}],"
     "\"on_failure\":{\"action\":\"retry\",\"retries\":1}}";
 
+/* A read whose failure waits for an operator (the Operator page's paused run). */
+static const char wf_readonly[] =
+    "{\"name\":\"read-only\",\"description\":\"read; a failure pauses the run\",\"steps\":["
+    "{\"name\":\"read\",\"op\":\"read_absorbance\",\"on\":\"reader1\",\"duration_s\":90,"
+    "\"params\":{\"wavelength_nm\":450,\"wells\":\"A1:B2\"}}],"
+    "\"on_failure\":{\"action\":\"pause\"}}";
+
+/* With --mover: a dispense then a read, the plate carried between them by a person. */
+static const char wf_moved[] =
+    "{\"name\":\"moved\",\"steps\":["
+    "{\"name\":\"dispense\",\"op\":\"dispense\",\"on\":\"star1\",\"duration_s\":60,"
+    "\"params\":{\"reagent\":\"substrate\",\"volume_ul\":20,\"wells\":\"A1:H1\"}},"
+    "{\"name\":\"read\",\"op\":\"read_absorbance\",\"on\":\"reader1\",\"duration_s\":90,"
+    "\"params\":{\"wavelength_nm\":450},\"start_within_s\":3600}]}";
+
 static volatile sig_atomic_t stop_asked;
 
 static void on_signal(int sig)
@@ -48,9 +63,26 @@ static int write_text(const char *path, const char *text)
     return fclose(f) == 0 && ok ? 0 : -1;
 }
 
+static int post_workflow(const char *url, const char *wf)
+{
+    char *resp = NULL;
+    int st = h_http(url, "POST", "/v1/workflows",
+                    "Content-Type: application/json\nAuthorization: Bearer " TOK_ADMIN, wf, &resp);
+    if (st != 201 && st != 200)
+        fprintf(stderr, "stack: POST /v1/workflows: %d %s\n", st, resp ? resp : "");
+    free(resp);
+    return st == 201 || st == 200 ? 0 : -1;
+}
+
+/* stack [--keep] [--mover]: --mover adds a manual mover (arm1), so that every plate's move
+ * between instruments waits for a person, and the workflow "moved". */
 int main(int argc, char **argv)
 {
-    bool keep = argc > 1 && strcmp(argv[1], "--keep") == 0;
+    bool keep = false, mover = false;
+    for (int i = 1; i < argc; i++) {
+        keep |= strcmp(argv[i], "--keep") == 0;
+        mover |= strcmp(argv[i], "--mover") == 0;
+    }
     if (keep)
         setenv("H_KEEP", "1", 1);
     signal(SIGPIPE, SIG_IGN);
@@ -88,20 +120,14 @@ int main(int argc, char **argv)
         perror(tokens);
         goto fail;
     }
-    snprintf(extra, sizeof extra, "[labloop]\ntime_scale = 60\n%s[auth]\ntokens = %s\n", sections,
-             tokens);
+    /* the mover is the daemon's alone: a person, not a simulated device */
+    snprintf(extra, sizeof extra, "[labloop]\ntime_scale = 60\n%s%s[auth]\ntokens = %s\n", sections,
+             mover ? "[instrument arm1]\ndriver = manual-mover\n" : "", tokens);
     if (h_daemon_start(&d, &pg, &mq, extra))
         goto fail;
-    char *resp = NULL;
-    int st =
-        h_http(d.url, "POST", "/v1/workflows",
-               "Content-Type: application/json\nAuthorization: Bearer " TOK_ADMIN, wf_assay, &resp);
-    if (st != 201 && st != 200) {
-        fprintf(stderr, "stack: POST /v1/workflows: %d %s\n", st, resp ? resp : "");
-        free(resp);
+    if (post_workflow(d.url, wf_assay) || post_workflow(d.url, wf_readonly) ||
+        (mover && post_workflow(d.url, wf_moved)))
         goto fail;
-    }
-    free(resp);
 
     json_t *info =
         json_pack("{s:s, s:{s:s, s:s, s:s}, s:s, s:s, s:s, s:s, s:s}", "url", d.url, "tokens",

@@ -227,6 +227,24 @@ static void test_assay_end_to_end(void **state)
         strcmp(sval(it, "run"), id) == 0 && strcmp(sval(it, "state"), "done") == 0 &&
         json_object_get(it, "start") && json_object_get(it, "end");
     assert_int_equal(found, 3);
+    /* and says where the plate sat and the read's window after the incubation's end */
+    bool site = false, window = false;
+    json_array_foreach(items, i, it)
+    {
+        if (strcmp(sval(it, "run"), id) != 0)
+            continue;
+        json_t *at = json_object_get(it, "site");
+        site |= strcmp(sval(it, "instrument"), "inc1") == 0 &&
+                json_integer_value(json_object_get(at, "cassette")) >= 1 &&
+                json_integer_value(json_object_get(at, "slot")) >= 1;
+        if (strcmp(sval(it, "instrument"), "star1") == 0) /* the first step: no window */
+            assert_null(json_object_get(it, "must_start_by"));
+        else
+            assert_non_null(json_object_get(it, "must_start_by"));
+        if (strcmp(sval(it, "instrument"), "reader1") == 0)
+            window = strcmp(sval(it, "start"), sval(it, "must_start_by")) <= 0;
+    }
+    assert_true(site && window);
     assert_int_equal(json_integer_value(json_object_get(tl, "lag_violations")), 0);
     json_decref(tl);
     char *metrics = NULL;
@@ -563,8 +581,16 @@ static void test_kill9_during_dispense(void **state)
     /* the operator says it happened: the run goes on without a second dispense */
     char path[128];
     snprintf(path, sizeof path, "/v1/runs/%s/resume", id);
-    json_decref(h_api(&d, "POST", path, "{\"step\":\"skip\"}", 200));
+    json_decref(h_api(&d, "POST", path, "{\"step\":\"skip\",\"reason\":5}", 422));
+    json_decref(h_api(&d, "POST", path, "{\"step\":1,\"reason\":\"x\"}", 422));
+    json_t *ans =
+        h_api(&d, "POST", path, "{\"step\":\"skip\",\"reason\":\"saw it dispensed\"}", 200);
+    assert_string_equal(sval(ans, "resume_reason"), "saw it dispensed");
+    assert_string_equal(sval(ans, "resumed_how"), "skip");
+    assert_string_equal(sval(ans, "resumed_by"), "anonymous");
+    json_decref(ans);
     doc = h_run_wait(&d, id, "done", 60000);
+    assert_string_equal(sval(doc, "resume_reason"), "saw it dispensed");
     assert_string_equal(sval(step_of(doc, 0), "state"), "skipped");
     assert_string_equal(sval(step_of(doc, 2), "state"), "done");
     json_decref(doc);

@@ -186,6 +186,10 @@ static void test_idempotent_action(void **state)
     json_decref(post_action("mover1", "{\"action\":\"confirm\"}", 200));
     pthread_join(t, NULL);
     assert_non_null(m.answer);
+    /* confirmed without a name: the record names the caller (here a daemon without tokens) */
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(m.answer, "result"), "confirmed_by")),
+        "anonymous");
     char *first = json_dumps(m.answer, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(m.answer);
     /* The retry gets the same answer, and nobody is asked to move anything again. */

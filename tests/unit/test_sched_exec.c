@@ -139,7 +139,8 @@ static void test_failure_then_pause_and_resume(void **state)
     char msg[200];
     int answered = -1;
     assert_int_equal(
-        lab_sched_resume(f->s, "r1", "tester", "retry", on_done, &answered, msg, sizeof msg), 0);
+        lab_sched_resume(f->s, "r1", "tester", "retry", NULL, on_done, &answered, msg, sizeof msg),
+        0);
     assert_true(fx_until(f, fx_run_is, "r1 done"));
     assert_int_equal(answered, 0);
     assert_int_equal(json_integer_value(json_object_get(fx_step(f, "r1", 0), "attempts")), 2);
