@@ -76,17 +76,32 @@ export function toast(text, kind = "info") {
   setTimeout(() => t.remove(), kind === "error" ? 10000 : 5000);
 }
 
+// The open confirmation's answer: each showing is answered once, by its own buttons (or Esc).
+// The dialog's close event is queued as a task, so a confirmation shown right after another was
+// answered could receive the earlier one's close and answer for it.
+let confirmPending = null;
+
+function confirmSettle(answer) {
+  const resolve = confirmPending;
+  confirmPending = null;
+  if (resolve) resolve(answer);
+}
+
+$("confirm-yes").addEventListener("click", () => confirmSettle(true));
+$("confirm-no").addEventListener("click", () => confirmSettle(false));
+$("confirm").addEventListener("cancel", () => confirmSettle(false));
+
 // Resolves true when the person chose the action. text says what will happen; opts.action is
 // the button's word ("Pause reader1"), opts.title the heading.
 function confirmModal(text, opts = {}) {
   const dlg = $("confirm");
+  confirmSettle(false); // one still open is answered "no" before it is reused
   $("confirm-title").textContent = opts.title || "Please confirm";
   $("confirm-text").textContent = text;
   $("confirm-yes").textContent = opts.action || "Do it";
-  dlg.returnValue = "";
   return new Promise((resolve) => {
-    dlg.addEventListener("close", () => resolve(dlg.returnValue === "yes"), { once: true });
-    dlg.showModal();
+    confirmPending = resolve;
+    if (!dlg.open) dlg.showModal();
     $("confirm-no").focus();
   });
 }
