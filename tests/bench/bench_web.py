@@ -56,7 +56,7 @@ def outbox_drained(stack, timeout_s=300):
     raise RuntimeError("the sinks did not catch up in %d s" % timeout_s)
 
 
-def first_render(browser, url, hash_, token, errors):
+def first_render(browser, url, hash_, token, errors, listed):
     """One load of url/hash_ in a new tab: ms from navigation start to the page's ready marker.
     The tab is closed after (its target, not only the DevTools socket): a tab left open keeps its
     event stream, and chromium's six connections per host would soon all be held by them."""
@@ -67,6 +67,9 @@ def first_render(browser, url, hash_, token, errors):
         page.send("Page.navigate", url=url + "/" + hash_)
         ms = page.wait("window.__labReady", "%s to be ready" % hash_, timeout_s=120)
         errors += page.console_errors(("/v1/events",))
+        if hash_ == "#/runs":  # the load is on the page, not only in the store
+            listed.append(page.eval("document.querySelectorAll('table.runs tbody tr[data-id]')"
+                                    ".length"))
         return ms
     finally:
         page.close()
@@ -83,13 +86,16 @@ def measure(stack_args, loads):
         outbox_drained(stack)
         browser = Browser.launch()
         token = stack.tokens["technician"]
-        out, errors = {}, []
+        run = stack.api("GET", "/v1/runs/" + stack.info["run"], want=200)[1]
+        per_run = sum(len(r.get("values", {})) for r in run.get("readings", {}).values())
+        out, errors, listed = {"per_run": per_run}, [], []
         for p in PAGES:
             hash_ = p.format(run=stack.info["run"])
-            out[p] = [first_render(browser, stack.url, hash_, token, errors) for _ in range(loads)]
+            out[p] = [first_render(browser, stack.url, hash_, token, errors, listed)
+                      for _ in range(loads)]
         if errors:
             raise RuntimeError("console errors: %s" % errors[:3])
-        return out
+        return out, min(listed)
     finally:
         if browser:
             browser.close()
@@ -99,12 +105,14 @@ def measure(stack_args, loads):
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     loads = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    empty = measure(("--seed", "0"), loads)
-    loaded = measure(("--seed", str(n)), loads)
+    empty, _ = measure(("--seed", "0"), loads)
+    loaded, listed = measure(("--seed", str(n)), loads)
+    if listed != n + 1:
+        raise RuntimeError("the Runs page lists %d runs, not %d" % (listed, n + 1))
     for p in PAGES:
         e, lo = empty[p], loaded[p]
         print(json.dumps({
-            "bench": "web_first_render", "page": p, "runs": n + 1, "measurements": (n + 1) * 96,
+            "bench": "web_first_render", "page": p, "runs": n + 1, "measurements": (n + 1) * loaded["per_run"],
             "loads": loads, "empty_runs": 1,
             "empty_median_ms": round(statistics.median(e), 1), "empty_max_ms": round(max(e), 1),
             "loaded_median_ms": round(statistics.median(lo), 1),
