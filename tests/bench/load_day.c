@@ -158,8 +158,12 @@ int load_day(const char *state_dir, const char *queued_doc, const char *done_doc
         uv_loop_close(&loop);
         goto fail;
     }
-    int64_t t0 = 0;
-    lab_time_parse(json_string_value(json_object_get(d, "updated_at")), &t0);
+    int64_t created = 0, ended = 0; /* the template's */
+    if (lab_time_parse(json_string_value(json_object_get(q, "created_at")), &created) ||
+        lab_time_parse(json_string_value(json_object_get(d, "updated_at")), &ended)) {
+        rc = LAB_EINVAL;
+        goto stop;
+    }
     for (int i = 0; i < n; i++) {
         char id[LAB_UUID_LEN + 1], plate[32];
         lab_uuid4(id);
@@ -170,14 +174,14 @@ int load_day(const char *state_dir, const char *queued_doc, const char *done_doc
         ins->id = lab_strdup(id);
         ins->state = lab_strdup("queued");
         ins->doc = json_dumps(qd, JSON_COMPACT);
-        ins->ts_ms = t0 + shift;
+        ins->ts_ms = created + shift;
         ins->arg = &l;
         ins->op.done = insert_done;
         lab_run_update_t *upd = lab_run_update_new();
         upd->id = lab_strdup(id);
         upd->state = lab_strdup("done");
         upd->doc = json_dumps(dd, JSON_COMPACT);
-        upd->ts_ms = t0 + shift;
+        upd->ts_ms = ended + shift;
         upd->arg = &l;
         upd->op.done = update_done;
         measurements_add(upd, dd, id, plate);
@@ -192,12 +196,13 @@ int load_day(const char *state_dir, const char *queued_doc, const char *done_doc
     }
     while (l.pending > 0 && uv_run(&loop, UV_RUN_ONCE))
         ;
+    rc = l.pending ? LAB_EIO : l.failed;
+stop:
     lab_store_close(l.st, on_closed, &l);
     while (!l.closed && uv_run(&loop, UV_RUN_ONCE))
         ;
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
-    rc = l.pending ? LAB_EIO : l.failed;
 fail:
     json_decref(q);
     json_decref(d);
