@@ -3,7 +3,11 @@
  * with a tokens file (a viewer, a technician and an admin) and the assay workflow stored. It prints
  * one JSON line on stdout ({"url", "tokens": {ROLE: TOKEN}, "sim_ctl", "dir", "pg", "mqtt"}), then
  * waits until its standard input closes (or SIGTERM/SIGINT) and stops everything it started.
- * tests/browser/browser.py runs it; `stack --keep` leaves the directories for inspection. */
+ * tests/browser/browser.py runs it; `stack --keep` leaves the directories for inspection.
+ * `stack --seed N` (the page benchmark) runs one assay run, then stores N copies of it as a day's
+ * load (tests/bench/load_day.c) before labloopd starts again; the line then also holds "run",
+ * the id of the run it ran. */
+#include "tests/bench/load_day.h"
 #include "tests/harness/harness.h"
 
 #include <jansson.h>
@@ -48,6 +52,57 @@ static const char wf_moved[] =
 
 static volatile sig_atomic_t stop_asked;
 
+/* One assay run through the API, waited for; then n copies of it stored while labloopd is
+ * stopped, and labloopd started again on them. The run's id into run. */
+static int seed_load(h_daemon_t *d, int n, char run[64])
+{
+    char *queued = NULL, *done = NULL, path[128], state_dir[300];
+    json_t *doc = NULL;
+    int rc = -1;
+    int st = h_http(d->url, "POST", "/v1/runs",
+                    "Content-Type: application/json\nAuthorization: Bearer " TOK_TECH,
+                    "{\"workflow\":\"assay\",\"plate\":\"LOAD-T\"}", &queued);
+    doc = st == 201 ? json_loads(queued, 0, NULL) : NULL;
+    if (!json_is_string(json_object_get(doc, "id"))) {
+        fprintf(stderr, "stack: POST /v1/runs: %d %s\n", st, queued ? queued : "");
+        goto fail;
+    }
+    snprintf(run, 64, "%s", json_string_value(json_object_get(doc, "id")));
+    snprintf(path, sizeof path, "/v1/runs/%s", run);
+    for (int i = 0; i < 1800; i++) { /* 180 s: the assay takes ~6 s at time_scale 60 */
+        free(done);
+        done = NULL;
+        json_decref(doc);
+        st = h_http(d->url, "GET", path, "Authorization: Bearer " TOK_TECH, NULL, &done);
+        doc = st == 200 ? json_loads(done, 0, NULL) : NULL;
+        const char *s = json_string_value(json_object_get(doc, "state"));
+        if (s && strcmp(s, "done") == 0)
+            break;
+        if (s && (strcmp(s, "failed") == 0 || strcmp(s, "cancelled") == 0))
+            break;
+        usleep(100 * 1000);
+    }
+    const char *s = json_string_value(json_object_get(doc, "state"));
+    if (!s || strcmp(s, "done") != 0) {
+        fprintf(stderr, "stack: the template run did not finish: %s\n", done ? done : "");
+        goto fail;
+    }
+    snprintf(state_dir, sizeof state_dir, "%s/state", d->dir);
+    if (h_daemon_stop(d) != 0)
+        goto fail;
+    int lrc = load_day(state_dir, queued, done, n);
+    if (lrc < 0) {
+        fprintf(stderr, "stack: load_day: error %d\n", lrc);
+        goto fail;
+    }
+    rc = h_daemon_restart(d);
+fail:
+    json_decref(doc);
+    free(queued);
+    free(done);
+    return rc;
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -79,9 +134,20 @@ static int post_workflow(const char *url, const char *wf)
 int main(int argc, char **argv)
 {
     bool keep = false, mover = false;
+    int seed = -1; /* --seed 0: the template run alone */
+    char run[64] = "";
     for (int i = 1; i < argc; i++) {
         keep |= strcmp(argv[i], "--keep") == 0;
         mover |= strcmp(argv[i], "--mover") == 0;
+        if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 0 || v > 100000) {
+                fprintf(stderr, "stack: --seed wants a count from 0 to 100000\n");
+                return 2;
+            }
+            seed = (int)v;
+        }
     }
     if (keep)
         setenv("H_KEEP", "1", 1);
@@ -128,11 +194,15 @@ int main(int argc, char **argv)
     if (post_workflow(d.url, wf_assay) || post_workflow(d.url, wf_readonly) ||
         (mover && post_workflow(d.url, wf_moved)))
         goto fail;
+    if (seed >= 0 && seed_load(&d, seed, run))
+        goto fail;
 
     json_t *info =
         json_pack("{s:s, s:{s:s, s:s, s:s}, s:s, s:s, s:s, s:s, s:s}", "url", d.url, "tokens",
                   "viewer", TOK_VIEWER, "technician", TOK_TECH, "admin", TOK_ADMIN, "sim_ctl",
                   sim.ctl, "dir", d.dir, "log", d.log, "pg", pg.conninfo, "mqtt", mq.uri);
+    if (run[0])
+        json_object_set_new(info, "run", json_string(run));
     char *line = json_dumps(info, JSON_COMPACT);
     json_decref(info);
     printf("%s\n", line);
