@@ -72,11 +72,8 @@ def first_render(browser, url, hash_, token, errors, listed):
                                     ".length"))
         return ms
     finally:
-        page.close()
+        page.close()  # the tab too
         browser.pages.remove(page)
-        with urllib.request.urlopen("http://127.0.0.1:%d/json/close/%s" %
-                                    (browser.port, page.target_id), timeout=30):
-            pass
 
 
 def measure(stack_args, loads):

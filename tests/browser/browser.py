@@ -192,7 +192,7 @@ class Browser:
                                      method="PUT")
         with urllib.request.urlopen(req, timeout=30) as r:
             target = json.load(r)
-        page = Page(target["webSocketDebuggerUrl"], target["id"])
+        page = Page(target["webSocketDebuggerUrl"], target["id"], self.port)
         self.pages.append(page)
         return page
 
@@ -212,8 +212,9 @@ class Browser:
 class Page:
     """One tab over its own DevTools websocket: commands, and the errors it collects."""
 
-    def __init__(self, ws_url, target_id):
+    def __init__(self, ws_url, target_id, port=None):
         self.target_id = target_id
+        self.port = port  # the browser's DevTools port, to close the tab itself
         self.ws = websocket.create_connection(ws_url, timeout=60, suppress_origin=True)
         self.next_id = 0
         self.lock = threading.Lock()
@@ -292,6 +293,15 @@ class Page:
             self.ws.close()
         except Exception:
             pass
+        # The tab goes too: an open tab keeps its event stream, and chromium allows six
+        # connections per host.
+        if self.port:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/json/close/%s" %
+                                            (self.port, self.target_id), timeout=30):
+                    pass
+            except (OSError, urllib.error.URLError):
+                pass
 
     # -- what tests use --
 
