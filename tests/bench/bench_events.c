@@ -84,19 +84,6 @@ static size_t keep_body(char *data, size_t size, size_t nmemb, void *user)
     return n;
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 typedef struct phase {
     double per_s, p50, p95;
     int acked;
@@ -152,20 +139,20 @@ static void phase_run(int streams, int count, int repeats, phase_t *f)
             before = seen;
             h_sleep_ms(150);
         }
-        double t0 = now_ms();
+        double t0 = bench_now_ms();
         long status = 0;
         if (curl_easy_perform(c) == CURLE_OK)
             curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
         if (status != 201)
             bench_fail("a re-plan submission was not acknowledged");
         /* The re-plan it causes has completed once the daemon counts one more. */
-        while (h_metric(&d, "labloop_replans_total") <= before && now_ms() - t0 < 30000)
+        while (h_metric(&d, "labloop_replans_total") <= before && bench_now_ms() - t0 < 30000)
             ;
         if (h_metric(&d, "labloop_replans_total") <= before)
             bench_fail("no re-plan followed a submission");
-        ms[i] = now_ms() - t0;
+        ms[i] = bench_now_ms() - t0;
     }
-    qsort(ms, (size_t)repeats, sizeof *ms, cmp_double);
+    qsort(ms, (size_t)repeats, sizeof *ms, bench_cmp_double);
     f->p50 = ms[repeats / 2];
     f->p95 = ms[(int)((repeats - 1) * 0.95 + 0.5)];
     free(ms);
@@ -198,7 +185,7 @@ static void phase_run(int streams, int count, int repeats, phase_t *f)
 
 static double median(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 

@@ -100,12 +100,6 @@ static void action(h_daemon_t *d, const char *id)
     free(resp);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* ---- the transport path, in process ---- */
 
 static size_t got;
@@ -205,7 +199,7 @@ static void transport_path(const char *dir, int per_round, int rounds)
     lab_wirerec_close(rec);
     double ns[MODES];
     for (int m = 0; m < MODES; m++) {
-        qsort(per[m], (size_t)rounds, sizeof per[m][0], cmp_double);
+        qsort(per[m], (size_t)rounds, sizeof per[m][0], bench_cmp_double);
         ns[m] = per[m][rounds / 2];
     }
     printf("{\"bench\":\"record_transport_path\",\"round_trips\":%d,\"none_ns\":%.0f,"
@@ -303,7 +297,7 @@ int main(int argc, char **argv)
     int n = per_round * rounds;
     double us[MODES];
     for (int m = 0; m < MODES; m++) {
-        qsort(per[m], (size_t)rounds, sizeof per[m][0], cmp_double);
+        qsort(per[m], (size_t)rounds, sizeof per[m][0], bench_cmp_double);
         us[m] = per[m][rounds / 2];
     }
     printf("{\"bench\":\"record_cost\",\"actions\":%d,\"none_cpu_us\":%.1f,\"debug_cpu_us\":%.1f,"

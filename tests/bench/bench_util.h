@@ -13,10 +13,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifndef LABLOOPD_PATH
 #define LABLOOPD_PATH "labloopd"
 #endif
+
+/* Monotonic milliseconds, with a fraction (latencies below a millisecond). */
+static inline double bench_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* qsort order for doubles (medians and percentiles). */
+static inline int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
 
 static inline int bench_fail(const char *what)
 {
