@@ -261,7 +261,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'a labloopd with [postgres] stores it when it connects';
     END IF;
-    res := labloop.json_problems(schema, doc, '');
+    res := labloop.json_problems(schema, coalesce(doc, 'null'), ''); -- SQL NULL: as JSON null
     IF res <> '[]'::jsonb THEN
         RETURN res;
     END IF;
