@@ -1146,7 +1146,7 @@ static void test_fence_and_cancel(void **state)
     assert_string_equal(st, "started:fc-1");
     /* Given back: queued again, and the fence refuses. */
     const char *rp[2] = {"fc-1", NULL};
-    char arr[128];
+    char arr[160];
     snprintf(arr, sizeof arr, "{%s,%s}", a, b);
     rp[1] = arr;
     assert_int_equal(db_count(c, "SELECT labloop.release_runs($1, $2::uuid[])", 2, rp), 1);
