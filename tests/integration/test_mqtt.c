@@ -630,12 +630,11 @@ typedef struct inbox {
     char last[128];
 } inbox_t;
 
-static void on_in(void *ctx, const char *topic, const char *payload, size_t len,
-                  const char *response_topic)
+static void on_in(void *ctx, const lab_mqtt_in_t *msg)
 {
     inbox_t *in = ctx;
     in->n++;
-    snprintf(in->last, sizeof in->last, "%s %s", topic, payload);
+    snprintf(in->last, sizeof in->last, "%s %s", msg->topic, msg->payload);
 }
 
 /* One QoS 1 message from a short-lived client (Paho's async library: see harness_mqtt.c). */
@@ -752,7 +751,7 @@ static void test_buffer_full_retried(void **state)
     bool stuck = false;
     while (!stuck && sent < REPLIES) {
         int took = 0;
-        while (sent < REPLIES && lab_mqtt_reply(e.m, "test/replies", big) == 0)
+        while (sent < REPLIES && lab_mqtt_reply(e.m, "test/replies", NULL, 0, big) == 0)
             took++, sent++;
         stuck = took == 0;
         h_sleep_ms(50);
