@@ -267,6 +267,7 @@ static void test_burst(void **state)
     int before = h_req_wait(rq, 0, 0);
     long long runs0 = runs_count();
     char corr[32], doc[100];
+    long long t0 = h_now_ms();
     for (int i = 0; i < BURST; i++) {
         snprintf(corr, sizeof corr, "burst-%d", i);
         snprintf(doc, sizeof doc, "{\"workflow\":\"elisa\",\"name\":\"burst %d\"}", i);
@@ -276,6 +277,7 @@ static void test_burst(void **state)
             0);
     }
     assert_true(h_req_wait(rq, before + BURST, 60000) >= before + BURST);
+    print_message("burst: %d runs published and answered in %lld ms\n", BURST, h_now_ms() - t0);
     h_answer_t *v;
     int n = h_req_answers(rq, &v);
     static bool seen[BURST];
