@@ -214,6 +214,16 @@ static void test_invalid_documents(void **state)
     expect_code(a, 422, "rejected");
     assert_true(has_path(a, "/cell"));
     json_decref(a);
+    /* HTTP takes the same rule on the same path. */
+    a = h_api(&d, "POST", "/v1/runs", "{\"workflow\":\"elisa\",\"cell\":\"any\"}", 422);
+    assert_string_equal(json_string_value(json_object_get(a, "type")),
+                        "urn:labloop:problem:invalid-document");
+    assert_true(has_path(a, "/cell"));
+    json_decref(a);
+    a = h_api(&d, "POST", "/v1/runs", doc, 201);
+    assert_null(json_object_get(a, "cell"));
+    assert_string_equal(json_string_value(json_object_get(a, "origin")), "api");
+    json_decref(a);
 }
 
 static long long runs_count(void)
