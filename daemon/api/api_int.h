@@ -60,7 +60,7 @@ typedef struct lab_conn {
 struct lab_req {
     lab_api_t *api;
     struct MHD_Connection *conn;
-    lab_req_t *next; /* the free list, or the list of idempotent requests still committing */
+    lab_req_t *next; /* the free list */
     lab_rq_state_t state;
     int route;                /* index in lab_routes, or -1 */
     const char *method, *url; /* MHD's, valid for the request's life */
