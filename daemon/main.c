@@ -10,6 +10,8 @@
 #include "daemon/bus/mqtt.h"
 #include "daemon/instr/instr.h"
 #include "daemon/campaign/engine.h"
+#include "daemon/fleet/inbox.h"
+#include "daemon/fleet/submit.h"
 #include "core/cfg.h"
 #include "core/clock.h"
 #include "core/err.h"
@@ -50,6 +52,8 @@ typedef struct labd {
     lab_instr_t *instr;
     lab_sched_t *sched;
     lab_campaigns_t *campaigns;
+    lab_submit_t *submit; /* the one submission path (HTTP and MQTT) */
+    lab_inbox_t *inbox;   /* in/runs; NULL without MQTT */
     lab_api_t *api;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
@@ -66,6 +70,11 @@ static void store_closed(void *arg)
     labd_t *d = arg;
     d->store = NULL;
     d->state = D_DONE;
+    /* The store answered every op it had: no submission waits any more. */
+    lab_inbox_free(d->inbox);
+    d->inbox = NULL;
+    lab_submit_free(d->submit);
+    d->submit = NULL;
     uv_close((uv_handle_t *)&d->sig_term, NULL);
     uv_close((uv_handle_t *)&d->sig_int, NULL);
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
@@ -111,6 +120,7 @@ static void stop_sinks(labd_t *d)
         lab_pg_stop(pg, grace, sink_stopped, d);
     }
     if (d->mqtt) {
+        lab_inbox_detach(d->inbox);
         d->sinks_pending++;
         lab_mqtt_t *m = d->mqtt;
         d->mqtt = NULL;
@@ -123,6 +133,8 @@ static void sched_closed(void *arg)
 {
     labd_t *d = arg;
     d->sched = NULL;
+    if (d->submit)
+        lab_submit_forget_sched(d->submit);
 }
 
 static void instr_closed(void *arg)
@@ -162,6 +174,7 @@ static void begin_stop(labd_t *d, const char *why)
     d->stop_deadline = uv_now(d->loop) + (uint64_t)(d->cfg.shutdown_grace_s * 1000);
     d->state = D_DRAINING_API;
     lab_api_stop_accepting(d->api);
+    lab_submit_stop(d->submit);
     /* Instruments first: operations in progress end (their requests are answered), and their
      * last state rows reach the store before it closes. */
     if (d->campaigns)
@@ -434,12 +447,26 @@ static int run(labd_t *d)
         log_error("main", "cannot start the closed loop: %s", lab_strerror(rc));
         return 1;
     }
+    /* [lab] shared_queue: off until this cell takes part in a lab's shared queue; the hook to
+     * it (lab_submit_set_shared) is set where the fleet starts. */
+    bool shared = false;
+    if ((rc = lab_submit_new(&d->submit, d->store, d->sched, &d->clock, d->cfg.cell, shared)) !=
+        0) {
+        log_error("main", "cannot start the submission path: %s", lab_strerror(rc));
+        return 1;
+    }
+    if (d->mqtt && (rc = lab_inbox_start(&d->inbox, d->mqtt, d->submit, d->cfg.mqtt_topic_root,
+                                         d->cfg.site, shared)) != 0) {
+        log_error("main", "cannot serve in/runs: %s", lab_strerror(rc));
+        return 1;
+    }
     lab_api_deps_t deps = {d->loop, &d->cfg,  &d->clock, d->store,    d->pg,
                            d->mqtt, d->instr, d->sched,  d->campaigns};
     if ((rc = lab_api_start(&d->api, &deps)) != 0) {
         log_error("main", "cannot start the HTTP API on %s: %s", d->cfg.http, lab_strerror(rc));
         return 1;
     }
+    lab_api_use_submit(d->api, d->submit);
     uv_signal_t *sigs[] = {&d->sig_term, &d->sig_int, &d->sig_hup};
     int nums[] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {

@@ -6,6 +6,7 @@
 #include "daemon/bus/mqtt.h"
 #include "daemon/instr/instr.h"
 #include "daemon/campaign/engine.h"
+#include "daemon/fleet/submit.h"
 #include "daemon/sched/sched.h"
 #include "core/cfg.h"
 #include "core/clock.h"
@@ -29,7 +30,10 @@ typedef struct lab_api_deps {
     lab_campaigns_t *campaigns; /* the campaign engine; may be NULL (no campaigns) */
 } lab_api_deps_t;
 
+/* POST /v1/runs goes through a submission path of the API's own (this cell's queue only) until
+ * lab_api_use_submit gives it the daemon's (shared with MQTT; the caller's, outlives the API). */
 int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps);
+void lab_api_use_submit(lab_api_t *api, lab_submit_t *submit);
 /* Hands a connected stream socket to the server as if accepted from 127.0.0.1 (the fuzzer feeds
  * requests through socketpairs this way). The server owns fd from then on, also on error. */
 int lab_api_add_connection(lab_api_t *api, int fd);

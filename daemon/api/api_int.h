@@ -60,7 +60,7 @@ typedef struct lab_conn {
 struct lab_req {
     lab_api_t *api;
     struct MHD_Connection *conn;
-    lab_req_t *next; /* the free list, or the list of idempotent requests still committing */
+    lab_req_t *next; /* the free list */
     lab_rq_state_t state;
     int route;                /* index in lab_routes, or -1 */
     const char *method, *url; /* MHD's, valid for the request's life */
@@ -76,10 +76,6 @@ struct lab_req {
     unsigned status;
     uint64_t t0;       /* uv_hrtime at the first callback */
     bool answered_raw; /* the answer went straight to the socket mid-body (http.c answer_raw) */
-    /* POST /v1/runs: the store op wraps the insert so its completion finds the request. */
-    lab_store_op_t op;
-    lab_run_insert_t *ins;
-    const char *idem_key; /* MHD's header value, when the request carries one */
     /* POST .../actions: the action waiting for its instrument */
     char action[LAB_TEXT_BYTES(LAB_ACTION_CHARS)];
     int act_idem; /* its Idempotency-Key's slot (instruments.c), or -1 */
@@ -102,6 +98,8 @@ struct lab_api {
     lab_instr_t *instr;
     lab_sched_t *sched;
     lab_campaigns_t *campaigns;
+    lab_submit_t *submit; /* POST /v1/runs */
+    bool own_submit;      /* made here (deps gave none) */
     lab_jschema_t *campaign_schema;
     lab_jschema_t *batch_schema;
     struct MHD_Daemon *mhd;
@@ -131,7 +129,6 @@ struct lab_api {
     int active;    /* request contexts alive */
     lab_req_t *pool;
     int npool;
-    lab_req_t *idem_pending;
     struct lab_act_idem *act_idem; /* instruments.c: recent action keys and their answers */
     int act_idem_next;
 

@@ -1,6 +1,6 @@
 /* The tokens file and token lookup. */
 #include "daemon/api/auth.h"
-#include "daemon/api/sha256.h"
+#include "core/sha256.h"
 #include "core/err.h"
 #include "core/mem.h"
 #include "core/text.h"

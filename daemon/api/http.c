@@ -5,7 +5,7 @@
  * content type), body collection with the size limit, and the lifecycle (start, stop accepting,
  * close). */
 #include "daemon/api/api_int.h"
-#include "daemon/api/sha256.h"
+#include "core/sha256.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -160,7 +160,7 @@ static lab_req_t *req_new(lab_api_t *api, struct MHD_Connection *c, const char *
 
 static void req_release(lab_api_t *api, lab_req_t *rq)
 {
-    LAB_ASSERT(rq->state != RQ_STORE && !rq->ins);
+    LAB_ASSERT(rq->state != RQ_STORE);
     if (rq->resp)
         MHD_destroy_response(rq->resp);
     rq->resp = NULL;
@@ -776,6 +776,8 @@ static void api_free(lab_api_t *api)
     free(api->hits);
     lab_act_idem_free(api);
     lab_events_free(api);
+    if (api->own_submit)
+        lab_submit_free(api->submit);
     free(api);
     if (cb)
         cb(arg);
@@ -814,6 +816,10 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
     api->instr = deps->instr;
     api->sched = deps->sched;
     api->campaigns = deps->campaigns;
+    if (lab_submit_new(&api->submit, deps->store, deps->sched, deps->clock, cfg->cell, false) !=
+        LAB_OK)
+        goto fail;
+    api->own_submit = true;
     api->max_body = cfg->http_max_body;
     api->auth = cfg->auth_enabled;
     api->hits = lab_calloc((size_t)lab_nroutes + 1, sizeof *api->hits);
@@ -894,6 +900,8 @@ fail:
     lab_tokens_free(&api->tokens);
     free(api->tokens_path);
     free(api->hits);
+    if (api->own_submit)
+        lab_submit_free(api->submit);
     free(api);
     return LAB_ECONFIG;
 }
@@ -920,6 +928,14 @@ int lab_api_reload(lab_api_t *api, const lab_config_t *cfg)
         api->tokens_path = lab_strdup(cfg->auth_tokens);
     }
     return tokens_read(api, api->tokens_path, false);
+}
+
+void lab_api_use_submit(lab_api_t *api, lab_submit_t *submit)
+{
+    if (api->own_submit)
+        lab_submit_free(api->submit);
+    api->submit = submit;
+    api->own_submit = false;
 }
 
 void lab_api_forget_sinks(lab_api_t *api)

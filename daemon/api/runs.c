@@ -1,10 +1,8 @@
-/* The run endpoints: POST /v1/runs (parse, validate against run.schema.json, build the run
- * document, commit it through the store, answer only after the commit; Idempotency-Key replay),
- * GET /v1/runs/{id}, and GET /v1/runs?state=&limit=&after= (pages in submission order; the
- * cursor is an opaque decimal string, "next" of the previous page, null on the last). */
+/* The run endpoints: POST /v1/runs (the submission path of daemon/fleet/submit.h, answered as
+ * HTTP: 201 with Location after the commit, Idempotency-Key replays, problem+json), GET
+ * /v1/runs/{id}, and GET /v1/runs?state=&limit=&after= (pages in submission order; the cursor is an
+ * opaque decimal string, "next" of the previous page, null on the last). */
 #include "daemon/api/api_int.h"
-#include "daemon/api/sha256.h"
-#include "daemon/store/workflows.h"
 #include "core/err.h"
 #include "core/id.h"
 #include "core/log.h"
@@ -22,28 +20,6 @@
 #define LIST_DEFAULT 50
 #define LIST_MAX 500
 
-/* ---- idempotency ---- */
-
-/* What makes two requests "the same": method, path and body, each NUL-separated. */
-static lab_req_t *idem_pending_find(lab_api_t *api, const char *who, const char *key)
-{
-    for (lab_req_t *p = api->idem_pending; p; p = p->next)
-        if (strcmp(p->idem_key, key) == 0 && strcmp(p->who, who) == 0)
-            return p;
-    return NULL;
-}
-
-static void idem_pending_remove(lab_api_t *api, lab_req_t *rq)
-{
-    for (lab_req_t **pp = &api->idem_pending; *pp; pp = &(*pp)->next) {
-        if (*pp == rq) {
-            *pp = rq->next;
-            rq->next = NULL;
-            return;
-        }
-    }
-}
-
 static void set_location(struct MHD_Response *r, const char *id)
 {
     char loc[64];
@@ -51,103 +27,44 @@ static void set_location(struct MHD_Response *r, const char *id)
     MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, loc);
 }
 
-/* A stored answer for (who, key): replays it, or refuses a different request. 1 when rq has its
- * answer, 0 when the key is new. */
-static int idem_replay(lab_req_t *rq, const char *key, const char *hash)
+/* ---- POST /v1/runs: the submission path (daemon/fleet/submit.c) with HTTP's answers ---- */
+
+static const lab_problem_t problem_of[] = {
+    [LAB_SUBMIT_MALFORMED] = LAB_P_BAD_JSON,      [LAB_SUBMIT_BAD_KEY] = LAB_P_BAD_REQUEST,
+    [LAB_SUBMIT_IN_PROGRESS] = LAB_P_IN_PROGRESS, [LAB_SUBMIT_CONFLICT] = LAB_P_IN_PROGRESS,
+    [LAB_SUBMIT_INVALID] = LAB_P_INVALID,         [LAB_SUBMIT_KEY_REUSED] = LAB_P_IDEM_MISMATCH,
+    [LAB_SUBMIT_INTERNAL] = LAB_P_INTERNAL,       [LAB_SUBMIT_UNAVAILABLE] = LAB_P_UNAVAILABLE,
+    [LAB_SUBMIT_TOO_LARGE] = LAB_P_TOO_LARGE,
+};
+
+static void post_done(void *arg, const lab_submit_answer_t *a)
 {
-    lab_api_t *api = rq->api;
-    char *stored_hash = NULL, *body = NULL;
-    int status = 0;
-    int rc = lab_idem_get(api->store, rq->who, key, &stored_hash, &status, &body);
-    if (rc == LAB_ENOTFOUND)
-        return 0;
-    if (rc) {
-        lab_problem(rq, LAB_P_INTERNAL, NULL, "idempotency record lookup failed: %s",
-                    lab_strerror(rc));
-    } else if (strcmp(stored_hash, hash) != 0) {
-        lab_problem(rq, LAB_P_IDEM_MISMATCH,
-                    lab_errors_one("", "Idempotency-Key was already used with another body"),
-                    "Idempotency-Key \"%.255s\" was first used for a different request", key);
+    lab_req_t *rq = arg;
+    if (a->why == LAB_SUBMIT_ACCEPTED) {
+        struct MHD_Response *r = lab_respond(rq, (unsigned)a->code, "application/json",
+                                             lab_strdup(a->doc), strlen(a->doc));
+        if (a->replayed)
+            MHD_add_response_header(r, "Idempotent-Replayed", "true");
+        /* A run in the lab's queue is not (yet) this cell's: GET /v1/lab/runs shows it. */
+        if (a->code == 201 && a->id[0] && !a->shared)
+            set_location(r, a->id);
     } else {
-        json_t *doc = json_loads(body, 0, NULL);
-        char id[LAB_UUID_LEN + 1] = "";
-        const char *s = json_string_value(json_object_get(doc, "id"));
-        if (s)
-            snprintf(id, sizeof id, "%s", s);
-        json_decref(doc);
-        struct MHD_Response *r =
-            lab_respond(rq, (unsigned)status, "application/json", body, strlen(body));
-        body = NULL;
-        MHD_add_response_header(r, "Idempotent-Replayed", "true");
-        if (status == 201 && id[0])
-            set_location(r, id);
+        struct MHD_Response *r = lab_problem(
+            rq, problem_of[a->why], json_array_size(a->errors) ? json_incref(a->errors) : NULL,
+            "%s", a->detail);
+        if (a->retry_after_s > 0) {
+            char s[16];
+            snprintf(s, sizeof s, "%d", a->retry_after_s);
+            MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, s);
+        }
     }
-    free(stored_hash);
-    free(body);
-    return 1;
-}
-
-/* ---- POST /v1/runs ---- */
-
-/* The version of a stored workflow document. The text read last and its version are kept: runs
- * come in long series of one workflow, and parsing its document for each one cost more than the
- * rest of the submission. A stored version never changes, so equal text is the same version. */
-static json_int_t wf_version_of(const char *wdoc)
-{
-    static char *last;
-    static json_int_t last_version;
-    if (last && strcmp(last, wdoc) == 0)
-        return last_version;
-    json_t *w = json_loads(wdoc, 0, NULL);
-    json_int_t v = json_integer_value(json_object_get(w, "version"));
-    json_decref(w);
-    free(last);
-    last = lab_strdup(wdoc);
-    last_version = v;
-    return v;
-}
-
-/* The store runs this on its worker: the wrapped insert does the work. */
-static int insert_apply(lab_store_op_t *op, sqlite3 *db)
-{
-    lab_req_t *rq = (lab_req_t *)((char *)op - offsetof(lab_req_t, op));
-    return rq->ins->op.apply(&rq->ins->op, db);
-}
-
-static void insert_done(lab_store_op_t *op, int status)
-{
-    lab_req_t *rq = (lab_req_t *)((char *)op - offsetof(lab_req_t, op));
-    lab_run_insert_t *ins = rq->ins;
-    json_t *doc = ins->arg;
-    rq->ins = NULL;
-    if (rq->idem_key)
-        idem_pending_remove(rq->api, rq);
-    if (status == 0 && rq->api->sched) {
-        lab_sched_submitted_doc(rq->api->sched, doc);
-        doc = NULL;
-    }
-    json_decref(doc);
-    if (status == 0) {
-        struct MHD_Response *r =
-            lab_respond(rq, 201, "application/json", ins->doc, strlen(ins->doc));
-        ins->doc = NULL;
-        set_location(r, ins->id);
-    } else if (status == LAB_ESHUTDOWN) {
-        lab_problem(rq, LAB_P_UNAVAILABLE, NULL, "the daemon is shutting down; not submitted");
-    } else if (status == LAB_ECONFLICT) {
-        lab_problem(rq, LAB_P_IN_PROGRESS, NULL,
-                    "another request with this Idempotency-Key committed first");
-    } else {
-        lab_problem(rq, LAB_P_INTERNAL, NULL, "the local store failed: %s", lab_strerror(status));
-    }
-    lab_run_insert_free(ins);
-    lab_req_resume(rq);
+    if (rq->state == RQ_STORE) /* answered later than the handler returned */
+        lab_req_resume(rq);
 }
 
 void lab_api_runs_post(lab_req_t *rq)
 {
     lab_api_t *api = rq->api;
-    char hash[65];
     if (!api->accepting) {
         /* Stopping: nothing new goes to the store; the client should reconnect elsewhere. */
         struct MHD_Response *r =
@@ -155,88 +72,21 @@ void lab_api_runs_post(lab_req_t *rq)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
         return;
     }
+    char hash[65];
     const char *key = lab_req_header(rq, "Idempotency-Key");
-    if (key) {
-        size_t kl = strlen(key);
-        if (kl == 0 || kl > LAB_IDEM_KEY_MAX) {
-            lab_problem(rq, LAB_P_BAD_REQUEST,
-                        lab_errors_one("", "Idempotency-Key must have 1 to 255 characters"),
-                        "Idempotency-Key has %zu characters", kl);
-            return;
-        }
-        if (idem_pending_find(api, rq->who, key)) {
-            lab_problem(rq, LAB_P_IN_PROGRESS, NULL,
-                        "the first request with Idempotency-Key \"%s\" is still committing", key);
-            return;
-        }
+    if (key)
         lab_req_hash(rq, hash);
-        if (idem_replay(rq, key, hash))
-            return;
-    }
-
-    json_t *sub = lab_req_json(rq, api->run_schema, "run document");
-    if (!sub)
-        return;
-    /* A run follows one version of its workflow: the one named, which must be stored, or the
-     * newest stored now. A workflow not stored is refused, unless the caller asked for the run
-     * to wait for it ("await_workflow": true): a typo must not queue a run that never starts. */
-    const char *wf = json_string_value(json_object_get(sub, "workflow"));
-    json_t *wv = json_object_get(sub, "workflow_version");
-    bool await_wf = json_is_true(json_object_get(sub, "await_workflow"));
-    json_object_del(sub, "await_workflow"); /* how it was submitted, not part of the run */
-    char *wdoc = NULL;
-    int wrc = lab_workflows_get(api->store, wf, wv ? (int)json_integer_value(wv) : 0, &wdoc);
-    if (wv && wrc == LAB_ENOTFOUND && lab_workflows_get(api->store, wf, 0, &wdoc) == LAB_OK) {
-        free(wdoc);
-        lab_problem(rq, LAB_P_INVALID,
-                    lab_errors_one("/workflow_version", "no such version of this workflow"),
-                    "workflow %s has no version %lld", wf, (long long)json_integer_value(wv));
-        json_decref(sub);
-        return;
-    }
-    if (wrc == LAB_ENOTFOUND && !await_wf) {
-        lab_problem(rq, LAB_P_INVALID,
-                    lab_errors_one("/workflow", "no workflow of this name is stored"),
-                    "workflow %s is not stored: store it first (POST /v1/workflows), or submit "
-                    "with \"await_workflow\": true to queue the run until it is",
-                    wf);
-        json_decref(sub);
-        return;
-    }
-    if (!wv && wrc == LAB_OK)
-        json_object_set_new(sub, "workflow_version", json_integer(wf_version_of(wdoc)));
-    free(wdoc);
-
-    char id[LAB_UUID_LEN + 1];
-    lab_uuid4(id);
-    int64_t now = lab_clock_now_ms(api->clock);
-    json_t *doc = lab_run_new_doc(sub, id, "api", rq->who, now);
-    json_decref(sub);
-    lab_run_insert_t *ins = lab_run_insert_new();
-    ins->id = lab_strdup(id);
-    ins->state = lab_strdup(lab_run_state_name(LAB_RUN_QUEUED));
-    ins->doc = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    if (!ins->doc) {
-        json_decref(doc);
-        lab_run_insert_free(ins);
-        lab_respond_internal(rq, "the run document could not be built");
-        return;
-    }
-    ins->arg = doc; /* for the scheduler, which would parse ins->doc again */
-    ins->ts_ms = now;
-    if (key) {
-        ins->idem_owner = lab_strdup(rq->who);
-        ins->idem_key = lab_strdup(key);
-        ins->idem_hash = lab_strdup(hash);
-        ins->idem_status = 201;
-        rq->idem_key = key;
-        rq->next = api->idem_pending;
-        api->idem_pending = rq;
-    }
-    rq->ins = ins;
-    rq->op = (lab_store_op_t){.apply = insert_apply, .done = insert_done};
-    lab_req_suspend(rq);
-    lab_store_submit(api->store, &rq->op);
+    lab_submission_t in = {
+        .body = rq->body,
+        .len = rq->len,
+        .key = key,
+        .owner = rq->who,
+        .hash = key ? hash : NULL,
+        .origin = "api",
+        .via = "http",
+    };
+    if (lab_submit_run(api->submit, &in, post_done, rq) > 0)
+        lab_req_suspend(rq);
 }
 
 /* ---- GET /v1/runs/{id} ---- */

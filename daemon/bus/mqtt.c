@@ -134,6 +134,10 @@ typedef struct ev {
     char *payload;
     size_t len;
     char *response_topic;
+    void *corr; /* Correlation Data */
+    size_t corr_len;
+    lab_mqtt_prop_t props[LAB_MQTT_PROPS_MAX]; /* user properties, names and values malloc'd */
+    int nprops;
 } ev_t;
 
 static void ev_run(lab_tq_item_t *item);
@@ -233,6 +237,22 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
         MQTTProperties_getProperty(&msg->properties, MQTTPROPERTY_CODE_RESPONSE_TOPIC);
     if (rt)
         e->response_topic = lab_strndup(rt->value.data.data, (size_t)rt->value.data.len);
+    MQTTProperty *cd =
+        MQTTProperties_getProperty(&msg->properties, MQTTPROPERTY_CODE_CORRELATION_DATA);
+    if (cd && cd->value.data.len > 0) {
+        e->corr_len = (size_t)cd->value.data.len;
+        e->corr = lab_malloc(e->corr_len);
+        memcpy(e->corr, cd->value.data.data, e->corr_len);
+    }
+    for (int i = 0; i < msg->properties.count && e->nprops < LAB_MQTT_PROPS_MAX; i++) {
+        const MQTTProperty *p = &msg->properties.array[i];
+        if (p->identifier != MQTTPROPERTY_CODE_USER_PROPERTY)
+            continue;
+        /* Paho's strings are counted, not terminated; a NUL inside one ends it here. */
+        e->props[e->nprops].name = lab_strndup(p->value.data.data, (size_t)p->value.data.len);
+        e->props[e->nprops].value = lab_strndup(p->value.value.data, (size_t)p->value.value.len);
+        e->nprops++;
+    }
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);
     lab_tq_push(&m->tq, &e->item);
@@ -351,7 +371,9 @@ static void subscribe_one(lab_mqtt_t *m, const sub_t *s)
     ro.onSuccess5 = on_sub_ok;
     ro.onFailure5 = on_sub_fail;
     ro.context = m;
-    ro.subscribeOptions.noLocal = 1; /* never our own publications */
+    /* Never our own publications; MQTT 5 forbids No Local on a shared subscription (the broker
+     * drops the connection), and there our own answers never match the filter anyway. */
+    ro.subscribeOptions.noLocal = strncmp(s->filter, "$share/", 7) != 0;
     int rc = MQTTAsync_subscribe(m->client, s->filter, s->qos, &ro);
     if (rc != MQTTASYNC_SUCCESS) {
         set_error(m, "subscribe %s: paho error %d", s->filter, rc);
@@ -645,12 +667,32 @@ static void count_received(lab_mqtt_t *m, const char *topic)
     m->in.received_other++;
 }
 
+/* The filter a message's topic is matched against: a shared subscription's without
+ * "$share/GROUP/" (the broker delivers such messages under their own topic). */
+static const char *match_filter(const char *filter)
+{
+    if (strncmp(filter, "$share/", 7) != 0)
+        return filter;
+    const char *slash = strchr(filter + 7, '/');
+    return slash ? slash + 1 : filter;
+}
+
 static void dispatch(lab_mqtt_t *m, ev_t *e)
 {
     count_received(m, e->topic);
     for (int i = 0; i < m->nsubs; i++) {
-        if (lab_topic_match(m->subs[i].filter, e->topic)) {
-            m->subs[i].cb(m->subs[i].ctx, e->topic, e->payload, e->len, e->response_topic);
+        if (lab_topic_match(match_filter(m->subs[i].filter), e->topic)) {
+            lab_mqtt_in_t in = {
+                .topic = e->topic,
+                .payload = e->payload,
+                .len = e->len,
+                .response_topic = e->response_topic,
+                .corr = e->corr,
+                .corr_len = e->corr_len,
+                .props = e->props,
+                .nprops = e->nprops,
+            };
+            m->subs[i].cb(m->subs[i].ctx, &in);
             return;
         }
     }
@@ -752,6 +794,11 @@ done:
     free(e->topic);
     free(e->payload);
     free(e->response_topic);
+    free(e->corr);
+    for (int i = 0; i < e->nprops; i++) {
+        free((char *)e->props[i].name);
+        free((char *)e->props[i].value);
+    }
     free(e);
 }
 
@@ -1019,7 +1066,50 @@ void lab_mqtt_unanswered(lab_mqtt_t *m, const char *topic, lab_mqtt_why_t why, c
     unanswered(m, why, what, answer);
 }
 
-int lab_mqtt_reply(lab_mqtt_t *m, const char *topic, const char *payload)
+const char *lab_mqtt_in_prop(const lab_mqtt_in_t *msg, const char *name)
+{
+    for (int i = 0; i < msg->nprops; i++)
+        if (strcmp(msg->props[i].name, name) == 0)
+            return msg->props[i].value;
+    return NULL;
+}
+
+lab_mqtt_return_t *lab_mqtt_return_new(const lab_mqtt_in_t *msg, const char *fallback)
+{
+    lab_mqtt_return_t *r = LAB_NEW(lab_mqtt_return_t);
+    /* An empty Response Topic is no topic: the fallback then too. */
+    const char *t = msg->response_topic && *msg->response_topic ? msg->response_topic : fallback;
+    r->topic = t && *t ? lab_strdup(t) : NULL;
+    if (msg->corr && msg->corr_len) {
+        r->corr = lab_malloc(msg->corr_len);
+        memcpy(r->corr, msg->corr, msg->corr_len);
+        r->corr_len = msg->corr_len;
+    }
+    r->from = lab_strdup(msg->topic);
+    return r;
+}
+
+void lab_mqtt_return_free(lab_mqtt_return_t *r)
+{
+    if (!r)
+        return;
+    free(r->topic);
+    free(r->corr);
+    free(r->from);
+    free(r);
+}
+
+int lab_mqtt_answer(lab_mqtt_t *m, const lab_mqtt_return_t *r, const char *payload)
+{
+    if (!r->topic) {
+        lab_mqtt_unanswered(m, r->from, LAB_MQTT_NO_REPLY_TOPIC, payload);
+        return LAB_EINVAL;
+    }
+    return lab_mqtt_reply(m, r->topic, r->corr, r->corr_len, payload);
+}
+
+int lab_mqtt_reply(lab_mqtt_t *m, const char *topic, const void *corr, size_t corr_len,
+                   const char *payload)
 {
     if (!m)
         return LAB_ECONN;
@@ -1039,8 +1129,15 @@ int lab_mqtt_reply(lab_mqtt_t *m, const char *topic, const char *payload)
     msg.payload = (void *)payload;
     msg.payloadlen = (int)strlen(payload);
     msg.qos = 1;
+    if (corr && corr_len > 0 && corr_len <= 65535) {
+        MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_CORRELATION_DATA};
+        p.value.data.data = (char *)corr;
+        p.value.data.len = (int)corr_len;
+        MQTTProperties_add(&msg.properties, &p); /* copies it */
+    }
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     int rc = MQTTAsync_sendMessage(m->client, topic, &msg, &ro);
+    MQTTProperties_free(&msg.properties);
     if (rc != MQTTASYNC_SUCCESS) {
         bool utf8 = rc == MQTTASYNC_BAD_UTF8_STRING;
         snprintf(what, sizeof what, "reply topic=%.300s: %s (paho error %d)", topic,

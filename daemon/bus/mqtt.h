@@ -25,19 +25,59 @@ void lab_mqtt_stats(const lab_mqtt_t *m, lab_sink_stats_t *out);
 /* The cell's topic root: topic_root/site/cell. */
 const char *lab_mqtt_root(const lab_mqtt_t *m);
 
-/* An inbound message, on the loop thread. payload is NUL-terminated (len excludes the NUL);
- * response_topic is the MQTT 5 Response Topic, or NULL. Everything is valid during the call. */
-typedef void (*lab_mqtt_msg_cb)(void *ctx, const char *topic, const char *payload, size_t len,
-                                const char *response_topic);
+/* One MQTT 5 user property of an inbound message. */
+typedef struct lab_mqtt_prop {
+    const char *name, *value;
+} lab_mqtt_prop_t;
+
+/* An inbound message, on the loop thread; everything is valid during the callback only.
+ * payload is NUL-terminated (len excludes the NUL); response_topic is the MQTT 5 Response Topic
+ * or NULL; corr is the Correlation Data (corr_len bytes) or NULL; props are the user properties
+ * in the order they came (at most LAB_MQTT_PROPS_MAX are kept). */
+typedef struct lab_mqtt_in {
+    const char *topic;
+    const char *payload;
+    size_t len;
+    const char *response_topic;
+    const void *corr;
+    size_t corr_len;
+    const lab_mqtt_prop_t *props;
+    int nprops;
+} lab_mqtt_in_t;
+#define LAB_MQTT_PROPS_MAX 32
+typedef void (*lab_mqtt_msg_cb)(void *ctx, const lab_mqtt_in_t *msg);
+/* The value of the first user property called name, or NULL. */
+const char *lab_mqtt_in_prop(const lab_mqtt_in_t *msg, const char *name);
+
 /* Adds a filter to the subscription table: subscribed now when connected, and again on every
  * connect (a clean start loses subscriptions). A message goes to the first entry whose filter
- * matches. LAB_EINVAL for a bad filter or QoS, LAB_ETOOBIG past 32 entries. */
+ * matches; a shared subscription ($share/GROUP/FILTER) matches as FILTER. LAB_EINVAL for a bad
+ * filter or QoS, LAB_ETOOBIG past 32 entries. */
 int lab_mqtt_subscribe(lab_mqtt_t *m, const char *filter, int qos, lab_mqtt_msg_cb cb, void *ctx);
+
+/* Where the answer to an inbound message goes: its response topic (or a reply_to the handler
+ * found in the payload; NULL: nowhere), with the request's Correlation Data, which every answer
+ * echoes, and the topic the request came on (for the log when it cannot be answered). An
+ * asynchronous handler keeps one with lab_mqtt_return_new and frees it after answering. */
+typedef struct lab_mqtt_return {
+    char *topic;
+    void *corr;
+    size_t corr_len;
+    char *from;
+} lab_mqtt_return_t;
+/* A copy of msg's return address; fallback when it has no response topic (or an empty one). */
+lab_mqtt_return_t *lab_mqtt_return_new(const lab_mqtt_in_t *msg, const char *fallback);
+void lab_mqtt_return_free(lab_mqtt_return_t *r);
+
 /* An answer to an inbound message (its response topic), QoS 1, outside the outbox: answers are
- * for whoever waits now. LAB_EINVAL for a topic no answer may go to (lab_topic_reply_check),
- * LAB_ECONN when the broker is not connected or Paho refused it. Every answer not sent is logged
- * with why and its text, and counted. */
-int lab_mqtt_reply(lab_mqtt_t *m, const char *topic, const char *payload);
+ * for whoever waits now. The Correlation Data (corr, corr_len; NULL: none) goes back as it came.
+ * LAB_EINVAL for a topic no answer may go to (lab_topic_reply_check), LAB_ECONN when the broker
+ * is not connected or Paho refused it. Every answer not sent is logged with why and its text, and
+ * counted. */
+int lab_mqtt_reply(lab_mqtt_t *m, const char *topic, const void *corr, size_t corr_len,
+                   const char *payload);
+/* The same to a kept return address: answered, or (no topic) counted as unanswered. */
+int lab_mqtt_answer(lab_mqtt_t *m, const lab_mqtt_return_t *r, const char *payload);
 
 /* Why an inbound message got no answer; each is counted (labloop_mqtt_unanswered_total). */
 typedef enum lab_mqtt_why {

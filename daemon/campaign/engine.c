@@ -510,8 +510,7 @@ void campaigns_maybe_propose(lab_campaigns_t *l, camp_t *c)
 
 typedef struct mq_reply {
     lab_campaigns_t *l;
-    char *topic; /* where the answer goes, NULL when nowhere */
-    char *from;  /* the topic the batch came on */
+    lab_mqtt_return_t *ret; /* where the answer goes, with the correlation data to echo */
 } mq_reply_t;
 
 /* Every batch that came over MQTT ends here: answered, or logged with its answer and why it could
@@ -530,21 +529,19 @@ static void mq_done(void *arg, int status, json_t *a)
         json_object_set_new(out, "code", json_integer(status));
         char *text = json_dumps(out, JSON_COMPACT);
         json_decref(out);
-        if (!r->topic)
-            lab_mqtt_unanswered(r->l->mqtt, r->from, LAB_MQTT_NO_REPLY_TOPIC, text);
-        else if (lab_mqtt_reply(r->l->mqtt, r->topic, text) == 0)
-            log_info("loop", "batch on topic=%s answered %d on %s", r->from, status, r->topic);
+        if (lab_mqtt_answer(r->l->mqtt, r->ret, text) == 0)
+            log_info("loop", "batch on topic=%s answered %d on %s", r->ret->from, status,
+                     r->ret->topic);
         free(text);
     }
-    free(r->topic);
-    free(r->from);
+    lab_mqtt_return_free(r->ret);
     free(r);
 }
 
-static void on_batch_msg(void *ctx, const char *topic, const char *payload, size_t len,
-                         const char *response_topic)
+static void on_batch_msg(void *ctx, const lab_mqtt_in_t *in)
 {
     lab_campaigns_t *l = ctx;
+    const char *topic = in->topic;
     /* ROOT/in/campaigns/{id}/batches */
     const char *root = lab_mqtt_root(l->mqtt);
     size_t rl = strlen(root);
@@ -554,14 +551,11 @@ static void on_batch_msg(void *ctx, const char *topic, const char *payload, size
     const char *end = strlen(topic) > rl + 14 ? strstr(p, "/batches") : NULL;
     char *id = end ? lab_strndup(p, (size_t)(end - p)) : lab_strdup("");
     json_error_t je;
-    json_t *doc = json_loadb(payload, len, 0, &je);
+    json_t *doc = json_loadb(in->payload, in->len, 0, &je);
     mq_reply_t *r = LAB_NEW(mq_reply_t);
     r->l = l;
-    r->from = lab_strdup(topic);
     /* An empty Response Topic is no topic: reply_to is the fallback then too. */
-    const char *rt =
-        response_topic && *response_topic ? response_topic : campaigns_str(doc, "reply_to");
-    r->topic = rt && *rt ? lab_strdup(rt) : NULL;
+    r->ret = lab_mqtt_return_new(in, campaigns_str(doc, "reply_to"));
     if (!json_is_object(doc)) {
         char msg[300];
         snprintf(msg, sizeof msg, "the batch is not a JSON object: %s (line %d)", je.text, je.line);

@@ -234,14 +234,15 @@ static void on_telemetry(void *ctx, lab_driver_t *d, int64_t ts_ms, json_t *valu
 
 /* An answer that cannot be built (text quoted from the report that is not JSON text) is a fixed
  * refusal, logged, never a crash. */
-static void answer(lab_instr_t *in, const char *response_topic, json_t *doc)
+static void answer(lab_instr_t *in, const lab_mqtt_in_t *msg, json_t *doc)
 {
+    const char *response_topic = msg->response_topic;
     if (response_topic) {
         char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
         if (!text)
             log_error("instr", "the answer to a report on topic %s could not be built",
                       response_topic);
-        lab_mqtt_reply(in->mqtt, response_topic,
+        lab_mqtt_reply(in->mqtt, response_topic, msg->corr, msg->corr_len,
                        text ? text
                             : "{\"accepted\":false,\"errors\":[{\"path\":\"\",\"message\":"
                               "\"internal error\"}]}");
@@ -250,10 +251,10 @@ static void answer(lab_instr_t *in, const char *response_topic, json_t *doc)
     json_decref(doc);
 }
 
-static void on_report(void *ctx, const char *topic, const char *payload, size_t len,
-                      const char *response_topic)
+static void on_report(void *ctx, const lab_mqtt_in_t *msg)
 {
     lab_instr_t *in = ctx;
+    const char *topic = msg->topic;
     const char *root = lab_mqtt_root(in->mqtt);
     size_t rl = strlen(root);
     char id[128];
@@ -266,12 +267,12 @@ static void on_report(void *ctx, const char *topic, const char *payload, size_t 
     char err[400];
     if (!d) {
         log_warn("instr", "report for unknown instrument=%s", id);
-        answer(in, response_topic,
+        answer(in, msg,
                json_pack("{s:b, s:[{s:s, s:s}]}", "accepted", 0, "errors", "path", "", "message",
                          "no such instrument in this cell"));
         return;
     }
-    if (lab_driver_feed(d, payload, len, err, sizeof err) != LAB_OK) {
+    if (lab_driver_feed(d, msg->payload, msg->len, err, sizeof err) != LAB_OK) {
         log_warn("instr", "instrument=%s report refused: %s", id, err);
         /* err is "PATH: message" */
         /* err is "PATH: message", PATH in the codec's "$.values.name" form: answered as a JSON
@@ -284,10 +285,10 @@ static void on_report(void *ctx, const char *topic, const char *payload, size_t 
                 ptr[n++] = *p == '.' ? '/' : *p;
         ptr[n] = '\0';
         json_t *e = json_pack("{s:s, s:s}", "path", ptr, "message", colon ? colon + 2 : err);
-        answer(in, response_topic, json_pack("{s:b, s:[o]}", "accepted", 0, "errors", e));
+        answer(in, msg, json_pack("{s:b, s:[o]}", "accepted", 0, "errors", e));
         return;
     }
-    answer(in, response_topic, json_pack("{s:b, s:s}", "accepted", 1, "instrument", id));
+    answer(in, msg, json_pack("{s:b, s:s}", "accepted", 1, "instrument", id));
 }
 
 /* ---- lifecycle ---- */

@@ -79,6 +79,30 @@ int h_sub_wait(h_sub_t *s, int n, int timeout_ms);
 int h_sub_messages(h_sub_t *s, h_msg_t **msgs);
 void h_sub_stop(h_sub_t *s);
 
+/* An MQTT 5 requester (harness_req.c): publishes with a Response Topic, Correlation Data and the
+ * user property idempotency-key, and records every answer on its filter with the Correlation
+ * Data it carried (NULL: none). */
+typedef struct h_answer {
+    char *topic;
+    char *payload;
+    char *corr;
+} h_answer_t;
+
+typedef struct h_req h_req_t;
+h_req_t *h_req_start(const char *uri, const char *filter);
+/* QoS 1; response_topic, corr and key may each be NULL (left out). wait: until the broker has
+ * it. */
+int h_req_publish(h_req_t *r, const char *topic, const void *payload, size_t len,
+                  const char *response_topic, const char *corr, const char *key, bool wait);
+/* Waits until at least n answers arrived or timeout_ms passed; returns how many arrived. */
+int h_req_wait(h_req_t *r, int n, int timeout_ms);
+/* A snapshot of the answers so far (valid until the next call on r). */
+int h_req_answers(h_req_t *r, h_answer_t **out);
+/* The first answer that echoed corr, as JSON (the caller's), waiting up to timeout_ms; NULL
+ * when none came. */
+json_t *h_req_answer(h_req_t *r, const char *corr, int timeout_ms);
+void h_req_stop(h_req_t *r);
+
 /* ---- labloopd as a process ---- */
 typedef struct h_daemon {
     char dir[256]; /* holds labloop.ini, state/, and the daemon's log */

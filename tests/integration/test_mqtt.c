@@ -630,12 +630,11 @@ typedef struct inbox {
     char last[128];
 } inbox_t;
 
-static void on_in(void *ctx, const char *topic, const char *payload, size_t len,
-                  const char *response_topic)
+static void on_in(void *ctx, const lab_mqtt_in_t *msg)
 {
     inbox_t *in = ctx;
     in->n++;
-    snprintf(in->last, sizeof in->last, "%s %s", topic, payload);
+    snprintf(in->last, sizeof in->last, "%s %s", msg->topic, msg->payload);
 }
 
 /* One QoS 1 message from a short-lived client (Paho's async library: see harness_mqtt.c). */
@@ -706,6 +705,81 @@ static void test_inbound_resubscribed(void **state)
     env_close(&e);
 }
 
+/* What a handler gets beside the payload, and what its answer carries back. */
+typedef struct props_in {
+    int n;
+    char corr[64], key[64], topic[128];
+    lab_mqtt_t *m;
+} props_in_t;
+
+static void on_props(void *ctx, const lab_mqtt_in_t *msg)
+{
+    props_in_t *p = ctx;
+    p->n++;
+    snprintf(p->corr, sizeof p->corr, "%.*s", (int)msg->corr_len, (const char *)msg->corr);
+    const char *k = lab_mqtt_in_prop(msg, "idempotency-key");
+    snprintf(p->key, sizeof p->key, "%s", k ? k : "");
+    snprintf(p->topic, sizeof p->topic, "%s", msg->topic);
+    lab_mqtt_return_t *r = lab_mqtt_return_new(msg, NULL);
+    lab_mqtt_answer(p->m, r, "{\"answer\":1}");
+    lab_mqtt_return_free(r);
+}
+
+typedef struct req_wait {
+    h_req_t *rq;
+    props_in_t *in;
+    const char *topic, *corr;
+} req_wait_t;
+
+/* Publishes until the bridge got it and the answer came back. */
+static bool answered(env_t *e, void *arg)
+{
+    req_wait_t *w = arg;
+    if (w->in->n > 0 && h_req_wait(w->rq, 1, 0) >= 1)
+        return true;
+    if (w->in->n == 0)
+        h_req_publish(w->rq, w->topic, "{}", 2, "answers/p", w->corr, "k-7", true);
+    for (int i = 0; i < 20; i++)
+        uv_run(&e->loop, UV_RUN_ONCE);
+    return false;
+}
+
+/* Correlation Data and user properties reach the handler, and the answer echoes the Correlation
+ * Data; a shared subscription ($share/GROUP/...) gets its messages under their own topic. */
+static void test_inbound_properties(void **state)
+{
+    env_t e;
+    env_open(&e, 8);
+    bridge_start(&e);
+    props_in_t in = {.m = e.m}, shared = {.m = e.m};
+    char *filter = lab_topic_filter(lab_topic_get(LAB_TOPIC_IN_RUNS), lab_mqtt_root(e.m));
+    assert_int_equal(lab_mqtt_subscribe(e.m, filter, 1, on_props, &in), 0);
+    assert_int_equal(lab_mqtt_subscribe(e.m, "$share/labloop/site/in/runs", 1, on_props, &shared),
+                     0);
+    assert_true(run_until(&e, bridge_up, NULL, DEADLINE_MS));
+    h_req_t *rq = h_req_start(e.mq.uri, "answers/#");
+    assert_non_null(rq);
+    req_wait_t w = {rq, &in, ROOT "/in/runs", "corr-1"};
+    assert_true(run_until(&e, answered, &w, DEADLINE_MS));
+    assert_string_equal(in.corr, "corr-1");
+    assert_string_equal(in.key, "k-7");
+    json_t *a = h_req_answer(rq, "corr-1", DEADLINE_MS);
+    assert_non_null(a);
+    json_decref(a);
+    h_req_stop(rq);
+    rq = h_req_start(e.mq.uri, "answers/#");
+    req_wait_t w2 = {rq, &shared, "site/in/runs", "corr-2"};
+    assert_true(run_until(&e, answered, &w2, DEADLINE_MS));
+    assert_string_equal(shared.topic, "site/in/runs");
+    assert_string_equal(shared.corr, "corr-2");
+    a = h_req_answer(rq, "corr-2", DEADLINE_MS);
+    assert_non_null(a);
+    json_decref(a);
+    h_req_stop(rq);
+    free(filter);
+    env_close(&e);
+}
+
 /* A window wider than Paho's default buffer (100) goes out whole: no publish is refused. */
 static void test_wide_window_burst(void **state)
 {
@@ -752,7 +826,7 @@ static void test_buffer_full_retried(void **state)
     bool stuck = false;
     while (!stuck && sent < REPLIES) {
         int took = 0;
-        while (sent < REPLIES && lab_mqtt_reply(e.m, "test/replies", big) == 0)
+        while (sent < REPLIES && lab_mqtt_reply(e.m, "test/replies", NULL, 0, big) == 0)
             took++, sent++;
         stuck = took == 0;
         h_sleep_ms(50);
@@ -812,6 +886,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_publisher_killed),
         cmocka_unit_test(test_bad_rows),
         cmocka_unit_test(test_inbound_resubscribed),
+        cmocka_unit_test(test_inbound_properties),
         cmocka_unit_test(test_stop_while_down),
         cmocka_unit_test(test_buffer_full_retried),
         cmocka_unit_test(test_wide_window_burst),

@@ -1,7 +1,7 @@
 /* The tokens file: parsing, roles, refused lines with their line numbers, and lookups that
  * compare in constant time against every token. */
 #include "daemon/api/auth.h"
-#include "daemon/api/sha256.h"
+#include "core/sha256.h"
 #include "core/err.h"
 
 #include <setjmp.h>

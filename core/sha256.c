@@ -1,5 +1,5 @@
 /* SHA-256 per FIPS 180-4; small and portable, so the API needs no crypto library. */
-#include "daemon/api/sha256.h"
+#include "core/sha256.h"
 
 #include <string.h>
 

@@ -1,7 +1,7 @@
 /* SHA-256 (FIPS 180-4), for hashing bearer tokens (so every comparison has the same length) and
  * idempotent requests (method, path and body). */
-#ifndef LAB_API_SHA256_H
-#define LAB_API_SHA256_H
+#ifndef LAB_CORE_SHA256_H
+#define LAB_CORE_SHA256_H
 
 #include <stddef.h>
 #include <stdint.h>
