@@ -18,6 +18,10 @@ typedef struct inst {
     json_t *units;
     int64_t telemetry_ms;
     int64_t state_ms;
+    /* the operator's hold: who paused it and why, who resumed it (empty: nobody yet) */
+    bool held;
+    char *paused_by, *pause_reason, *resumed_by;
+    int64_t paused_ms, resumed_ms;
 } inst_t;
 
 struct lab_instr {
@@ -367,6 +371,9 @@ static void instr_free(lab_instr_t *in)
     for (int i = 0; i < in->n; i++) {
         json_decref(in->v[i].telemetry);
         json_decref(in->v[i].units);
+        free(in->v[i].paused_by);
+        free(in->v[i].pause_reason);
+        free(in->v[i].resumed_by);
     }
     free(in->v);
     free(in);
@@ -415,6 +422,38 @@ lab_driver_t *lab_instr_find(lab_instr_t *in, const char *id, size_t len)
     return NULL;
 }
 
+int lab_instr_hold(lab_instr_t *in, lab_driver_t *d, bool paused, const char *by,
+                   const char *reason)
+{
+    inst_t *it = inst_of(in, d);
+    if (!it)
+        return LAB_ENOTFOUND;
+    int64_t now = lab_clock_now_ms(in->clock);
+    it->held = paused;
+    if (paused) {
+        free(it->paused_by);
+        free(it->pause_reason);
+        it->paused_by = lab_strdup(by);
+        it->pause_reason = reason ? lab_strdup(reason) : NULL;
+        it->paused_ms = now;
+    } else {
+        free(it->resumed_by);
+        it->resumed_by = lab_strdup(by);
+        it->resumed_ms = now;
+    }
+    lab_inst_state_t before = lab_driver_state(d);
+    lab_driver_pause(d, paused);
+    /* An instrument in fault or offline stays so when held or let go: its state row does not
+     * change, so the hold gets a row of its own (the dashboard shows who holds it). */
+    if (lab_driver_state(d) == before) {
+        it->state_ms = now;
+        json_t *doc = lab_instr_doc(in, d, false);
+        append_row(in, "instrument.state", lab_driver_id(d), doc, now);
+        json_decref(doc);
+    }
+    return 0;
+}
+
 json_t *lab_instr_doc(lab_instr_t *in, lab_driver_t *d, bool detail)
 {
     const lab_driver_ops_t *ops = lab_driver_ops(d);
@@ -433,6 +472,18 @@ json_t *lab_instr_doc(lab_instr_t *in, lab_driver_t *d, bool detail)
     if (it && it->state_ms) {
         lab_time_iso(it->state_ms, ts);
         json_object_set_new(doc, "updated_at", json_string(ts));
+    }
+    if (it && it->held) {
+        lab_time_iso(it->paused_ms, ts);
+        json_object_set_new(doc, "paused_by", json_string(it->paused_by));
+        json_object_set_new(doc, "paused_at", json_string(ts));
+        if (it->pause_reason)
+            json_object_set_new(doc, "pause_reason", json_string(it->pause_reason));
+    }
+    if (it && !it->held && it->resumed_ms) {
+        lab_time_iso(it->resumed_ms, ts);
+        json_object_set_new(doc, "resumed_by", json_string(it->resumed_by));
+        json_object_set_new(doc, "resumed_at", json_string(ts));
     }
     if (it) {
         json_t *tel = json_pack("{s:O, s:O}", "values", it->telemetry, "units", it->units);

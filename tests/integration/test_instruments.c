@@ -336,6 +336,80 @@ static void test_bad_reports(void **state)
     json_decref(doc);
 }
 
+static json_t *post_hold(const char *id, const char *what, const char *body, int want_status)
+{
+    char path[128], *resp = NULL;
+    snprintf(path, sizeof path, "/v1/instruments/%s/%s", id, what);
+    int st =
+        h_http(dmn.url, "POST", path, body ? "Content-Type: application/json" : NULL, body, &resp);
+    if (st != want_status)
+        fail_msg("POST %s %s: %d %s", path, body ? body : "", st, resp ? resp : "");
+    json_t *doc = json_loads(resp ? resp : "", 0, NULL);
+    free(resp);
+    assert_non_null(doc);
+    return doc;
+}
+
+static const char *str_of(json_t *doc, const char *key)
+{
+    return json_string_value(json_object_get(doc, key));
+}
+
+/* Pause and resume say who did it and why, in the answer, in GET and through the outbox (the
+ * PostgreSQL copy of the instrument's state document); an instrument that cannot change state
+ * (offline) still gets its hold recorded. Bad bodies are refused and change nothing. */
+static void test_pause_records_who(void **state)
+{
+    json_t *bad = post_hold("mover1", "pause", "{\"reason\": 7}", 422);
+    json_decref(bad);
+    bad = post_hold("mover1", "pause", "{\"why\": \"x\"}", 422);
+    json_decref(bad);
+    bad = post_hold("mover1", "resume", "{\"reason\": \"x\"}", 422);
+    json_decref(bad);
+    json_t *doc = get_json("/v1/instruments/mover1", 200);
+    assert_string_equal(state_of(doc), "idle");
+    assert_null(json_object_get(doc, "paused_by"));
+    json_decref(doc);
+
+    doc = post_hold("mover1", "pause", "{\"reason\": \"tip box empty\"}", 200);
+    assert_string_equal(state_of(doc), "paused");
+    assert_string_equal(str_of(doc, "paused_by"), "anonymous");
+    assert_string_equal(str_of(doc, "pause_reason"), "tip box empty");
+    assert_non_null(str_of(doc, "paused_at"));
+    json_decref(doc);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "SELECT count(*) FROM labloop.instruments WHERE id = 'mover1' "
+                                     "AND state = 'paused' AND doc->>'pause_reason' = 'tip box "
+                                     "empty' AND doc->>'paused_by' = 'anonymous'",
+                                     1, 10000),
+                     1);
+
+    doc = post_hold("mover1", "resume", NULL, 200);
+    assert_string_equal(state_of(doc), "idle");
+    assert_string_equal(str_of(doc, "resumed_by"), "anonymous");
+    assert_null(json_object_get(doc, "paused_by"));
+    assert_null(json_object_get(doc, "pause_reason"));
+    json_decref(doc);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "SELECT count(*) FROM labloop.instruments WHERE id = 'mover1' "
+                                     "AND state = 'idle' AND doc->>'resumed_by' = 'anonymous'",
+                                     1, 10000),
+                     1);
+
+    /* Paused again with another reason: the state stays, the hold's row is written anyway. */
+    json_decref(post_hold("env1", "pause", "{}", 200));
+    doc = post_hold("env1", "pause", "{\"reason\": \"probe cleaning\"}", 200);
+    assert_string_equal(state_of(doc), "paused");
+    assert_string_equal(str_of(doc, "pause_reason"), "probe cleaning");
+    json_decref(doc);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "SELECT count(*) FROM labloop.instruments WHERE id = 'env1' "
+                                     "AND doc->>'pause_reason' = 'probe cleaning'",
+                                     1, 10000),
+                     1);
+    json_decref(post_hold("env1", "resume", NULL, 200));
+}
+
 static void test_config_errors(void **state)
 {
     char dir[256], path[300], cmd[800];
@@ -372,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_report_becomes_telemetry),
         cmocka_unit_test(test_bad_reports),
+        cmocka_unit_test(test_pause_records_who),
         cmocka_unit_test(test_config_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
