@@ -66,6 +66,18 @@ int lab_runs_list(lab_store_t *st, const char *state, int64_t after, int limit, 
                   int64_t *next);
 int lab_runs_count(lab_store_t *st, const char *state);
 
+/* Which runs a list holds: each set field must equal the run's (state, plate, workflow,
+ * priority; a run without a priority is "normal"), NULL ones take any. */
+typedef struct lab_runs_filter {
+    const char *state, *plate, *workflow, *priority;
+    bool newest_first; /* the list from the newest run back; the cursor then goes back too */
+} lab_runs_filter_t;
+
+/* lab_runs_list with filters: the page after the cursor in the filter's order, *next the cursor
+ * of the following page (0: none). Returns the count, or a negative error. */
+int lab_runs_find(lab_store_t *st, const lab_runs_filter_t *f, int64_t after, int limit,
+                  char ***docs, int64_t *next);
+
 /* Loop thread: a stored idempotency record. LAB_ENOTFOUND when none. The body is the run
  * document that the first request answered with (status idem_status). */
 int lab_idem_get(lab_store_t *st, const char *owner, const char *key, char **hash, int *status,
