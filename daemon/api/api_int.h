@@ -251,6 +251,7 @@ void lab_api_cell(lab_req_t *rq);
 bool lab_web_serve(lab_req_t *rq);
 
 void lab_api_events(lab_req_t *rq);
+void lab_api_prompts_list(lab_req_t *rq);
 
 void lab_act_idem_free(lab_api_t *api);
 /* The event streams: the commit listener and the timer (at start); at close every stream ends. */

@@ -51,6 +51,9 @@ lab_driver_t *lab_instr_find(lab_instr_t *in, const char *id, size_t len);
  * held; resumed_by, resumed_at after) and the change is an instrument.state row. */
 int lab_instr_hold(lab_instr_t *in, lab_driver_t *d, bool paused, const char *by,
                    const char *reason);
+/* A person asked the instrument for an action (by: who): while one of its prompts is open (a
+ * fault, a manual move), that person and action answer it when it closes. */
+void lab_instr_note_action(lab_instr_t *in, lab_driver_t *d, const char *by, const char *action);
 /* The instrument's document: id, kind, driver, model, label, capacity, state, last_error,
  * telemetry (values, units, ts), info; with detail, the actions with their parameter schemas. */
 json_t *lab_instr_doc(lab_instr_t *in, lab_driver_t *d, bool detail);

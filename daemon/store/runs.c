@@ -3,6 +3,7 @@
 #include "daemon/store/runs.h"
 #include "core/err.h"
 #include "core/mem.h"
+#include "daemon/store/prompts.h"
 #include "daemon/store/store_int.h"
 
 #include <stddef.h>
@@ -124,6 +125,11 @@ static int run_update_apply(lab_store_op_t *op, sqlite3 *db)
         if (x < 0)
             return (int)x;
     }
+    if (upd->prompt_id) {
+        rc = lab_prompt_write(db, upd->prompt_id, upd->prompt, upd->ts_ms);
+        if (rc)
+            return rc;
+    }
     upd->seq = seq;
     return 0;
 }
@@ -162,6 +168,8 @@ void lab_run_update_free(lab_run_update_t *upd)
     }
     free(upd->extra_kind);
     free(upd->extra_payload);
+    free(upd->prompt_id);
+    json_decref(upd->prompt);
     free(upd);
 }
 

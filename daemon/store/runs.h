@@ -5,6 +5,8 @@
 
 #include "daemon/store/store.h"
 
+#include <jansson.h>
+
 /* Inserts a new run. The caller fills the inputs, sets op.done, and submits &ins->op. */
 typedef struct lab_run_insert {
     lab_store_op_t op;
@@ -46,6 +48,9 @@ typedef struct lab_run_update {
      * savepoint after the run's own row; both arrays own their strings */
     char **extra_kind, **extra_payload;
     int nextra;
+    /* optional: a prompt opened or answered with the change (lab_prompt_write), owned */
+    char *prompt_id;
+    json_t *prompt;
     /* outputs */
     int64_t seq;
 } lab_run_update_t;

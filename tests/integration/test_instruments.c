@@ -133,6 +133,21 @@ static void test_manual_move(void **state)
     json_t *pending = json_object_get(json_object_get(doc, "info"), "pending_move");
     assert_string_equal(json_string_value(json_object_get(pending, "plate")), "P9");
     json_decref(doc);
+    /* Waiting for a person: an open prompt, listed. */
+    json_t *open = NULL;
+    for (long long end = h_now_ms() + 10000; !open && h_now_ms() < end; h_sleep_ms(20)) {
+        json_t *list = get_json("/v1/prompts", 200);
+        json_t *p = json_array_get(json_object_get(list, "prompts"), 0);
+        if (p)
+            open = json_incref(p);
+        json_decref(list);
+    }
+    assert_non_null(open);
+    assert_string_equal(json_string_value(json_object_get(open, "id")), "move:mover1");
+    assert_string_equal(json_string_value(json_object_get(open, "kind")), "move");
+    assert_true(json_is_true(json_object_get(open, "open")));
+    assert_string_equal(json_string_value(json_object_get(open, "text")), "from inc1 to reader1");
+    json_decref(open);
     /* Confirmed from the command line, as a technician would. */
     char cmd[600];
     snprintf(cmd, sizeof cmd, "LABLOOP_URL=%s %s action mover1 confirm by=ann 2>&1", dmn.url,
@@ -142,6 +157,23 @@ static void test_manual_move(void **state)
     pthread_join(t, NULL);
     json_t *res = json_object_get(m.answer, "result");
     assert_string_equal(json_string_value(json_object_get(res, "to")), "reader1");
+    /* The move was a prompt, opened while it waited and answered by ann's confirm. */
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "SELECT count(*) FROM labloop.events WHERE kind = 'prompt' "
+                                     "AND key = 'move:mover1' AND payload->>'open' = 'true' AND "
+                                     "payload->'move'->>'plate' = 'P9'",
+                                     1, 10000),
+                     1);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "SELECT count(*) FROM labloop.events WHERE kind = 'prompt' "
+                                     "AND key = 'move:mover1' AND payload->>'open' = 'false' AND "
+                                     "payload->>'by' = 'ann' AND payload->>'how' = 'confirm' AND "
+                                     "payload->>'title' = 'Move plate P9'",
+                                     1, 10000),
+                     1);
+    json_t *prompts = get_json("/v1/prompts", 200);
+    assert_int_equal(json_array_size(json_object_get(prompts, "prompts")), 0);
+    json_decref(prompts);
     assert_string_equal(json_string_value(json_object_get(res, "confirmed_by")), "ann");
     json_decref(m.answer);
     json_decref(wait_state("mover1", "idle"));
@@ -364,7 +396,7 @@ static void test_pause_records_who(void **state)
     json_decref(bad);
     bad = post_hold("mover1", "pause", "{\"why\": \"x\"}", 422);
     json_decref(bad);
-    bad = post_hold("mover1", "resume", "{\"reason\": \"x\"}", 422);
+    bad = post_hold("mover1", "pause", "[\"x\"]", 422);
     json_decref(bad);
     json_t *doc = get_json("/v1/instruments/mover1", 200);
     assert_string_equal(state_of(doc), "idle");

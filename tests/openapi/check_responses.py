@@ -275,6 +275,10 @@ def run(c, paused):
     rid = (run_doc or {}).get("id", "00000000-0000-4000-8000-000000000000")
     c.call("GET", r, "viewer")
     c.call("GET", r, "viewer", query="?state=queued&limit=5")
+    c.call("GET", r, "viewer", query="?workflow=oaplain&priority=high&order=newest&limit=1")
+    c.call("GET", r, "viewer", query="?plate=OA-LAG")
+    for bad in ("priority=soon", "workflow=-x", "order=up", "plate=", "plate=" + "P" * 65):
+        c.call("GET", r, "viewer", 400, query="?" + bad)
     c.call("GET", r, "viewer", 400, query="?state=bogus&colour=red")
     ri = "/v1/runs/{id}"
     c.call("GET", ri, "viewer", params={"id": rid})
@@ -286,6 +290,10 @@ def run(c, paused):
     c.call("POST", ri + "/resume", "technician", 409, params={"id": rid}, body={})
     c.call("POST", ri + "/resume", "technician", 422, params={"id": rid}, body={"step": "undo"})
     c.call("POST", ri + "/resume", "technician", 404, params={"id": "not-a-run"}, body={})
+    pr = c.call("GET", "/v1/prompts", "viewer")
+    c.call("GET", "/v1/prompts", None, 401)
+    if f"run:{paused}:paused" not in [p.get("id") for p in (pr or {}).get("prompts", [])]:
+        c.fail("GET /v1/prompts", f"the paused run {paused} is not a prompt: {pr}")
     c.call("POST", ri + "/resume", "technician", params={"id": paused}, body={"step": "skip"})
 
     i = "/v1/instruments"
