@@ -94,6 +94,11 @@ static void run_doc_sync(lab_sched_t *s, srun_t *r)
         if (st->cassette)
             json_object_set_new(o, "site",
                                 json_pack("{s:i,s:i}", "cassette", st->cassette, "slot", st->slot));
+        /* The plan the step started on stays in the document: a finished run shows it. */
+        if (st->state != LAB_STEP_PENDING) {
+            doc_put_time(o, "planned_start", st->plan_start_ms);
+            doc_put_time(o, "planned_end", st->plan_end_ms);
+        }
         doc_put_time(o, "loaded_at", st->loaded_ms);
         if (st->unloaded)
             json_object_set_new(o, "unloaded", json_true());
@@ -128,6 +133,10 @@ void run_steps_from_doc(lab_sched_t *s, srun_t *r)
         st->start_ms = doc_get_time(o, "started_at");
         st->end_ms = doc_get_time(o, "ended_at");
         st->loaded_ms = doc_get_time(o, "loaded_at");
+        if (st->state != LAB_STEP_PENDING) {
+            st->plan_start_ms = doc_get_time(o, "planned_start");
+            st->plan_end_ms = doc_get_time(o, "planned_end");
+        }
         st->unloaded = json_is_true(json_object_get(o, "unloaded"));
         json_t *site = json_object_get(o, "site");
         st->cassette = (int)json_integer_value(json_object_get(site, "cassette"));

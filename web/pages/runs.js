@@ -242,7 +242,9 @@ async function detail(el, ctx, id) {
 
   function renderSteps() {
     steps.replaceChildren(...(run.steps || []).map((s) => {
-      const p = planned.get(s.name);
+      // the plan the run's document kept (it shows for a finished run too), else the schedule's
+      const p = s.planned_start ? { start: s.planned_start, end: s.planned_end }
+        : planned.get(s.name);
       const actual = s.started_at ? `${fmtTime(s.started_at)} – ${s.ended_at && s.state !== "running" ? fmtTime(s.ended_at) : "…"}` : "—";
       const plan = p ? `${fmtTime(p.start)} – ${fmtTime(p.end)}` : "—";
       let late = null;
