@@ -43,7 +43,7 @@ class OperatorFault(BrowserCase):
                         "the fault's prompt answered", 30)
         p.wait("document.querySelector('#page .op-item[data-kind=fault]') === null",
                "the fault gone from the page")
-        p.wait_text("#page .op-decided", "reset by tom")
+        p.wait_text("#page .op-decided", "recorded: reset by tom")  # the prompt event
         p.screenshot("pages-operator-reset")
         self.assert_clean()
 

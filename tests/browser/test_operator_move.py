@@ -52,6 +52,8 @@ class OperatorMove(BrowserCase):
         self.assertIn("reader1", text)
         p.click("#confirm-yes")
         p.wait_text("#page .op-decided", "confirmed by tom")
+        if self.has_events:  # and the daemon's record of it (the prompt's answer) beside it
+            p.wait_text("#page .op-decided", "recorded: confirm by tom")
         self.stack.wait(lambda: self.stack.api("GET", "/v1/runs/" + rid)[1]["state"] == "done",
                         "the run to go on to done", 120)
         self.assertIsNone(pending())

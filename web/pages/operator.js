@@ -126,20 +126,34 @@ export function mount(root, ctx) {
         }
     }
 
+    // A decision made here answers a prompt: what the daemon recorded for it (its prompt
+    // event: how, by whom) is added to the decision's line, whichever comes first.
+    let pendingPrompt = null;
+    const recorded = new Map(); // prompt id -> the daemon's word, come before the answer
+
     // One decision: ask, do, and say who did it.
-    async function decide(question, path, body, done, word) {
+    async function decide(question, path, body, done, word, promptId) {
         if (st.busy) return;
         if (!(await ctx.confirm(question, { action: word, title: 'Please confirm' }))) return;
         st.busy = true;
+        pendingPrompt = promptId || null;
         try {
             const r = await ctx.api(path, { method: 'POST', body });
             const who = done(r);
-            st.decided.unshift({ at: new Date().toISOString(), text: who, key: path });
+            const entry = { at: new Date().toISOString(), text: who, key: path,
+                prompt: promptId };
+            if (promptId && recorded.has(promptId)) {
+                entry.text += ` (recorded: ${recorded.get(promptId)})`;
+                entry.recorded = true;
+            }
+            st.decided.unshift(entry);
             ctx.toast(who);
         } catch (e) {
             ctx.toast(`refused: ${errText(e)}`);
         } finally {
             st.busy = false;
+            recorded.delete(pendingPrompt);
+            pendingPrompt = null;
         }
         load();
     }
@@ -162,7 +176,7 @@ export function mount(root, ctx) {
                         const c = (r.result && (r.result.confirmed || r.result)) || {};
                         return `move of ${m.plate || 'the plate'} to ${m.to} confirmed by ` +
                             `${c.confirmed_by || 'you'}`;
-                    }, 'Move done') }, 'Move done')) : null;
+                    }, 'Move done', it.prompt.id) }, 'Move done')) : null;
         return card(it, el('p', { class: 'op-move' }, el('b', {}, m.from), ' → ',
             el('b', {}, m.to),
             m.note ? el('span', { class: 'note' }, ` ${m.note}`) : null,
@@ -184,7 +198,7 @@ export function mount(root, ctx) {
             decide(`${what}${reason ? ` Reason: ${reason}` : ''}`,
                 `/v1/runs/${encodeURIComponent(r.id)}/resume`, body,
                 (doc) => `run ${r.plate} resumed (${how}) by ${(doc && doc.resumed_by) || 'you'}`,
-                how === 'skip' ? 'Skip step' : 'Retry step');
+                how === 'skip' ? 'Skip step' : 'Retry step', it.prompt.id);
         };
         const cancel = () => {
             const reason = reasonOf().trim();
@@ -192,7 +206,7 @@ export function mount(root, ctx) {
                 `${reason ? ` Reason: ${reason}` : ''}`,
             `/v1/runs/${encodeURIComponent(r.id)}/cancel`, reason ? { reason } : {},
             (doc) => `run ${r.plate} cancelled by ${(doc && doc.cancelled_by) || 'you'}`,
-            'Cancel run');
+            'Cancel run', it.prompt.id);
         };
         const acts = ctx.canAct ? el('div', { class: 'op-acts' }, reasonField(rid),
             el('button', { type: 'button', 'data-act': 'retry', onclick: () => resume('retry') },
@@ -216,7 +230,7 @@ export function mount(root, ctx) {
                 'data-act': 'reset', onclick: () => decide(
                     `Send ${reset.name} to ${i.id}? ${reset.help || ''}`,
                     `/v1/instruments/${encodeURIComponent(i.id)}/actions`, { action: reset.name },
-                    () => `${i.id}: ${reset.name} sent`, `${reset.name} ${i.id}`) },
+                    () => `${i.id}: ${reset.name} sent`, `${reset.name} ${i.id}`, it.prompt.id) },
                 `${reset.name}`));
         } else if (ctx.canAct) {
             acts = el('div', { class: 'op-acts' }, el('span', { class: 'muted' },
@@ -292,11 +306,19 @@ export function mount(root, ctx) {
 
     // Prompts answered elsewhere show as decisions too; every prompt event redraws the list.
     const unsub = ctx.events.subscribe(['prompt', 'instrument.state'], (kind, key, data) => {
-        if (kind === 'prompt' && data && data.open === false && data.by &&
-            !st.decided.some((d) => d.prompt === key && Date.now() - Date.parse(d.at) < 10e3)) {
-            st.decided.unshift({ at: new Date().toISOString(), prompt: key,
-                text: `${data.title}: ${data.how || 'answered'} by ${data.by}` +
-                    `${data.reason ? ` (${data.reason})` : ''}` });
+        if (kind === 'prompt' && data && data.open === false && data.by) {
+            const word = `${data.how || 'answered'} by ${data.by}` +
+                `${data.reason ? ` (${data.reason})` : ''}`;
+            const mine = st.decided.find((d) => d.prompt === key && !d.recorded);
+            if (mine) {
+                mine.text += ` (recorded: ${word})`;
+                mine.recorded = true;
+            } else if (pendingPrompt === key) {
+                recorded.set(key, word);
+            } else {
+                st.decided.unshift({ at: new Date().toISOString(), prompt: key, recorded: true,
+                    text: `${data.title}: ${word}` });
+            }
         }
         reload();
     });
