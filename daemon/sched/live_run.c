@@ -450,6 +450,11 @@ void run_persist(lab_sched_t *s, srun_t *r, json_t *rows, pend_t *p)
     upd->doc = json_dumps(r->doc, JSON_COMPACT);
     upd->ts_ms = now_ms(s);
     run_prompt(r, upd);
+    if (upd->prompt_id && !upd->prompt) { /* not buildable: the run's change goes without it */
+        log_error("sched", "run=%s prompt %s not recorded", r->id, upd->prompt_id);
+        free(upd->prompt_id);
+        upd->prompt_id = NULL;
+    }
     size_t i;
     json_t *row;
     json_array_foreach(rows, i, row)

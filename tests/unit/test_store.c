@@ -5,6 +5,7 @@
 #include "core/err.h"
 #include "core/id.h"
 #include "core/mem.h"
+#include "daemon/store/prompts.h"
 #include "daemon/store/runs.h"
 #include "daemon/store/store.h"
 
@@ -827,6 +828,79 @@ static void test_runs_filters(void **state)
     assert_int_equal(lab_runs_find(f->st, NULL, 0, 2, &docs, &next), LAB_EINVAL);
 }
 
+static void prompt_put(fx_t *f, const char *id, const char *doc, int64_t ts)
+{
+    json_t *d = json_loads(doc, 0, NULL);
+    assert_non_null(d);
+    lab_prompt_submit(f->st, id, d, ts);
+    json_decref(d);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+}
+
+static int64_t prompt_rows(fx_t *f)
+{
+    return q_int(fx_check(f), "SELECT count(*) FROM outbox WHERE kind = 'prompt'");
+}
+
+/* Prompts: an opening and an answer are one row each; opening what is open, or answering what is
+ * not, writes nothing; an answer carries the opening's fields; the open ones newest first. */
+static void test_prompts(void **state)
+{
+    fx_t *f = *state;
+    fx_open(f);
+    prompt_put(f, "move:m1", "{\"open\":true,\"kind\":\"move\",\"title\":\"Move plate P1\"}",
+               1700000001000);
+    assert_int_equal(prompt_rows(f), 1);
+    prompt_put(f, "move:m1", "{\"open\":true,\"kind\":\"move\",\"title\":\"again\"}",
+               1700000002000);
+    prompt_put(f, "run:r1:paused", "{\"open\":false,\"by\":\"ann\",\"how\":\"skip\"}",
+               1700000002000);
+    assert_int_equal(prompt_rows(f), 1);
+    prompt_put(f, "instrument:i1:fault",
+               "{\"open\":true,\"kind\":\"instrument.fault\",\"title\":\"i1 in fault\"}",
+               1700000003000);
+    json_t *open = NULL;
+    assert_int_equal(lab_prompts_open(f->st, &open), 0);
+    assert_int_equal(json_array_size(open), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(open, 0), "id")),
+                        "instrument:i1:fault");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(open, 1), "title")),
+                        "Move plate P1");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(open, 1), "opened_at")),
+                        "2023-11-14T22:13:21.000Z");
+    json_decref(open);
+
+    prompt_put(f, "move:m1", "{\"open\":false,\"by\":\"ann\",\"how\":\"confirm\"}", 1700000004000);
+    assert_int_equal(prompt_rows(f), 3);
+    sqlite3 *db = fx_check(f);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM outbox WHERE kind = 'prompt' AND key = "
+                               "'move:m1' AND json_extract(payload, '$.open') = 0 AND "
+                               "json_extract(payload, '$.by') = 'ann' AND json_extract(payload, "
+                               "'$.how') = 'confirm' AND json_extract(payload, '$.title') = "
+                               "'Move plate P1' AND json_extract(payload, '$.closed_at') IS NOT "
+                               "NULL"),
+                     1);
+    lab_prompts_close_prefix(f->st, "instrument:", "restart", 1700000005000);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(prompt_rows(f), 4);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM outbox WHERE key = 'instrument:i1:fault' AND "
+                               "json_extract(payload, '$.how') = 'restart' AND "
+                               "json_extract(payload, '$.by') IS NULL"),
+                     1);
+    assert_int_equal(lab_prompts_open(f->st, &open), 0);
+    assert_int_equal(json_array_size(open), 0);
+    json_decref(open);
+    /* The same id opens again: a new opening, listed again. */
+    prompt_put(f, "move:m1", "{\"open\":true,\"kind\":\"move\",\"title\":\"Move plate P2\"}",
+               1700000006000);
+    assert_int_equal(prompt_rows(f), 5);
+    assert_int_equal(lab_prompts_open(f->st, &open), 0);
+    assert_int_equal(json_array_size(open), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(open, 0), "title")),
+                        "Move plate P2");
+    json_decref(open);
+}
+
 static void test_idempotency(void **state)
 {
     fx_t *f = *state;
@@ -1133,6 +1207,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune_keep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs_filters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prompts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_update, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_dir_locked, setup, teardown),
