@@ -37,14 +37,15 @@ class Runs(BrowserCase):
         p.fill("#filter-plate", "RUNS-A")
         p.wait("window.__urls.some(u => u.includes('/v1/runs?') && u.includes('plate=RUNS-A'))",
                "the plate filter asked of the store")
-        p.wait("document.querySelectorAll('table.runs tbody tr[data-id]').length === 1")
-        self.assertEqual(p.eval("document.querySelector('table.runs tbody tr[data-id]').dataset.id"), a)
+        only = ("(() => { const r = document.querySelectorAll('table.runs tbody tr[data-id]'); "
+                "return r.length === 1 && r[0].dataset.id === '%s'; })()")
+        # the list answered for this filter (the one before may show one row too)
+        p.wait(only % a, "RUNS-A alone")
         p.fill("#filter-plate", "")
         p.fill("#filter-priority", "low")
         p.wait("window.__urls.some(u => u.includes('/v1/runs?') && u.includes('priority=low'))",
                "the priority filter asked of the store")
-        p.wait("document.querySelectorAll('table.runs tbody tr[data-id]').length === 1")
-        self.assertEqual(p.eval("document.querySelector('table.runs tbody tr[data-id]').dataset.id"), b)
+        p.wait(only % b, "RUNS-B alone")
         self.assertEqual(p.eval("location.hash"), "#/runs?priority=low")  # a shareable filter
         p.fill("#filter-priority", "")
         p.screenshot("runs")
