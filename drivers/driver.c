@@ -889,6 +889,7 @@ void lab_driver_close(lab_driver_t *d, void (*cb)(void *arg), void *arg)
 void lab_driver_pause(lab_driver_t *d, bool paused)
 {
     d->paused = paused;
+    publish(d); /* at once: the caller's answer shows the new state */
     schedule(d);
 }
 

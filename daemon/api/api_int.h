@@ -32,6 +32,9 @@ typedef struct lab_route {
 
 extern const lab_route_t lab_routes[];
 extern const int lab_nroutes;
+/* rq->route for what has no row: nothing matched, or a file of the web app (web.c) */
+#define LAB_ROUTE_NONE (-1)
+#define LAB_ROUTE_WEB (-2)
 
 /* A request's life: headers seen -> body arriving -> (waiting for the store) -> answer ready.
  * DISCARD: a chunked body passed the limit, the 413 went out, the rest is dropped unread. */
@@ -133,7 +136,7 @@ struct lab_api {
     int act_idem_next;
 
     uint64_t started_ms;    /* uv_now at start */
-    lab_route_hits_t *hits; /* lab_nroutes + 1 rows; the last one for unrouted requests */
+    lab_route_hits_t *hits; /* lab_nroutes + 2 rows: the routes, unrouted requests, web files */
     uint64_t aborted;       /* requests that ended without an answer (client gone) */
 
     /* GET /v1/events (events.c) */
@@ -248,6 +251,7 @@ void lab_api_cell(lab_req_t *rq);
 bool lab_web_serve(lab_req_t *rq);
 
 void lab_api_events(lab_req_t *rq);
+void lab_api_prompts_list(lab_req_t *rq);
 
 void lab_act_idem_free(lab_api_t *api);
 /* The event streams: the commit listener and the timer (at start); at close every stream ends. */

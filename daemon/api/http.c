@@ -151,7 +151,7 @@ static lab_req_t *req_new(lab_api_t *api, struct MHD_Connection *c, const char *
     rq->conn = c;
     rq->url = url;
     rq->method = method;
-    rq->route = -1;
+    rq->route = LAB_ROUTE_NONE;
     rq->state = RQ_BODY;
     rq->t0 = uv_hrtime();
     api->active++;
@@ -822,7 +822,7 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
     api->own_submit = true;
     api->max_body = cfg->http_max_body;
     api->auth = cfg->auth_enabled;
-    api->hits = lab_calloc((size_t)lab_nroutes + 1, sizeof *api->hits);
+    api->hits = lab_calloc((size_t)lab_nroutes + 2, sizeof *api->hits);
     api->run_schema = lab_jschema_get("run.schema.json");
     if (!api->run_schema) {
         log_error("api", "the run schema (run.schema.json) is not available");

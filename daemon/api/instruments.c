@@ -6,6 +6,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/text.h"
 #include "core/utf8.h"
 
 #include <string.h>
@@ -156,12 +157,32 @@ void lab_api_instruments_get(lab_req_t *rq)
         lab_respond_json(rq, 200, inst_doc(rq->api, d, true));
 }
 
+/* A pause may say why ({"reason": text}); a resume takes no body (its route keeps none). Who
+ * did it is the token's name, never a client's word. */
 static void hold(lab_req_t *rq, bool paused)
 {
     lab_driver_t *d = instrument_of(rq);
     if (!d)
         return;
-    lab_driver_pause(d, paused);
+    json_t *body = NULL;
+    if (paused && rq->len) {
+        body = json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, NULL);
+        json_t *reason = json_object_get(body, "reason");
+        if (!json_is_object(body) || json_object_size(body) > (reason ? 1u : 0u) ||
+            (reason && (!json_is_string(reason) ||
+                        lab_text_chars(json_string_value(reason), json_string_length(reason)) >
+                            LAB_CANCEL_REASON_CHARS))) {
+            json_decref(body);
+            lab_problem(rq, LAB_P_INVALID,
+                        lab_errors_one("", "expected {} or {\"reason\": text of at most 500 "
+                                           "characters}"),
+                        "not a pause");
+            return;
+        }
+    }
+    const char *reason = json_string_value(json_object_get(body, "reason"));
+    (void)lab_instr_hold(rq->api->instr, d, paused, rq->who, reason && *reason ? reason : NULL);
+    json_decref(body);
     lab_sched_replan(rq->api->sched);
     log_info("api", "instrument=%s %s by=%s", lab_driver_id(d), paused ? "paused" : "resumed",
              rq->who);
@@ -324,6 +345,9 @@ void lab_api_instruments_action(lab_req_t *rq)
     lab_drv_error_t err;
     json_t *problems = NULL;
     log_info("api", "instrument=%s action=%s by=%s", lab_driver_id(d), action, rq->who);
+    /* A signed action's "by" is the token's name, or on a daemon without tokens the name given. */
+    const char *by = json_string_value(json_object_get(params, "by"));
+    lab_instr_note_action(api->instr, d, by ? by : rq->who, action);
     /* Known actions are ASCII; an unknown one is refused below, and is never cut mid-character. */
     snprintf(rq->action, sizeof rq->action, "%.*s",
              (int)lab_utf8_cut(action, strlen(action), sizeof rq->action - 1), action);

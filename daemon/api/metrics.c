@@ -42,7 +42,9 @@ static void head(buf_t *b, const char *name, const char *type, const char *help)
 
 void lab_metrics_count(lab_api_t *api, int route, unsigned status)
 {
-    lab_route_hits_t *h = &api->hits[route >= 0 ? route : lab_nroutes];
+    lab_route_hits_t *h = &api->hits[route >= 0               ? route
+                                     : route == LAB_ROUTE_WEB ? lab_nroutes + 1
+                                                              : lab_nroutes];
     int i;
     for (i = 0; i < LAB_STATUS_SLOTS && h->status[i] && h->status[i] != status; i++)
         ;
@@ -185,13 +187,16 @@ void lab_api_metrics(lab_req_t *rq)
 
     head(&b, "labloop_http_requests_total", "counter",
          "HTTP requests answered, by route and status.");
-    for (int r = 0; r <= lab_nroutes; r++) {
+    for (int r = 0; r <= lab_nroutes + 1; r++) {
         const lab_route_hits_t *h = &api->hits[r];
+        /* the web app's files under one label of their own, whatever the method */
+        const char *method = r < lab_nroutes ? lab_routes[r].method : "";
+        const char *route = r < lab_nroutes    ? lab_routes[r].pattern
+                            : r == lab_nroutes ? "unmatched"
+                                               : "/web/{file}";
         for (int i = 0; i < LAB_STATUS_SLOTS && h->status[i]; i++)
             put(&b, "labloop_http_requests_total{method=\"%s\",route=\"%s\",code=\"%u\"} %llu\n",
-                r < lab_nroutes ? lab_routes[r].method : "",
-                r < lab_nroutes ? lab_routes[r].pattern : "unmatched", h->status[i],
-                (unsigned long long)h->n[i]);
+                method, route, h->status[i], (unsigned long long)h->n[i]);
     }
     head(&b, "labloop_http_requests_aborted_total", "counter",
          "HTTP requests that ended without an answer (the client went away).");

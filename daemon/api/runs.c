@@ -154,14 +154,28 @@ static void query_error(json_t *errs, const char *name, const char *fmt, const c
 static enum MHD_Result query_known(void *cls, enum MHD_ValueKind kind, const char *key,
                                    const char *value)
 {
-    static const char *const known[] = {"state", "limit", "after"};
+    static const char *const known[] = {"state", "plate", "workflow", "priority",
+                                        "order", "limit", "after"};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (strcmp(key, known[i]) == 0)
             return MHD_YES;
     char name[80];
     snprintf(name, sizeof name, "%.*s", (int)lab_utf8_cut(key, strlen(key), 64), key);
-    query_error(cls, name, "%s", "unknown (state, limit and after are)");
+    query_error(cls, name, "%s",
+                "unknown (state, plate, workflow, priority, order, limit and after are)");
     return MHD_YES;
+}
+
+/* A workflow name as workflow.schema.json allows it. */
+static bool workflow_name_ok(const char *n)
+{
+    size_t len = strlen(n);
+    if (len == 0 || len > 128 || !isalnum((unsigned char)n[0]))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)n[i]) && !strchr("_.:-", n[i]))
+            return false;
+    return true;
 }
 
 /* A decimal number from lo to hi, the whole string. */
@@ -191,6 +205,27 @@ void lab_api_runs_list(lab_req_t *rq)
                     "unknown state \"%s\" (queued, planned, running, paused, interrupted, done, "
                     "failed or cancelled)",
                     state);
+    lab_runs_filter_t f = {.state = state,
+                           .plate = lab_req_query(rq, "plate"),
+                           .workflow = lab_req_query(rq, "workflow"),
+                           .priority = lab_req_query(rq, "priority")};
+    const char *order = lab_req_query(rq, "order");
+    /* What a run can hold (run.schema.json, workflow.schema.json): anything else matches no run
+     * and is a mistake worth saying. */
+    if (f.plate && (!*f.plate || lab_text_chars(f.plate, strlen(f.plate)) > 64))
+        query_error(errs, "plate", "\"%s\" is not a plate (1 to 64 characters)", f.plate);
+    if (f.workflow && !workflow_name_ok(f.workflow))
+        query_error(errs, "workflow",
+                    "\"%s\" is not a workflow name (1 to 128 of A-Z a-z 0-9 _ . : -, starting "
+                    "with a letter or digit)",
+                    f.workflow);
+    if (f.priority && strcmp(f.priority, "urgent") != 0 && strcmp(f.priority, "high") != 0 &&
+        strcmp(f.priority, "normal") != 0 && strcmp(f.priority, "low") != 0)
+        query_error(errs, "priority", "unknown priority \"%s\" (urgent, high, normal or low)",
+                    f.priority);
+    if (order && strcmp(order, "oldest") != 0 && strcmp(order, "newest") != 0)
+        query_error(errs, "order", "\"%s\" is neither oldest (the default) nor newest", order);
+    f.newest_first = order && strcmp(order, "newest") == 0;
     long long limit = LIST_DEFAULT, after = 0;
     if (limit_s && !parse_num(limit_s, 1, LIST_MAX, &limit))
         query_error(errs, "limit", "\"%s\" is not an integer from 1 to 500", limit_s);
@@ -205,7 +240,7 @@ void lab_api_runs_list(lab_req_t *rq)
 
     char **docs = NULL;
     int64_t next = 0;
-    int n = lab_runs_list(api->store, state, after, (int)limit, &docs, &next);
+    int n = lab_runs_find(api->store, &f, after, (int)limit, &docs, &next);
     if (n < 0) {
         lab_problem(rq, LAB_P_INTERNAL, NULL, "listing runs failed: %s", lab_strerror(n));
         return;

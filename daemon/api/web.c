@@ -78,6 +78,7 @@ bool lab_web_serve(lab_req_t *rq)
         name = url + strlen(WEB_PREFIX);
     else
         return false;
+    rq->route = LAB_ROUTE_WEB; /* counted in /metrics as /web/{file} */
 
     if (strcmp(rq->method, "GET") != 0 && strcmp(rq->method, "HEAD") != 0) {
         struct MHD_Response *r =

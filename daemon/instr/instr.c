@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "daemon/bus/topics.h"
+#include "daemon/store/prompts.h"
 #include "drivers/transport/wirerec.h"
 #include "protocols/report.h"
 
@@ -18,6 +19,13 @@ typedef struct inst {
     json_t *units;
     int64_t telemetry_ms;
     int64_t state_ms;
+    /* the operator's hold: who paused it and why, who resumed it (empty: nobody yet) */
+    bool held;
+    char *paused_by, *pause_reason, *resumed_by;
+    int64_t paused_ms, resumed_ms;
+    /* its prompts (fault, a manual move) are open; who last asked it for an action, and which */
+    bool fault_open, move_open;
+    char *actor, *act;
 } inst_t;
 
 struct lab_instr {
@@ -187,6 +195,87 @@ static inst_t *inst_of(lab_instr_t *in, lab_driver_t *d)
     return NULL;
 }
 
+/* ---- prompts ---- */
+
+/* Who answered a prompt of this instrument: the person whose action came last since it opened
+ * (a reset, a confirm), or nobody when it went away by itself. */
+static void prompt_close(lab_instr_t *in, inst_t *it, const char *id, const char *how_alone,
+                         int64_t ts_ms)
+{
+    json_t *doc = json_pack("{s:b, s:s?, s:s}", "open", 0, "by", it->actor, "how",
+                            it->act ? it->act : how_alone);
+    lab_prompt_submit(in->st, id, doc, ts_ms);
+    json_decref(doc);
+}
+
+/* An instrument in fault, and a manual move asked for, wait for a person. */
+static void prompts_update(lab_instr_t *in, inst_t *it, lab_driver_t *d, lab_inst_state_t state)
+{
+    const char *id = lab_driver_id(d);
+    int64_t now = it->state_ms;
+    bool fault = state == LAB_INST_FAULT;
+    if (fault != it->fault_open) {
+        char *pid = lab_asprintf("instrument:%s:fault", id);
+        if (fault) {
+            const lab_drv_error_t *le = lab_driver_last_error(d);
+            char *title = lab_asprintf("%s in fault", id);
+            json_t *doc =
+                json_pack("{s:b, s:s, s:s, s:s, s:s, s:o}", "open", 1, "kind", "instrument.fault",
+                          "instrument", id, "title", title, "text", le->code ? le->text : "fault",
+                          "error", le->code ? lab_drv_error_json(le) : json_null());
+            if (!doc) /* the device's words are not UTF-8: the prompt goes without them */
+                doc = json_pack("{s:b, s:s, s:s, s:s, s:s, s:n}", "open", 1, "kind",
+                                "instrument.fault", "instrument", id, "title", title, "text",
+                                "fault", "error");
+            lab_prompt_submit(in->st, pid, doc, now);
+            json_decref(doc);
+            free(title);
+        } else {
+            prompt_close(in, it, pid, "recovered", now);
+        }
+        it->fault_open = fault;
+        free(pid);
+    }
+    json_t *move = json_object_get(lab_driver_info(d), "pending_move");
+    bool moving = json_is_object(move);
+    if (moving != it->move_open) {
+        char *pid = lab_asprintf("move:%s", id);
+        if (moving) {
+            const char *plate = json_string_value(json_object_get(move, "plate"));
+            char *title = lab_asprintf("Move plate%s%s", plate ? " " : "", plate ? plate : "");
+            char *text = lab_asprintf("from %s to %s",
+                                      json_string_value(json_object_get(move, "from")) ?: "?",
+                                      json_string_value(json_object_get(move, "to")) ?: "?");
+            json_t *doc = json_pack("{s:b, s:s, s:s, s:s, s:s, s:O}", "open", 1, "kind", "move",
+                                    "instrument", id, "title", title, "text", text, "move", move);
+            lab_prompt_submit(in->st, pid, doc, now);
+            json_decref(doc);
+            free(title);
+            free(text);
+        } else {
+            prompt_close(in, it, pid, "withdrawn", now);
+        }
+        it->move_open = moving;
+        free(pid);
+    }
+    if (!fault && !moving) { /* the next prompt's answer is the next action's */
+        free(it->actor);
+        free(it->act);
+        it->actor = it->act = NULL;
+    }
+}
+
+void lab_instr_note_action(lab_instr_t *in, lab_driver_t *d, const char *by, const char *action)
+{
+    inst_t *it = inst_of(in, d);
+    if (!it || (!it->fault_open && !it->move_open))
+        return;
+    free(it->actor);
+    free(it->act);
+    it->actor = lab_strdup(by);
+    it->act = lab_strdup(action);
+}
+
 static void on_state(void *ctx, lab_driver_t *d, lab_inst_state_t state,
                      const lab_drv_error_t *last)
 {
@@ -200,6 +289,7 @@ static void on_state(void *ctx, lab_driver_t *d, lab_inst_state_t state,
     json_t *doc = lab_instr_doc(in, d, false);
     append_row(in, "instrument.state", lab_driver_id(d), doc, it->state_ms);
     json_decref(doc);
+    prompts_update(in, it, d, state);
     if (in->state_cb)
         in->state_cb(in->state_ctx, d, state);
 }
@@ -320,6 +410,13 @@ int lab_instr_start_with(lab_instr_t **out, uv_loop_t *loop, const lab_config_t 
     in->clock = clock;
     in->v = lab_calloc((size_t)cfg->n_instruments + 1, sizeof *in->v);
     lab_drv_host_t host = {on_state, on_telemetry, in};
+    /* A fault or a move of the daemon that stopped is no longer what it was: the instruments
+     * start over and open their prompts again if need be. */
+    if (st) {
+        int64_t now = lab_clock_now_ms(clock);
+        lab_prompts_close_prefix(st, "instrument:", "restart", now);
+        lab_prompts_close_prefix(st, "move:", "restart", now);
+    }
     /* Recording is on by default, into STATE_DIR/wire (docs/design.md, Wire recording). */
     char *wire_dir = lab_asprintf("%s/wire", cfg->state_dir);
     for (int i = 0; i < cfg->n_instruments; i++) {
@@ -368,6 +465,11 @@ static void instr_free(lab_instr_t *in)
     for (int i = 0; i < in->n; i++) {
         json_decref(in->v[i].telemetry);
         json_decref(in->v[i].units);
+        free(in->v[i].paused_by);
+        free(in->v[i].pause_reason);
+        free(in->v[i].resumed_by);
+        free(in->v[i].actor);
+        free(in->v[i].act);
     }
     free(in->v);
     free(in);
@@ -416,6 +518,38 @@ lab_driver_t *lab_instr_find(lab_instr_t *in, const char *id, size_t len)
     return NULL;
 }
 
+int lab_instr_hold(lab_instr_t *in, lab_driver_t *d, bool paused, const char *by,
+                   const char *reason)
+{
+    inst_t *it = inst_of(in, d);
+    if (!it)
+        return LAB_ENOTFOUND;
+    int64_t now = lab_clock_now_ms(in->clock);
+    it->held = paused;
+    if (paused) {
+        free(it->paused_by);
+        free(it->pause_reason);
+        it->paused_by = lab_strdup(by);
+        it->pause_reason = reason ? lab_strdup(reason) : NULL;
+        it->paused_ms = now;
+    } else {
+        free(it->resumed_by);
+        it->resumed_by = lab_strdup(by);
+        it->resumed_ms = now;
+    }
+    lab_inst_state_t before = lab_driver_state(d);
+    lab_driver_pause(d, paused);
+    /* An instrument in fault or offline stays so when held or let go: its state row does not
+     * change, so the hold gets a row of its own (the dashboard shows who holds it). */
+    if (lab_driver_state(d) == before) {
+        it->state_ms = now;
+        json_t *doc = lab_instr_doc(in, d, false);
+        append_row(in, "instrument.state", lab_driver_id(d), doc, now);
+        json_decref(doc);
+    }
+    return 0;
+}
+
 json_t *lab_instr_doc(lab_instr_t *in, lab_driver_t *d, bool detail)
 {
     const lab_driver_ops_t *ops = lab_driver_ops(d);
@@ -434,6 +568,18 @@ json_t *lab_instr_doc(lab_instr_t *in, lab_driver_t *d, bool detail)
     if (it && it->state_ms) {
         lab_time_iso(it->state_ms, ts);
         json_object_set_new(doc, "updated_at", json_string(ts));
+    }
+    if (it && it->held) {
+        lab_time_iso(it->paused_ms, ts);
+        json_object_set_new(doc, "paused_by", json_string(it->paused_by));
+        json_object_set_new(doc, "paused_at", json_string(ts));
+        if (it->pause_reason)
+            json_object_set_new(doc, "pause_reason", json_string(it->pause_reason));
+    }
+    if (it && !it->held && it->resumed_ms) {
+        lab_time_iso(it->resumed_ms, ts);
+        json_object_set_new(doc, "resumed_by", json_string(it->resumed_by));
+        json_object_set_new(doc, "resumed_at", json_string(ts));
     }
     if (it) {
         json_t *tel = json_pack("{s:O, s:O}", "values", it->telemetry, "units", it->units);

@@ -46,6 +46,14 @@ void lab_instr_on_state(lab_instr_t *in, lab_instr_state_cb cb, void *ctx);
 int lab_instr_count(const lab_instr_t *in);
 lab_driver_t *lab_instr_at(lab_instr_t *in, int i);
 lab_driver_t *lab_instr_find(lab_instr_t *in, const char *id, size_t len);
+/* The operator's hold on an instrument (lab_driver_pause) with who did it and, for a pause, an
+ * optional reason; the state document carries them (paused_by, pause_reason, paused_at while
+ * held; resumed_by, resumed_at after) and the change is an instrument.state row. */
+int lab_instr_hold(lab_instr_t *in, lab_driver_t *d, bool paused, const char *by,
+                   const char *reason);
+/* A person asked the instrument for an action (by: who): while one of its prompts is open (a
+ * fault, a manual move), that person and action answer it when it closes. */
+void lab_instr_note_action(lab_instr_t *in, lab_driver_t *d, const char *by, const char *action);
 /* The instrument's document: id, kind, driver, model, label, capacity, state, last_error,
  * telemetry (values, units, ts), info; with detail, the actions with their parameter schemas. */
 json_t *lab_instr_doc(lab_instr_t *in, lab_driver_t *d, bool detail);

@@ -94,6 +94,11 @@ static void run_doc_sync(lab_sched_t *s, srun_t *r)
         if (st->cassette)
             json_object_set_new(o, "site",
                                 json_pack("{s:i,s:i}", "cassette", st->cassette, "slot", st->slot));
+        /* The plan the step started on stays in the document: a finished run shows it. */
+        if (st->state != LAB_STEP_PENDING) {
+            doc_put_time(o, "planned_start", st->plan_start_ms);
+            doc_put_time(o, "planned_end", st->plan_end_ms);
+        }
         doc_put_time(o, "loaded_at", st->loaded_ms);
         if (st->unloaded)
             json_object_set_new(o, "unloaded", json_true());
@@ -128,6 +133,10 @@ void run_steps_from_doc(lab_sched_t *s, srun_t *r)
         st->start_ms = doc_get_time(o, "started_at");
         st->end_ms = doc_get_time(o, "ended_at");
         st->loaded_ms = doc_get_time(o, "loaded_at");
+        if (st->state != LAB_STEP_PENDING) {
+            st->plan_start_ms = doc_get_time(o, "planned_start");
+            st->plan_end_ms = doc_get_time(o, "planned_end");
+        }
         st->unloaded = json_is_true(json_object_get(o, "unloaded"));
         json_t *site = json_object_get(o, "site");
         st->cassette = (int)json_integer_value(json_object_get(site, "cassette"));
@@ -248,6 +257,7 @@ srun_t *run_new(lab_sched_t *s, json_t *doc)
     r->plate = lab_strdup(json_string_value(json_object_get(doc, "plate")) ?: "");
     int st = lab_run_state_parse(json_string_value(json_object_get(doc, "state")) ?: "queued");
     r->state = st < 0 ? LAB_RUN_QUEUED : (lab_run_state_t)st;
+    r->prompt_open = r->state == LAB_RUN_PAUSED; /* opened when it was paused */
     r->prio = run_prio_of(json_string_value(json_object_get(doc, "priority")));
     r->score = doc_num(json_object_get(doc, "score"), 0);
     r->created_ms = doc_get_time(doc, "created_at");
@@ -389,6 +399,47 @@ static void persist_done(lab_store_op_t *op, int status)
     sched_maybe_free(s);
 }
 
+static const char *doc_str(const json_t *doc, const char *key)
+{
+    return json_string_value(json_object_get(doc, key));
+}
+
+/* A paused run waits for a person: its prompt opens with the pause and is answered by whoever
+ * resumes or cancels it (or closes when the run leaves paused otherwise). */
+static void run_prompt(srun_t *r, lab_run_update_t *upd)
+{
+    bool waiting = r->state == LAB_RUN_PAUSED;
+    if (waiting == r->prompt_open)
+        return;
+    r->prompt_open = waiting;
+    upd->prompt_id = lab_asprintf("run:%s:paused", r->id);
+    if (waiting) {
+        const char *why = doc_str(r->doc, "paused_reason");
+        upd->prompt = json_pack(
+            "{s:b, s:s, s:s, s:s, s:s?, s:s?, s:s}", "open", 1, "kind", "run.paused", "run", r->id,
+            "plate", r->plate, "workflow", doc_str(r->doc, "workflow"), "step",
+            r->cur < r->n ? r->st[r->cur].name : NULL, "text", why ? why : "paused");
+        char *title = lab_asprintf("Run %s paused", r->plate[0] ? r->plate : r->id);
+        json_object_set_new(upd->prompt, "title", json_string(title));
+        free(title);
+        return;
+    }
+    const char *by = doc_str(r->doc, "resumed_by"), *how = doc_str(r->doc, "resumed_how"),
+               *reason = doc_str(r->doc, "resume_reason");
+    if (r->state == LAB_RUN_CANCELLED) {
+        by = doc_str(r->doc, "cancelled_by");
+        how = "cancel";
+        reason = doc_str(r->doc, "cancel_reason");
+    } else if (!how) {
+        by = NULL;
+        how = lab_run_state_name(r->state);
+    }
+    upd->prompt =
+        json_pack("{s:b, s:s?, s:s, s:s?}", "open", 0, "by", by, "how", how, "reason", reason);
+    if (!by)
+        json_object_set_new(upd->prompt, "by", json_null());
+}
+
 /* Writes the run's document (with rows: measurement payloads, taken over) through the outbox. */
 void run_persist(lab_sched_t *s, srun_t *r, json_t *rows, pend_t *p)
 {
@@ -398,6 +449,12 @@ void run_persist(lab_sched_t *s, srun_t *r, json_t *rows, pend_t *p)
     upd->state = lab_strdup(lab_run_state_name(r->state));
     upd->doc = json_dumps(r->doc, JSON_COMPACT);
     upd->ts_ms = now_ms(s);
+    run_prompt(r, upd);
+    if (upd->prompt_id && !upd->prompt) { /* not buildable: the run's change goes without it */
+        log_error("sched", "run=%s prompt %s not recorded", r->id, upd->prompt_id);
+        free(upd->prompt_id);
+        upd->prompt_id = NULL;
+    }
     size_t i;
     json_t *row;
     json_array_foreach(rows, i, row)

@@ -62,6 +62,7 @@ typedef struct srun {
     uint64_t why_hash; /* of the reason its document carries (0: none) */
     uint64_t age;      /* arrival order: the planner's last tie-break */
     bool dropped;      /* left s->runs during the tick's walk; freed after it */
+    bool prompt_open;  /* its run:ID:paused prompt is open (it waits for a person) */
     struct srun *next_dropped;
 } srun_t;
 

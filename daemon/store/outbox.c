@@ -24,6 +24,8 @@ const lab_outbox_kind_t lab_outbox_kinds[] = {
     {"campaign.result", "campaign id", "one candidate's result with its provenance"},
     {"batch.done", "campaign id", "the completed batch"},
     {"event", "entity id", "an audit event: who, what, when"},
+    {"prompt", "prompt id (run:ID:paused, instrument:ID:fault, move:ID)",
+     "what waits for a person, opened or answered (open, by, how)"},
     {NULL, NULL, NULL},
 };
 

@@ -3,8 +3,10 @@
 #include "daemon/store/runs.h"
 #include "core/err.h"
 #include "core/mem.h"
+#include "daemon/store/prompts.h"
 #include "daemon/store/store_int.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,6 +125,11 @@ static int run_update_apply(lab_store_op_t *op, sqlite3 *db)
         if (x < 0)
             return (int)x;
     }
+    if (upd->prompt_id) {
+        rc = lab_prompt_write(db, upd->prompt_id, upd->prompt, upd->ts_ms);
+        if (rc)
+            return rc;
+    }
     upd->seq = seq;
     return 0;
 }
@@ -161,6 +168,8 @@ void lab_run_update_free(lab_run_update_t *upd)
     }
     free(upd->extra_kind);
     free(upd->extra_payload);
+    free(upd->prompt_id);
+    json_decref(upd->prompt);
     free(upd);
 }
 
@@ -212,22 +221,54 @@ int lab_runs_get(lab_store_t *st, const char *id, char **doc)
 int lab_runs_list(lab_store_t *st, const char *state, int64_t after, int limit, char ***docs,
                   int64_t *next)
 {
+    lab_runs_filter_t f = {.state = state};
+    return lab_runs_find(st, &f, after, limit, docs, next);
+}
+
+/* The filter's columns, in the order their values are bound. */
+static const struct {
+    const char *col;
+    size_t off;
+} filter_cols[] = {
+    {"state", offsetof(lab_runs_filter_t, state)},
+    {"plate", offsetof(lab_runs_filter_t, plate)},
+    {"workflow", offsetof(lab_runs_filter_t, workflow)},
+    {"priority", offsetof(lab_runs_filter_t, priority)},
+};
+#define NFILTER (sizeof filter_cols / sizeof filter_cols[0])
+
+static const char *filter_value(const lab_runs_filter_t *f, size_t i)
+{
+    return *(const char *const *)((const char *)f + filter_cols[i].off);
+}
+
+int lab_runs_find(lab_store_t *st, const lab_runs_filter_t *f, int64_t after, int limit,
+                  char ***docs, int64_t *next)
+{
     *docs = NULL;
     *next = 0;
-    if (limit <= 0 || after < 0)
+    if (limit <= 0 || after < 0 || !f)
         return LAB_EINVAL;
     sqlite3 *db = lab_store_reader(st);
-    /* One row more than asked tells whether there is a next page. */
-    sqlite3_stmt *s =
-        state ? lab_store_stmt(db, "SELECT n, doc FROM runs WHERE state = ? AND n > ? "
-                                   "ORDER BY n LIMIT ?")
-              : lab_store_stmt(db, "SELECT n, doc FROM runs WHERE n > ? ORDER BY n LIMIT ?");
+    /* One statement text per set of filters (at most 2^4 * 2, each cached once). The cursor is
+     * a run's n: the page goes on past it in the list's order, whatever the filters. */
+    char sql[400];
+    size_t len = (size_t)snprintf(sql, sizeof sql, "SELECT n, doc FROM runs WHERE ");
+    for (size_t i = 0; i < NFILTER; i++)
+        if (filter_value(f, i))
+            len += (size_t)snprintf(sql + len, sizeof sql - len, "%s = ? AND ", filter_cols[i].col);
+    /* After the newest run (cursor 0 going back): every n is below INT64_MAX. */
+    snprintf(sql + len, sizeof sql - len, "%s",
+             f->newest_first ? "n < ? ORDER BY n DESC LIMIT ?" : "n > ? ORDER BY n LIMIT ?");
+    sqlite3_stmt *s = lab_store_stmt(db, sql);
     if (!s)
         return LAB_EDB;
     int i = 1;
-    if (state)
-        sqlite3_bind_text(s, i++, state, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, i++, after);
+    for (size_t k = 0; k < NFILTER; k++)
+        if (filter_value(f, k))
+            sqlite3_bind_text(s, i++, filter_value(f, k), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, i++, f->newest_first && after == 0 ? INT64_MAX : after);
+    /* One row more than asked tells whether there is a next page. */
     sqlite3_bind_int64(s, i, (int64_t)limit + 1);
     char **out = NULL;
     int n = 0, cap = 0, rc;

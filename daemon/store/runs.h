@@ -5,6 +5,8 @@
 
 #include "daemon/store/store.h"
 
+#include <jansson.h>
+
 /* Inserts a new run. The caller fills the inputs, sets op.done, and submits &ins->op. */
 typedef struct lab_run_insert {
     lab_store_op_t op;
@@ -46,6 +48,9 @@ typedef struct lab_run_update {
      * savepoint after the run's own row; both arrays own their strings */
     char **extra_kind, **extra_payload;
     int nextra;
+    /* optional: a prompt opened or answered with the change (lab_prompt_write), owned */
+    char *prompt_id;
+    json_t *prompt;
     /* outputs */
     int64_t seq;
 } lab_run_update_t;
@@ -65,6 +70,18 @@ int lab_runs_get(lab_store_t *st, const char *id, char **doc);
 int lab_runs_list(lab_store_t *st, const char *state, int64_t after, int limit, char ***docs,
                   int64_t *next);
 int lab_runs_count(lab_store_t *st, const char *state);
+
+/* Which runs a list holds: each set field must equal the run's (state, plate, workflow,
+ * priority; a run without a priority is "normal"), NULL ones take any. */
+typedef struct lab_runs_filter {
+    const char *state, *plate, *workflow, *priority;
+    bool newest_first; /* the list from the newest run back; the cursor then goes back too */
+} lab_runs_filter_t;
+
+/* lab_runs_list with filters: the page after the cursor in the filter's order, *next the cursor
+ * of the following page (0: none). Returns the count, or a negative error. */
+int lab_runs_find(lab_store_t *st, const lab_runs_filter_t *f, int64_t after, int limit,
+                  char ***docs, int64_t *next);
 
 /* Loop thread: a stored idempotency record. LAB_ENOTFOUND when none. The body is the run
  * document that the first request answered with (status idem_status). */

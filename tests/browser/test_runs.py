@@ -1,5 +1,5 @@
-"""browser.runs: a run submitted through the API appears in the Runs list; the filters (state from
-the API, plate, workflow and priority in the page) narrow it; its detail shows the steps with
+"""browser.runs: a run submitted through the API appears in the Runs list; the filters (state,
+plate, workflow, priority: asked of the store, GET /v1/runs?plate=...) narrow it; its detail shows the steps with
 planned and actual times and attempts, and after its read a heat map of the plate's 96 values.
 With the event stream, a run submitted while the list is open appears, and the heat map appears
 in an open detail when the read ends, without a reload."""
@@ -31,13 +31,21 @@ class Runs(BrowserCase):
         p = self.page
         for rid in (a, b):
             p.wait_selector("table.runs tr[data-id='%s']" % rid)
+        # the page's requests, to see that the filters go to the store
+        p.eval("(() => { const f = window.fetch; window.__urls = []; window.fetch = (u, o) => "
+               "{ window.__urls.push(String(u)); return f(u, o); }; return true; })()")
         p.fill("#filter-plate", "RUNS-A")
-        p.wait("document.querySelectorAll('table.runs tbody tr[data-id]').length === 1")
-        self.assertEqual(p.eval("document.querySelector('table.runs tbody tr[data-id]').dataset.id"), a)
+        p.wait("window.__urls.some(u => u.includes('/v1/runs?') && u.includes('plate=RUNS-A'))",
+               "the plate filter asked of the store")
+        only = ("(() => { const r = document.querySelectorAll('table.runs tbody tr[data-id]'); "
+                "return r.length === 1 && r[0].dataset.id === '%s'; })()")
+        # the list answered for this filter (the one before may show one row too)
+        p.wait(only % a, "RUNS-A alone")
         p.fill("#filter-plate", "")
         p.fill("#filter-priority", "low")
-        p.wait("document.querySelectorAll('table.runs tbody tr[data-id]').length === 1")
-        self.assertEqual(p.eval("document.querySelector('table.runs tbody tr[data-id]').dataset.id"), b)
+        p.wait("window.__urls.some(u => u.includes('/v1/runs?') && u.includes('priority=low'))",
+               "the priority filter asked of the store")
+        p.wait(only % b, "RUNS-B alone")
         self.assertEqual(p.eval("location.hash"), "#/runs?priority=low")  # a shareable filter
         p.fill("#filter-priority", "")
         p.screenshot("runs")

@@ -634,6 +634,67 @@ static void test_submit_get_list(void **state)
     assert_serving();
 }
 
+/* The store filters by plate, workflow and priority; pages go on with the filters, in either
+ * order; bad values are named, one error each. */
+static void test_list_filters(void **state)
+{
+    (void)state;
+    resp_t r;
+    static const char *const runs[] = {
+        "{\"workflow\":\"elisa-v1\",\"plate\":\"FLT-1\",\"priority\":\"low\"}",
+        "{\"workflow\":\"elisa-v1\",\"plate\":\"FLT-2\"}",
+        "{\"workflow\":\"elisa-v1\",\"plate\":\"FLT-1\",\"priority\":\"low\"}",
+        "{\"workflow\":\"elisa-v1\",\"plate\":\"FLT-1\",\"priority\":\"urgent\"}",
+        "{\"workflow\":\"elisa-v1\",\"plate\":\"FLT-1\",\"priority\":\"low\"}",
+    };
+    char ids[5][40];
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(post(&r, g.url, runs[i], NULL, NULL), 201);
+        snprintf(ids[i], sizeof ids[i], "%s", jstr(r.json, "id"));
+        resp_free(&r);
+    }
+    /* FLT-1 and low: runs 0, 2, 4; a page of two, then the rest, both orders. */
+    static const int oldest[] = {0, 2, 4}, newest[] = {4, 2, 0};
+    for (int o = 0; o < 2; o++) {
+        const int *want = o ? newest : oldest;
+        char path[200];
+        snprintf(path, sizeof path, "/v1/runs?plate=FLT-1&priority=low&limit=2%s",
+                 o ? "&order=newest" : "");
+        assert_int_equal(get(&r, g.url, path, NULL), 200);
+        json_t *list = json_object_get(r.json, "runs");
+        assert_int_equal(json_array_size(list), 2);
+        for (int k = 0; k < 2; k++)
+            assert_string_equal(jstr(json_array_get(list, (size_t)k), "id"), ids[want[k]]);
+        snprintf(path, sizeof path, "/v1/runs?plate=FLT-1&priority=low&limit=2&after=%s%s",
+                 jstr(r.json, "next"), o ? "&order=newest" : "");
+        resp_free(&r);
+        assert_int_equal(get(&r, g.url, path, NULL), 200);
+        list = json_object_get(r.json, "runs");
+        assert_int_equal(json_array_size(list), 1);
+        assert_string_equal(jstr(json_array_get(list, 0), "id"), ids[want[2]]);
+        assert_true(json_is_null(json_object_get(r.json, "next")));
+        resp_free(&r);
+    }
+    /* A run without a priority is normal; the workflow filter. */
+    assert_int_equal(get(&r, g.url, "/v1/runs?plate=FLT-2&priority=normal&workflow=elisa-v1", NULL),
+                     200);
+    assert_int_equal(json_array_size(json_object_get(r.json, "runs")), 1);
+    resp_free(&r);
+    assert_int_equal(get(&r, g.url, "/v1/runs?workflow=other&plate=FLT-1", NULL), 200);
+    assert_int_equal(json_array_size(json_object_get(r.json, "runs")), 0);
+    resp_free(&r);
+    assert_int_equal(get(&r, g.url, "/v1/runs?priority=soon&workflow=-x&order=up&plate=", NULL),
+                     400);
+    assert_problem(&r, 400);
+    assert_int_equal(json_array_size(json_object_get(r.json, "errors")), 4);
+    assert_non_null(strstr(r.body, "soon"));
+    assert_non_null(strstr(r.body, "-x"));
+    assert_non_null(strstr(r.body, "up"));
+    assert_non_null(strstr(r.body, "query parameter plate"));
+    resp_free(&r);
+    assert_serving();
+}
+
 static void test_metrics(void **state)
 {
     resp_t r;
@@ -1073,6 +1134,7 @@ int main(void)
         cmocka_unit_test(test_healthz),
         cmocka_unit_test(test_me_without_auth),
         cmocka_unit_test(test_submit_get_list),
+        cmocka_unit_test(test_list_filters),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_idempotency),
         cmocka_unit_test(test_idempotency_in_progress),

@@ -170,6 +170,10 @@ static void test_assay_end_to_end(void **state)
         json_t *st = step_of(doc, k);
         assert_string_equal(sval(st, "state"), "done");
         assert_int_equal(json_integer_value(json_object_get(st, "attempts")), 1);
+        /* the plan each step started on stays in the finished run's document */
+        const char *ps = sval(st, "planned_start"), *pe = sval(st, "planned_end");
+        assert_true(*ps && *pe);
+        assert_true(strcmp(ps, pe) < 0); /* ISO-8601 UTC texts sort as their times */
     }
     assert_string_equal(sval(step_of(doc, 0), "instrument"), "star1");
     assert_string_equal(sval(step_of(doc, 1), "instrument"), "inc1");

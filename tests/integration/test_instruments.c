@@ -133,6 +133,21 @@ static void test_manual_move(void **state)
     json_t *pending = json_object_get(json_object_get(doc, "info"), "pending_move");
     assert_string_equal(json_string_value(json_object_get(pending, "plate")), "P9");
     json_decref(doc);
+    /* Waiting for a person: an open prompt, listed. */
+    json_t *open = NULL;
+    for (long long end = h_now_ms() + 10000; !open && h_now_ms() < end; h_sleep_ms(20)) {
+        json_t *list = get_json("/v1/prompts", 200);
+        json_t *p = json_array_get(json_object_get(list, "prompts"), 0);
+        if (p)
+            open = json_incref(p);
+        json_decref(list);
+    }
+    assert_non_null(open);
+    assert_string_equal(json_string_value(json_object_get(open, "id")), "move:mover1");
+    assert_string_equal(json_string_value(json_object_get(open, "kind")), "move");
+    assert_true(json_is_true(json_object_get(open, "open")));
+    assert_string_equal(json_string_value(json_object_get(open, "text")), "from inc1 to reader1");
+    json_decref(open);
     /* Confirmed from the command line, as a technician would. */
     char cmd[600];
     snprintf(cmd, sizeof cmd, "LABLOOP_URL=%s %s action mover1 confirm by=ann 2>&1", dmn.url,
@@ -142,6 +157,23 @@ static void test_manual_move(void **state)
     pthread_join(t, NULL);
     json_t *res = json_object_get(m.answer, "result");
     assert_string_equal(json_string_value(json_object_get(res, "to")), "reader1");
+    /* The move was a prompt, opened while it waited and answered by ann's confirm. */
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "SELECT count(*) FROM labloop.events WHERE kind = 'prompt' "
+                                     "AND key = 'move:mover1' AND payload->>'open' = 'true' AND "
+                                     "payload->'move'->>'plate' = 'P9'",
+                                     1, 10000),
+                     1);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "SELECT count(*) FROM labloop.events WHERE kind = 'prompt' "
+                                     "AND key = 'move:mover1' AND payload->>'open' = 'false' AND "
+                                     "payload->>'by' = 'ann' AND payload->>'how' = 'confirm' AND "
+                                     "payload->>'title' = 'Move plate P9'",
+                                     1, 10000),
+                     1);
+    json_t *prompts = get_json("/v1/prompts", 200);
+    assert_int_equal(json_array_size(json_object_get(prompts, "prompts")), 0);
+    json_decref(prompts);
     assert_string_equal(json_string_value(json_object_get(res, "confirmed_by")), "ann");
     json_decref(m.answer);
     json_decref(wait_state("mover1", "idle"));
@@ -336,6 +368,80 @@ static void test_bad_reports(void **state)
     json_decref(doc);
 }
 
+static json_t *post_hold(const char *id, const char *what, const char *body, int want_status)
+{
+    char path[128], *resp = NULL;
+    snprintf(path, sizeof path, "/v1/instruments/%s/%s", id, what);
+    int st =
+        h_http(dmn.url, "POST", path, body ? "Content-Type: application/json" : NULL, body, &resp);
+    if (st != want_status)
+        fail_msg("POST %s %s: %d %s", path, body ? body : "", st, resp ? resp : "");
+    json_t *doc = json_loads(resp ? resp : "", 0, NULL);
+    free(resp);
+    assert_non_null(doc);
+    return doc;
+}
+
+static const char *str_of(json_t *doc, const char *key)
+{
+    return json_string_value(json_object_get(doc, key));
+}
+
+/* Pause and resume say who did it and why, in the answer, in GET and through the outbox (the
+ * PostgreSQL copy of the instrument's state document); an instrument that cannot change state
+ * (offline) still gets its hold recorded. Bad bodies are refused and change nothing. */
+static void test_pause_records_who(void **state)
+{
+    json_t *bad = post_hold("mover1", "pause", "{\"reason\": 7}", 422);
+    json_decref(bad);
+    bad = post_hold("mover1", "pause", "{\"why\": \"x\"}", 422);
+    json_decref(bad);
+    bad = post_hold("mover1", "pause", "[\"x\"]", 422);
+    json_decref(bad);
+    json_t *doc = get_json("/v1/instruments/mover1", 200);
+    assert_string_equal(state_of(doc), "idle");
+    assert_null(json_object_get(doc, "paused_by"));
+    json_decref(doc);
+
+    doc = post_hold("mover1", "pause", "{\"reason\": \"tip box empty\"}", 200);
+    assert_string_equal(state_of(doc), "paused");
+    assert_string_equal(str_of(doc, "paused_by"), "anonymous");
+    assert_string_equal(str_of(doc, "pause_reason"), "tip box empty");
+    assert_non_null(str_of(doc, "paused_at"));
+    json_decref(doc);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "SELECT count(*) FROM labloop.instruments WHERE id = 'mover1' "
+                                     "AND state = 'paused' AND doc->>'pause_reason' = 'tip box "
+                                     "empty' AND doc->>'paused_by' = 'anonymous'",
+                                     1, 10000),
+                     1);
+
+    doc = post_hold("mover1", "resume", NULL, 200);
+    assert_string_equal(state_of(doc), "idle");
+    assert_string_equal(str_of(doc, "resumed_by"), "anonymous");
+    assert_null(json_object_get(doc, "paused_by"));
+    assert_null(json_object_get(doc, "pause_reason"));
+    json_decref(doc);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "SELECT count(*) FROM labloop.instruments WHERE id = 'mover1' "
+                                     "AND state = 'idle' AND doc->>'resumed_by' = 'anonymous'",
+                                     1, 10000),
+                     1);
+
+    /* Paused again with another reason: the state stays, the hold's row is written anyway. */
+    json_decref(post_hold("env1", "pause", "{}", 200));
+    doc = post_hold("env1", "pause", "{\"reason\": \"probe cleaning\"}", 200);
+    assert_string_equal(state_of(doc), "paused");
+    assert_string_equal(str_of(doc, "pause_reason"), "probe cleaning");
+    json_decref(doc);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "SELECT count(*) FROM labloop.instruments WHERE id = 'env1' "
+                                     "AND doc->>'pause_reason' = 'probe cleaning'",
+                                     1, 10000),
+                     1);
+    json_decref(post_hold("env1", "resume", NULL, 200));
+}
+
 static void test_config_errors(void **state)
 {
     char dir[256], path[300], cmd[800];
@@ -372,6 +478,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_report_becomes_telemetry),
         cmocka_unit_test(test_bad_reports),
+        cmocka_unit_test(test_pause_records_who),
         cmocka_unit_test(test_config_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -332,8 +332,9 @@ static void test_topic_table(void **state)
     }
     /* every kind the outbox carries has a topic, except those for PostgreSQL only (DESIGN's
      * MQTT table has no topic for them): audit events, workflow versions, and the closed loop's
-     * records (pipelines get results and done events) */
-    static const char *const pg_only[] = {"event", "workflow",  "campaign",
+     * records (pipelines get results and done events), and prompts (the dashboard reads them
+     * from the API) */
+    static const char *const pg_only[] = {"event", "workflow",  "campaign", "prompt",
                                           "batch", "candidate", "plate"};
     for (const lab_outbox_kind_t *k = lab_outbox_kinds; k->name; k++) {
         bool only = false;

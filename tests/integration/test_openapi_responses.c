@@ -2,7 +2,8 @@
  * with tokens, PostgreSQL, mosquitto and labloop-sim's cell; tests/openapi/check_responses.py
  * (Python's jsonschema, the full 2020-12 dialect) sends good and bad requests to each route and
  * validates each answer's status, content type and body against GET /v1/openapi.json. The run it
- * resumes is paused here first, by a read the simulated reader answers with an error.
+ * resumes is paused here first, by a read the simulated reader answers with an error; its prompt
+ * is answered by that resume.
  * LAB_OPENAPI_DUMP=1 prints every answer as well. */
 #include "tests/harness/harness.h"
 #include "tests/integration/mix_cell.h"
@@ -130,6 +131,15 @@ static void test_every_route_matches_the_document(void **state)
     int rc = h_run(cmd, out, sizeof out);
     printf("%s", out);
     assert_int_equal(rc, 0);
+    /* The paused run was a prompt (checked listed by the script), answered by its resume: the
+     * prompt event says who and how. */
+    char q[512];
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM labloop.events WHERE kind = 'prompt' AND key = 'run:%s:paused' "
+             "AND payload->>'open' = 'false' AND payload->>'by' = 'tom' AND payload->>'how' = "
+             "'skip' AND payload->>'kind' = 'run.paused' AND payload->>'plate' = 'P1'",
+             paused);
+    assert_int_equal(h_pg_count_wait(&pg, q, 1, 20000), 1);
 }
 
 int main(void)

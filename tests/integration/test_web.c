@@ -244,6 +244,28 @@ static void test_refused(void **state)
     free(r.body);
 }
 
+/* The web app's files are counted in /metrics under a label of their own, not as unmatched
+ * requests (which stay for what no route and no file answers). Runs after the tests above:
+ * their requests were counted. */
+static void test_metrics_label(void **state)
+{
+    (void)state;
+    resp_t r = req("GET", "/metrics", "Authorization: Bearer " TOK_VIEWER);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "route=\"/web/{file}\",code=\"200\""));
+    assert_non_null(strstr(r.body, "route=\"/web/{file}\",code=\"304\""));
+    assert_non_null(strstr(r.body, "route=\"/web/{file}\",code=\"404\""));
+    assert_non_null(strstr(r.body, "route=\"/web/{file}\",code=\"405\""));
+    assert_null(strstr(r.body, "route=\"unmatched\",code=\"200\""));
+    free(r.body);
+    r = req("GET", "/nothing-here", NULL);
+    assert_int_equal(r.status, 404);
+    free(r.body);
+    r = req("GET", "/metrics", "Authorization: Bearer " TOK_VIEWER);
+    assert_non_null(strstr(r.body, "route=\"unmatched\",code=\"404\""));
+    free(r.body);
+}
+
 static void me_is(const char *tok, const char *role, const char *name, bool can)
 {
     char h[128];
@@ -332,9 +354,13 @@ int main(void)
 {
     curl_global_init(CURL_GLOBAL_ALL);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_index), cmocka_unit_test(test_every_file),
-        cmocka_unit_test(test_etag),  cmocka_unit_test(test_refused),
-        cmocka_unit_test(test_me),    cmocka_unit_test(test_cell),
+        cmocka_unit_test(test_index),
+        cmocka_unit_test(test_every_file),
+        cmocka_unit_test(test_etag),
+        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_me),
+        cmocka_unit_test(test_cell),
+        cmocka_unit_test(test_metrics_label),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -32,6 +32,15 @@ PLAIN = {"name": "oaplain", "steps": [
      "params": {"temperature_c": 37}},
     {"name": "read", "op": "read_absorbance", "on": "plate_reader", "duration_s": 90,
      "params": {"wavelength_nm": 450}, "start_within_s": 120}]}
+# A plate filled, incubated, then read after a while and within a window: while it incubates,
+# its schedule items carry every optional field (site, not_before, must_start_by).
+LAG = {"name": "oalag", "steps": [
+    {"name": "fill", "op": "dispense", "on": "liquid_handler", "duration_s": 120,
+     "params": {"reagent": "substrate", "volume_ul": 50, "wells": "A1:H1"}},
+    {"name": "incubate", "op": "incubate", "on": "incubator", "duration_s": 300,
+     "params": {"temperature_c": 37}},
+    {"name": "read", "op": "read_absorbance", "on": "plate_reader", "duration_s": 90,
+     "params": {"wavelength_nm": 450}, "start_after_s": 60, "start_within_s": 600}]}
 MIX = {"name": "oamix", "steps": [
     {"name": "dispense", "op": "dispense", "on": "liquid_handler", "duration_s": 600,
      "params": {"design": True}},
@@ -197,6 +206,26 @@ class Checker:
                     self.fail(f"{key[0]} {tmpl}", f"no error seen (only {sorted(got)})")
 
 
+def lag_schedule(c):
+    """GET /v1/schedule checked while it shows every optional field of an item (a run of LAG
+    incubating), so that their schemas meet real values too."""
+    c.wait_online(["inc1", "star1", "reader1"])
+    c.call("POST", "/v1/runs", "technician", 201, {"workflow": "oalag", "plate": "OA-LAG"})
+    optional = ("site", "not_before", "must_start_by")
+    end = time.monotonic() + 60
+    while True:
+        sched = c.call("GET", "/v1/schedule", "viewer")
+        items = (sched or {}).get("items", [])
+        seen = {k for it in items if it.get("plate") == "OA-LAG" for k in optional if k in it}
+        if len(seen) == len(optional) or time.monotonic() > end:
+            break
+        time.sleep(0.1)
+    if len(seen) != len(optional):
+        c.fail("GET /v1/schedule", f"run OA-LAG's items never showed "
+               f"{sorted(set(optional) - seen)}: {json.dumps(items)}")
+    print(f"schedule: {len(items)} items, with {', '.join(sorted(seen))}")
+
+
 def run(c, paused):
     doc = c.call("GET", "/v1/openapi.json")
     if not c.dump:
@@ -218,6 +247,8 @@ def run(c, paused):
     c.call("POST", w, "technician", 201, PLAIN)
     c.call("POST", w, "technician", 200, PLAIN)  # stored already
     c.call("POST", w, "admin", 201, MIX)
+    c.call("POST", w, "technician", 201, LAG)
+    lag_schedule(c)
     c.call("POST", w, "viewer", 403, PLAIN)
     c.call("POST", w, "technician", 422, {"name": "x"})
     c.call("POST", w, "technician", 400, '{"name":')
@@ -244,6 +275,10 @@ def run(c, paused):
     rid = (run_doc or {}).get("id", "00000000-0000-4000-8000-000000000000")
     c.call("GET", r, "viewer")
     c.call("GET", r, "viewer", query="?state=queued&limit=5")
+    c.call("GET", r, "viewer", query="?workflow=oaplain&priority=high&order=newest&limit=1")
+    c.call("GET", r, "viewer", query="?plate=OA-LAG")
+    for bad in ("priority=soon", "workflow=-x", "order=up", "plate=", "plate=" + "P" * 65):
+        c.call("GET", r, "viewer", 400, query="?" + bad)
     c.call("GET", r, "viewer", 400, query="?state=bogus&colour=red")
     ri = "/v1/runs/{id}"
     c.call("GET", ri, "viewer", params={"id": rid})
@@ -255,13 +290,15 @@ def run(c, paused):
     c.call("POST", ri + "/resume", "technician", 409, params={"id": rid}, body={})
     c.call("POST", ri + "/resume", "technician", 422, params={"id": rid}, body={"step": "undo"})
     c.call("POST", ri + "/resume", "technician", 404, params={"id": "not-a-run"}, body={})
+    pr = c.call("GET", "/v1/prompts", "viewer")
+    c.call("GET", "/v1/prompts", None, 401)
+    if f"run:{paused}:paused" not in [p.get("id") for p in (pr or {}).get("prompts", [])]:
+        c.fail("GET /v1/prompts", f"the paused run {paused} is not a prompt: {pr}")
     c.call("POST", ri + "/resume", "technician", params={"id": paused}, body={"step": "skip"})
 
     i = "/v1/instruments"
     c.wait_online(["inc1", "star1", "reader1"])
     c.call("POST", r, "technician", 201, {"workflow": "oaplain", "plate": "OA-2"})
-    sched = c.call("GET", "/v1/schedule", "viewer")
-    print(f"schedule: {len((sched or {}).get('items', []))} items")
     c.call("GET", "/v1/schedule", None, 401)
     c.call("GET", i, "viewer")
     c.call("GET", i, None, 401)

@@ -5,6 +5,7 @@
 #include "core/err.h"
 #include "core/id.h"
 #include "core/mem.h"
+#include "daemon/store/prompts.h"
 #include "daemon/store/runs.h"
 #include "daemon/store/store.h"
 
@@ -751,6 +752,155 @@ static void test_runs(void **state)
                      10);
 }
 
+/* Filters by plate, workflow and priority (columns read from the document, 0004), alone and
+ * together, paged in both orders: every page holds only matches, in order, and the pages
+ * together hold every match once. */
+static void test_runs_filters(void **state)
+{
+    fx_t *f = *state;
+    fx_open(f);
+    static const char *const plates[] = {"P0", "P1", "P2"};
+    static const char *const wfs[] = {"elisa", "mix"};
+    static const char *const prios[] = {NULL, "high", "low", "urgent"};
+    enum { NRUNS = 24 };
+    for (int i = 0; i < NRUNS; i++) {
+        rdone_t d = {0};
+        run_done_slot = &d;
+        lab_run_insert_t *ins = lab_run_insert_new();
+        ins->op.done = run_done;
+        ins->id = lab_asprintf("f-%02d", i);
+        ins->state = lab_strdup(i % 5 ? "queued" : "done");
+        const char *pr = prios[i % 4];
+        ins->doc = lab_asprintf("{\"id\":\"f-%02d\",\"plate\":\"%s\",\"workflow\":\"%s\"%s%s%s}", i,
+                                plates[i % 3], wfs[i % 2], pr ? ",\"priority\":\"" : "",
+                                pr ? pr : "", pr ? "\"" : "");
+        ins->ts_ms = 1700000000000 + i;
+        lab_store_submit(f->st, &ins->op);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(d.status, 0);
+    }
+    static const lab_runs_filter_t cases[] = {
+        {.plate = "P1"},
+        {.workflow = "mix"},
+        {.priority = "normal"},
+        {.priority = "high", .workflow = "mix"},
+        {.plate = "P2", .workflow = "elisa", .state = "queued"},
+        {.plate = "P9"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int newest = 0; newest < 2; newest++) {
+            lab_runs_filter_t fl = cases[c];
+            fl.newest_first = newest;
+            bool want[NRUNS];
+            int nwant = 0;
+            for (int i = 0; i < NRUNS; i++) {
+                const char *pr = prios[i % 4] ? prios[i % 4] : "normal";
+                want[i] = (!fl.plate || strcmp(fl.plate, plates[i % 3]) == 0) &&
+                          (!fl.workflow || strcmp(fl.workflow, wfs[i % 2]) == 0) &&
+                          (!fl.priority || strcmp(fl.priority, pr) == 0) &&
+                          (!fl.state || strcmp(fl.state, i % 5 ? "queued" : "done") == 0);
+                nwant += want[i];
+            }
+            int64_t after = 0, next;
+            int seen = 0, last = newest ? NRUNS : -1;
+            do {
+                char **docs;
+                int n = lab_runs_find(f->st, &fl, after, 2, &docs, &next);
+                assert_true(n >= 0 && n <= 2);
+                for (int i = 0; i < n; i++) {
+                    int k = atoi(strstr(docs[i], "f-") + 2);
+                    assert_true(want[k]);
+                    assert_true(newest ? k < last : k > last);
+                    last = k;
+                    seen++;
+                    free(docs[i]);
+                }
+                free(docs);
+                after = next;
+            } while (next);
+            assert_int_equal(seen, nwant);
+        }
+    }
+    char **docs;
+    int64_t next;
+    lab_runs_filter_t none = {0};
+    assert_int_equal(lab_runs_find(f->st, &none, -1, 2, &docs, &next), LAB_EINVAL);
+    assert_int_equal(lab_runs_find(f->st, NULL, 0, 2, &docs, &next), LAB_EINVAL);
+}
+
+static void prompt_put(fx_t *f, const char *id, const char *doc, int64_t ts)
+{
+    json_t *d = json_loads(doc, 0, NULL);
+    assert_non_null(d);
+    lab_prompt_submit(f->st, id, d, ts);
+    json_decref(d);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+}
+
+static int64_t prompt_rows(fx_t *f)
+{
+    return q_int(fx_check(f), "SELECT count(*) FROM outbox WHERE kind = 'prompt'");
+}
+
+/* Prompts: an opening and an answer are one row each; opening what is open, or answering what is
+ * not, writes nothing; an answer carries the opening's fields; the open ones newest first. */
+static void test_prompts(void **state)
+{
+    fx_t *f = *state;
+    fx_open(f);
+    prompt_put(f, "move:m1", "{\"open\":true,\"kind\":\"move\",\"title\":\"Move plate P1\"}",
+               1700000001000);
+    assert_int_equal(prompt_rows(f), 1);
+    prompt_put(f, "move:m1", "{\"open\":true,\"kind\":\"move\",\"title\":\"again\"}",
+               1700000002000);
+    prompt_put(f, "run:r1:paused", "{\"open\":false,\"by\":\"ann\",\"how\":\"skip\"}",
+               1700000002000);
+    assert_int_equal(prompt_rows(f), 1);
+    prompt_put(f, "instrument:i1:fault",
+               "{\"open\":true,\"kind\":\"instrument.fault\",\"title\":\"i1 in fault\"}",
+               1700000003000);
+    json_t *open = NULL;
+    assert_int_equal(lab_prompts_open(f->st, &open), 0);
+    assert_int_equal(json_array_size(open), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(open, 0), "id")),
+                        "instrument:i1:fault");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(open, 1), "title")),
+                        "Move plate P1");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(open, 1), "opened_at")),
+                        "2023-11-14T22:13:21.000Z");
+    json_decref(open);
+
+    prompt_put(f, "move:m1", "{\"open\":false,\"by\":\"ann\",\"how\":\"confirm\"}", 1700000004000);
+    assert_int_equal(prompt_rows(f), 3);
+    sqlite3 *db = fx_check(f);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM outbox WHERE kind = 'prompt' AND key = "
+                               "'move:m1' AND json_extract(payload, '$.open') = 0 AND "
+                               "json_extract(payload, '$.by') = 'ann' AND json_extract(payload, "
+                               "'$.how') = 'confirm' AND json_extract(payload, '$.title') = "
+                               "'Move plate P1' AND json_extract(payload, '$.closed_at') IS NOT "
+                               "NULL"),
+                     1);
+    lab_prompts_close_prefix(f->st, "instrument:", "restart", 1700000005000);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(prompt_rows(f), 4);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM outbox WHERE key = 'instrument:i1:fault' AND "
+                               "json_extract(payload, '$.how') = 'restart' AND "
+                               "json_extract(payload, '$.by') IS NULL"),
+                     1);
+    assert_int_equal(lab_prompts_open(f->st, &open), 0);
+    assert_int_equal(json_array_size(open), 0);
+    json_decref(open);
+    /* The same id opens again: a new opening, listed again. */
+    prompt_put(f, "move:m1", "{\"open\":true,\"kind\":\"move\",\"title\":\"Move plate P2\"}",
+               1700000006000);
+    assert_int_equal(prompt_rows(f), 5);
+    assert_int_equal(lab_prompts_open(f->st, &open), 0);
+    assert_int_equal(json_array_size(open), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(open, 0), "title")),
+                        "Move plate P2");
+    json_decref(open);
+}
+
 static void test_idempotency(void **state)
 {
     fx_t *f = *state;
@@ -1056,6 +1206,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_keep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_filters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prompts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_update, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_dir_locked, setup, teardown),

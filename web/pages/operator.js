@@ -1,7 +1,8 @@
-// Operator: everything that waits for a person, newest first. A manual mover's pending move
-// (confirm it), a paused run (resume with retry or skip, or cancel, with a reason), an
-// instrument in fault (its reset action when its driver has one, else pause and resume); and
-// every instrument's pause/resume. Each decision asks first, saying what it will do, and the
+// Operator: everything that waits for a person, newest first: the daemon's open prompts
+// (GET /v1/prompts, then prompt events). A manual mover's pending move (confirm it), a paused run
+// (resume with retry or skip, or cancel, with a reason), an instrument in fault (its reset
+// action when its driver has one, else pause and resume); and every instrument's pause/resume
+// with a reason, showing who holds it. Each decision asks first, saying what it will do, and the
 // page shows who made it. A new item beeps and, when allowed, shows a notification.
 import { h as el, pageStyle } from '../ui.js';
 import { fmtAgo, debounce, errText, runChip } from './pagekit.js';
@@ -84,16 +85,15 @@ export function mount(root, ctx) {
         }
     }
 
+    // The list is the open prompts (GET /v1/prompts, then prompt events); a card needs the
+    // run or instrument it is about, fetched with it.
     async function load() {
         try {
-            const [ins, paused] = await Promise.all([ctx.api('/v1/instruments'),
-                ctx.api('/v1/runs?state=paused&limit=200')]);
+            const [ins, pr] = await Promise.all([ctx.api('/v1/instruments'),
+                ctx.api('/v1/prompts')]);
             st.instruments = ins.instruments || [];
-            const faults = st.instruments.filter((i) => i.state === 'fault');
-            // a faulted instrument's actions are in its own document
-            const details = await Promise.all(faults.map((i) =>
-                ctx.api(`/v1/instruments/${encodeURIComponent(i.id)}`).catch(() => i)));
-            st.items = gather(st.instruments, details, paused.runs || []);
+            const items = await Promise.all((pr.prompts || []).map(fromPrompt));
+            st.items = items.filter(Boolean);
             st.error = null;
         } catch (e) {
             st.error = errText(e);
@@ -108,47 +108,52 @@ export function mount(root, ctx) {
     }
     const reload = debounce(load, 300);
 
-    function gather(instruments, faulted, runs) {
-        const items = [];
-        for (const i of instruments) {
-            const m = i.info && i.info.pending_move;
-            if (m && typeof m === 'object') {
-                items.push({ key: `move:${i.id}:${m.plate || ''}:${m.from}:${m.to}`, kind: 'move',
-                    at: i.updated_at, inst: i, move: m, title: `Move plate ${m.plate || ''}`.trim(),
-                    text: `from ${m.from} to ${m.to}${m.note ? ` — ${m.note}` : ''}` });
+    async function fromPrompt(p) {
+        const base = { key: `${p.id}:${p.opened_at}`, prompt: p, at: p.opened_at,
+            title: p.title, text: p.text || '' };
+        try {
+            if (p.kind === 'run.paused') {
+                const r = await ctx.api(`/v1/runs/${encodeURIComponent(p.run)}`);
+                const step = (r.steps || []).find((s) => s.state === 'failed' ||
+                    s.state === 'running' || s.state === 'pending');
+                return { ...base, kind: 'paused', run: r, step };
             }
+            const i = await ctx.api(`/v1/instruments/${encodeURIComponent(p.instrument)}`);
+            if (p.kind === 'move') return { ...base, kind: 'move', inst: i, move: p.move || {} };
+            return { ...base, kind: 'fault', inst: i };
+        } catch (e) {
+            return null; /* gone meanwhile: the next event says so */
         }
-        for (const r of runs) {
-            const step = (r.steps || []).find((s) => s.state === 'failed' || s.state === 'running'
-                || s.state === 'pending');
-            items.push({ key: `paused:${r.id}:${r.updated_at}`, kind: 'paused', at: r.updated_at,
-                run: r, title: `Run ${r.plate} paused`,
-                text: r.paused_reason || r.waiting_reason || 'paused', step });
-        }
-        for (const i of faulted) {
-            const le = i.last_error;
-            items.push({ key: `fault:${i.id}:${i.updated_at}`, kind: 'fault', at: i.updated_at,
-                inst: i, title: `${i.id} in fault`,
-                text: le ? `${le.code || ''} ${le.message || le.text || ''}`.trim() : 'fault' });
-        }
-        items.sort((a, b) => (Date.parse(b.at) || 0) - (Date.parse(a.at) || 0));
-        return items;
     }
 
+    // A decision made here answers a prompt: what the daemon recorded for it (its prompt
+    // event: how, by whom) is added to the decision's line, whichever comes first.
+    let pendingPrompt = null;
+    const recorded = new Map(); // prompt id -> the daemon's word, come before the answer
+
     // One decision: ask, do, and say who did it.
-    async function decide(question, path, body, done, word) {
+    async function decide(question, path, body, done, word, promptId) {
         if (st.busy) return;
         if (!(await ctx.confirm(question, { action: word, title: 'Please confirm' }))) return;
         st.busy = true;
+        pendingPrompt = promptId || null;
         try {
             const r = await ctx.api(path, { method: 'POST', body });
             const who = done(r);
-            st.decided.unshift({ at: new Date().toISOString(), text: who, key: path });
+            const entry = { at: new Date().toISOString(), text: who, key: path,
+                prompt: promptId };
+            if (promptId && recorded.has(promptId)) {
+                entry.text += ` (recorded: ${recorded.get(promptId)})`;
+                entry.recorded = true;
+            }
+            st.decided.unshift(entry);
             ctx.toast(who);
         } catch (e) {
             ctx.toast(`refused: ${errText(e)}`);
         } finally {
             st.busy = false;
+            recorded.delete(pendingPrompt);
+            pendingPrompt = null;
         }
         load();
     }
@@ -171,7 +176,7 @@ export function mount(root, ctx) {
                         const c = (r.result && (r.result.confirmed || r.result)) || {};
                         return `move of ${m.plate || 'the plate'} to ${m.to} confirmed by ` +
                             `${c.confirmed_by || 'you'}`;
-                    }, 'Move done') }, 'Move done')) : null;
+                    }, 'Move done', it.prompt.id) }, 'Move done')) : null;
         return card(it, el('p', { class: 'op-move' }, el('b', {}, m.from), ' → ',
             el('b', {}, m.to),
             m.note ? el('span', { class: 'note' }, ` ${m.note}`) : null,
@@ -193,7 +198,7 @@ export function mount(root, ctx) {
             decide(`${what}${reason ? ` Reason: ${reason}` : ''}`,
                 `/v1/runs/${encodeURIComponent(r.id)}/resume`, body,
                 (doc) => `run ${r.plate} resumed (${how}) by ${(doc && doc.resumed_by) || 'you'}`,
-                how === 'skip' ? 'Skip step' : 'Retry step');
+                how === 'skip' ? 'Skip step' : 'Retry step', it.prompt.id);
         };
         const cancel = () => {
             const reason = reasonOf().trim();
@@ -201,7 +206,7 @@ export function mount(root, ctx) {
                 `${reason ? ` Reason: ${reason}` : ''}`,
             `/v1/runs/${encodeURIComponent(r.id)}/cancel`, reason ? { reason } : {},
             (doc) => `run ${r.plate} cancelled by ${(doc && doc.cancelled_by) || 'you'}`,
-            'Cancel run');
+            'Cancel run', it.prompt.id);
         };
         const acts = ctx.canAct ? el('div', { class: 'op-acts' }, reasonField(rid),
             el('button', { type: 'button', 'data-act': 'retry', onclick: () => resume('retry') },
@@ -225,7 +230,7 @@ export function mount(root, ctx) {
                 'data-act': 'reset', onclick: () => decide(
                     `Send ${reset.name} to ${i.id}? ${reset.help || ''}`,
                     `/v1/instruments/${encodeURIComponent(i.id)}/actions`, { action: reset.name },
-                    () => `${i.id}: ${reset.name} sent`, `${reset.name} ${i.id}`) },
+                    () => `${i.id}: ${reset.name} sent`, `${reset.name} ${i.id}`, it.prompt.id) },
                 `${reset.name}`));
         } else if (ctx.canAct) {
             acts = el('div', { class: 'op-acts' }, el('span', { class: 'muted' },
@@ -243,28 +248,41 @@ export function mount(root, ctx) {
     }
 
     function instRow(i) {
-        const paused = i.state === 'paused';
-        const btn = ctx.canAct ? el('button', { type: 'button',
-            'data-act': paused ? 'resume' : 'pause',
-            onclick: () => decide(paused
+        const held = Boolean(i.paused_by) || i.state === 'paused';
+        const rid = `op-hold-${i.id}`;
+        const reasonOf = () => ((root.querySelector(`#${CSS.escape(rid)}`) || {}).value || '')
+            .trim();
+        const act = () => {
+            const reason = held ? '' : reasonOf();
+            decide(held
                 ? `Resume ${i.id}? The scheduler plans steps on it again.`
-                : `Pause ${i.id}? No new step starts on it; the one running finishes.`,
-            `/v1/instruments/${encodeURIComponent(i.id)}/${paused ? 'resume' : 'pause'}`, {},
-            () => `${i.id} ${paused ? 'resumed' : 'paused'}`,
-            `${paused ? 'Resume' : 'Pause'} ${i.id}`) }, paused ? 'Resume' : 'Pause') : null;
+                : `Pause ${i.id}? No new step starts on it; the one running finishes.` +
+                  `${reason ? ` Reason: ${reason}` : ''}`,
+            `/v1/instruments/${encodeURIComponent(i.id)}/${held ? 'resume' : 'pause'}`,
+            reason ? { reason } : {},
+            (doc) => `${i.id} ${held ? 'resumed' : 'paused'} by ` +
+                `${(doc && (held ? doc.resumed_by : doc.paused_by)) || 'you'}`,
+            `${held ? 'Resume' : 'Pause'} ${i.id}`);
+        };
+        const acts = ctx.canAct ? [held ? null : el('input', { type: 'text', class: 'op-reason',
+            id: rid, maxlength: 500, placeholder: 'why (optional)', 'aria-label': 'reason' }),
+        el('button', { type: 'button', 'data-act': held ? 'resume' : 'pause', onclick: act },
+            held ? 'Resume' : 'Pause')] : [];
+        const who = i.paused_by ? el('span', { class: 'muted op-held' },
+            `paused by ${i.paused_by}${i.pause_reason ? `: ${i.pause_reason}` : ''}`) : null;
         return el('tr', { 'data-inst': i.id }, el('td', {}, el('b', {}, i.id)),
             el('td', {}, i.kind),
-            el('td', {}, el('span', { class: `state s-${i.state}` }, i.state)),
-            el('td', {}, btn));
+            el('td', {}, el('span', { class: `state s-${i.state}` }, i.state), ' ', who),
+            el('td', {}, ...acts));
     }
 
     function draw() {
         // what is typed in a reason field survives the redraw an event causes
-        const typed = new Map([...list.querySelectorAll('input.op-reason')]
+        const typed = new Map([...root.querySelectorAll('input.op-reason')]
             .map((f) => [f.id, [f.value, f === document.activeElement]]));
         drawItems();
         for (const [id, [v, focused]] of typed) {
-            const f = list.querySelector(`#${CSS.escape(id)}`);
+            const f = root.querySelector(`#${CSS.escape(id)}`);
             if (!f) continue;
             f.value = v;
             if (focused) f.focus();
@@ -286,16 +304,21 @@ export function mount(root, ctx) {
             : el('p', { class: 'muted' }, 'No decision yet.'));
     }
 
-    // Decisions made elsewhere show too: a run resumed or cancelled, a move confirmed.
-    const unsub = ctx.events.subscribe(['run.state', 'instrument.state'], (kind, key, data) => {
-        const mine = (p) => st.decided.some((d) => d.key && d.key.includes(`/${p}/`));
-        if (kind === 'run.state' && data && (data.resumed_by || data.cancelled_by) &&
-            st.items.some((i) => i.kind === 'paused' && i.run.id === key) &&
-            !mine(encodeURIComponent(key))) {
-            const by = data.resumed_by || data.cancelled_by;
-            st.decided.unshift({ at: new Date().toISOString(), key: `/v1/runs/${key}/`,
-                text: `run ${data.plate || key} ` +
-                    `${data.resumed_by ? 'resumed' : 'cancelled'} by ${by}` });
+    // Prompts answered elsewhere show as decisions too; every prompt event redraws the list.
+    const unsub = ctx.events.subscribe(['prompt', 'instrument.state'], (kind, key, data) => {
+        if (kind === 'prompt' && data && data.open === false && data.by) {
+            const word = `${data.how || 'answered'} by ${data.by}` +
+                `${data.reason ? ` (${data.reason})` : ''}`;
+            const mine = st.decided.find((d) => d.prompt === key && !d.recorded);
+            if (mine) {
+                mine.text += ` (recorded: ${word})`;
+                mine.recorded = true;
+            } else if (pendingPrompt === key) {
+                recorded.set(key, word);
+            } else {
+                st.decided.unshift({ at: new Date().toISOString(), prompt: key, recorded: true,
+                    text: `${data.title}: ${word}` });
+            }
         }
         reload();
     });

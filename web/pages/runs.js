@@ -1,8 +1,8 @@
 // Runs: the list (#/runs) with filters (state, plate, workflow, priority) and one run (#/runs/ID):
 // its steps with planned and actual times, attempts, lag and errors, and a heat map (SVG) of the
-// plate's measurements. The API filters the list by state only; plate, workflow and priority are
-// filtered here, over the runs loaded (newest 2,000 at most). Live from run.state and measurement
-// events.
+// plate's measurements. The store filters the list (GET /v1/runs?state=&plate=&workflow=
+// &priority=&order=newest), the newest MAX_RUNS matches shown. Live from run.state and
+// measurement events.
 import { h, svg, stateWord, fmtDateTime, fmtTime, fmtDuration, fmtNum, pageStyle } from "../ui.js";
 
 export async function mount(el, ctx) {
@@ -23,19 +23,20 @@ function filtersFromHash() {
     workflow: p.get("workflow") || "", priority: p.get("priority") || "" };
 }
 
-async function loadRuns(ctx, state) {
+// The newest matches first, a page at a time; a plate is matched whole.
+async function loadRuns(ctx, f) {
   const out = [];
-  let after = 0;
+  let after = "";
   for (;;) {
-    const q = new URLSearchParams({ limit: "500" });
-    if (state) q.set("state", state);
-    if (after) q.set("after", String(after));
+    const q = new URLSearchParams({ limit: "500", order: "newest" });
+    for (const k of ["state", "plate", "workflow", "priority"]) if (f[k]) q.set(k, f[k]);
+    if (after) q.set("after", after);
     const doc = await ctx.api("/v1/runs?" + q);
     out.push(...(doc.runs || []));
     if (!doc.next || out.length >= MAX_RUNS) break;
     after = doc.next;
   }
-  return out;
+  return out.reverse(); // submission order, as the map keeps them
 }
 
 async function list(el, ctx) {
@@ -60,12 +61,15 @@ async function list(el, ctx) {
   let runs = new Map(); // id -> doc, in submission order
   const rowEls = new Map();
 
+  const current = () => ({ state: stateSel.value, plate: plateIn.value.trim(),
+    workflow: wfSel.value, priority: prioSel.value });
+  // A live change is shown when it matches what the store was asked for.
   function matches(r) {
-    if (stateSel.value && r.state !== stateSel.value) return false;
-    if (prioSel.value && r.priority !== prioSel.value) return false;
-    if (wfSel.value && r.workflow !== wfSel.value) return false;
-    const p = plateIn.value.trim().toLowerCase();
-    if (p && !String(r.plate || "").toLowerCase().includes(p)) return false;
+    const c = current();
+    if (c.state && r.state !== c.state) return false;
+    if (c.priority && (r.priority || "normal") !== c.priority) return false;
+    if (c.workflow && r.workflow !== c.workflow) return false;
+    if (c.plate && r.plate !== c.plate) return false;
     return true;
   }
   function row(r) {
@@ -89,10 +93,12 @@ async function list(el, ctx) {
       return tr;
     }));
     if (!list.length) body.append(h("tr", {}, h("td", { colspan: "8", class: "empty" }, "No run matches.")));
-    shown.textContent = `${list.length} of ${runs.size} runs`;
+    shown.textContent = `${list.length} run${list.length === 1 ? "" : "s"}` +
+      (runs.size >= MAX_RUNS ? ` (the newest ${MAX_RUNS})` : "");
   }
+  let wfNames = [];
   function workflows() {
-    const names = [...new Set([...runs.values()].map((r) => r.workflow))].sort();
+    const names = [...new Set([...wfNames, ...[...runs.values()].map((r) => r.workflow)])].sort();
     const cur = wfSel.value;
     wfSel.replaceChildren(h("option", { value: "" }, "any"),
       names.map((n) => h("option", { value: n, selected: n === cur }, n)));
@@ -104,17 +110,37 @@ async function list(el, ctx) {
     const s = q.toString();
     history.replaceState(null, "", "#/runs" + (s ? "?" + s : ""));
   }
+  let gen = 0;
+  async function reload() {
+    const g = ++gen;
+    const got = await loadRuns(ctx, current());
+    if (g !== gen) return; // a newer filter is being loaded
+    runs = new Map(got.map((r) => [r.id, r]));
+    workflows();
+    render();
+  }
+  let typing = null;
   for (const c of [stateSel, prioSel, wfSel, plateIn])
-    c.addEventListener(c === plateIn ? "input" : "change", () => { syncHash(); render(); });
+    c.addEventListener(c === plateIn ? "input" : "change", () => {
+      syncHash();
+      clearTimeout(typing);
+      typing = setTimeout(() => reload().catch((e) => ctx.toast(`runs: ${e.message}`)),
+        c === plateIn ? 300 : 0);
+    });
 
-  for (const r of await loadRuns(ctx, "")) runs.set(r.id, r);
+  try {
+    wfNames = ((await ctx.api("/v1/workflows")).workflows || []).map((w) => w.name);
+  } catch (e) {
+    wfNames = []; // the list still offers the workflows of the runs shown
+  }
   workflows();
   wfSel.value = f.workflow;
-  render();
+  await reload();
 
   ctx.events.subscribe(["run.state"], (kind, key, doc) => {
     if (!doc || typeof doc !== "object" || !doc.id) return;
     const isNew = !runs.has(doc.id);
+    if (isNew && !matches(doc)) return;
     runs.set(doc.id, doc);
     if (isNew) { workflows(); render(); return; }
     const old = rowEls.get(doc.id);
@@ -126,7 +152,7 @@ async function list(el, ctx) {
       render();
     }
   });
-  return { unmount() {} };
+  return { unmount() { clearTimeout(typing); gen++; } };
 }
 
 // ---- one run ----
@@ -216,7 +242,9 @@ async function detail(el, ctx, id) {
 
   function renderSteps() {
     steps.replaceChildren(...(run.steps || []).map((s) => {
-      const p = planned.get(s.name);
+      // the plan the run's document kept (it shows for a finished run too), else the schedule's
+      const p = s.planned_start ? { start: s.planned_start, end: s.planned_end }
+        : planned.get(s.name);
       const actual = s.started_at ? `${fmtTime(s.started_at)} – ${s.ended_at && s.state !== "running" ? fmtTime(s.ended_at) : "…"}` : "—";
       const plan = p ? `${fmtTime(p.start)} – ${fmtTime(p.end)}` : "—";
       let late = null;

@@ -194,6 +194,9 @@ export function mount(root, ctx) {
             `${planned} planned, ${items.length - planned} started · ` +
             `lag violations ${st.data.lag_violations ?? 0}`;
         chartBox.dataset.shown = String(shown);
+        // the range shown, in lab ms, and the plot's width: what a test of the gestures reads
+        Object.assign(chartBox.dataset, { t0: String(Math.round(t0)), t1: String(Math.round(t1)),
+            plotW: String(plotW), follow: st.t0 === null ? '1' : '0' });
     }
 
     // One step: its lag window behind it, then its bar. Returns 1 when the bar is drawn.
