@@ -10,6 +10,7 @@
 #include "daemon/bus/mqtt.h"
 #include "daemon/instr/instr.h"
 #include "daemon/campaign/engine.h"
+#include "daemon/fleet/fleet.h"
 #include "core/cfg.h"
 #include "core/clock.h"
 #include "core/err.h"
@@ -50,6 +51,7 @@ typedef struct labd {
     lab_instr_t *instr;
     lab_sched_t *sched;
     lab_campaigns_t *campaigns;
+    lab_fleet_t *fleet; /* [lab] shared_queue = on */
     lab_api_t *api;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
@@ -125,11 +127,21 @@ static void sched_closed(void *arg)
     d->sched = NULL;
 }
 
+/* The scheduler closes once nothing can call it any more: the instruments are closed and the
+ * fleet (whose fence answers reach it) has stopped. */
 static void instr_closed(void *arg)
 {
     labd_t *d = arg;
     d->instr = NULL;
-    if (d->sched)
+    if (d->sched && !d->fleet)
+        lab_sched_close(d->sched, sched_closed, d);
+}
+
+static void fleet_stopped(void *arg)
+{
+    labd_t *d = arg;
+    d->fleet = NULL;
+    if (d->sched && !d->instr)
         lab_sched_close(d->sched, sched_closed, d);
 }
 
@@ -138,7 +150,7 @@ static void instr_closed(void *arg)
 static void stop_tick(uv_timer_t *t)
 {
     labd_t *d = t->data;
-    if (d->state != D_DRAINING_API || d->instr || d->sched)
+    if (d->state != D_DRAINING_API || d->instr || d->sched || d->fleet)
         return;
     int busy = lab_api_in_flight(d->api);
     if (busy > 0 && uv_now(d->loop) < d->stop_deadline)
@@ -162,6 +174,9 @@ static void begin_stop(labd_t *d, const char *why)
     d->stop_deadline = uv_now(d->loop) + (uint64_t)(d->cfg.shutdown_grace_s * 1000);
     d->state = D_DRAINING_API;
     lab_api_stop_accepting(d->api);
+    /* Claimed runs not begun go back to the lab's queue before the scheduler stops. */
+    if (d->fleet)
+        lab_fleet_stop(d->fleet, (uint64_t)(d->cfg.shutdown_grace_s * 1000), fleet_stopped, d);
     /* Instruments first: operations in progress end (their requests are answered), and their
      * last state rows reach the store before it closes. */
     if (d->campaigns)
@@ -434,8 +449,13 @@ static int run(labd_t *d)
         log_error("main", "cannot start the closed loop: %s", lab_strerror(rc));
         return 1;
     }
-    lab_api_deps_t deps = {d->loop, &d->cfg,  &d->clock, d->store,    d->pg,
-                           d->mqtt, d->instr, d->sched,  d->campaigns};
+    if (d->cfg.lab_shared_queue && (rc = lab_fleet_start(&d->fleet, d->loop, &d->cfg, &d->clock,
+                                                         d->store, d->instr, d->sched)) != 0) {
+        log_error("main", "cannot join the lab's shared queue: %s", lab_strerror(rc));
+        return 1;
+    }
+    lab_api_deps_t deps = {d->loop, &d->cfg,  &d->clock, d->store,     d->pg,
+                           d->mqtt, d->instr, d->sched,  d->campaigns, d->fleet};
     if ((rc = lab_api_start(&d->api, &deps)) != 0) {
         log_error("main", "cannot start the HTTP API on %s: %s", d->cfg.http, lab_strerror(rc));
         return 1;
@@ -449,8 +469,10 @@ static int run(labd_t *d)
     }
     uv_timer_init(d->loop, &d->stop_timer);
     d->stop_timer.data = d;
-    log_info("main", "ready http=%s postgres=%s mqtt=%s instruments=%d state_dir=%s", d->cfg.http,
-             d->cfg.pg_enabled ? "on" : "off (embedded)", d->cfg.mqtt_enabled ? "on" : "off",
+    log_info("main",
+             "ready http=%s postgres=%s mqtt=%s shared_queue=%s instruments=%d state_dir=%s",
+             d->cfg.http, d->cfg.pg_enabled ? "on" : "off (embedded)",
+             d->cfg.mqtt_enabled ? "on" : "off", d->cfg.lab_shared_queue ? "on" : "off",
              lab_instr_count(d->instr), d->cfg.state_dir);
     uv_run(d->loop, UV_RUN_DEFAULT);
     return d->state == D_DONE ? 0 : 1;
@@ -536,6 +558,8 @@ int main(int argc, char **argv)
             lab_api_close(d.api, NULL, NULL);
         if (d.campaigns)
             lab_campaigns_close(d.campaigns, NULL, NULL);
+        if (d.fleet)
+            lab_fleet_stop(d.fleet, 0, fleet_stopped, &d);
         if (d.sched)
             lab_sched_stop(d.sched);
         if (d.instr)

@@ -6,6 +6,7 @@
 #include "daemon/bus/mqtt.h"
 #include "daemon/instr/instr.h"
 #include "daemon/campaign/engine.h"
+#include "daemon/fleet/fleet.h"
 #include "daemon/sched/sched.h"
 #include "core/cfg.h"
 #include "core/clock.h"
@@ -27,6 +28,7 @@ typedef struct lab_api_deps {
     lab_instr_t *instr;
     lab_sched_t *sched;         /* may be NULL (no runs are carried out) */
     lab_campaigns_t *campaigns; /* the campaign engine; may be NULL (no campaigns) */
+    lab_fleet_t *fleet;         /* the lab's shared queue; NULL when [lab] shared_queue = off */
 } lab_api_deps_t;
 
 int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps);

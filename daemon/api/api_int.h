@@ -102,6 +102,7 @@ struct lab_api {
     lab_instr_t *instr;
     lab_sched_t *sched;
     lab_campaigns_t *campaigns;
+    lab_fleet_t *fleet; /* NULL: [lab] shared_queue = off */
     lab_jschema_t *campaign_schema;
     lab_jschema_t *batch_schema;
     struct MHD_Daemon *mhd;

@@ -814,6 +814,7 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
     api->instr = deps->instr;
     api->sched = deps->sched;
     api->campaigns = deps->campaigns;
+    api->fleet = deps->fleet;
     api->max_body = cfg->http_max_body;
     api->auth = cfg->auth_enabled;
     api->hits = lab_calloc((size_t)lab_nroutes + 1, sizeof *api->hits);

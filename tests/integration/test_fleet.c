@@ -1,0 +1,279 @@
+/* The lab's shared queue with two labloopd on one PostgreSQL ([lab] shared_queue = on), each
+ * with its own labloop-sim instruments: cell A has a plate reader and an incubator, cell B an
+ * incubator only. Runs submitted by SQL (labloop.submit_run) are each run once, on a cell able
+ * to run them, and B never claims a run that reads. Then `kill -9` of B while it holds claimed
+ * runs it has not begun: they return to the queue once its lease is out and A runs them; the one
+ * B had begun stays B's (stranded); and B restarted gives back what A took without running it. */
+#include "tests/harness/harness.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define SCALE "60"
+#define LEASE_S 4
+
+static const char wf_read[] =
+    "{\"name\":\"read-only\",\"steps\":["
+    "{\"name\":\"read\",\"op\":\"read_absorbance\",\"on\":\"plate_reader\",\"duration_s\":30,"
+    "\"params\":{\"wavelength_nm\":450,\"wells\":\"A1:B2\"}}],"
+    "\"on_failure\":{\"action\":\"pause\"}}";
+
+static const char wf_incubate[] =
+    "{\"name\":\"warm\",\"steps\":["
+    "{\"name\":\"incubate\",\"op\":\"incubate\",\"on\":\"incubator\",\"duration_s\":120,"
+    "\"params\":{\"temperature_c\":37}}],"
+    "\"on_failure\":{\"action\":\"pause\"}}";
+
+static h_pg_t pg;
+static h_sim_t sim;
+static char dir[256], sec_a[1024], sec_b[1024];
+
+static int setup(void **state)
+{
+    (void)state;
+    if (h_pg_start(&pg) || h_tempdir("labfleet", dir, sizeof dir))
+        return -1;
+    int rd = h_free_port();
+    snprintf(sec_a, sizeof sec_a,
+             "[instrument inc1]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
+             "%s/inc1\nsim_plate = P1\nsim_step_seconds = 2\ncapacity = 8\n"
+             "[instrument reader1]\ndriver = biotek-synergy\nport = tcp://127.0.0.1:%d\n"
+             "sim_plate = P1\n",
+             dir, rd);
+    snprintf(sec_b, sizeof sec_b,
+             "[instrument inc2]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
+             "%s/inc2\nsim_plate = P2\nsim_step_seconds = 2\ncapacity = 1\n",
+             dir);
+    char ini[3000];
+    snprintf(ini, sizeof ini, "[labloop]\ntime_scale = " SCALE "\nsim_seed = 5\n%s%s", sec_a,
+             sec_b);
+    return h_sim_start(&sim, ini);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    h_sim_stop(&sim);
+    h_pg_destroy(&pg);
+    h_rmtree(dir);
+    return 0;
+}
+
+static void start_cell(h_daemon_t *d, const char *sections)
+{
+    char extra[2000];
+    snprintf(extra, sizeof extra,
+             "[labloop]\ntime_scale = " SCALE "\n[lab]\nshared_queue = on\nlease = %d\n"
+             "heartbeat = 1\n%s",
+             LEASE_S, sections);
+    assert_int_equal(h_daemon_start(d, &pg, NULL, extra), 0);
+}
+
+static void cell_name(const h_daemon_t *d, char *out, size_t cap)
+{
+    FILE *f = fopen(d->conf, "r");
+    char line[256];
+    out[0] = '\0';
+    while (f && fgets(line, sizeof line, f)) {
+        char cell[64];
+        if (sscanf(line, "cell = %63s", cell) == 1)
+            snprintf(out, cap, "%s", cell);
+    }
+    if (f)
+        fclose(f);
+}
+
+/* Stores both workflows on the cell (each cell runs what its own store holds). */
+static void workflows(const h_daemon_t *d)
+{
+    char *resp = NULL;
+    int st =
+        h_http(d->url, "POST", "/v1/workflows", "Content-Type: application/json", wf_read, &resp);
+    assert_true(st == 201 || st == 200);
+    free(resp);
+    resp = NULL;
+    st = h_http(d->url, "POST", "/v1/workflows", "Content-Type: application/json", wf_incubate,
+                &resp);
+    assert_true(st == 201 || st == 200);
+    free(resp);
+}
+
+static void submit(const char *wf, const char *plate, int n)
+{
+    char sql[400], out[128];
+    for (int i = 0; i < n; i++) {
+        snprintf(sql, sizeof sql,
+                 "SELECT labloop.submit_run('{\"workflow\":\"%s\",\"plate\":\"%s\"}'::jsonb)", wf,
+                 plate);
+        assert_int_equal(h_pg_query(&pg, sql, out, sizeof out), 0);
+        assert_int_equal(strlen(out), 36);
+    }
+}
+
+static long long count(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static long long count(const char *fmt, ...)
+{
+    char sql[1000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    return h_pg_count(&pg, sql);
+}
+
+static long long count_wait(long long want, int ms, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static long long count_wait(long long want, int ms, const char *fmt, ...)
+{
+    char sql[1000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    return h_pg_count_wait(&pg, sql, want, ms);
+}
+
+static void test_cells_claim_what_they_can_run(void **state)
+{
+    (void)state;
+    h_daemon_t a, b;
+    char ca[64], cb[64];
+    start_cell(&a, sec_a);
+    start_cell(&b, sec_b);
+    cell_name(&a, ca, sizeof ca);
+    cell_name(&b, cb, sizeof cb);
+    workflows(&a);
+    workflows(&b);
+    /* both cells are up, and the workflows reached PostgreSQL */
+    assert_int_equal(count_wait(2, 30000, "SELECT count(*) FROM labloop.cells WHERE state = 'up'"),
+                     2);
+    assert_int_equal(count_wait(2, 30000,
+                                "SELECT count(DISTINCT name) FROM labloop.workflows WHERE name IN "
+                                "('read-only', 'warm')"),
+                     2);
+    submit("read-only", "P1", 4);
+    submit("warm", "P2", 4);
+    assert_int_equal(
+        count_wait(8, 120000, "SELECT count(*) FROM labloop.queue WHERE state = 'finished'"), 8);
+    /* every run once, on a cell able to run it: the reads on A */
+    assert_int_equal(count("SELECT count(*) FROM labloop.queue WHERE claims <> 1"), 0);
+    assert_int_equal(count("SELECT count(*) FROM labloop.queue WHERE workflow = 'read-only' AND "
+                           "cell = '%s'",
+                           ca),
+                     4);
+    assert_int_equal(count("SELECT count(*) FROM labloop.events e JOIN labloop.queue q ON "
+                           "q.id::text = e.key WHERE e.kind = 'run.state' AND e.cell = '%s' AND "
+                           "q.workflow = 'read-only'",
+                           cb),
+                     0);
+    assert_int_equal(count("SELECT count(*) FROM labloop.runs r JOIN labloop.queue q ON q.id = "
+                           "r.id WHERE r.state = 'done' AND r.cell = q.cell"),
+                     8);
+    /* the metrics count the claims and time them */
+    long long claims =
+        h_metric(&a, "labloop_lab_claims_total") + h_metric(&b, "labloop_lab_claims_total");
+    assert_int_equal(claims, 8);
+    assert_true(h_metric(&a, "labloop_lab_fence_total{answer=\"started\"}") >= 4);
+    h_daemon_destroy(&a);
+    h_daemon_destroy(&b);
+}
+
+static void test_kill9_hands_claims_to_another_cell(void **state)
+{
+    (void)state;
+    h_daemon_t a, b;
+    char ca[64], cb[64];
+    /* B alone first: it claims every incubation, begins one (capacity 1), holds the rest */
+    start_cell(&b, sec_b);
+    cell_name(&b, cb, sizeof cb);
+    workflows(&b);
+    assert_int_equal(
+        count_wait(1, 30000, "SELECT count(*) FROM labloop.workflows WHERE name = 'warm'"), 1);
+    long long before = count("SELECT count(*) FROM labloop.queue");
+    submit("warm", "P2", 5);
+    assert_int_equal(count_wait(1, 30000,
+                                "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state "
+                                "= 'started' AND finished_at IS NULL",
+                                cb),
+                     1);
+    assert_int_equal(count_wait(4, 30000,
+                                "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state "
+                                "= 'claimed'",
+                                cb),
+                     4);
+    h_daemon_kill9(&b);
+    start_cell(&a, sec_a);
+    cell_name(&a, ca, sizeof ca);
+    workflows(&a);
+    /* B's lease runs out: its claimed runs go back and A takes them */
+    assert_int_equal(count_wait(4, (LEASE_S + 20) * 1000,
+                                "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND "
+                                "submitted_at > (SELECT max(submitted_at) FROM labloop.queue "
+                                "q2 WHERE q2.workflow = 'read-only') AND workflow = 'warm'",
+                                ca),
+                     4);
+    (void)before;
+    assert_int_equal(count_wait(4, 120000,
+                                "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state "
+                                "= 'finished' AND claims = 2",
+                                ca),
+                     4);
+    /* the run B began stays B's, stranded with the reason */
+    assert_int_equal(count("SELECT count(*) FROM labloop.lab_runs WHERE cell = '%s' AND stranded "
+                           "AND stranded_reason LIKE 'cell %s has not been heard from since %%'",
+                           cb, cb),
+                     1);
+    /* B comes back: it does not run what A took; those runs are released in its store */
+    assert_int_equal(h_daemon_restart(&b), 0);
+    assert_int_equal(count_wait(1, 30000,
+                                "SELECT count(*) FROM labloop.cells WHERE cell = '%s' AND state = "
+                                "'up'",
+                                cb),
+                     1);
+    assert_int_equal(count_wait(1, 60000,
+                                "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state "
+                                "= 'finished' AND claims = 1 AND workflow = 'warm' AND "
+                                "submitted_at > now() - interval '10 minutes'",
+                                cb) >= 1,
+                     1);
+    char sql[600], id[64];
+    snprintf(sql, sizeof sql,
+             "SELECT id FROM labloop.queue WHERE cell = '%s' AND claims = 2 LIMIT 1", ca);
+    assert_int_equal(h_pg_query(&pg, sql, id, sizeof id), 0);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/runs/%s", id);
+    json_t *run = NULL;
+    for (int i = 0; i < 100; i++) {
+        json_decref(run);
+        run = h_api(&b, "GET", path, NULL, 200);
+        if (strcmp(json_string_value(json_object_get(run, "state")), "released") == 0)
+            break;
+        h_sleep_ms(100);
+    }
+    assert_string_equal(json_string_value(json_object_get(run, "state")), "released");
+    json_decref(run);
+    /* no run of A's was done by B: B's run.state rows for them end released, none started */
+    assert_int_equal(count("SELECT count(*) FROM labloop.events e JOIN labloop.queue q ON "
+                           "q.id::text = e.key WHERE e.kind = 'run.state' AND e.cell = '%s' AND "
+                           "q.cell = '%s' AND e.payload->>'state' IN ('running', 'done')",
+                           cb, ca),
+                     0);
+    h_daemon_destroy(&a);
+    h_daemon_destroy(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cells_claim_what_they_can_run),
+        cmocka_unit_test(test_kill9_hands_claims_to_another_cell),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
