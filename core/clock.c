@@ -97,7 +97,12 @@ int lab_time_parse(const char *s, int64_t *utc_ms)
     if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' ||
         digits(&p, 2, &sec))
         return LAB_EINVAL;
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+    /* RFC 3339 5.7: the day must exist in its month (timegm would quietly move 02-30 to March).
+     * Year 0 does not exist in PostgreSQL's calendar, which stores these times too. */
+    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
+        return LAB_EINVAL;
+    if (mo == 2 && d == 29 && (y % 4 != 0 || (y % 100 == 0 && y % 400 != 0)))
         return LAB_EINVAL;
     if (*p == '.') {
         p++;

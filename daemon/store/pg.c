@@ -1,7 +1,8 @@
 /* The PostgreSQL writer: one connection driven by libpq's asynchronous API on a uv_poll, through
  * three phases. CONNECT: PQconnectStart/PQconnectPoll, bounded by a timer (libpq ignores
  * connect_timeout in async connects). SETUP: simple queries one after another (advisory lock,
- * migrations each in its transaction, unlock, the cursor). PIPE: pipeline mode; each outbox batch
+ * migrations each in its transaction, the embedded JSON Schemas into labloop.json_schemas, unlock,
+ * the cursor). PIPE: pipeline mode; each outbox batch
  * is one transaction sent in one round trip, its rows as binary column arrays expanded server-side,
  * and two are in flight so that reading and encoding the next overlaps PostgreSQL's work. A batch
  * PostgreSQL rejects for its data is retried row by row; a row rejected alone goes to
@@ -26,12 +27,21 @@
 /* Any fixed key shared by every labloopd: "labloop" in ASCII. */
 #define PG_MIGRATE_LOCK "7813586417577072"
 #define PG_MIGRATIONS_DIR "sql/postgres/"
+#define PG_SCHEMAS_DIR "json/"
 /* Batches in flight at once: while PostgreSQL runs one, the next is read, encoded and sent. */
 #define PG_WINDOW 2
 
 typedef enum pg_seg { SEG_BATCH, SEG_ROW, SEG_DEAD } pg_seg_t;
 typedef enum pg_phase { PH_IDLE, PH_CONNECT, PH_SETUP, PH_PIPE } pg_phase_t;
-typedef enum pg_step { ST_LOCK, ST_BOOT, ST_VERSIONS, ST_MIGRATE, ST_UNLOCK, ST_CURSOR } pg_step_t;
+typedef enum pg_step {
+    ST_LOCK,
+    ST_BOOT,
+    ST_VERSIONS,
+    ST_MIGRATE,
+    ST_SCHEMAS,
+    ST_UNLOCK,
+    ST_CURSOR
+} pg_step_t;
 
 /* The poll handle and the socket it watches; freed in its close callback. A new one per socket,
  * since libpq may close a socket and open another under the same number while connecting. */
@@ -107,7 +117,14 @@ struct lab_pg {
  * every row. It runs after the events insert in the same transaction and reads the batch back
  * from there ($1 cell, $2..$3 the batch's seq range): each payload is sent and parsed once.
  * Runs: only a newer seq replaces a row, and a batch holding several changes of one run keeps its
- * newest (ON CONFLICT cannot touch a row twice in one command). */
+ * newest (ON CONFLICT cannot touch a row twice in one command). A run of the lab's queue is the
+ * holder's (labloop.queue.cell): another cell's rows of it, e.g. of a cell that lost it, stay in
+ * labloop.events only; seqs are compared only within one cell, since each cell counts its own. */
+/* The run of the row (e) is not in labloop.queue, or this cell ($1) holds it there. */
+#define PG_RUN_HELD                                                                                \
+    "coalesce((SELECT q.cell IS NOT DISTINCT FROM $1 FROM labloop.queue q "                        \
+    "WHERE q.id = (e.payload->>'id')::uuid), true)"
+
 typedef struct pg_kind {
     const char *kind;
     const char *sql;
@@ -122,11 +139,12 @@ static const pg_kind_t pg_kinds[] = {
      "(e.payload->>'score')::float8, e.payload->>'plate', e.payload, "
      "(e.payload->>'created_at')::timestamptz, (e.payload->>'updated_at')::timestamptz, e.seq "
      "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
-     "AND e.kind = 'run.state' ORDER BY (e.payload->>'id')::uuid, e.seq DESC "
+     "AND e.kind = 'run.state' AND " PG_RUN_HELD " ORDER BY (e.payload->>'id')::uuid, e.seq DESC "
      "ON CONFLICT (id) DO UPDATE SET cell = EXCLUDED.cell, state = EXCLUDED.state, "
      "workflow = EXCLUDED.workflow, priority = EXCLUDED.priority, score = EXCLUDED.score, "
      "plate = EXCLUDED.plate, doc = EXCLUDED.doc, created_at = EXCLUDED.created_at, "
-     "updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq WHERE t.seq < EXCLUDED.seq"},
+     "updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq "
+     "WHERE t.seq < EXCLUDED.seq OR t.cell <> EXCLUDED.cell"},
     {"instrument.state",
      "INSERT INTO labloop.instruments AS t (cell, id, kind, driver, model, state, last_error, doc, "
      "updated_at, seq) "
@@ -157,13 +175,13 @@ static const pg_kind_t pg_kinds[] = {
      "FROM labloop.events e, jsonb_array_elements(CASE jsonb_typeof(e.payload->'steps') "
      "WHEN 'array' THEN e.payload->'steps' ELSE '[]'::jsonb END) WITH ORDINALITY AS x(s, i) "
      "WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint AND e.kind = 'run.state' "
-     "ORDER BY (e.payload->>'id')::uuid, x.i, e.seq DESC "
+     "AND " PG_RUN_HELD " ORDER BY (e.payload->>'id')::uuid, x.i, e.seq DESC "
      "ON CONFLICT (run, idx) DO UPDATE SET cell = EXCLUDED.cell, name = EXCLUDED.name, "
      "op = EXCLUDED.op, instrument = EXCLUDED.instrument, state = EXCLUDED.state, "
      "attempts = EXCLUDED.attempts, started_at = EXCLUDED.started_at, "
      "ended_at = EXCLUDED.ended_at, lag_s = EXCLUDED.lag_s, "
      "lag_violation = EXCLUDED.lag_violation, error = EXCLUDED.error, doc = EXCLUDED.doc, "
-     "seq = EXCLUDED.seq WHERE t.seq < EXCLUDED.seq"},
+     "seq = EXCLUDED.seq WHERE t.seq < EXCLUDED.seq OR t.cell <> EXCLUDED.cell"},
     {"measurement",
      "INSERT INTO labloop.measurements (cell, seq, run, plate, step, instrument, well, measure, "
      "value, unit, wavelength_nm, at) "
@@ -627,6 +645,53 @@ static bool pg_applied(const lab_pg_t *pg, int version)
     return false;
 }
 
+/* One upsert of every embedded schemas/json/NAME.schema.json into labloop.json_schemas, so that
+ * labloop.run_problems checks with the very documents this daemon does; NULL when it went down. */
+static char *pg_schemas_sql(lab_pg_t *pg)
+{
+    static const char suffix[] = ".schema.json";
+    pg_buf_t b = {0};
+    const char *head = "INSERT INTO labloop.json_schemas AS t (name, doc, updated_at) VALUES ";
+    buf_add(&b, head, strlen(head));
+    int n = 0;
+    for (const lab_embedded_t *f = lab_embedded_files; f->name; f++) {
+        size_t len = strlen(f->name);
+        if (strncmp(f->name, PG_SCHEMAS_DIR, strlen(PG_SCHEMAS_DIR)) != 0 ||
+            len < strlen(PG_SCHEMAS_DIR) + sizeof suffix ||
+            strcmp(f->name + len - strlen(suffix), suffix) != 0 ||
+            strchr(f->name + strlen(PG_SCHEMAS_DIR), '/'))
+            continue;
+        const char *base = f->name + strlen(PG_SCHEMAS_DIR);
+        char *name = PQescapeLiteral(pg->conn, base, strlen(base));
+        char *doc = PQescapeLiteral(pg->conn, f->text, f->len);
+        if (!name || !doc) {
+            PQfreemem(name);
+            PQfreemem(doc);
+            free(b.p);
+            pg_down_conn(pg, "schema text");
+            return NULL;
+        }
+        if (n++)
+            buf_add(&b, ", ", 2);
+        buf_add(&b, "(", 1);
+        buf_add(&b, name, strlen(name));
+        buf_add(&b, ", ", 2);
+        buf_add(&b, doc, strlen(doc));
+        buf_add(&b, "::jsonb, now())", 15);
+        PQfreemem(name);
+        PQfreemem(doc);
+    }
+    if (n == 0) {
+        free(b.p);
+        return lab_strdup("SELECT 1"); /* nothing embedded: a build without schemas/json */
+    }
+    /* updated_at says when the document last changed, not when a cell last connected. */
+    const char *tail = " ON CONFLICT (name) DO UPDATE SET doc = EXCLUDED.doc, "
+                       "updated_at = EXCLUDED.updated_at WHERE t.doc IS DISTINCT FROM EXCLUDED.doc";
+    buf_add(&b, tail, strlen(tail));
+    return b.p;
+}
+
 static void pg_step_send(lab_pg_t *pg)
 {
     static const char boot[] =
@@ -668,10 +733,16 @@ static void pg_step_send(lab_pg_t *pg)
             break;
         }
         if (!sql) {
-            pg->step = ST_UNLOCK;
+            pg->step = ST_SCHEMAS;
             pg_step_send(pg);
             return;
         }
+        ok = PQsendQuery(pg->conn, sql);
+        break;
+    case ST_SCHEMAS:
+        sql = pg_schemas_sql(pg);
+        if (!sql)
+            return; /* went down */
         ok = PQsendQuery(pg->conn, sql);
         break;
     case ST_UNLOCK:
@@ -798,6 +869,7 @@ static void pg_step_done(lab_pg_t *pg)
     switch (pg->step) {
     case ST_LOCK:
     case ST_BOOT:
+    case ST_SCHEMAS:
     case ST_UNLOCK:
         pg->step++;
         break;

@@ -116,11 +116,18 @@ static void test_refusals_are_specific(void **state)
                                       "2026-12-05T10:00:00",
                                       "2026-12-05T10:00:00.Z",
                                       "2026-12-05T10:00:00+25:00",
-                                      "2026-12-05T10:00:00Zjunk"};
+                                      "2026-12-05T10:00:00Zjunk",
+                                      "2026-02-30T00:00:00Z",
+                                      "2023-02-29T00:00:00Z",
+                                      "2100-02-29T00:00:00Z",
+                                      "2026-04-31T00:00:00Z",
+                                      "0000-01-01T00:00:00Z"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(lab_time_parse(bad[i], &ms), LAB_EINVAL);
     assert_int_equal(lab_time_parse("2026-12-05T10:00:00.5+01:00", &ms), LAB_OK);
     assert_int_equal(ms, 1796461200500);
+    assert_int_equal(lab_time_parse("2024-02-29T00:00:00Z", &ms), LAB_OK);
+    assert_int_equal(lab_time_parse("2000-02-29T00:00:00Z", &ms), LAB_OK);
 }
 
 /* The table of docs/errors.md as the code prints it. */

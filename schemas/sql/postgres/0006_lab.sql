@@ -324,7 +324,7 @@ BEGIN
     END IF;
     IF rid IS NULL THEN
         IF d ? 'workflow_version' THEN
-            ver := (d->>'workflow_version')::bigint;
+            ver := (d->>'workflow_version')::numeric::bigint;
         ELSE
             SELECT max(w.version) INTO ver FROM labloop.workflows w WHERE w.name = wf;
             IF ver IS NOT NULL THEN
@@ -428,10 +428,10 @@ BEGIN
     UPDATE labloop.queue q
        SET doc = CASE WHEN q.doc ? 'workflow_version' THEN q.doc
                       ELSE q.doc || jsonb_build_object('workflow_version', NEW.version) END,
-           needs = labloop.workflow_needs(q.workflow, coalesce((q.doc->>'workflow_version')::bigint,
+           needs = labloop.workflow_needs(q.workflow, coalesce((q.doc->>'workflow_version')::numeric::bigint,
                                                               NEW.version))
      WHERE q.workflow = NEW.name AND q.needs IS NULL AND q.state = 'queued'
-       AND coalesce((q.doc->>'workflow_version')::bigint, NEW.version) = NEW.version;
+       AND coalesce((q.doc->>'workflow_version')::numeric::bigint, NEW.version) = NEW.version;
     GET DIAGNOSTICS woke = ROW_COUNT;
     IF woke > 0 THEN
         PERFORM pg_notify('labloop_queue', '');
@@ -530,11 +530,12 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     lost text[];
     n int := 0;
+    t timestamptz := clock_timestamp();
 BEGIN
     INSERT INTO labloop.cells AS c (cell, site, state, capabilities, queue, api, lease_s,
                                     started_at, heartbeat_at)
     VALUES (cell_heartbeat.cell, site, state, capabilities, coalesce(queue, '{}'), api, lease_s,
-            clock_timestamp(), clock_timestamp())
+            t, t)
     ON CONFLICT ON CONSTRAINT cells_pkey DO UPDATE
        SET site = EXCLUDED.site, state = EXCLUDED.state, capabilities = EXCLUDED.capabilities,
            queue = EXCLUDED.queue, api = EXCLUDED.api, lease_s = EXCLUDED.lease_s,
