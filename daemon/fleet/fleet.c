@@ -106,6 +106,7 @@ struct lab_fleet {
     job_t *head, *tail;     /* jobs waiting */
     bool want_claim, ready; /* ready: reconciled since the last connect */
     bool beat_queued;
+    bool reconcile_failed;
     int ops;       /* local store ops in flight */
     PGresult *res; /* the statement's result so far (first error, else last) */
 
@@ -387,6 +388,7 @@ static void fl_connect_poll(lab_fleet_t *f)
         return;
     /* first the cell's row (a claim needs it `up`), then LISTEN, then the runs held */
     f->beat_queued = false;
+    f->reconcile_failed = false;
     fl_on_beat(&f->beat);
     job_push(f, job_new(J_LISTEN), false);
     job_push(f, job_new(J_RECONCILE), false);
@@ -562,6 +564,11 @@ static void fl_on_beat(uv_timer_t *t)
         return;
     f->beat_queued = true;
     job_push(f, job_new(J_HEARTBEAT), false);
+    /* a reconcile that failed (the schema was not there yet) is tried again with the beat */
+    if (f->reconcile_failed) {
+        f->reconcile_failed = false;
+        job_push(f, job_new(J_RECONCILE), false);
+    }
 }
 
 static void fl_on_safety(uv_timer_t *t)
@@ -900,13 +907,16 @@ static void claim_result(lab_fleet_t *f, job_t *j, PGresult *r, bool ok)
 {
     switch (j->step) {
     case 0: /* BEGIN */
-        if (!ok)
+        if (!ok) {
+            f->want_claim = false;
             break;
+        }
         j->step = 1;
         job_send(f, j);
         return;
     case 1: /* claim_runs */
         if (!ok) {
+            f->want_claim = false; /* a NOTIFY or the safety timer tries again, not a loop */
             j->step = 5;
             job_send(f, j);
             return;
@@ -1020,6 +1030,7 @@ static void job_result(lab_fleet_t *f, job_t *j, PGresult *r)
         if (ok)
             reconcile_result(f, j, r);
         f->ready = ok;
+        f->reconcile_failed = !ok;
         if (ok) {
             lab_sched_replan(f->sched); /* runs waiting on the fence ask again */
             fl_claim_wanted(f);

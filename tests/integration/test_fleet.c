@@ -7,6 +7,7 @@
 #include "tests/harness/harness.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +34,10 @@ static const char wf_incubate[] =
 
 static h_pg_t pg;
 static h_sim_t sim;
+/* The two cells of a test, stopped by its teardown even when it fails (their instruments are
+ * the next test's). */
+static h_daemon_t a, b;
+static bool a_up, b_up;
 static char dir[256], sec_a[1024], sec_b[1024];
 
 static int setup(void **state)
@@ -43,7 +48,7 @@ static int setup(void **state)
     int rd = h_free_port();
     snprintf(sec_a, sizeof sec_a,
              "[instrument inc1]\ndriver = liconic-stx\nrack_type = liconic_rack_17mm_22\nport = "
-             "%s/inc1\nsim_plate = P1\nsim_step_seconds = 2\ncapacity = 8\n"
+             "%s/inc1\nsim_plate = P1\nsim_step_seconds = 2\ncapacity = 1\n"
              "[instrument reader1]\ndriver = biotek-synergy\nport = tcp://127.0.0.1:%d\n"
              "sim_plate = P1\n",
              dir, rd);
@@ -66,8 +71,20 @@ static int teardown(void **state)
     return 0;
 }
 
+static int cells_down(void **state)
+{
+    (void)state;
+    if (a_up)
+        h_daemon_destroy(&a);
+    if (b_up)
+        h_daemon_destroy(&b);
+    a_up = b_up = false;
+    return 0;
+}
+
 static void start_cell(h_daemon_t *d, const char *sections)
 {
+    *(d == &a ? &a_up : &b_up) = true;
     char extra[2000];
     snprintf(extra, sizeof extra,
              "[labloop]\ntime_scale = " SCALE "\n[lab]\nshared_queue = on\nlease = %d\n"
@@ -143,7 +160,6 @@ static long long count_wait(long long want, int ms, const char *fmt, ...)
 static void test_cells_claim_what_they_can_run(void **state)
 {
     (void)state;
-    h_daemon_t a, b;
     char ca[64], cb[64];
     start_cell(&a, sec_a);
     start_cell(&b, sec_b);
@@ -181,67 +197,64 @@ static void test_cells_claim_what_they_can_run(void **state)
         h_metric(&a, "labloop_lab_claims_total") + h_metric(&b, "labloop_lab_claims_total");
     assert_int_equal(claims, 8);
     assert_true(h_metric(&a, "labloop_lab_fence_total{answer=\"started\"}") >= 4);
-    h_daemon_destroy(&a);
-    h_daemon_destroy(&b);
 }
 
 static void test_kill9_hands_claims_to_another_cell(void **state)
 {
     (void)state;
-    h_daemon_t a, b;
     char ca[64], cb[64];
     /* B alone first: it claims every incubation, begins one (capacity 1), holds the rest */
     start_cell(&b, sec_b);
     cell_name(&b, cb, sizeof cb);
     workflows(&b);
     assert_int_equal(
-        count_wait(1, 30000, "SELECT count(*) FROM labloop.workflows WHERE name = 'warm'"), 1);
-    long long before = count("SELECT count(*) FROM labloop.queue");
-    submit("warm", "P2", 5);
-    assert_int_equal(count_wait(1, 30000,
+        count_wait(1, 30000,
+                   "SELECT count(DISTINCT name) FROM labloop.workflows WHERE name = 'warm'"),
+        1);
+    submit("warm", "P2", 8);
+    assert_int_equal(count_wait(8, 30000,
                                 "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state "
-                                "= 'started' AND finished_at IS NULL",
+                                "IN ('claimed', 'started', 'finished')",
                                 cb),
-                     1);
-    assert_int_equal(count_wait(4, 30000,
-                                "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state "
-                                "= 'claimed'",
-                                cb),
-                     4);
+                     8);
+    assert_true(count_wait(1, 30000,
+                           "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state IN "
+                           "('started', 'finished')",
+                           cb) >= 1);
     h_daemon_kill9(&b);
+    long long held = count("SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state = "
+                           "'claimed'",
+                           cb);
+    long long begun = count("SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state = "
+                            "'started'",
+                            cb);
+    fprintf(stderr, "killed %s holding %lld claimed, %lld started\n", cb, held, begun);
+    assert_true(held >= 1);
     start_cell(&a, sec_a);
     cell_name(&a, ca, sizeof ca);
     workflows(&a);
-    /* B's lease runs out: its claimed runs go back and A takes them */
-    assert_int_equal(count_wait(4, (LEASE_S + 20) * 1000,
-                                "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND "
-                                "submitted_at > (SELECT max(submitted_at) FROM labloop.queue "
-                                "q2 WHERE q2.workflow = 'read-only') AND workflow = 'warm'",
+    /* B's lease runs out: its claimed runs go back and A takes them, then runs them */
+    assert_int_equal(count_wait(held, (LEASE_S + 20) * 1000,
+                                "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND claims "
+                                "= 2",
                                 ca),
-                     4);
-    (void)before;
-    assert_int_equal(count_wait(4, 120000,
+                     held);
+    assert_int_equal(count_wait(held, 120000,
                                 "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state "
                                 "= 'finished' AND claims = 2",
                                 ca),
-                     4);
+                     held);
     /* the run B began stays B's, stranded with the reason */
     assert_int_equal(count("SELECT count(*) FROM labloop.lab_runs WHERE cell = '%s' AND stranded "
                            "AND stranded_reason LIKE 'cell %s has not been heard from since %%'",
                            cb, cb),
-                     1);
+                     begun);
     /* B comes back: it does not run what A took; those runs are released in its store */
     assert_int_equal(h_daemon_restart(&b), 0);
     assert_int_equal(count_wait(1, 30000,
                                 "SELECT count(*) FROM labloop.cells WHERE cell = '%s' AND state = "
                                 "'up'",
                                 cb),
-                     1);
-    assert_int_equal(count_wait(1, 60000,
-                                "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state "
-                                "= 'finished' AND claims = 1 AND workflow = 'warm' AND "
-                                "submitted_at > now() - interval '10 minutes'",
-                                cb) >= 1,
                      1);
     char sql[600], id[64];
     snprintf(sql, sizeof sql,
@@ -265,15 +278,13 @@ static void test_kill9_hands_claims_to_another_cell(void **state)
                            "q.cell = '%s' AND e.payload->>'state' IN ('running', 'done')",
                            cb, ca),
                      0);
-    h_daemon_destroy(&a);
-    h_daemon_destroy(&b);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cells_claim_what_they_can_run),
-        cmocka_unit_test(test_kill9_hands_claims_to_another_cell),
+        cmocka_unit_test_teardown(test_cells_claim_what_they_can_run, cells_down),
+        cmocka_unit_test_teardown(test_kill9_hands_claims_to_another_cell, cells_down),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
