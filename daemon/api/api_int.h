@@ -219,6 +219,8 @@ void lab_api_metrics(lab_req_t *rq);
 void lab_api_openapi(lab_req_t *rq);
 /* The OpenAPI document as served (openapi.c), or NULL when the embedded one does not read. */
 json_t *lab_api_openapi_doc(void);
+void lab_api_lab(lab_req_t *rq);
+void lab_api_lab_runs(lab_req_t *rq);
 void lab_api_runs_post(lab_req_t *rq);
 void lab_api_runs_list(lab_req_t *rq);
 void lab_api_runs_get(lab_req_t *rq);
