@@ -192,11 +192,51 @@ static void test_cells_claim_what_they_can_run(void **state)
     assert_int_equal(count("SELECT count(*) FROM labloop.runs r JOIN labloop.queue q ON q.id = "
                            "r.id WHERE r.state = 'done' AND r.cell = q.cell"),
                      8);
+    /* the lab view: both cells up, the queue all finished; the same through the CLI */
+    json_t *lab = h_api(&b, "GET", "/v1/lab", NULL, 200);
+    json_t *cells = json_object_get(lab, "cells");
+    assert_int_equal(json_array_size(cells), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(cells, 0), "state")),
+                        "up");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(lab, "queue"), "finished")),
+                     8);
+    json_decref(lab);
+    json_t *page = h_api(&a, "GET", "/v1/lab/runs?limit=5", NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 5);
+    char path[160];
+    snprintf(path, sizeof path, "/v1/lab/runs?limit=5&after=%s",
+             json_string_value(json_object_get(page, "next")));
+    json_decref(page);
+    page = h_api(&a, "GET", path, NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 3);
+    assert_null(json_object_get(page, "next"));
+    json_decref(page);
+    json_decref(h_api(&a, "GET", "/v1/lab/runs?state=done", NULL, 400));
+    char cmd[700], out[8192];
+    const char *cli = getenv("LABLOOP_CLI");
+    snprintf(cmd, sizeof cmd, "LABLOOP_URL='%s' '%s' lab 2>&1", a.url,
+             cli && *cli ? cli : "labloop");
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, ca));
+    assert_non_null(strstr(out, cb));
+    assert_non_null(strstr(out, "finished=8"));
+    snprintf(cmd, sizeof cmd, "LABLOOP_URL='%s' '%s' runs --lab --cell %s 2>&1", a.url,
+             cli && *cli ? cli : "labloop", cb);
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "warm"));
+    assert_null(strstr(out, "read-only"));
+
     /* the metrics count the claims and time them */
     long long claims =
         h_metric(&a, "labloop_lab_claims_total") + h_metric(&b, "labloop_lab_claims_total");
     assert_int_equal(claims, 8);
     assert_true(h_metric(&a, "labloop_lab_fence_total{answer=\"started\"}") >= 4);
+    char *m = NULL;
+    assert_int_equal(h_http(a.url, "GET", "/metrics", NULL, NULL, &m), 200);
+    for (char *l = strstr(m, "labloop_lab_claim_commit_seconds{"); l;
+         l = strstr(l + 1, "labloop_lab_claim_commit_seconds{"))
+        fprintf(stderr, "%.*s\n", (int)strcspn(l, "\n"), l);
+    free(m);
 }
 
 static void test_kill9_hands_claims_to_another_cell(void **state)
