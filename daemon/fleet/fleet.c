@@ -578,10 +578,12 @@ static void fl_on_safety(uv_timer_t *t)
 
 /* ---- the statements of each job ---- */
 
-static bool fl_heartbeat_send(lab_fleet_t *f, bool stopping)
+/* caps_s: the capabilities as the stop saw them (the instruments close meanwhile), or NULL. */
+static bool fl_heartbeat_send(lab_fleet_t *f, bool stopping, const char *caps_now)
 {
-    json_t *caps = fl_capabilities(f), *q = fl_queue_counts(f);
-    char *caps_s = json_dumps(caps, JSON_COMPACT), *q_s = json_dumps(q, JSON_COMPACT);
+    json_t *caps = caps_now ? NULL : fl_capabilities(f), *q = fl_queue_counts(f);
+    char *caps_s = caps_now ? lab_strdup(caps_now) : json_dumps(caps, JSON_COMPACT),
+         *q_s = json_dumps(q, JSON_COMPACT);
     char lease[32];
     snprintf(lease, sizeof lease, "%d", f->cfg->lab_lease_s);
     const char *vals[7] = {
@@ -624,7 +626,7 @@ static void job_send(lab_fleet_t *f, job_t *j)
         fl_send(f, "LISTEN labloop_queue", 0, NULL);
         return;
     case J_HEARTBEAT:
-        fl_heartbeat_send(f, j->stopping);
+        fl_heartbeat_send(f, j->stopping, j->sub);
         return;
     case J_FENCE: {
         const char *v[2] = {j->id, f->cell};
@@ -1328,6 +1330,11 @@ void lab_fleet_stop(lab_fleet_t *f, uint64_t grace_ms, void (*cb)(void *arg), vo
     }
     job_t *hb = job_new(J_HEARTBEAT);
     hb->stopping = true;
+    /* the instruments close while the last jobs run: their capabilities are taken now */
+    json_t *caps = fl_capabilities(f);
+    hb->sub = json_dumps(caps, JSON_COMPACT);
+    json_decref(caps);
+    f->in = NULL;
     job_push(f, hb, false);
     log_info("fleet", "stopping: %d claimed runs not begun go back to the lab's queue", n);
     uv_timer_start(&f->grace, fl_on_grace, grace_ms, 0);

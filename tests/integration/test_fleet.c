@@ -320,11 +320,53 @@ static void test_kill9_hands_claims_to_another_cell(void **state)
                      0);
 }
 
+/* A graceful stop gives back the claimed runs it has not begun: they are queued again at once
+ * (no lease to wait for), released in the stopped cell's store, and its row says stopping. */
+static void test_stop_gives_back_claims(void **state)
+{
+    (void)state;
+    char cb[64];
+    start_cell(&b, sec_b);
+    cell_name(&b, cb, sizeof cb);
+    workflows(&b);
+    assert_int_equal(count_wait(1, 30000,
+                                "SELECT count(*) FROM labloop.cells WHERE cell = '%s' AND state = "
+                                "'up'",
+                                cb),
+                     1);
+    submit("warm", "P2", 6);
+    assert_int_equal(count_wait(6, 30000,
+                                "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state "
+                                "IN ('claimed', 'started', 'finished') AND submitted_at > now() - "
+                                "interval '1 minute'",
+                                cb),
+                     6);
+    assert_int_equal(h_daemon_stop(&b), 0);
+    b_up = false;
+    assert_int_equal(count("SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state = "
+                           "'claimed'",
+                           cb),
+                     0);
+    assert_true(count("SELECT count(*) FROM labloop.queue WHERE state = 'queued'") >= 1);
+    assert_int_equal(count("SELECT count(*) FROM labloop.cells WHERE cell = '%s' AND state = "
+                           "'stopping'",
+                           cb),
+                     1);
+    /* the runs it gave back are `released` in its own store */
+    assert_true(count("SELECT count(*) FROM labloop.events WHERE cell = '%s' AND kind = "
+                      "'run.state' AND payload->>'state' = 'released'",
+                      cb) >= 1);
+    /* nothing is left in the queue for the next test */
+    assert_true(count("SELECT count(*) FROM (SELECT labloop.cancel_run(id, 'test', 'cleanup') "
+                      "FROM labloop.queue WHERE state = 'queued') c") >= 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_cells_claim_what_they_can_run, cells_down),
         cmocka_unit_test_teardown(test_kill9_hands_claims_to_another_cell, cells_down),
+        cmocka_unit_test_teardown(test_stop_gives_back_claims, cells_down),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
