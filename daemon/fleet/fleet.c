@@ -108,6 +108,7 @@ struct lab_fleet {
     bool beat_queued;
     bool reconcile_failed;
     int ops;       /* local store ops in flight */
+    int holds;     /* of which holds: their runs are not in the scheduler yet */
     PGresult *res; /* the statement's result so far (first error, else last) */
 
     bool stopping, closing;
@@ -752,6 +753,7 @@ static void hold_done(lab_store_op_t *op, int status)
     lab_claim_op_t *c = (lab_claim_op_t *)op;
     lab_fleet_t *f = c->arg;
     f->ops--;
+    f->holds--;
     if (status != 0) {
         log_error("fleet",
                   "%d claimed runs could not be marked held: %s (reconciled on the next "
@@ -785,6 +787,7 @@ static void claim_hold(lab_fleet_t *f, lab_claim_op_t *pending)
     h->arg = f;
     h->op.done = hold_done;
     f->ops++;
+    f->holds++;
     lab_store_submit(f->st, &h->op);
 }
 
@@ -1004,6 +1007,7 @@ static void reconcile_result(lab_fleet_t *f, job_t *j, PGresult *r)
         hold->arg = f;
         hold->op.done = hold_done;
         f->ops++;
+        f->holds++;
         lab_store_submit(f->st, &hold->op);
     } else {
         lab_claim_op_free(hold);
@@ -1142,7 +1146,8 @@ static void fl_next(lab_fleet_t *f)
         if (!f->head)
             f->tail = NULL;
         j->next = NULL;
-    } else if (f->want_claim && f->ready && !f->stopping) {
+    } else if (f->want_claim && f->ready && !f->stopping && f->holds == 0) {
+        /* (a claim's runs being held are not in the scheduler's count yet: wait for them) */
         int room = lab_sched_room(f->sched);
         if (room <= 0) {
             f->want_claim = false;
