@@ -484,9 +484,12 @@ void lab_sched_gate_open(lab_sched_t *s, const char *id, int status)
         return;
     }
     r->gate = status == 0 ? GATE_OPEN : GATE_NONE;
-    if (status != 0)
+    if (status != 0) {
+        /* asked again at the next plan, not at once: no loop against a database that fails */
         log_warn("sched", "run=%s: the claim could not be confirmed (%s); asked again later", r->id,
                  lab_strerror(status));
+        return;
+    }
     run_why_flush(s, r);
     tick_now(s);
 }

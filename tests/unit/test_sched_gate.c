@@ -107,6 +107,9 @@ static void test_gate_no_answer_asks_again(void **state)
     lab_sched_replan(f->s);
     assert_true(fx_until(f, waits_on_gate, "c3"));
     lab_sched_gate_open(f->s, "c3", LAB_ECONN);
+    fx_settle(f, 20);
+    assert_int_equal(asked(&g, "c3"), 1); /* not at once */
+    lab_sched_replan(f->s);               /* the fleet can answer again */
     int two = 2;
     const void *arg[3] = {&g, "c3", &two};
     assert_true(fx_until(f, was_asked, arg));
