@@ -361,12 +361,62 @@ static void test_stop_gives_back_claims(void **state)
                       "FROM labloop.queue WHERE state = 'queued') c") >= 1);
 }
 
+/* PostgreSQL goes away for a while: the cell carries on with the run it has begun, begins none
+ * of those it holds unconfirmed, and once PostgreSQL is back it confirms them, runs them and
+ * claims new submissions again. */
+static void test_postgres_down_and_back(void **state)
+{
+    (void)state;
+    char ca[64];
+    start_cell(&a, sec_a);
+    cell_name(&a, ca, sizeof ca);
+    workflows(&a);
+    assert_int_equal(count_wait(1, 30000,
+                                "SELECT count(*) FROM labloop.cells WHERE cell = '%s' AND state = "
+                                "'up'",
+                                ca),
+                     1);
+    submit("warm", "P1", 3);
+    assert_int_equal(count_wait(3, 30000,
+                                "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state "
+                                "IN ('claimed', 'started', 'finished')",
+                                ca),
+                     3);
+    char id[64] = "";
+    long long end = h_now_ms() + 30000;
+    while (!id[0] && h_now_ms() < end) {
+        char sql[300];
+        snprintf(sql, sizeof sql,
+                 "SELECT id FROM labloop.queue WHERE cell = '%s' AND state = 'started' LIMIT 1",
+                 ca);
+        assert_int_equal(h_pg_query(&pg, sql, id, sizeof id), 0);
+        if (!id[0])
+            h_sleep_ms(20);
+    }
+    assert_int_equal(strlen(id), 36);
+    assert_int_equal(h_pg_stop(&pg), 0);
+    /* the run begun goes on to its end without PostgreSQL */
+    json_decref(h_run_wait(&a, id, "done", 60000));
+    assert_true(h_metric(&a, "labloop_lab_connected") == 0);
+    assert_int_equal(h_pg_restart(&pg), 0);
+    /* back: the held runs are confirmed and run, and new submissions are claimed */
+    submit("warm", "P1", 1);
+    assert_int_equal(count_wait(4, 120000,
+                                "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state "
+                                "= 'finished' AND submitted_at > now() - interval '5 minutes'",
+                                ca),
+                     4);
+    assert_int_equal(
+        count("SELECT count(*) FROM labloop.queue WHERE claims <> 1 AND cell = '%s'", ca), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_cells_claim_what_they_can_run, cells_down),
         cmocka_unit_test_teardown(test_kill9_hands_claims_to_another_cell, cells_down),
         cmocka_unit_test_teardown(test_stop_gives_back_claims, cells_down),
+        cmocka_unit_test_teardown(test_postgres_down_and_back, cells_down),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
