@@ -1029,7 +1029,11 @@ static void test_heartbeat_expiry(void **state)
     char ids[4][37];
     assert_int_equal(claim(c, "hb-lost", 2, ids, 4), 2);
     assert_true(start_run(c, a, "hb-lost"));
+    PGconn *l = db_open();
+    db_exec(l, "LISTEN labloop_queue");
     assert_int_equal(heartbeat_until_released(c, "hb-live", kinds), 1);
+    wait_notify(l, "labloop_queue", ""); /* the released run wakes the cells */
+    PQfinish(l);
     const char *p[1] = {"hb-lost"};
     assert_string_equal(db_one(c, v, sizeof v,
                                "SELECT state || ' ' || expired || ' ' || claimed || ' ' || "
@@ -1146,10 +1150,19 @@ static void test_fence_and_cancel(void **state)
     assert_string_equal(st, "started:fc-1");
     /* Given back: queued again, and the fence refuses. */
     const char *rp[2] = {"fc-1", NULL};
-    char arr[128];
+    char arr[160];
     snprintf(arr, sizeof arr, "{%s,%s}", a, b);
     rp[1] = arr;
+    PGconn *l = db_open();
+    db_exec(l, "LISTEN labloop_queue");
     assert_int_equal(db_count(c, "SELECT labloop.release_runs($1, $2::uuid[])", 2, rp), 1);
+    wait_notify(l, "labloop_queue", "");
+    /* Nothing given back, nothing to wake for. */
+    assert_int_equal(db_count(c, "SELECT labloop.release_runs($1, $2::uuid[])", 2, rp), 0);
+    db_exec(l, "SELECT 1");
+    PQconsumeInput(l);
+    assert_null(PQnotifies(l));
+    PQfinish(l);
     assert_false(start_run(c, b, "fc-1"));
     queue_state(c, b, st, sizeof st);
     assert_string_equal(st, "queued");
