@@ -405,14 +405,52 @@ done:
     return rc;
 }
 
+/* The lab's runs (GET /v1/lab/runs): one row per run of the shared queue, with its cell. */
+static int show_lab_runs(long status, buf_t *b, int as_json)
+{
+    if (status == 0)
+        return EXIT_UNREACHABLE;
+    if (status >= 300)
+        return refused(status, b);
+    if (as_json) {
+        printf("%s\n", b->p ? b->p : "");
+        return 0;
+    }
+    json_error_t jerr;
+    json_t *doc = json_loads(b->p ? b->p : "", 0, &jerr);
+    if (!doc) {
+        fprintf(stderr, "labloop: the daemon's answer is not JSON: %s\n", jerr.text);
+        return EXIT_REFUSED;
+    }
+    printf("%-36s  %-9s  %-12s  %-11s  %-20s  %s\n", "ID", "STATE", "CELL", "CELL_STATE",
+           "WORKFLOW", "SUBMITTED");
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(doc, "items"), i, r)
+    {
+        printf("%-36s  %-9s  %-12s  %-11s  %-20s  %s\n", str(r, "id"), str(r, "state"),
+               str(r, "cell"), str(r, "local_state"), str(r, "workflow"), str(r, "submitted_at"));
+        if (json_is_true(json_object_get(r, "stranded")))
+            printf("  stranded: %s\n", str(r, "stranded_reason"));
+    }
+    const char *next = json_string_value(json_object_get(doc, "next"));
+    if (next)
+        printf("(more: --after %s)\n", next);
+    json_decref(doc);
+    return 0;
+}
+
 static int cmd_runs(int argc, char **argv, int as_json)
 {
     static const struct option o[] = {{"state", required_argument, NULL, 's'},
                                       {"limit", required_argument, NULL, 'l'},
                                       {"after", required_argument, NULL, 'a'},
+                                      {"lab", no_argument, NULL, 'L'},
+                                      {"cell", required_argument, NULL, 'c'},
                                       HELP_OPT,
                                       {NULL, 0, NULL, 0}};
-    const char *state = NULL, *limit = NULL, *after = NULL;
+    const char *state = NULL, *limit = NULL, *after = NULL, *cell = NULL;
+    bool lab = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, ":h", o, NULL)) != -1) {
@@ -422,16 +460,20 @@ static int cmd_runs(int argc, char **argv, int as_json)
             limit = optarg;
         else if (c == 'a')
             after = optarg;
+        else if (c == 'L')
+            lab = true;
+        else if (c == 'c')
+            cell = optarg;
         else
             return opt_other(c, argv);
     }
-    if (optind != argc)
+    if (optind != argc || (cell && !lab))
         return bad_usage();
     CURL *esc = curl_easy_init();
-    char *path = lab_strdup("/v1/runs?");
-    const char *names[] = {"state", "limit", "after"};
-    const char *vals[] = {state, limit, after};
-    for (int i = 0; i < 3; i++) {
+    char *path = lab_strdup(lab ? "/v1/lab/runs?" : "/v1/runs?");
+    const char *names[] = {"state", "limit", "after", "cell"};
+    const char *vals[] = {state, limit, after, cell};
+    for (int i = 0; i < 4; i++) {
         if (!vals[i])
             continue;
         char *e = curl_easy_escape(esc, vals[i], 0);
@@ -444,10 +486,68 @@ static int cmd_runs(int argc, char **argv, int as_json)
     path[strlen(path) - 1] = '\0';
     buf_t b = {0};
     long st = request("GET", path, NULL, &b);
-    int rc = show(st, &b, as_json, 1);
+    int rc = lab ? show_lab_runs(st, &b, as_json) : show(st, &b, as_json, 1);
     free(path);
     free(b.p);
     return rc;
+}
+
+/* The lab's cells (GET /v1/lab): state, heartbeat age, runs held, instruments. */
+static int cmd_lab(int argc, char **argv, int as_json)
+{
+    int rc = only_help(argc, argv);
+    if (rc >= 0)
+        return rc;
+    if (argc - optind != 0)
+        return bad_usage();
+    buf_t b = {0};
+    long st = request("GET", "/v1/lab", NULL, &b);
+    if (st == 0 || st >= 300 || as_json) {
+        rc = st == 0 ? EXIT_UNREACHABLE : st >= 300 ? refused(st, &b) : 0;
+        if (rc == 0)
+            printf("%s\n", b.p ? b.p : "");
+        free(b.p);
+        return rc;
+    }
+    json_error_t jerr;
+    json_t *doc = json_loads(b.p ? b.p : "", 0, &jerr);
+    free(b.p);
+    if (!doc) {
+        fprintf(stderr, "labloop: the daemon's answer is not JSON: %s\n", jerr.text);
+        return EXIT_REFUSED;
+    }
+    printf("site %s\n", str(doc, "site"));
+    printf("%-16s  %-8s  %-10s  %-7s  %-7s  %s\n", "CELL", "STATE", "HEARTBEAT", "CLAIMED",
+           "STARTED", "INSTRUMENTS");
+    size_t i, k;
+    json_t *c, *in;
+    json_array_foreach(json_object_get(doc, "cells"), i, c)
+    {
+        char age[32], insts[512] = "";
+        double a = json_number_value(json_object_get(c, "heartbeat_age_s"));
+        snprintf(age, sizeof age, "%.1fs%s", a,
+                 json_is_true(json_object_get(c, "expired")) ? "!" : "");
+        size_t len = 0;
+        json_array_foreach(json_object_get(c, "instruments"), k, in)
+        {
+            int n = snprintf(insts + len, sizeof insts - len, "%s%s(%s,%s)", k ? " " : "",
+                             str(in, "id"), str(in, "kind"), str(in, "state"));
+            if (n < 0 || (size_t)n >= sizeof insts - len)
+                break;
+            len += (size_t)n;
+        }
+        printf("%-16s  %-8s  %-10s  %-7lld  %-7lld  %s\n", str(c, "cell"), str(c, "state"), age,
+               (long long)json_integer_value(json_object_get(c, "claimed")),
+               (long long)json_integer_value(json_object_get(c, "started")), insts);
+    }
+    printf("queue:");
+    const char *key;
+    json_t *v;
+    json_object_foreach(json_object_get(doc, "queue"), key, v)
+        printf(" %s=%lld", key, (long long)json_integer_value(v));
+    printf("\n");
+    json_decref(doc);
+    return 0;
 }
 
 static int cmd_run(int argc, char **argv, int as_json)
@@ -1520,7 +1620,8 @@ static const struct command {
      "         [--await-workflow] (queue it though its workflow is not stored yet)\n"
      "         [--idempotency-key K] [--retries N] [--timeout S] (sent again with the same key\n"
      "         after a timeout or a lost connection; the daemon makes one run of it)"},
-    {"runs", cmd_runs, "runs [--state S] [--limit N] [--after CURSOR]"},
+    {"runs", cmd_runs, "runs [--state S] [--limit N] [--after CURSOR] [--lab [--cell C]]"},
+    {"lab", cmd_lab, "lab (the lab's cells: state, heartbeat, runs held, instruments)"},
     {"run", cmd_run, "run ID"},
     {"cancel", cmd_cancel, "cancel ID [--reason TEXT]"},
     {"priority", cmd_priority, "priority RUN [urgent|high|normal|low] [--score X]"},

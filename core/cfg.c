@@ -21,7 +21,17 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef enum { T_STR, T_INT, T_DOUBLE, T_LEVEL, T_SIZE, T_PATH, T_NAME, T_HOSTPORT } cfg_type_t;
+typedef enum {
+    T_STR,
+    T_INT,
+    T_DOUBLE,
+    T_LEVEL,
+    T_SIZE,
+    T_PATH,
+    T_NAME,
+    T_HOSTPORT,
+    T_BOOL
+} cfg_type_t;
 
 enum { F_RELOAD = 1, F_REQUIRED = 2, F_SECRET = 4 };
 
@@ -51,6 +61,7 @@ static const cfg_section_t sections[] = {
     {"auth", O(auth_enabled), "bearer tokens; absent: loopback only, no tokens"},
     {"workflows", O(workflows_enabled), "workflow files loaded at start; absent: API only"},
     {"scheduler", -1, "the online planner and the executor"},
+    {"lab", -1, "the lab's shared queue in PostgreSQL; absent: this cell's own queue alone"},
 };
 
 static const cfg_key_t keys[] = {
@@ -110,6 +121,14 @@ static const cfg_key_t keys[] = {
      "incubation"},
     {"scheduler", "step_timeout_factor", T_DOUBLE, O(sched_timeout_factor), "3", 1, 100, 0,
      "a step fails after this many times its longest duration plus 300 lab seconds"},
+    {"lab", "shared_queue", T_BOOL, O(lab_shared_queue), "off", 0, 0, 0,
+     "on: runs not pinned to this cell go into the lab's queue in PostgreSQL and this cell "
+     "claims from it what it can run (needs [postgres])"},
+    {"lab", "lease", T_INT, O(lab_lease_s), "15", 1, 3600, 0,
+     "seconds a cell may go unheard before it is lost and its claimed runs not started return "
+     "to the queue"},
+    {"lab", "heartbeat", T_INT, O(lab_heartbeat_s), "5", 1, 1800, 0,
+     "seconds between two heartbeats of this cell; at most lease / 2"},
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])
@@ -234,6 +253,14 @@ static const char *set_value(lab_config_t *c, const cfg_key_t *k, const char *v,
         *(char **)base = lab_strdup(v);
         return NULL;
     }
+    case T_BOOL:
+        if (strcmp(v, "on") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0)
+            *(bool *)base = true;
+        else if (strcmp(v, "off") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0)
+            *(bool *)base = false;
+        else
+            return "expected on or off";
+        return NULL;
     case T_LEVEL: {
         int l = lab_log_level_parse(v);
         if (l < 0)
@@ -503,6 +530,16 @@ int lab_config_load(const char *path, lab_config_t *cfg, lab_cfg_errors_t *errs)
     if (cfg->mqtt_enabled && cfg->mqtt_uri && strncmp(cfg->mqtt_uri, "tcp://", 6) != 0 &&
         strncmp(cfg->mqtt_uri, "mqtt://", 7) != 0 && strncmp(cfg->mqtt_uri, "ssl://", 6) != 0)
         add_error(errs, 0, "mqtt", "uri", "expected tcp://HOST:PORT (or ssl://)");
+    size_t sq_key = (size_t)(find_key("lab", "shared_queue") - keys);
+    size_t hb_key = (size_t)(find_key("lab", "heartbeat") - keys);
+    if (cfg->lab_shared_queue && !cfg->pg_enabled)
+        add_error(errs, p.seen[sq_key], "lab", "shared_queue",
+                  "on needs a [postgres] section: the shared queue lives in PostgreSQL");
+    if (cfg->lab_heartbeat_s * 2 > cfg->lab_lease_s)
+        add_error(errs, p.seen[hb_key], "lab", "heartbeat",
+                  "%d s is more than half the lease (%d s): one late heartbeat would lose the "
+                  "cell",
+                  cfg->lab_heartbeat_s, cfg->lab_lease_s);
     return errs->n ? LAB_ECONFIG : LAB_OK;
 }
 
@@ -558,8 +595,8 @@ void lab_cfg_errors_free(lab_cfg_errors_t *errs)
 
 void lab_config_print_keys(FILE *out)
 {
-    static const char *const tnames[] = {"string", "integer", "number", "level",
-                                         "size",   "path",    "name",   "host:port"};
+    static const char *const tnames[] = {"string", "integer", "number",    "level", "size",
+                                         "path",   "name",    "host:port", "on|off"};
     for (size_t s = 0; s < N_SECTIONS; s++) {
         fprintf(out, "[%s]  ; %s\n", sections[s].name, sections[s].help);
         for (size_t i = 0; i < N_KEYS; i++) {
@@ -590,6 +627,8 @@ static bool value_equal(const lab_config_t *a, const lab_config_t *b, const cfg_
         return *(const double *)pa == *(const double *)pb;
     case T_SIZE:
         return *(const long *)pa == *(const long *)pb;
+    case T_BOOL:
+        return *(const bool *)pa == *(const bool *)pb;
     default: {
         const char *sa = *(char *const *)pa, *sb = *(char *const *)pb;
         return (!sa && !sb) || (sa && sb && strcmp(sa, sb) == 0);

@@ -71,6 +71,11 @@ typedef struct lab_config {
     double sched_handling_s;     /* lab s an incubator spends loading + unloading a plate */
     double sched_timeout_factor; /* a step fails after factor x its longest duration + 300 s */
 
+    /* [lab]; absent: this cell serves its own queue alone */
+    bool lab_shared_queue; /* claim from and submit to labloop.queue in PostgreSQL */
+    int lab_lease_s;       /* a cell not heard from this long is lost */
+    int lab_heartbeat_s;   /* at most lease / 2 */
+
     /* [instrument ID], in file order */
     lab_cfg_instrument_t *instruments;
     int n_instruments;

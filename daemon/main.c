@@ -10,6 +10,7 @@
 #include "daemon/bus/mqtt.h"
 #include "daemon/instr/instr.h"
 #include "daemon/campaign/engine.h"
+#include "daemon/fleet/fleet.h"
 #include "daemon/fleet/inbox.h"
 #include "daemon/fleet/submit.h"
 #include "core/cfg.h"
@@ -54,6 +55,7 @@ typedef struct labd {
     lab_campaigns_t *campaigns;
     lab_submit_t *submit; /* the one submission path (HTTP and MQTT) */
     lab_inbox_t *inbox;   /* in/runs; NULL without MQTT */
+    lab_fleet_t *fleet;   /* [lab] shared_queue = on */
     lab_api_t *api;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
@@ -137,12 +139,29 @@ static void sched_closed(void *arg)
         lab_submit_forget_sched(d->submit);
 }
 
+/* The scheduler closes once nothing can call it any more: the instruments are closed and the
+ * fleet (whose fence answers reach it) has stopped. */
 static void instr_closed(void *arg)
 {
     labd_t *d = arg;
     d->instr = NULL;
-    if (d->sched)
+    if (d->sched && !d->fleet)
         lab_sched_close(d->sched, sched_closed, d);
+}
+
+static void fleet_stopped(void *arg)
+{
+    labd_t *d = arg;
+    d->fleet = NULL;
+    if (d->sched && !d->instr)
+        lab_sched_close(d->sched, sched_closed, d);
+}
+
+/* The submission path's hook to the lab's queue (the path does not know the fleet's type). */
+static void fleet_submit(void *ctx, json_t *sub, const char *key, const char *via, const char *by,
+                         lab_submit_shared_cb cb, void *arg)
+{
+    lab_fleet_submit(ctx, sub, key, via, by, cb, arg);
 }
 
 /* While draining the API: poll until no request waits for the store or an instrument, or the
@@ -150,7 +169,7 @@ static void instr_closed(void *arg)
 static void stop_tick(uv_timer_t *t)
 {
     labd_t *d = t->data;
-    if (d->state != D_DRAINING_API || d->instr || d->sched)
+    if (d->state != D_DRAINING_API || d->instr || d->sched || d->fleet)
         return;
     int busy = lab_api_in_flight(d->api);
     if (busy > 0 && uv_now(d->loop) < d->stop_deadline)
@@ -175,6 +194,9 @@ static void begin_stop(labd_t *d, const char *why)
     d->state = D_DRAINING_API;
     lab_api_stop_accepting(d->api);
     lab_submit_stop(d->submit);
+    /* Claimed runs not begun go back to the lab's queue before the scheduler stops. */
+    if (d->fleet)
+        lab_fleet_stop(d->fleet, (uint64_t)(d->cfg.shutdown_grace_s * 1000), fleet_stopped, d);
     /* Instruments first: operations in progress end (their requests are answered), and their
      * last state rows reach the store before it closes. */
     if (d->campaigns)
@@ -447,21 +469,28 @@ static int run(labd_t *d)
         log_error("main", "cannot start the closed loop: %s", lab_strerror(rc));
         return 1;
     }
-    /* [lab] shared_queue: off until this cell takes part in a lab's shared queue; the hook to
-     * it (lab_submit_set_shared) is set where the fleet starts. */
-    bool shared = false;
+    if (d->cfg.lab_shared_queue && (rc = lab_fleet_start(&d->fleet, d->loop, &d->cfg, &d->clock,
+                                                         d->store, d->instr, d->sched)) != 0) {
+        log_error("main", "cannot join the lab's shared queue: %s", lab_strerror(rc));
+        return 1;
+    }
+    /* One submission path for HTTP and MQTT; with [lab] shared_queue on, runs not for this cell
+     * alone go to the lab's queue through the fleet. */
+    bool shared = d->cfg.lab_shared_queue;
     if ((rc = lab_submit_new(&d->submit, d->store, d->sched, &d->clock, d->cfg.cell, shared)) !=
         0) {
         log_error("main", "cannot start the submission path: %s", lab_strerror(rc));
         return 1;
     }
+    if (d->fleet)
+        lab_submit_set_shared(d->submit, fleet_submit, d->fleet);
     if (d->mqtt && (rc = lab_inbox_start(&d->inbox, d->mqtt, d->submit, d->cfg.mqtt_topic_root,
                                          d->cfg.site, shared)) != 0) {
         log_error("main", "cannot serve in/runs: %s", lab_strerror(rc));
         return 1;
     }
-    lab_api_deps_t deps = {d->loop, &d->cfg,  &d->clock, d->store,    d->pg,
-                           d->mqtt, d->instr, d->sched,  d->campaigns};
+    lab_api_deps_t deps = {d->loop, &d->cfg,  &d->clock, d->store,     d->pg,
+                           d->mqtt, d->instr, d->sched,  d->campaigns, d->fleet};
     if ((rc = lab_api_start(&d->api, &deps)) != 0) {
         log_error("main", "cannot start the HTTP API on %s: %s", d->cfg.http, lab_strerror(rc));
         return 1;
@@ -476,8 +505,10 @@ static int run(labd_t *d)
     }
     uv_timer_init(d->loop, &d->stop_timer);
     d->stop_timer.data = d;
-    log_info("main", "ready http=%s postgres=%s mqtt=%s instruments=%d state_dir=%s", d->cfg.http,
-             d->cfg.pg_enabled ? "on" : "off (embedded)", d->cfg.mqtt_enabled ? "on" : "off",
+    log_info("main",
+             "ready http=%s postgres=%s mqtt=%s shared_queue=%s instruments=%d state_dir=%s",
+             d->cfg.http, d->cfg.pg_enabled ? "on" : "off (embedded)",
+             d->cfg.mqtt_enabled ? "on" : "off", d->cfg.lab_shared_queue ? "on" : "off",
              lab_instr_count(d->instr), d->cfg.state_dir);
     uv_run(d->loop, UV_RUN_DEFAULT);
     return d->state == D_DONE ? 0 : 1;
@@ -563,6 +594,8 @@ int main(int argc, char **argv)
             lab_api_close(d.api, NULL, NULL);
         if (d.campaigns)
             lab_campaigns_close(d.campaigns, NULL, NULL);
+        if (d.fleet)
+            lab_fleet_stop(d.fleet, 0, fleet_stopped, &d);
         if (d.sched)
             lab_sched_stop(d.sched);
         if (d.instr)

@@ -103,6 +103,7 @@ struct lab_api {
     lab_campaigns_t *campaigns;
     lab_submit_t *submit; /* POST /v1/runs */
     bool own_submit;      /* made here (deps gave none) */
+    lab_fleet_t *fleet;   /* NULL: [lab] shared_queue = off */
     lab_jschema_t *campaign_schema;
     lab_jschema_t *batch_schema;
     struct MHD_Daemon *mhd;
@@ -218,6 +219,8 @@ void lab_api_metrics(lab_req_t *rq);
 void lab_api_openapi(lab_req_t *rq);
 /* The OpenAPI document as served (openapi.c), or NULL when the embedded one does not read. */
 json_t *lab_api_openapi_doc(void);
+void lab_api_lab(lab_req_t *rq);
+void lab_api_lab_runs(lab_req_t *rq);
 void lab_api_runs_post(lab_req_t *rq);
 void lab_api_runs_list(lab_req_t *rq);
 void lab_api_runs_get(lab_req_t *rq);

@@ -276,6 +276,37 @@ void lab_api_metrics(lab_req_t *rq)
         put(&b, "labloop_lag_violations_total %ld\n", sch.lag_violations);
     }
 
+    if (api->fleet) {
+        lab_fleet_stats_t fl;
+        lab_fleet_stats(api->fleet, &fl);
+        head(&b, "labloop_lab_connected", "gauge",
+             "1 while this cell is connected to the lab's shared queue in PostgreSQL.");
+        put(&b, "labloop_lab_connected %d\n", fl.connected);
+        head(&b, "labloop_lab_claims_total", "counter",
+             "Runs claimed from the lab's queue and committed in the local store.");
+        put(&b, "labloop_lab_claims_total %ld\n", fl.claims);
+        head(&b, "labloop_lab_claim_batches_total", "counter",
+             "Claim transactions that took at least one run.");
+        put(&b, "labloop_lab_claim_batches_total %ld\n", fl.claim_batches);
+        head(&b, "labloop_lab_claim_commit_seconds", "summary",
+             "From labloop.claim_runs' answer to the claimed runs' local commit, over the latest "
+             "claims.");
+        put(&b, "labloop_lab_claim_commit_seconds{quantile=\"0.5\"} %.6f\n", fl.lat_p50_ms / 1000);
+        put(&b, "labloop_lab_claim_commit_seconds{quantile=\"0.99\"} %.6f\n", fl.lat_p99_ms / 1000);
+        put(&b, "labloop_lab_claim_commit_seconds_count %ld\n", fl.lat_n);
+        head(&b, "labloop_lab_fence_total", "counter",
+             "Answers of the fence before a claimed run's first step: started (this cell holds "
+             "it) or refused (it went to another cell; the run was released).");
+        put(&b, "labloop_lab_fence_total{answer=\"started\"} %ld\n", fl.fence_ok);
+        put(&b, "labloop_lab_fence_total{answer=\"refused\"} %ld\n", fl.fence_refused);
+        head(&b, "labloop_lab_releases_total", "counter",
+             "Claimed runs this cell gave back before they began (stop, fence, reconcile).");
+        put(&b, "labloop_lab_releases_total %ld\n", fl.released);
+        head(&b, "labloop_lab_lost_runs_released_total", "counter",
+             "Claimed runs of lost cells this cell's heartbeats sent back to the queue.");
+        put(&b, "labloop_lab_lost_runs_released_total %ld\n", fl.lost_released);
+    }
+
     lab_respond(rq, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
 }
 

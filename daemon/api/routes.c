@@ -14,6 +14,8 @@ const lab_route_t lab_routes[] = {
     {"GET", "/v1/openapi.json", 0, false, lab_api_openapi},
     {"GET", "/v1/me", READERS, false, lab_api_me},
     {"GET", "/v1/cell", READERS, false, lab_api_cell},
+    {"GET", "/v1/lab", READERS, false, lab_api_lab},
+    {"GET", "/v1/lab/runs", READERS, false, lab_api_lab_runs},
     {"POST", "/v1/runs", SUBMITTERS, true, lab_api_runs_post},
     {"GET", "/v1/runs", READERS, false, lab_api_runs_list},
     {"GET", "/v1/runs/{id}", READERS, false, lab_api_runs_get},

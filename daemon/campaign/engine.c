@@ -351,7 +351,8 @@ static void on_run(void *ctx, const char *id, const char *state, const char *doc
         return;
     plate_t *p = &c->p[pi];
     int rs = lab_run_state_parse(state);
-    if (rs < 0 || rs == LAB_RUN_QUEUED || rs == LAB_RUN_PLANNED)
+    /* released: the run went back to the lab's queue, another cell runs it */
+    if (rs < 0 || rs == LAB_RUN_QUEUED || rs == LAB_RUN_PLANNED || rs == LAB_RUN_RELEASED)
         return;
     lab_campaigns_write_t *w = lab_campaigns_write_new(campaigns_now_ms(l));
     if (!lab_run_state_final((lab_run_state_t)rs)) {

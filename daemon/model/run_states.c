@@ -10,6 +10,7 @@ static const char *const state_names[LAB_RUN_NSTATES] = {
     [LAB_RUN_RUNNING] = "running",         [LAB_RUN_PAUSED] = "paused",
     [LAB_RUN_INTERRUPTED] = "interrupted", [LAB_RUN_DONE] = "done",
     [LAB_RUN_FAILED] = "failed",           [LAB_RUN_CANCELLED] = "cancelled",
+    [LAB_RUN_RELEASED] = "released",
 };
 
 /* Rows marked "not taken" are allowed but no code moves a run that way today: they were in the
@@ -21,6 +22,10 @@ static const lab_fsm_edge_t edges[] = {
     {LAB_RUN_PLANNED, LAB_RUN_QUEUED, "not taken"},
     {LAB_RUN_PLANNED, LAB_RUN_RUNNING, "its first step starts"},
     {LAB_RUN_PLANNED, LAB_RUN_CANCELLED, "cancel"},
+    {LAB_RUN_QUEUED, LAB_RUN_RELEASED,
+     "the lab's queue gave it to another cell, or this cell stops"},
+    {LAB_RUN_PLANNED, LAB_RUN_RELEASED,
+     "the lab's queue gave it to another cell, or this cell stops"},
     {LAB_RUN_PLANNED, LAB_RUN_PAUSED, "not taken"},
     {LAB_RUN_PLANNED, LAB_RUN_FAILED, "not taken"},
     {LAB_RUN_RUNNING, LAB_RUN_DONE, "its last step is done or skipped"},
@@ -49,7 +54,8 @@ const lab_fsm_t lab_run_fsm = {
     .states = state_names,
     .edges = edges,
     .nedges = (int)(sizeof edges / sizeof edges[0]),
-    .final = 1u << LAB_RUN_DONE | 1u << LAB_RUN_FAILED | 1u << LAB_RUN_CANCELLED,
+    .final = 1u << LAB_RUN_DONE | 1u << LAB_RUN_FAILED | 1u << LAB_RUN_CANCELLED |
+             1u << LAB_RUN_RELEASED,
 };
 
 const char *lab_run_state_name(lab_run_state_t s)

@@ -18,6 +18,7 @@ typedef enum lab_run_state {
     LAB_RUN_DONE,
     LAB_RUN_FAILED,
     LAB_RUN_CANCELLED,
+    LAB_RUN_RELEASED, /* a claimed run given back to the lab's queue before it began */
     LAB_RUN_NSTATES
 } lab_run_state_t;
 

@@ -47,6 +47,8 @@ const char *run_why(const srun_t *r)
 {
     if (r->ex && r->ex->hold && r->ex->hold_why[0])
         return r->ex->hold_why;
+    if (r->gate == GATE_ASKED)
+        return LAB_SCHED_GATE_WHY;
     return r->why;
 }
 

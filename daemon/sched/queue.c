@@ -269,3 +269,10 @@ const char *queue_why(lab_sched_t *s, const char *id, char *buf, size_t cap)
             return queue_orphan_why(&s->orphans[i], buf, cap);
     return NULL;
 }
+
+int queue_not_begun(lab_sched_t *s)
+{
+    int n;
+    queue_window_last(s, &n);
+    return n + s->ncold + s->norphans;
+}

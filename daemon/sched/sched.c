@@ -34,6 +34,26 @@ static void exec_due(const exec_t *ex, int64_t *next)
         *next = ex->deadline_ms;
 }
 
+/* Whether the run may begin: no gate, a run begun already, or the fence said yes. The first time
+ * its first step is due the gate is asked; the run waits with the reason until it answers. */
+static bool gate_passed(lab_sched_t *s, srun_t *r)
+{
+    if (!s->gate_fn || r->gate == GATE_OPEN)
+        return true;
+    if (r->gate == GATE_ASKED)
+        return false;
+    bool begun = r->state != LAB_RUN_QUEUED && r->state != LAB_RUN_PLANNED;
+    for (int k = 0; k < r->n && !begun; k++)
+        begun = r->st[k].state != LAB_STEP_PENDING;
+    if (begun || s->gate_fn(s->gate_ctx, r->id) == 0) {
+        r->gate = GATE_OPEN;
+        return true;
+    }
+    r->gate = GATE_ASKED;
+    run_why_flush(s, r);
+    return false;
+}
+
 /* One live run's turn in the tick: a timeout, a wait or hold that ends, a step that is due. What
  * is still to come lowers *next (lab ms). The run may leave s->runs (and end) meanwhile. */
 static void tick_run(lab_sched_t *s, srun_t *r, int64_t now, int64_t slack, int64_t *next)
@@ -82,6 +102,8 @@ static void tick_run(lab_sched_t *s, srun_t *r, int64_t now, int64_t slack, int6
         s->replan = true;
         return;
     }
+    if (!gate_passed(s, r))
+        return;
     /* a step before it ran longer than planned: this one waits for the instrument (the step's
      * end re-plans) rather than overbooking it */
     if (exec_on_inst(s, st->plan_inst) >= lab_driver_capacity(inst_at(s, st->plan_inst)))
@@ -435,6 +457,59 @@ int lab_sched_run_started(lab_sched_t *s, const char *id)
     for (int k = 0; k < r->n; k++)
         if (r->st[k].state != LAB_STEP_PENDING)
             return 1;
+    return 0;
+}
+
+int lab_sched_room(lab_sched_t *s)
+{
+    if (s->closing)
+        return 0;
+    int n = LAB_SCHED_CLAIM_WINDOW - queue_not_begun(s);
+    return n > 0 ? n : 0;
+}
+
+void lab_sched_set_gate(lab_sched_t *s, lab_sched_gate_fn fn, void *ctx)
+{
+    s->gate_fn = fn;
+    s->gate_ctx = ctx;
+}
+
+void lab_sched_gate_open(lab_sched_t *s, const char *id, int status)
+{
+    srun_t *r = run_find(s, id);
+    if (!r || r->gate != GATE_ASKED || s->closing)
+        return;
+    if (status == LAB_ESTATE) {
+        (void)lab_sched_release(s, id, "the lab's queue no longer gives this run to this cell");
+        return;
+    }
+    r->gate = status == 0 ? GATE_OPEN : GATE_NONE;
+    if (status != 0) {
+        /* asked again at the next plan, not at once: no loop against a database that fails */
+        log_warn("sched", "run=%s: the claim could not be confirmed (%s); asked again later", r->id,
+                 lab_strerror(status));
+        return;
+    }
+    run_why_flush(s, r);
+    tick_now(s);
+}
+
+int lab_sched_release(lab_sched_t *s, const char *id, const char *reason)
+{
+    srun_t *r = queue_thaw(s, id);
+    if (!r || lab_run_state_final(r->state))
+        return LAB_ENOTFOUND;
+    bool begun = r->ex != NULL || !lab_run_transition_ok(r->state, LAB_RUN_RELEASED);
+    for (int k = 0; k < r->n && !begun; k++)
+        begun = r->st[k].state != LAB_STEP_PENDING;
+    if (begun)
+        return LAB_ESTATE;
+    json_object_set_new(r->doc, "released_reason", json_string(reason));
+    r->gate = GATE_NONE;
+    log_info("sched", "run=%s released: %s", r->id, reason);
+    s->stats.released++;
+    run_finish(s, r, LAB_RUN_RELEASED, NULL, NULL);
+    replan_now(s);
     return 0;
 }
 

@@ -79,6 +79,32 @@ json_t *lab_sched_timeline(lab_sched_t *s);
  * "next_step"?, "next_start"?}. NULL when it has no such run. New reference. */
 json_t *lab_sched_run_live(lab_sched_t *s, const char *id);
 
+/* ---- the lab's shared queue (daemon/fleet/) ---- */
+
+/* How many more runs this cell should take from the lab's queue now: the claim window (runs held
+ * that have not begun, local ones included) less those it holds; 0 when it is full or stopping.
+ * A cell that takes only what it can start soon leaves the rest to the other cells. */
+int lab_sched_room(lab_sched_t *s);
+/* The claim window: runs not begun a cell holds at most before it takes more from the lab's
+ * queue (room for the planner to order and pack them, no more). */
+#define LAB_SCHED_CLAIM_WINDOW 32
+/* The fence before a run's first step. With a gate set, the tick asks fn(ctx, id) once when the
+ * run's first step is due: 0 means no fence for this run (it starts at once), 1 that the answer
+ * comes later through lab_sched_gate_open; meanwhile the run waits with the waiting reason
+ * "waiting for PostgreSQL to confirm this cell's claim". fn must not call back into the
+ * scheduler. NULL removes the gate. */
+typedef int (*lab_sched_gate_fn)(void *ctx, const char *id);
+void lab_sched_set_gate(lab_sched_t *s, lab_sched_gate_fn fn, void *ctx);
+/* The fence's answer for a run that waits on it: 0 it starts; LAB_ESTATE this cell does not hold
+ * it (it is released); anything else (no answer could be had) asks again at the next plan
+ * (lab_sched_replan). A run that does not wait on the fence is left alone. */
+void lab_sched_gate_open(lab_sched_t *s, const char *id, int status);
+#define LAB_SCHED_GATE_WHY "waiting for PostgreSQL to confirm this cell's claim"
+/* A run that has not begun leaves the scheduler in state `released` (terminal), the reason in
+ * its document (released_reason). LAB_ENOTFOUND when the scheduler has no such run, LAB_ESTATE
+ * when it has begun (a step started: the plate is here). */
+int lab_sched_release(lab_sched_t *s, const char *id, const char *reason);
+
 typedef struct lab_sched_stats {
     int runs;     /* not over */
     long replans; /* plans made */
@@ -86,6 +112,7 @@ typedef struct lab_sched_stats {
     double replan_ms_last;
     long steps_started, steps_failed;
     long lag_violations; /* steps started later than their maximum lag allowed */
+    long released;       /* runs given back to the lab's queue */
 } lab_sched_stats_t;
 void lab_sched_stats(const lab_sched_t *s, lab_sched_stats_t *out);
 

@@ -45,6 +45,9 @@ typedef struct sstep {
 
 typedef struct exec exec_t;
 
+/* A run's passage through the fence (lab_sched_set_gate). */
+typedef enum gate { GATE_NONE, GATE_ASKED, GATE_OPEN } gate_t;
+
 typedef struct srun {
     char id[LAB_UUID_LEN + 1];
     json_t *doc; /* the stored document, kept current */
@@ -61,8 +64,9 @@ typedef struct srun {
     char why[1024];    /* why it waits: a planner reason, or why it is paused */
     uint64_t why_hash; /* of the reason its document carries (0: none) */
     uint64_t age;      /* arrival order: the planner's last tie-break */
-    bool dropped;      /* left s->runs during the tick's walk; freed after it */
-    bool prompt_open;  /* its run:ID:paused prompt is open (it waits for a person) */
+    gate_t gate;
+    bool dropped;     /* left s->runs during the tick's walk; freed after it */
+    bool prompt_open; /* its run:ID:paused prompt is open (it waits for a person) */
     struct srun *next_dropped;
 } srun_t;
 
@@ -162,6 +166,8 @@ struct lab_sched {
     wfc_t *wfc;
     int nwfc;
     bool *inst_up; /* per instrument: available at its last change of state */
+    lab_sched_gate_fn gate_fn;
+    void *gate_ctx;
 };
 
 #define HISTORY_MAX 2000
@@ -254,6 +260,8 @@ const char *queue_cold_why(char *buf, size_t cap);
 const char *queue_orphan_why(const orphan_t *o, char *buf, size_t cap);
 /* Why a run of the queue waits, or NULL when it is not there. */
 const char *queue_why(lab_sched_t *s, const char *id, char *buf, size_t cap);
+/* Runs not begun: those waiting in the window, the queue and the orphans. */
+int queue_not_begun(lab_sched_t *s);
 
 /* ---- plan.c: planning ---- */
 

@@ -305,6 +305,41 @@ static void test_public_http_needs_auth(void **state)
     h_rmtree(dir);
 }
 
+/* [lab]: a shared queue lives in PostgreSQL, so it needs [postgres]; a heartbeat longer than
+ * half the lease would let one late heartbeat lose a healthy cell. Both are refused by --check
+ * at the key's line; a good [lab] passes. */
+static void test_check_lab(void **state)
+{
+    char dir[256], path[300], cmd[800], out[8192];
+    assert_int_equal(h_tempdir("labcheck", dir, sizeof dir), 0);
+    snprintf(path, sizeof path, "%s/lab.ini", dir);
+    write_file(path, "[labloop]\n"         /* 1 */
+                     "site = lab\n"        /* 2 */
+                     "[lab]\n"             /* 3 */
+                     "shared_queue = on\n" /* 4: no [postgres] */
+                     "lease = 10\n"        /* 5 */
+                     "heartbeat = 6\n");   /* 6: more than lease / 2 */
+    snprintf(cmd, sizeof cmd, "'%s' --check -c '%s' 2>&1", labloopd(), path);
+    int rc = h_run(cmd, out, sizeof out);
+    fprintf(stderr, "--check said:\n%s", out);
+    assert_int_equal(rc, 1);
+    char at[400];
+    snprintf(at, sizeof at, "%s:4:", path);
+    assert_non_null(line_with(out, at, "shared_queue", "[postgres]", (char *)NULL));
+    snprintf(at, sizeof at, "%s:6:", path);
+    assert_non_null(line_with(out, at, "heartbeat", "half the lease", (char *)NULL));
+    write_file(path, "[labloop]\nsite = lab\n[lab]\nshared_queue = maybe\n");
+    assert_int_equal(h_run(cmd, out, sizeof out), 1);
+    assert_non_null(line_with(out, "shared_queue", "on or off", (char *)NULL));
+    write_file(path, "[labloop]\nsite = lab\n[postgres]\nconninfo = host=127.0.0.1\n"
+                     "[lab]\nshared_queue = on\nlease = 10\nheartbeat = 5\n");
+    rc = h_run(cmd, out, sizeof out);
+    if (rc != 0)
+        fprintf(stderr, "--check said:\n%s\n", out);
+    assert_int_equal(rc, 0);
+    h_rmtree(dir);
+}
+
 /* labloopd with this config, checked (--check) or started: the exit status, its words in out. */
 static int daemon_says(const char *path, bool check, char *out, size_t len)
 {
@@ -463,6 +498,7 @@ int main(void)
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_check_good),
         cmocka_unit_test(test_check_errors),
+        cmocka_unit_test(test_check_lab),
         cmocka_unit_test(test_embedded_mode),
         cmocka_unit_test(test_sigterm_exits_0),
         cmocka_unit_test(test_hup_reload),

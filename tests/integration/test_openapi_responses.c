@@ -46,8 +46,10 @@ static int setup(void **state)
     fprintf(f, "%s viewer vera\n%s technician tom\n%s pipeline pia\n%s admin ada\n", TOK_VIEWER,
             TOK_TECH, TOK_PIPE, TOK_ADMIN);
     fclose(f);
-    snprintf(extra, sizeof extra, "[labloop]\ntime_scale = 60\n%s[auth]\ntokens = %s\n", sections,
-             tokens);
+    /* a cell of a shared queue, for the lab view's routes */
+    snprintf(extra, sizeof extra,
+             "[labloop]\ntime_scale = 60\n%s[auth]\ntokens = %s\n[lab]\nshared_queue = on\n",
+             sections, tokens);
     return h_daemon_start(&dmn, &pg, &mq, extra);
 }
 

@@ -307,11 +307,11 @@ static void test_cell(void **state)
     free(r.body);
     assert_non_null(doc);
     json_t *runs = json_object_get(doc, "runs");
-    static const char *const states[] = {"queued",      "planned", "running", "paused",
-                                         "interrupted", "done",    "failed",  "cancelled"};
+    static const char *const states[] = {"queued", "planned", "running",   "paused",  "interrupted",
+                                         "done",   "failed",  "cancelled", "released"};
     for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
         assert_true(json_is_integer(json_object_get(runs, states[i])));
-    assert_int_equal(json_object_size(runs), 8);
+    assert_int_equal(json_object_size(runs), 9);
     /* this daemon has neither sink configured */
     json_t *sinks = json_object_get(doc, "sinks");
     assert_string_equal(

@@ -6,7 +6,7 @@
 import { h, stateWord, fmtNum, fmtDuration, pageStyle } from "../ui.js";
 
 const RUN_STATES = ["running", "queued", "planned", "paused", "interrupted", "done", "failed",
-  "cancelled"];
+  "cancelled", "released"];
 
 export async function mount(el, ctx) {
   pageStyle("cell");

@@ -11,7 +11,7 @@ export async function mount(el, ctx) {
 }
 
 const STATES = ["queued", "planned", "running", "paused", "interrupted", "done", "failed",
-  "cancelled"];
+  "cancelled", "released"];
 const PRIORITIES = ["urgent", "high", "normal", "low"];
 const MAX_RUNS = 2000;
 
@@ -198,7 +198,7 @@ async function detail(el, ctx, id) {
   }
   // Cancel and priority, for those who may submit; a run that is over takes neither.
   function controls() {
-    if (!ctx.canAct || ["done", "failed", "cancelled"].includes(run.state)) return null;
+    if (!ctx.canAct || ["done", "failed", "cancelled", "released"].includes(run.state)) return null;
     const cancel = h("button", { type: "button", class: "danger act", id: "run-cancel" }, "Cancel run");
     cancel.addEventListener("click", async () => {
       const what = `Cancel run ${run.plate || run.id} (${run.workflow}): its remaining steps are ` +

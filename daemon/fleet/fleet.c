@@ -1,0 +1,1457 @@
+/* The cell's side of the lab's shared queue: one PostgreSQL connection (libpq's asynchronous API
+ * on a uv_poll, as daemon/store/pg.c: a timer bounds the connect, PQsocket is read again after
+ * every PQconnectPoll, nothing blocks the loop), and a queue of jobs run one after another on it:
+ * setup (LISTEN, reconcile), heartbeat, claim, fence, release, submission, reads. A job is one or
+ * more statements; the claim keeps its transaction open across the local commit, and since jobs
+ * do not overlap, nothing else runs inside it. Connection trouble drops the connection (PostgreSQL
+ * rolls back an open claim) and reconnects with jittered backoff; the next connection reconciles
+ * the runs claimed but not begun before it claims again. */
+#include "daemon/fleet/fleet.h"
+#include "core/err.h"
+#include "core/id.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "daemon/fleet/local.h"
+#include "daemon/model/run_states.h"
+#include "daemon/store/runs.h"
+
+#include <libpq-fe.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FL_BACKOFF_MIN_MS 100
+#define FL_RECONCILE_MAX 4096
+#define FL_PARAMS 8
+
+typedef enum fl_phase { PH_DOWN, PH_CONNECT, PH_READY } fl_phase_t;
+
+typedef enum job_kind {
+    J_LISTEN,
+    J_RECONCILE,
+    J_HEARTBEAT,
+    J_CLAIM,
+    J_FENCE,
+    J_RELEASE,
+    J_SUBMIT,
+    J_READ,
+} job_kind_t;
+
+static const char *const job_names[] = {
+    [J_LISTEN] = "listen", [J_RECONCILE] = "reconcile", [J_HEARTBEAT] = "heartbeat",
+    [J_CLAIM] = "claim",   [J_FENCE] = "fence",         [J_RELEASE] = "release",
+    [J_SUBMIT] = "submit", [J_READ] = "read",
+};
+
+typedef enum read_kind { R_CELLS, R_QUEUE, R_RUNS } read_kind_t;
+
+typedef struct job {
+    struct job *next;
+    job_kind_t kind;
+    int step;
+    /* J_FENCE: the run; J_RELEASE, J_RECONCILE: the runs */
+    char id[LAB_UUID_LEN + 1];
+    char (*ids)[LAB_UUID_LEN + 1];
+    bool *held;
+    int nids;
+    /* J_CLAIM */
+    int want;
+    uint64_t t_claimed_ns;
+    lab_claim_op_t *pending; /* the local insert in flight or done */
+    bool local_done;         /* it committed; the job owns it */
+    /* J_SUBMIT */
+    char *sub, *key, *via, *by;
+    char *new_id, *t0;
+    lab_fleet_submit_cb scb;
+    /* J_READ */
+    read_kind_t rk;
+    char *rstate, *rcell, *rafter;
+    int rlimit;
+    json_t *acc;
+    lab_fleet_read_cb rcb;
+    void *arg;
+    /* J_HEARTBEAT */
+    bool stopping;
+} job_t;
+
+typedef struct fl_sock {
+    uv_poll_t poll;
+    lab_fleet_t *f;
+    int fd;
+} fl_sock_t;
+
+struct lab_fleet {
+    uv_loop_t *loop;
+    const lab_config_t *cfg;
+    const lab_clock_t *clock;
+    lab_store_t *st;
+    lab_instr_t *in;
+    lab_sched_t *sched;
+    char *conninfo, *cell, *site, *api;
+
+    fl_phase_t phase;
+    PGconn *conn;
+    fl_sock_t *sock;
+    uv_timer_t timer;  /* connect timeout, then reconnect backoff */
+    uv_timer_t beat;   /* heartbeat */
+    uv_timer_t safety; /* a claim every lease s even without a NOTIFY */
+    uv_timer_t grace;  /* lab_fleet_stop's deadline */
+    uv_idle_t kick;    /* claims asked for in one loop turn make one claim */
+    int handles;
+    uint64_t backoff_ms, rng;
+
+    job_t *cur;             /* the job whose statement is in flight, or whose claim waits */
+    job_t *head, *tail;     /* jobs waiting */
+    bool want_claim, ready; /* ready: reconciled since the last connect */
+    bool beat_queued;
+    bool reconcile_failed;
+    int ops;       /* local store ops in flight */
+    int holds;     /* of which holds: their runs are not in the scheduler yet */
+    PGresult *res; /* the statement's result so far (first error, else last) */
+
+    bool stopping, closing;
+    void (*stop_cb)(void *arg);
+    void *stop_arg;
+
+    lab_fleet_stats_t stats;
+    char *last_error;
+    double lat[LAB_FLEET_LAT_N];
+    long nlat;
+};
+
+static void fl_connect(lab_fleet_t *f);
+static void fl_down(lab_fleet_t *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fl_next(lab_fleet_t *f);
+static void job_result(lab_fleet_t *f, job_t *j, PGresult *r);
+static void fl_finish(lab_fleet_t *f);
+
+static void fl_on_kick(uv_idle_t *h)
+{
+    fl_next(h->data);
+}
+
+/* ---- jobs ---- */
+
+static job_t *job_new(job_kind_t kind)
+{
+    job_t *j = LAB_NEW(job_t);
+    j->kind = kind;
+    return j;
+}
+
+static void job_free(job_t *j)
+{
+    if (!j)
+        return;
+    if (j->pending && j->local_done)
+        lab_claim_op_free(j->pending);
+    free(j->ids);
+    free(j->held);
+    free(j->sub);
+    free(j->key);
+    free(j->via);
+    free(j->by);
+    free(j->new_id);
+    free(j->t0);
+    free(j->rstate);
+    free(j->rcell);
+    free(j->rafter);
+    json_decref(j->acc);
+    free(j);
+}
+
+static void job_push(lab_fleet_t *f, job_t *j, bool front)
+{
+    if (front) {
+        j->next = f->head;
+        f->head = j;
+        if (!f->tail)
+            f->tail = j;
+    } else {
+        j->next = NULL;
+        if (f->tail)
+            f->tail->next = j;
+        else
+            f->head = j;
+        f->tail = j;
+    }
+    uv_idle_start(&f->kick, fl_on_kick);
+}
+
+/* A job that cannot be done now: answered (submit, read), kept for the next connection (fence,
+ * release), or dropped (the others). */
+static void job_fail(lab_fleet_t *f, job_t *j, int status, const char *msg, bool *keep)
+{
+    *keep = false;
+    switch (j->kind) {
+    case J_SUBMIT:
+        j->scb(j->arg, status, false, NULL, NULL, msg);
+        break;
+    case J_READ:
+        j->rcb(j->arg, status, NULL, msg);
+        break;
+    case J_FENCE:
+    case J_RELEASE:
+        *keep = !f->closing;
+        break;
+    case J_HEARTBEAT:
+        f->beat_queued = false;
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- the connection ---- */
+
+static void fl_set_error(lab_fleet_t *f, const char *msg)
+{
+    free(f->last_error);
+    f->last_error = lab_strdup(msg);
+}
+
+/* The struct goes once its handles closed and no store op can come back. */
+static void fl_maybe_free(lab_fleet_t *f)
+{
+    if (!f->closing || f->handles > 0 || f->ops > 0)
+        return;
+    void (*cb)(void *) = f->stop_cb;
+    void *arg = f->stop_arg;
+    free(f->conninfo);
+    free(f->cell);
+    free(f->site);
+    free(f->api);
+    free(f->last_error);
+    free(f);
+    if (cb)
+        cb(arg);
+}
+
+static void fl_unref(lab_fleet_t *f)
+{
+    f->handles--;
+    fl_maybe_free(f);
+}
+
+static void fl_handle_closed(uv_handle_t *h)
+{
+    fl_unref(h->data);
+}
+
+static void fl_sock_closed(uv_handle_t *h)
+{
+    fl_sock_t *s = h->data;
+    lab_fleet_t *f = s->f;
+    free(s);
+    fl_unref(f);
+}
+
+static void fl_sock_drop(lab_fleet_t *f)
+{
+    fl_sock_t *s = f->sock;
+    if (!s)
+        return;
+    f->sock = NULL;
+    uv_poll_stop(&s->poll); /* before libpq closes the socket */
+    uv_close((uv_handle_t *)&s->poll, fl_sock_closed);
+}
+
+static void fl_on_poll(uv_poll_t *h, int status, int events);
+
+static bool fl_watch(lab_fleet_t *f, int events, bool renew)
+{
+    int fd = PQsocket(f->conn);
+    if (f->sock && (renew || f->sock->fd != fd))
+        fl_sock_drop(f);
+    if (fd < 0)
+        return true;
+    if (!f->sock) {
+        fl_sock_t *s = LAB_NEW(fl_sock_t);
+        s->f = f;
+        s->fd = fd;
+        int rc = uv_poll_init(f->loop, &s->poll, fd);
+        if (rc != 0) {
+            free(s);
+            fl_down(f, "watching socket %d: %s", fd, uv_strerror(rc));
+            return false;
+        }
+        s->poll.data = s;
+        f->handles++;
+        f->sock = s;
+    }
+    uv_poll_start(&f->sock->poll, events, fl_on_poll);
+    return true;
+}
+
+static void fl_on_retry(uv_timer_t *t)
+{
+    fl_connect(t->data);
+}
+
+static void fl_down(lab_fleet_t *f, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    fl_set_error(f, msg);
+    log_warn("fleet", "down: %s", msg);
+    fl_sock_drop(f);
+    if (f->conn)
+        PQfinish(f->conn);
+    f->conn = NULL;
+    f->phase = PH_DOWN;
+    f->ready = false;
+    f->stats.connected = false;
+    if (f->res)
+        PQclear(f->res);
+    f->res = NULL;
+    uv_timer_stop(&f->timer);
+    uv_timer_stop(&f->beat);
+    /* the job in flight: a claim's transaction is rolled back by PostgreSQL (its pending runs are
+     * reconciled on the next connection); a fence or a release is asked again */
+    if (f->cur) {
+        job_t *j = f->cur;
+        f->cur = NULL;
+        bool keep;
+        job_fail(f, j, LAB_ECONN, "the connection to PostgreSQL was lost", &keep);
+        if (keep) {
+            j->step = 0;
+            job_push(f, j, true);
+        } else {
+            job_free(j);
+        }
+    }
+    for (job_t **pp = &f->head; *pp;) {
+        job_t *j = *pp;
+        bool keep;
+        job_fail(f, j, LAB_ECONN, "no connection to PostgreSQL", &keep);
+        if (keep) {
+            pp = &j->next;
+            continue;
+        }
+        *pp = j->next;
+        job_free(j);
+    }
+    f->tail = NULL;
+    for (job_t *j = f->head; j; j = j->next)
+        f->tail = j;
+    if (f->stopping) {
+        fl_finish(f);
+        return;
+    }
+    uint64_t half = f->backoff_ms / 2;
+    f->rng ^= f->rng << 13;
+    f->rng ^= f->rng >> 7;
+    f->rng ^= f->rng << 17;
+    uint64_t delay = half + (half ? f->rng % (half + 1) : 0);
+    uint64_t cap = (uint64_t)(f->cfg->pg_retry_max_s * 1000);
+    f->backoff_ms = f->backoff_ms * 2 > cap ? cap : f->backoff_ms * 2;
+    if (f->backoff_ms < FL_BACKOFF_MIN_MS)
+        f->backoff_ms = FL_BACKOFF_MIN_MS;
+    uv_timer_start(&f->timer, fl_on_retry, delay, 0);
+}
+
+static void fl_on_connect_timeout(uv_timer_t *t)
+{
+    lab_fleet_t *f = t->data;
+    fl_down(f, "connect: no answer within %.1f s", f->cfg->pg_connect_timeout_s);
+}
+
+static void fl_on_beat(uv_timer_t *t);
+
+static void fl_connect_poll(lab_fleet_t *f)
+{
+    switch (PQconnectPoll(f->conn)) {
+    case PGRES_POLLING_READING:
+        fl_watch(f, UV_READABLE, true);
+        return;
+    case PGRES_POLLING_WRITING:
+        fl_watch(f, UV_WRITABLE, true);
+        return;
+    case PGRES_POLLING_OK:
+        break;
+    default:
+        fl_down(f, "connect: %s", PQerrorMessage(f->conn));
+        return;
+    }
+    uv_timer_stop(&f->timer);
+    f->phase = PH_READY;
+    f->stats.connects++;
+    f->stats.connected = true;
+    f->backoff_ms = FL_BACKOFF_MIN_MS;
+    log_info("fleet", "connected cell=%s", f->cell);
+    if (!fl_watch(f, UV_READABLE, false))
+        return;
+    /* first the cell's row (a claim needs it `up`), then LISTEN, then the runs held */
+    f->beat_queued = false;
+    f->reconcile_failed = false;
+    fl_on_beat(&f->beat);
+    job_push(f, job_new(J_LISTEN), false);
+    job_push(f, job_new(J_RECONCILE), false);
+    uv_timer_start(&f->beat, fl_on_beat, (uint64_t)f->cfg->lab_heartbeat_s * 1000,
+                   (uint64_t)f->cfg->lab_heartbeat_s * 1000);
+}
+
+static void fl_on_notice(void *arg, const char *message)
+{
+    (void)arg;
+    log_debug("fleet", "notice: %.*s", (int)strcspn(message, "\n"), message);
+}
+
+static void fl_connect(lab_fleet_t *f)
+{
+    const char *const keys[] = {"keepalives_idle",
+                                "keepalives_interval",
+                                "keepalives_count",
+                                "dbname",
+                                "fallback_application_name",
+                                "client_encoding",
+                                NULL};
+    const char *const vals[] = {"10", "5", "3", f->conninfo, "labloopd-fleet", "UTF8", NULL};
+    f->phase = PH_CONNECT;
+    f->conn = PQconnectStartParams(keys, vals, 1);
+    if (!f->conn || PQstatus(f->conn) == CONNECTION_BAD) {
+        fl_down(f, "connect: %s", f->conn ? PQerrorMessage(f->conn) : "out of memory");
+        return;
+    }
+    PQsetnonblocking(f->conn, 1);
+    PQsetNoticeProcessor(f->conn, fl_on_notice, f);
+    uv_timer_start(&f->timer, fl_on_connect_timeout,
+                   (uint64_t)(f->cfg->pg_connect_timeout_s * 1000), 0);
+    fl_watch(f, UV_WRITABLE, true);
+}
+
+static bool fl_flush(lab_fleet_t *f)
+{
+    int rc = PQflush(f->conn);
+    if (rc < 0) {
+        fl_down(f, "send: %s", PQerrorMessage(f->conn));
+        return false;
+    }
+    return fl_watch(f, rc ? UV_READABLE | UV_WRITABLE : UV_READABLE, false);
+}
+
+/* Sends one statement of the current job; false when the connection went down instead. */
+static bool fl_send(lab_fleet_t *f, const char *sql, int n, const char *const *vals)
+{
+    if (!PQsendQueryParams(f->conn, sql, n, NULL, vals, NULL, NULL, 0)) {
+        fl_down(f, "send: %s", PQerrorMessage(f->conn));
+        return false;
+    }
+    return fl_flush(f);
+}
+
+static void fl_claim_wanted(lab_fleet_t *f)
+{
+    f->want_claim = true;
+    uv_idle_start(&f->kick, fl_on_kick);
+}
+
+static void fl_notifies(lab_fleet_t *f)
+{
+    PGnotify *n;
+    while (f->conn && (n = PQnotifies(f->conn)) != NULL) {
+        if (strcmp(n->relname, "labloop_queue") == 0)
+            fl_claim_wanted(f);
+        PQfreemem(n);
+    }
+}
+
+static void fl_results(lab_fleet_t *f)
+{
+    PGconn *conn = f->conn;
+    while (f->conn == conn && !PQisBusy(conn)) {
+        PGresult *r = PQgetResult(conn);
+        if (!r) {
+            if (!f->cur)
+                break;
+            /* the statement is over: its first error, else its last result */
+            job_t *j = f->cur;
+            PGresult *res = f->res;
+            f->res = NULL;
+            job_result(f, j, res);
+            if (res)
+                PQclear(res);
+            break;
+        }
+        if (f->res && PQresultStatus(f->res) == PGRES_FATAL_ERROR) {
+            PQclear(r);
+            continue;
+        }
+        if (f->res)
+            PQclear(f->res);
+        f->res = r;
+    }
+    if (f->conn == conn)
+        fl_notifies(f);
+    if (f->conn == conn && PQstatus(conn) == CONNECTION_BAD)
+        fl_down(f, "connection lost: %s", PQerrorMessage(conn));
+}
+
+static void fl_on_poll(uv_poll_t *h, int status, int events)
+{
+    fl_sock_t *s = h->data;
+    lab_fleet_t *f = s->f;
+    if (f->sock != s || !f->conn)
+        return;
+    if (status < 0 && f->phase != PH_CONNECT) {
+        PGconn *conn = f->conn;
+        if (PQconsumeInput(conn))
+            fl_results(f);
+        if (f->conn == conn)
+            fl_down(f, "connection lost: %s",
+                    *PQerrorMessage(conn) ? PQerrorMessage(conn) : "socket error or hang-up");
+        return;
+    }
+    if (f->phase == PH_CONNECT) {
+        fl_connect_poll(f);
+        return;
+    }
+    if ((events & UV_WRITABLE) && !fl_flush(f))
+        return;
+    if ((events & UV_READABLE) && !PQconsumeInput(f->conn)) {
+        fl_down(f, "receive: %s", PQerrorMessage(f->conn));
+        return;
+    }
+    fl_results(f);
+}
+
+/* ---- capabilities and the cell's row ---- */
+
+static json_t *fl_capabilities(lab_fleet_t *f)
+{
+    json_t *kinds = json_array(), *insts = json_array();
+    int n = f->in ? lab_instr_count(f->in) : 0;
+    for (int i = 0; i < n; i++) {
+        json_t *d = lab_instr_doc(f->in, lab_instr_at(f->in, i), false);
+        json_t *kind = json_object_get(d, "kind");
+        bool seen = false;
+        size_t k;
+        json_t *v;
+        json_array_foreach(kinds, k, v) seen |= json_equal(v, kind);
+        if (json_is_string(kind) && !seen)
+            json_array_append(kinds, kind);
+        json_array_append_new(insts, json_pack("{s:O?,s:O?,s:O?}", "id", json_object_get(d, "id"),
+                                               "kind", kind, "state", json_object_get(d, "state")));
+        json_decref(d);
+    }
+    return json_pack("{s:o,s:o,s:i}", "kinds", kinds, "instruments", insts, "window",
+                     LAB_SCHED_CLAIM_WINDOW);
+}
+
+static json_t *fl_queue_counts(lab_fleet_t *f)
+{
+    json_t *q = json_object();
+    for (int s = 0; s < LAB_RUN_NSTATES; s++) {
+        lab_run_state_t rs = (lab_run_state_t)s;
+        if (lab_run_state_final(rs))
+            continue;
+        int n = lab_runs_count(f->st, lab_run_state_name(rs));
+        if (n > 0)
+            json_object_set_new(q, lab_run_state_name(rs), json_integer(n));
+    }
+    return q;
+}
+
+static void fl_on_beat(uv_timer_t *t)
+{
+    lab_fleet_t *f = t->data;
+    if (f->phase != PH_READY || f->beat_queued || f->stopping)
+        return;
+    f->beat_queued = true;
+    job_push(f, job_new(J_HEARTBEAT), false);
+    /* a reconcile that failed (the schema was not there yet) is tried again with the beat */
+    if (f->reconcile_failed) {
+        f->reconcile_failed = false;
+        job_push(f, job_new(J_RECONCILE), false);
+    }
+}
+
+static void fl_on_safety(uv_timer_t *t)
+{
+    fl_claim_wanted(t->data);
+}
+
+/* ---- the statements of each job ---- */
+
+/* caps_s: the capabilities as the stop saw them (the instruments close meanwhile), or NULL. */
+static bool fl_heartbeat_send(lab_fleet_t *f, bool stopping, const char *caps_now)
+{
+    json_t *caps = caps_now ? NULL : fl_capabilities(f), *q = fl_queue_counts(f);
+    char *caps_s = caps_now ? lab_strdup(caps_now) : json_dumps(caps, JSON_COMPACT),
+         *q_s = json_dumps(q, JSON_COMPACT);
+    char lease[32];
+    snprintf(lease, sizeof lease, "%d", f->cfg->lab_lease_s);
+    const char *vals[7] = {
+        f->cell, f->site, caps_s, q_s, f->api, lease, stopping ? "stopping" : "up"};
+    bool ok = fl_send(f,
+                      "SELECT released FROM labloop.cell_heartbeat($1, $2, $3::jsonb, $4::jsonb, "
+                      "$5, $6::float8, $7)",
+                      7, vals);
+    free(caps_s);
+    free(q_s);
+    json_decref(caps);
+    json_decref(q);
+    return ok;
+}
+
+static void ids_array(char *out, size_t cap, char (*ids)[LAB_UUID_LEN + 1], int n, const bool *skip)
+{
+    size_t len = 0;
+    out[len++] = '{';
+    for (int i = 0; i < n; i++) {
+        if (skip && skip[i])
+            continue;
+        if (len > 1)
+            out[len++] = ',';
+        if (len + LAB_UUID_LEN + 3 > cap)
+            break;
+        memcpy(out + len, ids[i], strlen(ids[i]));
+        len += strlen(ids[i]);
+    }
+    out[len++] = '}';
+    out[len] = '\0';
+}
+
+/* Starts (step 0) or continues the job: sends its next statement. */
+static void job_send(lab_fleet_t *f, job_t *j)
+{
+    char n_s[16];
+    switch (j->kind) {
+    case J_LISTEN:
+        fl_send(f, "LISTEN labloop_queue", 0, NULL);
+        return;
+    case J_HEARTBEAT:
+        fl_heartbeat_send(f, j->stopping, j->sub);
+        return;
+    case J_FENCE: {
+        const char *v[2] = {j->id, f->cell};
+        fl_send(f, "SELECT labloop.start_run($1::uuid, $2)", 2, v);
+        return;
+    }
+    case J_RELEASE:
+    case J_RECONCILE: {
+        size_t cap = (size_t)j->nids * (LAB_UUID_LEN + 1) + 3;
+        char *arr = lab_malloc(cap);
+        ids_array(arr, cap, j->ids, j->nids, NULL);
+        const char *v[2] = {f->cell, arr};
+        if (j->kind == J_RELEASE)
+            fl_send(f, "SELECT labloop.release_runs($1, $2::uuid[])", 2, v);
+        else
+            fl_send(f,
+                    "SELECT q.id::text, q.state, q.cell = $1 FROM labloop.queue q "
+                    "WHERE q.id = ANY ($2::uuid[]) AND q.cell IS NOT NULL",
+                    2, v);
+        free(arr);
+        return;
+    }
+    case J_CLAIM:
+        if (j->step == 0) {
+            fl_send(f, "BEGIN", 0, NULL);
+        } else if (j->step == 1) {
+            snprintf(n_s, sizeof n_s, "%d", j->want);
+            const char *v[2] = {f->cell, n_s};
+            fl_send(f,
+                    "SELECT id::text, doc::text, via, submitted_by, "
+                    "(extract(epoch FROM submitted_at) * 1000)::int8 "
+                    "FROM labloop.claim_runs($1, $2::int)",
+                    2, v);
+        } else if (j->step == 3) { /* runs the local store would not take go back first */
+            lab_claim_op_t *c = j->pending;
+            int n = 0;
+            char(*ids)[LAB_UUID_LEN + 1] = lab_calloc((size_t)(c->n + j->nids) + 1, sizeof *ids);
+            for (int i = 0; i < c->n; i++)
+                if (c->skip[i])
+                    snprintf(ids[n++], LAB_UUID_LEN + 1, "%s", c->ids[i]);
+            for (int i = 0; i < j->nids; i++)
+                memcpy(ids[n++], j->ids[i], LAB_UUID_LEN + 1);
+            size_t cap = (size_t)n * (LAB_UUID_LEN + 1) + 3;
+            char *arr = lab_malloc(cap);
+            ids_array(arr, cap, ids, n, NULL);
+            const char *v[2] = {f->cell, arr};
+            fl_send(f, "SELECT labloop.release_runs($1, $2::uuid[])", 2, v);
+            free(arr);
+            free(ids);
+        } else if (j->step == 4) {
+            fl_send(f, "COMMIT", 0, NULL);
+        } else {
+            fl_send(f, "ROLLBACK", 0, NULL);
+        }
+        return;
+    case J_SUBMIT:
+        if (j->step == 0) {
+            const char *v[4] = {j->sub, j->key, j->via, j->by};
+            fl_send(f,
+                    "SELECT labloop.submit_run($1::jsonb, $2, $3, $4)::text, "
+                    "(extract(epoch FROM now()) * 1000000)::int8::text",
+                    4, v);
+        } else {
+            const char *v[2] = {j->new_id, j->t0};
+            fl_send(f,
+                    "SELECT doc::text, state, cell, via, submitted_by, "
+                    "(extract(epoch FROM submitted_at) * 1000)::int8, "
+                    "(extract(epoch FROM submitted_at) * 1000000)::int8 < $2::int8 "
+                    "FROM labloop.queue WHERE id = $1::uuid",
+                    2, v);
+        }
+        return;
+    case J_READ: {
+        if (j->rk == R_CELLS) {
+            fl_send(f,
+                    "SELECT coalesce(json_agg(json_build_object('cell', cell, 'site', site, "
+                    "'state', state, 'heartbeat_age_s', round(heartbeat_age_s::numeric, 3), "
+                    "'expired', expired, 'queue', queue, 'instruments', "
+                    "coalesce(capabilities->'instruments', '[]'), 'kinds', "
+                    "coalesce(capabilities->'kinds', '[]'), 'api', api, 'claimed', claimed, "
+                    "'started', started) ORDER BY cell), '[]')::text FROM labloop.lab_cells",
+                    0, NULL);
+        } else if (j->rk == R_QUEUE) {
+            fl_send(f,
+                    "SELECT coalesce(json_object_agg(state, n), '{}')::text FROM (SELECT state, "
+                    "count(*) n FROM labloop.queue GROUP BY state) s",
+                    0, NULL);
+        } else {
+            snprintf(n_s, sizeof n_s, "%d", j->rlimit + 1);
+            const char *v[4] = {j->rstate, j->rcell, j->rafter, n_s};
+            fl_send(f,
+                    "SELECT json_build_object('id', r.id, 'workflow', r.workflow, 'priority', "
+                    "r.priority, 'state', r.state, 'cell', r.cell, 'local_state', "
+                    "r.local_state, 'via', r.via, 'submitted_by', r.submitted_by, "
+                    "'submitted_at', r.submitted_at, 'claimed_at', r.claimed_at, 'started_at', "
+                    "r.started_at, 'finished_at', r.finished_at, 'claims', r.claims, "
+                    "'stranded', coalesce(r.stranded, false), 'stranded_reason', "
+                    "r.stranded_reason, 'cancel_reason', r.cancel_reason, 'doc', r.doc)::text, "
+                    "r.id::text FROM labloop.lab_runs r "
+                    "WHERE ($1::text IS NULL OR r.state = $1) AND ($2::text IS NULL OR r.cell = "
+                    "$2) AND ($3::uuid IS NULL OR (r.submitted_at, r.id) > (SELECT "
+                    "q.submitted_at, q.id FROM labloop.queue q WHERE q.id = $3::uuid)) "
+                    "ORDER BY r.submitted_at, r.id LIMIT $4::int",
+                    4, v);
+        }
+        return;
+    }
+    }
+}
+
+/* ---- claims ---- */
+
+static void claim_lat(lab_fleet_t *f, double ms)
+{
+    f->lat[f->nlat % LAB_FLEET_LAT_N] = ms;
+    f->nlat++;
+    if (ms > f->stats.lat_max_ms)
+        f->stats.lat_max_ms = ms;
+}
+
+static void hold_done(lab_store_op_t *op, int status)
+{
+    lab_claim_op_t *c = (lab_claim_op_t *)op;
+    lab_fleet_t *f = c->arg;
+    f->ops--;
+    f->holds--;
+    if (status != 0) {
+        log_error("fleet",
+                  "%d claimed runs could not be marked held: %s (reconciled on the next "
+                  "connection)",
+                  c->n, lab_strerror(status));
+    } else if (!f->closing) {
+        for (int i = 0; i < c->n; i++) {
+            if (c->skip[i])
+                continue;
+            f->stats.claims++;
+            /* a run the scheduler took up at start is there already */
+            if (!f->stopping && lab_sched_run_started(f->sched, c->ids[i]) == LAB_ENOTFOUND)
+                lab_sched_submitted(f->sched, c->docs[i]);
+        }
+    }
+    lab_claim_op_free(c);
+    if (f->closing) {
+        fl_maybe_free(f);
+        return;
+    }
+    fl_claim_wanted(f);
+}
+
+/* PostgreSQL committed the claim: the runs count, and go to the scheduler once held. */
+static void claim_hold(lab_fleet_t *f, lab_claim_op_t *pending)
+{
+    lab_claim_op_t *h = lab_claim_op_new(LAB_CLAIM_HOLD, lab_clock_now_ms(f->clock));
+    for (int i = 0; i < pending->n; i++)
+        if (!pending->skip[i])
+            lab_claim_op_add(h, pending->ids[i], pending->docs[i]);
+    h->arg = f;
+    h->op.done = hold_done;
+    f->ops++;
+    f->holds++;
+    lab_store_submit(f->st, &h->op);
+}
+
+static void drop_done(lab_store_op_t *op, int status)
+{
+    lab_claim_op_t *c = (lab_claim_op_t *)op;
+    lab_fleet_t *f = c->arg;
+    f->ops--;
+    if (status != 0)
+        log_error("fleet", "pending claims could not be dropped: %s", lab_strerror(status));
+    lab_claim_op_free(c);
+    fl_maybe_free(f);
+}
+
+static void claim_drop(lab_fleet_t *f, char (*ids)[LAB_UUID_LEN + 1], char **sids, int n)
+{
+    if (n <= 0)
+        return;
+    lab_claim_op_t *d = lab_claim_op_new(LAB_CLAIM_DROP, lab_clock_now_ms(f->clock));
+    for (int i = 0; i < n; i++)
+        lab_claim_op_add(d, ids ? ids[i] : sids[i], NULL);
+    d->arg = f;
+    d->op.done = drop_done;
+    f->ops++;
+    lab_store_submit(f->st, &d->op);
+}
+
+static void job_end(lab_fleet_t *f, job_t *j)
+{
+    if (f->cur == j)
+        f->cur = NULL;
+    job_free(j);
+    uv_idle_start(&f->kick, fl_on_kick);
+}
+
+/* The claimed runs are in the local store (or not): COMMIT, or give back what it would not take
+ * first, or ROLLBACK. A claim whose connection went down before this point was rolled back by
+ * PostgreSQL: its pending runs go. */
+static void pending_done(lab_store_op_t *op, int status)
+{
+    lab_claim_op_t *c = (lab_claim_op_t *)op;
+    lab_fleet_t *f = c->arg;
+    f->ops--;
+    job_t *j = f->cur;
+    if (!j || j->kind != J_CLAIM || j->pending != c) {
+        if (status == 0) {
+            char **keep = lab_calloc((size_t)c->n + 1, sizeof *keep);
+            int n = 0;
+            for (int i = 0; i < c->n; i++)
+                if (!c->skip[i])
+                    keep[n++] = c->ids[i];
+            claim_drop(f, NULL, keep, n);
+            free(keep);
+        }
+        lab_claim_op_free(c);
+        fl_maybe_free(f);
+        return;
+    }
+    j->local_done = true;
+    if (status != 0) {
+        log_error("fleet", "%d claimed runs not stored: %s; the claim is rolled back", c->n,
+                  lab_strerror(status));
+        j->step = 5;
+    } else {
+        claim_lat(f, (double)(uv_hrtime() - j->t_claimed_ns) / 1e6);
+        bool skipped = j->nids > 0;
+        for (int i = 0; i < c->n; i++)
+            skipped |= c->skip[i];
+        j->step = skipped ? 3 : 4;
+    }
+    if (f->phase == PH_READY)
+        job_send(f, j);
+}
+
+/* labloop.claim_runs answered: the runs into the local store as pending. */
+static void claim_rows(lab_fleet_t *f, job_t *j, PGresult *r)
+{
+    int n = PQntuples(r);
+    if (n == 0) {
+        j->step = 5; /* nothing to commit */
+        f->want_claim = false;
+        job_send(f, j);
+        return;
+    }
+    j->t_claimed_ns = uv_hrtime();
+    int64_t now = lab_clock_now_ms(f->clock);
+    lab_claim_op_t *c = lab_claim_op_new(LAB_CLAIM_PENDING, now);
+    j->ids = lab_calloc((size_t)n, sizeof *j->ids);
+    for (int i = 0; i < n; i++) {
+        const char *id = PQgetvalue(r, i, 0);
+        json_t *sub = json_loads(PQgetvalue(r, i, 1), 0, NULL);
+        if (!json_is_object(sub) || !lab_uuid_valid(id)) {
+            /* given back before COMMIT (the release step), never stored here */
+            log_error("fleet", "claimed run %.36s has no readable document: given back", id);
+            if (lab_uuid_valid(id))
+                snprintf(j->ids[j->nids++], LAB_UUID_LEN + 1, "%s", id);
+            json_decref(sub);
+            continue;
+        }
+        int64_t at = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+        json_t *doc =
+            lab_run_new_doc(sub, id, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), at > 0 ? at : now);
+        json_object_set_new(doc, "cell", json_string(f->cell));
+        char *text = json_dumps(doc, JSON_COMPACT);
+        lab_claim_op_add(c, id, text);
+        free(text);
+        json_decref(doc);
+        json_decref(sub);
+    }
+    c->arg = f;
+    c->op.done = pending_done;
+    j->pending = c;
+    j->step = 2;
+    f->ops++;
+    lab_store_submit(f->st, &c->op);
+    f->stats.claim_batches++;
+    if (n < j->want)
+        f->want_claim = false; /* the queue has nothing more for this cell now */
+}
+
+static void claim_result(lab_fleet_t *f, job_t *j, PGresult *r, bool ok)
+{
+    switch (j->step) {
+    case 0: /* BEGIN */
+        if (!ok) {
+            f->want_claim = false;
+            break;
+        }
+        j->step = 1;
+        job_send(f, j);
+        return;
+    case 1: /* claim_runs */
+        if (!ok) {
+            f->want_claim = false; /* a NOTIFY or the safety timer tries again, not a loop */
+            j->step = 5;
+            job_send(f, j);
+            return;
+        }
+        claim_rows(f, j, r);
+        return;
+    case 3: /* release of what the local store would not take */
+        j->step = ok ? 4 : 5;
+        job_send(f, j);
+        return;
+    case 4: /* COMMIT: the claim counts */
+        if (ok) {
+            lab_claim_op_t *c = j->pending;
+            claim_hold(f, c);
+        } else {
+            /* the transaction is gone: nothing of it holds */
+            lab_claim_op_t *c = j->pending;
+            char **sids = lab_calloc((size_t)c->n + 1, sizeof *sids);
+            for (int i = 0; i < c->n; i++)
+                sids[i] = c->ids[i];
+            claim_drop(f, NULL, sids, c->n);
+            free(sids);
+        }
+        break;
+    default: /* ROLLBACK */
+        if (j->pending) {
+            lab_claim_op_t *c = j->pending;
+            char **sids = lab_calloc((size_t)c->n + 1, sizeof *sids);
+            for (int i = 0; i < c->n; i++)
+                sids[i] = c->ids[i];
+            claim_drop(f, NULL, sids, c->n);
+            free(sids);
+        }
+        break;
+    }
+    job_end(f, j);
+}
+
+/* ---- reconcile: the runs claimed and not begun, against labloop.queue ---- */
+
+static void reconcile_result(lab_fleet_t *f, job_t *j, PGresult *r)
+{
+    int n = PQntuples(r);
+    char(*drop)[LAB_UUID_LEN + 1] = lab_calloc((size_t)j->nids + 1, sizeof *drop);
+    int ndrop = 0;
+    lab_claim_op_t *hold = lab_claim_op_new(LAB_CLAIM_HOLD, lab_clock_now_ms(f->clock));
+    for (int i = 0; i < j->nids; i++) {
+        bool ours = false;
+        for (int k = 0; k < n; k++)
+            if (strcmp(PQgetvalue(r, k, 0), j->ids[i]) == 0) {
+                const char *st = PQgetvalue(r, k, 1);
+                ours = strcmp(PQgetvalue(r, k, 2), "t") == 0 &&
+                       (strcmp(st, "claimed") == 0 || strcmp(st, "started") == 0);
+            }
+        int known = lab_sched_run_started(f->sched, j->ids[i]);
+        if (ours) {
+            if (!j->held[i]) {
+                char *doc = NULL;
+                if (lab_runs_get(f->st, j->ids[i], &doc) == 0)
+                    lab_claim_op_add(hold, j->ids[i], doc);
+                free(doc);
+            } else if (known == LAB_ENOTFOUND) {
+                char *doc = NULL;
+                if (lab_runs_get(f->st, j->ids[i], &doc) == 0)
+                    lab_sched_submitted(f->sched, doc);
+                free(doc);
+            }
+            continue;
+        }
+        /* the lab's queue has given it to another cell, or took it back */
+        if (known == LAB_ENOTFOUND) {
+            memcpy(drop[ndrop++], j->ids[i], LAB_UUID_LEN + 1);
+        } else if (lab_sched_release(f->sched, j->ids[i],
+                                     "the lab's queue gave this run to another cell while this "
+                                     "cell was away") == 0) {
+            f->stats.released++;
+        }
+    }
+    if (ndrop)
+        claim_drop(f, drop, NULL, ndrop);
+    free(drop);
+    if (hold->n) {
+        hold->arg = f;
+        hold->op.done = hold_done;
+        f->ops++;
+        f->holds++;
+        lab_store_submit(f->st, &hold->op);
+    } else {
+        lab_claim_op_free(hold);
+    }
+    log_info("fleet", "reconciled %d claimed runs not begun (%d were not this cell's any more)",
+             j->nids, ndrop);
+}
+
+/* ---- every job's answer ---- */
+
+static void job_result(lab_fleet_t *f, job_t *j, PGresult *r)
+{
+    ExecStatusType es = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    bool ok = es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK;
+    const char *err = r ? PQresultErrorMessage(r) : "no result";
+    const char *sqlstate = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (!ok && j->kind != J_SUBMIT)
+        log_warn("fleet", "%s: %.*s", job_names[j->kind], (int)strcspn(err, "\n"), err);
+    switch (j->kind) {
+    case J_CLAIM:
+        claim_result(f, j, r, ok);
+        return;
+    case J_LISTEN:
+        break;
+    case J_RECONCILE:
+        if (ok)
+            reconcile_result(f, j, r);
+        f->ready = ok;
+        f->reconcile_failed = !ok;
+        if (ok) {
+            lab_sched_replan(f->sched); /* runs waiting on the fence ask again */
+            fl_claim_wanted(f);
+        }
+        break;
+    case J_HEARTBEAT:
+        f->beat_queued = false;
+        if (ok) {
+            f->stats.heartbeats++;
+            long n = PQntuples(r) ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+            if (n > 0) {
+                f->stats.lost_released += n;
+                log_warn("fleet", "%ld runs of lost cells went back to the lab's queue", n);
+            }
+        }
+        break;
+    case J_FENCE: {
+        int st = !ok ? LAB_EDB : strcmp(PQgetvalue(r, 0, 0), "t") == 0 ? 0 : LAB_ESTATE;
+        if (st == 0)
+            f->stats.fence_ok++;
+        else if (st == LAB_ESTATE) {
+            f->stats.fence_refused++;
+            f->stats.released++;
+            log_warn("fleet", "run=%s: PostgreSQL says this cell no longer holds it", j->id);
+        }
+        lab_sched_gate_open(f->sched, j->id, st);
+        break;
+    }
+    case J_RELEASE:
+        break;
+    case J_SUBMIT:
+        if (!ok) {
+            int st = sqlstate && strcmp(sqlstate, "22023") == 0   ? LAB_EINVAL
+                     : sqlstate && strcmp(sqlstate, "23505") == 0 ? LAB_ECONFLICT
+                                                                  : LAB_EDB;
+            const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
+            const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+            j->scb(j->arg, st, false, NULL, st == LAB_EINVAL ? detail : NULL,
+                   msg ? msg : lab_strerror(st));
+            break;
+        }
+        if (j->step == 0) {
+            j->new_id = lab_strdup(PQgetvalue(r, 0, 0));
+            j->t0 = lab_strdup(PQgetvalue(r, 0, 1));
+            j->step = 1;
+            job_send(f, j);
+            return;
+        }
+        if (PQntuples(r) != 1) {
+            j->scb(j->arg, LAB_EDB, false, NULL, NULL, "the queue row went away");
+            break;
+        }
+        {
+            json_t *sub = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
+            int64_t at = strtoll(PQgetvalue(r, 0, 5), NULL, 10);
+            json_t *doc = lab_run_new_doc(sub ? sub : json_object(), j->new_id, PQgetvalue(r, 0, 3),
+                                          PQgetvalue(r, 0, 4), at);
+            json_object_set_new(doc, "lab_state", json_string(PQgetvalue(r, 0, 1)));
+            if (!PQgetisnull(r, 0, 2))
+                json_object_set_new(doc, "cell", json_string(PQgetvalue(r, 0, 2)));
+            char *text = json_dumps(doc, JSON_COMPACT);
+            bool replayed = strcmp(PQgetvalue(r, 0, 6), "t") == 0;
+            j->scb(j->arg, 0, replayed, text, NULL, NULL);
+            free(text);
+            json_decref(doc);
+            json_decref(sub);
+        }
+        break;
+    case J_READ:
+        if (!ok) {
+            j->rcb(j->arg, LAB_EDB, NULL, err);
+            break;
+        }
+        if (j->rk == R_CELLS) {
+            json_object_set_new(j->acc, "cells", json_loads(PQgetvalue(r, 0, 0), 0, NULL));
+            j->rk = R_QUEUE;
+            job_send(f, j);
+            return;
+        }
+        if (j->rk == R_QUEUE) {
+            json_object_set_new(j->acc, "queue", json_loads(PQgetvalue(r, 0, 0), 0, NULL));
+        } else {
+            json_t *items = json_array();
+            int n = PQntuples(r);
+            for (int i = 0; i < n && i < j->rlimit; i++)
+                json_array_append_new(items, json_loads(PQgetvalue(r, i, 0), 0, NULL));
+            json_object_set_new(j->acc, "items", items);
+            if (n > j->rlimit && j->rlimit > 0)
+                json_object_set_new(j->acc, "next", json_string(PQgetvalue(r, j->rlimit - 1, 1)));
+        }
+        j->rcb(j->arg, 0, json_incref(j->acc), NULL);
+        break;
+    }
+    job_end(f, j);
+}
+
+/* The next job, when none is in flight: those waiting first, then a claim if one is wanted. */
+static void fl_next(lab_fleet_t *f)
+{
+    uv_idle_stop(&f->kick);
+    if (f->phase != PH_READY || f->cur || f->closing)
+        return;
+    job_t *j = f->head;
+    if (j) {
+        /* before the reconcile only what prepares it may run, and submissions and reads */
+        f->head = j->next;
+        if (!f->head)
+            f->tail = NULL;
+        j->next = NULL;
+    } else if (f->want_claim && f->ready && !f->stopping && f->holds == 0) {
+        /* (a claim's runs being held are not in the scheduler's count yet: wait for them) */
+        int room = lab_sched_room(f->sched);
+        if (room <= 0) {
+            f->want_claim = false;
+            return;
+        }
+        j = job_new(J_CLAIM);
+        j->want = room;
+    } else {
+        return;
+    }
+    if (j->kind == J_RECONCILE) {
+        j->ids = lab_calloc(FL_RECONCILE_MAX, sizeof *j->ids);
+        j->held = lab_calloc(FL_RECONCILE_MAX, sizeof *j->held);
+        j->nids = lab_claims_not_begun(f->st, j->ids, j->held, FL_RECONCILE_MAX);
+        if (j->nids <= 0) {
+            j->nids = 0;
+            f->ready = true;
+            job_free(j);
+            lab_sched_replan(f->sched);
+            fl_claim_wanted(f);
+            return;
+        }
+    }
+    f->cur = j;
+    job_send(f, j);
+}
+
+/* ---- the scheduler's side ---- */
+
+/* The fence: a run claimed from the lab's queue starts only once PostgreSQL confirmed that this
+ * cell still holds it; a local run passes. */
+static int fl_gate(void *ctx, const char *id)
+{
+    lab_fleet_t *f = ctx;
+    if (lab_claim_get(f->st, id) != 1)
+        return 0;
+    job_t *j = job_new(J_FENCE);
+    snprintf(j->id, sizeof j->id, "%s", id);
+    job_push(f, j, false);
+    return 1;
+}
+
+/* A run that leaves the window or ends makes room: claim again. */
+static void fl_on_run(void *ctx, const char *id, const char *state, const char *doc)
+{
+    (void)id;
+    (void)doc;
+    lab_fleet_t *f = ctx;
+    if (f->closing || f->stopping)
+        return;
+    int s = lab_run_state_parse(state);
+    if (s == LAB_RUN_RUNNING || (s >= 0 && lab_run_state_final((lab_run_state_t)s)))
+        fl_claim_wanted(f);
+}
+
+/* ---- start and stop ---- */
+
+int lab_fleet_start(lab_fleet_t **out, uv_loop_t *loop, const lab_config_t *cfg,
+                    const lab_clock_t *clock, lab_store_t *st, lab_instr_t *in, lab_sched_t *sched)
+{
+    *out = NULL;
+    if (!loop || !cfg || !st || !sched || !cfg->lab_shared_queue || !cfg->pg_enabled ||
+        !cfg->pg_conninfo)
+        return LAB_EINVAL;
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(cfg->pg_conninfo, &perr);
+    if (!opts) {
+        PQfreemem(perr);
+        return LAB_ECONFIG;
+    }
+    PQconninfoFree(opts);
+    lab_fleet_t *f = LAB_NEW(lab_fleet_t);
+    f->loop = loop;
+    f->cfg = cfg;
+    f->clock = clock;
+    f->st = st;
+    f->in = in;
+    f->sched = sched;
+    f->conninfo = lab_strdup(cfg->pg_conninfo);
+    f->cell = lab_strdup(cfg->cell);
+    f->site = lab_strdup(cfg->site);
+    f->api = lab_strdup(cfg->http ? cfg->http : "");
+    f->backoff_ms = FL_BACKOFF_MIN_MS;
+    f->rng = uv_hrtime() ^ ((uint64_t)(uintptr_t)f << 16) ^ 0x9e3779b97f4a7c15ULL;
+    uv_timer_init(loop, &f->timer);
+    uv_timer_init(loop, &f->beat);
+    uv_timer_init(loop, &f->safety);
+    uv_timer_init(loop, &f->grace);
+    uv_idle_init(loop, &f->kick);
+    f->timer.data = f->beat.data = f->safety.data = f->grace.data = f->kick.data = f;
+    f->handles = 5;
+    uint64_t lease_ms = (uint64_t)cfg->lab_lease_s * 1000;
+    uv_timer_start(&f->safety, fl_on_safety, lease_ms, lease_ms);
+    lab_sched_set_gate(sched, fl_gate, f);
+    lab_sched_on_run(sched, fl_on_run, f);
+    *out = f;
+    fl_connect(f);
+    return 0;
+}
+
+static void fl_finish(lab_fleet_t *f)
+{
+    if (f->closing)
+        return;
+    f->closing = true;
+    lab_sched_set_gate(f->sched, NULL, NULL);
+    fl_sock_drop(f);
+    if (f->conn)
+        PQfinish(f->conn);
+    f->conn = NULL;
+    f->phase = PH_DOWN;
+    if (f->res)
+        PQclear(f->res);
+    f->res = NULL;
+    if (f->cur) {
+        bool keep;
+        job_fail(f, f->cur, LAB_ESHUTDOWN, "this cell is stopping", &keep);
+        job_free(f->cur);
+        f->cur = NULL;
+    }
+    while (f->head) {
+        job_t *j = f->head;
+        f->head = j->next;
+        bool keep;
+        job_fail(f, j, LAB_ESHUTDOWN, "this cell is stopping", &keep);
+        job_free(j);
+    }
+    f->tail = NULL;
+    uv_close((uv_handle_t *)&f->timer, fl_handle_closed);
+    uv_close((uv_handle_t *)&f->beat, fl_handle_closed);
+    uv_close((uv_handle_t *)&f->safety, fl_handle_closed);
+    uv_close((uv_handle_t *)&f->grace, fl_handle_closed);
+    uv_close((uv_handle_t *)&f->kick, fl_handle_closed);
+}
+
+static void fl_on_grace(uv_timer_t *t)
+{
+    lab_fleet_t *f = t->data;
+    log_warn("fleet", "stop: grace over");
+    fl_finish(f);
+}
+
+/* The stop's last job is its heartbeat: once nothing is left to send (or the connection went)
+ * the fleet closes. */
+static void fl_stop_poll(uv_timer_t *t)
+{
+    lab_fleet_t *f = t->data;
+    if (!f->closing && !f->cur && !f->head)
+        fl_finish(f);
+}
+
+void lab_fleet_stop(lab_fleet_t *f, uint64_t grace_ms, void (*cb)(void *arg), void *arg)
+{
+    if (!f || f->stopping)
+        return;
+    f->stopping = true;
+    f->stop_cb = cb;
+    f->stop_arg = arg;
+    f->want_claim = false;
+    uv_timer_stop(&f->safety);
+    uv_timer_stop(&f->beat);
+    /* claimed runs that have not begun go back: released here, queued again in PostgreSQL
+     * (release_runs touches only runs this cell holds as claimed, never a started one) */
+    char(*ids)[LAB_UUID_LEN + 1] = lab_calloc(FL_RECONCILE_MAX, sizeof *ids);
+    bool *held = lab_calloc(FL_RECONCILE_MAX, sizeof *held);
+    int n = lab_claims_not_begun(f->st, ids, held, FL_RECONCILE_MAX);
+    for (int i = 0; i < n; i++)
+        if (lab_sched_release(f->sched, ids[i],
+                              "this cell stopped before the run began: it went back to the "
+                              "lab's queue") == 0)
+            f->stats.released++;
+    free(held);
+    if (f->phase != PH_READY) {
+        free(ids);
+        fl_finish(f);
+        return;
+    }
+    if (n > 0) {
+        job_t *j = job_new(J_RELEASE);
+        j->ids = ids;
+        j->nids = n;
+        job_push(f, j, false);
+    } else {
+        free(ids);
+    }
+    job_t *hb = job_new(J_HEARTBEAT);
+    hb->stopping = true;
+    /* the instruments close while the last jobs run: their capabilities are taken now */
+    json_t *caps = fl_capabilities(f);
+    hb->sub = json_dumps(caps, JSON_COMPACT);
+    json_decref(caps);
+    f->in = NULL;
+    job_push(f, hb, false);
+    log_info("fleet", "stopping: %d claimed runs not begun go back to the lab's queue", n);
+    uv_timer_start(&f->grace, fl_on_grace, grace_ms, 0);
+    uv_timer_start(&f->beat, fl_stop_poll, 10, 10);
+}
+
+/* ---- submissions and reads ---- */
+
+typedef struct later {
+    uv_timer_t t;
+    lab_fleet_submit_cb scb;
+    lab_fleet_read_cb rcb;
+    void *arg;
+} later_t;
+
+static void later_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void later_fire(uv_timer_t *t)
+{
+    later_t *l = t->data;
+    if (l->scb)
+        l->scb(l->arg, LAB_ECONN, false, NULL, NULL, "this cell has no connection to PostgreSQL");
+    else
+        l->rcb(l->arg, LAB_ECONN, NULL, "this cell has no connection to PostgreSQL");
+    uv_close((uv_handle_t *)&l->t, later_closed);
+}
+
+/* LAB_ECONN answered on the next loop turn (never from inside the call). */
+static void fl_refuse(lab_fleet_t *f, lab_fleet_submit_cb scb, lab_fleet_read_cb rcb, void *arg)
+{
+    later_t *l = LAB_NEW(later_t);
+    l->scb = scb;
+    l->rcb = rcb;
+    l->arg = arg;
+    uv_timer_init(f->loop, &l->t);
+    l->t.data = l;
+    uv_timer_start(&l->t, later_fire, 0, 0);
+}
+
+void lab_fleet_submit(lab_fleet_t *f, const json_t *sub, const char *key, const char *via,
+                      const char *by, lab_fleet_submit_cb cb, void *arg)
+{
+    if (f->phase != PH_READY || f->stopping) {
+        fl_refuse(f, cb, NULL, arg);
+        return;
+    }
+    job_t *j = job_new(J_SUBMIT);
+    j->sub = json_dumps(sub, JSON_COMPACT);
+    j->key = key ? lab_strdup(key) : NULL;
+    j->via = lab_strdup(via ? via : "http");
+    j->by = lab_strdup(by ? by : "anonymous");
+    j->scb = cb;
+    j->arg = arg;
+    job_push(f, j, false);
+}
+
+void lab_fleet_lab(lab_fleet_t *f, lab_fleet_read_cb cb, void *arg)
+{
+    if (f->phase != PH_READY || f->stopping) {
+        fl_refuse(f, NULL, cb, arg);
+        return;
+    }
+    job_t *j = job_new(J_READ);
+    j->rk = R_CELLS;
+    j->acc = json_pack("{s:s}", "site", f->site);
+    j->rcb = cb;
+    j->arg = arg;
+    job_push(f, j, false);
+}
+
+void lab_fleet_lab_runs(lab_fleet_t *f, const char *state, const char *cell, int limit,
+                        const char *after, lab_fleet_read_cb cb, void *arg)
+{
+    if (f->phase != PH_READY || f->stopping) {
+        fl_refuse(f, NULL, cb, arg);
+        return;
+    }
+    job_t *j = job_new(J_READ);
+    j->rk = R_RUNS;
+    j->rstate = state ? lab_strdup(state) : NULL;
+    j->rcell = cell ? lab_strdup(cell) : NULL;
+    j->rafter = after ? lab_strdup(after) : NULL;
+    j->rlimit = limit > 0 ? limit : 100;
+    j->acc = json_object();
+    j->rcb = cb;
+    j->arg = arg;
+    job_push(f, j, false);
+}
+
+/* ---- stats ---- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void lab_fleet_stats(const lab_fleet_t *f, lab_fleet_stats_t *out)
+{
+    *out = f->stats;
+    out->last_error = f->last_error;
+    long n = f->nlat < LAB_FLEET_LAT_N ? f->nlat : LAB_FLEET_LAT_N;
+    out->lat_n = f->nlat;
+    if (n <= 0)
+        return;
+    double *v = lab_malloc(sizeof *v * (size_t)n);
+    memcpy(v, f->lat, sizeof *v * (size_t)n);
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    out->lat_p50_ms = v[(size_t)((double)(n - 1) * 0.50)];
+    out->lat_p99_ms = v[(size_t)ceil((double)(n - 1) * 0.99)];
+    free(v);
+}
