@@ -8,6 +8,8 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/utf8.h"
+#include "daemon/fleet/fleet.h"
+#include "daemon/fleet/local.h"
 #include "daemon/model/run_states.h"
 
 #include <ctype.h>
@@ -109,6 +111,27 @@ static bool run_id_of(lab_req_t *rq, char id[LAB_UUID_LEN + 1])
     return true;
 }
 
+/* A run this cell does not hold, from the lab's queue. */
+static void lab_run_done(void *arg, int status, json_t *doc, const char *msg)
+{
+    lab_req_t *rq = arg;
+    const char *id = rq->param; /* validated: a UUID (36 bytes) */
+    if (status == 0) {
+        lab_respond_json(rq, 200, doc);
+    } else if (status == LAB_ENOTFOUND) {
+        lab_problem(rq, LAB_P_NOT_FOUND, NULL,
+                    "no run with id %.36s on this cell or in the lab's queue", id);
+    } else {
+        struct MHD_Response *r =
+            lab_problem(rq, LAB_P_UNAVAILABLE, NULL,
+                        "run %.36s is not on this cell, and the lab's queue cannot be read now: %s",
+                        id, msg ? msg : lab_strerror(status));
+        if (r)
+            MHD_add_response_header(r, "Retry-After", "5");
+    }
+    lab_req_resume(rq);
+}
+
 void lab_api_runs_get(lab_req_t *rq)
 {
     char id[LAB_UUID_LEN + 1];
@@ -116,6 +139,23 @@ void lab_api_runs_get(lab_req_t *rq)
         return;
     char *doc = NULL;
     int rc = lab_runs_get(rq->api->store, id, &doc);
+    /* In a shared queue, a run this cell never held (or gave back) is the lab's: the Location of
+     * a submission into the lab's queue points here, on whichever cell took it. */
+    if (rq->api->fleet && (rc == LAB_ENOTFOUND || lab_claim_get(rq->api->store, id) == 1)) {
+        bool ours = rc == 0;
+        if (ours) {
+            json_t *d = json_loads(doc, 0, NULL);
+            const char *st = json_string_value(json_object_get(d, "state"));
+            ours = !st || strcmp(st, "released") != 0;
+            json_decref(d);
+        }
+        if (!ours) {
+            free(doc);
+            lab_req_suspend(rq);
+            lab_fleet_run(rq->api->fleet, id, lab_run_done, rq);
+            return;
+        }
+    }
     if (rc == LAB_ENOTFOUND) {
         lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s", id);
         return;

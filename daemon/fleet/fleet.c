@@ -45,7 +45,7 @@ static const char *const job_names[] = {
     [J_SUBMIT] = "submit", [J_READ] = "read",
 };
 
-typedef enum read_kind { R_CELLS, R_QUEUE, R_RUNS } read_kind_t;
+typedef enum read_kind { R_CELLS, R_QUEUE, R_RUNS, R_RUN } read_kind_t;
 
 typedef struct job {
     struct job *next;
@@ -715,6 +715,15 @@ static void job_send(lab_fleet_t *f, job_t *j)
                     "SELECT coalesce(json_object_agg(state, n), '{}')::text FROM (SELECT state, "
                     "count(*) n FROM labloop.queue GROUP BY state) s",
                     0, NULL);
+        } else if (j->rk == R_RUN) {
+            /* the holder's newest document when it wrote one, else the queue's row */
+            const char *v[1] = {j->rafter};
+            fl_send(f,
+                    "SELECT q.doc::text, q.state, q.cell, q.via, q.submitted_by, "
+                    "(extract(epoch FROM q.submitted_at) * 1000)::int8, r.doc::text "
+                    "FROM labloop.queue q LEFT JOIN labloop.runs r ON r.id = q.id AND r.cell = "
+                    "q.cell WHERE q.id = $1::uuid",
+                    1, v);
         } else {
             snprintf(n_s, sizeof n_s, "%d", j->rlimit + 1);
             const char *v[4] = {j->rstate, j->rcell, j->rafter, n_s};
@@ -1116,6 +1125,28 @@ static void job_result(lab_fleet_t *f, job_t *j, PGresult *r)
             job_send(f, j);
             return;
         }
+        if (j->rk == R_RUN) {
+            if (PQntuples(r) != 1) {
+                j->rcb(j->arg, LAB_ENOTFOUND, NULL, "no such run in the lab's queue");
+                break;
+            }
+            json_t *doc = NULL;
+            if (!PQgetisnull(r, 0, 6))
+                doc = json_loads(PQgetvalue(r, 0, 6), 0, NULL);
+            if (!json_is_object(doc)) {
+                json_decref(doc);
+                json_t *sub = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
+                int64_t at = strtoll(PQgetvalue(r, 0, 5), NULL, 10);
+                doc = lab_run_new_doc(json_is_object(sub) ? sub : json_object(), j->rafter,
+                                      PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4), at);
+                json_decref(sub);
+            }
+            json_object_set_new(doc, "lab_state", json_string(PQgetvalue(r, 0, 1)));
+            if (!PQgetisnull(r, 0, 2))
+                json_object_set_new(doc, "cell", json_string(PQgetvalue(r, 0, 2)));
+            j->rcb(j->arg, 0, doc, NULL);
+            break;
+        }
         if (j->rk == R_QUEUE) {
             json_object_set_new(j->acc, "queue", json_loads(PQgetvalue(r, 0, 0), 0, NULL));
         } else {
@@ -1427,6 +1458,20 @@ void lab_fleet_lab_runs(lab_fleet_t *f, const char *state, const char *cell, int
     j->rafter = after ? lab_strdup(after) : NULL;
     j->rlimit = limit > 0 ? limit : 100;
     j->acc = json_object();
+    j->rcb = cb;
+    j->arg = arg;
+    job_push(f, j, false);
+}
+
+void lab_fleet_run(lab_fleet_t *f, const char *id, lab_fleet_read_cb cb, void *arg)
+{
+    if (f->phase != PH_READY || f->stopping) {
+        fl_refuse(f, NULL, cb, arg);
+        return;
+    }
+    job_t *j = job_new(J_READ);
+    j->rk = R_RUN;
+    j->rafter = lab_strdup(id);
     j->rcb = cb;
     j->arg = arg;
     job_push(f, j, false);

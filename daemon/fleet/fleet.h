@@ -55,6 +55,11 @@ void lab_fleet_lab(lab_fleet_t *f, lab_fleet_read_cb cb, void *arg);
 void lab_fleet_lab_runs(lab_fleet_t *f, const char *state, const char *cell, int limit,
                         const char *after, lab_fleet_read_cb cb, void *arg);
 
+/* One run of the lab's queue as a run document (GET /v1/runs/{id} on a cell that does not hold
+ * it): the holder's newest document when it wrote one, else the queue's row; with "lab_state"
+ * (the queue's state) and "cell" (the holder). LAB_ENOTFOUND when the queue has no such run. */
+void lab_fleet_run(lab_fleet_t *f, const char *id, lab_fleet_read_cb cb, void *arg);
+
 typedef struct lab_fleet_stats {
     bool connected;
     long connects;

@@ -104,11 +104,22 @@ static void paused_run(char *id, size_t cap)
     json_t *run = api("POST", "/v1/runs", "{\"workflow\":\"oa-read-pause\",\"plate\":\"P1\"}", 201);
     snprintf(id, cap, "%s", json_string_value(json_object_get(run, "id")) ?: "");
     json_decref(run);
+    char path[96], state[32] = "";
+    snprintf(path, sizeof path, "/v1/runs/%s", id);
+    /* The cell is in a shared queue: the run is the lab's (its document says lab_state) until
+     * this cell claimed it; the fault is armed once the run waits here for the held reader. */
+    bool held = false;
+    for (long long end = h_now_ms() + 30000; !held && h_now_ms() < end;) {
+        json_t *doc = api("GET", path, NULL, 200);
+        held = !json_object_get(doc, "lab_state");
+        json_decref(doc);
+        if (!held)
+            h_sleep_ms(50);
+    }
+    assert_true(held);
     assert_int_equal(h_sim_fault(&sim, "reader1", "error", 0), 0);
     h_sleep_ms(200);
     json_decref(api("POST", "/v1/instruments/reader1/resume", NULL, 200));
-    char path[96], state[32] = "";
-    snprintf(path, sizeof path, "/v1/runs/%s", id);
     for (long long end = h_now_ms() + 60000; strcmp(state, "paused") && h_now_ms() < end;) {
         json_t *doc = api("GET", path, NULL, 200);
         snprintf(state, sizeof state, "%s", json_string_value(json_object_get(doc, "state")) ?: "");
