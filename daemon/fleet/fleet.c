@@ -13,7 +13,9 @@
 #include "core/mem.h"
 #include "daemon/fleet/local.h"
 #include "daemon/model/run_states.h"
+#include "daemon/model/workflow_rules.h"
 #include "daemon/store/runs.h"
+#include "daemon/store/workflows.h"
 
 #include <libpq-fe.h>
 #include <math.h>
@@ -61,6 +63,8 @@ typedef struct job {
     uint64_t t_claimed_ns;
     lab_claim_op_t *pending; /* the local insert in flight or done */
     bool local_done;         /* it committed; the job owns it */
+    bool pending_sent;       /* handed to the store */
+    json_t *missing;         /* [{name, version}]: workflow versions this cell has not stored */
     /* J_SUBMIT */
     char *sub, *key, *via, *by;
     char *new_id, *t0;
@@ -145,7 +149,7 @@ static void job_free(job_t *j)
 {
     if (!j)
         return;
-    if (j->pending && j->local_done)
+    if (j->pending && (j->local_done || !j->pending_sent))
         lab_claim_op_free(j->pending);
     free(j->ids);
     free(j->held);
@@ -159,6 +163,7 @@ static void job_free(job_t *j)
     free(j->rcell);
     free(j->rafter);
     json_decref(j->acc);
+    json_decref(j->missing);
     free(j);
 }
 
@@ -677,6 +682,16 @@ static void job_send(lab_fleet_t *f, job_t *j)
             fl_send(f, "SELECT labloop.release_runs($1, $2::uuid[])", 2, v);
             free(arr);
             free(ids);
+        } else if (j->step == 6) {
+            char *m = json_dumps(j->missing, JSON_COMPACT);
+            const char *v[1] = {m};
+            fl_send(f,
+                    "SELECT DISTINCT ON (w.name, w.version) w.name, w.version, w.doc::text "
+                    "FROM labloop.workflows w JOIN jsonb_to_recordset($1::jsonb) AS m(name text, "
+                    "version int) ON w.name = m.name AND w.version = m.version "
+                    "ORDER BY w.name, w.version, w.created_at",
+                    1, v);
+            free(m);
         } else if (j->step == 4) {
             fl_send(f, "COMMIT", 0, NULL);
         } else {
@@ -871,6 +886,77 @@ static void pending_done(lab_store_op_t *op, int status)
         job_send(f, j);
 }
 
+/* The claimed runs into the local store as pending (after the workflows they follow). */
+static void claim_store(lab_fleet_t *f, job_t *j)
+{
+    j->step = 2;
+    j->pending_sent = true;
+    f->ops++;
+    lab_store_submit(f->st, &j->pending->op);
+}
+
+/* A claimed run follows a workflow version this cell may not have stored (it was stored on
+ * another cell): noted, to be fetched from labloop.workflows before the runs are stored. */
+static void claim_need_workflow(lab_fleet_t *f, job_t *j, const json_t *sub)
+{
+    const char *name = json_string_value(json_object_get(sub, "workflow"));
+    json_int_t version = json_integer_value(json_object_get(sub, "workflow_version"));
+    char *doc = NULL;
+    if (!name || version < 1 || lab_workflows_get(f->st, name, (int)version, &doc) == 0) {
+        free(doc);
+        return;
+    }
+    if (!j->missing)
+        j->missing = json_array();
+    size_t i;
+    json_t *m;
+    json_array_foreach(j->missing, i, m)
+    {
+        if (strcmp(json_string_value(json_object_get(m, "name")), name) == 0 &&
+            json_integer_value(json_object_get(m, "version")) == version)
+            return;
+    }
+    json_array_append_new(j->missing, json_pack("{s:s,s:I}", "name", name, "version", version));
+}
+
+static void wf_put_done(lab_store_op_t *op, int status)
+{
+    lab_wf_put_t *put = (lab_wf_put_t *)op;
+    lab_fleet_t *f = put->arg;
+    f->ops--;
+    if (status != 0)
+        log_error("fleet", "workflow %s version %d from the lab not stored: %s", put->name,
+                  put->version, lab_strerror(status));
+    else if (put->created)
+        log_info("fleet", "workflow %s version %d stored from the lab", put->name, put->version);
+    lab_wf_put_free(put);
+    fl_maybe_free(f);
+}
+
+/* The workflow versions from labloop.workflows into the local store, as the same versions; a
+ * version stored here with other steps is refused (LAB_ECONFLICT, logged) and the runs that
+ * follow it wait as the scheduler says. */
+static void claim_workflows(lab_fleet_t *f, PGresult *r)
+{
+    for (int i = 0; i < PQntuples(r); i++) {
+        json_t *wf = json_loads(PQgetvalue(r, i, 2), 0, NULL);
+        if (!json_is_object(wf)) {
+            json_decref(wf);
+            continue;
+        }
+        lab_wf_put_t *put = lab_wf_put_new();
+        put->name = lab_strdup(PQgetvalue(r, i, 0));
+        put->version = (int)strtol(PQgetvalue(r, i, 1), NULL, 10);
+        put->canon = lab_workflow_canonical(wf);
+        put->ts_ms = lab_clock_now_ms(f->clock);
+        put->arg = f;
+        put->op.done = wf_put_done;
+        json_decref(wf);
+        f->ops++;
+        lab_store_submit(f->st, &put->op);
+    }
+}
+
 /* labloop.claim_runs answered: the runs into the local store as pending. */
 static void claim_rows(lab_fleet_t *f, job_t *j, PGresult *r)
 {
@@ -902,6 +988,7 @@ static void claim_rows(lab_fleet_t *f, job_t *j, PGresult *r)
         json_object_set_new(doc, "cell", json_string(f->cell));
         char *text = json_dumps(doc, JSON_COMPACT);
         lab_claim_op_add(c, id, text);
+        claim_need_workflow(f, j, sub);
         free(text);
         json_decref(doc);
         json_decref(sub);
@@ -909,12 +996,15 @@ static void claim_rows(lab_fleet_t *f, job_t *j, PGresult *r)
     c->arg = f;
     c->op.done = pending_done;
     j->pending = c;
-    j->step = 2;
-    f->ops++;
-    lab_store_submit(f->st, &c->op);
     f->stats.claim_batches++;
     if (n < j->want)
         f->want_claim = false; /* the queue has nothing more for this cell now */
+    if (j->missing) {
+        j->step = 6; /* the workflow versions first, from PostgreSQL */
+        job_send(f, j);
+        return;
+    }
+    claim_store(f, j);
 }
 
 static void claim_result(lab_fleet_t *f, job_t *j, PGresult *r, bool ok)
@@ -936,6 +1026,11 @@ static void claim_result(lab_fleet_t *f, job_t *j, PGresult *r, bool ok)
             return;
         }
         claim_rows(f, j, r);
+        return;
+    case 6: /* the workflow versions this cell lacked (none found: the runs wait for them) */
+        if (ok)
+            claim_workflows(f, r);
+        claim_store(f, j);
         return;
     case 3: /* release of what the local store would not take */
         j->step = ok ? 4 : 5;

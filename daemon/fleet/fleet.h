@@ -5,7 +5,8 @@
  * own PostgreSQL connection, driven by libpq's asynchronous API on the loop; statements go one
  * at a time, in the order asked, so a claim's open transaction holds nothing else.
  *
- * A claim: BEGIN; labloop.claim_runs(cell, n); the runs into the local store as `pending`; after
+ * A claim: BEGIN; labloop.claim_runs(cell, n); the workflow versions they follow that this cell
+ * has not stored, from labloop.workflows; the runs into the local store as `pending`; after
  * that commit, COMMIT in PostgreSQL; after that, the runs become `held` with their run.state rows
  * and go to the scheduler. A crash between the two commits leaves `pending` runs that the next
  * connection reconciles with labloop.queue before it claims again. */
