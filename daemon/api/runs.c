@@ -243,7 +243,7 @@ void lab_api_runs_list(lab_req_t *rq)
     if (state && lab_run_state_parse(state) < 0)
         query_error(errs, "state",
                     "unknown state \"%s\" (queued, planned, running, paused, interrupted, done, "
-                    "failed or cancelled)",
+                    "failed, cancelled or released)",
                     state);
     lab_runs_filter_t f = {.state = state,
                            .plate = lab_req_query(rq, "plate"),
