@@ -181,9 +181,11 @@ static void print_header(void)
            "CREATED");
 }
 
-/* Prints the body as JSON (--json) or through the row printer; returns the exit code. */
-static int show(long status, buf_t *b, int as_json, int list)
+/* An answer to print: the exit code when it is done here (unreachable, refused, printed as
+ * --json, not JSON), or -1 with the parsed document in *doc for the caller's table. */
+static int answer_doc(long status, buf_t *b, int as_json, json_t **doc)
 {
+    *doc = NULL;
     if (status == 0)
         return EXIT_UNREACHABLE;
     if (status >= 300)
@@ -193,11 +195,21 @@ static int show(long status, buf_t *b, int as_json, int list)
         return 0;
     }
     json_error_t jerr;
-    json_t *doc = json_loads(b->p ? b->p : "", 0, &jerr);
-    if (!doc) {
+    *doc = json_loads(b->p ? b->p : "", 0, &jerr);
+    if (!*doc) {
         fprintf(stderr, "labloop: the daemon's answer is not JSON: %s\n", jerr.text);
         return EXIT_REFUSED;
     }
+    return -1;
+}
+
+/* Prints the body as JSON (--json) or through the row printer; returns the exit code. */
+static int show(long status, buf_t *b, int as_json, int list)
+{
+    json_t *doc;
+    int code = answer_doc(status, b, as_json, &doc);
+    if (code >= 0)
+        return code;
     print_header();
     if (list) {
         size_t i;
@@ -408,20 +420,10 @@ done:
 /* The lab's runs (GET /v1/lab/runs): one row per run of the shared queue, with its cell. */
 static int show_lab_runs(long status, buf_t *b, int as_json)
 {
-    if (status == 0)
-        return EXIT_UNREACHABLE;
-    if (status >= 300)
-        return refused(status, b);
-    if (as_json) {
-        printf("%s\n", b->p ? b->p : "");
-        return 0;
-    }
-    json_error_t jerr;
-    json_t *doc = json_loads(b->p ? b->p : "", 0, &jerr);
-    if (!doc) {
-        fprintf(stderr, "labloop: the daemon's answer is not JSON: %s\n", jerr.text);
-        return EXIT_REFUSED;
-    }
+    json_t *doc;
+    int code = answer_doc(status, b, as_json, &doc);
+    if (code >= 0)
+        return code;
     printf("%-36s  %-9s  %-12s  %-11s  %-20s  %s\n", "ID", "STATE", "CELL", "CELL_STATE",
            "WORKFLOW", "SUBMITTED");
     size_t i;

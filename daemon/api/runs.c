@@ -9,7 +9,6 @@
 #include "core/mem.h"
 #include "core/utf8.h"
 #include "daemon/fleet/fleet.h"
-#include "daemon/fleet/local.h"
 #include "daemon/model/run_states.h"
 
 #include <ctype.h>
@@ -139,22 +138,13 @@ void lab_api_runs_get(lab_req_t *rq)
         return;
     char *doc = NULL;
     int rc = lab_runs_get(rq->api->store, id, &doc);
-    /* In a shared queue, a run this cell never held (or gave back) is the lab's: the Location of
-     * a submission into the lab's queue points here, on whichever cell took it. */
-    if (rq->api->fleet && (rc == LAB_ENOTFOUND || lab_claim_get(rq->api->store, id) == 1)) {
-        bool ours = rc == 0;
-        if (ours) {
-            json_t *d = json_loads(doc, 0, NULL);
-            const char *st = json_string_value(json_object_get(d, "state"));
-            ours = !st || strcmp(st, "released") != 0;
-            json_decref(d);
-        }
-        if (!ours) {
-            free(doc);
-            lab_req_suspend(rq);
-            lab_fleet_run(rq->api->fleet, id, lab_run_done, rq);
-            return;
-        }
+    /* In a shared queue, a run this cell never held is the lab's: the Location of a submission
+     * into the lab's queue points here, on whichever cell took it. A run this cell gave back
+     * keeps its own record here (released); the lab view has the rest. */
+    if (rq->api->fleet && rc == LAB_ENOTFOUND) {
+        lab_req_suspend(rq);
+        lab_fleet_run(rq->api->fleet, id, lab_run_done, rq);
+        return;
     }
     if (rc == LAB_ENOTFOUND) {
         lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no run with id %s", id);
