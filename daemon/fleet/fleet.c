@@ -45,7 +45,7 @@ static const char *const job_names[] = {
     [J_SUBMIT] = "submit", [J_READ] = "read",
 };
 
-typedef enum read_kind { R_CELLS, R_QUEUE, R_RUNS } read_kind_t;
+typedef enum read_kind { R_CELLS, R_QUEUE, R_RUNS, R_SQL } read_kind_t;
 
 typedef struct job {
     struct job *next;
@@ -70,6 +70,8 @@ typedef struct job {
     char *rstate, *rcell, *rafter;
     int rlimit;
     json_t *acc;
+    char *sql, **vals; /* R_SQL: lab_fleet_query's statement and parameters */
+    int nvals;
     lab_fleet_read_cb rcb;
     void *arg;
     /* J_HEARTBEAT */
@@ -115,6 +117,9 @@ struct lab_fleet {
     void (*stop_cb)(void *arg);
     void *stop_arg;
 
+    void (*done_fn)(void *ctx, const char *id); /* lab_fleet_on_run_done */
+    void *done_ctx;
+
     lab_fleet_stats_t stats;
     char *last_error;
     double lat[LAB_FLEET_LAT_N];
@@ -122,6 +127,7 @@ struct lab_fleet {
 };
 
 static void fl_connect(lab_fleet_t *f);
+static void fl_ready_hook(lab_fleet_t *f);
 static void fl_down(lab_fleet_t *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fl_next(lab_fleet_t *f);
 static void job_result(lab_fleet_t *f, job_t *j, PGresult *r);
@@ -159,6 +165,10 @@ static void job_free(job_t *j)
     free(j->rcell);
     free(j->rafter);
     json_decref(j->acc);
+    free(j->sql);
+    for (int i = 0; i < j->nvals; i++)
+        free(j->vals[i]);
+    free(j->vals);
     free(j);
 }
 
@@ -458,6 +468,8 @@ static void fl_notifies(lab_fleet_t *f)
     while (f->conn && (n = PQnotifies(f->conn)) != NULL) {
         if (strcmp(n->relname, "labloop_queue") == 0)
             fl_claim_wanted(f);
+        else if (strcmp(n->relname, "labloop_run_done") == 0 && f->done_fn)
+            f->done_fn(f->done_ctx, n->extra);
         PQfreemem(n);
     }
 }
@@ -624,7 +636,7 @@ static void job_send(lab_fleet_t *f, job_t *j)
     char n_s[16];
     switch (j->kind) {
     case J_LISTEN:
-        fl_send(f, "LISTEN labloop_queue", 0, NULL);
+        fl_send(f, j->step ? "LISTEN labloop_run_done" : "LISTEN labloop_queue", 0, NULL);
         return;
     case J_HEARTBEAT:
         fl_heartbeat_send(f, j->stopping, j->sub);
@@ -710,6 +722,8 @@ static void job_send(lab_fleet_t *f, job_t *j)
                     "coalesce(capabilities->'kinds', '[]'), 'api', api, 'claimed', claimed, "
                     "'started', started) ORDER BY cell), '[]')::text FROM labloop.lab_cells",
                     0, NULL);
+        } else if (j->rk == R_SQL) {
+            fl_send(f, j->sql, j->nvals, (const char *const *)j->vals);
         } else if (j->rk == R_QUEUE) {
             fl_send(f,
                     "SELECT coalesce(json_object_agg(state, n), '{}')::text FROM (SELECT state, "
@@ -1031,6 +1045,11 @@ static void job_result(lab_fleet_t *f, job_t *j, PGresult *r)
         claim_result(f, j, r, ok);
         return;
     case J_LISTEN:
+        if (ok && j->step == 0 && f->done_fn) { /* the ends of runs, for campaigns */
+            j->step = 1;
+            job_send(f, j);
+            return;
+        }
         break;
     case J_RECONCILE:
         if (ok)
@@ -1040,6 +1059,7 @@ static void job_result(lab_fleet_t *f, job_t *j, PGresult *r)
         if (ok) {
             lab_sched_replan(f->sched); /* runs waiting on the fence ask again */
             fl_claim_wanted(f);
+            fl_ready_hook(f);
         }
         break;
     case J_HEARTBEAT:
@@ -1110,6 +1130,18 @@ static void job_result(lab_fleet_t *f, job_t *j, PGresult *r)
             j->rcb(j->arg, LAB_EDB, NULL, err);
             break;
         }
+        if (j->rk == R_SQL) {
+            json_t *rows = json_array();
+            for (int i = 0; i < PQntuples(r); i++) {
+                json_t *row = json_array();
+                for (int k = 0; k < PQnfields(r); k++)
+                    json_array_append_new(
+                        row, PQgetisnull(r, i, k) ? json_null() : json_string(PQgetvalue(r, i, k)));
+                json_array_append_new(rows, row);
+            }
+            j->rcb(j->arg, 0, rows, NULL);
+            break;
+        }
         if (j->rk == R_CELLS) {
             json_object_set_new(j->acc, "cells", json_loads(PQgetvalue(r, 0, 0), 0, NULL));
             j->rk = R_QUEUE;
@@ -1168,6 +1200,7 @@ static void fl_next(lab_fleet_t *f)
             job_free(j);
             lab_sched_replan(f->sched);
             fl_claim_wanted(f);
+            fl_ready_hook(f);
             return;
         }
     }
@@ -1427,6 +1460,39 @@ void lab_fleet_lab_runs(lab_fleet_t *f, const char *state, const char *cell, int
     j->rafter = after ? lab_strdup(after) : NULL;
     j->rlimit = limit > 0 ? limit : 100;
     j->acc = json_object();
+    j->rcb = cb;
+    j->arg = arg;
+    job_push(f, j, false);
+}
+
+/* ---- for campaigns: the ends of runs, and statements of their own ---- */
+
+/* Reconciled after a (re)connect: a run's end missed while down is asked for now. */
+static void fl_ready_hook(lab_fleet_t *f)
+{
+    if (f->done_fn)
+        f->done_fn(f->done_ctx, NULL);
+}
+
+void lab_fleet_on_run_done(lab_fleet_t *f, void (*fn)(void *ctx, const char *id), void *ctx)
+{
+    f->done_fn = fn;
+    f->done_ctx = ctx;
+}
+
+void lab_fleet_query(lab_fleet_t *f, const char *sql, int n, const char *const *vals,
+                     lab_fleet_read_cb cb, void *arg)
+{
+    if (f->phase != PH_READY || f->stopping) {
+        fl_refuse(f, NULL, cb, arg);
+        return;
+    }
+    job_t *j = job_new(J_READ);
+    j->rk = R_SQL;
+    j->sql = lab_strdup(sql);
+    j->vals = lab_calloc((size_t)n + 1, sizeof *j->vals);
+    for (j->nvals = 0; j->nvals < n; j->nvals++)
+        j->vals[j->nvals] = vals[j->nvals] ? lab_strdup(vals[j->nvals]) : NULL;
     j->rcb = cb;
     j->arg = arg;
     job_push(f, j, false);
