@@ -34,9 +34,11 @@ typedef struct lab_campaigns_queue {
      * the connection is back), LAB_EINVAL or another negative code with msg. */
     void (*submit)(void *ctx, const json_t *sub, const char *key, lab_campaigns_queued_cb cb,
                    void *arg);
-    /* Takes a run out of the queue when no cell runs it yet; a run a live cell holds goes on
-     * there and its end is not counted. */
-    void (*cancel)(void *ctx, const char *run, const char *reason);
+    /* Takes a run out of the queue when no cell holds it yet. cb (may be NULL) once, never from
+     * inside the call: 0 when it is out, LAB_ESTATE when a live cell holds it (it goes on there),
+     * another negative code with msg. */
+    void (*cancel)(void *ctx, const char *run, const char *reason, lab_campaigns_queued_cb cb,
+                   void *arg);
     void *ctx;
 } lab_campaigns_queue_t;
 

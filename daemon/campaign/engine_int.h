@@ -141,5 +141,8 @@ void campaigns_queue_stage(lab_campaigns_t *l, camp_t *c, int pi, json_t *sub);
 void campaigns_queue_forget(lab_campaigns_t *l, camp_t *c, int pi, const char *reason);
 void campaigns_queue_flush(lab_campaigns_t *l);
 void campaigns_queue_recover(lab_campaigns_t *l, camp_t *c);
+/* A campaign paused: its plates no cell holds yet leave the lab's queue, their candidates wait
+ * for a plate again (laid out anew on resume); plates a cell holds go on. */
+void campaigns_queue_pause(lab_campaigns_t *l, camp_t *c);
 
 #endif

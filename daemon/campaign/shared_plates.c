@@ -52,7 +52,7 @@ void campaigns_queue_forget(lab_campaigns_t *l, camp_t *c, int pi, const char *r
         return;
     json_object_del(queue_plates(c), p->name);
     if (reason && p->run[0] && lab_sched_run_started(l->sched, p->run) < 0 && l->queue.cancel)
-        l->queue.cancel(l->queue.ctx, p->run, reason);
+        l->queue.cancel(l->queue.ctx, p->run, reason, NULL, NULL);
 }
 
 typedef struct qsub {
@@ -151,6 +151,55 @@ void campaigns_queue_flush(lab_campaigns_t *l)
             l->queue.submit(l->queue.ctx, json_object_get(e, "sub"), campaigns_str(e, "key"),
                             submitted, q);
         }
+    }
+}
+
+static void pause_cancelled(void *arg, int status, const char *run, const char *msg)
+{
+    (void)run;
+    qsub_t *q = arg;
+    lab_campaigns_t *l = q->l;
+    l->ops--;
+    camp_t *c = l->stopped ? NULL : campaigns_camp_find(l, q->campaign);
+    int pi = c ? plate_by_name(c, q->plate) : -1;
+    if (pi >= 0 && status != 0)
+        log_info("loop", "campaign=%s plate %s stays in the lab's queue: %s", c->id, q->plate,
+                 msg ? msg : lab_strerror(status));
+    if (pi >= 0 && status == 0 && c->p[pi].state == LAB_PLATE_STAGED) {
+        lab_campaigns_write_t *w = lab_campaigns_write_new(campaigns_now_ms(l));
+        (void)campaigns_plate_set(c, pi, LAB_PLATE_RELAID); /* staged -> relaid: in the table */
+        campaigns_queue_forget(l, c, pi, NULL);
+        char why[200];
+        snprintf(why, sizeof why, "plate %.96s left the lab's queue: the campaign was paused",
+                 q->plate);
+        for (int i = 0; i < c->nc; i++)
+            if (c->c[i]->plate == pi && c->c[i]->state == LAB_CAND_STAGED)
+                campaigns_cand_set(l, w, c, c->c[i], LAB_CAND_CANDIDATE, why);
+        campaigns_stage(l, w, c); /* resumed meanwhile: laid out again now */
+        campaigns_put_camp(l, w, c);
+        campaigns_commit(l, w, NULL, NULL, 0, NULL);
+    }
+    free(q);
+    campaigns_maybe_close(l);
+}
+
+void campaigns_queue_pause(lab_campaigns_t *l, camp_t *c)
+{
+    if (!l->queue.cancel)
+        return;
+    char why[200];
+    snprintf(why, sizeof why, "campaign %.64s was paused", c->id);
+    for (int pi = 0; pi < c->np; pi++) {
+        plate_t *p = &c->p[pi];
+        if (!p->queued || !p->run[0] || p->state != LAB_PLATE_STAGED ||
+            lab_sched_run_started(l->sched, p->run) >= 0)
+            continue;
+        qsub_t *q = LAB_NEW(qsub_t);
+        q->l = l;
+        snprintf(q->campaign, sizeof q->campaign, "%s", c->id);
+        snprintf(q->plate, sizeof q->plate, "%s", p->name);
+        l->ops++;
+        l->queue.cancel(l->queue.ctx, p->run, why, pause_cancelled, q);
     }
 }
 

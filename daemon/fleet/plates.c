@@ -57,24 +57,42 @@ static void q_submit(void *ctx, const json_t *sub, const char *key, lab_campaign
     lab_fleet_submit(p->f, sub, key, "http", "campaign", submit_done, s);
 }
 
+typedef struct pcancel {
+    char run[LAB_UUID_LEN + 1];
+    lab_campaigns_queued_cb cb;
+    void *arg;
+} pcancel_t;
+
 static void cancel_done(void *arg, int status, json_t *rows, const char *msg)
 {
-    char *run = arg;
+    pcancel_t *k = arg;
+    /* 'cancelled' also for a run that ended before: then its end is on its way */
+    const char *st = json_string_value(json_array_get(json_array_get(rows, 0), 0));
+    if (status == 0 && (!st || strcmp(st, "cancelled") != 0))
+        status = LAB_ESTATE;
     if (status == 0)
-        log_info("fleet", "campaign plate run=%s out of the lab's queue", run);
-    else /* held by a live cell (cancel it there), or gone: its end is not counted */
-        log_warn("fleet", "campaign plate run=%s stays in the lab's queue: %s", run,
+        log_info("fleet", "campaign plate run=%s out of the lab's queue", k->run);
+    else /* held by a live cell (cancel it there): it goes on */
+        log_warn("fleet", "campaign plate run=%s stays in the lab's queue: %s", k->run,
                  msg ? msg : lab_strerror(status));
+    if (status == LAB_EDB && msg && strstr(msg, ": cancel it there"))
+        status = LAB_ESTATE;
+    if (k->cb)
+        k->cb(k->arg, status, k->run, msg);
     json_decref(rows);
-    free(run);
+    free(k);
 }
 
-static void q_cancel(void *ctx, const char *run, const char *reason)
+static void q_cancel(void *ctx, const char *run, const char *reason, lab_campaigns_queued_cb cb,
+                     void *arg)
 {
     lab_plates_t *p = ctx;
+    pcancel_t *k = LAB_NEW(pcancel_t);
+    snprintf(k->run, sizeof k->run, "%s", run);
+    k->cb = cb;
+    k->arg = arg;
     const char *v[3] = {run, "campaign", reason};
-    lab_fleet_query(p->f, "SELECT labloop.cancel_run($1::uuid, $2, $3)", 3, v, cancel_done,
-                    lab_strdup(run));
+    lab_fleet_query(p->f, "SELECT labloop.cancel_run($1::uuid, $2, $3)", 3, v, cancel_done, k);
 }
 
 void lab_plates_queue(lab_plates_t *p, lab_campaigns_queue_t *out)

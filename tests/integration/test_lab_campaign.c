@@ -147,7 +147,10 @@ static void test_campaign_plates_run_on_another_cell(void **state)
                                      "workflow = 'mix' AND state = 'finished'",
                                      1, 120000),
                      1);
-    assert_int_equal(count("SELECT count(*) FROM labloop.results WHERE campaign = 'xc1'"), 0);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "SELECT count(*) FROM labloop.results WHERE campaign = 'xc1'",
+                                     0, 5000),
+                     0);
     assert_int_equal(h_daemon_restart(&b), 0);
 
     /* the campaign completes on B from results of plates A ran */
@@ -195,10 +198,65 @@ static void test_campaign_plates_run_on_another_cell(void **state)
     assert_int_equal(count("SELECT count(*) FROM labloop.results WHERE campaign = 'xc1'"), 12);
 }
 
+/* Paused, a campaign takes its plates no cell holds out of the lab's queue; resumed, it lays
+ * their candidates on a new plate. B alone: no cell can run a plate, every one stays queued. */
+static void test_pause_takes_plates_out_of_the_queue(void **state)
+{
+    (void)state;
+    start_cell(&b, "");
+    json_decref(h_api(&b, "POST", "/v1/workflows", mix_workflow, 201));
+    assert_int_equal(
+        h_pg_count_wait(&pg, "SELECT least(count(*), 1) FROM labloop.workflows WHERE name = 'mix'",
+                        1, 30000),
+        1);
+    char doc[2000];
+    snprintf(doc, sizeof doc, "%s", campaign);
+    memcpy(strstr(doc, "xc1"), "xp1", 3);
+    json_decref(h_api(&b, "POST", "/v1/campaigns", doc, 201));
+    const char *mine = "SELECT count(*) FROM labloop.queue WHERE doc->'params'->>'campaign' = "
+                       "'xp1'";
+    char sql[300];
+    snprintf(sql, sizeof sql, "%s AND state = 'queued'", mine);
+    assert_int_equal(h_pg_count_wait(&pg, sql, 1, 30000), 1);
+    json_decref(h_api(&b, "POST", "/v1/campaigns/xp1/pause", NULL, 200));
+    snprintf(sql, sizeof sql, "%s AND state = 'cancelled'", mine);
+    assert_int_equal(h_pg_count_wait(&pg, sql, 1, 30000), 1);
+    json_t *cands = NULL;
+    for (long long end = h_now_ms() + 30000; h_now_ms() < end; h_sleep_ms(100)) {
+        json_decref(cands);
+        cands = h_api(&b, "GET", "/v1/campaigns/xp1/candidates?state=candidate", NULL, 200);
+        if (json_array_size(json_object_get(cands, "candidates")) == 4)
+            break;
+    }
+    assert_int_equal(json_array_size(json_object_get(cands, "candidates")), 4);
+    json_decref(cands);
+    json_decref(h_api(&b, "POST", "/v1/campaigns/xp1/resume", NULL, 200));
+    /* the first batch on a new plate, queued (the learner may queue its next batch beside) */
+    snprintf(sql, sizeof sql,
+             "%s AND state = 'queued' AND doc->>'plate' = 'xp1-P0002' AND (SELECT count(*) FROM "
+             "jsonb_each(doc->'params'->'design'->'wells')) = 16",
+             mine);
+    assert_int_equal(h_pg_count_wait(&pg, sql, 1, 30000), 1);
+    json_t *staged = h_api(&b, "GET", "/v1/campaigns/xp1/candidates?state=staged", NULL, 200);
+    size_t i;
+    json_t *x;
+    int first = 0;
+    json_array_foreach(json_object_get(staged, "candidates"), i, x)
+    {
+        if (strcmp(sval(x, "batch"), "gp-0001") != 0)
+            continue;
+        first++;
+        assert_string_equal(sval(x, "plate"), "xp1-P0002");
+    }
+    assert_int_equal(first, 4);
+    json_decref(staged);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_campaign_plates_run_on_another_cell, cells_down),
+        cmocka_unit_test_teardown(test_pause_takes_plates_out_of_the_queue, cells_down),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
