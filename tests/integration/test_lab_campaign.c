@@ -252,11 +252,53 @@ static void test_pause_takes_plates_out_of_the_queue(void **state)
     json_decref(staged);
 }
 
+/* The campaign's own cell able to run its plates claims them from the lab's queue like any
+ * cell: each plate's end reaches the campaign twice (its scheduler, and labloop_run_done) and
+ * counts once. */
+static void test_own_cell_counts_once(void **state)
+{
+    (void)state;
+    char ca[64];
+    start_cell(&a, sec_a);
+    cell_name(&a, ca, sizeof ca);
+    json_decref(h_api(&a, "POST", "/v1/workflows", mix_workflow, 201));
+    char doc[2000];
+    snprintf(doc, sizeof doc, "%s", campaign);
+    memcpy(strstr(doc, "xc1"), "xo1", 3);
+    memcpy(strstr(doc, "\"candidates\":12"), "\"candidates\": 8", 15);
+    json_decref(h_api(&a, "POST", "/v1/campaigns", doc, 201));
+    json_t *c = NULL;
+    for (long long end = h_now_ms() + 300000; h_now_ms() < end; h_sleep_ms(250)) {
+        json_decref(c);
+        c = h_api(&a, "GET", "/v1/campaigns/xo1", NULL, 200);
+        if (strcmp(sval(c, "state"), "done") == 0)
+            break;
+    }
+    assert_string_equal(sval(c, "state"), "done");
+    json_decref(c);
+    assert_int_equal(h_pg_count_wait(&pg,
+                                     "SELECT count(*) FROM labloop.results WHERE campaign = "
+                                     "'xo1'",
+                                     8, 30000),
+                     8);
+    assert_int_equal(count("SELECT count(DISTINCT candidate) FROM labloop.results WHERE "
+                           "campaign = 'xo1'"),
+                     8);
+    assert_int_equal(count("SELECT count(*) FROM labloop.queue WHERE doc->'params'->>'campaign' "
+                           "= 'xo1' AND (state <> 'finished' OR cell <> '%s')",
+                           ca),
+                     0);
+    json_t *cands = h_api(&a, "GET", "/v1/campaigns/xo1/candidates?state=completed", NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(cands, "candidates")), 8);
+    json_decref(cands);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_campaign_plates_run_on_another_cell, cells_down),
         cmocka_unit_test_teardown(test_pause_takes_plates_out_of_the_queue, cells_down),
+        cmocka_unit_test_teardown(test_own_cell_counts_once, cells_down),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
