@@ -12,6 +12,7 @@
 #include "daemon/campaign/engine.h"
 #include "daemon/fleet/fleet.h"
 #include "daemon/fleet/inbox.h"
+#include "daemon/fleet/plates.h"
 #include "daemon/fleet/submit.h"
 #include "core/cfg.h"
 #include "core/clock.h"
@@ -56,6 +57,7 @@ typedef struct labd {
     lab_submit_t *submit; /* the one submission path (HTTP and MQTT) */
     lab_inbox_t *inbox;   /* in/runs; NULL without MQTT */
     lab_fleet_t *fleet;   /* [lab] shared_queue = on */
+    lab_plates_t plates;  /* the campaigns' plates in the lab's queue (with fleet) */
     lab_api_t *api;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
@@ -464,16 +466,24 @@ static int run(labd_t *d)
         log_error("main", "cannot start the scheduler: %s", lab_strerror(rc));
         return 1;
     }
-    if ((rc = lab_campaigns_start(&d->campaigns, d->loop, &d->clock, d->store, d->sched,
-                                  d->mqtt)) != 0) {
-        log_error("main", "cannot start the closed loop: %s", lab_strerror(rc));
-        return 1;
-    }
     if (d->cfg.lab_shared_queue && (rc = lab_fleet_start(&d->fleet, d->loop, &d->cfg, &d->clock,
                                                          d->store, d->instr, d->sched)) != 0) {
         log_error("main", "cannot join the lab's shared queue: %s", lab_strerror(rc));
         return 1;
     }
+    /* with the shared queue, a campaign's plates are runs in it: any capable cell runs them */
+    lab_campaigns_queue_t plate_queue = {0};
+    if (d->fleet) {
+        d->plates.f = d->fleet;
+        lab_plates_queue(&d->plates, &plate_queue);
+    }
+    if ((rc = lab_campaigns_start(&d->campaigns, d->loop, &d->clock, d->store, d->sched, d->mqtt,
+                                  d->fleet ? &plate_queue : NULL)) != 0) {
+        log_error("main", "cannot start the closed loop: %s", lab_strerror(rc));
+        return 1;
+    }
+    if (d->fleet)
+        lab_plates_follow(&d->plates, d->campaigns);
     /* One submission path for HTTP and MQTT; with [lab] shared_queue on, runs not for this cell
      * alone go to the lab's queue through the fleet. */
     bool shared = d->cfg.lab_shared_queue;

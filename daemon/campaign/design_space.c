@@ -383,6 +383,8 @@ void lab_campaigns_control(lab_campaigns_t *l, const char *campaign, const char 
     if (!pause) {
         json_object_set_new(c->doc, "resumed_by", json_string(by));
         campaigns_stage(l, w, c);
+    } else {
+        campaigns_queue_pause(l, c);
     }
     campaigns_commit(l, w, cb, arg, 200, camp_view(l, c));
     campaigns_maybe_propose(l, c);

@@ -129,6 +129,11 @@ typedef struct reply {
 
 static void maybe_free(lab_campaigns_t *l);
 
+void campaigns_maybe_close(lab_campaigns_t *l)
+{
+    maybe_free(l);
+}
+
 static void write_done(lab_store_op_t *op, int status)
 {
     lab_campaigns_write_t *w = (lab_campaigns_write_t *)op;
@@ -139,6 +144,7 @@ static void write_done(lab_store_op_t *op, int status)
         if (!l->stopped)
             for (int i = 0; i < w->nruns; i++)
                 lab_sched_submitted(l->sched, w->runs[i]->doc);
+        campaigns_queue_flush(l); /* plates laid out for the lab's queue, now remembered */
         campaigns_answer(r->cb, r->arg, r->status, r->answer);
     } else {
         log_error("loop", "campaign records not stored: %s", lab_strerror(status));
@@ -335,8 +341,13 @@ static void camp_free(camp_t *c)
 
 static void on_run(void *ctx, const char *id, const char *state, const char *doc)
 {
-    lab_campaigns_t *l = ctx;
-    if (l->stopped)
+    lab_campaigns_run_changed(ctx, id, state, doc);
+}
+
+void lab_campaigns_run_changed(lab_campaigns_t *l, const char *id, const char *state,
+                               const char *doc)
+{
+    if (l->stopped || !id || !*id)
         return;
     camp_t *c = NULL;
     int pi = -1;
@@ -369,11 +380,17 @@ static void on_run(void *ctx, const char *id, const char *state, const char *doc
     }
     bool relaid = p->state == LAB_PLATE_RELAID;
     (void)campaigns_plate_set(c, pi, LAB_PLATE_OVER); /* from every state found above */
+    if (p->queued) {
+        campaigns_queue_forget(l, c, pi, NULL);
+        campaigns_put_camp(l, w, c);
+    }
     if (relaid) { /* our own cancel: its candidates were laid out again already */
         campaigns_commit(l, w, NULL, NULL, 0, NULL);
         return;
     }
-    json_t *run = json_loads(doc, 0, NULL);
+    json_t *run = doc ? json_loads(doc, 0, NULL) : NULL;
+    log_info("loop", "campaign=%s plate %s (run %s) ended %s%s", c->id, p->name, p->run, state,
+             p->queued ? " (lab's queue)" : "");
     if (rs == LAB_RUN_DONE) {
         campaigns_plate_done(l, w, c, pi, run);
     } else if (rs == LAB_RUN_FAILED) {
@@ -622,9 +639,10 @@ static void load_candidate(void *ctx, const char *campaign, const char *id, cons
 static void recover(lab_campaigns_t *l, camp_t *c)
 {
     lab_campaigns_write_t *w = lab_campaigns_write_new(campaigns_now_ms(l));
+    campaigns_queue_recover(l, c);
     for (int i = 0; i < c->nc; i++) {
         cand_t *k = c->c[i];
-        if (k->state != LAB_CAND_STAGED && k->state != LAB_CAND_RUNNING)
+        if ((k->state != LAB_CAND_STAGED && k->state != LAB_CAND_RUNNING) || k->plate >= 0)
             continue;
         const char *run = campaigns_str(k->doc, "run");
         int pi = -1;
@@ -659,6 +677,8 @@ static void recover(lab_campaigns_t *l, camp_t *c)
                         campaigns_cand_set(l, w, c, c->c[i], LAB_CAND_RUNNING, NULL);
             continue;
         }
+        if (p->queued) /* another cell's, or not claimed yet: the lab's queue tells its end */
+            continue;
         /* over while we were down (or never stored: the write that staged it failed) */
         char *text = NULL;
         json_t *rd = NULL;
@@ -715,9 +735,12 @@ static void orphans(lab_campaigns_t *l)
 }
 
 int lab_campaigns_start(lab_campaigns_t **out, uv_loop_t *loop, const lab_clock_t *clock,
-                        lab_store_t *st, lab_sched_t *sched, lab_mqtt_t *mqtt)
+                        lab_store_t *st, lab_sched_t *sched, lab_mqtt_t *mqtt,
+                        const lab_campaigns_queue_t *queue)
 {
     lab_campaigns_t *l = LAB_NEW(lab_campaigns_t);
+    if (queue)
+        l->queue = *queue;
     l->loop = loop;
     l->clock = clock;
     l->st = st;

@@ -25,12 +25,39 @@ typedef struct lab_campaigns lab_campaigns_t;
  * come with {"detail": TEXT, "errors": [{path, message}]?}. */
 typedef void (*lab_campaigns_cb)(void *arg, int status, json_t *answer);
 
+/* The lab's shared queue for plate runs ([lab] shared_queue = on). main.c wires it to the fleet:
+ * the engine sits below daemon/fleet and does not know its type. */
+typedef void (*lab_campaigns_queued_cb)(void *arg, int status, const char *run, const char *msg);
+typedef struct lab_campaigns_queue {
+    /* A plate run into the lab's queue (sub borrowed; key: the plate's idempotency key). cb once,
+     * never from inside the call: 0 with the run's id in the queue, LAB_ECONN (try again when
+     * the connection is back), LAB_EINVAL or another negative code with msg. */
+    void (*submit)(void *ctx, const json_t *sub, const char *key, lab_campaigns_queued_cb cb,
+                   void *arg);
+    /* Takes a run out of the queue when no cell holds it yet. cb (may be NULL) once, never from
+     * inside the call: 0 when it is out, LAB_ESTATE when a live cell holds it (it goes on there),
+     * another negative code with msg. */
+    void (*cancel)(void *ctx, const char *run, const char *reason, lab_campaigns_queued_cb cb,
+                   void *arg);
+    void *ctx;
+} lab_campaigns_queue_t;
+
 /* Loads every campaign, batch and candidate, settles the plates that ended while the daemon was
  * down, and subscribes to in/campaigns/+/batches when mqtt is given. */
 int lab_campaigns_start(lab_campaigns_t **out, uv_loop_t *loop, const lab_clock_t *clock,
-                        lab_store_t *st, lab_sched_t *sched, lab_mqtt_t *mqtt);
+                        lab_store_t *st, lab_sched_t *sched, lab_mqtt_t *mqtt,
+                        const lab_campaigns_queue_t *queue);
 /* Takes no new work (requests answer 503) and ignores the scheduler from now on. */
 void lab_campaigns_stop(lab_campaigns_t *l);
+
+/* A plate run changed state (done, failed or cancelled with its document, readings included):
+ * the one way a plate's end reaches its campaign, from this cell's scheduler and from the lab's
+ * queue alike. A plate ends once; a second end of the same run changes nothing. */
+void lab_campaigns_run_changed(lab_campaigns_t *l, const char *id, const char *state,
+                               const char *doc);
+/* The ids of plate runs in the lab's queue whose end the campaigns wait for (a new array of
+ * strings), to ask PostgreSQL after a (re)connect; also submits the plates that could not be. */
+json_t *lab_campaigns_queued_runs(lab_campaigns_t *l);
 /* Frees everything once the store ops and learner fits in flight are back; cb after. */
 void lab_campaigns_close(lab_campaigns_t *l, void (*cb)(void *arg), void *arg);
 

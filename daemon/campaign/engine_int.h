@@ -6,6 +6,7 @@
  *   design_space.c  campaign documents and the design space
  *   intake.c        batches, scores, candidates and results
  *   plate_runs.c    laying out plates, a plate's end (QC, results), batches done, the breaker
+ *   shared_plates.c plate runs through the lab's shared queue ([lab] shared_queue = on)
  *   layout.c        well names, free wells around the controls, QC (pure; layout.h)
  *   proposals.c     a campaign as a problem for the learner and back (proposals.h) */
 #ifndef LAB_CAMPAIGN_ENGINE_INT_H
@@ -41,6 +42,8 @@ typedef struct plate {
     char name[96];
     int no;
     lab_plate_state_t state; /* through campaigns_plate_set only */
+    bool queued;             /* its run goes through the lab's shared queue (run "" until known) */
+    bool submitting;         /* its submission to the shared queue is under way */
     json_t *wells;           /* {WELL: {"role": "positive"|"negative"|"candidate", "candidate"?}} */
 } plate_t;
 
@@ -63,6 +66,7 @@ struct lab_campaigns {
     lab_store_t *st;
     lab_sched_t *sched;
     lab_mqtt_t *mqtt;
+    lab_campaigns_queue_t queue; /* submit NULL: plate runs go to this cell's scheduler */
     lab_jschema_t *batch_schema;
     camp_t **v;
     int n, cap;
@@ -106,6 +110,8 @@ camp_t *campaigns_camp_add(lab_campaigns_t *l, json_t *doc);
 cand_t *campaigns_cand_add(camp_t *c, json_t *doc);
 int campaigns_plate_add(camp_t *c, const char *run, const char *name, int no, json_t *wells);
 void campaigns_maybe_propose(lab_campaigns_t *l, camp_t *c);
+/* Frees the engine when it is closing and nothing is in flight any more. */
+void campaigns_maybe_close(lab_campaigns_t *l);
 
 /* design_space.c */
 json_t *campaigns_params_of(const camp_t *c);
@@ -126,5 +132,17 @@ void campaigns_plate_trouble(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_
                              const char *why);
 void campaigns_plate_done(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c, int pi,
                           const json_t *run);
+
+/* shared_plates.c: plate runs in the lab's shared queue. The campaign's record keeps them under
+ * "queue_plates" {plate name: {"key", "sub", "wells", "run"?}} until they end, so a restart
+ * submits again with the same key (the same run) or waits for the run it has. */
+#define CAMPAIGNS_QUEUE_PLATES "queue_plates"
+void campaigns_queue_stage(lab_campaigns_t *l, camp_t *c, int pi, json_t *sub);
+void campaigns_queue_forget(lab_campaigns_t *l, camp_t *c, int pi, const char *reason);
+void campaigns_queue_flush(lab_campaigns_t *l);
+void campaigns_queue_recover(lab_campaigns_t *l, camp_t *c);
+/* A campaign paused: its plates no cell holds yet leave the lab's queue, their candidates wait
+ * for a plate again (laid out anew on resume); plates a cell holds go on. */
+void campaigns_queue_pause(lab_campaigns_t *l, camp_t *c);
 
 #endif

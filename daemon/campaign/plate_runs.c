@@ -94,6 +94,8 @@ void campaigns_stage(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c)
         json_object_set_new(c->doc, "plates_made", json_integer(no));
         char run[LAB_UUID_LEN + 1], name[96];
         lab_uuid4(run);
+        if (l->queue.submit)
+            run[0] = '\0'; /* the lab's queue names the run when it takes it */
         snprintf(name, sizeof name, "%.64s-P%04d", c->id, no);
         json_t *wells = json_object(), *vols = json_object();
         size_t i;
@@ -138,6 +140,20 @@ void campaigns_stage(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c)
         json_t *sub =
             json_pack("{s:s,s:s,s:s,s:f,s:s}", "workflow", campaigns_str(c->doc, "workflow"),
                       "plate", name, "priority", "normal", "score", score / n, "name", name);
+        if (l->queue.submit) {
+            /* the lab's queue takes a run document as submitted: what the plate needs goes
+             * in its params (the dispense step reads the design there too) */
+            json_object_set_new(sub, "params",
+                                json_pack("{s:s,s:{s:i,s:O,s:O}}", "campaign", c->id, "design",
+                                          "format", format, "reagents", reagents, "wells", vols));
+            json_decref(vols);
+            campaigns_queue_stage(l, c, pi, sub);
+            log_info("loop",
+                     "campaign=%s plate %s into the lab's queue: %d candidates x %d, "
+                     "score %.4g",
+                     c->id, name, n, reps, score / n);
+            continue;
+        }
         json_t *doc = lab_run_new_doc(sub, run, "campaign", "campaign", campaigns_now_ms(l));
         json_decref(sub);
         json_object_set_new(doc, "campaign", json_string(c->id));
@@ -177,11 +193,14 @@ void campaigns_unstage(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c, 
             continue;
         }
         (void)campaigns_plate_set(c, pi, LAB_PLATE_RELAID); /* from staged: in the table */
+        const char *why = newer ? "its candidates were replaced by a newer batch"
+                                : "its candidates were laid out again";
         if (started == 0)
-            lab_sched_cancel(l->sched, p->run, "campaign",
-                             newer ? "its candidates were replaced by a newer batch"
-                                   : "its candidates were laid out again",
-                             campaigns_noop_done, NULL);
+            lab_sched_cancel(l->sched, p->run, "campaign", why, campaigns_noop_done, NULL);
+        if (p->queued) { /* out of the lab's queue when no cell holds it yet */
+            campaigns_queue_forget(l, c, pi, why);
+            campaigns_put_camp(l, w, c);
+        }
         for (int i = 0; i < c->nc; i++)
             if (c->c[i]->plate == pi && c->c[i]->state == LAB_CAND_STAGED)
                 campaigns_cand_set(l, w, c, c->c[i], LAB_CAND_CANDIDATE, NULL);

@@ -47,7 +47,7 @@ static const char *const job_names[] = {
     [J_SUBMIT] = "submit", [J_READ] = "read",
 };
 
-typedef enum read_kind { R_CELLS, R_QUEUE, R_RUNS, R_RUN } read_kind_t;
+typedef enum read_kind { R_CELLS, R_QUEUE, R_RUNS, R_RUN, R_SQL } read_kind_t;
 
 typedef struct job {
     struct job *next;
@@ -74,6 +74,8 @@ typedef struct job {
     char *rstate, *rcell, *rafter;
     int rlimit;
     json_t *acc;
+    char *sql, **vals; /* R_SQL: lab_fleet_query's statement and parameters */
+    int nvals;
     lab_fleet_read_cb rcb;
     void *arg;
     /* J_HEARTBEAT */
@@ -119,6 +121,9 @@ struct lab_fleet {
     void (*stop_cb)(void *arg);
     void *stop_arg;
 
+    void (*done_fn)(void *ctx, const char *id); /* lab_fleet_on_run_done */
+    void *done_ctx;
+
     lab_fleet_stats_t stats;
     char *last_error;
     double lat[LAB_FLEET_LAT_N];
@@ -126,6 +131,7 @@ struct lab_fleet {
 };
 
 static void fl_connect(lab_fleet_t *f);
+static void fl_ready_hook(lab_fleet_t *f);
 static void fl_down(lab_fleet_t *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fl_next(lab_fleet_t *f);
 static void job_result(lab_fleet_t *f, job_t *j, PGresult *r);
@@ -164,6 +170,10 @@ static void job_free(job_t *j)
     free(j->rafter);
     json_decref(j->acc);
     json_decref(j->missing);
+    free(j->sql);
+    for (int i = 0; i < j->nvals; i++)
+        free(j->vals[i]);
+    free(j->vals);
     free(j);
 }
 
@@ -463,6 +473,8 @@ static void fl_notifies(lab_fleet_t *f)
     while (f->conn && (n = PQnotifies(f->conn)) != NULL) {
         if (strcmp(n->relname, "labloop_queue") == 0)
             fl_claim_wanted(f);
+        else if (strcmp(n->relname, "labloop_run_done") == 0 && f->done_fn)
+            f->done_fn(f->done_ctx, n->extra);
         PQfreemem(n);
     }
 }
@@ -629,7 +641,7 @@ static void job_send(lab_fleet_t *f, job_t *j)
     char n_s[16];
     switch (j->kind) {
     case J_LISTEN:
-        fl_send(f, "LISTEN labloop_queue", 0, NULL);
+        fl_send(f, j->step ? "LISTEN labloop_run_done" : "LISTEN labloop_queue", 0, NULL);
         return;
     case J_HEARTBEAT:
         fl_heartbeat_send(f, j->stopping, j->sub);
@@ -725,6 +737,8 @@ static void job_send(lab_fleet_t *f, job_t *j)
                     "coalesce(capabilities->'kinds', '[]'), 'api', api, 'claimed', claimed, "
                     "'started', started) ORDER BY cell), '[]')::text FROM labloop.lab_cells",
                     0, NULL);
+        } else if (j->rk == R_SQL) {
+            fl_send(f, j->sql, j->nvals, (const char *const *)j->vals);
         } else if (j->rk == R_QUEUE) {
             fl_send(f,
                     "SELECT coalesce(json_object_agg(state, n), '{}')::text FROM (SELECT state, "
@@ -1135,6 +1149,11 @@ static void job_result(lab_fleet_t *f, job_t *j, PGresult *r)
         claim_result(f, j, r, ok);
         return;
     case J_LISTEN:
+        if (ok && j->step == 0 && f->done_fn) { /* the ends of runs, for campaigns */
+            j->step = 1;
+            job_send(f, j);
+            return;
+        }
         break;
     case J_RECONCILE:
         if (ok)
@@ -1144,6 +1163,7 @@ static void job_result(lab_fleet_t *f, job_t *j, PGresult *r)
         if (ok) {
             lab_sched_replan(f->sched); /* runs waiting on the fence ask again */
             fl_claim_wanted(f);
+            fl_ready_hook(f);
         }
         break;
     case J_HEARTBEAT:
@@ -1212,6 +1232,18 @@ static void job_result(lab_fleet_t *f, job_t *j, PGresult *r)
     case J_READ:
         if (!ok) {
             j->rcb(j->arg, LAB_EDB, NULL, err);
+            break;
+        }
+        if (j->rk == R_SQL) {
+            json_t *rows = json_array();
+            for (int i = 0; i < PQntuples(r); i++) {
+                json_t *row = json_array();
+                for (int k = 0; k < PQnfields(r); k++)
+                    json_array_append_new(
+                        row, PQgetisnull(r, i, k) ? json_null() : json_string(PQgetvalue(r, i, k)));
+                json_array_append_new(rows, row);
+            }
+            j->rcb(j->arg, 0, rows, NULL);
             break;
         }
         if (j->rk == R_CELLS) {
@@ -1294,6 +1326,7 @@ static void fl_next(lab_fleet_t *f)
             job_free(j);
             lab_sched_replan(f->sched);
             fl_claim_wanted(f);
+            fl_ready_hook(f);
             return;
         }
     }
@@ -1567,6 +1600,39 @@ void lab_fleet_run(lab_fleet_t *f, const char *id, lab_fleet_read_cb cb, void *a
     job_t *j = job_new(J_READ);
     j->rk = R_RUN;
     j->rafter = lab_strdup(id);
+    j->rcb = cb;
+    j->arg = arg;
+    job_push(f, j, false);
+}
+
+/* ---- for campaigns: the ends of runs, and statements of their own ---- */
+
+/* Reconciled after a (re)connect: a run's end missed while down is asked for now. */
+static void fl_ready_hook(lab_fleet_t *f)
+{
+    if (f->done_fn)
+        f->done_fn(f->done_ctx, NULL);
+}
+
+void lab_fleet_on_run_done(lab_fleet_t *f, void (*fn)(void *ctx, const char *id), void *ctx)
+{
+    f->done_fn = fn;
+    f->done_ctx = ctx;
+}
+
+void lab_fleet_query(lab_fleet_t *f, const char *sql, int n, const char *const *vals,
+                     lab_fleet_read_cb cb, void *arg)
+{
+    if (f->phase != PH_READY || f->stopping) {
+        fl_refuse(f, NULL, cb, arg);
+        return;
+    }
+    job_t *j = job_new(J_READ);
+    j->rk = R_SQL;
+    j->sql = lab_strdup(sql);
+    j->vals = lab_calloc((size_t)n + 1, sizeof *j->vals);
+    for (j->nvals = 0; j->nvals < n; j->nvals++)
+        j->vals[j->nvals] = vals[j->nvals] ? lab_strdup(vals[j->nvals]) : NULL;
     j->rcb = cb;
     j->arg = arg;
     job_push(f, j, false);

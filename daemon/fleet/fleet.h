@@ -61,6 +61,16 @@ void lab_fleet_lab_runs(lab_fleet_t *f, const char *state, const char *cell, int
  * (the queue's state) and "cell" (the holder). LAB_ENOTFOUND when the queue has no such run. */
 void lab_fleet_run(lab_fleet_t *f, const char *id, lab_fleet_read_cb cb, void *arg);
 
+/* The ends of runs in the lab's queue (NOTIFY labloop_run_done): fn(ctx, id) for each, and
+ * fn(ctx, NULL) after every (re)connect, once this cell reconciled (ends may have been missed).
+ * Set before the first connect. */
+void lab_fleet_on_run_done(lab_fleet_t *f, void (*fn)(void *ctx, const char *id), void *ctx);
+/* One statement on the fleet's connection, in turn with the others: cb(arg, 0, rows) with rows
+ * a JSON array of arrays of text (null for SQL NULL), LAB_EDB with PostgreSQL's message,
+ * LAB_ECONN when not connected. */
+void lab_fleet_query(lab_fleet_t *f, const char *sql, int n, const char *const *vals,
+                     lab_fleet_read_cb cb, void *arg);
+
 typedef struct lab_fleet_stats {
     bool connected;
     long connects;

@@ -329,7 +329,8 @@ exec_t *exec_new(lab_sched_t *s, srun_t *r, program_t *prog)
 }
 
 /* The program of the step on d. A step whose params say "design": true (a campaign plate's
- * dispense) gets the run's design, its volumes per well, in that place. */
+ * dispense) gets the run's design, its volumes per well, in that place (a plate run from the
+ * lab's shared queue carries it in its params: the queue takes run documents as submitted). */
 static program_t *exec_program(srun_t *r, const sstep_t *st, lab_driver_t *d, char *err,
                                size_t errlen)
 {
@@ -338,6 +339,8 @@ static program_t *exec_program(srun_t *r, const sstep_t *st, lab_driver_t *d, ch
     if (json_is_true(json_object_get(params, "design"))) {
         merged = json_deep_copy(params);
         json_t *design = json_object_get(r->doc, "design");
+        if (!design)
+            design = json_object_get(json_object_get(r->doc, "params"), "design");
         json_object_set(merged, "design", design ? design : json_null());
         params = merged;
     }
