@@ -211,7 +211,7 @@ static void test_every_problem_named(void **state)
 static void test_in_postgres_and_kept(void **state)
 {
     long long n = 0;
-    for (long long end = h_now_ms() + 10000; h_now_ms() < end && n != 3; h_sleep_ms(50))
+    for (long long end = h_now_ms() + 30000; h_now_ms() < end && n != 3; h_sleep_ms(50))
         n = h_pg_count(&pg, "SELECT count(*) FROM labloop.workflows WHERE name = 'assay'");
     assert_int_equal(n, 3); /* versions 1, 2, 7 */
     char v[64];
