@@ -1,6 +1,6 @@
-/* The PostgreSQL writer: one connection driven by libpq's asynchronous API on a uv_poll, through
- * three phases. CONNECT: PQconnectStart/PQconnectPoll, bounded by a timer (libpq ignores
- * connect_timeout in async connects). SETUP: simple queries one after another (advisory lock,
+/* The PostgreSQL writer: one connection (a lab_pq_link_t: libpq's asynchronous API on a uv_poll,
+ * the connect bounded by a timer, the backoff between attempts), through three phases. CONNECT:
+ * the link's attempt. SETUP: simple queries one after another (advisory lock,
  * migrations each in its transaction, the embedded JSON Schemas into labloop.json_schemas, unlock,
  * the cursor). PIPE: pipeline mode; each outbox batch
  * is one transaction sent in one round trip, its rows as binary column arrays expanded server-side,
