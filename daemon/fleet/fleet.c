@@ -1,11 +1,10 @@
-/* The cell's side of the lab's shared queue: one PostgreSQL connection (libpq's asynchronous API
- * on a uv_poll, as daemon/store/pg.c: a timer bounds the connect, PQsocket is read again after
- * every PQconnectPoll, nothing blocks the loop), and a queue of jobs run one after another on it:
- * setup (LISTEN, reconcile), heartbeat, claim, fence, release, submission, reads. A job is one or
- * more statements; the claim keeps its transaction open across the local commit, and since jobs
- * do not overlap, nothing else runs inside it. Connection trouble drops the connection (PostgreSQL
- * rolls back an open claim) and reconnects with jittered backoff; the next connection reconciles
- * the runs claimed but not begun before it claims again. */
+/* The cell's side of the lab's shared queue: one PostgreSQL connection (a lab_pq_link_t of
+ * daemon/store/pq_link.h, as the outbox writer's: nothing blocks the loop), and a queue of jobs run
+ * one after another on it: setup (LISTEN, reconcile), heartbeat, claim, fence, release, submission,
+ * reads. A job is one or more statements; the claim keeps its transaction open across the local
+ * commit, and since jobs do not overlap, nothing else runs inside it. Connection trouble drops the
+ * connection (PostgreSQL rolls back an open claim) and reconnects with jittered backoff; the next
+ * connection reconciles the runs claimed but not begun before it claims again. */
 #include "daemon/fleet/fleet.h"
 #include "core/err.h"
 #include "core/id.h"
@@ -14,6 +13,7 @@
 #include "daemon/fleet/local.h"
 #include "daemon/model/run_states.h"
 #include "daemon/model/workflow_rules.h"
+#include "daemon/store/pq_link.h"
 #include "daemon/store/runs.h"
 #include "daemon/store/workflows.h"
 
@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FL_BACKOFF_MIN_MS 100
 #define FL_RECONCILE_MAX 4096
 #define FL_PARAMS 8
 
@@ -82,12 +81,6 @@ typedef struct job {
     bool stopping;
 } job_t;
 
-typedef struct fl_sock {
-    uv_poll_t poll;
-    lab_fleet_t *f;
-    int fd;
-} fl_sock_t;
-
 struct lab_fleet {
     uv_loop_t *loop;
     const lab_config_t *cfg;
@@ -99,14 +92,12 @@ struct lab_fleet {
 
     fl_phase_t phase;
     PGconn *conn;
-    fl_sock_t *sock;
-    uv_timer_t timer;  /* connect timeout, then reconnect backoff */
+    lab_pq_link_t *link;
     uv_timer_t beat;   /* heartbeat */
     uv_timer_t safety; /* a claim every lease s even without a NOTIFY */
     uv_timer_t grace;  /* lab_fleet_stop's deadline */
     uv_idle_t kick;    /* claims asked for in one loop turn make one claim */
-    int handles;
-    uint64_t backoff_ms, rng;
+    int handles;       /* open uv handles and the link */
 
     job_t *cur;             /* the job whose statement is in flight, or whose claim waits */
     job_t *head, *tail;     /* jobs waiting */
@@ -130,7 +121,6 @@ struct lab_fleet {
     long nlat;
 };
 
-static void fl_connect(lab_fleet_t *f);
 static void fl_ready_hook(lab_fleet_t *f);
 static void fl_down(lab_fleet_t *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fl_next(lab_fleet_t *f);
@@ -255,56 +245,6 @@ static void fl_handle_closed(uv_handle_t *h)
     fl_unref(h->data);
 }
 
-static void fl_sock_closed(uv_handle_t *h)
-{
-    fl_sock_t *s = h->data;
-    lab_fleet_t *f = s->f;
-    free(s);
-    fl_unref(f);
-}
-
-static void fl_sock_drop(lab_fleet_t *f)
-{
-    fl_sock_t *s = f->sock;
-    if (!s)
-        return;
-    f->sock = NULL;
-    uv_poll_stop(&s->poll); /* before libpq closes the socket */
-    uv_close((uv_handle_t *)&s->poll, fl_sock_closed);
-}
-
-static void fl_on_poll(uv_poll_t *h, int status, int events);
-
-static bool fl_watch(lab_fleet_t *f, int events, bool renew)
-{
-    int fd = PQsocket(f->conn);
-    if (f->sock && (renew || f->sock->fd != fd))
-        fl_sock_drop(f);
-    if (fd < 0)
-        return true;
-    if (!f->sock) {
-        fl_sock_t *s = LAB_NEW(fl_sock_t);
-        s->f = f;
-        s->fd = fd;
-        int rc = uv_poll_init(f->loop, &s->poll, fd);
-        if (rc != 0) {
-            free(s);
-            fl_down(f, "watching socket %d: %s", fd, uv_strerror(rc));
-            return false;
-        }
-        s->poll.data = s;
-        f->handles++;
-        f->sock = s;
-    }
-    uv_poll_start(&f->sock->poll, events, fl_on_poll);
-    return true;
-}
-
-static void fl_on_retry(uv_timer_t *t)
-{
-    fl_connect(t->data);
-}
-
 static void fl_down(lab_fleet_t *f, const char *fmt, ...)
 {
     char msg[600];
@@ -315,9 +255,7 @@ static void fl_down(lab_fleet_t *f, const char *fmt, ...)
     msg[strcspn(msg, "\n")] = '\0';
     fl_set_error(f, msg);
     log_warn("fleet", "down: %s", msg);
-    fl_sock_drop(f);
-    if (f->conn)
-        PQfinish(f->conn);
+    lab_pq_link_drop(f->link);
     f->conn = NULL;
     f->phase = PH_DOWN;
     f->ready = false;
@@ -325,7 +263,6 @@ static void fl_down(lab_fleet_t *f, const char *fmt, ...)
     if (f->res)
         PQclear(f->res);
     f->res = NULL;
-    uv_timer_stop(&f->timer);
     uv_timer_stop(&f->beat);
     /* the job in flight: a claim's transaction is rolled back by PostgreSQL (its pending runs are
      * reconciled on the next connection); a fence or a release is asked again */
@@ -359,49 +296,27 @@ static void fl_down(lab_fleet_t *f, const char *fmt, ...)
         fl_finish(f);
         return;
     }
-    uint64_t half = f->backoff_ms / 2;
-    f->rng ^= f->rng << 13;
-    f->rng ^= f->rng >> 7;
-    f->rng ^= f->rng << 17;
-    uint64_t delay = half + (half ? f->rng % (half + 1) : 0);
-    uint64_t cap = (uint64_t)(f->cfg->pg_retry_max_s * 1000);
-    f->backoff_ms = f->backoff_ms * 2 > cap ? cap : f->backoff_ms * 2;
-    if (f->backoff_ms < FL_BACKOFF_MIN_MS)
-        f->backoff_ms = FL_BACKOFF_MIN_MS;
-    uv_timer_start(&f->timer, fl_on_retry, delay, 0);
-}
-
-static void fl_on_connect_timeout(uv_timer_t *t)
-{
-    lab_fleet_t *f = t->data;
-    fl_down(f, "connect: no answer within %.1f s", f->cfg->pg_connect_timeout_s);
+    lab_pq_link_retry(f->link);
 }
 
 static void fl_on_beat(uv_timer_t *t);
 
-static void fl_connect_poll(lab_fleet_t *f)
+/* The link's side: its connect attempts, the connection it brought up, input, trouble. */
+static void fl_link_connecting(void *ctx)
 {
-    switch (PQconnectPoll(f->conn)) {
-    case PGRES_POLLING_READING:
-        fl_watch(f, UV_READABLE, true);
-        return;
-    case PGRES_POLLING_WRITING:
-        fl_watch(f, UV_WRITABLE, true);
-        return;
-    case PGRES_POLLING_OK:
-        break;
-    default:
-        fl_down(f, "connect: %s", PQerrorMessage(f->conn));
-        return;
-    }
-    uv_timer_stop(&f->timer);
+    lab_fleet_t *f = ctx;
+    f->phase = PH_CONNECT;
+}
+
+static void fl_link_connected(void *ctx, PGconn *conn)
+{
+    lab_fleet_t *f = ctx;
+    f->conn = conn;
     f->phase = PH_READY;
     f->stats.connects++;
     f->stats.connected = true;
-    f->backoff_ms = FL_BACKOFF_MIN_MS;
+    lab_pq_link_backoff_reset(f->link);
     log_info("fleet", "connected cell=%s", f->cell);
-    if (!fl_watch(f, UV_READABLE, false))
-        return;
     /* first the cell's row (a claim needs it `up`), then LISTEN, then the runs held */
     f->beat_queued = false;
     f->reconcile_failed = false;
@@ -412,43 +327,9 @@ static void fl_connect_poll(lab_fleet_t *f)
                    (uint64_t)f->cfg->lab_heartbeat_s * 1000);
 }
 
-static void fl_on_notice(void *arg, const char *message)
-{
-    (void)arg;
-    log_debug("fleet", "notice: %.*s", (int)strcspn(message, "\n"), message);
-}
-
-static void fl_connect(lab_fleet_t *f)
-{
-    const char *const keys[] = {"keepalives_idle",
-                                "keepalives_interval",
-                                "keepalives_count",
-                                "dbname",
-                                "fallback_application_name",
-                                "client_encoding",
-                                NULL};
-    const char *const vals[] = {"10", "5", "3", f->conninfo, "labloopd-fleet", "UTF8", NULL};
-    f->phase = PH_CONNECT;
-    f->conn = PQconnectStartParams(keys, vals, 1);
-    if (!f->conn || PQstatus(f->conn) == CONNECTION_BAD) {
-        fl_down(f, "connect: %s", f->conn ? PQerrorMessage(f->conn) : "out of memory");
-        return;
-    }
-    PQsetnonblocking(f->conn, 1);
-    PQsetNoticeProcessor(f->conn, fl_on_notice, f);
-    uv_timer_start(&f->timer, fl_on_connect_timeout,
-                   (uint64_t)(f->cfg->pg_connect_timeout_s * 1000), 0);
-    fl_watch(f, UV_WRITABLE, true);
-}
-
 static bool fl_flush(lab_fleet_t *f)
 {
-    int rc = PQflush(f->conn);
-    if (rc < 0) {
-        fl_down(f, "send: %s", PQerrorMessage(f->conn));
-        return false;
-    }
-    return fl_watch(f, rc ? UV_READABLE | UV_WRITABLE : UV_READABLE, false);
+    return lab_pq_link_flush(f->link);
 }
 
 /* Sends one statement of the current job; false when the connection went down instead. */
@@ -510,32 +391,21 @@ static void fl_results(lab_fleet_t *f)
         fl_down(f, "connection lost: %s", PQerrorMessage(conn));
 }
 
-static void fl_on_poll(uv_poll_t *h, int status, int events)
+static void fl_link_io(void *ctx)
 {
-    fl_sock_t *s = h->data;
-    lab_fleet_t *f = s->f;
-    if (f->sock != s || !f->conn)
-        return;
-    if (status < 0 && f->phase != PH_CONNECT) {
-        PGconn *conn = f->conn;
-        if (PQconsumeInput(conn))
-            fl_results(f);
-        if (f->conn == conn)
-            fl_down(f, "connection lost: %s",
-                    *PQerrorMessage(conn) ? PQerrorMessage(conn) : "socket error or hang-up");
-        return;
-    }
-    if (f->phase == PH_CONNECT) {
-        fl_connect_poll(f);
-        return;
-    }
-    if ((events & UV_WRITABLE) && !fl_flush(f))
-        return;
-    if ((events & UV_READABLE) && !PQconsumeInput(f->conn)) {
-        fl_down(f, "receive: %s", PQerrorMessage(f->conn));
-        return;
-    }
-    fl_results(f);
+    lab_fleet_t *f = ctx;
+    if (f->conn)
+        fl_results(f);
+}
+
+static void fl_link_down(void *ctx, const char *why)
+{
+    fl_down(ctx, "%s", why);
+}
+
+static void fl_link_closed(void *ctx)
+{
+    fl_unref(ctx);
 }
 
 /* ---- capabilities and the cell's row ---- */
@@ -1389,21 +1259,23 @@ int lab_fleet_start(lab_fleet_t **out, uv_loop_t *loop, const lab_config_t *cfg,
     f->cell = lab_strdup(cfg->cell);
     f->site = lab_strdup(cfg->site);
     f->api = lab_strdup(cfg->http ? cfg->http : "");
-    f->backoff_ms = FL_BACKOFF_MIN_MS;
-    f->rng = uv_hrtime() ^ ((uint64_t)(uintptr_t)f << 16) ^ 0x9e3779b97f4a7c15ULL;
-    uv_timer_init(loop, &f->timer);
     uv_timer_init(loop, &f->beat);
     uv_timer_init(loop, &f->safety);
     uv_timer_init(loop, &f->grace);
     uv_idle_init(loop, &f->kick);
-    f->timer.data = f->beat.data = f->safety.data = f->grace.data = f->kick.data = f;
+    f->beat.data = f->safety.data = f->grace.data = f->kick.data = f;
+    static const lab_pq_link_ops_t ops = {fl_link_connecting, fl_link_connected, fl_link_io,
+                                          fl_link_down};
+    lab_pq_link_cfg_t lc = {f->conninfo, "labloopd-fleet", "fleet", cfg->pg_connect_timeout_s,
+                            cfg->pg_retry_max_s};
+    f->link = lab_pq_link_new(loop, &lc, &ops, f);
     f->handles = 5;
     uint64_t lease_ms = (uint64_t)cfg->lab_lease_s * 1000;
     uv_timer_start(&f->safety, fl_on_safety, lease_ms, lease_ms);
     lab_sched_set_gate(sched, fl_gate, f);
     lab_sched_on_run(sched, fl_on_run, f);
     *out = f;
-    fl_connect(f);
+    lab_pq_link_connect(f->link);
     return 0;
 }
 
@@ -1413,9 +1285,7 @@ static void fl_finish(lab_fleet_t *f)
         return;
     f->closing = true;
     lab_sched_set_gate(f->sched, NULL, NULL);
-    fl_sock_drop(f);
-    if (f->conn)
-        PQfinish(f->conn);
+    lab_pq_link_close(f->link, fl_link_closed);
     f->conn = NULL;
     f->phase = PH_DOWN;
     if (f->res)
@@ -1435,7 +1305,6 @@ static void fl_finish(lab_fleet_t *f)
         job_free(j);
     }
     f->tail = NULL;
-    uv_close((uv_handle_t *)&f->timer, fl_handle_closed);
     uv_close((uv_handle_t *)&f->beat, fl_handle_closed);
     uv_close((uv_handle_t *)&f->safety, fl_handle_closed);
     uv_close((uv_handle_t *)&f->grace, fl_handle_closed);

@@ -1,6 +1,6 @@
-/* The PostgreSQL writer: one connection driven by libpq's asynchronous API on a uv_poll, through
- * three phases. CONNECT: PQconnectStart/PQconnectPoll, bounded by a timer (libpq ignores
- * connect_timeout in async connects). SETUP: simple queries one after another (advisory lock,
+/* The PostgreSQL writer: one connection (a lab_pq_link_t: libpq's asynchronous API on a uv_poll,
+ * the connect bounded by a timer, the backoff between attempts), through three phases. CONNECT:
+ * the link's attempt. SETUP: simple queries one after another (advisory lock,
  * migrations each in its transaction, the embedded JSON Schemas into labloop.json_schemas, unlock,
  * the cursor). PIPE: pipeline mode; each outbox batch
  * is one transaction sent in one round trip, its rows as binary column arrays expanded server-side,
@@ -9,6 +9,7 @@
  * labloop.dead_letters. Any connection trouble sends it DOWN: everything in flight is dropped
  * (PostgreSQL rolls it back) and the next connect resumes from the cursor stored in PostgreSQL. */
 #include "daemon/store/pg.h"
+#include "daemon/store/pq_link.h"
 
 #include "core/embed.h"
 #include "core/err.h"
@@ -23,7 +24,6 @@
 #include <string.h>
 
 #define PG_SINK_NAME "postgres"
-#define PG_BACKOFF_MIN_MS 100
 /* Any fixed key shared by every labloopd: "labloop" in ASCII. */
 #define PG_MIGRATE_LOCK "7813586417577072"
 #define PG_MIGRATIONS_DIR "sql/postgres/"
@@ -43,14 +43,6 @@ typedef enum pg_step {
     ST_CURSOR
 } pg_step_t;
 
-/* The poll handle and the socket it watches; freed in its close callback. A new one per socket,
- * since libpq may close a socket and open another under the same number while connecting. */
-typedef struct pg_sock {
-    uv_poll_t poll;
-    lab_pg_t *pg;
-    int fd;
-} pg_sock_t;
-
 typedef struct pg_buf {
     char *p;
     size_t n, cap;
@@ -69,12 +61,10 @@ struct lab_pg {
     lab_sink_state_t state;
     pg_phase_t phase;
     PGconn *conn;
-    pg_sock_t *sock;
-    uv_timer_t timer; /* connect timeout, then reconnect backoff */
+    lab_pq_link_t *link;
+    uv_timer_t timer; /* the outbox read again after it failed */
     uv_timer_t grace; /* lab_pg_stop's deadline */
-    int handles;      /* open uv handles; the struct is freed when the last one closed */
-    uint64_t backoff_ms;
-    uint64_t rng; /* xorshift state for the backoff's jitter */
+    int handles; /* open uv handles and the link; the struct is freed when the last one closed */
 
     /* SETUP */
     pg_step_t step;
@@ -287,7 +277,6 @@ static const char pg_sql_dead[] =
  * retried row by row and the culprit set aside. Anything else reconnects and retries. */
 static const char *const pg_data_classes[] = {"22", "23", NULL};
 
-static void pg_connect(lab_pg_t *pg);
 static void pg_pump(lab_pg_t *pg);
 static void pg_finish(lab_pg_t *pg);
 static void pg_step_send(lab_pg_t *pg);
@@ -448,63 +437,9 @@ static void pg_handle_closed(uv_handle_t *h)
     pg_unref(h->data);
 }
 
-static void pg_sock_closed(uv_handle_t *h)
-{
-    pg_sock_t *s = h->data;
-    lab_pg_t *pg = s->pg;
-    free(s);
-    pg_unref(pg);
-}
-
-static void pg_sock_drop(lab_pg_t *pg)
-{
-    pg_sock_t *s = pg->sock;
-    if (!s)
-        return;
-    pg->sock = NULL;
-    /* Stopped before libpq closes the socket: an epoll watch must not outlive its fd. */
-    uv_poll_stop(&s->poll);
-    uv_close((uv_handle_t *)&s->poll, pg_sock_closed);
-}
-
-static void pg_on_poll(uv_poll_t *h, int status, int events);
-
 static void pg_down(lab_pg_t *pg, const char *why);
 
-/* Watches libpq's current socket for events; false when it went down instead. */
-static bool pg_watch(lab_pg_t *pg, int events, bool renew)
-{
-    int fd = PQsocket(pg->conn);
-    if (pg->sock && (renew || pg->sock->fd != fd))
-        pg_sock_drop(pg);
-    if (fd < 0)
-        return true; /* libpq has no socket right now; the connect timer still runs */
-    if (!pg->sock) {
-        pg_sock_t *s = LAB_NEW(pg_sock_t);
-        s->pg = pg;
-        s->fd = fd;
-        int rc = uv_poll_init(pg->loop, &s->poll, fd);
-        if (rc != 0) {
-            free(s);
-            char msg[128];
-            snprintf(msg, sizeof msg, "watching socket %d: %s", fd, uv_strerror(rc));
-            pg_down(pg, msg);
-            return false;
-        }
-        s->poll.data = s;
-        pg->handles++;
-        pg->sock = s;
-    }
-    uv_poll_start(&pg->sock->poll, events, pg_on_poll);
-    return true;
-}
-
 /* ---- connection lifecycle ---- */
-
-static void pg_on_retry(uv_timer_t *t)
-{
-    pg_connect(t->data);
-}
 
 /* Drops the connection and everything in flight, then waits before trying again. */
 static void pg_down(lab_pg_t *pg, const char *why)
@@ -512,9 +447,7 @@ static void pg_down(lab_pg_t *pg, const char *why)
     if (why)
         pg_set_error(pg, "%s", why);
     log_warn("pg", "down: %s", pg->last_error ? pg->last_error : "unknown");
-    pg_sock_drop(pg);
-    if (pg->conn)
-        PQfinish(pg->conn);
+    lab_pq_link_drop(pg->link);
     pg->conn = NULL;
     pg->phase = PH_IDLE;
     pg->pending_syncs = 0;
@@ -525,18 +458,7 @@ static void pg_down(lab_pg_t *pg, const char *why)
         pg_finish(pg);
         return;
     }
-    /* Equal jitter: half the backoff fixed, half random, so cells restarted together spread. */
-    uint64_t half = pg->backoff_ms / 2;
-    pg->rng ^= pg->rng << 13;
-    pg->rng ^= pg->rng >> 7;
-    pg->rng ^= pg->rng << 17;
-    uint64_t delay = half + (half ? pg->rng % (half + 1) : 0);
-    uint64_t cap = (uint64_t)(pg->retry_max_s * 1000);
-    pg->backoff_ms = pg->backoff_ms * 2 > cap ? cap : pg->backoff_ms * 2;
-    if (pg->backoff_ms < PG_BACKOFF_MIN_MS)
-        pg->backoff_ms = PG_BACKOFF_MIN_MS;
-    log_debug("pg", "retry in %llu ms", (unsigned long long)delay);
-    uv_timer_start(&pg->timer, pg_on_retry, delay, 0);
+    lab_pq_link_retry(pg->link);
 }
 
 static void pg_down_conn(lab_pg_t *pg, const char *what)
@@ -547,78 +469,46 @@ static void pg_down_conn(lab_pg_t *pg, const char *what)
     pg_down(pg, msg);
 }
 
-static void pg_on_connect_timeout(uv_timer_t *t)
+/* The link's side: its connect attempts, the connection it brought up, input, trouble. */
+static void pg_link_connecting(void *ctx)
 {
-    lab_pg_t *pg = t->data;
-    char msg[128];
-    snprintf(msg, sizeof msg, "connect: no answer within %.1f s", pg->connect_timeout_s);
-    pg_down(pg, msg);
-}
-
-static void pg_connect_poll(lab_pg_t *pg)
-{
-    switch (PQconnectPoll(pg->conn)) {
-    case PGRES_POLLING_READING:
-        pg_watch(pg, UV_READABLE, true);
-        return;
-    case PGRES_POLLING_WRITING:
-        pg_watch(pg, UV_WRITABLE, true);
-        return;
-    case PGRES_POLLING_OK:
-        break;
-    default:
-        pg_down_conn(pg, "connect");
-        return;
-    }
-    uv_timer_stop(&pg->timer);
-    pg->connects++;
-    log_info("pg", "connected server_version=%d", PQserverVersion(pg->conn));
-    pg->phase = PH_SETUP;
-    pg->step = ST_LOCK;
-    if (pg_watch(pg, UV_READABLE, false))
-        pg_step_send(pg);
-}
-
-static void pg_on_notice(void *arg, const char *message)
-{
-    log_debug("pg", "notice: %.*s", (int)strcspn(message, "\n"), message);
-}
-
-static void pg_connect(lab_pg_t *pg)
-{
-    /* Keywords before dbname are defaults the conninfo may override; those after are forced.
-     * Keepalives notice a TCP peer that vanished without a word (a cable, a crashed host). */
-    const char *const keys[] = {"keepalives_idle",
-                                "keepalives_interval",
-                                "keepalives_count",
-                                "dbname",
-                                "fallback_application_name",
-                                "client_encoding",
-                                NULL};
-    const char *const vals[] = {"10", "5", "3", pg->conninfo, "labloopd", "UTF8", NULL};
+    lab_pg_t *pg = ctx;
     pg->state = LAB_SINK_CONNECTING;
     pg->phase = PH_CONNECT;
-    pg->conn = PQconnectStartParams(keys, vals, 1);
-    if (!pg->conn || PQstatus(pg->conn) == CONNECTION_BAD) {
-        pg_down_conn(pg, "connect");
-        return;
-    }
-    PQsetnonblocking(pg->conn, 1);
-    PQsetNoticeProcessor(pg->conn, pg_on_notice, pg);
-    uv_timer_start(&pg->timer, pg_on_connect_timeout, (uint64_t)(pg->connect_timeout_s * 1000), 0);
-    /* As if PQconnectPoll had asked for writing (libpq's documented start). */
-    pg_watch(pg, UV_WRITABLE, true);
 }
 
-/* Sends what libpq buffered; watches for writability while some is left. */
+static void pg_link_connected(void *ctx, PGconn *conn)
+{
+    lab_pg_t *pg = ctx;
+    pg->conn = conn;
+    pg->connects++;
+    log_info("pg", "connected server_version=%d", PQserverVersion(conn));
+    pg->phase = PH_SETUP;
+    pg->step = ST_LOCK;
+    pg_step_send(pg);
+}
+
+static void pg_link_io(void *ctx)
+{
+    lab_pg_t *pg = ctx;
+    if (pg->conn)
+        pg_results(pg);
+}
+
+static void pg_link_down(void *ctx, const char *why)
+{
+    pg_down(ctx, why);
+}
+
+static void pg_link_closed(void *ctx)
+{
+    pg_unref(ctx);
+}
+
+/* Sends what libpq buffered; false when it went down instead. */
 static bool pg_flush(lab_pg_t *pg)
 {
-    int rc = PQflush(pg->conn);
-    if (rc < 0) {
-        pg_down_conn(pg, "send");
-        return false;
-    }
-    return pg_watch(pg, rc ? UV_READABLE | UV_WRITABLE : UV_READABLE, false);
+    return lab_pq_link_flush(pg->link);
 }
 
 /* ---- SETUP: simple queries one after another ---- */
@@ -892,7 +782,7 @@ static void pg_step_done(lab_pg_t *pg)
         pg->sent = pg->cursor;
         pg->seg_state[0] = '\0';
         pg->seg_cursor_ok = false;
-        pg->backoff_ms = PG_BACKOFF_MIN_MS;
+        lab_pq_link_backoff_reset(pg->link);
         log_info("pg", "up cell=%s cursor=%lld", pg->cell, (long long)pg->cursor);
         pg_pump(pg);
         return;
@@ -1173,41 +1063,6 @@ static void pg_results(lab_pg_t *pg)
         pg_down_conn(pg, "connection lost");
 }
 
-static void pg_on_poll(uv_poll_t *h, int status, int events)
-{
-    pg_sock_t *s = h->data;
-    lab_pg_t *pg = s->pg;
-    if (pg->sock != s || !pg->conn)
-        return;
-    /* libuv reports POLLERR/POLLHUP as a status; libpq reads the socket's own error. While
-     * connecting that is an ordinary step (libpq may move on to the host's next address). */
-    if (status < 0 && pg->phase != PH_CONNECT) {
-        PGconn *conn = pg->conn;
-        if (PQconsumeInput(conn))
-            pg_results(pg); /* the server's last words (e.g. shutting down) name the cause */
-        if (pg->conn != conn)
-            return;
-        const char *pq = PQerrorMessage(conn);
-        char msg[512];
-        snprintf(msg, sizeof msg, "connection lost: %s", *pq ? pq : "socket error or hang-up");
-        pg_down(pg, msg);
-        return;
-    }
-    if (pg->phase == PH_CONNECT) {
-        pg_connect_poll(pg);
-        return;
-    }
-    if ((events & UV_WRITABLE) && !pg_flush(pg))
-        return;
-    if (events & UV_READABLE) {
-        if (!PQconsumeInput(pg->conn)) {
-            pg_down_conn(pg, "receive");
-            return;
-        }
-    }
-    pg_results(pg);
-}
-
 /* ---- start, stop, stats ---- */
 
 static void pg_on_commit(void *ctx, int64_t head_seq)
@@ -1248,15 +1103,17 @@ int lab_pg_start(lab_pg_t **out, uv_loop_t *loop, const lab_config_t *cfg, lab_s
     pg->connect_timeout_s = cfg->pg_connect_timeout_s > 0 ? cfg->pg_connect_timeout_s : 5;
     pg->retry_max_s = cfg->pg_retry_max_s > 0 ? cfg->pg_retry_max_s : 30;
     pg->batch_rows = cfg->pg_batch_rows;
-    pg->backoff_ms = PG_BACKOFF_MIN_MS;
-    pg->rng = uv_hrtime() ^ ((uint64_t)(uintptr_t)pg << 16) ^ 0x9e3779b97f4a7c15ULL;
     uv_timer_init(loop, &pg->timer);
     uv_timer_init(loop, &pg->grace);
     pg->timer.data = pg->grace.data = pg;
-    pg->handles = 2;
+    static const lab_pq_link_ops_t ops = {pg_link_connecting, pg_link_connected, pg_link_io,
+                                          pg_link_down};
+    lab_pq_link_cfg_t lc = {pg->conninfo, "labloopd", "pg", pg->connect_timeout_s, pg->retry_max_s};
+    pg->link = lab_pq_link_new(loop, &lc, &ops, pg);
+    pg->handles = 3;
     lab_store_on_commit(st, pg_on_commit, pg);
     *out = pg;
-    pg_connect(pg);
+    lab_pq_link_connect(pg->link);
     return 0;
 }
 
@@ -1268,9 +1125,7 @@ static void pg_finish(lab_pg_t *pg)
     log_info("pg", "stopped cursor=%lld delivered=%lld", (long long)pg->cursor,
              (long long)pg->delivered);
     lab_store_off_commit(pg->st, pg_on_commit, pg);
-    pg_sock_drop(pg);
-    if (pg->conn)
-        PQfinish(pg->conn);
+    lab_pq_link_close(pg->link, pg_link_closed);
     pg->conn = NULL;
     pg->phase = PH_IDLE;
     pg_rows_drop(pg);
