@@ -350,6 +350,11 @@ static void fl_down(lab_fleet_t *f, const char *fmt, ...)
     f->rng ^= f->rng << 17;
     uint64_t delay = half + (half ? f->rng % (half + 1) : 0);
     uint64_t cap = (uint64_t)(f->cfg->pg_retry_max_s * 1000);
+    /* Never longer than a heartbeat: a lease counts from PostgreSQL's start, so a cell that waited
+     * longer after an outage would be found lost by the first cell back and lose its claims. */
+    uint64_t beat = (uint64_t)f->cfg->lab_heartbeat_s * 1000;
+    if (cap > beat)
+        cap = beat;
     f->backoff_ms = f->backoff_ms * 2 > cap ? cap : f->backoff_ms * 2;
     if (f->backoff_ms < FL_BACKOFF_MIN_MS)
         f->backoff_ms = FL_BACKOFF_MIN_MS;
