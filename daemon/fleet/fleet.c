@@ -1266,8 +1266,14 @@ int lab_fleet_start(lab_fleet_t **out, uv_loop_t *loop, const lab_config_t *cfg,
     f->beat.data = f->safety.data = f->grace.data = f->kick.data = f;
     static const lab_pq_link_ops_t ops = {fl_link_connecting, fl_link_connected, fl_link_io,
                                           fl_link_down};
+    /* Retries never wait longer than a heartbeat: a lease counts from PostgreSQL's start, so a
+     * cell that waited longer after an outage would be found lost by the first cell back and lose
+     * its claims. */
+    double retry_max = cfg->pg_retry_max_s;
+    if (retry_max > cfg->lab_heartbeat_s)
+        retry_max = cfg->lab_heartbeat_s;
     lab_pq_link_cfg_t lc = {f->conninfo, "labloopd-fleet", "fleet", cfg->pg_connect_timeout_s,
-                            cfg->pg_retry_max_s};
+                            retry_max};
     f->link = lab_pq_link_new(loop, &lc, &ops, f);
     f->handles = 5;
     uint64_t lease_ms = (uint64_t)cfg->lab_lease_s * 1000;

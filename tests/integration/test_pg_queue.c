@@ -1076,6 +1076,34 @@ static void test_heartbeat_expiry(void **state)
     PQfinish(c);
 }
 
+/* PostgreSQL down for longer than a lease: no cell could be heard meanwhile, so the first cell
+ * back does not find the others lost (a lease counts from PostgreSQL's start too); once a lease
+ * has passed since, a cell still silent is lost as ever. */
+static void test_outage_lease(void **state)
+{
+    PGconn *c = db_open();
+    reset_queue(c);
+    char a[64], st[256];
+    submit(c, "{\"workflow\": \"elisa\"}", NULL, a, sizeof a);
+    const char *kinds = "[\"reader\", \"washer\", \"incubator\"]";
+    heartbeat(c, "ol-held", kinds, NULL, "2", "up");
+    heartbeat(c, "ol-back", kinds, NULL, "2", "up");
+    char ids[2][37];
+    assert_int_equal(claim(c, "ol-held", 1, ids, 2), 1);
+    PQfinish(c);
+    assert_int_equal(h_pg_stop(&g_pg), 0);
+    h_sleep_ms(2500);
+    assert_int_equal(h_pg_restart(&g_pg), 0);
+    c = db_open();
+    assert_int_equal(heartbeat(c, "ol-back", kinds, NULL, "2", "up"), 0);
+    queue_state(c, a, st, sizeof st);
+    assert_string_equal(st, "claimed:ol-held");
+    assert_int_equal(heartbeat_until_released(c, "ol-back", kinds), 1);
+    queue_state(c, a, st, sizeof st);
+    assert_string_equal(st, "queued");
+    PQfinish(c);
+}
+
 /* A claim in progress when its cell's lease runs out: the heartbeat that declares the cell lost
  * waits for the claim's transaction and releases what it took, so no claim outlives its cell. */
 static void test_claim_racing_expiry(void **state)
@@ -1316,17 +1344,12 @@ static int group_teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_schemas_stored),
-        cmocka_unit_test(test_corpus),
-        cmocka_unit_test(test_workflow_rules),
-        cmocka_unit_test(test_idempotency),
-        cmocka_unit_test(test_submit_runs),
-        cmocka_unit_test(test_claims_concurrent),
-        cmocka_unit_test(test_needs_and_pins),
-        cmocka_unit_test(test_heartbeat_expiry),
-        cmocka_unit_test(test_claim_racing_expiry),
-        cmocka_unit_test(test_fence_and_cancel),
-        cmocka_unit_test(test_runs_guard_and_trigger),
+        cmocka_unit_test(test_schemas_stored),   cmocka_unit_test(test_corpus),
+        cmocka_unit_test(test_workflow_rules),   cmocka_unit_test(test_idempotency),
+        cmocka_unit_test(test_submit_runs),      cmocka_unit_test(test_claims_concurrent),
+        cmocka_unit_test(test_needs_and_pins),   cmocka_unit_test(test_heartbeat_expiry),
+        cmocka_unit_test(test_outage_lease),     cmocka_unit_test(test_claim_racing_expiry),
+        cmocka_unit_test(test_fence_and_cancel), cmocka_unit_test(test_runs_guard_and_trigger),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -536,7 +536,9 @@ END $$;
 
 -- The cell's own row, then every other cell whose lease ran out is lost and its claimed runs go
 -- back to the queue (started ones stay: the plate is there). Two statements, so the release sees
--- the claims of a transaction the first one waited for.
+-- the claims of a transaction the first one waited for. A lease also counts from PostgreSQL's own
+-- start: while it was down no cell could be heard, so the first cell back must not find the others
+-- lost and take their claims away (they wait for the fence meanwhile and confirm when they return).
 CREATE FUNCTION labloop.cell_heartbeat(cell text, site text, capabilities jsonb, queue jsonb,
                                        api text, lease_s double precision, state text)
 RETURNS TABLE(released int)
@@ -559,7 +561,8 @@ BEGIN
     WITH l AS (
         UPDATE labloop.cells c SET state = 'lost'
          WHERE c.cell <> cell_heartbeat.cell AND c.state IN ('up', 'stopping')
-           AND c.heartbeat_at < clock_timestamp() - c.lease_s * interval '1 second'
+           AND greatest(c.heartbeat_at, pg_postmaster_start_time())
+               < clock_timestamp() - c.lease_s * interval '1 second'
         RETURNING c.cell)
     SELECT array_agg(l.cell) INTO lost FROM l;
     IF lost IS NOT NULL THEN
