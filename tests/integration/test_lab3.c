@@ -510,14 +510,26 @@ static void test_three_cells_one_queue(void **state)
                            "AND e.cell = q.cell AND e.payload->>'state' = 'done') = 1 AND "
                            "q.state = 'finished'"),
                      RUNS - begun);
-    /* MQTT runs/{id}/state: done once per run, from its holder's topic */
+    /* MQTT runs/{id}/state: done once per run, from its holder's topic. B never comes back in
+     * this test: a run it finished just before the kill may have reached PostgreSQL and not yet
+     * the broker (its outbox publishes it when B returns), so B's runs must be seen at most once
+     * and the others exactly once. */
+    char b_done[20000];
+    snprintf(sql, sizeof sql,
+             "SELECT coalesce(string_agg(id::text, ','), '') FROM labloop.queue WHERE cell = "
+             "'%s' AND state = 'finished'",
+             names[1]);
+    assert_int_equal(h_pg_query(&pg, sql, b_done, sizeof b_done), 0);
+    long long n_b_done = count(
+        "SELECT count(*) FROM labloop.queue WHERE cell = '%s' AND state = 'finished'", names[1]);
     long long mq_end = h_now_ms() + 30000;
-    int done = 0;
+    int done = 0, done_other = 0;
     for (;;) {
         h_msg_t *msgs;
         int n = h_sub_messages(states, &msgs);
         json_t *seen = json_object();
         done = 0;
+        done_other = 0;
         for (int i = 0; i < n; i++) {
             json_t *p = json_loads(msgs[i].payload, 0, NULL);
             const char *st = json_string_value(json_object_get(p, "state"));
@@ -532,19 +544,24 @@ static void test_three_cells_one_queue(void **state)
                 if (!prev) {
                     json_object_set_new(seen, id, json_string(cell));
                     done++;
+                    done_other += !strstr(b_done, id);
                 }
             }
             json_decref(p);
         }
         bool all = true;
         for (int k = 0; k < RUNS && all; k++)
-            all = json_object_get(seen, ids[k]) != NULL || strstr(cancelled, ids[k]);
+            all = json_object_get(seen, ids[k]) != NULL || strstr(cancelled, ids[k]) ||
+                  strstr(b_done, ids[k]);
         json_decref(seen);
         if (all || h_now_ms() > mq_end)
             break;
         h_sleep_ms(200);
     }
-    assert_int_equal(done, RUNS - begun);
+    fprintf(stderr, "MQTT: %d of %lld runs done seen; %lld finished on the killed cell\n", done,
+            RUNS - begun, n_b_done);
+    assert_int_equal(done_other, RUNS - begun - n_b_done);
+    assert_true(done <= RUNS - begun);
 }
 
 int main(void)
