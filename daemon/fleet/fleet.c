@@ -38,12 +38,13 @@ typedef enum job_kind {
     J_RELEASE,
     J_SUBMIT,
     J_READ,
+    J_CANCELS,
 } job_kind_t;
 
 static const char *const job_names[] = {
     [J_LISTEN] = "listen", [J_RECONCILE] = "reconcile", [J_HEARTBEAT] = "heartbeat",
     [J_CLAIM] = "claim",   [J_FENCE] = "fence",         [J_RELEASE] = "release",
-    [J_SUBMIT] = "submit", [J_READ] = "read",
+    [J_SUBMIT] = "submit", [J_READ] = "read",           [J_CANCELS] = "cancels",
 };
 
 typedef enum read_kind { R_CELLS, R_QUEUE, R_RUNS, R_RUN, R_SQL } read_kind_t;
@@ -323,6 +324,7 @@ static void fl_link_connected(void *ctx, PGconn *conn)
     fl_on_beat(&f->beat);
     job_push(f, job_new(J_LISTEN), false);
     job_push(f, job_new(J_RECONCILE), false);
+    job_push(f, job_new(J_CANCELS), false);
     uv_timer_start(&f->beat, fl_on_beat, (uint64_t)f->cfg->lab_heartbeat_s * 1000,
                    (uint64_t)f->cfg->lab_heartbeat_s * 1000);
 }
@@ -456,6 +458,7 @@ static void fl_on_beat(uv_timer_t *t)
     if (f->reconcile_failed) {
         f->reconcile_failed = false;
         job_push(f, job_new(J_RECONCILE), false);
+        job_push(f, job_new(J_CANCELS), false);
     }
 }
 
@@ -519,6 +522,18 @@ static void job_send(lab_fleet_t *f, job_t *j)
     case J_FENCE: {
         const char *v[2] = {j->id, f->cell};
         fl_send(f, "SELECT labloop.start_run($1::uuid, $2)", 2, v);
+        return;
+    }
+    case J_CANCELS: {
+        /* runs of this cell an operator cancelled in the lab while it was away (stranded), whose
+         * end this cell has not written yet */
+        const char *v[1] = {f->cell};
+        fl_send(f,
+                "SELECT q.id::text, coalesce(q.cancel_reason, 'cancelled in the lab') FROM "
+                "labloop.queue q WHERE q.cell = $1 AND q.state = 'cancelled' AND NOT EXISTS "
+                "(SELECT 1 FROM labloop.runs r WHERE r.id = q.id AND r.cell = $1 AND r.state IN "
+                "('done', 'failed', 'cancelled', 'released'))",
+                1, v);
         return;
     }
     case J_RELEASE:
@@ -950,6 +965,29 @@ static void claim_result(lab_fleet_t *f, job_t *j, PGresult *r, bool ok)
 
 /* ---- reconcile: the runs claimed and not begun, against labloop.queue ---- */
 
+static void cancel_logged(void *arg, int status, const char *doc, const char *msg)
+{
+    (void)arg;
+    (void)doc;
+    if (status != 0)
+        log_error("fleet", "a run cancelled in the lab was not cancelled here: %s",
+                  msg ? msg : lab_strerror(status));
+}
+
+/* Runs an operator cancelled in the lab's queue while this cell was lost: the cell honours it on
+ * its return, as it would a cancel asked of it (a step in flight ends at its next boundary). */
+static void cancels_result(lab_fleet_t *f, PGresult *r)
+{
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *id = PQgetvalue(r, i, 0);
+        if (lab_sched_run_started(f->sched, id) == LAB_ENOTFOUND)
+            continue;
+        log_warn("fleet", "run=%s: cancelled in the lab's queue while this cell was away (%s)", id,
+                 PQgetvalue(r, i, 1));
+        lab_sched_cancel(f->sched, id, "lab", PQgetvalue(r, i, 1), cancel_logged, NULL);
+    }
+}
+
 static void reconcile_result(lab_fleet_t *f, job_t *j, PGresult *r)
 {
     int n = PQntuples(r);
@@ -1060,6 +1098,10 @@ static void job_result(lab_fleet_t *f, job_t *j, PGresult *r)
         break;
     }
     case J_RELEASE:
+        break;
+    case J_CANCELS:
+        if (ok)
+            cancels_result(f, r);
         break;
     case J_SUBMIT:
         if (!ok) {

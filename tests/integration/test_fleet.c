@@ -291,6 +291,18 @@ static void test_kill9_hands_claims_to_another_cell(void **state)
                            "AND stranded_reason LIKE 'cell %s has not been heard from since %%'",
                            cb, cb),
                      begun);
+    /* an operator cancels a run B began while B is away; B honours it when it comes back */
+    char sql[600], id[64], began_id[64] = "";
+    if (begun > 0) {
+        snprintf(sql, sizeof sql,
+                 "SELECT id FROM labloop.queue WHERE cell = '%s' AND state = 'started' LIMIT 1",
+                 cb);
+        assert_int_equal(h_pg_query(&pg, sql, began_id, sizeof began_id), 0);
+        assert_int_equal(count("SELECT count(*) FROM (SELECT labloop.cancel_run('%s', 'operator', "
+                               "'plate taken out by hand') AS s) x WHERE s = 'cancelled'",
+                               began_id),
+                         1);
+    }
     /* B comes back: it does not run what A took; those runs are released in its store */
     assert_int_equal(h_daemon_restart(&b), 0);
     assert_int_equal(count_wait(1, 30000,
@@ -298,7 +310,14 @@ static void test_kill9_hands_claims_to_another_cell(void **state)
                                 "'up'",
                                 cb),
                      1);
-    char sql[600], id[64];
+    if (began_id[0])
+        assert_int_equal(count_wait(1, 30000,
+                                    "SELECT count(*) FROM labloop.runs WHERE id = '%s' AND cell = "
+                                    "'%s' AND state = 'cancelled'",
+                                    began_id, cb),
+                         1);
+    fprintf(stderr, "%s began %lld run(s); cancelled in the lab while away: %s\n", cb, begun,
+            began_id[0] ? began_id : "none");
     snprintf(sql, sizeof sql,
              "SELECT id FROM labloop.queue WHERE cell = '%s' AND claims = 2 LIMIT 1", ca);
     assert_int_equal(h_pg_query(&pg, sql, id, sizeof id), 0);
