@@ -45,6 +45,10 @@ int h_pg_query(h_pg_t *pg, const char *sql, char *out, size_t len);
 long long h_pg_count(h_pg_t *pg, const char *sql);
 /* Polls h_pg_count until it gives want or ms passed; returns the last count. */
 long long h_pg_count_wait(h_pg_t *pg, const char *sql, long long want, int ms);
+/* The same with the SQL formatted from fmt (at most 4 KiB). */
+long long h_pg_countf(h_pg_t *pg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+long long h_pg_count_waitf(h_pg_t *pg, long long want, int ms, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* ---- mosquitto on a free loopback port, with the project's broker config ---- */
 typedef struct h_mqtt {
@@ -116,6 +120,8 @@ typedef struct h_daemon {
 /* Writes a config ([labloop] with state_dir under dir, http on a free port; [postgres] when pg,
  * [mqtt] when mq; then `extra`, raw INI text appended) and starts labloopd ($LABLOOPD), waiting
  * until /healthz answers. */
+/* The cell name the harness wrote in the daemon's config (cellN). */
+void h_daemon_cell_name(const h_daemon_t *d, char *out, size_t cap);
 int h_daemon_start(h_daemon_t *d, const h_pg_t *pg, const h_mqtt_t *mq, const char *extra);
 /* Starts it again with the same config and state (after a kill or stop). */
 int h_daemon_restart(h_daemon_t *d);

@@ -459,3 +459,17 @@ long long h_metric(const h_daemon_t *d, const char *series)
     free(resp);
     return v;
 }
+
+void h_daemon_cell_name(const h_daemon_t *d, char *out, size_t cap)
+{
+    FILE *f = fopen(d->conf, "r");
+    char line[256];
+    out[0] = '\0';
+    while (f && fgets(line, sizeof line, f)) {
+        char cell[64];
+        if (sscanf(line, "cell = %63s", cell) == 1)
+            snprintf(out, cap, "%s", cell);
+    }
+    if (f)
+        fclose(f);
+}

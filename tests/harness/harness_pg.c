@@ -9,6 +9,7 @@
 #include <libpq-fe.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,4 +282,24 @@ long long h_pg_count_wait(h_pg_t *pg, const char *sql, long long want, int ms)
             return n;
     }
     return n;
+}
+
+long long h_pg_countf(h_pg_t *pg, const char *fmt, ...)
+{
+    char sql[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    return h_pg_count(pg, sql);
+}
+
+long long h_pg_count_waitf(h_pg_t *pg, long long want, int ms, const char *fmt, ...)
+{
+    char sql[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    return h_pg_count_wait(pg, sql, want, ms);
 }

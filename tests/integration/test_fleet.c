@@ -95,20 +95,6 @@ static void start_cell(h_daemon_t *d, const char *sections)
     assert_int_equal(h_daemon_start(d, &pg, NULL, extra), 0);
 }
 
-static void cell_name(const h_daemon_t *d, char *out, size_t cap)
-{
-    FILE *f = fopen(d->conf, "r");
-    char line[256];
-    out[0] = '\0';
-    while (f && fgets(line, sizeof line, f)) {
-        char cell[64];
-        if (sscanf(line, "cell = %63s", cell) == 1)
-            snprintf(out, cap, "%s", cell);
-    }
-    if (f)
-        fclose(f);
-}
-
 /* Stores both workflows on the cell (each cell runs what its own store holds). */
 static void workflows(const h_daemon_t *d)
 {
@@ -136,28 +122,10 @@ static void submit(const char *wf, const char *plate, int n)
     }
 }
 
-static long long count(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static long long count(const char *fmt, ...)
-{
-    char sql[1000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof sql, fmt, ap);
-    va_end(ap);
-    return h_pg_count(&pg, sql);
-}
+/* counts in the test's PostgreSQL, the SQL formatted */
+#define count(...) h_pg_countf(&pg, __VA_ARGS__)
 
-static long long count_wait(long long want, int ms, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static long long count_wait(long long want, int ms, const char *fmt, ...)
-{
-    char sql[1000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof sql, fmt, ap);
-    va_end(ap);
-    return h_pg_count_wait(&pg, sql, want, ms);
-}
+#define count_wait(want, ms, ...) h_pg_count_waitf(&pg, want, ms, __VA_ARGS__)
 
 static void test_cells_claim_what_they_can_run(void **state)
 {
@@ -165,8 +133,8 @@ static void test_cells_claim_what_they_can_run(void **state)
     char ca[64], cb[64];
     start_cell(&a, sec_a);
     start_cell(&b, sec_b);
-    cell_name(&a, ca, sizeof ca);
-    cell_name(&b, cb, sizeof cb);
+    h_daemon_cell_name(&a, ca, sizeof ca);
+    h_daemon_cell_name(&b, cb, sizeof cb);
     workflows(&a);
     workflows(&b);
     /* both cells are up, and the workflows reached PostgreSQL */
@@ -247,7 +215,7 @@ static void test_kill9_hands_claims_to_another_cell(void **state)
     char ca[64], cb[64];
     /* B alone first: it claims every incubation, begins one (capacity 1), holds the rest */
     start_cell(&b, sec_b);
-    cell_name(&b, cb, sizeof cb);
+    h_daemon_cell_name(&b, cb, sizeof cb);
     workflows(&b);
     assert_int_equal(
         count_wait(1, 30000,
@@ -273,7 +241,7 @@ static void test_kill9_hands_claims_to_another_cell(void **state)
     fprintf(stderr, "killed %s holding %lld claimed, %lld started\n", cb, held, begun);
     assert_true(held >= 1);
     start_cell(&a, sec_a);
-    cell_name(&a, ca, sizeof ca);
+    h_daemon_cell_name(&a, ca, sizeof ca);
     workflows(&a);
     /* B's lease runs out: its claimed runs go back and A takes them, then runs them */
     assert_int_equal(count_wait(held, (LEASE_S + 20) * 1000,
@@ -348,7 +316,7 @@ static void test_stop_gives_back_claims(void **state)
     (void)state;
     char cb[64];
     start_cell(&b, sec_b);
-    cell_name(&b, cb, sizeof cb);
+    h_daemon_cell_name(&b, cb, sizeof cb);
     workflows(&b);
     assert_int_equal(count_wait(1, 30000,
                                 "SELECT count(*) FROM labloop.cells WHERE cell = '%s' AND state = "
@@ -390,7 +358,7 @@ static void test_postgres_down_and_back(void **state)
     (void)state;
     char ca[64];
     start_cell(&a, sec_a);
-    cell_name(&a, ca, sizeof ca);
+    h_daemon_cell_name(&a, ca, sizeof ca);
     /* no workflow stored on this cell: it takes the version its claimed runs follow from
      * labloop.workflows (stored there by the earlier tests' cells) */
     json_decref(h_api(&a, "GET", "/v1/workflows/warm", NULL, 404));

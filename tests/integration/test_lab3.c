@@ -97,28 +97,10 @@ static int teardown(void **state)
     return 0;
 }
 
-static long long count(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static long long count(const char *fmt, ...)
-{
-    char sql[1500];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof sql, fmt, ap);
-    va_end(ap);
-    return h_pg_count(&pg, sql);
-}
+/* counts in the test's PostgreSQL, the SQL formatted */
+#define count(...) h_pg_countf(&pg, __VA_ARGS__)
 
-static long long count_wait(long long want, int ms, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static long long count_wait(long long want, int ms, const char *fmt, ...)
-{
-    char sql[1500];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof sql, fmt, ap);
-    va_end(ap);
-    return h_pg_count_wait(&pg, sql, want, ms);
-}
+#define count_wait(want, ms, ...) h_pg_count_waitf(&pg, want, ms, __VA_ARGS__)
 
 /* What the queue and the cells look like, on stderr (a failing wait says where it stopped). */
 static void dump(const char *when)

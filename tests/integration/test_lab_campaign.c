@@ -86,30 +86,8 @@ static void start_cell(h_daemon_t *d, const char *sections)
     assert_int_equal(h_daemon_start(d, &pg, NULL, extra), 0);
 }
 
-static void cell_name(const h_daemon_t *d, char *out, size_t cap)
-{
-    FILE *f = fopen(d->conf, "r");
-    char line[256];
-    out[0] = '\0';
-    while (f && fgets(line, sizeof line, f)) {
-        char cell[64];
-        if (sscanf(line, "cell = %63s", cell) == 1)
-            snprintf(out, cap, "%s", cell);
-    }
-    if (f)
-        fclose(f);
-}
-
-static long long count(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static long long count(const char *fmt, ...)
-{
-    char sql[1000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof sql, fmt, ap);
-    va_end(ap);
-    return h_pg_count(&pg, sql);
-}
+/* counts in the test's PostgreSQL, the SQL formatted */
+#define count(...) h_pg_countf(&pg, __VA_ARGS__)
 
 static const char *sval(const json_t *o, const char *k)
 {
@@ -122,8 +100,8 @@ static void test_campaign_plates_run_on_another_cell(void **state)
     char ca[64], cb[64];
     start_cell(&a, sec_a);
     start_cell(&b, ""); /* no instruments: nothing of a plate can run here */
-    cell_name(&a, ca, sizeof ca);
-    cell_name(&b, cb, sizeof cb);
+    h_daemon_cell_name(&a, ca, sizeof ca);
+    h_daemon_cell_name(&b, cb, sizeof cb);
     json_decref(h_api(&a, "POST", "/v1/workflows", mix_workflow, 201));
     json_decref(h_api(&b, "POST", "/v1/workflows", mix_workflow, 201));
     assert_int_equal(
@@ -267,7 +245,7 @@ static void test_own_cell_counts_once(void **state)
     (void)state;
     char ca[64];
     start_cell(&a, sec_a);
-    cell_name(&a, ca, sizeof ca);
+    h_daemon_cell_name(&a, ca, sizeof ca);
     json_decref(h_api(&a, "POST", "/v1/workflows", mix_workflow, 201));
     char doc[2000];
     snprintf(doc, sizeof doc, "%s", campaign);

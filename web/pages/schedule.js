@@ -291,6 +291,8 @@ export function mount(root, ctx) {
         start = ptrs.size ? { left: leftEdge(), span: st.span, xs: [...ptrs.values()] } : null;
     };
     chartBox.addEventListener('pointerdown', (e) => {
+        // the drag goes on when the pointer leaves the chart, or the chart moves under it
+        if (chartBox.setPointerCapture) chartBox.setPointerCapture(e.pointerId);
         ptrs.set(e.pointerId, e.clientX);
         dragMoved = false;
         restart();
@@ -319,8 +321,10 @@ export function mount(root, ctx) {
         const tap = ptrs.size === 1 && !dragMoved && e.type === 'pointerup';
         ptrs.delete(e.pointerId);
         restart();
-        // a tap on a step opens its run (a click could land on a bar drawn anew meanwhile)
-        const step = tap && e.target.closest && e.target.closest('g.step');
+        // a tap on a step opens its run (a click could land on a bar drawn anew meanwhile); the
+        // pointer is captured by the chart's box, so the step is the one under the pointer
+        const under = tap ? document.elementFromPoint(e.clientX, e.clientY) : null;
+        const step = under && under.closest && under.closest('g.step');
         if (step) ctx.navigate(`#/runs/${encodeURIComponent(step.dataset.run)}`);
     };
     chartBox.addEventListener('pointerup', up);
