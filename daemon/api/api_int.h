@@ -208,6 +208,10 @@ const char *lab_req_header(lab_req_t *rq, const char *name);
 /* The request body as JSON valid against schema, or NULL with rq's answer set (400 malformed,
  * 422 with every problem; what names the document in the detail). */
 json_t *lab_req_json(lab_req_t *rq, const lab_jschema_t *schema, const char *what);
+/* An optional body of {} or {"reason": text of at most LAB_CANCEL_REASON_CHARS characters}
+ * (cancel, pause): the body (an empty object when none was sent; the caller's reference), or
+ * NULL with a 422 naming `what` set. */
+json_t *lab_req_reason_body(lab_req_t *rq, const char *what);
 /* SHA-256 (hex) of method, path and body: what an Idempotency-Key stands for. */
 void lab_req_hash(lab_req_t *rq, char out[65]);
 #define LAB_IDEM_KEY_MAX 255

@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/text.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -90,6 +91,24 @@ void lab_req_hash(lab_req_t *rq, char out[65])
         lab_sha256_update(&s, rq->body, rq->len);
     lab_sha256_final(&s, d);
     lab_sha256_hex(d, out);
+}
+
+json_t *lab_req_reason_body(lab_req_t *rq, const char *what)
+{
+    if (!rq->len)
+        return json_object();
+    json_t *body = json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *reason = json_object_get(body, "reason");
+    if (json_is_object(body) && json_object_size(body) == (reason ? 1u : 0u) &&
+        (!reason || (json_is_string(reason) &&
+                     lab_text_chars(json_string_value(reason), json_string_length(reason)) <=
+                         LAB_CANCEL_REASON_CHARS)))
+        return body;
+    json_decref(body);
+    lab_problem(rq, LAB_P_INVALID,
+                lab_errors_one("", "expected {} or {\"reason\": text of at most 500 characters}"),
+                "not a %s", what);
+    return NULL;
 }
 
 json_t *lab_req_json(lab_req_t *rq, const lab_jschema_t *schema, const char *what)

@@ -164,22 +164,9 @@ static void hold(lab_req_t *rq, bool paused)
     lab_driver_t *d = instrument_of(rq);
     if (!d)
         return;
-    json_t *body = NULL;
-    if (paused && rq->len) {
-        body = json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, NULL);
-        json_t *reason = json_object_get(body, "reason");
-        if (!json_is_object(body) || json_object_size(body) > (reason ? 1u : 0u) ||
-            (reason && (!json_is_string(reason) ||
-                        lab_text_chars(json_string_value(reason), json_string_length(reason)) >
-                            LAB_CANCEL_REASON_CHARS))) {
-            json_decref(body);
-            lab_problem(rq, LAB_P_INVALID,
-                        lab_errors_one("", "expected {} or {\"reason\": text of at most 500 "
-                                           "characters}"),
-                        "not a pause");
-            return;
-        }
-    }
+    json_t *body = paused ? lab_req_reason_body(rq, "pause") : NULL;
+    if (paused && !body)
+        return;
     const char *reason = json_string_value(json_object_get(body, "reason"));
     (void)lab_instr_hold(rq->api->instr, d, paused, rq->who, reason && *reason ? reason : NULL);
     json_decref(body);

@@ -452,22 +452,9 @@ void lab_api_runs_cancel(lab_req_t *rq)
     char id[LAB_UUID_LEN + 1];
     if (!live_run_id(rq, id))
         return;
-    json_t *body = NULL;
-    if (rq->len) {
-        body = json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, NULL);
-        json_t *reason = json_object_get(body, "reason");
-        if (!json_is_object(body) || json_object_size(body) > (reason ? 1u : 0u) ||
-            (reason && (!json_is_string(reason) ||
-                        lab_text_chars(json_string_value(reason), json_string_length(reason)) >
-                            LAB_CANCEL_REASON_CHARS))) {
-            json_decref(body);
-            lab_problem(rq, LAB_P_INVALID,
-                        lab_errors_one("", "expected {} or {\"reason\": text of at most 500 "
-                                           "characters}"),
-                        "not a cancellation");
-            return;
-        }
-    }
+    json_t *body = lab_req_reason_body(rq, "cancellation");
+    if (!body)
+        return;
     int rc = lab_sched_cancel(api->sched, id, rq->who,
                               json_string_value(json_object_get(body, "reason")), sched_done, rq);
     json_decref(body);

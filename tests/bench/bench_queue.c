@@ -226,15 +226,8 @@ static void claims(const h_pg_t *pg, PGconn *c, long queued)
 /* Installs graphile-worker's schema into the cluster; 0, or -1 with why. */
 static int peer_install(const h_pg_t *pg, char *version, size_t vcap, char *why, size_t wcap)
 {
-    const char *want = getenv("LAB_BENCH_PEERS");
-    if (want && strcmp(want, "0") == 0) {
-        snprintf(why, wcap, "LAB_BENCH_PEERS=0");
+    if (!bench_peers_here(why, wcap))
         return -1;
-    }
-    if (h_run("command -v node >/dev/null && command -v npm >/dev/null", NULL, 0) != 0) {
-        snprintf(why, wcap, "node or npm is not installed");
-        return -1;
-    }
     char dir[512], cmd[2048], out[256] = "";
     const char *d = getenv("LAB_BENCH_NPM_DIR");
     snprintf(dir, sizeof dir, "%s", d && *d ? d : LAB_BENCH_BUILD_DIR "/bench-npm");

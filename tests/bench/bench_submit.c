@@ -116,15 +116,8 @@ static const char peer_js[] =
 /* graphile-worker's addJob per second, or < 0 with why (skipped). */
 static double peer_per_s(int clients, int *jobs, char *version, size_t vcap, char *why, size_t wcap)
 {
-    const char *want = getenv("LAB_BENCH_PEERS");
-    if (want && strcmp(want, "0") == 0) {
-        snprintf(why, wcap, "LAB_BENCH_PEERS=0");
+    if (!bench_peers_here(why, wcap))
         return -1;
-    }
-    if (h_run("command -v node >/dev/null && command -v npm >/dev/null", NULL, 0) != 0) {
-        snprintf(why, wcap, "node or npm is not installed");
-        return -1;
-    }
     char dir[256], cmd[2048], out[1024] = "";
     const char *d = getenv("LAB_BENCH_NPM_DIR");
     const char *tmp = getenv("TMPDIR");

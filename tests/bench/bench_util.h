@@ -185,4 +185,20 @@ static inline long bench_proc_kb(pid_t pid, const char *field)
     return kb;
 }
 
+/* Whether the npm peers may be measured here: false with why when LAB_BENCH_PEERS=0 or node and
+ * npm are not installed (the bench then says it skipped them and why). */
+static inline bool bench_peers_here(char *why, size_t wcap)
+{
+    const char *want = getenv("LAB_BENCH_PEERS");
+    if (want && strcmp(want, "0") == 0) {
+        snprintf(why, wcap, "LAB_BENCH_PEERS=0");
+        return false;
+    }
+    if (h_run("command -v node >/dev/null && command -v npm >/dev/null", NULL, 0) != 0) {
+        snprintf(why, wcap, "node or npm is not installed");
+        return false;
+    }
+    return true;
+}
+
 #endif
