@@ -292,7 +292,11 @@ export function mount(root, ctx) {
     };
     chartBox.addEventListener('pointerdown', (e) => {
         // the drag goes on when the pointer leaves the chart, or the chart moves under it
-        if (chartBox.setPointerCapture) chartBox.setPointerCapture(e.pointerId);
+        try {
+            chartBox.setPointerCapture(e.pointerId);
+        } catch (err) {
+            // a pointer the browser does not know as active (a synthetic event): no capture
+        }
         ptrs.set(e.pointerId, e.clientX);
         dragMoved = false;
         restart();
