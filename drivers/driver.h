@@ -144,6 +144,13 @@ typedef enum lab_drv_role {
     LAB_DRV_ROLE_DISPENSE,     /* params {well, volume_ul (likewise)} */
     LAB_DRV_ROLE_MOVE_PLATE,   /* params {plate, from, to}: instrument ids */
     LAB_DRV_ROLE_READ,         /* the result's "values" object holds one value per well */
+    /* Which sites hold a plate, as far as the device can tell: no params; the result's "sites"
+     * is [{cassette, slot, occupied}] for every site it knows about (those it cannot sense are
+     * left out). */
+    LAB_DRV_ROLE_INVENTORY,
+    /* Read the barcode of the plate in front of the reader: no params; the result's "barcode"
+     * is the text read, or null when the device answered that it could not read a label. */
+    LAB_DRV_ROLE_SCAN,
 } lab_drv_role_t;
 
 typedef struct lab_drv_role_action {

@@ -338,8 +338,9 @@ void lab_api_instruments_action(lab_req_t *rq)
     /* Known actions are ASCII; an unknown one is refused below, and is never cut mid-character. */
     snprintf(rq->action, sizeof rq->action, "%.*s",
              (int)lab_utf8_cut(action, strlen(action), sizeof rq->action - 1), action);
-    int rc = lab_driver_call(d, action, params, timeout ? json_number_value(timeout) : 0,
-                             action_done, rq, &err, &problems);
+    lab_instr_who_t who = {NULL, NULL, by ? by : rq->who};
+    int rc = lab_instr_call(api->instr, d, action, params, timeout ? json_number_value(timeout) : 0,
+                            &who, action_done, rq, &err, &problems);
     if (rc != LAB_OK) {
         drv_problem(rq, d, action, &err, problems);
         json_decref(body);

@@ -41,6 +41,11 @@ struct lab_instr {
     uint64_t rows_failed;
     lab_instr_state_cb state_cb;
     void *state_ctx;
+    struct {
+        lab_instr_action_cb cb;
+        void *ctx;
+    } on_action[LAB_INSTR_ACTION_LISTENERS];
+    int non_action;
 };
 
 void lab_instr_on_state(lab_instr_t *in, lab_instr_state_cb cb, void *ctx)
@@ -608,4 +613,98 @@ json_t *lab_instr_doc(lab_instr_t *in, lab_driver_t *d, bool detail)
         json_object_set_new(doc, "actions", acts);
     }
     return doc;
+}
+
+/* ---- actions ---- */
+
+int lab_instr_on_action(lab_instr_t *in, lab_instr_action_cb cb, void *ctx)
+{
+    if (in->non_action >= LAB_INSTR_ACTION_LISTENERS)
+        return LAB_EFULL;
+    in->on_action[in->non_action].cb = cb;
+    in->on_action[in->non_action].ctx = ctx;
+    in->non_action++;
+    return LAB_OK;
+}
+
+bool lab_instr_action_is(const lab_driver_t *d, const char *action, lab_drv_role_t role)
+{
+    for (const lab_drv_role_action_t *r = lab_driver_ops(d)->roles; action && r && r->role; r++)
+        if (r->role == role && strcmp(r->action, action) == 0)
+            return true;
+    return false;
+}
+
+/* One action in flight: what its listeners are told when it ends, and the caller's callback. */
+typedef struct icall {
+    lab_instr_t *in;
+    char *action, *plate, *run, *by;
+    json_t *params;
+    lab_drv_done_cb cb;
+    void *arg;
+} icall_t;
+
+static void icall_free(icall_t *c)
+{
+    free(c->action);
+    free(c->plate);
+    free(c->run);
+    free(c->by);
+    json_decref(c->params);
+    free(c);
+}
+
+static void tell(lab_instr_t *in, const lab_instr_act_t *act)
+{
+    for (int i = 0; i < in->non_action; i++)
+        in->on_action[i].cb(in->on_action[i].ctx, act);
+}
+
+static void icall_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *result, void *arg)
+{
+    icall_t *c = arg;
+    lab_instr_who_t who = {c->plate, c->run, c->by};
+    bool ok = !err || err->code == LAB_OK;
+    lab_drv_error_t none = {0};
+    lab_instr_act_t act = {.d = d,
+                           .action = c->action,
+                           .params = c->params,
+                           .ended = true,
+                           .err = err ? err : &none,
+                           .result = ok ? result : NULL,
+                           .who = &who};
+    tell(c->in, &act);
+    if (c->cb)
+        c->cb(d, err, result, c->arg);
+    icall_free(c);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? lab_strdup(s) : NULL;
+}
+
+int lab_instr_call(lab_instr_t *in, lab_driver_t *d, const char *action, json_t *params,
+                   double timeout_s, const lab_instr_who_t *who, lab_drv_done_cb cb, void *arg,
+                   lab_drv_error_t *err, json_t **problems)
+{
+    icall_t *c = LAB_NEW(icall_t);
+    c->in = in;
+    c->action = dup_or_null(action);
+    c->plate = dup_or_null(who ? who->plate : NULL);
+    c->run = dup_or_null(who ? who->run : NULL);
+    c->by = dup_or_null(who ? who->by : NULL);
+    /* a copy: the caller's params may change or go before the action ends */
+    c->params = params ? json_deep_copy(params) : json_object();
+    c->cb = cb;
+    c->arg = arg;
+    int rc = lab_driver_call(d, action, c->params, timeout_s, icall_done, c, err, problems);
+    if (rc != LAB_OK) {
+        icall_free(c);
+        return rc;
+    }
+    lab_instr_who_t w = {c->plate, c->run, c->by};
+    lab_instr_act_t act = {.d = d, .action = c->action, .params = c->params, .who = &w};
+    tell(in, &act);
+    return LAB_OK;
 }

@@ -54,6 +54,38 @@ int lab_instr_hold(lab_instr_t *in, lab_driver_t *d, bool paused, const char *by
 /* A person asked the instrument for an action (by: who): while one of its prompts is open (a
  * fault, a manual move), that person and action answer it when it closes. */
 void lab_instr_note_action(lab_instr_t *in, lab_driver_t *d, const char *by, const char *action);
+/* Who an action is for: the plate it handles, the run, and who asked. */
+typedef struct lab_instr_who {
+    const char *plate; /* the plate's barcode; NULL when it handles none or none is known */
+    const char *run;   /* the run's id; NULL for a manual action */
+    const char *by;    /* the person (the token's name), or "scheduler" */
+} lab_instr_who_t;
+
+/* Every action on an instrument goes through here, the scheduler's and the API's alike: it is
+ * queued as lab_driver_call does (refused at once the same way, and then no listener hears of
+ * it), the action listeners are told when it is queued and when it ends, and cb runs after
+ * them. who may be NULL (nobody known); its strings are copied. */
+int lab_instr_call(lab_instr_t *in, lab_driver_t *d, const char *action, json_t *params,
+                   double timeout_s, const lab_instr_who_t *who, lab_drv_done_cb cb, void *arg,
+                   lab_drv_error_t *err, json_t **problems);
+
+/* An action as its listeners see it; everything borrowed for the call. */
+typedef struct lab_instr_act {
+    lab_driver_t *d;
+    const char *action;
+    json_t *params;             /* as queued */
+    bool ended;                 /* false: just queued; true: ended (err, result) */
+    const lab_drv_error_t *err; /* when ended; code LAB_OK on success */
+    json_t *result;             /* when ended with success, else NULL */
+    const lab_instr_who_t *who; /* never NULL; its members may be */
+} lab_instr_act_t;
+typedef void (*lab_instr_action_cb)(void *ctx, const lab_instr_act_t *act);
+/* Adds an action listener (at most LAB_INSTR_ACTION_LISTENERS); LAB_EFULL when full. */
+#define LAB_INSTR_ACTION_LISTENERS 4
+int lab_instr_on_action(lab_instr_t *in, lab_instr_action_cb cb, void *ctx);
+/* Whether the driver's action has the role in its roles table. */
+bool lab_instr_action_is(const lab_driver_t *d, const char *action, lab_drv_role_t role);
+
 /* The instrument's document: id, kind, driver, model, label, capacity, state, last_error,
  * telemetry (values, units, ts), info; with detail, the actions with their parameter schemas. */
 json_t *lab_instr_doc(lab_instr_t *in, lab_driver_t *d, bool detail);

@@ -294,7 +294,8 @@ void exec_advance(lab_sched_t *s, exec_t *ex)
         lab_drv_error_t err = {0};
         ex->in_call = true;
         s->calls++;
-        if (lab_driver_call(d, action, e->params, 0, call_done, c, &err, NULL) != 0) {
+        lab_instr_who_t who = {r->plate && r->plate[0] ? r->plate : NULL, r->id, "scheduler"};
+        if (lab_instr_call(s->in, d, action, e->params, 0, &who, call_done, c, &err, NULL) != 0) {
             ex->in_call = false;
             s->calls--;
             free(c);

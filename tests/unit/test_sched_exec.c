@@ -115,6 +115,69 @@ static void test_failure_then_skip(void **state)
     fx_free(f);
 }
 
+/* Every action the scheduler sends goes through lab_instr_call: its listeners hear it queued
+ * and ended, with the run's plate, the run and "scheduler"; a failure ends with its error. */
+static void heard(void *ctx, const lab_instr_act_t *a)
+{
+    char line[200];
+    snprintf(line, sizeof line, "%s %s:%s %s %s %s %s", a->ended ? "ended" : "queued",
+             lab_driver_id(a->d), a->action, a->who->plate ? a->who->plate : "-",
+             a->who->run ? a->who->run : "-", a->who->by ? a->who->by : "-",
+             !a->ended                ? ""
+             : a->err->code == LAB_OK ? "ok"
+                                      : lab_err_json_name(a->err->code));
+    json_array_append_new(ctx, json_string(line));
+}
+
+static bool heard_has(json_t *lines, const char *want)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(lines, i, v) if (strcmp(json_string_value(v), want) == 0) return true;
+    return false;
+}
+
+static void test_action_listeners(void **state)
+{
+    (void)state;
+    fx_t *f = fx_new();
+    json_t *lines = json_array();
+    assert_int_equal(lab_instr_on_action(f->in, heard, lines), 0);
+    fx_workflow(f, READS_WF("reads", "{\"action\":\"skip\"}"));
+    fake_script("rdr", "read_absorbance", FAKE_DEVICE_ERROR);
+    fx_submit(f, "r1", "reads", NULL);
+    lab_sched_replan(f->s);
+    assert_true(fx_until(f, fx_called, "rdr:read_absorbance"));
+    fx_settle(f, 20);
+    fx_recover(f, "rdr");
+    assert_true(fx_until(f, fx_run_is, "r1 done"));
+    assert_true(heard_has(lines, "queued rdr:read_absorbance r1 r1 scheduler "));
+    assert_true(heard_has(lines, "ended rdr:read_absorbance r1 r1 scheduler device_error"));
+    assert_true(heard_has(lines, "ended rdr:read_absorbance r1 r1 scheduler ok"));
+    /* each queued action ends once */
+    size_t queued = 0, ended = 0, i;
+    json_t *v;
+    json_array_foreach(lines, i, v)
+    {
+        queued += strncmp(json_string_value(v), "queued ", 7) == 0;
+        ended += strncmp(json_string_value(v), "ended ", 6) == 0;
+    }
+    assert_int_equal(queued, 2); /* the first read failed (skipped), the second one ran */
+    assert_int_equal(queued, ended);
+    /* one refused at once is not heard; the listener table has room for four */
+    lab_drv_error_t err;
+    size_t before = json_array_size(lines);
+    assert_int_not_equal(lab_instr_call(f->in, lab_instr_find(f->in, "rdr", 3), "no_such", NULL, 0,
+                                        NULL, NULL, NULL, &err, NULL),
+                         0);
+    assert_int_equal(json_array_size(lines), before);
+    for (int k = 1; k < LAB_INSTR_ACTION_LISTENERS; k++)
+        assert_int_equal(lab_instr_on_action(f->in, heard, lines), 0);
+    assert_int_equal(lab_instr_on_action(f->in, heard, lines), LAB_EFULL);
+    fx_free(f);
+    json_decref(lines);
+}
+
 static void on_done(void *arg, int status, const char *doc, const char *msg)
 {
     (void)doc;
@@ -243,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_run_keeps_readings),
         cmocka_unit_test(test_retry_with_optional_entry),
         cmocka_unit_test(test_failure_then_skip),
+        cmocka_unit_test(test_action_listeners),
         cmocka_unit_test(test_failure_then_pause_and_resume),
         cmocka_unit_test(test_dispense_unknown_outcome_pauses),
         cmocka_unit_test(test_dispense_timeout_pauses),
