@@ -212,10 +212,16 @@ static int cache_extend(lab_api_t *api, int64_t head)
         }
         if (oldest > c->last + 1)
             cache_clear(c, oldest - 1);
-        for (int i = 0; i < n; i++)
+        /* Rows past head are committed in SQLite but not yet reported on the loop: they come
+         * with their commit, when head has caught up. Taking them now would put a stream past
+         * the head it compares ids with. */
+        int take = 0;
+        while (take < n && rows[take].seq <= head)
+            take++;
+        for (int i = 0; i < take; i++)
             cache_add(c, &rows[i]);
         lab_outbox_rows_free(rows, n);
-        if (n < LAB_EVENTS_ROWS)
+        if (take < LAB_EVENTS_ROWS)
             break;
     }
     return 0;
@@ -304,13 +310,16 @@ static void stream_fill(lab_stream_t *s)
         }
         if (oldest > s->cursor + 1)
             put_reset(s, oldest);
-        for (int i = 0; i < n; i++) {
+        int take = 0; /* as in cache_extend: nothing past the head the loop knows */
+        while (take < n && rows[take].seq <= st.head_seq)
+            take++;
+        for (int i = 0; i < take; i++) {
             s->cursor = rows[i].seq;
             if (kind_wanted(s, rows[i].kind))
                 put_event(&s->out, &rows[i]);
         }
         lab_outbox_rows_free(rows, n);
-        if (n < LAB_EVENTS_ROWS)
+        if (take < LAB_EVENTS_ROWS)
             break;
     }
     if (s->keepalive_due && s->out.len == s->off)

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #define SSE_BUF (512 * 1024)
 
@@ -390,6 +391,43 @@ static void test_resume_and_reset(void **state)
     h_mqtt_destroy(&mq);
 }
 
+/* A row committed in SQLite but not yet reported on the loop (the writer's thread commits, the
+ * loop hears it a moment later) is not sent before its commit is reported: a stream that took
+ * it would stand past the head, and the next look at the head would reset it to before that
+ * row, so the client got it twice. The row is committed here behind the daemon's back, which
+ * holds that moment open. */
+static void test_nothing_past_the_head(void **state)
+{
+    (void)state;
+    h_daemon_t d;
+    assert_int_equal(h_daemon_start(&d, NULL, NULL, NULL), 0);
+    store_workflow(&d, "r1");
+    assert_int_equal(wait_head(&d, 1), 1);
+    char db[400];
+    snprintf(db, sizeof db, "%s/state/labloop.db", d.dir);
+    sqlite3 *c = NULL;
+    assert_int_equal(sqlite3_open(db, &c), SQLITE_OK);
+    sqlite3_busy_timeout(c, 5000);
+    assert_int_equal(sqlite3_exec(c,
+                                  "INSERT INTO outbox(ts_ms, kind, key, payload) VALUES "
+                                  "(1796126400000, 'workflow', 'behind', '{\"name\":\"behind\"}')",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(c);
+    sse_t s;
+    open_after(&s, &d, 0); /* before the ring: read from the outbox */
+    expect_range(&s, 1, 1);
+    ev_t e;
+    assert_int_equal(sse_next(&s, &e, 1500), 0); /* nothing more yet: the head is 1 */
+    ev_free(&e);
+    store_workflow(&d, "r2"); /* seq 3: reported, and the head passes 2 with it */
+    expect_range(&s, 2, 3);
+    assert_int_equal(sse_next(&s, &e, 500), 0); /* once each, no reset */
+    ev_free(&e);
+    sse_close(&s);
+    h_daemon_destroy(&d);
+}
+
 static void test_limits(void **state)
 {
     h_daemon_t d;
@@ -617,6 +655,7 @@ int main(void)
         cmocka_unit_test(test_format_and_filters),
         cmocka_unit_test(test_resume_and_reset),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_nothing_past_the_head),
         cmocka_unit_test(test_watch),
         cmocka_unit_test(test_auth),
     };
