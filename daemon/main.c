@@ -229,17 +229,16 @@ static void reload(labd_t *d)
     /* MONOTONIC_USEC lets a manager that waits for the reload (Type=notify-reload) match it */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    lab_sdnotify_send(&d->notify, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
+    lab_sdnotify_send(&d->notify, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading the config",
                       (unsigned long long)ts.tv_sec * 1000000ULL +
-                          (unsigned long long)ts.tv_nsec / 1000,
-                      d->cfg.path);
+                          (unsigned long long)ts.tv_nsec / 1000);
     if (lab_config_load(d->cfg.path, &next, &errs) | (lab_instr_check(&next, &errs) > 0)) {
         for (int i = 0; i < errs.n; i++)
             log_error("config", "reload refused: %s:%d: [%s] %s: %s", d->cfg.path, errs.v[i].line,
                       errs.v[i].section, errs.v[i].key, errs.v[i].reason);
         /* the running config stays: the daemon is as ready as it was */
-        lab_sdnotify_send(&d->notify, "READY=1\nSTATUS=ready; reload refused: %d error%s in %s",
-                          errs.n, errs.n == 1 ? "" : "s", d->cfg.path);
+        lab_sdnotify_send(&d->notify, "READY=1\nSTATUS=ready; reload refused: %d error%s", errs.n,
+                          errs.n == 1 ? "" : "s");
         lab_cfg_errors_free(&errs);
         lab_config_free(&next);
         return;
@@ -257,7 +256,8 @@ static void reload(labd_t *d)
     if (d->api && lab_api_reload(d->api, &next) == 0)
         log_info("config", "reload: tokens re-read");
     lab_config_free(&next);
-    lab_sdnotify_send(&d->notify, "READY=1\nSTATUS=ready; reloaded %s", d->cfg.path);
+    /* no path in a status line: one line each, and -c FILE could hold a newline */
+    lab_sdnotify_send(&d->notify, "READY=1\nSTATUS=ready; config reloaded");
     log_info("config", "reloaded %s", d->cfg.path);
 }
 

@@ -127,7 +127,20 @@ static void lifecycle(const char *name)
     int reloading = mgr_wait(&m, from, "RELOADING=1", 1, 20000);
     assert_true(strstr(m.msgs[reloading], "MONOTONIC_USEC=") != NULL);
     int again = mgr_wait(&m, reloading + 1, "READY=1", 1, 20000);
-    assert_true(strstr(m.msgs[again], "STATUS=ready; reloaded ") != NULL);
+    assert_true(strstr(m.msgs[again], "STATUS=ready; config reloaded") != NULL);
+
+    /* a reload the config refuses: the running config stays, and so does READY */
+    char cmd[1024], out[4096];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s.good' && echo 'no_such_key = 1' >> '%s'", d.conf, d.conf,
+             d.conf);
+    assert_int_equal(h_run(cmd, NULL, 0), 0);
+    from = m.n;
+    assert_int_equal(kill(d.pid, SIGHUP), 0);
+    reloading = mgr_wait(&m, from, "RELOADING=1", 1, 20000);
+    again = mgr_wait(&m, reloading + 1, "READY=1", 1, 20000);
+    assert_true(strstr(m.msgs[again], "STATUS=ready; reload refused: 1 error") != NULL);
+    snprintf(cmd, sizeof cmd, "mv '%s.good' '%s'", d.conf, d.conf);
+    assert_int_equal(h_run(cmd, NULL, 0), 0);
 
     /* SIGTERM: STOPPING=1 before anything else of the stop, then a clean exit */
     from = m.n;
@@ -141,7 +154,6 @@ static void lifecycle(const char *name)
     assert_true(mgr_find(&m, from, "READY=1") < 0);
 
     /* A NOTIFY_SOCKET it cannot use: no start, and the log says which variable */
-    char cmd[1024], out[4096];
     snprintf(cmd, sizeof cmd, "NOTIFY_SOCKET=relative.sock '%s' -c '%s' 2>&1", getenv("LABLOOPD"),
              d.conf);
     assert_int_equal(h_run(cmd, out, sizeof out), 1);
