@@ -22,7 +22,7 @@ typedef struct lab_sdnotify {
     uv_timer_t timer;
     bool timer_open;
     unsigned long long pings;   /* WATCHDOG=1 datagrams sent */
-    unsigned long long dropped; /* datagrams the socket refused (logged once each burst) */
+    unsigned long long dropped; /* refusals since the last datagram that went (the first logged) */
 } lab_sdnotify_t;
 
 /* Reads $NOTIFY_SOCKET, $WATCHDOG_USEC and $WATCHDOG_PID. 0 (n is off when $NOTIFY_SOCKET is
