@@ -4,7 +4,11 @@
  * Start order: store -> PostgreSQL writer -> MQTT bridge -> HTTP API. Stop order is the reverse
  * where it matters for "nothing acknowledged is lost": the API stops accepting, requests waiting
  * for the store finish, the API closes, the sinks drain as far as the servers allow within
- * shutdown_grace, then the store closes after its last group committed. */
+ * shutdown_grace, then the store closes after its last group committed.
+ *
+ * Under a service manager ($NOTIFY_SOCKET, core/sdnotify.h): READY=1 once the store is open, the
+ * instruments are started and the API listens; RELOADING=1 and READY=1 around a HUP; STOPPING=1
+ * when a stop begins; STATUS= lines on the way; WATCHDOG=1 from the loop while it turns. */
 #include "daemon/api/api.h"
 #include "daemon/api/auth.h"
 #include "daemon/bus/mqtt.h"
@@ -19,6 +23,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/sdnotify.h"
 #include "core/jschema.h"
 #include "daemon/model/workflow_rules.h"
 #include "daemon/store/pg.h"
@@ -36,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #ifndef LAB_VERSION
@@ -61,6 +67,7 @@ typedef struct labd {
     lab_api_t *api;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
+    lab_sdnotify_t notify; /* off without $NOTIFY_SOCKET */
     dstate_t state;
     uint64_t stop_deadline; /* loop ms */
     int sinks_pending;
@@ -83,6 +90,8 @@ static void store_closed(void *arg)
     uv_close((uv_handle_t *)&d->sig_int, NULL);
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
     uv_close((uv_handle_t *)&d->stop_timer, NULL);
+    lab_sdnotify_send(&d->notify, "STATUS=stopped");
+    lab_sdnotify_close(&d->notify);
     log_info("main", "stopped");
 }
 
@@ -99,6 +108,7 @@ static void sink_stopped(void *arg)
         return;
     }
     d->state = D_CLOSING_STORE;
+    lab_sdnotify_send(&d->notify, "STATUS=stopping: closing the local store");
     log_info("main", "sinks stopped; closing the local store");
     lab_store_close(d->store, store_closed, d);
 }
@@ -189,8 +199,10 @@ static void begin_stop(labd_t *d, const char *why)
         /* A second signal: stop waiting for servers that are not answering. */
         log_warn("main", "%s again: shortening the grace period", why);
         d->stop_deadline = uv_now(d->loop);
+        lab_sdnotify_send(&d->notify, "STATUS=stopping: %s again, grace period shortened", why);
         return;
     }
+    lab_sdnotify_send(&d->notify, "STOPPING=1\nSTATUS=stopping (%s): draining the API", why);
     log_info("main", "%s: stopping (grace=%.1fs)", why, d->cfg.shutdown_grace_s);
     d->stop_deadline = uv_now(d->loop) + (uint64_t)(d->cfg.shutdown_grace_s * 1000);
     d->state = D_DRAINING_API;
@@ -214,10 +226,19 @@ static void reload(labd_t *d)
 {
     lab_config_t next;
     lab_cfg_errors_t errs = {0};
+    /* MONOTONIC_USEC lets a manager that waits for the reload (Type=notify-reload) match it */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lab_sdnotify_send(&d->notify, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading the config",
+                      (unsigned long long)ts.tv_sec * 1000000ULL +
+                          (unsigned long long)ts.tv_nsec / 1000);
     if (lab_config_load(d->cfg.path, &next, &errs) | (lab_instr_check(&next, &errs) > 0)) {
         for (int i = 0; i < errs.n; i++)
             log_error("config", "reload refused: %s:%d: [%s] %s: %s", d->cfg.path, errs.v[i].line,
                       errs.v[i].section, errs.v[i].key, errs.v[i].reason);
+        /* the running config stays: the daemon is as ready as it was */
+        lab_sdnotify_send(&d->notify, "READY=1\nSTATUS=ready; reload refused: %d error%s", errs.n,
+                          errs.n == 1 ? "" : "s");
         lab_cfg_errors_free(&errs);
         lab_config_free(&next);
         return;
@@ -235,6 +256,8 @@ static void reload(labd_t *d)
     if (d->api && lab_api_reload(d->api, &next) == 0)
         log_info("config", "reload: tokens re-read");
     lab_config_free(&next);
+    /* no path in a status line: one line each, and -c FILE could hold a newline */
+    lab_sdnotify_send(&d->notify, "READY=1\nSTATUS=ready; config reloaded");
     log_info("config", "reloaded %s", d->cfg.path);
 }
 
@@ -440,6 +463,8 @@ static int run(labd_t *d)
     int rc;
     d->loop = uv_default_loop();
     lab_clock_init(&d->clock, d->loop, d->cfg.time_scale);
+    lab_sdnotify_send(&d->notify, "STATUS=starting: opening the local store in %s",
+                      d->cfg.state_dir);
     if ((rc = lab_store_open(&d->store, d->loop, d->cfg.state_dir)) != 0) {
         log_error("main", "cannot open the local store in %s: %s", d->cfg.state_dir,
                   lab_strerror(rc));
@@ -520,6 +545,13 @@ static int run(labd_t *d)
              d->cfg.http, d->cfg.pg_enabled ? "on" : "off (embedded)",
              d->cfg.mqtt_enabled ? "on" : "off", d->cfg.lab_shared_queue ? "on" : "off",
              lab_instr_count(d->instr), d->cfg.state_dir);
+    lab_sdnotify_send(&d->notify, "READY=1\nSTATUS=ready: http=%s instruments=%d", d->cfg.http,
+                      lab_instr_count(d->instr));
+    if ((rc = lab_sdnotify_watchdog_start(&d->notify, d->loop)) != 0)
+        log_warn("main", "cannot start the watchdog pings: %s", lab_strerror(rc));
+    else if (d->notify.watchdog_ms)
+        log_info("main", "watchdog: a ping every %llu ms",
+                 (unsigned long long)d->notify.watchdog_ms);
     uv_run(d->loop, UV_RUN_DEFAULT);
     return d->state == D_DONE ? 0 : 1;
 }
@@ -596,9 +628,19 @@ int main(int argc, char **argv)
         return 0;
     }
     lab_log_set_level(d.cfg.log_level);
+    char nerr[256];
+    if (lab_sdnotify_open(&d.notify, nerr, sizeof nerr) != 0) {
+        /* a manager that set these expects READY and pings: starting without them ends in a
+         * timeout kill that says less than this */
+        log_error("main", "cannot speak to the service manager: %s", nerr);
+        lab_config_free(&d.cfg);
+        return 1;
+    }
     log_info("main", "labloopd %s starting site=%s cell=%s", LAB_VERSION, d.cfg.site, d.cfg.cell);
     int rc = run(&d);
     if (rc != 0 && d.state == D_RUNNING) {
+        lab_sdnotify_send(&d.notify, "STATUS=start failed (the log says why)");
+        lab_sdnotify_close(&d.notify);
         /* A start failure: release what was started, in reverse. */
         if (d.api)
             lab_api_close(d.api, NULL, NULL);
