@@ -1105,8 +1105,14 @@ static void job_result(lab_fleet_t *f, job_t *j, PGresult *r)
         break;
     case J_SUBMIT:
         if (!ok) {
+            /* 42883/42P01/3F000: the lab's schema is not (yet) there: a cell that starts on
+             * a new database can be connected before its writer's migrations are done */
+            bool unset =
+                sqlstate && (strcmp(sqlstate, "42883") == 0 || strcmp(sqlstate, "42P01") == 0 ||
+                             strcmp(sqlstate, "3F000") == 0);
             int st = sqlstate && strcmp(sqlstate, "22023") == 0   ? LAB_EINVAL
                      : sqlstate && strcmp(sqlstate, "23505") == 0 ? LAB_ECONFLICT
+                     : unset                                      ? LAB_ESTATE
                                                                   : LAB_EDB;
             const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
             const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);

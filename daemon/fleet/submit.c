@@ -324,12 +324,15 @@ static void shared_done(void *arg, int status, bool replayed, const char *doc, c
                errors_one("", "Idempotency-Key was already used with another body"),
                "Idempotency-Key \"%.255s\" was first used for a different request",
                job->key ? job->key : "");
-    } else if (status == LAB_ECONN) {
+    } else if (status == LAB_ECONN || status == LAB_ESTATE) {
         lab_submit_answer_t a = {
             .why = LAB_SUBMIT_UNAVAILABLE,
             .code = why_code[LAB_SUBMIT_UNAVAILABLE],
             .errors = json_array(),
-            .detail = "the shared queue's database is not reachable; not submitted",
+            .detail = status == LAB_ECONN
+                          ? "the shared queue's database is not reachable; not submitted"
+                          : "the shared queue is not set up in PostgreSQL yet (its migrations "
+                            "are still running); not submitted",
             .retry_after_s = 5,
         };
         job->cb(job->arg, &a);

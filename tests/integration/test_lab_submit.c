@@ -209,6 +209,26 @@ static void test_submit_into_the_lab(void **state)
     assert_int_equal(h_pg_count(&pg, "SELECT count(*) FROM labloop.queue WHERE claims <> 1"), 0);
     assert_true(st.lat_n >= 2 && st.lat_p50_ms > 0 && st.lat_p50_ms <= st.lat_p99_ms);
 
+    /* Before the writer's migrations made the queue's functions (a cell that starts on a new
+     * database): a submission is "not set up yet", which the API answers 503 with Retry-After,
+     * never a 500. */
+    assert_int_equal(h_pg_query(&pg,
+                                "ALTER FUNCTION labloop.submit_run(jsonb, text, text, text) "
+                                "RENAME TO x_run",
+                                NULL, 0),
+                     0);
+    answer_t early = submit(f, fl, "{\"workflow\":\"read\",\"plate\":\"P-early\"}", NULL);
+    assert_int_equal(early.status, LAB_ESTATE);
+    answer_free(&early);
+    assert_int_equal(h_pg_query(&pg,
+                                "ALTER FUNCTION labloop.x_run(jsonb, text, text, text) RENAME TO "
+                                "submit_run",
+                                NULL, 0),
+                     0);
+    early = submit(f, fl, "{\"workflow\":\"read\",\"plate\":\"P-early\"}", NULL);
+    assert_int_equal(early.status, 0);
+    answer_free(&early);
+
     int fleet_stopped = 0, writer_stopped = 0;
     lab_fleet_stop(fl, 2000, flag, &fleet_stopped);
     while (!fleet_stopped)
