@@ -62,6 +62,9 @@ static const cfg_section_t sections[] = {
     {"workflows", O(workflows_enabled), "workflow files loaded at start; absent: API only"},
     {"scheduler", -1, "the online planner and the executor"},
     {"lab", -1, "the lab's shared queue in PostgreSQL; absent: this cell's own queue alone"},
+    {"costs", O(costs_enabled),
+     "prices of what runs use; instrument.ID = per hour and reagent.NAME = per µL besides the "
+     "keys below; absent: use is counted, every price 0"},
 };
 
 static const cfg_key_t keys[] = {
@@ -129,6 +132,12 @@ static const cfg_key_t keys[] = {
      "to the queue"},
     {"lab", "heartbeat", T_INT, O(lab_heartbeat_s), "5", 1, 1800, 0,
      "seconds between two heartbeats of this cell; at most lease / 2"},
+    {"costs", "currency", T_NAME, O(costs_currency), "EUR", 0, 0, 0,
+     "the currency of every price, e.g. EUR or USD"},
+    {"costs", "plate", T_DOUBLE, O(costs_plate), "0", 0, 1e9, 0, "price of the plate of a run"},
+    {"costs", "tip", T_DOUBLE, O(costs_tip), "0", 0, 1e9, 0, "price of one pipette tip"},
+    {"costs", "instrument_hour", T_DOUBLE, O(costs_instrument_hour), "0", 0, 1e9, 0,
+     "price of an hour of an instrument that has no instrument.ID price of its own"},
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])
@@ -390,6 +399,44 @@ static char *reader(char *str, int num, void *stream)
     return s;
 }
 
+/* [costs] instrument.ID = per hour, reagent.NAME = per µL. */
+static void price_key(parse_ctx_t *p, const char *key, const char *value)
+{
+    lab_config_t *c = p->cfg;
+    bool inst = strncmp(key, "instrument.", 11) == 0;
+    const char *name = key + (inst ? 11 : 8);
+    size_t len = strlen(name);
+    if (!len || len > 64) {
+        add_error(p->errs, p->line, "costs", key, "expected %s.NAME, NAME 1 to 64 characters",
+                  inst ? "instrument" : "reagent");
+        return;
+    }
+    for (const char *q = name; *q; q++)
+        if (!isalnum((unsigned char)*q) && !strchr("-_.", *q)) {
+            add_error(p->errs, p->line, "costs", key,
+                      "a name has only letters, digits, '-', '_' and '.'");
+            return;
+        }
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (!*value || *end || errno || !(v >= 0) || v > 1e9) {
+        add_error(p->errs, p->line, "costs", key, "expected a price from 0 to 1e9 %s",
+                  inst ? "per hour" : "per µL");
+        return;
+    }
+    lab_cfg_price_t **v_ = inst ? &c->costs_instruments : &c->costs_reagents;
+    int *n = inst ? &c->n_costs_instruments : &c->n_costs_reagents;
+    for (int i = 0; i < *n; i++)
+        if (strcmp((*v_)[i].name, name) == 0) {
+            add_error(p->errs, p->line, "costs", key, "given twice (first on line %d)",
+                      (*v_)[i].line);
+            return;
+        }
+    *v_ = lab_realloc(*v_, sizeof **v_ * (size_t)(*n + 1));
+    (*v_)[(*n)++] = (lab_cfg_price_t){lab_strdup(name), v, p->line};
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
     parse_ctx_t *p = user;
@@ -406,6 +453,11 @@ static int handler(void *user, const char *section, const char *name, const char
         return 1; /* the section itself is already reported */
     if (strncmp(name, "sim_", 4) == 0)
         return 1; /* labloop-sim's own keys: the daemon and the simulator share the file */
+    if (strcmp(section, "costs") == 0 &&
+        (strncmp(name, "instrument.", 11) == 0 || strncmp(name, "reagent.", 8) == 0)) {
+        price_key(p, name, value);
+        return 1;
+    }
     const cfg_key_t *k = find_key(section, name);
     if (!k) {
         add_error(p->errs, p->line, section, name, "unknown key");
@@ -540,7 +592,27 @@ int lab_config_load(const char *path, lab_config_t *cfg, lab_cfg_errors_t *errs)
                   "%d s is more than half the lease (%d s): one late heartbeat would lose the "
                   "cell",
                   cfg->lab_heartbeat_s, cfg->lab_lease_s);
+    for (int i = 0; i < cfg->n_costs_instruments; i++) {
+        bool known = false;
+        for (int j = 0; j < cfg->n_instruments; j++)
+            known |= strcmp(cfg->instruments[j].id, cfg->costs_instruments[i].name) == 0;
+        if (!known) {
+            char key[80];
+            snprintf(key, sizeof key, "instrument.%s", cfg->costs_instruments[i].name);
+            add_error(errs, cfg->costs_instruments[i].line, "costs", key,
+                      "no [instrument %s] section", cfg->costs_instruments[i].name);
+        }
+    }
     return errs->n ? LAB_ECONFIG : LAB_OK;
+}
+
+static void prices_free(lab_cfg_price_t **v, int *n)
+{
+    for (int i = 0; i < *n; i++)
+        free((*v)[i].name);
+    free(*v);
+    *v = NULL;
+    *n = 0;
 }
 
 void lab_config_free(lab_config_t *cfg)
@@ -563,6 +635,8 @@ void lab_config_free(lab_config_t *cfg)
     }
     free(cfg->instruments);
     cfg->instruments = NULL;
+    prices_free(&cfg->costs_instruments, &cfg->n_costs_instruments);
+    prices_free(&cfg->costs_reagents, &cfg->n_costs_reagents);
     cfg->n_instruments = 0;
     free(cfg->path);
     free(cfg->dir);

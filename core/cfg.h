@@ -21,6 +21,13 @@ typedef struct lab_cfg_instrument {
     int n, cap;
 } lab_cfg_instrument_t;
 
+/* A price of [costs] named by its key: instrument.ID (per hour) or reagent.NAME (per µL). */
+typedef struct lab_cfg_price {
+    char *name; /* the instrument id or the reagent name */
+    double value;
+    int line;
+} lab_cfg_price_t;
+
 typedef struct lab_config {
     char *path; /* the file as given */
     char *dir;  /* its directory: relative paths in the file are relative to it */
@@ -75,6 +82,15 @@ typedef struct lab_config {
     bool lab_shared_queue; /* claim from and submit to labloop.queue in PostgreSQL */
     int lab_lease_s;       /* a cell not heard from this long is lost */
     int lab_heartbeat_s;   /* at most lease / 2 */
+
+    /* [costs]; absent: what runs use is counted and every price is 0 */
+    bool costs_enabled;
+    char *costs_currency;
+    double costs_plate;           /* per plate run */
+    double costs_tip;             /* per tip */
+    double costs_instrument_hour; /* per instrument-hour, for an instrument without its own */
+    lab_cfg_price_t *costs_instruments, *costs_reagents; /* instrument.ID, reagent.NAME */
+    int n_costs_instruments, n_costs_reagents;
 
     /* [instrument ID], in file order */
     lab_cfg_instrument_t *instruments;

@@ -190,6 +190,12 @@ json_t *lab_json_text(const char *s, size_t max);
 /* [{"path": path, "message": message}], both made valid as by lab_json_text */
 json_t *lab_errors_one(const char *path, const char *message);
 
+/* Appends to errs one {path: name, message} for each query parameter of rq not among known
+ * (NULL-terminated), the message naming those that are. */
+void lab_query_unknown(lab_req_t *rq, const char *const *known, json_t *errs);
+/* Appends one {path: name, message} to errs. */
+void lab_query_error_add(json_t *errs, const char *name, const char *message);
+
 /* ---- answers (http.c) ---- */
 /* Sets rq's answer: text (malloc'd, taken over) with a content type. */
 struct MHD_Response *lab_respond(lab_req_t *rq, unsigned status, const char *ctype, char *text,
@@ -246,6 +252,7 @@ void lab_api_instruments_get(lab_req_t *rq);
 void lab_api_instruments_action(lab_req_t *rq);
 void lab_api_instruments_pause(lab_req_t *rq);
 void lab_api_instruments_record(lab_req_t *rq);
+void lab_api_instruments_utilisation(lab_req_t *rq);
 void lab_api_instruments_resume(lab_req_t *rq);
 void lab_api_workflows_post(lab_req_t *rq);
 void lab_api_workflows_list(lab_req_t *rq);

@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/text.h"
+#include "core/utf8.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -142,6 +143,44 @@ json_t *lab_req_json(lab_req_t *rq, const lab_jschema_t *schema, const char *wha
 const char *lab_req_header(lab_req_t *rq, const char *name)
 {
     return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
+}
+
+typedef struct query_check {
+    const char *const *known;
+    json_t *errs;
+} query_check_t;
+
+static enum MHD_Result query_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+    (void)kind;
+    (void)value;
+    query_check_t *q = cls;
+    for (const char *const *k = q->known; *k; k++)
+        if (strcmp(key, *k) == 0)
+            return MHD_YES;
+    char names[200] = "";
+    size_t len = 0;
+    for (const char *const *k = q->known; *k && len < sizeof names - 1; k++)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", len ? ", " : "", *k);
+    char msg[260], name[80];
+    snprintf(msg, sizeof msg, "unknown (%s %s)", names, q->known[0] && q->known[1] ? "are" : "is");
+    snprintf(name, sizeof name, "%.*s", (int)lab_utf8_cut(key, strlen(key), 64), key);
+    lab_query_error_add(q->errs, name, msg);
+    return MHD_YES;
+}
+
+void lab_query_error_add(json_t *errs, const char *name, const char *message)
+{
+    json_t *one = lab_errors_one(name, message);
+    json_array_extend(errs, one);
+    json_decref(one);
+}
+
+void lab_query_unknown(lab_req_t *rq, const char *const *known, json_t *errs)
+{
+    query_check_t q = {known, errs};
+    MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, query_one, &q);
 }
 
 const char *lab_req_query(lab_req_t *rq, const char *name)

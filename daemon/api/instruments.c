@@ -8,6 +8,8 @@
 #include "core/mem.h"
 #include "core/text.h"
 #include "core/utf8.h"
+#include "core/clock.h"
+#include "daemon/store/utilisation.h"
 
 #include <string.h>
 
@@ -348,4 +350,91 @@ void lab_api_instruments_action(lab_req_t *rq)
     }
     json_decref(body);
     lab_req_suspend(rq);
+}
+
+/* ---- utilisation ---- */
+
+#define DAY_MS 86400000LL
+
+/* A day (YYYY-MM-DD: its midnight, UTC) or an RFC 3339 time. */
+static bool parse_when(const char *s, int64_t *ms)
+{
+    char t[40];
+    if (strlen(s) == 10 && s[4] == '-' && s[7] == '-') {
+        snprintf(t, sizeof t, "%sT00:00:00Z", s);
+        s = t;
+    }
+    return lab_time_parse(s, ms) == 0;
+}
+
+/* GET /v1/instruments/{id}/utilisation?from=&to=&by=day|campaign: lab seconds in each state per
+ * UTC day of [from, to) (default: the last 7 days up to now), from the store's intervals; with
+ * by=campaign also the seconds each campaign's steps ran on it. */
+void lab_api_instruments_utilisation(lab_req_t *rq)
+{
+    lab_driver_t *d = instrument_of(rq);
+    if (!d)
+        return;
+    static const char *const known[] = {"from", "to", "by", NULL};
+    json_t *errs = json_array();
+    lab_query_unknown(rq, known, errs);
+    const char *from_s = lab_req_query(rq, "from"), *to_s = lab_req_query(rq, "to");
+    const char *by = lab_req_query(rq, "by");
+    int64_t now = lab_clock_now_ms(rq->api->clock);
+    int64_t to = (now / DAY_MS + 1) * DAY_MS, from = to - 7 * DAY_MS;
+    if (from_s && !parse_when(from_s, &from))
+        lab_query_error_add(errs, "from", "not a day (YYYY-MM-DD) or an RFC 3339 time");
+    if (to_s && !parse_when(to_s, &to))
+        lab_query_error_add(errs, "to", "not a day (YYYY-MM-DD) or an RFC 3339 time");
+    if (from_s && !to_s && from < now)
+        to = (now / DAY_MS + 1) * DAY_MS;
+    if (by && strcmp(by, "day") != 0 && strcmp(by, "campaign") != 0)
+        lab_query_error_add(errs, "by", "day or campaign");
+    if (json_array_size(errs) == 0 && to <= from)
+        lab_query_error_add(errs, "to", "must be after from");
+    if (json_array_size(errs) == 0 && to - from > LAB_UTIL_SPAN_MAX_MS)
+        lab_query_error_add(errs, "to", "at most 366 days after from");
+    if (json_array_size(errs) > 0) {
+        size_t n = json_array_size(errs);
+        lab_problem(rq, LAB_P_BAD_REQUEST, errs, "%zu bad query parameter%s", n, n == 1 ? "" : "s");
+        return;
+    }
+    json_decref(errs);
+    json_t *days = NULL, *camps = NULL;
+    int rc = lab_util_days(rq->api->store, lab_driver_id(d), from, to, now, &days);
+    if (!rc && by && strcmp(by, "campaign") == 0)
+        rc = lab_util_campaigns(rq->api->store, lab_driver_id(d), &camps);
+    if (rc) {
+        json_decref(days);
+        lab_problem(rq, LAB_P_INTERNAL, NULL, "the store could not be read: %s", lab_strerror(rc));
+        return;
+    }
+    json_t *totals = json_object();
+    size_t i;
+    json_t *day;
+    json_array_foreach(days, i, day)
+    {
+        const char *k;
+        json_t *v;
+        json_object_foreach(json_object_get(day, "seconds"), k, v)
+        {
+            double was = json_real_value(json_object_get(totals, k));
+            json_object_set_new(totals, k, json_real(was + json_real_value(v)));
+        }
+    }
+    double secs[LAB_INST_NSTATES];
+    lab_instr_state_seconds(rq->api->instr, d, secs);
+    json_t *since = json_object();
+    for (int s = LAB_INST_OFFLINE; s <= LAB_INST_FAULT; s++)
+        json_object_set_new(since, lab_inst_state_name((lab_inst_state_t)s), json_real(secs[s]));
+    char f[32], t[32], n[32];
+    lab_time_iso(from, f);
+    lab_time_iso(to, t);
+    lab_time_iso(now, n);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "instrument", lab_driver_id(d), "from", f,
+                  "to", t, "now", n, "days", days, "totals", totals, "since_start", since);
+    if (camps)
+        json_object_set_new(doc, "campaigns", camps);
+    lab_respond_json(rq, 200, doc);
 }

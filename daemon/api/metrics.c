@@ -234,6 +234,17 @@ void lab_api_metrics(lab_req_t *rq)
                     lab_driver_id(d), lab_inst_state_name((lab_inst_state_t)s),
                     (int)lab_driver_state(d) == s);
         }
+        head(&b, "labloop_instrument_state_seconds_total", "counter",
+             "Lab seconds each instrument spent in each state since the daemon started.");
+        for (int i = 0; i < ni; i++) {
+            lab_driver_t *d = lab_instr_at(api->instr, i);
+            double secs[LAB_INST_NSTATES];
+            lab_instr_state_seconds(api->instr, d, secs);
+            for (int s = LAB_INST_OFFLINE; s <= LAB_INST_FAULT; s++)
+                put(&b,
+                    "labloop_instrument_state_seconds_total{instrument=\"%s\",state=\"%s\"} %.3f\n",
+                    lab_driver_id(d), lab_inst_state_name((lab_inst_state_t)s), secs[s]);
+        }
         static const struct {
             const char *name, *type, *help;
         } per_inst[] = {

@@ -31,6 +31,7 @@ const lab_route_t lab_routes[] = {
     {"POST", "/v1/instruments/{id}/pause", SUBMITTERS, true, lab_api_instruments_pause},
     {"POST", "/v1/instruments/{id}/resume", SUBMITTERS, false, lab_api_instruments_resume},
     {"POST", "/v1/instruments/{id}/record", SUBMITTERS, true, lab_api_instruments_record},
+    {"GET", "/v1/instruments/{id}/utilisation", READERS, false, lab_api_instruments_utilisation},
     {"POST", "/v1/workflows", SUBMITTERS, true, lab_api_workflows_post},
     {"GET", "/v1/workflows", READERS, false, lab_api_workflows_list},
     {"GET", "/v1/workflows/{name}", READERS, false, lab_api_workflows_get},

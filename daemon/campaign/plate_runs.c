@@ -442,6 +442,22 @@ void campaigns_plate_trouble(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_
     }
 }
 
+/* A candidate's share of its plate run's cost: its wells over the plate's used wells (the
+ * controls' wells are shared by the candidates beside them). NULL when the run has no cost. */
+static json_t *candidate_cost(const json_t *run, const json_t *layout, int wells)
+{
+    json_t *cost = json_object_get(run, "cost");
+    json_t *total = json_object_get(cost, "total");
+    size_t used = json_object_size(layout);
+    if (!json_is_number(total) || !used || wells <= 0)
+        return NULL;
+    double share = (double)wells / (double)used;
+    return json_pack("{s:O, s:O, s:i, s:i, s:f, s:f}", "currency",
+                     json_object_get(cost, "currency"), "plate_run", total, "wells", wells,
+                     "plate_wells", (int)used, "share", share, "cost",
+                     round(json_number_value(total) * share * 1e6) / 1e6);
+}
+
 void campaigns_plate_done(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *c, int pi,
                           const json_t *run)
 {
@@ -532,6 +548,9 @@ void campaigns_plate_done(lab_campaigns_t *l, lab_campaigns_write_t *w, camp_t *
             json_object_get(campaigns_objective(c), "measure"), "at", campaigns_now_iso(l));
         if (json_object_get(k->doc, "fit"))
             json_object_set(res, "fit", json_object_get(k->doc, "fit"));
+        json_t *cost = candidate_cost(run, p->wells, n);
+        if (cost)
+            json_object_set_new(res, "cost", cost);
         json_object_set(k->doc, "result", res);
         campaigns_cand_set(l, w, c, k, LAB_CAND_COMPLETED, NULL);
         text = json_dumps(res, JSON_COMPACT);

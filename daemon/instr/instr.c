@@ -6,6 +6,7 @@
 #include "core/mem.h"
 #include "daemon/bus/topics.h"
 #include "daemon/store/prompts.h"
+#include "daemon/store/utilisation.h"
 #include "drivers/transport/wirerec.h"
 #include "protocols/report.h"
 
@@ -26,6 +27,11 @@ typedef struct inst {
     /* its prompts (fault, a manual move) are open; who last asked it for an action, and which */
     bool fault_open, move_open;
     char *actor, *act;
+    /* lab seconds in each state since the daemon started, the current state and since when */
+    double secs[LAB_INST_NSTATES];
+    lab_inst_state_t cur;
+    int64_t cur_ms;
+    bool cur_known;
 } inst_t;
 
 struct lab_instr {
@@ -46,6 +52,8 @@ struct lab_instr {
         void *ctx;
     } on_action[LAB_INSTR_ACTION_LISTENERS];
     int non_action;
+    uv_timer_t seen; /* marks the open state intervals as lasting (utilisation) */
+    bool seen_on;
 };
 
 void lab_instr_on_state(lab_instr_t *in, lab_instr_state_cb cb, void *ctx)
@@ -153,12 +161,15 @@ typedef struct row_op {
     const char *kind;
     char *key, *payload;
     int64_t ts_ms;
+    const char *state; /* an instrument.state row: the state its interval is in */
 } row_op_t;
 
 static int row_apply(lab_store_op_t *op, sqlite3 *db)
 {
     row_op_t *r = (row_op_t *)op;
     int64_t seq = lab_outbox_append(db, r->kind, r->key, r->payload, r->ts_ms);
+    if (seq > 0 && r->state)
+        return lab_util_change(db, r->key, r->state, r->ts_ms);
     return seq > 0 ? 0 : (int)seq;
 }
 
@@ -176,8 +187,9 @@ static void row_done(lab_store_op_t *op, int status)
     free(r);
 }
 
+/* state: for an instrument.state row, the state (its interval begins with the row). */
 static void append_row(lab_instr_t *in, const char *kind, const char *key, json_t *doc,
-                       int64_t ts_ms)
+                       int64_t ts_ms, const char *state)
 {
     row_op_t *r = lab_calloc(1, sizeof *r);
     r->op.apply = row_apply;
@@ -187,6 +199,7 @@ static void append_row(lab_instr_t *in, const char *kind, const char *key, json_
     r->key = lab_strdup(key);
     r->payload = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10));
     r->ts_ms = ts_ms;
+    r->state = state;
     lab_store_submit(in->st, &r->op);
 }
 
@@ -281,18 +294,41 @@ void lab_instr_note_action(lab_instr_t *in, lab_driver_t *d, const char *by, con
     it->act = lab_strdup(action);
 }
 
+/* The seconds of the state that ends go to its total; an instrument's clock never runs
+ * backwards in the totals. */
+static void state_count(inst_t *it, lab_inst_state_t state, int64_t now_ms)
+{
+    if (it->cur_known && now_ms > it->cur_ms)
+        it->secs[it->cur] += (double)(now_ms - it->cur_ms) / 1000.0;
+    if (!it->cur_known || now_ms > it->cur_ms)
+        it->cur_ms = now_ms;
+    it->cur = state;
+    it->cur_known = true;
+}
+
+void lab_instr_state_seconds(lab_instr_t *in, lab_driver_t *d, double out[LAB_INST_NSTATES])
+{
+    inst_t *it = inst_of(in, d);
+    for (int k = 0; k < LAB_INST_NSTATES; k++)
+        out[k] = it ? it->secs[k] : 0;
+    int64_t now = lab_clock_now_ms(in->clock);
+    if (it && it->cur_known && now > it->cur_ms)
+        out[it->cur] += (double)(now - it->cur_ms) / 1000.0;
+}
+
 static void on_state(void *ctx, lab_driver_t *d, lab_inst_state_t state,
                      const lab_drv_error_t *last)
 {
-    (void)state;
     (void)last;
     lab_instr_t *in = ctx;
     inst_t *it = inst_of(in, d);
     if (!it) /* the first report comes from lab_driver_start, before v[i].drv is set */
         return;
     it->state_ms = lab_clock_now_ms(in->clock);
+    state_count(it, state, it->state_ms);
     json_t *doc = lab_instr_doc(in, d, false);
-    append_row(in, "instrument.state", lab_driver_id(d), doc, it->state_ms);
+    append_row(in, "instrument.state", lab_driver_id(d), doc, it->state_ms,
+               lab_inst_state_name(state));
     json_decref(doc);
     prompts_update(in, it, d, state);
     if (in->state_cb)
@@ -321,7 +357,7 @@ static void on_telemetry(void *ctx, lab_driver_t *d, int64_t ts_ms, json_t *valu
     lab_time_iso(ts_ms, ts);
     json_t *doc = json_pack("{s:s, s:s, s:O, s:o}", "instrument", lab_driver_id(d), "ts", ts,
                             "values", values, "units", units);
-    append_row(in, "instrument.telemetry", lab_driver_id(d), doc, ts_ms);
+    append_row(in, "instrument.telemetry", lab_driver_id(d), doc, ts_ms, NULL);
     json_decref(doc);
 }
 
@@ -394,6 +430,12 @@ int lab_instr_start(lab_instr_t **out, uv_loop_t *loop, const lab_config_t *cfg,
     return lab_instr_start_with(out, loop, cfg, st, mqtt, clock, NULL);
 }
 
+static void on_seen(uv_timer_t *t)
+{
+    lab_instr_t *in = t->data;
+    lab_util_seen(in->st, lab_clock_now_ms(in->clock));
+}
+
 static const lab_driver_ops_t *extra_find(const lab_driver_ops_t *const *extra,
                                           const lab_drv_conf_t *dc)
 {
@@ -421,6 +463,13 @@ int lab_instr_start_with(lab_instr_t **out, uv_loop_t *loop, const lab_config_t 
         int64_t now = lab_clock_now_ms(clock);
         lab_prompts_close_prefix(st, "instrument:", "restart", now);
         lab_prompts_close_prefix(st, "move:", "restart", now);
+        /* intervals a kill -9 left open end where they were last known to last */
+        lab_util_close_stale(st);
+        uv_timer_init(loop, &in->seen);
+        in->seen.data = in;
+        uv_timer_start(&in->seen, on_seen, LAB_UTIL_SEEN_MS, LAB_UTIL_SEEN_MS);
+        uv_unref((uv_handle_t *)&in->seen);
+        in->seen_on = true;
     }
     /* Recording is on by default, into STATE_DIR/wire (docs/design.md, Wire recording). */
     char *wire_dir = lab_asprintf("%s/wire", cfg->state_dir);
@@ -489,11 +538,21 @@ static void one_closed(void *arg)
         instr_free(in);
 }
 
+static void seen_closed(uv_handle_t *h)
+{
+    one_closed(h->data);
+}
+
 void lab_instr_close(lab_instr_t *in, void (*cb)(void *arg), void *arg)
 {
     in->close_cb = cb;
     in->close_arg = arg;
     in->closing = 1;
+    if (in->seen_on) { /* a clean stop: every state lasted until now */
+        lab_util_close_all(in->st, lab_clock_now_ms(in->clock));
+        in->closing++;
+        uv_close((uv_handle_t *)&in->seen, seen_closed);
+    }
     for (int i = 0; i < in->n; i++)
         if (in->v[i].drv) {
             in->closing++;
@@ -549,7 +608,8 @@ int lab_instr_hold(lab_instr_t *in, lab_driver_t *d, bool paused, const char *by
     if (lab_driver_state(d) == before) {
         it->state_ms = now;
         json_t *doc = lab_instr_doc(in, d, false);
-        append_row(in, "instrument.state", lab_driver_id(d), doc, now);
+        append_row(in, "instrument.state", lab_driver_id(d), doc, now,
+                   lab_inst_state_name(lab_driver_state(d)));
         json_decref(doc);
     }
     return 0;

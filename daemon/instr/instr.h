@@ -86,6 +86,10 @@ int lab_instr_on_action(lab_instr_t *in, lab_instr_action_cb cb, void *ctx);
 /* Whether the driver's action has the role in its roles table. */
 bool lab_instr_action_is(const lab_driver_t *d, const char *action, lab_drv_role_t role);
 
+/* Lab seconds the instrument spent in each state (indexed by lab_inst_state_t) since the
+ * daemon started, the current state's time until now included. */
+void lab_instr_state_seconds(lab_instr_t *in, lab_driver_t *d, double out[LAB_INST_NSTATES]);
+
 /* The instrument's document: id, kind, driver, model, label, capacity, state, last_error,
  * telemetry (values, units, ts), info; with detail, the actions with their parameter schemas. */
 json_t *lab_instr_doc(lab_instr_t *in, lab_driver_t *d, bool detail);

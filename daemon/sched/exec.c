@@ -2,6 +2,7 @@
  * program's entries one driver call or wait at a time, records marks, measurements and what was
  * done, and ends the step done or failed (then recovery.c decides). */
 #include "daemon/sched/sched_int.h"
+#include "daemon/model/cost.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/text.h"
@@ -139,6 +140,32 @@ static void progress_add(exec_t *ex, const program_entry_t *e)
         ex->wet = true;
 }
 
+/* Tips picked up and µL aspirated by a confirmed action, into the step's record (its cost). */
+static void consumed_add(sstep_t *st, const program_entry_t *e)
+{
+    json_t *tmp = json_object();
+    if (st->consumed)
+        json_object_set(tmp, "consumed", st->consumed);
+    if (e->role == LAB_DRV_ROLE_PICK_UP_TIPS) {
+        json_t *ch = json_object_get(e->params, "channels");
+        lab_consumed_add(tmp, json_is_integer(ch) ? (int)json_integer_value(ch) : 1, NULL, 0);
+    } else if (e->role == LAB_DRV_ROLE_ASPIRATE) {
+        const char *reagent = json_string_value(json_object_get(e->params, "reagent"));
+        json_t *v = json_object_get(e->params, "volume_ul");
+        double ul = json_is_number(v) ? json_number_value(v) : 0;
+        size_t i;
+        json_t *one;
+        json_array_foreach(v, i, one) ul += json_number_value(one);
+        lab_consumed_add(tmp, 0, reagent && *reagent ? reagent : "unnamed", ul);
+    }
+    json_t *c = json_object_get(tmp, "consumed");
+    if (c && c != st->consumed) {
+        json_decref(st->consumed);
+        st->consumed = json_incref(c);
+    }
+    json_decref(tmp);
+}
+
 static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *result, void *arg)
 {
     (void)d;
@@ -184,6 +211,7 @@ static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *resul
         return;
     }
     progress_add(ex, e);
+    consumed_add(st, e);
     if (e->mark == PROGRAM_MARK_LOADED) {
         st->loaded_ms = now_ms(s);
         if (!ex->cleanup)

@@ -2,6 +2,7 @@
  * its state, every change of a run's or a step's state through the one setter of its table, and
  * the writes of the document through the store's outbox. */
 #include "daemon/sched/sched_int.h"
+#include "daemon/model/cost.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/text.h"
@@ -112,6 +113,8 @@ static void run_doc_sync(lab_sched_t *s, srun_t *r)
             json_object_set_new(o, "interruptions", json_integer(st->interruptions));
         if (st->error[0])
             json_object_set_new(o, "error", json_string(st->error));
+        if (st->consumed)
+            json_object_set(o, "consumed", st->consumed);
         json_array_append_new(steps, o);
     }
     json_object_set_new(r->doc, "steps", steps);
@@ -147,6 +150,9 @@ void run_steps_from_doc(lab_sched_t *s, srun_t *r)
         json_t *lag = json_object_get(o, "lag_s");
         st->lag_s = json_is_number(lag) ? json_number_value(lag) : -1;
         lab_text_copy(st->error, sizeof st->error, json_string_value(json_object_get(o, "error")));
+        json_t *used = json_object_get(o, "consumed");
+        json_decref(st->consumed);
+        st->consumed = json_is_object(used) ? json_deep_copy(used) : NULL;
         st->holds_site = st->cassette && st->inst >= 0 &&
                          (st->state == LAB_STEP_RUNNING || (st->loaded_ms && !st->unloaded));
         if (st->holds_site)
@@ -292,6 +298,8 @@ void run_free(srun_t *r)
     json_decref(r->doc);
     json_decref(r->wf);
     free(r->plate);
+    for (int k = 0; r->st && k < r->n; k++)
+        json_decref(r->st[k].consumed);
     free(r->st);
     free(r);
 }
@@ -502,6 +510,14 @@ int run_step_set(srun_t *r, sstep_t *st, lab_step_state_t to)
     return lab_step_set_state(&st->state, to, id);
 }
 
+static bool run_begun(const srun_t *r)
+{
+    for (int k = 0; k < r->n; k++)
+        if (r->st[k].start_ms)
+            return true;
+    return false;
+}
+
 /* A refused end keeps the run (in memory and stored) as it is, for a person to see. */
 void run_finish(lab_sched_t *s, srun_t *r, lab_run_state_t to, json_t *rows, pend_t *p)
 {
@@ -510,6 +526,9 @@ void run_finish(lab_sched_t *s, srun_t *r, lab_run_state_t to, json_t *rows, pen
         return;
     }
     doc_put_time(r->doc, "ended_at", now_ms(s));
+    run_doc_sync(s, r);
+    if (run_begun(r)) /* what it used; a run that never began used nothing */
+        json_object_set_new(r->doc, "cost", lab_run_cost(s->cfg, r->doc));
     run_persist(s, r, rows, p);
     if (!r->ex || !r->ex->cleanup)
         run_remove(s, r);

@@ -41,6 +41,7 @@ typedef struct sstep {
     double lag_s; /* start - previous end, seconds; < 0 when not started or first */
     bool lag_violated;
     char error[300];
+    json_t *consumed; /* what its confirmed actions used: {tips, reagents: {name: µL}}; NULL */
 } sstep_t;
 
 typedef struct exec exec_t;

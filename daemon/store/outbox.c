@@ -15,6 +15,8 @@ const lab_outbox_kind_t lab_outbox_kinds[] = {
     {"run.state", "run id", "the run document after the change"},
     {"instrument.state", "instrument id", "the instrument's state document"},
     {"instrument.telemetry", "instrument id", "one telemetry sample"},
+    {"instrument.interval", "instrument id",
+     "an interval the instrument spent in one state, once it ended (from, to, seconds)"},
     {"workflow", "workflow name", "a stored workflow version (never changed afterwards)"},
     {"measurement", "run id", "one measurement with its well and raw value"},
     {"campaign", "campaign id", "the campaign document after a change (state, counters)"},

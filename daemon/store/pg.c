@@ -146,6 +146,12 @@ static const pg_kind_t pg_kinds[] = {
      "model = EXCLUDED.model, state = EXCLUDED.state, last_error = EXCLUDED.last_error, "
      "doc = EXCLUDED.doc, updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq "
      "WHERE t.seq < EXCLUDED.seq"},
+    {"instrument.interval",
+     "INSERT INTO labloop.instrument_states (cell, seq, instrument, state, from_ts, to_ts) "
+     "SELECT $1, e.seq, e.key, e.payload->>'state', (e.payload->>'from')::timestamptz, "
+     "(e.payload->>'to')::timestamptz "
+     "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'instrument.interval' ON CONFLICT (cell, seq) DO NOTHING"},
     {"instrument.telemetry",
      "INSERT INTO labloop.telemetry (cell, seq, ts, instrument, name, value, unit) "
      "SELECT $1, e.seq, e.ts, e.key, v.key, (v.value #>> '{}')::float8, "

@@ -71,11 +71,16 @@ static int daemon_teardown(void **state)
     return 0;
 }
 
+/* Prices: what each plate run and candidate cost is checked against them. */
+#define COSTS                                                                                      \
+    "[costs]\ncurrency = EUR\nplate = 2.5\ntip = 0.1\ninstrument_hour = 6\n"                       \
+    "instrument.reader1 = 36\nreagent.substrate = 0.01\n"
+
 static void start_daemon(h_daemon_t *d)
 {
     char extra[4800];
     live = d;
-    snprintf(extra, sizeof extra, "[labloop]\ntime_scale = " SCALE "\n%s", sections);
+    snprintf(extra, sizeof extra, "[labloop]\ntime_scale = " SCALE "\n%s%s", sections, COSTS);
     assert_int_equal(h_daemon_start(d, &pg, &mq, extra), 0);
 }
 
@@ -177,6 +182,90 @@ static double expected(double substrate, double inhibitor)
 }
 
 /* ---- a campaign over HTTP: bad documents, a batch, results everywhere ---- */
+
+/* Each result's cost is its wells' share of its plate run's cost; the run's cost is the sum of
+ * its parts at the prices of COSTS, each part recomputed here from the quantities beside it;
+ * PostgreSQL's run_costs and campaign_costs add up the same. */
+static void check_costs(h_daemon_t *d, const char *campaign)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/v1/campaigns/%s/results", campaign);
+    json_t *r = h_api(d, "GET", path, NULL, 200);
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(r, "results"), i, x)
+    {
+        json_t *c = json_object_get(x, "cost");
+        if (!c)
+            fail_msg("result %s has no cost", sval(x, "candidate"));
+        assert_string_equal(sval(c, "currency"), "EUR");
+        json_t *run = h_run_get(d, sval(x, "run"));
+        json_t *rc = json_object_get(run, "cost");
+        double total = json_number_value(json_object_get(rc, "total"));
+        if (json_number_value(json_object_get(c, "plate_run")) != total)
+            fail_msg("result %s: plate run cost %.17g, the run says %.17g: %s",
+                     sval(x, "candidate"), json_number_value(json_object_get(c, "plate_run")),
+                     total, json_dumps(run, JSON_COMPACT));
+        int wells = (int)json_integer_value(json_object_get(c, "wells"));
+        int used = (int)json_integer_value(json_object_get(c, "plate_wells"));
+        assert_int_equal(wells, 2); /* two replicates */
+        assert_true(used > wells);
+        /* to a millionth of the currency */
+        assert_true(fabs(json_number_value(json_object_get(c, "cost")) - total * wells / used) <=
+                    5.000001e-7);
+        /* the run's total from its parts */
+        double parts = json_number_value(json_object_get(rc, "plate"));
+        assert_true(parts == 2.5);
+        size_t k;
+        json_t *p;
+        bool reader = false;
+        json_array_foreach(json_object_get(rc, "instruments"), k, p)
+        {
+            double per = strcmp(sval(p, "instrument"), "reader1") == 0 ? 36 : 6;
+            reader |= per == 36;
+            assert_true(json_number_value(json_object_get(p, "per_hour")) == per);
+            double s = json_number_value(json_object_get(p, "seconds"));
+            assert_true(s > 0);
+            assert_true(fabs(json_number_value(json_object_get(p, "cost")) - s / 3600 * per) <=
+                        5.000001e-7);
+            parts += json_number_value(json_object_get(p, "cost"));
+        }
+        assert_true(reader);
+        json_t *tips = json_object_get(rc, "tips");
+        assert_true(json_integer_value(json_object_get(tips, "count")) >= 8);
+        parts += json_number_value(json_object_get(tips, "cost"));
+        bool substrate = false;
+        json_array_foreach(json_object_get(rc, "reagents"), k, p)
+        {
+            double per = strcmp(sval(p, "reagent"), "substrate") == 0 ? 0.01 : 0;
+            substrate |= per > 0;
+            assert_true(json_number_value(json_object_get(p, "per_ul")) == per);
+            assert_true(json_number_value(json_object_get(p, "ul")) > 0);
+            parts += json_number_value(json_object_get(p, "cost"));
+        }
+        assert_true(substrate);
+        assert_true(fabs(parts - total) < 1e-9);
+        json_decref(run);
+    }
+    json_decref(r);
+    /* PostgreSQL adds up the same */
+    assert_true(h_pg_count_waitf(&pg, 1, 20000,
+                                 "SELECT count(*) FROM labloop.campaign_costs WHERE campaign = "
+                                 "'%s' AND candidates > 0",
+                                 campaign) == 1);
+    assert_int_equal(h_pg_countf(&pg,
+                                 "SELECT count(*) FROM labloop.run_costs WHERE campaign = '%s' "
+                                 "AND abs(total - (plate_cost + instrument_cost + tip_cost + "
+                                 "reagent_cost)) > 1e-9",
+                                 campaign),
+                     0);
+    assert_int_equal(h_pg_countf(&pg,
+                                 "SELECT count(*) FROM labloop.campaign_costs WHERE campaign = "
+                                 "'%s' AND abs(per_candidate * candidates - total) < 1e-9 AND "
+                                 "tips > 0 AND reagent_ul > 0 AND instrument_minutes > 0",
+                                 campaign),
+                     1);
+}
 
 static void test_batch_over_http(void **state)
 {
@@ -293,6 +382,7 @@ static void test_batch_over_http(void **state)
         assert_non_null(strstr(sval(x, "plate"), "mix1-P"));
     }
     json_decref(r);
+    check_costs(&d, "mix1");
 
     /* PostgreSQL: the results, the candidates' states, the plate's QC, the batch done */
     assert_int_equal(h_pg_count_wait(&pg,

@@ -312,6 +312,11 @@ def run(c, paused):
     c.call("POST", ii + "/record", "technician", params={"id": "reader1"}, body={"on": False})
     c.call("POST", ii + "/record", "technician", 422, params={"id": "reader1"}, body={"on": 1})
     c.call("POST", ii + "/record", "technician", 404, params={"id": "nope"}, body={"on": False})
+    c.call("GET", ii + "/utilisation", "viewer", params={"id": "reader1"})
+    c.call("GET", ii + "/utilisation", "viewer", params={"id": "reader1"}, query="?by=campaign")
+    c.call("GET", ii + "/utilisation", "viewer", 400, params={"id": "reader1"}, query="?by=week")
+    c.call("GET", ii + "/utilisation", "viewer", 404, params={"id": "nope"})
+    c.call("GET", ii + "/utilisation", None, 401, params={"id": "reader1"})
     action = None
     for a in (inst or {}).get("actions", []) if isinstance(inst, dict) else []:
         if not a.get("params_schema", {}).get("required"):
