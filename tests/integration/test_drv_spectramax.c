@@ -43,11 +43,11 @@ static struct {
     size_t len;
     char host[4096]; /* the commands received, each ended by '\n' */
     size_t host_len;
-    int busy_left;        /* !STATUS answers BUSY this many more times */
-    const char *next;     /* the raw reply to the next command, instead of the usual one */
-    bool hold;            /* keep the reply to the next command in held */
-    char held[256];       /* a reply held back, sent by fake_release */
-    const char *transfer; /* the data field of !TRANSFER */
+    int busy_left;    /* !STATUS answers BUSY this many more times */
+    const char *next; /* the raw reply to the next command, instead of the usual one */
+    bool hold;        /* keep the reply to the next command in held */
+    char held[SMAX_FIELD_MAX + 32]; /* a reply held back, sent by fake_release */
+    const char *transfer;           /* the data field of !TRANSFER */
 } fake = {.master = -1, .slave = -1};
 
 static void fake_send(const char *s)
