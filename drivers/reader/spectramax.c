@@ -8,8 +8,14 @@
  * (!CLEAR DATA, !XPOS/!YPOS from the plate geometry, !STRIP, !CSPEED, !SHAKE OFF, !WAVELENGTH,
  * !CALIBRATE ONCE, !MODE ENDPOINT, !ORDER COLUMN, !SPEED OFF, then !TAG OFF, !NVRAM CARCOL 100
  * and !READTYPE ABSPLA on an M5, or !READTYPE PLA on a 384 Plus), !READ, !STATUS polled once a
- * lab second until IDLE, and !TRANSFER for the data. A FAIL is a device error with the reader's
- * code; the framework holds the instrument in fault until an operation succeeds. */
+ * lab second until IDLE, and !TRANSFER for the data.
+ *
+ * A FAIL is a device error with the reader's code. A command error (1xx: a bad argument, busy,
+ * no data) is the framework's fault, cleared by the next success. A firmware, hardware, motion or
+ * NVRAM error (2xx-5xx), or a code the reader's table does not hold, stays in the reader's error
+ * log until !CLEAR ERROR: the driver holds the instrument in fault, across reconnections, until
+ * clear_error succeeds (a person looked), and refuses reads, the tray and the set point until
+ * then. */
 #include "drivers/driver.h"
 #include "drivers/stream.h"
 #include "core/jschema.h"
@@ -58,6 +64,10 @@ typedef struct sm {
     int wavelength_nm;
     int r0, c0, r1, c1; /* the wells reported, 1-based, inclusive */
     smax_plate_t plate;
+    int fail_code;            /* of the FAIL that ended the operation, or 0 */
+    bool clearing;            /* the operation is clear_error */
+    bool held;                /* a reader error only clear_error clears */
+    lab_drv_error_t held_err; /* ... and what it was */
 } sm_t;
 
 static const lab_drv_action_t sm_actions[] = {
@@ -78,6 +88,8 @@ static const lab_drv_action_t sm_actions[] = {
      60, 0, "incubation set point in degC (0-45; 0 or null switches incubation off)"},
     {"open_tray", NULL, 60, 0, "open the plate tray (drawer)"},
     {"close_tray", NULL, 60, 0, "close the plate tray (drawer)"},
+    {"clear_error", NULL, 10, 0,
+     "clear the reader's error log (!CLEAR ERROR) and the fault a reader error holds"},
     {NULL, NULL, 0, 0, NULL},
 };
 
@@ -297,6 +309,7 @@ static void sm_reply_cb(lab_stream_t *st, const char *data, size_t len)
                           what ? cls : "not in the reader's error table", what ? " error: " : "",
                           what ? what : "");
         p->reading = false;
+        p->fail_code = code;
         lab_stream_end(st, &e);
         return;
     }
@@ -346,6 +359,13 @@ static void sm_begin_cb(lab_stream_t *st, lab_stream_owner_t owner)
     sm_send(lab_stream_driver(st));
 }
 
+/* Whether a reader error stays until !CLEAR ERROR: everything but a command error (1xx), and a
+ * code the table does not hold (what it means is not known, so a person looks). */
+static bool sm_error_holds(int code)
+{
+    return code > 0 && (code >= 200 || !smax_error_text(code, NULL));
+}
+
 static void sm_end_cb(lab_stream_t *st, lab_stream_owner_t owner, const lab_drv_error_t *err)
 {
     lab_driver_t *d = lab_stream_driver(st);
@@ -353,16 +373,33 @@ static void sm_end_cb(lab_stream_t *st, lab_stream_owner_t owner, const lab_drv_
     p->reading = false;
     if (owner == LAB_STREAM_CONNECT) {
         if (!err)
-            lab_drv_set_state(d, LAB_INST_IDLE, NULL);
+            lab_drv_set_state(d, p->held ? LAB_INST_FAULT : LAB_INST_IDLE,
+                              p->held ? &p->held_err : NULL);
         return; /* otherwise the base reports offline and connects again */
     }
     json_t *result = p->result;
     p->result = NULL;
+    /* The held fault is reported before the operation ends: the framework's own fault (an
+     * operation that failed, while idle) clears itself on the next success, and must not be the
+     * one that stands for a reader error. */
     if (err) {
         json_decref(result);
-        lab_drv_done(d, err, NULL);
-    } else {
-        lab_drv_done(d, NULL, result);
+        lab_drv_error_t e = *err;
+        if (e.code == LAB_EDEVICE && sm_error_holds(p->fail_code)) {
+            p->held = true;
+            p->held_err = e;
+            lab_drv_set_state(d, LAB_INST_FAULT, &e);
+        }
+        lab_drv_done(d, &e, NULL);
+        return;
+    }
+    lab_drv_done(d, NULL, result);
+    if (p->clearing && p->held) {
+        p->held = false;
+        lab_drv_set_state(d, LAB_INST_IDLE, NULL);
+    } else if (p->held && lab_driver_state(d) == LAB_INST_IDLE) {
+        /* A fault of the framework's was over it and ended with this success: it holds. */
+        lab_drv_set_state(d, LAB_INST_FAULT, &p->held_err);
     }
 }
 
@@ -533,8 +570,19 @@ static void sm_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
 {
     sm_t *p = lab_drv_priv(d);
     p->op.n = 0;
+    p->fail_code = 0;
+    p->clearing = strcmp(a->name, "clear_error") == 0;
     json_decref(p->result);
     p->result = json_object();
+    if (p->held && !p->clearing && strcmp(a->name, "status") != 0) {
+        lab_drv_error_t e = {.code = LAB_ESTATE};
+        snprintf(e.text, sizeof e.text,
+                 "%s: not sent, the reader holds an error (clear_error): %.180s", a->name,
+                 p->held_err.text);
+        snprintf(e.device_code, sizeof e.device_code, "%s", p->held_err.device_code);
+        lab_stream_refuse(&p->st, &e);
+        return;
+    }
     if (strcmp(a->name, "read_absorbance") == 0) {
         sm_plan_read(d, params);
         return;
@@ -543,6 +591,8 @@ static void sm_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
         sm_step_add(&p->op, "!OPEN");
     } else if (strcmp(a->name, "close_tray") == 0) {
         sm_step_add(&p->op, "!CLOSE");
+    } else if (p->clearing) {
+        sm_step_add(&p->op, "!CLEAR ERROR"); /* backend.py clear_error_log, line 345 */
     } else if (strcmp(a->name, "set_temperature") == 0) {
         json_t *t = json_object_get(params, "temperature_c");
         double c = json_is_number(t) ? json_number_value(t) : 0;

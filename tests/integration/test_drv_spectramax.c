@@ -3,12 +3,12 @@
  * temperature, absorbance over the plate and over a rectangle with the BioTek's values, the set
  * point, the tray, parameters refused before anything is sent, and every injected fault: error
  * (a FAIL with the reader's code, fault until an operation succeeds), garbage, timeout,
- * disconnect and reconnect. A reader played by the test on a pty of its own answers with
- * PyLabRobot's recorded replies (tests/fixtures/spectramax_plr.h) and checks the driver writes
- * PyLabRobot's commands byte for byte; it also plays what the simulator never sends: a reader
- * busy for a while, a warning, a FAIL whose code is not in the table or not a number, truncated
- * data, and a reply that comes late (never taken for the next command's). Last, polling
- * delivers telemetry. */
+ * disconnect and reconnect; a reader error held in fault until clear_error. A reader played by the
+ * test on a pty of its own answers with PyLabRobot's recorded replies
+ * (tests/fixtures/spectramax_plr.h) and checks the driver writes PyLabRobot's commands byte for
+ * byte; it also plays what the simulator never sends: a reader busy for a while, a warning, a FAIL
+ * whose code is not in the table or not a number, truncated data, and a reply that comes late
+ * (never taken for the next command's). Last, polling delivers telemetry. */
 #include "drivers/driver.h"
 #include "protocols/spectramax.h"
 #include "tests/harness/harness.h"
@@ -182,7 +182,7 @@ static int setup(void **state)
              "[labloop]\ntime_scale = 50\nsim_seed = 3\nsim_noise = 0.001\n"
              "[instrument smax1]\ndriver = spectramax\nport = %s\nsim_plate = P1\n"
              "[instrument smax2]\ndriver = spectramax\nport = %s\nsim_wells = 384\n"
-             "sim_plate = P2\n"
+             "sim_plate = P2\nsim_error_code = 105\n"
              "[instrument bt]\ndriver = biotek-synergy\nport = %s\nsim_plate = P1\n",
              port1, port2, port3);
     assert_int_equal(h_sim_start(&sim, ini), 0);
@@ -334,11 +334,23 @@ static void test_fault_error(void **state)
     assert_non_null(strstr(h_drv_error()->text, "carriage motion error"));
     assert_false(h_drv_error()->not_started);
     h_drv_wait_state(drv, LAB_INST_FAULT);
+    /* A motion error stays in the reader's log: status still answers but the fault holds, a
+     * read is refused before anything is sent, and the fault outlives a reconnection. */
     assert_int_equal(call("status", NULL), LAB_OK);
+    assert_int_equal(lab_driver_state(drv), LAB_INST_FAULT);
+    assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450}"), LAB_ESTATE);
+    assert_true(h_drv_error()->not_started);
+    assert_int_equal(h_sim_fault(&sim, "smax1", "disconnect", 0), 0);
+    h_drv_wait_state(drv, LAB_INST_OFFLINE);
+    assert_int_equal(h_sim_fault(&sim, "smax1", "clear", 0), 0);
+    h_drv_wait_state(drv, LAB_INST_FAULT);
+    assert_int_equal(call("clear_error", NULL), LAB_OK);
     h_drv_wait_state(drv, LAB_INST_IDLE);
-    /* During a read: its first command fails, the next read goes through. */
+    /* During a read: its first command fails; once cleared, the next read goes through. */
     assert_int_equal(h_sim_fault(&sim, "smax1", "error", 0), 0);
     assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450}"), LAB_EDEVICE);
+    h_drv_wait_state(drv, LAB_INST_FAULT);
+    assert_int_equal(call("clear_error", NULL), LAB_OK);
     assert_int_equal(call("read_absorbance", "{\"wavelength_nm\":450}"), LAB_OK);
     assert_int_equal(json_object_size(values()), 96);
     h_drv_wait_state(drv, LAB_INST_IDLE);
@@ -383,7 +395,8 @@ static void test_fault_disconnect(void **state)
 }
 
 /* The 384 Plus: "!READTYPE PLA" with one field, 24 columns of 16 values. A 96-well setting on
- * it is the reader's error 111 (the simulated reader holds a 384-well plate). */
+ * it is the reader's error 111 (the simulated reader holds a 384-well plate). A command error
+ * (its injected error is 105, system busy) is the framework's fault: the next success ends it. */
 static void test_384_plus(void **state)
 {
     (void)state;
@@ -393,6 +406,13 @@ static void test_384_plus(void **state)
     assert_int_equal(json_object_size(values()), 384);
     assert_true(json_is_number(json_object_get(values(), "P24")));
     assert_int_equal(json_integer_value(json_object_get(h_drv_result(), "plate_wells")), 384);
+    assert_int_equal(h_sim_fault(&sim, "smax2", "error", 0), 0);
+    assert_int_equal(h_drv_do(drv2, "read_absorbance", "{\"wavelength_nm\":340}"), LAB_EDEVICE);
+    assert_string_equal(h_drv_error()->device_code, "105");
+    assert_non_null(strstr(h_drv_error()->text, "system busy"));
+    h_drv_wait_state(drv2, LAB_INST_FAULT);
+    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_OK);
+    h_drv_wait_state(drv2, LAB_INST_IDLE);
     h_drv_close(drv2);
     drv2 = make("smax2", port2, "384plus", "96");
     h_drv_wait_state(drv2, LAB_INST_IDLE);
@@ -472,11 +492,17 @@ static void test_plr_exchange(void **state)
     assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_EDEVICE);
     assert_string_equal(h_drv_error()->device_code, "107");
     assert_non_null(strstr(h_drv_error()->text, "no data to transfer"));
+    assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_OK); /* a command error: over */
+    h_drv_wait_state(drv2, LAB_INST_IDLE);
     /* A FAIL alone with a code the table lacks (line 1666), and one without a number (1673). */
     fake.next = smax_plr_fail_999;
     assert_int_equal(h_drv_do(drv2, "open_tray", NULL), LAB_EDEVICE);
     assert_string_equal(h_drv_error()->device_code, "999");
     assert_non_null(strstr(h_drv_error()->text, "not in the reader's error table"));
+    h_drv_wait_state(drv2, LAB_INST_FAULT); /* held: what it means is not known */
+    assert_int_equal(h_drv_do(drv2, "clear_error", NULL), LAB_OK);
+    assert_non_null(strstr(fake.host, "!CLEAR ERROR\n"));
+    h_drv_wait_state(drv2, LAB_INST_IDLE);
     fake.next = smax_plr_fail_abc;
     assert_int_equal(h_drv_do(drv2, "open_tray", NULL), LAB_EPROTO);
     h_drv_wait_state(drv2, LAB_INST_IDLE); /* resynchronised: the handshake again */
