@@ -16,7 +16,9 @@
  *   pylabrobot/legacy/plate_reading/molecular_devices/spectramax_384_plus_backend.py (the 384
  *       Plus: "!READTYPE PLA" with one field, no !NVRAM and no !TAG, lines 25-34)
  *   pylabrobot/legacy/plate_reading/molecular_devices/backend_tests.py  (commands lines 57-494,
- *       data strings 1390-1536, replies 1649-1698) */
+ *       data strings 1390-1536, replies 1649-1698)
+ *   pylabrobot/molecular_devices/spectramax/base.py  ("!TEMP 0" to switch incubation off, line
+ *       725) */
 #ifndef LAB_PROTO_SPECTRAMAX_H
 #define LAB_PROTO_SPECTRAMAX_H
 

@@ -47,6 +47,7 @@ typedef struct sm_step {
 typedef struct sm_seq {
     sm_step_t steps[SM_STEPS_MAX];
     int n, i;
+    bool bad; /* a step could not be made: the sequence is never sent */
 } sm_seq_t;
 
 typedef struct sm {
@@ -123,12 +124,14 @@ static void sm_step_add(sm_seq_t *q, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    if (q->n >= SM_STEPS_MAX)
+    sm_step_t *s = &q->steps[q->n < SM_STEPS_MAX ? q->n : 0];
+    int n = q->n < SM_STEPS_MAX ? smax_encode_cmd(s->cmd, sizeof s->cmd, "%s", text) : LAB_ENOSPACE;
+    if (n <= 0) {
+        /* Half a sequence must never reach the reader (a read without its wavelength). */
+        log_error("spectramax", "command '%s' not made: %s", text, lab_strerror(n));
+        q->bad = true;
         return;
-    sm_step_t *s = &q->steps[q->n];
-    int n = smax_encode_cmd(s->cmd, sizeof s->cmd, "%s", text);
-    if (n <= 0)
-        return;
+    }
     s->len = (size_t)n;
     s->fields = smax_reply_fields(s->cmd, s->len);
     q->n++;
@@ -513,7 +516,7 @@ static void sm_check(lab_driver_t *d, const lab_drv_action_t *a, json_t *params,
 /* PyLabRobot's read_absorbance for one wavelength, endpoint, the whole plate (backend.py
  * 694-745 with its defaults: calibrate ONCE, carriage speed 8, no shake, speed read off, column
  * order; the 384 Plus's own !READTYPE and neither !TAG nor !NVRAM). */
-static void sm_plan_read(lab_driver_t *d, json_t *params)
+static bool sm_plan_read(lab_driver_t *d, json_t *params)
 {
     sm_t *p = lab_drv_priv(d);
     const char *wells = json_string_value(json_object_get(params, "wells"));
@@ -536,7 +539,7 @@ static void sm_plan_read(lab_driver_t *d, json_t *params)
                      "read_absorbance: params/wells: %s is outside the %d-well plate (A1:%c%d)",
                      wells, p->rows * p->cols, 'A' + p->rows - 1, p->cols);
             lab_stream_refuse(&p->st, &e);
-            return;
+            return false;
         }
     }
     p->wavelength_nm = (int)json_integer_value(json_object_get(params, "wavelength_nm"));
@@ -563,13 +566,14 @@ static void sm_plan_read(lab_driver_t *d, json_t *params)
     sm_step_add(q, "!READ");
     sm_step_add(q, "!STATUS");
     sm_step_add(q, "!TRANSFER");
-    lab_stream_run(&p->st);
+    return true;
 }
 
 static void sm_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params)
 {
     sm_t *p = lab_drv_priv(d);
     p->op.n = 0;
+    p->op.bad = false;
     p->fail_code = 0;
     p->clearing = strcmp(a->name, "clear_error") == 0;
     json_decref(p->result);
@@ -584,10 +588,9 @@ static void sm_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
         return;
     }
     if (strcmp(a->name, "read_absorbance") == 0) {
-        sm_plan_read(d, params);
-        return;
-    }
-    if (strcmp(a->name, "open_tray") == 0) {
+        if (!sm_plan_read(d, params))
+            return;
+    } else if (strcmp(a->name, "open_tray") == 0) {
         sm_step_add(&p->op, "!OPEN");
     } else if (strcmp(a->name, "close_tray") == 0) {
         sm_step_add(&p->op, "!CLOSE");
@@ -595,13 +598,25 @@ static void sm_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
         sm_step_add(&p->op, "!CLEAR ERROR"); /* backend.py clear_error_log, line 345 */
     } else if (strcmp(a->name, "set_temperature") == 0) {
         json_t *t = json_object_get(params, "temperature_c");
-        double c = json_is_number(t) ? json_number_value(t) : 0;
-        /* backend.py 358-361 sends the number as Python prints it; one decimal says the same. */
-        sm_step_add(&p->op, "!TEMP %.1f", c);
+        if (json_is_number(t)) {
+            /* backend.py 361 sends the float as Python prints it: "37.0", "36.55". */
+            char num[32];
+            snprintf(num, sizeof num, "%.15g", json_number_value(t));
+            sm_step_add(&p->op, "!TEMP %s%s", num, strpbrk(num, ".e") ? "" : ".0");
+        } else {
+            /* deactivate: pylabrobot/molecular_devices/spectramax/base.py line 725 */
+            sm_step_add(&p->op, "!TEMP 0");
+        }
         sm_step_add(&p->op, "!TEMP");
     } else {
         sm_step_add(&p->op, "!STATUS");
         sm_step_add(&p->op, "!TEMP");
+    }
+    if (p->op.bad) {
+        lab_drv_error_t e = {.code = LAB_EINTERNAL};
+        snprintf(e.text, sizeof e.text, "%s: a command could not be made; nothing sent", a->name);
+        lab_stream_refuse(&p->st, &e);
+        return;
     }
     lab_stream_run(&p->st);
 }

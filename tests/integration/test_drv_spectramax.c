@@ -536,6 +536,12 @@ static void test_plr_exchange(void **state)
     assert_int_equal(h_drv_do(drv2, "status", NULL), LAB_OK);
     assert_true(json_number_value(json_object_get(h_drv_result(), "temperature_c")) == 36.9);
     assert_non_null(strstr(fake.host, "!TEMP 30.0\n"));
+    /* Python's float as PyLabRobot sends it (backend.py line 361), and its deactivate's 0. */
+    fake.host_len = 0;
+    memset(fake.host, 0, sizeof fake.host);
+    assert_int_equal(h_drv_do(drv2, "set_temperature", "{\"temperature_c\":36.55}"), LAB_OK);
+    assert_int_equal(h_drv_do(drv2, "set_temperature", "{\"temperature_c\":null}"), LAB_OK);
+    assert_string_equal(fake.host, "!TEMP 36.55\n!TEMP\n!TEMP 0\n!TEMP\n");
     h_drv_close(drv2);
     drv2 = NULL;
 }
