@@ -543,6 +543,22 @@ static void test_plr_exchange(void **state)
     assert_int_equal(h_drv_do(drv2, "set_temperature", "{\"temperature_c\":null}"), LAB_OK);
     assert_string_equal(fake.host, "!TEMP 36.55\n!TEMP\n!TEMP 0\n!TEMP\n");
     h_drv_close(drv2);
+
+    /* A reader that stays BUSY past read_timeout_s: a timeout naming its state; no !TRANSFER. */
+    lab_drv_kv_t kv2[] = {{"driver", "spectramax", 2},
+                          {"port", ttyname(fake.slave), 3},
+                          {"poll_s", "0", 4},
+                          {"read_timeout_s", "5", 5}};
+    drv2 = h_drv_open("plr", kv2, 4);
+    h_drv_wait_state(drv2, LAB_INST_IDLE);
+    fake.busy_left = 1000000;
+    fake.host_len = 0;
+    memset(fake.host, 0, sizeof fake.host);
+    assert_int_equal(h_drv_do(drv2, "read_absorbance", "{\"wavelength_nm\":500}"), LAB_ETIMEDOUT);
+    assert_non_null(strstr(h_drv_error()->text, "still BUSY"));
+    assert_null(strstr(fake.host, "!TRANSFER"));
+    fake.busy_left = 0;
+    h_drv_close(drv2);
     drv2 = NULL;
 }
 
