@@ -65,7 +65,7 @@ typedef struct sm {
     int wavelength_nm;
     int r0, c0, r1, c1; /* the wells reported, 1-based, inclusive */
     smax_plate_t plate;
-    int fail_code;            /* of the FAIL that ended the operation, or 0 */
+    int fail_code;            /* of the FAIL that ended the operation (EDEVICE) */
     bool clearing;            /* the operation is clear_error */
     bool held;                /* a reader error only clear_error clears */
     lab_drv_error_t held_err; /* ... and what it was */
@@ -362,11 +362,11 @@ static void sm_begin_cb(lab_stream_t *st, lab_stream_owner_t owner)
     sm_send(lab_stream_driver(st));
 }
 
-/* Whether a reader error stays until !CLEAR ERROR: everything but a command error (1xx), and a
- * code the table does not hold (what it means is not known, so a person looks). */
+/* Whether a reader error stays until !CLEAR ERROR: everything but a command error the table
+ * knows (1xx); a code it does not hold means nothing known, so a person looks. */
 static bool sm_error_holds(int code)
 {
-    return code > 0 && (code >= 200 || !smax_error_text(code, NULL));
+    return !(code >= 100 && code < 200 && smax_error_text(code, NULL));
 }
 
 static void sm_end_cb(lab_stream_t *st, lab_stream_owner_t owner, const lab_drv_error_t *err)
