@@ -95,6 +95,8 @@ static const lab_drv_action_t sm_actions[] = {
 };
 
 static const lab_drv_key_t sm_keys[] = {
+    /* 9600 (backend.py 254-259); 8N1 without flow control are PyLabRobot's Serial defaults
+     * (pylabrobot/io/serial.py 46-51), which that backend does not change. */
     LAB_DRV_SERIAL_KEYS("9600", "8", "none", "1", "none"),
     {"model", LAB_DRV_KEY_ENUM, "m5", 0, 0, "m5|384plus", 0,
      "m5: SpectraMax M5 (!READTYPE ABSPLA, !TAG, !NVRAM); 384plus: SpectraMax 384 Plus "
