@@ -78,6 +78,7 @@ static const struct {
     {"biotek-synergy", SIM_BIOTEK},
     {"hamilton-star", SIM_STAR},
     {"modbus-temperature", SIM_MODBUS_TEMP},
+    {"spectramax", SIM_SPECTRAMAX}, /* Molecular Devices SpectraMax */
 };
 
 static const struct {

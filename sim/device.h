@@ -57,6 +57,9 @@ typedef struct sim_inst {
     bool tip_cycle;             /* tips picked up, no dispense since */
     int source_reagent[16];
     double held_ul[16];
+    /* SpectraMax (and lines, nm, reader_temp above) */
+    int smax_data; /* a !READ's data waits for !TRANSFER */
+    double smax_ready_at, smax_setpoint;
     /* Modbus */
     sim_modbus_t *mb;
     /* Replay: the recording, and the bytes of a request not yet complete */
@@ -93,6 +96,8 @@ void sim_biotek_init(sim_inst_t *in);
 void sim_biotek_feed(sim_inst_t *in, const uint8_t *data, size_t n);
 void sim_star_init(sim_inst_t *in);
 void sim_star_feed(sim_inst_t *in, const uint8_t *data, size_t n);
+void sim_spectramax_init(sim_inst_t *in);
+void sim_spectramax_feed(sim_inst_t *in, const uint8_t *data, size_t n);
 /* A replayed recording: the link opened (a client connected, a pty made), bytes from the host,
  * and the end (a summary logged, the recording freed). */
 void sim_replay_link_open(sim_inst_t *in);

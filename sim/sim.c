@@ -95,6 +95,9 @@ static void inst_feed(sim_inst_t *in, const uint8_t *data, size_t n)
     case SIM_STAR:
         sim_star_feed(in, data, n);
         break;
+    case SIM_SPECTRAMAX:
+        sim_spectramax_feed(in, data, n);
+        break;
     case SIM_MODBUS_TEMP:
         break;
     }
@@ -646,6 +649,9 @@ int sim_start(uv_loop_t *loop, const sim_cfg_t *cfg, const char *control_path, s
             break;
         case SIM_STAR:
             sim_star_init(in);
+            break;
+        case SIM_SPECTRAMAX:
+            sim_spectramax_init(in);
             break;
         case SIM_MODBUS_TEMP:
             r = sim_modbus_start(in);

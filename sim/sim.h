@@ -19,6 +19,7 @@ typedef enum sim_driver {
     SIM_BIOTEK,
     SIM_STAR,
     SIM_MODBUS_TEMP,
+    SIM_SPECTRAMAX,
 } sim_driver_t;
 
 typedef enum sim_fault {
