@@ -13,6 +13,7 @@
 #include "daemon/fleet/local.h"
 #include "daemon/model/run_states.h"
 #include "daemon/model/workflow_rules.h"
+#include "daemon/store/pg.h"
 #include "daemon/store/pq_link.h"
 #include "daemon/store/runs.h"
 #include "daemon/store/workflows.h"
@@ -51,6 +52,8 @@ typedef enum read_kind { R_CELLS, R_QUEUE, R_RUNS, R_RUN, R_SQL } read_kind_t;
 
 typedef struct job {
     struct job *next;
+    int64_t park_need;   /* a parked submission: the outbox seq of its workflow */
+    uint64_t park_since; /* and since when it waits (loop ms) */
     job_kind_t kind;
     int step;
     /* J_FENCE: the run; J_RELEASE, J_RECONCILE: the runs */
@@ -97,6 +100,8 @@ struct lab_fleet {
     uv_timer_t beat;   /* heartbeat */
     uv_timer_t safety; /* a claim every lease s even without a NOTIFY */
     uv_timer_t grace;  /* lab_fleet_stop's deadline */
+    uv_timer_t park;   /* submissions waiting for their workflow to reach PostgreSQL */
+    job_t *parked;     /* those, oldest first */
     uv_idle_t kick;    /* claims asked for in one loop turn make one claim */
     int handles;       /* open uv handles and the link */
 
@@ -1310,8 +1315,9 @@ int lab_fleet_start(lab_fleet_t **out, uv_loop_t *loop, const lab_config_t *cfg,
     uv_timer_init(loop, &f->beat);
     uv_timer_init(loop, &f->safety);
     uv_timer_init(loop, &f->grace);
+    uv_timer_init(loop, &f->park);
     uv_idle_init(loop, &f->kick);
-    f->beat.data = f->safety.data = f->grace.data = f->kick.data = f;
+    f->beat.data = f->safety.data = f->grace.data = f->kick.data = f->park.data = f;
     static const lab_pq_link_ops_t ops = {fl_link_connecting, fl_link_connected, fl_link_io,
                                           fl_link_down};
     /* Retries never wait longer than a heartbeat: a lease counts from PostgreSQL's start, so a
@@ -1323,7 +1329,7 @@ int lab_fleet_start(lab_fleet_t **out, uv_loop_t *loop, const lab_config_t *cfg,
     lab_pq_link_cfg_t lc = {f->conninfo, "labloopd-fleet", "fleet", cfg->pg_connect_timeout_s,
                             retry_max};
     f->link = lab_pq_link_new(loop, &lc, &ops, f);
-    f->handles = 5;
+    f->handles = 6;
     uint64_t lease_ms = (uint64_t)cfg->lab_lease_s * 1000;
     uv_timer_start(&f->safety, fl_on_safety, lease_ms, lease_ms);
     lab_sched_set_gate(sched, fl_gate, f);
@@ -1359,6 +1365,14 @@ static void fl_finish(lab_fleet_t *f)
         job_free(j);
     }
     f->tail = NULL;
+    while (f->parked) {
+        job_t *j = f->parked;
+        f->parked = j->next;
+        bool keep;
+        job_fail(f, j, LAB_ESHUTDOWN, "this cell is stopping", &keep);
+        job_free(j);
+    }
+    uv_close((uv_handle_t *)&f->park, fl_handle_closed);
     uv_close((uv_handle_t *)&f->beat, fl_handle_closed);
     uv_close((uv_handle_t *)&f->safety, fl_handle_closed);
     uv_close((uv_handle_t *)&f->grace, fl_handle_closed);
@@ -1464,6 +1478,38 @@ static void fl_refuse(lab_fleet_t *f, lab_fleet_submit_cb scb, lab_fleet_read_cb
     uv_timer_start(&l->t, later_fire, 0, 0);
 }
 
+/* Read your own writes: a workflow stored on this cell reaches PostgreSQL through the outbox a
+ * moment after it was answered, and the lab's queue checks a run against the workflows it has. A
+ * submission naming a workflow this cell stored waits until the writer delivered it, at most
+ * FL_PARK_MS (then it goes anyway, and PostgreSQL says what it finds). */
+#define FL_PARK_MS 10000
+#define FL_PARK_POLL_MS 20
+
+static bool fl_delivered(lab_fleet_t *f, int64_t need)
+{
+    int sink = lab_store_sink_find(f->st, LAB_PG_SINK_NAME);
+    return sink < 0 || lab_store_sink_position(f->st, sink) >= need;
+}
+
+static void fl_on_park(uv_timer_t *t)
+{
+    lab_fleet_t *f = t->data;
+    uint64_t now = uv_now(f->loop);
+    job_t **p = &f->parked;
+    while (*p) {
+        job_t *j = *p;
+        if (fl_delivered(f, j->park_need) || now - j->park_since >= FL_PARK_MS) {
+            *p = j->next;
+            j->next = NULL;
+            job_push(f, j, false);
+        } else {
+            p = &j->next;
+        }
+    }
+    if (!f->parked)
+        uv_timer_stop(&f->park);
+}
+
 void lab_fleet_submit(lab_fleet_t *f, const json_t *sub, const char *key, const char *via,
                       const char *by, lab_fleet_submit_cb cb, void *arg)
 {
@@ -1478,6 +1524,19 @@ void lab_fleet_submit(lab_fleet_t *f, const json_t *sub, const char *key, const 
     j->by = lab_strdup(by ? by : "anonymous");
     j->scb = cb;
     j->arg = arg;
+    const char *wf = json_string_value(json_object_get(sub, "workflow"));
+    int64_t need = wf ? lab_workflows_seq(f->st, wf) : 0;
+    if (need > 0 && !fl_delivered(f, need)) {
+        j->park_need = need;
+        j->park_since = uv_now(f->loop);
+        job_t **tail = &f->parked;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = j;
+        if (!uv_is_active((uv_handle_t *)&f->park))
+            uv_timer_start(&f->park, fl_on_park, FL_PARK_POLL_MS, FL_PARK_POLL_MS);
+        return;
+    }
     job_push(f, j, false);
 }
 

@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PG_SINK_NAME "postgres"
+#define PG_SINK_NAME LAB_PG_SINK_NAME
 /* Any fixed key shared by every labloopd: "labloop" in ASCII. */
 #define PG_MIGRATE_LOCK "7813586417577072"
 #define PG_MIGRATIONS_DIR "sql/postgres/"

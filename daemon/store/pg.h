@@ -6,6 +6,9 @@
 #ifndef LAB_STORE_PG_H
 #define LAB_STORE_PG_H
 
+/* The writer's name among the store's sinks. */
+#define LAB_PG_SINK_NAME "postgres"
+
 #include "core/cfg.h"
 #include "daemon/store/store.h"
 

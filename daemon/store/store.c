@@ -899,6 +899,14 @@ int lab_store_sink_register(lab_store_t *st, const char *name)
     return st->nsinks++;
 }
 
+int lab_store_sink_find(const lab_store_t *st, const char *name)
+{
+    for (int i = 0; name && i < st->nsinks; i++)
+        if (strcmp(st->sinks[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
 void lab_store_sink_acked(lab_store_t *st, int sink, int64_t seq)
 {
     LAB_CHECK(sink >= 0 && sink < st->nsinks, return );

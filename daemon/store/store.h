@@ -121,6 +121,8 @@ void lab_outbox_rows_free(lab_outbox_row_t *rows, int n);
  * index (the same one for a name registered again), LAB_EINVAL, or LAB_ETOOBIG past 8 sinks. */
 int lab_store_sink_register(lab_store_t *st, const char *name);
 void lab_store_sink_acked(lab_store_t *st, int sink, int64_t seq);
+/* The index of the sink registered under name, or -1 (nothing is registered). */
+int lab_store_sink_find(const lab_store_t *st, const char *name);
 /* The newest seq the sink acknowledged in this process (0 when none). */
 int64_t lab_store_sink_position(const lab_store_t *st, int sink);
 /* Rows kept after every sink acknowledged them: the newest `rows` stay (readers such as the event

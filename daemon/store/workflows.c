@@ -146,6 +146,18 @@ int lab_workflows_get(lab_store_t *st, const char *name, int version, char **doc
     return rc == 1 ? LAB_OK : rc == 0 ? LAB_ENOTFOUND : rc;
 }
 
+int64_t lab_workflows_seq(lab_store_t *st, const char *name)
+{
+    sqlite3_stmt *s =
+        lab_store_stmt(lab_store_reader(st), "SELECT max(seq) FROM workflows WHERE name = ?");
+    if (!s)
+        return 0;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    int64_t seq = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return seq;
+}
+
 json_t *lab_workflows_list(lab_store_t *st)
 {
     sqlite3 *db = lab_store_reader(st);

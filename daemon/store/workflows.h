@@ -30,6 +30,8 @@ void lab_wf_put_free(lab_wf_put_t *put);
 
 /* Loop thread. version 0: the newest. *doc malloc'd. LAB_ENOTFOUND when absent. */
 int lab_workflows_get(lab_store_t *st, const char *name, int version, char **doc);
+/* The outbox seq of the newest stored version of name (read connection), 0 when none. */
+int64_t lab_workflows_seq(lab_store_t *st, const char *name);
 /* Loop thread: [{"name", "versions": [1, 2], "latest": 2}], by name. */
 json_t *lab_workflows_list(lab_store_t *st);
 
