@@ -74,8 +74,10 @@ static const struct {
     const char *name;
     sim_driver_t d;
 } drivers[] = {
-    {"liconic-stx", SIM_LICONIC}, {"biotek-synergy", SIM_BIOTEK},
-    {"hamilton-star", SIM_STAR},  {"modbus-temperature", SIM_MODBUS_TEMP},
+    {"liconic-stx", SIM_LICONIC},
+    {"biotek-synergy", SIM_BIOTEK},
+    {"hamilton-star", SIM_STAR},
+    {"modbus-temperature", SIM_MODBUS_TEMP},
     {"keyence-sr", SIM_KEYENCE},
 };
 
