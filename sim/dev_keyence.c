@@ -139,8 +139,10 @@ static int on_line(void *ud, const char *line, size_t len, int err)
     case KEYENCE_CMD_LOFF:
         if (sr)
             send_kind(in, KEYENCE_REPLY_OK, KEYENCE_CMD_LOFF, -1);
-        if (in->reading)
+        if (in->reading) {
+            sim_info("keyence", "%s: no label read", in->cfg->id);
             send_kind(in, KEYENCE_REPLY_NOREAD, KEYENCE_CMD_N, -1);
+        }
         in->reading = 0;
         break;
     default:
