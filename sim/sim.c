@@ -532,6 +532,29 @@ static json_t *ctl_wells(const sim_world_t *w, const sim_plate_t *p)
     return wells;
 }
 
+/* {"plate": BARCODE, "position": POS}: a person puts the plate there (the world learns a run's
+ * plate by its name: "transfer:inc1" before a load, "outside" away from every instrument). A
+ * position that holds another plate is refused. */
+static json_t *ctl_place(sim_t *s, const char *plate, const char *pos)
+{
+    char msg[256];
+    sim_plate_t *other = sim_world_at(&s->world, pos);
+    if (!*pos || strlen(pos) >= sizeof other->position) {
+        snprintf(msg, sizeof msg, "position: 1 to %zu bytes", sizeof other->position - 1);
+        return ctl_error(msg);
+    }
+    if (other && strcmp(other->barcode, plate) != 0 && strcmp(pos, "outside") != 0) {
+        snprintf(msg, sizeof msg, "%.128s holds %.64s", pos, other->barcode);
+        return ctl_error(msg);
+    }
+    sim_plate_t *p = sim_world_plate(&s->world, plate);
+    if (!p)
+        return ctl_error("too many plates");
+    snprintf(p->position, sizeof p->position, "%s", pos);
+    sim_info("world", "plate %s put at %s", plate, pos);
+    return json_pack("{s:b,s:s}", "ok", 1, "position", p->position);
+}
+
 /* {"instrument": ID, "label": TEXT | null | false}: what a barcode reader has in front. */
 static json_t *ctl_label(sim_t *s, const char *id, const json_t *label)
 {
@@ -578,6 +601,8 @@ static int ctl_line(void *ud, const char *line, size_t len, int err)
         ctl_answer(c, ctl_plates(s));
     } else if (id && label) {
         ctl_answer(c, ctl_label(s, id, label));
+    } else if (plate && json_is_string(json_object_get(req, "position"))) {
+        ctl_answer(c, ctl_place(s, plate, json_string_value(json_object_get(req, "position"))));
     } else if (plate) {
         tick_incubators(s);
         sim_plate_t *p = sim_world_plate(&s->world, plate);
@@ -590,7 +615,8 @@ static int ctl_line(void *ud, const char *line, size_t len, int err)
     } else if (!id || !fault || (sec && !json_is_number(sec)) ||
                (at && (!json_is_integer(at) || json_integer_value(at) > 1000000))) {
         ctl_answer(c, ctl_error("expected {\"instrument\":ID,\"fault\":KIND[,\"seconds\":N]"
-                                "[,\"at_command\":N]}, {\"plate\":BARCODE}, {\"plates\":true} or "
+                                "[,\"at_command\":N]}, {\"plate\":BARCODE[,\"position\":POS]}, "
+                                "{\"plates\":true} or "
                                 "{\"instrument\":ID,\"label\":TEXT|null|false}"));
     } else {
         char msg[256];

@@ -162,6 +162,17 @@ static void test_world(void **state)
     assert_int_equal(h_drv_do(bc1, "scan", NULL), LAB_OK);
     assert_string_equal(scanned(), "null");
     assert_int_equal(lab_driver_state(bc1), LAB_INST_IDLE); /* no read is not a fault */
+    /* a person puts another plate on the station: the world knows it by its name */
+    char r[512];
+    assert_int_equal(
+        h_sim_ctl(&sim, r, sizeof r, "{\"plate\":\"Q7\",\"position\":\"transfer:inc1\"}"), 0);
+    assert_int_equal(h_drv_do(bc1, "scan", NULL), LAB_OK);
+    assert_string_equal(scanned(), "Q7");
+    assert_int_not_equal(
+        h_sim_ctl(&sim, r, sizeof r, "{\"plate\":\"Q8\",\"position\":\"transfer:inc1\"}"), 0);
+    assert_non_null(strstr(r, "holds Q7"));
+    assert_int_equal(h_sim_ctl(&sim, r, sizeof r, "{\"plate\":\"Q7\",\"position\":\"outside\"}"),
+                     0);
     h_drv_do_ok(inc1, "unload", "{\"cassette\":1,\"slot\":3}");
     assert_int_equal(h_drv_do(bc1, "scan", NULL), LAB_OK);
     assert_string_equal(scanned(), "P0042");
