@@ -401,7 +401,8 @@ void exec_start(lab_sched_t *s, srun_t *r)
     st->error[0] = '\0';
     s->stats.steps_started++;
     char scan_err[400] = "";
-    if (prog && !scan_insert(s, r, st, prog, scan_err, sizeof scan_err)) {
+    /* a plate still inside was checked before it went in, and no reader sees it there */
+    if (prog && !inside && !scan_insert(s, r, st, prog, scan_err, sizeof scan_err)) {
         program_free(prog);
         prog = NULL;
     }

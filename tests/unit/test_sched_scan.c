@@ -249,6 +249,32 @@ static void test_no_reader_and_offline(void **state)
     fx_free(f);
 }
 
+/* The plate checked and loaded, the unload fails and the policy retries: the plate is inside,
+ * where no reader sees it, and was checked on its way in: no second check. */
+static void test_retry_inside_no_rescan(void **state)
+{
+    (void)state;
+    fx_t *f = scan_fx();
+    bc_scans(1);
+    fx_workflow(f, "{\"name\":\"chk2\",\"on_failure\":{\"action\":\"retry\",\"retries\":2},"
+                   "\"steps\":[{\"name\":\"warm\",\"op\":\"incubate\",\"on\":\"inc\","
+                   "\"duration_s\":60,\"scan\":true}]}");
+    fake_script("inc", "take_out", FAKE_DEVICE_ERROR);
+    fx_submit(f, "P0042", "chk2", NULL);
+    lab_sched_replan(f->s);
+    bc_reads(f, "P0042");
+    assert_true(fx_until(f, fx_step_has, "P0042 0 loaded_at"));
+    fx_advance(f, 60);
+    assert_true(fx_until(f, fx_called, "inc:take_out"));
+    fx_settle(f, 20);
+    fx_recover(f, "inc");
+    assert_true(fx_until(f, fx_run_is, "P0042 done"));
+    assert_int_equal(fake_calls("bc:scan"), 1);
+    assert_int_equal(fake_calls("inc:put_in"), 1);
+    assert_int_equal(fake_calls("inc:take_out"), 2);
+    fx_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -257,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_unreadable_then_skip),
         cmocka_unit_test(test_reader_error_then_retry),
         cmocka_unit_test(test_no_reader_and_offline),
+        cmocka_unit_test(test_retry_inside_no_rescan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
