@@ -40,9 +40,12 @@ typedef struct ksr {
     unsigned read_ms;
 } ksr_t;
 
+/* The reader works in real time: its own timers (KEY_REPLY_MS, read_ms + KEY_LOFF_MS) bound an
+ * operation, and the lab-second timeouts here are only the framework's backstop, long enough
+ * that a fast time_scale never cuts a read short. */
 static const lab_drv_action_t key_actions[] = {
-    {"status", NULL, 10, 0, "whether the scanning motor runs (motor_on 1/0; an SR has none)"},
-    {"scan", NULL, 30, 0,
+    {"status", NULL, 600, 0, "whether the scanning motor runs (motor_on 1/0; an SR has none)"},
+    {"scan", NULL, 3600, 0,
      "trigger one read (LON) of the label in front of the reader: {\"barcode\": text}, or "
      "{\"barcode\": null} when the reader answered that it read no code"},
     {NULL, NULL, 0, 0, NULL},

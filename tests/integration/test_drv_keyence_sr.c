@@ -221,6 +221,23 @@ static void test_sr_mode(void **state)
     bc2 = NULL;
 }
 
+/* The read window is real time: at 50 lab seconds a real second, a read that runs its full
+ * window (2.5 s, no label) ends in the reader's no read, not in the framework's timeout (its
+ * floor is 2 s of real time). */
+static void test_fast_clock(void **state)
+{
+    (void)state;
+    state2 = LAB_INST_OFFLINE;
+    bc2 = make("bc2", port_bc2, "0", "2500");
+    wait_state(&state2, LAB_INST_IDLE);
+    label("bc2", "null");
+    assert_int_equal(h_drv_do(bc2, "scan", NULL), LAB_OK);
+    assert_string_equal(scanned(), "null");
+    label("bc2", "false");
+    h_drv_close(bc2);
+    bc2 = NULL;
+}
+
 static void test_bad_params(void **state)
 {
     (void)state;
@@ -411,12 +428,13 @@ static void test_polling(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_connect_scan),  cmocka_unit_test(test_world),
-        cmocka_unit_test(test_labels),        cmocka_unit_test(test_sr_mode),
-        cmocka_unit_test(test_bad_params),    cmocka_unit_test(test_motor_fault),
-        cmocka_unit_test(test_fault_error),   cmocka_unit_test(test_fault_garbage),
-        cmocka_unit_test(test_fault_timeout), cmocka_unit_test(test_fault_disconnect),
-        cmocka_unit_test(test_plr_replay),    cmocka_unit_test(test_polling),
+        cmocka_unit_test(test_connect_scan),     cmocka_unit_test(test_world),
+        cmocka_unit_test(test_labels),           cmocka_unit_test(test_sr_mode),
+        cmocka_unit_test(test_fast_clock),       cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_motor_fault),      cmocka_unit_test(test_fault_error),
+        cmocka_unit_test(test_fault_garbage),    cmocka_unit_test(test_fault_timeout),
+        cmocka_unit_test(test_fault_disconnect), cmocka_unit_test(test_plr_replay),
+        cmocka_unit_test(test_polling),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
