@@ -10,6 +10,7 @@ extern const lab_driver_ops_t lab_driver_manual_mover;
 extern const lab_driver_ops_t lab_driver_mqtt_report;
 extern const lab_driver_ops_t lab_driver_modbus_temperature;
 extern const lab_driver_ops_t lab_driver_spectramax;
+extern const lab_driver_ops_t lab_driver_keyence_sr;
 
 const lab_driver_ops_t *const lab_drivers[] = {
     &lab_driver_liconic_stx,
@@ -19,5 +20,6 @@ const lab_driver_ops_t *const lab_drivers[] = {
     &lab_driver_mqtt_report,
     &lab_driver_modbus_temperature,
     &lab_driver_spectramax, /* Molecular Devices SpectraMax */
+    &lab_driver_keyence_sr,
     NULL,
 };

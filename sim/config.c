@@ -79,6 +79,7 @@ static const struct {
     {"hamilton-star", SIM_STAR},
     {"modbus-temperature", SIM_MODBUS_TEMP},
     {"spectramax", SIM_SPECTRAMAX}, /* Molecular Devices SpectraMax */
+    {"keyence-sr", SIM_KEYENCE},
 };
 
 static const struct {
@@ -234,6 +235,14 @@ static int handler(void *ud, const char *section, const char *name, const char *
         if (parse_double(value, 0, 99, &d) || d != (int)d)
             return fail(c, "instrument '%s': bad sim_wake_e1 '%s' (0..99)", id, value);
         in->wake_e1 = (int)d;
+    } else if (strcmp(name, "at") == 0) {
+        if (!*value || strlen(value) >= sizeof in->at)
+            return fail(c, "instrument '%s': bad at '%s'", id, value);
+        snprintf(in->at, sizeof in->at, "%s", value);
+    } else if (strcmp(name, "sim_mode") == 0) {
+        if (strcmp(value, "bl") && strcmp(value, "sr"))
+            return fail(c, "instrument '%s': sim_mode '%s' is not bl or sr", id, value);
+        in->keyence_sr = strcmp(value, "sr") == 0;
     } else if (strcmp(name, "sim_error_code") == 0) {
         if (parse_double(value, 0, 99999, &d) || d != (int)d)
             return fail(c, "instrument '%s': bad sim_error_code '%s'", id, value);

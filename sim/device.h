@@ -3,6 +3,7 @@
  * and the per-device files dev_*.c. */
 #ifndef LAB_SIM_DEVICE_H
 #define LAB_SIM_DEVICE_H
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdatomic.h>
 #include <uv.h>
@@ -12,6 +13,9 @@
 
 #define STAR_QUEUE_MAX 16
 #define LICONIC_ADDR_MAX 10000
+
+/* What a barcode reader has in front of it. */
+enum { SIM_LABEL_WORLD = 0, SIM_LABEL_TEXT, SIM_LABEL_UNREADABLE };
 
 typedef struct sim_modbus sim_modbus_t;
 
@@ -60,6 +64,10 @@ typedef struct sim_inst {
     /* SpectraMax (and lines, nm, reader_temp above) */
     int smax_data; /* a !READ's data waits for !TRANSFER */
     double smax_ready_at, smax_setpoint;
+    /* Keyence: a LON without a result yet (it reads until LOFF); the label the control socket
+     * put in front (SIM_LABEL_*) */
+    int reading, label_set;
+    char label[LAB_TEXT_BYTES(LAB_RUN_PLATE_CHARS) + 256];
     /* Modbus */
     sim_modbus_t *mb;
     /* Replay: the recording, and the bytes of a request not yet complete */
@@ -98,6 +106,11 @@ void sim_star_init(sim_inst_t *in);
 void sim_star_feed(sim_inst_t *in, const uint8_t *data, size_t n);
 void sim_spectramax_init(sim_inst_t *in);
 void sim_spectramax_feed(sim_inst_t *in, const uint8_t *data, size_t n);
+void sim_keyence_init(sim_inst_t *in);
+void sim_keyence_feed(sim_inst_t *in, const uint8_t *data, size_t n);
+/* The control socket's label for a reader: a text, null (unreadable) or false (the world's
+ * plate); 0, or -1 with why in err. */
+int sim_keyence_label(sim_inst_t *in, const json_t *label, char *err, size_t cap);
 /* A replayed recording: the link opened (a client connected, a pty made), bytes from the host,
  * and the end (a summary logged, the recording freed). */
 void sim_replay_link_open(sim_inst_t *in);

@@ -98,6 +98,9 @@ static void inst_feed(sim_inst_t *in, const uint8_t *data, size_t n)
     case SIM_SPECTRAMAX:
         sim_spectramax_feed(in, data, n);
         break;
+    case SIM_KEYENCE:
+        sim_keyence_feed(in, data, n);
+        break;
     case SIM_MODBUS_TEMP:
         break;
     }
@@ -532,6 +535,48 @@ static json_t *ctl_wells(const sim_world_t *w, const sim_plate_t *p)
     return wells;
 }
 
+/* {"plate": BARCODE, "position": POS}: a person puts the plate there (the world learns a run's
+ * plate by its name: "transfer:inc1" before a load, "outside" away from every instrument). A
+ * position that holds another plate is refused. */
+static json_t *ctl_place(sim_t *s, const char *plate, const char *pos)
+{
+    char msg[256];
+    sim_plate_t *other = sim_world_at(&s->world, pos);
+    if (!*pos || strlen(pos) >= sizeof other->position) {
+        snprintf(msg, sizeof msg, "position: 1 to %zu bytes", sizeof other->position - 1);
+        return ctl_error(msg);
+    }
+    if (other && strcmp(other->barcode, plate) != 0 && strcmp(pos, "outside") != 0) {
+        snprintf(msg, sizeof msg, "%.128s holds %.64s", pos, other->barcode);
+        return ctl_error(msg);
+    }
+    sim_plate_t *p = sim_world_plate(&s->world, plate);
+    if (!p)
+        return ctl_error("too many plates");
+    snprintf(p->position, sizeof p->position, "%s", pos);
+    sim_info("world", "plate %s put at %s", plate, pos);
+    return json_pack("{s:b,s:s}", "ok", 1, "position", p->position);
+}
+
+/* {"instrument": ID, "label": TEXT | null | false}: what a barcode reader has in front. */
+static json_t *ctl_label(sim_t *s, const char *id, const json_t *label)
+{
+    char msg[256];
+    for (int i = 0; i < s->cfg.n; i++) {
+        if (strcmp(s->cfg.inst[i].id, id) != 0)
+            continue;
+        if (s->cfg.inst[i].driver != SIM_KEYENCE || s->inst[i].replay) {
+            snprintf(msg, sizeof msg, "'%s' is not a simulated barcode reader", id);
+            return ctl_error(msg);
+        }
+        if (sim_keyence_label(&s->inst[i], label, msg, sizeof msg))
+            return ctl_error(msg);
+        return json_pack("{s:b}", "ok", 1);
+    }
+    snprintf(msg, sizeof msg, "unknown instrument '%s'", id);
+    return ctl_error(msg);
+}
+
 static int ctl_line(void *ud, const char *line, size_t len, int err)
 {
     ctl_conn_t *c = ud;
@@ -554,8 +599,13 @@ static int ctl_line(void *ud, const char *line, size_t len, int err)
     const char *fault = json_string_value(json_object_get(req, "fault"));
     json_t *sec = json_object_get(req, "seconds");
     json_t *at = json_object_get(req, "at_command");
+    json_t *label = json_object_get(req, "label");
     if (json_is_true(json_object_get(req, "plates"))) {
         ctl_answer(c, ctl_plates(s));
+    } else if (id && label) {
+        ctl_answer(c, ctl_label(s, id, label));
+    } else if (plate && json_is_string(json_object_get(req, "position"))) {
+        ctl_answer(c, ctl_place(s, plate, json_string_value(json_object_get(req, "position"))));
     } else if (plate) {
         tick_incubators(s);
         sim_plate_t *p = sim_world_plate(&s->world, plate);
@@ -568,7 +618,9 @@ static int ctl_line(void *ud, const char *line, size_t len, int err)
     } else if (!id || !fault || (sec && !json_is_number(sec)) ||
                (at && (!json_is_integer(at) || json_integer_value(at) > 1000000))) {
         ctl_answer(c, ctl_error("expected {\"instrument\":ID,\"fault\":KIND[,\"seconds\":N]"
-                                "[,\"at_command\":N]}, {\"plate\":BARCODE} or {\"plates\":true}"));
+                                "[,\"at_command\":N]}, {\"plate\":BARCODE[,\"position\":POS]}, "
+                                "{\"plates\":true} or "
+                                "{\"instrument\":ID,\"label\":TEXT|null|false}"));
     } else {
         char msg[256];
         if (sim_fault(s, id, fault, sec ? json_number_value(sec) : 0,
@@ -652,6 +704,9 @@ int sim_start(uv_loop_t *loop, const sim_cfg_t *cfg, const char *control_path, s
             break;
         case SIM_SPECTRAMAX:
             sim_spectramax_init(in);
+            break;
+        case SIM_KEYENCE:
+            sim_keyence_init(in);
             break;
         case SIM_MODBUS_TEMP:
             r = sim_modbus_start(in);

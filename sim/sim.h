@@ -20,6 +20,7 @@ typedef enum sim_driver {
     SIM_STAR,
     SIM_MODBUS_TEMP,
     SIM_SPECTRAMAX,
+    SIM_KEYENCE,
 } sim_driver_t;
 
 typedef enum sim_fault {
@@ -55,6 +56,8 @@ typedef struct sim_inst_cfg {
     char rack_type[64], rack_types[1024];
     int ncassettes; /* cassettes = N; 0 when absent */
     int wake_e1;    /* Liconic: E1 to a bare CR, and to the first wake_e1 CR handshakes */
+    char at[64];    /* barcode reader: the instrument whose plate position it sees */
+    int keyence_sr; /* barcode reader: sim_mode = sr (OK/ER answers, no motor) */
     double step_s;  /* lab seconds a mechanical step takes */
     double ambient; /* modbus: degC */
     double tau;     /* modbus: lab seconds of the thermal time constant */

@@ -187,6 +187,8 @@ static void call_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *resul
     ex->in_call = false;
     const program_entry_t *e = &ex->prog->v[ex->pc];
     sstep_t *st = &r->st[ex->k];
+    if (e->role == LAB_DRV_ROLE_SCAN && !ex->cleanup && !scan_done(s, ex, e, err, result))
+        return; /* the plate is not the run's, or not known to be: the run paused */
     if (err->code != LAB_OK && (e->flags & PROGRAM_OPTIONAL)) {
         log_info("sched", "run=%s step=%s: %s not needed (%s)", r->id, st->name, e->action,
                  lab_err_json_name(err->code));
@@ -426,6 +428,12 @@ void exec_start(lab_sched_t *s, srun_t *r)
     st->attempts++;
     st->error[0] = '\0';
     s->stats.steps_started++;
+    char scan_err[400] = "";
+    /* a plate still inside was checked before it went in, and no reader sees it there */
+    if (prog && !inside && !scan_insert(s, r, st, prog, scan_err, sizeof scan_err)) {
+        program_free(prog);
+        prog = NULL;
+    }
     lab_driver_t *mover = inst_at(s, st->plan_mover);
     if (prog && st->plan_move_ms && mover && inst_at(s, st->plan_move_from)) {
         /* the plate goes over on the mover first */
@@ -460,6 +468,11 @@ void exec_start(lab_sched_t *s, srun_t *r)
     if (inside && program_first_wait(ex->prog) < ex->prog->n)
         ex->pc = program_first_wait(ex->prog);
     run_persist(s, r, NULL, NULL);
+    if (scan_err[0]) {
+        st->scan_outcome = SCAN_FAILED;
+        scan_stop(s, ex, scan_err);
+        return;
+    }
     if (!prog) {
         exec_fail(s, ex, err, false);
         return;

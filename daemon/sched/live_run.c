@@ -115,6 +115,9 @@ static void run_doc_sync(lab_sched_t *s, srun_t *r)
             json_object_set_new(o, "error", json_string(st->error));
         if (st->consumed)
             json_object_set(o, "consumed", st->consumed);
+        json_t *scan = scan_json(s, st);
+        if (scan)
+            json_object_set_new(o, "scan", scan);
         json_array_append_new(steps, o);
     }
     json_object_set_new(r->doc, "steps", steps);
@@ -153,6 +156,7 @@ void run_steps_from_doc(lab_sched_t *s, srun_t *r)
         json_t *used = json_object_get(o, "consumed");
         json_decref(st->consumed);
         st->consumed = json_is_object(used) ? json_deep_copy(used) : NULL;
+        scan_from_json(s, st, json_object_get(o, "scan"));
         st->holds_site = st->cassette && st->inst >= 0 &&
                          (st->state == LAB_STEP_RUNNING || (st->loaded_ms && !st->unloaded));
         if (st->holds_site)
@@ -253,6 +257,8 @@ bool run_bind_workflow(lab_sched_t *s, srun_t *r)
         st->max_lag = doc_num(json_object_get(o, "start_within_s"), -1);
         st->inst = st->plan_inst = -1;
         st->lag_s = -1;
+        st->scan = json_is_true(json_object_get(o, "scan"));
+        st->scan_reader = -1;
     }
     return true;
 }

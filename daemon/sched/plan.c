@@ -45,6 +45,14 @@ static const char *blocked_by(lab_sched_t *s, srun_t *r, int k, char *buf, size_
         lab_text_trim(buf);
         return buf;
     }
+    if (r->st[k].scan && !r->st[k].scan_waived && !scan_any_reader(s, on)) {
+        snprintf(buf, cap,
+                 "step %.63s checks its plate on '%.63s' and no barcode reader of this cell has "
+                 "at = %.63s",
+                 r->st[k].name, on, on);
+        lab_text_trim(buf);
+        return buf;
+    }
     if (!up) {
         char tmp[200];
         snprintf(tmp, sizeof tmp, "%s", buf);

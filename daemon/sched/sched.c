@@ -381,6 +381,10 @@ int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char 
     }
     sstep_t *st = &r->st[r->cur];
     bool skip = strcmp(how, "skip") == 0;
+    /* at a plate check, skip says the plate is right: the step runs without the check */
+    bool waive = skip && st->scan_held;
+    if (waive)
+        skip = false;
     lab_step_state_t sto = skip ? LAB_STEP_SKIPPED : LAB_STEP_PENDING;
     if (st->state != sto && !lab_fsm_edge(&lab_step_fsm, (int)st->state, (int)sto)) {
         snprintf(msg, msglen, "run %s: step %s is %s, it cannot be %s", id, st->name,
@@ -389,12 +393,15 @@ int lab_sched_resume(lab_sched_t *s, const char *id, const char *by, const char 
     }
     json_object_del(r->doc, "paused_reason");
     json_object_set_new(r->doc, "resumed_by", json_string(by));
-    json_object_set_new(r->doc, "resumed_how", json_string(skip ? "skip" : "retry"));
+    json_object_set_new(r->doc, "resumed_how", json_string(skip || waive ? "skip" : "retry"));
     if (reason)
         json_object_set_new(r->doc, "resume_reason", json_string(reason));
     else
         json_object_del(r->doc, "resume_reason");
     r->why[0] = '\0';
+    if (waive)
+        scan_waive(st, by);
+    st->scan_held = false;          /* retry: the check runs again */
     (void)run_step_set(r, st, sto); /* checked above */
     if (skip) {
         if (!st->end_ms)

@@ -17,6 +17,16 @@
 #include <stdint.h>
 #include <uv.h>
 
+/* How a step's plate check (its "scan": true) went. */
+typedef enum scan_outcome {
+    SCAN_NONE = 0,
+    SCAN_MATCH,    /* the label read is the run's plate */
+    SCAN_MISMATCH, /* another barcode */
+    SCAN_NOREAD,   /* the reader read no label */
+    SCAN_FAILED,   /* the reader failed, or there is none at the instrument */
+    SCAN_WAIVED,   /* an operator said the plate is right (resume with skip at the check) */
+} scan_outcome_t;
+
 typedef struct sstep {
     /* borrowed from the run's workflow, whole */
     const char *name, *op, *on;
@@ -39,6 +49,14 @@ typedef struct sstep {
     bool unloaded;
     bool late_noted;
     double lag_s; /* start - previous end, seconds; < 0 when not started or first */
+    /* the plate check: asked by the workflow; how it went; the step stopped at it and waits
+     * for an operator (resume with skip waives it) */
+    bool scan, scan_waived, scan_held, scan_has_read;
+    scan_outcome_t scan_outcome;
+    int scan_reader; /* instrument index; -1 */
+    int64_t scan_ms;
+    char scan_read[96]; /* printable ASCII of what was read */
+    char scan_by[64];   /* who waived it */
     bool lag_violated;
     char error[300];
     json_t *consumed; /* what its confirmed actions used: {tips, reagents: {name: µL}}; NULL */
@@ -281,6 +299,28 @@ void exec_advance(lab_sched_t *s, exec_t *ex);
 void exec_fail(lab_sched_t *s, exec_t *ex, const char *why, bool unknown_outcome);
 /* Steps of ours on instrument i right now (a cancelled run's unload included). */
 int exec_on_inst(const lab_sched_t *s, int i);
+
+/* ---- scan.c: plate checks ---- */
+
+/* The barcode reader whose at = names instrument inst (an available one first), or -1. */
+int scan_reader(lab_sched_t *s, int inst);
+/* Whether some instrument a step's on names has a reader at it. */
+bool scan_any_reader(lab_sched_t *s, const char *on);
+/* The check before the step's own work (a SCAN entry on the reader, at 0); false with why in
+ * err when the instrument has no reader. Nothing when the step has no check or it was waived. */
+bool scan_insert(lab_sched_t *s, srun_t *r, sstep_t *st, program_t *prog, char *err, size_t errlen);
+/* A SCAN entry ended: true when the plate is the run's and the step goes on; otherwise the step
+ * stopped and the run paused (ex is gone). */
+bool scan_done(lab_sched_t *s, exec_t *ex, const program_entry_t *e, const lab_drv_error_t *err,
+               json_t *result);
+/* The step stops at its check and the run pauses with why (ex is freed). */
+void scan_stop(lab_sched_t *s, exec_t *ex, const char *why);
+/* Resume with skip at a step that stopped at its check: the step runs without it. false when
+ * the step did not stop at its check. */
+bool scan_waive(sstep_t *st, const char *by);
+/* The step document's "scan": {outcome, matched, read, reader, at, by?}, or NULL. */
+json_t *scan_json(lab_sched_t *s, const sstep_t *st);
+void scan_from_json(lab_sched_t *s, sstep_t *st, const json_t *o);
 
 /* ---- recovery.c: the failure policy ---- */
 

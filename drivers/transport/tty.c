@@ -70,13 +70,16 @@ static int tty_configure(lab_transport_t *t, int fd)
         return -1;
     lab_tty_make_termios(&t->set, &tio);
     if (tcsetattr(fd, TCSANOW, &tio) < 0) {
-        /* Some kernels (6.x) take parity on a pseudo-terminal once and refuse it with EINVAL
-         * on every later open. A pty carries no parity bits anyway: drop them there only. */
+        /* Some kernels (6.x) take parity (or a character size below 8, a 7E1 reader's) on a
+         * pseudo-terminal once and refuse it with EINVAL on every later open. A pty carries
+         * neither parity bits nor short characters: drop them there only. */
         struct stat st;
         if (errno != EINVAL || fstat(fd, &st) < 0 || major(st.st_rdev) < 136 ||
-            major(st.st_rdev) > 143 || !(tio.c_cflag & (PARENB | PARODD)))
+            major(st.st_rdev) > 143 ||
+            (!(tio.c_cflag & (PARENB | PARODD)) && (tio.c_cflag & CSIZE) == CS8))
             return -1;
-        tio.c_cflag &= ~(tcflag_t)(PARENB | PARODD);
+        tio.c_cflag &= ~(tcflag_t)(PARENB | PARODD | CSIZE);
+        tio.c_cflag |= CS8;
         if (tcsetattr(fd, TCSANOW, &tio) < 0)
             return -1;
         log_debug("transport", "id=%s parity dropped on the pseudo-terminal %s", t->id, t->path);
