@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "protocols/modbus_maps.h"
+#include "protocols/cytomat.h"
 #include "protocols/liconic.h"
 #include "sim/sim.h"
 
@@ -74,10 +75,9 @@ static const struct {
     const char *name;
     sim_driver_t d;
 } drivers[] = {
-    {"liconic-stx", SIM_LICONIC},
-    {"biotek-synergy", SIM_BIOTEK},
-    {"hamilton-star", SIM_STAR},
-    {"modbus-temperature", SIM_MODBUS_TEMP},
+    {"liconic-stx", SIM_LICONIC},    {"biotek-synergy", SIM_BIOTEK},
+    {"hamilton-star", SIM_STAR},     {"modbus-temperature", SIM_MODBUS_TEMP},
+    {"thermo-cytomat", SIM_CYTOMAT},
 };
 
 static const struct {
@@ -211,6 +211,16 @@ static int handler(void *ud, const char *section, const char *name, const char *
     } else if (strcmp(name, "sim_tau") == 0) {
         if (parse_double(value, 0.001, 1e6, &in->tau))
             return fail(c, "instrument '%s': bad sim_tau '%s'", id, value);
+    } else if (strcmp(name, "model") == 0) {
+        if (cytomat_model_find(value) < 0)
+            return fail(c, "instrument '%s': unknown model '%s' (" CYTOMAT_MODEL_CHOICES ")", id,
+                        value);
+        snprintf(in->cy_model_name, sizeof in->cy_model_name, "%s", value);
+    } else if (strcmp(name, "rack_type") == 0 && in->driver == SIM_CYTOMAT) {
+        const cytomat_rack_t *r = cytomat_rack_find(value);
+        if (!r)
+            return fail(c, "instrument '%s': unknown rack_type '%s' for a Cytomat", id, value);
+        in->cy_slots = r->slots;
     } else if (strcmp(name, "rack_type") == 0) {
         if (!liconic_rack_find(value)) {
             snprintf(c->err, c->errcap,
@@ -274,6 +284,12 @@ int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap)
             why = "no port";
         else if (in->driver == SIM_LICONIC && !in->rack_type[0] && !in->rack_types[0])
             why = "no rack_type or rack_types (the cassettes' racks, as labloopd needs them)";
+        else if (in->driver == SIM_CYTOMAT && (!in->cy_model_name[0] || !in->cy_slots))
+            why = "a Cytomat needs model and rack_type (after driver =)";
+        else if (in->driver == SIM_CYTOMAT && in->ncassettes > CYTOMAT_CASSETTES_MAX)
+            why = "a Cytomat has at most 20 cassettes";
+        if (!why && in->driver == SIM_CYTOMAT)
+            in->cy_model = cytomat_model_find(in->cy_model_name);
         char rerr[256];
         if (!why && in->driver == SIM_LICONIC &&
             liconic_cassettes_parse(in->rack_type[0] ? in->rack_type : NULL,

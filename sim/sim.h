@@ -19,6 +19,7 @@ typedef enum sim_driver {
     SIM_BIOTEK,
     SIM_STAR,
     SIM_MODBUS_TEMP,
+    SIM_CYTOMAT,
 } sim_driver_t;
 
 typedef enum sim_fault {
@@ -55,6 +56,9 @@ typedef struct sim_inst_cfg {
     int ncassettes; /* cassettes = N; 0 when absent */
     int wake_e1;    /* Liconic: E1 to a bare CR, and to the first wake_e1 CR handshakes */
     double step_s;  /* lab seconds a mechanical step takes */
+    /* Cytomat: the model (cytomat_model_t, from model =), and cassettes of cy_slots sites */
+    char cy_model_name[24];
+    int cy_model, cy_slots;
     double ambient; /* modbus: degC */
     double tau;     /* modbus: lab seconds of the thermal time constant */
     int line;
