@@ -525,6 +525,12 @@ static void test_cited_exchange(void **state)
     assert_true(num("setpoint_c") > 36.99 && num("setpoint_c") < 37.01);
     assert_true(num("temperature_c") > 36.89 && num("temperature_c") < 36.91);
     assert_true(num("co2_pct") > 4.79 && num("co2_pct") < 4.81);
+    /* Refused parameters cost nothing on the wire. */
+    dev.n = 0;
+    assert_int_equal(h_drv_do(drv2, "load", "{\"cassette\":1,\"slot\":29}"), LAB_EINVAL);
+    assert_int_equal(h_drv_do(drv2, "set_temperature", "{\"temperature_c\":120}"), LAB_EINVAL);
+    h_drv_spin();
+    assert_int_equal(dev.n, 0);
     /* open-cytomat's set point form, with this model's CR LF */
     dev.n = 0;
     assert_int_equal(h_drv_do(drv2, "set_climate", "{\"temperature_c\":37,\"co2_pct\":5}"), LAB_OK);
