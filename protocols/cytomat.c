@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -345,16 +346,148 @@ const cytomat_rack_t *cytomat_rack_find(const char *name)
     return NULL;
 }
 
-static bool site_ok(int cassette, int slot, int slots, int cassettes)
+/* ---- cassettes ---- */
+
+static int cassettes_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int cassettes_fail(char *err, size_t errlen, const char *fmt, ...)
 {
-    return cassettes >= 1 && cassettes <= CYTOMAT_CASSETTES_MAX && slots >= 1 && slots <= 999 &&
-           cassette >= 1 && cassette <= cassettes && slot >= 1 && slot <= slots;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return LAB_ESYNTAX;
 }
 
-int cytomat_slot_param(cytomat_model_t m, int cassette, int slot, int slots, int cassettes,
+static void cassette_set(cytomat_cassettes_t *out, int c, const cytomat_rack_t *r)
+{
+    out->rack[c - 1] = r;
+    out->slots[c - 1] = r->slots;
+    if (c > out->n)
+        out->n = c;
+}
+
+/* One "N:NAME" entry of rack_types, spaces around either part allowed. */
+static int cassettes_entry(const char *s, size_t len, int k, cytomat_cassettes_t *out, char *err,
+                           size_t errlen)
+{
+    while (len && isspace((unsigned char)*s))
+        s++, len--;
+    while (len && isspace((unsigned char)s[len - 1]))
+        len--;
+    const char *colon = memchr(s, ':', len);
+    if (!len || !colon || colon == s)
+        return cassettes_fail(err, errlen,
+                              "rack_types: entry %d '%.*s' is not CASSETTE:RACK "
+                              "(e.g. 1:cytomat_rack_17mm_28)",
+                              k, (int)(len > 64 ? 64 : len), s);
+    size_t dl = (size_t)(colon - s);
+    while (dl && isspace((unsigned char)s[dl - 1]))
+        dl--;
+    int c = 0;
+    for (size_t i = 0; i < dl; i++)
+        c = isdigit((unsigned char)s[i]) && c >= 0 && c <= CYTOMAT_CASSETTES_MAX
+                ? c * 10 + (s[i] - '0')
+                : -1;
+    if (c < 1 || c > CYTOMAT_CASSETTES_MAX)
+        return cassettes_fail(err, errlen,
+                              "rack_types: entry %d: cassette '%.*s' is not a number from 1 to %d",
+                              k, (int)(dl > 16 ? 16 : dl), s, CYTOMAT_CASSETTES_MAX);
+    const char *name = colon + 1;
+    size_t nlen = len - (size_t)(name - s);
+    while (nlen && isspace((unsigned char)*name))
+        name++, nlen--;
+    char buf[64];
+    if (!nlen || nlen >= sizeof buf)
+        return cassettes_fail(err, errlen, "rack_types: cassette %d: no rack type%s", c,
+                              nlen ? " of that length" : " after ':'");
+    memcpy(buf, name, nlen);
+    buf[nlen] = 0;
+    const cytomat_rack_t *r = cytomat_rack_find(buf);
+    if (!r)
+        return cassettes_fail(err, errlen,
+                              "rack_types: cassette %d: '%s' is not a known rack type (one of %s)",
+                              c, buf, CYTOMAT_RACK_CHOICES);
+    if (out->rack[c - 1])
+        return cassettes_fail(err, errlen, "rack_types: cassette %d is given twice", c);
+    cassette_set(out, c, r);
+    return LAB_OK;
+}
+
+int cytomat_cassettes_parse(const char *rack_type, const char *rack_types, int cassettes,
+                            cytomat_cassettes_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (rack_type && rack_types)
+        return cassettes_fail(err, errlen,
+                              "rack_type and rack_types are both given; give one: rack_type = "
+                              "NAME (with cassettes = N), or rack_types = 1:NAME, 2:NAME, ...");
+    if (!rack_type && !rack_types)
+        return cassettes_fail(err, errlen,
+                              "rack_type: none given: give rack_type = NAME (with cassettes = N), "
+                              "or rack_types = 1:NAME, 2:NAME, ...");
+    if (rack_type) {
+        const cytomat_rack_t *r = cytomat_rack_find(rack_type);
+        if (!r)
+            return cassettes_fail(err, errlen,
+                                  "rack_type: '%s' is not a known rack type (one of %s)", rack_type,
+                                  CYTOMAT_RACK_CHOICES);
+        if (cassettes < 0 || cassettes > CYTOMAT_CASSETTES_MAX)
+            return cassettes_fail(err, errlen, "cassettes: %d is not from 1 to %d", cassettes,
+                                  CYTOMAT_CASSETTES_MAX);
+        for (int c = 1; c <= (cassettes ? cassettes : 1); c++)
+            cassette_set(out, c, r);
+        return LAB_OK;
+    }
+    if (cassettes)
+        return cassettes_fail(err, errlen,
+                              "cassettes: rack_types names every cassette, so leave out cassettes");
+    int k = 1;
+    for (const char *s = rack_types;; k++) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        int rc = cassettes_entry(s, len, k, out, err, errlen);
+        if (rc != LAB_OK) {
+            memset(out, 0, sizeof *out);
+            return rc;
+        }
+        if (!comma)
+            break;
+        s = comma + 1;
+    }
+    for (int c = 0; c < out->n; c++)
+        if (!out->rack[c]) {
+            int n = out->n;
+            memset(out, 0, sizeof *out);
+            return cassettes_fail(err, errlen,
+                                  "rack_types: cassette %d is missing (cassettes are numbered from "
+                                  "1 without gaps; the highest given is %d)",
+                                  c + 1, n);
+        }
+    return LAB_OK;
+}
+
+int cytomat_cassettes_slots(const cytomat_cassettes_t *c)
+{
+    int n = 0;
+    for (int i = 0; i < c->n && i < CYTOMAT_CASSETTES_MAX; i++)
+        n += c->slots[i];
+    return n;
+}
+
+/* ---- slots ---- */
+
+static bool site_ok(int cassette, int slot, const cytomat_cassettes_t *cs)
+{
+    return cs->n >= 1 && cs->n <= CYTOMAT_CASSETTES_MAX && cassette >= 1 && cassette <= cs->n &&
+           slot >= 1 && slot <= cs->slots[cassette - 1];
+}
+
+int cytomat_slot_param(cytomat_model_t m, int cassette, int slot, const cytomat_cassettes_t *cs,
                        char *buf, size_t cap)
 {
-    if ((int)m < 0 || m >= CYTOMAT_NMODELS || !site_ok(cassette, slot, slots, cassettes))
+    if ((int)m < 0 || m >= CYTOMAT_NMODELS || !site_ok(cassette, slot, cs))
         return LAB_ERANGE;
     proto_out_t o;
     proto_out_init(&o, buf, cap);
@@ -363,7 +496,10 @@ int cytomat_slot_param(cytomat_model_t m, int cassette, int slot, int slots, int
             return LAB_ERANGE;
         proto_out_fmt(&o, "%02d %02d", cassette - 1, slot - 1);
     } else {
-        int abs = (cassette - 1) * slots + slot;
+        /* PyLabRobot cytomat.py:188-189: the capacities of the racks before it, then its own */
+        int abs = slot;
+        for (int c = 1; c < cassette; c++)
+            abs += cs->slots[c - 1];
         if (abs > 999)
             return LAB_ERANGE;
         proto_out_fmt(&o, "%03d", abs);
@@ -383,7 +519,7 @@ static int digits(const char *s, size_t n, int *out)
     return LAB_OK;
 }
 
-int cytomat_slot_parse(cytomat_model_t m, const char *param, int slots, int cassettes,
+int cytomat_slot_parse(cytomat_model_t m, const char *param, const cytomat_cassettes_t *cs,
                        int *cassette, int *slot)
 {
     size_t n = strlen(param);
@@ -396,12 +532,12 @@ int cytomat_slot_parse(cytomat_model_t m, const char *param, int slots, int cass
         int abs;
         if (n != 3 || digits(param, 3, &abs))
             return LAB_ESYNTAX;
-        if (slots < 1 || abs < 1)
+        if (abs < 1)
             return LAB_ERANGE;
-        c = (abs - 1) / slots + 1;
-        s = (abs - 1) % slots + 1;
+        for (c = 1, s = abs; c <= cs->n && c <= CYTOMAT_CASSETTES_MAX && s > cs->slots[c - 1]; c++)
+            s -= cs->slots[c - 1];
     }
-    if (!site_ok(c, s, slots, cassettes))
+    if (!site_ok(c, s, cs))
         return LAB_ERANGE;
     *cassette = c;
     *slot = s;

@@ -153,7 +153,7 @@ typedef struct cytomat_rack {
 } cytomat_rack_t;
 
 #define CYTOMAT_RACK_CHOICE(name, h, n) "|" name
-#define CYTOMAT_RACK_CHOICES (CYTOMAT_RACKS(CYTOMAT_RACK_CHOICE) + 1)
+#define CYTOMAT_RACK_CHOICES (&(CYTOMAT_RACKS(CYTOMAT_RACK_CHOICE))[1]) /* without the first | */
 
 extern const cytomat_rack_t cytomat_racks[];
 extern const size_t cytomat_racks_n;
@@ -161,14 +161,31 @@ const cytomat_rack_t *cytomat_rack_find(const char *name);
 
 enum { CYTOMAT_CASSETTES_MAX = 20 };
 
-/* The slot parameter of mv:ts / mv:st for (cassette, slot), both from 1, in cassettes of
- * `slots` sites each: "NNN", the slot counted through every cassette from 1 (C6000, C6002,
- * C2C 450 shake, C5C), or "CC SS", both counted from 0 (C2C 425). LAB_ERANGE for a site that
- * does not exist or does not fit the form. */
-int cytomat_slot_param(cytomat_model_t m, int cassette, int slot, int slots, int cassettes,
+/* The cassettes (racks) of one device, each with its rack type: cassette c is rack[c - 1]. */
+typedef struct cytomat_cassettes {
+    int n;
+    const cytomat_rack_t *rack[CYTOMAT_CASSETTES_MAX];
+    int slots[CYTOMAT_CASSETTES_MAX]; /* rack[i]->slots */
+} cytomat_cassettes_t;
+
+/* The cassettes from the configuration, in one of two forms and never both:
+ *   rack_type = NAME (with cassettes = N, default 1): N cassettes of that rack;
+ *   rack_types = 1:NAME, 2:NAME, ...: each cassette from 1 up, each once and without gaps.
+ * NULL or 0 when absent. LAB_OK, or LAB_ESYNTAX with the first problem in err, which begins
+ * with the key it is about ("rack_types: cassette 2 is missing ..."). */
+int cytomat_cassettes_parse(const char *rack_type, const char *rack_types, int cassettes,
+                            cytomat_cassettes_t *out, char *err, size_t errlen);
+/* Slots of every cassette together. */
+int cytomat_cassettes_slots(const cytomat_cassettes_t *c);
+
+/* The slot parameter of mv:ts / mv:st for (cassette, slot), both from 1: "NNN", the slot counted
+ * through the cassettes before it and then within its own (C6000, C6002, C2C 450 shake, C5C), or
+ * "CC SS", both counted from 0 (C2C 425). LAB_ERANGE for a site the cassettes do not have or
+ * that does not fit the form. */
+int cytomat_slot_param(cytomat_model_t m, int cassette, int slot, const cytomat_cassettes_t *cs,
                        char *buf, size_t cap);
 /* The reverse, for the simulator: (cassette, slot) from 1, or LAB_ERANGE / LAB_ESYNTAX. */
-int cytomat_slot_parse(cytomat_model_t m, const char *param, int slots, int cassettes,
+int cytomat_slot_parse(cytomat_model_t m, const char *param, const cytomat_cassettes_t *cs,
                        int *cassette, int *slot);
 
 #endif

@@ -217,10 +217,9 @@ static int handler(void *ud, const char *section, const char *name, const char *
                         value);
         snprintf(in->cy_model_name, sizeof in->cy_model_name, "%s", value);
     } else if (strcmp(name, "rack_type") == 0 && in->driver == SIM_CYTOMAT) {
-        const cytomat_rack_t *r = cytomat_rack_find(value);
-        if (!r)
+        if (!cytomat_rack_find(value))
             return fail(c, "instrument '%s': unknown rack_type '%s' for a Cytomat", id, value);
-        in->cy_slots = r->slots;
+        snprintf(in->rack_type, sizeof in->rack_type, "%s", value);
     } else if (strcmp(name, "rack_type") == 0) {
         if (!liconic_rack_find(value)) {
             snprintf(c->err, c->errcap,
@@ -284,13 +283,16 @@ int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap)
             why = "no port";
         else if (in->driver == SIM_LICONIC && !in->rack_type[0] && !in->rack_types[0])
             why = "no rack_type or rack_types (the cassettes' racks, as labloopd needs them)";
-        else if (in->driver == SIM_CYTOMAT && (!in->cy_model_name[0] || !in->cy_slots))
-            why = "a Cytomat needs model and rack_type (after driver =)";
-        else if (in->driver == SIM_CYTOMAT && in->ncassettes > CYTOMAT_CASSETTES_MAX)
-            why = "a Cytomat has at most 20 cassettes";
-        if (!why && in->driver == SIM_CYTOMAT)
-            in->cy_model = cytomat_model_find(in->cy_model_name);
+        else if (in->driver == SIM_CYTOMAT && !in->cy_model_name[0])
+            why = "a Cytomat needs model";
         char rerr[256];
+        if (!why && in->driver == SIM_CYTOMAT) {
+            in->cy_model = cytomat_model_find(in->cy_model_name);
+            if (cytomat_cassettes_parse(in->rack_type[0] ? in->rack_type : NULL,
+                                        in->rack_types[0] ? in->rack_types : NULL, in->ncassettes,
+                                        &in->cy_cassettes, rerr, sizeof rerr) != LAB_OK)
+                why = rerr;
+        }
         if (!why && in->driver == SIM_LICONIC &&
             liconic_cassettes_parse(in->rack_type[0] ? in->rack_type : NULL,
                                     in->rack_types[0] ? in->rack_types : NULL, in->ncassettes,

@@ -185,9 +185,8 @@ static void movement(sim_inst_t *in, const cytomat_cmd_t *c)
         return;
     }
     int cs, sl;
-    int cassettes = in->cfg->ncassettes ? in->cfg->ncassettes : 1;
-    if (cytomat_slot_parse((cytomat_model_t)in->cfg->cy_model, c->params, in->cfg->cy_slots,
-                           cassettes, &cs, &sl) != LAB_OK) {
+    if (cytomat_slot_parse((cytomat_model_t)in->cfg->cy_model, c->params, &in->cfg->cy_cassettes,
+                           &cs, &sl) != LAB_OK) {
         reply_byte(in, CYTOMAT_REPLY_ERROR, 0x05);
         return;
     }

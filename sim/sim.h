@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+#include "protocols/cytomat.h"
 #include "protocols/liconic.h"
 #include "sim/world.h"
 
@@ -56,9 +57,11 @@ typedef struct sim_inst_cfg {
     int ncassettes; /* cassettes = N; 0 when absent */
     int wake_e1;    /* Liconic: E1 to a bare CR, and to the first wake_e1 CR handshakes */
     double step_s;  /* lab seconds a mechanical step takes */
-    /* Cytomat: the model (cytomat_model_t, from model =), and cassettes of cy_slots sites */
+    /* Cytomat: the model (cytomat_model_t, from model =), and its cassettes (rack_type with
+     * cassettes, or rack_types) */
     char cy_model_name[24];
-    int cy_model, cy_slots;
+    int cy_model;
+    cytomat_cassettes_t cy_cassettes;
     double ambient; /* modbus: degC */
     double tau;     /* modbus: lab seconds of the thermal time constant */
     int line;

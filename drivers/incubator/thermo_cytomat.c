@@ -78,10 +78,9 @@ typedef enum cyt_act {
 typedef struct cyt {
     lab_stream_t st;
     cytomat_model_t model;
-    const cytomat_rack_t *rack; /* every cassette's */
-    int cassettes;
-    int climate_n; /* 1: temperature, 2: + CO2, 3: + humidity (read only) */
-    bool fault;    /* the error register holds a code; cleared by reset or a clear register */
+    cytomat_cassettes_t cassettes; /* each cassette's rack: its slots and the slot numbers */
+    int climate_n;                 /* 1: temperature, 2: + CO2, 3: + humidity (read only) */
+    bool fault; /* the error register holds a code; cleared by reset or a clear register */
     cyt_act_t act;
     cyt_seq_t conn, op;
     cyt_seq_t *cur;
@@ -143,11 +142,14 @@ static const lab_drv_key_t cyt_keys[] = {
      "the Cytomat model: the telegram terminator (CR for the C2C_425, CR LF for the others) and "
      "the slot address (cassette and slot from 0 for the C2C_425, the slot counted through "
      "every cassette for the others) follow from it"},
-    {"rack_type", LAB_DRV_KEY_ENUM, NULL, 0, 0, CYTOMAT_RACK_CHOICES, LAB_DRV_KEY_REQUIRED,
+    {"rack_type", LAB_DRV_KEY_ENUM, NULL, 0, 0, CYTOMAT_RACK_CHOICES, 0,
      "the rack type of every cassette (PyLabRobot's name, <site height>mm_<slots>), as configured "
-     "in the device with its own software"},
-    {"cassettes", LAB_DRV_KEY_INT, "1", 1, CYTOMAT_CASSETTES_MAX, NULL, 0,
-     "how many cassettes of that rack"},
+     "in the device with its own software; this or rack_types is required"},
+    {"cassettes", LAB_DRV_KEY_INT, NULL, 1, CYTOMAT_CASSETTES_MAX, NULL, 0,
+     "with rack_type: how many cassettes of that rack (default 1)"},
+    {"rack_types", LAB_DRV_KEY_STR, NULL, 0, 0, NULL, 0,
+     "each cassette's rack type, from cassette 1 up without gaps: 1:cytomat_rack_17mm_28, "
+     "2:cytomat_rack_50mm_10 (instead of rack_type and cassettes)"},
     {"climate", LAB_DRV_KEY_ENUM, "temperature+co2", 0, 0,
      "temperature|temperature+co2|temperature+co2+humidity", 0,
      "what the model measures: status reads these (humidity has no set point telegram)"},
@@ -483,33 +485,51 @@ static const lab_stream_ops_t cyt_stream_ops = {
 
 /* ---- driver ops ---- */
 
-static int cyt_total_slots(const lab_drv_conf_t *c, int *slots, int *cassettes)
+/* The cassettes of a section, as open reads them; LAB_EINVAL with the key and why. */
+static int cyt_cassettes(const char *rack_type, const char *rack_types, int n, int model,
+                         cytomat_cassettes_t *cs, const char **key, char *err, size_t errlen)
 {
-    const cytomat_rack_t *r = cytomat_rack_find(lab_drv_conf_str(c, "rack_type"));
-    const char *n = lab_drv_conf_str(c, "cassettes");
-    *slots = r ? r->slots : 0;
-    *cassettes = n ? atoi(n) : 1;
-    return *slots * *cassettes;
+    if (cytomat_cassettes_parse(rack_type, rack_types, n, cs, err, errlen) != LAB_OK) {
+        /* the parser's message begins with the key it is about: the caller names it itself */
+        static const char *const keys[] = {"rack_types", "rack_type", "cassettes"};
+        *key = "rack_type";
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+            size_t len = strlen(keys[i]);
+            if (strncmp(err, keys[i], len) == 0 && strncmp(err + len, ": ", 2) == 0) {
+                *key = keys[i];
+                memmove(err, err + len + 2, strlen(err + len + 2) + 1);
+                break;
+            }
+        }
+        return LAB_EINVAL;
+    }
+    int total = cytomat_cassettes_slots(cs);
+    if (model != CYTOMAT_C2C_425 && total > 999) {
+        *key = rack_types ? "rack_types" : "cassettes";
+        snprintf(err, errlen,
+                 "%d slots in %d cassettes: more than the 999 a slot number of three digits can "
+                 "address",
+                 total, cs->n);
+        return LAB_EINVAL;
+    }
+    return 0;
 }
 
 /* What the key table cannot say, for --check as open reads it. */
 static int cyt_check_conf(const lab_drv_conf_t *c, const char **key, char *err, size_t errlen)
 {
-    int slots, cassettes, total = cyt_total_slots(c, &slots, &cassettes);
-    const char *cap = lab_drv_conf_str(c, "capacity");
-    int m = cytomat_model_find(lab_drv_conf_str(c, "model"));
-    if (m != CYTOMAT_C2C_425 && total > 999) {
-        *key = "cassettes";
-        snprintf(err, errlen,
-                 "%d cassettes of %d slots are %d, more than the 999 a slot number "
-                 "of three digits can address",
-                 cassettes, slots, total);
+    cytomat_cassettes_t cs;
+    const char *n = lab_drv_conf_str(c, "cassettes");
+    if (cyt_cassettes(lab_drv_conf_str(c, "rack_type"), lab_drv_conf_str(c, "rack_types"),
+                      n ? atoi(n) : 0, cytomat_model_find(lab_drv_conf_str(c, "model")), &cs, key,
+                      err, errlen))
         return LAB_EINVAL;
-    }
+    const char *cap = lab_drv_conf_str(c, "capacity");
+    int total = cytomat_cassettes_slots(&cs);
     if (cap && atol(cap) > total) {
         *key = "capacity";
-        snprintf(err, errlen, "%s is more than the %d slots of its %d cassette%s", cap, total,
-                 cassettes, cassettes == 1 ? "" : "s");
+        snprintf(err, errlen, "%s is more than the %d slots of its %d cassette%s", cap, total, cs.n,
+                 cs.n == 1 ? "" : "s");
         return LAB_EINVAL;
     }
     return 0;
@@ -519,16 +539,18 @@ static int cyt_open(lab_driver_t *d, char *err, size_t errlen)
 {
     cyt_t *p = lab_drv_priv(d);
     p->model = (cytomat_model_t)cytomat_model_find(lab_drv_str(d, "model"));
-    p->rack = cytomat_rack_find(lab_drv_str(d, "rack_type"));
-    p->cassettes = (int)lab_drv_int(d, "cassettes");
     p->climate_n = lab_drv_enum(d, "climate") + 1;
-    if ((int)p->model < 0 || !p->rack) {
-        snprintf(err, errlen, "model or rack_type unknown");
+    if ((int)p->model < 0) {
+        snprintf(err, errlen, "model: unknown");
         return LAB_EINVAL;
     }
-    if (p->model != CYTOMAT_C2C_425 && p->rack->slots * p->cassettes > 999) {
-        snprintf(err, errlen, "cassettes: %d of %d slots are more than 999 slot numbers",
-                 p->cassettes, p->rack->slots);
+    const char *key = NULL;
+    char why[400];
+    if (cyt_cassettes(lab_drv_has(d, "rack_type") ? lab_drv_str(d, "rack_type") : NULL,
+                      lab_drv_has(d, "rack_types") ? lab_drv_str(d, "rack_types") : NULL,
+                      lab_drv_has(d, "cassettes") ? (int)lab_drv_int(d, "cassettes") : 0, p->model,
+                      &p->cassettes, &key, why, sizeof why)) {
+        snprintf(err, errlen, "%s: %s", key, why);
         return LAB_EINVAL;
     }
     lab_stream_conf_t conf = {
@@ -588,12 +610,13 @@ static void cyt_check(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
     json_t *cassette = json_object_get(params, "cassette"), *slot = json_object_get(params, "slot");
     if ((strcmp(a->name, "load") == 0 || strcmp(a->name, "unload") == 0) && cassette && slot) {
         json_int_t c = json_integer_value(cassette), sl = json_integer_value(slot);
-        if (c > p->cassettes)
+        const cytomat_cassettes_t *cs = &p->cassettes;
+        if (c > cs->n)
             lab_jerrs_add(errs, "/cassette", "%lld is beyond the %d cassette%s configured",
-                          (long long)c, p->cassettes, p->cassettes == 1 ? "" : "s");
-        else if (sl > p->rack->slots)
+                          (long long)c, cs->n, cs->n == 1 ? "" : "s");
+        else if (c >= 1 && sl > cs->slots[c - 1])
             lab_jerrs_add(errs, "/slot", "%lld is beyond the %d slots of cassette %lld (%s)",
-                          (long long)sl, p->rack->slots, (long long)c, p->rack->name);
+                          (long long)sl, cs->slots[c - 1], (long long)c, cs->rack[c - 1]->name);
     }
     if (strcmp(a->name, "set_climate") == 0 && p->climate_n < 2 &&
         json_object_get(params, "co2_pct"))
@@ -657,8 +680,8 @@ static void cyt_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *param
     case CYT_ACT_LOAD:
     case CYT_ACT_UNLOAD: {
         char where[16];
-        int n = cytomat_slot_param(p->model, (int)cassette, (int)slot, p->rack->slots, p->cassettes,
-                                   where, sizeof where);
+        int n = cytomat_slot_param(p->model, (int)cassette, (int)slot, &p->cassettes, where,
+                                   sizeof where);
         /* cyt_check refused a site the cassettes do not have; the framework ran it first */
         if (n < 0) {
             cyt_refuse(d, "%s: cassette %lld slot %lld is not a site of this instrument", a->name,
@@ -700,9 +723,9 @@ static void cyt_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *param
 static int cyt_sites(lab_driver_t *d, int *slots, int max)
 {
     cyt_t *p = lab_drv_priv(d);
-    int n = p->cassettes < max ? p->cassettes : max;
+    int n = p->cassettes.n < max ? p->cassettes.n : max;
     for (int c = 0; c < n; c++)
-        slots[c] = p->rack->slots;
+        slots[c] = p->cassettes.slots[c];
     return n;
 }
 

@@ -18,11 +18,19 @@ static int on_line(void *ud, const char *line, size_t len, int err)
         if (n < 7 || cytomat_parse_cmd(buf, (size_t)n - 2, &back) != LAB_OK ||
             strcmp(back.type, c.type) || strcmp(back.code, c.code) || strcmp(back.params, c.params))
             abort();
+        static cytomat_cassettes_t racks;
+        if (!racks.n) {
+            char err[256];
+            cytomat_cassettes_parse(NULL,
+                                    "1:cytomat_rack_17mm_28, 2:cytomat_rack_50mm_10, "
+                                    "3:cytomat_rack_9mm_51",
+                                    0, &racks, err, sizeof err);
+        }
         for (int m = 0; m < CYTOMAT_NMODELS; m++) {
             int cs, sl;
             char p[16];
-            if (cytomat_slot_parse((cytomat_model_t)m, c.params, 28, 3, &cs, &sl) == LAB_OK &&
-                (cytomat_slot_param((cytomat_model_t)m, cs, sl, 28, 3, p, sizeof p) < 0 ||
+            if (cytomat_slot_parse((cytomat_model_t)m, c.params, &racks, &cs, &sl) == LAB_OK &&
+                (cytomat_slot_param((cytomat_model_t)m, cs, sl, &racks, p, sizeof p) < 0 ||
                  strcmp(p, c.params) != 0))
                 abort();
         }
@@ -39,6 +47,11 @@ static int on_line(void *ud, const char *line, size_t len, int err)
             if (cytomat_parse_hex_byte(r.value, &v) == LAB_OK && (v < 0 || v > 255))
                 abort();
             cytomat_parse_climate(r.value, &a, &b);
+            cytomat_cassettes_t cs;
+            char err[128];
+            if (cytomat_cassettes_parse(NULL, r.value, 0, &cs, err, sizeof err) == LAB_OK &&
+                (cs.n < 1 || cs.n > CYTOMAT_CASSETTES_MAX))
+                abort();
         }
         cytomat_command_error_text(r.byte);
         cytomat_error_register_text(r.byte);

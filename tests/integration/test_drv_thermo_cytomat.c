@@ -123,7 +123,8 @@ static int setup(void **state)
              "rack_type = cytomat_rack_17mm_28\ncassettes = 2\nport = %s\nsim_plate = P1\n"
              "sim_step_seconds = 2\n"
              "[instrument cy2]\ndriver = thermo-cytomat\nmodel = C2C_425\n"
-             "rack_type = cytomat_rack_17mm_28\ncassettes = 2\nport = %s\nsim_plate = P2\n"
+             "rack_types = 1:cytomat_rack_17mm_28, 2:cytomat_rack_17mm_28\nport = %s\n"
+             "sim_plate = P2\n"
              "sim_step_seconds = 10\n",
              port1, port2);
     assert_int_equal(h_sim_start(&sim, ini), 0);
@@ -389,6 +390,87 @@ static void test_polling(void **state)
     assert_true(last_temp >= 22 && last_temp <= 37);
 }
 
+/* ---- configuration ---- */
+
+static char conf_reason[1200];
+static int check_problems;
+
+static void conf_err(void *ctx, int line, const char *key, const char *reason)
+{
+    (void)ctx;
+    (void)line;
+    snprintf(conf_reason, sizeof conf_reason, "%s: %s", key, reason);
+}
+
+/* Opens cyx with the keys given (besides driver, port and model); NULL when refused. */
+static lab_driver_t *open_conf(const lab_drv_kv_t *keys, size_t n, char *err, size_t errlen)
+{
+    lab_drv_kv_t kv[8] = {
+        {"driver", "thermo-cytomat", 2}, {"port", "/dev/null", 3}, {"model", "C6002", 4}};
+    for (size_t i = 0; i < n; i++)
+        kv[3 + i] = keys[i];
+    lab_drv_conf_t c = {.id = "cyx", .line = 1, .kv = kv, .n = 3 + n, .time_scale = 1};
+    conf_reason[0] = 0;
+    check_problems = lab_driver_check(&c, conf_err, NULL);
+    lab_driver_t *d = NULL;
+    err[0] = 0;
+    lab_driver_new(h_drv_loop(), &c, h_drv_host(), &d, err, errlen);
+    return d;
+}
+
+static void expect_refused(const lab_drv_kv_t *keys, size_t n, const char *why)
+{
+    char err[512];
+    lab_driver_t *d = open_conf(keys, n, err, sizeof err);
+    if (d) {
+        h_drv_close(d);
+        fail_msg("opened; expected refused with '%s'", why);
+    }
+    if (!strstr(err, why))
+        fail_msg("refused with '%s'; expected '%s'", err, why);
+    assert_int_equal(check_problems, 1); /* --check refuses it alike */
+    if (!strstr(conf_reason, why))
+        fail_msg("--check said '%s'; expected '%s'", conf_reason, why);
+}
+
+/* The racks: rack_type (with cassettes) or rack_types, never both; the sites the scheduler gets
+ * are the racks' slots, capacity must fit in them, and a slot number has three digits. */
+static void test_cassettes_config(void **state)
+{
+    (void)state;
+    char err[512];
+    lab_drv_kv_t mixed[] = {{"rack_types", "2:cytomat_rack_50mm_10, 1:cytomat_rack_17mm_28", 5},
+                            {"capacity", "38", 6}};
+    lab_driver_t *d = open_conf(mixed, 2, err, sizeof err);
+    assert_non_null(d);
+    assert_int_equal(check_problems, 0);
+    assert_int_equal(lab_driver_sites(d), 38);
+    int c, sl;
+    assert_true(lab_driver_site_at(d, 28, &c, &sl));
+    assert_int_equal(c * 100 + sl, 201);
+    assert_int_equal(lab_driver_site_index(d, 2, 10), 37);
+    assert_int_equal(lab_driver_site_index(d, 2, 11), -1);
+    h_drv_close(d);
+    lab_drv_kv_t over[] = {{"rack_types", "1:cytomat_rack_17mm_28, 2:cytomat_rack_50mm_10", 5},
+                           {"capacity", "39", 6}};
+    expect_refused(over, 2, "39 is more than the 38 slots of its 2 cassettes");
+    expect_refused(NULL, 0, "none given");
+    lab_drv_kv_t both[] = {{"rack_type", "cytomat_rack_17mm_28", 5},
+                           {"rack_types", "1:cytomat_rack_17mm_28", 6}};
+    expect_refused(both, 2, "rack_type and rack_types are both given");
+    lab_drv_kv_t gap[] = {{"rack_types", "1:cytomat_rack_17mm_28, 3:cytomat_rack_9mm_51", 5}};
+    expect_refused(gap, 1, "cassette 2 is missing");
+    lab_drv_kv_t many[] = {{"rack_type", "cytomat_rack_9mm_51", 5}, {"cassettes", "20", 6}};
+    expect_refused(many, 2, "1020 slots in 20 cassettes: more than the 999");
+    lab_drv_kv_t liconic[] = {{"rack_type", "liconic_rack_17mm_22", 5}};
+    expect_refused(liconic, 1, "rack_type");
+    lab_drv_kv_t nomodel[] = {{"rack_type", "cytomat_rack_17mm_28", 5}};
+    lab_drv_kv_t kv[4] = {{"driver", "thermo-cytomat", 2}, {"port", "/dev/null", 3}, nomodel[0]};
+    lab_drv_conf_t conf = {.id = "cyx", .line = 1, .kv = kv, .n = 3, .time_scale = 1};
+    assert_int_equal(lab_driver_check(&conf, conf_err, NULL), 1);
+    assert_non_null(strstr(conf_reason, "model"));
+}
+
 /* ---- the cited telegrams, played by a scripted device ---- */
 
 static struct {
@@ -596,7 +678,8 @@ int main(void)
         cmocka_unit_test(test_fault_error),    cmocka_unit_test(test_fault_garbage),
         cmocka_unit_test(test_fault_timeout),  cmocka_unit_test(test_fault_disconnect),
         cmocka_unit_test(test_step_timeout),   cmocka_unit_test(test_cited_exchange),
-        cmocka_unit_test(test_cited_c2c425),   cmocka_unit_test(test_polling),
+        cmocka_unit_test(test_cited_c2c425),   cmocka_unit_test(test_cassettes_config),
+        cmocka_unit_test(test_polling),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -159,40 +159,104 @@ static void test_bad_commands(void **state)
             fail_msg("'%s' parsed", bad[i]);
 }
 
+static cytomat_cassettes_t cassettes(const char *rack_type, const char *rack_types, int n)
+{
+    cytomat_cassettes_t cs;
+    char err[512];
+    if (cytomat_cassettes_parse(rack_type, rack_types, n, &cs, err, sizeof err) != LAB_OK)
+        fail_msg("%s", err);
+    return cs;
+}
+
 static void test_slots(void **state)
 {
     (void)state;
     char buf[16];
     int c, s;
     /* every site of 3 cassettes of 28 round trips, numbered through the cassettes */
+    cytomat_cassettes_t cs = cassettes("cytomat_rack_17mm_28", NULL, 3);
+    assert_int_equal(cytomat_cassettes_slots(&cs), 84);
     for (int cass = 1; cass <= 3; cass++)
         for (int slot = 1; slot <= 28; slot++) {
-            assert_int_equal(cytomat_slot_param(CYTOMAT_C6000, cass, slot, 28, 3, buf, sizeof buf),
+            assert_int_equal(cytomat_slot_param(CYTOMAT_C6000, cass, slot, &cs, buf, sizeof buf),
                              3);
             char want[8];
             snprintf(want, sizeof want, "%03d", (cass - 1) * 28 + slot);
             assert_string_equal(buf, want);
-            assert_int_equal(cytomat_slot_parse(CYTOMAT_C6000, buf, 28, 3, &c, &s), LAB_OK);
+            assert_int_equal(cytomat_slot_parse(CYTOMAT_C6000, buf, &cs, &c, &s), LAB_OK);
             assert_int_equal(c * 100 + s, cass * 100 + slot);
-            assert_int_equal(
-                cytomat_slot_param(CYTOMAT_C2C_425, cass, slot, 28, 3, buf, sizeof buf), 5);
-            assert_int_equal(cytomat_slot_parse(CYTOMAT_C2C_425, buf, 28, 3, &c, &s), LAB_OK);
+            assert_int_equal(cytomat_slot_param(CYTOMAT_C2C_425, cass, slot, &cs, buf, sizeof buf),
+                             5);
+            assert_int_equal(cytomat_slot_parse(CYTOMAT_C2C_425, buf, &cs, &c, &s), LAB_OK);
             assert_int_equal(c * 100 + s, cass * 100 + slot);
         }
-    assert_int_equal(cytomat_slot_param(CYTOMAT_C2C_425, 2, 5, 28, 3, buf, sizeof buf), 5);
+    assert_int_equal(cytomat_slot_param(CYTOMAT_C2C_425, 2, 5, &cs, buf, sizeof buf), 5);
     assert_string_equal(buf, "01 04");
-    assert_int_equal(cytomat_slot_param(CYTOMAT_C6000, 4, 1, 28, 3, buf, sizeof buf), LAB_ERANGE);
-    assert_int_equal(cytomat_slot_param(CYTOMAT_C6000, 1, 29, 28, 3, buf, sizeof buf), LAB_ERANGE);
-    assert_int_equal(cytomat_slot_param(CYTOMAT_C6000, 0, 1, 28, 3, buf, sizeof buf), LAB_ERANGE);
-    assert_int_equal(cytomat_slot_param(CYTOMAT_C6000, 20, 51, 51, 20, buf, sizeof buf),
-                     LAB_ERANGE); /* 1020: past three digits */
-    assert_int_equal(cytomat_slot_param(CYTOMAT_C6000, 1, 1, 28, 3, buf, 3), LAB_ENOSPACE);
-    assert_int_equal(cytomat_slot_parse(CYTOMAT_C6000, "085", 28, 3, &c, &s), LAB_ERANGE);
-    assert_int_equal(cytomat_slot_parse(CYTOMAT_C6000, "000", 28, 3, &c, &s), LAB_ERANGE);
-    assert_int_equal(cytomat_slot_parse(CYTOMAT_C6000, "30", 28, 3, &c, &s), LAB_ESYNTAX);
-    assert_int_equal(cytomat_slot_parse(CYTOMAT_C6000, "0x1", 28, 3, &c, &s), LAB_ESYNTAX);
-    assert_int_equal(cytomat_slot_parse(CYTOMAT_C2C_425, "0104", 28, 3, &c, &s), LAB_ESYNTAX);
-    assert_int_equal(cytomat_slot_parse(CYTOMAT_C2C_425, "03 00", 28, 3, &c, &s), LAB_ERANGE);
+    assert_int_equal(cytomat_slot_param(CYTOMAT_C6000, 4, 1, &cs, buf, sizeof buf), LAB_ERANGE);
+    assert_int_equal(cytomat_slot_param(CYTOMAT_C6000, 1, 29, &cs, buf, sizeof buf), LAB_ERANGE);
+    assert_int_equal(cytomat_slot_param(CYTOMAT_C6000, 0, 1, &cs, buf, sizeof buf), LAB_ERANGE);
+    assert_int_equal(cytomat_slot_param(CYTOMAT_C6000, 1, 1, &cs, buf, 3), LAB_ENOSPACE);
+    assert_int_equal(cytomat_slot_parse(CYTOMAT_C6000, "085", &cs, &c, &s), LAB_ERANGE);
+    assert_int_equal(cytomat_slot_parse(CYTOMAT_C6000, "000", &cs, &c, &s), LAB_ERANGE);
+    assert_int_equal(cytomat_slot_parse(CYTOMAT_C6000, "30", &cs, &c, &s), LAB_ESYNTAX);
+    assert_int_equal(cytomat_slot_parse(CYTOMAT_C6000, "0x1", &cs, &c, &s), LAB_ESYNTAX);
+    assert_int_equal(cytomat_slot_parse(CYTOMAT_C2C_425, "0104", &cs, &c, &s), LAB_ESYNTAX);
+    assert_int_equal(cytomat_slot_parse(CYTOMAT_C2C_425, "03 00", &cs, &c, &s), LAB_ERANGE);
+    /* past three digits: 20 cassettes of 51 */
+    cs = cassettes("cytomat_rack_9mm_51", NULL, 20);
+    assert_int_equal(cytomat_slot_param(CYTOMAT_C6000, 20, 51, &cs, buf, sizeof buf), LAB_ERANGE);
+    /* racks of different heights: the slots of the racks before, then its own (PLR
+     * cytomat.py:188-189): cassette 2 slot 1 is 28 + 1, cassette 3 slot 1 is 28 + 10 + 1 */
+    cs =
+        cassettes(NULL, "2:cytomat_rack_50mm_10, 1:cytomat_rack_17mm_28,3: cytomat_rack_9mm_51", 0);
+    assert_int_equal(cs.n, 3);
+    assert_int_equal(cytomat_cassettes_slots(&cs), 89);
+    assert_int_equal(cytomat_slot_param(CYTOMAT_C5C, 2, 1, &cs, buf, sizeof buf), 3);
+    assert_string_equal(buf, "029");
+    assert_int_equal(cytomat_slot_param(CYTOMAT_C5C, 3, 1, &cs, buf, sizeof buf), 3);
+    assert_string_equal(buf, "039");
+    assert_int_equal(cytomat_slot_param(CYTOMAT_C5C, 2, 11, &cs, buf, sizeof buf), LAB_ERANGE);
+    assert_int_equal(cytomat_slot_parse(CYTOMAT_C5C, "038", &cs, &c, &s), LAB_OK);
+    assert_int_equal(c * 100 + s, 210);
+    assert_int_equal(cytomat_slot_parse(CYTOMAT_C5C, "089", &cs, &c, &s), LAB_OK);
+    assert_int_equal(c * 100 + s, 351);
+    assert_int_equal(cytomat_slot_parse(CYTOMAT_C5C, "090", &cs, &c, &s), LAB_ERANGE);
+}
+
+static void test_cassettes_config(void **state)
+{
+    (void)state;
+    cytomat_cassettes_t cs;
+    char err[512];
+    static const struct {
+        const char *rack_type, *rack_types;
+        int n;
+        const char *why;
+    } bad[] = {
+        {NULL, NULL, 0, "rack_type: none given"},
+        {"cytomat_rack_17mm_28", "1:cytomat_rack_17mm_28", 0, "both given"},
+        {"liconic_rack_17mm_22", NULL, 0, "rack_type: 'liconic_rack_17mm_22' is not a known"},
+        {"cytomat_rack_17mm_28", NULL, 21, "cassettes: 21 is not from 1 to 20"},
+        {NULL, "1:cytomat_rack_17mm_28", 2, "cassettes: rack_types names every cassette"},
+        {NULL, "1:cytomat_rack_17mm_28, 3:cytomat_rack_9mm_51", 0, "cassette 2 is missing"},
+        {NULL, "1:cytomat_rack_17mm_28, 1:cytomat_rack_9mm_51", 0, "cassette 1 is given twice"},
+        {NULL, "cytomat_rack_17mm_28", 0, "is not CASSETTE:RACK"},
+        {NULL, "21:cytomat_rack_17mm_28", 0, "is not a number from 1 to 20"},
+        {NULL, "99999999999:cytomat_rack_17mm_28", 0, "is not a number from 1 to 20"},
+        {NULL, "1:", 0, "no rack type after ':'"},
+        {NULL, "1:cytomat_rack_17mm_28,", 0, "entry 2"},
+    };
+    for (size_t i = 0; i < N(bad); i++) {
+        err[0] = 0;
+        if (cytomat_cassettes_parse(bad[i].rack_type, bad[i].rack_types, bad[i].n, &cs, err,
+                                    sizeof err) != LAB_ESYNTAX ||
+            !strstr(err, bad[i].why))
+            fail_msg("case %zu: '%s', expected '%s'", i, err, bad[i].why);
+        assert_int_equal(cs.n, 0);
+    }
+    cs = cassettes("cytomat_rack_95mm_5", NULL, 0);
+    assert_int_equal(cs.n, 1);
+    assert_int_equal(cs.slots[0], 5);
 }
 
 static void test_climate(void **state)
@@ -251,7 +315,7 @@ int main(void)
         cmocka_unit_test(test_overview_bits),   cmocka_unit_test(test_tables),
         cmocka_unit_test(test_bad_replies),     cmocka_unit_test(test_bad_commands),
         cmocka_unit_test(test_slots),           cmocka_unit_test(test_climate),
-        cmocka_unit_test(test_models_racks),
+        cmocka_unit_test(test_models_racks),    cmocka_unit_test(test_cassettes_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
