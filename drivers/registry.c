@@ -12,8 +12,13 @@ extern const lab_driver_ops_t lab_driver_modbus_temperature;
 extern const lab_driver_ops_t lab_driver_thermo_cytomat;
 
 const lab_driver_ops_t *const lab_drivers[] = {
-    &lab_driver_liconic_stx,    &lab_driver_biotek_synergy,
-    &lab_driver_hamilton_star,  &lab_driver_manual_mover,
-    &lab_driver_mqtt_report,    &lab_driver_modbus_temperature,
-    &lab_driver_thermo_cytomat, NULL,
+    &lab_driver_liconic_stx,
+    &lab_driver_biotek_synergy,
+    &lab_driver_hamilton_star,
+    &lab_driver_manual_mover,
+    &lab_driver_mqtt_report,
+    &lab_driver_modbus_temperature,
+    &lab_driver_thermo_cytomat,
+    /* one driver a line, so that adding one is adding a line */
+    NULL,
 };

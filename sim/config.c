@@ -75,8 +75,11 @@ static const struct {
     const char *name;
     sim_driver_t d;
 } drivers[] = {
-    {"liconic-stx", SIM_LICONIC},    {"biotek-synergy", SIM_BIOTEK},
-    {"hamilton-star", SIM_STAR},     {"modbus-temperature", SIM_MODBUS_TEMP},
+    {"liconic-stx", SIM_LICONIC},
+    {"biotek-synergy", SIM_BIOTEK},
+    {"hamilton-star", SIM_STAR},
+    {"modbus-temperature", SIM_MODBUS_TEMP},
+    /* a Cytomat's rack_type is read by its driver: it comes after driver = */
     {"thermo-cytomat", SIM_CYTOMAT},
 };
 
