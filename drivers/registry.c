@@ -11,6 +11,7 @@ extern const lab_driver_ops_t lab_driver_mqtt_report;
 extern const lab_driver_ops_t lab_driver_modbus_temperature;
 extern const lab_driver_ops_t lab_driver_spectramax;
 extern const lab_driver_ops_t lab_driver_keyence_sr;
+extern const lab_driver_ops_t lab_driver_thermo_cytomat;
 
 const lab_driver_ops_t *const lab_drivers[] = {
     &lab_driver_liconic_stx,
@@ -21,5 +22,6 @@ const lab_driver_ops_t *const lab_drivers[] = {
     &lab_driver_modbus_temperature,
     &lab_driver_spectramax, /* Molecular Devices SpectraMax */
     &lab_driver_keyence_sr,
+    &lab_driver_thermo_cytomat,
     NULL,
 };

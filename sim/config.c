@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "protocols/modbus_maps.h"
+#include "protocols/cytomat.h"
 #include "protocols/liconic.h"
 #include "sim/sim.h"
 
@@ -80,6 +81,8 @@ static const struct {
     {"modbus-temperature", SIM_MODBUS_TEMP},
     {"spectramax", SIM_SPECTRAMAX}, /* Molecular Devices SpectraMax */
     {"keyence-sr", SIM_KEYENCE},
+    /* a Cytomat's rack_type is read by its driver: it comes after driver = */
+    {"thermo-cytomat", SIM_CYTOMAT},
 };
 
 static const struct {
@@ -213,6 +216,15 @@ static int handler(void *ud, const char *section, const char *name, const char *
     } else if (strcmp(name, "sim_tau") == 0) {
         if (parse_double(value, 0.001, 1e6, &in->tau))
             return fail(c, "instrument '%s': bad sim_tau '%s'", id, value);
+    } else if (strcmp(name, "model") == 0) {
+        if (cytomat_model_find(value) < 0)
+            return fail(c, "instrument '%s': unknown model '%s' (" CYTOMAT_MODEL_CHOICES ")", id,
+                        value);
+        snprintf(in->cy_model_name, sizeof in->cy_model_name, "%s", value);
+    } else if (strcmp(name, "rack_type") == 0 && in->driver == SIM_CYTOMAT) {
+        if (!cytomat_rack_find(value))
+            return fail(c, "instrument '%s': unknown rack_type '%s' for a Cytomat", id, value);
+        snprintf(in->rack_type, sizeof in->rack_type, "%s", value);
     } else if (strcmp(name, "rack_type") == 0) {
         if (!liconic_rack_find(value)) {
             snprintf(c->err, c->errcap,
@@ -284,7 +296,16 @@ int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap)
             why = "no port";
         else if (in->driver == SIM_LICONIC && !in->rack_type[0] && !in->rack_types[0])
             why = "no rack_type or rack_types (the cassettes' racks, as labloopd needs them)";
+        else if (in->driver == SIM_CYTOMAT && !in->cy_model_name[0])
+            why = "a Cytomat needs model";
         char rerr[256];
+        if (!why && in->driver == SIM_CYTOMAT) {
+            in->cy_model = cytomat_model_find(in->cy_model_name);
+            if (cytomat_cassettes_parse(in->rack_type[0] ? in->rack_type : NULL,
+                                        in->rack_types[0] ? in->rack_types : NULL, in->ncassettes,
+                                        &in->cy_cassettes, rerr, sizeof rerr) != LAB_OK)
+                why = rerr;
+        }
         if (!why && in->driver == SIM_LICONIC &&
             liconic_cassettes_parse(in->rack_type[0] ? in->rack_type : NULL,
                                     in->rack_types[0] ? in->rack_types : NULL, in->ncassettes,

@@ -49,6 +49,8 @@ static void run_read(sim_inst_t *in)
     for (int i = 0; i < in->sim->cfg.n; i++)
         if (in->sim->cfg.inst[i].driver == SIM_LICONIC && in->sim->inst[i].flags)
             sim_liconic_tick(&in->sim->inst[i]);
+        else if (in->sim->cfg.inst[i].driver == SIM_CYTOMAT && !in->sim->inst[i].replay)
+            sim_cytomat_tick(&in->sim->inst[i]);
     bool flow = false;
     for (int i = 0; i < in->sim->cfg.n; i++)
         flow |= strcmp(in->sim->cfg.inst[i].to, in->cfg->id) == 0;

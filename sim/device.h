@@ -48,6 +48,9 @@ typedef struct sim_inst {
     int pending_flag;
     int queued_flag; /* set while busy: the handler takes it when the current step ends */
     int wake_e1_left;
+    /* Cytomat (climate_* and pending_flag too): the error and warning registers, the site of
+     * the movement under way */
+    int cy_error, cy_warning, cy_c, cy_s;
     /* BioTek */
     biotek_cmd_rx_t brx;
     biotek_rect_t rect;
@@ -100,6 +103,9 @@ void sim_liconic_init(sim_inst_t *in);
 void sim_liconic_feed(sim_inst_t *in, const uint8_t *data, size_t n);
 /* Brings the climate and the incubation of the plates inside up to the current lab time. */
 void sim_liconic_tick(sim_inst_t *in);
+void sim_cytomat_init(sim_inst_t *in);
+void sim_cytomat_feed(sim_inst_t *in, const uint8_t *data, size_t n);
+void sim_cytomat_tick(sim_inst_t *in);
 void sim_biotek_init(sim_inst_t *in);
 void sim_biotek_feed(sim_inst_t *in, const uint8_t *data, size_t n);
 void sim_star_init(sim_inst_t *in);

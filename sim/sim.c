@@ -103,6 +103,9 @@ static void inst_feed(sim_inst_t *in, const uint8_t *data, size_t n)
         break;
     case SIM_MODBUS_TEMP:
         break;
+    case SIM_CYTOMAT:
+        sim_cytomat_feed(in, data, n);
+        break;
     }
 }
 
@@ -495,6 +498,8 @@ static void tick_incubators(sim_t *s)
     for (int i = 0; i < s->cfg.n; i++)
         if (s->cfg.inst[i].driver == SIM_LICONIC && s->inst[i].flags)
             sim_liconic_tick(&s->inst[i]);
+        else if (s->cfg.inst[i].driver == SIM_CYTOMAT && !s->inst[i].replay)
+            sim_cytomat_tick(&s->inst[i]);
 }
 
 /* Every plate of the world, in the order it came into it, with where it is now. */
@@ -710,6 +715,9 @@ int sim_start(uv_loop_t *loop, const sim_cfg_t *cfg, const char *control_path, s
             break;
         case SIM_MODBUS_TEMP:
             r = sim_modbus_start(in);
+            break;
+        case SIM_CYTOMAT:
+            sim_cytomat_init(in);
             break;
         }
         if (!r && in->cfg->driver != SIM_MODBUS_TEMP)

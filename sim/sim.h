@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+#include "protocols/cytomat.h"
 #include "protocols/liconic.h"
 #include "sim/world.h"
 
@@ -21,6 +22,7 @@ typedef enum sim_driver {
     SIM_MODBUS_TEMP,
     SIM_SPECTRAMAX,
     SIM_KEYENCE,
+    SIM_CYTOMAT,
 } sim_driver_t;
 
 typedef enum sim_fault {
@@ -59,6 +61,11 @@ typedef struct sim_inst_cfg {
     char at[64];    /* barcode reader: the instrument whose plate position it sees */
     int keyence_sr; /* barcode reader: sim_mode = sr (OK/ER answers, no motor) */
     double step_s;  /* lab seconds a mechanical step takes */
+    /* Cytomat: the model (cytomat_model_t, from model =), and its cassettes (rack_type with
+     * cassettes, or rack_types) */
+    char cy_model_name[24];
+    int cy_model;
+    cytomat_cassettes_t cy_cassettes;
     double ambient; /* modbus: degC */
     double tau;     /* modbus: lab seconds of the thermal time constant */
     int line;
