@@ -333,9 +333,10 @@ static void test_topic_table(void **state)
     /* every kind the outbox carries has a topic, except those for PostgreSQL only (DESIGN's
      * MQTT table has no topic for them): audit events, workflow versions, and the closed loop's
      * records (pipelines get results and done events), and prompts (the dashboard reads them
-     * from the API) */
+     * from the API), and the instruments' state intervals (utilisation: their states are on
+     * instruments/{id}/state) */
     static const char *const pg_only[] = {"event", "workflow",  "campaign", "prompt",
-                                          "batch", "candidate", "plate"};
+                                          "batch", "candidate", "plate",    "instrument.interval"};
     for (const lab_outbox_kind_t *k = lab_outbox_kinds; k->name; k++) {
         bool only = false;
         for (size_t i = 0; i < sizeof pg_only / sizeof *pg_only; i++)

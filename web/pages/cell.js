@@ -84,7 +84,7 @@ export async function mount(el, ctx) {
           const t = inst.telemetry || (inst.telemetry = { values: {}, units: {} });
           Object.assign(t.values, data.values || {});
           Object.assign(t.units, data.units || {});
-        } else {
+        } else if (kind === "instrument.state") {
           for (const k of ["state", "last_error", "updated_at"]) if (k in data) inst[k] = data[k];
         }
         renderCard(inst);

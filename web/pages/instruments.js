@@ -1,7 +1,8 @@
 // Instruments: the list (#/instruments) and one instrument (#/instruments/ID): state, telemetry
 // with units, last error, queue and counters, pause/resume, and every manual action with a form
 // generated from its parameters' JSON Schema; the instrument's answer is shown under the form.
-// Live from instrument.* events.
+// Live from instrument.state and instrument.telemetry events (other instrument.* kinds, such
+// as the ended state intervals of instrument.interval, say nothing of the instrument now).
 import { h, stateWord, fmtDateTime, fmtNum, pageStyle } from "../ui.js";
 import { schemaForm } from "../form.js";
 
@@ -50,7 +51,7 @@ async function list(el, ctx) {
     docs.set(inst.id, inst);
     render(inst);
   }
-  ctx.events.subscribe(["instrument"], (kind, key, data) => {
+  ctx.events.subscribe(["instrument.state", "instrument.telemetry"], (kind, key, data) => {
     const inst = docs.get(key);
     if (!inst) return;
     applyEvent(inst, kind, data);
@@ -152,7 +153,7 @@ async function detail(el, ctx, id) {
   if (!(inst.actions || []).length) actionsEl.append(h("p", { class: "empty" }, "No manual actions."));
   renderAll();
 
-  ctx.events.subscribe(["instrument"], (kind, key, data) => {
+  ctx.events.subscribe(["instrument.state", "instrument.telemetry"], (kind, key, data) => {
     if (key !== inst.id) return;
     applyEvent(inst, kind, data);
     if (kind === "instrument.telemetry") renderTele();
