@@ -9,6 +9,7 @@ extern const lab_driver_ops_t lab_driver_liconic_stx;
 extern const lab_driver_ops_t lab_driver_manual_mover;
 extern const lab_driver_ops_t lab_driver_mqtt_report;
 extern const lab_driver_ops_t lab_driver_modbus_temperature;
+extern const lab_driver_ops_t lab_driver_opentrons;
 
 const lab_driver_ops_t *const lab_drivers[] = {
     &lab_driver_liconic_stx,
@@ -17,5 +18,6 @@ const lab_driver_ops_t *const lab_drivers[] = {
     &lab_driver_manual_mover,
     &lab_driver_mqtt_report,
     &lab_driver_modbus_temperature,
+    &lab_driver_opentrons,
     NULL,
 };

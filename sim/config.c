@@ -74,10 +74,9 @@ static const struct {
     const char *name;
     sim_driver_t d;
 } drivers[] = {
-    {"liconic-stx", SIM_LICONIC},
-    {"biotek-synergy", SIM_BIOTEK},
-    {"hamilton-star", SIM_STAR},
-    {"modbus-temperature", SIM_MODBUS_TEMP},
+    {"liconic-stx", SIM_LICONIC}, {"biotek-synergy", SIM_BIOTEK},
+    {"hamilton-star", SIM_STAR},  {"modbus-temperature", SIM_MODBUS_TEMP},
+    {"opentrons", SIM_OPENTRONS},
 };
 
 static const struct {
@@ -233,6 +232,10 @@ static int handler(void *ud, const char *section, const char *name, const char *
         if (parse_double(value, 0, 99, &d) || d != (int)d)
             return fail(c, "instrument '%s': bad sim_wake_e1 '%s' (0..99)", id, value);
         in->wake_e1 = (int)d;
+    } else if (strcmp(name, "sim_model") == 0) {
+        if (strcmp(value, "ot2") && strcmp(value, "flex"))
+            return fail(c, "instrument '%s': sim_model '%s' is not ot2 or flex", id, value);
+        in->flex = strcmp(value, "flex") == 0;
     } else if (strcmp(name, "sim_error_code") == 0) {
         if (parse_double(value, 0, 99999, &d) || d != (int)d)
             return fail(c, "instrument '%s': bad sim_error_code '%s'", id, value);
@@ -272,6 +275,8 @@ int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap)
             why = "modbus-temperature needs modbus = tcp://host:port or rtu:PATH, and map";
         else if (in->driver != SIM_MODBUS_TEMP && !in->port[0] && !in->tcp_port)
             why = "no port";
+        else if (in->driver == SIM_OPENTRONS && !in->tcp_port)
+            why = "opentrons needs port = tcp://host:port (the robot-server is HTTP over TCP)";
         else if (in->driver == SIM_LICONIC && !in->rack_type[0] && !in->rack_types[0])
             why = "no rack_type or rack_types (the cassettes' racks, as labloopd needs them)";
         char rerr[256];

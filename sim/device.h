@@ -57,6 +57,8 @@ typedef struct sim_inst {
     bool tip_cycle;             /* tips picked up, no dispense since */
     int source_reagent[16];
     double held_ul[16];
+    /* Opentrons: the robot-server's runs and deck (dev_opentrons.c) */
+    struct sim_ot *ot;
     /* Modbus */
     sim_modbus_t *mb;
     /* Replay: the recording, and the bytes of a request not yet complete */
@@ -93,6 +95,11 @@ void sim_biotek_init(sim_inst_t *in);
 void sim_biotek_feed(sim_inst_t *in, const uint8_t *data, size_t n);
 void sim_star_init(sim_inst_t *in);
 void sim_star_feed(sim_inst_t *in, const uint8_t *data, size_t n);
+/* The Opentrons robot-server: HTTP bytes from a client, a new client, the end. */
+void sim_opentrons_init(sim_inst_t *in);
+void sim_opentrons_feed(sim_inst_t *in, const uint8_t *data, size_t n);
+void sim_opentrons_link_open(sim_inst_t *in);
+void sim_opentrons_free(sim_inst_t *in);
 /* A replayed recording: the link opened (a client connected, a pty made), bytes from the host,
  * and the end (a summary logged, the recording freed). */
 void sim_replay_link_open(sim_inst_t *in);
