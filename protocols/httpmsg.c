@@ -251,8 +251,6 @@ static int parse_head(httpmsg_msg_t *m)
     char *line = head_line(m, &pos);
     if (!line)
         return msg_fail(m, LAB_ESYNTAX, "no start line");
-    if (memchr(m->head, '\0', m->head_len) != line + strlen(line))
-        return msg_fail(m, LAB_ESYNTAX, "NUL byte in the head");
     for (char *p = line; *p; p++)
         if (*p == '\r')
             return msg_fail(m, LAB_ESYNTAX, "bare CR in the start line");
@@ -298,6 +296,8 @@ static int feed_head(httpmsg_msg_t *m, const uint8_t *p, size_t n, size_t *used)
         /* Empty lines before a message are skipped (RFC 9112 section 2.2). */
         if (m->head_len == 0 && (p[i] == '\r' || p[i] == '\n'))
             continue;
+        if (p[i] == '\0') /* it would end the C string a field is read as */
+            return msg_fail(m, LAB_ESYNTAX, "NUL byte in the head at %zu", m->head_len);
         m->head[m->head_len++] = (char)p[i];
         m->head[m->head_len] = '\0';
         if (p[i] != '\n')
