@@ -92,11 +92,12 @@ typedef struct ot {
     ot_owner_t owner;
     ot_step_t steps[STEPS_MAX];
     int n_steps, at;
-    bool in_flight;  /* a request is written (or held until the connection is open) */
-    bool held;       /* ... held: the connection is not open yet */
-    bool moved;      /* a command that moves the robot was sent in this sequence */
-    bool retried;    /* a /health resent once after the server closed the connection */
-    bool op_pending; /* an operation waits for the connect sequence: its steps in pend */
+    bool in_flight;    /* a request is written (or held until the connection is open) */
+    bool held;         /* ... held: the connection is not open yet */
+    bool moved;        /* a command that moves the robot was sent in this sequence */
+    bool moved_before; /* ... before the request in flight */
+    bool retried;      /* a /health resent once after the server closed the connection */
+    bool op_pending;   /* an operation waits for the connect sequence: its steps in pend */
     ot_step_t pend[STEPS_MAX];
     int n_pend;
     uint64_t not_before; /* no connect sequence before this (uv_now ms), after one failed */
@@ -232,6 +233,7 @@ static const lab_drv_action_t ot_actions[] = {
 
 static void ot_connect(ot_t *s);
 static void ot_drop(ot_t *s, bool doubt);
+static void ot_drop_keep(ot_t *s);
 static void ot_send_step(ot_t *s);
 
 /* The pending operation's steps become the running sequence. */
@@ -353,6 +355,7 @@ static void ot_write(ot_t *s)
                                           lab_strerror(rc)));
         return;
     }
+    s->moved_before = s->moved;
     if (s->owner == OWN_OP && s->at < s->n_steps && s->steps[s->at] >= ST_HOME &&
         step_cmd[s->steps[s->at]].moves)
         s->moved = true;
@@ -496,7 +499,9 @@ static void ot_http_error(ot_t *s, lab_drv_error_t *e)
     size_t tl = strlen(e->text);
     if (oe.detail[0] && tl + 3 < sizeof e->text)
         snprintf(e->text + tl, sizeof e->text - tl, ": %.200s", oe.detail);
-    e->not_started = s->rx.status < 500 && !s->moved;
+    /* A 4xx: this command was refused, never enqueued; the operation did nothing if no
+     * command of it moved the robot before. */
+    e->not_started = s->rx.status < 500 && !s->moved_before;
     /* RunNotFound (404), RunStopped (409: not the current run any more): the run is gone, and
      * what was loaded into it; the next operation starts a new one. */
     if (s->rx.status == 404 || strcmp(oe.id, "RunStopped") == 0) {
@@ -669,10 +674,11 @@ static void ot_on_data(lab_transport_t *t, const uint8_t *data, size_t len, void
         ot_end_later(s, &e);
         return;
     }
-    bool keep = s->rx.keep_alive;
+    /* The server said close: a fresh connection, no doubt, opened before the next request
+     * (which waits for it) rather than after. */
+    if (!s->rx.keep_alive)
+        ot_drop_keep(s);
     ot_answer(s);
-    if (!keep && !s->in_flight)
-        ot_drop(s, false); /* the server said close: a fresh connection, no doubt */
 }
 
 static void ot_on_state(lab_transport_t *t, lab_transport_state_t state, int err,
@@ -718,8 +724,10 @@ static void ot_on_state(lab_transport_t *t, lab_transport_state_t state, int err
     }
     if (s->in_flight)
         return; /* held: sent when the transport is back, within its reply time */
-    if (s->linked && s->quiet_losses == 0 && was_open) {
-        s->quiet_losses++; /* a server closing an idle connection: reconnected quietly */
+    if (s->quiet_losses++ == 0 && was_open) {
+        /* A server closing an idle connection (or one the driver just dropped, before the
+         * server let go of it): reconnected quietly. A second loss without an answer between
+         * is the robot going away. */
         log_debug(SUB, "instrument=%s idle connection closed: %s", lab_driver_id(s->d), e.text);
         return;
     }
@@ -751,6 +759,21 @@ static void ot_drop(ot_t *s, bool doubt)
         s->linked = false;
     s->open = false;
     httpmsg_msg_reset(&s->rx);
+    if (s->t)
+        lab_transport_close(s->t);
+    s->t = NULL;
+    if (ot_transport_new(s, err, sizeof err) == LAB_OK)
+        lab_transport_open(s->t);
+    else
+        log_error(SUB, "instrument=%s %s", lab_driver_id(s->d), err);
+}
+
+/* A new connection for the next request, the exchange in step (the server closed). The parser
+ * keeps the answer just read. */
+static void ot_drop_keep(ot_t *s)
+{
+    char err[160];
+    s->open = false;
     if (s->t)
         lab_transport_close(s->t);
     s->t = NULL;
@@ -852,13 +875,8 @@ static void ot_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
         op = ST_HOME;
     } else if (strcmp(a->name, "pick_up_tips") == 0) {
         op = ST_PICK_UP;
-        json_t *jn = json_object_get(params, "channels");
         int row, col;
-        if (jn && json_integer_value(jn) != s->channels)
-            lab_drv_error_set(&e, LAB_EINVAL, NULL,
-                              "params/channels: %d, but the pipette %s has %d",
-                              (int)json_integer_value(jn), lab_drv_str(d, "pipette"), s->channels);
-        else if (s->tip)
+        if (s->tip)
             lab_drv_error_set(&e, LAB_ESTATE, NULL, "a tip is on the pipette: drop_tips first");
         if (jw && ot_well(json_string_value(jw), &row, &col))
             s->tip_well = col * 8 + row;
@@ -887,8 +905,10 @@ static void ot_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *params
         const char *reagent = json_string_value(json_object_get(params, "reagent"));
         if (reagent)
             s->reagent = ot_reagent(s, reagent);
-        if (jw)
+        if (jw) { /* the robot's well names are upper case: "c12" is C12 */
             snprintf(s->well, sizeof s->well, "%s", json_string_value(jw));
+            s->well[0] = (char)toupper((unsigned char)s->well[0]);
+        }
         if (!s->tip)
             lab_drv_error_set(&e, LAB_ESTATE, NULL, "no tip on the pipette: pick_up_tips first");
         json_object_set_new(s->result, "volume_ul", json_real(s->volume_ul));
@@ -929,6 +949,10 @@ static void ot_check(lab_driver_t *d, const lab_drv_action_t *a, json_t *params,
             lab_jerrs_add(errs, "/volume_ul", "%g uL is more than the %s holds (%g uL)", v,
                           lab_drv_str(d, "pipette"), s->max_ul);
     }
+    json_t *jn = json_object_get(params, "channels");
+    if (jn && json_integer_value(jn) != s->channels)
+        lab_jerrs_add(errs, "/channels", "%d, but the pipette %s has %d",
+                      (int)json_integer_value(jn), lab_drv_str(d, "pipette"), s->channels);
     const char *reagent = json_string_value(json_object_get(params, "reagent"));
     if (reagent && ot_reagent(s, reagent) < 0)
         lab_jerrs_add(errs, "/reagent", "'%s' is not in the reservoir (%s)", reagent,
