@@ -469,13 +469,23 @@ static bool value_ok(const char *s)
     return true;
 }
 
+/* Strings go in with proto_out_mem: proto_out_fmt formats through a small buffer, and a target
+ * or a field value may be longer. */
+static void put(proto_out_t *o, const char *a, const char *b, const char *c)
+{
+    proto_out_mem(o, a, strlen(a));
+    proto_out_mem(o, b, strlen(b));
+    proto_out_mem(o, c, strlen(c));
+}
+
 static int put_fields(proto_out_t *o, const httpmsg_kv_t *fields, size_t n, const char *body,
                       size_t body_len)
 {
     for (size_t i = 0; i < n; i++) {
         if (!token_ok(fields[i].name) || !value_ok(fields[i].value))
             return LAB_EINVAL;
-        proto_out_fmt(o, "%s: %s\r\n", fields[i].name, fields[i].value);
+        put(o, fields[i].name, ": ", fields[i].value);
+        put(o, "\r\n", "", "");
     }
     if (body) {
         proto_out_fmt(o, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", body_len);
@@ -497,7 +507,8 @@ int httpmsg_request(char *buf, size_t cap, const char *method, const char *targe
     for (const char *p = target; *p; p++)
         if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
             return LAB_EINVAL;
-    proto_out_fmt(&o, "%s %s HTTP/1.1\r\nHost: %s\r\n", method, target, host);
+    put(&o, method, " ", target);
+    put(&o, " HTTP/1.1\r\nHost: ", host, "\r\n");
     if (body || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
         if (!body)
             body = "", body_len = 0;
@@ -514,7 +525,8 @@ int httpmsg_response(char *buf, size_t cap, int status, const char *reason,
     proto_out_init(&o, buf, cap);
     if (status < 100 || status > 999 || !value_ok(reason))
         return LAB_EINVAL;
-    proto_out_fmt(&o, "HTTP/1.1 %d %s\r\n", status, reason);
+    proto_out_fmt(&o, "HTTP/1.1 %d ", status);
+    put(&o, reason, "\r\n", "");
     if (close)
         proto_out_fmt(&o, "Connection: close\r\n");
     if (!body)

@@ -47,6 +47,40 @@ static void test_request_encode(void **state)
     httpmsg_msg_free(&m);
 }
 
+/* A target of HTTPMSG_TARGET_MAX bytes and a long field value are written whole (the encoder
+ * once cut them at its formatting buffer) and read back. */
+static void test_long_request(void **state)
+{
+    (void)state;
+    char target[HTTPMSG_TARGET_MAX + 1], value[3000], buf[8192];
+    memset(target, 'a', sizeof target);
+    target[0] = '/';
+    target[HTTPMSG_TARGET_MAX] = '\0';
+    memset(value, 'v', sizeof value);
+    value[sizeof value - 1] = '\0';
+    httpmsg_kv_t f[] = {{"X-Long", value}};
+    int n = httpmsg_request(buf, sizeof buf, "GET", target, "h", f, 1, NULL, 0);
+    assert_true(n > HTTPMSG_TARGET_MAX + (int)sizeof value);
+    httpmsg_msg_t m;
+    httpmsg_msg_init(&m, true, 16);
+    size_t used;
+    assert_int_equal(httpmsg_msg_feed(&m, (const uint8_t *)buf, (size_t)n, &used), LAB_OK);
+    assert_string_equal(m.target, target);
+    assert_string_equal(httpmsg_msg_field(&m, "x-long"), value);
+    httpmsg_msg_free(&m);
+    char reason[600];
+    memset(reason, 'r', sizeof reason);
+    reason[sizeof reason - 1] = '\0';
+    n = httpmsg_response(buf, sizeof buf, 200, reason, NULL, 0, NULL, 0, false);
+    assert_true(n > (int)sizeof reason);
+    char over[HTTPMSG_TARGET_MAX + 2];
+    memset(over, 'a', sizeof over);
+    over[0] = '/';
+    over[sizeof over - 1] = '\0';
+    assert_int_equal(httpmsg_request(buf, sizeof buf, "GET", over, "h", NULL, 0, NULL, 0),
+                     LAB_EINVAL);
+}
+
 static void test_request_refused(void **state)
 {
     (void)state;
@@ -264,10 +298,11 @@ static void test_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_encode),  cmocka_unit_test(test_request_refused),
-        cmocka_unit_test(test_length_body),     cmocka_unit_test(test_chunked),
-        cmocka_unit_test(test_close_delimited), cmocka_unit_test(test_keep_alive),
-        cmocka_unit_test(test_refused),         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_request_encode),  cmocka_unit_test(test_long_request),
+        cmocka_unit_test(test_request_refused), cmocka_unit_test(test_length_body),
+        cmocka_unit_test(test_chunked),         cmocka_unit_test(test_close_delimited),
+        cmocka_unit_test(test_keep_alive),      cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
