@@ -435,9 +435,18 @@ static void ot_request(sim_inst_t *in)
     httpmsg_msg_t *m = &o->req;
     int run;
     long timeout_ms;
-    if (!httpmsg_msg_field(m, OT_VERSION_FIELD)) {
+    /* Every route wants the field (robot_server/router.py:41-61), "*" or a version of at
+     * least 2 (versioning.py:56-91). */
+    const char *version = httpmsg_msg_field(m, OT_VERSION_FIELD);
+    if (!version) {
         ot_error(in, 422, "Unprocessable Entity", "InvalidRequest", "Invalid Request",
                  "field required: header Opentrons-Version");
+        return;
+    }
+    if (strcmp(version, "*") != 0 && atoi(version) < 2) {
+        ot_error(in, 400, "Bad Request", "OutdatedAPIVersion",
+                 "Requested HTTP API version no longer supported",
+                 "'Opentrons-Version' must be at least '2'");
         return;
     }
     if (strcmp(m->method, "GET") == 0 && strcmp(m->target, "/health") == 0) {
