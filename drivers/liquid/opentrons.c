@@ -306,6 +306,8 @@ static void ot_end(ot_t *s, const lab_drv_error_t *err)
     }
     if (owner != OWN_OP)
         return;
+    if (!s->linked && s->open)
+        ot_connect(s); /* the exchange was left in doubt: /health before the next request */
     json_t *r = s->result;
     s->result = NULL;
     if (err) {
@@ -339,8 +341,8 @@ static void ot_reply_due(uv_timer_t *t)
     lab_drv_error_t e;
     lab_drv_error_set(&e, LAB_ETIMEDOUT, NULL, "no answer to %s within %u ms", s->sent,
                       s->reply_ms);
-    e.not_started = !s->moved && s->at < s->n_steps && !step_cmd[s->steps[s->at]].moves;
-    ot_drop(s, true); /* a late answer must never meet the next request */
+    e.not_started = false; /* it reached the robot: it may have done its work */
+    ot_drop(s, true);      /* a late answer must never meet the next request */
     ot_end(s, &e);
 }
 
