@@ -586,10 +586,13 @@ static void ot_answer(ot_t *s)
             lab_drv_set_info(s->d, "firmware", json_string(h.fw_version));
         if (h.robot_serial[0])
             lab_drv_set_info(s->d, "serial", json_string(h.robot_serial));
-        if (s->owner == OWN_OP && s->result)
-            json_object_update(s->result, json_pack("{s:s,s:s,s:s,s:i}", "name", h.name,
-                                                    "api_version", h.api_version, "robot_model",
-                                                    h.robot_model, "tips_left", 96 - s->next_tip));
+        if (s->owner == OWN_OP && s->result) {
+            json_t *doc =
+                json_pack("{s:s,s:s,s:s,s:i}", "name", h.name, "api_version", h.api_version,
+                          "robot_model", h.robot_model, "tips_left", 96 - s->next_tip);
+            json_object_update(s->result, doc);
+            json_decref(doc);
+        }
     } else if (st == ST_RUN) {
         ot_run_t r;
         if (ot_run_parse(s->rx.body, s->rx.body_len, &r, why, sizeof why)) {

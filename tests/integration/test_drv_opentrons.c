@@ -308,7 +308,7 @@ static struct {
     int listen_fd, fd;
     httpmsg_msg_t req;
     int n;              /* requests answered */
-    char seen[24][160]; /* "METHOD TARGET commandType" of each */
+    char seen[24][200]; /* "METHOD TARGET commandType" of each */
     bool close_after;   /* answer with Connection: close and close */
     const char *health; /* the health document to give */
     int fail;           /* a request check that failed (its number), or 0 */
@@ -344,7 +344,7 @@ static void fake_request(void)
     if (m->body_len)
         ot_command_request_parse(m->body, m->body_len, type, sizeof type, &params, why, sizeof why);
     if (fake.n < 24)
-        snprintf(fake.seen[fake.n], sizeof fake.seen[0], "%s %.100s %s", m->method, m->target,
+        snprintf(fake.seen[fake.n], sizeof fake.seen[0], "%.16s %.100s %.63s", m->method, m->target,
                  type);
     fake.n++;
     if (strcmp(m->target, "/health") == 0) {
