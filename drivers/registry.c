@@ -11,6 +11,8 @@ extern const lab_driver_ops_t lab_driver_mqtt_report;
 extern const lab_driver_ops_t lab_driver_modbus_temperature;
 extern const lab_driver_ops_t lab_driver_opentrons;
 
+/* One driver per line, so adding one is adding a line. */
+// clang-format off
 const lab_driver_ops_t *const lab_drivers[] = {
     &lab_driver_liconic_stx,
     &lab_driver_biotek_synergy,
@@ -21,3 +23,4 @@ const lab_driver_ops_t *const lab_drivers[] = {
     &lab_driver_opentrons,
     NULL,
 };
+// clang-format on

@@ -54,8 +54,8 @@ static void read_body(const httpmsg_msg_t *m, bool request)
 static void round_trip(const httpmsg_msg_t *m)
 {
     static char out[BODY_MAX + 2 * HTTPMSG_HEAD_MAX];
-    int n = httpmsg_response(out, sizeof out, m->status, m->reason, NULL, 0, m->body,
-                             m->body_len, !m->keep_alive);
+    int n = httpmsg_response(out, sizeof out, m->status, m->reason, NULL, 0, m->body, m->body_len,
+                             !m->keep_alive);
     if (n == LAB_EINVAL)
         return; /* a reason phrase the encoder will not write (it never sends one) */
     if (n < 0)
@@ -66,8 +66,8 @@ static void round_trip(const httpmsg_msg_t *m)
     int rc = httpmsg_msg_feed(&back, (const uint8_t *)out, (size_t)n, &used);
     bool bodiless = m->status < 200 || m->status == 204 || m->status == 304;
     if (rc != LAB_OK || used != (size_t)n || back.status != m->status ||
-        (!bodiless && (back.body_len != m->body_len ||
-                       memcmp(back.body, m->body, m->body_len) != 0)))
+        (!bodiless &&
+         (back.body_len != m->body_len || memcmp(back.body, m->body, m->body_len) != 0)))
         abort();
     httpmsg_msg_free(&back);
 }
