@@ -278,6 +278,29 @@ static void test_late_answer(void **state)
     h_drv_close(d);
 }
 
+/* The server's own timeout (the request's timeout=, 1 s here) runs out before ot2's 2.5 s
+ * command ends: the answer is the command still "running" (commands_router.py:174-190), a
+ * timeout that may have done its work; the robot answers the next command as usual. */
+static void test_server_timeout(void **state)
+{
+    (void)state;
+    lab_drv_kv_t kv[] = {{"driver", "opentrons", 2},
+                         {"port", url2, 3},
+                         {"move_timeout_s", "20", 4},
+                         {"timeout_ms", "2000", 5}};
+    lab_driver_t *d = h_drv_open("ot2", kv, sizeof kv / sizeof kv[0]);
+    h_drv_wait_state(d, LAB_INST_IDLE);
+    lab_drv_error_t e;
+    assert_null(h_drv_call(d, "pick_up_tips", NULL, &e));
+    assert_int_equal(e.code, LAB_ETIMEDOUT);
+    assert_non_null(strstr(e.text, "still running"));
+    assert_false(e.not_started);
+    assert_int_equal(lab_driver_state(d), LAB_INST_FAULT);
+    json_decref(h_drv_call_ok(d, "home", NULL));
+    assert_int_equal(lab_driver_state(d), LAB_INST_IDLE);
+    h_drv_close(d);
+}
+
 static bool got_telemetry(void *arg)
 {
     (void)arg;
@@ -536,10 +559,15 @@ static void test_all_released(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_connect_and_pipette), cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_robot_errors),        cmocka_unit_test(test_faults),
-        cmocka_unit_test(test_late_answer),         cmocka_unit_test(test_flex_poll),
-        cmocka_unit_test(test_replay_recorded),     cmocka_unit_test(test_config),
+        cmocka_unit_test(test_connect_and_pipette),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_robot_errors),
+        cmocka_unit_test(test_faults),
+        cmocka_unit_test(test_late_answer),
+        cmocka_unit_test(test_server_timeout),
+        cmocka_unit_test(test_flex_poll),
+        cmocka_unit_test(test_replay_recorded),
+        cmocka_unit_test(test_config),
         cmocka_unit_test(test_all_released),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
