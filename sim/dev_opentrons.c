@@ -2,10 +2,12 @@
  * requests read with protocols/httpmsg.h, keep-alive, one answer per request in order. It serves
  * the subset labloop's driver uses, as the robot-server does (protocols/opentrons.h cites the
  * sources): GET /health, POST /runs (the new run is the current one; an earlier one stops being
- * current), POST /runs/{id}/commands (404 RunNotFound for an unknown run, 409 RunStopped for
- * one that is not current, 422 for a body that is not a command or a request without the
- * Opentrons-Version field) carrying home, loadPipette, loadLabware, pickUpTip, aspirate,
- * dispense, moveToAddressableAreaForDropTip, dropTipInPlace and moveLabware.
+ * current, as robot_server/runs/run_data_manager.py create() clears an idle run; a run played
+ * from the app, which would answer 409 RunAlreadyActive, is not simulated), POST
+ * /runs/{id}/commands (404 RunNotFound for an unknown run, 409 RunStopped for one that is not
+ * current, 422 for a body that is not a command or a request without the Opentrons-Version field)
+ * carrying home, loadPipette, loadLabware, pickUpTip, aspirate, dispense,
+ * moveToAddressableAreaForDropTip, dropTipInPlace and moveLabware.
  *
  * The deck: a pipette's tip and the volume it holds; tip racks whose tips are used once
  * (a second pick-up from the same well fails with tipPhysicallyMissing, as pick_up_tip.py
