@@ -12,7 +12,10 @@ extern const lab_driver_ops_t lab_driver_modbus_temperature;
 extern const lab_driver_ops_t lab_driver_spectramax;
 extern const lab_driver_ops_t lab_driver_keyence_sr;
 extern const lab_driver_ops_t lab_driver_thermo_cytomat;
+extern const lab_driver_ops_t lab_driver_opentrons;
 
+/* One driver per line, so adding one is adding a line. */
+// clang-format off
 const lab_driver_ops_t *const lab_drivers[] = {
     &lab_driver_liconic_stx,
     &lab_driver_biotek_synergy,
@@ -23,5 +26,7 @@ const lab_driver_ops_t *const lab_drivers[] = {
     &lab_driver_spectramax, /* Molecular Devices SpectraMax */
     &lab_driver_keyence_sr,
     &lab_driver_thermo_cytomat,
+    &lab_driver_opentrons,
     NULL,
 };
+// clang-format on

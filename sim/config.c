@@ -83,6 +83,7 @@ static const struct {
     {"keyence-sr", SIM_KEYENCE},
     /* a Cytomat's rack_type is read by its driver: it comes after driver = */
     {"thermo-cytomat", SIM_CYTOMAT},
+    {"opentrons", SIM_OPENTRONS},
 };
 
 static const struct {
@@ -255,6 +256,10 @@ static int handler(void *ud, const char *section, const char *name, const char *
         if (strcmp(value, "bl") && strcmp(value, "sr"))
             return fail(c, "instrument '%s': sim_mode '%s' is not bl or sr", id, value);
         in->keyence_sr = strcmp(value, "sr") == 0;
+    } else if (strcmp(name, "sim_model") == 0) {
+        if (strcmp(value, "ot2") && strcmp(value, "flex"))
+            return fail(c, "instrument '%s': sim_model '%s' is not ot2 or flex", id, value);
+        in->flex = strcmp(value, "flex") == 0;
     } else if (strcmp(name, "sim_error_code") == 0) {
         if (parse_double(value, 0, 99999, &d) || d != (int)d)
             return fail(c, "instrument '%s': bad sim_error_code '%s'", id, value);
@@ -294,6 +299,8 @@ int sim_cfg_load(const char *path, sim_cfg_t *cfg, char *err, size_t errcap)
             why = "modbus-temperature needs modbus = tcp://host:port or rtu:PATH, and map";
         else if (in->driver != SIM_MODBUS_TEMP && !in->port[0] && !in->tcp_port)
             why = "no port";
+        else if (in->driver == SIM_OPENTRONS && !in->tcp_port)
+            why = "opentrons needs port = tcp://host:port (the robot-server is HTTP over TCP)";
         else if (in->driver == SIM_LICONIC && !in->rack_type[0] && !in->rack_types[0])
             why = "no rack_type or rack_types (the cassettes' racks, as labloopd needs them)";
         else if (in->driver == SIM_CYTOMAT && !in->cy_model_name[0])

@@ -71,6 +71,8 @@ typedef struct sim_inst {
      * put in front (SIM_LABEL_*) */
     int reading, label_set;
     char label[LAB_TEXT_BYTES(LAB_RUN_PLATE_CHARS) + 256];
+    /* Opentrons: the robot-server's runs and deck (dev_opentrons.c) */
+    struct sim_ot *ot;
     /* Modbus */
     sim_modbus_t *mb;
     /* Replay: the recording, and the bytes of a request not yet complete */
@@ -117,6 +119,11 @@ void sim_keyence_feed(sim_inst_t *in, const uint8_t *data, size_t n);
 /* The control socket's label for a reader: a text, null (unreadable) or false (the world's
  * plate); 0, or -1 with why in err. */
 int sim_keyence_label(sim_inst_t *in, const json_t *label, char *err, size_t cap);
+/* The Opentrons robot-server: HTTP bytes from a client, a new client, the end. */
+void sim_opentrons_init(sim_inst_t *in);
+void sim_opentrons_feed(sim_inst_t *in, const uint8_t *data, size_t n);
+void sim_opentrons_link_open(sim_inst_t *in);
+void sim_opentrons_free(sim_inst_t *in);
 /* A replayed recording: the link opened (a client connected, a pty made), bytes from the host,
  * and the end (a summary logged, the recording freed). */
 void sim_replay_link_open(sim_inst_t *in);

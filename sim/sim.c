@@ -101,6 +101,9 @@ static void inst_feed(sim_inst_t *in, const uint8_t *data, size_t n)
     case SIM_KEYENCE:
         sim_keyence_feed(in, data, n);
         break;
+    case SIM_OPENTRONS:
+        sim_opentrons_feed(in, data, n);
+        break;
     case SIM_MODBUS_TEMP:
         break;
     case SIM_CYTOMAT:
@@ -268,6 +271,8 @@ static void tcp_conn(uv_stream_t *srv, int status)
      * client's bytes. A serial line keeps it; resynchronising there is the driver's work. */
     proto_lines_init(&in->lines);
     biotek_cmd_rx_init(&in->brx);
+    if (in->ot)
+        sim_opentrons_link_open(in);
     uv_read_start((uv_stream_t *)c, tcp_alloc, tcp_read);
     if (in->replay)
         sim_replay_link_open(in);
@@ -425,7 +430,8 @@ int sim_fault(sim_t *s, const char *id, const char *fault, double seconds, int a
     }
     sim_fault_t f = kinds[k].f;
     if (at_command < 0 ||
-        (at_command > 0 && (f == SIM_FAULT_NONE || in->cfg->driver != SIM_STAR))) {
+        (at_command > 0 && (f == SIM_FAULT_NONE ||
+                            (in->cfg->driver != SIM_STAR && in->cfg->driver != SIM_OPENTRONS)))) {
         snprintf(err, cap,
                  "at_command %d: a positive count, for a fault on an instrument that counts its "
                  "commands (the STAR)",
@@ -713,6 +719,9 @@ int sim_start(uv_loop_t *loop, const sim_cfg_t *cfg, const char *control_path, s
         case SIM_KEYENCE:
             sim_keyence_init(in);
             break;
+        case SIM_OPENTRONS:
+            sim_opentrons_init(in);
+            break;
         case SIM_MODBUS_TEMP:
             r = sim_modbus_start(in);
             break;
@@ -768,6 +777,7 @@ void sim_stop(sim_t *s)
             close_handle(s, (uv_handle_t *)&in->listener, NULL);
         close_handle(s, (uv_handle_t *)&in->reconnect, NULL);
         close_handle(s, (uv_handle_t *)&in->step, NULL);
+        sim_opentrons_free(in);
         free(in->flags);
         free(in->dm);
         in->flags = NULL;

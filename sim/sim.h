@@ -23,6 +23,7 @@ typedef enum sim_driver {
     SIM_SPECTRAMAX,
     SIM_KEYENCE,
     SIM_CYTOMAT,
+    SIM_OPENTRONS,
 } sim_driver_t;
 
 typedef enum sim_fault {
@@ -60,6 +61,7 @@ typedef struct sim_inst_cfg {
     int wake_e1;    /* Liconic: E1 to a bare CR, and to the first wake_e1 CR handshakes */
     char at[64];    /* barcode reader: the instrument whose plate position it sees */
     int keyence_sr; /* barcode reader: sim_mode = sr (OK/ER answers, no motor) */
+    int flex;       /* Opentrons: sim_model = flex (robot_model "OT-3 Standard") */
     double step_s;  /* lab seconds a mechanical step takes */
     /* Cytomat: the model (cytomat_model_t, from model =), and its cassettes (rack_type with
      * cassettes, or rack_types) */
@@ -90,7 +92,7 @@ int sim_start(uv_loop_t *loop, const sim_cfg_t *cfg, const char *control_path, s
 /* Injects a fault; returns 0 or -1 with a reason in err. at_command 0: now (garbage and error
  * hit the next reply); N > 0: armed for the Nth command the instrument receives from now, which
  * it hits (its reply garbled, an error instead, never answered, or the link dropped before the
- * reply); only instruments that frame commands (the STAR) count them. */
+ * reply); only instruments that frame commands (the STAR, the Opentrons) count them. */
 int sim_fault(sim_t *s, const char *id, const char *fault, double seconds, int at_command,
               char *err, size_t cap);
 /* Closes everything (removes the symlinks); the loop then runs dry. */

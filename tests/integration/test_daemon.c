@@ -474,7 +474,8 @@ static void test_check_warns_record_path(void **state)
     h_rmtree(dir);
 }
 
-/* The port key's help names every form a port takes: a device path, tcp:// and usb://. */
+/* The port key's help names every form a port takes: a device path, tcp:// and usb:// for a
+ * driver with serial settings (a baud key); tcp:// for one reached over the network only. */
 static void test_keys_port_forms(void **state)
 {
     char cmd[600], out[65536];
@@ -483,9 +484,14 @@ static void test_keys_port_forms(void **state)
     int ports = 0;
     for (const char *line = strstr(out, "\n  port "); line; line = strstr(line + 1, "\n  port ")) {
         char *copy = strndup(line + 1, strcspn(line + 1, "\n"));
-        if (!strstr(copy, "device path") || !strstr(copy, "tcp://HOST:PORT") ||
-            !strstr(copy, "usb://VVVV:PPPP[?serial=S]"))
+        const char *next = strstr(line + 1, "\n  driver = ");
+        const char *baud = strstr(line + 1, "\n  baud ");
+        bool serial = baud && (!next || baud < next);
+        if (serial && (!strstr(copy, "device path") || !strstr(copy, "tcp://HOST:PORT") ||
+                       !strstr(copy, "usb://VVVV:PPPP[?serial=S]")))
             fail_msg("the port key's help misses a form: %s", copy);
+        if (!serial && !strstr(copy, "tcp://HOST"))
+            fail_msg("a network instrument's port help misses tcp://: %s", copy);
         free(copy);
         ports++;
     }
