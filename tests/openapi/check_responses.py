@@ -312,6 +312,20 @@ def run(c, paused):
     c.call("POST", ii + "/record", "technician", params={"id": "reader1"}, body={"on": False})
     c.call("POST", ii + "/record", "technician", 422, params={"id": "reader1"}, body={"on": 1})
     c.call("POST", ii + "/record", "technician", 404, params={"id": "nope"}, body={"on": False})
+    cs = ii + "/consumables"
+    c.call("GET", cs, "viewer", params={"id": "star1"})
+    c.call("GET", cs, None, 401, params={"id": "star1"})
+    c.call("GET", cs, "viewer", 404, params={"id": "reader1"})
+    cr = cs + "/refill"
+    c.call("POST", cr, "technician", params={"id": "star1"}, body={"trough": "substrate"})
+    c.call("POST", cr, "technician", params={"id": "star1"},
+           body={"tips": {"racks": 2}, "reason": "fresh racks"})
+    c.call("POST", cr, "technician", 400, params={"id": "star1"},
+           body={"trough": "nope", "volume_ul": 5})
+    c.call("POST", cr, "technician", 400, params={"id": "star1"},
+           body={"trough": "substrate", "volume_ul": -1})
+    c.call("POST", cr, "technician", 404, params={"id": "reader1"}, body={"tips": "all"})
+    c.call("POST", cr, "viewer", 403, params={"id": "star1"}, body={"tips": "all"})
     action = None
     for a in (inst or {}).get("actions", []) if isinstance(inst, dict) else []:
         if not a.get("params_schema", {}).get("required"):
