@@ -353,12 +353,54 @@ static void test_bad_refills(void **state)
     json_decref(after);
 }
 
+static char out[16384];
+
+/* Runs `labloop ARGS` against the daemon; stdout and stderr into out; the exit code. */
+static int cli(const char *args)
+{
+    const char *bin = getenv("LABLOOP_CLI");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "LABLOOP_URL='%s' '%s' %s 2>&1", dmn.url,
+             bin && *bin ? bin : "labloop", args);
+    return h_run(cmd, out, sizeof out);
+}
+
+/* labloop refill and labloop consumables speak the same API. */
+static void test_cli(void **state)
+{
+    (void)state;
+    assert_int_equal(cli("refill star1 --trough substrate=900 --reason 'new bottle'"), 0);
+    assert_non_null(strstr(out, "trough substrate"));
+    assert_non_null(strstr(out, "900.0 of 1000.0"));
+    assert_int_equal(cli("--json consumables star1"), 0);
+    json_t *doc = json_loads(out, 0, NULL);
+    assert_non_null(doc);
+    assert_true(trough_left(doc) == 900);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "last"), "reason")),
+                        "new bottle");
+    json_decref(doc);
+    assert_int_equal(cli("refill star1 --tips"), 0);
+    assert_non_null(strstr(out, "24 of 24"));
+    assert_int_equal(cli("consumables"), 0);
+    assert_non_null(strstr(out, "star1"));
+    assert_int_equal(cli("refill star1 --trough nope=5"), 1);
+    assert_non_null(strstr(out, "400"));
+    assert_non_null(strstr(out, "no trough 'nope' on star1"));
+    assert_int_equal(cli("refill star1 --trough substrate=lots"), 2);
+    assert_int_equal(cli("refill star1"), 2);
+    assert_int_equal(cli("refill star1 --tips --trough substrate"), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_compete_wait_refill),  cmocka_unit_test(test_tips_short),
-        cmocka_unit_test(test_manual_actions_count), cmocka_unit_test(test_pg_and_mqtt),
-        cmocka_unit_test(test_restart_and_kill9),    cmocka_unit_test(test_bad_refills),
+        cmocka_unit_test(test_compete_wait_refill),
+        cmocka_unit_test(test_tips_short),
+        cmocka_unit_test(test_manual_actions_count),
+        cmocka_unit_test(test_pg_and_mqtt),
+        cmocka_unit_test(test_restart_and_kill9),
+        cmocka_unit_test(test_bad_refills),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
