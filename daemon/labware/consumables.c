@@ -48,6 +48,7 @@ typedef struct hold {
 struct lab_consumables {
     const lab_clock_t *clock;
     lab_store_t *st;
+    lab_instr_t *in;
     supply_t *v;
     int n;
     hold_t *holds;
@@ -222,10 +223,16 @@ static void tips_used(lab_consumables_t *c, supply_t *sp, const lab_instr_act_t 
 {
     json_t *ch = json_object_get(act->result, "channels");
     json_t *asked = json_object_get(act->params, "channels");
-    long n = json_is_array(ch) && json_array_size(ch) ? (long)json_array_size(ch)
-             : json_is_integer(asked)                 ? (long)json_integer_value(asked)
-                                                      : 1;
-    sp->fitted = (int)n;
+    json_t *spent = json_object_get(act->result, "tips_used");
+    long fitted = json_is_array(ch) && json_array_size(ch) ? (long)json_array_size(ch)
+                  : json_is_integer(asked)                 ? (long)json_integer_value(asked)
+                                                           : 1;
+    /* what the driver says the pick-up spent (a tip rack column it never goes back to), else a
+     * tip per channel */
+    long n = known && json_is_integer(spent) && json_integer_value(spent) >= fitted
+                 ? (long)json_integer_value(spent)
+                 : fitted;
+    sp->fitted = (int)fitted;
     if (!sp->has_tips)
         return;
     sp->left = sp->left > n ? sp->left - n : 0;
@@ -400,6 +407,33 @@ json_t *lab_consumables_doc(lab_consumables_t *c, const char *instrument)
 
 /* ---- refills ---- */
 
+static void tips_told(lab_driver_t *d, const lab_drv_error_t *err, json_t *result, void *arg)
+{
+    (void)result;
+    (void)arg;
+    if (err->code != LAB_OK)
+        log_warn(SUB, "instrument=%s did not take the tip count: %s", lab_driver_id(d), err->text);
+}
+
+/* A driver that tracks tip positions takes its next one from the count (LAB_DRV_ROLE_TIPS_LEFT):
+ * at start, and after fresh tips were reported. */
+static void tips_tell(lab_consumables_t *c, supply_t *sp, const char *by)
+{
+    const char *action = NULL;
+    for (const lab_drv_role_action_t *r = lab_driver_ops(sp->d)->roles; r && r->role; r++)
+        if (r->role == LAB_DRV_ROLE_TIPS_LEFT)
+            action = r->action;
+    if (!sp->has_tips || !action)
+        return;
+    json_t *params = json_pack("{s:I}", "left", (json_int_t)sp->left);
+    lab_instr_who_t who = {NULL, NULL, by};
+    lab_drv_error_t err = {0};
+    if (lab_instr_call(c->in, sp->d, action, params, 0, &who, tips_told, NULL, &err, NULL) != 0)
+        log_warn(SUB, "instrument=%s did not take the tip count: %s", lab_driver_id(sp->d),
+                 err.text);
+    json_decref(params);
+}
+
 int lab_consumables_refill(lab_consumables_t *c, const char *instrument, const char *trough,
                            double volume_ul, int racks, const char *by, const char *reason,
                            lab_consumables_done_cb cb, void *arg, char *err, size_t errlen,
@@ -447,6 +481,7 @@ int lab_consumables_refill(lab_consumables_t *c, const char *instrument, const c
         sp->left = now < sp->total ? now : sp->total;
         what = racks <= 0 ? json_pack("{s:s}", "tips", "all")
                           : json_pack("{s:{s:i}}", "tips", "racks", racks);
+        tips_tell(c, sp, by);
     }
     json_object_set_new(what, "by", json_string(by));
     json_object_set_new(what, "at", json_string(at));
@@ -547,6 +582,7 @@ int lab_consumables_start(lab_consumables_t **out, uv_loop_t *loop, const lab_co
     lab_consumables_t *c = LAB_NEW(lab_consumables_t);
     c->clock = clock;
     c->st = st;
+    c->in = in;
     c->v = lab_calloc((size_t)cfg->n_instruments + 1, sizeof *c->v);
     for (int i = 0; i < cfg->n_instruments; i++) {
         const lab_cfg_instrument_t *ci = &cfg->instruments[i];
@@ -561,6 +597,7 @@ int lab_consumables_start(lab_consumables_t **out, uv_loop_t *loop, const lab_co
                  sp->ntr);
         if (changed)
             supply_write(c, sp, false, NULL, NULL);
+        tips_tell(c, sp, "labloop");
     }
     json_decref(stored);
     rc = lab_instr_on_action(in, on_action, c);

@@ -90,8 +90,8 @@ static void test_check_keys(void **state)
     char buf[4096] = "";
     lab_drv_kv_t ok[] = {{"driver", "hamilton-star", 2},
                          {"port", "/dev/null", 3},
-                         {"tip_racks", "100", 4},
-                         {"tips_per_rack", "1536", 5},
+                         {"tip_racks", "1", 4},
+                         {"tips_per_rack", "96", 5},
                          {"troughs", "substrate: 25000, buffer: 50000", 6}};
     lab_drv_conf_t c = {.id = "hnd", .line = 1, .kv = ok, .n = 5, .time_scale = 1};
     assert_int_equal(lab_driver_check(&c, check_err, buf), 0);
@@ -107,6 +107,24 @@ static void test_check_keys(void **state)
     assert_non_null(strstr(buf, "4 tip_racks: 101 is out of range [0, 100]"));
     assert_non_null(strstr(buf, "5 tips_per_rack: 0 is out of range [1, 1536]"));
     assert_non_null(strstr(buf, "6 troughs: trough 1: expected NAME: µL"));
+
+    /* the STAR's one rack position: one rack, of its tip_columns columns of 8 */
+    buf[0] = '\0';
+    lab_drv_kv_t star[] = {{"driver", "hamilton-star", 2},
+                           {"port", "/dev/null", 3},
+                           {"tip_racks", "2", 4},
+                           {"tip_columns", "3", 5},
+                           {"tips_per_rack", "24", 6}};
+    c.kv = star;
+    assert_int_equal(lab_driver_check(&c, check_err, buf), 1);
+    assert_non_null(strstr(buf, "4 tip_racks: the STAR driver knows one tip rack position"));
+    buf[0] = '\0';
+    star[2].value = "1";
+    assert_int_equal(lab_driver_check(&c, check_err, buf), 0);
+    star[4].value = "96";
+    assert_int_equal(lab_driver_check(&c, check_err, buf), 1);
+    assert_non_null(strstr(buf, "6 tips_per_rack: tips_per_rack = 96, but the rack has 3 columns "
+                                "of 8 (tip_columns): 24 tips"));
 
     buf[0] = '\0';
     lab_drv_kv_t alone[] = {
