@@ -370,6 +370,7 @@ static bool supplies_reserve(lab_sched_t *s, srun_t *r, lab_driver_t *d, const p
     if (strcmp(r->why, why) != 0)
         log_info("sched", "run=%s step=%s waits: %s", r->id, r->st[r->cur].name, why);
     snprintf(r->why, sizeof r->why, "%s", why);
+    run_why_flush(s, r); /* the run's document and its MQTT state say so now */
     return false;
 }
 

@@ -248,6 +248,45 @@ static void test_manual_actions_count(void **state)
     json_decref(c);
 }
 
+/* Waits for the STAR to be idle again (after a restart, an initialize). */
+static void wait_idle(void)
+{
+    for (long long end = h_now_ms() + WAIT_MS; h_now_ms() < end; h_sleep_ms(100)) {
+        json_t *i = h_api(&dmn, "GET", "/v1/instruments/star1", NULL, 200);
+        bool idle = strcmp(json_string_value(json_object_get(i, "state")) ?: "", "idle") == 0;
+        json_decref(i);
+        if (idle)
+            return;
+    }
+    fail_msg("star1 is not idle after the restart");
+}
+
+/* An aspirate whose reply never comes may have drawn the liquid: it counts as used, and the
+ * document says the outcome is unknown. */
+static void test_unknown_outcome_counts(void **state)
+{
+    (void)state;
+    json_t *c = consumables();
+    double left = trough_left(c);
+    json_decref(c);
+    assert_int_equal(h_sim_fault(&sim, "star1", "timeout", 0), 0);
+    json_decref(h_api(&dmn, "POST", "/v1/instruments/star1/actions",
+                      "{\"action\":\"aspirate\",\"params\":{\"reagent\":\"substrate\","
+                      "\"volume_ul\":7,\"channel\":1}}",
+                      504));
+    c = consumables();
+    assert_true(fabs(trough_left(c) - (left - 7)) < 1e-6);
+    json_t *last = json_object_get(c, "last");
+    assert_string_equal(json_string_value(json_object_get(last, "outcome")), "unknown");
+    assert_string_equal(json_string_value(json_object_get(last, "note")),
+                        "outcome unknown (timeout): counted as used");
+    json_decref(c);
+    assert_int_equal(h_sim_fault(&sim, "star1", "clear", 0), 0);
+    json_decref(
+        h_api(&dmn, "POST", "/v1/instruments/star1/actions", "{\"action\":\"initialize\"}", 200));
+    wait_idle();
+}
+
 /* PostgreSQL and the retained MQTT topic hold what the API says. */
 static void test_pg_and_mqtt(void **state)
 {
@@ -277,19 +316,6 @@ static void test_pg_and_mqtt(void **state)
     assert_true(trough_left(body) == left);
     json_decref(doc);
     h_sub_stop(s);
-}
-
-/* Waits for the STAR to be connected again after a restart. */
-static void wait_idle(void)
-{
-    for (long long end = h_now_ms() + WAIT_MS; h_now_ms() < end; h_sleep_ms(100)) {
-        json_t *i = h_api(&dmn, "GET", "/v1/instruments/star1", NULL, 200);
-        bool idle = strcmp(json_string_value(json_object_get(i, "state")) ?: "", "idle") == 0;
-        json_decref(i);
-        if (idle)
-            return;
-    }
-    fail_msg("star1 is not idle after the restart");
 }
 
 /* The counts survive an orderly restart and a kill -9 (after the change committed). */
@@ -411,13 +437,10 @@ static void test_cli(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_compete_wait_refill),
-        cmocka_unit_test(test_tips_short),
-        cmocka_unit_test(test_manual_actions_count),
-        cmocka_unit_test(test_pg_and_mqtt),
-        cmocka_unit_test(test_restart_and_kill9),
-        cmocka_unit_test(test_bad_refills),
-        cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_compete_wait_refill),  cmocka_unit_test(test_tips_short),
+        cmocka_unit_test(test_manual_actions_count), cmocka_unit_test(test_unknown_outcome_counts),
+        cmocka_unit_test(test_pg_and_mqtt),          cmocka_unit_test(test_restart_and_kill9),
+        cmocka_unit_test(test_bad_refills),          cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
