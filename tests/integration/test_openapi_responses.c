@@ -45,7 +45,7 @@ static int setup(void **state)
     char rest[4096];
     snprintf(rest, sizeof rest, "%s", at);
     snprintf(at, sizeof sections - (size_t)(at - sections),
-             "tip_racks = 100\ntroughs = substrate: 10000000, inhibitor: 10000000\n%s", rest);
+             "tip_racks = 1\ntroughs = substrate: 10000000, inhibitor: 10000000\n%s", rest);
     snprintf(ini, sizeof ini, "[labloop]\ntime_scale = 60\nsim_seed = 3\n%s", sections);
     if (h_sim_start(&sim, ini))
         return -1;

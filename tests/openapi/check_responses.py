@@ -319,7 +319,7 @@ def run(c, paused):
     cr = cs + "/refill"
     c.call("POST", cr, "technician", params={"id": "star1"}, body={"trough": "substrate"})
     c.call("POST", cr, "technician", params={"id": "star1"},
-           body={"tips": {"racks": 2}, "reason": "fresh racks"})
+           body={"tips": {"racks": 1}, "reason": "fresh rack"})
     c.call("POST", cr, "technician", 400, params={"id": "star1"},
            body={"trough": "nope", "volume_ul": 5})
     c.call("POST", cr, "technician", 400, params={"id": "star1"},
