@@ -4,7 +4,6 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/utf8.h"
-#include "drivers/supplies.h"
 
 #include <math.h>
 #include <stdio.h>

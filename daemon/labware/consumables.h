@@ -13,6 +13,7 @@
 #include "core/clock.h"
 #include "daemon/instr/instr.h"
 #include "daemon/store/store.h"
+#include "drivers/supplies.h" /* the limits a refill is held to */
 
 #include <jansson.h>
 #include <stdbool.h>
