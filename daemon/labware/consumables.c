@@ -23,6 +23,15 @@ typedef struct trough {
     double total, left, reserved; /* µL */
 } trough_t;
 
+/* An action's use as charged when it was queued, until it ends (per instrument, in queue order:
+ * pick-ups and aspirates are not immediate, so they end in the order they were queued). */
+typedef struct pend {
+    struct pend *next;
+    bool tips;
+    int t;         /* trough, -1: none (from a well, a reagent without a trough) */
+    double amount; /* tips or µL charged */
+} pend_t;
+
 /* One liquid handler that declares consumables. */
 typedef struct supply {
     lab_driver_t *d;
@@ -31,6 +40,7 @@ typedef struct supply {
     int fitted; /* tips on the channels since the last pick-up: a single volume is per channel */
     trough_t tr[LAB_SUPPLY_TROUGHS_MAX];
     int ntr;
+    pend_t *pending;  /* pick-ups and aspirates queued and not ended, charged already */
     json_t *last;     /* the newest change: use or refill */
     json_t *refilled; /* the newest refill */
     int64_t updated_ms;
@@ -136,6 +146,11 @@ static void consumables_free(lab_consumables_t *c)
         free(h);
     }
     for (int i = 0; i < c->n; i++) {
+        while (c->v[i].pending) {
+            pend_t *p = c->v[i].pending;
+            c->v[i].pending = p->next;
+            free(p);
+        }
         json_decref(c->v[i].last);
         json_decref(c->v[i].refilled);
     }
@@ -200,99 +215,158 @@ static hold_t *hold_of(lab_consumables_t *c, const char *run)
     return NULL;
 }
 
-static void set_last(lab_consumables_t *c, supply_t *sp, const lab_instr_act_t *act, bool known,
-                     json_t *used)
+static void set_last(lab_consumables_t *c, supply_t *sp, const lab_instr_act_t *act,
+                     const char *outcome, const char *note, json_t *used)
 {
     char at[32];
     lab_time_iso(lab_clock_now_ms(c->clock), at);
-    json_t *last = json_pack("{s:s,s:s,s:o,s:s}", "action", act->action, "outcome",
-                             known ? "done" : "unknown", "used", used, "at", at);
+    json_t *last = json_pack("{s:s,s:s,s:o,s:s}", "action", act->action, "outcome", outcome, "used",
+                             used, "at", at);
     if (act->who->run)
         json_object_set_new(last, "run", json_string(act->who->run));
     if (act->who->by)
         json_object_set_new(last, "by", json_string(act->who->by));
-    if (!known)
-        json_object_set_new(last, "note",
-                            json_sprintf("outcome unknown (%s): counted as used",
-                                         lab_err_json_name(act->err->code)));
+    if (note)
+        json_object_set_new(last, "note", json_string(note));
     json_decref(sp->last);
     sp->last = last;
 }
 
-static void tips_used(lab_consumables_t *c, supply_t *sp, const lab_instr_act_t *act, bool known)
+/* Takes n (tips, or µL of trough t) off what is left: < 0 gives back. The run's hold shrinks by
+ * what it used. */
+static void charge(lab_consumables_t *c, supply_t *sp, const lab_instr_act_t *act, bool tips, int t,
+                   double n)
 {
-    json_t *ch = json_object_get(act->result, "channels");
-    json_t *asked = json_object_get(act->params, "channels");
-    json_t *spent = json_object_get(act->result, "tips_used");
-    long fitted = json_is_array(ch) && json_array_size(ch) ? (long)json_array_size(ch)
-                  : json_is_integer(asked)                 ? (long)json_integer_value(asked)
-                                                           : 1;
-    /* what the driver says the pick-up spent (a tip rack column it never goes back to), else a
-     * tip per channel */
-    long n = known && json_is_integer(spent) && json_integer_value(spent) >= fitted
-                 ? (long)json_integer_value(spent)
-                 : fitted;
-    sp->fitted = (int)fitted;
-    if (!sp->has_tips)
+    hold_t *h = n > 0 ? hold_of(c, act->who->run) : NULL;
+    if (tips) {
+        long k = (long)llround(n);
+        sp->left = sp->left - k < 0 ? 0 : sp->left - k > sp->total ? sp->total : sp->left - k;
+        if (h && h->sp == sp) {
+            long take = h->tips < k ? h->tips : k;
+            h->tips -= take;
+            sp->reserved -= take;
+        }
         return;
-    sp->left = sp->left > n ? sp->left - n : 0;
-    hold_t *h = hold_of(c, act->who->run);
-    if (h && h->sp == sp) {
-        long take = h->tips < n ? h->tips : n;
-        h->tips -= take;
-        sp->reserved -= take;
     }
-    set_last(c, sp, act, known, json_pack("{s:I}", "tips", (json_int_t)n));
-    log_info(SUB, "instrument=%s tips used=%ld left=%ld%s", lab_driver_id(sp->d), n, sp->left,
-             known ? "" : " (outcome unknown: counted as used)");
-    supply_write(c, sp, false, NULL, NULL);
-}
-
-static void liquid_used(lab_consumables_t *c, supply_t *sp, const lab_instr_act_t *act, bool known)
-{
-    int t = trough_of(sp, json_string_value(json_object_get(act->params, "reagent")));
-    if (t < 0)
-        return; /* from a well, or a reagent without a trough */
-    json_t *vols = json_object_get(act->result, "volumes_ul");
-    json_t *asked = json_object_get(act->params, "volume_ul");
-    double ul;
-    if (known && json_is_array(vols))
-        ul = sum_of(vols); /* what the driver says each channel took */
-    else if (json_is_array(asked))
-        ul = sum_of(asked);
-    else /* one volume for each channel with a tip, or the one channel named */
-        ul = sum_of(asked) *
-             (json_object_get(act->params, "channel") || sp->fitted < 1 ? 1 : sp->fitted);
     trough_t *tr = &sp->tr[t];
-    tr->left = tr->left > ul ? tr->left - ul : 0;
-    hold_t *h = hold_of(c, act->who->run);
+    tr->left = tr->left - n < 0 ? 0 : tr->left - n > tr->total ? tr->total : tr->left - n;
     if (h && h->sp == sp) {
-        double take = h->ul[t] < ul ? h->ul[t] : ul;
+        double take = h->ul[t] < n ? h->ul[t] : n;
         h->ul[t] -= take;
         tr->reserved = tr->reserved > take ? tr->reserved - take : 0;
     }
-    set_last(c, sp, act, known, json_pack("{s:s,s:f}", "reagent", tr->name, "volume_ul", ul));
-    log_info(SUB, "instrument=%s trough=%s used=%.1f uL left=%.1f uL%s", lab_driver_id(sp->d),
-             tr->name, ul, tr->left, known ? "" : " (outcome unknown: counted as used)");
+}
+
+static json_t *used_json(const supply_t *sp, const pend_t *p, double n)
+{
+    return p->tips ? json_pack("{s:I}", "tips", (json_int_t)llround(n))
+                   : json_pack("{s:s,s:f}", "reagent", sp->tr[p->t].name, "volume_ul", n);
+}
+
+/* What the action will use as its params say: a tip per channel; the µL per channel with a tip
+ * (or the one channel named), or the volumes given per channel. */
+static double asked_of(const supply_t *sp, const lab_instr_act_t *act, bool tips)
+{
+    if (tips) {
+        json_t *asked = json_object_get(act->params, "channels");
+        return json_is_integer(asked) ? (double)json_integer_value(asked) : 1;
+    }
+    json_t *v = json_object_get(act->params, "volume_ul");
+    if (json_is_array(v))
+        return sum_of(v);
+    return sum_of(v) * (json_object_get(act->params, "channel") || sp->fitted < 1 ? 1 : sp->fitted);
+}
+
+/* Queued: charged at once, and written, so that a daemon killed while the action runs finds it
+ * counted (the conservative side) rather than forgotten. */
+static void use_queued(lab_consumables_t *c, supply_t *sp, const lab_instr_act_t *act, bool tips)
+{
+    pend_t *p = LAB_NEW(pend_t);
+    p->tips = tips;
+    p->t = tips ? -1 : trough_of(sp, json_string_value(json_object_get(act->params, "reagent")));
+    bool counted = tips ? sp->has_tips : p->t >= 0;
+    p->amount = counted ? asked_of(sp, act, tips) : 0;
+    pend_t **tail = &sp->pending;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = p;
+    if (!counted)
+        return;
+    charge(c, sp, act, tips, p->t, p->amount);
+    set_last(c, sp, act, "in progress", NULL, used_json(sp, p, p->amount));
+    supply_write(c, sp, false, NULL, NULL);
+}
+
+/* Ended: the charge made when it was queued is settled with what the driver reports. */
+static void use_ended(lab_consumables_t *c, supply_t *sp, const lab_instr_act_t *act, bool tips)
+{
+    pend_t **pp = &sp->pending;
+    while (*pp && (*pp)->tips != tips)
+        pp = &(*pp)->next;
+    pend_t *p = *pp;
+    if (!p) /* queued before these counts existed: nothing to settle */
+        return;
+    *pp = p->next;
+    bool known = act->err->code == LAB_OK, started = known || !act->err->not_started;
+    if (tips && started) {
+        json_t *ch = json_object_get(act->result, "channels");
+        sp->fitted = json_is_array(ch) && json_array_size(ch)
+                         ? (int)json_array_size(ch)
+                         : (int)llround(asked_of(sp, act, true));
+    }
+    bool counted = tips ? sp->has_tips : p->t >= 0;
+    if (!counted) {
+        free(p);
+        return;
+    }
+    double n = p->amount;
+    const char *outcome = "done", *note = NULL;
+    char buf[120];
+    if (!started) { /* refused before anything reached the device: nothing used */
+        n = 0;
+        outcome = "not started";
+    } else if (!known) {
+        outcome = "unknown";
+        snprintf(buf, sizeof buf, "outcome unknown (%s): counted as used",
+                 lab_err_json_name(act->err->code));
+        note = buf;
+    } else if (tips) {
+        /* what the driver says the pick-up spent (a tip rack column it never goes back to) */
+        json_t *spent = json_object_get(act->result, "tips_used");
+        if (json_is_integer(spent) && json_integer_value(spent) >= n)
+            n = (double)json_integer_value(spent);
+    } else if (json_is_array(json_object_get(act->result, "volumes_ul"))) {
+        n = sum_of(json_object_get(act->result, "volumes_ul")); /* what each channel took */
+    }
+    charge(c, sp, act, tips, p->t, n - p->amount);
+    set_last(c, sp, act, outcome, note, used_json(sp, p, n));
+    if (tips)
+        log_info(SUB, "instrument=%s tips used=%.0f left=%ld (%s)", lab_driver_id(sp->d), n,
+                 sp->left, outcome);
+    else
+        log_info(SUB, "instrument=%s trough=%s used=%.1f uL left=%.1f uL (%s)",
+                 lab_driver_id(sp->d), sp->tr[p->t].name, n, sp->tr[p->t].left, outcome);
+    free(p);
     supply_write(c, sp, false, NULL, NULL);
 }
 
 static void on_action(void *ctx, const lab_instr_act_t *act)
 {
     lab_consumables_t *c = ctx;
-    if (!act->ended || c->closing)
+    supply_t *sp = c->closing ? NULL : supply_of(c, lab_driver_id(act->d));
+    if (!sp)
         return;
-    supply_t *sp = supply_of(c, lab_driver_id(act->d));
-    /* refused before anything reached the device: nothing was used */
-    if (!sp || (act->err->code != LAB_OK && act->err->not_started))
+    bool tips = lab_instr_action_is(act->d, act->action, LAB_DRV_ROLE_PICK_UP_TIPS);
+    bool liquid = lab_instr_action_is(act->d, act->action, LAB_DRV_ROLE_ASPIRATE);
+    if (!tips && !liquid) {
+        if (act->ended && lab_instr_action_is(act->d, act->action, LAB_DRV_ROLE_DROP_TIPS))
+            sp->fitted = 0;
         return;
-    bool known = act->err->code == LAB_OK;
-    if (lab_instr_action_is(act->d, act->action, LAB_DRV_ROLE_PICK_UP_TIPS))
-        tips_used(c, sp, act, known);
-    else if (lab_instr_action_is(act->d, act->action, LAB_DRV_ROLE_ASPIRATE))
-        liquid_used(c, sp, act, known);
-    else if (lab_instr_action_is(act->d, act->action, LAB_DRV_ROLE_DROP_TIPS))
-        sp->fitted = 0;
+    }
+    if (act->ended)
+        use_ended(c, sp, act, tips);
+    else
+        use_queued(c, sp, act, tips);
 }
 
 /* ---- the scheduler's side ---- */
@@ -562,7 +636,15 @@ static bool supply_init(supply_t *sp, const lab_cfg_instrument_t *ci, const json
         changed |= !found;
     }
     if (stored) {
-        sp->last = json_incref(json_object_get(stored, "last"));
+        sp->last = json_deep_copy(json_object_get(stored, "last"));
+        const char *was = json_string_value(json_object_get(sp->last, "outcome"));
+        if (was && strcmp(was, "in progress") == 0) {
+            /* it was running when the daemon stopped: it stays counted */
+            json_object_set_new(sp->last, "outcome", json_string("unknown"));
+            json_object_set_new(sp->last, "note",
+                                json_string("the daemon stopped before it ended: counted as used"));
+            changed = true;
+        }
         sp->refilled = json_incref(json_object_get(stored, "refilled"));
     }
     return changed;

@@ -48,7 +48,7 @@ static int setup(void **state)
         return -1;
     snprintf(extra, sizeof extra,
              "[labloop]\ntime_scale = " SCALE
-             "\n%stip_racks = 1\ntips_per_rack = 24\ntip_columns = 3\n"
+             "\n%stip_racks = 1\ntips_per_rack = 24\ntip_columns = 3\nmove_timeout_s = 300\n"
              "troughs = substrate: 1000\n",
              section);
     if (h_daemon_start(&dmn, &pg, &mq, extra))
@@ -360,6 +360,44 @@ static void test_restart_and_kill9(void **state)
     json_decref(p);
 }
 
+/* A daemon killed while an aspirate runs finds it counted after the restart: the use is charged
+ * and stored when the action is queued, settled when it ends, and one that never ended stays
+ * counted with its outcome unknown. */
+static void test_kill9_mid_aspirate(void **state)
+{
+    (void)state;
+    wait_idle();
+    json_t *c = consumables();
+    double left = trough_left(c);
+    json_decref(c);
+    /* the STAR stops answering: the aspirate waits for its reply (5 s) while the daemon dies */
+    assert_int_equal(h_sim_fault(&sim, "star1", "timeout", 0), 0);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd,
+             "curl -s -m 60 -o /dev/null -X POST -H 'Content-Type: application/json' -d "
+             "'{\"action\":\"aspirate\",\"params\":{\"reagent\":\"substrate\","
+             "\"volume_ul\":9,\"channel\":1}}' %s/v1/instruments/star1/actions >/dev/null 2>&1 &",
+             dmn.url);
+    assert_int_equal(h_run(cmd, NULL, 0), 0);
+    assert_int_equal(h_pg_count_waitf(&pg, 1, WAIT_MS,
+                                      "SELECT count(*) FROM labloop.consumables WHERE instrument "
+                                      "= 'star1' AND doc->'last'->>'outcome' = 'in progress' AND "
+                                      "(doc->'troughs'->0->>'left_ul')::float8 = %g",
+                                      left - 9),
+                     1);
+    h_daemon_kill9(&dmn);
+    assert_int_equal(h_sim_fault(&sim, "star1", "clear", 0), 0);
+    assert_int_equal(h_daemon_restart(&dmn), 0);
+    c = consumables();
+    assert_true(fabs(trough_left(c) - (left - 9)) < 1e-6);
+    json_t *last = json_object_get(c, "last");
+    assert_string_equal(json_string_value(json_object_get(last, "outcome")), "unknown");
+    assert_string_equal(json_string_value(json_object_get(last, "note")),
+                        "the daemon stopped before it ended: counted as used");
+    json_decref(c);
+    wait_idle();
+}
+
 /* Bad refills get a precise 400 and change nothing. */
 static void test_bad_refills(void **state)
 {
@@ -437,10 +475,15 @@ static void test_cli(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_compete_wait_refill),  cmocka_unit_test(test_tips_short),
-        cmocka_unit_test(test_manual_actions_count), cmocka_unit_test(test_unknown_outcome_counts),
-        cmocka_unit_test(test_pg_and_mqtt),          cmocka_unit_test(test_restart_and_kill9),
-        cmocka_unit_test(test_bad_refills),          cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_compete_wait_refill),
+        cmocka_unit_test(test_tips_short),
+        cmocka_unit_test(test_manual_actions_count),
+        cmocka_unit_test(test_unknown_outcome_counts),
+        cmocka_unit_test(test_pg_and_mqtt),
+        cmocka_unit_test(test_restart_and_kill9),
+        cmocka_unit_test(test_kill9_mid_aspirate),
+        cmocka_unit_test(test_bad_refills),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
