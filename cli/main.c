@@ -1247,6 +1247,192 @@ static int cmd_instruments(int argc, char **argv, int as_json)
     return rc;
 }
 
+/* One liquid handler's tips and troughs, for people. */
+static void print_consumables(json_t *doc)
+{
+    json_t *tips = json_object_get(doc, "tips");
+    printf("%s\n", str(doc, "instrument"));
+    if (json_is_object(tips))
+        printf("  tips %-22s %10lld of %-10lld left  %lld reserved  (%lld racks of %lld)\n", "",
+               (long long)json_integer_value(json_object_get(tips, "left")),
+               (long long)json_integer_value(json_object_get(tips, "total")),
+               (long long)json_integer_value(json_object_get(tips, "reserved")),
+               (long long)json_integer_value(json_object_get(tips, "racks")),
+               (long long)json_integer_value(json_object_get(tips, "per_rack")));
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(doc, "troughs"), i, t)
+    {
+        printf("  trough %-20s %10.1f of %-10.1f µL left  %.1f reserved\n", str(t, "name"),
+               json_number_value(json_object_get(t, "left_ul")),
+               json_number_value(json_object_get(t, "total_ul")),
+               json_number_value(json_object_get(t, "reserved_ul")));
+    }
+    json_t *last = json_object_get(doc, "last");
+    if (json_is_object(last))
+        printf("  last: %s%s%s by %s at %s\n", str(last, "action"),
+               json_object_get(last, "outcome") ? " " : "",
+               json_object_get(last, "outcome") ? str(last, "outcome") : "", str(last, "by"),
+               str(last, "at"));
+}
+
+/* consumables [INSTRUMENT]: what the liquid handlers' tip racks and troughs hold; without an
+ * instrument every one that declares them. */
+static int cmd_consumables(int argc, char **argv, int as_json)
+{
+    int rc = only_help(argc, argv);
+    if (rc >= 0)
+        return rc;
+    if (argc - optind > 1)
+        return bad_usage();
+    json_t *ids = json_array();
+    buf_t b = {0};
+    long st;
+    if (argc - optind == 1) {
+        json_array_append_new(ids, json_string(argv[optind]));
+    } else {
+        st = request("GET", "/v1/instruments", NULL, &b);
+        if (st == 0 || st >= 300) {
+            rc = st == 0 ? EXIT_UNREACHABLE : refused(st, &b);
+            free(b.p);
+            json_decref(ids);
+            return rc;
+        }
+        json_t *doc = json_loads(b.p ? b.p : "", 0, NULL);
+        size_t i;
+        json_t *r;
+        json_array_foreach(json_object_get(doc, "instruments"), i, r)
+        {
+            if (strcmp(str(r, "kind"), "liquid_handler") == 0)
+                json_array_append(ids, json_object_get(r, "id"));
+        }
+        json_decref(doc);
+        free(b.p);
+        b.p = NULL;
+    }
+    json_t *all = json_array();
+    size_t i;
+    json_t *id;
+    json_array_foreach(ids, i, id)
+    {
+        char *path = escaped_path("/v1/instruments/%s/consumables", json_string_value(id));
+        b = (buf_t){0};
+        st = request("GET", path, NULL, &b);
+        free(path);
+        if (st == 404 && json_array_size(ids) > 1) { /* declares none */
+            free(b.p);
+            continue;
+        }
+        if (st == 0 || st >= 300) {
+            rc = st == 0 ? EXIT_UNREACHABLE : refused(st, &b);
+            free(b.p);
+            break;
+        }
+        json_t *doc = json_loads(b.p ? b.p : "", 0, NULL);
+        free(b.p);
+        if (doc)
+            json_array_append_new(all, doc);
+    }
+    if (rc == -1)
+        rc = 0;
+    if (rc == 0 && as_json) {
+        json_t *out = json_array_size(ids) == 1 && json_array_size(all) == 1
+                          ? json_incref(json_array_get(all, 0))
+                          : json_pack("{s:O}", "consumables", all);
+        char *text = json_dumps(out, JSON_COMPACT);
+        printf("%s\n", text ? text : "null");
+        free(text);
+        json_decref(out);
+    } else if (rc == 0) {
+        json_t *doc;
+        json_array_foreach(all, i, doc) print_consumables(doc);
+    }
+    json_decref(all);
+    json_decref(ids);
+    return rc;
+}
+
+/* refill INSTRUMENT --trough NAME[=UL] | --tips | --racks N [--reason TEXT]: an operator filled a
+ * trough (to UL, or full) or put fresh tip racks in (every one, or N). */
+static int cmd_refill(int argc, char **argv, int as_json)
+{
+    static const struct option o[] = {{"trough", required_argument, NULL, 't'},
+                                      {"tips", no_argument, NULL, 'a'},
+                                      {"racks", required_argument, NULL, 'n'},
+                                      {"reason", required_argument, NULL, 'r'},
+                                      HELP_OPT,
+                                      {NULL, 0, NULL, 0}};
+    const char *trough = NULL, *reason = NULL, *racks = NULL;
+    bool tips = false;
+    int c, what = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":h", o, NULL)) != -1) {
+        if (c == 't')
+            trough = optarg, what++;
+        else if (c == 'a')
+            tips = true, what++;
+        else if (c == 'n')
+            racks = optarg, what++;
+        else if (c == 'r')
+            reason = optarg;
+        else
+            return opt_other(c, argv);
+    }
+    if (argc - optind != 1 || what != 1)
+        return bad_usage();
+    json_t *body = json_object();
+    if (trough) {
+        const char *eq = strrchr(trough, '=');
+        char *name = eq ? strndup(trough, (size_t)(eq - trough)) : strdup(trough);
+        json_object_set_new(body, "trough", json_string(name));
+        free(name);
+        if (eq) {
+            char *end;
+            double ul = strtod(eq + 1, &end);
+            if (end == eq + 1 || *end) {
+                fprintf(stderr, "labloop refill: '%s' is not a volume in µL\n", eq + 1);
+                json_decref(body);
+                return EXIT_USAGE;
+            }
+            json_object_set_new(body, "volume_ul", json_real(ul));
+        }
+    } else if (tips) {
+        json_object_set_new(body, "tips", json_string("all"));
+    } else {
+        char *end;
+        long n = strtol(racks, &end, 10);
+        if (end == racks || *end) {
+            fprintf(stderr, "labloop refill: '%s' is not a number of racks\n", racks);
+            json_decref(body);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(body, "tips", json_pack("{s:I}", "racks", (json_int_t)n));
+    }
+    if (reason)
+        json_object_set_new(body, "reason", json_string(reason));
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    char *path = escaped_path("/v1/instruments/%s/consumables/refill", argv[optind]);
+    buf_t b = {0};
+    long st = request("POST", path, text, &b);
+    int rc = 0;
+    if (st == 0) {
+        rc = EXIT_UNREACHABLE;
+    } else if (st >= 300) {
+        rc = refused(st, &b);
+    } else if (as_json) {
+        printf("%s\n", b.p ? b.p : "");
+    } else {
+        json_t *doc = json_loads(b.p ? b.p : "", 0, NULL);
+        print_consumables(doc);
+        json_decref(doc);
+    }
+    free(path);
+    free(text);
+    free(b.p);
+    return rc;
+}
+
 /* k=v: a number, true/false/null, JSON ({..}, [..], "..") or else a string. */
 static json_t *param_value(const char *v)
 {
@@ -1639,6 +1825,11 @@ static const struct command {
     {"plan", cmd_plan, "plan FILE [--budget-ms N] [--seed N] (offline planning; no daemon needed)"},
     {"instruments", cmd_instruments, "instruments [ID] (state, telemetry, last error; actions)"},
     {"action", cmd_action, "action ID NAME [KEY=VALUE]... [--timeout S] (manual control)"},
+    {"consumables", cmd_consumables,
+     "consumables [INSTRUMENT] (a liquid handler's tips and troughs: left, reserved, last use)"},
+    {"refill", cmd_refill,
+     "refill INSTRUMENT --trough NAME[=UL] | --tips | --racks N [--reason TEXT]\n"
+     "         (a trough filled to UL µL or full; every tip rack, or N racks, fresh)"},
     {"watch", cmd_watch,
      "watch [--kind K]... [--after SEQ] [--json] (live events, one per line: SEQ KIND KEY DATA;\n"
      "         reconnects from the last event seen)"},

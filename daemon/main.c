@@ -18,6 +18,7 @@
 #include "daemon/fleet/inbox.h"
 #include "daemon/fleet/plates.h"
 #include "daemon/fleet/submit.h"
+#include "daemon/labware/consumables.h"
 #include "core/cfg.h"
 #include "core/clock.h"
 #include "core/err.h"
@@ -59,6 +60,7 @@ typedef struct labd {
     lab_mqtt_t *mqtt;
     lab_instr_t *instr;
     lab_sched_t *sched;
+    lab_consumables_t *consumables; /* closed after the scheduler (its steps hold reservations) */
     lab_campaigns_t *campaigns;
     lab_submit_t *submit; /* the one submission path (HTTP and MQTT) */
     lab_inbox_t *inbox;   /* in/runs; NULL without MQTT */
@@ -143,12 +145,26 @@ static void stop_sinks(labd_t *d)
     sink_stopped(d);
 }
 
+static void consumables_closed(void *arg)
+{
+    labd_t *d = arg;
+    d->consumables = NULL;
+}
+
+/* A refill may let a waiting run start. */
+static void consumables_changed(void *ctx)
+{
+    lab_sched_replan(ctx);
+}
+
 static void sched_closed(void *arg)
 {
     labd_t *d = arg;
     d->sched = NULL;
     if (d->submit)
         lab_submit_forget_sched(d->submit);
+    if (d->consumables)
+        lab_consumables_close(d->consumables, consumables_closed, d);
 }
 
 /* The scheduler closes once nothing can call it any more: the instruments are closed and the
@@ -159,6 +175,8 @@ static void instr_closed(void *arg)
     d->instr = NULL;
     if (d->sched && !d->fleet)
         lab_sched_close(d->sched, sched_closed, d);
+    else if (!d->sched && d->consumables)
+        lab_consumables_close(d->consumables, consumables_closed, d);
 }
 
 static void fleet_stopped(void *arg)
@@ -181,7 +199,7 @@ static void fleet_submit(void *ctx, json_t *sub, const char *key, const char *vi
 static void stop_tick(uv_timer_t *t)
 {
     labd_t *d = t->data;
-    if (d->state != D_DRAINING_API || d->instr || d->sched || d->fleet)
+    if (d->state != D_DRAINING_API || d->instr || d->sched || d->fleet || d->consumables)
         return;
     int busy = lab_api_in_flight(d->api);
     if (busy > 0 && uv_now(d->loop) < d->stop_deadline)
@@ -487,10 +505,17 @@ static int run(labd_t *d)
     }
     if (d->cfg.workflows_enabled && load_workflows(d) != 0)
         return 1;
+    if ((rc = lab_consumables_start(&d->consumables, d->loop, &d->cfg, &d->clock, d->store,
+                                    d->instr)) != 0) {
+        log_error("main", "cannot start the consumables: %s", lab_strerror(rc));
+        return 1;
+    }
     if ((rc = lab_sched_start(&d->sched, d->loop, &d->cfg, &d->clock, d->store, d->instr)) != 0) {
         log_error("main", "cannot start the scheduler: %s", lab_strerror(rc));
         return 1;
     }
+    lab_sched_set_consumables(d->sched, d->consumables);
+    lab_consumables_on_change(d->consumables, consumables_changed, d->sched);
     if (d->cfg.lab_shared_queue && (rc = lab_fleet_start(&d->fleet, d->loop, &d->cfg, &d->clock,
                                                          d->store, d->instr, d->sched)) != 0) {
         log_error("main", "cannot join the lab's shared queue: %s", lab_strerror(rc));
@@ -524,8 +549,8 @@ static int run(labd_t *d)
         log_error("main", "cannot serve in/runs: %s", lab_strerror(rc));
         return 1;
     }
-    lab_api_deps_t deps = {d->loop, &d->cfg,  &d->clock, d->store,     d->pg,
-                           d->mqtt, d->instr, d->sched,  d->campaigns, d->fleet};
+    lab_api_deps_t deps = {d->loop,  &d->cfg,  &d->clock,    d->store, d->pg,         d->mqtt,
+                           d->instr, d->sched, d->campaigns, d->fleet, d->consumables};
     if ((rc = lab_api_start(&d->api, &deps)) != 0) {
         log_error("main", "cannot start the HTTP API on %s: %s", d->cfg.http, lab_strerror(rc));
         return 1;

@@ -13,6 +13,7 @@
 #include "core/text.h"
 #include "core/utf8.h"
 #include "drivers/transport/wirerec.h"
+#include "drivers/supplies.h"
 
 #include <errno.h>
 #include <math.h>
@@ -88,6 +89,8 @@ static const lab_drv_key_t *key_in(const lab_drv_key_t *t, const char *name)
 static const lab_drv_key_t *key_find(const lab_driver_ops_t *ops, const char *name)
 {
     const lab_drv_key_t *k = key_in(lab_drv_common_keys, name);
+    if (!k)
+        k = key_in(lab_drv_supply_keys, name);
     return k ? k : key_in(ops ? ops->keys : NULL, name);
 }
 
@@ -191,6 +194,7 @@ int lab_driver_check(const lab_drv_conf_t *conf, lab_drv_conf_err_cb cb, void *c
             cb(ctx, conf->line, k->name, buf);
             n++;
         }
+    n += lab_supply_check(conf, ops, cb, ctx);
     const char *key = NULL;
     if (!n && ops && ops->check_conf && ops->check_conf(conf, &key, buf, sizeof buf) != 0) {
         const lab_drv_kv_t *kv = key ? conf_get(conf, key) : NULL;

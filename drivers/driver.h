@@ -151,6 +151,10 @@ typedef enum lab_drv_role {
     /* Read the barcode of the plate in front of the reader: no params; the result's "barcode"
      * is the text read, or null when the device answered that it could not read a label. */
     LAB_DRV_ROLE_SCAN,
+    /* How many fresh tips the racks hold as the daemon counts them (params {left}): a driver that
+     * tracks tip positions takes its next one from it, after a refill and at every start, and
+     * refuses a pick-up the count cannot serve. No result. */
+    LAB_DRV_ROLE_TIPS_LEFT,
 } lab_drv_role_t;
 
 typedef struct lab_drv_role_action {

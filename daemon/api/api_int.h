@@ -101,9 +101,10 @@ struct lab_api {
     lab_instr_t *instr;
     lab_sched_t *sched;
     lab_campaigns_t *campaigns;
-    lab_submit_t *submit; /* POST /v1/runs */
-    bool own_submit;      /* made here (deps gave none) */
-    lab_fleet_t *fleet;   /* NULL: [lab] shared_queue = off */
+    lab_submit_t *submit;           /* POST /v1/runs */
+    bool own_submit;                /* made here (deps gave none) */
+    lab_fleet_t *fleet;             /* NULL: [lab] shared_queue = off */
+    lab_consumables_t *consumables; /* NULL: none counted */
     lab_jschema_t *campaign_schema;
     lab_jschema_t *batch_schema;
     struct MHD_Daemon *mhd;
@@ -254,6 +255,8 @@ void lab_api_instruments_pause(lab_req_t *rq);
 void lab_api_instruments_record(lab_req_t *rq);
 void lab_api_instruments_utilisation(lab_req_t *rq);
 void lab_api_instruments_resume(lab_req_t *rq);
+void lab_api_consumables_get(lab_req_t *rq);
+void lab_api_consumables_refill(lab_req_t *rq);
 void lab_api_workflows_post(lab_req_t *rq);
 void lab_api_workflows_list(lab_req_t *rq);
 void lab_api_workflows_get(lab_req_t *rq);

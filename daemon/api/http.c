@@ -879,6 +879,7 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
         goto fail;
     api->own_submit = true;
     api->fleet = deps->fleet;
+    api->consumables = deps->consumables;
     api->max_body = cfg->http_max_body;
     api->auth = cfg->auth_enabled;
     api->hits = lab_calloc((size_t)lab_nroutes + 2, sizeof *api->hits);

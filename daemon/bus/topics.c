@@ -23,6 +23,8 @@ const lab_topic_t lab_topics[LAB_TOPIC_COUNT] = {
      false, "campaign.result"},
     {LAB_TOPIC_BATCH_DONE, "batch.done", "campaigns/{id}/batches/{batch}/done", LAB_TOPIC_OUT, 1,
      false, "batch.done"},
+    {LAB_TOPIC_INSTRUMENT_CONSUMABLES, "instrument.consumables", "instruments/{id}/consumables",
+     LAB_TOPIC_OUT, 1, true, "consumable"},
     {LAB_TOPIC_IN_RUNS, "in.runs", "in/runs", LAB_TOPIC_IN, 1, false, NULL},
     {LAB_TOPIC_IN_BATCHES, "in.batches", "in/campaigns/{id}/batches", LAB_TOPIC_IN, 1, false, NULL},
     {LAB_TOPIC_IN_REPORT, "in.report", "in/instruments/{id}/report", LAB_TOPIC_IN, 1, false, NULL},

@@ -8,6 +8,7 @@
 #include "daemon/store/prompts.h"
 #include "daemon/store/utilisation.h"
 #include "drivers/transport/wirerec.h"
+#include "drivers/supplies.h"
 #include "protocols/report.h"
 
 #include <stdlib.h>
@@ -147,6 +148,8 @@ void lab_instr_print_keys(FILE *out)
 {
     fprintf(out, "[instrument ID]  ; one instrument; keys every driver takes:\n");
     print_table(out, lab_drv_common_keys);
+    fprintf(out, "  ; a liquid handler's consumables:\n");
+    print_table(out, lab_drv_supply_keys);
     for (const lab_driver_ops_t *const *o = lab_drivers; *o; o++) {
         fprintf(out, "  driver = %s  (%s, kind %s):\n", (*o)->name, (*o)->model, (*o)->kind);
         print_table(out, (*o)->keys);

@@ -18,6 +18,8 @@ void exec_free(exec_t *ex)
 {
     if (!ex)
         return;
+    if (ex->held)
+        lab_consumables_release(ex->held, ex->r->id);
     program_free(ex->prog);
     json_decref(ex->rows);
     free(ex);
@@ -362,8 +364,7 @@ exec_t *exec_new(lab_sched_t *s, srun_t *r, program_t *prog)
 /* The program of the step on d. A step whose params say "design": true (a campaign plate's
  * dispense) gets the run's design, its volumes per well, in that place (a plate run from the
  * lab's shared queue carries it in its params: the queue takes run documents as submitted). */
-static program_t *exec_program(srun_t *r, const sstep_t *st, lab_driver_t *d, char *err,
-                               size_t errlen)
+program_t *exec_program(srun_t *r, const sstep_t *st, lab_driver_t *d, char *err, size_t errlen)
 {
     const json_t *params = st->params;
     json_t *merged = NULL;
@@ -379,6 +380,28 @@ static program_t *exec_program(srun_t *r, const sstep_t *st, lab_driver_t *d, ch
         program_build(st->op, d, params, st->nominal_s, st->cassette, st->slot, err, errlen);
     json_decref(merged);
     return prog;
+}
+
+/* What the step's program takes from a liquid handler's tips and troughs is reserved before it
+ * starts, so two runs never count on the same µL; short of it, the run waits with the shortfall
+ * ("trough substrate: 120 µL left, 480 µL needed") until a refill re-plans. */
+static bool supplies_reserve(lab_sched_t *s, srun_t *r, lab_driver_t *d, const program_t *prog)
+{
+    if (!s->consumables || !prog)
+        return true;
+    json_t *vols = json_object();
+    int tips = program_needs(prog, vols);
+    char why[sizeof r->why] = "";
+    int rc = lab_consumables_reserve(s->consumables, lab_driver_id(d), r->id, tips, vols, why,
+                                     sizeof why);
+    json_decref(vols);
+    if (rc == 0)
+        return true;
+    if (strcmp(r->why, why) != 0)
+        log_info("sched", "run=%s step=%s waits: %s", r->id, r->st[r->cur].name, why);
+    snprintf(r->why, sizeof r->why, "%s", why);
+    run_why_flush(s, r); /* the run's document and its MQTT state say so now */
+    return false;
 }
 
 void exec_start(lab_sched_t *s, srun_t *r)
@@ -408,6 +431,11 @@ void exec_start(lab_sched_t *s, srun_t *r)
         st->holds_site = true;
     }
     program_t *prog = exec_program(r, st, d, err, sizeof err);
+    if (!supplies_reserve(s, r, d, prog)) {
+        program_free(prog);
+        sites_release(s, st);
+        return;
+    }
     (void)run_step_set(r, st, LAB_STEP_RUNNING); /* checked on entry */
     st->start_ms = now;
     st->end_ms = 0;
@@ -464,6 +492,7 @@ void exec_start(lab_sched_t *s, srun_t *r)
     log_info("sched", "run=%s step=%s starts on %s (attempt %d)", r->id, st->name, lab_driver_id(d),
              st->attempts);
     exec_t *ex = exec_new(s, r, prog ? prog : program_new());
+    ex->held = prog ? s->consumables : NULL;
     ex->lag_pending = !inside; /* a plate still inside began its step on the first attempt */
     if (inside && program_first_wait(ex->prog) < ex->prog->n)
         ex->pc = program_first_wait(ex->prog);

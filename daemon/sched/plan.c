@@ -64,6 +64,36 @@ static const char *blocked_by(lab_sched_t *s, srun_t *r, int k, char *buf, size_
     return NULL;
 }
 
+/* Why the run's next step cannot start for want of tips or reagent: every instrument it may go
+ * to counts them and lacks some (net of what steps under way reserved), or NULL. */
+static const char *short_of(lab_sched_t *s, srun_t *r, char *buf, size_t cap)
+{
+    sstep_t *st = &r->st[r->cur];
+    if (!s->consumables || st->state != LAB_STEP_PENDING)
+        return NULL;
+    bool shortage = false;
+    for (int i = 0; i < ninst(s); i++) {
+        lab_driver_t *d = inst_at(s, i);
+        if (!inst_matches(s, i, st->on) || !inst_available(s, i))
+            continue;
+        if (!lab_consumables_tracks(s->consumables, lab_driver_id(d)))
+            return NULL;
+        char err[300];
+        program_t *prog = exec_program(r, st, d, err, sizeof err);
+        if (!prog)
+            return NULL; /* the step fails at its start with why */
+        json_t *vols = json_object();
+        int tips = program_needs(prog, vols);
+        program_free(prog);
+        bool ok = lab_consumables_enough(s->consumables, lab_driver_id(d), tips, vols, buf, cap);
+        json_decref(vols);
+        if (ok)
+            return NULL;
+        shortage = true;
+    }
+    return shortage ? buf : NULL;
+}
+
 void plan_replan(lab_sched_t *s)
 {
     s->replan = false;
@@ -102,6 +132,8 @@ void plan_replan(lab_sched_t *s)
         const char *b = NULL;
         for (int k = r->cur; k < r->n && !b; k++)
             b = blocked_by(s, r, k, why, sizeof why);
+        if (!b)
+            b = short_of(s, r, why, sizeof why);
         if (b) {
             snprintf(r->why, sizeof r->why, "%s", b);
             continue;

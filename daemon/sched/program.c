@@ -319,3 +319,34 @@ void program_entry_text(const program_entry_t *e, bool done, char *buf, size_t c
         snprintf(buf, cap, "%.64s%s", action, done ? " done" : "");
     }
 }
+
+int program_needs(const program_t *p, json_t *volumes_ul)
+{
+    int tips = 0, fitted = 1;
+    for (size_t i = 0; i < p->n; i++) {
+        const program_entry_t *e = &p->v[i];
+        if (e->kind != PROGRAM_ACTION || e->on >= 0)
+            continue; /* a wait, or the plate's move on another instrument */
+        if (e->role == LAB_DRV_ROLE_PICK_UP_TIPS) {
+            json_t *ch = json_object_get(e->params, "channels");
+            fitted = json_is_integer(ch) ? (int)json_integer_value(ch) : 1;
+            tips += fitted;
+            continue;
+        }
+        const char *reagent = json_string_value(json_object_get(e->params, "reagent"));
+        if (e->role != LAB_DRV_ROLE_ASPIRATE || !reagent)
+            continue;
+        json_t *v = json_object_get(e->params, "volume_ul");
+        double ul = 0;
+        if (json_is_number(v)) { /* one volume for each channel with a tip */
+            ul = json_number_value(v) * (json_object_get(e->params, "channel") ? 1 : fitted);
+        } else {
+            size_t k;
+            json_t *x;
+            json_array_foreach(v, k, x) if (json_number_value(x) > 0) ul += json_number_value(x);
+        }
+        json_t *sum = json_object_get(volumes_ul, reagent);
+        json_object_set_new(volumes_ul, reagent, json_real(json_number_value(sum) + ul));
+    }
+    return tips;
+}

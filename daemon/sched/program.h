@@ -66,6 +66,10 @@ void program_free(program_t *p);
 void program_insert(program_t *p, size_t at, program_entry_t e);
 /* The index of the first wait, or p->n when there is none. */
 size_t program_first_wait(const program_t *p);
+/* What the program takes from the instrument's consumables: the tips its pick-ups fit (their
+ * channels), returned, and the µL its aspirates draw from each reagent's trough added into
+ * volumes_ul ({"reagent": µL}; a single volume counts once per tip fitted). */
+int program_needs(const program_t *p, json_t *volumes_ul);
 /* An entry in words: what it did (done) or was to do ("aspirated 50 µL from substrate"). */
 void program_entry_text(const program_entry_t *e, bool done, char *buf, size_t cap);
 

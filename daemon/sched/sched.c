@@ -475,6 +475,11 @@ int lab_sched_room(lab_sched_t *s)
     return n > 0 ? n : 0;
 }
 
+void lab_sched_set_consumables(lab_sched_t *s, lab_consumables_t *c)
+{
+    s->consumables = c;
+}
+
 void lab_sched_set_gate(lab_sched_t *s, lab_sched_gate_fn fn, void *ctx)
 {
     s->gate_fn = fn;

@@ -16,6 +16,7 @@
 #include "core/cfg.h"
 #include "core/clock.h"
 #include "daemon/instr/instr.h"
+#include "daemon/labware/consumables.h"
 #include "daemon/store/store.h"
 
 #include <jansson.h>
@@ -39,6 +40,10 @@ void lab_sched_close(lab_sched_t *s, void (*cb)(void *arg), void *arg);
 void lab_sched_submitted(lab_sched_t *s, const char *doc);
 /* The same with the document as JSON, taken over (the API has it parsed already). */
 void lab_sched_submitted_doc(lab_sched_t *s, json_t *doc);
+/* The liquid handlers' tips and troughs: a step on one starts only when its program's needs are
+ * there net of what steps under way reserved, and reserves them until it ends; short of them its
+ * run waits with the shortfall as its waiting reason. NULL (the default): unlimited. */
+void lab_sched_set_consumables(lab_sched_t *s, lab_consumables_t *c);
 /* Something outside changed (an instrument paused or resumed): plan again soon. */
 void lab_sched_replan(lab_sched_t *s);
 

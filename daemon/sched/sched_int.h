@@ -131,7 +131,8 @@ struct exec {
      * repeated is repeated by a policy only while nothing wet was done. */
     char done[400];
     bool wet;
-    char hold_why[400]; /* while hold: why */
+    char hold_why[400];      /* while hold: why */
+    lab_consumables_t *held; /* the run holds a reservation there until the step ends */
 };
 
 typedef struct call {
@@ -187,6 +188,7 @@ struct lab_sched {
     bool *inst_up; /* per instrument: available at its last change of state */
     lab_sched_gate_fn gate_fn;
     void *gate_ctx;
+    lab_consumables_t *consumables; /* NULL: tips and troughs are not counted */
 };
 
 #define HISTORY_MAX 2000
@@ -297,6 +299,8 @@ void exec_start(lab_sched_t *s, srun_t *r);
 void exec_advance(lab_sched_t *s, exec_t *ex);
 /* The step could not finish: record why and let the recovery policy decide. */
 void exec_fail(lab_sched_t *s, exec_t *ex, const char *why, bool unknown_outcome);
+/* The program of the run's step st on d (a campaign plate's design put in); NULL with err. */
+program_t *exec_program(srun_t *r, const sstep_t *st, lab_driver_t *d, char *err, size_t errlen);
 /* Steps of ours on instrument i right now (a cancelled run's unload included). */
 int exec_on_inst(const lab_sched_t *s, int i);
 

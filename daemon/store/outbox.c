@@ -28,6 +28,8 @@ const lab_outbox_kind_t lab_outbox_kinds[] = {
     {"event", "entity id", "an audit event: who, what, when"},
     {"prompt", "prompt id (run:ID:paused, instrument:ID:fault, move:ID)",
      "what waits for a person, opened or answered (open, by, how)"},
+    {"consumable", "instrument id",
+     "a liquid handler's tips and troughs after a use or a refill (left, reserved, last)"},
     {NULL, NULL, NULL},
 };
 

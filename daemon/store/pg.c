@@ -250,6 +250,16 @@ static const pg_kind_t pg_kinds[] = {
      "(e.payload->>'z_prime')::float8, e.payload, coalesce((e.payload->>'at')::timestamptz, e.ts) "
      "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
      "AND e.kind = 'campaign.result' ON CONFLICT (cell, seq) DO NOTHING"},
+    {"consumable",
+     "INSERT INTO labloop.consumables AS t (cell, instrument, tips_left, tips_total, doc, "
+     "updated_at, seq) "
+     "SELECT DISTINCT ON (e.key) $1, e.key, (e.payload->'tips'->>'left')::int, "
+     "(e.payload->'tips'->>'total')::int, e.payload, e.ts, e.seq "
+     "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'consumable' ORDER BY e.key, e.seq DESC "
+     "ON CONFLICT (cell, instrument) DO UPDATE SET tips_left = EXCLUDED.tips_left, "
+     "tips_total = EXCLUDED.tips_total, doc = EXCLUDED.doc, updated_at = EXCLUDED.updated_at, "
+     "seq = EXCLUDED.seq WHERE t.seq < EXCLUDED.seq"},
     {NULL, NULL},
 };
 

@@ -32,6 +32,7 @@
 #define REAGENTS_MAX 16
 #define CONNECT_RETRY_MS 2000
 #define QUIET_MS 200
+#define STAR_RACK_ROWS 8 /* a tip rack's rows: a column holds one tip per row */
 
 /* The plan of one command: where each acting channel goes and how much it moves. */
 typedef struct star_plan {
@@ -57,6 +58,9 @@ typedef struct star {
     bool tips[STAR_CH_MAX];
     double held_ul[STAR_CH_MAX];
     int next_tip_col; /* 0-based */
+    /* With tip_racks (labloop counts the tips): every column was picked from since the rack was
+     * last reported full, and the next pick-up is refused rather than taken from column 1. */
+    bool rack_used;
 
     /* the sequence running: the operation's command (and C0DI after C0TT) */
     const char *op_cmd;
@@ -156,6 +160,12 @@ static const lab_drv_action_t star_actions[] = {
      "per channel with a tip, in channel order, 0 leaving a channel out; the result has "
      "volumes_ul, one entry per channel of the instrument"},
     {"drop_tips", NULL, 120, 0, "discard the tips into the waste"},
+    {"tips_left",
+     "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"left\"],"
+     "\"properties\":{\"left\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":153600}}}",
+     5, LAB_DRV_ACT_IMMEDIATE | LAB_DRV_ACT_OFFLINE,
+     "the fresh tips the rack holds as counted (whole columns of 8): pick-ups go on from the first "
+     "full column"},
     {"status", NULL, 5, LAB_DRV_ACT_IMMEDIATE | LAB_DRV_ACT_OFFLINE,
      "tips and volumes per channel as the driver saw them, and the deck"},
     {NULL, NULL, 0, 0, NULL},
@@ -392,8 +402,10 @@ static void star_op_ok(star_t *s)
         else if (strcmp(s->cmd, "DS") == 0)
             s->held_ul[ch] = s->held_ul[ch] > s->vol_ul[ch] ? s->held_ul[ch] - s->vol_ul[ch] : 0;
     }
-    if (strcmp(s->cmd, "TP") == 0)
+    if (strcmp(s->cmd, "TP") == 0) {
         s->next_tip_col = (s->tip_col + 1) % s->tip_cols;
+        s->rack_used |= s->tip_col + 1 >= s->tip_cols && lab_drv_has(s->d, "tip_racks");
+    }
     if (strcmp(s->cmd, "DI") == 0) {
         for (int ch = 0; ch < s->channels; ch++)
             s->tips[ch] = false, s->held_ul[ch] = 0;
@@ -731,6 +743,16 @@ static void star_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *para
                                s->next_tip_col + 1, "reagents", reag));
         return;
     }
+    if (strcmp(a->name, "tips_left") == 0) { /* immediate: the count's word on the rack */
+        long cols = (long)json_integer_value(json_object_get(params, "left")) / STAR_RACK_ROWS;
+        cols = cols < s->tip_cols ? cols : s->tip_cols;
+        s->next_tip_col = (int)(s->tip_cols - cols) % s->tip_cols;
+        s->rack_used = cols == 0;
+        lab_drv_done(d, NULL,
+                     json_pack("{s:i,s:b}", "next_tip_column", s->next_tip_col + 1, "rack_used",
+                               s->rack_used));
+        return;
+    }
     json_decref(s->result);
     s->result = json_object();
     star_plan_t pl;
@@ -763,6 +785,14 @@ static void star_invoke(lab_driver_t *d, const lab_drv_action_t *a, json_t *para
             pl.yp[ch] = s->tip_y - ch * s->tip_pitch;
         }
         json_object_set_new(s->result, "column", json_integer(s->tip_col + 1));
+        /* the rest of the column is never picked from: the pick-up spends all of it */
+        json_object_set_new(s->result, "tips_used",
+                            json_integer(n > STAR_RACK_ROWS ? n : STAR_RACK_ROWS));
+        if (!jc && s->rack_used && e.code == LAB_OK)
+            lab_drv_error_set(&e, LAB_ESTATE, NULL,
+                              "the tip rack is used up: each of its %d columns was picked from; "
+                              "report fresh tips (labloop refill %s --tips)",
+                              s->tip_cols, lab_driver_id(d));
     } else {
         cmd = strcmp(a->name, "aspirate") == 0 ? "AS" : "DS";
         star_plan_liquid(s, params, &pl, &e);
@@ -882,13 +912,36 @@ static void star_close(lab_driver_t *d)
     lab_stream_close(&s->st);
 }
 
+/* With tip_racks (labloop counts the tips) the driver's one tip rack position holds one rack of
+ * tip_columns columns of 8: the count and the driver's columns must describe the same rack. */
+static int star_check_conf(const lab_drv_conf_t *conf, const char **key, char *err, size_t errlen)
+{
+    const char *racks = lab_drv_conf_str(conf, "tip_racks");
+    if (!racks)
+        return 0;
+    const char *per = lab_drv_conf_str(conf, "tips_per_rack");
+    const char *cols = lab_drv_conf_str(conf, "tip_columns");
+    long ncols = cols ? strtol(cols, NULL, 10) : 12, nper = per ? strtol(per, NULL, 10) : 96;
+    if (strtol(racks, NULL, 10) > 1) {
+        *key = "tip_racks";
+        snprintf(err, errlen, "the STAR driver knows one tip rack position (tip_a1_x, tip_a1_y)");
+        return LAB_EINVAL;
+    }
+    if (nper != ncols * STAR_RACK_ROWS) {
+        *key = per ? "tips_per_rack" : "tip_racks";
+        snprintf(err, errlen,
+                 "tips_per_rack = %ld, but the rack has %ld columns of %d (tip_columns): %ld tips",
+                 nper, ncols, STAR_RACK_ROWS, ncols * STAR_RACK_ROWS);
+        return LAB_EINVAL;
+    }
+    return 0;
+}
+
 /* What its actions do in a workflow step (the scheduler asks by role, never by name). */
 static const lab_drv_role_action_t star_roles[] = {
-    {LAB_DRV_ROLE_PICK_UP_TIPS, "pick_up_tips"},
-    {LAB_DRV_ROLE_DROP_TIPS, "drop_tips"},
-    {LAB_DRV_ROLE_ASPIRATE, "aspirate"},
-    {LAB_DRV_ROLE_DISPENSE, "dispense"},
-    {LAB_DRV_ROLE_NONE, NULL},
+    {LAB_DRV_ROLE_PICK_UP_TIPS, "pick_up_tips"}, {LAB_DRV_ROLE_DROP_TIPS, "drop_tips"},
+    {LAB_DRV_ROLE_ASPIRATE, "aspirate"},         {LAB_DRV_ROLE_DISPENSE, "dispense"},
+    {LAB_DRV_ROLE_TIPS_LEFT, "tips_left"},       {LAB_DRV_ROLE_NONE, NULL},
 };
 
 const lab_driver_ops_t lab_driver_hamilton_star = {
@@ -906,4 +959,5 @@ const lab_driver_ops_t lab_driver_hamilton_star = {
     .close = star_close,
     .invoke = star_invoke,
     .abort = star_abort,
+    .check_conf = star_check_conf,
 };

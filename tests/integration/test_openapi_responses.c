@@ -36,6 +36,16 @@ static int setup(void **state)
     if (h_pg_start(&pg) || h_mqtt_start(&mq) || h_tempdir("labopenapi", dir, sizeof dir))
         return -1;
     mix_cell_sections(sections, sizeof sections, dir, h_free_port());
+    /* the STAR counts its tips and troughs, plenty of both, for the consumables routes */
+    static const char star[] = "[instrument star1]\n";
+    char *at = strstr(sections, star);
+    if (!at)
+        return -1;
+    at += strlen(star);
+    char rest[4096];
+    snprintf(rest, sizeof rest, "%s", at);
+    snprintf(at, sizeof sections - (size_t)(at - sections),
+             "tip_racks = 1\ntroughs = substrate: 10000000, inhibitor: 10000000\n%s", rest);
     snprintf(ini, sizeof ini, "[labloop]\ntime_scale = 60\nsim_seed = 3\n%s", sections);
     if (h_sim_start(&sim, ini))
         return -1;

@@ -317,6 +317,20 @@ def run(c, paused):
     c.call("GET", ii + "/utilisation", "viewer", 400, params={"id": "reader1"}, query="?by=week")
     c.call("GET", ii + "/utilisation", "viewer", 404, params={"id": "nope"})
     c.call("GET", ii + "/utilisation", None, 401, params={"id": "reader1"})
+    cs = ii + "/consumables"
+    c.call("GET", cs, "viewer", params={"id": "star1"})
+    c.call("GET", cs, None, 401, params={"id": "star1"})
+    c.call("GET", cs, "viewer", 404, params={"id": "reader1"})
+    cr = cs + "/refill"
+    c.call("POST", cr, "technician", params={"id": "star1"}, body={"trough": "substrate"})
+    c.call("POST", cr, "technician", params={"id": "star1"},
+           body={"tips": {"racks": 1}, "reason": "fresh rack"})
+    c.call("POST", cr, "technician", 400, params={"id": "star1"},
+           body={"trough": "nope", "volume_ul": 5})
+    c.call("POST", cr, "technician", 400, params={"id": "star1"},
+           body={"trough": "substrate", "volume_ul": -1})
+    c.call("POST", cr, "technician", 404, params={"id": "reader1"}, body={"tips": "all"})
+    c.call("POST", cr, "viewer", 403, params={"id": "star1"}, body={"tips": "all"})
     action = None
     for a in (inst or {}).get("actions", []) if isinstance(inst, dict) else []:
         if not a.get("params_schema", {}).get("required"):
