@@ -5,13 +5,14 @@
  * content type), body collection with the size limit, and the lifecycle (start, stop accepting,
  * close). */
 #include "daemon/api/api_int.h"
-#include "core/sha256.h"
+#include "core/chain.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/text.h"
 
 #include <arpa/inet.h>
+#include <openssl/evp.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -82,15 +83,17 @@ struct MHD_Response *lab_respond_internal(lab_req_t *rq, const char *why)
 
 void lab_req_hash(lab_req_t *rq, char out[65])
 {
-    lab_sha256_t s;
     uint8_t d[32];
-    lab_sha256_init(&s);
-    lab_sha256_update(&s, rq->method, strlen(rq->method) + 1);
-    lab_sha256_update(&s, rq->url, strlen(rq->url) + 1);
-    if (rq->len)
-        lab_sha256_update(&s, rq->body, rq->len);
-    lab_sha256_final(&s, d);
-    lab_sha256_hex(d, out);
+    unsigned len = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    /* OpenSSL fails here only when it cannot allocate: fatal, as any OOM is (core/mem.h). */
+    if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL) ||
+        !EVP_DigestUpdate(c, rq->method, strlen(rq->method) + 1) ||
+        !EVP_DigestUpdate(c, rq->url, strlen(rq->url) + 1) ||
+        (rq->len && !EVP_DigestUpdate(c, rq->body, rq->len)) || !EVP_DigestFinal_ex(c, d, &len))
+        abort();
+    EVP_MD_CTX_free(c);
+    lab_chain_hex(d, out);
 }
 
 json_t *lab_req_reason_body(lab_req_t *rq, const char *what)
