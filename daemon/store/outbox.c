@@ -3,6 +3,7 @@
  * never reused after pruning. */
 #include "core/err.h"
 #include "core/mem.h"
+#include "daemon/store/audit.h"
 #include "daemon/store/store.h"
 #include "daemon/store/store_int.h"
 
@@ -24,6 +25,8 @@ const lab_outbox_kind_t lab_outbox_kinds[] = {
     {"campaign.result", "campaign id", "one candidate's result with its provenance"},
     {"batch.done", "campaign id", "the completed batch"},
     {"event", "entity id", "an audit event: who, what, when"},
+    {"audit", "empty (the subject is in the entry)",
+     "one audit entry: {audit_seq, hash, entry (its canonical JSON)} (daemon/store/audit.h)"},
     {"prompt", "prompt id (run:ID:paused, instrument:ID:fault, move:ID)",
      "what waits for a person, opened or answered (open, by, how)"},
     {NULL, NULL, NULL},
@@ -42,6 +45,15 @@ int64_t lab_outbox_append(sqlite3 *db, const char *kind, const char *key, const 
 {
     if (!db || !kind || !*kind || !payload)
         return LAB_EINVAL;
+    /* A state change is kept only with its audit entry (a failure fails the op). The entry goes
+     * first, so that the change's own row is the newest and its seq the one callers keep. */
+    const lab_audit_kind_t *k = lab_audit_kind_find(kind);
+    if (k) {
+        lab_conn_t *wc = lab_conn_find(db);
+        int arc = lab_audit_state_write(db, k, key, payload, ts_ms, wc ? wc->note : NULL);
+        if (arc)
+            return arc;
+    }
     bool owned;
     sqlite3_stmt *s = lab_stmt_acquire(
         db, "INSERT INTO outbox (ts_ms, kind, key, payload) VALUES (?, ?, ?, ?)", &owned);

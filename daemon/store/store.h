@@ -33,6 +33,7 @@ typedef struct lab_store_op {
     /* internal */
     struct lab_store_op *next;
     int status;
+    struct lab_audit_note *note; /* the decision this op records (daemon/store/audit.h) */
 } lab_store_op_t;
 
 /* Opens (creating if need be) state_dir/labloop.db and applies the embedded SQLite migrations
