@@ -128,6 +128,13 @@ int lab_tokens_parse(const char *text, size_t len, const char *file, lab_tokens_
                      LAB_TOKEN_NAME_MAX);
             goto fail;
         }
+        if (nf == 2 && (role == LAB_ROLE_TECHNICIAN || role == LAB_ROLE_ADMIN)) {
+            snprintf(err, errlen,
+                     "%s:%d: %s tokens must name their person (TOKEN %s NAME): their decisions "
+                     "are signed with that name",
+                     file, lineno, f[1], f[1]);
+            goto fail;
+        }
         uint8_t digest[32];
         lab_chain_sha256(f[0], strlen(f[0]), digest);
         for (int i = 0; i < t.n; i++) {
@@ -145,6 +152,7 @@ int lab_tokens_parse(const char *text, size_t len, const char *file, lab_tokens_
         memcpy(e->digest, digest, 32);
         e->role = (lab_role_t)role;
         e->name = lab_strdup(nf == 3 ? f[2] : lab_role_name((lab_role_t)role));
+        e->named = nf == 3;
     }
     free(line);
     *out = t;

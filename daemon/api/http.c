@@ -186,6 +186,8 @@ static void req_release(lab_api_t *api, lab_req_t *rq)
     if (rq->resp)
         MHD_destroy_response(rq->resp);
     rq->resp = NULL;
+    json_decref(rq->act_params);
+    rq->act_params = NULL;
     api->active--;
     if (api->npool >= LAB_POOL_MAX || api->closing) {
         free(rq->body);
@@ -277,6 +279,7 @@ static int check_auth(lab_req_t *rq, const lab_route_t *route)
     lab_api_t *api = rq->api;
     who_set(rq, "anonymous");
     rq->role = api->auth ? 0 : LAB_ROLES_ALL;
+    rq->named = !api->auth;
     if (!api->auth || route->roles == 0)
         return 0;
     const char *h = lab_req_header(rq, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -298,6 +301,7 @@ static int check_auth(lab_req_t *rq, const lab_route_t *route)
     }
     who_set(rq, t->name);
     rq->role = (unsigned)t->role;
+    rq->named = t->named;
     if (!(route->roles & (unsigned)t->role)) {
         lab_problem(rq, LAB_P_FORBIDDEN, NULL, "role %s may not %s %s", lab_role_name(t->role),
                     rq->method, route->pattern);

@@ -212,11 +212,13 @@ static void note_submit(lab_store_t *st, lab_audit_note_t *n)
     lab_store_submit_noted(st, &o->op, n);
 }
 
-void lab_audit_end(lab_store_t *st)
+void lab_audit_end(lab_store_t *st, bool record)
 {
     lab_audit_note_t *n = lab_store_note_close(st);
-    if (n)
+    if (n && record)
         note_submit(st, n);
+    else
+        lab_audit_note_free(n);
 }
 
 void lab_audit_record(lab_store_t *st, const char *who, const char *what, const char *subject,

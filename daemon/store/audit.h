@@ -19,6 +19,7 @@
 #include "daemon/store/store.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Who state changes are attributed to when no person's decision caused them. */
@@ -38,8 +39,9 @@ const lab_audit_kind_t *lab_audit_kind_find(const char *kind);
  * begin before end is refused with LAB_EBUSY (and doc is released). */
 int lab_audit_begin(lab_store_t *st, const char *who, const char *what, const char *subject,
                     const char *why, json_t *doc, int64_t lab_ms);
-/* Closes the note; when no op took it, submits one that writes it alone. */
-void lab_audit_end(lab_store_t *st);
+/* Closes the note. When no op took it: with record, submits an op that writes it alone (the
+ * decision changed nothing in the store); without (the decision was refused), drops it. */
+void lab_audit_end(lab_store_t *st, bool record);
 /* A note written by an op of its own (an action or a reload that changes nothing in the store):
  * begin and end at once. */
 void lab_audit_record(lab_store_t *st, const char *who, const char *what, const char *subject,

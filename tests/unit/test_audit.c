@@ -183,7 +183,7 @@ static void test_entries(void **state)
     assert_int_equal(lab_audit_begin(f->st, "Bob", "run.cancel", "r2", NULL, NULL, 0), LAB_EBUSY);
     change_op_t c = {.op = {.apply = change_apply, .done = change_done}, .run = "r2", .rows = 1};
     lab_store_submit(f->st, &c.op);
-    lab_audit_end(f->st);
+    lab_audit_end(f->st, true);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(c.status, 0);
     /* A rolled back op leaves neither its change nor its entries. */
@@ -192,7 +192,7 @@ static void test_entries(void **state)
     assert_int_equal(
         lab_audit_begin(f->st, "Ada", "instrument.pause", "reader1", "lamp", NULL, 1764925400000),
         0);
-    lab_audit_end(f->st);
+    lab_audit_end(f->st, true);
     uv_run(&f->loop, UV_RUN_DEFAULT);
 
     json_t *a = list_all(f, NULL, NULL);

@@ -56,6 +56,8 @@ static void test_parse_good(void **state)
     assert_non_null(k);
     assert_int_equal(k->role, LAB_ROLE_PIPELINE);
     assert_string_equal(k->name, "pipeline");
+    assert_false(k->named); /* it may not sign a decision */
+    assert_true(lab_tokens_find(&t, "tech-token-22", 13)->named);
     /* Prefixes, extensions and case changes of a token are other tokens. */
     assert_null(lab_tokens_find(&t, "tech-token-2", 12));
     assert_null(lab_tokens_find(&t, "tech-token-222", 14));
@@ -89,7 +91,12 @@ static void test_parse_bad_lines(void **state)
          "tokens:3: unknown role \"superuser\""},
         {"good-token-1 viewer a b\n", "tokens:1: expected TOKEN ROLE [NAME], found more fields"},
         {"\n\n\nshort viewer\n", "tokens:4: token shorter than 8"},
-        {"same-token-1 viewer\nsame-token-1 admin\n", "tokens:2: the same token appears"},
+        {"same-token-1 viewer\nsame-token-1 admin al\n", "tokens:2: the same token appears"},
+        /* Technicians and admins sign decisions: their tokens name a person. */
+        {"good-token-1 pipeline\ntech-token-2 technician\n",
+         "tokens:2: technician tokens must name their person (TOKEN technician NAME)"},
+        {"good-token-1 viewer\nadmin-token-2 admin # root\n",
+         "tokens:2: admin tokens must name their person"},
         {"ok-token-111 viewer\nok-token-222 VIEWER\n", "tokens:2: unknown role \"VIEWER\""},
         {"long-name-11 viewer "
          "n12345678901234567890123456789012345678901234567890123456789012345\n",
@@ -135,7 +142,7 @@ static void test_longest_name(void **state)
 
 static void test_nul_byte(void **state)
 {
-    static const char text[] = "good-token-1 viewer\nbad\0token admin\n";
+    static const char text[] = "good-token-1 viewer\nbad\0token admin al\n";
     lab_tokens_t t;
     char err[256] = "";
     assert_int_equal(lab_tokens_parse(text, sizeof text - 1, "f", &t, err, sizeof err),
@@ -158,7 +165,7 @@ static void test_load_file(void **state)
     lab_tokens_free(&t);
 
     FILE *f = fopen(path, "w");
-    fputs("file-token-1 admin\nfile-token-2 wizard\n", f);
+    fputs("file-token-1 admin al\nfile-token-2 wizard\n", f);
     fclose(f);
     assert_int_equal(lab_tokens_load(path, &t, err, sizeof err), LAB_ECONFIG);
     char want[600];
@@ -173,7 +180,8 @@ static void test_load_file(void **state)
 /* Every lookup runs lab_ct_equal once per token, matched or not, first or last. */
 static void test_constant_time_lookup(void **state)
 {
-    const char *text = "first-token-1 viewer\nmiddle-token-2 technician\nlast-token-3 admin\n";
+    const char *text =
+        "first-token-1 viewer\nmiddle-token-2 technician tim\nlast-token-3 admin al\n";
     lab_tokens_t t;
     char err[256];
     assert_int_equal(parse(text, &t, err, sizeof err), 0);
