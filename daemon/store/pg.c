@@ -244,6 +244,16 @@ static const pg_kind_t pg_kinds[] = {
      "(e.payload->>'z_prime')::float8, e.payload, coalesce((e.payload->>'at')::timestamptz, e.ts) "
      "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
      "AND e.kind = 'campaign.result' ON CONFLICT (cell, seq) DO NOTHING"},
+    /* Insert-only (0009_audit.sql): a redelivered entry is the same entry, kept once. */
+    {"audit",
+     "INSERT INTO labloop.audit (cell, seq, prev_hash, hash, who, what, subject, why, lab_time, "
+     "wall_time, doc, entry) "
+     "SELECT $1, (a.j->>'seq')::bigint, a.j->>'prev_hash', e.payload->>'hash', a.j->>'who', "
+     "a.j->>'what', a.j->>'subject', a.j->>'why', (a.j->>'lab_time')::timestamptz, "
+     "(a.j->>'wall_time')::timestamptz, a.j->'doc', e.payload->>'entry' "
+     "FROM labloop.events e, LATERAL (SELECT (e.payload->>'entry')::jsonb AS j) a "
+     "WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint AND e.kind = 'audit' "
+     "ON CONFLICT (cell, seq) DO NOTHING"},
     {NULL, NULL},
 };
 
