@@ -229,6 +229,24 @@ static void test_run_life_and_decisions(void **state)
     assert_int_equal(cli(args), 0);
     assert_non_null(strstr(out, "daemon: ok"));
     assert_non_null(strstr(out, ": ok,"));
+
+    /* Anyone can recompute the chain from an export with the documented rule, in Python. */
+    char cmd[2048];
+    const char *bin = getenv("LABLOOP_CLI");
+    snprintf(cmd, sizeof cmd,
+             "LABLOOP_URL='%s' LABLOOP_TOKEN='%s' '%s' --json audit --limit 500 > '%s/export.json' "
+             "&& python3 '%s/tools/audit_verify.py' '%s/export.json'",
+             d.url, TOK_TECH, bin && *bin ? bin : "labloop", dir, LAB_SOURCE_DIR_T, dir);
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "ok: "));
+    snprintf(cmd, sizeof cmd,
+             "sed -i 's/plate dropped/plate droppeD/' '%s/export.json' && "
+             "python3 '%s/tools/audit_verify.py' '%s/export.json'",
+             dir, LAB_SOURCE_DIR_T, dir);
+    assert_int_equal(h_run(cmd, out, sizeof out), 1);
+    char want[64];
+    snprintf(want, sizeof want, "seq %lld: hash does not match", cancel_seq);
+    assert_non_null(strstr(out, want));
     free(id);
 }
 
