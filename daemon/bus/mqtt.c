@@ -435,9 +435,41 @@ static const char *payload_var(json_t *doc, const char *name, char *buf, size_t 
     return NULL;
 }
 
+/* The newest audit entry a row carries goes to the retained audit/head beside the row's own
+ * message. Not tracked in the window: the row is, and it is published again with its head when
+ * it was not delivered; a later head replaces this one anyway. */
+static void publish_audit_head(lab_mqtt_t *m, const lab_outbox_row_t *r)
+{
+    json_t *a = json_loads(r->audit, 0, NULL);
+    json_t *head = json_array_get(a, json_array_size(a) - 1);
+    char *topic = NULL;
+    if (!json_is_object(head) ||
+        lab_topic_format(lab_topic_get(LAB_TOPIC_AUDIT_HEAD), m->root, NULL, 0, &topic)) {
+        log_warn("mqtt", "outbox seq=%lld: its audit entries are not readable; head not published",
+                 (long long)r->seq);
+        json_decref(a);
+        return;
+    }
+    json_object_set_new(head, "cell", json_string(m->cell));
+    char *payload = json_dumps(head, JSON_COMPACT);
+    json_decref(a);
+    MQTTAsync_message msg = MQTTAsync_message_initializer;
+    msg.payload = payload;
+    msg.payloadlen = payload ? (int)strlen(payload) : 0;
+    msg.qos = lab_topic_get(LAB_TOPIC_AUDIT_HEAD)->qos;
+    msg.retained = 1;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    if (payload)
+        (void)MQTTAsync_sendMessage(m->client, topic, &msg, &ro);
+    free(payload);
+    free(topic);
+}
+
 /* 0: placed in the window (published or skipped); < 0: not placed, stop reading. */
 static int publish_row(lab_mqtt_t *m, const lab_outbox_row_t *r)
 {
+    if (r->audit)
+        publish_audit_head(m, r);
     const lab_topic_t *t = lab_topic_for_kind(r->kind);
     slot_t *s = ring_push(m, r->seq);
     m->read_upto = r->seq;

@@ -67,12 +67,14 @@ static int head_get(sqlite3 *db, int64_t *seq, char prev[65])
     return out;
 }
 
-/* Appends the entry {fields..., doc (taken)} to the chain and to the outbox. */
+/* Appends the entry {fields..., doc (taken)} to the chain; *carry: what the outbox carries of it
+ * to PostgreSQL and MQTT, {audit_seq, hash, entry (the canonical text)}. */
 static int entry_write(sqlite3 *db, const char *who, const char *what, const char *subject,
-                       const char *why, json_t *doc, int64_t lab_ms)
+                       const char *why, json_t *doc, int64_t lab_ms, json_t **carry)
 {
     int64_t seq;
     char prev[65], hash[65], lab_t[32], wall_t[32];
+    *carry = NULL;
     int rc = head_get(db, &seq, prev);
     if (rc) {
         json_decref(doc);
@@ -117,11 +119,25 @@ static int entry_write(sqlite3 *db, const char *who, const char *what, const cha
         free(canon);
         return lab_sqlite_fail(db, src, "audit append");
     }
-    json_t *row =
+    *carry =
         json_pack("{s:I, s:s, s:s}", "audit_seq", (json_int_t)seq, "hash", hash, "entry", canon);
     free(canon);
-    char *payload = json_dumps(row, JSON_COMPACT);
-    json_decref(row);
+    return 0;
+}
+
+/* An entry that no row carries yet: held for the op's next row, or (a connection the store does
+ * not own) written at once as a row of kind audit. */
+static int carry_hold(sqlite3 *db, json_t *carry, int64_t lab_ms)
+{
+    lab_conn_t *c = lab_conn_find(db);
+    if (c) {
+        if (!c->audit_pending)
+            c->audit_pending = json_array();
+        json_array_append_new(c->audit_pending, carry);
+        return 0;
+    }
+    char *payload = json_dumps(carry, JSON_COMPACT);
+    json_decref(carry);
     int64_t oseq = lab_outbox_append(db, "audit", "", payload, lab_ms);
     free(payload);
     return oseq < 0 ? (int)oseq : 0;
@@ -129,7 +145,10 @@ static int entry_write(sqlite3 *db, const char *who, const char *what, const cha
 
 int lab_audit_note_write(sqlite3 *db, const lab_audit_note_t *n)
 {
-    return entry_write(db, n->who, n->what, n->subject, n->why, json_incref(n->doc), n->lab_ms);
+    json_t *carry;
+    int rc = entry_write(db, n->who, n->what, n->subject, n->why, json_incref(n->doc), n->lab_ms,
+                         &carry);
+    return rc ? rc : carry_hold(db, carry, n->lab_ms);
 }
 
 int lab_audit_state_write(sqlite3 *db, const lab_audit_kind_t *k, const char *key,
@@ -140,8 +159,55 @@ int lab_audit_state_write(sqlite3 *db, const lab_audit_kind_t *k, const char *ke
         doc = json_string(payload); /* kept as text: the entry still shows what was stored */
     if (!doc)
         return LAB_EINVAL;
-    return entry_write(db, note ? note->who : LAB_AUDIT_SYSTEM, k->what, key && *key ? key : NULL,
-                       note ? note->why : NULL, doc, ts_ms);
+    json_t *carry;
+    int rc = entry_write(db, note ? note->who : LAB_AUDIT_SYSTEM, k->what, key && *key ? key : NULL,
+                         note ? note->why : NULL, doc, ts_ms, &carry);
+    return rc ? rc : carry_hold(db, carry, ts_ms);
+}
+
+char *lab_audit_take(sqlite3 *db)
+{
+    lab_conn_t *c = lab_conn_find(db);
+    if (!c || !c->audit_pending)
+        return NULL;
+    char *s = json_dumps(c->audit_pending, JSON_COMPACT);
+    json_decref(c->audit_pending);
+    c->audit_pending = NULL;
+    return s;
+}
+
+int lab_audit_flush(sqlite3 *db, const lab_audit_note_t *note)
+{
+    lab_conn_t *c = lab_conn_find(db);
+    if (!c || !c->audit_pending)
+        return 0;
+    json_t *pending = c->audit_pending;
+    c->audit_pending = NULL;
+    size_t i;
+    json_t *carry;
+    int rc = 0;
+    json_array_foreach(pending, i, carry)
+    {
+        char *payload = json_dumps(carry, JSON_COMPACT);
+        int64_t oseq =
+            lab_outbox_append(db, "audit", "", payload, note ? note->lab_ms : lab_wall_ms());
+        free(payload);
+        if (oseq < 0) {
+            rc = (int)oseq;
+            break;
+        }
+    }
+    json_decref(pending);
+    return rc;
+}
+
+void lab_audit_drop(sqlite3 *db)
+{
+    lab_conn_t *c = lab_conn_find(db);
+    if (c) {
+        json_decref(c->audit_pending);
+        c->audit_pending = NULL;
+    }
 }
 
 void lab_audit_note_free(lab_audit_note_t *n)

@@ -11,8 +11,11 @@
  *   written under that op's savepoint, just before the op's own changes, and those changes'
  *   entries carry the note's who and why. A note no op took is written by an op of its own.
  *
- * Each entry is also appended to the outbox as kind "audit" (payload {audit_seq, hash, entry})
- * for PostgreSQL's labloop.audit and the retained MQTT topic audit/head. */
+ * Each entry travels to PostgreSQL's labloop.audit and the retained MQTT topic audit/head with
+ * the outbox row of the change it records (its audit column: [{audit_seq, hash, entry}]), so the
+ * outbox still holds one row per change; a decision's entry rides on the first row its op
+ * appends. An entry with no such row (an action, a reload, a decision whose op appended none) is
+ * a row of kind "audit" (payload {audit_seq, hash, entry}). */
 #ifndef LAB_STORE_AUDIT_H
 #define LAB_STORE_AUDIT_H
 
@@ -59,6 +62,13 @@ void lab_audit_note_free(lab_audit_note_t *note);
  * op's, or NULL. */
 int lab_audit_state_write(sqlite3 *db, const lab_audit_kind_t *k, const char *key,
                           const char *payload, int64_t ts_ms, const lab_audit_note_t *note);
+/* The entries written since the last row, for the row being appended (a JSON array, malloc'd),
+ * or NULL. */
+char *lab_audit_take(sqlite3 *db);
+/* At the end of an op: entries no row took are written as rows of kind audit. At a rollback:
+ * they are dropped with it. */
+int lab_audit_flush(sqlite3 *db, const lab_audit_note_t *note);
+void lab_audit_drop(sqlite3 *db);
 
 /* ---- reading and checking (loop thread, read connection) ---- */
 typedef struct lab_audit_filter {

@@ -524,6 +524,10 @@ static int group_apply_op(lab_store_t *st, lab_store_op_t *op)
     int rc = op->note ? lab_audit_note_write(c->db, op->note) : 0;
     if (!rc)
         rc = op->apply(op, c->db);
+    if (!rc)
+        rc = lab_audit_flush(c->db, op->note);
+    else
+        lab_audit_drop(c->db);
     c->note = NULL;
     if (rc > 0)
         rc = LAB_EINVAL;

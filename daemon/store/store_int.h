@@ -22,8 +22,11 @@ typedef struct lab_conn {
     /* Writer only: the highest outbox seq appended in the running group (lab_outbox_append
      * raises it; a rolled back savepoint restores it). */
     int64_t head;
-    /* Writer only: the audit note of the op being applied (NULL when none). */
+    /* Writer only: the audit note of the op being applied (NULL when none), and the entries
+     * written but not yet carried by an outbox row (a JSON array, NULL when none): the next row
+     * the op appends takes them, or the op's end writes them as a row of kind audit. */
     const struct lab_audit_note *note;
+    struct json_t *audit_pending;
 } lab_conn_t;
 
 /* The audit note open on the loop thread (daemon/store/audit.c): taken by the first op submitted

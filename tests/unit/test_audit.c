@@ -232,15 +232,31 @@ static void test_entries(void **state)
     assert_int_equal(json_integer_value(json_object_get(json_object_get(v, "head"), "seq")), 5);
     json_decref(v);
 
-    /* Each entry went to the outbox for PostgreSQL and MQTT, before the change's own row. */
+    /* Each entry travels with the outbox row of its change (one row per change still); the
+     * decision's with the row its op appended; the note no op took as a row of its own. */
     lab_outbox_row_t *rows;
     int n = lab_outbox_read(f->st, 0, 100, &rows);
-    assert_int_equal(n, 8);
-    assert_string_equal(rows[0].kind, "audit");
-    assert_string_equal(rows[1].kind, "run.state");
-    json_t *p = json_loads(rows[0].payload, 0, NULL);
-    assert_int_equal(json_integer_value(json_object_get(p, "audit_seq")), 1);
-    json_decref(p);
+    assert_int_equal(n, 4);
+    int want_entries[] = {1, 1, 2, -1};
+    for (int i = 0; i < n; i++) {
+        json_t *p = json_loads(rows[i].kind[0] == 'a' ? rows[i].payload : rows[i].audit, 0, NULL);
+        if (want_entries[i] < 0) {
+            assert_string_equal(rows[i].kind, "audit");
+            assert_null(rows[i].audit);
+            assert_int_equal(json_integer_value(json_object_get(p, "audit_seq")), 5);
+        } else {
+            assert_string_equal(rows[i].kind, "run.state");
+            assert_int_equal(json_array_size(p), want_entries[i]);
+        }
+        json_decref(p);
+    }
+    json_t *two = json_loads(rows[2].audit, 0, NULL);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(two, 0), "audit_seq")), 3);
+    json_t *e4 =
+        json_loads(json_string_value(json_object_get(json_array_get(two, 1), "entry")), 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(e4, "who")), "Ada");
+    json_decref(e4);
+    json_decref(two);
     lab_outbox_rows_free(rows, n);
 
     /* The table refuses changes. */

@@ -18,6 +18,11 @@ CREATE TABLE audit (
 CREATE INDEX audit_subject ON audit (subject, seq);
 CREATE INDEX audit_who ON audit (who, seq);
 
+-- The entries travel to PostgreSQL and MQTT with the outbox row of the change they record
+-- (a JSON array of {audit_seq, hash, entry}), so the outbox keeps one row per change; an entry
+-- with no row of its own change (an action, a reload) is a row of kind `audit`.
+ALTER TABLE outbox ADD COLUMN audit TEXT;
+
 -- Append-only: the daemon never changes an entry. Someone with the file can drop these, which is
 -- why the chain exists; they stop a mistake, not an adversary.
 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
