@@ -435,9 +435,10 @@ static const char *payload_var(json_t *doc, const char *name, char *buf, size_t 
     return NULL;
 }
 
-/* The newest audit entry a row carries goes to the retained audit/head beside the row's own
- * message. Not tracked in the window: the row is, and it is published again with its head when
- * it was not delivered; a later head replaces this one anyway. */
+/* The newest audit entry of the rows just placed goes to the retained audit/head, once per read:
+ * only the newest head matters, and one per row would double the traffic. Not tracked in the
+ * window: its rows are, and a row published again publishes its head again; a later head
+ * replaces this one anyway. */
 static void publish_audit_head(lab_mqtt_t *m, const lab_outbox_row_t *r)
 {
     json_t *a = json_loads(r->audit, 0, NULL);
@@ -468,8 +469,6 @@ static void publish_audit_head(lab_mqtt_t *m, const lab_outbox_row_t *r)
 /* 0: placed in the window (published or skipped); < 0: not placed, stop reading. */
 static int publish_row(lab_mqtt_t *m, const lab_outbox_row_t *r)
 {
-    if (r->audit)
-        publish_audit_head(m, r);
     const lab_topic_t *t = lab_topic_for_kind(r->kind);
     slot_t *s = ring_push(m, r->seq);
     m->read_upto = r->seq;
@@ -593,6 +592,12 @@ static void pump(lab_mqtt_t *m)
         int i = 0;
         while (i < n && publish_row(m, &rows[i]) == 0)
             i++;
+        for (int k = i - 1; k >= 0; k--)
+            if (rows[k].audit || strcmp(rows[k].kind, "audit") == 0) {
+                if (rows[k].audit)
+                    publish_audit_head(m, &rows[k]);
+                break; /* a row of kind audit is published on audit/head itself */
+            }
         lab_outbox_rows_free(rows, n);
         if (i < n)
             break;

@@ -154,11 +154,16 @@ int lab_audit_note_write(sqlite3 *db, const lab_audit_note_t *n)
 int lab_audit_state_write(sqlite3 *db, const lab_audit_kind_t *k, const char *key,
                           const char *payload, int64_t ts_ms, const lab_audit_note_t *note)
 {
+    /* A payload that is not JSON is kept as text; one that is not even UTF-8 by its digest: the
+     * entry records whatever was stored. */
     json_t *doc = json_loads(payload, JSON_DECODE_ANY, NULL);
     if (!doc)
-        doc = json_string(payload); /* kept as text: the entry still shows what was stored */
-    if (!doc)
-        return LAB_EINVAL;
+        doc = json_string(payload);
+    if (!doc) {
+        char hex[65];
+        lab_chain_digest_hex(payload, strlen(payload), hex);
+        doc = json_pack("{s:b, s:s}", "not_text", 1, "sha256", hex);
+    }
     json_t *carry;
     int rc = entry_write(db, note ? note->who : LAB_AUDIT_SYSTEM, k->what, key && *key ? key : NULL,
                          note ? note->why : NULL, doc, ts_ms, &carry);

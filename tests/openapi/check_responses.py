@@ -296,6 +296,17 @@ def run(c, paused):
         c.fail("GET /v1/prompts", f"the paused run {paused} is not a prompt: {pr}")
     c.call("POST", ri + "/resume", "technician", params={"id": paused}, body={"step": "skip"})
 
+    # The audit trail: the decisions above are entries, the chain verifies.
+    au = c.call("GET", "/v1/audit", "viewer", query=f"?run={paused}&limit=500")
+    if "run.resume.skip" not in [e.get("what") for e in (au or {}).get("entries", [])]:
+        c.fail("GET /v1/audit", f"the resumption of {paused} is not an entry: {au}")
+    c.call("GET", "/v1/audit", "viewer", 400, query="?limit=0&colour=1")
+    c.call("GET", "/v1/audit", None, 401)
+    v = c.call("GET", "/v1/audit/verify", "viewer")
+    if not (v or {}).get("ok"):
+        c.fail("GET /v1/audit/verify", f"the chain does not verify: {v}")
+    c.call("GET", "/v1/audit/verify", None, 401)
+
     i = "/v1/instruments"
     c.wait_online(["inc1", "star1", "reader1"])
     c.call("POST", r, "technician", 201, {"workflow": "oaplain", "plate": "OA-2"})
