@@ -258,6 +258,10 @@ int lab_req_signer(lab_req_t *rq);
 void lab_req_decision_begin(lab_req_t *rq, const char *what, const char *subject, const char *why,
                             const char *meaning, json_t *details);
 void lab_req_decision_end(lab_req_t *rq, bool happened);
+/* For a write that is not a decision (a submission, a workflow, a campaign, a batch, scores):
+ * the audit entries of the first op it submits name the token's person; no entry of its own.
+ * Closed with lab_req_decision_end(rq, false). */
+void lab_req_attribute_begin(lab_req_t *rq);
 /* An entry by an op of its own, who = the token's name (a manual action and its outcome). */
 void lab_req_audit_record(lab_req_t *rq, const char *what, const char *subject, const char *why,
                           json_t *doc);

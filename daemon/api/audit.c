@@ -46,6 +46,11 @@ void lab_req_decision_begin(lab_req_t *rq, const char *what, const char *subject
         lab_audit_record(rq->api->store, rq->who, what, subject, why, NULL, lab_now(rq->api));
 }
 
+void lab_req_attribute_begin(lab_req_t *rq)
+{
+    (void)lab_audit_begin(rq->api->store, rq->who, NULL, NULL, NULL, NULL, lab_now(rq->api));
+}
+
 void lab_req_decision_end(lab_req_t *rq, bool happened)
 {
     lab_audit_end(rq->api->store, happened);

@@ -81,7 +81,9 @@ void lab_api_campaigns_post(lab_req_t *rq)
     if (!doc)
         return;
     lab_req_suspend(rq);
+    lab_req_attribute_begin(rq);
     lab_campaigns_create(l, doc, rq->who, done, rq);
+    lab_req_decision_end(rq, false);
     json_decref(doc);
 }
 
@@ -115,7 +117,9 @@ void lab_api_campaigns_batch(lab_req_t *rq)
     if (!doc)
         return;
     lab_req_suspend(rq);
+    lab_req_attribute_begin(rq);
     lab_campaigns_batch(l, id, doc, rq->who, "http", done, rq);
+    lab_req_decision_end(rq, false);
     json_decref(doc);
 }
 
@@ -129,7 +133,9 @@ void lab_api_campaigns_scores(lab_req_t *rq)
     if (!doc)
         return;
     lab_req_suspend(rq);
+    lab_req_attribute_begin(rq);
     lab_campaigns_scores(l, id, doc, rq->who, done, rq);
+    lab_req_decision_end(rq, false);
     json_decref(doc);
 }
 

@@ -86,7 +86,10 @@ void lab_api_runs_post(lab_req_t *rq)
         .origin = "api",
         .via = "http",
     };
-    if (lab_submit_run(api->submit, &in, post_done, rq) > 0)
+    lab_req_attribute_begin(rq);
+    int rc = lab_submit_run(api->submit, &in, post_done, rq);
+    lab_req_decision_end(rq, false);
+    if (rc > 0)
         lab_req_suspend(rq);
 }
 

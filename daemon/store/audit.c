@@ -145,6 +145,8 @@ static int carry_hold(sqlite3 *db, json_t *carry, int64_t lab_ms)
 
 int lab_audit_note_write(sqlite3 *db, const lab_audit_note_t *n)
 {
+    if (!n->what)
+        return 0; /* who only: the op's own entries carry it */
     json_t *carry;
     int rc = entry_write(db, n->who, n->what, n->subject, n->why, json_incref(n->doc), n->lab_ms,
                          &carry);
@@ -234,7 +236,7 @@ static lab_audit_note_t *note_new(const char *who, const char *what, const char 
 {
     lab_audit_note_t *n = LAB_NEW(lab_audit_note_t);
     n->who = lab_strdup(who);
-    n->what = lab_strdup(what);
+    n->what = what ? lab_strdup(what) : NULL;
     n->subject = subject ? lab_strdup(subject) : NULL;
     n->why = why ? lab_strdup(why) : NULL;
     n->doc = doc ? doc : json_object();
@@ -252,7 +254,7 @@ json_t *lab_audit_signature(const char *who, const char *meaning)
 int lab_audit_begin(lab_store_t *st, const char *who, const char *what, const char *subject,
                     const char *why, json_t *doc, int64_t lab_ms)
 {
-    if (!who || !what) {
+    if (!who) {
         json_decref(doc);
         return LAB_EINVAL;
     }
@@ -286,7 +288,7 @@ static void note_submit(lab_store_t *st, lab_audit_note_t *n)
 void lab_audit_end(lab_store_t *st, bool record)
 {
     lab_audit_note_t *n = lab_store_note_close(st);
-    if (n && record)
+    if (n && n->what && record)
         note_submit(st, n);
     else
         lab_audit_note_free(n);

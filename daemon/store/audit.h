@@ -36,8 +36,9 @@ typedef struct lab_audit_kind {
 extern const lab_audit_kind_t lab_audit_kinds[];
 const lab_audit_kind_t *lab_audit_kind_find(const char *kind);
 
-/* Loop thread: opens a note for the ops submitted until lab_audit_end. who, what are required;
- * subject, why may be NULL; doc (taken, may be NULL) holds the details. A signed decision's doc
+/* Loop thread: opens a note for the ops submitted until lab_audit_end. who is required; what
+ * NULL: no entry of its own, the op's state changes are only attributed to who; subject, why may
+ * be NULL; doc (taken, may be NULL) holds the details. A signed decision's doc
  * has "signature": {"name", "meaning", "at"} (lab_audit_signature). Notes do not nest: a second
  * begin before end is refused with LAB_EBUSY (and doc is released). */
 int lab_audit_begin(lab_store_t *st, const char *who, const char *what, const char *subject,

@@ -178,7 +178,8 @@ static void test_run_life_and_decisions(void **state)
     json_t *a = api_as(TOK_TECH, "GET", path, NULL, 200);
     json_t *entries = json_object_get(a, "entries");
     json_t *e = find_entry(entries, "run.state", 0);
-    assert_non_null(e); /* the submission */
+    assert_non_null(e); /* the submission, by the person whose token submitted it */
+    assert_string_equal(json_string_value(json_object_get(e, "who")), "tom");
     json_t *prio = find_entry(entries, "run.priority", 0);
     assert_non_null(prio);
     assert_string_equal(json_string_value(json_object_get(prio, "who")), "tom");
