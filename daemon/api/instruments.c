@@ -3,6 +3,7 @@
  * operator's hold (pause/resume), the wire recording switch. An action's request waits, suspended,
  * for the instrument's answer; its errors keep the device's own code. */
 #include "daemon/api/api_int.h"
+#include "daemon/store/audit.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -298,6 +299,12 @@ static void action_audit(lab_req_t *rq, lab_driver_t *d, const char *action,
     if (rq->act_params)
         json_object_set_new(doc, "params", rq->act_params);
     rq->act_params = NULL;
+    /* A person's action is signed like a decision; a confirmation means the move was made. */
+    char meaning[LAB_TEXT_BYTES(LAB_ACTION_CHARS) + 40];
+    snprintf(meaning, sizeof meaning, "%s%s",
+             strcmp(action, "confirm") == 0 ? "confirmed move" : "ran action ",
+             strcmp(action, "confirm") == 0 ? "" : action);
+    json_object_set_new(doc, "signature", lab_audit_signature(rq->who, meaning));
     lab_req_audit_record(rq, "instrument.action", lab_driver_id(d), NULL, doc);
 }
 

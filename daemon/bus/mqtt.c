@@ -7,6 +7,7 @@
  * the cursor is the seq of the last slot in an unbroken run of acknowledged ones from the front.
  * A lost connection empties the window and the next connection republishes from cursor + 1. */
 #include "daemon/bus/mqtt.h"
+#include "daemon/store/audit.h"
 #include "daemon/bus/topics.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -435,35 +436,40 @@ static const char *payload_var(json_t *doc, const char *name, char *buf, size_t 
     return NULL;
 }
 
-/* The newest audit entry of the rows just placed goes to the retained audit/head, once per read:
- * only the newest head matters, and one per row would double the traffic. Not tracked in the
- * window: its rows are, and a row published again publishes its head again; a later head
- * replaces this one anyway. */
-static void publish_audit_head(lab_mqtt_t *m, const lab_outbox_row_t *r)
+/* The chain's head, {audit_seq, hash, entry} (taken), retained on audit/head: after each read of
+ * the outbox (the newest entry its rows carry) and on every connect (the store's newest). QoS 0:
+ * it takes no place in the window or in Paho's in-flight count, and a head lost with a
+ * connection is published again when the next one comes up; only the newest matters. */
+static void publish_head(lab_mqtt_t *m, json_t *head)
 {
-    json_t *a = json_loads(r->audit, 0, NULL);
-    json_t *head = json_array_get(a, json_array_size(a) - 1);
     char *topic = NULL;
     if (!json_is_object(head) ||
         lab_topic_format(lab_topic_get(LAB_TOPIC_AUDIT_HEAD), m->root, NULL, 0, &topic)) {
-        log_warn("mqtt", "outbox seq=%lld: its audit entries are not readable; head not published",
-                 (long long)r->seq);
-        json_decref(a);
+        json_decref(head);
         return;
     }
     json_object_set_new(head, "cell", json_string(m->cell));
     char *payload = json_dumps(head, JSON_COMPACT);
-    json_decref(a);
+    json_decref(head);
     MQTTAsync_message msg = MQTTAsync_message_initializer;
     msg.payload = payload;
     msg.payloadlen = payload ? (int)strlen(payload) : 0;
-    msg.qos = lab_topic_get(LAB_TOPIC_AUDIT_HEAD)->qos;
+    msg.qos = 0;
     msg.retained = 1;
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     if (payload)
         (void)MQTTAsync_sendMessage(m->client, topic, &msg, &ro);
     free(payload);
     free(topic);
+}
+
+/* The newest entry a row carries (its audit column, an array). */
+static json_t *row_head(const lab_outbox_row_t *r)
+{
+    json_t *a = r->audit ? json_loads(r->audit, 0, NULL) : NULL;
+    json_t *h = json_incref(json_array_get(a, json_array_size(a) - 1));
+    json_decref(a);
+    return h;
 }
 
 /* 0: placed in the window (published or skipped); < 0: not placed, stop reading. */
@@ -595,7 +601,7 @@ static void pump(lab_mqtt_t *m)
         for (int k = i - 1; k >= 0; k--)
             if (rows[k].audit || strcmp(rows[k].kind, "audit") == 0) {
                 if (rows[k].audit)
-                    publish_audit_head(m, &rows[k]);
+                    publish_head(m, row_head(&rows[k]));
                 break; /* a row of kind audit is published on audit/head itself */
             }
         lab_outbox_rows_free(rows, n);
@@ -675,6 +681,7 @@ static void handle_connected(lab_mqtt_t *m)
     for (int i = 0; i < m->nsubs && m->state == M_UP; i++)
         subscribe_one(m, &m->subs[i]);
     ring_reset(m);
+    publish_head(m, lab_audit_head(m->st));
     lab_store_stats_t ss;
     lab_store_stats(m->st, &ss);
     if (ss.head_seq > m->head)

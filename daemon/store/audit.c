@@ -350,6 +350,20 @@ int lab_audit_list(lab_store_t *st, const lab_audit_filter_t *f, int limit, json
     return 0;
 }
 
+json_t *lab_audit_head(lab_store_t *st)
+{
+    sqlite3_stmt *s = lab_store_stmt(
+        lab_store_reader(st), "SELECT seq, hash, entry FROM audit ORDER BY seq DESC LIMIT 1");
+    if (!s)
+        return NULL;
+    json_t *h = NULL;
+    if (sqlite3_step(s) == SQLITE_ROW && col_text(s, 1) && col_text(s, 2))
+        h = json_pack("{s:I, s:s, s:s}", "audit_seq", (json_int_t)sqlite3_column_int64(s, 0),
+                      "hash", col_text(s, 1), "entry", col_text(s, 2));
+    sqlite3_reset(s);
+    return h;
+}
+
 static void add_problem(void *ctx, int64_t seq, const char *problem)
 {
     json_array_append_new(ctx, json_pack("{s:I, s:s}", "seq", (json_int_t)seq, "problem", problem));

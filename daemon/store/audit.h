@@ -82,6 +82,8 @@ typedef struct lab_audit_filter {
  * *next: the cursor of the following page, 0 when none. 0 or a negative error. */
 int lab_audit_list(lab_store_t *st, const lab_audit_filter_t *f, int limit, json_t **out,
                    int64_t *next);
+/* The newest entry as the outbox carries it, {audit_seq, hash, entry}; NULL when none. */
+json_t *lab_audit_head(lab_store_t *st);
 /* Checks the whole chain: {ok, entries, head: {seq, hash} | null, problems: [{seq, problem}]}.
  * NULL on a read error. */
 json_t *lab_audit_verify(lab_store_t *st);
