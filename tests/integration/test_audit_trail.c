@@ -10,6 +10,7 @@
 #include "tests/harness/harness.h"
 
 #include <jansson.h>
+#include <signal.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <sqlite3.h>
@@ -107,7 +108,8 @@ static int setup(void **state)
     fprintf(f, TOK_TECH " technician tom\n" TOK_PIPE " pipeline\n");
     fclose(f);
     char extra[512];
-    snprintf(extra, sizeof extra, "[auth]\ntokens = %s\n", tokens);
+    snprintf(extra, sizeof extra,
+             "[auth]\ntokens = %s\n[instrument mover1]\ndriver = manual-mover\n", tokens);
     if (h_daemon_start(&d, &pg, &mq, extra))
         return -1;
     store_workflow();
@@ -221,6 +223,52 @@ static void test_run_life_and_decisions(void **state)
     assert_int_equal(h_pg_count(&pg, "SELECT count(*) FROM labloop.audit"), head);
     wait_mqtt_head(head);
 
+    /* An operator's hold of an instrument and a manual action that failed are entries too, and
+     * so is a configuration reload. */
+    json_decref(
+        api_as(TOK_TECH, "POST", "/v1/instruments/mover1/pause", "{\"reason\":\"cleaning\"}", 200));
+    json_decref(api_as(TOK_TECH, "POST", "/v1/instruments/mover1/resume", NULL, 200));
+    char hdr[200], *resp = NULL;
+    snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\nContent-Type: application/json", TOK_TECH);
+    int st = h_http(d.url, "POST", "/v1/instruments/mover1/actions", hdr,
+                    "{\"action\":\"confirm\"}", &resp);
+    free(resp);
+    assert_true(st >= 400); /* nothing to confirm */
+    kill(d.pid, SIGHUP);
+    json_t *r = NULL;
+    long long end = h_now_ms() + WAIT_MS;
+    while (h_now_ms() < end) {
+        json_decref(r);
+        r = api_as(TOK_TECH, "GET", "/v1/audit?who=labloop&limit=500", NULL, 200);
+        if (find_entry(json_object_get(r, "entries"), "config.reload", 0))
+            break;
+        h_sleep_ms(50);
+    }
+    json_t *reload = find_entry(json_object_get(r, "entries"), "config.reload", 0);
+    assert_non_null(reload);
+    assert_true(json_is_true(json_object_get(json_object_get(reload, "doc"), "tokens_reread")));
+    json_decref(r);
+    r = api_as(TOK_TECH, "GET", "/v1/audit?subject=mover1", NULL, 200);
+    json_t *ents = json_object_get(r, "entries");
+    json_t *pause = find_entry(ents, "instrument.pause", 0);
+    assert_non_null(pause);
+    assert_string_equal(json_string_value(json_object_get(pause, "why")), "cleaning");
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_object_get(json_object_get(pause, "doc"), "signature"), "meaning")),
+        "paused instrument");
+    assert_non_null(find_entry(ents, "instrument.resume", 0));
+    json_t *act = find_entry(ents, "instrument.action", 0);
+    assert_non_null(act);
+    assert_string_equal(json_string_value(json_object_get(act, "who")), "tom");
+    assert_true(json_is_false(json_object_get(json_object_get(act, "doc"), "ok")));
+    assert_non_null(json_object_get(json_object_get(act, "doc"), "error"));
+    json_decref(r);
+    head = head_seq();
+    assert_int_equal(h_pg_count_wait(&pg, "SELECT count(*) FROM labloop.audit", head, WAIT_MS),
+                     head);
+    wait_mqtt_head(head);
+
     /* The command line reads the trail and checks both chains. */
     char args[1024];
     snprintf(args, sizeof args, "audit --run %s", id);
@@ -251,42 +299,63 @@ static void test_run_life_and_decisions(void **state)
     free(id);
 }
 
+/* The seq of the first run's submission (AUD-1): the tampering starts there. */
+static long long base_seq;
+
+/* Edited: base; deleted: base + 2; swapped: base + 4 and base + 5. */
 static void expect_located(const char *text)
 {
-    static const char *const want[] = {"seq 2: hash does not match", "seq 4: entry 4 is missing",
-                                       "seq 6: row is at seq 6 but its entry says seq 7",
-                                       "seq 7: row is at seq 7 but its entry says seq 6"};
-    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+    long long b = base_seq;
+    char want[4][160];
+    snprintf(want[0], sizeof want[0], "seq %lld: hash does not match", b);
+    snprintf(want[1], sizeof want[1], "seq %lld: entry %lld is missing", b + 2, b + 2);
+    snprintf(want[2], sizeof want[2], "seq %lld: row is at seq %lld but its entry says seq %lld",
+             b + 4, b + 4, b + 5);
+    snprintf(want[3], sizeof want[3], "seq %lld: row is at seq %lld but its entry says seq %lld",
+             b + 5, b + 5, b + 4);
+    for (size_t i = 0; i < 4; i++)
         if (!strstr(text, want[i]))
             fail_msg("\"%s\" not found in:\n%s", want[i], text);
 }
 
+/* The same three changes to the table `t` (triggers already out of the way). */
+static void tamper_sql(char *sql, size_t cap, const char *t)
+{
+    long long b = base_seq;
+    snprintf(sql, cap,
+             "UPDATE %s SET entry = replace(entry, '\"plate\":\"AUD-1\"', '\"plate\":\"AUD-X\"') "
+             "WHERE seq = %lld; DELETE FROM %s WHERE seq = %lld; "
+             "UPDATE %s SET seq = seq + 100000 WHERE seq IN (%lld, %lld); "
+             "UPDATE %s SET seq = %lld WHERE seq = %lld; UPDATE %s SET seq = %lld WHERE seq = %lld",
+             t, b, t, b + 2, t, b + 4, b + 5, t, b + 5, b + 4 + 100000, t, b + 4, b + 5 + 100000);
+}
+
 static void test_tamper_pg(void **state)
 {
-    /* Seq 2 is the first run's submission (the workflow is seq 1); two more runs make sure
-     * that seq 7 exists. */
+    json_t *a = api_as(TOK_TECH, "GET", "/v1/audit?limit=500", NULL, 200);
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(a, "entries"), i, e)
+    {
+        const char *plate = json_string_value(json_object_get(json_object_get(e, "doc"), "plate"));
+        if (plate && strcmp(plate, "AUD-1") == 0) {
+            base_seq = json_integer_value(json_object_get(e, "seq"));
+            break;
+        }
+    }
+    json_decref(a);
+    assert_true(base_seq > 0);
+    /* More runs make sure that base + 5 exists and is not the head. */
     free(submit_run("AUD-2"));
     free(submit_run("AUD-3"));
     long long head = head_seq();
-    assert_true(head >= 8);
+    assert_true(head >= base_seq + 6);
     assert_int_equal(h_pg_count_wait(&pg, "SELECT count(*) FROM labloop.audit", head, WAIT_MS),
                      head);
-    assert_int_equal(h_pg_countf(&pg, "SELECT count(*) FROM labloop.audit WHERE seq = 2 AND "
-                                      "entry LIKE '%%\"plate\":\"AUD-1\"%%'"),
-                     1);
+    char sql[2048];
+    tamper_sql(sql, sizeof sql, "labloop.audit");
     assert_int_equal(h_pg_query(&pg, "ALTER TABLE labloop.audit DISABLE TRIGGER USER", NULL, 0), 0);
-    assert_int_equal(h_pg_query(&pg,
-                                "UPDATE labloop.audit SET entry = replace(entry, "
-                                "'\"plate\":\"AUD-1\"', '\"plate\":\"AUD-X\"') WHERE seq = 2",
-                                NULL, 0),
-                     0);
-    assert_int_equal(h_pg_query(&pg, "DELETE FROM labloop.audit WHERE seq = 4", NULL, 0), 0);
-    assert_int_equal(h_pg_query(&pg,
-                                "UPDATE labloop.audit SET seq = seq + 1000 WHERE seq IN (6, 7); "
-                                "UPDATE labloop.audit SET seq = 7 WHERE seq = 1006; "
-                                "UPDATE labloop.audit SET seq = 6 WHERE seq = 1007",
-                                NULL, 0),
-                     0);
+    assert_int_equal(h_pg_query(&pg, sql, NULL, 0), 0);
     assert_int_equal(h_pg_query(&pg, "ALTER TABLE labloop.audit ENABLE TRIGGER USER", NULL, 0), 0);
     char args[1024];
     snprintf(args, sizeof args, "audit verify --pg '%s'", pg.conninfo);
@@ -303,15 +372,12 @@ static void test_tamper_store(void **state)
     assert_int_equal(h_daemon_stop(&d), 0);
     sqlite3 *s = NULL;
     assert_int_equal(sqlite3_open(db, &s), SQLITE_OK);
-    const char *sql =
-        "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;"
-        "UPDATE audit SET entry = replace(entry, '\"plate\":\"AUD-1\"', '\"plate\":\"AUD-X\"') "
-        "WHERE seq = 2;"
-        "DELETE FROM audit WHERE seq = 4;"
-        "UPDATE audit SET seq = -seq WHERE seq IN (6, 7);"
-        "UPDATE audit SET seq = 7 WHERE seq = -6; UPDATE audit SET seq = 6 WHERE seq = -7;";
+    char sql[2048];
+    tamper_sql(sql, sizeof sql, "audit");
     char *err = NULL;
-    if (sqlite3_exec(s, sql, NULL, NULL, &err) != SQLITE_OK)
+    if (sqlite3_exec(s, "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;", NULL, NULL,
+                     &err) != SQLITE_OK ||
+        sqlite3_exec(s, sql, NULL, NULL, &err) != SQLITE_OK)
         fail_msg("%s", err);
     sqlite3_close(s);
     assert_int_equal(h_daemon_restart(&d), 0);
