@@ -64,6 +64,7 @@ typedef struct sub {
 struct lab_mqtt {
     uv_loop_t *loop;
     lab_store_t *st;
+    json_t *audit_head; /* the newest audit entry read and not yet on audit/head, or NULL */
     const lab_clock_t *clock;
     char *site, *cell, *root, *status_topic, *will;
     char *uri, *client_id, *username, *password;
@@ -436,10 +437,10 @@ static const char *payload_var(json_t *doc, const char *name, char *buf, size_t 
     return NULL;
 }
 
-/* The chain's head, {audit_seq, hash, entry} (taken), retained on audit/head: after each read of
- * the outbox (the newest entry its rows carry) and on every connect (the store's newest). QoS 0:
- * it takes no place in the window or in Paho's in-flight count, and a head lost with a
- * connection is published again when the next one comes up; only the newest matters. */
+/* The chain's head, {audit_seq, hash, entry} (taken), retained on audit/head: when the reader has
+ * caught up with the outbox (the newest entry its rows carried) and on every connect (the store's
+ * newest). QoS 0: it takes no place in the window or in Paho's in-flight count, and a head lost
+ * with a connection is published again when the next one comes up; only the newest matters. */
 static void publish_head(lab_mqtt_t *m, json_t *head)
 {
     char *topic = NULL;
@@ -600,9 +601,10 @@ static void pump(lab_mqtt_t *m)
             i++;
         for (int k = i - 1; k >= 0; k--)
             if (rows[k].audit || strcmp(rows[k].kind, "audit") == 0) {
-                if (rows[k].audit)
-                    publish_head(m, row_head(&rows[k]));
-                break; /* a row of kind audit is published on audit/head itself */
+                json_decref(m->audit_head);
+                /* a row of kind audit is published on audit/head itself */
+                m->audit_head = rows[k].audit ? row_head(&rows[k]) : NULL;
+                break;
             }
         lab_outbox_rows_free(rows, n);
         if (i < n)
@@ -613,6 +615,12 @@ static void pump(lab_mqtt_t *m)
                 m->head = m->read_upto;
             break;
         }
+    }
+    /* Once the reader has caught up: the publishes it was waiting on are out, so the head takes
+     * no room a row needs, and a burst sets it once. */
+    if (m->audit_head && m->state == M_UP && m->read_upto >= m->head) {
+        publish_head(m, m->audit_head);
+        m->audit_head = NULL;
     }
     advance(m);
     stop_progress(m);
@@ -891,6 +899,7 @@ static void mqtt_free(lab_mqtt_t *m)
     free(m->site);
     free(m->cell);
     free(m->root);
+    json_decref(m->audit_head);
     free(m->status_topic);
     free(m->will);
     free(m->uri);

@@ -210,6 +210,14 @@ def lag_schedule(c):
     """GET /v1/schedule checked while it shows every optional field of an item (a run of LAG
     incubating), so that their schemas meet real values too."""
     c.wait_online(["inc1", "star1", "reader1"])
+    # The shared queue takes a run of a workflow PostgreSQL has: wait until the sinks delivered
+    # the workflow just stored (a loaded machine may take a while).
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        sinks = (c.call("GET", "/v1/cell", "viewer") or {}).get("sinks", {})
+        if all(s.get("depth", 0) == 0 for s in sinks.values() if isinstance(s, dict)):
+            break
+        time.sleep(0.1)
     c.call("POST", "/v1/runs", "technician", 201, {"workflow": "oalag", "plate": "OA-LAG"})
     optional = ("site", "not_before", "must_start_by")
     end = time.monotonic() + 60
