@@ -1,11 +1,13 @@
 /* labloop: the command line for people and scripts, over the daemon's HTTP API.
  * Human tables by default, --json for scripts; on failure a one-line reason and a non-zero exit
  * (1: the daemon said no, 2: usage, 3: the daemon could not be reached). */
+#include "core/chain.h"
 #include "core/id.h"
 #include "core/mem.h"
 #include "planner/planner.h"
 
 #include <curl/curl.h>
+#include <libpq-fe.h>
 #include <libserialport.h>
 #include <getopt.h>
 #include <signal.h>
@@ -1797,6 +1799,201 @@ static int cmd_watch(int argc, char **argv, int as_json)
     return rc;
 }
 
+/* ---- audit: reading the trail, and checking the chain in the daemon and in PostgreSQL ---- */
+
+static void print_audit_row(json_t *e)
+{
+    json_t *sig = json_object_get(json_object_get(e, "doc"), "signature");
+    const char *why = json_string_value(json_object_get(e, "why"));
+    const char *subject = json_string_value(json_object_get(e, "subject"));
+    printf("%-6lld  %-24s  %-16s  %-22s  %-36s  %s%s%s\n",
+           (long long)json_integer_value(json_object_get(e, "seq")), str(e, "wall_time"),
+           str(e, "who"), str(e, "what"), subject ? subject : "-", sig ? str(sig, "meaning") : "",
+           sig && why ? ": " : "", why ? why : "");
+}
+
+static int audit_list(const char *run, const char *who, const char *since, const char *limit,
+                      const char *after, int as_json)
+{
+    CURL *esc = curl_easy_init();
+    char *path = lab_strdup("/v1/audit?");
+    const char *names[] = {"run", "who", "since", "limit", "after"};
+    const char *vals[] = {run, who, since, limit, after};
+    for (int i = 0; i < 5; i++) {
+        if (!vals[i])
+            continue;
+        char *e = curl_easy_escape(esc, vals[i], 0);
+        char *p = lab_asprintf("%s%s=%s&", path, names[i], e);
+        curl_free(e);
+        free(path);
+        path = p;
+    }
+    curl_easy_cleanup(esc);
+    path[strlen(path) - 1] = '\0';
+    buf_t b = {0};
+    json_t *doc;
+    int rc = answer_doc(request("GET", path, NULL, &b), &b, as_json, &doc);
+    free(path);
+    free(b.p);
+    if (rc >= 0)
+        return rc;
+    printf("%-6s  %-24s  %-16s  %-22s  %-36s  %s\n", "SEQ", "WALL_TIME", "WHO", "WHAT", "SUBJECT",
+           "MEANING: WHY");
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(doc, "entries"), i, e) print_audit_row(e);
+    const char *next = json_string_value(json_object_get(doc, "next"));
+    if (next)
+        printf("(more: --after %s)\n", next);
+    json_decref(doc);
+    return 0;
+}
+
+static void print_problem(void *ctx, int64_t seq, const char *problem)
+{
+    printf("  %s seq %lld: %s\n", (const char *)ctx, (long long)seq, problem);
+}
+
+/* Every cell's chain in labloop.audit, each hash recomputed here: nothing of the daemon's is
+ * trusted. Returns the number of problems, or -1 when PostgreSQL could not be read. */
+static int audit_verify_pg(const char *conninfo, const char *cell)
+{
+    PGconn *c = PQconnectdb(conninfo ? conninfo : "");
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "labloop: PostgreSQL: %s", PQerrorMessage(c));
+        PQfinish(c);
+        return -1;
+    }
+    const char *params[1] = {cell};
+    PGresult *r = PQexecParams(c,
+                               "SELECT cell, seq, prev_hash, hash, who, what, subject, why, entry "
+                               "FROM labloop.audit WHERE $1::text IS NULL OR cell = $1 "
+                               "ORDER BY cell, seq",
+                               1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "labloop: PostgreSQL: %s", PQerrorMessage(c));
+        PQclear(r);
+        PQfinish(c);
+        return -1;
+    }
+    int n = PQntuples(r), problems = 0, cells = 0;
+    lab_chain_row_t *rows = lab_calloc(n ? (size_t)n : 1, sizeof *rows);
+    for (int i = 0; i < n; i++) {
+        const char **f[] = {&rows[i].prev_hash, &rows[i].hash, &rows[i].who,  &rows[i].what,
+                            &rows[i].subject,   &rows[i].why,  &rows[i].entry};
+        rows[i].seq = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+        for (int k = 0; k < 7; k++)
+            *f[k] = PQgetisnull(r, i, k + 2) ? NULL : PQgetvalue(r, i, k + 2);
+    }
+    for (int i = 0; i < n;) {
+        int j = i;
+        while (j < n && strcmp(PQgetvalue(r, j, 0), PQgetvalue(r, i, 0)) == 0)
+            j++;
+        char label[160];
+        snprintf(label, sizeof label, "postgresql cell %s", PQgetvalue(r, i, 0));
+        int p = lab_chain_check(rows + i, j - i, 1, print_problem, label);
+        printf("%s: %s, %d entries, head seq %lld hash %s\n", label, p ? "TAMPERED" : "ok", j - i,
+               (long long)rows[j - 1].seq, rows[j - 1].hash ? rows[j - 1].hash : "-");
+        problems += p;
+        cells++;
+        i = j;
+    }
+    if (!cells)
+        printf("postgresql: no audit entries%s%s\n", cell ? " for cell " : "", cell ? cell : "");
+    free(rows);
+    PQclear(r);
+    PQfinish(c);
+    return problems;
+}
+
+static int audit_verify(const char *pg, const char *cell, bool use_pg, int as_json)
+{
+    buf_t b = {0};
+    json_t *doc;
+    long st = request("GET", "/v1/audit/verify", NULL, &b);
+    int rc = answer_doc(st, &b, 0, &doc);
+    free(b.p);
+    int problems = 0;
+    if (rc == EXIT_UNREACHABLE && use_pg)
+        fprintf(stderr, "labloop: the daemon could not be reached; PostgreSQL is checked alone\n");
+    else if (rc >= 0)
+        return rc;
+    if (doc) {
+        json_t *head = json_object_get(doc, "head");
+        printf("daemon: %s, %lld entries, head seq %lld hash %s\n",
+               json_is_true(json_object_get(doc, "ok")) ? "ok" : "TAMPERED",
+               (long long)json_integer_value(json_object_get(doc, "entries")),
+               (long long)json_integer_value(json_object_get(head, "seq")), str(head, "hash"));
+        size_t i;
+        json_t *p;
+        json_array_foreach(json_object_get(doc, "problems"), i, p)
+        {
+            print_problem("daemon", json_integer_value(json_object_get(p, "seq")),
+                          str(p, "problem"));
+            problems++;
+        }
+        json_decref(doc);
+    }
+    if (use_pg) {
+        int p = audit_verify_pg(pg, cell);
+        if (p < 0)
+            return EXIT_UNREACHABLE;
+        problems += p;
+    }
+    (void)as_json;
+    if (!doc && !use_pg)
+        return EXIT_UNREACHABLE;
+    return problems ? EXIT_REFUSED : 0;
+}
+
+static int cmd_audit(int argc, char **argv, int as_json)
+{
+    static const struct option o[] = {{"run", required_argument, NULL, 'r'},
+                                      {"who", required_argument, NULL, 'w'},
+                                      {"since", required_argument, NULL, 's'},
+                                      {"limit", required_argument, NULL, 'l'},
+                                      {"after", required_argument, NULL, 'a'},
+                                      {"pg", required_argument, NULL, 'p'},
+                                      {"cell", required_argument, NULL, 'c'},
+                                      HELP_OPT,
+                                      {NULL, 0, NULL, 0}};
+    const char *run = NULL, *who = NULL, *since = NULL, *limit = NULL, *after = NULL;
+    const char *pg = NULL, *cell = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":h", o, NULL)) != -1) {
+        if (c == 'r')
+            run = optarg;
+        else if (c == 'w')
+            who = optarg;
+        else if (c == 's')
+            since = optarg;
+        else if (c == 'l')
+            limit = optarg;
+        else if (c == 'a')
+            after = optarg;
+        else if (c == 'p')
+            pg = optarg;
+        else if (c == 'c')
+            cell = optarg;
+        else
+            return opt_other(c, argv);
+    }
+    bool verify = optind < argc && strcmp(argv[optind], "verify") == 0;
+    if (optind + (verify ? 1 : 0) != argc)
+        return bad_usage();
+    if (verify) {
+        if (run || who || since || limit || after)
+            return bad_usage();
+        /* PostgreSQL is checked when named, on the command line or by libpq's environment. */
+        bool use_pg = pg || getenv("PGHOST") || getenv("PGSERVICE") || getenv("PGDATABASE");
+        return audit_verify(pg, cell, use_pg, as_json);
+    }
+    if (pg || cell)
+        return bad_usage();
+    return audit_list(run, who, since, limit, after, as_json);
+}
+
 static const struct command {
     const char *name;
     int (*fn)(int argc, char **argv, int as_json);
@@ -1834,6 +2031,12 @@ static const struct command {
      "watch [--kind K]... [--after SEQ] [--json] (live events, one per line: SEQ KIND KEY DATA;\n"
      "         reconnects from the last event seen)"},
     {"ports", cmd_ports, "ports (serial ports with USB VID:PID and serial; no daemon needed)"},
+    {"audit", cmd_audit,
+     "audit [--run ID] [--who NAME] [--since T] [--limit N] [--after CURSOR] (the audit trail)\n"
+     "         | audit verify [--pg CONNINFO] [--cell C] (the daemon checks its chain; "
+     "PostgreSQL's\n"
+     "         labloop.audit is checked here, every hash recomputed, with --pg or PGHOST,\n"
+     "         PGSERVICE or PGDATABASE set; exit 1 when anything is wrong)"},
 };
 
 static void usage(FILE *out)

@@ -12,6 +12,7 @@
 #include "daemon/api/api.h"
 #include "daemon/api/auth.h"
 #include "daemon/bus/mqtt.h"
+#include "daemon/store/audit.h"
 #include "daemon/instr/instr.h"
 #include "daemon/campaign/engine.h"
 #include "daemon/fleet/fleet.h"
@@ -240,6 +241,8 @@ static void begin_stop(labd_t *d, const char *why)
     uv_timer_start(&d->stop_timer, stop_tick, 0, 10);
 }
 
+/* A reload is an audit entry, applied or refused, with what changed: a lab can show which
+ * configuration was in force when. */
 static void reload(labd_t *d)
 {
     lab_config_t next;
@@ -251,9 +254,17 @@ static void reload(labd_t *d)
                       (unsigned long long)ts.tv_sec * 1000000ULL +
                           (unsigned long long)ts.tv_nsec / 1000);
     if (lab_config_load(d->cfg.path, &next, &errs) | (lab_instr_check(&next, &errs) > 0)) {
-        for (int i = 0; i < errs.n; i++)
+        json_t *why = json_array();
+        for (int i = 0; i < errs.n; i++) {
             log_error("config", "reload refused: %s:%d: [%s] %s: %s", d->cfg.path, errs.v[i].line,
                       errs.v[i].section, errs.v[i].key, errs.v[i].reason);
+            json_array_append_new(why, json_pack("{s:i, s:s?, s:s?, s:s?}", "line", errs.v[i].line,
+                                                 "section", errs.v[i].section, "key", errs.v[i].key,
+                                                 "reason", errs.v[i].reason));
+        }
+        lab_audit_record(d->store, NULL, "config.reload.refused", NULL, "SIGHUP",
+                         json_pack("{s:s, s:o}", "file", d->cfg.path, "errors", why),
+                         lab_clock_now_ms(&d->clock));
         /* the running config stays: the daemon is as ready as it was */
         lab_sdnotify_send(&d->notify, "READY=1\nSTATUS=ready; reload refused: %d error%s", errs.n,
                           errs.n == 1 ? "" : "s");
@@ -261,18 +272,33 @@ static void reload(labd_t *d)
         lab_config_free(&next);
         return;
     }
+    json_t *doc = json_pack("{s:s}", "file", d->cfg.path), *later = json_array();
     const char **diff = lab_config_restart_diff(&d->cfg, &next);
-    for (const char **k = diff; *k; k++)
+    for (const char **k = diff; *k; k++) {
         log_warn("config", "reload: %s changed; it takes effect after a restart", *k);
+        json_array_append_new(later, json_string(*k));
+    }
     free(diff);
+    json_object_set_new(doc, "after_restart", later);
     if (next.log_level != d->cfg.log_level) {
         log_info("config", "reload: log_level=%s", lab_log_level_name(next.log_level));
+        json_object_set_new(doc, "log_level",
+                            json_pack("{s:s, s:s}", "from", lab_log_level_name(d->cfg.log_level),
+                                      "to", lab_log_level_name(next.log_level)));
         lab_log_set_level(next.log_level);
         d->cfg.log_level = next.log_level;
     }
+    if (next.shutdown_grace_s != d->cfg.shutdown_grace_s)
+        json_object_set_new(
+            doc, "shutdown_grace_s",
+            json_pack("{s:f, s:f}", "from", d->cfg.shutdown_grace_s, "to", next.shutdown_grace_s));
     d->cfg.shutdown_grace_s = next.shutdown_grace_s;
-    if (d->api && lab_api_reload(d->api, &next) == 0)
+    bool tokens = d->api && lab_api_reload(d->api, &next) == 0;
+    if (tokens)
         log_info("config", "reload: tokens re-read");
+    json_object_set_new(doc, "tokens_reread", json_boolean(tokens));
+    lab_audit_record(d->store, NULL, "config.reload", NULL, "SIGHUP", doc,
+                     lab_clock_now_ms(&d->clock));
     lab_config_free(&next);
     /* no path in a status line: one line each, and -c FILE could hold a newline */
     lab_sdnotify_send(&d->notify, "READY=1\nSTATUS=ready; config reloaded");

@@ -71,6 +71,7 @@ struct lab_req {
     size_t param_len;
     char who[LAB_WHO_MAX + 1]; /* the token's name, or "anonymous" */
     unsigned role;             /* the token's lab_role_t; every role when auth is off; 0: none */
+    bool named;                /* who is a person's name (lab_token_t.named), or auth is off */
     bool has_body;
     long long clen; /* Content-Length, or -1 */
     char *body;     /* kept across requests (the pool), grown as needed */
@@ -81,7 +82,8 @@ struct lab_req {
     bool answered_raw; /* the answer went straight to the socket mid-body (http.c answer_raw) */
     /* POST .../actions: the action waiting for its instrument */
     char action[LAB_TEXT_BYTES(LAB_ACTION_CHARS)];
-    int act_idem; /* its Idempotency-Key's slot (instruments.c), or -1 */
+    int act_idem;       /* its Idempotency-Key's slot (instruments.c), or -1 */
+    json_t *act_params; /* its params, for its audit entry (owned until recorded) */
     unsigned act_idem_gen;
 };
 
@@ -169,6 +171,7 @@ typedef enum lab_problem {
     LAB_P_CONFLICT,
     LAB_P_INSTRUMENT,
     LAB_P_INSTRUMENT_TIMEOUT,
+    LAB_P_UNSIGNED,
     LAB_P_COUNT
 } lab_problem_t;
 
@@ -248,6 +251,27 @@ void lab_api_campaigns_pause(lab_req_t *rq);
 void lab_api_campaigns_resume(lab_req_t *rq);
 void lab_api_campaigns_candidates(lab_req_t *rq);
 void lab_api_campaigns_results(lab_req_t *rq);
+void lab_api_audit_list(lab_req_t *rq);
+void lab_api_audit_verify(lab_req_t *rq);
+
+/* Operator decisions (audit.c). A decision is signed with the name of the person whose token
+ * made it: 0 when rq's token names one (or the daemon runs without tokens), else rq's answer is
+ * a 403 signature-required problem. */
+int lab_req_signer(lab_req_t *rq);
+/* Opens the decision's audit entry for the store ops it submits until lab_req_decision_end (who:
+ * the token's name; doc: details (taken, may be NULL) with "signature": {name, meaning, at} and
+ * "role"). end: recorded when the decision happened (by an op of its own when none took it),
+ * dropped when it was refused. */
+void lab_req_decision_begin(lab_req_t *rq, const char *what, const char *subject, const char *why,
+                            const char *meaning, json_t *details);
+void lab_req_decision_end(lab_req_t *rq, bool happened);
+/* For a write that is not a decision (a submission, a workflow, a campaign, a batch, scores):
+ * the audit entries of the first op it submits name the token's person; no entry of its own.
+ * Closed with lab_req_decision_end(rq, false). */
+void lab_req_attribute_begin(lab_req_t *rq);
+/* An entry by an op of its own, who = the token's name (a manual action and its outcome). */
+void lab_req_audit_record(lab_req_t *rq, const char *what, const char *subject, const char *why,
+                          json_t *doc);
 void lab_api_instruments_list(lab_req_t *rq);
 void lab_api_instruments_get(lab_req_t *rq);
 void lab_api_instruments_action(lab_req_t *rq);

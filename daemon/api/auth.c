@@ -1,6 +1,6 @@
 /* The tokens file and token lookup. */
 #include "daemon/api/auth.h"
-#include "core/sha256.h"
+#include "core/chain.h"
 #include "core/err.h"
 #include "core/mem.h"
 #include "core/text.h"
@@ -128,8 +128,15 @@ int lab_tokens_parse(const char *text, size_t len, const char *file, lab_tokens_
                      LAB_TOKEN_NAME_MAX);
             goto fail;
         }
+        if (nf == 2 && (role == LAB_ROLE_TECHNICIAN || role == LAB_ROLE_ADMIN)) {
+            snprintf(err, errlen,
+                     "%s:%d: %s tokens must name their person (TOKEN %s NAME): their decisions "
+                     "are signed with that name",
+                     file, lineno, f[1], f[1]);
+            goto fail;
+        }
         uint8_t digest[32];
-        lab_sha256(f[0], strlen(f[0]), digest);
+        lab_chain_sha256(f[0], strlen(f[0]), digest);
         for (int i = 0; i < t.n; i++) {
             if (memcmp(t.v[i].digest, digest, 32) == 0) {
                 snprintf(err, errlen, "%s:%d: the same token appears on an earlier line", file,
@@ -145,6 +152,7 @@ int lab_tokens_parse(const char *text, size_t len, const char *file, lab_tokens_
         memcpy(e->digest, digest, 32);
         e->role = (lab_role_t)role;
         e->name = lab_strdup(nf == 3 ? f[2] : lab_role_name((lab_role_t)role));
+        e->named = nf == 3;
     }
     free(line);
     *out = t;
@@ -190,7 +198,7 @@ int lab_tokens_load(const char *path, lab_tokens_t *out, char *err, size_t errle
 const lab_token_t *lab_tokens_find(const lab_tokens_t *t, const char *token, size_t len)
 {
     uint8_t digest[32];
-    lab_sha256(token, len, digest);
+    lab_chain_sha256(token, len, digest);
     const lab_token_t *found = NULL;
     /* No early exit: every entry is compared whether or not one matched. */
     for (int i = 0; i < t->n; i++) {

@@ -1,4 +1,5 @@
-/* Bearer tokens and roles: the tokens file (one `TOKEN ROLE [NAME]` per line, `#` comments), the
+/* Bearer tokens and roles: the tokens file (one `TOKEN ROLE [NAME]` per line, `#` comments; NAME
+ * required for technician and admin), the
  * roles, and the lookup of a presented token. Tokens are kept only as SHA-256 digests and compared
  * in constant time against every entry, so neither the length nor the position of a match shows
  * in the time an answer takes. */
@@ -28,6 +29,7 @@ typedef struct lab_token {
     uint8_t digest[32];
     lab_role_t role;
     char *name; /* the NAME field, or the role's name when absent */
+    bool named; /* NAME was given: the token is a person's, who may sign decisions */
 } lab_token_t;
 
 typedef struct lab_tokens {
@@ -39,8 +41,9 @@ typedef struct lab_tokens {
 int lab_role_parse(const char *name);
 const char *lab_role_name(lab_role_t role);
 
-/* Parses a tokens file's text; `file` names it in errors. Returns 0, or LAB_ECONFIG with
- * "FILE:LINE: reason" in err (out is then empty). */
+/* Parses a tokens file's text; `file` names it in errors. Technician and admin tokens must name
+ * their person (their decisions are signed records); viewer and pipeline tokens need not. Returns
+ * 0, or LAB_ECONFIG with "FILE:LINE: reason" in err (out is then empty). */
 int lab_tokens_parse(const char *text, size_t len, const char *file, lab_tokens_t *out, char *err,
                      size_t errlen);
 /* Reads and parses the file; LAB_ECONFIG with the reason in err. */

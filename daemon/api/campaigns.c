@@ -81,7 +81,9 @@ void lab_api_campaigns_post(lab_req_t *rq)
     if (!doc)
         return;
     lab_req_suspend(rq);
+    lab_req_attribute_begin(rq);
     lab_campaigns_create(l, doc, rq->who, done, rq);
+    lab_req_decision_end(rq, false);
     json_decref(doc);
 }
 
@@ -115,7 +117,9 @@ void lab_api_campaigns_batch(lab_req_t *rq)
     if (!doc)
         return;
     lab_req_suspend(rq);
+    lab_req_attribute_begin(rq);
     lab_campaigns_batch(l, id, doc, rq->who, "http", done, rq);
+    lab_req_decision_end(rq, false);
     json_decref(doc);
 }
 
@@ -129,7 +133,9 @@ void lab_api_campaigns_scores(lab_req_t *rq)
     if (!doc)
         return;
     lab_req_suspend(rq);
+    lab_req_attribute_begin(rq);
     lab_campaigns_scores(l, id, doc, rq->who, done, rq);
+    lab_req_decision_end(rq, false);
     json_decref(doc);
 }
 
@@ -139,8 +145,18 @@ static void control(lab_req_t *rq, const char *what)
     lab_campaigns_t *l = engine(rq);
     if (!l || !campaign_id(rq, id))
         return;
+    if (lab_req_signer(rq))
+        return;
+    char kind[32];
+    snprintf(kind, sizeof kind, "campaign.%s", what);
     lab_req_suspend(rq);
+    lab_req_decision_begin(rq, kind, id, NULL,
+                           strcmp(what, "pause") == 0 ? "paused campaign" : "resumed campaign",
+                           NULL);
     lab_campaigns_control(l, id, what, rq->who, done, rq);
+    /* A refused control writes nothing, and its note is dropped with it; one that happened gave
+     * its note to the write that records the change. */
+    lab_req_decision_end(rq, false);
 }
 
 void lab_api_campaigns_pause(lab_req_t *rq)

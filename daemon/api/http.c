@@ -5,7 +5,7 @@
  * content type), body collection with the size limit, and the lifecycle (start, stop accepting,
  * close). */
 #include "daemon/api/api_int.h"
-#include "core/sha256.h"
+#include "core/chain.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -13,6 +13,7 @@
 #include "core/utf8.h"
 
 #include <arpa/inet.h>
+#include <openssl/evp.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -83,15 +84,17 @@ struct MHD_Response *lab_respond_internal(lab_req_t *rq, const char *why)
 
 void lab_req_hash(lab_req_t *rq, char out[65])
 {
-    lab_sha256_t s;
     uint8_t d[32];
-    lab_sha256_init(&s);
-    lab_sha256_update(&s, rq->method, strlen(rq->method) + 1);
-    lab_sha256_update(&s, rq->url, strlen(rq->url) + 1);
-    if (rq->len)
-        lab_sha256_update(&s, rq->body, rq->len);
-    lab_sha256_final(&s, d);
-    lab_sha256_hex(d, out);
+    unsigned len = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    /* OpenSSL fails here only when it cannot allocate: fatal, as any OOM is (core/mem.h). */
+    if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL) ||
+        !EVP_DigestUpdate(c, rq->method, strlen(rq->method) + 1) ||
+        !EVP_DigestUpdate(c, rq->url, strlen(rq->url) + 1) ||
+        (rq->len && !EVP_DigestUpdate(c, rq->body, rq->len)) || !EVP_DigestFinal_ex(c, d, &len))
+        abort();
+    EVP_MD_CTX_free(c);
+    lab_chain_hex(d, out);
 }
 
 json_t *lab_req_reason_body(lab_req_t *rq, const char *what)
@@ -222,6 +225,8 @@ static void req_release(lab_api_t *api, lab_req_t *rq)
     if (rq->resp)
         MHD_destroy_response(rq->resp);
     rq->resp = NULL;
+    json_decref(rq->act_params);
+    rq->act_params = NULL;
     api->active--;
     if (api->npool >= LAB_POOL_MAX || api->closing) {
         free(rq->body);
@@ -313,6 +318,7 @@ static int check_auth(lab_req_t *rq, const lab_route_t *route)
     lab_api_t *api = rq->api;
     who_set(rq, "anonymous");
     rq->role = api->auth ? 0 : LAB_ROLES_ALL;
+    rq->named = !api->auth;
     if (!api->auth || route->roles == 0)
         return 0;
     const char *h = lab_req_header(rq, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -334,6 +340,7 @@ static int check_auth(lab_req_t *rq, const lab_route_t *route)
     }
     who_set(rq, t->name);
     rq->role = (unsigned)t->role;
+    rq->named = t->named;
     if (!(route->roles & (unsigned)t->role)) {
         lab_problem(rq, LAB_P_FORBIDDEN, NULL, "role %s may not %s %s", lab_role_name(t->role),
                     rq->method, route->pattern);

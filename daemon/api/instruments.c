@@ -3,6 +3,7 @@
  * operator's hold (pause/resume), the wire recording switch. An action's request waits, suspended,
  * for the instrument's answer; its errors keep the device's own code. */
 #include "daemon/api/api_int.h"
+#include "daemon/store/audit.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -169,8 +170,16 @@ static void hold(lab_req_t *rq, bool paused)
     json_t *body = paused ? lab_req_reason_body(rq, "pause") : NULL;
     if (paused && !body)
         return;
+    if (lab_req_signer(rq)) {
+        json_decref(body);
+        return;
+    }
     const char *reason = json_string_value(json_object_get(body, "reason"));
+    lab_req_decision_begin(rq, paused ? "instrument.pause" : "instrument.resume", lab_driver_id(d),
+                           reason && *reason ? reason : NULL,
+                           paused ? "paused instrument" : "resumed instrument", NULL);
     (void)lab_instr_hold(rq->api->instr, d, paused, rq->who, reason && *reason ? reason : NULL);
+    lab_req_decision_end(rq, true);
     json_decref(body);
     lab_sched_replan(rq->api->sched);
     log_info("api", "instrument=%s %s by=%s", lab_driver_id(d), paused ? "paused" : "resumed",
@@ -279,9 +288,32 @@ static void drv_problem(lab_req_t *rq, lab_driver_t *d, const char *action,
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "5");
 }
 
+/* Every manual action is an audit entry with its outcome, whether it succeeded or not. */
+static void action_audit(lab_req_t *rq, lab_driver_t *d, const char *action,
+                         const lab_drv_error_t *err, json_t *result)
+{
+    json_t *doc = json_pack("{s:s, s:s, s:b}", "instrument", lab_driver_id(d), "action", action,
+                            "ok", err->code == LAB_OK);
+    if (err->code != LAB_OK)
+        json_object_set_new(doc, "error", lab_json_text(err->text, LAB_TEXT_MAX));
+    else if (result)
+        json_object_set(doc, "result", result);
+    if (rq->act_params)
+        json_object_set_new(doc, "params", rq->act_params);
+    rq->act_params = NULL;
+    /* A person's action is signed like a decision; a confirmation means the move was made. */
+    char meaning[LAB_TEXT_BYTES(LAB_ACTION_CHARS) + 40];
+    snprintf(meaning, sizeof meaning, "%s%s",
+             strcmp(action, "confirm") == 0 ? "confirmed move" : "ran action ",
+             strcmp(action, "confirm") == 0 ? "" : action);
+    json_object_set_new(doc, "signature", lab_audit_signature(rq->who, meaning));
+    lab_req_audit_record(rq, "instrument.action", lab_driver_id(d), NULL, doc);
+}
+
 static void action_done(lab_driver_t *d, const lab_drv_error_t *err, json_t *result, void *arg)
 {
     lab_req_t *rq = arg;
+    action_audit(rq, d, rq->action, err, result);
     if (err->code != LAB_OK)
         drv_problem(rq, d, rq->action, err, NULL);
     else
@@ -340,10 +372,12 @@ void lab_api_instruments_action(lab_req_t *rq)
     /* Known actions are ASCII; an unknown one is refused below, and is never cut mid-character. */
     snprintf(rq->action, sizeof rq->action, "%.*s",
              (int)lab_utf8_cut(action, strlen(action), sizeof rq->action - 1), action);
+    rq->act_params = json_is_object(params) ? json_deep_copy(params) : NULL;
     lab_instr_who_t who = {NULL, NULL, by ? by : rq->who};
     int rc = lab_instr_call(api->instr, d, action, params, timeout ? json_number_value(timeout) : 0,
                             &who, action_done, rq, &err, &problems);
     if (rc != LAB_OK) {
+        action_audit(rq, d, rq->action, &err, NULL);
         drv_problem(rq, d, action, &err, problems);
         json_decref(body);
         return;

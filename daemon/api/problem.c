@@ -36,6 +36,7 @@ static const struct {
     [LAB_P_INSTRUMENT] = {502, "instrument-error", "The instrument reported an error"},
     [LAB_P_INSTRUMENT_TIMEOUT] = {504, "instrument-timeout",
                                   "The instrument did not answer in time"},
+    [LAB_P_UNSIGNED] = {403, "signature-required", "A decision needs a token that names a person"},
 };
 
 int lab_problem_status(lab_problem_t p)

@@ -47,6 +47,8 @@ const lab_route_t lab_routes[] = {
     {"POST", "/v1/campaigns/{id}/resume", PIPELINES, false, lab_api_campaigns_resume},
     {"GET", "/v1/campaigns/{id}/candidates", READERS, false, lab_api_campaigns_candidates},
     {"GET", "/v1/campaigns/{id}/results", READERS, false, lab_api_campaigns_results},
+    {"GET", "/v1/audit", READERS, false, lab_api_audit_list},
+    {"GET", "/v1/audit/verify", READERS, false, lab_api_audit_verify},
 };
 
 const int lab_nroutes = (int)(sizeof lab_routes / sizeof lab_routes[0]);

@@ -86,7 +86,10 @@ void lab_api_runs_post(lab_req_t *rq)
         .origin = "api",
         .via = "http",
     };
-    if (lab_submit_run(api->submit, &in, post_done, rq) > 0)
+    lab_req_attribute_begin(rq);
+    int rc = lab_submit_run(api->submit, &in, post_done, rq);
+    lab_req_decision_end(rq, false);
+    if (rc > 0)
         lab_req_suspend(rq);
 }
 
@@ -370,9 +373,19 @@ void lab_api_runs_resume(lab_req_t *rq)
                     "not a resumption");
         return;
     }
+    if (lab_req_signer(rq)) {
+        json_decref(body);
+        return;
+    }
     char msg[200] = "";
+    bool skip = strcmp(how, "skip") == 0;
+    lab_req_decision_begin(rq, skip ? "run.resume.skip" : "run.resume.retry", id,
+                           json_string_value(reason),
+                           skip ? "approved resume with skip" : "approved resume with retry",
+                           json_pack("{s:s}", "step", how));
     int rc = lab_sched_resume(api->sched, id, rq->who, how, json_string_value(reason), sched_done,
                               rq, msg, sizeof msg);
+    lab_req_decision_end(rq, rc == 0);
     json_decref(body);
     if (rc == 0) {
         lab_req_suspend(rq);
@@ -427,8 +440,15 @@ void lab_api_runs_priority(lab_req_t *rq)
         return;
     }
     json_decref(errs);
+    if (lab_req_signer(rq)) {
+        json_decref(body);
+        return;
+    }
+    lab_req_decision_begin(rq, "run.priority", id, NULL, "changed the run's priority",
+                           json_deep_copy(body));
     int rc = lab_sched_reprioritize(api->sched, id, rq->who, p, score != NULL,
                                     json_number_value(score), sched_done, rq);
+    lab_req_decision_end(rq, rc == 0);
     json_decref(body);
     if (rc == 0) {
         lab_req_suspend(rq);
@@ -455,8 +475,14 @@ void lab_api_runs_cancel(lab_req_t *rq)
     json_t *body = lab_req_reason_body(rq, "cancellation");
     if (!body)
         return;
-    int rc = lab_sched_cancel(api->sched, id, rq->who,
-                              json_string_value(json_object_get(body, "reason")), sched_done, rq);
+    if (lab_req_signer(rq)) {
+        json_decref(body);
+        return;
+    }
+    const char *reason = json_string_value(json_object_get(body, "reason"));
+    lab_req_decision_begin(rq, "run.cancel", id, reason, "cancelled run", NULL);
+    int rc = lab_sched_cancel(api->sched, id, rq->who, reason, sched_done, rq);
+    lab_req_decision_end(rq, rc == 0);
     json_decref(body);
     if (rc == 0)
         lab_req_suspend(rq);

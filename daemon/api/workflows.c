@@ -78,7 +78,9 @@ void lab_api_workflows_post(lab_req_t *rq)
     put->op.done = put_done;
     json_decref(wf);
     lab_req_suspend(rq);
+    lab_req_attribute_begin(rq);
     lab_store_submit(api->store, &put->op);
+    lab_req_decision_end(rq, false);
 }
 
 void lab_api_workflows_list(lab_req_t *rq)

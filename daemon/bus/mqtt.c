@@ -7,6 +7,7 @@
  * the cursor is the seq of the last slot in an unbroken run of acknowledged ones from the front.
  * A lost connection empties the window and the next connection republishes from cursor + 1. */
 #include "daemon/bus/mqtt.h"
+#include "daemon/store/audit.h"
 #include "daemon/bus/topics.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -63,6 +64,7 @@ typedef struct sub {
 struct lab_mqtt {
     uv_loop_t *loop;
     lab_store_t *st;
+    json_t *audit_head; /* the newest audit entry read and not yet on audit/head, or NULL */
     const lab_clock_t *clock;
     char *site, *cell, *root, *status_topic, *will;
     char *uri, *client_id, *username, *password;
@@ -435,6 +437,42 @@ static const char *payload_var(json_t *doc, const char *name, char *buf, size_t 
     return NULL;
 }
 
+/* The chain's head, {audit_seq, hash, entry} (taken), retained on audit/head: when the reader has
+ * caught up with the outbox (the newest entry its rows carried) and on every connect (the store's
+ * newest). QoS 0: it takes no place in the window or in Paho's in-flight count, and a head lost
+ * with a connection is published again when the next one comes up; only the newest matters. */
+static void publish_head(lab_mqtt_t *m, json_t *head)
+{
+    char *topic = NULL;
+    if (!json_is_object(head) ||
+        lab_topic_format(lab_topic_get(LAB_TOPIC_AUDIT_HEAD), m->root, NULL, 0, &topic)) {
+        json_decref(head);
+        return;
+    }
+    json_object_set_new(head, "cell", json_string(m->cell));
+    char *payload = json_dumps(head, JSON_COMPACT);
+    json_decref(head);
+    MQTTAsync_message msg = MQTTAsync_message_initializer;
+    msg.payload = payload;
+    msg.payloadlen = payload ? (int)strlen(payload) : 0;
+    msg.qos = 0;
+    msg.retained = 1;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    if (payload)
+        (void)MQTTAsync_sendMessage(m->client, topic, &msg, &ro);
+    free(payload);
+    free(topic);
+}
+
+/* The newest entry a row carries (its audit column, an array). */
+static json_t *row_head(const lab_outbox_row_t *r)
+{
+    json_t *a = r->audit ? json_loads(r->audit, 0, NULL) : NULL;
+    json_t *h = json_incref(json_array_get(a, json_array_size(a) - 1));
+    json_decref(a);
+    return h;
+}
+
 /* 0: placed in the window (published or skipped); < 0: not placed, stop reading. */
 static int publish_row(lab_mqtt_t *m, const lab_outbox_row_t *r)
 {
@@ -561,6 +599,13 @@ static void pump(lab_mqtt_t *m)
         int i = 0;
         while (i < n && publish_row(m, &rows[i]) == 0)
             i++;
+        for (int k = i - 1; k >= 0; k--)
+            if (rows[k].audit || strcmp(rows[k].kind, "audit") == 0) {
+                json_decref(m->audit_head);
+                /* a row of kind audit is published on audit/head itself */
+                m->audit_head = rows[k].audit ? row_head(&rows[k]) : NULL;
+                break;
+            }
         lab_outbox_rows_free(rows, n);
         if (i < n)
             break;
@@ -570,6 +615,12 @@ static void pump(lab_mqtt_t *m)
                 m->head = m->read_upto;
             break;
         }
+    }
+    /* Once the reader has caught up: the publishes it was waiting on are out, so the head takes
+     * no room a row needs, and a burst sets it once. */
+    if (m->audit_head && m->state == M_UP && m->read_upto >= m->head) {
+        publish_head(m, m->audit_head);
+        m->audit_head = NULL;
     }
     advance(m);
     stop_progress(m);
@@ -638,6 +689,7 @@ static void handle_connected(lab_mqtt_t *m)
     for (int i = 0; i < m->nsubs && m->state == M_UP; i++)
         subscribe_one(m, &m->subs[i]);
     ring_reset(m);
+    publish_head(m, lab_audit_head(m->st));
     lab_store_stats_t ss;
     lab_store_stats(m->st, &ss);
     if (ss.head_seq > m->head)
@@ -847,6 +899,7 @@ static void mqtt_free(lab_mqtt_t *m)
     free(m->site);
     free(m->cell);
     free(m->root);
+    json_decref(m->audit_head);
     free(m->status_topic);
     free(m->will);
     free(m->uri);

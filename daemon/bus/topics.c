@@ -25,6 +25,9 @@ const lab_topic_t lab_topics[LAB_TOPIC_COUNT] = {
      false, "batch.done"},
     {LAB_TOPIC_INSTRUMENT_CONSUMABLES, "instrument.consumables", "instruments/{id}/consumables",
      LAB_TOPIC_OUT, 1, true, "consumable"},
+    /* Every audit entry in turn, so the retained message is the chain's head: a copy of where
+     * the chain stood that the cell's own store cannot take back. */
+    {LAB_TOPIC_AUDIT_HEAD, "audit.head", "audit/head", LAB_TOPIC_OUT, 1, true, "audit"},
     {LAB_TOPIC_IN_RUNS, "in.runs", "in/runs", LAB_TOPIC_IN, 1, false, NULL},
     {LAB_TOPIC_IN_BATCHES, "in.batches", "in/campaigns/{id}/batches", LAB_TOPIC_IN, 1, false, NULL},
     {LAB_TOPIC_IN_REPORT, "in.report", "in/instruments/{id}/report", LAB_TOPIC_IN, 1, false, NULL},

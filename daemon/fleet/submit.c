@@ -8,7 +8,7 @@
 #include "core/jschema.h"
 #include "core/log.h"
 #include "core/mem.h"
-#include "core/sha256.h"
+#include "core/chain.h"
 #include "core/utf8.h"
 #include "daemon/model/run_states.h"
 #include "daemon/store/runs.h"
@@ -388,9 +388,7 @@ int lab_submit_run(lab_submit_t *s, const lab_submission_t *in, lab_submit_cb cb
     if (in->key && in->hash) {
         snprintf(hash, sizeof hash, "%s", in->hash);
     } else if (in->key) {
-        uint8_t d[32];
-        lab_sha256(in->body, in->len, d);
-        lab_sha256_hex(d, hash);
+        lab_chain_digest_hex(in->body, in->len, hash);
     }
     /* A key used on this cell before: its answer, whatever the document says now. */
     if (in->key && !in->shared_only) {

@@ -3,6 +3,7 @@
  * never reused after pruning. */
 #include "core/err.h"
 #include "core/mem.h"
+#include "daemon/store/audit.h"
 #include "daemon/store/store.h"
 #include "daemon/store/store_int.h"
 
@@ -26,6 +27,9 @@ const lab_outbox_kind_t lab_outbox_kinds[] = {
     {"campaign.result", "campaign id", "one candidate's result with its provenance"},
     {"batch.done", "campaign id", "the completed batch"},
     {"event", "entity id", "an audit event: who, what, when"},
+    {"audit", "empty (the subject is in the entry)",
+     "an audit entry that no change's row carries: {audit_seq, hash, entry (its canonical "
+     "JSON)} (daemon/store/audit.h)"},
     {"prompt", "prompt id (run:ID:paused, instrument:ID:fault, move:ID)",
      "what waits for a person, opened or answered (open, by, how)"},
     {"consumable", "instrument id",
@@ -46,19 +50,33 @@ int64_t lab_outbox_append(sqlite3 *db, const char *kind, const char *key, const 
 {
     if (!db || !kind || !*kind || !payload)
         return LAB_EINVAL;
+    /* A state change is kept only with its audit entry (a failure fails the op); the row carries
+     * the entries written since the op's last row, its own last. */
+    const lab_audit_kind_t *k = lab_audit_kind_find(kind);
+    if (k) {
+        lab_conn_t *wc = lab_conn_find(db);
+        int arc = lab_audit_state_write(db, k, key, payload, ts_ms, wc ? wc->note : NULL);
+        if (arc)
+            return arc;
+    }
+    char *audit = strcmp(kind, "audit") == 0 ? NULL : lab_audit_take(db);
     bool owned;
     sqlite3_stmt *s = lab_stmt_acquire(
-        db, "INSERT INTO outbox (ts_ms, kind, key, payload) VALUES (?, ?, ?, ?)", &owned);
-    if (!s)
+        db, "INSERT INTO outbox (ts_ms, kind, key, payload, audit) VALUES (?, ?, ?, ?, ?)", &owned);
+    if (!s) {
+        free(audit);
         return LAB_EDB;
+    }
     sqlite3_bind_int64(s, 1, ts_ms);
     sqlite3_bind_text(s, 2, kind, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, key ? key : "", -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 4, payload, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, audit, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     int64_t seq = rc == SQLITE_DONE ? sqlite3_last_insert_rowid(db)
                                     : lab_sqlite_fail(db, rc, "outbox append");
     lab_stmt_release(s, owned);
+    free(audit);
     lab_conn_t *c = owned ? NULL : lab_conn_find(db);
     if (c && seq > c->head)
         c->head = seq;
@@ -88,7 +106,8 @@ int lab_outbox_read_oldest(lab_store_t *st, int64_t after, int limit, lab_outbox
      * prunes commits on the writer. The subquery is one step down the primary key. */
     sqlite3_stmt *s = lab_store_stmt(lab_store_reader(st),
                                      "SELECT seq, ts_ms, kind, key, payload, (SELECT min(seq) "
-                                     "FROM outbox) FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?");
+                                     "FROM outbox), audit FROM outbox WHERE seq > ? ORDER BY seq "
+                                     "LIMIT ?");
     if (!s)
         return LAB_EDB;
     sqlite3_bind_int64(s, 1, after);
@@ -107,6 +126,7 @@ int lab_outbox_read_oldest(lab_store_t *st, int64_t after, int limit, lab_outbox
         r->kind = column_dup(s, 2);
         r->key = column_dup(s, 3);
         r->payload = column_dup(s, 4);
+        r->audit = sqlite3_column_type(s, 6) == SQLITE_NULL ? NULL : column_dup(s, 6);
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
@@ -123,6 +143,7 @@ void lab_outbox_rows_free(lab_outbox_row_t *rows, int n)
         free(rows[i].kind);
         free(rows[i].key);
         free(rows[i].payload);
+        free(rows[i].audit);
     }
     free(rows);
 }

@@ -260,8 +260,31 @@ static const pg_kind_t pg_kinds[] = {
      "ON CONFLICT (cell, instrument) DO UPDATE SET tips_left = EXCLUDED.tips_left, "
      "tips_total = EXCLUDED.tips_total, doc = EXCLUDED.doc, updated_at = EXCLUDED.updated_at, "
      "seq = EXCLUDED.seq WHERE t.seq < EXCLUDED.seq"},
+    /* Insert-only (0009_audit.sql): a redelivered entry is the same entry, kept once. */
+    {"audit",
+     "INSERT INTO labloop.audit (cell, seq, prev_hash, hash, who, what, subject, why, lab_time, "
+     "wall_time, doc, entry) "
+     "SELECT $1, (a.j->>'seq')::bigint, a.j->>'prev_hash', e.payload->>'hash', a.j->>'who', "
+     "a.j->>'what', a.j->>'subject', a.j->>'why', (a.j->>'lab_time')::timestamptz, "
+     "(a.j->>'wall_time')::timestamptz, a.j->'doc', e.payload->>'entry' "
+     "FROM labloop.events e, LATERAL (SELECT (e.payload->>'entry')::jsonb AS j) a "
+     "WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint AND e.kind = 'audit' "
+     "ON CONFLICT (cell, seq) DO NOTHING"},
     {NULL, NULL},
 };
+
+/* The audit entries the batch's rows carry ($2: each row's audit column, '' when none), in the
+ * same transaction as the rows: PostgreSQL never has a change without its entry. */
+static const char pg_sql_audit[] =
+    "INSERT INTO labloop.audit (cell, seq, prev_hash, hash, who, what, subject, why, lab_time, "
+    "wall_time, doc, entry) "
+    "SELECT $1, (a.j->>'seq')::bigint, a.j->>'prev_hash', x.p->>'hash', a.j->>'who', "
+    "a.j->>'what', a.j->>'subject', a.j->>'why', (a.j->>'lab_time')::timestamptz, "
+    "(a.j->>'wall_time')::timestamptz, a.j->'doc', x.p->>'entry' "
+    "FROM unnest($2::text[]) AS r(t), "
+    "jsonb_array_elements(CASE WHEN r.t = '' THEN '[]'::jsonb ELSE r.t::jsonb END) AS x(p), "
+    "LATERAL (SELECT (x.p->>'entry')::jsonb AS j) a "
+    "ON CONFLICT (cell, seq) DO NOTHING";
 
 static const char pg_sql_events[] =
     "INSERT INTO labloop.events (cell, seq, ts, kind, key, payload) "
@@ -859,6 +882,17 @@ static void pg_seg_send(lab_pg_t *pg, pg_seg_t seg, const lab_outbox_row_t *rows
         for (const pg_kind_t *k = pg_kinds; ok && k->kind; k++)
             if (pg_rows_have(rows, n, k->kind))
                 ok = pg_send(pg, k->sql, 3, range, NULL, NULL);
+        bool audited = false;
+        for (int i = 0; i < n && !audited; i++)
+            audited = rows[i].audit != NULL;
+        if (ok && audited) {
+            pg_buf_t col = {0};
+            pg_array_text(&col, rows, n, offsetof(lab_outbox_row_t, audit));
+            const char *av[2] = {pg->cell, col.p};
+            int alens[2] = {0, (int)col.n}, afmts[2] = {0, 1};
+            ok = pg_send(pg, pg_sql_audit, 2, av, alens, afmts);
+            free(col.p);
+        }
     }
     ok = ok && pg_send(pg, pg_sql_cursor_save, 4, cur, NULL, NULL);
     ok = ok && pg_send(pg, "COMMIT", 0, NULL, NULL, NULL);

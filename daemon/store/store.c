@@ -8,6 +8,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "daemon/store/audit.h"
 #include "daemon/store/store_int.h"
 
 #include <errno.h>
@@ -93,6 +94,10 @@ struct lab_store {
     pending_cursor_t *cursors;
     int ncursors;
     bool cursors_dirty;
+
+    /* The audit note open on the loop thread, and whether an op took it. */
+    lab_audit_note_t *note;
+    bool note_taken;
 
     bool closing, writer_closed, async_closing;
     void (*close_cb)(void *arg);
@@ -514,7 +519,16 @@ static int group_apply_op(lab_store_t *st, lab_store_op_t *op)
         st->grc = LAB_EDB;
         return LAB_EDB;
     }
-    int rc = op->apply(op, c->db);
+    /* A decision's entry comes before the changes it causes, whose entries carry its who. */
+    c->note = op->note;
+    int rc = op->note ? lab_audit_note_write(c->db, op->note) : 0;
+    if (!rc)
+        rc = op->apply(op, c->db);
+    if (!rc)
+        rc = lab_audit_flush(c->db, op->note);
+    else
+        lab_audit_drop(c->db);
+    c->note = NULL;
     if (rc > 0)
         rc = LAB_EINVAL;
     if (sqlite3_get_autocommit(c->db)) {
@@ -758,6 +772,8 @@ static void group_done(uv_work_t *req, int status)
         else
             st->ops++;
         op->next = NULL;
+        lab_audit_note_free(op->note);
+        op->note = NULL;
         if (op->done)
             op->done(op, rc);
         op = next;
@@ -769,7 +785,43 @@ static void group_done(uv_work_t *req, int status)
     kick(st);
 }
 
+int lab_store_note_open(lab_store_t *st, lab_audit_note_t *note)
+{
+    if (st->note)
+        return LAB_EBUSY;
+    st->note = note;
+    st->note_taken = false;
+    return 0;
+}
+
+lab_audit_note_t *lab_store_note_close(lab_store_t *st)
+{
+    lab_audit_note_t *n = st->note_taken ? NULL : st->note;
+    st->note = NULL;
+    st->note_taken = false;
+    return n;
+}
+
+static void submit(lab_store_t *st, lab_store_op_t *op);
+
+/* The note is set before submit(): kick() may hand the op to a worker at once. */
+void lab_store_submit_noted(lab_store_t *st, lab_store_op_t *op, lab_audit_note_t *note)
+{
+    op->note = note;
+    submit(st, op);
+}
+
 void lab_store_submit(lab_store_t *st, lab_store_op_t *op)
+{
+    op->note = NULL;
+    if (st->note && !st->note_taken) {
+        op->note = st->note;
+        st->note_taken = true;
+    }
+    submit(st, op);
+}
+
+static void submit(lab_store_t *st, lab_store_op_t *op)
 {
     op->next = NULL;
     op->status = 0;
@@ -798,6 +850,8 @@ static void deliver_rejected(lab_store_t *st)
         lab_store_op_t *op = st->rejected;
         st->rejected = op->next;
         op->next = NULL;
+        lab_audit_note_free(op->note);
+        op->note = NULL;
         if (op->done)
             op->done(op, LAB_ESHUTDOWN);
     }

@@ -33,6 +33,7 @@ typedef struct lab_store_op {
     /* internal */
     struct lab_store_op *next;
     int status;
+    struct lab_audit_note *note; /* the decision this op records (daemon/store/audit.h) */
 } lab_store_op_t;
 
 /* Opens (creating if need be) state_dir/labloop.db and applies the embedded SQLite migrations
@@ -88,6 +89,7 @@ typedef struct lab_outbox_row {
     char *kind;    /* e.g. "run.state" (see lab_outbox_kinds in outbox.c) */
     char *key;     /* the entity id, e.g. the run's id */
     char *payload; /* JSON document */
+    char *audit;   /* the audit entries this row carries, [{audit_seq, hash, entry}], or NULL */
 } lab_outbox_row_t;
 
 /* The kinds the outbox carries, with what a row's key and payload hold; NULL-terminated. */

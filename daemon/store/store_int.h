@@ -3,6 +3,8 @@
 #ifndef LAB_STORE_STORE_INT_H
 #define LAB_STORE_STORE_INT_H
 
+#include "daemon/store/store.h"
+
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -20,7 +22,22 @@ typedef struct lab_conn {
     /* Writer only: the highest outbox seq appended in the running group (lab_outbox_append
      * raises it; a rolled back savepoint restores it). */
     int64_t head;
+    /* Writer only: the audit note of the op being applied (NULL when none), and the entries
+     * written but not yet carried by an outbox row (a JSON array, NULL when none): the next row
+     * the op appends takes them, or the op's end writes them as a row of kind audit. */
+    const struct lab_audit_note *note;
+    struct json_t *audit_pending;
 } lab_conn_t;
+
+/* The audit note open on the loop thread (daemon/store/audit.c): taken by the first op submitted
+ * while it is open. open: LAB_EBUSY when one is open already. close: the note when no op took it
+ * (the caller's again), else NULL. */
+struct lab_store;
+struct lab_audit_note;
+int lab_store_note_open(struct lab_store *st, struct lab_audit_note *note);
+struct lab_audit_note *lab_store_note_close(struct lab_store *st);
+/* Submits op carrying note (taken). */
+void lab_store_submit_noted(struct lab_store *st, lab_store_op_t *op, struct lab_audit_note *note);
 
 /* The connections the calling thread may use: the loop thread's readers from open to close,
  * and the writer on the worker thread for the duration of a group. */

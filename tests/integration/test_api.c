@@ -146,7 +146,7 @@ static int setup(void **state)
         return -1;
     snprintf(g.tokens, sizeof g.tokens, "%s/tokens", g.dir);
     write_file(g.tokens, "# test tokens\n" TOK_VIEWER " viewer vera\n" TOK_TECH
-                         " technician tom\n" TOK_ADMIN " admin\n");
+                         " technician tom\n" TOK_ADMIN " admin ada\n");
     pthread_mutex_init(&g.mu, NULL);
     pthread_cond_init(&g.cv, NULL);
     uv_loop_init(&g.loop);
@@ -948,9 +948,8 @@ static void test_auth(void **state)
     assert_int_equal(post(&r, g.url_auth, VALID_RUN, TOK_TECH, NULL), 201);
     assert_string_equal(jstr(r.json, "submitted_by"), "tom");
     resp_free(&r);
-    /* No NAME in the file: the role's name. */
     assert_int_equal(post(&r, g.url_auth, VALID_RUN, TOK_ADMIN, NULL), 201);
-    assert_string_equal(jstr(r.json, "submitted_by"), "admin");
+    assert_string_equal(jstr(r.json, "submitted_by"), "ada");
     resp_free(&r);
     /* 401 for a request with a body: answered before the body, the daemon goes on. */
     assert_int_equal(post(&r, g.url_auth, VALID_RUN, NULL, NULL), 401);

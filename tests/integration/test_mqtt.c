@@ -586,6 +586,8 @@ static void test_bad_rows(void **state)
     h_msg_t *v;
     int n = h_sub_messages(s, &v), checked = 0;
     for (int i = 0; i < n; i++) {
+        if (strcmp(v[i].topic, ROOT "/audit/head") == 0)
+            continue; /* the audit entries of these rows (test_audit_trail checks them) */
         json_t *doc = json_loads(v[i].payload, 0, NULL);
         assert_non_null(doc);
         int64_t seq = json_integer_value(json_object_get(doc, "seq"));

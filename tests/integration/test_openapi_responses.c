@@ -111,6 +111,22 @@ static void paused_run(char *id, size_t cap)
         h_sleep_ms(50);
     assert_true(idle);
     json_decref(api("POST", "/v1/instruments/reader1/pause", NULL, 200));
+    /* The shared queue takes a run of a workflow PostgreSQL has, once the writer set its schema
+     * up: wait until every sink delivered what the store holds (a loaded machine takes a while). */
+    bool delivered = false;
+    for (long long end = h_now_ms() + 60000; !delivered && h_now_ms() < end;) {
+        json_t *cell = api("GET", "/v1/cell", NULL, 200);
+        json_t *sinks = json_object_get(cell, "sinks"), *sk;
+        const char *name;
+        delivered = json_object_size(sinks) > 0;
+        json_object_foreach(sinks, name, sk) delivered &=
+            !json_is_integer(json_object_get(sk, "depth")) ||
+            json_integer_value(json_object_get(sk, "depth")) == 0;
+        json_decref(cell);
+        if (!delivered)
+            h_sleep_ms(50);
+    }
+    assert_true(delivered);
     json_t *run = api("POST", "/v1/runs", "{\"workflow\":\"oa-read-pause\",\"plate\":\"P1\"}", 201);
     snprintf(id, cap, "%s", json_string_value(json_object_get(run, "id")) ?: "");
     json_decref(run);

@@ -115,7 +115,7 @@ static int setup(void **state)
     FILE *f = fopen(tokens, "w");
     if (!f)
         return -1;
-    fputs(TOK_VIEWER " viewer vera\n" TOK_TECH " technician tom\n" TOK_ADMIN " admin\n", f);
+    fputs(TOK_VIEWER " viewer vera\n" TOK_TECH " technician tom\n" TOK_ADMIN " admin ada\n", f);
     fclose(f);
     char extra[512];
     snprintf(extra, sizeof extra, "[auth]\ntokens = %s\n", tokens);
@@ -286,7 +286,7 @@ static void test_me(void **state)
     (void)state;
     me_is(TOK_VIEWER, "viewer", "vera", false);
     me_is(TOK_TECH, "technician", "tom", true);
-    me_is(TOK_ADMIN, "admin", "admin", true);
+    me_is(TOK_ADMIN, "admin", "ada", true);
     resp_t r = req("GET", "/v1/me", NULL);
     assert_int_equal(r.status, 401);
     free(r.body);

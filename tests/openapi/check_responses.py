@@ -210,6 +210,14 @@ def lag_schedule(c):
     """GET /v1/schedule checked while it shows every optional field of an item (a run of LAG
     incubating), so that their schemas meet real values too."""
     c.wait_online(["inc1", "star1", "reader1"])
+    # The shared queue takes a run of a workflow PostgreSQL has: wait until the sinks delivered
+    # the workflow just stored (a loaded machine may take a while).
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        sinks = (c.call("GET", "/v1/cell", "viewer") or {}).get("sinks", {})
+        if all(s.get("depth", 0) == 0 for s in sinks.values() if isinstance(s, dict)):
+            break
+        time.sleep(0.1)
     c.call("POST", "/v1/runs", "technician", 201, {"workflow": "oalag", "plate": "OA-LAG"})
     optional = ("site", "not_before", "must_start_by")
     end = time.monotonic() + 60
@@ -295,6 +303,17 @@ def run(c, paused):
     if f"run:{paused}:paused" not in [p.get("id") for p in (pr or {}).get("prompts", [])]:
         c.fail("GET /v1/prompts", f"the paused run {paused} is not a prompt: {pr}")
     c.call("POST", ri + "/resume", "technician", params={"id": paused}, body={"step": "skip"})
+
+    # The audit trail: the decisions above are entries, the chain verifies.
+    au = c.call("GET", "/v1/audit", "viewer", query=f"?run={paused}&limit=500")
+    if "run.resume.skip" not in [e.get("what") for e in (au or {}).get("entries", [])]:
+        c.fail("GET /v1/audit", f"the resumption of {paused} is not an entry: {au}")
+    c.call("GET", "/v1/audit", "viewer", 400, query="?limit=0&colour=1")
+    c.call("GET", "/v1/audit", None, 401)
+    v = c.call("GET", "/v1/audit/verify", "viewer")
+    if not (v or {}).get("ok"):
+        c.fail("GET /v1/audit/verify", f"the chain does not verify: {v}")
+    c.call("GET", "/v1/audit/verify", None, 401)
 
     i = "/v1/instruments"
     c.wait_online(["inc1", "star1", "reader1"])

@@ -1,7 +1,7 @@
 /* The tokens file: parsing, roles, refused lines with their line numbers, and lookups that
  * compare in constant time against every token. */
 #include "daemon/api/auth.h"
-#include "core/sha256.h"
+#include "core/chain.h"
 #include "core/err.h"
 
 #include <setjmp.h>
@@ -56,6 +56,8 @@ static void test_parse_good(void **state)
     assert_non_null(k);
     assert_int_equal(k->role, LAB_ROLE_PIPELINE);
     assert_string_equal(k->name, "pipeline");
+    assert_false(k->named); /* it may not sign a decision */
+    assert_true(lab_tokens_find(&t, "tech-token-22", 13)->named);
     /* Prefixes, extensions and case changes of a token are other tokens. */
     assert_null(lab_tokens_find(&t, "tech-token-2", 12));
     assert_null(lab_tokens_find(&t, "tech-token-222", 14));
@@ -89,7 +91,12 @@ static void test_parse_bad_lines(void **state)
          "tokens:3: unknown role \"superuser\""},
         {"good-token-1 viewer a b\n", "tokens:1: expected TOKEN ROLE [NAME], found more fields"},
         {"\n\n\nshort viewer\n", "tokens:4: token shorter than 8"},
-        {"same-token-1 viewer\nsame-token-1 admin\n", "tokens:2: the same token appears"},
+        {"same-token-1 viewer\nsame-token-1 admin al\n", "tokens:2: the same token appears"},
+        /* Technicians and admins sign decisions: their tokens name a person. */
+        {"good-token-1 pipeline\ntech-token-2 technician\n",
+         "tokens:2: technician tokens must name their person (TOKEN technician NAME)"},
+        {"good-token-1 viewer\nadmin-token-2 admin # root\n",
+         "tokens:2: admin tokens must name their person"},
         {"ok-token-111 viewer\nok-token-222 VIEWER\n", "tokens:2: unknown role \"VIEWER\""},
         {"long-name-11 viewer "
          "n12345678901234567890123456789012345678901234567890123456789012345\n",
@@ -135,7 +142,7 @@ static void test_longest_name(void **state)
 
 static void test_nul_byte(void **state)
 {
-    static const char text[] = "good-token-1 viewer\nbad\0token admin\n";
+    static const char text[] = "good-token-1 viewer\nbad\0token admin al\n";
     lab_tokens_t t;
     char err[256] = "";
     assert_int_equal(lab_tokens_parse(text, sizeof text - 1, "f", &t, err, sizeof err),
@@ -158,7 +165,7 @@ static void test_load_file(void **state)
     lab_tokens_free(&t);
 
     FILE *f = fopen(path, "w");
-    fputs("file-token-1 admin\nfile-token-2 wizard\n", f);
+    fputs("file-token-1 admin al\nfile-token-2 wizard\n", f);
     fclose(f);
     assert_int_equal(lab_tokens_load(path, &t, err, sizeof err), LAB_ECONFIG);
     char want[600];
@@ -173,7 +180,8 @@ static void test_load_file(void **state)
 /* Every lookup runs lab_ct_equal once per token, matched or not, first or last. */
 static void test_constant_time_lookup(void **state)
 {
-    const char *text = "first-token-1 viewer\nmiddle-token-2 technician\nlast-token-3 admin\n";
+    const char *text =
+        "first-token-1 viewer\nmiddle-token-2 technician tim\nlast-token-3 admin al\n";
     lab_tokens_t t;
     char err[256];
     assert_int_equal(parse(text, &t, err, sizeof err), 0);
@@ -191,7 +199,8 @@ static void test_constant_time_lookup(void **state)
     assert_true(lab_ct_equal("", "", 0));
 }
 
-/* The digests tokens and idempotent requests are keyed by (FIPS 180-4 test vectors). */
+/* Tokens are kept as their SHA-256 digests (FIPS 180-4 test vectors): a token file written for the
+ * hand-written digest matches the same entries with OpenSSL's. */
 static void test_sha256(void **state)
 {
     static const struct {
@@ -204,26 +213,20 @@ static void test_sha256(void **state)
          "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
     };
     char hex[65];
-    uint8_t d[32];
     for (size_t i = 0; i < 3; i++) {
-        lab_sha256(v[i].in, strlen(v[i].in), d);
-        lab_sha256_hex(d, hex);
+        lab_chain_digest_hex(v[i].in, strlen(v[i].in), hex);
         assert_string_equal(hex, v[i].hex);
     }
-    /* A million 'a's fed in uneven pieces. */
-    lab_sha256_t s;
-    lab_sha256_init(&s);
-    char a[997];
-    memset(a, 'a', sizeof a);
-    size_t left = 1000000;
-    while (left) {
-        size_t n = left < sizeof a ? left : sizeof a;
-        lab_sha256_update(&s, a, n);
-        left -= n;
-    }
-    lab_sha256_final(&s, d);
-    lab_sha256_hex(d, hex);
-    assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    /* The stored digest of a token is the vector's. */
+    const char *text = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq admin Ada\n";
+    lab_tokens_t t;
+    char err[256];
+    assert_int_equal(lab_tokens_parse(text, strlen(text), "t", &t, err, sizeof err), 0);
+    lab_chain_hex(t.v[0].digest, hex);
+    assert_string_equal(hex, v[2].hex);
+    assert_non_null(
+        lab_tokens_find(&t, "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 56));
+    lab_tokens_free(&t);
 }
 
 int main(void)

@@ -338,8 +338,8 @@ static void test_group_cap_and_chains(void **state)
 
     /* Two chains resubmitting from done: both links of a round share a group. */
     int completed = 0;
-    chain_t a = {{chain_apply, chain_done, NULL, 0}, 50, &completed, f->st};
-    chain_t b = {{chain_apply, chain_done, NULL, 0}, 50, &completed, f->st};
+    chain_t a = {{.apply = chain_apply, .done = chain_done}, 50, &completed, f->st};
+    chain_t b = {{.apply = chain_apply, .done = chain_done}, 50, &completed, f->st};
     lab_store_submit(f->st, &a.op);
     lab_store_submit(f->st, &b.op);
     uv_run(&f->loop, UV_RUN_DEFAULT);
