@@ -916,8 +916,10 @@ static void test_claims_concurrent(void **state)
         for (int j = 1; j < k[i].n; j++)
             assert_true(rank_of(ranks, k[i].ids[j - 1]) < rank_of(ranks, k[i].ids[j]));
         total += k[i].n;
-        assert_true(k[i].n > 0);
     }
+    /* how the claims fell across the three (under load one may get few or none: no
+     * assertion on the split, only on order and uniqueness) */
+    fprintf(stderr, "claims per cell: %d %d %d\n", k[0].n, k[1].n, k[2].n);
     assert_int_equal(total, CLAIM_RUNS);
     /* Never twice: every run claimed once, by the cell that says it claimed it. */
     assert_int_equal(db_count(c,
