@@ -468,6 +468,12 @@ int lab_sched_room(lab_sched_t *s)
     return n > 0 ? n : 0;
 }
 
+void lab_sched_set_labware(lab_sched_t *s, lab_labware_t *lw)
+{
+    s->lw = lw;
+    lab_sched_replan(s);
+}
+
 void lab_sched_set_gate(lab_sched_t *s, lab_sched_gate_fn fn, void *ctx)
 {
     s->gate_fn = fn;

@@ -16,6 +16,7 @@
 #include "core/cfg.h"
 #include "core/clock.h"
 #include "daemon/instr/instr.h"
+#include "daemon/labware/labware.h"
 #include "daemon/store/store.h"
 
 #include <jansson.h>
@@ -39,6 +40,9 @@ void lab_sched_close(lab_sched_t *s, void (*cb)(void *arg), void *arg);
 void lab_sched_submitted(lab_sched_t *s, const char *doc);
 /* The same with the document as JSON, taken over (the API has it parsed already). */
 void lab_sched_submitted_doc(lab_sched_t *s, json_t *doc);
+/* The plate registry whose sites count besides the scheduler's own: a site it says holds a plate
+ * is never given to a step. NULL: none (the scheduler's own reservations only). */
+void lab_sched_set_labware(lab_sched_t *s, lab_labware_t *lw);
 /* Something outside changed (an instrument paused or resumed): plan again soon. */
 void lab_sched_replan(lab_sched_t *s);
 

@@ -26,6 +26,10 @@ const lab_outbox_kind_t lab_outbox_kinds[] = {
     {"event", "entity id", "an audit event: who, what, when"},
     {"prompt", "prompt id (run:ID:paused, instrument:ID:fault, move:ID)",
      "what waits for a person, opened or answered (open, by, how)"},
+    {"plate.state", "the plate's barcode",
+     "the registry's plate document after a change (location, contents, runs)"},
+    {"plate.move", "the plate's barcode",
+     "one move of a plate: queued (outcome null), then done, failed or unknown"},
     {NULL, NULL, NULL},
 };
 
