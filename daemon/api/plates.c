@@ -135,25 +135,18 @@ void lab_api_plates_list(lab_req_t *rq)
 
 void lab_api_plates_get(lab_req_t *rq)
 {
-    lab_api_t *api = rq->api;
     char bc[LAB_TEXT_BYTES(LAB_RUN_PLATE_CHARS)];
     if (!barcode_of(rq, bc))
         return;
-    json_t *doc = api->labware ? lab_labware_plate(api->labware, bc) : NULL;
-    if (!doc) {
+    /* what is committed, the document and its moves together */
+    json_t *doc = NULL;
+    int rc = lab_plate_get(rq->api->store, bc, &doc);
+    if (rc == LAB_ENOTFOUND)
         lab_problem(rq, LAB_P_NOT_FOUND, NULL, "no plate %s", bc);
-        return;
-    }
-    json_t *moves = NULL;
-    int rc = lab_plate_moves_get(api->store, bc, &moves);
-    if (rc) {
-        json_decref(doc);
-        lab_problem(rq, LAB_P_INTERNAL, NULL, "reading the moves of %s failed: %s", bc,
-                    lab_strerror(rc));
-        return;
-    }
-    json_object_set_new(doc, "moves", moves);
-    lab_respond_json(rq, 200, doc);
+    else if (rc)
+        lab_problem(rq, LAB_P_INTERNAL, NULL, "reading plate %s failed: %s", bc, lab_strerror(rc));
+    else
+        lab_respond_json(rq, 200, doc);
 }
 
 static void located(void *arg, int status, const json_t *doc)

@@ -30,10 +30,12 @@ typedef struct hold {
     json_t *doc;
 } hold_t;
 
-/* What the instrument last aspirated: a dispense on it is of that reagent. */
+/* What the instrument last aspirated, and with how many tips: a dispense on it is of that
+ * reagent, into that many wells when its volume is one number for every channel. */
 typedef struct aspirated {
     char *instrument;
     char *reagent;
+    int channels;
 } aspirated_t;
 
 typedef struct inventory {
@@ -556,7 +558,7 @@ static void seen_on(lab_labware_t *lw, lw_op_t *o, plate_t *p, const lab_instr_a
     op_move(lw, o, p, m);
 }
 
-static void aspirated_set(lab_labware_t *lw, const char *instrument, const char *reagent)
+static aspirated_t *aspirated_of(lab_labware_t *lw, const char *instrument)
 {
     aspirated_t *x = NULL;
     for (int i = 0; i < lw->nasp && !x; i++)
@@ -567,29 +569,21 @@ static void aspirated_set(lab_labware_t *lw, const char *instrument, const char 
         x = &lw->asp[lw->nasp++];
         x->instrument = lab_strdup(instrument);
         x->reagent = NULL;
+        x->channels = 1;
     }
-    free(x->reagent);
-    x->reagent = reagent ? lab_strdup(reagent) : NULL;
-}
-
-static const char *aspirated_get(lab_labware_t *lw, const char *instrument)
-{
-    for (int i = 0; i < lw->nasp; i++)
-        if (strcmp(lw->asp[i].instrument, instrument) == 0)
-            return lw->asp[i].reagent;
-    return NULL;
+    return x;
 }
 
 /* What went into the plate, per reagent and run: wells dispensed into (a well dispensed twice
  * counts twice) and the µL in all. */
-static void contents_add(lab_labware_t *lw, plate_t *p, const char *reagent, const char *run,
-                         const json_t *vol)
+static void contents_add(lab_labware_t *lw, plate_t *p, const char *reagent, int channels,
+                         const char *run, const json_t *vol)
 {
     int wells = 0;
     double ul = 0;
     if (json_is_number(vol) && json_number_value(vol) > 0) {
-        wells = 1;
-        ul = json_number_value(vol);
+        wells = channels;
+        ul = json_number_value(vol) * channels;
     }
     size_t i;
     json_t *v;
@@ -628,13 +622,23 @@ static void contents_add(lab_labware_t *lw, plate_t *p, const char *reagent, con
     json_object_set_new(e, "at", now_iso(lw));
 }
 
-static void liquid_action(lab_labware_t *lw, const lab_instr_act_t *a, bool aspirate)
+static void liquid_action(lab_labware_t *lw, const lab_instr_act_t *a, lab_drv_role_t role)
 {
     if (!a->ended || a->err->code != LAB_OK)
         return;
-    if (aspirate) {
-        aspirated_set(lw, lab_driver_id(a->d),
-                      json_string_value(json_object_get(a->params, "reagent")));
+    aspirated_t *x = aspirated_of(lw, lab_driver_id(a->d));
+    if (role == LAB_DRV_ROLE_PICK_UP_TIPS) {
+        json_t *ch = json_object_get(a->params, "channels");
+        x->channels =
+            json_is_integer(ch) && json_integer_value(ch) > 0 && json_integer_value(ch) <= 96
+                ? (int)json_integer_value(ch)
+                : 1;
+        return;
+    }
+    if (role == LAB_DRV_ROLE_ASPIRATE) {
+        const char *r = json_string_value(json_object_get(a->params, "reagent"));
+        free(x->reagent);
+        x->reagent = r ? lab_strdup(r) : NULL;
         return;
     }
     plate_t *p = plate_get(lw, a->who->plate);
@@ -642,7 +646,7 @@ static void liquid_action(lab_labware_t *lw, const lab_instr_act_t *a, bool aspi
         return;
     add_run(p, a->who);
     lw_op_t *o = op_new(lw);
-    contents_add(lw, p, aspirated_get(lw, lab_driver_id(a->d)), a->who->run,
+    contents_add(lw, p, x->reagent, x->channels, a->who->run,
                  json_object_get(a->params, "volume_ul"));
     seen_on(lw, o, p, a);
     op_plate(lw, o, p);
@@ -695,10 +699,12 @@ static void on_action(void *ctx, const lab_instr_act_t *a)
         site_action(lw, a, false);
     else if (lab_instr_action_is(d, a->action, LAB_DRV_ROLE_MOVE_PLATE))
         move_action(lw, a);
+    else if (lab_instr_action_is(d, a->action, LAB_DRV_ROLE_PICK_UP_TIPS))
+        liquid_action(lw, a, LAB_DRV_ROLE_PICK_UP_TIPS);
     else if (lab_instr_action_is(d, a->action, LAB_DRV_ROLE_ASPIRATE))
-        liquid_action(lw, a, true);
+        liquid_action(lw, a, LAB_DRV_ROLE_ASPIRATE);
     else if (lab_instr_action_is(d, a->action, LAB_DRV_ROLE_DISPENSE))
-        liquid_action(lw, a, false);
+        liquid_action(lw, a, LAB_DRV_ROLE_DISPENSE);
     else if (lab_instr_action_is(d, a->action, LAB_DRV_ROLE_READ))
         read_action(lw, a);
     else if (lab_instr_action_is(d, a->action, LAB_DRV_ROLE_SCAN))

@@ -178,28 +178,31 @@ int lab_plates_find(lab_store_t *st, const lab_plates_filter_t *f, int64_t after
     return n;
 }
 
-int lab_plate_moves_get(lab_store_t *st, const char *barcode, json_t **out)
+int lab_plate_get(lab_store_t *st, const char *barcode, json_t **out)
 {
     *out = NULL;
     sqlite3 *db = lab_store_reader(st);
+    /* one statement, one snapshot: the document and its moves agree */
     sqlite3_stmt *s = lab_store_stmt(
-        db, "SELECT doc FROM (SELECT seq, doc FROM plate_moves WHERE barcode = ? ORDER BY seq "
-            "DESC LIMIT 1000) ORDER BY seq");
+        db, "SELECT p.doc, (SELECT json_group_array(json(m.doc)) FROM (SELECT doc FROM "
+            "(SELECT seq, doc FROM plate_moves WHERE barcode = ?1 ORDER BY seq DESC LIMIT 1000) "
+            "ORDER BY seq) m) FROM plates p WHERE p.barcode = ?1");
     if (!s)
         return LAB_EDB;
     sqlite3_bind_text(s, 1, barcode, -1, SQLITE_STATIC);
-    json_t *arr = json_array();
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        json_t *doc = column_json(s, 0);
-        if (doc)
-            json_array_append_new(arr, doc);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        json_t *doc = column_json(s, 0), *moves = column_json(s, 1);
+        if (doc && json_is_array(moves)) {
+            json_object_set_new(doc, "moves", moves);
+            *out = doc;
+        } else {
+            json_decref(doc);
+            json_decref(moves);
+        }
     }
     sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        json_decref(arr);
-        return lab_sqlite_fail(db, rc, "plate moves");
-    }
-    *out = arr;
-    return 0;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return lab_sqlite_fail(db, rc, "plate get");
+    return *out ? 0 : rc == SQLITE_DONE ? LAB_ENOTFOUND : LAB_EDB;
 }

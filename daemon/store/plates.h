@@ -34,7 +34,8 @@ typedef struct lab_plates_filter {
  * when this is the last. Returns the count or a negative error. */
 int lab_plates_find(lab_store_t *st, const lab_plates_filter_t *f, int64_t after, int limit,
                     char ***docs, int64_t *next);
-/* Loop thread: the plate's moves in order (at most the newest 1000), as an array. */
-int lab_plate_moves_get(lab_store_t *st, const char *barcode, json_t **out);
+/* Loop thread: the plate's stored document with its moves in order (at most the newest 1000) as
+ * "moves", read in one snapshot; LAB_ENOTFOUND when there is no such plate. */
+int lab_plate_get(lab_store_t *st, const char *barcode, json_t **out);
 
 #endif
