@@ -1407,10 +1407,12 @@ static int cmd_action(int argc, char **argv, int as_json)
 {
     static const struct option o[] = {
         {"timeout", required_argument, NULL, 't'},
+        {"plate", required_argument, NULL, 'p'},
         HELP_OPT,
         {NULL, 0, NULL, 0},
     };
     double timeout = 0;
+    const char *plate = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, ":h", o, NULL)) != -1) {
@@ -1421,6 +1423,8 @@ static int cmd_action(int argc, char **argv, int as_json)
                 fprintf(stderr, "labloop: --timeout takes lab seconds > 0\n");
                 return EXIT_USAGE;
             }
+        } else if (c == 'p') {
+            plate = optarg;
         } else {
             return opt_other(c, argv);
         }
@@ -1463,6 +1467,13 @@ static int cmd_action(int argc, char **argv, int as_json)
     json_t *doc = json_pack("{s:s, s:o}", "action", name, "params", params);
     if (timeout > 0)
         json_object_set_new(doc, "timeout_s", json_real(timeout));
+    /* the plate it handles, for the plate registry; a barcode that is not UTF-8 the daemon
+     * refuses when the body is not JSON */
+    if (plate && json_object_set_new(doc, "plate", json_string(plate)) != 0) {
+        fprintf(stderr, "labloop: --plate is not UTF-8 text\n");
+        json_decref(doc);
+        return EXIT_USAGE;
+    }
     char *body = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     char *path = escaped_path("/v1/instruments/%s/actions", id);
@@ -1787,7 +1798,9 @@ static const struct command {
     {"results", cmd_results, "results CAMPAIGN (one row per completed candidate)"},
     {"plan", cmd_plan, "plan FILE [--budget-ms N] [--seed N] (offline planning; no daemon needed)"},
     {"instruments", cmd_instruments, "instruments [ID] (state, telemetry, last error; actions)"},
-    {"action", cmd_action, "action ID NAME [KEY=VALUE]... [--timeout S] (manual control)"},
+    {"action", cmd_action,
+     "action ID NAME [KEY=VALUE]... [--timeout S] [--plate BARCODE] (manual control; --plate\n"
+     "         names the plate it handles for the plate registry)"},
     {"watch", cmd_watch,
      "watch [--kind K]... [--after SEQ] [--json] (live events, one per line: SEQ KIND KEY DATA;\n"
      "         reconnects from the last event seen)"},

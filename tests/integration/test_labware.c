@@ -378,10 +378,13 @@ static void test_manual_loads_keep_their_sites(void **state)
     /* Q1 out by hand (slot 1 is free again), then into slot 3 under its barcode */
     assert_int_equal(
         act(&d, "inc2", "{\"action\":\"unload\",\"params\":{\"cassette\":1,\"slot\":1}}"), 200);
-    assert_int_equal(act(&d, "inc2",
-                         "{\"action\":\"load\",\"params\":{\"cassette\":1,\"slot\":3},"
-                         "\"plate\":\"Q1\"}"),
-                     200);
+    /* by the CLI, which names the plate */
+    char cmd[512], out[2048];
+    snprintf(cmd, sizeof cmd,
+             "LABLOOP_URL=%s '%s' action inc2 load cassette=1 slot=3 --plate Q1 2>&1", d.url,
+             getenv("LABLOOP_CLI"));
+    if (h_run(cmd, out, sizeof out) != 0)
+        fail_msg("labloop action: %s", out);
     p = plate_wait(&d, "Q1", "at", "inc2");
     assert_true(site_is(loc_of(p), 1, 3));
     json_t *m0 = json_array_get(json_object_get(p, "moves"), 0);
