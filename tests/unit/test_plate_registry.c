@@ -31,6 +31,7 @@
 
 static bool occupied[2][2]; /* what the device senses, [cassette-1][slot-1] */
 static bool answer_never;   /* loads stay unanswered (the daemon dies meanwhile) */
+static const char *label;   /* what the barcode reader reads; NULL: no read */
 
 typedef struct fake_priv {
     bool pending;
@@ -42,12 +43,12 @@ static const lab_drv_action_t sense_actions[] = {
     {"put_in", ANY, 1e6, 0, "load"},
     {"take_out", ANY, 1e6, 0, "unload"},
     {"sense", NULL, 1e6, 0, "the slots' sensors"},
+    {"scan", NULL, 1e6, 0, "the barcode reader at its door"},
     {NULL, NULL, 0, 0, NULL},
 };
 static const lab_drv_role_action_t sense_roles[] = {
-    {LAB_DRV_ROLE_LOAD, "put_in"},
-    {LAB_DRV_ROLE_UNLOAD, "take_out"},
-    {LAB_DRV_ROLE_INVENTORY, "sense"},
+    {LAB_DRV_ROLE_LOAD, "put_in"},     {LAB_DRV_ROLE_UNLOAD, "take_out"},
+    {LAB_DRV_ROLE_INVENTORY, "sense"}, {LAB_DRV_ROLE_SCAN, "scan"},
     {LAB_DRV_ROLE_NONE, NULL},
 };
 
@@ -130,6 +131,8 @@ static void answer(fx_t *f)
                 json_array_append_new(sites, json_pack("{s:i, s:i, s:b}", "cassette", c + 1, "slot",
                                                        s + 1, "occupied", occupied[c][s]));
         result = json_pack("{s:o}", "sites", sites);
+    } else if (strcmp(p->action, "scan") == 0) {
+        result = json_pack("{s:o}", "barcode", label ? json_string(label) : json_null());
     }
     lab_drv_done(d, NULL, result);
 }
@@ -346,11 +349,51 @@ static void test_unnamed_load_holds_its_slot(void **state)
     fx_free(f);
 }
 
+/* What a scan saw is kept on the run's plate, and whether it was that plate's label. */
+static void test_scan_recorded(void **state)
+{
+    (void)state;
+    fx_t *f = fx_new();
+    start(f);
+    static const struct {
+        const char *plate, *label;
+        bool matched;
+    } cases[] = {{"S1", "S1", true}, {"S2", "S1", false}, {"S3", NULL, false}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        label = cases[i].label;
+        bool done = false;
+        lab_instr_who_t who = {cases[i].plate, "11111111-1111-4111-8111-111111111111", "scheduler"};
+        lab_drv_error_t err;
+        assert_int_equal(lab_instr_call(f->in, lab_instr_at(f->in, 0), "scan", NULL, 0, &who,
+                                        loaded, &done, &err, NULL),
+                         0);
+        pump(f, 20);
+        assert_true(done);
+        json_t *doc = lab_labware_plate(f->lw, cases[i].plate);
+        json_t *sc = json_object_get(doc, "scanned");
+        assert_non_null(sc);
+        assert_int_equal(json_is_true(json_object_get(sc, "matched")), cases[i].matched);
+        if (cases[i].label)
+            assert_string_equal(json_string_value(json_object_get(sc, "barcode_read")),
+                                cases[i].label);
+        else
+            assert_true(json_is_null(json_object_get(sc, "barcode_read")));
+        assert_string_equal(json_string_value(json_object_get(sc, "instrument")), "inc");
+        assert_string_equal(json_string_value(json_array_get(json_object_get(doc, "runs"), 0)),
+                            who.run);
+        json_decref(doc);
+    }
+    label = NULL;
+    stop(f);
+    fx_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reconciled_with_what_the_incubator_senses),
         cmocka_unit_test(test_unnamed_load_holds_its_slot),
+        cmocka_unit_test(test_scan_recorded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
