@@ -690,6 +690,15 @@ static int cmd_plates(int argc, char **argv, int as_json)
         printf("%-24s  %-32s  %-24s  %s\n", str(p, "barcode"), where, str(loc, "since"),
                json_object_get(loc, "why") ? str(loc, "why") : "");
     }
+    json_array_foreach(json_object_get(doc, "held_sites"), i, p)
+    {
+        json_t *site = json_object_get(p, "site");
+        char where[160];
+        snprintf(where, sizeof where, "%s %lld/%lld", str(p, "instrument"),
+                 (long long)json_integer_value(json_object_get(site, "cassette")),
+                 (long long)json_integer_value(json_object_get(site, "slot")));
+        printf("%-24s  %-32s  %-24s  %s\n", "(no barcode)", where, str(p, "since"), str(p, "why"));
+    }
     const char *next = json_string_value(json_object_get(doc, "next"));
     if (next)
         printf("(more: --after %s)\n", next);

@@ -111,8 +111,24 @@ void lab_api_plates_list(lab_req_t *rq)
         lab_problem(rq, LAB_P_INTERNAL, NULL, "listing plates failed: %s", lab_strerror(n));
         return;
     }
+    /* Sites holding a plate nobody named, with the first page: they are where plates are too.
+     * Only a filter they can match (location "at", or none) lists them. */
+    json_t *held = NULL;
+    int rc = after || (f.state && strcmp(f.state, "at") != 0)
+                 ? 0
+                 : lab_site_holds_get(api->store, f.instrument, &held);
+    char *held_text = held ? json_dumps(held, JSON_COMPACT) : lab_strdup("[]");
+    json_decref(held);
+    if (rc) {
+        for (int i = 0; i < n; i++)
+            free(docs[i]);
+        free(docs);
+        free(held_text);
+        lab_problem(rq, LAB_P_INTERNAL, NULL, "listing held sites failed: %s", lab_strerror(rc));
+        return;
+    }
     /* the stored documents are JSON already: joined as text */
-    size_t len = 64;
+    size_t len = 96 + strlen(held_text);
     for (int i = 0; i < n; i++)
         len += strlen(docs[i]) + 1;
     char *text = lab_malloc(len), *p = text;
@@ -127,9 +143,10 @@ void lab_api_plates_list(lab_req_t *rq)
     }
     free(docs);
     if (next)
-        p += sprintf(p, "],\"next\":\"%lld\"}", (long long)next);
+        p += sprintf(p, "],\"held_sites\":%s,\"next\":\"%lld\"}", held_text, (long long)next);
     else
-        p += sprintf(p, "],\"next\":null}");
+        p += sprintf(p, "],\"held_sites\":%s,\"next\":null}", held_text);
+    free(held_text);
     lab_respond(rq, 200, "application/json", text, (size_t)(p - text));
 }
 

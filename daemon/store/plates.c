@@ -128,6 +128,32 @@ fail:
     return lab_sqlite_fail(db, rc, "plates load");
 }
 
+int lab_site_holds_get(lab_store_t *st, const char *instrument, json_t **out)
+{
+    *out = NULL;
+    sqlite3 *db = lab_store_reader(st);
+    sqlite3_stmt *s = lab_store_stmt(db, "SELECT doc FROM site_holds WHERE ?1 IS NULL OR "
+                                         "instrument = ?1 ORDER BY instrument, cassette, slot");
+    if (!s)
+        return LAB_EDB;
+    if (instrument)
+        sqlite3_bind_text(s, 1, instrument, -1, SQLITE_STATIC);
+    json_t *arr = json_array();
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        json_t *doc = column_json(s, 0);
+        if (doc)
+            json_array_append_new(arr, doc);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return lab_sqlite_fail(db, rc, "site holds");
+    }
+    *out = arr;
+    return 0;
+}
+
 int lab_plates_find(lab_store_t *st, const lab_plates_filter_t *f, int64_t after, int limit,
                     char ***docs, int64_t *next)
 {

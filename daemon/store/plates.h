@@ -25,6 +25,10 @@ int lab_site_hold_write(sqlite3 *db, const char *instrument, int cassette, int s
  * [{"doc", "moves"}]; and every held site: [{"instrument", "cassette", "slot", "doc"}]. */
 int lab_plates_load(lab_store_t *st, json_t **plates, json_t **holds);
 
+/* Loop thread: the held sites' documents ({instrument, site, why, by?, since}), of instrument
+ * only when it is not NULL. */
+int lab_site_holds_get(lab_store_t *st, const char *instrument, json_t **out);
+
 typedef struct lab_plates_filter {
     const char *state;      /* a location state, or NULL */
     const char *instrument; /* or NULL */

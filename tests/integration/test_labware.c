@@ -361,6 +361,18 @@ static void test_manual_loads_keep_their_sites(void **state)
     /* Q1 into cassette 1 slot 1 by hand, nobody saying which plate it is */
     assert_int_equal(
         act(&d, "inc2", "{\"action\":\"load\",\"params\":{\"cassette\":1,\"slot\":1}}"), 200);
+    /* the list shows the slot held for a plate nobody named, and so does the CLI's table */
+    json_t *list = h_api(&d, "GET", "/v1/plates?instrument=inc2", NULL, 200);
+    json_t *held = json_array_get(json_object_get(list, "held_sites"), 0);
+    assert_int_equal(json_array_size(json_object_get(list, "held_sites")), 1);
+    assert_true(site_is(held, 1, 1));
+    assert_string_equal(sval(held, "instrument"), "inc2");
+    json_decref(list);
+    char cmd[512], out[2048];
+    snprintf(cmd, sizeof cmd, "LABLOOP_URL=%s '%s' plates 2>&1", d.url, getenv("LABLOOP_CLI"));
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    if (!strstr(out, "(no barcode)") || !strstr(out, "inc2 1/1"))
+        fail_msg("labloop plates: %s", out);
     /* the next run's incubation does not get that slot; its load then fails (the transfer
      * station is empty) with its outcome unknown, so its plate's slot is in doubt */
     char *a = submit(&d, "{\"workflow\":\"hold\",\"plate\":\"HOLD-A\"}");
@@ -379,7 +391,6 @@ static void test_manual_loads_keep_their_sites(void **state)
     assert_int_equal(
         act(&d, "inc2", "{\"action\":\"unload\",\"params\":{\"cassette\":1,\"slot\":1}}"), 200);
     /* by the CLI, which names the plate */
-    char cmd[512], out[2048];
     snprintf(cmd, sizeof cmd,
              "LABLOOP_URL=%s '%s' action inc2 load cassette=1 slot=3 --plate Q1 2>&1", d.url,
              getenv("LABLOOP_CLI"));
