@@ -554,6 +554,160 @@ static int cmd_lab(int argc, char **argv, int as_json)
     return 0;
 }
 
+/* Where a plate is, in a few words: "inc1 1/3", "reader1", "outside", "in transit to inc1 1/3
+ * (load)", "unknown (last at star1)". */
+static void plate_where(json_t *loc, char *out, size_t cap)
+{
+    const char *state = str(loc, "state");
+    json_t *site = json_object_get(loc, "site");
+    char place[160];
+    if (site)
+        snprintf(place, sizeof place, "%s %lld/%lld", str(loc, "instrument"),
+                 (long long)json_integer_value(json_object_get(site, "cassette")),
+                 (long long)json_integer_value(json_object_get(site, "slot")));
+    else
+        snprintf(place, sizeof place, "%s", str(loc, "instrument"));
+    if (strcmp(state, "at") == 0)
+        snprintf(out, cap, "%s", place);
+    else if (strcmp(state, "in_transit") == 0)
+        snprintf(out, cap, "in transit to %s (%s)", place, str(loc, "action"));
+    else if (strcmp(state, "unknown") == 0)
+        snprintf(out, cap, "UNKNOWN (last at %s)",
+                 str(json_object_get(loc, "last_known"), "instrument"));
+    else
+        snprintf(out, cap, "%s", state);
+}
+
+static void print_plate(json_t *p)
+{
+    json_t *loc = json_object_get(p, "location");
+    char where[256];
+    plate_where(loc, where, sizeof where);
+    printf("plate   %s\n", str(p, "barcode"));
+    if (json_is_integer(json_object_get(p, "format")) ||
+        json_is_string(json_object_get(p, "labware")))
+        printf("format  %lld wells, %s\n",
+               (long long)json_integer_value(json_object_get(p, "format")), str(p, "labware"));
+    printf("where   %s since %s\n", where, str(loc, "since"));
+    if (json_object_get(loc, "why"))
+        printf("why     %s\n", str(loc, "why"));
+    json_t *sc = json_object_get(p, "scanned");
+    if (sc)
+        printf("scanned %s on %s at %s (%s)\n", str(sc, "barcode_read"), str(sc, "instrument"),
+               str(sc, "at"),
+               json_is_true(json_object_get(sc, "matched")) ? "matched" : "MISMATCH");
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(p, "contents"), i, e)
+        printf("%s %s: %lld wells, %.1f uL (run %s)\n", i ? "       " : "content",
+               str(e, "reagent"), (long long)json_integer_value(json_object_get(e, "wells")),
+               json_number_value(json_object_get(e, "volume_ul")), str(e, "run"));
+    json_array_foreach(json_object_get(p, "runs"), i, e)
+        printf("%s %s\n", i ? "       " : "run    ", json_string_value(e) ?: "-");
+    json_t *moves = json_object_get(p, "moves");
+    if (json_array_size(moves))
+        printf("\n  %-4s  %-24s  %-24s  %-24s  %-10s  %-8s  %s\n", "SEQ", "AT", "FROM", "TO",
+               "ACTION", "OUTCOME", "BY");
+    json_array_foreach(moves, i, e)
+    {
+        char from[256], to[256];
+        plate_where(json_object_get(e, "from"), from, sizeof from);
+        plate_where(json_object_get(e, "to"), to, sizeof to);
+        printf("  %-4lld  %-24s  %-24s  %-24s  %-10s  %-8s  %s\n",
+               (long long)json_integer_value(json_object_get(e, "seq")), str(e, "at"), from, to,
+               str(e, "action"), str(e, "outcome"), str(e, "by"));
+    }
+}
+
+/* labloop plates: where every plate is (a table); labloop plates BARCODE: one plate, its
+ * contents and its moves. */
+static int cmd_plates(int argc, char **argv, int as_json)
+{
+    static const struct option o[] = {{"location", required_argument, NULL, 's'},
+                                      {"instrument", required_argument, NULL, 'i'},
+                                      {"limit", required_argument, NULL, 'l'},
+                                      {"after", required_argument, NULL, 'a'},
+                                      HELP_OPT,
+                                      {NULL, 0, NULL, 0}};
+    const char *vals[4] = {NULL, NULL, NULL, NULL};
+    static const char *const names[] = {"location", "instrument", "limit", "after"};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":h", o, NULL)) != -1) {
+        if (c == 's')
+            vals[0] = optarg;
+        else if (c == 'i')
+            vals[1] = optarg;
+        else if (c == 'l')
+            vals[2] = optarg;
+        else if (c == 'a')
+            vals[3] = optarg;
+        else
+            return opt_other(c, argv);
+    }
+    if (argc - optind > 1 || (argc - optind == 1 && (vals[0] || vals[1] || vals[2] || vals[3])))
+        return bad_usage();
+    CURL *esc = curl_easy_init();
+    char *path;
+    if (argc - optind == 1) {
+        char *e = curl_easy_escape(esc, argv[optind], 0);
+        path = lab_asprintf("/v1/plates/%s", e);
+        curl_free(e);
+    } else {
+        path = lab_strdup("/v1/plates?");
+        for (int i = 0; i < 4; i++) {
+            if (!vals[i])
+                continue;
+            char *e = curl_easy_escape(esc, vals[i], 0);
+            char *p = lab_asprintf("%s%s=%s&", path, names[i], e);
+            curl_free(e);
+            free(path);
+            path = p;
+        }
+        path[strlen(path) - 1] = '\0';
+    }
+    curl_easy_cleanup(esc);
+    buf_t b = {0};
+    long st = request("GET", path, NULL, &b);
+    bool one = argc - optind == 1;
+    free(path);
+    json_t *doc;
+    int code = answer_doc(st, &b, as_json, &doc);
+    free(b.p);
+    if (code >= 0)
+        return code;
+    if (one) {
+        print_plate(doc);
+        json_decref(doc);
+        return 0;
+    }
+    printf("%-24s  %-32s  %-24s  %s\n", "PLATE", "WHERE", "SINCE", "WHY");
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(doc, "plates"), i, p)
+    {
+        json_t *loc = json_object_get(p, "location");
+        char where[256];
+        plate_where(loc, where, sizeof where);
+        printf("%-24s  %-32s  %-24s  %s\n", str(p, "barcode"), where, str(loc, "since"),
+               json_object_get(loc, "why") ? str(loc, "why") : "");
+    }
+    json_array_foreach(json_object_get(doc, "held_sites"), i, p)
+    {
+        json_t *site = json_object_get(p, "site");
+        char where[160];
+        snprintf(where, sizeof where, "%s %lld/%lld", str(p, "instrument"),
+                 (long long)json_integer_value(json_object_get(site, "cassette")),
+                 (long long)json_integer_value(json_object_get(site, "slot")));
+        printf("%-24s  %-32s  %-24s  %s\n", "(no barcode)", where, str(p, "since"), str(p, "why"));
+    }
+    const char *next = json_string_value(json_object_get(doc, "next"));
+    if (next)
+        printf("(more: --after %s)\n", next);
+    json_decref(doc);
+    return 0;
+}
+
 static int cmd_run(int argc, char **argv, int as_json)
 {
     int rc = only_help(argc, argv);
@@ -1450,10 +1604,12 @@ static int cmd_action(int argc, char **argv, int as_json)
 {
     static const struct option o[] = {
         {"timeout", required_argument, NULL, 't'},
+        {"plate", required_argument, NULL, 'p'},
         HELP_OPT,
         {NULL, 0, NULL, 0},
     };
     double timeout = 0;
+    const char *plate = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, ":h", o, NULL)) != -1) {
@@ -1464,6 +1620,8 @@ static int cmd_action(int argc, char **argv, int as_json)
                 fprintf(stderr, "labloop: --timeout takes lab seconds > 0\n");
                 return EXIT_USAGE;
             }
+        } else if (c == 'p') {
+            plate = optarg;
         } else {
             return opt_other(c, argv);
         }
@@ -1506,6 +1664,13 @@ static int cmd_action(int argc, char **argv, int as_json)
     json_t *doc = json_pack("{s:s, s:o}", "action", name, "params", params);
     if (timeout > 0)
         json_object_set_new(doc, "timeout_s", json_real(timeout));
+    /* the plate it handles, for the plate registry; a barcode that is not UTF-8 the daemon
+     * refuses when the body is not JSON */
+    if (plate && json_object_set_new(doc, "plate", json_string(plate)) != 0) {
+        fprintf(stderr, "labloop: --plate is not UTF-8 text\n");
+        json_decref(doc);
+        return EXIT_USAGE;
+    }
     char *body = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     char *path = escaped_path("/v1/instruments/%s/actions", id);
@@ -2008,6 +2173,10 @@ static const struct command {
     {"runs", cmd_runs, "runs [--state S] [--limit N] [--after CURSOR] [--lab [--cell C]]"},
     {"lab", cmd_lab, "lab (the lab's cells: state, heartbeat, runs held, instruments)"},
     {"run", cmd_run, "run ID"},
+    {"plates", cmd_plates,
+     "plates [--location at|outside|in_transit|unknown] [--instrument ID] [--limit N]\n"
+     "         [--after CURSOR] (where every plate is) | plates BARCODE (where it is, what\n"
+     "         went into it, its moves)"},
     {"cancel", cmd_cancel, "cancel ID [--reason TEXT]"},
     {"priority", cmd_priority, "priority RUN [urgent|high|normal|low] [--score X]"},
     {"schedule", cmd_schedule, "schedule (the plan: instrument, run, step, start, end, state)"},
@@ -2021,7 +2190,9 @@ static const struct command {
     {"results", cmd_results, "results CAMPAIGN (one row per completed candidate)"},
     {"plan", cmd_plan, "plan FILE [--budget-ms N] [--seed N] (offline planning; no daemon needed)"},
     {"instruments", cmd_instruments, "instruments [ID] (state, telemetry, last error; actions)"},
-    {"action", cmd_action, "action ID NAME [KEY=VALUE]... [--timeout S] (manual control)"},
+    {"action", cmd_action,
+     "action ID NAME [KEY=VALUE]... [--timeout S] [--plate BARCODE] (manual control; --plate\n"
+     "         names the plate it handles for the plate registry)"},
     {"consumables", cmd_consumables,
      "consumables [INSTRUMENT] (a liquid handler's tips and troughs: left, reserved, last use)"},
     {"refill", cmd_refill,

@@ -20,6 +20,7 @@
 #include "daemon/fleet/plates.h"
 #include "daemon/fleet/submit.h"
 #include "daemon/labware/consumables.h"
+#include "daemon/labware/labware.h"
 #include "core/cfg.h"
 #include "core/clock.h"
 #include "core/err.h"
@@ -62,6 +63,7 @@ typedef struct labd {
     lab_instr_t *instr;
     lab_sched_t *sched;
     lab_consumables_t *consumables; /* closed after the scheduler (its steps hold reservations) */
+    lab_labware_t *labware;         /* closed after the scheduler, which asks it for sites */
     lab_campaigns_t *campaigns;
     lab_submit_t *submit; /* the one submission path (HTTP and MQTT) */
     lab_inbox_t *inbox;   /* in/runs; NULL without MQTT */
@@ -158,6 +160,19 @@ static void consumables_changed(void *ctx)
     lab_sched_replan(ctx);
 }
 
+static void labware_closed(void *arg)
+{
+    labd_t *d = arg;
+    d->labware = NULL;
+}
+
+/* A committed change of the plate registry (a site taken or freed by hand) is planned with. */
+static void labware_changed(void *ctx)
+{
+    lab_sched_replan(ctx);
+}
+
+/* The consumables and the plate registry go after the scheduler, which asks them. */
 static void sched_closed(void *arg)
 {
     labd_t *d = arg;
@@ -166,6 +181,8 @@ static void sched_closed(void *arg)
         lab_submit_forget_sched(d->submit);
     if (d->consumables)
         lab_consumables_close(d->consumables, consumables_closed, d);
+    if (d->labware)
+        lab_labware_close(d->labware, labware_closed, d);
 }
 
 /* The scheduler closes once nothing can call it any more: the instruments are closed and the
@@ -178,6 +195,8 @@ static void instr_closed(void *arg)
         lab_sched_close(d->sched, sched_closed, d);
     else if (!d->sched && d->consumables)
         lab_consumables_close(d->consumables, consumables_closed, d);
+    if (!d->sched && d->labware)
+        lab_labware_close(d->labware, labware_closed, d);
 }
 
 static void fleet_stopped(void *arg)
@@ -200,7 +219,8 @@ static void fleet_submit(void *ctx, json_t *sub, const char *key, const char *vi
 static void stop_tick(uv_timer_t *t)
 {
     labd_t *d = t->data;
-    if (d->state != D_DRAINING_API || d->instr || d->sched || d->fleet || d->consumables)
+    if (d->state != D_DRAINING_API || d->instr || d->sched || d->fleet || d->consumables ||
+        d->labware)
         return;
     int busy = lab_api_in_flight(d->api);
     if (busy > 0 && uv_now(d->loop) < d->stop_deadline)
@@ -236,6 +256,7 @@ static void begin_stop(labd_t *d, const char *why)
         lab_campaigns_stop(d->campaigns);
     if (d->sched)
         lab_sched_stop(d->sched);
+    lab_labware_stop(d->labware);
     if (d->instr)
         lab_instr_close(d->instr, instr_closed, d);
     uv_timer_start(&d->stop_timer, stop_tick, 0, 10);
@@ -536,12 +557,19 @@ static int run(labd_t *d)
         log_error("main", "cannot start the consumables: %s", lab_strerror(rc));
         return 1;
     }
+    if ((rc = lab_labware_start(&d->labware, d->loop, &d->cfg, &d->clock, d->store, d->instr)) !=
+        0) {
+        log_error("main", "cannot start the plate registry: %s", lab_strerror(rc));
+        return 1;
+    }
     if ((rc = lab_sched_start(&d->sched, d->loop, &d->cfg, &d->clock, d->store, d->instr)) != 0) {
         log_error("main", "cannot start the scheduler: %s", lab_strerror(rc));
         return 1;
     }
     lab_sched_set_consumables(d->sched, d->consumables);
     lab_consumables_on_change(d->consumables, consumables_changed, d->sched);
+    lab_sched_set_labware(d->sched, d->labware);
+    lab_labware_on_change(d->labware, labware_changed, d->sched);
     if (d->cfg.lab_shared_queue && (rc = lab_fleet_start(&d->fleet, d->loop, &d->cfg, &d->clock,
                                                          d->store, d->instr, d->sched)) != 0) {
         log_error("main", "cannot join the lab's shared queue: %s", lab_strerror(rc));
@@ -575,8 +603,8 @@ static int run(labd_t *d)
         log_error("main", "cannot serve in/runs: %s", lab_strerror(rc));
         return 1;
     }
-    lab_api_deps_t deps = {d->loop,  &d->cfg,  &d->clock,    d->store, d->pg,         d->mqtt,
-                           d->instr, d->sched, d->campaigns, d->fleet, d->consumables};
+    lab_api_deps_t deps = {d->loop,  &d->cfg,  &d->clock,    d->store, d->pg,          d->mqtt,
+                           d->instr, d->sched, d->campaigns, d->fleet, d->consumables, d->labware};
     if ((rc = lab_api_start(&d->api, &deps)) != 0) {
         log_error("main", "cannot start the HTTP API on %s: %s", d->cfg.http, lab_strerror(rc));
         return 1;
@@ -701,6 +729,7 @@ int main(int argc, char **argv)
             lab_fleet_stop(d.fleet, 0, fleet_stopped, &d);
         if (d.sched)
             lab_sched_stop(d.sched);
+        lab_labware_stop(d.labware);
         if (d.instr)
             lab_instr_close(d.instr, instr_closed, &d); /* which closes the scheduler */
         if (d.mqtt)

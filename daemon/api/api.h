@@ -9,6 +9,7 @@
 #include "daemon/fleet/fleet.h"
 #include "daemon/fleet/submit.h"
 #include "daemon/labware/consumables.h"
+#include "daemon/labware/labware.h"
 #include "daemon/sched/sched.h"
 #include "core/cfg.h"
 #include "core/clock.h"
@@ -32,6 +33,10 @@ typedef struct lab_api_deps {
     lab_campaigns_t *campaigns;     /* the campaign engine; may be NULL (no campaigns) */
     lab_fleet_t *fleet;             /* the lab's shared queue; NULL when [lab] shared_queue = off */
     lab_consumables_t *consumables; /* liquid handlers' tips and troughs; may be NULL */
+    lab_sched_t *sched;         /* may be NULL (no runs are carried out) */
+    lab_campaigns_t *campaigns; /* the campaign engine; may be NULL (no campaigns) */
+    lab_fleet_t *fleet;         /* the lab's shared queue; NULL when [lab] shared_queue = off */
+    lab_labware_t *labware;     /* the plate registry; may be NULL (no /v1/plates answers) */
 } lab_api_deps_t;
 
 /* POST /v1/runs goes through a submission path of the API's own (this cell's queue only) until

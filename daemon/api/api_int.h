@@ -102,6 +102,7 @@ struct lab_api {
     lab_mqtt_t *mqtt;
     lab_instr_t *instr;
     lab_sched_t *sched;
+    lab_labware_t *labware; /* the plate registry; NULL: none */
     lab_campaigns_t *campaigns;
     lab_submit_t *submit;           /* POST /v1/runs */
     bool own_submit;                /* made here (deps gave none) */
@@ -281,6 +282,9 @@ void lab_api_instruments_utilisation(lab_req_t *rq);
 void lab_api_instruments_resume(lab_req_t *rq);
 void lab_api_consumables_get(lab_req_t *rq);
 void lab_api_consumables_refill(lab_req_t *rq);
+void lab_api_plates_list(lab_req_t *rq);
+void lab_api_plates_get(lab_req_t *rq);
+void lab_api_plates_locate(lab_req_t *rq);
 void lab_api_workflows_post(lab_req_t *rq);
 void lab_api_workflows_list(lab_req_t *rq);
 void lab_api_workflows_get(lab_req_t *rq);

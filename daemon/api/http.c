@@ -881,6 +881,7 @@ int lab_api_start(lab_api_t **out, const lab_api_deps_t *deps)
     api->instr = deps->instr;
     api->sched = deps->sched;
     api->campaigns = deps->campaigns;
+    api->labware = deps->labware;
     if (lab_submit_new(&api->submit, deps->store, deps->sched, deps->clock, cfg->cell, false) !=
         LAB_OK)
         goto fail;

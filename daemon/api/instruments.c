@@ -360,6 +360,18 @@ void lab_api_instruments_action(lab_req_t *rq)
         return;
     }
     const char *action = json_string_value(json_object_get(body, "action"));
+    /* The schema held its length; a control character cannot be on a label. */
+    json_t *plate = json_object_get(body, "plate");
+    const char *bad =
+        plate ? lab_labware_barcode_check(json_string_value(plate), json_string_length(plate))
+              : NULL;
+    if (bad) {
+        char msg[80];
+        snprintf(msg, sizeof msg, "the plate's barcode %s", bad);
+        lab_problem(rq, LAB_P_INVALID, lab_errors_one("/plate", msg), "%s", msg);
+        json_decref(body);
+        return;
+    }
     action_sign(rq, d, action, body);
     json_t *params = json_object_get(body, "params");
     json_t *timeout = json_object_get(body, "timeout_s");
@@ -373,7 +385,7 @@ void lab_api_instruments_action(lab_req_t *rq)
     snprintf(rq->action, sizeof rq->action, "%.*s",
              (int)lab_utf8_cut(action, strlen(action), sizeof rq->action - 1), action);
     rq->act_params = json_is_object(params) ? json_deep_copy(params) : NULL;
-    lab_instr_who_t who = {NULL, NULL, by ? by : rq->who};
+    lab_instr_who_t who = {json_string_value(plate), NULL, by ? by : rq->who};
     int rc = lab_instr_call(api->instr, d, action, params, timeout ? json_number_value(timeout) : 0,
                             &who, action_done, rq, &err, &problems);
     if (rc != LAB_OK) {

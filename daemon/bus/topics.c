@@ -31,6 +31,10 @@ const lab_topic_t lab_topics[LAB_TOPIC_COUNT] = {
     {LAB_TOPIC_IN_RUNS, "in.runs", "in/runs", LAB_TOPIC_IN, 1, false, NULL},
     {LAB_TOPIC_IN_BATCHES, "in.batches", "in/campaigns/{id}/batches", LAB_TOPIC_IN, 1, false, NULL},
     {LAB_TOPIC_IN_REPORT, "in.report", "in/instruments/{id}/report", LAB_TOPIC_IN, 1, false, NULL},
+    {LAB_TOPIC_PLATE_STATE, "plate.state", "plates/{barcode}", LAB_TOPIC_OUT, 1, true,
+     "plate.state"},
+    {LAB_TOPIC_PLATE_MOVES, "plate.move", "plates/{barcode}/moves", LAB_TOPIC_OUT, 1, false,
+     "plate.move"},
 };
 
 const lab_topic_t *lab_topic_get(lab_topic_id_t id)

@@ -20,6 +20,8 @@ typedef enum lab_topic_id {
     LAB_TOPIC_IN_RUNS,
     LAB_TOPIC_IN_BATCHES,
     LAB_TOPIC_IN_REPORT,
+    LAB_TOPIC_PLATE_STATE,
+    LAB_TOPIC_PLATE_MOVES,
     LAB_TOPIC_COUNT
 } lab_topic_id_t;
 

@@ -480,6 +480,12 @@ void lab_sched_set_consumables(lab_sched_t *s, lab_consumables_t *c)
     s->consumables = c;
 }
 
+void lab_sched_set_labware(lab_sched_t *s, lab_labware_t *lw)
+{
+    s->lw = lw;
+    lab_sched_replan(s);
+}
+
 void lab_sched_set_gate(lab_sched_t *s, lab_sched_gate_fn fn, void *ctx)
 {
     s->gate_fn = fn;

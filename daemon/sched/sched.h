@@ -17,6 +17,7 @@
 #include "core/clock.h"
 #include "daemon/instr/instr.h"
 #include "daemon/labware/consumables.h"
+#include "daemon/labware/labware.h"
 #include "daemon/store/store.h"
 
 #include <jansson.h>
@@ -44,6 +45,9 @@ void lab_sched_submitted_doc(lab_sched_t *s, json_t *doc);
  * there net of what steps under way reserved, and reserves them until it ends; short of them its
  * run waits with the shortfall as its waiting reason. NULL (the default): unlimited. */
 void lab_sched_set_consumables(lab_sched_t *s, lab_consumables_t *c);
+/* The plate registry whose sites count besides the scheduler's own: a site it says holds a plate
+ * is never given to a step. NULL: none (the scheduler's own reservations only). */
+void lab_sched_set_labware(lab_sched_t *s, lab_labware_t *lw);
 /* Something outside changed (an instrument paused or resumed): plan again soon. */
 void lab_sched_replan(lab_sched_t *s);
 

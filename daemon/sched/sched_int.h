@@ -169,7 +169,8 @@ struct lab_sched {
     int nsites;
     unsigned char **site_used; /* per instrument: site i used (i = (cassette-1)*spc + slot-1) */
     int *site_n;
-    json_t *history; /* timeline items of runs that are over, newest last */
+    lab_labware_t *lw; /* the plate registry's sites count too; NULL: none */
+    json_t *history;   /* timeline items of runs that are over, newest last */
     struct {
         lab_sched_run_cb cb;
         void *ctx;

@@ -1,5 +1,7 @@
 /* The instruments as the scheduler sees them (lookup by id, availability, which ones a step's
- * "on" names) and their sites: which incubator slots are taken, given out and released. */
+ * "on" names) and their sites: which incubator slots are taken, given out and released. A site
+ * is free when neither a step of ours nor the plate registry holds it (a plate loaded by hand,
+ * one whose whereabouts are in doubt). */
 #include "daemon/sched/sched_int.h"
 
 #include <string.h>
@@ -34,8 +36,10 @@ static int sites_capacity(lab_sched_t *s, int i)
 
 bool sites_take(lab_sched_t *s, int i, int *cassette, int *slot)
 {
+    lab_driver_t *d = inst_at(s, i);
     for (int x = 0; x < sites_capacity(s, i); x++)
-        if (!s->site_used[i][x] && lab_driver_site_at(inst_at(s, i), x, cassette, slot)) {
+        if (!s->site_used[i][x] && lab_driver_site_at(d, x, cassette, slot) &&
+            !lab_labware_site_busy(s->lw, lab_driver_id(d), *cassette, *slot)) {
             s->site_used[i][x] = 1;
             return true;
         }

@@ -34,6 +34,10 @@ const lab_outbox_kind_t lab_outbox_kinds[] = {
      "what waits for a person, opened or answered (open, by, how)"},
     {"consumable", "instrument id",
      "a liquid handler's tips and troughs after a use or a refill (left, reserved, last)"},
+    {"plate.state", "the plate's barcode",
+     "the registry's plate document after a change (location, contents, runs)"},
+    {"plate.move", "the plate's barcode",
+     "one move of a plate: queued (outcome null), then done, failed or unknown"},
     {NULL, NULL, NULL},
 };
 

@@ -231,7 +231,7 @@ static const pg_kind_t pg_kinds[] = {
      "reason = EXCLUDED.reason, doc = EXCLUDED.doc, updated_at = EXCLUDED.updated_at, "
      "seq = EXCLUDED.seq WHERE t.seq < EXCLUDED.seq"},
     {"plate",
-     "INSERT INTO labloop.plates (cell, seq, campaign, plate, run, passed, z_prime, mu_pos, "
+     "INSERT INTO labloop.plate_qc (cell, seq, campaign, plate, run, passed, z_prime, mu_pos, "
      "sd_pos, mu_neg, sd_neg, reason, layout, at) "
      "SELECT $1, e.seq, e.key, e.payload->>'plate', (e.payload->>'run')::uuid, "
      "(e.payload->>'passed')::boolean, (e.payload->>'z_prime')::float8, "
@@ -240,6 +240,25 @@ static const pg_kind_t pg_kinds[] = {
      "e.payload->'layout', coalesce((e.payload->>'at')::timestamptz, e.ts) "
      "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
      "AND e.kind = 'plate' ON CONFLICT (cell, seq) DO NOTHING"},
+    /* The plate registry: a plate's newest document per cell, and its moves appended. */
+    {"plate.state",
+     "INSERT INTO labloop.plates AS t (cell, barcode, state, instrument, doc, updated_at, seq) "
+     "SELECT DISTINCT ON (e.key) $1, e.key, e.payload->'location'->>'state', "
+     "e.payload->'location'->>'instrument', e.payload, "
+     "coalesce((e.payload->>'updated_at')::timestamptz, e.ts), e.seq "
+     "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'plate.state' ORDER BY e.key, e.seq DESC "
+     "ON CONFLICT (cell, barcode) DO UPDATE SET state = EXCLUDED.state, "
+     "instrument = EXCLUDED.instrument, doc = EXCLUDED.doc, updated_at = EXCLUDED.updated_at, "
+     "seq = EXCLUDED.seq WHERE t.seq < EXCLUDED.seq"},
+    {"plate.move",
+     "INSERT INTO labloop.plate_moves (cell, seq, barcode, move_seq, action, run, by_whom, "
+     "outcome, doc, at) "
+     "SELECT $1, e.seq, e.key, (e.payload->>'seq')::int, e.payload->>'action', "
+     "(e.payload->>'run')::uuid, e.payload->>'by', e.payload->>'outcome', e.payload, "
+     "coalesce((e.payload->>'at')::timestamptz, e.ts) "
+     "FROM labloop.events e WHERE e.cell = $1 AND e.seq BETWEEN $2::bigint AND $3::bigint "
+     "AND e.kind = 'plate.move' ON CONFLICT (cell, seq) DO NOTHING"},
     {"campaign.result",
      "INSERT INTO labloop.results (cell, seq, campaign, candidate, batch, model_name, "
      "model_version, params, value, sd, replicates, raw, wells, plate, run, z_prime, doc, at) "

@@ -394,11 +394,12 @@ static void test_batch_over_http(void **state)
                                      "'mix1' and state = 'completed'",
                                      4, 20000),
                      4);
-    assert_int_equal(h_pg_count_wait(&pg,
-                                     "select count(*) from labloop.plates where campaign = 'mix1' "
-                                     "and passed and z_prime > 0.5",
-                                     1, 20000),
-                     1);
+    assert_int_equal(
+        h_pg_count_wait(&pg,
+                        "select count(*) from labloop.plate_qc where campaign = 'mix1' "
+                        "and passed and z_prime > 0.5",
+                        1, 20000),
+        1);
     assert_int_equal(h_pg_count_wait(&pg,
                                      "select count(*) from labloop.batches where campaign = 'mix1' "
                                      "and batch = 'b1' and state = 'done'",
@@ -640,7 +641,7 @@ static void test_qc_failure_and_breaker(void **state)
     assert_non_null(strstr(sval(c, "reason"), "6 of 6 finished candidates failed"));
     json_decref(c);
     assert_int_equal(h_pg_count_wait(&pg,
-                                     "select count(*) from labloop.plates where campaign = 'qc1' "
+                                     "select count(*) from labloop.plate_qc where campaign = 'qc1' "
                                      "and not passed and reason like '%Z''%'",
                                      2, 20000),
                      2);

@@ -367,6 +367,28 @@ def run(c, paused):
     c.call("POST", ii + "/actions", "technician", 404, params={"id": "nope"},
            body={"action": "status"})
 
+    # the plate registry: a read by hand names its plate
+    c.call("POST", ii + "/actions", "technician", params={"id": "reader1"},
+           body={"action": "read_absorbance", "params": {"wavelength_nm": 450}, "plate": "OA P1"})
+    c.call("POST", ii + "/actions", "technician", 422, params={"id": "reader1"},
+           body={"action": "read_absorbance", "params": {"wavelength_nm": 450}, "plate": "P" * 65})
+    p, pb = "/v1/plates", "/v1/plates/{barcode}"
+    c.call("GET", p, "viewer")
+    c.call("GET", p, "viewer", query="?location=at&instrument=reader1&limit=5")
+    c.call("GET", p, "viewer", 400, query="?location=nowhere")
+    c.call("GET", p, None, 401)
+    c.call("GET", pb, "viewer", params={"barcode": "OA%20P1"})
+    c.call("GET", pb, "viewer", 404, params={"barcode": "OA-NONE"})
+    c.call("GET", pb, "viewer", 400, params={"barcode": "%FF"})
+    c.call("POST", pb + "/location", "technician", params={"barcode": "OA%20P1"},
+           body={"outside": True, "reason": "taken to the freezer"})
+    c.call("POST", pb + "/location", "technician", 422, params={"barcode": "OA%20P1"},
+           body={"outside": True})
+    c.call("POST", pb + "/location", "technician", 404, params={"barcode": "OA-NONE"},
+           body={"outside": True, "reason": "x"})
+    c.call("POST", pb + "/location", "viewer", 403, params={"barcode": "OA%20P1"},
+           body={"outside": True, "reason": "x"})
+
     c.call("POST", ri + "/cancel", "technician", params={"id": rid}, body={"reason": "openapi"})
     c.call("POST", ri + "/cancel", "technician", 409, params={"id": rid}, body={})
     c.call("POST", ri + "/cancel", "technician", 422, params={"id": rid}, body={"reason": 5})
