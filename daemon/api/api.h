@@ -33,10 +33,7 @@ typedef struct lab_api_deps {
     lab_campaigns_t *campaigns;     /* the campaign engine; may be NULL (no campaigns) */
     lab_fleet_t *fleet;             /* the lab's shared queue; NULL when [lab] shared_queue = off */
     lab_consumables_t *consumables; /* liquid handlers' tips and troughs; may be NULL */
-    lab_sched_t *sched;         /* may be NULL (no runs are carried out) */
-    lab_campaigns_t *campaigns; /* the campaign engine; may be NULL (no campaigns) */
-    lab_fleet_t *fleet;         /* the lab's shared queue; NULL when [lab] shared_queue = off */
-    lab_labware_t *labware;     /* the plate registry; may be NULL (no /v1/plates answers) */
+    lab_labware_t *labware;         /* the plate registry; may be NULL (no /v1/plates answers) */
 } lab_api_deps_t;
 
 /* POST /v1/runs goes through a submission path of the API's own (this cell's queue only) until

@@ -20,6 +20,7 @@ const lab_audit_kind_t lab_audit_kinds[] = {
     {"candidate", "candidate.state"},
     {"batch", "campaign.batch"}, /* a learner's or a pipeline's proposal, and its progress */
     {"plate", "plate.qc"},
+    {"plate.state", "plate.state"}, /* where a plate is, what it holds */
     {"plate.move", "plate.move"},
     {"consumable", "consumable"},
     {"prompt", "prompt"}, /* opened, and answered by a person (confirm, resume) */

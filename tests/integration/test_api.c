@@ -124,7 +124,7 @@ static void write_file(const char *path, const char *text)
 static int start_api(lab_api_t **out, const lab_config_t *cfg)
 {
     lab_api_deps_t deps = {&g.loop, cfg,  &g.clock, g.store, NULL, NULL,
-                           NULL,    NULL, NULL,     NULL,    NULL};
+                           NULL,    NULL, NULL,     NULL,    NULL, NULL};
     return lab_api_start(out, &deps);
 }
 

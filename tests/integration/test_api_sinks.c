@@ -93,7 +93,7 @@ static void open_all(void *arg)
     if (lab_mqtt_start(&g.mqtt_sink, &g.loop, &g.cfg, g.store, &g.clock))
         return;
     lab_api_deps_t deps = {&g.loop, &g.cfg, &g.clock, g.store, g.pg_sink, g.mqtt_sink,
-                           NULL,    NULL,   NULL,     NULL,    NULL};
+                           NULL,    NULL,   NULL,     NULL,    NULL,      NULL};
     if (lab_api_start(&g.api, &deps))
         return;
     *rc = 0;
