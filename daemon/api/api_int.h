@@ -198,6 +198,8 @@ json_t *lab_errors_one(const char *path, const char *message);
 /* Appends to errs one {path: name, message} for each query parameter of rq not among known
  * (NULL-terminated), the message naming those that are. */
 void lab_query_unknown(lab_req_t *rq, const char *const *known, json_t *errs);
+/* A decimal number from lo to hi, the whole string (digits only: no sign, no space). */
+bool lab_query_num(const char *s, long long lo, long long hi, long long *out);
 /* Appends one {path: name, message} to errs. */
 void lab_query_error_add(json_t *errs, const char *name, const char *message);
 

@@ -71,32 +71,6 @@ static void query_error(json_t *errs, const char *name, const char *text)
     json_array_append_new(errs, json_pack("{s:s, s:s}", "path", "", "message", msg));
 }
 
-static enum MHD_Result query_known(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value)
-{
-    static const char *const known[] = {"run", "subject", "who", "since", "after", "limit"};
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (strcmp(key, known[i]) == 0)
-            return MHD_YES;
-    char name[80];
-    snprintf(name, sizeof name, "%.*s", (int)lab_utf8_cut(key, strlen(key), 64), key);
-    query_error(cls, name, "unknown (run, subject, who, since, after and limit are)");
-    return MHD_YES;
-}
-
-static bool parse_count(const char *s, long long lo, long long hi, long long *out)
-{
-    if (!s || !isdigit((unsigned char)s[0]))
-        return false;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* A query text that a stored field could hold: UTF-8, 1 to 200 characters. */
 static bool text_ok(const char *s)
 {
@@ -107,7 +81,8 @@ static bool text_ok(const char *s)
 void lab_api_audit_list(lab_req_t *rq)
 {
     json_t *errs = json_array();
-    MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, query_known, errs);
+    static const char *const known[] = {"run", "subject", "who", "since", "after", "limit", NULL};
+    lab_query_unknown(rq, known, errs);
     const char *run = lab_req_query(rq, "run"), *subject = lab_req_query(rq, "subject");
     const char *who = lab_req_query(rq, "who"), *since = lab_req_query(rq, "since");
     const char *limit_s = lab_req_query(rq, "limit"), *after_s = lab_req_query(rq, "after");
@@ -121,9 +96,9 @@ void lab_api_audit_list(lab_req_t *rq)
     if (since && lab_time_parse(since, &f.since_ms))
         query_error(errs, "since", "not an RFC 3339 time (2026-12-05T09:00:00Z)");
     long long limit = AUDIT_LIST_DEFAULT, after = 0;
-    if (limit_s && !parse_count(limit_s, 1, AUDIT_LIST_MAX, &limit))
+    if (limit_s && !lab_query_num(limit_s, 1, AUDIT_LIST_MAX, &limit))
         query_error(errs, "limit", "not an integer from 1 to 500");
-    if (after_s && !parse_count(after_s, 0, INT64_MAX, &after))
+    if (after_s && !lab_query_num(after_s, 0, INT64_MAX, &after))
         query_error(errs, "after", "not a cursor (the \"next\" of a page)");
     if (json_array_size(errs) > 0) {
         size_t n = json_array_size(errs);

@@ -13,6 +13,7 @@
 #include "core/utf8.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <openssl/evp.h>
 #include <errno.h>
 #include <netdb.h>
@@ -165,10 +166,15 @@ static enum MHD_Result query_one(void *cls, enum MHD_ValueKind kind, const char 
     char names[200] = "";
     size_t len = 0;
     for (const char *const *k = q->known; *k && len < sizeof names - 1; k++)
-        len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", len ? ", " : "", *k);
-    char msg[260], name[80];
-    snprintf(msg, sizeof msg, "unknown (%s %s)", names, q->known[0] && q->known[1] ? "are" : "is");
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s%s",
+                                k == q->known ? ""
+                                : k[1]        ? ", "
+                                              : " and ",
+                                *k);
+    char msg[400], name[80];
     snprintf(name, sizeof name, "%.*s", (int)lab_utf8_cut(key, strlen(key), 64), key);
+    snprintf(msg, sizeof msg, "query parameter %s: unknown (%s %s)", name, names,
+             q->known[0] && q->known[1] ? "are" : "is");
     lab_query_error_add(q->errs, name, msg);
     return MHD_YES;
 }
@@ -178,6 +184,19 @@ void lab_query_error_add(json_t *errs, const char *name, const char *message)
     json_t *one = lab_errors_one(name, message);
     json_array_extend(errs, one);
     json_decref(one);
+}
+
+bool lab_query_num(const char *s, long long lo, long long hi, long long *out)
+{
+    if (!s || !isdigit((unsigned char)s[0]))
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
 }
 
 void lab_query_unknown(lab_req_t *rq, const char *const *known, json_t *errs)

@@ -56,32 +56,11 @@ void lab_api_lab(lab_req_t *rq)
     lab_fleet_lab(rq->api->fleet, lab_read_done, rq);
 }
 
-static void lab_query_error(json_t *errs, const char *name, const char *msg)
-{
-    json_t *one = lab_errors_one(name, msg);
-    json_array_extend(errs, one);
-    json_decref(one);
-}
-
-static enum MHD_Result lab_query_known(void *cls, enum MHD_ValueKind kind, const char *key,
-                                       const char *value)
-{
-    (void)kind;
-    (void)value;
-    static const char *const known[] = {"state", "cell", "limit", "after"};
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (strcmp(key, known[i]) == 0)
-            return MHD_YES;
-    char name[80];
-    snprintf(name, sizeof name, "%.*s", (int)lab_utf8_cut(key, strlen(key), 64), key);
-    lab_query_error(cls, name, "unknown (state, cell, limit and after are)");
-    return MHD_YES;
-}
-
 void lab_api_lab_runs(lab_req_t *rq)
 {
     json_t *errs = json_array();
-    MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, lab_query_known, errs);
+    static const char *const params[] = {"state", "cell", "limit", "after", NULL};
+    lab_query_unknown(rq, params, errs);
     const char *state = lab_req_query(rq, "state");
     const char *cell = lab_req_query(rq, "cell");
     const char *limit_s = lab_req_query(rq, "limit");
@@ -90,23 +69,19 @@ void lab_api_lab_runs(lab_req_t *rq)
     for (size_t k = 0; state && k < sizeof queue_states / sizeof *queue_states; k++)
         known |= strcmp(state, queue_states[k]) == 0;
     if (!known)
-        lab_query_error(errs, "state",
-                        "unknown state of the lab's queue (queued, claimed, started, finished or "
-                        "cancelled)");
+        lab_query_error_add(
+            errs, "state",
+            "unknown state of the lab's queue (queued, claimed, started, finished or "
+            "cancelled)");
     if (cell && (!*cell || strlen(cell) > 64 ||
                  strspn(cell, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"
                               "KLMNOPQRSTUVWXYZ0123456789_-") != strlen(cell)))
-        lab_query_error(errs, "cell", "not a cell name (letters, digits, '-' and '_')");
-    long limit = LAB_RUNS_DEFAULT;
-    if (limit_s) {
-        char *end;
-        errno = 0;
-        limit = isdigit((unsigned char)limit_s[0]) ? strtol(limit_s, &end, 10) : -1;
-        if (limit < 1 || limit > LAB_RUNS_MAX || errno || *end)
-            lab_query_error(errs, "limit", "not an integer from 1 to 500");
-    }
+        lab_query_error_add(errs, "cell", "not a cell name (letters, digits, '-' and '_')");
+    long long limit = LAB_RUNS_DEFAULT;
+    if (limit_s && !lab_query_num(limit_s, 1, LAB_RUNS_MAX, &limit))
+        lab_query_error_add(errs, "limit", "not an integer from 1 to 500");
     if (after && !lab_uuid_valid(after))
-        lab_query_error(errs, "after", "not a cursor (the \"next\" of a page)");
+        lab_query_error_add(errs, "after", "not a cursor (the \"next\" of a page)");
     if (json_array_size(errs) > 0) {
         size_t n = json_array_size(errs);
         lab_problem(rq, LAB_P_BAD_REQUEST, errs, "%zu bad query parameter%s", n, n == 1 ? "" : "s");

@@ -51,37 +51,12 @@ static void query_error(json_t *errs, const char *name, const char *msg, const c
         errs, json_pack("{s:s, s:o}", "path", "", "message", lab_json_text(text, LAB_TEXT_MAX)));
 }
 
-static enum MHD_Result query_known(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value)
-{
-    (void)kind;
-    (void)value;
-    static const char *const known[] = {"location", "instrument", "limit", "after"};
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (strcmp(key, known[i]) == 0)
-            return MHD_YES;
-    query_error(cls, "", "is unknown (location, instrument, limit and after are)", key);
-    return MHD_YES;
-}
-
-static bool parse_num(const char *s, long long lo, long long hi, long long *out)
-{
-    if (!s || !isdigit((unsigned char)s[0]))
-        return false;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 void lab_api_plates_list(lab_req_t *rq)
 {
     lab_api_t *api = rq->api;
     json_t *errs = json_array();
-    MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, query_known, errs);
+    static const char *const known[] = {"location", "instrument", "limit", "after", NULL};
+    lab_query_unknown(rq, known, errs);
     lab_plates_filter_t f = {.state = lab_req_query(rq, "location"),
                              .instrument = lab_req_query(rq, "instrument")};
     const char *limit_s = lab_req_query(rq, "limit"), *after_s = lab_req_query(rq, "after");
@@ -94,9 +69,9 @@ void lab_api_plates_list(lab_req_t *rq)
         query_error(errs, "instrument", "is not an instrument id (1 to 64 characters)",
                     f.instrument);
     long long limit = LIST_DEFAULT, after = 0;
-    if (limit_s && !parse_num(limit_s, 1, LIST_MAX, &limit))
+    if (limit_s && !lab_query_num(limit_s, 1, LIST_MAX, &limit))
         query_error(errs, "limit", "is not an integer from 1 to 500", limit_s);
-    if (after_s && !parse_num(after_s, 0, INT64_MAX, &after))
+    if (after_s && !lab_query_num(after_s, 0, INT64_MAX, &after))
         query_error(errs, "after", "is not a cursor (the \"next\" of a page)", after_s);
     if (json_array_size(errs) > 0) {
         size_t n = json_array_size(errs);

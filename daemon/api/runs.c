@@ -184,21 +184,6 @@ static void query_error(json_t *errs, const char *name, const char *fmt, const c
         errs, json_pack("{s:s, s:o}", "path", "", "message", lab_json_text(msg, LAB_TEXT_MAX)));
 }
 
-static enum MHD_Result query_known(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value)
-{
-    static const char *const known[] = {"state", "plate", "workflow", "priority",
-                                        "order", "limit", "after"};
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (strcmp(key, known[i]) == 0)
-            return MHD_YES;
-    char name[80];
-    snprintf(name, sizeof name, "%.*s", (int)lab_utf8_cut(key, strlen(key), 64), key);
-    query_error(cls, name, "%s",
-                "unknown (state, plate, workflow, priority, order, limit and after are)");
-    return MHD_YES;
-}
-
 /* A workflow name as workflow.schema.json allows it. */
 static bool workflow_name_ok(const char *n)
 {
@@ -211,25 +196,13 @@ static bool workflow_name_ok(const char *n)
     return true;
 }
 
-/* A decimal number from lo to hi, the whole string. */
-static bool parse_num(const char *s, long long lo, long long hi, long long *out)
-{
-    if (!s || !isdigit((unsigned char)s[0]))
-        return false;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 void lab_api_runs_list(lab_req_t *rq)
 {
     lab_api_t *api = rq->api;
     json_t *errs = json_array();
-    MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, query_known, errs);
+    static const char *const known[] = {"state", "plate", "workflow", "priority",
+                                        "order", "limit", "after",    NULL};
+    lab_query_unknown(rq, known, errs);
     const char *state = lab_req_query(rq, "state");
     const char *limit_s = lab_req_query(rq, "limit");
     const char *after_s = lab_req_query(rq, "after");
@@ -260,9 +233,9 @@ void lab_api_runs_list(lab_req_t *rq)
         query_error(errs, "order", "\"%s\" is neither oldest (the default) nor newest", order);
     f.newest_first = order && strcmp(order, "newest") == 0;
     long long limit = LIST_DEFAULT, after = 0;
-    if (limit_s && !parse_num(limit_s, 1, LIST_MAX, &limit))
+    if (limit_s && !lab_query_num(limit_s, 1, LIST_MAX, &limit))
         query_error(errs, "limit", "\"%s\" is not an integer from 1 to 500", limit_s);
-    if (after_s && !parse_num(after_s, 0, INT64_MAX, &after))
+    if (after_s && !lab_query_num(after_s, 0, INT64_MAX, &after))
         query_error(errs, "after", "\"%s\" is not a cursor (the \"next\" of a page)", after_s);
     if (json_array_size(errs) > 0) {
         size_t n = json_array_size(errs);
