@@ -987,8 +987,22 @@ static bool campaign_outage(cell_t *c)
     load_t l;
     load_start(&l, c, 'O', 2);
     cell_sleep(c, 2000, "outage");
+    /* The broker keeps nothing when it stops (no persistence): what it had taken from the daemon
+     * but not yet passed on to the subscriber would count as missing, though the daemon delivered
+     * it. So the daemon holds still (SIGSTOP) until the subscriber has had nothing new for half a
+     * second, and goes on (SIGCONT) once both servers are down. */
+    kill(c->d.pid, SIGSTOP);
+    h_msg_t *seen_msgs;
+    int seen = h_sub_messages(c->sub, &seen_msgs), quiet = 0;
+    for (long long end = h_now_ms() + 10000; quiet < 5 && h_now_ms() < end;) {
+        h_sleep_ms(100);
+        int now = h_sub_messages(c->sub, &seen_msgs);
+        quiet = now == seen ? quiet + 1 : 0;
+        seen = now;
+    }
     if (h_pg_stop(&c->pg) || h_mqtt_stop(&c->mq))
         die("PostgreSQL or mosquitto did not stop");
+    kill(c->d.pid, SIGCONT);
     cell_sleep(c, cfg.outage_s * 1000, "outage");
     if (h_pg_restart(&c->pg))
         die("PostgreSQL did not start again");
