@@ -8,7 +8,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from browser import BrowserCase, main  # noqa: E402
+from browser import BrowserCase, BrowserError, main  # noqa: E402
 
 
 class Runs(BrowserCase):
@@ -69,6 +69,19 @@ class Runs(BrowserCase):
         p.screenshot("runs-detail")
         self.assert_clean()
 
+    def confirm_from(self, selector, what):
+        """Clicks selector until the confirmation opens: the run page re-renders when the run's
+        next event arrives, and a click measured just before that lands where the button was."""
+        p = self.page
+        for _ in range(3):
+            p.click(selector)
+            try:
+                return p.wait("document.getElementById('confirm').open", what, timeout_s=5)
+            except BrowserError:
+                pass
+        p.click(selector)
+        return p.wait("document.getElementById('confirm').open", what)
+
     def test_cancel_and_priority(self):
         # star1 held, so the run waits for its dispense until it is cancelled.
         self.stack.api("POST", "/v1/instruments/star1/pause", role="technician", want=200)
@@ -83,14 +96,12 @@ class Runs(BrowserCase):
             p.click("#confirm-yes")
             self.stack.wait(lambda: self.stack.api("GET", "/v1/runs/" + rid)[1]["priority"] == "urgent",
                             "priority urgent")
-            p.click("#run-cancel")
-            p.wait("document.getElementById('confirm').open", "the cancel confirmation")
+            self.confirm_from("#run-cancel", "the cancel confirmation")
             self.assertIn("ends as cancelled", p.text("#confirm-text"))
             p.click("#confirm-no")  # changed their mind: nothing happens
             p.wait("!document.getElementById('confirm').open")
             self.assertNotEqual(self.state(rid), "cancelled")
-            p.click("#run-cancel")
-            p.wait("document.getElementById('confirm').open", "the cancel confirmation")
+            self.confirm_from("#run-cancel", "the cancel confirmation")
             p.click("#confirm-yes")
             p.wait_text("#page h1 .state", "cancelled")
             self.assertEqual(self.state(rid), "cancelled")
